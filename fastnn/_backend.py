@@ -1,0 +1,192 @@
+"""Which kernel backend runs: the one module that decides.
+
+Backends, in order of preference:
+
+``"c"``
+    The compiled C/OpenMP extension (``fastnn._cfastnn``, built by scikit-build-core).
+``"numba"``
+    JIT-compiled fallbacks (needs the optional ``numba`` package: ``pip install fastnn[numba]``).
+``"numpy"``
+    The pure-NumPy reference: slow, always present, the oracle every other backend is tested
+    against.
+
+The active backend is chosen at import from ``FASTNN_BACKEND`` if set, else the first of
+the list above that loads. If the C extension cannot be loaded a single warning says why.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import importlib.util
+import os
+import warnings
+from types import ModuleType
+from typing import Dict, Iterator, List
+
+BACKEND_NAMES = ("c", "numba", "numpy")
+_MODULES = {
+    "c": "fastnn.backends.c_backend",
+    "numba": "fastnn.backends.numba_backend",
+    "numpy": "fastnn.backends.numpy_backend",
+}
+
+_loaded: Dict[str, ModuleType] = {}
+_errors: Dict[str, str] = {}
+_default: List[str] = []  # one element: the process-wide active backend
+_override: contextvars.ContextVar = contextvars.ContextVar("fastnn_backend", default=None)
+_num_threads: List[int] = []  # set by set_num_threads; empty means "runtime default"
+
+
+def _check_name(name) -> str:
+    if not isinstance(name, str) or name.lower() not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {list(BACKEND_NAMES)}, received {name!r}")
+    return name.lower()
+
+
+def load(name: str) -> ModuleType:
+    """Import backend ``name`` (once) and return its module.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a backend name.
+    ImportError
+        If the backend cannot be loaded here; the message says why.
+    """
+    name = _check_name(name)
+    if name in _loaded:
+        return _loaded[name]
+    if name in _errors:
+        raise ImportError(f"fastnn backend {name!r} is unavailable: {_errors[name]}")
+    try:
+        mod = importlib.import_module(_MODULES[name])
+    except Exception as exc:  # ImportError, OSError from a broken .so, numba errors...
+        _errors[name] = f"{type(exc).__name__}: {exc}"
+        raise ImportError(f"fastnn backend {name!r} is unavailable: {_errors[name]}") from exc
+    if _num_threads:
+        mod.set_num_threads(_num_threads[0])
+    _loaded[name] = mod
+    return mod
+
+
+def available() -> List[str]:
+    """Names of the backends that load on this machine, fastest first."""
+    names = []
+    for name in BACKEND_NAMES:
+        try:
+            load(name)
+        except ImportError:
+            continue
+        names.append(name)
+    return names
+
+
+def _choose_default() -> str:
+    env = os.environ.get("FASTNN_BACKEND", "").strip()
+    if env:
+        try:
+            name = _check_name(env)
+            load(name)
+            return name
+        except (ValueError, ImportError) as exc:
+            warnings.warn(f"FASTNN_BACKEND={env!r} cannot be used ({exc}); choosing "
+                          "automatically", RuntimeWarning, stacklevel=3)
+    try:
+        load("c")
+        return "c"
+    except ImportError:
+        reason = _errors.get("c", "unknown error")
+    for name in ("numba", "numpy"):
+        if name == "numba" and importlib.util.find_spec("numba") is None:
+            _errors.setdefault("numba", "the numba package is not installed "
+                               "(pip install fastnn[numba])")
+            continue
+        try:
+            load(name)
+        except ImportError:
+            continue
+        warnings.warn(f"fastnn: the C extension could not be loaded ({reason}); using the "
+                      f"{name!r} backend instead, which is slower", RuntimeWarning, stacklevel=3)
+        return name
+    raise ImportError("fastnn: no backend could be loaded")  # numpy always loads
+
+
+def active_name() -> str:
+    """Name of the backend in use in this context."""
+    name = _override.get()
+    if name is not None:
+        return name
+    if not _default:
+        _default.append(_choose_default())
+    return _default[0]
+
+
+def get() -> ModuleType:
+    """The backend module in use in this context."""
+    return load(active_name())
+
+
+def set_backend(name: str) -> None:
+    """Make ``name`` ("c", "numba" or "numpy") the process-wide backend.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a backend name.
+    ImportError
+        If that backend is unavailable here (the message says why).
+    """
+    name = _check_name(name)
+    load(name)
+    _default[:] = [name]
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[ModuleType]:
+    """Context manager running the enclosed code on backend ``name``.
+
+    Examples
+    --------
+    >>> with fastnn.use_backend("numpy"):
+    ...     y = fastnn.ops.matmul(a, b)
+    """
+    name = _check_name(name)
+    mod = load(name)
+    token = _override.set(name)
+    try:
+        yield mod
+    finally:
+        _override.reset(token)
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads the compiled backends use (C via OpenMP, Numba).
+
+    ``OMP_NUM_THREADS`` sets the initial value for the C backend.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, received {n!r}")
+    _num_threads[:] = [n]
+    for mod in _loaded.values():
+        mod.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads the active backend uses."""
+    return get().get_num_threads()
+
+
+def backend_info() -> dict:
+    """Describe the backends: ``available``, ``active``, ``isa``, ``num_threads``, ``errors``."""
+    avail = available()
+    active = active_name()
+    mod = load(active)
+    info = {
+        "available": avail,
+        "active": active,
+        "isa": mod.isa(),
+        "num_threads": mod.get_num_threads(),
+        "errors": {k: v for k, v in _errors.items() if k not in avail},
+    }
+    return info

@@ -1,0 +1,54 @@
+"""Kernel backends behind :mod:`fastnn.ops`.
+
+Every backend module (``c_backend``, ``numba_backend``, ``numpy_backend``) implements the
+same primitive functions. The public wrappers in :mod:`fastnn.ops` have already validated
+every argument when a primitive is called, so primitives do no checking:
+
+* every array is C-contiguous, float32 or float64 (one dtype per call; ``argmax`` is int64);
+* ``g`` is a :class:`fastnn.ops._geometry.ConvGeometry` describing the input;
+* ``layout`` is ``"NHWC"`` or ``"NCHW"``;
+* output arrays are passed in, already allocated with the right shape and dtype, and the
+  primitive writes them (overwrite, never accumulate, unless stated);
+* the batch size ``g.n`` is >= 1.
+
+Primitives
+----------
+``gemm(trans_a, trans_b, alpha, a, b, beta, c)``
+    ``c[:] = alpha * op(a) @ op(b) + beta * c`` with ``op(a)`` of shape (M, K), ``op(b)`` of
+    shape (K, N), ``c`` of shape (M, N). ``beta == 0`` overwrites ``c`` without reading it
+    (NaN in the old ``c`` does not propagate), as in BLAS. K may be 0.
+``im2col(x, g, layout, cols)``
+    ``cols`` (g.n*g.oh*g.ow, g.kh*g.kw*g.c); rows over (n, oh, ow); columns over
+    (kh, kw, c) for NHWC and (c, kh, kw) for NCHW. Padded positions are 0.
+``col2im(cols, g, layout, x)``
+    The exact adjoint of im2col: ``x`` (overwritten) is the sum of every column entry into
+    the input element it was read from; padded positions are dropped.
+``bias_act(y, b, act, out)``
+    ``y`` and ``out`` (outer, C, inner); ``b`` (C,) or None; ``act`` "identity" or "relu";
+    ``out = act(y + b[None, :, None])``. ``out`` may be ``y`` (in place).
+``bias_act_backward(dy, y, act, dx, db)``
+    ``y`` is the *output* of bias_act; ``dx = dy * act'(y)`` (relu: ``y > 0``);
+    ``db`` (C,) or None is overwritten with ``dx.sum(axis=(0, 2))``. ``dx`` may be ``dy``.
+``conv2d_forward(x, w, b, g, layout, act, y, chunk)``
+    NHWC: x (N, H, W, C), w (KH, KW, C, F), y (N, OH, OW, F);
+    NCHW: x (N, C, H, W), w (F, C, KH, KW), y (N, F, OH, OW); b (F,) or None;
+    ``y = act(conv(x, w) + b)``. At most ``chunk`` images are lowered to columns at once.
+``conv2d_backward(dy, x, w, g, layout, dx, dw, db, chunk)``
+    Gradients of ``conv(x, w) + b`` given ``dy``; ``dx`` may be None (not wanted).
+    dw and db (F,) are overwritten.
+``maxpool2d_forward(x, g, layout, y, argmax)``
+    ``y`` and ``argmax`` have the output shape (channels = g.c). ``argmax`` holds, for each
+    output, the flat index of the chosen element *within its sample*, i.e. into
+    ``x[n].ravel()`` (H*W*C order for NHWC, C*H*W order for NCHW). Padded positions never
+    win. Ties go to the first element in row-major window order; NaN counts as larger
+    than any number (the first NaN wins), so NaN propagates.
+``maxpool2d_backward(dy, argmax, g, layout, dx)``
+    ``dx`` (overwritten) is zero except ``dx[n].flat[argmax[n, ...]] += dy[n, ...]``.
+``avgpool2d_forward(x, g, layout, y)``
+    Mean over the in-bounds elements of each window (padding is not counted: Keras).
+``avgpool2d_backward(dy, g, layout, dx)``
+    Adjoint of avgpool2d_forward; ``dx`` overwritten.
+
+Module-level functions: ``set_num_threads(n)``, ``get_num_threads() -> int``,
+``isa() -> str`` (e.g. "avx512", "avx2", "generic", "numpy").
+"""

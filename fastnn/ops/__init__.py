@@ -1,0 +1,447 @@
+"""fastnn.ops: the public kernel API.
+
+Every function validates its arguments here, in Python, then runs on the active backend
+(``fastnn.set_backend`` / ``fastnn.use_backend``): C, Numba or the NumPy reference. The
+names and signatures are stable; other from-scratch trainers call them.
+
+Conventions
+-----------
+* Arrays are float32 or float64; all float arguments of one call must share a dtype
+  (fastnn never promotes float32 to float64 silently: a mix raises TypeError).
+* Non-contiguous or negatively strided inputs are copied, never misread.
+* ``layout="NHWC"`` (channels last, Keras, the native layout) or ``"NCHW"`` (PyTorch).
+  Convolution weights are (KH, KW, C, F) for NHWC and (F, C, KH, KW) for NCHW.
+* ``kernel_size``, ``pool_size``, ``stride``, ``dilation``: an int or a pair.
+  ``padding``: "valid", "same" (TensorFlow/Keras: the smaller half of an odd total
+  before), an int, a pair (rows, cols) or ((top, bottom), (left, right)).
+* An empty batch (N = 0) returns empty results.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .. import _backend
+from . import _checks
+from ._checks import float_array, layout_arg, same_dtype
+from ._geometry import ConvGeometry, as_pair, conv_geometry
+
+__all__ = [
+    "matmul", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
+    "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
+    "bias_act", "bias_act_backward", "conv_geometry", "ConvGeometry",
+    "set_workspace_limit", "get_workspace_limit",
+]
+
+_ACTIVATIONS = {"identity": "identity", "linear": "identity", "relu": "relu"}
+_workspace_limit = [64 * 1024 * 1024]
+
+
+def set_workspace_limit(nbytes: int) -> None:
+    """Cap the bytes of column workspace a convolution may use (default 64 MiB).
+
+    The batch is lowered to columns in chunks of as many images as fit (at least one).
+    """
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 1:
+        raise ValueError(f"nbytes must be a positive int, received {nbytes!r}")
+    _workspace_limit[0] = int(nbytes)
+
+
+def get_workspace_limit() -> int:
+    """The column workspace cap in bytes (see :func:`set_workspace_limit`)."""
+    return _workspace_limit[0]
+
+
+def _chunk(g: ConvGeometry, itemsize: int, buffers: int = 1) -> int:
+    per_image = max(1, g.oh * g.ow * g.patch * itemsize * buffers)
+    return int(max(1, min(g.n, _workspace_limit[0] // per_image)))
+
+
+def _activation(activation) -> str:
+    key = "identity" if activation is None else activation
+    if not isinstance(key, str) or key.lower() not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of None, 'identity', 'linear', 'relu', "
+                         f"received {activation!r}")
+    return _ACTIVATIONS[key.lower()]
+
+
+# --------------------------------------------------------------------------- GEMM
+def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0,
+           beta: float = 0.0, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """General matrix multiply: ``alpha * op(a) @ op(b) + beta * out``.
+
+    Parameters
+    ----------
+    a : ndarray, shape (M, K), or (K, M) if ``trans_a``
+    b : ndarray, shape (K, N), or (N, K) if ``trans_b``
+    trans_a, trans_b : bool
+        Use the transpose of ``a`` / ``b`` (no copy is made).
+    alpha, beta : float
+    out : ndarray, shape (M, N), optional
+        Written in place and returned. With ``beta != 0`` the product accumulates into
+        it; with ``beta == 0`` its old contents are ignored (BLAS semantics).
+
+    Returns
+    -------
+    ndarray, shape (M, N), the dtype of ``a`` and ``b``.
+    """
+    a = float_array(a, "a", 2)
+    b = float_array(b, "b", 2)
+    dtype = same_dtype([a, b], ["a", "b"])
+    alpha = _checks.scalar(alpha, "alpha")
+    beta = _checks.scalar(beta, "beta")
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    k2, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if k != k2:
+        raise ValueError(f"inner dimensions differ: op(a) has shape {(m, k)} and op(b) has "
+                         f"shape {(k2, n)} (trans_a={trans_a}, trans_b={trans_b})")
+    if out is None:
+        c = np.zeros((m, n), dtype=dtype) if beta != 0.0 else np.empty((m, n), dtype=dtype)
+        target = c
+    else:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy array, received {type(out).__name__}")
+        if out.dtype != dtype:
+            raise TypeError(f"out has dtype {out.dtype} but a and b have {dtype}")
+        _checks.expect_shape(out, (m, n), "out", "op(a).shape[0], op(b).shape[1]")
+        if not out.flags.writeable:
+            raise ValueError("out must be writeable, received a read-only array")
+        target = out
+        c = out if out.flags.c_contiguous else np.ascontiguousarray(out)
+    if m == 0 or n == 0:
+        return target
+    if k == 0:
+        if beta == 0.0:
+            c[...] = 0
+        else:
+            c *= beta
+    else:
+        _backend.get().gemm(bool(trans_a), bool(trans_b), alpha, a, b, beta, c)
+    if c is not target:
+        target[...] = c
+    return target
+
+
+# --------------------------------------------------------------------------- im2col
+def _geometry_for(x_shape, kernel_size, stride, padding, dilation, layout, name="x",
+                  pooling=False) -> ConvGeometry:
+    _checks.positive_spatial(x_shape, layout, name)
+    return conv_geometry(x_shape, kernel_size, stride, padding, dilation, layout=layout,
+                         pooling=pooling)
+
+
+def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NHWC") -> np.ndarray:
+    """Lower image patches to the rows of a matrix.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C) for NHWC or (N, C, H, W) for NCHW
+
+    Returns
+    -------
+    cols : ndarray, shape (N*OH*OW, KH*KW*C)
+        Rows over (n, oh, ow); columns over (kh, kw, c) for NHWC and (c, kh, kw) for
+        NCHW. Padded positions are zero.
+    """
+    layout = layout_arg(layout)
+    x = float_array(x, "x", 4)
+    g = _geometry_for(x.shape, kernel_size, stride, padding, dilation, layout)
+    cols = np.empty((g.rows, g.patch), dtype=x.dtype)
+    if g.n:
+        _backend.get().im2col(x, g, layout, cols)
+    return cols
+
+
+def col2im(cols, x_shape, kernel_size, *, stride=1, padding=0, dilation=1,
+           layout="NHWC") -> np.ndarray:
+    """Adjoint of :func:`im2col`: scatter-add columns back into an image tensor.
+
+    Parameters
+    ----------
+    cols : ndarray, shape (N*OH*OW, KH*KW*C)
+    x_shape : tuple of 4 ints, the image shape in ``layout``
+
+    Returns
+    -------
+    x : ndarray of shape ``x_shape``; overlapping windows accumulate.
+    """
+    layout = layout_arg(layout)
+    cols = float_array(cols, "cols", 2)
+    shp = _checks.shape4(x_shape, "x_shape")
+    g = _geometry_for(shp, kernel_size, stride, padding, dilation, layout, "x_shape")
+    _checks.expect_shape(cols, (g.rows, g.patch), "cols", "N*OH*OW, KH*KW*C")
+    x = np.empty(shp, dtype=cols.dtype)
+    if g.n:
+        _backend.get().col2im(cols, g, layout, x)
+    return x
+
+
+# --------------------------------------------------------------------------- conv
+def _conv_args(x, w, layout, stride, padding, dilation):
+    layout = layout_arg(layout)
+    x = float_array(x, "x", 4)
+    w = float_array(w, "w", 4)
+    if layout == "NHWC":
+        kh, kw, cw, f = w.shape
+        c = x.shape[3]
+        wdesc = "(KH, KW, C, F)"
+    else:
+        f, cw, kh, kw = w.shape
+        c = x.shape[1]
+        wdesc = "(F, C, KH, KW)"
+    if min(w.shape) < 1:
+        raise ValueError(f"w must have every dimension >= 1, received shape {w.shape}")
+    if cw != c:
+        raise ValueError(f"w has {cw} input channels (shape {w.shape}, {wdesc}) but x has "
+                         f"{c} channels (shape {x.shape}, {layout})")
+    g = _geometry_for(x.shape, (kh, kw), stride, padding, dilation, layout)
+    return layout, x, w, f, g
+
+
+def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, layout="NHWC",
+                   activation=None) -> np.ndarray:
+    """2-D convolution (cross-correlation, like Keras and PyTorch) with optional bias
+    and fused activation.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C) NHWC or (N, C, H, W) NCHW
+    w : ndarray, shape (KH, KW, C, F) NHWC or (F, C, KH, KW) NCHW
+    b : ndarray, shape (F,), optional
+    activation : None, "identity", "linear" or "relu"
+        Applied in the fused epilogue.
+
+    Returns
+    -------
+    y : ndarray, shape (N, OH, OW, F) NHWC or (N, F, OH, OW) NCHW
+    """
+    layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
+    act = _activation(activation)
+    arrays, names = [x, w], ["x", "w"]
+    if b is not None:
+        b = float_array(b, "b", 1)
+        _checks.expect_shape(b, (f,), "b", "one bias per filter")
+        arrays.append(b)
+        names.append("b")
+    same_dtype(arrays, names)
+    y = np.empty(g.y_shape(layout, f), dtype=x.dtype)
+    if g.n:
+        _backend.get().conv2d_forward(x, w, b, g, layout, act, y, _chunk(g, x.itemsize))
+    return y
+
+
+def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
+                    need_dx: bool = True) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+    """Gradients of ``conv2d_forward(x, w, b)`` (without activation) given ``dy``.
+
+    Parameters
+    ----------
+    dy : ndarray, the output's shape: (N, OH, OW, F) NHWC or (N, F, OH, OW) NCHW
+    x, w : as for :func:`conv2d_forward`
+    need_dx : bool
+        When False, ``dx`` is not computed and None is returned in its place (first layer).
+
+    Returns
+    -------
+    dx : ndarray shaped like x, or None
+    dw : ndarray shaped like w
+    db : ndarray, shape (F,)
+    """
+    layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
+    dy = float_array(dy, "dy", 4)
+    same_dtype([x, w, dy], ["x", "w", "dy"])
+    _checks.expect_shape(dy, g.y_shape(layout, f), "dy", f"the conv output shape, {layout}")
+    dw = np.empty_like(w)
+    db = np.empty(f, dtype=x.dtype)
+    dx = np.empty_like(x) if need_dx else None
+    if g.n == 0:
+        dw[...] = 0
+        db[...] = 0
+        return dx, dw, db
+    _backend.get().conv2d_backward(dy, x, w, g, layout, dx, dw, db,
+                                   _chunk(g, x.itemsize, 2 if need_dx else 1))
+    return dx, dw, db
+
+
+# --------------------------------------------------------------------------- bias + act
+def _bias_act_view(y: np.ndarray, channel_axis: int) -> Tuple[int, int, int]:
+    axis = channel_axis % y.ndim
+    outer = int(np.prod(y.shape[:axis], dtype=np.int64))
+    inner = int(np.prod(y.shape[axis + 1:], dtype=np.int64))
+    return outer, y.shape[axis], inner
+
+
+def bias_act(x, b=None, activation="relu", *, channel_axis: int = -1) -> np.ndarray:
+    """Fused epilogue ``activation(x + b)`` with ``b`` broadcast along ``channel_axis``.
+
+    Parameters
+    ----------
+    x : ndarray, any shape with ``x.ndim >= 1``
+    b : ndarray, shape (x.shape[channel_axis],), optional
+    activation : None, "identity", "linear" or "relu"
+    channel_axis : int
+        -1 for Dense and NHWC outputs, 1 for NCHW outputs.
+
+    Returns
+    -------
+    y : ndarray shaped like x
+    """
+    x = float_array(x, "x")
+    if x.ndim < 1:
+        raise ValueError(f"x must have at least 1 dimension, received shape {x.shape}")
+    _channel_axis_arg(channel_axis, x.ndim)
+    act = _activation(activation)
+    outer, c, inner = _bias_act_view(x, channel_axis)
+    if b is not None:
+        b = float_array(b, "b", 1)
+        _checks.expect_shape(b, (c,), "b", f"x.shape[{channel_axis}]")
+        same_dtype([x, b], ["x", "b"])
+    y = np.empty_like(x)
+    if x.size:
+        _backend.get().bias_act(x.reshape(outer, c, inner), b, act, y.reshape(outer, c, inner))
+    return y
+
+
+def bias_act_backward(dy, y, activation="relu", *, channel_axis: int = -1,
+                      need_db: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Backward of :func:`bias_act`.
+
+    Parameters
+    ----------
+    dy : ndarray, gradient of the loss with respect to the output ``y``
+    y : ndarray, the *output* of :func:`bias_act` (relu's derivative is ``y > 0``)
+
+    Returns
+    -------
+    dx : ndarray shaped like y, the gradient with respect to ``x``
+    db : ndarray, shape (y.shape[channel_axis],), or None when ``need_db`` is False
+    """
+    dy = float_array(dy, "dy")
+    y = float_array(y, "y")
+    same_dtype([dy, y], ["dy", "y"])
+    _checks.expect_shape(dy, y.shape, "dy", "the shape of y")
+    if y.ndim < 1:
+        raise ValueError(f"y must have at least 1 dimension, received shape {y.shape}")
+    _channel_axis_arg(channel_axis, y.ndim)
+    act = _activation(activation)
+    outer, c, inner = _bias_act_view(y, channel_axis)
+    dx = np.empty_like(dy)
+    db = np.zeros(c, dtype=y.dtype) if need_db else None
+    if y.size:
+        _backend.get().bias_act_backward(dy.reshape(outer, c, inner), y.reshape(outer, c, inner),
+                                         act, dx.reshape(outer, c, inner), db)
+    return dx, db
+
+
+def _channel_axis_arg(channel_axis, ndim: int) -> None:
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)) or \
+            not -ndim <= channel_axis < ndim:
+        raise ValueError(f"channel_axis must be an int in [{-ndim}, {ndim}), received "
+                         f"{channel_axis!r}")
+
+
+# --------------------------------------------------------------------------- pooling
+def _pool_geometry(x_shape, pool_size, stride, padding, layout, name):
+    ps = as_pair(pool_size, "pool_size")
+    st = ps if stride is None else stride
+    return _geometry_for(x_shape, ps, st, padding, 1, layout, name, pooling=True)
+
+
+def maxpool2d_forward(x, pool_size, *, stride=None, padding=0,
+                      layout="NHWC") -> Tuple[np.ndarray, np.ndarray]:
+    """2-D max pooling.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C) NHWC or (N, C, H, W) NCHW
+    pool_size : int or pair
+    stride : int, pair or None (None means ``pool_size``)
+    padding : "valid", "same", int or pairs; padded positions never win
+
+    Returns
+    -------
+    y : ndarray, shape (N, OH, OW, C) NHWC or (N, C, OH, OW) NCHW
+    argmax : int64 ndarray shaped like y
+        Flat index of each maximum within its sample, i.e. into ``x[n].ravel()``. Ties go
+        to the first element in row-major window order; NaN wins (propagates).
+    """
+    layout = layout_arg(layout)
+    x = float_array(x, "x", 4)
+    g = _pool_geometry(x.shape, pool_size, stride, padding, layout, "x")
+    y = np.empty(g.y_shape(layout, g.c), dtype=x.dtype)
+    argmax = np.empty(y.shape, dtype=np.int64)
+    if g.n:
+        _backend.get().maxpool2d_forward(x, g, layout, y, argmax)
+    return y, argmax
+
+
+def maxpool2d_backward(dy, argmax, x_shape, pool_size, *, stride=None, padding=0,
+                       layout="NHWC") -> np.ndarray:
+    """Backward of :func:`maxpool2d_forward`: route each gradient to its window's argmax.
+
+    Parameters
+    ----------
+    dy : ndarray, the output's shape
+    argmax : int64 ndarray, as returned by :func:`maxpool2d_forward`
+    x_shape : tuple of 4 ints
+
+    Returns
+    -------
+    dx : ndarray of shape ``x_shape``; overlapping windows accumulate.
+    """
+    layout = layout_arg(layout)
+    dy = float_array(dy, "dy", 4)
+    shp = _checks.shape4(x_shape, "x_shape")
+    g = _pool_geometry(shp, pool_size, stride, padding, layout, "x_shape")
+    yshape = g.y_shape(layout, g.c)
+    _checks.expect_shape(dy, yshape, "dy", f"the pooled output shape, {layout}")
+    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int64:
+        raise TypeError("argmax must be the int64 array returned by maxpool2d_forward, "
+                        f"received {getattr(argmax, 'dtype', type(argmax).__name__)}")
+    _checks.expect_shape(argmax, yshape, "argmax", "the shape of dy")
+    argmax = np.ascontiguousarray(argmax)
+    per_sample = g.h * g.w * g.c
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= per_sample):
+        raise ValueError(f"argmax must hold indices in [0, {per_sample}) (within one "
+                         f"sample), received values in [{argmax.min()}, {argmax.max()}]")
+    dx = np.empty(shp, dtype=dy.dtype)
+    if g.n:
+        _backend.get().maxpool2d_backward(dy, argmax, g, layout, dx)
+    return dx
+
+
+def avgpool2d_forward(x, pool_size, *, stride=None, padding=0, layout="NHWC") -> np.ndarray:
+    """2-D average pooling over the in-bounds elements of each window (Keras semantics:
+    padding is not counted in the divisor).
+
+    Returns
+    -------
+    y : ndarray, shape (N, OH, OW, C) NHWC or (N, C, OH, OW) NCHW
+    """
+    layout = layout_arg(layout)
+    x = float_array(x, "x", 4)
+    g = _pool_geometry(x.shape, pool_size, stride, padding, layout, "x")
+    y = np.empty(g.y_shape(layout, g.c), dtype=x.dtype)
+    if g.n:
+        _backend.get().avgpool2d_forward(x, g, layout, y)
+    return y
+
+
+def avgpool2d_backward(dy, x_shape, pool_size, *, stride=None, padding=0,
+                       layout="NHWC") -> np.ndarray:
+    """Backward of :func:`avgpool2d_forward`.
+
+    Returns
+    -------
+    dx : ndarray of shape ``x_shape``
+    """
+    layout = layout_arg(layout)
+    dy = float_array(dy, "dy", 4)
+    shp = _checks.shape4(x_shape, "x_shape")
+    g = _pool_geometry(shp, pool_size, stride, padding, layout, "x_shape")
+    _checks.expect_shape(dy, g.y_shape(layout, g.c), "dy", f"the pooled output shape, {layout}")
+    dx = np.empty(shp, dtype=dy.dtype)
+    if g.n:
+        _backend.get().avgpool2d_backward(dy, g, layout, dx)
+    return dx

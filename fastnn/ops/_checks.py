@@ -1,0 +1,90 @@
+"""Argument checks shared by the public kernel wrappers.
+
+Every check raises TypeError or ValueError naming the argument, what was received and
+what was expected, before any backend (and so any C code) sees the data.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+LAYOUTS = ("NHWC", "NCHW")
+
+
+def float_array(x, name: str, ndim: int | None = None) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32/float64 ndarray (copying only if needed).
+
+    Non-contiguous and negatively strided views are copied, never misread.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not an array of float32 or float64 (ints, bools, objects, float16 and
+        complex are rejected: cast explicitly).
+    ValueError
+        If ``x`` does not have ``ndim`` dimensions.
+    """
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as exc:
+            raise TypeError(f"{name} must be a float32 or float64 array, received "
+                            f"{type(x).__name__} ({exc})") from None
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, received dtype "
+                        f"{x.dtype}; cast it first, e.g. {name}.astype(np.float32)")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, received shape {x.shape}")
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    return x
+
+
+def same_dtype(arrays: Sequence[np.ndarray], names: Sequence[str]) -> np.dtype:
+    """Check that all arrays share one float dtype (fastnn never promotes silently)."""
+    dtype = arrays[0].dtype
+    for a, n in zip(arrays[1:], names[1:]):
+        if a.dtype != dtype:
+            raise TypeError(f"{n} has dtype {a.dtype} but {names[0]} has dtype {dtype}; "
+                            "fastnn does not mix float32 and float64: cast one of them")
+    return dtype
+
+
+def layout_arg(layout) -> str:
+    if not isinstance(layout, str) or layout.upper() not in LAYOUTS:
+        raise ValueError(f"layout must be 'NHWC' or 'NCHW', received {layout!r}")
+    return layout.upper()
+
+
+def positive_spatial(shape, layout: str, name: str) -> None:
+    """Height, width and channels of a 4-D input must be >= 1 (batch may be 0)."""
+    hwc = shape[1:] if layout == "NHWC" else (shape[2], shape[3], shape[1])
+    if min(hwc) < 1:
+        raise ValueError(f"{name} must have height, width and channels >= 1, received "
+                         f"shape {tuple(shape)} ({layout})")
+
+
+def shape4(x_shape, name: str) -> tuple:
+    """Validate a user-given 4-D shape tuple of non-negative ints."""
+    try:
+        shp = tuple(int(v) for v in x_shape)
+    except Exception:
+        raise TypeError(f"{name} must be a tuple of 4 ints, received {x_shape!r}") from None
+    if len(shp) != 4 or min(shp) < 0:
+        raise ValueError(f"{name} must be a tuple of 4 non-negative ints, received "
+                         f"{x_shape!r}")
+    return shp
+
+
+def expect_shape(a: np.ndarray, shape, name: str, why: str = "") -> None:
+    if tuple(a.shape) != tuple(shape):
+        extra = f" ({why})" if why else ""
+        raise ValueError(f"{name} must have shape {tuple(shape)}{extra}, received {a.shape}")
+
+
+def scalar(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, received {value!r}")
+    return float(value)

@@ -1,0 +1,204 @@
+"""Output sizes and padding for convolution and pooling: the one helper every backend uses.
+
+All geometry is computed here, once, from the user's ``kernel_size`` / ``stride`` /
+``padding`` / ``dilation`` arguments. Backends receive a :class:`ConvGeometry` and never
+recompute a size themselves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple, Union
+
+IntOrPair = Union[int, Tuple[int, int]]
+Padding = Union[str, int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]]]
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Geometry of one 2-D sliding-window operation (convolution or pooling).
+
+    Sizes are layout-free: ``n, h, w, c`` are batch, height, width, channels whatever
+    the memory layout. Padding is per side (``pt`` top, ``pb`` bottom, ``pl`` left,
+    ``pr`` right). For input row ``ih`` of output row ``oh`` and kernel row ``kh``::
+
+        ih = oh * sh - pt + kh * dh
+
+    and likewise for columns.
+    """
+
+    n: int
+    h: int
+    w: int
+    c: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    pt: int
+    pb: int
+    pl: int
+    pr: int
+    dh: int
+    dw: int
+    oh: int
+    ow: int
+
+    @property
+    def rows(self) -> int:
+        """Rows of the column matrix: ``n * oh * ow``."""
+        return self.n * self.oh * self.ow
+
+    @property
+    def patch(self) -> int:
+        """Columns of the column matrix: ``kh * kw * c``."""
+        return self.kh * self.kw * self.c
+
+    def with_batch(self, n: int) -> "ConvGeometry":
+        """The same geometry for a batch of ``n`` images (used to process chunks)."""
+        return ConvGeometry(n, self.h, self.w, self.c, self.kh, self.kw, self.sh, self.sw,
+                            self.pt, self.pb, self.pl, self.pr, self.dh, self.dw,
+                            self.oh, self.ow)
+
+    def x_shape(self, layout: str) -> Tuple[int, int, int, int]:
+        """Shape of the input in ``layout``."""
+        if layout == "NHWC":
+            return (self.n, self.h, self.w, self.c)
+        return (self.n, self.c, self.h, self.w)
+
+    def y_shape(self, layout: str, channels: int) -> Tuple[int, int, int, int]:
+        """Shape of an output with ``channels`` channels in ``layout``."""
+        if layout == "NHWC":
+            return (self.n, self.oh, self.ow, channels)
+        return (self.n, channels, self.oh, self.ow)
+
+
+def as_pair(value, name: str, *, minimum: int = 1) -> Tuple[int, int]:
+    """Normalise an int or a pair of ints to a pair, checking each is ``>= minimum``.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not an int or a pair of ints.
+    ValueError
+        If an entry is below ``minimum``.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a pair of ints, received {value!r}")
+    if isinstance(value, int) or _is_integer(value):
+        pair = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            _is_integer(v) and not isinstance(v, bool) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints, received {value!r}")
+    if pair[0] < minimum or pair[1] < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, received {value!r}")
+    return pair
+
+
+def _is_integer(v) -> bool:
+    try:
+        import numbers
+        return isinstance(v, numbers.Integral)
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _out_size(size: int, k: int, s: int, p_before: int, p_after: int, d: int) -> int:
+    span = d * (k - 1) + 1
+    return (size + p_before + p_after - span) // s + 1
+
+
+def _same_padding(size: int, k: int, s: int, d: int) -> Tuple[int, int, int]:
+    """TensorFlow/Keras "same": out = ceil(size / s); the smaller half of an odd total
+    padding goes before, the larger after."""
+    span = d * (k - 1) + 1
+    out = -(-size // s)
+    total = max((out - 1) * s + span - size, 0)
+    before = total // 2
+    return before, total - before, out
+
+
+def _padding_per_side(padding, name: str = "padding") -> Tuple[int, int, int, int]:
+    """Explicit padding as (top, bottom, left, right)."""
+    if isinstance(padding, bool):
+        raise TypeError(f"{name} must be 'valid', 'same', an int, a pair or a pair of pairs, "
+                        f"received {padding!r}")
+    if isinstance(padding, int) or _is_integer(padding):
+        p = int(padding)
+        sides = (p, p, p, p)
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
+        a, b = padding
+        if all(_is_integer(v) and not isinstance(v, bool) for v in (a, b)):
+            sides = (int(a), int(a), int(b), int(b))
+        elif all(isinstance(v, (tuple, list)) and len(v) == 2 and all(
+                _is_integer(u) and not isinstance(u, bool) for u in v) for v in (a, b)):
+            sides = (int(a[0]), int(a[1]), int(b[0]), int(b[1]))
+        else:
+            raise TypeError(f"{name} must be 'valid', 'same', an int, a pair or a pair of "
+                            f"pairs ((top, bottom), (left, right)), received {padding!r}")
+    else:
+        raise TypeError(f"{name} must be 'valid', 'same', an int, a pair or a pair of pairs "
+                        f"((top, bottom), (left, right)), received {padding!r}")
+    if min(sides) < 0:
+        raise ValueError(f"{name} must be >= 0 on every side, received {padding!r}")
+    return sides
+
+
+def conv_geometry(x_shape, kernel_size, stride=1, padding=0, dilation=1, *,
+                  layout: str = "NHWC", pooling: bool = False) -> ConvGeometry:
+    """Compute the geometry of a convolution or pooling window over ``x_shape``.
+
+    Parameters
+    ----------
+    x_shape : tuple of 4 ints
+        Input shape in ``layout`` (``(N, H, W, C)`` or ``(N, C, H, W)``).
+    kernel_size, stride, dilation : int or pair of ints
+        Window size, step and dilation (each ``>= 1``).
+    padding : "valid", "same", int, pair, or ((top, bottom), (left, right))
+        "same" follows TensorFlow/Keras: output ``ceil(size / stride)``, the smaller
+        half of an odd total before, the larger after.
+    layout : {"NHWC", "NCHW"}
+    pooling : bool
+        For pooling, explicit padding must be smaller than the window on every side so
+        that every window holds at least one input element.
+
+    Raises
+    ------
+    ValueError
+        If the window (after dilation) is larger than the padded input, or a padding is
+        out of range.
+    """
+    kname = "pool_size" if pooling else "kernel_size"
+    kh, kw = as_pair(kernel_size, kname)
+    sh, sw = as_pair(stride, "stride")
+    dh, dw = as_pair(dilation, "dilation")
+    if layout == "NHWC":
+        n, h, w, c = (int(v) for v in x_shape)
+    else:
+        n, c, h, w = (int(v) for v in x_shape)
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            pt = pb = pl = pr = 0
+        elif mode == "same":
+            pt, pb, oh_same = _same_padding(h, kh, sh, dh)
+            pl, pr, ow_same = _same_padding(w, kw, sw, dw)
+        else:
+            raise ValueError(f"padding must be 'valid', 'same', an int or pairs, "
+                             f"received {padding!r}")
+    else:
+        pt, pb, pl, pr = _padding_per_side(padding)
+        if pooling and (max(pt, pb) >= kh or max(pl, pr) >= kw):
+            raise ValueError(f"padding must be smaller than pool_size={(kh, kw)} on every "
+                             f"side so each window holds an input element, received "
+                             f"padding={padding!r}")
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    if span_h > h + pt + pb or span_w > w + pl + pr:
+        raise ValueError(
+            f"{kname}={(kh, kw)} (dilation={(dh, dw)}) is larger than the padded input "
+            f"{(h + pt + pb, w + pl + pr)} (input H, W = {(h, w)}, padding "
+            f"(top, bottom, left, right) = {(pt, pb, pl, pr)})")
+    oh = _out_size(h, kh, sh, pt, pb, dh)
+    ow = _out_size(w, kw, sw, pl, pr, dw)
+    return ConvGeometry(n, h, w, c, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, oh, ow)
