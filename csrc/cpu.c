@@ -1,0 +1,106 @@
+/* cpu.c: run-time ISA detection and selection, and the thread count.
+ *
+ * One wheel runs on every x86-64: ISA-specific kernels live in their own files compiled
+ * with their own flags (kernels/gemm_ukr_avx2.c, kernels/gemm_ukr_avx512.c) and are only
+ * called after fnn_cpu_max_isa() has confirmed the CPU and the OS support them.
+ */
+#include "fastnn.h"
+#include "fnn_internal.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <immintrin.h>
+#include <intrin.h>
+#endif
+
+static int g_isa = -1;     /* selected ISA, -1 = not chosen yet (use the best) */
+static int g_threads = 0;  /* cap set by fnn_set_num_threads, 0 = none */
+
+/* Highest ISA id this CPU and OS support: 2 AVX-512F, 1 AVX2+FMA, 0 generic. */
+int fnn_cpu_max_isa(void)
+{
+#if FNN_X86_KERNELS && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return 1;
+    return 0;
+#elif FNN_X86_KERNELS && defined(_MSC_VER)
+    int r[4];
+    __cpuid(r, 1);
+    int osxsave = (r[2] >> 27) & 1, fma = (r[2] >> 12) & 1;
+    if (!osxsave)
+        return 0;
+    unsigned long long xcr0 = _xgetbv(0);
+    __cpuidex(r, 7, 0);
+    int avx2 = (r[1] >> 5) & 1, avx512f = (r[1] >> 16) & 1;
+    if (avx512f && (xcr0 & 0xE6) == 0xE6)
+        return 2;
+    if (avx2 && fma && (xcr0 & 0x6) == 0x6)
+        return 1;
+    return 0;
+#else
+    return 0;
+#endif
+}
+
+/* The ISA in use (the best available unless fnn_set_isa chose another). */
+int fnn_get_isa(void)
+{
+    if (g_isa < 0)
+        g_isa = fnn_cpu_max_isa();
+    return g_isa;
+}
+
+/* Select an ISA; returns 0, or -1 (and changes nothing) if this CPU cannot run it. */
+int fnn_set_isa(int isa)
+{
+    if (isa < 0 || isa > fnn_cpu_max_isa())
+        return -1;
+    g_isa = isa;
+    return 0;
+}
+
+const char *fnn_isa_name(int isa)
+{
+    switch (isa) {
+    case 0: return "generic";
+    case 1: return "avx2";
+    case 2: return "avx512";
+    default: return "unknown";
+    }
+}
+
+/* Cap the threads of every kernel at n (also sets the OpenMP default of this thread). */
+void fnn_set_num_threads(int n)
+{
+    if (n < 1)
+        n = 1;
+    g_threads = n;
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+}
+
+/* Threads a kernel may use now: OpenMP's default for this thread (OMP_NUM_THREADS,
+ * threadpoolctl), capped by fnn_set_num_threads. */
+int fnn_get_num_threads(void)
+{
+#ifdef _OPENMP
+    int n = omp_get_max_threads();
+#else
+    int n = 1;
+#endif
+    if (g_threads > 0 && g_threads < n)
+        n = g_threads;
+    return n < 1 ? 1 : n;
+}
+
+/* Threads for a kernel touching `work` elements: 1 when it is too small to split. */
+int fnn_threads_for(int64_t work)
+{
+    return work < FNN_PAR_MIN ? 1 : fnn_get_num_threads();
+}

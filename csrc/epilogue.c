@@ -1,0 +1,109 @@
+/* epilogue.c: fused bias + activation, forward and backward (float and double; compiled
+ * twice, FNN_PREC=32/64). Arrays are viewed as (outer, c, inner), row-major: a Dense or
+ * NHWC output is (rows, c, 1), an NCHW output is (n, c, h*w). */
+#include "fnn_real.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* out[o, j, i] = act(y[o, j, i] + b[j]) (b may be NULL); overwrites out, which may be y.
+ * relu keeps NaN (v < 0 ? 0 : v). Threads over outer. */
+void FNN(bias_act)(int64_t outer, int64_t c, int64_t inner, const real *y, const real *b,
+                   int act, real *out)
+{
+    const int nt = fnn_threads_for(outer * c * inner);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t o = 0; o < outer; o++) {
+        const real *yo = y + o * c * inner;
+        real *oo = out + o * c * inner;
+        if (inner == 1) {
+            if (act == FNN_ACT_RELU) {
+                for (int64_t j = 0; j < c; j++) {
+                    real v = yo[j] + (b ? b[j] : 0);
+                    oo[j] = v < 0 ? 0 : v;
+                }
+            } else {
+                for (int64_t j = 0; j < c; j++)
+                    oo[j] = yo[j] + (b ? b[j] : 0);
+            }
+            continue;
+        }
+        for (int64_t j = 0; j < c; j++) {
+            const real bj = b ? b[j] : 0;
+            const real *yj = yo + j * inner;
+            real *oj = oo + j * inner;
+            if (act == FNN_ACT_RELU) {
+                for (int64_t i = 0; i < inner; i++) {
+                    real v = yj[i] + bj;
+                    oj[i] = v < 0 ? 0 : v;
+                }
+            } else {
+                for (int64_t i = 0; i < inner; i++)
+                    oj[i] = yj[i] + bj;
+            }
+        }
+    }
+}
+
+/* db[j] = sum over o, i of dy[o, j, i]; overwrites db. Each channel is summed serially in
+ * a fixed order (in double), threads split the channels, so results do not depend on the
+ * thread count. */
+void FNN(bias_grad)(int64_t outer, int64_t c, int64_t inner, const real *dy, real *db)
+{
+    const int nt = c >= 8 ? fnn_threads_for(outer * c * inner) : 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int tid = 0, nth = 1;
+#endif
+        const int64_t j0 = c * tid / nth, j1 = c * (tid + 1) / nth;
+        if (inner == 1) {
+            accum acc[64];
+            for (int64_t jb = j0; jb < j1; jb += 64) {
+                const int64_t je = jb + 64 < j1 ? jb + 64 : j1;
+                for (int64_t j = jb; j < je; j++)
+                    acc[j - jb] = 0;
+                for (int64_t o = 0; o < outer; o++) {
+                    const real *row = dy + o * c;
+                    for (int64_t j = jb; j < je; j++)
+                        acc[j - jb] += row[j];
+                }
+                for (int64_t j = jb; j < je; j++)
+                    db[j] = (real)acc[j - jb];
+            }
+        } else {
+            for (int64_t j = j0; j < j1; j++) {
+                accum acc = 0;
+                for (int64_t o = 0; o < outer; o++) {
+                    const real *p = dy + (o * c + j) * inner;
+                    for (int64_t i = 0; i < inner; i++)
+                        acc += p[i];
+                }
+                db[j] = (real)acc;
+            }
+        }
+    }
+}
+
+/* dx = dy * act'(y) where y is the forward OUTPUT (relu: y > 0); overwrites dx, which may
+ * be dy. If db is not NULL it is overwritten with the bias gradient (sum of dx). */
+void FNN(bias_act_bwd)(int64_t outer, int64_t c, int64_t inner, const real *dy, const real *y,
+                       int act, real *dx, real *db)
+{
+    const int64_t total = outer * c * inner;
+    const int nt = fnn_threads_for(total);
+    if (act == FNN_ACT_RELU) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t e = 0; e < total; e++)
+            dx[e] = y[e] > 0 ? dy[e] : 0;
+    } else if (dx != dy) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t e = 0; e < total; e++)
+            dx[e] = dy[e];
+    }
+    if (db)
+        FNN(bias_grad)(outer, c, inner, dx, db);
+}

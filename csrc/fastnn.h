@@ -1,0 +1,107 @@
+/* fastnn.h: the C API of fastnn's kernels (plain C11, no Python).
+ *
+ * Conventions (BLAS-style):
+ *  - every array is dense row-major (C order) unless a leading dimension says otherwise;
+ *  - dimensions and strides are explicit; inputs come first, outputs last;
+ *  - kernels never allocate: the caller passes any workspace (sizes from the *_ws functions);
+ *  - each function says whether it overwrites or accumulates into its output;
+ *  - layout: 0 = NHWC (channels last), 1 = NCHW (channels first);
+ *  - act: 0 = identity, 1 = relu.
+ * Every function exists for float (_f32) and double (_f64). Arguments are validated by the
+ * Python wrapper (fastnn.ops) before any call: these functions trust them.
+ *
+ * The block between the CDEF markers is read verbatim by the cffi build (tools/cffi_build.py):
+ * keep it free of preprocessor directives.
+ */
+#ifndef FASTNN_H
+#define FASTNN_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* CDEF-BEGIN */
+/* Geometry of a 2-D sliding window (see fastnn/ops/_geometry.py): input n x h x w x c,
+   window kh x kw, stride sh x sw, padding top/bottom/left/right, dilation dh x dw,
+   output oh x ow. Input row of output row oh, kernel row r: oh*sh - pt + r*dh. */
+typedef struct fnn_geom {
+    int64_t n, h, w, c, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, oh, ow;
+} fnn_geom;
+
+/* ISA and threads (cpu.c). ISA ids: 0 generic C, 1 AVX2+FMA, 2 AVX-512F. */
+int fnn_cpu_max_isa(void);
+int fnn_get_isa(void);
+int fnn_set_isa(int isa);
+const char *fnn_isa_name(int isa);
+void fnn_set_num_threads(int n);
+int fnn_get_num_threads(void);
+
+/* GEMM (gemm.c) */
+int64_t fnn_gemm_ws_f32(int64_t m, int64_t n, int64_t k);
+int64_t fnn_gemm_ws_f64(int64_t m, int64_t n, int64_t k);
+void fnn_gemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                  float *ws, float *c, int64_t ldc);
+void fnn_gemm_f64(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                  const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
+                  double *ws, double *c, int64_t ldc);
+void fnn_gemm_ref_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                      float *c, int64_t ldc);
+void fnn_gemm_ref_f64(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                      const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
+                      double *c, int64_t ldc);
+
+/* im2col / col2im (im2col.c) */
+void fnn_im2col_f32(const fnn_geom *g, int layout, const float *x, float *cols);
+void fnn_im2col_f64(const fnn_geom *g, int layout, const double *x, double *cols);
+void fnn_col2im_f32(const fnn_geom *g, int layout, const float *cols, float *x);
+void fnn_col2im_f64(const fnn_geom *g, int layout, const double *cols, double *x);
+
+/* Bias + activation epilogue (epilogue.c) */
+void fnn_bias_act_f32(int64_t outer, int64_t c, int64_t inner, const float *y, const float *b,
+                      int act, float *out);
+void fnn_bias_act_f64(int64_t outer, int64_t c, int64_t inner, const double *y, const double *b,
+                      int act, double *out);
+void fnn_bias_act_bwd_f32(int64_t outer, int64_t c, int64_t inner, const float *dy,
+                          const float *y, int act, float *dx, float *db);
+void fnn_bias_act_bwd_f64(int64_t outer, int64_t c, int64_t inner, const double *dy,
+                          const double *y, int act, double *dx, double *db);
+
+/* Convolution (conv.c) */
+int64_t fnn_conv2d_ws_f32(const fnn_geom *g, int layout, int64_t f, int64_t chunk, int backward);
+int64_t fnn_conv2d_ws_f64(const fnn_geom *g, int layout, int64_t f, int64_t chunk, int backward);
+void fnn_conv2d_fwd_f32(const fnn_geom *g, int layout, int64_t f, const float *x,
+                        const float *w, const float *b, int act, int64_t chunk, float *ws,
+                        float *y);
+void fnn_conv2d_fwd_f64(const fnn_geom *g, int layout, int64_t f, const double *x,
+                        const double *w, const double *b, int act, int64_t chunk, double *ws,
+                        double *y);
+void fnn_conv2d_bwd_f32(const fnn_geom *g, int layout, int64_t f, const float *dy,
+                        const float *x, const float *w, int64_t chunk, float *ws, float *dx,
+                        float *dw, float *db);
+void fnn_conv2d_bwd_f64(const fnn_geom *g, int layout, int64_t f, const double *dy,
+                        const double *x, const double *w, int64_t chunk, double *ws, double *dx,
+                        double *dw, double *db);
+
+/* Pooling (pool.c) */
+void fnn_maxpool_fwd_f32(const fnn_geom *g, int layout, const float *x, float *y,
+                         int64_t *argmax);
+void fnn_maxpool_fwd_f64(const fnn_geom *g, int layout, const double *x, double *y,
+                         int64_t *argmax);
+void fnn_maxpool_bwd_f32(const fnn_geom *g, int layout, const float *dy, const int64_t *argmax,
+                         float *dx);
+void fnn_maxpool_bwd_f64(const fnn_geom *g, int layout, const double *dy, const int64_t *argmax,
+                         double *dx);
+void fnn_avgpool_fwd_f32(const fnn_geom *g, int layout, const float *x, float *y);
+void fnn_avgpool_fwd_f64(const fnn_geom *g, int layout, const double *x, double *y);
+void fnn_avgpool_bwd_f32(const fnn_geom *g, int layout, const float *dy, float *dx);
+void fnn_avgpool_bwd_f64(const fnn_geom *g, int layout, const double *dy, double *dx);
+/* CDEF-END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTNN_H */

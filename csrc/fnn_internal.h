@@ -1,0 +1,60 @@
+/* fnn_internal.h: declarations shared between fastnn's C files (not part of the API). */
+#ifndef FNN_INTERNAL_H
+#define FNN_INTERNAL_H
+
+#include <stdint.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#ifndef FNN_X86_KERNELS
+#define FNN_X86_KERNELS 1
+#endif
+#else
+#undef FNN_X86_KERNELS
+#define FNN_X86_KERNELS 0
+#endif
+
+#define FNN_PAR_MIN 32768
+
+int fnn_threads_for(int64_t work);
+
+/* GEMM micro-kernel contract (one per ISA and type, kernels/gemm_ukr_*.c):
+ *   C[0:MR, 0:NR] = alpha * Ap * Bp + beta * C     (beta == 0: C is overwritten, not read)
+ * Ap: packed A micro-panel, k steps of MR values (column p of the MR x k block at Ap + p*MR).
+ * Bp: packed B micro-panel, k steps of NR values (row p of the k x NR block at Bp + p*NR).
+ * C: row-major with leading dimension ldc. Always a full MR x NR tile: the driver handles
+ * edges. k >= 1. No threads inside. */
+typedef void (*fnn_ukr_f32)(int64_t k, const float *ap, const float *bp, float *c,
+                            int64_t ldc, float alpha, float beta);
+typedef void (*fnn_ukr_f64)(int64_t k, const double *ap, const double *bp, double *c,
+                            int64_t ldc, double alpha, double beta);
+
+/* A micro-kernel and the blocking it wants: MR x NR register tile, MC x KC block of A
+ * (per thread, L2), KC x NC panel of B (shared, L3). */
+typedef struct { int mr, nr, mc, kc, nc; fnn_ukr_f32 ukr; } fnn_gemm_kernel_f32;
+typedef struct { int mr, nr, mc, kc, nc; fnn_ukr_f64 ukr; } fnn_gemm_kernel_f64;
+
+/* The registry (gemm_kernels.c): the kernel serving an ISA id. */
+const fnn_gemm_kernel_f32 *fnn_gemm_kernel_for_f32(int isa);
+const fnn_gemm_kernel_f64 *fnn_gemm_kernel_for_f64(int isa);
+
+/* Micro-kernels. */
+void fnn_ukr_ref_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
+                     float alpha, float beta);
+void fnn_ukr_ref_f64(int64_t k, const double *ap, const double *bp, double *c, int64_t ldc,
+                     double alpha, double beta);
+#if FNN_X86_KERNELS
+void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
+                           float alpha, float beta);
+void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,
+                          int64_t ldc, double alpha, double beta);
+void fnn_ukr_avx512_12x32_f32(int64_t k, const float *ap, const float *bp, float *c,
+                              int64_t ldc, float alpha, float beta);
+void fnn_ukr_avx512_12x16_f64(int64_t k, const double *ap, const double *bp, double *c,
+                              int64_t ldc, double alpha, double beta);
+#endif
+
+/* Bias gradient: db[c] = sum over outer, inner of dy[o, c, i] (overwrites db). */
+void fnn_bias_grad_f32(int64_t outer, int64_t c, int64_t inner, const float *dy, float *db);
+void fnn_bias_grad_f64(int64_t outer, int64_t c, int64_t inner, const double *dy, double *db);
+
+#endif

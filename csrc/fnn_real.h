@@ -1,0 +1,35 @@
+/* fnn_real.h: the type macro. Each type-generic kernel file is compiled twice, with
+ * FNN_PREC=32 (float, names *_f32) and FNN_PREC=64 (double, names *_f64). */
+#ifndef FNN_REAL_H
+#define FNN_REAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "fastnn.h"
+#include "fnn_internal.h"
+
+#ifndef FNN_PREC
+#error "compile with -DFNN_PREC=32 or -DFNN_PREC=64"
+#endif
+
+#define FNN_CAT_(a, b) a##b
+#define FNN_CAT(a, b) FNN_CAT_(a, b)
+#if FNN_PREC == 64
+typedef double real;
+typedef double accum; /* accumulator for long reductions */
+#define FNN_SFX _f64
+#else
+typedef float real;
+typedef double accum; /* float reductions (bias gradients) accumulate in double */
+#define FNN_SFX _f32
+#endif
+/* FNN(gemm) -> fnn_gemm_f32 / fnn_gemm_f64 */
+#define FNN(name) FNN_CAT(FNN_CAT(fnn_, name), FNN_SFX)
+
+enum { FNN_NHWC = 0, FNN_NCHW = 1 };
+enum { FNN_ACT_IDENTITY = 0, FNN_ACT_RELU = 1 };
+
+
+
+
+#endif

@@ -1,0 +1,118 @@
+/* im2col.c: lower image patches to a column matrix, and its adjoint (float and double;
+ * compiled twice, FNN_PREC=32/64).
+ *
+ * cols is (n*oh*ow) x patch, row-major; row (n, oh, ow); the column order within a row is
+ * (kh, kw, c) for NHWC and (c, kh, kw) for NCHW. Input row of output row oh and kernel
+ * row r is oh*sh - pt + r*dh (likewise for columns); out-of-range positions read as 0.
+ */
+#include <string.h>
+
+#include "fnn_real.h"
+
+/* Lower rows [0, g->n*g->oh) ... of x into cols (overwrites every element of cols).
+ * x: NHWC (n, h, w, c) or NCHW (n, c, h, w), dense. Threads over (n, oh). */
+void FNN(im2col)(const fnn_geom *g, int layout, const real *x, real *cols)
+{
+    const int64_t N = g->n, H = g->h, W = g->w, C = g->c, KH = g->kh, KW = g->kw;
+    const int64_t OH = g->oh, OW = g->ow, patch = KH * KW * C;
+    const int nt = fnn_threads_for(N * OH * OW * patch);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t t = 0; t < N * OH; t++) {
+        const int64_t n = t / OH, oh = t % OH;
+        for (int64_t ow = 0; ow < OW; ow++) {
+            real *dst = cols + ((n * OH + oh) * OW + ow) * patch;
+            if (layout == FNN_NHWC) {
+                for (int64_t r = 0; r < KH; r++) {
+                    const int64_t ih = oh * g->sh - g->pt + r * g->dh;
+                    for (int64_t s = 0; s < KW; s++, dst += C) {
+                        const int64_t iw = ow * g->sw - g->pl + s * g->dw;
+                        if (ih < 0 || ih >= H || iw < 0 || iw >= W)
+                            memset(dst, 0, sizeof(real) * (size_t)C);
+                        else
+                            memcpy(dst, x + ((n * H + ih) * W + iw) * C,
+                                   sizeof(real) * (size_t)C);
+                    }
+                }
+            } else {
+                for (int64_t ch = 0; ch < C; ch++) {
+                    const real *plane = x + (n * C + ch) * H * W;
+                    for (int64_t r = 0; r < KH; r++) {
+                        const int64_t ih = oh * g->sh - g->pt + r * g->dh;
+                        const int row_ok = ih >= 0 && ih < H;
+                        for (int64_t s = 0; s < KW; s++) {
+                            const int64_t iw = ow * g->sw - g->pl + s * g->dw;
+                            *dst++ = (row_ok && iw >= 0 && iw < W) ? plane[ih * W + iw] : 0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Output index o with o*s - p + r*d == i for kernel offset r, or -1 if none. */
+static inline int64_t src_index(int64_t i, int64_t r, int64_t s, int64_t p, int64_t d,
+                                int64_t out)
+{
+    int64_t t = i + p - r * d;
+    if (t < 0 || t % s != 0)
+        return -1;
+    t /= s;
+    return t < out ? t : -1;
+}
+
+/* Adjoint of im2col: x (overwritten) = sum of every cols entry read from each element.
+ * Written as a gather (each x element sums its contributions) so threads over (n, ih) or
+ * (n, c, ih) never write the same element. */
+void FNN(col2im)(const fnn_geom *g, int layout, const real *cols, real *x)
+{
+    const int64_t N = g->n, H = g->h, W = g->w, C = g->c, KH = g->kh, KW = g->kw;
+    const int64_t OH = g->oh, OW = g->ow, patch = KH * KW * C;
+    const int nt = fnn_threads_for(N * OH * OW * patch);
+    if (layout == FNN_NHWC) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t t = 0; t < N * H; t++) {
+            const int64_t n = t / H, ih = t % H;
+            real *xrow = x + t * W * C;
+            memset(xrow, 0, sizeof(real) * (size_t)(W * C));
+            for (int64_t r = 0; r < KH; r++) {
+                const int64_t oh = src_index(ih, r, g->sh, g->pt, g->dh, OH);
+                if (oh < 0)
+                    continue;
+                for (int64_t iw = 0; iw < W; iw++) {
+                    real *xe = xrow + iw * C;
+                    for (int64_t s = 0; s < KW; s++) {
+                        const int64_t ow = src_index(iw, s, g->sw, g->pl, g->dw, OW);
+                        if (ow < 0)
+                            continue;
+                        const real *src = cols + ((n * OH + oh) * OW + ow) * patch + (r * KW + s) * C;
+                        for (int64_t ch = 0; ch < C; ch++)
+                            xe[ch] += src[ch];
+                    }
+                }
+            }
+        }
+    } else {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t t = 0; t < N * C * H; t++) {
+            const int64_t ih = t % H, ch = (t / H) % C, n = t / (H * C);
+            real *xrow = x + t * W;
+            for (int64_t iw = 0; iw < W; iw++)
+                xrow[iw] = 0;
+            for (int64_t r = 0; r < KH; r++) {
+                const int64_t oh = src_index(ih, r, g->sh, g->pt, g->dh, OH);
+                if (oh < 0)
+                    continue;
+                for (int64_t iw = 0; iw < W; iw++) {
+                    real acc = 0;
+                    for (int64_t s = 0; s < KW; s++) {
+                        const int64_t ow = src_index(iw, s, g->sw, g->pl, g->dw, OW);
+                        if (ow >= 0)
+                            acc += cols[((n * OH + oh) * OW + ow) * patch + (ch * KH + r) * KW + s];
+                    }
+                    xrow[iw] += acc;
+                }
+            }
+        }
+    }
+}

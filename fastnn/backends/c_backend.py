@@ -1,0 +1,166 @@
+"""The C/OpenMP backend: thin calls into ``fastnn._cfastnn`` (cffi, API mode).
+
+Arguments arrive validated and C-contiguous (see :mod:`fastnn.backends`); this module only
+passes pointers, dimensions and a workspace. Workspaces are cached per OS thread and per
+dtype and grow as needed, so steady-state training allocates nothing here.
+
+``FASTNN_ISA`` (``generic``, ``avx2``, ``avx512``) forces an instruction set at import;
+:func:`set_isa` changes it later. Unsupported requests fall back with a warning.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from typing import List
+
+import numpy as np
+
+from fastnn import _cfastnn  # ImportError here makes the registry fall back
+
+ffi, lib = _cfastnn.ffi, _cfastnn.lib
+
+NAME = "c"
+ISAS = ("generic", "avx2", "avx512")
+_LAYOUT = {"NHWC": 0, "NCHW": 1}
+_ACT = {"identity": 0, "relu": 1}
+_CTYPE = {np.dtype(np.float32): "float *", np.dtype(np.float64): "double *"}
+_SFX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_local = threading.local()
+
+
+def _fn(name: str, dtype: np.dtype):
+    return getattr(lib, f"fnn_{name}_{_SFX[dtype]}")
+
+
+def _ptr(a: np.ndarray):
+    return ffi.cast(_CTYPE[a.dtype], ffi.from_buffer(a))
+
+
+def _iptr(a: np.ndarray):
+    return ffi.cast("int64_t *", ffi.from_buffer(a))
+
+
+def _opt(a, dtype):
+    return ffi.NULL if a is None else _ptr(a)
+
+
+def _workspace(nelems: int, dtype: np.dtype) -> np.ndarray:
+    cache = getattr(_local, "ws", None)
+    if cache is None:
+        cache = _local.ws = {}
+    buf = cache.get(dtype)
+    if buf is None or buf.size < nelems:
+        buf = np.empty(max(int(nelems), 1), dtype=dtype)
+        cache[dtype] = buf
+    return buf
+
+
+def _geom(g):
+    return ffi.new("fnn_geom *", (g.n, g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw,
+                                  g.pt, g.pb, g.pl, g.pr, g.dh, g.dw, g.oh, g.ow))
+
+
+# ----------------------------------------------------------------------------- ISA, threads
+def isa() -> str:
+    """The instruction set the kernels use now."""
+    return ISAS[lib.fnn_get_isa()]
+
+
+def available_isas() -> List[str]:
+    """Instruction sets this CPU can run, slowest first."""
+    return list(ISAS[: lib.fnn_cpu_max_isa() + 1])
+
+
+def set_isa(name: str) -> None:
+    """Force an instruction set ("generic", "avx2", "avx512").
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown or this CPU cannot run it.
+    """
+    if name not in ISAS:
+        raise ValueError(f"isa must be one of {list(ISAS)}, received {name!r}")
+    if lib.fnn_set_isa(ISAS.index(name)) != 0:
+        raise ValueError(f"isa {name!r} is not supported by this CPU; available: "
+                         f"{available_isas()}")
+
+
+def set_num_threads(n: int) -> None:
+    lib.fnn_set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    return int(lib.fnn_get_num_threads())
+
+
+_env_isa = os.environ.get("FASTNN_ISA", "").strip().lower()
+if _env_isa:
+    try:
+        set_isa(_env_isa)
+    except ValueError as exc:
+        warnings.warn(f"FASTNN_ISA={_env_isa!r} ignored: {exc}", RuntimeWarning)
+
+
+# ----------------------------------------------------------------------------- primitives
+def gemm(trans_a, trans_b, alpha, a, b, beta, c):
+    m, n = c.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    dt = c.dtype
+    ws = _workspace(_fn("gemm_ws", dt)(m, n, k), dt)
+    _fn("gemm", dt)(int(trans_a), int(trans_b), m, n, k, alpha, _ptr(a), a.shape[1], _ptr(b),
+                    b.shape[1], beta, _ptr(ws), _ptr(c), n)
+
+
+def im2col(x, g, layout, cols):
+    _fn("im2col", x.dtype)(_geom(g), _LAYOUT[layout], _ptr(x), _ptr(cols))
+
+
+def col2im(cols, g, layout, x):
+    _fn("col2im", x.dtype)(_geom(g), _LAYOUT[layout], _ptr(cols), _ptr(x))
+
+
+def bias_act(y, b, act, out):
+    outer, c, inner = y.shape
+    _fn("bias_act", y.dtype)(outer, c, inner, _ptr(y), _opt(b, y.dtype), _ACT[act], _ptr(out))
+
+
+def bias_act_backward(dy, y, act, dx, db):
+    outer, c, inner = y.shape
+    _fn("bias_act_bwd", y.dtype)(outer, c, inner, _ptr(dy), _ptr(y), _ACT[act], _ptr(dx),
+                                 _opt(db, y.dtype))
+
+
+def _filters(w, layout):
+    return w.shape[3] if layout == "NHWC" else w.shape[0]
+
+
+def conv2d_forward(x, w, b, g, layout, act, y, chunk):
+    dt, f, cg, lay = x.dtype, _filters(w, layout), _geom(g), _LAYOUT[layout]
+    ws = _workspace(_fn("conv2d_ws", dt)(cg, lay, f, chunk, 0), dt)
+    _fn("conv2d_fwd", dt)(cg, lay, f, _ptr(x), _ptr(w), _opt(b, dt), _ACT[act], chunk,
+                          _ptr(ws), _ptr(y))
+
+
+def conv2d_backward(dy, x, w, g, layout, dx, dw, db, chunk):
+    dt, f, cg, lay = x.dtype, _filters(w, layout), _geom(g), _LAYOUT[layout]
+    ws = _workspace(_fn("conv2d_ws", dt)(cg, lay, f, chunk, 1), dt)
+    _fn("conv2d_bwd", dt)(cg, lay, f, _ptr(dy), _ptr(x), _ptr(w), chunk, _ptr(ws),
+                          _opt(dx, dt), _ptr(dw), _ptr(db))
+
+
+def maxpool2d_forward(x, g, layout, y, argmax):
+    _fn("maxpool_fwd", x.dtype)(_geom(g), _LAYOUT[layout], _ptr(x), _ptr(y), _iptr(argmax))
+
+
+def maxpool2d_backward(dy, argmax, g, layout, dx):
+    _fn("maxpool_bwd", dy.dtype)(_geom(g), _LAYOUT[layout], _ptr(dy), _iptr(argmax), _ptr(dx))
+
+
+def avgpool2d_forward(x, g, layout, y):
+    _fn("avgpool_fwd", x.dtype)(_geom(g), _LAYOUT[layout], _ptr(x), _ptr(y))
+
+
+def avgpool2d_backward(dy, g, layout, dx):
+    _fn("avgpool_bwd", dy.dtype)(_geom(g), _LAYOUT[layout], _ptr(dy), _ptr(dx))

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Build fastnn's C kernels with AddressSanitizer + UndefinedBehaviorSanitizer and run the
+# test suite (C backend tests) against them:
+#     tools/sanitize.sh            # all C-backend tests
+#     tools/sanitize.sh -k conv    # extra pytest arguments pass through
+# Any ASan/UBSan report aborts the run with a non-zero exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${VENV:-$(mktemp -d)/venv}"
+python3 -m venv "$venv"
+# shellcheck disable=SC1091
+source "$venv/bin/activate"
+python -m pip install -q --upgrade pip
+python -m pip install -q ".[test]" -Ccmake.define.FASTNN_SANITIZE=ON \
+    -Cbuild-dir=build/sanitize
+LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+export LD_PRELOAD
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+export FASTNN_REQUIRE_BACKENDS="c"
+pytest -q -p no:cacheprovider -k "c-" "$@"
