@@ -7,8 +7,8 @@
 #include <omp.h>
 #endif
 
-/* out[o, j, i] = act(y[o, j, i] + b[j]) (b may be NULL); overwrites out, which may be y.
- * relu keeps NaN (v < 0 ? 0 : v). Threads over outer. */
+/* out[o, j, i] = act(y[o, j, i] + b[j]) (b may be NULL: y unchanged, -0.0 kept); overwrites
+ * out, which may be y. relu keeps NaN (v < 0 ? 0 : v). Threads over outer. */
 void FNN(bias_act)(int64_t outer, int64_t c, int64_t inner, const real *y, const real *b,
                    int act, real *out)
 {
@@ -18,29 +18,26 @@ void FNN(bias_act)(int64_t outer, int64_t c, int64_t inner, const real *y, const
         const real *yo = y + o * c * inner;
         real *oo = out + o * c * inner;
         if (inner == 1) {
-            if (act == FNN_ACT_RELU) {
-                for (int64_t j = 0; j < c; j++) {
-                    real v = yo[j] + (b ? b[j] : 0);
-                    oo[j] = v < 0 ? 0 : v;
-                }
-            } else {
-                for (int64_t j = 0; j < c; j++)
-                    oo[j] = yo[j] + (b ? b[j] : 0);
+            for (int64_t j = 0; j < c; j++) {
+                const real v = b ? yo[j] + b[j] : yo[j];
+                oo[j] = (act == FNN_ACT_RELU && v < 0) ? 0 : v;
             }
             continue;
         }
         for (int64_t j = 0; j < c; j++) {
-            const real bj = b ? b[j] : 0;
             const real *yj = yo + j * inner;
             real *oj = oo + j * inner;
-            if (act == FNN_ACT_RELU) {
+            if (b) {
+                const real bj = b[j];
                 for (int64_t i = 0; i < inner; i++) {
-                    real v = yj[i] + bj;
-                    oj[i] = v < 0 ? 0 : v;
+                    const real v = yj[i] + bj;
+                    oj[i] = (act == FNN_ACT_RELU && v < 0) ? 0 : v;
                 }
             } else {
-                for (int64_t i = 0; i < inner; i++)
-                    oj[i] = yj[i] + bj;
+                for (int64_t i = 0; i < inner; i++) {
+                    const real v = yj[i];
+                    oj[i] = (act == FNN_ACT_RELU && v < 0) ? 0 : v;
+                }
             }
         }
     }

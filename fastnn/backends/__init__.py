@@ -16,7 +16,9 @@ Primitives
 ``gemm(trans_a, trans_b, alpha, a, b, beta, c)``
     ``c[:] = alpha * op(a) @ op(b) + beta * c`` with ``op(a)`` of shape (M, K), ``op(b)`` of
     shape (K, N), ``c`` of shape (M, N). ``beta == 0`` overwrites ``c`` without reading it
-    (NaN in the old ``c`` does not propagate), as in BLAS. K may be 0.
+    (NaN in the old ``c`` does not propagate), as in BLAS. K may be 0. Unlike BLAS,
+    ``alpha == 0`` is not special: NaN in ``a`` or ``b`` propagates. ``c`` never overlaps
+    ``a`` or ``b`` (the wrapper copies such inputs).
 ``im2col(x, g, layout, cols)``
     ``cols`` (g.n*g.oh*g.ow, g.kh*g.kw*g.c); rows over (n, oh, ow); columns over
     (kh, kw, c) for NHWC and (c, kh, kw) for NCHW. Padded positions are 0.
@@ -25,7 +27,8 @@ Primitives
     the input element it was read from; padded positions are dropped.
 ``bias_act(y, b, act, out)``
     ``y`` and ``out`` (outer, C, inner); ``b`` (C,) or None; ``act`` "identity" or "relu";
-    ``out = act(y + b[None, :, None])``. ``out`` may be ``y`` (in place).
+    ``out = act(y + b[None, :, None])``; relu is ``v < 0 ? 0 : v``, so NaN propagates;
+    without a bias ``y`` passes unchanged (-0.0 stays -0.0). ``out`` may be ``y``.
 ``bias_act_backward(dy, y, act, dx, db)``
     ``y`` is the *output* of bias_act; ``dx = dy * act'(y)`` (relu: ``y > 0``);
     ``db`` (C,) or None is overwritten with ``dx.sum(axis=(0, 2))``. ``dx`` may be ``dy``.

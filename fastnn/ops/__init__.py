@@ -80,7 +80,9 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
     alpha, beta : float
     out : ndarray, shape (M, N), optional
         Written in place and returned. With ``beta != 0`` the product accumulates into
-        it; with ``beta == 0`` its old contents are ignored (BLAS semantics).
+        it; with ``beta == 0`` its old contents are ignored (BLAS semantics). ``out`` may
+        be ``a`` or ``b`` (the input is copied first).
+        Unlike BLAS, ``alpha == 0`` still reads ``a`` and ``b``: NaN there propagates.
 
     Returns
     -------
@@ -109,6 +111,11 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
             raise ValueError("out must be writeable, received a read-only array")
         target = out
         c = out if out.flags.c_contiguous else np.ascontiguousarray(out)
+        # The kernels read a and b while writing c: an input overlapping out is copied.
+        if np.may_share_memory(a, out):
+            a = a.copy()
+        if np.may_share_memory(b, out):
+            b = b.copy()
     if m == 0 or n == 0:
         return target
     if k == 0:
@@ -272,7 +279,8 @@ def _bias_act_view(y: np.ndarray, channel_axis: int) -> Tuple[int, int, int]:
     return outer, y.shape[axis], inner
 
 
-def bias_act(x, b=None, activation="relu", *, channel_axis: int = -1) -> np.ndarray:
+def bias_act(x, b=None, activation="relu", *, channel_axis: int = -1,
+             out: Optional[np.ndarray] = None) -> np.ndarray:
     """Fused epilogue ``activation(x + b)`` with ``b`` broadcast along ``channel_axis``.
 
     Parameters
@@ -282,6 +290,8 @@ def bias_act(x, b=None, activation="relu", *, channel_axis: int = -1) -> np.ndar
     activation : None, "identity", "linear" or "relu"
     channel_axis : int
         -1 for Dense and NHWC outputs, 1 for NCHW outputs.
+    out : ndarray shaped like x, optional
+        Written and returned; may be ``x`` itself (in place).
 
     Returns
     -------
@@ -297,20 +307,40 @@ def bias_act(x, b=None, activation="relu", *, channel_axis: int = -1) -> np.ndar
         b = float_array(b, "b", 1)
         _checks.expect_shape(b, (c,), "b", f"x.shape[{channel_axis}]")
         same_dtype([x, b], ["x", "b"])
-    y = np.empty_like(x)
+    y = _out_like(out, x, "out")
     if x.size:
         _backend.get().bias_act(x.reshape(outer, c, inner), b, act, y.reshape(outer, c, inner))
     return y
 
 
+def _out_like(out, like: np.ndarray, name: str) -> np.ndarray:
+    """``out`` checked to be a writeable C-contiguous array shaped and typed like ``like``,
+    or a new array."""
+    if out is None:
+        return np.empty_like(like)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, received {type(out).__name__}")
+    if out.dtype != like.dtype:
+        raise TypeError(f"{name} has dtype {out.dtype} but the result is {like.dtype}")
+    if out.shape != like.shape:
+        raise ValueError(f"{name} must be an array of shape {like.shape}, received shape "
+                         f"{out.shape}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"{name} must be C-contiguous and writeable")
+    return out
+
+
 def bias_act_backward(dy, y, activation="relu", *, channel_axis: int = -1,
-                      need_db: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                      need_db: bool = True, out: Optional[np.ndarray] = None
+                      ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Backward of :func:`bias_act`.
 
     Parameters
     ----------
     dy : ndarray, gradient of the loss with respect to the output ``y``
     y : ndarray, the *output* of :func:`bias_act` (relu's derivative is ``y > 0``)
+    out : ndarray shaped like dy, optional
+        Receives ``dx`` (may be ``dy`` itself).
 
     Returns
     -------
@@ -326,7 +356,7 @@ def bias_act_backward(dy, y, activation="relu", *, channel_axis: int = -1,
     _channel_axis_arg(channel_axis, y.ndim)
     act = _activation(activation)
     outer, c, inner = _bias_act_view(y, channel_axis)
-    dx = np.empty_like(dy)
+    dx = _out_like(out, dy, "out")
     db = np.zeros(c, dtype=y.dtype) if need_db else None
     if y.size:
         _backend.get().bias_act_backward(dy.reshape(outer, c, inner), y.reshape(outer, c, inner),

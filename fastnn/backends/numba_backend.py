@@ -1,0 +1,786 @@
+"""Numba backend: JIT-compiled kernels, the fallback when the C extension is unavailable.
+
+Implements every primitive of the backend contract (see :mod:`fastnn.backends`). The
+public wrappers in :mod:`fastnn.ops` have validated the arguments, so arrays arrive
+C-contiguous and of one float dtype. The Python functions here only flatten arrays and
+unpack :class:`~fastnn.ops._geometry.ConvGeometry` into plain ints; all the work runs in
+``@numba.njit`` kernels (``parallel=True`` with ``prange`` where they parallelise).
+
+Every kernel receives 1-D arrays and plain ints, so each compiles once per dtype (and
+layouts or transposes are runtime flags, not new specialisations). No ``fastmath``: NaN
+and infinities propagate as in the NumPy reference, and results do not depend on the
+number of threads (no reduction is ever split between threads in a thread-dependent way).
+
+GEMM
+----
+``c = alpha * op(a) @ op(b) + beta * c`` is computed tile by tile: the output is cut
+into tiles of ``MB x NB``; tiles are shared out between ``prange`` workers. For each
+tile and each depth block of ``KC``, the ``KC x NB`` block of ``op(b)`` is packed into a
+contiguous per-worker buffer, then a 4-row x 4-deep micro-kernel updates a 4 x NB strip
+of a per-worker accumulator with a contiguous (vectorisable) loop over the columns. The
+full K reduction of a tile happens in one worker, in a fixed order. Transposes are
+handled with strides (``op(a)[i, p] = a.flat[i*ars + p*acs]``); when ``N`` is small
+and ``M`` large the product is computed as ``c.T = op(b).T @ op(a).T`` so the vector
+loop stays long.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import _conv_driver
+
+__all__ = [
+    "gemm", "im2col", "col2im", "bias_act", "bias_act_backward", "conv2d_forward",
+    "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
+    "avgpool2d_backward", "set_num_threads", "get_num_threads", "isa",
+]
+
+
+# --------------------------------------------------------------------------- threads
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads (capped at ``numba.config.NUMBA_NUM_THREADS``)."""
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
+def get_num_threads() -> int:
+    """Threads the kernels use."""
+    return int(numba.get_num_threads())
+
+
+def isa() -> str:
+    """Instruction-set description of this backend."""
+    return "numba"
+
+
+# --------------------------------------------------------------------------- GEMM
+# Tile sizes (elements). The packed B block is KC x NB, the accumulator MB x NB, both
+# per worker; they stay within L2.
+_MB = 128
+_KC = 128
+_NB = {np.dtype(np.float32): 256, np.dtype(np.float64): 128}
+# Compute c.T = op(b).T @ op(a).T when n is below this and m is larger than n.
+_SWAP_N = 64
+
+
+@njit(cache=True)
+def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alpha, beta,
+                 bp, ac, mb_max, nb_max, kc_max):
+    """Worker ``wk`` of ``nwork``: the tiles wk, wk + nwork, ... of
+    c.flat[i*crs + j*ccs] = alpha * sum_p a.flat[i*ars + p*acs] * b.flat[p*brs + j*bcs]
+    (+ beta * old c), for i < m, j < n. ``bp`` and ``ac`` are the worker's buffers."""
+    nmb = (m + mb_max - 1) // mb_max
+    nnb = (n + nb_max - 1) // nb_max
+    ntiles = nmb * nnb
+    for t in range(wk, ntiles, nwork):
+        ib = t // nnb
+        jb = t - ib * nnb
+        i0 = ib * mb_max
+        mb = min(m, i0 + mb_max) - i0
+        j0 = jb * nb_max
+        nb = min(n, j0 + nb_max) - j0
+        for q in range(mb * nb):
+            ac[q] = 0
+        for p0 in range(0, k, kc_max):
+            kc = min(k, p0 + kc_max) - p0
+            # pack op(b)[p0:p0+kc, j0:j0+nb] into bp (kc x nb, row-major)
+            if bcs == 1:
+                for p in range(kc):
+                    src = (p0 + p) * brs + j0
+                    dst = p * nb
+                    for j in range(nb):
+                        bp[dst + j] = b[src + j]
+            else:
+                for j in range(nb):
+                    src = p0 * brs + (j0 + j) * bcs
+                    for p in range(kc):
+                        bp[p * nb + j] = b[src + p * brs]
+            # 4 rows at a time
+            i = 0
+            while i + 3 < mb:
+                r0 = (i0 + i) * ars
+                r1 = r0 + ars
+                r2 = r1 + ars
+                r3 = r2 + ars
+                c0 = i * nb
+                c1 = c0 + nb
+                c2 = c1 + nb
+                c3 = c2 + nb
+                p = 0
+                while p + 3 < kc:
+                    pa = (p0 + p) * acs
+                    pb = pa + acs
+                    pc = pb + acs
+                    pd = pc + acs
+                    a00 = a[r0 + pa]
+                    a01 = a[r0 + pb]
+                    a02 = a[r0 + pc]
+                    a03 = a[r0 + pd]
+                    a10 = a[r1 + pa]
+                    a11 = a[r1 + pb]
+                    a12 = a[r1 + pc]
+                    a13 = a[r1 + pd]
+                    a20 = a[r2 + pa]
+                    a21 = a[r2 + pb]
+                    a22 = a[r2 + pc]
+                    a23 = a[r2 + pd]
+                    a30 = a[r3 + pa]
+                    a31 = a[r3 + pb]
+                    a32 = a[r3 + pc]
+                    a33 = a[r3 + pd]
+                    b0 = p * nb
+                    b1 = b0 + nb
+                    b2 = b1 + nb
+                    b3 = b2 + nb
+                    for j in range(nb):
+                        x0 = bp[b0 + j]
+                        x1 = bp[b1 + j]
+                        x2 = bp[b2 + j]
+                        x3 = bp[b3 + j]
+                        ac[c0 + j] = ac[c0 + j] + a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+                        ac[c1 + j] = ac[c1 + j] + a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+                        ac[c2 + j] = ac[c2 + j] + a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
+                        ac[c3 + j] = ac[c3 + j] + a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+                    p += 4
+                while p < kc:
+                    pa = (p0 + p) * acs
+                    a00 = a[r0 + pa]
+                    a10 = a[r1 + pa]
+                    a20 = a[r2 + pa]
+                    a30 = a[r3 + pa]
+                    b0 = p * nb
+                    for j in range(nb):
+                        x0 = bp[b0 + j]
+                        ac[c0 + j] = ac[c0 + j] + a00 * x0
+                        ac[c1 + j] = ac[c1 + j] + a10 * x0
+                        ac[c2 + j] = ac[c2 + j] + a20 * x0
+                        ac[c3 + j] = ac[c3 + j] + a30 * x0
+                    p += 1
+                i += 4
+            # remaining rows one at a time
+            while i < mb:
+                r0 = (i0 + i) * ars
+                c0 = i * nb
+                p = 0
+                while p + 3 < kc:
+                    pa = (p0 + p) * acs
+                    a00 = a[r0 + pa]
+                    a01 = a[r0 + pa + acs]
+                    a02 = a[r0 + pa + 2 * acs]
+                    a03 = a[r0 + pa + 3 * acs]
+                    b0 = p * nb
+                    b1 = b0 + nb
+                    b2 = b1 + nb
+                    b3 = b2 + nb
+                    for j in range(nb):
+                        ac[c0 + j] = (ac[c0 + j] + a00 * bp[b0 + j] + a01 * bp[b1 + j]
+                                      + a02 * bp[b2 + j] + a03 * bp[b3 + j])
+                    p += 4
+                while p < kc:
+                    a00 = a[r0 + (p0 + p) * acs]
+                    b0 = p * nb
+                    for j in range(nb):
+                        ac[c0 + j] = ac[c0 + j] + a00 * bp[b0 + j]
+                    p += 1
+                i += 1
+        # write the tile out: c = alpha * acc (+ beta * c)
+        for i in range(mb):
+            cr = (i0 + i) * crs + j0 * ccs
+            ar = i * nb
+            if beta == 0:
+                for j in range(nb):
+                    c[cr + j * ccs] = alpha * ac[ar + j]
+            else:
+                for j in range(nb):
+                    c[cr + j * ccs] = alpha * ac[ar + j] + beta * c[cr + j * ccs]
+
+
+@njit(parallel=True, cache=True)
+def _gemm_kernel(a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alpha, beta,
+                 bpack, acc, mb_max, nb_max, kc_max):
+    nwork = bpack.shape[0]
+    for wk in prange(nwork):
+        _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alpha, beta,
+                     bpack[wk], acc[wk], mb_max, nb_max, kc_max)
+
+
+@njit(cache=True)
+def _scale_kernel(c, beta):
+    """c = beta * c, or zeros when beta == 0 (c not read). Only for K == 0."""
+    if beta == 0:
+        for i in range(c.size):
+            c[i] = 0
+    else:
+        for i in range(c.size):
+            c[i] = beta * c[i]
+
+
+class _Workspace(threading.local):
+    def __init__(self):
+        self.buffers = {}
+
+
+_workspace = _Workspace()
+
+
+def _buffers(dtype, nwork: int, bsize: int, asize: int):
+    """Per-worker packing and accumulator buffers, cached per Python thread and dtype."""
+    key = np.dtype(dtype)
+    cur = _workspace.buffers.get(key)
+    if cur is None or cur[0].shape[0] < nwork or cur[0].shape[1] < bsize or \
+            cur[1].shape[1] < asize:
+        rows = max(nwork, 0 if cur is None else cur[0].shape[0])
+        bsize = max(bsize, 0 if cur is None else cur[0].shape[1])
+        asize = max(asize, 0 if cur is None else cur[1].shape[1])
+        cur = (np.empty((rows, bsize), dtype=key), np.empty((rows, asize), dtype=key))
+        _workspace.buffers[key] = cur
+    return cur[0][:nwork], cur[1][:nwork]
+
+
+def gemm(trans_a, trans_b, alpha, a, b, beta, c):
+    """``c[:] = alpha * op(a) @ op(b) + beta * c`` (see :mod:`fastnn.backends`)."""
+    m, n = c.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    dt = c.dtype.type
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        _scale_kernel(c.reshape(-1), dt(beta))
+        return
+    # op(a)[i, p] = a.flat[i*ars + p*acs]; op(b)[p, j] = b.flat[p*brs + j*bcs]
+    ars, acs = (1, m) if trans_a else (k, 1)
+    brs, bcs = (1, k) if trans_b else (n, 1)
+    crs, ccs = n, 1
+    af, bf = a.reshape(-1), b.reshape(-1)
+    if n < _SWAP_N and m > n:
+        # c.T (n x m) = op(b).T @ op(a).T
+        af, bf = bf, af
+        ars, acs, brs, bcs = bcs, brs, acs, ars
+        crs, ccs = 1, n
+        m, n = n, m
+    nb_max = _NB[c.dtype]
+    mb_max, kc_max = _MB, _KC
+    if n <= nb_max:
+        nb_max = n
+    ntiles = -(-m // mb_max) * -(-n // nb_max)
+    nwork = max(1, min(numba.get_num_threads(), ntiles))
+    bpack, acc = _buffers(c.dtype, nwork, kc_max * nb_max, mb_max * nb_max)
+    _gemm_kernel(af, ars, acs, bf, brs, bcs, c.reshape(-1), crs, ccs, m, n, k,
+                 dt(alpha), dt(beta), bpack, acc, mb_max, nb_max, kc_max)
+
+
+# --------------------------------------------------------------------------- im2col
+# Geometry arguments, in this order, for every sliding-window kernel below:
+#   nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow
+# (x flat index: NHWC ((n*h + ih)*w + iw)*ch + c, NCHW ((n*ch + c)*h + ih)*w + iw).
+
+@njit(cache=True)
+def _im2col_row(x, cols, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """Column rows of image row r = n*oh + yo (all ow output positions)."""
+    patch = kh * kw * ch
+    ni = r // oh
+    yo = r - ni * oh
+    for xo in range(ow):
+        base = (r * ow + xo) * patch
+        if nhwc:
+            for ki in range(kh):
+                ih = yo * sh - pt + ki * dh
+                for kj in range(kw):
+                    iw = xo * sw - pl + kj * dw
+                    dst = base + (ki * kw + kj) * ch
+                    if ih >= 0 and ih < h and iw >= 0 and iw < w:
+                        src = ((ni * h + ih) * w + iw) * ch
+                        for ci in range(ch):
+                            cols[dst + ci] = x[src + ci]
+                    else:
+                        for ci in range(ch):
+                            cols[dst + ci] = 0
+        else:
+            for ci in range(ch):
+                plane = (ni * ch + ci) * h
+                for ki in range(kh):
+                    ih = yo * sh - pt + ki * dh
+                    dst = base + (ci * kh + ki) * kw
+                    if ih >= 0 and ih < h:
+                        src = (plane + ih) * w
+                        for kj in range(kw):
+                            iw = xo * sw - pl + kj * dw
+                            if iw >= 0 and iw < w:
+                                cols[dst + kj] = x[src + iw]
+                            else:
+                                cols[dst + kj] = 0
+                    else:
+                        for kj in range(kw):
+                            cols[dst + kj] = 0
+
+
+@njit(parallel=True, cache=True)
+def _im2col_kernel(x, cols, nhwc, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    for r in prange(nimg * oh):
+        _im2col_row(x, cols, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+
+
+@njit(cache=True)
+def _col2im_row(cols, x, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """Gather for input row r = n*h + ih: x[n, ih, :, :] = sum of the column entries
+    that read it. Kernel offsets are visited in decreasing order, i.e. the output
+    positions that read an element in increasing order (the order of a scatter-add)."""
+    patch = kh * kw * ch
+    ni = r // h
+    ih = r - ni * h
+    if nhwc:
+        xrow = r * w * ch
+        for q in range(w * ch):
+            x[xrow + q] = 0
+        for ki in range(kh - 1, -1, -1):
+            t = ih + pt - ki * dh
+            if t < 0 or t % sh != 0:
+                continue
+            yo = t // sh
+            if yo >= oh:
+                continue
+            orow = (ni * oh + yo) * ow
+            for iw in range(w):
+                dst = xrow + iw * ch
+                for kj in range(kw - 1, -1, -1):
+                    u = iw + pl - kj * dw
+                    if u < 0 or u % sw != 0:
+                        continue
+                    xo = u // sw
+                    if xo >= ow:
+                        continue
+                    src = (orow + xo) * patch + (ki * kw + kj) * ch
+                    for ci in range(ch):
+                        x[dst + ci] += cols[src + ci]
+    else:
+        for ci in range(ch):
+            xrow = ((ni * ch + ci) * h + ih) * w
+            for iw in range(w):
+                x[xrow + iw] = 0
+            for ki in range(kh - 1, -1, -1):
+                t = ih + pt - ki * dh
+                if t < 0 or t % sh != 0:
+                    continue
+                yo = t // sh
+                if yo >= oh:
+                    continue
+                orow = (ni * oh + yo) * ow
+                cbase = (ci * kh + ki) * kw
+                for iw in range(w):
+                    s = x[xrow + iw]
+                    for kj in range(kw - 1, -1, -1):
+                        u = iw + pl - kj * dw
+                        if u < 0 or u % sw != 0:
+                            continue
+                        xo = u // sw
+                        if xo >= ow:
+                            continue
+                        s += cols[(orow + xo) * patch + cbase + kj]
+                    x[xrow + iw] = s
+
+
+@njit(parallel=True, cache=True)
+def _col2im_kernel(cols, x, nhwc, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    for r in prange(nimg * h):
+        _col2im_row(cols, x, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+
+
+def _geom_args(g):
+    return (int(g.n), int(g.h), int(g.w), int(g.c), int(g.kh), int(g.kw), int(g.sh),
+            int(g.sw), int(g.pt), int(g.pl), int(g.dh), int(g.dw), int(g.oh), int(g.ow))
+
+
+def im2col(x, g, layout, cols):
+    """Lower patches of ``x`` to the rows of ``cols`` (see :mod:`fastnn.backends`)."""
+    _im2col_kernel(x.reshape(-1), cols.reshape(-1), layout == "NHWC", *_geom_args(g))
+
+
+def col2im(cols, g, layout, x):
+    """Adjoint of :func:`im2col`; ``x`` is overwritten."""
+    _col2im_kernel(cols.reshape(-1), x.reshape(-1), layout == "NHWC", *_geom_args(g))
+
+
+# --------------------------------------------------------------------------- bias + act
+@njit(cache=True)
+def _bias_act_row(y, b, has_b, relu, out, r, ch, inner):
+    """inner == 1: row r of (outer, C); else the run r = o*C + c of ``inner`` elements."""
+    zero = y.dtype.type(0)
+    if inner == 1:
+        base = r * ch
+        for ci in range(ch):
+            v = y[base + ci]
+            if has_b:
+                v = v + b[ci]
+            if relu and v < 0:
+                v = zero
+            out[base + ci] = v
+    else:
+        base = r * inner
+        if has_b:
+            bv = b[r % ch]
+            for q in range(inner):
+                v = y[base + q] + bv
+                if relu and v < 0:
+                    v = zero
+                out[base + q] = v
+        elif relu:
+            for q in range(inner):
+                v = y[base + q]
+                if v < 0:
+                    v = zero
+                out[base + q] = v
+        else:
+            for q in range(inner):
+                out[base + q] = y[base + q]
+
+
+@njit(parallel=True, cache=True)
+def _bias_act_kernel(y, b, has_b, relu, out, outer, ch, inner):
+    nrows = outer if inner == 1 else outer * ch
+    for r in prange(nrows):
+        _bias_act_row(y, b, has_b, relu, out, r, ch, inner)
+
+
+# Fixed number of row chunks for the db reduction when inner == 1: the partial sums and
+# their order depend only on the shape, never on the number of threads.
+_DB_CHUNKS = 64
+
+
+@njit(cache=True)
+def _bias_act_backward_part(dy, y, relu, dx, db, part, mode, r, outer, ch, inner, nchunks):
+    """mode 0 (no db): run r = o*C + c; mode 1 (inner == 1): chunk r of the rows, partial
+    sums of dx per channel into part[r]; mode 2 (inner > 1): channel r, db[r] = sum."""
+    zero = dy.dtype.type(0)
+    if mode == 0:
+        base = r * inner
+        for q in range(inner):
+            g = dy[base + q]
+            if relu and not (y[base + q] > 0):
+                g = zero
+            dx[base + q] = g
+    elif mode == 1:
+        per = (outer + nchunks - 1) // nchunks
+        o0 = r * per
+        o1 = min(outer, o0 + per)
+        for ci in range(ch):
+            part[r, ci] = 0.0
+        for o in range(o0, o1):
+            base = o * ch
+            for ci in range(ch):
+                g = dy[base + ci]
+                if relu and not (y[base + ci] > 0):
+                    g = zero
+                dx[base + ci] = g
+                part[r, ci] += g
+    else:
+        s = 0.0
+        for o in range(outer):
+            base = (o * ch + r) * inner
+            for q in range(inner):
+                g = dy[base + q]
+                if relu and not (y[base + q] > 0):
+                    g = zero
+                dx[base + q] = g
+                s += g
+        db[r] = s
+
+
+@njit(parallel=True, cache=True)
+def _bias_act_backward_kernel(dy, y, relu, dx, db, has_db, outer, ch, inner, nchunks):
+    if not has_db:
+        mode = 0
+        nrows = outer * ch
+    elif inner == 1:
+        mode = 1
+        nrows = nchunks
+    else:
+        mode = 2
+        nrows = ch
+    part = np.empty((nchunks if mode == 1 else 0, ch), dtype=np.float64)
+    for r in prange(nrows):
+        _bias_act_backward_part(dy, y, relu, dx, db, part, mode, r, outer, ch, inner, nchunks)
+    if mode == 1:
+        for ci in range(ch):
+            s = 0.0
+            for q in range(nchunks):
+                s += part[q, ci]
+            db[ci] = s
+
+
+def bias_act(y, b, act, out):
+    """``out = act(y + b[None, :, None])`` on (outer, C, inner) arrays."""
+    outer, ch, inner = y.shape
+    bf = b if b is not None else np.zeros(1, dtype=y.dtype)
+    _bias_act_kernel(y.reshape(-1), bf, b is not None, act == "relu", out.reshape(-1),
+                     outer, ch, inner)
+
+
+def bias_act_backward(dy, y, act, dx, db):
+    """``dx = dy * act'(y)``; ``db`` (or None) = ``dx.sum(axis=(0, 2))``."""
+    outer, ch, inner = y.shape
+    dbf = db if db is not None else np.zeros(1, dtype=y.dtype)
+    nchunks = max(1, min(_DB_CHUNKS, outer))
+    _bias_act_backward_kernel(dy.reshape(-1), y.reshape(-1), act == "relu", dx.reshape(-1),
+                              dbf, db is not None, outer, ch, inner, nchunks)
+
+
+# --------------------------------------------------------------------------- conv
+def conv2d_forward(x, w, b, g, layout, act, y, chunk):
+    """im2col + GEMM convolution (see :mod:`fastnn.backends._conv_driver`)."""
+    _conv_driver.conv2d_forward(_this, x, w, b, g, layout, act, y, chunk)
+
+
+def conv2d_backward(dy, x, w, g, layout, dx, dw, db, chunk):
+    """Gradients of the convolution (see :mod:`fastnn.backends._conv_driver`)."""
+    _conv_driver.conv2d_backward(_this, dy, x, w, g, layout, dx, dw, db, chunk)
+
+
+_this = sys.modules[__name__]
+
+
+# --------------------------------------------------------------------------- pooling
+@njit(cache=True)
+def _maxpool_row(x, y, am, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """NHWC: output row r = n*oh + yo, all channels. NCHW: plane r = n*C + c.
+    Strict > keeps the first maximum in window order; the first NaN wins."""
+    if nhwc:
+        ni = r // oh
+        yo = r - ni * oh
+        xs = ni * h * w * ch
+        for xo in range(ow):
+            yb = (r * ow + xo) * ch
+            first = True
+            for ki in range(kh):
+                ih = yo * sh - pt + ki * dh
+                if ih < 0 or ih >= h:
+                    continue
+                for kj in range(kw):
+                    iw = xo * sw - pl + kj * dw
+                    if iw < 0 or iw >= w:
+                        continue
+                    idx = (ih * w + iw) * ch
+                    xb = xs + idx
+                    if first:
+                        first = False
+                        for ci in range(ch):
+                            y[yb + ci] = x[xb + ci]
+                            am[yb + ci] = idx + ci
+                    else:
+                        for ci in range(ch):
+                            v = x[xb + ci]
+                            best = y[yb + ci]
+                            if v > best or (v != v and best == best):
+                                y[yb + ci] = v
+                                am[yb + ci] = idx + ci
+            if first:  # empty window: impossible for a validated pooling geometry
+                for ci in range(ch):
+                    y[yb + ci] = -np.inf
+                    am[yb + ci] = ci
+    else:
+        ci = r % ch
+        xb = r * h * w
+        for yo in range(oh):
+            for xo in range(ow):
+                first = True
+                best = x[xb]
+                bi = 0
+                for ki in range(kh):
+                    ih = yo * sh - pt + ki * dh
+                    if ih < 0 or ih >= h:
+                        continue
+                    for kj in range(kw):
+                        iw = xo * sw - pl + kj * dw
+                        if iw < 0 or iw >= w:
+                            continue
+                        v = x[xb + ih * w + iw]
+                        if first or v > best or (v != v and best == best):
+                            first = False
+                            best = v
+                            bi = ih * w + iw
+                yb = (r * oh + yo) * ow + xo
+                if first:
+                    best = -np.inf
+                y[yb] = best
+                am[yb] = ci * h * w + bi
+
+
+@njit(parallel=True, cache=True)
+def _maxpool_fwd_kernel(x, y, am, nhwc, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw,
+                        oh, ow):
+    nrows = nimg * oh if nhwc else nimg * ch
+    for r in prange(nrows):
+        _maxpool_row(x, y, am, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+
+
+@njit(cache=True)
+def _maxpool_bwd_sample(dy, am, dx, ni, per_out, per_in):
+    xb = ni * per_in
+    for q in range(per_in):
+        dx[xb + q] = 0
+    yb = ni * per_out
+    for q in range(per_out):
+        dx[xb + am[yb + q]] += dy[yb + q]
+
+
+@njit(parallel=True, cache=True)
+def _maxpool_bwd_kernel(dy, am, dx, nimg, per_out, per_in):
+    # argmax indexes within its sample, so samples never collide: parallel over n only.
+    for ni in prange(nimg):
+        _maxpool_bwd_sample(dy, am, dx, ni, per_out, per_in)
+
+
+def maxpool2d_forward(x, g, layout, y, argmax):
+    """Max pooling with per-sample flat argmax (see :mod:`fastnn.backends`)."""
+    _maxpool_fwd_kernel(x.reshape(-1), y.reshape(-1), argmax.reshape(-1), layout == "NHWC",
+                        *_geom_args(g))
+
+
+def maxpool2d_backward(dy, argmax, g, layout, dx):
+    """Route each gradient to its window's argmax; ``dx`` overwritten."""
+    _maxpool_bwd_kernel(dy.reshape(-1), argmax.reshape(-1), dx.reshape(-1), int(g.n),
+                        int(g.oh * g.ow * g.c), int(g.h * g.w * g.c))
+
+
+@njit(cache=True)
+def _in_bounds(o, s, p, k, d, size):
+    """Number of kernel offsets of output position o that fall inside [0, size)."""
+    cnt = 0
+    for ki in range(k):
+        i = o * s - p + ki * d
+        if i >= 0 and i < size:
+            cnt += 1
+    return cnt
+
+
+@njit(cache=True)
+def _avgpool_fwd_row(x, y, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """NHWC: output row r = n*oh + yo. NCHW: plane r = n*C + c. Sum in window order,
+    then divide by the number of in-bounds elements."""
+    if nhwc:
+        ni = r // oh
+        yo = r - ni * oh
+        cnth = _in_bounds(yo, sh, pt, kh, dh, h)
+        for xo in range(ow):
+            cf = x.dtype.type(cnth * _in_bounds(xo, sw, pl, kw, dw, w))
+            yb = (r * ow + xo) * ch
+            for ci in range(ch):
+                y[yb + ci] = 0
+            for ki in range(kh):
+                ih = yo * sh - pt + ki * dh
+                if ih < 0 or ih >= h:
+                    continue
+                for kj in range(kw):
+                    iw = xo * sw - pl + kj * dw
+                    if iw < 0 or iw >= w:
+                        continue
+                    xb = ((ni * h + ih) * w + iw) * ch
+                    for ci in range(ch):
+                        y[yb + ci] += x[xb + ci]
+            for ci in range(ch):
+                y[yb + ci] = y[yb + ci] / cf
+    else:
+        xb = r * h * w
+        for yo in range(oh):
+            cnth = _in_bounds(yo, sh, pt, kh, dh, h)
+            for xo in range(ow):
+                cf = x.dtype.type(cnth * _in_bounds(xo, sw, pl, kw, dw, w))
+                s = x.dtype.type(0)
+                for ki in range(kh):
+                    ih = yo * sh - pt + ki * dh
+                    if ih < 0 or ih >= h:
+                        continue
+                    for kj in range(kw):
+                        iw = xo * sw - pl + kj * dw
+                        if iw < 0 or iw >= w:
+                            continue
+                        s += x[xb + ih * w + iw]
+                y[(r * oh + yo) * ow + xo] = s / cf
+
+
+@njit(parallel=True, cache=True)
+def _avgpool_fwd_kernel(x, y, nhwc, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    nrows = nimg * oh if nhwc else nimg * ch
+    for r in prange(nrows):
+        _avgpool_fwd_row(x, y, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+
+
+@njit(cache=True)
+def _avgpool_bwd_row(dy, dx, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """Gather: dx[ih, iw] = sum over the windows holding (ih, iw) of dy / count, windows
+    in increasing output order. NHWC: input row r = n*h + ih. NCHW: plane r = n*C + c."""
+    if nhwc:
+        ni = r // h
+        ih = r - ni * h
+        xrow = r * w * ch
+        for q in range(w * ch):
+            dx[xrow + q] = 0
+        for ki in range(kh - 1, -1, -1):
+            t = ih + pt - ki * dh
+            if t < 0 or t % sh != 0:
+                continue
+            yo = t // sh
+            if yo >= oh:
+                continue
+            cnth = _in_bounds(yo, sh, pt, kh, dh, h)
+            orow = (ni * oh + yo) * ow
+            for iw in range(w):
+                dst = xrow + iw * ch
+                for kj in range(kw - 1, -1, -1):
+                    u = iw + pl - kj * dw
+                    if u < 0 or u % sw != 0:
+                        continue
+                    xo = u // sw
+                    if xo >= ow:
+                        continue
+                    cf = dy.dtype.type(cnth * _in_bounds(xo, sw, pl, kw, dw, w))
+                    src = (orow + xo) * ch
+                    for ci in range(ch):
+                        dx[dst + ci] += dy[src + ci] / cf
+    else:
+        xb = r * h * w
+        yb = r * oh * ow
+        for ih in range(h):
+            for iw in range(w):
+                dx[xb + ih * w + iw] = 0
+            for ki in range(kh - 1, -1, -1):
+                t = ih + pt - ki * dh
+                if t < 0 or t % sh != 0:
+                    continue
+                yo = t // sh
+                if yo >= oh:
+                    continue
+                cnth = _in_bounds(yo, sh, pt, kh, dh, h)
+                for iw in range(w):
+                    s = dx[xb + ih * w + iw]
+                    for kj in range(kw - 1, -1, -1):
+                        u = iw + pl - kj * dw
+                        if u < 0 or u % sw != 0:
+                            continue
+                        xo = u // sw
+                        if xo >= ow:
+                            continue
+                        cf = dy.dtype.type(cnth * _in_bounds(xo, sw, pl, kw, dw, w))
+                        s += dy[yb + yo * ow + xo] / cf
+                    dx[xb + ih * w + iw] = s
+
+
+@njit(parallel=True, cache=True)
+def _avgpool_bwd_kernel(dy, dx, nhwc, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw,
+                        oh, ow):
+    nrows = nimg * h if nhwc else nimg * ch
+    for r in prange(nrows):
+        _avgpool_bwd_row(dy, dx, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+
+
+def avgpool2d_forward(x, g, layout, y):
+    """Average over the in-bounds elements of each window (Keras)."""
+    _avgpool_fwd_kernel(x.reshape(-1), y.reshape(-1), layout == "NHWC", *_geom_args(g))
+
+
+def avgpool2d_backward(dy, g, layout, dx):
+    """Adjoint of :func:`avgpool2d_forward`; ``dx`` overwritten."""
+    _avgpool_bwd_kernel(dy.reshape(-1), dx.reshape(-1), layout == "NHWC", *_geom_args(g))

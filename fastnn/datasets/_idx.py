@@ -1,0 +1,314 @@
+"""Reading IDX files (the format of MNIST and Fashion-MNIST), and finding them on disk.
+
+The IDX format
+--------------
+An IDX file is a big-endian header followed by the raw array::
+
+    magic   4 bytes   0x00 0x00 <type code> <number of dimensions d>
+    dims    d x 4     unsigned 32-bit big-endian sizes, outermost first
+    data    prod(dims) elements of the type, big-endian, C order
+
+Type codes: 0x08 unsigned byte, 0x09 signed byte, 0x0B int16, 0x0C int32, 0x0D float32,
+0x0E float64. MNIST images are ``0x00000803`` (unsigned bytes, 3 dimensions: N x 28 x 28)
+and labels ``0x00000801`` (unsigned bytes, 1 dimension: N). Files may be gzipped; gzip is
+detected from the content (``1f 8b``), not from the file name.
+
+Nothing here downloads anything: the data sets are read only from local directories.
+"""
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = ["load_idx"]
+
+#: IDX type code -> big-endian NumPy dtype.
+IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_DTYPE_NAMES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32",
+                0x0D: "float32", 0x0E: "float64"}
+
+MAGIC_IMAGES = 0x00000803  #: unsigned bytes, 3 dimensions (N, rows, cols)
+MAGIC_LABELS = 0x00000801  #: unsigned bytes, 1 dimension (N,)
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+# --------------------------------------------------------------------------- reading
+def _gunzip(raw: bytes, name: str) -> bytes:
+    """Decompress a (possibly multi-member) gzip stream; ValueError if it is corrupt."""
+    parts = []
+    while raw:
+        d = zlib.decompressobj(wbits=31)  # 16 + MAX_WBITS: gzip header and trailer
+        try:
+            parts.append(d.decompress(raw))
+            parts.append(d.flush())
+        except zlib.error as exc:
+            raise ValueError(f"{name}: corrupt gzip data ({exc})") from None
+        if not d.eof:
+            raise ValueError(f"{name}: truncated gzip data (the compressed stream ends "
+                             f"before its end marker; the file is incomplete)")
+        raw = d.unused_data
+        if raw and not raw.startswith(_GZIP_MAGIC):
+            if raw.strip(b"\x00"):  # trailing zero padding is tolerated, as gzip(1) does
+                raise ValueError(f"{name}: {len(raw)} bytes of garbage after the gzip data")
+            break
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _parse(buf, name: str, expected_magic: int | None = None) -> tuple[int, np.ndarray]:
+    """Parse IDX bytes ``buf`` into ``(magic, array)``; the array is a view of ``buf``
+    (big-endian dtype). ValueError naming ``name`` for any malformation."""
+    n = len(buf)
+    if n < 4:
+        raise ValueError(f"{name}: truncated IDX header ({n} bytes; an IDX file starts with "
+                         f"a 4-byte magic number)")
+    magic = int.from_bytes(bytes(buf[:4]), "big")
+    if expected_magic is not None and magic != expected_magic:
+        raise ValueError(f"{name}: bad magic number 0x{magic:08X}, expected "
+                         f"0x{expected_magic:08X} ({_describe_magic(expected_magic)})"
+                         + (f"; this file holds {_describe_magic(magic)}"
+                            if _valid_magic(magic) else "; this is not an IDX file"))
+    if not _valid_magic(magic):
+        raise ValueError(f"{name}: bad magic number 0x{magic:08X}: not an IDX file (the "
+                         f"first two bytes must be 0 and the third a type code, one of "
+                         f"{', '.join(f'0x{c:02X}' for c in IDX_DTYPES)})")
+    code, ndim = (magic >> 8) & 0xFF, magic & 0xFF
+    if ndim == 0:
+        raise ValueError(f"{name}: IDX header declares 0 dimensions")
+    header = 4 + 4 * ndim
+    if n < header:
+        raise ValueError(f"{name}: truncated IDX header ({n} bytes, but {ndim} dimensions "
+                         f"need {header})")
+    dims = tuple(int(d) for d in np.frombuffer(buf, dtype=">u4", count=ndim, offset=4))
+    dtype = IDX_DTYPES[code]
+    count = 1
+    for d in dims:
+        count *= d
+    want = count * dtype.itemsize
+    have = n - header
+    if have < want:
+        raise ValueError(f"{name}: truncated data: the header declares shape {dims} "
+                         f"({want} bytes of data) but the file holds only {have} bytes "
+                         f"after the header")
+    if have > want:
+        raise ValueError(f"{name}: {have - want} unexpected bytes after the data (the "
+                         f"header declares shape {dims}, {want} bytes of data)")
+    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=header).reshape(dims)
+    return magic, arr
+
+
+def _valid_magic(magic: int) -> bool:
+    return magic >> 16 == 0 and (magic >> 8) & 0xFF in IDX_DTYPES
+
+
+def _describe_magic(magic: int) -> str:
+    code, ndim = (magic >> 8) & 0xFF, magic & 0xFF
+    return f"{_DTYPE_NAMES[code]} data with {ndim} dimension{'s' * (ndim != 1)}"
+
+
+def read_idx(file: PathLike, expected_magic: int | None = None) -> np.ndarray:
+    """Read one IDX file (gzipped or not) into a writable native-endian array.
+
+    Internal form of :func:`load_idx` that can also insist on a magic number.
+    """
+    path = Path(os.fspath(file)).expanduser()
+    name = str(path)
+    with open(path, "rb") as f:
+        head = f.read(2)
+        if head == _GZIP_MAGIC:
+            f.seek(0)
+            buf = _gunzip(f.read(), name)
+            copy = True  # ``bytes`` is read-only: copy once into a writable array
+        else:
+            # Plain file: read straight into a writable buffer, no extra copy.
+            size = os.fstat(f.fileno()).st_size
+            buf = bytearray(size)
+            buf[:len(head)] = head
+            got = len(head) + (f.readinto(memoryview(buf)[len(head):]) or 0)
+            del buf[got:]
+            copy = False
+    _, arr = _parse(buf, name, expected_magic)
+    if arr.dtype.itemsize > 1 or arr.dtype.byteorder not in "=|":
+        return arr.astype(arr.dtype.newbyteorder("="))  # native byte order (a copy)
+    arr = arr.view(arr.dtype.newbyteorder("="))
+    return arr.copy() if copy else arr
+
+
+def load_idx(file: PathLike) -> np.ndarray:
+    """Read one IDX file, gzipped or not.
+
+    Parameters
+    ----------
+    file : str or os.PathLike
+        Path of the file, e.g. ``"train-images-idx3-ubyte.gz"``. Gzip is detected from the
+        content, so the name need not end in ``.gz``.
+
+    Returns
+    -------
+    numpy.ndarray
+        A writable array of the shape the header declares, e.g. ``(60000, 28, 28)`` for
+        MNIST training images or ``(60000,)`` for its labels, in native byte order with the
+        type the header declares (``uint8`` for MNIST: type code 0x08).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``file`` does not exist.
+    ValueError
+        If the file is not a well-formed IDX file: bad magic number, truncated header or
+        data, extra bytes after the data, or corrupt gzip data. The message names the file.
+
+    Examples
+    --------
+    >>> from fastnn.datasets import load_idx
+    >>> y = load_idx("t10k-labels-idx1-ubyte.gz")  # doctest: +SKIP
+    >>> y.shape, y.dtype                             # doctest: +SKIP
+    ((10000,), dtype('uint8'))
+    """
+    return read_idx(file)
+
+
+def idx_bytes(array: np.ndarray, *, compress: bool = False, compresslevel: int = 9) -> bytes:
+    """``array`` encoded as an IDX file (gzipped if ``compress``: no file name and mtime 0 in
+    the gzip header, so the output is reproducible). Used by the sample tool and the tests."""
+    import gzip
+
+    array = np.asarray(array)
+    for code, dt in IDX_DTYPES.items():
+        if dt.kind == array.dtype.kind and dt.itemsize == array.dtype.itemsize:
+            break
+    else:
+        raise TypeError(f"IDX cannot store dtype {array.dtype}")
+    if not 1 <= array.ndim <= 255:
+        raise ValueError(f"IDX needs 1 to 255 dimensions, got {array.ndim}")
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    data = header + np.ascontiguousarray(array, dtype=dt).tobytes()
+    return gzip.compress(data, compresslevel=compresslevel, mtime=0) if compress else data
+
+
+def write_idx(file: PathLike, array: np.ndarray, *, compress: bool | None = None,
+              compresslevel: int = 9) -> None:
+    """Write ``array`` as an IDX file, gzipped if ``compress`` (by default: if the name ends
+    in ``.gz``). See :func:`idx_bytes`."""
+    path = Path(os.fspath(file))
+    if compress is None:
+        compress = path.name.endswith(".gz")
+    path.write_bytes(idx_bytes(array, compress=compress, compresslevel=compresslevel))
+
+
+# --------------------------------------------------------------------------- finding
+#: The four files of an MNIST-style data set: (split, kind) -> base name.
+FILES = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+
+
+def spellings(base: str) -> list[str]:
+    """Accepted file names for ``base`` (e.g. ``train-images-idx3-ubyte``), preferred first:
+    plain before gzipped, ``-idx3-ubyte`` before ``.idx3-ubyte``."""
+    dotted = base.replace("-idx", ".idx")
+    return [base, dotted, base + ".gz", dotted + ".gz"]
+
+
+def find_in_dir(directory: Path) -> tuple[dict | None, str]:
+    """The four files in ``directory`` as ``{(split, kind): Path}``, or ``(None, why)``."""
+    if not directory.exists():
+        return None, "does not exist"
+    if not directory.is_dir():
+        return None, "is not a directory"
+    found, missing = {}, []
+    for key, base in FILES.items():
+        for candidate in spellings(base):
+            p = directory / candidate
+            if p.is_file():
+                found[key] = p
+                break
+        else:
+            missing.append(base + "[.gz]")
+    if missing:
+        if not found:
+            return None, "none of the four files"
+        return None, "missing " + ", ".join(missing)
+    return found, ""
+
+
+def search_dirs(name: str, path: PathLike | None, extra: Sequence[PathLike] = ()) -> list[Path]:
+    """Directories searched for data set ``name``, in order.
+
+    ``path`` if given (and then only it); else ``$FASTNN_DATA_DIR/<name>``,
+    ``$FASTNN_DATA_DIR``, ``~/.fastnn/datasets/<name>`` and then ``extra``.
+    """
+    if path is not None:
+        return [Path(os.fspath(path)).expanduser()]
+    dirs = []
+    env = os.environ.get("FASTNN_DATA_DIR", "").strip()
+    if env:
+        root = Path(env).expanduser()
+        dirs += [root / name, root]
+    dirs.append(Path("~").expanduser() / ".fastnn" / "datasets" / name)
+    dirs += [Path(os.fspath(d)) for d in extra]
+    seen, out = set(), []
+    for d in dirs:
+        if d not in seen:
+            seen.add(d)
+            out.append(d)
+    return out
+
+
+def locate(name: str, dirs: Sequence[Path]) -> tuple[dict | None, list[str]]:
+    """First directory of ``dirs`` holding all four files: ``(files, [])``, or
+    ``(None, report lines)`` saying what each directory lacked."""
+    report = []
+    for d in dirs:
+        files, why = find_in_dir(d)
+        if files is not None:
+            return files, []
+        report.append(f"  - {d}  ({why})")
+    return None, report
+
+
+def file_list_text() -> str:
+    return ", ".join(FILES.values())
+
+
+def load_split(files: dict, split: str, *, num_classes: int = 10,
+               image_shape: tuple[int, int] = (28, 28)) -> tuple[np.ndarray, np.ndarray]:
+    """Read and validate one split's images ``(N, 28, 28)`` and labels ``(N,)`` (uint8)."""
+    img_path, lab_path = files[(split, "images")], files[(split, "labels")]
+    x = read_idx(img_path, MAGIC_IMAGES)
+    if x.shape[1:] != image_shape:
+        raise ValueError(f"{img_path}: wrong image dimensions: the header declares "
+                         f"{x.shape[0]} images of {x.shape[1]}x{x.shape[2]} pixels, expected "
+                         f"{image_shape[0]}x{image_shape[1]}")
+    y = read_idx(lab_path, MAGIC_LABELS)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"{lab_path}: holds {y.shape[0]} labels but {img_path} holds "
+                         f"{x.shape[0]} images; the two files must have the same count")
+    if y.size and int(y.max()) >= num_classes:
+        bad = np.flatnonzero(y >= num_classes)
+        raise ValueError(f"{lab_path}: invalid labels: {bad.size} label(s) outside "
+                         f"0..{num_classes - 1}, the first is {int(y[bad[0]])} at index "
+                         f"{int(bad[0])}")
+    return x, y
+
+
+def load_files(files: dict) -> tuple[tuple[np.ndarray, np.ndarray],
+                                     tuple[np.ndarray, np.ndarray]]:
+    """``((x_train, y_train), (x_test, y_test))`` from the four located files."""
+    return load_split(files, "train"), load_split(files, "test")

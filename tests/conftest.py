@@ -1,0 +1,218 @@
+"""Shared fixtures and helpers for the fastnn test suite.
+
+Backends
+--------
+``backend`` runs a test once per backend ("c", "numba", "numpy") with that backend active
+(``fastnn.use_backend``); ``fast_backend`` does the same for the non-reference backends.
+A backend that cannot be loaded here is *skipped*, unless the environment variable
+``FASTNN_REQUIRE_BACKENDS`` (comma-separated names; CI sets ``c,numba,numpy``) lists it:
+then the test *fails* with the reason from :mod:`fastnn._backend`, so CI can never
+silently skip the compiled backend.
+
+``reference(fn, *args, **kw)`` runs ``fn`` under ``fastnn.use_backend("numpy")``: the
+oracle every other backend is compared with.
+
+Tolerances
+----------
+All tolerances live in :data:`TOLERANCES` and :func:`assert_close` below, nowhere else.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _backend
+
+ALL_BACKENDS = ("c", "numba", "numpy")
+FAST_BACKENDS = ("c", "numba")
+REFERENCE = "numpy"
+DTYPES = (np.float32, np.float64)
+
+
+# --------------------------------------------------------------------------- backends
+def required_backends() -> set:
+    """Backends named in FASTNN_REQUIRE_BACKENDS (an unavailable one fails, never skips)."""
+    env = os.environ.get("FASTNN_REQUIRE_BACKENDS", "")
+    return {s.strip().lower() for s in env.split(",") if s.strip()}
+
+
+def require_backend(name: str) -> str:
+    """Load backend ``name`` or skip the test (fail it if the backend is required)."""
+    try:
+        _backend.load(name)
+    except ImportError as exc:
+        if name in required_backends() or name == REFERENCE:
+            pytest.fail(f"backend {name!r} is required (FASTNN_REQUIRE_BACKENDS="
+                        f"{os.environ.get('FASTNN_REQUIRE_BACKENDS', '')!r}; the numpy "
+                        f"reference is always required) but unavailable: {exc}",
+                        pytrace=False)
+        pytest.skip(f"backend {name!r} unavailable: {exc}")
+    return name
+
+
+def pytest_configure(config):
+    unknown = required_backends() - set(ALL_BACKENDS)
+    if unknown:
+        raise pytest.UsageError(f"FASTNN_REQUIRE_BACKENDS names unknown backends "
+                                f"{sorted(unknown)}; known: {list(ALL_BACKENDS)}")
+
+
+def pytest_report_header(config):
+    try:
+        info = fastnn.backend_info()
+    except Exception as exc:  # pragma: no cover - reported, not hidden
+        return [f"fastnn backend_info() failed: {type(exc).__name__}: {exc}"]
+    req = sorted(required_backends())
+    return [f"fastnn backends: available={info['available']} active={info['active']} "
+            f"isa={info['isa']} threads={info['num_threads']} required={req}",
+            f"fastnn backend errors: {info['errors']}"]
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request):
+    """Each backend in turn, active for the duration of the test."""
+    name = require_backend(request.param)
+    with fastnn.use_backend(name):
+        yield name
+
+
+@pytest.fixture(params=FAST_BACKENDS)
+def fast_backend(request):
+    """Each non-reference backend in turn, active for the duration of the test."""
+    name = require_backend(request.param)
+    with fastnn.use_backend(name):
+        yield name
+
+
+def reference(fn, *args, **kw):
+    """``fn(*args, **kw)`` on the NumPy reference backend."""
+    require_backend(REFERENCE)
+    with fastnn.use_backend(REFERENCE):
+        return fn(*args, **kw)
+
+
+@pytest.fixture
+def restore_workspace_limit():
+    saved = fastnn.ops.get_workspace_limit()
+    yield saved
+    fastnn.ops.set_workspace_limit(saved)
+
+
+@pytest.fixture
+def restore_threads():
+    """Put every loaded backend's thread count (and the registry's memory of
+    ``set_num_threads``) back as it was."""
+    saved_global = list(_backend._num_threads)
+    saved = {name: mod.get_num_threads() for name, mod in _backend._loaded.items()}
+    yield
+    for name, n in saved.items():
+        _backend._loaded[name].set_num_threads(n)
+    _backend._num_threads[:] = saved_global
+
+
+# --------------------------------------------------------------------------- tolerances
+# Backends differ from the reference only by floating-point rounding: they sum the same
+# products in another order (blocking, SIMD lanes, FMA, threads). For a sum of K terms each
+# at most S in magnitude, the rounding error of *any* summation order is bounded by about
+# K * eps * S, and for the random-sign data used here it behaves like a random walk,
+# ~ sqrt(K) * eps * S. Cancellation can make the exact result tiny while the error stays
+# ~ sqrt(K) * eps * S, so a relative tolerance alone is wrong for sums: the absolute
+# tolerance is scaled by sqrt(K) * S, where S is the largest |term| of the reduction (e.g.
+# max|a| * max|b| for a dot product), supplied by the caller.
+#
+#   float64 (eps 1.1e-16): rtol 1e-10, atol 1e-12 * sqrt(K) * S -- about 1e4 times the
+#       expected random-walk error, and still above the K*eps worst case for every K used.
+#   float32 (eps 6.0e-8):  rtol 1e-4,  atol 1e-5  * sqrt(K) * S -- about 170 times the
+#       expected random-walk error; the K*eps worst case stays below it for K up to ~3e4
+#       (the suite's largest reductions are ~1e3).
+#
+# Ops that only move data (im2col, maxpool forward values and argmax) are compared exactly.
+TOLERANCES = {
+    np.dtype(np.float64): dict(rtol=1e-10, atol=1e-12),
+    np.dtype(np.float32): dict(rtol=1e-4, atol=1e-5),
+}
+
+
+def absmax(*arrays) -> float:
+    """Largest finite |value| over ``arrays`` (1.0 when there is none), for scales."""
+    best = 0.0
+    for a in arrays:
+        if a is None:
+            continue
+        a = np.asarray(a)
+        fin = a[np.isfinite(a)] if a.size else a
+        if fin.size:
+            best = max(best, float(np.max(np.abs(fin))))
+    return best if best > 0 else 1.0
+
+
+def tolerance(dtype, k: int = 1, scale: float = 1.0) -> dict:
+    """``rtol``/``atol`` for comparing a ``dtype`` result of a K-term reduction whose terms
+    are at most ``scale`` in magnitude (see the comment above)."""
+    base = TOLERANCES[np.dtype(dtype)]
+    return dict(rtol=base["rtol"], atol=base["atol"] * math.sqrt(max(int(k), 1)) * float(scale))
+
+
+def assert_close(actual, expected, *, k: int = 1, scale: float = 1.0, what: str = ""):
+    """``actual`` matches the reference ``expected``: same shape and dtype, NaN where it is
+    NaN, and values within :func:`tolerance` for a ``k``-term reduction of terms bounded by
+    ``scale``."""
+    expected = np.asarray(expected)
+    assert isinstance(actual, np.ndarray), f"{what}: expected an ndarray, got {type(actual)}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    tol = tolerance(expected.dtype, k, scale)
+    np.testing.assert_allclose(actual, expected, equal_nan=True, err_msg=what, **tol)
+
+
+def assert_same(actual, expected, *, what: str = ""):
+    """Exact equality (same shape, dtype, values; NaN where NaN)."""
+    expected = np.asarray(expected)
+    assert isinstance(actual, np.ndarray), f"{what}: expected an ndarray, got {type(actual)}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    np.testing.assert_array_equal(actual, expected, err_msg=what)
+
+
+def assert_bitwise(a, b, *, what: str = ""):
+    """Bit-for-bit identical arrays (distinguishes -0.0 from 0.0 and NaN payloads)."""
+    assert a.shape == b.shape and a.dtype == b.dtype, f"{what}: {a.shape}/{a.dtype} vs " \
+                                                      f"{b.shape}/{b.dtype}"
+    utype = {4: np.uint32, 8: np.uint64}[a.dtype.itemsize]
+    ua = np.ascontiguousarray(a).view(utype)
+    ub = np.ascontiguousarray(b).view(utype)
+    bad = ua != ub
+    if bad.any():
+        diff = np.abs(a[bad].astype(np.float64) - b[bad].astype(np.float64))
+        raise AssertionError(f"{what}: not bitwise identical; {int(bad.sum())} of {a.size} "
+                             f"elements differ, max |diff| = {np.nanmax(diff)}")
+
+
+# --------------------------------------------------------------------------- data
+def rand(rng, shape, dtype, low=-1.0, high=1.0) -> np.ndarray:
+    return rng.uniform(low, high, size=shape).astype(dtype)
+
+
+def distinct(rng, shape, dtype) -> np.ndarray:
+    """Pairwise-distinct values (no accidental ties in max pooling), exact in float32."""
+    size = int(np.prod(shape, dtype=np.int64))
+    vals = rng.permutation(size).astype(np.float64) - size // 2
+    return (vals / 8.0).reshape(shape).astype(dtype)
+
+
+def to_layout(x_nhwc: np.ndarray, layout: str) -> np.ndarray:
+    """A contiguous NHWC array in ``layout``."""
+    return x_nhwc if layout == "NHWC" else np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))
+
+
+def weights_to_layout(w_hwcf: np.ndarray, layout: str) -> np.ndarray:
+    """Weights (KH, KW, C, F) in the layout's weight order ((F, C, KH, KW) for NCHW)."""
+    return w_hwcf if layout == "NHWC" else np.ascontiguousarray(w_hwcf.transpose(3, 2, 0, 1))
+
+
+def x_shape_in(n, h, w, c, layout):
+    return (n, h, w, c) if layout == "NHWC" else (n, c, h, w)

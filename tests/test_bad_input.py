@@ -1,0 +1,303 @@
+"""Bad input raises ValueError or TypeError naming the argument, on every backend.
+
+Validation happens in fastnn.ops before any backend runs; running every case under every
+backend proves that no backend ever sees (and crashes on) bad input, and that the backend
+still works afterwards.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _backend, ops
+from conftest import ALL_BACKENDS, assert_close, reference
+
+F32, F64 = np.float32, np.float64
+
+
+def x4(dtype=F32, shape=(2, 6, 6, 3)):
+    return np.ones(shape, dtype)
+
+
+def w4(dtype=F32, shape=(3, 3, 3, 4)):
+    return np.ones(shape, dtype)
+
+
+def _ro(a):
+    a.flags.writeable = False
+    return a
+
+
+def _y_shape(x, w, **kw):
+    with fastnn.use_backend("numpy"):
+        return ops.conv2d_forward(x, w, **kw).shape
+
+
+def _pool_dy(**kw):
+    with fastnn.use_backend("numpy"):
+        return ops.maxpool2d_forward(x4(), 2, **kw)
+
+
+BAD_DTYPES = [np.int32, np.int64, np.uint8, np.bool_, np.float16, np.complex64,
+              np.complex128, object]
+DT_IDS = [np.dtype(d).name for d in BAD_DTYPES]
+
+# (id, exception, regex naming the argument, callable)
+CASES = [
+    # ---------------------------------------------------------------- wrong ndim
+    ("conv_x_3d", ValueError, r"\bx must be 4-D", lambda: ops.conv2d_forward(np.ones((6, 6, 3), F32), w4())),
+    ("conv_x_5d", ValueError, r"\bx must be 4-D", lambda: ops.conv2d_forward(np.ones((1, 2, 6, 6, 3), F32), w4())),
+    ("conv_w_2d", ValueError, r"\bw must be 4-D", lambda: ops.conv2d_forward(x4(), np.ones((9, 4), F32))),
+    ("conv_b_2d", ValueError, r"\bb must be 1-D", lambda: ops.conv2d_forward(x4(), w4(), np.ones((4, 1), F32))),
+    ("conv_bwd_dy_3d", ValueError, r"\bdy must be 4-D", lambda: ops.conv2d_backward(np.ones((4, 4, 4), F32), x4(), w4())),
+    ("im2col_x_2d", ValueError, r"\bx must be 4-D", lambda: ops.im2col(np.ones((6, 6), F32), 3)),
+    ("col2im_cols_3d", ValueError, r"\bcols must be 2-D", lambda: ops.col2im(np.ones((2, 16, 27), F32), (2, 6, 6, 3), 3)),
+    ("maxpool_x_3d", ValueError, r"\bx must be 4-D", lambda: ops.maxpool2d_forward(np.ones((6, 6, 3), F32), 2)),
+    ("avgpool_x_1d", ValueError, r"\bx must be 4-D", lambda: ops.avgpool2d_forward(np.ones(6, F32), 2)),
+    ("maxpool_bwd_dy_3d", ValueError, r"\bdy must be 4-D", lambda: ops.maxpool2d_backward(np.ones((3, 3, 3), F32), np.zeros((3, 3, 3), np.int64), (2, 6, 6, 3), 2)),
+    ("avgpool_bwd_dy_2d", ValueError, r"\bdy must be 4-D", lambda: ops.avgpool2d_backward(np.ones((3, 3), F32), (2, 6, 6, 3), 2)),
+    ("matmul_a_1d", ValueError, r"\ba must be 2-D", lambda: ops.matmul(np.ones(3, F32), np.ones((3, 2), F32))),
+    ("matmul_b_3d", ValueError, r"\bb must be 2-D", lambda: ops.matmul(np.ones((2, 3), F32), np.ones((3, 2, 1), F32))),
+    ("bias_act_x_0d", ValueError, r"\bx must have at least 1 dimension", lambda: ops.bias_act(np.float32(1.0).reshape(()), None)),
+    ("bias_act_b_2d", ValueError, r"\bb must be 1-D", lambda: ops.bias_act(np.ones((2, 3), F32), np.ones((1, 3), F32))),
+    # ---------------------------------------------------------------- shapes
+    ("conv_channel_mismatch_nhwc", ValueError, r"\bw has 5 input channels.*\bx has 3 channels", lambda: ops.conv2d_forward(x4(), w4(shape=(3, 3, 5, 4)))),
+    ("conv_channel_mismatch_nchw", ValueError, r"\bw has 2 input channels.*\bx has 3 channels", lambda: ops.conv2d_forward(np.ones((1, 3, 6, 6), F32), np.ones((4, 2, 3, 3), F32), layout="NCHW")),
+    ("conv_bwd_channel_mismatch", ValueError, r"\bw has 5 input channels", lambda: ops.conv2d_backward(np.ones((2, 4, 4, 4), F32), x4(), w4(shape=(3, 3, 5, 4)))),
+    ("conv_w_zero_dim", ValueError, r"\bw must have every dimension >= 1", lambda: ops.conv2d_forward(x4(), w4(shape=(3, 3, 3, 0)))),
+    ("conv_x_zero_h", ValueError, r"\bx must have height, width and channels >= 1", lambda: ops.conv2d_forward(x4(shape=(2, 0, 6, 3)), w4())),
+    ("conv_b_wrong_len", ValueError, r"\bb must have shape \(4,\)", lambda: ops.conv2d_forward(x4(), w4(), np.ones(3, F32))),
+    ("conv_kernel_too_big", ValueError, r"kernel_size=\(7, 7\).*larger than the padded input", lambda: ops.conv2d_forward(x4(), w4(shape=(7, 7, 3, 4)))),
+    ("conv_kernel_too_big_after_pad", ValueError, r"kernel_size.*larger than the padded input", lambda: ops.conv2d_forward(x4(), w4(shape=(9, 3, 3, 4)), padding=1)),
+    ("conv_dilated_kernel_too_big", ValueError, r"kernel_size=\(3, 3\) \(dilation=\(3, 3\)\).*larger", lambda: ops.conv2d_forward(x4(), w4(), dilation=3)),
+    ("im2col_kernel_too_big", ValueError, r"kernel_size.*larger than the padded input", lambda: ops.im2col(x4(), (2, 8))),
+    ("maxpool_too_big", ValueError, r"pool_size=\(7, 7\).*larger than the padded input", lambda: ops.maxpool2d_forward(x4(), 7)),
+    ("avgpool_too_big", ValueError, r"pool_size.*larger than the padded input", lambda: ops.avgpool2d_forward(x4(), (2, 9))),
+    ("conv_bwd_dy_shape", ValueError, r"\bdy must have shape \(2, 4, 4, 4\)", lambda: ops.conv2d_backward(np.ones((2, 4, 4, 5), F32), x4(), w4())),
+    ("conv_bwd_dy_batch", ValueError, r"\bdy must have shape", lambda: ops.conv2d_backward(np.ones((3, 4, 4, 4), F32), x4(), w4())),
+    ("conv_bwd_dy_nchw", ValueError, r"\bdy must have shape \(1, 4, 4, 4\)", lambda: ops.conv2d_backward(np.ones((1, 4, 4, 5), F32), np.ones((1, 3, 6, 6), F32), np.ones((4, 3, 3, 3), F32), layout="NCHW")),
+    ("maxpool_bwd_dy_shape", ValueError, r"\bdy must have shape \(2, 3, 3, 3\)", lambda: ops.maxpool2d_backward(np.ones((2, 3, 3, 2), F32), np.zeros((2, 3, 3, 2), np.int64), (2, 6, 6, 3), 2)),
+    ("avgpool_bwd_dy_shape", ValueError, r"\bdy must have shape \(2, 3, 3, 3\)", lambda: ops.avgpool2d_backward(np.ones((2, 2, 3, 3), F32), (2, 6, 6, 3), 2)),
+    ("bias_act_bwd_dy_shape", ValueError, r"\bdy must have shape \(2, 3\)", lambda: ops.bias_act_backward(np.ones((3, 2), F32), np.ones((2, 3), F32))),
+    ("bias_act_b_wrong_len", ValueError, r"\bb must have shape \(3,\)", lambda: ops.bias_act(np.ones((2, 3), F32), np.ones(2, F32))),
+    ("bias_act_b_wrong_axis", ValueError, r"\bb must have shape \(2,\)", lambda: ops.bias_act(np.ones((2, 3), F32), np.ones(3, F32), channel_axis=0)),
+    ("col2im_cols_shape", ValueError, r"\bcols must have shape \(32, 27\)", lambda: ops.col2im(np.ones((32, 26), F32), (2, 6, 6, 3), 3)),
+    ("col2im_x_shape_len", ValueError, r"\bx_shape must be a tuple of 4", lambda: ops.col2im(np.ones((32, 27), F32), (6, 6, 3), 3)),
+    ("col2im_x_shape_neg", ValueError, r"\bx_shape must be a tuple of 4 non-negative", lambda: ops.col2im(np.ones((32, 27), F32), (-2, 6, 6, 3), 3)),
+    ("col2im_x_shape_type", TypeError, r"\bx_shape must be a tuple of 4 ints", lambda: ops.col2im(np.ones((32, 27), F32), "abcd", 3)),
+    ("avgpool_bwd_x_shape_type", TypeError, r"\bx_shape", lambda: ops.avgpool2d_backward(np.ones((2, 3, 3, 3), F32), None, 2)),
+    ("maxpool_bwd_x_shape_zero_c", ValueError, r"\bx_shape must have height, width and channels", lambda: ops.maxpool2d_backward(np.ones((2, 3, 3, 0), F32), np.zeros((2, 3, 3, 0), np.int64), (2, 6, 6, 0), 2)),
+    ("matmul_inner", ValueError, r"inner dimensions differ: op\(a\).*op\(b\)", lambda: ops.matmul(np.ones((3, 4), F32), np.ones((5, 2), F32))),
+    ("matmul_inner_trans_a", ValueError, r"inner dimensions differ.*trans_a=True", lambda: ops.matmul(np.ones((3, 4), F32), np.ones((4, 2), F32), trans_a=True)),
+    ("matmul_inner_trans_b", ValueError, r"inner dimensions differ.*trans_b=True", lambda: ops.matmul(np.ones((3, 4), F32), np.ones((4, 2), F32), trans_b=True)),
+    # ---------------------------------------------------------------- hyper-parameters
+    ("conv_stride_0", ValueError, r"\bstride must be >= 1", lambda: ops.conv2d_forward(x4(), w4(), stride=0)),
+    ("conv_stride_neg_pair", ValueError, r"\bstride must be >= 1", lambda: ops.conv2d_forward(x4(), w4(), stride=(1, -2))),
+    ("conv_stride_float", TypeError, r"\bstride must be an int or a pair", lambda: ops.conv2d_forward(x4(), w4(), stride=1.5)),
+    ("conv_stride_bool", TypeError, r"\bstride must be an int or a pair", lambda: ops.conv2d_forward(x4(), w4(), stride=True)),
+    ("conv_stride_triple", TypeError, r"\bstride must be an int or a pair", lambda: ops.conv2d_forward(x4(), w4(), stride=(1, 1, 1))),
+    ("conv_bwd_stride_0", ValueError, r"\bstride must be >= 1", lambda: ops.conv2d_backward(np.ones((2, 4, 4, 4), F32), x4(), w4(), stride=0)),
+    ("conv_dilation_0", ValueError, r"\bdilation must be >= 1", lambda: ops.conv2d_forward(x4(), w4(), dilation=0)),
+    ("conv_dilation_neg", ValueError, r"\bdilation must be >= 1", lambda: ops.conv2d_forward(x4(), w4(), dilation=(-1, 1))),
+    ("im2col_dilation_0", ValueError, r"\bdilation must be >= 1", lambda: ops.im2col(x4(), 3, dilation=(1, 0))),
+    ("im2col_kernel_0", ValueError, r"\bkernel_size must be >= 1", lambda: ops.im2col(x4(), 0)),
+    ("im2col_kernel_str", TypeError, r"\bkernel_size must be an int or a pair", lambda: ops.im2col(x4(), "3")),
+    ("maxpool_pool_0", ValueError, r"\bpool_size must be >= 1", lambda: ops.maxpool2d_forward(x4(), 0)),
+    ("maxpool_pool_neg", ValueError, r"\bpool_size must be >= 1", lambda: ops.maxpool2d_forward(x4(), (2, -1))),
+    ("avgpool_pool_0", ValueError, r"\bpool_size must be >= 1", lambda: ops.avgpool2d_forward(x4(), (0, 2))),
+    ("avgpool_pool_float", TypeError, r"\bpool_size must be an int or a pair", lambda: ops.avgpool2d_forward(x4(), 2.0)),
+    ("maxpool_stride_0", ValueError, r"\bstride must be >= 1", lambda: ops.maxpool2d_forward(x4(), 2, stride=0)),
+    ("avgpool_bwd_pool_0", ValueError, r"\bpool_size must be >= 1", lambda: ops.avgpool2d_backward(np.ones((2, 3, 3, 3), F32), (2, 6, 6, 3), 0)),
+    ("maxpool_pad_ge_pool", ValueError, r"\bpadding must be smaller than pool_size", lambda: ops.maxpool2d_forward(x4(), 2, padding=2)),
+    ("avgpool_pad_ge_pool", ValueError, r"\bpadding must be smaller than pool_size", lambda: ops.avgpool2d_forward(x4(), 3, padding=((0, 3), (0, 0)))),
+    ("conv_pad_neg", ValueError, r"\bpadding must be >= 0", lambda: ops.conv2d_forward(x4(), w4(), padding=-1)),
+    ("conv_pad_neg_pairs", ValueError, r"\bpadding must be >= 0", lambda: ops.conv2d_forward(x4(), w4(), padding=((1, -1), (0, 0)))),
+    ("conv_pad_bad_string", ValueError, r"\bpadding must be 'valid', 'same'", lambda: ops.conv2d_forward(x4(), w4(), padding="full")),
+    ("conv_pad_empty_string", ValueError, r"\bpadding must be", lambda: ops.conv2d_forward(x4(), w4(), padding="")),
+    ("maxpool_pad_bad_string", ValueError, r"\bpadding must be", lambda: ops.maxpool2d_forward(x4(), 2, padding="causal")),
+    ("im2col_pad_float", TypeError, r"\bpadding must be", lambda: ops.im2col(x4(), 3, padding=1.0)),
+    ("im2col_pad_triple", TypeError, r"\bpadding must be", lambda: ops.im2col(x4(), 3, padding=(1, 1, 1))),
+    ("im2col_pad_bool", TypeError, r"\bpadding must be", lambda: ops.im2col(x4(), 3, padding=True)),
+    ("conv_pad_none", TypeError, r"\bpadding must be", lambda: ops.conv2d_forward(x4(), w4(), padding=None)),
+    ("conv_layout_bad", ValueError, r"\blayout must be 'NHWC' or 'NCHW'", lambda: ops.conv2d_forward(x4(), w4(), layout="NHCW")),
+    ("conv_layout_none", ValueError, r"\blayout must be", lambda: ops.conv2d_forward(x4(), w4(), layout=None)),
+    ("im2col_layout_bad", ValueError, r"\blayout must be", lambda: ops.im2col(x4(), 3, layout="CHWN")),
+    ("col2im_layout_bad", ValueError, r"\blayout must be", lambda: ops.col2im(np.ones((32, 27), F32), (2, 6, 6, 3), 3, layout="nhw")),
+    ("maxpool_layout_bad", ValueError, r"\blayout must be", lambda: ops.maxpool2d_forward(x4(), 2, layout="channels_last")),
+    ("avgpool_bwd_layout_bad", ValueError, r"\blayout must be", lambda: ops.avgpool2d_backward(np.ones((2, 3, 3, 3), F32), (2, 6, 6, 3), 2, layout=1)),
+    ("conv_bwd_layout_bad", ValueError, r"\blayout must be", lambda: ops.conv2d_backward(np.ones((2, 4, 4, 4), F32), x4(), w4(), layout="")),
+    ("conv_activation_bad", ValueError, r"\bactivation must be one of", lambda: ops.conv2d_forward(x4(), w4(), activation="tanh")),
+    ("bias_act_activation_bad", ValueError, r"\bactivation must be one of", lambda: ops.bias_act(np.ones((2, 3), F32), None, "sigmoid")),
+    ("bias_act_bwd_activation_bad", ValueError, r"\bactivation must be one of", lambda: ops.bias_act_backward(np.ones((2, 3), F32), np.ones((2, 3), F32), 3)),
+    ("bias_act_axis_range", ValueError, r"\bchannel_axis must be an int in \[-2, 2\)", lambda: ops.bias_act(np.ones((2, 3), F32), None, channel_axis=2)),
+    ("bias_act_axis_neg_range", ValueError, r"\bchannel_axis must be", lambda: ops.bias_act(np.ones((2, 3), F32), None, channel_axis=-3)),
+    ("bias_act_axis_float", ValueError, r"\bchannel_axis must be", lambda: ops.bias_act(np.ones((2, 3), F32), None, channel_axis=1.0)),
+    ("bias_act_bwd_axis_range", ValueError, r"\bchannel_axis must be", lambda: ops.bias_act_backward(np.ones((2, 3), F32), np.ones((2, 3), F32), channel_axis=5)),
+    ("matmul_alpha_str", TypeError, r"\balpha must be a real number", lambda: ops.matmul(np.ones((2, 2), F32), np.ones((2, 2), F32), alpha="1")),
+    ("matmul_beta_none", TypeError, r"\bbeta must be a real number", lambda: ops.matmul(np.ones((2, 2), F32), np.ones((2, 2), F32), beta=None)),
+    ("matmul_alpha_complex", TypeError, r"\balpha must be a real number", lambda: ops.matmul(np.ones((2, 2), F32), np.ones((2, 2), F32), alpha=1j)),
+    ("workspace_limit_0", ValueError, r"\bnbytes must be a positive int", lambda: ops.set_workspace_limit(0)),
+    ("workspace_limit_float", ValueError, r"\bnbytes must be a positive int", lambda: ops.set_workspace_limit(1e6)),
+    # ---------------------------------------------------------------- matmul out
+    ("out_shape", ValueError, r"\bout must have shape \(3, 2\)", lambda: ops.matmul(np.ones((3, 4), F32), np.ones((4, 2), F32), out=np.zeros((2, 3), F32))),
+    ("out_ndim", ValueError, r"\bout must have shape", lambda: ops.matmul(np.ones((3, 4), F32), np.ones((4, 2), F32), out=np.zeros(6, F32))),
+    ("out_dtype", TypeError, r"\bout has dtype float64", lambda: ops.matmul(np.ones((3, 4), F32), np.ones((4, 2), F32), out=np.zeros((3, 2), F64))),
+    ("out_dtype_int", TypeError, r"\bout has dtype int", lambda: ops.matmul(np.ones((3, 4), F64), np.ones((4, 2), F64), out=np.zeros((3, 2), np.int64))),
+    ("out_readonly", ValueError, r"\bout must be writeable", lambda: ops.matmul(np.ones((3, 4), F32), np.ones((4, 2), F32), out=_ro(np.zeros((3, 2), F32)))),
+    ("out_readonly_beta", ValueError, r"\bout must be writeable", lambda: ops.matmul(np.ones((3, 4), F32), np.ones((4, 2), F32), beta=1.0, out=_ro(np.zeros((3, 2), F32)))),
+    ("out_list", TypeError, r"\bout must be a numpy array", lambda: ops.matmul(np.ones((1, 1), F32), np.ones((1, 1), F32), out=[[0.0]])),
+    # ---------------------------------------------------------------- bias_act out
+    ("bias_act_out_shape", ValueError, r"\bout must be .*shape \(2, 3\)", lambda: ops.bias_act(np.ones((2, 3), F32), None, out=np.zeros((3, 2), F32))),
+    # a float64 out for float32 data is a dtype mix: TypeError, as for every other argument
+    ("bias_act_out_dtype", TypeError, r"\bout\b.*float", lambda: ops.bias_act(np.ones((2, 3), F32), None, out=np.zeros((2, 3), F64))),
+    ("bias_act_out_int", TypeError, r"\bout\b", lambda: ops.bias_act(np.ones((2, 3), F32), None, out=np.zeros((2, 3), np.int32))),
+    ("bias_act_out_readonly", ValueError, r"\bout must be .*writeable", lambda: ops.bias_act(np.ones((2, 3), F32), None, out=_ro(np.zeros((2, 3), F32)))),
+    ("bias_act_out_noncontig", ValueError, r"\bout must be C-contiguous", lambda: ops.bias_act(np.ones((2, 3), F32), None, out=np.zeros((3, 2), F32).T)),
+    ("bias_act_out_list", (TypeError, ValueError), r"\bout\b", lambda: ops.bias_act(np.ones((1, 1), F32), None, out=[[0.0]])),
+    ("bias_act_bwd_out_shape", ValueError, r"\bout must be .*shape \(2, 3\)", lambda: ops.bias_act_backward(np.ones((2, 3), F32), np.ones((2, 3), F32), out=np.zeros(6, F32))),
+    ("bias_act_bwd_out_dtype", TypeError, r"\bout\b.*float", lambda: ops.bias_act_backward(np.ones((2, 3), F64), np.ones((2, 3), F64), out=np.zeros((2, 3), F32))),
+    ("bias_act_bwd_out_readonly", ValueError, r"\bout must be .*writeable", lambda: ops.bias_act_backward(np.ones((2, 3), F32), np.ones((2, 3), F32), out=_ro(np.zeros((2, 3), F32)))),
+    # ---------------------------------------------------------------- argmax
+    ("argmax_too_big", ValueError, r"\bargmax must hold indices in \[0, 108\)", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1] + 108, (2, 6, 6, 3), 2)),
+    ("argmax_negative", ValueError, r"\bargmax must hold indices", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1] - 1000, (2, 6, 6, 3), 2)),
+    ("argmax_one_past", ValueError, r"\bargmax must hold indices", lambda: ops.maxpool2d_backward(*_one_past_argmax(), (2, 6, 6, 3), 2)),
+    ("argmax_int32", TypeError, r"\bargmax must be the int64 array", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1].astype(np.int32), (2, 6, 6, 3), 2)),
+    ("argmax_float", TypeError, r"\bargmax must be the int64 array", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1].astype(F32), (2, 6, 6, 3), 2)),
+    ("argmax_uint64", TypeError, r"\bargmax must be the int64 array", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1].astype(np.uint64), (2, 6, 6, 3), 2)),
+    ("argmax_list", TypeError, r"\bargmax must be the int64 array", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1].tolist(), (2, 6, 6, 3), 2)),
+    ("argmax_shape", ValueError, r"\bargmax must have shape \(2, 3, 3, 3\)", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1][:, :2], (2, 6, 6, 3), 2)),
+    # ---------------------------------------------------------------- mixed precision
+    ("mix_conv_w", TypeError, r"\bw has dtype float64 but x has dtype float32", lambda: ops.conv2d_forward(x4(F32), w4(F64))),
+    ("mix_conv_x", TypeError, r"\bw has dtype float32 but x has dtype float64", lambda: ops.conv2d_forward(x4(F64), w4(F32))),
+    ("mix_conv_b", TypeError, r"\bb has dtype float64", lambda: ops.conv2d_forward(x4(), w4(), np.ones(4, F64))),
+    ("mix_conv_bwd_dy", TypeError, r"\bdy has dtype float64", lambda: ops.conv2d_backward(np.ones((2, 4, 4, 4), F64), x4(), w4())),
+    ("mix_conv_bwd_w", TypeError, r"\bw has dtype float64", lambda: ops.conv2d_backward(np.ones((2, 4, 4, 4), F32), x4(), w4(F64))),
+    ("mix_matmul", TypeError, r"\bb has dtype float64 but a has dtype float32", lambda: ops.matmul(np.ones((2, 2), F32), np.ones((2, 2), F64))),
+    ("mix_bias_act", TypeError, r"\bb has dtype float32 but x has dtype float64", lambda: ops.bias_act(np.ones((2, 3), F64), np.ones(3, F32))),
+    ("mix_bias_act_bwd", TypeError, r"\by has dtype float32 but dy has dtype float64", lambda: ops.bias_act_backward(np.ones((2, 3), F64), np.ones((2, 3), F32))),
+    # ---------------------------------------------------------------- non-arrays
+    ("x_string", TypeError, r"\bx must have dtype float32 or float64", lambda: ops.im2col("abc", 1)),
+    ("x_ragged_list", TypeError, r"\bx must be a float32 or float64 array", lambda: ops.bias_act([[1.0], [1.0, 2.0]], None)),
+    ("a_none", TypeError, r"\ba must have dtype float32 or float64", lambda: ops.matmul(None, np.ones((2, 2), F32))),
+]
+
+
+def _one_past_argmax():
+    y, am = _pool_dy()
+    am = am.copy()
+    am[1, 2, 2, 2] = 6 * 6 * 3  # exactly one past the end of a sample
+    return y, am
+
+
+@pytest.mark.parametrize("exc,pattern,call", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input(backend, exc, pattern, call):
+    with pytest.raises(exc, match=pattern):
+        call()
+
+
+def _all_ops_with(arr_for):
+    """(name, call, solo) for every array-taking op with argument ``name`` replaced by
+    ``arr_for(good_value)``; ``solo`` when it is the op's only float array."""
+    x, w, b = x4(), w4(), np.ones(4, F32)
+    dy = np.ones((2, 4, 4, 4), F32)
+    yp, am = _pool_dy()
+    m23 = np.ones((2, 3), F32)
+    return [
+        ("x", lambda: ops.conv2d_forward(arr_for(x), w), False),
+        ("w", lambda: ops.conv2d_forward(x, arr_for(w)), False),
+        ("b", lambda: ops.conv2d_forward(x, w, arr_for(b)), False),
+        ("dy", lambda: ops.conv2d_backward(arr_for(dy), x, w), False),
+        ("x", lambda: ops.conv2d_backward(dy, arr_for(x), w), False),
+        ("w", lambda: ops.conv2d_backward(dy, x, arr_for(w)), False),
+        ("x", lambda: ops.im2col(arr_for(x), 3), True),
+        ("cols", lambda: ops.col2im(arr_for(np.ones((32, 27), F32)), x.shape, 3), True),
+        ("x", lambda: ops.maxpool2d_forward(arr_for(x), 2), True),
+        ("dy", lambda: ops.maxpool2d_backward(arr_for(yp), am, x.shape, 2), True),
+        ("x", lambda: ops.avgpool2d_forward(arr_for(x), 2), True),
+        ("dy", lambda: ops.avgpool2d_backward(arr_for(yp), x.shape, 2), True),
+        ("a", lambda: ops.matmul(arr_for(m23), m23.T.copy()), False),
+        ("b", lambda: ops.matmul(m23, arr_for(m23.T.copy())), False),
+        ("x", lambda: ops.bias_act(arr_for(m23), None), True),
+        ("x", lambda: ops.bias_act(arr_for(m23), np.ones(3, F32)), False),
+        ("b", lambda: ops.bias_act(m23, arr_for(np.ones(3, F32))), False),
+        ("dy", lambda: ops.bias_act_backward(arr_for(m23), m23), False),
+        ("y", lambda: ops.bias_act_backward(m23, arr_for(m23)), False),
+    ]
+
+
+@pytest.mark.parametrize("dtype", BAD_DTYPES, ids=DT_IDS)
+def test_non_float_dtypes_rejected(backend, dtype):
+    """Integer, bool, object, complex and float16 arrays are rejected, never cast."""
+    for name, call, _ in _all_ops_with(lambda a: a.astype(dtype)):
+        with pytest.raises(TypeError, match=rf"\b{name} must have dtype float32 or float64"):
+            call()
+
+
+def test_float64_never_mixed_with_float32(backend):
+    """Any one float64 argument among float32 ones is a TypeError naming an argument."""
+    checked = 0
+    for name, call, solo in _all_ops_with(lambda a: a.astype(F64)):
+        if solo:  # the op's only float array: all-float64 is valid
+            call()
+            continue
+        # the message names the float64 argument or the one it disagrees with
+        with pytest.raises(TypeError, match=r"\b(x|w|b|dy|y|a) has dtype float(32|64) but "
+                                            r"(x|a|dy) has dtype float(32|64)"):
+            call()
+        checked += 1
+    assert checked == 12
+
+
+def test_backend_still_works_after_bad_input(backend):
+    for _, _, _, call in CASES:
+        try:
+            call()
+        except (TypeError, ValueError):
+            pass
+    a = np.arange(12, dtype=F64).reshape(3, 4)
+    b = np.arange(8, dtype=F64).reshape(4, 2)
+    assert_close(ops.matmul(a, b), a @ b, k=4, scale=77)
+    x = np.random.default_rng(0).standard_normal((1, 5, 5, 2)).astype(F32)
+    y, _ = ops.maxpool2d_forward(x, 2)
+    ry, _ = reference(ops.maxpool2d_forward, x, 2)
+    np.testing.assert_array_equal(y, ry)
+    assert _backend.active_name() == backend
+
+
+# ------------------------------------------------------------------- backend selection
+@pytest.mark.parametrize("name", ["cuda", "", "C ", "numpy2", None, 1, "tensorflow"])
+def test_unknown_backend_name(name):
+    before = _backend.active_name()
+    with pytest.raises(ValueError, match=r"\bbackend must be one of"):
+        fastnn.set_backend(name)
+    with pytest.raises(ValueError, match=r"\bbackend must be one of"):
+        with fastnn.use_backend(name):
+            pass  # pragma: no cover
+    assert _backend.active_name() == before
+
+
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_unavailable_backend_is_import_error(name):
+    """An unavailable backend raises ImportError saying why (and changes nothing)."""
+    if name in _backend.available():
+        pytest.skip(f"backend {name!r} is available here")
+    before = _backend.active_name()
+    with pytest.raises(ImportError, match=rf"backend '{name}' is unavailable: \S"):
+        fastnn.set_backend(name)
+    with pytest.raises(ImportError, match=rf"backend '{name}' is unavailable"):
+        with fastnn.use_backend(name):
+            pass  # pragma: no cover
+    assert _backend.active_name() == before
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.0, 2.5, True, "2", None])
+def test_set_num_threads_rejects(n, restore_threads):
+    with pytest.raises(ValueError, match=r"\bn must be an int >= 1"):
+        fastnn.set_num_threads(n)
+
+
+def test_backend_names_case_insensitive():
+    with fastnn.use_backend("NumPy") as mod:
+        assert _backend.active_name() == "numpy"
+        assert mod is _backend.load("numpy")

@@ -1,0 +1,93 @@
+"""Every instruction-set path of the C backend this CPU can run, forced one by one, against
+the NumPy reference: GEMM (all transposes, edge tiles, alpha/beta) and convolution.
+
+Tolerances: float64 rtol 1e-12 relative to the largest |value| of the result; float32
+2e-6 * sqrt(K) relative likewise (rounding of K-term dot products in a different order).
+"""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import ops
+
+try:
+    from fastnn.backends import c_backend
+    ISAS = c_backend.available_isas()
+except ImportError:  # the conftest's backend fixture reports a missing C extension
+    c_backend = None
+    ISAS = []
+
+pytestmark = pytest.mark.skipif(c_backend is None, reason="C extension not available")
+
+
+def _tol(dtype, k):
+    return 1e-12 if dtype == np.float64 else 2e-6 * np.sqrt(max(k, 1))
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    before = c_backend.isa()
+    c_backend.set_isa(request.param)
+    yield request.param
+    c_backend.set_isa(before)
+
+
+GEMM_CASES = [(1, 1, 1), (5, 3, 2), (13, 33, 17), (12, 32, 256), (25, 65, 300),
+              (97, 130, 513), (300, 7, 31)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,n,k", GEMM_CASES)
+def test_gemm_each_isa(isa, dtype, m, n, k):
+    rng = np.random.default_rng(m * 1000 + n * 10 + k)
+    for ta in (False, True):
+        for tb in (False, True):
+            a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+            b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+            c0 = rng.standard_normal((m, n)).astype(dtype)
+            c = c0.copy()
+            with fastnn.use_backend("c"):
+                ops.matmul(a, b, trans_a=ta, trans_b=tb, alpha=0.75, beta=-1.5, out=c)
+            ref = 0.75 * ((a.T if ta else a).astype(np.float64) @
+                          (b.T if tb else b).astype(np.float64)) - 1.5 * c0
+            scale = np.abs(ref).max() + 1.0
+            assert np.abs(c - ref).max() <= _tol(dtype, k) * scale, (isa, ta, tb)
+
+
+def test_gemm_beta_zero_ignores_nan(isa):
+    a = np.ones((20, 40), np.float32)
+    b = np.ones((40, 50), np.float32)
+    out = np.full((20, 50), np.nan, np.float32)
+    with fastnn.use_backend("c"):
+        ops.matmul(a, b, out=out)
+    assert np.all(out == 40.0)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_each_isa(isa, layout, dtype):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 11, 9, 3)).astype(dtype)
+    w = rng.standard_normal((3, 2, 3, 7)).astype(dtype)
+    b = rng.standard_normal(7).astype(dtype)
+    if layout == "NCHW":
+        x, w = np.ascontiguousarray(x.transpose(0, 3, 1, 2)), np.ascontiguousarray(w.transpose(3, 2, 0, 1))
+    kw = dict(stride=(2, 1), padding="same", dilation=(1, 2), layout=layout)
+    with fastnn.use_backend("numpy"):
+        y_ref = ops.conv2d_forward(x, w, b, activation="relu", **kw)
+        dy = rng.standard_normal(y_ref.shape).astype(dtype)
+        grads_ref = ops.conv2d_backward(dy, x, w, **kw)
+    with fastnn.use_backend("c"):
+        y = ops.conv2d_forward(x, w, b, activation="relu", **kw)
+        grads = ops.conv2d_backward(dy, x, w, **kw)
+    k = 3 * 2 * 3
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=_tol(dtype, k) * (np.abs(y_ref).max() + 1))
+    for g, r in zip(grads, grads_ref):
+        np.testing.assert_allclose(g, r, rtol=0,
+                                   atol=_tol(dtype, 5 * 11 * 9) * (np.abs(r).max() + 1))
+
+
+def test_isa_env_and_errors():
+    assert c_backend.isa() in c_backend.ISAS
+    with pytest.raises(ValueError, match="isa"):
+        c_backend.set_isa("sse9")

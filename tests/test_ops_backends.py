@@ -1,0 +1,699 @@
+"""Every public op of fastnn.ops, on every backend, against the NumPy reference backend.
+
+Cases are curated lists (not cartesian products) covering batch 1, sizes 1, primes and
+odd tails, strides 1-3, every padding form, dilation 1-2, both layouts and both dtypes.
+Tolerances come from conftest (see the comment on TOLERANCES there).
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import ops
+from conftest import (DTYPES, absmax, assert_close, assert_same, distinct, rand, reference,
+                      to_layout, weights_to_layout, x_shape_in)
+
+LAYOUTS = ("NHWC", "NCHW")
+DT_IDS = ["f32", "f64"]
+
+
+def _rng(*key) -> np.random.Generator:
+    """A generator seeded by the test case (stable across runs and processes)."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+# =========================================================================== matmul
+MATMUL_SHAPES = [  # (M, N, K)
+    (1, 1, 1), (1, 7, 17), (7, 1, 17), (17, 7, 1), (1, 300, 64), (300, 1, 7),
+    (7, 17, 129), (64, 64, 64), (129, 17, 7), (17, 129, 300), (300, 64, 17),
+    (129, 129, 129),
+]
+TRANS = [(False, False), (True, False), (False, True), (True, True)]
+
+
+def _mm_operands(rng, m, n, k, ta, tb, dtype):
+    a = rand(rng, (k, m) if ta else (m, k), dtype)
+    b = rand(rng, (n, k) if tb else (k, n), dtype)
+    return a, b
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("ta,tb", TRANS, ids=["NN", "TN", "NT", "TT"])
+@pytest.mark.parametrize("m,n,k", MATMUL_SHAPES, ids=lambda v: str(v))
+def test_matmul(backend, m, n, k, ta, tb, dtype):
+    rng = _rng("mm", m, n, k, ta, tb)
+    a, b = _mm_operands(rng, m, n, k, ta, tb, dtype)
+    got = ops.matmul(a, b, trans_a=ta, trans_b=tb)
+    ref = reference(ops.matmul, a, b, trans_a=ta, trans_b=tb)
+    assert_close(got, ref, k=k, scale=absmax(a) * absmax(b), what=f"matmul {m}x{n}x{k}")
+
+
+ALPHA_BETA = [(1.0, 0.0), (0.5, 0.0), (-2.0, 0.0), (1.0, 1.0), (-1.5, 0.25), (2.0, -1.0),
+              (0.0, 3.0), (0.0, 0.0)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("alpha,beta", ALPHA_BETA, ids=lambda v: str(v))
+@pytest.mark.parametrize("m,n,k,ta,tb", [(17, 7, 64, False, True), (64, 129, 7, True, False),
+                                         (1, 300, 17, True, True)], ids=lambda v: str(v))
+def test_matmul_alpha_beta_out(backend, m, n, k, ta, tb, alpha, beta, dtype):
+    rng = _rng("mmab", m, n, k, alpha, beta)
+    a, b = _mm_operands(rng, m, n, k, ta, tb, dtype)
+    c0 = rand(rng, (m, n), dtype)
+    out = c0.copy()
+    got = ops.matmul(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=out)
+    assert got is out, "matmul must write out in place and return it"
+    ref = reference(ops.matmul, a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta,
+                    out=c0.copy())
+    scale = abs(alpha) * absmax(a) * absmax(b) + abs(beta) * absmax(c0)
+    assert_close(got, ref, k=k + 1, scale=scale, what="matmul alpha/beta/out")
+    # without out, beta multiplies a zero matrix
+    got2 = ops.matmul(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta)
+    ref2 = reference(ops.matmul, a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta)
+    assert_close(got2, ref2, k=k, scale=abs(alpha) * absmax(a) * absmax(b) + 1e-30,
+                 what="matmul alpha/beta no out")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 17, 64), (129, 7, 17), (64, 300, 1),
+                                   (5, 4, 0)], ids=lambda v: str(v))
+def test_matmul_beta0_ignores_nan_in_out(backend, m, n, k, dtype):
+    rng = _rng("mmnan", m, n, k)
+    a, b = _mm_operands(rng, m, n, k, False, False, dtype)
+    for fill in (np.nan, np.inf):
+        out = np.full((m, n), fill, dtype=dtype)
+        got = ops.matmul(a, b, alpha=1.5, beta=0.0, out=out)
+        assert got is out
+        assert np.all(np.isfinite(got)), f"beta=0 must not read out (old value {fill})"
+        ref = reference(ops.matmul, a, b, alpha=1.5)
+        assert_close(got, ref, k=k, scale=1.5 * absmax(a) * absmax(b), what="beta=0 NaN out")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_matmul_accumulates_repeatedly(backend, dtype):
+    rng = _rng("mmacc")
+    out = np.zeros((17, 33), dtype)
+    ref = np.zeros((17, 33), dtype)
+    for step in range(3):
+        a, b = rand(rng, (17, 65), dtype), rand(rng, (65, 33), dtype)
+        ops.matmul(a, b, beta=1.0, out=out)
+        reference(ops.matmul, a, b, beta=1.0, out=ref)
+    assert_close(out, ref, k=3 * 65, scale=1.0, what="repeated accumulation")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_matmul_noncontiguous(backend, dtype):
+    rng = _rng("mmnc")
+    big_a = rand(rng, (40, 70), dtype)
+    big_b = rand(rng, (90, 30), dtype)
+    cases = [
+        (big_a[::2, ::3], big_b[::-1][:24, ::2], False, False),    # stepped, reversed
+        (big_a.T[::-1, 1:18], big_b[::-1][:70, 5:22], True, False),  # transposed, reversed
+        (np.asfortranarray(big_a[:17, :29]), big_b[:17, :29][::-1], False, True),  # F order
+    ]
+    for a, b, ta, tb in cases:
+        assert not (a.flags.c_contiguous and b.flags.c_contiguous)
+        got = ops.matmul(a, b, trans_a=ta, trans_b=tb)
+        ref = reference(ops.matmul, np.ascontiguousarray(a), np.ascontiguousarray(b),
+                        trans_a=ta, trans_b=tb)
+        k = a.shape[0] if ta else a.shape[1]
+        assert_close(got, ref, k=k, what="matmul non-contiguous")
+    # a non-contiguous out is written in place (through a copy) and accumulated into
+    a, b = rand(rng, (13, 9), dtype), rand(rng, (9, 11), dtype)
+    holder = rand(rng, (11, 13), dtype)
+    out = holder.T  # F-contiguous view, shape (13, 11)
+    before = out.copy()
+    got = ops.matmul(a, b, beta=0.5, out=out)
+    assert got is out
+    ref = reference(ops.matmul, a, b, beta=0.5, out=before.copy())
+    assert_close(holder.T, ref, k=10, what="matmul non-contiguous out")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_matmul_empty(backend, dtype):
+    a = np.zeros((0, 5), dtype)
+    b = np.ones((5, 3), dtype)
+    assert ops.matmul(a, b).shape == (0, 3)
+    assert ops.matmul(b.T, a.T).shape == (3, 0)
+    got = ops.matmul(np.ones((4, 0), dtype), np.ones((0, 6), dtype))
+    assert_same(got, np.zeros((4, 6), dtype), what="K=0")
+    out = np.full((4, 6), 2.0, dtype)
+    ops.matmul(np.ones((4, 0), dtype), np.ones((0, 6), dtype), beta=0.5, out=out)
+    assert_same(out, np.ones((4, 6), dtype), what="K=0 beta=0.5")
+
+
+# =========================================================================== conv cases
+# (id, N, H, W, C, F, kernel, stride, padding, dilation)
+CONV_CASES = [
+    ("1px", 1, 1, 1, 1, 1, 1, 1, "valid", 1),
+    ("3x3_valid", 2, 7, 7, 3, 4, 3, 1, "valid", 1),
+    ("3x3_same", 2, 7, 5, 3, 5, 3, 1, "same", 1),
+    ("3x3_s2_same_odd", 1, 9, 11, 2, 3, 3, 2, "same", 1),
+    ("s3_pad1", 3, 10, 8, 3, 2, 3, 3, 1, 1),
+    ("rect_k_pairs", 2, 8, 9, 4, 3, (2, 3), (1, 2), (1, 2), 1),
+    ("asym_pad", 2, 6, 7, 3, 4, 3, 1, ((1, 0), (0, 2)), 1),
+    ("dil2_valid", 1, 9, 9, 2, 3, 3, 1, "valid", 2),
+    ("dil2_s2_same", 2, 10, 9, 3, 2, 3, 2, "same", 2),
+    ("dil_rect_asym", 1, 8, 10, 3, 2, (2, 3), (2, 1), ((0, 1), (2, 0)), (2, 1)),
+    ("k_eq_input", 2, 5, 4, 3, 7, (5, 4), 1, "valid", 1),
+    ("primes", 3, 13, 11, 5, 7, 5, 2, 2, 1),
+    ("k_gt_input_padded", 1, 2, 2, 1, 2, 3, 1, 1, 1),
+    ("1x1_wide_c", 1, 4, 4, 17, 3, 1, 1, 0, 1),
+    ("stride_gt_k", 2, 11, 11, 2, 3, 2, 3, "valid", 1),
+    ("even_k_same_s1", 1, 6, 5, 2, 3, (2, 4), 1, "same", 1),
+    ("f1_c1", 2, 9, 7, 1, 1, 3, 2, ((2, 1), (1, 2)), 2),
+    ("tail_c_f", 1, 6, 6, 7, 9, 3, 1, "same", 1),
+]
+CONV_IDS = [c[0] for c in CONV_CASES]
+
+
+def _conv_case(case, layout, dtype):
+    cid, n, h, w, c, f, k, s, p, d = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    rng = _rng("conv", cid, layout, np.dtype(dtype).name)
+    x = to_layout(rand(rng, (n, h, w, c), dtype), layout)
+    wt = weights_to_layout(rand(rng, (kh, kw, c, f), dtype), layout)
+    b = rand(rng, (f,), dtype)
+    geo = dict(stride=s, padding=p, dilation=d, layout=layout)
+    return rng, x, wt, b, (kh, kw), geo, (n, c, f)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+def test_im2col(backend, case, layout, dtype):
+    _, x, _, _, ks, geo, _ = _conv_case(case, layout, dtype)
+    got = ops.im2col(x, ks, **geo)
+    ref = reference(ops.im2col, x, ks, **geo)
+    assert_same(got, ref, what="im2col")  # pure data movement: exact
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+def test_col2im(backend, case, layout, dtype):
+    rng, x, _, _, ks, geo, _ = _conv_case(case, layout, dtype)
+    g = ops.conv_geometry(x.shape, ks, geo["stride"], geo["padding"], geo["dilation"],
+                          layout=layout)
+    cols = rand(rng, (g.rows, g.patch), dtype)
+    got = ops.col2im(cols, x.shape, ks, **geo)
+    ref = reference(ops.col2im, cols, x.shape, ks, **geo)
+    # each input element sums at most KH*KW column entries
+    assert_close(got, ref, k=g.kh * g.kw, scale=absmax(cols), what="col2im")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", CONV_CASES[:6], ids=CONV_IDS[:6])
+def test_col2im_is_adjoint_of_im2col(backend, case, layout, dtype):
+    """<im2col(x), cols> == <x, col2im(cols)> on the backend itself (no reference)."""
+    rng, x, _, _, ks, geo, _ = _conv_case(case, layout, dtype)
+    cols = rand(rng, ops.im2col(x, ks, **geo).shape, dtype)
+    lhs = float(np.sum(ops.im2col(x, ks, **geo).astype(np.float64) * cols))
+    rhs = float(np.sum(x.astype(np.float64) * ops.col2im(cols, x.shape, ks, **geo)))
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    assert abs(lhs - rhs) <= tol * max(1.0, abs(lhs)) * np.sqrt(cols.size)
+
+
+EPILOGUES = {"plain": (False, None), "bias_relu": (True, "relu")}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("epilogue", list(EPILOGUES))
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+def test_conv2d_forward(backend, case, epilogue, layout, dtype):
+    _, x, w, b, _, geo, (n, c, f) = _conv_case(case, layout, dtype)
+    use_b, act = EPILOGUES[epilogue]
+    bb = b if use_b else None
+    got = ops.conv2d_forward(x, w, bb, activation=act, **geo)
+    ref = reference(ops.conv2d_forward, x, w, bb, activation=act, **geo)
+    kh, kw = (w.shape[0], w.shape[1]) if layout == "NHWC" else (w.shape[2], w.shape[3])
+    assert_close(got, ref, k=kh * kw * c + 1, scale=absmax(x) * absmax(w) + absmax(bb),
+                 what=f"conv2d_forward {epilogue}")
+    if act == "relu":
+        assert np.all(got >= 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("use_b,act", [(True, None), (False, "relu"), (True, "identity"),
+                                       (True, "linear"), (True, "RELU")])
+def test_conv2d_forward_epilogues(backend, use_b, act, layout, dtype):
+    _, x, w, b, _, geo, (n, c, f) = _conv_case(CONV_CASES[5], layout, dtype)
+    bb = b if use_b else None
+    got = ops.conv2d_forward(x, w, bb, activation=act, **geo)
+    ref = reference(ops.conv2d_forward, x, w, bb, activation=act, **geo)
+    assert_close(got, ref, k=6 * c + 1, scale=absmax(x) * absmax(w) + absmax(bb),
+                 what=f"conv2d_forward b={use_b} act={act}")
+    plain = ops.conv2d_forward(x, w, **geo)
+    bshape = (1, 1, 1, f) if layout == "NHWC" else (1, f, 1, 1)
+    manual = plain + (bb.reshape(bshape) if use_b else 0)
+    if act is not None and act.lower() == "relu":
+        manual = np.maximum(manual, 0)
+    assert_close(got, manual.astype(dtype), k=6 * c + 1,
+                 scale=absmax(x) * absmax(w) + absmax(bb),
+                 what="fused epilogue == separate bias + activation")
+
+
+def _conv_backward_check(x, w, dy, geo, layout, need_dx, c, what):
+    got = ops.conv2d_backward(dy, x, w, need_dx=need_dx, **geo)
+    ref = reference(ops.conv2d_backward, dy, x, w, need_dx=need_dx, **geo)
+    kh, kw, f = ((w.shape[0], w.shape[1], w.shape[3]) if layout == "NHWC"
+                 else (w.shape[2], w.shape[3], w.shape[0]))
+    n = x.shape[0]
+    ohow = dy.shape[1] * dy.shape[2] if layout == "NHWC" else dy.shape[2] * dy.shape[3]
+    assert len(got) == 3
+    if need_dx:
+        # each dx element: sum over the (at most KH*KW) windows covering it and F filters
+        assert_close(got[0], ref[0], k=kh * kw * f, scale=absmax(dy) * absmax(w),
+                     what=f"{what} dx")
+    else:
+        assert got[0] is None and ref[0] is None
+    assert_close(got[1], ref[1], k=n * ohow, scale=absmax(dy) * absmax(x), what=f"{what} dw")
+    assert_close(got[2], ref[2], k=n * ohow, scale=absmax(dy), what=f"{what} db")
+    return got
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+def test_conv2d_backward(backend, case, layout, dtype):
+    rng, x, w, _, _, geo, (n, c, f) = _conv_case(case, layout, dtype)
+    y = reference(ops.conv2d_forward, x, w, **geo)
+    dy = rand(rng, y.shape, dtype)
+    _conv_backward_check(x, w, dy, geo, layout, True, c, "conv2d_backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 4, 9, 11)],
+                         ids=[CONV_IDS[i] for i in (1, 4, 9, 11)])
+def test_conv2d_backward_no_dx(backend, case, layout, dtype):
+    rng, x, w, _, _, geo, (n, c, f) = _conv_case(case, layout, dtype)
+    y = reference(ops.conv2d_forward, x, w, **geo)
+    dy = rand(rng, y.shape, dtype)
+    _, dw, db = _conv_backward_check(x, w, dy, geo, layout, False, c, "need_dx=False")
+    _, dw2, db2 = ops.conv2d_backward(dy, x, w, need_dx=True, **geo)
+    assert_close(dw, dw2, k=x.shape[0] * y[0].size, scale=absmax(dy) * absmax(x),
+                 what="dw independent of need_dx")
+    assert_close(db, db2, k=x.shape[0] * y[0].size, scale=absmax(dy), what="db vs need_dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_conv_noncontiguous_inputs(backend, layout, dtype):
+    """Transposed views, negative strides and stepped slices are copied, never misread."""
+    rng = _rng("convnc", layout)
+    n, h, w_, c, f = 3, 9, 8, 3, 4
+    # x: a stepped, reversed slice of a bigger array, then laid out by a transposed view
+    big = rand(rng, (2 * n, h + 3, 2 * w_, c + 2), dtype)
+    x_nhwc = big[::2, 1:h + 1, ::-2, 1:c + 1]
+    x = x_nhwc if layout == "NHWC" else x_nhwc.transpose(0, 3, 1, 2)
+    w_big = rand(rng, (3, 3, c, 2 * f), dtype)
+    w_hwcf = w_big[::-1, :, :, ::2]
+    w = w_hwcf if layout == "NHWC" else w_hwcf.transpose(3, 2, 0, 1)
+    b = rand(rng, (2 * f,), dtype)[::2]
+    assert not x.flags.c_contiguous and not w.flags.c_contiguous and not b.flags.c_contiguous
+    geo = dict(stride=(1, 2), padding="same", dilation=1, layout=layout)
+    xc, wc, bc = (np.ascontiguousarray(v) for v in (x, w, b))
+    got = ops.conv2d_forward(x, w, b, activation="relu", **geo)
+    ref = reference(ops.conv2d_forward, xc, wc, bc, activation="relu", **geo)
+    assert_close(got, ref, k=9 * c + 1, scale=absmax(x) * absmax(w) + absmax(b),
+                 what="conv fwd non-contiguous")
+    dy_big = rand(rng, got.shape[:3] + (2 * got.shape[3],), dtype)
+    dy = dy_big[..., ::2][::-1]
+    assert dy.shape == got.shape and not dy.flags.c_contiguous
+    gb = ops.conv2d_backward(dy, x, w, **geo)
+    rb = reference(ops.conv2d_backward, np.ascontiguousarray(dy), xc, wc, **geo)
+    kk = n * got[0, ..., 0].size
+    assert_close(gb[0], rb[0], k=9 * f, what="conv bwd dx non-contiguous")
+    assert_close(gb[1], rb[1], k=kk, what="conv bwd dw non-contiguous")
+    assert_close(gb[2], rb[2], k=kk, what="conv bwd db non-contiguous")
+    # im2col / col2im on the same views
+    cols = ops.im2col(x, 3, **geo)
+    assert_same(cols, reference(ops.im2col, xc, 3, **geo), what="im2col non-contiguous")
+    cols_nc = np.asfortranarray(cols)
+    assert_close(ops.col2im(cols_nc, x.shape, 3, **geo),
+                 reference(ops.col2im, cols, x.shape, 3, **geo), k=9, what="col2im F-order")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("limit_images", [1, 3])
+def test_conv_workspace_chunks(backend, layout, dtype, limit_images, restore_workspace_limit):
+    """A tiny workspace limit splits the batch into chunks; results must not change."""
+    rng = _rng("chunks", layout)
+    n, h, w_, c, f = 11, 7, 6, 3, 4
+    x = to_layout(rand(rng, (n, h, w_, c), dtype), layout)
+    w = weights_to_layout(rand(rng, (3, 3, c, f), dtype), layout)
+    b = rand(rng, (f,), dtype)
+    geo = dict(stride=1, padding="same", dilation=1, layout=layout)
+    g = ops.conv_geometry(x.shape, 3, 1, "same", 1, layout=layout)
+    per_image = g.oh * g.ow * g.patch * np.dtype(dtype).itemsize
+
+    ops.set_workspace_limit(restore_workspace_limit)
+    y_full = ops.conv2d_forward(x, w, b, activation="relu", **geo)
+    dy = rand(rng, y_full.shape, dtype)
+    bw_full = ops.conv2d_backward(dy, x, w, **geo)
+    ref_y = reference(ops.conv2d_forward, x, w, b, activation="relu", **geo)
+    ref_bw = reference(ops.conv2d_backward, dy, x, w, **geo)
+
+    ops.set_workspace_limit(limit_images * per_image if limit_images > 1 else 1)
+    assert ops.get_workspace_limit() < n * per_image  # really chunked (forward and backward)
+    y = ops.conv2d_forward(x, w, b, activation="relu", **geo)
+    bw = ops.conv2d_backward(dy, x, w, **geo)
+    bw_nodx = ops.conv2d_backward(dy, x, w, need_dx=False, **geo)
+    kdw = n * g.oh * g.ow
+    for got, what in ((y, "y"),):
+        assert_close(got, y_full, k=9 * c + 1, what=f"chunked {what} vs unchunked")
+        assert_close(got, ref_y, k=9 * c + 1, what=f"chunked {what} vs reference")
+    for i, (name, k) in enumerate((("dx", 9 * f), ("dw", kdw), ("db", kdw))):
+        assert_close(bw[i], bw_full[i], k=k, what=f"chunked {name} vs unchunked")
+        assert_close(bw[i], ref_bw[i], k=k, what=f"chunked {name} vs reference")
+        if i:
+            assert_close(bw_nodx[i], ref_bw[i], k=k, what=f"chunked need_dx=False {name}")
+    # the reference under the same tiny limit agrees too
+    assert_close(reference(ops.conv2d_forward, x, w, b, activation="relu", **geo), ref_y,
+                 k=9 * c + 1, what="reference chunked vs unchunked")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_empty_batch(backend, layout, dtype):
+    c, f, h, w_ = 3, 4, 6, 5
+    x = np.zeros(x_shape_in(0, h, w_, c, layout), dtype)
+    w = weights_to_layout(np.ones((3, 3, c, f), dtype), layout)
+    b = np.ones(f, dtype)
+    geo = dict(stride=2, padding="same", layout=layout)
+    oh, ow = 3, 3
+    y = ops.conv2d_forward(x, w, b, activation="relu", **geo)
+    assert y.shape == x_shape_in(0, oh, ow, f, layout) and y.dtype == dtype
+    dx, dw, db = ops.conv2d_backward(y, x, w, **geo)
+    assert dx.shape == x.shape and dx.dtype == dtype
+    assert_same(dw, np.zeros_like(w), what="dw of empty batch")
+    assert_same(db, np.zeros(f, dtype), what="db of empty batch")
+    dx2, dw2, db2 = ops.conv2d_backward(y, x, w, need_dx=False, **geo)
+    assert dx2 is None
+    assert_same(dw2, np.zeros_like(w))
+    cols = ops.im2col(x, 3, **geo)
+    assert cols.shape == (0, 9 * c) and cols.dtype == dtype
+    back = ops.col2im(cols, x.shape, 3, **geo)
+    assert back.shape == x.shape and back.dtype == dtype
+    yp, am = ops.maxpool2d_forward(x, 2, padding="same", layout=layout)
+    assert yp.shape == x_shape_in(0, 3, 3, c, layout) and am.shape == yp.shape
+    assert am.dtype == np.int64 and yp.dtype == dtype
+    dxp = ops.maxpool2d_backward(yp, am, x.shape, 2, padding="same", layout=layout)
+    assert dxp.shape == x.shape
+    ya = ops.avgpool2d_forward(x, 2, padding="same", layout=layout)
+    assert ya.shape == yp.shape and ya.dtype == dtype
+    assert ops.avgpool2d_backward(ya, x.shape, 2, padding="same", layout=layout).shape == x.shape
+    yb = ops.bias_act(np.zeros((0, f), dtype), b)
+    assert yb.shape == (0, f)
+    dxb, dbb = ops.bias_act_backward(yb, yb)
+    assert dxb.shape == (0, f)
+    assert_same(dbb, np.zeros(f, dtype), what="db of empty bias_act")
+
+
+# =========================================================================== pooling
+# (id, N, H, W, C, pool, stride, padding)
+POOL_CASES = [
+    ("2x2", 2, 6, 6, 3, 2, None, "valid"),
+    ("2x2_odd_tail", 1, 7, 5, 2, 2, None, "valid"),
+    ("3x3_s1_same", 2, 7, 5, 2, 3, 1, "same"),
+    ("3x3_s2_same", 1, 9, 8, 3, 3, 2, "same"),
+    ("overlap_s1", 2, 5, 6, 2, 3, 1, "valid"),
+    ("rect_pad1", 1, 7, 9, 4, (2, 3), (1, 2), (1, 1)),
+    ("asym_pad", 2, 6, 7, 3, 3, 2, ((1, 0), (0, 2))),
+    ("stride3_gt_pool", 2, 10, 11, 2, 2, 3, "valid"),
+    ("pool1", 1, 3, 4, 5, 1, 1, 0),
+    ("global", 3, 5, 4, 3, (5, 4), None, "valid"),
+    ("primes", 3, 13, 11, 5, 3, 2, 1),
+    ("pad1_s1_corners", 1, 4, 4, 1, 2, 1, 1),
+    ("input_1x1", 2, 1, 1, 3, 1, None, "valid"),
+    ("same_even_pool", 1, 6, 5, 2, 2, 1, "same"),
+    ("pair_pad", 2, 5, 8, 3, (3, 2), (2, 2), (2, 1)),
+]
+POOL_IDS = [c[0] for c in POOL_CASES]
+
+
+def _pool_case(case, layout, dtype, kind):
+    cid, n, h, w, c, p, s, pad = case
+    rng = _rng("pool", cid, layout, np.dtype(dtype).name, kind)
+    x = to_layout(distinct(rng, (n, h, w, c), dtype) if kind == "max"
+                  else rand(rng, (n, h, w, c), dtype), layout)
+    return rng, x, p, dict(stride=s, padding=pad, layout=layout)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", POOL_CASES, ids=POOL_IDS)
+def test_maxpool2d(backend, case, layout, dtype):
+    rng, x, p, kw = _pool_case(case, layout, dtype, "max")
+    y, am = ops.maxpool2d_forward(x, p, **kw)
+    ry, ram = reference(ops.maxpool2d_forward, x, p, **kw)
+    assert_same(y, ry, what="maxpool y")
+    assert_same(am, ram, what="maxpool argmax")
+    # argmax points at the value chosen
+    flat = x.reshape(x.shape[0], -1)
+    assert_same(np.take_along_axis(flat, am.reshape(am.shape[0], -1), 1).reshape(y.shape), y,
+                what="x[argmax] == y")
+    dy = rand(rng, y.shape, dtype)
+    dx = ops.maxpool2d_backward(dy, am, x.shape, p, **kw)
+    rdx = reference(ops.maxpool2d_backward, dy, ram, x.shape, p, **kw)
+    g = ops.conv_geometry(x.shape, p, kw["stride"] or p, kw["padding"], layout=layout,
+                          pooling=True)
+    # an input element receives at most ceil(kh/sh)*ceil(kw/sw) gradients
+    nmax = -(-g.kh // g.sh) * -(-g.kw // g.sw)
+    assert_close(dx, rdx, k=nmax, scale=absmax(dy), what="maxpool backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", POOL_CASES, ids=POOL_IDS)
+def test_avgpool2d(backend, case, layout, dtype):
+    rng, x, p, kw = _pool_case(case, layout, dtype, "avg")
+    y = ops.avgpool2d_forward(x, p, **kw)
+    ry = reference(ops.avgpool2d_forward, x, p, **kw)
+    g = ops.conv_geometry(x.shape, p, kw["stride"] or p, kw["padding"], layout=layout,
+                          pooling=True)
+    assert_close(y, ry, k=g.kh * g.kw, scale=absmax(x), what="avgpool forward")
+    dy = rand(rng, y.shape, dtype)
+    dx = ops.avgpool2d_backward(dy, x.shape, p, **kw)
+    rdx = reference(ops.avgpool2d_backward, dy, x.shape, p, **kw)
+    nmax = -(-g.kh // g.sh) * -(-g.kw // g.sw)
+    assert_close(dx, rdx, k=nmax, scale=absmax(dy), what="avgpool backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_pool_noncontiguous(backend, layout, dtype):
+    rng = _rng("poolnc", layout)
+    big = distinct(rng, (4, 14, 9, 6), dtype)
+    x_nhwc = big[::2, ::-2, :, 1::2]
+    x = x_nhwc if layout == "NHWC" else x_nhwc.transpose(0, 3, 1, 2)
+    assert not x.flags.c_contiguous
+    xc = np.ascontiguousarray(x)
+    kw = dict(stride=2, padding="same", layout=layout)
+    y, am = ops.maxpool2d_forward(x, 3, **kw)
+    ry, ram = reference(ops.maxpool2d_forward, xc, 3, **kw)
+    assert_same(y, ry)
+    assert_same(am, ram)
+    dy = rand(rng, y.shape + (2,), dtype)[..., 0]
+    assert not dy.flags.c_contiguous
+    am_nc = np.stack([am, am], axis=-1)[..., 1]
+    assert not am_nc.flags.c_contiguous
+    assert_close(ops.maxpool2d_backward(dy, am_nc, x.shape, 3, **kw),
+                 reference(ops.maxpool2d_backward, np.ascontiguousarray(dy), ram, x.shape, 3,
+                           **kw), k=4, what="maxpool backward non-contiguous")
+    ya = ops.avgpool2d_forward(x, 3, **kw)
+    assert_close(ya, reference(ops.avgpool2d_forward, xc, 3, **kw), k=9, scale=absmax(x))
+    assert_close(ops.avgpool2d_backward(dy, x.shape, 3, **kw),
+                 reference(ops.avgpool2d_backward, np.ascontiguousarray(dy), x.shape, 3, **kw),
+                 k=4, what="avgpool backward non-contiguous")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_maxpool_ties(backend, layout, dtype):
+    """Ties go to the first element in row-major window order."""
+    # all equal: every window picks its top-left in-bounds element
+    x = np.zeros(x_shape_in(1, 4, 4, 2, layout), dtype)
+    y, am = ops.maxpool2d_forward(x, 2, layout=layout)
+    hwc = layout == "NHWC"
+    for oh in range(2):
+        for ow in range(2):
+            for c in range(2):
+                idx = ((2 * oh * 4 + 2 * ow) * 2 + c) if hwc else ((c * 4 + 2 * oh) * 4 + 2 * ow)
+                got = am[0, oh, ow, c] if hwc else am[0, c, oh, ow]
+                assert got == idx, f"tie at window ({oh},{ow},c={c}): {got} != {idx}"
+    assert_same(am, reference(ops.maxpool2d_forward, x, 2, layout=layout)[1])
+    # overlapping windows, padding and many random ties (values in {0, 1, 2})
+    rng = _rng("ties", layout)
+    for pool, kw in ((3, dict(stride=1, padding="same")), (2, dict(stride=1, padding=1)),
+                     ((3, 2), dict(stride=(2, 1), padding=((2, 0), (1, 1))))):
+        x = to_layout(rng.integers(0, 3, size=(2, 7, 6, 3)).astype(dtype), layout)
+        y, am = ops.maxpool2d_forward(x, pool, layout=layout, **kw)
+        ry, ram = reference(ops.maxpool2d_forward, x, pool, layout=layout, **kw)
+        assert_same(y, ry, what=f"ties y {pool} {kw}")
+        assert_same(am, ram, what=f"ties argmax {pool} {kw}")
+        dy = rand(rng, y.shape, dtype)
+        assert_close(ops.maxpool2d_backward(dy, am, x.shape, pool, layout=layout, **kw),
+                     reference(ops.maxpool2d_backward, dy, ram, x.shape, pool, layout=layout,
+                               **kw), k=9, what="ties backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_maxpool_nan_propagates(backend, layout, dtype):
+    x_nhwc = np.array([[1, 5, 2, 0],
+                       [3, np.nan, 7, np.nan],
+                       [np.nan, 4, -1, -2],
+                       [8, np.nan, -3, -4]], dtype=dtype).reshape(1, 4, 4, 1)
+    x_nhwc = np.concatenate([x_nhwc, -x_nhwc], axis=3)  # second channel: negated (NaN stays)
+    x = to_layout(x_nhwc, layout)
+    y, am = ops.maxpool2d_forward(x, 2, layout=layout)
+    hwc = layout == "NHWC"
+    ych = y[0, ..., 0] if hwc else y[0, 0]
+    amch = am[0, ..., 0] if hwc else am[0, 0]
+    assert np.isnan(ych[0, 0]) and np.isnan(ych[0, 1]) and np.isnan(ych[1, 0])
+    assert ych[1, 1] == -1
+    # first NaN of each window (row-major), as flat (h*W + w) positions of channel 0
+    pos = {(0, 0): 5, (0, 1): 7, (1, 0): 8, (1, 1): 10}
+    for (oh, ow), p in pos.items():
+        exp = p * 2 if hwc else p
+        assert amch[oh, ow] == exp, f"NaN window ({oh},{ow}): argmax {amch[oh, ow]} != {exp}"
+    ry, ram = reference(ops.maxpool2d_forward, x, 2, layout=layout)
+    assert_same(y, ry, what="NaN y")
+    assert_same(am, ram, what="NaN argmax")
+    # NaN with overlapping windows and padding, random positions
+    rng = _rng("nan", layout)
+    xr = distinct(rng, (2, 7, 6, 3), dtype)
+    xr[rng.random(xr.shape) < 0.15] = np.nan
+    xr = to_layout(xr, layout)
+    for pool, kw in ((3, dict(stride=1, padding="same")), (2, dict(stride=2, padding=1))):
+        y, am = ops.maxpool2d_forward(xr, pool, layout=layout, **kw)
+        ry, ram = reference(ops.maxpool2d_forward, xr, pool, layout=layout, **kw)
+        assert_same(y, ry, what=f"NaN y {pool} {kw}")
+        assert_same(am, ram, what=f"NaN argmax {pool} {kw}")
+    # avgpool: NaN propagates to every window containing it
+    ya = ops.avgpool2d_forward(x, 2, layout=layout)
+    assert_same(np.isnan(ya), np.isnan(reference(ops.avgpool2d_forward, x, 2, layout=layout)))
+    assert np.isnan(ya).sum() == 6
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_pool_padding_semantics(backend, layout, dtype):
+    """Padded positions never win a max and are not counted in an average."""
+    n, h, w, c = 2, 5, 4, 3
+    neg = to_layout(-1.0 - distinct(_rng("padneg"), (n, h, w, c), dtype) ** 2, layout)
+    for pool, kw in ((3, dict(stride=1, padding="same")), (2, dict(stride=1, padding=1)),
+                     (3, dict(stride=2, padding=((2, 0), (0, 2))))):
+        y, am = ops.maxpool2d_forward(neg, pool, layout=layout, **kw)
+        assert np.all(y <= -1.0), "a padded zero won a max pool window"
+        ry, ram = reference(ops.maxpool2d_forward, neg, pool, layout=layout, **kw)
+        assert_same(y, ry)
+        assert_same(am, ram)
+        ones = np.ones_like(neg)
+        ya = ops.avgpool2d_forward(ones, pool, layout=layout, **kw)
+        assert_same(ya, np.ones_like(ya), what="avgpool of ones with padding must be 1")
+    # a window of -inf: padding still never wins, argmax is a real element
+    x = np.full(x_shape_in(1, 2, 2, 1, layout), -np.inf, dtype)
+    y, am = ops.maxpool2d_forward(x, 2, stride=1, padding=1, layout=layout)
+    assert np.all(y == -np.inf)
+    assert_same(am, reference(ops.maxpool2d_forward, x, 2, stride=1, padding=1,
+                              layout=layout)[1])
+    assert np.all((am >= 0) & (am < 4))
+    # avgpool divisor by hand: 2x2 pool, stride 1, padding 1 over a 2x2 input of ones..4
+    x = to_layout(np.arange(1, 5, dtype=dtype).reshape(1, 2, 2, 1), layout)
+    ya = ops.avgpool2d_forward(x, 2, stride=1, padding=1, layout=layout)
+    expect = np.array([[1, 1.5, 2], [2, 2.5, 3], [3, 3.5, 4]], dtype=dtype)
+    got = ya[0, ..., 0] if layout == "NHWC" else ya[0, 0]
+    assert_close(got, expect, k=4, scale=4, what="avgpool divisor excludes padding")
+
+
+# =========================================================================== bias_act
+BIAS_CASES = [  # (shape, channel_axis)
+    ((7,), -1), ((1, 1), -1), ((5, 3), -1), ((5, 3), 1), ((17, 129), -1),
+    ((2, 3, 4, 5), -1), ((2, 3, 4, 5), 1), ((3, 5, 7, 2), -3), ((1, 1, 1, 13), 3),
+    ((4, 6, 2), 0),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("act", ["relu", "identity", None, "linear"])
+@pytest.mark.parametrize("shape,axis", BIAS_CASES, ids=lambda v: str(v))
+def test_bias_act(backend, shape, axis, act, dtype):
+    rng = _rng("bias", shape, axis, act)
+    x = rand(rng, shape, dtype)
+    x.flat[::7] = 0.0  # exact zeros: relu'(0) is 0
+    b = rand(rng, (shape[axis],), dtype)
+    for bb in (None, b):  # ry (used as y below) is the output with the bias
+        y = ops.bias_act(x, bb, act, channel_axis=axis)
+        ry = reference(ops.bias_act, x, bb, act, channel_axis=axis)
+        assert_close(y, ry, k=2, scale=2.0, what=f"bias_act b={bb is not None}")
+    dy = rand(rng, shape, dtype)
+    for need_db in (True, False):
+        dx, db = ops.bias_act_backward(dy, ry, act, channel_axis=axis, need_db=need_db)
+        rdx, rdb = reference(ops.bias_act_backward, dy, ry, act, channel_axis=axis,
+                             need_db=need_db)
+        assert_close(dx, rdx, what="bias_act_backward dx")
+        if need_db:
+            assert_close(db, rdb, k=dy.size // shape[axis], scale=absmax(dy),
+                         what="bias_act_backward db")
+        else:
+            assert db is None and rdb is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_bias_act_noncontiguous(backend, dtype):
+    rng = _rng("biasnc")
+    big = rand(rng, (6, 10, 8), dtype)
+    x = big[::2, ::-1, 1::2].transpose(0, 2, 1)  # (3, 4, 10), channel axis 1 has size 4
+    b = rand(rng, (8,), dtype)[::2]
+    assert not x.flags.c_contiguous and not b.flags.c_contiguous
+    y = ops.bias_act(x, b, "relu", channel_axis=1)
+    ry = reference(ops.bias_act, np.ascontiguousarray(x), np.ascontiguousarray(b), "relu",
+                   channel_axis=1)
+    assert_close(y, ry, k=2, scale=2.0)
+    dy = rand(rng, (3, 10, 4), dtype).transpose(0, 2, 1)
+    dx, db = ops.bias_act_backward(dy, ry, "relu", channel_axis=1)
+    rdx, rdb = reference(ops.bias_act_backward, np.ascontiguousarray(dy), ry, "relu",
+                         channel_axis=1)
+    assert_close(dx, rdx)
+    assert_close(db, rdb, k=30)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape,axis", [((5, 3), -1), ((2, 3, 4, 5), 1), ((129,), 0)],
+                         ids=lambda v: str(v))
+def test_bias_act_out(backend, shape, axis, dtype):
+    """``out=`` receives the result, separately or in place (out is x / out is dy)."""
+    rng = _rng("biasout", shape, axis)
+    x = rand(rng, shape, dtype)
+    b = rand(rng, (shape[axis],), dtype)
+    ry = reference(ops.bias_act, x, b, "relu", channel_axis=axis)
+    out = np.full(shape, np.nan, dtype)
+    got = ops.bias_act(x, b, "relu", channel_axis=axis, out=out)
+    assert got is out
+    assert_close(out, ry, k=2, scale=2.0, what="bias_act out=")
+    xin = x.copy()
+    got = ops.bias_act(xin, b, "relu", channel_axis=axis, out=xin)
+    assert got is xin
+    assert_close(xin, ry, k=2, scale=2.0, what="bias_act in place")
+    dy = rand(rng, shape, dtype)
+    rdx, rdb = reference(ops.bias_act_backward, dy, ry, "relu", channel_axis=axis)
+    out = np.full(shape, np.nan, dtype)
+    dx, db = ops.bias_act_backward(dy, ry, "relu", channel_axis=axis, out=out)
+    assert dx is out
+    assert_close(dx, rdx, what="bias_act_backward out=")
+    assert_close(db, rdb, k=dy.size // shape[axis], what="bias_act_backward db with out=")
+    dyin = dy.copy()
+    dx, db = ops.bias_act_backward(dyin, ry, "relu", channel_axis=axis, out=dyin)
+    assert dx is dyin
+    assert_close(dyin, rdx, what="bias_act_backward in place")
+    assert_close(db, rdb, k=dy.size // shape[axis], what="bias_act_backward db in place")

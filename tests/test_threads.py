@@ -1,0 +1,285 @@
+"""Threads and backend selection.
+
+* The compiled backends ("c", "numba") give bit-for-bit the same results with 1 and 2
+  threads (work is split so that no reduction order depends on the thread count).
+* ``backend_info()``, ``use_backend`` (restored even on exceptions) and ``FASTNN_BACKEND``.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import zlib
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _backend, ops
+from conftest import (ALL_BACKENDS, DTYPES, assert_bitwise, rand, require_backend,
+                      to_layout, weights_to_layout)
+
+DT_IDS = ["f32", "f64"]
+
+
+def _rng(*key):
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def _with_threads(n, fn, *args, **kw):
+    fastnn.set_num_threads(n)
+    got = fastnn.get_num_threads()
+    if got < n and _backend.active_name() == "numba":
+        pytest.skip(f"numba is capped at NUMBA_NUM_THREADS={got} thread(s) here")
+    assert got == n
+    return fn(*args, **kw)
+
+
+def _same_for_1_and_2_threads(fn, *args, what="", **kw):
+    r1 = _with_threads(1, fn, *args, **kw)
+    r2 = _with_threads(2, fn, *args, **kw)
+    r1b = _with_threads(1, fn, *args, **kw)
+    r1, r2, r1b = (r if isinstance(r, tuple) else (r,) for r in (r1, r2, r1b))
+    for i, (a, b, c) in enumerate(zip(r1, r2, r1b)):
+        if a is None:
+            assert b is None and c is None
+            continue
+        assert_bitwise(a, c, what=f"{what}[{i}] 1 thread, run twice")
+        assert_bitwise(a, b, what=f"{what}[{i}] 1 vs 2 threads")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["NN", "TN", "NT", "TT"])
+def test_matmul_thread_invariant(fast_backend, ta, tb, dtype, restore_threads):
+    rng = _rng("mm", ta, tb)
+    m, n, k = 300, 200, 150
+    a = rand(rng, (k, m) if ta else (m, k), dtype)
+    b = rand(rng, (n, k) if tb else (k, n), dtype)
+    _same_for_1_and_2_threads(ops.matmul, a, b, trans_a=ta, trans_b=tb, what="matmul")
+    c0 = rand(rng, (m, n), dtype)
+
+    def acc():
+        return ops.matmul(a, b, trans_a=ta, trans_b=tb, alpha=0.5, beta=-1.0, out=c0.copy())
+    _same_for_1_and_2_threads(acc, what="matmul beta")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_conv_thread_invariant(fast_backend, layout, dtype, restore_threads):
+    rng = _rng("conv", layout)
+    n, h, w_, c, f = 6, 17, 15, 8, 16
+    x = to_layout(rand(rng, (n, h, w_, c), dtype), layout)
+    w = weights_to_layout(rand(rng, (3, 3, c, f), dtype), layout)
+    b = rand(rng, (f,), dtype)
+    for geo in (dict(stride=1, padding="same"), dict(stride=2, padding=((1, 0), (0, 2)),
+                                                     dilation=2)):
+        geo = dict(geo, layout=layout)
+        _same_for_1_and_2_threads(ops.conv2d_forward, x, w, b, activation="relu",
+                                  what=f"conv2d_forward {geo}", **geo)
+        with fastnn.use_backend(fast_backend):
+            y = ops.conv2d_forward(x, w, **geo)
+        dy = rand(rng, y.shape, dtype)
+        _same_for_1_and_2_threads(ops.conv2d_backward, dy, x, w, what=f"conv2d_backward {geo}",
+                                  **geo)
+        _same_for_1_and_2_threads(ops.conv2d_backward, dy, x, w, need_dx=False,
+                                  what=f"conv2d_backward need_dx=False {geo}", **geo)
+        _same_for_1_and_2_threads(ops.im2col, x, 3, what="im2col", **geo)
+        g = ops.conv_geometry(x.shape, 3, geo["stride"], geo["padding"],
+                              geo.get("dilation", 1), layout=layout)
+        cols = rand(rng, (g.rows, g.patch), dtype)
+        _same_for_1_and_2_threads(ops.col2im, cols, x.shape, 3, what="col2im", **geo)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_conv_chunked_thread_invariant(fast_backend, layout, dtype, restore_threads,
+                                       restore_workspace_limit):
+    """Chunked batches (tiny workspace) are thread-invariant too."""
+    rng = _rng("convchunk", layout)
+    x = to_layout(rand(rng, (7, 9, 8, 3), dtype), layout)
+    w = weights_to_layout(rand(rng, (3, 3, 3, 5), dtype), layout)
+    ops.set_workspace_limit(1)
+    _same_for_1_and_2_threads(ops.conv2d_forward, x, w, padding="same", layout=layout,
+                              what="chunked conv2d_forward")
+    dy = rand(rng, ops.conv2d_forward(x, w, padding="same", layout=layout).shape, dtype)
+    _same_for_1_and_2_threads(ops.conv2d_backward, dy, x, w, padding="same", layout=layout,
+                              what="chunked conv2d_backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_pool_and_bias_act_thread_invariant(fast_backend, layout, dtype, restore_threads):
+    rng = _rng("pool", layout)
+    x = to_layout(rand(rng, (8, 20, 19, 12), dtype), layout)
+    x_nhwc_nan = x.copy()
+    x_nhwc_nan.flat[::97] = np.nan
+    for pool, kw in ((2, dict()), (3, dict(stride=1, padding="same")),
+                     ((3, 2), dict(stride=(2, 3), padding=((2, 0), (1, 1))))):
+        kw = dict(kw, layout=layout)
+        for xx in (x, x_nhwc_nan):
+            _same_for_1_and_2_threads(ops.maxpool2d_forward, xx, pool, what="maxpool fwd", **kw)
+        with fastnn.use_backend(fast_backend):
+            y, am = ops.maxpool2d_forward(x, pool, **kw)
+        dy = rand(rng, y.shape, dtype)
+        _same_for_1_and_2_threads(ops.maxpool2d_backward, dy, am, x.shape, pool,
+                                  what="maxpool bwd", **kw)
+        _same_for_1_and_2_threads(ops.avgpool2d_forward, x, pool, what="avgpool fwd", **kw)
+        _same_for_1_and_2_threads(ops.avgpool2d_backward, dy, x.shape, pool,
+                                  what="avgpool bwd", **kw)
+    axis = -1 if layout == "NHWC" else 1
+    bias = rand(rng, (12,), dtype)
+    _same_for_1_and_2_threads(ops.bias_act, x, bias, "relu", channel_axis=axis,
+                              what="bias_act")
+    with fastnn.use_backend(fast_backend):
+        y = ops.bias_act(x, bias, "relu", channel_axis=axis)
+    _same_for_1_and_2_threads(ops.bias_act_backward, rand(rng, x.shape, dtype), y, "relu",
+                              channel_axis=axis, what="bias_act_backward")
+
+
+def test_set_num_threads_reaches_loaded_backends(restore_threads):
+    for n in (1, 2, 1):
+        fastnn.set_num_threads(n)
+        for name in ("c", "numba"):
+            if name in _backend._loaded:
+                assert _backend._loaded[name].get_num_threads() == n, name
+        assert fastnn.backend_info()["num_threads"] in (n, 1)  # numpy reports 1
+
+
+# --------------------------------------------------------------------- backend selection
+def test_backend_info(backend):
+    info = fastnn.backend_info()
+    assert isinstance(info, dict)
+    for key in ("available", "active", "isa", "num_threads"):
+        assert key in info, key
+    assert info["active"] == backend
+    assert isinstance(info["available"], list) and backend in info["available"]
+    assert "numpy" in info["available"]
+    assert set(info["available"]) <= set(ALL_BACKENDS)
+    assert isinstance(info["isa"], str) and info["isa"]
+    assert isinstance(info["num_threads"], int) and info["num_threads"] >= 1
+    assert isinstance(info.get("errors", {}), dict)
+    for name in ALL_BACKENDS:
+        if name not in info["available"]:
+            assert name in info["errors"] and info["errors"][name]
+
+
+def test_use_backend_restores_on_exception(backend):
+    outer = _backend.active_name()
+    assert outer == backend
+    for inner in ("numpy",) + tuple(b for b in ("c", "numba") if b in _backend.available()):
+        with pytest.raises(RuntimeError, match="boom"):
+            with fastnn.use_backend(inner) as mod:
+                assert _backend.active_name() == inner
+                assert fastnn.backend_info()["active"] == inner
+                assert mod is _backend.load(inner)
+                raise RuntimeError("boom")
+        assert _backend.active_name() == outer
+        # an exception raised by an op inside the block
+        with pytest.raises(ValueError):
+            with fastnn.use_backend(inner):
+                ops.matmul(np.ones((2, 3)), np.ones((2, 3)))
+        assert _backend.active_name() == outer
+
+
+def test_use_backend_nests_and_restores():
+    base = _backend.active_name()
+    with fastnn.use_backend("numpy"):
+        assert _backend.active_name() == "numpy"
+        others = [b for b in ("c", "numba") if b in _backend.available()]
+        for other in others:
+            with fastnn.use_backend(other):
+                assert _backend.active_name() == other
+                with fastnn.use_backend("numpy"):
+                    assert _backend.active_name() == "numpy"
+                assert _backend.active_name() == other
+        assert _backend.active_name() == "numpy"
+    assert _backend.active_name() == base
+
+
+def test_use_backend_is_per_thread():
+    """use_backend is a context-local override: other threads keep the process default."""
+    default = _backend.active_name()
+    inner = "numpy" if default != "numpy" else next(
+        (b for b in ("c", "numba") if b in _backend.available()), None)
+    if inner is None:
+        pytest.skip("only the numpy backend is available")
+    seen = []
+    with fastnn.use_backend(inner):
+        t = threading.Thread(target=lambda: seen.append(_backend.active_name()))
+        t.start()
+        t.join()
+        assert _backend.active_name() == inner
+    assert seen == [default]
+
+
+def test_set_backend_process_wide(backend):
+    saved = list(_backend._default)
+    try:
+        fastnn.set_backend(backend)
+        with fastnn.use_backend("numpy"):
+            assert _backend.active_name() == "numpy"
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(_backend.active_name()))
+        t.start()
+        t.join()
+        assert seen == [backend]
+    finally:
+        _backend._default[:] = saved
+
+
+def _run_python(code, **env_extra):
+    env = dict(os.environ)
+    env.pop("FASTNN_BACKEND", None)
+    env.update(env_extra)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+PRINT_ACTIVE = "import fastnn; print(fastnn.backend_info()['active'])"
+
+
+def test_fastnn_backend_env_var(backend):
+    proc = _run_python(PRINT_ACTIVE, FASTNN_BACKEND=backend)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == backend, proc.stdout + proc.stderr
+
+
+def test_fastnn_backend_env_var_case_and_spaces():
+    proc = _run_python(PRINT_ACTIVE, FASTNN_BACKEND=" NumPy ")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "numpy", proc.stdout + proc.stderr
+
+
+def test_fastnn_backend_env_var_invalid_falls_back():
+    proc = _run_python(PRINT_ACTIVE, FASTNN_BACKEND="bogus")
+    assert proc.returncode == 0, proc.stderr
+    active = proc.stdout.strip().splitlines()[-1]
+    assert active in ALL_BACKENDS
+    assert "FASTNN_BACKEND" in proc.stderr and "bogus" in proc.stderr, proc.stderr
+    # the automatic choice is the fastest available backend
+    auto = _run_python(PRINT_ACTIVE)
+    assert auto.returncode == 0, auto.stderr
+    assert auto.stdout.strip().splitlines()[-1] == active
+
+
+def test_default_backend_is_fastest_available():
+    proc = _run_python("import fastnn, fastnn._backend as b; print(b.available()[0]); "
+                       "print(fastnn.backend_info()['active'])")
+    assert proc.returncode == 0, proc.stderr
+    first, active = proc.stdout.strip().splitlines()[-2:]
+    assert active == first
+    if "c" in _backend.available():
+        assert active == "c"
+        assert "could not be loaded" not in proc.stderr
+
+
+def test_required_backends_load():
+    """What CI insists on (FASTNN_REQUIRE_BACKENDS) is really loadable, with the reason
+    from fastnn._backend otherwise."""
+    from conftest import required_backends
+    for name in sorted(required_backends()):
+        require_backend(name)
