@@ -69,25 +69,36 @@ _SWAP_N = 64
 
 @njit(cache=True)
 def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alpha, beta,
-                 bp, ac, mb_max, nb_max, kc_max):
+                 bp, ap, ac, mb_max, nb_max, kc_max):
     """Worker ``wk`` of ``nwork``: the tiles wk, wk + nwork, ... of
     c.flat[i*crs + j*ccs] = alpha * sum_p a.flat[i*ars + p*acs] * b.flat[p*brs + j*bcs]
-    (+ beta * old c), for i < m, j < n. ``bp`` and ``ac`` are the worker's buffers."""
+    (+ beta * old c), for i < m, j < n.
+
+    ``bp`` (kc_max*nb_max) holds the packed block of op(b), ``ap`` (4*kc_max) the packed
+    4-row panel of op(a); ``ac`` (mb_max*nb_max, mb_max a multiple of 4) accumulates
+    the tile. Blocks are zero-padded to multiples of 4 rows and 4 depths (0 * 0 adds
+    nothing, so a padded depth never turns an inf into NaN), so one 4 x 4 micro-kernel
+    covers every case. Each output element is reduced over p in increasing order by
+    one worker, whatever the number of threads."""
     nmb = (m + mb_max - 1) // mb_max
     nnb = (n + nb_max - 1) // nb_max
     ntiles = nmb * nnb
-    for t in range(wk, ntiles, nwork):
+    t = wk
+    while t < ntiles:
         ib = t // nnb
         jb = t - ib * nnb
         i0 = ib * mb_max
         mb = min(m, i0 + mb_max) - i0
+        mbp = (mb + 3) // 4 * 4
         j0 = jb * nb_max
         nb = min(n, j0 + nb_max) - j0
-        for q in range(mb * nb):
+        for q in range(mbp * nb):
             ac[q] = 0
-        for p0 in range(0, k, kc_max):
+        p0 = 0
+        while p0 < k:
             kc = min(k, p0 + kc_max) - p0
-            # pack op(b)[p0:p0+kc, j0:j0+nb] into bp (kc x nb, row-major)
+            kcp = (kc + 3) // 4 * 4
+            # pack op(b)[p0:p0+kc, j0:j0+nb] into bp (kcp x nb, row-major, zero rows after kc)
             if bcs == 1:
                 for p in range(kc):
                     src = (p0 + p) * brs + j0
@@ -99,39 +110,44 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alph
                     src = p0 * brs + (j0 + j) * bcs
                     for p in range(kc):
                         bp[p * nb + j] = b[src + p * brs]
-            # 4 rows at a time
+            for q in range(kc * nb, kcp * nb):
+                bp[q] = 0
             i = 0
-            while i + 3 < mb:
-                r0 = (i0 + i) * ars
-                r1 = r0 + ars
-                r2 = r1 + ars
-                r3 = r2 + ars
+            while i < mbp:  # (while loops: a stepped range defeats the vectoriser)
+                # pack op(a)[i0+i : i0+i+4, p0:p0+kc] as ap[p*4 + r], zero-padded
+                for r in range(4):
+                    if i + r < mb:
+                        src = (i0 + i + r) * ars + p0 * acs
+                        for p in range(kc):
+                            ap[p * 4 + r] = a[src + p * acs]
+                        for p in range(kc, kcp):
+                            ap[p * 4 + r] = 0
+                    else:
+                        for p in range(kcp):
+                            ap[p * 4 + r] = 0
                 c0 = i * nb
                 c1 = c0 + nb
                 c2 = c1 + nb
                 c3 = c2 + nb
                 p = 0
-                while p + 3 < kc:
-                    pa = (p0 + p) * acs
-                    pb = pa + acs
-                    pc = pb + acs
-                    pd = pc + acs
-                    a00 = a[r0 + pa]
-                    a01 = a[r0 + pb]
-                    a02 = a[r0 + pc]
-                    a03 = a[r0 + pd]
-                    a10 = a[r1 + pa]
-                    a11 = a[r1 + pb]
-                    a12 = a[r1 + pc]
-                    a13 = a[r1 + pd]
-                    a20 = a[r2 + pa]
-                    a21 = a[r2 + pb]
-                    a22 = a[r2 + pc]
-                    a23 = a[r2 + pd]
-                    a30 = a[r3 + pa]
-                    a31 = a[r3 + pb]
-                    a32 = a[r3 + pc]
-                    a33 = a[r3 + pd]
+                while p < kcp:
+                    q = p * 4
+                    a00 = ap[q]
+                    a10 = ap[q + 1]
+                    a20 = ap[q + 2]
+                    a30 = ap[q + 3]
+                    a01 = ap[q + 4]
+                    a11 = ap[q + 5]
+                    a21 = ap[q + 6]
+                    a31 = ap[q + 7]
+                    a02 = ap[q + 8]
+                    a12 = ap[q + 9]
+                    a22 = ap[q + 10]
+                    a32 = ap[q + 11]
+                    a03 = ap[q + 12]
+                    a13 = ap[q + 13]
+                    a23 = ap[q + 14]
+                    a33 = ap[q + 15]
                     b0 = p * nb
                     b1 = b0 + nb
                     b2 = b1 + nb
@@ -146,47 +162,8 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alph
                         ac[c2 + j] = ac[c2 + j] + a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
                         ac[c3 + j] = ac[c3 + j] + a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
                     p += 4
-                while p < kc:
-                    pa = (p0 + p) * acs
-                    a00 = a[r0 + pa]
-                    a10 = a[r1 + pa]
-                    a20 = a[r2 + pa]
-                    a30 = a[r3 + pa]
-                    b0 = p * nb
-                    for j in range(nb):
-                        x0 = bp[b0 + j]
-                        ac[c0 + j] = ac[c0 + j] + a00 * x0
-                        ac[c1 + j] = ac[c1 + j] + a10 * x0
-                        ac[c2 + j] = ac[c2 + j] + a20 * x0
-                        ac[c3 + j] = ac[c3 + j] + a30 * x0
-                    p += 1
                 i += 4
-            # remaining rows one at a time
-            while i < mb:
-                r0 = (i0 + i) * ars
-                c0 = i * nb
-                p = 0
-                while p + 3 < kc:
-                    pa = (p0 + p) * acs
-                    a00 = a[r0 + pa]
-                    a01 = a[r0 + pa + acs]
-                    a02 = a[r0 + pa + 2 * acs]
-                    a03 = a[r0 + pa + 3 * acs]
-                    b0 = p * nb
-                    b1 = b0 + nb
-                    b2 = b1 + nb
-                    b3 = b2 + nb
-                    for j in range(nb):
-                        ac[c0 + j] = (ac[c0 + j] + a00 * bp[b0 + j] + a01 * bp[b1 + j]
-                                      + a02 * bp[b2 + j] + a03 * bp[b3 + j])
-                    p += 4
-                while p < kc:
-                    a00 = a[r0 + (p0 + p) * acs]
-                    b0 = p * nb
-                    for j in range(nb):
-                        ac[c0 + j] = ac[c0 + j] + a00 * bp[b0 + j]
-                    p += 1
-                i += 1
+            p0 += kc_max
         # write the tile out: c = alpha * acc (+ beta * c)
         for i in range(mb):
             cr = (i0 + i) * crs + j0 * ccs
@@ -197,15 +174,16 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alph
             else:
                 for j in range(nb):
                     c[cr + j * ccs] = alpha * ac[ar + j] + beta * c[cr + j * ccs]
+        t += nwork
 
 
 @njit(parallel=True, cache=True)
 def _gemm_kernel(a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alpha, beta,
-                 bpack, acc, mb_max, nb_max, kc_max):
+                 bpack, apack, acc, mb_max, nb_max, kc_max):
     nwork = bpack.shape[0]
     for wk in prange(nwork):
-        _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alpha, beta,
-                     bpack[wk], acc[wk], mb_max, nb_max, kc_max)
+        _gemm_worker(np.int64(wk), nwork, a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alpha, beta,
+                     bpack[wk], apack[wk], acc[wk], mb_max, nb_max, kc_max)
 
 
 @njit(cache=True)
@@ -227,18 +205,17 @@ class _Workspace(threading.local):
 _workspace = _Workspace()
 
 
-def _buffers(dtype, nwork: int, bsize: int, asize: int):
-    """Per-worker packing and accumulator buffers, cached per Python thread and dtype."""
+def _buffers(dtype, nwork: int):
+    """Per-worker packing buffers (op(b) block, op(a) panel) and tile accumulators, cached
+    per Python thread and dtype (sized for the largest tile)."""
     key = np.dtype(dtype)
     cur = _workspace.buffers.get(key)
-    if cur is None or cur[0].shape[0] < nwork or cur[0].shape[1] < bsize or \
-            cur[1].shape[1] < asize:
-        rows = max(nwork, 0 if cur is None else cur[0].shape[0])
-        bsize = max(bsize, 0 if cur is None else cur[0].shape[1])
-        asize = max(asize, 0 if cur is None else cur[1].shape[1])
-        cur = (np.empty((rows, bsize), dtype=key), np.empty((rows, asize), dtype=key))
+    if cur is None or cur[0].shape[0] < nwork:
+        nb = _NB[key]
+        cur = (np.empty((nwork, _KC * nb), dtype=key), np.empty((nwork, 4 * _KC), dtype=key),
+               np.empty((nwork, _MB * nb), dtype=key))
         _workspace.buffers[key] = cur
-    return cur[0][:nwork], cur[1][:nwork]
+    return cur[0][:nwork], cur[1][:nwork], cur[2][:nwork]
 
 
 def gemm(trans_a, trans_b, alpha, a, b, beta, c):
@@ -268,9 +245,9 @@ def gemm(trans_a, trans_b, alpha, a, b, beta, c):
         nb_max = n
     ntiles = -(-m // mb_max) * -(-n // nb_max)
     nwork = max(1, min(numba.get_num_threads(), ntiles))
-    bpack, acc = _buffers(c.dtype, nwork, kc_max * nb_max, mb_max * nb_max)
+    bpack, apack, acc = _buffers(c.dtype, nwork)
     _gemm_kernel(af, ars, acs, bf, brs, bcs, c.reshape(-1), crs, ccs, m, n, k,
-                 dt(alpha), dt(beta), bpack, acc, mb_max, nb_max, kc_max)
+                 dt(alpha), dt(beta), bpack, apack, acc, mb_max, nb_max, kc_max)
 
 
 # --------------------------------------------------------------------------- im2col
@@ -321,14 +298,16 @@ def _im2col_row(x, cols, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, 
 @njit(parallel=True, cache=True)
 def _im2col_kernel(x, cols, nhwc, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
     for r in prange(nimg * oh):
-        _im2col_row(x, cols, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        _im2col_row(x, cols, nhwc, np.int64(r), h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
 
 
 @njit(cache=True)
 def _col2im_row(cols, x, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
     """Gather for input row r = n*h + ih: x[n, ih, :, :] = sum of the column entries
-    that read it. Kernel offsets are visited in decreasing order, i.e. the output
-    positions that read an element in increasing order (the order of a scatter-add)."""
+    that read it, one thread per input row (no races). For input row ih, kernel row ki
+    contributes iff t = ih + pt - ki*dh is a multiple of sh with 0 <= t/sh < oh (same for
+    columns). Terms are added in row-major kernel-offset order, as the reference's
+    per-offset scatter-add does."""
     patch = kh * kw * ch
     ni = r // h
     ih = r - ni * h
@@ -336,7 +315,7 @@ def _col2im_row(cols, x, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, 
         xrow = r * w * ch
         for q in range(w * ch):
             x[xrow + q] = 0
-        for ki in range(kh - 1, -1, -1):
+        for ki in range(kh):
             t = ih + pt - ki * dh
             if t < 0 or t % sh != 0:
                 continue
@@ -346,7 +325,7 @@ def _col2im_row(cols, x, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, 
             orow = (ni * oh + yo) * ow
             for iw in range(w):
                 dst = xrow + iw * ch
-                for kj in range(kw - 1, -1, -1):
+                for kj in range(kw):
                     u = iw + pl - kj * dw
                     if u < 0 or u % sw != 0:
                         continue
@@ -361,7 +340,7 @@ def _col2im_row(cols, x, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, 
             xrow = ((ni * ch + ci) * h + ih) * w
             for iw in range(w):
                 x[xrow + iw] = 0
-            for ki in range(kh - 1, -1, -1):
+            for ki in range(kh):
                 t = ih + pt - ki * dh
                 if t < 0 or t % sh != 0:
                     continue
@@ -372,7 +351,7 @@ def _col2im_row(cols, x, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, 
                 cbase = (ci * kh + ki) * kw
                 for iw in range(w):
                     s = x[xrow + iw]
-                    for kj in range(kw - 1, -1, -1):
+                    for kj in range(kw):
                         u = iw + pl - kj * dw
                         if u < 0 or u % sw != 0:
                             continue
@@ -386,7 +365,7 @@ def _col2im_row(cols, x, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, 
 @njit(parallel=True, cache=True)
 def _col2im_kernel(cols, x, nhwc, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
     for r in prange(nimg * h):
-        _col2im_row(cols, x, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        _col2im_row(cols, x, nhwc, np.int64(r), h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
 
 
 def _geom_args(g):
@@ -442,7 +421,7 @@ def _bias_act_row(y, b, has_b, relu, out, r, ch, inner):
 def _bias_act_kernel(y, b, has_b, relu, out, outer, ch, inner):
     nrows = outer if inner == 1 else outer * ch
     for r in prange(nrows):
-        _bias_act_row(y, b, has_b, relu, out, r, ch, inner)
+        _bias_act_row(y, b, has_b, relu, out, np.int64(r), ch, inner)
 
 
 # Fixed number of row chunks for the db reduction when inner == 1: the partial sums and
@@ -502,7 +481,7 @@ def _bias_act_backward_kernel(dy, y, relu, dx, db, has_db, outer, ch, inner, nch
         nrows = ch
     part = np.empty((nchunks if mode == 1 else 0, ch), dtype=np.float64)
     for r in prange(nrows):
-        _bias_act_backward_part(dy, y, relu, dx, db, part, mode, r, outer, ch, inner, nchunks)
+        _bias_act_backward_part(dy, y, relu, dx, db, part, mode, np.int64(r), outer, ch, inner, nchunks)
     if mode == 1:
         for ci in range(ch):
             s = 0.0
@@ -613,7 +592,7 @@ def _maxpool_fwd_kernel(x, y, am, nhwc, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, 
                         oh, ow):
     nrows = nimg * oh if nhwc else nimg * ch
     for r in prange(nrows):
-        _maxpool_row(x, y, am, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        _maxpool_row(x, y, am, nhwc, np.int64(r), h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
 
 
 @njit(cache=True)
@@ -630,7 +609,7 @@ def _maxpool_bwd_sample(dy, am, dx, ni, per_out, per_in):
 def _maxpool_bwd_kernel(dy, am, dx, nimg, per_out, per_in):
     # argmax indexes within its sample, so samples never collide: parallel over n only.
     for ni in prange(nimg):
-        _maxpool_bwd_sample(dy, am, dx, ni, per_out, per_in)
+        _maxpool_bwd_sample(dy, am, dx, np.int64(ni), per_out, per_in)
 
 
 def maxpool2d_forward(x, g, layout, y, argmax):
@@ -705,20 +684,20 @@ def _avgpool_fwd_row(x, y, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh
 def _avgpool_fwd_kernel(x, y, nhwc, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
     nrows = nimg * oh if nhwc else nimg * ch
     for r in prange(nrows):
-        _avgpool_fwd_row(x, y, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        _avgpool_fwd_row(x, y, nhwc, np.int64(r), h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
 
 
 @njit(cache=True)
 def _avgpool_bwd_row(dy, dx, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    """Gather: dx[ih, iw] = sum over the windows holding (ih, iw) of dy / count, windows
-    in increasing output order. NHWC: input row r = n*h + ih. NCHW: plane r = n*C + c."""
+    """Gather: dx[ih, iw] = sum over the windows holding (ih, iw) of dy / count, in
+    row-major kernel-offset order. NHWC: input row r = n*h + ih. NCHW: plane r = n*C + c."""
     if nhwc:
         ni = r // h
         ih = r - ni * h
         xrow = r * w * ch
         for q in range(w * ch):
             dx[xrow + q] = 0
-        for ki in range(kh - 1, -1, -1):
+        for ki in range(kh):
             t = ih + pt - ki * dh
             if t < 0 or t % sh != 0:
                 continue
@@ -729,7 +708,7 @@ def _avgpool_bwd_row(dy, dx, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, 
             orow = (ni * oh + yo) * ow
             for iw in range(w):
                 dst = xrow + iw * ch
-                for kj in range(kw - 1, -1, -1):
+                for kj in range(kw):
                     u = iw + pl - kj * dw
                     if u < 0 or u % sw != 0:
                         continue
@@ -746,7 +725,7 @@ def _avgpool_bwd_row(dy, dx, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, 
         for ih in range(h):
             for iw in range(w):
                 dx[xb + ih * w + iw] = 0
-            for ki in range(kh - 1, -1, -1):
+            for ki in range(kh):
                 t = ih + pt - ki * dh
                 if t < 0 or t % sh != 0:
                     continue
@@ -756,7 +735,7 @@ def _avgpool_bwd_row(dy, dx, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, 
                 cnth = _in_bounds(yo, sh, pt, kh, dh, h)
                 for iw in range(w):
                     s = dx[xb + ih * w + iw]
-                    for kj in range(kw - 1, -1, -1):
+                    for kj in range(kw):
                         u = iw + pl - kj * dw
                         if u < 0 or u % sw != 0:
                             continue
@@ -773,7 +752,7 @@ def _avgpool_bwd_kernel(dy, dx, nhwc, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh
                         oh, ow):
     nrows = nimg * h if nhwc else nimg * ch
     for r in prange(nrows):
-        _avgpool_bwd_row(dy, dx, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        _avgpool_bwd_row(dy, dx, nhwc, np.int64(r), h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
 
 
 def avgpool2d_forward(x, g, layout, y):

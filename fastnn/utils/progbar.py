@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections import abc
 import os
 import sys
 import time
@@ -53,6 +54,8 @@ def print_msg(message: str, line_break: bool = True) -> None:
     """
     global _line_open
     out = sys.stdout
+    if out is None:  # no console (pythonw)
+        return
     if _line_open:
         out.write("\n")
         _line_open = False
@@ -64,6 +67,8 @@ def _write_bar(text: str, leaves_line_open: bool) -> None:
     """Write bar text (which manages its own ``\\r``/``\\n``) and flush."""
     global _line_open
     out = sys.stdout
+    if out is None:
+        return
     out.write(text)
     out.flush()
     _line_open = leaves_line_open
@@ -215,7 +220,9 @@ class Progbar:
         if finalize is None:
             finalize = self.target is not None and current >= self.target
         if values:
-            items = values.items() if isinstance(values, Mapping) else values
+            tv = type(values)
+            items = (values if tv is list or tv is tuple
+                     else values.items() if isinstance(values, abc.Mapping) else values)
             vals = self._values
             stateful = self.stateful_metrics
             step_weight = max(current - self._seen_so_far, 1)

@@ -1,0 +1,51 @@
+"""Program 2: a small CNN on Fashion-MNIST (full data if installed, else the shipped sample).
+
+    python examples/cnn_fashion_mnist.py            # 10 epochs
+    apt-get install dataset-fashion-mnist           # the full 60k/10k dataset
+"""
+import time
+
+import numpy as np
+
+import fastnn
+from fastnn.datasets import fashion_mnist
+from fastnn.layers import Conv2D, Dense, Flatten, MaxPooling2D
+from fastnn.models import Sequential
+
+
+def build_model():
+    model = Sequential([
+        Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)),
+        MaxPooling2D((2, 2)),
+        Conv2D(64, (3, 3), activation="relu"),
+        MaxPooling2D((2, 2)),
+        Flatten(),
+        Dense(64, activation="relu"),
+        Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def main(epochs: int = 10, batch_size: int = 128, n_train=None, n_test=None, verbose: int = 1):
+    fastnn.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data()
+    x_train = (x_train[:n_train].astype("float32") / 255.0)[..., np.newaxis]
+    x_test = (x_test[:n_test].astype("float32") / 255.0)[..., np.newaxis]
+    y_train, y_test = y_train[:n_train], y_test[:n_test]
+
+    model = build_model()
+    if verbose:
+        model.summary()
+    t0 = time.perf_counter()
+    model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=verbose)
+    seconds = (time.perf_counter() - t0) / max(epochs, 1)
+    loss, acc = model.evaluate(x_test, y_test, batch_size=batch_size, verbose=0)
+    print(f"test accuracy {acc:.4f}, test loss {loss:.4f}, {seconds:.2f} s/epoch "
+          f"({len(x_train)} training images)")
+    return model, loss, acc, seconds
+
+
+if __name__ == "__main__":
+    main()

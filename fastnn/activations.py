@@ -1,0 +1,218 @@
+"""Activation functions, each a forward/backward pair.
+
+Every activation is an object with ``forward(x) -> y`` and ``backward(dy, x, y) -> dx``
+(``x`` the input, ``y`` the output of the forward pass; each implementation uses whichever is
+cheaper). Names follow Keras: ``relu``, ``sigmoid``, ``tanh``, ``softmax``, ``leaky_relu``,
+``elu``, ``linear``; :func:`get` resolves a name, an instance or a plain callable.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Union
+
+import numpy as np
+
+from . import ops
+
+
+class Activation:
+    """Base class: ``forward(x) -> y`` and ``backward(dy, x, y) -> dx``."""
+
+    name = "activation"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(np.asarray(x))
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Linear(Activation):
+    """Identity: ``y = x``."""
+
+    name = "linear"
+
+    def forward(self, x):
+        return x
+
+    def backward(self, dy, x, y):
+        return dy
+
+
+class ReLU(Activation):
+    """``y = max(x, 0)`` (NaN propagates); ``dy/dx = 1 where y > 0``. Runs on the fused
+    bias + activation kernel."""
+
+    name = "relu"
+
+    def forward(self, x):
+        return ops.bias_act(x, None, "relu")
+
+    def backward(self, dy, x, y):
+        return ops.bias_act_backward(dy, y, "relu", need_db=False)[0]
+
+
+class Sigmoid(Activation):
+    """``y = 1 / (1 + exp(-x))``, computed without overflow; ``dy/dx = y (1 - y)``."""
+
+    name = "sigmoid"
+
+    def forward(self, x):
+        return sigmoid(x)
+
+    def backward(self, dy, x, y):
+        return dy * y * (1 - y)
+
+
+class Tanh(Activation):
+    """``y = tanh(x)``; ``dy/dx = 1 - y^2``."""
+
+    name = "tanh"
+
+    def forward(self, x):
+        return np.tanh(x)
+
+    def backward(self, dy, x, y):
+        return dy * (1 - y * y)
+
+
+class Softmax(Activation):
+    """``y = exp(x - max) / sum(exp(x - max))`` along ``axis`` (default last);
+    ``dx = y * (dy - sum(dy * y))``."""
+
+    name = "softmax"
+
+    def __init__(self, axis: int = -1):
+        self.axis = axis
+
+    def forward(self, x):
+        return softmax(x, self.axis)
+
+    def backward(self, dy, x, y):
+        return y * (dy - np.sum(dy * y, axis=self.axis, keepdims=True))
+
+    def get_config(self):
+        return {"name": self.name, "axis": self.axis}
+
+
+class LeakyReLU(Activation):
+    """``y = x if x > 0 else negative_slope * x`` (Keras 3 default slope 0.2)."""
+
+    name = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.2):
+        if negative_slope < 0:
+            raise ValueError(f"negative_slope must be >= 0, received {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        return np.where(x > 0, x, x * self.negative_slope).astype(x.dtype, copy=False)
+
+    def backward(self, dy, x, y):
+        return np.where(x > 0, dy, dy * self.negative_slope).astype(dy.dtype, copy=False)
+
+    def get_config(self):
+        return {"name": self.name, "negative_slope": self.negative_slope}
+
+
+class ELU(Activation):
+    """``y = x if x > 0 else alpha * (exp(x) - 1)``; ``dy/dx = 1 or y + alpha``."""
+
+    name = "elu"
+
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        neg = self.alpha * np.expm1(np.minimum(x, 0))
+        return np.where(x > 0, x, neg).astype(x.dtype, copy=False)
+
+    def backward(self, dy, x, y):
+        return np.where(x > 0, dy, dy * (y + self.alpha)).astype(dy.dtype, copy=False)
+
+    def get_config(self):
+        return {"name": self.name, "alpha": self.alpha}
+
+
+class FunctionActivation(Activation):
+    """Wrap a user callable ``fn(x) -> y``; its gradient is taken by central differences
+    elementwise (so ``fn`` must act elementwise). Prefer an :class:`Activation` subclass
+    with an analytic ``backward`` for speed."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray]):
+        self.fn = fn
+        self.name = getattr(fn, "__name__", "custom")
+
+    def forward(self, x):
+        return np.asarray(self.fn(x), dtype=x.dtype)
+
+    def backward(self, dy, x, y):
+        h = np.sqrt(np.finfo(x.dtype).eps) * np.maximum(1.0, np.abs(x))
+        d = (np.asarray(self.fn(x + h)) - np.asarray(self.fn(x - h))) / (2 * h)
+        return (dy * d).astype(dy.dtype, copy=False)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function (no overflow for large |x|)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis`` with the max subtracted first (no overflow)."""
+    z = x - np.max(x, axis=axis, keepdims=True)
+    np.exp(z, out=z)
+    z /= np.sum(z, axis=axis, keepdims=True)
+    return z
+
+
+_REGISTRY: Dict[str, type] = {
+    "linear": Linear, "identity": Linear, None: Linear,
+    "relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "softmax": Softmax,
+    "leaky_relu": LeakyReLU, "elu": ELU,
+}
+
+
+def get(identifier: Union[None, str, Activation, Callable, dict]) -> Activation:
+    """Resolve an activation from None (linear), a name, a config dict, an
+    :class:`Activation` or a callable.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the valid ones).
+    """
+    if isinstance(identifier, Activation):
+        return identifier
+    if isinstance(identifier, dict):
+        cfg = dict(identifier)
+        name = cfg.pop("name", None)
+        return get(name) if not cfg else _REGISTRY[_check_name(name)](**cfg)
+    if identifier is None or isinstance(identifier, str):
+        return _REGISTRY[_check_name(identifier)]()
+    if callable(identifier):
+        return FunctionActivation(identifier)
+    raise TypeError(f"activation must be a name, an Activation or a callable, received "
+                    f"{identifier!r}")
+
+
+def _check_name(name):
+    key = name.lower() if isinstance(name, str) else name
+    if key not in _REGISTRY:
+        valid = sorted(k for k in _REGISTRY if k is not None)
+        raise ValueError(f"Unknown activation {name!r}; valid names: {valid}")
+    return key
+
+
+def serialize(act: Activation):
+    """The config that :func:`get` turns back into ``act``."""
+    cfg = act.get_config()
+    return cfg["name"] if len(cfg) == 1 else cfg

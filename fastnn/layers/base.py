@@ -1,0 +1,214 @@
+"""The layer protocol.
+
+A layer is a readable forward/backward pair:
+
+``build(input_shape)``
+    Creates the weights for inputs of ``input_shape`` (batch dimension first, ``None``).
+``compute_output_shape(input_shape) -> tuple``
+``forward(x, training=False) -> y``
+    Caches what ``backward`` needs.
+``backward(grad) -> grad with respect to the input``
+    Also writes the parameter gradients, in place, into ``grads``.
+``params`` / ``grads``
+    Dicts keyed by name, in the same order; ``grads[k]`` has the shape of ``params[k]``.
+    The arrays are created once and updated in place, so lists of them can be built once
+    and handed to an optimizer: ``optimizer.apply(list(params.values()),
+    list(grads.values()))``.
+``get_config()`` / ``from_config(config)``
+    Round-trip the constructor arguments.
+
+A from-scratch loop needs nothing else::
+
+    for layer in layers:
+        x = layer.forward(x, training=True)
+    grad = loss.gradient(y, x)
+    for layer in reversed(layers):
+        grad = layer.backward(grad)
+    optimizer.apply(params, grads)
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from collections import defaultdict
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .. import initializers as _initializers
+from .. import regularizers as _regularizers
+
+_name_counters: Dict[str, itertools.count] = defaultdict(itertools.count)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", name).lower().replace("2_d", "2d")
+
+
+def _unique_name(prefix: str) -> str:
+    n = next(_name_counters[prefix])
+    return prefix if n == 0 else f"{prefix}_{n}"
+
+
+def _dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype or "float32")
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be 'float32' or 'float64', received {dtype!r}")
+    return dt
+
+
+class Layer:
+    """Base class of every layer (see the module docstring for the protocol).
+
+    Parameters
+    ----------
+    name : str, optional
+        Unique by default (``dense``, ``dense_1``, ...).
+    input_shape : tuple of int, optional
+        Shape of one sample (no batch dimension); only meaningful on a model's first layer.
+    dtype : {"float32", "float64"}
+    trainable : bool
+        When False, ``params`` are still exposed but ``trainable_params`` is empty.
+    """
+
+    def __init__(self, *, name: Optional[str] = None, input_shape=None, dtype="float32",
+                 trainable: bool = True, **kwargs):
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments "
+                            f"{sorted(kwargs)}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a string, received {name!r}")
+        self.name = name or _unique_name(_snake(type(self).__name__))
+        self.dtype = _dtype(dtype)
+        self.trainable = bool(trainable)
+        self.input_shape_arg = None if input_shape is None else _sample_shape(input_shape)
+        self.params: Dict[str, np.ndarray] = {}
+        self.grads: Dict[str, np.ndarray] = {}
+        self.state: Dict[str, np.ndarray] = {}   # non-trainable weights (BatchNorm stats)
+        self._regularizers: Dict[str, object] = {}
+        self.built = False
+        self.input_shape: Optional[Tuple] = None
+        self.output_shape: Optional[Tuple] = None
+        self.need_input_grad = True  # a model sets False on its first layer
+
+    # ---------------------------------------------------------------- protocol
+    def build(self, input_shape) -> None:
+        """Create weights for inputs of ``input_shape`` (batch first, may be None)."""
+        self.input_shape = tuple(input_shape)
+        self.output_shape = tuple(self.compute_output_shape(self.input_shape))
+        self.built = True
+
+    def compute_output_shape(self, input_shape) -> Tuple:
+        return tuple(input_shape)
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x, training: bool = False) -> np.ndarray:
+        x = self._cast_input(x)
+        if not self.built:
+            self.build((None,) + x.shape[1:])
+        return self.forward(x, training=training)
+
+    # ---------------------------------------------------------------- weights
+    def add_weight(self, name: str, shape, initializer="zeros", regularizer=None,
+                   trainable: bool = True) -> np.ndarray:
+        """Create a weight array; trainable ones get a zero gradient array in ``grads``."""
+        init = _initializers.get(initializer)
+        value = np.ascontiguousarray(init(tuple(shape), dtype=self.dtype), dtype=self.dtype)
+        if trainable:
+            self.params[name] = value
+            self.grads[name] = np.zeros_like(value)
+            if regularizer is not None:
+                reg = _regularizers.get(regularizer)
+                if not hasattr(reg, "gradient"):
+                    raise TypeError(f"{name}_regularizer must be a fastnn Regularizer (with a "
+                                    f"gradient method) or its name, received {regularizer!r}")
+                self._regularizers[name] = reg
+        else:
+            self.state[name] = value
+        return value
+
+    @property
+    def trainable_params(self) -> Dict[str, np.ndarray]:
+        return self.params if self.trainable else {}
+
+    def regularization_loss(self) -> float:
+        """Sum of the regularization penalties of this layer's weights."""
+        return float(sum(reg(self.params[k]) for k, reg in self._regularizers.items()))
+
+    def _add_regularization_grads(self) -> None:
+        for k, reg in self._regularizers.items():
+            self.grads[k] += reg.gradient(self.params[k]).astype(self.dtype, copy=False)
+
+    def get_weights(self) -> List[np.ndarray]:
+        """Copies of the weights: trainable ones, then the non-trainable state."""
+        return [w.copy() for w in itertools.chain(self.params.values(), self.state.values())]
+
+    def set_weights(self, weights) -> None:
+        """Overwrite the weights in place (shapes must match :meth:`get_weights`)."""
+        targets = list(itertools.chain(self.params.items(), self.state.items()))
+        weights = list(weights)
+        if len(weights) != len(targets):
+            raise ValueError(f"layer {self.name!r} expects {len(targets)} weight arrays, "
+                             f"received {len(weights)}")
+        for (k, t), w in zip(targets, weights):
+            w = np.asarray(w)
+            if w.shape != t.shape:
+                raise ValueError(f"weight {k!r} of layer {self.name!r} has shape {t.shape}, "
+                                 f"received {w.shape}")
+            t[...] = w
+
+    def count_params(self) -> int:
+        return int(sum(w.size for w in itertools.chain(self.params.values(),
+                                                        self.state.values())))
+
+    # ---------------------------------------------------------------- config
+    def get_config(self) -> dict:
+        cfg = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype.name}
+        if self.input_shape_arg is not None:
+            cfg["input_shape"] = list(self.input_shape_arg)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Layer":
+        return cls(**config)
+
+    # ---------------------------------------------------------------- helpers
+    def _cast_input(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"layer {self.name!r} needs numeric input, received dtype "
+                            f"{x.dtype}")
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        return x
+
+    def _check_input(self, x: np.ndarray) -> None:
+        if self.input_shape is not None and x.shape[1:] != tuple(self.input_shape[1:]):
+            raise ValueError(f"layer {self.name!r} expects input of shape "
+                             f"{_fmt(self.input_shape)}, received {x.shape}")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"
+
+
+def _sample_shape(shape) -> Tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    try:
+        shp = tuple(int(s) for s in shape)
+    except Exception:
+        raise TypeError(f"input_shape must be a tuple of ints, received {shape!r}") from None
+    if not shp or min(shp) < 1:
+        raise ValueError(f"input_shape must be a non-empty tuple of positive ints, received "
+                         f"{shape!r}")
+    return shp
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join("None" if s is None else str(s) for s in shape) + \
+        ("," if len(shape) == 1 else "") + ")"

@@ -1,0 +1,226 @@
+"""Convolution and pooling layers on :mod:`fastnn.ops`.
+
+``data_format="channels_last"`` (NHWC, the default and fastnn's native layout) or
+``"channels_first"`` (NCHW). Kernels are stored as (KH, KW, C_in, filters) in both cases,
+like Keras, so weights move between formats unchanged.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .. import ops
+from ..ops._geometry import as_pair, conv_geometry
+from .base import Layer
+from .core import _cfg, _data_format, _WithActivation
+
+_LAYOUT = {"channels_last": "NHWC", "channels_first": "NCHW"}
+
+
+def _padding_arg(padding) -> str:
+    if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+        raise ValueError(f"padding must be 'valid' or 'same', received padding={padding!r}")
+    return padding.lower()
+
+
+def _spatial_output(layer_geom_args, input_shape, layout, pooling=False):
+    """(OH, OW) for a 4-D input shape (batch may be None) via the one geometry helper."""
+    shp = tuple(1 if d is None else d for d in input_shape)
+    g = conv_geometry(shp, *layer_geom_args, layout=layout, pooling=pooling)
+    return g.oh, g.ow
+
+
+class Conv2D(_WithActivation):
+    """2-D convolution: ``y = activation(conv(x, kernel) + bias)``.
+
+    Parameters
+    ----------
+    filters : int
+    kernel_size : int or pair
+    strides : int or pair, default 1
+    padding : {"valid", "same"}
+    data_format : {"channels_last", "channels_first"}, optional
+    dilation_rate : int or pair, default 1
+    activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+    bias_regularizer : as for :class:`~fastnn.layers.Dense`
+
+    Shapes
+    ------
+    x (N, H, W, C) -> y (N, OH, OW, filters) channels_last, or (N, C, H, W) ->
+    (N, filters, OH, OW) channels_first; kernel (KH, KW, C, filters); bias (filters,).
+    """
+
+    def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
+                 data_format: Optional[str] = None, dilation_rate=(1, 1), activation=None,
+                 use_bias: bool = True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters < 1:
+            raise ValueError(f"filters must be a positive int, received filters={filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = as_pair(kernel_size, "kernel_size")
+        self.strides = as_pair(strides, "strides")
+        self.dilation_rate = as_pair(dilation_rate, "dilation_rate")
+        self.padding = _padding_arg(padding)
+        self.data_format = _data_format(data_format)
+        self.layout = _LAYOUT[self.data_format]
+        self.channel_axis = -1 if self.layout == "NHWC" else 1
+        self._set_activation(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        self.kernel_regularizer = kernel_regularizer
+        self.bias_regularizer = bias_regularizer
+
+    def _geom_args(self):
+        return (self.kernel_size, self.strides, self.padding, self.dilation_rate)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"Conv2D expects 4-D input (batch, H, W, C) for channels_last or "
+                             f"(batch, C, H, W) for channels_first, received input shape "
+                             f"{input_shape}")
+        self.in_channels = int(input_shape[-1] if self.layout == "NHWC" else input_shape[1])
+        kh, kw = self.kernel_size
+        self.kernel = self.add_weight("kernel", (kh, kw, self.in_channels, self.filters),
+                                      self.kernel_initializer, self.kernel_regularizer)
+        self.bias = (self.add_weight("bias", (self.filters,), self.bias_initializer,
+                                     self.bias_regularizer) if self.use_bias else None)
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        oh, ow = _spatial_output(self._geom_args(), input_shape, self.layout)
+        if self.layout == "NHWC":
+            return (input_shape[0], oh, ow, self.filters)
+        return (input_shape[0], self.filters, oh, ow)
+
+    def _ops_kernel(self):
+        # (KH, KW, C, F) -> (F, C, KH, KW) for NCHW; a small copy per call.
+        return self.kernel if self.layout == "NHWC" else self.kernel.transpose(3, 2, 0, 1)
+
+    def _linear(self, x, act):
+        return ops.conv2d_forward(x, self._ops_kernel(), self.bias, stride=self.strides,
+                                  padding=self.padding, dilation=self.dilation_rate,
+                                  layout=self.layout,
+                                  activation=None if act == "identity" else act)
+
+    def _linear_backward(self, dz, db):
+        dx, dw, dbias = ops.conv2d_backward(dz, self._x, self._ops_kernel(),
+                                            stride=self.strides, padding=self.padding,
+                                            dilation=self.dilation_rate, layout=self.layout,
+                                            need_dx=self.need_input_grad)
+        self.grads["kernel"][...] = dw if self.layout == "NHWC" else dw.transpose(2, 3, 1, 0)
+        if self.bias is not None:
+            self.grads["bias"][...] = dbias
+        self._add_regularization_grads()
+        return dx
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(filters=self.filters, kernel_size=list(self.kernel_size),
+                   strides=list(self.strides), padding=self.padding,
+                   data_format=self.data_format, dilation_rate=list(self.dilation_rate),
+                   use_bias=self.use_bias,
+                   kernel_initializer=_cfg(self.kernel_initializer),
+                   bias_initializer=_cfg(self.bias_initializer),
+                   kernel_regularizer=_cfg(self.kernel_regularizer),
+                   bias_regularizer=_cfg(self.bias_regularizer))
+        return cfg
+
+
+class _Pooling2D(Layer):
+    def __init__(self, pool_size=(2, 2), strides=None, padding: str = "valid",
+                 data_format: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = as_pair(pool_size, "pool_size")
+        self.strides = self.pool_size if strides is None else as_pair(strides, "strides")
+        self.padding = _padding_arg(padding)
+        self.data_format = _data_format(data_format)
+        self.layout = _LAYOUT[self.data_format]
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"{type(self).__name__} expects 4-D input, received input shape "
+                             f"{input_shape}")
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        oh, ow = _spatial_output((self.pool_size, self.strides, self.padding, 1),
+                                 input_shape, self.layout, pooling=True)
+        if self.layout == "NHWC":
+            return (input_shape[0], oh, ow, input_shape[3])
+        return (input_shape[0], input_shape[1], oh, ow)
+
+    def _kw(self):
+        return dict(stride=self.strides, padding=self.padding, layout=self.layout)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(pool_size=list(self.pool_size), strides=list(self.strides),
+                   padding=self.padding, data_format=self.data_format)
+        return cfg
+
+
+class MaxPooling2D(_Pooling2D):
+    """2-D max pooling; the gradient goes to each window's maximum (first on ties).
+
+    Shapes: (N, H, W, C) -> (N, OH, OW, C) channels_last; (N, C, H, W) -> (N, C, OH, OW).
+    """
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        self._xshape = x.shape
+        y, self._argmax = ops.maxpool2d_forward(x, self.pool_size, **self._kw())
+        return y
+
+    def backward(self, grad):
+        return ops.maxpool2d_backward(grad, self._argmax, self._xshape, self.pool_size,
+                                      **self._kw())
+
+
+class AveragePooling2D(_Pooling2D):
+    """2-D average pooling over the in-bounds elements of each window (Keras semantics)."""
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        self._xshape = x.shape
+        return ops.avgpool2d_forward(x, self.pool_size, **self._kw())
+
+    def backward(self, grad):
+        return ops.avgpool2d_backward(grad, self._xshape, self.pool_size, **self._kw())
+
+
+class GlobalAveragePooling2D(Layer):
+    """Mean over the spatial axes: (N, H, W, C) -> (N, C) (or (N, 1, 1, C) with
+    ``keepdims=True``); channels_first likewise."""
+
+    def __init__(self, data_format: Optional[str] = None, keepdims: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = _data_format(data_format)
+        self.keepdims = bool(keepdims)
+        self._axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"GlobalAveragePooling2D expects 4-D input, received input shape "
+                             f"{input_shape}")
+        if self.keepdims:
+            return tuple(1 if i in self._axes else d for i, d in enumerate(input_shape))
+        return tuple(d for i, d in enumerate(input_shape) if i not in self._axes)
+
+    def forward(self, x, training=False):
+        self._xshape = x.shape
+        return x.mean(axis=self._axes, keepdims=self.keepdims)
+
+    def backward(self, grad):
+        n = self._xshape[self._axes[0]] * self._xshape[self._axes[1]]
+        if not self.keepdims:
+            grad = np.expand_dims(grad, self._axes)
+        return np.broadcast_to(grad / n, self._xshape).astype(grad.dtype, copy=True)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(data_format=self.data_format, keepdims=self.keepdims)
+        return cfg

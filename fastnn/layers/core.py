@@ -1,0 +1,361 @@
+"""Core layers: Input, Dense, Flatten, Dropout, Activation, ReLU, Softmax."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .. import activations as _activations
+from .. import ops
+from ..utils import get_rng
+from .base import Layer, _sample_shape
+
+# Activations the fused bias + activation kernel applies in place.
+FUSED = {"linear": "identity", "relu": "relu"}
+
+
+class InputLayer(Layer):
+    """Declares the shape of one sample: ``Input(shape=(28, 28, 1))`` as a model's first
+    element. Forward and backward are the identity."""
+
+    def __init__(self, shape=None, *, batch_size: Optional[int] = None, **kwargs):
+        if shape is None and kwargs.get("input_shape") is None:
+            raise ValueError("Input needs shape=, the shape of one sample, e.g. (28, 28, 1)")
+        shape = shape if shape is not None else kwargs.pop("input_shape")
+        kwargs.pop("input_shape", None)
+        super().__init__(input_shape=shape, **kwargs)
+        self.batch_size = batch_size
+
+    def forward(self, x, training=False):
+        return x
+
+    def backward(self, grad):
+        return grad
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["shape"] = cfg.pop("input_shape")
+        cfg["batch_size"] = self.batch_size
+        return cfg
+
+
+def Input(shape=None, batch_size: Optional[int] = None, name: Optional[str] = None,
+          dtype="float32") -> InputLayer:
+    """Keras-style ``Input(shape=...)``: an :class:`InputLayer` for a Sequential model."""
+    return InputLayer(shape=shape, batch_size=batch_size, name=name, dtype=dtype)
+
+
+class _WithActivation(Layer):
+    """A layer computing ``activation(z)`` from a linear part ``z``: relu and linear run in
+    the fused bias + activation kernel; others as a separate forward/backward pair.
+
+    Subclasses implement ``_linear(x, act_kernel) -> z or act(z)`` and
+    ``_linear_backward(dz, db) -> dx``. A model whose last layer ends in softmax/sigmoid with
+    a matching cross-entropy calls :meth:`forward_logits` / :meth:`backward_logits` to use
+    the fused, stable loss gradient instead of the activation's backward.
+    """
+
+    channel_axis = -1
+
+    def _set_activation(self, activation):
+        self.activation = _activations.get(activation)
+        self._act_kernel = FUSED.get(self.activation.name)
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        self._x = x
+        if self._act_kernel is not None:
+            self._z = None
+            self._y = self._linear(x, self._act_kernel)
+        else:
+            self._z = self._linear(x, "identity")
+            self._y = self.activation.forward(self._z)
+        return self._y
+
+    def backward(self, grad):
+        if self._act_kernel is not None:
+            dz, db = ops.bias_act_backward(grad, self._y, self._act_kernel,
+                                           channel_axis=self.channel_axis)
+        else:
+            dz = self.activation.backward(grad, self._z, self._y)
+            db = None
+        return self._linear_backward(dz, db)
+
+    def forward_logits(self, x, training=False):
+        """The output before the activation (the logits of a softmax/sigmoid layer)."""
+        self._check_input(x)
+        self._x = x
+        self._z = self._linear(x, "identity")
+        return self._z
+
+    def backward_logits(self, dz):
+        """Backward from the gradient with respect to :meth:`forward_logits`' output."""
+        return self._linear_backward(dz, None)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["activation"] = _activations.serialize(self.activation)
+        return cfg
+
+
+class Dense(_WithActivation):
+    """Fully connected layer: ``y = activation(x @ kernel + bias)``.
+
+    Parameters
+    ----------
+    units : int
+    activation : str, Activation, callable or None
+    use_bias : bool
+    kernel_initializer, bias_initializer : str or initializer
+        Defaults ``"glorot_uniform"`` and ``"zeros"``.
+    kernel_regularizer, bias_regularizer : str or regularizer, optional
+    input_dim : int, optional
+        Shorthand for ``input_shape=(input_dim,)``.
+
+    Shapes
+    ------
+    x (N, ..., in_features) -> y (N, ..., units); kernel (in_features, units); bias (units,).
+    """
+
+    def __init__(self, units: int, activation=None, use_bias: bool = True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None,
+                 input_dim: Optional[int] = None, **kwargs):
+        if input_dim is not None:
+            kwargs["input_shape"] = (input_dim,)
+        super().__init__(**kwargs)
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
+            raise ValueError(f"units must be a positive int, received units={units!r}")
+        self.units = int(units)
+        self._set_activation(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        self.kernel_regularizer = kernel_regularizer
+        self.bias_regularizer = bias_regularizer
+
+    def build(self, input_shape):
+        if len(input_shape) < 2 or input_shape[-1] is None:
+            raise ValueError(f"Dense needs inputs with a known last dimension, received "
+                             f"input shape {input_shape}")
+        self.in_features = int(input_shape[-1])
+        self.kernel = self.add_weight("kernel", (self.in_features, self.units),
+                                      self.kernel_initializer, self.kernel_regularizer)
+        self.bias = (self.add_weight("bias", (self.units,), self.bias_initializer,
+                                     self.bias_regularizer) if self.use_bias else None)
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def _linear(self, x, act):
+        x2 = x.reshape(-1, self.in_features)
+        z = ops.matmul(x2, self.kernel)
+        if self.bias is not None or act != "identity":
+            ops.bias_act(z, self.bias, act, out=z)
+        return z.reshape(x.shape[:-1] + (self.units,))
+
+    def _linear_backward(self, dz, db):
+        x2 = self._x.reshape(-1, self.in_features)
+        dz2 = dz.reshape(-1, self.units)
+        ops.matmul(x2, dz2, trans_a=True, out=self.grads["kernel"])
+        if self.bias is not None:
+            self.grads["bias"][...] = dz2.sum(axis=0) if db is None else db
+        self._add_regularization_grads()
+        if not self.need_input_grad:
+            return None
+        return ops.matmul(dz2, self.kernel, trans_b=True).reshape(self._x.shape)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(units=self.units, use_bias=self.use_bias,
+                   kernel_initializer=_cfg(self.kernel_initializer),
+                   bias_initializer=_cfg(self.bias_initializer),
+                   kernel_regularizer=_cfg(self.kernel_regularizer),
+                   bias_regularizer=_cfg(self.bias_regularizer))
+        return cfg
+
+
+def _cfg(obj):
+    """A JSON-able description of an initializer/regularizer argument."""
+    if obj is None or isinstance(obj, (str, int, float, dict)):
+        return obj
+    if hasattr(obj, "get_config"):
+        return {"class_name": type(obj).__name__, "config": obj.get_config()}
+    return repr(obj)
+
+
+class Flatten(Layer):
+    """Flatten each sample to a vector: (N, d1, d2, ...) -> (N, d1*d2*...).
+
+    With ``data_format="channels_first"`` the input is first transposed to channels-last
+    order, as Keras does, so the flattened order matches a channels-last model.
+    """
+
+    def __init__(self, data_format: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = _data_format(data_format)
+
+    def compute_output_shape(self, input_shape):
+        n = 1
+        for d in input_shape[1:]:
+            n *= d
+        return (input_shape[0], n)
+
+    def forward(self, x, training=False):
+        self._shape = x.shape
+        if self.data_format == "channels_first" and x.ndim >= 3:
+            x = np.moveaxis(x, 1, -1)
+        return np.ascontiguousarray(x).reshape(x.shape[0], -1)
+
+    def backward(self, grad):
+        if self.data_format == "channels_first" and len(self._shape) >= 3:
+            shp = (self._shape[0],) + self._shape[2:] + (self._shape[1],)
+            return np.ascontiguousarray(np.moveaxis(grad.reshape(shp), -1, 1))
+        return grad.reshape(self._shape)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["data_format"] = self.data_format
+        return cfg
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each input with probability ``rate`` and scale
+    the rest by ``1 / (1 - rate)``; at inference, the identity.
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+    seed : int, optional
+        Seeds this layer's own generator; otherwise fastnn's global one is used
+        (``fastnn.utils.set_random_seed``).
+    """
+
+    def __init__(self, rate: float, noise_shape=None, seed: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ValueError(f"rate must be a float in [0, 1), received rate={rate!r}")
+        self.rate = float(rate)
+        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
+        self.seed = seed
+        self._rng = None if seed is None else get_rng(seed)
+        self._mask = None
+
+    def forward(self, x, training=False):
+        if not training or self.rate == 0:
+            self._mask = None
+            return x
+        shape = x.shape
+        if self.noise_shape is not None:
+            shape = tuple(x.shape[i] if d is None else d for i, d in enumerate(self.noise_shape))
+        rng = self._rng if self._rng is not None else get_rng()
+        keep = rng.random(shape, dtype=np.float32 if x.dtype == np.float32 else np.float64)
+        self._mask = (keep >= self.rate).astype(x.dtype) / x.dtype.type(1 - self.rate)
+        return x * self._mask
+
+    def backward(self, grad):
+        return grad if self._mask is None else grad * self._mask
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(rate=self.rate, noise_shape=self.noise_shape, seed=self.seed)
+        return cfg
+
+
+class Activation(Layer):
+    """Apply an activation function: ``Activation("relu")``, ``Activation("softmax")``."""
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = _activations.get(activation)
+
+    def forward(self, x, training=False):
+        self._x = x
+        self._y = self.activation.forward(x)
+        return self._y
+
+    def backward(self, grad):
+        return self.activation.backward(grad, self._x, self._y)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["activation"] = _activations.serialize(self.activation)
+        return cfg
+
+
+class ReLU(Layer):
+    """Rectified linear unit, Keras's ReLU layer:
+    ``y = min(max_value, x)`` for ``x >= threshold``, else ``negative_slope * (x - threshold)``.
+    The default (plain relu) runs on the fused kernel."""
+
+    def __init__(self, max_value: Optional[float] = None, negative_slope: float = 0.0,
+                 threshold: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if max_value is not None and max_value < 0:
+            raise ValueError(f"max_value must be >= 0, received max_value={max_value!r}")
+        if negative_slope < 0:
+            raise ValueError(f"negative_slope must be >= 0, received {negative_slope!r}")
+        self.max_value = max_value
+        self.negative_slope = float(negative_slope)
+        self.threshold = float(threshold)
+        self._plain = max_value is None and negative_slope == 0 and threshold == 0
+
+    def forward(self, x, training=False):
+        self._x = x
+        if self._plain:
+            self._y = ops.bias_act(x, None, "relu")
+            return self._y
+        y = np.where(x >= self.threshold, x, self.negative_slope * (x - self.threshold))
+        if self.max_value is not None:
+            y = np.minimum(y, self.max_value)
+        self._y = y.astype(x.dtype, copy=False)
+        return self._y
+
+    def backward(self, grad):
+        if self._plain:
+            return ops.bias_act_backward(grad, self._y, "relu", need_db=False)[0]
+        x = self._x
+        d = np.where(x >= self.threshold, 1.0, self.negative_slope)
+        if self.max_value is not None:
+            d = np.where(x >= self.max_value, 0.0, d)
+        return (grad * d).astype(grad.dtype, copy=False)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(max_value=self.max_value, negative_slope=self.negative_slope,
+                   threshold=self.threshold)
+        return cfg
+
+
+class Softmax(Layer):
+    """Softmax along ``axis`` (default last)."""
+
+    def __init__(self, axis: int = -1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+        self.activation = _activations.Softmax(self.axis)
+
+    def forward(self, x, training=False):
+        self._y = self.activation.forward(x)
+        return self._y
+
+    def backward(self, grad):
+        return self.activation.backward(grad, None, self._y)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["axis"] = self.axis
+        return cfg
+
+
+def _data_format(data_format: Optional[str]) -> str:
+    df = "channels_last" if data_format is None else data_format
+    if df not in ("channels_last", "channels_first"):
+        raise ValueError(f"data_format must be 'channels_last' or 'channels_first', received "
+                         f"data_format={data_format!r}")
+    return df
+
+
+__all__ = ["InputLayer", "Input", "Dense", "Flatten", "Dropout", "Activation", "ReLU",
+           "Softmax", "_sample_shape"]

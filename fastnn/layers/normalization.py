@@ -1,0 +1,104 @@
+"""Batch normalization."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer
+from .core import _cfg
+
+
+class BatchNormalization(Layer):
+    """Normalize each feature (channel) over the batch, Keras semantics.
+
+    Training: ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta`` with the batch mean and
+    (biased) variance over every axis but ``axis``; then
+    ``moving = moving * momentum + batch * (1 - momentum)``. Inference uses the moving
+    statistics. For a channels_last convolution output (N, H, W, C) the default ``axis=-1``
+    normalizes per channel; use ``axis=1`` for channels_first.
+
+    Weights: ``gamma``, ``beta`` (trainable, in ``params``), ``moving_mean``,
+    ``moving_variance`` (in ``state``), each of shape (C,).
+    """
+
+    def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3,
+                 center: bool = True, scale: bool = True, beta_initializer="zeros",
+                 gamma_initializer="ones", moving_mean_initializer="zeros",
+                 moving_variance_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1], received momentum={momentum!r}")
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be > 0, received epsilon={epsilon!r}")
+        self.axis = int(axis)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = beta_initializer
+        self.gamma_initializer = gamma_initializer
+        self.moving_mean_initializer = moving_mean_initializer
+        self.moving_variance_initializer = moving_variance_initializer
+
+    def build(self, input_shape):
+        ndim = len(input_shape)
+        if not -ndim <= self.axis < ndim or self.axis % ndim == 0:
+            raise ValueError(f"axis={self.axis} is not a feature axis of inputs of shape "
+                             f"{input_shape}")
+        self._ax = self.axis % ndim
+        c = int(input_shape[self._ax])
+        self._reduce = tuple(i for i in range(ndim) if i != self._ax)
+        self._bshape = tuple(c if i == self._ax else 1 for i in range(ndim))
+        self.gamma = self.add_weight("gamma", (c,), self.gamma_initializer) if self.scale else None
+        self.beta = self.add_weight("beta", (c,), self.beta_initializer) if self.center else None
+        self.moving_mean = self.add_weight("moving_mean", (c,), self.moving_mean_initializer,
+                                           trainable=False)
+        self.moving_variance = self.add_weight("moving_variance", (c,),
+                                               self.moving_variance_initializer, trainable=False)
+        super().build(input_shape)
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        self._training = bool(training)
+        if training:
+            mean = x.mean(axis=self._reduce)
+            var = x.var(axis=self._reduce)
+            m = self.momentum
+            self.moving_mean *= m
+            self.moving_mean += (1 - m) * mean
+            self.moving_variance *= m
+            self.moving_variance += (1 - m) * var
+        else:
+            mean, var = self.moving_mean, self.moving_variance
+        inv_std = (1.0 / np.sqrt(var + self.epsilon)).astype(x.dtype)
+        self._inv_std = inv_std
+        self._xhat = (x - mean.reshape(self._bshape)) * inv_std.reshape(self._bshape)
+        y = self._xhat
+        if self.gamma is not None:
+            y = y * self.gamma.reshape(self._bshape)
+        if self.beta is not None:
+            y = y + self.beta.reshape(self._bshape)
+        return y
+
+    def backward(self, grad):
+        xhat, b = self._xhat, self._bshape
+        if self.gamma is not None:
+            self.grads["gamma"][...] = np.sum(grad * xhat, axis=self._reduce)
+        if self.beta is not None:
+            self.grads["beta"][...] = np.sum(grad, axis=self._reduce)
+        g = grad if self.gamma is None else grad * self.gamma.reshape(b)
+        if not self._training:  # statistics are constants: an affine map
+            return g * self._inv_std.reshape(b)
+        n = grad.size // grad.shape[self._ax]
+        sum_g = np.sum(g, axis=self._reduce).reshape(b)
+        sum_gx = np.sum(g * xhat, axis=self._reduce).reshape(b)
+        return (self._inv_std.reshape(b) / n) * (n * g - sum_g - xhat * sum_gx)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(axis=self.axis, momentum=self.momentum, epsilon=self.epsilon,
+                   center=self.center, scale=self.scale,
+                   beta_initializer=_cfg(self.beta_initializer),
+                   gamma_initializer=_cfg(self.gamma_initializer),
+                   moving_mean_initializer=_cfg(self.moving_mean_initializer),
+                   moving_variance_initializer=_cfg(self.moving_variance_initializer))
+        return cfg

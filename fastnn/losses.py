@@ -1,0 +1,309 @@
+"""Loss functions, each a value/gradient pair (Keras names and semantics).
+
+A loss object gives ``__call__(y_true, y_pred, sample_weight=None) -> float`` and
+``gradient(y_true, y_pred, sample_weight=None) -> dL/dy_pred``. The reduction is Keras's
+default, ``sum_over_batch_size``: per-sample losses (times sample weights) summed, divided
+by the batch size.
+
+Cross-entropies take ``from_logits``. When a model ends in softmax (sigmoid) and uses
+categorical (binary) cross-entropy on probabilities, :class:`fastnn.models.Sequential`
+instead computes the loss from the logits and the fused gradient ``p - y``: no ``log(0)``, no
+NaN on saturated outputs. Probability inputs are clipped to ``[eps, 1 - eps]`` with
+``eps = 1e-7`` as Keras does.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from .activations import sigmoid
+
+EPSILON = 1e-7
+
+
+def _weights(sample_weight, n: int, dtype) -> Optional[np.ndarray]:
+    if sample_weight is None:
+        return None
+    sw = np.asarray(sample_weight, dtype=dtype).reshape(-1)
+    if sw.shape[0] != n:
+        raise ValueError(f"sample_weight must have one weight per sample ({n}), received "
+                         f"shape {np.shape(sample_weight)}")
+    return sw
+
+
+def _reduce(per_sample: np.ndarray, sw) -> float:
+    n = per_sample.shape[0]
+    if n == 0:
+        return 0.0
+    if sw is not None:
+        per_sample = per_sample * sw
+    return float(np.sum(per_sample, dtype=np.float64) / n)
+
+
+def _scale(grad: np.ndarray, sw, n: int) -> np.ndarray:
+    if sw is not None:
+        grad *= sw.reshape((-1,) + (1,) * (grad.ndim - 1))
+    grad /= max(n, 1)
+    return grad
+
+
+class Loss:
+    """Base class. Subclasses define ``per_sample(y_true, y_pred)`` and
+    ``per_sample_grad(y_true, y_pred)`` (gradient of each sample's loss)."""
+
+    name = "loss"
+
+    def __init__(self, from_logits: bool = False):
+        self.from_logits = bool(from_logits)
+
+    def _prepare(self, y_true, y_pred):
+        y_pred = np.asarray(y_pred)
+        if y_pred.dtype.kind != "f":
+            raise TypeError(f"y_pred must be floating point, received dtype {y_pred.dtype}")
+        y_true = np.asarray(y_true)
+        if y_true.dtype.kind not in "fiub":
+            raise TypeError(f"y_true must be numeric, received dtype {y_true.dtype}")
+        if y_true.shape[0] != y_pred.shape[0]:
+            raise ValueError(f"y_true and y_pred must have the same number of samples, "
+                             f"received {y_true.shape[0]} and {y_pred.shape[0]}")
+        return self._align(y_true, y_pred)
+
+    def _align(self, y_true, y_pred):
+        y_true = y_true.astype(y_pred.dtype, copy=False)
+        if y_true.shape != y_pred.shape:
+            if y_true.size == y_pred.size:
+                y_true = y_true.reshape(y_pred.shape)
+            else:
+                raise ValueError(f"y_true has shape {y_true.shape} but y_pred has shape "
+                                 f"{y_pred.shape} ({self.name})")
+        return y_true, y_pred
+
+    def __call__(self, y_true, y_pred, sample_weight=None) -> float:
+        y_true, y_pred = self._prepare(y_true, y_pred)
+        sw = _weights(sample_weight, y_pred.shape[0], y_pred.dtype)
+        return _reduce(self.per_sample(y_true, y_pred), sw)
+
+    def gradient(self, y_true, y_pred, sample_weight=None) -> np.ndarray:
+        """dL/dy_pred, shaped like ``y_pred``."""
+        y_true, y_pred = self._prepare(y_true, y_pred)
+        sw = _weights(sample_weight, y_pred.shape[0], y_pred.dtype)
+        return _scale(self.per_sample_grad(y_true, y_pred), sw, y_pred.shape[0])
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "from_logits": self.from_logits}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(from_logits={self.from_logits})"
+
+
+def _feature_count(y):
+    return int(np.prod(y.shape[1:])) if y.ndim > 1 else 1
+
+
+class MeanSquaredError(Loss):
+    """Per sample: ``mean((y_pred - y_true)^2)`` over the non-batch axes."""
+
+    name = "mean_squared_error"
+
+    def __init__(self):
+        super().__init__(False)
+
+    def per_sample(self, t, p):
+        d = (p - t).reshape(p.shape[0], -1)
+        return np.mean(d * d, axis=1)
+
+    def per_sample_grad(self, t, p):
+        return (2.0 / _feature_count(p)) * (p - t)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class MeanAbsoluteError(Loss):
+    """Per sample: ``mean(|y_pred - y_true|)``; gradient ``sign(y_pred - y_true) / D``."""
+
+    name = "mean_absolute_error"
+
+    def __init__(self):
+        super().__init__(False)
+
+    def per_sample(self, t, p):
+        return np.mean(np.abs(p - t).reshape(p.shape[0], -1), axis=1)
+
+    def per_sample_grad(self, t, p):
+        return np.sign(p - t) / _feature_count(p)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class BinaryCrossentropy(Loss):
+    """Per sample: ``mean(-(y log p + (1 - y) log(1 - p)))`` over the last axes.
+
+    With ``from_logits=True`` ``y_pred`` holds logits ``z`` and the stable form
+    ``max(z, 0) - z y + log(1 + exp(-|z|))`` is used; its gradient is ``sigmoid(z) - y``.
+    """
+
+    name = "binary_crossentropy"
+
+    def per_sample(self, t, p):
+        if self.from_logits:
+            z = p
+            loss = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
+        else:
+            pc = np.clip(p, EPSILON, 1 - EPSILON)
+            loss = -(t * np.log(pc) + (1 - t) * np.log(1 - pc))
+        return np.mean(loss.reshape(p.shape[0], -1), axis=1)
+
+    def per_sample_grad(self, t, p):
+        d = _feature_count(p)
+        if self.from_logits:
+            return (sigmoid(p) - t) / d
+        pc = np.clip(p, EPSILON, 1 - EPSILON)
+        g = (pc - t) / (pc * (1 - pc))
+        g[(p < EPSILON) | (p > 1 - EPSILON)] = 0  # clipped: flat
+        return g / d
+
+
+def _log_softmax(z):
+    m = np.max(z, axis=-1, keepdims=True)
+    s = z - m
+    return s - np.log(np.sum(np.exp(s), axis=-1, keepdims=True))
+
+
+class CategoricalCrossentropy(Loss):
+    """Per sample: ``-sum(y log p)`` over the class axis (last). ``y_true`` one-hot.
+
+    ``from_logits=True``: log-softmax of the logits, gradient ``softmax(z) - y``.
+    Probabilities (``from_logits=False``) are renormalised to sum to 1 and clipped, as Keras
+    does.
+    """
+
+    name = "categorical_crossentropy"
+
+    def _align(self, y_true, y_pred):
+        if y_true.shape != y_pred.shape:
+            raise ValueError(f"categorical_crossentropy needs one-hot y_true shaped like y_pred "
+                             f"{y_pred.shape}, received {y_true.shape}; for integer labels "
+                             f"use sparse_categorical_crossentropy")
+        return y_true.astype(y_pred.dtype, copy=False), y_pred
+
+    def per_sample(self, t, p):
+        if self.from_logits:
+            return -np.sum(t * _log_softmax(p), axis=-1).reshape(p.shape[0], -1).mean(axis=1)
+        q = p / np.sum(p, axis=-1, keepdims=True)
+        q = np.clip(q, EPSILON, 1 - EPSILON)
+        return -np.sum(t * np.log(q), axis=-1).reshape(p.shape[0], -1).mean(axis=1)
+
+    def per_sample_grad(self, t, p):
+        if self.from_logits:
+            e = np.exp(_log_softmax(p))
+            return (e * np.sum(t, axis=-1, keepdims=True) - t) / _rows_per_sample(p)
+        s = np.sum(p, axis=-1, keepdims=True)
+        q = p / s
+        qc = np.clip(q, EPSILON, 1 - EPSILON)
+        gq = -t / qc
+        gq[(q < EPSILON) | (q > 1 - EPSILON)] = 0
+        # through the renormalisation q = p / s
+        return (gq - np.sum(gq * q, axis=-1, keepdims=True)) / s / _rows_per_sample(p)
+
+
+def _rows_per_sample(p):
+    return int(np.prod(p.shape[1:-1])) if p.ndim > 2 else 1
+
+
+class SparseCategoricalCrossentropy(CategoricalCrossentropy):
+    """Categorical cross-entropy with integer labels ``y_true`` of shape (N,) or (N, 1).
+
+    Raises
+    ------
+    ValueError
+        If a label is outside ``[0, num_classes)``.
+    """
+
+    name = "sparse_categorical_crossentropy"
+
+    def _align(self, y_true, y_pred):
+        labels = np.asarray(y_true)
+        if labels.ndim == y_pred.ndim and labels.shape[-1] == 1:
+            labels = labels.reshape(labels.shape[:-1])
+        if labels.shape != y_pred.shape[:-1]:
+            raise ValueError(f"sparse labels must have shape {y_pred.shape[:-1]} (one integer "
+                             f"per sample), received {np.shape(y_true)}")
+        if labels.dtype.kind == "f":
+            if not np.all(labels == np.round(labels)):
+                raise ValueError("sparse labels must be integers, received non-integer values")
+        labels = labels.astype(np.int64)
+        k = y_pred.shape[-1]
+        if labels.size and (labels.min() < 0 or labels.max() >= k):
+            raise ValueError(f"labels must be in [0, {k}) for {k} classes, received values in "
+                             f"[{labels.min()}, {labels.max()}]")
+        onehot = np.zeros(y_pred.shape, dtype=y_pred.dtype)
+        np.put_along_axis(onehot, labels[..., None], 1, axis=-1)
+        return onehot, y_pred
+
+
+_REGISTRY: Dict[str, type] = {
+    "mean_squared_error": MeanSquaredError, "mse": MeanSquaredError,
+    "mean_absolute_error": MeanAbsoluteError, "mae": MeanAbsoluteError,
+    "binary_crossentropy": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+}
+
+
+def get(identifier) -> Loss:
+    """Resolve a loss from a name, a config dict or a :class:`Loss` instance.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the valid ones).
+    """
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, dict):
+        cfg = dict(identifier)
+        cls = _REGISTRY[_check(cfg.pop("name", None))]
+        return cls(**cfg)
+    if isinstance(identifier, str):
+        return _REGISTRY[_check(identifier)]()
+    raise TypeError(f"loss must be a name or a Loss instance, received {identifier!r}")
+
+
+def _check(name):
+    if not isinstance(name, str) or name.lower() not in _REGISTRY:
+        raise ValueError(f"Unknown loss {name!r}; valid names: {sorted(_REGISTRY)}")
+    return name.lower()
+
+
+# Keras-style function aliases: loss(y_true, y_pred) -> per-sample values.
+def mean_squared_error(y_true, y_pred):
+    """Per-sample mean squared error, shape (N,)."""
+    loss = MeanSquaredError()
+    return loss.per_sample(*loss._prepare(y_true, y_pred))
+
+
+def mean_absolute_error(y_true, y_pred):
+    """Per-sample mean absolute error, shape (N,)."""
+    loss = MeanAbsoluteError()
+    return loss.per_sample(*loss._prepare(y_true, y_pred))
+
+
+def binary_crossentropy(y_true, y_pred, from_logits=False):
+    """Per-sample binary cross-entropy, shape (N,)."""
+    loss = BinaryCrossentropy(from_logits)
+    return loss.per_sample(*loss._prepare(y_true, y_pred))
+
+
+def categorical_crossentropy(y_true, y_pred, from_logits=False):
+    """Per-sample categorical cross-entropy, shape (N,)."""
+    loss = CategoricalCrossentropy(from_logits)
+    return loss.per_sample(*loss._prepare(y_true, y_pred))
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
+    """Per-sample sparse categorical cross-entropy, shape (N,)."""
+    loss = SparseCategoricalCrossentropy(from_logits)
+    return loss.per_sample(*loss._prepare(y_true, y_pred))

@@ -1,0 +1,1337 @@
+"""Metrics: stateful metric objects for ``compile``/``fit``/``evaluate``, and reports.
+
+Two families, both pure NumPy:
+
+**Metric objects** (Keras names and semantics). A :class:`Metric` accumulates statistics
+over batches with ``update_state(y_true, y_pred, sample_weight=None)``, returns its value
+with ``result()`` and starts again with ``reset_state()``. What accumulates are *counts*
+(weighted sums and sample counts, true/false positives...), never per-batch averages, so
+the value after any number of batches equals the value computed on all the samples at
+once. ``Sequential.compile(metrics=[...])`` resolves its entries with :func:`get`; the
+string ``"accuracy"`` becomes binary, categorical or sparse categorical accuracy depending
+on the loss, exactly as in Keras.
+
+**Evaluation functions** for integer class labels, in the style of scikit-learn:
+:func:`confusion_matrix`, :func:`precision_recall_f1` and :func:`classification_report`.
+``y_pred`` may be labels ``(N,)`` or the model's probabilities ``(N, C)`` (argmax is taken).
+
+Zero division (a class never predicted, or never present) gives 0, without a warning.
+
+Examples
+--------
+>>> m = BinaryAccuracy()
+>>> m.update_state([[1], [0]], [[0.9], [0.8]])
+>>> m.update_state([[1]], [[0.7]])
+>>> m.result()
+0.6666666666666666
+>>> confusion_matrix([0, 1, 2, 2], [0, 2, 2, 2])
+array([[1, 0, 0],
+       [0, 0, 1],
+       [0, 0, 2]])
+"""
+from __future__ import annotations
+
+import inspect
+import numbers
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import losses as _losses
+
+__all__ = [
+    "Metric", "Mean", "MeanMetricWrapper", "MeanSquaredError", "MeanAbsoluteError",
+    "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
+    "Precision", "Recall", "F1Score", "ConfusionMatrix",
+    "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
+    "mean_squared_error", "mean_absolute_error",
+    "confusion_matrix", "precision_recall_f1", "classification_report",
+    "get", "serialize",
+]
+
+ArrayLike = Any
+Result = Union[float, np.ndarray]
+
+
+# =============================================================================== input checks
+def _array(x: ArrayLike, name: str) -> np.ndarray:
+    """``x`` as a numeric ndarray with a batch axis, or a TypeError/ValueError naming it."""
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} must be a rectangular numeric array, received "
+                         f"{type(x).__name__} that NumPy cannot convert ({exc})") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric (bool, int or float), received dtype "
+                        f"{a.dtype}")
+    if a.ndim == 0:
+        raise ValueError(f"{name} must have a batch dimension, received a scalar {a!r}")
+    return a
+
+
+def _check_lengths(y_true: np.ndarray, y_pred: np.ndarray) -> None:
+    if y_true.shape[0] != y_pred.shape[0]:
+        raise ValueError(f"y_true and y_pred must have the same number of samples, received "
+                         f"{y_true.shape[0]} (y_true shape {y_true.shape}) and "
+                         f"{y_pred.shape[0]} (y_pred shape {y_pred.shape})")
+
+
+def _weights(sample_weight: ArrayLike, n: int) -> Optional[np.ndarray]:
+    """Per-sample weights, shape (n,): from None, a scalar, (n,) or (n, 1)."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must be numeric, received dtype {w.dtype}")
+    w = w.astype(np.float64)
+    if w.ndim == 0:
+        return np.full(n, float(w))
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must hold one weight per sample, shape ({n},) or "
+                         f"({n}, 1), received shape {np.shape(sample_weight)}")
+    return w
+
+
+def _element_weights(sample_weight: ArrayLike, shape: Tuple[int, ...]) -> Optional[np.ndarray]:
+    """Weights broadcast to ``shape``: per sample (scalar, (N,), (N, 1)) or per element."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must be numeric, received dtype {w.dtype}")
+    w = w.astype(np.float64)
+    if w.shape == tuple(shape):
+        return w
+    w = _weights(w, shape[0])
+    return np.broadcast_to(w.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
+
+
+def _integral(a: np.ndarray, name: str) -> np.ndarray:
+    """Integer labels from an int/bool/float array whose values are whole numbers."""
+    if a.dtype.kind == "f":
+        ok = np.isfinite(a) & (a == np.round(a))
+        if not np.all(ok):
+            bad = a[~ok].flat[0].item()
+            raise ValueError(f"{name} must hold integer class labels, received the "
+                             f"non-integer value {bad!r}")
+    return a.astype(np.int64)
+
+
+def _check_range(labels: np.ndarray, k: int, name: str) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"{name} labels must be in [0, {k}) for {k} classes, received "
+                         f"values in [{labels.min()}, {labels.max()}]")
+
+
+def _same_rank(y_true: np.ndarray, y_pred: np.ndarray):
+    """Keras' squeeze_or_expand_to_same_rank: drop a trailing axis of size 1 on one side."""
+    if y_true.ndim == y_pred.ndim + 1 and y_true.shape[-1] == 1:
+        y_true = y_true[..., 0]
+    elif y_pred.ndim == y_true.ndim + 1 and y_pred.shape[-1] == 1:
+        y_pred = y_pred[..., 0]
+    return y_true, y_pred
+
+
+def _is_sparse(y_true: np.ndarray, y_pred: np.ndarray) -> bool:
+    """Integer labels (N, ...) or (N, ..., 1) against class scores (N, ..., C), C > 1."""
+    if y_pred.ndim < 2 or y_pred.shape[-1] < 2:
+        return False
+    return (y_true.shape == y_pred.shape[:-1]
+            or (y_true.shape == y_pred.shape[:-1] + (1,)))
+
+
+def _one_hot_sparse(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    labels = _integral(y_true.reshape(y_pred.shape[:-1]), "y_true")
+    k = y_pred.shape[-1]
+    _check_range(labels, k, "y_true")
+    out = np.zeros(y_pred.shape, dtype=np.float64)
+    np.put_along_axis(out, labels[..., None], 1.0, axis=-1)
+    return out
+
+
+def _binary_inputs(y_true: ArrayLike, y_pred: ArrayLike, sparse_ok: bool):
+    """Arrays of equal shape for element-wise (binary / multi-label) metrics.
+
+    With ``sparse_ok``, integer labels (N,) or (N, 1) against (N, C > 1) scores are
+    one-hot encoded first.
+    """
+    t = _array(y_true, "y_true")
+    p = _array(y_pred, "y_pred")
+    _check_lengths(t, p)
+    if sparse_ok and t.shape != p.shape and _is_sparse(t, p):
+        return _one_hot_sparse(t, p), p
+    t, p = _same_rank(t, p)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred must have the same shape, received y_true "
+                         f"shape {np.shape(y_true)} and y_pred shape {np.shape(y_pred)}")
+    return t, p
+
+
+def _check_name(name: Optional[str]) -> Optional[str]:
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string, received {type(name).__name__}")
+    return name
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b, with 0 where b == 0 (no warning)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b != 0)
+
+
+def _scalar_or_array(a: np.ndarray) -> Result:
+    a = np.asarray(a)
+    return float(a) if a.ndim == 0 else a
+
+
+_AVERAGES = (None, "micro", "macro", "weighted")
+
+
+def _check_average(average) -> None:
+    if average not in _AVERAGES:
+        raise ValueError(f"average must be one of None, 'micro', 'macro', 'weighted', "
+                         f"received {average!r}")
+
+
+def _prf(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, support: np.ndarray,
+         average: Optional[str]):
+    """Precision, recall, F1 (per class or averaged) from per-class counts."""
+    if average == "micro":
+        tp, fp, fn = np.sum(tp), np.sum(fp), np.sum(fn)
+    precision = _safe_div(tp, tp + fp)
+    recall = _safe_div(tp, tp + fn)
+    f1 = _safe_div(2 * tp, 2 * tp + fp + fn)  # = 2 p r / (p + r), and 0 when tp == 0
+    if average in (None, "micro"):
+        return precision, recall, f1
+    if average == "macro":
+        if precision.size == 0:
+            return np.float64(0), np.float64(0), np.float64(0)
+        return np.mean(precision), np.mean(recall), np.mean(f1)
+    total = np.sum(support)  # weighted
+    if total == 0:
+        return np.float64(0), np.float64(0), np.float64(0)
+    return (np.sum(precision * support) / total, np.sum(recall * support) / total,
+            np.sum(f1 * support) / total)
+
+
+# =============================================================================== base class
+class Metric:
+    """Base class of the stateful metrics.
+
+    Subclasses implement :meth:`update_state`, :meth:`result` and :meth:`reset_state`.
+    Calling a metric, ``m(y_true, y_pred)``, updates it and returns :meth:`result`.
+
+    Parameters
+    ----------
+    name : str, optional
+        The name shown in training logs; defaults to the class's snake-case name.
+    """
+
+    _default_name = "metric"
+
+    def __init__(self, name: Optional[str] = None):
+        self.name: str = _check_name(name) or self._default_name
+
+    def update_state(self, y_true: ArrayLike, y_pred: ArrayLike,
+                     sample_weight: ArrayLike = None) -> None:
+        """Accumulate the statistics of one batch.
+
+        Parameters
+        ----------
+        y_true : array-like, shape (N, ...)
+        y_pred : array-like, shape (N, ...)
+        sample_weight : array-like, shape (N,) or (N, 1), or a scalar, optional
+        """
+        raise NotImplementedError
+
+    def result(self) -> Result:
+        """The metric's value over everything seen since the last reset."""
+        raise NotImplementedError
+
+    def reset_state(self) -> None:
+        """Forget everything accumulated."""
+        raise NotImplementedError
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Result:
+        """``update_state(*args, **kwargs)``, then return ``result()``."""
+        self.update_state(*args, **kwargs)
+        return self.result()
+
+    def get_config(self) -> Dict[str, Any]:
+        """Constructor arguments; ``type(m).from_config(m.get_config())`` rebuilds ``m``."""
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "Metric":
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+# =============================================================================== means
+class Mean(Metric):
+    """The (weighted) mean of the values given to :meth:`update_state`.
+
+    Used for the loss in training logs. Accumulates ``total = sum(w * v)`` and
+    ``count = sum(w)``; ``result() = total / count`` (0 before any update).
+
+    Parameters
+    ----------
+    name : str, default "mean"
+
+    Examples
+    --------
+    >>> m = Mean()
+    >>> m.update_state([1, 3, 5, 7], sample_weight=[1, 1, 0, 0])
+    >>> m.result()
+    2.0
+    """
+
+    _default_name = "mean"
+
+    def __init__(self, name: Optional[str] = None):
+        super().__init__(name)
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        self.total = 0.0
+        self.count = 0.0
+
+    def update_state(self, values: ArrayLike, sample_weight: ArrayLike = None) -> None:
+        """Add values to the mean.
+
+        Parameters
+        ----------
+        values : array-like, shape (N, ...) or a scalar
+            Values with more than one axis are first averaged over the non-batch axes
+            (one value per sample).
+        sample_weight : array-like, optional
+            A scalar (the same weight for every sample), shape (N,) or (N, 1) (one weight
+            per sample), or the shape of ``values`` (one weight per element).
+        """
+        v = np.asarray(values)
+        if v.dtype.kind not in "biuf":
+            raise TypeError(f"values must be numeric, received dtype {v.dtype}")
+        v = v.astype(np.float64)
+        if sample_weight is None:
+            if v.ndim == 0:
+                self.total += float(v)
+                self.count += 1.0
+            else:
+                self.total += float(np.sum(_per_sample(v)))
+                self.count += float(v.shape[0])
+            return
+        w = np.asarray(sample_weight)
+        if w.dtype.kind not in "biuf":
+            raise TypeError(f"sample_weight must be numeric, received dtype {w.dtype}")
+        w = w.astype(np.float64)
+        if v.ndim == 0 and w.ndim == 0:
+            self.total += float(v * w)
+            self.count += float(w)
+            return
+        if v.ndim == 0:
+            v = np.broadcast_to(v, w.shape)
+        if w.ndim == 0:
+            w = np.full(v.shape[:1], float(w))
+        if w.ndim == v.ndim + 1 and w.shape[-1] == 1:
+            w = w[..., 0]
+        elif v.ndim == w.ndim + 1 and v.shape[-1] == 1:
+            v = v[..., 0]
+        if w.ndim == 0 or w.shape[0] != v.shape[0] or w.ndim > v.ndim:
+            raise ValueError(f"sample_weight of shape {np.shape(sample_weight)} does not "
+                             f"match values of shape {np.shape(values)}")
+        if v.ndim > w.ndim:  # reduce values to the weights' rank
+            flat = v.reshape(v.shape[:w.ndim] + (int(np.prod(v.shape[w.ndim:])),))
+            v = flat.mean(axis=-1) if flat.shape[-1] else np.zeros(v.shape[:w.ndim])
+        try:
+            wb = np.broadcast_to(w, v.shape)
+        except ValueError:
+            raise ValueError(f"sample_weight of shape {np.shape(sample_weight)} cannot be "
+                             f"broadcast to values of shape {np.shape(values)}") from None
+        self.total += float(np.sum(_per_sample(v * wb)))
+        self.count += float(np.sum(_per_sample(wb)))
+
+    def result(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+def _per_sample(v: np.ndarray) -> np.ndarray:
+    """Mean over the non-batch axes: shape (N,)."""
+    if v.ndim <= 1:
+        return v
+    flat = v.reshape(v.shape[0], int(np.prod(v.shape[1:])))
+    return flat.mean(axis=1) if flat.shape[1] else np.zeros(v.shape[0])
+
+
+class MeanMetricWrapper(Mean):
+    """The weighted mean of a function's per-sample values, ``fn(y_true, y_pred)``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(y_true, y_pred, **kwargs)`` returning per-sample values, shape (N,) (or
+        (N, ...), averaged over the non-batch axes). A scalar return value is taken as
+        the mean over the batch and counts for the batch's N samples.
+    name : str, optional
+        Defaults to ``fn.__name__``.
+    **kwargs
+        Passed on to ``fn``.
+
+    Examples
+    --------
+    >>> m = MeanMetricWrapper(lambda t, p: np.abs(np.subtract(t, p)), name="abs_err")
+    >>> m([1.0, 2.0], [1.5, 2.0])
+    0.25
+    """
+
+    def __init__(self, fn: Callable[..., ArrayLike], name: Optional[str] = None, **kwargs):
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, received {type(fn).__name__}")
+        self._fn = fn
+        self._fn_kwargs = kwargs
+        super().__init__(name or getattr(fn, "__name__", None) or _snake(type(fn).__name__))
+
+    def update_state(self, y_true: ArrayLike, y_pred: ArrayLike,
+                     sample_weight: ArrayLike = None) -> None:
+        values = np.asarray(self._fn(y_true, y_pred, **self._fn_kwargs))
+        if values.ndim == 0:
+            n = np.shape(y_pred)[0] if np.ndim(y_pred) else 1
+            values = np.full(n, values, dtype=np.float64 if values.dtype.kind != "f"
+                             else values.dtype)
+        super().update_state(values, sample_weight)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name, "fn": self._fn, **self._fn_kwargs}
+
+
+# ------------------------------------------------------------------ per-sample functions
+def mean_squared_error(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
+    """Per-sample mean squared error.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like, shape (N, ...)
+        Same shape, or differing by a trailing axis of size 1.
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+    t, p = _regression_inputs(y_true, y_pred)
+    return _per_sample(np.square(p - t)).reshape(-1)
+
+
+def mean_absolute_error(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
+    """Per-sample mean absolute error, shape (N,); inputs as :func:`mean_squared_error`."""
+    t, p = _regression_inputs(y_true, y_pred)
+    return _per_sample(np.abs(p - t)).reshape(-1)
+
+
+def _regression_inputs(y_true, y_pred):
+    t = _array(y_true, "y_true").astype(np.float64)
+    p = _array(y_pred, "y_pred").astype(np.float64)
+    _check_lengths(t, p)
+    t, p = _same_rank(t, p)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred must have the same shape, received y_true "
+                         f"shape {np.shape(y_true)} and y_pred shape {np.shape(y_pred)}")
+    return t, p
+
+
+def _binary_matches(y_true, y_pred, threshold=0.5) -> np.ndarray:
+    t, p = _binary_inputs(y_true, y_pred, sparse_ok=False)
+    return (t.astype(np.float64) == (p > threshold)).astype(np.float64)
+
+
+def binary_accuracy(y_true: ArrayLike, y_pred: ArrayLike, threshold: float = 0.5) -> np.ndarray:
+    """Per-sample binary accuracy: ``mean(y_true == (y_pred > threshold))``.
+
+    Parameters
+    ----------
+    y_true : array-like, shape (N,) or (N, K)
+        0/1 labels.
+    y_pred : array-like, shape like ``y_true``
+        Probabilities (or logits, with ``threshold=0``).
+    threshold : float, default 0.5
+
+    Returns
+    -------
+    ndarray, shape (N,)
+        The fraction of each sample's K labels that is right.
+    """
+    return _per_sample(_binary_matches(y_true, y_pred, threshold)).reshape(-1)
+
+
+def categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
+    """Per-sample categorical accuracy: ``argmax(y_true) == argmax(y_pred)``.
+
+    Parameters
+    ----------
+    y_true : array-like, shape (N, ..., C)
+        One-hot labels.
+    y_pred : array-like, shape (N, ..., C)
+        Probabilities or logits (the argmax is the same).
+
+    Returns
+    -------
+    ndarray, shape (N, ...)
+        1.0 where the predicted class is right, else 0.0.
+    """
+    t = _array(y_true, "y_true")
+    p = _array(y_pred, "y_pred")
+    _check_lengths(t, p)
+    if p.ndim < 2:
+        raise ValueError(f"y_pred must have a class axis, shape (N, C), received shape "
+                         f"{p.shape}")
+    if t.shape != p.shape:
+        hint = (" (integer labels: use sparse_categorical_accuracy)"
+                if _is_sparse(t, p) else "")
+        raise ValueError(f"categorical accuracy needs one-hot y_true shaped like y_pred "
+                         f"{p.shape}, received y_true shape {t.shape}{hint}")
+    return (np.argmax(t, axis=-1) == np.argmax(p, axis=-1)).astype(np.float64)
+
+
+def sparse_categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
+    """Per-sample sparse categorical accuracy: ``y_true == argmax(y_pred)``.
+
+    Parameters
+    ----------
+    y_true : array-like of int, shape (N, ...) or (N, ..., 1)
+        Class labels in ``[0, C)``.
+    y_pred : array-like, shape (N, ..., C)
+        Probabilities or logits.
+
+    Returns
+    -------
+    ndarray, shape (N, ...)
+    """
+    t = _array(y_true, "y_true")
+    p = _array(y_pred, "y_pred")
+    _check_lengths(t, p)
+    if p.ndim < 2:
+        raise ValueError(f"y_pred must have a class axis, shape (N, C), received shape "
+                         f"{p.shape}")
+    if t.shape == p.shape[:-1] + (1,) and t.shape != p.shape[:-1]:
+        t = t[..., 0]
+    if t.shape != p.shape[:-1]:
+        hint = " (one-hot labels: use categorical_accuracy)" if t.shape == p.shape else ""
+        raise ValueError(f"sparse categorical accuracy needs integer labels of shape "
+                         f"{p.shape[:-1]} or {p.shape[:-1] + (1,)} for y_pred of shape "
+                         f"{p.shape}, received y_true shape {np.shape(y_true)}{hint}")
+    labels = _integral(t, "y_true")
+    _check_range(labels, p.shape[-1], "y_true")
+    return (labels == np.argmax(p, axis=-1)).astype(np.float64)
+
+
+# ------------------------------------------------------------------ mean-based metrics
+class MeanSquaredError(MeanMetricWrapper):
+    """Mean squared error over all samples seen (weighted by ``sample_weight``)."""
+
+    def __init__(self, name: Optional[str] = None):
+        super().__init__(mean_squared_error, name=name or "mean_squared_error")
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name}
+
+
+class MeanAbsoluteError(MeanMetricWrapper):
+    """Mean absolute error over all samples seen (weighted by ``sample_weight``)."""
+
+    def __init__(self, name: Optional[str] = None):
+        super().__init__(mean_absolute_error, name=name or "mean_absolute_error")
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name}
+
+
+class BinaryAccuracy(MeanMetricWrapper):
+    """How often ``(y_pred > threshold)`` equals the 0/1 label ``y_true``.
+
+    For multi-label outputs (N, K) every one of the K labels counts, as in Keras.
+
+    Parameters
+    ----------
+    threshold : float, default 0.5
+        Use 0 when ``y_pred`` holds logits.
+    name : str, default "binary_accuracy"
+
+    Examples
+    --------
+    >>> BinaryAccuracy()([[1], [1], [0], [0]], [[0.98], [1], [0], [0.6]])
+    0.75
+    """
+
+    def __init__(self, threshold: float = 0.5, name: Optional[str] = None):
+        if not isinstance(threshold, numbers.Real) or isinstance(threshold, bool):
+            raise TypeError(f"threshold must be a number, received {threshold!r}")
+        self.threshold = float(threshold)
+        super().__init__(_binary_matches, name=name or "binary_accuracy",
+                         threshold=self.threshold)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name, "threshold": self.threshold}
+
+
+class CategoricalAccuracy(MeanMetricWrapper):
+    """How often ``argmax(y_pred)`` equals ``argmax(y_true)`` (one-hot labels).
+
+    Parameters
+    ----------
+    name : str, default "categorical_accuracy"
+
+    Examples
+    --------
+    >>> CategoricalAccuracy()([[0, 0, 1], [0, 1, 0]], [[0.1, 0.9, 0.8], [0.05, 0.95, 0]])
+    0.5
+    """
+
+    def __init__(self, name: Optional[str] = None):
+        super().__init__(categorical_accuracy, name=name or "categorical_accuracy")
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name}
+
+
+class SparseCategoricalAccuracy(MeanMetricWrapper):
+    """How often ``argmax(y_pred)`` equals the integer label ``y_true``.
+
+    ``y_true`` has shape (N,) or (N, 1); ``y_pred`` (N, C) holds probabilities or logits.
+
+    Parameters
+    ----------
+    name : str, default "sparse_categorical_accuracy"
+
+    Examples
+    --------
+    >>> SparseCategoricalAccuracy()([[2], [1]], [[0.1, 0.6, 0.3], [0.05, 0.95, 0]])
+    0.5
+    """
+
+    def __init__(self, name: Optional[str] = None):
+        super().__init__(sparse_categorical_accuracy,
+                         name=name or "sparse_categorical_accuracy")
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name}
+
+
+class _AutoAccuracy(Metric):
+    """``"accuracy"`` when neither the loss nor the output shape decides: chosen at the
+    first update from the shapes, by Keras 3's rule (y_pred last axis 1 -> binary; y_true
+    of lower rank or last axis 1 -> sparse categorical; else categorical)."""
+
+    _default_name = "accuracy"
+
+    def __init__(self, name: Optional[str] = None):
+        super().__init__(name)
+        self._inner: Optional[Metric] = None
+
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        if self._inner is None:
+            t = _array(y_true, "y_true").shape
+            p = _array(y_pred, "y_pred").shape
+            if p[-1] == 1:
+                self._inner = BinaryAccuracy(name=self.name)
+            elif len(t) < len(p) or t[-1] == 1:
+                self._inner = SparseCategoricalAccuracy(name=self.name)
+            else:
+                self._inner = CategoricalAccuracy(name=self.name)
+        self._inner.update_state(y_true, y_pred, sample_weight)
+
+    def result(self) -> float:
+        return 0.0 if self._inner is None else self._inner.result()
+
+    def reset_state(self) -> None:
+        if self._inner is not None:
+            self._inner.reset_state()
+
+
+# =============================================================================== confusion counts
+def _parse_thresholds(thresholds) -> List[float]:
+    if thresholds is None:
+        return [0.5]
+    values = list(thresholds) if isinstance(thresholds, (list, tuple, np.ndarray)) \
+        else [thresholds]
+    if not values:
+        raise ValueError("thresholds must not be empty")
+    out = []
+    for t in values:
+        if not isinstance(t, numbers.Real) or isinstance(t, bool) or not 0 <= t <= 1:
+            raise ValueError(f"thresholds must be numbers in [0, 1], received {thresholds!r}")
+        out.append(float(t))
+    return out
+
+
+class _ThresholdCounts(Metric):
+    """True/false positives and false negatives at each threshold (Keras's
+    ``update_confusion_matrix_variables``): an element is predicted positive when
+    ``y_pred > threshold``, and is a true label when ``y_true`` is non-zero."""
+
+    def __init__(self, thresholds: Union[None, float, Sequence[float]] = None,
+                 class_id: Optional[int] = None, name: Optional[str] = None):
+        super().__init__(name)
+        self.init_thresholds = (list(thresholds) if isinstance(thresholds, (tuple, np.ndarray))
+                                else thresholds)
+        self.thresholds = _parse_thresholds(thresholds)
+        if class_id is not None and (not isinstance(class_id, numbers.Integral)
+                                     or isinstance(class_id, bool) or class_id < 0):
+            raise ValueError(f"class_id must be a non-negative integer, received {class_id!r}")
+        self.class_id = None if class_id is None else int(class_id)
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        k = len(self.thresholds)
+        self.true_positives = np.zeros(k)
+        self.false_positives = np.zeros(k)
+        self.false_negatives = np.zeros(k)
+
+    def update_state(self, y_true: ArrayLike, y_pred: ArrayLike,
+                     sample_weight: ArrayLike = None) -> None:
+        """Accumulate the counts of one batch.
+
+        Parameters
+        ----------
+        y_true : array-like, shape (N,), (N, 1) or (N, K)
+            0/1 labels shaped like ``y_pred`` (non-zero counts as positive). Integer
+            class labels (N,) or (N, 1) against ``y_pred`` of shape (N, C > 1) are
+            one-hot encoded first.
+        y_pred : array-like, shape (N,), (N, 1) or (N, K)
+            Scores in [0, 1] (probabilities).
+        sample_weight : array-like, optional
+            A scalar, shape (N,) or (N, 1), or the shape of ``y_pred``.
+        """
+        t, p = _binary_inputs(y_true, y_pred, sparse_ok=True)
+        w = _element_weights(sample_weight, p.shape)
+        if self.class_id is not None:
+            if p.ndim < 2:
+                raise ValueError(f"class_id={self.class_id} needs y_pred with a class axis, "
+                                 f"shape (N, C), received shape {p.shape}")
+            if self.class_id >= p.shape[-1]:
+                raise ValueError(f"class_id={self.class_id} is out of range for y_pred with "
+                                 f"{p.shape[-1]} classes")
+            t, p = t[..., self.class_id], p[..., self.class_id]
+            w = None if w is None else w[..., self.class_id]
+        label = (t != 0).reshape(-1)
+        pred = p.reshape(1, -1) > np.asarray(self.thresholds).reshape(-1, 1)  # (T, M)
+        w = np.ones(label.shape) if w is None else w.reshape(-1)
+        self.true_positives += (pred & label) @ w
+        self.false_positives += (pred & ~label) @ w
+        self.false_negatives += (~pred & label) @ w
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name, "thresholds": self.init_thresholds,
+                "class_id": self.class_id}
+
+    def _out(self, values: np.ndarray) -> Result:
+        return float(values[0]) if len(self.thresholds) == 1 else values
+
+
+class Precision(_ThresholdCounts):
+    """Precision ``tp / (tp + fp)`` of binary or multi-label predictions.
+
+    Every element of ``y_pred`` is one prediction, positive when ``> threshold``
+    (Keras semantics). ``class_id`` restricts the metric to one column.
+
+    Parameters
+    ----------
+    thresholds : float or sequence of float in [0, 1], default 0.5
+        One precision per threshold; ``result()`` is a float for a single threshold,
+        else an array. Use 0 when ``y_pred`` holds logits.
+    class_id : int, optional
+        Only this column of ``y_pred`` (N, C) (and of ``y_true``) is scored.
+    name : str, default "precision"
+
+    Examples
+    --------
+    >>> m = Precision()
+    >>> m.update_state([0, 1, 1, 1], [1, 0, 1, 1])
+    >>> round(m.result(), 4)
+    0.6667
+    """
+
+    _default_name = "precision"
+
+    def result(self) -> Result:
+        return self._out(_safe_div(self.true_positives,
+                                   self.true_positives + self.false_positives))
+
+
+class Recall(_ThresholdCounts):
+    """Recall ``tp / (tp + fn)`` of binary or multi-label predictions.
+
+    Parameters and semantics as :class:`Precision`; default name "recall".
+
+    Examples
+    --------
+    >>> m = Recall()
+    >>> m.update_state([0, 1, 1, 1], [1, 0, 1, 1])
+    >>> round(m.result(), 4)
+    0.6667
+    """
+
+    _default_name = "recall"
+
+    def result(self) -> Result:
+        return self._out(_safe_div(self.true_positives,
+                                   self.true_positives + self.false_negatives))
+
+
+class F1Score(Metric):
+    """F1 score, per class or averaged, like ``keras.metrics.F1Score``.
+
+    Parameters
+    ----------
+    average : {None, "micro", "macro", "weighted"}, default None
+        None: one F1 per class (``result()`` is an array of shape (C,)). "micro": from
+        the true/false positives and false negatives summed over classes. "macro": the
+        unweighted mean of the per-class F1. "weighted": their mean weighted by support
+        (the weighted number of true instances of each class).
+    threshold : float in (0, 1], optional
+        Elements of ``y_pred`` above it are positive. None (multi-class): the row's
+        maximum is positive (argmax; ties mark every maximal class, and an all-zero row
+        marks none, as in Keras).
+    name : str, default "f1_score"
+
+    Notes
+    -----
+    ``y_true`` is one-hot / multi-hot (N, C) as in Keras; integer labels (N,) or (N, 1)
+    are also accepted and one-hot encoded (when C > 1), and 0/1 labels (N,) go with a
+    single sigmoid column (N, 1). Divisions by zero give 0; unlike Keras no
+    ``epsilon`` is added to the denominators, so results are exact (Keras's differ by
+    about 1e-7).
+
+    Examples
+    --------
+    >>> m = F1Score(threshold=0.5)
+    >>> m.update_state([[1, 1, 1], [1, 0, 0], [1, 1, 0]],
+    ...                [[0.2, 0.6, 0.7], [0.2, 0.6, 0.6], [0.6, 0.8, 0.0]])
+    >>> np.round(m.result(), 4)
+    array([0.5   , 0.8   , 0.6667])
+    """
+
+    _default_name = "f1_score"
+
+    def __init__(self, average: Optional[str] = None, threshold: Optional[float] = None,
+                 name: Optional[str] = None):
+        super().__init__(name)
+        _check_average(average)
+        if threshold is not None:
+            if not isinstance(threshold, numbers.Real) or isinstance(threshold, bool):
+                raise TypeError(f"threshold must be a number or None, received {threshold!r}")
+            if not 0 < threshold <= 1:
+                raise ValueError(f"threshold must verify 0 < threshold <= 1, received "
+                                 f"{threshold!r}")
+            threshold = float(threshold)
+        self.average = average
+        self.threshold = threshold
+        self.num_classes: Optional[int] = None
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        k = self.num_classes or 0
+        self.true_positives = np.zeros(k)
+        self.false_positives = np.zeros(k)
+        self.false_negatives = np.zeros(k)
+        self.support = np.zeros(k)
+
+    def update_state(self, y_true: ArrayLike, y_pred: ArrayLike,
+                     sample_weight: ArrayLike = None) -> None:
+        """Accumulate per-class counts.
+
+        Parameters
+        ----------
+        y_true : array-like, shape (N, C)
+            One-hot (multi-class) or multi-hot (multi-label) labels; or integer labels
+            (N,) / (N, 1) when C > 1.
+        y_pred : array-like, shape (N, C)
+            Scores.
+        sample_weight : array-like, shape (N,) or (N, 1), or a scalar, optional
+        """
+        t = _array(y_true, "y_true")
+        p = _array(y_pred, "y_pred").astype(np.float64)
+        _check_lengths(t, p)
+        if p.ndim != 2:
+            raise ValueError(f"F1Score expects y_pred of shape (N, C), received shape "
+                             f"{p.shape}")
+        if t.shape != p.shape and _is_sparse(t, p):
+            t = _one_hot_sparse(t, p)
+        elif t.shape + (1,) == p.shape:  # binary labels (N,) against (N, 1)
+            t = t.reshape(p.shape)
+        if t.shape != p.shape:
+            raise ValueError(f"F1Score expects y_true shaped like y_pred {p.shape} (or "
+                             f"integer labels of shape ({p.shape[0]},)), received "
+                             f"{t.shape}")
+        if self.num_classes is None:
+            self.num_classes = p.shape[1]
+            self.reset_state()
+        elif p.shape[1] != self.num_classes:
+            raise ValueError(f"y_pred has {p.shape[1]} classes but this F1Score was "
+                             f"built for {self.num_classes}")
+        if self.threshold is None:
+            pred = (p >= np.max(p, axis=-1, keepdims=True)) & (np.abs(p) > 1e-9) \
+                if p.size else np.zeros(p.shape, bool)
+        else:
+            pred = p > self.threshold
+        pred = pred.astype(np.float64)
+        t = t.astype(np.float64)
+        w = _weights(sample_weight, p.shape[0])
+        w = np.ones(p.shape[0]) if w is None else w
+        self.true_positives += w @ (pred * t)
+        self.false_positives += w @ (pred * (1 - t))
+        self.false_negatives += w @ ((1 - pred) * t)
+        self.support += w @ t
+
+    def result(self) -> Result:
+        if self.num_classes is None:
+            return np.zeros(0) if self.average is None else 0.0
+        f1 = _prf(self.true_positives, self.false_positives, self.false_negatives,
+                  self.support, self.average)[2]
+        return _scalar_or_array(f1)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name, "average": self.average, "threshold": self.threshold}
+
+
+class ConfusionMatrix(Metric):
+    """Confusion-matrix counts accumulated over batches: rows true, columns predicted.
+
+    Parameters
+    ----------
+    num_classes : int
+    name : str, default "confusion_matrix"
+
+    ``update_state`` takes labels as :func:`confusion_matrix` does: ``y_true`` integer
+    labels (N,) / (N, 1) or one-hot (N, C); ``y_pred`` labels or probabilities (N, C)
+    (argmax), or sigmoid probabilities (N, 1) for two classes (``> 0.5``).
+    ``result()`` is an array of shape (num_classes, num_classes): int64 counts, or float64
+    sums of weights once a ``sample_weight`` has been given.
+
+    Examples
+    --------
+    >>> m = ConfusionMatrix(2)
+    >>> m.update_state([0, 1, 1], [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    >>> m.result()
+    array([[1, 0],
+           [1, 1]])
+    """
+
+    _default_name = "confusion_matrix"
+
+    def __init__(self, num_classes: int, name: Optional[str] = None):
+        super().__init__(name)
+        self.num_classes = _check_num_classes(num_classes)
+        if self.num_classes is None:
+            raise TypeError("ConfusionMatrix needs num_classes, a positive integer")
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        self.counts = np.zeros((self.num_classes, self.num_classes))
+        self._weighted = False
+
+    def update_state(self, y_true: ArrayLike, y_pred: ArrayLike,
+                     sample_weight: ArrayLike = None) -> None:
+        t, p, w, _ = _labels(y_true, y_pred, self.num_classes, sample_weight)
+        self._weighted = self._weighted or w is not None
+        self.counts += _counts(t, p, self.num_classes, w)
+
+    def result(self) -> np.ndarray:
+        return self.counts.copy() if self._weighted else self.counts.astype(np.int64)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name, "num_classes": self.num_classes}
+
+
+# =============================================================================== functions
+def _check_num_classes(num_classes) -> Optional[int]:
+    if num_classes is None:
+        return None
+    if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool):
+        raise TypeError(f"num_classes must be a positive integer, received {num_classes!r}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, received {num_classes}")
+    return int(num_classes)
+
+
+def _label_vector(y: ArrayLike, name: str, is_pred: bool) -> Tuple[np.ndarray, Optional[int]]:
+    """(labels (N,), number of classes implied by the shape or None)."""
+    a = _array(y, name)
+    what = "probabilities" if is_pred else "one-hot labels"
+    if a.ndim > 2 or (a.ndim == 2 and a.shape[1] == 0):
+        raise ValueError(f"{name} must be integer labels of shape (N,) or (N, 1), or {what} "
+                         f"of shape (N, C); received shape {a.shape}")
+    if a.ndim == 2 and a.shape[1] > 1:
+        if not is_pred:
+            if not (np.all((a == 0) | (a == 1)) and np.all(a.sum(axis=1) == 1)):
+                raise ValueError(f"y_true of shape {a.shape} must be one-hot (exactly one 1 "
+                                 f"per row, zeros elsewhere), or give integer labels (N,)")
+        return np.argmax(a, axis=1).astype(np.int64), a.shape[1]
+    v = a.reshape(-1)
+    if v.dtype.kind == "f":
+        whole = np.isfinite(v) & (v == np.round(v))
+        if is_pred and not np.all(whole) and np.all((v >= 0) & (v <= 1)):
+            return (v > 0.5).astype(np.int64), 2  # sigmoid probabilities, 2 classes
+        if not np.all(whole):
+            hint = ("; for probabilities give shape (N, C), or threshold sigmoid outputs"
+                    if is_pred else "")
+            raise ValueError(f"{name} must hold integer class labels, received the "
+                             f"non-integer value {v[~whole][0].item()!r}{hint}")
+    return v.astype(np.int64), None
+
+
+def _labels(y_true, y_pred, num_classes, sample_weight):
+    """Validated (true labels, predicted labels, weights or None, number of classes)."""
+    k = _check_num_classes(num_classes)
+    t, kt = _label_vector(y_true, "y_true", is_pred=False)
+    p, kp = _label_vector(y_pred, "y_pred", is_pred=True)
+    if t.shape[0] != p.shape[0]:
+        raise ValueError(f"y_true and y_pred must have the same number of samples, received "
+                         f"{t.shape[0]} (y_true shape {np.shape(y_true)}) and {p.shape[0]} "
+                         f"(y_pred shape {np.shape(y_pred)})")
+    shape_k = {x for x in (kt, kp) if x is not None}
+    if len(shape_k) > 1:
+        raise ValueError(f"y_true implies {kt} classes but y_pred implies {kp}")
+    if k is None:
+        if shape_k:
+            k = shape_k.pop()
+        else:
+            k = int(max(t.max(initial=-1), p.max(initial=-1))) + 1
+    elif shape_k and shape_k.pop() not in (k,):
+        raise ValueError(f"num_classes={k} but the inputs have {kt or kp} classes")
+    _check_range(t, k, "y_true")
+    _check_range(p, k, "y_pred")
+    return t, p, _weights(sample_weight, t.shape[0]), k
+
+
+def _counts(t: np.ndarray, p: np.ndarray, k: int, w: Optional[np.ndarray]) -> np.ndarray:
+    return np.bincount(t * k + p, weights=w, minlength=k * k).reshape(k, k)
+
+
+def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_classes: Optional[int] = None,
+                     sample_weight: ArrayLike = None) -> np.ndarray:
+    """Confusion matrix: entry ``[i, j]`` counts samples of true class i predicted as j.
+
+    Parameters
+    ----------
+    y_true : array-like, shape (N,) or (N, 1)
+        Integer class labels (a one-hot (N, C) array is accepted too).
+    y_pred : array-like, shape (N,) or (N, 1), or (N, C)
+        Integer labels, or probabilities/scores (N, C) whose argmax is taken. Floats in
+        [0, 1] of shape (N,) or (N, 1) that are not all whole numbers are read as sigmoid
+        probabilities of class 1 (predicted class ``y_pred > 0.5``).
+    num_classes : int, optional
+        C. Defaults to the number of columns of a (N, C) input, else ``max label + 1``.
+        Classes are always ``0 .. C-1``, present or not (sklearn with
+        ``labels=range(C)``).
+    sample_weight : array-like, shape (N,), optional
+
+    Returns
+    -------
+    ndarray, shape (C, C)
+        int64 counts, or float64 sums of weights with ``sample_weight``.
+
+    Raises
+    ------
+    ValueError
+        On a length mismatch, a label outside ``[0, C)``, a non-integer label or a wrong
+        number of dimensions.
+    TypeError
+        On non-numeric input.
+
+    Examples
+    --------
+    >>> confusion_matrix([2, 0, 2, 2, 0, 1], [0, 0, 2, 2, 0, 2])
+    array([[2, 0, 0],
+           [0, 0, 1],
+           [1, 0, 2]])
+    """
+    t, p, w, k = _labels(y_true, y_pred, num_classes, sample_weight)
+    cm = _counts(t, p, k, w)
+    return cm if w is not None else cm.astype(np.int64)
+
+
+def precision_recall_f1(y_true: ArrayLike, y_pred: ArrayLike, num_classes: Optional[int] = None,
+                        average: Optional[str] = None, sample_weight: ArrayLike = None):
+    """Precision, recall, F1 and support for each class, or averaged.
+
+    Parameters
+    ----------
+    y_true, y_pred, num_classes, sample_weight
+        As in :func:`confusion_matrix`.
+    average : {None, "macro", "micro", "weighted"}, default None
+        None: per-class arrays. "macro": unweighted mean over the C classes. "micro":
+        from the counts summed over classes (for single-label data, all three equal the
+        accuracy). "weighted": mean weighted by support.
+
+    Returns
+    -------
+    precision, recall, f1 : ndarray of shape (C,), or float when averaged
+    support : ndarray of shape (C,), or the total when averaged
+        Number (or weight) of true samples of each class. (sklearn returns None for the
+        support of an average; the total is more useful.)
+
+    Notes
+    -----
+    Precision of a class never predicted, recall of a class never present, and F1 when
+    both are 0, are 0 (sklearn's ``zero_division=0``), without a warning.
+
+    Examples
+    --------
+    >>> p, r, f, s = precision_recall_f1([0, 1, 2, 2, 2], [0, 0, 2, 2, 1])
+    >>> np.round(f, 2), s
+    (array([0.67, 0.  , 0.8 ]), array([1, 1, 3]))
+    """
+    _check_average(average)
+    t, p, w, k = _labels(y_true, y_pred, num_classes, sample_weight)
+    cm = _counts(t, p, k, w)
+    support = cm.sum(axis=1)
+    if w is None:
+        support = support.astype(np.int64)
+    tp = np.diag(cm).astype(np.float64)
+    fp = cm.sum(axis=0) - tp
+    fn = support - tp
+    precision, recall, f1 = _prf(tp, fp, fn, support, average)
+    if average is None:
+        return precision, recall, f1, support
+    total = support.sum()
+    return float(precision), float(recall), float(f1), (int(total) if w is None
+                                                        else float(total))
+
+
+def classification_report(y_true: ArrayLike, y_pred: ArrayLike,
+                          target_names: Optional[Sequence[str]] = None, digits: int = 2,
+                          num_classes: Optional[int] = None,
+                          sample_weight: ArrayLike = None) -> str:
+    """A text report of per-class precision, recall, F1 and support, like sklearn's.
+
+    Parameters
+    ----------
+    y_true, y_pred, num_classes, sample_weight
+        As in :func:`confusion_matrix`.
+    target_names : sequence of str, optional
+        One display name per class (length C); defaults to "0", "1", ...
+    digits : int, default 2
+        Decimals of the scores.
+
+    Returns
+    -------
+    str
+        One row per class, then ``accuracy``, ``macro avg`` and ``weighted avg`` rows, in
+        sklearn's layout.
+
+    Examples
+    --------
+    >>> print(classification_report([0, 1, 2, 2, 2], [0, 0, 2, 2, 1],
+    ...                             target_names=["class 0", "class 1", "class 2"]))
+                  precision    recall  f1-score   support
+    <BLANKLINE>
+         class 0       0.50      1.00      0.67         1
+         class 1       0.00      0.00      0.00         1
+         class 2       1.00      0.67      0.80         3
+    <BLANKLINE>
+        accuracy                           0.60         5
+       macro avg       0.50      0.56      0.49         5
+    weighted avg       0.70      0.60      0.61         5
+    <BLANKLINE>
+    """
+    if not isinstance(digits, numbers.Integral) or isinstance(digits, bool) or digits < 0:
+        raise ValueError(f"digits must be a non-negative integer, received {digits!r}")
+    t, p, w, k = _labels(y_true, y_pred, num_classes, sample_weight)
+    if target_names is None:
+        names = [str(i) for i in range(k)]
+    else:
+        if isinstance(target_names, str):
+            raise TypeError("target_names must be a sequence of strings, received a string")
+        names = [str(n) for n in target_names]
+        if len(names) != k:
+            raise ValueError(f"target_names has {len(names)} names but there are {k} "
+                             f"classes")
+    cm = _counts(t, p, k, w)
+    support = cm.sum(axis=1)
+    tp = np.diag(cm).astype(np.float64)
+    fp = cm.sum(axis=0) - tp
+    fn = support - tp
+
+    def sup(x):  # as sklearn: an int count, or the float sum of the weights
+        return str(int(x)) if w is None else str(round(float(x), 10))
+
+    headers = ["precision", "recall", "f1-score", "support"]
+    width = max([len(n) for n in names] + [len("weighted avg"), digits])
+    head_fmt = "{:>{width}s} " + " {:>9}" * len(headers)
+    row_fmt = "{:>{width}s} " + " {:>9.{digits}f}" * 3 + " {:>9}\n"
+    report = head_fmt.format("", *headers, width=width) + "\n\n"
+    for name, row in zip(names, zip(*_prf(tp, fp, fn, support, None), support)):
+        report += row_fmt.format(name, *row[:3], sup(row[3]), width=width, digits=digits)
+    report += "\n"
+    total = support.sum()
+    accuracy = float(tp.sum() / total) if total else 0.0
+    report += ("{:>{width}s} " + " {:>9}" * 2 + " {:>9.{digits}f} {:>9}\n").format(
+        "accuracy", "", "", accuracy, sup(total), width=width, digits=digits)
+    for average in ("macro", "weighted"):
+        avg = _prf(tp, fp, fn, support, average)
+        report += row_fmt.format(f"{average} avg", *avg, sup(total), width=width,
+                                 digits=digits)
+    return report
+
+
+# =============================================================================== resolver
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "").replace(" ", "")
+
+
+_LOSS_KIND = {"binarycrossentropy": "binary", "bce": "binary",
+              "categoricalcrossentropy": "categorical", "cce": "categorical",
+              "sparsecategoricalcrossentropy": "sparse"}
+
+
+def _accuracy_kind(loss, output_shape) -> Optional[str]:
+    """Keras's choice for "accuracy": from the loss, else from the output's last axis."""
+    loss_name = loss if isinstance(loss, str) or loss is None else getattr(loss, "name", None)
+    kind = _LOSS_KIND.get(_key(loss_name)) if isinstance(loss_name, str) else None
+    if kind is None and output_shape is not None:
+        shape = tuple(output_shape)
+        if shape:
+            kind = "binary" if shape[-1] == 1 else "categorical"
+    return kind
+
+
+def _accuracy(name, loss, output_shape) -> Metric:
+    kind = _accuracy_kind(loss, output_shape)
+    cls = {"binary": BinaryAccuracy, "categorical": CategoricalAccuracy,
+           "sparse": SparseCategoricalAccuracy, None: _AutoAccuracy}[kind]
+    return cls(name=name)
+
+
+def _f1(name, loss, output_shape) -> Metric:
+    binary = (_accuracy_kind(loss, None) == "binary"
+              or (output_shape is not None and tuple(output_shape)[-1:] == (1,)))
+    return F1Score(average="macro", threshold=0.5 if binary else None, name=name)
+
+
+def _fn_metric(fn, default):
+    return lambda name, loss, shape: MeanMetricWrapper(fn, name=name or default)
+
+
+# canonical name -> factory(name, loss, output_shape)
+_FACTORIES: Dict[str, Callable[..., Metric]] = {
+    "accuracy": _accuracy, "acc": _accuracy,
+    "binary_accuracy": lambda n, l, s: BinaryAccuracy(name=n),
+    "categorical_accuracy": lambda n, l, s: CategoricalAccuracy(name=n),
+    "sparse_categorical_accuracy": lambda n, l, s: SparseCategoricalAccuracy(name=n),
+    "precision": lambda n, l, s: Precision(name=n),
+    "recall": lambda n, l, s: Recall(name=n),
+    "f1": _f1, "f1_score": _f1,
+    "mse": lambda n, l, s: MeanSquaredError(name=n),
+    "mean_squared_error": lambda n, l, s: MeanSquaredError(name=n),
+    "mae": lambda n, l, s: MeanAbsoluteError(name=n),
+    "mean_absolute_error": lambda n, l, s: MeanAbsoluteError(name=n),
+    "binary_crossentropy": _fn_metric(_losses.binary_crossentropy, "binary_crossentropy"),
+    "categorical_crossentropy": _fn_metric(_losses.categorical_crossentropy,
+                                           "categorical_crossentropy"),
+    "sparse_categorical_crossentropy": _fn_metric(_losses.sparse_categorical_crossentropy,
+                                                  "sparse_categorical_crossentropy"),
+}
+_BY_KEY = {_key(k): f for k, f in _FACTORIES.items()}
+_CLASSES: Dict[str, type] = {c.__name__: c for c in (
+    Mean, MeanSquaredError, MeanAbsoluteError, BinaryAccuracy, CategoricalAccuracy,
+    SparseCategoricalAccuracy, Precision, Recall, F1Score, ConfusionMatrix)}
+
+
+def get(identifier: Union[str, Metric, Callable, dict], loss: Any = None,
+        output_shape: Optional[Sequence[Optional[int]]] = None) -> Metric:
+    """Resolve a metric the way ``compile(metrics=[...])`` does.
+
+    Parameters
+    ----------
+    identifier : str, Metric, Metric subclass, dict or callable
+        - a :class:`Metric` instance: returned as is;
+        - a :class:`Metric` subclass: instantiated with default arguments;
+        - ``"accuracy"`` / ``"acc"``: binary, categorical or sparse categorical accuracy,
+          chosen from ``loss`` (binary_crossentropy -> :class:`BinaryAccuracy`,
+          categorical_crossentropy -> :class:`CategoricalAccuracy`,
+          sparse_categorical_crossentropy -> :class:`SparseCategoricalAccuracy`), else
+          from ``output_shape`` (last axis 1 -> binary, else categorical), else from the
+          shapes of the first batch;
+        - other names (case and underscores ignored; class names work too):
+          "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
+          "precision", "recall", "f1" / "f1_score" (macro-averaged :class:`F1Score`, with
+          threshold 0.5 for binary or multi-label outputs, argmax otherwise), "mse" /
+          "mean_squared_error", "mae" / "mean_absolute_error", and the cross-entropies
+          "binary_crossentropy", "categorical_crossentropy",
+          "sparse_categorical_crossentropy";
+        - ``{"class_name": ..., "config": {...}}`` (see :func:`serialize`);
+        - a fastnn :class:`~fastnn.losses.Loss`: the mean of its per-sample values;
+        - any other callable ``fn(y_true, y_pred) -> per-sample values``: wrapped in a
+          :class:`MeanMetricWrapper` named ``fn.__name__``.
+        A metric given by name is named exactly as written ("acc" stays "acc", as in
+        Keras).
+    loss : str or Loss, optional
+        The compiled loss (its name is used).
+    output_shape : tuple, optional
+        The model's output shape, e.g. ``(None, 10)``.
+
+    Returns
+    -------
+    Metric
+        A new metric (except for a Metric instance given).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the valid ones).
+    TypeError
+        For anything else that is not a metric.
+    """
+    if isinstance(identifier, Metric):
+        return identifier
+    if isinstance(identifier, str):
+        factory = _BY_KEY.get(_key(identifier))
+        if factory is None:
+            raise ValueError(f"Unknown metric {identifier!r}; valid names: "
+                             f"{sorted(_FACTORIES)} (or a Metric instance or a function "
+                             f"fn(y_true, y_pred))")
+        return factory(identifier, loss, output_shape)
+    if isinstance(identifier, dict):
+        name = identifier.get("class_name")
+        if name not in _CLASSES:
+            raise ValueError(f"Unknown metric class {name!r} in {identifier!r}; valid "
+                             f"classes: {sorted(_CLASSES)}")
+        return _CLASSES[name].from_config(dict(identifier.get("config", {})))
+    if inspect.isclass(identifier) and issubclass(identifier, Metric):
+        return identifier()
+    if isinstance(identifier, _losses.Loss):
+        loss_obj = identifier
+        return MeanMetricWrapper(lambda t, p: loss_obj.per_sample(*loss_obj._prepare(t, p)),
+                                 name=loss_obj.name)
+    if callable(identifier) and not inspect.isclass(identifier):
+        return MeanMetricWrapper(identifier)
+    raise TypeError(f"a metric must be a name, a Metric or a function fn(y_true, y_pred), "
+                    f"received {identifier!r}")
+
+
+def serialize(metric: Metric) -> Dict[str, Any]:
+    """``{"class_name": ..., "config": ...}`` for a built-in metric; :func:`get` rebuilds it.
+
+    Raises
+    ------
+    TypeError
+        For a metric that cannot be rebuilt from its config (a wrapped function).
+    """
+    cls = type(metric)
+    if _CLASSES.get(cls.__name__) is not cls:
+        raise TypeError(f"cannot serialize {cls.__name__}: only the built-in metrics "
+                        f"{sorted(_CLASSES)} can be")
+    return {"class_name": cls.__name__, "config": metric.get_config()}

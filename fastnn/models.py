@@ -1,0 +1,674 @@
+"""Sequential models: compile, fit, evaluate, predict, summary, save / load_model.
+
+The training step is the from-scratch loop, written once::
+
+    forward through the layers -> loss and its gradient -> backward in reverse
+    -> optimizer.apply(params, grads)
+
+When the model ends in softmax (sigmoid) and the loss is categorical (binary)
+cross-entropy on probabilities, the step stops at the logits and uses the fused gradient
+``p - y``, which is exact and cannot produce ``log(0)`` or NaN on saturated outputs.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import time
+import zipfile
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import activations as _activations
+from . import callbacks as _callbacks
+from . import layers as _layers
+from . import losses as _losses
+from . import metrics as _metrics
+from . import optimizers as _optimizers
+from .layers.base import Layer, _fmt
+from .layers.core import InputLayer, _WithActivation
+from .utils import get_rng
+
+FORMAT = "fastnn-model"
+FORMAT_VERSION = 1
+
+
+class Sequential:
+    """A linear stack of layers.
+
+    Parameters
+    ----------
+    layers : list of Layer, optional
+    name : str, optional
+
+    Examples
+    --------
+    >>> model = Sequential([Dense(64, activation="relu", input_dim=20),
+    ...                     Dense(1, activation="sigmoid")])
+    >>> model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
+    >>> history = model.fit(x, y, epochs=10, batch_size=32)
+    """
+
+    def __init__(self, layers: Optional[Sequence[Layer]] = None, name: Optional[str] = None):
+        self.name = name or "sequential"
+        self._layers: List[Layer] = []
+        self.built = False
+        self.optimizer = None
+        self.loss = None
+        self.compiled_metrics: List = []
+        self._metric_args = None
+        self.stop_training = False
+        self.history = None
+        self._input_shape = None
+        for layer in layers or []:
+            self.add(layer)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def layers(self) -> List[Layer]:
+        """The layers, without a leading :class:`InputLayer`."""
+        return [l for l in self._layers if not isinstance(l, InputLayer)]
+
+    def add(self, layer: Layer) -> None:
+        """Append a layer."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add expects a Layer, received {type(layer).__name__}")
+        if isinstance(layer, InputLayer) and self._layers:
+            raise ValueError("an Input can only be the first element of a Sequential model")
+        if any(l.name == layer.name for l in self._layers):
+            raise ValueError(f"a layer named {layer.name!r} is already in the model")
+        self._layers.append(layer)
+        first = self._layers[0]
+        if layer is first and first.input_shape_arg is not None:
+            self._input_shape = (None,) + first.input_shape_arg
+        if self._input_shape is not None:
+            self.build(self._input_shape)
+
+    def build(self, input_shape) -> None:
+        """Build every layer for inputs of ``input_shape`` (batch dimension first)."""
+        shape = tuple(input_shape)
+        if shape and shape[0] is not None:
+            shape = (None,) + shape[1:]
+        self._input_shape = shape
+        for layer in self._layers:
+            if not layer.built:
+                layer.build(shape)
+            elif tuple(layer.input_shape[1:]) != tuple(shape[1:]):
+                raise ValueError(f"layer {layer.name!r} was built for input shape "
+                                 f"{_fmt(layer.input_shape)} but receives {_fmt(shape)}")
+            shape = layer.output_shape
+        self.built = bool(self._layers)
+        first_param = next((i for i, l in enumerate(self.layers) if l.params), None)
+        for i, layer in enumerate(self.layers):
+            layer.need_input_grad = first_param is None or i > first_param
+        self._first_param = 0 if first_param is None else first_param
+
+    @property
+    def input_shape(self):
+        return self._input_shape
+
+    @property
+    def output_shape(self):
+        self._require_built("output_shape")
+        return self._layers[-1].output_shape
+
+    def _require_built(self, what: str) -> None:
+        if not self.built:
+            raise ValueError(f"{what}: the model is not built yet; give the first layer an "
+                             f"input_shape (or start with Input(shape=...)), call "
+                             f"model.build(input_shape), or call fit/predict once")
+
+    def _ensure_built(self, x: np.ndarray) -> None:
+        if not self._layers:
+            raise ValueError("the model has no layers; add some with model.add(layer)")
+        if not self.built:
+            self.build((None,) + x.shape[1:])
+        elif tuple(x.shape[1:]) != tuple(self._input_shape[1:]):
+            raise ValueError(f"the model expects inputs of shape {_fmt(self._input_shape)}, "
+                             f"received x with shape {x.shape}")
+
+    # ------------------------------------------------------------------ weights
+    @property
+    def trainable_params(self) -> List[np.ndarray]:
+        return [p for l in self.layers for p in l.trainable_params.values()]
+
+    @property
+    def trainable_grads(self) -> List[np.ndarray]:
+        return [l.grads[k] for l in self.layers for k in l.trainable_params]
+
+    def get_weights(self) -> List[np.ndarray]:
+        """Copies of every layer's weights, in layer order."""
+        self._require_built("get_weights")
+        return [w for l in self.layers for w in l.get_weights()]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Set every layer's weights (as returned by :meth:`get_weights`)."""
+        self._require_built("set_weights")
+        weights = list(weights)
+        expected = sum(len(l.get_weights()) for l in self.layers)
+        if len(weights) != expected:
+            raise ValueError(f"the model has {expected} weight arrays, received {len(weights)}")
+        i = 0
+        for layer in self.layers:
+            n = len(layer.params) + len(layer.state)
+            layer.set_weights(weights[i:i + n])
+            i += n
+
+    def count_params(self) -> int:
+        self._require_built("count_params")
+        return sum(l.count_params() for l in self.layers)
+
+    # ------------------------------------------------------------------ compile
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
+        """Configure training.
+
+        Parameters
+        ----------
+        optimizer : str or Optimizer, default "rmsprop" (as Keras)
+        loss : str or Loss
+        metrics : list of str, Metric or callable, optional
+            ``"accuracy"`` resolves to binary, categorical or sparse categorical accuracy
+            from the loss, as in Keras.
+        """
+        if loss is None:
+            raise ValueError("compile needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+        self.optimizer = _optimizers.get(optimizer)
+        self.loss = _losses.get(loss)
+        if metrics is not None and (isinstance(metrics, str) or not isinstance(metrics, (list, tuple))):
+            metrics = [metrics]
+        self._metric_args = list(metrics or [])
+        self.compiled_metrics = None  # resolved when the output shape is known
+        self._fused = None
+
+    def _metrics(self):
+        if self.compiled_metrics is None:
+            out = self._layers[-1].output_shape
+            self.compiled_metrics = [_metrics.get(m, loss=self.loss.name, output_shape=out)
+                                     for m in self._metric_args]
+        return self.compiled_metrics
+
+    def _fused_output(self):
+        """(kind, loss_from_logits) if the last layer's activation can fuse with the loss."""
+        if self._fused is not None:
+            return self._fused
+        last = self.layers[-1]
+        act = getattr(last, "activation", None)
+        name = act.name if isinstance(act, _activations.Activation) else None
+        if isinstance(act, _activations.Softmax) and act.axis not in (-1, len(last.output_shape) - 1):
+            name = None
+        loss = self.loss
+        fused = (None, None)
+        if not loss.from_logits:
+            if name == "softmax" and isinstance(loss, _losses.CategoricalCrossentropy):
+                fused = ("softmax", type(loss)(from_logits=True))
+            elif name == "sigmoid" and isinstance(loss, _losses.BinaryCrossentropy):
+                fused = ("sigmoid", _losses.BinaryCrossentropy(from_logits=True))
+        self._fused = fused
+        return fused
+
+    # ------------------------------------------------------------------ one step
+    def _forward(self, x, training: bool):
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def _train_step(self, x, y, sw):
+        """One forward/backward/update step; returns (loss, y_pred)."""
+        kind, logits_loss = self._fused_output()
+        layers = self.layers
+        if kind is None:
+            h = self._forward(x, True)
+            y_pred = h
+            loss = self.loss(y, y_pred, sw)
+            grad = self.loss.gradient(y, y_pred, sw)
+            back = layers
+        else:
+            h = x
+            for layer in layers[:-1]:
+                h = layer.forward(h, training=True)
+            last = layers[-1]
+            z = last.forward_logits(h, True) if isinstance(last, _WithActivation) else h
+            loss = logits_loss(y, z, sw)
+            grad = logits_loss.gradient(y, z, sw)
+            y_pred = (_activations.softmax(z) if kind == "softmax" else _activations.sigmoid(z))
+            if isinstance(last, _WithActivation):
+                grad = last.backward_logits(grad)
+            back = layers[:-1]
+        for layer in reversed(back[self._first_param:]):
+            grad = layer.backward(grad)
+        reg = sum(l.regularization_loss() for l in layers if l._regularizers)
+        self.optimizer.apply(self._params, self._grads)
+        return loss + reg, y_pred
+
+    def train_on_batch(self, x, y, sample_weight=None) -> float:
+        """One training step on one batch; returns the loss."""
+        x, y, sw = self._check_data(x, y, sample_weight, "train_on_batch")
+        self._prepare_training(y)
+        loss, _ = self._train_step(x, y, sw)
+        return loss
+
+    def _prepare_training(self, y):
+        if self.optimizer is None:
+            raise ValueError("the model must be compiled before training: call "
+                             "model.compile(optimizer, loss, metrics)")
+        self._params = self.trainable_params
+        self._grads = self.trainable_grads
+        self._check_labels(y)
+
+    def _check_labels(self, y):
+        if isinstance(self.loss, _losses.SparseCategoricalCrossentropy) and y.size:
+            k = self._layers[-1].output_shape[-1]
+            lo, hi = np.min(y), np.max(y)
+            if lo < 0 or hi >= k:
+                raise ValueError(f"labels must be in [0, {k}) for sparse_categorical_crossentropy "
+                                 f"with {k} output units, received values in [{lo}, {hi}]")
+
+    # ------------------------------------------------------------------ data checks
+    def _check_x(self, x, name="x"):
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{name} must be a numpy array, received {type(x).__name__}")
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"{name} must be numeric, received dtype {x.dtype}")
+        if x.ndim < 2:
+            raise ValueError(f"{name} must have a batch dimension and at least one feature "
+                             f"dimension, received shape {x.shape}")
+        self._ensure_built(x)
+        return x
+
+    def _check_data(self, x, y, sample_weight, where):
+        x = self._check_x(x)
+        y = np.asarray(y)
+        if y.dtype.kind not in "fiub":
+            raise TypeError(f"y must be numeric, received dtype {y.dtype}")
+        if len(y) != len(x):
+            raise ValueError(f"{where}: x and y must have the same number of samples, received "
+                             f"{len(x)} and {len(y)}")
+        sw = None
+        if sample_weight is not None:
+            sw = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+            if len(sw) != len(x):
+                raise ValueError(f"sample_weight must have one weight per sample ({len(x)}), "
+                                 f"received {len(sw)}")
+        return x, y, sw
+
+    def _batch(self, a, idx):
+        out = a[idx]
+        dt = self.layers[0].dtype
+        if out.dtype != dt and out.dtype.kind in "fiub" and a is self._x_fit:
+            out = out.astype(dt)
+        return out
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, x=None, y=None, batch_size: int = 32, epochs: int = 1, verbose=1,
+            callbacks=None, validation_split: float = 0.0, validation_data=None,
+            shuffle: bool = True, class_weight: Optional[Dict[int, float]] = None,
+            sample_weight=None, initial_epoch: int = 0):
+        """Train the model.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, ...)
+        y : ndarray, shape (N, ...) targets (integer labels for sparse cross-entropy)
+        batch_size : int, default 32
+        epochs : int, default 1
+        verbose : {0, 1, 2, "auto"}
+            1: a progress bar per epoch; 2: one line per epoch; 0: silent.
+        callbacks : list of Callback
+        validation_split : float in [0, 1)
+            Fraction of the data, taken from the end before shuffling, held out.
+        validation_data : (x_val, y_val) or (x_val, y_val, sample_weight_val)
+        shuffle : bool
+            Reshuffle the training samples every epoch (with fastnn's seeded generator).
+        class_weight : dict {class: weight}, optional
+        sample_weight : ndarray, shape (N,), optional
+
+        Returns
+        -------
+        History
+        """
+        batch_size = _positive_int(batch_size, "batch_size")
+        epochs = _nonneg_int(epochs, "epochs")
+        verbose = 1 if verbose == "auto" else verbose
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1, 2 or 'auto', received {verbose!r}")
+        x, y, sw = self._check_data(x, y, sample_weight, "fit")
+        if not 0 <= validation_split < 1:
+            raise ValueError(f"validation_split must be in [0, 1), received {validation_split!r}")
+        if validation_data is not None and validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
+        if validation_split:
+            n_val = int(math.floor(len(x) * validation_split))
+            if n_val == 0:
+                raise ValueError(f"validation_split={validation_split} leaves no validation "
+                                 f"samples out of {len(x)}")
+            validation_data = (x[-n_val:], y[-n_val:]) + ((sw[-n_val:],) if sw is not None else ())
+            x, y = x[:-n_val], y[:-n_val]
+            sw = sw[:-n_val] if sw is not None else None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be (x_val, y_val) or "
+                                 "(x_val, y_val, sample_weight_val)")
+        if class_weight is not None:
+            sw = self._apply_class_weight(y, class_weight, sw)
+        self._prepare_training(y)
+        metrics = self._metrics()
+        n = len(x)
+        steps = int(math.ceil(n / batch_size)) if n else 0
+        self.stop_training = False
+        cbs = _callbacks.CallbackList(
+            callbacks, add_history=True, add_progbar=verbose != 0, model=self,
+            verbose=verbose, epochs=epochs, steps=steps,
+            samples=n, metrics=["loss"] + [m.name for m in metrics])
+        history = cbs.history
+        self._x_fit = x
+        rng = get_rng()
+        logs: Dict[str, float] = {}
+        cbs.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            for m in metrics:
+                m.reset_state()
+            cbs.on_epoch_begin(epoch)
+            order = rng.permutation(n) if shuffle else np.arange(n)
+            loss_sum, seen = 0.0, 0
+            for step in range(steps):
+                idx = order[step * batch_size:(step + 1) * batch_size]
+                cbs.on_train_batch_begin(step)
+                xb = self._batch(x, idx)
+                yb = y[idx]
+                swb = None if sw is None else sw[idx]
+                loss, y_pred = self._train_step(xb, yb, swb)
+                loss_sum += loss * len(idx)
+                seen += len(idx)
+                for m in metrics:  # Keras: sample weights weight the loss, not the metrics
+                    m.update_state(yb, y_pred)
+                logs = {"loss": loss_sum / seen}
+                for m in metrics:
+                    value = _scalar(m.result())
+                    if np.ndim(value) == 0:  # per-class arrays are for evaluate, not the bar
+                        logs[m.name] = value
+                cbs.on_train_batch_end(step, logs)
+                if self.stop_training:
+                    break
+            epoch_logs = dict(logs)
+            if validation_data is not None and not self.stop_training:
+                val = self.evaluate(*validation_data[:2], batch_size=batch_size, verbose=0,
+                                    sample_weight=(validation_data[2] if len(validation_data) == 3
+                                                   else None), return_dict=True)
+                epoch_logs.update({f"val_{k}": v for k, v in val.items()})
+            cbs.on_epoch_end(epoch, epoch_logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end(epoch_logs if epochs > initial_epoch else {})
+        self._x_fit = None
+        self.history = history
+        return history
+
+    def _apply_class_weight(self, y, class_weight, sw):
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"class_weight must be a dict {{class: weight}}, received "
+                            f"{type(class_weight).__name__}")
+        labels = y.reshape(len(y), -1)
+        labels = labels[:, 0] if labels.shape[1] == 1 else np.argmax(labels, axis=1)
+        labels = labels.astype(np.int64)
+        weights = np.ones(len(y))
+        for cls, w in class_weight.items():
+            weights[labels == int(cls)] = float(w)
+        return weights if sw is None else sw * weights
+
+    # ------------------------------------------------------------------ evaluate / predict
+    def predict(self, x, batch_size: int = 32, verbose=0, callbacks=None) -> np.ndarray:
+        """Outputs for ``x``, computed in batches (inference mode).
+
+        Returns
+        -------
+        ndarray, shape (N,) + output_shape[1:]
+        """
+        batch_size = _positive_int(batch_size, "batch_size")
+        x = self._check_x(x)
+        dt = self.layers[0].dtype
+        outs = []
+        for i in range(0, len(x), batch_size):
+            outs.append(self._forward(np.asarray(x[i:i + batch_size], dtype=dt), False))
+        if not outs:
+            return np.zeros((0,) + tuple(self.output_shape[1:]), dtype=dt)
+        return np.concatenate(outs, axis=0)
+
+    def predict_on_batch(self, x) -> np.ndarray:
+        x = self._check_x(x)
+        return self._forward(np.asarray(x, dtype=self.layers[0].dtype), False)
+
+    def evaluate(self, x=None, y=None, batch_size: int = 32, verbose=1, sample_weight=None,
+                 return_dict: bool = False, callbacks=None):
+        """Loss and metrics on ``(x, y)`` in inference mode.
+
+        Returns
+        -------
+        float (loss only), list ``[loss, *metrics]``, or a dict with ``return_dict=True``.
+        """
+        if self.loss is None:
+            raise ValueError("the model must be compiled before evaluate: call model.compile")
+        batch_size = _positive_int(batch_size, "batch_size")
+        x, y, sw = self._check_data(x, y, sample_weight, "evaluate")
+        self._check_labels(y)
+        metrics = self._metrics()
+        for m in metrics:
+            m.reset_state()
+        kind, logits_loss = self._fused_output()
+        dt = self.layers[0].dtype
+        total, wsum = 0.0, 0
+        t0 = time.perf_counter()
+        for i in range(0, len(x), batch_size):
+            xb = np.asarray(x[i:i + batch_size], dtype=dt)
+            yb = y[i:i + batch_size]
+            swb = None if sw is None else sw[i:i + batch_size]
+            if kind is None:
+                y_pred = self._forward(xb, False)
+                loss = self.loss(yb, y_pred, swb)
+            else:
+                h = xb
+                for layer in self.layers[:-1]:
+                    h = layer.forward(h, training=False)
+                last = self.layers[-1]
+                z = last.forward_logits(h, False) if isinstance(last, _WithActivation) else h
+                loss = logits_loss(yb, z, swb)
+                y_pred = _activations.softmax(z) if kind == "softmax" else _activations.sigmoid(z)
+            total += loss * len(yb)
+            wsum += len(yb)
+            for m in metrics:
+                m.update_state(yb, y_pred)
+        reg = sum(l.regularization_loss() for l in self.layers if l._regularizers)
+        result = {"loss": (total / wsum if wsum else 0.0) + reg}
+        for m in metrics:
+            result[m.name] = _scalar(m.result())
+        if verbose:
+            dt_s = time.perf_counter() - t0
+            print(" - ".join([f"{len(x)}/{len(x)} {dt_s:.1f}s"] +
+                             [f"{k}: {v:.4f}" for k, v in result.items() if np.ndim(v) == 0]))
+        if return_dict:
+            return result
+        vals = list(result.values())
+        return vals[0] if len(vals) == 1 else vals
+
+    # ------------------------------------------------------------------ summary
+    def summary(self, print_fn=None) -> None:
+        """Print the layers, their output shapes and parameter counts."""
+        self._require_built("summary")
+        out = print_fn or print
+        rows = [(f"{l.name} ({type(l).__name__})", _fmt(l.output_shape), f"{l.count_params():,}")
+                for l in self.layers]
+        w = [max(len(h), *(len(r[i]) for r in rows)) + 2
+             for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
+        line = "_" * sum(w)
+        out(f'Model: "{self.name}"')
+        out(line)
+        out("Layer (type)".ljust(w[0]) + "Output Shape".ljust(w[1]) + "Param #".rjust(w[2]))
+        out("=" * sum(w))
+        for r in rows:
+            out(r[0].ljust(w[0]) + r[1].ljust(w[1]) + r[2].rjust(w[2]))
+        out("=" * sum(w))
+        trainable = sum(p.size for l in self.layers for p in l.trainable_params.values())
+        total = self.count_params()
+        out(f"Total params: {total:,}")
+        out(f"Trainable params: {trainable:,}")
+        out(f"Non-trainable params: {total - trainable:,}")
+        out(line)
+
+    # ------------------------------------------------------------------ config, save, load
+    def get_config(self) -> dict:
+        return {"name": self.name,
+                "layers": [{"class_name": type(l).__name__, "config": l.get_config()}
+                           for l in self._layers],
+                "input_shape": None if self._input_shape is None else list(self._input_shape[1:])}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Sequential":
+        model = cls(name=config.get("name"))
+        for spec in config["layers"]:
+            model._layers.append(_layers.get(spec["class_name"], spec["config"]))
+        if config.get("input_shape") is not None:
+            model.build((None,) + tuple(config["input_shape"]))
+        return model
+
+    def save(self, filepath) -> None:
+        """Write architecture, weights, compile settings and optimizer state to one file.
+
+        The file (a zip archive, conventionally ``*.fastnn``) is written to a temporary file
+        beside the target and renamed over it, so an interrupted save never leaves a
+        half-written model.
+        """
+        self._require_built("save")
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, "config": self.get_config(),
+                "compile": None}
+        arrays = {f"weights/{i}": w for i, w in enumerate(self.get_weights())}
+        if self.optimizer is not None:
+            meta["compile"] = {
+                "optimizer": {"class_name": type(self.optimizer).__name__,
+                              "config": self.optimizer.get_config()},
+                "loss": self.loss.get_config(),
+                "metrics": [m if isinstance(m, str) else _metrics.serialize(m)
+                            for m in self._metric_args]}
+            for i, s in enumerate(self.optimizer.get_state()):
+                arrays[f"optimizer/{i}"] = np.asarray(s)
+        try:
+            json.dumps(meta)
+        except TypeError as exc:
+            raise ValueError(f"cannot save the model: its configuration holds an object that "
+                             f"cannot be written to a file ({exc}); e.g. give the optimizer "
+                             f"a LearningRateSchedule instead of a plain function") from None
+        _atomic_zip(filepath, meta, arrays)
+
+    def save_weights(self, filepath) -> None:
+        """Write only the weights (atomically)."""
+        self._require_built("save_weights")
+        meta = {"format": FORMAT + "-weights", "version": FORMAT_VERSION}
+        _atomic_zip(filepath, meta, {f"weights/{i}": w for i, w in enumerate(self.get_weights())})
+
+    def load_weights(self, filepath) -> None:
+        """Load weights written by :meth:`save_weights` or :meth:`save`."""
+        meta, arrays = _read_zip(filepath, (FORMAT, FORMAT + "-weights"))
+        self.set_weights(_ordered(arrays, "weights"))
+
+
+def load_model(filepath, compile: bool = True) -> Sequential:
+    """Load a model written by :meth:`Sequential.save`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is truncated, corrupt, or not a fastnn model.
+    """
+    meta, arrays = _read_zip(filepath, (FORMAT,))
+    try:
+        model = Sequential.from_config(meta["config"])
+        model.set_weights(_ordered(arrays, "weights"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{filepath}: not a valid fastnn model ({exc})") from exc
+    comp = meta.get("compile")
+    if compile and comp:
+        opt_cls = comp["optimizer"]["class_name"]
+        optimizer = _optimizers.get({"class_name": opt_cls,
+                                     "config": comp["optimizer"]["config"]})
+        model.compile(optimizer=optimizer, loss=_losses.get(comp["loss"]),
+                      metrics=comp["metrics"])
+        state = _ordered(arrays, "optimizer")
+        if state:
+            optimizer.set_state(state)
+    return model
+
+
+def _ordered(arrays: dict, prefix: str) -> List[np.ndarray]:
+    keys = sorted((k for k in arrays if k.startswith(prefix + "/")),
+                  key=lambda k: int(k.split("/")[1]))
+    return [arrays[k] for k in keys]
+
+
+def _atomic_zip(filepath, meta: dict, arrays: Dict[str, np.ndarray]) -> None:
+    path = os.fspath(filepath)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr("meta.json", json.dumps(meta))
+                for name, arr in arrays.items():
+                    buf = io.BytesIO()
+                    np.save(buf, np.asarray(arr), allow_pickle=False)
+                    zf.writestr(name + ".npy", buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _read_zip(filepath, formats) -> tuple:
+    path = os.fspath(filepath)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such model file: {path}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if "meta.json" not in names:
+                raise ValueError("meta.json is missing")
+            meta = json.loads(zf.read("meta.json").decode("utf-8"))
+            if not isinstance(meta, dict) or meta.get("format") not in formats:
+                raise ValueError(f"format is {meta.get('format') if isinstance(meta, dict) else meta!r}, "
+                                 f"expected one of {list(formats)}")
+            arrays = {}
+            for name in names:
+                if name.endswith(".npy"):
+                    arrays[name[:-4]] = np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, OSError, json.JSONDecodeError, UnicodeDecodeError,
+            ValueError, zipfile.LargeZipFile) as exc:
+        raise ValueError(f"{path}: not a readable fastnn model file (truncated, corrupt or "
+                         f"another format): {exc}") from exc
+    return meta, arrays
+
+
+def _positive_int(v, name):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive int, received {name}={v!r}")
+    return int(v)
+
+
+def _nonneg_int(v, name):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+        raise ValueError(f"{name} must be a non-negative int, received {name}={v!r}")
+    return int(v)
+
+
+def _scalar(v):
+    a = np.asarray(v)
+    return float(a) if a.ndim == 0 else a
