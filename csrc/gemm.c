@@ -7,9 +7,14 @@
  *       for each tile (ic block of MC rows) x (group of NR micro-panels), in parallel:
  *         pack A[ic:ic+MC, pc:pc+KC]          (into this thread's slice of the workspace)
  *         for jr in the group, for ir in MC:  micro-kernel on an MR x NR tile of C
- * Threads split independent output tiles only, never the K reduction, so results do not
- * depend on the thread count. The micro-kernel and blocking come from the ISA registry
- * (gemm_kernels.c); fnn_gemm_ref is the plain reference it is tested against.
+ * Threads split independent output tiles only, so results do not depend on the thread
+ * count. Products with a small output and a long K (the dW = cols^T * dY of a convolution:
+ * 9 x 32 x 86528) have too few tiles to share; they take the K-split path instead: K is cut
+ * into fixed KSPLIT-long pieces (a partition that depends on the shape only), threads
+ * compute the pieces serially into partial products, and the partials are summed in a
+ * fixed order, so results still do not depend on the thread count.
+ * The micro-kernel and blocking come from the ISA registry (gemm_kernels.c); fnn_gemm_ref
+ * is the plain reference it is tested against.
  */
 #include <string.h>
 
@@ -36,6 +41,14 @@ static real *align_ws(real *ws)
 
 /* Elements of workspace fnn_gemm needs for an m x n x k product with the current ISA and
  * thread count: the shared B panel, one A block per thread, and alignment slack. */
+#define KSPLIT 4096
+
+/* The K-split path: small outputs (few tiles) with a long K. Depends on the shape only. */
+static int use_ksplit(int64_t m, int64_t n, int64_t k)
+{
+    return m * n <= 192 * 192 && k >= 2 * KSPLIT;
+}
+
 int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
 {
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
@@ -43,6 +56,11 @@ int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
     int64_t nc = round_up(min64(kr->nc, n < 1 ? 1 : n), kr->nr);
     int64_t mc = round_up(min64(kr->mc, m < 1 ? 1 : m), kr->mr);
     int64_t nt = fnn_get_num_threads();
+    if (use_ksplit(m, n, k)) {
+        const int64_t nsplit = (k + KSPLIT - 1) / KSPLIT;
+        return nt * (kc * nc + mc * kc + 2 * WS_ALIGN) + nsplit * round_up(m * n, WS_ALIGN) +
+               WS_ALIGN;
+    }
     return kc * nc + WS_ALIGN + nt * (mc * kc + WS_ALIGN) + WS_ALIGN;
 }
 
@@ -93,6 +111,101 @@ static void pack_b_panel(int64_t kc, int64_t cols, const real *b, int64_t rsb, i
     }
 }
 
+/* Multiply one MR x NR micro-tile, through a scratch tile at the edges of C. */
+static inline void tile(const kernel_t *kr, int64_t kc, const real *app, const real *bpp,
+                        int64_t rows, int64_t cols, real alpha, real beta, real *cij,
+                        int64_t ldc, real *tmp)
+{
+    const int mr = kr->mr, nr = kr->nr;
+    if (rows == mr && cols == nr) {
+        kr->ukr(kc, app, bpp, cij, ldc, alpha, beta);
+        return;
+    }
+    kr->ukr(kc, app, bpp, tmp, nr, alpha, 0);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            const real v = tmp[i * nr + j];
+            real *o = cij + i * ldc + j;
+            *o = beta == 0 ? v : v + beta * *o;
+        }
+}
+
+/* One thread: C (m x n) = alpha * op(A) * op(B) + beta * C with packing buffers ap
+ * (MC x KC) and bp (KC x NC). Same loops as the threaded driver below. */
+static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real alpha,
+                        const real *a, int64_t rsa, int64_t csa, const real *b, int64_t rsb,
+                        int64_t csb, real beta, real *ap, real *bp, real *c, int64_t ldc)
+{
+    const int mr = kr->mr, nr = kr->nr;
+    const int64_t KC = min64(kr->kc, k);
+    const int64_t NC = round_up(min64(kr->nc, n), nr);
+    const int64_t MC = round_up(min64(kr->mc, m), mr);
+    _Alignas(64) real tmp[32 * 32];
+    for (int64_t jc = 0; jc < n; jc += NC) {
+        const int64_t nc = min64(NC, n - jc);
+        for (int64_t pc = 0; pc < k; pc += KC) {
+            const int64_t kc = min64(KC, k - pc);
+            const real beta_p = pc == 0 ? beta : (real)1;
+            for (int64_t j0 = 0; j0 < nc; j0 += nr)
+                pack_b_panel(kc, min64(nr, nc - j0), b + pc * rsb + (jc + j0) * csb, rsb, csb,
+                             nr, bp + j0 * kc);
+            for (int64_t ic = 0; ic < m; ic += MC) {
+                const int64_t mc = min64(MC, m - ic);
+                pack_a(mc, kc, a + ic * rsa + pc * csa, rsa, csa, mr, ap);
+                for (int64_t j0 = 0; j0 < nc; j0 += nr)
+                    for (int64_t i0 = 0; i0 < mc; i0 += mr)
+                        tile(kr, kc, ap + i0 * kc, bp + j0 * kc, min64(mr, mc - i0),
+                             min64(nr, nc - j0), alpha, beta_p,
+                             c + (ic + i0) * ldc + jc + j0, ldc, tmp);
+            }
+        }
+    }
+}
+
+/* The K-split path (see the file comment): partial products of fixed K pieces, computed in
+ * parallel, then summed in piece order into C. */
+static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real alpha,
+                        const real *a, int64_t rsa, int64_t csa, const real *b, int64_t rsb,
+                        int64_t csb, real beta, real *ws, real *c, int64_t ldc)
+{
+    const int64_t KC = min64(kr->kc, k);
+    const int64_t NC = round_up(min64(kr->nc, n), kr->nr);
+    const int64_t MC = round_up(min64(kr->mc, m), kr->mr);
+    const int64_t nsplit = (k + KSPLIT - 1) / KSPLIT;
+    const int64_t pstride = round_up(m * n, WS_ALIGN);
+    const int64_t tstride = round_up(KC * NC, WS_ALIGN) + round_up(MC * KC, WS_ALIGN);
+    const int nt = fnn_get_num_threads();
+    real *partial = align_ws(ws);
+    real *thread_ws = partial + nsplit * pstride;
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num();
+#else
+        const int tid = 0;
+#endif
+        real *bp = thread_ws + tid * tstride;
+        real *ap = bp + round_up(KC * NC, WS_ALIGN);
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < nsplit; s++) {
+            const int64_t k0 = s * KSPLIT, kl = min64(KSPLIT, k - k0);
+            gemm_serial(kr, m, n, kl, 1, a + k0 * csa, rsa, csa, b + k0 * rsb, rsb, csb, 0, ap,
+                        bp, partial + s * pstride, n);
+        }
+        /* implicit barrier: every partial is complete */
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                real acc = partial[i * n + j];
+                for (int64_t s = 1; s < nsplit; s++)
+                    acc += partial[s * pstride + i * n + j];
+                real *o = c + i * ldc + j;
+                *o = beta == 0 ? alpha * acc : alpha * acc + beta * *o;
+            }
+    }
+}
+
 /* C (m x n, ldc) = alpha * op(A) * op(B) + beta * C; overwrites C when beta == 0 (never
  * reads it, so NaN there does not propagate). op(A) is m x k: A is m x k (lda) or, with
  * trans_a, k x m (lda); likewise op(B) is k x n. ws: fnn_gemm_ws(m, n, k) elements. */
@@ -112,6 +225,10 @@ void FNN(gemm)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, real a
     const int mr = kr->mr, nr = kr->nr;
     const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
     const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
+    if (use_ksplit(m, n, k)) {
+        gemm_ksplit(kr, m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, ws, c, ldc);
+        return;
+    }
     const int64_t KC = min64(kr->kc, k);
     const int64_t NC = round_up(min64(kr->nc, n), nr);
     const int64_t MC = round_up(min64(kr->mc, m), mr);
@@ -169,22 +286,9 @@ void FNN(gemm)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, real a
                     for (int64_t jp = jp0; jp < jp1; jp++) {
                         const int64_t j0 = jp * nr, cols = min64(nr, nc - j0);
                         const real *bpp = bp + jp * nr * kc;
-                        for (int64_t i0 = 0; i0 < mc; i0 += mr) {
-                            const int64_t rows = min64(mr, mc - i0);
-                            real *cij = c + (ic + i0) * ldc + jc + j0;
-                            const real *app = ap + i0 * kc;
-                            if (rows == mr && cols == nr) {
-                                kr->ukr(kc, app, bpp, cij, ldc, alpha, beta_p);
-                            } else {
-                                kr->ukr(kc, app, bpp, tmp, nr, alpha, 0);
-                                for (int64_t i = 0; i < rows; i++)
-                                    for (int64_t j = 0; j < cols; j++) {
-                                        real v = tmp[i * nr + j];
-                                        real *o = cij + i * ldc + j;
-                                        *o = beta_p == 0 ? v : v + beta_p * *o;
-                                    }
-                            }
-                        }
+                        for (int64_t i0 = 0; i0 < mc; i0 += mr)
+                            tile(kr, kc, ap + i0 * kc, bpp, min64(mr, mc - i0), cols, alpha,
+                                 beta_p, c + (ic + i0) * ldc + jc + j0, ldc, tmp);
                     }
                 }
                 /* implicit barrier: nobody repacks B while others still read it */

@@ -44,14 +44,15 @@ def require_backend(name: str) -> str:
     """Load backend ``name`` or skip the test (fail it if the backend is required)."""
     try:
         _backend.load(name)
+        return name
     except ImportError as exc:
-        if name in required_backends() or name == REFERENCE:
-            pytest.fail(f"backend {name!r} is required (FASTNN_REQUIRE_BACKENDS="
-                        f"{os.environ.get('FASTNN_REQUIRE_BACKENDS', '')!r}; the numpy "
-                        f"reference is always required) but unavailable: {exc}",
-                        pytrace=False)
-        pytest.skip(f"backend {name!r} unavailable: {exc}")
-    return name
+        reason = str(exc)  # fastnn._backend says why (import error, missing package...)
+    if name in required_backends() or name == REFERENCE:
+        pytest.fail(f"backend {name!r} is required (FASTNN_REQUIRE_BACKENDS="
+                    f"{os.environ.get('FASTNN_REQUIRE_BACKENDS', '')!r}; the numpy "
+                    f"reference is always required) but unavailable: {reason}",
+                    pytrace=False)
+    pytest.skip(f"backend {name!r} unavailable: {reason}")
 
 
 def pytest_configure(config):

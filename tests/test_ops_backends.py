@@ -11,10 +11,9 @@ import zlib
 import numpy as np
 import pytest
 
-import fastnn
 from fastnn import ops
 from conftest import (DTYPES, absmax, assert_close, assert_same, distinct, rand, reference,
-                      to_layout, weights_to_layout, x_shape_in)
+                      to_layout, tolerance, weights_to_layout, x_shape_in)
 
 LAYOUTS = ("NHWC", "NCHW")
 DT_IDS = ["f32", "f64"]
@@ -133,6 +132,34 @@ def test_matmul_noncontiguous(backend, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_matmul_out_aliases_input(backend, beta, dtype):
+    """``out`` may be (a view of) an input: the result is as if the inputs were copied."""
+    rng = _rng("mmalias", beta)
+    k = 33
+    for which, ta, tb in (("a", False, False), ("b", False, False), ("a", True, False),
+                          ("b", False, True), ("ab", False, True)):
+        a0, b0 = rand(rng, (k, k), dtype), rand(rng, (k, k), dtype)
+        ref = reference(ops.matmul, a0, b0.copy() if which != "ab" else a0, trans_a=ta,
+                        trans_b=tb, alpha=0.5, beta=beta,
+                        out=(a0 if which in ("a", "ab") else b0).copy())
+        a, b = a0.copy(), b0.copy()
+        if which == "ab":
+            b = a
+        out = a if which in ("a", "ab") else b
+        got = ops.matmul(a, b, trans_a=ta, trans_b=tb, alpha=0.5, beta=beta, out=out)
+        assert got is out
+        assert_close(got, ref, k=k + 1, what=f"matmul out is {which} (ta={ta}, tb={tb})")
+    # out is a transposed view of a
+    a0, b0 = rand(rng, (k, k), dtype), rand(rng, (k, k), dtype)
+    ref = reference(ops.matmul, a0, b0, beta=beta, out=a0.T.copy())
+    a = a0.copy()
+    got = ops.matmul(a, b0, beta=beta, out=a.T)
+    assert_close(a.T, ref, k=k + 1, what="matmul out is a.T")
+    assert got.base is a or got is a.T or np.shares_memory(got, a)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 def test_matmul_empty(backend, dtype):
     a = np.zeros((0, 5), dtype)
     b = np.ones((5, 3), dtype)
@@ -214,8 +241,9 @@ def test_col2im_is_adjoint_of_im2col(backend, case, layout, dtype):
     cols = rand(rng, ops.im2col(x, ks, **geo).shape, dtype)
     lhs = float(np.sum(ops.im2col(x, ks, **geo).astype(np.float64) * cols))
     rhs = float(np.sum(x.astype(np.float64) * ops.col2im(cols, x.shape, ks, **geo)))
-    tol = 1e-4 if dtype == np.float32 else 1e-10
-    assert abs(lhs - rhs) <= tol * max(1.0, abs(lhs)) * np.sqrt(cols.size)
+    # both sides sum cols.size products of at most max|x| * max|cols|
+    np.testing.assert_allclose(lhs, rhs, **tolerance(dtype, k=cols.size,
+                                                     scale=absmax(x) * absmax(cols)))
 
 
 EPILOGUES = {"plain": (False, None), "bias_relu": (True, "relu")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import sys
 import threading
 import zlib
@@ -235,8 +236,10 @@ def _run_python(code, **env_extra):
     env.update(env_extra)
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    # cwd outside the checkout: `python -c` puts the cwd first on sys.path, and the source
+    # tree's fastnn/ (no compiled extension there in CI) must not shadow the installed one.
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, cwd=tempfile.gettempdir())
 
 
 PRINT_ACTIVE = "import fastnn; print(fastnn.backend_info()['active'])"
@@ -283,3 +286,38 @@ def test_required_backends_load():
     from conftest import required_backends
     for name in sorted(required_backends()):
         require_backend(name)
+
+
+def test_require_backends_turns_skip_into_failure(tmp_path):
+    """An unavailable backend is skipped, unless FASTNN_REQUIRE_BACKENDS names it: then the
+    test fails with the registry's reason (CI can never silently skip a backend)."""
+    fake = tmp_path / "fake" / "numba"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        'raise ImportError("numba deliberately broken by test_threads")\n')
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    target = os.path.join(tests_dir, "test_threads.py") + "::test_backend_info"
+    args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", target,
+            "-k", "numba", "-rfEs"]
+
+    def run(**env_extra):
+        env = dict(os.environ)
+        for var in ("FASTNN_BACKEND", "FASTNN_REQUIRE_BACKENDS"):
+            env.pop(var, None)
+        env.update(env_extra)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "fake"), root,
+                                             env.get("PYTHONPATH", "")])
+        return subprocess.run([sys.executable] + args, env=env, capture_output=True,
+                              text=True, timeout=300, cwd=str(tmp_path))
+
+    skipped = run()
+    assert skipped.returncode == 0, skipped.stdout + skipped.stderr
+    assert "1 skipped" in skipped.stdout and "deliberately broken" in skipped.stdout
+    failed = run(FASTNN_REQUIRE_BACKENDS="c, numba,numpy")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "deliberately broken" in failed.stdout, failed.stdout
+    assert "FASTNN_REQUIRE_BACKENDS" in failed.stdout
+    assert "skipped" not in failed.stdout.splitlines()[-1]
+    bogus = run(FASTNN_REQUIRE_BACKENDS="c,cuda")
+    assert bogus.returncode != 0 and "cuda" in bogus.stdout + bogus.stderr

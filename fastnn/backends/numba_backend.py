@@ -19,9 +19,8 @@ tile and each depth block of ``KC``, the ``KC x NB`` block of ``op(b)`` is packe
 contiguous per-worker buffer, then a 4-row x 4-deep micro-kernel updates a 4 x NB strip
 of a per-worker accumulator with a contiguous (vectorisable) loop over the columns. The
 full K reduction of a tile happens in one worker, in a fixed order. Transposes are
-handled with strides (``op(a)[i, p] = a.flat[i*ars + p*acs]``); when ``N`` is small
-and ``M`` large the product is computed as ``c.T = op(b).T @ op(a).T`` so the vector
-loop stays long.
+handled with strides (``op(a)[i, p] = a.flat[i*ars + p*acs]``) while packing, so no
+transpose of a whole matrix is ever made.
 """
 from __future__ import annotations
 
@@ -63,15 +62,13 @@ def isa() -> str:
 _MB = 128
 _KC = 128
 _NB = {np.dtype(np.float32): 256, np.dtype(np.float64): 128}
-# Compute c.T = op(b).T @ op(a).T when n is below this and m is larger than n.
-_SWAP_N = 64
 
 
 @njit(cache=True)
-def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alpha, beta,
+def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
                  bp, ap, ac, mb_max, nb_max, kc_max):
     """Worker ``wk`` of ``nwork``: the tiles wk, wk + nwork, ... of
-    c.flat[i*crs + j*ccs] = alpha * sum_p a.flat[i*ars + p*acs] * b.flat[p*brs + j*bcs]
+    c.flat[i*n + j] = alpha * sum_p a.flat[i*ars + p*acs] * b.flat[p*brs + j*bcs]
     (+ beta * old c), for i < m, j < n.
 
     ``bp`` (kc_max*nb_max) holds the packed block of op(b), ``ap`` (4*kc_max) the packed
@@ -166,23 +163,23 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alph
             p0 += kc_max
         # write the tile out: c = alpha * acc (+ beta * c)
         for i in range(mb):
-            cr = (i0 + i) * crs + j0 * ccs
+            cr = (i0 + i) * n + j0
             ar = i * nb
             if beta == 0:
                 for j in range(nb):
-                    c[cr + j * ccs] = alpha * ac[ar + j]
+                    c[cr + j] = alpha * ac[ar + j]
             else:
                 for j in range(nb):
-                    c[cr + j * ccs] = alpha * ac[ar + j] + beta * c[cr + j * ccs]
+                    c[cr + j] = alpha * ac[ar + j] + beta * c[cr + j]
         t += nwork
 
 
 @njit(parallel=True, cache=True)
-def _gemm_kernel(a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alpha, beta,
-                 bpack, apack, acc, mb_max, nb_max, kc_max):
+def _gemm_kernel(a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta, bpack, apack, acc,
+                 mb_max, nb_max, kc_max):
     nwork = bpack.shape[0]
     for wk in prange(nwork):
-        _gemm_worker(np.int64(wk), nwork, a, ars, acs, b, brs, bcs, c, crs, ccs, m, n, k, alpha, beta,
+        _gemm_worker(np.int64(wk), nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
                      bpack[wk], apack[wk], acc[wk], mb_max, nb_max, kc_max)
 
 
@@ -231,22 +228,19 @@ def gemm(trans_a, trans_b, alpha, a, b, beta, c):
     # op(a)[i, p] = a.flat[i*ars + p*acs]; op(b)[p, j] = b.flat[p*brs + j*bcs]
     ars, acs = (1, m) if trans_a else (k, 1)
     brs, bcs = (1, k) if trans_b else (n, 1)
-    crs, ccs = n, 1
-    af, bf = a.reshape(-1), b.reshape(-1)
-    if n < _SWAP_N and m > n:
-        # c.T (n x m) = op(b).T @ op(a).T
-        af, bf = bf, af
-        ars, acs, brs, bcs = bcs, brs, acs, ars
-        crs, ccs = 1, n
-        m, n = n, m
-    nb_max = _NB[c.dtype]
-    mb_max, kc_max = _MB, _KC
-    if n <= nb_max:
-        nb_max = n
-    ntiles = -(-m // mb_max) * -(-n // nb_max)
-    nwork = max(1, min(numba.get_num_threads(), ntiles))
+    nthreads = numba.get_num_threads()
+    nb_max = min(n, _NB[c.dtype])
+    nnb = -(-n // nb_max)
+    # Row blocks of at most _MB rows (a multiple of 4), but small enough that there are
+    # about two tiles per thread. Tile shapes never change any result: each element is
+    # reduced over p in the same order whatever the tiling.
+    mblocks = -(-2 * nthreads // nnb)
+    mb_max = min(_MB, max(4, (-(-m // mblocks) + 3) // 4 * 4))
+    kc_max = _KC
+    ntiles = -(-m // mb_max) * nnb
+    nwork = max(1, min(nthreads, ntiles))
     bpack, apack, acc = _buffers(c.dtype, nwork)
-    _gemm_kernel(af, ars, acs, bf, brs, bcs, c.reshape(-1), crs, ccs, m, n, k,
+    _gemm_kernel(a.reshape(-1), ars, acs, b.reshape(-1), brs, bcs, c.reshape(-1), m, n, k,
                  dt(alpha), dt(beta), bpack, apack, acc, mb_max, nb_max, kc_max)
 
 
@@ -481,7 +475,8 @@ def _bias_act_backward_kernel(dy, y, relu, dx, db, has_db, outer, ch, inner, nch
         nrows = ch
     part = np.empty((nchunks if mode == 1 else 0, ch), dtype=np.float64)
     for r in prange(nrows):
-        _bias_act_backward_part(dy, y, relu, dx, db, part, mode, np.int64(r), outer, ch, inner, nchunks)
+        _bias_act_backward_part(dy, y, relu, dx, db, part, mode, np.int64(r), outer, ch,
+                                inner, nchunks)
     if mode == 1:
         for ci in range(ch):
             s = 0.0
@@ -752,7 +747,8 @@ def _avgpool_bwd_kernel(dy, dx, nhwc, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh
                         oh, ow):
     nrows = nimg * h if nhwc else nimg * ch
     for r in prange(nrows):
-        _avgpool_bwd_row(dy, dx, nhwc, np.int64(r), h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        _avgpool_bwd_row(dy, dx, nhwc, np.int64(r), h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw,
+                         oh, ow)
 
 
 def avgpool2d_forward(x, g, layout, y):
