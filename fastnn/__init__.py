@@ -24,7 +24,8 @@ def __getattr__(name):
     # only wants fastnn.ops.
     import importlib
 
-    if name in ("activations", "callbacks", "datasets", "initializers", "layers", "losses",
-                "metrics", "models", "optimizers", "regularizers", "utils"):
+    if name in ("activations", "augmentation", "callbacks", "datasets", "initializers",
+                "layers", "losses", "metrics", "models", "optimizers", "regularizers",
+                "tuning", "utils"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'fastnn' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The ``fastnn`` command line: ``fastnn info``."""
+"""The ``fastnn`` command line: ``fastnn info``, ``fastnn demo``."""
 from __future__ import annotations
 
 import argparse
@@ -23,12 +23,42 @@ def _info(_args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    import fastnn
+    from .demo import run
+
+    if args.backend:
+        fastnn.set_backend(args.backend)
+    if args.threads:
+        fastnn.set_num_threads(args.threads)
+    run(epochs=args.epochs, batch_size=args.batch_size, sample=True if args.sample else None,
+        verbose=args.verbose)
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, received {text}")
+    return value
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="fastnn", description="fastnn command line")
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="print backends, instruction set and threads")
     p_info.add_argument("--json", action="store_true", help="also print the info as JSON")
     p_info.set_defaults(func=_info)
+    p_demo = sub.add_parser("demo", help="train the example CNN on Fashion-MNIST")
+    p_demo.add_argument("--epochs", type=_positive, default=10)
+    p_demo.add_argument("--batch-size", type=_positive, default=128)
+    p_demo.add_argument("--sample", action="store_true",
+                        help="use the shipped 3000/1000-image sample even if the full "
+                             "dataset is installed")
+    p_demo.add_argument("--backend", choices=["c", "numba", "numpy"], default=None)
+    p_demo.add_argument("--threads", type=_positive, default=None)
+    p_demo.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
+    p_demo.set_defaults(func=_demo)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -9,15 +9,17 @@ from .base import Layer
 from .conv import AveragePooling2D, Conv2D, GlobalAveragePooling2D, MaxPooling2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, ReLU, Softmax
 from .normalization import BatchNormalization
+from ..augmentation import RandomCrop, RandomFlip, RandomRotation, RandomTranslation
 
 __all__ = ["Layer", "Input", "InputLayer", "Dense", "Conv2D", "MaxPooling2D",
            "AveragePooling2D", "GlobalAveragePooling2D", "Flatten", "Dropout", "Activation",
-           "ReLU", "Softmax", "BatchNormalization", "get"]
+           "ReLU", "Softmax", "BatchNormalization", "RandomFlip", "RandomTranslation",
+           "RandomRotation", "RandomCrop", "get"]
 
 _CLASSES = {cls.__name__: cls for cls in
             (InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D,
              GlobalAveragePooling2D, Flatten, Dropout, Activation, ReLU, Softmax,
-             BatchNormalization)}
+             BatchNormalization, RandomFlip, RandomTranslation, RandomRotation, RandomCrop)}
 # Keras aliases
 _CLASSES.update(MaxPool2D=MaxPooling2D, AvgPool2D=AveragePooling2D,
                 GlobalAvgPool2D=GlobalAveragePooling2D)

@@ -1,0 +1,311 @@
+"""Image augmentation for NHWC batches, as Keras-style preprocessing layers.
+
+Put them first in a model; they transform each training batch at random and are the
+identity at inference (``training=False``)::
+
+    model = Sequential([
+        Input(shape=(28, 28, 1)),
+        RandomFlip("horizontal"),
+        RandomTranslation(0.1, 0.1),
+        RandomRotation(0.05),
+        Conv2D(32, 3, activation="relu"), ...])
+
+Each layer also works on its own: ``RandomRotation(0.1)(x, training=True)``. The same
+transforms are available as functions (:func:`random_flip`, :func:`random_shift`,
+:func:`random_rotation`, :func:`random_crop`) for a hand-written loop.
+
+Randomness comes from the layer's ``seed`` or fastnn's global generator
+(:func:`fastnn.utils.set_random_seed`). Augmentation layers sit before every trainable
+layer, so no gradient flows through them; their ``backward`` raises if one is asked for.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+from .layers.base import Layer
+from .utils import get_rng
+
+Factor = Union[float, Tuple[float, float]]
+_FILL_MODES = ("reflect", "constant", "nearest", "wrap")
+
+
+def _check_nhwc(x: np.ndarray, who: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"{who} expects an NHWC batch (N, H, W, C), received shape {x.shape}")
+    if x.dtype.kind != "f":
+        x = x.astype(np.float32)
+    return x
+
+
+def _range(factor: Factor, name: str, limit: Optional[float] = None) -> Tuple[float, float]:
+    if isinstance(factor, (int, float)) and not isinstance(factor, bool):
+        lo, hi = -abs(float(factor)), abs(float(factor))
+    elif isinstance(factor, (tuple, list)) and len(factor) == 2:
+        lo, hi = float(factor[0]), float(factor[1])
+    else:
+        raise TypeError(f"{name} must be a float or a pair (lower, upper), received {factor!r}")
+    if lo > hi or (limit is not None and (abs(lo) > limit or abs(hi) > limit)):
+        raise ValueError(f"{name} must satisfy lower <= upper"
+                         + (f" within [-{limit}, {limit}]" if limit else "") +
+                         f", received {factor!r}")
+    return lo, hi
+
+
+def _fill_index(idx: np.ndarray, size: int, mode: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Map integer coordinates outside [0, size) by ``mode``; returns (index, valid)."""
+    if mode == "constant":
+        valid = (idx >= 0) & (idx < size)
+        return np.clip(idx, 0, size - 1), valid
+    if mode == "nearest":
+        return np.clip(idx, 0, size - 1), np.ones(idx.shape, bool)
+    if mode == "wrap":
+        return np.mod(idx, size), np.ones(idx.shape, bool)
+    # reflect (Keras: d c b a | a b c d | d c b a)
+    period = 2 * size
+    m = np.mod(idx, period)
+    return np.where(m >= size, period - 1 - m, m), np.ones(idx.shape, bool)
+
+
+def affine_transform(x: np.ndarray, matrices: np.ndarray, fill_mode: str = "reflect",
+                     fill_value: float = 0.0, interpolation: str = "bilinear") -> np.ndarray:
+    """Resample each image of an NHWC batch through its own inverse affine map.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C)
+    matrices : ndarray, shape (N, 2, 3)
+        For each image, output pixel (row, col) reads input at
+        ``matrices[n] @ (row, col, 1)``.
+    fill_mode : {"reflect", "constant", "nearest", "wrap"}
+    interpolation : {"bilinear", "nearest"}
+
+    Returns
+    -------
+    ndarray shaped like x
+    """
+    if fill_mode not in _FILL_MODES:
+        raise ValueError(f"fill_mode must be one of {_FILL_MODES}, received {fill_mode!r}")
+    if interpolation not in ("bilinear", "nearest"):
+        raise ValueError(f"interpolation must be 'bilinear' or 'nearest', received "
+                         f"{interpolation!r}")
+    n, h, w, c = x.shape
+    rows, cols = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
+                             indexing="ij")
+    grid = np.stack([rows.ravel(), cols.ravel(), np.ones(h * w)])          # (3, H*W)
+    src = matrices @ grid                                                   # (N, 2, H*W)
+    sr, sc = src[:, 0], src[:, 1]
+    batch = np.arange(n)[:, None]
+    if interpolation == "nearest":
+        ri, rv = _fill_index(np.rint(sr).astype(np.int64), h, fill_mode)
+        ci, cv = _fill_index(np.rint(sc).astype(np.int64), w, fill_mode)
+        out = x[batch, ri, ci]                                              # (N, H*W, C)
+        out = np.where((rv & cv)[..., None], out, fill_value)
+        return out.reshape(x.shape).astype(x.dtype, copy=False)
+    r0, c0 = np.floor(sr).astype(np.int64), np.floor(sc).astype(np.int64)
+    fr, fc = (sr - r0)[..., None], (sc - c0)[..., None]
+    out = np.zeros((n, h * w, c), dtype=np.float64)
+    for dr, wr in ((0, 1 - fr), (1, fr)):
+        ri, rv = _fill_index(r0 + dr, h, fill_mode)
+        for dc, wc in ((0, 1 - fc), (1, fc)):
+            ci, cv = _fill_index(c0 + dc, w, fill_mode)
+            vals = np.where((rv & cv)[..., None], x[batch, ri, ci], fill_value)
+            out += wr * wc * vals
+    return out.reshape(x.shape).astype(x.dtype)
+
+
+def random_flip(x, mode: str = "horizontal", rng=None) -> np.ndarray:
+    """Flip each image of an NHWC batch left-right and/or up-down with probability 1/2."""
+    x = _check_nhwc(x, "random_flip")
+    if mode not in ("horizontal", "vertical", "horizontal_and_vertical"):
+        raise ValueError(f"mode must be 'horizontal', 'vertical' or 'horizontal_and_vertical', "
+                         f"received {mode!r}")
+    rng = get_rng(rng)
+    out = x.copy()
+    if "horizontal" in mode:
+        sel = rng.random(len(x)) < 0.5
+        out[sel] = out[sel, :, ::-1]
+    if "vertical" in mode:
+        sel = rng.random(len(x)) < 0.5
+        out[sel] = out[sel, ::-1]
+    return out
+
+
+def random_shift(x, height_factor: Factor = 0.1, width_factor: Factor = 0.1, rng=None,
+                 fill_mode: str = "reflect", fill_value: float = 0.0,
+                 interpolation: str = "bilinear") -> np.ndarray:
+    """Translate each image by a random fraction of its height and width
+    (``height_factor=0.1``: up to 10% either way; a pair gives (lower, upper))."""
+    x = _check_nhwc(x, "random_shift")
+    lo_h, hi_h = _range(height_factor, "height_factor", 1.0)
+    lo_w, hi_w = _range(width_factor, "width_factor", 1.0)
+    rng = get_rng(rng)
+    n, h, w, _ = x.shape
+    dy = rng.uniform(lo_h, hi_h, n) * h
+    dx = rng.uniform(lo_w, hi_w, n) * w
+    m = np.zeros((n, 2, 3))
+    m[:, 0, 0] = m[:, 1, 1] = 1
+    m[:, 0, 2], m[:, 1, 2] = -dy, -dx
+    return affine_transform(x, m, fill_mode, fill_value, interpolation)
+
+
+def random_rotation(x, factor: Factor = 0.1, rng=None, fill_mode: str = "reflect",
+                    fill_value: float = 0.0, interpolation: str = "bilinear") -> np.ndarray:
+    """Rotate each image about its centre by a random angle of up to ``factor * 2 pi``
+    (Keras convention: ``factor=0.1`` is up to +-36 degrees)."""
+    x = _check_nhwc(x, "random_rotation")
+    lo, hi = _range(factor, "factor")
+    rng = get_rng(rng)
+    n, h, w, _ = x.shape
+    theta = rng.uniform(lo, hi, n) * 2 * np.pi
+    cos, sin = np.cos(theta), np.sin(theta)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    m = np.empty((n, 2, 3))
+    m[:, 0, 0], m[:, 0, 1] = cos, -sin
+    m[:, 1, 0], m[:, 1, 1] = sin, cos
+    m[:, 0, 2] = cy - cos * cy + sin * cx
+    m[:, 1, 2] = cx - sin * cy - cos * cx
+    return affine_transform(x, m, fill_mode, fill_value, interpolation)
+
+
+def random_crop(x, height: int, width: int, rng=None) -> np.ndarray:
+    """Crop a random ``height x width`` window from each image."""
+    x = _check_nhwc(x, "random_crop")
+    n, h, w, c = x.shape
+    if not (1 <= height <= h and 1 <= width <= w):
+        raise ValueError(f"crop size {(height, width)} must fit inside the images {(h, w)}")
+    rng = get_rng(rng)
+    top = rng.integers(0, h - height + 1, n)
+    left = rng.integers(0, w - width + 1, n)
+    r = top[:, None] + np.arange(height)[None, :]
+    cidx = left[:, None] + np.arange(width)[None, :]
+    return x[np.arange(n)[:, None, None], r[:, :, None], cidx[:, None, :]]
+
+
+def center_crop(x, height: int, width: int) -> np.ndarray:
+    """Crop the central ``height x width`` window of each image."""
+    x = _check_nhwc(x, "center_crop")
+    h, w = x.shape[1:3]
+    if not (1 <= height <= h and 1 <= width <= w):
+        raise ValueError(f"crop size {(height, width)} must fit inside the images {(h, w)}")
+    t, l = (h - height) // 2, (w - width) // 2
+    return np.ascontiguousarray(x[:, t:t + height, l:l + width])
+
+
+class _Augmentation(Layer):
+    """Base of the augmentation layers: random in training, identity at inference."""
+
+    def __init__(self, seed: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self._rng = None if seed is None else get_rng(seed)
+
+    def _generator(self):
+        return self._rng if self._rng is not None else get_rng()
+
+    def backward(self, grad):
+        raise RuntimeError(f"{type(self).__name__} has no gradient: put augmentation layers "
+                           f"before every trainable layer")
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["seed"] = self.seed
+        return cfg
+
+
+class RandomFlip(_Augmentation):
+    """Randomly flip images: ``mode`` "horizontal", "vertical" or "horizontal_and_vertical"."""
+
+    def __init__(self, mode: str = "horizontal_and_vertical", seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        random_flip(np.zeros((1, 1, 1, 1)), mode)  # validates mode
+        self.mode = mode
+
+    def forward(self, x, training=False):
+        return random_flip(x, self.mode, self._generator()) if training else x
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["mode"] = self.mode
+        return cfg
+
+
+class RandomTranslation(_Augmentation):
+    """Randomly shift images by up to ``height_factor`` / ``width_factor`` of their size."""
+
+    def __init__(self, height_factor: Factor, width_factor: Factor, fill_mode="reflect",
+                 interpolation="bilinear", seed=None, fill_value=0.0, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        _range(height_factor, "height_factor", 1.0)
+        _range(width_factor, "width_factor", 1.0)
+        if fill_mode not in _FILL_MODES:
+            raise ValueError(f"fill_mode must be one of {_FILL_MODES}, received {fill_mode!r}")
+        self.height_factor, self.width_factor = height_factor, width_factor
+        self.fill_mode, self.interpolation, self.fill_value = fill_mode, interpolation, fill_value
+
+    def forward(self, x, training=False):
+        if not training:
+            return x
+        return random_shift(x, self.height_factor, self.width_factor, self._generator(),
+                            self.fill_mode, self.fill_value, self.interpolation)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(height_factor=self.height_factor, width_factor=self.width_factor,
+                   fill_mode=self.fill_mode, interpolation=self.interpolation,
+                   fill_value=self.fill_value)
+        return cfg
+
+
+class RandomRotation(_Augmentation):
+    """Randomly rotate images by up to ``factor * 2 pi`` radians (Keras convention)."""
+
+    def __init__(self, factor: Factor, fill_mode="reflect", interpolation="bilinear",
+                 seed=None, fill_value=0.0, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        _range(factor, "factor")
+        if fill_mode not in _FILL_MODES:
+            raise ValueError(f"fill_mode must be one of {_FILL_MODES}, received {fill_mode!r}")
+        self.factor = factor
+        self.fill_mode, self.interpolation, self.fill_value = fill_mode, interpolation, fill_value
+
+    def forward(self, x, training=False):
+        if not training:
+            return x
+        return random_rotation(x, self.factor, self._generator(), self.fill_mode,
+                               self.fill_value, self.interpolation)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(factor=self.factor, fill_mode=self.fill_mode,
+                   interpolation=self.interpolation, fill_value=self.fill_value)
+        return cfg
+
+
+class RandomCrop(_Augmentation):
+    """Crop a random ``height x width`` window in training and the central one at
+    inference, so the output shape is the same in both."""
+
+    def __init__(self, height: int, width: int, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        if min(height, width) < 1:
+            raise ValueError(f"height and width must be >= 1, received {(height, width)}")
+        self.height, self.width = int(height), int(width)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.height, self.width, input_shape[3])
+
+    def forward(self, x, training=False):
+        if training:
+            return random_crop(x, self.height, self.width, self._generator())
+        return center_crop(x, self.height, self.width)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(height=self.height, width=self.width)
+        return cfg
+
+
+AUGMENTATION_LAYERS = (RandomFlip, RandomTranslation, RandomRotation, RandomCrop)

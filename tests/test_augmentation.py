@@ -1,0 +1,96 @@
+"""Image augmentation: exact transforms checked against NumPy's own flips/rotations/rolls,
+layer semantics (random in training, identity or centre crop at inference), seeding, use
+inside fit, and bad arguments."""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import augmentation as aug
+from fastnn.layers import Conv2D, Dense, Flatten, Input
+from fastnn.models import Sequential
+
+
+def _img(n=4, h=6, w=6, c=2, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, h, w, c)).astype(np.float32)
+
+
+def test_rotation_quarter_turn_is_rot90():
+    x = _img()
+    for interp in ("bilinear", "nearest"):
+        y = aug.random_rotation(x, (0.25, 0.25), rng=0, interpolation=interp)
+        expected = np.rot90(x, k=1, axes=(1, 2))
+        # the same quarter turn, in one of the two directions
+        other = np.rot90(x, k=-1, axes=(1, 2))
+        assert np.allclose(y, expected, atol=1e-5) or np.allclose(y, other, atol=1e-5)
+
+
+def test_zero_rotation_and_shift_are_identity():
+    x = _img()
+    np.testing.assert_allclose(aug.random_rotation(x, (0.0, 0.0), rng=1), x, atol=1e-6)
+    np.testing.assert_allclose(aug.random_shift(x, 0.0, 0.0, rng=1), x, atol=1e-6)
+
+
+def test_integer_shift_matches_roll_in_wrap_mode():
+    x = _img(h=10, w=10)
+    # height_factor 0.2 of 10 rows = exactly 2 rows down; width 0.3 -> 3 columns right
+    y = aug.random_shift(x, (0.2, 0.2), (0.3, 0.3), rng=0, fill_mode="wrap")
+    np.testing.assert_allclose(y, np.roll(x, (2, 3), axis=(1, 2)), atol=1e-5)
+    yc = aug.random_shift(x, (0.2, 0.2), (0.0, 0.0), rng=0, fill_mode="constant")
+    assert np.all(yc[:, :2] == 0) and np.allclose(yc[:, 2:], x[:, :-2], atol=1e-6)
+
+
+def test_flip_and_crop():
+    x = _img(n=64)
+    y = aug.random_flip(x, "horizontal", rng=3)
+    flipped = np.array([np.array_equal(y[i], x[i, :, ::-1]) for i in range(64)])
+    same = np.array([np.array_equal(y[i], x[i]) for i in range(64)])
+    assert np.all(flipped | same) and 10 < flipped.sum() < 54
+    c = aug.random_crop(x, 4, 5, rng=0)
+    assert c.shape == (64, 4, 5, 2)
+    for i in range(3):  # each crop is a window of its own image
+        found = any(np.array_equal(c[i], x[i, t:t + 4, l:l + 5])
+                    for t in range(3) for l in range(2))
+        assert found
+
+
+def test_layers_identity_at_inference_and_seeded():
+    x = _img()
+    for layer in (aug.RandomFlip(seed=1), aug.RandomTranslation(0.2, 0.2, seed=1),
+                  aug.RandomRotation(0.1, seed=1)):
+        assert layer(x, training=False) is x or np.array_equal(layer(x, training=False), x)
+        assert not np.array_equal(layer(x, training=True), x)
+    a = aug.RandomRotation(0.1, seed=5)(x, training=True)
+    b = aug.RandomRotation(0.1, seed=5)(x, training=True)
+    np.testing.assert_array_equal(a, b)
+    crop = aug.RandomCrop(4, 4)
+    assert crop(x, training=False).shape == (4, 4, 4, 2)
+    np.testing.assert_array_equal(crop(x, training=False), x[:, 1:5, 1:5])
+
+
+def test_augmentation_inside_fit():
+    fastnn.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 8, 8, 1)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)
+    model = Sequential([Input(shape=(8, 8, 1)), aug.RandomFlip("horizontal", seed=0),
+                        aug.RandomRotation(0.05, seed=0), Conv2D(4, 3, activation="relu"),
+                        Flatten(), Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    hist = model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    assert model.predict(x).shape == (64, 2)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: aug.random_flip(np.zeros((2, 3, 3)), "horizontal"), ValueError, "NHWC"),
+    (lambda: aug.random_flip(_img(), "diagonal"), ValueError, "mode"),
+    (lambda: aug.random_shift(_img(), 1.5, 0.1), ValueError, "height_factor"),
+    (lambda: aug.random_rotation(_img(), "a lot"), TypeError, "factor"),
+    (lambda: aug.random_crop(_img(), 10, 2), ValueError, "crop size"),
+    (lambda: aug.RandomRotation(0.1, fill_mode="mirror"), ValueError, "fill_mode"),
+    (lambda: aug.affine_transform(_img(), np.zeros((4, 2, 3)), interpolation="cubic"),
+     ValueError, "interpolation"),
+])
+def test_bad_arguments(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()

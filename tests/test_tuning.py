@@ -1,0 +1,89 @@
+"""Hyper-parameter search: every grid combination trained once, ranking by the objective in
+the right direction, repeatable with a seed, fit parameters routed to fit, results table and
+CSV, bad arguments."""
+import csv
+
+import numpy as np
+import pytest
+
+from fastnn import tuning
+from fastnn.layers import Dense
+from fastnn.models import Sequential
+from fastnn.optimizers import Adam
+
+
+def _data(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 4)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    return x, y
+
+
+calls = []
+
+
+def build(units=4, learning_rate=1e-2):
+    calls.append((units, learning_rate))
+    model = Sequential([Dense(units, activation="relu", input_dim=4),
+                        Dense(2, activation="softmax")])
+    model.compile(Adam(learning_rate), "sparse_categorical_crossentropy", ["accuracy"])
+    return model
+
+
+def test_grid_search_covers_grid_and_ranks():
+    calls.clear()
+    x, y = _data()
+    res = tuning.grid_search(build, {"units": [2, 8], "learning_rate": [1e-4, 3e-2]}, x, y,
+                             validation_split=0.25, epochs=3, objective="val_accuracy")
+    assert sorted(calls) == sorted([(2, 1e-4), (2, 3e-2), (8, 1e-4), (8, 3e-2)])
+    scores = [t["score"] for t in res.trials]
+    assert scores == sorted(scores, reverse=True)          # accuracy: higher is better
+    assert res.mode == "max" and res.best_score == scores[0]
+    assert res.best_params in [t["params"] for t in res.trials]
+    assert res.best_model is not None
+    loss_res = tuning.grid_search(build, {"learning_rate": [1e-4, 3e-2]}, x, y,
+                                  validation_data=(x[:50], y[:50]), epochs=2)
+    losses = [t["score"] for t in loss_res.trials]
+    assert loss_res.mode == "min" and losses == sorted(losses)
+
+
+def test_search_is_repeatable_and_routes_fit_params(tmp_path):
+    x, y = _data()
+    grid = {"units": [3], "batch_size": [16, 64], "epochs": [1, 2]}
+    a = tuning.grid_search(build, grid, x, y, validation_split=0.2)
+    b = tuning.grid_search(build, grid, x, y, validation_split=0.2)
+    assert [t["score"] for t in a.trials] == [t["score"] for t in b.trials]
+    assert {t["params"]["epochs"] for t in a.trials} == {1, 2}
+    text = a.table()
+    assert "batch_size" in text and "val_loss" in text and "seconds" in text
+    path = tmp_path / "results.csv"
+    a.to_csv(path)
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == 4 and rows[0]["rank"] == "1"
+
+
+def test_random_search_draws_from_distributions():
+    calls.clear()
+    x, y = _data()
+    res = tuning.random_search(build, {"units": [2, 4, 8],
+                                       "learning_rate": lambda rng: 10 ** rng.uniform(-3, -1)},
+                               x, y, n_iter=5, epochs=1, seed=3)
+    assert len(res.trials) == 5 and len(calls) == 5
+    assert all(u in (2, 4, 8) and 1e-3 <= lr <= 1e-1 for u, lr in calls)
+    again = tuning.random_search(build, {"units": [2, 4, 8],
+                                         "learning_rate": lambda rng: 10 ** rng.uniform(-3, -1)},
+                                 x, y, n_iter=5, epochs=1, seed=3)
+    assert [t["params"] for t in res.trials] == [t["params"] for t in again.trials]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(param_grid={}), ValueError, "param_grid"),
+    (dict(param_grid={"units": 3}), ValueError, "param_grid"),
+    (dict(param_grid={"units": [2]}, validation_split=0.0), ValueError, "validation"),
+    (dict(param_grid={"units": [2]}, objective="val_f9"), ValueError, "objective"),
+    (dict(param_grid={"units": [2]}, mode="up"), ValueError, "mode"),
+])
+def test_bad_arguments(kwargs, exc, match):
+    x, y = _data(40)
+    with pytest.raises(exc, match=match):
+        tuning.grid_search(build, x=x, y=y, epochs=1, **kwargs)
