@@ -9,6 +9,24 @@
 
 #include "fnn_real.h"
 
+/* dst[0:len] = src[0:len], or zeros when src is NULL. Short runs (small channel counts,
+ * e.g. C = 1 for the first layer of a CNN) are copied inline, not by a libc call. */
+static inline void copy_or_zero(real *dst, const real *src, int64_t len)
+{
+    if (len >= 32) {
+        if (src)
+            memcpy(dst, src, sizeof(real) * (size_t)len);
+        else
+            memset(dst, 0, sizeof(real) * (size_t)len);
+    } else if (src) {
+        for (int64_t i = 0; i < len; i++)
+            dst[i] = src[i];
+    } else {
+        for (int64_t i = 0; i < len; i++)
+            dst[i] = 0;
+    }
+}
+
 /* Lower rows [0, g->n*g->oh) ... of x into cols (overwrites every element of cols).
  * x: NHWC (n, h, w, c) or NCHW (n, c, h, w), dense. Threads over (n, oh). */
 void FNN(im2col)(const fnn_geom *g, int layout, const real *x, real *cols)
@@ -22,15 +40,24 @@ void FNN(im2col)(const fnn_geom *g, int layout, const real *x, real *cols)
         for (int64_t ow = 0; ow < OW; ow++) {
             real *dst = cols + ((n * OH + oh) * OW + ow) * patch;
             if (layout == FNN_NHWC) {
+                const int64_t iw0 = ow * g->sw - g->pl;
+                /* a kernel row reads KW*C contiguous elements when it is undilated and
+                 * inside the image horizontally: one copy instead of KW */
+                const int row_dense = g->dw == 1 && iw0 >= 0 && iw0 + KW <= W;
                 for (int64_t r = 0; r < KH; r++) {
                     const int64_t ih = oh * g->sh - g->pt + r * g->dh;
-                    for (int64_t s = 0; s < KW; s++, dst += C) {
-                        const int64_t iw = ow * g->sw - g->pl + s * g->dw;
-                        if (ih < 0 || ih >= H || iw < 0 || iw >= W)
-                            memset(dst, 0, sizeof(real) * (size_t)C);
-                        else
-                            memcpy(dst, x + ((n * H + ih) * W + iw) * C,
-                                   sizeof(real) * (size_t)C);
+                    if (ih < 0 || ih >= H) {
+                        copy_or_zero(dst, NULL, KW * C);
+                        dst += KW * C;
+                    } else if (row_dense) {
+                        copy_or_zero(dst, x + ((n * H + ih) * W + iw0) * C, KW * C);
+                        dst += KW * C;
+                    } else {
+                        for (int64_t s = 0; s < KW; s++, dst += C) {
+                            const int64_t iw = iw0 + s * g->dw;
+                            const int in = iw >= 0 && iw < W;
+                            copy_or_zero(dst, in ? x + ((n * H + ih) * W + iw) * C : NULL, C);
+                        }
                     }
                 }
             } else {
@@ -61,15 +88,61 @@ static inline int64_t src_index(int64_t i, int64_t r, int64_t s, int64_t p, int6
     return t < out ? t : -1;
 }
 
+/* dst[0:len] += src[0:len] */
+static inline void add_to(real *dst, const real *src, int64_t len)
+{
+    for (int64_t i = 0; i < len; i++)
+        dst[i] += src[i];
+}
+
+/* NHWC col2im as a scatter: walk cols in its own order (the mirror of im2col) and add each
+ * row segment into its image, KW*C contiguous elements at a time where im2col copied them
+ * so. Threads over n: an image's rows only touch that image. x overwritten. */
+static void col2im_nhwc_scatter(const fnn_geom *g, const real *cols, real *x)
+{
+    const int64_t N = g->n, H = g->h, W = g->w, C = g->c, KH = g->kh, KW = g->kw;
+    const int64_t OH = g->oh, OW = g->ow, patch = KH * KW * C;
+    const int nt = fnn_threads_for(N * OH * OW * patch);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t n = 0; n < N; n++) {
+        real *xn = x + n * H * W * C;
+        memset(xn, 0, sizeof(real) * (size_t)(H * W * C));
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OW; ow++) {
+                const real *src = cols + ((n * OH + oh) * OW + ow) * patch;
+                const int64_t iw0 = ow * g->sw - g->pl;
+                const int row_dense = g->dw == 1 && iw0 >= 0 && iw0 + KW <= W;
+                for (int64_t r = 0; r < KH; r++, src += KW * C) {
+                    const int64_t ih = oh * g->sh - g->pt + r * g->dh;
+                    if (ih < 0 || ih >= H)
+                        continue;
+                    if (row_dense) {
+                        add_to(xn + (ih * W + iw0) * C, src, KW * C);
+                        continue;
+                    }
+                    for (int64_t s = 0; s < KW; s++) {
+                        const int64_t iw = iw0 + s * g->dw;
+                        if (iw >= 0 && iw < W)
+                            add_to(xn + (ih * W + iw) * C, src + s * C, C);
+                    }
+                }
+            }
+    }
+}
+
 /* Adjoint of im2col: x (overwritten) = sum of every cols entry read from each element.
- * Written as a gather (each x element sums its contributions) so threads over (n, ih) or
- * (n, c, ih) never write the same element. */
+ * NHWC: the scatter above, except on the generic ISA path (FASTNN_ISA=generic), which runs
+ * the plain gather below as its reference (so the tests check both). The gather has each x
+ * element sum its contributions, so threads over (n, ih) or (n, c, ih) never write the
+ * same element. */
 void FNN(col2im)(const fnn_geom *g, int layout, const real *cols, real *x)
 {
     const int64_t N = g->n, H = g->h, W = g->w, C = g->c, KH = g->kh, KW = g->kw;
     const int64_t OH = g->oh, OW = g->ow, patch = KH * KW * C;
     const int nt = fnn_threads_for(N * OH * OW * patch);
-    if (layout == FNN_NHWC) {
+    if (layout == FNN_NHWC && fnn_get_isa() > 0) {
+        col2im_nhwc_scatter(g, cols, x);
+    } else if (layout == FNN_NHWC) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t t = 0; t < N * H; t++) {
             const int64_t n = t / H, ih = t % H;

@@ -91,3 +91,43 @@ def test_isa_env_and_errors():
     assert c_backend.isa() in c_backend.ISAS
     with pytest.raises(ValueError, match="isa"):
         c_backend.set_isa("sse9")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pool,stride,padding", [(2, None, 0), (3, 2, "same"), ((2, 3), 1, 1)])
+def test_maxpool_each_isa(isa, dtype, pool, stride, padding):
+    """The generic ISA runs the plain (branching) max-pooling loop, the others the
+    branch-free channel-block loop: both must agree exactly with the reference, including
+    ties (integer-valued data has many), NaN and channel counts around the block size."""
+    rng = np.random.default_rng(7)
+    for c in (1, 5, 64, 70):
+        x = rng.integers(-3, 4, size=(2, 7, 9, c)).astype(dtype)
+        x[0, 1, 2, 0] = np.nan
+        with fastnn.use_backend("numpy"):
+            y_ref, a_ref = ops.maxpool2d_forward(x, pool, stride=stride, padding=padding)
+        with fastnn.use_backend("c"):
+            y, a = ops.maxpool2d_forward(x, pool, stride=stride, padding=padding)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(a, a_ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel,stride,padding,dilation",
+                         [(3, 1, 0, 1), (3, 2, "same", 1), ((2, 3), 1, 1, 2), (1, 1, 0, 1)])
+def test_col2im_each_isa(isa, dtype, kernel, stride, padding, dilation):
+    """NHWC col2im: the generic ISA runs the gather (the reference), the others the
+    scatter with contiguous kernel rows; both against the NumPy reference."""
+    rng = np.random.default_rng(11)
+    for c in (1, 3, 40):
+        shape = (3, 7, 9, c)
+        cols = ops.im2col(np.zeros(shape, dtype), kernel, stride=stride, padding=padding,
+                          dilation=dilation)
+        cols = rng.standard_normal(cols.shape).astype(dtype)
+        with fastnn.use_backend("numpy"):
+            ref = ops.col2im(cols, shape, kernel, stride=stride, padding=padding,
+                             dilation=dilation)
+        with fastnn.use_backend("c"):
+            got = ops.col2im(cols, shape, kernel, stride=stride, padding=padding,
+                             dilation=dilation)
+        k = np.prod(np.broadcast_to(kernel, 2))
+        assert np.abs(got - ref).max() <= _tol(dtype, k) * (np.abs(ref).max() + 1.0)

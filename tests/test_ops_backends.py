@@ -725,3 +725,72 @@ def test_bias_act_out(backend, shape, axis, dtype):
     assert dx is dyin
     assert_close(dyin, rdx, what="bias_act_backward in place")
     assert_close(db, rdb, k=dy.size // shape[axis], what="bias_act_backward db in place")
+
+
+# --------------------------------------------------------------------------- out=
+def test_out_arguments_write_in_place(backend):
+    """Every op with ``out=`` writes into the given arrays, returns them, and gives
+    exactly the result it gives without ``out`` (same backend, same inputs)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 9, 8, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 4, 5)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    y = ops.conv2d_forward(x, w, b, padding="same", activation="relu")
+    buf = np.full_like(y, np.nan)
+    assert ops.conv2d_forward(x, w, b, padding="same", activation="relu", out=buf) is buf
+    np.testing.assert_array_equal(buf, y)
+
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    ref = ops.conv2d_backward(dy, x, w, padding="same")
+    bufs = (np.full_like(x, np.nan), np.full_like(w, np.nan), np.full_like(b, np.nan))
+    got = ops.conv2d_backward(dy, x, w, padding="same", out=bufs)
+    for g, r, o in zip(got, ref, bufs):
+        assert g is o
+        np.testing.assert_array_equal(g, r)
+    dx, dw, db = ops.conv2d_backward(dy, x, w, padding="same", need_dx=False,
+                                     out=(None, bufs[1], None))
+    assert dx is None and dw is bufs[1]
+    np.testing.assert_array_equal(dw, ref[1])
+
+    p, a = ops.maxpool2d_forward(x, 2)
+    pb, ab = np.full_like(p, np.nan), np.full(p.shape, -1, np.int64)
+    got = ops.maxpool2d_forward(x, 2, out=(pb, ab))
+    assert got[0] is pb and got[1] is ab
+    np.testing.assert_array_equal(pb, p)
+    np.testing.assert_array_equal(ab, a)
+    dxb = np.full_like(x, np.nan)
+    assert ops.maxpool2d_backward(p, a, x.shape, 2, out=dxb) is dxb
+    np.testing.assert_array_equal(dxb, ops.maxpool2d_backward(p, a, x.shape, 2))
+
+    q = ops.avgpool2d_forward(x, 2, padding="same")
+    qb = np.full_like(q, np.nan)
+    assert ops.avgpool2d_forward(x, 2, padding="same", out=qb) is qb
+    np.testing.assert_array_equal(qb, q)
+    dxb = np.full_like(x, np.nan)
+    assert ops.avgpool2d_backward(q, x.shape, 2, padding="same", out=dxb) is dxb
+    np.testing.assert_array_equal(dxb, ops.avgpool2d_backward(q, x.shape, 2, padding="same"))
+
+
+def test_out_arguments_are_checked():
+    x = np.ones((2, 6, 6, 3), np.float32)
+    w = np.ones((3, 3, 3, 4), np.float32)
+    y = ops.conv2d_forward(x, w)
+    with pytest.raises(ValueError, match="out must be an array of shape"):
+        ops.conv2d_forward(x, w, out=np.empty((2, 4, 4, 5), np.float32))
+    with pytest.raises(TypeError, match="out has dtype float64"):
+        ops.conv2d_forward(x, w, out=np.empty(y.shape, np.float64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ops.conv2d_forward(x, w, out=np.empty((2, 4, 4, 8), np.float32)[..., ::2])
+    big = np.zeros(x.size + y.size, np.float32)
+    xa = big[:x.size].reshape(x.shape)
+    with pytest.raises(ValueError, match="must not overlap"):
+        ops.conv2d_forward(xa, w, out=big[x.size - 1:x.size - 1 + y.size].reshape(y.shape))
+    with pytest.raises(TypeError, match="tuple of 3 arrays"):
+        ops.conv2d_backward(y, x, w, out=np.empty_like(x))
+    with pytest.raises(TypeError, match="tuple of 2 arrays"):
+        ops.maxpool2d_forward(x, 2, out=(np.empty((2, 3, 3, 3), np.float32),))
+    with pytest.raises(TypeError, match=r"out\[1\] \(argmax\) has dtype int32"):
+        ops.maxpool2d_forward(x, 2, out=(None, np.empty((2, 3, 3, 3), np.int32)))
+    dy = np.ones((2, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="must not overlap"):
+        ops.avgpool2d_backward(dy, (2, 3, 3, 3), 1, out=dy)

@@ -207,7 +207,7 @@ def _conv_args(x, w, layout, stride, padding, dilation):
 
 
 def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, layout="NHWC",
-                   activation=None) -> np.ndarray:
+                   activation=None, out: Optional[np.ndarray] = None) -> np.ndarray:
     """2-D convolution (cross-correlation, like Keras and PyTorch) with optional bias
     and fused activation.
 
@@ -218,6 +218,9 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, layout="NHW
     b : ndarray, shape (F,), optional
     activation : None, "identity", "linear" or "relu"
         Applied in the fused epilogue.
+    out : ndarray, optional
+        C-contiguous array of y's shape and dtype, not overlapping the inputs: written and
+        returned (a layer reuses one across steps instead of allocating per batch).
 
     Returns
     -------
@@ -232,14 +235,15 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, layout="NHW
         arrays.append(b)
         names.append("b")
     same_dtype(arrays, names)
-    y = np.empty(g.y_shape(layout, f), dtype=x.dtype)
+    y = _out_array(out, g.y_shape(layout, f), x.dtype, "out", arrays)
     if g.n:
         _backend.get().conv2d_forward(x, w, b, g, layout, act, y, _chunk(g, x.itemsize))
     return y
 
 
 def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
-                    need_dx: bool = True) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+                    need_dx: bool = True, out: Optional[tuple] = None
+                    ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     """Gradients of ``conv2d_forward(x, w, b)`` (without activation) given ``dy``.
 
     Parameters
@@ -248,6 +252,9 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
     x, w : as for :func:`conv2d_forward`
     need_dx : bool
         When False, ``dx`` is not computed and None is returned in its place (first layer).
+    out : tuple (dx, dw, db), optional
+        Arrays to write the results into (each may be None: allocated); as for
+        :func:`conv2d_forward`'s ``out``.
 
     Returns
     -------
@@ -259,9 +266,11 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
     dy = float_array(dy, "dy", 4)
     same_dtype([x, w, dy], ["x", "w", "dy"])
     _checks.expect_shape(dy, g.y_shape(layout, f), "dy", f"the conv output shape, {layout}")
-    dw = np.empty_like(w)
-    db = np.empty(f, dtype=x.dtype)
-    dx = np.empty_like(x) if need_dx else None
+    dx_out, dw_out, db_out = _out_tuple(out, 3, "out")
+    inputs = (dy, x, w)
+    dw = _out_array(dw_out, w.shape, x.dtype, "out[1] (dw)", inputs)
+    db = _out_array(db_out, (f,), x.dtype, "out[2] (db)", inputs)
+    dx = _out_array(dx_out, x.shape, x.dtype, "out[0] (dx)", inputs) if need_dx else None
     if g.n == 0:
         dw[...] = 0
         db[...] = 0
@@ -313,21 +322,44 @@ def bias_act(x, b=None, activation="relu", *, channel_axis: int = -1,
     return y
 
 
-def _out_like(out, like: np.ndarray, name: str) -> np.ndarray:
-    """``out`` checked to be a writeable C-contiguous array shaped and typed like ``like``,
-    or a new array."""
+def _out_array(out, shape, dtype, name: str, inputs=()) -> np.ndarray:
+    """``out`` checked to be a writeable C-contiguous array of ``shape`` and ``dtype`` that
+    shares no memory with ``inputs`` (the kernels read those while writing ``out``), or a
+    new array when ``out`` is None."""
+    shape, dtype = tuple(shape), np.dtype(dtype)
     if out is None:
-        return np.empty_like(like)
+        return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, received {type(out).__name__}")
-    if out.dtype != like.dtype:
-        raise TypeError(f"{name} has dtype {out.dtype} but the result is {like.dtype}")
-    if out.shape != like.shape:
-        raise ValueError(f"{name} must be an array of shape {like.shape}, received shape "
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype} but the result is {dtype}")
+    if out.shape != shape:
+        raise ValueError(f"{name} must be an array of shape {shape}, received shape "
                          f"{out.shape}")
     if not (out.flags.c_contiguous and out.flags.writeable):
         raise ValueError(f"{name} must be C-contiguous and writeable")
+    for arr in inputs:
+        if arr is not None and np.shares_memory(out, arr):
+            raise ValueError(f"{name} must not overlap an input array (the kernel reads the "
+                             f"inputs while it writes {name})")
     return out
+
+
+def _out_like(out, like: np.ndarray, name: str) -> np.ndarray:
+    """``out`` checked to be a writeable C-contiguous array shaped and typed like ``like``
+    (it may be ``like`` itself: elementwise kernels work in place), or a new array."""
+    return _out_array(out, like.shape, like.dtype, name)
+
+
+def _out_tuple(out, count: int, name: str) -> tuple:
+    """``out`` as a tuple of ``count`` optional arrays (None: allocate them all)."""
+    if out is None:
+        return (None,) * count
+    if not isinstance(out, (tuple, list)) or len(out) != count:
+        raise TypeError(f"{name} must be a tuple of {count} arrays (or None), received "
+                        f"{type(out).__name__}"
+                        + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+    return tuple(out)
 
 
 def bias_act_backward(dy, y, activation="relu", *, channel_axis: int = -1,
@@ -378,8 +410,8 @@ def _pool_geometry(x_shape, pool_size, stride, padding, layout, name):
     return _geometry_for(x_shape, ps, st, padding, 1, layout, name, pooling=True)
 
 
-def maxpool2d_forward(x, pool_size, *, stride=None, padding=0,
-                      layout="NHWC") -> Tuple[np.ndarray, np.ndarray]:
+def maxpool2d_forward(x, pool_size, *, stride=None, padding=0, layout="NHWC",
+                      out: Optional[tuple] = None) -> Tuple[np.ndarray, np.ndarray]:
     """2-D max pooling.
 
     Parameters
@@ -388,6 +420,9 @@ def maxpool2d_forward(x, pool_size, *, stride=None, padding=0,
     pool_size : int or pair
     stride : int, pair or None (None means ``pool_size``)
     padding : "valid", "same", int or pairs; padded positions never win
+    out : tuple (y, argmax), optional
+        Arrays to write the results into (either may be None), C-contiguous, not
+        overlapping x.
 
     Returns
     -------
@@ -399,15 +434,16 @@ def maxpool2d_forward(x, pool_size, *, stride=None, padding=0,
     layout = layout_arg(layout)
     x = float_array(x, "x", 4)
     g = _pool_geometry(x.shape, pool_size, stride, padding, layout, "x")
-    y = np.empty(g.y_shape(layout, g.c), dtype=x.dtype)
-    argmax = np.empty(y.shape, dtype=np.int64)
+    y_out, a_out = _out_tuple(out, 2, "out")
+    y = _out_array(y_out, g.y_shape(layout, g.c), x.dtype, "out[0] (y)", (x,))
+    argmax = _out_array(a_out, y.shape, np.int64, "out[1] (argmax)", (x, y))
     if g.n:
         _backend.get().maxpool2d_forward(x, g, layout, y, argmax)
     return y, argmax
 
 
 def maxpool2d_backward(dy, argmax, x_shape, pool_size, *, stride=None, padding=0,
-                       layout="NHWC") -> np.ndarray:
+                       layout="NHWC", out: Optional[np.ndarray] = None) -> np.ndarray:
     """Backward of :func:`maxpool2d_forward`: route each gradient to its window's argmax.
 
     Parameters
@@ -415,6 +451,8 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size, *, stride=None, padding=0
     dy : ndarray, the output's shape
     argmax : int64 ndarray, as returned by :func:`maxpool2d_forward`
     x_shape : tuple of 4 ints
+    out : ndarray of shape ``x_shape``, optional
+        Written and returned; C-contiguous, not overlapping dy or argmax.
 
     Returns
     -------
@@ -435,15 +473,19 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size, *, stride=None, padding=0
     if argmax.size and (argmax.min() < 0 or argmax.max() >= per_sample):
         raise ValueError(f"argmax must hold indices in [0, {per_sample}) (within one "
                          f"sample), received values in [{argmax.min()}, {argmax.max()}]")
-    dx = np.empty(shp, dtype=dy.dtype)
+    dx = _out_array(out, shp, dy.dtype, "out", (dy, argmax))
     if g.n:
         _backend.get().maxpool2d_backward(dy, argmax, g, layout, dx)
     return dx
 
 
-def avgpool2d_forward(x, pool_size, *, stride=None, padding=0, layout="NHWC") -> np.ndarray:
+def avgpool2d_forward(x, pool_size, *, stride=None, padding=0, layout="NHWC",
+                      out: Optional[np.ndarray] = None) -> np.ndarray:
     """2-D average pooling over the in-bounds elements of each window (Keras semantics:
     padding is not counted in the divisor).
+
+    ``out`` (optional): a C-contiguous array of y's shape and dtype, not overlapping x,
+    written and returned.
 
     Returns
     -------
@@ -452,15 +494,16 @@ def avgpool2d_forward(x, pool_size, *, stride=None, padding=0, layout="NHWC") ->
     layout = layout_arg(layout)
     x = float_array(x, "x", 4)
     g = _pool_geometry(x.shape, pool_size, stride, padding, layout, "x")
-    y = np.empty(g.y_shape(layout, g.c), dtype=x.dtype)
+    y = _out_array(out, g.y_shape(layout, g.c), x.dtype, "out", (x,))
     if g.n:
         _backend.get().avgpool2d_forward(x, g, layout, y)
     return y
 
 
 def avgpool2d_backward(dy, x_shape, pool_size, *, stride=None, padding=0,
-                       layout="NHWC") -> np.ndarray:
-    """Backward of :func:`avgpool2d_forward`.
+                       layout="NHWC", out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Backward of :func:`avgpool2d_forward`. ``out`` (optional): an array of shape
+    ``x_shape``, C-contiguous, not overlapping dy, written and returned.
 
     Returns
     -------
@@ -471,7 +514,7 @@ def avgpool2d_backward(dy, x_shape, pool_size, *, stride=None, padding=0,
     shp = _checks.shape4(x_shape, "x_shape")
     g = _pool_geometry(shp, pool_size, stride, padding, layout, "x_shape")
     _checks.expect_shape(dy, g.y_shape(layout, g.c), "dy", f"the pooled output shape, {layout}")
-    dx = np.empty(shp, dtype=dy.dtype)
+    dx = _out_array(out, shp, dy.dtype, "out", (dy,))
     if g.n:
         _backend.get().avgpool2d_backward(dy, g, layout, dx)
     return dx
