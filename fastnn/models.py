@@ -18,6 +18,7 @@ import os
 import tempfile
 import time
 import zipfile
+import zlib
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -81,11 +82,17 @@ class Sequential:
         if any(l.name == layer.name for l in self._layers):
             raise ValueError(f"a layer named {layer.name!r} is already in the model")
         self._layers.append(layer)
-        first = self._layers[0]
-        if layer is first and first.input_shape_arg is not None:
-            self._input_shape = (None,) + first.input_shape_arg
-        if self._input_shape is not None:
-            self.build(self._input_shape)
+        previous_shape = self._input_shape
+        try:
+            first = self._layers[0]
+            if layer is first and first.input_shape_arg is not None:
+                self._input_shape = (None,) + first.input_shape_arg
+            if self._input_shape is not None:
+                self.build(self._input_shape)
+        except BaseException:  # a layer that cannot be built is not kept
+            self._layers.pop()
+            self._input_shape = previous_shape
+            raise
 
     def build(self, input_shape) -> None:
         """Build every layer for inputs of ``input_shape`` (batch dimension first)."""
@@ -266,6 +273,14 @@ class Sequential:
                 raise ValueError(f"labels must be in [0, {k}) for sparse_categorical_crossentropy "
                                  f"with {k} output units, received values in [{lo}, {hi}]")
 
+    def _check_targets(self, y, batch_size):
+        """Run the loss on a dummy prediction for the first batch of ``y``, so that targets
+        the loss cannot take (shape, one-hot vs integer labels) raise its error up front."""
+        out = tuple(self._layers[-1].output_shape[1:])
+        if len(y) and all(isinstance(d, (int, np.integer)) for d in out):
+            n = min(len(y), batch_size)
+            self.loss(y[:n], np.full((n,) + out, 0.5, dtype=self.layers[-1].dtype))
+
     # ------------------------------------------------------------------ data checks
     def _check_x(self, x, name="x"):
         if isinstance(x, (list, tuple)):
@@ -353,9 +368,17 @@ class Sequential:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 raise ValueError("validation_data must be (x_val, y_val) or "
                                  "(x_val, y_val, sample_weight_val)")
+            vx, vy, vsw = self._check_data(*validation_data[:2], (validation_data[2] if len(
+                validation_data) == 3 else None), "validation_data")
+            validation_data = (vx, vy) + ((vsw,) if vsw is not None else ())
         if class_weight is not None:
             sw = self._apply_class_weight(y, class_weight, sw)
         self._prepare_training(y)
+        # Bad targets fail here, before any training step or callback file.
+        self._check_targets(y, batch_size)
+        if validation_data is not None:
+            self._check_labels(validation_data[1])
+            self._check_targets(validation_data[1], batch_size)
         metrics = self._metrics()
         n = len(x)
         steps = int(math.ceil(n / batch_size)) if n else 0
@@ -588,18 +611,18 @@ def load_model(filepath, compile: bool = True) -> Sequential:
     try:
         model = Sequential.from_config(meta["config"])
         model.set_weights(_ordered(arrays, "weights"))
+        comp = meta.get("compile")
+        if compile and comp:
+            opt_cls = comp["optimizer"]["class_name"]
+            optimizer = _optimizers.get({"class_name": opt_cls,
+                                         "config": comp["optimizer"]["config"]})
+            model.compile(optimizer=optimizer, loss=_losses.get(comp["loss"]),
+                          metrics=comp["metrics"])
+            state = _ordered(arrays, "optimizer")
+            if state:
+                optimizer.set_state(state)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{filepath}: not a valid fastnn model ({exc})") from exc
-    comp = meta.get("compile")
-    if compile and comp:
-        opt_cls = comp["optimizer"]["class_name"]
-        optimizer = _optimizers.get({"class_name": opt_cls,
-                                     "config": comp["optimizer"]["config"]})
-        model.compile(optimizer=optimizer, loss=_losses.get(comp["loss"]),
-                      metrics=comp["metrics"])
-        state = _ordered(arrays, "optimizer")
-        if state:
-            optimizer.set_state(state)
     return model
 
 
@@ -646,12 +669,17 @@ def _read_zip(filepath, formats) -> tuple:
             if not isinstance(meta, dict) or meta.get("format") not in formats:
                 raise ValueError(f"format is {meta.get('format') if isinstance(meta, dict) else meta!r}, "
                                  f"expected one of {list(formats)}")
+            version = meta.get("version")
+            if isinstance(version, bool) or not isinstance(version, int) \
+                    or not 1 <= version <= FORMAT_VERSION:
+                raise ValueError(f"format version {version!r}; this fastnn reads versions 1 "
+                                 f"to {FORMAT_VERSION} (written by a newer fastnn?)")
             arrays = {}
             for name in names:
                 if name.endswith(".npy"):
                     arrays[name[:-4]] = np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError, json.JSONDecodeError, UnicodeDecodeError,
-            ValueError, zipfile.LargeZipFile) as exc:
+            ValueError, zipfile.LargeZipFile, zlib.error) as exc:
         raise ValueError(f"{path}: not a readable fastnn model file (truncated, corrupt or "
                          f"another format): {exc}") from exc
     return meta, arrays

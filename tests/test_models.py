@@ -1,0 +1,997 @@
+"""Model-level tests: ``fastnn.models.Sequential`` end to end.
+
+Construction (list / ``add``), ``compile`` (names and objects), ``fit`` (History, validation
+split and data, shuffling, class and sample weights), ``evaluate`` / ``predict`` against
+hand computations, ``summary`` with hand-counted parameters, weights, ``save`` /
+``load_model`` (optimizer state, atomic writes, truncated and foreign files), the callbacks
+inside a real ``fit``, the progress output, ``set_random_seed`` and bad input.
+
+Callback logic on its own (with a fake model) is in test_callbacks.py; here the callbacks
+run inside ``Sequential.fit``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import callbacks as cbs
+from fastnn import losses, metrics, optimizers
+from fastnn.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, Input,
+                           MaxPooling2D)
+from fastnn.models import Sequential, load_model
+from fastnn.utils import set_random_seed
+from conftest import TOLERANCES, absmax, assert_bitwise, assert_close, tolerance
+
+K = 3          # classes
+D = 6          # features
+SCCE = "sparse_categorical_crossentropy"
+# a float32 model's loss against a float64 hand computation (pytest.approx spelling)
+APPROX32 = dict(rel=TOLERANCES[np.dtype(np.float32)]["rtol"],
+                abs=TOLERANCES[np.dtype(np.float32)]["atol"])
+
+
+# ----------------------------------------------------------------------------- helpers
+def make_data(n=48, seed=0):
+    """A learnable 3-class problem: y = argmax(x @ W) for a fixed W."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, D)).astype(np.float32)
+    w = np.random.default_rng(100).normal(size=(D, K))
+    y = np.argmax(x @ w, axis=1).astype(np.int64)
+    return x, y
+
+
+def mlp(seed=0, optimizer="adam", dropout=0.0, batchnorm=False, metrics_=("accuracy",),
+        loss=SCCE, kernel_regularizer=None):
+    """Dense(8, relu) [-> BatchNorm] [-> Dropout] -> Dense(3, softmax), weights from ``seed``."""
+    set_random_seed(seed)
+    layers = [Dense(8, activation="relu", input_shape=(D,))]
+    if batchnorm:
+        layers.append(BatchNormalization())
+    if dropout:
+        layers.append(Dropout(dropout))
+    layers.append(Dense(K, activation="softmax", kernel_regularizer=kernel_regularizer))
+    model = Sequential(layers)
+    model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics_))
+    return model
+
+
+def assert_same_weights(a, b, what=""):
+    wa, wb = a.get_weights(), b.get_weights()
+    assert len(wa) == len(wb)
+    for i, (p, q) in enumerate(zip(wa, wb)):
+        assert_bitwise(p, q, what=f"{what} weight {i}")
+
+
+def weights_differ(a, b):
+    return any(not np.array_equal(p, q) for p, q in zip(a, b))
+
+
+def hand_forward(weights, x):
+    """float64 logits of the 2-layer mlp() (no BatchNorm/Dropout) from its weights."""
+    w1, b1, w2, b2 = (np.asarray(w, np.float64) for w in weights)
+    h = np.maximum(x.astype(np.float64) @ w1 + b1, 0.0)
+    return h @ w2 + b2
+
+
+def hand_ce(z, y):
+    """Per-sample cross-entropy of softmax(z) against integer labels y (float64)."""
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(y)), y]
+
+
+def tmp_leftovers(directory):
+    return [f for f in os.listdir(directory) if f.endswith(".tmp") or f.startswith(".fastnn-")]
+
+
+# ----------------------------------------------------------------------------- construction
+def test_list_and_add_build_the_same_model():
+    set_random_seed(7)
+    a = Sequential([Dense(8, activation="relu", input_shape=(D,)), Dropout(0.5),
+                    Dense(K, activation="softmax")])
+    set_random_seed(7)
+    b = Sequential()
+    b.add(Dense(8, activation="relu", input_shape=(D,)))
+    b.add(Dropout(0.5))
+    b.add(Dense(K, activation="softmax"))
+    assert a.built and b.built
+    assert [type(l).__name__ for l in a.layers] == [type(l).__name__ for l in b.layers] == \
+        ["Dense", "Dropout", "Dense"]
+    assert a.output_shape == b.output_shape == (None, K)
+    assert_same_weights(a, b, "list vs add")
+    x, _ = make_data(10)
+    assert_bitwise(a.predict(x), b.predict(x), what="list vs add predictions")
+
+
+def test_input_layer_first_and_layers_property():
+    model = Sequential([Input((D,)), Dense(4)])
+    assert model.built and model.input_shape == (None, D)
+    assert [type(l).__name__ for l in model.layers] == ["Dense"]  # no InputLayer
+    with pytest.raises(ValueError, match="Input can only be the first"):
+        model.add(Input((4,)))
+
+
+def test_add_rejects_non_layers_and_duplicate_names():
+    model = Sequential([Dense(4, input_shape=(D,), name="hidden")])
+    with pytest.raises(TypeError, match="expects a Layer, received str"):
+        model.add("dense")
+    with pytest.raises(ValueError, match="'hidden' is already in the model"):
+        model.add(Dense(2, name="hidden"))
+
+
+def test_failed_add_leaves_the_model_unchanged():
+    """A layer that cannot be built on the current output is not kept: the model stays
+    usable (before the fix the bad layer stayed in the model and every later add failed)."""
+    model = Sequential([Dense(4, input_shape=(D,))])
+    with pytest.raises(ValueError, match="4-D input"):
+        model.add(Conv2D(2, 3))  # a Conv2D after a Dense: 2-D input
+    assert [type(l).__name__ for l in model.layers] == ["Dense"]
+    model.add(Dense(2))
+    assert model.output_shape == (None, 2)
+    assert model.predict(np.ones((3, D), np.float32)).shape == (3, 2)
+
+
+# ----------------------------------------------------------------------------- compile
+def test_compile_with_names_and_objects_trains_identically():
+    x, y = make_data()
+    a = mlp(optimizer="sgd", metrics_=["accuracy"])
+    set_random_seed(0)
+    b = Sequential([Dense(8, activation="relu", input_shape=(D,)),
+                    Dense(K, activation="softmax")])
+    b.compile(optimizer=optimizers.SGD(), loss=losses.SparseCategoricalCrossentropy(),
+              metrics=[metrics.SparseCategoricalAccuracy()])
+    set_random_seed(1)
+    ha = a.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    set_random_seed(1)
+    hb = b.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert_same_weights(a, b, "names vs objects")
+    assert ha.history["loss"] == hb.history["loss"]
+    assert ha.history["accuracy"] == hb.history["sparse_categorical_accuracy"]
+    assert isinstance(a.optimizer, optimizers.SGD)
+    assert isinstance(a.loss, losses.SparseCategoricalCrossentropy)
+
+
+def test_compile_single_metric_string_and_missing_loss():
+    x, y = make_data(16)
+    model = mlp(metrics_=())
+    model.compile("adam", SCCE, metrics="accuracy")  # a bare string, as Keras accepts
+    h = model.fit(x, y, verbose=0)
+    assert set(h.history) == {"loss", "accuracy"}
+    with pytest.raises(ValueError, match="compile needs a loss"):
+        model.compile("adam")
+
+
+# ----------------------------------------------------------------------------- fit
+def test_fit_returns_history_with_per_epoch_keys():
+    x, y = make_data(40)
+    model = mlp()
+    h = model.fit(x, y, epochs=3, batch_size=8, verbose=0, validation_data=(x[:10], y[:10]))
+    assert isinstance(h, cbs.History)
+    assert model.history is h
+    assert h.epoch == [0, 1, 2]
+    assert set(h.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    for key, values in h.history.items():
+        assert len(values) == 3, key
+        assert all(isinstance(v, float) and math.isfinite(v) for v in values), key
+    assert all(0.0 <= v <= 1.0 for v in h.history["accuracy"] + h.history["val_accuracy"])
+
+    h2 = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert set(h2.history) == {"loss", "accuracy"}
+    assert h2.epoch == [0, 1]
+
+    h3 = model.fit(x, y, epochs=4, initial_epoch=2, batch_size=8, verbose=0)
+    assert h3.epoch == [2, 3]
+    assert len(h3.history["loss"]) == 2
+
+
+def test_fit_logs_the_epoch_mean_of_batch_losses():
+    """With a zero learning rate (weights frozen, no dropout) the epoch's logged loss and
+    accuracy equal evaluate() on the same data: the mean over samples, partial last batch
+    weighted by its size."""
+    x, y = make_data(45)
+    model = mlp(optimizer=optimizers.SGD(learning_rate=0.0))
+    before = model.get_weights()
+    h = model.fit(x, y, epochs=1, batch_size=8, verbose=0)  # batches 8 x 5 + 5
+    for w0, w1 in zip(before, model.get_weights()):
+        assert_bitwise(w1, w0, what="lr=0 leaves weights unchanged")
+    loss, acc = model.evaluate(x, y, batch_size=45, verbose=0)
+    assert h.history["loss"][0] == pytest.approx(loss, **APPROX32)
+    assert h.history["accuracy"][0] == acc
+
+
+def test_validation_split_takes_the_last_fraction_before_shuffling():
+    """Keras semantics: validation_split=f holds out the last floor(N*f) samples (and their
+    sample weights) before shuffling; identical to passing them as validation_data."""
+    x, y = make_data(40)
+    sw = np.linspace(0.5, 2.0, 40)
+    a = mlp(seed=3)
+    set_random_seed(11)
+    ha = a.fit(x, y, epochs=3, batch_size=8, validation_split=0.25, sample_weight=sw,
+               shuffle=True, verbose=0)
+    b = mlp(seed=3)
+    set_random_seed(11)
+    hb = b.fit(x[:30], y[:30], epochs=3, batch_size=8, sample_weight=sw[:30],
+               validation_data=(x[30:], y[30:], sw[30:]), shuffle=True, verbose=0)
+    assert ha.history == hb.history
+    assert_same_weights(a, b, "validation_split vs validation_data")
+    # and it is not the first fraction
+    c = mlp(seed=3)
+    set_random_seed(11)
+    hc = c.fit(x[10:], y[10:], epochs=3, batch_size=8, sample_weight=sw[10:],
+               validation_data=(x[:10], y[:10], sw[:10]), shuffle=True, verbose=0)
+    assert hc.history["val_loss"] != ha.history["val_loss"]
+
+
+def test_validation_data_values_equal_evaluate():
+    x, y = make_data(40)
+    xv, yv = make_data(12, seed=5)
+    model = mlp()
+    h = model.fit(x, y, epochs=1, batch_size=8, verbose=0, validation_data=(xv, yv))
+    loss, acc = model.evaluate(xv, yv, batch_size=8, verbose=0)
+    assert h.history["val_loss"][0] == loss
+    assert h.history["val_accuracy"][0] == acc
+
+
+def test_shuffle_false_is_deterministic_and_in_order(backend):
+    """shuffle=False feeds the batches in order: fit == a loop of train_on_batch over
+    consecutive slices, whatever the state of the global generator."""
+    x, y = make_data(44)
+    a = mlp(seed=2, optimizer="adam")
+    set_random_seed(123)
+    a.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    b = mlp(seed=2, optimizer="adam")
+    set_random_seed(456)  # a different generator state must not matter
+    b.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    assert_same_weights(a, b, "shuffle=False twice")
+    c = mlp(seed=2, optimizer="adam")
+    for _ in range(2):
+        for i in range(0, len(x), 8):
+            c.train_on_batch(x[i:i + 8], y[i:i + 8])
+    assert_same_weights(a, c, "shuffle=False vs train_on_batch loop")
+    # with shuffling, the order (hence the result) changes
+    d = mlp(seed=2, optimizer="adam")
+    set_random_seed(123)
+    d.fit(x, y, epochs=2, batch_size=8, shuffle=True, verbose=0)
+    assert weights_differ(a.get_weights(), d.get_weights())
+
+
+def test_sample_weight_zero_equals_dropping_the_samples(backend):
+    """Loss reduction is sum(w_i * l_i) / batch_size, so weights 0 on m samples and N/(N-m)
+    on the rest give exactly the loss (and gradient) of training without those samples."""
+    x, y = make_data(40)
+    n = len(x)
+    keep = np.ones(n, bool)
+    keep[[3, 17, 31]] = False
+    sw = np.where(keep, n / keep.sum(), 0.0)
+    a = mlp(seed=4, optimizer=optimizers.SGD(learning_rate=0.5))
+    w0 = a.get_weights()
+    ha = a.fit(x, y, batch_size=n, epochs=1, sample_weight=sw, shuffle=False, verbose=0)
+    b = mlp(seed=4, optimizer=optimizers.SGD(learning_rate=0.5))
+    hb = b.fit(x[keep], y[keep], batch_size=n, epochs=1, shuffle=False, verbose=0)
+    # the step's loss, from the initial weights, by hand
+    ce = hand_ce(hand_forward(w0, x), y)
+    assert ha.history["loss"][0] == pytest.approx(np.sum(sw * ce) / n, **APPROX32)
+    assert hb.history["loss"][0] == pytest.approx(np.mean(ce[keep]), **APPROX32)
+    for i, (p, q) in enumerate(zip(a.get_weights(), b.get_weights())):
+        assert_close(p, q, k=n, scale=absmax(p), what=f"weight {i}")
+    # teeth: plain training on all samples lands elsewhere
+    c = mlp(seed=4, optimizer=optimizers.SGD(learning_rate=0.5))
+    c.fit(x, y, batch_size=n, epochs=1, shuffle=False, verbose=0)
+    assert np.max(np.abs(c.get_weights()[0] - a.get_weights()[0])) > 1e-4
+
+
+@pytest.mark.parametrize("one_hot", [False, True], ids=["sparse", "one_hot"])
+def test_class_weight_weights_the_loss_per_class(one_hot):
+    x, y = make_data(40)
+    cw = {0: 2.0, 1: 0.25, 2: 1.0}
+    loss = "categorical_crossentropy" if one_hot else SCCE
+    yy = fastnn.utils.to_categorical(y, K) if one_hot else y
+    a = mlp(seed=5, optimizer="sgd", loss=loss)
+    w0 = a.get_weights()
+    ha = a.fit(x, yy, batch_size=40, epochs=1, class_weight=cw, shuffle=False, verbose=0)
+    per_sample_w = np.array([cw[int(c)] for c in y])
+    ce = hand_ce(hand_forward(w0, x), y)
+    assert ha.history["loss"][0] == pytest.approx(np.mean(per_sample_w * ce), **APPROX32)
+    assert ha.history["loss"][0] != pytest.approx(np.mean(ce), **APPROX32)
+    # class_weight is the equivalent sample_weight, and multiplies a given sample_weight
+    b = mlp(seed=5, optimizer="sgd", loss=loss)
+    b.fit(x, yy, batch_size=40, epochs=1, sample_weight=per_sample_w, shuffle=False,
+          verbose=0)
+    assert_same_weights(a, b, "class_weight vs sample_weight")
+    sw = np.linspace(0.1, 1.0, 40)
+    c = mlp(seed=5, optimizer="sgd", loss=loss)
+    hc = c.fit(x, yy, batch_size=40, epochs=1, class_weight=cw, sample_weight=sw,
+               shuffle=False, verbose=0)
+    assert hc.history["loss"][0] == pytest.approx(np.mean(sw * per_sample_w * ce), **APPROX32)
+
+
+# ----------------------------------------------------------------------------- evaluate / predict
+def test_evaluate_matches_a_hand_computation(backend):
+    x, y = make_data(37, seed=1)
+    model = mlp(seed=6, kernel_regularizer=fastnn.regularizers.L2(0.01))
+    model.fit(*make_data(64), epochs=2, batch_size=16, verbose=0)
+    weights = model.get_weights()
+    z = hand_forward(weights, x)
+    ce = hand_ce(z, y)
+    reg = 0.01 * float(np.sum(np.asarray(weights[2], np.float64) ** 2))
+    acc = float(np.mean(np.argmax(z, axis=1) == y))
+    # the cross-entropy moves at most as much as the logits, K-term sums bounded by |z|
+    tol = tolerance(np.float32, k=8, scale=absmax(z))
+    loss, got_acc = model.evaluate(x, y, batch_size=8, verbose=0)  # partial last batch
+    assert loss == pytest.approx(np.mean(ce) + reg, rel=tol["rtol"], abs=tol["atol"])
+    assert got_acc == acc
+    # return formats, and sample weights
+    sw = np.random.default_rng(0).uniform(0, 2, len(x))
+    d = model.evaluate(x, y, batch_size=8, verbose=0, sample_weight=sw, return_dict=True)
+    assert set(d) == {"loss", "accuracy"}
+    assert d["loss"] == pytest.approx(np.sum(sw * ce) / len(x) + reg, rel=tol["rtol"],
+                                      abs=tol["atol"] * absmax(sw))
+    assert d["accuracy"] == acc  # metrics are not weighted (Keras "metrics")
+    only_loss = mlp(seed=6, metrics_=())
+    only_loss.set_weights(weights)
+    assert isinstance(only_loss.evaluate(x, y, verbose=0), float)
+
+
+def test_evaluate_verbose_prints_one_line(capsys):
+    x, y = make_data(20)
+    mlp().evaluate(x, y, verbose=1)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("20/20") and "loss:" in out[0] \
+        and "accuracy:" in out[0]
+
+
+def test_predict_in_batches_equals_one_batch(backend):
+    set_random_seed(0)
+    model = Sequential([Conv2D(4, 3, activation="relu", input_shape=(8, 8, 2)),
+                        MaxPooling2D(2), Flatten(), Dense(5, activation="relu"),
+                        Dense(K, activation="softmax")])
+    x = np.random.default_rng(0).normal(size=(37, 8, 8, 2)).astype(np.float32)
+    whole = model.predict(x, batch_size=37)
+    assert whole.shape == (37, K) and whole.dtype == np.float32
+    k = 3 * 3 * 4  # the longest reduction: Dense(5) over the 3x3x4 pooled features
+    for bs in (1, 5, 32):
+        assert_close(model.predict(x, batch_size=bs), whole, k=k, what=f"batch_size={bs}")
+    assert_close(model.predict_on_batch(x), whole, k=k, what="predict_on_batch")
+    assert_close(model.predict(x.astype(np.float64), batch_size=5), whole, k=k,
+                 what="float64 input is cast")
+    np.testing.assert_allclose(whole.sum(axis=1), 1.0, rtol=1e-5)
+    assert model.predict(x[:0]).shape == (0, K)
+
+
+def test_predict_builds_an_unbuilt_model_then_checks_the_shape():
+    model = Sequential([Dense(3)])
+    assert not model.built
+    assert model.predict(np.ones((4, 5), np.float32)).shape == (4, 3)
+    assert model.built and model.input_shape == (None, 5)
+    with pytest.raises(ValueError, match=r"expects inputs of shape \(None, 5\), received x "
+                                         r"with shape \(4, 6\)"):
+        model.predict(np.ones((4, 6), np.float32))
+
+
+# ----------------------------------------------------------------------------- summary
+def test_summary_lists_layers_output_shapes_and_exact_parameter_counts(capsys):
+    model = Sequential([Conv2D(8, (3, 3), activation="relu", input_shape=(10, 10, 1),
+                               name="conv"),
+                        MaxPooling2D((2, 2), name="pool"), Flatten(name="flat"),
+                        BatchNormalization(name="bn"),
+                        Dense(5, activation="softmax", name="out")], name="tiny")
+    # by hand: conv 3*3*1*8 + 8; pooling and flatten none; BatchNorm 4 per feature
+    # (gamma, beta trainable; moving mean, variance not); dense 4*4*8 * 5 + 5
+    expected = [("conv (Conv2D)", "(None, 8, 8, 8)", 80),
+                ("pool (MaxPooling2D)", "(None, 4, 4, 8)", 0),
+                ("flat (Flatten)", "(None, 128)", 0),
+                ("bn (BatchNormalization)", "(None, 128)", 512),
+                ("out (Dense)", "(None, 5)", 645)]
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert lines[0] == 'Model: "tiny"'
+    for name, shape, count in expected:
+        row = [l for l in lines if l.startswith(name)]
+        assert len(row) == 1, (name, text)
+        assert re.search(re.escape(shape) + r"\s+" + re.escape(f"{count:,}") + r"$",
+                         row[0]), row[0]
+    assert "Total params: 1,237" in text
+    assert "Trainable params: 981" in text
+    assert "Non-trainable params: 256" in text
+    assert model.count_params() == 1237 == sum(w.size for w in model.get_weights())
+    model.summary()  # default: print
+    assert capsys.readouterr().out.strip() == text
+
+
+# ----------------------------------------------------------------------------- weights
+def test_get_weights_set_weights_round_trip():
+    x, _ = make_data(10)
+    a = mlp(seed=1, batchnorm=True)
+    a.fit(*make_data(32), epochs=1, verbose=0)  # BatchNorm moving stats move
+    b = mlp(seed=2, batchnorm=True)
+    assert weights_differ(a.get_weights(), b.get_weights())
+    b.set_weights(a.get_weights())
+    assert_same_weights(a, b, "set_weights")
+    assert_bitwise(a.predict(x), b.predict(x), what="predictions after set_weights")
+    # get_weights returns copies
+    w = a.get_weights()
+    w[0][...] = 0
+    assert not np.array_equal(a.get_weights()[0], w[0])
+    assert [w.shape for w in a.get_weights()] == [(D, 8), (8,), (8,), (8,), (8,), (8,),
+                                                   (8, K), (K,)]
+    with pytest.raises(ValueError, match="has 8 weight arrays, received 7"):
+        b.set_weights(a.get_weights()[:-1])
+    bad = a.get_weights()
+    bad[0] = np.zeros((D + 1, 8), np.float32)
+    with pytest.raises(ValueError, match=r"weight 'kernel' of layer .* has shape \(6, 8\), "
+                                         r"received \(7, 8\)"):
+        b.set_weights(bad)
+
+
+# ----------------------------------------------------------------------------- save / load
+def test_save_load_round_trip_and_identical_continued_training(backend, tmp_path):
+    set_random_seed(0)
+    model = Sequential([Input((8, 8, 2)), Conv2D(4, 3, activation="relu"),
+                        BatchNormalization(), MaxPooling2D(2), Flatten(), Dropout(0.25),
+                        Dense(K, activation="softmax")], name="roundtrip")
+    model.compile(optimizers.Adam(learning_rate=0.01), SCCE, ["accuracy"])
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(30, 8, 8, 2)).astype(np.float32)
+    y = rng.integers(0, K, 30)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    path = tmp_path / "model.fastnn"
+    model.save(path)
+    assert sorted(os.listdir(tmp_path)) == ["model.fastnn"]  # one file, no leftovers
+    loaded = load_model(path)
+    assert loaded.name == "roundtrip"
+    assert loaded.get_config() == model.get_config()
+    assert_same_weights(model, loaded, "loaded")
+    assert_bitwise(loaded.predict(x), model.predict(x), what="loaded predictions")
+    assert type(loaded.optimizer) is optimizers.Adam
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    assert loaded.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
+    # continued training: same seed -> bit-identical weights, which needs the optimizer
+    # state (Adam moments, step count) to have been saved
+    set_random_seed(9)
+    h1 = model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    set_random_seed(9)
+    h2 = loaded.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert h1.history == h2.history
+    assert_same_weights(model, loaded, "after one more epoch")
+    for i, (s1, s2) in enumerate(zip(model.optimizer.get_state(),
+                                     loaded.optimizer.get_state())):
+        assert_bitwise(np.asarray(s2), np.asarray(s1), what=f"optimizer state {i}")
+    # teeth: a fresh optimizer on the same weights ends elsewhere
+    fresh = load_model(path, compile=False)
+    assert fresh.optimizer is None
+    fresh.compile(optimizers.Adam(learning_rate=0.01), SCCE, ["accuracy"])
+    set_random_seed(9)
+    fresh.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert weights_differ(fresh.get_weights(), model.get_weights())
+
+
+def test_save_uncompiled_model_and_load_weights(tmp_path):
+    model = Sequential([Dense(4, input_shape=(D,)), Dense(2)])
+    model.save(tmp_path / "m.fastnn")
+    loaded = load_model(tmp_path / "m.fastnn")
+    assert loaded.optimizer is None
+    assert_same_weights(model, loaded)
+    other = Sequential([Dense(4, input_shape=(D,)), Dense(2)])
+    other.load_weights(tmp_path / "m.fastnn")
+    assert_same_weights(model, other, "load_weights from a full save")
+    model.save_weights(tmp_path / "w.fastnn")
+    third = Sequential([Dense(4, input_shape=(D,)), Dense(2)])
+    third.load_weights(tmp_path / "w.fastnn")
+    assert_same_weights(model, third, "save_weights / load_weights")
+
+
+def _saved_model(tmp_path):
+    model = mlp(seed=0)
+    model.fit(*make_data(16), epochs=1, verbose=0)
+    path = tmp_path / "good.fastnn"
+    model.save(path)
+    return model, path
+
+
+def _rezip(src, dst, drop=(), replace=None):
+    replace = replace or {}
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            if name not in drop:
+                zout.writestr(name, replace.get(name, zin.read(name)))
+        for name, data in replace.items():
+            if name not in zin.namelist():
+                zout.writestr(name, data)
+
+
+def _meta(path):
+    with zipfile.ZipFile(path) as z:
+        return json.loads(z.read("meta.json"))
+
+
+def _corrupt_member(good, bad, member):
+    """Overwrite the middle of one member's compressed bytes with garbage."""
+    data = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as z:
+        info = z.getinfo(member)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for i in range(start + 8, start + min(info.compress_size, 40)):
+        data[i] ^= 0x5A
+    bad.write_bytes(bytes(data))
+
+
+def _bad_files():
+    def truncated_half(good, bad):
+        bad.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+
+    def truncated_tail(good, bad):
+        bad.write_bytes(good.read_bytes()[:-1])
+
+    def empty(good, bad):
+        bad.write_bytes(b"")
+
+    def random_bytes(good, bad):
+        bad.write_bytes(np.random.default_rng(0).bytes(2000))
+
+    def npy_file(good, bad):
+        with open(bad, "wb") as f:
+            np.save(f, np.zeros(3))
+
+    def zip_without_meta(good, bad):
+        with zipfile.ZipFile(bad, "w") as z:
+            z.writestr("hello.txt", "not a model")
+
+    def other_format(good, bad):
+        _rezip(good, bad, replace={"meta.json": json.dumps({"format": "keras"})})
+
+    def meta_not_json(good, bad):
+        _rezip(good, bad, replace={"meta.json": b"\x00\x01{"})
+
+    def weights_only_file(good, bad):
+        load_model(good).save_weights(bad)
+
+    def missing_weight(good, bad):
+        _rezip(good, bad, drop=["weights/1.npy"])
+
+    def corrupt_weight_member(good, bad):
+        _corrupt_member(good, bad, "weights/0.npy")
+
+    def corrupt_meta_member(good, bad):
+        _corrupt_member(good, bad, "meta.json")
+
+    def compile_without_loss(good, bad):
+        meta = _meta(good)
+        del meta["compile"]["loss"]
+        _rezip(good, bad, replace={"meta.json": json.dumps(meta)})
+
+    def optimizer_state_missing(good, bad):
+        _rezip(good, bad, drop=["optimizer/3.npy"])
+
+    def newer_format_version(good, bad):
+        meta = _meta(good)
+        meta["version"] = 99
+        _rezip(good, bad, replace={"meta.json": json.dumps(meta)})
+
+    return [truncated_half, truncated_tail, empty, random_bytes, npy_file, zip_without_meta,
+            other_format, meta_not_json, weights_only_file, missing_weight,
+            corrupt_weight_member, corrupt_meta_member, compile_without_loss,
+            optimizer_state_missing, newer_format_version]
+
+
+@pytest.mark.parametrize("make_bad", _bad_files(), ids=lambda f: f.__name__)
+def test_load_model_rejects_truncated_corrupt_and_foreign_files(tmp_path, make_bad):
+    _, good = _saved_model(tmp_path)
+    bad = tmp_path / "bad.fastnn"
+    make_bad(good, bad)
+    with pytest.raises(ValueError, match="fastnn model") as info:
+        load_model(bad)
+    assert str(bad) in str(info.value)
+
+
+def test_load_model_missing_file():
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        load_model("/nonexistent/dir/model.fastnn")
+
+
+def _confidence(y_true, y_pred):
+    """A user's metric function (not one fastnn knows how to save)."""
+    return np.max(y_pred, axis=-1)
+
+
+def _unsaveable_models():
+    def function_learning_rate():
+        model = mlp(seed=1, optimizer=optimizers.SGD(learning_rate=lambda step: 0.1))
+        return model, ValueError, "cannot save the model"
+
+    def custom_metric_function():
+        model = mlp(seed=1, metrics_=[_confidence])
+        return model, (TypeError, ValueError), "cannot serialize"
+
+    return [function_learning_rate, custom_metric_function]
+
+
+@pytest.mark.parametrize("make", _unsaveable_models(), ids=lambda f: f.__name__)
+def test_failed_save_writes_nothing_and_keeps_the_existing_file(tmp_path, make):
+    good_model, path = _saved_model(tmp_path)
+    before = path.read_bytes()
+    model, exc, pattern = make()
+    model.fit(*make_data(16), epochs=1, verbose=0)
+    with pytest.raises(exc, match=pattern):
+        model.save(path)
+    assert path.read_bytes() == before
+    with pytest.raises(exc, match=pattern):
+        model.save(tmp_path / "new.fastnn")
+    assert sorted(os.listdir(tmp_path)) == ["good.fastnn"]
+
+
+def test_save_interrupted_while_writing_is_atomic(tmp_path, monkeypatch):
+    """An error in the middle of writing the archive (disk full, Ctrl-C) removes the
+    temporary file and leaves the previous save intact."""
+    good_model, path = _saved_model(tmp_path)
+    before = path.read_bytes()
+    model = mlp(seed=5)
+    real_save = np.save
+    calls = []
+
+    def failing_save(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_save(*args, **kw)
+
+    monkeypatch.setattr(np, "save", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(path)
+    monkeypatch.setattr(np, "save", real_save)
+    assert len(calls) == 3
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["good.fastnn"]
+    assert_same_weights(load_model(path), good_model)
+
+
+def test_save_onto_a_directory_or_under_a_file_fails_cleanly(tmp_path):
+    model = mlp()
+    target_dir = tmp_path / "a_directory"
+    target_dir.mkdir()
+    with pytest.raises(OSError):
+        model.save(target_dir)
+    assert tmp_leftovers(tmp_path) == [] and os.listdir(target_dir) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OSError):
+        model.save(tmp_path / "file" / "model.fastnn")
+    assert sorted(os.listdir(tmp_path)) == ["a_directory", "file"]
+
+
+# ----------------------------------------------------------------------------- callbacks in fit
+def _diverging_validation(n=48):
+    """Training data and validation data with permuted labels: the better the model
+    learns the training data, the worse the validation loss."""
+    x, y = make_data(n)
+    xv, yv = make_data(24, seed=7)
+    return x, y, xv, (yv + 1) % K
+
+
+def test_early_stopping_restores_the_best_weights_in_fit():
+    x, y, xv, yv = _diverging_validation()
+    model = mlp(seed=0, optimizer=optimizers.Adam(learning_rate=0.05))
+    snaps = []
+    record = cbs.LambdaCallback(on_epoch_end=lambda e, logs: snaps.append(model.get_weights()))
+    es = cbs.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    h = model.fit(x, y, epochs=30, batch_size=8, validation_data=(xv, yv), verbose=0,
+                  callbacks=[record, es])
+    n_run = len(h.history["val_loss"])
+    assert n_run < 30 and es.stopped_epoch == n_run - 1
+    best = int(np.argmin(h.history["val_loss"]))
+    assert best == es.best_epoch and best < n_run - 1
+    for w, s in zip(model.get_weights(), snaps[best]):
+        assert_bitwise(w, s, what="restored best weights")
+    assert weights_differ(model.get_weights(), snaps[-1])
+    # without restore_best_weights the last epoch's weights stay
+    model2 = mlp(seed=0, optimizer=optimizers.Adam(learning_rate=0.05))
+    model2.fit(x, y, epochs=30, batch_size=8, validation_data=(xv, yv), verbose=0,
+               callbacks=[cbs.EarlyStopping(monitor="val_loss", patience=2)])
+    for w, s in zip(model2.get_weights(), snaps[-1]):
+        assert_bitwise(w, s, what="no restore")
+
+
+def test_model_checkpoint_saves_the_best_loadable_model(tmp_path):
+    x, y, xv, yv = _diverging_validation()
+    model = mlp(seed=0, optimizer=optimizers.Adam(learning_rate=0.05))
+    snaps = []
+    record = cbs.LambdaCallback(on_epoch_end=lambda e, logs: snaps.append(model.get_weights()))
+    best_path = tmp_path / "best.fastnn"
+    h = model.fit(x, y, epochs=4, batch_size=8, validation_data=(xv, yv), verbose=0,
+                  callbacks=[record,
+                             cbs.ModelCheckpoint(best_path, monitor="val_loss",
+                                                 save_best_only=True),
+                             cbs.ModelCheckpoint(tmp_path / "ep{epoch:02d}.fastnn")])
+    assert sorted(os.listdir(tmp_path)) == ["best.fastnn", "ep01.fastnn", "ep02.fastnn",
+                                            "ep03.fastnn", "ep04.fastnn"]
+    best = int(np.argmin(h.history["val_loss"]))
+    for w, s in zip(load_model(best_path).get_weights(), snaps[best]):
+        assert_bitwise(w, s, what="best checkpoint")
+    for w, s in zip(load_model(tmp_path / "ep03.fastnn").get_weights(), snaps[2]):
+        assert_bitwise(w, s, what="epoch 3 checkpoint")
+
+
+def test_learning_rate_scheduler_changes_the_step_in_fit():
+    x, y = make_data(32)
+    model = mlp(optimizer=optimizers.SGD(learning_rate=0.1))
+    snaps = [model.get_weights()]
+    record = cbs.LambdaCallback(on_epoch_end=lambda e, logs: snaps.append(model.get_weights()))
+    sched = cbs.LearningRateScheduler(lambda epoch, lr: 0.1 if epoch == 0 else 0.0)
+    h = model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[sched, record])
+    assert h.history["learning_rate"] == [0.1, 0.0, 0.0]
+    assert weights_differ(snaps[0], snaps[1])  # epoch 0 trained
+    for a, b in zip(snaps[1], snaps[3]):       # lr 0: frozen
+        assert_bitwise(b, a, what="lr=0 epochs")
+
+
+def test_reduce_lr_on_plateau_reduces_the_optimizer_rate_in_fit():
+    x, y = make_data(32)
+    model = mlp(optimizer=optimizers.SGD(learning_rate=0.04))
+    plateau = cbs.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_delta=1e9)
+    h = model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[plateau])
+    assert h.history["learning_rate"] == pytest.approx([0.04, 0.04, 0.02])
+    assert model.optimizer.learning_rate == pytest.approx(0.01)
+
+
+def test_csv_logger_in_fit_matches_history(tmp_path):
+    x, y = make_data(32)
+    path = tmp_path / "log.csv"
+    h = mlp().fit(x, y, epochs=2, batch_size=8, verbose=0, validation_split=0.25,
+                  callbacks=[cbs.CSVLogger(path)])
+    rows = path.read_text().splitlines()
+    assert rows[0] == "epoch,accuracy,loss,val_accuracy,val_loss"
+    assert len(rows) == 3
+    for epoch, row in enumerate(rows[1:]):
+        fields = row.split(",")
+        assert int(fields[0]) == epoch
+        for key, value in zip(["accuracy", "loss", "val_accuracy", "val_loss"], fields[1:]):
+            assert float(value) == pytest.approx(h.history[key][epoch], rel=1e-12)
+
+
+def test_terminate_on_nan_stops_on_nan_data_with_a_message(capsys):
+    x, y = make_data(40)
+    x[13, 2] = np.nan  # in batch 1 (samples 8..15) with shuffle=False
+    model = mlp()
+    h = model.fit(x, y, epochs=5, batch_size=8, shuffle=False, verbose=0,
+                  callbacks=[cbs.TerminateOnNaN()])
+    out = capsys.readouterr().out
+    assert "Batch 1: Invalid loss, terminating training" in out
+    assert h.epoch == [0] and math.isnan(h.history["loss"][0])
+    assert model.stop_training
+    # teeth: without the callback all epochs run
+    h2 = mlp().fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0)
+    assert h2.epoch == [0, 1, 2]
+
+
+def test_terminate_on_nan_stops_a_diverging_run(capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, D)).astype(np.float32)
+    y = rng.normal(size=(40, 1)) * 1e3
+    set_random_seed(0)
+    model = Sequential([Dense(1, input_shape=(D,))])
+    model.compile(optimizers.SGD(learning_rate=1e6), "mse")
+    with np.errstate(all="ignore"):  # the overflow is the point
+        h = model.fit(x, y, epochs=50, batch_size=8, verbose=0,
+                      callbacks=[cbs.TerminateOnNaN()])
+    assert "Invalid loss, terminating training" in capsys.readouterr().out
+    assert len(h.epoch) == 1 and not math.isfinite(h.history["loss"][0])
+
+
+# ----------------------------------------------------------------------------- progress output
+def test_verbose_1_prints_a_keras_style_bar_per_epoch(capsys):
+    x, y = make_data(80)
+    mlp().fit(x, y, epochs=2, batch_size=8, verbose=1, validation_split=0.2)  # 64 -> 8 steps
+    out = capsys.readouterr().out
+    assert "\r" not in out  # not a terminal: one final line per bar
+    lines = out.strip().splitlines()
+    assert lines[0] == "Epoch 1/2" and lines[2] == "Epoch 2/2" and len(lines) == 4
+    for bar in (lines[1], lines[3]):
+        assert re.match(r"8/8 \[=+\] - \d+s \d+(us|ms|s)/step - \d+ samples/s - loss: "
+                        r"\d\.\d{4} - accuracy: \d\.\d{4} - val_loss: \d\.\d{4} - "
+                        r"val_accuracy: \d\.\d{4}$", bar), bar
+
+
+def test_verbose_2_prints_one_line_per_epoch(capsys):
+    x, y = make_data(40)
+    mlp().fit(x, y, epochs=3, batch_size=8, verbose=2)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    for i, line in enumerate(lines):
+        assert re.match(rf"Epoch {i + 1}/3 - \d+s - loss: \d\.\d{{4}} - accuracy: "
+                        rf"\d\.\d{{4}}$", line), line
+
+
+def test_verbose_0_is_silent(capsys):
+    x, y = make_data(40)
+    mlp().fit(x, y, epochs=2, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+# ----------------------------------------------------------------------------- seeding
+def test_set_random_seed_makes_runs_bit_identical(backend):
+    """Same seed, same thread count: weights init, Dropout masks, shuffling and
+    validation_split give bit-identical runs; another seed does not."""
+    x, y = make_data(60)
+
+    def run(seed):
+        set_random_seed(seed)
+        model = Sequential([Dense(16, activation="relu", input_shape=(D,)), Dropout(0.3),
+                            Dense(K, activation="softmax")])
+        model.compile("adam", SCCE, ["accuracy"])
+        h = model.fit(x, y, epochs=3, batch_size=8, shuffle=True, validation_split=0.2,
+                      verbose=0)
+        return model, h.history
+
+    m1, h1 = run(42)
+    m2, h2 = run(42)
+    assert h1 == h2
+    assert_same_weights(m1, m2, "same seed")
+    m3, h3 = run(43)
+    assert h3 != h1 and weights_differ(m1.get_weights(), m3.get_weights())
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
+def test_set_random_seed_rejects_bad_seeds(seed):
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        set_random_seed(seed)
+
+
+# ----------------------------------------------------------------------------- bad input
+def _compiled():
+    return mlp(seed=0)
+
+
+X, Y = make_data(20)
+
+BAD_INPUT = [
+    # (id, exception, regex, call)
+    ("x_y_lengths", ValueError, r"x and y must have the same number of samples, received 20 "
+     r"and 19", lambda m: m.fit(X, Y[:-1], verbose=0)),
+    ("x_y_lengths_evaluate", ValueError, r"same number of samples",
+     lambda m: m.evaluate(X, Y[:-1], verbose=0)),
+    ("label_too_big", ValueError, r"labels must be in \[0, 3\) .* received values in \[\d, 3\]",
+     lambda m: m.fit(X, np.where(np.arange(len(Y)) == 5, 3, Y), verbose=0)),
+    ("label_negative", ValueError, r"labels must be in \[0, 3\)",
+     lambda m: m.fit(X, Y - 1, verbose=0)),
+    ("label_out_of_range_evaluate", ValueError, r"labels must be in \[0, 3\)",
+     lambda m: m.evaluate(X, Y + 5, verbose=0)),
+    ("input_shape_fit", ValueError, r"expects inputs of shape \(None, 6\), received x with "
+     r"shape \(20, 5\)", lambda m: m.fit(X[:, :5], Y, verbose=0)),
+    ("input_shape_predict", ValueError, r"expects inputs of shape \(None, 6\)",
+     lambda m: m.predict(X[:, :, None])),
+    ("input_shape_evaluate", ValueError, r"expects inputs of shape \(None, 6\)",
+     lambda m: m.evaluate(np.ones((20, 7)), Y, verbose=0)),
+    ("x_1d", ValueError, r"x must have a batch dimension", lambda m: m.predict(np.ones(6))),
+    ("x_strings", TypeError, r"x must be numeric, received dtype <U",
+     lambda m: m.fit(X.astype(str), Y, verbose=0)),
+    ("x_objects", TypeError, r"x must be numeric, received dtype object",
+     lambda m: m.predict(X.astype(object))),
+    ("x_complex", TypeError, r"x must be numeric", lambda m: m.predict(X.astype(complex))),
+    ("x_none", TypeError, r"x must be a numpy array, received NoneType",
+     lambda m: m.fit(None, Y, verbose=0)),
+    ("x_dict", TypeError, r"x must be a numpy array, received dict",
+     lambda m: m.predict({"x": X})),
+    ("y_strings", TypeError, r"y must be numeric, received dtype <U",
+     lambda m: m.fit(X, Y.astype(str), verbose=0)),
+    ("y_one_hot_for_sparse", ValueError, r"sparse labels must have shape \(\d+,\)",
+     lambda m: m.fit(X, fastnn.utils.to_categorical(Y, K), verbose=0, batch_size=20)),
+    ("sample_weight_length", ValueError, r"sample_weight must have one weight per sample "
+     r"\(20\), received 3", lambda m: m.fit(X, Y, sample_weight=[1, 2, 3], verbose=0)),
+    ("class_weight_type", TypeError, r"class_weight must be a dict",
+     lambda m: m.fit(X, Y, class_weight=[1, 2, 3], verbose=0)),
+    ("batch_size_0", ValueError, r"batch_size must be a positive int, received batch_size=0",
+     lambda m: m.fit(X, Y, batch_size=0, verbose=0)),
+    ("batch_size_float", ValueError, r"batch_size must be a positive int",
+     lambda m: m.predict(X, batch_size=2.5)),
+    ("epochs_negative", ValueError, r"epochs must be a non-negative int",
+     lambda m: m.fit(X, Y, epochs=-1, verbose=0)),
+    ("verbose_3", ValueError, r"verbose must be 0, 1, 2 or 'auto'",
+     lambda m: m.fit(X, Y, verbose=3)),
+    ("validation_split_1", ValueError, r"validation_split must be in \[0, 1\)",
+     lambda m: m.fit(X, Y, validation_split=1.0, verbose=0)),
+    ("validation_split_empty", ValueError, r"leaves no validation samples",
+     lambda m: m.fit(X, Y, validation_split=0.01, verbose=0)),
+    ("validation_both", ValueError, r"validation_data or validation_split, not both",
+     lambda m: m.fit(X, Y, validation_split=0.2, validation_data=(X, Y), verbose=0)),
+    ("validation_data_form", ValueError, r"validation_data must be \(x_val, y_val\)",
+     lambda m: m.fit(X, Y, validation_data=X, verbose=0)),
+    ("validation_data_shape", ValueError, r"expects inputs of shape \(None, 6\)",
+     lambda m: m.fit(X, Y, validation_data=(X[:, :4], Y), verbose=0)),
+    ("validation_data_lengths", ValueError, r"same number of samples",
+     lambda m: m.fit(X, Y, validation_data=(X, Y[:5]), verbose=0)),
+    ("validation_labels", ValueError, r"labels must be in \[0, 3\)",
+     lambda m: m.fit(X, Y, validation_data=(X, Y + 3), verbose=0)),
+    ("categorical_ce_int_labels", ValueError, r"use sparse_categorical_crossentropy",
+     lambda m: (m.compile("adam", "categorical_crossentropy"), m.fit(X, Y, verbose=0))),
+    ("unknown_optimizer", ValueError, r"Unknown optimizer 'adamm'.*'adam'",
+     lambda m: m.compile("adamm", SCCE)),
+    ("unknown_loss", ValueError, r"Unknown loss 'sparse_crossentropy'; valid names: .*"
+     r"'sparse_categorical_crossentropy'", lambda m: m.compile("adam", "sparse_crossentropy")),
+    ("unknown_metric", ValueError, r"Unknown metric 'acuracy'; valid names: .*'accuracy'",
+     lambda m: (m.compile("adam", SCCE, ["acuracy"]), m.fit(X, Y, verbose=0))),
+    ("unknown_activation", ValueError, r"Unknown activation 'rleu'; valid names: .*'relu'",
+     lambda m: m.add(Dense(2, activation="rleu"))),
+    ("unknown_initializer", ValueError, r"Unknown initializer 'glorot'.*'glorot_uniform'",
+     lambda m: m.add(Dense(2, kernel_initializer="glorot"))),
+    ("unknown_regularizer", ValueError, r"Unknown regularizer 'l3'.*'l2'",
+     lambda m: m.add(Dense(2, kernel_regularizer="l3"))),
+    ("optimizer_type", TypeError, r"Could not interpret optimizer identifier 3",
+     lambda m: m.compile(3, SCCE)),
+    ("loss_type", TypeError, r"loss must be a name or a Loss instance",
+     lambda m: m.compile("adam", 3)),
+    ("callback_class", TypeError, r"callbacks must be instances.*TerminateOnNaN\(\.\.\.\)",
+     lambda m: m.fit(X, Y, verbose=0, callbacks=[cbs.TerminateOnNaN])),
+]
+
+
+@pytest.mark.parametrize("exc,pattern,call", [c[1:] for c in BAD_INPUT],
+                         ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_raises_a_clear_error_and_changes_nothing(tmp_path, exc, pattern, call):
+    """Each bad input raises before anything is trained or written: the layers and weights
+    are unchanged and the callbacks' files (CSV log, checkpoint) do not exist."""
+    model = _compiled()
+    before = model.get_weights()
+    n_layers = len(model.layers)
+    log, ckpt = tmp_path / "log.csv", tmp_path / "ckpt.fastnn"
+    real_fit = model.fit
+
+    def fit_with_files(*args, **kw):
+        kw.setdefault("callbacks", [])
+        kw["callbacks"] = list(kw["callbacks"]) + [cbs.CSVLogger(log),
+                                                   cbs.ModelCheckpoint(ckpt, monitor="loss")]
+        return real_fit(*args, **kw)
+
+    model.fit = fit_with_files
+    with pytest.raises(exc, match=pattern):
+        call(model)
+    assert os.listdir(tmp_path) == []
+    assert len(model.layers) == n_layers
+    for w0, w1 in zip(before, model.get_weights()):
+        assert_bitwise(w1, w0, what="weights after bad input")
+
+
+def test_bad_input_model_still_trains_afterwards():
+    model = _compiled()
+    for bad in (lambda: model.fit(X, Y[:-1], verbose=0),
+                lambda: model.fit(X, Y + 3, verbose=0),
+                lambda: model.fit(X[:, :5], Y, verbose=0)):
+        with pytest.raises(ValueError):
+            bad()
+    h = model.fit(X, Y, epochs=2, verbose=0)
+    assert len(h.epoch) == 2 and all(math.isfinite(v) for v in h.history["loss"])
+
+
+@pytest.mark.parametrize("what,call", [
+    ("summary", lambda m: m.summary()),
+    ("get_weights", lambda m: m.get_weights()),
+    ("set_weights", lambda m: m.set_weights([])),
+    ("count_params", lambda m: m.count_params()),
+    ("output_shape", lambda m: m.output_shape),
+    ("save", lambda m: m.save("never-written.fastnn")),
+])
+def test_using_an_unbuilt_model_says_how_to_build_it(what, call, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = Sequential([Dense(3)])
+    with pytest.raises(ValueError, match=rf"{what}: the model is not built yet; give the "
+                                         rf"first layer an input_shape"):
+        call(model)
+    assert os.listdir(tmp_path) == []
+
+
+def test_predict_on_an_empty_model_and_training_before_compile():
+    with pytest.raises(ValueError, match="the model has no layers; add some with model.add"):
+        Sequential().predict(X)
+    model = Sequential([Dense(K, activation="softmax", input_shape=(D,))])
+    with pytest.raises(ValueError, match=r"must be compiled before training: call "
+                                         r"model.compile"):
+        model.fit(X, Y, verbose=0)
+    with pytest.raises(ValueError, match="must be compiled before evaluate"):
+        model.evaluate(X, Y, verbose=0)
+    with pytest.raises(ValueError, match="must be compiled before training"):
+        model.train_on_batch(X, Y)
