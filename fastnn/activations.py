@@ -26,7 +26,10 @@ class Activation:
         raise NotImplementedError
 
     def __call__(self, x):
-        return self.forward(np.asarray(x))
+        x = np.asarray(x)
+        if x.dtype.kind in "biu":  # forward keeps its input's dtype: ints would truncate
+            x = x.astype(np.float64)
+        return self.forward(x)
 
     def get_config(self) -> dict:
         return {"name": self.name}

@@ -135,6 +135,14 @@ def restore_threads():
 TOLERANCES = {
     np.dtype(np.float64): dict(rtol=1e-10, atol=1e-12),
     np.dtype(np.float32): dict(rtol=1e-4, atol=1e-5),
+    # Central finite differences of whole small models, layers, losses and activations
+    # (float64 only; tests/test_gradcheck.py, test_layers.py, test_losses_activations.py):
+    # (L(p + step) - L(p - step)) / (2 step). Truncation error step^2 |d3L/dp3| / 6 ~ 1e-12
+    # for the smooth losses used; rounding error ~ eps * |L terms| / step ~ 1e-10. Inputs
+    # keep every kink (relu at 0, max-pool ties, |w| at 0, probability clipping) further
+    # than step away, so the analytic gradient must match to rtol 1e-6 and
+    # atol 1e-6 * max(1, max |numeric gradient|): ~1e4 above the expected error.
+    "finite_difference": dict(step=1e-6, rtol=1e-6, atol=1e-6),
 }
 
 

@@ -188,7 +188,10 @@ class Layer:
         return x
 
     def _check_input(self, x: np.ndarray) -> None:
-        if self.input_shape is not None and x.shape[1:] != tuple(self.input_shape[1:]):
+        expected = None if self.input_shape is None else tuple(self.input_shape[1:])
+        # None in the built shape (an unknown dimension) accepts any size; the rank must match
+        if expected is not None and (len(x.shape) - 1 != len(expected) or any(
+                e is not None and d != e for d, e in zip(x.shape[1:], expected))):
             raise ValueError(f"layer {self.name!r} expects input of shape "
                              f"{_fmt(self.input_shape)}, received {x.shape}")
 

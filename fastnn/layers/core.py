@@ -234,7 +234,8 @@ class Dropout(Layer):
 
     def __init__(self, rate: float, noise_shape=None, seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) \
+                or not 0 <= rate < 1:
             raise ValueError(f"rate must be a float in [0, 1), received rate={rate!r}")
         self.rate = float(rate)
         self.noise_shape = None if noise_shape is None else tuple(noise_shape)

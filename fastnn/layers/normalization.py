@@ -12,9 +12,10 @@ class BatchNormalization(Layer):
 
     Training: ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta`` with the batch mean and
     (biased) variance over every axis but ``axis``; then
-    ``moving = moving * momentum + batch * (1 - momentum)``. Inference uses the moving
-    statistics. For a channels_last convolution output (N, H, W, C) the default ``axis=-1``
-    normalizes per channel; use ``axis=1`` for channels_first.
+    ``moving = moving * momentum + batch * (1 - momentum)``. Inference, and training with
+    ``trainable=False`` (as in Keras, for fine-tuning), uses the moving statistics. For a
+    channels_last convolution output (N, H, W, C) the default ``axis=-1`` normalizes per
+    channel; use ``axis=1`` for channels_first.
 
     Weights: ``gamma``, ``beta`` (trainable, in ``params``), ``moving_mean``,
     ``moving_variance`` (in ``state``), each of shape (C,).
@@ -58,7 +59,10 @@ class BatchNormalization(Layer):
 
     def forward(self, x, training=False):
         self._check_input(x)
-        self._training = bool(training)
+        # Keras: a non-trainable BatchNormalization runs in inference mode (moving statistics,
+        # not updated) even in training
+        training = bool(training) and self.trainable
+        self._training = training
         if training:
             mean = x.mean(axis=self._reduce)
             var = x.var(axis=self._reduce)

@@ -1,0 +1,481 @@
+"""Activations and losses against the float64 reference of ``tests/reference_model.py`` and
+against central finite differences; the stable softmax/sigmoid + cross-entropy paths on
+saturated logits (the loss objects with ``from_logits=True`` and the fused path a
+:class:`fastnn.models.Sequential` takes); ``from_logits=True`` against ``from_logits=False``;
+NaN propagation; unknown names.
+
+Tolerances: conftest's ``assert_close``/``tolerance`` (``k`` the reduction length, ``scale``
+the largest term) and its ``"finite_difference"`` entry.
+"""
+from __future__ import annotations
+
+import math
+import re
+import zlib
+
+import numpy as np
+import pytest
+
+from fastnn import activations, layers as L, losses, models, optimizers, regularizers
+from conftest import DTYPES, TOLERANCES, absmax, assert_close, tolerance
+
+import reference_model as R
+
+DT_IDS = ["f32", "f64"]
+FD = TOLERANCES["finite_difference"]
+
+
+def _rng(*key) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def assert_fd(analytic, numeric, what):
+    atol = FD["atol"] * max(1.0, float(np.max(np.abs(numeric), initial=0.0)))
+    np.testing.assert_allclose(analytic, numeric, rtol=FD["rtol"], atol=atol, err_msg=what)
+
+
+def _away_from_zero(rng, shape, dtype, lo=0.05, hi=2.0):
+    """Values in [-hi, -lo] U [lo, hi]: no kink of relu/leaky_relu/elu within reach."""
+    mag = rng.uniform(lo, hi, size=shape)
+    return (mag * rng.choice([-1.0, 1.0], size=shape)).astype(dtype)
+
+
+# =========================================================================== activations
+# (id, identifier given to activations.get, reference name, reference keyword arguments,
+#  input shape)
+ACT_CASES = [
+    ("linear", "linear", "linear", {}, (4, 5)),
+    ("none", None, "linear", {}, (4, 5)),
+    ("relu", "relu", "relu", {}, (4, 5)),
+    ("sigmoid", "sigmoid", "sigmoid", {}, (4, 5)),
+    ("tanh", "tanh", "tanh", {}, (4, 5)),
+    ("softmax", "softmax", "softmax", {}, (4, 5)),
+    ("softmax_3d", "softmax", "softmax", {}, (2, 3, 4)),
+    ("softmax_axis1", activations.Softmax(axis=1), "softmax", {"axis": 1}, (2, 3, 4)),
+    ("softmax_axis0", activations.Softmax(axis=0), "softmax", {"axis": 0}, (3, 4)),
+    ("leaky_relu", "leaky_relu", "leaky_relu", {}, (4, 5)),
+    ("leaky_relu_0.05", activations.LeakyReLU(0.05), "leaky_relu", {"negative_slope": 0.05},
+     (4, 5)),
+    ("elu", "elu", "elu", {}, (4, 5)),
+    ("elu_alpha0.5", {"name": "elu", "alpha": 0.5}, "elu", {"alpha": 0.5}, (4, 5)),
+    ("RELU_upper", "ReLU", "relu", {}, (4, 5)),
+]
+ACT_IDS = [c[0] for c in ACT_CASES]
+
+
+def _act_k(ref_name, akw, shape):
+    """Terms of the reduction behind one output (softmax sums over its axis)."""
+    return shape[akw.get("axis", -1)] if ref_name == "softmax" else 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("cid,ident,ref_name,akw,shape", ACT_CASES, ids=ACT_IDS)
+def test_activation_matches_reference(backend, cid, ident, ref_name, akw, shape, dtype):
+    rng = _rng("act", cid, np.dtype(dtype).name)
+    act = activations.get(ident)
+    x = _away_from_zero(rng, shape, dtype)
+    dy = rng.uniform(-1, 1, size=shape).astype(dtype)
+    y = act.forward(x)
+    dx = act.backward(dy, x, y)
+    ry = R.activation_forward(ref_name, x, **akw)
+    rdx = R.activation_backward(ref_name, x, dy, **akw)
+    k = _act_k(ref_name, akw, shape)
+    assert_close(y, ry.astype(dtype), k=k, scale=absmax(ry), what=f"{cid} forward")
+    assert_close(dx, rdx.astype(dtype), k=k, scale=absmax(ry) * absmax(dy) + absmax(rdx),
+                 what=f"{cid} backward")
+    np.testing.assert_array_equal(act(x), y)               # __call__ is forward
+
+
+@pytest.mark.parametrize("cid,ident,ref_name,akw,shape", ACT_CASES, ids=ACT_IDS)
+def test_activation_backward_matches_finite_differences(backend, cid, ident, ref_name, akw,
+                                                        shape):
+    rng = _rng("actfd", cid)
+    act = activations.get(ident)
+    x = _away_from_zero(rng, shape, np.float64)
+    w = rng.uniform(-1, 1, size=shape)
+
+    def f():
+        return float(np.sum(w * act.forward(x)))
+
+    analytic = act.backward(w, x, act.forward(x))
+    assert_fd(analytic, R.numerical_gradient(f, x, FD["step"]), cid)
+
+
+@pytest.mark.parametrize("cid,ident,ref_name,akw,shape", ACT_CASES, ids=ACT_IDS)
+def test_activation_config_round_trip(cid, ident, ref_name, akw, shape):
+    act = activations.get(ident)
+    again = activations.get(activations.serialize(act))
+    assert type(again) is type(act) and again.get_config() == act.get_config()
+    x = _away_from_zero(_rng("actcfg", cid), shape, np.float64)
+    np.testing.assert_array_equal(again.forward(x), act.forward(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name", R.ACTIVATIONS)
+def test_activation_saturated_inputs_finite(backend, name, dtype):
+    """+-1000 (and float32/float64 extremes): no overflow warning, finite exact limits."""
+    x = np.array([[-1000.0, 1000.0, -60.0, 60.0, 0.5]], dtype=dtype)
+    act = activations.get(name)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        y = act.forward(x)
+        dx = act.backward(np.ones_like(x), x, y)
+    assert y.dtype == x.dtype and dx.dtype == x.dtype
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(dx)), (y, dx)
+    ry = R.activation_forward(name, x)
+    with np.errstate(over="ignore"):
+        rdx = R.activation_backward(name, x, np.ones(x.shape))
+    assert_close(y, ry.astype(dtype), k=5, scale=absmax(ry), what=f"{name} saturated y")
+    assert_close(dx, rdx.astype(dtype), k=5, scale=max(absmax(rdx), 1.0),
+                 what=f"{name} saturated dx")
+
+
+@pytest.mark.parametrize("name", R.ACTIVATIONS)
+def test_activation_nan_propagates(backend, name):
+    x = np.array([[np.nan, 0.5, -0.5], [0.25, -2.0, 1.0]])
+    y = activations.get(name).forward(x)
+    assert np.isnan(y[0, 0]), f"{name}: NaN input gave {y[0, 0]}"
+    if name == "softmax":
+        assert np.all(np.isnan(y[0])) and np.all(np.isfinite(y[1]))
+    else:
+        assert np.all(np.isfinite(y[0, 1:])) and np.all(np.isfinite(y[1]))
+
+
+@pytest.mark.parametrize("name", R.ACTIVATIONS)
+def test_activation_call_on_integer_input(name):
+    """``act([-1, 0, 2])`` computes in floating point (it used to truncate to integers:
+    sigmoid gave [0, 0, 0], softmax raised)."""
+    x = [[-1, 0, 2], [3, -2, 1]]
+    y = activations.get(name)(x)
+    assert y.dtype == np.float64
+    ry = R.activation_forward(name, np.array(x, dtype=np.float64))
+    assert_close(y, ry, k=3, scale=absmax(ry), what=name)
+    np.testing.assert_array_equal(activations.get(name)(np.array(x, dtype=bool)),
+                                  activations.get(name)(np.array(x, dtype=bool) * 1.0))
+
+
+def test_callable_activation_uses_its_function():
+    """A plain callable: forward is the function, backward its (numerical) derivative."""
+    act = activations.get(np.sin)
+    x = np.linspace(-2, 2, 9)
+    dy = np.linspace(1, 2, 9)
+    np.testing.assert_array_equal(act.forward(x), np.sin(x))
+    assert_fd(act.backward(dy, x, act.forward(x)), dy * np.cos(x), "sin'")
+
+
+@pytest.mark.parametrize("bad", ["swish_nope", "RelU6", ""])
+def test_unknown_activation_name_lists_valid(bad):
+    with pytest.raises(ValueError, match="valid names") as info:
+        activations.get(bad)
+    assert repr(bad) in str(info.value)
+    for name in R.ACTIVATIONS:
+        assert name in str(info.value)
+
+
+def test_activation_bad_identifier_type():
+    with pytest.raises(TypeError, match="activation"):
+        activations.get(3)
+    with pytest.raises(ValueError, match="negative_slope"):
+        activations.LeakyReLU(-0.1)
+
+
+# =========================================================================== losses
+def _loss_data(rng, name, from_logits, shape, dtype):
+    """(y_true, y_pred) away from kinks and clipping."""
+    n, k = shape[0], shape[-1]
+    if name in ("mean_squared_error", "mean_absolute_error"):
+        t = rng.uniform(-1, 1, shape)
+        p = t + _away_from_zero(rng, shape, np.float64, 0.05, 1.0)
+    elif name == "binary_crossentropy":
+        t = rng.uniform(0, 1, shape)                     # soft labels too
+        t.reshape(-1)[: t.size // 2] = rng.integers(0, 2, t.size // 2)
+        p = rng.uniform(-3, 3, shape) if from_logits else rng.uniform(0.05, 0.95, shape)
+    else:
+        labels = rng.integers(0, k, size=shape[:-1])
+        t = labels if name.startswith("sparse") else np.eye(k)[labels]
+        # probabilities need not sum to 1: Keras renormalises them
+        p = rng.uniform(-3, 3, shape) if from_logits else rng.uniform(0.1, 1.0, shape)
+    return (t if name.startswith("sparse") else t.astype(dtype)), p.astype(dtype)
+
+
+# (loss name, from_logits, y_pred shape)
+LOSS_CASES = [
+    ("mean_squared_error", False, (4, 3)), ("mean_squared_error", False, (3, 2, 4)),
+    ("mean_absolute_error", False, (4, 3)), ("mean_absolute_error", False, (3, 2, 2)),
+    ("binary_crossentropy", False, (4, 3)), ("binary_crossentropy", True, (4, 3)),
+    ("binary_crossentropy", True, (3, 2, 2)), ("binary_crossentropy", False, (5, 1)),
+    ("categorical_crossentropy", False, (4, 5)), ("categorical_crossentropy", True, (4, 5)),
+    ("categorical_crossentropy", True, (3, 2, 4)), ("categorical_crossentropy", False, (3, 2, 4)),
+    ("sparse_categorical_crossentropy", False, (4, 5)),
+    ("sparse_categorical_crossentropy", True, (4, 5)),
+    ("sparse_categorical_crossentropy", True, (3, 2, 4)),
+]
+LOSS_IDS = [f"{n}-{'logits' if fl else 'probs'}-{'x'.join(map(str, s))}"
+            for n, fl, s in LOSS_CASES]
+
+
+def _make_loss(name, from_logits):
+    if name in ("mean_squared_error", "mean_absolute_error"):
+        assert not from_logits
+        return losses.get(name)
+    return losses.get({"name": name, "from_logits": from_logits})
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sample_weight"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name,from_logits,shape", LOSS_CASES, ids=LOSS_IDS)
+def test_loss_matches_reference(name, from_logits, shape, dtype, weighted):
+    rng = _rng("loss", name, from_logits, shape, np.dtype(dtype).name, weighted)
+    t, p = _loss_data(rng, name, from_logits, shape, dtype)
+    sw = rng.uniform(0.2, 2.0, size=shape[0]) if weighted else None
+    loss = _make_loss(name, from_logits)
+    value = loss(t, p, sample_weight=sw)
+    grad = loss.gradient(t, p, sample_weight=sw)
+    ref = R.loss_value(name, t, p, from_logits, sw)
+    rgrad = R.loss_gradient(name, t, p, from_logits, sw)
+    assert isinstance(value, float)
+    # the value: a sum over every element, computed in dtype
+    terms = R.elementwise_loss(name, *R.loss_inputs(name, t, p), from_logits)
+    tol = tolerance(dtype, k=p.size, scale=absmax(terms) * (2.0 if weighted else 1.0))
+    np.testing.assert_allclose(value, ref, **tol, err_msg=f"{name} value")
+    k = shape[-1] if "categorical" in name else 1
+    assert_close(grad, rgrad.astype(dtype), k=k, scale=absmax(rgrad) * k,
+                 what=f"{name} gradient")
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sample_weight"])
+@pytest.mark.parametrize("name,from_logits,shape", LOSS_CASES, ids=LOSS_IDS)
+def test_loss_gradient_matches_finite_differences(name, from_logits, shape, weighted):
+    rng = _rng("lossfd", name, from_logits, shape, weighted)
+    t, p = _loss_data(rng, name, from_logits, shape, np.float64)
+    sw = rng.uniform(0.2, 2.0, size=shape[0]) if weighted else None
+    loss = _make_loss(name, from_logits)
+    assert_fd(loss.gradient(t, p, sample_weight=sw),
+              R.numerical_gradient(lambda: loss(t, p, sample_weight=sw), p, FD["step"]),
+              f"{name} from_logits={from_logits}")
+
+
+def test_loss_aliases_and_function_forms():
+    rng = _rng("alias")
+    t, p = _loss_data(rng, "mean_squared_error", False, (4, 3), np.float64)
+    assert losses.get("mse")(t, p) == losses.get("mean_squared_error")(t, p)
+    assert losses.get("MAE")(t, p) == R.loss_value("mean_absolute_error", t, p)
+    np.testing.assert_allclose(losses.mean_squared_error(t, p), ((p - t) ** 2).mean(axis=1),
+                               **tolerance(np.float64, k=3, scale=absmax((p - t) ** 2)))
+    t, p = _loss_data(rng, "sparse_categorical_crossentropy", True, (4, 5), np.float64)
+    per = losses.sparse_categorical_crossentropy(t, p, from_logits=True)
+    assert per.shape == (4,)
+    np.testing.assert_allclose(per.mean(), R.loss_value("sparse_categorical_crossentropy", t,
+                                                        p, True),
+                               **tolerance(np.float64, k=20, scale=absmax(p) + 5))
+
+
+def test_sparse_labels_with_trailing_axis():
+    rng = _rng("sparse1")
+    t, p = _loss_data(rng, "sparse_categorical_crossentropy", True, (4, 5), np.float64)
+    loss = losses.SparseCategoricalCrossentropy(from_logits=True)
+    assert loss(t.reshape(4, 1), p) == loss(t, p)
+    np.testing.assert_array_equal(loss.gradient(t.reshape(4, 1), p), loss.gradient(t, p))
+
+
+# =========================================================================== saturation
+SATURATED = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 999.0],
+                      [-1000.0, -1000.0, -1000.0], [1000.0, 1000.0, -1000.0]])
+SAT_LABELS = np.array([1, 1, 2, 0])        # wrong, right, tie, tie
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("sparse", [False, True], ids=["categorical", "sparse"])
+def test_softmax_ce_from_logits_saturated(dtype, sparse):
+    z = SATURATED.astype(dtype)
+    t = SAT_LABELS if sparse else np.eye(3, dtype=dtype)[SAT_LABELS]
+    loss = (losses.SparseCategoricalCrossentropy if sparse
+            else losses.CategoricalCrossentropy)(from_logits=True)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        value = loss(t, z)
+        grad = loss.gradient(t, z)
+    assert math.isfinite(value) and np.all(np.isfinite(grad))
+    ref = R.loss_value("categorical_crossentropy", np.eye(3)[SAT_LABELS], z, True)
+    np.testing.assert_allclose(value, ref, **tolerance(dtype, k=12, scale=2000.0))
+    # exactly softmax - onehot (over the batch size)
+    want = (R.activation_forward("softmax", z) - np.eye(3)[SAT_LABELS]) / 4
+    assert_close(grad, want.astype(dtype), k=3, scale=1.0, what="softmax - onehot")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_sigmoid_bce_from_logits_saturated(dtype):
+    z = np.array([[1000.0, -1000.0], [-1000.0, 1000.0], [50.0, -50.0]], dtype=dtype)
+    t = np.array([[1, 0], [1, 0], [0, 1]], dtype=dtype)
+    loss = losses.BinaryCrossentropy(from_logits=True)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        value = loss(t, z)
+        grad = loss.gradient(t, z)
+    assert math.isfinite(value) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(value, R.loss_value("binary_crossentropy", t, z, True),
+                               **tolerance(dtype, k=6, scale=1000.0))
+    want = (R.activation_forward("sigmoid", z) - t) / 6
+    assert_close(grad, want.astype(dtype), k=1, scale=1.0, what="sigmoid - y")
+
+
+@pytest.mark.parametrize("name", ["binary_crossentropy", "categorical_crossentropy"])
+def test_probability_losses_finite_on_saturated_probabilities(name):
+    """Exact 0 and 1 probabilities are clipped to [1e-7, 1 - 1e-7] (Keras): finite values."""
+    p = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    t = np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    loss = losses.get(name)
+    with np.errstate(divide="raise", invalid="raise"):
+        value = loss(t, p)
+        grad = loss.gradient(t, p)
+    assert math.isfinite(value) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(value, R.loss_value(name, t, p),
+                               **tolerance(np.float64, k=p.size, scale=20.0))   # -log(1e-7)
+    np.testing.assert_array_equal(grad, R.loss_gradient(name, t, p))
+
+
+def _fused_model(last, loss, n_in, dtype):
+    model = models.Sequential([L.Input((n_in,), dtype=dtype)] + last)
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.0), loss=loss)
+    return model
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"], ids=DT_IDS)
+@pytest.mark.parametrize("head", ["dense_softmax", "activation_softmax", "softmax_layer",
+                                  "sparse"])
+def test_sequential_fused_softmax_ce_on_saturated_logits(backend, head, dtype):
+    """A model ending in softmax with categorical CE trains on the logits: on logits of
+    +-1000 the loss is finite and right, and the last kernel's gradient is
+    x^T (softmax(z) - onehot) / N."""
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.5]], dtype=dtype)
+    kernel = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 999.0]], dtype=dtype)
+    labels = np.array([1, 1, 2, 0])
+    onehot = np.eye(3, dtype=dtype)[labels]
+    if head == "dense_softmax":
+        last = [L.Dense(3, activation="softmax", use_bias=False, dtype=dtype)]
+    elif head == "activation_softmax":
+        last = [L.Dense(3, use_bias=False, dtype=dtype), L.Activation("softmax", dtype=dtype)]
+    elif head == "softmax_layer":
+        last = [L.Dense(3, use_bias=False, dtype=dtype), L.Softmax(dtype=dtype)]
+    else:
+        last = [L.Dense(3, activation="softmax", use_bias=False, dtype=dtype)]
+    sparse = head == "sparse"
+    model = _fused_model(last, "sparse_categorical_crossentropy" if sparse
+                         else "categorical_crossentropy", 2, dtype)
+    model.build((None, 2))
+    dense = [l for l in model.layers if isinstance(l, L.Dense)][0]
+    dense.set_weights([kernel])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        value = model.train_on_batch(x, labels if sparse else onehot)
+    z = x.astype(np.float64) @ kernel.astype(np.float64)
+    assert math.isfinite(value)
+    np.testing.assert_allclose(value, R.loss_value("categorical_crossentropy",
+                                                   np.eye(3)[labels], z, True),
+                               **tolerance(dtype, k=12, scale=3000.0))
+    grad = dense.grads["kernel"]
+    assert np.all(np.isfinite(grad))
+    want = x.astype(np.float64).T @ (R.activation_forward("softmax", z) - np.eye(3)[labels]) / 4
+    assert_close(grad, want.astype(dtype), k=4, scale=1.0, what=f"{head} kernel gradient")
+    np.testing.assert_array_equal(dense.params["kernel"], kernel)    # learning rate 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"], ids=DT_IDS)
+def test_sequential_fused_sigmoid_bce_on_saturated_logits(backend, dtype):
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], dtype=dtype)
+    kernel = np.array([[1000.0, -1000.0], [-1000.0, 1000.0]], dtype=dtype)
+    y = np.array([[0, 1], [0, 1], [1, 0]], dtype=dtype)
+    model = _fused_model([L.Dense(2, activation="sigmoid", use_bias=False, dtype=dtype)],
+                         "binary_crossentropy", 2, dtype)
+    model.build((None, 2))
+    dense = model.layers[-1]
+    dense.set_weights([kernel])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        value = model.train_on_batch(x, y)
+    z = x.astype(np.float64) @ kernel.astype(np.float64)
+    np.testing.assert_allclose(value, R.loss_value("binary_crossentropy", y, z, True),
+                               **tolerance(dtype, k=6, scale=1000.0))
+    want = x.astype(np.float64).T @ (R.activation_forward("sigmoid", z) - y) / 6
+    assert_close(dense.grads["kernel"], want.astype(dtype), k=3, scale=1.0,
+                 what="sigmoid head gradient")
+
+
+# =========================================================================== logits vs probs
+@pytest.mark.parametrize("name", ["binary_crossentropy", "categorical_crossentropy",
+                                  "sparse_categorical_crossentropy"])
+def test_from_logits_equals_probabilities(name):
+    """Where both are defined (moderate logits, no clipping), from_logits=True on z equals
+    from_logits=False on sigmoid(z)/softmax(z), and the logits gradient is the
+    probabilities gradient pulled back through the activation."""
+    rng = _rng("logits_vs_probs", name)
+    t, z = _loss_data(rng, name, True, (5, 4), np.float64)
+    act = "sigmoid" if name == "binary_crossentropy" else "softmax"
+    p = R.activation_forward(act, z)
+    on_logits = losses.get({"name": name, "from_logits": True})
+    on_probs = losses.get({"name": name, "from_logits": False})
+    tol = tolerance(np.float64, k=z.size, scale=absmax(z) + 10)
+    np.testing.assert_allclose(on_logits(t, z), on_probs(t, p), **tol)
+    pulled = R.activation_backward(act, z, on_probs.gradient(t, p))
+    assert_close(on_logits.gradient(t, z), pulled, k=4, scale=absmax(pulled) + 1.0,
+                 what="chain rule through the activation")
+
+
+# =========================================================================== NaN
+@pytest.mark.parametrize("name,from_logits,shape", LOSS_CASES, ids=LOSS_IDS)
+def test_nan_prediction_gives_nan_loss(name, from_logits, shape):
+    rng = _rng("nan", name, from_logits, shape)
+    t, p = _loss_data(rng, name, from_logits, shape, np.float64)
+    p.reshape(-1)[0] = np.nan
+    loss = _make_loss(name, from_logits)
+    with np.errstate(invalid="ignore"):
+        value = loss(t, p)
+        grad = loss.gradient(t, p)
+    assert math.isnan(value), f"{name}: NaN prediction gave loss {value}"
+    assert np.isnan(grad.reshape(-1)[0]), "the NaN element's gradient is NaN"
+    assert np.all(np.isfinite(grad[1:])), "other samples are unaffected"
+
+
+@pytest.mark.parametrize("name,from_logits", [
+    ("mean_squared_error", False), ("mean_absolute_error", False),
+    ("binary_crossentropy", False), ("binary_crossentropy", True),
+    ("categorical_crossentropy", False), ("categorical_crossentropy", True)])
+def test_nan_target_gives_nan_loss(name, from_logits):
+    rng = _rng("nant", name, from_logits)
+    t, p = _loss_data(rng, name, from_logits, (3, 4), np.float64)
+    t[0, 0] = np.nan
+    with np.errstate(invalid="ignore"):
+        value = _make_loss(name, from_logits)(t, p)
+    assert math.isnan(value)
+
+
+def test_nan_sparse_label_rejected():
+    p = np.full((2, 3), 1 / 3)
+    with pytest.raises(ValueError, match="integer"):
+        losses.SparseCategoricalCrossentropy()(np.array([0.0, np.nan]), p)
+
+
+# =========================================================================== names
+@pytest.mark.parametrize("bad", ["mean_squared_errorr", "crossentropy", "hinge"])
+def test_unknown_loss_name_lists_valid(bad):
+    with pytest.raises(ValueError, match="valid names") as info:
+        losses.get(bad)
+    assert repr(bad) in str(info.value)
+    for name in R.LOSSES:
+        assert name in str(info.value)
+    with pytest.raises(ValueError, match="valid names"):
+        models.Sequential([L.Dense(1, input_dim=2)]).compile(optimizer="sgd", loss=bad)
+
+
+@pytest.mark.parametrize("bad", ["l3", "L2_", "elastic"])
+def test_unknown_regularizer_name_lists_valid(bad):
+    with pytest.raises(ValueError, match=re.escape("['l1', 'l2', 'l1_l2']")):
+        regularizers.get(bad)
+    with pytest.raises(ValueError, match="l1_l2"):
+        L.Dense(2, kernel_regularizer=bad).build((None, 3))
+
+
+def test_loss_bad_shapes_name_the_problem():
+    with pytest.raises(ValueError, match="one-hot"):
+        losses.CategoricalCrossentropy()(np.array([0, 1]), np.full((2, 3), 1 / 3))
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        losses.SparseCategoricalCrossentropy()(np.array([0, 3]), np.full((2, 3), 1 / 3))
+    with pytest.raises(ValueError, match="sample_weight"):
+        losses.MeanSquaredError()(np.zeros((2, 3)), np.zeros((2, 3)), sample_weight=[1.0])
+    with pytest.raises(TypeError, match="y_pred"):
+        losses.MeanSquaredError()(np.zeros((2, 3)), np.zeros((2, 3), dtype=int))
