@@ -48,7 +48,8 @@ int64_t FNN(conv2d_ws)(const fnn_geom *g, int layout, int64_t f, int64_t chunk, 
     return cols * (backward ? 2 : 1) + gemm_ws_max(g, layout, f, chunk, backward);
 }
 
-/* y = act(conv(x, w) + b); overwrites y. b may be NULL. Shapes: see the file comment. */
+/* y = act(conv(x, w) + b); overwrites y. b may be NULL. Shapes: see the file comment.
+ * The bias and activation run in the GEMM's epilogue, on each tile while it is in L1. */
 void FNN(conv2d_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x, const real *w,
                      const real *b, int act, int64_t chunk, real *ws, real *y)
 {
@@ -69,22 +70,22 @@ void FNN(conv2d_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x, co
                 FNN(im2col)(&gc, layout, xc, cols);
                 a = cols;
             }
-            FNN(gemm)(0, 0, nb * ohow, f, patch, 1, a, patch, w, f, 0, gws, yc, f);
-            if (b || act != FNN_ACT_IDENTITY)
-                FNN(bias_act)(nb * ohow, f, 1, yc, b, act, yc);
+            /* bias + activation fused into the GEMM's tiles */
+            FNN(gemm_bias_act)(0, 0, nb * ohow, f, patch, 1, a, patch, w, f, 0, b, 1, act,
+                               gws, yc, f);
         } else {
             if (!pw)
                 FNN(im2col)(&gc, layout, xc, cols);
             for (int64_t i = 0; i < nb; i++) {
+                /* bias (one per row = filter) + activation fused into the GEMM */
                 if (pw) /* y[n] (f x hw) = w (f x c) * x[n] (c x hw) */
-                    FNN(gemm)(0, 0, f, ohow, patch, 1, w, patch, xc + i * xs, ohow, 0, gws,
-                              yc + i * ys, ohow);
+                    FNN(gemm_bias_act)(0, 0, f, ohow, patch, 1, w, patch, xc + i * xs, ohow,
+                                       0, b, 0, act, gws, yc + i * ys, ohow);
                 else
-                    FNN(gemm)(0, 1, f, ohow, patch, 1, w, patch, cols + i * ohow * patch,
-                              patch, 0, gws, yc + i * ys, ohow);
+                    FNN(gemm_bias_act)(0, 1, f, ohow, patch, 1, w, patch,
+                                       cols + i * ohow * patch, patch, 0, b, 0, act, gws,
+                                       yc + i * ys, ohow);
             }
-            if (b || act != FNN_ACT_IDENTITY)
-                FNN(bias_act)(nb, f, ohow, yc, b, act, yc);
         }
     }
 }

@@ -47,6 +47,14 @@ void fnn_gemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, flo
 void fnn_gemm_f64(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
                   const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
                   double *ws, double *c, int64_t ldc);
+void fnn_gemm_bias_act_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                           float alpha, const float *a, int64_t lda, const float *b,
+                           int64_t ldb, float beta, const float *bias, int bias_axis, int act,
+                           float *ws, float *c, int64_t ldc);
+void fnn_gemm_bias_act_f64(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                           double alpha, const double *a, int64_t lda, const double *b,
+                           int64_t ldb, double beta, const double *bias, int bias_axis,
+                           int act, double *ws, double *c, int64_t ldc);
 void fnn_gemm_ref_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                       const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                       float *c, int64_t ldc);
@@ -69,6 +77,12 @@ void fnn_bias_act_bwd_f32(int64_t outer, int64_t c, int64_t inner, const float *
                           const float *y, int act, float *dx, float *db);
 void fnn_bias_act_bwd_f64(int64_t outer, int64_t c, int64_t inner, const double *dy,
                           const double *y, int act, double *dx, double *db);
+
+/* Fused optimizer updates (optim.c) */
+void fnn_adam_update_f32(int64_t n, float *p, const float *g, float *m, float *v, float *vhat,
+                         float alpha, float omb1, float omb2, float eps);
+void fnn_adam_update_f64(int64_t n, double *p, const double *g, double *m, double *v,
+                         double *vhat, double alpha, double omb1, double omb2, double eps);
 
 /* Convolution (conv.c) */
 int64_t fnn_conv2d_ws_f32(const fnn_geom *g, int layout, int64_t f, int64_t chunk, int backward);

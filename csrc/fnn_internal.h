@@ -13,7 +13,12 @@
 #define FNN_X86_KERNELS 0
 #endif
 
-#define FNN_PAR_MIN 32768
+/* Work (elements touched; GEMM passes m*n*k/64) below which a kernel runs on one thread.
+ * About 0.1-0.3 ms of work: below that the fork/join of a parallel region costs more than
+ * it saves, and on a machine shared with other processes a region whose second thread has
+ * been descheduled stalls for a time slice (measured: an MLP step at batch 32 took 46 ms
+ * with 2 threads vs 2.2 ms with 1 under load, when every small kernel forked). */
+#define FNN_PAR_MIN 262144
 
 int fnn_threads_for(int64_t work);
 

@@ -3,6 +3,7 @@
 #ifndef FNN_REAL_H
 #define FNN_REAL_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "fastnn.h"
@@ -18,10 +19,12 @@
 typedef double real;
 typedef double accum; /* accumulator for long reductions */
 #define FNN_SFX _f64
+#define FNN_SQRT sqrt
 #else
 typedef float real;
 typedef double accum; /* float reductions (bias gradients) accumulate in double */
 #define FNN_SFX _f32
+#define FNN_SQRT sqrtf
 #endif
 /* FNN(gemm) -> fnn_gemm_f32 / fnn_gemm_f64 */
 #define FNN(name) FNN_CAT(FNN_CAT(fnn_, name), FNN_SFX)

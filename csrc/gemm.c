@@ -111,23 +111,49 @@ static void pack_b_panel(int64_t kc, int64_t cols, const real *b, int64_t rsb, i
     }
 }
 
-/* Multiply one MR x NR micro-tile, through a scratch tile at the edges of C. */
+/* The fused epilogue, applied to finished elements of C: c = act(c + bias), the bias
+ * indexed by column (axis 1: Dense, NHWC conv) or row (axis 0: NCHW conv); no bias leaves
+ * c as it is. Same operations as epilogue.c's bias_act, so fusing changes no bit. */
+typedef struct {
+    const real *bias;
+    int axis, act;
+} epilogue_t;
+
+/* Apply the epilogue to the rows x cols block of C at (i0, j0) (global indices). */
+static inline void epilogue(const epilogue_t *ep, int64_t rows, int64_t cols, int64_t i0,
+                            int64_t j0, real *cij, int64_t ldc)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        real *ci = cij + i * ldc;
+        for (int64_t j = 0; j < cols; j++) {
+            real v = ci[j];
+            if (ep->bias)
+                v += ep->axis == 1 ? ep->bias[j0 + j] : ep->bias[i0 + i];
+            ci[j] = (ep->act == FNN_ACT_RELU && v < 0) ? 0 : v;
+        }
+    }
+}
+
+/* Multiply one MR x NR micro-tile, through a scratch tile at the edges of C; then the
+ * epilogue if ep is given (on the last K block only), while the tile is in L1. */
 static inline void tile(const kernel_t *kr, int64_t kc, const real *app, const real *bpp,
                         int64_t rows, int64_t cols, real alpha, real beta, real *cij,
-                        int64_t ldc, real *tmp)
+                        int64_t ldc, real *tmp, const epilogue_t *ep, int64_t i0, int64_t j0)
 {
     const int mr = kr->mr, nr = kr->nr;
     if (rows == mr && cols == nr) {
         kr->ukr(kc, app, bpp, cij, ldc, alpha, beta);
-        return;
+    } else {
+        kr->ukr(kc, app, bpp, tmp, nr, alpha, 0);
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j < cols; j++) {
+                const real v = tmp[i * nr + j];
+                real *o = cij + i * ldc + j;
+                *o = beta == 0 ? v : v + beta * *o;
+            }
     }
-    kr->ukr(kc, app, bpp, tmp, nr, alpha, 0);
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++) {
-            const real v = tmp[i * nr + j];
-            real *o = cij + i * ldc + j;
-            *o = beta == 0 ? v : v + beta * *o;
-        }
+    if (ep)
+        epilogue(ep, rows, cols, i0, j0, cij, ldc);
 }
 
 /* One thread: C (m x n) = alpha * op(A) * op(B) + beta * C with packing buffers ap
@@ -156,7 +182,7 @@ static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
                     for (int64_t i0 = 0; i0 < mc; i0 += mr)
                         tile(kr, kc, ap + i0 * kc, bp + j0 * kc, min64(mr, mc - i0),
                              min64(nr, nc - j0), alpha, beta_p,
-                             c + (ic + i0) * ldc + jc + j0, ldc, tmp);
+                             c + (ic + i0) * ldc + jc + j0, ldc, tmp, NULL, 0, 0);
             }
         }
     }
@@ -166,7 +192,8 @@ static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
  * parallel, then summed in piece order into C. */
 static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real alpha,
                         const real *a, int64_t rsa, int64_t csa, const real *b, int64_t rsb,
-                        int64_t csb, real beta, real *ws, real *c, int64_t ldc)
+                        int64_t csb, real beta, const epilogue_t *ep, real *ws, real *c,
+                        int64_t ldc)
 {
     const int64_t KC = min64(kr->kc, k);
     const int64_t NC = round_up(min64(kr->nc, n), kr->nr);
@@ -203,22 +230,36 @@ static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
                 real *o = c + i * ldc + j;
                 *o = beta == 0 ? alpha * acc : alpha * acc + beta * *o;
             }
+        if (ep) {
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < m; i++)
+                epilogue(ep, 1, n, i, 0, c + i * ldc, ldc);
+        }
     }
 }
 
-/* C (m x n, ldc) = alpha * op(A) * op(B) + beta * C; overwrites C when beta == 0 (never
- * reads it, so NaN there does not propagate). op(A) is m x k: A is m x k (lda) or, with
- * trans_a, k x m (lda); likewise op(B) is k x n. ws: fnn_gemm_ws(m, n, k) elements. */
-void FNN(gemm)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, real alpha,
-               const real *a, int64_t lda, const real *b, int64_t ldb, real beta, real *ws,
-               real *c, int64_t ldc)
+/* C (m x n, ldc) = act(alpha * op(A) * op(B) + beta * C + bias); overwrites C when
+ * beta == 0 (never reads it, so NaN there does not propagate). op(A) is m x k: A is m x k
+ * (lda) or, with trans_a, k x m (lda); likewise op(B) is k x n. bias (NULL: none) has n
+ * elements when bias_axis is 1 (one per column) or m when 0 (one per row); act is
+ * FNN_ACT_IDENTITY or FNN_ACT_RELU. The epilogue runs on each tile of C as it is
+ * finished. ws: fnn_gemm_ws(m, n, k) elements. */
+void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                        real alpha, const real *a, int64_t lda, const real *b, int64_t ldb,
+                        real beta, const real *bias, int bias_axis, int act, real *ws,
+                        real *c, int64_t ldc)
 {
     if (m <= 0 || n <= 0)
         return;
+    const epilogue_t epi = {bias, bias_axis, act};
+    const epilogue_t *ep = (bias || act != FNN_ACT_IDENTITY) ? &epi : NULL;
     if (k <= 0) {
-        for (int64_t i = 0; i < m; i++)
+        for (int64_t i = 0; i < m; i++) {
             for (int64_t j = 0; j < n; j++)
                 c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];
+            if (ep)
+                epilogue(ep, 1, n, i, 0, c + i * ldc, ldc);
+        }
         return;
     }
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
@@ -226,7 +267,7 @@ void FNN(gemm)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, real a
     const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
     const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
     if (use_ksplit(m, n, k)) {
-        gemm_ksplit(kr, m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, ws, c, ldc);
+        gemm_ksplit(kr, m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, ep, ws, c, ldc);
         return;
     }
     const int64_t KC = min64(kr->kc, k);
@@ -257,6 +298,7 @@ void FNN(gemm)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, real a
             for (int64_t pc = 0; pc < k; pc += KC) {
                 const int64_t kc = min64(KC, k - pc);
                 const real beta_p = pc == 0 ? beta : (real)1;
+                const epilogue_t *ep_p = pc + kc >= k ? ep : NULL; /* last K block */
 
 #pragma omp for schedule(static)
                 for (int64_t jp = 0; jp < npanels; jp++) {
@@ -288,13 +330,23 @@ void FNN(gemm)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, real a
                         const real *bpp = bp + jp * nr * kc;
                         for (int64_t i0 = 0; i0 < mc; i0 += mr)
                             tile(kr, kc, ap + i0 * kc, bpp, min64(mr, mc - i0), cols, alpha,
-                                 beta_p, c + (ic + i0) * ldc + jc + j0, ldc, tmp);
+                                 beta_p, c + (ic + i0) * ldc + jc + j0, ldc, tmp, ep_p,
+                                 ic + i0, jc + j0);
                     }
                 }
                 /* implicit barrier: nobody repacks B while others still read it */
             }
         }
     }
+}
+
+/* C = alpha * op(A) * op(B) + beta * C: gemm_bias_act without the epilogue. */
+void FNN(gemm)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, real alpha,
+               const real *a, int64_t lda, const real *b, int64_t ldb, real beta, real *ws,
+               real *c, int64_t ldc)
+{
+    FNN(gemm_bias_act)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, NULL, 1,
+                       FNN_ACT_IDENTITY, ws, c, ldc);
 }
 
 /* Reference: the plain triple loop with the same semantics (for tests). */

@@ -131,3 +131,28 @@ def test_col2im_each_isa(isa, dtype, kernel, stride, padding, dilation):
                              dilation=dilation)
         k = np.prod(np.broadcast_to(kernel, 2))
         assert np.abs(got - ref).max() <= _tol(dtype, k) * (np.abs(ref).max() + 1.0)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("shape,filters", [((2, 9, 11, 3), 5), ((3, 8, 8, 16), 40),
+                                           ((1, 3, 3, 1024), 7)])   # the last: K-split GEMM
+def test_fused_epilogue_changes_no_bit(isa, layout, shape, filters):
+    """conv2d_forward applies bias + relu inside the GEMM's tiles; the result must be
+    bitwise the unfused convolution followed by bias_act (NaN and -0.0 included)."""
+    rng = np.random.default_rng(len(shape) + filters)
+    x = rng.standard_normal(shape).astype(np.float32)
+    c = shape[3]
+    if layout == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        w = rng.standard_normal((filters, c, 3, 3)).astype(np.float32)
+    else:
+        w = rng.standard_normal((3, 3, c, filters)).astype(np.float32)
+    b = rng.standard_normal(filters).astype(np.float32)
+    b[0] = np.nan
+    axis = -1 if layout == "NHWC" else 1
+    with fastnn.use_backend("c"):
+        for act in ("relu", None):
+            fused = ops.conv2d_forward(x, w, b, layout=layout, activation=act)
+            plain = ops.bias_act(ops.conv2d_forward(x, w, layout=layout), b, act,
+                                 channel_axis=axis)
+            np.testing.assert_array_equal(fused.view(np.int32), plain.view(np.int32))

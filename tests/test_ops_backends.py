@@ -11,6 +11,7 @@ import zlib
 import numpy as np
 import pytest
 
+import fastnn
 from fastnn import ops
 from conftest import (DTYPES, absmax, assert_close, assert_same, distinct, rand, reference,
                       to_layout, tolerance, weights_to_layout, x_shape_in)
@@ -794,3 +795,69 @@ def test_out_arguments_are_checked():
     dy = np.ones((2, 3, 3, 3), np.float32)
     with pytest.raises(ValueError, match="must not overlap"):
         ops.avgpool2d_backward(dy, (2, 3, 3, 3), 1, out=dy)
+
+
+# --------------------------------------------------------------------------- adam_update
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_update_bitwise_equal_to_reference(backend, dtype, amsgrad):
+    """The fused kernel does the reference's operations in the same order and dtype, so
+    every backend matches it bit for bit over several steps (NaN included)."""
+    rng = np.random.default_rng(5)
+    n = 10007                                   # odd tail for vector loops, > thread cutoff
+    p0 = rng.standard_normal(n).astype(dtype)
+    state = [p0.copy(), np.zeros(n, dtype), np.zeros(n, dtype),
+             np.zeros(n, dtype) if amsgrad else None]
+    ref_state = [a.copy() if a is not None else None for a in state]
+    for t in range(1, 5):
+        g = rng.standard_normal(n).astype(dtype)
+        g[t] = np.nan
+        alpha = 1e-3 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        p, m, v, vh = state
+        ops.adam_update(p, g, m, v, alpha=alpha, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                        v_hat=vh)
+        with fastnn.use_backend("numpy"):
+            p, m, v, vh = ref_state
+            ops.adam_update(p, g, m, v, alpha=alpha, beta_1=0.9, beta_2=0.999,
+                            epsilon=1e-7, v_hat=vh)
+    for got, ref in zip(state, ref_state):
+        if ref is not None:
+            np.testing.assert_array_equal(got, ref)
+    assert np.isnan(state[0][1:5]).all() and np.isfinite(state[0][5:]).all()
+
+
+def test_adam_update_reference_formula():
+    """The reference against the formula written out in float64 scalars."""
+    p, g = np.array([0.5, -1.0]), np.array([0.1, -3.0])
+    m, v = np.array([0.2, 0.0]), np.array([0.01, 0.5])
+    with fastnn.use_backend("numpy"):
+        ops.adam_update(p, g, m, v, alpha=0.01, beta_1=0.8, beta_2=0.9, epsilon=1e-3)
+    m_ref = np.array([0.2 + (0.1 - 0.2) * 0.2, (-3.0) * 0.2])
+    v_ref = np.array([0.01 + (0.01 - 0.01) * 0.1, 0.5 + (9.0 - 0.5) * 0.1])
+    np.testing.assert_allclose(m, m_ref, rtol=1e-15)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-15)
+    np.testing.assert_allclose(p, [0.5, -1.0] - 0.01 * m_ref / (np.sqrt(v_ref) + 1e-3),
+                               rtol=1e-15)
+
+
+def test_adam_update_bad_input():
+    a = np.zeros(4, np.float32)
+    b, c, d = np.zeros_like(a), np.zeros_like(a), np.zeros_like(a)
+    with pytest.raises(TypeError, match="grad must be float32 or float64"):
+        ops.adam_update(a, np.zeros(4, np.int64), c, d, alpha=0.1)
+    with pytest.raises(TypeError, match="float64"):
+        ops.adam_update(a, b.astype(np.float64), c, d, alpha=0.1)
+    with pytest.raises(ValueError, match="m has shape"):
+        ops.adam_update(a, b, np.zeros(5, np.float32), d, alpha=0.1)
+    with pytest.raises(ValueError, match="param and m overlap"):
+        ops.adam_update(a, b, a, d, alpha=0.1)
+    with pytest.raises(ValueError, match="beta_1 and beta_2 must be in"):
+        ops.adam_update(a, b, c, d, alpha=0.1, beta_1=1.0)
+    with pytest.raises(TypeError, match="alpha must be a real number"):
+        ops.adam_update(a, b, c, d, alpha="0.1")
+    ro = np.zeros(4, np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="v must be writeable"):
+        ops.adam_update(a, b, c, ro, alpha=0.1)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ops.adam_update(np.zeros(8, np.float32)[::2], b, c, d, alpha=0.1)

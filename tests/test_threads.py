@@ -321,3 +321,16 @@ def test_require_backends_turns_skip_into_failure(tmp_path):
     assert "skipped" not in failed.stdout.splitlines()[-1]
     bogus = run(FASTNN_REQUIRE_BACKENDS="c,cuda")
     assert bogus.returncode != 0 and "cuda" in bogus.stdout + bogus.stderr
+
+
+def test_gomp_spincount_default_respects_user_settings(monkeypatch):
+    """The C backend bounds libgomp's spin-wait unless the user chose a wait policy."""
+    require_backend("c")
+    code = ("import os, fastnn; fastnn.set_backend('c'); "
+            "print(os.environ.get('GOMP_SPINCOUNT'))")
+    # (this process imported fastnn already, which set the variable here too)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert _run_python(code).stdout.split()[-1] == "1000"
+    assert _run_python(code, GOMP_SPINCOUNT="50").stdout.split()[-1] == "50"
+    assert _run_python(code, OMP_WAIT_POLICY="active").stdout.split()[-1] == "None"

@@ -51,6 +51,16 @@ Primitives
     Mean over the in-bounds elements of each window (padding is not counted: Keras).
 ``avgpool2d_backward(dy, g, layout, dx)``
     Adjoint of avgpool2d_forward; ``dx`` overwritten.
+``adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps)``
+    Keras's Adam step in place on 1-D arrays of one dtype (``vhat`` None unless AMSGrad),
+    every operation in the arrays' dtype, in this order::
+
+        m += (g - m) * omb1;  v += (g * g - v) * omb2
+        vhat = maximum(vhat, v) (NaN propagates) and use it as v below, if given
+        p -= (m * alpha) / (sqrt(v) + eps)
+
+    The scalars are Python floats, rounded to the dtype first. Bitwise equal across
+    backends (no FMA contraction).
 
 Module-level functions: ``set_num_threads(n)``, ``get_num_threads() -> int``,
 ``isa() -> str`` (e.g. "avx512", "avx2", "generic", "numpy").

@@ -759,3 +759,28 @@ def avgpool2d_forward(x, g, layout, y):
 def avgpool2d_backward(dy, g, layout, dx):
     """Adjoint of :func:`avgpool2d_forward`; ``dx`` overwritten."""
     _avgpool_bwd_kernel(dy.reshape(-1), dx.reshape(-1), layout == "NHWC", *_geom_args(g))
+
+
+# --------------------------------------------------------------------------- optimizers
+@njit(parallel=True, cache=True)
+def _adam_kernel(p, g, m, v, vhat, use_vhat, alpha, omb1, omb2, eps):
+    for i in prange(p.size):
+        gi = g[i]
+        mi = m[i] + (gi - m[i]) * omb1
+        vi = v[i] + (gi * gi - v[i]) * omb2
+        m[i] = mi
+        v[i] = vi
+        if use_vhat:
+            h = vhat[i]
+            if h != h or h > vi:
+                vi = h
+            vhat[i] = vi
+        p[i] -= (mi * alpha) / (np.sqrt(vi) + eps)
+
+
+def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps):
+    """Adam's step in one pass; the scalars are rounded to the arrays' dtype first, so
+    every operation runs in that dtype, as in the reference."""
+    f = p.dtype.type
+    _adam_kernel(p, g, m, v, vhat if vhat is not None else m[:0], vhat is not None,
+                 f(alpha), f(omb1), f(omb2), f(eps))

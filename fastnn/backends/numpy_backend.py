@@ -236,3 +236,22 @@ def avgpool2d_backward(dy, g, layout, dx):
         padded[:, rows, cols, :] += share
     inside = padded[:, g.pt:g.pt + g.h, g.pl:g.pl + g.w, :]
     dx[...] = _from_channels_last(inside, layout)
+
+
+# --------------------------------------------------------------------------- optimizers
+def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps):
+    """Adam's step, written as whole-array NumPy operations (the reference order)."""
+    t = g - m
+    t *= omb1
+    m += t                                  # m += (g - m) * (1 - beta_1)
+    np.square(g, out=t)
+    t -= v
+    t *= omb2
+    v += t                                  # v += (g^2 - v) * (1 - beta_2)
+    if vhat is not None:
+        v = np.maximum(vhat, v, out=vhat)   # AMSGrad
+    np.sqrt(v, out=t)
+    t += eps                                # sqrt(v) + epsilon
+    u = m * alpha
+    u /= t
+    p -= u                                  # p -= m * alpha / (sqrt(v) + epsilon)

@@ -9,7 +9,6 @@ from .base import Layer
 from .conv import AveragePooling2D, Conv2D, GlobalAveragePooling2D, MaxPooling2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, ReLU, Softmax
 from .normalization import BatchNormalization
-from ..augmentation import RandomCrop, RandomFlip, RandomRotation, RandomTranslation
 
 __all__ = ["Layer", "Input", "InputLayer", "Dense", "Conv2D", "MaxPooling2D",
            "AveragePooling2D", "GlobalAveragePooling2D", "Flatten", "Dropout", "Activation",
@@ -19,16 +18,31 @@ __all__ = ["Layer", "Input", "InputLayer", "Dense", "Conv2D", "MaxPooling2D",
 _CLASSES = {cls.__name__: cls for cls in
             (InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D,
              GlobalAveragePooling2D, Flatten, Dropout, Activation, ReLU, Softmax,
-             BatchNormalization, RandomFlip, RandomTranslation, RandomRotation, RandomCrop)}
+             BatchNormalization)}
 # Keras aliases
 _CLASSES.update(MaxPool2D=MaxPooling2D, AvgPool2D=AveragePooling2D,
                 GlobalAvgPool2D=GlobalAveragePooling2D)
 MaxPool2D, AvgPool2D, GlobalAvgPool2D = MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D
 
 
+# The augmentation layers live in fastnn.augmentation (which imports this package's base
+# class), so they are imported on first use here, not at import time.
+_AUGMENTATION = ("RandomFlip", "RandomTranslation", "RandomRotation", "RandomCrop")
+
+
+def __getattr__(name):
+    if name in _AUGMENTATION:
+        from .. import augmentation
+        return getattr(augmentation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def get(class_name: str, config: dict) -> Layer:
     """Rebuild a layer from its class name and :meth:`Layer.get_config` (used by
     ``load_model``)."""
+    if class_name in _AUGMENTATION:
+        return __getattr__(class_name).from_config(config)
     if class_name not in _CLASSES:
-        raise ValueError(f"Unknown layer class {class_name!r}; known: {sorted(_CLASSES)}")
+        raise ValueError(f"Unknown layer class {class_name!r}; known: "
+                         f"{sorted(set(_CLASSES) | set(_AUGMENTATION))}")
     return _CLASSES[class_name].from_config(config)

@@ -17,6 +17,12 @@ A layer is a readable forward/backward pair:
 ``get_config()`` / ``from_config(config)``
     Round-trip the constructor arguments.
 
+Buffers: layers reuse their work arrays from one training step to the next instead of
+allocating per batch. The array returned by ``forward(x, training=True)`` and the one
+returned by ``backward`` belong to the layer and are overwritten by its next training step
+(a new batch shape gets new arrays); copy them to keep them. ``forward(x, training=False)``
+(inference, ``predict``, ``evaluate``) returns new arrays.
+
 A from-scratch loop needs nothing else::
 
     for layer in layers:
@@ -112,6 +118,17 @@ class Layer:
         if not self.built:
             self.build((None,) + x.shape[1:])
         return self.forward(x, training=training)
+
+    # ---------------------------------------------------------------- buffers
+    def _buffer(self, key: str, shape, dtype) -> np.ndarray:
+        """This layer's work array ``key`` of ``shape`` and ``dtype``, reused across steps
+        (reallocated only when the shape or dtype changes); see the module docstring."""
+        bufs = self.__dict__.setdefault("_bufs", {})
+        buf = bufs.get(key)
+        shape = tuple(shape)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = bufs[key] = np.empty(shape, dtype=dtype)
+        return buf
 
     # ---------------------------------------------------------------- weights
     def add_weight(self, name: str, shape, initializer="zeros", regularizer=None,

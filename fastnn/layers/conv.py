@@ -101,19 +101,27 @@ class Conv2D(_WithActivation):
         return self.kernel if self.layout == "NHWC" else self.kernel.transpose(3, 2, 0, 1)
 
     def _linear(self, x, act):
+        out = (self._buffer("y", self.compute_output_shape(x.shape), x.dtype)
+               if getattr(self, "_training", False) else None)
         return ops.conv2d_forward(x, self._ops_kernel(), self.bias, stride=self.strides,
                                   padding=self.padding, dilation=self.dilation_rate,
                                   layout=self.layout,
-                                  activation=None if act == "identity" else act)
+                                  activation=None if act == "identity" else act, out=out)
 
     def _linear_backward(self, dz, db):
-        dx, dw, dbias = ops.conv2d_backward(dz, self._x, self._ops_kernel(),
+        kernel = self._ops_kernel()
+        # NHWC gradients land straight in grads; NCHW's dw is (F, C, KH, KW), copied below
+        dw_out = self.grads["kernel"] if self.layout == "NHWC" else None
+        db_out = self.grads["bias"] if self.bias is not None else None
+        dx_out = (self._buffer("dx", self._x.shape, self._x.dtype)
+                  if self.need_input_grad else None)
+        dx, dw, dbias = ops.conv2d_backward(dz, self._x, kernel,
                                             stride=self.strides, padding=self.padding,
                                             dilation=self.dilation_rate, layout=self.layout,
-                                            need_dx=self.need_input_grad)
-        self.grads["kernel"][...] = dw if self.layout == "NHWC" else dw.transpose(2, 3, 1, 0)
-        if self.bias is not None:
-            self.grads["bias"][...] = dbias
+                                            need_dx=self.need_input_grad,
+                                            out=(dx_out, dw_out, db_out))
+        if self.layout == "NCHW":
+            self.grads["kernel"][...] = dw.transpose(2, 3, 1, 0)
         self._add_regularization_grads()
         return dx
 
@@ -172,12 +180,17 @@ class MaxPooling2D(_Pooling2D):
     def forward(self, x, training=False):
         self._check_input(x)
         self._xshape = x.shape
-        y, self._argmax = ops.maxpool2d_forward(x, self.pool_size, **self._kw())
+        out = None
+        if training:
+            shape = self.compute_output_shape(x.shape)
+            out = (self._buffer("y", shape, x.dtype), self._buffer("argmax", shape, np.int64))
+        y, self._argmax = ops.maxpool2d_forward(x, self.pool_size, **self._kw(), out=out)
         return y
 
     def backward(self, grad):
         return ops.maxpool2d_backward(grad, self._argmax, self._xshape, self.pool_size,
-                                      **self._kw())
+                                      **self._kw(),
+                                      out=self._buffer("dx", self._xshape, grad.dtype))
 
 
 class AveragePooling2D(_Pooling2D):
@@ -186,10 +199,13 @@ class AveragePooling2D(_Pooling2D):
     def forward(self, x, training=False):
         self._check_input(x)
         self._xshape = x.shape
-        return ops.avgpool2d_forward(x, self.pool_size, **self._kw())
+        out = (self._buffer("y", self.compute_output_shape(x.shape), x.dtype)
+               if training else None)
+        return ops.avgpool2d_forward(x, self.pool_size, **self._kw(), out=out)
 
     def backward(self, grad):
-        return ops.avgpool2d_backward(grad, self._xshape, self.pool_size, **self._kw())
+        return ops.avgpool2d_backward(grad, self._xshape, self.pool_size, **self._kw(),
+                                      out=self._buffer("dx", self._xshape, grad.dtype))
 
 
 class GlobalAveragePooling2D(Layer):

@@ -64,6 +64,7 @@ class _WithActivation(Layer):
     def forward(self, x, training=False):
         self._check_input(x)
         self._x = x
+        self._training = training     # _linear writes into a reused buffer when training
         if self._act_kernel is not None:
             self._z = None
             self._y = self._linear(x, self._act_kernel)
@@ -75,7 +76,8 @@ class _WithActivation(Layer):
     def backward(self, grad):
         if self._act_kernel is not None:
             dz, db = ops.bias_act_backward(grad, self._y, self._act_kernel,
-                                           channel_axis=self.channel_axis)
+                                           channel_axis=self.channel_axis,
+                                           out=self._buffer("dz", grad.shape, grad.dtype))
         else:
             dz = self.activation.backward(grad, self._z, self._y)
             db = None
@@ -85,6 +87,7 @@ class _WithActivation(Layer):
         """The output before the activation (the logits of a softmax/sigmoid layer)."""
         self._check_input(x)
         self._x = x
+        self._training = training
         self._z = self._linear(x, "identity")
         return self._z
 
@@ -150,7 +153,9 @@ class Dense(_WithActivation):
 
     def _linear(self, x, act):
         x2 = x.reshape(-1, self.in_features)
-        z = ops.matmul(x2, self.kernel)
+        out = (self._buffer("y", (x2.shape[0], self.units), x.dtype)
+               if getattr(self, "_training", False) else None)
+        z = ops.matmul(x2, self.kernel, out=out)
         if self.bias is not None or act != "identity":
             ops.bias_act(z, self.bias, act, out=z)
         return z.reshape(x.shape[:-1] + (self.units,))
@@ -164,7 +169,8 @@ class Dense(_WithActivation):
         self._add_regularization_grads()
         if not self.need_input_grad:
             return None
-        return ops.matmul(dz2, self.kernel, trans_b=True).reshape(self._x.shape)
+        dx = self._buffer("dx", (dz2.shape[0], self.in_features), dz2.dtype)
+        return ops.matmul(dz2, self.kernel, trans_b=True, out=dx).reshape(self._x.shape)
 
     def get_config(self):
         cfg = super().get_config()

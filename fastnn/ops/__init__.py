@@ -518,3 +518,79 @@ def avgpool2d_backward(dy, x_shape, pool_size, *, stride=None, padding=0,
     if g.n:
         _backend.get().avgpool2d_backward(dy, g, layout, dx)
     return dx
+
+
+# --------------------------------------------------------------------------- optimizers
+def adam_update(param, grad, m, v, *, alpha: float, beta_1: float = 0.9,
+                beta_2: float = 0.999, epsilon: float = 1e-7,
+                v_hat: Optional[np.ndarray] = None) -> None:
+    """One fused Adam step (Keras's formulas), in place, in one pass over the arrays.
+
+    Every operation runs in the arrays' dtype, in this order (``omb1 = 1 - beta_1`` and
+    ``omb2 = 1 - beta_2`` computed in float64, then rounded to the dtype like ``alpha`` and
+    ``epsilon``)::
+
+        m += (grad - m) * omb1
+        v += (grad**2 - v) * omb2
+        if v_hat is not None:  v_hat = maximum(v_hat, v), used as v below  (AMSGrad)
+        param -= (m * alpha) / (sqrt(v) + epsilon)
+
+    so all backends give bitwise the same result.
+
+    Parameters
+    ----------
+    param, m, v : ndarray, C-contiguous, writeable, one shape and float dtype
+        Updated in place.
+    grad : ndarray of the same shape and dtype, read only
+    alpha : float
+        The step size with the bias corrections folded in:
+        ``lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)`` at step ``t``.
+    beta_1, beta_2 : float in [0, 1)
+    epsilon : float >= 0
+        Added to ``sqrt(v)`` (Keras's "epsilon hat" convention).
+    v_hat : ndarray like param, optional
+        AMSGrad's running maximum of v, updated in place.
+    """
+    arrays = {"param": param, "grad": grad, "m": m, "v": v}
+    if v_hat is not None:
+        arrays["v_hat"] = v_hat
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be a numpy ndarray, received {type(a).__name__}")
+        if a.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{name} must be float32 or float64, received {a.dtype}")
+        if a.shape != param.shape:
+            raise ValueError(f"{name} has shape {a.shape} but param has shape {param.shape}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous")
+        if name != "grad" and not a.flags.writeable:
+            raise ValueError(f"{name} must be writeable (it is updated in place)")
+    same_dtype(list(arrays.values()), list(arrays))
+    items = list(arrays.items())
+    for i, (name_a, a) in enumerate(items):
+        for name_b, b in items[i + 1:]:
+            if np.may_share_memory(a, b):
+                raise ValueError(f"{name_a} and {name_b} overlap in memory; param, grad, m, v "
+                                 f"and v_hat must be distinct arrays")
+    scalars = {}
+    for name, val in (("alpha", alpha), ("beta_1", beta_1), ("beta_2", beta_2),
+                      ("epsilon", epsilon)):
+        if isinstance(val, bool) or not isinstance(val, (int, float, np.floating, np.integer)):
+            raise TypeError(f"{name} must be a real number, received {val!r}")
+        scalars[name] = float(val)
+    if not 0.0 <= scalars["beta_1"] < 1.0 or not 0.0 <= scalars["beta_2"] < 1.0:
+        raise ValueError(f"beta_1 and beta_2 must be in [0, 1), received "
+                         f"{beta_1!r} and {beta_2!r}")
+    if not scalars["epsilon"] >= 0.0:
+        raise ValueError(f"epsilon must be >= 0, received {epsilon!r}")
+    _adam_update(param, grad, m, v, v_hat, scalars["alpha"], 1.0 - scalars["beta_1"],
+                 1.0 - scalars["beta_2"], scalars["epsilon"])
+
+
+def _adam_update(param, grad, m, v, v_hat, alpha, omb1, omb2, eps) -> None:
+    """:func:`adam_update` without the checks, for fastnn's own optimizer, which owns
+    (and has validated) its arrays."""
+    if param.size:
+        _backend.get().adam_update(param.reshape(-1), grad.reshape(-1), m.reshape(-1),
+                                   v.reshape(-1), None if v_hat is None else v_hat.reshape(-1),
+                                   alpha, omb1, omb2, eps)

@@ -5,6 +5,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from .. import ops as _ops
 from .optimizer import LearningRate, Optimizer, _check_real
 
 __all__ = ["Adam", "AdamW"]
@@ -74,24 +75,18 @@ class Adam(Optimizer):
         return (alphas, 1.0 - self.beta_1, 1.0 - self.beta_2, self.epsilon)
 
     def _update_step(self, param, grad, slots, scratch, c):
+        # One pass in the active backend's fused kernel (fastnn.ops.adam_update, which
+        # documents the operation order: the same as the formulas above, in the parameter's
+        # dtype, bitwise equal in every backend).
         alphas, one_minus_b1, one_minus_b2, epsilon = c
-        alpha = alphas[param.dtype]
-        m, v = slots[0], slots[1]
-        a, b = scratch
-        np.subtract(grad, m, out=a)
-        a *= one_minus_b1
-        m += a                                          # m += (g - m) * (1 - beta_1)
-        np.square(grad, out=a)
-        a -= v
-        a *= one_minus_b2
-        v += a                                          # v += (g^2 - v) * (1 - beta_2)
-        if len(slots) == 3:                             # amsgrad
-            v = np.maximum(slots[2], v, out=slots[2])
-        np.sqrt(v, out=a)
-        a += epsilon                                    # sqrt(v) + epsilon
-        np.multiply(m, alpha, out=b)
-        b /= a
-        param -= b                                      # param -= m * alpha / (sqrt(v) + eps)
+        if not grad.flags.c_contiguous:
+            grad = np.ascontiguousarray(grad)
+        target = param if param.flags.c_contiguous else np.ascontiguousarray(param)
+        _ops._adam_update(target, grad, slots[0], slots[1],
+                          slots[2] if len(slots) == 3 else None, alphas[param.dtype],
+                          one_minus_b1, one_minus_b2, epsilon)
+        if target is not param:                 # a strided view: write the result back
+            param[...] = target
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
