@@ -24,7 +24,7 @@ def __getattr__(name):
     # only wants fastnn.ops.
     import importlib
 
-    if name in ("activations", "augmentation", "callbacks", "datasets", "initializers",
+    if name in ("activations", "augmentation", "callbacks", "compat", "datasets", "initializers",
                 "layers", "losses", "metrics", "models", "optimizers", "regularizers",
                 "tuning", "utils"):
         return importlib.import_module(f"{__name__}.{name}")

@@ -1,0 +1,152 @@
+"""The book's conv net trained with its own NumPy layers and with fastnn.compat.dlfs.
+
+    python bench/bench_dlfs.py [--steps 20] [--batch 100] [--threads 2] [--backend c]
+
+"Deep Learning from Scratch"'s SimpleConvNet -- Convolution (30 filters 5x5) - Relu -
+Pooling 2x2 stride 2 - Affine 100 - Relu - Affine 10 - SoftmaxWithLoss, Adam, float64 --
+trained on the Fashion-MNIST sample shipped with fastnn (images reshaped to (N, 1, 28, 28)
+and divided by 255), once with the NumPy transcription of the book's layers and optimizer
+(tests/dlfs_original.py) and once with the drop-in ones, from the same initial weights on
+the same batches. A step is forward + backward + Adam update. The two runs are interleaved
+step by step so that load on the machine affects both alike. Prints the loss of both at
+every step, the largest loss difference, the median wall-clock and CPU time per step (CPU
+time counts every thread, NumPy's BLAS threads included; on a loaded machine it is the
+steadier of the two) and the speedups. Speed is measured here, never asserted in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+try:
+    import fastnn
+except ImportError:          # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+    import fastnn
+from fastnn.compat import dlfs
+from fastnn.datasets import fashion_mnist
+
+
+def load_original():
+    """tests/dlfs_original.py, imported by path."""
+    path = ROOT / "tests" / "dlfs_original.py"
+    spec = importlib.util.spec_from_file_location("dlfs_original", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20, help="training steps (default 20)")
+    ap.add_argument("--batch", type=int, default=100, help="batch size (default 100)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="fastnn threads (default: fastnn's default)")
+    ap.add_argument("--backend", default=None, help="fastnn backend (default: the active one)")
+    ap.add_argument("--blas-threads", type=int, default=None,
+                    help="limit NumPy's BLAS threads (used by the book's np.dot) with "
+                         "threadpoolctl (default: NumPy's default)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--show", type=int, default=5,
+                    help="steps shown at the start and at the end (default 5)")
+    args = ap.parse_args()
+    if args.steps < 1 or args.batch < 1:
+        ap.error("--steps and --batch must be >= 1")
+    if args.backend:
+        fastnn.set_backend(args.backend)
+    if args.threads:
+        fastnn.set_num_threads(args.threads)
+    blas = "default"
+    if args.blas_threads:
+        from threadpoolctl import threadpool_limits   # a test dependency of fastnn
+        _limits = threadpool_limits(limits=args.blas_threads, user_api="blas")  # noqa: F841
+        blas = str(args.blas_threads)
+    O = load_original()
+
+    (x_train, t_train), _ = fashion_mnist.load_data(sample=True)
+    x_train = x_train.reshape(-1, 1, 28, 28) / 255.0           # float64, as the book's data
+    t_train = t_train.astype(np.int64)
+    rng = np.random.default_rng(args.seed)
+    params = O.SimpleConvNet.init_params(rng)                   # the book's init, std 0.01
+    p_orig = {k: v.copy() for k, v in params.items()}
+    p_fast = {k: v.copy() for k, v in params.items()}
+    net_orig, net_fast = O.SimpleConvNet(O, p_orig), O.SimpleConvNet(dlfs, p_fast)
+    opt_orig, opt_fast = O.Adam(lr=0.001), dlfs.Adam(lr=0.001)
+    batches = [rng.choice(len(x_train), args.batch, replace=False) for _ in range(args.steps)]
+
+    # warm-up (first-call costs, Numba's cache) on throwaway copies: the runs start cold-free
+    for mod in (O, dlfs):
+        warm = O.SimpleConvNet(mod, {k: v.copy() for k, v in params.items()})
+        warm.gradient(x_train[batches[0]], t_train[batches[0]])
+
+    info = fastnn.backend_info()
+    print(f"date {datetime.date.today()}, CPU {cpu_model()}, backend {info['active']}, "
+          f"ISA {info['isa']}, fastnn threads {fastnn.get_num_threads()}, BLAS threads "
+          f"{blas}, numpy {np.__version__}, batch {args.batch}, {args.steps} steps, "
+          f"float64\n")
+
+    rows = []
+    for step, idx in enumerate(batches):
+        x, t = x_train[idx], t_train[idx]
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss_o, grads_o = net_orig.gradient(x, t)
+        opt_orig.update(p_orig, grads_o)
+        t1, c1 = time.perf_counter(), time.process_time()
+        loss_f, grads_f = net_fast.gradient(x, t)
+        opt_fast.update(p_fast, grads_f)
+        t2, c2 = time.perf_counter(), time.process_time()
+        rows.append((step, float(loss_o), float(loss_f), t1 - t0, t2 - t1, c1 - c0, c2 - c1))
+
+    print("| step | loss, book's layers | loss, fastnn.compat.dlfs | abs diff | book ms | "
+          "dlfs ms |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    shown = rows if len(rows) <= 2 * args.show else rows[:args.show] + [None] + rows[-args.show:]
+    for r in shown:
+        if r is None:
+            print("| ... | | | | | |")
+            continue
+        step, lo, lf, to, tf = r[:5]
+        print(f"| {step} | {lo:.15f} | {lf:.15f} | {abs(lo - lf):.1e} | {to * 1e3:.1f} | "
+              f"{tf * 1e3:.1f} |")
+    med_o = statistics.median(r[3] for r in rows)
+    med_f = statistics.median(r[4] for r in rows)
+    max_diff = max(abs(r[1] - r[2]) for r in rows)
+    max_param = max(float(np.max(np.abs(p_orig[k] - p_fast[k]))) for k in params)
+    print()
+    print("| | book's layers | fastnn.compat.dlfs |")
+    print("|---|---:|---:|")
+    cpu_o = statistics.median(r[5] for r in rows)
+    cpu_f = statistics.median(r[6] for r in rows)
+    print(f"| median time per step (wall clock) | {med_o * 1e3:.1f} ms | {med_f * 1e3:.1f} ms |")
+    print(f"| speedup (wall clock) | | {med_o / med_f:.1f}x |")
+    print(f"| median CPU time per step (all threads) | {cpu_o * 1e3:.1f} ms | "
+          f"{cpu_f * 1e3:.1f} ms |")
+    print(f"| speedup (CPU time) | | {cpu_o / cpu_f:.1f}x |")
+    print(f"| loss at first / last step | {rows[0][1]:.6f} / {rows[-1][1]:.6f} | "
+          f"{rows[0][2]:.6f} / {rows[-1][2]:.6f} |")
+    print(f"| max abs loss difference over {len(rows)} steps | | {max_diff:.1e} |")
+    print(f"| max abs weight difference after the last step | | {max_param:.1e} |")
+
+
+if __name__ == "__main__":
+    main()

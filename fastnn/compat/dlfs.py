@@ -1,0 +1,1420 @@
+"""Drop-in replacement for ``common/util.py``, ``common/layers.py`` and
+``common/optimizer.py`` of "Deep Learning from Scratch" (Koki Saitou, O'Reilly Japan,
+github.com/oreilly-japan/deep-learning-from-scratch), running on :mod:`fastnn.ops`.
+
+Change one import and the book's networks (``SimpleConvNet``, ``MultiLayerNet``, ...) and
+training loops run unchanged and faster (``bench/bench_dlfs.py`` measures by how much),
+with the same numbers::
+
+    # from common.layers import *
+    # from common.optimizer import Adam
+    from fastnn.compat.dlfs import *
+
+What is provided
+----------------
+``im2col``, ``col2im``; the layers ``Convolution``, ``Pooling``, ``Affine``, ``Relu``,
+``Sigmoid``, ``SoftmaxWithLoss``, ``Dropout``, ``BatchNormalization`` (``forward`` /
+``backward`` and the book's public attributes: ``W``, ``b``, ``dW``, ``db``, ``x``, ``col``,
+``col_W``, ``arg_max``, ``mask``, ``out``, ``loss``, ``y``, ``t``, ``dgamma``, ``dbeta``,
+``running_mean``, ...); the optimizers ``SGD``, ``Momentum``, ``Nesterov``, ``AdaGrad``,
+``RMSprop``, ``Adam`` (``update(params, grads)``); the rest of ``common/util.py``
+(``conv_output_size``, ``shuffle_dataset``, ``smooth_curve``) and the functions of
+``common/functions.py`` (``sigmoid``, ``softmax``, ``cross_entropy_error``, ``relu``, ...),
+which the book's ``common/layers.py`` re-exports, in plain NumPy as in the book.
+
+Same numbers
+------------
+Every layer computes what the book's computes, on the same inputs, to floating-point
+round-off: convolution, pooling and the affine products run in fastnn's kernels (C, Numba
+or NumPy, whichever backend is active), which sum the same products in another order; the
+element-wise layers and the optimizers use the book's NumPy expressions in the book's order
+and give bit-identical results. fastnn's kernels never build the whole batch's column
+matrix (they lower a bounded chunk of images at a time, see
+:func:`fastnn.ops.set_workspace_limit`); ``Convolution.col`` is computed on demand when read.
+
+Shared parameters
+-----------------
+Layers keep references, never copies: ``Convolution.W`` is the very array the network
+put in its ``params`` dict, and every ``forward`` reads ``self.W`` / ``self.b`` again, so
+in-place optimizer updates (``params[key] -= ...``) and rebinding (``layer.W =
+params['W1']``) are both seen by the next ``forward``. The optimizers update
+``params[key]`` in place, like the book's.
+
+Behaviour kept from the book (results depend on it)
+---------------------------------------------------
+* ``Pooling``'s default stride is 1 (``Pooling(pool_h, pool_w, stride=1, pad=0)``), as in
+  the book's ``common/layers.py``; the book's networks pass ``stride=2`` explicitly.
+* ``Pooling.arg_max`` is the book's: a 1-D int array over rows (n, oh, ow, c) holding the
+  index of the maximum inside the flattened (kh, kw) window; ties go to the first element.
+* ``Pooling`` with ``pad > 0``: the book pads with zeros and takes the maximum over the
+  padded window (a zero from the padding can win), but computes its output size *without*
+  the padding. It therefore works only when both sizes agree (``(H - pool_h) % stride +
+  2 * pad < stride``, likewise for W, so never with ``stride <= 2 * pad``); there this
+  module gives the same output and gradient. Everywhere else the book crashes in a reshape
+  and this module raises ``ValueError`` before computing.
+* ``Relu.backward(dout)`` writes into ``dout`` (zeroing it where the input was <= 0) and
+  returns that same array; ``Relu`` maps -0.0 and every x <= 0 to +0.0 and keeps NaN.
+* ``SoftmaxWithLoss``: ``softmax`` subtracts the row maximum; the loss is the book's
+  ``cross_entropy_error``: ``-sum(log(y[t] + 1e-7)) / batch``. A teacher ``t`` of the
+  same size as the scores is one-hot, otherwise it holds labels. ``backward(dout)`` ignores
+  ``dout`` and returns ``(y - t) / batch``, where batch is ``t.shape[0]`` (so for a single
+  1-D sample with a one-hot ``t`` it divides by the number of classes, as the book does).
+* ``Dropout`` draws ``np.random.rand(*x.shape) > dropout_ratio`` from NumPy's *global*
+  generator (``np.random.seed`` reproduces the book's masks) and is not inverted dropout:
+  training multiplies by the 0/1 mask, testing multiplies by ``1 - dropout_ratio``.
+* ``BatchNormalization`` reshapes a 4-D input to (N, C*H*W) and normalises every one of
+  the C*H*W features separately (not per channel), with ``10e-7`` (= 1e-6) added to the
+  variance; ``running_mean`` / ``running_var`` start as zeros on the first ``forward``.
+* ``Convolution.backward`` uses the weights ``W`` it was given at ``forward`` time (the
+  book keeps ``col_W``, a view of them); ``Affine.backward`` uses the current ``self.W``.
+* Optimizers: the book's formulas and epsilons (``1e-7`` in AdaGrad, RMSprop and Adam),
+  Adam's bias correction folded into ``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``,
+  state created from ``params`` at the first ``update``. ``Nesterov`` takes ``lr=0.01,
+  momentum=0.9``.
+
+Deliberate differences
+----------------------
+* dtypes: the book's ``im2col`` / ``col2im`` always return float64, so its convolution and
+  pooling are float64 whatever the input. Here float32 in gives float32 out (``im2col``,
+  ``col2im``, ``Pooling``; ``Convolution`` and ``Affine`` when input, ``W`` and ``b`` are
+  all float32); otherwise NumPy's promotion applies (float32 data with the book's float64
+  weights gives float64, exactly as NumPy would) and integer, bool or float16 inputs are
+  computed in float64. ``BatchNormalization`` creates its running statistics as float32
+  when its input and ``gamma`` are float32 (the book always uses float64).
+* Where the book crashes or silently misreads an argument, this module raises
+  ``ValueError`` or ``TypeError`` naming the argument, what it received and what was
+  expected, before any computation: pooling padding that the book cannot handle (above),
+  windows larger than the (padded) input (the book crashes or returns an empty result),
+  mismatched shapes, labels outside ``[0, classes)`` or not of shape (N,), non-integer
+  labels, ``stride``/``pad`` that are not ints, parameters missing from ``grads``.
+  ``backward`` before ``forward`` raises ``RuntimeError``.
+* Optimizers require every ``params`` value to be a float ndarray (updated in place).
+
+Every layer and optimizer runs on whichever fastnn backend is active
+(:func:`fastnn.set_backend` / :func:`fastnn.use_backend`).
+"""
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+from .. import ops
+
+__all__ = [
+    "im2col", "col2im", "conv_output_size", "shuffle_dataset", "smooth_curve",
+    "identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu", "relu_grad",
+    "softmax", "sum_squared_error", "cross_entropy_error", "softmax_loss",
+    "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
+    "Convolution", "Pooling",
+    "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
+]
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+
+
+# --------------------------------------------------------------------------- argument checks
+def _int_arg(value, name: str, minimum: int) -> int:
+    """``value`` as an int >= ``minimum`` (bools and non-integers are rejected)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}, received {value!r} "
+                        f"({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, received {value!r}")
+    return int(value)
+
+
+def _array(x, name: str, ndim=None, what: str = "") -> np.ndarray:
+    """``x`` as a real (float, int or bool) ndarray, optionally of ``ndim`` dimensions."""
+    if not isinstance(x, np.ndarray):
+        if x is None:
+            raise TypeError(f"{name} must be a numpy array{' ' + what if what else ''}, "
+                            "received None")
+        try:
+            x = np.asarray(x)
+        except Exception as exc:
+            raise TypeError(f"{name} must be a numpy array, received "
+                            f"{type(x).__name__} ({exc})") from None
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real (float, int or bool) array, received "
+                        f"dtype {x.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            dims = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {dims}{' ' + what if what else ''}, received "
+                             f"shape {x.shape}")
+    return x
+
+
+def _compute_dtype(*arrays) -> np.dtype:
+    """The dtype NumPy would give ``arrays`` combined, if float32 or float64; float64 for
+    any other real dtype (ints, bools, float16, longdouble)."""
+    rt = np.result_type(*arrays)
+    return _F32 if rt == _F32 else _F64
+
+
+def _single_dtype(x: np.ndarray) -> np.dtype:
+    return _F32 if x.dtype == _F32 else _F64
+
+
+def _as(a, dtype) -> np.ndarray:
+    """``a`` C-contiguous in ``dtype`` (no copy when it already is)."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _window_fits(h, w, fh, fw, stride, pad, what):
+    """The book's output size ``(H + 2*pad - FH) // stride + 1``, required to be >= 1."""
+    if h + 2 * pad < fh or w + 2 * pad < fw:
+        raise ValueError(
+            f"the {what} window {fh}x{fw} is larger than the padded input "
+            f"{h + 2 * pad}x{w + 2 * pad} (input H, W = {h}, {w}, pad={pad}): there is no "
+            "output position (the original crashes or returns an empty array)")
+    return (h + 2 * pad - fh) // stride + 1, (w + 2 * pad - fw) // stride + 1
+
+
+def _not_before_forward(ctx, layer: str) -> None:
+    if ctx is None:
+        raise RuntimeError(f"{layer}.backward was called before {layer}.forward")
+
+
+# --------------------------------------------------------------------------- util.py
+def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
+    """Lower image patches to the rows of a matrix (the book's ``common.util.im2col``).
+
+    Parameters
+    ----------
+    input_data : ndarray, shape (N, C, H, W)
+    filter_h, filter_w : int
+        Window height and width (>= 1).
+    stride : int, default 1
+    pad : int, default 0
+        Zero padding on every side.
+
+    Returns
+    -------
+    col : ndarray, shape (N*OH*OW, C*filter_h*filter_w)
+        Rows over (n, oh, ow), columns over (c, kh, kw), with ``OH = (H + 2*pad -
+        filter_h) // stride + 1`` (likewise OW). float32 for float32 input, float64
+        otherwise (the book always returns float64).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad arguments, or a window larger than the padded input.
+    """
+    x = _array(input_data, "input_data", 4, "(N, C, H, W)")
+    fh = _int_arg(filter_h, "filter_h", 1)
+    fw = _int_arg(filter_w, "filter_w", 1)
+    stride = _int_arg(stride, "stride", 1)
+    pad = _int_arg(pad, "pad", 0)
+    n, c, h, w = x.shape
+    if c < 1 or h < 1 or w < 1:
+        raise ValueError(f"input_data must have C, H, W >= 1, received shape {x.shape}")
+    _window_fits(h, w, fh, fw, stride, pad, "filter")
+    return ops.im2col(_as(x, _single_dtype(x)), (fh, fw), stride=stride, padding=pad,
+                      layout="NCHW")
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
+    """Adjoint of :func:`im2col`: scatter-add the columns back into images (the book's
+    ``common.util.col2im``).
+
+    Parameters
+    ----------
+    col : ndarray of N*OH*OW*C*filter_h*filter_w elements
+        Normally of shape (N*OH*OW, C*filter_h*filter_w); like the book, any shape with
+        that many elements is accepted and read in C order.
+    input_shape : tuple of 4 ints
+        (N, C, H, W) of the image batch.
+    filter_h, filter_w, stride, pad : int
+        As for :func:`im2col`.
+
+    Returns
+    -------
+    img : ndarray, shape ``input_shape``
+        Overlapping windows accumulate; gradients falling on the padding are dropped.
+        float32 for float32 ``col``, float64 otherwise (the book always returns float64).
+    """
+    cols = _array(col, "col")
+    try:
+        shp = tuple(int(v) for v in input_shape)
+    except Exception:
+        raise TypeError(f"input_shape must be a tuple of 4 ints (N, C, H, W), received "
+                        f"{input_shape!r}") from None
+    if len(shp) != 4 or min(shp) < 0:
+        raise ValueError(f"input_shape must be a tuple of 4 non-negative ints (N, C, H, W), "
+                         f"received {input_shape!r}")
+    fh = _int_arg(filter_h, "filter_h", 1)
+    fw = _int_arg(filter_w, "filter_w", 1)
+    stride = _int_arg(stride, "stride", 1)
+    pad = _int_arg(pad, "pad", 0)
+    n, c, h, w = shp
+    if c < 1 or h < 1 or w < 1:
+        raise ValueError(f"input_shape must have C, H, W >= 1, received {shp}")
+    oh, ow = _window_fits(h, w, fh, fw, stride, pad, "filter")
+    rows, patch = n * oh * ow, c * fh * fw
+    if cols.size != rows * patch:
+        raise ValueError(f"col must have N*OH*OW*C*FH*FW = {n}*{oh}*{ow}*{c}*{fh}*{fw} = "
+                         f"{rows * patch} elements (shape ({rows}, {patch})), received "
+                         f"shape {cols.shape}")
+    cols = _as(cols, _single_dtype(cols)).reshape(rows, patch)
+    return ops.col2im(cols, shp, (fh, fw), stride=stride, padding=pad, layout="NCHW")
+
+
+def conv_output_size(input_size, filter_size, stride=1, pad=0):
+    """``(input_size + 2*pad - filter_size) / stride + 1`` -- a true division, so a float,
+    as in the book's ``common.util.conv_output_size``."""
+    return (input_size + 2 * pad - filter_size) / stride + 1
+
+
+def shuffle_dataset(x, t):
+    """Shuffle ``x`` and ``t`` along the first axis with one permutation drawn from NumPy's
+    global generator (the book's ``common.util.shuffle_dataset``).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, D) or (N, C, H, W)
+    t : ndarray, shape (N, ...)
+
+    Returns
+    -------
+    x, t : shuffled copies
+    """
+    permutation = np.random.permutation(x.shape[0])
+    x = x[permutation, :] if x.ndim == 2 else x[permutation, :, :, :]
+    t = t[permutation]
+    return x, t
+
+
+def smooth_curve(x):
+    """Smooth a loss curve with an 11-point Kaiser window (the book's
+    ``common.util.smooth_curve``); returns ``len(x)`` values (for ``len(x) >= 11``)."""
+    window_len = 11
+    s = np.r_[x[window_len - 1:0:-1], x, x[-1:-window_len:-1]]
+    w = np.kaiser(window_len, 2)
+    y = np.convolve(w / w.sum(), s, mode="valid")
+    return y[5:len(y) - 5]
+
+
+# --------------------------------------------------------------------------- functions.py
+def identity_function(x):
+    """Return ``x``."""
+    return x
+
+
+def step_function(x):
+    """``1`` where ``x > 0``, else ``0``, as a NumPy int array."""
+    return np.array(x > 0, dtype=int)
+
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))`` (the book's ``common.functions.sigmoid``)."""
+    return 1 / (1 + np.exp(-x))
+
+
+def sigmoid_grad(x):
+    """``(1 - sigmoid(x)) * sigmoid(x)``."""
+    return (1.0 - sigmoid(x)) * sigmoid(x)
+
+
+def relu(x):
+    """``np.maximum(0, x)``."""
+    return np.maximum(0, x)
+
+
+def relu_grad(x):
+    """``1`` where ``x >= 0`` (note: including 0, as in the book), else ``0``; dtype of x."""
+    grad = np.zeros_like(x)
+    grad[x >= 0] = 1
+    return grad
+
+
+def sum_squared_error(y, t):
+    """``0.5 * sum((y - t)**2)``."""
+    return 0.5 * np.sum((y - t) ** 2)
+
+
+def softmax_loss(X, t):
+    """``cross_entropy_error(softmax(X), t)``."""
+    y = softmax(X)
+    return cross_entropy_error(y, t)
+
+
+def softmax(x):
+    """Softmax over the last axis after subtracting its maximum (the book's
+    ``common.functions.softmax``)."""
+    x = x - np.max(x, axis=-1, keepdims=True)
+    return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
+
+
+def cross_entropy_error(y, t):
+    """The book's ``common.functions.cross_entropy_error``:
+    ``-sum(log(y[i, t_i] + 1e-7)) / batch``.
+
+    Parameters
+    ----------
+    y : ndarray, shape (N, C) or (C,)
+        Probabilities.
+    t : ndarray
+        One-hot (``t.size == y.size``) or integer labels.
+    """
+    if y.ndim == 1:
+        t = t.reshape(1, t.size)
+        y = y.reshape(1, y.size)
+    if t.size == y.size:
+        t = t.argmax(axis=1)
+    batch_size = y.shape[0]
+    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
+
+
+# --------------------------------------------------------------------------- element-wise layers
+_UINT = {4: np.uint32, 8: np.uint64}
+
+
+class Relu:
+    """Rectified linear unit: ``out = x`` where ``x > 0``, else +0.0.
+
+    Attributes
+    ----------
+    mask : bool ndarray
+        ``x <= 0`` of the last forward input.
+
+    Notes
+    -----
+    As in the book, ``backward(dout)`` zeroes ``dout`` *in place* where ``mask`` is True
+    and returns the same array object. NaN inputs pass through (NaN <= 0 is False); -0.0
+    becomes +0.0. Results are bit-identical to the book's.
+    """
+
+    def __init__(self):
+        self.mask = None
+
+    def forward(self, x):
+        """``x`` with every element <= 0 replaced by 0.
+
+        Parameters
+        ----------
+        x : ndarray, any shape
+
+        Returns
+        -------
+        out : ndarray, shape and dtype of ``x``
+        """
+        x = _array(x, "x")
+        self.mask = x <= 0
+        if x.dtype.itemsize in _UINT and x.dtype.kind == "f":
+            # keep the bits of x where x > 0 (or NaN), all-zero bits (+0.0) elsewhere:
+            # what x.copy(); out[mask] = 0 gives, without a slow boolean scatter.
+            u = _UINT[x.dtype.itemsize]
+            out = np.empty(x.shape, dtype=x.dtype)
+            np.multiply(x.view(u), np.logical_not(self.mask), out=out.view(u))
+            return out
+        out = x.copy()
+        out[self.mask] = 0
+        return out
+
+    def backward(self, dout):
+        """Zero ``dout`` in place where the forward input was <= 0 and return it.
+
+        Parameters
+        ----------
+        dout : ndarray, the shape of the forward input (written in place)
+
+        Returns
+        -------
+        dx : ndarray, the same object as ``dout``
+        """
+        _not_before_forward(self.mask, "Relu")
+        if not isinstance(dout, np.ndarray):
+            raise TypeError(f"dout must be a numpy array (Relu.backward writes into it, as "
+                            f"the book does), received {type(dout).__name__}")
+        if dout.shape != self.mask.shape:
+            raise ValueError(f"dout must have the shape of the forward input "
+                             f"{self.mask.shape}, received shape {dout.shape}")
+        if not dout.flags.writeable:
+            raise ValueError("dout must be writeable: Relu.backward zeroes it in place, as "
+                             "the book does")
+        if dout.dtype.kind == "f" and dout.dtype.itemsize in _UINT:
+            u = _UINT[dout.dtype.itemsize]
+            view = dout.view(u)
+            np.multiply(view, np.logical_not(self.mask), out=view)
+        else:
+            dout[self.mask] = 0
+        return dout
+
+
+class Sigmoid:
+    """Logistic sigmoid ``1 / (1 + exp(-x))``.
+
+    Attributes
+    ----------
+    out : ndarray
+        The last forward output (used by backward: ``dout * (1 - out) * out``).
+    """
+
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x):
+        """Return ``sigmoid(x)``; ``x`` is any real ndarray."""
+        x = _array(x, "x")
+        self.out = sigmoid(x)
+        return self.out
+
+    def backward(self, dout):
+        """Return ``dout * (1.0 - out) * out``."""
+        _not_before_forward(self.out, "Sigmoid")
+        dout = _array(dout, "dout")
+        if dout.shape != self.out.shape:
+            raise ValueError(f"dout must have the shape of the forward output "
+                             f"{self.out.shape}, received shape {dout.shape}")
+        return dout * (1.0 - self.out) * self.out
+
+
+class Dropout:
+    """Dropout as in the book (http://arxiv.org/abs/1207.0580), *not* inverted dropout.
+
+    Parameters
+    ----------
+    dropout_ratio : float in [0, 1], default 0.5
+
+    Attributes
+    ----------
+    mask : bool ndarray
+        ``np.random.rand(*x.shape) > dropout_ratio`` from the last training forward.
+
+    Notes
+    -----
+    Training multiplies by the 0/1 mask (no rescaling); testing (``train_flg=False``)
+    multiplies by ``1 - dropout_ratio``. The mask is drawn from NumPy's global generator,
+    so ``np.random.seed`` gives the book's masks.
+    """
+
+    def __init__(self, dropout_ratio=0.5):
+        self.dropout_ratio = self._ratio(dropout_ratio)
+        self.mask = None
+
+    @staticmethod
+    def _ratio(r):
+        if isinstance(r, (bool, np.bool_)) or not isinstance(r, numbers.Real):
+            raise TypeError(f"dropout_ratio must be a real number in [0, 1], received {r!r}")
+        if not 0.0 <= float(r) <= 1.0:
+            raise ValueError(f"dropout_ratio must be in [0, 1], received {r!r}")
+        return r
+
+    def forward(self, x, train_flg=True):
+        """``x * mask`` (new mask) when ``train_flg``, else ``x * (1 - dropout_ratio)``."""
+        x = _array(x, "x")
+        ratio = self._ratio(self.dropout_ratio)
+        if train_flg:
+            self.mask = np.random.rand(*x.shape) > ratio
+            return x * self.mask
+        return x * (1.0 - ratio)
+
+    def backward(self, dout):
+        """Return ``dout * mask`` (the mask of the last training forward)."""
+        _not_before_forward(self.mask, "Dropout")
+        dout = _array(dout, "dout")
+        if dout.shape != self.mask.shape:
+            raise ValueError(f"dout must have the shape of the forward input "
+                             f"{self.mask.shape}, received shape {dout.shape}")
+        return dout * self.mask
+
+
+class SoftmaxWithLoss:
+    """Softmax followed by the book's cross-entropy loss.
+
+    Attributes
+    ----------
+    loss : numpy float
+        ``-sum(log(y[i, t_i] + 1e-7)) / batch`` of the last forward.
+    y : ndarray
+        Softmax probabilities (row maximum subtracted first).
+    t : ndarray
+        The teacher of the last forward: one-hot (same size as the scores) or labels.
+
+    Notes
+    -----
+    ``backward(dout=1)`` ignores ``dout`` (the book's does) and returns ``(y - t) / batch``
+    with ``batch = t.shape[0]``; for one 1-D sample with a one-hot ``t`` that divides by
+    the number of classes, as the book does. For one 1-D sample with a label, the book's
+    backward crashes; here it raises ValueError.
+    """
+
+    def __init__(self):
+        self.loss = None
+        self.y = None
+        self.t = None
+
+    @staticmethod
+    def _teacher(t, x):
+        t = _array(t, "t")
+        if t.size == x.size:
+            if x.ndim == 2 and t.shape != x.shape:
+                raise ValueError(f"t has as many elements as x, so it is read as one-hot, "
+                                 f"and must then have the shape of x {x.shape}, received "
+                                 f"shape {t.shape}")
+            return t
+        classes = x.shape[-1]
+        want = (x.shape[0],) if x.ndim == 2 else (1,)
+        if t.dtype.kind not in "iu":
+            raise TypeError(f"t must be one-hot (shape {x.shape}) or integer labels of shape "
+                            f"{want}, received dtype {t.dtype} and shape {t.shape}")
+        if (x.ndim == 2 and t.shape != want) or (x.ndim == 1 and t.size != 1):
+            raise ValueError(f"t must be one-hot (shape {x.shape}) or integer labels of shape "
+                             f"{want}, received shape {t.shape}")
+        if t.size and (t.min() < 0 or t.max() >= classes):
+            raise ValueError(f"t must hold labels in [0, {classes}) (x has {classes} classes), "
+                             f"received values in [{t.min()}, {t.max()}]")
+        return t
+
+    def forward(self, x, t):
+        """Return the loss of scores ``x`` against teacher ``t``.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, C) or (C,)
+            Scores (logits).
+        t : ndarray
+            One-hot of the shape of ``x``, or integer labels of shape (N,) (a single
+            label for 1-D ``x``).
+
+        Returns
+        -------
+        loss : numpy float scalar
+        """
+        x = _array(x, "x", (1, 2), "(N, C) or (C,)")
+        t = self._teacher(t, x)
+        self.t = t
+        self.y = softmax(x)
+        self.loss = cross_entropy_error(self.y, self.t)
+        return self.loss
+
+    def backward(self, dout=1):
+        """Return ``(y - t) / t.shape[0]`` (``dout`` is ignored, as in the book)."""
+        _not_before_forward(self.y, "SoftmaxWithLoss")
+        batch_size = self.t.shape[0]
+        if self.t.size == self.y.size:
+            return (self.y - self.t) / batch_size
+        if self.y.ndim != 2:
+            raise ValueError("SoftmaxWithLoss.backward needs 2-D scores (N, C) when t holds "
+                             "labels; the forward got one 1-D sample (the original crashes "
+                             "here): pass x[None] and t of shape (1,)")
+        dx = self.y.copy()
+        dx[np.arange(batch_size), self.t] -= 1
+        return dx / batch_size
+
+
+class BatchNormalization:
+    """Batch normalisation as in the book (http://arxiv.org/abs/1502.03167).
+
+    Parameters
+    ----------
+    gamma, beta : ndarray, shape (D,) (or broadcastable to (N, D))
+        Scale and shift, kept by reference (an optimizer may update them in place).
+    momentum : float, default 0.9
+        ``running = momentum * running + (1 - momentum) * batch_statistic``.
+    running_mean, running_var : ndarray, shape (D,), optional
+        Zeros are created at the first ``forward`` when None.
+
+    Attributes
+    ----------
+    input_shape, batch_size, xc, xn, std, dgamma, dbeta, running_mean, running_var
+
+    Notes
+    -----
+    A 4-D input (N, C, H, W) is reshaped to (N, C*H*W): every one of the C*H*W features
+    is normalised separately (not per channel), as in the book; so ``gamma`` has C*H*W
+    elements. The variance gets ``10e-7`` (= 1e-6) before the square root.
+    The running statistics are float32 when the input and ``gamma`` are (the book always
+    creates them as float64).
+    """
+
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
+        _array(gamma, "gamma")
+        _array(beta, "beta")
+        if isinstance(momentum, (bool, np.bool_)) or not isinstance(momentum, numbers.Real):
+            raise TypeError(f"momentum must be a real number, received {momentum!r}")
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = momentum
+        self.input_shape = None
+        self.running_mean = running_mean
+        self.running_var = running_var
+        self.batch_size = None
+        self.xc = None
+        self.xn = None
+        self.std = None
+        self.dgamma = None
+        self.dbeta = None
+
+    def forward(self, x, train_flg=True):
+        """Normalise with the batch statistics (``train_flg``) or the running ones.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, D) or (N, C, H, W)
+
+        Returns
+        -------
+        out : ndarray, shape of ``x``
+        """
+        x = _array(x, "x", (2, 4), "(N, D) or (N, C, H, W)")
+        self.input_shape = x.shape
+        x2 = x.reshape(x.shape[0], -1) if x.ndim == 4 else x
+        d = x2.shape[1]
+        for name in ("gamma", "beta"):
+            p = _array(getattr(self, name), name)
+            try:
+                ok = np.broadcast_shapes(p.shape, x2.shape) == x2.shape
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{name} must broadcast to the normalised shape {x2.shape} "
+                                 f"(D = {d} features; a 4-D input has C*H*W features), "
+                                 f"received shape {p.shape}")
+        out = self._forward(x2, train_flg)
+        return out.reshape(*self.input_shape)
+
+    def _forward(self, x, train_flg):
+        if self.running_mean is None:
+            d = x.shape[1]
+            dt = _compute_dtype(x, _array(self.gamma, "gamma"))
+            self.running_mean = np.zeros(d, dtype=dt)
+            self.running_var = np.zeros(d, dtype=dt)
+        if train_flg:
+            mu = x.mean(axis=0)
+            xc = x - mu
+            var = np.mean(xc ** 2, axis=0)
+            std = np.sqrt(var + 10e-7)
+            xn = xc / std
+            self.batch_size = x.shape[0]
+            self.xc = xc
+            self.xn = xn
+            self.std = std
+            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+        else:
+            xc = x - self.running_mean
+            xn = xc / ((np.sqrt(self.running_var + 10e-7)))
+        return self.gamma * xn + self.beta
+
+    def backward(self, dout):
+        """Gradient with respect to the input; sets ``dgamma`` and ``dbeta``.
+
+        Parameters
+        ----------
+        dout : ndarray, the shape of the forward input
+
+        Returns
+        -------
+        dx : ndarray, the shape of the forward input
+        """
+        _not_before_forward(self.xc, "BatchNormalization")
+        dout = _array(dout, "dout")
+        if dout.shape != self.input_shape:
+            raise ValueError(f"dout must have the shape of the forward input "
+                             f"{self.input_shape}, received shape {dout.shape}")
+        if dout.ndim != 2:
+            dout = dout.reshape(dout.shape[0], -1)
+        dx = self._backward(dout)
+        return dx.reshape(*self.input_shape)
+
+    def _backward(self, dout):
+        dbeta = dout.sum(axis=0)
+        dgamma = np.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        dxc = dxn / self.std
+        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+        dvar = 0.5 * dstd / self.std
+        dxc += (2.0 / self.batch_size) * self.xc * dvar
+        dmu = np.sum(dxc, axis=0)
+        dx = dxc - dmu / self.batch_size
+        self.dgamma = dgamma
+        self.dbeta = dbeta
+        return dx
+
+
+# --------------------------------------------------------------------------- Affine
+def _affine_params(W, b):
+    W = _array(W, "W", 2, "(D_in, D_out)")
+    b = _array(b, "b")
+    if b.size != W.shape[1]:
+        raise ValueError(f"b must have W.shape[1] = {W.shape[1]} elements (one per output), "
+                         f"received shape {b.shape}")
+    return W, b
+
+
+class Affine:
+    """Fully connected layer ``out = x.reshape(N, -1) @ W + b``.
+
+    Parameters
+    ----------
+    W : ndarray, shape (D_in, D_out)
+    b : ndarray, shape (D_out,)
+        Kept by reference, read again at every ``forward`` (shared with ``params``).
+
+    Attributes
+    ----------
+    x : ndarray, shape (N, D_in)
+        The last input, reshaped to 2-D (a view of it, as in the book).
+    original_x_shape : tuple
+        The shape of the last input; ``backward`` returns ``dx`` in it.
+    dW, db : ndarray
+        Gradients from the last ``backward``.
+
+    Notes
+    -----
+    ``backward`` uses the current ``self.W`` (as the book does).
+    """
+
+    def __init__(self, W, b):
+        _affine_params(W, b)
+        self.W = W
+        self.b = b
+        self.x = None
+        self.original_x_shape = None
+        self.dW = None
+        self.db = None
+        self._xc = None
+
+    def forward(self, x):
+        """Return ``x.reshape(N, -1) @ W + b``, shape (N, D_out).
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, ...) with prod(...) == D_in
+        """
+        W, b = _affine_params(self.W, self.b)
+        x = _array(x, "x")
+        if x.ndim < 1:
+            raise ValueError(f"x must have a batch axis, received a scalar of shape {x.shape}")
+        n = x.shape[0]
+        d = int(np.prod(x.shape[1:], dtype=np.int64))
+        if d != W.shape[0]:
+            raise ValueError(f"x must have W.shape[0] = {W.shape[0]} features per sample "
+                             f"(x.reshape(N, -1)), received shape {x.shape} ({d} features)")
+        x2 = x.reshape(n, d)
+        dtype = _compute_dtype(x, W, b)
+        xc = _as(x2, dtype)
+        out = ops.matmul(xc, _as(W, dtype))
+        out += _as(b, dtype).reshape(-1)
+        self.original_x_shape = x.shape
+        self.x = x2
+        self._xc = xc
+        return out
+
+    def backward(self, dout):
+        """Return ``dx`` in the input's shape; set ``dW = x.T @ dout``, ``db = sum(dout)``.
+
+        Parameters
+        ----------
+        dout : ndarray, shape (N, D_out)
+        """
+        _not_before_forward(self._xc, "Affine")
+        W = _array(self.W, "W", 2, "(D_in, D_out)")
+        dout = _array(dout, "dout", 2, "(N, D_out)")
+        want = (self._xc.shape[0], W.shape[1])
+        if dout.shape != want or W.shape[0] != self._xc.shape[1]:
+            raise ValueError(f"dout must have shape {want} (N, D_out), received {dout.shape} "
+                             f"(W has shape {W.shape})")
+        dtype = _compute_dtype(self._xc, W, dout)
+        d = _as(dout, dtype)
+        dx = ops.matmul(d, _as(W, dtype), trans_b=True)
+        self.dW = ops.matmul(_as(self._xc, dtype), d, trans_a=True)
+        self.db = np.sum(d, axis=0)
+        return dx.reshape(*self.original_x_shape)
+
+
+# --------------------------------------------------------------------------- Convolution
+def _conv_params(W, b):
+    W = _array(W, "W", 4, "(FN, C, FH, FW)")
+    if min(W.shape) < 1:
+        raise ValueError(f"W must have every dimension >= 1, received shape {W.shape}")
+    b = _array(b, "b")
+    if b.size != W.shape[0]:
+        raise ValueError(f"b must have FN = W.shape[0] = {W.shape[0]} elements (one per "
+                         f"filter), received shape {b.shape}")
+    return W, b
+
+
+class Convolution:
+    """2-D convolution (cross-correlation) of NCHW images, the book's ``Convolution``.
+
+    Parameters
+    ----------
+    W : ndarray, shape (FN, C, FH, FW)
+    b : ndarray, shape (FN,)
+        Kept by reference, read again at every ``forward`` (shared with ``params``).
+    stride : int, default 1
+    pad : int, default 0
+        Zero padding on every side.
+
+    Attributes
+    ----------
+    x : ndarray
+        The last input.
+    col : ndarray, shape (N*OH*OW, C*FH*FW)
+        ``im2col`` of the last input, computed only when read (fastnn never builds it).
+    col_W : ndarray, shape (C*FH*FW, FN)
+        ``W.reshape(FN, -1).T`` of the weights used by the last forward (a view).
+    dW, db : ndarray
+        Gradients from the last ``backward``, shapes of ``W`` and (FN,).
+
+    Notes
+    -----
+    The output is ``(N, FN, OH, OW)`` with ``OH = (H + 2*pad - FH) // stride + 1``. The
+    backward pass uses the weight array the forward pass used (the book's ``col_W``).
+    """
+
+    def __init__(self, W, b, stride=1, pad=0):
+        _conv_params(W, b)
+        self.W = W
+        self.b = b
+        self.stride = _int_arg(stride, "stride", 1)
+        self.pad = _int_arg(pad, "pad", 0)
+        self.x = None
+        self.dW = None
+        self.db = None
+        self._ctx = None          # (input in compute dtype, W array used, stride, pad)
+        self._col = None
+        self._col_W = None
+
+    def forward(self, x):
+        """Return the convolution of ``x`` (N, C, H, W) with ``W`` plus ``b``:
+        shape (N, FN, OH, OW)."""
+        W, b = _conv_params(self.W, self.b)
+        stride = _int_arg(self.stride, "stride", 1)
+        pad = _int_arg(self.pad, "pad", 0)
+        xa = _array(x, "x", 4, "(N, C, H, W)")
+        fn, c, fh, fw = W.shape
+        n, cx, h, w = xa.shape
+        if cx != c:
+            raise ValueError(f"x has {cx} channels (shape {xa.shape}, (N, C, H, W)) but W "
+                             f"expects {c} (shape {W.shape}, (FN, C, FH, FW))")
+        if h < 1 or w < 1:
+            raise ValueError(f"x must have H, W >= 1, received shape {xa.shape}")
+        _window_fits(h, w, fh, fw, stride, pad, "filter")
+        dtype = _compute_dtype(xa, W, b)
+        xc = _as(xa, dtype)
+        out = ops.conv2d_forward(xc, _as(W, dtype), _as(b, dtype).reshape(fn), stride=stride,
+                                 padding=pad, layout="NCHW")
+        self.x = x
+        self._ctx = (xc, self.W, stride, pad)
+        self._col = None
+        self._col_W = None
+        return out
+
+    def backward(self, dout):
+        """Return ``dx`` (the input's shape); set ``dW`` (FN, C, FH, FW) and ``db`` (FN,).
+
+        Parameters
+        ----------
+        dout : ndarray, shape (N, FN, OH, OW)
+        """
+        _not_before_forward(self._ctx, "Convolution")
+        xc, W_used, stride, pad = self._ctx
+        W = _array(W_used, "W", 4)
+        dout = _array(dout, "dout", 4, "(N, FN, OH, OW)")
+        n, c, h, w = xc.shape
+        fn, _, fh, fw = W.shape
+        oh, ow = _window_fits(h, w, fh, fw, stride, pad, "filter")
+        if dout.shape != (n, fn, oh, ow):
+            raise ValueError(f"dout must have the forward output's shape {(n, fn, oh, ow)} "
+                             f"(N, FN, OH, OW), received shape {dout.shape}")
+        dtype = _compute_dtype(xc, W, dout)
+        dx, dW, db = ops.conv2d_backward(_as(dout, dtype), _as(xc, dtype), _as(W, dtype),
+                                         stride=stride, padding=pad, layout="NCHW")
+        self.dW = dW
+        self.db = db
+        return dx
+
+    @property
+    def col(self):
+        """``im2col`` of the last input (computed on first read after each forward)."""
+        if self._col is None and self._ctx is not None:
+            xc, W_used, stride, pad = self._ctx
+            fh, fw = np.shape(W_used)[2:]
+            self._col = im2col(xc, fh, fw, stride, pad)
+        return self._col
+
+    @col.setter
+    def col(self, value):
+        self._col = value
+
+    @property
+    def col_W(self):
+        """``W.reshape(FN, -1).T`` of the weights used by the last forward (a view)."""
+        if self._col_W is None and self._ctx is not None:
+            W_used = np.asarray(self._ctx[1])
+            self._col_W = W_used.reshape(W_used.shape[0], -1).T
+        return self._col_W
+
+    @col_W.setter
+    def col_W(self, value):
+        self._col_W = value
+
+
+# --------------------------------------------------------------------------- Pooling
+class Pooling:
+    """Max pooling of NCHW images, the book's ``Pooling``.
+
+    Parameters
+    ----------
+    pool_h, pool_w : int
+        Window size.
+    stride : int, default 1
+        The book's default is 1; its networks pass ``stride=2`` for 2x2 pooling.
+    pad : int, default 0
+        See Notes.
+
+    Attributes
+    ----------
+    x : ndarray
+        The last input.
+    arg_max : int ndarray, shape (N*OH*OW*C,)
+        The book's: rows over (n, oh, ow, c), each the index of the maximum inside the
+        flattened (kh, kw) window (ties: the first). Computed from fastnn's argmax when
+        read; assigning it changes what ``backward`` routes to.
+
+    Notes
+    -----
+    ``OH = (H - pool_h) // stride + 1``. With ``pad > 0`` the book pads with zeros and
+    takes the maximum over the padded window (a zero from the padding can win and then
+    receives the gradient, which is dropped), but computes the output size without the
+    padding: that only works when ``(H + 2*pad - pool_h) // stride == (H - pool_h) //
+    stride`` (and likewise for W), i.e. ``(H - pool_h) % stride + 2 * pad < stride``, which
+    needs ``stride > 2 * pad``. This class reproduces those cases exactly and raises
+    ValueError for the others, where the book crashes.
+    """
+
+    def __init__(self, pool_h, pool_w, stride=1, pad=0):
+        self.pool_h = _int_arg(pool_h, "pool_h", 1)
+        self.pool_w = _int_arg(pool_w, "pool_w", 1)
+        self.stride = _int_arg(stride, "stride", 1)
+        self.pad = _int_arg(pad, "pad", 0)
+        self.x = None
+        self._ctx = None          # (fastnn argmax, pooled (padded) shape, dtype, geometry)
+        self._arg_max = None
+
+    def _geometry(self, h, w):
+        ph = _int_arg(self.pool_h, "pool_h", 1)
+        pw = _int_arg(self.pool_w, "pool_w", 1)
+        stride = _int_arg(self.stride, "stride", 1)
+        pad = _int_arg(self.pad, "pad", 0)
+        oh, ow = _window_fits(h, w, ph, pw, stride, pad, "pooling")
+        if pad:
+            book_oh = int(1 + (h - ph) / stride)
+            book_ow = int(1 + (w - pw) / stride)
+            if (book_oh, book_ow) != (oh, ow):
+                raise ValueError(
+                    f"Pooling with pad={pad} is not supported for this input: the original "
+                    f"pools the zero-padded input ({oh}x{ow} windows for H, W = {h}, {w}, "
+                    f"pool {ph}x{pw}, stride {stride}) but sizes its output without the "
+                    f"padding ({book_oh}x{book_ow}) and crashes reshaping. It only works "
+                    f"when both sizes agree, i.e. (H - pool_h) % stride + 2 * pad < stride "
+                    f"and likewise for W (so never with stride <= 2 * pad); use pad=0")
+        return ph, pw, stride, pad, oh, ow
+
+    def forward(self, x):
+        """Return the window maxima, shape (N, C, OH, OW)."""
+        xa = _array(x, "x", 4, "(N, C, H, W)")
+        n, c, h, w = xa.shape
+        if c < 1 or h < 1 or w < 1:
+            raise ValueError(f"x must have C, H, W >= 1, received shape {xa.shape}")
+        ph, pw, stride, pad, oh, ow = self._geometry(h, w)
+        dtype = _single_dtype(xa)
+        xc = _as(xa, dtype)
+        if pad:
+            # the book's im2col pads with zeros and the zeros take part in the maximum
+            xc = np.pad(xc, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        out, am = ops.maxpool2d_forward(xc, (ph, pw), stride=stride, padding=0,
+                                        layout="NCHW")
+        self.x = x
+        self._ctx = (am, xc.shape, dtype, (ph, pw, stride, pad))
+        self._arg_max = None
+        return out
+
+    def backward(self, dout):
+        """Route each gradient to its window's maximum; return ``dx`` (the input's shape).
+
+        Parameters
+        ----------
+        dout : ndarray, shape (N, C, OH, OW)
+        """
+        _not_before_forward(self._ctx, "Pooling")
+        am, pooled_shape, fdtype, (ph, pw, stride, pad) = self._ctx
+        dout = _array(dout, "dout", 4, "(N, C, OH, OW)")
+        if dout.shape != am.shape:
+            raise ValueError(f"dout must have the forward output's shape {am.shape} "
+                             f"(N, C, OH, OW), received shape {dout.shape}")
+        dtype = _compute_dtype(np.empty(0, fdtype), dout)
+        dx = ops.maxpool2d_backward(_as(dout, dtype), am, pooled_shape, (ph, pw),
+                                    stride=stride, padding=0, layout="NCHW")
+        if pad:
+            dx = np.ascontiguousarray(dx[:, :, pad:pooled_shape[2] - pad,
+                                         pad:pooled_shape[3] - pad])
+        return dx
+
+    @property
+    def arg_max(self):
+        """The book's ``arg_max`` (see the class docstring), computed on first read."""
+        if self._arg_max is None and self._ctx is not None:
+            am, shp, _, (ph, pw, stride, pad) = self._ctx
+            hs, ws = shp[2], shp[3]
+            n, c, oh, ow = am.shape
+            local = am % (hs * ws)                       # drop the channel offset
+            ih, iw = np.divmod(local, ws)
+            kh = ih - (np.arange(oh, dtype=np.int64) * stride)[:, None]
+            kw = iw - (np.arange(ow, dtype=np.int64) * stride)[None, :]
+            book = (kh * pw + kw).transpose(0, 2, 3, 1).reshape(-1)
+            self._arg_max = book.astype(np.intp, copy=False)
+        return self._arg_max
+
+    @arg_max.setter
+    def arg_max(self, value):
+        if value is None or self._ctx is None:
+            self._arg_max = value
+            if value is None:
+                self._ctx = None
+            return
+        am, shp, fdtype, (ph, pw, stride, pad) = self._ctx
+        n, c, oh, ow = am.shape
+        a = _array(value, "arg_max")
+        if a.dtype.kind not in "iu" or a.size != am.size:
+            raise ValueError(f"arg_max must be an int array of N*OH*OW*C = {am.size} window "
+                             f"indices, received dtype {a.dtype} and shape {a.shape}")
+        if a.size and (a.min() < 0 or a.max() >= ph * pw):
+            raise ValueError(f"arg_max must hold window indices in [0, {ph * pw}), received "
+                             f"values in [{a.min()}, {a.max()}]")
+        k = a.reshape(n, oh, ow, c).transpose(0, 3, 1, 2).astype(np.int64)
+        kh, kw = np.divmod(k, pw)
+        ih = kh + (np.arange(oh, dtype=np.int64) * stride)[:, None]
+        iw = kw + (np.arange(ow, dtype=np.int64) * stride)[None, :]
+        ch = np.arange(c, dtype=np.int64)[None, :, None, None]
+        new = np.ascontiguousarray(ch * (shp[2] * shp[3]) + ih * shp[3] + iw)
+        self._ctx = (new, shp, fdtype, (ph, pw, stride, pad))
+        self._arg_max = value
+
+
+# --------------------------------------------------------------------------- optimizers
+class _Optimizer:
+    """Shared argument checks and scratch buffers of the optimizers."""
+
+    _state = ()           # names of the per-key state dicts ("v", "h", "m", ...)
+
+    def _items(self, params, grads):
+        """Validate ``params`` / ``grads`` before anything is updated; return
+        ``[(key, param, grad)]`` in ``params.keys()`` order."""
+        for name, d in (("params", params), ("grads", grads)):
+            if not isinstance(d, Mapping) and not (hasattr(d, "keys") and
+                                                   hasattr(d, "__getitem__")):
+                raise TypeError(f"{name} must be a dict of arrays, received "
+                                f"{type(d).__name__}")
+        states = [getattr(self, s, None) for s in self._state]
+        items = []
+        for key in params.keys():
+            p = params[key]
+            if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
+                raise TypeError(f"params[{key!r}] must be a float numpy array (updated in "
+                                f"place), received {type(p).__name__}"
+                                f"{' of dtype ' + str(p.dtype) if hasattr(p, 'dtype') else ''}")
+            if not p.flags.writeable:
+                raise ValueError(f"params[{key!r}] must be writeable (it is updated in place)")
+            if key not in grads:
+                raise ValueError(f"grads has no entry {key!r}; params has keys "
+                                 f"{list(params.keys())}, grads has {list(grads.keys())}")
+            g = _array(grads[key], f"grads[{key!r}]")
+            try:
+                ok = np.broadcast_shapes(g.shape, p.shape) == p.shape
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"grads[{key!r}] must have the shape of params[{key!r}] "
+                                 f"{p.shape}, received shape {g.shape}")
+            for sname, st in zip(self._state, states):
+                if st is not None and key not in st:
+                    raise ValueError(f"params has a key {key!r} that was not there at the "
+                                     f"first update: the optimizer's state {sname!r} is "
+                                     f"created from the first params (as in the book)")
+            items.append((key, p, g))
+        return items
+
+    def _fast(self, key, p, g, scalars, states=()):
+        """Two scratch arrays when ``p``, ``g`` and ``states`` share shape and dtype and
+        no scalar changes that dtype (then in-place ufuncs round exactly like the book's
+        temporaries); else None (the book's expressions are evaluated as written)."""
+        dt = p.dtype
+        if g.dtype != dt or g.shape != p.shape:
+            return None
+        for s in states:
+            if not isinstance(s, np.ndarray) or s.dtype != dt or s.shape != p.shape or \
+                    not s.flags.writeable:
+                return None
+        for s in scalars:
+            if np.result_type(s, p) != dt:
+                return None
+        scratch = self.__dict__.setdefault("_scratch", {})
+        bufs = scratch.get(key)
+        if bufs is None or bufs[0].shape != p.shape or bufs[0].dtype != dt:
+            bufs = (np.empty(p.shape, dt), np.empty(p.shape, dt))
+            scratch[key] = bufs
+        return bufs
+
+
+def _lr_arg(value, name="lr"):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, received {value!r}")
+    return value
+
+
+class SGD(_Optimizer):
+    """Stochastic gradient descent: ``params[key] -= lr * grads[key]`` (in place).
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+    """
+
+    def __init__(self, lr=0.01):
+        self.lr = _lr_arg(lr)
+
+    def update(self, params, grads):
+        """Update every array of the dict ``params`` in place from the dict ``grads``."""
+        for key, p, g in self._items(params, grads):
+            bufs = self._fast(key, p, g, (self.lr,))
+            if bufs is None:
+                params[key] -= self.lr * g
+            else:
+                t = bufs[0]
+                np.multiply(self.lr, g, out=t)
+                p -= t
+
+
+class Momentum(_Optimizer):
+    """Momentum SGD: ``v = momentum * v - lr * g``; ``param += v``.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+    momentum : float, default 0.9
+
+    Attributes
+    ----------
+    v : dict of ndarray
+        Velocities, created (zeros) from ``params`` at the first ``update``.
+    """
+
+    _state = ("v",)
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr = _lr_arg(lr)
+        self.momentum = _lr_arg(momentum, "momentum")
+        self.v = None
+
+    def update(self, params, grads):
+        """Update every array of the dict ``params`` in place from the dict ``grads``."""
+        items = self._items(params, grads)
+        if self.v is None:
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        for key, p, g in items:
+            v = self.v[key]
+            bufs = self._fast(key, p, g, (self.momentum, self.lr), (v,))
+            if bufs is None:
+                self.v[key] = self.momentum * v - self.lr * g
+                params[key] += self.v[key]
+            else:
+                t = bufs[0]
+                np.multiply(self.momentum, v, out=v)
+                np.multiply(self.lr, g, out=t)
+                v -= t
+                p += v
+
+
+class Nesterov(_Optimizer):
+    """Nesterov's accelerated gradient in the book's form (http://arxiv.org/abs/1212.0901):
+    ``v = momentum * v - lr * g``; ``param += momentum**2 * v - (1 + momentum) * lr * g``.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+    momentum : float, default 0.9
+    """
+
+    _state = ("v",)
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr = _lr_arg(lr)
+        self.momentum = _lr_arg(momentum, "momentum")
+        self.v = None
+
+    def update(self, params, grads):
+        """Update every array of the dict ``params`` in place from the dict ``grads``."""
+        items = self._items(params, grads)
+        if self.v is None:
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        m, lr = self.momentum, self.lr
+        for key, p, g in items:
+            v = self.v[key]
+            bufs = self._fast(key, p, g, (m, lr, m * m, (1 + m) * lr), (v,))
+            if bufs is None:
+                self.v[key] *= m
+                self.v[key] -= lr * g
+                params[key] += m * m * self.v[key]
+                params[key] -= (1 + m) * lr * g
+            else:
+                t = bufs[0]
+                v *= m
+                np.multiply(lr, g, out=t)
+                v -= t
+                np.multiply(m * m, v, out=t)
+                p += t
+                np.multiply((1 + m) * lr, g, out=t)
+                p -= t
+
+
+class AdaGrad(_Optimizer):
+    """AdaGrad: ``h += g * g``; ``param -= lr * g / (sqrt(h) + 1e-7)``.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+    """
+
+    _state = ("h",)
+
+    def __init__(self, lr=0.01):
+        self.lr = _lr_arg(lr)
+        self.h = None
+
+    def update(self, params, grads):
+        """Update every array of the dict ``params`` in place from the dict ``grads``."""
+        items = self._items(params, grads)
+        if self.h is None:
+            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        for key, p, g in items:
+            h = self.h[key]
+            bufs = self._fast(key, p, g, (self.lr, 1e-7), (h,))
+            if bufs is None:
+                self.h[key] += g * g
+                params[key] -= self.lr * g / (np.sqrt(self.h[key]) + 1e-7)
+            else:
+                t, u = bufs
+                np.multiply(g, g, out=t)
+                h += t
+                np.multiply(self.lr, g, out=t)
+                np.sqrt(h, out=u)
+                u += 1e-7
+                t /= u
+                p -= t
+
+
+class RMSprop(_Optimizer):
+    """RMSprop: ``h = decay_rate * h + (1 - decay_rate) * g * g``;
+    ``param -= lr * g / (sqrt(h) + 1e-7)``.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+    decay_rate : float, default 0.99
+    """
+
+    _state = ("h",)
+
+    def __init__(self, lr=0.01, decay_rate=0.99):
+        self.lr = _lr_arg(lr)
+        self.decay_rate = _lr_arg(decay_rate, "decay_rate")
+        self.h = None
+
+    def update(self, params, grads):
+        """Update every array of the dict ``params`` in place from the dict ``grads``."""
+        items = self._items(params, grads)
+        if self.h is None:
+            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        d = self.decay_rate
+        for key, p, g in items:
+            h = self.h[key]
+            bufs = self._fast(key, p, g, (d, 1 - d, self.lr, 1e-7), (h,))
+            if bufs is None:
+                self.h[key] *= d
+                self.h[key] += (1 - d) * g * g
+                params[key] -= self.lr * g / (np.sqrt(self.h[key]) + 1e-7)
+            else:
+                t, u = bufs
+                h *= d
+                np.multiply(1 - d, g, out=t)
+                t *= g
+                h += t
+                np.multiply(self.lr, g, out=t)
+                np.sqrt(h, out=u)
+                u += 1e-7
+                t /= u
+                p -= t
+
+
+class Adam(_Optimizer):
+    """Adam as in the book (http://arxiv.org/abs/1412.6980v8).
+
+    ``m += (1 - beta1) * (g - m)``; ``v += (1 - beta2) * (g**2 - v)``;
+    ``param -= lr_t * m / (sqrt(v) + 1e-7)`` with the bias correction folded into
+    ``lr_t = lr * sqrt(1 - beta2**iter) / (1 - beta1**iter)``.
+
+    Parameters
+    ----------
+    lr : float, default 0.001
+    beta1 : float, default 0.9
+    beta2 : float, default 0.999
+
+    Attributes
+    ----------
+    iter : int
+        Updates done so far.
+    m, v : dict of ndarray
+        Moment estimates, created (zeros) from ``params`` at the first ``update``.
+    """
+
+    _state = ("m", "v")
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+        self.lr = _lr_arg(lr)
+        self.beta1 = _lr_arg(beta1, "beta1")
+        self.beta2 = _lr_arg(beta2, "beta2")
+        self.iter = 0
+        self.m = None
+        self.v = None
+
+    def update(self, params, grads):
+        """Update every array of the dict ``params`` in place from the dict ``grads``."""
+        items = self._items(params, grads)
+        if self.m is None:
+            self.m, self.v = {}, {}
+            for key, val in params.items():
+                self.m[key] = np.zeros_like(val)
+                self.v[key] = np.zeros_like(val)
+        self.iter += 1
+        lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+        b1, b2 = 1 - self.beta1, 1 - self.beta2
+        for key, p, g in items:
+            m, v = self.m[key], self.v[key]
+            bufs = self._fast(key, p, g, (b1, b2, lr_t, 1e-7), (m, v))
+            if bufs is None:
+                self.m[key] += b1 * (g - self.m[key])
+                self.v[key] += b2 * (g ** 2 - self.v[key])
+                params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
+            else:
+                t, u = bufs
+                np.subtract(g, m, out=t)
+                t *= b1
+                m += t
+                np.multiply(g, g, out=t)
+                t -= v
+                t *= b2
+                v += t
+                np.multiply(lr_t, m, out=t)
+                np.sqrt(v, out=u)
+                u += 1e-7
+                t /= u
+                p -= t
