@@ -1,4 +1,4 @@
-"""The ``fastnn`` command line: ``fastnn info``, ``fastnn demo``."""
+"""The ``fastnn`` command line: ``fastnn info``, ``fastnn demo``, ``fastnn bench``."""
 from __future__ import annotations
 
 import argparse
@@ -59,6 +59,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_demo.add_argument("--threads", type=_positive, default=None)
     p_demo.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
     p_demo.set_defaults(func=_demo)
+    from .bench import add_parser as _add_bench_parser
+    _add_bench_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

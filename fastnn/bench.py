@@ -1,0 +1,1066 @@
+"""``fastnn bench``: fastnn against the NumPy reference and PyTorch, kernels and training.
+
+Two suites:
+
+``kernels``
+    Every case runs in *this* process: float32 GEMM at 1024^3, 2048^3, the CNN's skinny
+    im2col shapes (86528, 9, 32) and (15488, 288, 64) and the small (128, 128, 10), plus
+    float64 1024^3 (fastnn's C backend vs ``numpy.matmul`` vs ``torch.mm``; fastnn's numpy
+    backend *is* ``numpy.matmul`` there, so it is not repeated); the CNN's two
+    convolutions forward (with bias and fused ReLU) and backward (NHWC, 3x3, valid; the
+    first layer's backward skips ``dx`` like the model does) and its 2x2 max poolings
+    forward and backward (fastnn C vs fastnn's NumPy reference backend vs
+    ``torch.nn.functional.conv2d`` / ``torch.ops.aten.convolution_backward`` /
+    ``max_pool2d(return_indices=True)`` / ``max_pool2d_with_indices_backward`` on NCHW
+    tensors; layouts are converted before timing, only the op is timed). Each case is
+    warmed up once, then timed ``--reps`` times; calls faster than about a millisecond
+    are repeated inside a rep (``inner`` in the JSON) and the per-call time is kept.
+``train``
+    Fractions of an epoch of example program 2 (the CNN, batch 128, Adam) and program 4
+    (Flatten-Dense(128, relu)-Dense(10, softmax), batch 32, Adam) on the first
+    ``--train-images`` Fashion-MNIST training images, with fastnn (C backend; others with
+    ``--backends``) and an equivalent PyTorch ``nn.Sequential`` (Adam lr 1e-3,
+    cross-entropy on logits, manual batching of shuffled NumPy arrays). The median epoch
+    time over ``--train-reps`` epochs (after a two-batch warm-up) is scaled by
+    ``60000 / images`` to a full-epoch estimate: that column is computed, not measured.
+
+Peak memory is a per-process quantity -- the high-water mark of the resident set
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``, KiB on Linux; ``VmHWM`` in
+/proc/self/status) -- so it cannot be split between two cases that share a process, and
+it never goes down. That is why every end-to-end case runs in its own child process
+(``sys.executable -c``, working directory outside any source tree, ``PYTHONPATH`` = the
+directory holding the imported ``fastnn`` package), which reports its peak RSS and its
+timings; the kernel suite, which shares one process, has no memory column. On Linux the
+child reads ``VmHWM`` rather than ``ru_maxrss``: after fork+exec, ``ru_maxrss`` also
+counts the peak of the forked copy of the parent (hundreds of MiB once the parent has
+imported PyTorch), ``VmHWM`` does not (``ru_maxrss`` is still recorded in the JSON). The
+peak includes the interpreter, the libraries (PyTorch's are large) and the loaded data
+set; the "training growth" column is the peak while training (the high-water mark is
+reset through ``/proc/self/clear_refs`` once setup is done) minus the RSS at that point.
+
+Threads: ``--threads`` goes to ``fastnn.set_num_threads``, ``torch.set_num_threads`` and,
+through ``threadpoolctl`` when it is installed, to NumPy's BLAS.
+
+PyTorch and matplotlib are optional and imported lazily: without PyTorch its columns are
+left out with a note; without matplotlib the PNG chart is skipped with a note.
+
+Register the command in ``fastnn/__main__.py`` with :func:`add_parser`; :func:`main`
+runs it stand-alone (``python -m fastnn.bench``).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["main", "add_parser", "run", "kernel_cases", "kernel_callable", "make_trainer",
+           "load_train_data", "torch_or_none", "machine_info", "format_tables",
+           "GROUPS", "PROGRAMS", "FULL_EPOCH_IMAGES"]
+
+#: Kernel groups and end-to-end programs that ``--only`` accepts.
+GROUPS = ("matmul", "conv", "pool")
+PROGRAMS = ("cnn", "mlp")
+#: Training images in one full Fashion-MNIST epoch (the scaling target).
+FULL_EPOCH_IMAGES = 60000
+#: Batch size of each program (program 2: 128, program 4: 32).
+BATCH_SIZES = {"cnn": 128, "mlp": 32}
+PROGRAM_TITLES = {"cnn": "program 2: CNN, batch 128, Adam",
+                  "mlp": "program 4: MLP 784-128-10, batch 32, Adam"}
+#: A rep repeats calls faster than this (seconds) so that one rep lasts about this long.
+MIN_REP_SECONDS = 1e-3
+_MAX_INNER = 1000
+_CHILD_TAG = "@@fastnn-bench"
+
+# (dtype, M, K, N)
+MATMUL_SHAPES = [("float32", 1024, 1024, 1024), ("float32", 2048, 2048, 2048),
+                 ("float32", 86528, 9, 32), ("float32", 15488, 288, 64),
+                 ("float32", 128, 128, 10), ("float64", 1024, 1024, 1024)]
+# (x shape NHWC, filters, need_dx): the CNN's two convolutions; the first layer's input
+# needs no gradient, so the model (and PyTorch) skips dx there.
+CONV_CASES = [((128, 28, 28, 1), 32, False), ((128, 13, 13, 32), 64, True)]
+POOL_CASES = [(128, 26, 26, 32), (128, 11, 11, 64)]
+# --quick: the same case structure at toy sizes (for plumbing tests).
+QUICK_MATMUL_SHAPES = [("float32", 64, 64, 64), ("float32", 512, 9, 8),
+                       ("float32", 32, 32, 10), ("float64", 64, 64, 64)]
+QUICK_CONV_CASES = [((2, 10, 10, 1), 4, False), ((2, 6, 6, 4), 8, True)]
+QUICK_POOL_CASES = [(2, 8, 8, 4), (2, 6, 6, 8)]
+QUICK_TRAIN_IMAGES = 256
+
+# Competitor columns of the kernel table, in order; "fastnn" is the baseline.
+KERNEL_IMPLS = ("fastnn", "numpy", "torch")
+IMPL_TITLES = {"fastnn": "fastnn", "numpy": "NumPy ref", "torch": "PyTorch"}
+
+
+# =========================================================================== helpers
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, received {text}")
+    return value
+
+
+def _name_list(allowed: Sequence[str], what: str) -> Callable[[str], List[str]]:
+    def parse(text: str) -> List[str]:
+        names = [s.strip().lower() for s in text.split(",") if s.strip()]
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a comma-separated list of {', '.join(allowed)}; "
+                f"received {text!r}")
+        return list(dict.fromkeys(names))
+    return parse
+
+
+def default_threads() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The ``model name`` line of /proc/cpuinfo (or the platform's guess)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def torch_or_none() -> Tuple[Any, Optional[str]]:
+    """``(torch, None)`` if PyTorch imports, else ``(None, reason)``. Never required."""
+    try:
+        import torch  # noqa: PLC0415 - optional, lazy on purpose
+    except Exception as exc:  # ImportError, or a broken install
+        return None, f"PyTorch is not available ({type(exc).__name__}: {exc})"
+    return torch, None
+
+
+def _ru_maxrss_kib() -> Optional[int]:
+    """``getrusage(RUSAGE_SELF).ru_maxrss`` in KiB (None where unsupported)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak // 1024) if sys.platform == "darwin" else int(peak)  # macOS: bytes
+
+
+def _peak_rss_kib() -> Optional[int]:
+    """This process's peak RSS in KiB: ``VmHWM`` on Linux, else ``ru_maxrss``.
+
+    On Linux ``ru_maxrss`` also counts the high-water mark the process had *before* its
+    ``exec`` -- that of the forked copy of the parent -- so a child started by a parent
+    that had imported PyTorch would report the parent's size. ``VmHWM`` belongs to the
+    process image alone (and can be reset, see :func:`_reset_peak_rss`).
+    """
+    hwm = _proc_status_kib("VmHWM")
+    return hwm if hwm is not None else _ru_maxrss_kib()
+
+
+def machine_info(threads: int, torch=None) -> dict:
+    """Date, CPU, ISA, threads and library versions (the table header and JSON)."""
+    import fastnn
+
+    info = fastnn.backend_info()
+    blas = None
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [{k: d.get(k) for k in ("internal_api", "version", "num_threads",
+                                       "threading_layer")}
+                for d in threadpool_info() if d.get("user_api") == "blas"]
+    except Exception:  # threadpoolctl missing or failing: only informative
+        pass
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "isa": info["isa"],
+        "threads": threads,
+        "cpus_available": default_threads(),
+        "fastnn": fastnn.__version__,
+        "fastnn_backend": info["active"],
+        "fastnn_backends_available": info["available"],
+        "numpy": np.__version__,
+        "numpy_blas": blas,
+        "torch": getattr(torch, "__version__", None),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+@contextlib.contextmanager
+def thread_limits(threads: int, torch=None, notes: Optional[List[str]] = None):
+    """Run fastnn, PyTorch and NumPy's BLAS on ``threads`` threads; restore afterwards."""
+    import fastnn
+
+    old_fastnn = fastnn.get_num_threads()
+    old_torch = torch.get_num_threads() if torch is not None else None
+    fastnn.set_num_threads(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
+    try:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            if notes is not None:
+                notes.append("threadpoolctl is not installed: NumPy's BLAS ran with its "
+                             "default thread count (pip install threadpoolctl)")
+            yield
+        else:
+            with threadpool_limits(limits=threads, user_api="blas"):
+                yield
+    finally:
+        fastnn.set_num_threads(old_fastnn)
+        if torch is not None:
+            torch.set_num_threads(old_torch)
+
+
+def time_reps(fn: Callable[[], Any], reps: int, tick: Optional[Callable[[], None]] = None
+              ) -> Tuple[List[float], int]:
+    """Warm ``fn`` up with one untimed rep, then time ``reps`` reps; returns (seconds per
+    call, inner).
+
+    A call shorter than :data:`MIN_REP_SECONDS` is repeated ``inner`` times per rep (the
+    count is chosen from the fastest of three more calls, as the first may pay one-off
+    costs and any one may be preempted).
+    """
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    inner = 1
+    if first < MIN_REP_SECONDS:
+        fastest = first
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            fastest = min(fastest, time.perf_counter() - t0)
+        inner = int(min(_MAX_INNER, max(1, MIN_REP_SECONDS // max(fastest, 1e-7))))
+        for _ in range(inner):  # the warm-up rep
+            fn()
+    if tick:
+        tick()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        times.append((time.perf_counter() - t0) / inner)
+        if tick:
+            tick()
+    return times, inner
+
+
+# =========================================================================== kernels
+@dataclass
+class KernelCase:
+    """One kernel benchmark: ``group`` (matmul/conv/pool), ``op``, shapes in ``params``."""
+    group: str
+    op: str
+    name: str
+    shape: str
+    params: dict
+    flops: Optional[float]
+    impls: Tuple[str, ...] = KERNEL_IMPLS
+
+    def impl_label(self, impl: str) -> str:
+        """What the ``impl`` column runs for this case."""
+        if impl == "numpy":
+            return "numpy.matmul" if self.group == "matmul" else "fastnn numpy backend"
+        if impl == "torch":
+            return {"matmul": "torch.mm", "conv": "torch conv2d (NCHW)",
+                    "pool": "torch max_pool2d (NCHW)"}[self.group]
+        return impl
+
+
+def kernel_cases(quick: bool = False, only: Optional[Sequence[str]] = None) -> List[KernelCase]:
+    """The kernel cases (toy sizes with ``quick``), restricted to the ``only`` groups."""
+    only = set(only) if only else set(GROUPS)
+    cases: List[KernelCase] = []
+    if "matmul" in only:
+        for dtype, m, k, n in (QUICK_MATMUL_SHAPES if quick else MATMUL_SHAPES):
+            short = "f32" if dtype == "float32" else "f64"
+            cases.append(KernelCase(
+                "matmul", "matmul", f"matmul {short} {m}x{k}x{n}", f"M,K,N = {m},{k},{n}",
+                {"dtype": dtype, "m": m, "k": k, "n": n}, 2.0 * m * k * n))
+    if "conv" in only:
+        for xs, f, need_dx in (QUICK_CONV_CASES if quick else CONV_CASES):
+            n, h, w, c = xs
+            oh, ow = h - 2, w - 2
+            fwd = 2.0 * n * oh * ow * f * 9 * c
+            params = {"dtype": "float32", "x": list(xs), "w": [3, 3, c, f],
+                      "padding": "valid", "layout": "NHWC", "need_dx": need_dx}
+            shape = f"x{tuple(xs)}, {f} 3x3 filters"
+            cases.append(KernelCase("conv", "conv_fwd", f"conv2d fwd+relu {c}->{f}",
+                                    shape, dict(params), fwd))
+            what = "dx,dw,db" if need_dx else "dw,db"
+            cases.append(KernelCase("conv", "conv_bwd", f"conv2d bwd ({what}) {c}->{f}",
+                                    shape, dict(params), fwd * (2 if need_dx else 1)))
+    if "pool" in only:
+        for xs in (QUICK_POOL_CASES if quick else POOL_CASES):
+            params = {"dtype": "float32", "x": list(xs), "pool": [2, 2], "layout": "NHWC"}
+            shape = f"x{tuple(xs)}, 2x2"
+            cases.append(KernelCase("pool", "pool_fwd", f"maxpool fwd {xs[3]}ch", shape,
+                                    dict(params), None))
+            cases.append(KernelCase("pool", "pool_bwd", f"maxpool bwd {xs[3]}ch", shape,
+                                    dict(params), None))
+    return cases
+
+
+def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
+                    ) -> Callable[[], Any]:
+    """A zero-argument function running ``case`` with ``impl``, inputs already made.
+
+    ``impl``: ``"fastnn"`` or ``"numpy"`` (see :meth:`KernelCase.impl_label`) or
+    ``"torch"``. fastnn calls run on the backend active when they are *called* (wrap the
+    timing in :func:`fastnn.use_backend`); ``"numpy"`` selects fastnn's numpy backend
+    itself for conv and pooling.
+    """
+    import fastnn
+    from fastnn import ops
+
+    rng = np.random.default_rng(seed)
+    p = case.params
+    dtype = np.dtype(p["dtype"])
+    if impl == "torch" and torch is None:
+        raise ValueError("impl 'torch' needs the torch module")
+
+    def randn(shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    def on_numpy_backend(fn):
+        def run():
+            with fastnn.use_backend("numpy"):
+                return fn()
+        return run
+
+    if case.group == "matmul":
+        m, k, n = p["m"], p["k"], p["n"]
+        a, b = randn((m, k)), randn((k, n))
+        c = np.empty((m, n), dtype)
+        if impl == "fastnn":
+            return lambda: ops.matmul(a, b, out=c)
+        if impl == "numpy":
+            return lambda: np.matmul(a, b, out=c)
+        ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c)
+        return lambda: torch.mm(ta, tb, out=tc)
+
+    if case.group == "conv":
+        x = randn(tuple(p["x"]))
+        kh, kw, cin, f = p["w"]
+        w = (randn((kh, kw, cin, f)) * np.sqrt(2.0 / (kh * kw * cin))).astype(dtype)
+        bias = (randn((f,)) * 0.1).astype(dtype)
+        need_dx = p["need_dx"]
+        y_shape = (x.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1, f)
+        dy = randn(y_shape)
+        if impl in ("fastnn", "numpy"):
+            if case.op == "conv_fwd":
+                fn = lambda: ops.conv2d_forward(x, w, bias, activation="relu")  # noqa: E731
+            else:
+                fn = lambda: ops.conv2d_backward(dy, x, w, need_dx=need_dx)  # noqa: E731
+            return on_numpy_backend(fn) if impl == "numpy" else fn
+        tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        tw = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
+        tb = torch.from_numpy(bias)
+        tdy = torch.from_numpy(np.ascontiguousarray(dy.transpose(0, 3, 1, 2)))
+        F = torch.nn.functional
+        if case.op == "conv_fwd":
+            return lambda: torch.relu_(F.conv2d(tx, tw, tb))
+        conv_bwd = torch.ops.aten.convolution_backward
+        mask = [bool(need_dx), True, True]
+        return lambda: conv_bwd(tdy, tx, tw, [f], [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                                mask)
+
+    if case.group == "pool":
+        x = randn(tuple(p["x"]))
+        ph, pw = p["pool"]
+        if impl in ("fastnn", "numpy"):
+            if case.op == "pool_fwd":
+                fn = lambda: ops.maxpool2d_forward(x, (ph, pw))  # noqa: E731
+            else:
+                with fastnn.use_backend("numpy"):
+                    y, argmax = ops.maxpool2d_forward(x, (ph, pw))
+                dy = randn(y.shape)
+                fn = lambda: ops.maxpool2d_backward(dy, argmax, x.shape, (ph, pw))  # noqa: E731
+            return on_numpy_backend(fn) if impl == "numpy" else fn
+        tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        F = torch.nn.functional
+        if case.op == "pool_fwd":
+            return lambda: F.max_pool2d(tx, (ph, pw), return_indices=True)
+        ty, tidx = F.max_pool2d(tx, (ph, pw), return_indices=True)
+        tdy = torch.from_numpy(randn(tuple(ty.shape)))
+        pool_bwd = torch.ops.aten.max_pool2d_with_indices_backward
+        return lambda: pool_bwd(tdy, tx, [ph, pw], [ph, pw], [0, 0], [1, 1], False, tidx)
+
+    raise ValueError(f"unknown kernel group {case.group!r}")
+
+
+def run_kernels(cases: Sequence[KernelCase], reps: int, fastnn_backend: str, torch=None,
+                tick: Optional[Callable[[str], None]] = None) -> List[dict]:
+    """Time every case with every implementation; returns the JSON records."""
+    import fastnn
+
+    records = []
+    for case in cases:
+        rec = {"group": case.group, "op": case.op, "name": case.name, "shape": case.shape,
+               "params": case.params, "flops": case.flops, "results": {}, "speedup": {}}
+        for impl in case.impls:
+            if impl == "torch" and torch is None:
+                continue
+            label = f"fastnn {fastnn_backend}" if impl == "fastnn" else case.impl_label(impl)
+            step = (lambda: tick(f"{case.name} [{label}]")) if tick else None
+            try:
+                fn = kernel_callable(case, impl, torch)
+                ctx = (fastnn.use_backend(fastnn_backend) if impl == "fastnn"
+                       else contextlib.nullcontext())
+                with ctx:
+                    times, inner = time_reps(fn, reps, step)
+            except Exception as exc:  # report and go on with the other cases
+                rec["results"][impl] = {"impl": label, "error": f"{type(exc).__name__}: {exc}"}
+                continue
+            med = statistics.median(times)
+            rec["results"][impl] = {
+                "impl": label, "times": times, "inner": inner, "median": med,
+                "gflops": (case.flops / med / 1e9) if case.flops and med > 0 else None}
+        base = rec["results"].get("fastnn", {}).get("median")
+        for impl, res in rec["results"].items():
+            if impl != "fastnn" and base and res.get("median"):
+                rec["speedup"][impl] = res["median"] / base
+        records.append(rec)
+    return records
+
+
+# =========================================================================== training
+def load_train_data(program: str, n_images: int, layout: str = "NHWC", sample=None):
+    """The first ``n_images`` Fashion-MNIST training images as float32 in [0, 1] and
+    their int64 labels, shaped for ``program`` (``layout`` "NCHW" for PyTorch's CNN).
+
+    Returns ``(x, y, source)``; ``source`` says whether the full set or the shipped sample
+    (which :func:`fastnn.datasets.fashion_mnist.load_data` falls back to, warning) was used.
+    """
+    from .datasets import fashion_mnist
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (x_train, y_train), _ = fashion_mnist.load_data(sample=sample)
+    source = "shipped sample" if (caught or sample) else "full dataset"
+    for w in caught:
+        print(f"note: {w.message}", file=sys.stderr)
+    n = max(1, min(int(n_images), len(x_train)))
+    x = x_train[:n].astype(np.float32) / np.float32(255.0)
+    y = y_train[:n].astype(np.int64)
+    if program == "cnn":
+        x = x[:, None, :, :] if layout == "NCHW" else x[..., None]
+    return np.ascontiguousarray(x), y, source
+
+
+def _fastnn_model(program: str):
+    if program == "cnn":
+        from .demo import build_cnn
+        return build_cnn()
+    from .layers import Dense, Flatten
+    from .models import Sequential
+
+    model = Sequential([Flatten(input_shape=(28, 28)), Dense(128, activation="relu"),
+                        Dense(10, activation="softmax")], name="fashion_mlp")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def _torch_model(torch, program: str):
+    nn = torch.nn
+    if program == "cnn":
+        return nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 5 * 5, 64), nn.ReLU(), nn.Linear(64, 10))
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+class _FastnnTrainer:
+    def __init__(self, program: str, backend: str, x, y, seed: int = 0):
+        import fastnn
+
+        self.fastnn = fastnn
+        self.backend = backend
+        self.x, self.y = x, y
+        self.batch_size = BATCH_SIZES[program]
+        fastnn.utils.set_random_seed(seed)
+        with fastnn.use_backend(backend):
+            self.model = _fastnn_model(program)
+
+    def warmup(self) -> None:
+        n = min(len(self.x), 2 * self.batch_size)
+        with self.fastnn.use_backend(self.backend):
+            self.model.fit(self.x[:n], self.y[:n], batch_size=self.batch_size, epochs=1,
+                           verbose=0)
+
+    def epoch(self) -> float:
+        with self.fastnn.use_backend(self.backend):
+            hist = self.model.fit(self.x, self.y, batch_size=self.batch_size, epochs=1,
+                                  verbose=0)
+        return float(hist.history["loss"][-1])
+
+
+class _TorchTrainer:
+    def __init__(self, program: str, torch, x, y, seed: int = 0):
+        self.torch = torch
+        torch.manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.x, self.y = x, y
+        self.batch_size = BATCH_SIZES[program]
+        self.model = _torch_model(torch, program)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+
+    def _run(self, n: int) -> float:
+        torch, bs = self.torch, self.batch_size
+        self.model.train()
+        order = self.rng.permutation(n)
+        loss_sum, correct = 0.0, 0
+        for start in range(0, n, bs):
+            idx = order[start:start + bs]
+            xb = torch.from_numpy(self.x[idx])
+            yb = torch.from_numpy(self.y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            logits = self.model(xb)
+            loss = self.loss_fn(logits, yb)
+            loss.backward()
+            self.opt.step()
+            # what fastnn's fit also does each step: the running loss and accuracy
+            loss_sum += float(loss.item()) * len(idx)
+            correct += int((logits.argmax(1) == yb).sum().item())
+        return loss_sum / max(n, 1)
+
+    def warmup(self) -> None:
+        self._run(min(len(self.x), 2 * self.batch_size))
+
+    def epoch(self) -> float:
+        return self._run(len(self.x))
+
+
+def make_trainer(program: str, impl: str, x, y, torch=None, seed: int = 0):
+    """An object with ``warmup()`` and ``epoch()`` (one pass over ``x``, returns the loss).
+
+    ``impl``: ``"fastnn:<backend>"`` or ``"torch"``; ``x`` NHWC for fastnn's CNN, NCHW for
+    PyTorch's (see :func:`load_train_data`).
+    """
+    if program not in PROGRAMS:
+        raise ValueError(f"program must be one of {PROGRAMS}, received {program!r}")
+    if impl == "torch":
+        if torch is None:
+            raise ValueError("impl 'torch' needs the torch module")
+        return _TorchTrainer(program, torch, x, y, seed)
+    if not impl.startswith("fastnn:"):
+        raise ValueError(f"impl must be 'fastnn:<backend>' or 'torch', received {impl!r}")
+    return _FastnnTrainer(program, impl.split(":", 1)[1], x, y, seed)
+
+
+def _proc_status_kib(key: str) -> Optional[int]:
+    """``VmRSS`` / ``VmHWM`` of this process from /proc/self/status (Linux), in KiB."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark (Linux >= 4.0: ``5 > clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _child_main(spec_json: str) -> int:
+    """Entry point of an end-to-end child process: train, print timings and peak RSS.
+
+    Memory (see :func:`_peak_rss_kib`): ``setup_peak_rss_kib`` is the peak RSS once the
+    libraries, the data and the model are loaded; then (Linux) the high-water mark is
+    reset, so the peak at the end is the peak *while training*
+    (``training_peak_rss_kib``), and ``peak_rss_kib`` is the larger of the two: the
+    process's peak. ``ru_maxrss_kib`` is ``getrusage``'s figure, for reference.
+    """
+    spec = json.loads(spec_json)
+    out = sys.stdout
+    rss_start = _peak_rss_kib()
+    impl, program, threads = spec["impl"], spec["program"], spec["threads"]
+    torch = None
+    if impl == "torch":
+        import torch  # the parent checked that it imports
+    import fastnn
+
+    x, y, source = load_train_data(program, spec["train_images"],
+                                   "NCHW" if impl == "torch" else "NHWC", spec.get("sample"))
+    with thread_limits(threads, torch):
+        trainer = make_trainer(program, impl, x, y, torch, spec.get("seed", 0))
+        setup_peak = _peak_rss_kib()
+        reset = _reset_peak_rss()
+        rss_before = _proc_status_kib("VmRSS") if reset else None
+        trainer.warmup()
+        out.write(f"{_CHILD_TAG} tick\n")
+        out.flush()
+        times, losses = [], []
+        for _ in range(spec["reps"]):
+            t0 = time.perf_counter()
+            losses.append(trainer.epoch())
+            times.append(time.perf_counter() - t0)
+            out.write(f"{_CHILD_TAG} tick\n")
+            out.flush()
+    end_peak = _peak_rss_kib()
+    ru_maxrss = _ru_maxrss_kib()
+    peaks = [p for p in (setup_peak, end_peak) if p is not None]
+    result = {"times": times, "losses": losses, "train_images": int(len(x)),
+              "data_source": source, "rss_start_kib": rss_start,
+              "setup_peak_rss_kib": setup_peak,
+              "peak_rss_kib": max(peaks) if peaks else None,
+              "rss_before_training_kib": rss_before,
+              "training_peak_rss_kib": end_peak if reset else None,
+              "ru_maxrss_kib": ru_maxrss,
+              "training_rss_growth_kib": (end_peak - rss_before
+                                          if reset and end_peak and rss_before else None),
+              "fastnn_isa": fastnn._backend.get().isa(),
+              "torch": getattr(torch, "__version__", None)}
+    out.write(f"{_CHILD_TAG} result {json.dumps(result)}\n")
+    out.flush()
+    return 0
+
+
+def _package_parent() -> str:
+    import fastnn
+    return str(Path(fastnn.__file__).resolve().parent.parent)
+
+
+def run_train_case(program: str, impl: str, *, threads: int, train_images: int, reps: int,
+                   tick: Optional[Callable[[], None]] = None, sample=None) -> dict:
+    """Run one end-to-end case in a child process; returns its JSON record."""
+    spec = {"program": program, "impl": impl, "threads": threads,
+            "train_images": train_images, "reps": reps, "seed": 0, "sample": sample}
+    env = dict(os.environ)
+    parent = _package_parent()
+    env["PYTHONPATH"] = os.pathsep.join([parent] + ([env["PYTHONPATH"]]
+                                                    if env.get("PYTHONPATH") else []))
+    env["OMP_NUM_THREADS"] = str(threads)
+    code = "import sys; from fastnn.bench import _child_main; sys.exit(_child_main(sys.argv[1]))"
+    record = {"program": program, "impl": impl, "batch_size": BATCH_SIZES[program],
+              "requested_images": train_images}
+    result, other = None, []
+    with tempfile.TemporaryDirectory(prefix="fastnn-bench-") as tmp, \
+            open(os.path.join(tmp, "stderr.txt"), "w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], cwd=tmp,
+                                env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(f"{_CHILD_TAG} tick"):
+                if tick:
+                    tick()
+            elif line.startswith(f"{_CHILD_TAG} result "):
+                result = json.loads(line[len(_CHILD_TAG) + 8:])
+            else:
+                other.append(line.rstrip("\n"))
+        rc = proc.wait()
+        err.seek(0)
+        stderr = err.read()
+    if rc != 0 or result is None:
+        tail = "\n".join((stderr.strip().splitlines() or other or ["(no output)"])[-8:])
+        record["error"] = f"child exited with code {rc}: {tail}"
+        return record
+    record.update(result)
+    med = statistics.median(result["times"])
+    record["median"] = med
+    record["per_full_epoch"] = med * FULL_EPOCH_IMAGES / result["train_images"]
+    record["images_per_s"] = result["train_images"] / med if med > 0 else None
+    warn = [l for l in stderr.splitlines() if l.startswith("note:")]
+    if warn:
+        record["child_notes"] = warn
+    return record
+
+
+# =========================================================================== tables
+def _fmt_time(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms" if seconds < 0.1 else f"{seconds * 1e3:.0f} ms"
+    return f"{seconds * 1e6:.3g} us"
+
+
+def _fmt(value: Optional[float], spec: str = ".1f", suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:{spec}}{suffix}"
+
+
+def _mib(kib: Optional[float]) -> str:
+    return "-" if kib is None else f"{kib / 1024:.0f}"
+
+
+def header_line(machine: dict) -> str:
+    torch = machine.get("torch") or "not used (see notes)"
+    return (f"fastnn bench, {machine['date']}: CPU {machine['cpu']}, ISA {machine['isa']}, "
+            f"{machine['threads']} threads, numpy {machine['numpy']}, torch {torch}, "
+            f"fastnn {machine['fastnn']}")
+
+
+def kernel_table(records: Sequence[dict], with_torch: bool) -> List[str]:
+    impls = ["fastnn", "numpy"] + (["torch"] if with_torch else [])
+    backend = next((r["results"]["fastnn"]["impl"] for r in records
+                    if "fastnn" in r["results"]), "fastnn")
+    head = ["kernel", "shape", f"{backend}", "GFLOPS"]
+    for impl in impls[1:]:
+        head += [IMPL_TITLES[impl], "GFLOPS", f"speedup vs {IMPL_TITLES[impl]}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rec in records:
+        row = [rec["name"], rec["shape"]]
+        for impl in impls:
+            res = rec["results"].get(impl)
+            if res is None:
+                cells = ["n/a", "-"]
+            elif "error" in res:
+                cells = ["error", "-"]
+            else:
+                cells = [_fmt_time(res["median"]), _fmt(res["gflops"])]
+            if impl != "fastnn":
+                cells.append(_fmt(rec["speedup"].get(impl), ".2f", "x"))
+            row += cells
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def train_table(records: Sequence[dict]) -> List[str]:
+    head = ["program", "implementation", "images", "median s / pass", "s / 60k epoch (scaled)",
+            "images/s", "fastnn speedup", "peak RSS MiB", "peak while training MiB",
+            "training growth MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rec in records:
+        label = rec.get("label", rec["impl"])
+        if "error" in rec:
+            lines.append(f"| {PROGRAM_TITLES[rec['program']]} | {label} | error: see notes "
+                         f"| - | - | - | - | - | - | - |")
+            continue
+        sp = rec.get("speedup")
+        lines.append("| " + " | ".join([
+            PROGRAM_TITLES[rec["program"]], label, str(rec["train_images"]),
+            _fmt(rec["median"], ".3f"), _fmt(rec["per_full_epoch"], ".2f"),
+            _fmt(rec["images_per_s"], ".0f"),
+            "baseline" if rec.get("baseline") else _fmt(sp, ".2f", "x"),
+            _mib(rec.get("peak_rss_kib")), _mib(rec.get("training_peak_rss_kib")),
+            _mib(rec.get("training_rss_growth_kib"))]) + " |")
+    return lines
+
+
+def format_tables(result: dict) -> str:
+    """The Markdown report for a :func:`run` result."""
+    m = result["machine"]
+    s = result["settings"]
+    out = [header_line(m), ""]
+    with_torch = bool(m.get("torch"))
+    if result.get("kernels"):
+        out.append(f"### Kernels (median of {s['reps']} reps after one warm-up; speedup = "
+                   "competitor time / fastnn time)")
+        out.append("")
+        out += kernel_table(result["kernels"], with_torch)
+        out.append("")
+    if result.get("train"):
+        out.append(f"### End-to-end training (median of {s['train_reps']} passes over the "
+                   f"first images of Fashion-MNIST after a 2-batch warm-up; the 60k column is "
+                   f"scaled by 60000 / images, not measured; each row in its own process)")
+        out.append("")
+        out += train_table(result["train"])
+        out.append("")
+    if result.get("notes"):
+        out += [f"- {n}" for n in result["notes"]]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# =========================================================================== chart
+def write_chart(result: dict, path: str) -> Optional[str]:
+    """Save a PNG chart of ``result``; returns None, or why it was skipped."""
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no GUI backend is touched
+    except Exception as exc:
+        return (f"the PNG chart was skipped: matplotlib is not available "
+                f"({type(exc).__name__}: {exc}); pip install matplotlib "
+                f"(or pip install fastnn[bench])")
+    kernels = [r for r in result.get("kernels", []) if r["results"].get("fastnn", {}).get("median")]
+    train = [r for r in result.get("train", []) if "error" not in r]
+    panels = (1 if kernels else 0) + (1 if train else 0)
+    if not panels:
+        return "the PNG chart was skipped: no successful measurement to plot"
+    heights = ([max(3.0, 0.45 * len(kernels) + 1.5)] if kernels else []) + \
+              ([max(2.5, 0.5 * len(train) + 1.5)] if train else [])
+    fig = Figure(figsize=(10, sum(heights) + 0.8))
+    axes = fig.subplots(panels, 1, squeeze=False,
+                        gridspec_kw={"height_ratios": heights})[:, 0]
+    ax_i = 0
+    if kernels:
+        ax = axes[ax_i]
+        ax_i += 1
+        others = [i for i in ("numpy", "torch") if any(i in r["speedup"] for r in kernels)]
+        ypos = np.arange(len(kernels))
+        h = 0.8 / max(len(others), 1)
+        for j, impl in enumerate(others):
+            vals = [r["speedup"].get(impl, np.nan) for r in kernels]
+            ax.barh(ypos + (j - (len(others) - 1) / 2) * h, vals, height=h,
+                    label=f"vs {IMPL_TITLES[impl]}")
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_yticks(ypos)
+        ax.set_yticklabels([f"{r['name']}\n{r['shape']}" for r in kernels], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("fastnn speedup (competitor time / fastnn time; > 1: fastnn faster)")
+        ax.set_title("Kernels")
+        ax.legend(fontsize=8)
+    if train:
+        ax = axes[ax_i]
+        labels = [f"{r['program']}: {r.get('label', r['impl'])}" for r in train]
+        vals = [r["per_full_epoch"] for r in train]
+        ypos = np.arange(len(train))
+        colors = ["tab:blue" if r["impl"].startswith("fastnn") else "tab:orange" for r in train]
+        ax.barh(ypos, vals, color=colors)
+        for y, v in zip(ypos, vals):
+            ax.text(v, y, f" {v:.1f} s", va="center", fontsize=8)
+        ax.set_xlim(0, max(vals) * 1.15)
+        ax.set_yticks(ypos)
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds per 60k-image epoch (scaled from the measured images)")
+        ax.set_title("End-to-end training")
+    fig.suptitle(header_line(result["machine"]), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return None
+
+
+# =========================================================================== driver
+def run(*, suite: str = "all", only: Optional[Sequence[str]] = None,
+        threads: Optional[int] = None, reps: int = 5, train_reps: int = 3,
+        train_images: Optional[int] = None, backends: Sequence[str] = ("c",),
+        quick: bool = False, use_torch: bool = True, verbose: int = 1,
+        sample=None) -> dict:
+    """Run the selected benchmarks; returns the result dict (what ``--json`` writes)."""
+    import fastnn
+    from .utils.progbar import Progbar
+
+    threads = threads or default_threads()
+    only = list(only) if only else list(GROUPS + PROGRAMS)
+    if train_images is None:
+        train_images = QUICK_TRAIN_IMAGES if quick else 6000
+    notes: List[str] = []
+    torch = None
+    if use_torch:
+        torch, why = torch_or_none()
+        if why:
+            notes.append(f"{why}: PyTorch columns left out (pip install torch to compare)")
+    else:
+        notes.append("PyTorch left out (--no-torch)")
+
+    available = fastnn._backend.available()
+    kernel_backend = "c" if "c" in available else available[0]
+    if kernel_backend != "c":
+        notes.append(f"the C backend is unavailable here; the fastnn kernel column runs the "
+                     f"{kernel_backend!r} backend")
+    cases = kernel_cases(quick, [g for g in only if g in GROUPS]) \
+        if suite in ("kernels", "all") else []
+    train_jobs: List[Tuple[str, str]] = []
+    if suite in ("train", "all"):
+        impls = []
+        for b in backends:
+            if b in available:
+                impls.append(f"fastnn:{b}")
+            else:
+                notes.append(f"fastnn backend {b!r} skipped: "
+                             f"{fastnn._backend._errors.get(b, 'unavailable')}")
+        if torch is not None:
+            impls.append("torch")
+        train_jobs = [(p, i) for p in PROGRAMS if p in only for i in impls]
+
+    n_kernel_runs = sum(len([i for i in c.impls if i != "torch" or torch is not None])
+                        for c in cases)
+    total = n_kernel_runs * (reps + 1) + len(train_jobs) * (train_reps + 1)
+    bar = Progbar(total, verbose=verbose if verbose in (0, 1, 2) else 1, unit_name="run",
+                  stateful_metrics=["case"]) if total else None
+    done = [0]
+
+    def tick(label: str = "") -> None:
+        done[0] += 1
+        if bar is not None:
+            bar.update(min(done[0], total), [("case", label)] if label else None)
+
+    result: Dict[str, Any] = {"format": "fastnn-bench/1"}
+    with thread_limits(threads, torch, notes):
+        result["machine"] = machine_info(threads, torch)
+        result["settings"] = {
+            "suite": suite, "only": only, "threads": threads, "reps": reps,
+            "train_reps": train_reps, "train_images": train_images,
+            "backends": list(backends), "quick": quick, "torch": torch is not None,
+            "kernel_backend": kernel_backend, "min_rep_seconds": MIN_REP_SECONDS}
+        result["kernels"] = run_kernels(cases, reps, kernel_backend, torch, tick)
+    train_records = []
+    for program, impl in train_jobs:
+        label = ("PyTorch" if impl == "torch" else f"fastnn {impl.split(':', 1)[1]}")
+        rec = run_train_case(program, impl, threads=threads, train_images=train_images,
+                             reps=train_reps, sample=sample,
+                             tick=lambda: tick(f"{program} [{label}]"))
+        rec["label"] = label
+        train_records.append(rec)
+    # fastnn speedup over every other row of the same program: their time / fastnn's time
+    for program in PROGRAMS:
+        rows = [r for r in train_records if r["program"] == program and "error" not in r]
+        base = next((r for r in rows if r["impl"].startswith("fastnn")), None)
+        for r in rows:
+            if base is None:
+                continue
+            if r is base:
+                r["baseline"] = True
+            else:
+                r["speedup"] = r["median"] / base["median"]
+                r["speedup_over"] = base["impl"]
+    result["train"] = train_records
+    if bar is not None and done[0] < total:
+        bar.update(total, finalize=True)
+
+    if result["kernels"]:
+        notes.append("kernel cases share one process, so they have no peak-memory column "
+                     "(peak RSS is per process); the end-to-end rows each ran in a child "
+                     "process and report its peak RSS")
+        if any(r["group"] == "pool" for r in result["kernels"]):
+            notes.append("pooling does no arithmetic worth counting: no GFLOPS")
+        notes.append("conv forward includes the bias and ReLU (fused in fastnn, "
+                     "torch.relu_ in PyTorch); conv backward of the first layer skips dx, "
+                     "as in the model")
+    if train_records:
+        srcs = {r.get("data_source") for r in train_records if "data_source" in r}
+        if "shipped sample" in srcs:
+            notes.append("the full Fashion-MNIST was not found: the end-to-end rows used "
+                         "the shipped 3000-image sample")
+        notes.append("peak RSS: the child process's high-water mark (VmHWM; interpreter, "
+                     "libraries, the loaded data set, training); training growth: the RSS high-water mark "
+                     "while training (reset through /proc/self/clear_refs after setup) "
+                     "minus the RSS when training started")
+    for rec in result["kernels"]:
+        for impl, res in rec["results"].items():
+            if "error" in res:
+                notes.append(f"{rec['name']} [{res['impl']}] failed: {res['error']}")
+    for rec in train_records:
+        if "error" in rec:
+            notes.append(f"{rec['program']} [{rec['label']}] failed: {rec['error']}")
+    result["notes"] = notes
+    return result
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", choices=["kernels", "train", "all"], default="all",
+                   help="kernel comparison, end-to-end training, or both (default)")
+    p.add_argument("--only", type=_name_list(GROUPS + PROGRAMS, "--only"), default=None,
+                   metavar="NAMES",
+                   help="comma-separated subset of matmul,conv,pool (kernels) and cnn,mlp "
+                        "(end-to-end programs 2 and 4); default: all")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help=f"threads for fastnn, PyTorch and NumPy's BLAS "
+                        f"(default: the CPUs available, {default_threads()})")
+    p.add_argument("--reps", type=_positive, default=5,
+                   help="timed reps per kernel case, after one warm-up (default 5)")
+    p.add_argument("--train-reps", type=_positive, default=None,
+                   help="timed passes per end-to-end case (default 3; 1 with --quick)")
+    p.add_argument("--train-images", type=_positive, default=None,
+                   help="training images per measured pass (default 6000; the time per "
+                        "full 60k epoch is scaled from it)")
+    p.add_argument("--backends", type=_name_list(("c", "numba", "numpy"), "--backends"),
+                   default=["c"],
+                   help="fastnn backends for end-to-end training (default c)")
+    p.add_argument("--no-torch", dest="torch", action="store_false",
+                   help="leave PyTorch out even if it is installed")
+    p.add_argument("--json", default="fastnn_bench.json", metavar="PATH",
+                   help="where to write all timings (default fastnn_bench.json; 'none': "
+                        "do not write)")
+    p.add_argument("--png", default="fastnn_bench.png", metavar="PATH",
+                   help="where to draw the chart (default fastnn_bench.png; 'none': no "
+                        "chart; needs matplotlib)")
+    p.add_argument("--quick", action="store_true",
+                   help="toy shapes and 256 training images: checks the plumbing in "
+                        "seconds, the numbers mean nothing")
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
+                   help="progress bar: 1 (default), 2 (final line only), 0 (none)")
+
+
+def _run_args(args: argparse.Namespace) -> int:
+    train_reps = args.train_reps or (1 if args.quick else 3)
+    result = run(suite=args.suite, only=args.only, threads=args.threads, reps=args.reps,
+                 train_reps=train_reps, train_images=args.train_images,
+                 backends=args.backends, quick=args.quick, use_torch=args.torch,
+                 verbose=args.verbose)
+    if not result["kernels"] and not result["train"]:
+        print("fastnn bench: nothing to run for --suite "
+              f"{args.suite} --only {','.join(args.only or [])}", file=sys.stderr)
+        return 2
+    extra = []
+    if args.png and args.png.lower() != "none":
+        why = write_chart(result, args.png)
+        extra.append(why if why else f"chart written to {args.png}")
+    if args.json and args.json.lower() != "none":
+        result["notes"] = result["notes"] + [n for n in extra if n.startswith("the PNG")]
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1)
+            fh.write("\n")
+        extra.append(f"JSON written to {args.json}")
+    print()
+    print(format_tables(result), end="")
+    for line in extra:
+        print(f"- {line}")
+    failed = any("error" in res for r in result["kernels"] for res in r["results"].values()) \
+        or any("error" in r for r in result["train"])
+    return 1 if failed else 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``bench`` on the ``fastnn`` command's subparsers (``func`` returns the
+    exit code)."""
+    p = subparsers.add_parser(
+        "bench", help="compare fastnn with NumPy and PyTorch (kernels, training)",
+        description=(__doc__ or "").split("\n\n")[0])
+    _add_arguments(p)
+    p.set_defaults(func=_run_args)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``fastnn bench`` as a stand-alone program (``python -m fastnn.bench``)."""
+    parser = argparse.ArgumentParser(prog="fastnn bench",
+                                     description=(__doc__ or "").split("\n\n")[0])
+    _add_arguments(parser)
+    return _run_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

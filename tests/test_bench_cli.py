@@ -1,0 +1,184 @@
+"""Plumbing of ``fastnn bench`` (fastnn/bench.py): options, JSON, Markdown table, chart.
+
+Everything runs with ``--quick`` (toy shapes, a few dozen training images), so these tests
+check structure and bookkeeping only -- never speed (no timing is asserted anywhere in
+tests/). PyTorch is left out of the in-process runs (``--no-torch``), so the test process
+never imports it; one subprocess run, skipped when PyTorch is not installed, covers its
+columns. End-to-end cases always run in child processes (outside the checkout).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import fastnn
+from fastnn import bench as fb
+
+HAS_MPL = importlib.util.find_spec("matplotlib") is not None
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _run(tmp_path, capsys, *args):
+    json_path, png_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    rc = fb.main([*args, "--json", str(json_path), "--png", str(png_path), "--verbose", "0"])
+    out = capsys.readouterr().out
+    data = json.loads(json_path.read_text())
+    return rc, out, data, png_path
+
+
+def _table_rows(out: str, first_cell_prefixes) -> list:
+    return [l for l in out.splitlines()
+            if l.startswith("| ") and l[2:].startswith(tuple(first_cell_prefixes))]
+
+
+def _check_table_shape(out: str) -> None:
+    """Every Markdown table row has as many cells as its header."""
+    width = None
+    for line in out.splitlines():
+        if not line.startswith("|"):
+            width = None
+            continue
+        cells = line.count("|")
+        if width is None:
+            width = cells
+        assert cells == width, line
+
+
+def _check_machine(machine: dict, threads: int) -> None:
+    for key in ("date", "cpu", "isa", "threads", "numpy", "torch", "fastnn", "python"):
+        assert key in machine
+    assert machine["threads"] == threads
+    assert machine["isa"] == fastnn.backend_info()["isa"]
+
+
+def _check_kernel_record(rec: dict, reps: int, impls=("fastnn", "numpy")) -> None:
+    assert set(rec["results"]) == set(impls)
+    for impl, res in rec["results"].items():
+        assert "error" not in res, res
+        assert len(res["times"]) == reps and res["inner"] >= 1
+        assert res["median"] == pytest.approx(statistics.median(res["times"]))
+        if rec["group"] == "pool":
+            assert res["gflops"] is None and rec["flops"] is None
+        else:
+            assert res["gflops"] == pytest.approx(rec["flops"] / res["median"] / 1e9)
+    for impl in impls[1:]:
+        assert rec["speedup"][impl] == pytest.approx(
+            rec["results"][impl]["median"] / rec["results"]["fastnn"]["median"])
+
+
+def test_kernels_only_pool(tmp_path, capsys):
+    rc, out, data, png = _run(tmp_path, capsys, "--suite", "kernels", "--only", "pool",
+                              "--reps", "1", "--quick", "--threads", "1", "--no-torch")
+    assert rc == 0
+    assert data["format"] == "fastnn-bench/1"
+    _check_machine(data["machine"], 1)
+    assert data["settings"]["only"] == ["pool"] and data["settings"]["quick"] is True
+    assert data["train"] == []
+    ops = [r["op"] for r in data["kernels"]]
+    assert ops == ["pool_fwd", "pool_bwd"] * len(fb.QUICK_POOL_CASES)
+    for rec in data["kernels"]:
+        _check_kernel_record(rec, 1)
+    # Markdown: header line, the kernel table without PyTorch columns, one row per case
+    assert out.lstrip().startswith("fastnn bench, ")
+    assert "CPU " in out and "ISA " in out and "1 threads" in out and "numpy " in out
+    (head,) = [l for l in out.splitlines() if l.startswith("| kernel | shape |")]
+    assert "NumPy ref" in head and "PyTorch" not in head
+    assert len(_table_rows(out, ["maxpool"])) == len(data["kernels"])
+    _check_table_shape(out)
+    assert "--no-torch" in out
+    if HAS_MPL:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert not png.exists() and "pip install matplotlib" in out
+
+
+def test_kernels_all_groups(tmp_path, capsys):
+    rc, out, data, _ = _run(tmp_path, capsys, "--suite", "kernels", "--reps", "2", "--quick",
+                            "--no-torch", "--png", "none")
+    assert rc == 0
+    groups = [r["group"] for r in data["kernels"]]
+    assert groups == [c.group for c in fb.kernel_cases(quick=True)]
+    assert set(groups) == set(fb.GROUPS)
+    for rec in data["kernels"]:
+        _check_kernel_record(rec, 2)
+    assert len(_table_rows(out, ["matmul", "conv2d", "maxpool"])) == len(data["kernels"])
+    _check_table_shape(out)
+
+
+def test_train_plumbing(tmp_path, capsys):
+    backend = fastnn._backend.available()[0]
+    rc, out, data, _ = _run(tmp_path, capsys, "--suite", "train", "--only", "mlp", "--quick",
+                            "--train-images", "64", "--backends", backend, "--no-torch",
+                            "--png", "none")
+    assert rc == 0, out
+    assert data["kernels"] == []
+    (rec,) = data["train"]
+    assert rec["program"] == "mlp" and rec["impl"] == f"fastnn:{backend}"
+    assert rec["batch_size"] == 32 and rec["train_images"] == 64
+    assert len(rec["times"]) == 1 and rec["baseline"] is True
+    assert rec["per_full_epoch"] == pytest.approx(rec["median"] * 60000 / 64)
+    assert rec["peak_rss_kib"] > 0
+    assert "### End-to-end training" in out and "scaled" in out
+    assert len(_table_rows(out, ["program 4"])) == 1
+    _check_table_shape(out)
+
+
+def test_add_parser_registers_bench():
+    parser = argparse.ArgumentParser(prog="fastnn")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fb.add_parser(sub)
+    args = parser.parse_args(["bench", "--only", "pool,conv", "--suite", "kernels",
+                              "--reps", "3", "--train-images", "100"])
+    assert callable(args.func)
+    assert args.only == ["pool", "conv"] and args.reps == 3 and args.train_images == 100
+    for bad in (["bench", "--only", "gemm"], ["bench", "--reps", "0"],
+                ["bench", "--suite", "other"], ["bench", "--backends", "cuda"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+
+
+def test_chart_skipped_without_matplotlib(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    result = {"kernels": [], "train": [], "machine": {}}
+    why = fb.write_chart(result, str(tmp_path / "x.png"))
+    assert "skipped" in why and "pip install matplotlib" in why
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
+def test_with_torch_in_subprocess(tmp_path):
+    """Kernels and training with the PyTorch columns, in a child process (so this test
+    process never imports torch)."""
+    json_path = tmp_path / "bench.json"
+    root = str(Path(fastnn.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    code = "import sys; from fastnn.bench import main; sys.exit(main(sys.argv[1:]))"
+    args = ["--only", "pool,mlp", "--quick", "--reps", "1", "--train-images", "64",
+            "--backends", fastnn._backend.available()[0], "--json", str(json_path),
+            "--png", "none", "--verbose", "0", "--threads", "1"]
+    with tempfile.TemporaryDirectory() as cwd:
+        proc = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd,
+                              capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(json_path.read_text())
+    assert data["machine"]["torch"]
+    for rec in data["kernels"]:
+        _check_kernel_record(rec, 1, ("fastnn", "numpy", "torch"))
+    impls = [r["impl"] for r in data["train"]]
+    assert impls[-1] == "torch" and len(impls) == 2
+    torch_rec = data["train"][-1]
+    assert torch_rec["speedup"] == pytest.approx(torch_rec["median"] / data["train"][0]["median"])
+    assert "speedup vs PyTorch" in proc.stdout
+    assert "| program 4: MLP 784-128-10, batch 32, Adam | PyTorch |" in proc.stdout
+    _check_table_shape(proc.stdout)
