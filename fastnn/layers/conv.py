@@ -51,6 +51,8 @@ class Conv2D(_WithActivation):
     (N, filters, OH, OW) channels_first; kernel (KH, KW, C, filters); bias (filters,).
     """
 
+    _db_in_epilogue = False   # conv2d_backward computes db
+
     def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
                  data_format: Optional[str] = None, dilation_rate=(1, 1), activation=None,
                  use_bias: bool = True, kernel_initializer="glorot_uniform",

@@ -56,6 +56,9 @@ class _WithActivation(Layer):
     """
 
     channel_axis = -1
+    # Whether backward takes the bias gradient from the activation's backward kernel
+    # (Dense) or the linear part computes it itself (Conv2D: conv2d_backward returns db).
+    _db_in_epilogue = True
 
     def _set_activation(self, activation):
         self.activation = _activations.get(activation)
@@ -77,6 +80,7 @@ class _WithActivation(Layer):
         if self._act_kernel is not None:
             dz, db = ops.bias_act_backward(grad, self._y, self._act_kernel,
                                            channel_axis=self.channel_axis,
+                                           need_db=self._db_in_epilogue,
                                            out=self._buffer("dz", grad.shape, grad.dtype))
         else:
             dz = self.activation.backward(grad, self._z, self._y)
