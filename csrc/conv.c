@@ -4,23 +4,86 @@
  *
  * NHWC: x (n, h, w, c), w (kh, kw, c, f) = a (kh*kw*c) x f matrix, y (n, oh, ow, f):
  *       y[rows, f] = cols[rows, patch] * w[patch, f] for a whole chunk in one GEMM.
- * NCHW: x (n, c, h, w), w (f, c, kh, kw) = an f x (c*kh*kw) matrix, y (n, f, oh, ow):
- *       per image, y[n] (f x oh*ow) = w * cols[n]^T, written in place.
+ * NCHW: x (n, c, h, w), w (f, c, kh, kw) = an f x (c*kh*kw) matrix, y (n, f, oh, ow).
+ *       Batched (every ISA but generic), in blocks of a few images sized for L2: the
+ *       columns are lowered transposed, colsT (patch x rows) with rows = (n, oh, ow), and
+ *       one GEMM Y (f x rows) = w * colsT gives y's (f, oh*ow) planes side by side; they
+ *       are copied out with the bias and activation applied (branch-free, the operations
+ *       of bias_act, so the same bits as the unfused convolution followed by bias_act).
+ *       Backward: dy's planes side by side, dyT (f x rows); dw (+)= dyT * colsT^T and
+ *       dcolsT (patch x rows) = w^T * dyT, then the adjoint of the lowering. With colsT
+ *       every lowering step is a run of contiguous copies or adds along ow. Threads take
+ *       whole blocks (each with its own buffers); dw is summed per group of blocks (a
+ *       fixed number of groups, from the shape) and the groups' partial sums are added in
+ *       order, so results do not depend on the thread count. A single block (or a single
+ *       group in backward) runs on one thread with threaded steps instead.
+ *       Per image (the generic ISA's reference, and 1x1 kernels):
+ *       y[n] (f x oh*ow) = w * cols[n]^T, written in place.
  * 1x1 kernels with stride 1 and no padding use x itself as the column matrix.
- * Same algorithm as fastnn/backends/_conv_driver.py (the NumPy/Numba path).
+ * NHWC and the per-image NCHW path: the algorithm of fastnn/backends/_conv_driver.py (the
+ * NumPy/Numba path).
  *
- * Workspace (elements, from fnn_conv2d_ws): [cols chunk][dcols chunk, backward][GEMM].
+ * Workspace (elements, from fnn_conv2d_ws):
+ *   NHWC, per image: [cols chunk][dcols chunk, backward][GEMM];
+ *   batched NCHW: [dw partials, backward][per thread: colsT, dcolsT (bwd), Y / dyT, GEMM]
+ *   (a few hundred KiB per thread for typical layers, whatever the chunk).
  */
 #include <string.h>
 
 #include "fnn_real.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 static int is_pointwise(const fnn_geom *g)
 {
     return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 &&
            g->pb == 0 && g->pl == 0 && g->pr == 0;
+}
+
+static int64_t round8(int64_t v) { return (v + 7) / 8 * 8; } /* buffers start 8 elements apart */
+
+/* Batched NCHW blocks: the images of a block keep their colsT, Y / dyT (and dcolsT) within
+ * about NCHW_BLOCK_BYTES (L2), but a block has at least NCHW_BLOCK_MIN_ROWS GEMM rows
+ * (small feature maps) and at most the chunk. Shape-only, like NCHW_GROUPS below. */
+#define NCHW_BLOCK_BYTES (512 * 1024)
+#define NCHW_BLOCK_MIN_ROWS 512
+/* Backward: blocks are split into at most this many groups, each summing its blocks' dw
+ * into its own partial (f x patch), unless the partials would exceed NCHW_PARTIALS_MAX
+ * elements (then fewer groups, down to 1: dw accumulated block after block). */
+#define NCHW_GROUPS 8
+#define NCHW_PARTIALS_MAX ((int64_t)1 << 21)
+
+static int64_t nchw_block(const fnn_geom *g, int64_t f, int64_t chunk, int backward)
+{
+    const int64_t ohow = g->oh * g->ow, patch = g->kh * g->kw * g->c;
+    const int64_t per_image =
+        ohow * (patch * (backward ? 2 : 1) + f) * (int64_t)sizeof(real);
+    int64_t b = max64(NCHW_BLOCK_BYTES / max64(per_image, 1),
+                      (NCHW_BLOCK_MIN_ROWS + ohow - 1) / max64(ohow, 1));
+    return max64(1, min64(b, chunk));
+}
+
+/* Groups for nblk blocks of the backward. */
+static int64_t nchw_groups(int64_t f, int64_t patch, int64_t nblk)
+{
+    const int64_t cap = NCHW_PARTIALS_MAX / max64(f * patch, 1);
+    return max64(1, min64(min64(NCHW_GROUPS, nblk), cap));
+}
+
+/* Elements of one thread's area in the batched path: colsT, dcolsT (backward), Y / dyT,
+ * GEMM workspace for the block's products (any block length up to b images). */
+static int64_t nchw_area(const fnn_geom *g, int64_t f, int64_t b, int backward)
+{
+    const int64_t ohow = g->oh * g->ow, patch = g->kh * g->kw * g->c, rows = b * ohow;
+    int64_t gws = FNN(gemm_ws)(f, rows, patch);
+    if (backward)
+        gws = max64(FNN(gemm_ws)(f, patch, rows), FNN(gemm_ws)(patch, rows, f));
+    return round8(rows * patch) * (backward ? 2 : 1) + round8(rows * f) + round8(gws);
 }
 
 static int64_t gemm_ws_max(const fnn_geom *g, int layout, int64_t f, int64_t chunk,
@@ -40,22 +103,274 @@ static int64_t gemm_ws_max(const fnn_geom *g, int layout, int64_t f, int64_t chu
     return ws;
 }
 
+/* Does this call take the batched NCHW path? */
+static int nchw_batched(const fnn_geom *g, int layout)
+{
+    return layout == FNN_NCHW && !is_pointwise(g) && fnn_get_isa() > 0;
+}
+
 /* Workspace elements for fnn_conv2d_fwd (backward = 0) or fnn_conv2d_bwd (backward = 1)
- * with chunks of `chunk` images and f filters. */
+ * with chunks of `chunk` images and f filters, for the current ISA and number of threads
+ * (like fnn_gemm_ws: ask right before the call). */
 int64_t FNN(conv2d_ws)(const fnn_geom *g, int layout, int64_t f, int64_t chunk, int backward)
 {
-    const int64_t cols = is_pointwise(g) ? 0 : chunk * g->oh * g->ow * g->kh * g->kw * g->c;
+    const int64_t patch = g->kh * g->kw * g->c;
+    if (nchw_batched(g, layout)) {
+        const int64_t b = nchw_block(g, f, chunk, backward), nblk = (chunk + b - 1) / b;
+        const int64_t parts = backward ? nchw_groups(f, patch, nblk) * round8(f * patch) : 0;
+        return parts + fnn_get_num_threads() * nchw_area(g, f, b, backward);
+    }
+    const int64_t cols = is_pointwise(g) ? 0 : chunk * g->oh * g->ow * patch;
     return cols * (backward ? 2 : 1) + gemm_ws_max(g, layout, f, chunk, backward);
 }
 
+/* ---- the batched NCHW path ------------------------------------------------------------
+ * Columns lowered transposed (Caffe's layout): colsT (patch x rows) for a block of sb
+ * images, row (c, r, s), column (n, oh, ow): the lowering and its adjoint are runs of
+ * contiguous copies / adds along ow (vectorised, no per-element bounds test), and the GEMM
+ * outputs are (f x rows) matrices whose rows are y's planes back to back. */
+
+/* Output columns ow in [*lo, *hi) read input column ow*stride + off inside [0, len). */
+static void valid_range(int64_t off, int64_t stride, int64_t len, int64_t out, int64_t *lo,
+                        int64_t *hi)
+{
+    int64_t a = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int64_t b = off < len ? (len - 1 - off) / stride + 1 : 0;
+    if (b > out)
+        b = out;
+    if (a > b)
+        a = b;
+    *lo = a;
+    *hi = b;
+}
+
+/* colsT (patch x ld) columns [0, sb*ohow): colsT[(c, r, s), (n, oh, ow)] =
+ * x[n, c, oh*sh - pt + r*dh, ow*sw - pl + s*dw], 0 outside the image. Every element
+ * written. Threads over (patch row, image) if par (all the helpers below: par = 0 when
+ * the caller's threads take whole blocks). */
+static void im2col_t(const fnn_geom *g, int64_t sb, const real *x, real *colsT, int64_t ld,
+                     int par)
+{
+    const int64_t H = g->h, W = g->w, C = g->c, KH = g->kh, KW = g->kw;
+    const int64_t OH = g->oh, OW = g->ow, ohow = OH * OW, patch = C * KH * KW;
+    const int nt = par ? fnn_threads_for(sb * ohow * patch) : 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t t = 0; t < patch * sb; t++) {
+        const int64_t pr = t / sb, n = t % sb;
+        const int64_t ch = pr / (KH * KW), r = (pr / KW) % KH, s = pr % KW;
+        const real *plane = x + (n * C + ch) * H * W;
+        real *dst = colsT + pr * ld + n * ohow;
+        const int64_t iw0 = s * g->dw - g->pl;
+        int64_t lo, hi;
+        valid_range(iw0, g->sw, W, OW, &lo, &hi);
+        for (int64_t oh = 0; oh < OH; oh++, dst += OW) {
+            const int64_t ih = oh * g->sh - g->pt + r * g->dh;
+            if (ih < 0 || ih >= H) {
+                for (int64_t ow = 0; ow < OW; ow++)
+                    dst[ow] = 0;
+                continue;
+            }
+            /* input column of ow = lo, the first inside the image */
+            const real *src = plane + ih * W + iw0 + lo * g->sw;
+            for (int64_t ow = 0; ow < lo; ow++)
+                dst[ow] = 0;
+            if (g->sw == 1)
+                for (int64_t o = 0; o < hi - lo; o++)
+                    dst[lo + o] = src[o];
+            else
+                for (int64_t o = 0; o < hi - lo; o++)
+                    dst[lo + o] = src[o * g->sw];
+            for (int64_t ow = hi; ow < OW; ow++)
+                dst[ow] = 0;
+        }
+    }
+}
+
+/* The adjoint: dx (sb images, overwritten) = sum of the dcolsT (patch x ld) entries read
+ * from each element, added in (r, s, oh) order. Threads over (image, channel) planes:
+ * disjoint writes. */
+static void col2im_t(const fnn_geom *g, int64_t sb, const real *dcolsT, int64_t ld, real *dx,
+                     int par)
+{
+    const int64_t H = g->h, W = g->w, C = g->c, KH = g->kh, KW = g->kw;
+    const int64_t OH = g->oh, OW = g->ow, ohow = OH * OW;
+    const int nt = par ? fnn_threads_for(sb * ohow * C * KH * KW) : 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t t = 0; t < sb * C; t++) {
+        const int64_t n = t / C, ch = t % C;
+        real *plane = dx + t * H * W;
+        memset(plane, 0, sizeof(real) * (size_t)(H * W));
+        for (int64_t r = 0; r < KH; r++)
+            for (int64_t s = 0; s < KW; s++) {
+                const real *src = dcolsT + ((ch * KH + r) * KW + s) * ld + n * ohow;
+                const int64_t iw0 = s * g->dw - g->pl;
+                int64_t lo, hi;
+                valid_range(iw0, g->sw, W, OW, &lo, &hi);
+                for (int64_t oh = 0; oh < OH; oh++) {
+                    const int64_t ih = oh * g->sh - g->pt + r * g->dh;
+                    if (ih < 0 || ih >= H)
+                        continue;
+                    real *d = plane + ih * W + iw0 + lo * g->sw; /* column of ow = lo */
+                    const real *so = src + oh * OW + lo;
+                    if (g->sw == 1)
+                        for (int64_t o = 0; o < hi - lo; o++)
+                            d[o] += so[o];
+                    else
+                        for (int64_t o = 0; o < hi - lo; o++)
+                            d[o * g->sw] += so[o];
+                }
+            }
+    }
+}
+
+/* y[n, j, :] = act(Y[j, n*ohow : (n+1)*ohow] + b[j]) for n < sb: Y (f x ld); in place
+ * when Y is y (one image, ld = ohow). No bias: act only (-0.0 kept). The operations of bias_act (v < 0 ? 0 : v keeps NaN and -0.0), so the
+ * fused result has the bits of the unfused one. The flags are constants at each call site
+ * below, so every variant is a straight, vectorised loop. */
+static inline void planes_out_t(int64_t ohow, const real *src, real bj, int has_b, int relu,
+                                real *dst)
+{
+    for (int64_t o = 0; o < ohow; o++) {
+        real v = src[o];
+        if (has_b)
+            v += bj;
+        if (relu)
+            v = v < 0 ? 0 : v;
+        dst[o] = v;
+    }
+}
+
+static void planes_out(int64_t sb, int64_t f, int64_t ohow, const real *Y, int64_t ld,
+                       const real *b, int act, real *y, int par)
+{
+    const int relu = act == FNN_ACT_RELU;
+    const int nt = par ? fnn_threads_for(sb * f * ohow) : 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t t = 0; t < sb * f; t++) {
+        const int64_t n = t / f, j = t % f;
+        const real *src = Y + j * ld + n * ohow;
+        real *dst = y + t * ohow;
+        if (b && relu)
+            planes_out_t(ohow, src, b[j], 1, 1, dst);
+        else if (b)
+            planes_out_t(ohow, src, b[j], 1, 0, dst);
+        else if (relu)
+            planes_out_t(ohow, src, 0, 0, 1, dst);
+        else if (dst != src)
+            memcpy(dst, src, sizeof(real) * (size_t)ohow);
+    }
+}
+
+/* dyT (f x ld) columns [0, sb*ohow): dyT[j, (n, o)] = dy[n, j, o]. */
+static void planes_in(int64_t sb, int64_t f, int64_t ohow, const real *dy, real *dyT,
+                      int64_t ld, int par)
+{
+    const int nt = par ? fnn_threads_for(sb * f * ohow) : 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t t = 0; t < sb * f; t++) {
+        const int64_t n = t / f, j = t % f;
+        memcpy(dyT + j * ld + n * ohow, dy + t * ohow, sizeof(real) * (size_t)ohow);
+    }
+}
+
+/* The calling thread's area of the batched path's workspace. */
+static real *thread_area(real *base, int64_t area)
+{
+#ifdef _OPENMP
+    return base + omp_get_thread_num() * area;
+#else
+    (void)area;
+    return base;
+#endif
+}
+
+/* Batched NCHW forward of one chunk (nb images), in blocks of bs images, each: colsT =
+ * lowered x, Y (f x rows) = w (f x patch) * colsT, y = act(Y + b) plane by plane. Blocks
+ * are independent: threads take whole blocks when there are several. */
+static void nchw_fwd_batched(const fnn_geom *g, int64_t f, int64_t nb, int64_t bs,
+                             const real *xc, const real *w, const real *b, int act,
+                             real *ws, int64_t area, real *yc)
+{
+    const int64_t ohow = g->oh * g->ow, patch = g->kh * g->kw * g->c;
+    const int64_t xs = g->h * g->w * g->c, ys = ohow * f, nblk = (nb + bs - 1) / bs;
+    int ntb = nblk > 1 ? fnn_threads_for(nb * ohow * (patch + f)) : 1;
+    if (ntb > nblk)
+        ntb = (int)nblk;
+#pragma omp parallel for num_threads(ntb) schedule(static) if (ntb > 1)
+    for (int64_t blk = 0; blk < nblk; blk++) {
+        const int64_t i0 = blk * bs, sb = min64(bs, nb - i0), rows = sb * ohow;
+        real *colsT = thread_area(ws, area), *Y = colsT + round8(bs * ohow * patch);
+        real *gws = Y + round8(bs * ohow * f);
+        if (sb == 1) /* Y (f x ohow) is y[n] itself */
+            Y = yc + i0 * ys;
+        im2col_t(g, sb, xc + i0 * xs, colsT, rows, ntb == 1);
+        FNN(gemm)(0, 0, f, rows, patch, 1, w, patch, colsT, rows, 0, gws, Y, rows);
+        planes_out(sb, f, ohow, Y, rows, b, act, yc + i0 * ys, ntb == 1);
+    }
+}
+
+/* Batched NCHW backward of one chunk (nb images), in blocks of bs images, each: dyT
+ * (f x rows) = dy's planes, dw_part (f x patch) (+)= dyT * colsT^T and, if dxc, dcolsT
+ * (patch x rows) = w^T * dyT, dx = col2im(dcolsT). The blocks form ng groups of
+ * consecutive blocks; a group sums its blocks into its partial (or, with one group,
+ * straight into dw), and the partials are added to dw in group order. first: dw is
+ * overwritten (the chunk's first), else accumulated. */
+static void nchw_bwd_batched(const fnn_geom *g, int64_t f, int64_t nb, int64_t bs,
+                             const real *dyc, const real *xc, const real *w, int first,
+                             real *ws, int64_t area, real *dxc, real *dw)
+{
+    const int64_t ohow = g->oh * g->ow, patch = g->kh * g->kw * g->c, fp = f * patch;
+    const int64_t xs = g->h * g->w * g->c, ys = ohow * f, nblk = (nb + bs - 1) / bs;
+    const int64_t ng0 = nchw_groups(f, patch, nblk), per = (nblk + ng0 - 1) / ng0;
+    const int64_t ng = (nblk + per - 1) / per; /* no empty group */
+    real *parts = ws, *areas = ws + (ng > 1 ? ng * round8(fp) : 0);
+    int ntb = ng > 1 ? fnn_threads_for(nb * ohow * (2 * patch + f)) : 1;
+    if (ntb > ng)
+        ntb = (int)ng;
+#pragma omp parallel for num_threads(ntb) schedule(static) if (ntb > 1)
+    for (int64_t gi = 0; gi < ng; gi++) {
+        real *colsT = thread_area(areas, area), *dcolsT = colsT + round8(bs * ohow * patch);
+        real *dyT = dcolsT + round8(bs * ohow * patch), *gws = dyT + round8(bs * ohow * f);
+        real *target = ng > 1 ? parts + gi * round8(fp) : dw;
+        const int64_t blk1 = min64(nblk, (gi + 1) * per);
+        for (int64_t blk = gi * per; blk < blk1; blk++) {
+            const int64_t i0 = blk * bs, sb = min64(bs, nb - i0), rows = sb * ohow;
+            const real beta = blk == gi * per && (ng > 1 || first) ? 0 : 1;
+            /* one image: dyT (f x ohow) is dy[n] itself */
+            const real *dyb = sb == 1 ? dyc + i0 * ys : dyT;
+            im2col_t(g, sb, xc + i0 * xs, colsT, rows, ntb == 1);
+            if (sb > 1)
+                planes_in(sb, f, ohow, dyc + i0 * ys, dyT, rows, ntb == 1);
+            FNN(gemm)(0, 1, f, patch, rows, 1, dyb, rows, colsT, rows, beta, gws, target,
+                      patch);
+            if (dxc) {
+                FNN(gemm)(1, 0, patch, rows, f, 1, w, patch, dyb, rows, 0, gws, dcolsT,
+                          rows);
+                col2im_t(g, sb, dcolsT, rows, dxc + i0 * xs, ntb == 1);
+            }
+        }
+    }
+    if (ng > 1)
+        for (int64_t e = 0; e < fp; e++) {
+            real acc = parts[e];
+            for (int64_t gi = 1; gi < ng; gi++)
+                acc += parts[gi * round8(fp) + e];
+            dw[e] = first ? acc : dw[e] + acc;
+        }
+}
+
 /* y = act(conv(x, w) + b); overwrites y. b may be NULL. Shapes: see the file comment.
- * The bias and activation run in the GEMM's epilogue, on each tile while it is in L1. */
+ * The bias and activation run in the GEMM's epilogue, on each tile while it is in L1
+ * (batched NCHW: in the copy out of the GEMM's (f x rows) result). */
 void FNN(conv2d_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x, const real *w,
                      const real *b, int act, int64_t chunk, real *ws, real *y)
 {
     const int64_t ohow = g->oh * g->ow, patch = g->kh * g->kw * g->c;
     const int64_t xs = g->h * g->w * g->c, ys = ohow * f;
     const int pw = is_pointwise(g);
+    const int batched = nchw_batched(g, layout);
+    const int64_t bs = batched ? nchw_block(g, f, chunk, 0) : 0;
+    const int64_t area = batched ? nchw_area(g, f, bs, 0) : 0;
     real *cols = ws;
     real *gws = ws + (pw ? 0 : chunk * ohow * patch);
     fnn_geom gc = *g;
@@ -73,6 +388,8 @@ void FNN(conv2d_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x, co
             /* bias + activation fused into the GEMM's tiles */
             FNN(gemm_bias_act)(0, 0, nb * ohow, f, patch, 1, a, patch, w, f, 0, b, 1, act,
                                gws, yc, f);
+        } else if (batched) {
+            nchw_fwd_batched(g, f, nb, bs, xc, w, b, act, ws, area, yc);
         } else {
             if (!pw)
                 FNN(im2col)(&gc, layout, xc, cols);
@@ -98,6 +415,9 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
     const int64_t ohow = g->oh * g->ow, patch = g->kh * g->kw * g->c;
     const int64_t xs = g->h * g->w * g->c, ys = ohow * f;
     const int pw = is_pointwise(g);
+    const int batched = nchw_batched(g, layout);
+    const int64_t bs = batched ? nchw_block(g, f, chunk, 1) : 0;
+    const int64_t area = batched ? nchw_area(g, f, bs, 1) : 0;
     const int64_t colsz = pw ? 0 : chunk * ohow * patch;
     real *cols = ws, *dcols = ws + colsz, *gws = ws + 2 * colsz;
     fnn_geom gc = *g;
@@ -128,6 +448,8 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
                 if (!pw)
                     FNN(col2im)(&gc, layout, dcols, dxc);
             }
+        } else if (batched) {
+            nchw_bwd_batched(g, f, nb, bs, dyc, xc, w, n0 == 0, ws, area, dxc, dw);
         } else {
             if (!pw)
                 FNN(im2col)(&gc, layout, xc, cols);

@@ -103,6 +103,281 @@ static void maxpool_row_nhwc(const fnn_geom *g, const real *xn, int64_t oh, real
     }
 }
 
+/* ---- NCHW, branch-free over output columns ------------------------------------------
+ * Per (n, c) plane and output row, a block of up to POOL_OWB outputs keeps its running
+ * values in arrays; the loops run over the window offsets (input row ih, kernel column s)
+ * outside and the output column ow inside, so the inner loop is a straight compare/select
+ * (or add) over contiguous (sw = 1) or strided input, no per-element bounds test: for each
+ * s only the columns whose input column ow*sw - pl + s is inside the image take part
+ * (padded positions never win, never count). Each window still sees its elements in
+ * row-major order, so ties, NaN and sums come out as in the reference loops. */
+#define POOL_OWB 256
+#define POOL_KWMAX 32 /* wider windows take the reference loops */
+
+/* Per kernel column s: the output columns ow in [lo[s], hi[s]) whose input column
+ * ow*sw - pl + s is inside the image. Computed once per call (divisions). */
+typedef struct {
+    int64_t lo[POOL_KWMAX], hi[POOL_KWMAX];
+} col_plan;
+
+static void make_col_plan(const fnn_geom *g, col_plan *p)
+{
+    for (int64_t s = 0; s < g->kw; s++) {
+        const int64_t off = s - g->pl, st = g->sw;
+        int64_t a = off >= 0 ? 0 : (-off + st - 1) / st;
+        int64_t b = off < g->w ? (g->w - 1 - off) / st + 1 : 0;
+        if (b > g->ow)
+            b = g->ow;
+        if (a > b)
+            a = b;
+        p->lo[s] = a;
+        p->hi[s] = b;
+    }
+}
+
+/* The part [*lo, *hi) of kernel column s's range inside the block [ob, ob + nb), relative
+ * to ob; empty when *lo >= *hi. */
+static inline void block_range(const col_plan *p, int64_t s, int64_t ob, int64_t nb,
+                               int64_t *lo, int64_t *hi)
+{
+    *lo = p->lo[s] > ob ? p->lo[s] - ob : 0;
+    *hi = p->hi[s] < ob + nb ? p->hi[s] - ob : nb;
+}
+
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+/* GCC does not vectorise the double compare/select below for baseline x86-64 (no 64-bit
+ * integer select it will use with SSE2) and handles the float one with much overhead for
+ * the short runs pooling has, so both are written out: masks from the compares select the
+ * values and the indices (int64 lanes for double, int32 for float). */
+#define POOL_SSE2 1
+#endif
+
+/* best/at[0:n] take src[o*sw] (index first + o*sw) where it beats them: larger, or the
+ * first NaN. sw is a constant at the call sites below (1, 2, or the general case). */
+static inline void max_run(int64_t n, const real *restrict src, int64_t sw, lane_idx first,
+                           real *restrict best, lane_idx *restrict at)
+{
+    int64_t o = 0;
+#if defined(POOL_SSE2) && FNN_PREC == 64
+    __m128i idx = _mm_set_epi64x(first + sw, first);
+    const __m128i step = _mm_set1_epi64x(2 * sw);
+    for (; o + 2 <= n; o += 2) {
+        /* sw = 2: [x0 x1], [x1 x2] -> [x0 x2], reading nothing past the last element */
+        const __m128d v = sw == 1   ? _mm_loadu_pd(src + o)
+                          : sw == 2 ? _mm_shuffle_pd(_mm_loadu_pd(src + 2 * o),
+                                                     _mm_loadu_pd(src + 2 * o + 1), 2)
+                                    : _mm_set_pd(src[(o + 1) * sw], src[o * sw]);
+        const __m128d b = _mm_loadu_pd(best + o);
+        const __m128d take = _mm_or_pd(_mm_cmpgt_pd(v, b),
+                                       _mm_and_pd(_mm_cmpunord_pd(v, v), _mm_cmpord_pd(b, b)));
+        _mm_storeu_pd(best + o, _mm_or_pd(_mm_and_pd(take, v), _mm_andnot_pd(take, b)));
+        const __m128i t = _mm_castpd_si128(take);
+        const __m128i old = _mm_loadu_si128((const __m128i *)(at + o));
+        _mm_storeu_si128((__m128i *)(at + o),
+                         _mm_or_si128(_mm_and_si128(t, idx), _mm_andnot_si128(t, old)));
+        idx = _mm_add_epi64(idx, step);
+    }
+#elif defined(POOL_SSE2)
+    /* lanes past n are never stored: computed in 64 bits, no int32 overflow */
+    __m128i idx = _mm_set_epi32((lane_idx)(first + 3 * sw), (lane_idx)(first + 2 * sw),
+                                (lane_idx)(first + sw), first);
+    const __m128i step = _mm_set1_epi32((lane_idx)(4 * sw));
+    for (; o + 4 <= n; o += 4) {
+        __m128 v;
+        if (sw == 1) {
+            v = _mm_loadu_ps(src + o);
+        } else if (sw == 2) {
+            /* [x0 x1 x2 x3], [x3 x4 x5 x6] -> [x0 x2 x4 x6], nothing past the last */
+            const __m128 lo = _mm_loadu_ps(src + 2 * o), hi = _mm_loadu_ps(src + 2 * o + 3);
+            v = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 2, 0));
+        } else {
+            v = _mm_set_ps(src[(o + 3) * sw], src[(o + 2) * sw], src[(o + 1) * sw],
+                           src[o * sw]);
+        }
+        const __m128 b = _mm_loadu_ps(best + o);
+        const __m128 take = _mm_or_ps(_mm_cmpgt_ps(v, b),
+                                      _mm_and_ps(_mm_cmpunord_ps(v, v), _mm_cmpord_ps(b, b)));
+        _mm_storeu_ps(best + o, _mm_or_ps(_mm_and_ps(take, v), _mm_andnot_ps(take, b)));
+        const __m128i t = _mm_castps_si128(take);
+        const __m128i old = _mm_loadu_si128((const __m128i *)(at + o));
+        _mm_storeu_si128((__m128i *)(at + o),
+                         _mm_or_si128(_mm_and_si128(t, idx), _mm_andnot_si128(t, old)));
+        idx = _mm_add_epi32(idx, step);
+    }
+#endif
+    for (; o < n; o++) {
+        const real v = src[o * sw], b = best[o];
+        const int take = (v > b) | ((v != v) & (b == b));
+        best[o] = take ? v : b;
+        at[o] = take ? first + (lane_idx)(o * sw) : at[o];
+    }
+}
+
+/* best[0:n] = src[o*sw], at[0:n] = first + o*sw. */
+static inline void copy_run(int64_t n, const real *restrict src, int64_t sw, lane_idx first,
+                            real *restrict best, lane_idx *restrict at)
+{
+    for (int64_t o = 0; o < n; o++) {
+        best[o] = src[o * sw];
+        at[o] = first + (lane_idx)(o * sw);
+    }
+}
+
+/* best/at[o] for o in [o0, o1) = the first in-bounds element of output (oh, ob + o)'s
+ * window, as the reference loop takes it (row h0, column max(0, ow*sw - pl)). */
+static inline void window_starts(const fnn_geom *g, const real *xp, int64_t h0, int64_t ob,
+                                 int64_t o0, int64_t o1, real *best, lane_idx *at)
+{
+    for (int64_t o = o0; o < o1; o++) {
+        const int64_t i0 = h0 * g->w + lo_clamp((ob + o) * g->sw - g->pl);
+        best[o] = xp[i0];
+        at[o] = (lane_idx)i0;
+    }
+}
+
+/* One NCHW plane of max pooling: y/argmax planes overwritten, argmax = abase + in-plane
+ * index. Needs H*W <= LANE_IDX_MAX and kw <= POOL_KWMAX. */
+static void maxpool_plane_nchw(const fnn_geom *g, const col_plan *p, const real *xp,
+                               int64_t abase, real *yp, int64_t *ap)
+{
+    const int64_t H = g->h, W = g->w, OH = g->oh, OW = g->ow, sw = g->sw;
+    real best[POOL_OWB];
+    lane_idx at[POOL_OWB];
+    for (int64_t oh = 0; oh < OH; oh++) {
+        const int64_t h0 = lo_clamp(oh * g->sh - g->pt);
+        const int64_t h1 = hi_clamp(oh * g->sh - g->pt + g->kh, H);
+        for (int64_t ob = 0; ob < OW; ob += POOL_OWB) {
+            const int64_t nb = OW - ob < POOL_OWB ? OW - ob : POOL_OWB;
+            int64_t lo, hi;
+            /* Start from each window's first in-bounds element: kernel column 0 of row
+             * h0 where that is inside the image (a copy; the passes below then skip it),
+             * else (left padding) the image's column 0, which the passes below visit
+             * again without effect (not larger; a NaN does not replace a NaN). Every
+             * window has an in-bounds element, so [hi, nb) is empty (but handled as the
+             * reference does). */
+            block_range(p, 0, ob, nb, &lo, &hi);
+            if (lo >= hi)
+                lo = hi = nb;
+            window_starts(g, xp, h0, ob, 0, lo, best, at);
+            if (lo < hi) {
+                const int64_t i0 = h0 * W + (ob + lo) * sw - g->pl;
+                copy_run(hi - lo, xp + i0, sw, (lane_idx)i0, best + lo, at + lo);
+            }
+            window_starts(g, xp, h0, ob, hi, nb, best, at);
+            for (int64_t ih = h0; ih < h1; ih++)
+                for (int64_t s = ih == h0 ? 1 : 0; s < g->kw; s++) {
+                    block_range(p, s, ob, nb, &lo, &hi);
+                    if (lo >= hi)
+                        continue;
+                    const int64_t i0 = ih * W + (ob + lo) * sw + s - g->pl;
+                    if (sw == 1)
+                        max_run(hi - lo, xp + i0, 1, (lane_idx)i0, best + lo, at + lo);
+                    else if (sw == 2)
+                        max_run(hi - lo, xp + i0, 2, (lane_idx)i0, best + lo, at + lo);
+                    else
+                        max_run(hi - lo, xp + i0, sw, (lane_idx)i0, best + lo, at + lo);
+                }
+            for (int64_t o = 0; o < nb; o++) {
+                yp[oh * OW + ob + o] = best[o];
+                ap[oh * OW + ob + o] = abase + (int64_t)at[o];
+            }
+        }
+    }
+}
+
+/* acc[0:n] += src[o*sw]. */
+static inline void add_run(int64_t n, const real *restrict src, int64_t sw,
+                           real *restrict acc)
+{
+    for (int64_t o = 0; o < n; o++)
+        acc[o] += src[o * sw];
+}
+
+/* One NCHW plane of average pooling, each window summed in row-major order from 0 and
+ * divided by its in-bounds count: the reference's operations, the same bits. */
+static void avgpool_plane_nchw(const fnn_geom *g, const col_plan *p, const real *xp,
+                               real *yp)
+{
+    const int64_t H = g->h, W = g->w, OH = g->oh, OW = g->ow, sw = g->sw;
+    real acc[POOL_OWB];
+    for (int64_t oh = 0; oh < OH; oh++) {
+        const int64_t h0 = lo_clamp(oh * g->sh - g->pt);
+        const int64_t h1 = hi_clamp(oh * g->sh - g->pt + g->kh, H);
+        for (int64_t ob = 0; ob < OW; ob += POOL_OWB) {
+            const int64_t nb = OW - ob < POOL_OWB ? OW - ob : POOL_OWB;
+            for (int64_t o = 0; o < nb; o++)
+                acc[o] = 0;
+            for (int64_t ih = h0; ih < h1; ih++)
+                for (int64_t s = 0; s < g->kw; s++) {
+                    int64_t lo, hi;
+                    block_range(p, s, ob, nb, &lo, &hi);
+                    if (lo >= hi)
+                        continue;
+                    const real *src = xp + ih * W + (ob + lo) * sw + s - g->pl;
+                    if (sw == 1)
+                        add_run(hi - lo, src, 1, acc + lo);
+                    else if (sw == 2)
+                        add_run(hi - lo, src, 2, acc + lo);
+                    else
+                        add_run(hi - lo, src, sw, acc + lo);
+                }
+            for (int64_t o = 0; o < nb; o++) {
+                const int64_t ow = ob + o;
+                const int64_t w0 = lo_clamp(ow * sw - g->pl);
+                const int64_t w1 = hi_clamp(ow * sw - g->pl + g->kw, W);
+                yp[oh * OW + ow] = acc[o] / (real)((h1 - h0) * (w1 - w0));
+            }
+        }
+    }
+}
+
+/* dst[o*sw] += v[o]. */
+static inline void scatter_run(int64_t n, const real *restrict v, int64_t sw,
+                               real *restrict dst)
+{
+    for (int64_t o = 0; o < n; o++)
+        dst[o * sw] += v[o];
+}
+
+/* One NCHW plane of the average-pooling backward (dx plane overwritten). Kernel columns
+ * run from last to first so that every dx element receives its windows' shares in
+ * increasing (oh, ow) order, as in the reference loop: the same bits. */
+static void avgpool_bwd_plane_nchw(const fnn_geom *g, const col_plan *p, const real *dyp,
+                                   real *dxp)
+{
+    const int64_t H = g->h, W = g->w, OH = g->oh, OW = g->ow, sw = g->sw;
+    real v[POOL_OWB];
+    memset(dxp, 0, sizeof(real) * (size_t)(H * W));
+    for (int64_t oh = 0; oh < OH; oh++) {
+        const int64_t h0 = lo_clamp(oh * g->sh - g->pt);
+        const int64_t h1 = hi_clamp(oh * g->sh - g->pt + g->kh, H);
+        for (int64_t ob = 0; ob < OW; ob += POOL_OWB) {
+            const int64_t nb = OW - ob < POOL_OWB ? OW - ob : POOL_OWB;
+            for (int64_t o = 0; o < nb; o++) {
+                const int64_t ow = ob + o;
+                const int64_t w0 = lo_clamp(ow * sw - g->pl);
+                const int64_t w1 = hi_clamp(ow * sw - g->pl + g->kw, W);
+                v[o] = dyp[oh * OW + ow] / (real)((h1 - h0) * (w1 - w0));
+            }
+            for (int64_t ih = h0; ih < h1; ih++)
+                for (int64_t s = g->kw - 1; s >= 0; s--) {
+                    int64_t lo, hi;
+                    block_range(p, s, ob, nb, &lo, &hi);
+                    if (lo >= hi)
+                        continue;
+                    real *dst = dxp + ih * W + (ob + lo) * sw + s - g->pl;
+                    if (sw == 1)
+                        scatter_run(hi - lo, v + lo, 1, dst);
+                    else if (sw == 2)
+                        scatter_run(hi - lo, v + lo, 2, dst);
+                    else
+                        scatter_run(hi - lo, v + lo, sw, dst);
+                }
+        }
+    }
+}
+
 /* y, argmax overwritten. Threads over (n, oh) for NHWC, (n, c) for NCHW. */
 void FNN(maxpool_fwd)(const fnn_geom *g, int layout, const real *x, real *y, int64_t *argmax)
 {
@@ -118,7 +393,16 @@ void FNN(maxpool_fwd)(const fnn_geom *g, int layout, const real *x, real *y, int
             else
                 maxpool_row_nhwc_ref(g, xn, t % OH, y + t * OW * C, argmax + t * OW * C);
         }
+    } else if (H * W <= (int64_t)LANE_IDX_MAX && g->kw <= POOL_KWMAX && fnn_get_isa() > 0) {
+        col_plan p;
+        make_col_plan(g, &p);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t t = 0; t < N * C; t++)
+            maxpool_plane_nchw(g, &p, x + t * H * W, (t % C) * H * W, y + t * OH * OW,
+                               argmax + t * OH * OW);
     } else {
+        /* the plain loop: the reference (generic ISA), planes too large for lane_idx and
+         * windows wider than POOL_KWMAX */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t t = 0; t < N * C; t++) {
             const int64_t ch = t % C;
@@ -192,7 +476,14 @@ void FNN(avgpool_fwd)(const fnn_geom *g, int layout, const real *x, real *y)
                     yo[ch] *= inv;
             }
         }
+    } else if (g->kw <= POOL_KWMAX && fnn_get_isa() > 0) {
+        col_plan p;
+        make_col_plan(g, &p);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t t = 0; t < N * C; t++)
+            avgpool_plane_nchw(g, &p, x + t * H * W, y + t * OH * OW);
     } else {
+        /* the plain loop: the reference (generic ISA), windows wider than POOL_KWMAX */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t t = 0; t < N * C; t++) {
             const real *xp = x + t * H * W;
@@ -241,7 +532,14 @@ void FNN(avgpool_bwd)(const fnn_geom *g, int layout, const real *dy, real *dx)
                 }
             }
         }
+    } else if (g->kw <= POOL_KWMAX && fnn_get_isa() > 0) {
+        col_plan p;
+        make_col_plan(g, &p);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t t = 0; t < N * C; t++)
+            avgpool_bwd_plane_nchw(g, &p, dy + t * OH * OW, dx + t * H * W);
     } else {
+        /* the plain loop: the reference (generic ISA), windows wider than POOL_KWMAX */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t t = 0; t < N * C; t++) {
             real *dxp = dx + t * H * W;

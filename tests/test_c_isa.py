@@ -156,3 +156,166 @@ def test_fused_epilogue_changes_no_bit(isa, layout, shape, filters):
             plain = ops.bias_act(ops.conv2d_forward(x, w, layout=layout), b, act,
                                  channel_axis=axis)
             np.testing.assert_array_equal(fused.view(np.int32), plain.view(np.int32))
+
+
+# (n, c, h, w), filters, kernel, stride, padding, dilation. NCHW convolutions take the
+# batched path (one GEMM per block of images, transposed columns) on every ISA but generic,
+# which runs the per-image reference; 1x1 kernels run per image everywhere. Blocks are
+# sized for L2 but hold at least 512 output pixels: small images make one block, 28x28
+# ones with several channels a block per image or two (threads over blocks, dw summed
+# per group of blocks).
+NCHW_CONV_CASES = [
+    ((1, 1, 28, 28), 30, 5, 1, 0, 1),
+    ((5, 3, 28, 28), 30, 5, 1, 0, 1),         # several blocks and dw groups
+    ((5, 2, 30, 29), 17, 3, 2, "same", 2),    # several blocks, stride 2, dilation 2
+    ((5, 1, 12, 10), 30, 3, 1, 0, 1),
+    ((5, 3, 11, 9), 1, 3, 2, "same", 1),
+    ((5, 17, 8, 10), 30, (3, 2), 1, "same", 2),
+    ((1, 3, 9, 12), 30, (2, 3), (2, 1), 1, (2, 1)),
+    ((5, 17, 7, 6), 30, 1, 1, 0, 1),          # 1x1: per image
+    ((5, 3, 7, 6), 1, 1, 2, 0, 1),            # 1x1 with stride: lowered
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,filters,kernel,stride,padding,dilation", NCHW_CONV_CASES)
+def test_conv_nchw_each_isa(isa, dtype, shape, filters, kernel, stride, padding, dilation):
+    """NCHW conv2d forward (with bias + relu and without) and backward (dx, dw, db; and
+    without dx) against the NumPy reference."""
+    rng = np.random.default_rng(shape[0] * 100 + shape[1] + filters)
+    kh, kw = np.broadcast_to(kernel, 2)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((filters, shape[1], kh, kw)).astype(dtype)
+    b = rng.standard_normal(filters).astype(dtype)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, layout="NCHW")
+    with fastnn.use_backend("numpy"):
+        y_ref = ops.conv2d_forward(x, w, b, activation="relu", **kwargs)
+        y0_ref = ops.conv2d_forward(x, w, **kwargs)
+        dy = rng.standard_normal(y_ref.shape).astype(dtype)
+        grads_ref = ops.conv2d_backward(dy, x, w, **kwargs)
+    with fastnn.use_backend("c"):
+        y = ops.conv2d_forward(x, w, b, activation="relu", **kwargs)
+        y0 = ops.conv2d_forward(x, w, **kwargs)
+        grads = ops.conv2d_backward(dy, x, w, **kwargs)
+        nodx = ops.conv2d_backward(dy, x, w, need_dx=False, **kwargs)
+    patch = shape[1] * kh * kw
+    for got, ref in ((y, y_ref), (y0, y0_ref)):
+        assert np.abs(got - ref).max() <= _tol(dtype, patch) * (np.abs(ref).max() + 1), isa
+    k = max(shape[0] * y_ref.shape[2] * y_ref.shape[3], filters * kh * kw)
+    for got, ref in zip(grads, grads_ref):
+        assert np.abs(got - ref).max() <= _tol(dtype, k) * (np.abs(ref).max() + 1), isa
+    assert nodx[0] is None
+    np.testing.assert_array_equal(nodx[1], grads[1])
+    np.testing.assert_array_equal(nodx[2], grads[2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,kernel", [((5, 2, 10, 9), 3), ((7, 1, 28, 28), 5)])
+def test_conv_nchw_chunks_each_isa(isa, dtype, shape, kernel):
+    """A workspace limit smaller than the batch's columns: chunks of 2 or 3 images (one
+    block each, or a block per image whose dw partials are summed), dw accumulated over
+    the chunks; the NumPy reference's numbers."""
+    rng = np.random.default_rng(3)
+    n, c, h, w_ = shape
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((30, c, kernel, kernel)).astype(dtype)
+    b = rng.standard_normal(30).astype(dtype)
+    kwargs = dict(padding="same", layout="NCHW")
+    with fastnn.use_backend("numpy"):
+        y_ref = ops.conv2d_forward(x, w, b, activation="relu", **kwargs)
+        dy = rng.standard_normal(y_ref.shape).astype(dtype)
+        grads_ref = ops.conv2d_backward(dy, x, w, **kwargs)
+    patch = c * kernel * kernel
+    per_image = h * w_ * patch * np.dtype(dtype).itemsize * 2          # backward: 2 buffers
+    limit = ops.get_workspace_limit()
+    ops.set_workspace_limit((2 if n == 5 else 3) * per_image)
+    try:
+        with fastnn.use_backend("c"):
+            y = ops.conv2d_forward(x, w, b, activation="relu", **kwargs)
+            grads = ops.conv2d_backward(dy, x, w, **kwargs)
+    finally:
+        ops.set_workspace_limit(limit)
+    assert np.abs(y - y_ref).max() <= _tol(dtype, patch) * (np.abs(y_ref).max() + 1)
+    for got, ref in zip(grads, grads_ref):
+        assert np.abs(got - ref).max() <= _tol(dtype, n * h * w_) * (np.abs(ref).max() + 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pool,stride,padding", [(2, None, 0), (3, 2, "same"), ((2, 3), 1, 1),
+                                                 (2, 3, "valid"), ((3, 2), (1, 2), "same")])
+def test_maxpool_nchw_each_isa(isa, dtype, pool, stride, padding):
+    """NCHW max pooling: the generic ISA runs the plain loop, the others the branch-free
+    loop over output columns (SSE2 on x86-64); both exactly the reference, with ties
+    (integer-valued data), NaN (inside a window, on a padded edge, whole NaN windows) and
+    rows wider than the loop's column block (256)."""
+    rng = np.random.default_rng(5)
+    for shape in ((2, 3, 7, 9), (1, 2, 5, 530), (3, 1, 3, 4)):
+        x = rng.integers(-3, 4, size=shape).astype(dtype)
+        x[0, 0, 0, 0] = np.nan
+        x[-1, -1, -1, shape[3] // 2] = np.nan
+        if shape[2] >= 2 and shape[3] >= 4:
+            x[0, -1, :2, :4] = np.nan
+        with fastnn.use_backend("numpy"):
+            y_ref, a_ref = ops.maxpool2d_forward(x, pool, stride=stride, padding=padding,
+                                                 layout="NCHW")
+        with fastnn.use_backend("c"):
+            y, a = ops.maxpool2d_forward(x, pool, stride=stride, padding=padding,
+                                         layout="NCHW")
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(a, a_ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pool,stride,padding", [(2, None, 0), (3, 2, "same"), ((2, 3), 1, 1),
+                                                 ((3, 2), (1, 2), "same")])
+def test_avgpool_nchw_each_isa(isa, dtype, pool, stride, padding):
+    """NCHW average pooling, forward and backward: the loop over output columns adds in
+    the reference loop's order, so every ISA gives the generic ISA's bits; and the NumPy
+    reference's numbers."""
+    rng = np.random.default_rng(9)
+    for shape in ((2, 3, 7, 9), (1, 2, 4, 530)):
+        x = rng.standard_normal(shape).astype(dtype)
+        with fastnn.use_backend("c"):
+            y = ops.avgpool2d_forward(x, pool, stride=stride, padding=padding, layout="NCHW")
+            dy = rng.standard_normal(y.shape).astype(dtype)
+            dx = ops.avgpool2d_backward(dy, shape, pool, stride=stride, padding=padding,
+                                        layout="NCHW")
+            c_backend.set_isa("generic")
+            y_gen = ops.avgpool2d_forward(x, pool, stride=stride, padding=padding,
+                                          layout="NCHW")
+            dx_gen = ops.avgpool2d_backward(dy, shape, pool, stride=stride, padding=padding,
+                                            layout="NCHW")
+        np.testing.assert_array_equal(y, y_gen)
+        np.testing.assert_array_equal(dx, dx_gen)
+        with fastnn.use_backend("numpy"):
+            y_ref = ops.avgpool2d_forward(x, pool, stride=stride, padding=padding,
+                                          layout="NCHW")
+            dx_ref = ops.avgpool2d_backward(dy, shape, pool, stride=stride, padding=padding,
+                                            layout="NCHW")
+        assert np.abs(y - y_ref).max() <= _tol(dtype, 9) * (np.abs(y_ref).max() + 1)
+        assert np.abs(dx - dx_ref).max() <= _tol(dtype, 9) * (np.abs(dx_ref).max() + 1)
+
+
+def test_nchw_conv_pool_thread_invariant(isa):
+    """Big enough for the batched NCHW convolution's blocks (40: 8 dw groups of 5) and the
+    NCHW pooling loops to run on 2 threads: the same bits as on 1."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((40, 2, 28, 28))
+    w = rng.standard_normal((30, 2, 5, 5))
+    b = rng.standard_normal(30)
+    xp = rng.integers(-3, 4, size=(40, 30, 24, 24)).astype(np.float64)
+    before = fastnn.get_num_threads()
+    results = []
+    try:
+        for nt in (1, 2):
+            fastnn.set_num_threads(nt)
+            with fastnn.use_backend("c"):
+                y = ops.conv2d_forward(x, w, b, activation="relu", layout="NCHW")
+                grads = ops.conv2d_backward(y, x, w, layout="NCHW")
+                pooled = ops.maxpool2d_forward(xp, 2, layout="NCHW")
+                avg = ops.avgpool2d_forward(xp, 3, stride=2, padding="same", layout="NCHW")
+            results.append((y,) + tuple(grads) + tuple(pooled) + (avg,))
+    finally:
+        fastnn.set_num_threads(before)
+    for r1, r2 in zip(*results):
+        np.testing.assert_array_equal(r1, r2)
