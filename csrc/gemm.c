@@ -119,41 +119,58 @@ typedef struct {
     int axis, act;
 } epilogue_t;
 
-/* Apply the epilogue to the rows x cols block of C at (i0, j0) (global indices). */
+/* Apply the epilogue to the rows x cols block of C at (i0, j0) (global indices). The
+ * branches are hoisted out of the element loops, which then vectorise. */
 static inline void epilogue(const epilogue_t *ep, int64_t rows, int64_t cols, int64_t i0,
                             int64_t j0, real *cij, int64_t ldc)
 {
+    const int relu = ep->act == FNN_ACT_RELU;
     for (int64_t i = 0; i < rows; i++) {
         real *ci = cij + i * ldc;
-        for (int64_t j = 0; j < cols; j++) {
-            real v = ci[j];
-            if (ep->bias)
-                v += ep->axis == 1 ? ep->bias[j0 + j] : ep->bias[i0 + i];
-            ci[j] = (ep->act == FNN_ACT_RELU && v < 0) ? 0 : v;
+        if (ep->bias && ep->axis == 1) {
+            const real *b = ep->bias + j0;
+            if (relu)
+                for (int64_t j = 0; j < cols; j++) {
+                    const real v = ci[j] + b[j];
+                    ci[j] = v < 0 ? 0 : v;
+                }
+            else
+                for (int64_t j = 0; j < cols; j++)
+                    ci[j] = ci[j] + b[j];
+        } else if (ep->bias) {
+            const real bi = ep->bias[i0 + i];
+            if (relu)
+                for (int64_t j = 0; j < cols; j++) {
+                    const real v = ci[j] + bi;
+                    ci[j] = v < 0 ? 0 : v;
+                }
+            else
+                for (int64_t j = 0; j < cols; j++)
+                    ci[j] = ci[j] + bi;
+        } else if (relu) {
+            for (int64_t j = 0; j < cols; j++)
+                ci[j] = ci[j] < 0 ? 0 : ci[j];
         }
     }
 }
 
-/* Multiply one MR x NR micro-tile, through a scratch tile at the edges of C; then the
- * epilogue if ep is given (on the last K block only), while the tile is in L1. */
+/* Multiply one MR x NR micro-tile, through a scratch tile at the edges of C. */
 static inline void tile(const kernel_t *kr, int64_t kc, const real *app, const real *bpp,
                         int64_t rows, int64_t cols, real alpha, real beta, real *cij,
-                        int64_t ldc, real *tmp, const epilogue_t *ep, int64_t i0, int64_t j0)
+                        int64_t ldc, real *tmp)
 {
     const int mr = kr->mr, nr = kr->nr;
     if (rows == mr && cols == nr) {
         kr->ukr(kc, app, bpp, cij, ldc, alpha, beta);
-    } else {
-        kr->ukr(kc, app, bpp, tmp, nr, alpha, 0);
-        for (int64_t i = 0; i < rows; i++)
-            for (int64_t j = 0; j < cols; j++) {
-                const real v = tmp[i * nr + j];
-                real *o = cij + i * ldc + j;
-                *o = beta == 0 ? v : v + beta * *o;
-            }
+        return;
     }
-    if (ep)
-        epilogue(ep, rows, cols, i0, j0, cij, ldc);
+    kr->ukr(kc, app, bpp, tmp, nr, alpha, 0);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            const real v = tmp[i * nr + j];
+            real *o = cij + i * ldc + j;
+            *o = beta == 0 ? v : v + beta * *o;
+        }
 }
 
 /* One thread: C (m x n) = alpha * op(A) * op(B) + beta * C with packing buffers ap
@@ -182,7 +199,7 @@ static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
                     for (int64_t i0 = 0; i0 < mc; i0 += mr)
                         tile(kr, kc, ap + i0 * kc, bp + j0 * kc, min64(mr, mc - i0),
                              min64(nr, nc - j0), alpha, beta_p,
-                             c + (ic + i0) * ldc + jc + j0, ldc, tmp, NULL, 0, 0);
+                             c + (ic + i0) * ldc + jc + j0, ldc, tmp);
             }
         }
     }
@@ -330,8 +347,13 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                         const real *bpp = bp + jp * nr * kc;
                         for (int64_t i0 = 0; i0 < mc; i0 += mr)
                             tile(kr, kc, ap + i0 * kc, bpp, min64(mr, mc - i0), cols, alpha,
-                                 beta_p, c + (ic + i0) * ldc + jc + j0, ldc, tmp, ep_p,
-                                 ic + i0, jc + j0);
+                                 beta_p, c + (ic + i0) * ldc + jc + j0, ldc, tmp);
+                        /* The epilogue on this finished mc x nr column block, still in L1.
+                         * Not per tile: reading a tile right after the micro-kernel's wide
+                         * stores stalls on store-to-load forwarding (measured: the epilogue
+                         * then cost more than the GEMM of a K = 9 convolution). */
+                        if (ep_p)
+                            epilogue(ep_p, mc, cols, ic, jc + j0, c + ic * ldc + jc + j0, ldc);
                     }
                 }
                 /* implicit barrier: nobody repacks B while others still read it */
