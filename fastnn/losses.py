@@ -13,6 +13,7 @@ NaN on saturated outputs. Probability inputs are clipped to ``[eps, 1 - eps]`` w
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional
 
 import numpy as np
@@ -98,7 +99,7 @@ class Loss:
 
 
 def _feature_count(y):
-    return int(np.prod(y.shape[1:])) if y.ndim > 1 else 1
+    return math.prod(y.shape[1:]) if y.ndim > 1 else 1
 
 
 class MeanSquaredError(Loss):
@@ -210,7 +211,7 @@ class CategoricalCrossentropy(Loss):
 
 
 def _rows_per_sample(p):
-    return int(np.prod(p.shape[1:-1])) if p.ndim > 2 else 1
+    return math.prod(p.shape[1:-1]) if p.ndim > 2 else 1
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):

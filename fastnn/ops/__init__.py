@@ -18,6 +18,7 @@ Conventions
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import numpy as np
@@ -283,8 +284,8 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
 # --------------------------------------------------------------------------- bias + act
 def _bias_act_view(y: np.ndarray, channel_axis: int) -> Tuple[int, int, int]:
     axis = channel_axis % y.ndim
-    outer = int(np.prod(y.shape[:axis], dtype=np.int64))
-    inner = int(np.prod(y.shape[axis + 1:], dtype=np.int64))
+    outer = math.prod(y.shape[:axis])
+    inner = math.prod(y.shape[axis + 1:])
     return outer, y.shape[axis], inner
 
 
