@@ -30,6 +30,18 @@ typedef FNN_CAT(fnn_gemm_kernel, FNN_SFX) kernel_t;
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/* The K block: the kernel's KC, but a K up to 5/4 KC stays one block, and a longer K is
+ * cut into equal blocks (K = 288 with KC = 256 would otherwise leave a 32-deep block that
+ * costs a whole extra read-modify-write pass over C). Depends on the shape only. */
+static int64_t pick_kc(const kernel_t *kr, int64_t k)
+{
+    const int64_t KC = kr->kc;
+    if (k <= KC + KC / 4)
+        return k;
+    const int64_t nblocks = (k + KC - 1) / KC;
+    return (k + nblocks - 1) / nblocks;
+}
+
 /* Workspace alignment: 64 bytes, expressed in elements. */
 #define WS_ALIGN ((int64_t)(64 / sizeof(real)))
 
@@ -52,7 +64,7 @@ static int use_ksplit(int64_t m, int64_t n, int64_t k)
 int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
 {
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
-    int64_t kc = min64(kr->kc, k < 1 ? 1 : k);
+    int64_t kc = pick_kc(kr, k < 1 ? 1 : k);
     int64_t nc = round_up(min64(kr->nc, n < 1 ? 1 : n), kr->nr);
     int64_t mc = round_up(min64(kr->mc, m < 1 ? 1 : m), kr->mr);
     int64_t nt = fnn_get_num_threads();
@@ -72,7 +84,21 @@ static void pack_a(int64_t mc, int64_t kc, const real *a, int64_t rsa, int64_t c
     for (int64_t i0 = 0; i0 < mc; i0 += mr) {
         int64_t rows = min64(mr, mc - i0);
         const real *src = a + i0 * rsa;
-        if (csa == 1) {
+        if (csa == 1 && rows == 6) {
+            /* rows of A contiguous along p, the common MR = 6 (AVX2): read the six rows as
+             * six streams and write the panel sequentially */
+            const real *r0 = src, *r1 = r0 + rsa, *r2 = r1 + rsa, *r3 = r2 + rsa,
+                       *r4 = r3 + rsa, *r5 = r4 + rsa;
+            for (int64_t p = 0; p < kc; p++) {
+                real *d = ap + p * 6;
+                d[0] = r0[p];
+                d[1] = r1[p];
+                d[2] = r2[p];
+                d[3] = r3[p];
+                d[4] = r4[p];
+                d[5] = r5[p];
+            }
+        } else if (csa == 1) {
             /* rows of A are contiguous along p: read each row once, scatter by MR. */
             for (int64_t i = 0; i < rows; i++) {
                 const real *row = src + i * rsa;
@@ -180,7 +206,7 @@ static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
                         int64_t csb, real beta, real *ap, real *bp, real *c, int64_t ldc)
 {
     const int mr = kr->mr, nr = kr->nr;
-    const int64_t KC = min64(kr->kc, k);
+    const int64_t KC = pick_kc(kr, k);
     const int64_t NC = round_up(min64(kr->nc, n), nr);
     const int64_t MC = round_up(min64(kr->mc, m), mr);
     _Alignas(64) real tmp[32 * 32];
@@ -212,7 +238,7 @@ static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
                         int64_t csb, real beta, const epilogue_t *ep, real *ws, real *c,
                         int64_t ldc)
 {
-    const int64_t KC = min64(kr->kc, k);
+    const int64_t KC = pick_kc(kr, k);
     const int64_t NC = round_up(min64(kr->nc, n), kr->nr);
     const int64_t MC = round_up(min64(kr->mc, m), kr->mr);
     const int64_t nsplit = (k + KSPLIT - 1) / KSPLIT;
@@ -287,7 +313,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
         gemm_ksplit(kr, m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, ep, ws, c, ldc);
         return;
     }
-    const int64_t KC = min64(kr->kc, k);
+    const int64_t KC = pick_kc(kr, k);
     const int64_t NC = round_up(min64(kr->nc, n), nr);
     const int64_t MC = round_up(min64(kr->mc, m), mr);
     int nt = fnn_threads_for(m * n * k / 64);
