@@ -42,6 +42,10 @@ static int64_t pick_kc(const kernel_t *kr, int64_t k)
     return (k + nblocks - 1) / nblocks;
 }
 
+/* An upper bound of pick_kc over every K: what K-split pieces (each with its own K) size
+ * their packing buffers by. */
+static int64_t kc_bound(const kernel_t *kr) { return kr->kc + kr->kc / 4; }
+
 /* Workspace alignment: 64 bytes, expressed in elements. */
 #define WS_ALIGN ((int64_t)(64 / sizeof(real)))
 
@@ -70,6 +74,7 @@ int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
     int64_t nt = fnn_get_num_threads();
     if (use_ksplit(m, n, k)) {
         const int64_t nsplit = (k + KSPLIT - 1) / KSPLIT;
+        kc = kc_bound(kr); /* each piece picks its own K block */
         return nt * (kc * nc + mc * kc + 2 * WS_ALIGN) + nsplit * round_up(m * n, WS_ALIGN) +
                WS_ALIGN;
     }
@@ -84,7 +89,7 @@ static void pack_a(int64_t mc, int64_t kc, const real *a, int64_t rsa, int64_t c
     for (int64_t i0 = 0; i0 < mc; i0 += mr) {
         int64_t rows = min64(mr, mc - i0);
         const real *src = a + i0 * rsa;
-        if (csa == 1 && rows == 6) {
+        if (csa == 1 && mr == 6 && rows == 6) {
             /* rows of A contiguous along p, the common MR = 6 (AVX2): read the six rows as
              * six streams and write the panel sequentially */
             const real *r0 = src, *r1 = r0 + rsa, *r2 = r1 + rsa, *r3 = r2 + rsa,
@@ -238,7 +243,7 @@ static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
                         int64_t csb, real beta, const epilogue_t *ep, real *ws, real *c,
                         int64_t ldc)
 {
-    const int64_t KC = pick_kc(kr, k);
+    const int64_t KC = kc_bound(kr); /* each piece picks its own K block, at most this */
     const int64_t NC = round_up(min64(kr->nc, n), kr->nr);
     const int64_t MC = round_up(min64(kr->mc, m), kr->mr);
     const int64_t nsplit = (k + KSPLIT - 1) / KSPLIT;

@@ -319,3 +319,45 @@ def test_nchw_conv_pool_thread_invariant(isa):
         fastnn.set_num_threads(before)
     for r1, r2 in zip(*results):
         np.testing.assert_array_equal(r1, r2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,n,k", [(9, 32, 8192), (20, 30, 8192 + 300), (7, 5, 12289),
+                                   (30, 25, 9000)])
+def test_gemm_k_split_each_isa(isa, dtype, m, n, k):
+    """Small outputs with a long K take the K-split path (pieces of 4096, each with its own
+    K blocking, partial sums added in piece order): correct for every transpose and remainder,
+    and bitwise the same on 1 and 2 threads. (A workspace sized for the whole K's blocking
+    instead of each piece's once overflowed here.)"""
+    rng = np.random.default_rng(m + n + k)
+    for ta in (False, True):
+        for tb in (False, True):
+            a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+            b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+            ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+            outs = []
+            for threads in (1, 2):
+                with fastnn.use_backend("c"):
+                    before = fastnn.get_num_threads()
+                    fastnn.set_num_threads(threads)
+                    try:
+                        outs.append(ops.matmul(a, b, trans_a=ta, trans_b=tb))
+                    finally:
+                        fastnn.set_num_threads(before)
+            np.testing.assert_array_equal(outs[0], outs[1])
+            assert np.abs(outs[0] - ref).max() <= _tol(dtype, k) * (np.abs(ref).max() + 1.0)
+
+
+def test_conv_backward_k_split_each_isa(isa):
+    """The first layer's dW (9 x 32 output, K = N*OH*OW >= 8192) through the K-split GEMM."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((16, 28, 28, 1)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 1, 32)).astype(np.float32)
+    dy = rng.standard_normal((16, 26, 26, 32)).astype(np.float32)
+    with fastnn.use_backend("numpy"):
+        _, dw_ref, db_ref = ops.conv2d_backward(dy, x, w, need_dx=False)
+    with fastnn.use_backend("c"):
+        _, dw, db = ops.conv2d_backward(dy, x, w, need_dx=False)
+    k = 16 * 26 * 26
+    assert np.abs(dw - dw_ref).max() <= _tol(np.float32, k) * (np.abs(dw_ref).max() + 1.0)
+    assert np.abs(db - db_ref).max() <= _tol(np.float32, k) * (np.abs(db_ref).max() + 1.0)
