@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ try:
 except ImportError:          # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
     import fastnn
+from fastnn.bench import cpu_model
 from fastnn.compat import dlfs
 from fastnn.datasets import fashion_mnist
 
@@ -43,17 +43,6 @@ def load_original():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

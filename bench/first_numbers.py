@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import time
 
@@ -19,21 +18,11 @@ import numpy as np
 
 import fastnn
 from fastnn import ops
+from fastnn.bench import cpu_model
 
 GEMM_SHAPES = [(128, 128, 128), (512, 512, 512), (1024, 1024, 1024),
                (86528, 9, 32), (15488, 288, 64)]
 CONV_CASES = [((128, 28, 28, 1), 32), ((128, 13, 13, 32), 64)]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def median_time(fn, reps: int) -> float:
