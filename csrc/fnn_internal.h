@@ -33,10 +33,26 @@ typedef void (*fnn_ukr_f32)(int64_t k, const float *ap, const float *bp, float *
 typedef void (*fnn_ukr_f64)(int64_t k, const double *ap, const double *bp, double *c,
                             int64_t ldc, double alpha, double beta);
 
+/* The same product with A read in place instead of packed: element (i, p) of the MR x k
+ * block at a[i*lda + p] (row-major A, no transpose). For products with few columns, where
+ * packing A costs as much as using it. Optional (NULL: the driver always packs). */
+typedef void (*fnn_ukr_direct_f32)(int64_t k, const float *a, int64_t lda, const float *bp,
+                                   float *c, int64_t ldc, float alpha, float beta);
+typedef void (*fnn_ukr_direct_f64)(int64_t k, const double *a, int64_t lda, const double *bp,
+                                   double *c, int64_t ldc, double alpha, double beta);
+
 /* A micro-kernel and the blocking it wants: MR x NR register tile, MC x KC block of A
- * (per thread, L2), KC x NC panel of B (shared, L3). */
-typedef struct { int mr, nr, mc, kc, nc; fnn_ukr_f32 ukr; } fnn_gemm_kernel_f32;
-typedef struct { int mr, nr, mc, kc, nc; fnn_ukr_f64 ukr; } fnn_gemm_kernel_f64;
+ * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct as above or NULL. */
+typedef struct {
+    int mr, nr, mc, kc, nc;
+    fnn_ukr_f32 ukr;
+    fnn_ukr_direct_f32 ukr_direct;
+} fnn_gemm_kernel_f32;
+typedef struct {
+    int mr, nr, mc, kc, nc;
+    fnn_ukr_f64 ukr;
+    fnn_ukr_direct_f64 ukr_direct;
+} fnn_gemm_kernel_f64;
 
 /* The registry (gemm_kernels.c): the kernel serving an ISA id. */
 const fnn_gemm_kernel_f32 *fnn_gemm_kernel_for_f32(int isa);
@@ -48,6 +64,10 @@ void fnn_ukr_ref_f32(int64_t k, const float *ap, const float *bp, float *c, int6
 void fnn_ukr_ref_f64(int64_t k, const double *ap, const double *bp, double *c, int64_t ldc,
                      double alpha, double beta);
 #if FNN_X86_KERNELS
+void fnn_ukr_avx2_direct_6x16_f32(int64_t k, const float *a, int64_t lda, const float *bp,
+                                  float *c, int64_t ldc, float alpha, float beta);
+void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const double *bp,
+                                 double *c, int64_t ldc, double alpha, double beta);
 void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
                            float alpha, float beta);
 void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,

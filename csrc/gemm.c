@@ -204,6 +204,32 @@ static inline void tile(const kernel_t *kr, int64_t kc, const real *app, const r
         }
 }
 
+/* tile() with the direct-A micro-kernel: a full MR rows of row-major A read in place
+ * (a: the tile's first row at column pc, lda its row stride). */
+static inline void tile_direct(const kernel_t *kr, int64_t kc, const real *a, int64_t lda,
+                               const real *bpp, int64_t cols, real alpha, real beta,
+                               real *cij, int64_t ldc, real *tmp)
+{
+    const int mr = kr->mr, nr = kr->nr;
+    if (cols == nr) {
+        kr->ukr_direct(kc, a, lda, bpp, cij, ldc, alpha, beta);
+        return;
+    }
+    kr->ukr_direct(kc, a, lda, bpp, tmp, nr, alpha, 0);
+    for (int64_t i = 0; i < mr; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            const real v = tmp[i * nr + j];
+            real *o = cij + i * ldc + j;
+            *o = beta == 0 ? v : v + beta * *o;
+        }
+}
+
+/* Products with at most this many columns read A in place (when the ISA has a direct-A
+ * micro-kernel and A is not transposed): each packed A block would serve only a few
+ * micro-panels, so packing it cost as much as using it (perf: pack_a was 30% of a
+ * 128 x 1600 x 64 product). */
+#define DIRECT_A_MAX_N 64
+
 /* One thread: C (m x n) = alpha * op(A) * op(B) + beta * C with packing buffers ap
  * (MC x KC) and bp (KC x NC). Same loops as the threaded driver below. */
 static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real alpha,
@@ -321,6 +347,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
     const int64_t KC = pick_kc(kr, k);
     const int64_t NC = round_up(min64(kr->nc, n), nr);
     const int64_t MC = round_up(min64(kr->mc, m), mr);
+    const int direct = kr->ukr_direct != NULL && csa == 1 && n <= DIRECT_A_MAX_N;
     int nt = fnn_threads_for(m * n * k / 64);
     if (nt > fnn_get_num_threads())
         nt = fnn_get_num_threads();
@@ -372,13 +399,22 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                     const int64_t jp0 = gi * per_grp, jp1 = min64(npanels, jp0 + per_grp);
                     if (jp0 >= jp1)
                         continue;
-                    pack_a(mc, kc, a + ic * rsa + pc * csa, rsa, csa, mr, ap);
+                    /* direct: only a partial last micro-panel is packed */
+                    const int64_t full = direct ? mc - mc % mr : 0;
+                    pack_a(mc - full, kc, a + (ic + full) * rsa + pc * csa, rsa, csa, mr,
+                           ap + full * kc);
                     for (int64_t jp = jp0; jp < jp1; jp++) {
                         const int64_t j0 = jp * nr, cols = min64(nr, nc - j0);
                         const real *bpp = bp + jp * nr * kc;
-                        for (int64_t i0 = 0; i0 < mc; i0 += mr)
-                            tile(kr, kc, ap + i0 * kc, bpp, min64(mr, mc - i0), cols, alpha,
-                                 beta_p, c + (ic + i0) * ldc + jc + j0, ldc, tmp);
+                        for (int64_t i0 = 0; i0 < mc; i0 += mr) {
+                            real *cij = c + (ic + i0) * ldc + jc + j0;
+                            if (i0 < full)
+                                tile_direct(kr, kc, a + (ic + i0) * rsa + pc, rsa, bpp, cols,
+                                            alpha, beta_p, cij, ldc, tmp);
+                            else
+                                tile(kr, kc, ap + i0 * kc, bpp, min64(mr, mc - i0), cols,
+                                     alpha, beta_p, cij, ldc, tmp);
+                        }
                         /* The epilogue on this finished mc x nr column block, still in L1.
                          * Not per tile: reading a tile right after the micro-kernel's wide
                          * stores stalls on store-to-load forwarding (measured: the epilogue

@@ -32,8 +32,11 @@ def isa(request):
     c_backend.set_isa(before)
 
 
+# (n <= 64 with an untransposed A takes the direct-A micro-kernel where the ISA has one:
+# full row tiles read A in place, a partial last tile is packed; the last two cases add
+# several K blocks and several MC row blocks)
 GEMM_CASES = [(1, 1, 1), (5, 3, 2), (13, 33, 17), (12, 32, 256), (25, 65, 300),
-              (97, 130, 513), (300, 7, 31)]
+              (97, 130, 513), (300, 7, 31), (301, 64, 700), (151, 16, 330)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

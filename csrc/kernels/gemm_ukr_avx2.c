@@ -83,3 +83,85 @@ void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double 
         }
     }
 }
+
+/* The direct-A variants (contract: fnn_internal.h): the same tiles, A's six rows read in
+ * place (six sequential streams) instead of from a packed panel. */
+void fnn_ukr_avx2_direct_6x16_f32(int64_t k, const float *a, int64_t lda, const float *bp,
+                                  float *c, int64_t ldc, float alpha, float beta)
+{
+    __m256 acc[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    const float *a0 = a, *a1 = a + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda,
+                *a5 = a4 + lda;
+    for (int64_t p = 0; p < k; p++) {
+        const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+        const float *rows[MR] = {a0 + p, a1 + p, a2 + p, a3 + p, a4 + p, a5 + p};
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            const __m256 av = _mm256_broadcast_ss(rows[i]);
+            acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+        }
+        bp += 16;
+    }
+    const __m256 va = _mm256_set1_ps(alpha);
+    if (beta == 0) {
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            _mm256_storeu_ps(c + i * ldc, _mm256_mul_ps(va, acc[i][0]));
+            _mm256_storeu_ps(c + i * ldc + 8, _mm256_mul_ps(va, acc[i][1]));
+        }
+    } else {
+        const __m256 vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            float *ci = c + i * ldc;
+            _mm256_storeu_ps(ci, _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci),
+                                                 _mm256_mul_ps(va, acc[i][0])));
+            _mm256_storeu_ps(ci + 8, _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8),
+                                                     _mm256_mul_ps(va, acc[i][1])));
+        }
+    }
+}
+
+void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const double *bp,
+                                 double *c, int64_t ldc, double alpha, double beta)
+{
+    __m256d acc[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_pd();
+    const double *a0 = a, *a1 = a + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda,
+                 *a5 = a4 + lda;
+    for (int64_t p = 0; p < k; p++) {
+        const __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4);
+        const double *rows[MR] = {a0 + p, a1 + p, a2 + p, a3 + p, a4 + p, a5 + p};
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            const __m256d av = _mm256_broadcast_sd(rows[i]);
+            acc[i][0] = _mm256_fmadd_pd(av, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_pd(av, b1, acc[i][1]);
+        }
+        bp += 8;
+    }
+    const __m256d va = _mm256_set1_pd(alpha);
+    if (beta == 0) {
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            _mm256_storeu_pd(c + i * ldc, _mm256_mul_pd(va, acc[i][0]));
+            _mm256_storeu_pd(c + i * ldc + 4, _mm256_mul_pd(va, acc[i][1]));
+        }
+    } else {
+        const __m256d vb = _mm256_set1_pd(beta);
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            double *ci = c + i * ldc;
+            _mm256_storeu_pd(ci, _mm256_fmadd_pd(vb, _mm256_loadu_pd(ci),
+                                                 _mm256_mul_pd(va, acc[i][0])));
+            _mm256_storeu_pd(ci + 4, _mm256_fmadd_pd(vb, _mm256_loadu_pd(ci + 4),
+                                                     _mm256_mul_pd(va, acc[i][1])));
+        }
+    }
+}
