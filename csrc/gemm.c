@@ -346,11 +346,20 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
     }
     const int64_t KC = pick_kc(kr, k);
     const int64_t NC = round_up(min64(kr->nc, n), nr);
-    const int64_t MC = round_up(min64(kr->mc, m), mr);
     const int direct = kr->ukr_direct != NULL && csa == 1 && n <= DIRECT_A_MAX_N;
     int nt = fnn_threads_for(m * n * k / 64);
     if (nt > fnn_get_num_threads())
         nt = fnn_get_num_threads();
+    int64_t MC = round_up(min64(kr->mc, m), mr);
+    if (nt > 1) {
+        /* Row blocks in a multiple of the thread count and of about equal height, so the
+         * static schedule is balanced (1024 rows in blocks of 144 left one thread 576 rows
+         * and the other 448). Never larger than the kernel's MC, which sizes the
+         * workspace. The row blocking does not change any sum: results stay independent
+         * of the thread count. */
+        const int64_t nblk = ((m + MC - 1) / MC + nt - 1) / nt * nt;
+        MC = round_up((m + nblk - 1) / nblk, mr);
+    }
 
     real *bp = align_ws(ws);
     real *ap_all = align_ws(bp + KC * NC);
