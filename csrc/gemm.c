@@ -185,6 +185,19 @@ static inline void epilogue(const epilogue_t *ep, int64_t rows, int64_t cols, in
     }
 }
 
+/* The rows x cols corner of an edge tile computed into tmp (row stride nr) goes to C:
+ * C = tmp + beta * C (beta == 0: C is not read). */
+static inline void store_edge(const real *tmp, int nr, int64_t rows, int64_t cols, real beta,
+                              real *cij, int64_t ldc)
+{
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            const real v = tmp[i * nr + j];
+            real *o = cij + i * ldc + j;
+            *o = beta == 0 ? v : v + beta * *o;
+        }
+}
+
 /* Multiply one MR x NR micro-tile, through a scratch tile at the edges of C. */
 static inline void tile(const kernel_t *kr, int64_t kc, const real *app, const real *bpp,
                         int64_t rows, int64_t cols, real alpha, real beta, real *cij,
@@ -196,12 +209,7 @@ static inline void tile(const kernel_t *kr, int64_t kc, const real *app, const r
         return;
     }
     kr->ukr(kc, app, bpp, tmp, nr, alpha, 0);
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++) {
-            const real v = tmp[i * nr + j];
-            real *o = cij + i * ldc + j;
-            *o = beta == 0 ? v : v + beta * *o;
-        }
+    store_edge(tmp, nr, rows, cols, beta, cij, ldc);
 }
 
 /* tile() with the direct-A micro-kernel: a full MR rows of row-major A read in place
@@ -216,12 +224,7 @@ static inline void tile_direct(const kernel_t *kr, int64_t kc, const real *a, in
         return;
     }
     kr->ukr_direct(kc, a, lda, bpp, tmp, nr, alpha, 0);
-    for (int64_t i = 0; i < mr; i++)
-        for (int64_t j = 0; j < cols; j++) {
-            const real v = tmp[i * nr + j];
-            real *o = cij + i * ldc + j;
-            *o = beta == 0 ? v : v + beta * *o;
-        }
+    store_edge(tmp, nr, mr, cols, beta, cij, ldc);
 }
 
 /* Products with at most this many columns read A in place (when the ISA has a direct-A

@@ -8,24 +8,11 @@
 
 #define MR 6
 
-void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
-                           float alpha, float beta)
+/* C tile = alpha * acc + beta * C (beta == 0: C is not read), shared by the packed and
+ * direct-A kernels below. */
+static inline void store_6x16_f32(__m256 acc[MR][2], float *c, int64_t ldc, float alpha,
+                                  float beta)
 {
-    __m256 acc[MR][2];
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; i++)
-        acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-    for (int64_t p = 0; p < k; p++) {
-        const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
-#pragma GCC unroll 6
-        for (int i = 0; i < MR; i++) {
-            const __m256 av = _mm256_broadcast_ss(ap + i);
-            acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
-        }
-        ap += MR;
-        bp += 16;
-    }
     const __m256 va = _mm256_set1_ps(alpha);
     if (beta == 0) {
 #pragma GCC unroll 6
@@ -46,24 +33,9 @@ void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c
     }
 }
 
-void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,
-                          int64_t ldc, double alpha, double beta)
+static inline void store_6x8_f64(__m256d acc[MR][2], double *c, int64_t ldc, double alpha,
+                                 double beta)
 {
-    __m256d acc[MR][2];
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; i++)
-        acc[i][0] = acc[i][1] = _mm256_setzero_pd();
-    for (int64_t p = 0; p < k; p++) {
-        const __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4);
-#pragma GCC unroll 6
-        for (int i = 0; i < MR; i++) {
-            const __m256d av = _mm256_broadcast_sd(ap + i);
-            acc[i][0] = _mm256_fmadd_pd(av, b0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_pd(av, b1, acc[i][1]);
-        }
-        ap += MR;
-        bp += 8;
-    }
     const __m256d va = _mm256_set1_pd(alpha);
     if (beta == 0) {
 #pragma GCC unroll 6
@@ -82,6 +54,48 @@ void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double 
                                                      _mm256_mul_pd(va, acc[i][1])));
         }
     }
+}
+
+void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
+                           float alpha, float beta)
+{
+    __m256 acc[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < k; p++) {
+        const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            const __m256 av = _mm256_broadcast_ss(ap + i);
+            acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+        }
+        ap += MR;
+        bp += 16;
+    }
+    store_6x16_f32(acc, c, ldc, alpha, beta);
+}
+
+void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,
+                          int64_t ldc, double alpha, double beta)
+{
+    __m256d acc[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_pd();
+    for (int64_t p = 0; p < k; p++) {
+        const __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4);
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            const __m256d av = _mm256_broadcast_sd(ap + i);
+            acc[i][0] = _mm256_fmadd_pd(av, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_pd(av, b1, acc[i][1]);
+        }
+        ap += MR;
+        bp += 8;
+    }
+    store_6x8_f64(acc, c, ldc, alpha, beta);
 }
 
 /* The direct-A variants (contract: fnn_internal.h): the same tiles, A's six rows read in
@@ -106,24 +120,7 @@ void fnn_ukr_avx2_direct_6x16_f32(int64_t k, const float *a, int64_t lda, const 
         }
         bp += 16;
     }
-    const __m256 va = _mm256_set1_ps(alpha);
-    if (beta == 0) {
-#pragma GCC unroll 6
-        for (int i = 0; i < MR; i++) {
-            _mm256_storeu_ps(c + i * ldc, _mm256_mul_ps(va, acc[i][0]));
-            _mm256_storeu_ps(c + i * ldc + 8, _mm256_mul_ps(va, acc[i][1]));
-        }
-    } else {
-        const __m256 vb = _mm256_set1_ps(beta);
-#pragma GCC unroll 6
-        for (int i = 0; i < MR; i++) {
-            float *ci = c + i * ldc;
-            _mm256_storeu_ps(ci, _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci),
-                                                 _mm256_mul_ps(va, acc[i][0])));
-            _mm256_storeu_ps(ci + 8, _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8),
-                                                     _mm256_mul_ps(va, acc[i][1])));
-        }
-    }
+    store_6x16_f32(acc, c, ldc, alpha, beta);
 }
 
 void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const double *bp,
@@ -146,22 +143,5 @@ void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const 
         }
         bp += 8;
     }
-    const __m256d va = _mm256_set1_pd(alpha);
-    if (beta == 0) {
-#pragma GCC unroll 6
-        for (int i = 0; i < MR; i++) {
-            _mm256_storeu_pd(c + i * ldc, _mm256_mul_pd(va, acc[i][0]));
-            _mm256_storeu_pd(c + i * ldc + 4, _mm256_mul_pd(va, acc[i][1]));
-        }
-    } else {
-        const __m256d vb = _mm256_set1_pd(beta);
-#pragma GCC unroll 6
-        for (int i = 0; i < MR; i++) {
-            double *ci = c + i * ldc;
-            _mm256_storeu_pd(ci, _mm256_fmadd_pd(vb, _mm256_loadu_pd(ci),
-                                                 _mm256_mul_pd(va, acc[i][0])));
-            _mm256_storeu_pd(ci + 4, _mm256_fmadd_pd(vb, _mm256_loadu_pd(ci + 4),
-                                                     _mm256_mul_pd(va, acc[i][1])));
-        }
-    }
+    store_6x8_f64(acc, c, ldc, alpha, beta);
 }
