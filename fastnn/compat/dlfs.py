@@ -1143,6 +1143,13 @@ class _Optimizer:
             items.append((key, p, g))
         return items
 
+    def _init_state(self, params):
+        """At the first update, each state dict in ``_state`` gets a zero array per key of
+        ``params`` (as the book's optimizers create theirs)."""
+        for name in self._state:
+            if getattr(self, name) is None:
+                setattr(self, name, {key: np.zeros_like(val) for key, val in params.items()})
+
     def _fast(self, key, p, g, scalars, states=()):
         """Two scratch arrays when ``p``, ``g`` and ``states`` share shape and dtype and
         no scalar changes that dtype (then in-place ufuncs round exactly like the book's
@@ -1218,8 +1225,7 @@ class Momentum(_Optimizer):
     def update(self, params, grads):
         """Update every array of the dict ``params`` in place from the dict ``grads``."""
         items = self._items(params, grads)
-        if self.v is None:
-            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        self._init_state(params)
         for key, p, g in items:
             v = self.v[key]
             bufs = self._fast(key, p, g, (self.momentum, self.lr), (v,))
@@ -1254,8 +1260,7 @@ class Nesterov(_Optimizer):
     def update(self, params, grads):
         """Update every array of the dict ``params`` in place from the dict ``grads``."""
         items = self._items(params, grads)
-        if self.v is None:
-            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        self._init_state(params)
         m, lr = self.momentum, self.lr
         for key, p, g in items:
             v = self.v[key]
@@ -1293,8 +1298,7 @@ class AdaGrad(_Optimizer):
     def update(self, params, grads):
         """Update every array of the dict ``params`` in place from the dict ``grads``."""
         items = self._items(params, grads)
-        if self.h is None:
-            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        self._init_state(params)
         for key, p, g in items:
             h = self.h[key]
             bufs = self._fast(key, p, g, (self.lr, 1e-7), (h,))
@@ -1332,8 +1336,7 @@ class RMSprop(_Optimizer):
     def update(self, params, grads):
         """Update every array of the dict ``params`` in place from the dict ``grads``."""
         items = self._items(params, grads)
-        if self.h is None:
-            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        self._init_state(params)
         d = self.decay_rate
         for key, p, g in items:
             h = self.h[key]
@@ -1389,11 +1392,7 @@ class Adam(_Optimizer):
     def update(self, params, grads):
         """Update every array of the dict ``params`` in place from the dict ``grads``."""
         items = self._items(params, grads)
-        if self.m is None:
-            self.m, self.v = {}, {}
-            for key, val in params.items():
-                self.m[key] = np.zeros_like(val)
-                self.v[key] = np.zeros_like(val)
+        self._init_state(params)
         self.iter += 1
         lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
         b1, b2 = 1 - self.beta1, 1 - self.beta2
