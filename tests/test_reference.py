@@ -43,6 +43,7 @@ import fastnn
 from fastnn import _backend, ops
 
 import _naive
+from reference_model import numerical_gradient
 
 # --------------------------------------------------------------------------- tolerances
 TOL = {
@@ -92,23 +93,6 @@ def x_shape(n, h, w, c, layout):
 
 def w_shape(kh, kw, c, f, layout):
     return (kh, kw, c, f) if layout == "NHWC" else (f, c, kh, kw)
-
-
-def numerical_grad(loss, x, eps=FD_EPS):
-    """Central finite differences of the scalar ``loss()`` with respect to every element of
-    ``x`` (a contiguous float64 array that ``loss`` reads; perturbed in place, restored)."""
-    assert x.dtype == np.float64 and x.flags.c_contiguous
-    grad = np.empty_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for k in range(flat.size):
-        old = flat[k]
-        flat[k] = old + eps
-        up = loss()
-        flat[k] = old - eps
-        down = loss()
-        flat[k] = old
-        gflat[k] = (up - down) / (2 * eps)
-    return grad
 
 
 def assert_fd_close(analytic, numeric, what=""):
@@ -473,9 +457,9 @@ def test_conv2d_backward_finite_differences(case):
         return float(np.sum(ops.conv2d_forward(x, wt, b, **kw) * r))
 
     dx, dw, db = ops.conv2d_backward(r, x, wt, **kw)
-    assert_fd_close(dx, numerical_grad(loss, x), "dx")
-    assert_fd_close(dw, numerical_grad(loss, wt), "dw")
-    assert_fd_close(db, numerical_grad(loss, b), "db")
+    assert_fd_close(dx, numerical_gradient(loss, x, FD_EPS), "dx")
+    assert_fd_close(dw, numerical_gradient(loss, wt, FD_EPS), "dw")
+    assert_fd_close(db, numerical_gradient(loss, b, FD_EPS), "db")
     none, dw2, db2 = ops.conv2d_backward(r, x, wt, need_dx=False, **kw)
     assert none is None
     assert_exact(dw2, dw, "dw without dx")
@@ -520,7 +504,7 @@ def test_maxpool_backward_finite_differences(layout, k, s, p):
                                                   layout=layout)[0] * r))
 
     dx = ops.maxpool2d_backward(r, arg, shape, k, stride=s, padding=p, layout=layout)
-    assert_fd_close(dx, numerical_grad(loss, x), "maxpool dx")
+    assert_fd_close(dx, numerical_gradient(loss, x, FD_EPS), "maxpool dx")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -553,7 +537,7 @@ def test_avgpool_backward_finite_differences(layout, k, s, p):
                                                   layout=layout) * r))
 
     dx = ops.avgpool2d_backward(r, shape, k, stride=s, padding=p, layout=layout)
-    assert_fd_close(dx, numerical_grad(loss, x), "avgpool dx")
+    assert_fd_close(dx, numerical_gradient(loss, x, FD_EPS), "avgpool dx")
 
 
 @pytest.mark.parametrize("case", IM2COL_CASES[:6], ids=_im2col_id)
@@ -569,7 +553,7 @@ def test_col2im_finite_differences(case):
     def loss():
         return float(np.sum(ops.col2im(cols, xs, k, **kw) * r))
 
-    assert_fd_close(ops.im2col(r, k, **kw), numerical_grad(loss, cols), "col2im")
+    assert_fd_close(ops.im2col(r, k, **kw), numerical_gradient(loss, cols, FD_EPS), "col2im")
 
 
 @pytest.mark.parametrize("shape,axis", [((4, 3), -1), ((2, 3, 4, 5), 1), ((2, 4, 3, 3), -1),
@@ -587,8 +571,8 @@ def test_bias_act_backward_finite_differences(shape, axis, act):
         return float(np.sum(ops.bias_act(x, b, act, channel_axis=axis) * r))
 
     dx, db = ops.bias_act_backward(r, y, act, channel_axis=axis)
-    assert_fd_close(dx, numerical_grad(loss, x), "bias_act dx")
-    assert_fd_close(db, numerical_grad(loss, b), "bias_act db")
+    assert_fd_close(dx, numerical_gradient(loss, x, FD_EPS), "bias_act dx")
+    assert_fd_close(db, numerical_gradient(loss, b, FD_EPS), "bias_act db")
     dx2, none = ops.bias_act_backward(r, y, act, channel_axis=axis, need_db=False)
     assert none is None
     assert_exact(dx2, dx)
