@@ -17,6 +17,14 @@ static inline int beats(real v, real best) { return v > best || (v != v && best 
 static inline int64_t lo_clamp(int64_t v) { return v < 0 ? 0 : v; }
 static inline int64_t hi_clamp(int64_t v, int64_t hi) { return v > hi ? hi : v; }
 
+/* The in-bounds input range [win_lo, win_hi) of output o's window along one axis
+ * (stride s, leading pad p, window k, input size n): the one window rule of this file. */
+static inline int64_t win_lo(int64_t o, int64_t s, int64_t p) { return lo_clamp(o * s - p); }
+static inline int64_t win_hi(int64_t o, int64_t s, int64_t p, int64_t k, int64_t n)
+{
+    return hi_clamp(o * s - p + k, n);
+}
+
 /* One NHWC output row (n, oh) of max pooling, the plain way: a branch per element.
  * The reference for maxpool_row_nhwc below, and the path for samples too large for its
  * 32-bit lane indices. y/argmax rows overwritten. */
@@ -24,11 +32,11 @@ static void maxpool_row_nhwc_ref(const fnn_geom *g, const real *xn, int64_t oh, 
                                  int64_t *arow)
 {
     const int64_t W = g->w, C = g->c;
-    const int64_t h0 = lo_clamp(oh * g->sh - g->pt);
-    const int64_t h1 = hi_clamp(oh * g->sh - g->pt + g->kh, g->h);
+    const int64_t h0 = win_lo(oh, g->sh, g->pt);
+    const int64_t h1 = win_hi(oh, g->sh, g->pt, g->kh, g->h);
     for (int64_t ow = 0; ow < g->ow; ow++) {
-        const int64_t w0 = lo_clamp(ow * g->sw - g->pl);
-        const int64_t w1 = hi_clamp(ow * g->sw - g->pl + g->kw, W);
+        const int64_t w0 = win_lo(ow, g->sw, g->pl);
+        const int64_t w1 = win_hi(ow, g->sw, g->pl, g->kw, W);
         real *yo = yrow + ow * C;
         int64_t *ao = arow + ow * C;
         const int64_t first = (h0 * W + w0) * C;
@@ -68,11 +76,11 @@ static void maxpool_row_nhwc(const fnn_geom *g, const real *xn, int64_t oh, real
                              int64_t *arow)
 {
     const int64_t W = g->w, C = g->c;
-    const int64_t h0 = lo_clamp(oh * g->sh - g->pt);
-    const int64_t h1 = hi_clamp(oh * g->sh - g->pt + g->kh, g->h);
+    const int64_t h0 = win_lo(oh, g->sh, g->pt);
+    const int64_t h1 = win_hi(oh, g->sh, g->pt, g->kh, g->h);
     for (int64_t ow = 0; ow < g->ow; ow++) {
-        const int64_t w0 = lo_clamp(ow * g->sw - g->pl);
-        const int64_t w1 = hi_clamp(ow * g->sw - g->pl + g->kw, W);
+        const int64_t w0 = win_lo(ow, g->sw, g->pl);
+        const int64_t w1 = win_hi(ow, g->sw, g->pl, g->kw, W);
         for (int64_t c0 = 0; c0 < C; c0 += POOL_CB) {
             const int64_t cb = C - c0 < POOL_CB ? C - c0 : POOL_CB;
             real best[POOL_CB];
@@ -230,7 +238,7 @@ static inline void window_starts(const fnn_geom *g, const real *xp, int64_t h0, 
                                  int64_t o0, int64_t o1, real *best, lane_idx *at)
 {
     for (int64_t o = o0; o < o1; o++) {
-        const int64_t i0 = h0 * g->w + lo_clamp((ob + o) * g->sw - g->pl);
+        const int64_t i0 = h0 * g->w + win_lo((ob + o), g->sw, g->pl);
         best[o] = xp[i0];
         at[o] = (lane_idx)i0;
     }
@@ -245,8 +253,8 @@ static void maxpool_plane_nchw(const fnn_geom *g, const col_plan *p, const real 
     real best[POOL_OWB];
     lane_idx at[POOL_OWB];
     for (int64_t oh = 0; oh < OH; oh++) {
-        const int64_t h0 = lo_clamp(oh * g->sh - g->pt);
-        const int64_t h1 = hi_clamp(oh * g->sh - g->pt + g->kh, H);
+        const int64_t h0 = win_lo(oh, g->sh, g->pt);
+        const int64_t h1 = win_hi(oh, g->sh, g->pt, g->kh, H);
         for (int64_t ob = 0; ob < OW; ob += POOL_OWB) {
             const int64_t nb = OW - ob < POOL_OWB ? OW - ob : POOL_OWB;
             int64_t lo, hi;
@@ -302,8 +310,8 @@ static void avgpool_plane_nchw(const fnn_geom *g, const col_plan *p, const real 
     const int64_t H = g->h, W = g->w, OH = g->oh, OW = g->ow, sw = g->sw;
     real acc[POOL_OWB];
     for (int64_t oh = 0; oh < OH; oh++) {
-        const int64_t h0 = lo_clamp(oh * g->sh - g->pt);
-        const int64_t h1 = hi_clamp(oh * g->sh - g->pt + g->kh, H);
+        const int64_t h0 = win_lo(oh, g->sh, g->pt);
+        const int64_t h1 = win_hi(oh, g->sh, g->pt, g->kh, H);
         for (int64_t ob = 0; ob < OW; ob += POOL_OWB) {
             const int64_t nb = OW - ob < POOL_OWB ? OW - ob : POOL_OWB;
             for (int64_t o = 0; o < nb; o++)
@@ -324,8 +332,8 @@ static void avgpool_plane_nchw(const fnn_geom *g, const col_plan *p, const real 
                 }
             for (int64_t o = 0; o < nb; o++) {
                 const int64_t ow = ob + o;
-                const int64_t w0 = lo_clamp(ow * sw - g->pl);
-                const int64_t w1 = hi_clamp(ow * sw - g->pl + g->kw, W);
+                const int64_t w0 = win_lo(ow, sw, g->pl);
+                const int64_t w1 = win_hi(ow, sw, g->pl, g->kw, W);
                 yp[oh * OW + ow] = acc[o] / (real)((h1 - h0) * (w1 - w0));
             }
         }
@@ -350,14 +358,14 @@ static void avgpool_bwd_plane_nchw(const fnn_geom *g, const col_plan *p, const r
     real v[POOL_OWB];
     memset(dxp, 0, sizeof(real) * (size_t)(H * W));
     for (int64_t oh = 0; oh < OH; oh++) {
-        const int64_t h0 = lo_clamp(oh * g->sh - g->pt);
-        const int64_t h1 = hi_clamp(oh * g->sh - g->pt + g->kh, H);
+        const int64_t h0 = win_lo(oh, g->sh, g->pt);
+        const int64_t h1 = win_hi(oh, g->sh, g->pt, g->kh, H);
         for (int64_t ob = 0; ob < OW; ob += POOL_OWB) {
             const int64_t nb = OW - ob < POOL_OWB ? OW - ob : POOL_OWB;
             for (int64_t o = 0; o < nb; o++) {
                 const int64_t ow = ob + o;
-                const int64_t w0 = lo_clamp(ow * sw - g->pl);
-                const int64_t w1 = hi_clamp(ow * sw - g->pl + g->kw, W);
+                const int64_t w0 = win_lo(ow, sw, g->pl);
+                const int64_t w1 = win_hi(ow, sw, g->pl, g->kw, W);
                 v[o] = dyp[oh * OW + ow] / (real)((h1 - h0) * (w1 - w0));
             }
             for (int64_t ih = h0; ih < h1; ih++)
@@ -408,11 +416,11 @@ void FNN(maxpool_fwd)(const fnn_geom *g, int layout, const real *x, real *y, int
             const int64_t ch = t % C;
             const real *xp = x + t * H * W;
             for (int64_t oh = 0; oh < OH; oh++) {
-                const int64_t h0 = lo_clamp(oh * g->sh - g->pt);
-                const int64_t h1 = hi_clamp(oh * g->sh - g->pt + g->kh, H);
+                const int64_t h0 = win_lo(oh, g->sh, g->pt);
+                const int64_t h1 = win_hi(oh, g->sh, g->pt, g->kh, H);
                 for (int64_t ow = 0; ow < OW; ow++) {
-                    const int64_t w0 = lo_clamp(ow * g->sw - g->pl);
-                    const int64_t w1 = hi_clamp(ow * g->sw - g->pl + g->kw, W);
+                    const int64_t w0 = win_lo(ow, g->sw, g->pl);
+                    const int64_t w1 = win_hi(ow, g->sw, g->pl, g->kw, W);
                     int64_t bi = h0 * W + w0;
                     real best = xp[bi];
                     for (int64_t ih = h0; ih < h1; ih++)
@@ -458,11 +466,11 @@ void FNN(avgpool_fwd)(const fnn_geom *g, int layout, const real *x, real *y)
         for (int64_t t = 0; t < N * OH; t++) {
             const int64_t n = t / OH, oh = t % OH;
             const real *xn = x + n * H * W * C;
-            const int64_t h0 = lo_clamp(oh * g->sh - g->pt);
-            const int64_t h1 = hi_clamp(oh * g->sh - g->pt + g->kh, H);
+            const int64_t h0 = win_lo(oh, g->sh, g->pt);
+            const int64_t h1 = win_hi(oh, g->sh, g->pt, g->kh, H);
             for (int64_t ow = 0; ow < OW; ow++) {
-                const int64_t w0 = lo_clamp(ow * g->sw - g->pl);
-                const int64_t w1 = hi_clamp(ow * g->sw - g->pl + g->kw, W);
+                const int64_t w0 = win_lo(ow, g->sw, g->pl);
+                const int64_t w1 = win_hi(ow, g->sw, g->pl, g->kw, W);
                 real *yo = y + (t * OW + ow) * C;
                 const real inv = (real)1 / (real)((h1 - h0) * (w1 - w0));
                 memset(yo, 0, sizeof(real) * (size_t)C);
@@ -488,11 +496,11 @@ void FNN(avgpool_fwd)(const fnn_geom *g, int layout, const real *x, real *y)
         for (int64_t t = 0; t < N * C; t++) {
             const real *xp = x + t * H * W;
             for (int64_t oh = 0; oh < OH; oh++) {
-                const int64_t h0 = lo_clamp(oh * g->sh - g->pt);
-                const int64_t h1 = hi_clamp(oh * g->sh - g->pt + g->kh, H);
+                const int64_t h0 = win_lo(oh, g->sh, g->pt);
+                const int64_t h1 = win_hi(oh, g->sh, g->pt, g->kh, H);
                 for (int64_t ow = 0; ow < OW; ow++) {
-                    const int64_t w0 = lo_clamp(ow * g->sw - g->pl);
-                    const int64_t w1 = hi_clamp(ow * g->sw - g->pl + g->kw, W);
+                    const int64_t w0 = win_lo(ow, g->sw, g->pl);
+                    const int64_t w1 = win_hi(ow, g->sw, g->pl, g->kw, W);
                     real s = 0;
                     for (int64_t ih = h0; ih < h1; ih++)
                         for (int64_t iw = w0; iw < w1; iw++)
@@ -516,11 +524,11 @@ void FNN(avgpool_bwd)(const fnn_geom *g, int layout, const real *dy, real *dx)
             real *dxn = dx + n * H * W * C;
             memset(dxn, 0, sizeof(real) * (size_t)(H * W * C));
             for (int64_t oh = 0; oh < OH; oh++) {
-                const int64_t h0 = lo_clamp(oh * g->sh - g->pt);
-                const int64_t h1 = hi_clamp(oh * g->sh - g->pt + g->kh, H);
+                const int64_t h0 = win_lo(oh, g->sh, g->pt);
+                const int64_t h1 = win_hi(oh, g->sh, g->pt, g->kh, H);
                 for (int64_t ow = 0; ow < OW; ow++) {
-                    const int64_t w0 = lo_clamp(ow * g->sw - g->pl);
-                    const int64_t w1 = hi_clamp(ow * g->sw - g->pl + g->kw, W);
+                    const int64_t w0 = win_lo(ow, g->sw, g->pl);
+                    const int64_t w1 = win_hi(ow, g->sw, g->pl, g->kw, W);
                     const real *dyo = dy + ((n * OH + oh) * OW + ow) * C;
                     const real inv = (real)1 / (real)((h1 - h0) * (w1 - w0));
                     for (int64_t ih = h0; ih < h1; ih++)
@@ -546,11 +554,11 @@ void FNN(avgpool_bwd)(const fnn_geom *g, int layout, const real *dy, real *dx)
             const real *dyp = dy + t * OH * OW;
             memset(dxp, 0, sizeof(real) * (size_t)(H * W));
             for (int64_t oh = 0; oh < OH; oh++) {
-                const int64_t h0 = lo_clamp(oh * g->sh - g->pt);
-                const int64_t h1 = hi_clamp(oh * g->sh - g->pt + g->kh, H);
+                const int64_t h0 = win_lo(oh, g->sh, g->pt);
+                const int64_t h1 = win_hi(oh, g->sh, g->pt, g->kh, H);
                 for (int64_t ow = 0; ow < OW; ow++) {
-                    const int64_t w0 = lo_clamp(ow * g->sw - g->pl);
-                    const int64_t w1 = hi_clamp(ow * g->sw - g->pl + g->kw, W);
+                    const int64_t w0 = win_lo(ow, g->sw, g->pl);
+                    const int64_t w1 = win_hi(ow, g->sw, g->pl, g->kw, W);
                     const real v = dyp[oh * OW + ow] / (real)((h1 - h0) * (w1 - w0));
                     for (int64_t ih = h0; ih < h1; ih++)
                         for (int64_t iw = w0; iw < w1; iw++)
