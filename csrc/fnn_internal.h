@@ -41,17 +41,28 @@ typedef void (*fnn_ukr_direct_f32)(int64_t k, const float *a, int64_t lda, const
 typedef void (*fnn_ukr_direct_f64)(int64_t k, const double *a, int64_t lda, const double *bp,
                                    double *c, int64_t ldc, double alpha, double beta);
 
+/* The packed product with A's stride given: A(i, p) at a[p*as + i] (as = MR: a packed
+ * panel; as = lda: a transposed A read in place, whose MR values per p are contiguous).
+ * Optional (NULL: the driver always packs a transposed A). */
+typedef void (*fnn_ukr_strided_f32)(int64_t k, const float *a, int64_t as, const float *bp,
+                                    float *c, int64_t ldc, float alpha, float beta);
+typedef void (*fnn_ukr_strided_f64)(int64_t k, const double *a, int64_t as, const double *bp,
+                                    double *c, int64_t ldc, double alpha, double beta);
+
 /* A micro-kernel and the blocking it wants: MR x NR register tile, MC x KC block of A
- * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct as above or NULL. */
+ * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct and ukr_strided as above
+ * or NULL. */
 typedef struct {
     int mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
     fnn_ukr_direct_f32 ukr_direct;
+    fnn_ukr_strided_f32 ukr_strided;
 } fnn_gemm_kernel_f32;
 typedef struct {
     int mr, nr, mc, kc, nc;
     fnn_ukr_f64 ukr;
     fnn_ukr_direct_f64 ukr_direct;
+    fnn_ukr_strided_f64 ukr_strided;
 } fnn_gemm_kernel_f64;
 
 /* The registry (gemm_kernels.c): the kernel serving an ISA id. */
@@ -68,6 +79,10 @@ void fnn_ukr_avx2_direct_6x16_f32(int64_t k, const float *a, int64_t lda, const 
                                   float *c, int64_t ldc, float alpha, float beta);
 void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const double *bp,
                                  double *c, int64_t ldc, double alpha, double beta);
+void fnn_ukr_avx2_strided_6x16_f32(int64_t k, const float *a, int64_t as, const float *bp,
+                                   float *c, int64_t ldc, float alpha, float beta);
+void fnn_ukr_avx2_strided_6x8_f64(int64_t k, const double *a, int64_t as, const double *bp,
+                                  double *c, int64_t ldc, double alpha, double beta);
 void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
                            float alpha, float beta);
 void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,

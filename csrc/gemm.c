@@ -198,40 +198,41 @@ static inline void store_edge(const real *tmp, int nr, int64_t rows, int64_t col
         }
 }
 
-/* Multiply one MR x NR micro-tile, through a scratch tile at the edges of C. */
-static inline void tile(const kernel_t *kr, int64_t kc, const real *app, const real *bpp,
-                        int64_t rows, int64_t cols, real alpha, real beta, real *cij,
-                        int64_t ldc, real *tmp)
+/* Multiply one MR x NR micro-tile (rows x cols of it land in C) with a packed B panel,
+ * through a scratch tile at the edges of C. A(i, p) is at a[i*as + p] when a_rows (A read
+ * in place, row-major: the direct-A kernel) and at a[p*as + i] otherwise (as = MR: packed;
+ * as = lda: a transposed A read in place). A read in place always covers a full MR rows. */
+static inline void tile(const kernel_t *kr, int64_t kc, const real *a, int64_t as, int a_rows,
+                        const real *bp, int64_t rows, int64_t cols, real alpha, real beta,
+                        real *cij, int64_t ldc, real *tmp)
 {
     const int mr = kr->mr, nr = kr->nr;
-    if (rows == mr && cols == nr) {
-        kr->ukr(kc, app, bpp, cij, ldc, alpha, beta);
-        return;
-    }
-    kr->ukr(kc, app, bpp, tmp, nr, alpha, 0);
-    store_edge(tmp, nr, rows, cols, beta, cij, ldc);
+    const int edge = rows != mr || cols != nr;
+    real *dst = edge ? tmp : cij;
+    const int64_t ldd = edge ? nr : ldc;
+    const real beta_d = edge ? 0 : beta;
+    if (a_rows)
+        kr->ukr_direct(kc, a, as, bp, dst, ldd, alpha, beta_d);
+    else if (as == mr)
+        kr->ukr(kc, a, bp, dst, ldd, alpha, beta_d);
+    else
+        kr->ukr_strided(kc, a, as, bp, dst, ldd, alpha, beta_d);
+    if (edge)
+        store_edge(tmp, nr, rows, cols, beta, cij, ldc);
 }
 
-/* tile() with the direct-A micro-kernel: a full MR rows of row-major A read in place
- * (a: the tile's first row at column pc, lda its row stride). */
-static inline void tile_direct(const kernel_t *kr, int64_t kc, const real *a, int64_t lda,
-                               const real *bpp, int64_t cols, real alpha, real beta,
-                               real *cij, int64_t ldc, real *tmp)
-{
-    const int mr = kr->mr, nr = kr->nr;
-    if (cols == nr) {
-        kr->ukr_direct(kc, a, lda, bpp, cij, ldc, alpha, beta);
-        return;
-    }
-    kr->ukr_direct(kc, a, lda, bpp, tmp, nr, alpha, 0);
-    store_edge(tmp, nr, mr, cols, beta, cij, ldc);
-}
-
-/* Products with at most this many columns read A in place (when the ISA has a direct-A
- * micro-kernel and A is not transposed): each packed A block would serve only a few
- * micro-panels, so packing it cost as much as using it (perf: pack_a was 30% of a
- * 128 x 1600 x 64 product). */
+/* When A is read in place instead of packed (the ISA has a direct-A kernel for a row-major
+ * A, a strided one for a transposed A): when each packed A block would serve only a few B
+ * micro-panels (n <= DIRECT_A_MAX_N, or a short K with n at most twice that), packing it
+ * costs as much as using it (perf: pack_a was 30% of a 128 x 1600 x 64 product); and when
+ * A is small (m <= the kernel's MC: a Dense layer's batch of 32). A wide n with a long K
+ * keeps packing: 1024 x 128 x 1024 with a transposed A in place was 25% slower. */
 #define DIRECT_A_MAX_N 64
+
+static int a_in_place(const kernel_t *kr, int64_t m, int64_t n, int64_t k)
+{
+    return n <= DIRECT_A_MAX_N || m <= kr->mc || (k <= 64 && n <= 2 * DIRECT_A_MAX_N);
+}
 
 /* One thread: C (m x n) = alpha * op(A) * op(B) + beta * C with packing buffers ap
  * (MC x KC) and bp (KC x NC). Same loops as the threaded driver below. */
@@ -257,7 +258,7 @@ static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
                 pack_a(mc, kc, a + ic * rsa + pc * csa, rsa, csa, mr, ap);
                 for (int64_t j0 = 0; j0 < nc; j0 += nr)
                     for (int64_t i0 = 0; i0 < mc; i0 += mr)
-                        tile(kr, kc, ap + i0 * kc, bp + j0 * kc, min64(mr, mc - i0),
+                        tile(kr, kc, ap + i0 * kc, mr, 0, bp + j0 * kc, min64(mr, mc - i0),
                              min64(nr, nc - j0), alpha, beta_p,
                              c + (ic + i0) * ldc + jc + j0, ldc, tmp);
             }
@@ -347,9 +348,12 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
         gemm_ksplit(kr, m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, ep, ws, c, ldc);
         return;
     }
-    const int64_t KC = pick_kc(kr, k);
     const int64_t NC = round_up(min64(kr->nc, n), nr);
-    const int direct = kr->ukr_direct != NULL && csa == 1 && n <= DIRECT_A_MAX_N;
+    /* A read in place (see a_in_place): full micro-panels only, a partial one is packed */
+    const int in_place = a_in_place(kr, m, n, k);
+    const int a_rows = in_place && kr->ukr_direct && csa == 1;
+    const int a_cols = in_place && !a_rows && kr->ukr_strided && rsa == 1;
+    const int64_t KC = pick_kc(kr, k);
     int nt = fnn_threads_for(m * n * k / 64);
     if (nt > fnn_get_num_threads())
         nt = fnn_get_num_threads();
@@ -411,8 +415,8 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                     const int64_t jp0 = gi * per_grp, jp1 = min64(npanels, jp0 + per_grp);
                     if (jp0 >= jp1)
                         continue;
-                    /* direct: only a partial last micro-panel is packed */
-                    const int64_t full = direct ? mc - mc % mr : 0;
+                    /* A read in place: only a partial last micro-panel is packed */
+                    const int64_t full = a_rows || a_cols ? mc - mc % mr : 0;
                     pack_a(mc - full, kc, a + (ic + full) * rsa + pc * csa, rsa, csa, mr,
                            ap + full * kc);
                     for (int64_t jp = jp0; jp < jp1; jp++) {
@@ -420,12 +424,16 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                         const real *bpp = bp + jp * nr * kc;
                         for (int64_t i0 = 0; i0 < mc; i0 += mr) {
                             real *cij = c + (ic + i0) * ldc + jc + j0;
-                            if (i0 < full)
-                                tile_direct(kr, kc, a + (ic + i0) * rsa + pc, rsa, bpp, cols,
-                                            alpha, beta_p, cij, ldc, tmp);
-                            else
-                                tile(kr, kc, ap + i0 * kc, bpp, min64(mr, mc - i0), cols,
+                            const int64_t rows = min64(mr, mc - i0);
+                            if (i0 < full && a_rows)
+                                tile(kr, kc, a + (ic + i0) * rsa + pc, rsa, 1, bpp, rows, cols,
                                      alpha, beta_p, cij, ldc, tmp);
+                            else if (i0 < full)
+                                tile(kr, kc, a + ic + i0 + pc * csa, csa, 0, bpp, rows, cols,
+                                     alpha, beta_p, cij, ldc, tmp);
+                            else
+                                tile(kr, kc, ap + i0 * kc, mr, 0, bpp, rows, cols, alpha,
+                                     beta_p, cij, ldc, tmp);
                         }
                         /* The epilogue on this finished mc x nr column block, still in L1.
                          * Not per tile: reading a tile right after the micro-kernel's wide

@@ -32,11 +32,14 @@ def isa(request):
     c_backend.set_isa(before)
 
 
-# (n <= 64 with an untransposed A takes the direct-A micro-kernel where the ISA has one:
-# full row tiles read A in place, a partial last tile is packed; the last two cases add
-# several K blocks and several MC row blocks)
+# (A is read in place where the ISA has the kernels for it, see gemm.c's a_in_place: with
+# n <= 64, with m <= MC (the last two cases: n > 64 and several K blocks) and with a short
+# K and n <= 128 (200 x 100 x 40); an untransposed A through the direct-A kernel, a
+# transposed one through the strided kernel, a partial last row tile packed. (301, 64, 700)
+# and (151, 16, 330) add several K blocks and several MC row blocks.)
 GEMM_CASES = [(1, 1, 1), (5, 3, 2), (13, 33, 17), (12, 32, 256), (25, 65, 300),
-              (97, 130, 513), (300, 7, 31), (301, 64, 700), (151, 16, 330)]
+              (97, 130, 513), (300, 7, 31), (301, 64, 700), (151, 16, 330), (200, 100, 40),
+              (40, 200, 700)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -56,8 +56,10 @@ static inline void store_6x8_f64(__m256d acc[MR][2], double *c, int64_t ldc, dou
     }
 }
 
-void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
-                           float alpha, float beta)
+/* The tile loop with A(i, p) at a[p*as + i]: the packed kernel inlines it with as = MR,
+ * the strided kernel with the caller's stride. */
+static inline void body_6x16_f32(int64_t k, const float *a, int64_t as, const float *bp,
+                                 float *c, int64_t ldc, float alpha, float beta)
 {
     __m256 acc[MR][2];
 #pragma GCC unroll 6
@@ -67,18 +69,18 @@ void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c
         const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
 #pragma GCC unroll 6
         for (int i = 0; i < MR; i++) {
-            const __m256 av = _mm256_broadcast_ss(ap + i);
+            const __m256 av = _mm256_broadcast_ss(a + i);
             acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
         }
-        ap += MR;
+        a += as;
         bp += 16;
     }
     store_6x16_f32(acc, c, ldc, alpha, beta);
 }
 
-void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,
-                          int64_t ldc, double alpha, double beta)
+static inline void body_6x8_f64(int64_t k, const double *a, int64_t as, const double *bp,
+                                double *c, int64_t ldc, double alpha, double beta)
 {
     __m256d acc[MR][2];
 #pragma GCC unroll 6
@@ -88,14 +90,39 @@ void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double 
         const __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4);
 #pragma GCC unroll 6
         for (int i = 0; i < MR; i++) {
-            const __m256d av = _mm256_broadcast_sd(ap + i);
+            const __m256d av = _mm256_broadcast_sd(a + i);
             acc[i][0] = _mm256_fmadd_pd(av, b0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_pd(av, b1, acc[i][1]);
         }
-        ap += MR;
+        a += as;
         bp += 8;
     }
     store_6x8_f64(acc, c, ldc, alpha, beta);
+}
+
+void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
+                           float alpha, float beta)
+{
+    body_6x16_f32(k, ap, MR, bp, c, ldc, alpha, beta);
+}
+
+void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,
+                          int64_t ldc, double alpha, double beta)
+{
+    body_6x8_f64(k, ap, MR, bp, c, ldc, alpha, beta);
+}
+
+/* The strided variants (contract: fnn_internal.h): a transposed A read in place. */
+void fnn_ukr_avx2_strided_6x16_f32(int64_t k, const float *a, int64_t as, const float *bp,
+                                   float *c, int64_t ldc, float alpha, float beta)
+{
+    body_6x16_f32(k, a, as, bp, c, ldc, alpha, beta);
+}
+
+void fnn_ukr_avx2_strided_6x8_f64(int64_t k, const double *a, int64_t as, const double *bp,
+                                  double *c, int64_t ldc, double alpha, double beta)
+{
+    body_6x8_f64(k, a, as, bp, c, ldc, alpha, beta);
 }
 
 /* The direct-A variants (contract: fnn_internal.h): the same tiles, A's six rows read in
