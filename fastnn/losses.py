@@ -14,7 +14,7 @@ NaN on saturated outputs. Probability inputs are clipped to ``[eps, 1 - eps]`` w
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -90,6 +90,18 @@ class Loss:
         y_true, y_pred = self._prepare(y_true, y_pred)
         sw = _weights(sample_weight, y_pred.shape[0], y_pred.dtype)
         return _scale(self.per_sample_grad(y_true, y_pred), sw, y_pred.shape[0])
+
+    def value_and_gradient(self, y_true, y_pred,
+                           sample_weight=None) -> Tuple[float, np.ndarray]:
+        """``(loss, dL/dy_pred)``: the values of ``__call__`` and :meth:`gradient`, with the
+        inputs checked once and the work they share done once (a training step)."""
+        y_true, y_pred = self._prepare(y_true, y_pred)
+        sw = _weights(sample_weight, y_pred.shape[0], y_pred.dtype)
+        per_sample, grad = self._per_sample_value_grad(y_true, y_pred)
+        return _reduce(per_sample, sw), _scale(grad, sw, y_pred.shape[0])
+
+    def _per_sample_value_grad(self, t, p):
+        return self.per_sample(t, p), self.per_sample_grad(t, p)
 
     def get_config(self) -> dict:
         return {"name": self.name, "from_logits": self.from_logits}
@@ -192,15 +204,14 @@ class CategoricalCrossentropy(Loss):
 
     def per_sample(self, t, p):
         if self.from_logits:
-            return -np.sum(t * _log_softmax(p), axis=-1).reshape(p.shape[0], -1).mean(axis=1)
+            return self._logits_value(t, p, _log_softmax(p))
         q = p / np.sum(p, axis=-1, keepdims=True)
         q = np.clip(q, EPSILON, 1 - EPSILON)
         return -np.sum(t * np.log(q), axis=-1).reshape(p.shape[0], -1).mean(axis=1)
 
     def per_sample_grad(self, t, p):
         if self.from_logits:
-            e = np.exp(_log_softmax(p))
-            return (e * np.sum(t, axis=-1, keepdims=True) - t) / _rows_per_sample(p)
+            return self._logits_grad(t, p, _log_softmax(p))
         s = np.sum(p, axis=-1, keepdims=True)
         q = p / s
         qc = np.clip(q, EPSILON, 1 - EPSILON)
@@ -208,6 +219,23 @@ class CategoricalCrossentropy(Loss):
         gq[(q < EPSILON) | (q > 1 - EPSILON)] = 0
         # through the renormalisation q = p / s
         return (gq - np.sum(gq * q, axis=-1, keepdims=True)) / s / _rows_per_sample(p)
+
+
+    # From logits, value and gradient share the log-softmax ``log_probs``.
+    @staticmethod
+    def _logits_value(t, p, log_probs):
+        return -np.sum(t * log_probs, axis=-1).reshape(p.shape[0], -1).mean(axis=1)
+
+    @staticmethod
+    def _logits_grad(t, p, log_probs):
+        e = np.exp(log_probs)
+        return (e * np.sum(t, axis=-1, keepdims=True) - t) / _rows_per_sample(p)
+
+    def _per_sample_value_grad(self, t, p):
+        if not self.from_logits:
+            return super()._per_sample_value_grad(t, p)
+        ls = _log_softmax(p)
+        return self._logits_value(t, p, ls), self._logits_grad(t, p, ls)
 
 
 def _rows_per_sample(p):
@@ -241,7 +269,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
             raise ValueError(f"labels must be in [0, {k}) for {k} classes, received values in "
                              f"[{labels.min()}, {labels.max()}]")
         onehot = np.zeros(y_pred.shape, dtype=y_pred.dtype)
-        np.put_along_axis(onehot, labels[..., None], 1, axis=-1)
+        onehot.reshape(-1, k)[np.arange(labels.size), labels.reshape(-1)] = 1
         return onehot, y_pred
 
 

@@ -229,8 +229,7 @@ class Sequential:
         if kind is None:
             h = self._forward(x, True)
             y_pred = h
-            loss = self.loss(y, y_pred, sw)
-            grad = self.loss.gradient(y, y_pred, sw)
+            loss, grad = self.loss.value_and_gradient(y, y_pred, sw)
             back = layers
         else:
             h = x
@@ -238,8 +237,7 @@ class Sequential:
                 h = layer.forward(h, training=True)
             last = layers[-1]
             z = last.forward_logits(h, True) if isinstance(last, _WithActivation) else h
-            loss = logits_loss(y, z, sw)
-            grad = logits_loss.gradient(y, z, sw)
+            loss, grad = logits_loss.value_and_gradient(y, z, sw)
             y_pred = (_activations.softmax(z) if kind == "softmax" else _activations.sigmoid(z))
             if isinstance(last, _WithActivation):
                 grad = last.backward_logits(grad)

@@ -243,6 +243,22 @@ def test_loss_matches_reference(name, from_logits, shape, dtype, weighted):
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sample_weight"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name,from_logits,shape", LOSS_CASES, ids=LOSS_IDS)
+def test_loss_value_and_gradient_is_call_and_gradient(name, from_logits, shape, dtype,
+                                                      weighted):
+    # The training step's one-pass form gives bitwise what the two calls give.
+    rng = _rng("lossvg", name, from_logits, shape, np.dtype(dtype).name, weighted)
+    t, p = _loss_data(rng, name, from_logits, shape, dtype)
+    sw = rng.uniform(0.2, 2.0, size=shape[0]) if weighted else None
+    loss = _make_loss(name, from_logits)
+    value, grad = loss.value_and_gradient(t, p, sample_weight=sw)
+    assert value == loss(t, p, sample_weight=sw)
+    assert grad.dtype == p.dtype
+    np.testing.assert_array_equal(grad, loss.gradient(t, p, sample_weight=sw))
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sample_weight"])
 @pytest.mark.parametrize("name,from_logits,shape", LOSS_CASES, ids=LOSS_IDS)
 def test_loss_gradient_matches_finite_differences(name, from_logits, shape, weighted):
     rng = _rng("lossfd", name, from_logits, shape, weighted)

@@ -35,21 +35,30 @@ NAME = "c"
 ISAS = ("generic", "avx2", "avx512")
 _LAYOUT = {"NHWC": 0, "NCHW": 1}
 _ACT = {"identity": 0, "relu": 1}
-_CTYPE = {np.dtype(np.float32): "float *", np.dtype(np.float64): "double *"}
+_ARRAY = {np.dtype(np.float32): ffi.typeof("float[]"), np.dtype(np.float64): ffi.typeof("double[]")}
+_INT64_ARRAY = ffi.typeof("int64_t[]")
 _SFX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_FNS: dict = {}
 _local = threading.local()
 
 
 def _fn(name: str, dtype: np.dtype):
-    return getattr(lib, f"fnn_{name}_{_SFX[dtype]}")
+    """The C function ``fnn_<name>_<f32|f64>`` (looked up once)."""
+    key = (name, dtype)
+    f = _FNS.get(key)
+    if f is None:
+        f = _FNS[key] = getattr(lib, f"fnn_{name}_{_SFX[dtype]}")
+    return f
 
 
+# Pointers straight from the buffer (a typed array cdata is passed as a pointer); each
+# lives for the call it is made for, while the caller holds the numpy array.
 def _ptr(a: np.ndarray):
-    return ffi.cast(_CTYPE[a.dtype], ffi.from_buffer(a))
+    return ffi.from_buffer(_ARRAY[a.dtype], a)
 
 
 def _iptr(a: np.ndarray):
-    return ffi.cast("int64_t *", ffi.from_buffer(a))
+    return ffi.from_buffer(_INT64_ARRAY, a)
 
 
 def _opt(a, dtype):
