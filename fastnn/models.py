@@ -30,6 +30,7 @@ from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
 from .layers.base import Layer, _fmt
+from .layers.conv import MaxPooling2D
 from .layers.core import InputLayer, _WithActivation
 from .utils import get_rng
 
@@ -64,6 +65,7 @@ class Sequential:
         self.stop_training = False
         self.history = None
         self._input_shape = None
+        self._steps_cache = None
         for layer in layers or []:
             self.add(layer)
 
@@ -189,6 +191,7 @@ class Sequential:
         self._metric_args = list(metrics or [])
         self.compiled_metrics = None  # resolved when the output shape is known
         self._fused = None
+        self._steps_cache = None
 
     def _metrics(self):
         if self.compiled_metrics is None:
@@ -242,11 +245,34 @@ class Sequential:
             if isinstance(last, _WithActivation):
                 grad = last.backward_logits(grad)
             back = layers[:-1]
-        for layer in reversed(back[self._first_param:]):
-            grad = layer.backward(grad)
+        for step in self._backward_steps(back):
+            grad = step(grad)
         reg = sum(l.regularization_loss() for l in layers if l._regularizers)
         self.optimizer.apply(self._params, self._grads)
         return loss + reg, y_pred
+
+    def _backward_steps(self, back):
+        """The backward calls for the layers ``back`` (from the first with parameters), last
+        layer first. A layer ending in a fused relu (Conv2D, Dense) followed directly by
+        MaxPooling2D is paired: the pooling applies relu's derivative to its own, smaller
+        gradient (:meth:`MaxPooling2D.backward_through_relu`) and the layer skips its relu
+        backward, one pass over the largest activation fewer. Cached per layer list."""
+        layers = back[self._first_param:]
+        key = tuple(map(id, layers))
+        if self._steps_cache is not None and self._steps_cache[0] == key:
+            return self._steps_cache[1]
+        steps, i = [], len(layers) - 1
+        while i >= 0:
+            layer, prev = layers[i], layers[i - 1] if i > 0 else None
+            if isinstance(layer, MaxPooling2D) and isinstance(prev, _WithActivation) \
+                    and prev._act_kernel == "relu":
+                steps += [layer.backward_through_relu, prev.backward_logits]
+                i -= 2
+            else:
+                steps.append(layer.backward)
+                i -= 1
+        self._steps_cache = (key, steps)
+        return steps
 
     def train_on_batch(self, x, y, sample_weight=None) -> float:
         """One training step on one batch; returns the loss."""

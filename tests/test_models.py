@@ -995,3 +995,43 @@ def test_predict_on_an_empty_model_and_training_before_compile():
         model.evaluate(X, Y, verbose=0)
     with pytest.raises(ValueError, match="must be compiled before training"):
         model.train_on_batch(X, Y)
+
+
+@pytest.mark.parametrize("data_format,padding", [("channels_last", "valid"),
+                                                 ("channels_last", "same"),
+                                                 ("channels_first", "valid")])
+def test_relu_maxpool_pairs_backward_like_the_layer_chain(backend, data_format, padding):
+    # Sequential applies relu's derivative to the pooled gradient for Conv2D(relu) ->
+    # MaxPooling2D (MaxPooling2D.backward_through_relu + backward_logits); the gradients
+    # must be those of the plain layer-by-layer chain (float64; the bias gradient is summed
+    # in another order, so up to rounding).
+    set_random_seed(3)
+    f64 = dict(dtype="float64", data_format=data_format)
+    shape = (9, 9, 2) if data_format == "channels_last" else (2, 9, 9)
+    model = Sequential([Conv2D(4, 3, activation="relu", padding=padding, input_shape=shape,
+                               **f64),
+                        MaxPooling2D(2, padding=padding, **f64),
+                        Conv2D(3, 2, activation="relu", **f64),
+                        MaxPooling2D(2, strides=1, **f64), Flatten(dtype="float64"),
+                        Dense(K, dtype="float64")])
+    model.compile(optimizers.SGD(0.0), losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(5,) + shape)
+    y = rng.integers(0, K, 5)
+    model.train_on_batch(x, y)                     # lr 0: the weights stay as they are
+    steps = model._backward_steps(model.layers)
+    assert [getattr(s, "__name__", "") for s in steps].count("backward_through_relu") == 2
+    fused = {(i, k): layer.grads[k].copy() for i, layer in enumerate(model.layers)
+             for k in layer.params}
+
+    h = x
+    for layer in model.layers:
+        h = layer.forward(h, training=True)
+    g = model.loss.gradient(y, h)
+    for layer in reversed(model.layers):
+        g = layer.backward(g)
+    for (i, k), value in fused.items():
+        ref = model.layers[i].grads[k]
+        assert np.abs(ref).max() > 0, (i, k)
+        np.testing.assert_allclose(value, ref, rtol=1e-12, atol=1e-14 * np.abs(ref).max(),
+                                   err_msg=f"layer {i} d{k}")

@@ -187,12 +187,27 @@ class MaxPooling2D(_Pooling2D):
             shape = self.compute_output_shape(x.shape)
             out = (self._buffer("y", shape, x.dtype), self._buffer("argmax", shape, np.int64))
         y, self._argmax = ops.maxpool2d_forward(x, self.pool_size, **self._kw(), out=out)
+        self._y = y
         return y
 
     def backward(self, grad):
         return ops.maxpool2d_backward(grad, self._argmax, self._xshape, self.pool_size,
                                       **self._kw(),
                                       out=self._buffer("dx", self._xshape, grad.dtype))
+
+    def backward_through_relu(self, grad):
+        """Backward through this pooling and the relu before it: the gradient with respect
+        to the relu's *input*, when this layer's input was a relu output.
+
+        Relu and max pooling commute: each pooled value is the relu output at its window's
+        maximum, so relu's derivative (``y > 0``) applied to the pooled gradient before the
+        scatter equals applying it to the scattered gradient, on a pool-size fraction of the
+        elements. The layer before then skips its own relu backward
+        (:meth:`~fastnn.layers.core._WithActivation.backward_logits`); Sequential pairs them.
+        """
+        masked, _ = ops.bias_act_backward(grad, self._y, "relu", need_db=False,
+                                          out=self._buffer("relu_grad", grad.shape, grad.dtype))
+        return self.backward(masked)
 
 
 class AveragePooling2D(_Pooling2D):
