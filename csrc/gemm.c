@@ -234,6 +234,56 @@ static int a_in_place(const kernel_t *kr, int64_t m, int64_t n, int64_t k)
     return n <= DIRECT_A_MAX_N || m <= kr->mc || (k <= 64 && n <= 2 * DIRECT_A_MAX_N);
 }
 
+/* How A is read: packed, or in place (see a_in_place) through the direct-A kernel
+ * (row-major A) or the strided one (transposed A). */
+enum { A_PACKED, A_ROWS, A_COLS };
+
+static int a_mode(const kernel_t *kr, int64_t m, int64_t n, int64_t k, int64_t rsa,
+                  int64_t csa)
+{
+    if (!a_in_place(kr, m, n, k))
+        return A_PACKED;
+    if (kr->ukr_direct && csa == 1)
+        return A_ROWS;
+    if (kr->ukr_strided && rsa == 1)
+        return A_COLS;
+    return A_PACKED;
+}
+
+/* One block: rows [0, mc) of op(A) (a: element (ic, pc), strides rsa, csa) times the packed
+ * B micro-panels [jp0, jp1) of a kc x nc panel, into C (c: element (ic, jc)). A is packed
+ * into ap, or read in place (mode) with only a partial last micro-panel packed; the
+ * epilogue (NULL: none) runs on each finished mc x NR column block, still in L1 (not per
+ * tile: reading a tile right after the micro-kernel's wide stores stalls on store-to-load
+ * forwarding; measured: the epilogue then cost more than the GEMM of a K = 9 convolution). */
+static void multiply_block(const kernel_t *kr, int mode, int64_t mc, int64_t kc, int64_t nc,
+                           const real *a, int64_t rsa, int64_t csa, const real *bp,
+                           int64_t jp0, int64_t jp1, real alpha, real beta,
+                           const epilogue_t *ep, int64_t ic, int64_t jc, real *ap, real *c,
+                           int64_t ldc, real *tmp)
+{
+    const int mr = kr->mr, nr = kr->nr;
+    const int64_t full = mode == A_PACKED ? 0 : mc - mc % mr;
+    pack_a(mc - full, kc, a + full * rsa, rsa, csa, mr, ap + full * kc);
+    for (int64_t jp = jp0; jp < jp1; jp++) {
+        const int64_t j0 = jp * nr, cols = min64(nr, nc - j0);
+        const real *bpp = bp + jp * nr * kc;
+        for (int64_t i0 = 0; i0 < mc; i0 += mr) {
+            real *cij = c + i0 * ldc + j0;
+            const int64_t rows = min64(mr, mc - i0);
+            if (i0 < full && mode == A_ROWS)
+                tile(kr, kc, a + i0 * rsa, rsa, 1, bpp, rows, cols, alpha, beta, cij, ldc,
+                     tmp);
+            else if (i0 < full)
+                tile(kr, kc, a + i0, csa, 0, bpp, rows, cols, alpha, beta, cij, ldc, tmp);
+            else
+                tile(kr, kc, ap + i0 * kc, mr, 0, bpp, rows, cols, alpha, beta, cij, ldc, tmp);
+        }
+        if (ep)
+            epilogue(ep, mc, cols, ic, jc + j0, c + j0, ldc);
+    }
+}
+
 /* One thread: C (m x n) = alpha * op(A) * op(B) + beta * C with packing buffers ap
  * (MC x KC) and bp (KC x NC). Same loops as the threaded driver below. */
 static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real alpha,
@@ -244,6 +294,7 @@ static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
     const int64_t KC = pick_kc(kr, k);
     const int64_t NC = round_up(min64(kr->nc, n), nr);
     const int64_t MC = round_up(min64(kr->mc, m), mr);
+    const int mode = a_mode(kr, m, n, k, rsa, csa);
     _Alignas(64) real tmp[32 * 32];
     for (int64_t jc = 0; jc < n; jc += NC) {
         const int64_t nc = min64(NC, n - jc);
@@ -253,15 +304,10 @@ static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
             for (int64_t j0 = 0; j0 < nc; j0 += nr)
                 pack_b_panel(kc, min64(nr, nc - j0), b + pc * rsb + (jc + j0) * csb, rsb, csb,
                              nr, bp + j0 * kc);
-            for (int64_t ic = 0; ic < m; ic += MC) {
-                const int64_t mc = min64(MC, m - ic);
-                pack_a(mc, kc, a + ic * rsa + pc * csa, rsa, csa, mr, ap);
-                for (int64_t j0 = 0; j0 < nc; j0 += nr)
-                    for (int64_t i0 = 0; i0 < mc; i0 += mr)
-                        tile(kr, kc, ap + i0 * kc, mr, 0, bp + j0 * kc, min64(mr, mc - i0),
-                             min64(nr, nc - j0), alpha, beta_p,
-                             c + (ic + i0) * ldc + jc + j0, ldc, tmp);
-            }
+            for (int64_t ic = 0; ic < m; ic += MC)
+                multiply_block(kr, mode, min64(MC, m - ic), kc, nc, a + ic * rsa + pc * csa,
+                               rsa, csa, bp, 0, (nc + nr - 1) / nr, alpha, beta_p, NULL, ic,
+                               jc, ap, c + ic * ldc + jc, ldc, tmp);
         }
     }
 }
@@ -349,10 +395,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
         return;
     }
     const int64_t NC = round_up(min64(kr->nc, n), nr);
-    /* A read in place (see a_in_place): full micro-panels only, a partial one is packed */
-    const int in_place = a_in_place(kr, m, n, k);
-    const int a_rows = in_place && kr->ukr_direct && csa == 1;
-    const int a_cols = in_place && !a_rows && kr->ukr_strided && rsa == 1;
+    const int mode = a_mode(kr, m, n, k, rsa, csa);
     const int64_t KC = pick_kc(kr, k);
     int nt = fnn_threads_for(m * n * k / 64);
     if (nt > fnn_get_num_threads())
@@ -415,33 +458,9 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                     const int64_t jp0 = gi * per_grp, jp1 = min64(npanels, jp0 + per_grp);
                     if (jp0 >= jp1)
                         continue;
-                    /* A read in place: only a partial last micro-panel is packed */
-                    const int64_t full = a_rows || a_cols ? mc - mc % mr : 0;
-                    pack_a(mc - full, kc, a + (ic + full) * rsa + pc * csa, rsa, csa, mr,
-                           ap + full * kc);
-                    for (int64_t jp = jp0; jp < jp1; jp++) {
-                        const int64_t j0 = jp * nr, cols = min64(nr, nc - j0);
-                        const real *bpp = bp + jp * nr * kc;
-                        for (int64_t i0 = 0; i0 < mc; i0 += mr) {
-                            real *cij = c + (ic + i0) * ldc + jc + j0;
-                            const int64_t rows = min64(mr, mc - i0);
-                            if (i0 < full && a_rows)
-                                tile(kr, kc, a + (ic + i0) * rsa + pc, rsa, 1, bpp, rows, cols,
-                                     alpha, beta_p, cij, ldc, tmp);
-                            else if (i0 < full)
-                                tile(kr, kc, a + ic + i0 + pc * csa, csa, 0, bpp, rows, cols,
-                                     alpha, beta_p, cij, ldc, tmp);
-                            else
-                                tile(kr, kc, ap + i0 * kc, mr, 0, bpp, rows, cols, alpha,
-                                     beta_p, cij, ldc, tmp);
-                        }
-                        /* The epilogue on this finished mc x nr column block, still in L1.
-                         * Not per tile: reading a tile right after the micro-kernel's wide
-                         * stores stalls on store-to-load forwarding (measured: the epilogue
-                         * then cost more than the GEMM of a K = 9 convolution). */
-                        if (ep_p)
-                            epilogue(ep_p, mc, cols, ic, jc + j0, c + ic * ldc + jc + j0, ldc);
-                    }
+                    multiply_block(kr, mode, mc, kc, nc, a + ic * rsa + pc * csa, rsa, csa, bp,
+                                   jp0, jp1, alpha, beta_p, ep_p, ic, jc, ap,
+                                   c + ic * ldc + jc, ldc, tmp);
                 }
                 /* implicit barrier: nobody repacks B while others still read it */
             }
