@@ -20,10 +20,19 @@
  *       Per image (the generic ISA's reference, and 1x1 kernels):
  *       y[n] (f x oh*ow) = w * cols[n]^T, written in place.
  * 1x1 kernels with stride 1 and no padding use x itself as the column matrix.
+ * NHWC forward, on ISAs with a gather micro-kernel: implicit im2col, no column matrix. The
+ * micro-kernel reads each output pixel's receptive field straight from x (a zero-padded
+ * copy when there is padding) through a table of per-(kh, kw, c) offsets, against w packed
+ * once into NR-wide panels; threads split the output pixels in MR-row tiles, each tile
+ * computed over the whole patch in one pass with the bias and activation applied while it
+ * is in L1. For patches up to 5/4 of the GEMM's KC this is the GEMM's exact order of
+ * operations: the same bits as the im2col + GEMM path (the reference it is tested
+ * against).
  * NHWC and the per-image NCHW path: the algorithm of fastnn/backends/_conv_driver.py (the
  * NumPy/Numba path).
  *
  * Workspace (elements, from fnn_conv2d_ws):
+ *   NHWC, implicit forward: [packed w][padded x chunk, with padding];
  *   NHWC, per image: [cols chunk][dcols chunk, backward][GEMM];
  *   batched NCHW: [dw partials, backward][per thread: colsT, dcolsT (bwd), Y / dyT, GEMM]
  *   (a few hundred KiB per thread for typical layers, whatever the chunk).
@@ -46,6 +55,100 @@ static int is_pointwise(const fnn_geom *g)
 }
 
 static int64_t round8(int64_t v) { return (v + 7) / 8 * 8; } /* buffers start 8 elements apart */
+
+typedef FNN_CAT(fnn_gemm_kernel, FNN_SFX) kernel_t;
+#define KERNEL_FOR FNN_CAT(fnn_gemm_kernel_for, FNN_SFX)
+
+/* ---- implicit im2col (NHWC forward) ------------------------------------------------ */
+
+/* Longest patch (kh*kw*c) the implicit path takes: its offset table lives on the stack and
+ * each packed w panel (patch x NR) stays in L2. */
+#define IMPLICIT_MAX_PATCH 2048
+
+static int padded(const fnn_geom *g) { return g->pt || g->pb || g->pl || g->pr; }
+
+/* Does this forward take the implicit path? */
+static int use_implicit(const fnn_geom *g, int layout)
+{
+    const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
+    return layout == FNN_NHWC && kr->ukr_gather && !is_pointwise(g) &&
+           g->kh * g->kw * g->c <= IMPLICIT_MAX_PATCH;
+}
+
+/* Workspace of the implicit path for chunks of `chunk` images: w packed, padded x. */
+static int64_t implicit_ws(const fnn_geom *g, int64_t f, int64_t chunk)
+{
+    const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
+    const int64_t patch = g->kh * g->kw * g->c;
+    const int64_t wpk = round8((f + kr->nr - 1) / kr->nr * kr->nr * patch);
+    const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
+    return wpk + (padded(g) ? round8(chunk * hp * wp * g->c) : 0);
+}
+
+/* y (g->n, oh, ow, f) = act(conv(x, w) + b) for a chunk of g->n images, NHWC, without a
+ * column matrix; overwrites y. w is packed into ws first (and x copied zero-padded when
+ * there is padding). Output pixel q = (n, oh, ow) reads x at rows[q] + off[p]. */
+static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const real *w,
+                              const real *b, int act, real *ws, real *y)
+{
+    const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
+    const int mr = kr->mr, nr = kr->nr;
+    const int64_t C = g->c, patch = g->kh * g->kw * C, ohow = g->oh * g->ow;
+    const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
+    const int64_t npanels = (f + nr - 1) / nr, m = g->n * ohow;
+    real *bp = ws, *xp = ws + round8(npanels * nr * patch);
+    int64_t off[IMPLICIT_MAX_PATCH];
+
+    for (int64_t r = 0; r < g->kh; r++)
+        for (int64_t s = 0; s < g->kw; s++)
+            for (int64_t c = 0; c < C; c++)
+                off[(r * g->kw + s) * C + c] = (r * g->dh * wp + s * g->dw) * C + c;
+    for (int64_t jp = 0; jp < npanels; jp++)
+        FNN(pack_b)(patch, min64(nr, f - jp * nr), w + jp * nr, f, 1, nr, bp + jp * nr * patch);
+
+    const int nt = fnn_threads_for(m * f * patch / 64);
+    const real *src = x;
+    if (padded(g)) {
+        const int64_t xs = g->h * g->w * C;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t n = 0; n < g->n; n++) {
+            real *d = xp + n * hp * wp * C;
+            memset(d, 0, sizeof(real) * (size_t)(hp * wp * C));
+            for (int64_t h = 0; h < g->h; h++)
+                memcpy(d + ((h + g->pt) * wp + g->pl) * C, x + n * xs + h * g->w * C,
+                       sizeof(real) * (size_t)(g->w * C));
+        }
+        src = xp;
+    }
+
+    const int64_t ntiles = (m + mr - 1) / mr;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t t = 0; t < ntiles; t++) {
+        _Alignas(64) real tmp[32 * 32]; /* edge tile (MR, NR <= 32) */
+        const real *rows[32];
+        const int64_t q0 = t * mr, nrows = min64(mr, m - q0);
+        for (int i = 0; i < mr; i++) {
+            /* rows past the end repeat the first: computed, never stored */
+            const int64_t q = q0 + (i < nrows ? i : 0);
+            const int64_t n = q / ohow, pix = q % ohow, oh = pix / g->ow, ow = pix % g->ow;
+            rows[i] = src + ((n * hp + oh * g->sh) * wp + ow * g->sw) * C;
+        }
+        real *yt = y + q0 * f;
+        for (int64_t jp = 0; jp < npanels; jp++) {
+            const int64_t cols = min64(nr, f - jp * nr);
+            const real *bpp = bp + jp * nr * patch;
+            if (nrows == mr && cols == nr) {
+                kr->ukr_gather(patch, rows, off, bpp, yt + jp * nr, f);
+                continue;
+            }
+            kr->ukr_gather(patch, rows, off, bpp, tmp, nr);
+            for (int64_t i = 0; i < nrows; i++)
+                memcpy(yt + i * f + jp * nr, tmp + i * nr, sizeof(real) * (size_t)cols);
+        }
+        if (b || act != FNN_ACT_IDENTITY)
+            FNN(bias_act_block)(b, 1, act, nrows, f, q0, 0, yt, f);
+    }
+}
 
 /* Batched NCHW blocks: the images of a block keep their colsT, Y / dyT (and dcolsT) within
  * about NCHW_BLOCK_BYTES (L2), but a block has at least NCHW_BLOCK_MIN_ROWS GEMM rows
@@ -120,6 +223,8 @@ int64_t FNN(conv2d_ws)(const fnn_geom *g, int layout, int64_t f, int64_t chunk, 
         const int64_t parts = backward ? nchw_groups(f, patch, nblk) * round8(f * patch) : 0;
         return parts + fnn_get_num_threads() * nchw_area(g, f, b, backward);
     }
+    if (!backward && use_implicit(g, layout))
+        return implicit_ws(g, f, chunk);
     const int64_t cols = is_pointwise(g) ? 0 : chunk * g->oh * g->ow * patch;
     return cols * (backward ? 2 : 1) + gemm_ws_max(g, layout, f, chunk, backward);
 }
@@ -369,6 +474,7 @@ void FNN(conv2d_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x, co
     const int64_t xs = g->h * g->w * g->c, ys = ohow * f;
     const int pw = is_pointwise(g);
     const int batched = nchw_batched(g, layout);
+    const int implicit = use_implicit(g, layout);
     const int64_t bs = batched ? nchw_block(g, f, chunk, 0) : 0;
     const int64_t area = batched ? nchw_area(g, f, bs, 0) : 0;
     real *cols = ws;
@@ -379,7 +485,9 @@ void FNN(conv2d_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x, co
         const real *xc = x + n0 * xs;
         real *yc = y + n0 * ys;
         gc.n = nb;
-        if (layout == FNN_NHWC) {
+        if (implicit) {
+            conv_fwd_implicit(&gc, f, xc, w, b, act, ws, yc);
+        } else if (layout == FNN_NHWC) {
             const real *a = xc;
             if (!pw) {
                 FNN(im2col)(&gc, layout, xc, cols);

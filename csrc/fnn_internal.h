@@ -49,21 +49,50 @@ typedef void (*fnn_ukr_strided_f32)(int64_t k, const float *a, int64_t as, const
 typedef void (*fnn_ukr_strided_f64)(int64_t k, const double *a, int64_t as, const double *bp,
                                     double *c, int64_t ldc, double alpha, double beta);
 
+/* The implicit-im2col product (a convolution without its column matrix):
+ *   C[0:MR, 0:NR] = A * Bp   (overwrites C)   with A(i, p) = rows[i][off[p]]
+ * rows: MR row pointers (one per output pixel: its receptive field's corner in the input),
+ * off: k element offsets (one per (kh, kw, c) of the patch); Bp a packed B micro-panel.
+ * Optional (NULL: convolutions lower to columns). */
+typedef void (*fnn_ukr_gather_f32)(int64_t k, const float *const *rows, const int64_t *off,
+                                   const float *bp, float *c, int64_t ldc);
+typedef void (*fnn_ukr_gather_f64)(int64_t k, const double *const *rows, const int64_t *off,
+                                   const double *bp, double *c, int64_t ldc);
+
 /* A micro-kernel and the blocking it wants: MR x NR register tile, MC x KC block of A
- * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct and ukr_strided as above
- * or NULL. */
+ * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct, ukr_strided and
+ * ukr_gather as above or NULL. */
 typedef struct {
     int mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
     fnn_ukr_direct_f32 ukr_direct;
     fnn_ukr_strided_f32 ukr_strided;
+    fnn_ukr_gather_f32 ukr_gather;
 } fnn_gemm_kernel_f32;
 typedef struct {
     int mr, nr, mc, kc, nc;
     fnn_ukr_f64 ukr;
     fnn_ukr_direct_f64 ukr_direct;
     fnn_ukr_strided_f64 ukr_strided;
+    fnn_ukr_gather_f64 ukr_gather;
 } fnn_gemm_kernel_f64;
+
+/* Pack one NR-wide micro-panel of B (gemm.c): rows [0, kc) x columns [0, cols) of op(B)
+ * (element (p, j) at b[p*rsb + j*csb]) into bp[p*NR + j], zero-padding columns
+ * [cols, NR). */
+void fnn_pack_b_f32(int64_t kc, int64_t cols, const float *b, int64_t rsb, int64_t csb, int nr,
+                    float *bp);
+void fnn_pack_b_f64(int64_t kc, int64_t cols, const double *b, int64_t rsb, int64_t csb,
+                    int nr, double *bp);
+
+/* Bias + activation on a rows x cols block of C at global position (i0, j0), row stride
+ * ldc, in place, one thread (epilogue.c): c = act(c + bias), the bias indexed by column
+ * (axis 1) or row (axis 0), NULL for none; the operations of fnn_bias_act, so the same
+ * bits. The epilogue of GEMM tiles and implicit convolutions. */
+void fnn_bias_act_block_f32(const float *bias, int axis, int act, int64_t rows, int64_t cols,
+                            int64_t i0, int64_t j0, float *c, int64_t ldc);
+void fnn_bias_act_block_f64(const double *bias, int axis, int act, int64_t rows, int64_t cols,
+                            int64_t i0, int64_t j0, double *c, int64_t ldc);
 
 /* The registry (gemm_kernels.c): the kernel serving an ISA id. */
 const fnn_gemm_kernel_f32 *fnn_gemm_kernel_for_f32(int isa);
@@ -83,6 +112,10 @@ void fnn_ukr_avx2_strided_6x16_f32(int64_t k, const float *a, int64_t as, const 
                                    float *c, int64_t ldc, float alpha, float beta);
 void fnn_ukr_avx2_strided_6x8_f64(int64_t k, const double *a, int64_t as, const double *bp,
                                   double *c, int64_t ldc, double alpha, double beta);
+void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int64_t *off,
+                                  const float *bp, float *c, int64_t ldc);
+void fnn_ukr_avx2_gather_6x8_f64(int64_t k, const double *const *rows, const int64_t *off,
+                                 const double *bp, double *c, int64_t ldc);
 void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
                            float alpha, float beta);
 void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,

@@ -122,10 +122,9 @@ static void pack_a(int64_t mc, int64_t kc, const real *a, int64_t rsa, int64_t c
     }
 }
 
-/* Pack one NR-wide micro-panel: rows [0, kc) x columns [0, cols) of op(B) (element (p, j)
- * at b[p*rsb + j*csb]) into bp[p*NR + j], zero-padding columns [cols, NR). */
-static void pack_b_panel(int64_t kc, int64_t cols, const real *b, int64_t rsb, int64_t csb,
-                         int nr, real *bp)
+/* Pack one NR-wide micro-panel of B (contract: fnn_internal.h). */
+void FNN(pack_b)(int64_t kc, int64_t cols, const real *b, int64_t rsb, int64_t csb, int nr,
+                 real *bp)
 {
     if (csb == 1 && cols == nr) {
         for (int64_t p = 0; p < kc; p++)
@@ -150,39 +149,11 @@ typedef struct {
     int axis, act;
 } epilogue_t;
 
-/* Apply the epilogue to the rows x cols block of C at (i0, j0) (global indices). The
- * branches are hoisted out of the element loops, which then vectorise. */
+/* Apply the epilogue to the rows x cols block of C at (i0, j0) (global indices). */
 static inline void epilogue(const epilogue_t *ep, int64_t rows, int64_t cols, int64_t i0,
                             int64_t j0, real *cij, int64_t ldc)
 {
-    const int relu = ep->act == FNN_ACT_RELU;
-    for (int64_t i = 0; i < rows; i++) {
-        real *ci = cij + i * ldc;
-        if (ep->bias && ep->axis == 1) {
-            const real *b = ep->bias + j0;
-            if (relu)
-                for (int64_t j = 0; j < cols; j++) {
-                    const real v = ci[j] + b[j];
-                    ci[j] = v < 0 ? 0 : v;
-                }
-            else
-                for (int64_t j = 0; j < cols; j++)
-                    ci[j] = ci[j] + b[j];
-        } else if (ep->bias) {
-            const real bi = ep->bias[i0 + i];
-            if (relu)
-                for (int64_t j = 0; j < cols; j++) {
-                    const real v = ci[j] + bi;
-                    ci[j] = v < 0 ? 0 : v;
-                }
-            else
-                for (int64_t j = 0; j < cols; j++)
-                    ci[j] = ci[j] + bi;
-        } else if (relu) {
-            for (int64_t j = 0; j < cols; j++)
-                ci[j] = ci[j] < 0 ? 0 : ci[j];
-        }
-    }
+    FNN(bias_act_block)(ep->bias, ep->axis, ep->act, rows, cols, i0, j0, cij, ldc);
 }
 
 /* The rows x cols corner of an edge tile computed into tmp (row stride nr) goes to C:
@@ -302,7 +273,7 @@ static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
             const int64_t kc = min64(KC, k - pc);
             const real beta_p = pc == 0 ? beta : (real)1;
             for (int64_t j0 = 0; j0 < nc; j0 += nr)
-                pack_b_panel(kc, min64(nr, nc - j0), b + pc * rsb + (jc + j0) * csb, rsb, csb,
+                FNN(pack_b)(kc, min64(nr, nc - j0), b + pc * rsb + (jc + j0) * csb, rsb, csb,
                              nr, bp + j0 * kc);
             for (int64_t ic = 0; ic < m; ic += MC)
                 multiply_block(kr, mode, min64(MC, m - ic), kc, nc, a + ic * rsa + pc * csa,
@@ -437,7 +408,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
 #pragma omp for schedule(static)
                 for (int64_t jp = 0; jp < npanels; jp++) {
                     int64_t j0 = jp * nr;
-                    pack_b_panel(kc, min64(nr, nc - j0), b + pc * rsb + (jc + j0) * csb,
+                    FNN(pack_b)(kc, min64(nr, nc - j0), b + pc * rsb + (jc + j0) * csb,
                                  rsb, csb, nr, bp + jp * nr * kc);
                 }
                 /* implicit barrier: the B panel is complete */

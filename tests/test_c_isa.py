@@ -93,6 +93,44 @@ def test_conv_each_isa(isa, layout, dtype):
                                    atol=_tol(dtype, 5 * 11 * 9) * (np.abs(r).max() + 1))
 
 
+# (x shape NHWC, w shape, stride, padding, dilation): the implicit-im2col forward (NHWC on
+# ISAs with a gather kernel) across partial row tiles and filter panels (f = 7, 33, 70),
+# padding (a zero-padded copy), strides, dilation, one input channel, a patch longer than
+# the GEMM's K block (3*3*64 = 576) and the longest it takes (2*2*512 = 2048) and beyond
+# (2*2*513: im2col + GEMM).
+IMPLICIT_CASES = [((3, 11, 9, 3), (3, 2, 3, 7), 1, "valid", 1),
+                  ((2, 10, 10, 4), (3, 3, 4, 70), 2, "same", 1),
+                  ((2, 12, 12, 5), (3, 3, 5, 20), (1, 2), "same", 2),
+                  ((4, 13, 13, 1), (3, 3, 1, 32), 1, "valid", 1),
+                  ((2, 9, 9, 64), (3, 3, 64, 33), 1, 1, 1),
+                  ((1, 4, 4, 512), (2, 2, 512, 17), 1, "valid", 1),
+                  ((1, 4, 4, 513), (2, 2, 513, 17), 1, "valid", 1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation", IMPLICIT_CASES)
+def test_conv_forward_nhwc_each_isa(isa, dtype, xs, ws, stride, padding, dilation):
+    rng = np.random.default_rng(sum(xs) + sum(ws))
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[-1]).astype(dtype)
+    kw = dict(stride=stride, padding=padding, dilation=dilation)
+    with fastnn.use_backend("numpy"):
+        ref = ops.conv2d_forward(x, w, b, activation="relu", **kw)
+    k = ws[0] * ws[1] * ws[2]
+    with fastnn.use_backend("c"):
+        y = ops.conv2d_forward(x, w, b, activation="relu", **kw)
+        np.testing.assert_allclose(y, ref, rtol=0, atol=_tol(dtype, k) * (np.abs(ref).max() + 1))
+        # chunked (one image at a time: the padded copy per chunk) gives the same bits
+        before = ops.get_workspace_limit()
+        ops.set_workspace_limit(1)
+        try:
+            y1 = ops.conv2d_forward(x, w, b, activation="relu", **kw)
+        finally:
+            ops.set_workspace_limit(before)
+        np.testing.assert_array_equal(y1, y)
+
+
 def test_isa_env_and_errors():
     assert c_backend.isa() in c_backend.ISAS
     with pytest.raises(ValueError, match="isa"):

@@ -172,3 +172,53 @@ void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const 
     }
     store_6x8_f64(acc, c, ldc, alpha, beta);
 }
+
+/* The gather variants (contract: fnn_internal.h): A(i, p) = rows[i][off[p]], an implicit
+ * im2col; the same accumulation order as the packed kernel, so the same bits. */
+void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int64_t *off,
+                                  const float *bp, float *c, int64_t ldc)
+{
+    __m256 acc[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4],
+                *r5 = rows[5];
+    for (int64_t p = 0; p < k; p++) {
+        const int64_t o = off[p];
+        const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+        const float *src[MR] = {r0 + o, r1 + o, r2 + o, r3 + o, r4 + o, r5 + o};
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            const __m256 av = _mm256_broadcast_ss(src[i]);
+            acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+        }
+        bp += 16;
+    }
+    store_6x16_f32(acc, c, ldc, 1, 0);
+}
+
+void fnn_ukr_avx2_gather_6x8_f64(int64_t k, const double *const *rows, const int64_t *off,
+                                 const double *bp, double *c, int64_t ldc)
+{
+    __m256d acc[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_pd();
+    const double *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4],
+                 *r5 = rows[5];
+    for (int64_t p = 0; p < k; p++) {
+        const int64_t o = off[p];
+        const __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4);
+        const double *src[MR] = {r0 + o, r1 + o, r2 + o, r3 + o, r4 + o, r5 + o};
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            const __m256d av = _mm256_broadcast_sd(src[i]);
+            acc[i][0] = _mm256_fmadd_pd(av, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_pd(av, b1, acc[i][1]);
+        }
+        bp += 8;
+    }
+    store_6x8_f64(acc, c, ldc, 1, 0);
+}
