@@ -112,6 +112,11 @@ void fnn_ukr_avx2_strided_6x16_f32(int64_t k, const float *a, int64_t as, const 
                                    float *c, int64_t ldc, float alpha, float beta);
 void fnn_ukr_avx2_strided_6x8_f64(int64_t k, const double *a, int64_t as, const double *bp,
                                   double *c, int64_t ldc, double alpha, double beta);
+void fnn_adam_update_avx2_f32(int64_t n, float *p, const float *g, float *m, float *v,
+                              float *vhat, float alpha, float omb1, float omb2, float eps);
+void fnn_adam_update_avx2_f64(int64_t n, double *p, const double *g, double *m, double *v,
+                              double *vhat, double alpha, double omb1, double omb2,
+                              double eps);
 void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int64_t *off,
                                   const float *bp, float *c, int64_t ldc);
 void fnn_ukr_avx2_gather_6x8_f64(int64_t k, const double *const *rows, const int64_t *off,

@@ -9,30 +9,20 @@
  */
 #include "fnn_real.h"
 
+#include "optim_body.h"
+
 /* Keras's Adam step on n elements, updating p, m, v (and vhat when not NULL: AMSGrad) in
- * place; g is read only:
- *   m += (g - m) * omb1;  v += (g*g - v) * omb2;  [vhat = max(vhat, v); use vhat for v]
- *   p -= (m * alpha) / (sqrt(v) + eps)
- * omb1 = 1 - beta_1, omb2 = 1 - beta_2, alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t).
- * NaN in g propagates to p. */
+ * place; g is read only (see optim_body.h for the operations). On AVX2 CPUs the same loop
+ * compiled for AVX2 runs instead (kernels/optim_avx2.c): the divide and square root are
+ * correctly rounded at every vector width, so the bits do not change. */
 void FNN(adam_update)(int64_t n, real *p, const real *g, real *m, real *v, real *vhat,
                       real alpha, real omb1, real omb2, real eps)
 {
-    const int nt = fnn_threads_for(n);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < n; i++) {
-        const real gi = g[i];
-        real mi = m[i], vi = v[i];
-        mi += (gi - mi) * omb1;
-        vi += (gi * gi - vi) * omb2;
-        m[i] = mi;
-        v[i] = vi;
-        if (vhat) {
-            const real h = vhat[i];
-            /* np.maximum propagates NaN from either side */
-            vi = (h != h || h > vi) ? h : vi;
-            vhat[i] = vi;
-        }
-        p[i] -= (mi * alpha) / (FNN_SQRT(vi) + eps);
+#if FNN_X86_KERNELS
+    if (fnn_get_isa() >= 1) {
+        FNN(adam_update_avx2)(n, p, g, m, v, vhat, alpha, omb1, omb2, eps);
+        return;
     }
+#endif
+    adam_loop(n, p, g, m, v, vhat, alpha, omb1, omb2, eps);
 }
