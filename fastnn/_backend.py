@@ -124,7 +124,9 @@ def active_name() -> str:
 
 def get() -> ModuleType:
     """The backend module in use in this context."""
-    return load(active_name())
+    name = _override.get() or (_default[0] if _default else active_name())
+    module = _loaded.get(name)          # every kernel call: the loaded module, no checks
+    return module if module is not None else load(name)
 
 
 def set_backend(name: str) -> None:

@@ -180,7 +180,7 @@ def test_no_more_worker_threads_than_asked():
     fastnn.set_backend("c")
     tasks = lambda: len(os.listdir("/proc/self/task"))
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((8, 24, 24, 8)).astype(np.float32)
+    x = rng.standard_normal((32, 24, 24, 8)).astype(np.float32)
     w = rng.standard_normal((3, 3, 8, 16)).astype(np.float32)
     a = rng.standard_normal((256, 256))
     a @ a  # numpy's BLAS starts its own pool now, before counting
