@@ -425,17 +425,10 @@ _DB_CHUNKS = 64
 
 @njit(cache=True)
 def _bias_act_backward_part(dy, y, relu, dx, db, part, mode, r, outer, ch, inner, nchunks):
-    """mode 0 (no db): run r = o*C + c; mode 1 (inner == 1): chunk r of the rows, partial
-    sums of dx per channel into part[r]; mode 2 (inner > 1): channel r, db[r] = sum."""
+    """mode 1 (inner == 1): chunk r of the rows, partial sums of dx per channel into
+    part[r]; mode 2 (inner > 1): channel r, db[r] = sum."""
     zero = dy.dtype.type(0)
-    if mode == 0:
-        base = r * inner
-        for q in range(inner):
-            g = dy[base + q]
-            if relu and not (y[base + q] > 0):
-                g = zero
-            dx[base + q] = g
-    elif mode == 1:
+    if mode == 1:
         per = (outer + nchunks - 1) // nchunks
         o0 = r * per
         o1 = min(outer, o0 + per)
@@ -465,9 +458,20 @@ def _bias_act_backward_part(dy, y, relu, dx, db, part, mode, r, outer, ch, inner
 @njit(parallel=True, cache=True)
 def _bias_act_backward_kernel(dy, y, relu, dx, db, has_db, outer, ch, inner, nchunks):
     if not has_db:
-        mode = 0
-        nrows = outer * ch
-    elif inner == 1:
+        # elementwise: threads take contiguous runs of the flat arrays (a run per
+        # (row, channel) was one element per parallel iteration for NHWC's inner == 1)
+        total = outer * ch * inner
+        nruns = min(total, 1024)
+        per = (total + nruns - 1) // nruns
+        zero = dy.dtype.type(0)
+        for r in prange(nruns):
+            for q in range(r * per, min(total, (r + 1) * per)):
+                g = dy[q]
+                if relu and not (y[q] > 0):
+                    g = zero
+                dx[q] = g
+        return
+    if inner == 1:
         mode = 1
         nrows = nchunks
     else:
