@@ -12,8 +12,8 @@
 # Steps:
 #  1. build venv in a temp dir; `pip wheel . --no-deps` with a temp CMake build dir (the
 #     checkout is not written to) and compile_commands.json exported;
-#  2. portability: no -march/-mtune, ISA flags only on csrc/kernels/gemm_ukr_avx*.c, no AVX
-#     instruction outside those micro-kernels in the built .so (wheel_smoke.py
+#  2. portability: no -march/-mtune, ISA flags only on csrc/kernels/*_avx2.c / *_avx512.c,
+#     no AVX instruction outside functions compiled from them in the built .so (wheel_smoke.py
 #     --check-portable); the one wheel runs on any x86-64 and picks its ISA at run time;
 #  3. `auditwheel show`, then `auditwheel repair --plat <the most compatible manylinux tag
 #     auditwheel reports for this build>`: it copies libgomp into fastnn.libs/ under a

@@ -21,8 +21,8 @@ Checks, in order (any failure exits 1):
 
 ``--check-portable BUILD_DIR`` instead inspects a build (used by tools/build_wheel.sh,
 needs objdump): no ``-march``/``-mtune`` in its compile commands, ISA flags only on the
-micro-kernel files, and no AVX (VEX/EVEX) instruction outside the AVX micro-kernels in the
-built extension.
+ISA kernel files (``csrc/kernels/*_avx2.c``, ``*_avx512.c``), and no AVX (VEX/EVEX)
+instruction in the built extension outside functions compiled from those files.
 """
 from __future__ import annotations
 
@@ -208,14 +208,17 @@ def check_portable(build_dir):
                "(configure with CMAKE_EXPORT_COMPILE_COMMANDS=ON)")
     entries = json.load(open(ccs[0], encoding="utf-8"))
     kernel_flag = re.compile(r"(^|\s)(-m(avx\S*|fma|f16c|bmi\S*|sse4\S*)|/arch:\S+)")
+    # the ISA kernel files (csrc/kernels/*_avx2.c, *_avx512.c): only they get ISA flags, and
+    # only functions compiled from them (static helpers included) may hold AVX code
+    isa_source = re.compile(r"_avx(2|512)\.c$")
     for e in entries:
         cmd = e.get("command") or " ".join(e.get("arguments", []))
         src = os.path.basename(e["file"])
         if re.search(r"(^|\s)-m(arch|tune|cpu)=", cmd):
             problems.append(f"{src}: -march/-mtune/-mcpu in {cmd}")
         flags = [m.group(2) for m in kernel_flag.finditer(cmd)]
-        if flags and not src.startswith("gemm_ukr_avx"):
-            problems.append(f"{src}: ISA flags {flags} outside the micro-kernel files")
+        if flags and not isa_source.search(src):
+            problems.append(f"{src}: ISA flags {flags} outside the ISA kernel files")
         print(f"  {src}: ISA flags {flags or 'none'}")
     sos = [p for p in glob.glob(os.path.join(build_dir, "**", "_cfastnn*"), recursive=True)
            if p.endswith((".so", ".pyd", ".dylib"))]
@@ -233,9 +236,19 @@ def check_portable(build_dir):
             mnem = parts[1].split()[0] if parts[1].split() else ""
             if mnem.startswith("v") or "%ymm" in line or "%zmm" in line:
                 by_func.setdefault(func, set()).add(mnem)
-    allowed = re.compile(r"^fnn_ukr_avx(2|512)_")
+    allowed, portable = set(), set()
+    objs = [o for o in glob.glob(os.path.join(build_dir, "**", "*.c.o*"), recursive=True)
+            if o.endswith((".c.o", ".c.obj"))]
+    for obj in objs:
+        out = subprocess.run(["objdump", "-d", obj], check=True, capture_output=True,
+                             text=True).stdout
+        names = set(re.findall(r"^[0-9a-f]+ <(.+)>:$", out, flags=re.M))
+        (allowed if re.search(r"_avx(2|512)\.c\.o(bj)?$", obj) else portable).update(names)
+    check(allowed, f"no ISA kernel objects (*_avx2.c.o) under {build_dir}")
+    for name in sorted(allowed & portable):  # one name, two objects: cannot tell them apart
+        problems.append(f"function {name} is defined both in an ISA kernel file and outside")
     for f_, mn in sorted(by_func.items()):
-        ok = bool(allowed.match(f_))
+        ok = f_ in allowed
         print(f"  AVX instructions in {f_}: {len(mn)} kinds ({'ok' if ok else 'NOT ALLOWED'})")
         if not ok:
             problems.append(f"{f_} uses AVX instructions {sorted(mn)[:8]}")
