@@ -43,6 +43,8 @@ def set_workspace_limit(nbytes: int) -> None:
     """Cap the bytes of column workspace a convolution may use (default 64 MiB).
 
     The batch is lowered to columns in chunks of as many images as fit (at least one).
+    (The C backend's NHWC forward on AVX2 CPUs builds no column matrix, "implicit im2col":
+    its chunks bound the zero-padded copy of x it makes when there is padding.)
     """
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 1:
         raise ValueError(f"nbytes must be a positive int, received {nbytes!r}")
