@@ -27,6 +27,31 @@ static inline void copy_or_zero(real *dst, const real *src, int64_t len)
     }
 }
 
+/* count runs of len elements: dst[i*dstride + j] = src[i*sstride + j] (src NULL: zeros).
+ * Short runs (a kernel row of a few channels, e.g. 3 for a 3x3 kernel on one channel) get
+ * loops of a constant length, which compile to a few moves per run instead of a loop. */
+#define RUNS(L)                                                                            \
+    for (int64_t i = 0; i < count; i++)                                                    \
+        for (int64_t j = 0; j < (L); j++)                                                  \
+            dst[i * dstride + j] = src ? src[i * sstride + j] : 0;                         \
+    return
+static void copy_runs(real *dst, int64_t dstride, const real *src, int64_t sstride,
+                      int64_t count, int64_t len)
+{
+    switch (len) {
+    case 1: RUNS(1);
+    case 2: RUNS(2);
+    case 3: RUNS(3);
+    case 4: RUNS(4);
+    case 6: RUNS(6);
+    case 8: RUNS(8);
+    default:
+        for (int64_t i = 0; i < count; i++)
+            copy_or_zero(dst + i * dstride, src ? src + i * sstride : NULL, len);
+    }
+}
+#undef RUNS
+
 /* Lower rows [0, g->n*g->oh) ... of x into cols (overwrites every element of cols).
  * x: NHWC (n, h, w, c) or NCHW (n, c, h, w), dense. Threads over (n, oh). */
 void FNN(im2col)(const fnn_geom *g, int layout, const real *x, real *cols)
@@ -37,6 +62,17 @@ void FNN(im2col)(const fnn_geom *g, int layout, const real *x, real *cols)
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t t = 0; t < N * OH; t++) {
         const int64_t n = t / OH, oh = t % OH;
+        if (layout == FNN_NHWC && g->dw == 1 && g->pl == 0 && (OW - 1) * g->sw + KW <= W) {
+            /* every kernel row of this output row reads KW*C contiguous elements inside the
+             * image horizontally: per kernel row, OW runs of KW*C (the common case) */
+            real *dst = cols + (n * OH + oh) * OW * patch;
+            for (int64_t r = 0; r < KH; r++) {
+                const int64_t ih = oh * g->sh - g->pt + r * g->dh;
+                const real *src = ih >= 0 && ih < H ? x + (n * H + ih) * W * C : NULL;
+                copy_runs(dst + r * KW * C, patch, src, g->sw * C, OW, KW * C);
+            }
+            continue;
+        }
         for (int64_t ow = 0; ow < OW; ow++) {
             real *dst = cols + ((n * OH + oh) * OW + ow) * patch;
             if (layout == FNN_NHWC) {

@@ -194,6 +194,12 @@ CONV_CASES = [
     ("even_k_same_s1", 1, 6, 5, 2, 3, (2, 4), 1, "same", 1),
     ("f1_c1", 2, 9, 7, 1, 1, 3, 2, ((2, 1), (1, 2)), 2),
     ("tail_c_f", 1, 6, 6, 7, 9, 3, 1, "same", 1),
+    # kernel rows of KW*C = 3, 6, 8 and 2 elements inside the image (im2col's constant-length
+    # runs), with a padded top row in the last but one
+    ("c1_3x3_valid", 2, 8, 7, 1, 3, 3, 1, "valid", 1),
+    ("c2_3x3_s2_valid", 1, 9, 9, 2, 2, 3, 2, "valid", 1),
+    ("c4_2x2_top_pad", 1, 6, 5, 4, 2, 2, 1, ((1, 0), (0, 0)), 1),
+    ("c2_1x1_s2", 1, 5, 5, 2, 3, 1, 2, "valid", 1),
 ]
 CONV_IDS = [c[0] for c in CONV_CASES]
 
