@@ -515,8 +515,8 @@ void FNN(conv2d_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x, co
     }
 }
 
-/* Gradients of conv(x, w) + b given dy: dw (shaped like w) and db (f) overwritten; dx
- * (shaped like x) overwritten unless NULL. */
+/* Gradients of conv(x, w) + b given dy: dw (shaped like w) overwritten; db (f) and dx
+ * (shaped like x) overwritten unless NULL (not wanted). */
 void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, const real *x,
                      const real *w, int64_t chunk, real *ws, real *dx, real *dw, real *db)
 {
@@ -530,9 +530,9 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
     real *cols = ws, *dcols = ws + colsz, *gws = ws + 2 * colsz;
     fnn_geom gc = *g;
 
-    if (layout == FNN_NHWC)
+    if (db && layout == FNN_NHWC)
         FNN(bias_grad)(g->n * ohow, f, 1, dy, db);
-    else
+    else if (db)
         FNN(bias_grad)(g->n, f, ohow, dy, db);
 
     for (int64_t n0 = 0; n0 < g->n; n0 += chunk) {

@@ -11,6 +11,7 @@ cross-entropy on probabilities, the step stops at the logits and uses the fused 
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -254,9 +255,9 @@ class Sequential:
     def _backward_steps(self, back):
         """The backward calls for the layers ``back`` (from the first with parameters), last
         layer first. A layer ending in a fused relu (Conv2D, Dense) followed directly by
-        MaxPooling2D is paired: the pooling applies relu's derivative to its own, smaller
-        gradient (:meth:`MaxPooling2D.backward_through_relu`) and the layer skips its relu
-        backward, one pass over the largest activation fewer. Cached per layer list."""
+        MaxPooling2D is paired (:func:`_relu_pool_backward`): one pass over the largest
+        activation fewer, and the bias gradient summed over the pooled gradient. Cached per
+        layer list."""
         layers = back[self._first_param:]
         key = tuple(map(id, layers))
         if self._steps_cache is not None and self._steps_cache[0] == key:
@@ -266,7 +267,7 @@ class Sequential:
             layer, prev = layers[i], layers[i - 1] if i > 0 else None
             if isinstance(layer, MaxPooling2D) and isinstance(prev, _WithActivation) \
                     and prev._act_kernel == "relu":
-                steps += [layer.backward_through_relu, prev.backward_logits]
+                steps.append(functools.partial(_relu_pool_backward, prev, layer))
                 i -= 2
             else:
                 steps.append(layer.backward)
@@ -719,6 +720,15 @@ def _nonneg_int(v, name):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
         raise ValueError(f"{name} must be a non-negative int, received {name}={v!r}")
     return int(v)
+
+
+def _relu_pool_backward(layer, pool, grad):
+    """Backward through ``layer`` (ending in relu) and the MaxPooling2D ``pool`` after it:
+    the pooling applies relu's derivative to its own, smaller gradient and sums the bias
+    gradient there (:meth:`MaxPooling2D.backward_through_relu`); the layer skips its relu
+    backward and bias sum."""
+    dz, db = pool.backward_through_relu(grad, need_db=getattr(layer, "bias", None) is not None)
+    return layer.backward_logits(dz, db)
 
 
 def _scalar(v):

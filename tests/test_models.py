@@ -1002,9 +1002,9 @@ def test_predict_on_an_empty_model_and_training_before_compile():
                                                  ("channels_first", "valid")])
 def test_relu_maxpool_pairs_backward_like_the_layer_chain(backend, data_format, padding):
     # Sequential applies relu's derivative to the pooled gradient for Conv2D(relu) ->
-    # MaxPooling2D (MaxPooling2D.backward_through_relu + backward_logits); the gradients
-    # must be those of the plain layer-by-layer chain (float64; the bias gradient is summed
-    # in another order, so up to rounding).
+    # MaxPooling2D and sums the bias gradient there (models._relu_pool_backward); the
+    # gradients must be those of the plain layer-by-layer chain (float64; the bias gradient
+    # is summed in another order, so up to rounding).
     set_random_seed(3)
     f64 = dict(dtype="float64", data_format=data_format)
     shape = (9, 9, 2) if data_format == "channels_last" else (2, 9, 9)
@@ -1020,7 +1020,7 @@ def test_relu_maxpool_pairs_backward_like_the_layer_chain(backend, data_format, 
     y = rng.integers(0, K, 5)
     model.train_on_batch(x, y)                     # lr 0: the weights stay as they are
     steps = model._backward_steps(model.layers)
-    assert [getattr(s, "__name__", "") for s in steps].count("backward_through_relu") == 2
+    assert [getattr(s, "func", None) for s in steps].count(fastnn.models._relu_pool_backward) == 2
     fused = {(i, k): layer.grads[k].copy() for i, layer in enumerate(model.layers)
              for k in layer.params}
 

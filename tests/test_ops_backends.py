@@ -338,6 +338,24 @@ def test_conv2d_backward_no_dx(backend, case, layout, dtype):
     assert_close(db, db2, k=x.shape[0] * y[0].size, scale=absmax(dy), what="db vs need_dx")
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 4)],
+                         ids=[CONV_IDS[i] for i in (1, 4)])
+def test_conv2d_backward_no_db(backend, case, layout):
+    """need_db=False: db is None, dx and dw are bitwise those of the full call."""
+    rng, x, w, _, _, geo, _ = _conv_case(case, layout, np.float64)
+    dy = rand(rng, reference(ops.conv2d_forward, x, w, **geo).shape, np.float64)
+    dx, dw, db = ops.conv2d_backward(dy, x, w, need_db=False, **geo)
+    assert db is None
+    dx2, dw2, db2 = ops.conv2d_backward(dy, x, w, **geo)
+    np.testing.assert_array_equal(dx, dx2)
+    np.testing.assert_array_equal(dw, dw2)
+    assert db2 is not None and db2.shape == (w.shape[3] if layout == "NHWC" else w.shape[0],)
+    # an empty batch too
+    _, dw0, db0 = ops.conv2d_backward(dy[:0], x[:0], w, need_db=False, **geo)
+    assert db0 is None and not dw0.any()
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_conv_noncontiguous_inputs(backend, layout, dtype):

@@ -37,8 +37,8 @@ Primitives
     NCHW: x (N, C, H, W), w (F, C, KH, KW), y (N, F, OH, OW); b (F,) or None;
     ``y = act(conv(x, w) + b)``. At most ``chunk`` images are lowered to columns at once.
 ``conv2d_backward(dy, x, w, g, layout, dx, dw, db, chunk)``
-    Gradients of ``conv(x, w) + b`` given ``dy``; ``dx`` may be None (not wanted).
-    dw and db (F,) are overwritten.
+    Gradients of ``conv(x, w) + b`` given ``dy``; ``dx`` and ``db`` may be None (not
+    wanted). dw and db (F,) are overwritten.
 ``maxpool2d_forward(x, g, layout, y, argmax)``
     ``y`` and ``argmax`` have the output shape (channels = g.c). ``argmax`` holds, for each
     output, the flat index of the chosen element *within its sample*, i.e. into

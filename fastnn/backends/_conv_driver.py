@@ -56,10 +56,12 @@ def conv2d_backward(prims, dy, x, w, g, layout, dx, dw, db, chunk):
     dcols_buf = np.empty(chunk * ohow * patch, dtype=x.dtype) if dx is not None else None
     if layout == "NHWC":
         w2, dw2 = w.reshape(patch, f), dw.reshape(patch, f)
-        db[:] = dy.reshape(-1, f).sum(axis=0)
+        if db is not None:
+            db[:] = dy.reshape(-1, f).sum(axis=0)
     else:
         w2, dw2 = w.reshape(f, patch), dw.reshape(f, patch)
-        db[:] = dy.reshape(g.n, f, ohow).sum(axis=(0, 2))
+        if db is not None:
+            db[:] = dy.reshape(g.n, f, ohow).sum(axis=(0, 2))
     first = True
     for n0, n1 in _chunks(g.n, chunk):
         gc = g.with_batch(n1 - n0)

@@ -172,7 +172,7 @@ def conv2d_backward(dy, x, w, g, layout, dx, dw, db, chunk):
     dt, f, cg, lay = x.dtype, _filters(w, layout), _geom(g), _LAYOUT[layout]
     ws = _workspace(_fn("conv2d_ws", dt)(cg, lay, f, chunk, 1), dt)
     _fn("conv2d_bwd", dt)(cg, lay, f, _ptr(dy), _ptr(x), _ptr(w), chunk, _ptr(ws),
-                          _opt(dx, dt), _ptr(dw), _ptr(db))
+                          _opt(dx, dt), _ptr(dw), _opt(db, dt))
 
 
 def maxpool2d_forward(x, g, layout, y, argmax):

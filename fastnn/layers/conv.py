@@ -114,14 +114,18 @@ class Conv2D(_WithActivation):
         kernel = self._ops_kernel()
         # NHWC gradients land straight in grads; NCHW's dw is (F, C, KH, KW), copied below
         dw_out = self.grads["kernel"] if self.layout == "NHWC" else None
-        db_out = self.grads["bias"] if self.bias is not None else None
+        # the bias gradient: from conv2d_backward, unless the caller has it (db)
+        need_db = self.bias is not None and db is None
+        if self.bias is not None and db is not None:
+            self.grads["bias"][...] = db
         dx_out = (self._buffer("dx", self._x.shape, self._x.dtype)
                   if self.need_input_grad else None)
-        dx, dw, dbias = ops.conv2d_backward(dz, self._x, kernel,
-                                            stride=self.strides, padding=self.padding,
-                                            dilation=self.dilation_rate, layout=self.layout,
-                                            need_dx=self.need_input_grad,
-                                            out=(dx_out, dw_out, db_out))
+        dx, dw, _ = ops.conv2d_backward(dz, self._x, kernel, stride=self.strides,
+                                        padding=self.padding, dilation=self.dilation_rate,
+                                        layout=self.layout, need_dx=self.need_input_grad,
+                                        need_db=need_db,
+                                        out=(dx_out, dw_out,
+                                             self.grads["bias"] if need_db else None))
         if self.layout == "NCHW":
             self.grads["kernel"][...] = dw.transpose(2, 3, 1, 0)
         self._add_regularization_grads()
@@ -195,19 +199,24 @@ class MaxPooling2D(_Pooling2D):
                                       **self._kw(),
                                       out=self._buffer("dx", self._xshape, grad.dtype))
 
-    def backward_through_relu(self, grad):
-        """Backward through this pooling and the relu before it: the gradient with respect
-        to the relu's *input*, when this layer's input was a relu output.
+    def backward_through_relu(self, grad, need_db: bool = False):
+        """Backward through this pooling and the relu before it, when this layer's input
+        was a relu output: ``(dz, db)``, the gradient with respect to the relu's *input*
+        and, if ``need_db``, its sum over all but the channel axis (the bias gradient of
+        the layer before; else None).
 
         Relu and max pooling commute: each pooled value is the relu output at its window's
         maximum, so relu's derivative (``y > 0``) applied to the pooled gradient before the
         scatter equals applying it to the scattered gradient, on a pool-size fraction of the
-        elements. The layer before then skips its own relu backward
+        elements; the scatter keeps sums, so the bias gradient is summed there too. The
+        layer before then skips its own relu backward and bias sum
         (:meth:`~fastnn.layers.core._WithActivation.backward_logits`); Sequential pairs them.
         """
-        masked, _ = ops.bias_act_backward(grad, self._y, "relu", need_db=False,
-                                          out=self._buffer("relu_grad", grad.shape, grad.dtype))
-        return self.backward(masked)
+        axis = -1 if self.layout == "NHWC" else 1
+        masked, db = ops.bias_act_backward(grad, self._y, "relu", channel_axis=axis,
+                                           need_db=need_db,
+                                           out=self._buffer("relu_grad", grad.shape, grad.dtype))
+        return self.backward(masked), db
 
 
 class AveragePooling2D(_Pooling2D):

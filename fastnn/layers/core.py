@@ -95,9 +95,10 @@ class _WithActivation(Layer):
         self._z = self._linear(x, "identity")
         return self._z
 
-    def backward_logits(self, dz):
-        """Backward from the gradient with respect to :meth:`forward_logits`' output."""
-        return self._linear_backward(dz, None)
+    def backward_logits(self, dz, db=None):
+        """Backward from the gradient with respect to :meth:`forward_logits`' output
+        (``dz``); ``db``, the bias gradient, when the caller has it already."""
+        return self._linear_backward(dz, db)
 
     def get_config(self):
         cfg = super().get_config()

@@ -245,8 +245,8 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, layout="NHW
 
 
 def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
-                    need_dx: bool = True, out: Optional[tuple] = None
-                    ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+                    need_dx: bool = True, need_db: bool = True, out: Optional[tuple] = None
+                    ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
     """Gradients of ``conv2d_forward(x, w, b)`` (without activation) given ``dy``.
 
     Parameters
@@ -255,6 +255,9 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
     x, w : as for :func:`conv2d_forward`
     need_dx : bool
         When False, ``dx`` is not computed and None is returned in its place (first layer).
+    need_db : bool
+        When False, ``db`` is not computed and None is returned in its place (no bias, or a
+        bias gradient the caller already has).
     out : tuple (dx, dw, db), optional
         Arrays to write the results into (each may be None: allocated); as for
         :func:`conv2d_forward`'s ``out``.
@@ -263,7 +266,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
     -------
     dx : ndarray shaped like x, or None
     dw : ndarray shaped like w
-    db : ndarray, shape (F,)
+    db : ndarray, shape (F,), or None
     """
     layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
     dy = float_array(dy, "dy", 4)
@@ -272,11 +275,12 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
     dx_out, dw_out, db_out = _out_tuple(out, 3, "out")
     inputs = (dy, x, w)
     dw = _out_array(dw_out, w.shape, x.dtype, "out[1] (dw)", inputs)
-    db = _out_array(db_out, (f,), x.dtype, "out[2] (db)", inputs)
+    db = _out_array(db_out, (f,), x.dtype, "out[2] (db)", inputs) if need_db else None
     dx = _out_array(dx_out, x.shape, x.dtype, "out[0] (dx)", inputs) if need_dx else None
     if g.n == 0:
         dw[...] = 0
-        db[...] = 0
+        if db is not None:
+            db[...] = 0
         return dx, dw, db
     _backend.get().conv2d_backward(dy, x, w, g, layout, dx, dw, db,
                                    _chunk(g, x.itemsize, 2 if need_dx else 1))
