@@ -56,9 +56,6 @@ static int is_pointwise(const fnn_geom *g)
 
 static int64_t round8(int64_t v) { return (v + 7) / 8 * 8; } /* buffers start 8 elements apart */
 
-typedef FNN_CAT(fnn_gemm_kernel, FNN_SFX) kernel_t;
-#define KERNEL_FOR FNN_CAT(fnn_gemm_kernel_for, FNN_SFX)
-
 /* ---- implicit im2col (NHWC forward) ------------------------------------------------ */
 
 /* Longest patch (kh*kw*c) the implicit path takes: its offset table lives on the stack and

@@ -29,6 +29,10 @@ typedef double accum; /* float reductions (bias gradients) accumulate in double 
 /* FNN(gemm) -> fnn_gemm_f32 / fnn_gemm_f64 */
 #define FNN(name) FNN_CAT(FNN_CAT(fnn_, name), FNN_SFX)
 
+/* This precision's GEMM micro-kernel entry and the registry lookup (gemm_kernels.c). */
+typedef FNN_CAT(fnn_gemm_kernel, FNN_SFX) kernel_t;
+#define KERNEL_FOR FNN_CAT(fnn_gemm_kernel_for, FNN_SFX)
+
 enum { FNN_NHWC = 0, FNN_NCHW = 1 };
 enum { FNN_ACT_IDENTITY = 0, FNN_ACT_RELU = 1 };
 

@@ -24,9 +24,6 @@
 #include <omp.h>
 #endif
 
-typedef FNN_CAT(fnn_gemm_kernel, FNN_SFX) kernel_t;
-#define KERNEL_FOR FNN_CAT(fnn_gemm_kernel_for, FNN_SFX)
-
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 

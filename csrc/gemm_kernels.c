@@ -4,10 +4,11 @@
 
 #include "fnn_internal.h"
 
-/*                                       mr  nr   mc   kc    nc   micro-kernel, direct-A, strided, gather */
-static const fnn_gemm_kernel_f32 k32_ref = {4,    8,    128,  256, 2048, fnn_ukr_ref_f32,
+/* Fields: mr, nr, mc, kc, nc, then the micro-kernels: packed, direct-A, strided, gather
+ * (NULL: not available for that ISA). */
+static const fnn_gemm_kernel_f32 k32_ref = {4, 8, 128, 256, 2048, fnn_ukr_ref_f32,
                                             NULL, NULL, NULL};
-static const fnn_gemm_kernel_f64 k64_ref = {4,    4,    128,  256, 1024, fnn_ukr_ref_f64,
+static const fnn_gemm_kernel_f64 k64_ref = {4, 4, 128, 256, 1024, fnn_ukr_ref_f64,
                                             NULL, NULL, NULL};
 #if FNN_X86_KERNELS
 static const fnn_gemm_kernel_f32 k32_avx2 = {6, 16, 144, 256, 4096, fnn_ukr_avx2_6x16_f32,

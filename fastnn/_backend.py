@@ -124,8 +124,8 @@ def active_name() -> str:
 
 def get() -> ModuleType:
     """The backend module in use in this context."""
-    name = _override.get() or (_default[0] if _default else active_name())
-    module = _loaded.get(name)          # every kernel call: the loaded module, no checks
+    name = active_name()
+    module = _loaded.get(name)  # every kernel call: a loaded module needs no name check
     return module if module is not None else load(name)
 
 
