@@ -218,6 +218,20 @@ static int a_mode(const kernel_t *kr, int64_t m, int64_t n, int64_t k, int64_t r
     return A_PACKED;
 }
 
+/* Column slabs: with a small A read in place (m <= SLAB_MAX_M) and one N block, each
+ * thread takes a contiguous range of B micro-panels and runs every K block on it alone,
+ * packing only its own panels: no barrier per K block. Otherwise B is packed by all threads
+ * and shared, with two barriers per K block; for a 100 x 100 x 4320 product the barriers
+ * cost more than the arithmetic (2 threads slower than 1). Either way every element of C
+ * sums the same products in the same order. */
+#define SLAB_MAX_M 256
+
+static int use_slabs(const kernel_t *kr, int64_t m, int64_t n, int mode)
+{
+    return mode != A_PACKED && m <= SLAB_MAX_M && n <= kr->nc &&
+           (n + kr->nr - 1) / kr->nr >= fnn_get_num_threads();
+}
+
 /* One block: rows [0, mc) of op(A) (a: element (ic, pc), strides rsa, csa) times the packed
  * B micro-panels [jp0, jp1) of a kc x nc panel, into C (c: element (ic, jc)). A is packed
  * into ap, or read in place (mode) with only a partial last micro-panel packed; the
@@ -379,6 +393,8 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
         MC = round_up((m + nblk - 1) / nblk, mr);
     }
 
+    const int slabs = nt > 1 && use_slabs(kr, m, n, mode);
+
     real *bp = align_ws(ws);
     real *ap_all = align_ws(bp + KC * NC);
     const int64_t ap_stride = round_up(MC * KC, WS_ALIGN);
@@ -401,6 +417,21 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                 const int64_t kc = min64(KC, k - pc);
                 const real beta_p = pc == 0 ? beta : (real)1;
                 const epilogue_t *ep_p = pc + kc >= k ? ep : NULL; /* last K block */
+
+                if (slabs) {
+                    /* this thread's own micro-panels, packed into their places in the
+                     * shared panel and read by nobody else: no barrier */
+                    const int64_t jp0 = npanels * tid / nth, jp1 = npanels * (tid + 1) / nth;
+                    for (int64_t jp = jp0; jp < jp1; jp++)
+                        FNN(pack_b)(kc, min64(nr, nc - jp * nr),
+                                     b + pc * rsb + (jc + jp * nr) * csb, rsb, csb, nr,
+                                     bp + jp * nr * kc);
+                    for (int64_t ic = 0; ic < m && jp0 < jp1; ic += MC)
+                        multiply_block(kr, mode, min64(MC, m - ic), kc, nc,
+                                       a + ic * rsa + pc * csa, rsa, csa, bp, jp0, jp1, alpha,
+                                       beta_p, ep_p, ic, jc, ap, c + ic * ldc + jc, ldc, tmp);
+                    continue;
+                }
 
 #pragma omp for schedule(static)
                 for (int64_t jp = 0; jp < npanels; jp++) {

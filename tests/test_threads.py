@@ -53,9 +53,12 @@ def _same_for_1_and_2_threads(fn, *args, what="", **kw):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)],
                          ids=["NN", "TN", "NT", "TT"])
-def test_matmul_thread_invariant(fast_backend, ta, tb, dtype, restore_threads):
+# (300, 200, 150): B packed once and shared by the threads; the small-m products (A read
+# in place, several K blocks) take the C backend's column slabs: each thread its own panels
+@pytest.mark.parametrize("m,n,k", [(300, 200, 150), (100, 100, 1300), (32, 130, 784)],
+                         ids=["shared-B", "slabs", "slabs-edge"])
+def test_matmul_thread_invariant(fast_backend, ta, tb, dtype, m, n, k, restore_threads):
     rng = _rng("mm", ta, tb)
-    m, n, k = 300, 200, 150
     a = rand(rng, (k, m) if ta else (m, k), dtype)
     b = rand(rng, (n, k) if tb else (k, n), dtype)
     _same_for_1_and_2_threads(ops.matmul, a, b, trans_a=ta, trans_b=tb, what="matmul")
