@@ -229,8 +229,15 @@ def gemm(trans_a, trans_b, alpha, a, b, beta, c):
     ars, acs = (1, m) if trans_a else (k, 1)
     brs, bcs = (1, k) if trans_b else (n, 1)
     nthreads = numba.get_num_threads()
-    nb_max = min(n, _NB[c.dtype])
-    nnb = -(-n // nb_max)
+    # Column blocks of equal width (a multiple of 8), at most _NB: n = 288 is 2 x 144, not
+    # 256 + 32 (with two workers taking alternate tiles, one got every 256-wide tile).
+    nnb = -(-n // _NB[c.dtype])
+    strips = -(-m // 4)
+    if strips < 2 * nthreads:
+        # too few 4-row strips for two tiles per thread (a convolution's dW, 9 x 32): cut
+        # the columns too, in blocks of at least 8
+        nnb = max(nnb, min(-(-n // 8), -(-2 * nthreads // strips)))
+    nb_max = min(n, (-(-n // nnb) + 7) // 8 * 8)
     # Row blocks of at most _MB rows (a multiple of 4), but small enough that there are
     # about two tiles per thread. Tile shapes never change any result: each element is
     # reduced over p in the same order whatever the tiling.
