@@ -8,6 +8,19 @@
 
 #define MR 6
 
+/* Start loading the C tile (MR rows of 64 bytes, perhaps straddling two lines) while the
+ * k loop runs, so the store at its end does not wait for memory. Every kernel below does
+ * this and unrolls its k loop 4 times; in-process A/B, 1 thread, 1024^3: float 0.77x the
+ * time, double 0.83x (the prefetch alone: 0.85x, 0.88x). */
+static inline void prefetch_tile(const char *c, int64_t ld_bytes)
+{
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) {
+        _mm_prefetch(c + i * ld_bytes, _MM_HINT_T0);
+        _mm_prefetch(c + i * ld_bytes + 63, _MM_HINT_T0);
+    }
+}
+
 /* C tile = alpha * acc + beta * C (beta == 0: C is not read), shared by the packed and
  * direct-A kernels below. */
 static inline void store_6x16_f32(__m256 acc[MR][2], float *c, int64_t ldc, float alpha,
@@ -65,6 +78,8 @@ static inline void body_6x16_f32(int64_t k, const float *a, int64_t as, const fl
 #pragma GCC unroll 6
     for (int i = 0; i < MR; i++)
         acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(float));
+#pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
         const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
 #pragma GCC unroll 6
@@ -86,6 +101,8 @@ static inline void body_6x8_f64(int64_t k, const double *a, int64_t as, const do
 #pragma GCC unroll 6
     for (int i = 0; i < MR; i++)
         acc[i][0] = acc[i][1] = _mm256_setzero_pd();
+    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(double));
+#pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
         const __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4);
 #pragma GCC unroll 6
@@ -136,6 +153,8 @@ void fnn_ukr_avx2_direct_6x16_f32(int64_t k, const float *a, int64_t lda, const 
         acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     const float *a0 = a, *a1 = a + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda,
                 *a5 = a4 + lda;
+    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(float));
+#pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
         const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
         const float *rows[MR] = {a0 + p, a1 + p, a2 + p, a3 + p, a4 + p, a5 + p};
@@ -159,6 +178,8 @@ void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const 
         acc[i][0] = acc[i][1] = _mm256_setzero_pd();
     const double *a0 = a, *a1 = a + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda,
                  *a5 = a4 + lda;
+    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(double));
+#pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
         const __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4);
         const double *rows[MR] = {a0 + p, a1 + p, a2 + p, a3 + p, a4 + p, a5 + p};
@@ -184,6 +205,8 @@ void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int
         acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4],
                 *r5 = rows[5];
+    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(float));
+#pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
         const int64_t o = off[p];
         const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
@@ -208,6 +231,8 @@ void fnn_ukr_avx2_gather_6x8_f64(int64_t k, const double *const *rows, const int
         acc[i][0] = acc[i][1] = _mm256_setzero_pd();
     const double *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4],
                  *r5 = rows[5];
+    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(double));
+#pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
         const int64_t o = off[p];
         const __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4);
