@@ -13,8 +13,10 @@ Two suites:
     ``torch.nn.functional.conv2d`` / ``torch.ops.aten.convolution_backward`` /
     ``max_pool2d(return_indices=True)`` / ``max_pool2d_with_indices_backward`` on NCHW
     tensors; layouts are converted before timing, only the op is timed). Each case is
-    warmed up once, then timed ``--reps`` times; calls faster than about a millisecond
-    are repeated inside a rep (``inner`` in the JSON) and the per-call time is kept.
+    warmed up once, then timed ``--reps`` times, its implementations side by side: rep r
+    of each runs before rep r + 1 of any, so a burst of load from other tenants of the
+    machine falls on all of them alike; calls faster than about a millisecond are
+    repeated inside a rep (``inner`` in the JSON) and the per-call time is kept.
 ``train``
     Fractions of an epoch of example program 2 (the CNN, batch 128, Adam) and program 4
     (Flatten-Dense(128, relu)-Dense(10, softmax), batch 32, Adam) on the first
@@ -83,6 +85,12 @@ PROGRAM_TITLES = {"cnn": "program 2: CNN, batch 128, Adam",
                   "mlp": "program 4: MLP 784-128-10, batch 32, Adam"}
 #: A rep repeats calls faster than this (seconds) so that one rep lasts about this long.
 MIN_REP_SECONDS = 1e-3
+# Pause before each rep in time_side_by_side: the previous implementation's worker threads
+# keep spinning for a while after its last call (OpenBLAS for about 2**28 cycles, ~0.1 s),
+# and on a 2-core machine a spinning thread takes a core from the next implementation's
+# threads. Measured without it: fastnn's 1024^3 right after numpy's took 28.6 ms instead of
+# 13.7, numpy's right after fastnn's (whose threads sleep at once) was unaffected.
+SETTLE_SECONDS = 0.15
 _MAX_INNER = 1000
 _CHILD_TAG = "@@fastnn-bench"
 
@@ -237,15 +245,11 @@ def thread_limits(threads: int, torch=None, notes: Optional[List[str]] = None):
             torch.set_num_threads(old_torch)
 
 
-def time_reps(fn: Callable[[], Any], reps: int, tick: Optional[Callable[[], None]] = None
-              ) -> Tuple[List[float], int]:
-    """Warm ``fn`` up with one untimed rep, then time ``reps`` reps; returns (seconds per
-    call, inner).
-
-    A call shorter than :data:`MIN_REP_SECONDS` is repeated ``inner`` times per rep (the
-    count is chosen from the fastest of three more calls, as the first may pay one-off
-    costs and any one may be preempted).
-    """
+def _calibrate(fn: Callable[[], Any]) -> int:
+    """Run ``fn`` once (first-call costs) and return ``inner``: how many calls make one
+    timed rep. A call shorter than :data:`MIN_REP_SECONDS` is repeated ``inner`` times per
+    rep (the count is chosen from the fastest of three more calls, as the first may pay
+    one-off costs and any one may be preempted), and one more untimed rep warms it up."""
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
@@ -259,17 +263,59 @@ def time_reps(fn: Callable[[], Any], reps: int, tick: Optional[Callable[[], None
         inner = int(min(_MAX_INNER, max(1, MIN_REP_SECONDS // max(fastest, 1e-7))))
         for _ in range(inner):  # the warm-up rep
             fn()
-    if tick:
-        tick()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t0) / inner)
+    return inner
+
+
+def _one_rep(fn: Callable[[], Any], inner: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t0) / inner
+
+
+def time_side_by_side(fns: Dict[str, Callable[[], Any]], reps: int,
+                      ctxs: Optional[Dict[str, Callable[[], Any]]] = None,
+                      tick: Optional[Callable[[str], None]] = None
+                      ) -> Dict[str, Any]:
+    """Time several implementations of one computation in alternation: each is warmed up
+    (:func:`_calibrate`), then rep ``r`` of every implementation runs before rep ``r + 1``
+    of any, so load on a shared machine falls on all of them alike.
+
+    ``fns``: name -> zero-argument callable; ``ctxs``: name -> context-manager factory
+    entered around each of that implementation's reps (e.g. ``fastnn.use_backend``);
+    ``tick(name)``: called after each warm-up and each rep (a failed implementation's
+    included). Returns name -> ``(times,
+    inner)`` (seconds per call), or name -> the exception it raised (that implementation
+    is then left out of the remaining reps).
+    """
+    ctxs = ctxs or {}
+    out: Dict[str, Any] = {}
+    inner: Dict[str, int] = {}
+
+    def ctx(name):
+        return ctxs[name]() if name in ctxs else contextlib.nullcontext()
+
+    for name, fn in fns.items():
+        try:
+            with ctx(name):
+                inner[name] = _calibrate(fn)
+            out[name] = ([], inner[name])
+        except Exception as exc:  # reported by the caller; the others go on
+            out[name] = exc
         if tick:
-            tick()
-    return times, inner
+            tick(name)
+    for _ in range(reps):
+        for name, fn in fns.items():
+            if not isinstance(out[name], Exception):
+                time.sleep(SETTLE_SECONDS)
+                try:
+                    with ctx(name):
+                        out[name][0].append(_one_rep(fn, inner[name]))
+                except Exception as exc:
+                    out[name] = exc
+            if tick:   # also for a failed one: the progress bar counts every rep
+                tick(name)
+    return out
 
 
 # =========================================================================== kernels
@@ -425,24 +471,35 @@ def run_kernels(cases: Sequence[KernelCase], reps: int, fastnn_backend: str, tor
     for case in cases:
         rec = {"group": case.group, "op": case.op, "name": case.name, "shape": case.shape,
                "params": case.params, "flops": case.flops, "results": {}, "speedup": {}}
+        labels, fns, ctxs = {}, {}, {}
         for impl in case.impls:
             if impl == "torch" and torch is None:
                 continue
-            label = f"fastnn {fastnn_backend}" if impl == "fastnn" else case.impl_label(impl)
-            step = (lambda: tick(f"{case.name} [{label}]")) if tick else None
+            labels[impl] = (f"fastnn {fastnn_backend}" if impl == "fastnn"
+                            else case.impl_label(impl))
             try:
-                fn = kernel_callable(case, impl, torch)
-                ctx = (fastnn.use_backend(fastnn_backend) if impl == "fastnn"
-                       else contextlib.nullcontext())
-                with ctx:
-                    times, inner = time_reps(fn, reps, step)
+                fns[impl] = kernel_callable(case, impl, torch)
             except Exception as exc:  # report and go on with the other cases
-                rec["results"][impl] = {"impl": label, "error": f"{type(exc).__name__}: {exc}"}
+                rec["results"][impl] = {"impl": labels[impl],
+                                        "error": f"{type(exc).__name__}: {exc}"}
+                if tick:   # the ticks this implementation would have made
+                    for _ in range(reps + 1):
+                        tick(f"{case.name} [{labels[impl]}]")
+            if impl == "fastnn":
+                ctxs[impl] = lambda: fastnn.use_backend(fastnn_backend)
+        step = (lambda impl: tick(f"{case.name} [{labels[impl]}]")) if tick else None
+        timed = time_side_by_side(fns, reps, ctxs, step)
+        for impl, res in timed.items():
+            if isinstance(res, Exception):
+                rec["results"][impl] = {"impl": labels[impl],
+                                        "error": f"{type(res).__name__}: {res}"}
                 continue
+            times, inner = res
             med = statistics.median(times)
             rec["results"][impl] = {
-                "impl": label, "times": times, "inner": inner, "median": med,
+                "impl": labels[impl], "times": times, "inner": inner, "median": med,
                 "gflops": (case.flops / med / 1e9) if case.flops and med > 0 else None}
+        rec["results"] = {i: rec["results"][i] for i in case.impls if i in rec["results"]}
         base = rec["results"].get("fastnn", {}).get("median")
         for impl, res in rec["results"].items():
             if impl != "fastnn" and base and res.get("median"):
@@ -786,8 +843,9 @@ def format_tables(result: dict) -> str:
     out = [header_line(m), ""]
     with_torch = bool(m.get("torch"))
     if result.get("kernels"):
-        out.append(f"### Kernels (median of {s['reps']} reps after one warm-up; speedup = "
-                   "competitor time / fastnn time)")
+        out.append(f"### Kernels (median of {s['reps']} reps after one warm-up, the "
+                   "implementations alternating rep by rep; speedup = competitor time / "
+                   "fastnn time)")
         out.append("")
         out += kernel_table(result["kernels"], with_torch)
         out.append("")

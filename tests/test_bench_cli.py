@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,43 @@ def test_with_torch_in_subprocess(tmp_path):
     assert "speedup vs PyTorch" in proc.stdout
     assert "| program 4: MLP 784-128-10, batch 32, Adam | PyTorch |" in proc.stdout
     _check_table_shape(proc.stdout)
+
+
+def test_time_side_by_side_alternates_and_isolates_errors():
+    """Rep r of every implementation runs before rep r + 1 of any; an implementation that
+    raises is reported and dropped while the others go on; contexts wrap every rep."""
+    calls, count, entered = [], {}, []
+
+    class Ctx:
+        def __enter__(self):
+            entered.append("b")
+
+        def __exit__(self, *exc):
+            return False
+
+    def make(name, slow=False, fail_at=None):
+        def fn():
+            calls.append(name)
+            count[name] = count.get(name, 0) + 1
+            if slow:                                   # > 1 ms: one call per rep
+                time.sleep(0.002)
+            if fail_at is not None and count[name] >= fail_at:
+                raise RuntimeError(f"{name} broke")
+        return fn
+
+    ticks = []
+    out = fb.time_side_by_side({"a": make("a"), "b": make("b"), "s": make("s", slow=True),
+                                "c": make("c", slow=True, fail_at=3)},
+                               4, ctxs={"b": Ctx}, tick=ticks.append)
+    for name in "abs":
+        times, inner = out[name]
+        assert len(times) == 4 and all(t > 0 for t in times) and inner >= 1
+    assert out["s"][1] == 1
+    assert isinstance(out["c"], RuntimeError)          # its second rep (third call) raised
+    assert count["c"] == 3
+    # after the warm-ups (s then c calibrate last), the reps interleave a, b, s, c, a, ...
+    timed = calls[calls.index("c") + 1:]
+    reps = [n for i, n in enumerate(timed) if i == 0 or n != timed[i - 1]]
+    assert reps == ["a", "b", "s", "c", "a", "b", "s", "c", "a", "b", "s", "a", "b", "s"]
+    assert len(entered) == 1 + 4                       # b's warm-up and each of its reps
+    assert all(ticks.count(n) == 5 for n in "absc")   # failed reps tick too (progress bar)
