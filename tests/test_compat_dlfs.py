@@ -411,6 +411,43 @@ def test_optimizer_trajectories_bitwise(name, kw, pdtype, gdtype):
             assert_same(p_ours[k], p_ref[k], what=f"{name} step {step} {k}")
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_adam_fused_kernel_bitwise(backend, dtype, monkeypatch):
+    """float64 Adam runs fastnn's fused kernel (every backend): the book's bits, also past
+    the kernels' threading threshold and on the vector loops' tails. A non-contiguous
+    parameter takes the NumPy expressions, and so does float32, whose lr_t (a float64
+    from np.sqrt) makes the book compute its last step in float64; same bits again."""
+    from fastnn import ops
+    calls = []
+    real = ops._adam_update
+    monkeypatch.setattr(ops, "_adam_update", lambda *a: (calls.append(a[0].shape), real(*a)))
+    rng = _rng("adam-fused", np.dtype(dtype).name)
+    shapes = {"W": (700, 433), "b": (433,), "c": (3,)}      # 303100 elements: threaded
+    p_ours = {k: _rand(rng, s, dtype) for k, s in shapes.items()}
+    p_ours["T"] = _rand(rng, (40, 30), dtype).T              # a transposed view
+    p_ref = {k: v.copy() for k, v in p_ours.items()}
+    ours, ref = D.Adam(lr=0.01), O.Adam(lr=0.01)
+    for step in range(4):
+        grads = {k: _rand(rng, v.shape, dtype, -2, 2) for k, v in p_ours.items()}
+        grads["W"][0, :5] = [np.nan, np.inf, -np.inf, 0.0, -0.0]
+        ours.update(p_ours, grads)
+        ref.update(p_ref, grads)
+        for k in p_ours:
+            assert_same(p_ours[k], p_ref[k], what=f"Adam step {step} {k}")
+            assert_same(ours.m[k], ref.m[k], what=f"Adam m step {step} {k}")
+            assert_same(ours.v[k], ref.v[k], what=f"Adam v step {step} {k}")
+    if dtype == np.float64:
+        assert calls == [(700, 433), (433,), (3,)] * 4       # "T" (a view) is not fused
+    else:
+        assert calls == []
+    assert D.Adam._fused(p_ours["W"], grads["W"], ours.m["W"], ours.v["W"], (0.1, 1e-7))
+    assert not D.Adam._fused(p_ours["T"], grads["T"], ours.m["T"], ours.v["T"], (0.1,))
+    assert not D.Adam._fused(p_ours["W"], p_ours["W"], ours.m["W"], ours.v["W"], (0.1,))
+    if dtype == np.float32:
+        assert not D.Adam._fused(p_ours["W"], grads["W"], ours.m["W"], ours.v["W"],
+                                 (np.float64(0.1),))
+
+
 def test_optimizer_state_matches_original():
     rng = _rng("opt-state")
     p1 = {"W": _rand(rng, (5, 4))}

@@ -1150,6 +1150,25 @@ class _Optimizer:
             if getattr(self, name) is None:
                 setattr(self, name, {key: np.zeros_like(val) for key, val in params.items()})
 
+    @staticmethod
+    def _fused(p, g, m, v, scalars) -> bool:
+        """Can Adam's step on ``p`` run in fastnn's fused kernel with the book's bits? Yes
+        when ``p``, ``g``, ``m`` and ``v`` share shape and a float32/float64 dtype, are
+        C-contiguous, ``p`` and ``g`` do not overlap, and no scalar changes the dtype
+        (then NumPy rounds each scalar to the dtype, as the kernel does)."""
+        dt = p.dtype
+        if dt not in (_F32, _F64):
+            return False
+        for a in (g, m, v):
+            if not isinstance(a, np.ndarray) or a.dtype != dt or a.shape != p.shape:
+                return False
+        if not (p.flags.c_contiguous and g.flags.c_contiguous and m.flags.c_contiguous
+                and v.flags.c_contiguous and m.flags.writeable and v.flags.writeable):
+            return False
+        if any(np.result_type(s, p) != dt for s in scalars):
+            return False
+        return not np.may_share_memory(p, g)
+
     def _fast(self, key, p, g, scalars, states=()):
         """Two scratch arrays when ``p``, ``g`` and ``states`` share shape and dtype and
         no scalar changes that dtype (then in-place ufuncs round exactly like the book's
@@ -1398,6 +1417,11 @@ class Adam(_Optimizer):
         b1, b2 = 1 - self.beta1, 1 - self.beta2
         for key, p, g in items:
             m, v = self.m[key], self.v[key]
+            if self._fused(p, g, m, v, (b1, b2, lr_t, 1e-7)):
+                # fastnn's Adam kernel runs the same operations in the same order, one
+                # element at a time in one pass instead of eleven: the same bits
+                ops._adam_update(p, g, m, v, None, float(lr_t), float(b1), float(b2), 1e-7)
+                continue
             bufs = self._fast(key, p, g, (b1, b2, lr_t, 1e-7), (m, v))
             if bufs is None:
                 self.m[key] += b1 * (g - self.m[key])
