@@ -8,11 +8,12 @@ trained on the Fashion-MNIST sample shipped with fastnn (images reshaped to (N, 
 and divided by 255), once with the NumPy transcription of the book's layers and optimizer
 (tests/dlfs_original.py) and once with the drop-in ones, from the same initial weights on
 the same batches. A step is forward + backward + Adam update. The two runs are interleaved
-step by step so that load on the machine affects both alike, with a pause before each step
-(fastnn.bench.SETTLE_SECONDS): NumPy's OpenBLAS threads spin for about 0.1 s after the
-book's last np.dot, and on a 2-core machine a spinning thread takes a core from fastnn's
-threads (measured: 47.8 ms per drop-in step without the pause, 37.9 with OpenBLAS's spin
-cut short by OPENBLAS_THREAD_TIMEOUT=4, the book's 141-143 ms either way). Prints the loss of both at
+step by step so that load on the machine affects both alike. Unless the environment sets
+it, OPENBLAS_THREAD_TIMEOUT=4 is set before NumPy loads: NumPy's OpenBLAS threads would
+otherwise spin for about 0.1 s after the book's last np.dot, into the drop-in's step, and on
+a 2-core machine a spinning thread takes a core from fastnn's threads (measured: 47.8 ms per
+drop-in step with the default, 37.9 ms with the short timeout; the book's step took 141-143
+ms either way). A program that uses only one of the two never has that interference. Prints the loss of both at
 every step, the largest loss difference, the median wall-clock and CPU time per step (CPU
 time counts every thread, NumPy's BLAS threads included; on a loaded machine it is the
 steadier of the two) and the speedups. Speed is measured here, never asserted in tests.
@@ -22,12 +23,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# before NumPy loads OpenBLAS (see the docstring)
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 try:
@@ -35,7 +40,7 @@ try:
 except ImportError:          # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
     import fastnn
-from fastnn.bench import SETTLE_SECONDS, cpu_model
+from fastnn.bench import cpu_model
 from fastnn.compat import dlfs
 from fastnn.datasets import fashion_mnist
 
@@ -95,24 +100,21 @@ def main() -> None:
     info = fastnn.backend_info()
     print(f"date {datetime.date.today()}, CPU {cpu_model()}, backend {info['active']}, "
           f"ISA {info['isa']}, fastnn threads {fastnn.get_num_threads()}, BLAS threads "
-          f"{blas}, numpy {np.__version__}, batch {args.batch}, {args.steps} steps, "
+          f"{blas} (OPENBLAS_THREAD_TIMEOUT {os.environ.get('OPENBLAS_THREAD_TIMEOUT')}), "
+          f"numpy {np.__version__}, batch {args.batch}, {args.steps} steps, "
           f"float64\n")
 
     rows = []
     for step, idx in enumerate(batches):
         x, t = x_train[idx], t_train[idx]
-        time.sleep(SETTLE_SECONDS)
         t0, c0 = time.perf_counter(), time.process_time()
         loss_o, grads_o = net_orig.gradient(x, t)
         opt_orig.update(p_orig, grads_o)
         t1, c1 = time.perf_counter(), time.process_time()
-        time.sleep(SETTLE_SECONDS)   # NumPy's BLAS threads spin on after the book's step
-        t1b, c1b = time.perf_counter(), time.process_time()
         loss_f, grads_f = net_fast.gradient(x, t)
         opt_fast.update(p_fast, grads_f)
         t2, c2 = time.perf_counter(), time.process_time()
-        rows.append((step, float(loss_o), float(loss_f), t1 - t0, t2 - t1b, c1 - c0,
-                     c2 - c1b))
+        rows.append((step, float(loss_o), float(loss_f), t1 - t0, t2 - t1, c1 - c0, c2 - c1))
 
     print("| step | loss, book's layers | loss, fastnn.compat.dlfs | abs diff | book ms | "
           "dlfs ms |")

@@ -226,10 +226,10 @@ static int a_mode(const kernel_t *kr, int64_t m, int64_t n, int64_t k, int64_t r
  * sums the same products in the same order. */
 #define SLAB_MAX_M 256
 
-static int use_slabs(const kernel_t *kr, int64_t m, int64_t n, int mode)
+static int use_slabs(const kernel_t *kr, int64_t m, int64_t n, int mode, int nt)
 {
-    return mode != A_PACKED && m <= SLAB_MAX_M && n <= kr->nc &&
-           (n + kr->nr - 1) / kr->nr >= fnn_get_num_threads();
+    return nt > 1 && mode != A_PACKED && m <= SLAB_MAX_M && n <= kr->nc &&
+           (n + kr->nr - 1) / kr->nr >= nt;
 }
 
 /* One block: rows [0, mc) of op(A) (a: element (ic, pc), strides rsa, csa) times the packed
@@ -393,7 +393,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
         MC = round_up((m + nblk - 1) / nblk, mr);
     }
 
-    const int slabs = nt > 1 && use_slabs(kr, m, n, mode);
+    const int slabs = use_slabs(kr, m, n, mode, nt);
 
     real *bp = align_ws(ws);
     real *ap_all = align_ws(bp + KC * NC);

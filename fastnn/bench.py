@@ -15,7 +15,9 @@ Two suites:
     tensors; layouts are converted before timing, only the op is timed). Each case is
     warmed up once, then timed ``--reps`` times, its implementations side by side: rep r
     of each runs before rep r + 1 of any, so a burst of load from other tenants of the
-    machine falls on all of them alike; calls faster than about a millisecond are
+    machine falls on all of them alike, and each rep follows 0.15 s of untimed calls of the
+    same implementation (the previous library's spinning threads die down, this one's wake
+    up); calls faster than about a millisecond are
     repeated inside a rep (``inner`` in the JSON) and the per-call time is kept.
 ``train``
     Fractions of an epoch of example program 2 (the CNN, batch 128, Adam) and program 4
@@ -85,11 +87,13 @@ PROGRAM_TITLES = {"cnn": "program 2: CNN, batch 128, Adam",
                   "mlp": "program 4: MLP 784-128-10, batch 32, Adam"}
 #: A rep repeats calls faster than this (seconds) so that one rep lasts about this long.
 MIN_REP_SECONDS = 1e-3
-# Pause before each rep in time_side_by_side: the previous implementation's worker threads
-# keep spinning for a while after its last call (OpenBLAS for about 2**28 cycles, ~0.1 s),
-# and on a 2-core machine a spinning thread takes a core from the next implementation's
-# threads. Measured without it: fastnn's 1024^3 right after numpy's took 28.6 ms instead of
-# 13.7, numpy's right after fastnn's (whose threads sleep at once) was unaffected.
+# Before each timed rep in time_side_by_side, the implementation runs untimed for this long:
+# the previous implementation's worker threads keep spinning for a while after its last
+# call (OpenBLAS for about 2**28 cycles, ~0.1 s) and on a 2-core machine a spinning thread
+# takes a core from the next implementation's threads; and a library whose threads went to
+# sleep pays to wake them. Measured on the 2-core VM: fastnn's 1024^3 right after NumPy's
+# took 28.6 ms instead of 13.7 with no warm-up, and a 2.3 ms convolution backward took
+# 5.3 ms after a 0.15 s sleep; warmed up this way, both run as they do back to back.
 SETTLE_SECONDS = 0.15
 _MAX_INNER = 1000
 _CHILD_TAG = "@@fastnn-bench"
@@ -266,6 +270,14 @@ def _calibrate(fn: Callable[[], Any]) -> int:
     return inner
 
 
+def _keep_busy(fn: Callable[[], Any], seconds: float) -> None:
+    """Call ``fn`` (untimed) at least once and until ``seconds`` have passed."""
+    end = time.perf_counter() + seconds
+    fn()
+    while time.perf_counter() < end:
+        fn()
+
+
 def _one_rep(fn: Callable[[], Any], inner: int) -> float:
     t0 = time.perf_counter()
     for _ in range(inner):
@@ -279,7 +291,8 @@ def time_side_by_side(fns: Dict[str, Callable[[], Any]], reps: int,
                       ) -> Dict[str, Any]:
     """Time several implementations of one computation in alternation: each is warmed up
     (:func:`_calibrate`), then rep ``r`` of every implementation runs before rep ``r + 1``
-    of any, so load on a shared machine falls on all of them alike.
+    of any, so load on a shared machine falls on all of them alike; each rep is preceded by
+    :data:`SETTLE_SECONDS` of untimed calls of the same implementation.
 
     ``fns``: name -> zero-argument callable; ``ctxs``: name -> context-manager factory
     entered around each of that implementation's reps (e.g. ``fastnn.use_backend``);
@@ -307,9 +320,9 @@ def time_side_by_side(fns: Dict[str, Callable[[], Any]], reps: int,
     for _ in range(reps):
         for name, fn in fns.items():
             if not isinstance(out[name], Exception):
-                time.sleep(SETTLE_SECONDS)
                 try:
                     with ctx(name):
+                        _keep_busy(fn, SETTLE_SECONDS)
                         out[name][0].append(_one_rep(fn, inner[name]))
                 except Exception as exc:
                     out[name] = exc

@@ -185,7 +185,7 @@ def test_with_torch_in_subprocess(tmp_path):
     _check_table_shape(proc.stdout)
 
 
-def test_time_side_by_side_alternates_and_isolates_errors():
+def test_time_side_by_side_alternates_and_isolates_errors(monkeypatch):
     """Rep r of every implementation runs before rep r + 1 of any; an implementation that
     raises is reported and dropped while the others go on; contexts wrap every rep."""
     calls, count, entered = [], {}, []
@@ -208,15 +208,16 @@ def test_time_side_by_side_alternates_and_isolates_errors():
         return fn
 
     ticks = []
+    monkeypatch.setattr(fb, "SETTLE_SECONDS", 0.0)     # one untimed call before each rep
     out = fb.time_side_by_side({"a": make("a"), "b": make("b"), "s": make("s", slow=True),
-                                "c": make("c", slow=True, fail_at=3)},
+                                "c": make("c", slow=True, fail_at=5)},
                                4, ctxs={"b": Ctx}, tick=ticks.append)
     for name in "abs":
         times, inner = out[name]
         assert len(times) == 4 and all(t > 0 for t in times) and inner >= 1
     assert out["s"][1] == 1
-    assert isinstance(out["c"], RuntimeError)          # its second rep (third call) raised
-    assert count["c"] == 3
+    # c: calibration, then per rep one untimed and one timed call; the 5th call raised
+    assert isinstance(out["c"], RuntimeError) and count["c"] == 5
     # after the warm-ups (s then c calibrate last), the reps interleave a, b, s, c, a, ...
     timed = calls[calls.index("c") + 1:]
     reps = [n for i, n in enumerate(timed) if i == 0 or n != timed[i - 1]]
