@@ -220,10 +220,11 @@ static int a_mode(const kernel_t *kr, int64_t m, int64_t n, int64_t k, int64_t r
 
 /* Column slabs: with a small A read in place (m <= SLAB_MAX_M) and one N block, each
  * thread takes a contiguous range of B micro-panels and runs every K block on it alone,
- * packing only its own panels: no barrier per K block. Otherwise B is packed by all threads
- * and shared, with two barriers per K block; for a 100 x 100 x 4320 product the barriers
- * cost more than the arithmetic (2 threads slower than 1). Either way every element of C
- * sums the same products in the same order. */
+ * packing only its own panels: no barrier per K block. Otherwise B is packed by all
+ * threads and shared, with two barriers per K block; for a 100 x 100 x 4320 product the
+ * barriers cost more than the arithmetic (2 threads slower than 1). Either way every
+ * element of C sums the same products in the same order. (Slabs with a packed A, each
+ * thread packing all of it: no faster, measured on 100 x 4320 x 100 double.) */
 #define SLAB_MAX_M 256
 
 static int use_slabs(const kernel_t *kr, int64_t m, int64_t n, int mode, int nt)
@@ -419,17 +420,23 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                 const epilogue_t *ep_p = pc + kc >= k ? ep : NULL; /* last K block */
 
                 if (slabs) {
-                    /* this thread's own micro-panels, packed into their places in the
-                     * shared panel and read by nobody else: no barrier */
+                    /* this thread's own micro-panels, read by nobody else: no barrier. They
+                     * live in the thread's fixed share of the panel buffer, panels
+                     * [jp0, jp1) at KC (not kc) apart, so a shorter last K block cannot
+                     * move them onto a neighbour's panels still in use */
                     const int64_t jp0 = npanels * tid / nth, jp1 = npanels * (tid + 1) / nth;
+                    real *own = bp + jp0 * nr * KC;
                     for (int64_t jp = jp0; jp < jp1; jp++)
                         FNN(pack_b)(kc, min64(nr, nc - jp * nr),
                                      b + pc * rsb + (jc + jp * nr) * csb, rsb, csb, nr,
-                                     bp + jp * nr * kc);
+                                     own + (jp - jp0) * nr * kc);
+                    /* multiply_block finds panel jp at bp + jp*nr*kc */
+                    const real *bp_t = own - jp0 * nr * kc;
                     for (int64_t ic = 0; ic < m && jp0 < jp1; ic += MC)
                         multiply_block(kr, mode, min64(MC, m - ic), kc, nc,
-                                       a + ic * rsa + pc * csa, rsa, csa, bp, jp0, jp1, alpha,
-                                       beta_p, ep_p, ic, jc, ap, c + ic * ldc + jc, ldc, tmp);
+                                       a + ic * rsa + pc * csa, rsa, csa, bp_t, jp0, jp1,
+                                       alpha, beta_p, ep_p, ic, jc, ap, c + ic * ldc + jc, ldc,
+                                       tmp);
                     continue;
                 }
 

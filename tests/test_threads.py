@@ -70,6 +70,22 @@ def test_matmul_thread_invariant(fast_backend, ta, tb, dtype, m, n, k, restore_t
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_matmul_repeated_2_thread_calls_stable(fast_backend, dtype, restore_threads):
+    """Many 2-thread calls of a small-m product whose last K block is 16 shorter than the
+    others (K = 4319: 16 blocks of 255, one of 239), with an even number of B panels so
+    both threads have the same work. Regression: the C backend's column slabs once placed
+    each thread's B panels at offsets that moved with the block depth, so at the last block
+    one thread could overwrite panels its neighbour was still reading (wrong results once
+    every few dozen calls)."""
+    rng = _rng("mm-repeat", dtype)
+    a, b = rand(rng, (60, 4319), dtype), rand(rng, (4319, 128), dtype)
+    ref = _with_threads(1, ops.matmul, a, b)
+    fastnn.set_num_threads(2)
+    for i in range(200):
+        assert_bitwise(ops.matmul(a, b), ref, what=f"2-thread call {i}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 def test_conv_thread_invariant(fast_backend, layout, dtype, restore_threads):
     rng = _rng("conv", layout)
