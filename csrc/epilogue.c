@@ -129,8 +129,10 @@ void FNN(bias_act_bwd)(int64_t outer, int64_t c, int64_t inner, const real *dy, 
     const int nt = fnn_threads_for(total);
     if (act == FNN_ACT_RELU) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t e = 0; e < total; e++)
-            dx[e] = y[e] > 0 ? dy[e] : 0;
+        for (int64_t e = 0; e < total; e++) {
+            const real g = dy[e]; /* loaded unconditionally: the select vectorises */
+            dx[e] = y[e] > 0 ? g : 0;
+        }
     } else if (dx != dy) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t e = 0; e < total; e++)
@@ -138,4 +140,42 @@ void FNN(bias_act_bwd)(int64_t outer, int64_t c, int64_t inner, const real *dy, 
     }
     if (db)
         FNN(bias_grad)(outer, c, inner, dx, db);
+}
+
+/* Elements per block of the relu_mask loops: each block is read twice (mask, then y)
+ * while it is in L1. */
+#define RELU_BLOCK 1024
+
+/* The mask form of relu, the from-scratch idiom `mask = x <= 0; y = x.copy(); y[mask] = 0`,
+ * in one pass over n elements: mask[e] = x[e] <= 0 (1 or 0) and y[e] = mask[e] ? +0.0 : x[e],
+ * so NaN passes (NaN <= 0 is false) and -0.0 becomes +0.0. Overwrites y (which may be x)
+ * and mask (which overlaps neither). Each block's mask is taken before its y is written,
+ * in two select loops the compiler vectorises (one loop with a byte store and a branch
+ * did not: 6 ns per element on random signs). Threads over blocks. */
+void FNN(relu_mask)(int64_t n, const real *x, real *y, uint8_t *restrict mask)
+{
+    const int64_t nblk = (n + RELU_BLOCK - 1) / RELU_BLOCK;
+    const int nt = fnn_threads_for(n);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t blk = 0; blk < nblk; blk++) {
+        const int64_t e0 = blk * RELU_BLOCK, e1 = e0 + RELU_BLOCK < n ? e0 + RELU_BLOCK : n;
+        for (int64_t e = e0; e < e1; e++)
+            mask[e] = x[e] <= 0;
+        for (int64_t e = e0; e < e1; e++) {
+            const real v = x[e];
+            y[e] = v <= 0 ? (real)0 : v;
+        }
+    }
+}
+
+/* Its backward, the idiom `dout[mask] = 0`: dx[e] = mask[e] ? +0.0 : dy[e] over n elements;
+ * overwrites dx, which may be dy. dy is loaded unconditionally, so the select vectorises. */
+void FNN(relu_mask_bwd)(int64_t n, const real *dy, const uint8_t *restrict mask, real *dx)
+{
+    const int nt = fnn_threads_for(n);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t e = 0; e < n; e++) {
+        const real g = dy[e];
+        dx[e] = mask[e] ? (real)0 : g;
+    }
 }

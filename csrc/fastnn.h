@@ -77,6 +77,10 @@ void fnn_bias_act_bwd_f32(int64_t outer, int64_t c, int64_t inner, const float *
                           const float *y, int act, float *dx, float *db);
 void fnn_bias_act_bwd_f64(int64_t outer, int64_t c, int64_t inner, const double *dy,
                           const double *y, int act, double *dx, double *db);
+void fnn_relu_mask_f32(int64_t n, const float *x, float *y, uint8_t *mask);
+void fnn_relu_mask_f64(int64_t n, const double *x, double *y, uint8_t *mask);
+void fnn_relu_mask_bwd_f32(int64_t n, const float *dy, const uint8_t *mask, float *dx);
+void fnn_relu_mask_bwd_f64(int64_t n, const double *dy, const uint8_t *mask, double *dx);
 
 /* Fused optimizer updates (optim.c) */
 void fnn_adam_update_f32(int64_t n, float *p, const float *g, float *m, float *v, float *vhat,

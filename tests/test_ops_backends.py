@@ -13,8 +13,8 @@ import pytest
 
 import fastnn
 from fastnn import ops
-from conftest import (DTYPES, absmax, assert_close, assert_same, distinct, rand, reference,
-                      to_layout, tolerance, weights_to_layout, x_shape_in)
+from conftest import (DTYPES, absmax, assert_bitwise, assert_close, assert_same, distinct,
+                      rand, reference, to_layout, tolerance, weights_to_layout, x_shape_in)
 
 LAYOUTS = ("NHWC", "NCHW")
 DT_IDS = ["f32", "f64"]
@@ -750,6 +750,62 @@ def test_bias_act_out(backend, shape, axis, dtype):
     assert dx is dyin
     assert_close(dyin, rdx, what="bias_act_backward in place")
     assert_close(db, rdb, k=dy.size // shape[axis], what="bias_act_backward db in place")
+
+
+# --------------------------------------------------------------------------- relu_mask
+_SPECIALS = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-300, -1e-300, 5e-324]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", [(7,), (3, 5, 4), (1, 300007)], ids=lambda v: str(v))
+def test_relu_mask_bitwise_equal_to_reference(backend, shape, dtype):
+    """relu_mask / relu_mask_backward are selects: every backend gives the reference's bits
+    (+0.0 where x <= 0, -0.0 included; NaN and its sign kept), past the threading threshold
+    and on odd tails, in place too."""
+    rng = _rng("relu_mask", shape)
+    x = rand(rng, shape, dtype)
+    flat = x.reshape(-1)
+    flat[:: 11] = 0.0
+    flat[: len(_SPECIALS)] = np.array(_SPECIALS[: flat.size], dtype=dtype)
+    y, m = ops.relu_mask(x)
+    ry, rm = reference(ops.relu_mask, x)
+    assert_bitwise(y, ry, what="relu_mask y")
+    assert m.dtype == np.bool_ and np.array_equal(m, rm)
+    dy = rand(rng, shape, dtype)
+    dy.reshape(-1)[1::13] = np.nan
+    dx = ops.relu_mask_backward(dy, m)
+    assert_bitwise(dx, reference(ops.relu_mask_backward, dy, rm), what="relu_mask_backward")
+    xin, mout = x.copy(), np.ones(shape, np.bool_)
+    yin, mret = ops.relu_mask(xin, out=xin, mask=mout)
+    assert yin is xin and mret is mout
+    assert_bitwise(xin, ry, what="relu_mask in place")
+    assert np.array_equal(mout, rm)
+    dyin = dy.copy()
+    assert ops.relu_mask_backward(dyin, m, out=dyin) is dyin
+    assert_bitwise(dyin, dx, what="relu_mask_backward in place")
+
+
+def test_relu_mask_bad_input():
+    x = np.ones((3, 4), np.float32)
+    m = np.zeros((3, 4), np.bool_)
+    with pytest.raises(TypeError, match="mask must be a numpy bool array"):
+        ops.relu_mask(x, mask=np.zeros((3, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"mask must have shape \(3, 4\)"):
+        ops.relu_mask(x, mask=np.zeros((4, 3), np.bool_))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ops.relu_mask(x, mask=np.zeros((4, 3), np.bool_).T)
+    with pytest.raises(TypeError, match="out has dtype"):
+        ops.relu_mask(x, out=np.ones((3, 4), np.float64))
+    with pytest.raises(TypeError, match="dtype float32 or float64"):
+        ops.relu_mask(np.ones(3, np.int32))
+    with pytest.raises(TypeError, match="mask must be a numpy bool array"):
+        ops.relu_mask_backward(x, m.astype(np.int8))
+    with pytest.raises(TypeError, match="mask must be a numpy bool array"):
+        ops.relu_mask_backward(x, [[True] * 4] * 3)
+    with pytest.raises(ValueError, match="mask"):
+        ops.relu_mask_backward(x, m[:2])
+    with pytest.raises(ValueError, match="out"):
+        ops.relu_mask_backward(x, m, out=np.ones((4, 3), np.float32))
 
 
 # --------------------------------------------------------------------------- out=

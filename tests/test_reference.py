@@ -578,6 +578,31 @@ def test_bias_act_backward_finite_differences(shape, axis, act):
     assert_exact(dx2, dx)
 
 
+# =========================================================================== relu_mask
+@pytest.mark.parametrize("dtype", (np.float64, np.float32), ids=("f64", "f32"))
+def test_relu_mask_reference_against_loops(dtype):
+    """The NumPy reference against the idiom it replaces, element by element in Python:
+    ``mask = x <= 0; y = x.copy(); y[mask] = 0`` and ``dout[mask] = 0``."""
+    rng = _rng("relu_mask", dtype)
+    x = rng.uniform(-1, 1, (4, 6)).astype(dtype)
+    x.flat[:6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, -np.nan]
+    dy = rng.uniform(-1, 1, (4, 6)).astype(dtype)
+    with fastnn.use_backend("numpy"):
+        y, m = ops.relu_mask(x)
+        dx = ops.relu_mask_backward(dy, m)
+    ey, em, edx = x.copy(), np.zeros(x.shape, bool), dy.copy()
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            if x[i, j] <= 0:
+                em[i, j] = True
+                ey[i, j] = 0            # a Python int 0 stored: +0.0
+                edx[i, j] = 0
+    assert np.array_equal(m, em)
+    assert_exact(y, ey, "relu_mask y")
+    assert not np.signbit(y).any() or np.isnan(y[np.signbit(y)]).all()   # -0.0 -> +0.0
+    assert_exact(dx, edx, "relu_mask_backward")
+
+
 # =========================================================================== bias_act
 @pytest.mark.parametrize("dtype", (np.float64, np.float32), ids=("f64", "f32"))
 def test_bias_act_forward(dtype):

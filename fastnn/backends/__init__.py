@@ -32,6 +32,11 @@ Primitives
 ``bias_act_backward(dy, y, act, dx, db)``
     ``y`` is the *output* of bias_act; ``dx = dy * act'(y)`` (relu: ``y > 0``);
     ``db`` (C,) or None is overwritten with ``dx.sum(axis=(0, 2))``. ``dx`` may be ``dy``.
+``relu_mask(x, y, mask)``
+    Any shape; ``mask`` a bool array of x's shape. ``mask = x <= 0`` and ``y = mask ? +0.0 :
+    x`` (NaN passes, -0.0 becomes +0.0), both overwritten; ``y`` may be ``x``.
+``relu_mask_backward(dy, mask, dx)``
+    ``dx = mask ? +0.0 : dy``, overwritten; ``dx`` may be ``dy``.
 ``conv2d_forward(x, w, b, g, layout, act, y, chunk)``
     NHWC: x (N, H, W, C), w (KH, KW, C, F), y (N, OH, OW, F);
     NCHW: x (N, C, H, W), w (F, C, KH, KW), y (N, F, OH, OW); b (F,) or None;

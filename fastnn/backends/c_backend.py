@@ -37,6 +37,7 @@ _LAYOUT = {"NHWC": 0, "NCHW": 1}
 _ACT = {"identity": 0, "relu": 1}
 _ARRAY = {np.dtype(np.float32): ffi.typeof("float[]"), np.dtype(np.float64): ffi.typeof("double[]")}
 _INT64_ARRAY = ffi.typeof("int64_t[]")
+_UINT8_ARRAY = ffi.typeof("uint8_t[]")         # numpy bool arrays (one byte, 0 or 1)
 _SFX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _FNS: dict = {}
 _local = threading.local()
@@ -150,6 +151,15 @@ def bias_act_backward(dy, y, act, dx, db):
     outer, c, inner = y.shape
     _fn("bias_act_bwd", y.dtype)(outer, c, inner, _ptr(dy), _ptr(y), _ACT[act], _ptr(dx),
                                  _opt(db, y.dtype))
+
+
+def relu_mask(x, y, mask):
+    _fn("relu_mask", x.dtype)(x.size, _ptr(x), _ptr(y), ffi.from_buffer(_UINT8_ARRAY, mask))
+
+
+def relu_mask_backward(dy, mask, dx):
+    _fn("relu_mask_bwd", dy.dtype)(dy.size, _ptr(dy), ffi.from_buffer(_UINT8_ARRAY, mask),
+                                   _ptr(dx))
 
 
 def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps):

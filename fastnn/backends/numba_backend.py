@@ -34,7 +34,8 @@ from numba import njit, prange
 from . import _conv_driver
 
 __all__ = [
-    "gemm", "im2col", "col2im", "bias_act", "bias_act_backward", "conv2d_forward",
+    "gemm", "im2col", "col2im", "bias_act", "bias_act_backward", "relu_mask",
+    "relu_mask_backward", "conv2d_forward",
     "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
     "avgpool2d_backward", "set_num_threads", "get_num_threads", "isa",
 ]
@@ -494,6 +495,43 @@ def _bias_act_backward_kernel(dy, y, relu, dx, db, has_db, outer, ch, inner, nch
             for q in range(nchunks):
                 s += part[q, ci]
             db[ci] = s
+
+
+@njit(parallel=True, cache=True)
+def _relu_mask_kernel(x, y, mask, nchunks):
+    n = x.size
+    for ci in prange(nchunks):
+        for e in range(n * ci // nchunks, n * (ci + 1) // nchunks):
+            v = x[e]
+            m = v <= 0
+            mask[e] = m
+            y[e] = 0 if m else v
+
+
+@njit(parallel=True, cache=True)
+def _relu_mask_bwd_kernel(dy, mask, dx, nchunks):
+    n = dy.size
+    for ci in prange(nchunks):
+        for e in range(n * ci // nchunks, n * (ci + 1) // nchunks):
+            dx[e] = 0 if mask[e] else dy[e]
+
+
+def _elementwise_chunks(n: int) -> int:
+    """Contiguous runs for the parallel elementwise loops: one per thread, none shorter
+    than 16384 elements (a parallel iteration per element is far slower)."""
+    return max(1, min(numba.get_num_threads(), n // 16384))
+
+
+def relu_mask(x, y, mask):
+    """``mask = x <= 0``; ``y = where(mask, +0.0, x)``."""
+    _relu_mask_kernel(x.reshape(-1), y.reshape(-1), mask.reshape(-1),
+                      _elementwise_chunks(x.size))
+
+
+def relu_mask_backward(dy, mask, dx):
+    """``dx = where(mask, +0.0, dy)``; ``dx`` may be ``dy``."""
+    _relu_mask_bwd_kernel(dy.reshape(-1), mask.reshape(-1), dx.reshape(-1),
+                          _elementwise_chunks(dy.size))
 
 
 def bias_act(y, b, act, out):

@@ -144,6 +144,17 @@ def bias_act(y, b, act, out):
     out[...] = v
 
 
+def relu_mask(x, y, mask):
+    """``mask = x <= 0``; ``y = where(mask, +0.0, x)`` (NaN passes, -0.0 becomes +0.0)."""
+    np.less_equal(x, 0, out=mask)
+    y[...] = np.where(mask, x.dtype.type(0), x)
+
+
+def relu_mask_backward(dy, mask, dx):
+    """``dx = where(mask, +0.0, dy)``; ``dx`` may be ``dy``."""
+    dx[...] = np.where(mask, dy.dtype.type(0), dy)
+
+
 def bias_act_backward(dy, y, act, dx, db):
     """``dx = dy * act'(y)`` with relu' = ``y > 0`` (y is the forward output);
     ``db = dx.sum(axis=(0, 2))`` when ``db`` is not None. ``dx`` may be ``dy``."""

@@ -371,7 +371,6 @@ def cross_entropy_error(y, t):
 
 
 # --------------------------------------------------------------------------- element-wise layers
-_UINT = {4: np.uint32, 8: np.uint64}
 
 
 class Relu:
@@ -404,14 +403,11 @@ class Relu:
         out : ndarray, shape and dtype of ``x``
         """
         x = _array(x, "x")
-        self.mask = x <= 0
-        if x.dtype.itemsize in _UINT and x.dtype.kind == "f":
-            # keep the bits of x where x > 0 (or NaN), all-zero bits (+0.0) elsewhere:
-            # what x.copy(); out[mask] = 0 gives, without a slow boolean scatter.
-            u = _UINT[x.dtype.itemsize]
-            out = np.empty(x.shape, dtype=x.dtype)
-            np.multiply(x.view(u), np.logical_not(self.mask), out=out.view(u))
+        if x.dtype in (_F32, _F64):
+            # fastnn's kernel for exactly this idiom: mask and output in one pass
+            out, self.mask = ops.relu_mask(x)
             return out
+        self.mask = x <= 0
         out = x.copy()
         out[self.mask] = 0
         return out
@@ -437,10 +433,9 @@ class Relu:
         if not dout.flags.writeable:
             raise ValueError("dout must be writeable: Relu.backward zeroes it in place, as "
                              "the book does")
-        if dout.dtype.kind == "f" and dout.dtype.itemsize in _UINT:
-            u = _UINT[dout.dtype.itemsize]
-            view = dout.view(u)
-            np.multiply(view, np.logical_not(self.mask), out=view)
+        if dout.dtype in (_F32, _F64) and dout.flags.c_contiguous and \
+                isinstance(self.mask, np.ndarray) and self.mask.dtype == np.bool_:
+            ops.relu_mask_backward(dout, self.mask, out=dout)
         else:
             dout[self.mask] = 0
         return dout

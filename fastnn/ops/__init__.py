@@ -31,7 +31,8 @@ from ._geometry import ConvGeometry, as_pair, conv_geometry
 __all__ = [
     "matmul", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
-    "bias_act", "bias_act_backward", "conv_geometry", "ConvGeometry",
+    "bias_act", "bias_act_backward", "relu_mask", "relu_mask_backward", "conv_geometry",
+    "ConvGeometry",
     "set_workspace_limit", "get_workspace_limit",
 ]
 
@@ -401,6 +402,83 @@ def bias_act_backward(dy, y, activation="relu", *, channel_axis: int = -1,
         _backend.get().bias_act_backward(dy.reshape(outer, c, inner), y.reshape(outer, c, inner),
                                          act, dx.reshape(outer, c, inner), db)
     return dx, db
+
+
+def _bool_out(mask, shape, name: str, inputs=()) -> np.ndarray:
+    """``mask`` checked to be a writeable C-contiguous bool array of ``shape`` sharing no
+    memory with ``inputs``, or a new one when None."""
+    if mask is None:
+        return np.empty(shape, dtype=np.bool_)
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+        raise TypeError(f"{name} must be a numpy bool array, received "
+                        f"{type(mask).__name__}"
+                        + (f" of dtype {mask.dtype}" if isinstance(mask, np.ndarray) else ""))
+    if mask.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, received {mask.shape}")
+    if not (mask.flags.c_contiguous and mask.flags.writeable):
+        raise ValueError(f"{name} must be C-contiguous and writeable")
+    for arr in inputs:
+        if np.shares_memory(mask, arr):
+            raise ValueError(f"{name} must not overlap an input or output array")
+    return mask
+
+
+def relu_mask(x, *, out: Optional[np.ndarray] = None, mask: Optional[np.ndarray] = None
+              ) -> Tuple[np.ndarray, np.ndarray]:
+    """ReLU that also returns where it zeroed: the from-scratch idiom ``mask = x <= 0;
+    y = x.copy(); y[mask] = 0`` in one pass.
+
+    Parameters
+    ----------
+    x : ndarray, any shape
+    out : ndarray shaped like x, optional
+        Receives ``y``; may be ``x`` itself (in place).
+    mask : bool ndarray shaped like x, optional
+        Receives the mask.
+
+    Returns
+    -------
+    y : ndarray shaped like x
+        ``x`` where ``x > 0`` or NaN, ``+0.0`` elsewhere (``-0.0`` becomes ``+0.0``:
+        unlike :func:`bias_act`, which keeps ``-0.0``).
+    mask : bool ndarray shaped like x
+        ``x <= 0`` (False for NaN).
+    """
+    x = float_array(x, "x")
+    y = _out_like(out, x, "out")
+    m = _bool_out(mask, x.shape, "mask", (x, y))
+    if x.size:
+        _backend.get().relu_mask(x, y, m)
+    return y, m
+
+
+def relu_mask_backward(dy, mask, *, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Backward of :func:`relu_mask`, the idiom ``dout[mask] = 0``.
+
+    Parameters
+    ----------
+    dy : ndarray, the gradient with respect to ``y``
+    mask : bool ndarray shaped like dy, the mask :func:`relu_mask` returned
+    out : ndarray shaped like dy, optional
+        Receives ``dx``; may be ``dy`` itself (in place, as the idiom is).
+
+    Returns
+    -------
+    dx : ndarray shaped like dy: ``+0.0`` where ``mask``, ``dy`` elsewhere
+    """
+    dy = float_array(dy, "dy")
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+        raise TypeError(f"mask must be a numpy bool array (relu_mask's), received "
+                        f"{type(mask).__name__}"
+                        + (f" of dtype {mask.dtype}" if isinstance(mask, np.ndarray) else ""))
+    _checks.expect_shape(mask, dy.shape, "mask", "the shape of dy")
+    mask = np.ascontiguousarray(mask)
+    dx = _out_like(out, dy, "out")
+    if np.shares_memory(dx, mask):
+        raise ValueError("out must not overlap mask")
+    if dy.size:
+        _backend.get().relu_mask_backward(dy, mask, dx)
+    return dx
 
 
 def _channel_axis_arg(channel_axis, ndim: int) -> None:
