@@ -78,9 +78,12 @@ void FNN(bias_act_block)(const real *bias, int axis, int act, int64_t rows, int6
     }
 }
 
-/* db[j] = sum over o, i of dy[o, j, i]; overwrites db. Each channel is summed serially in
- * a fixed order (in double), threads split the channels, so results do not depend on the
- * thread count. */
+/* Partial sums per channel in bias_grad's (outer, c, inner > 1) case. */
+#define BIAS_LANES 8
+
+/* db[j] = sum over o, i of dy[o, j, i]; overwrites db. Each channel is summed in a fixed
+ * order (in double), threads split the channels, so results do not depend on the thread
+ * count. */
 void FNN(bias_grad)(int64_t outer, int64_t c, int64_t inner, const real *dy, real *db)
 {
     const int nt = c >= 8 ? fnn_threads_for(outer * c * inner) : 1;
@@ -107,14 +110,27 @@ void FNN(bias_grad)(int64_t outer, int64_t c, int64_t inner, const real *dy, rea
                     db[j] = (real)acc[j - jb];
             }
         } else {
+            /* BIAS_LANES interleaved partial sums per channel (lane l takes the elements
+             * with i % BIAS_LANES == l of each (o, j) row; the row's tail goes to its own
+             * sum), added up in a fixed tree at the end. The lanes vectorise and their
+             * adds overlap; one serial sum was bound by the add latency (4 cycles per
+             * element: 2.3 ms for a 100 x 30 x 576 dy). The order depends on the shape
+             * only. */
             for (int64_t j = j0; j < j1; j++) {
-                accum acc = 0;
+                accum lane[BIAS_LANES] = {0}, tail = 0;
                 for (int64_t o = 0; o < outer; o++) {
                     const real *p = dy + (o * c + j) * inner;
-                    for (int64_t i = 0; i < inner; i++)
-                        acc += p[i];
+                    int64_t i = 0;
+                    for (; i + BIAS_LANES <= inner; i += BIAS_LANES)
+                        for (int l = 0; l < BIAS_LANES; l++)
+                            lane[l] += p[i + l];
+                    for (; i < inner; i++)
+                        tail += p[i];
                 }
-                db[j] = (real)acc;
+                for (int w = BIAS_LANES / 2; w >= 1; w /= 2)
+                    for (int l = 0; l < w; l++)
+                        lane[l] += lane[l + w];
+                db[j] = (real)(lane[0] + tail);
             }
         }
     }
