@@ -17,8 +17,8 @@ Two suites:
     of each runs before rep r + 1 of any, so a burst of load from other tenants of the
     machine falls on all of them alike, and each rep follows 0.15 s of untimed calls of the
     same implementation (the previous library's spinning threads die down, this one's wake
-    up); calls faster than about a millisecond are
-    repeated inside a rep (``inner`` in the JSON) and the per-call time is kept.
+    up); calls faster than about a millisecond are repeated inside a rep (``inner`` in the
+    JSON) and the per-call time is kept.
 ``train``
     Fractions of an epoch of example program 2 (the CNN, batch 128, Adam) and program 4
     (Flatten-Dense(128, relu)-Dense(10, softmax), batch 32, Adam) on the first
@@ -27,6 +27,9 @@ Two suites:
     cross-entropy on logits, manual batching of shuffled NumPy arrays). The median epoch
     time over ``--train-reps`` epochs (after a two-batch warm-up) is scaled by
     ``60000 / images`` to a full-epoch estimate: that column is computed, not measured.
+    The implementations of one program run side by side: each in its own child process,
+    all warmed up, then epoch r of each before epoch r + 1 of any (one at a time; the
+    others wait on a pipe), so a change of load on a shared machine falls on all alike.
 
 Peak memory is a per-process quantity -- the high-water mark of the resident set
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, KiB on Linux; ``VmHWM`` in
@@ -700,6 +703,8 @@ def _child_main(spec_json: str) -> int:
         out.flush()
         times, losses = [], []
         for _ in range(spec["reps"]):
+            if spec.get("lockstep") and not sys.stdin.readline():
+                return 1                       # the parent went away
             t0 = time.perf_counter()
             losses.append(trainer.epoch())
             times.append(time.perf_counter() - t0)
@@ -729,49 +734,119 @@ def _package_parent() -> str:
     return str(Path(fastnn.__file__).resolve().parent.parent)
 
 
-def run_train_case(program: str, impl: str, *, threads: int, train_images: int, reps: int,
-                   tick: Optional[Callable[[], None]] = None, sample=None) -> dict:
-    """Run one end-to-end case in a child process; returns its JSON record."""
-    spec = {"program": program, "impl": impl, "threads": threads,
-            "train_images": train_images, "reps": reps, "seed": 0, "sample": sample}
+def _child_env(threads: int) -> dict:
     env = dict(os.environ)
     parent = _package_parent()
     env["PYTHONPATH"] = os.pathsep.join([parent] + ([env["PYTHONPATH"]]
                                                     if env.get("PYTHONPATH") else []))
     env["OMP_NUM_THREADS"] = str(threads)
-    code = "import sys; from fastnn.bench import _child_main; sys.exit(_child_main(sys.argv[1]))"
-    record = {"program": program, "impl": impl, "batch_size": BATCH_SIZES[program],
-              "requested_images": train_images}
-    result, other = None, []
-    with tempfile.TemporaryDirectory(prefix="fastnn-bench-") as tmp, \
-            open(os.path.join(tmp, "stderr.txt"), "w+") as err:
-        proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], cwd=tmp,
-                                env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-        assert proc.stdout is not None
-        for line in proc.stdout:
+    return env
+
+
+_CHILD_CODE = ("import sys; from fastnn.bench import _child_main; "
+               "sys.exit(_child_main(sys.argv[1]))")
+
+
+class _Child:
+    """One end-to-end case in a child process, driven rep by rep (``lockstep``): after its
+    warm-up it runs one timed epoch each time :meth:`step` is called."""
+
+    def __init__(self, program: str, impl: str, spec: dict, tmp: str, tick):
+        self.program, self.impl, self.tick = program, impl, tick
+        self.result, self.other = None, []
+        self.err = open(os.path.join(tmp, f"stderr-{impl.replace(':', '-')}.txt"), "w+")
+        self.proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, json.dumps(spec)],
+                                     cwd=tmp, env=_child_env(spec["threads"]),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.err, text=True)
+        self.alive = True
+
+    def _read_until_tick(self) -> bool:
+        """Read the child's output up to its next tick (True) or its end (False)."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
             if line.startswith(f"{_CHILD_TAG} tick"):
-                if tick:
-                    tick()
-            elif line.startswith(f"{_CHILD_TAG} result "):
-                result = json.loads(line[len(_CHILD_TAG) + 8:])
+                if self.tick:
+                    self.tick()
+                return True
+            if line.startswith(f"{_CHILD_TAG} result "):
+                self.result = json.loads(line[len(_CHILD_TAG) + 8:])
             else:
-                other.append(line.rstrip("\n"))
-        rc = proc.wait()
-        err.seek(0)
-        stderr = err.read()
-    if rc != 0 or result is None:
-        tail = "\n".join((stderr.strip().splitlines() or other or ["(no output)"])[-8:])
-        record["error"] = f"child exited with code {rc}: {tail}"
+                self.other.append(line.rstrip("\n"))
+        self.alive = False
+        return False
+
+    def warmed_up(self) -> None:
+        self._read_until_tick()
+
+    def step(self) -> None:
+        """One timed epoch (a no-op once the child has failed)."""
+        if not self.alive:
+            return
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("go\n")
+            self.proc.stdin.flush()
+        except OSError:
+            self.alive = False
+            return
+        self._read_until_tick()
+
+    def finish(self) -> dict:
+        """Wait for the child's result; the case's JSON record."""
+        if self.alive:
+            self._read_until_tick()                 # reads the result line, then EOF
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        rc = self.proc.wait()
+        self.err.seek(0)
+        stderr = self.err.read()
+        self.err.close()
+        record = {"program": self.program, "impl": self.impl}
+        if rc != 0 or self.result is None:
+            tail = "\n".join((stderr.strip().splitlines() or self.other
+                              or ["(no output)"])[-8:])
+            record["error"] = f"child exited with code {rc}: {tail}"
+            return record
+        record.update(self.result)
+        med = statistics.median(self.result["times"])
+        record["median"] = med
+        record["per_full_epoch"] = med * FULL_EPOCH_IMAGES / self.result["train_images"]
+        record["images_per_s"] = self.result["train_images"] / med if med > 0 else None
+        warn = [l for l in stderr.splitlines() if l.startswith("note:")]
+        if warn:
+            record["child_notes"] = warn
         return record
-    record.update(result)
-    med = statistics.median(result["times"])
-    record["median"] = med
-    record["per_full_epoch"] = med * FULL_EPOCH_IMAGES / result["train_images"]
-    record["images_per_s"] = result["train_images"] / med if med > 0 else None
-    warn = [l for l in stderr.splitlines() if l.startswith("note:")]
-    if warn:
-        record["child_notes"] = warn
-    return record
+
+
+def run_train_cases(program: str, impls: Sequence[str], *, threads: int, train_images: int,
+                    reps: int, tick: Optional[Callable[[str], None]] = None,
+                    sample=None) -> List[dict]:
+    """Run one program with every implementation in ``impls`` side by side: one child
+    process each (own peak RSS), all warmed up, then epoch ``r`` of each runs before epoch
+    ``r + 1`` of any (one child at a time; the others wait on a pipe), so a change of load
+    on the machine falls on all of them alike. Returns their JSON records."""
+    records = []
+    with tempfile.TemporaryDirectory(prefix="fastnn-bench-") as tmp:
+        children = []
+        for impl in impls:
+            spec = {"program": program, "impl": impl, "threads": threads,
+                    "train_images": train_images, "reps": reps, "seed": 0,
+                    "sample": sample, "lockstep": True}
+            label = "PyTorch" if impl == "torch" else f"fastnn {impl.split(':', 1)[1]}"
+            step_tick = (lambda label=label: tick(f"{program} [{label}]")) if tick else None
+            child = _Child(program, impl, spec, tmp, step_tick)
+            child.warmed_up()      # one at a time: the warm-ups do not overlap either
+            children.append(child)
+        for _ in range(reps):
+            for child in children:
+                child.step()
+        for child in children:
+            rec = child.finish()
+            rec.update({"batch_size": BATCH_SIZES[program], "requested_images": train_images,
+                        "side_by_side": True})
+            records.append(rec)
+    return records
 
 
 # =========================================================================== tables
@@ -865,7 +940,8 @@ def format_tables(result: dict) -> str:
     if result.get("train"):
         out.append(f"### End-to-end training (median of {s['train_reps']} passes over the "
                    f"first images of Fashion-MNIST after a 2-batch warm-up; the 60k column is "
-                   f"scaled by 60000 / images, not measured; each row in its own process)")
+                   f"scaled by 60000 / images, not measured; each row in its own process, "
+                   f"the rows' passes alternating)")
         out.append("")
         out += train_table(result["train"])
         out.append("")
@@ -998,13 +1074,16 @@ def run(*, suite: str = "all", only: Optional[Sequence[str]] = None,
             "kernel_backend": kernel_backend, "min_rep_seconds": MIN_REP_SECONDS}
         result["kernels"] = run_kernels(cases, reps, kernel_backend, torch, tick)
     train_records = []
-    for program, impl in train_jobs:
-        label = ("PyTorch" if impl == "torch" else f"fastnn {impl.split(':', 1)[1]}")
-        rec = run_train_case(program, impl, threads=threads, train_images=train_images,
-                             reps=train_reps, sample=sample,
-                             tick=lambda: tick(f"{program} [{label}]"))
-        rec["label"] = label
-        train_records.append(rec)
+    for program in PROGRAMS:
+        impls_p = [i for p, i in train_jobs if p == program]
+        if not impls_p:
+            continue
+        for rec in run_train_cases(program, impls_p, threads=threads,
+                                   train_images=train_images, reps=train_reps,
+                                   sample=sample, tick=tick):
+            rec["label"] = ("PyTorch" if rec["impl"] == "torch"
+                            else f"fastnn {rec['impl'].split(':', 1)[1]}")
+            train_records.append(rec)
     # fastnn speedup over every other row of the same program: their time / fastnn's time
     for program in PROGRAMS:
         rows = [r for r in train_records if r["program"] == program and "error" not in r]

@@ -224,3 +224,22 @@ def test_time_side_by_side_alternates_and_isolates_errors(monkeypatch):
     assert reps == ["a", "b", "s", "c", "a", "b", "s", "c", "a", "b", "s", "a", "b", "s"]
     assert len(entered) == 1 + 4                       # b's warm-up and each of its reps
     assert all(ticks.count(n) == 5 for n in "absc")   # failed reps tick too (progress bar)
+
+
+def test_train_side_by_side_two_backends(tmp_path, capsys):
+    """Two implementations of one program run in lockstep child processes: both records
+    complete, each with its own times and peak RSS, marked side_by_side."""
+    have = [b for b in ("c", "numpy") if b in fastnn._backend.available()]
+    if len(have) < 2:
+        pytest.skip("needs two backends")
+    rc, out, data, _ = _run(tmp_path, capsys, "--suite", "train", "--only", "mlp", "--quick",
+                            "--train-images", "64", "--train-reps", "2", "--backends",
+                            ",".join(have), "--no-torch", "--png", "none")
+    assert rc == 0, out
+    recs = data["train"]
+    assert [r["impl"] for r in recs] == [f"fastnn:{b}" for b in have]
+    for r in recs:
+        assert "error" not in r and r["side_by_side"] is True
+        assert len(r["times"]) == 2 and r["peak_rss_kib"] > 0
+    assert recs[0]["baseline"] is True and recs[1]["speedup"] > 0
+    assert len(_table_rows(out, ["program 4"])) == 2
