@@ -27,8 +27,10 @@ Same numbers
 Every layer computes what the book's computes, on the same inputs, to floating-point
 round-off: convolution, pooling and the affine products run in fastnn's kernels (C, Numba
 or NumPy, whichever backend is active), which sum the same products in another order; the
-element-wise layers and the optimizers use the book's NumPy expressions in the book's order
-and give bit-identical results. fastnn's kernels never build the whole batch's column
+element-wise layers and the optimizers give bit-identical results: ``Relu`` and float64
+``Adam`` through fastnn kernels that do the book's operations in the book's order
+(:func:`fastnn.ops.relu_mask`, the fused Adam step), the rest as the book's NumPy
+expressions. fastnn's kernels never build the whole batch's column
 matrix (they lower a bounded chunk of images at a time, see
 :func:`fastnn.ops.set_workspace_limit`); ``Convolution.col`` is computed on demand when read.
 
