@@ -31,9 +31,8 @@ from ._geometry import ConvGeometry, as_pair, conv_geometry
 __all__ = [
     "matmul", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
-    "bias_act", "bias_act_backward", "relu_mask", "relu_mask_backward", "conv_geometry",
-    "ConvGeometry",
-    "set_workspace_limit", "get_workspace_limit",
+    "bias_act", "bias_act_backward", "relu_mask", "relu_mask_backward", "adam_update",
+    "conv_geometry", "ConvGeometry", "set_workspace_limit", "get_workspace_limit",
 ]
 
 _ACTIVATIONS = {"identity": "identity", "linear": "identity", "relu": "relu"}
