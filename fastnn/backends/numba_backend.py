@@ -266,8 +266,17 @@ def _im2col_row(x, cols, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, 
     for xo in range(ow):
         base = (r * ow + xo) * patch
         if nhwc:
+            iw0 = xo * sw - pl
+            # whole kernel rows inside the image (no dilation): one contiguous run each
+            run = dw == 1 and iw0 >= 0 and iw0 + kw <= w
             for ki in range(kh):
                 ih = yo * sh - pt + ki * dh
+                if run and ih >= 0 and ih < h:
+                    src = ((ni * h + ih) * w + iw0) * ch
+                    dst = base + ki * kw * ch
+                    for q in range(kw * ch):
+                        cols[dst + q] = x[src + q]
+                    continue
                 for kj in range(kw):
                     iw = xo * sw - pl + kj * dw
                     dst = base + (ki * kw + kj) * ch
