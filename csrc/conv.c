@@ -28,12 +28,18 @@
  * is in L1. For patches up to 5/4 of the GEMM's KC this is the GEMM's exact order of
  * operations: the same bits as the im2col + GEMM path (the reference it is tested
  * against).
+ * NHWC backward, on ISAs with a gather micro-kernel: dw without a column matrix too (the
+ * same micro-kernel with the roles swapped: A(i, q) = x[corner of pixel q + offset of
+ * patch element i], B = dy, in pieces of DW_PIECE pixels with one partial each, summed in
+ * piece order); dx still through dcols = dy * w^T and col2im.
  * NHWC and the per-image NCHW path: the algorithm of fastnn/backends/_conv_driver.py (the
  * NumPy/Numba path).
  *
  * Workspace (elements, from fnn_conv2d_ws):
  *   NHWC, implicit forward: [packed w][padded x chunk, with padding];
  *   NHWC, per image: [cols chunk][dcols chunk, backward][GEMM];
+ *   NHWC backward, implicit dw: [dcols chunk][GEMM][pixel offsets, packed dy pieces,
+ *   partials, padded x];
  *   batched NCHW: [dw partials, backward][per thread: colsT, dcolsT (bwd), Y / dyT, GEMM]
  *   (a few hundred KiB per thread for typical layers, whatever the chunk).
  */
@@ -82,6 +88,36 @@ static int64_t implicit_ws(const fnn_geom *g, int64_t f, int64_t chunk)
     return wpk + (padded(g) ? round8(chunk * hp * wp * g->c) : 0);
 }
 
+/* x itself, or (with padding) its zero-padded copy in xp (g->n images, NHWC, (h + pt + pb)
+ * x (w + pl + pr) x c each): what the implicit paths read. */
+static const real *padded_source(const fnn_geom *g, const real *x, real *xp, int nt)
+{
+    if (!padded(g))
+        return x;
+    const int64_t C = g->c, xs = g->h * g->w * C;
+    const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t n = 0; n < g->n; n++) {
+        real *d = xp + n * hp * wp * C;
+        memset(d, 0, sizeof(real) * (size_t)(hp * wp * C));
+        for (int64_t h = 0; h < g->h; h++)
+            memcpy(d + ((h + g->pt) * wp + g->pl) * C, x + n * xs + h * g->w * C,
+                   sizeof(real) * (size_t)(g->w * C));
+    }
+    return xp;
+}
+
+/* The receptive-field offsets of the implicit paths: patch element (r, s, c) of an output
+ * pixel sits at off[(r*kw + s)*c + c] from the pixel's top-left corner in the (padded) x. */
+static void patch_offsets(const fnn_geom *g, int64_t *off)
+{
+    const int64_t C = g->c, wp = g->w + g->pl + g->pr;
+    for (int64_t r = 0; r < g->kh; r++)
+        for (int64_t s = 0; s < g->kw; s++)
+            for (int64_t c = 0; c < C; c++)
+                off[(r * g->kw + s) * C + c] = (r * g->dh * wp + s * g->dw) * C + c;
+}
+
 /* y (g->n, oh, ow, f) = act(conv(x, w) + b) for a chunk of g->n images, NHWC, without a
  * column matrix; overwrites y. w is packed into ws first (and x copied zero-padded when
  * there is padding). Output pixel q = (n, oh, ow) reads x at rows[q] + off[p]. */
@@ -96,27 +132,12 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
     real *bp = ws, *xp = ws + round8(npanels * nr * patch);
     int64_t off[IMPLICIT_MAX_PATCH];
 
-    for (int64_t r = 0; r < g->kh; r++)
-        for (int64_t s = 0; s < g->kw; s++)
-            for (int64_t c = 0; c < C; c++)
-                off[(r * g->kw + s) * C + c] = (r * g->dh * wp + s * g->dw) * C + c;
+    patch_offsets(g, off);
     for (int64_t jp = 0; jp < npanels; jp++)
         FNN(pack_b)(patch, min64(nr, f - jp * nr), w + jp * nr, f, 1, nr, bp + jp * nr * patch);
 
     const int nt = fnn_threads_for(m * f * patch / 64);
-    const real *src = x;
-    if (padded(g)) {
-        const int64_t xs = g->h * g->w * C;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t n = 0; n < g->n; n++) {
-            real *d = xp + n * hp * wp * C;
-            memset(d, 0, sizeof(real) * (size_t)(hp * wp * C));
-            for (int64_t h = 0; h < g->h; h++)
-                memcpy(d + ((h + g->pt) * wp + g->pl) * C, x + n * xs + h * g->w * C,
-                       sizeof(real) * (size_t)(g->w * C));
-        }
-        src = xp;
-    }
+    const real *src = padded_source(g, x, xp, nt);
 
     const int64_t ntiles = (m + mr - 1) / mr;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
@@ -144,6 +165,97 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
         }
         if (b || act != FNN_ACT_IDENTITY)
             FNN(bias_act_block)(b, 1, act, nrows, f, q0, 0, yt, f);
+    }
+}
+
+/* Output pixels per piece of the implicit dW: each piece's dy rows are packed (DW_PIECE x
+ * NR per panel, L2) and multiplied into the piece's own partial dw. */
+#define DW_PIECE 1024
+
+/* Workspace of the implicit dW for chunks of `chunk` images: pixel offsets (int64), one
+ * packed dy piece per thread, the pieces' partials, padded x. */
+static int64_t implicit_dw_ws(const fnn_geom *g, int64_t f, int64_t chunk)
+{
+    const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
+    const int64_t rows = chunk * g->oh * g->ow, patch = g->kh * g->kw * g->c;
+    const int64_t pieces = (rows + DW_PIECE - 1) / DW_PIECE;
+    const int64_t fp = (f + kr->nr - 1) / kr->nr * kr->nr;
+    const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
+    return round8(rows * (int64_t)(sizeof(int64_t) / sizeof(real) + 1)) +
+           fnn_get_num_threads() * round8(DW_PIECE * fp) + pieces * round8(patch * f) +
+           (padded(g) ? round8(chunk * hp * wp * g->c) : 0);
+}
+
+/* dw (patch x f) = (first ? 0 : dw) + sum over the chunk's output pixels q of
+ * x[q's corner + off[i]] * dy[q, j]: a convolution's weight gradient without a column
+ * matrix, NHWC. The gather micro-kernel reads A(i, q) = rows[i][pix[q]] with rows[i] = x +
+ * off[i] (the patch offsets) and pix[q] the pixel's corner; B is dy, packed per piece of
+ * DW_PIECE pixels. Threads take whole pieces; each piece has its own partial, summed into
+ * dw in piece order, so results do not depend on the thread count. */
+static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const real *dy,
+                             int first, real *ws, real *dw)
+{
+    const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
+    const int mr = kr->mr, nr = kr->nr;
+    const int64_t C = g->c, patch = g->kh * g->kw * C, ohow = g->oh * g->ow;
+    const int64_t rows = g->n * ohow, pieces = (rows + DW_PIECE - 1) / DW_PIECE;
+    const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
+    const int64_t npanels = (f + nr - 1) / nr, fp = npanels * nr, pf = round8(patch * f);
+    int64_t *pix = (int64_t *)ws;
+    real *bufs = ws + round8(rows * (int64_t)(sizeof(int64_t) / sizeof(real) + 1));
+    real *parts = bufs + fnn_get_num_threads() * round8(DW_PIECE * fp);
+    real *xp = parts + pieces * pf;
+    int64_t off[IMPLICIT_MAX_PATCH];
+    patch_offsets(g, off);
+
+    const int nt = fnn_threads_for(rows * f * patch / 64);
+    const real *src = padded_source(g, x, xp, nt);
+    for (int64_t q = 0; q < rows; q++) {
+        const int64_t n = q / ohow, p = q % ohow, oh = p / g->ow, ow = p % g->ow;
+        pix[q] = ((n * hp + oh * g->sh) * wp + ow * g->sw) * C;
+    }
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        real *bp = bufs + omp_get_thread_num() * round8(DW_PIECE * fp);
+#else
+        real *bp = bufs;
+#endif
+        _Alignas(64) real tmp[32 * 32]; /* edge tile (MR, NR <= 32) */
+        const real *arow[32];
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < pieces; s++) {
+            const int64_t q0 = s * DW_PIECE, len = min64(DW_PIECE, rows - q0);
+            real *part = parts + s * pf;
+            for (int64_t jp = 0; jp < npanels; jp++)
+                FNN(pack_b)(len, min64(nr, f - jp * nr), dy + q0 * f + jp * nr, f, 1, nr,
+                             bp + jp * nr * len);
+            for (int64_t i0 = 0; i0 < patch; i0 += mr) {
+                const int64_t nrows = min64(mr, patch - i0);
+                for (int i = 0; i < mr; i++) /* rows past the end repeat the first */
+                    arow[i] = src + off[i0 + (i < nrows ? i : 0)];
+                for (int64_t jp = 0; jp < npanels; jp++) {
+                    const int64_t cols = min64(nr, f - jp * nr);
+                    real *ct = part + i0 * f + jp * nr;
+                    if (nrows == mr && cols == nr) {
+                        kr->ukr_gather(len, arow, pix + q0, bp + jp * nr * len, ct, f);
+                        continue;
+                    }
+                    kr->ukr_gather(len, arow, pix + q0, bp + jp * nr * len, tmp, nr);
+                    for (int64_t i = 0; i < nrows; i++)
+                        memcpy(ct + i * f, tmp + i * nr, sizeof(real) * (size_t)cols);
+                }
+            }
+        }
+        /* implicit barrier: every partial is complete */
+#pragma omp for schedule(static)
+        for (int64_t e = 0; e < patch * f; e++) {
+            real acc = parts[e];
+            for (int64_t p = 1; p < pieces; p++)
+                acc += parts[p * pf + e];
+            dw[e] = first ? acc : dw[e] + acc;
+        }
     }
 }
 
@@ -223,6 +335,9 @@ int64_t FNN(conv2d_ws)(const fnn_geom *g, int layout, int64_t f, int64_t chunk, 
     if (!backward && use_implicit(g, layout))
         return implicit_ws(g, f, chunk);
     const int64_t cols = is_pointwise(g) ? 0 : chunk * g->oh * g->ow * patch;
+    if (backward && use_implicit(g, layout)) /* [dcols][GEMM][implicit dW] */
+        return round8(cols) + round8(gemm_ws_max(g, layout, f, chunk, backward)) +
+               implicit_dw_ws(g, f, chunk);
     return cols * (backward ? 2 : 1) + gemm_ws_max(g, layout, f, chunk, backward);
 }
 
@@ -524,7 +639,14 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
     const int64_t bs = batched ? nchw_block(g, f, chunk, 1) : 0;
     const int64_t area = batched ? nchw_area(g, f, bs, 1) : 0;
     const int64_t colsz = pw ? 0 : chunk * ohow * patch;
+    const int implicit = use_implicit(g, layout); /* dw without cols: [dcols][GEMM][dW] */
     real *cols = ws, *dcols = ws + colsz, *gws = ws + 2 * colsz;
+    real *dw_ws = NULL;
+    if (implicit) {
+        dcols = ws;
+        gws = ws + round8(colsz);
+        dw_ws = gws + round8(gemm_ws_max(g, layout, f, chunk, 1));
+    }
     fnn_geom gc = *g;
 
     if (db && layout == FNN_NHWC)
@@ -539,13 +661,17 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
         const real beta = n0 == 0 ? 0 : 1;
         gc.n = nb;
         if (layout == FNN_NHWC) {
-            const real *a = xc;
-            if (!pw) {
-                FNN(im2col)(&gc, layout, xc, cols);
-                a = cols;
+            if (implicit) {
+                conv_dw_implicit(&gc, f, xc, dyc, n0 == 0, dw_ws, dw);
+            } else {
+                const real *a = xc;
+                if (!pw) {
+                    FNN(im2col)(&gc, layout, xc, cols);
+                    a = cols;
+                }
+                /* dw (patch x f) += cols^T (patch x rows) * dy (rows x f) */
+                FNN(gemm)(1, 0, patch, f, nb * ohow, 1, a, patch, dyc, f, beta, gws, dw, f);
             }
-            /* dw (patch x f) += cols^T (patch x rows) * dy (rows x f) */
-            FNN(gemm)(1, 0, patch, f, nb * ohow, 1, a, patch, dyc, f, beta, gws, dw, f);
             if (dxc) {
                 /* dcols (rows x patch) = dy (rows x f) * w^T (f x patch) */
                 real *target = pw ? dxc : dcols;
