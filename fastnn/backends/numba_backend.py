@@ -313,8 +313,8 @@ def _im2col_kernel(x, cols, nhwc, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw
 
 
 @njit(cache=True)
-def _col2im_row(cols, x, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    """Gather for input row r = n*h + ih: x[n, ih, :, :] = sum of the column entries
+def _col2im_row_nchw(cols, x, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """NCHW gather for input row r = n*h + ih: x[n, :, ih, :] = sum of the column entries
     that read it, one thread per input row (no races). For input row ih, kernel row ki
     contributes iff t = ih + pt - ki*dh is a multiple of sh with 0 <= t/sh < oh (same for
     columns). Terms are added in row-major kernel-offset order, as the reference's
@@ -322,10 +322,10 @@ def _col2im_row(cols, x, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, 
     patch = kh * kw * ch
     ni = r // h
     ih = r - ni * h
-    if nhwc:
-        xrow = r * w * ch
-        for q in range(w * ch):
-            x[xrow + q] = 0
+    for ci in range(ch):
+        xrow = ((ni * ch + ci) * h + ih) * w
+        for iw in range(w):
+            x[xrow + iw] = 0
         for ki in range(kh):
             t = ih + pt - ki * dh
             if t < 0 or t % sh != 0:
@@ -334,8 +334,9 @@ def _col2im_row(cols, x, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, 
             if yo >= oh:
                 continue
             orow = (ni * oh + yo) * ow
+            cbase = (ci * kh + ki) * kw
             for iw in range(w):
-                dst = xrow + iw * ch
+                s = x[xrow + iw]
                 for kj in range(kw):
                     u = iw + pl - kj * dw
                     if u < 0 or u % sw != 0:
@@ -343,40 +344,15 @@ def _col2im_row(cols, x, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, 
                     xo = u // sw
                     if xo >= ow:
                         continue
-                    src = (orow + xo) * patch + (ki * kw + kj) * ch
-                    for ci in range(ch):
-                        x[dst + ci] += cols[src + ci]
-    else:
-        for ci in range(ch):
-            xrow = ((ni * ch + ci) * h + ih) * w
-            for iw in range(w):
-                x[xrow + iw] = 0
-            for ki in range(kh):
-                t = ih + pt - ki * dh
-                if t < 0 or t % sh != 0:
-                    continue
-                yo = t // sh
-                if yo >= oh:
-                    continue
-                orow = (ni * oh + yo) * ow
-                cbase = (ci * kh + ki) * kw
-                for iw in range(w):
-                    s = x[xrow + iw]
-                    for kj in range(kw):
-                        u = iw + pl - kj * dw
-                        if u < 0 or u % sw != 0:
-                            continue
-                        xo = u // sw
-                        if xo >= ow:
-                            continue
-                        s += cols[(orow + xo) * patch + cbase + kj]
-                    x[xrow + iw] = s
+                    s += cols[(orow + xo) * patch + cbase + kj]
+                x[xrow + iw] = s
 
 
 @njit(parallel=True, cache=True)
-def _col2im_kernel(cols, x, nhwc, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+def _col2im_nchw_kernel(cols, x, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
     for r in prange(nimg * h):
-        _col2im_row(cols, x, nhwc, np.int64(r), h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        _col2im_row_nchw(cols, x, np.int64(r), h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh,
+                         ow)
 
 
 def _geom_args(g):
@@ -389,9 +365,53 @@ def im2col(x, g, layout, cols):
     _im2col_kernel(x.reshape(-1), cols.reshape(-1), layout == "NHWC", *_geom_args(g))
 
 
+@njit(cache=True)
+def _col2im_image_nhwc(cols, x, ni, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """NHWC col2im of image ni as a scatter: walk its column rows in order and add each
+    kernel row into x, kw*ch contiguous elements at once where it lies inside the image
+    (im2col's runs mirrored). Only image ni's x is written."""
+    patch = kh * kw * ch
+    xn = ni * h * w * ch
+    for q in range(h * w * ch):
+        x[xn + q] = 0
+    for yo in range(oh):
+        for xo in range(ow):
+            src = ((ni * oh + yo) * ow + xo) * patch
+            iw0 = xo * sw - pl
+            dense = dw == 1 and iw0 >= 0 and iw0 + kw <= w
+            for ki in range(kh):
+                ih = yo * sh - pt + ki * dh
+                if ih < 0 or ih >= h:
+                    continue
+                rs = src + ki * kw * ch
+                if dense:
+                    d = xn + (ih * w + iw0) * ch
+                    for q in range(kw * ch):
+                        x[d + q] += cols[rs + q]
+                    continue
+                for kj in range(kw):
+                    iw = iw0 + kj * dw
+                    if iw >= 0 and iw < w:
+                        d = xn + (ih * w + iw) * ch
+                        sb = rs + kj * ch
+                        for q in range(ch):
+                            x[d + q] += cols[sb + q]
+
+
+@njit(parallel=True, cache=True)
+def _col2im_nhwc_kernel(cols, x, nimg, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    for ni in prange(nimg):
+        _col2im_image_nhwc(cols, x, np.int64(ni), h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw,
+                           oh, ow)
+
+
 def col2im(cols, g, layout, x):
-    """Adjoint of :func:`im2col`; ``x`` is overwritten."""
-    _col2im_kernel(cols.reshape(-1), x.reshape(-1), layout == "NHWC", *_geom_args(g))
+    """Adjoint of :func:`im2col`; ``x`` is overwritten. NHWC: a scatter per image
+    (threads over images); NCHW: a gather per input row."""
+    if layout == "NHWC":
+        _col2im_nhwc_kernel(cols.reshape(-1), x.reshape(-1), *_geom_args(g))
+    else:
+        _col2im_nchw_kernel(cols.reshape(-1), x.reshape(-1), *_geom_args(g))
 
 
 # --------------------------------------------------------------------------- bias + act
