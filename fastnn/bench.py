@@ -300,9 +300,8 @@ def time_side_by_side(fns: Dict[str, Callable[[], Any]], reps: int,
     ``fns``: name -> zero-argument callable; ``ctxs``: name -> context-manager factory
     entered around each of that implementation's reps (e.g. ``fastnn.use_backend``);
     ``tick(name)``: called after each warm-up and each rep (a failed implementation's
-    included). Returns name -> ``(times,
-    inner)`` (seconds per call), or name -> the exception it raised (that implementation
-    is then left out of the remaining reps).
+    included). Returns name -> ``(times, inner)`` (seconds per call), or name -> the
+    exception it raised (that implementation is then left out of the remaining reps).
     """
     ctxs = ctxs or {}
     out: Dict[str, Any] = {}
