@@ -210,10 +210,10 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
 
     const int nt = fnn_threads_for(rows * f * patch / 64);
     const real *src = padded_source(g, x, xp, nt);
-    for (int64_t q = 0; q < rows; q++) {
-        const int64_t n = q / ohow, p = q % ohow, oh = p / g->ow, ow = p % g->ow;
-        pix[q] = ((n * hp + oh * g->sh) * wp + ow * g->sw) * C;
-    }
+    for (int64_t n = 0, q = 0; n < g->n; n++)
+        for (int64_t oh = 0; oh < g->oh; oh++)
+            for (int64_t ow = 0; ow < g->ow; ow++)
+                pix[q++] = ((n * hp + oh * g->sh) * wp + ow * g->sw) * C;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {

@@ -204,7 +204,7 @@ static inline void tile(const kernel_t *kr, int64_t kc, const real *a, int64_t a
  * A, a strided one for a transposed A): when each packed A block would serve only a few B
  * micro-panels (n <= DIRECT_A_MAX_N, or a short K with n at most twice that), packing it
  * costs as much as using it (perf: pack_a was 30% of a 128 x 1600 x 64 product); and when
- * A is small (m <= the kernel's MC: a Dense layer's batch of 32). A wide n with a long K
+ * A is small (m <= small_m(): a Dense layer's batch). A wide n with a long K
  * keeps packing: 1024 x 128 x 1024 with a transposed A in place was 25% slower. */
 #define DIRECT_A_MAX_N 64
 

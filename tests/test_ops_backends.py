@@ -790,7 +790,7 @@ def test_relu_mask_bad_input():
     m = np.zeros((3, 4), np.bool_)
     with pytest.raises(TypeError, match="mask must be a numpy bool array"):
         ops.relu_mask(x, mask=np.zeros((3, 4), np.uint8))
-    with pytest.raises(ValueError, match=r"mask must have shape \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"mask must .*shape \(3, 4\)"):
         ops.relu_mask(x, mask=np.zeros((4, 3), np.bool_))
     with pytest.raises(ValueError, match="C-contiguous"):
         ops.relu_mask(x, mask=np.zeros((4, 3), np.bool_).T)

@@ -461,6 +461,15 @@ _DB_CHUNKS = 64
 
 
 @njit(cache=True)
+def _runs(total):
+    """(nruns, per): the elementwise loops' split of ``total`` elements into at most
+    1024 contiguous runs of ``per`` (a parallel iteration per element, or per short row,
+    is far slower)."""
+    nruns = max(1, min(total, 1024))
+    return nruns, (total + nruns - 1) // nruns
+
+
+@njit(cache=True)
 def _bias_act_backward_part(dy, y, relu, dx, db, part, mode, r, outer, ch, inner, nchunks):
     """mode 1 (inner == 1): chunk r of the rows, partial sums of dx per channel into
     part[r]; mode 2 (inner > 1): channel r, db[r] = sum."""
@@ -498,8 +507,7 @@ def _bias_act_backward_kernel(dy, y, relu, dx, db, has_db, outer, ch, inner, nch
         # elementwise: threads take contiguous runs of the flat arrays (a run per
         # (row, channel) was one element per parallel iteration for NHWC's inner == 1)
         total = outer * ch * inner
-        nruns = min(total, 1024)
-        per = (total + nruns - 1) // nruns
+        nruns, per = _runs(total)
         zero = dy.dtype.type(0)
         for r in prange(nruns):
             for q in range(r * per, min(total, (r + 1) * per)):
@@ -527,10 +535,11 @@ def _bias_act_backward_kernel(dy, y, relu, dx, db, has_db, outer, ch, inner, nch
 
 
 @njit(parallel=True, cache=True)
-def _relu_mask_kernel(x, y, mask, nchunks):
+def _relu_mask_kernel(x, y, mask):
     n = x.size
-    for ci in prange(nchunks):
-        for e in range(n * ci // nchunks, n * (ci + 1) // nchunks):
+    nruns, per = _runs(n)
+    for r in prange(nruns):
+        for e in range(r * per, min(n, (r + 1) * per)):
             v = x[e]
             m = v <= 0
             mask[e] = m
@@ -538,29 +547,22 @@ def _relu_mask_kernel(x, y, mask, nchunks):
 
 
 @njit(parallel=True, cache=True)
-def _relu_mask_bwd_kernel(dy, mask, dx, nchunks):
+def _relu_mask_bwd_kernel(dy, mask, dx):
     n = dy.size
-    for ci in prange(nchunks):
-        for e in range(n * ci // nchunks, n * (ci + 1) // nchunks):
+    nruns, per = _runs(n)
+    for r in prange(nruns):
+        for e in range(r * per, min(n, (r + 1) * per)):
             dx[e] = 0 if mask[e] else dy[e]
-
-
-def _elementwise_chunks(n: int) -> int:
-    """Contiguous runs for the parallel elementwise loops: one per thread, none shorter
-    than 16384 elements (a parallel iteration per element is far slower)."""
-    return max(1, min(numba.get_num_threads(), n // 16384))
 
 
 def relu_mask(x, y, mask):
     """``mask = x <= 0``; ``y = where(mask, +0.0, x)``."""
-    _relu_mask_kernel(x.reshape(-1), y.reshape(-1), mask.reshape(-1),
-                      _elementwise_chunks(x.size))
+    _relu_mask_kernel(x.reshape(-1), y.reshape(-1), mask.reshape(-1))
 
 
 def relu_mask_backward(dy, mask, dx):
     """``dx = where(mask, +0.0, dy)``; ``dx`` may be ``dy``."""
-    _relu_mask_bwd_kernel(dy.reshape(-1), mask.reshape(-1), dx.reshape(-1),
-                          _elementwise_chunks(dy.size))
+    _relu_mask_bwd_kernel(dy.reshape(-1), mask.reshape(-1), dx.reshape(-1))
 
 
 def bias_act(y, b, act, out):

@@ -403,23 +403,19 @@ def bias_act_backward(dy, y, activation="relu", *, channel_axis: int = -1,
     return dx, db
 
 
-def _bool_out(mask, shape, name: str, inputs=()) -> np.ndarray:
-    """``mask`` checked to be a writeable C-contiguous bool array of ``shape`` sharing no
-    memory with ``inputs``, or a new one when None."""
-    if mask is None:
-        return np.empty(shape, dtype=np.bool_)
+def _bool_arg(mask, name: str) -> None:
     if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
         raise TypeError(f"{name} must be a numpy bool array, received "
                         f"{type(mask).__name__}"
                         + (f" of dtype {mask.dtype}" if isinstance(mask, np.ndarray) else ""))
-    if mask.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, received {mask.shape}")
-    if not (mask.flags.c_contiguous and mask.flags.writeable):
-        raise ValueError(f"{name} must be C-contiguous and writeable")
-    for arr in inputs:
-        if np.shares_memory(mask, arr):
-            raise ValueError(f"{name} must not overlap an input or output array")
-    return mask
+
+
+def _bool_out(mask, shape, name: str, inputs=()) -> np.ndarray:
+    """``mask`` checked to be a writeable C-contiguous bool array of ``shape`` sharing no
+    memory with ``inputs``, or a new one when None."""
+    if mask is not None:
+        _bool_arg(mask, name)
+    return _out_array(mask, shape, np.bool_, name, inputs)
 
 
 def relu_mask(x, *, out: Optional[np.ndarray] = None, mask: Optional[np.ndarray] = None
@@ -466,10 +462,7 @@ def relu_mask_backward(dy, mask, *, out: Optional[np.ndarray] = None) -> np.ndar
     dx : ndarray shaped like dy: ``+0.0`` where ``mask``, ``dy`` elsewhere
     """
     dy = float_array(dy, "dy")
-    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
-        raise TypeError(f"mask must be a numpy bool array (relu_mask's), received "
-                        f"{type(mask).__name__}"
-                        + (f" of dtype {mask.dtype}" if isinstance(mask, np.ndarray) else ""))
+    _bool_arg(mask, "mask")
     _checks.expect_shape(mask, dy.shape, "mask", "the shape of dy")
     mask = np.ascontiguousarray(mask)
     dx = _out_like(out, dy, "out")
