@@ -133,8 +133,7 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
     int64_t off[IMPLICIT_MAX_PATCH];
 
     patch_offsets(g, off);
-    for (int64_t jp = 0; jp < npanels; jp++)
-        FNN(pack_b)(patch, min64(nr, f - jp * nr), w + jp * nr, f, 1, nr, bp + jp * nr * patch);
+    FNN(pack_b)(patch, f, w, f, 1, nr, bp);
 
     const int nt = fnn_threads_for(m * f * patch / 64);
     const real *src = padded_source(g, x, xp, nt);
@@ -228,9 +227,7 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
         for (int64_t s = 0; s < pieces; s++) {
             const int64_t q0 = s * DW_PIECE, len = min64(DW_PIECE, rows - q0);
             real *part = parts + s * pf;
-            for (int64_t jp = 0; jp < npanels; jp++)
-                FNN(pack_b)(len, min64(nr, f - jp * nr), dy + q0 * f + jp * nr, f, 1, nr,
-                             bp + jp * nr * len);
+            FNN(pack_b)(len, f, dy + q0 * f, f, 1, nr, bp);
             for (int64_t i0 = 0; i0 < patch; i0 += mr) {
                 const int64_t nrows = min64(mr, patch - i0);
                 for (int i = 0; i < mr; i++) /* rows past the end repeat the first */

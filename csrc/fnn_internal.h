@@ -77,9 +77,9 @@ typedef struct {
     fnn_ukr_gather_f64 ukr_gather;
 } fnn_gemm_kernel_f64;
 
-/* Pack one NR-wide micro-panel of B (gemm.c): rows [0, kc) x columns [0, cols) of op(B)
- * (element (p, j) at b[p*rsb + j*csb]) into bp[p*NR + j], zero-padding columns
- * [cols, NR). */
+/* Pack rows [0, kc) x columns [0, cols) of op(B) (element (p, j) at b[p*rsb + j*csb]) into
+ * ceil(cols / NR) micro-panels (gemm.c): element (p, j) at bp[(j/NR)*NR*kc + p*NR + j%NR],
+ * the last panel zero-padded to NR columns. Overwrites bp. */
 void fnn_pack_b_f32(int64_t kc, int64_t cols, const float *b, int64_t rsb, int64_t csb, int nr,
                     float *bp);
 void fnn_pack_b_f64(int64_t kc, int64_t cols, const double *b, int64_t rsb, int64_t csb,
