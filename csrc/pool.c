@@ -294,6 +294,112 @@ static void maxpool_plane_nchw(const fnn_geom *g, const col_plan *p, const real 
     }
 }
 
+/* 2x2 windows, stride 2, inside the image (the usual pooling layer): best/at[0:n] for n
+ * consecutive outputs whose windows start at r0[0] (index i0) and cover r0[0:2n] and
+ * r1[0:2n] (the next input row, W further). Each window's four elements in row-major
+ * order, the first taken, the others by the beats() rule: the results of
+ * maxpool_plane_nchw in one pass, without its per-kernel-column runs (which cost more
+ * than the comparisons on 12-wide rows). */
+static inline void max2x2_run(int64_t n, const real *restrict r0, const real *restrict r1,
+                              lane_idx i0, lane_idx W, real *restrict best,
+                              lane_idx *restrict at)
+{
+    int64_t o = 0;
+#if defined(POOL_SSE2) && FNN_PREC == 64
+#define TAKE2(v, off)                                                                      \
+    do {                                                                                   \
+        const __m128d t_ = _mm_or_pd(                                                      \
+            _mm_cmpgt_pd(v, bv), _mm_and_pd(_mm_cmpunord_pd(v, v), _mm_cmpord_pd(bv, bv))); \
+        const __m128i ti_ = _mm_castpd_si128(t_);                                          \
+        bv = _mm_or_pd(_mm_and_pd(t_, v), _mm_andnot_pd(t_, bv));                          \
+        bi = _mm_or_si128(_mm_and_si128(ti_, _mm_add_epi64(base, _mm_set1_epi64x(off))),   \
+                          _mm_andnot_si128(ti_, bi));                                      \
+    } while (0)
+    for (; o + 2 <= n; o += 2) {
+        const __m128d a = _mm_loadu_pd(r0 + 2 * o), b = _mm_loadu_pd(r0 + 2 * o + 2);
+        const __m128d c = _mm_loadu_pd(r1 + 2 * o), d = _mm_loadu_pd(r1 + 2 * o + 2);
+        const __m128i base = _mm_set_epi64x(i0 + 2 * o + 2, i0 + 2 * o);
+        __m128d bv = _mm_unpacklo_pd(a, b);
+        __m128i bi = base;
+        const __m128d v1 = _mm_unpackhi_pd(a, b), v2 = _mm_unpacklo_pd(c, d),
+                      v3 = _mm_unpackhi_pd(c, d);
+        TAKE2(v1, 1);
+        TAKE2(v2, W);
+        TAKE2(v3, W + 1);
+        _mm_storeu_pd(best + o, bv);
+        _mm_storeu_si128((__m128i *)(at + o), bi);
+    }
+#undef TAKE2
+#elif defined(POOL_SSE2)
+#define TAKE4(v, off)                                                                      \
+    do {                                                                                   \
+        const __m128 t_ = _mm_or_ps(_mm_cmpgt_ps(v, bv),                                   \
+                                    _mm_and_ps(_mm_cmpunord_ps(v, v), _mm_cmpord_ps(bv, bv))); \
+        const __m128i ti_ = _mm_castps_si128(t_);                                          \
+        bv = _mm_or_ps(_mm_and_ps(t_, v), _mm_andnot_ps(t_, bv));                          \
+        bi = _mm_or_si128(_mm_and_si128(ti_, _mm_add_epi32(base, _mm_set1_epi32(off))),    \
+                          _mm_andnot_si128(ti_, bi));                                      \
+    } while (0)
+    for (; o + 4 <= n; o += 4) {
+        const __m128 a = _mm_loadu_ps(r0 + 2 * o), b = _mm_loadu_ps(r0 + 2 * o + 4);
+        const __m128 c = _mm_loadu_ps(r1 + 2 * o), d = _mm_loadu_ps(r1 + 2 * o + 4);
+        const __m128i base = _mm_add_epi32(_mm_set1_epi32(i0 + (lane_idx)(2 * o)),
+                                           _mm_set_epi32(6, 4, 2, 0));
+        __m128 bv = _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        __m128i bi = base;
+        const __m128 v1 = _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)),
+                     v2 = _mm_shuffle_ps(c, d, _MM_SHUFFLE(2, 0, 2, 0)),
+                     v3 = _mm_shuffle_ps(c, d, _MM_SHUFFLE(3, 1, 3, 1));
+        TAKE4(v1, 1);
+        TAKE4(v2, W);
+        TAKE4(v3, W + 1);
+        _mm_storeu_ps(best + o, bv);
+        _mm_storeu_si128((__m128i *)(at + o), bi);
+    }
+#undef TAKE4
+#endif
+    for (; o < n; o++) {
+        const lane_idx j = i0 + (lane_idx)(2 * o);
+        const real v[4] = {r0[2 * o], r0[2 * o + 1], r1[2 * o], r1[2 * o + 1]};
+        const lane_idx off[4] = {0, 1, W, W + 1};
+        real b = v[0];
+        lane_idx a = j;
+        for (int e = 1; e < 4; e++)
+            if (beats(v[e], b)) {
+                b = v[e];
+                a = j + off[e];
+            }
+        best[o] = b;
+        at[o] = a;
+    }
+}
+
+/* Does maxpool_plane_2x2 serve this geometry? 2x2 windows, stride 2, all inside. */
+static int is_2x2_inside(const fnn_geom *g)
+{
+    return g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->pt == 0 &&
+           g->pl == 0 && 2 * g->oh <= g->h && 2 * g->ow <= g->w;
+}
+
+/* maxpool_plane_nchw for is_2x2_inside geometries: the same y/argmax planes. */
+static void maxpool_plane_2x2(const fnn_geom *g, const real *xp, int64_t abase, real *yp,
+                              int64_t *ap)
+{
+    const int64_t W = g->w, OH = g->oh, OW = g->ow;
+    real best[POOL_OWB];
+    lane_idx at[POOL_OWB];
+    for (int64_t oh = 0; oh < OH; oh++)
+        for (int64_t ob = 0; ob < OW; ob += POOL_OWB) {
+            const int64_t nb = OW - ob < POOL_OWB ? OW - ob : POOL_OWB;
+            const int64_t i0 = 2 * oh * W + 2 * ob;
+            max2x2_run(nb, xp + i0, xp + i0 + W, (lane_idx)i0, (lane_idx)W, best, at);
+            for (int64_t o = 0; o < nb; o++) {
+                yp[oh * OW + ob + o] = best[o];
+                ap[oh * OW + ob + o] = abase + (int64_t)at[o];
+            }
+        }
+}
+
 /* acc[0:n] += src[o*sw]. */
 static inline void add_run(int64_t n, const real *restrict src, int64_t sw,
                            real *restrict acc)
@@ -404,10 +510,16 @@ void FNN(maxpool_fwd)(const fnn_geom *g, int layout, const real *x, real *y, int
     } else if (H * W <= (int64_t)LANE_IDX_MAX && g->kw <= POOL_KWMAX && fnn_get_isa() > 0) {
         col_plan p;
         make_col_plan(g, &p);
+        const int two = is_2x2_inside(g);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t t = 0; t < N * C; t++)
-            maxpool_plane_nchw(g, &p, x + t * H * W, (t % C) * H * W, y + t * OH * OW,
-                               argmax + t * OH * OW);
+        for (int64_t t = 0; t < N * C; t++) {
+            if (two)
+                maxpool_plane_2x2(g, x + t * H * W, (t % C) * H * W, y + t * OH * OW,
+                                  argmax + t * OH * OW);
+            else
+                maxpool_plane_nchw(g, &p, x + t * H * W, (t % C) * H * W, y + t * OH * OW,
+                                   argmax + t * OH * OW);
+        }
     } else {
         /* the plain loop: the reference (generic ISA), planes too large for lane_idx and
          * windows wider than POOL_KWMAX */
