@@ -86,7 +86,7 @@ int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
         return nt * (kc * nc + mc * kc + 2 * WS_ALIGN) + nsplit * round_up(m * n, WS_ALIGN) +
                WS_ALIGN;
     }
-    return kc * nc + WS_ALIGN + nt * (mc * kc + WS_ALIGN) + WS_ALIGN;
+    return kc * (nc + nt * kr->nr) + WS_ALIGN + nt * (mc * kc + WS_ALIGN) + WS_ALIGN;
 }
 
 /* Pack rows [0, mc) x columns [0, kc) of op(A) (element (i, p) at a[i*rsa + p*csa]) into
@@ -280,7 +280,7 @@ static int a_mode(const kernel_t *kr, int64_t m, int64_t n, int64_t k, int64_t r
 
 static int use_slabs(const kernel_t *kr, int64_t m, int64_t n, int mode, int nt)
 {
-    return nt > 1 && mode != A_PACKED && m <= SLAB_MAX_M && n <= kr->nc &&
+    return nt > 1 && mode != A_PACKED && m <= SLAB_MAX_M &&
            (n + kr->nr - 1) / kr->nr >= nt;
 }
 
@@ -446,7 +446,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
     }
 
     real *bp = align_ws(ws);
-    real *ap_all = align_ws(bp + KC * NC);
+    real *ap_all = align_ws(bp + KC * (NC + nt * nr));
     const int64_t ap_stride = round_up(MC * KC, WS_ALIGN);
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -474,7 +474,8 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                      * [jp0, jp1) at KC (not kc) apart, so a shorter last K block cannot
                      * move them onto a neighbour's panels still in use */
                     const int64_t jp0 = npanels * tid / nth, jp1 = npanels * (tid + 1) / nth;
-                    real *own = bp + jp0 * nr * KC;
+                    const int64_t share = (NC / nr + nth - 1) / nth;
+                    real *own = bp + tid * share * nr * KC;
                     if (jp0 < jp1)
                         FNN(pack_b)(kc, min64(jp1 * nr, nc) - jp0 * nr,
                                      b + pc * rsb + (jc + jp0 * nr) * csb, rsb, csb, nr, own);

@@ -86,6 +86,23 @@ def test_matmul_repeated_2_thread_calls_stable(fast_backend, dtype, restore_thre
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_matmul_small_m_several_n_blocks_2_thread_calls_stable(fast_backend, dtype,
+                                                              restore_threads):
+    """Many 2-thread calls of a small-m product wider than the C backend's N block (4096
+    float / 2048 double columns), the last block narrower. Regression: with column slabs
+    across N blocks, each thread's B panels must stay in its own share of the buffer; at
+    first they sat where the block's panel split put them, so in the narrower last block
+    one thread packed over panels its neighbour was still reading (wrong results in most
+    calls)."""
+    rng = _rng("mm-nblocks", dtype)
+    a, b = rand(rng, (48, 300), dtype), rand(rng, (300, 4500), dtype)
+    ref = _with_threads(1, ops.matmul, a, b)
+    fastnn.set_num_threads(2)
+    for i in range(60):
+        assert_bitwise(ops.matmul(a, b), ref, what=f"2-thread call {i}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 def test_conv_thread_invariant(fast_backend, layout, dtype, restore_threads):
     rng = _rng("conv", layout)
