@@ -70,35 +70,22 @@ def test_matmul_thread_invariant(fast_backend, ta, tb, dtype, m, n, k, restore_t
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
-def test_matmul_repeated_2_thread_calls_stable(fast_backend, dtype, restore_threads):
-    """Many 2-thread calls of a small-m product whose last K block is 16 shorter than the
-    others (K = 4319: 16 blocks of 255, one of 239), with an even number of B panels so
-    both threads have the same work. Regression: the C backend's column slabs once placed
-    each thread's B panels at offsets that moved with the block depth, so at the last block
-    one thread could overwrite panels its neighbour was still reading (wrong results once
-    every few dozen calls)."""
-    rng = _rng("mm-repeat", dtype)
-    a, b = rand(rng, (60, 4319), dtype), rand(rng, (4319, 128), dtype)
+@pytest.mark.parametrize("m,k,n,calls", [(60, 4319, 128, 200), (48, 300, 4500, 60)],
+                         ids=["short-last-k-block", "narrow-last-n-block"])
+def test_matmul_repeated_2_thread_calls_stable(fast_backend, dtype, m, k, n, calls,
+                                               restore_threads):
+    """Many 2-thread calls of small-m products that the C backend runs in column slabs
+    (each thread packs and reads only its own B panels, no barrier). Regressions, each a
+    race where one thread packed over panels its neighbour was still reading: (1) K = 4319
+    (16 blocks of 255, one of 239) with an even number of B panels: panels placed at
+    offsets that moved with the block depth (wrong once every few dozen calls); (2) N =
+    4500, wider than the N block (4096 float / 2048 double columns), the last block
+    narrower: panels placed where that block's split put them (wrong in most calls)."""
+    rng = _rng(f"mm-repeat-{m}x{k}x{n}", dtype)
+    a, b = rand(rng, (m, k), dtype), rand(rng, (k, n), dtype)
     ref = _with_threads(1, ops.matmul, a, b)
     fastnn.set_num_threads(2)
-    for i in range(200):
-        assert_bitwise(ops.matmul(a, b), ref, what=f"2-thread call {i}")
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
-def test_matmul_small_m_several_n_blocks_2_thread_calls_stable(fast_backend, dtype,
-                                                              restore_threads):
-    """Many 2-thread calls of a small-m product wider than the C backend's N block (4096
-    float / 2048 double columns), the last block narrower. Regression: with column slabs
-    across N blocks, each thread's B panels must stay in its own share of the buffer; at
-    first they sat where the block's panel split put them, so in the narrower last block
-    one thread packed over panels its neighbour was still reading (wrong results in most
-    calls)."""
-    rng = _rng("mm-nblocks", dtype)
-    a, b = rand(rng, (48, 300), dtype), rand(rng, (300, 4500), dtype)
-    ref = _with_threads(1, ops.matmul, a, b)
-    fastnn.set_num_threads(2)
-    for i in range(60):
+    for i in range(calls):
         assert_bitwise(ops.matmul(a, b), ref, what=f"2-thread call {i}")
 
 
