@@ -441,24 +441,21 @@ def _bias_act_run(y, bv, has_b, relu, out, base, count):
 
 @njit(cache=True)
 def _bias_act_rows(y, b, has_b, relu, out, r0, r1, ch):
-    """Rows [r0, r1) of (outer, C) (inner == 1), row by row: bias b[c] per column."""
+    """Rows [r0, r1) of (outer, C) (inner == 1): bias b[c] per column, row by row; without
+    a bias the rows are one contiguous run."""
+    if not has_b:
+        _bias_act_run(y, y.dtype.type(0), False, relu, out, r0 * ch, (r1 - r0) * ch)
+        return
     zero = y.dtype.type(0)
     for r in range(r0, r1):
         base = r * ch
-        if has_b and relu:
+        if relu:
             for ci in range(ch):
                 v = y[base + ci] + b[ci]
                 out[base + ci] = zero if v < 0 else v
-        elif has_b:
-            for ci in range(ch):
-                out[base + ci] = y[base + ci] + b[ci]
-        elif relu:
-            for ci in range(ch):
-                v = y[base + ci]
-                out[base + ci] = zero if v < 0 else v
         else:
             for ci in range(ch):
-                out[base + ci] = y[base + ci]
+                out[base + ci] = y[base + ci] + b[ci]
 
 
 @njit(parallel=True, cache=True)
