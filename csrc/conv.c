@@ -24,8 +24,8 @@
  * micro-kernel reads each output pixel's receptive field straight from x (a zero-padded
  * copy when there is padding) through a table of per-(kh, kw, c) offsets, against w packed
  * once into NR-wide panels; threads split the output pixels in MR-row tiles, each tile
- * computed over the whole patch in one pass with the bias and activation applied while it
- * is in L1. For patches up to 5/4 of the GEMM's KC this is the GEMM's exact order of
+ * computed over the whole patch in one pass with the bias and activation applied in
+ * registers before the store. For patches up to 5/4 of the GEMM's KC this is the GEMM's exact order of
  * operations: the same bits as the im2col + GEMM path (the reference it is tested
  * against).
  * NHWC backward, on ISAs with a gather micro-kernel: dw without a column matrix too (the
@@ -36,7 +36,7 @@
  * NumPy/Numba path).
  *
  * Workspace (elements, from fnn_conv2d_ws):
- *   NHWC, implicit forward: [packed w][padded x chunk, with padding];
+ *   NHWC, implicit forward: [packed w][bias padded to panels][padded x chunk, with padding];
  *   NHWC, per image: [cols chunk][dcols chunk, backward][GEMM];
  *   NHWC backward, implicit dw: [dcols chunk][GEMM][pixel offsets, packed dy pieces,
  *   partials, padded x];
@@ -78,14 +78,14 @@ static int use_implicit(const fnn_geom *g, int layout)
            g->kh * g->kw * g->c <= IMPLICIT_MAX_PATCH;
 }
 
-/* Workspace of the implicit path for chunks of `chunk` images: w packed, padded x. */
+/* Workspace of the implicit path for chunks of `chunk` images: w packed, the bias padded
+ * to whole panels, padded x. */
 static int64_t implicit_ws(const fnn_geom *g, int64_t f, int64_t chunk)
 {
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
-    const int64_t patch = g->kh * g->kw * g->c;
-    const int64_t wpk = round8((f + kr->nr - 1) / kr->nr * kr->nr * patch);
+    const int64_t patch = g->kh * g->kw * g->c, fp = (f + kr->nr - 1) / kr->nr * kr->nr;
     const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
-    return wpk + (padded(g) ? round8(chunk * hp * wp * g->c) : 0);
+    return round8(fp * patch) + round8(fp) + (padded(g) ? round8(chunk * hp * wp * g->c) : 0);
 }
 
 /* x itself, or (with padding) its zero-padded copy in xp (g->n images, NHWC, (h + pt + pb)
@@ -119,8 +119,10 @@ static void patch_offsets(const fnn_geom *g, int64_t *off)
 }
 
 /* y (g->n, oh, ow, f) = act(conv(x, w) + b) for a chunk of g->n images, NHWC, without a
- * column matrix; overwrites y. w is packed into ws first (and x copied zero-padded when
- * there is padding). Output pixel q = (n, oh, ow) reads x at rows[q] + off[p]. */
+ * column matrix; overwrites y. w is packed into ws first, b copied there zero-padded to
+ * whole panels (the micro-kernel adds NR bias values per tile, with the activation, before
+ * its store), and x copied zero-padded when there is padding. Output pixel q = (n, oh, ow)
+ * reads x at rows[q] + off[p]. */
 static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const real *w,
                               const real *b, int act, real *ws, real *y)
 {
@@ -129,11 +131,15 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
     const int64_t C = g->c, patch = g->kh * g->kw * C, ohow = g->oh * g->ow;
     const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
     const int64_t npanels = (f + nr - 1) / nr, m = g->n * ohow;
-    real *bp = ws, *xp = ws + round8(npanels * nr * patch);
+    real *bp = ws, *bias = ws + round8(npanels * nr * patch);
+    real *xp = bias + round8(npanels * nr);
+    const int relu = act == FNN_ACT_RELU;
     int64_t off[IMPLICIT_MAX_PATCH];
 
     patch_offsets(g, off);
     FNN(pack_b)(patch, f, w, f, 1, nr, bp);
+    for (int64_t j = 0; j < npanels * nr; j++)
+        bias[j] = b && j < f ? b[j] : 0;
 
     const int nt = fnn_threads_for(m * f * patch / 64);
     const real *src = padded_source(g, x, xp, nt);
@@ -144,26 +150,36 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
         _Alignas(64) real tmp[32 * 32]; /* edge tile (MR, NR <= 32) */
         const real *rows[32];
         const int64_t q0 = t * mr, nrows = min64(mr, m - q0);
+        /* the tile's first pixel (n, oh, ow), then the next ones by counting */
+        int64_t n = q0 / ohow, oh = q0 % ohow / g->ow, ow = q0 % g->ow;
         for (int i = 0; i < mr; i++) {
             /* rows past the end repeat the first: computed, never stored */
-            const int64_t q = q0 + (i < nrows ? i : 0);
-            const int64_t n = q / ohow, pix = q % ohow, oh = pix / g->ow, ow = pix % g->ow;
-            rows[i] = src + ((n * hp + oh * g->sh) * wp + ow * g->sw) * C;
+            if (i < nrows) {
+                rows[i] = src + ((n * hp + oh * g->sh) * wp + ow * g->sw) * C;
+                if (++ow == g->ow) {
+                    ow = 0;
+                    if (++oh == g->oh) {
+                        oh = 0;
+                        n++;
+                    }
+                }
+            } else {
+                rows[i] = rows[0];
+            }
         }
         real *yt = y + q0 * f;
         for (int64_t jp = 0; jp < npanels; jp++) {
             const int64_t cols = min64(nr, f - jp * nr);
             const real *bpp = bp + jp * nr * patch;
+            const real *bj = b ? bias + jp * nr : NULL;
             if (nrows == mr && cols == nr) {
-                kr->ukr_gather(patch, rows, off, bpp, yt + jp * nr, f);
+                kr->ukr_gather(patch, rows, off, bpp, bj, relu, yt + jp * nr, f);
                 continue;
             }
-            kr->ukr_gather(patch, rows, off, bpp, tmp, nr);
+            kr->ukr_gather(patch, rows, off, bpp, bj, relu, tmp, nr);
             for (int64_t i = 0; i < nrows; i++)
                 memcpy(yt + i * f + jp * nr, tmp + i * nr, sizeof(real) * (size_t)cols);
         }
-        if (b || act != FNN_ACT_IDENTITY)
-            FNN(bias_act_block)(b, 1, act, nrows, f, q0, 0, yt, f);
     }
 }
 
@@ -236,10 +252,12 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
                     const int64_t cols = min64(nr, f - jp * nr);
                     real *ct = part + i0 * f + jp * nr;
                     if (nrows == mr && cols == nr) {
-                        kr->ukr_gather(len, arow, pix + q0, bp + jp * nr * len, ct, f);
+                        kr->ukr_gather(len, arow, pix + q0, bp + jp * nr * len, NULL, 0,
+                                       ct, f);
                         continue;
                     }
-                    kr->ukr_gather(len, arow, pix + q0, bp + jp * nr * len, tmp, nr);
+                    kr->ukr_gather(len, arow, pix + q0, bp + jp * nr * len, NULL, 0, tmp,
+                                   nr);
                     for (int64_t i = 0; i < nrows; i++)
                         memcpy(ct + i * f, tmp + i * nr, sizeof(real) * (size_t)cols);
                 }

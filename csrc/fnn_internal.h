@@ -50,14 +50,19 @@ typedef void (*fnn_ukr_strided_f64)(int64_t k, const double *a, int64_t as, cons
                                     double *c, int64_t ldc, double alpha, double beta);
 
 /* The implicit-im2col product (a convolution without its column matrix):
- *   C[0:MR, 0:NR] = A * Bp   (overwrites C)   with A(i, p) = rows[i][off[p]]
+ *   C[0:MR, 0:NR] = act(A * Bp + bias)   (overwrites C)   with A(i, p) = rows[i][off[p]]
  * rows: MR row pointers (one per output pixel: its receptive field's corner in the input),
  * off: k element offsets (one per (kh, kw, c) of the patch); Bp a packed B micro-panel.
+ * bias: NR values, one per column (NULL: none); relu: act is relu (v < 0 ? 0 : v, which
+ * keeps NaN and -0.0), else identity. The epilogue runs on the registers before the
+ * store: the operations of fnn_bias_act_block, the same bits.
  * Optional (NULL: convolutions lower to columns). */
 typedef void (*fnn_ukr_gather_f32)(int64_t k, const float *const *rows, const int64_t *off,
-                                   const float *bp, float *c, int64_t ldc);
+                                   const float *bp, const float *bias, int relu, float *c,
+                                   int64_t ldc);
 typedef void (*fnn_ukr_gather_f64)(int64_t k, const double *const *rows, const int64_t *off,
-                                   const double *bp, double *c, int64_t ldc);
+                                   const double *bp, const double *bias, int relu, double *c,
+                                   int64_t ldc);
 
 /* A micro-kernel and the blocking it wants: MR x NR register tile, MC x KC block of A
  * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct, ukr_strided and
@@ -118,9 +123,11 @@ void fnn_adam_update_avx2_f64(int64_t n, double *p, const double *g, double *m, 
                               double *vhat, double alpha, double omb1, double omb2,
                               double eps);
 void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int64_t *off,
-                                  const float *bp, float *c, int64_t ldc);
+                                  const float *bp, const float *bias, int relu, float *c,
+                                  int64_t ldc);
 void fnn_ukr_avx2_gather_6x8_f64(int64_t k, const double *const *rows, const int64_t *off,
-                                 const double *bp, double *c, int64_t ldc);
+                                 const double *bp, const double *bias, int relu, double *c,
+                                 int64_t ldc);
 void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
                            float alpha, float beta);
 void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,
