@@ -141,12 +141,17 @@ def test_isa_env_and_errors():
 @pytest.mark.parametrize("pool,stride,padding", [(2, None, 0), (3, 2, "same"), ((2, 3), 1, 1)])
 def test_maxpool_each_isa(isa, dtype, pool, stride, padding):
     """The generic ISA runs the plain (branching) max-pooling loop, the others the
-    branch-free channel-block loop: both must agree exactly with the reference, including
-    ties (integer-valued data has many), NaN and channel counts around the block size."""
+    branch-free channel-block loop (2x2 windows with stride 2: a loop over each window's
+    four elements, SSE2 lanes of channels and a scalar tail): all must agree exactly with
+    the reference, including ties (integer-valued data has many), NaN (inside a window, as
+    a window's first element, a whole NaN window) and channel counts around the block
+    size and the lane count."""
     rng = np.random.default_rng(7)
     for c in (1, 5, 64, 70):
         x = rng.integers(-3, 4, size=(2, 7, 9, c)).astype(dtype)
         x[0, 1, 2, 0] = np.nan
+        x[0, 0, 0, c - 1] = np.nan
+        x[1, 2:4, 2:4, c // 2] = np.nan
         with fastnn.use_backend("numpy"):
             y_ref, a_ref = ops.maxpool2d_forward(x, pool, stride=stride, padding=padding)
         with fastnn.use_backend("c"):
