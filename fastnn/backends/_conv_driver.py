@@ -48,29 +48,35 @@ def conv2d_forward(prims, x, w, b, g, layout, act, y, chunk):
 
 
 def conv2d_backward(prims, dy, x, w, g, layout, dx, dw, db, chunk):
-    """See :mod:`fastnn.backends` (``conv2d_backward``)."""
+    """See :mod:`fastnn.backends` (``conv2d_backward``). ``dw`` None: not computed (a
+    backend that has it already)."""
     ohow, patch = g.oh * g.ow, g.patch
     f = dy.shape[3] if layout == "NHWC" else dy.shape[1]
     chunk = max(1, min(chunk, g.n))
-    cols_buf = np.empty(chunk * ohow * patch, dtype=x.dtype)
+    cols_buf = np.empty(chunk * ohow * patch, dtype=x.dtype) if dw is not None else None
     dcols_buf = np.empty(chunk * ohow * patch, dtype=x.dtype) if dx is not None else None
     if layout == "NHWC":
-        w2, dw2 = w.reshape(patch, f), dw.reshape(patch, f)
+        w2, dw2 = w.reshape(patch, f), None if dw is None else dw.reshape(patch, f)
         if db is not None:
             db[:] = dy.reshape(-1, f).sum(axis=0)
     else:
-        w2, dw2 = w.reshape(f, patch), dw.reshape(f, patch)
+        w2, dw2 = w.reshape(f, patch), None if dw is None else dw.reshape(f, patch)
         if db is not None:
             db[:] = dy.reshape(g.n, f, ohow).sum(axis=(0, 2))
+    if dw is None and dx is None:
+        return
     first = True
     for n0, n1 in _chunks(g.n, chunk):
         gc = g.with_batch(n1 - n0)
-        cols = cols_buf[: gc.rows * patch].reshape(gc.rows, patch)
-        prims.im2col(x[n0:n1], gc, layout, cols)
+        cols = None
+        if dw2 is not None:
+            cols = cols_buf[: gc.rows * patch].reshape(gc.rows, patch)
+            prims.im2col(x[n0:n1], gc, layout, cols)
         dcols = None if dx is None else dcols_buf[: gc.rows * patch].reshape(gc.rows, patch)
         if layout == "NHWC":
             dyc = dy[n0:n1].reshape(gc.rows, f)
-            prims.gemm(True, False, 1.0, cols, dyc, 0.0 if first else 1.0, dw2)
+            if dw2 is not None:
+                prims.gemm(True, False, 1.0, cols, dyc, 0.0 if first else 1.0, dw2)
             first = False
             if dcols is not None:
                 prims.gemm(False, True, 1.0, dyc, w2, 0.0, dcols)
@@ -78,7 +84,9 @@ def conv2d_backward(prims, dy, x, w, g, layout, dx, dw, db, chunk):
             for i in range(n1 - n0):
                 dyi = dy[n0 + i].reshape(f, ohow)
                 rows = slice(i * ohow, (i + 1) * ohow)
-                prims.gemm(False, False, 1.0, dyi, cols[rows], 0.0 if first else 1.0, dw2)
+                if dw2 is not None:
+                    prims.gemm(False, False, 1.0, dyi, cols[rows], 0.0 if first else 1.0,
+                               dw2)
                 first = False
                 if dcols is not None:
                     prims.gemm(True, False, 1.0, dyi, w2, 0.0, dcols[rows])
