@@ -25,9 +25,9 @@
  * copy when there is padding) through a table of per-(kh, kw, c) offsets, against w packed
  * once into NR-wide panels; threads split the output pixels in MR-row tiles, each tile
  * computed over the whole patch in one pass with the bias and activation applied in
- * registers before the store. For patches up to 5/4 of the GEMM's KC this is the GEMM's exact order of
- * operations: the same bits as the im2col + GEMM path (the reference it is tested
- * against).
+ * registers before the store. For patches up to 5/4 of the GEMM's KC this is the GEMM's
+ * exact order of operations: the same bits as the im2col + GEMM path (the reference it is
+ * tested against).
  * NHWC backward, on ISAs with a gather micro-kernel: dw without a column matrix too (the
  * same micro-kernel with the roles swapped: A(i, q) = x[corner of pixel q + offset of
  * patch element i], B = dy, in pieces of DW_PIECE pixels with one partial each, summed in
@@ -456,9 +456,10 @@ static void col2im_t(const fnn_geom *g, int64_t sb, const real *dcolsT, int64_t 
 }
 
 /* y[n, j, :] = act(Y[j, n*ohow : (n+1)*ohow] + b[j]) for n < sb: Y (f x ld); in place
- * when Y is y (one image, ld = ohow). No bias: act only (-0.0 kept). The operations of bias_act (v < 0 ? 0 : v keeps NaN and -0.0), so the
- * fused result has the bits of the unfused one. The flags are constants at each call site
- * below, so every variant is a straight, vectorised loop. */
+ * when Y is y (one image, ld = ohow). No bias: act only (-0.0 kept). The operations of
+ * bias_act (v < 0 ? 0 : v keeps NaN and -0.0), so the fused result has the bits of the
+ * unfused one. The flags are constants at each call site below, so every variant is a
+ * straight, vectorised loop. */
 static inline void planes_out_t(int64_t ohow, const real *src, real bj, int has_b, int relu,
                                 real *dst)
 {

@@ -93,7 +93,8 @@ void fnn_pack_b_f64(int64_t kc, int64_t cols, const double *b, int64_t rsb, int6
 /* Bias + activation on a rows x cols block of C at global position (i0, j0), row stride
  * ldc, in place, one thread (epilogue.c): c = act(c + bias), the bias indexed by column
  * (axis 1) or row (axis 0), NULL for none; the operations of fnn_bias_act, so the same
- * bits. The epilogue of GEMM tiles and implicit convolutions. */
+ * bits. The epilogue of GEMM tiles (the gather micro-kernels apply the same operations to
+ * their registers). */
 void fnn_bias_act_block_f32(const float *bias, int axis, int act, int64_t rows, int64_t cols,
                             int64_t i0, int64_t j0, float *c, int64_t ldc);
 void fnn_bias_act_block_f64(const double *bias, int axis, int act, int64_t rows, int64_t cols,

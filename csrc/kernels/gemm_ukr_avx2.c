@@ -214,7 +214,8 @@ static inline void epilogue_6x16_f32(__m256 acc[MR][2], const float *bias, int r
 #pragma GCC unroll 6
         for (int i = 0; i < MR; i++)
             for (int h = 0; h < 2; h++)
-                acc[i][h] = _mm256_andnot_ps(_mm256_cmp_ps(acc[i][h], z, _CMP_LT_OQ), acc[i][h]);
+                acc[i][h] =
+                    _mm256_andnot_ps(_mm256_cmp_ps(acc[i][h], z, _CMP_LT_OQ), acc[i][h]);
     }
 }
 
@@ -233,7 +234,8 @@ static inline void epilogue_6x8_f64(__m256d acc[MR][2], const double *bias, int 
 #pragma GCC unroll 6
         for (int i = 0; i < MR; i++)
             for (int h = 0; h < 2; h++)
-                acc[i][h] = _mm256_andnot_pd(_mm256_cmp_pd(acc[i][h], z, _CMP_LT_OQ), acc[i][h]);
+                acc[i][h] =
+                    _mm256_andnot_pd(_mm256_cmp_pd(acc[i][h], z, _CMP_LT_OQ), acc[i][h]);
     }
 }
 

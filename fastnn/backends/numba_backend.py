@@ -8,10 +8,11 @@ unpack :class:`~fastnn.ops._geometry.ConvGeometry` into plain ints; all the work
 
 Every kernel receives 1-D arrays and plain ints, so each compiles once per dtype (and
 layouts or transposes are runtime flags, not new specialisations). No ``fastmath`` but
-the GEMM micro-kernel's ``contract`` (its multiply-adds become FMAs: one rounding instead
-of two; 86528 x 9 x 32 float ran in half the time): NaN and infinities propagate as in the
-NumPy reference, and results do not depend on the number of threads (no reduction is ever
-split between threads in a thread-dependent way).
+``contract`` in the GEMM micro-kernel and the direct convolution's taps (their
+multiply-adds become FMAs: one rounding instead of two; 86528 x 9 x 32 float ran in half
+the time): NaN and infinities propagate as in the NumPy reference, and results do not
+depend on the number of threads (no reduction is ever split between threads in a
+thread-dependent way). Hot loops index with unsigned integers (see the direct convolution).
 
 GEMM
 ----
