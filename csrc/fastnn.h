@@ -88,6 +88,28 @@ void fnn_adam_update_f32(int64_t n, float *p, const float *g, float *m, float *v
 void fnn_adam_update_f64(int64_t n, double *p, const double *g, double *m, double *v,
                          double *vhat, double alpha, double omb1, double omb2, double eps);
 
+/* Softmax cross-entropy, value and gradient (xent.c) */
+void fnn_softmax_xent_f32(int64_t n, int64_t k, const float *z, const int64_t *labels,
+                          const float *t, float scale, float *probs, float *loss, float *dz);
+void fnn_softmax_xent_f64(int64_t n, int64_t k, const double *z, const int64_t *labels,
+                          const double *t, double scale, double *probs, double *loss,
+                          double *dz);
+
+/* One training step of a stack of dense layers with softmax cross-entropy (dense.c) */
+int64_t fnn_dense_step_ws_f32(int64_t n, int64_t nlayers, const int64_t *dims);
+int64_t fnn_dense_step_ws_f64(int64_t n, int64_t nlayers, const int64_t *dims);
+void fnn_dense_step_f32(int64_t n, int64_t nlayers, const int64_t *dims, const int *act,
+                        const float *const *w, const float *const *b, float *const *y,
+                        float *const *dz, float *const *dx, float *const *dw,
+                        float *const *db, const float *x, const int64_t *labels,
+                        const float *t, float scale, float *probs, float *loss, float *ws);
+void fnn_dense_step_f64(int64_t n, int64_t nlayers, const int64_t *dims, const int *act,
+                        const double *const *w, const double *const *b, double *const *y,
+                        double *const *dz, double *const *dx, double *const *dw,
+                        double *const *db, const double *x, const int64_t *labels,
+                        const double *t, double scale, double *probs, double *loss,
+                        double *ws);
+
 /* Convolution (conv.c) */
 int64_t fnn_conv2d_ws_f32(const fnn_geom *g, int layout, int64_t f, int64_t chunk, int backward);
 int64_t fnn_conv2d_ws_f64(const fnn_geom *g, int layout, int64_t f, int64_t chunk, int backward);

@@ -20,11 +20,15 @@ typedef double real;
 typedef double accum; /* accumulator for long reductions */
 #define FNN_SFX _f64
 #define FNN_SQRT sqrt
+#define FNN_EXP exp
+#define FNN_LOG log
 #else
 typedef float real;
 typedef double accum; /* float reductions (bias gradients) accumulate in double */
 #define FNN_SFX _f32
 #define FNN_SQRT sqrtf
+#define FNN_EXP expf
+#define FNN_LOG logf
 #endif
 /* FNN(gemm) -> fnn_gemm_f32 / fnn_gemm_f64 */
 #define FNN(name) FNN_CAT(FNN_CAT(fnn_, name), FNN_SFX)

@@ -18,6 +18,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from . import ops
 from .activations import sigmoid
 
 EPSILON = 1e-7
@@ -59,6 +60,11 @@ class Loss:
         self.from_logits = bool(from_logits)
 
     def _prepare(self, y_true, y_pred):
+        return self._align(*self._check_pair(y_true, y_pred))
+
+    @staticmethod
+    def _check_pair(y_true, y_pred):
+        """``(y_true, y_pred)`` as arrays, their dtypes and sample counts checked."""
         y_pred = np.asarray(y_pred)
         if y_pred.dtype.kind != "f":
             raise TypeError(f"y_pred must be floating point, received dtype {y_pred.dtype}")
@@ -68,7 +74,7 @@ class Loss:
         if y_true.shape[0] != y_pred.shape[0]:
             raise ValueError(f"y_true and y_pred must have the same number of samples, "
                              f"received {y_true.shape[0]} and {y_pred.shape[0]}")
-        return self._align(y_true, y_pred)
+        return y_true, y_pred
 
     def _align(self, y_true, y_pred):
         y_true = y_true.astype(y_pred.dtype, copy=False)
@@ -237,6 +243,43 @@ class CategoricalCrossentropy(Loss):
         ls = _log_softmax(p)
         return self._logits_value(t, p, ls), self._logits_grad(t, p, ls)
 
+    def logits_step(self, y_true, z, sample_weight=None):
+        """The training step's fused form for logits ``z`` (``from_logits=True``):
+        ``(loss, dL/dz, softmax(z))``, the values of :meth:`value_and_gradient` and of the
+        softmax (the prediction the metrics see), from one pass of
+        :func:`fastnn.ops.softmax_cross_entropy`.
+
+        Parameters
+        ----------
+        y_true : ndarray, one-hot shaped like ``z`` (integer labels for the sparse loss)
+        z : ndarray, shape (N, ..., K), the logits
+        sample_weight : ndarray, shape (N,), optional
+
+        Returns
+        -------
+        (float, ndarray shaped like z, ndarray shaped like z)
+        """
+        if not self.from_logits:
+            raise ValueError(f"logits_step needs from_logits=True; {self!r} takes "
+                             f"probabilities")
+        t, z = self._prepare(y_true, z)
+        return self._xent_step(t.reshape(-1, z.shape[-1]), z, sample_weight)
+
+    def _xent_step(self, target, z, sample_weight):
+        """logits_step on checked targets: ``target`` (rows, K) floats or (rows,) labels."""
+        sw = _weights(sample_weight, z.shape[0], z.dtype)
+        n, rows = z.shape[0], _rows_per_sample(z)
+        # the gradient's scale: 1 / rows per sample, and 1 / N unless sample weights come
+        # between (then _scale applies them and the 1 / N, as in value_and_gradient)
+        scale = 1.0 / (rows * max(n, 1)) if sw is None else 1.0 / rows
+        probs, per_row, grad = ops.softmax_cross_entropy(z.reshape(-1, z.shape[-1]), target,
+                                                         scale=scale)
+        per_sample = per_row if rows == 1 else per_row.reshape(n, -1).mean(axis=1)
+        grad = grad.reshape(z.shape)
+        if sw is not None:
+            grad = _scale(grad, sw, n)
+        return _reduce(per_sample, sw), grad, probs.reshape(z.shape)
+
 
 def _rows_per_sample(p):
     return math.prod(p.shape[1:-1]) if p.ndim > 2 else 1
@@ -254,6 +297,21 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     name = "sparse_categorical_crossentropy"
 
     def _align(self, y_true, y_pred):
+        labels = self._labels(y_true, y_pred)
+        k = y_pred.shape[-1]
+        onehot = np.zeros(y_pred.shape, dtype=y_pred.dtype)
+        onehot.reshape(-1, k)[np.arange(labels.size), labels.reshape(-1)] = 1
+        return onehot, y_pred
+
+    def logits_step(self, y_true, z, sample_weight=None):
+        # as the categorical form, with integer labels (no one-hot matrix)
+        if not self.from_logits:
+            return super().logits_step(y_true, z, sample_weight)
+        y_true, z = self._check_pair(y_true, z)
+        return self._xent_step(self._labels(y_true, z).reshape(-1), z, sample_weight)
+
+    def _labels(self, y_true, y_pred):
+        """The integer labels of ``y_true`` (shape ``y_pred.shape[:-1]``), checked."""
         labels = np.asarray(y_true)
         if labels.ndim == y_pred.ndim and labels.shape[-1] == 1:
             labels = labels.reshape(labels.shape[:-1])
@@ -263,14 +321,12 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         if labels.dtype.kind == "f":
             if not np.all(labels == np.round(labels)):
                 raise ValueError("sparse labels must be integers, received non-integer values")
-        labels = labels.astype(np.int64)
+        labels = labels.astype(np.int64, copy=False)
         k = y_pred.shape[-1]
         if labels.size and (labels.min() < 0 or labels.max() >= k):
             raise ValueError(f"labels must be in [0, {k}) for {k} classes, received values in "
                              f"[{labels.min()}, {labels.max()}]")
-        onehot = np.zeros(y_pred.shape, dtype=y_pred.dtype)
-        onehot.reshape(-1, k)[np.arange(labels.size), labels.reshape(-1)] = 1
-        return onehot, y_pred
+        return labels
 
 
 _REGISTRY: Dict[str, type] = {

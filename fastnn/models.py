@@ -30,6 +30,7 @@ from . import layers as _layers
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
+from ._dense_step import DenseStep
 from .layers.base import Layer, _fmt
 from .layers.conv import MaxPooling2D
 from .layers.core import InputLayer, _WithActivation
@@ -67,6 +68,7 @@ class Sequential:
         self.history = None
         self._input_shape = None
         self._steps_cache = None
+        self._dense_step = None
         for layer in layers or []:
             self.add(layer)
 
@@ -228,6 +230,13 @@ class Sequential:
 
     def _train_step(self, x, y, sw):
         """One forward/backward/update step; returns (loss, y_pred)."""
+        dense = self._dense_step
+        if dense is None or not dense.valid(self):
+            dense = self._dense_step = DenseStep.build(self)
+        if dense is not None and dense.accepts(x, y, sw):
+            loss, y_pred = dense.run(x, y)   # the same gradients, in one C call
+            self.optimizer.apply(self._params, self._grads)
+            return loss, y_pred
         kind, logits_loss = self._fused_output()
         layers = self.layers
         if kind is None:
@@ -241,8 +250,11 @@ class Sequential:
                 h = layer.forward(h, training=True)
             last = layers[-1]
             z = last.forward_logits(h, True) if isinstance(last, _WithActivation) else h
-            loss, grad = logits_loss.value_and_gradient(y, z, sw)
-            y_pred = (_activations.softmax(z) if kind == "softmax" else _activations.sigmoid(z))
+            if kind == "softmax":
+                loss, grad, y_pred = logits_loss.logits_step(y, z, sw)
+            else:
+                loss, grad = logits_loss.value_and_gradient(y, z, sw)
+                y_pred = _activations.sigmoid(z)
             if isinstance(last, _WithActivation):
                 grad = last.backward_logits(grad)
             back = layers[:-1]

@@ -1035,3 +1035,114 @@ def test_relu_maxpool_pairs_backward_like_the_layer_chain(backend, data_format, 
         assert np.abs(ref).max() > 0, (i, k)
         np.testing.assert_allclose(value, ref, rtol=1e-12, atol=1e-14 * np.abs(ref).max(),
                                    err_msg=f"layer {i} d{k}")
+
+
+# ----------------------------------------------------------------------------- dense step
+def _dense_model(dtype="float32", hidden=("relu", None), use_bias=True, extra=()):
+    set_random_seed(5)
+    layers = [Flatten(input_shape=(3, 4), dtype=dtype)]
+    layers += [Dense(9, activation=a, use_bias=use_bias, dtype=dtype) for a in hidden]
+    layers += list(extra) + [Dense(K + 2, activation="softmax", dtype=dtype)]
+    return Sequential(layers)
+
+
+def _fit_dense(model, monkeypatch, compiled, loss=SCCE, optimizer="adam", **fit_kw):
+    """fit on fixed data, with the compiled dense step allowed or not."""
+    from fastnn import _dense_step
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(70, 3, 4))
+    y = rng.integers(0, K + 2, 70)
+    if loss == "categorical_crossentropy":
+        y = np.eye(K + 2)[y]
+    model.compile(optimizer, loss, metrics=["accuracy"])
+    with monkeypatch.context() as mp:
+        if not compiled:
+            mp.setattr(_dense_step.DenseStep, "build", classmethod(lambda cls, m: None))
+        history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, **fit_kw)
+    return model.get_weights(), history.history
+
+
+@pytest.mark.parametrize("case", [
+    dict(), dict(dtype="float64"), dict(use_bias=False), dict(hidden=()),
+    dict(hidden=("relu", "relu", "linear")), dict(loss="categorical_crossentropy"),
+    dict(optimizer="sgd"), dict(optimizer="rmsprop", dtype="float64")], ids=str)
+def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, case):
+    """Sequential trains Flatten -> Dense(relu/linear)... -> Dense(softmax) with one C call
+    per step (fastnn._dense_step), running the kernels the layers run, in the same order:
+    the weights and the logged losses and accuracies after two epochs (batches of 16 and a
+    last one of 6) are bit for bit those of the layer-by-layer path."""
+    if fastnn.backend_info()["active"] != "c":
+        pytest.skip("the compiled dense step needs the C backend")
+    case = dict(case)
+    fit_kw = {k: case.pop(k) for k in ("loss", "optimizer") if k in case}
+    fast = _fit_dense(_dense_model(**case), monkeypatch, True, **fit_kw)
+    model = _dense_model(**case)
+    slow = _fit_dense(model, monkeypatch, False, **fit_kw)
+    assert fast[1] == slow[1]
+    for a, b in zip(fast[0], slow[0]):
+        assert_bitwise(a, b, what=str(case))
+    fast_model = _dense_model(**case)
+    _fit_dense(fast_model, monkeypatch, True, **fit_kw)
+    assert fast_model._dense_step is not None          # the compiled step did run
+
+
+@pytest.mark.parametrize("why", ["dropout", "regularizer", "frozen", "numpy backend",
+                                 "sample weights", "sigmoid hidden"])
+def test_models_the_dense_step_cannot_take_train_layer_by_layer(monkeypatch, why):
+    """Anything the compiled step does not implement takes the layer-by-layer path, with
+    the same results as when the compiled step is switched off."""
+    if fastnn.backend_info()["active"] != "c":
+        pytest.skip("the compiled dense step needs the C backend")
+    extra = [Dropout(0.3)] if why == "dropout" else []
+    hidden = ("sigmoid",) if why == "sigmoid hidden" else ("relu",)
+
+    def make():
+        m = _dense_model(hidden=hidden, extra=extra)
+        if why == "regularizer":
+            set_random_seed(5)
+            m = Sequential([Flatten(input_shape=(3, 4)),
+                            Dense(9, activation="relu", kernel_regularizer="l2"),
+                            Dense(K + 2, activation="softmax")])
+        if why == "frozen":
+            m.layers[1].trainable = False
+        return m
+
+    kw = {"sample_weight": np.linspace(0.5, 1.5, 70)} if why == "sample weights" else {}
+    runs = []
+    for compiled in (True, False):
+        model = make()
+        if why == "numpy backend":
+            with fastnn.use_backend("numpy"):
+                runs.append(_fit_dense(model, monkeypatch, compiled, **kw))
+        else:
+            runs.append(_fit_dense(model, monkeypatch, compiled, **kw))
+        if compiled and why not in ("numpy backend", "sample weights"):
+            assert model._dense_step is None, why
+    assert runs[0][1] == runs[1][1]
+    for a, b in zip(runs[0][0], runs[1][0]):
+        assert_bitwise(a, b, what=why)
+
+
+def test_dense_step_follows_replaced_weights_and_backend_changes():
+    """The compiled step holds pointers into the weight arrays: rebinding one (a new array
+    for a layer's kernel) or switching backends makes it rebuild, never use stale memory."""
+    if fastnn.backend_info()["active"] != "c":
+        pytest.skip("the compiled dense step needs the C backend")
+    model = _dense_model(hidden=("relu",))
+    model.compile(optimizers.SGD(0.1), SCCE)
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(8, 3, 4)).astype(np.float32), rng.integers(0, K + 2, 8)
+    model.train_on_batch(x, y)
+    first = model._dense_step
+    assert first is not None and first.valid(model)
+    layer = model.layers[1]
+    new = np.full_like(layer.kernel, 0.01)
+    layer.kernel = layer.params["kernel"] = new
+    model._prepare_training(y)
+    assert not first.valid(model)
+    model.train_on_batch(x, y)
+    assert model._dense_step is not first and model._dense_step.valid(model)
+    assert not np.all(new == np.float32(0.01))        # the new array was trained
+    with fastnn.use_backend("numpy"):
+        assert not model._dense_step.valid(model)
+        model.train_on_batch(x, y)

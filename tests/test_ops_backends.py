@@ -877,6 +877,64 @@ def test_out_arguments_are_checked():
         ops.avgpool2d_backward(dy, (2, 3, 3, 3), 1, out=dy)
 
 
+# --------------------------------------------------------------------------- softmax xent
+XENT_CASES = [(1, 1), (1, 10), (7, 3), (32, 10), (257, 7), (3, 300), (2000, 10)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("sparse", [True, False], ids=["labels", "dense"])
+@pytest.mark.parametrize("n,k", XENT_CASES, ids=str)
+def test_softmax_cross_entropy(backend, n, k, sparse, dtype):
+    """Against the reference: probs, loss (sums of K terms of size up to 1 + |s|) and dz;
+    a NaN row and (sparse) rows whose label is the largest or smallest class."""
+    rng = _rng("xent", n, k, sparse)
+    z = (rng.standard_normal((n, k)) * 4).astype(dtype)
+    labels = rng.integers(0, k, n)
+    labels[0], labels[-1] = 0, k - 1
+    target = labels if sparse else rng.uniform(0, 1, (n, k)).astype(dtype)
+    if n > 2:
+        z[1, k // 2] = np.nan
+    got = ops.softmax_cross_entropy(z, target, scale=1.0 / n)
+    ref = reference(ops.softmax_cross_entropy, z, target, scale=1.0 / n)
+    scale = 1 + 2 * absmax(z)
+    for g, r, what in zip(got, ref, ("probs", "loss", "dz")):
+        assert_close(g, r, k=k, scale=scale if what == "loss" else 1.0, what=what)
+    if n > 2:
+        assert np.isnan(got[1][1]) and np.isfinite(got[1][2:]).all()
+
+
+def test_softmax_cross_entropy_out_and_bad_input(backend):
+    z = np.zeros((4, 3), np.float32)
+    out = (np.empty((4, 3), np.float32), np.empty(4, np.float32), np.empty((4, 3), np.float32))
+    res = ops.softmax_cross_entropy(z, np.array([0, 1, 2, 0]), out=out)
+    assert all(a is b for a, b in zip(res, out))
+    np.testing.assert_allclose(out[1], np.log(3.0), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        ops.softmax_cross_entropy(z, np.array([0, 1, 3, 0]))
+    with pytest.raises(ValueError, match="labels must be in"):
+        ops.softmax_cross_entropy(z, np.array([0, -1, 2, 0]))
+    with pytest.raises(ValueError, match=r"target must have shape \(4,\)"):
+        ops.softmax_cross_entropy(z, np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"target must have shape \(4, 3\)"):
+        ops.softmax_cross_entropy(z, np.zeros((4, 2), np.float32))
+    with pytest.raises(TypeError, match="float64"):
+        ops.softmax_cross_entropy(z, np.zeros((4, 3)))
+    with pytest.raises(TypeError, match="integer labels or float targets"):
+        ops.softmax_cross_entropy(z, np.array(["a"] * 4))
+    with pytest.raises(ValueError, match="at least one class"):
+        ops.softmax_cross_entropy(np.zeros((4, 0), np.float32), np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match="must be 2-D"):
+        ops.softmax_cross_entropy(np.zeros(4, np.float32), np.zeros(4, np.int64))
+    with pytest.raises(TypeError, match="scale must be a real number"):
+        ops.softmax_cross_entropy(z, np.zeros(4, np.int64), scale="1")
+    with pytest.raises(ValueError, match="must not overlap"):
+        ops.softmax_cross_entropy(z, np.zeros(4, np.int64), out=(out[0], None, out[0]))
+    with pytest.raises(ValueError, match="must not overlap"):
+        ops.softmax_cross_entropy(z, np.zeros(4, np.int64), out=(z, None, None))
+    empty = ops.softmax_cross_entropy(np.zeros((0, 3)), np.zeros(0, np.int64))
+    assert [a.shape for a in empty] == [(0, 3), (0,), (0, 3)]
+
+
 # --------------------------------------------------------------------------- adam_update
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("amsgrad", [False, True])

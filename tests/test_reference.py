@@ -33,6 +33,7 @@ A sum of K products computed in any order differs from the exact sum by at most 
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import zlib
 
@@ -738,3 +739,70 @@ def test_empty_batch(layout):
                                      layout=layout)
     assert dx.shape == x.shape and not dw.any() and not db.any()
     assert ops.maxpool2d_forward(x, 2, layout=layout)[0].shape[0] == 0
+
+
+# =========================================================================== softmax xent
+def _naive_softmax_xent(z, labels, t, scale):
+    """Row by row in Python floats (math.exp, math.log, math.fsum): the definition."""
+    n, k = z.shape
+    probs, loss, dz = np.empty((n, k)), np.empty(n), np.empty((n, k))
+    for i in range(n):
+        row = [float(v) for v in z[i]]
+        m = max(row)
+        e = [math.exp(v - m) for v in row]
+        total = math.fsum(e)
+        target = ([1.0 if j == labels[i] else 0.0 for j in range(k)] if labels is not None
+                  else [float(v) for v in t[i]])
+        for j in range(k):
+            probs[i, j] = e[j] / total
+            dz[i, j] = (probs[i, j] * math.fsum(target) - target[j]) * scale
+        loss[i] = math.fsum(target[j] * (math.log(total) - (row[j] - m)) for j in range(k))
+    return probs, loss, dz
+
+
+@pytest.mark.parametrize("dtype", (np.float64, np.float32), ids=("f64", "f32"))
+@pytest.mark.parametrize("sparse", [True, False], ids=["labels", "onehot"])
+@pytest.mark.parametrize("n,k", [(1, 1), (1, 5), (6, 3), (9, 10), (3, 37)], ids=str)
+def test_softmax_cross_entropy_against_loops(n, k, sparse, dtype):
+    """probs, loss and dz against the definition (naive rows in float64): sums of K terms
+    each at most max(1, |s|), hence the scale below (|s| <= 2 * max|z|)."""
+    rng = _rng("xent", n, k, sparse, dtype)
+    z = (rng.standard_normal((n, k)) * 3).astype(dtype)
+    labels = rng.integers(0, k, n)
+    t = np.eye(k, dtype=dtype)[labels] if not sparse else None
+    if not sparse:  # any non-negative weights, not only one-hot rows
+        t[:, 0] += dtype(0.25)
+    probs, loss, dz = ops.softmax_cross_entropy(z, labels if sparse else t, scale=0.5)
+    ep, el, ed = _naive_softmax_xent(z, labels if sparse else None, t, 0.5)
+    scale = k * (1 + 2 * float(np.abs(z).max())) * 1.25
+    assert_sums_close(probs, ep, scale, "probs")
+    assert_sums_close(loss, el, scale, "loss")
+    assert_sums_close(dz, ed, scale, "dz")
+    assert probs.dtype == loss.dtype == dz.dtype == dtype
+
+
+@pytest.mark.parametrize("sparse", [True, False], ids=["labels", "onehot"])
+def test_softmax_cross_entropy_finite_differences(sparse):
+    """dz is the gradient of scale * sum(loss): central differences in float64 (the loss
+    is smooth; truncation ~ step^2 |f'''| ~ 1e-12, far below the tolerance)."""
+    rng = _rng("fdxent", sparse)
+    z = rng.standard_normal((4, 6)) * 2
+    labels = rng.integers(0, 6, 4)
+    target = labels if sparse else rng.uniform(0, 1, (4, 6))
+    scale = 0.37
+
+    def f():
+        return scale * float(np.sum(ops.softmax_cross_entropy(z, target, scale=scale)[1]))
+
+    dz = ops.softmax_cross_entropy(z, target, scale=scale)[2]
+    assert_fd_close(dz, numerical_gradient(f, z, FD_EPS), "softmax_cross_entropy dz")
+
+
+def test_softmax_cross_entropy_nan_and_extremes():
+    """NaN in a row makes that row NaN, and only that row; huge logits do not overflow."""
+    z = np.array([[1.0, np.nan, 0.0], [1000.0, -1000.0, 999.0], [0.0, 0.0, 0.0]])
+    probs, loss, dz = ops.softmax_cross_entropy(z, np.array([0, 2, 1]), scale=1.0)
+    assert np.isnan(probs[0]).all() and np.isnan(loss[0]) and np.isnan(dz[0]).all()
+    assert np.isfinite(probs[1:]).all() and np.isfinite(loss[1:]).all()
+    np.testing.assert_allclose(loss[1], 1 + np.log1p(np.exp(-1.0)), rtol=1e-12)
+    np.testing.assert_allclose(loss[2], np.log(3.0), rtol=1e-12)

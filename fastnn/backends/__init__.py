@@ -67,6 +67,16 @@ Primitives
     The scalars are Python floats, rounded to the dtype first. Bitwise equal across
     backends (no FMA contraction).
 
+``softmax_xent(z, labels, t, scale, probs, loss, dz)``
+    Softmax cross-entropy of the rows of ``z`` (N, K), K >= 1, against ``labels`` (N,)
+    int64 in [0, K) or, when ``labels`` is None, ``t`` (N, K) of z's dtype. With
+    ``s = z - max(z)`` per row (NaN in a row makes the row NaN) and
+    ``total = sum(exp(s))``: ``probs = exp(s) / total``;
+    labels: ``loss = log(total) - s[label]``, ``dz = (probs - onehot) * scale``;
+    t: ``loss = sum(t * (log(total) - s))``, ``dz = (probs * sum(t) - t) * scale``.
+    ``probs`` (N, K), ``loss`` (N,), ``dz`` (N, K) overwritten; none overlaps z or t.
+    ``scale`` is a Python float, rounded to the dtype.
+
 Module-level functions: ``set_num_threads(n)``, ``get_num_threads() -> int``,
 ``isa() -> str`` (e.g. "avx512", "avx2", "generic", "numpy").
 """

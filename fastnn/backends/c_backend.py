@@ -167,6 +167,13 @@ def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps):
                                 _opt(vhat, p.dtype), alpha, omb1, omb2, eps)
 
 
+def softmax_xent(z, labels, t, scale, probs, loss, dz):
+    n, k = z.shape
+    _fn("softmax_xent", z.dtype)(n, k, _ptr(z), ffi.NULL if labels is None else _iptr(labels),
+                                 ffi.NULL if t is None else _ptr(t), scale, _ptr(probs),
+                                 _ptr(loss), _ptr(dz))
+
+
 def _filters(w, layout):
     return w.shape[3] if layout == "NHWC" else w.shape[0]
 

@@ -40,7 +40,8 @@ __all__ = [
     "gemm", "im2col", "col2im", "bias_act", "bias_act_backward", "relu_mask",
     "relu_mask_backward", "conv2d_forward",
     "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
-    "avgpool2d_backward", "set_num_threads", "get_num_threads", "isa",
+    "avgpool2d_backward", "softmax_xent", "adam_update", "set_num_threads",
+    "get_num_threads", "isa",
 ]
 
 
@@ -989,6 +990,54 @@ def avgpool2d_forward(x, g, layout, y):
 def avgpool2d_backward(dy, g, layout, dx):
     """Adjoint of :func:`avgpool2d_forward`; ``dx`` overwritten."""
     _avgpool_bwd_kernel(dy.reshape(-1), dx.reshape(-1), layout == "NHWC", *_geom_args(g))
+
+
+# --------------------------------------------------------------------------- losses
+@njit(parallel=True, cache=True)
+def _xent_kernel(z, labels, t, sparse, scale, one, nan, probs, loss, dz):
+    # one, nan, scale: scalars of z's dtype, so every operation runs in that dtype
+    n, k = z.shape
+    for i in prange(n):
+        if sparse and (labels[i] < 0 or labels[i] >= k):
+            loss[i] = nan
+            for j in range(k):
+                probs[i, j] = nan
+                dz[i, j] = nan
+            continue
+        mx = z[i, 0]
+        for j in range(1, k):
+            if z[i, j] > mx or z[i, j] != z[i, j]:  # a NaN stays
+                mx = z[i, j]
+        total = one - one
+        for j in range(k):
+            e = np.exp(z[i, j] - mx)
+            probs[i, j] = e
+            total += e
+        for j in range(k):
+            probs[i, j] /= total
+        lt = np.log(total)
+        if sparse:
+            lab = labels[i]
+            loss[i] = lt - (z[i, lab] - mx)
+            for j in range(k):
+                dz[i, j] = ((probs[i, j] - one) if j == lab else probs[i, j]) * scale
+        else:
+            acc = one - one
+            tsum = one - one
+            for j in range(k):
+                acc += t[i, j] * (lt - (z[i, j] - mx))
+                tsum += t[i, j]
+            loss[i] = acc
+            for j in range(k):
+                dz[i, j] = (probs[i, j] * tsum - t[i, j]) * scale
+
+
+def softmax_xent(z, labels, t, scale, probs, loss, dz):
+    """Softmax cross-entropy per row (the C kernel's loop)."""
+    f = z.dtype.type
+    sparse = labels is not None
+    _xent_kernel(z, labels if sparse else np.zeros(1, np.int64), z if t is None else t,
+                 sparse, f(scale), f(1), f(np.nan), probs, loss, dz)
 
 
 # --------------------------------------------------------------------------- optimizers

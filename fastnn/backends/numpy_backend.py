@@ -249,6 +249,26 @@ def avgpool2d_backward(dy, g, layout, dx):
     dx[...] = _from_channels_last(inside, layout)
 
 
+# --------------------------------------------------------------------------- losses
+def softmax_xent(z, labels, t, scale, probs, loss, dz):
+    """Softmax cross-entropy per row, written as whole-array NumPy operations."""
+    s = z - np.max(z, axis=1, keepdims=True)
+    e = np.exp(s)
+    total = np.sum(e, axis=1, keepdims=True)
+    probs[...] = e / total
+    log_total = np.log(total)
+    f = z.dtype.type
+    if labels is not None:
+        rows = np.arange(z.shape[0])
+        loss[...] = log_total[:, 0] - s[rows, labels]
+        dz[...] = probs
+        dz[rows, labels] -= f(1)
+        dz *= f(scale)
+    else:
+        loss[...] = np.sum(t * (log_total - s), axis=1)
+        dz[...] = (probs * np.sum(t, axis=1, keepdims=True) - t) * f(scale)
+
+
 # --------------------------------------------------------------------------- optimizers
 def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps):
     """Adam's step, written as whole-array NumPy operations (the reference order)."""

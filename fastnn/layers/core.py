@@ -170,7 +170,10 @@ class Dense(_WithActivation):
         dz2 = dz.reshape(-1, self.units)
         ops.matmul(x2, dz2, trans_a=True, out=self.grads["kernel"])
         if self.bias is not None:
-            self.grads["bias"][...] = dz2.sum(axis=0) if db is None else db
+            if db is None:  # the column sums, by the kernel that sums them for relu layers
+                db = ops.bias_act_backward(dz2, dz2, "identity",
+                                           out=self._buffer("dzb", dz2.shape, dz2.dtype))[1]
+            self.grads["bias"][...] = db
         self._add_regularization_grads()
         if not self.need_input_grad:
             return None

@@ -31,8 +31,8 @@ from ._geometry import ConvGeometry, as_pair, conv_geometry
 __all__ = [
     "matmul", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
-    "bias_act", "bias_act_backward", "relu_mask", "relu_mask_backward", "adam_update",
-    "conv_geometry", "ConvGeometry", "set_workspace_limit", "get_workspace_limit",
+    "bias_act", "bias_act_backward", "relu_mask", "relu_mask_backward",
+    "softmax_cross_entropy", "adam_update", "conv_geometry", "ConvGeometry", "set_workspace_limit", "get_workspace_limit",
 ]
 
 _ACTIVATIONS = {"identity": "identity", "linear": "identity", "relu": "relu"}
@@ -595,6 +595,73 @@ def avgpool2d_backward(dy, x_shape, pool_size, *, stride=None, padding=0,
     if g.n:
         _backend.get().avgpool2d_backward(dy, g, layout, dx)
     return dx
+
+
+# --------------------------------------------------------------------------- losses
+def softmax_cross_entropy(z, target, *, scale: float = 1.0,
+                          out: Optional[tuple] = None
+                          ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Softmax cross-entropy from logits: probabilities, per-row loss and gradient in one
+    pass (the ``SoftmaxWithLoss`` of from-scratch code, without a one-hot matrix).
+
+    Per row, with ``s = z - max(z)`` and ``total = sum(exp(s))``::
+
+        probs = exp(s) / total
+        loss  = log(total) - s[label]                 (integer labels)
+              = sum(t * (log(total) - s))             (float targets t)
+        dz    = (probs - onehot(label)) * scale       (integer labels)
+              = (probs * sum(t) - t) * scale          (float targets t)
+
+    ``dz`` is the gradient of ``scale * sum(loss)``: ``scale = 1 / N`` gives the gradient
+    of the mean loss. NaN in a row of ``z`` makes that row's results NaN.
+
+    Parameters
+    ----------
+    z : ndarray, shape (N, K), K >= 1
+        Logits, float32 or float64.
+    target : ndarray
+        Integer class labels, shape (N,), in [0, K); or float targets of z's dtype,
+        shape (N, K) (one-hot rows, or any non-negative weights).
+    scale : float
+        Multiplies the gradient.
+    out : tuple (probs, loss, dz) of arrays or None, optional
+        Written and returned: probs (N, K), loss (N,), dz (N, K) of z's dtype, C-contiguous,
+        overlapping neither the inputs nor each other.
+
+    Returns
+    -------
+    probs : ndarray, shape (N, K)
+    loss : ndarray, shape (N,)
+    dz : ndarray, shape (N, K)
+    """
+    z = float_array(z, "z", 2)
+    n, k = z.shape
+    if k < 1:
+        raise ValueError(f"z must have at least one class (K >= 1), received shape {z.shape}")
+    scale = _checks.scalar(scale, "scale")
+    if not isinstance(target, np.ndarray):
+        target = np.asarray(target)
+    labels = t = None
+    if target.dtype.kind in "iu":
+        _checks.expect_shape(target, (n,), "target", "integer labels: one per row of z")
+        labels = np.ascontiguousarray(target, dtype=np.int64)
+        if n and (labels.min() < 0 or labels.max() >= k):
+            raise ValueError(f"target labels must be in [0, {k}) for {k} classes, received "
+                             f"values in [{labels.min()}, {labels.max()}]")
+    elif target.dtype.kind == "f":
+        t = float_array(target, "target", 2)
+        same_dtype([z, t], ["z", "target"])
+        _checks.expect_shape(t, (n, k), "target", "float targets: the shape of z")
+    else:
+        raise TypeError(f"target must hold integer labels or float targets, received dtype "
+                        f"{target.dtype}")
+    probs, loss, dz = _out_tuple(out, 3, "out")
+    probs = _out_array(probs, (n, k), z.dtype, "out[0] (probs)", (z, t))
+    loss = _out_array(loss, (n,), z.dtype, "out[1] (loss)", (z, t, probs))
+    dz = _out_array(dz, (n, k), z.dtype, "out[2] (dz)", (z, t, probs, loss))
+    if n:
+        _backend.get().softmax_xent(z, labels, t, scale, probs, loss, dz)
+    return probs, loss, dz
 
 
 # --------------------------------------------------------------------------- optimizers

@@ -1,0 +1,62 @@
+/* dense.c: one training step of a stack of dense layers ending in softmax cross-entropy,
+ * in one call (float and double; compiled twice, FNN_PREC=32/64). It runs the kernels the
+ * Python layers call, in the same order with the same arguments (fastnn.layers.Dense,
+ * the model's fused softmax loss): the results are bitwise those of the layer-by-layer
+ * step, without the interpreter between the kernels (at batch 32 it cost more than the
+ * arithmetic). The optimizer update is not part of it. Reference: the Python path
+ * (tests/test_models.py compares the two). */
+#include "fnn_real.h"
+
+/* Workspace elements fnn_dense_step needs: the largest of its GEMMs'. */
+int64_t FNN(dense_step_ws)(int64_t n, int64_t nlayers, const int64_t *dims)
+{
+    int64_t ws = 1;
+    for (int64_t l = 0; l < nlayers; l++) {
+        const int64_t in = dims[l], out = dims[l + 1];
+        const int64_t sizes[3] = {FNN(gemm_ws)(n, out, in), FNN(gemm_ws)(in, out, n),
+                                  FNN(gemm_ws)(n, in, out)};
+        for (int s = 0; s < 3; s++)
+            ws = sizes[s] > ws ? sizes[s] : ws;
+    }
+    return ws;
+}
+
+/* Layer l (0 <= l < nlayers) maps n x dims[l] to n x dims[l + 1] with weights w[l]
+ * (dims[l] x dims[l + 1], row-major) and bias b[l] (dims[l + 1], or NULL); act[l] is
+ * relu (1) or identity (0) for a hidden layer, identity for the last (its output is the
+ * logits). Forward: y[l] = act(a @ w[l] + b[l]) with a = x (n x dims[0]) for the first
+ * layer, y[l - 1] after. Loss: fnn_softmax_xent of the logits against labels (or t when
+ * labels is NULL) with scale, writing probs, loss (n) and dz[last]. Backward, last layer
+ * first: dz[l] = dx[l + 1] * act'(y[l]) with db[l] its column sums (the last layer: db from
+ * dz itself), dw[l] = a^T @ dz[l], dx[l] = dz[l] @ w[l]^T (not for the first layer: dx[0]
+ * is not used). Every output is overwritten: y, dz, dx (n x width), dw, db, probs, loss.
+ * ws: fnn_dense_step_ws elements. */
+void FNN(dense_step)(int64_t n, int64_t nlayers, const int64_t *dims, const int *act,
+                     const real *const *w, const real *const *b, real *const *y,
+                     real *const *dz, real *const *dx, real *const *dw, real *const *db,
+                     const real *x, const int64_t *labels, const real *t, real scale,
+                     real *probs, real *loss, real *ws)
+{
+    const int64_t last = nlayers - 1;
+    for (int64_t l = 0; l < nlayers; l++) {
+        const int64_t in = dims[l], out = dims[l + 1];
+        const real *a = l == 0 ? x : y[l - 1];
+        FNN(gemm)(0, 0, n, out, in, 1, a, in, w[l], out, 0, ws, y[l], out);
+        if (b[l] || act[l] != FNN_ACT_IDENTITY)
+            FNN(bias_act)(n, out, 1, y[l], b[l], act[l], y[l]);
+    }
+    FNN(softmax_xent)(n, dims[nlayers], y[last], labels, t, scale, probs, loss, dz[last]);
+    for (int64_t l = last; l >= 0; l--) {
+        const int64_t in = dims[l], out = dims[l + 1];
+        const real *a = l == 0 ? x : y[l - 1];
+        if (l == last) {
+            if (db[l])
+                FNN(bias_act_bwd)(n, out, 1, dz[l], dz[l], FNN_ACT_IDENTITY, dz[l], db[l]);
+        } else {
+            FNN(bias_act_bwd)(n, out, 1, dx[l + 1], y[l], act[l], dz[l], db[l]);
+        }
+        FNN(gemm)(1, 0, in, out, n, 1, a, in, dz[l], out, 0, ws, dw[l], out);
+        if (l > 0)
+            FNN(gemm)(0, 1, n, in, out, 1, dz[l], out, w[l], out, 0, ws, dx[l], in);
+    }
+}

@@ -1,0 +1,152 @@
+"""The compiled training step of a stack of Dense layers (the C backend's ``dense_step``).
+
+A Sequential model of Flatten/Input layers followed by Dense layers (hidden activations
+relu or linear, the last one softmax with a categorical cross-entropy) trains in one C
+call per step: forward, loss and backward run the kernels the layers call, in the same
+order with the same arguments, so the gradients are bitwise those of the layer-by-layer
+step (``tests/test_models.py`` checks it). The optimizer update stays in Python
+(``optimizer.apply``), unchanged. At batch 32 the interpreter between the ~15 kernel calls
+of the layer-by-layer step took longer than the arithmetic.
+
+Everything else (other layers or activations, regularizers, frozen layers, sample or class
+weights, the Numba and NumPy backends) takes the layer-by-layer path.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import _backend
+from . import losses as _losses
+from .activations import Softmax
+from .layers.core import Dense, Flatten, InputLayer
+
+
+class DenseStep:
+    """One model's compiled step: the C call with its pointers, and the buffers per batch
+    size. Build with :meth:`build` (None when the model is not eligible); check
+    :meth:`valid` before each :meth:`run`."""
+
+    def __init__(self, model, dense, loss):
+        from .backends import c_backend
+        self._cb = c_backend
+        self._model = model
+        self._layers = tuple(model._layers)
+        self._loss = loss
+        self._dense = dense
+        # the arrays the pointers below point into, kept to check them before each step
+        self._arrays = [(l.kernel, l.bias, l.grads["kernel"], l.grads.get("bias"))
+                        for l in dense]
+        dt = self.dtype = dense[0].dtype
+        ffi = c_backend.ffi
+        ctype = "float" if dt == np.float32 else "double"
+        self._ctype = ctype
+        self._dims = np.array([dense[0].in_features] + [l.units for l in dense], np.int64)
+        self._c_dims = ffi.from_buffer("int64_t[]", self._dims)
+        self._c_act = ffi.new("int[]", [1 if l._act_kernel == "relu" else 0
+                                        for l in dense[:-1]] + [0])
+        ptr = c_backend._ptr
+
+        def ptrs(arrays):
+            return ffi.new(f"{ctype} *[]", [ffi.NULL if a is None else ptr(a)
+                                            for a in arrays])
+        self._ptrs = ptrs
+        self._c_w = ptrs([a[0] for a in self._arrays])
+        self._c_b = ptrs([a[1] for a in self._arrays])
+        self._c_dw = ptrs([a[2] for a in self._arrays])
+        self._c_db = ptrs([a[3] for a in self._arrays])
+        self._sparse = isinstance(loss, _losses.SparseCategoricalCrossentropy)
+        self._step = c_backend._fn("dense_step", dt)
+        self._ws_size = c_backend._fn("dense_step_ws", dt)
+        self._by_n: dict = {}
+
+    @classmethod
+    def build(cls, model) -> Optional["DenseStep"]:
+        """The compiled step for ``model`` (compiled, built), or None if it is not
+        eligible: see the module docstring."""
+        if _backend.active_name() != "c":
+            return None
+        kind, loss = model._fused_output()
+        if kind != "softmax" or not isinstance(loss, _losses.CategoricalCrossentropy):
+            return None
+        layers = model._layers
+        i = 0
+        while i < len(layers) and isinstance(layers[i], (InputLayer, Flatten)):
+            i += 1
+        dense = layers[i:]
+        if not dense or not all(type(l) is Dense for l in dense):
+            return None
+        dt = dense[0].dtype
+        if dt not in (np.float32, np.float64) or len(dense[0].input_shape) != 2:
+            return None
+        for l in dense:
+            if not l.trainable or l._regularizers or l.dtype != dt:
+                return None
+        if any(l._act_kernel is None for l in dense[:-1]):
+            return None
+        if not isinstance(dense[-1].activation, Softmax):
+            return None
+        return cls(model, dense, loss)
+
+    def valid(self, model) -> bool:
+        """Whether this step still describes ``model``: same layers, loss, backend and
+        weight and gradient arrays (replacing one rebinds it: the pointers would go
+        stale), nothing frozen or regularized since."""
+        if model._fused_output()[1] is not self._loss or tuple(model._layers) != self._layers:
+            return False
+        if _backend.active_name() != "c":
+            return False
+        for l, (w, b, gw, gb) in zip(self._dense, self._arrays):
+            if (l.kernel is not w or l.bias is not b or l.grads["kernel"] is not gw
+                    or l.grads.get("bias") is not gb or not l.trainable or l._regularizers):
+                return False
+        return True
+
+    def accepts(self, x, y, sw) -> bool:
+        """Whether a batch can take the compiled step (else the layer-by-layer one)."""
+        if sw is not None or type(x) is not np.ndarray or x.dtype != self.dtype:
+            return False
+        if not x.flags.c_contiguous or len(x) == 0 or x.size != len(x) * self._dims[0]:
+            return False
+        if self._sparse:
+            return y.dtype.kind in "iu" and (y.ndim == 1 or y.shape[1:] == (1,))
+        return y.shape == (len(x), self._dims[-1])
+
+    def _buffers(self, n: int):
+        bufs = self._by_n.get(n)
+        if bufs is None:
+            dims, dt = self._dims, self.dtype
+            ys = [np.empty((n, d), dt) for d in dims[1:]]
+            dzs = [np.empty((n, d), dt) for d in dims[1:]]
+            dxs = [None] + [np.empty((n, d), dt) for d in dims[1:-1]]
+            probs, loss = np.empty((n, dims[-1]), dt), np.empty(n, dt)
+            ptrs = self._ptrs
+            bufs = (ys, dzs, dxs, probs, loss, ptrs(ys), ptrs(dzs), ptrs(dxs),
+                    self._cb._ptr(probs), self._cb._ptr(loss))
+            if len(self._by_n) > 4:      # batch sizes seen: a full and a last batch
+                self._by_n.clear()
+            self._by_n[n] = bufs
+        return bufs
+
+    def run(self, x: np.ndarray, y: np.ndarray) -> Tuple[float, np.ndarray]:
+        """One forward/backward step on a batch :meth:`accepts`; fills the Dense layers'
+        gradients and returns ``(loss, softmax output)`` (the latter a buffer reused by
+        the next step)."""
+        cb, ffi = self._cb, self._cb.ffi
+        n = len(x)
+        _, _, _, probs, loss, c_y, c_dz, c_dx, c_probs, c_loss = self._buffers(n)
+        if self._sparse:
+            labels = np.ascontiguousarray(y.reshape(n), dtype=np.int64)
+            c_labels, c_t, keep = cb._iptr(labels), ffi.NULL, labels
+        else:
+            t = np.ascontiguousarray(y, dtype=self.dtype)
+            c_labels, c_t, keep = ffi.NULL, cb._ptr(t), t
+        nl = len(self._dense)
+        ws = cb._workspace(self._ws_size(n, nl, self._c_dims), self.dtype)
+        # the loss's scale, as the layer-by-layer step's (losses._xent_step)
+        self._step(n, nl, self._c_dims, self._c_act, self._c_w, self._c_b, c_y, c_dz, c_dx,
+                   self._c_dw, self._c_db, cb._ptr(x), c_labels, c_t, 1.0 / n, c_probs,
+                   c_loss, cb._ptr(ws))
+        del keep
+        return _losses._reduce(loss, None), probs
