@@ -116,11 +116,12 @@ def _integral(a: np.ndarray, name: str) -> np.ndarray:
             bad = a[~ok].flat[0].item()
             raise ValueError(f"{name} must hold integer class labels, received the "
                              f"non-integer value {bad!r}")
-    return a.astype(np.int64)
+    return a.astype(np.int64, copy=False)
 
 
 def _check_range(labels: np.ndarray, k: int, name: str) -> None:
-    if labels.size and (labels.min() < 0 or labels.max() >= k):
+    # one pass: as unsigned, a negative label is larger than any k
+    if labels.size and np.any(labels.astype(np.int64, copy=False).view(np.uint64) >= k):
         raise ValueError(f"{name} labels must be in [0, {k}) for {k} classes, received "
                          f"values in [{labels.min()}, {labels.max()}]")
 
@@ -317,13 +318,13 @@ class Mean(Metric):
         v = np.asarray(values)
         if v.dtype.kind not in "biuf":
             raise TypeError(f"values must be numeric, received dtype {v.dtype}")
-        v = v.astype(np.float64)
+        v = v.astype(np.float64, copy=False)
         if sample_weight is None:
             if v.ndim == 0:
                 self.total += float(v)
                 self.count += 1.0
             else:
-                self.total += float(np.sum(_per_sample(v)))
+                self.total += float(_per_sample(v).sum())
                 self.count += float(v.shape[0])
             return
         w = np.asarray(sample_weight)
@@ -525,7 +526,7 @@ def sparse_categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndar
                          f"{p.shape}, received y_true shape {np.shape(y_true)}{hint}")
     labels = _integral(t, "y_true")
     _check_range(labels, p.shape[-1], "y_true")
-    return (labels == np.argmax(p, axis=-1)).astype(np.float64)
+    return (labels == p.argmax(axis=-1)).astype(np.float64)
 
 
 # ------------------------------------------------------------------ mean-based metrics
