@@ -136,17 +136,17 @@ class DenseStep:
         cb, ffi = self._cb, self._cb.ffi
         n = len(x)
         _, _, _, probs, loss, c_y, c_dz, c_dx, c_probs, c_loss = self._buffers(n)
+        # the targets as the kernel takes them (these locals keep them alive for the call)
         if self._sparse:
             labels = np.ascontiguousarray(y.reshape(n), dtype=np.int64)
-            c_labels, c_t, keep = cb._iptr(labels), ffi.NULL, labels
+            c_labels, c_t = cb._iptr(labels), ffi.NULL
         else:
             t = np.ascontiguousarray(y, dtype=self.dtype)
-            c_labels, c_t, keep = ffi.NULL, cb._ptr(t), t
+            c_labels, c_t = ffi.NULL, cb._ptr(t)
         nl = len(self._dense)
         ws = cb._workspace(self._ws_size(n, nl, self._c_dims), self.dtype)
         # the loss's scale, as the layer-by-layer step's (losses._xent_step)
         self._step(n, nl, self._c_dims, self._c_act, self._c_w, self._c_b, c_y, c_dz, c_dx,
                    self._c_dw, self._c_db, cb._ptr(x), c_labels, c_t, 1.0 / n, c_probs,
                    c_loss, cb._ptr(ws))
-        del keep
         return _losses._reduce(loss, None), probs

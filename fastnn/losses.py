@@ -129,7 +129,7 @@ class MeanSquaredError(Loss):
         super().__init__(False)
 
     def per_sample(self, t, p):
-        d = (p - t).reshape(p.shape[0], -1)
+        d = (p - t).reshape(p.shape[0], _feature_count(p))
         return np.mean(d * d, axis=1)
 
     def per_sample_grad(self, t, p):
@@ -148,7 +148,7 @@ class MeanAbsoluteError(Loss):
         super().__init__(False)
 
     def per_sample(self, t, p):
-        return np.mean(np.abs(p - t).reshape(p.shape[0], -1), axis=1)
+        return np.mean(np.abs(p - t).reshape(p.shape[0], _feature_count(p)), axis=1)
 
     def per_sample_grad(self, t, p):
         return np.sign(p - t) / _feature_count(p)
@@ -173,7 +173,7 @@ class BinaryCrossentropy(Loss):
         else:
             pc = np.clip(p, EPSILON, 1 - EPSILON)
             loss = -(t * np.log(pc) + (1 - t) * np.log(1 - pc))
-        return np.mean(loss.reshape(p.shape[0], -1), axis=1)
+        return np.mean(loss.reshape(p.shape[0], _feature_count(p)), axis=1)
 
     def per_sample_grad(self, t, p):
         d = _feature_count(p)
@@ -213,7 +213,8 @@ class CategoricalCrossentropy(Loss):
             return self._logits_value(t, p, _log_softmax(p))
         q = p / np.sum(p, axis=-1, keepdims=True)
         q = np.clip(q, EPSILON, 1 - EPSILON)
-        return -np.sum(t * np.log(q), axis=-1).reshape(p.shape[0], -1).mean(axis=1)
+        per_row = -np.sum(t * np.log(q), axis=-1)
+        return per_row.reshape(p.shape[0], _rows_per_sample(p)).mean(axis=1)
 
     def per_sample_grad(self, t, p):
         if self.from_logits:
@@ -230,7 +231,8 @@ class CategoricalCrossentropy(Loss):
     # From logits, value and gradient share the log-softmax ``log_probs``.
     @staticmethod
     def _logits_value(t, p, log_probs):
-        return -np.sum(t * log_probs, axis=-1).reshape(p.shape[0], -1).mean(axis=1)
+        per_row = -np.sum(t * log_probs, axis=-1)
+        return per_row.reshape(p.shape[0], _rows_per_sample(p)).mean(axis=1)
 
     @staticmethod
     def _logits_grad(t, p, log_probs):
@@ -274,7 +276,7 @@ class CategoricalCrossentropy(Loss):
         scale = 1.0 / (rows * max(n, 1)) if sw is None else 1.0 / rows
         probs, per_row, grad = ops.softmax_cross_entropy(z.reshape(-1, z.shape[-1]), target,
                                                          scale=scale)
-        per_sample = per_row if rows == 1 else per_row.reshape(n, -1).mean(axis=1)
+        per_sample = per_row if rows == 1 else per_row.reshape(n, rows).mean(axis=1)
         grad = grad.reshape(z.shape)
         if sw is not None:
             grad = _scale(grad, sw, n)

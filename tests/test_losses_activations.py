@@ -270,6 +270,47 @@ def test_loss_gradient_matches_finite_differences(name, from_logits, shape, weig
               f"{name} from_logits={from_logits}")
 
 
+XENT_CASES = [c for c in LOSS_CASES if "categorical" in c[0] and c[1]]
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sample_weight"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name,from_logits,shape", XENT_CASES,
+                         ids=[f"{n}-{'x'.join(map(str, s))}" for n, _, s in XENT_CASES])
+def test_logits_step_is_value_gradient_and_softmax(backend, name, from_logits, shape, dtype,
+                                                   weighted):
+    """The training step's fused softmax form (one ops.softmax_cross_entropy pass) gives
+    the loss, gradient and softmax of the separate calls, to rounding."""
+    rng = _rng("logitsstep", name, shape, np.dtype(dtype).name, weighted)
+    t, z = _loss_data(rng, name, True, shape, dtype)
+    sw = rng.uniform(0.2, 2.0, size=shape[0]) if weighted else None
+    loss = _make_loss(name, True)
+    value, grad, probs = loss.logits_step(t, z, sample_weight=sw)
+    ref_value, ref_grad = loss.value_and_gradient(t, z, sample_weight=sw)
+    k = shape[-1]
+    tol = tolerance(dtype, k=z.size, scale=(1 + 2 * absmax(z)) * (2.0 if weighted else 1.0))
+    np.testing.assert_allclose(value, ref_value, **tol)
+    assert_close(grad, ref_grad, k=k, scale=absmax(ref_grad) * k, what="gradient")
+    assert_close(probs, activations.softmax(z), k=k, what="softmax")
+    with pytest.raises(ValueError, match="from_logits=True"):
+        _make_loss(name, False).logits_step(t, z)
+
+
+@pytest.mark.parametrize("name,from_logits,shape", LOSS_CASES, ids=LOSS_IDS)
+def test_loss_of_an_empty_batch_is_zero(name, from_logits, shape):
+    """An empty batch (N = 0), also with extra axes, gives 0 and an empty gradient."""
+    rng = _rng("lossempty", name, from_logits, shape)
+    t, p = _loss_data(rng, name, from_logits, shape, np.float32)
+    t, p = t[:0], p[:0]
+    loss = _make_loss(name, from_logits)
+    assert loss(t, p) == 0.0
+    value, grad = loss.value_and_gradient(t, p)
+    assert value == 0.0 and grad.shape == p.shape
+    if "categorical" in name and from_logits:
+        value, grad, probs = loss.logits_step(t, p)
+        assert value == 0.0 and grad.shape == probs.shape == p.shape
+
+
 def test_loss_aliases_and_function_forms():
     rng = _rng("alias")
     t, p = _loss_data(rng, "mean_squared_error", False, (4, 3), np.float64)

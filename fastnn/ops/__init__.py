@@ -32,7 +32,8 @@ __all__ = [
     "matmul", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
     "bias_act", "bias_act_backward", "relu_mask", "relu_mask_backward",
-    "softmax_cross_entropy", "adam_update", "conv_geometry", "ConvGeometry", "set_workspace_limit", "get_workspace_limit",
+    "softmax_cross_entropy", "adam_update", "conv_geometry", "ConvGeometry",
+    "set_workspace_limit", "get_workspace_limit",
 ]
 
 _ACTIVATIONS = {"identity": "identity", "linear": "identity", "relu": "relu"}
