@@ -21,38 +21,52 @@ int64_t FNN(dense_step_ws)(int64_t n, int64_t nlayers, const int64_t *dims)
     return ws;
 }
 
+/* out[e] = a[e] * mask[e] for e < count: inverted dropout's product, the one NumPy's
+ * x * mask makes (one rounding), so the same bits. out may be a. */
+static void mul_mask(int64_t count, const real *a, const real *mask, real *out)
+{
+    for (int64_t e = 0; e < count; e++)
+        out[e] = a[e] * mask[e];
+}
+
 /* Layer l (0 <= l < nlayers) maps n x dims[l] to n x dims[l + 1] with weights w[l]
  * (dims[l] x dims[l + 1], row-major) and bias b[l] (dims[l + 1], or NULL); act[l] is
  * relu (1) or identity (0) for a hidden layer, identity for the last (its output is the
  * logits). Forward: y[l] = act(a @ w[l] + b[l]) with a = x (n x dims[0]) for the first
- * layer, y[l - 1] after. Loss: fnn_softmax_xent of the logits against labels (or t when
- * labels is NULL) with scale, writing probs, loss (n) and dz[last]. Backward, last layer
- * first: dz[l] = dx[l + 1] * act'(y[l]) with db[l] its column sums (the last layer: db from
- * dz itself), dw[l] = a^T @ dz[l], dx[l] = dz[l] @ w[l]^T (not for the first layer: dx[0]
- * is not used). Every output is overwritten: y, dz, dx (n x width), dw, db, probs, loss.
- * ws: fnn_dense_step_ws elements. */
+ * layer; after a hidden layer with mask[l] (inverted dropout; NULL: none) its output is
+ * yd[l] = y[l] * mask[l] (n x dims[l + 1]), the next layer's input, else y[l] is. Loss:
+ * fnn_softmax_xent of the logits against labels (or t when labels is NULL) with scale,
+ * writing probs, loss (n) and dz[last]. Backward, last layer first: dz[l] = (dx[l + 1]
+ * [* mask[l]]) * act'(y[l]) with db[l] its column sums (the last layer: db from dz
+ * itself), dw[l] = a^T @ dz[l], dx[l] = dz[l] @ w[l]^T (not for the first layer: dx[0] is
+ * not used). Every output is overwritten: y, yd, dz, dx (n x width; dx[l + 1] is scaled
+ * by mask[l] in place), dw, db, probs, loss. ws: fnn_dense_step_ws elements. */
 void FNN(dense_step)(int64_t n, int64_t nlayers, const int64_t *dims, const int *act,
-                     const real *const *w, const real *const *b, real *const *y,
-                     real *const *dz, real *const *dx, real *const *dw, real *const *db,
-                     const real *x, const int64_t *labels, const real *t, real scale,
-                     real *probs, real *loss, real *ws)
+                     const real *const *w, const real *const *b, const real *const *mask,
+                     real *const *y, real *const *yd, real *const *dz, real *const *dx,
+                     real *const *dw, real *const *db, const real *x, const int64_t *labels,
+                     const real *t, real scale, real *probs, real *loss, real *ws)
 {
     const int64_t last = nlayers - 1;
     for (int64_t l = 0; l < nlayers; l++) {
         const int64_t in = dims[l], out = dims[l + 1];
-        const real *a = l == 0 ? x : y[l - 1];
+        const real *a = l == 0 ? x : mask[l - 1] ? yd[l - 1] : y[l - 1];
         FNN(gemm)(0, 0, n, out, in, 1, a, in, w[l], out, 0, ws, y[l], out);
         if (b[l] || act[l] != FNN_ACT_IDENTITY)
             FNN(bias_act)(n, out, 1, y[l], b[l], act[l], y[l]);
+        if (l < last && mask[l])
+            mul_mask(n * out, y[l], mask[l], yd[l]);
     }
     FNN(softmax_xent)(n, dims[nlayers], y[last], labels, t, scale, probs, loss, dz[last]);
     for (int64_t l = last; l >= 0; l--) {
         const int64_t in = dims[l], out = dims[l + 1];
-        const real *a = l == 0 ? x : y[l - 1];
+        const real *a = l == 0 ? x : mask[l - 1] ? yd[l - 1] : y[l - 1];
         if (l == last) {
             if (db[l])
                 FNN(bias_act_bwd)(n, out, 1, dz[l], dz[l], FNN_ACT_IDENTITY, dz[l], db[l]);
         } else {
+            if (mask[l])
+                mul_mask(n * out, dx[l + 1], mask[l], dx[l + 1]);
             FNN(bias_act_bwd)(n, out, 1, dx[l + 1], y[l], act[l], dz[l], db[l]);
         }
         FNN(gemm)(1, 0, in, out, n, 1, a, in, dz[l], out, 0, ws, dw[l], out);

@@ -1,15 +1,17 @@
 """The compiled training step of a stack of Dense layers (the C backend's ``dense_step``).
 
 A Sequential model of Flatten/Input layers followed by Dense layers (hidden activations
-relu or linear, the last one softmax with a categorical cross-entropy) trains in one C
-call per step: forward, loss and backward run the kernels the layers call, in the same
+relu or linear, each hidden one optionally followed by a Dropout; the last one softmax
+with a categorical cross-entropy) trains in one C call per step: forward, loss and backward run the kernels the layers call, in the same
 order with the same arguments, so the gradients are bitwise those of the layer-by-layer
-step (``tests/test_models.py`` checks it). The optimizer update stays in Python
-(``optimizer.apply``), unchanged. At batch 32 the interpreter between the ~15 kernel calls
+step (``tests/test_models.py`` checks it). Dropout masks are drawn in Python, by the
+Dropout layers themselves, in layer order: the same random numbers. The optimizer update
+stays in Python (``optimizer.apply``), unchanged. At batch 32 the interpreter between the ~15 kernel calls
 of the layer-by-layer step took longer than the arithmetic.
 
-Everything else (other layers or activations, regularizers, frozen layers, sample or class
-weights, the Numba and NumPy backends) takes the layer-by-layer path.
+Everything else (other layers or activations, Dropout with a noise_shape, regularizers,
+frozen layers, sample or class weights, the Numba and NumPy backends) takes the
+layer-by-layer path.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 from . import _backend
 from . import losses as _losses
 from .activations import Softmax
-from .layers.core import Dense, Flatten, InputLayer
+from .layers.core import Dense, Dropout, Flatten, InputLayer
 
 
 class DenseStep:
@@ -28,13 +30,14 @@ class DenseStep:
     size. Build with :meth:`build` (None when the model is not eligible); check
     :meth:`valid` before each :meth:`run`."""
 
-    def __init__(self, model, dense, loss):
+    def __init__(self, model, dense, dropout, loss):
         from .backends import c_backend
         self._cb = c_backend
         self._model = model
         self._layers = tuple(model._layers)
         self._loss = loss
         self._dense = dense
+        self._dropout = dropout          # per Dense: the Dropout that follows it, or None
         # the arrays the pointers below point into, kept to check them before each step
         self._arrays = [(l.kernel, l.bias, l.grads["kernel"], l.grads.get("bias"))
                         for l in dense]
@@ -74,8 +77,17 @@ class DenseStep:
         i = 0
         while i < len(layers) and isinstance(layers[i], (InputLayer, Flatten)):
             i += 1
-        dense = layers[i:]
-        if not dense or not all(type(l) is Dense for l in dense):
+        dense, dropout = [], []
+        for l in layers[i:]:
+            if type(l) is Dense:
+                dense.append(l)
+                dropout.append(None)
+            elif (type(l) is Dropout and l.noise_shape is None and dense
+                  and dropout[-1] is None):
+                dropout[-1] = l
+            else:
+                return None
+        if not dense or dropout[-1] is not None:
             return None
         dt = dense[0].dtype
         if dt not in (np.float32, np.float64) or len(dense[0].input_shape) != 2:
@@ -87,7 +99,7 @@ class DenseStep:
             return None
         if not isinstance(dense[-1].activation, Softmax):
             return None
-        return cls(model, dense, loss)
+        return cls(model, dense, dropout, loss)
 
     def valid(self, model) -> bool:
         """Whether this step still describes ``model``: same layers, loss, backend and
@@ -96,6 +108,8 @@ class DenseStep:
         if model._fused_output()[1] is not self._loss or tuple(model._layers) != self._layers:
             return False
         if _backend.active_name() != "c":
+            return False
+        if any(d is not None and d.noise_shape is not None for d in self._dropout):
             return False
         for l, (w, b, gw, gb) in zip(self._dense, self._arrays):
             if (l.kernel is not w or l.bias is not b or l.grads["kernel"] is not gw
@@ -118,12 +132,14 @@ class DenseStep:
         if bufs is None:
             dims, dt = self._dims, self.dtype
             ys = [np.empty((n, d), dt) for d in dims[1:]]
+            yds = [np.empty((n, d), dt) if drop is not None else None
+                   for d, drop in zip(dims[1:], self._dropout)]
             dzs = [np.empty((n, d), dt) for d in dims[1:]]
             dxs = [None] + [np.empty((n, d), dt) for d in dims[1:-1]]
             probs, loss = np.empty((n, dims[-1]), dt), np.empty(n, dt)
             ptrs = self._ptrs
-            bufs = (ys, dzs, dxs, probs, loss, ptrs(ys), ptrs(dzs), ptrs(dxs),
-                    self._cb._ptr(probs), self._cb._ptr(loss))
+            bufs = (ys, yds, dzs, dxs, probs, loss, ptrs(ys), ptrs(yds), ptrs(dzs),
+                    ptrs(dxs), self._cb._ptr(probs), self._cb._ptr(loss))
             if len(self._by_n) > 4:      # batch sizes seen: a full and a last batch
                 self._by_n.clear()
             self._by_n[n] = bufs
@@ -135,7 +151,15 @@ class DenseStep:
         the next step)."""
         cb, ffi = self._cb, self._cb.ffi
         n = len(x)
-        _, _, _, probs, loss, c_y, c_dz, c_dx, c_probs, c_loss = self._buffers(n)
+        _, _, _, _, probs, loss, c_y, c_yd, c_dz, c_dx, c_probs, c_loss = self._buffers(n)
+        # dropout masks, drawn by the Dropout layers in layer order, as their forward does
+        masks = [None if drop is None or drop.rate == 0 else
+                 drop._draw_mask((n, l.units), np.dtype(self.dtype))
+                 for l, drop in zip(self._dense, self._dropout)]
+        for drop, mask in zip(self._dropout, masks):
+            if drop is not None:
+                drop._mask = mask
+        c_mask = self._ptrs(masks)
         # the targets as the kernel takes them (these locals keep them alive for the call)
         if self._sparse:
             labels = np.ascontiguousarray(y.reshape(n), dtype=np.int64)
@@ -146,7 +170,7 @@ class DenseStep:
         nl = len(self._dense)
         ws = cb._workspace(self._ws_size(n, nl, self._c_dims), self.dtype)
         # the loss's scale, as the layer-by-layer step's (losses._xent_step)
-        self._step(n, nl, self._c_dims, self._c_act, self._c_w, self._c_b, c_y, c_dz, c_dx,
-                   self._c_dw, self._c_db, cb._ptr(x), c_labels, c_t, 1.0 / n, c_probs,
-                   c_loss, cb._ptr(ws))
+        self._step(n, nl, self._c_dims, self._c_act, self._c_w, self._c_b, c_mask, c_y, c_yd,
+                   c_dz, c_dx, self._c_dw, self._c_db, cb._ptr(x), c_labels, c_t, 1.0 / n,
+                   c_probs, c_loss, cb._ptr(ws))
         return _losses._reduce(loss, None), probs

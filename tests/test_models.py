@@ -1038,10 +1038,16 @@ def test_relu_maxpool_pairs_backward_like_the_layer_chain(backend, data_format, 
 
 
 # ----------------------------------------------------------------------------- dense step
-def _dense_model(dtype="float32", hidden=("relu", None), use_bias=True, extra=()):
+def _dense_model(dtype="float32", hidden=("relu", None), use_bias=True, extra=(),
+                 dropout=None):
+    """Flatten, Dense(9) per hidden activation (each followed by Dropout(dropout) unless
+    None), ``extra`` layers, Dense(K + 2, softmax)."""
     set_random_seed(5)
     layers = [Flatten(input_shape=(3, 4), dtype=dtype)]
-    layers += [Dense(9, activation=a, use_bias=use_bias, dtype=dtype) for a in hidden]
+    for a in hidden:
+        layers.append(Dense(9, activation=a, use_bias=use_bias, dtype=dtype))
+        if dropout is not None:
+            layers.append(Dropout(dropout, dtype=dtype))
     layers += list(extra) + [Dense(K + 2, activation="softmax", dtype=dtype)]
     return Sequential(layers)
 
@@ -1065,12 +1071,14 @@ def _fit_dense(model, monkeypatch, compiled, loss=SCCE, optimizer="adam", **fit_
 @pytest.mark.parametrize("case", [
     dict(), dict(dtype="float64"), dict(use_bias=False), dict(hidden=()),
     dict(hidden=("relu", "relu", "linear")), dict(loss="categorical_crossentropy"),
-    dict(optimizer="sgd"), dict(optimizer="rmsprop", dtype="float64")], ids=str)
+    dict(optimizer="sgd"), dict(optimizer="rmsprop", dtype="float64"), dict(dropout=0.4),
+    dict(dropout=0.0, dtype="float64"), dict(dropout=0.25, hidden=("relu", None))], ids=str)
 def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, case):
-    """Sequential trains Flatten -> Dense(relu/linear)... -> Dense(softmax) with one C call
-    per step (fastnn._dense_step), running the kernels the layers run, in the same order:
-    the weights and the logged losses and accuracies after two epochs (batches of 16 and a
-    last one of 6) are bit for bit those of the layer-by-layer path."""
+    """Sequential trains Flatten -> Dense(relu/linear) [-> Dropout]... -> Dense(softmax)
+    with one C call per step (fastnn._dense_step), running the kernels the layers run, in
+    the same order, with the Dropout layers' own masks: the weights and the logged losses
+    and accuracies after two epochs (batches of 16 and a last one of 6) are bit for bit
+    those of the layer-by-layer path."""
     if fastnn.backend_info()["active"] != "c":
         pytest.skip("the compiled dense step needs the C backend")
     case = dict(case)
@@ -1086,18 +1094,23 @@ def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, cas
     assert fast_model._dense_step is not None          # the compiled step did run
 
 
-@pytest.mark.parametrize("why", ["dropout", "regularizer", "frozen", "numpy backend",
-                                 "sample weights", "sigmoid hidden"])
+@pytest.mark.parametrize("why", ["dropout noise_shape", "dropout first", "regularizer",
+                                 "frozen", "numpy backend", "sample weights",
+                                 "sigmoid hidden"])
 def test_models_the_dense_step_cannot_take_train_layer_by_layer(monkeypatch, why):
     """Anything the compiled step does not implement takes the layer-by-layer path, with
     the same results as when the compiled step is switched off."""
     if fastnn.backend_info()["active"] != "c":
         pytest.skip("the compiled dense step needs the C backend")
-    extra = [Dropout(0.3)] if why == "dropout" else []
+    extra = [Dropout(0.3, noise_shape=(None, 1))] if why == "dropout noise_shape" else []
     hidden = ("sigmoid",) if why == "sigmoid hidden" else ("relu",)
 
     def make():
         m = _dense_model(hidden=hidden, extra=extra)
+        if why == "dropout first":
+            set_random_seed(5)
+            m = Sequential([Flatten(input_shape=(3, 4)), Dropout(0.2), Dense(9),
+                            Dense(K + 2, activation="softmax")])
         if why == "regularizer":
             set_random_seed(5)
             m = Sequential([Flatten(input_shape=(3, 4)),

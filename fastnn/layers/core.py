@@ -264,10 +264,15 @@ class Dropout(Layer):
         shape = x.shape
         if self.noise_shape is not None:
             shape = tuple(x.shape[i] if d is None else d for i, d in enumerate(self.noise_shape))
-        rng = self._rng if self._rng is not None else get_rng()
-        keep = rng.random(shape, dtype=np.float32 if x.dtype == np.float32 else np.float64)
-        self._mask = (keep >= self.rate).astype(x.dtype) / x.dtype.type(1 - self.rate)
+        self._mask = self._draw_mask(shape, x.dtype)
         return x * self._mask
+
+    def _draw_mask(self, shape, dtype) -> np.ndarray:
+        """A training mask of ``shape``: 0 with probability ``rate``, else
+        ``1 / (1 - rate)``, from this layer's generator (or fastnn's global one)."""
+        rng = self._rng if self._rng is not None else get_rng()
+        keep = rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
+        return (keep >= self.rate).astype(dtype) / dtype.type(1 - self.rate)
 
     def backward(self, grad):
         return grad if self._mask is None else grad * self._mask
