@@ -47,6 +47,7 @@ class DenseStep:
         self._ctype = ctype
         self._dims = np.array([dense[0].in_features] + [l.units for l in dense], np.int64)
         self._c_dims = ffi.from_buffer("int64_t[]", self._dims)
+        self._acts = self._activations(dense)
         self._c_act = ffi.new("int[]", [1 if l._act_kernel == "relu" else 0
                                         for l in dense[:-1]] + [0])
         ptr = c_backend._ptr
@@ -101,15 +102,21 @@ class DenseStep:
             return None
         return cls(model, dense, dropout, loss)
 
+    @staticmethod
+    def _activations(dense):
+        return tuple(l._act_kernel for l in dense[:-1]) + (type(dense[-1].activation),)
+
     def valid(self, model) -> bool:
-        """Whether this step still describes ``model``: same layers, loss, backend and
-        weight and gradient arrays (replacing one rebinds it: the pointers would go
-        stale), nothing frozen or regularized since."""
+        """Whether this step still describes ``model``: same layers, loss, backend,
+        activations and weight and gradient arrays (replacing one rebinds it: the pointers
+        would go stale), nothing frozen or regularized since."""
         if model._fused_output()[1] is not self._loss or tuple(model._layers) != self._layers:
             return False
         if _backend.active_name() != "c":
             return False
         if any(d is not None and d.noise_shape is not None for d in self._dropout):
+            return False
+        if self._activations(self._dense) != self._acts:
             return False
         for l, (w, b, gw, gb) in zip(self._dense, self._arrays):
             if (l.kernel is not w or l.bias is not b or l.grads["kernel"] is not gw

@@ -1138,7 +1138,8 @@ def test_models_the_dense_step_cannot_take_train_layer_by_layer(monkeypatch, why
 
 def test_dense_step_follows_replaced_weights_and_backend_changes():
     """The compiled step holds pointers into the weight arrays: rebinding one (a new array
-    for a layer's kernel) or switching backends makes it rebuild, never use stale memory."""
+    for a layer's kernel), switching backends or changing an activation makes it rebuild,
+    never use stale memory or settings."""
     if fastnn.backend_info()["active"] != "c":
         pytest.skip("the compiled dense step needs the C backend")
     model = _dense_model(hidden=("relu",))
@@ -1159,3 +1160,9 @@ def test_dense_step_follows_replaced_weights_and_backend_changes():
     with fastnn.use_backend("numpy"):
         assert not model._dense_step.valid(model)
         model.train_on_batch(x, y)
+    model.train_on_batch(x, y)
+    step = model._dense_step
+    layer._set_activation("linear")                   # the hidden relu becomes linear
+    assert not step.valid(model)
+    model.train_on_batch(x, y)
+    assert model._dense_step is not step and model._dense_step._c_act[0] == 0
