@@ -2,12 +2,13 @@
 
 A Sequential model of Flatten/Input layers followed by Dense layers (hidden activations
 relu or linear, each hidden one optionally followed by a Dropout; the last one softmax
-with a categorical cross-entropy) trains in one C call per step: forward, loss and backward run the kernels the layers call, in the same
-order with the same arguments, so the gradients are bitwise those of the layer-by-layer
-step (``tests/test_models.py`` checks it). Dropout masks are drawn in Python, by the
-Dropout layers themselves, in layer order: the same random numbers. The optimizer update
-stays in Python (``optimizer.apply``), unchanged. At batch 32 the interpreter between the ~15 kernel calls
-of the layer-by-layer step took longer than the arithmetic.
+with a categorical cross-entropy) trains in one C call per step: forward, loss and
+backward run the kernels the layers call, in the same order with the same arguments, so
+the gradients are bitwise those of the layer-by-layer step (``tests/test_models.py``
+checks it). Dropout masks are drawn in Python, by the Dropout layers themselves, in layer
+order: the same random numbers. The optimizer update stays in Python
+(``optimizer.apply``), unchanged. At batch 32 the interpreter between the ~15 kernel
+calls of the layer-by-layer step took longer than the arithmetic.
 
 Everything else (other layers or activations, Dropout with a noise_shape, regularizers,
 frozen layers, sample or class weights, the Numba and NumPy backends) takes the
@@ -33,7 +34,6 @@ class DenseStep:
     def __init__(self, model, dense, dropout, loss):
         from .backends import c_backend
         self._cb = c_backend
-        self._model = model
         self._layers = tuple(model._layers)
         self._loss = loss
         self._dense = dense
@@ -44,7 +44,6 @@ class DenseStep:
         dt = self.dtype = dense[0].dtype
         ffi = c_backend.ffi
         ctype = "float" if dt == np.float32 else "double"
-        self._ctype = ctype
         self._dims = np.array([dense[0].in_features] + [l.units for l in dense], np.int64)
         self._c_dims = ffi.from_buffer("int64_t[]", self._dims)
         self._acts = self._activations(dense)
