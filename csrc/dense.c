@@ -40,12 +40,18 @@ static void mul_mask(int64_t count, const real *a, const real *mask, real *out)
  * [* mask[l]]) * act'(y[l]) with db[l] its column sums (the last layer: db from dz
  * itself), dw[l] = a^T @ dz[l], dx[l] = dz[l] @ w[l]^T (not for the first layer: dx[0] is
  * not used). Every output is overwritten: y, yd, dz, dx (n x width; dx[l + 1] is scaled
- * by mask[l] in place), dw, db, probs, loss. ws: fnn_dense_step_ws elements. */
+ * by mask[l] in place), dw, db, probs, loss. ws: fnn_dense_step_ws elements.
+ * adam (NULL: none): Adam's step on each layer's weights and bias once their gradients
+ * are complete (after dx[l], the last use of w[l]): fnn_adam_update with alpha, omb1,
+ * omb2, eps and the slots of layer l at adam[6 l ...]: m, v, vhat of w[l], then of b[l]
+ * (vhat NULL without AMSGrad; all three NULL without a bias). The optimizer's own kernel
+ * on each whole array: the bits of Adam.apply after the step. */
 void FNN(dense_step)(int64_t n, int64_t nlayers, const int64_t *dims, const int *act,
-                     const real *const *w, const real *const *b, const real *const *mask,
+                     real *const *w, real *const *b, const real *const *mask,
                      real *const *y, real *const *yd, real *const *dz, real *const *dx,
                      real *const *dw, real *const *db, const real *x, const int64_t *labels,
-                     const real *t, real scale, real *probs, real *loss, real *ws)
+                     const real *t, real scale, real *probs, real *loss,
+                     real *const *adam, real alpha, real omb1, real omb2, real eps, real *ws)
 {
     const int64_t last = nlayers - 1;
     for (int64_t l = 0; l < nlayers; l++) {
@@ -72,5 +78,11 @@ void FNN(dense_step)(int64_t n, int64_t nlayers, const int64_t *dims, const int 
         FNN(gemm)(1, 0, in, out, n, 1, a, in, dz[l], out, 0, ws, dw[l], out);
         if (l > 0)
             FNN(gemm)(0, 1, n, in, out, 1, dz[l], out, w[l], out, 0, ws, dx[l], in);
+        if (adam) {
+            real *const *s = adam + 6 * l;
+            FNN(adam_update)(in * out, w[l], dw[l], s[0], s[1], s[2], alpha, omb1, omb2, eps);
+            if (b[l])
+                FNN(adam_update)(out, b[l], db[l], s[3], s[4], s[5], alpha, omb1, omb2, eps);
+        }
     }
 }

@@ -99,18 +99,19 @@ void fnn_softmax_xent_f64(int64_t n, int64_t k, const double *z, const int64_t *
 int64_t fnn_dense_step_ws_f32(int64_t n, int64_t nlayers, const int64_t *dims);
 int64_t fnn_dense_step_ws_f64(int64_t n, int64_t nlayers, const int64_t *dims);
 void fnn_dense_step_f32(int64_t n, int64_t nlayers, const int64_t *dims, const int *act,
-                        const float *const *w, const float *const *b,
-                        const float *const *mask, float *const *y, float *const *yd,
-                        float *const *dz, float *const *dx, float *const *dw,
-                        float *const *db, const float *x, const int64_t *labels,
-                        const float *t, float scale, float *probs, float *loss, float *ws);
+                        float *const *w, float *const *b, const float *const *mask,
+                        float *const *y, float *const *yd, float *const *dz, float *const *dx,
+                        float *const *dw, float *const *db, const float *x,
+                        const int64_t *labels, const float *t, float scale, float *probs,
+                        float *loss, float *const *adam, float alpha, float omb1, float omb2,
+                        float eps, float *ws);
 void fnn_dense_step_f64(int64_t n, int64_t nlayers, const int64_t *dims, const int *act,
-                        const double *const *w, const double *const *b,
-                        const double *const *mask, double *const *y, double *const *yd,
-                        double *const *dz, double *const *dx, double *const *dw,
-                        double *const *db, const double *x, const int64_t *labels,
-                        const double *t, double scale, double *probs, double *loss,
-                        double *ws);
+                        double *const *w, double *const *b, const double *const *mask,
+                        double *const *y, double *const *yd, double *const *dz,
+                        double *const *dx, double *const *dw, double *const *db,
+                        const double *x, const int64_t *labels, const double *t,
+                        double scale, double *probs, double *loss, double *const *adam,
+                        double alpha, double omb1, double omb2, double eps, double *ws);
 
 /* Convolution (conv.c) */
 int64_t fnn_conv2d_ws_f32(const fnn_geom *g, int layout, int64_t f, int64_t chunk, int backward);

@@ -6,8 +6,10 @@ with a categorical cross-entropy) trains in one C call per step: forward, loss a
 backward run the kernels the layers call, in the same order with the same arguments, so
 the gradients are bitwise those of the layer-by-layer step (``tests/test_models.py``
 checks it). Dropout masks are drawn in Python, by the Dropout layers themselves, in layer
-order: the same random numbers. The optimizer update stays in Python
-(``optimizer.apply``), unchanged. At batch 32 the interpreter between the ~15 kernel
+order: the same random numbers. A plain Adam (no weight decay, no clipping) runs inside
+the call too, each layer's update once its gradients are complete, with the optimizer's
+own slots, constants and kernel (the bits of ``optimizer.apply``); any other optimizer
+runs its ``apply`` after the call. At batch 32 the interpreter between the ~15 kernel
 calls of the layer-by-layer step took longer than the arithmetic.
 
 Everything else (other layers or activations, Dropout with a noise_shape, regularizers,
@@ -24,6 +26,7 @@ from . import _backend
 from . import losses as _losses
 from .activations import Softmax
 from .layers.core import Dense, Dropout, Flatten, InputLayer
+from .optimizers.adam import Adam
 
 
 class DenseStep:
@@ -63,6 +66,8 @@ class DenseStep:
         self._step = c_backend._fn("dense_step", dt)
         self._ws_size = c_backend._fn("dense_step_ws", dt)
         self._by_n: dict = {}
+        self._adam_key = None            # (optimizer, its slot tuples): what _c_adam holds
+        self._c_adam = None
 
     @classmethod
     def build(cls, model) -> Optional["DenseStep"]:
@@ -151,10 +156,40 @@ class DenseStep:
             self._by_n[n] = bufs
         return bufs
 
-    def run(self, x: np.ndarray, y: np.ndarray) -> Tuple[float, np.ndarray]:
-        """One forward/backward step on a batch :meth:`accepts`; fills the Dense layers'
-        gradients and returns ``(loss, softmax output)`` (the latter a buffer reused by
-        the next step)."""
+    def _adam_slots(self, optimizer, params):
+        """The slot pointers (6 per layer: m, v, vhat of the weights, then of the bias) to
+        run ``optimizer`` inside the step, or None when it cannot: not a plain, built
+        Adam, or ``params`` not the Dense layers' weights in order."""
+        if (type(optimizer) is not Adam or optimizer.weight_decay
+                or optimizer.clipnorm is not None or optimizer.clipvalue is not None
+                or optimizer.global_clipnorm is not None or not optimizer.built
+                or not optimizer._laid_out
+                or [name for name, _ in optimizer._slot_specs()] != optimizer._slot_names):
+            return None
+        order = [a for w, b, _, _ in self._arrays for a in (w, b) if a is not None]
+        if len(params) != len(order) or any(p is not q for p, q in zip(params, order)):
+            return None
+        slots = optimizer._param_slots
+        key = (optimizer, tuple(slots))
+        if self._adam_key is None or self._adam_key[0] is not optimizer or any(
+                a is not b for a, b in zip(self._adam_key[1], key[1])):
+            it = iter(slots)
+            flat = []
+            for w, b, _, _ in self._arrays:
+                for present in (True, b is not None):
+                    s = next(it) if present else ()
+                    flat += [s[0] if s else None, s[1] if s else None,
+                             s[2] if len(s) == 3 else None]
+            self._c_adam = self._ptrs(flat)
+            self._adam_key = key
+        return self._c_adam
+
+    def run(self, x: np.ndarray, y: np.ndarray, optimizer, params, grads
+            ) -> Tuple[float, np.ndarray]:
+        """One training step on a batch :meth:`accepts`: fills the Dense layers'
+        gradients, updates the weights with ``optimizer`` (``params``, ``grads``: the
+        model's lists, as ``optimizer.apply`` takes them) and returns ``(loss, softmax
+        output)`` (the latter a buffer reused by the next step)."""
         cb, ffi = self._cb, self._cb.ffi
         n = len(x)
         _, _, _, _, probs, loss, c_y, c_yd, c_dz, c_dx, c_probs, c_loss = self._buffers(n)
@@ -175,8 +210,19 @@ class DenseStep:
             c_labels, c_t = ffi.NULL, cb._ptr(t)
         nl = len(self._dense)
         ws = cb._workspace(self._ws_size(n, nl, self._c_dims), self.dtype)
+        c_adam = self._adam_slots(optimizer, params)
+        alpha = omb1 = omb2 = eps = 0.0
+        if c_adam is not None:       # Adam.apply's constants, for the step it would make
+            lr = optimizer._current_learning_rate()
+            alphas, omb1, omb2, eps = optimizer._step_constants(lr, optimizer.iterations + 1)
+            alpha = alphas[np.dtype(self.dtype)]
         # the loss's scale, as the layer-by-layer step's (losses._xent_step)
         self._step(n, nl, self._c_dims, self._c_act, self._c_w, self._c_b, c_mask, c_y, c_yd,
                    c_dz, c_dx, self._c_dw, self._c_db, cb._ptr(x), c_labels, c_t, 1.0 / n,
-                   c_probs, c_loss, cb._ptr(ws))
+                   c_probs, c_loss, ffi.NULL if c_adam is None else c_adam, alpha, omb1,
+                   omb2, eps, cb._ptr(ws))
+        if c_adam is None:
+            optimizer.apply(params, grads)
+        else:
+            optimizer._iterations += 1
         return _losses._reduce(loss, None), probs

@@ -234,9 +234,8 @@ class Sequential:
         if dense is None or not dense.valid(self):
             dense = self._dense_step = DenseStep.build(self)
         if dense is not None and dense.accepts(x, y, sw):
-            loss, y_pred = dense.run(x, y)   # the same gradients, in one C call
-            self.optimizer.apply(self._params, self._grads)
-            return loss, y_pred
+            # the same gradients and update, in one C call
+            return dense.run(x, y, self.optimizer, self._params, self._grads)
         kind, logits_loss = self._fused_output()
         layers = self.layers
         if kind is None:

@@ -1052,33 +1052,50 @@ def _dense_model(dtype="float32", hidden=("relu", None), use_bias=True, extra=()
     return Sequential(layers)
 
 
+# optimizers by name, a new one per model
+_DENSE_OPTIMIZERS = {
+    "adam-amsgrad": lambda: optimizers.Adam(0.01, amsgrad=True),
+    "adam-schedule": lambda: optimizers.Adam(
+        optimizers.schedules.ExponentialDecay(0.02, decay_steps=3, decay_rate=0.5)),
+    "adamw": lambda: optimizers.AdamW(0.01),
+    "adam-clipnorm": lambda: optimizers.Adam(0.01, clipnorm=0.05),
+}
+
+
 def _fit_dense(model, monkeypatch, compiled, loss=SCCE, optimizer="adam", **fit_kw):
-    """fit on fixed data, with the compiled dense step allowed or not."""
+    """fit on fixed data, with the compiled dense step allowed or not; returns the
+    weights, the history and the optimizer's state (iterations, then every slot)."""
     from fastnn import _dense_step
     rng = np.random.default_rng(2)
     x = rng.normal(size=(70, 3, 4))
     y = rng.integers(0, K + 2, 70)
     if loss == "categorical_crossentropy":
         y = np.eye(K + 2)[y]
-    model.compile(optimizer, loss, metrics=["accuracy"])
+    model.compile(_DENSE_OPTIMIZERS.get(optimizer, lambda: optimizer)(), loss,
+                  metrics=["accuracy"])
     with monkeypatch.context() as mp:
         if not compiled:
             mp.setattr(_dense_step.DenseStep, "build", classmethod(lambda cls, m: None))
         history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, **fit_kw)
-    return model.get_weights(), history.history
+    opt = model.optimizer
+    state = [np.array(opt.iterations)] + [a for s in opt._param_slots for a in s]
+    return model.get_weights() + state, history.history
 
 
 @pytest.mark.parametrize("case", [
     dict(), dict(dtype="float64"), dict(use_bias=False), dict(hidden=()),
     dict(hidden=("relu", "relu", "linear")), dict(loss="categorical_crossentropy"),
     dict(optimizer="sgd"), dict(optimizer="rmsprop", dtype="float64"), dict(dropout=0.4),
-    dict(dropout=0.0, dtype="float64"), dict(dropout=0.25, hidden=("relu", None))], ids=str)
+    dict(dropout=0.0, dtype="float64"), dict(dropout=0.25, hidden=("relu", None)),
+    dict(optimizer="adam-amsgrad"), dict(optimizer="adam-schedule", use_bias=False),
+    dict(optimizer="adamw"), dict(optimizer="adam-clipnorm", dtype="float64")], ids=str)
 def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, case):
     """Sequential trains Flatten -> Dense(relu/linear) [-> Dropout]... -> Dense(softmax)
     with one C call per step (fastnn._dense_step), running the kernels the layers run, in
-    the same order, with the Dropout layers' own masks: the weights and the logged losses
-    and accuracies after two epochs (batches of 16 and a last one of 6) are bit for bit
-    those of the layer-by-layer path."""
+    the same order, with the Dropout layers' own masks, and a plain Adam's update inside
+    the call: the weights, the optimizer's state and the logged losses and accuracies
+    after two epochs (batches of 16 and a last one of 6) are bit for bit those of the
+    layer-by-layer path."""
     if fastnn.backend_info()["active"] != "c":
         pytest.skip("the compiled dense step needs the C backend")
     case = dict(case)
@@ -1092,6 +1109,9 @@ def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, cas
     fast_model = _dense_model(**case)
     _fit_dense(fast_model, monkeypatch, True, **fit_kw)
     assert fast_model._dense_step is not None          # the compiled step did run
+    fused = fast_model._dense_step._adam_key is not None
+    assert fused == (fit_kw.get("optimizer", "adam") in ("adam", "adam-amsgrad",
+                                                          "adam-schedule"))
 
 
 @pytest.mark.parametrize("why", ["dropout noise_shape", "dropout first", "regularizer",
