@@ -68,6 +68,9 @@ class DenseStep:
         self._by_n: dict = {}
         self._adam_key = None            # (optimizer, its slot tuples): what _c_adam holds
         self._c_adam = None
+        # the weights in the order of the model's parameter list
+        self._order = [a for w, b, _, _ in self._arrays for a in (w, b) if a is not None]
+        self._no_masks = ptrs([None] * len(dense))
 
     @classmethod
     def build(cls, model) -> Optional["DenseStep"]:
@@ -166,7 +169,7 @@ class DenseStep:
                 or not optimizer._laid_out
                 or [name for name, _ in optimizer._slot_specs()] != optimizer._slot_names):
             return None
-        order = [a for w, b, _, _ in self._arrays for a in (w, b) if a is not None]
+        order = self._order
         if len(params) != len(order) or any(p is not q for p, q in zip(params, order)):
             return None
         slots = optimizer._param_slots
@@ -200,7 +203,7 @@ class DenseStep:
         for drop, mask in zip(self._dropout, masks):
             if drop is not None:
                 drop._mask = mask
-        c_mask = self._ptrs(masks)
+        c_mask = self._ptrs(masks) if any(m is not None for m in masks) else self._no_masks
         # the targets as the kernel takes them (these locals keep them alive for the call)
         if self._sparse:
             labels = np.ascontiguousarray(y.reshape(n), dtype=np.int64)

@@ -40,7 +40,8 @@ def _reduce(per_sample: np.ndarray, sw) -> float:
         return 0.0
     if sw is not None:
         per_sample = per_sample * sw
-    return float(np.sum(per_sample, dtype=np.float64) / n)
+    # np.add.reduce is np.sum without its Python wrapper (~5 us per training step)
+    return float(np.add.reduce(per_sample, axis=None, dtype=np.float64) / n)
 
 
 def _scale(grad: np.ndarray, sw, n: int) -> np.ndarray:
