@@ -3,8 +3,9 @@
  * Python layers call, in the same order with the same arguments (fastnn.layers.Dense,
  * the model's fused softmax loss): the results are bitwise those of the layer-by-layer
  * step, without the interpreter between the kernels (at batch 32 it cost more than the
- * arithmetic). The optimizer update is not part of it. Reference: the Python path
- * (tests/test_models.py compares the two). */
+ * arithmetic). Adam's update can run inside it too (the adam argument); other optimizers
+ * run after it, in Python. Reference: the Python path (tests/test_models.py compares the
+ * two, weights and optimizer state bit for bit). */
 #include "fnn_real.h"
 
 /* Workspace elements fnn_dense_step needs: the largest of its GEMMs'. */
