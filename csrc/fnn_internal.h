@@ -64,15 +64,26 @@ typedef void (*fnn_ukr_gather_f64)(int64_t k, const double *const *rows, const i
                                    const double *bp, const double *bias, int relu, double *c,
                                    int64_t ldc);
 
+/* The packed product on the first rows (1 or 2) of the tile only, the edge of C's last
+ * rows: C[0:rows, 0:NR] = Ap * Bp (overwrites C; alpha = 1, beta = 0), Ap a packed panel
+ * (its zero rows past rows are not read). Each element the same accumulation as the full
+ * tile, so the same bits, without the work of the missing rows (a batch of 32 leaves 2).
+ * Optional (NULL: the full tile into a scratch tile). */
+typedef void (*fnn_ukr_rows_f32)(int rows, int64_t k, const float *ap, const float *bp,
+                                 float *c, int64_t ldc);
+typedef void (*fnn_ukr_rows_f64)(int rows, int64_t k, const double *ap, const double *bp,
+                                 double *c, int64_t ldc);
+
 /* A micro-kernel and the blocking it wants: MR x NR register tile, MC x KC block of A
- * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct, ukr_strided and
- * ukr_gather as above or NULL. */
+ * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct, ukr_strided, ukr_gather
+ * and ukr_rows as above or NULL. */
 typedef struct {
     int mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
     fnn_ukr_direct_f32 ukr_direct;
     fnn_ukr_strided_f32 ukr_strided;
     fnn_ukr_gather_f32 ukr_gather;
+    fnn_ukr_rows_f32 ukr_rows;
 } fnn_gemm_kernel_f32;
 typedef struct {
     int mr, nr, mc, kc, nc;
@@ -80,6 +91,7 @@ typedef struct {
     fnn_ukr_direct_f64 ukr_direct;
     fnn_ukr_strided_f64 ukr_strided;
     fnn_ukr_gather_f64 ukr_gather;
+    fnn_ukr_rows_f64 ukr_rows;
 } fnn_gemm_kernel_f64;
 
 /* Pack rows [0, kc) x columns [0, cols) of op(B) (element (p, j) at b[p*rsb + j*csb]) into
@@ -123,6 +135,10 @@ void fnn_adam_update_avx2_f32(int64_t n, float *p, const float *g, float *m, flo
 void fnn_adam_update_avx2_f64(int64_t n, double *p, const double *g, double *m, double *v,
                               double *vhat, double alpha, double omb1, double omb2,
                               double eps);
+void fnn_ukr_avx2_rows_6x16_f32(int rows, int64_t k, const float *ap, const float *bp,
+                                float *c, int64_t ldc);
+void fnn_ukr_avx2_rows_6x8_f64(int rows, int64_t k, const double *ap, const double *bp,
+                               double *c, int64_t ldc);
 void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int64_t *off,
                                   const float *bp, const float *bias, int relu, float *c,
                                   int64_t ldc);

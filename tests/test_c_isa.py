@@ -60,6 +60,23 @@ def test_gemm_each_isa(isa, dtype, m, n, k):
             assert np.abs(c - ref).max() <= _tol(dtype, k) * scale, (isa, ta, tb)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_rows_do_not_depend_on_the_row_count(isa, dtype):
+    """Each row of C is the same whether it falls in a full micro-tile or in an edge tile
+    (the AVX2 kernels compute a last 1 or 2 rows with a kernel of their own): the products
+    of the first m rows of A, for m around multiples of 6, are bit for bit rows of the
+    product of all of A."""
+    rng = np.random.default_rng(17)
+    a = rng.standard_normal((44, 300)).astype(dtype)
+    b = rng.standard_normal((300, 40)).astype(dtype)
+    with fastnn.use_backend("c"):
+        full = ops.matmul(a, b)
+        for m in (1, 2, 7, 8, 31, 32, 33, 37, 38, 43):
+            np.testing.assert_array_equal(ops.matmul(a[:m], b), full[:m], err_msg=str(m))
+            np.testing.assert_array_equal(ops.matmul(np.ascontiguousarray(a[:m].T), b,
+                                                     trans_a=True), full[:m], err_msg=str(m))
+
+
 def test_gemm_beta_zero_ignores_nan(isa):
     a = np.ones((20, 40), np.float32)
     b = np.ones((40, 50), np.float32)
