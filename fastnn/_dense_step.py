@@ -163,11 +163,9 @@ class DenseStep:
         """The slot pointers (6 per layer: m, v, vhat of the weights, then of the bias) to
         run ``optimizer`` inside the step, or None when it cannot: not a plain, built
         Adam, or ``params`` not the Dense layers' weights in order."""
-        if (type(optimizer) is not Adam or optimizer.weight_decay
-                or optimizer.clipnorm is not None or optimizer.clipvalue is not None
-                or optimizer.global_clipnorm is not None or not optimizer.built
-                or not optimizer._laid_out
-                or [name for name, _ in optimizer._slot_specs()] != optimizer._slot_names):
+        if (type(optimizer) is not Adam or optimizer.weight_decay or optimizer._clips()
+                or not optimizer.built or not optimizer._laid_out
+                or optimizer._slots_stale()):
             return None
         order = self._order
         if len(params) != len(order) or any(p is not q for p, q in zip(params, order)):

@@ -318,6 +318,15 @@ class Optimizer:
             raise ValueError(f"params[{i}] is read-only; the optimizer updates it in place")
 
     # ------------------------------------------------------------------ stepping
+    def _slots_stale(self) -> bool:
+        """Whether the hyperparameters now need other slots than the built ones."""
+        return [name for name, _ in self._slot_specs()] != self._slot_names
+
+    def _clips(self) -> bool:
+        """Whether gradients are clipped before the update."""
+        return (self.clipnorm is not None or self.global_clipnorm is not None
+                or self.clipvalue is not None)
+
     def apply(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
         """One optimization step: update every ``params[i]`` in place from ``grads[i]``.
 
@@ -350,7 +359,7 @@ class Optimizer:
                              f"set of parameters")
         if not self._laid_out:
             self._make_scratch()
-        if [name for name, _ in self._slot_specs()] != self._slot_names:
+        if self._slots_stale():
             raise ValueError(f"{type(self).__name__}'s hyperparameters were changed after its "
                              f"slots were built ({self._slot_names}), in a way that needs "
                              f"other slots; set them before the first step or create a new "
@@ -372,8 +381,7 @@ class Optimizer:
                                  f"{shapes[i]}")
             if g.dtype != dtypes[i]:            # Keras casts the gradient to the param dtype
                 grads[i] = g.astype(dtypes[i])
-        if self.clipnorm is not None or self.global_clipnorm is not None \
-                or self.clipvalue is not None:
+        if self._clips():
             grads = self._clip_gradients(grads)
         lr = self._current_learning_rate()
         decay = self.weight_decay * lr if self.weight_decay else 0.0
