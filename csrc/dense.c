@@ -6,6 +6,8 @@
  * arithmetic). Adam's update can run inside it too (the adam argument); other optimizers
  * run after it, in Python. Reference: the Python path (tests/test_models.py compares the
  * two, weights and optimizer state bit for bit). */
+#include <string.h>
+
 #include "fnn_real.h"
 
 /* Workspace elements fnn_dense_step needs: the largest of its GEMMs'. */
@@ -47,6 +49,204 @@ static void mul_mask(int64_t count, const real *a, const real *mask, real *out)
  * omb2, eps and the slots of layer l at adam[6 l ...]: m, v, vhat of w[l], then of b[l]
  * (vhat NULL without AMSGrad; all three NULL without a bias). The optimizer's own kernel
  * on each whole array: the bits of Adam.apply after the step. */
+/* ---------------------------------------------------------------- two threads, one run
+ * A run of steps (fnn_dense_steps) can keep a second thread through all of it: at batch
+ * 32 each product takes ~50-100 us, and waking a sleeping OpenMP thread for each cost as
+ * much (40-120 us measured on a shared VM), so the helper spins on a flag between jobs
+ * instead, for the length of the run only. Each job is split in two parts, one per
+ * thread, computed by the same kernels as the whole: a GEMM by columns or rows at
+ * multiples of every micro-kernel's tile (32 columns, 12 rows: each element of C is the
+ * same accumulation in the same tile position), Adam by elements. So the bits are those
+ * of the one-thread step (tests/test_models.py compares them). */
+#if defined(_OPENMP) && !defined(_MSC_VER) && !defined(__STDC_NO_ATOMICS__)
+#define FNN_TEAM 1
+#include <omp.h>
+#include <stdatomic.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SPIN_PAUSE() _mm_pause()
+#else
+#define SPIN_PAUSE() ((void)0)
+#endif
+#else
+#define FNN_TEAM 0
+#endif
+
+enum { JOB_GEMM, JOB_ADAM, JOB_QUIT };
+
+/* One job for the two threads. GEMM: c = op(a) @ op(b) (m x n, K = k), then the bias and
+ * activation (bias NULL and act identity: none), split by rows (split 0) or columns.
+ * ADAM: fnn_adam_update on count elements. */
+typedef struct {
+    int kind, ta, tb, split, act;
+    int64_t m, n, k, lda, ldb, ldc, count;
+    const real *a, *b, *bias, *g;
+    real *c, *p, *mom, *vel, *vhat;
+    real alpha, omb1, omb2, eps;
+    real *ws[2];                 /* each thread's GEMM workspace */
+#if FNN_TEAM
+    atomic_int posted, done;     /* the job's number once posted, once the helper is done */
+#endif
+} team_t;
+
+/* Thread tid's part of the job: the first or the second piece of the split range. */
+static void team_part(const team_t *j, int tid)
+{
+    if (j->kind == JOB_ADAM) {
+        const int64_t half = (j->count / 2) / 16 * 16;
+        const int64_t lo = tid ? half : 0, hi = tid ? j->count : half;
+        if (hi > lo)
+            FNN(adam_update)(hi - lo, j->p + lo, j->g + lo, j->mom + lo, j->vel + lo,
+                             j->vhat ? j->vhat + lo : NULL, j->alpha, j->omb1, j->omb2,
+                             j->eps);
+        return;
+    }
+    const int64_t len = j->split ? j->n : j->m, unit = j->split ? 32 : 12;
+    const int64_t half = (len / 2) / unit * unit;
+    const int64_t lo = tid ? half : 0, hi = tid ? len : half;
+    if (hi <= lo)
+        return;
+    const real *a = j->a, *b = j->b;
+    real *c = j->c;
+    int64_t m = j->m, n = j->n;
+    if (j->split) {
+        b += j->tb ? lo * j->ldb : lo;
+        c += lo;
+        n = hi - lo;
+    } else {
+        a += j->ta ? lo : lo * j->lda;
+        c += lo * j->ldc;
+        m = hi - lo;
+    }
+    FNN(gemm)(j->ta, j->tb, m, n, j->k, 1, a, j->lda, b, j->ldb, 0, j->ws[tid], c, j->ldc);
+    if (j->bias || j->act != FNN_ACT_IDENTITY)
+        FNN(bias_act_block)(j->bias, 1, j->act, m, n, 0, j->split ? lo : 0, c, j->ldc);
+}
+
+/* Run job j: with a helper (team->posted counts jobs), post it, do part 0, wait for part
+ * 1; without one (team NULL), both parts here. */
+static void team_do(team_t *team, team_t *j)
+{
+#if FNN_TEAM
+    if (team) {
+        const int seq = atomic_load_explicit(&team->posted, memory_order_relaxed) + 1;
+        atomic_store_explicit(&team->posted, seq, memory_order_release);
+        team_part(j, 0);
+        while (atomic_load_explicit(&team->done, memory_order_acquire) != seq)
+            SPIN_PAUSE();
+        return;
+    }
+#endif
+    (void)team;
+    team_part(j, 0);
+    team_part(j, 1);
+}
+
+#if FNN_TEAM
+/* The helper: spins until a job is posted, does part 1, says so; until JOB_QUIT. */
+static void team_helper(team_t *team)
+{
+    int seen = 0;
+    for (;;) {
+        int seq;
+        while ((seq = atomic_load_explicit(&team->posted, memory_order_acquire)) == seen)
+            SPIN_PAUSE();
+        seen = seq;
+        if (team->kind == JOB_QUIT)
+            return;
+        team_part(team, 1);
+        atomic_store_explicit(&team->done, seq, memory_order_release);
+    }
+}
+#endif
+
+/* Products of at least this many multiply-adds, and Adam on at least this many elements,
+ * are split between the two threads of a run; smaller ones run on the first. */
+#define TEAM_MIN_FLOPS 65536
+#define TEAM_MIN_ELEMS 16384
+
+/* c = op(a) @ op(b) [then bias, act], on the team when it is worth it. split: the axis to
+ * cut (0 rows, 1 columns), if long enough for two pieces. */
+static void step_gemm(team_t *team, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                      const real *a, int64_t lda, const real *b, int64_t ldb, real *c,
+                      int64_t ldc, const real *bias, int act, int split, real *ws)
+{
+    if (team && m * n * k >= TEAM_MIN_FLOPS && (split ? n >= 64 : m >= 24)) {
+        team->kind = JOB_GEMM;
+        team->ta = ta, team->tb = tb, team->m = m, team->n = n, team->k = k;
+        team->a = a, team->lda = lda, team->b = b, team->ldb = ldb, team->c = c;
+        team->ldc = ldc, team->bias = bias, team->act = act, team->split = split;
+        team_do(team, team);
+        return;
+    }
+    FNN(gemm)(ta, tb, m, n, k, 1, a, lda, b, ldb, 0, ws, c, ldc);
+    if (bias || act != FNN_ACT_IDENTITY)
+        FNN(bias_act)(m, n, 1, c, bias, act, c);
+}
+
+static void step_adam(team_t *team, int64_t count, real *p, const real *g, real *const *s,
+                      real alpha, real omb1, real omb2, real eps)
+{
+    if (team && count >= TEAM_MIN_ELEMS) {
+        team->kind = JOB_ADAM;
+        team->count = count, team->p = p, team->g = g;
+        team->mom = s[0], team->vel = s[1], team->vhat = s[2];
+        team->alpha = alpha, team->omb1 = omb1, team->omb2 = omb2, team->eps = eps;
+        team_do(team, team);
+        return;
+    }
+    FNN(adam_update)(count, p, g, s[0], s[1], s[2], alpha, omb1, omb2, eps);
+}
+
+/* fnn_dense_step with layer l's dropout mask at mask[l] + step n dims[l + 1] (mask[l]
+ * holds the masks of several steps; this step's n x dims[l + 1] block is used), its large
+ * products and Adam updates shared with team's helper (NULL: none). */
+static void dense_step_at(team_t *team, int64_t step, int64_t n, int64_t nlayers,
+                          const int64_t *dims, const int *act, real *const *w,
+                          real *const *b, const real *const *mask_all, real *const *y,
+                          real *const *yd, real *const *dz, real *const *dx,
+                          real *const *dw, real *const *db, const real *x,
+                          const int64_t *labels, const real *t, real scale, real *probs,
+                          real *loss, real *const *adam, real alpha, real omb1, real omb2,
+                          real eps, real *ws)
+{
+    const int64_t last = nlayers - 1;
+#define MASK(l) (mask_all[l] ? mask_all[l] + step * n * dims[(l) + 1] : NULL)
+    for (int64_t l = 0; l < nlayers; l++) {
+        const int64_t in = dims[l], out = dims[l + 1];
+        const real *a = l == 0 ? x : mask_all[l - 1] ? yd[l - 1] : y[l - 1];
+        step_gemm(team, 0, 0, n, out, in, a, in, w[l], out, y[l], out, b[l], act[l],
+                  out >= 64, ws);
+        if (l < last && mask_all[l])
+            mul_mask(n * out, y[l], MASK(l), yd[l]);
+    }
+    FNN(softmax_xent)(n, dims[nlayers], y[last], labels, t, scale, probs, loss, dz[last]);
+    for (int64_t l = last; l >= 0; l--) {
+        const int64_t in = dims[l], out = dims[l + 1];
+        const real *a = l == 0 ? x : mask_all[l - 1] ? yd[l - 1] : y[l - 1];
+        if (l == last) {
+            if (db[l])
+                FNN(bias_act_bwd)(n, out, 1, dz[l], dz[l], FNN_ACT_IDENTITY, dz[l], db[l]);
+        } else {
+            if (mask_all[l])
+                mul_mask(n * out, dx[l + 1], MASK(l), dx[l + 1]);
+            FNN(bias_act_bwd)(n, out, 1, dx[l + 1], y[l], act[l], dz[l], db[l]);
+        }
+        step_gemm(team, 1, 0, in, out, n, a, in, dz[l], out, dw[l], out, NULL,
+                  FNN_ACT_IDENTITY, in < 24, ws);
+        if (l > 0)
+            step_gemm(team, 0, 1, n, in, out, dz[l], out, w[l], out, dx[l], in, NULL,
+                      FNN_ACT_IDENTITY, 1, ws);
+        if (adam) {
+            real *const *s = adam + 6 * l;
+            step_adam(team, in * out, w[l], dw[l], s, alpha, omb1, omb2, eps);
+            if (b[l])
+                step_adam(team, out, b[l], db[l], s + 3, alpha, omb1, omb2, eps);
+        }
+    }
+#undef MASK
+}
+
 void FNN(dense_step)(int64_t n, int64_t nlayers, const int64_t *dims, const int *act,
                      real *const *w, real *const *b, const real *const *mask,
                      real *const *y, real *const *yd, real *const *dz, real *const *dx,
@@ -54,36 +254,88 @@ void FNN(dense_step)(int64_t n, int64_t nlayers, const int64_t *dims, const int 
                      const real *t, real scale, real *probs, real *loss,
                      real *const *adam, real alpha, real omb1, real omb2, real eps, real *ws)
 {
-    const int64_t last = nlayers - 1;
-    for (int64_t l = 0; l < nlayers; l++) {
-        const int64_t in = dims[l], out = dims[l + 1];
-        const real *a = l == 0 ? x : mask[l - 1] ? yd[l - 1] : y[l - 1];
-        FNN(gemm)(0, 0, n, out, in, 1, a, in, w[l], out, 0, ws, y[l], out);
-        if (b[l] || act[l] != FNN_ACT_IDENTITY)
-            FNN(bias_act)(n, out, 1, y[l], b[l], act[l], y[l]);
-        if (l < last && mask[l])
-            mul_mask(n * out, y[l], mask[l], yd[l]);
-    }
-    FNN(softmax_xent)(n, dims[nlayers], y[last], labels, t, scale, probs, loss, dz[last]);
-    for (int64_t l = last; l >= 0; l--) {
-        const int64_t in = dims[l], out = dims[l + 1];
-        const real *a = l == 0 ? x : mask[l - 1] ? yd[l - 1] : y[l - 1];
-        if (l == last) {
-            if (db[l])
-                FNN(bias_act_bwd)(n, out, 1, dz[l], dz[l], FNN_ACT_IDENTITY, dz[l], db[l]);
-        } else {
-            if (mask[l])
-                mul_mask(n * out, dx[l + 1], mask[l], dx[l + 1]);
-            FNN(bias_act_bwd)(n, out, 1, dx[l + 1], y[l], act[l], dz[l], db[l]);
+    dense_step_at(NULL, 0, n, nlayers, dims, act, w, b, mask, y, yd, dz, dx, dw, db, x,
+                  labels, t, scale, probs, loss, adam, alpha, omb1, omb2, eps, ws);
+}
+
+/* The steps of fnn_dense_steps, on the calling thread (with team's helper, if any). */
+static void run_steps(team_t *team, int64_t nsteps, const int64_t *idx, const real *xall,
+                      const int64_t *labels_all, const real *tall, real *xb, int64_t *lb,
+                      real *tb, int64_t n, int64_t nlayers, const int64_t *dims,
+                      const int *act, real *const *w, real *const *b,
+                      const real *const *mask, real *const *y, real *const *yd,
+                      real *const *dz, real *const *dx, real *const *dw, real *const *db,
+                      real scale, real *probs, real *loss, real *const *adam,
+                      const double *alpha, real omb1, real omb2, real eps, real *ws)
+{
+    const int64_t d = dims[0], k = dims[nlayers];
+    for (int64_t s = 0; s < nsteps; s++) {
+        const int64_t *rows = idx + s * n;
+        for (int64_t i = 0; i < n; i++) {
+            memcpy(xb + i * d, xall + rows[i] * d, (size_t)d * sizeof(real));
+            if (labels_all)
+                lb[i] = labels_all[rows[i]];
+            else
+                memcpy(tb + i * k, tall + rows[i] * k, (size_t)k * sizeof(real));
         }
-        FNN(gemm)(1, 0, in, out, n, 1, a, in, dz[l], out, 0, ws, dw[l], out);
-        if (l > 0)
-            FNN(gemm)(0, 1, n, in, out, 1, dz[l], out, w[l], out, 0, ws, dx[l], in);
-        if (adam) {
-            real *const *s = adam + 6 * l;
-            FNN(adam_update)(in * out, w[l], dw[l], s[0], s[1], s[2], alpha, omb1, omb2, eps);
-            if (b[l])
-                FNN(adam_update)(out, b[l], db[l], s[3], s[4], s[5], alpha, omb1, omb2, eps);
-        }
+        dense_step_at(team, s, n, nlayers, dims, act, w, b, mask, y, yd, dz, dx, dw, db, xb,
+                      labels_all ? lb : NULL, labels_all ? NULL : tb, scale,
+                      probs + s * n * k, loss + s * n, adam, adam ? (real)alpha[s] : 0,
+                      omb1, omb2, eps, ws);
     }
+}
+
+/* nsteps steps of fnn_dense_step, one per batch of n rows of a training set, as a training
+ * loop would call it: step s gathers rows idx[s n + i] (i < n) of xall (rows of dims[0]
+ * elements, row-major) into xb (n x dims[0], overwritten) and their labels from
+ * labels_all into lb (n, overwritten), or without labels their rows of tall (k =
+ * dims[nlayers] wide) into tb (n x k), then runs the step with mask[l] + s n dims[l + 1]
+ * as layer l's dropout mask (mask[l]: nsteps blocks of n x dims[l + 1]), Adam's alpha[s]
+ * (rounded to real, as a scalar argument is) and writes its probs at probs + s n k and its
+ * per-sample losses at loss + s n. Every other argument is fnn_dense_step's, except ws:
+ * 2 fnn_dense_step_ws elements (one per thread). The weights, slots and gradients end bit
+ * for bit as nsteps calls of fnn_dense_step leave them. With two threads or more allowed,
+ * a second thread shares the large products and updates, spinning between them until
+ * the run ends (see team_t). idx entries must be valid rows (the caller checks). */
+void FNN(dense_steps)(int64_t nsteps, const int64_t *idx, const real *xall,
+                      const int64_t *labels_all, const real *tall, real *xb, int64_t *lb,
+                      real *tb, int64_t n, int64_t nlayers, const int64_t *dims,
+                      const int *act, real *const *w, real *const *b,
+                      const real *const *mask, real *const *y, real *const *yd,
+                      real *const *dz, real *const *dx, real *const *dw, real *const *db,
+                      real scale, real *probs, real *loss, real *const *adam,
+                      const double *alpha, real omb1, real omb2, real eps, real *ws)
+{
+    team_t team = {0};
+    team.ws[0] = ws;
+    team.ws[1] = ws + FNN(dense_step_ws)(n, nlayers, dims);
+#define RUN(tm) run_steps(tm, nsteps, idx, xall, labels_all, tall, xb, lb, tb, n, nlayers, \
+                          dims, act, w, b, mask, y, yd, dz, dx, dw, db, scale, probs, loss, \
+                          adam, alpha, omb1, omb2, eps, ws)
+#if FNN_TEAM
+    if (fnn_get_num_threads() > 1 && nsteps > 1 && !omp_in_parallel()) {
+        atomic_init(&team.posted, 0);
+        atomic_init(&team.done, 0);
+#pragma omp parallel num_threads(2)
+        {
+            /* the kernels' own parallel regions stay on their thread (this thread's
+             * default; the kernels ask fnn_get_num_threads) */
+            omp_set_num_threads(1);
+            if (omp_get_num_threads() < 2)
+                RUN(NULL);
+            else if (omp_get_thread_num() == 0) {
+                RUN(&team);
+                team.kind = JOB_QUIT;
+                atomic_store_explicit(&team.posted,
+                                      atomic_load_explicit(&team.posted,
+                                                           memory_order_relaxed) + 1,
+                                      memory_order_release);
+            } else
+                team_helper(&team);
+        }
+        return;
+    }
+#endif
+    RUN(NULL);
+#undef RUN
 }

@@ -113,6 +113,23 @@ void fnn_dense_step_f64(int64_t n, int64_t nlayers, const int64_t *dims, const i
                         double scale, double *probs, double *loss, double *const *adam,
                         double alpha, double omb1, double omb2, double eps, double *ws);
 
+void fnn_dense_steps_f32(int64_t nsteps, const int64_t *idx, const float *xall,
+                         const int64_t *labels_all, const float *tall, float *xb, int64_t *lb,
+                         float *tb, int64_t n, int64_t nlayers, const int64_t *dims,
+                         const int *act, float *const *w, float *const *b,
+                         const float *const *mask, float *const *y, float *const *yd,
+                         float *const *dz, float *const *dx, float *const *dw, float *const *db,
+                         float scale, float *probs, float *loss, float *const *adam,
+                         const double *alpha, float omb1, float omb2, float eps, float *ws);
+void fnn_dense_steps_f64(int64_t nsteps, const int64_t *idx, const double *xall,
+                         const int64_t *labels_all, const double *tall, double *xb, int64_t *lb,
+                         double *tb, int64_t n, int64_t nlayers, const int64_t *dims,
+                         const int *act, double *const *w, double *const *b,
+                         const double *const *mask, double *const *y, double *const *yd,
+                         double *const *dz, double *const *dx, double *const *dw, double *const *db,
+                         double scale, double *probs, double *loss, double *const *adam,
+                         const double *alpha, double omb1, double omb2, double eps, double *ws);
+
 /* Convolution (conv.c) */
 int64_t fnn_conv2d_ws_f32(const fnn_geom *g, int layout, int64_t f, int64_t chunk, int backward);
 int64_t fnn_conv2d_ws_f64(const fnn_geom *g, int layout, int64_t f, int64_t chunk, int backward);

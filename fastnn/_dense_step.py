@@ -12,6 +12,13 @@ own slots, constants and kernel (the bits of ``optimizer.apply``); any other opt
 runs its ``apply`` after the call. At batch 32 the interpreter between the ~15 kernel
 calls of the layer-by-layer step took longer than the arithmetic.
 
+``fit`` goes further when nothing needs the batches one by one (no callback with batch
+hooks but the progress bar, metrics that count, plain Adam, no sample weights): a run of
+up to 8192 rows' worth of full batches is one C call (:meth:`DenseStep.run_steps`), which
+gathers each batch's rows itself and keeps a second thread spinning through the run to
+share the large products and updates (waking a sleeping OpenMP thread per product cost
+as much as the product). The same bits as one call per step (tested).
+
 Everything else (other layers or activations, Dropout with a noise_shape, regularizers,
 frozen layers, sample or class weights, the Numba and NumPy backends) takes the
 layer-by-layer path.
@@ -64,6 +71,7 @@ class DenseStep:
         self._c_db = ptrs([a[3] for a in self._arrays])
         self._sparse = isinstance(loss, _losses.SparseCategoricalCrossentropy)
         self._step = c_backend._fn("dense_step", dt)
+        self._steps = c_backend._fn("dense_steps", dt)
         self._ws_size = c_backend._fn("dense_step_ws", dt)
         self._by_n: dict = {}
         self._adam_key = None            # (optimizer, its slot tuples): what _c_adam holds
@@ -184,6 +192,87 @@ class DenseStep:
             self._c_adam = self._ptrs(flat)
             self._adam_key = key
         return self._c_adam
+
+    def fit_targets(self, x, y) -> Optional[np.ndarray]:
+        """The targets of a training set as :meth:`run_steps` takes them (int64 labels, or
+        float rows in the weights' dtype), or None when ``x`` / ``y`` cannot be gathered
+        from in C (``x`` not a C-contiguous array of the weights' dtype, other targets)."""
+        if not (type(x) is np.ndarray and x.dtype == self.dtype and x.flags.c_contiguous
+                and len(x) and x.size == len(x) * self._dims[0] and len(y) == len(x)):
+            return None
+        y = np.asarray(y)
+        if self._sparse:
+            if y.dtype.kind not in "iu" or not (y.ndim == 1 or y.shape[1:] == (1,)):
+                return None
+            return np.ascontiguousarray(y.reshape(len(y)), dtype=np.int64)
+        if y.shape != (len(x), self._dims[-1]) or y.dtype.kind not in "iuf":
+            return None
+        return np.ascontiguousarray(y, dtype=self.dtype)
+
+    def can_run_steps(self, optimizer, params) -> bool:
+        """Whether several steps can run in one :meth:`run_steps` call: Adam runs inside
+        the step and its learning rate is a number or a schedule of the step."""
+        return (self._adam_slots(optimizer, params) is not None
+                and (type(optimizer._learning_rate) is float or optimizer._lr_takes_step))
+
+    def run_steps(self, x: np.ndarray, targets: np.ndarray, idx: np.ndarray, n: int,
+                  optimizer, params) -> Tuple[np.ndarray, np.ndarray]:
+        """``len(idx) // n`` training steps in one C call, step s on the rows
+        ``idx[s n:(s + 1) n]`` of ``x``: what as many :meth:`run` calls on ``x[idx_s]``,
+        ``y[idx_s]`` do (dropout masks drawn in the same order, Adam's constants per
+        step), bit for bit. Needs :meth:`can_run_steps`; ``targets`` from
+        :meth:`fit_targets`; ``idx`` int64 row numbers of ``x`` (not checked here).
+
+        Returns
+        -------
+        loss : ndarray, shape (steps,)
+            Each step's mean loss, as :meth:`run` returns it.
+        probs : ndarray, shape (steps * n, classes)
+            The softmax outputs, step after step.
+        """
+        cb, ffi, dt = self._cb, self._cb.ffi, np.dtype(self.dtype)
+        nsteps = len(idx) // n
+        idx = np.ascontiguousarray(idx[:nsteps * n], dtype=np.int64)
+        _, _, _, _, _, _, c_y, c_yd, c_dz, c_dx, _, _ = self._buffers(n)
+        k, d = int(self._dims[-1]), int(self._dims[0])
+        xb = np.empty((n, d), dt)
+        lb = np.empty(n, np.int64)
+        tb = np.empty((n, k), dt)
+        probs = np.empty((nsteps * n, k), dt)
+        loss = np.empty((nsteps, n), dt)
+        # dropout masks: step by step, layer by layer, the draws of nsteps run() calls
+        masks = [None if drop is None or drop.rate == 0 else np.empty((nsteps, n, l.units), dt)
+                 for l, drop in zip(self._dense, self._dropout)]
+        if any(m is not None for m in masks):
+            for s in range(nsteps):
+                for drop, m in zip(self._dropout, masks):
+                    if m is not None:
+                        m[s] = drop._mask = drop._draw_mask(m.shape[1:], dt)
+        c_mask = self._ptrs(masks) if any(m is not None for m in masks) else self._no_masks
+        # Adam's constants for each step, as run() computes them at that iteration
+        it0 = optimizer._iterations
+        alpha = np.empty(nsteps)
+        try:
+            for s in range(nsteps):
+                optimizer._iterations = it0 + s
+                alphas, omb1, omb2, eps = optimizer._step_constants(
+                    optimizer._current_learning_rate(), it0 + s + 1)
+                alpha[s] = alphas[dt]
+        finally:
+            optimizer._iterations = it0
+        nl = len(self._dense)
+        ws = cb._workspace(2 * self._ws_size(n, nl, self._c_dims), self.dtype)  # 2 threads
+        sparse = self._sparse
+        self._steps(nsteps, cb._iptr(idx), cb._ptr(x),
+                    cb._iptr(targets) if sparse else ffi.NULL,
+                    ffi.NULL if sparse else cb._ptr(targets), cb._ptr(xb), cb._iptr(lb),
+                    cb._ptr(tb), n, nl, self._c_dims, self._c_act, self._c_w, self._c_b,
+                    c_mask, c_y, c_yd, c_dz, c_dx, self._c_dw, self._c_db, 1.0 / n,
+                    cb._ptr(probs), cb._ptr(loss), self._adam_slots(optimizer, params),
+                    ffi.from_buffer("double[]", alpha), omb1, omb2, eps, cb._ptr(ws))
+        optimizer._iterations = it0 + nsteps
+        # each step's loss as run() reduces it (_losses._reduce, row by row)
+        return np.add.reduce(loss, axis=1, dtype=np.float64) / n, probs
 
     def run(self, x: np.ndarray, y: np.ndarray, optimizer, params, grads
             ) -> Tuple[float, np.ndarray]:

@@ -252,6 +252,20 @@ class CallbackList(Callback):
         if params:
             self.set_params(params)
 
+    def batch_hooks_each_step(self) -> bool:
+        """Whether some callback has batch hooks that must run after every step: any that
+        overrides one, unless it sets ``_batch_hooks_per_run = True`` (it is content to be
+        called at the end of a run of steps that ``fit`` compiles into one call, with that
+        run's last batch number and the logs after it; the progress bar is)."""
+        names = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin",
+                 "on_batch_end")
+        def overridden(cb, name):   # by its class or, as LambdaCallback does, the instance
+            f = getattr(cb, name)
+            return getattr(f, "__func__", f) is not getattr(Callback, name)
+
+        return any(not getattr(cb, "_batch_hooks_per_run", False)
+                   and any(overridden(cb, h) for h in names) for cb in self.callbacks)
+
     # -- container behaviour
     def append(self, callback: Callback) -> None:
         """Add a callback at the end of the list."""
@@ -443,6 +457,8 @@ class ProgbarLogger(Callback):
     Batch logs are taken to be running averages (what ``fit`` passes) and are shown
     as given; the epoch logs are shown on the final line.
     """
+
+    _batch_hooks_per_run = True   # it only redraws the bar: see CallbackList
 
     def __init__(self) -> None:
         super().__init__()

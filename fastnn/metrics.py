@@ -232,6 +232,10 @@ class Metric:
     """
 
     _default_name = "metric"
+    # True when the state is integer counts (summed exactly in float64): then one update
+    # with several batches concatenated leaves the state one update per batch leaves.
+    # fit relies on it to update once per run of compiled steps.
+    _counts = False
 
     def __init__(self, name: Optional[str] = None):
         self.name: str = _check_name(name) or self._default_name
@@ -567,6 +571,8 @@ class BinaryAccuracy(MeanMetricWrapper):
     0.75
     """
 
+    _counts = True
+
     def __init__(self, threshold: float = 0.5, name: Optional[str] = None):
         if not isinstance(threshold, numbers.Real) or isinstance(threshold, bool):
             raise TypeError(f"threshold must be a number, received {threshold!r}")
@@ -591,6 +597,8 @@ class CategoricalAccuracy(MeanMetricWrapper):
     0.5
     """
 
+    _counts = True
+
     def __init__(self, name: Optional[str] = None):
         super().__init__(categorical_accuracy, name=name or "categorical_accuracy")
 
@@ -613,6 +621,8 @@ class SparseCategoricalAccuracy(MeanMetricWrapper):
     0.5
     """
 
+    _counts = True
+
     def __init__(self, name: Optional[str] = None):
         super().__init__(sparse_categorical_accuracy,
                          name=name or "sparse_categorical_accuracy")
@@ -627,6 +637,7 @@ class _AutoAccuracy(Metric):
     of lower rank or last axis 1 -> sparse categorical; else categorical)."""
 
     _default_name = "accuracy"
+    _counts = True
 
     def __init__(self, name: Optional[str] = None):
         super().__init__(name)
@@ -672,6 +683,8 @@ class _ThresholdCounts(Metric):
     """True/false positives and false negatives at each threshold (Keras's
     ``update_confusion_matrix_variables``): an element is predicted positive when
     ``y_pred > threshold``, and is a true label when ``y_true`` is non-zero."""
+
+    _counts = True
 
     def __init__(self, thresholds: Union[None, float, Sequence[float]] = None,
                  class_id: Optional[int] = None, name: Optional[str] = None):
@@ -816,6 +829,7 @@ class F1Score(Metric):
     """
 
     _default_name = "f1_score"
+    _counts = True
 
     def __init__(self, average: Optional[str] = None, threshold: Optional[float] = None,
                  name: Optional[str] = None):
@@ -922,6 +936,7 @@ class ConfusionMatrix(Metric):
     """
 
     _default_name = "confusion_matrix"
+    _counts = True
 
     def __init__(self, num_classes: int, name: Optional[str] = None):
         super().__init__(name)

@@ -427,6 +427,7 @@ class Sequential:
         self._x_fit = x
         rng = get_rng()
         logs: Dict[str, float] = {}
+        targets = self._run_targets(x, y, sw, cbs, metrics)
         cbs.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             for m in metrics:
@@ -434,15 +435,27 @@ class Sequential:
             cbs.on_epoch_begin(epoch)
             order = rng.permutation(n) if shuffle else np.arange(n)
             loss_sum, seen = 0.0, 0
-            for step in range(steps):
-                idx = order[step * batch_size:(step + 1) * batch_size]
+            step = 0
+            while step < steps:
+                runs = self._run_length(targets, step, n // batch_size, batch_size)
                 cbs.on_train_batch_begin(step)
-                xb = self._batch(x, idx)
-                yb = y[idx]
-                swb = None if sw is None else sw[idx]
-                loss, y_pred = self._train_step(xb, yb, swb)
-                loss_sum += loss * len(idx)
-                seen += len(idx)
+                if runs > 1:    # that many full batches in one compiled call
+                    idx = order[step * batch_size:(step + runs) * batch_size]
+                    losses, y_pred = self._dense_step.run_steps(
+                        x, targets, idx, batch_size, self.optimizer, self._params)
+                    for loss in losses.tolist():
+                        loss_sum += loss * batch_size
+                        seen += batch_size
+                    yb = y[idx]
+                else:
+                    runs = 1
+                    idx = order[step * batch_size:(step + 1) * batch_size]
+                    xb = self._batch(x, idx)
+                    yb = y[idx]
+                    swb = None if sw is None else sw[idx]
+                    loss, y_pred = self._train_step(xb, yb, swb)
+                    loss_sum += loss * len(idx)
+                    seen += len(idx)
                 for m in metrics:  # Keras: sample weights weight the loss, not the metrics
                     m.update_state(yb, y_pred)
                 logs = {"loss": loss_sum / seen}
@@ -450,7 +463,8 @@ class Sequential:
                     value = _scalar(m.result())
                     if np.ndim(value) == 0:  # per-class arrays are for evaluate, not the bar
                         logs[m.name] = value
-                cbs.on_train_batch_end(step, logs)
+                step += runs
+                cbs.on_train_batch_end(step - 1, logs)
                 if self.stop_training:
                     break
             epoch_logs = dict(logs)
@@ -466,6 +480,34 @@ class Sequential:
         self._x_fit = None
         self.history = history
         return history
+
+    # rows of a run of compiled steps (DenseStep.run_steps): 256 batches of 32
+    _RUN_ROWS = 8192
+
+    def _run_targets(self, x, y, sw, cbs, metrics):
+        """The training targets as DenseStep.run_steps takes them when fit may train runs of
+        full batches in one call each, else None. It may when that changes nothing anyone
+        sees: the model has a compiled Dense step, no sample or class weights, no callback
+        needs every batch (the progress bar is redrawn per run) and every metric counts
+        (one update per run gives the state one per batch gives)."""
+        if sw is not None or cbs.batch_hooks_each_step() or not all(
+                m._counts for m in metrics):
+            return None
+        dense = self._dense_step
+        if dense is None or not dense.valid(self):
+            dense = self._dense_step = DenseStep.build(self)
+        return None if dense is None else dense.fit_targets(x, y)
+
+    def _run_length(self, targets, step: int, full: int, batch_size: int) -> int:
+        """How many batches from ``step`` (of ``full`` full ones) fit trains in one compiled
+        call: 0 or 1 for the step-by-step path."""
+        if targets is None or step >= full:
+            return 0
+        dense = self._dense_step
+        if dense is None or not dense.valid(self) or not dense.can_run_steps(
+                self.optimizer, self._params):
+            return 0
+        return min(full - step, max(1, self._RUN_ROWS // batch_size))
 
     def _apply_class_weight(self, y, class_weight, sw):
         if not isinstance(class_weight, dict):

@@ -1062,12 +1062,16 @@ _DENSE_OPTIMIZERS = {
 }
 
 
-def _fit_dense(model, monkeypatch, compiled, loss=SCCE, optimizer="adam", **fit_kw):
-    """fit on fixed data, with the compiled dense step allowed or not; returns the
-    weights, the history and the optimizer's state (iterations, then every slot)."""
+def _fit_dense(model, monkeypatch, compiled, loss=SCCE, optimizer="adam", cast=True,
+               **fit_kw):
+    """fit on fixed data (float64, or cast to the model's dtype), with the compiled dense
+    step allowed or not; returns the weights, the history and the optimizer's state
+    (iterations, then every slot)."""
     from fastnn import _dense_step
     rng = np.random.default_rng(2)
     x = rng.normal(size=(70, 3, 4))
+    if cast:
+        x = x.astype(model.layers[-1].dtype)
     y = rng.integers(0, K + 2, 70)
     if loss == "categorical_crossentropy":
         y = np.eye(K + 2)[y]
@@ -1088,7 +1092,8 @@ def _fit_dense(model, monkeypatch, compiled, loss=SCCE, optimizer="adam", **fit_
     dict(optimizer="sgd"), dict(optimizer="rmsprop", dtype="float64"), dict(dropout=0.4),
     dict(dropout=0.0, dtype="float64"), dict(dropout=0.25, hidden=("relu", None)),
     dict(optimizer="adam-amsgrad"), dict(optimizer="adam-schedule", use_bias=False),
-    dict(optimizer="adamw"), dict(optimizer="adam-clipnorm", dtype="float64")], ids=str)
+    dict(optimizer="adamw"), dict(optimizer="adam-clipnorm", dtype="float64"),
+    dict(cast=False)], ids=str)
 def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, case):
     """Sequential trains Flatten -> Dense(relu/linear) [-> Dropout]... -> Dense(softmax)
     with one C call per step (fastnn._dense_step), running the kernels the layers run, in
@@ -1099,7 +1104,7 @@ def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, cas
     if fastnn.backend_info()["active"] != "c":
         pytest.skip("the compiled dense step needs the C backend")
     case = dict(case)
-    fit_kw = {k: case.pop(k) for k in ("loss", "optimizer") if k in case}
+    fit_kw = {k: case.pop(k) for k in ("loss", "optimizer", "cast") if k in case}
     fast = _fit_dense(_dense_model(**case), monkeypatch, True, **fit_kw)
     model = _dense_model(**case)
     slow = _fit_dense(model, monkeypatch, False, **fit_kw)
@@ -1112,6 +1117,138 @@ def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, cas
     fused = fast_model._dense_step._adam_key is not None
     assert fused == (fit_kw.get("optimizer", "adam") in ("adam", "adam-amsgrad",
                                                           "adam-schedule"))
+
+
+class _EveryBatch(cbs.Callback):
+    """A callback that needs every batch: fit then runs one step per call."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches.append((batch, dict(logs)))
+
+
+@pytest.mark.parametrize("case", [
+    dict(), dict(dtype="float64"), dict(loss="categorical_crossentropy"),
+    dict(dropout=0.3), dict(optimizer="adam-schedule", dtype="float64"),
+    dict(optimizer="adam-amsgrad", shuffle=False),
+    dict(metrics=["accuracy", metrics.Precision(), metrics.F1Score(average="macro")]),
+    dict(verbose=1)], ids=str)
+def test_fit_trains_runs_of_batches_in_one_call_bit_for_bit(monkeypatch, capsys, case):
+    """When no callback needs every batch and every metric counts, fit trains runs of
+    full batches in one compiled call each (DenseStep.run_steps: rows gathered in C,
+    dropout masks and Adam's constants per step): weights, optimizer state and the
+    history are bit for bit those of one call per step, for runs of 2 batches and a
+    last partial batch, and the progress bar still ends on the same numbers."""
+    if fastnn.backend_info()["active"] != "c":
+        pytest.skip("the compiled dense step needs the C backend")
+    from fastnn import _dense_step
+    case = dict(case)
+    fit_kw = {k: case.pop(k) for k in ("loss", "optimizer", "shuffle", "verbose")
+              if k in case}
+    mets = case.pop("metrics", ["accuracy"])
+    calls = []
+    real = _dense_step.DenseStep.run_steps
+
+    def spy(self, x, targets, idx, n, *a):
+        calls.append(len(idx) // n)
+        return real(self, x, targets, idx, n, *a)
+
+    monkeypatch.setattr(_dense_step.DenseStep, "run_steps", spy)
+    monkeypatch.setattr(Sequential, "_RUN_ROWS", 32)        # runs of 2 batches of 16
+    out = []
+    for callbacks in ([], [_EveryBatch()]):
+        model = _dense_model(**case)
+        rng = np.random.default_rng(2)
+        x = rng.normal(size=(70, 3, 4)).astype(model.layers[-1].dtype)
+        y = rng.integers(0, K + 2, 70)
+        if fit_kw.get("loss") == "categorical_crossentropy":
+            y = np.eye(K + 2)[y]
+        model.compile(_DENSE_OPTIMIZERS.get(fit_kw.get("optimizer", "adam"),
+                                            lambda: fit_kw.get("optimizer", "adam"))(),
+                      fit_kw.get("loss", SCCE),
+                      metrics=[m if isinstance(m, str) else type(m).from_config(
+                          m.get_config()) for m in mets])
+        history = model.fit(x, y, epochs=3, batch_size=16, callbacks=callbacks,
+                            verbose=fit_kw.get("verbose", 0),
+                            shuffle=fit_kw.get("shuffle", True))
+        opt = model.optimizer
+        state = [np.array(opt.iterations)] + [a for s in opt._param_slots for a in s]
+        out.append((model.get_weights() + state, history.history,
+                    capsys.readouterr().out.splitlines()))
+        if callbacks:
+            assert [b for b, _ in callbacks[0].batches] == [0, 1, 2, 3, 4] * 3
+            assert calls == []
+        else:
+            # epoch 1: one step (it builds the optimizer), a run of 2, one step (the last
+            # full batch) and the partial batch; epochs 2 and 3: two runs and a step
+            assert calls == [2] * 5
+        calls.clear()
+    (fast, fast_hist, fast_out), (slow, slow_hist, slow_out) = out
+    assert fast_hist == slow_hist
+    for a, b in zip(fast, slow):
+        assert_bitwise(a, b, what=str(case))
+    if fit_kw.get("verbose"):
+        # the bar's last line: the same loss and accuracy (timings aside)
+        tail = [re.sub(r".*samples/s", "", line) for line in (fast_out[-1], slow_out[-1])]
+        assert tail[0] == tail[1] and "loss" in tail[0]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_runs_of_steps_on_two_threads_are_bit_for_bit_one_thread(monkeypatch, dtype,
+                                                                   threads):
+    """Layers wide enough that a run of compiled steps splits its products (by columns,
+    by rows, a width of 70 cut at 32) and Adam updates between two threads: the weights,
+    the optimizer state and the history equal, bit for bit, those of one compiled call per
+    step, with dropout and one-hot targets, on one thread or two."""
+    if fastnn.backend_info()["active"] != "c":
+        pytest.skip("the compiled dense step needs the C backend")
+    out = []
+    for callbacks in ([], [_EveryBatch()]):
+        set_random_seed(3)
+        model = Sequential([Flatten(input_shape=(8, 32), dtype=dtype),
+                            Dense(128, activation="relu", dtype=dtype),
+                            Dropout(0.2, dtype=dtype),
+                            Dense(70, activation="relu", dtype=dtype),
+                            Dense(K, activation="softmax", dtype=dtype)])
+        model.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
+        rng = np.random.default_rng(4)
+        x = rng.normal(size=(200, 8, 32)).astype(dtype)
+        y = np.eye(K)[rng.integers(0, K, 200)]
+        before = fastnn.get_num_threads()
+        fastnn.set_num_threads(threads)
+        try:
+            history = model.fit(x, y, epochs=2, batch_size=32, callbacks=callbacks,
+                                verbose=0)
+        finally:
+            fastnn.set_num_threads(before)
+        opt = model.optimizer
+        state = [np.array(opt.iterations)] + [a for s in opt._param_slots for a in s]
+        out.append((model.get_weights() + state, history.history))
+    assert out[0][1] == out[1][1]
+    for a, b in zip(out[0][0], out[1][0]):
+        assert_bitwise(a, b, what=f"{dtype}, {threads} threads")
+
+
+def test_callback_lists_say_whether_a_callback_needs_every_batch():
+    """fit trains step by step as soon as one callback overrides a batch hook (by its
+    class, or by the instance as LambdaCallback does); the progress bar, History,
+    EarlyStopping and the like do not."""
+    def needs(*callbacks):
+        return cbs.CallbackList(list(callbacks), add_history=True,
+                                add_progbar=True).batch_hooks_each_step()
+
+    assert not needs()
+    assert not needs(cbs.EarlyStopping(), cbs.ReduceLROnPlateau(),
+                     cbs.LearningRateScheduler(lambda e, lr: lr))
+    assert needs(_EveryBatch())
+    assert needs(cbs.LambdaCallback(on_batch_end=lambda b, logs: None))
+    assert needs(cbs.LambdaCallback(on_train_batch_begin=lambda b, logs: None))
+    assert not needs(cbs.LambdaCallback(on_epoch_end=lambda e, logs: None))
+    assert needs(cbs.TerminateOnNaN())
 
 
 @pytest.mark.parametrize("why", ["dropout noise_shape", "dropout first", "regularizer",
