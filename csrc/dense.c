@@ -57,10 +57,14 @@ static void mul_mask(int64_t count, const real *a, const real *mask, real *out)
  * thread, computed by the same kernels as the whole: a GEMM by columns or rows at
  * multiples of every micro-kernel's tile (32 columns, 12 rows: each element of C is the
  * same accumulation in the same tile position), Adam by elements. So the bits are those
- * of the one-thread step (tests/test_models.py compares them). */
+ * of the one-thread step (tests/test_models.py compares them), whichever thread computes
+ * a part: on a busy machine the helper may not be running, so the first thread takes
+ * part 1 itself when the helper has not claimed it, the idle helper yields its core, and
+ * a run whose helper kept it waiting (TEAM_SLOW_S) finishes on one thread. */
 #if defined(_OPENMP) && !defined(_MSC_VER) && !defined(__STDC_NO_ATOMICS__)
 #define FNN_TEAM 1
 #include <omp.h>
+#include <sched.h>
 #include <stdatomic.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -72,7 +76,13 @@ static void mul_mask(int64_t count, const real *a, const real *mask, real *out)
 #define FNN_TEAM 0
 #endif
 
-enum { JOB_GEMM, JOB_ADAM, JOB_QUIT };
+/* A wait this long for the helper's part (a few us to ~30 us when it runs) means it was
+ * descheduled: more threads than free cores. The run then goes on without it, as a
+ * spinning helper on a busy machine made the run slower than one thread (measured: 804
+ * against 545 us per step beside a busy process). */
+#define TEAM_SLOW_S 3e-4
+
+enum { JOB_GEMM, JOB_ADAM };
 
 /* One job for the two threads. GEMM: c = op(a) @ op(b) (m x n, K = k), then the bias and
  * activation (bias NULL and act identity: none), split by rows (split 0) or columns.
@@ -85,7 +95,10 @@ typedef struct {
     real alpha, omb1, omb2, eps;
     real *ws[2];                 /* each thread's GEMM workspace */
 #if FNN_TEAM
-    atomic_int posted, done;     /* the job's number once posted, once the helper is done */
+    /* jobs are numbered 1, 2, ...: the last posted, the last whose part 1 a thread took,
+     * the last the helper finished; quit: the run is over */
+    atomic_int posted, claimed, done, quit;
+    int slow;                    /* the first thread once waited over TEAM_SLOW_S */
 #endif
 } team_t;
 
@@ -123,17 +136,35 @@ static void team_part(const team_t *j, int tid)
         FNN(bias_act_block)(j->bias, 1, j->act, m, n, 0, j->split ? lo : 0, c, j->ldc);
 }
 
-/* Run job j: with a helper (team->posted counts jobs), post it, do part 0, wait for part
- * 1; without one (team NULL), both parts here. */
+/* Run job j: with a helper, post it, do part 0, then part 1 too if the helper has not
+ * taken it yet (it may not be running: a machine with more threads than cores), else wait
+ * for it; without one (team NULL), both parts here. */
 static void team_do(team_t *team, team_t *j)
 {
 #if FNN_TEAM
     if (team) {
         const int seq = atomic_load_explicit(&team->posted, memory_order_relaxed) + 1;
+        int expect = seq - 1;
         atomic_store_explicit(&team->posted, seq, memory_order_release);
         team_part(j, 0);
-        while (atomic_load_explicit(&team->done, memory_order_acquire) != seq)
+        if (atomic_compare_exchange_strong_explicit(&team->claimed, &expect, seq,
+                                                    memory_order_acq_rel,
+                                                    memory_order_acquire)) {
+            team_part(j, 1);
+            return;
+        }
+        double t0 = 0;
+        for (unsigned spins = 1; atomic_load_explicit(&team->done, memory_order_acquire)
+                                 != seq; spins++) {
             SPIN_PAUSE();
+            if (spins % 1024 == 0) {   /* ~20-60 us of pauses */
+                const double t = omp_get_wtime();
+                if (t0 == 0)
+                    t0 = t;
+                else if (t - t0 > TEAM_SLOW_S)
+                    team->slow = 1;
+            }
+        }
         return;
     }
 #endif
@@ -143,17 +174,28 @@ static void team_do(team_t *team, team_t *j)
 }
 
 #if FNN_TEAM
-/* The helper: spins until a job is posted, does part 1, says so; until JOB_QUIT. */
+/* The helper: spins until a job is posted, takes its part 1 unless the first thread
+ * already has, does it and says so; until quit. */
 static void team_helper(team_t *team)
 {
     int seen = 0;
     for (;;) {
         int seq;
-        while ((seq = atomic_load_explicit(&team->posted, memory_order_acquire)) == seen)
+        for (unsigned spins = 1;
+             (seq = atomic_load_explicit(&team->posted, memory_order_acquire)) == seen;
+             spins++) {
+            if (atomic_load_explicit(&team->quit, memory_order_acquire))
+                return;
             SPIN_PAUSE();
+            if (spins > 256)   /* idle a while: let another thread have the core */
+                sched_yield();
+        }
         seen = seq;
-        if (team->kind == JOB_QUIT)
-            return;
+        int expect = seq - 1;
+        if (!atomic_compare_exchange_strong_explicit(&team->claimed, &expect, seq,
+                                                     memory_order_acq_rel,
+                                                     memory_order_acquire))
+            continue;
         team_part(team, 1);
         atomic_store_explicit(&team->done, seq, memory_order_release);
     }
@@ -271,6 +313,12 @@ static void run_steps(team_t *team, int64_t nsteps, const int64_t *idx, const re
     const int64_t d = dims[0], k = dims[nlayers];
     for (int64_t s = 0; s < nsteps; s++) {
         const int64_t *rows = idx + s * n;
+#if FNN_TEAM
+        if (team && team->slow) {   /* no job in flight: let the helper go */
+            atomic_store_explicit(&team->quit, 1, memory_order_release);
+            team = NULL;
+        }
+#endif
         for (int64_t i = 0; i < n; i++) {
             memcpy(xb + i * d, xall + rows[i] * d, (size_t)d * sizeof(real));
             if (labels_all)
@@ -315,7 +363,9 @@ void FNN(dense_steps)(int64_t nsteps, const int64_t *idx, const real *xall,
 #if FNN_TEAM
     if (fnn_get_num_threads() > 1 && nsteps > 1 && !omp_in_parallel()) {
         atomic_init(&team.posted, 0);
+        atomic_init(&team.claimed, 0);
         atomic_init(&team.done, 0);
+        atomic_init(&team.quit, 0);
 #pragma omp parallel num_threads(2)
         {
             /* the kernels' own parallel regions stay on their thread (this thread's
@@ -325,11 +375,7 @@ void FNN(dense_steps)(int64_t nsteps, const int64_t *idx, const real *xall,
                 RUN(NULL);
             else if (omp_get_thread_num() == 0) {
                 RUN(&team);
-                team.kind = JOB_QUIT;
-                atomic_store_explicit(&team.posted,
-                                      atomic_load_explicit(&team.posted,
-                                                           memory_order_relaxed) + 1,
-                                      memory_order_release);
+                atomic_store_explicit(&team.quit, 1, memory_order_release);
             } else
                 team_helper(&team);
         }

@@ -381,6 +381,14 @@ class Sequential:
         Returns
         -------
         History
+
+        Notes
+        -----
+        A stack of Dense layers with the C backend trains runs of full batches in one
+        compiled call each when nothing needs the batches one by one (no callback with
+        batch hooks, metrics that count, plain Adam, no weights), as Keras's
+        ``steps_per_execution`` does: the progress bar is then redrawn once per run. The
+        weights, history and metrics are bit for bit those of one step per call.
         """
         batch_size = _positive_int(batch_size, "batch_size")
         epochs = _nonneg_int(epochs, "epochs")
