@@ -102,6 +102,14 @@ typedef struct {
 #endif
 } team_t;
 
+/* Where a GEMM job's range of len rows (split 0) or columns is cut: at a multiple of every
+ * micro-kernel's tile (12 rows, 32 columns), about half way. */
+static int64_t team_cut(int64_t len, int split)
+{
+    const int64_t unit = split ? 32 : 12;
+    return (len / 2) / unit * unit;
+}
+
 /* Thread tid's part of the job: the first or the second piece of the split range. */
 static void team_part(const team_t *j, int tid)
 {
@@ -114,8 +122,7 @@ static void team_part(const team_t *j, int tid)
                              j->eps);
         return;
     }
-    const int64_t len = j->split ? j->n : j->m, unit = j->split ? 32 : 12;
-    const int64_t half = (len / 2) / unit * unit;
+    const int64_t len = j->split ? j->n : j->m, half = team_cut(len, j->split);
     const int64_t lo = tid ? half : 0, hi = tid ? len : half;
     if (hi <= lo)
         return;
@@ -213,7 +220,10 @@ static void step_gemm(team_t *team, int ta, int tb, int64_t m, int64_t n, int64_
                       const real *a, int64_t lda, const real *b, int64_t ldb, real *c,
                       int64_t ldc, const real *bias, int act, int split, real *ws)
 {
-    if (team && m * n * k >= TEAM_MIN_FLOPS && (split ? n >= 64 : m >= 24)) {
+    /* the smaller piece (the first) must sum in the whole's order, see gemm_ksplit */
+    const int64_t m0 = split ? m : team_cut(m, 0), n0 = split ? team_cut(n, 1) : n;
+    if (team && m * n * k >= TEAM_MIN_FLOPS && (split ? n >= 64 : m >= 24)
+        && FNN(gemm_ksplit)(m0, n0, k) == FNN(gemm_ksplit)(m, n, k)) {
         team->kind = JOB_GEMM;
         team->ta = ta, team->tb = tb, team->m = m, team->n = n, team->k = k;
         team->a = a, team->lda = lda, team->b = b, team->ldb = ldb, team->c = c;

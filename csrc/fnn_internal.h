@@ -112,6 +112,12 @@ void fnn_bias_act_block_f32(const float *bias, int axis, int act, int64_t rows, 
 void fnn_bias_act_block_f64(const double *bias, int axis, int act, int64_t rows, int64_t cols,
                             int64_t i0, int64_t j0, double *c, int64_t ldc);
 
+/* Whether fnn_gemm sums an m x n x k product by the K-split path (gemm.c): then each
+ * element of C sums fixed K pieces, another order than the other path's. A caller cutting
+ * a product into pieces keeps the bits only if the pieces take the path the whole takes. */
+int fnn_gemm_ksplit_f32(int64_t m, int64_t n, int64_t k);
+int fnn_gemm_ksplit_f64(int64_t m, int64_t n, int64_t k);
+
 /* The registry (gemm_kernels.c): the kernel serving an ISA id. */
 const fnn_gemm_kernel_f32 *fnn_gemm_kernel_for_f32(int isa);
 const fnn_gemm_kernel_f64 *fnn_gemm_kernel_for_f64(int isa);

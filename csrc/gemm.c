@@ -73,6 +73,12 @@ static int use_ksplit(int64_t m, int64_t n, int64_t k)
     return m * n <= 192 * 192 && k >= 2 * KSPLIT;
 }
 
+/* Whether an m x n x k product takes the K-split path (contract: fnn_internal.h). */
+int FNN(gemm_ksplit)(int64_t m, int64_t n, int64_t k)
+{
+    return use_ksplit(m, n, k);
+}
+
 int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
 {
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());

@@ -1233,6 +1233,29 @@ def test_runs_of_steps_on_two_threads_are_bit_for_bit_one_thread(monkeypatch, dt
         assert_bitwise(a, b, what=f"{dtype}, {threads} threads")
 
 
+def test_runs_of_steps_keep_the_products_summation_order(monkeypatch):
+    """A product long enough in K for the GEMM's K-split path (K >= 8192) is split between
+    the threads only where the whole would take the same path: 32 x 8200 x 1200 does
+    not (38400 outputs), its halves would (19200): it stays whole, the same bits as the
+    step-by-step fit."""
+    if fastnn.backend_info()["active"] != "c":
+        pytest.skip("the compiled dense step needs the C backend")
+    out = []
+    for callbacks in ([], [_EveryBatch()]):
+        set_random_seed(6)
+        model = Sequential([Input((8200,)), Dense(1200, activation="relu"),
+                            Dense(K, activation="softmax")])
+        model.compile("adam", SCCE)
+        rng = np.random.default_rng(7)
+        x = rng.normal(size=(96, 8200)).astype(np.float32)
+        y = rng.integers(0, K, 96)
+        history = model.fit(x, y, epochs=2, batch_size=32, callbacks=callbacks, verbose=0)
+        out.append((model.get_weights(), history.history))
+    assert out[0][1] == out[1][1]
+    for a, b in zip(out[0][0], out[1][0]):
+        assert_bitwise(a, b, what="K = 8200")
+
+
 def test_callback_lists_say_whether_a_callback_needs_every_batch():
     """fit trains step by step as soon as one callback overrides a batch hook (by its
     class, or by the instance as LambdaCallback does); the progress bar, History,
