@@ -52,17 +52,18 @@ typedef void (*fnn_ukr_strided_f64)(int64_t k, const double *a, int64_t as, cons
 /* The implicit-im2col product (a convolution without its column matrix):
  *   C[0:MR, 0:NR] = act(A * Bp + bias)   (overwrites C)   with A(i, p) = rows[i][off[p]]
  * rows: MR row pointers (one per output pixel: its receptive field's corner in the input),
- * off: k element offsets (one per (kh, kw, c) of the patch); Bp a packed B micro-panel.
+ * off: k element offsets (one per (kh, kw, c) of the patch); B: k rows of NR values, row p
+ * at bp + p*ldb (ldb = NR: a packed micro-panel; wider: B read in place).
  * bias: NR values, one per column (NULL: none); relu: act is relu (v < 0 ? 0 : v, which
  * keeps NaN and -0.0), else identity. The epilogue runs on the registers before the
  * store: the operations of fnn_bias_act_block, the same bits.
  * Optional (NULL: convolutions lower to columns). */
 typedef void (*fnn_ukr_gather_f32)(int64_t k, const float *const *rows, const int64_t *off,
-                                   const float *bp, const float *bias, int relu, float *c,
-                                   int64_t ldc);
+                                   const float *bp, int64_t ldb, const float *bias, int relu,
+                                   float *c, int64_t ldc);
 typedef void (*fnn_ukr_gather_f64)(int64_t k, const double *const *rows, const int64_t *off,
-                                   const double *bp, const double *bias, int relu, double *c,
-                                   int64_t ldc);
+                                   const double *bp, int64_t ldb, const double *bias, int relu,
+                                   double *c, int64_t ldc);
 
 /* The packed product on the first rows (1 or 2) of the tile only, the edge of C's last
  * rows: C[0:rows, 0:NR] = Ap * Bp (overwrites C; alpha = 1, beta = 0), Ap a packed panel
@@ -146,11 +147,11 @@ void fnn_ukr_avx2_rows_6x16_f32(int rows, int64_t k, const float *ap, const floa
 void fnn_ukr_avx2_rows_6x8_f64(int rows, int64_t k, const double *ap, const double *bp,
                                double *c, int64_t ldc);
 void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int64_t *off,
-                                  const float *bp, const float *bias, int relu, float *c,
-                                  int64_t ldc);
+                                  const float *bp, int64_t ldb, const float *bias, int relu,
+                                  float *c, int64_t ldc);
 void fnn_ukr_avx2_gather_6x8_f64(int64_t k, const double *const *rows, const int64_t *off,
-                                 const double *bp, const double *bias, int relu, double *c,
-                                 int64_t ldc);
+                                 const double *bp, int64_t ldb, const double *bias, int relu,
+                                 double *c, int64_t ldc);
 void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
                            float alpha, float beta);
 void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,

@@ -414,19 +414,23 @@ def test_gemm_k_split_each_isa(isa, dtype, m, n, k):
             assert np.abs(outs[0] - ref).max() <= _tol(dtype, k) * (np.abs(ref).max() + 1.0)
 
 
-def test_conv_backward_k_split_each_isa(isa):
-    """The first layer's dW (9 x 32 output, K = N*OH*OW >= 8192) through the K-split GEMM."""
+@pytest.mark.parametrize("dtype,f", [(np.float32, 32), (np.float32, 16), (np.float32, 20),
+                                     (np.float64, 16), (np.float64, 8)])
+def test_conv_backward_k_split_each_isa(isa, dtype, f):
+    """The first layer's dW (9 x f output, K = N*OH*OW >= 8192): through the K-split GEMM
+    (generic ISA) or the gather kernel, with dy's rows read in place (f one or two whole
+    panels: 16, 32 floats, 8, 16 doubles) or packed (20)."""
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((16, 28, 28, 1)).astype(np.float32)
-    w = rng.standard_normal((3, 3, 1, 32)).astype(np.float32)
-    dy = rng.standard_normal((16, 26, 26, 32)).astype(np.float32)
+    x = rng.standard_normal((16, 28, 28, 1)).astype(dtype)
+    w = rng.standard_normal((3, 3, 1, f)).astype(dtype)
+    dy = rng.standard_normal((16, 26, 26, f)).astype(dtype)
     with fastnn.use_backend("numpy"):
         _, dw_ref, db_ref = ops.conv2d_backward(dy, x, w, need_dx=False)
     with fastnn.use_backend("c"):
         _, dw, db = ops.conv2d_backward(dy, x, w, need_dx=False)
     k = 16 * 26 * 26
-    assert np.abs(dw - dw_ref).max() <= _tol(np.float32, k) * (np.abs(dw_ref).max() + 1.0)
-    assert np.abs(db - db_ref).max() <= _tol(np.float32, k) * (np.abs(db_ref).max() + 1.0)
+    assert np.abs(dw - dw_ref).max() <= _tol(dtype, k) * (np.abs(dw_ref).max() + 1.0)
+    assert np.abs(db - db_ref).max() <= _tol(dtype, k) * (np.abs(db_ref).max() + 1.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

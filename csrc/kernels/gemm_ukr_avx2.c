@@ -320,8 +320,8 @@ static inline void epilogue_6x8_f64(__m256d acc[MR][2], const double *bias, int 
 /* The gather variants (contract: fnn_internal.h): A(i, p) = rows[i][off[p]], an implicit
  * im2col; the same accumulation order as the packed kernel, so the same bits. */
 void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int64_t *off,
-                                  const float *bp, const float *bias, int relu, float *c,
-                                  int64_t ldc)
+                                  const float *bp, int64_t ldb, const float *bias, int relu,
+                                  float *c, int64_t ldc)
 {
     __m256 acc[MR][2];
 #pragma GCC unroll 6
@@ -341,15 +341,15 @@ void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int
             acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
         }
-        bp += 16;
+        bp += ldb;
     }
     epilogue_6x16_f32(acc, bias, relu);
     store_6x16_f32(acc, c, ldc, 1, 0);
 }
 
 void fnn_ukr_avx2_gather_6x8_f64(int64_t k, const double *const *rows, const int64_t *off,
-                                 const double *bp, const double *bias, int relu, double *c,
-                                 int64_t ldc)
+                                 const double *bp, int64_t ldb, const double *bias, int relu,
+                                 double *c, int64_t ldc)
 {
     __m256d acc[MR][2];
 #pragma GCC unroll 6
@@ -369,7 +369,7 @@ void fnn_ukr_avx2_gather_6x8_f64(int64_t k, const double *const *rows, const int
             acc[i][0] = _mm256_fmadd_pd(av, b0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_pd(av, b1, acc[i][1]);
         }
-        bp += 8;
+        bp += ldb;
     }
     epilogue_6x8_f64(acc, bias, relu);
     store_6x8_f64(acc, c, ldc, 1, 0);
