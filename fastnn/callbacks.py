@@ -256,7 +256,8 @@ class CallbackList(Callback):
         """Whether some callback has batch hooks that must run after every step: any that
         overrides one, unless it sets ``_batch_hooks_per_run = True`` (it is content to be
         called at the end of a run of steps that ``fit`` compiles into one call, with that
-        run's last batch number and the logs after it; the progress bar is)."""
+        run's last batch number and the logs after it: the progress bar is, and a
+        ModelCheckpoint saving per epoch)."""
         names = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin",
                  "on_batch_end")
         def overridden(cb, name):   # by its class or, as LambdaCallback does, the instance
@@ -777,6 +778,8 @@ class ModelCheckpoint(_MonitorCallback):
             raise ValueError(f"Unrecognized save_freq: {save_freq!r}. Expected "
                              f"save_freq are 'epoch' or positive integer values")
         self.save_freq = save_freq
+        # saving per epoch needs no batch: fit may run its batches in compiled runs
+        self._batch_hooks_per_run = save_freq == "epoch"
         self.initial_value_threshold = initial_value_threshold
         self.best: Optional[float] = initial_value_threshold
         self._current_epoch = 0

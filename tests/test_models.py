@@ -1272,6 +1272,8 @@ def test_callback_lists_say_whether_a_callback_needs_every_batch():
     assert needs(cbs.LambdaCallback(on_train_batch_begin=lambda b, logs: None))
     assert not needs(cbs.LambdaCallback(on_epoch_end=lambda e, logs: None))
     assert needs(cbs.TerminateOnNaN())
+    assert not needs(cbs.ModelCheckpoint("unused.keras"))           # saves per epoch
+    assert needs(cbs.ModelCheckpoint("unused.keras", save_freq=3))  # counts batches
 
 
 @pytest.mark.parametrize("why", ["dropout noise_shape", "dropout first", "regularizer",
