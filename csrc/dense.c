@@ -3,7 +3,7 @@
  * Python layers call, in the same order with the same arguments (fastnn.layers.Dense,
  * the model's fused softmax loss): the results are bitwise those of the layer-by-layer
  * step, without the interpreter between the kernels (at batch 32 it cost more than the
- * arithmetic). Adam's update can run inside it too (the adam argument); other optimizers
+ * arithmetic). Adam's or SGD's update can run inside it too (opt); other optimizers
  * run after it, in Python. Reference: the Python path (tests/test_models.py compares the
  * two, weights and optimizer state bit for bit). */
 #include <string.h>
@@ -32,6 +32,43 @@ static void mul_mask(int64_t count, const real *a, const real *mask, real *out)
         out[e] = a[e] * mask[e];
 }
 
+/* SGD (fastnn.optimizers.SGD's NumPy steps, element by element, the same roundings):
+ * lr_g = g * lr; without momentum slot (m NULL) p -= lr_g; else m = m * momentum - lr_g
+ * and p += m, or with Nesterov p += m * momentum - lr_g. In place. */
+static void sgd_update(int64_t n, real *p, const real *g, real *m, real lr, real momentum,
+                       int nesterov)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const real lr_g = g[i] * lr;
+        if (!m) {
+            p[i] -= lr_g;
+            continue;
+        }
+        real mi = m[i] * momentum;
+        mi -= lr_g;
+        m[i] = mi;
+        if (nesterov) {
+            real step = mi * momentum;
+            step -= lr_g;
+            p[i] += step;
+        } else {
+            p[i] += mi;
+        }
+    }
+}
+
+/* The optimizer's step on count elements of p with gradient g and slots s[0..2]:
+ * FNN_OPT_ADAM fnn_adam_update (m, v, vhat; kc: alpha, 1 - beta_1, 1 - beta_2, epsilon),
+ * FNN_OPT_SGD sgd_update (momentum or NULL; kc: learning rate, momentum, nesterov). */
+static void opt_update(int opt, int64_t count, real *p, const real *g, real *const *s,
+                       const real *kc)
+{
+    if (opt == FNN_OPT_ADAM)
+        FNN(adam_update)(count, p, g, s[0], s[1], s[2], kc[0], kc[1], kc[2], kc[3]);
+    else if (opt == FNN_OPT_SGD)
+        sgd_update(count, p, g, s[0], kc[0], kc[1], kc[2] != 0);
+}
+
 /* Layer l (0 <= l < nlayers) maps n x dims[l] to n x dims[l + 1] with weights w[l]
  * (dims[l] x dims[l + 1], row-major) and bias b[l] (dims[l + 1], or NULL); act[l] is
  * relu (1) or identity (0) for a hidden layer, identity for the last (its output is the
@@ -44,11 +81,10 @@ static void mul_mask(int64_t count, const real *a, const real *mask, real *out)
  * itself), dw[l] = a^T @ dz[l], dx[l] = dz[l] @ w[l]^T (not for the first layer: dx[0] is
  * not used). Every output is overwritten: y, yd, dz, dx (n x width; dx[l + 1] is scaled
  * by mask[l] in place), dw, db, probs, loss. ws: fnn_dense_step_ws elements.
- * adam (NULL: none): Adam's step on each layer's weights and bias once their gradients
- * are complete (after dx[l], the last use of w[l]): fnn_adam_update with alpha, omb1,
- * omb2, eps and the slots of layer l at adam[6 l ...]: m, v, vhat of w[l], then of b[l]
- * (vhat NULL without AMSGrad; all three NULL without a bias). The optimizer's own kernel
- * on each whole array: the bits of Adam.apply after the step. */
+ * opt (FNN_OPT_NONE: none): the optimizer's step on each layer's weights and bias once
+ * their gradients are complete (after dx[l], the last use of w[l]), with the slots of
+ * layer l at slots[6 l ...] (three for w[l], then three for b[l]; NULL where absent) and
+ * the constants k0..k3: opt_update. The bits of the optimizer's apply after the step. */
 /* ---------------------------------------------------------------- two threads, one run
  * A run of steps (fnn_dense_steps) can keep a second thread through all of it: at batch
  * 32 each product takes ~50-100 us, and waking a sleeping OpenMP thread for each cost as
@@ -82,17 +118,18 @@ static void mul_mask(int64_t count, const real *a, const real *mask, real *out)
  * against 545 us per step beside a busy process). */
 #define TEAM_SLOW_S 3e-4
 
-enum { JOB_GEMM, JOB_ADAM };
+enum { JOB_GEMM, JOB_UPDATE };
 
 /* One job for the two threads. GEMM: c = op(a) @ op(b) (m x n, K = k), then the bias and
  * activation (bias NULL and act identity: none), split by rows (split 0) or columns.
- * ADAM: fnn_adam_update on count elements. */
+ * UPDATE: opt_update on count elements. */
 typedef struct {
     int kind, ta, tb, split, act;
     int64_t m, n, k, lda, ldb, ldc, count;
     const real *a, *b, *bias, *g;
-    real *c, *p, *mom, *vel, *vhat;
-    real alpha, omb1, omb2, eps;
+    real *c, *p, *s[3];
+    int opt;
+    real kc[4];
     real *ws[2];                 /* each thread's GEMM workspace */
 #if FNN_TEAM
     /* jobs are numbered 1, 2, ...: the last posted, the last whose part 1 a thread took,
@@ -113,13 +150,14 @@ static int64_t team_cut(int64_t len, int split)
 /* Thread tid's part of the job: the first or the second piece of the split range. */
 static void team_part(const team_t *j, int tid)
 {
-    if (j->kind == JOB_ADAM) {
+    if (j->kind == JOB_UPDATE) {
         const int64_t half = (j->count / 2) / 16 * 16;
         const int64_t lo = tid ? half : 0, hi = tid ? j->count : half;
+        real *s[3];
+        for (int i = 0; i < 3; i++)
+            s[i] = j->s[i] ? j->s[i] + lo : NULL;
         if (hi > lo)
-            FNN(adam_update)(hi - lo, j->p + lo, j->g + lo, j->mom + lo, j->vel + lo,
-                             j->vhat ? j->vhat + lo : NULL, j->alpha, j->omb1, j->omb2,
-                             j->eps);
+            opt_update(j->opt, hi - lo, j->p + lo, j->g + lo, s, j->kc);
         return;
     }
     const int64_t len = j->split ? j->n : j->m, half = team_cut(len, j->split);
@@ -236,31 +274,33 @@ static void step_gemm(team_t *team, int ta, int tb, int64_t m, int64_t n, int64_
         FNN(bias_act)(m, n, 1, c, bias, act, c);
 }
 
-static void step_adam(team_t *team, int64_t count, real *p, const real *g, real *const *s,
-                      real alpha, real omb1, real omb2, real eps)
+static void step_update(team_t *team, int opt, int64_t count, real *p, const real *g,
+                        real *const *s, const real *kc)
 {
     if (team && count >= TEAM_MIN_ELEMS) {
-        team->kind = JOB_ADAM;
-        team->count = count, team->p = p, team->g = g;
-        team->mom = s[0], team->vel = s[1], team->vhat = s[2];
-        team->alpha = alpha, team->omb1 = omb1, team->omb2 = omb2, team->eps = eps;
+        team->kind = JOB_UPDATE;
+        team->opt = opt, team->count = count, team->p = p, team->g = g;
+        for (int i = 0; i < 3; i++)
+            team->s[i] = s[i];
+        for (int i = 0; i < 4; i++)
+            team->kc[i] = kc[i];
         team_do(team, team);
         return;
     }
-    FNN(adam_update)(count, p, g, s[0], s[1], s[2], alpha, omb1, omb2, eps);
+    opt_update(opt, count, p, g, s, kc);
 }
 
 /* fnn_dense_step with layer l's dropout mask at mask[l] + step n dims[l + 1] (mask[l]
  * holds the masks of several steps; this step's n x dims[l + 1] block is used), its large
- * products and Adam updates shared with team's helper (NULL: none). */
+ * products and updates shared with team's helper (NULL: none). */
 static void dense_step_at(team_t *team, int64_t step, int64_t n, int64_t nlayers,
                           const int64_t *dims, const int *act, real *const *w,
                           real *const *b, const real *const *mask_all, real *const *y,
                           real *const *yd, real *const *dz, real *const *dx,
                           real *const *dw, real *const *db, const real *x,
                           const int64_t *labels, const real *t, real scale, real *probs,
-                          real *loss, real *const *adam, real alpha, real omb1, real omb2,
-                          real eps, real *ws)
+                          real *loss, int opt, real *const *slots, const real *kc,
+                          real *ws)
 {
     const int64_t last = nlayers - 1;
 #define MASK(l) (mask_all[l] ? mask_all[l] + step * n * dims[(l) + 1] : NULL)
@@ -289,11 +329,11 @@ static void dense_step_at(team_t *team, int64_t step, int64_t n, int64_t nlayers
         if (l > 0)
             step_gemm(team, 0, 1, n, in, out, dz[l], out, w[l], out, dx[l], in, NULL,
                       FNN_ACT_IDENTITY, 1, ws);
-        if (adam) {
-            real *const *s = adam + 6 * l;
-            step_adam(team, in * out, w[l], dw[l], s, alpha, omb1, omb2, eps);
+        if (opt != FNN_OPT_NONE) {
+            real *const *s = slots + 6 * l;
+            step_update(team, opt, in * out, w[l], dw[l], s, kc);
             if (b[l])
-                step_adam(team, out, b[l], db[l], s + 3, alpha, omb1, omb2, eps);
+                step_update(team, opt, out, b[l], db[l], s + 3, kc);
         }
     }
 #undef MASK
@@ -304,10 +344,12 @@ void FNN(dense_step)(int64_t n, int64_t nlayers, const int64_t *dims, const int 
                      real *const *y, real *const *yd, real *const *dz, real *const *dx,
                      real *const *dw, real *const *db, const real *x, const int64_t *labels,
                      const real *t, real scale, real *probs, real *loss,
-                     real *const *adam, real alpha, real omb1, real omb2, real eps, real *ws)
+                     int opt, real *const *slots, real k0, real k1, real k2, real k3,
+                     real *ws)
 {
+    const real kc[4] = {k0, k1, k2, k3};
     dense_step_at(NULL, 0, n, nlayers, dims, act, w, b, mask, y, yd, dz, dx, dw, db, x,
-                  labels, t, scale, probs, loss, adam, alpha, omb1, omb2, eps, ws);
+                  labels, t, scale, probs, loss, opt, slots, kc, ws);
 }
 
 /* The steps of fnn_dense_steps, on the calling thread (with team's helper, if any). */
@@ -317,8 +359,9 @@ static void run_steps(team_t *team, int64_t nsteps, const int64_t *idx, const re
                       const int *act, real *const *w, real *const *b,
                       const real *const *mask, real *const *y, real *const *yd,
                       real *const *dz, real *const *dx, real *const *dw, real *const *db,
-                      real scale, real *probs, real *loss, real *const *adam,
-                      const double *alpha, real omb1, real omb2, real eps, real *ws)
+                      real scale, real *probs, real *loss, int opt,
+                      real *const *slots, const double *k0, real k1, real k2, real k3,
+                      real *ws)
 {
     const int64_t d = dims[0], k = dims[nlayers];
     for (int64_t s = 0; s < nsteps; s++) {
@@ -336,10 +379,10 @@ static void run_steps(team_t *team, int64_t nsteps, const int64_t *idx, const re
             else
                 memcpy(tb + i * k, tall + rows[i] * k, (size_t)k * sizeof(real));
         }
+        const real kc[4] = {opt != FNN_OPT_NONE ? (real)k0[s] : 0, k1, k2, k3};
         dense_step_at(team, s, n, nlayers, dims, act, w, b, mask, y, yd, dz, dx, dw, db, xb,
                       labels_all ? lb : NULL, labels_all ? NULL : tb, scale,
-                      probs + s * n * k, loss + s * n, adam, adam ? (real)alpha[s] : 0,
-                      omb1, omb2, eps, ws);
+                      probs + s * n * k, loss + s * n, opt, slots, kc, ws);
     }
 }
 
@@ -348,8 +391,9 @@ static void run_steps(team_t *team, int64_t nsteps, const int64_t *idx, const re
  * elements, row-major) into xb (n x dims[0], overwritten) and their labels from
  * labels_all into lb (n, overwritten), or without labels their rows of tall (k =
  * dims[nlayers] wide) into tb (n x k), then runs the step with mask[l] + s n dims[l + 1]
- * as layer l's dropout mask (mask[l]: nsteps blocks of n x dims[l + 1]), Adam's alpha[s]
- * (rounded to real, as a scalar argument is) and writes its probs at probs + s n k and its
+ * as layer l's dropout mask (mask[l]: nsteps blocks of n x dims[l + 1]), the optimizer
+ * constant k0[s] (Adam's alpha or SGD's learning rate of step s, rounded to real as a
+ * scalar argument is; k1..k3 as fnn_dense_step's) and writes its probs at probs + s n k and its
  * per-sample losses at loss + s n. Every other argument is fnn_dense_step's, except ws:
  * 2 fnn_dense_step_ws elements (one per thread). The weights, slots and gradients end bit
  * for bit as nsteps calls of fnn_dense_step leave them. With two threads or more allowed,
@@ -361,15 +405,16 @@ void FNN(dense_steps)(int64_t nsteps, const int64_t *idx, const real *xall,
                       const int *act, real *const *w, real *const *b,
                       const real *const *mask, real *const *y, real *const *yd,
                       real *const *dz, real *const *dx, real *const *dw, real *const *db,
-                      real scale, real *probs, real *loss, real *const *adam,
-                      const double *alpha, real omb1, real omb2, real eps, real *ws)
+                      real scale, real *probs, real *loss, int opt,
+                      real *const *slots, const double *k0, real k1, real k2, real k3,
+                      real *ws)
 {
     team_t team = {0};
     team.ws[0] = ws;
     team.ws[1] = ws + FNN(dense_step_ws)(n, nlayers, dims);
 #define RUN(tm) run_steps(tm, nsteps, idx, xall, labels_all, tall, xb, lb, tb, n, nlayers, \
                           dims, act, w, b, mask, y, yd, dz, dx, dw, db, scale, probs, loss, \
-                          adam, alpha, omb1, omb2, eps, ws)
+                          opt, slots, k0, k1, k2, k3, ws)
 #if FNN_TEAM
     if (fnn_get_num_threads() > 1 && nsteps > 1 && !omp_in_parallel()) {
         atomic_init(&team.posted, 0);

@@ -95,7 +95,9 @@ void fnn_softmax_xent_f64(int64_t n, int64_t k, const double *z, const int64_t *
                           const double *t, double scale, double *probs, double *loss,
                           double *dz);
 
-/* One training step of a stack of dense layers with softmax cross-entropy (dense.c) */
+/* One training step of a stack of dense layers with softmax cross-entropy (dense.c); the
+ * optimizer inside it (opt): */
+enum { FNN_OPT_NONE = 0, FNN_OPT_ADAM = 1, FNN_OPT_SGD = 2 };
 int64_t fnn_dense_step_ws_f32(int64_t n, int64_t nlayers, const int64_t *dims);
 int64_t fnn_dense_step_ws_f64(int64_t n, int64_t nlayers, const int64_t *dims);
 void fnn_dense_step_f32(int64_t n, int64_t nlayers, const int64_t *dims, const int *act,
@@ -103,15 +105,15 @@ void fnn_dense_step_f32(int64_t n, int64_t nlayers, const int64_t *dims, const i
                         float *const *y, float *const *yd, float *const *dz, float *const *dx,
                         float *const *dw, float *const *db, const float *x,
                         const int64_t *labels, const float *t, float scale, float *probs,
-                        float *loss, float *const *adam, float alpha, float omb1, float omb2,
-                        float eps, float *ws);
+                        float *loss, int opt, float *const *slots, float k0, float k1, float k2,
+                        float k3, float *ws);
 void fnn_dense_step_f64(int64_t n, int64_t nlayers, const int64_t *dims, const int *act,
                         double *const *w, double *const *b, const double *const *mask,
-                        double *const *y, double *const *yd, double *const *dz,
-                        double *const *dx, double *const *dw, double *const *db,
-                        const double *x, const int64_t *labels, const double *t,
-                        double scale, double *probs, double *loss, double *const *adam,
-                        double alpha, double omb1, double omb2, double eps, double *ws);
+                        double *const *y, double *const *yd, double *const *dz, double *const *dx,
+                        double *const *dw, double *const *db, const double *x,
+                        const int64_t *labels, const double *t, double scale, double *probs,
+                        double *loss, int opt, double *const *slots, double k0, double k1, double k2,
+                        double k3, double *ws);
 
 void fnn_dense_steps_f32(int64_t nsteps, const int64_t *idx, const float *xall,
                          const int64_t *labels_all, const float *tall, float *xb, int64_t *lb,
@@ -119,16 +121,16 @@ void fnn_dense_steps_f32(int64_t nsteps, const int64_t *idx, const float *xall,
                          const int *act, float *const *w, float *const *b,
                          const float *const *mask, float *const *y, float *const *yd,
                          float *const *dz, float *const *dx, float *const *dw, float *const *db,
-                         float scale, float *probs, float *loss, float *const *adam,
-                         const double *alpha, float omb1, float omb2, float eps, float *ws);
+                         float scale, float *probs, float *loss, int opt, float *const *slots,
+                         const double *k0, float k1, float k2, float k3, float *ws);
 void fnn_dense_steps_f64(int64_t nsteps, const int64_t *idx, const double *xall,
                          const int64_t *labels_all, const double *tall, double *xb, int64_t *lb,
                          double *tb, int64_t n, int64_t nlayers, const int64_t *dims,
                          const int *act, double *const *w, double *const *b,
                          const double *const *mask, double *const *y, double *const *yd,
                          double *const *dz, double *const *dx, double *const *dw, double *const *db,
-                         double scale, double *probs, double *loss, double *const *adam,
-                         const double *alpha, double omb1, double omb2, double eps, double *ws);
+                         double scale, double *probs, double *loss, int opt, double *const *slots,
+                         const double *k0, double k1, double k2, double k3, double *ws);
 
 /* Convolution (conv.c) */
 int64_t fnn_conv2d_ws_f32(const fnn_geom *g, int layout, int64_t f, int64_t chunk, int backward);

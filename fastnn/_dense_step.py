@@ -6,15 +6,15 @@ with a categorical cross-entropy) trains in one C call per step: forward, loss a
 backward run the kernels the layers call, in the same order with the same arguments, so
 the gradients are bitwise those of the layer-by-layer step (``tests/test_models.py``
 checks it). Dropout masks are drawn in Python, by the Dropout layers themselves, in layer
-order: the same random numbers. A plain Adam (no weight decay, no clipping) runs inside
-the call too, each layer's update once its gradients are complete, with the optimizer's
-own slots, constants and kernel (the bits of ``optimizer.apply``); any other optimizer
-runs its ``apply`` after the call. At batch 32 the interpreter between the ~15 kernel
+order: the same random numbers. A plain Adam or SGD (no weight decay, no clipping) runs
+inside the call too, each layer's update once its gradients are complete, with the
+optimizer's own slots and constants and the operations of its ``apply`` (the same bits);
+any other optimizer runs its ``apply`` after the call. At batch 32 the interpreter between the ~15 kernel
 calls of the layer-by-layer step took longer than the arithmetic.
 
 ``fit`` goes further when nothing needs the batches one by one (no callback with batch
-hooks but the progress bar, metrics that count, plain Adam, no sample weights): a run of
-up to 8192 rows' worth of full batches is one C call (:meth:`DenseStep.run_steps`), which
+hooks but the progress bar, metrics that count, plain Adam or SGD, no sample weights): a
+run of up to 8192 rows' worth of full batches is one C call (:meth:`DenseStep.run_steps`), which
 gathers each batch's rows itself and keeps a second thread spinning through the run to
 share the large products and updates (waking a sleeping OpenMP thread per product cost
 as much as the product). The same bits as one call per step (tested).
@@ -34,6 +34,10 @@ from . import losses as _losses
 from .activations import Softmax
 from .layers.core import Dense, Dropout, Flatten, InputLayer
 from .optimizers.adam import Adam
+from .optimizers.sgd import SGD
+
+# the optimizers the C step runs itself (fnn_dense_step's opt: FNN_OPT_ADAM, FNN_OPT_SGD)
+_OPT_KINDS = {Adam: 1, SGD: 2}
 
 
 class DenseStep:
@@ -74,8 +78,8 @@ class DenseStep:
         self._steps = c_backend._fn("dense_steps", dt)
         self._ws_size = c_backend._fn("dense_step_ws", dt)
         self._by_n: dict = {}
-        self._adam_key = None            # (optimizer, its slot tuples): what _c_adam holds
-        self._c_adam = None
+        self._opt_key = None             # (optimizer, its slot tuples): what _c_slots holds
+        self._c_slots = None
         # the weights in the order of the model's parameter list
         self._order = [a for w, b, _, _ in self._arrays for a in (w, b) if a is not None]
         self._no_masks = ptrs([None] * len(dense))
@@ -167,11 +171,13 @@ class DenseStep:
             self._by_n[n] = bufs
         return bufs
 
-    def _adam_slots(self, optimizer, params):
-        """The slot pointers (6 per layer: m, v, vhat of the weights, then of the bias) to
-        run ``optimizer`` inside the step, or None when it cannot: not a plain, built
-        Adam, or ``params`` not the Dense layers' weights in order."""
-        if (type(optimizer) is not Adam or optimizer.weight_decay or optimizer._clips()
+    def _opt_slots(self, optimizer, params):
+        """``(kind, slot pointers)`` (6 per layer: three slots of the weights, then three of
+        the bias, NULL where absent) to run ``optimizer`` inside the step, or None when it
+        cannot: not a plain, built Adam or SGD (no weight decay, no clipping), or
+        ``params`` not the Dense layers' weights in order."""
+        kind = _OPT_KINDS.get(type(optimizer))
+        if (kind is None or optimizer.weight_decay or optimizer._clips()
                 or not optimizer.built or not optimizer._laid_out
                 or optimizer._slots_stale()):
             return None
@@ -180,18 +186,28 @@ class DenseStep:
             return None
         slots = optimizer._param_slots
         key = (optimizer, tuple(slots))
-        if self._adam_key is None or self._adam_key[0] is not optimizer or any(
-                a is not b for a, b in zip(self._adam_key[1], key[1])):
+        if self._opt_key is None or self._opt_key[0] is not optimizer or any(
+                a is not b for a, b in zip(self._opt_key[1], key[1])):
             it = iter(slots)
             flat = []
             for w, b, _, _ in self._arrays:
                 for present in (True, b is not None):
                     s = next(it) if present else ()
-                    flat += [s[0] if s else None, s[1] if s else None,
-                             s[2] if len(s) == 3 else None]
-            self._c_adam = self._ptrs(flat)
-            self._adam_key = key
-        return self._c_adam
+                    flat += [s[i] if len(s) > i else None for i in range(3)]
+            self._c_slots = self._ptrs(flat)
+            self._opt_key = key
+        return kind, self._c_slots
+
+    def _opt_constants(self, optimizer, t: int) -> Tuple[float, float, float, float]:
+        """The C update's k0..k3 for the optimizer's step t (1-based; its learning rate
+        at its current iteration): Adam's alpha in the weights' dtype, 1 - beta_1,
+        1 - beta_2 and epsilon, or SGD's learning rate, momentum and nesterov."""
+        c = optimizer._step_constants(optimizer._current_learning_rate(), t)
+        if type(optimizer) is Adam:
+            alphas, omb1, omb2, eps = c
+            return alphas[np.dtype(self.dtype)], omb1, omb2, eps
+        lr, momentum, nesterov = c
+        return lr, momentum, float(nesterov), 0.0
 
     def fit_targets(self, x, y) -> Optional[np.ndarray]:
         """The targets of a training set as :meth:`run_steps` takes them (int64 labels, or
@@ -210,17 +226,17 @@ class DenseStep:
         return np.ascontiguousarray(y, dtype=self.dtype)
 
     def can_run_steps(self, optimizer, params) -> bool:
-        """Whether several steps can run in one :meth:`run_steps` call: Adam runs inside
-        the step and its learning rate is a number or a schedule of the step."""
-        return (self._adam_slots(optimizer, params) is not None
+        """Whether several steps can run in one :meth:`run_steps` call: the optimizer runs
+        inside the step and its learning rate is a number or a schedule of the step."""
+        return (self._opt_slots(optimizer, params) is not None
                 and (type(optimizer._learning_rate) is float or optimizer._lr_takes_step))
 
     def run_steps(self, x: np.ndarray, targets: np.ndarray, idx: np.ndarray, n: int,
                   optimizer, params) -> Tuple[np.ndarray, np.ndarray]:
         """``len(idx) // n`` training steps in one C call, step s on the rows
         ``idx[s n:(s + 1) n]`` of ``x``: what as many :meth:`run` calls on ``x[idx_s]``,
-        ``y[idx_s]`` do (dropout masks drawn in the same order, Adam's constants per
-        step), bit for bit. Needs :meth:`can_run_steps`; ``targets`` from
+        ``y[idx_s]`` do (dropout masks drawn in the same order, the optimizer's constants
+        per step), bit for bit. Needs :meth:`can_run_steps`; ``targets`` from
         :meth:`fit_targets`; ``idx`` int64 row numbers of ``x`` (not checked here).
 
         Returns
@@ -249,15 +265,14 @@ class DenseStep:
                     if m is not None:
                         m[s] = drop._mask = drop._draw_mask(m.shape[1:], dt)
         c_mask = self._ptrs(masks) if any(m is not None for m in masks) else self._no_masks
-        # Adam's constants for each step, as run() computes them at that iteration
+        # the optimizer's constants for each step, as run() computes them at that iteration
+        kind, c_slots = self._opt_slots(optimizer, params)
         it0 = optimizer._iterations
-        alpha = np.empty(nsteps)
+        k0 = np.empty(nsteps)
         try:
             for s in range(nsteps):
                 optimizer._iterations = it0 + s
-                alphas, omb1, omb2, eps = optimizer._step_constants(
-                    optimizer._current_learning_rate(), it0 + s + 1)
-                alpha[s] = alphas[dt]
+                k0[s], k1, k2, k3 = self._opt_constants(optimizer, it0 + s + 1)
         finally:
             optimizer._iterations = it0
         nl = len(self._dense)
@@ -268,8 +283,8 @@ class DenseStep:
                     ffi.NULL if sparse else cb._ptr(targets), cb._ptr(xb), cb._iptr(lb),
                     cb._ptr(tb), n, nl, self._c_dims, self._c_act, self._c_w, self._c_b,
                     c_mask, c_y, c_yd, c_dz, c_dx, self._c_dw, self._c_db, 1.0 / n,
-                    cb._ptr(probs), cb._ptr(loss), self._adam_slots(optimizer, params),
-                    ffi.from_buffer("double[]", alpha), omb1, omb2, eps, cb._ptr(ws))
+                    cb._ptr(probs), cb._ptr(loss), kind, c_slots,
+                    ffi.from_buffer("double[]", k0), k1, k2, k3, cb._ptr(ws))
         optimizer._iterations = it0 + nsteps
         # each step's loss as run() reduces it (_losses._reduce, row by row)
         return np.add.reduce(loss, axis=1, dtype=np.float64) / n, probs
@@ -300,18 +315,16 @@ class DenseStep:
             c_labels, c_t = ffi.NULL, cb._ptr(t)
         nl = len(self._dense)
         ws = cb._workspace(self._ws_size(n, nl, self._c_dims), self.dtype)
-        c_adam = self._adam_slots(optimizer, params)
-        alpha = omb1 = omb2 = eps = 0.0
-        if c_adam is not None:       # Adam.apply's constants, for the step it would make
-            lr = optimizer._current_learning_rate()
-            alphas, omb1, omb2, eps = optimizer._step_constants(lr, optimizer.iterations + 1)
-            alpha = alphas[np.dtype(self.dtype)]
+        inside = self._opt_slots(optimizer, params)
+        kind, c_slots, k = 0, ffi.NULL, (0.0, 0.0, 0.0, 0.0)
+        if inside is not None:       # apply's constants, for the step it would make
+            kind, c_slots = inside
+            k = self._opt_constants(optimizer, optimizer.iterations + 1)
         # the loss's scale, as the layer-by-layer step's (losses._xent_step)
         self._step(n, nl, self._c_dims, self._c_act, self._c_w, self._c_b, c_mask, c_y, c_yd,
                    c_dz, c_dx, self._c_dw, self._c_db, cb._ptr(x), c_labels, c_t, 1.0 / n,
-                   c_probs, c_loss, ffi.NULL if c_adam is None else c_adam, alpha, omb1,
-                   omb2, eps, cb._ptr(ws))
-        if c_adam is None:
+                   c_probs, c_loss, kind, c_slots, *k, cb._ptr(ws))
+        if inside is None:
             optimizer.apply(params, grads)
         else:
             optimizer._iterations += 1

@@ -1059,6 +1059,11 @@ _DENSE_OPTIMIZERS = {
         optimizers.schedules.ExponentialDecay(0.02, decay_steps=3, decay_rate=0.5)),
     "adamw": lambda: optimizers.AdamW(0.01),
     "adam-clipnorm": lambda: optimizers.Adam(0.01, clipnorm=0.05),
+    "sgd-momentum": lambda: optimizers.SGD(0.05, momentum=0.9),
+    "sgd-nesterov": lambda: optimizers.SGD(
+        optimizers.schedules.ExponentialDecay(0.05, decay_steps=2, decay_rate=0.7),
+        momentum=0.8, nesterov=True),
+    "sgd-clipvalue": lambda: optimizers.SGD(0.05, clipvalue=0.01),
 }
 
 
@@ -1093,7 +1098,9 @@ def _fit_dense(model, monkeypatch, compiled, loss=SCCE, optimizer="adam", cast=T
     dict(dropout=0.0, dtype="float64"), dict(dropout=0.25, hidden=("relu", None)),
     dict(optimizer="adam-amsgrad"), dict(optimizer="adam-schedule", use_bias=False),
     dict(optimizer="adamw"), dict(optimizer="adam-clipnorm", dtype="float64"),
-    dict(cast=False)], ids=str)
+    dict(cast=False), dict(optimizer="sgd-momentum"),
+    dict(optimizer="sgd-nesterov", dtype="float64", dropout=0.25),
+    dict(optimizer="sgd-clipvalue")], ids=str)
 def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, case):
     """Sequential trains Flatten -> Dense(relu/linear) [-> Dropout]... -> Dense(softmax)
     with one C call per step (fastnn._dense_step), running the kernels the layers run, in
@@ -1114,9 +1121,10 @@ def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, cas
     fast_model = _dense_model(**case)
     _fit_dense(fast_model, monkeypatch, True, **fit_kw)
     assert fast_model._dense_step is not None          # the compiled step did run
-    fused = fast_model._dense_step._adam_key is not None
+    fused = fast_model._dense_step._opt_key is not None
     assert fused == (fit_kw.get("optimizer", "adam") in ("adam", "adam-amsgrad",
-                                                          "adam-schedule"))
+                                                          "adam-schedule", "sgd",
+                                                          "sgd-momentum", "sgd-nesterov"))
 
 
 class _EveryBatch(cbs.Callback):
@@ -1133,7 +1141,8 @@ class _EveryBatch(cbs.Callback):
 @pytest.mark.parametrize("case", [
     dict(), dict(dtype="float64"), dict(loss="categorical_crossentropy"),
     dict(dropout=0.3), dict(optimizer="adam-schedule", dtype="float64"),
-    dict(optimizer="adam-amsgrad", shuffle=False),
+    dict(optimizer="adam-amsgrad", shuffle=False), dict(optimizer="sgd"),
+    dict(optimizer="sgd-nesterov", dtype="float64"),
     dict(metrics=["accuracy", metrics.Precision(), metrics.F1Score(average="macro")]),
     dict(verbose=1)], ids=str)
 def test_fit_trains_runs_of_batches_in_one_call_bit_for_bit(monkeypatch, capsys, case):
@@ -1197,9 +1206,10 @@ def test_fit_trains_runs_of_batches_in_one_call_bit_for_bit(monkeypatch, capsys,
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype,optimizer", [("float32", "adam"), ("float64", "adam"),
+                                             ("float32", "sgd-nesterov")])
 def test_runs_of_steps_on_two_threads_are_bit_for_bit_one_thread(monkeypatch, dtype,
-                                                                   threads):
+                                                                   optimizer, threads):
     """Layers wide enough that a run of compiled steps splits its products (by columns,
     by rows, a width of 70 cut at 32) and Adam updates between two threads: the weights,
     the optimizer state and the history equal, bit for bit, those of one compiled call per
@@ -1214,7 +1224,8 @@ def test_runs_of_steps_on_two_threads_are_bit_for_bit_one_thread(monkeypatch, dt
                             Dropout(0.2, dtype=dtype),
                             Dense(70, activation="relu", dtype=dtype),
                             Dense(K, activation="softmax", dtype=dtype)])
-        model.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
+        model.compile(_DENSE_OPTIMIZERS.get(optimizer, lambda: optimizer)(),
+                      "categorical_crossentropy", metrics=["accuracy"])
         rng = np.random.default_rng(4)
         x = rng.normal(size=(200, 8, 32)).astype(dtype)
         y = np.eye(K)[rng.integers(0, K, 200)]
