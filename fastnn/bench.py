@@ -15,7 +15,7 @@ Two suites:
     tensors; layouts are converted before timing, only the op is timed). Each case is
     warmed up once, then timed ``--reps`` times, its implementations side by side: rep r
     of each runs before rep r + 1 of any, so a burst of load from other tenants of the
-    machine falls on all of them alike, and each rep follows 0.15 s of untimed calls of the
+    machine falls on all of them alike, and each rep follows 0.3 s of untimed calls of the
     same implementation (the previous library's spinning threads die down, this one's wake
     up); calls faster than about a millisecond are repeated inside a rep (``inner`` in the
     JSON) and the per-call time is kept.
@@ -97,7 +97,9 @@ MIN_REP_SECONDS = 1e-3
 # sleep pays to wake them. Measured on the 2-core VM: fastnn's 1024^3 right after NumPy's
 # took 28.6 ms instead of 13.7 with no warm-up, and a 2.3 ms convolution backward took
 # 5.3 ms after a 0.15 s sleep; warmed up this way, both run as they do back to back.
-SETTLE_SECONDS = 0.15
+# OpenBLAS's spinning outlasted 0.15 s (86528x9x32 after np.matmul and 0, 0.1, 0.15,
+# 0.2, 0.3 s of fastnn's calls: 1548, 1587, 990, 816, 877 us; 850 us back to back).
+SETTLE_SECONDS = 0.3
 _MAX_INNER = 1000
 _CHILD_TAG = "@@fastnn-bench"
 
