@@ -247,6 +247,10 @@ static void team_helper(team_t *team)
 }
 #endif
 
+/* With more than two threads allowed, runs whose largest product has more multiply-adds
+ * than this (~0.1 ms on one core) go without a helper: all threads on each product. */
+#define TEAM_MAX_FLOPS ((int64_t)1 << 23)
+
 /* Products of at least this many multiply-adds, and Adam on at least this many elements,
  * are split between the two threads of a run; smaller ones run on the first. */
 #define TEAM_MIN_FLOPS 65536
@@ -416,7 +420,13 @@ void FNN(dense_steps)(int64_t nsteps, const int64_t *idx, const real *xall,
                           dims, act, w, b, mask, y, yd, dz, dx, dw, db, scale, probs, loss, \
                           opt, slots, k0, k1, k2, k3, ws)
 #if FNN_TEAM
-    if (fnn_get_num_threads() > 1 && nsteps > 1 && !omp_in_parallel()) {
+    /* A helper is one more thread: with more allowed, products too large for it (their
+     * wake-up worth paying) keep every thread, one kernel call at a time. */
+    int64_t most = 0;
+    for (int64_t l = 0; l < nlayers; l++)
+        most = n * dims[l] * dims[l + 1] > most ? n * dims[l] * dims[l + 1] : most;
+    const int nt = fnn_get_num_threads();
+    if (nt > 1 && (nt == 2 || most <= TEAM_MAX_FLOPS) && nsteps > 1 && !omp_in_parallel()) {
         atomic_init(&team.posted, 0);
         atomic_init(&team.claimed, 0);
         atomic_init(&team.done, 0);
