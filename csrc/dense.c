@@ -356,40 +356,6 @@ void FNN(dense_step)(int64_t n, int64_t nlayers, const int64_t *dims, const int 
                   labels, t, scale, probs, loss, opt, slots, kc, ws);
 }
 
-/* The steps of fnn_dense_steps, on the calling thread (with team's helper, if any). */
-static void run_steps(team_t *team, int64_t nsteps, const int64_t *idx, const real *xall,
-                      const int64_t *labels_all, const real *tall, real *xb, int64_t *lb,
-                      real *tb, int64_t n, int64_t nlayers, const int64_t *dims,
-                      const int *act, real *const *w, real *const *b,
-                      const real *const *mask, real *const *y, real *const *yd,
-                      real *const *dz, real *const *dx, real *const *dw, real *const *db,
-                      real scale, real *probs, real *loss, int opt,
-                      real *const *slots, const double *k0, real k1, real k2, real k3,
-                      real *ws)
-{
-    const int64_t d = dims[0], k = dims[nlayers];
-    for (int64_t s = 0; s < nsteps; s++) {
-        const int64_t *rows = idx + s * n;
-#if FNN_TEAM
-        if (team && team->slow) {   /* no job in flight: let the helper go */
-            atomic_store_explicit(&team->quit, 1, memory_order_release);
-            team = NULL;
-        }
-#endif
-        for (int64_t i = 0; i < n; i++) {
-            memcpy(xb + i * d, xall + rows[i] * d, (size_t)d * sizeof(real));
-            if (labels_all)
-                lb[i] = labels_all[rows[i]];
-            else
-                memcpy(tb + i * k, tall + rows[i] * k, (size_t)k * sizeof(real));
-        }
-        const real kc[4] = {opt != FNN_OPT_NONE ? (real)k0[s] : 0, k1, k2, k3};
-        dense_step_at(team, s, n, nlayers, dims, act, w, b, mask, y, yd, dz, dx, dw, db, xb,
-                      labels_all ? lb : NULL, labels_all ? NULL : tb, scale,
-                      probs + s * n * k, loss + s * n, opt, slots, kc, ws);
-    }
-}
-
 /* nsteps steps of fnn_dense_step, one per batch of n rows of a training set, as a training
  * loop would call it: step s gathers rows idx[s n + i] (i < n) of xall (rows of dims[0]
  * elements, row-major) into xb (n x dims[0], overwritten) and their labels from
@@ -413,12 +379,11 @@ void FNN(dense_steps)(int64_t nsteps, const int64_t *idx, const real *xall,
                       real *const *slots, const double *k0, real k1, real k2, real k3,
                       real *ws)
 {
+    const int64_t d = dims[0], k = dims[nlayers];
     team_t team = {0};
     team.ws[0] = ws;
     team.ws[1] = ws + FNN(dense_step_ws)(n, nlayers, dims);
-#define RUN(tm) run_steps(tm, nsteps, idx, xall, labels_all, tall, xb, lb, tb, n, nlayers, \
-                          dims, act, w, b, mask, y, yd, dz, dx, dw, db, scale, probs, loss, \
-                          opt, slots, k0, k1, k2, k3, ws)
+    int use_team = 0;
 #if FNN_TEAM
     /* A helper is one more thread: with more allowed, products too large for it (their
      * wake-up worth paying) keep every thread, one kernel call at a time. */
@@ -426,27 +391,52 @@ void FNN(dense_steps)(int64_t nsteps, const int64_t *idx, const real *xall,
     for (int64_t l = 0; l < nlayers; l++)
         most = n * dims[l] * dims[l + 1] > most ? n * dims[l] * dims[l + 1] : most;
     const int nt = fnn_get_num_threads();
-    if (nt > 1 && (nt == 2 || most <= TEAM_MAX_FLOPS) && nsteps > 1 && !omp_in_parallel()) {
-        atomic_init(&team.posted, 0);
-        atomic_init(&team.claimed, 0);
-        atomic_init(&team.done, 0);
-        atomic_init(&team.quit, 0);
-#pragma omp parallel num_threads(2)
-        {
+    use_team = nt > 1 && (nt == 2 || most <= TEAM_MAX_FLOPS) && nsteps > 1 &&
+               !omp_in_parallel();
+    atomic_init(&team.posted, 0);
+    atomic_init(&team.claimed, 0);
+    atomic_init(&team.done, 0);
+    atomic_init(&team.quit, 0);
+#pragma omp parallel num_threads(2) if (use_team)
+#endif
+    {
+        team_t *tm = NULL;   /* the helper's team, while it helps */
+        int helper = 0;
+#if FNN_TEAM
+        if (omp_get_num_threads() > 1) {
             /* the kernels' own parallel regions stay on their thread (this thread's
              * default; the kernels ask fnn_get_num_threads) */
             omp_set_num_threads(1);
-            if (omp_get_num_threads() < 2)
-                RUN(NULL);
-            else if (omp_get_thread_num() == 0) {
-                RUN(&team);
-                atomic_store_explicit(&team.quit, 1, memory_order_release);
-            } else
-                team_helper(&team);
+            helper = omp_get_thread_num() == 1;
+            tm = &team;
         }
-        return;
-    }
+        if (helper)
+            team_helper(&team);
 #endif
-    RUN(NULL);
-#undef RUN
+        for (int64_t s = 0; s < nsteps && !helper; s++) {
+            const int64_t *rows = idx + s * n;
+#if FNN_TEAM
+            if (tm && tm->slow) {   /* no job in flight: let the helper go */
+                atomic_store_explicit(&tm->quit, 1, memory_order_release);
+                tm = NULL;
+            }
+#endif
+            for (int64_t i = 0; i < n; i++) {
+                memcpy(xb + i * d, xall + rows[i] * d, (size_t)d * sizeof(real));
+                if (labels_all)
+                    lb[i] = labels_all[rows[i]];
+                else
+                    memcpy(tb + i * k, tall + rows[i] * k, (size_t)k * sizeof(real));
+            }
+            const real kc[4] = {opt != FNN_OPT_NONE ? (real)k0[s] : 0, k1, k2, k3};
+            dense_step_at(tm, s, n, nlayers, dims, act, w, b, mask, y, yd, dz, dx, dw, db,
+                          xb, labels_all ? lb : NULL, labels_all ? NULL : tb, scale,
+                          probs + s * n * k, loss + s * n, opt, slots, kc, ws);
+        }
+#if FNN_TEAM
+        if (tm && !helper)
+            atomic_store_explicit(&tm->quit, 1, memory_order_release);
+#endif
+    }
+    (void)use_team;
 }
