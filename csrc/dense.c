@@ -363,10 +363,10 @@ void FNN(dense_step)(int64_t n, int64_t nlayers, const int64_t *dims, const int 
  * dims[nlayers] wide) into tb (n x k), then runs the step with mask[l] + s n dims[l + 1]
  * as layer l's dropout mask (mask[l]: nsteps blocks of n x dims[l + 1]), the optimizer
  * constant k0[s] (Adam's alpha or SGD's learning rate of step s, rounded to real as a
- * scalar argument is; k1..k3 as fnn_dense_step's) and writes its probs at probs + s n k and its
- * per-sample losses at loss + s n. Every other argument is fnn_dense_step's, except ws:
- * 2 fnn_dense_step_ws elements (one per thread). The weights, slots and gradients end bit
- * for bit as nsteps calls of fnn_dense_step leave them. With two threads or more allowed,
+ * scalar argument is; k1..k3 as fnn_dense_step's) and writes its probs at probs + s n k
+ * and its per-sample losses at loss + s n. Every other argument is fnn_dense_step's,
+ * except ws: 2 fnn_dense_step_ws elements (one per thread). The weights, slots and
+ * gradients end bit for bit as nsteps calls of fnn_dense_step leave them. With two threads or more allowed,
  * a second thread shares the large products and updates, spinning between them until
  * the run ends (see team_t). idx entries must be valid rows (the caller checks). */
 void FNN(dense_steps)(int64_t nsteps, const int64_t *idx, const real *xall,

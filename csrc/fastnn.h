@@ -105,32 +105,35 @@ void fnn_dense_step_f32(int64_t n, int64_t nlayers, const int64_t *dims, const i
                         float *const *y, float *const *yd, float *const *dz, float *const *dx,
                         float *const *dw, float *const *db, const float *x,
                         const int64_t *labels, const float *t, float scale, float *probs,
-                        float *loss, int opt, float *const *slots, float k0, float k1, float k2,
-                        float k3, float *ws);
+                        float *loss, int opt, float *const *slots, float k0, float k1,
+                        float k2, float k3, float *ws);
 void fnn_dense_step_f64(int64_t n, int64_t nlayers, const int64_t *dims, const int *act,
                         double *const *w, double *const *b, const double *const *mask,
-                        double *const *y, double *const *yd, double *const *dz, double *const *dx,
-                        double *const *dw, double *const *db, const double *x,
-                        const int64_t *labels, const double *t, double scale, double *probs,
-                        double *loss, int opt, double *const *slots, double k0, double k1, double k2,
-                        double k3, double *ws);
+                        double *const *y, double *const *yd, double *const *dz,
+                        double *const *dx, double *const *dw, double *const *db,
+                        const double *x, const int64_t *labels, const double *t,
+                        double scale, double *probs, double *loss, int opt,
+                        double *const *slots, double k0, double k1, double k2, double k3,
+                        double *ws);
 
 void fnn_dense_steps_f32(int64_t nsteps, const int64_t *idx, const float *xall,
                          const int64_t *labels_all, const float *tall, float *xb, int64_t *lb,
                          float *tb, int64_t n, int64_t nlayers, const int64_t *dims,
                          const int *act, float *const *w, float *const *b,
                          const float *const *mask, float *const *y, float *const *yd,
-                         float *const *dz, float *const *dx, float *const *dw, float *const *db,
-                         float scale, float *probs, float *loss, int opt, float *const *slots,
-                         const double *k0, float k1, float k2, float k3, float *ws);
+                         float *const *dz, float *const *dx, float *const *dw,
+                         float *const *db, float scale, float *probs, float *loss, int opt,
+                         float *const *slots, const double *k0, float k1, float k2, float k3,
+                         float *ws);
 void fnn_dense_steps_f64(int64_t nsteps, const int64_t *idx, const double *xall,
-                         const int64_t *labels_all, const double *tall, double *xb, int64_t *lb,
-                         double *tb, int64_t n, int64_t nlayers, const int64_t *dims,
-                         const int *act, double *const *w, double *const *b,
-                         const double *const *mask, double *const *y, double *const *yd,
-                         double *const *dz, double *const *dx, double *const *dw, double *const *db,
-                         double scale, double *probs, double *loss, int opt, double *const *slots,
-                         const double *k0, double k1, double k2, double k3, double *ws);
+                         const int64_t *labels_all, const double *tall, double *xb,
+                         int64_t *lb, double *tb, int64_t n, int64_t nlayers,
+                         const int64_t *dims, const int *act, double *const *w,
+                         double *const *b, const double *const *mask, double *const *y,
+                         double *const *yd, double *const *dz, double *const *dx,
+                         double *const *dw, double *const *db, double scale, double *probs,
+                         double *loss, int opt, double *const *slots, const double *k0,
+                         double k1, double k2, double k3, double *ws);
 
 /* Convolution (conv.c) */
 int64_t fnn_conv2d_ws_f32(const fnn_geom *g, int layout, int64_t f, int64_t chunk, int backward);

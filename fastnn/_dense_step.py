@@ -9,15 +9,16 @@ checks it). Dropout masks are drawn in Python, by the Dropout layers themselves,
 order: the same random numbers. A plain Adam or SGD (no weight decay, no clipping) runs
 inside the call too, each layer's update once its gradients are complete, with the
 optimizer's own slots and constants and the operations of its ``apply`` (the same bits);
-any other optimizer runs its ``apply`` after the call. At batch 32 the interpreter between the ~15 kernel
-calls of the layer-by-layer step took longer than the arithmetic.
+any other optimizer runs its ``apply`` after the call. At batch 32 the interpreter
+between the ~15 kernel calls of the layer-by-layer step took longer than the arithmetic.
 
 ``fit`` goes further when nothing needs the batches one by one (no callback with batch
 hooks but the progress bar, metrics that count, plain Adam or SGD, no sample weights): a
-run of up to 8192 rows' worth of full batches is one C call (:meth:`DenseStep.run_steps`), which
-gathers each batch's rows itself and keeps a second thread spinning through the run to
-share the large products and updates (waking a sleeping OpenMP thread per product cost
-as much as the product). The same bits as one call per step (tested).
+run of up to 8192 rows' worth of full batches is one C call
+(:meth:`DenseStep.run_steps`), which gathers each batch's rows itself and keeps a second
+thread spinning through the run to share the large products and updates (waking a
+sleeping OpenMP thread per product cost as much as the product). The same bits as one
+call per step (tested).
 
 Everything else (other layers or activations, Dropout with a noise_shape, regularizers,
 frozen layers, sample or class weights, the Numba and NumPy backends) takes the

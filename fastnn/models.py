@@ -386,7 +386,7 @@ class Sequential:
         -----
         A stack of Dense layers with the C backend trains runs of full batches in one
         compiled call each when nothing needs the batches one by one (no callback with
-        batch hooks, metrics that count, plain Adam, no weights), as Keras's
+        batch hooks, metrics that count, plain Adam or SGD, no weights), as Keras's
         ``steps_per_execution`` does: the progress bar is then redrawn once per run. The
         weights, history and metrics are bit for bit those of one step per call.
         """
@@ -445,10 +445,10 @@ class Sequential:
             loss_sum, seen = 0.0, 0
             step = 0
             while step < steps:
-                runs = self._run_length(targets, step, n // batch_size, batch_size)
+                batches = self._run_length(targets, step, n // batch_size, batch_size)
                 cbs.on_train_batch_begin(step)
-                if runs > 1:    # that many full batches in one compiled call
-                    idx = order[step * batch_size:(step + runs) * batch_size]
+                if batches > 1:    # that many full batches in one compiled call
+                    idx = order[step * batch_size:(step + batches) * batch_size]
                     losses, y_pred = self._dense_step.run_steps(
                         x, targets, idx, batch_size, self.optimizer, self._params)
                     for loss in losses.tolist():
@@ -456,7 +456,7 @@ class Sequential:
                         seen += batch_size
                     yb = y[idx]
                 else:
-                    runs = 1
+                    batches = 1
                     idx = order[step * batch_size:(step + 1) * batch_size]
                     xb = self._batch(x, idx)
                     yb = y[idx]
@@ -471,7 +471,7 @@ class Sequential:
                     value = _scalar(m.result())
                     if np.ndim(value) == 0:  # per-class arrays are for evaluate, not the bar
                         logs[m.name] = value
-                step += runs
+                step += batches
                 cbs.on_train_batch_end(step - 1, logs)
                 if self.stop_training:
                     break
