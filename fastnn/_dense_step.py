@@ -37,9 +37,6 @@ from .layers.core import Dense, Dropout, Flatten, InputLayer
 from .optimizers.adam import Adam
 from .optimizers.sgd import SGD
 
-# the optimizers the C step runs itself (fnn_dense_step's opt: FNN_OPT_ADAM, FNN_OPT_SGD)
-_OPT_KINDS = {Adam: 1, SGD: 2}
-
 
 class DenseStep:
     """One model's compiled step: the C call with its pointers, and the buffers per batch
@@ -77,6 +74,10 @@ class DenseStep:
         self._sparse = isinstance(loss, _losses.SparseCategoricalCrossentropy)
         self._step = c_backend._fn("dense_step", dt)
         self._steps = c_backend._fn("dense_steps", dt)
+        # the optimizers the C step runs itself: fnn_dense_step's opt for each
+        lib = c_backend.lib
+        self._opt_none = lib.FNN_OPT_NONE
+        self._opt_kinds = {Adam: lib.FNN_OPT_ADAM, SGD: lib.FNN_OPT_SGD}
         self._ws_size = c_backend._fn("dense_step_ws", dt)
         self._by_n: dict = {}
         self._opt_key = None             # (optimizer, its slot tuples): what _c_slots holds
@@ -177,7 +178,7 @@ class DenseStep:
         the bias, NULL where absent) to run ``optimizer`` inside the step, or None when it
         cannot: not a plain, built Adam or SGD (no weight decay, no clipping), or
         ``params`` not the Dense layers' weights in order."""
-        kind = _OPT_KINDS.get(type(optimizer))
+        kind = self._opt_kinds.get(type(optimizer))
         if (kind is None or optimizer.weight_decay or optimizer._clips()
                 or not optimizer.built or not optimizer._laid_out
                 or optimizer._slots_stale()):
@@ -317,7 +318,7 @@ class DenseStep:
         nl = len(self._dense)
         ws = cb._workspace(self._ws_size(n, nl, self._c_dims), self.dtype)
         inside = self._opt_slots(optimizer, params)
-        kind, c_slots, k = 0, ffi.NULL, (0.0, 0.0, 0.0, 0.0)
+        kind, c_slots, k = self._opt_none, ffi.NULL, (0.0, 0.0, 0.0, 0.0)
         if inside is not None:       # apply's constants, for the step it would make
             kind, c_slots = inside
             k = self._opt_constants(optimizer, optimizer.iterations + 1)
