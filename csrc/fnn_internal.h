@@ -50,7 +50,8 @@ typedef void (*fnn_ukr_strided_f64)(int64_t k, const double *a, int64_t as, cons
                                     double *c, int64_t ldc, double alpha, double beta);
 
 /* The implicit-im2col product (a convolution without its column matrix):
- *   C[0:MR, 0:NR] = act(A * Bp + bias)   (overwrites C)   with A(i, p) = rows[i][off[p]]
+ *   C[0:MR, 0:NR] = act(A * Bp + bias) + beta * C   with A(i, p) = rows[i][off[p]]
+ * (beta == 0: C is overwritten, not read; bias and relu are only used with beta == 0)
  * rows: MR row pointers (one per output pixel: its receptive field's corner in the input),
  * off: k element offsets (one per (kh, kw, c) of the patch); B: k rows of NR values, row p
  * at bp + p*ldb (ldb = NR: a packed micro-panel; wider: B read in place).
@@ -60,10 +61,10 @@ typedef void (*fnn_ukr_strided_f64)(int64_t k, const double *a, int64_t as, cons
  * Optional (NULL: convolutions lower to columns). */
 typedef void (*fnn_ukr_gather_f32)(int64_t k, const float *const *rows, const int64_t *off,
                                    const float *bp, int64_t ldb, const float *bias, int relu,
-                                   float *c, int64_t ldc);
+                                   float beta, float *c, int64_t ldc);
 typedef void (*fnn_ukr_gather_f64)(int64_t k, const double *const *rows, const int64_t *off,
                                    const double *bp, int64_t ldb, const double *bias, int relu,
-                                   double *c, int64_t ldc);
+                                   double beta, double *c, int64_t ldc);
 
 /* The packed product on the first rows (1 or 2) of the tile only, the edge of C's last
  * rows: C[0:rows, 0:NR] = Ap * Bp (overwrites C; alpha = 1, beta = 0), Ap a packed panel
@@ -148,10 +149,10 @@ void fnn_ukr_avx2_rows_6x8_f64(int rows, int64_t k, const double *ap, const doub
                                double *c, int64_t ldc);
 void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int64_t *off,
                                   const float *bp, int64_t ldb, const float *bias, int relu,
-                                  float *c, int64_t ldc);
+                                  float beta, float *c, int64_t ldc);
 void fnn_ukr_avx2_gather_6x8_f64(int64_t k, const double *const *rows, const int64_t *off,
                                  const double *bp, int64_t ldb, const double *bias, int relu,
-                                 double *c, int64_t ldc);
+                                 double beta, double *c, int64_t ldc);
 void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
                            float alpha, float beta);
 void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,

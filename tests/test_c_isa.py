@@ -434,6 +434,25 @@ def test_conv_backward_k_split_each_isa(isa, dtype, f):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_backward_nhwc_runs_each_isa(isa, dtype):
+    """NHWC backward with 70 filters (5 float panels, 9 double, the last partial), a patch
+    of 63 (partial row tiles) and 1296 output pixels: the gather kernel's dW in two pieces
+    (1024 + 272 pixels), each in runs of 128 accumulated into its partial (the last run
+    partial), against the reference."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 20, 20, 7)).astype(dtype)
+    w = rng.standard_normal((3, 3, 7, 70)).astype(dtype)
+    dy = rng.standard_normal((4, 18, 18, 70)).astype(dtype)
+    with fastnn.use_backend("numpy"):
+        ref = ops.conv2d_backward(dy, x, w)
+    with fastnn.use_backend("c"):
+        got = ops.conv2d_backward(dy, x, w)
+    for name, g, r, k in zip(("dx", "dw", "db"), got, ref, (9 * 70, 4 * 18 * 18, 4 * 18 * 18)):
+        err = np.abs(g - r).max()
+        assert err <= _tol(dtype, k) * (np.abs(r).max() + 1.0), (name, err)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_adam_update_each_isa(isa, dtype):
     """The portable loop (generic) and its AVX2 build give the reference's bits."""
     rng = np.random.default_rng(11)

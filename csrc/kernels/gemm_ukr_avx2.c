@@ -321,7 +321,7 @@ static inline void epilogue_6x8_f64(__m256d acc[MR][2], const double *bias, int 
  * im2col; the same accumulation order as the packed kernel, so the same bits. */
 void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int64_t *off,
                                   const float *bp, int64_t ldb, const float *bias, int relu,
-                                  float *c, int64_t ldc)
+                                  float beta, float *c, int64_t ldc)
 {
     __m256 acc[MR][2];
 #pragma GCC unroll 6
@@ -344,12 +344,12 @@ void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int
         bp += ldb;
     }
     epilogue_6x16_f32(acc, bias, relu);
-    store_6x16_f32(acc, c, ldc, 1, 0);
+    store_6x16_f32(acc, c, ldc, 1, beta);
 }
 
 void fnn_ukr_avx2_gather_6x8_f64(int64_t k, const double *const *rows, const int64_t *off,
                                  const double *bp, int64_t ldb, const double *bias, int relu,
-                                 double *c, int64_t ldc)
+                                 double beta, double *c, int64_t ldc)
 {
     __m256d acc[MR][2];
 #pragma GCC unroll 6
@@ -372,5 +372,5 @@ void fnn_ukr_avx2_gather_6x8_f64(int64_t k, const double *const *rows, const int
         bp += ldb;
     }
     epilogue_6x8_f64(acc, bias, relu);
-    store_6x8_f64(acc, c, ldc, 1, 0);
+    store_6x8_f64(acc, c, ldc, 1, beta);
 }

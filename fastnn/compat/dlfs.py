@@ -1049,8 +1049,8 @@ class Pooling:
             raise ValueError(f"dout must have the forward output's shape {am.shape} "
                              f"(N, C, OH, OW), received shape {dout.shape}")
         dtype = _compute_dtype(np.empty(0, fdtype), dout)
-        dx = ops.maxpool2d_backward(_as(dout, dtype), am, pooled_shape, (ph, pw),
-                                    stride=stride, padding=0, layout="NCHW")
+        dx = ops._maxpool2d_backward(_as(dout, dtype), am, pooled_shape, (ph, pw), stride,
+                                     0, "NCHW", None, check_range=False)  # am: ours
         if pad:
             dx = np.ascontiguousarray(dx[:, :, pad:pooled_shape[2] - pad,
                                          pad:pooled_shape[3] - pad])

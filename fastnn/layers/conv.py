@@ -195,9 +195,11 @@ class MaxPooling2D(_Pooling2D):
         return y
 
     def backward(self, grad):
-        return ops.maxpool2d_backward(grad, self._argmax, self._xshape, self.pool_size,
-                                      **self._kw(),
-                                      out=self._buffer("dx", self._xshape, grad.dtype))
+        kw = self._kw()   # argmax from this layer's forward: no range scan
+        return ops._maxpool2d_backward(grad, self._argmax, self._xshape, self.pool_size,
+                                       kw["stride"], kw["padding"], kw["layout"],
+                                       self._buffer("dx", self._xshape, grad.dtype),
+                                       check_range=False)
 
     def backward_through_relu(self, grad, need_db: bool = False):
         """Backward through this pooling and the relu before it, when this layer's input

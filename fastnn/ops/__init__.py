@@ -536,6 +536,15 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size, *, stride=None, padding=0
     -------
     dx : ndarray of shape ``x_shape``; overlapping windows accumulate.
     """
+    return _maxpool2d_backward(dy, argmax, x_shape, pool_size, stride, padding, layout, out,
+                               check_range=True)
+
+
+def _maxpool2d_backward(dy, argmax, x_shape, pool_size, stride, padding, layout, out,
+                        check_range: bool) -> np.ndarray:
+    """:func:`maxpool2d_backward`; ``check_range=False`` skips the scan of argmax's range
+    (two passes over it: 17% of the call for (128, 26, 26, 32) float) for fastnn's own
+    layers, whose argmax comes from their own forward."""
     layout = layout_arg(layout)
     dy = float_array(dy, "dy", 4)
     shp = _checks.shape4(x_shape, "x_shape")
@@ -548,7 +557,7 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size, *, stride=None, padding=0
     _checks.expect_shape(argmax, yshape, "argmax", "the shape of dy")
     argmax = np.ascontiguousarray(argmax)
     per_sample = g.h * g.w * g.c
-    if argmax.size and (argmax.min() < 0 or argmax.max() >= per_sample):
+    if check_range and argmax.size and (argmax.min() < 0 or argmax.max() >= per_sample):
         raise ValueError(f"argmax must hold indices in [0, {per_sample}) (within one "
                          f"sample), received values in [{argmax.min()}, {argmax.max()}]")
     dx = _out_array(out, shp, dy.dtype, "out", (dy, argmax))
