@@ -46,6 +46,7 @@
 #include <string.h>
 
 #include "fnn_real.h"
+#include "pool_lanes.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -123,6 +124,24 @@ static void patch_offsets(const fnn_geom *g, int64_t *off)
  * whole panels (the micro-kernel adds NR bias values per tile, with the activation, before
  * its store), and x copied zero-padded when there is padding. Output pixel q = (n, oh, ow)
  * reads x at rows[q] + off[p]. */
+/* The implicit forward's operands, set up in ws (implicit_ws): off = the patch offsets, *bp
+ * = w packed into NR-wide panels, *bias = b zero-padded to whole panels (zeros without b);
+ * returns the x the gather kernel reads (padded_source, on nt threads). */
+static const real *implicit_setup(const fnn_geom *g, int64_t f, const real *x, const real *w,
+                                  const real *b, real *ws, int nt, int64_t *off, real **bp,
+                                  real **bias)
+{
+    const int nr = KERNEL_FOR(fnn_get_isa())->nr;
+    const int64_t patch = g->kh * g->kw * g->c, npanels = (f + nr - 1) / nr;
+    *bp = ws;
+    *bias = ws + round8(npanels * nr * patch);
+    patch_offsets(g, off);
+    FNN(pack_b)(patch, f, w, f, 1, nr, *bp);
+    for (int64_t j = 0; j < npanels * nr; j++)
+        (*bias)[j] = b && j < f ? b[j] : 0;
+    return padded_source(g, x, *bias + round8(npanels * nr), nt);
+}
+
 static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const real *w,
                               const real *b, int act, real *ws, real *y)
 {
@@ -131,18 +150,11 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
     const int64_t C = g->c, patch = g->kh * g->kw * C, ohow = g->oh * g->ow;
     const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
     const int64_t npanels = (f + nr - 1) / nr, m = g->n * ohow;
-    real *bp = ws, *bias = ws + round8(npanels * nr * patch);
-    real *xp = bias + round8(npanels * nr);
     const int relu = act == FNN_ACT_RELU;
     int64_t off[IMPLICIT_MAX_PATCH];
-
-    patch_offsets(g, off);
-    FNN(pack_b)(patch, f, w, f, 1, nr, bp);
-    for (int64_t j = 0; j < npanels * nr; j++)
-        bias[j] = b && j < f ? b[j] : 0;
-
+    real *bp, *bias;
     const int nt = fnn_threads_for(m * f * patch / 64);
-    const real *src = padded_source(g, x, xp, nt);
+    const real *src = implicit_setup(g, f, x, w, b, ws, nt, off, &bp, &bias);
 
     const int64_t ntiles = (m + mr - 1) / mr;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
@@ -179,6 +191,67 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
             kr->ukr_gather(patch, rows, off, bpp, nr, bj, relu, 0, tmp, nr);
             for (int64_t i = 0; i < nrows; i++)
                 memcpy(yt + i * f + jp * nr, tmp + i * nr, sizeof(real) * (size_t)cols);
+        }
+    }
+}
+
+/* The fused convolution + 2x2 max pooling (stride 2, no padding) for a chunk of g->n
+ * images, NHWC: y (g->n, oh/2, ow/2, f) and argmax (flat indices into each image's
+ * (oh, ow, f) convolution output, as fnn_maxpool_fwd gives) overwritten; the convolution's
+ * output is never written, and its pixels past 2*(oh/2) x 2*(ow/2), which no window reads,
+ * are never computed. The gather kernel's rows are the pixels of whole windows, window
+ * after window ((0, 0), (0, 1), (1, 0), (1, 1) each); a group of FUSE_ROWS rows (whole MR
+ * tiles) is computed into L1, one NR panel at a time, and pooled there by max4_lanes (the
+ * rule of fnn_maxpool_fwd). Each pixel is the same product as in conv_fwd_implicit (the same kernel
+ * over the same patch), so the same bits as convolving and then pooling. */
+#define FUSE_ROWS 12 /* lcm(MR, 4) for MR = 6 (AVX2); other MR: the fused path is off */
+
+static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, const real *w,
+                               const real *b, int act, real *ws, real *y, int64_t *argmax)
+{
+    const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
+    const int mr = kr->mr, nr = kr->nr;
+    const int64_t C = g->c, patch = g->kh * g->kw * C, OW = g->ow;
+    const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
+    const int64_t PH = g->oh / 2, PW = g->ow / 2, wins = g->n * PH * PW;
+    const int64_t npanels = (f + nr - 1) / nr, per_group = FUSE_ROWS / 4;
+    const int relu = act == FNN_ACT_RELU;
+    int64_t off[IMPLICIT_MAX_PATCH];
+    real *bp, *bias;
+    const int nt = fnn_threads_for(wins * 4 * f * patch / 64);
+    const real *src = implicit_setup(g, f, x, w, b, ws, nt, off, &bp, &bias);
+
+    const int64_t ngroups = (wins + per_group - 1) / per_group;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t grp = 0; grp < ngroups; grp++) {
+        _Alignas(64) real tmp[FUSE_ROWS * 32]; /* the group's rows, one panel (NR <= 32) */
+        const real *rows[FUSE_ROWS];
+        int64_t base[FUSE_ROWS / 4]; /* each window's first pixel in argmax's indexing */
+        const int64_t w0 = grp * per_group, nw = min64(per_group, wins - w0);
+        for (int64_t s = 0; s < per_group; s++) {
+            const int64_t win = w0 + (s < nw ? s : 0); /* windows past the end: repeat */
+            const int64_t n = win / (PH * PW), ph = win % (PH * PW) / PW, pw = win % PW;
+            for (int k = 0; k < 4; k++) {
+                const int64_t oh = 2 * ph + k / 2, ow = 2 * pw + k % 2;
+                rows[4 * s + k] = src + ((n * hp + oh * g->sh) * wp + ow * g->sw) * C;
+            }
+            base[s] = (2 * ph * OW + 2 * pw) * f;
+        }
+        for (int64_t jp = 0; jp < npanels; jp++) {
+            const int64_t j0 = jp * nr, cols = min64(nr, f - j0);
+            for (int t = 0; t < FUSE_ROWS / mr; t++)
+                kr->ukr_gather(patch, rows + t * mr, off, bp + j0 * patch, nr, bias + j0,
+                               relu, 0, tmp + t * mr * nr, nr);
+            for (int64_t s = 0; s < nw; s++) {
+                const real *t0 = tmp + 4 * s * nr;
+                real *yo = y + (w0 + s) * f + j0;
+                int64_t *ao = argmax + (w0 + s) * f + j0;
+                const lane_idx e[4] = {(lane_idx)(base[s] + j0), (lane_idx)(base[s] + j0 + f),
+                                       (lane_idx)(base[s] + j0 + OW * f),
+                                       (lane_idx)(base[s] + j0 + OW * f + f)};
+                const real *p[4] = {t0, t0 + nr, t0 + 2 * nr, t0 + 3 * nr};
+                max4_lanes(cols, p, e, yo, ao);
+            }
         }
     }
 }
@@ -666,6 +739,32 @@ void FNN(conv2d_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x, co
             }
         }
     }
+}
+
+/* Does fnn_conv2d_pool_fwd apply: the implicit NHWC path, with an MR that tiles whole
+ * windows, and argmax indices (into an image's oh x ow x f output) that fit lane_idx? */
+int FNN(conv2d_pool_ok)(const fnn_geom *g, int layout, int64_t f)
+{
+    const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
+    return use_implicit(g, layout) && FUSE_ROWS % kr->mr == 0 && kr->nr <= 32 &&
+           g->oh >= 2 && g->ow >= 2 && g->oh * g->ow * f <= (int64_t)LANE_IDX_MAX;
+}
+
+/* Fused convolution + 2x2 max pooling (fastnn.h), in chunks of at most `chunk` images,
+ * where fnn_conv2d_pool_ok; else 0, nothing written. */
+int FNN(conv2d_pool_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x,
+                         const real *w, const real *b, int act, int64_t chunk, real *ws,
+                         real *y, int64_t *argmax)
+{
+    if (!FNN(conv2d_pool_ok)(g, layout, f))
+        return 0;
+    const int64_t xs = g->h * g->w * g->c, ys = (g->oh / 2) * (g->ow / 2) * f;
+    fnn_geom gc = *g;
+    for (int64_t n0 = 0; n0 < g->n; n0 += chunk) {
+        gc.n = g->n - n0 < chunk ? g->n - n0 : chunk;
+        conv_pool_implicit(&gc, f, x + n0 * xs, w, b, act, ws, y + n0 * ys, argmax + n0 * ys);
+    }
+    return 1;
 }
 
 /* Gradients of conv(x, w) + b given dy: dw (shaped like w) overwritten; db (f) and dx

@@ -151,6 +151,20 @@ void fnn_conv2d_bwd_f64(const fnn_geom *g, int layout, int64_t f, const double *
                         const double *x, const double *w, int64_t chunk, double *ws, double *dx,
                         double *dw, double *db);
 
+/* y (n, oh/2, ow/2, f) and argmax = 2x2 max pooling (stride 2, no padding; the rules of
+ * fnn_maxpool_fwd) of act(conv(x, w) + b), NHWC, without writing the convolution's
+ * output: returns 1, or 0 (nothing written) where the fused path does not apply (then
+ * convolve and pool; fnn_conv2d_pool_ok says which beforehand). ws: fnn_conv2d_ws(g,
+ * layout, f, chunk, 0) elements. */
+int fnn_conv2d_pool_ok_f32(const fnn_geom *g, int layout, int64_t f);
+int fnn_conv2d_pool_ok_f64(const fnn_geom *g, int layout, int64_t f);
+int fnn_conv2d_pool_fwd_f32(const fnn_geom *g, int layout, int64_t f, const float *x,
+                            const float *w, const float *b, int act, int64_t chunk,
+                            float *ws, float *y, int64_t *argmax);
+int fnn_conv2d_pool_fwd_f64(const fnn_geom *g, int layout, int64_t f, const double *x,
+                            const double *w, const double *b, int act, int64_t chunk,
+                            double *ws, double *y, int64_t *argmax);
+
 /* Pooling (pool.c) */
 void fnn_maxpool_fwd_f32(const fnn_geom *g, int layout, const float *x, float *y,
                          int64_t *argmax);

@@ -40,6 +40,10 @@ typedef FNN_CAT(fnn_gemm_kernel, FNN_SFX) kernel_t;
 enum { FNN_NHWC = 0, FNN_NCHW = 1 };
 enum { FNN_ACT_IDENTITY = 0, FNN_ACT_RELU = 1 };
 
+/* Max pooling's rule (pool.c, and the fused convolution + pooling in conv.c): does v
+ * replace the current best? Larger, or the first NaN. */
+static inline int fnn_beats(real v, real best) { return v > best || (v != v && best == best); }
+
 
 
 

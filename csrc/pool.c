@@ -10,9 +10,8 @@
 #include <string.h>
 
 #include "fnn_real.h"
+#include "pool_lanes.h"
 
-/* Does v replace the current best? Larger, or the first NaN. */
-static inline int beats(real v, real best) { return v > best || (v != v && best == best); }
 
 static inline int64_t lo_clamp(int64_t v) { return v < 0 ? 0 : v; }
 static inline int64_t hi_clamp(int64_t v, int64_t hi) { return v > hi ? hi : v; }
@@ -48,7 +47,7 @@ static void maxpool_row_nhwc_ref(const fnn_geom *g, const real *xn, int64_t oh, 
                 const int64_t base = (ih * W + iw) * C;
                 const real *xv = xn + base;
                 for (int64_t ch = 0; ch < C; ch++)
-                    if (beats(xv[ch], yo[ch])) {
+                    if (fnn_beats(xv[ch], yo[ch])) {
                         yo[ch] = xv[ch];
                         ao[ch] = base + ch;
                     }
@@ -56,15 +55,6 @@ static void maxpool_row_nhwc_ref(const fnn_geom *g, const real *xn, int64_t oh, 
     }
 }
 
-/* Lane index type matching real's width, so the compare/select loop below vectorises
- * (float lanes with int32 indices, double lanes with int64). */
-#if FNN_PREC == 32
-typedef int32_t lane_idx;
-#define LANE_IDX_MAX INT32_MAX
-#else
-typedef int64_t lane_idx;
-#define LANE_IDX_MAX INT64_MAX
-#endif
 #define POOL_CB 64 /* channels per block: best values and indices stay in registers/L1 */
 
 /* The same row as maxpool_row_nhwc_ref, branch-free over channel blocks: per window
@@ -152,14 +142,6 @@ static inline void block_range(const col_plan *p, int64_t s, int64_t ob, int64_t
     *hi = p->hi[s] < ob + nb ? p->hi[s] - ob : nb;
 }
 
-#if defined(__SSE2__) || defined(_M_X64)
-#include <emmintrin.h>
-/* GCC does not vectorise the double compare/select below for baseline x86-64 (no 64-bit
- * integer select it will use with SSE2) and handles the float one with much overhead for
- * the short runs pooling has, so both are written out: masks from the compares select the
- * values and the indices (int64 lanes for double, int32 for float). */
-#define POOL_SSE2 1
-#endif
 
 /* best/at[0:n] take src[o*sw] (index first + o*sw) where it beats them: larger, or the
  * first NaN. sw is a constant at the call sites below (1, 2, or the general case). */
@@ -294,65 +276,10 @@ static void maxpool_plane_nchw(const fnn_geom *g, const col_plan *p, const real 
     }
 }
 
-#ifdef POOL_SSE2
-/* One compare/select step of the max-pooling rule on SSE2 lanes: where v beats the best
- * (larger, or the first NaN), take v and its index vi. */
-#if FNN_PREC == 64
-typedef __m128d vreal;
-#define VLANES 2
-static inline void take_lanes(vreal v, __m128i vi, vreal *bv, __m128i *bi)
-{
-    const __m128d t = _mm_or_pd(_mm_cmpgt_pd(v, *bv),
-                                _mm_and_pd(_mm_cmpunord_pd(v, v), _mm_cmpord_pd(*bv, *bv)));
-    const __m128i ti = _mm_castpd_si128(t);
-    *bv = _mm_or_pd(_mm_and_pd(t, v), _mm_andnot_pd(t, *bv));
-    *bi = _mm_or_si128(_mm_and_si128(ti, vi), _mm_andnot_si128(ti, *bi));
-}
-#else
-typedef __m128 vreal;
-#define VLANES 4
-static inline void take_lanes(vreal v, __m128i vi, vreal *bv, __m128i *bi)
-{
-    const __m128 t = _mm_or_ps(_mm_cmpgt_ps(v, *bv),
-                               _mm_and_ps(_mm_cmpunord_ps(v, v), _mm_cmpord_ps(*bv, *bv)));
-    const __m128i ti = _mm_castps_si128(t);
-    *bv = _mm_or_ps(_mm_and_ps(t, v), _mm_andnot_ps(t, *bv));
-    *bi = _mm_or_si128(_mm_and_si128(ti, vi), _mm_andnot_si128(ti, *bi));
-}
-#endif
-
-/* Lane-index vector arithmetic at lane_idx's width; loads and stores of vreal; and the
- * store of VLANES consecutive argmax entries: lane l gets bi[l] + c + l, as int64. */
-#if FNN_PREC == 64
-static inline __m128i idx_splat(lane_idx v) { return _mm_set1_epi64x(v); }
-static inline __m128i idx_add(__m128i a, __m128i b) { return _mm_add_epi64(a, b); }
-static inline vreal vload(const real *p) { return _mm_loadu_pd(p); }
-static inline void vstore(real *p, vreal v) { _mm_storeu_pd(p, v); }
-static inline void store_argmax(int64_t *a, __m128i bi, int64_t c)
-{
-    _mm_storeu_si128((__m128i *)a, _mm_add_epi64(bi, _mm_set_epi64x(c + 1, c)));
-}
-#else
-static inline __m128i idx_splat(lane_idx v) { return _mm_set1_epi32(v); }
-static inline __m128i idx_add(__m128i a, __m128i b) { return _mm_add_epi32(a, b); }
-static inline vreal vload(const real *p) { return _mm_loadu_ps(p); }
-static inline void vstore(real *p, vreal v) { _mm_storeu_ps(p, v); }
-static inline void store_argmax(int64_t *a, __m128i bi, int64_t c)
-{
-    /* indices are in [0, LANE_IDX_MAX]: widen with zeros */
-    const __m128i v = _mm_add_epi32(bi, _mm_add_epi32(_mm_set1_epi32((int32_t)c),
-                                                      _mm_set_epi32(3, 2, 1, 0)));
-    const __m128i z = _mm_setzero_si128();
-    _mm_storeu_si128((__m128i *)a, _mm_unpacklo_epi32(v, z));
-    _mm_storeu_si128((__m128i *)(a + 2), _mm_unpackhi_epi32(v, z));
-}
-#endif
-#endif
-
 /* 2x2 windows, stride 2, inside the image (the usual pooling layer): best/at[0:n] for n
  * consecutive outputs whose windows start at r0[0] (index i0) and cover r0[0:2n] and
  * r1[0:2n] (the next input row, W further). Each window's four elements in row-major
- * order, the first taken, the others by the beats() rule: the results of
+ * order, the first taken, the others by the fnn_beats() rule: the results of
  * maxpool_plane_nchw in one pass, without its per-kernel-column runs (which cost more
  * than the comparisons on 12-wide rows). */
 static inline void max2x2_run(int64_t n, const real *restrict r0, const real *restrict r1,
@@ -398,7 +325,7 @@ static inline void max2x2_run(int64_t n, const real *restrict r0, const real *re
         real b = v[0];
         lane_idx a = j;
         for (int e = 1; e < 4; e++)
-            if (beats(v[e], b)) {
+            if (fnn_beats(v[e], b)) {
                 b = v[e];
                 a = j + off[e];
             }
@@ -415,8 +342,7 @@ static int is_2x2_inside(const fnn_geom *g)
 }
 
 /* maxpool_row_nhwc for is_2x2_inside geometries: each output pixel's four window
- * elements compared VLANES channels at a time (SSE2), in window order with the beats()
- * rule: the same results, without the general loop's window bounds and per-block
+ * elements compared by max4_lanes: the same results, without the general loop's window bounds and per-block
  * buffers (1 thread: (128,26,26,32) float in about half the time). */
 static void maxpool_row_nhwc_2x2(const fnn_geom *g, const real *xn, int64_t oh, real *yrow,
                                  int64_t *arow)
@@ -427,31 +353,8 @@ static void maxpool_row_nhwc_2x2(const fnn_geom *g, const real *xn, int64_t oh, 
                                (lane_idx)((2 * oh * W + 2 * ow + 1) * C),
                                (lane_idx)(((2 * oh + 1) * W + 2 * ow) * C),
                                (lane_idx)(((2 * oh + 1) * W + 2 * ow + 1) * C)};
-        real *yo = yrow + ow * C;
-        int64_t *ao = arow + ow * C;
-        int64_t c = 0;
-#ifdef POOL_SSE2
-        for (; c + VLANES <= C; c += VLANES) {
-            vreal bv = vload(xn + e[0] + c);
-            __m128i bi = idx_splat(e[0]);
-            take_lanes(vload(xn + e[1] + c), idx_splat(e[1]), &bv, &bi);
-            take_lanes(vload(xn + e[2] + c), idx_splat(e[2]), &bv, &bi);
-            take_lanes(vload(xn + e[3] + c), idx_splat(e[3]), &bv, &bi);
-            vstore(yo + c, bv);
-            store_argmax(ao + c, bi, c);
-        }
-#endif
-        for (; c < C; c++) {
-            real b = xn[e[0] + c];
-            lane_idx a = e[0];
-            for (int k = 1; k < 4; k++)
-                if (beats(xn[e[k] + c], b)) {
-                    b = xn[e[k] + c];
-                    a = e[k];
-                }
-            yo[c] = b;
-            ao[c] = (int64_t)a + c;
-        }
+        const real *p[4] = {xn + e[0], xn + e[1], xn + e[2], xn + e[3]};
+        max4_lanes(C, p, e, yrow + ow * C, arow + ow * C);
     }
 }
 
@@ -614,7 +517,7 @@ void FNN(maxpool_fwd)(const fnn_geom *g, int layout, const real *x, real *y, int
                     real best = xp[bi];
                     for (int64_t ih = h0; ih < h1; ih++)
                         for (int64_t iw = w0; iw < w1; iw++)
-                            if (beats(xp[ih * W + iw], best)) {
+                            if (fnn_beats(xp[ih * W + iw], best)) {
                                 best = xp[ih * W + iw];
                                 bi = ih * W + iw;
                             }

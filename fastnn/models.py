@@ -32,7 +32,7 @@ from . import metrics as _metrics
 from . import optimizers as _optimizers
 from ._dense_step import DenseStep
 from .layers.base import Layer, _fmt
-from .layers.conv import MaxPooling2D
+from .layers.conv import MaxPooling2D, conv_pool_forward, conv_pool_fusable
 from .layers.core import InputLayer, _WithActivation
 from .utils import get_rng
 
@@ -68,6 +68,7 @@ class Sequential:
         self.history = None
         self._input_shape = None
         self._steps_cache = None
+        self._forward_cache = None
         self._dense_step = None
         for layer in layers or []:
             self.add(layer)
@@ -195,6 +196,7 @@ class Sequential:
         self.compiled_metrics = None  # resolved when the output shape is known
         self._fused = None
         self._steps_cache = None
+        self._forward_cache = None
 
     def _metrics(self):
         if self.compiled_metrics is None:
@@ -223,9 +225,29 @@ class Sequential:
         return fused
 
     # ------------------------------------------------------------------ one step
-    def _forward(self, x, training: bool):
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
+    def _forward(self, x, training: bool, layers=None):
+        """Forward through ``layers`` (default: all), first layer first: a Conv2D ending in
+        relu followed directly by a 2x2 MaxPooling2D runs as one call
+        (:func:`~fastnn.layers.conv.conv_pool_forward`: the convolution's output is never
+        written; :meth:`_backward_steps` pairs their backward). Cached per layer list (all
+        layers, or all but the last)."""
+        layers = self.layers if layers is None else layers
+        key = tuple(map(id, layers))
+        if self._forward_cache is None:
+            self._forward_cache = {}
+        steps = self._forward_cache.get(key)
+        if steps is None:
+            steps, i = [], 0
+            while i < len(layers):
+                if i + 1 < len(layers) and conv_pool_fusable(layers[i], layers[i + 1]):
+                    steps.append(functools.partial(conv_pool_forward, layers[i], layers[i + 1]))
+                    i += 2
+                else:
+                    steps.append(layers[i].forward)
+                    i += 1
+            self._forward_cache[key] = steps
+        for step in steps:
+            x = step(x, training=training)
         return x
 
     def _train_step(self, x, y, sw):
@@ -244,9 +266,7 @@ class Sequential:
             loss, grad = self.loss.value_and_gradient(y, y_pred, sw)
             back = layers
         else:
-            h = x
-            for layer in layers[:-1]:
-                h = layer.forward(h, training=True)
+            h = self._forward(x, True, layers[:-1])
             last = layers[-1]
             z = last.forward_logits(h, True) if isinstance(last, _WithActivation) else h
             if kind == "softmax":
@@ -579,9 +599,7 @@ class Sequential:
                 y_pred = self._forward(xb, False)
                 loss = self.loss(yb, y_pred, swb)
             else:
-                h = xb
-                for layer in self.layers[:-1]:
-                    h = layer.forward(h, training=False)
+                h = self._forward(xb, False, self.layers[:-1])
                 last = self.layers[-1]
                 z = last.forward_logits(h, False) if isinstance(last, _WithActivation) else h
                 loss = logits_loss(yb, z, swb)

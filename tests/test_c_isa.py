@@ -414,6 +414,27 @@ def test_gemm_k_split_each_isa(isa, dtype, m, n, k):
             assert np.abs(outs[0] - ref).max() <= _tol(dtype, k) * (np.abs(ref).max() + 1.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation", IMPLICIT_CASES)
+def test_conv_maxpool_forward_nhwc_each_isa(isa, dtype, xs, ws, stride, padding, dilation):
+    """Fused convolution + 2x2 pooling (AVX2: groups of 3 windows through the gather kernel,
+    pooled in L1; generic: the two calls) against the two calls, bit for bit; odd output
+    sizes (a row and a column no window reads), partial groups and filter panels."""
+    rng = np.random.default_rng(sum(xs) + sum(ws) + 1)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[-1]).astype(dtype)
+    kw = dict(stride=stride, padding=padding, dilation=dilation)
+    with fastnn.use_backend("c"):
+        z = ops.conv2d_forward(x, w, b, activation="relu", **kw)
+        if min(z.shape[1:3]) < 2:
+            return
+        y_ref, a_ref = ops.maxpool2d_forward(z, 2)
+        y, a = ops.conv2d_maxpool_forward(x, w, b, activation="relu", **kw)
+    assert y.tobytes() == y_ref.tobytes()
+    np.testing.assert_array_equal(a, a_ref)
+
+
 @pytest.mark.parametrize("dtype,f", [(np.float32, 32), (np.float32, 16), (np.float32, 20),
                                      (np.float64, 16), (np.float64, 8)])
 def test_conv_backward_k_split_each_isa(isa, dtype, f):

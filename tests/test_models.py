@@ -1037,6 +1037,39 @@ def test_relu_maxpool_pairs_backward_like_the_layer_chain(backend, data_format, 
                                    err_msg=f"layer {i} d{k}")
 
 
+def test_conv_relu_maxpool_pairs_forward_bit_for_bit(backend, monkeypatch):
+    # Sequential runs Conv2D(relu) -> MaxPooling2D(2) as one call
+    # (layers.conv.conv_pool_forward); training, evaluation and prediction give the bits of
+    # the layer-by-layer chain; strides 1 or "same" padding are not paired.
+    def build():
+        set_random_seed(4)
+        model = Sequential([Conv2D(5, 3, activation="relu", input_shape=(11, 10, 2)),
+                            MaxPooling2D(2), Conv2D(17, 2, activation="relu"),
+                            MaxPooling2D(2, strides=1), Conv2D(3, 1, activation="relu"),
+                            MaxPooling2D(2, padding="same"), Flatten(),
+                            Dense(K, activation="softmax")])
+        model.compile(optimizers.Adam(0.01), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(37, 11, 10, 2)).astype("float32")
+    y = rng.integers(0, K, 37)
+    fused = build()
+    steps = fused._forward(x[:2], False) is not None and fused._forward_cache
+    funcs = [getattr(s, "func", None) for s in steps[tuple(map(id, fused.layers))]]
+    assert funcs.count(fastnn.layers.conv.conv_pool_forward) == 1
+    hist = fused.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False).history
+    monkeypatch.setattr(fastnn.models, "conv_pool_fusable", lambda conv, pool: False)
+    plain = build()
+    hist_plain = plain.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False).history
+    assert hist == hist_plain
+    for a, b in zip(fused.get_weights(), plain.get_weights()):
+        assert a.tobytes() == b.tobytes()
+    assert fused.predict(x, verbose=0).tobytes() == plain.predict(x, verbose=0).tobytes()
+    assert fused.evaluate(x, y, verbose=0) == plain.evaluate(x, y, verbose=0)
+
+
 # ----------------------------------------------------------------------------- dense step
 def _dense_model(dtype="float32", hidden=("relu", None), use_bias=True, extra=(),
                  dropout=None):

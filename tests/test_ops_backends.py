@@ -275,6 +275,35 @@ def test_conv2d_forward(backend, case, epilogue, layout, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("act", [None, "relu"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+def test_conv2d_maxpool_forward(backend, case, act, layout, dtype):
+    """The fused convolution + 2x2 pooling gives the bits of the two calls (the C backend
+    fuses NHWC on AVX2), ties and NaN included: relu makes all-zero windows, and one input
+    is NaN."""
+    _, x, w, b, _, geo, _ = _conv_case(case, layout, dtype)
+    x.flat[x.size // 3] = np.nan
+    z = ops.conv2d_forward(x, w, b, activation=act, **geo)
+    sp = z.shape[1:3] if layout == "NHWC" else z.shape[2:]
+    if min(sp) < 2:
+        with pytest.raises(ValueError, match="convolution's output"):
+            ops.conv2d_maxpool_forward(x, w, b, activation=act, **geo)
+        return
+    y_ref, a_ref = ops.maxpool2d_forward(z, 2, layout=layout)
+    y, a = ops.conv2d_maxpool_forward(x, w, b, activation=act, **geo)
+    assert y.dtype == dtype and y.shape == y_ref.shape and a.dtype == np.int64
+    assert y.tobytes() == y_ref.tobytes()
+    np.testing.assert_array_equal(a, a_ref)
+    # written into given arrays, as maxpool2d_forward's out
+    outs = (np.full_like(y, 7), np.full_like(a, -1))
+    got = ops.conv2d_maxpool_forward(x, w, b, activation=act, out=outs, **geo)
+    assert got[0] is outs[0] and got[1] is outs[1]
+    assert outs[0].tobytes() == y_ref.tobytes()
+    np.testing.assert_array_equal(outs[1], a_ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("use_b,act", [(True, None), (False, "relu"), (True, "identity"),
                                        (True, "linear"), (True, "RELU")])
 def test_conv2d_forward_epilogues(backend, use_b, act, layout, dtype):

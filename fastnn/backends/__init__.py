@@ -77,6 +77,13 @@ Primitives
     ``probs`` (N, K), ``loss`` (N,), ``dz`` (N, K) overwritten; none overlaps z or t.
     ``scale`` is a Python float, rounded to the dtype.
 
+Optional primitive (a backend without it gets the two calls it stands for):
+
+``conv2d_maxpool_forward(x, w, b, g, layout, act, y, argmax, chunk) -> bool``
+    ``y``, ``argmax`` = ``maxpool2d_forward`` with 2x2 windows, stride 2, no padding, of
+    ``act(conv(x, w) + b)``, bit for bit, without writing the convolution's output; returns
+    False (nothing written) where it does not apply. The C backend has it (NHWC, AVX2).
+
 Module-level functions: ``set_num_threads(n)``, ``get_num_threads() -> int``,
 ``isa() -> str`` (e.g. "avx512", "avx2", "generic", "numpy").
 """

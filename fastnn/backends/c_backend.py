@@ -185,6 +185,16 @@ def conv2d_forward(x, w, b, g, layout, act, y, chunk):
                           _ptr(ws), _ptr(y))
 
 
+def conv2d_maxpool_forward(x, w, b, g, layout, act, y, argmax, chunk):
+    dt, f, cg, lay = x.dtype, _filters(w, layout), _geom(g), _LAYOUT[layout]
+    if not _fn("conv2d_pool_ok", dt)(cg, lay, f):
+        return False
+    ws = _workspace(_fn("conv2d_ws", dt)(cg, lay, f, chunk, 0), dt)
+    return bool(_fn("conv2d_pool_fwd", dt)(cg, lay, f, _ptr(x), _ptr(w), _opt(b, dt),
+                                           _ACT[act], chunk, _ptr(ws), _ptr(y),
+                                           _iptr(argmax)))
+
+
 def conv2d_backward(dy, x, w, g, layout, dx, dw, db, chunk):
     dt, f, cg, lay = x.dtype, _filters(w, layout), _geom(g), _LAYOUT[layout]
     ws = _workspace(_fn("conv2d_ws", dt)(cg, lay, f, chunk, 1), dt)

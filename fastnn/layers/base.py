@@ -205,12 +205,15 @@ class Layer:
         return x
 
     def _check_input(self, x: np.ndarray) -> None:
+        self._check_input_shape(x.shape)
+
+    def _check_input_shape(self, shape) -> None:
         expected = None if self.input_shape is None else tuple(self.input_shape[1:])
         # None in the built shape (an unknown dimension) accepts any size; the rank must match
-        if expected is not None and (len(x.shape) - 1 != len(expected) or any(
-                e is not None and d != e for d, e in zip(x.shape[1:], expected))):
+        if expected is not None and (len(shape) - 1 != len(expected) or any(
+                e is not None and d != e for d, e in zip(shape[1:], expected))):
             raise ValueError(f"layer {self.name!r} expects input of shape "
-                             f"{_fmt(self.input_shape)}, received {x.shape}")
+                             f"{_fmt(self.input_shape)}, received {tuple(shape)}")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"

@@ -221,6 +221,47 @@ class MaxPooling2D(_Pooling2D):
         return self.backward(masked), db
 
 
+def conv_pool_fusable(conv, pool) -> bool:
+    """Can ``conv`` and the layer ``pool`` after it run as one (:func:`conv_pool_forward`)?
+    A Conv2D ending in relu and a 2x2 MaxPooling2D with stride 2 and no padding, both
+    channels_last (the pair whose backward Sequential fuses too)."""
+    return (isinstance(conv, Conv2D) and conv._act_kernel == "relu" and conv.layout == "NHWC"
+            and type(pool) is MaxPooling2D and pool.pool_size == (2, 2)
+            and pool.strides == (2, 2) and pool.padding == "valid" and pool.layout == "NHWC")
+
+
+def conv_pool_forward(conv, pool, x, training=False):
+    """Forward through ``conv`` and the 2x2 ``pool`` after it (:func:`conv_pool_fusable`) in
+    one call, :func:`fastnn.ops.conv2d_maxpool_forward`: the same output bit for bit, and
+    the convolution's output (the largest activation) is never written. Each layer keeps
+    what the pair's backward needs (Sequential's ``_relu_pool_backward``): ``conv`` its
+    input, ``pool`` its output and argmax; ``conv`` keeps no output of its own, so its own
+    :meth:`backward` is not available after this call.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C), conv's input
+
+    Returns
+    -------
+    y : ndarray, shape (N, OH // 2, OW // 2, filters), pool's output
+    """
+    conv._check_input(x)
+    conv._x, conv._training, conv._z, conv._y = x, training, None, None
+    conv_shape = conv.compute_output_shape(x.shape)
+    pool._check_input_shape(conv_shape)
+    pool._xshape = conv_shape
+    out = None
+    if training:
+        shape = pool.compute_output_shape(conv_shape)
+        out = (pool._buffer("y", shape, x.dtype), pool._buffer("argmax", shape, np.int64))
+    y, pool._argmax = ops.conv2d_maxpool_forward(
+        x, conv._ops_kernel(), conv.bias, stride=conv.strides, padding=conv.padding,
+        dilation=conv.dilation_rate, layout="NHWC", activation="relu", out=out)
+    pool._y = y
+    return y
+
+
 class AveragePooling2D(_Pooling2D):
     """2-D average pooling over the in-bounds elements of each window (Keras semantics)."""
 

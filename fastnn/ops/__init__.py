@@ -29,7 +29,7 @@ from ._checks import float_array, layout_arg, same_dtype
 from ._geometry import ConvGeometry, as_pair, conv_geometry
 
 __all__ = [
-    "matmul", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
+    "matmul", "im2col", "col2im", "conv2d_forward", "conv2d_backward", "conv2d_maxpool_forward",
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
     "bias_act", "bias_act_backward", "relu_mask", "relu_mask_backward",
     "softmax_cross_entropy", "adam_update", "conv_geometry", "ConvGeometry",
@@ -232,6 +232,15 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, layout="NHW
     """
     layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
     act = _activation(activation)
+    b, arrays = _bias_arg(b, f, x, w)
+    y = _out_array(out, g.y_shape(layout, f), x.dtype, "out", arrays)
+    if g.n:
+        _backend.get().conv2d_forward(x, w, b, g, layout, act, y, _chunk(g, x.itemsize))
+    return y
+
+
+def _bias_arg(b, f, x, w):
+    """b checked (None, or one bias per filter), and the inputs [x, w(, b)] of one dtype."""
     arrays, names = [x, w], ["x", "w"]
     if b is not None:
         b = float_array(b, "b", 1)
@@ -239,10 +248,54 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, layout="NHW
         arrays.append(b)
         names.append("b")
     same_dtype(arrays, names)
-    y = _out_array(out, g.y_shape(layout, f), x.dtype, "out", arrays)
+    return b, arrays
+
+
+def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, layout="NHWC",
+                           activation=None, out: Optional[tuple] = None
+                           ) -> Tuple[np.ndarray, np.ndarray]:
+    """A convolution followed by 2x2 max pooling (stride 2, no padding), in one call:
+    ``maxpool2d_forward(conv2d_forward(x, w, b, ...), 2)``, with the same results bit for
+    bit. The C backend fuses them for NHWC on its implicit-im2col path (AVX2): each group
+    of output windows is convolved in L1 and pooled there, so the convolution's output is
+    never written, and its last row and column, when odd, are never computed (no window
+    reads them). Elsewhere the two calls run one after the other.
+
+    Parameters
+    ----------
+    x, w, b, stride, padding, dilation, layout, activation : as for :func:`conv2d_forward`
+    out : tuple (y, argmax), optional
+        Arrays to write the results into (either may be None), C-contiguous, not
+        overlapping the inputs.
+
+    Returns
+    -------
+    y : ndarray, shape (N, OH // 2, OW // 2, F) NHWC or (N, F, OH // 2, OW // 2) NCHW, for
+        the convolution's output (N, OH, OW, F) or (N, F, OH, OW)
+    argmax : int64 ndarray shaped like y
+        As :func:`maxpool2d_forward` gives: flat indices into each sample of the
+        convolution's output (its backward is :func:`maxpool2d_backward` on that shape).
+    """
+    layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
+    act = _activation(activation)
+    b, arrays = _bias_arg(b, f, x, w)
+    conv_shape = g.y_shape(layout, f)
+    if min(g.oh, g.ow) < 2:
+        raise ValueError(f"the convolution's output has spatial size ({g.oh}, {g.ow}) (x "
+                         f"{x.shape}, w {w.shape}, {layout}): smaller than the 2x2 pooling "
+                         f"window")
+    pg = _pool_geometry(conv_shape, 2, None, 0, layout, "the convolution's output")
+    y_out, a_out = _out_tuple(out, 2, "out")
+    y = _out_array(y_out, pg.y_shape(layout, f), x.dtype, "out[0] (y)", arrays)
+    argmax = _out_array(a_out, y.shape, np.int64, "out[1] (argmax)", arrays + [y])
     if g.n:
-        _backend.get().conv2d_forward(x, w, b, g, layout, act, y, _chunk(g, x.itemsize))
-    return y
+        backend, chunk = _backend.get(), _chunk(g, x.itemsize)
+        fused = getattr(backend, "conv2d_maxpool_forward", None)
+        if fused is None or not fused(x, w, b, g, layout, act, y, argmax, chunk):
+            z = np.empty(conv_shape, x.dtype)
+            backend.conv2d_forward(x, w, b, g, layout, act, z, chunk)
+            backend.maxpool2d_forward(z, pg, layout, y, argmax)
+    return y, argmax
 
 
 def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
