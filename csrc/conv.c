@@ -202,8 +202,8 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
  * are never computed. The gather kernel's rows are the pixels of whole windows, window
  * after window ((0, 0), (0, 1), (1, 0), (1, 1) each); a group of FUSE_ROWS rows (whole MR
  * tiles) is computed into L1, one NR panel at a time, and pooled there by max4_lanes (the
- * rule of fnn_maxpool_fwd). Each pixel is the same product as in conv_fwd_implicit (the same kernel
- * over the same patch), so the same bits as convolving and then pooling. */
+ * rule of fnn_maxpool_fwd). Each pixel is the same product as in conv_fwd_implicit (the
+ * same kernel over the same patch), so the same bits as convolving and then pooling. */
 #define FUSE_ROWS 12 /* lcm(MR, 4) for MR = 6 (AVX2); other MR: the fused path is off */
 
 static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, const real *w,

@@ -342,8 +342,8 @@ static int is_2x2_inside(const fnn_geom *g)
 }
 
 /* maxpool_row_nhwc for is_2x2_inside geometries: each output pixel's four window
- * elements compared by max4_lanes: the same results, without the general loop's window bounds and per-block
- * buffers (1 thread: (128,26,26,32) float in about half the time). */
+ * elements compared by max4_lanes: the same results, without the general loop's window
+ * bounds and per-block buffers (1 thread: (128,26,26,32) float in about half the time). */
 static void maxpool_row_nhwc_2x2(const fnn_geom *g, const real *xn, int64_t oh, real *yrow,
                                  int64_t *arow)
 {

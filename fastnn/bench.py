@@ -377,6 +377,9 @@ def kernel_cases(quick: bool = False, only: Optional[Sequence[str]] = None) -> L
             shape = f"x{tuple(xs)}, {f} 3x3 filters"
             cases.append(KernelCase("conv", "conv_fwd", f"conv2d fwd+relu {c}->{f}",
                                     shape, dict(params), fwd))
+            cases.append(KernelCase("conv", "conv_pool_fwd",
+                                    f"conv2d fwd+relu+maxpool {c}->{f}", shape + ", 2x2 pool",
+                                    dict(params), fwd))
             what = "dx,dw,db" if need_dx else "dw,db"
             cases.append(KernelCase("conv", "conv_bwd", f"conv2d bwd ({what}) {c}->{f}",
                                     shape, dict(params), fwd * (2 if need_dx else 1)))
@@ -440,6 +443,9 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
         if impl in ("fastnn", "numpy"):
             if case.op == "conv_fwd":
                 fn = lambda: ops.conv2d_forward(x, w, bias, activation="relu")  # noqa: E731
+            elif case.op == "conv_pool_fwd":
+                fn = lambda: ops.conv2d_maxpool_forward(  # noqa: E731
+                    x, w, bias, activation="relu")
             else:
                 fn = lambda: ops.conv2d_backward(dy, x, w, need_dx=need_dx)  # noqa: E731
             return on_numpy_backend(fn) if impl == "numpy" else fn
@@ -450,6 +456,9 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
         F = torch.nn.functional
         if case.op == "conv_fwd":
             return lambda: torch.relu_(F.conv2d(tx, tw, tb))
+        if case.op == "conv_pool_fwd":
+            return lambda: F.max_pool2d(torch.relu_(F.conv2d(tx, tw, tb)), 2,
+                                        return_indices=True)
         conv_bwd = torch.ops.aten.convolution_backward
         mask = [bool(need_dx), True, True]
         return lambda: conv_bwd(tdy, tx, tw, [f], [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
@@ -1108,8 +1117,11 @@ def run(*, suite: str = "all", only: Optional[Sequence[str]] = None,
         if any(r["group"] == "pool" for r in result["kernels"]):
             notes.append("pooling does no arithmetic worth counting: no GFLOPS")
         notes.append("conv forward includes the bias and ReLU (fused in fastnn, "
-                     "torch.relu_ in PyTorch); conv backward of the first layer skips dx, "
-                     "as in the model")
+                     "torch.relu_ in PyTorch); conv forward + maxpool is "
+                     "ops.conv2d_maxpool_forward in fastnn (the layers' pair in the model), "
+                     "conv2d, relu_, max_pool2d with indices in PyTorch, and its GFLOPS count "
+                     "the whole convolution; conv backward of the first layer skips dx, as "
+                     "in the model")
     if train_records:
         srcs = {r.get("data_source") for r in train_records if "data_source" in r}
         if "shipped sample" in srcs:

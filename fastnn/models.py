@@ -240,7 +240,8 @@ class Sequential:
             steps, i = [], 0
             while i < len(layers):
                 if i + 1 < len(layers) and conv_pool_fusable(layers[i], layers[i + 1]):
-                    steps.append(functools.partial(conv_pool_forward, layers[i], layers[i + 1]))
+                    steps.append(functools.partial(conv_pool_forward, layers[i],
+                                                   layers[i + 1]))
                     i += 2
                 else:
                     steps.append(layers[i].forward)

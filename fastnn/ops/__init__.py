@@ -29,7 +29,8 @@ from ._checks import float_array, layout_arg, same_dtype
 from ._geometry import ConvGeometry, as_pair, conv_geometry
 
 __all__ = [
-    "matmul", "im2col", "col2im", "conv2d_forward", "conv2d_backward", "conv2d_maxpool_forward",
+    "matmul", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
+    "conv2d_maxpool_forward",
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
     "bias_act", "bias_act_backward", "relu_mask", "relu_mask_backward",
     "softmax_cross_entropy", "adam_update", "conv_geometry", "ConvGeometry",
