@@ -224,8 +224,9 @@ class MaxPooling2D(_Pooling2D):
 def conv_pool_fusable(conv, pool) -> bool:
     """Can ``conv`` and the layer ``pool`` after it run as one (:func:`conv_pool_forward`)?
     A Conv2D ending in relu and a 2x2 MaxPooling2D with stride 2 and no padding, both
-    channels_last (the pair whose backward Sequential fuses too)."""
-    return (isinstance(conv, Conv2D) and conv._act_kernel == "relu" and conv.layout == "NHWC"
+    channels_last (the pair whose backward Sequential fuses too); not subclasses, whose own
+    forward the fused call would skip."""
+    return (type(conv) is Conv2D and conv._act_kernel == "relu" and conv.layout == "NHWC"
             and type(pool) is MaxPooling2D and pool.pool_size == (2, 2)
             and pool.strides == (2, 2) and pool.padding == "valid" and pool.layout == "NHWC")
 
