@@ -119,11 +119,6 @@ static void patch_offsets(const fnn_geom *g, int64_t *off)
                 off[(r * g->kw + s) * C + c] = (r * g->dh * wp + s * g->dw) * C + c;
 }
 
-/* y (g->n, oh, ow, f) = act(conv(x, w) + b) for a chunk of g->n images, NHWC, without a
- * column matrix; overwrites y. w is packed into ws first, b copied there zero-padded to
- * whole panels (the micro-kernel adds NR bias values per tile, with the activation, before
- * its store), and x copied zero-padded when there is padding. Output pixel q = (n, oh, ow)
- * reads x at rows[q] + off[p]. */
 /* The implicit forward's operands, set up in ws (implicit_ws): off = the patch offsets, *bp
  * = w packed into NR-wide panels, *bias = b zero-padded to whole panels (zeros without b);
  * returns the x the gather kernel reads (padded_source, on nt threads). */
@@ -142,6 +137,11 @@ static const real *implicit_setup(const fnn_geom *g, int64_t f, const real *x, c
     return padded_source(g, x, *bias + round8(npanels * nr), nt);
 }
 
+/* y (g->n, oh, ow, f) = act(conv(x, w) + b) for a chunk of g->n images, NHWC, without a
+ * column matrix; overwrites y. w is packed into ws first, b copied there zero-padded to
+ * whole panels (the micro-kernel adds NR bias values per tile, with the activation, before
+ * its store), and x copied zero-padded when there is padding. Output pixel q = (n, oh, ow)
+ * reads x at rows[q] + off[p]. */
 static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const real *w,
                               const real *b, int act, real *ws, real *y)
 {
@@ -240,8 +240,8 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
         for (int64_t jp = 0; jp < npanels; jp++) {
             const int64_t j0 = jp * nr, cols = min64(nr, f - j0);
             for (int t = 0; t < FUSE_ROWS / mr; t++)
-                kr->ukr_gather(patch, rows + t * mr, off, bp + j0 * patch, nr, bias + j0,
-                               relu, 0, tmp + t * mr * nr, nr);
+                kr->ukr_gather(patch, rows + t * mr, off, bp + j0 * patch, nr,
+                               b ? bias + j0 : NULL, relu, 0, tmp + t * mr * nr, nr);
             for (int64_t s = 0; s < nw; s++) {
                 const real *t0 = tmp + 4 * s * nr;
                 real *yo = y + (w0 + s) * f + j0;

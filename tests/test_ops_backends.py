@@ -275,14 +275,16 @@ def test_conv2d_forward(backend, case, epilogue, layout, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("act", [None, "relu"])
+@pytest.mark.parametrize("act,use_b", [(None, True), ("relu", True), (None, False),
+                                        ("relu", False)])
 @pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
-def test_conv2d_maxpool_forward(backend, case, act, layout, dtype):
+def test_conv2d_maxpool_forward(backend, case, act, use_b, layout, dtype):
     """The fused convolution + 2x2 pooling gives the bits of the two calls (the C backend
-    fuses NHWC on AVX2), ties and NaN included: relu makes all-zero windows, and one input
-    is NaN."""
+    fuses NHWC on AVX2), with and without a bias, ties and NaN included: relu makes
+    all-zero windows, and one input is NaN."""
     _, x, w, b, _, geo, _ = _conv_case(case, layout, dtype)
     x.flat[x.size // 3] = np.nan
+    b = b if use_b else None
     z = ops.conv2d_forward(x, w, b, activation=act, **geo)
     sp = z.shape[1:3] if layout == "NHWC" else z.shape[2:]
     if min(sp) < 2:
