@@ -12,7 +12,6 @@
 #include "fnn_real.h"
 #include "pool_lanes.h"
 
-
 static inline int64_t lo_clamp(int64_t v) { return v < 0 ? 0 : v; }
 static inline int64_t hi_clamp(int64_t v, int64_t hi) { return v > hi ? hi : v; }
 
@@ -141,7 +140,6 @@ static inline void block_range(const col_plan *p, int64_t s, int64_t ob, int64_t
     *lo = p->lo[s] > ob ? p->lo[s] - ob : 0;
     *hi = p->hi[s] < ob + nb ? p->hi[s] - ob : nb;
 }
-
 
 /* best/at[0:n] take src[o*sw] (index first + o*sw) where it beats them: larger, or the
  * first NaN. sw is a constant at the call sites below (1, 2, or the general case). */
