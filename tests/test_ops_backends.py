@@ -304,6 +304,22 @@ def test_conv2d_maxpool_forward(backend, case, act, use_b, layout, dtype):
     np.testing.assert_array_equal(outs[1], a_ref)
 
 
+@pytest.mark.parametrize("padding", [0, "same"])
+def test_conv2d_maxpool_forward_in_chunks(backend, restore_workspace_limit, padding):
+    """With a workspace limit of one image per chunk (the padded copy of x is made per
+    chunk), the fused op writes each chunk's pooled outputs and argmax in place."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 12, 11, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 20)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    fastnn.ops.set_workspace_limit(1)
+    y_ref, a_ref = ops.maxpool2d_forward(
+        ops.conv2d_forward(x, w, b, padding=padding, activation="relu"), 2)
+    y, a = ops.conv2d_maxpool_forward(x, w, b, padding=padding, activation="relu")
+    assert y.tobytes() == y_ref.tobytes()
+    np.testing.assert_array_equal(a, a_ref)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("use_b,act", [(True, None), (False, "relu"), (True, "identity"),
