@@ -30,8 +30,8 @@
  * tested against).
  * NHWC backward, on ISAs with a gather micro-kernel: dw without a column matrix too (the
  * same micro-kernel with the roles swapped: A(i, q) = x[corner of pixel q + offset of
- * patch element i], B = dy, in pieces of DW_PIECE pixels with one partial each, summed in
- * piece order); dx still through dcols = dy * w^T and col2im.
+ * patch element i], B = dy, in pieces of at most DW_PIECE pixels with one partial each,
+ * summed in piece order); dx still through dcols = dy * w^T and col2im.
  * NHWC and the per-image NCHW path: the algorithm of fastnn/backends/_conv_driver.py (the
  * NumPy/Numba path).
  *
@@ -55,10 +55,12 @@
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/* A 1x1 convolution whose pixels are x's own (x is the column matrix): stride 1, no
+ * padding, and the whole output (not a top-left crop of it, see fnn_conv2d_bwd). */
 static int is_pointwise(const fnn_geom *g)
 {
     return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 &&
-           g->pb == 0 && g->pl == 0 && g->pr == 0;
+           g->pb == 0 && g->pl == 0 && g->pr == 0 && g->oh == g->h && g->ow == g->w;
 }
 
 static int64_t round8(int64_t v) { return (v + 7) / 8 * 8; } /* buffers start 8 elements apart */
@@ -256,10 +258,23 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
     }
 }
 
-/* Output pixels per piece of the implicit dW: each piece's dy rows are packed (DW_PIECE x
- * NR per panel, L2) and multiplied into the piece's own partial dw. */
+/* Output pixels per piece of the implicit dW, at most: each piece's dy rows are packed
+ * (DW_PIECE x NR per panel, L2) and multiplied into the piece's own partial dw. More than
+ * one piece: a multiple of DW_SPLIT pieces of equal length (up to 1), so that 2 or 4
+ * threads get equal shares (13 pieces of 1024 on 2 threads took the time of 14; the
+ * pieces depend on the pixel count only, not on the threads, nor then the sums). */
 #define DW_PIECE 1024
+#define DW_SPLIT 4
 #define DW_RUN 128
+
+/* Length of the implicit dW's pieces over `rows` pixels (their count: ceil(rows / len)) */
+static int64_t dw_piece_len(int64_t rows)
+{
+    int64_t pieces = (rows + DW_PIECE - 1) / DW_PIECE;
+    if (pieces > 1)
+        pieces = (pieces + DW_SPLIT - 1) / DW_SPLIT * DW_SPLIT;
+    return rows ? (rows + pieces - 1) / pieces : 1;
+}
 
 /* Workspace of the implicit dW for chunks of `chunk` images: pixel offsets (int64), one
  * packed dy piece per thread, the pieces' partials, padded x. */
@@ -267,7 +282,7 @@ static int64_t implicit_dw_ws(const fnn_geom *g, int64_t f, int64_t chunk)
 {
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
     const int64_t rows = chunk * g->oh * g->ow, patch = g->kh * g->kw * g->c;
-    const int64_t pieces = (rows + DW_PIECE - 1) / DW_PIECE;
+    const int64_t pieces = (rows + dw_piece_len(rows) - 1) / dw_piece_len(rows);
     const int64_t fp = (f + kr->nr - 1) / kr->nr * kr->nr;
     const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
     return round8(rows * (int64_t)(sizeof(int64_t) / sizeof(real) + 1)) +
@@ -279,15 +294,17 @@ static int64_t implicit_dw_ws(const fnn_geom *g, int64_t f, int64_t chunk)
  * x[q's corner + off[i]] * dy[q, j]: a convolution's weight gradient without a column
  * matrix, NHWC. The gather micro-kernel reads A(i, q) = rows[i][pix[q]] with rows[i] = x +
  * off[i] (the patch offsets) and pix[q] the pixel's corner; B is dy, packed per piece of
- * DW_PIECE pixels. Threads take whole pieces; each piece has its own partial, summed into
- * dw in piece order, so results do not depend on the thread count. */
+ * at most DW_PIECE pixels (dw_piece_len). Threads take whole pieces; each piece has its
+ * own partial, summed into dw in piece order, so results do not depend on the thread
+ * count. */
 static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const real *dy,
                              int first, real *ws, real *dw)
 {
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
     const int mr = kr->mr, nr = kr->nr;
     const int64_t C = g->c, patch = g->kh * g->kw * C, ohow = g->oh * g->ow;
-    const int64_t rows = g->n * ohow, pieces = (rows + DW_PIECE - 1) / DW_PIECE;
+    const int64_t rows = g->n * ohow, plen = dw_piece_len(rows);
+    const int64_t pieces = (rows + plen - 1) / plen;
     const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
     const int64_t npanels = (f + nr - 1) / nr, fp = npanels * nr, pf = round8(patch * f);
     int64_t *pix = (int64_t *)ws;
@@ -315,7 +332,7 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
         const real *arow[32];
 #pragma omp for schedule(static)
         for (int64_t s = 0; s < pieces; s++) {
-            const int64_t q0 = s * DW_PIECE, len = min64(DW_PIECE, rows - q0);
+            const int64_t q0 = s * plen, len = min64(plen, rows - q0);
             real *part = parts + s * pf;
             /* dy's rows are B's: read in place when they are one or two whole panels wide
              * and a short patch (at most two row tiles) reads them only once or twice:

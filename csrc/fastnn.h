@@ -25,7 +25,10 @@ extern "C" {
 /* CDEF-BEGIN */
 /* Geometry of a 2-D sliding window (see fastnn/ops/_geometry.py): input n x h x w x c,
    window kh x kw, stride sh x sw, padding top/bottom/left/right, dilation dh x dw,
-   output oh x ow. Input row of output row oh, kernel row r: oh*sh - pt + r*dh. */
+   output oh x ow. Input row of output row oh, kernel row r: oh*sh - pt + r*dh. The
+   convolutions also take oh, ow below the full output's: they then compute (forward) or
+   read the gradient of (backward) only its top-left oh x ow pixels, the rest of dy taken
+   as zero. */
 typedef struct fnn_geom {
     int64_t n, h, w, c, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, oh, ow;
 } fnn_geom;

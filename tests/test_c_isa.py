@@ -457,8 +457,8 @@ def test_conv_backward_k_split_each_isa(isa, dtype, f):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_conv_backward_nhwc_runs_each_isa(isa, dtype):
     """NHWC backward with 70 filters (5 float panels, 9 double, the last partial), a patch
-    of 63 (partial row tiles) and 1296 output pixels: the gather kernel's dW in two pieces
-    (1024 + 272 pixels), each in runs of 128 accumulated into its partial (the last run
+    of 63 (partial row tiles) and 1296 output pixels: the gather kernel's dW in four pieces
+    of 324 pixels, each in runs of 128 accumulated into its partial (the last run
     partial), against the reference."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 20, 20, 7)).astype(dtype)
@@ -471,6 +471,30 @@ def test_conv_backward_nhwc_runs_each_isa(isa, dtype):
     for name, g, r, k in zip(("dx", "dw", "db"), got, ref, (9 * 70, 4 * 18 * 18, 4 * 18 * 18)):
         err = np.abs(g - r).max()
         assert err <= _tol(dtype, k) * (np.abs(r).max() + 1.0), (name, err)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs,ws", [((8, 13, 13, 32), (3, 3, 32, 64)),
+                                   ((3, 9, 8, 5), (1, 1, 5, 6))])
+def test_conv_backward_crop_each_isa(isa, dtype, xs, ws):
+    """crop=True (the CNN's second convolution, whose last row and column no pooling window
+    reads; a 1x1 convolution, no longer pointwise once cropped) against the reference on dy
+    padded with zeros."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    oh, ow = xs[1] - ws[0] + 1, xs[2] - ws[1] + 1
+    dy = rng.standard_normal((xs[0], oh - 1, ow - 1, ws[3])).astype(dtype)
+    padded = np.zeros((xs[0], oh, ow, ws[3]), dtype)
+    padded[:, :oh - 1, :ow - 1] = dy
+    with fastnn.use_backend("numpy"):
+        ref = ops.conv2d_backward(padded, x, w)
+    with fastnn.use_backend("c"):
+        got = ops.conv2d_backward(dy, x, w, crop=True)
+    k = xs[0] * oh * ow
+    for name, g, r, kk in zip(("dx", "dw", "db"), got, ref, (ws[0] * ws[1] * ws[3], k, k)):
+        err = np.abs(g - r).max()
+        assert err <= _tol(dtype, kk) * (np.abs(r).max() + 1.0), (name, err)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

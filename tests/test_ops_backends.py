@@ -302,6 +302,14 @@ def test_conv2d_maxpool_forward(backend, case, act, use_b, layout, dtype):
     assert got[0] is outs[0] and got[1] is outs[1]
     assert outs[0].tobytes() == y_ref.tobytes()
     np.testing.assert_array_equal(outs[1], a_ref)
+    # crop=True: the same windows, argmax into the (2 * (OH // 2), 2 * (OW // 2)) crop
+    yc, ac = ops.conv2d_maxpool_forward(x, w, b, activation=act, crop=True, **geo)
+    assert yc.tobytes() == y_ref.tobytes()
+    sample, crop = z.shape[1:], list(z.shape[1:])
+    for axis in ((0, 1) if layout == "NHWC" else (1, 2)):
+        crop[axis] = crop[axis] // 2 * 2
+    np.testing.assert_array_equal(
+        ac, np.ravel_multi_index(np.unravel_index(a_ref, sample), crop))
 
 
 @pytest.mark.parametrize("padding", [0, "same"])
@@ -341,8 +349,12 @@ def test_conv2d_forward_epilogues(backend, use_b, act, layout, dtype):
                  what="fused epilogue == separate bias + activation")
 
 
-def _conv_backward_check(x, w, dy, geo, layout, need_dx, c, what):
-    got = ops.conv2d_backward(dy, x, w, need_dx=need_dx, **geo)
+def _conv_backward_check(x, w, dy, geo, layout, need_dx, c, what, dy_full=None):
+    """The backend's gradients for ``dy`` against the reference's; with ``dy_full`` (dy
+    padded with zeros to the output's shape), ``dy`` is a top-left crop (``crop=True``)."""
+    crop = dy_full is not None
+    got = ops.conv2d_backward(dy, x, w, need_dx=need_dx, crop=crop, **geo)
+    dy = dy_full if crop else dy
     ref = reference(ops.conv2d_backward, dy, x, w, need_dx=need_dx, **geo)
     kh, kw, f = ((w.shape[0], w.shape[1], w.shape[3]) if layout == "NHWC"
                  else (w.shape[2], w.shape[3], w.shape[0]))
@@ -368,6 +380,55 @@ def test_conv2d_backward(backend, case, layout, dtype):
     y = reference(ops.conv2d_forward, x, w, **geo)
     dy = rand(rng, y.shape, dtype)
     _conv_backward_check(x, w, dy, geo, layout, True, c, "conv2d_backward")
+
+
+def _top_left(layout, oh, ow):
+    """Index of the top-left (oh, ow) pixels of a 4-D array in ``layout``."""
+    sp = (slice(0, oh), slice(0, ow))
+    return (slice(None),) + sp if layout == "NHWC" else (slice(None), slice(None)) + sp
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+def test_conv2d_backward_crop(backend, case, layout, dtype):
+    """crop=True: dy covers the output's top-left (OH', OW') pixels (the whole output, one
+    row or column fewer, a single pixel); the gradients are the reference's for dy padded
+    with zeros, with and without dx."""
+    rng, x, w, _, _, geo, (n, c, f) = _conv_case(case, layout, dtype)
+    full = reference(ops.conv2d_forward, x, w, **geo).shape
+    oh, ow = full[1:3] if layout == "NHWC" else full[2:]
+    for i, (ch, cw) in enumerate(sorted({(oh, ow), (max(oh - 1, 1), ow),
+                                          (oh, max(ow - 1, 1)), (1, 1)})):
+        dy_full = np.zeros(full, dtype)
+        part = _top_left(layout, ch, cw)
+        dy_full[part] = rand(rng, dy_full[part].shape, dtype)
+        _conv_backward_check(x, w, np.ascontiguousarray(dy_full[part]), geo, layout, i % 2 == 0,
+                             c, f"crop to ({ch}, {cw})", dy_full=dy_full)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_conv2d_backward_crop_forms_no_product_outside(backend, layout):
+    """A NaN in x read only by the output's last row: with that row cropped away, dw, db
+    and dx are finite (those of x with a zero there, and dx is zero on that row); with dy
+    padded with zeros instead, 0 * NaN makes dw NaN."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 6, 5, 3))            # NHWC; output (2, 4, 3, 4)
+    x[:, 5] = np.nan
+    x0 = np.where(np.isnan(x), 0.0, x)
+    dy = rng.standard_normal((2, 3, 3, 4))           # its first 3 rows
+    padded = np.zeros((2, 4, 3, 4))
+    padded[:, :3] = dy
+    w = weights_to_layout(rng.standard_normal((3, 3, 3, 4)), layout)
+    x, x0, dy, padded = (to_layout(a, layout) for a in (x, x0, dy, padded))
+    got = ops.conv2d_backward(dy, x, w, crop=True, layout=layout)
+    ref = ops.conv2d_backward(dy, x0, w, crop=True, layout=layout)
+    for a, b in zip(got, ref):
+        assert np.isfinite(a).all()
+        np.testing.assert_array_equal(a, b)
+    last_row = got[0][:, 5] if layout == "NHWC" else got[0][:, :, 5]
+    assert not last_row.any()
+    assert np.isnan(ops.conv2d_backward(padded, x, w, layout=layout)[1]).any()
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)

@@ -52,6 +52,7 @@ class Conv2D(_WithActivation):
     """
 
     _db_in_epilogue = False   # conv2d_backward computes db
+    _dy_crop = False          # backward given the gradient of a crop (conv_pool_forward)
 
     def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
                  data_format: Optional[str] = None, dilation_rate=(1, 1), activation=None,
@@ -103,6 +104,7 @@ class Conv2D(_WithActivation):
         return self.kernel if self.layout == "NHWC" else self.kernel.transpose(3, 2, 0, 1)
 
     def _linear(self, x, act):
+        self._dy_crop = False   # the full output: conv_pool_forward computes a crop
         out = (self._buffer("y", self.compute_output_shape(x.shape), x.dtype)
                if getattr(self, "_training", False) else None)
         return ops.conv2d_forward(x, self._ops_kernel(), self.bias, stride=self.strides,
@@ -123,7 +125,7 @@ class Conv2D(_WithActivation):
         dx, dw, _ = ops.conv2d_backward(dz, self._x, kernel, stride=self.strides,
                                         padding=self.padding, dilation=self.dilation_rate,
                                         layout=self.layout, need_dx=self.need_input_grad,
-                                        need_db=need_db,
+                                        need_db=need_db, crop=self._dy_crop,
                                         out=(dx_out, dw_out,
                                              self.grads["bias"] if need_db else None))
         if self.layout == "NCHW":
@@ -237,7 +239,11 @@ def conv_pool_forward(conv, pool, x, training=False):
     the convolution's output (the largest activation) is never written. Each layer keeps
     what the pair's backward needs (Sequential's ``_relu_pool_backward``): ``conv`` its
     input, ``pool`` its output and argmax; ``conv`` keeps no output of its own, so its own
-    :meth:`backward` is not available after this call.
+    :meth:`backward` is not available after this call. When the convolution's output has
+    an odd height or width, its last row or column is read by no window: the pair is
+    convolved, pooled and differentiated on the rest (``crop`` of the ops), so ``pool``'s
+    backward gives the gradient of that crop, which ``conv``'s :meth:`backward_logits`
+    takes.
 
     Parameters
     ----------
@@ -251,14 +257,16 @@ def conv_pool_forward(conv, pool, x, training=False):
     conv._x, conv._training, conv._z, conv._y = x, training, None, None
     conv_shape = conv.compute_output_shape(x.shape)
     pool._check_input_shape(conv_shape)
-    pool._xshape = conv_shape
+    n, oh, ow, f = conv_shape
+    conv._dy_crop = True
+    pool._xshape = (n, oh // 2 * 2, ow // 2 * 2, f)
     out = None
     if training:
         shape = pool.compute_output_shape(conv_shape)
         out = (pool._buffer("y", shape, x.dtype), pool._buffer("argmax", shape, np.int64))
     y, pool._argmax = ops.conv2d_maxpool_forward(
         x, conv._ops_kernel(), conv.bias, stride=conv.strides, padding=conv.padding,
-        dilation=conv.dilation_rate, layout="NHWC", activation="relu", out=out)
+        dilation=conv.dilation_rate, layout="NHWC", activation="relu", crop=True, out=out)
     pool._y = y
     return y
 

@@ -18,6 +18,7 @@ Conventions
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Optional, Tuple
 
@@ -253,7 +254,7 @@ def _bias_arg(b, f, x, w):
 
 
 def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, layout="NHWC",
-                           activation=None, out: Optional[tuple] = None
+                           activation=None, crop: bool = False, out: Optional[tuple] = None
                            ) -> Tuple[np.ndarray, np.ndarray]:
     """A convolution followed by 2x2 max pooling (stride 2, no padding), in one call:
     ``maxpool2d_forward(conv2d_forward(x, w, b, ...), 2)``, with the same results bit for
@@ -265,6 +266,12 @@ def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, lay
     Parameters
     ----------
     x, w, b, stride, padding, dilation, layout, activation : as for :func:`conv2d_forward`
+    crop : bool
+        When True, argmax indexes into the top-left (2 * (OH // 2), 2 * (OW // 2)) pixels
+        of the convolution's output, the ones the windows read (all of them when OH and OW
+        are even): its :func:`maxpool2d_backward` has that shape, and
+        :func:`conv2d_backward` takes the result with ``crop=True``, skipping the pixels no
+        window reads.
     out : tuple (y, argmax), optional
         Arrays to write the results into (either may be None), C-contiguous, not
         overlapping the inputs.
@@ -275,32 +282,43 @@ def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, lay
         the convolution's output (N, OH, OW, F) or (N, F, OH, OW)
     argmax : int64 ndarray shaped like y
         As :func:`maxpool2d_forward` gives: flat indices into each sample of the
-        convolution's output (its backward is :func:`maxpool2d_backward` on that shape).
+        convolution's output, or of its crop (``crop``); the backward is
+        :func:`maxpool2d_backward` on that shape.
     """
     layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
     act = _activation(activation)
     b, arrays = _bias_arg(b, f, x, w)
-    conv_shape = g.y_shape(layout, f)
     if min(g.oh, g.ow) < 2:
         raise ValueError(f"the convolution's output has spatial size ({g.oh}, {g.ow}) (x "
                          f"{x.shape}, w {w.shape}, {layout}): smaller than the 2x2 pooling "
                          f"window")
-    pg = _pool_geometry(conv_shape, 2, None, 0, layout, "the convolution's output")
+    if not isinstance(crop, (bool, np.bool_)):
+        raise TypeError(f"crop must be a bool, received {crop!r}")
+    # the pixels the windows read (ConvGeometry.oh): the crop, or the whole output
+    gc = dataclasses.replace(g, oh=g.oh // 2 * 2, ow=g.ow // 2 * 2) if crop else g
+    pg = _pool_geometry(gc.y_shape(layout, f), 2, None, 0, layout, "the convolution's output")
     y_out, a_out = _out_tuple(out, 2, "out")
     y = _out_array(y_out, pg.y_shape(layout, f), x.dtype, "out[0] (y)", arrays)
     argmax = _out_array(a_out, y.shape, np.int64, "out[1] (argmax)", arrays + [y])
     if g.n:
         backend, chunk = _backend.get(), _chunk(g, x.itemsize)
         fused = getattr(backend, "conv2d_maxpool_forward", None)
-        if fused is None or not fused(x, w, b, g, layout, act, y, argmax, chunk):
-            z = np.empty(conv_shape, x.dtype)
+        if fused is None or not fused(x, w, b, gc, layout, act, y, argmax, chunk):
+            # conv2d_forward's output (a backend's products may round otherwise for another
+            # pixel count), then its crop pooled
+            z = np.empty(g.y_shape(layout, f), x.dtype)
             backend.conv2d_forward(x, w, b, g, layout, act, z, chunk)
+            if gc is not g:
+                corner = (slice(0, gc.oh), slice(0, gc.ow))
+                z = np.ascontiguousarray(z[(slice(None),) + corner if layout == "NHWC"
+                                           else (slice(None), slice(None)) + corner])
             backend.maxpool2d_forward(z, pg, layout, y, argmax)
     return y, argmax
 
 
 def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
-                    need_dx: bool = True, need_db: bool = True, out: Optional[tuple] = None
+                    need_dx: bool = True, need_db: bool = True, crop: bool = False,
+                    out: Optional[tuple] = None
                     ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
     """Gradients of ``conv2d_forward(x, w, b)`` (without activation) given ``dy``.
 
@@ -313,6 +331,13 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
     need_db : bool
         When False, ``db`` is not computed and None is returned in its place (no bias, or a
         bias gradient the caller already has).
+    crop : bool
+        When True, ``dy`` may cover only the output's top-left (OH', OW') pixels, 1 <= OH'
+        <= OH and 1 <= OW' <= OW (as :func:`conv2d_maxpool_forward` with ``crop=True`` and
+        :func:`maxpool2d_backward` give it), the others' gradient being zero: the results
+        of ``dy`` padded with zeros at the bottom and right, without the work on those
+        pixels. Their products with x are then not formed, so a NaN or inf in x that only
+        they read leaves dw finite (with the padded dy, 0 * inf would make it NaN).
     out : tuple (dx, dw, db), optional
         Arrays to write the results into (each may be None: allocated); as for
         :func:`conv2d_forward`'s ``out``.
@@ -326,6 +351,15 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
     layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
     dy = float_array(dy, "dy", 4)
     same_dtype([x, w, dy], ["x", "w", "dy"])
+    if not isinstance(crop, (bool, np.bool_)):
+        raise TypeError(f"crop must be a bool, received {crop!r}")
+    if crop:
+        oh, ow = dy.shape[1:3] if layout == "NHWC" else dy.shape[2:]
+        if not (1 <= oh <= g.oh and 1 <= ow <= g.ow):
+            raise ValueError(f"dy has spatial size ({oh}, {ow}) (shape {dy.shape}, {layout}); "
+                             f"with crop=True expected 1 to ({g.oh}, {g.ow}), the "
+                             f"convolution's output size")
+        g = dataclasses.replace(g, oh=oh, ow=ow)   # the pixels computed (ConvGeometry.oh)
     _checks.expect_shape(dy, g.y_shape(layout, f), "dy", f"the conv output shape, {layout}")
     dx_out, dw_out, db_out = _out_tuple(out, 3, "out")
     inputs = (dy, x, w)

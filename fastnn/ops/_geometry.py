@@ -23,7 +23,9 @@ class ConvGeometry:
 
         ih = oh * sh - pt + kh * dh
 
-    and likewise for columns.
+    and likewise for columns. A convolution's ``oh, ow`` may be below the full output's:
+    the top-left crop it computes, or whose gradient it takes (``crop`` of
+    :func:`fastnn.ops.conv2d_backward`); backends treat them as any other size.
     """
 
     n: int
