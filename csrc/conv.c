@@ -290,20 +290,68 @@ static int64_t implicit_dw_ws(const fnn_geom *g, int64_t f, int64_t chunk)
            (padded(g) ? round8(chunk * hp * wp * g->c) : 0);
 }
 
+/* The gradient of a 2x2 max pooling (stride 2) of the convolution's output, as dW's B:
+ * dyp (n, oh/2, ow/2, f) the pooled gradient, argmax flat indices into each image's
+ * (oh, ow, f) output (fnn_maxpool_fwd's). dW's pixels are then taken window after window,
+ * the four of each in the order (0, 0), (0, 1), (1, 0), (1, 1). */
+typedef struct {
+    const real *dyp;
+    const int64_t *argmax;
+} pooled_dy;
+
+/* B's panels for pixels q0 .. q0 + len of the window order (bp[jp * nr * len + i * nr + j],
+ * i = q - q0, channel jp * nr + j; overwritten): the channels whose argmax pixel q is take
+ * the pooled gradient, every other element is 0 (the dense dy the pooling's backward
+ * scatters, never written whole). Each row is written whole by a compare and select per
+ * element, which vectorise (a zeroed panel and one store per channel did not: as slow as
+ * the pooling's own scatter); the compare is on the low 32 bits of argmax minus the
+ * element's own index (exact: their difference is below 2 * ow * f for a valid argmax). */
+static void pack_pooled(const fnn_geom *g, int64_t f, const pooled_dy *pd, int64_t q0,
+                        int64_t len, int nr, real *bp)
+{
+    const int64_t PH = g->oh / 2, PW = g->ow / 2, rowf = g->ow * f;
+    const int64_t npanels = (f + nr - 1) / nr;
+    const int64_t offs[4] = {0, f, rowf, rowf + f}; /* the window's pixels' offsets */
+    for (int64_t win = q0 / 4; win * 4 < q0 + len; win++) {
+        const int64_t ph = win % (PH * PW) / PW, pw = win % PW;
+        const int64_t base = (2 * ph * g->ow + 2 * pw) * f; /* (0, 0)'s index, channel 0 */
+        for (int k = 0; k < 4; k++) {
+            const int64_t i = win * 4 + k - q0; /* the pixel's row in the piece */
+            if (i < 0 || i >= len)
+                continue;
+            for (int64_t jp = 0; jp < npanels; jp++) {
+                const int64_t c0 = jp * nr, cols = min64(nr, f - c0);
+                const real *gr = pd->dyp + win * f + c0;
+                const int64_t *ar = pd->argmax + win * f + c0;
+                const int64_t want = base + offs[k] + c0;
+                real *dst = bp + jp * nr * len + i * nr;
+                for (int64_t j = 0; j < cols; j++) {
+                    const real v = gr[j]; /* loaded unconditionally: the select vectorises */
+                    dst[j] = (int32_t)(ar[j] - want) == (int32_t)j ? v : 0;
+                }
+                for (int64_t j = cols; j < nr; j++)
+                    dst[j] = 0;
+            }
+        }
+    }
+}
+
 /* dw (patch x f) = (first ? 0 : dw) + sum over the chunk's output pixels q of
  * x[q's corner + off[i]] * dy[q, j]: a convolution's weight gradient without a column
- * matrix, NHWC. The gather micro-kernel reads A(i, q) = rows[i][pix[q]] with rows[i] = x +
+ * matrix, NHWC; dy dense, or (pd not NULL) the pooled gradient (pooled_dy: the pixels of
+ * whole windows only). The gather micro-kernel reads A(i, q) = rows[i][pix[q]] with rows[i] = x +
  * off[i] (the patch offsets) and pix[q] the pixel's corner; B is dy, packed per piece of
  * at most DW_PIECE pixels (dw_piece_len). Threads take whole pieces; each piece has its
  * own partial, summed into dw in piece order, so results do not depend on the thread
  * count. */
 static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const real *dy,
-                             int first, real *ws, real *dw)
+                             const pooled_dy *pd, int first, real *ws, real *dw)
 {
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
     const int mr = kr->mr, nr = kr->nr;
     const int64_t C = g->c, patch = g->kh * g->kw * C, ohow = g->oh * g->ow;
-    const int64_t rows = g->n * ohow, plen = dw_piece_len(rows);
+    const int64_t PH = g->oh / 2, PW = g->ow / 2;
+    const int64_t rows = pd ? g->n * PH * PW * 4 : g->n * ohow, plen = dw_piece_len(rows);
     const int64_t pieces = (rows + plen - 1) / plen;
     const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
     const int64_t npanels = (f + nr - 1) / nr, fp = npanels * nr, pf = round8(patch * f);
@@ -316,10 +364,18 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
 
     const int nt = fnn_threads_for(rows * f * patch / 64);
     const real *src = padded_source(g, x, xp, nt);
-    for (int64_t n = 0, q = 0; n < g->n; n++)
-        for (int64_t oh = 0; oh < g->oh; oh++)
-            for (int64_t ow = 0; ow < g->ow; ow++)
-                pix[q++] = ((n * hp + oh * g->sh) * wp + ow * g->sw) * C;
+    if (pd)
+        for (int64_t n = 0, q = 0; n < g->n; n++)
+            for (int64_t oh = 0; oh < 2 * PH; oh += 2)
+                for (int64_t ow = 0; ow < 2 * PW; ow += 2)
+                    for (int k = 0; k < 4; k++)
+                        pix[q++] = ((n * hp + (oh + k / 2) * g->sh) * wp +
+                                    (ow + k % 2) * g->sw) * C;
+    else
+        for (int64_t n = 0, q = 0; n < g->n; n++)
+            for (int64_t oh = 0; oh < g->oh; oh++)
+                for (int64_t ow = 0; ow < g->ow; ow++)
+                    pix[q++] = ((n * hp + oh * g->sh) * wp + ow * g->sw) * C;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -340,8 +396,10 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
              * place). Else packed: rows far apart share few of L1's sets, and every row
              * tile reads them again (3 x 3 x 32 -> 64 in place: 1.14x, 3 x 3 x 16 -> 32:
              * 1.02-1.05x) */
-            const int in_place = f % nr == 0 && f <= 2 * nr && patch <= 2 * mr;
-            if (!in_place)
+            const int in_place = !pd && f % nr == 0 && f <= 2 * nr && patch <= 2 * mr;
+            if (pd)
+                pack_pooled(g, f, pd, q0, len, nr, bp);
+            else if (!in_place)
                 FNN(pack_b)(len, f, dy + q0 * f, f, 1, nr, bp);
             /* With at least 4 panels and 3 row tiles, in runs of DW_RUN pixels, each
              * through every tile: the run's dy panels and x rows are reused from L1 (one
@@ -819,7 +877,7 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
         gc.n = nb;
         if (layout == FNN_NHWC) {
             if (implicit) {
-                conv_dw_implicit(&gc, f, xc, dyc, n0 == 0, dw_ws, dw);
+                conv_dw_implicit(&gc, f, xc, dyc, NULL, n0 == 0, dw_ws, dw);
             } else {
                 const real *a = xc;
                 if (!pw) {
@@ -866,4 +924,38 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
                 FNN(col2im)(&gc, layout, dcols, dxc);
         }
     }
+}
+
+/* Does fnn_conv2d_pool_bwd_dw apply: the implicit NHWC dW (a gather micro-kernel)? */
+int FNN(conv2d_pool_dw_ok)(const fnn_geom *g, int layout, int64_t f)
+{
+    (void)f;
+    return use_implicit(g, layout) && g->oh >= 2 && g->ow >= 2;
+}
+
+/* dw (shaped like w, overwritten) and db (f, overwritten unless NULL) of a convolution
+ * followed by 2x2 max pooling (stride 2, no padding), NHWC, from the pooled gradient dyp
+ * (n, oh/2, ow/2, f) and the pooling's argmax (same shape, flat indices into each image's
+ * oh x ow x f output) without the convolution's own gradient (pack_pooled builds dW's B
+ * from them); in chunks of at most `chunk` images. Returns 1, or 0 (nothing written)
+ * where fnn_conv2d_pool_dw_ok is false. ws: fnn_conv2d_ws(g, layout, f, chunk, 1). */
+int FNN(conv2d_pool_bwd_dw)(const fnn_geom *g, int layout, int64_t f, const real *dyp,
+                            const int64_t *argmax, const real *x, int64_t chunk, real *ws,
+                            real *dw, real *db)
+{
+    if (!FNN(conv2d_pool_dw_ok)(g, layout, f))
+        return 0;
+    const int64_t patch = g->kh * g->kw * g->c, xs = g->h * g->w * g->c;
+    const int64_t ps = (g->oh / 2) * (g->ow / 2) * f;
+    const int64_t colsz = chunk * g->oh * g->ow * patch; /* fnn_conv2d_bwd's layout */
+    real *dw_ws = ws + round8(colsz) + round8(gemm_ws_max(g, layout, f, chunk, 1));
+    if (db)
+        FNN(bias_grad)(g->n * ps / f, f, 1, dyp, db);
+    fnn_geom gc = *g;
+    for (int64_t n0 = 0; n0 < g->n; n0 += chunk) {
+        gc.n = g->n - n0 < chunk ? g->n - n0 : chunk;
+        const pooled_dy pd = {dyp + n0 * ps, argmax + n0 * ps};
+        conv_dw_implicit(&gc, f, x + n0 * xs, NULL, &pd, n0 == 0, dw_ws, dw);
+    }
+    return 1;
 }

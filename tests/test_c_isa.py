@@ -497,6 +497,31 @@ def test_conv_backward_crop_each_isa(isa, dtype, xs, ws):
         assert err <= _tol(dtype, kk) * (np.abs(r).max() + 1.0), (name, err)
 
 
+@pytest.mark.parametrize("dtype,f", [(np.float32, 32), (np.float32, 20), (np.float64, 12)])
+@pytest.mark.parametrize("limit", [None, 1])
+def test_conv_maxpool_backward_dw_each_isa(isa, dtype, f, limit, restore_workspace_limit):
+    """dW and db of the convolution + pooling from the pooled gradient and argmax (AVX2:
+    dW's B packed from them, window by window; generic: the scatter and conv2d_backward)
+    against the reference: 13 images of 100 windows, so dW's pieces of 650 pixels split
+    windows (pixel rows of one window in two pieces), full and partial filter panels, in
+    one chunk or one image per chunk."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((13, 22, 22, 3)).astype(dtype)
+    w = rng.standard_normal((3, 3, 3, f)).astype(dtype)
+    if limit:
+        fastnn.ops.set_workspace_limit(limit)
+    with fastnn.use_backend("c"):
+        y, am = ops.conv2d_maxpool_forward(x, w, activation="relu")
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        _, dw, db = ops.conv2d_maxpool_backward(dy, am, x, w, need_dx=False)
+    with fastnn.use_backend("numpy"):
+        dz = ops.maxpool2d_backward(dy, am, (13, 20, 20, f), 2)
+        _, dw_ref, db_ref = ops.conv2d_backward(dz, x, w, need_dx=False)
+    k = 13 * 20 * 20
+    assert np.abs(dw - dw_ref).max() <= _tol(dtype, k) * (np.abs(dw_ref).max() + 1.0)
+    assert np.abs(db - db_ref).max() <= _tol(dtype, k) * (np.abs(db_ref).max() + 1.0)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_adam_update_each_isa(isa, dtype):
     """The portable loop (generic) and its AVX2 build give the reference's bits."""

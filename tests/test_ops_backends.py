@@ -312,6 +312,48 @@ def test_conv2d_maxpool_forward(backend, case, act, use_b, layout, dtype):
         ac, np.ravel_multi_index(np.unravel_index(a_ref, sample), crop))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("crop,need_dx,need_db", [(False, True, True), (True, True, False),
+                                                  (False, False, True), (True, False, True),
+                                                  (True, False, False)])
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 3, 9, 11, 18, 20)],
+                         ids=[CONV_IDS[i] for i in (1, 2, 3, 9, 11, 18, 20)])
+def test_conv2d_maxpool_backward(backend, case, crop, need_dx, need_db, layout, dtype):
+    """The gradients of the convolution + 2x2 pooling from the pooled gradient and argmax
+    (the C backend, NHWC without dx: straight from them) against the reference's
+    maxpool2d_backward then conv2d_backward; a NaN in dy stays on its pixel's products."""
+    rng, x, w, b, _, geo, (n, c, f) = _conv_case(case, layout, dtype)
+    z = reference(ops.conv2d_forward, x, w, b, activation="relu", **geo)
+    sp = z.shape[1:3] if layout == "NHWC" else z.shape[2:]
+    if min(sp) < 2:
+        return
+    y, am = ops.conv2d_maxpool_forward(x, w, b, activation="relu", crop=crop, **geo)
+    dy = rand(rng, y.shape, dtype)
+    dy.flat[dy.size // 2] = np.nan
+    zc = (2 * (sp[0] // 2), 2 * (sp[1] // 2)) if crop else sp
+    zshape = z.shape[:1] + zc + z.shape[3:] if layout == "NHWC" else z.shape[:2] + zc
+    dz = reference(ops.maxpool2d_backward, dy, am, zshape, 2, layout=layout)
+    ref = reference(ops.conv2d_backward, dz, x, w, crop=crop, need_dx=need_dx,
+                    need_db=need_db, **geo)
+    got = ops.conv2d_maxpool_backward(dy, am, x, w, crop=crop, need_dx=need_dx,
+                                      need_db=need_db, **geo)
+    kh, kw = (w.shape[0], w.shape[1]) if layout == "NHWC" else (w.shape[2], w.shape[3])
+    k = n * zc[0] * zc[1]
+    for name, g, r, kk, scale in (("dx", got[0], ref[0], kh * kw * f, absmax(dy) * absmax(w)),
+                                  ("dw", got[1], ref[1], k, absmax(dy) * absmax(x)),
+                                  ("db", got[2], ref[2], k, absmax(dy))):
+        if r is None:
+            assert g is None, name
+        else:
+            assert np.isnan(r).any() and np.isfinite(r).any(), name
+            assert_close(g, r, k=kk, scale=scale, what=f"conv2d_maxpool_backward {name}")
+    # an empty batch: dw (and db) zero
+    _, dw0, _ = ops.conv2d_maxpool_backward(dy[:0], am[:0], x[:0], w, crop=crop,
+                                            out=(None, np.full_like(w, 7), None), **geo)
+    assert dw0.shape == w.shape and not dw0.any()
+
+
 @pytest.mark.parametrize("padding", [0, "same"])
 def test_conv2d_maxpool_forward_in_chunks(backend, restore_workspace_limit, padding):
     """With a workspace limit of one image per chunk (the padded copy of x is made per

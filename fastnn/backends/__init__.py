@@ -77,12 +77,17 @@ Primitives
     ``probs`` (N, K), ``loss`` (N,), ``dz`` (N, K) overwritten; none overlaps z or t.
     ``scale`` is a Python float, rounded to the dtype.
 
-Optional primitive (a backend without it gets the two calls it stands for):
+Optional primitives (a backend without them gets the calls they stand for):
 
 ``conv2d_maxpool_forward(x, w, b, g, layout, act, y, argmax, chunk) -> bool``
     ``y``, ``argmax`` = ``maxpool2d_forward`` with 2x2 windows, stride 2, no padding, of
     ``act(conv(x, w) + b)``, bit for bit, without writing the convolution's output; returns
     False (nothing written) where it does not apply. The C backend has it (NHWC, AVX2).
+``conv2d_maxpool_backward_dw(dy, argmax, x, w, g, layout, dw, db, chunk) -> bool``
+    ``dw``, ``db`` (None: not wanted) = those of ``conv2d_backward`` given
+    ``maxpool2d_backward(dy, argmax)`` (2x2 windows, stride 2, of the convolution's output
+    of geometry ``g``), up to rounding, without forming that gradient; returns False
+    (nothing written) where it does not apply. The C backend has it (NHWC, AVX2).
 
 Module-level functions: ``set_num_threads(n)``, ``get_num_threads() -> int``,
 ``isa() -> str`` (e.g. "avx512", "avx2", "generic", "numpy").

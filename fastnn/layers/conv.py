@@ -112,7 +112,9 @@ class Conv2D(_WithActivation):
                                   layout=self.layout,
                                   activation=None if act == "identity" else act, out=out)
 
-    def _linear_backward(self, dz, db):
+    def _linear_backward(self, dz, db, pool=None):
+        """dz: the gradient of the output (or of its crop, ``_dy_crop``); with ``pool`` (the
+        MaxPooling2D run with it by :func:`conv_pool_forward`), the pooled gradient."""
         kernel = self._ops_kernel()
         # NHWC gradients land straight in grads; NCHW's dw is (F, C, KH, KW), copied below
         dw_out = self.grads["kernel"] if self.layout == "NHWC" else None
@@ -122,12 +124,18 @@ class Conv2D(_WithActivation):
             self.grads["bias"][...] = db
         dx_out = (self._buffer("dx", self._x.shape, self._x.dtype)
                   if self.need_input_grad else None)
-        dx, dw, _ = ops.conv2d_backward(dz, self._x, kernel, stride=self.strides,
-                                        padding=self.padding, dilation=self.dilation_rate,
-                                        layout=self.layout, need_dx=self.need_input_grad,
-                                        need_db=need_db, crop=self._dy_crop,
-                                        out=(dx_out, dw_out,
-                                             self.grads["bias"] if need_db else None))
+        geo = dict(stride=self.strides, padding=self.padding, dilation=self.dilation_rate,
+                   layout=self.layout)
+        out = (dx_out, dw_out, self.grads["bias"] if need_db else None)
+        if pool is None:
+            dx, dw, _ = ops.conv2d_backward(dz, self._x, kernel, need_dx=self.need_input_grad,
+                                            need_db=need_db, crop=self._dy_crop, out=out,
+                                            **geo)
+        else:   # argmax from the pair's own forward: no range scan
+            dx, dw, _ = ops._conv2d_maxpool_backward(
+                dz, pool._argmax, self._x, kernel, geo["stride"], geo["padding"],
+                geo["dilation"], geo["layout"], self._dy_crop, self.need_input_grad, need_db,
+                out, check_range=False)
         if self.layout == "NCHW":
             self.grads["kernel"][...] = dw.transpose(2, 3, 1, 0)
         self._add_regularization_grads()
@@ -269,6 +277,18 @@ def conv_pool_forward(conv, pool, x, training=False):
         dilation=conv.dilation_rate, layout="NHWC", activation="relu", crop=True, out=out)
     pool._y = y
     return y
+
+
+def conv_pool_backward(conv, pool, grad):
+    """Backward of :func:`conv_pool_forward` when ``conv`` needs no input gradient (a first
+    layer): relu's derivative applied to the pooled gradient and the bias gradient summed
+    there (as :meth:`MaxPooling2D.backward_through_relu`), then the weight gradient straight
+    from the pooled gradient and argmax (:func:`fastnn.ops.conv2d_maxpool_backward`), the
+    convolution's own gradient never formed. Returns None (no input gradient)."""
+    masked, db = ops.bias_act_backward(
+        grad, pool._y, "relu", need_db=conv.bias is not None,
+        out=pool._buffer("relu_grad", grad.shape, grad.dtype))
+    return conv._linear_backward(masked, db, pool)
 
 
 class AveragePooling2D(_Pooling2D):

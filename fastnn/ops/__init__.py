@@ -31,7 +31,7 @@ from ._geometry import ConvGeometry, as_pair, conv_geometry
 
 __all__ = [
     "matmul", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
-    "conv2d_maxpool_forward",
+    "conv2d_maxpool_forward", "conv2d_maxpool_backward",
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
     "bias_act", "bias_act_backward", "relu_mask", "relu_mask_backward",
     "softmax_cross_entropy", "adam_update", "conv_geometry", "ConvGeometry",
@@ -253,6 +253,20 @@ def _bias_arg(b, f, x, w):
     return b, arrays
 
 
+def _conv_pool_geometry(g, x, w, f, layout, crop):
+    """The convolution's geometry as the 2x2 pooling after it reads it (``crop``: only the
+    pixels its windows read, ConvGeometry.oh), and the pooling's geometry."""
+    if min(g.oh, g.ow) < 2:
+        raise ValueError(f"the convolution's output has spatial size ({g.oh}, {g.ow}) (x "
+                         f"{x.shape}, w {w.shape}, {layout}): smaller than the 2x2 pooling "
+                         f"window")
+    if not isinstance(crop, (bool, np.bool_)):
+        raise TypeError(f"crop must be a bool, received {crop!r}")
+    gc = dataclasses.replace(g, oh=g.oh // 2 * 2, ow=g.ow // 2 * 2) if crop else g
+    return gc, _pool_geometry(gc.y_shape(layout, f), 2, None, 0, layout,
+                              "the convolution's output")
+
+
 def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, layout="NHWC",
                            activation=None, crop: bool = False, out: Optional[tuple] = None
                            ) -> Tuple[np.ndarray, np.ndarray]:
@@ -288,15 +302,7 @@ def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, lay
     layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
     act = _activation(activation)
     b, arrays = _bias_arg(b, f, x, w)
-    if min(g.oh, g.ow) < 2:
-        raise ValueError(f"the convolution's output has spatial size ({g.oh}, {g.ow}) (x "
-                         f"{x.shape}, w {w.shape}, {layout}): smaller than the 2x2 pooling "
-                         f"window")
-    if not isinstance(crop, (bool, np.bool_)):
-        raise TypeError(f"crop must be a bool, received {crop!r}")
-    # the pixels the windows read (ConvGeometry.oh): the crop, or the whole output
-    gc = dataclasses.replace(g, oh=g.oh // 2 * 2, ow=g.ow // 2 * 2) if crop else g
-    pg = _pool_geometry(gc.y_shape(layout, f), 2, None, 0, layout, "the convolution's output")
+    gc, pg = _conv_pool_geometry(g, x, w, f, layout, crop)
     y_out, a_out = _out_tuple(out, 2, "out")
     y = _out_array(y_out, pg.y_shape(layout, f), x.dtype, "out[0] (y)", arrays)
     argmax = _out_array(a_out, y.shape, np.int64, "out[1] (argmax)", arrays + [y])
@@ -361,18 +367,78 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
                              f"convolution's output size")
         g = dataclasses.replace(g, oh=oh, ow=ow)   # the pixels computed (ConvGeometry.oh)
     _checks.expect_shape(dy, g.y_shape(layout, f), "dy", f"the conv output shape, {layout}")
+    dx, dw, db = _conv_grads(out, x, w, f, need_dx, need_db, (dy, x, w))
+    if g.n:
+        _backend.get().conv2d_backward(dy, x, w, g, layout, dx, dw, db,
+                                       _chunk(g, x.itemsize, 2 if need_dx else 1))
+    return dx, dw, db
+
+
+def _conv_grads(out, x, w, f, need_dx, need_db, inputs):
+    """A convolution's (dx, dw, db) arrays from ``out`` (None: allocated; dx, db None when
+    not needed); for an empty batch, dw and db are zero."""
     dx_out, dw_out, db_out = _out_tuple(out, 3, "out")
-    inputs = (dy, x, w)
     dw = _out_array(dw_out, w.shape, x.dtype, "out[1] (dw)", inputs)
     db = _out_array(db_out, (f,), x.dtype, "out[2] (db)", inputs) if need_db else None
     dx = _out_array(dx_out, x.shape, x.dtype, "out[0] (dx)", inputs) if need_dx else None
-    if g.n == 0:
+    if x.shape[0] == 0:
         dw[...] = 0
         if db is not None:
             db[...] = 0
+    return dx, dw, db
+
+
+def conv2d_maxpool_backward(dy, argmax, x, w, *, stride=1, padding=0, dilation=1,
+                            layout="NHWC", crop: bool = False, need_dx: bool = True,
+                            need_db: bool = True, out: Optional[tuple] = None
+                            ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
+    """Gradients of :func:`conv2d_maxpool_forward` (without activation: apply its
+    derivative to ``dy`` first, e.g. :func:`bias_act_backward` with the pooled output)
+    given the pooled gradient: ``conv2d_backward(maxpool2d_backward(dy, argmax, ...), x, w,
+    ...)``, equal up to rounding. With ``need_dx=False`` (a network's first layer) the C
+    backend (NHWC, AVX2) takes dw and db straight from ``dy`` and ``argmax``: the
+    convolution's gradient, four times dy's size and three quarters zeros, is never formed.
+
+    Parameters
+    ----------
+    dy : ndarray, the pooled output's shape: (N, PH, PW, F) NHWC or (N, F, PH, PW) NCHW
+    argmax : int64 ndarray shaped like dy
+        As :func:`conv2d_maxpool_forward` returned it, with the same ``crop``.
+    x, w, stride, padding, dilation, layout : as for :func:`conv2d_forward`
+    crop, need_dx, need_db, out : as for :func:`conv2d_backward` (``crop``: argmax indexes
+        the crop of :func:`conv2d_maxpool_forward`'s ``crop``)
+
+    Returns
+    -------
+    dx : ndarray shaped like x, or None
+    dw : ndarray shaped like w
+    db : ndarray, shape (F,), or None
+    """
+    return _conv2d_maxpool_backward(dy, argmax, x, w, stride, padding, dilation, layout, crop,
+                                    need_dx, need_db, out, check_range=True)
+
+
+def _conv2d_maxpool_backward(dy, argmax, x, w, stride, padding, dilation, layout, crop,
+                             need_dx, need_db, out, check_range: bool):
+    """:func:`conv2d_maxpool_backward`; ``check_range=False`` skips the scan of argmax's
+    range (fastnn's own layers, whose argmax comes from their own forward)."""
+    layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
+    dy = float_array(dy, "dy", 4)
+    same_dtype([x, w, dy], ["x", "w", "dy"])
+    gc, pg = _conv_pool_geometry(g, x, w, f, layout, crop)
+    _checks.expect_shape(dy, pg.y_shape(layout, f), "dy", f"the pooled output shape, {layout}")
+    argmax = _argmax_arg(argmax, dy.shape, gc.oh * gc.ow * f, check_range)
+    dx, dw, db = _conv_grads(out, x, w, f, need_dx, need_db, (dy, x, w, argmax))
+    if g.n == 0:
         return dx, dw, db
-    _backend.get().conv2d_backward(dy, x, w, g, layout, dx, dw, db,
-                                   _chunk(g, x.itemsize, 2 if need_dx else 1))
+    backend = _backend.get()
+    fused = None if need_dx else getattr(backend, "conv2d_maxpool_backward_dw", None)
+    if fused is None or not fused(dy, argmax, x, w, gc, layout, dw, db,
+                                  _chunk(gc, x.itemsize, 1)):
+        dz = np.empty(gc.y_shape(layout, f), x.dtype)
+        backend.maxpool2d_backward(dy, argmax, pg, layout, dz)
+        backend.conv2d_backward(dz, x, w, gc, layout, dx, dw, db,
+                                _chunk(gc, x.itemsize, 2 if need_dx else 1))
     return dx, dw, db
 
 
@@ -628,6 +694,20 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size, *, stride=None, padding=0
                                check_range=True)
 
 
+def _argmax_arg(argmax, shape, per_sample: int, check_range: bool) -> np.ndarray:
+    """``argmax`` checked to be an int64 array of ``shape`` (and, if ``check_range``, to
+    hold indices within one sample of ``per_sample`` elements), C-contiguous."""
+    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int64:
+        raise TypeError("argmax must be the int64 array returned by maxpool2d_forward, "
+                        f"received {getattr(argmax, 'dtype', type(argmax).__name__)}")
+    _checks.expect_shape(argmax, shape, "argmax", "the shape of dy")
+    argmax = np.ascontiguousarray(argmax)
+    if check_range and argmax.size and (argmax.min() < 0 or argmax.max() >= per_sample):
+        raise ValueError(f"argmax must hold indices in [0, {per_sample}) (within one "
+                         f"sample), received values in [{argmax.min()}, {argmax.max()}]")
+    return argmax
+
+
 def _maxpool2d_backward(dy, argmax, x_shape, pool_size, stride, padding, layout, out,
                         check_range: bool) -> np.ndarray:
     """:func:`maxpool2d_backward`; ``check_range=False`` skips the scan of argmax's range
@@ -639,15 +719,7 @@ def _maxpool2d_backward(dy, argmax, x_shape, pool_size, stride, padding, layout,
     g = _pool_geometry(shp, pool_size, stride, padding, layout, "x_shape")
     yshape = g.y_shape(layout, g.c)
     _checks.expect_shape(dy, yshape, "dy", f"the pooled output shape, {layout}")
-    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int64:
-        raise TypeError("argmax must be the int64 array returned by maxpool2d_forward, "
-                        f"received {getattr(argmax, 'dtype', type(argmax).__name__)}")
-    _checks.expect_shape(argmax, yshape, "argmax", "the shape of dy")
-    argmax = np.ascontiguousarray(argmax)
-    per_sample = g.h * g.w * g.c
-    if check_range and argmax.size and (argmax.min() < 0 or argmax.max() >= per_sample):
-        raise ValueError(f"argmax must hold indices in [0, {per_sample}) (within one "
-                         f"sample), received values in [{argmax.min()}, {argmax.max()}]")
+    argmax = _argmax_arg(argmax, yshape, g.h * g.w * g.c, check_range)
     dx = _out_array(out, shp, dy.dtype, "out", (dy, argmax))
     if g.n:
         _backend.get().maxpool2d_backward(dy, argmax, g, layout, dx)
