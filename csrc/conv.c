@@ -48,10 +48,6 @@
 #include "fnn_real.h"
 #include "pool_lanes.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -379,11 +375,7 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-#ifdef _OPENMP
-        real *bp = bufs + omp_get_thread_num() * round8(DW_PIECE * fp);
-#else
-        real *bp = bufs;
-#endif
+        real *bp = bufs + fnn_thread_num() * round8(DW_PIECE * fp);
         _Alignas(64) real tmp[32 * 32]; /* edge tile (MR, NR <= 32) */
         const real *arow[32];
 #pragma omp for schedule(static)
@@ -443,6 +435,81 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
             for (int64_t p = 1; p < pieces; p++)
                 acc += parts[p * pf + e];
             dw[e] = first ? acc : dw[e] + acc;
+        }
+    }
+}
+
+/* Does the NHWC backward take dx without dcols (conv_dx_implicit)? The implicit path, a
+ * scatter micro-kernel, no padding (dx is written in place), and whole NR-wide panels of
+ * channels (each panel's elements contiguous in dx). */
+static int use_implicit_dx(const fnn_geom *g, int layout)
+{
+    const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
+    return use_implicit(g, layout) && kr->ukr_scatter && !padded(g) && g->c % kr->nr == 0;
+}
+
+/* Workspace of conv_dx_implicit: w^T packed into NR-wide panels of patch elements, then
+ * per thread an MR x f tile for the last rows of dy. */
+static int64_t implicit_dx_ws(const fnn_geom *g, int64_t f)
+{
+    const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
+    return round8((g->kh * g->kw * g->c + kr->nr - 1) / kr->nr * kr->nr * f) +
+           fnn_get_num_threads() * round8(kr->mr * f);
+}
+
+/* dx (n, h, w, c), overwritten = col2im(dy * w^T), NHWC without padding, without the dcols
+ * matrix: each MR x NR tile of dcols (MR output pixels, NR channels of one (kh, kw)) is
+ * computed by the scatter micro-kernel (dy's rows read in place against w^T packed once,
+ * K = f) and added in registers into dx at the pixels' receptive fields. Threads take
+ * whole images, whose dx they alone write; tiles run in pixel order, each through every
+ * panel (its receptive fields stay in L1). The tiles lie on a grid of MR pixels counted
+ * from the batch's first (q0: this chunk's first pixel in it), whatever the threads and
+ * chunks: a tile across a thread's or chunk's edge is computed on both sides, each adding
+ * its own rows, so every dx element sums the same terms in the same order (the same
+ * bits). In-process against dcols + col2im: 0.88-0.93x time for the CNN's (128, 13, 13,
+ * 32) -> 64 backward (dx and dW), 0.72-0.84x for (32, 16, 16, 16) -> 32. */
+static void conv_dx_implicit(const fnn_geom *g, int64_t f, const real *dy, const real *w,
+                             int64_t q0, real *ws, real *dx)
+{
+    const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
+    const int mr = kr->mr, nr = kr->nr;
+    const int64_t C = g->c, patch = g->kh * g->kw * C, ohow = g->oh * g->ow;
+    const int64_t xs = g->h * g->w * C, npanels = patch / nr; /* C % nr == 0 */
+    int64_t off[IMPLICIT_MAX_PATCH];
+    patch_offsets(g, off);
+    real *bp = ws, *edges = ws + round8(npanels * nr * f);
+    FNN(pack_b)(f, patch, w, 1, f, nr, bp); /* B(k, j) = w[j, k]: w^T, f x patch */
+    const int nt = fnn_threads_for(g->n * ohow * patch * f / 64);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int tid = fnn_thread_num(), nth = fnn_team_size();
+        _Alignas(64) real spare[32 * 32]; /* the rows of a tile outside the thread's */
+        real *edge = edges + tid * round8(mr * f); /* such a tile's dy rows, zero-padded */
+        const int64_t n0 = g->n * tid / nth, n1 = g->n * (tid + 1) / nth;
+        const int64_t lo = n0 * ohow, hi = n1 * ohow; /* the thread's pixels */
+        memset(dx + n0 * xs, 0, sizeof(real) * (size_t)((n1 - n0) * xs));
+        for (int64_t t = lo - (q0 + lo) % mr; t < hi; t += mr) {
+            const int64_t r0 = max64(t, lo), r1 = min64(t + mr, hi); /* rows of ours */
+            const real *a = edge;
+            if (r0 == t && r1 == t + mr) {
+                a = dy + t * f;
+            } else { /* the micro-kernel reads MR rows: copy ours */
+                memset(edge, 0, sizeof(real) * (size_t)(mr * f));
+                memcpy(edge + (r0 - t) * f, dy + r0 * f,
+                       sizeof(real) * (size_t)((r1 - r0) * f));
+            }
+            real *corner[32], *crow[32];
+            for (int64_t i = 0; i < mr; i++) {
+                const int64_t q = t + i, n = q / ohow, oh = q % ohow / g->ow, ow = q % g->ow;
+                corner[i] = q >= r0 && q < r1
+                                ? dx + n * xs + (oh * g->sh * g->w + ow * g->sw) * C
+                                : NULL;
+            }
+            for (int64_t jp = 0; jp < npanels; jp++) {
+                for (int64_t i = 0; i < mr; i++)
+                    crow[i] = corner[i] ? corner[i] + off[jp * nr] : spare + i * nr;
+                kr->ukr_scatter(f, a, f, bp + jp * nr * f, crow);
+            }
         }
     }
 }
@@ -523,9 +590,10 @@ int64_t FNN(conv2d_ws)(const fnn_geom *g, int layout, int64_t f, int64_t chunk, 
     if (!backward && use_implicit(g, layout))
         return implicit_ws(g, f, chunk);
     const int64_t cols = is_pointwise(g) ? 0 : chunk * g->oh * g->ow * patch;
-    if (backward && use_implicit(g, layout)) /* [dcols][GEMM][implicit dW] */
+    if (backward && use_implicit(g, layout)) /* [dcols][GEMM][implicit dW][implicit dx] */
         return round8(cols) + round8(gemm_ws_max(g, layout, f, chunk, backward)) +
-               implicit_dw_ws(g, f, chunk);
+               round8(implicit_dw_ws(g, f, chunk)) +
+               (use_implicit_dx(g, layout) ? implicit_dx_ws(g, f) : 0);
     return cols * (backward ? 2 : 1) + gemm_ws_max(g, layout, f, chunk, backward);
 }
 
@@ -682,12 +750,7 @@ static void planes_in(int64_t sb, int64_t f, int64_t ohow, const real *dy, real 
 /* The calling thread's area of the batched path's workspace. */
 static real *thread_area(real *base, int64_t area)
 {
-#ifdef _OPENMP
-    return base + omp_get_thread_num() * area;
-#else
-    (void)area;
-    return base;
-#endif
+    return base + fnn_thread_num() * area;
 }
 
 /* Batched NCHW forward of one chunk (nb images), in blocks of bs images, each: colsT =
@@ -856,11 +919,13 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
     const int64_t colsz = pw ? 0 : chunk * ohow * patch;
     const int implicit = use_implicit(g, layout); /* dw without cols: [dcols][GEMM][dW] */
     real *cols = ws, *dcols = ws + colsz, *gws = ws + 2 * colsz;
-    real *dw_ws = NULL;
+    const int implicit_dx = use_implicit_dx(g, layout); /* dx without dcols */
+    real *dw_ws = NULL, *dx_ws = NULL;
     if (implicit) {
         dcols = ws;
         gws = ws + round8(colsz);
         dw_ws = gws + round8(gemm_ws_max(g, layout, f, chunk, 1));
+        dx_ws = dw_ws + round8(implicit_dw_ws(g, f, chunk));
     }
     fnn_geom gc = *g;
 
@@ -887,7 +952,9 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
                 /* dw (patch x f) += cols^T (patch x rows) * dy (rows x f) */
                 FNN(gemm)(1, 0, patch, f, nb * ohow, 1, a, patch, dyc, f, beta, gws, dw, f);
             }
-            if (dxc) {
+            if (dxc && implicit_dx) {
+                conv_dx_implicit(&gc, f, dyc, w, n0 * ohow, dx_ws, dxc);
+            } else if (dxc) {
                 /* dcols (rows x patch) = dy (rows x f) * w^T (f x patch) */
                 real *target = pw ? dxc : dcols;
                 FNN(gemm)(0, 1, nb * ohow, patch, f, 1, dyc, f, w, f, 0, gws, target, patch);

@@ -3,10 +3,6 @@
  * NHWC output is (rows, c, 1), an NCHW output is (n, c, h*w). */
 #include "fnn_real.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 /* out[o, j, i] = act(y[o, j, i] + b[j]) (b may be NULL: y unchanged, -0.0 kept); overwrites
  * out, which may be y. relu keeps NaN (v < 0 ? 0 : v). Threads over outer. */
 void FNN(bias_act)(int64_t outer, int64_t c, int64_t inner, const real *y, const real *b,
@@ -89,11 +85,7 @@ void FNN(bias_grad)(int64_t outer, int64_t c, int64_t inner, const real *dy, rea
     const int nt = c >= 8 ? fnn_threads_for(outer * c * inner) : 1;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-        const int tid = 0, nth = 1;
-#endif
+        const int tid = fnn_thread_num(), nth = fnn_team_size();
         const int64_t j0 = c * tid / nth, j1 = c * (tid + 1) / nth;
         if (inner == 1) {
             accum acc[64];

@@ -21,6 +21,16 @@
 #define FNN_PAR_MIN 262144
 
 int fnn_threads_for(int64_t work);
+/* Inside a parallel region: this thread's number and the team's size (0 and 1 without
+ * OpenMP). */
+#ifdef _OPENMP
+#include <omp.h>
+static inline int fnn_thread_num(void) { return omp_get_thread_num(); }
+static inline int fnn_team_size(void) { return omp_get_num_threads(); }
+#else
+static inline int fnn_thread_num(void) { return 0; }
+static inline int fnn_team_size(void) { return 1; }
+#endif
 
 /* GEMM micro-kernel contract (one per ISA and type, kernels/gemm_ukr_*.c):
  *   C[0:MR, 0:NR] = alpha * Ap * Bp + beta * C     (beta == 0: C is overwritten, not read)
@@ -76,9 +86,17 @@ typedef void (*fnn_ukr_rows_f32)(int rows, int64_t k, const float *ap, const flo
 typedef void (*fnn_ukr_rows_f64)(int rows, int64_t k, const double *ap, const double *bp,
                                  double *c, int64_t ldc);
 
+/* The direct-A product added into rows of C found through pointers (a convolution's dx:
+ * col2im without its column matrix): crow[i][0:NR] += A(i, :) * Bp for i < MR, with A as
+ * for ukr_direct (MR rows of k values at a + i*lda) and Bp a packed micro-panel; the rows
+ * may lie anywhere (distinct). Optional (NULL: products into a tile, then added). */
+typedef void (*fnn_ukr_scatter_f32)(int64_t k, const float *a, int64_t lda, const float *bp,
+                                    float *const *crow);
+typedef void (*fnn_ukr_scatter_f64)(int64_t k, const double *a, int64_t lda,
+                                    const double *bp, double *const *crow);
 /* A micro-kernel and the blocking it wants: MR x NR register tile, MC x KC block of A
- * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct, ukr_strided, ukr_gather
- * and ukr_rows as above or NULL. */
+ * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct, ukr_strided, ukr_gather,
+ * ukr_rows and ukr_scatter as above or NULL. */
 typedef struct {
     int mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
@@ -86,6 +104,7 @@ typedef struct {
     fnn_ukr_strided_f32 ukr_strided;
     fnn_ukr_gather_f32 ukr_gather;
     fnn_ukr_rows_f32 ukr_rows;
+    fnn_ukr_scatter_f32 ukr_scatter;
 } fnn_gemm_kernel_f32;
 typedef struct {
     int mr, nr, mc, kc, nc;
@@ -94,6 +113,7 @@ typedef struct {
     fnn_ukr_strided_f64 ukr_strided;
     fnn_ukr_gather_f64 ukr_gather;
     fnn_ukr_rows_f64 ukr_rows;
+    fnn_ukr_scatter_f64 ukr_scatter;
 } fnn_gemm_kernel_f64;
 
 /* Pack rows [0, kc) x columns [0, cols) of op(B) (element (p, j) at b[p*rsb + j*csb]) into
@@ -147,6 +167,10 @@ void fnn_ukr_avx2_rows_6x16_f32(int rows, int64_t k, const float *ap, const floa
                                 float *c, int64_t ldc);
 void fnn_ukr_avx2_rows_6x8_f64(int rows, int64_t k, const double *ap, const double *bp,
                                double *c, int64_t ldc);
+void fnn_ukr_avx2_scatter_6x16_f32(int64_t k, const float *a, int64_t lda, const float *bp,
+                                   float *const *crow);
+void fnn_ukr_avx2_scatter_6x8_f64(int64_t k, const double *a, int64_t lda, const double *bp,
+                                  double *const *crow);
 void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int64_t *off,
                                   const float *bp, int64_t ldb, const float *bias, int relu,
                                   float beta, float *c, int64_t ldc);

@@ -20,10 +20,6 @@
 
 #include "fnn_real.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -375,11 +371,7 @@ static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num();
-#else
-        const int tid = 0;
-#endif
+        const int tid = fnn_thread_num();
         real *bp = thread_ws + tid * tstride;
         real *ap = bp + round_up(KC * NC, WS_ALIGN);
 #pragma omp for schedule(static)
@@ -463,12 +455,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num();
-        const int nth = omp_get_num_threads();
-#else
-        const int tid = 0, nth = 1;
-#endif
+        const int tid = fnn_thread_num(), nth = fnn_team_size();
         real *ap = ap_all + tid * ap_stride;
         _Alignas(64) real tmp[32 * 32]; /* edge tile (MR, NR <= 32) */
 

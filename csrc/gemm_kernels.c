@@ -5,29 +5,31 @@
 #include "fnn_internal.h"
 
 /* Fields: mr, nr, mc, kc, nc, then the micro-kernels: packed, direct-A, strided, gather,
- * row edge (NULL: not available for that ISA). */
+ * row edge, scatter (NULL: not available for that ISA). */
 static const fnn_gemm_kernel_f32 k32_ref = {4, 8, 128, 256, 2048, fnn_ukr_ref_f32,
-                                            NULL, NULL, NULL, NULL};
+                                            NULL, NULL, NULL, NULL, NULL};
 static const fnn_gemm_kernel_f64 k64_ref = {4, 4, 128, 256, 1024, fnn_ukr_ref_f64,
-                                            NULL, NULL, NULL, NULL};
+                                            NULL, NULL, NULL, NULL, NULL};
 #if FNN_X86_KERNELS
 static const fnn_gemm_kernel_f32 k32_avx2 = {6, 16, 144, 256, 4096, fnn_ukr_avx2_6x16_f32,
                                              fnn_ukr_avx2_direct_6x16_f32,
                                              fnn_ukr_avx2_strided_6x16_f32,
                                              fnn_ukr_avx2_gather_6x16_f32,
-                                             fnn_ukr_avx2_rows_6x16_f32};
+                                             fnn_ukr_avx2_rows_6x16_f32,
+                                             fnn_ukr_avx2_scatter_6x16_f32};
 static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 256, 2048, fnn_ukr_avx2_6x8_f64,
                                              fnn_ukr_avx2_direct_6x8_f64,
                                              fnn_ukr_avx2_strided_6x8_f64,
                                              fnn_ukr_avx2_gather_6x8_f64,
-                                             fnn_ukr_avx2_rows_6x8_f64};
+                                             fnn_ukr_avx2_rows_6x8_f64,
+                                             fnn_ukr_avx2_scatter_6x8_f64};
 /* no direct-A, strided or gather variant for AVX-512: not measured on AVX-512 hardware yet */
 static const fnn_gemm_kernel_f32 k32_avx512 = {12, 32, 144, 256, 4096,
                                                fnn_ukr_avx512_12x32_f32, NULL, NULL, NULL,
-                                               NULL};
+                                               NULL, NULL};
 static const fnn_gemm_kernel_f64 k64_avx512 = {12, 16, 96, 256, 2048,
                                                fnn_ukr_avx512_12x16_f64, NULL, NULL, NULL,
-                                               NULL};
+                                               NULL, NULL};
 #endif
 
 const fnn_gemm_kernel_f32 *fnn_gemm_kernel_for_f32(int isa)

@@ -497,6 +497,43 @@ def test_conv_backward_crop_each_isa(isa, dtype, xs, ws):
         assert err <= _tol(dtype, kk) * (np.abs(r).max() + 1.0), (name, err)
 
 
+@pytest.mark.parametrize("dtype,xs,ws,stride,dilation", [
+    (np.float32, (16, 13, 13, 32), (3, 3, 32, 64), 1, 1),
+    (np.float32, (5, 9, 7, 16), (3, 3, 16, 24), 1, 1),
+    (np.float32, (3, 11, 10, 32), (2, 3, 32, 20), (2, 1), (1, 2)),
+    (np.float64, (16, 13, 13, 16), (3, 3, 16, 64), 1, 1),
+    (np.float64, (2, 6, 6, 16), (1, 2, 16, 5), (1, 2), 1)])
+def test_conv_backward_dx_scatter_each_isa(isa, dtype, xs, ws, stride, dilation,
+                                           restore_workspace_limit):
+    """NHWC dx without dcols (AVX2, channels a multiple of NR, no padding: the scatter
+    micro-kernel adds each tile into dx; else dcols + col2im) against the reference, with
+    tiles that span two images; the same bits on 1 and 2 threads (16 images of 121
+    pixels: the second thread's first tile starts before its pixels) and in chunks of one
+    image (the tiles on one grid)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    kw = dict(stride=stride, dilation=dilation)
+    with fastnn.use_backend("numpy"):
+        y = ops.conv2d_forward(x, w, **kw)
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        ref = ops.conv2d_backward(dy, x, w, **kw)[0]
+    runs = []
+    before = fastnn.get_num_threads()
+    try:
+        with fastnn.use_backend("c"):
+            for threads, limit in ((2, None), (1, None), (2, 1)):
+                fastnn.set_num_threads(threads)
+                if limit:
+                    fastnn.ops.set_workspace_limit(limit)
+                runs.append(ops.conv2d_backward(dy, x, w, need_db=False, **kw)[0])
+    finally:
+        fastnn.set_num_threads(before)
+    k = ws[0] * ws[1] * ws[3]
+    assert np.abs(runs[0] - ref).max() <= _tol(dtype, k) * (np.abs(ref).max() + 1.0)
+    assert runs[0].tobytes() == runs[1].tobytes() == runs[2].tobytes()
+
+
 @pytest.mark.parametrize("dtype,f", [(np.float32, 32), (np.float32, 20), (np.float64, 12)])
 @pytest.mark.parametrize("limit", [None, 1])
 def test_conv_maxpool_backward_dw_each_isa(isa, dtype, f, limit, restore_workspace_limit):

@@ -221,17 +221,16 @@ void fnn_ukr_avx2_strided_6x8_f64(int64_t k, const double *a, int64_t as, const 
 }
 
 /* The direct-A variants (contract: fnn_internal.h): the same tiles, A's six rows read in
- * place (six sequential streams) instead of from a packed panel. */
-void fnn_ukr_avx2_direct_6x16_f32(int64_t k, const float *a, int64_t lda, const float *bp,
-                                  float *c, int64_t ldc, float alpha, float beta)
+ * place (six sequential streams) instead of from a packed panel; the product into the
+ * accumulators, then stored into a tile (direct) or added into rows anywhere (scatter). */
+static inline void direct_acc_6x16_f32(__m256 acc[MR][2], int64_t k, const float *a,
+                                       int64_t lda, const float *bp)
 {
-    __m256 acc[MR][2];
 #pragma GCC unroll 6
     for (int i = 0; i < MR; i++)
         acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     const float *a0 = a, *a1 = a + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda,
                 *a5 = a4 + lda;
-    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(float));
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
         const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
@@ -244,19 +243,16 @@ void fnn_ukr_avx2_direct_6x16_f32(int64_t k, const float *a, int64_t lda, const 
         }
         bp += 16;
     }
-    store_6x16_f32(acc, c, ldc, alpha, beta);
 }
 
-void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const double *bp,
-                                 double *c, int64_t ldc, double alpha, double beta)
+static inline void direct_acc_6x8_f64(__m256d acc[MR][2], int64_t k, const double *a,
+                                      int64_t lda, const double *bp)
 {
-    __m256d acc[MR][2];
 #pragma GCC unroll 6
     for (int i = 0; i < MR; i++)
         acc[i][0] = acc[i][1] = _mm256_setzero_pd();
     const double *a0 = a, *a1 = a + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda,
                  *a5 = a4 + lda;
-    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(double));
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
         const __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4);
@@ -269,7 +265,50 @@ void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const 
         }
         bp += 8;
     }
+}
+
+void fnn_ukr_avx2_direct_6x16_f32(int64_t k, const float *a, int64_t lda, const float *bp,
+                                  float *c, int64_t ldc, float alpha, float beta)
+{
+    __m256 acc[MR][2];
+    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(float));
+    direct_acc_6x16_f32(acc, k, a, lda, bp);
+    store_6x16_f32(acc, c, ldc, alpha, beta);
+}
+
+void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const double *bp,
+                                 double *c, int64_t ldc, double alpha, double beta)
+{
+    __m256d acc[MR][2];
+    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(double));
+    direct_acc_6x8_f64(acc, k, a, lda, bp);
     store_6x8_f64(acc, c, ldc, alpha, beta);
+}
+
+void fnn_ukr_avx2_scatter_6x16_f32(int64_t k, const float *a, int64_t lda, const float *bp,
+                                   float *const *crow)
+{
+    __m256 acc[MR][2];
+    direct_acc_6x16_f32(acc, k, a, lda, bp);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) {
+        float *ci = crow[i];
+        _mm256_storeu_ps(ci, _mm256_add_ps(_mm256_loadu_ps(ci), acc[i][0]));
+        _mm256_storeu_ps(ci + 8, _mm256_add_ps(_mm256_loadu_ps(ci + 8), acc[i][1]));
+    }
+}
+
+void fnn_ukr_avx2_scatter_6x8_f64(int64_t k, const double *a, int64_t lda, const double *bp,
+                                  double *const *crow)
+{
+    __m256d acc[MR][2];
+    direct_acc_6x8_f64(acc, k, a, lda, bp);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) {
+        double *ci = crow[i];
+        _mm256_storeu_pd(ci, _mm256_add_pd(_mm256_loadu_pd(ci), acc[i][0]));
+        _mm256_storeu_pd(ci + 4, _mm256_add_pd(_mm256_loadu_pd(ci + 4), acc[i][1]));
+    }
 }
 
 /* The gather kernels' epilogue on the accumulators: acc = act(acc + bias), v + b then
