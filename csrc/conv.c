@@ -298,36 +298,42 @@ typedef struct {
 /* B's panels for pixels q0 .. q0 + len of the window order (bp[jp * nr * len + i * nr + j],
  * i = q - q0, channel jp * nr + j; overwritten): the channels whose argmax pixel q is take
  * the pooled gradient, every other element is 0 (the dense dy the pooling's backward
- * scatters, never written whole). Each row is written whole by a compare and select per
- * element, which vectorise (a zeroed panel and one store per channel did not: as slow as
- * the pooling's own scatter); the compare is on the low 32 bits of argmax minus the
- * element's own index (exact: their difference is below 2 * ow * f for a valid argmax). */
+ * scatters, never written whole). A window's four rows are written together, by compares
+ * and selects that vectorise (a zeroed panel and one store per channel did not: as slow
+ * as the pooling's own scatter; four passes, one per row, read argmax four times); the
+ * compare is on the low 32 bits of argmax minus the element's own index (exact: their
+ * difference is below 2 * ow * f for a valid argmax; another argmax gives other values,
+ * never other addresses). */
 static void pack_pooled(const fnn_geom *g, int64_t f, const pooled_dy *pd, int64_t q0,
                         int64_t len, int nr, real *bp)
 {
     const int64_t PH = g->oh / 2, PW = g->ow / 2, rowf = g->ow * f;
     const int64_t npanels = (f + nr - 1) / nr;
-    const int64_t offs[4] = {0, f, rowf, rowf + f}; /* the window's pixels' offsets */
+    const int32_t o1 = (int32_t)f, o2 = (int32_t)rowf, o3 = (int32_t)(rowf + f);
+    _Alignas(64) real spare[4 * 32]; /* the rows of a window outside the piece */
     for (int64_t win = q0 / 4; win * 4 < q0 + len; win++) {
         const int64_t ph = win % (PH * PW) / PW, pw = win % PW;
         const int64_t base = (2 * ph * g->ow + 2 * pw) * f; /* (0, 0)'s index, channel 0 */
-        for (int k = 0; k < 4; k++) {
-            const int64_t i = win * 4 + k - q0; /* the pixel's row in the piece */
-            if (i < 0 || i >= len)
-                continue;
-            for (int64_t jp = 0; jp < npanels; jp++) {
-                const int64_t c0 = jp * nr, cols = min64(nr, f - c0);
-                const real *gr = pd->dyp + win * f + c0;
-                const int64_t *ar = pd->argmax + win * f + c0;
-                const int64_t want = base + offs[k] + c0;
-                real *dst = bp + jp * nr * len + i * nr;
-                for (int64_t j = 0; j < cols; j++) {
-                    const real v = gr[j]; /* loaded unconditionally: the select vectorises */
-                    dst[j] = (int32_t)(ar[j] - want) == (int32_t)j ? v : 0;
-                }
-                for (int64_t j = cols; j < nr; j++)
-                    dst[j] = 0;
+        const int64_t i0 = win * 4 - q0; /* the window's first row in the piece */
+        for (int64_t jp = 0; jp < npanels; jp++) {
+            const int64_t c0 = jp * nr, cols = min64(nr, f - c0);
+            const real *gr = pd->dyp + win * f + c0;
+            const int64_t *ar = pd->argmax + win * f + c0;
+            real *panel = bp + jp * nr * len, *r[4];
+            for (int k = 0; k < 4; k++)
+                r[k] = i0 + k >= 0 && i0 + k < len ? panel + (i0 + k) * nr : spare + k * nr;
+            real *restrict r0 = r[0], *restrict r1 = r[1], *restrict r2 = r[2],
+                 *restrict r3 = r[3];
+            for (int64_t j = 0; j < cols; j++) {
+                const int32_t d = (int32_t)(ar[j] - base - c0) - (int32_t)j;
+                const real v = gr[j]; /* loaded unconditionally: the selects vectorise */
+                r0[j] = d == 0 ? v : 0;
+                r1[j] = d == o1 ? v : 0;
+                r2[j] = d == o2 ? v : 0;
+                r3[j] = d == o3 ? v : 0;
             }
+            for (int64_t j = cols; j < nr; j++)
+                r0[j] = r1[j] = r2[j] = r3[j] = 0;
         }
     }
 }

@@ -383,6 +383,10 @@ def kernel_cases(quick: bool = False, only: Optional[Sequence[str]] = None) -> L
             what = "dx,dw,db" if need_dx else "dw,db"
             cases.append(KernelCase("conv", "conv_bwd", f"conv2d bwd ({what}) {c}->{f}",
                                     shape, dict(params), fwd * (2 if need_dx else 1)))
+            cases.append(KernelCase("conv", "conv_pool_bwd",
+                                    f"conv2d+maxpool bwd ({what}) {c}->{f}",
+                                    shape + ", from the pooled gradient", dict(params),
+                                    fwd * (2 if need_dx else 1)))
     if "pool" in only:
         for xs in (QUICK_POOL_CASES if quick else POOL_CASES):
             params = {"dtype": "float32", "x": list(xs), "pool": [2, 2], "layout": "NHWC"}
@@ -440,12 +444,20 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
         need_dx = p["need_dx"]
         y_shape = (x.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1, f)
         dy = randn(y_shape)
+        if case.op == "conv_pool_bwd":   # the pair's backward from its pooled gradient
+            with fastnn.use_backend("numpy"):
+                yp, argmax = ops.conv2d_maxpool_forward(x, w, bias, activation="relu",
+                                                        crop=True)
+            dyp = randn(yp.shape)
         if impl in ("fastnn", "numpy"):
             if case.op == "conv_fwd":
                 fn = lambda: ops.conv2d_forward(x, w, bias, activation="relu")  # noqa: E731
             elif case.op == "conv_pool_fwd":
                 fn = lambda: ops.conv2d_maxpool_forward(  # noqa: E731
                     x, w, bias, activation="relu")
+            elif case.op == "conv_pool_bwd":
+                fn = lambda: ops.conv2d_maxpool_backward(  # noqa: E731
+                    dyp, argmax, x, w, crop=True, need_dx=need_dx)
             else:
                 fn = lambda: ops.conv2d_backward(dy, x, w, need_dx=need_dx)  # noqa: E731
             return on_numpy_backend(fn) if impl == "numpy" else fn
@@ -461,6 +473,17 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
                                         return_indices=True)
         conv_bwd = torch.ops.aten.convolution_backward
         mask = [bool(need_dx), True, True]
+        if case.op == "conv_pool_bwd":   # what autograd runs: unpool, then the convolution
+            tz = torch.relu_(F.conv2d(tx, tw, tb))
+            ty, idx = F.max_pool2d(tz, 2, return_indices=True)
+            tdyp = torch.from_numpy(np.ascontiguousarray(dyp.transpose(0, 3, 1, 2)))
+            pool_bwd = torch.ops.aten.max_pool2d_with_indices_backward
+
+            def run():
+                tdz = pool_bwd(tdyp, tz, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)
+                return conv_bwd(tdz, tx, tw, [f], [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                                mask)
+            return run
         return lambda: conv_bwd(tdy, tx, tw, [f], [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
                                 mask)
 
