@@ -199,7 +199,7 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
  * output is never written, and its pixels past 2*(oh/2) x 2*(ow/2), which no window reads,
  * are never computed. The gather kernel's rows are the pixels of whole windows, window
  * after window ((0, 0), (0, 1), (1, 0), (1, 1) each); a group of FUSE_ROWS rows (whole MR
- * tiles) is computed into L1, one NR panel at a time, and pooled there by max4_lanes (the
+ * tiles) is computed into L1, one NR panel at a time, and pooled there by max4_window (the
  * rule of fnn_maxpool_fwd). Each pixel is the same product as in conv_fwd_implicit (the
  * same kernel over the same patch), so the same bits as convolving and then pooling. */
 #define FUSE_ROWS 12 /* lcm(MR, 4) for MR = 6 (AVX2); other MR: the fused path is off */
@@ -213,7 +213,7 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
     const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
     const int64_t PH = g->oh / 2, PW = g->ow / 2, wins = g->n * PH * PW;
     const int64_t npanels = (f + nr - 1) / nr, per_group = FUSE_ROWS / 4;
-    const int relu = act == FNN_ACT_RELU;
+    const int relu = act == FNN_ACT_RELU, avx2 = fnn_get_isa() >= 1;
     int64_t off[IMPLICIT_MAX_PATCH];
     real *bp, *bias;
     const int nt = fnn_threads_for(wins * 4 * f * patch / 64);
@@ -248,7 +248,7 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
                                        (lane_idx)(base[s] + j0 + OW * f),
                                        (lane_idx)(base[s] + j0 + OW * f + f)};
                 const real *p[4] = {t0, t0 + nr, t0 + 2 * nr, t0 + 3 * nr};
-                max4_lanes(cols, p, e, yo, ao);
+                max4_window(avx2, cols, p, e, yo, ao);
             }
         }
     }

@@ -163,6 +163,12 @@ void fnn_adam_update_avx2_f32(int64_t n, float *p, const float *g, float *m, flo
 void fnn_adam_update_avx2_f64(int64_t n, double *p, const double *g, double *m, double *v,
                               double *vhat, double alpha, double omb1, double omb2,
                               double eps);
+/* The 2x2 max-pooling window (pool_lanes.h's max4_lanes) on AVX2 lanes (kernels/
+ * pool_avx2.c); e: lane_idx, int32 for float, int64 for double. */
+void fnn_max4_avx2_f32(int64_t n, const float *const p[4], const int32_t e[4], float *y,
+                       int64_t *argmax);
+void fnn_max4_avx2_f64(int64_t n, const double *const p[4], const int64_t e[4], double *y,
+                       int64_t *argmax);
 void fnn_ukr_avx2_rows_6x16_f32(int rows, int64_t k, const float *ap, const float *bp,
                                 float *c, int64_t ldc);
 void fnn_ukr_avx2_rows_6x8_f64(int rows, int64_t k, const double *ap, const double *bp,

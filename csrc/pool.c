@@ -343,7 +343,7 @@ static int is_2x2_inside(const fnn_geom *g)
  * elements compared by max4_lanes: the same results, without the general loop's window
  * bounds and per-block buffers (1 thread: (128,26,26,32) float in about half the time). */
 static void maxpool_row_nhwc_2x2(const fnn_geom *g, const real *xn, int64_t oh, real *yrow,
-                                 int64_t *arow)
+                                 int64_t *arow, int avx2)
 {
     const int64_t W = g->w, C = g->c;
     for (int64_t ow = 0; ow < g->ow; ow++) {
@@ -352,7 +352,7 @@ static void maxpool_row_nhwc_2x2(const fnn_geom *g, const real *xn, int64_t oh, 
                                (lane_idx)(((2 * oh + 1) * W + 2 * ow) * C),
                                (lane_idx)(((2 * oh + 1) * W + 2 * ow + 1) * C)};
         const real *p[4] = {xn + e[0], xn + e[1], xn + e[2], xn + e[3]};
-        max4_lanes(C, p, e, yrow + ow * C, arow + ow * C);
+        max4_window(avx2, C, p, e, yrow + ow * C, arow + ow * C);
     }
 }
 
@@ -474,12 +474,13 @@ void FNN(maxpool_fwd)(const fnn_geom *g, int layout, const real *x, real *y, int
     const int nt = fnn_threads_for(N * OH * OW * C * g->kh * g->kw);
     if (layout == FNN_NHWC) {
         const int lanes = H * W * C <= (int64_t)LANE_IDX_MAX && fnn_get_isa() > 0;
-        const int two = lanes && is_2x2_inside(g);
+        const int two = lanes && is_2x2_inside(g), avx2 = fnn_get_isa() >= 1;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t t = 0; t < N * OH; t++) {
             const real *xn = x + (t / OH) * H * W * C;
             if (two)
-                maxpool_row_nhwc_2x2(g, xn, t % OH, y + t * OW * C, argmax + t * OW * C);
+                maxpool_row_nhwc_2x2(g, xn, t % OH, y + t * OW * C, argmax + t * OW * C,
+                                     avx2);
             else if (lanes)
                 maxpool_row_nhwc(g, xn, t % OH, y + t * OW * C, argmax + t * OW * C);
             else

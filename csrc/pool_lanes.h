@@ -109,4 +109,19 @@ static inline void max4_lanes(int64_t n, const real *const p[4], const lane_idx 
     }
 }
 
+/* max4_lanes, or its AVX2 build (kernels/pool_avx2.c: the same results, 8 float lanes)
+ * where avx2 (the caller's fnn_get_isa() >= 1, looked up once). */
+static inline void max4_window(int avx2, int64_t n, const real *const p[4],
+                               const lane_idx e[4], real *y, int64_t *argmax)
+{
+#if FNN_X86_KERNELS
+    if (avx2) {
+        FNN(max4_avx2)(n, p, e, y, argmax);
+        return;
+    }
+#endif
+    (void)avx2;
+    max4_lanes(n, p, e, y, argmax);
+}
+
 #endif
