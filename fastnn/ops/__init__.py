@@ -18,7 +18,6 @@ Conventions
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Optional, Tuple
 
@@ -262,7 +261,7 @@ def _conv_pool_geometry(g, x, w, f, layout, crop):
                          f"window")
     if not isinstance(crop, (bool, np.bool_)):
         raise TypeError(f"crop must be a bool, received {crop!r}")
-    gc = dataclasses.replace(g, oh=g.oh // 2 * 2, ow=g.ow // 2 * 2) if crop else g
+    gc = g.with_output(g.oh // 2 * 2, g.ow // 2 * 2) if crop else g
     return gc, _pool_geometry(gc.y_shape(layout, f), 2, None, 0, layout,
                               "the convolution's output")
 
@@ -365,7 +364,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
             raise ValueError(f"dy has spatial size ({oh}, {ow}) (shape {dy.shape}, {layout}); "
                              f"with crop=True expected 1 to ({g.oh}, {g.ow}), the "
                              f"convolution's output size")
-        g = dataclasses.replace(g, oh=oh, ow=ow)   # the pixels computed (ConvGeometry.oh)
+        g = g.with_output(oh, ow)   # the pixels computed
     _checks.expect_shape(dy, g.y_shape(layout, f), "dy", f"the conv output shape, {layout}")
     dx, dw, db = _conv_grads(out, x, w, f, need_dx, need_db, (dy, x, w))
     if g.n:
