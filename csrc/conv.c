@@ -31,7 +31,12 @@
  * NHWC backward, on ISAs with a gather micro-kernel: dw without a column matrix too (the
  * same micro-kernel with the roles swapped: A(i, q) = x[corner of pixel q + offset of
  * patch element i], B = dy, in pieces of at most DW_PIECE pixels with one partial each,
- * summed in piece order); dx still through dcols = dy * w^T and col2im.
+ * summed in piece order); dx without one too where the channels fill whole NR panels and
+ * there is no padding (a scatter micro-kernel adds each tile of dy * w^T into dx at the
+ * receptive fields, conv_dx_implicit), else through dcols = dy * w^T and col2im.
+ * Convolution + 2x2 max pooling (NHWC, the gather kernel): forward pooled in L1
+ * (conv_pool_implicit); the weight gradient from the pooled gradient and argmax
+ * (pack_pooled).
  * NHWC and the per-image NCHW path: the algorithm of fastnn/backends/_conv_driver.py (the
  * NumPy/Numba path).
  *
@@ -39,7 +44,8 @@
  *   NHWC, implicit forward: [packed w][bias padded to panels][padded x chunk, with padding];
  *   NHWC, per image: [cols chunk][dcols chunk, backward][GEMM];
  *   NHWC backward, implicit dw: [dcols chunk][GEMM][pixel offsets, packed dy pieces,
- *   partials, padded x];
+ *   partials, padded x][implicit dx: packed w^T, per thread an MR x f tile] (dcols and
+ *   GEMM unused when dx is implicit too);
  *   batched NCHW: [dw partials, backward][per thread: colsT, dcolsT (bwd), Y / dyT, GEMM]
  *   (a few hundred KiB per thread for typical layers, whatever the chunk).
  */
@@ -341,8 +347,9 @@ static void pack_pooled(const fnn_geom *g, int64_t f, const pooled_dy *pd, int64
 /* dw (patch x f) = (first ? 0 : dw) + sum over the chunk's output pixels q of
  * x[q's corner + off[i]] * dy[q, j]: a convolution's weight gradient without a column
  * matrix, NHWC; dy dense, or (pd not NULL) the pooled gradient (pooled_dy: the pixels of
- * whole windows only). The gather micro-kernel reads A(i, q) = rows[i][pix[q]] with rows[i] = x +
- * off[i] (the patch offsets) and pix[q] the pixel's corner; B is dy, packed per piece of
+ * whole windows only). The gather micro-kernel reads A(i, q) = rows[i][pix[q]] with
+ * rows[i] = x + off[i] (the patch offsets) and pix[q] the pixel's corner; B is dy (or
+ * built from the pooled gradient, pack_pooled), packed per piece of
  * at most DW_PIECE pixels (dw_piece_len). Threads take whole pieces; each piece has its
  * own partial, summed into dw in piece order, so results do not depend on the thread
  * count. */
