@@ -1037,6 +1037,28 @@ def test_relu_maxpool_pairs_backward_like_the_layer_chain(backend, data_format, 
                                    err_msg=f"layer {i} d{k}")
 
 
+def test_conv_relu_maxpool_pair_backward_reuses_its_buffers(backend):
+    # a first Conv2D(relu) + MaxPooling2D pair trains from the pooled gradient; where the
+    # backend forms the convolution's gradient (not the C backend's fused path), it goes
+    # to the pooling's reused work array: no array that size is allocated per step
+    set_random_seed(5)
+    model = Sequential([Conv2D(4, 3, activation="relu", input_shape=(9, 9, 2)),
+                        MaxPooling2D(2), Flatten(), Dense(K)])
+    model.compile(optimizers.SGD(0.01),
+                  losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 9, 9, 2)).astype("float32")
+    y = rng.integers(0, K, 6)
+    model.train_on_batch(x, y)
+    pool = model.layers[1]
+    first = pool.__dict__.get("_bufs", {}).get("dx")
+    model.train_on_batch(x, y)
+    again = pool.__dict__.get("_bufs", {}).get("dx")
+    assert again is first
+    if backend != "c":   # the composition: the scatter went to the pooling's buffer
+        assert first is not None and first.shape == (6, 6, 6, 4)
+
+
 def test_conv_relu_maxpool_pairs_forward_bit_for_bit(backend, monkeypatch):
     # Sequential runs Conv2D(relu) -> MaxPooling2D(2) as one call
     # (layers.conv.conv_pool_forward); evaluation and prediction give the bits of the

@@ -6,6 +6,7 @@ like Keras, so weights move between formats unchanged.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import numpy as np
@@ -135,7 +136,7 @@ class Conv2D(_WithActivation):
             dx, dw, _ = ops._conv2d_maxpool_backward(
                 dz, pool._argmax, self._x, kernel, geo["stride"], geo["padding"],
                 geo["dilation"], geo["layout"], self._dy_crop, self.need_input_grad, need_db,
-                out, check_range=False)
+                out, check_range=False, dz_buffer=functools.partial(pool._buffer, "dx"))
         if self.layout == "NCHW":
             self.grads["kernel"][...] = dw.transpose(2, 3, 1, 0)
         self._add_regularization_grads()

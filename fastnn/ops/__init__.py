@@ -418,9 +418,11 @@ def conv2d_maxpool_backward(dy, argmax, x, w, *, stride=1, padding=0, dilation=1
 
 
 def _conv2d_maxpool_backward(dy, argmax, x, w, stride, padding, dilation, layout, crop,
-                             need_dx, need_db, out, check_range: bool):
+                             need_dx, need_db, out, check_range: bool, dz_buffer=None):
     """:func:`conv2d_maxpool_backward`; ``check_range=False`` skips the scan of argmax's
-    range (fastnn's own layers, whose argmax comes from their own forward)."""
+    range (fastnn's own layers, whose argmax comes from their own forward); ``dz_buffer``,
+    a function ``(shape, dtype) -> ndarray`` (a layer's reused work array), gives the array
+    the scattered gradient goes to where the backend forms it (else a new one)."""
     layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
     dy = float_array(dy, "dy", 4)
     same_dtype([x, w, dy], ["x", "w", "dy"])
@@ -434,7 +436,10 @@ def _conv2d_maxpool_backward(dy, argmax, x, w, stride, padding, dilation, layout
     fused = None if need_dx else getattr(backend, "conv2d_maxpool_backward_dw", None)
     if fused is None or not fused(dy, argmax, x, w, gc, layout, dw, db,
                                   _chunk(gc, x.itemsize, 1)):
-        dz = np.empty(gc.y_shape(layout, f), x.dtype)
+        shape = gc.y_shape(layout, f)
+        dz = (np.empty(shape, x.dtype) if dz_buffer is None else
+              _out_array(dz_buffer(shape, x.dtype), shape, x.dtype, "dz_buffer",
+                         (dy, x, w, argmax)))
         backend.maxpool2d_backward(dy, argmax, pg, layout, dz)
         backend.conv2d_backward(dz, x, w, gc, layout, dx, dw, db,
                                 _chunk(gc, x.itemsize, 2 if need_dx else 1))
