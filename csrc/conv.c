@@ -589,6 +589,23 @@ static int nchw_batched(const fnn_geom *g, int layout)
     return layout == FNN_NCHW && !is_pointwise(g) && fnn_get_isa() > 0;
 }
 
+/* The implicit NHWC backward's workspace, [dcols chunk][GEMM][implicit dW][implicit dx]:
+ * where its parts start (elements) and its size; fnn_conv2d_ws, fnn_conv2d_bwd and
+ * fnn_conv2d_pool_bwd_dw all lay it out through this. */
+typedef struct {
+    int64_t gemm, dw, dx, size;
+} bwd_parts;
+
+static bwd_parts implicit_bwd_parts(const fnn_geom *g, int layout, int64_t f, int64_t chunk)
+{
+    bwd_parts p;
+    p.gemm = round8(chunk * g->oh * g->ow * g->kh * g->kw * g->c);
+    p.dw = p.gemm + round8(gemm_ws_max(g, layout, f, chunk, 1));
+    p.dx = p.dw + round8(implicit_dw_ws(g, f, chunk));
+    p.size = p.dx + (use_implicit_dx(g, layout) ? implicit_dx_ws(g, f) : 0);
+    return p;
+}
+
 /* Workspace elements for fnn_conv2d_fwd (backward = 0) or fnn_conv2d_bwd (backward = 1)
  * with chunks of `chunk` images and f filters, for the current ISA and number of threads
  * (like fnn_gemm_ws: ask right before the call). */
@@ -603,10 +620,8 @@ int64_t FNN(conv2d_ws)(const fnn_geom *g, int layout, int64_t f, int64_t chunk, 
     if (!backward && use_implicit(g, layout))
         return implicit_ws(g, f, chunk);
     const int64_t cols = is_pointwise(g) ? 0 : chunk * g->oh * g->ow * patch;
-    if (backward && use_implicit(g, layout)) /* [dcols][GEMM][implicit dW][implicit dx] */
-        return round8(cols) + round8(gemm_ws_max(g, layout, f, chunk, backward)) +
-               round8(implicit_dw_ws(g, f, chunk)) +
-               (use_implicit_dx(g, layout) ? implicit_dx_ws(g, f) : 0);
+    if (backward && use_implicit(g, layout))
+        return implicit_bwd_parts(g, layout, f, chunk).size;
     return cols * (backward ? 2 : 1) + gemm_ws_max(g, layout, f, chunk, backward);
 }
 
@@ -930,15 +945,16 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
     const int64_t bs = batched ? nchw_block(g, f, chunk, 1) : 0;
     const int64_t area = batched ? nchw_area(g, f, bs, 1) : 0;
     const int64_t colsz = pw ? 0 : chunk * ohow * patch;
-    const int implicit = use_implicit(g, layout); /* dw without cols: [dcols][GEMM][dW] */
+    const int implicit = use_implicit(g, layout); /* dw without cols: implicit_bwd_parts */
     real *cols = ws, *dcols = ws + colsz, *gws = ws + 2 * colsz;
     const int implicit_dx = use_implicit_dx(g, layout); /* dx without dcols */
     real *dw_ws = NULL, *dx_ws = NULL;
     if (implicit) {
+        const bwd_parts parts = implicit_bwd_parts(g, layout, f, chunk);
         dcols = ws;
-        gws = ws + round8(colsz);
-        dw_ws = gws + round8(gemm_ws_max(g, layout, f, chunk, 1));
-        dx_ws = dw_ws + round8(implicit_dw_ws(g, f, chunk));
+        gws = ws + parts.gemm;
+        dw_ws = ws + parts.dw;
+        dx_ws = ws + parts.dx;
     }
     fnn_geom gc = *g;
 
@@ -1025,10 +1041,8 @@ int FNN(conv2d_pool_bwd_dw)(const fnn_geom *g, int layout, int64_t f, const real
 {
     if (!FNN(conv2d_pool_dw_ok)(g, layout, f))
         return 0;
-    const int64_t patch = g->kh * g->kw * g->c, xs = g->h * g->w * g->c;
-    const int64_t ps = (g->oh / 2) * (g->ow / 2) * f;
-    const int64_t colsz = chunk * g->oh * g->ow * patch; /* fnn_conv2d_bwd's layout */
-    real *dw_ws = ws + round8(colsz) + round8(gemm_ws_max(g, layout, f, chunk, 1));
+    const int64_t xs = g->h * g->w * g->c, ps = (g->oh / 2) * (g->ow / 2) * f;
+    real *dw_ws = ws + implicit_bwd_parts(g, layout, f, chunk).dw;
     if (db)
         FNN(bias_grad)(g->n * ps / f, f, 1, dyp, db);
     fnn_geom gc = *g;

@@ -225,11 +225,16 @@ class MaxPooling2D(_Pooling2D):
         layer before then skips its own relu backward and bias sum
         (:meth:`~fastnn.layers.core._WithActivation.backward_logits`); Sequential pairs them.
         """
-        axis = -1 if self.layout == "NHWC" else 1
-        masked, db = ops.bias_act_backward(grad, self._y, "relu", channel_axis=axis,
-                                           need_db=need_db,
-                                           out=self._buffer("relu_grad", grad.shape, grad.dtype))
+        masked, db = self._relu_grad(grad, need_db)
         return self.backward(masked), db
+
+    def _relu_grad(self, grad, need_db: bool):
+        """``(grad * (y > 0), its bias sum or None)`` on this layer's output y: relu's
+        derivative taken on the pooled gradient (:meth:`backward_through_relu`)."""
+        axis = -1 if self.layout == "NHWC" else 1
+        return ops.bias_act_backward(grad, self._y, "relu", channel_axis=axis,
+                                     need_db=need_db,
+                                     out=self._buffer("relu_grad", grad.shape, grad.dtype))
 
 
 def conv_pool_fusable(conv, pool) -> bool:
@@ -286,9 +291,7 @@ def conv_pool_backward(conv, pool, grad):
     there (as :meth:`MaxPooling2D.backward_through_relu`), then the weight gradient straight
     from the pooled gradient and argmax (:func:`fastnn.ops.conv2d_maxpool_backward`), the
     convolution's own gradient never formed. Returns None (no input gradient)."""
-    masked, db = ops.bias_act_backward(
-        grad, pool._y, "relu", need_db=conv.bias is not None,
-        out=pool._buffer("relu_grad", grad.shape, grad.dtype))
+    masked, db = pool._relu_grad(grad, need_db=conv.bias is not None)
     return conv._linear_backward(masked, db, pool)
 
 

@@ -259,9 +259,7 @@ def _conv_pool_geometry(g, x, w, f, layout, crop):
         raise ValueError(f"the convolution's output has spatial size ({g.oh}, {g.ow}) (x "
                          f"{x.shape}, w {w.shape}, {layout}): smaller than the 2x2 pooling "
                          f"window")
-    if not isinstance(crop, (bool, np.bool_)):
-        raise TypeError(f"crop must be a bool, received {crop!r}")
-    gc = g.with_output(g.oh // 2 * 2, g.ow // 2 * 2) if crop else g
+    gc = g.with_output(g.oh // 2 * 2, g.ow // 2 * 2) if _checks.flag(crop, "crop") else g
     return gc, _pool_geometry(gc.y_shape(layout, f), 2, None, 0, layout,
                               "the convolution's output")
 
@@ -356,9 +354,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
     layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
     dy = float_array(dy, "dy", 4)
     same_dtype([x, w, dy], ["x", "w", "dy"])
-    if not isinstance(crop, (bool, np.bool_)):
-        raise TypeError(f"crop must be a bool, received {crop!r}")
-    if crop:
+    if _checks.flag(crop, "crop"):
         oh, ow = dy.shape[1:3] if layout == "NHWC" else dy.shape[2:]
         if not (1 <= oh <= g.oh and 1 <= ow <= g.ow):
             raise ValueError(f"dy has spatial size ({oh}, {ow}) (shape {dy.shape}, {layout}); "

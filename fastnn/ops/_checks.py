@@ -84,6 +84,13 @@ def expect_shape(a: np.ndarray, shape, name: str, why: str = "") -> None:
         raise ValueError(f"{name} must have shape {tuple(shape)}{extra}, received {a.shape}")
 
 
+def flag(value, name: str) -> bool:
+    """A keyword that must be a bool (numpy's included)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, received {value!r}")
+    return bool(value)
+
+
 def scalar(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number, received {value!r}")
