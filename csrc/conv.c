@@ -17,6 +17,10 @@
  *       fixed number of groups, from the shape) and the groups' partial sums are added in
  *       order, so results do not depend on the thread count. A single block (or a single
  *       group in backward) runs on one thread with threaded steps instead.
+ *       Direct (AVX2 and up; stride 1 along w, rows of 16 pixels or more, small patches:
+ *       see use_nchw_direct): the row kernels of kernels/conv_nchw_avx2.c read runs of x
+ *       straight into vectors; forward into y's planes in place, dw and db per group of
+ *       images (dx then by the batched path without its dw).
  *       Per image (the generic ISA's reference, and 1x1 kernels):
  *       y[n] (f x oh*ow) = w * cols[n]^T, written in place.
  * 1x1 kernels with stride 1 and no padding use x itself as the column matrix.
@@ -47,6 +51,9 @@
  *   partials, padded x][implicit dx: packed w^T, per thread an MR x f tile] (dcols and
  *   GEMM unused when dx is implicit too);
  *   batched NCHW: [dw partials, backward][per thread: colsT, dcolsT (bwd), Y / dyT, GEMM]
+ *   direct NCHW forward: [w packed by 4 filters][bias padded][padded x chunk, with padding];
+ *   direct NCHW backward: [per group: dw, db partials][padded x chunk][the batched dx's
+ *   per-thread areas]
  *   (a few hundred KiB per thread for typical layers, whatever the chunk).
  */
 #include <string.h>
@@ -583,6 +590,152 @@ static int64_t gemm_ws_max(const fnn_geom *g, int layout, int64_t f, int64_t chu
     return ws;
 }
 
+/* ---- the direct NCHW path -------------------------------------------------------------
+ * Stride 1 along w (any stride along h, dilation, padding): the pixels of an output row
+ * read contiguous runs of each input row, so the AVX2 row kernels (kernels/
+ * conv_nchw_avx2.c) load x straight into vectors: no colsT, no packing, y's planes written
+ * in place. Forward: threads over (image, output row). Weight and bias gradient: images in
+ * NCHW_GROUPS fixed groups (from the shape: the same sums whatever the threads), each into
+ * its own partial, the partials added in group order; dx stays with the batched path.
+ * Taken for small patches over wide rows, where the batched path's lowering and packing
+ * cost more than its products (in-process A/B against it, 2 threads, f32 / f64: forward
+ * 1x28x28 -> 30 5x5 0.50x / 0.77x the time, 3x32x32 -> 32 3x3 0.94x / 0.97x; weight and
+ * bias gradient 0.44x / 0.52x, 0.44x / 0.58x, 16x28x28 -> 16 3x3 0.62x / 0.49x); with
+ * bigger patches or narrower rows the GEMM's efficiency wins (forward 16x28x28 1.14x
+ * slower in f32, 32x14x14 1.85x; gradient 32x13x13 -> 64 1.58x, 64x7x7 1.72x). */
+#define DIRECT_FWD_MAX_PATCH 32
+#define DIRECT_DW_MAX_PATCH 160
+#define DIRECT_MIN_OW 16
+
+/* Does the forward (backward = 0) or the weight gradient (1) take the direct path? */
+static int use_nchw_direct(const fnn_geom *g, int layout, int backward)
+{
+    const int64_t patch = g->kh * g->kw * g->c;
+    return FNN_X86_KERNELS && layout == FNN_NCHW && fnn_get_isa() >= 1 && g->sw == 1 &&
+           !is_pointwise(g) && g->ow >= DIRECT_MIN_OW &&
+           patch <= (backward ? DIRECT_DW_MAX_PATCH : DIRECT_FWD_MAX_PATCH);
+}
+
+#define DIRECT_F 4 /* filters per forward block (the row kernel's FW_F) */
+
+/* The input the row kernels read: x, or its zero-padded copy in xp (n*c planes of
+ * (h + pt + pb) x (w + pl + pr), padded_source on single-channel images). */
+static const real *direct_source(const fnn_geom *g, const real *x, real *xp, int nt)
+{
+    fnn_geom planes = *g;
+    planes.n = g->n * g->c;
+    planes.c = 1;
+    return padded_source(&planes, x, xp, nt);
+}
+
+static int64_t direct_xp_ws(const fnn_geom *g, int64_t chunk)
+{
+    const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
+    return padded(g) ? round8(chunk * g->c * hp * wp) : 0;
+}
+
+/* Patch element (c, r, s) of an output pixel at off[(c*kh + r)*kw + s] from its corner in
+ * the (padded) input: w's (f, c, kh, kw) order. */
+static void direct_offsets(const fnn_geom *g, int64_t *off)
+{
+    const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
+    for (int64_t c = 0; c < g->c; c++)
+        for (int64_t r = 0; r < g->kh; r++)
+            for (int64_t s = 0; s < g->kw; s++)
+                off[(c * g->kh + r) * g->kw + s] = c * hp * wp + r * g->dh * wp + s * g->dw;
+}
+
+/* Forward workspace: [w packed by blocks of DIRECT_F filters][bias, padded][padded x]. */
+static int64_t direct_fwd_ws(const fnn_geom *g, int64_t f, int64_t chunk)
+{
+    const int64_t fp = (f + DIRECT_F - 1) / DIRECT_F * DIRECT_F;
+    return round8(fp * g->kh * g->kw * g->c) + round8(fp) + direct_xp_ws(g, chunk);
+}
+
+/* y (g->n, f, oh, ow) = act(conv(x, w) + b) for a chunk of g->n images, NCHW; overwrites y.
+ * w (f x patch) is packed block by block (element p of filter j0 + j at wq[(j0*patch + p)
+ * * DIRECT_F + j], zeros past f). */
+static void nchw_fwd_direct(const fnn_geom *g, int64_t f, const real *x, const real *w,
+                            const real *b, int act, real *ws, real *y)
+{
+#if FNN_X86_KERNELS
+    const int64_t patch = g->kh * g->kw * g->c, ohow = g->oh * g->ow;
+    const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
+    const int64_t nfb = (f + DIRECT_F - 1) / DIRECT_F, tasks = g->n * g->oh;
+    real *wq = ws, *bias = ws + round8(nfb * DIRECT_F * patch);
+    int64_t off[IMPLICIT_MAX_PATCH];
+    const int nt = fnn_threads_for(g->n * ohow * f * patch / 64);
+    direct_offsets(g, off);
+    for (int64_t j = 0; j < nfb * DIRECT_F; j++) {
+        for (int64_t p = 0; p < patch; p++)
+            wq[((j / DIRECT_F) * patch + p) * DIRECT_F + j % DIRECT_F] =
+                j < f ? w[j * patch + p] : 0;
+        bias[j] = b && j < f ? b[j] : 0;
+    }
+    const real *src = direct_source(g, x, bias + round8(nfb * DIRECT_F), nt);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t t = 0; t < tasks; t++) {
+        const int64_t n = t / g->oh, oh = t % g->oh;
+        const real *xr = src + n * g->c * hp * wp + oh * g->sh * wp;
+        for (int64_t fb = 0; fb < nfb; fb++) {
+            const int64_t j0 = fb * DIRECT_F;
+            const int nf = (int)min64(DIRECT_F, f - j0);
+            FNN(nchw_fwd_row_avx2)(patch, xr, off, wq + j0 * patch, b ? bias + j0 : NULL,
+                                   act == FNN_ACT_RELU, nf, g->ow,
+                                   y + (n * f + j0) * ohow + oh * g->ow, ohow);
+        }
+    }
+#else
+    (void)g, (void)f, (void)x, (void)w, (void)b, (void)act, (void)ws, (void)y;
+#endif
+}
+
+/* Groups of images of the direct weight gradient, from the chunk's length only. */
+static int64_t direct_groups(int64_t nb) { return max64(1, min64(NCHW_GROUPS, nb)); }
+
+/* Weight-gradient workspace: [per group: dw partial, db partial][padded x]. */
+static int64_t direct_dw_ws(const fnn_geom *g, int64_t f, int64_t chunk)
+{
+    const int64_t part = round8(f * g->kh * g->kw * g->c + f);
+    return direct_groups(chunk) * part + direct_xp_ws(g, chunk);
+}
+
+/* dw (f x patch) and db (f, or NULL) of a chunk of g->n images, NCHW: overwritten if first,
+ * else added to. */
+static void nchw_dw_direct(const fnn_geom *g, int64_t f, const real *x, const real *dy,
+                           int first, real *ws, real *dw, real *db)
+{
+#if FNN_X86_KERNELS
+    const int64_t patch = g->kh * g->kw * g->c, fp = f * patch, ohow = g->oh * g->ow;
+    const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
+    const int64_t ng = direct_groups(g->n), per = (g->n + ng - 1) / ng, part = round8(fp + f);
+    int64_t off[IMPLICIT_MAX_PATCH];
+    int nt = fnn_threads_for(g->n * ohow * fp / 64);
+    direct_offsets(g, off);
+    const real *src = direct_source(g, x, ws + ng * part, nt);
+    if (nt > ng)
+        nt = (int)ng;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t gi = 0; gi < ng; gi++) {
+        real *pw = ws + gi * part;
+        memset(pw, 0, sizeof(real) * (size_t)(fp + f));
+        for (int64_t n = gi * per; n < min64(g->n, (gi + 1) * per); n++)
+            FNN(nchw_dw_img_avx2)(patch, f, g->oh, g->ow, dy + n * f * ohow,
+                                  src + n * g->c * hp * wp, g->sh * wp, off, pw,
+                                  db ? pw + fp : NULL);
+    }
+    for (int64_t e = 0; e < fp + (db ? f : 0); e++) {
+        real acc = ws[e];
+        for (int64_t gi = 1; gi < ng; gi++)
+            acc += ws[gi * part + e];
+        real *d = e < fp ? dw + e : db + (e - fp);
+        *d = first ? acc : *d + acc;
+    }
+#else
+    (void)g, (void)f, (void)x, (void)dy, (void)first, (void)ws, (void)dw, (void)db;
+#endif
+}
+
 /* Does this call take the batched NCHW path? */
 static int nchw_batched(const fnn_geom *g, int layout)
 {
@@ -612,6 +765,11 @@ static bwd_parts implicit_bwd_parts(const fnn_geom *g, int layout, int64_t f, in
 int64_t FNN(conv2d_ws)(const fnn_geom *g, int layout, int64_t f, int64_t chunk, int backward)
 {
     const int64_t patch = g->kh * g->kw * g->c;
+    if (use_nchw_direct(g, layout, backward) && !backward)
+        return direct_fwd_ws(g, f, chunk);
+    if (use_nchw_direct(g, layout, backward)) /* direct dw, then dx by the batched path */
+        return direct_dw_ws(g, f, chunk) +
+               fnn_get_num_threads() * nchw_area(g, f, nchw_block(g, f, chunk, 1), 1);
     if (nchw_batched(g, layout)) {
         const int64_t b = nchw_block(g, f, chunk, backward), nblk = (chunk + b - 1) / b;
         const int64_t parts = backward ? nchw_groups(f, patch, nblk) * round8(f * patch) : 0;
@@ -820,7 +978,7 @@ static void nchw_bwd_batched(const fnn_geom *g, int64_t f, int64_t nb, int64_t b
     const int64_t xs = g->h * g->w * g->c, ys = ohow * f, nblk = (nb + bs - 1) / bs;
     const int64_t ng0 = nchw_groups(f, patch, nblk), per = (nblk + ng0 - 1) / ng0;
     const int64_t ng = (nblk + per - 1) / per; /* no empty group */
-    real *parts = ws, *areas = ws + (ng > 1 ? ng * round8(fp) : 0);
+    real *parts = ws, *areas = ws + (ng > 1 && dw ? ng * round8(fp) : 0);
     int ntb = ng > 1 ? fnn_threads_for(nb * ohow * (2 * patch + f)) : 1;
     if (ntb > ng)
         ntb = (int)ng;
@@ -835,11 +993,13 @@ static void nchw_bwd_batched(const fnn_geom *g, int64_t f, int64_t nb, int64_t b
             const real beta = blk == gi * per && (ng > 1 || first) ? 0 : 1;
             /* one image: dyT (f x ohow) is dy[n] itself */
             const real *dyb = sb == 1 ? dyc + i0 * ys : dyT;
-            im2col_t(g, sb, xc + i0 * xs, colsT, rows, ntb == 1);
             if (sb > 1)
                 planes_in(sb, f, ohow, dyc + i0 * ys, dyT, rows, ntb == 1);
-            FNN(gemm)(0, 1, f, patch, rows, 1, dyb, rows, colsT, rows, beta, gws, target,
-                      patch);
+            if (dw) {
+                im2col_t(g, sb, xc + i0 * xs, colsT, rows, ntb == 1);
+                FNN(gemm)(0, 1, f, patch, rows, 1, dyb, rows, colsT, rows, beta, gws, target,
+                          patch);
+            }
             if (dxc) {
                 FNN(gemm)(1, 0, patch, rows, f, 1, w, patch, dyb, rows, 0, gws, dcolsT,
                           rows);
@@ -847,7 +1007,7 @@ static void nchw_bwd_batched(const fnn_geom *g, int64_t f, int64_t nb, int64_t b
             }
         }
     }
-    if (ng > 1)
+    if (ng > 1 && dw)
         for (int64_t e = 0; e < fp; e++) {
             real acc = parts[e];
             for (int64_t gi = 1; gi < ng; gi++)
@@ -866,7 +1026,7 @@ void FNN(conv2d_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x, co
     const int64_t xs = g->h * g->w * g->c, ys = ohow * f;
     const int pw = is_pointwise(g);
     const int batched = nchw_batched(g, layout);
-    const int implicit = use_implicit(g, layout);
+    const int implicit = use_implicit(g, layout), direct = use_nchw_direct(g, layout, 0);
     const int64_t bs = batched ? nchw_block(g, f, chunk, 0) : 0;
     const int64_t area = batched ? nchw_area(g, f, bs, 0) : 0;
     real *cols = ws;
@@ -877,7 +1037,9 @@ void FNN(conv2d_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x, co
         const real *xc = x + n0 * xs;
         real *yc = y + n0 * ys;
         gc.n = nb;
-        if (implicit) {
+        if (direct) {
+            nchw_fwd_direct(&gc, f, xc, w, b, act, ws, yc);
+        } else if (implicit) {
             conv_fwd_implicit(&gc, f, xc, w, b, act, ws, yc);
         } else if (layout == FNN_NHWC) {
             const real *a = xc;
@@ -948,6 +1110,7 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
     const int implicit = use_implicit(g, layout); /* dw without cols: implicit_bwd_parts */
     real *cols = ws, *dcols = ws + colsz, *gws = ws + 2 * colsz;
     const int implicit_dx = use_implicit_dx(g, layout); /* dx without dcols */
+    const int direct = use_nchw_direct(g, layout, 1);   /* dw and db without colsT */
     real *dw_ws = NULL, *dx_ws = NULL;
     if (implicit) {
         const bwd_parts parts = implicit_bwd_parts(g, layout, f, chunk);
@@ -960,7 +1123,7 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
 
     if (db && layout == FNN_NHWC)
         FNN(bias_grad)(g->n * ohow, f, 1, dy, db);
-    else if (db)
+    else if (db && !direct)
         FNN(bias_grad)(g->n, f, ohow, dy, db);
 
     for (int64_t n0 = 0; n0 < g->n; n0 += chunk) {
@@ -990,6 +1153,11 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
                 if (!pw)
                     FNN(col2im)(&gc, layout, dcols, dxc);
             }
+        } else if (direct) {
+            nchw_dw_direct(&gc, f, xc, dyc, n0 == 0, ws, dw, db);
+            if (dxc)
+                nchw_bwd_batched(g, f, nb, bs, dyc, xc, w, 0, ws + direct_dw_ws(g, f, chunk),
+                                 area, dxc, NULL);
         } else if (batched) {
             nchw_bwd_batched(g, f, nb, bs, dyc, xc, w, n0 == 0, ws, area, dxc, dw);
         } else {

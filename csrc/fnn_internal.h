@@ -169,6 +169,20 @@ void fnn_max4_avx2_f32(int64_t n, const float *const p[4], const int32_t e[4], f
                        int64_t *argmax);
 void fnn_max4_avx2_f64(int64_t n, const double *const p[4], const int64_t e[4], double *y,
                        int64_t *argmax);
+/* Direct NCHW convolution rows for stride-1 columns (kernels/conv_nchw_avx2.c): one output
+ * row of up to 4 filters (forward), one image's weight and bias gradient (added). */
+void fnn_nchw_fwd_row_avx2_f32(int64_t k, const float *x, const int64_t *off, const float *wp,
+                               const float *bias, int relu, int nf, int64_t ow_n, float *y,
+                               int64_t ys);
+void fnn_nchw_fwd_row_avx2_f64(int64_t k, const double *x, const int64_t *off,
+                               const double *wp, const double *bias, int relu, int nf,
+                               int64_t ow_n, double *y, int64_t ys);
+void fnn_nchw_dw_img_avx2_f32(int64_t k, int64_t f, int64_t OH, int64_t OW, const float *dy,
+                              const float *x, int64_t xrs, const int64_t *off, float *part,
+                              float *db);
+void fnn_nchw_dw_img_avx2_f64(int64_t k, int64_t f, int64_t OH, int64_t OW, const double *dy,
+                              const double *x, int64_t xrs, const int64_t *off, double *part,
+                              double *db);
 void fnn_ukr_avx2_rows_6x16_f32(int rows, int64_t k, const float *ap, const float *bp,
                                 float *c, int64_t ldc);
 void fnn_ukr_avx2_rows_6x8_f64(int rows, int64_t k, const double *ap, const double *bp,

@@ -229,7 +229,10 @@ def test_fused_epilogue_changes_no_bit(isa, layout, shape, filters):
 # which runs the per-image reference; 1x1 kernels run per image everywhere. Blocks are
 # sized for L2 but hold at least 512 output pixels: small images make one block, 28x28
 # ones with several channels a block per image or two (threads over blocks, dw summed
-# per group of blocks).
+# per group of blocks). On AVX2 and up, stride 1 along w with rows of 16 pixels or more
+# take the direct path (conv.c: the forward for patches up to 32, dw and db up to 160):
+# the last four cases (and the first two) cover its masked row ends, filter counts that
+# are not multiples of its blocks (4 forward, 3 for dw), padding, dilation and row strides.
 NCHW_CONV_CASES = [
     ((1, 1, 28, 28), 30, 5, 1, 0, 1),
     ((5, 3, 28, 28), 30, 5, 1, 0, 1),         # several blocks and dw groups
@@ -240,6 +243,10 @@ NCHW_CONV_CASES = [
     ((1, 3, 9, 12), 30, (2, 3), (2, 1), 1, (2, 1)),
     ((5, 17, 7, 6), 30, 1, 1, 0, 1),          # 1x1: per image
     ((5, 3, 7, 6), 1, 1, 2, 0, 1),            # 1x1 with stride: lowered
+    ((3, 1, 20, 37), 7, 3, (2, 1), 1, (1, 2)),  # direct: 35-pixel rows, stride 2 along h
+    ((2, 3, 9, 21), 5, (2, 3), 1, (1, 2), 1),   # direct: 23-pixel rows, patch 18
+    ((4, 6, 17, 17), 13, 5, 1, 2, 1),           # direct dw only (patch 150): 17-pixel rows
+    ((2, 1, 6, 40), 2, (1, 8), 1, 0, 1),        # direct: one-row kernel, 33-pixel rows
 ]
 
 
@@ -362,6 +369,31 @@ def test_avgpool_nchw_each_isa(isa, dtype, pool, stride, padding):
         assert np.abs(dx - dx_ref).max() <= _tol(dtype, 9) * (np.abs(dx_ref).max() + 1)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_nchw_direct_nan_each_isa(isa, dtype):
+    """NaN through the direct NCHW path (one-channel 5x5, 24-pixel rows) as through the
+    reference: a NaN input pixel makes NaN exactly the outputs that read it (relu keeps
+    them), and a NaN in dy reaches dw and db."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((3, 1, 28, 28)).astype(dtype)
+    w = rng.standard_normal((6, 1, 5, 5)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    x[1, 0, 10, 27] = np.nan
+    dy = rng.standard_normal((3, 6, 24, 24)).astype(dtype)
+    dy[2, 4, 23, 0] = np.nan
+    out = {}
+    for backend in ("numpy", "c"):
+        with fastnn.use_backend(backend):
+            y = ops.conv2d_forward(x, w, b, activation="relu", layout="NCHW")
+            _, dw, db = ops.conv2d_backward(dy, np.nan_to_num(x), w, layout="NCHW")
+            out[backend] = (y, dw, db)
+    for got, ref in zip(out["c"], out["numpy"]):
+        assert np.isnan(ref).any()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        ok = ~np.isnan(ref)
+        assert np.abs(got[ok] - ref[ok]).max() <= _tol(dtype, 1728) * (np.abs(ref[ok]).max() + 1)
+
+
 def test_nchw_conv_pool_thread_invariant(isa):
     """Big enough for the batched NCHW convolution's blocks (40: 8 dw groups of 5) and the
     NCHW pooling loops to run on 2 threads: the same bits as on 1."""
@@ -369,6 +401,7 @@ def test_nchw_conv_pool_thread_invariant(isa):
     x = rng.standard_normal((40, 2, 28, 28))
     w = rng.standard_normal((30, 2, 5, 5))
     b = rng.standard_normal(30)
+    x1, w1 = x[:, :1], w[:, :1]                 # one channel: the direct forward too
     xp = rng.integers(-3, 4, size=(40, 30, 24, 24)).astype(np.float64)
     before = fastnn.get_num_threads()
     results = []
@@ -378,9 +411,11 @@ def test_nchw_conv_pool_thread_invariant(isa):
             with fastnn.use_backend("c"):
                 y = ops.conv2d_forward(x, w, b, activation="relu", layout="NCHW")
                 grads = ops.conv2d_backward(y, x, w, layout="NCHW")
+                y1 = ops.conv2d_forward(x1, w1, b, activation="relu", layout="NCHW")
+                grads1 = ops.conv2d_backward(y1, x1, w1, layout="NCHW")
                 pooled = ops.maxpool2d_forward(xp, 2, layout="NCHW")
                 avg = ops.avgpool2d_forward(xp, 3, stride=2, padding="same", layout="NCHW")
-            results.append((y,) + tuple(grads) + tuple(pooled) + (avg,))
+            results.append((y, y1) + tuple(grads) + tuple(grads1) + tuple(pooled) + (avg,))
     finally:
         fastnn.set_num_threads(before)
     for r1, r2 in zip(*results):

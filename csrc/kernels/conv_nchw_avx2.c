@@ -1,0 +1,216 @@
+/* conv_nchw_avx2.c: direct NCHW convolution rows on AVX2 + FMA lanes, for stride-1 columns:
+ * the output pixels of one row (oh, ow = 0..OW-1) read input columns ow + offset, so a run
+ * of pixels is a contiguous run of x and a vector load needs no column matrix. Called by
+ * conv.c (the direct NCHW path) only after fnn_cpu_max_isa() reported AVX2 and FMA.
+ * Compiled twice, FNN_PREC=32/64, with -mavx2 -mfma. Reference: the im2col + GEMM NCHW
+ * path of conv.c (the tests compare both with the NumPy reference); per output element the
+ * forward is the GEMM's order of operations for patches of one KC block (an FMA chain over
+ * the patch from zero, then the bias, then relu), so the same bits.
+ *
+ * x: one image's input rows, element (row, col) at x[row * xrs + col]; off[p]: patch
+ * element p = (c, r, s) at off[p] = c*plane + r*dh*xrs + s*dw from a pixel's corner. */
+#include <immintrin.h>
+
+#include "fnn_real.h"
+
+#if FNN_PREC == 32
+#define VL 8
+typedef __m256 vec;
+typedef __m256i vmask;
+#define vzero _mm256_setzero_ps
+#define vset1 _mm256_set1_ps
+#define vload _mm256_loadu_ps
+#define vstore _mm256_storeu_ps
+#define vmload _mm256_maskload_ps
+#define vmstore _mm256_maskstore_ps
+#define vfma _mm256_fmadd_ps
+#define vadd _mm256_add_ps
+#define vrelu(v) _mm256_blendv_ps(v, vzero(), _mm256_cmp_ps(v, vzero(), _CMP_LT_OQ))
+static inline vmask lanes_below(int64_t n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline real hsum(vec v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#else
+#define VL 4
+typedef __m256d vec;
+typedef __m256i vmask;
+#define vzero _mm256_setzero_pd
+#define vset1 _mm256_set1_pd
+#define vload _mm256_loadu_pd
+#define vstore _mm256_storeu_pd
+#define vmload _mm256_maskload_pd
+#define vmstore _mm256_maskstore_pd
+#define vfma _mm256_fmadd_pd
+#define vadd _mm256_add_pd
+#define vrelu(v) _mm256_blendv_pd(v, vzero(), _mm256_cmp_pd(v, vzero(), _CMP_LT_OQ))
+static inline vmask lanes_below(int64_t n)
+{
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+static inline real hsum(vec v)
+{
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+#endif
+
+#define FW_F 4 /* forward: filters per block (rows of the register tile) */
+#define FW_V 3 /* forward: vectors of pixels per block */
+
+/* Load VL values at p, or the first n of them (masked: nothing read past them). */
+static inline vec load_n(const real *p, int64_t n)
+{
+    return n >= VL ? vload(p) : vmload(p, lanes_below(n));
+}
+
+/* One block of the forward: pixels ow0 .. ow0 + npx - 1 (npx <= FW_V * VL) of FW_F filters. */
+static inline __attribute__((always_inline)) void
+fwd_block(int64_t k, const real *x, const int64_t *off, const real *wp, const real *bias,
+          int relu, int nf, int64_t npx, real *y, int64_t ys)
+{
+    vec acc[FW_F][FW_V];
+    for (int j = 0; j < FW_F; j++)
+        for (int v = 0; v < FW_V; v++)
+            acc[j][v] = vzero();
+    const int full = npx == FW_V * VL;
+    for (int64_t p = 0; p < k; p++) {
+        const real *xp = x + off[p];
+        vec xv[FW_V];
+#pragma GCC unroll 4
+        for (int v = 0; v < FW_V; v++)
+            xv[v] = full ? vload(xp + v * VL) : load_n(xp + v * VL, npx - v * VL);
+#pragma GCC unroll 4
+        for (int j = 0; j < FW_F; j++) {
+            const vec wj = vset1(wp[p * FW_F + j]);
+#pragma GCC unroll 4
+            for (int v = 0; v < FW_V; v++)
+                acc[j][v] = vfma(wj, xv[v], acc[j][v]);
+        }
+    }
+    if (bias)
+#pragma GCC unroll 4
+        for (int j = 0; j < FW_F; j++) {
+            const vec bj = vset1(bias[j]);
+#pragma GCC unroll 4
+            for (int v = 0; v < FW_V; v++)
+                acc[j][v] = vadd(acc[j][v], bj);
+        }
+    if (relu)
+#pragma GCC unroll 4
+        for (int j = 0; j < FW_F; j++)
+#pragma GCC unroll 4
+            for (int v = 0; v < FW_V; v++)
+                acc[j][v] = vrelu(acc[j][v]);
+    if (full && nf == FW_F) {
+#pragma GCC unroll 4
+        for (int j = 0; j < FW_F; j++)
+#pragma GCC unroll 4
+            for (int v = 0; v < FW_V; v++)
+                vstore(y + j * ys + v * VL, acc[j][v]);
+        return;
+    }
+    for (int j = 0; j < nf; j++)
+        for (int v = 0; v < FW_V && v * VL < npx; v++) {
+            real *yo = y + j * ys + v * VL;
+            if (npx - v * VL >= VL)
+                vstore(yo, acc[j][v]);
+            else
+                vmstore(yo, lanes_below(npx - v * VL), acc[j][v]);
+        }
+}
+
+/* One output row of nf <= 4 filters: y[j*ys + ow] (overwritten) = act(sum_p wp[p*4 + j] *
+ * x[off[p] + ow] + bias[j]) for j < nf, ow < ow_n. wp: the filters' weights packed patch
+ * element by element, FW_F per element (zeros past nf); bias: FW_F values or NULL; relu as
+ * the gather micro-kernels (v < 0 ? 0 : v, which keeps NaN and -0.0). Pixels past ow_n are
+ * neither read nor written (masked). */
+void FNN(nchw_fwd_row_avx2)(int64_t k, const real *x, const int64_t *off, const real *wp,
+                            const real *bias, int relu, int nf, int64_t ow_n, real *y,
+                            int64_t ys)
+{
+    int64_t ow = 0;
+    for (; ow + FW_V * VL <= ow_n; ow += FW_V * VL) /* full blocks: plain loads */
+        fwd_block(k, x + ow, off, wp, bias, relu, nf, FW_V * VL, y + ow, ys);
+    if (ow < ow_n)
+        fwd_block(k, x + ow, off, wp, bias, relu, nf, ow_n - ow, y + ow, ys);
+}
+
+#define DW_F 3 /* weight gradient: filters per block */
+#define DW_P 3 /* weight gradient: patch elements per block */
+
+/* acc[j][q] += dy[jo[j] + 0:VL] * x[o[q] + 0:VL], loads masked by m if masked. */
+static inline __attribute__((always_inline)) void
+dw_step(const real *d, const int64_t *jo, const real *xr, const int64_t *o,
+        vec acc[DW_F][DW_P], int masked, vmask m)
+{
+    vec dv[DW_F];
+#pragma GCC unroll 4
+    for (int j = 0; j < DW_F; j++)
+        dv[j] = masked ? vmload(d + jo[j], m) : vload(d + jo[j]);
+#pragma GCC unroll 4
+    for (int q = 0; q < DW_P; q++) {
+        const vec xv = masked ? vmload(xr + o[q], m) : vload(xr + o[q]);
+#pragma GCC unroll 4
+        for (int j = 0; j < DW_F; j++)
+            acc[j][q] = vfma(dv[j], xv, acc[j][q]);
+    }
+}
+
+/* One image's weight and bias gradient, added: part[j*k + p] += sum over oh < OH, ow < OW of
+ * dy[j*ohow + oh*OW + ow] * x[oh*xrs + off[p] + ow] (xrs: x's row stride times the stride
+ * along h) for j < f, p < k, and db[j] += the sum of dy[j*ohow ...] over the plane (db may
+ * be NULL). Per (j, p): VL lane sums over the pixels in (oh, ow) order, then added across
+ * lanes; the same order whatever the caller's threads. */
+void FNN(nchw_dw_img_avx2)(int64_t k, int64_t f, int64_t OH, int64_t OW, const real *dy,
+                           const real *x, int64_t xrs, const int64_t *off, real *part, real *db)
+{
+    const int64_t ohow = OH * OW, tail = OW % VL, body = OW - tail;
+    for (int64_t j0 = 0; j0 < f; j0 += DW_F) {
+        const int nj = f - j0 < DW_F ? (int)(f - j0) : DW_F;
+        for (int64_t p0 = 0; p0 < k; p0 += DW_P) {
+            const int np = k - p0 < DW_P ? (int)(k - p0) : DW_P;
+            int64_t o[DW_P];
+            int64_t jo[DW_F];
+            for (int q = 0; q < DW_P; q++) /* missing elements/filters repeat the first */
+                o[q] = off[p0 + (q < np ? q : 0)];
+            for (int j = 0; j < DW_F; j++)
+                jo[j] = (j0 + (j < nj ? j : 0)) * ohow;
+            vec acc[DW_F][DW_P];
+            for (int j = 0; j < DW_F; j++)
+                for (int q = 0; q < DW_P; q++)
+                    acc[j][q] = vzero();
+            for (int64_t oh = 0; oh < OH; oh++) {
+                const real *d = dy + oh * OW, *xr = x + oh * xrs;
+                for (int64_t ow = 0; ow < body; ow += VL)
+                    dw_step(d + ow, jo, xr + ow, o, acc, 0, _mm256_setzero_si256());
+            }
+            if (tail) { /* the last columns, masked (nothing read past OW) */
+                for (int64_t oh = 0; oh < OH; oh++)
+                    dw_step(dy + oh * OW + body, jo, x + oh * xrs + body, o, acc, 1,
+                            lanes_below(tail));
+            }
+            for (int j = 0; j < nj; j++)
+                for (int q = 0; q < np; q++)
+                    part[(j0 + j) * k + p0 + q] += hsum(acc[j][q]);
+        }
+    }
+    if (!db)
+        return;
+    for (int64_t j = 0; j < f; j++) {
+        const real *d = dy + j * ohow;
+        vec s = vzero();
+        int64_t i = 0;
+        for (; i + VL <= ohow; i += VL)
+            s = vadd(s, vload(d + i));
+        if (i < ohow)
+            s = vadd(s, vmload(d + i, lanes_below(ohow - i)));
+        db[j] += hsum(s);
+    }
+}
