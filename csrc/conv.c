@@ -598,11 +598,12 @@ static int64_t gemm_ws_max(const fnn_geom *g, int layout, int64_t f, int64_t chu
  * NCHW_GROUPS fixed groups (from the shape: the same sums whatever the threads), each into
  * its own partial, the partials added in group order; dx stays with the batched path.
  * Taken for small patches over wide rows, where the batched path's lowering and packing
- * cost more than its products (in-process A/B against it, 2 threads, f32 / f64: forward
- * 1x28x28 -> 30 5x5 0.50x / 0.77x the time, 3x32x32 -> 32 3x3 0.94x / 0.97x; weight and
- * bias gradient 0.44x / 0.52x, 0.44x / 0.58x, 16x28x28 -> 16 3x3 0.62x / 0.49x); with
- * bigger patches or narrower rows the GEMM's efficiency wins (forward 16x28x28 1.14x
- * slower in f32, 32x14x14 1.85x; gradient 32x13x13 -> 64 1.58x, 64x7x7 1.72x). */
+ * cost more than its products. In-process A/B against the batched path, 2 threads, f32 /
+ * f64 time ratios: forward 1x28x28 -> 30 5x5 0.51 / 0.68, 3x32x32 -> 32 3x3 pad 1 0.70 /
+ * 0.77, 2x28x28 -> 16 3x3 pad 1 1.08 / 0.60; dw + db 0.41 / 0.54, 0.35 / 0.51, 0.67 / 0.46,
+ * 16x28x28 -> 16 3x3 0.54 / 0.56 (forward 1.01 / 1.01: the bound below). With bigger
+ * patches or narrower rows the GEMM's efficiency wins (earlier measurements: forward
+ * 16x28x28 1.14x slower in f32, 32x14x14 1.85x; dw 32x13x13 -> 64 1.58x, 64x7x7 1.72x). */
 #define DIRECT_FWD_MAX_PATCH 32
 #define DIRECT_DW_MAX_PATCH 160
 #define DIRECT_MIN_OW 16

@@ -64,82 +64,72 @@ static inline real hsum(vec v)
 #define FW_F 4 /* forward: filters per block (rows of the register tile) */
 #define FW_V 3 /* forward: vectors of pixels per block */
 
-/* Load VL values at p, or the first n of them (masked: nothing read past them). */
-static inline vec load_n(const real *p, int64_t n)
-{
-    return n >= VL ? vload(p) : vmload(p, lanes_below(n));
-}
-
-/* One block of the forward: pixels ow0 .. ow0 + npx - 1 (npx <= FW_V * VL) of FW_F filters. */
+/* One block of the forward: NV vectors of pixels (a constant at each call) of FW_F
+ * filters, the last vector's first `last` lanes only (VL: all; masked loads and stores, so
+ * nothing past them is read or written). One mask register at most: a masked register
+ * tile of 3 vectors x 4 filters kept its accumulators on the stack. */
 static inline __attribute__((always_inline)) void
 fwd_block(int64_t k, const real *x, const int64_t *off, const real *wp, const real *bias,
-          int relu, int nf, int64_t npx, real *y, int64_t ys)
+          int relu, int nf, const int NV, int64_t last, real *y, int64_t ys)
 {
     vec acc[FW_F][FW_V];
+    const int masked = last < VL;
+    const vmask m = lanes_below(last);
+#pragma GCC unroll 4
     for (int j = 0; j < FW_F; j++)
-        for (int v = 0; v < FW_V; v++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
             acc[j][v] = vzero();
-    const int full = npx == FW_V * VL;
     for (int64_t p = 0; p < k; p++) {
         const real *xp = x + off[p];
         vec xv[FW_V];
 #pragma GCC unroll 4
-        for (int v = 0; v < FW_V; v++)
-            xv[v] = full ? vload(xp + v * VL) : load_n(xp + v * VL, npx - v * VL);
+        for (int v = 0; v < NV; v++)
+            xv[v] = masked && v == NV - 1 ? vmload(xp + v * VL, m) : vload(xp + v * VL);
 #pragma GCC unroll 4
         for (int j = 0; j < FW_F; j++) {
             const vec wj = vset1(wp[p * FW_F + j]);
 #pragma GCC unroll 4
-            for (int v = 0; v < FW_V; v++)
+            for (int v = 0; v < NV; v++)
                 acc[j][v] = vfma(wj, xv[v], acc[j][v]);
         }
     }
-    if (bias)
 #pragma GCC unroll 4
-        for (int j = 0; j < FW_F; j++) {
-            const vec bj = vset1(bias[j]);
+    for (int j = 0; j < FW_F; j++) {
+        if (j >= nf)
+            break;
+        const vec bj = bias ? vset1(bias[j]) : vzero();
 #pragma GCC unroll 4
-            for (int v = 0; v < FW_V; v++)
-                acc[j][v] = vadd(acc[j][v], bj);
-        }
-    if (relu)
-#pragma GCC unroll 4
-        for (int j = 0; j < FW_F; j++)
-#pragma GCC unroll 4
-            for (int v = 0; v < FW_V; v++)
-                acc[j][v] = vrelu(acc[j][v]);
-    if (full && nf == FW_F) {
-#pragma GCC unroll 4
-        for (int j = 0; j < FW_F; j++)
-#pragma GCC unroll 4
-            for (int v = 0; v < FW_V; v++)
-                vstore(y + j * ys + v * VL, acc[j][v]);
-        return;
-    }
-    for (int j = 0; j < nf; j++)
-        for (int v = 0; v < FW_V && v * VL < npx; v++) {
-            real *yo = y + j * ys + v * VL;
-            if (npx - v * VL >= VL)
-                vstore(yo, acc[j][v]);
+        for (int v = 0; v < NV; v++) {
+            vec o = acc[j][v];
+            if (bias)
+                o = vadd(o, bj);
+            if (relu)
+                o = vrelu(o);
+            if (masked && v == NV - 1)
+                vmstore(y + j * ys + v * VL, m, o);
             else
-                vmstore(yo, lanes_below(npx - v * VL), acc[j][v]);
+                vstore(y + j * ys + v * VL, o);
         }
+    }
 }
 
 /* One output row of nf <= 4 filters: y[j*ys + ow] (overwritten) = act(sum_p wp[p*4 + j] *
  * x[off[p] + ow] + bias[j]) for j < nf, ow < ow_n. wp: the filters' weights packed patch
  * element by element, FW_F per element (zeros past nf); bias: FW_F values or NULL; relu as
- * the gather micro-kernels (v < 0 ? 0 : v, which keeps NaN and -0.0). Pixels past ow_n are
- * neither read nor written (masked). */
+ * the gather micro-kernels (v < 0 ? 0 : v, which keeps NaN and -0.0). Blocks of FW_V
+ * vectors, then the row's last pixels one vector at a time. */
 void FNN(nchw_fwd_row_avx2)(int64_t k, const real *x, const int64_t *off, const real *wp,
                             const real *bias, int relu, int nf, int64_t ow_n, real *y,
                             int64_t ys)
 {
     int64_t ow = 0;
-    for (; ow + FW_V * VL <= ow_n; ow += FW_V * VL) /* full blocks: plain loads */
-        fwd_block(k, x + ow, off, wp, bias, relu, nf, FW_V * VL, y + ow, ys);
+    for (; ow + FW_V * VL <= ow_n; ow += FW_V * VL)
+        fwd_block(k, x + ow, off, wp, bias, relu, nf, FW_V, VL, y + ow, ys);
+    for (; ow + VL <= ow_n; ow += VL)
+        fwd_block(k, x + ow, off, wp, bias, relu, nf, 1, VL, y + ow, ys);
     if (ow < ow_n)
-        fwd_block(k, x + ow, off, wp, bias, relu, nf, ow_n - ow, y + ow, ys);
+        fwd_block(k, x + ow, off, wp, bias, relu, nf, 1, ow_n - ow, y + ow, ys);
 }
 
 #define DW_F 3 /* weight gradient: filters per block */
