@@ -20,7 +20,8 @@
  *       Direct (AVX2 and up; stride 1 along w, rows of 16 pixels or more, small patches:
  *       see use_nchw_direct): the row kernels of kernels/conv_nchw_avx2.c read runs of x
  *       straight into vectors; forward into y's planes in place, dw and db per group of
- *       images (dx then by the batched path without its dw).
+ *       images, dx (no padding) by adding each dy row's products into the dx rows they
+ *       belong to; what is not direct goes by the batched path.
  *       Per image (the generic ISA's reference, and 1x1 kernels):
  *       y[n] (f x oh*ow) = w * cols[n]^T, written in place.
  * 1x1 kernels with stride 1 and no padding use x itself as the column matrix.
@@ -52,8 +53,8 @@
  *   GEMM unused when dx is implicit too);
  *   batched NCHW: [dw partials, backward][per thread: colsT, dcolsT (bwd), Y / dyT, GEMM]
  *   direct NCHW forward: [w packed by 4 filters][bias padded][padded x chunk, with padding];
- *   direct NCHW backward: [per group: dw, db partials][padded x chunk][the batched dx's
- *   per-thread areas]
+ *   direct NCHW backward: [per group: dw, db partials][padded x chunk] (direct dw)[w^T
+ *   packed] (direct dx)[the batched path's parts and per-thread areas] (the rest)
  *   (a few hundred KiB per thread for typical layers, whatever the chunk).
  */
 #include <string.h>
@@ -607,6 +608,15 @@ static int64_t gemm_ws_max(const fnn_geom *g, int layout, int64_t f, int64_t chu
 #define DIRECT_FWD_MAX_PATCH 32
 #define DIRECT_DW_MAX_PATCH 160
 #define DIRECT_MIN_OW 16
+/* dx direct: single precision only for small patches, where the batched GEMM's is slower
+ * (f32, 2 threads, dx alone: 1x28x28 -> 30 5x5 0.8x, 3x32x32 -> 32 3x3 0.83x the batched
+ * path's time, but 16x28x28 -> 16 3x3 1.15x and 6x24x24 -> 16 5x5 1.27x slower; f64: 0.58x,
+ * 0.8x, 0.74x, 0.73x). */
+#if FNN_PREC == 32
+#define DIRECT_DX_MAX_PATCH 32
+#else
+#define DIRECT_DX_MAX_PATCH 160
+#endif
 
 /* Does the forward (backward = 0) or the weight gradient (1) take the direct path? */
 static int use_nchw_direct(const fnn_geom *g, int layout, int backward)
@@ -737,6 +747,72 @@ static void nchw_dw_direct(const fnn_geom *g, int64_t f, const real *x, const re
 #endif
 }
 
+/* The input gradient, direct (stride 1 along w, no padding, wide rows, small patches): for
+ * each dy row, the products w^T * dy[:, oh, :] of four patch elements at a time are added
+ * straight into the dx rows they belong to (nchw_dx_row_avx2): col2im without dcolsT.
+ * Threads over images (each owns its dx); per image, dy rows in order, so each dx element
+ * sums its terms in the same order whatever the threads. Patch elements go four at a time
+ * in (c, s, r) order: the rows a call adds into are mostly distinct. */
+static int use_nchw_direct_dx(const fnn_geom *g, int layout, int64_t f)
+{
+    return FNN_X86_KERNELS && layout == FNN_NCHW && fnn_get_isa() >= 1 && g->sw == 1 &&
+           !padded(g) && !is_pointwise(g) && g->ow >= DIRECT_MIN_OW &&
+           g->kh * g->kw * g->c <= DIRECT_DX_MAX_PATCH && f <= IMPLICIT_MAX_PATCH;
+}
+
+/* Workspace: w^T packed, four patch elements per filter. */
+static int64_t direct_dx_ws(const fnn_geom *g, int64_t f)
+{
+    return round8((g->kh * g->kw * g->c + DIRECT_F - 1) / DIRECT_F * DIRECT_F * f);
+}
+
+/* dx (g->n, c, h, w), overwritten, of a chunk of g->n images. */
+static void nchw_dx_direct(const fnn_geom *g, int64_t f, const real *dy, const real *w,
+                           real *ws, real *dx)
+{
+#if FNN_X86_KERNELS
+    const int64_t C = g->c, KH = g->kh, KW = g->kw, patch = C * KH * KW;
+    const int64_t nqb = (patch + DIRECT_F - 1) / DIRECT_F, ohow = g->oh * g->ow;
+    const int64_t xs = C * g->h * g->w;
+    int64_t q_of[IMPLICIT_MAX_PATCH], doff[IMPLICIT_MAX_PATCH], planes[IMPLICIT_MAX_PATCH];
+    int64_t i = 0;
+    for (int64_t j = 0; j < f; j++) /* dy's planes */
+        planes[j] = j * ohow;
+    for (int64_t c = 0; c < C; c++) /* (c, s, r) order */
+        for (int64_t s = 0; s < KW; s++)
+            for (int64_t r = 0; r < KH; r++, i++) {
+                q_of[i] = (c * KH + r) * KW + s;
+                doff[i] = c * g->h * g->w + r * g->dh * g->w + s * g->dw;
+            }
+    for (int64_t qb = 0; qb < nqb; qb++)
+        for (int64_t j = 0; j < f; j++)
+            for (int64_t q = 0; q < DIRECT_F; q++) {
+                const int64_t e = qb * DIRECT_F + q;
+                ws[(qb * f + j) * DIRECT_F + q] = e < patch ? w[j * patch + q_of[e]] : 0;
+            }
+    int nt = fnn_threads_for(g->n * ohow * f * patch / 64);
+    if (nt > g->n)
+        nt = (int)max64(1, g->n);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t n = 0; n < g->n; n++) {
+        real *dxn = dx + n * xs;
+        memset(dxn, 0, sizeof(real) * (size_t)xs);
+        for (int64_t oh = 0; oh < g->oh; oh++)
+            for (int64_t qb = 0; qb < nqb; qb++) {
+                const int nq = (int)min64(DIRECT_F, patch - qb * DIRECT_F);
+                real *dst[DIRECT_F];
+                for (int q = 0; q < DIRECT_F; q++)
+                    dst[q] = dxn + oh * g->sh * g->w + doff[qb * DIRECT_F + (q < nq ? q : 0)];
+                FNN(nchw_dx_row_avx2)(f, dy + n * f * ohow + oh * g->ow, planes,
+                                      ws + qb * f * DIRECT_F, nq, g->ow, dst,
+                                      qb == 0 && oh + 1 < g->oh ? g->ow : 0);
+            }
+    }
+#else
+    (void)g, (void)f, (void)dy, (void)w, (void)ws, (void)dx;
+#endif
+}
+
 /* Does this call take the batched NCHW path? */
 static int nchw_batched(const fnn_geom *g, int layout)
 {
@@ -766,15 +842,20 @@ static bwd_parts implicit_bwd_parts(const fnn_geom *g, int layout, int64_t f, in
 int64_t FNN(conv2d_ws)(const fnn_geom *g, int layout, int64_t f, int64_t chunk, int backward)
 {
     const int64_t patch = g->kh * g->kw * g->c;
-    if (use_nchw_direct(g, layout, backward) && !backward)
+    if (use_nchw_direct(g, layout, 0) && !backward)
         return direct_fwd_ws(g, f, chunk);
-    if (use_nchw_direct(g, layout, backward)) /* direct dw, then dx by the batched path */
-        return direct_dw_ws(g, f, chunk) +
-               fnn_get_num_threads() * nchw_area(g, f, nchw_block(g, f, chunk, 1), 1);
     if (nchw_batched(g, layout)) {
         const int64_t b = nchw_block(g, f, chunk, backward), nblk = (chunk + b - 1) / b;
-        const int64_t parts = backward ? nchw_groups(f, patch, nblk) * round8(f * patch) : 0;
-        return parts + fnn_get_num_threads() * nchw_area(g, f, b, backward);
+        const int ddw = backward && use_nchw_direct(g, layout, 1);
+        const int ddx = backward && use_nchw_direct_dx(g, layout, f);
+        /* backward: [direct dw][direct dx][the batched path's, for what is not direct] */
+        const int64_t direct =
+            (ddw ? direct_dw_ws(g, f, chunk) : 0) + (ddx ? direct_dx_ws(g, f) : 0);
+        const int64_t parts =
+            backward && !ddw ? nchw_groups(f, patch, nblk) * round8(f * patch) : 0;
+        const int64_t areas =
+            ddw && ddx ? 0 : fnn_get_num_threads() * nchw_area(g, f, b, backward);
+        return direct + parts + areas;
     }
     if (!backward && use_implicit(g, layout))
         return implicit_ws(g, f, chunk);
@@ -1112,6 +1193,7 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
     real *cols = ws, *dcols = ws + colsz, *gws = ws + 2 * colsz;
     const int implicit_dx = use_implicit_dx(g, layout); /* dx without dcols */
     const int direct = use_nchw_direct(g, layout, 1);   /* dw and db without colsT */
+    const int direct_dx = use_nchw_direct_dx(g, layout, f); /* dx without dcolsT */
     real *dw_ws = NULL, *dx_ws = NULL;
     if (implicit) {
         const bwd_parts parts = implicit_bwd_parts(g, layout, f, chunk);
@@ -1154,11 +1236,16 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
                 if (!pw)
                     FNN(col2im)(&gc, layout, dcols, dxc);
             }
-        } else if (direct) {
-            nchw_dw_direct(&gc, f, xc, dyc, n0 == 0, ws, dw, db);
-            if (dxc)
-                nchw_bwd_batched(g, f, nb, bs, dyc, xc, w, 0, ws + direct_dw_ws(g, f, chunk),
-                                 area, dxc, NULL);
+        } else if (direct || direct_dx) { /* the rest by the batched path */
+            real *dx_ws = ws + (direct ? direct_dw_ws(g, f, chunk) : 0);
+            real *rest = dx_ws + (direct_dx ? direct_dx_ws(g, f) : 0);
+            if (direct)
+                nchw_dw_direct(&gc, f, xc, dyc, n0 == 0, ws, dw, db);
+            if (dxc && direct_dx)
+                nchw_dx_direct(&gc, f, dyc, w, dx_ws, dxc);
+            if (!direct || (dxc && !direct_dx))
+                nchw_bwd_batched(g, f, nb, bs, dyc, xc, w, n0 == 0, rest, area,
+                                 direct_dx ? NULL : dxc, direct ? NULL : dw);
         } else if (batched) {
             nchw_bwd_batched(g, f, nb, bs, dyc, xc, w, n0 == 0, ws, area, dxc, dw);
         } else {

@@ -231,8 +231,10 @@ def test_fused_epilogue_changes_no_bit(isa, layout, shape, filters):
 # ones with several channels a block per image or two (threads over blocks, dw summed
 # per group of blocks). On AVX2 and up, stride 1 along w with rows of 16 pixels or more
 # take the direct path (conv.c: the forward for patches up to 32, dw and db up to 160):
-# the last four cases (and the first two) cover its masked row ends, filter counts that
-# are not multiples of its blocks (4 forward, 3 for dw), padding, dilation and row strides.
+# the last five cases (and the first two) cover its masked row ends, filter counts that
+# are not multiples of its blocks (4 forward, 3 for dw), padding, dilation and row strides;
+# without padding dx is direct too (patches up to 32 in float32, 160 in float64), its
+# blocks of four patch elements adding into rows that may overlap (kernels of < 4 rows).
 NCHW_CONV_CASES = [
     ((1, 1, 28, 28), 30, 5, 1, 0, 1),
     ((5, 3, 28, 28), 30, 5, 1, 0, 1),         # several blocks and dw groups
@@ -247,6 +249,7 @@ NCHW_CONV_CASES = [
     ((2, 3, 9, 21), 5, (2, 3), 1, (1, 2), 1),   # direct: 23-pixel rows, patch 18
     ((4, 6, 17, 17), 13, 5, 1, 2, 1),           # direct dw only (patch 150): 17-pixel rows
     ((2, 1, 6, 40), 2, (1, 8), 1, 0, 1),        # direct: one-row kernel, 33-pixel rows
+    ((2, 2, 23, 30), 5, 3, (2, 1), 0, (2, 1)),  # direct dx too: stride 2 along h, 3 rows
 ]
 
 
@@ -284,7 +287,8 @@ def test_conv_nchw_each_isa(isa, dtype, shape, filters, kernel, stride, padding,
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,kernel", [((5, 2, 10, 9), 3), ((7, 1, 28, 28), 5)])
-def test_conv_nchw_chunks_each_isa(isa, dtype, shape, kernel):
+@pytest.mark.parametrize("padding", ["same", 0])   # 28x28 without: the direct dx too
+def test_conv_nchw_chunks_each_isa(isa, dtype, shape, kernel, padding):
     """A workspace limit smaller than the batch's columns: chunks of 2 or 3 images (one
     block each, or a block per image whose dw partials are summed), dw accumulated over
     the chunks; the NumPy reference's numbers."""
@@ -293,7 +297,7 @@ def test_conv_nchw_chunks_each_isa(isa, dtype, shape, kernel):
     x = rng.standard_normal(shape).astype(dtype)
     w = rng.standard_normal((30, c, kernel, kernel)).astype(dtype)
     b = rng.standard_normal(30).astype(dtype)
-    kwargs = dict(padding="same", layout="NCHW")
+    kwargs = dict(padding=padding, layout="NCHW")
     with fastnn.use_backend("numpy"):
         y_ref = ops.conv2d_forward(x, w, b, activation="relu", **kwargs)
         dy = rng.standard_normal(y_ref.shape).astype(dtype)

@@ -61,20 +61,17 @@ static inline real hsum(vec v)
 }
 #endif
 
-#define FW_F 4 /* forward: filters per block (rows of the register tile) */
-#define FW_V 3 /* forward: vectors of pixels per block */
+#define FW_F 4 /* row kernels: weight rows per register tile (filters, patch elements) */
+#define FW_V 3 /* row kernels: vectors of pixels per register tile */
 
-/* One block of the forward: NV vectors of pixels (a constant at each call) of FW_F
- * filters, the last vector's first `last` lanes only (VL: all; masked loads and stores, so
- * nothing past them is read or written). One mask register at most: a masked register
- * tile of 3 vectors x 4 filters kept its accumulators on the stack. */
+/* The row kernels' register tile: acc[j][v] = sum_p wp[p*FW_F + j] * x[off[p] + v*VL +
+ * lane] (an FMA chain over p from zero) for NV vectors (a constant at each call), the last
+ * one loaded masked by m if masked (nothing past its lanes read). One mask register at
+ * most: a masked tile of 3 vectors x 4 rows kept its accumulators on the stack. */
 static inline __attribute__((always_inline)) void
-fwd_block(int64_t k, const real *x, const int64_t *off, const real *wp, const real *bias,
-          int relu, int nf, const int NV, int64_t last, real *y, int64_t ys)
+row_tile(int64_t k, const real *x, const int64_t *off, const real *wp, const int NV,
+         int masked, vmask m, vec acc[FW_F][FW_V])
 {
-    vec acc[FW_F][FW_V];
-    const int masked = last < VL;
-    const vmask m = lanes_below(last);
 #pragma GCC unroll 4
     for (int j = 0; j < FW_F; j++)
 #pragma GCC unroll 4
@@ -94,6 +91,18 @@ fwd_block(int64_t k, const real *x, const int64_t *off, const real *wp, const re
                 acc[j][v] = vfma(wj, xv[v], acc[j][v]);
         }
     }
+}
+
+/* One block of the forward: NV vectors of pixels of FW_F filters, the last vector's first
+ * `last` lanes only (VL: all; masked loads and stores). */
+static inline __attribute__((always_inline)) void
+fwd_block(int64_t k, const real *x, const int64_t *off, const real *wp, const real *bias,
+          int relu, int nf, const int NV, int64_t last, real *y, int64_t ys)
+{
+    vec acc[FW_F][FW_V];
+    const int masked = last < VL;
+    const vmask m = lanes_below(last);
+    row_tile(k, x, off, wp, NV, masked, m, acc);
 #pragma GCC unroll 4
     for (int j = 0; j < FW_F; j++) {
         if (j >= nf)
@@ -130,6 +139,53 @@ void FNN(nchw_fwd_row_avx2)(int64_t k, const real *x, const int64_t *off, const 
         fwd_block(k, x + ow, off, wp, bias, relu, nf, 1, VL, y + ow, ys);
     if (ow < ow_n)
         fwd_block(k, x + ow, off, wp, bias, relu, nf, 1, ow_n - ow, y + ow, ys);
+}
+
+/* One block of dx_row_avx2: the tile added into the dst rows at column o0. */
+static inline __attribute__((always_inline)) void
+dx_block(int64_t k, const real *d, const int64_t *off, const real *wp, int nq, const int NV,
+         int64_t last, real *const dst[FW_F], int64_t o0)
+{
+    vec acc[FW_F][FW_V];
+    const int masked = last < VL;
+    const vmask m = lanes_below(last);
+    row_tile(k, d, off, wp, NV, masked, m, acc);
+#pragma GCC unroll 4
+    for (int q = 0; q < FW_F; q++) {
+        if (q >= nq)
+            break;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            real *o = dst[q] + o0 + v * VL;
+            if (masked && v == NV - 1)
+                vmstore(o, m, vadd(vmload(o, m), acc[q][v]));
+            else
+                vstore(o, vadd(vload(o), acc[q][v]));
+        }
+    }
+}
+
+/* The input gradient of a stride-1 (along w) convolution without padding, one dy row at
+ * a time: dst[q][ow] += sum_j wp[j*4 + q] * d[off[j] + ow] for q < nq, ow < ow_n (the
+ * row's products for nq <= 4 patch elements, each added into the dx row its element reads
+ * from, at its column shift: col2im without the column matrix). d: dy's row in its first
+ * plane, off[j]: plane j's offset; wp: w^T packed, 4 patch elements per filter j (zeros
+ * past nq). The dst rows of one call may overlap (the adds run one row after the other).
+ * ahead: if not 0, the rows at d + off[j] + ahead (the caller's next) are prefetched. */
+void FNN(nchw_dx_row_avx2)(int64_t k, const real *d, const int64_t *off, const real *wp,
+                           int nq, int64_t ow_n, real *const dst[4], int64_t ahead)
+{
+    int64_t ow = 0;
+    if (ahead) /* k streams: too many for the hardware prefetcher */
+        for (int64_t j = 0; j < k; j++)
+            for (int64_t e = 0; e < ow_n; e += 64 / (int64_t)sizeof(real))
+                _mm_prefetch((const char *)(d + off[j] + ahead + e), _MM_HINT_T0);
+    for (; ow + FW_V * VL <= ow_n; ow += FW_V * VL)
+        dx_block(k, d + ow, off, wp, nq, FW_V, VL, dst, ow);
+    for (; ow + VL <= ow_n; ow += VL)
+        dx_block(k, d + ow, off, wp, nq, 1, VL, dst, ow);
+    if (ow < ow_n)
+        dx_block(k, d + ow, off, wp, nq, 1, ow_n - ow, dst, ow);
 }
 
 #define DW_F 3 /* weight gradient: filters per block */
