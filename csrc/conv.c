@@ -711,52 +711,18 @@ static int64_t direct_dw_ws(const fnn_geom *g, int64_t f, int64_t chunk)
     return direct_groups(chunk) * part + direct_xp_ws(g, chunk);
 }
 
-/* dw (f x patch) and db (f, or NULL) of a chunk of g->n images, NCHW: overwritten if first,
- * else added to. */
-static void nchw_dw_direct(const fnn_geom *g, int64_t f, const real *x, const real *dy,
-                           int first, real *ws, real *dw, real *db)
-{
-#if FNN_X86_KERNELS
-    const int64_t patch = g->kh * g->kw * g->c, fp = f * patch, ohow = g->oh * g->ow;
-    const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
-    const int64_t ng = direct_groups(g->n), per = (g->n + ng - 1) / ng, part = round8(fp + f);
-    int64_t off[IMPLICIT_MAX_PATCH];
-    int nt = fnn_threads_for(g->n * ohow * fp / 64);
-    direct_offsets(g, off);
-    const real *src = direct_source(g, x, ws + ng * part, nt);
-    if (nt > ng)
-        nt = (int)ng;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t gi = 0; gi < ng; gi++) {
-        real *pw = ws + gi * part;
-        memset(pw, 0, sizeof(real) * (size_t)(fp + f));
-        for (int64_t n = gi * per; n < min64(g->n, (gi + 1) * per); n++)
-            FNN(nchw_dw_img_avx2)(patch, f, g->oh, g->ow, dy + n * f * ohow,
-                                  src + n * g->c * hp * wp, g->sh * wp, off, pw,
-                                  db ? pw + fp : NULL);
-    }
-    for (int64_t e = 0; e < fp + (db ? f : 0); e++) {
-        real acc = ws[e];
-        for (int64_t gi = 1; gi < ng; gi++)
-            acc += ws[gi * part + e];
-        real *d = e < fp ? dw + e : db + (e - fp);
-        *d = first ? acc : *d + acc;
-    }
-#else
-    (void)g, (void)f, (void)x, (void)dy, (void)first, (void)ws, (void)dw, (void)db;
-#endif
-}
-
-/* The input gradient, direct (stride 1 along w, no padding, wide rows, small patches): for
- * each dy row, the products w^T * dy[:, oh, :] of four patch elements at a time are added
- * straight into the dx rows they belong to (nchw_dx_row_avx2): col2im without dcolsT.
- * Threads over images (each owns its dx); per image, dy rows in order, so each dx element
- * sums its terms in the same order whatever the threads. Patch elements go four at a time
- * in (c, s, r) order: the rows a call adds into are mostly distinct. */
+/* The input gradient, direct (stride 1 along w, no padding, wide rows, small patches; only
+ * with the direct dw): for each dy row, the products w^T * dy[:, oh, :] of four patch
+ * elements at a time are added straight into the dx rows they belong to
+ * (nchw_dx_row_avx2): col2im without dcolsT. Image by image, each right after its dw, while
+ * its dy is in L2: in a training step dy comes from memory (the layer above wrote it),
+ * and is read once for both (13.8 MB for the book's first convolution in float64). Per
+ * image, dy rows in order: each dx element sums its terms in the same order whatever the
+ * threads. Patch elements go four at a time in (c, s, r) order: the rows a call adds into
+ * are mostly distinct. */
 static int use_nchw_direct_dx(const fnn_geom *g, int layout, int64_t f)
 {
-    return FNN_X86_KERNELS && layout == FNN_NCHW && fnn_get_isa() >= 1 && g->sw == 1 &&
-           !padded(g) && !is_pointwise(g) && g->ow >= DIRECT_MIN_OW &&
+    return use_nchw_direct(g, layout, 1) && !padded(g) &&
            g->kh * g->kw * g->c <= DIRECT_DX_MAX_PATCH && f <= IMPLICIT_MAX_PATCH;
 }
 
@@ -766,50 +732,91 @@ static int64_t direct_dx_ws(const fnn_geom *g, int64_t f)
     return round8((g->kh * g->kw * g->c + DIRECT_F - 1) / DIRECT_F * DIRECT_F * f);
 }
 
-/* dx (g->n, c, h, w), overwritten, of a chunk of g->n images. */
-static void nchw_dx_direct(const fnn_geom *g, int64_t f, const real *dy, const real *w,
-                           real *ws, real *dx)
+/* The direct dx's operands: wq = w^T packed by four patch elements in (c, s, r) order
+ * (zeros past the patch), doff[e] = where ordered element e's dx row starts from its
+ * output row's, planes[j] = dy's plane j's offset. */
+static void dx_setup(const fnn_geom *g, int64_t f, const real *w, real *wq, int64_t *doff,
+                     int64_t *planes)
 {
-#if FNN_X86_KERNELS
     const int64_t C = g->c, KH = g->kh, KW = g->kw, patch = C * KH * KW;
-    const int64_t nqb = (patch + DIRECT_F - 1) / DIRECT_F, ohow = g->oh * g->ow;
-    const int64_t xs = C * g->h * g->w;
-    int64_t q_of[IMPLICIT_MAX_PATCH], doff[IMPLICIT_MAX_PATCH], planes[IMPLICIT_MAX_PATCH];
-    int64_t i = 0;
-    for (int64_t j = 0; j < f; j++) /* dy's planes */
-        planes[j] = j * ohow;
-    for (int64_t c = 0; c < C; c++) /* (c, s, r) order */
+    const int64_t nqb = (patch + DIRECT_F - 1) / DIRECT_F;
+    int64_t q_of[DIRECT_DW_MAX_PATCH + DIRECT_F], e = 0;
+    for (int64_t j = 0; j < f; j++)
+        planes[j] = j * g->oh * g->ow;
+    for (int64_t c = 0; c < C; c++)
         for (int64_t s = 0; s < KW; s++)
-            for (int64_t r = 0; r < KH; r++, i++) {
-                q_of[i] = (c * KH + r) * KW + s;
-                doff[i] = c * g->h * g->w + r * g->dh * g->w + s * g->dw;
+            for (int64_t r = 0; r < KH; r++, e++) {
+                q_of[e] = (c * KH + r) * KW + s;
+                doff[e] = c * g->h * g->w + r * g->dh * g->w + s * g->dw;
             }
     for (int64_t qb = 0; qb < nqb; qb++)
         for (int64_t j = 0; j < f; j++)
             for (int64_t q = 0; q < DIRECT_F; q++) {
-                const int64_t e = qb * DIRECT_F + q;
-                ws[(qb * f + j) * DIRECT_F + q] = e < patch ? w[j * patch + q_of[e]] : 0;
+                e = qb * DIRECT_F + q;
+                wq[(qb * f + j) * DIRECT_F + q] = e < patch ? w[j * patch + q_of[e]] : 0;
             }
-    int nt = fnn_threads_for(g->n * ohow * f * patch / 64);
-    if (nt > g->n)
-        nt = (int)max64(1, g->n);
+}
+
+/* One image's dx (c, h, w), overwritten, from its dy (f, oh, ow). */
+static void dx_image(const fnn_geom *g, int64_t f, const real *wq, const int64_t *doff,
+                     const int64_t *planes, const real *dyn, real *dxn)
+{
+    const int64_t patch = g->kh * g->kw * g->c, nqb = (patch + DIRECT_F - 1) / DIRECT_F;
+    memset(dxn, 0, sizeof(real) * (size_t)(g->c * g->h * g->w));
+    for (int64_t oh = 0; oh < g->oh; oh++)
+        for (int64_t qb = 0; qb < nqb; qb++) {
+            const int nq = (int)min64(DIRECT_F, patch - qb * DIRECT_F);
+            real *dst[DIRECT_F];
+            for (int q = 0; q < DIRECT_F; q++)
+                dst[q] = dxn + oh * g->sh * g->w + doff[qb * DIRECT_F + (q < nq ? q : 0)];
+            FNN(nchw_dx_row_avx2)(f, dyn + oh * g->ow, planes, wq + qb * f * DIRECT_F, nq,
+                                  g->ow, dst, qb == 0 && oh + 1 < g->oh ? g->ow : 0);
+        }
+}
+
+/* dw (f x patch) and db (f, or NULL) of a chunk of g->n images, NCHW: overwritten if first,
+ * else added to; and dx (overwritten) unless NULL, where use_nchw_direct_dx (dx_ws: its
+ * workspace). */
+static void nchw_bwd_direct(const fnn_geom *g, int64_t f, const real *x, const real *dy,
+                            const real *w, int first, real *ws, real *dw, real *db,
+                            real *dx_ws, real *dx)
+{
+#if FNN_X86_KERNELS
+    const int64_t patch = g->kh * g->kw * g->c, fp = f * patch, ohow = g->oh * g->ow;
+    const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
+    const int64_t ng = direct_groups(g->n), per = (g->n + ng - 1) / ng, part = round8(fp + f);
+    int64_t off[DIRECT_DW_MAX_PATCH], doff[DIRECT_DW_MAX_PATCH + DIRECT_F];
+    int64_t planes[IMPLICIT_MAX_PATCH];
+    int nt = fnn_threads_for(g->n * ohow * fp / 64);
+    direct_offsets(g, off);
+    if (dx)
+        dx_setup(g, f, w, dx_ws, doff, planes);
+    const real *src = direct_source(g, x, ws + ng * part, nt);
+    if (nt > ng)
+        nt = (int)ng;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t n = 0; n < g->n; n++) {
-        real *dxn = dx + n * xs;
-        memset(dxn, 0, sizeof(real) * (size_t)xs);
-        for (int64_t oh = 0; oh < g->oh; oh++)
-            for (int64_t qb = 0; qb < nqb; qb++) {
-                const int nq = (int)min64(DIRECT_F, patch - qb * DIRECT_F);
-                real *dst[DIRECT_F];
-                for (int q = 0; q < DIRECT_F; q++)
-                    dst[q] = dxn + oh * g->sh * g->w + doff[qb * DIRECT_F + (q < nq ? q : 0)];
-                FNN(nchw_dx_row_avx2)(f, dy + n * f * ohow + oh * g->ow, planes,
-                                      ws + qb * f * DIRECT_F, nq, g->ow, dst,
-                                      qb == 0 && oh + 1 < g->oh ? g->ow : 0);
-            }
+    for (int64_t gi = 0; gi < ng; gi++) {
+        real *pw = ws + gi * part;
+        memset(pw, 0, sizeof(real) * (size_t)(fp + f));
+        for (int64_t n = gi * per; n < min64(g->n, (gi + 1) * per); n++) {
+            FNN(nchw_dw_img_avx2)(patch, f, g->oh, g->ow, dy + n * f * ohow,
+                                  src + n * g->c * hp * wp, g->sh * wp, off, pw,
+                                  db ? pw + fp : NULL);
+            if (dx)
+                dx_image(g, f, dx_ws, doff, planes, dy + n * f * ohow,
+                         dx + n * g->c * g->h * g->w);
+        }
+    }
+    for (int64_t e = 0; e < fp + (db ? f : 0); e++) {
+        real acc = ws[e];
+        for (int64_t gi = 1; gi < ng; gi++)
+            acc += ws[gi * part + e];
+        real *d = e < fp ? dw + e : db + (e - fp);
+        *d = first ? acc : *d + acc;
     }
 #else
-    (void)g, (void)f, (void)dy, (void)w, (void)ws, (void)dx;
+    (void)g, (void)f, (void)x, (void)dy, (void)w, (void)first, (void)ws, (void)dw, (void)db,
+        (void)dx_ws, (void)dx;
 #endif
 }
 
@@ -846,16 +853,13 @@ int64_t FNN(conv2d_ws)(const fnn_geom *g, int layout, int64_t f, int64_t chunk, 
         return direct_fwd_ws(g, f, chunk);
     if (nchw_batched(g, layout)) {
         const int64_t b = nchw_block(g, f, chunk, backward), nblk = (chunk + b - 1) / b;
-        const int ddw = backward && use_nchw_direct(g, layout, 1);
-        const int ddx = backward && use_nchw_direct_dx(g, layout, f);
-        /* backward: [direct dw][direct dx][the batched path's, for what is not direct] */
-        const int64_t direct =
-            (ddw ? direct_dw_ws(g, f, chunk) : 0) + (ddx ? direct_dx_ws(g, f) : 0);
-        const int64_t parts =
-            backward && !ddw ? nchw_groups(f, patch, nblk) * round8(f * patch) : 0;
-        const int64_t areas =
-            ddw && ddx ? 0 : fnn_get_num_threads() * nchw_area(g, f, b, backward);
-        return direct + parts + areas;
+        const int64_t parts = backward ? nchw_groups(f, patch, nblk) * round8(f * patch) : 0;
+        const int64_t areas = fnn_get_num_threads() * nchw_area(g, f, b, backward);
+        if (backward && use_nchw_direct_dx(g, layout, f)) /* [direct dw][direct dx] */
+            return direct_dw_ws(g, f, chunk) + direct_dx_ws(g, f);
+        if (backward && use_nchw_direct(g, layout, 1)) /* [direct dw][the batched dx's] */
+            return direct_dw_ws(g, f, chunk) + areas;
+        return parts + areas;
     }
     if (!backward && use_implicit(g, layout))
         return implicit_ws(g, f, chunk);
@@ -1236,16 +1240,12 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
                 if (!pw)
                     FNN(col2im)(&gc, layout, dcols, dxc);
             }
-        } else if (direct || direct_dx) { /* the rest by the batched path */
-            real *dx_ws = ws + (direct ? direct_dw_ws(g, f, chunk) : 0);
-            real *rest = dx_ws + (direct_dx ? direct_dx_ws(g, f) : 0);
-            if (direct)
-                nchw_dw_direct(&gc, f, xc, dyc, n0 == 0, ws, dw, db);
-            if (dxc && direct_dx)
-                nchw_dx_direct(&gc, f, dyc, w, dx_ws, dxc);
-            if (!direct || (dxc && !direct_dx))
-                nchw_bwd_batched(g, f, nb, bs, dyc, xc, w, n0 == 0, rest, area,
-                                 direct_dx ? NULL : dxc, direct ? NULL : dw);
+        } else if (direct) { /* dx by the batched path unless direct too */
+            real *dx_ws = ws + direct_dw_ws(g, f, chunk);
+            nchw_bwd_direct(&gc, f, xc, dyc, w, n0 == 0, ws, dw, db, dx_ws,
+                            direct_dx ? dxc : NULL);
+            if (dxc && !direct_dx)
+                nchw_bwd_batched(g, f, nb, bs, dyc, xc, w, 0, dx_ws, area, dxc, NULL);
         } else if (batched) {
             nchw_bwd_batched(g, f, nb, bs, dyc, xc, w, n0 == 0, ws, area, dxc, dw);
         } else {
