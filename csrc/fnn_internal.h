@@ -13,6 +13,14 @@
 #define FNN_X86_KERNELS 0
 #endif
 
+/* A static function the compiler must inline (the micro-kernels' register tiles: their
+ * shape arguments are constants at each call); MSVC spells it __forceinline. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FNN_ALWAYS_INLINE static __forceinline
+#else
+#define FNN_ALWAYS_INLINE static inline __attribute__((always_inline))
+#endif
+
 /* Work (elements touched; GEMM passes m*n*k/64) below which a kernel runs on one thread.
  * About 0.1-0.3 ms of work: below that the fork/join of a parallel region costs more than
  * it saves, and on a machine shared with other processes a region whose second thread has

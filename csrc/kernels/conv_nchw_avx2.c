@@ -68,7 +68,7 @@ static inline real hsum(vec v)
  * lane] (an FMA chain over p from zero) for NV vectors (a constant at each call), the last
  * one loaded masked by m if masked (nothing past its lanes read). One mask register at
  * most: a masked tile of 3 vectors x 4 rows kept its accumulators on the stack. */
-static inline __attribute__((always_inline)) void
+FNN_ALWAYS_INLINE void
 row_tile(int64_t k, const real *x, const int64_t *off, const real *wp, const int NV,
          int masked, vmask m, vec acc[FW_F][FW_V])
 {
@@ -95,7 +95,7 @@ row_tile(int64_t k, const real *x, const int64_t *off, const real *wp, const int
 
 /* One block of the forward: NV vectors of pixels of FW_F filters, the last vector's first
  * `last` lanes only (VL: all; masked loads and stores). */
-static inline __attribute__((always_inline)) void
+FNN_ALWAYS_INLINE void
 fwd_block(int64_t k, const real *x, const int64_t *off, const real *wp, const real *bias,
           int relu, int nf, const int NV, int64_t last, real *y, int64_t ys)
 {
@@ -142,7 +142,7 @@ void FNN(nchw_fwd_row_avx2)(int64_t k, const real *x, const int64_t *off, const 
 }
 
 /* One block of dx_row_avx2: the tile added into the dst rows at column o0. */
-static inline __attribute__((always_inline)) void
+FNN_ALWAYS_INLINE void
 dx_block(int64_t k, const real *d, const int64_t *off, const real *wp, int nq, const int NV,
          int64_t last, real *const dst[FW_F], int64_t o0)
 {
@@ -192,7 +192,7 @@ void FNN(nchw_dx_row_avx2)(int64_t k, const real *d, const int64_t *off, const r
 #define DW_P 3 /* weight gradient: patch elements per block */
 
 /* acc[j][q] += dy[jo[j] + 0:VL] * x[o[q] + 0:VL], loads masked by m if masked. */
-static inline __attribute__((always_inline)) void
+FNN_ALWAYS_INLINE void
 dw_step(const real *d, const int64_t *jo, const real *xr, const int64_t *o,
         vec acc[DW_F][DW_P], int masked, vmask m)
 {

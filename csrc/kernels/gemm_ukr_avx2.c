@@ -132,9 +132,8 @@ void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double 
 /* The packed tile on its first R (1 or 2) rows only (the edge tile of C's last rows): the
  * same accumulation per element as the full tile, into C (row stride ldc, beta = 0,
  * alpha = 1). */
-static inline __attribute__((always_inline)) void rows_f32(int R, int64_t k, const float *ap,
-                                                           const float *bp, float *c,
-                                                           int64_t ldc)
+FNN_ALWAYS_INLINE void rows_f32(int R, int64_t k, const float *ap, const float *bp, float *c,
+                                int64_t ldc)
 {
     __m256 acc[MR][2];
 #pragma GCC unroll 6
@@ -158,10 +157,8 @@ static inline __attribute__((always_inline)) void rows_f32(int R, int64_t k, con
     }
 }
 
-static inline __attribute__((always_inline)) void rows_f64(int R, int64_t k,
-                                                           const double *ap,
-                                                           const double *bp, double *c,
-                                                           int64_t ldc)
+FNN_ALWAYS_INLINE void rows_f64(int R, int64_t k, const double *ap, const double *bp,
+                                double *c, int64_t ldc)
 {
     __m256d acc[MR][2];
 #pragma GCC unroll 6
