@@ -597,7 +597,8 @@ static int64_t gemm_ws_max(const fnn_geom *g, int layout, int64_t f, int64_t chu
  * conv_nchw_avx2.c) load x straight into vectors: no colsT, no packing, y's planes written
  * in place. Forward: threads over (image, output row). Weight and bias gradient: images in
  * NCHW_GROUPS fixed groups (from the shape: the same sums whatever the threads), each into
- * its own partial, the partials added in group order; dx stays with the batched path.
+ * its own partial, the partials added in group order; dx with them where there is no
+ * padding (use_nchw_direct_dx), else by the batched path.
  * Taken for small patches over wide rows, where the batched path's lowering and packing
  * cost more than its products. In-process A/B against the batched path, 2 threads, f32 /
  * f64 time ratios: forward 1x28x28 -> 30 5x5 0.51 / 0.68, 3x32x32 -> 32 3x3 pad 1 0.70 /
@@ -627,7 +628,7 @@ static int use_nchw_direct(const fnn_geom *g, int layout, int backward)
            patch <= (backward ? DIRECT_DW_MAX_PATCH : DIRECT_FWD_MAX_PATCH);
 }
 
-#define DIRECT_F 4 /* filters per forward block (the row kernel's FW_F) */
+#define DIRECT_F 4 /* the row kernels' FW_F: filters (forward), patch elements (dx) */
 
 /* The input the row kernels read: x, or its zero-padded copy in xp (n*c planes of
  * (h + pt + pb) x (w + pl + pr), padded_source on single-channel images). */
@@ -1241,11 +1242,11 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
                     FNN(col2im)(&gc, layout, dcols, dxc);
             }
         } else if (direct) { /* dx by the batched path unless direct too */
-            real *dx_ws = ws + direct_dw_ws(g, f, chunk);
-            nchw_bwd_direct(&gc, f, xc, dyc, w, n0 == 0, ws, dw, db, dx_ws,
+            real *rest = ws + direct_dw_ws(g, f, chunk);
+            nchw_bwd_direct(&gc, f, xc, dyc, w, n0 == 0, ws, dw, db, rest,
                             direct_dx ? dxc : NULL);
             if (dxc && !direct_dx)
-                nchw_bwd_batched(g, f, nb, bs, dyc, xc, w, 0, dx_ws, area, dxc, NULL);
+                nchw_bwd_batched(g, f, nb, bs, dyc, xc, w, 0, rest, area, dxc, NULL);
         } else if (batched) {
             nchw_bwd_batched(g, f, nb, bs, dyc, xc, w, n0 == 0, ws, area, dxc, dw);
         } else {

@@ -2,10 +2,13 @@
  * the output pixels of one row (oh, ow = 0..OW-1) read input columns ow + offset, so a run
  * of pixels is a contiguous run of x and a vector load needs no column matrix. Called by
  * conv.c (the direct NCHW path) only after fnn_cpu_max_isa() reported AVX2 and FMA.
- * Compiled twice, FNN_PREC=32/64, with -mavx2 -mfma. Reference: the im2col + GEMM NCHW
- * path of conv.c (the tests compare both with the NumPy reference); per output element the
- * forward is the GEMM's order of operations for patches of one KC block (an FMA chain over
- * the patch from zero, then the bias, then relu), so the same bits.
+ * Compiled twice, FNN_PREC=32/64, with -mavx2 -mfma. Three kernels: an output row of up to
+ * 4 filters (forward), a dy row's input gradient added into up to 4 dx rows (the same
+ * register tile, row_tile), one image's weight and bias gradient (dot products along the
+ * rows, added into partials). Reference: the im2col + GEMM NCHW path of conv.c (the tests
+ * compare both with the NumPy reference); per output element the forward is the GEMM's
+ * order of operations for patches of one KC block (an FMA chain over the patch from zero,
+ * then the bias, then relu), so the same bits.
  *
  * x: one image's input rows, element (row, col) at x[row * xrs + col]; off[p]: patch
  * element p = (c, r, s) at off[p] = c*plane + r*dh*xrs + s*dw from a pixel's corner. */
@@ -28,7 +31,8 @@ typedef __m256i vmask;
 #define vrelu(v) _mm256_blendv_ps(v, vzero(), _mm256_cmp_ps(v, vzero(), _CMP_LT_OQ))
 static inline vmask lanes_below(int64_t n)
 {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 static inline real hsum(vec v)
 {
@@ -215,7 +219,8 @@ dw_step(const real *d, const int64_t *jo, const real *xr, const int64_t *o,
  * be NULL). Per (j, p): VL lane sums over the pixels in (oh, ow) order, then added across
  * lanes; the same order whatever the caller's threads. */
 void FNN(nchw_dw_img_avx2)(int64_t k, int64_t f, int64_t OH, int64_t OW, const real *dy,
-                           const real *x, int64_t xrs, const int64_t *off, real *part, real *db)
+                           const real *x, int64_t xrs, const int64_t *off, real *part,
+                           real *db)
 {
     const int64_t ohow = OH * OW, tail = OW % VL, body = OW - tail;
     for (int64_t j0 = 0; j0 < f; j0 += DW_F) {
