@@ -26,15 +26,18 @@ SETTINGS = settings(
 
 
 @st.composite
-def window_problems(draw, pooling: bool):
-    """A valid (x shape, window, stride, padding, dilation, layout, dtype) problem."""
-    layout = draw(st.sampled_from(["NHWC", "NCHW"]))
+def window_problems(draw, pooling: bool, direct: bool = False):
+    """A valid (x shape, window, stride, padding, dilation, layout, dtype) problem.
+
+    direct: NCHW with stride 1 along w, one to three channels and output rows of 16 or
+    more pixels, the problems the C backend's direct NCHW path takes (most of them)."""
+    layout = "NCHW" if direct else draw(st.sampled_from(["NHWC", "NCHW"]))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     n = draw(st.integers(0, 3))
-    c = draw(st.integers(1, 5))
-    f = draw(st.integers(1, 5))
+    c = draw(st.integers(1, 3 if direct else 5))
+    f = draw(st.integers(1, 9 if direct else 5))
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sh, sw = draw(st.integers(1, 3)), 1 if direct else draw(st.integers(1, 3))
     dh, dw = (1, 1) if pooling else (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     mode = draw(st.sampled_from(["valid", "same", "int", "pair", "sides"]))
     # pooling needs every explicit pad < window on that side
@@ -58,7 +61,7 @@ def window_problems(draw, pooling: bool):
     else:
         hmin, wmin = max(1, span_h - pt - pb), max(1, span_w - pl - pr)
     h = draw(st.integers(hmin, hmin + 7))
-    w = draw(st.integers(wmin, wmin + 7))
+    w = draw(st.integers(wmin + 16, wmin + 40) if direct else st.integers(wmin, wmin + 7))
     seed = draw(st.integers(0, 2 ** 32 - 1))
     return dict(n=n, h=h, w=w, c=c, f=f, k=(kh, kw), stride=(sh, sw), padding=padding,
                 dilation=(dh, dw), layout=layout, dtype=dtype, seed=seed)
@@ -68,6 +71,19 @@ def window_problems(draw, pooling: bool):
 @given(p=window_problems(pooling=False), use_b=st.booleans(), relu=st.booleans(),
        need_dx=st.booleans())
 def test_conv_matches_reference(fast_backend, p, use_b, relu, need_dx):
+    _check_conv(p, use_b, relu, need_dx)
+
+
+@SETTINGS
+@given(p=window_problems(pooling=False, direct=True), use_b=st.booleans(),
+       relu=st.booleans(), need_dx=st.booleans())
+def test_conv_wide_nchw_rows_match_reference(fast_backend, p, use_b, relu, need_dx):
+    _check_conv(p, use_b, relu, need_dx)
+
+
+def _check_conv(p, use_b, relu, need_dx):
+    """Every convolution op on problem p (im2col, col2im, forward, backward) against the
+    NumPy reference."""
     rng = np.random.default_rng(p["seed"])
     dtype, layout, (kh, kw) = p["dtype"], p["layout"], p["k"]
     x = to_layout(rand(rng, (p["n"], p["h"], p["w"], p["c"]), dtype), layout)
