@@ -4,9 +4,10 @@
 
 GEMM (M, K, N) float32 1024^3, 2048^3, (86528, 9, 32), (15488, 288, 64), (128, 128, 10)
 and float64 1024^3; the CNN's convolutions forward (bias + fused ReLU) and backward
-(NHWC, 3x3 valid; x=(128,28,28,1) with 32 filters, x=(128,13,13,32) with 64) and its
+(NHWC, 3x3 valid; x=(128,28,28,1) with 32 filters, x=(128,13,13,32) with 64), the book
+conv net's first convolution (NCHW float64, x=(100,1,28,28), 30 5x5 filters) and the CNN's
 2x2 max poolings forward and backward on (128,26,26,32) and (128,11,11,64). PyTorch runs
-the same ops on NCHW tensors converted beforehand. No timing is asserted.
+the same ops on NCHW tensors (converted beforehand). No timing is asserted.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def _case_id(case) -> str:
     p = case.params
     if case.group == "matmul":
         tail = f"{p['dtype'].replace('float', 'f')}-{p['m']}x{p['k']}x{p['n']}"
+    elif case.group == "conv" and p["layout"] == "NCHW":
+        tail = f"{p['w'][1]}to{p['w'][0]}-nchw-{p['dtype'].replace('float', 'f')}"
     elif case.group == "conv":
         tail = f"{p['w'][2]}to{p['w'][3]}"
     else:

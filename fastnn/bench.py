@@ -110,11 +110,15 @@ MATMUL_SHAPES = [("float32", 1024, 1024, 1024), ("float32", 2048, 2048, 2048),
 # (x shape NHWC, filters, need_dx): the CNN's two convolutions; the first layer's input
 # needs no gradient, so the model (and PyTorch) skips dx there.
 CONV_CASES = [((128, 28, 28, 1), 32, False), ((128, 13, 13, 32), 64, True)]
+# (x shape NCHW, filters, kernel, dtype): the first convolution of "Deep Learning from
+# Scratch"'s conv net (fastnn.compat.dlfs; bench/bench_dlfs.py), PyTorch's own layout.
+NCHW_CONV_CASES = [((100, 1, 28, 28), 30, 5, "float64")]
 POOL_CASES = [(128, 26, 26, 32), (128, 11, 11, 64)]
 # --quick: the same case structure at toy sizes (for plumbing tests).
 QUICK_MATMUL_SHAPES = [("float32", 64, 64, 64), ("float32", 512, 9, 8),
                        ("float32", 32, 32, 10), ("float64", 64, 64, 64)]
 QUICK_CONV_CASES = [((2, 10, 10, 1), 4, False), ((2, 6, 6, 4), 8, True)]
+QUICK_NCHW_CONV_CASES = [((2, 1, 20, 20), 4, 5, "float64")]
 QUICK_POOL_CASES = [(2, 8, 8, 4), (2, 6, 6, 8)]
 QUICK_TRAIN_IMAGES = 256
 
@@ -373,7 +377,8 @@ def kernel_cases(quick: bool = False, only: Optional[Sequence[str]] = None) -> L
             oh, ow = h - 2, w - 2
             fwd = 2.0 * n * oh * ow * f * 9 * c
             params = {"dtype": "float32", "x": list(xs), "w": [3, 3, c, f],
-                      "padding": "valid", "layout": "NHWC", "need_dx": need_dx}
+                      "padding": "valid", "layout": "NHWC", "need_dx": need_dx,
+                      "activation": "relu"}
             shape = f"x{tuple(xs)}, {f} 3x3 filters"
             cases.append(KernelCase("conv", "conv_fwd", f"conv2d fwd+relu {c}->{f}",
                                     shape, dict(params), fwd))
@@ -387,6 +392,18 @@ def kernel_cases(quick: bool = False, only: Optional[Sequence[str]] = None) -> L
                                     f"conv2d+maxpool bwd ({what}) {c}->{f}",
                                     shape + ", from the pooled gradient", dict(params),
                                     fwd * (2 if need_dx else 1)))
+        for xs, f, k, dtype in (QUICK_NCHW_CONV_CASES if quick else NCHW_CONV_CASES):
+            n, c, h, w = xs
+            fwd = 2.0 * n * (h - k + 1) * (w - k + 1) * f * k * k * c
+            params = {"dtype": dtype, "x": list(xs), "w": [f, c, k, k], "padding": "valid",
+                      "layout": "NCHW", "need_dx": True, "activation": None}
+            shape = f"x{tuple(xs)} NCHW, {f} {k}x{k} filters"
+            short = "f32" if dtype == "float32" else "f64"
+            cases.append(KernelCase("conv", "conv_fwd", f"conv2d fwd+bias NCHW {short} {c}->{f}",
+                                    shape, dict(params), fwd))
+            cases.append(KernelCase("conv", "conv_bwd",
+                                    f"conv2d bwd (dx,dw,db) NCHW {short} {c}->{f}", shape,
+                                    dict(params), 2 * fwd))
     if "pool" in only:
         for xs in (QUICK_POOL_CASES if quick else POOL_CASES):
             params = {"dtype": "float32", "x": list(xs), "pool": [2, 2], "layout": "NHWC"}
@@ -438,11 +455,18 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
 
     if case.group == "conv":
         x = randn(tuple(p["x"]))
-        kh, kw, cin, f = p["w"]
-        w = (randn((kh, kw, cin, f)) * np.sqrt(2.0 / (kh * kw * cin))).astype(dtype)
+        nchw = p["layout"] == "NCHW"
+        if nchw:
+            f, cin, kh, kw = p["w"]
+        else:
+            kh, kw, cin, f = p["w"]
+        w = (randn(tuple(p["w"])) * np.sqrt(2.0 / (kh * kw * cin))).astype(dtype)
         bias = (randn((f,)) * 0.1).astype(dtype)
-        need_dx = p["need_dx"]
-        y_shape = (x.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1, f)
+        need_dx, act, lay = p["need_dx"], p["activation"], p["layout"]
+        if nchw:
+            y_shape = (x.shape[0], f, x.shape[2] - kh + 1, x.shape[3] - kw + 1)
+        else:
+            y_shape = (x.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1, f)
         dy = randn(y_shape)
         if case.op == "conv_pool_bwd":   # the pair's backward from its pooled gradient
             with fastnn.use_backend("numpy"):
@@ -451,7 +475,8 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
             dyp = randn(yp.shape)
         if impl in ("fastnn", "numpy"):
             if case.op == "conv_fwd":
-                fn = lambda: ops.conv2d_forward(x, w, bias, activation="relu")  # noqa: E731
+                fn = lambda: ops.conv2d_forward(  # noqa: E731
+                    x, w, bias, activation=act, layout=lay)
             elif case.op == "conv_pool_fwd":
                 fn = lambda: ops.conv2d_maxpool_forward(  # noqa: E731
                     x, w, bias, activation="relu")
@@ -459,13 +484,17 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
                 fn = lambda: ops.conv2d_maxpool_backward(  # noqa: E731
                     dyp, argmax, x, w, crop=True, need_dx=need_dx)
             else:
-                fn = lambda: ops.conv2d_backward(dy, x, w, need_dx=need_dx)  # noqa: E731
+                fn = lambda: ops.conv2d_backward(  # noqa: E731
+                    dy, x, w, need_dx=need_dx, layout=lay)
             return on_numpy_backend(fn) if impl == "numpy" else fn
-        tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-        tw = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
-        tb = torch.from_numpy(bias)
-        tdy = torch.from_numpy(np.ascontiguousarray(dy.transpose(0, 3, 1, 2)))
+
+        def nchw_tensor(a, axes):   # PyTorch's layout, converted before timing
+            return torch.from_numpy(a if nchw else np.ascontiguousarray(a.transpose(axes)))
+        tx, tdy = nchw_tensor(x, (0, 3, 1, 2)), nchw_tensor(dy, (0, 3, 1, 2))
+        tw, tb = nchw_tensor(w, (3, 2, 0, 1)), torch.from_numpy(bias)
         F = torch.nn.functional
+        if case.op == "conv_fwd" and act is None:
+            return lambda: F.conv2d(tx, tw, tb)
         if case.op == "conv_fwd":
             return lambda: torch.relu_(F.conv2d(tx, tw, tb))
         if case.op == "conv_pool_fwd":
@@ -1144,7 +1173,10 @@ def run(*, suite: str = "all", only: Optional[Sequence[str]] = None,
                      "ops.conv2d_maxpool_forward in fastnn (the layers' pair in the model), "
                      "conv2d, relu_, max_pool2d with indices in PyTorch, and its GFLOPS count "
                      "the whole convolution; conv backward of the first layer skips dx, as "
-                     "in the model")
+                     "in the model; the NCHW rows are the first convolution of Deep "
+                     "Learning from Scratch's conv net (fastnn.compat.dlfs) in float64: "
+                     "the bias without activation (a Relu layer follows in the book), and "
+                     "the whole backward, dx included, as the book's layer computes it")
     if train_records:
         srcs = {r.get("data_source") for r in train_records if "data_source" in r}
         if "shipped sample" in srcs:
