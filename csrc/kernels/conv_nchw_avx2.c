@@ -97,11 +97,14 @@ row_tile(int64_t k, const real *x, const int64_t *off, const real *wp, const int
     }
 }
 
-/* One block of the forward: NV vectors of pixels of FW_F filters, the last vector's first
- * `last` lanes only (VL: all; masked loads and stores). */
+/* One block of a row kernel: NV vectors of pixels (a constant at each call), the last
+ * one's first `last` lanes only (VL: all; masked loads and stores), written into rows
+ * dst[j] + o0 for j < nrows: stored with the bias and relu applied (add = 0; bias NULL:
+ * none), or added to what is there (add = 1). */
 FNN_ALWAYS_INLINE void
-fwd_block(int64_t k, const real *x, const int64_t *off, const real *wp, const real *bias,
-          int relu, int nf, const int NV, int64_t last, real *y, int64_t ys)
+row_block(int64_t k, const real *x, const int64_t *off, const real *wp, const int NV,
+          int64_t last, int nrows, const real *bias, int relu, const int add,
+          real *const dst[FW_F], int64_t o0)
 {
     vec acc[FW_F][FW_V];
     const int masked = last < VL;
@@ -109,64 +112,59 @@ fwd_block(int64_t k, const real *x, const int64_t *off, const real *wp, const re
     row_tile(k, x, off, wp, NV, masked, m, acc);
 #pragma GCC unroll 4
     for (int j = 0; j < FW_F; j++) {
-        if (j >= nf)
+        if (j >= nrows)
             break;
         const vec bj = bias ? vset1(bias[j]) : vzero();
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
-            vec o = acc[j][v];
+            real *o = dst[j] + o0 + v * VL;
+            const int part = masked && v == NV - 1;
+            vec r = acc[j][v];
+            if (add)
+                r = vadd(part ? vmload(o, m) : vload(o), r);
             if (bias)
-                o = vadd(o, bj);
+                r = vadd(r, bj);
             if (relu)
-                o = vrelu(o);
-            if (masked && v == NV - 1)
-                vmstore(y + j * ys + v * VL, m, o);
+                r = vrelu(r);
+            if (part)
+                vmstore(o, m, r);
             else
-                vstore(y + j * ys + v * VL, o);
+                vstore(o, r);
         }
     }
+}
+
+/* A row kernel over pixels [0, ow_n): blocks of FW_V vectors, then the last pixels one
+ * vector at a time (row_block's arguments). */
+FNN_ALWAYS_INLINE void
+row_blocks(int64_t k, const real *x, const int64_t *off, const real *wp, int nrows,
+           const real *bias, int relu, const int add, real *const dst[FW_F], int64_t ow_n)
+{
+    int64_t ow = 0;
+    for (; ow + FW_V * VL <= ow_n; ow += FW_V * VL)
+        row_block(k, x + ow, off, wp, FW_V, VL, nrows, bias, relu, add, dst, ow);
+    for (; ow + VL <= ow_n; ow += VL)
+        row_block(k, x + ow, off, wp, 1, VL, nrows, bias, relu, add, dst, ow);
+    if (ow < ow_n)
+        row_block(k, x + ow, off, wp, 1, ow_n - ow, nrows, bias, relu, add, dst, ow);
 }
 
 /* One output row of nf <= 4 filters: y[j*ys + ow] (overwritten) = act(sum_p wp[p*4 + j] *
  * x[off[p] + ow] + bias[j]) for j < nf, ow < ow_n. wp: the filters' weights packed patch
  * element by element, FW_F per element (zeros past nf); bias: FW_F values or NULL; relu as
- * the gather micro-kernels (v < 0 ? 0 : v, which keeps NaN and -0.0). Blocks of FW_V
- * vectors, then the row's last pixels one vector at a time. */
+ * the gather micro-kernels (v < 0 ? 0 : v, which keeps NaN and -0.0). */
 void FNN(nchw_fwd_row_avx2)(int64_t k, const real *x, const int64_t *off, const real *wp,
                             const real *bias, int relu, int nf, int64_t ow_n, real *y,
                             int64_t ys)
 {
-    int64_t ow = 0;
-    for (; ow + FW_V * VL <= ow_n; ow += FW_V * VL)
-        fwd_block(k, x + ow, off, wp, bias, relu, nf, FW_V, VL, y + ow, ys);
-    for (; ow + VL <= ow_n; ow += VL)
-        fwd_block(k, x + ow, off, wp, bias, relu, nf, 1, VL, y + ow, ys);
-    if (ow < ow_n)
-        fwd_block(k, x + ow, off, wp, bias, relu, nf, 1, ow_n - ow, y + ow, ys);
-}
-
-/* One block of dx_row_avx2: the tile added into the dst rows at column o0. */
-FNN_ALWAYS_INLINE void
-dx_block(int64_t k, const real *d, const int64_t *off, const real *wp, int nq, const int NV,
-         int64_t last, real *const dst[FW_F], int64_t o0)
-{
-    vec acc[FW_F][FW_V];
-    const int masked = last < VL;
-    const vmask m = lanes_below(last);
-    row_tile(k, d, off, wp, NV, masked, m, acc);
-#pragma GCC unroll 4
-    for (int q = 0; q < FW_F; q++) {
-        if (q >= nq)
-            break;
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) {
-            real *o = dst[q] + o0 + v * VL;
-            if (masked && v == NV - 1)
-                vmstore(o, m, vadd(vmload(o, m), acc[q][v]));
-            else
-                vstore(o, vadd(vload(o), acc[q][v]));
-        }
-    }
+    real *const dst[FW_F] = {y, y + (nf > 1) * ys, y + (nf > 2) * 2 * ys,
+                             y + (nf > 3) * 3 * ys}; /* rows past nf: never written */
+    if (bias && relu)
+        row_blocks(k, x, off, wp, nf, bias, 1, 0, dst, ow_n);
+    else if (bias)
+        row_blocks(k, x, off, wp, nf, bias, 0, 0, dst, ow_n);
+    else
+        row_blocks(k, x, off, wp, nf, NULL, relu, 0, dst, ow_n);
 }
 
 /* The input gradient of a stride-1 (along w) convolution without padding, one dy row at
@@ -179,17 +177,11 @@ dx_block(int64_t k, const real *d, const int64_t *off, const real *wp, int nq, c
 void FNN(nchw_dx_row_avx2)(int64_t k, const real *d, const int64_t *off, const real *wp,
                            int nq, int64_t ow_n, real *const dst[4], int64_t ahead)
 {
-    int64_t ow = 0;
     if (ahead) /* k streams: too many for the hardware prefetcher */
         for (int64_t j = 0; j < k; j++)
             for (int64_t e = 0; e < ow_n; e += 64 / (int64_t)sizeof(real))
                 _mm_prefetch((const char *)(d + off[j] + ahead + e), _MM_HINT_T0);
-    for (; ow + FW_V * VL <= ow_n; ow += FW_V * VL)
-        dx_block(k, d + ow, off, wp, nq, FW_V, VL, dst, ow);
-    for (; ow + VL <= ow_n; ow += VL)
-        dx_block(k, d + ow, off, wp, nq, 1, VL, dst, ow);
-    if (ow < ow_n)
-        dx_block(k, d + ow, off, wp, nq, 1, ow_n - ow, dst, ow);
+    row_blocks(k, d, off, wp, nq, NULL, 0, 1, dst, ow_n);
 }
 
 #define DW_F 3 /* weight gradient: filters per block */
