@@ -399,8 +399,9 @@ def kernel_cases(quick: bool = False, only: Optional[Sequence[str]] = None) -> L
                       "layout": "NCHW", "need_dx": True, "activation": None}
             shape = f"x{tuple(xs)} NCHW, {f} {k}x{k} filters"
             short = "f32" if dtype == "float32" else "f64"
-            cases.append(KernelCase("conv", "conv_fwd", f"conv2d fwd+bias NCHW {short} {c}->{f}",
-                                    shape, dict(params), fwd))
+            cases.append(KernelCase("conv", "conv_fwd",
+                                    f"conv2d fwd+bias NCHW {short} {c}->{f}", shape,
+                                    dict(params), fwd))
             cases.append(KernelCase("conv", "conv_bwd",
                                     f"conv2d bwd (dx,dw,db) NCHW {short} {c}->{f}", shape,
                                     dict(params), 2 * fwd))
