@@ -168,20 +168,25 @@ int fnn_conv2d_pool_fwd_f64(const fnn_geom *g, int layout, int64_t f, const doub
                             const double *w, const double *b, int act, int64_t chunk,
                             double *ws, double *y, int64_t *argmax);
 
-/* dw (shaped like w) and db (f, unless NULL) of a convolution followed by 2x2 max pooling
- * (stride 2, no padding), NHWC, from the pooled gradient dyp (n, oh/2, ow/2, f) and the
- * pooling's argmax (flat indices into each image's oh x ow x f output), without the
- * convolution's own gradient: returns 1, or 0 (nothing written) where this does not apply
- * (fnn_conv2d_pool_dw_ok; then scatter and call fnn_conv2d_bwd). ws: fnn_conv2d_ws(g,
- * layout, f, chunk, 1) elements. */
-int fnn_conv2d_pool_dw_ok_f32(const fnn_geom *g, int layout, int64_t f);
-int fnn_conv2d_pool_dw_ok_f64(const fnn_geom *g, int layout, int64_t f);
-int fnn_conv2d_pool_bwd_dw_f32(const fnn_geom *g, int layout, int64_t f, const float *dyp,
-                               const int64_t *argmax, const float *x, int64_t chunk,
-                               float *ws, float *dw, float *db);
-int fnn_conv2d_pool_bwd_dw_f64(const fnn_geom *g, int layout, int64_t f, const double *dyp,
-                               const int64_t *argmax, const double *x, int64_t chunk,
-                               double *ws, double *dw, double *db);
+/* dw (shaped like w), db (f, unless NULL) and dx (shaped like x, unless NULL) of a
+ * convolution followed by 2x2 max pooling (stride 2, no padding), NHWC, from the pooled
+ * gradient dyp (n, oh/2, ow/2, f) and the pooling's argmax (flat indices into each image's
+ * oh x ow x f output, each in [0, oh*ow*f)), without the convolution's own gradient; all
+ * overwritten. Returns 1, or 0 (nothing written) where this does not apply
+ * (fnn_conv2d_pool_bwd_ok(g, layout, f, dx != NULL); then scatter and call
+ * fnn_conv2d_bwd). ws: fnn_conv2d_pool_bwd_ws(g, layout, f, chunk, dx != NULL) elements. */
+int fnn_conv2d_pool_bwd_ok_f32(const fnn_geom *g, int layout, int64_t f, int need_dx);
+int fnn_conv2d_pool_bwd_ok_f64(const fnn_geom *g, int layout, int64_t f, int need_dx);
+int64_t fnn_conv2d_pool_bwd_ws_f32(const fnn_geom *g, int layout, int64_t f, int64_t chunk,
+                                   int need_dx);
+int64_t fnn_conv2d_pool_bwd_ws_f64(const fnn_geom *g, int layout, int64_t f, int64_t chunk,
+                                   int need_dx);
+int fnn_conv2d_pool_bwd_f32(const fnn_geom *g, int layout, int64_t f, const float *dyp,
+                            const int64_t *argmax, const float *x, const float *w,
+                            int64_t chunk, float *ws, float *dx, float *dw, float *db);
+int fnn_conv2d_pool_bwd_f64(const fnn_geom *g, int layout, int64_t f, const double *dyp,
+                            const int64_t *argmax, const double *x, const double *w,
+                            int64_t chunk, double *ws, double *dx, double *dw, double *db);
 
 /* Pooling (pool.c) */
 void fnn_maxpool_fwd_f32(const fnn_geom *g, int layout, const float *x, float *y,

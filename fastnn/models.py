@@ -806,10 +806,9 @@ def _relu_pool_backward(layer, pool, grad):
     """Backward through ``layer`` (ending in relu) and the MaxPooling2D ``pool`` after it:
     the pooling applies relu's derivative to its own, smaller gradient and sums the bias
     gradient there (:meth:`MaxPooling2D.backward_through_relu`); the layer skips its relu
-    backward and bias sum. A first Conv2D run with the pooling by ``conv_pool_forward``
-    (no input gradient wanted) takes its weight gradient straight from the pooled one
-    (``conv_pool_backward``)."""
-    if getattr(layer, "_dy_crop", False) and not layer.need_input_grad:
+    backward and bias sum. A Conv2D run with the pooling by ``conv_pool_forward`` takes
+    its gradients straight from the pooled one (``conv_pool_backward``)."""
+    if getattr(layer, "_dy_crop", False):
         return conv_pool_backward(layer, pool, grad)
     dz, db = pool.backward_through_relu(grad, need_db=getattr(layer, "bias", None) is not None)
     return layer.backward_logits(dz, db)

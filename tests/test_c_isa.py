@@ -599,6 +599,89 @@ def test_conv_maxpool_backward_dw_each_isa(isa, dtype, f, limit, restore_workspa
     assert np.abs(db - db_ref).max() <= _tol(dtype, k) * (np.abs(db_ref).max() + 1.0)
 
 
+# (x shape, w shape, stride, padding, dilation): receptive fields of whole AVX2 vectors
+# (rows of kw * c elements, or with dilated columns runs of c), f past one 64-bit filter
+# mask (70, 130) and short of it, padding (dx through a padded image), strides, odd outputs
+# (the crop), a 1x1 kernel; float64's vectors of 4 take c = 4.
+POOL_SPARSE_CASES = [
+    (np.float32, (9, 13, 13, 32), (3, 3, 32, 64), 1, "valid", 1),
+    (np.float32, (4, 12, 11, 8), (3, 3, 8, 70), 1, "same", 1),
+    (np.float32, (3, 15, 14, 16), (3, 3, 16, 9), 1, "valid", (1, 2)),
+    (np.float32, (3, 17, 16, 8), (3, 2, 8, 5), (2, 1), ((1, 0), (2, 1)), 1),
+    (np.float32, (2, 10, 10, 24), (1, 1, 24, 130), 1, "valid", 1),
+    (np.float64, (9, 13, 13, 16), (3, 3, 16, 64), 1, "valid", 1),
+    (np.float64, (3, 11, 12, 4), (3, 3, 4, 7), 1, "same", 1),
+    (np.float64, (3, 14, 13, 4), (2, 3, 4, 66), (1, 2), "valid", (2, 1))]
+
+
+@pytest.mark.parametrize("dtype,xs,ws,stride,padding,dilation", POOL_SPARSE_CASES)
+def test_conv_maxpool_backward_sparse_each_isa(isa, dtype, xs, ws, stride, padding,
+                                               dilation):
+    """dx, dW and db of the convolution + pooling straight from the pooled gradient and
+    argmax (each gradient times its argmax pixel's receptive field and its filter only:
+    AVX2 image kernels, the portable ones on generic) against the reference's scatter then
+    conv2d_backward: relu's zeros in dy (skipped), a NaN (its pixel's receptive field in
+    dx, its filter's row of dW), dx alone where wanted; the same bits on 1 and 2 threads
+    (dW summed per fixed group of images)."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[3]).astype(dtype)
+    geo = dict(stride=stride, padding=padding, dilation=dilation)
+    with fastnn.use_backend("numpy"):
+        y, am = ops.conv2d_maxpool_forward(x, w, b, activation="relu", crop=True, **geo)
+        dy = rng.standard_normal(y.shape).astype(dtype) * (y > 0)
+        dy.flat[dy.size // 2] = np.nan
+        zshape = (xs[0], 2 * (y.shape[1]), 2 * y.shape[2], ws[3])
+        dz = ops.maxpool2d_backward(dy, am, zshape, 2)
+        ref = ops.conv2d_backward(dz, x, w, crop=True, **geo)
+    runs = []
+    before = fastnn.get_num_threads()
+    try:
+        with fastnn.use_backend("c"):
+            for threads in (2, 1):
+                fastnn.set_num_threads(threads)
+                runs.append(ops.conv2d_maxpool_backward(dy, am, x, w, crop=True, **geo))
+            dw_only = ops.conv2d_maxpool_backward(dy, am, x, w, crop=True, need_dx=False,
+                                                  **geo)
+    finally:
+        fastnn.set_num_threads(before)
+    k = {"dx": ws[0] * ws[1] * ws[3], "dw": xs[0] * zshape[1] * zshape[2], "db": 1}
+    k["db"] = k["dw"]
+    for name, got, want in zip(("dx", "dw", "db"), runs[0], ref):
+        nan = np.isnan(want)
+        assert nan.any() and not nan.all(), name
+        np.testing.assert_array_equal(np.isnan(got), nan, err_msg=name)
+        err = np.abs(got[~nan] - want[~nan]).max()
+        assert err <= _tol(dtype, k[name]) * (np.abs(want[~nan]).max() + 1.0), name
+    for a, c in zip(runs[0], runs[1]):
+        assert a.tobytes() == c.tobytes()
+    assert dw_only[0] is None
+    assert dw_only[1].tobytes() == runs[0][1].tobytes()
+    assert dw_only[2].tobytes() == runs[0][2].tobytes()
+
+
+def test_conv_maxpool_backward_sparse_ignores_argmax_outside_window(isa):
+    """An argmax naming a pixel outside its own window (in range, but never from the
+    forward) is ignored by the sparse path, as by the pooled dW: its gradient reaches
+    nothing (no read or write outside the image either way)."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, 9, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 8, 16)).astype(np.float32)
+    y, am = ops.conv2d_maxpool_forward(x, w, None, activation="relu", crop=True)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    bad = am.copy()
+    bad[0, 0, 0, 3] = bad[0, 2, 2, 3]   # filter 3's pixel of window (2, 2), in window (0, 0)
+    bad[1, 1, 0, 5] = 5                 # filter 5 of pixel 0, another window's
+    keep = dy.copy()
+    keep[0, 0, 0, 3] = keep[1, 1, 0, 5] = 0
+    with fastnn.use_backend("c"):
+        got = ops.conv2d_maxpool_backward(dy, bad, x, w, crop=True, need_db=False)
+        want = ops.conv2d_maxpool_backward(keep, am, x, w, crop=True, need_db=False)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_adam_update_each_isa(isa, dtype):
     """The portable loop (generic) and its AVX2 build give the reference's bits."""

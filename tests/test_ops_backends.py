@@ -354,6 +354,49 @@ def test_conv2d_maxpool_backward(backend, case, crop, need_dx, need_db, layout, 
     assert dw0.shape == w.shape and not dw0.any()
 
 
+# NHWC, 8+ input channels (where the fast backends take each pooled gradient's products
+# with its argmax pixel only): f over one 64-filter mask, padding, strides, dilation, odd
+# outputs (the crop), a 1x1 kernel.
+POOL_SPARSE = [((5, 13, 13, 8), (3, 3, 8, 16), 1, "valid", 1),
+               ((3, 12, 11, 8), (3, 3, 8, 70), 1, "same", 1),
+               ((3, 15, 14, 16), (3, 3, 16, 9), (2, 1), ((1, 0), (2, 1)), (1, 2)),
+               ((2, 10, 10, 12), (1, 1, 12, 5), 1, "valid", 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation", POOL_SPARSE)
+def test_conv2d_maxpool_backward_sparse(fast_backend, xs, ws, stride, padding, dilation,
+                                        dtype):
+    """dx, dw, db from the pooled gradient with relu's zeros in it and a NaN, against the
+    reference's scatter then conv2d_backward; bits independent of the thread count."""
+    rng = _rng("pool-sparse", xs, ws)
+    x, w, b = rand(rng, xs, dtype), rand(rng, ws, dtype), rand(rng, ws[3:], dtype)
+    geo = dict(stride=stride, padding=padding, dilation=dilation)
+    y, am = reference(ops.conv2d_maxpool_forward, x, w, b, activation="relu", crop=True,
+                      **geo)
+    dy = rand(rng, y.shape, dtype) * (y > 0)
+    dy.flat[dy.size // 3] = np.nan
+    zshape = (xs[0], 2 * y.shape[1], 2 * y.shape[2], ws[3])
+    dz = reference(ops.maxpool2d_backward, dy, am, zshape, 2)
+    ref = reference(ops.conv2d_backward, dz, x, w, crop=True, **geo)
+    before = fastnn.get_num_threads()
+    try:
+        got = [ops.conv2d_maxpool_backward(dy, am, x, w, crop=True, **geo)]
+        fastnn.set_num_threads(1)
+        got.append(ops.conv2d_maxpool_backward(dy, am, x, w, crop=True, **geo))
+    finally:
+        fastnn.set_num_threads(before)
+    k = xs[0] * zshape[1] * zshape[2]
+    for name, g, r, kk, scale in (
+            ("dx", got[0][0], ref[0], ws[0] * ws[1] * ws[3], absmax(dy) * absmax(w)),
+            ("dw", got[0][1], ref[1], k, absmax(dy) * absmax(x)),
+            ("db", got[0][2], ref[2], k, absmax(dy))):
+        assert np.isnan(r).any() and np.isfinite(r).any(), name
+        assert_close(g, r, k=kk, scale=scale, what=f"conv2d_maxpool_backward {name}")
+    for a, c in zip(*got):
+        assert_bitwise(a, c)
+
+
 @pytest.mark.parametrize("padding", [0, "same"])
 def test_conv2d_maxpool_forward_in_chunks(backend, restore_workspace_limit, padding):
     """With a workspace limit of one image per chunk (the padded copy of x is made per

@@ -12,58 +12,8 @@
  *
  * x: one image's input rows, element (row, col) at x[row * xrs + col]; off[p]: patch
  * element p = (c, r, s) at off[p] = c*plane + r*dh*xrs + s*dw from a pixel's corner. */
-#include <immintrin.h>
-
 #include "fnn_real.h"
-
-#if FNN_PREC == 32
-#define VL 8
-typedef __m256 vec;
-typedef __m256i vmask;
-#define vzero _mm256_setzero_ps
-#define vset1 _mm256_set1_ps
-#define vload _mm256_loadu_ps
-#define vstore _mm256_storeu_ps
-#define vmload _mm256_maskload_ps
-#define vmstore _mm256_maskstore_ps
-#define vfma _mm256_fmadd_ps
-#define vadd _mm256_add_ps
-#define vrelu(v) _mm256_blendv_ps(v, vzero(), _mm256_cmp_ps(v, vzero(), _CMP_LT_OQ))
-static inline vmask lanes_below(int64_t n)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
-                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-static inline real hsum(vec v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-#else
-#define VL 4
-typedef __m256d vec;
-typedef __m256i vmask;
-#define vzero _mm256_setzero_pd
-#define vset1 _mm256_set1_pd
-#define vload _mm256_loadu_pd
-#define vstore _mm256_storeu_pd
-#define vmload _mm256_maskload_pd
-#define vmstore _mm256_maskstore_pd
-#define vfma _mm256_fmadd_pd
-#define vadd _mm256_add_pd
-#define vrelu(v) _mm256_blendv_pd(v, vzero(), _mm256_cmp_pd(v, vzero(), _CMP_LT_OQ))
-static inline vmask lanes_below(int64_t n)
-{
-    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
-}
-static inline real hsum(vec v)
-{
-    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
-}
-#endif
+#include "vec_avx2.h"
 
 #define FW_F 4 /* row kernels: weight rows per register tile (filters, patch elements) */
 #define FW_V 3 /* row kernels: vectors of pixels per register tile */

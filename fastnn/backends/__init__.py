@@ -83,11 +83,12 @@ Optional primitives (a backend without them gets the calls they stand for):
     ``y``, ``argmax`` = ``maxpool2d_forward`` with 2x2 windows, stride 2, no padding, of
     ``act(conv(x, w) + b)``, bit for bit, without writing the convolution's output; returns
     False (nothing written) where it does not apply. The C backend has it (NHWC, AVX2).
-``conv2d_maxpool_backward_dw(dy, argmax, x, w, g, layout, dw, db, chunk) -> bool``
-    ``dw``, ``db`` (None: not wanted) = those of ``conv2d_backward`` given
-    ``maxpool2d_backward(dy, argmax)`` (2x2 windows, stride 2, of the convolution's output
-    of geometry ``g``), up to rounding, without forming that gradient; returns False
-    (nothing written) where it does not apply. The C backend has it (NHWC, AVX2).
+``conv2d_maxpool_backward(dy, argmax, x, w, g, layout, dx, dw, db, chunk) -> bool``
+    ``dx``, ``dw``, ``db`` (``dx``, ``db`` None: not wanted) = those of ``conv2d_backward``
+    given ``maxpool2d_backward(dy, argmax)`` (2x2 windows, stride 2, of the convolution's
+    output of geometry ``g``), up to rounding, without forming that gradient: each pooled
+    gradient's products with its argmax pixel only, a quarter of the dense backward's;
+    returns False (nothing written) where it does not apply. The C backend has it (NHWC).
 
 Module-level functions: ``set_num_threads(n)``, ``get_num_threads() -> int``,
 ``isa() -> str`` (e.g. "avx512", "avx2", "generic", "numpy").

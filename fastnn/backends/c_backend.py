@@ -202,13 +202,15 @@ def conv2d_backward(dy, x, w, g, layout, dx, dw, db, chunk):
                           _opt(dx, dt), _ptr(dw), _opt(db, dt))
 
 
-def conv2d_maxpool_backward_dw(dy, argmax, x, w, g, layout, dw, db, chunk):
+def conv2d_maxpool_backward(dy, argmax, x, w, g, layout, dx, dw, db, chunk):
     dt, f, cg, lay = x.dtype, _filters(w, layout), _geom(g), _LAYOUT[layout]
-    if not _fn("conv2d_pool_dw_ok", dt)(cg, lay, f):
+    need_dx = int(dx is not None)
+    if not _fn("conv2d_pool_bwd_ok", dt)(cg, lay, f, need_dx):
         return False
-    ws = _workspace(_fn("conv2d_ws", dt)(cg, lay, f, chunk, 1), dt)
-    return bool(_fn("conv2d_pool_bwd_dw", dt)(cg, lay, f, _ptr(dy), _iptr(argmax), _ptr(x),
-                                              chunk, _ptr(ws), _ptr(dw), _opt(db, dt)))
+    ws = _workspace(_fn("conv2d_pool_bwd_ws", dt)(cg, lay, f, chunk, need_dx), dt)
+    return bool(_fn("conv2d_pool_bwd", dt)(cg, lay, f, _ptr(dy), _iptr(argmax), _ptr(x),
+                                           _ptr(w), chunk, _ptr(ws), _opt(dx, dt), _ptr(dw),
+                                           _opt(db, dt)))
 
 
 def maxpool2d_forward(x, g, layout, y, argmax):

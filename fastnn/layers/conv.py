@@ -286,11 +286,12 @@ def conv_pool_forward(conv, pool, x, training=False):
 
 
 def conv_pool_backward(conv, pool, grad):
-    """Backward of :func:`conv_pool_forward` when ``conv`` needs no input gradient (a first
-    layer): relu's derivative applied to the pooled gradient and the bias gradient summed
-    there (as :meth:`MaxPooling2D.backward_through_relu`), then the weight gradient straight
-    from the pooled gradient and argmax (:func:`fastnn.ops.conv2d_maxpool_backward`), the
-    convolution's own gradient never formed. Returns None (no input gradient)."""
+    """Backward of :func:`conv_pool_forward`: relu's derivative applied to the pooled
+    gradient and the bias gradient summed there (as
+    :meth:`MaxPooling2D.backward_through_relu`), then the weight gradient and, if ``conv``
+    needs one, the input gradient straight from the pooled gradient and argmax
+    (:func:`fastnn.ops.conv2d_maxpool_backward`), the convolution's own gradient never
+    formed. Returns the input gradient, or None."""
     masked, db = pool._relu_grad(grad, need_db=conv.bias is not None)
     return conv._linear_backward(masked, db, pool)
 

@@ -390,9 +390,10 @@ def conv2d_maxpool_backward(dy, argmax, x, w, *, stride=1, padding=0, dilation=1
     """Gradients of :func:`conv2d_maxpool_forward` (without activation: apply its
     derivative to ``dy`` first, e.g. :func:`bias_act_backward` with the pooled output)
     given the pooled gradient: ``conv2d_backward(maxpool2d_backward(dy, argmax, ...), x, w,
-    ...)``, equal up to rounding. With ``need_dx=False`` (a network's first layer) the C
-    backend (NHWC, AVX2) takes dw and db straight from ``dy`` and ``argmax``: the
-    convolution's gradient, four times dy's size and three quarters zeros, is never formed.
+    ...)``, equal up to rounding. The C backend (NHWC) takes dx, dw and db straight from
+    ``dy`` and ``argmax``: the convolution's gradient, four times dy's size and three
+    quarters zeros, is never formed, and each pooled gradient is multiplied with its argmax
+    pixel's receptive field and its filter only (a quarter of the dense products).
 
     Parameters
     ----------
@@ -429,8 +430,8 @@ def _conv2d_maxpool_backward(dy, argmax, x, w, stride, padding, dilation, layout
     if g.n == 0:
         return dx, dw, db
     backend = _backend.get()
-    fused = None if need_dx else getattr(backend, "conv2d_maxpool_backward_dw", None)
-    if fused is None or not fused(dy, argmax, x, w, gc, layout, dw, db,
+    fused = getattr(backend, "conv2d_maxpool_backward", None)
+    if fused is None or not fused(dy, argmax, x, w, gc, layout, dx, dw, db,
                                   _chunk(gc, x.itemsize, 1)):
         shape = gc.y_shape(layout, f)
         dz = (np.empty(shape, x.dtype) if dz_buffer is None else
