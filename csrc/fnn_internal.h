@@ -200,18 +200,24 @@ void fnn_nchw_dw_img_avx2_f64(int64_t k, int64_t f, int64_t OH, int64_t OW, cons
 /* A convolution's gradients from the pooled gradient of the 2x2 max pooling after it
  * (kernels/conv_pool_avx2.c): one image's weight gradient (added into dw^T) and input
  * gradient (added into dx), receptive fields as R runs of L contiguous elements. */
-void fnn_pool_dw_img_avx2_f32(int64_t f, const int64_t *cnt, int64_t ld, const float *gt,
-                              const int64_t *cn, const float *x, int64_t R, int64_t L,
-                              const int64_t *roff, float *dwt);
-void fnn_pool_dw_img_avx2_f64(int64_t f, const int64_t *cnt, int64_t ld, const double *gt,
-                              const int64_t *cn, const double *x, int64_t R, int64_t L,
-                              const int64_t *roff, double *dwt);
+void fnn_pool_dw_img_avx2_f32(int64_t f, int64_t nwin, const float *gz, const int32_t *cn,
+                              const float *x, int64_t R, int64_t L, const int64_t *roff,
+                              float *dwt);
+void fnn_pool_dw_img_avx2_f64(int64_t f, int64_t nwin, const double *gz, const int32_t *cn,
+                              const double *x, int64_t R, int64_t L, const int64_t *roff,
+                              double *dwt);
 void fnn_pool_dx_img_avx2_f32(int64_t f, int64_t nwin, int64_t nwords, const uint64_t *mask,
-                              const float *gp, const int64_t *cq, const float *wt, int64_t R,
+                              const float *gz, const int64_t *cq, const float *wt, int64_t R,
                               int64_t L, const int64_t *roff, float *dx);
 void fnn_pool_dx_img_avx2_f64(int64_t f, int64_t nwin, int64_t nwords, const uint64_t *mask,
-                              const double *gp, const int64_t *cq, const double *wt,
+                              const double *gz, const int64_t *cq, const double *wt,
                               int64_t R, int64_t L, const int64_t *roff, double *dx);
+void fnn_pool_tables_avx2_f32(int64_t f, int64_t nwin, int64_t PW, int64_t OW,
+                              const float *gp, const int64_t *am, const int64_t *cq,
+                              int need_dx, float *gz, int32_t *cn, uint64_t *mask);
+void fnn_pool_tables_avx2_f64(int64_t f, int64_t nwin, int64_t PW, int64_t OW,
+                              const double *gp, const int64_t *am, const int64_t *cq,
+                              int need_dx, double *gz, int32_t *cn, uint64_t *mask);
 void fnn_ukr_avx2_rows_6x16_f32(int rows, int64_t k, const float *ap, const float *bp,
                                 float *c, int64_t ldc);
 void fnn_ukr_avx2_rows_6x8_f64(int rows, int64_t k, const double *ap, const double *bp,

@@ -38,10 +38,9 @@ from . import _conv_driver
 
 __all__ = [
     "gemm", "im2col", "col2im", "bias_act", "bias_act_backward", "relu_mask",
-    "relu_mask_backward", "conv2d_forward",
-    "conv2d_backward", "conv2d_maxpool_backward", "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
-    "avgpool2d_backward", "softmax_xent", "adam_update", "set_num_threads",
-    "get_num_threads", "isa",
+    "relu_mask_backward", "conv2d_forward", "conv2d_backward", "conv2d_maxpool_backward",
+    "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
+    "softmax_xent", "adam_update", "set_num_threads", "get_num_threads", "isa",
 ]
 
 
