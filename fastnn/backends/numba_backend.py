@@ -758,6 +758,7 @@ def _conv_pool_sparse_kernel(dy, am, x, wt, parts, dx, need_dx, per, f, nimg, h,
     nwin = (oh // 2) * PW
     patch = np.uint64(kh * kw * ch)
     uch = np.uint64(ch)
+    run = np.uint64(kw * ch)
     zero = x.dtype.type(0)
     for gi in prange(parts.shape[0]):
         part = parts[gi]
@@ -779,6 +780,20 @@ def _conv_pool_sparse_kernel(dy, am, x, wt, parts, dx, need_dx, per, f, nimg, h,
                     if yo // 2 != ph or xo // 2 != pw:
                         continue
                     pj = np.uint64(j) * patch
+                    add_dx = need_dx and g != zero
+                    y0 = yo * sh - pt
+                    x0 = xo * sw - pl
+                    if dw == 1 and y0 >= 0 and y0 + (kh - 1) * dh < h and x0 >= 0 \
+                            and x0 + kw <= wd:   # inside: each kernel row one run
+                        for ki in range(kh):
+                            base = np.uint64(((n * h + y0 + ki * dh) * wd + x0) * ch)
+                            pb = pj + np.uint64(ki) * run
+                            for c in range(run):
+                                part[pb + c] += g * x[base + c]
+                            if add_dx:
+                                for c in range(run):
+                                    dx[base + c] += g * wt[pb + c]
+                        continue
                     for ki in range(kh):
                         ih = yo * sh - pt + ki * dh
                         for kj in range(kw):
@@ -791,7 +806,7 @@ def _conv_pool_sparse_kernel(dy, am, x, wt, parts, dx, need_dx, per, f, nimg, h,
                             base = np.uint64(((n * h + ih) * wd + iw) * ch)
                             for c in range(uch):
                                 part[pb + c] += g * x[base + c]
-                            if need_dx and g != zero:
+                            if add_dx:
                                 for c in range(uch):
                                     dx[base + c] += g * wt[pb + c]
 

@@ -399,7 +399,9 @@ def conv2d_maxpool_backward(dy, argmax, x, w, *, stride=1, padding=0, dilation=1
     ----------
     dy : ndarray, the pooled output's shape: (N, PH, PW, F) NHWC or (N, F, PH, PW) NCHW
     argmax : int64 ndarray shaped like dy
-        As :func:`conv2d_maxpool_forward` returned it, with the same ``crop``.
+        As :func:`conv2d_maxpool_forward` returned it, with the same ``crop`` (an index in
+        range but outside its own window, which the forward never gives, is ignored by the
+        C and Numba backends and scattered where it points by the reference).
     x, w, stride, padding, dilation, layout : as for :func:`conv2d_forward`
     crop, need_dx, need_db, out : as for :func:`conv2d_backward` (``crop``: argmax indexes
         the crop of :func:`conv2d_maxpool_forward`'s ``crop``)
