@@ -1423,26 +1423,33 @@ static int64_t pool_sparse_ws(const fnn_geom *g, int64_t f, int need_dx)
            fnn_get_num_threads() * pool_tables_ws(g, f, need_dx, NULL, NULL);
 }
 
+/* cq[4q + k]: the corner of pixel k = (0, 0), (0, 1), (1, 0), (1, 1) of window q in the
+ * (padded) image, for every window (the same for every image). */
+static void pool_corners(const fnn_geom *g, int64_t *cq)
+{
+    const int64_t PW = g->ow / 2, nwin = (g->oh / 2) * PW;
+    const int64_t wp = g->w + g->pl + g->pr, C = g->c, OW = g->ow;
+    for (int64_t q = 0; q < nwin; q++) {
+        const int64_t p0 = 2 * (q / PW) * OW + 2 * (q % PW);
+        const int64_t c0 = ((p0 / OW) * g->sh * wp + (p0 % OW) * g->sw) * C;
+        cq[4 * q] = c0;
+        cq[4 * q + 1] = c0 + g->sw * C;
+        cq[4 * q + 2] = c0 + g->sh * wp * C;
+        cq[4 * q + 3] = c0 + (g->sh * wp + g->sw) * C;
+    }
+}
+
 /* One image's tables from its pooled gradient gp (nwin x f) and argmax (flat indices into
- * its oh x ow x f output): which of its window's four pixels (0, 0), (0, 1), (1, 0), (1, 1)
- * each argmax names, by compares (no division, no branch to mispredict); an argmax
- * outside its window (never from the forward) is ignored, as pack_pooled does. The
- * portable reference of pool_tables_avx2 (kernels/conv_pool_avx2.c), which the AVX2
- * path uses (about 7 ns per element here: 13 us of the 40 us of an image's kernels). */
+ * its oh x ow x f output; t->cq: pool_corners): which of its window's four pixels each
+ * argmax names, by compares (no division, no branch to mispredict); an argmax
+ * outside its window (never from the forward) is ignored, as pack_pooled does. This loop
+ * is the reference of pool_tables_avx2 (kernels/conv_pool_avx2.c), which AVX2 machines
+ * run instead: here the loop took about 7 ns per element, a third of an image's time. */
 static void pool_image_tables(const fnn_geom *g, int64_t f, const real *restrict gp,
                               const int64_t *restrict am, int need_dx, const pool_tables *t)
 {
     const int64_t PW = g->ow / 2, nwin = (g->oh / 2) * PW, nwords = (f + 63) / 64;
-    const int64_t wp = g->w + g->pl + g->pr, C = g->c, OW = g->ow;
-    const int64_t d1 = f, d2 = OW * f, d3 = (OW + 1) * f;
-    for (int64_t q = 0; q < nwin; q++) {
-        const int64_t p0 = 2 * (q / PW) * OW + 2 * (q % PW);
-        const int64_t c0 = ((p0 / OW) * g->sh * wp + (p0 % OW) * g->sw) * C;
-        t->cq[4 * q] = c0;
-        t->cq[4 * q + 1] = c0 + g->sw * C;
-        t->cq[4 * q + 2] = c0 + g->sh * wp * C;
-        t->cq[4 * q + 3] = c0 + (g->sh * wp + g->sw) * C;
-    }
+    const int64_t OW = g->ow, d1 = f, d2 = OW * f, d3 = (OW + 1) * f;
 #if FNN_X86_KERNELS
     if (fnn_get_isa() >= 1) {
         FNN(pool_tables_avx2)(f, nwin, PW, OW, gp, am, t->cq, need_dx, t->gz, t->cn,
@@ -1502,6 +1509,7 @@ static void conv_pool_sparse(const fnn_geom *g, int64_t f, const real *dyp,
     {
         pool_tables t;
         pool_tables_ws(g, f, need_dx, &t, tws + fnn_thread_num() * tsize);
+        pool_corners(g, t.cq);
 #pragma omp for schedule(static)
         for (int64_t gi = 0; gi < ng; gi++) {
             real *dwt = parts + gi * fp;
