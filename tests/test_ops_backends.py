@@ -364,26 +364,28 @@ POOL_SPARSE = [((5, 13, 13, 8), (3, 3, 8, 16), 1, "valid", 1),
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("crop", [True, False])
 @pytest.mark.parametrize("xs,ws,stride,padding,dilation", POOL_SPARSE)
 def test_conv2d_maxpool_backward_sparse(fast_backend, xs, ws, stride, padding, dilation,
-                                        dtype):
+                                        crop, dtype):
     """dx, dw, db from the pooled gradient with relu's zeros in it and a NaN, against the
-    reference's scatter then conv2d_backward; bits independent of the thread count."""
+    reference's scatter then conv2d_backward, with argmax into the crop or (odd outputs)
+    into the whole output; bits independent of the thread count."""
     rng = _rng("pool-sparse", xs, ws)
     x, w, b = rand(rng, xs, dtype), rand(rng, ws, dtype), rand(rng, ws[3:], dtype)
-    geo = dict(stride=stride, padding=padding, dilation=dilation)
-    y, am = reference(ops.conv2d_maxpool_forward, x, w, b, activation="relu", crop=True,
-                      **geo)
+    geo = dict(stride=stride, padding=padding, dilation=dilation, crop=crop)
+    y, am = reference(ops.conv2d_maxpool_forward, x, w, b, activation="relu", **geo)
     dy = rand(rng, y.shape, dtype) * (y > 0)
     dy.flat[dy.size // 3] = np.nan
-    zshape = (xs[0], 2 * y.shape[1], 2 * y.shape[2], ws[3])
+    z = reference(ops.conv2d_forward, x, w, **{k: v for k, v in geo.items() if k != "crop"})
+    zshape = (xs[0], 2 * y.shape[1], 2 * y.shape[2], ws[3]) if crop else z.shape
     dz = reference(ops.maxpool2d_backward, dy, am, zshape, 2)
-    ref = reference(ops.conv2d_backward, dz, x, w, crop=True, **geo)
+    ref = reference(ops.conv2d_backward, dz, x, w, **geo)
     before = fastnn.get_num_threads()
     try:
-        got = [ops.conv2d_maxpool_backward(dy, am, x, w, crop=True, **geo)]
+        got = [ops.conv2d_maxpool_backward(dy, am, x, w, **geo)]
         fastnn.set_num_threads(1)
-        got.append(ops.conv2d_maxpool_backward(dy, am, x, w, crop=True, **geo))
+        got.append(ops.conv2d_maxpool_backward(dy, am, x, w, **geo))
     finally:
         fastnn.set_num_threads(before)
     k = xs[0] * zshape[1] * zshape[2]
