@@ -822,7 +822,8 @@ def conv2d_maxpool_backward(dy, argmax, x, w, g, layout, dx, dw, db, chunk):
     f = w.shape[3]
     ng = max(1, min(_POOL_GROUPS, g.n))
     parts = np.empty((ng, g.patch * f), dtype=x.dtype)
-    wt = np.ascontiguousarray(w.reshape(g.patch, f).T)
+    # w^T (f x patch) for dx only; without dx, empty arrays stand for both
+    wt = np.ascontiguousarray(w.reshape(g.patch, f).T) if dx is not None else x[:0]
     _conv_pool_sparse_kernel(dy.reshape(-1), argmax.reshape(-1), x.reshape(-1),
                              wt.reshape(-1), parts,
                              dx.reshape(-1) if dx is not None else x[:0].reshape(-1),
