@@ -115,6 +115,15 @@ static void pad_image(const fnn_geom *g, const real *xi, real *dst)
                sizeof(real) * (size_t)(g->w * C));
 }
 
+/* pad_image's inverse: the interior of src (h + pt + pb, w + pl + pr, c) into xi (h, w, c). */
+static void unpad_image(const fnn_geom *g, const real *src, real *xi)
+{
+    const int64_t C = g->c, wp = g->w + g->pl + g->pr;
+    for (int64_t h = 0; h < g->h; h++)
+        memcpy(xi + h * g->w * C, src + ((h + g->pt) * wp + g->pl) * C,
+               sizeof(real) * (size_t)(g->w * C));
+}
+
 /* x itself, or (with padding) its zero-padded copy in xp (g->n images, NHWC, (h + pt + pb)
  * x (w + pl + pr) x c each): what the implicit paths read. */
 static const real *padded_source(const fnn_geom *g, const real *x, real *xp, int nt)
@@ -1305,9 +1314,10 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
 /* Corners and argmax offsets within one image are int32 (tables, compares) below this. */
 #define POOL_MAX_INDEX ((int64_t)1 << 30)
 
-/* A receptive field as R runs of *L contiguous elements at roff[r] from the pixel's corner
- * in the (padded, row length wp) image; returns R, 0 past POOL_MAX_RUNS runs. Whole rows of
- * the patch (kw * c elements) where columns are not dilated, else one run per (kh, kw). */
+/* A receptive field as R runs of *L contiguous elements at roff[r] (unless roff is NULL)
+ * from the pixel's corner in the (padded, row length wp) image; returns R, 0 past
+ * POOL_MAX_RUNS runs. Whole rows of the patch (kw * c elements) where columns are not
+ * dilated, else one run per (kh, kw). */
 static int64_t pool_runs(const fnn_geom *g, int64_t *roff, int64_t *L)
 {
     const int64_t C = g->c, wp = g->w + g->pl + g->pr;
@@ -1316,7 +1326,7 @@ static int64_t pool_runs(const fnn_geom *g, int64_t *roff, int64_t *L)
     if (R > POOL_MAX_RUNS)
         return 0;
     *L = rows ? g->kw * C : C;
-    for (int64_t r = 0; r < R; r++)
+    for (int64_t r = 0; roff && r < R; r++)
         roff[r] = rows ? r * g->dh * wp * C
                        : ((r / g->kw) * g->dh * wp + (r % g->kw) * g->dw) * C;
     return R;
@@ -1325,8 +1335,8 @@ static int64_t pool_runs(const fnn_geom *g, int64_t *roff, int64_t *L)
 /* Are the AVX2 image kernels usable (runs of whole vectors)? */
 static int pool_avx2(const fnn_geom *g)
 {
-    int64_t roff[POOL_MAX_RUNS], L = 0;
-    return FNN_X86_KERNELS && fnn_get_isa() >= 1 && pool_runs(g, roff, &L) &&
+    int64_t L = 0;
+    return FNN_X86_KERNELS && fnn_get_isa() >= 1 && pool_runs(g, NULL, &L) &&
            L % (int64_t)(32 / sizeof(real)) == 0;
 }
 
@@ -1336,9 +1346,9 @@ static int pool_avx2(const fnn_geom *g)
  * an AVX2 machine: for one input channel they took 6x the implicit dW's time. */
 static int use_pool_sparse(const fnn_geom *g, int layout, int64_t f)
 {
-    int64_t roff[POOL_MAX_RUNS], L = 0;
+    int64_t L = 0;
     const int64_t img = (g->h + g->pt + g->pb) * (g->w + g->pl + g->pr) * g->c;
-    if (layout != FNN_NHWC || g->oh < 2 || g->ow < 2 || !pool_runs(g, roff, &L) ||
+    if (layout != FNN_NHWC || g->oh < 2 || g->ow < 2 || !pool_runs(g, NULL, &L) ||
         img >= POOL_MAX_INDEX || g->oh * g->ow * f >= POOL_MAX_INDEX)
         return 0;
     return fnn_get_isa() == 0 || pool_avx2(g);
@@ -1539,10 +1549,7 @@ static void conv_pool_sparse(const fnn_geom *g, int64_t f, const real *dyp,
                                         dxi);
                 }
                 if (dxi && pad)
-                    for (int64_t h = 0; h < g->h; h++)
-                        memcpy(dx + n * xs + h * g->w * C,
-                               dxi + ((h + g->pt) * wp + g->pl) * C,
-                               sizeof(real) * (size_t)(g->w * C));
+                    unpad_image(g, dxi, dx + n * xs);
             }
         }
         /* implicit barrier: every partial is complete; dw = their sum, transposed */
