@@ -82,7 +82,8 @@ Optional primitives (a backend without them gets the calls they stand for):
 ``conv2d_maxpool_forward(x, w, b, g, layout, act, y, argmax, chunk) -> bool``
     ``y``, ``argmax`` = ``maxpool2d_forward`` with 2x2 windows, stride 2, no padding, of
     ``act(conv(x, w) + b)``, bit for bit, without writing the convolution's output; returns
-    False (nothing written) where it does not apply. The C backend has it (NHWC, AVX2).
+    False (nothing written) where it does not apply. The C backend has it (NHWC, AVX2),
+    Numba too (NHWC with small patches, its direct convolution).
 ``conv2d_maxpool_backward(dy, argmax, x, w, g, layout, dx, dw, db, chunk) -> bool``
     ``dx``, ``dw``, ``db`` (``dx``, ``db`` None: not wanted) = those of ``conv2d_backward``
     given ``maxpool2d_backward(dy, argmax)`` (2x2 windows, stride 2, of the convolution's

@@ -38,7 +38,8 @@ from . import _conv_driver
 
 __all__ = [
     "gemm", "im2col", "col2im", "bias_act", "bias_act_backward", "relu_mask",
-    "relu_mask_backward", "conv2d_forward", "conv2d_backward", "conv2d_maxpool_backward",
+    "relu_mask_backward", "conv2d_forward", "conv2d_backward", "conv2d_maxpool_forward",
+    "conv2d_maxpool_backward",
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
     "softmax_xent", "adam_update", "set_num_threads", "get_num_threads", "isa",
 ]
@@ -672,6 +673,82 @@ def _conv_direct_fwd_kernel(x, w, b, has_b, relu, y, f, nimg, h, wd, ch, kh, kw,
                 y[yb + j] = zero if relu and v < zero else v
 
 
+@njit(cache=True, fastmath={"contract"})
+def _direct_taps_window(x, w, acc, f, n, py, px, h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw):
+    """``_direct_taps``'s forward for the four pixels of 2x2 window (py, px) at once:
+    acc[k*f + j] += patch(pixel k)[p] * w[p*f + j], p in increasing order, pixels k in
+    window order ((0, 0), (0, 1), (1, 0), (1, 1)); each w row is read once for all
+    four."""
+    uf = np.uint64(f)
+    uch = np.uint64(ch)
+    zero = x.dtype.type(0)
+    wb = np.uint64(0)
+    ys = (2 * py * sh - pt, (2 * py + 1) * sh - pt)
+    xs = (2 * px * sw - pl, (2 * px + 1) * sw - pl)
+    o1, o2, o3 = uf, uf + uf, uf + uf + uf
+    for ki in range(kh):
+        ih0 = ys[0] + ki * dh
+        ih1 = ys[1] + ki * dh
+        in0 = ih0 >= 0 and ih0 < h
+        in1 = ih1 >= 0 and ih1 < h
+        for kj in range(kw):
+            iw0 = xs[0] + kj * dw
+            iw1 = xs[1] + kj * dw
+            jn0 = iw0 >= 0 and iw0 < wd
+            jn1 = iw1 >= 0 and iw1 < wd
+            b0 = np.uint64(((n * h + ih0) * wd + iw0) * ch) if in0 and jn0 else np.uint64(0)
+            b1 = np.uint64(((n * h + ih0) * wd + iw1) * ch) if in0 and jn1 else np.uint64(0)
+            b2 = np.uint64(((n * h + ih1) * wd + iw0) * ch) if in1 and jn0 else np.uint64(0)
+            b3 = np.uint64(((n * h + ih1) * wd + iw1) * ch) if in1 and jn1 else np.uint64(0)
+            for ci in range(uch):
+                v0 = x[b0 + ci] if in0 and jn0 else zero
+                v1 = x[b1 + ci] if in0 and jn1 else zero
+                v2 = x[b2 + ci] if in1 and jn0 else zero
+                v3 = x[b3 + ci] if in1 and jn1 else zero
+                for j in range(uf):
+                    wv = w[wb + j]
+                    acc[j] += v0 * wv
+                    acc[o1 + j] += v1 * wv
+                    acc[o2 + j] += v2 * wv
+                    acc[o3 + j] += v3 * wv
+                wb += uf
+
+
+@njit(parallel=True, cache=True)
+def _conv_direct_pool_fwd_kernel(x, w, b, has_b, relu, y, am, f, nimg, h, wd, ch, kh, kw,
+                                 sh, sw, pt, pl, dh, dw, oh, ow):
+    """The direct forward's pixels (each summed as ``_conv_direct_fwd_kernel`` sums it)
+    of each 2x2 window, stride 2, max-pooled as ``_maxpool_row`` pools them: y and am
+    (NHWC, (nimg, oh // 2, ow // 2, f)), am a flat index into the (oh, ow, f) output of
+    one image. The convolution's output is never written. Threads over pooled rows."""
+    uf = np.uint64(f)
+    zero = y.dtype.type(0)
+    poh, pw = oh // 2, ow // 2
+    for r in prange(nimg * poh):
+        n = r // poh
+        py = r - n * poh
+        acc = np.empty(4 * f, dtype=y.dtype)
+        for px in range(pw):
+            yb = np.uint64((r * pw + px) * f)
+            acc[:] = zero
+            _direct_taps_window(x, w, acc, f, n, py, px, h, wd, ch, kh, kw, sh, sw, pt, pl,
+                                dh, dw)
+            for corner in range(4):  # window order
+                idx = np.int64(((2 * py + corner // 2) * ow + 2 * px + corner % 2) * f)
+                ab = np.uint64(corner) * uf
+                for j in range(uf):
+                    v = acc[ab + j] + b[j] if has_b else acc[ab + j]
+                    v = zero if relu and v < zero else v
+                    if corner == 0:
+                        y[yb + j] = v
+                        am[yb + j] = idx + np.int64(j)
+                    else:
+                        best = y[yb + j]
+                        take = (v > best) | ((v != v) & (best == best))
+                        y[yb + j] = v if take else best
+                        am[yb + j] = idx + np.int64(j) if take else am[yb + j]
+
+
 @njit(parallel=True, cache=True)
 def _conv_direct_dw_kernel(x, dy, parts, need_db, f, piece, nimg, h, wd, ch, kh, kw, sh, sw,
                            pt, pl, dh, dw, oh, ow):
@@ -716,6 +793,18 @@ def conv2d_forward(x, w, b, g, layout, act, y, chunk):
     bf = b if b is not None else np.zeros(1, dtype=y.dtype)
     _conv_direct_fwd_kernel(x.reshape(-1), w.reshape(-1), bf, b is not None, act == "relu",
                             y.reshape(-1), f, *_geom_args(g))
+
+
+def conv2d_maxpool_forward(x, w, b, g, layout, act, y, argmax, chunk):
+    """Fused on the direct path only (small NHWC patches): there the convolution's
+    output costs as much memory traffic as its arithmetic. Elsewhere False."""
+    if not _direct(g, layout):
+        return False
+    bf = b if b is not None else np.zeros(1, dtype=y.dtype)
+    _conv_direct_pool_fwd_kernel(x.reshape(-1), w.reshape(-1), bf, b is not None,
+                                 act == "relu", y.reshape(-1), argmax.reshape(-1),
+                                 y.shape[3], *_geom_args(g))
+    return True
 
 
 def conv2d_backward(dy, x, w, g, layout, dx, dw, db, chunk):

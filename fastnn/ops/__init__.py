@@ -272,7 +272,9 @@ def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, lay
     bit. The C backend fuses them for NHWC on its implicit-im2col path (AVX2): each group
     of output windows is convolved in L1 and pooled there, so the convolution's output is
     never written, and its last row and column, when odd, are never computed (no window
-    reads them). Elsewhere the two calls run one after the other.
+    reads them). Numba fuses them where its convolution is direct (NHWC, a patch of at
+    most 32 elements: a first layer), each window's four pixels computed together.
+    Elsewhere the two calls run one after the other.
 
     Parameters
     ----------
