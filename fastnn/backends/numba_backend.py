@@ -655,56 +655,62 @@ def _conv_direct_fwd_kernel(x, w, b, has_b, relu, y, f, nimg, h, wd, ch, kh, kw,
                             pt, pl, dh, dw, oh, ow):
     """y[q, :] = act(sum over p of patch(q)[p] * w[p, :] + b), p in increasing order, for
     each output pixel q (NHWC); the bias added after the sum, as bias_act does. Threads
-    over output rows (n, yo)."""
+    over output rows (n, yo); pixels four at a time along a row (``_direct_fwd_taps4``),
+    a last one to three one by one: the same sums."""
     uf = np.uint64(f)
     zero = y.dtype.type(0)
     for r in prange(nimg * oh):
         n = r // oh
         yo = r - n * oh
-        acc = np.empty(f, dtype=y.dtype)
-        for xo in range(ow):
-            for j in range(uf):
-                acc[j] = zero
-            _direct_taps(x, w, 0, f, acc, 0, 0, f, n, yo, xo, h, wd, ch, kh, kw, sh, sw, pt,
-                         pl, dh, dw)
-            yb = np.uint64((r * ow + xo) * f)
-            for j in range(uf):
-                v = acc[j] + b[j] if has_b else acc[j]
-                y[yb + j] = zero if relu and v < zero else v
+        acc = np.empty(4 * f, dtype=y.dtype)
+        for x0 in range(0, ow, 4):
+            npx = min(4, ow - x0)
+            acc[:] = zero
+            if npx == 4:
+                _direct_fwd_taps4(x, w, acc, f, n, yo, x0, yo, x0 + 1, yo, x0 + 2, yo, x0 + 3,
+                                  h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw)
+            else:
+                for k in range(npx):
+                    _direct_taps(x, w, 0, f, acc, k * f, 0, f, n, yo, x0 + k, h, wd, ch, kh,
+                                 kw, sh, sw, pt, pl, dh, dw)
+            for k in range(npx):
+                yb = np.uint64((r * ow + x0 + k) * f)
+                ab = np.uint64(k) * uf
+                for j in range(uf):
+                    v = acc[ab + j] + b[j] if has_b else acc[ab + j]
+                    y[yb + j] = zero if relu and v < zero else v
 
 
 @njit(cache=True, fastmath={"contract"})
-def _direct_taps_window(x, w, acc, f, n, py, px, h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw):
-    """``_direct_taps``'s forward for the four pixels of 2x2 window (py, px) at once:
-    acc[k*f + j] += patch(pixel k)[p] * w[p*f + j], p in increasing order, pixels k in
-    window order ((0, 0), (0, 1), (1, 0), (1, 1)); each w row is read once for all
-    four."""
+def _direct_fwd_taps4(x, w, acc, f, n, y0, x0, y1, x1, y2, x2, y3, x3, h, wd, ch, kh, kw,
+                      sh, sw, pt, pl, dh, dw):
+    """``_direct_taps``'s forward for four output pixels (n, y_k, x_k) of one image at
+    once: acc[k*f + j] += patch(pixel k)[p] * w[p*f + j], p in increasing order (the sums
+    of four calls), each w row read once for the four."""
     uf = np.uint64(f)
     uch = np.uint64(ch)
     zero = x.dtype.type(0)
     wb = np.uint64(0)
-    ys = (2 * py * sh - pt, (2 * py + 1) * sh - pt)
-    xs = (2 * px * sw - pl, (2 * px + 1) * sw - pl)
     o1, o2, o3 = uf, uf + uf, uf + uf + uf
     for ki in range(kh):
-        ih0 = ys[0] + ki * dh
-        ih1 = ys[1] + ki * dh
-        in0 = ih0 >= 0 and ih0 < h
-        in1 = ih1 >= 0 and ih1 < h
+        ih0, ih1 = y0 * sh - pt + ki * dh, y1 * sh - pt + ki * dh
+        ih2, ih3 = y2 * sh - pt + ki * dh, y3 * sh - pt + ki * dh
         for kj in range(kw):
-            iw0 = xs[0] + kj * dw
-            iw1 = xs[1] + kj * dw
-            jn0 = iw0 >= 0 and iw0 < wd
-            jn1 = iw1 >= 0 and iw1 < wd
-            b0 = np.uint64(((n * h + ih0) * wd + iw0) * ch) if in0 and jn0 else np.uint64(0)
-            b1 = np.uint64(((n * h + ih0) * wd + iw1) * ch) if in0 and jn1 else np.uint64(0)
-            b2 = np.uint64(((n * h + ih1) * wd + iw0) * ch) if in1 and jn0 else np.uint64(0)
-            b3 = np.uint64(((n * h + ih1) * wd + iw1) * ch) if in1 and jn1 else np.uint64(0)
+            iw0, iw1 = x0 * sw - pl + kj * dw, x1 * sw - pl + kj * dw
+            iw2, iw3 = x2 * sw - pl + kj * dw, x3 * sw - pl + kj * dw
+            in0 = ih0 >= 0 and ih0 < h and iw0 >= 0 and iw0 < wd
+            in1 = ih1 >= 0 and ih1 < h and iw1 >= 0 and iw1 < wd
+            in2 = ih2 >= 0 and ih2 < h and iw2 >= 0 and iw2 < wd
+            in3 = ih3 >= 0 and ih3 < h and iw3 >= 0 and iw3 < wd
+            b0 = np.uint64(((n * h + ih0) * wd + iw0) * ch) if in0 else np.uint64(0)
+            b1 = np.uint64(((n * h + ih1) * wd + iw1) * ch) if in1 else np.uint64(0)
+            b2 = np.uint64(((n * h + ih2) * wd + iw2) * ch) if in2 else np.uint64(0)
+            b3 = np.uint64(((n * h + ih3) * wd + iw3) * ch) if in3 else np.uint64(0)
             for ci in range(uch):
-                v0 = x[b0 + ci] if in0 and jn0 else zero
-                v1 = x[b1 + ci] if in0 and jn1 else zero
-                v2 = x[b2 + ci] if in1 and jn0 else zero
-                v3 = x[b3 + ci] if in1 and jn1 else zero
+                v0 = x[b0 + ci] if in0 else zero
+                v1 = x[b1 + ci] if in1 else zero
+                v2 = x[b2 + ci] if in2 else zero
+                v3 = x[b3 + ci] if in3 else zero
                 for j in range(uf):
                     wv = w[wb + j]
                     acc[j] += v0 * wv
@@ -731,10 +737,11 @@ def _conv_direct_pool_fwd_kernel(x, w, b, has_b, relu, y, am, f, nimg, h, wd, ch
         for px in range(pw):
             yb = np.uint64((r * pw + px) * f)
             acc[:] = zero
-            _direct_taps_window(x, w, acc, f, n, py, px, h, wd, ch, kh, kw, sh, sw, pt, pl,
-                                dh, dw)
+            yo, xo = 2 * py, 2 * px
+            _direct_fwd_taps4(x, w, acc, f, n, yo, xo, yo, xo + 1, yo + 1, xo, yo + 1, xo + 1,
+                              h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw)
             for corner in range(4):  # window order
-                idx = np.int64(((2 * py + corner // 2) * ow + 2 * px + corner % 2) * f)
+                idx = np.int64(((yo + corner // 2) * ow + xo + corner % 2) * f)
                 ab = np.uint64(corner) * uf
                 for j in range(uf):
                     v = acc[ab + j] + b[j] if has_b else acc[ab + j]
@@ -749,11 +756,69 @@ def _conv_direct_pool_fwd_kernel(x, w, b, has_b, relu, y, am, f, nimg, h, wd, ch
                         am[yb + j] = idx + np.int64(j) if take else am[yb + j]
 
 
+@njit(cache=True)
+def _next_pixel(n, yo, xo, oh, ow):
+    """The output pixel after (n, yo, xo) in (n, yo, xo) order."""
+    if xo + 1 < ow:
+        return n, yo, xo + 1
+    if yo + 1 < oh:
+        return n, yo + 1, 0
+    return n + 1, 0, 0
+
+
+@njit(cache=True, fastmath={"contract"})
+def _direct_dw_taps4(x, dy, part, f, q, h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """``_direct_taps``'s weight gradient for the four pixels q..q+3 (in (n, yo, xo)
+    order, perhaps in different rows) at once: part[p*f + j] gains each pixel's
+    patch[p] * dy[pixel, j] in pixel order, the same sums as four calls, with each
+    element of part read and written once for the four."""
+    uf = np.uint64(f)
+    uch = np.uint64(ch)
+    zero = x.dtype.type(0)
+    n0 = q // (oh * ow)
+    y0 = (q - n0 * oh * ow) // ow
+    x0 = q - (n0 * oh + y0) * ow
+    n1, y1, x1 = _next_pixel(n0, y0, x0, oh, ow)
+    n2, y2, x2 = _next_pixel(n1, y1, x1, oh, ow)
+    n3, y3, x3 = _next_pixel(n2, y2, x2, oh, ow)
+    d0 = np.uint64(q * f)
+    d1, d2, d3 = d0 + uf, d0 + uf + uf, d0 + uf + uf + uf
+    db = np.uint64(0)
+    for ki in range(kh):
+        ih0, ih1 = y0 * sh - pt + ki * dh, y1 * sh - pt + ki * dh
+        ih2, ih3 = y2 * sh - pt + ki * dh, y3 * sh - pt + ki * dh
+        for kj in range(kw):
+            iw0, iw1 = x0 * sw - pl + kj * dw, x1 * sw - pl + kj * dw
+            iw2, iw3 = x2 * sw - pl + kj * dw, x3 * sw - pl + kj * dw
+            in0 = ih0 >= 0 and ih0 < h and iw0 >= 0 and iw0 < wd
+            in1 = ih1 >= 0 and ih1 < h and iw1 >= 0 and iw1 < wd
+            in2 = ih2 >= 0 and ih2 < h and iw2 >= 0 and iw2 < wd
+            in3 = ih3 >= 0 and ih3 < h and iw3 >= 0 and iw3 < wd
+            b0 = np.uint64(((n0 * h + ih0) * wd + iw0) * ch) if in0 else np.uint64(0)
+            b1 = np.uint64(((n1 * h + ih1) * wd + iw1) * ch) if in1 else np.uint64(0)
+            b2 = np.uint64(((n2 * h + ih2) * wd + iw2) * ch) if in2 else np.uint64(0)
+            b3 = np.uint64(((n3 * h + ih3) * wd + iw3) * ch) if in3 else np.uint64(0)
+            for ci in range(uch):
+                v0 = x[b0 + ci] if in0 else zero
+                v1 = x[b1 + ci] if in1 else zero
+                v2 = x[b2 + ci] if in2 else zero
+                v3 = x[b3 + ci] if in3 else zero
+                for j in range(uf):
+                    t = part[db + j]
+                    t += v0 * dy[d0 + j]
+                    t += v1 * dy[d1 + j]
+                    t += v2 * dy[d2 + j]
+                    t += v3 * dy[d3 + j]
+                    part[db + j] = t
+                db += uf
+
+
 @njit(parallel=True, cache=True)
 def _conv_direct_dw_kernel(x, dy, parts, need_db, f, piece, nimg, h, wd, ch, kh, kw, sh, sw,
                            pt, pl, dh, dw, oh, ow):
     """parts[s, p*f + j] = sum over the pixels q of piece s (in order) of patch(q)[p] *
-    dy[q, j]; with need_db, parts[s, patch*f + j] = the sum of dy[q, j] too."""
+    dy[q, j]; with need_db, parts[s, patch*f + j] = the sum of dy[q, j] too. Pixels four
+    at a time (``_direct_dw_taps4``), the last few one by one: the same sums."""
     npix = nimg * oh * ow
     uf = np.uint64(f)
     pdb = np.uint64(kh * kw * ch) * uf
@@ -761,14 +826,21 @@ def _conv_direct_dw_kernel(x, dy, parts, need_db, f, piece, nimg, h, wd, ch, kh,
         part = parts[s]
         for e in range(np.uint64(part.size)):
             part[e] = 0
-        for q in range(s * piece, min(npix, (s + 1) * piece)):
+        q0, q1 = s * piece, min(npix, (s + 1) * piece)
+        if need_db:
+            for q in range(q0, q1):
+                qb = np.uint64(q * f)
+                for j in range(uf):
+                    part[pdb + j] += dy[qb + j]
+        q = q0
+        while q + 4 <= q1:
+            _direct_dw_taps4(x, dy, part, f, q, h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw,
+                             oh, ow)
+            q += 4
+        for q in range(q, q1):
             n = q // (oh * ow)
             rem = q - n * oh * ow
             yo = rem // ow
-            qb = np.uint64(q * f)
-            if need_db:
-                for j in range(uf):
-                    part[pdb + j] += dy[qb + j]
             _direct_taps(x, dy, q * f, 0, part, 0, f, f, n, yo, rem - yo * ow, h, wd, ch, kh,
                          kw, sh, sw, pt, pl, dh, dw)
 
