@@ -95,7 +95,7 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
     """
     a = float_array(a, "a", 2)
     b = float_array(b, "b", 2)
-    dtype = same_dtype([a, b], ["a", "b"])
+    dtype = a.dtype if b.dtype == a.dtype else same_dtype([a, b], ["a", "b"])  # raises
     alpha = _checks.scalar(alpha, "alpha")
     beta = _checks.scalar(beta, "beta")
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape

@@ -92,6 +92,8 @@ def flag(value, name: str) -> bool:
 
 
 def scalar(value, name: str) -> float:
+    if type(value) is float:
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number, received {value!r}")
     return float(value)
