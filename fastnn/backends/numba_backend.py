@@ -681,6 +681,13 @@ def _conv_direct_fwd_kernel(x, w, b, has_b, relu, y, f, nimg, h, wd, ch, kh, kw,
                     y[yb + j] = zero if relu and v < zero else v
 
 
+@njit(cache=True)
+def _pool_takes(v, best):
+    """Max pooling's rule: v replaces the window's best so far when greater, or when it
+    is the first NaN (so the first maximum in window order wins, and the first NaN)."""
+    return (v > best) | ((v != v) & (best == best))
+
+
 @njit(cache=True, fastmath={"contract"})
 def _direct_fwd_taps4(x, w, acc, f, n, y0, x0, y1, x1, y2, x2, y3, x3, h, wd, ch, kh, kw,
                       sh, sw, pt, pl, dh, dw):
@@ -751,7 +758,7 @@ def _conv_direct_pool_fwd_kernel(x, w, b, has_b, relu, y, am, f, nimg, h, wd, ch
                         am[yb + j] = idx + np.int64(j)
                     else:
                         best = y[yb + j]
-                        take = (v > best) | ((v != v) & (best == best))
+                        take = _pool_takes(v, best)
                         y[yb + j] = v if take else best
                         am[yb + j] = idx + np.int64(j) if take else am[yb + j]
 
@@ -1034,7 +1041,7 @@ def _maxpool_row(x, y, am, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh
                         for ci in range(uch):
                             v = x[xb + ci]
                             best = y[yb + ci]
-                            take = (v > best) | ((v != v) & (best == best))
+                            take = _pool_takes(v, best)
                             y[yb + ci] = v if take else best
                             am[yb + ci] = idx + np.int64(ci) if take else am[yb + ci]
             if first:  # empty window: impossible for a validated pooling geometry
