@@ -655,7 +655,7 @@ def _conv_direct_fwd_kernel(x, w, b, has_b, relu, y, f, nimg, h, wd, ch, kh, kw,
                             pt, pl, dh, dw, oh, ow):
     """y[q, :] = act(sum over p of patch(q)[p] * w[p, :] + b), p in increasing order, for
     each output pixel q (NHWC); the bias added after the sum, as bias_act does. Threads
-    over output rows (n, yo); pixels four at a time along a row (``_direct_fwd_taps4``),
+    over output rows (n, yo); pixels four at a time along a row (``_direct_taps4``),
     a last one to three one by one: the same sums."""
     uf = np.uint64(f)
     zero = y.dtype.type(0)
@@ -667,8 +667,8 @@ def _conv_direct_fwd_kernel(x, w, b, has_b, relu, y, f, nimg, h, wd, ch, kh, kw,
             npx = min(4, ow - x0)
             acc[:] = zero
             if npx == 4:
-                _direct_fwd_taps4(x, w, acc, f, n, yo, x0, yo, x0 + 1, yo, x0 + 2, yo, x0 + 3,
-                                  h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw)
+                _direct_taps4(x, w, 0, acc, True, f, n, yo, x0, n, yo, x0 + 1, n, yo, x0 + 2,
+                              n, yo, x0 + 3, h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw)
             else:
                 for k in range(npx):
                     _direct_taps(x, w, 0, f, acc, k * f, 0, f, n, yo, x0 + k, h, wd, ch, kh,
@@ -689,16 +689,21 @@ def _pool_takes(v, best):
 
 
 @njit(cache=True, fastmath={"contract"})
-def _direct_fwd_taps4(x, w, acc, f, n, y0, x0, y1, x1, y2, x2, y3, x3, h, wd, ch, kh, kw,
-                      sh, sw, pt, pl, dh, dw):
-    """``_direct_taps``'s forward for four output pixels (n, y_k, x_k) of one image at
-    once: acc[k*f + j] += patch(pixel k)[p] * w[p*f + j], p in increasing order (the sums
-    of four calls), each w row read once for the four."""
+def _direct_taps4(x, src, s0, dst, forward, f, n0, y0, x0, n1, y1, x1, n2, y2, x2, n3, y3,
+                  x3, h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw):
+    """``_direct_taps`` for four output pixels k = (n_k, y_k, x_k) at once, for each
+    element p of their receptive fields in (kh, kw, c) order, with values v_k (0 outside
+    the image): ``forward``: dst[k*f + j] += v_k * src[p*f + j] (src = w, dst = four
+    accumulator rows: each w row read once for the four); else dst[p*f + j] += v_k *
+    src[s0 + k*f + j] in pixel order (src = the four pixels' dy rows, dst = a dw partial:
+    each element read and written once for the four). The sums of four calls, in the
+    same order."""
     uf = np.uint64(f)
     uch = np.uint64(ch)
     zero = x.dtype.type(0)
-    wb = np.uint64(0)
     o1, o2, o3 = uf, uf + uf, uf + uf + uf
+    r = np.uint64(0)   # the current receptive-field element's row of w or of dst
+    d0 = np.uint64(s0)
     for ki in range(kh):
         ih0, ih1 = y0 * sh - pt + ki * dh, y1 * sh - pt + ki * dh
         ih2, ih3 = y2 * sh - pt + ki * dh, y3 * sh - pt + ki * dh
@@ -709,22 +714,31 @@ def _direct_fwd_taps4(x, w, acc, f, n, y0, x0, y1, x1, y2, x2, y3, x3, h, wd, ch
             in1 = ih1 >= 0 and ih1 < h and iw1 >= 0 and iw1 < wd
             in2 = ih2 >= 0 and ih2 < h and iw2 >= 0 and iw2 < wd
             in3 = ih3 >= 0 and ih3 < h and iw3 >= 0 and iw3 < wd
-            b0 = np.uint64(((n * h + ih0) * wd + iw0) * ch) if in0 else np.uint64(0)
-            b1 = np.uint64(((n * h + ih1) * wd + iw1) * ch) if in1 else np.uint64(0)
-            b2 = np.uint64(((n * h + ih2) * wd + iw2) * ch) if in2 else np.uint64(0)
-            b3 = np.uint64(((n * h + ih3) * wd + iw3) * ch) if in3 else np.uint64(0)
+            b0 = np.uint64(((n0 * h + ih0) * wd + iw0) * ch) if in0 else np.uint64(0)
+            b1 = np.uint64(((n1 * h + ih1) * wd + iw1) * ch) if in1 else np.uint64(0)
+            b2 = np.uint64(((n2 * h + ih2) * wd + iw2) * ch) if in2 else np.uint64(0)
+            b3 = np.uint64(((n3 * h + ih3) * wd + iw3) * ch) if in3 else np.uint64(0)
             for ci in range(uch):
                 v0 = x[b0 + ci] if in0 else zero
                 v1 = x[b1 + ci] if in1 else zero
                 v2 = x[b2 + ci] if in2 else zero
                 v3 = x[b3 + ci] if in3 else zero
-                for j in range(uf):
-                    wv = w[wb + j]
-                    acc[j] += v0 * wv
-                    acc[o1 + j] += v1 * wv
-                    acc[o2 + j] += v2 * wv
-                    acc[o3 + j] += v3 * wv
-                wb += uf
+                if forward:
+                    for j in range(uf):
+                        wv = src[r + j]
+                        dst[j] += v0 * wv
+                        dst[o1 + j] += v1 * wv
+                        dst[o2 + j] += v2 * wv
+                        dst[o3 + j] += v3 * wv
+                else:
+                    for j in range(uf):
+                        t = dst[r + j]
+                        t += v0 * src[d0 + j]
+                        t += v1 * src[d0 + o1 + j]
+                        t += v2 * src[d0 + o2 + j]
+                        t += v3 * src[d0 + o3 + j]
+                        dst[r + j] = t
+                r += uf
 
 
 @njit(parallel=True, cache=True)
@@ -745,8 +759,8 @@ def _conv_direct_pool_fwd_kernel(x, w, b, has_b, relu, y, am, f, nimg, h, wd, ch
             yb = np.uint64((r * pw + px) * f)
             acc[:] = zero
             yo, xo = 2 * py, 2 * px
-            _direct_fwd_taps4(x, w, acc, f, n, yo, xo, yo, xo + 1, yo + 1, xo, yo + 1, xo + 1,
-                              h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw)
+            _direct_taps4(x, w, 0, acc, True, f, n, yo, xo, n, yo, xo + 1, n, yo + 1, xo, n,
+                          yo + 1, xo + 1, h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw)
             for corner in range(4):  # window order
                 idx = np.int64(((yo + corner // 2) * ow + xo + corner % 2) * f)
                 ab = np.uint64(corner) * uf
@@ -773,59 +787,12 @@ def _next_pixel(n, yo, xo, oh, ow):
     return n + 1, 0, 0
 
 
-@njit(cache=True, fastmath={"contract"})
-def _direct_dw_taps4(x, dy, part, f, q, h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    """``_direct_taps``'s weight gradient for the four pixels q..q+3 (in (n, yo, xo)
-    order, perhaps in different rows) at once: part[p*f + j] gains each pixel's
-    patch[p] * dy[pixel, j] in pixel order, the same sums as four calls, with each
-    element of part read and written once for the four."""
-    uf = np.uint64(f)
-    uch = np.uint64(ch)
-    zero = x.dtype.type(0)
-    n0 = q // (oh * ow)
-    y0 = (q - n0 * oh * ow) // ow
-    x0 = q - (n0 * oh + y0) * ow
-    n1, y1, x1 = _next_pixel(n0, y0, x0, oh, ow)
-    n2, y2, x2 = _next_pixel(n1, y1, x1, oh, ow)
-    n3, y3, x3 = _next_pixel(n2, y2, x2, oh, ow)
-    d0 = np.uint64(q * f)
-    d1, d2, d3 = d0 + uf, d0 + uf + uf, d0 + uf + uf + uf
-    db = np.uint64(0)
-    for ki in range(kh):
-        ih0, ih1 = y0 * sh - pt + ki * dh, y1 * sh - pt + ki * dh
-        ih2, ih3 = y2 * sh - pt + ki * dh, y3 * sh - pt + ki * dh
-        for kj in range(kw):
-            iw0, iw1 = x0 * sw - pl + kj * dw, x1 * sw - pl + kj * dw
-            iw2, iw3 = x2 * sw - pl + kj * dw, x3 * sw - pl + kj * dw
-            in0 = ih0 >= 0 and ih0 < h and iw0 >= 0 and iw0 < wd
-            in1 = ih1 >= 0 and ih1 < h and iw1 >= 0 and iw1 < wd
-            in2 = ih2 >= 0 and ih2 < h and iw2 >= 0 and iw2 < wd
-            in3 = ih3 >= 0 and ih3 < h and iw3 >= 0 and iw3 < wd
-            b0 = np.uint64(((n0 * h + ih0) * wd + iw0) * ch) if in0 else np.uint64(0)
-            b1 = np.uint64(((n1 * h + ih1) * wd + iw1) * ch) if in1 else np.uint64(0)
-            b2 = np.uint64(((n2 * h + ih2) * wd + iw2) * ch) if in2 else np.uint64(0)
-            b3 = np.uint64(((n3 * h + ih3) * wd + iw3) * ch) if in3 else np.uint64(0)
-            for ci in range(uch):
-                v0 = x[b0 + ci] if in0 else zero
-                v1 = x[b1 + ci] if in1 else zero
-                v2 = x[b2 + ci] if in2 else zero
-                v3 = x[b3 + ci] if in3 else zero
-                for j in range(uf):
-                    t = part[db + j]
-                    t += v0 * dy[d0 + j]
-                    t += v1 * dy[d1 + j]
-                    t += v2 * dy[d2 + j]
-                    t += v3 * dy[d3 + j]
-                    part[db + j] = t
-                db += uf
-
-
 @njit(parallel=True, cache=True)
 def _conv_direct_dw_kernel(x, dy, parts, need_db, f, piece, nimg, h, wd, ch, kh, kw, sh, sw,
                            pt, pl, dh, dw, oh, ow):
     """parts[s, p*f + j] = sum over the pixels q of piece s (in order) of patch(q)[p] *
     dy[q, j]; with need_db, parts[s, patch*f + j] = the sum of dy[q, j] too. Pixels four
-    at a time (``_direct_dw_taps4``), the last few one by one: the same sums."""
+    at a time (``_direct_taps4``), the last few one by one: the same sums."""
     npix = nimg * oh * ow
     uf = np.uint64(f)
     pdb = np.uint64(kh * kw * ch) * uf
@@ -841,8 +808,14 @@ def _conv_direct_dw_kernel(x, dy, parts, need_db, f, piece, nimg, h, wd, ch, kh,
                     part[pdb + j] += dy[qb + j]
         q = q0
         while q + 4 <= q1:
-            _direct_dw_taps4(x, dy, part, f, q, h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw,
-                             oh, ow)
+            n0 = q // (oh * ow)
+            y0 = (q - n0 * oh * ow) // ow
+            x0 = q - (n0 * oh + y0) * ow
+            n1, y1, x1 = _next_pixel(n0, y0, x0, oh, ow)
+            n2, y2, x2 = _next_pixel(n1, y1, x1, oh, ow)
+            n3, y3, x3 = _next_pixel(n2, y2, x2, oh, ow)
+            _direct_taps4(x, dy, q * f, part, False, f, n0, y0, x0, n1, y1, x1, n2, y2, x2,
+                          n3, y3, x3, h, wd, ch, kh, kw, sh, sw, pt, pl, dh, dw)
             q += 4
         for q in range(q, q1):
             n = q // (oh * ow)
