@@ -70,7 +70,10 @@ static inline void store_6x8_f64(__m256d acc[MR][2], double *c, int64_t ldc, dou
 }
 
 /* The tile loop with A(i, p) at a[p*as + i]: the packed kernel inlines it with as = MR,
- * the strided kernel with the caller's stride. */
+ * the strided kernel with the caller's stride. B is prefetched 1 KB ahead (the first
+ * tile of each micro-panel reads it from L3) and A 16 steps ahead: in-process A/B on 2
+ * threads, 1024^3 0.96-0.98x the time, 128x1600x128 0.94-0.98x, 2048^3 0.99x; the same
+ * for the double kernel changed nothing, so it has none. */
 static inline void body_6x16_f32(int64_t k, const float *a, int64_t as, const float *bp,
                                  float *c, int64_t ldc, float alpha, float beta)
 {
@@ -81,6 +84,8 @@ static inline void body_6x16_f32(int64_t k, const float *a, int64_t as, const fl
     prefetch_tile((const char *)c, ldc * (int64_t)sizeof(float));
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
+        _mm_prefetch((const char *)(bp + 256), _MM_HINT_T0);
+        _mm_prefetch((const char *)(a + 16 * as), _MM_HINT_T0);
         const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
 #pragma GCC unroll 6
         for (int i = 0; i < MR; i++) {
