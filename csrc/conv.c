@@ -1555,12 +1555,8 @@ static void conv_pool_sparse(const fnn_geom *g, int64_t f, const real *dyp,
         /* implicit barrier: every partial is complete; dw = their sum, transposed */
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < patch; i++)
-            for (int64_t j = 0; j < f; j++) {
-                real acc = parts[j * patch + i];
-                for (int64_t gi = 1; gi < ng; gi++)
-                    acc += parts[gi * fp + j * patch + i];
-                dw[i * f + j] = acc;
-            }
+            for (int64_t j = 0; j < f; j++)
+                dw[i * f + j] = fnn_sum_partials(parts + j * patch + i, ng, fp);
     }
 }
 

@@ -44,6 +44,17 @@ enum { FNN_ACT_IDENTITY = 0, FNN_ACT_RELU = 1 };
  * replace the current best? Larger, or the first NaN. */
 static inline int fnn_beats(real v, real best) { return v > best || (v != v && best == best); }
 
+/* p[0] + p[stride] + ... + p[(n - 1) * stride], added in that order: partial results of
+ * pieces fixed by the shape (the GEMM's K split, the pooled backward's image groups)
+ * summed so that the result does not depend on the thread count. n >= 1. */
+static inline real fnn_sum_partials(const real *p, int64_t n, int64_t stride)
+{
+    real acc = p[0];
+    for (int64_t s = 1; s < n; s++)
+        acc += p[s * stride];
+    return acc;
+}
+
 
 
 

@@ -384,9 +384,7 @@ static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < n; j++) {
-                real acc = partial[i * n + j];
-                for (int64_t s = 1; s < nsplit; s++)
-                    acc += partial[s * pstride + i * n + j];
+                const real acc = fnn_sum_partials(partial + i * n + j, nsplit, pstride);
                 real *o = c + i * ldc + j;
                 *o = beta == 0 ? alpha * acc : alpha * acc + beta * *o;
             }
