@@ -148,9 +148,13 @@ void fnn_bias_act_block_f64(const double *bias, int axis, int act, int64_t rows,
 int fnn_gemm_ksplit_f32(int64_t m, int64_t n, int64_t k);
 int fnn_gemm_ksplit_f64(int64_t m, int64_t n, int64_t k);
 
-/* The registry (gemm_kernels.c): the kernel serving an ISA id. */
+/* The registry (gemm_kernels.c): the kernel with every variant serving an ISA id (the
+ * convolutions' and the GEMM's with A read in place), and the one for products with A
+ * packed (the widest ISA's packed micro-kernel, perhaps without variants). */
 const fnn_gemm_kernel_f32 *fnn_gemm_kernel_for_f32(int isa);
 const fnn_gemm_kernel_f64 *fnn_gemm_kernel_for_f64(int isa);
+const fnn_gemm_kernel_f32 *fnn_gemm_kernel_packed_for_f32(int isa);
+const fnn_gemm_kernel_f64 *fnn_gemm_kernel_packed_for_f64(int isa);
 
 /* Micro-kernels. */
 void fnn_ukr_ref_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,

@@ -75,9 +75,11 @@ int FNN(gemm_ksplit)(int64_t m, int64_t n, int64_t k)
     return use_ksplit(m, n, k);
 }
 
+static const kernel_t *gemm_kernel(int64_t m, int64_t n, int64_t k);
+
 int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
 {
-    const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
+    const kernel_t *kr = gemm_kernel(m, n, k);
     int64_t kc = pick_kc(kr, k < 1 ? 1 : k);
     int64_t nc = round_up(min64(kr->nc, n < 1 ? 1 : n), kr->nr);
     int64_t mc = round_up(min64(small_m(kr), m < 1 ? 1 : m), kr->mr); /* >= any MC used */
@@ -259,6 +261,19 @@ static int a_in_place(const kernel_t *kr, int64_t m, int64_t n, int64_t k)
     return n <= DIRECT_A_MAX_N || m <= small_m(kr) || (k <= 64 && n <= 2 * DIRECT_A_MAX_N);
 }
 
+/* The kernel of an m x n x k product: the ISA's packed kernel when A is packed, the
+ * complete one (with the in-place variants) when A is read in place or K is split. On
+ * AVX-512 the two differ (gemm_kernels.c). Depends on the shape and ISA only, so the
+ * workspace query and the product agree. */
+static const kernel_t *gemm_kernel(int64_t m, int64_t n, int64_t k)
+{
+    const int isa = fnn_get_isa();
+    const kernel_t *kp = KERNEL_PACKED_FOR(isa);
+    if (use_ksplit(m, n, k) || a_in_place(kp, m, n, k))
+        return KERNEL_FOR(isa);
+    return kp;
+}
+
 /* How A is read: packed, or in place (see a_in_place) through the direct-A kernel
  * (row-major A) or the strided one (transposed A). */
 enum { A_PACKED, A_ROWS, A_COLS };
@@ -420,7 +435,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
         }
         return;
     }
-    const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
+    const kernel_t *kr = gemm_kernel(m, n, k);
     const int mr = kr->mr, nr = kr->nr;
     const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
     const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;

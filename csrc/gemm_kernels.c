@@ -23,7 +23,9 @@ static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 256, 2048, fnn_ukr_avx2_6
                                              fnn_ukr_avx2_gather_6x8_f64,
                                              fnn_ukr_avx2_rows_6x8_f64,
                                              fnn_ukr_avx2_scatter_6x8_f64};
-/* no direct-A, strided or gather variant for AVX-512: not measured on AVX-512 hardware yet */
+/* AVX-512 has the packed micro-kernel only: it serves products with A packed (gemm.c picks
+ * it through fnn_gemm_kernel_packed_for); everything that needs a variant (A in place, the
+ * convolutions' gather and scatter) runs on the AVX2 row, which every AVX-512 CPU runs */
 static const fnn_gemm_kernel_f32 k32_avx512 = {12, 32, 144, 256, 4096,
                                                fnn_ukr_avx512_12x32_f32, NULL, NULL, NULL,
                                                NULL, NULL};
@@ -32,12 +34,11 @@ static const fnn_gemm_kernel_f64 k64_avx512 = {12, 16, 96, 256, 2048,
                                                NULL, NULL};
 #endif
 
+/* The complete kernel (every variant) for an ISA id. */
 const fnn_gemm_kernel_f32 *fnn_gemm_kernel_for_f32(int isa)
 {
 #if FNN_X86_KERNELS
-    if (isa >= 2)
-        return &k32_avx512;
-    if (isa == 1)
+    if (isa >= 1)
         return &k32_avx2;
 #endif
     (void)isa;
@@ -47,11 +48,28 @@ const fnn_gemm_kernel_f32 *fnn_gemm_kernel_for_f32(int isa)
 const fnn_gemm_kernel_f64 *fnn_gemm_kernel_for_f64(int isa)
 {
 #if FNN_X86_KERNELS
-    if (isa >= 2)
-        return &k64_avx512;
-    if (isa == 1)
+    if (isa >= 1)
         return &k64_avx2;
 #endif
     (void)isa;
     return &k64_ref;
+}
+
+/* The kernel for a product with A packed: the widest ISA's, which may lack the variants. */
+const fnn_gemm_kernel_f32 *fnn_gemm_kernel_packed_for_f32(int isa)
+{
+#if FNN_X86_KERNELS
+    if (isa >= 2)
+        return &k32_avx512;
+#endif
+    return fnn_gemm_kernel_for_f32(isa);
+}
+
+const fnn_gemm_kernel_f64 *fnn_gemm_kernel_packed_for_f64(int isa)
+{
+#if FNN_X86_KERNELS
+    if (isa >= 2)
+        return &k64_avx512;
+#endif
+    return fnn_gemm_kernel_for_f64(isa);
 }

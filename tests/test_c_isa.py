@@ -36,10 +36,11 @@ def isa(request):
 # n <= 64, with m <= MC (the last two cases: n > 64 and several K blocks) and with a short
 # K and n <= 128 (200 x 100 x 40); an untransposed A through the direct-A kernel, a
 # transposed one through the strided kernel, a partial last row tile packed. (301, 64, 700)
-# and (151, 16, 330) add several K blocks and several MC row blocks.)
+# and (151, 16, 330) add several K blocks and several MC row blocks. The last two pack A:
+# on AVX-512 they run the AVX-512 packed kernel, edge tiles and several K blocks included.)
 GEMM_CASES = [(1, 1, 1), (5, 3, 2), (13, 33, 17), (12, 32, 256), (25, 65, 300),
               (97, 130, 513), (300, 7, 31), (301, 64, 700), (151, 16, 330), (200, 100, 40),
-              (40, 200, 700)]
+              (40, 200, 700), (250, 97, 300), (301, 130, 700)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -65,16 +66,20 @@ def test_gemm_rows_do_not_depend_on_the_row_count(isa, dtype):
     """Each row of C is the same whether it falls in a full micro-tile or in an edge tile
     (the AVX2 kernels compute a last 1 or 2 rows with a kernel of their own): the products
     of the first m rows of A, for m around multiples of 6, are bit for bit rows of the
-    product of all of A."""
+    product of all of A. With n = 100 the first m <= 144 rows read A in place and more
+    pack it, on AVX-512 through the AVX-512 kernel: the same sums there too."""
     rng = np.random.default_rng(17)
-    a = rng.standard_normal((44, 300)).astype(dtype)
-    b = rng.standard_normal((300, 40)).astype(dtype)
-    with fastnn.use_backend("c"):
-        full = ops.matmul(a, b)
-        for m in (1, 2, 7, 8, 31, 32, 33, 37, 38, 43):
-            np.testing.assert_array_equal(ops.matmul(a[:m], b), full[:m], err_msg=str(m))
-            np.testing.assert_array_equal(ops.matmul(np.ascontiguousarray(a[:m].T), b,
-                                                     trans_a=True), full[:m], err_msg=str(m))
+    for rows, n, ms in ((44, 40, (1, 2, 7, 8, 31, 32, 33, 37, 38, 43)),
+                        (300, 100, (1, 7, 127, 128, 144, 145, 151, 299))):
+        a = rng.standard_normal((rows, 300)).astype(dtype)
+        b = rng.standard_normal((300, n)).astype(dtype)
+        with fastnn.use_backend("c"):
+            full = ops.matmul(a, b)
+            for m in ms:
+                np.testing.assert_array_equal(ops.matmul(a[:m], b), full[:m], err_msg=str(m))
+                np.testing.assert_array_equal(ops.matmul(np.ascontiguousarray(a[:m].T), b,
+                                                         trans_a=True), full[:m],
+                                              err_msg=str(m))
 
 
 def test_gemm_beta_zero_ignores_nan(isa):
