@@ -5,7 +5,8 @@ passes pointers, dimensions and a workspace. Workspaces are cached per OS thread
 dtype and grow as needed, so steady-state training allocates nothing here.
 
 ``FASTNN_ISA`` (``generic``, ``avx2``, ``avx512``) forces an instruction set at import;
-:func:`set_isa` changes it later. Unsupported requests fall back with a warning.
+:func:`set_isa` changes it later. Unsupported requests fall back with a warning. The
+default is the best the CPU runs (AVX2 on AMD Zen 4, see csrc/cpu.c).
 
 OpenMP waiting: unless the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, this module
 sets ``GOMP_SPINCOUNT=1000`` before the extension loads libgomp (which reads it once, at
