@@ -158,16 +158,24 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_model() -> str:
-    """The ``model name`` line of /proc/cpuinfo (or the platform's guess)."""
+def cpuinfo_field(name: str) -> Optional[str]:
+    """The value of the first ``name`` line of /proc/cpuinfo (``"model name"``,
+    ``"vendor_id"``, ``"cpu family"``, ...), or None where there is none."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The ``model name`` line of /proc/cpuinfo (or the platform's guess)."""
+    return (cpuinfo_field("model name") or platform.processor() or platform.machine() or
+            "unknown")
 
 
 def torch_or_none() -> Tuple[Any, Optional[str]]:

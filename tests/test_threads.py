@@ -359,23 +359,14 @@ def test_gomp_spincount_default_respects_user_settings(monkeypatch):
     assert _run_python(code, OMP_WAIT_POLICY="active").stdout.split()[-1] == "None"
 
 
-def _cpuinfo_field(name):
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.split(":")[0].strip() == name:
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def test_default_isa_is_the_best_except_avx2_on_zen4(monkeypatch):
     """With no FASTNN_ISA the C backend runs the best ISA the CPU has, but AVX2 on AMD
     family 19h with AVX-512 (Zen 4: 512-bit operations in two halves, the AVX2 GEMM kernel
     faster); AVX-512 stays selectable there."""
     require_backend("c")
-    vendor, family = _cpuinfo_field("vendor_id"), _cpuinfo_field("cpu family")
+    from fastnn.bench import cpuinfo_field
+
+    vendor, family = cpuinfo_field("vendor_id"), cpuinfo_field("cpu family")
     if vendor is None or family is None:
         pytest.skip("no /proc/cpuinfo to tell the CPU's vendor and family")
     monkeypatch.delenv("FASTNN_ISA", raising=False)
