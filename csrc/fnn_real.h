@@ -36,7 +36,7 @@ typedef double accum; /* float reductions (bias gradients) accumulate in double 
 /* This precision's GEMM micro-kernel entry and the registry lookup (gemm_kernels.c). */
 typedef FNN_CAT(fnn_gemm_kernel, FNN_SFX) kernel_t;
 #define KERNEL_FOR FNN_CAT(fnn_gemm_kernel_for, FNN_SFX)
-#define KERNEL_PACKED_FOR FNN_CAT(fnn_gemm_kernel_packed_for, FNN_SFX)
+#define KERNEL_MATMUL_FOR FNN_CAT(fnn_gemm_kernel_matmul_for, FNN_SFX)
 
 enum { FNN_NHWC = 0, FNN_NCHW = 1 };
 enum { FNN_ACT_IDENTITY = 0, FNN_ACT_RELU = 1 };

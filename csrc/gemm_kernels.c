@@ -23,18 +23,26 @@ static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 256, 2048, fnn_ukr_avx2_6
                                              fnn_ukr_avx2_gather_6x8_f64,
                                              fnn_ukr_avx2_rows_6x8_f64,
                                              fnn_ukr_avx2_scatter_6x8_f64};
-/* AVX-512 has the packed micro-kernel only: it serves products with A packed (gemm.c picks
- * it through fnn_gemm_kernel_packed_for); everything that needs a variant (A in place, the
- * convolutions' gather and scatter) runs on the AVX2 row, which every AVX-512 CPU runs */
-static const fnn_gemm_kernel_f32 k32_avx512 = {12, 32, 144, 256, 4096,
-                                               fnn_ukr_avx512_12x32_f32, NULL, NULL, NULL,
-                                               NULL, NULL};
-static const fnn_gemm_kernel_f64 k64_avx512 = {12, 16, 96, 256, 2048,
-                                               fnn_ukr_avx512_12x16_f64, NULL, NULL, NULL,
-                                               NULL, NULL};
+/* AVX-512 has every variant a matrix product uses (packed, direct-A, strided, row edge):
+ * gemm.c takes it through fnn_gemm_kernel_matmul_for. The convolutions' gather and scatter
+ * kernels are AVX2 only, so the convolutions run on the AVX2 row (fnn_gemm_kernel_for),
+ * which every AVX-512 CPU runs. Blocking: KC 384 and MC 144 (both types) measured best on
+ * an AVX-512 Xeon (2 MB L2, 48 KB L1; 2 threads, 2026-12-02, against KC 128-1024 and MC
+ * 48-288: 1024^3 float 346-354 GFLOPS vs 324-343 at KC 256, 2048^3 360-375 vs 357-366;
+ * 1024^3 double at MC 96: 159-170 vs 145-146). */
+static const fnn_gemm_kernel_f32 k32_avx512 = {12, 32, 144, 384, 4096,
+                                               fnn_ukr_avx512_12x32_f32,
+                                               fnn_ukr_avx512_direct_12x32_f32,
+                                               fnn_ukr_avx512_strided_12x32_f32, NULL,
+                                               fnn_ukr_avx512_rows_12x32_f32, NULL};
+static const fnn_gemm_kernel_f64 k64_avx512 = {12, 16, 144, 384, 2048,
+                                               fnn_ukr_avx512_12x16_f64,
+                                               fnn_ukr_avx512_direct_12x16_f64,
+                                               fnn_ukr_avx512_strided_12x16_f64, NULL,
+                                               fnn_ukr_avx512_rows_12x16_f64, NULL};
 #endif
 
-/* The complete kernel (every variant) for an ISA id. */
+/* The complete kernel (every variant, the convolutions' too) for an ISA id. */
 const fnn_gemm_kernel_f32 *fnn_gemm_kernel_for_f32(int isa)
 {
 #if FNN_X86_KERNELS
@@ -55,8 +63,9 @@ const fnn_gemm_kernel_f64 *fnn_gemm_kernel_for_f64(int isa)
     return &k64_ref;
 }
 
-/* The kernel for a product with A packed: the widest ISA's, which may lack the variants. */
-const fnn_gemm_kernel_f32 *fnn_gemm_kernel_packed_for_f32(int isa)
+/* The kernel of a matrix product (fnn_gemm): the widest ISA's, with the packed, direct-A,
+ * strided and row-edge variants (it may lack the convolutions' gather and scatter). */
+const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa)
 {
 #if FNN_X86_KERNELS
     if (isa >= 2)
@@ -65,7 +74,7 @@ const fnn_gemm_kernel_f32 *fnn_gemm_kernel_packed_for_f32(int isa)
     return fnn_gemm_kernel_for_f32(isa);
 }
 
-const fnn_gemm_kernel_f64 *fnn_gemm_kernel_packed_for_f64(int isa)
+const fnn_gemm_kernel_f64 *fnn_gemm_kernel_matmul_for_f64(int isa)
 {
 #if FNN_X86_KERNELS
     if (isa >= 2)

@@ -36,8 +36,11 @@ def isa(request):
 # n <= 64, with m <= MC (the last two cases: n > 64 and several K blocks) and with a short
 # K and n <= 128 (200 x 100 x 40); an untransposed A through the direct-A kernel, a
 # transposed one through the strided kernel, a partial last row tile packed. (301, 64, 700)
-# and (151, 16, 330) add several K blocks and several MC row blocks. The last two pack A:
-# on AVX-512 they run the AVX-512 packed kernel, edge tiles and several K blocks included.)
+# and (151, 16, 330) add several K blocks and several MC row blocks. The last two pack A
+# (with SSE transposes where A is not transposed, and a last 1-3 columns of a K block
+# copied one by one: K blocks of 350 and 257). Each ISA runs every case on its own
+# kernels: on AVX-512 the 12 x 32 (float) and 12 x 16 (double) packed, direct-A, strided and
+# row-edge kernels, with m around multiples of 12.)
 GEMM_CASES = [(1, 1, 1), (5, 3, 2), (13, 33, 17), (12, 32, 256), (25, 65, 300),
               (97, 130, 513), (300, 7, 31), (301, 64, 700), (151, 16, 330), (200, 100, 40),
               (40, 200, 700), (250, 97, 300), (301, 130, 700)]
@@ -64,12 +67,12 @@ def test_gemm_each_isa(isa, dtype, m, n, k):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gemm_rows_do_not_depend_on_the_row_count(isa, dtype):
     """Each row of C is the same whether it falls in a full micro-tile or in an edge tile
-    (the AVX2 kernels compute a last 1 or 2 rows with a kernel of their own): the products
-    of the first m rows of A, for m around multiples of 6, are bit for bit rows of the
-    product of all of A. With n = 100 the first m <= 144 rows read A in place and more
-    pack it, on AVX-512 through the AVX-512 kernel: the same sums there too."""
+    (the kernels compute a last 1 or 2 rows with a kernel of their own): the products of
+    the first m rows of A, for m around multiples of 6 (AVX2) and 12 (AVX-512), are bit
+    for bit rows of the product of all of A. With n = 100 the first m <= 144 rows read A in
+    place and more pack it: the same sums there too."""
     rng = np.random.default_rng(17)
-    for rows, n, ms in ((44, 40, (1, 2, 7, 8, 31, 32, 33, 37, 38, 43)),
+    for rows, n, ms in ((44, 40, (1, 2, 7, 8, 11, 12, 13, 14, 25, 26, 31, 32, 33, 37, 38, 43)),
                         (300, 100, (1, 7, 127, 128, 144, 145, 151, 299))):
         a = rng.standard_normal((rows, 300)).astype(dtype)
         b = rng.standard_normal((300, n)).astype(dtype)
