@@ -315,12 +315,13 @@ static int a_in_place(const kernel_t *kr, int64_t m, int64_t n, int64_t k)
     return n <= DIRECT_A_MAX_N || m <= small_m(kr) || (k <= 64 && n <= 2 * DIRECT_A_MAX_N);
 }
 
-/* The kernel of an m x n x k product: the ISA's matrix-product kernel (gemm_kernels.c).
- * Depends on the ISA only, so the workspace query and the product agree. */
+/* The kernel of an m x n x k product: the ISA's matrix-product kernel for n columns
+ * (gemm_kernels.c). Depends on the shape and ISA only, so the workspace query and the
+ * product agree. */
 static const kernel_t *gemm_kernel(int64_t m, int64_t n, int64_t k)
 {
-    (void)m, (void)n, (void)k;
-    return KERNEL_MATMUL_FOR(fnn_get_isa());
+    (void)m, (void)k;
+    return KERNEL_MATMUL_FOR(fnn_get_isa(), n);
 }
 
 /* How A is read: packed, or in place (see a_in_place) through the direct-A kernel
@@ -510,6 +511,11 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
         const int64_t nblk = ((m + MC - 1) / MC + nt - 1) / nt * nt;
         MC = round_up((m + nblk - 1) / nblk, mr);
     }
+    /* Row block ib is C's row tiles [ntr * ib / nblk, ntr * (ib + 1) / nblk): whole
+     * micro-tiles as evenly as they go, at most MC rows each (ntr <= nblk * MC / MR). With
+     * equal MC-row blocks 1024 rows in 12-row tiles went 7 x 132 + 100, 528 rows for one
+     * thread and 496 for the other; so 516 and 508. */
+    const int64_t ntr = (m + mr - 1) / mr, nblk = (m + MC - 1) / MC;
 
     real *bp = align_ws(ws);
     real *ap_all = align_ws(bp + KC * (NC + nt * nr));
@@ -565,7 +571,6 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
 
                 /* Tiles: MC-row blocks of C times groups of micro-panels. With few row
                  * blocks (small m) the panels are split so every thread has work. */
-                const int64_t nblk = (m + MC - 1) / MC;
                 int64_t ngrp = 1;
                 if (nblk < 2 * nth)
                     ngrp = min64(npanels, (2 * nth + nblk - 1) / nblk);
@@ -575,7 +580,8 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
 #pragma omp for schedule(static)
                 for (int64_t t = 0; t < ntiles; t++) {
                     const int64_t ib = t / ngrp, gi = t % ngrp;
-                    const int64_t ic = ib * MC, mc = min64(MC, m - ic);
+                    const int64_t ic = ntr * ib / nblk * mr,
+                                  mc = min64(ntr * (ib + 1) / nblk * mr, m) - ic;
                     const int64_t jp0 = gi * per_grp, jp1 = min64(npanels, jp0 + per_grp);
                     if (jp0 >= jp1)
                         continue;

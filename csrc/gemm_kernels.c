@@ -40,6 +40,18 @@ static const fnn_gemm_kernel_f64 k64_avx512 = {12, 16, 144, 384, 2048,
                                                fnn_ukr_avx512_direct_12x16_f64,
                                                fnn_ukr_avx512_strided_12x16_f64, NULL,
                                                fnn_ukr_avx512_rows_12x16_f64, NULL};
+/* One vector per row, for n <= 16 float or 8 double columns: 128 x 128 x 10 float took
+ * 11.9 us on the 32-wide tile, 9.3 on the AVX2 kernel's 16-wide one. */
+static const fnn_gemm_kernel_f32 k32_avx512_n16 = {12, 16, 144, 384, 4096,
+                                                   fnn_ukr_avx512_12x16_f32,
+                                                   fnn_ukr_avx512_direct_12x16_f32,
+                                                   fnn_ukr_avx512_strided_12x16_f32, NULL,
+                                                   fnn_ukr_avx512_rows_12x16_f32, NULL};
+static const fnn_gemm_kernel_f64 k64_avx512_n8 = {12, 8, 144, 384, 2048,
+                                                  fnn_ukr_avx512_12x8_f64,
+                                                  fnn_ukr_avx512_direct_12x8_f64,
+                                                  fnn_ukr_avx512_strided_12x8_f64, NULL,
+                                                  fnn_ukr_avx512_rows_12x8_f64, NULL};
 #endif
 
 /* The complete kernel (every variant, the convolutions' too) for an ISA id. */
@@ -63,22 +75,25 @@ const fnn_gemm_kernel_f64 *fnn_gemm_kernel_for_f64(int isa)
     return &k64_ref;
 }
 
-/* The kernel of a matrix product (fnn_gemm): the widest ISA's, with the packed, direct-A,
- * strided and row-edge variants (it may lack the convolutions' gather and scatter). */
-const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa)
+/* The kernel of a matrix product with n columns (fnn_gemm): the widest ISA's, with the
+ * packed, direct-A, strided and row-edge variants (it may lack the convolutions' gather and
+ * scatter), as narrow as n allows. */
+const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa, int64_t n)
 {
 #if FNN_X86_KERNELS
     if (isa >= 2)
-        return &k32_avx512;
+        return n <= k32_avx512_n16.nr ? &k32_avx512_n16 : &k32_avx512;
 #endif
+    (void)n;
     return fnn_gemm_kernel_for_f32(isa);
 }
 
-const fnn_gemm_kernel_f64 *fnn_gemm_kernel_matmul_for_f64(int isa)
+const fnn_gemm_kernel_f64 *fnn_gemm_kernel_matmul_for_f64(int isa, int64_t n)
 {
 #if FNN_X86_KERNELS
     if (isa >= 2)
-        return &k64_avx512;
+        return n <= k64_avx512_n8.nr ? &k64_avx512_n8 : &k64_avx512;
 #endif
+    (void)n;
     return fnn_gemm_kernel_for_f64(isa);
 }

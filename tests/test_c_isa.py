@@ -40,10 +40,12 @@ def isa(request):
 # (with SSE transposes where A is not transposed, and a last 1-3 columns of a K block
 # copied one by one: K blocks of 350 and 257). Each ISA runs every case on its own
 # kernels: on AVX-512 the 12 x 32 (float) and 12 x 16 (double) packed, direct-A, strided and
-# row-edge kernels, with m around multiples of 12.)
+# row-edge kernels, with m around multiples of 12, and their one-vector 12 x 16 and 12 x 8
+# versions where n <= 16 (float) or 8 (double): (97, 8, 513) in place and (145, 10, 200)
+# packed, each with a last row through the row-edge kernel.)
 GEMM_CASES = [(1, 1, 1), (5, 3, 2), (13, 33, 17), (12, 32, 256), (25, 65, 300),
               (97, 130, 513), (300, 7, 31), (301, 64, 700), (151, 16, 330), (200, 100, 40),
-              (40, 200, 700), (250, 97, 300), (301, 130, 700)]
+              (40, 200, 700), (250, 97, 300), (301, 130, 700), (97, 8, 513), (145, 10, 200)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -73,6 +75,7 @@ def test_gemm_rows_do_not_depend_on_the_row_count(isa, dtype):
     place and more pack it: the same sums there too."""
     rng = np.random.default_rng(17)
     for rows, n, ms in ((44, 40, (1, 2, 7, 8, 11, 12, 13, 14, 25, 26, 31, 32, 33, 37, 38, 43)),
+                        (44, 10, (1, 2, 11, 12, 13, 14, 25, 26, 43)),
                         (300, 100, (1, 7, 127, 128, 144, 145, 151, 299))):
         a = rng.standard_normal((rows, 300)).astype(dtype)
         b = rng.standard_normal((300, n)).astype(dtype)
