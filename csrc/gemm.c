@@ -357,12 +357,44 @@ static int use_slabs(const kernel_t *kr, int64_t m, int64_t n, int mode, int nt)
            (n + kr->nr - 1) / kr->nr >= nt;
 }
 
+/* The MR x NR tile of a block at row i0 and micro-panel jp (see multiply_block). */
+static inline void block_tile(const kernel_t *kr, int mode, int64_t full, int64_t mc,
+                              int64_t kc, int64_t nc, const real *a, int64_t rsa, int64_t csa,
+                              const real *bp, int64_t i0, int64_t jp, real alpha, real beta,
+                              const real *ap, real *c, int64_t ldc, real *tmp)
+{
+    const int mr = kr->mr, nr = kr->nr;
+    const int64_t j0 = jp * nr, cols = min64(nr, nc - j0), rows = min64(mr, mc - i0);
+    const real *bpp = bp + jp * nr * kc;
+    real *cij = c + i0 * ldc + j0;
+    if (i0 < full && mode == A_ROWS)
+        tile(kr, kc, a + i0 * rsa, rsa, 1, bpp, rows, cols, alpha, beta, cij, ldc, tmp);
+    else if (i0 < full)
+        tile(kr, kc, a + i0, csa, 0, bpp, rows, cols, alpha, beta, cij, ldc, tmp);
+    else
+        tile(kr, kc, ap + i0 * kc, mr, 0, bpp, rows, cols, alpha, beta, cij, ldc, tmp);
+}
+
+/* A block whose B micro-panels are too large to stay in L1 (over L1_B_PANEL bytes) and
+ * has at least A_OUTER_MIN_PANELS of them runs A micro-panel by A micro-panel: each MR x KC
+ * panel of A stays in L1 while the B panels stream from L2 (the BLIS order; the kernel's
+ * NC sizes the B block for L2). Otherwise B panel by B panel, each reused down the rows
+ * from L1. AVX-512's 384 x 32 float B micro-panels are 48 KB, an Xeon's whole L1: with
+ * this order and NC 1024 (float) / 512 (double), in-process A/B on 2 threads (2026-12-02,
+ * medians of 11): 1024^3 float 343-362 vs 327-346 GFLOPS, 2048^3 342-353 vs 331-332,
+ * double 160 vs 158-161, 128x1024x1024 275 vs 269, 500^3 280 vs 284, 4096x256x256 and
+ * 256x4096x256 equal. The AVX2 panels (16 KB) keep the B order. */
+#define A_OUTER_MIN_PANELS 4
+#define L1_B_PANEL (32 * 1024)
+
 /* One block: rows [0, mc) of op(A) (a: element (ic, pc), strides rsa, csa) times the packed
  * B micro-panels [jp0, jp1) of a kc x nc panel, into C (c: element (ic, jc)). A is packed
- * into ap, or read in place (mode) with only a partial last micro-panel packed; the
- * epilogue (NULL: none) runs on each finished mc x NR column block, still in L1 (not per
- * tile: reading a tile right after the micro-kernel's wide stores stalls on store-to-load
- * forwarding; measured: the epilogue then cost more than the GEMM of a K = 9 convolution). */
+ * into ap, or read in place (mode) with only a partial last micro-panel packed. The
+ * epilogue (NULL: none) runs on finished parts of C still in cache, but never on a tile
+ * just stored (reading a tile right after the micro-kernel's wide stores stalls on
+ * store-to-load forwarding; measured: the epilogue then cost more than the GEMM of a K = 9
+ * convolution): B panel by B panel, on each finished mc x NR column block; A panel by A
+ * panel, on each MR-row strip once the next strip is done. */
 static void multiply_block(const kernel_t *kr, int mode, int64_t mc, int64_t kc, int64_t nc,
                            const real *a, int64_t rsa, int64_t csa, const real *bp,
                            int64_t jp0, int64_t jp1, real alpha, real beta,
@@ -372,22 +404,29 @@ static void multiply_block(const kernel_t *kr, int mode, int64_t mc, int64_t kc,
     const int mr = kr->mr, nr = kr->nr;
     const int64_t full = mode == A_PACKED ? 0 : mc - mc % mr;
     pack_a(mc - full, kc, a + full * rsa, rsa, csa, mr, ap + full * kc);
-    for (int64_t jp = jp0; jp < jp1; jp++) {
-        const int64_t j0 = jp * nr, cols = min64(nr, nc - j0);
-        const real *bpp = bp + jp * nr * kc;
+    if (jp1 - jp0 >= A_OUTER_MIN_PANELS && kc * nr * (int64_t)sizeof(real) > L1_B_PANEL) {
+        const int64_t j0 = jp0 * nr, cols = min64(jp1 * nr, nc) - j0;
         for (int64_t i0 = 0; i0 < mc; i0 += mr) {
-            real *cij = c + i0 * ldc + j0;
-            const int64_t rows = min64(mr, mc - i0);
-            if (i0 < full && mode == A_ROWS)
-                tile(kr, kc, a + i0 * rsa, rsa, 1, bpp, rows, cols, alpha, beta, cij, ldc,
-                     tmp);
-            else if (i0 < full)
-                tile(kr, kc, a + i0, csa, 0, bpp, rows, cols, alpha, beta, cij, ldc, tmp);
-            else
-                tile(kr, kc, ap + i0 * kc, mr, 0, bpp, rows, cols, alpha, beta, cij, ldc, tmp);
+            for (int64_t jp = jp0; jp < jp1; jp++)
+                block_tile(kr, mode, full, mc, kc, nc, a, rsa, csa, bp, i0, jp, alpha, beta,
+                           ap, c, ldc, tmp);
+            if (ep && i0 > 0) /* the strip before this one */
+                epilogue(ep, mr, cols, ic + i0 - mr, jc + j0, c + (i0 - mr) * ldc + j0, ldc);
         }
-        if (ep)
-            epilogue(ep, mc, cols, ic, jc + j0, c + j0, ldc);
+        if (ep) {
+            const int64_t last = (mc - 1) / mr * mr;
+            epilogue(ep, mc - last, cols, ic + last, jc + j0, c + last * ldc + j0, ldc);
+        }
+        return;
+    }
+    for (int64_t jp = jp0; jp < jp1; jp++) {
+        for (int64_t i0 = 0; i0 < mc; i0 += mr)
+            block_tile(kr, mode, full, mc, kc, nc, a, rsa, csa, bp, i0, jp, alpha, beta, ap,
+                       c, ldc, tmp);
+        if (ep) {
+            const int64_t j0 = jp * nr;
+            epilogue(ep, mc, min64(nr, nc - j0), ic, jc + j0, c + j0, ldc);
+        }
     }
 }
 

@@ -26,16 +26,17 @@ static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 256, 2048, fnn_ukr_avx2_6
 /* AVX-512 has every variant a matrix product uses (packed, direct-A, strided, row edge):
  * gemm.c takes it through fnn_gemm_kernel_matmul_for. The convolutions' gather and scatter
  * kernels are AVX2 only, so the convolutions run on the AVX2 row (fnn_gemm_kernel_for),
- * which every AVX-512 CPU runs. Blocking: KC 384 and MC 144 (both types) measured best on
- * an AVX-512 Xeon (2 MB L2, 48 KB L1; 2 threads, 2026-12-02, against KC 128-1024 and MC
- * 48-288: 1024^3 float 346-354 GFLOPS vs 324-343 at KC 256, 2048^3 360-375 vs 357-366;
- * 1024^3 double at MC 96: 159-170 vs 145-146). */
-static const fnn_gemm_kernel_f32 k32_avx512 = {12, 32, 144, 384, 4096,
+ * which every AVX-512 CPU runs. NC (1024 float, 512 double: a 1.5 MB B block) sizes the B
+ * block for L2, where gemm.c's A-outer order streams it from. KC 384 and MC 144 (both
+ * types) measured best on an AVX-512 Xeon (2 MB L2, 48 KB L1; 2 threads, 2026-12-02,
+ * against KC 128-1024 and MC 48-288: 1024^3 float 346-354 GFLOPS vs 324-343 at KC 256,
+ * 2048^3 360-375 vs 357-366; 1024^3 double at MC 96: 159-170 vs 145-146). */
+static const fnn_gemm_kernel_f32 k32_avx512 = {12, 32, 144, 384, 1024,
                                                fnn_ukr_avx512_12x32_f32,
                                                fnn_ukr_avx512_direct_12x32_f32,
                                                fnn_ukr_avx512_strided_12x32_f32, NULL,
                                                fnn_ukr_avx512_rows_12x32_f32, NULL};
-static const fnn_gemm_kernel_f64 k64_avx512 = {12, 16, 144, 384, 2048,
+static const fnn_gemm_kernel_f64 k64_avx512 = {12, 16, 144, 384, 512,
                                                fnn_ukr_avx512_12x16_f64,
                                                fnn_ukr_avx512_direct_12x16_f64,
                                                fnn_ukr_avx512_strided_12x16_f64, NULL,

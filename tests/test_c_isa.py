@@ -235,6 +235,32 @@ def test_fused_epilogue_changes_no_bit(isa, layout, shape, filters):
             np.testing.assert_array_equal(fused.view(np.int32), plain.view(np.int32))
 
 
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_epilogue_a_outer_order(isa, layout, dtype):
+    """A 1x1 convolution is one GEMM with the epilogue fused: 200 x 100 x 300 (NHWC, A
+    packed) and 100 x 100 x 300 per image (NCHW, A in place). On AVX-512 its B micro-panels
+    (300 x 32 floats, 300 x 16 doubles: over 32 KB) run A micro-panel by A micro-panel
+    (gemm.c's A-outer order), the epilogue strip by strip, the last strip included: bitwise
+    the unfused product followed by bias_act."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 10, 10, 300)).astype(dtype)
+    w = rng.standard_normal((1, 1, 300, 100)).astype(dtype)
+    if layout == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        w = np.ascontiguousarray(w.transpose(3, 2, 0, 1))
+    b = rng.standard_normal(100).astype(dtype)
+    b[-1] = np.nan
+    axis = -1 if layout == "NHWC" else 1
+    view = np.int32 if dtype == np.float32 else np.int64
+    with fastnn.use_backend("c"):
+        for act in ("relu", None):
+            fused = ops.conv2d_forward(x, w, b, layout=layout, activation=act)
+            plain = ops.bias_act(ops.conv2d_forward(x, w, layout=layout), b, act,
+                                 channel_axis=axis)
+            np.testing.assert_array_equal(fused.view(view), plain.view(view))
+
+
 # (n, c, h, w), filters, kernel, stride, padding, dilation. NCHW convolutions take the
 # batched path (one GEMM per block of images, transposed columns) on every ISA but generic,
 # which runs the per-image reference; 1x1 kernels run per image everywhere. Blocks are
