@@ -259,6 +259,16 @@ void fnn_ukr_avx512_rows_12x32_f32(int rows, int64_t k, const float *ap, const f
                                    float *c, int64_t ldc);
 void fnn_ukr_avx512_rows_12x16_f64(int rows, int64_t k, const double *ap, const double *bp,
                                    double *c, int64_t ldc);
+void fnn_ukr_avx512_gather_12x32_f32(int64_t k, const float *const *rows, const int64_t *off,
+                                     const float *bp, int64_t ldb, const float *bias, int relu,
+                                     float beta, float *c, int64_t ldc);
+void fnn_ukr_avx512_scatter_12x32_f32(int64_t k, const float *a, int64_t lda, const float *bp,
+                                      float *const *crow);
+void fnn_ukr_avx512_gather_12x16_f64(int64_t k, const double *const *rows, const int64_t *off,
+                                     const double *bp, int64_t ldb, const double *bias, int relu,
+                                     double beta, double *c, int64_t ldc);
+void fnn_ukr_avx512_scatter_12x16_f64(int64_t k, const double *a, int64_t lda, const double *bp,
+                                      double *const *crow);
 /* The same with one vector per row, for products with at most 16 float or 8 double
  * columns. */
 void fnn_ukr_avx512_12x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,

@@ -5,8 +5,8 @@
  * of A, 27 of the 32 zmm registers; NV = 1, one vector per row, for products with at most
  * 16 float or 8 double columns, where a 2-vector tile would compute twice the columns
  * there are). The packed, strided (transposed A in place), direct-A (row-major A in place)
- * and row-edge variants; the convolutions' gather and scatter kernels are AVX2 only
- * (gemm_kernels.c). Every variant sums each element's products in the order
+ * and row-edge variants, and (two vectors only) the convolutions' gather and scatter
+ * kernels. Every variant sums each element's products in the order
  * p = 0, 1, ..., k-1 with one FMA each, as the AVX2 and reference kernels do.
  * Reference: kernels/gemm_ukr_ref.c. */
 #include <immintrin.h>
@@ -186,7 +186,126 @@ FNN_ALWAYS_INLINE void edge_f64(int NV, int rows, int64_t k, const double *ap,
     }
 }
 
-/* The entry points: 12 x 32 and 12 x 16 float, 12 x 16 and 12 x 8 double. */
+/* The gather variants (contract: fnn_internal.h): A(i, p) = rows[i][off[p]], an implicit
+ * im2col, B row p at bp + p*ldb; then the epilogue on the registers, the operations of
+ * fnn_bias_act_block (v + b, then v < 0 ? +0.0 : v by a compare mask, which keeps NaN and
+ * -0.0), and the store. The same accumulation order as the packed kernel. */
+FNN_ALWAYS_INLINE void gather_f32(int NV, int64_t k, const float *const *rows,
+                                  const int64_t *off, const float *bp, int64_t ldb,
+                                  const float *bias, int relu, float beta, float *c,
+                                  int64_t ldc)
+{
+    __m512 acc[MR][2];
+    const float *r[MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        r[i] = rows[i];
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = _mm512_setzero_ps();
+    }
+    prefetch_tile(NV, (const char *)c, ldc * (int64_t)sizeof(float));
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < k; p++) {
+        const int64_t o = off[p];
+        __m512 b[2];
+        for (int v = 0; v < NV; v++)
+            b[v] = _mm512_loadu_ps(bp + 16 * v);
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            const __m512 av = _mm512_set1_ps(r[i][o]);
+            for (int v = 0; v < NV; v++)
+                acc[i][v] = _mm512_fmadd_ps(av, b[v], acc[i][v]);
+        }
+        bp += ldb;
+    }
+    const __m512 z = _mm512_setzero_ps();
+    for (int v = 0; v < NV; v++) {
+        const __m512 bv = bias ? _mm512_loadu_ps(bias + 16 * v) : z;
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            if (bias)
+                acc[i][v] = _mm512_add_ps(acc[i][v], bv);
+            if (relu)
+                acc[i][v] = _mm512_mask_mov_ps(
+                    acc[i][v], _mm512_cmp_ps_mask(acc[i][v], z, _CMP_LT_OQ), z);
+        }
+    }
+    store_f32(MR, NV, acc, c, ldc, 1, beta);
+}
+
+FNN_ALWAYS_INLINE void gather_f64(int NV, int64_t k, const double *const *rows,
+                                  const int64_t *off, const double *bp, int64_t ldb,
+                                  const double *bias, int relu, double beta, double *c,
+                                  int64_t ldc)
+{
+    __m512d acc[MR][2];
+    const double *r[MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        r[i] = rows[i];
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = _mm512_setzero_pd();
+    }
+    prefetch_tile(NV, (const char *)c, ldc * (int64_t)sizeof(double));
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < k; p++) {
+        const int64_t o = off[p];
+        __m512d b[2];
+        for (int v = 0; v < NV; v++)
+            b[v] = _mm512_loadu_pd(bp + 8 * v);
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            const __m512d av = _mm512_set1_pd(r[i][o]);
+            for (int v = 0; v < NV; v++)
+                acc[i][v] = _mm512_fmadd_pd(av, b[v], acc[i][v]);
+        }
+        bp += ldb;
+    }
+    const __m512d z = _mm512_setzero_pd();
+    for (int v = 0; v < NV; v++) {
+        const __m512d bv = bias ? _mm512_loadu_pd(bias + 8 * v) : z;
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            if (bias)
+                acc[i][v] = _mm512_add_pd(acc[i][v], bv);
+            if (relu)
+                acc[i][v] = _mm512_mask_mov_pd(
+                    acc[i][v], _mm512_cmp_pd_mask(acc[i][v], z, _CMP_LT_OQ), z);
+        }
+    }
+    store_f64(MR, NV, acc, c, ldc, 1, beta);
+}
+
+/* The scatter variants (contract: fnn_internal.h): the direct-A product added into rows
+ * of C anywhere (a convolution's dx without its column matrix). */
+FNN_ALWAYS_INLINE void scatter_f32(int NV, int64_t k, const float *a, int64_t lda,
+                                   const float *bp, float *const *crow)
+{
+    __m512 acc[MR][2];
+    acc_f32(MR, NV, 1, acc, k, a, lda, bp);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++)
+        for (int v = 0; v < NV; v++) {
+            float *ci = crow[i] + 16 * v;
+            _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][v]));
+        }
+}
+
+FNN_ALWAYS_INLINE void scatter_f64(int NV, int64_t k, const double *a, int64_t lda,
+                                   const double *bp, double *const *crow)
+{
+    __m512d acc[MR][2];
+    acc_f64(MR, NV, 1, acc, k, a, lda, bp);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++)
+        for (int v = 0; v < NV; v++) {
+            double *ci = crow[i] + 8 * v;
+            _mm512_storeu_pd(ci, _mm512_add_pd(_mm512_loadu_pd(ci), acc[i][v]));
+        }
+}
+
+/* The entry points: 12 x 32 and 12 x 16 float, 12 x 16 and 12 x 8 double; the gather and
+ * scatter kernels in the two-vector shapes (the convolutions' row of the registry). */
 #define FNN_AVX512_KERNELS(T, SHAPE, NV)                                                      \
     void fnn_ukr_avx512_##SHAPE(int64_t k, const T *ap, const T *bp, T *c, int64_t ldc,      \
                                 T alpha, T beta)                                            \
@@ -209,13 +328,34 @@ FNN_ALWAYS_INLINE void edge_f64(int NV, int rows, int64_t k, const double *ap,
         EDGE(NV, rows, k, ap, bp, c, ldc);                                                    \
     }
 
+#define FNN_AVX512_CONV_KERNELS(T, SHAPE, NV)                                                 \
+    void fnn_ukr_avx512_gather_##SHAPE(int64_t k, const T *const *rows, const int64_t *off,  \
+                                       const T *bp, int64_t ldb, const T *bias, int relu,    \
+                                       T beta, T *c, int64_t ldc)                            \
+    {                                                                                         \
+        GATHER(NV, k, rows, off, bp, ldb, bias, relu, beta, c, ldc);                          \
+    }                                                                                         \
+    void fnn_ukr_avx512_scatter_##SHAPE(int64_t k, const T *a, int64_t lda, const T *bp,     \
+                                        T *const *crow)                                      \
+    {                                                                                         \
+        SCATTER(NV, k, a, lda, bp, crow);                                                     \
+    }
+
 #define TILE tile_f32
 #define EDGE edge_f32
+#define GATHER gather_f32
+#define SCATTER scatter_f32
 FNN_AVX512_KERNELS(float, 12x32_f32, 2)
 FNN_AVX512_KERNELS(float, 12x16_f32, 1)
+FNN_AVX512_CONV_KERNELS(float, 12x32_f32, 2)
 #undef TILE
 #undef EDGE
+#undef GATHER
+#undef SCATTER
 #define TILE tile_f64
 #define EDGE edge_f64
+#define GATHER gather_f64
+#define SCATTER scatter_f64
 FNN_AVX512_KERNELS(double, 12x16_f64, 2)
 FNN_AVX512_KERNELS(double, 12x8_f64, 1)
+FNN_AVX512_CONV_KERNELS(double, 12x16_f64, 2)
