@@ -79,11 +79,11 @@ int FNN(gemm_ksplit)(int64_t m, int64_t n, int64_t k)
     return use_ksplit(m, n, k);
 }
 
-static const kernel_t *gemm_kernel(int64_t m, int64_t n, int64_t k);
+static const kernel_t *gemm_kernel(int64_t n);
 
 int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
 {
-    const kernel_t *kr = gemm_kernel(m, n, k);
+    const kernel_t *kr = gemm_kernel(n);
     int64_t kc = pick_kc(kr, k < 1 ? 1 : k);
     int64_t nc = round_up(min64(kr->nc, n < 1 ? 1 : n), kr->nr);
     int64_t mc = round_up(min64(small_m(kr), m < 1 ? 1 : m), kr->mr); /* >= any MC used */
@@ -310,12 +310,11 @@ static int a_in_place(const kernel_t *kr, int64_t m, int64_t n, int64_t k)
     return n <= DIRECT_A_MAX_N || m <= small_m(kr) || (k <= 64 && n <= 2 * DIRECT_A_MAX_N);
 }
 
-/* The kernel of an m x n x k product: the ISA's matrix-product kernel for n columns
- * (gemm_kernels.c). Depends on the shape and ISA only, so the workspace query and the
- * product agree. */
-static const kernel_t *gemm_kernel(int64_t m, int64_t n, int64_t k)
+/* The kernel of a product with n columns: the ISA's matrix-product kernel for n
+ * (gemm_kernels.c). Depends on n and the ISA only, so the workspace query and the product
+ * agree. */
+static const kernel_t *gemm_kernel(int64_t n)
 {
-    (void)m, (void)k;
     return KERNEL_MATMUL_FOR(fnn_get_isa(), n);
 }
 
@@ -519,7 +518,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
         }
         return;
     }
-    const kernel_t *kr = gemm_kernel(m, n, k);
+    const kernel_t *kr = gemm_kernel(n);
     const int mr = kr->mr, nr = kr->nr;
     const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
     const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;

@@ -27,11 +27,11 @@ static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 256, 2048, fnn_ukr_avx2_6
  * against the AVX2 row they replaced there, 2026-12-02, alternating processes: conv 32->64
  * forward + relu + pool 2.39-2.54 -> 1.52-1.74 ms, its backward 5.89-6.27 -> 4.08-4.38 ms,
  * the CNN epoch 4.23-4.29 -> 3.69-3.76 s). Products with few columns take the one-vector
- * rows below (fnn_gemm_kernel_matmul_for). NC (1024 float, 512 double: a 1.5 MB B block) sizes the B
- * block for L2, where gemm.c's A-outer order streams it from. KC 384 and MC 144 (both
- * types) measured best on an AVX-512 Xeon (2 MB L2, 48 KB L1; 2 threads, 2026-12-02,
- * against KC 128-1024 and MC 48-288: 1024^3 float 346-354 GFLOPS vs 324-343 at KC 256,
- * 2048^3 360-375 vs 357-366; 1024^3 double at MC 96: 159-170 vs 145-146). */
+ * rows below (fnn_gemm_kernel_matmul_for). NC (1024 float, 512 double: a 1.5 MB B block)
+ * sizes the B block for L2, where gemm.c's A-outer order streams it from. KC 384 and MC
+ * 144 (both types) measured best on an AVX-512 Xeon (2 MB L2, 48 KB L1; 2 threads,
+ * 2026-12-02, against KC 128-1024 and MC 48-288: 1024^3 float 346-354 GFLOPS vs 324-343
+ * at KC 256, 2048^3 360-375 vs 357-366; 1024^3 double at MC 96: 159-170 vs 145-146). */
 static const fnn_gemm_kernel_f32 k32_avx512 = {12, 32, 144, 384, 1024,
                                                fnn_ukr_avx512_12x32_f32,
                                                fnn_ukr_avx512_direct_12x32_f32,

@@ -85,7 +85,7 @@ FNN_ALWAYS_INLINE void acc_f32(int R, int NV, int rows, __m512 acc[MR][2], int64
     for (int i = 0; i < R; i++)
         for (int v = 0; v < NV; v++)
             acc[i][v] = _mm512_setzero_ps();
-    const float *hi = a + 6 * as;
+    const float *hi = rows ? a + 6 * as : a; /* the second six rows (direct-A only) */
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
         _mm_prefetch((const char *)(bp + 512), _MM_HINT_T0);
@@ -114,7 +114,7 @@ FNN_ALWAYS_INLINE void acc_f64(int R, int NV, int rows, __m512d acc[MR][2], int6
     for (int i = 0; i < R; i++)
         for (int v = 0; v < NV; v++)
             acc[i][v] = _mm512_setzero_pd();
-    const double *hi = a + 6 * as;
+    const double *hi = rows ? a + 6 * as : a; /* the second six rows (direct-A only) */
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
         _mm_prefetch((const char *)(bp + 256), _MM_HINT_T0);
