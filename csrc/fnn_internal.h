@@ -84,11 +84,13 @@ typedef void (*fnn_ukr_gather_f64)(int64_t k, const double *const *rows, const i
                                    const double *bp, int64_t ldb, const double *bias, int relu,
                                    double beta, double *c, int64_t ldc);
 
-/* The packed product on the first rows (1 or 2) of the tile only, the edge of C's last
+/* The packed product on the first rows (1 .. MR-1) of the tile, the edge of C's last
  * rows: C[0:rows, 0:NR] = Ap * Bp (overwrites C; alpha = 1, beta = 0), Ap a packed panel
- * (its zero rows past rows are not read). Each element the same accumulation as the full
- * tile, so the same bits, without the work of the missing rows (a batch of 32 leaves 2).
- * Optional (NULL: the full tile into a scratch tile). */
+ * (zero rows past rows). Each element the same accumulation as the full tile, so the same
+ * bits, without the work of the missing rows where the kernel has a form for that row
+ * count (a batch of 32 leaves 2 rows of a 6-row tile, 8 of a 12-row one); without one it
+ * may compute the full tile, so C has room for MR rows. Optional (NULL: the full tile into
+ * a scratch tile). */
 typedef void (*fnn_ukr_rows_f32)(int rows, int64_t k, const float *ap, const float *bp,
                                  float *c, int64_t ldc);
 typedef void (*fnn_ukr_rows_f64)(int rows, int64_t k, const double *ap, const double *bp,

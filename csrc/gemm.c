@@ -287,8 +287,8 @@ static inline void tile(const kernel_t *kr, int64_t kc, const real *a, int64_t a
     const real beta_d = edge ? 0 : beta;
     if (a_rows)
         kr->ukr_direct(kc, a, as, bp, dst, ldd, alpha, beta_d);
-    else if (as == mr && rows <= 2 && kr->ukr_rows && alpha == 1)
-        kr->ukr_rows((int)rows, kc, a, bp, dst, ldd); /* the edge rows only, into tmp */
+    else if (as == mr && rows < mr && kr->ukr_rows && alpha == 1)
+        kr->ukr_rows((int)rows, kc, a, bp, dst, ldd); /* the edge rows, into tmp */
     else if (as == mr)
         kr->ukr(kc, a, bp, dst, ldd, alpha, beta_d);
     else

@@ -187,17 +187,19 @@ FNN_ALWAYS_INLINE void rows_f64(int R, int64_t k, const double *ap, const double
     }
 }
 
-/* The row-edge variants (contract: fnn_internal.h), 1 or 2 rows: a constant row count per
- * case, so the accumulators stay in registers. (3-5 rows this way were slower than the
- * full tile: 34 x 784 x 128 float 1.07-1.10x time, 35 x 784 x 128 1.15x; 1 and 2 rows
- * 0.94-0.95x.) */
+/* The row-edge variants (contract: fnn_internal.h): 1 or 2 rows with a constant row count
+ * per case, so the accumulators stay in registers; 3-5 rows as the full tile (3-5 rows
+ * this way were slower than the full tile: 34 x 784 x 128 float 1.07-1.10x time,
+ * 35 x 784 x 128 1.15x; 1 and 2 rows 0.94-0.95x). */
 void fnn_ukr_avx2_rows_6x16_f32(int rows, int64_t k, const float *ap, const float *bp,
                                 float *c, int64_t ldc)
 {
     if (rows == 1)
         rows_f32(1, k, ap, bp, c, ldc);
-    else
+    else if (rows == 2)
         rows_f32(2, k, ap, bp, c, ldc);
+    else
+        body_6x16_f32(k, ap, MR, bp, c, ldc, 1, 0);
 }
 
 void fnn_ukr_avx2_rows_6x8_f64(int rows, int64_t k, const double *ap, const double *bp,
@@ -205,8 +207,10 @@ void fnn_ukr_avx2_rows_6x8_f64(int rows, int64_t k, const double *ap, const doub
 {
     if (rows == 1)
         rows_f64(1, k, ap, bp, c, ldc);
-    else
+    else if (rows == 2)
         rows_f64(2, k, ap, bp, c, ldc);
+    else
+        body_6x8_f64(k, ap, MR, bp, c, ldc, 1, 0);
 }
 
 /* The strided variants (contract: fnn_internal.h): a transposed A read in place. */

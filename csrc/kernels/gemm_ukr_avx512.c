@@ -158,32 +158,43 @@ FNN_ALWAYS_INLINE void tile_f64(int NV, int rows, int64_t k, const double *a, in
     store_f64(MR, NV, acc, c, ldc, alpha, beta);
 }
 
-/* The row-edge variants (contract: fnn_internal.h): the first 1 or 2 rows of a packed
+/* The row-edge variants (contract: fnn_internal.h): the first 1 .. 11 rows of a packed
  * tile, a constant row count per case so the accumulators stay in registers. */
+#define EDGE_CASES(ACC, STORE)                                                              \
+    switch (rows) {                                                                         \
+    case 1: ACC(1); STORE(1); break;                                                        \
+    case 2: ACC(2); STORE(2); break;                                                        \
+    case 3: ACC(3); STORE(3); break;                                                        \
+    case 4: ACC(4); STORE(4); break;                                                        \
+    case 5: ACC(5); STORE(5); break;                                                        \
+    case 6: ACC(6); STORE(6); break;                                                        \
+    case 7: ACC(7); STORE(7); break;                                                        \
+    case 8: ACC(8); STORE(8); break;                                                        \
+    case 9: ACC(9); STORE(9); break;                                                        \
+    case 10: ACC(10); STORE(10); break;                                                     \
+    default: ACC(11); STORE(11); break;                                                     \
+    }
+
 FNN_ALWAYS_INLINE void edge_f32(int NV, int rows, int64_t k, const float *ap, const float *bp,
                                 float *c, int64_t ldc)
 {
     __m512 acc[MR][2];
-    if (rows == 1) {
-        acc_f32(1, NV, 0, acc, k, ap, MR, bp);
-        store_f32(1, NV, acc, c, ldc, 1, 0);
-    } else {
-        acc_f32(2, NV, 0, acc, k, ap, MR, bp);
-        store_f32(2, NV, acc, c, ldc, 1, 0);
-    }
+#define E_ACC(R) acc_f32(R, NV, 0, acc, k, ap, MR, bp)
+#define E_STORE(R) store_f32(R, NV, acc, c, ldc, 1, 0)
+    EDGE_CASES(E_ACC, E_STORE)
+#undef E_ACC
+#undef E_STORE
 }
 
 FNN_ALWAYS_INLINE void edge_f64(int NV, int rows, int64_t k, const double *ap,
                                 const double *bp, double *c, int64_t ldc)
 {
     __m512d acc[MR][2];
-    if (rows == 1) {
-        acc_f64(1, NV, 0, acc, k, ap, MR, bp);
-        store_f64(1, NV, acc, c, ldc, 1, 0);
-    } else {
-        acc_f64(2, NV, 0, acc, k, ap, MR, bp);
-        store_f64(2, NV, acc, c, ldc, 1, 0);
-    }
+#define E_ACC(R) acc_f64(R, NV, 0, acc, k, ap, MR, bp)
+#define E_STORE(R) store_f64(R, NV, acc, c, ldc, 1, 0)
+    EDGE_CASES(E_ACC, E_STORE)
+#undef E_ACC
+#undef E_STORE
 }
 
 /* The gather variants (contract: fnn_internal.h): A(i, p) = rows[i][off[p]], an implicit
