@@ -104,9 +104,22 @@ typedef void (*fnn_ukr_scatter_f32)(int64_t k, const float *a, int64_t lda, cons
                                     float *const *crow);
 typedef void (*fnn_ukr_scatter_f64)(int64_t k, const double *a, int64_t lda,
                                     const double *bp, double *const *crow);
+/* The product with both operands read in place, row-major, no transposes, on the first
+ * rows (1 .. MR) and cols (1 .. NR) of the tile:
+ *   C[0:rows, 0:cols] = alpha * A * B + beta * C     (beta == 0: C is not read)
+ * A(i, p) at a[i*lda + p], B(p, j) at b[p*ldb + j]; nothing outside those rows and
+ * columns of A, B and C is read or written. For small products, where packing B costs
+ * more than it saves. The accumulation of ukr_direct. Optional (NULL: B is packed). */
+typedef void (*fnn_ukr_inplace_f32)(int rows, int cols, int64_t k, const float *a,
+                                    int64_t lda, const float *b, int64_t ldb, float *c,
+                                    int64_t ldc, float alpha, float beta);
+typedef void (*fnn_ukr_inplace_f64)(int rows, int cols, int64_t k, const double *a,
+                                    int64_t lda, const double *b, int64_t ldb, double *c,
+                                    int64_t ldc, double alpha, double beta);
+
 /* A micro-kernel and the blocking it wants: MR x NR register tile, MC x KC block of A
  * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct, ukr_strided, ukr_gather,
- * ukr_rows and ukr_scatter as above or NULL. */
+ * ukr_rows, ukr_scatter and ukr_inplace as above or NULL. */
 typedef struct {
     int mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
@@ -115,6 +128,7 @@ typedef struct {
     fnn_ukr_gather_f32 ukr_gather;
     fnn_ukr_rows_f32 ukr_rows;
     fnn_ukr_scatter_f32 ukr_scatter;
+    fnn_ukr_inplace_f32 ukr_inplace;
 } fnn_gemm_kernel_f32;
 typedef struct {
     int mr, nr, mc, kc, nc;
@@ -124,6 +138,7 @@ typedef struct {
     fnn_ukr_gather_f64 ukr_gather;
     fnn_ukr_rows_f64 ukr_rows;
     fnn_ukr_scatter_f64 ukr_scatter;
+    fnn_ukr_inplace_f64 ukr_inplace;
 } fnn_gemm_kernel_f64;
 
 /* Pack rows [0, kc) x columns [0, cols) of op(B) (element (p, j) at b[p*rsb + j*csb]) into
@@ -271,6 +286,12 @@ void fnn_ukr_avx512_gather_12x16_f64(int64_t k, const double *const *rows, const
                                      double beta, double *c, int64_t ldc);
 void fnn_ukr_avx512_scatter_12x16_f64(int64_t k, const double *a, int64_t lda, const double *bp,
                                       double *const *crow);
+void fnn_ukr_avx512_inplace_12x32_f32(int rows, int cols, int64_t k, const float *a, int64_t lda,
+                                      const float *b, int64_t ldb, float *c, int64_t ldc,
+                                      float alpha, float beta);
+void fnn_ukr_avx512_inplace_12x16_f64(int rows, int cols, int64_t k, const double *a,
+                                      int64_t lda, const double *b, int64_t ldb, double *c,
+                                      int64_t ldc, double alpha, double beta);
 /* The same with one vector per row, for products with at most 16 float or 8 double
  * columns. */
 void fnn_ukr_avx512_12x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
@@ -289,6 +310,12 @@ void fnn_ukr_avx512_direct_12x8_f64(int64_t k, const double *a, int64_t lda, con
                                      int64_t ldc, double alpha, double beta);
 void fnn_ukr_avx512_rows_12x8_f64(int rows, int64_t k, const double *ap, const double *bp, double *c,
                                    int64_t ldc);
+void fnn_ukr_avx512_inplace_12x16_f32(int rows, int cols, int64_t k, const float *a, int64_t lda,
+                                      const float *b, int64_t ldb, float *c, int64_t ldc,
+                                      float alpha, float beta);
+void fnn_ukr_avx512_inplace_12x8_f64(int rows, int cols, int64_t k, const double *a,
+                                     int64_t lda, const double *b, int64_t ldb, double *c,
+                                     int64_t ldc, double alpha, double beta);
 #endif
 
 /* Bias gradient: db[c] = sum over outer, inner of dy[o, c, i] (overwrites db). */

@@ -42,10 +42,15 @@ def isa(request):
 # kernels: on AVX-512 the 12 x 32 (float) and 12 x 16 (double) packed, direct-A, strided and
 # row-edge kernels, with m around multiples of 12, and their one-vector 12 x 16 and 12 x 8
 # versions where n <= 16 (float) or 8 (double): (97, 8, 513) in place and (145, 10, 200)
-# packed, each with a last row through the row-edge kernel.)
+# packed, each with a last row through the row-edge kernel. On AVX-512 a product with
+# neither operand transposed and m <= 256, or a single micro-panel of columns, reads B in
+# place too (gemm.c's in-place path, masked columns): every untransposed case with m <=
+# 256, and (300, 7, 31) and (290, 29, 600) (float: one 32-wide panel, two K blocks); B rows
+# over 4 KB apart stay packed: (20, 1100, 50).)
 GEMM_CASES = [(1, 1, 1), (5, 3, 2), (13, 33, 17), (12, 32, 256), (25, 65, 300),
               (97, 130, 513), (300, 7, 31), (301, 64, 700), (151, 16, 330), (200, 100, 40),
-              (40, 200, 700), (250, 97, 300), (301, 130, 700), (97, 8, 513), (145, 10, 200)]
+              (40, 200, 700), (250, 97, 300), (301, 130, 700), (97, 8, 513), (145, 10, 200),
+              (290, 29, 600), (20, 1100, 50)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -258,6 +263,27 @@ def test_fused_epilogue_a_outer_order(isa, layout, dtype):
             fused = ops.conv2d_forward(x, w, b, layout=layout, activation=act)
             plain = ops.bias_act(ops.conv2d_forward(x, w, layout=layout), b, act,
                                  channel_axis=axis)
+            np.testing.assert_array_equal(fused.view(view), plain.view(view))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,filters", [((2, 10, 10, 40), 20), ((3, 11, 11, 40), 20),
+                                           ((3, 11, 11, 40), 5)])
+def test_fused_epilogue_in_place(isa, dtype, shape, filters):
+    """A 1x1 NHWC convolution with few filters is one product whose B (the weights, 20 or 5
+    columns) fits one micro-panel: on AVX-512 it runs gemm.c's in-place path (200 rows as a
+    short A, 363 as one panel), the epilogue one tile behind the kernel and on the last
+    tile after the loop: bitwise the unfused product followed by bias_act."""
+    rng = np.random.default_rng(filters)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((1, 1, shape[3], filters)).astype(dtype)
+    b = rng.standard_normal(filters).astype(dtype)
+    b[-1] = np.nan
+    view = np.int32 if dtype == np.float32 else np.int64
+    with fastnn.use_backend("c"):
+        for act in ("relu", None):
+            fused = ops.conv2d_forward(x, w, b, activation=act)
+            plain = ops.bias_act(ops.conv2d_forward(x, w), b, act)
             np.testing.assert_array_equal(fused.view(view), plain.view(view))
 
 

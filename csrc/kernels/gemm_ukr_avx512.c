@@ -28,46 +28,75 @@ FNN_ALWAYS_INLINE void prefetch_tile(int NV, const char *c, int64_t ld_bytes)
     }
 }
 
+/* Loads and stores of C or B: whole vectors, or (mk, a compile-time NULL or not) only the
+ * lanes of mask mk[v] for vector v, the other lanes neither read (they load as zero) nor
+ * written. */
+FNN_ALWAYS_INLINE __m512 load_ps(const float *p, const __mmask16 *mk, int v)
+{
+    return mk ? _mm512_maskz_loadu_ps(mk[v], p) : _mm512_loadu_ps(p);
+}
+
+FNN_ALWAYS_INLINE void save_ps(float *p, const __mmask16 *mk, int v, __m512 x)
+{
+    if (mk)
+        _mm512_mask_storeu_ps(p, mk[v], x);
+    else
+        _mm512_storeu_ps(p, x);
+}
+
+FNN_ALWAYS_INLINE __m512d load_pd(const double *p, const __mmask8 *mk, int v)
+{
+    return mk ? _mm512_maskz_loadu_pd(mk[v], p) : _mm512_loadu_pd(p);
+}
+
+FNN_ALWAYS_INLINE void save_pd(double *p, const __mmask8 *mk, int v, __m512d x)
+{
+    if (mk)
+        _mm512_mask_storeu_pd(p, mk[v], x);
+    else
+        _mm512_storeu_pd(p, x);
+}
+
 /* C tile = alpha * acc + beta * C for the first R rows of NV vectors each (beta == 0: C
- * is not read). */
+ * is not read), all lanes or those of mk (see load_ps). */
 FNN_ALWAYS_INLINE void store_f32(int R, int NV, __m512 acc[MR][2], float *c, int64_t ldc,
-                                 float alpha, float beta)
+                                 float alpha, float beta, const __mmask16 *mk)
 {
     const __m512 va = _mm512_set1_ps(alpha);
     if (beta == 0) {
 #pragma GCC unroll 12
         for (int i = 0; i < R; i++)
             for (int v = 0; v < NV; v++)
-                _mm512_storeu_ps(c + i * ldc + 16 * v, _mm512_mul_ps(va, acc[i][v]));
+                save_ps(c + i * ldc + 16 * v, mk, v, _mm512_mul_ps(va, acc[i][v]));
     } else {
         const __m512 vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 12
         for (int i = 0; i < R; i++)
             for (int v = 0; v < NV; v++) {
                 float *ci = c + i * ldc + 16 * v;
-                _mm512_storeu_ps(ci, _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci),
-                                                     _mm512_mul_ps(va, acc[i][v])));
+                save_ps(ci, mk, v,
+                        _mm512_fmadd_ps(vb, load_ps(ci, mk, v), _mm512_mul_ps(va, acc[i][v])));
             }
     }
 }
 
 FNN_ALWAYS_INLINE void store_f64(int R, int NV, __m512d acc[MR][2], double *c, int64_t ldc,
-                                 double alpha, double beta)
+                                 double alpha, double beta, const __mmask8 *mk)
 {
     const __m512d va = _mm512_set1_pd(alpha);
     if (beta == 0) {
 #pragma GCC unroll 12
         for (int i = 0; i < R; i++)
             for (int v = 0; v < NV; v++)
-                _mm512_storeu_pd(c + i * ldc + 8 * v, _mm512_mul_pd(va, acc[i][v]));
+                save_pd(c + i * ldc + 8 * v, mk, v, _mm512_mul_pd(va, acc[i][v]));
     } else {
         const __m512d vb = _mm512_set1_pd(beta);
 #pragma GCC unroll 12
         for (int i = 0; i < R; i++)
             for (int v = 0; v < NV; v++) {
                 double *ci = c + i * ldc + 8 * v;
-                _mm512_storeu_pd(ci, _mm512_fmadd_pd(vb, _mm512_loadu_pd(ci),
-                                                     _mm512_mul_pd(va, acc[i][v])));
+                save_pd(ci, mk, v,
+                        _mm512_fmadd_pd(vb, load_pd(ci, mk, v), _mm512_mul_pd(va, acc[i][v])));
             }
     }
 }
@@ -75,25 +104,33 @@ FNN_ALWAYS_INLINE void store_f64(int R, int NV, __m512d acc[MR][2], double *c, i
 /* The accumulation of R rows x NV vectors with A(i, p) at a[p*as + i] (as = MR: a packed
  * panel; as = lda: a transposed A read in place), or, with `rows`, at a[i*as + p] (a
  * row-major A read in place, as two groups of six sequential streams: each row at a
- * multiple of lda that x86 addressing reaches from a few registers). B is prefetched 2 KB
- * ahead (the first tile of each micro-panel reads it from L2 or L3) and a packed A 16
+ * multiple of lda that x86 addressing reaches from a few registers). Row p of B at
+ * bp + p*ldb: a packed micro-panel (ldb = NV vectors, mk NULL), prefetched 2 KB ahead (the
+ * first tile of each micro-panel reads it from L2 or L3); or B read in place (mk: the
+ * lanes of its columns, see load_ps), prefetched 8 rows ahead. A packed A is prefetched 16
  * steps ahead. */
 FNN_ALWAYS_INLINE void acc_f32(int R, int NV, int rows, __m512 acc[MR][2], int64_t k,
-                               const float *a, int64_t as, const float *bp)
+                               const float *a, int64_t as, const float *bp, int64_t ldb,
+                               const __mmask16 *mk)
 {
 #pragma GCC unroll 12
     for (int i = 0; i < R; i++)
         for (int v = 0; v < NV; v++)
             acc[i][v] = _mm512_setzero_ps();
-    const float *hi = rows ? a + 6 * as : a; /* the second six rows (direct-A only) */
+    /* the second six rows (direct-A only) */
+    const float *hi = rows && R > 6 ? a + 6 * as : a;
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
-        _mm_prefetch((const char *)(bp + 512), _MM_HINT_T0);
+        if (mk)
+            for (int v = 0; v < NV; v++)
+                _mm_prefetch((const char *)(bp + 8 * ldb + 16 * v), _MM_HINT_T0);
+        else
+            _mm_prefetch((const char *)(bp + 512), _MM_HINT_T0);
         if (!rows)
             _mm_prefetch((const char *)(a + 16 * as), _MM_HINT_T0);
         __m512 b[2];
         for (int v = 0; v < NV; v++)
-            b[v] = _mm512_loadu_ps(bp + 16 * v);
+            b[v] = load_ps(bp + 16 * v, mk, v);
 #pragma GCC unroll 12
         for (int i = 0; i < R; i++) {
             const float *ai = rows ? (i < 6 ? a + i * as : hi + (i - 6) * as) + p : a + i;
@@ -103,26 +140,32 @@ FNN_ALWAYS_INLINE void acc_f32(int R, int NV, int rows, __m512 acc[MR][2], int64
         }
         if (!rows)
             a += as;
-        bp += 16 * NV;
+        bp += ldb;
     }
 }
 
 FNN_ALWAYS_INLINE void acc_f64(int R, int NV, int rows, __m512d acc[MR][2], int64_t k,
-                               const double *a, int64_t as, const double *bp)
+                               const double *a, int64_t as, const double *bp, int64_t ldb,
+                               const __mmask8 *mk)
 {
 #pragma GCC unroll 12
     for (int i = 0; i < R; i++)
         for (int v = 0; v < NV; v++)
             acc[i][v] = _mm512_setzero_pd();
-    const double *hi = rows ? a + 6 * as : a; /* the second six rows (direct-A only) */
+    /* the second six rows (direct-A only) */
+    const double *hi = rows && R > 6 ? a + 6 * as : a;
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
-        _mm_prefetch((const char *)(bp + 256), _MM_HINT_T0);
+        if (mk)
+            for (int v = 0; v < NV; v++)
+                _mm_prefetch((const char *)(bp + 8 * ldb + 8 * v), _MM_HINT_T0);
+        else
+            _mm_prefetch((const char *)(bp + 256), _MM_HINT_T0);
         if (!rows)
             _mm_prefetch((const char *)(a + 8 * as), _MM_HINT_T0);
         __m512d b[2];
         for (int v = 0; v < NV; v++)
-            b[v] = _mm512_loadu_pd(bp + 8 * v);
+            b[v] = load_pd(bp + 8 * v, mk, v);
 #pragma GCC unroll 12
         for (int i = 0; i < R; i++) {
             const double *ai = rows ? (i < 6 ? a + i * as : hi + (i - 6) * as) + p : a + i;
@@ -132,7 +175,7 @@ FNN_ALWAYS_INLINE void acc_f64(int R, int NV, int rows, __m512d acc[MR][2], int6
         }
         if (!rows)
             a += as;
-        bp += 8 * NV;
+        bp += ldb;
     }
 }
 
@@ -144,8 +187,8 @@ FNN_ALWAYS_INLINE void tile_f32(int NV, int rows, int64_t k, const float *a, int
 {
     __m512 acc[MR][2];
     prefetch_tile(NV, (const char *)c, ldc * (int64_t)sizeof(float));
-    acc_f32(MR, NV, rows, acc, k, a, as, bp);
-    store_f32(MR, NV, acc, c, ldc, alpha, beta);
+    acc_f32(MR, NV, rows, acc, k, a, as, bp, 16 * NV, NULL);
+    store_f32(MR, NV, acc, c, ldc, alpha, beta, NULL);
 }
 
 FNN_ALWAYS_INLINE void tile_f64(int NV, int rows, int64_t k, const double *a, int64_t as,
@@ -154,12 +197,13 @@ FNN_ALWAYS_INLINE void tile_f64(int NV, int rows, int64_t k, const double *a, in
 {
     __m512d acc[MR][2];
     prefetch_tile(NV, (const char *)c, ldc * (int64_t)sizeof(double));
-    acc_f64(MR, NV, rows, acc, k, a, as, bp);
-    store_f64(MR, NV, acc, c, ldc, alpha, beta);
+    acc_f64(MR, NV, rows, acc, k, a, as, bp, 8 * NV, NULL);
+    store_f64(MR, NV, acc, c, ldc, alpha, beta, NULL);
 }
 
 /* The row-edge variants (contract: fnn_internal.h): the first 1 .. 11 rows of a packed
- * tile, a constant row count per case so the accumulators stay in registers. */
+ * tile, a constant row count per case so the accumulators stay in registers (EDGE_CASES
+ * takes 1 .. MR: the in-place kernels below use the full count too). */
 #define EDGE_CASES(ACC, STORE)                                                              \
     switch (rows) {                                                                         \
     case 1: ACC(1); STORE(1); break;                                                        \
@@ -172,15 +216,16 @@ FNN_ALWAYS_INLINE void tile_f64(int NV, int rows, int64_t k, const double *a, in
     case 8: ACC(8); STORE(8); break;                                                        \
     case 9: ACC(9); STORE(9); break;                                                        \
     case 10: ACC(10); STORE(10); break;                                                     \
-    default: ACC(11); STORE(11); break;                                                     \
+    case 11: ACC(11); STORE(11); break;                                                     \
+    default: ACC(12); STORE(12); break;                                                     \
     }
 
 FNN_ALWAYS_INLINE void edge_f32(int NV, int rows, int64_t k, const float *ap, const float *bp,
                                 float *c, int64_t ldc)
 {
     __m512 acc[MR][2];
-#define E_ACC(R) acc_f32(R, NV, 0, acc, k, ap, MR, bp)
-#define E_STORE(R) store_f32(R, NV, acc, c, ldc, 1, 0)
+#define E_ACC(R) acc_f32(R, NV, 0, acc, k, ap, MR, bp, 16 * NV, NULL)
+#define E_STORE(R) store_f32(R, NV, acc, c, ldc, 1, 0, NULL)
     EDGE_CASES(E_ACC, E_STORE)
 #undef E_ACC
 #undef E_STORE
@@ -190,8 +235,46 @@ FNN_ALWAYS_INLINE void edge_f64(int NV, int rows, int64_t k, const double *ap,
                                 const double *bp, double *c, int64_t ldc)
 {
     __m512d acc[MR][2];
-#define E_ACC(R) acc_f64(R, NV, 0, acc, k, ap, MR, bp)
-#define E_STORE(R) store_f64(R, NV, acc, c, ldc, 1, 0)
+#define E_ACC(R) acc_f64(R, NV, 0, acc, k, ap, MR, bp, 8 * NV, NULL)
+#define E_STORE(R) store_f64(R, NV, acc, c, ldc, 1, 0, NULL)
+    EDGE_CASES(E_ACC, E_STORE)
+#undef E_ACC
+#undef E_STORE
+}
+
+/* The in-place variants (contract: fnn_internal.h): A and B both read in place, row-major,
+ * the first `rows` rows and `cols` columns of the tile (B's and C's columns past cols
+ * masked off), so a small product needs no packing and no scratch tile. The same
+ * accumulation as the direct-A kernel. */
+FNN_ALWAYS_INLINE void inplace_f32(int NV, int rows, int cols, int64_t k, const float *a,
+                                   int64_t lda, const float *b, int64_t ldb, float *c,
+                                   int64_t ldc, float alpha, float beta)
+{
+    __m512 acc[MR][2];
+    __mmask16 mk[2];
+    for (int v = 0; v < NV; v++) {
+        const int n = cols - 16 * v;
+        mk[v] = n >= 16 ? (__mmask16)0xFFFF : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
+    }
+#define E_ACC(R) acc_f32(R, NV, 1, acc, k, a, lda, b, ldb, mk)
+#define E_STORE(R) store_f32(R, NV, acc, c, ldc, alpha, beta, mk)
+    EDGE_CASES(E_ACC, E_STORE)
+#undef E_ACC
+#undef E_STORE
+}
+
+FNN_ALWAYS_INLINE void inplace_f64(int NV, int rows, int cols, int64_t k, const double *a,
+                                   int64_t lda, const double *b, int64_t ldb, double *c,
+                                   int64_t ldc, double alpha, double beta)
+{
+    __m512d acc[MR][2];
+    __mmask8 mk[2];
+    for (int v = 0; v < NV; v++) {
+        const int n = cols - 8 * v;
+        mk[v] = n >= 8 ? (__mmask8)0xFF : n > 0 ? (__mmask8)((1u << n) - 1) : 0;
+    }
+#define E_ACC(R) acc_f64(R, NV, 1, acc, k, a, lda, b, ldb, mk)
+#define E_STORE(R) store_f64(R, NV, acc, c, ldc, alpha, beta, mk)
     EDGE_CASES(E_ACC, E_STORE)
 #undef E_ACC
 #undef E_STORE
@@ -241,7 +324,7 @@ FNN_ALWAYS_INLINE void gather_f32(int NV, int64_t k, const float *const *rows,
                     acc[i][v], _mm512_cmp_ps_mask(acc[i][v], z, _CMP_LT_OQ), z);
         }
     }
-    store_f32(MR, NV, acc, c, ldc, 1, beta);
+    store_f32(MR, NV, acc, c, ldc, 1, beta, NULL);
 }
 
 FNN_ALWAYS_INLINE void gather_f64(int NV, int64_t k, const double *const *rows,
@@ -284,7 +367,7 @@ FNN_ALWAYS_INLINE void gather_f64(int NV, int64_t k, const double *const *rows,
                     acc[i][v], _mm512_cmp_pd_mask(acc[i][v], z, _CMP_LT_OQ), z);
         }
     }
-    store_f64(MR, NV, acc, c, ldc, 1, beta);
+    store_f64(MR, NV, acc, c, ldc, 1, beta, NULL);
 }
 
 /* The scatter variants (contract: fnn_internal.h): the direct-A product added into rows
@@ -293,7 +376,7 @@ FNN_ALWAYS_INLINE void scatter_f32(int NV, int64_t k, const float *a, int64_t ld
                                    const float *bp, float *const *crow)
 {
     __m512 acc[MR][2];
-    acc_f32(MR, NV, 1, acc, k, a, lda, bp);
+    acc_f32(MR, NV, 1, acc, k, a, lda, bp, 16 * NV, NULL);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; i++)
         for (int v = 0; v < NV; v++) {
@@ -306,7 +389,7 @@ FNN_ALWAYS_INLINE void scatter_f64(int NV, int64_t k, const double *a, int64_t l
                                    const double *bp, double *const *crow)
 {
     __m512d acc[MR][2];
-    acc_f64(MR, NV, 1, acc, k, a, lda, bp);
+    acc_f64(MR, NV, 1, acc, k, a, lda, bp, 8 * NV, NULL);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; i++)
         for (int v = 0; v < NV; v++) {
@@ -337,6 +420,12 @@ FNN_ALWAYS_INLINE void scatter_f64(int NV, int64_t k, const double *a, int64_t l
                                      int64_t ldc)                                           \
     {                                                                                         \
         EDGE(NV, rows, k, ap, bp, c, ldc);                                                    \
+    }                                                                                         \
+    void fnn_ukr_avx512_inplace_##SHAPE(int rows, int cols, int64_t k, const T *a,           \
+                                        int64_t lda, const T *b, int64_t ldb, T *c,          \
+                                        int64_t ldc, T alpha, T beta)                        \
+    {                                                                                         \
+        INPLACE(NV, rows, cols, k, a, lda, b, ldb, c, ldc, alpha, beta);                      \
     }
 
 #define FNN_AVX512_CONV_KERNELS(T, SHAPE, NV)                                                 \
@@ -354,6 +443,7 @@ FNN_ALWAYS_INLINE void scatter_f64(int NV, int64_t k, const double *a, int64_t l
 
 #define TILE tile_f32
 #define EDGE edge_f32
+#define INPLACE inplace_f32
 #define GATHER gather_f32
 #define SCATTER scatter_f32
 FNN_AVX512_KERNELS(float, 12x32_f32, 2)
@@ -361,10 +451,12 @@ FNN_AVX512_KERNELS(float, 12x16_f32, 1)
 FNN_AVX512_CONV_KERNELS(float, 12x32_f32, 2)
 #undef TILE
 #undef EDGE
+#undef INPLACE
 #undef GATHER
 #undef SCATTER
 #define TILE tile_f64
 #define EDGE edge_f64
+#define INPLACE inplace_f64
 #define GATHER gather_f64
 #define SCATTER scatter_f64
 FNN_AVX512_KERNELS(double, 12x16_f64, 2)
