@@ -286,7 +286,7 @@ class DenseStep:
                     cb._ptr(tb), n, nl, self._c_dims, self._c_act, self._c_w, self._c_b,
                     c_mask, c_y, c_yd, c_dz, c_dx, self._c_dw, self._c_db, 1.0 / n,
                     cb._ptr(probs), cb._ptr(loss), kind, c_slots,
-                    ffi.from_buffer("double[]", k0), k1, k2, k3, cb._ptr(ws))
+                    ffi.from_buffer("double[]", k0), k1, k2, k3, ws)
         optimizer._iterations = it0 + nsteps
         # each step's loss as run() reduces it (_losses._reduce, row by row)
         return np.add.reduce(loss, axis=1, dtype=np.float64) / n, probs
@@ -325,7 +325,7 @@ class DenseStep:
         # the loss's scale, as the layer-by-layer step's (losses._xent_step)
         self._step(n, nl, self._c_dims, self._c_act, self._c_w, self._c_b, c_mask, c_y, c_yd,
                    c_dz, c_dx, self._c_dw, self._c_db, cb._ptr(x), c_labels, c_t, 1.0 / n,
-                   c_probs, c_loss, kind, c_slots, *k, cb._ptr(ws))
+                   c_probs, c_loss, kind, c_slots, *k, ws)
         if inside is None:
             optimizer.apply(params, grads)
         else:

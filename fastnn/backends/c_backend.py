@@ -74,13 +74,15 @@ class _Workspaces(threading.local):
 _local = _Workspaces()
 
 
-def _workspace(nelems: int, dtype: np.dtype) -> np.ndarray:
-    cache = _local.ws
-    buf = cache.get(dtype)
-    if buf is None or buf.size < nelems:
+def _workspace(nelems: int, dtype: np.dtype):
+    """A pointer to at least ``nelems`` elements of this thread's workspace for ``dtype``
+    (grown, never shrunk; the pointer is made once per buffer: kernels on small arrays
+    feel every Python call)."""
+    entry = _local.ws.get(dtype)
+    if entry is None or entry[0].size < nelems:
         buf = np.empty(max(int(nelems), 1), dtype=dtype)
-        cache[dtype] = buf
-    return buf
+        entry = _local.ws[dtype] = (buf, ffi.from_buffer(_ARRAY[dtype], buf))
+    return entry[1]
 
 
 def _geom(g):
@@ -140,12 +142,10 @@ _GEMM = {dt: (getattr(lib, f"fnn_gemm_{sfx}"), getattr(lib, f"fnn_gemm_ws_{sfx}"
 def gemm(trans_a, trans_b, alpha, a, b, beta, c):
     m, n = c.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    dt = c.dtype
-    fn, fn_ws, arr = _GEMM[dt]
-    ws = _workspace(fn_ws(m, n, k), dt)
+    fn, fn_ws, arr = _GEMM[c.dtype]
     frombuf = ffi.from_buffer
-    fn(int(trans_a), int(trans_b), m, n, k, alpha, frombuf(arr, a), a.shape[1],
-       frombuf(arr, b), b.shape[1], beta, frombuf(arr, ws), frombuf(arr, c), n)
+    fn(trans_a, trans_b, m, n, k, alpha, frombuf(arr, a), a.shape[1], frombuf(arr, b),
+       b.shape[1], beta, _workspace(fn_ws(m, n, k), c.dtype), frombuf(arr, c), n)
 
 
 def im2col(x, g, layout, cols):
@@ -196,7 +196,7 @@ def conv2d_forward(x, w, b, g, layout, act, y, chunk):
     dt, f, cg, lay = x.dtype, _filters(w, layout), _geom(g), _LAYOUT[layout]
     ws = _workspace(_fn("conv2d_ws", dt)(cg, lay, f, chunk, 0), dt)
     _fn("conv2d_fwd", dt)(cg, lay, f, _ptr(x), _ptr(w), _opt(b, dt), _ACT[act], chunk,
-                          _ptr(ws), _ptr(y))
+                          ws, _ptr(y))
 
 
 def conv2d_maxpool_forward(x, w, b, g, layout, act, y, argmax, chunk):
@@ -205,14 +205,14 @@ def conv2d_maxpool_forward(x, w, b, g, layout, act, y, argmax, chunk):
         return False
     ws = _workspace(_fn("conv2d_ws", dt)(cg, lay, f, chunk, 0), dt)
     return bool(_fn("conv2d_pool_fwd", dt)(cg, lay, f, _ptr(x), _ptr(w), _opt(b, dt),
-                                           _ACT[act], chunk, _ptr(ws), _ptr(y),
+                                           _ACT[act], chunk, ws, _ptr(y),
                                            _iptr(argmax)))
 
 
 def conv2d_backward(dy, x, w, g, layout, dx, dw, db, chunk):
     dt, f, cg, lay = x.dtype, _filters(w, layout), _geom(g), _LAYOUT[layout]
     ws = _workspace(_fn("conv2d_ws", dt)(cg, lay, f, chunk, 1), dt)
-    _fn("conv2d_bwd", dt)(cg, lay, f, _ptr(dy), _ptr(x), _ptr(w), chunk, _ptr(ws),
+    _fn("conv2d_bwd", dt)(cg, lay, f, _ptr(dy), _ptr(x), _ptr(w), chunk, ws,
                           _opt(dx, dt), _ptr(dw), _opt(db, dt))
 
 
@@ -223,7 +223,7 @@ def conv2d_maxpool_backward(dy, argmax, x, w, g, layout, dx, dw, db, chunk):
         return False
     ws = _workspace(_fn("conv2d_pool_bwd_ws", dt)(cg, lay, f, chunk, need_dx), dt)
     return bool(_fn("conv2d_pool_bwd", dt)(cg, lay, f, _ptr(dy), _iptr(argmax), _ptr(x),
-                                           _ptr(w), chunk, _ptr(ws), _opt(dx, dt), _ptr(dw),
+                                           _ptr(w), chunk, ws, _opt(dx, dt), _ptr(dw),
                                            _opt(db, dt)))
 
 
