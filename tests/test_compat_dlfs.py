@@ -494,6 +494,56 @@ def test_shared_params_in_place_updates_and_rebinding(backend):
     assert_same(aff.forward(h), D.Affine(new_W2.copy(), aff.b.copy()).forward(h))
 
 
+# =========================================================================== output buffers
+def _layer_calls(rng):
+    """(name, layer, forward input, backward input) for each layer that reuses buffers."""
+    conv = D.Convolution(_rand(rng, (4, 2, 3, 3)), _rand(rng, (4,)))
+    aff = D.Affine(_rand(rng, (32, 6)), _rand(rng, (6,)))
+    return [("Convolution", conv, (3, 2, 6, 6), (3, 4, 4, 4)),
+            ("Relu", D.Relu(), (3, 4, 4, 4), (3, 4, 4, 4)),
+            ("Pooling", D.Pooling(2, 2, stride=2), (3, 4, 4, 4), (3, 4, 2, 2)),
+            ("Affine", aff, (3, 2, 4, 4), (3, 6))]
+
+
+@pytest.mark.parametrize("i", range(4), ids=["Convolution", "Relu", "Pooling", "Affine"])
+def test_outputs_a_caller_holds_are_never_overwritten(backend, i):
+    """The layers hand out their output arrays again (no fresh pages every step), but only
+    arrays nothing else refers to: an output, a gradient or ``dW`` the caller keeps, or a
+    view of one, keeps its values through later calls; one it drops is reused."""
+    rng = _rng("reuse", i)
+    name, layer, xs, ds = _layer_calls(rng)[i]
+    kept, copies = [], []
+    for step in range(4):
+        x, d = _rand(rng, xs), _rand(rng, ds)
+        out = layer.forward(x)
+        dx = layer.backward(d)
+        assert all(out is not k and dx is not k for k in kept), name
+        if step % 2 == 0:         # keep this step's results: the whole array and a view
+            kept += [out, dx[0]] + ([layer.dW] if hasattr(layer, "dW") else [])
+            copies += [a.copy() for a in kept[len(copies):]]
+    for k, c in zip(kept, copies):
+        assert_same(k, c, what=f"{name}: a kept array changed")
+    # once dropped, the outputs come back: the layer's pool holds them
+    del kept, copies, out, dx
+    out = layer.forward(_rand(rng, xs))
+    assert any(out is a for a in layer._out._arrays), name
+    del out
+    again = layer.forward(_rand(rng, xs))
+    assert sum(again is a for a in layer._out._arrays) == 1
+    assert len(layer._out._arrays) <= D._Reuse._MAX
+
+
+def test_reused_buffers_follow_a_new_batch_size(backend):
+    rng = _rng("reuse-shape")
+    relu = D.Relu()
+    for n in (5, 5, 3, 3, 5):
+        x = _rand(rng, (n, 7))
+        out = relu.forward(x)
+        assert_same(out, np.where(x > 0, x, 0.0), what=str(n))
+        assert relu.mask.shape == (n, 7)
+        del out
+
+
 # =========================================================================== end to end
 def test_simple_convnet_adam_losses_match_original(backend):
     rng = _rng("e2e")
