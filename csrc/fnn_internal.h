@@ -254,6 +254,12 @@ void fnn_ukr_avx2_gather_6x16_f32(int64_t k, const float *const *rows, const int
 void fnn_ukr_avx2_gather_6x8_f64(int64_t k, const double *const *rows, const int64_t *off,
                                  const double *bp, int64_t ldb, const double *bias, int relu,
                                  double beta, double *c, int64_t ldc);
+void fnn_ukr_avx2_inplace_6x16_f32(int rows, int cols, int64_t k, const float *a, int64_t lda,
+                                   const float *b, int64_t ldb, float *c, int64_t ldc,
+                                   float alpha, float beta);
+void fnn_ukr_avx2_inplace_6x8_f64(int rows, int cols, int64_t k, const double *a, int64_t lda,
+                                  const double *b, int64_t ldb, double *c, int64_t ldc,
+                                  double alpha, double beta);
 void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
                            float alpha, float beta);
 void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,

@@ -508,7 +508,9 @@ static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
  * 256x256x256 169 -> 112, 64x288x484 143 -> 74, 1000x128x10 33.9 -> 17.0, 86528x9x32
  * (one panel) about 400 -> 290-320, 100x4320x100 double 919 -> 884, 256x1024x1024 equal;
  * with m up to 1024: 512^3 841 -> 963 and 500x784x128 355 -> 426 (slower), and all m for
- * two panels: 15488x288x64 1766 -> 2054 (slower). */
+ * two panels: 15488x288x64 1766 -> 2054 (slower). The AVX2 kernels (6 x 16 float, 6 x 8
+ * double, forced on the same Xeon): 128x128x10 6.5 -> 4.2, 32x784x128 72 -> 34.5,
+ * 128x1600x64 239 -> 160, 256^3 217 -> 171, 64x288x484 196 -> 98, 86528x9x32 520 -> 425. */
 #define INPLACE_MAX_M 256
 #define INPLACE_MAX_LDB 4096
 /* Fewer multiply-adds than this run on one thread (in place: 32 x 128 x 10 float took

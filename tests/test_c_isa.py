@@ -42,11 +42,11 @@ def isa(request):
 # kernels: on AVX-512 the 12 x 32 (float) and 12 x 16 (double) packed, direct-A, strided and
 # row-edge kernels, with m around multiples of 12, and their one-vector 12 x 16 and 12 x 8
 # versions where n <= 16 (float) or 8 (double): (97, 8, 513) in place and (145, 10, 200)
-# packed, each with a last row through the row-edge kernel. On AVX-512 a product with
-# neither operand transposed and m <= 256, or a single micro-panel of columns, reads B in
-# place too (gemm.c's in-place path, masked columns): every untransposed case with m <=
-# 256, and (300, 7, 31) and (290, 29, 600) (float: one 32-wide panel, two K blocks); B rows
-# over 4 KB apart stay packed: (20, 1100, 50).)
+# packed, each with a last row through the row-edge kernel. On AVX2 and AVX-512 a product
+# with neither operand transposed and m <= 256, or a single micro-panel of columns, reads B
+# in place too (gemm.c's in-place path, masked columns): every untransposed case with m <=
+# 256, and (300, 7, 31) and, on AVX-512, (290, 29, 600) (float: one 32-wide panel, two K
+# blocks); B rows over 4 KB apart stay packed: (20, 1100, 50).)
 GEMM_CASES = [(1, 1, 1), (5, 3, 2), (13, 33, 17), (12, 32, 256), (25, 65, 300),
               (97, 130, 513), (300, 7, 31), (301, 64, 700), (151, 16, 330), (200, 100, 40),
               (40, 200, 700), (250, 97, 300), (301, 130, 700), (97, 8, 513), (145, 10, 200),

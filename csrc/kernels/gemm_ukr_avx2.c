@@ -291,6 +291,110 @@ void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const 
     store_6x8_f64(acc, c, ldc, alpha, beta);
 }
 
+/* The in-place variants (contract: fnn_internal.h): A and B both read in place, the first
+ * R rows and `cols` columns of the tile, B's and C's other columns masked off (vmaskmov:
+ * masked-off lanes are neither read nor written). The accumulation of the direct-A
+ * kernel; R is a constant per case, so the accumulators stay in registers. */
+FNN_ALWAYS_INLINE void inplace_f32(int R, int64_t k, const float *a, int64_t lda,
+                                   const float *b, int64_t ldb, const __m256i mk[2], float *c,
+                                   int64_t ldc, float alpha, float beta)
+{
+    __m256 acc[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < R; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(float));
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < k; p++) {
+        _mm_prefetch((const char *)(b + 8 * ldb), _MM_HINT_T0);
+        const __m256 b0 = _mm256_maskload_ps(b, mk[0]), b1 = _mm256_maskload_ps(b + 8, mk[1]);
+#pragma GCC unroll 6
+        for (int i = 0; i < R; i++) {
+            const __m256 av = _mm256_broadcast_ss(a + i * lda + p);
+            acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+        }
+        b += ldb;
+    }
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; i++)
+        for (int v = 0; v < 2; v++) {
+            float *ci = c + i * ldc + 8 * v;
+            __m256 r = _mm256_mul_ps(va, acc[i][v]);
+            if (beta != 0)
+                r = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci, mk[v]), r);
+            _mm256_maskstore_ps(ci, mk[v], r);
+        }
+}
+
+FNN_ALWAYS_INLINE void inplace_f64(int R, int64_t k, const double *a, int64_t lda,
+                                   const double *b, int64_t ldb, const __m256i mk[2],
+                                   double *c, int64_t ldc, double alpha, double beta)
+{
+    __m256d acc[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < R; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_pd();
+    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(double));
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < k; p++) {
+        _mm_prefetch((const char *)(b + 8 * ldb), _MM_HINT_T0);
+        const __m256d b0 = _mm256_maskload_pd(b, mk[0]), b1 = _mm256_maskload_pd(b + 4, mk[1]);
+#pragma GCC unroll 6
+        for (int i = 0; i < R; i++) {
+            const __m256d av = _mm256_broadcast_sd(a + i * lda + p);
+            acc[i][0] = _mm256_fmadd_pd(av, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_pd(av, b1, acc[i][1]);
+        }
+        b += ldb;
+    }
+    const __m256d va = _mm256_set1_pd(alpha), vb = _mm256_set1_pd(beta);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; i++)
+        for (int v = 0; v < 2; v++) {
+            double *ci = c + i * ldc + 4 * v;
+            __m256d r = _mm256_mul_pd(va, acc[i][v]);
+            if (beta != 0)
+                r = _mm256_fmadd_pd(vb, _mm256_maskload_pd(ci, mk[v]), r);
+            _mm256_maskstore_pd(ci, mk[v], r);
+        }
+}
+
+#define INPLACE_CASES(F)                                                                    \
+    switch (rows) {                                                                         \
+    case 1: F(1); break;                                                                    \
+    case 2: F(2); break;                                                                    \
+    case 3: F(3); break;                                                                    \
+    case 4: F(4); break;                                                                    \
+    case 5: F(5); break;                                                                    \
+    default: F(6); break;                                                                   \
+    }
+
+void fnn_ukr_avx2_inplace_6x16_f32(int rows, int cols, int64_t k, const float *a, int64_t lda,
+                                   const float *b, int64_t ldb, float *c, int64_t ldc,
+                                   float alpha, float beta)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mk[2] = {_mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane),
+                           _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), lane)};
+#define F(R) inplace_f32(R, k, a, lda, b, ldb, mk, c, ldc, alpha, beta)
+    INPLACE_CASES(F)
+#undef F
+}
+
+void fnn_ukr_avx2_inplace_6x8_f64(int rows, int cols, int64_t k, const double *a, int64_t lda,
+                                  const double *b, int64_t ldb, double *c, int64_t ldc,
+                                  double alpha, double beta)
+{
+    const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+    const __m256i mk[2] = {_mm256_cmpgt_epi64(_mm256_set1_epi64x(cols), lane),
+                           _mm256_cmpgt_epi64(_mm256_set1_epi64x(cols - 4), lane)};
+#define F(R) inplace_f64(R, k, a, lda, b, ldb, mk, c, ldc, alpha, beta)
+    INPLACE_CASES(F)
+#undef F
+}
+
 void fnn_ukr_avx2_scatter_6x16_f32(int64_t k, const float *a, int64_t lda, const float *bp,
                                    float *const *crow)
 {
