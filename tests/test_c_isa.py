@@ -294,10 +294,12 @@ def test_fused_epilogue_in_place(isa, dtype, shape, filters):
 # ones with several channels a block per image or two (threads over blocks, dw summed
 # per group of blocks). On AVX2 and up, stride 1 along w with rows of 16 pixels or more
 # take the direct path (conv.c: the forward for patches up to 32, dw and db up to 160):
-# the last five cases (and the first two) cover its masked row ends, filter counts that
+# the last seven cases (and the first two) cover its masked row ends, filter counts that
 # are not multiples of its blocks (4 forward, 3 for dw), padding, dilation and row strides;
 # without padding dx is direct too (patches up to 32 in float32, 160 in float64), its
 # blocks of four patch elements adding into rows that may overlap (kernels of < 4 rows).
+# On AVX-512 rows of at least 24 double or 48 float pixels run the AVX-512 row kernels
+# (conv.c's wide_rows): 28x28 images with 5x5 filters in float64, the last two in both.
 NCHW_CONV_CASES = [
     ((1, 1, 28, 28), 30, 5, 1, 0, 1),
     ((5, 3, 28, 28), 30, 5, 1, 0, 1),         # several blocks and dw groups
@@ -313,6 +315,8 @@ NCHW_CONV_CASES = [
     ((4, 6, 17, 17), 13, 5, 1, 2, 1),           # direct dw only (patch 150): 17-pixel rows
     ((2, 1, 6, 40), 2, (1, 8), 1, 0, 1),        # direct: one-row kernel, 33-pixel rows
     ((2, 2, 23, 30), 5, 3, (2, 1), 0, (2, 1)),  # direct dx too: stride 2 along h, 3 rows
+    ((2, 2, 9, 60), 6, 3, 1, 1, 1),             # 60-pixel rows: AVX-512 rows in float too
+    ((2, 2, 8, 53), 5, 3, 1, 0, 1),             # 51-pixel rows, direct dx: masked 3 lanes
 ]
 
 

@@ -6,6 +6,10 @@
 
 #include <immintrin.h>
 
+/* VFN(name): a kernel's name for this ISA and type, fnn_<name>_avx2_<f32|f64>. */
+#define VFN(name) FNN_CAT(FNN_CAT(FNN_CAT(fnn_, name), _avx2), FNN_SFX)
+#define vnomask _mm256_setzero_si256 /* a mask argument that is not used */
+
 #if FNN_PREC == 32
 #define VL 8
 typedef __m256 vec;

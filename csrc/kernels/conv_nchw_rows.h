@@ -1,0 +1,198 @@
+/* conv_nchw_rows.h: the body of the direct NCHW convolution row kernels (see
+ * conv_nchw_avx2.c for what they compute), written in the lane vocabulary of a vec_*.h
+ * header: kernels/conv_nchw_avx2.c and kernels/conv_nchw_avx512.c each include fnn_real.h,
+ * their vec header (VL, vec, vmask, the loads and stores, VFN naming the functions for
+ * their ISA) and then this file. Not a header to include anywhere else. */
+
+#define FW_F 4 /* row kernels: weight rows per register tile (filters, patch elements) */
+#define FW_V 3 /* row kernels: vectors of pixels per register tile */
+
+/* The row kernels' register tile: acc[j][v] = sum_p wp[p*FW_F + j] * x[off[p] + v*VL +
+ * lane] (an FMA chain over p from zero) for NV vectors (a constant at each call), the last
+ * one loaded masked by m if masked (nothing past its lanes read). One mask register at
+ * most: a masked tile of 3 vectors x 4 rows kept its accumulators on the stack. */
+FNN_ALWAYS_INLINE void
+row_tile(int64_t k, const real *x, const int64_t *off, const real *wp, const int NV,
+         int masked, vmask m, vec acc[FW_F][FW_V])
+{
+#pragma GCC unroll 4
+    for (int j = 0; j < FW_F; j++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[j][v] = vzero();
+    for (int64_t p = 0; p < k; p++) {
+        const real *xp = x + off[p];
+        vec xv[FW_V];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            xv[v] = masked && v == NV - 1 ? vmload(xp + v * VL, m) : vload(xp + v * VL);
+#pragma GCC unroll 4
+        for (int j = 0; j < FW_F; j++) {
+            const vec wj = vset1(wp[p * FW_F + j]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                acc[j][v] = vfma(wj, xv[v], acc[j][v]);
+        }
+    }
+}
+
+/* One block of a row kernel: NV vectors of pixels (a constant at each call), the last
+ * one's first `last` lanes only (VL: all; masked loads and stores), written into rows
+ * dst[j] + o0 for j < nrows: stored with the bias and relu applied (add = 0; bias NULL:
+ * none), or added to what is there (add = 1). */
+FNN_ALWAYS_INLINE void
+row_block(int64_t k, const real *x, const int64_t *off, const real *wp, const int NV,
+          int64_t last, int nrows, const real *bias, int relu, const int add,
+          real *const dst[FW_F], int64_t o0)
+{
+    vec acc[FW_F][FW_V];
+    const int masked = last < VL;
+    const vmask m = lanes_below(last);
+    row_tile(k, x, off, wp, NV, masked, m, acc);
+#pragma GCC unroll 4
+    for (int j = 0; j < FW_F; j++) {
+        if (j >= nrows)
+            break;
+        const vec bj = bias ? vset1(bias[j]) : vzero();
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            real *o = dst[j] + o0 + v * VL;
+            const int part = masked && v == NV - 1;
+            vec r = acc[j][v];
+            if (add)
+                r = vadd(part ? vmload(o, m) : vload(o), r);
+            if (bias)
+                r = vadd(r, bj);
+            if (relu)
+                r = vrelu(r);
+            if (part)
+                vmstore(o, m, r);
+            else
+                vstore(o, r);
+        }
+    }
+}
+
+/* A row kernel over pixels [0, ow_n): blocks of FW_V vectors, then the last pixels one
+ * vector at a time (row_block's arguments). */
+FNN_ALWAYS_INLINE void
+row_blocks(int64_t k, const real *x, const int64_t *off, const real *wp, int nrows,
+           const real *bias, int relu, const int add, real *const dst[FW_F], int64_t ow_n)
+{
+    int64_t ow = 0;
+    for (; ow + FW_V * VL <= ow_n; ow += FW_V * VL)
+        row_block(k, x + ow, off, wp, FW_V, VL, nrows, bias, relu, add, dst, ow);
+    for (; ow + VL <= ow_n; ow += VL)
+        row_block(k, x + ow, off, wp, 1, VL, nrows, bias, relu, add, dst, ow);
+    if (ow < ow_n)
+        row_block(k, x + ow, off, wp, 1, ow_n - ow, nrows, bias, relu, add, dst, ow);
+}
+
+/* One output row of nf <= 4 filters: y[j*ys + ow] (overwritten) = act(sum_p wp[p*4 + j] *
+ * x[off[p] + ow] + bias[j]) for j < nf, ow < ow_n. wp: the filters' weights packed patch
+ * element by element, FW_F per element (zeros past nf); bias: FW_F values or NULL; relu as
+ * the gather micro-kernels (v < 0 ? 0 : v, which keeps NaN and -0.0). */
+void VFN(nchw_fwd_row)(int64_t k, const real *x, const int64_t *off, const real *wp,
+                            const real *bias, int relu, int nf, int64_t ow_n, real *y,
+                            int64_t ys)
+{
+    real *const dst[FW_F] = {y, y + (nf > 1) * ys, y + (nf > 2) * 2 * ys,
+                             y + (nf > 3) * 3 * ys}; /* rows past nf: never written */
+    if (bias && relu)
+        row_blocks(k, x, off, wp, nf, bias, 1, 0, dst, ow_n);
+    else if (bias)
+        row_blocks(k, x, off, wp, nf, bias, 0, 0, dst, ow_n);
+    else
+        row_blocks(k, x, off, wp, nf, NULL, relu, 0, dst, ow_n);
+}
+
+/* The input gradient of a stride-1 (along w) convolution without padding, one dy row at
+ * a time: dst[q][ow] += sum_j wp[j*4 + q] * d[off[j] + ow] for q < nq, ow < ow_n (the
+ * row's products for nq <= 4 patch elements, each added into the dx row its element reads
+ * from, at its column shift: col2im without the column matrix). d: dy's row in its first
+ * plane, off[j]: plane j's offset; wp: w^T packed, 4 patch elements per filter j (zeros
+ * past nq). The dst rows of one call may overlap (the adds run one row after the other).
+ * ahead: if not 0, the rows at d + off[j] + ahead (the caller's next) are prefetched. */
+void VFN(nchw_dx_row)(int64_t k, const real *d, const int64_t *off, const real *wp,
+                           int nq, int64_t ow_n, real *const dst[4], int64_t ahead)
+{
+    if (ahead) /* k streams: too many for the hardware prefetcher */
+        for (int64_t j = 0; j < k; j++)
+            for (int64_t e = 0; e < ow_n; e += 64 / (int64_t)sizeof(real))
+                _mm_prefetch((const char *)(d + off[j] + ahead + e), _MM_HINT_T0);
+    row_blocks(k, d, off, wp, nq, NULL, 0, 1, dst, ow_n);
+}
+
+#define DW_F 3 /* weight gradient: filters per block */
+#define DW_P 3 /* weight gradient: patch elements per block */
+
+/* acc[j][q] += dy[jo[j] + 0:VL] * x[o[q] + 0:VL], loads masked by m if masked. */
+FNN_ALWAYS_INLINE void
+dw_step(const real *d, const int64_t *jo, const real *xr, const int64_t *o,
+        vec acc[DW_F][DW_P], int masked, vmask m)
+{
+    vec dv[DW_F];
+#pragma GCC unroll 4
+    for (int j = 0; j < DW_F; j++)
+        dv[j] = masked ? vmload(d + jo[j], m) : vload(d + jo[j]);
+#pragma GCC unroll 4
+    for (int q = 0; q < DW_P; q++) {
+        const vec xv = masked ? vmload(xr + o[q], m) : vload(xr + o[q]);
+#pragma GCC unroll 4
+        for (int j = 0; j < DW_F; j++)
+            acc[j][q] = vfma(dv[j], xv, acc[j][q]);
+    }
+}
+
+/* One image's weight and bias gradient, added: part[j*k + p] += sum over oh < OH, ow < OW of
+ * dy[j*ohow + oh*OW + ow] * x[oh*xrs + off[p] + ow] (xrs: x's row stride times the stride
+ * along h) for j < f, p < k, and db[j] += the sum of dy[j*ohow ...] over the plane (db may
+ * be NULL). Per (j, p): VL lane sums over the pixels in (oh, ow) order, then added across
+ * lanes; the same order whatever the caller's threads. */
+void VFN(nchw_dw_img)(int64_t k, int64_t f, int64_t OH, int64_t OW, const real *dy,
+                           const real *x, int64_t xrs, const int64_t *off, real *part,
+                           real *db)
+{
+    const int64_t ohow = OH * OW, tail = OW % VL, body = OW - tail;
+    for (int64_t j0 = 0; j0 < f; j0 += DW_F) {
+        const int nj = f - j0 < DW_F ? (int)(f - j0) : DW_F;
+        for (int64_t p0 = 0; p0 < k; p0 += DW_P) {
+            const int np = k - p0 < DW_P ? (int)(k - p0) : DW_P;
+            int64_t o[DW_P];
+            int64_t jo[DW_F];
+            for (int q = 0; q < DW_P; q++) /* missing elements/filters repeat the first */
+                o[q] = off[p0 + (q < np ? q : 0)];
+            for (int j = 0; j < DW_F; j++)
+                jo[j] = (j0 + (j < nj ? j : 0)) * ohow;
+            vec acc[DW_F][DW_P];
+            for (int j = 0; j < DW_F; j++)
+                for (int q = 0; q < DW_P; q++)
+                    acc[j][q] = vzero();
+            for (int64_t oh = 0; oh < OH; oh++) {
+                const real *d = dy + oh * OW, *xr = x + oh * xrs;
+                for (int64_t ow = 0; ow < body; ow += VL)
+                    dw_step(d + ow, jo, xr + ow, o, acc, 0, vnomask());
+            }
+            if (tail) { /* the last columns, masked (nothing read past OW) */
+                for (int64_t oh = 0; oh < OH; oh++)
+                    dw_step(dy + oh * OW + body, jo, x + oh * xrs + body, o, acc, 1,
+                            lanes_below(tail));
+            }
+            for (int j = 0; j < nj; j++)
+                for (int q = 0; q < np; q++)
+                    part[(j0 + j) * k + p0 + q] += hsum(acc[j][q]);
+        }
+    }
+    if (!db)
+        return;
+    for (int64_t j = 0; j < f; j++) {
+        const real *d = dy + j * ohow;
+        vec s = vzero();
+        int64_t i = 0;
+        for (; i + VL <= ohow; i += VL)
+            s = vadd(s, vload(d + i));
+        if (i < ohow)
+            s = vadd(s, vmload(d + i, lanes_below(ohow - i)));
+        db[j] += hsum(s);
+    }
+}
