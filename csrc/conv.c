@@ -18,9 +18,9 @@
  *       order, so results do not depend on the thread count. A single block (or a single
  *       group in backward) runs on one thread with threaded steps instead.
  *       Direct (AVX2 and up; stride 1 along w, rows of 16 pixels or more, small patches:
- *       see use_nchw_direct): the row kernels of kernels/conv_nchw_avx2.c (_avx512.c for wide
- *       rows, see wide_rows) read runs of x
- *       straight into vectors; forward into y's planes in place, dw and db per group of
+ *       see use_nchw_direct): the row kernels of kernels/conv_nchw_avx2.c (_avx512.c for
+ *       wide rows, see wide_rows) read runs of x straight into vectors; forward into y's
+ *       planes in place, dw and db per group of
  *       images, dx (no padding) by adding each dy row's products into the dx rows they
  *       belong to; what is not direct goes by the batched path.
  *       Per image (the generic ISA's reference, and 1x1 kernels):
