@@ -530,7 +530,37 @@ def test_outputs_a_caller_holds_are_never_overwritten(backend, i):
     del out
     again = layer.forward(_rand(rng, xs))
     assert sum(again is a for a in layer._out._arrays) == 1
-    assert len(layer._out._arrays) <= D._Reuse._MAX
+    assert len(layer._out._arrays) <= D._Reuse._MAX + 1        # and the sentinel
+
+
+@pytest.mark.parametrize("i", range(4), ids=["Convolution", "Relu", "Pooling", "Affine"])
+def test_dropped_outputs_made_read_only_are_not_reused(backend, i):
+    """An output the caller made read-only (or restrided) before dropping it is replaced,
+    not handed to the kernels as the next output."""
+    rng = _rng("reuse-ro", i)
+    name, layer, xs, ds = _layer_calls(rng)[i]
+    for _ in range(4):
+        x = _rand(rng, xs)
+        out = layer.forward(x)
+        ref = out.copy()
+        out.setflags(write=False)
+        del out
+        again = layer.forward(x)
+        assert again.flags.writeable, name
+        assert_same(again, ref, what=name)
+
+
+def test_layers_copy_and_pickle_without_their_buffers(backend):
+    import copy
+    import pickle
+    rng = _rng("reuse-copy")
+    relu = D.Relu()
+    x = _rand(rng, (4, 5))
+    out = relu.forward(x)
+    for clone in (copy.deepcopy(relu), pickle.loads(pickle.dumps(relu))):
+        assert len(clone._out._arrays) == 1                    # the sentinel only
+        assert_same(clone.mask, relu.mask)
+        assert_same(clone.forward(x), out)
 
 
 def test_reused_buffers_follow_a_new_batch_size(backend):

@@ -198,18 +198,26 @@ class _Reuse:
     The book's layers return new arrays from every call. For the megabytes a convolution
     layer's outputs take, new arrays mean new pages, which the OS faults in and zeroes:
     with glibc returning the freed blocks between steps, the conv net of
-    ``bench/bench_dlfs.py`` took 277 page faults and 13.1-13.5 ms per step, against none and
-    11.7 ms with the blocks kept. An array here is given out again only when the only
-    references to it are this pool's own (``sys.getrefcount``, its free value calibrated
-    at import on the same code), so an output a caller still holds, or a view of it, is
-    never overwritten: to the caller every output is a new array.
+    ``bench/bench_dlfs.py`` took 277 page faults and 13.6-14.6 ms per step, against none and
+    12.5-13.0 ms with its arrays reused. An array here is given out again only when the only
+    references to it are this pool's own: ``sys.getrefcount`` of it is at most that of a
+    sentinel array the pool holds the same way, measured by the same code on every call
+    (so a count the interpreter reports differently in hot code moves both alike). An
+    output a caller still holds, or a view of it, is never overwritten, and one the caller
+    made read-only or restrided is dropped, not reused: to the caller every output is a
+    new array. Without ``sys.getrefcount`` (PyPy) or with the GIL disabled (free-threaded
+    CPython, where the count could change between the check and the use) every call
+    allocates, as the book does. A copy or pickle of a layer starts with an empty pool.
     """
 
     __slots__ = ("_arrays",)
     _MAX = 3        # arrays per pool: an output alternates between two (see Relu.forward)
 
     def __init__(self):
-        self._arrays = []
+        self._arrays = [np.empty(0)]     # [0]: the sentinel, never handed out
+
+    def __reduce__(self):
+        return (_Reuse, ())
 
     def _refs(self, i: int) -> int:
         return sys.getrefcount(self._arrays[i])
@@ -217,28 +225,29 @@ class _Reuse:
     def get(self, shape, dtype) -> np.ndarray:
         """An uninitialised array of ``shape`` and ``dtype``: a free one of this pool's, or
         a new one (kept for reuse while the pool has room)."""
-        arrays, shape, dtype = self._arrays, tuple(shape), np.dtype(dtype)
-        stale = -1
-        for i in range(len(arrays)):
-            if self._refs(i) == _FREE_REFS:
-                if arrays[i].shape == shape and arrays[i].dtype == dtype:
-                    return arrays[i]
-                stale = i             # free but another shape (a new batch size)
-        if stale >= 0:
+        shape, dtype = tuple(shape), np.dtype(dtype)
+        if not _REUSE:
+            return np.empty(shape, dtype)
+        arrays = self._arrays
+        free = self._refs(0)
+        stale = 0
+        for i in range(1, len(arrays)):
+            if self._refs(i) <= free:
+                a = arrays[i]
+                if a.shape == shape and a.dtype == dtype and a.flags.writeable and \
+                        a.flags.c_contiguous:
+                    return a
+                del a
+                stale = i             # free but unusable as it is (a new batch size)
+        if stale:
             arrays.pop(stale)
         a = np.empty(shape, dtype)
-        if len(arrays) < self._MAX:
+        if len(arrays) <= self._MAX:
             arrays.append(a)
         return a
 
 
-def _free_refs() -> int:
-    pool = _Reuse()
-    pool._arrays.append(np.empty(0))
-    return pool._refs(0)
-
-
-_FREE_REFS = _free_refs()
+_REUSE = hasattr(sys, "getrefcount") and getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 # --------------------------------------------------------------------------- util.py

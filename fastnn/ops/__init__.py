@@ -107,7 +107,7 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
         c = np.zeros((m, n), dtype=dtype) if beta != 0.0 else np.empty((m, n), dtype=dtype)
         target = c
     else:
-        if type(out) is not np.ndarray and not isinstance(out, np.ndarray):
+        if not isinstance(out, np.ndarray):
             raise TypeError(f"out must be a numpy array, received {type(out).__name__}")
         if out.dtype != dtype:
             raise TypeError(f"out has dtype {out.dtype} but a and b have {dtype}")
