@@ -513,9 +513,14 @@ static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
  * 128x1600x64 239 -> 160, 256^3 217 -> 171, 64x288x484 196 -> 98, 86528x9x32 520 -> 425. */
 #define INPLACE_MAX_M 256
 #define INPLACE_MAX_LDB 4096
-/* Fewer multiply-adds than this run on one thread (in place: 32 x 128 x 10 float took
- * 1.6 us alone and 2.4 on two; 128 x 128 x 10, 164k, 4.6 alone and 3.7 on two). */
-#define INPLACE_PAR_MIN 131072
+/* Fewer multiply-adds than this (about 25 us of one core's work) run on one thread. Two
+ * threads pay on an idle machine well below it (128 x 128 x 10 float 4.6 -> 3.7 us,
+ * 32 x 784 x 128 42.6 -> 24.6, 128 x 1600 x 64 169 -> 98), but with one other busy
+ * process on the two cores the second thread waits for its core: 4.4 -> 22.5 us,
+ * 41 -> 74, 161 -> 190 (the Xeon, 2026-12-02). So, as with FNN_PAR_MIN, small products
+ * stay on one thread; from about 4M multiply-adds the idle gain outweighs the loaded
+ * loss. */
+#define INPLACE_PAR_MIN ((int64_t)1 << 22)
 
 static int use_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t csa, int64_t rsb,
                        int64_t csb)
