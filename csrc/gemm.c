@@ -539,6 +539,12 @@ static void gemm_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t k, re
     const int mr = kr->mr, nr = kr->nr;
     const int64_t KC = pick_kc(kr, k);
     const int64_t ntr = (m + mr - 1) / mr, ntasks = ntr * ((n + nr - 1) / nr);
+    /* A last micro-panel of at most half the kernel's columns goes to the ISA's one-vector
+     * kernel (its tiles are as tall, and sum each element the same way): half the work of
+     * the two-vector tile on masked-off lanes. */
+    const kernel_t *narrow = KERNEL_MATMUL_FOR(fnn_get_isa(), nr / 2);
+    if (narrow->nr != nr / 2 || narrow->mr != mr || !narrow->ukr_inplace)
+        narrow = kr;
     int nt = m * n * k < INPLACE_PAR_MIN ? 1 : fnn_get_num_threads();
     if (nt > ntasks)
         nt = (int)ntasks;
@@ -558,9 +564,11 @@ static void gemm_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t k, re
                 if (t == t1)
                     break;
                 const int64_t i0 = t % ntr * mr, j0 = t / ntr * nr;
-                kr->ukr_inplace((int)min64(mr, m - i0), (int)min64(nr, n - j0), kc,
-                                a + i0 * lda + pc, lda, b + pc * ldb + j0, ldb,
-                                c + i0 * ldc + j0, ldc, alpha, pc == 0 ? beta : (real)1);
+                const int cols = (int)min64(nr, n - j0);
+                (cols <= narrow->nr ? narrow : kr)
+                    ->ukr_inplace((int)min64(mr, m - i0), cols, kc, a + i0 * lda + pc, lda,
+                                  b + pc * ldb + j0, ldb, c + i0 * ldc + j0, ldc, alpha,
+                                  pc == 0 ? beta : (real)1);
             }
         }
     }
