@@ -82,7 +82,15 @@ void FNN(bias_act_block)(const real *bias, int axis, int act, int64_t rows, int6
  * count. */
 void FNN(bias_grad)(int64_t outer, int64_t c, int64_t inner, const real *dy, real *db)
 {
-    const int nt = c >= 8 ? fnn_threads_for(outer * c * inner) : 1;
+    int nt = c >= 8 ? fnn_threads_for(outer * c * inner) : 1;
+    /* Channels-last rows (inner == 1): each thread's share of a row at least 128 bytes, the
+     * pair of lines the prefetchers fetch together; with less, both threads pulled every
+     * row (a (128, 13, 13, 32) float gradient: 281 us on two threads, 143 on one). */
+    if (inner == 1) {
+        const int64_t most = c * (int64_t)sizeof(real) / 128;
+        if (nt > most)
+            nt = most > 1 ? (int)most : 1;
+    }
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         const int tid = fnn_thread_num(), nth = fnn_team_size();
