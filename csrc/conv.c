@@ -656,32 +656,13 @@ static int use_nchw_direct(const fnn_geom *g, int layout, int backward)
  * pixels) took 0.74-0.79 ms forward and 2.0-2.1 ms backward on them, 0.59-0.63 and
  * 1.45-1.47 on AVX2; in float64 (3 full vectors) 0.85-0.94 against 1.06-1.13 forward and
  * the same backward (alternating processes on the Xeon, 2026-12-02). */
-typedef void (*fwd_row_fn)(int64_t, const real *, const int64_t *, const real *,
-                           const real *, int, int, int64_t, real *, int64_t);
-typedef void (*dx_row_fn)(int64_t, const real *, const int64_t *, const real *, int, int64_t,
-                          real *const[4], int64_t);
-typedef void (*dw_img_fn)(int64_t, int64_t, int64_t, int64_t, const real *, const real *,
-                          int64_t, const int64_t *, real *, real *);
-
 static int wide_rows(int64_t ow)
 {
     return fnn_get_isa() >= 2 && ow >= 3 * (int64_t)(64 / sizeof(real));
 }
 
-static fwd_row_fn fwd_row_kernel(int64_t ow)
-{
-    return wide_rows(ow) ? FNN(nchw_fwd_row_avx512) : FNN(nchw_fwd_row_avx2);
-}
-
-static dx_row_fn dx_row_kernel(int64_t ow)
-{
-    return wide_rows(ow) ? FNN(nchw_dx_row_avx512) : FNN(nchw_dx_row_avx2);
-}
-
-static dw_img_fn dw_img_kernel(int64_t ow)
-{
-    return wide_rows(ow) ? FNN(nchw_dw_img_avx512) : FNN(nchw_dw_img_avx2);
-}
+/* The row kernel `name` (nchw_fwd_row, nchw_dx_row, nchw_dw_img) for wide or other rows. */
+#define ROW_KERNEL(wide, name) ((wide) ? FNN(name##_avx512) : FNN(name##_avx2))
 #endif
 
 /* The input the row kernels read: x, or its zero-padded copy in xp (n*c planes of
@@ -739,7 +720,7 @@ static void nchw_fwd_direct(const fnn_geom *g, int64_t f, const real *x, const r
         bias[j] = b && j < f ? b[j] : 0;
     }
     const real *src = direct_source(g, x, bias + round8(nfb * DIRECT_F), nt);
-    const fwd_row_fn fwd_row = fwd_row_kernel(g->ow);
+    const int wide = wide_rows(g->ow);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t n = t / g->oh, oh = t % g->oh;
@@ -747,9 +728,10 @@ static void nchw_fwd_direct(const fnn_geom *g, int64_t f, const real *x, const r
         for (int64_t fb = 0; fb < nfb; fb++) {
             const int64_t j0 = fb * DIRECT_F;
             const int nf = (int)min64(DIRECT_F, f - j0);
-            fwd_row(patch, xr, off, wq + j0 * patch, b ? bias + j0 : NULL,
-                    act == FNN_ACT_RELU, nf, g->ow, y + (n * f + j0) * ohow + oh * g->ow,
-                    ohow);
+            ROW_KERNEL(wide, nchw_fwd_row)(patch, xr, off, wq + j0 * patch,
+                                           b ? bias + j0 : NULL, act == FNN_ACT_RELU, nf,
+                                           g->ow, y + (n * f + j0) * ohow + oh * g->ow,
+                                           ohow);
         }
     }
 #else
@@ -818,7 +800,7 @@ static void dx_image(const fnn_geom *g, int64_t f, const real *wq, const int64_t
                      const int64_t *planes, const real *dyn, real *dxn)
 {
     const int64_t patch = g->kh * g->kw * g->c, nqb = (patch + DIRECT_F - 1) / DIRECT_F;
-    const dx_row_fn dx_row = dx_row_kernel(g->ow);
+    const int wide = wide_rows(g->ow);
     memset(dxn, 0, sizeof(real) * (size_t)(g->c * g->h * g->w));
     for (int64_t oh = 0; oh < g->oh; oh++)
         for (int64_t qb = 0; qb < nqb; qb++) {
@@ -826,8 +808,9 @@ static void dx_image(const fnn_geom *g, int64_t f, const real *wq, const int64_t
             real *dst[DIRECT_F];
             for (int q = 0; q < DIRECT_F; q++)
                 dst[q] = dxn + oh * g->sh * g->w + doff[qb * DIRECT_F + (q < nq ? q : 0)];
-            dx_row(f, dyn + oh * g->ow, planes, wq + qb * f * DIRECT_F, nq, g->ow, dst,
-                   qb == 0 && oh + 1 < g->oh ? g->ow : 0);
+            ROW_KERNEL(wide, nchw_dx_row)(f, dyn + oh * g->ow, planes,
+                                          wq + qb * f * DIRECT_F, nq, g->ow, dst,
+                                          qb == 0 && oh + 1 < g->oh ? g->ow : 0);
         }
 }
 
@@ -849,7 +832,7 @@ static void nchw_bwd_direct(const fnn_geom *g, int64_t f, const real *x, const r
     if (dx)
         dx_setup(g, f, w, dx_ws, doff, planes);
     const real *src = direct_source(g, x, ws + ng * part, nt);
-    const dw_img_fn dw_img = dw_img_kernel(g->ow);
+    const int wide = wide_rows(g->ow);
     if (nt > ng)
         nt = (int)ng;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
@@ -857,8 +840,9 @@ static void nchw_bwd_direct(const fnn_geom *g, int64_t f, const real *x, const r
         real *pw = ws + gi * part;
         memset(pw, 0, sizeof(real) * (size_t)(fp + f));
         for (int64_t n = gi * per; n < min64(g->n, (gi + 1) * per); n++) {
-            dw_img(patch, f, g->oh, g->ow, dy + n * f * ohow, src + n * g->c * hp * wp,
-                   g->sh * wp, off, pw, db ? pw + fp : NULL);
+            ROW_KERNEL(wide, nchw_dw_img)(patch, f, g->oh, g->ow, dy + n * f * ohow,
+                                          src + n * g->c * hp * wp, g->sh * wp, off, pw,
+                                          db ? pw + fp : NULL);
             if (dx)
                 dx_image(g, f, dx_ws, doff, planes, dy + n * f * ohow,
                          dx + n * g->c * g->h * g->w);
