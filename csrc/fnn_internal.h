@@ -21,6 +21,15 @@
 #define FNN_ALWAYS_INLINE static inline __attribute__((always_inline))
 #endif
 
+/* vkeep(v): vector v stays in a register from here on (an empty asm that claims to change
+ * it), so the compiler cannot fold the load that made it into every instruction using it
+ * (a reload each time). A no-op where there is no GNU asm (MSVC). */
+#if defined(__GNUC__)
+#define vkeep(v) __asm__("" : "+v"(v))
+#else
+#define vkeep(v) ((void)0)
+#endif
+
 /* Work (elements touched; GEMM passes m*n*k/64) below which a kernel runs on one thread.
  * About 0.1-0.3 ms of work: below that the fork/join of a parallel region costs more than
  * it saves, and on a machine shared with other processes a region whose second thread has

@@ -123,25 +123,63 @@ void VFN(nchw_dx_row)(int64_t k, const real *d, const int64_t *off, const real *
     row_blocks(k, d, off, wp, nq, NULL, 0, 1, dst, ow_n);
 }
 
-#define DW_F 3 /* weight gradient: filters per block */
-#define DW_P 3 /* weight gradient: patch elements per block */
+/* Weight gradient register tile: DW_F filters x DW_P patch elements, one accumulator
+ * each, fed per vector of pixels by DW_F dy loads and DW_P x loads (VREGS: the ISA's vector
+ * registers; 5 x 5 fills AVX-512's 32, 3 x 3 AVX2's 16). */
+#if VREGS >= 32
+#define DW_F 5
+#define DW_P 5
+#else
+#define DW_F 3
+#define DW_P 3
+#endif
 
-/* acc[j][q] += dy[jo[j] + 0:VL] * x[o[q] + 0:VL], loads masked by m if masked. */
+/* acc[j][q] += dy[jo[j] + 0:VL] * x[o[q] + 0:VL], loads masked by m if masked. Each x
+ * vector is loaded once and kept in a register (vkeep): folded into the FMAs as memory
+ * operands, GCC loaded each DW_F times, mostly across cache lines (x's rows are not
+ * aligned), and the loads, not the FMAs, set the pace. */
 FNN_ALWAYS_INLINE void
 dw_step(const real *d, const int64_t *jo, const real *xr, const int64_t *o,
         vec acc[DW_F][DW_P], int masked, vmask m)
 {
     vec dv[DW_F];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < DW_F; j++)
         dv[j] = masked ? vmload(d + jo[j], m) : vload(d + jo[j]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int q = 0; q < DW_P; q++) {
-        const vec xv = masked ? vmload(xr + o[q], m) : vload(xr + o[q]);
-#pragma GCC unroll 4
+        vec xv = masked ? vmload(xr + o[q], m) : vload(xr + o[q]);
+        vkeep(xv);
+#pragma GCC unroll 8
         for (int j = 0; j < DW_F; j++)
             acc[j][q] = vfma(dv[j], xv, acc[j][q]);
     }
+}
+
+#define DB_F 4 /* bias gradient: planes summed side by side */
+
+/* db[j] += the sum of plane j (ohow elements from d + j*ohow) for j < nj (a constant at
+ * each call): VL lane sums in element order, then across lanes. nj planes side by side, so
+ * nj independent add chains instead of one (the same order per plane: the same bits). */
+FNN_ALWAYS_INLINE void
+db_planes(int64_t ohow, const real *d, const int nj, real *db)
+{
+    vec s[DB_F];
+#pragma GCC unroll 4
+    for (int j = 0; j < nj; j++)
+        s[j] = vzero();
+    int64_t i = 0;
+    for (; i + VL <= ohow; i += VL)
+#pragma GCC unroll 4
+        for (int j = 0; j < nj; j++)
+            s[j] = vadd(s[j], vload(d + j * ohow + i));
+    if (i < ohow)
+#pragma GCC unroll 4
+        for (int j = 0; j < nj; j++)
+            s[j] = vadd(s[j], vmload(d + j * ohow + i, lanes_below(ohow - i)));
+#pragma GCC unroll 4
+    for (int j = 0; j < nj; j++)
+        db[j] += hsum(s[j]);
 }
 
 /* One image's weight and bias gradient, added: part[j*k + p] += sum over oh < OH, ow < OW of
@@ -185,14 +223,9 @@ void VFN(nchw_dw_img)(int64_t k, int64_t f, int64_t OH, int64_t OW, const real *
     }
     if (!db)
         return;
-    for (int64_t j = 0; j < f; j++) {
-        const real *d = dy + j * ohow;
-        vec s = vzero();
-        int64_t i = 0;
-        for (; i + VL <= ohow; i += VL)
-            s = vadd(s, vload(d + i));
-        if (i < ohow)
-            s = vadd(s, vmload(d + i, lanes_below(ohow - i)));
-        db[j] += hsum(s);
-    }
+    int64_t j = 0;
+    for (; j + DB_F <= f; j += DB_F)
+        db_planes(ohow, dy + j * ohow, DB_F, db + j);
+    for (; j < f; j++)
+        db_planes(ohow, dy + j * ohow, 1, db + j);
 }

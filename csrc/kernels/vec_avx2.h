@@ -8,6 +8,7 @@
 
 /* VFN(name): a kernel's name for this ISA and type, fnn_<name>_avx2_<f32|f64>. */
 #define VFN(name) FNN_CAT(FNN_CAT(FNN_CAT(fnn_, name), _avx2), FNN_SFX)
+#define VREGS 16 /* vector registers */
 #define vnomask _mm256_setzero_si256 /* a mask argument that is not used */
 
 #if FNN_PREC == 32

@@ -9,6 +9,7 @@
 
 /* VFN(name): a kernel's name for this ISA and type, fnn_<name>_avx512_<f32|f64>. */
 #define VFN(name) FNN_CAT(FNN_CAT(FNN_CAT(fnn_, name), _avx512), FNN_SFX)
+#define VREGS 32 /* vector registers */
 
 #if FNN_PREC == 32
 #define VL 16
