@@ -646,7 +646,6 @@ static int use_nchw_direct(const fnn_geom *g, int layout, int backward)
            patch <= (backward ? DIRECT_DW_MAX_PATCH : DIRECT_FWD_MAX_PATCH);
 }
 
-#define DIRECT_F 4 /* the row kernels' FW_F: filters (forward), patch elements (dx) */
 
 #if FNN_X86_KERNELS
 /* The row kernels for rows of ow pixels: AVX-512's (kernels/conv_nchw_avx512.c) where the
@@ -664,6 +663,10 @@ static int wide_rows(int64_t ow)
 /* The row kernel `name` (nchw_fwd_row, nchw_dx_row, nchw_dw_img) for wide or other rows. */
 #define ROW_KERNEL(wide, name) ((wide) ? FNN(name##_avx512) : FNN(name##_avx2))
 #endif
+
+/* The rows of the row kernels' register tile (filters forward, patch elements for dx):
+ * the blocks conv.c packs w into for them. */
+static int64_t row_f(int wide) { return wide ? FNN_ROW_F_AVX512 : FNN_ROW_F_AVX2; }
 
 /* The input the row kernels read: x, or its zero-padded copy in xp (n*c planes of
  * (h + pt + pb) x (w + pl + pr), padded_source on single-channel images). */
@@ -692,42 +695,42 @@ static void direct_offsets(const fnn_geom *g, int64_t *off)
                 off[(c * g->kh + r) * g->kw + s] = c * hp * wp + r * g->dh * wp + s * g->dw;
 }
 
-/* Forward workspace: [w packed by blocks of DIRECT_F filters][bias, padded][padded x]. */
+/* Forward workspace: [w packed by blocks of row_f filters][bias, padded][padded x]. */
 static int64_t direct_fwd_ws(const fnn_geom *g, int64_t f, int64_t chunk)
 {
-    const int64_t fp = (f + DIRECT_F - 1) / DIRECT_F * DIRECT_F;
+    const int64_t fp = f + FNN_ROW_F_MAX - 1; /* f rounded up to a multiple of row_f */
     return round8(fp * g->kh * g->kw * g->c) + round8(fp) + direct_xp_ws(g, chunk);
 }
 
 /* y (g->n, f, oh, ow) = act(conv(x, w) + b) for a chunk of g->n images, NCHW; overwrites y.
  * w (f x patch) is packed block by block (element p of filter j0 + j at wq[(j0*patch + p)
- * * DIRECT_F + j], zeros past f). */
+ * * rf + j], rf = row_f, zeros past f). */
 static void nchw_fwd_direct(const fnn_geom *g, int64_t f, const real *x, const real *w,
                             const real *b, int act, real *ws, real *y)
 {
 #if FNN_X86_KERNELS
     const int64_t patch = g->kh * g->kw * g->c, ohow = g->oh * g->ow;
     const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
-    const int64_t nfb = (f + DIRECT_F - 1) / DIRECT_F, tasks = g->n * g->oh;
-    real *wq = ws, *bias = ws + round8(nfb * DIRECT_F * patch);
+    const int wide = wide_rows(g->ow);
+    const int64_t rf = row_f(wide), nfb = (f + rf - 1) / rf, tasks = g->n * g->oh;
+    real *wq = ws, *bias = ws + round8(nfb * rf * patch);
     int64_t off[IMPLICIT_MAX_PATCH];
     const int nt = fnn_threads_for(g->n * ohow * f * patch / 64);
     direct_offsets(g, off);
-    for (int64_t j = 0; j < nfb * DIRECT_F; j++) {
+    for (int64_t j = 0; j < nfb * rf; j++) {
         for (int64_t p = 0; p < patch; p++)
-            wq[((j / DIRECT_F) * patch + p) * DIRECT_F + j % DIRECT_F] =
+            wq[((j / rf) * patch + p) * rf + j % rf] =
                 j < f ? w[j * patch + p] : 0;
         bias[j] = b && j < f ? b[j] : 0;
     }
-    const real *src = direct_source(g, x, bias + round8(nfb * DIRECT_F), nt);
-    const int wide = wide_rows(g->ow);
+    const real *src = direct_source(g, x, bias + round8(nfb * rf), nt);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t n = t / g->oh, oh = t % g->oh;
         const real *xr = src + n * g->c * hp * wp + oh * g->sh * wp;
         for (int64_t fb = 0; fb < nfb; fb++) {
-            const int64_t j0 = fb * DIRECT_F;
-            const int nf = (int)min64(DIRECT_F, f - j0);
+            const int64_t j0 = fb * rf;
+            const int nf = (int)min64(rf, f - j0);
             ROW_KERNEL(wide, nchw_fwd_row)(patch, xr, off, wq + j0 * patch,
                                            b ? bias + j0 : NULL, act == FNN_ACT_RELU, nf,
                                            g->ow, y + (n * f + j0) * ohow + oh * g->ow,
@@ -764,21 +767,21 @@ static int use_nchw_direct_dx(const fnn_geom *g, int layout, int64_t f)
            g->kh * g->kw * g->c <= DIRECT_DX_MAX_PATCH && f <= IMPLICIT_MAX_PATCH;
 }
 
-/* Workspace: w^T packed, four patch elements per filter. */
+/* Workspace: w^T packed, row_f patch elements per filter. */
 static int64_t direct_dx_ws(const fnn_geom *g, int64_t f)
 {
-    return round8((g->kh * g->kw * g->c + DIRECT_F - 1) / DIRECT_F * DIRECT_F * f);
+    return round8((g->kh * g->kw * g->c + FNN_ROW_F_MAX - 1) * f); /* patch rounded up */
 }
 
-/* The direct dx's operands: wq = w^T packed by four patch elements in (c, s, r) order
+/* The direct dx's operands: wq = w^T packed by rf patch elements in (c, s, r) order
  * (zeros past the patch), doff[e] = where ordered element e's dx row starts from its
  * output row's, planes[j] = dy's plane j's offset. */
-static void dx_setup(const fnn_geom *g, int64_t f, const real *w, real *wq, int64_t *doff,
-                     int64_t *planes)
+static void dx_setup(const fnn_geom *g, int64_t f, int64_t rf, const real *w, real *wq,
+                     int64_t *doff, int64_t *planes)
 {
     const int64_t C = g->c, KH = g->kh, KW = g->kw, patch = C * KH * KW;
-    const int64_t nqb = (patch + DIRECT_F - 1) / DIRECT_F;
-    int64_t q_of[DIRECT_DW_MAX_PATCH + DIRECT_F], e = 0;
+    const int64_t nqb = (patch + rf - 1) / rf;
+    int64_t q_of[DIRECT_DW_MAX_PATCH + FNN_ROW_F_MAX], e = 0;
     for (int64_t j = 0; j < f; j++)
         planes[j] = j * g->oh * g->ow;
     for (int64_t c = 0; c < C; c++)
@@ -789,9 +792,9 @@ static void dx_setup(const fnn_geom *g, int64_t f, const real *w, real *wq, int6
             }
     for (int64_t qb = 0; qb < nqb; qb++)
         for (int64_t j = 0; j < f; j++)
-            for (int64_t q = 0; q < DIRECT_F; q++) {
-                e = qb * DIRECT_F + q;
-                wq[(qb * f + j) * DIRECT_F + q] = e < patch ? w[j * patch + q_of[e]] : 0;
+            for (int64_t q = 0; q < rf; q++) {
+                e = qb * rf + q;
+                wq[(qb * f + j) * rf + q] = e < patch ? w[j * patch + q_of[e]] : 0;
             }
 }
 
@@ -799,17 +802,17 @@ static void dx_setup(const fnn_geom *g, int64_t f, const real *w, real *wq, int6
 static void dx_image(const fnn_geom *g, int64_t f, const real *wq, const int64_t *doff,
                      const int64_t *planes, const real *dyn, real *dxn)
 {
-    const int64_t patch = g->kh * g->kw * g->c, nqb = (patch + DIRECT_F - 1) / DIRECT_F;
     const int wide = wide_rows(g->ow);
+    const int64_t patch = g->kh * g->kw * g->c, rf = row_f(wide), nqb = (patch + rf - 1) / rf;
     memset(dxn, 0, sizeof(real) * (size_t)(g->c * g->h * g->w));
     for (int64_t oh = 0; oh < g->oh; oh++)
         for (int64_t qb = 0; qb < nqb; qb++) {
-            const int nq = (int)min64(DIRECT_F, patch - qb * DIRECT_F);
-            real *dst[DIRECT_F];
-            for (int q = 0; q < DIRECT_F; q++)
-                dst[q] = dxn + oh * g->sh * g->w + doff[qb * DIRECT_F + (q < nq ? q : 0)];
+            const int nq = (int)min64(rf, patch - qb * rf);
+            real *dst[FNN_ROW_F_MAX];
+            for (int q = 0; q < rf; q++)
+                dst[q] = dxn + oh * g->sh * g->w + doff[qb * rf + (q < nq ? q : 0)];
             ROW_KERNEL(wide, nchw_dx_row)(f, dyn + oh * g->ow, planes,
-                                          wq + qb * f * DIRECT_F, nq, g->ow, dst,
+                                          wq + qb * f * rf, nq, g->ow, dst,
                                           qb == 0 && oh + 1 < g->oh ? g->ow : 0);
         }
 }
@@ -825,14 +828,14 @@ static void nchw_bwd_direct(const fnn_geom *g, int64_t f, const real *x, const r
     const int64_t patch = g->kh * g->kw * g->c, fp = f * patch, ohow = g->oh * g->ow;
     const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
     const int64_t ng = direct_groups(g->n), per = (g->n + ng - 1) / ng, part = round8(fp + f);
-    int64_t off[DIRECT_DW_MAX_PATCH], doff[DIRECT_DW_MAX_PATCH + DIRECT_F];
+    int64_t off[DIRECT_DW_MAX_PATCH], doff[DIRECT_DW_MAX_PATCH + FNN_ROW_F_MAX];
     int64_t planes[IMPLICIT_MAX_PATCH];
     int nt = fnn_threads_for(g->n * ohow * fp / 64);
+    const int wide = wide_rows(g->ow);
     direct_offsets(g, off);
     if (dx)
-        dx_setup(g, f, w, dx_ws, doff, planes);
+        dx_setup(g, f, row_f(wide), w, dx_ws, doff, planes);
     const real *src = direct_source(g, x, ws + ng * part, nt);
-    const int wide = wide_rows(g->ow);
     if (nt > ng)
         nt = (int)ng;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)

@@ -295,8 +295,8 @@ def test_fused_epilogue_in_place(isa, dtype, shape, filters):
 # per group of blocks). On AVX2 and up, stride 1 along w with rows of 16 pixels or more
 # take the direct path (conv.c: the forward for patches up to 32, dw and db up to 160):
 # the last seven cases (and the first two) cover its masked row ends, filter counts that
-# are not multiples of its blocks (4 forward; dw 3 on AVX2, 5 on AVX-512; db 4), padding,
-# dilation and row strides;
+# are not multiples of its blocks (forward and dx 4 on AVX2, 5 on AVX-512; dw 3 and 5;
+# db 4), padding, dilation and row strides;
 # without padding dx is direct too (patches up to 32 in float32, 160 in float64), its
 # blocks of four patch elements adding into rows that may overlap (kernels of < 4 rows).
 # On AVX-512 rows of at least 24 double or 48 float pixels run the AVX-512 row kernels

@@ -4,7 +4,12 @@
  * their vec header (VL, vec, vmask, the loads and stores, VFN naming the functions for
  * their ISA) and then this file. Not a header to include anywhere else. */
 
-#define FW_F 4 /* row kernels: weight rows per register tile (filters, patch elements) */
+/* Row kernels: weight rows per register tile (filters, patch elements) */
+#if VREGS >= 32
+#define FW_F FNN_ROW_F_AVX512
+#else
+#define FW_F FNN_ROW_F_AVX2
+#endif
 #define FW_V 3 /* row kernels: vectors of pixels per register tile */
 
 /* The row kernels' register tile: acc[j][v] = sum_p wp[p*FW_F + j] * x[off[p] + v*VL +
@@ -88,7 +93,7 @@ row_blocks(int64_t k, const real *x, const int64_t *off, const real *wp, int nro
         row_block(k, x + ow, off, wp, 1, ow_n - ow, nrows, bias, relu, add, dst, ow);
 }
 
-/* One output row of nf <= 4 filters: y[j*ys + ow] (overwritten) = act(sum_p wp[p*4 + j] *
+/* One output row of nf <= FW_F filters: y[j*ys + ow] (overwritten) = act(sum_p wp[p*FW_F + j] *
  * x[off[p] + ow] + bias[j]) for j < nf, ow < ow_n. wp: the filters' weights packed patch
  * element by element, FW_F per element (zeros past nf); bias: FW_F values or NULL; relu as
  * the gather micro-kernels (v < 0 ? 0 : v, which keeps NaN and -0.0). */
@@ -96,8 +101,9 @@ void VFN(nchw_fwd_row)(int64_t k, const real *x, const int64_t *off, const real 
                             const real *bias, int relu, int nf, int64_t ow_n, real *y,
                             int64_t ys)
 {
-    real *const dst[FW_F] = {y, y + (nf > 1) * ys, y + (nf > 2) * 2 * ys,
-                             y + (nf > 3) * 3 * ys}; /* rows past nf: never written */
+    real *dst[FW_F];
+    for (int j = 0; j < FW_F; j++)
+        dst[j] = y + (j < nf) * j * ys; /* rows past nf: never written */
     if (bias && relu)
         row_blocks(k, x, off, wp, nf, bias, 1, 0, dst, ow_n);
     else if (bias)
@@ -107,14 +113,14 @@ void VFN(nchw_fwd_row)(int64_t k, const real *x, const int64_t *off, const real 
 }
 
 /* The input gradient of a stride-1 (along w) convolution without padding, one dy row at
- * a time: dst[q][ow] += sum_j wp[j*4 + q] * d[off[j] + ow] for q < nq, ow < ow_n (the
- * row's products for nq <= 4 patch elements, each added into the dx row its element reads
+ * a time: dst[q][ow] += sum_j wp[j*FW_F + q] * d[off[j] + ow] for q < nq, ow < ow_n (the
+ * row's products for nq <= FW_F patch elements, each added into the dx row its element reads
  * from, at its column shift: col2im without the column matrix). d: dy's row in its first
- * plane, off[j]: plane j's offset; wp: w^T packed, 4 patch elements per filter j (zeros
+ * plane, off[j]: plane j's offset; wp: w^T packed, FW_F patch elements per filter j (zeros
  * past nq). The dst rows of one call may overlap (the adds run one row after the other).
  * ahead: if not 0, the rows at d + off[j] + ahead (the caller's next) are prefetched. */
 void VFN(nchw_dx_row)(int64_t k, const real *d, const int64_t *off, const real *wp,
-                           int nq, int64_t ow_n, real *const dst[4], int64_t ahead)
+                           int nq, int64_t ow_n, real *const dst[FNN_ROW_F_MAX], int64_t ahead)
 {
     if (ahead) /* k streams: too many for the hardware prefetcher */
         for (int64_t j = 0; j < k; j++)
