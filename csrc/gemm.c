@@ -550,8 +550,29 @@ static void gemm_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t k, re
         nt = (int)ntasks;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
+        /* Tasks t0 <= t < t1, contiguous, about equal in work: a task's multiply-adds go
+         * as its rows times its kernel's vectors (the narrow kernel's one, a short last
+         * tile's rows): a split by count left the thread with the narrow panel idle. */
         const int tid = fnn_thread_num(), nth = fnn_team_size();
-        const int64_t t0 = ntasks * tid / nth, t1 = ntasks * (tid + 1) / nth;
+        const int64_t np = (n + nr - 1) / nr;
+        const int64_t wlast = narrow != kr && n - (np - 1) * nr <= narrow->nr ? 1 : 2;
+        const int64_t rlast = m - (ntr - 1) * mr, total = (m * (2 * np - 2 + wlast));
+        int64_t t0 = 0, t1 = ntasks;
+        if (nth > 1) {
+            int64_t done = 0;
+            t0 = -1;
+            for (int64_t t = 0; t < ntasks; t++) {
+                if (t0 < 0 && done * nth >= total * tid)
+                    t0 = t;
+                if (done * nth >= total * (tid + 1)) {
+                    t1 = t;
+                    break;
+                }
+                done += (t % ntr == ntr - 1 ? rlast : mr) * (t / ntr == np - 1 ? wlast : 2);
+            }
+            if (t0 < 0)
+                t0 = t1;
+        }
         for (int64_t pc = 0; pc < k; pc += KC) {
             const int64_t kc = min64(KC, k - pc);
             const int last = pc + kc >= k;
