@@ -646,7 +646,6 @@ static int use_nchw_direct(const fnn_geom *g, int layout, int backward)
            patch <= (backward ? DIRECT_DW_MAX_PATCH : DIRECT_FWD_MAX_PATCH);
 }
 
-
 #if FNN_X86_KERNELS
 /* The row kernels for rows of ow pixels: AVX-512's (kernels/conv_nchw_avx512.c) where the
  * CPU runs them and a row fills their 3-vector tile (48 float or 24 double pixels), else
@@ -753,14 +752,14 @@ static int64_t direct_dw_ws(const fnn_geom *g, int64_t f, int64_t chunk)
 }
 
 /* The input gradient, direct (stride 1 along w, no padding, wide rows, small patches; only
- * with the direct dw): for each dy row, the products w^T * dy[:, oh, :] of four patch
+ * with the direct dw): for each dy row, the products w^T * dy[:, oh, :] of row_f patch
  * elements at a time are added straight into the dx rows they belong to
  * (nchw_dx_row_avx2): col2im without dcolsT. Image by image, each right after its dw, while
  * its dy is in L2: in a training step dy comes from memory (the layer above wrote it),
  * and is read once for both (13.8 MB for the book's first convolution in float64). Per
  * image, dy rows in order: each dx element sums its terms in the same order whatever the
- * threads. Patch elements go four at a time in (c, s, r) order: the rows a call adds into
- * are mostly distinct. */
+ * threads. Patch elements go row_f at a time in (c, s, r) order: the rows a call adds
+ * into are mostly distinct. */
 static int use_nchw_direct_dx(const fnn_geom *g, int layout, int64_t f)
 {
     return use_nchw_direct(g, layout, 1) && !padded(g) &&

@@ -214,7 +214,7 @@ void fnn_max4_avx2_f64(int64_t n, const double *const p[4], const int64_t e[4], 
  * rows of their register tile, 4 on AVX2's 16 vector registers, 5 on AVX-512's 32. */
 #define FNN_ROW_F_AVX2 4
 #define FNN_ROW_F_AVX512 5
-#define FNN_ROW_F_MAX 5
+#define FNN_ROW_F_MAX FNN_ROW_F_AVX512
 void fnn_nchw_fwd_row_avx2_f32(int64_t k, const float *x, const int64_t *off, const float *wp,
                                const float *bias, int relu, int nf, int64_t ow_n, float *y,
                                int64_t ys);
@@ -222,10 +222,11 @@ void fnn_nchw_fwd_row_avx2_f64(int64_t k, const double *x, const int64_t *off,
                                const double *wp, const double *bias, int relu, int nf,
                                int64_t ow_n, double *y, int64_t ys);
 void fnn_nchw_dx_row_avx2_f32(int64_t k, const float *d, const int64_t *off, const float *wp,
-                              int nq, int64_t ow_n, float *const dst[FNN_ROW_F_MAX], int64_t ahead);
+                              int nq, int64_t ow_n, float *const dst[FNN_ROW_F_MAX],
+                              int64_t ahead);
 void fnn_nchw_dx_row_avx2_f64(int64_t k, const double *d, const int64_t *off,
-                              const double *wp,
-                              int nq, int64_t ow_n, double *const dst[FNN_ROW_F_MAX], int64_t ahead);
+                              const double *wp, int nq, int64_t ow_n,
+                              double *const dst[FNN_ROW_F_MAX], int64_t ahead);
 void fnn_nchw_dw_img_avx2_f32(int64_t k, int64_t f, int64_t OH, int64_t OW, const float *dy,
                               const float *x, int64_t xrs, const int64_t *off, float *part,
                               float *db);
@@ -240,11 +241,11 @@ void fnn_nchw_fwd_row_avx512_f64(int64_t k, const double *x, const int64_t *off,
                                  const double *wp, const double *bias, int relu, int nf,
                                  int64_t ow_n, double *y, int64_t ys);
 void fnn_nchw_dx_row_avx512_f32(int64_t k, const float *d, const int64_t *off,
-                                const float *wp, int nq, int64_t ow_n, float *const dst[FNN_ROW_F_MAX],
-                                int64_t ahead);
+                                const float *wp, int nq, int64_t ow_n,
+                                float *const dst[FNN_ROW_F_MAX], int64_t ahead);
 void fnn_nchw_dx_row_avx512_f64(int64_t k, const double *d, const int64_t *off,
-                                const double *wp, int nq, int64_t ow_n, double *const dst[FNN_ROW_F_MAX],
-                                int64_t ahead);
+                                const double *wp, int nq, int64_t ow_n,
+                                double *const dst[FNN_ROW_F_MAX], int64_t ahead);
 void fnn_nchw_dw_img_avx512_f32(int64_t k, int64_t f, int64_t OH, int64_t OW,
                                 const float *dy, const float *x, int64_t xrs,
                                 const int64_t *off, float *part, float *db);

@@ -556,7 +556,7 @@ static void gemm_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t k, re
         const int tid = fnn_thread_num(), nth = fnn_team_size();
         const int64_t np = (n + nr - 1) / nr;
         const int64_t wlast = narrow != kr && n - (np - 1) * nr <= narrow->nr ? 1 : 2;
-        const int64_t rlast = m - (ntr - 1) * mr, total = (m * (2 * np - 2 + wlast));
+        const int64_t rlast = m - (ntr - 1) * mr, total = m * (2 * np - 2 + wlast);
         int64_t t0 = 0, t1 = ntasks;
         if (nth > 1) {
             int64_t done = 0;

@@ -298,7 +298,8 @@ def test_fused_epilogue_in_place(isa, dtype, shape, filters):
 # are not multiples of its blocks (forward and dx 4 on AVX2, 5 on AVX-512; dw 3 and 5;
 # db 4), padding, dilation and row strides;
 # without padding dx is direct too (patches up to 32 in float32, 160 in float64), its
-# blocks of four patch elements adding into rows that may overlap (kernels of < 4 rows).
+# blocks of 4 (AVX2) or 5 (AVX-512) patch elements adding into rows that may overlap
+# (kernels of fewer rows).
 # On AVX-512 rows of at least 24 double or 48 float pixels run the AVX-512 row kernels
 # (conv.c's wide_rows): 28x28 images with 5x5 filters in float64, the last two in both.
 NCHW_CONV_CASES = [

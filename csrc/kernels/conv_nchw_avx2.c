@@ -5,10 +5,10 @@
  * Compiled twice, FNN_PREC=32/64, with -mavx2 -mfma. Three kernels: an output row of up to
  * 4 filters (forward; FNN_ROW_F_AVX2, 5 on AVX-512), a dy row's input gradient added into up
  * to 4 dx rows (the same register tile, row_tile), one image's weight and bias gradient (dot
- * products along the rows, added into partials). Reference: the im2col + GEMM NCHW path of conv.c (the tests
- * compare both with the NumPy reference); per output element the forward is the GEMM's
- * order of operations for patches of one KC block (an FMA chain over the patch from zero,
- * then the bias, then relu), so the same bits.
+ * products along the rows, added into partials). Reference: the im2col + GEMM NCHW path of
+ * conv.c (the tests compare both with the NumPy reference); per output element the forward
+ * is the GEMM's order of operations for patches of one KC block (an FMA chain over the
+ * patch from zero, then the bias, then relu), so the same bits.
  *
  * x: one image's input rows, element (row, col) at x[row * xrs + col]; off[p]: patch
  * element p = (c, r, s) at off[p] = c*plane + r*dh*xrs + s*dw from a pixel's corner. */

@@ -93,10 +93,11 @@ row_blocks(int64_t k, const real *x, const int64_t *off, const real *wp, int nro
         row_block(k, x + ow, off, wp, 1, ow_n - ow, nrows, bias, relu, add, dst, ow);
 }
 
-/* One output row of nf <= FW_F filters: y[j*ys + ow] (overwritten) = act(sum_p wp[p*FW_F + j] *
- * x[off[p] + ow] + bias[j]) for j < nf, ow < ow_n. wp: the filters' weights packed patch
- * element by element, FW_F per element (zeros past nf); bias: FW_F values or NULL; relu as
- * the gather micro-kernels (v < 0 ? 0 : v, which keeps NaN and -0.0). */
+/* One output row of nf <= FW_F filters: y[j*ys + ow] (overwritten) = act(sum_p
+ * wp[p*FW_F + j] * x[off[p] + ow] + bias[j]) for j < nf, ow < ow_n. wp: the filters'
+ * weights packed patch element by element, FW_F per element (zeros past nf); bias: FW_F
+ * values or NULL; relu as the gather micro-kernels (v < 0 ? 0 : v, which keeps NaN and
+ * -0.0). */
 void VFN(nchw_fwd_row)(int64_t k, const real *x, const int64_t *off, const real *wp,
                             const real *bias, int relu, int nf, int64_t ow_n, real *y,
                             int64_t ys)
