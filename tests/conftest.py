@@ -115,6 +115,45 @@ def restore_threads():
     _backend._num_threads[:] = saved_global
 
 
+# --------------------------------------------------------------------------- workspaces
+_GUARD = 1024                                       # elements on each side of a workspace
+_GUARD_BITS = {4: np.uint32(0x7FC0DEAD), 8: np.uint64(0x7FF8DEADBEEFDEAD)}   # NaN payloads
+
+
+@pytest.fixture(autouse=True)
+def guarded_workspace(monkeypatch):
+    """Every workspace a C kernel gets in a test is exactly the size its ``*_ws`` function
+    reported, between two guard zones of a NaN bit pattern no kernel computes; a write
+    outside it fails the test. (In normal use the workspace is one buffer grown and kept
+    across calls, which hides a kernel that overruns the size it asked for.)"""
+    try:
+        from fastnn.backends import c_backend
+    except ImportError:                 # no C extension: nothing to guard
+        yield
+        return
+    handed = []
+
+    def workspace(nelems, dtype):
+        dtype = np.dtype(dtype)
+        n = max(int(nelems), 1)
+        raw = np.empty(n + 2 * _GUARD + 64 // dtype.itemsize, dtype)
+        start = (-raw.ctypes.data % 64) // dtype.itemsize          # 64-byte aligned
+        buf = raw[start:start + n + 2 * _GUARD]
+        bits = buf.view(np.uint32 if dtype.itemsize == 4 else np.uint64)
+        bits[:] = _GUARD_BITS[dtype.itemsize]
+        handed.append((bits, n))
+        return c_backend.ffi.from_buffer(c_backend._ARRAY[dtype], buf[_GUARD:])
+
+    monkeypatch.setattr(c_backend, "_workspace", workspace)
+    yield
+    for bits, n in handed:
+        pattern = _GUARD_BITS[bits.itemsize]
+        assert (bits[:_GUARD] == pattern).all(), \
+            f"a kernel wrote before its {n}-element workspace"
+        assert (bits[_GUARD + n:] == pattern).all(), \
+            f"a kernel wrote past its {n}-element workspace"
+
+
 # --------------------------------------------------------------------------- tolerances
 # Backends differ from the reference only by floating-point rounding: they sum the same
 # products in another order (blocking, SIMD lanes, FMA, threads). For a sum of K terms each
