@@ -208,6 +208,12 @@ void fnn_max4_avx2_f32(int64_t n, const float *const p[4], const int32_t e[4], f
                        int64_t *argmax);
 void fnn_max4_avx2_f64(int64_t n, const double *const p[4], const int64_t e[4], double *y,
                        int64_t *argmax);
+/* An NCHW plane of 2x2 stride-2 max pooling (pool.c's maxpool_plane_2x2) on AVX-512 lanes
+ * (kernels/pool_avx512.c). */
+void fnn_max2x2_plane_avx512_f32(int64_t W, int64_t OH, int64_t OW, const float *xp,
+                                 int64_t abase, float *yp, int64_t *ap);
+void fnn_max2x2_plane_avx512_f64(int64_t W, int64_t OH, int64_t OW, const double *xp,
+                                 int64_t abase, double *yp, int64_t *ap);
 /* Direct NCHW convolution rows for stride-1 columns (kernels/conv_nchw_avx2.c): one output
  * row of up to FNN_ROW_F filters (forward), one dy row's input gradient into up to
  * FNN_ROW_F dx rows (added), one image's weight and bias gradient (added). FNN_ROW_F: the

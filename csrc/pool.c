@@ -467,7 +467,8 @@ static void avgpool_bwd_plane_nchw(const fnn_geom *g, const col_plan *p, const r
     }
 }
 
-/* y, argmax overwritten. Threads over (n, oh) for NHWC, (n, c) for NCHW. */
+/* y, argmax overwritten. Threads over (n, oh) for NHWC, (n, c) for NCHW (2x2 windows of
+ * stride 2 on AVX-512: kernels/pool_avx512.c, the same results as maxpool_plane_2x2). */
 void FNN(maxpool_fwd)(const fnn_geom *g, int layout, const real *x, real *y, int64_t *argmax)
 {
     const int64_t N = g->n, H = g->h, W = g->w, C = g->c, OH = g->oh, OW = g->ow;
@@ -489,9 +490,16 @@ void FNN(maxpool_fwd)(const fnn_geom *g, int layout, const real *x, real *y, int
     } else if (H * W <= (int64_t)LANE_IDX_MAX && g->kw <= POOL_KWMAX && fnn_get_isa() > 0) {
         col_plan p;
         make_col_plan(g, &p);
-        const int two = is_2x2_inside(g);
+        const int two = is_2x2_inside(g), avx512 = FNN_X86_KERNELS && fnn_get_isa() >= 2;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t t = 0; t < N * C; t++) {
+#if FNN_X86_KERNELS
+            if (two && avx512) {
+                FNN(max2x2_plane_avx512)(W, OH, OW, x + t * H * W, (t % C) * H * W,
+                                         y + t * OH * OW, argmax + t * OH * OW);
+                continue;
+            }
+#endif
             if (two)
                 maxpool_plane_2x2(g, x + t * H * W, (t % C) * H * W, y + t * OH * OW,
                                   argmax + t * OH * OW);

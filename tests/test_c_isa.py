@@ -391,14 +391,17 @@ def test_conv_nchw_chunks_each_isa(isa, dtype, shape, kernel, padding):
                                                  (2, 3, "valid"), ((3, 2), (1, 2), "same")])
 def test_maxpool_nchw_each_isa(isa, dtype, pool, stride, padding):
     """NCHW max pooling: the generic ISA runs the plain loop, the others the branch-free
-    loop over output columns (SSE2 on x86-64); both exactly the reference, with ties
-    (integer-valued data), NaN (inside a window, on a padded edge, whole NaN windows) and
-    rows wider than the loop's column block (256)."""
+    loop over output columns (SSE2 on x86-64; 2x2 windows of stride 2 on AVX-512: 16 float
+    or 8 double outputs at a time, a row's last ones masked); all exactly the reference,
+    with ties (integer-valued data), NaN (first, second and last in a window, on a padded
+    edge, whole NaN windows) and rows wider than the loop's column block (256)."""
     rng = np.random.default_rng(5)
     for shape in ((2, 3, 7, 9), (1, 2, 5, 530), (3, 1, 3, 4)):
         x = rng.integers(-3, 4, size=shape).astype(dtype)
         x[0, 0, 0, 0] = np.nan
         x[-1, -1, -1, shape[3] // 2] = np.nan
+        x[-1, 0, 0, 3] = np.nan                  # 2x2 windows: second in window (0, 1)
+        x[0, -1, 1, -1 - shape[3] % 2] = np.nan  # last in the row's last window
         if shape[2] >= 2 and shape[3] >= 4:
             x[0, -1, :2, :4] = np.nan
         with fastnn.use_backend("numpy"):
