@@ -8,8 +8,9 @@ Two suites:
     float64 1024^3 (fastnn's C backend vs ``numpy.matmul`` vs ``torch.mm``; fastnn's numpy
     backend *is* ``numpy.matmul`` there, so it is not repeated); the CNN's two
     convolutions forward (with bias and fused ReLU) and backward (NHWC, 3x3, valid; the
-    first layer's backward skips ``dx`` like the model does) and its 2x2 max poolings
-    forward and backward (fastnn C vs fastnn's NumPy reference backend vs
+    first layer's backward skips ``dx`` like the model does), its 2x2 max poolings
+    forward and backward, and the first convolution and pooling of Deep Learning from
+    Scratch's conv net in float64 NCHW (fastnn C vs fastnn's NumPy reference backend vs
     ``torch.nn.functional.conv2d`` / ``torch.ops.aten.convolution_backward`` /
     ``max_pool2d(return_indices=True)`` / ``max_pool2d_with_indices_backward`` on NCHW
     tensors; layouts are converted before timing, only the op is timed). Each case is
@@ -114,12 +115,16 @@ CONV_CASES = [((128, 28, 28, 1), 32, False), ((128, 13, 13, 32), 64, True)]
 # Scratch"'s conv net (fastnn.compat.dlfs; bench/bench_dlfs.py), PyTorch's own layout.
 NCHW_CONV_CASES = [((100, 1, 28, 28), 30, 5, "float64")]
 POOL_CASES = [(128, 26, 26, 32), (128, 11, 11, 64)]
+# (x shape NCHW, dtype): the pooling of Deep Learning from Scratch's conv net, after its
+# first convolution (fastnn.compat.dlfs), in PyTorch's own layout.
+NCHW_POOL_CASES = [((100, 30, 24, 24), "float64")]
 # --quick: the same case structure at toy sizes (for plumbing tests).
 QUICK_MATMUL_SHAPES = [("float32", 64, 64, 64), ("float32", 512, 9, 8),
                        ("float32", 32, 32, 10), ("float64", 64, 64, 64)]
 QUICK_CONV_CASES = [((2, 10, 10, 1), 4, False), ((2, 6, 6, 4), 8, True)]
 QUICK_NCHW_CONV_CASES = [((2, 1, 20, 20), 4, 5, "float64")]
 QUICK_POOL_CASES = [(2, 8, 8, 4), (2, 6, 6, 8)]
+QUICK_NCHW_POOL_CASES = [((2, 3, 8, 8), "float64")]
 QUICK_TRAIN_IMAGES = 256
 
 # Competitor columns of the kernel table, in order; "fastnn" is the baseline.
@@ -421,6 +426,13 @@ def kernel_cases(quick: bool = False, only: Optional[Sequence[str]] = None) -> L
                                     dict(params), None))
             cases.append(KernelCase("pool", "pool_bwd", f"maxpool bwd {xs[3]}ch", shape,
                                     dict(params), None))
+        for xs, dtype in (QUICK_NCHW_POOL_CASES if quick else NCHW_POOL_CASES):
+            params = {"dtype": dtype, "x": list(xs), "pool": [2, 2], "layout": "NCHW"}
+            shape = f"x{tuple(xs)} NCHW, 2x2"
+            short = "f32" if dtype == "float32" else "f64"
+            for op, what in (("pool_fwd", "fwd"), ("pool_bwd", "bwd")):
+                cases.append(KernelCase("pool", op, f"maxpool {what} NCHW {short} {xs[1]}ch",
+                                        shape, dict(params), None))
     return cases
 
 
@@ -528,16 +540,19 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
     if case.group == "pool":
         x = randn(tuple(p["x"]))
         ph, pw = p["pool"]
+        lay = p["layout"]
         if impl in ("fastnn", "numpy"):
             if case.op == "pool_fwd":
-                fn = lambda: ops.maxpool2d_forward(x, (ph, pw))  # noqa: E731
+                fn = lambda: ops.maxpool2d_forward(x, (ph, pw), layout=lay)  # noqa: E731
             else:
                 with fastnn.use_backend("numpy"):
-                    y, argmax = ops.maxpool2d_forward(x, (ph, pw))
+                    y, argmax = ops.maxpool2d_forward(x, (ph, pw), layout=lay)
                 dy = randn(y.shape)
-                fn = lambda: ops.maxpool2d_backward(dy, argmax, x.shape, (ph, pw))  # noqa: E731
+                fn = lambda: ops.maxpool2d_backward(dy, argmax, x.shape, (ph, pw),  # noqa: E731
+                                                    layout=lay)
             return on_numpy_backend(fn) if impl == "numpy" else fn
-        tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        tx = torch.from_numpy(np.ascontiguousarray(x if lay == "NCHW" else
+                                                   x.transpose(0, 3, 1, 2)))
         F = torch.nn.functional
         if case.op == "pool_fwd":
             return lambda: F.max_pool2d(tx, (ph, pw), return_indices=True)

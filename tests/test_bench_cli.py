@@ -85,7 +85,9 @@ def test_kernels_only_pool(tmp_path, capsys):
     assert data["settings"]["only"] == ["pool"] and data["settings"]["quick"] is True
     assert data["train"] == []
     ops = [r["op"] for r in data["kernels"]]
-    assert ops == ["pool_fwd", "pool_bwd"] * len(fb.QUICK_POOL_CASES)
+    assert ops == ["pool_fwd", "pool_bwd"] * (len(fb.QUICK_POOL_CASES) +
+                                              len(fb.QUICK_NCHW_POOL_CASES))
+    assert [r["params"]["layout"] for r in data["kernels"]][-2:] == ["NCHW", "NCHW"]
     for rec in data["kernels"]:
         _check_kernel_record(rec, 1)
     # Markdown: header line, the kernel table without PyTorch columns, one row per case
