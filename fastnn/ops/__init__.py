@@ -712,7 +712,8 @@ def _argmax_arg(argmax, shape, per_sample: int, check_range: bool) -> np.ndarray
                         f"received {getattr(argmax, 'dtype', type(argmax).__name__)}")
     _checks.expect_shape(argmax, shape, "argmax", "the shape of dy")
     argmax = np.ascontiguousarray(argmax)
-    if check_range and argmax.size and (argmax.min() < 0 or argmax.max() >= per_sample):
+    # one pass: as uint64 a negative index is >= 2**63, so the largest catches both ends
+    if check_range and argmax.size and argmax.view(np.uint64).max() >= per_sample:
         raise ValueError(f"argmax must hold indices in [0, {per_sample}) (within one "
                          f"sample), received values in [{argmax.min()}, {argmax.max()}]")
     return argmax
