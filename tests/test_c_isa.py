@@ -394,7 +394,8 @@ def test_maxpool_nchw_each_isa(isa, dtype, pool, stride, padding):
     loop over output columns (SSE2 on x86-64; 2x2 windows of stride 2 on AVX-512: 16 float
     or 8 double outputs at a time, a row's last ones masked); all exactly the reference,
     with ties (integer-valued data), NaN (first, second and last in a window, on a padded
-    edge, whole NaN windows) and rows wider than the loop's column block (256)."""
+    edge, whole NaN windows) and rows wider than the loop's column block (256). And the
+    backward, exactly the reference's."""
     rng = np.random.default_rng(5)
     for shape in ((2, 3, 7, 9), (1, 2, 5, 530), (3, 1, 3, 4)):
         x = rng.integers(-3, 4, size=shape).astype(dtype)
@@ -412,6 +413,23 @@ def test_maxpool_nchw_each_isa(isa, dtype, pool, stride, padding):
                                          layout="NCHW")
         np.testing.assert_array_equal(y, y_ref)
         np.testing.assert_array_equal(a, a_ref)
+        # the backward: with the forward's argmax, and with one moved to another window of
+        # another plane (both ways); -0.0 in dy gives +0.0 (0 + dy), NaN stays
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        dy.flat[1] = -0.0
+        dy.flat[-1] = np.nan
+        moved = a.copy()
+        moved[0, 0, 0, 0] = a[0, -1, -1, -1]    # into the sample's last plane
+        moved[-1, -1, -1, -1] = a[-1, 0, 0, 0]  # into its first
+        for am in (a, moved):
+            with fastnn.use_backend("numpy"):
+                dx_ref = ops.maxpool2d_backward(dy, am, x.shape, pool, stride=stride,
+                                                padding=padding, layout="NCHW")
+            with fastnn.use_backend("c"):
+                dx = ops.maxpool2d_backward(dy, am, x.shape, pool, stride=stride,
+                                            padding=padding, layout="NCHW")
+            np.testing.assert_array_equal(dx, dx_ref)
+            assert np.array_equal(np.signbit(dx), np.signbit(dx_ref))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
