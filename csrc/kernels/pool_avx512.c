@@ -6,44 +6,30 @@
  * FNN_PREC=32/64, with -mavx512f. Reference: maxpool_plane_2x2 (FASTNN_ISA=avx2 and below):
  * the same rule and order, so the same results bit for bit (the tests compare every ISA
  * with the NumPy reference, NaN and ties). */
-#include <immintrin.h>
-
 #include "fnn_real.h"
+#include "vec_avx512.h"
 
+/* Beyond vec_avx512.h's vocabulary: lanes of a and b picked by idx; the max-pooling rule
+ * (v beats the best where !(v <= best), true when either is NaN, and the best is not NaN);
+ * v taken where t. */
 #if FNN_PREC == 32
-#define VL 16
-typedef __m512 vec;
-typedef __mmask16 vmask;
-#define vload(m, p) _mm512_maskz_loadu_ps(m, p)
 #define vsplit(a, idx, b) _mm512_permutex2var_ps(a, idx, b)
-/* v beats the best where !(v <= best) (true when either is NaN) and the best is not NaN */
 #define beats(v, bv) \
     (_mm512_cmp_ps_mask(v, bv, _CMP_NLE_UQ) & _mm512_cmp_ps_mask(bv, bv, _CMP_ORD_Q))
 #define vtake(bv, t, v) _mm512_mask_mov_ps(bv, t, v)
-#define vstore(p, m, v) _mm512_mask_storeu_ps(p, m, v)
 #else
-#define VL 8
-typedef __m512d vec;
-typedef __mmask8 vmask;
-#define vload(m, p) _mm512_maskz_loadu_pd(m, p)
 #define vsplit(a, idx, b) _mm512_permutex2var_pd(a, idx, b)
 #define beats(v, bv) \
     (_mm512_cmp_pd_mask(v, bv, _CMP_NLE_UQ) & _mm512_cmp_pd_mask(bv, bv, _CMP_ORD_Q))
 #define vtake(bv, t, v) _mm512_mask_mov_pd(bv, t, v)
-#define vstore(p, m, v) _mm512_mask_storeu_pd(p, m, v)
 #endif
-
-static inline vmask lanes_below(int64_t n)
-{
-    return n >= VL ? (vmask)~(vmask)0 : n <= 0 ? (vmask)0 : (vmask)((1u << n) - 1);
-}
 
 /* One plane: yp (OH x OW) and ap (abase + the in-plane index of each output's chosen
  * element) overwritten, from xp (rows of W elements; 2*OH <= its rows, 2*OW <= W). Output
  * (oh, ow)'s window is xp[2oh*W + 2ow + {0, 1, W, W + 1}], taken in that order, each later
  * one where it beats the best (larger, or the first NaN). */
-void FNN(max2x2_plane_avx512)(int64_t W, int64_t OH, int64_t OW, const real *xp,
-                              int64_t abase, real *yp, int64_t *ap)
+void VFN(max2x2_plane)(int64_t W, int64_t OH, int64_t OW, const real *xp, int64_t abase,
+                        real *yp, int64_t *ap)
 {
     const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14); /* int64 lanes */
 #if FNN_PREC == 32
@@ -58,9 +44,9 @@ void FNN(max2x2_plane_avx512)(int64_t W, int64_t OH, int64_t OW, const real *xp,
         for (int64_t o = 0; o < OW; o += VL) {
             const int64_t n = OW - o < VL ? OW - o : VL;
             const vmask m = lanes_below(n), mlo = lanes_below(2 * n),
-                        mhi = lanes_below(2 * n - VL);
-            const vec a0 = vload(mlo, r0 + 2 * o), a1 = vload(mhi, r0 + 2 * o + VL);
-            const vec b0 = vload(mlo, r1 + 2 * o), b1 = vload(mhi, r1 + 2 * o + VL);
+                        mhi = lanes_below(2 * n > VL ? 2 * n - VL : 0);
+            const vec a0 = vmload(r0 + 2 * o, mlo), a1 = vmload(r0 + 2 * o + VL, mhi);
+            const vec b0 = vmload(r1 + 2 * o, mlo), b1 = vmload(r1 + 2 * o + VL, mhi);
             const vec v[4] = {vsplit(a0, even, a1), vsplit(a0, odd, a1),
                               vsplit(b0, even, b1), vsplit(b0, odd, b1)};
             const int64_t first = 2 * oh * W + 2 * o, off[4] = {0, 1, W, W + 1};
@@ -70,7 +56,7 @@ void FNN(max2x2_plane_avx512)(int64_t W, int64_t OH, int64_t OW, const real *xp,
                 t[k] = beats(v[k], bv);
                 bv = vtake(bv, t[k], v[k]);
             }
-            vstore(yp + oh * OW + o, m, bv);
+            vmstore(yp + oh * OW + o, m, bv);
             /* lane j's index: its window's start (first + 2j) plus the offset of the last
              * element that beat the best (the one kept) */
 #if FNN_PREC == 32
