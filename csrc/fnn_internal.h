@@ -126,9 +126,31 @@ typedef void (*fnn_ukr_inplace_f64)(int rows, int cols, int64_t k, const double 
                                     int64_t lda, const double *b, int64_t ldb, double *c,
                                     int64_t ldc, double alpha, double beta);
 
+/* The dot-product kernel, for products with few columns (gemm.c: at most DOT_MAX_N):
+ *   C[0:rows, 0:n] = alpha * A * B + beta * C     (beta == 0: C is not read)
+ * for 1 .. FNN_DOT_ROWS rows of a row-major A (A(i, p) at a[i*lda + p]) and B given
+ * transposed (B(p, j) at bt[j*ldbt + p]). Each element is summed along k in the lanes of
+ * one vector (lane p mod the vector's length, one FMA each, in the order of p), then
+ * across the lanes by a fixed tree: the same bits for a row of A and a column of B
+ * whatever the other rows, their count, alignment or threads. All lanes work whatever n
+ * (the in-place kernel's vectors run along n: 10 columns leave 6 of 16 float lanes idle,
+ * and its 12 broadcasts per 12 FMAs bound it by loads). dot_pack writes bt (n x ldbt) =
+ * B^T from B (k x n, ldb), moving values only. Optional (NULL: the in-place kernel). */
+#define FNN_DOT_ROWS 8
+typedef void (*fnn_ukr_dot_f32)(int rows, int64_t n, int64_t k, const float *a, int64_t lda,
+                                const float *bt, int64_t ldbt, float *c, int64_t ldc,
+                                float alpha, float beta);
+typedef void (*fnn_ukr_dot_f64)(int rows, int64_t n, int64_t k, const double *a,
+                                int64_t lda, const double *bt, int64_t ldbt, double *c,
+                                int64_t ldc, double alpha, double beta);
+typedef void (*fnn_dot_pack_f32)(int64_t k, int64_t n, const float *b, int64_t ldb,
+                                 float *bt, int64_t ldbt);
+typedef void (*fnn_dot_pack_f64)(int64_t k, int64_t n, const double *b, int64_t ldb,
+                                 double *bt, int64_t ldbt);
+
 /* A micro-kernel and the blocking it wants: MR x NR register tile, MC x KC block of A
  * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct, ukr_strided, ukr_gather,
- * ukr_rows, ukr_scatter and ukr_inplace as above or NULL. */
+ * ukr_rows, ukr_scatter, ukr_inplace and ukr_dot (with dot_pack) as above or NULL. */
 typedef struct {
     int mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
@@ -138,6 +160,8 @@ typedef struct {
     fnn_ukr_rows_f32 ukr_rows;
     fnn_ukr_scatter_f32 ukr_scatter;
     fnn_ukr_inplace_f32 ukr_inplace;
+    fnn_ukr_dot_f32 ukr_dot;
+    fnn_dot_pack_f32 dot_pack;
 } fnn_gemm_kernel_f32;
 typedef struct {
     int mr, nr, mc, kc, nc;
@@ -148,6 +172,8 @@ typedef struct {
     fnn_ukr_rows_f64 ukr_rows;
     fnn_ukr_scatter_f64 ukr_scatter;
     fnn_ukr_inplace_f64 ukr_inplace;
+    fnn_ukr_dot_f64 ukr_dot;
+    fnn_dot_pack_f64 dot_pack;
 } fnn_gemm_kernel_f64;
 
 /* Pack rows [0, kc) x columns [0, cols) of op(B) (element (p, j) at b[p*rsb + j*csb]) into
@@ -361,6 +387,16 @@ void fnn_ukr_avx512_inplace_12x16_f32(int rows, int cols, int64_t k, const float
 void fnn_ukr_avx512_inplace_12x8_f64(int rows, int cols, int64_t k, const double *a,
                                      int64_t lda, const double *b, int64_t ldb, double *c,
                                      int64_t ldc, double alpha, double beta);
+void fnn_dot_avx512_f32(int rows, int64_t n, int64_t k, const float *a, int64_t lda,
+                        const float *bt, int64_t ldbt, float *c, int64_t ldc, float alpha,
+                        float beta);
+void fnn_dot_avx512_f64(int rows, int64_t n, int64_t k, const double *a, int64_t lda,
+                        const double *bt, int64_t ldbt, double *c, int64_t ldc, double alpha,
+                        double beta);
+void fnn_dot_pack_avx512_f32(int64_t k, int64_t n, const float *b, int64_t ldb, float *bt,
+                             int64_t ldbt);
+void fnn_dot_pack_avx512_f64(int64_t k, int64_t n, const double *b, int64_t ldb, double *bt,
+                             int64_t ldbt);
 #endif
 
 /* Bias gradient: db[c] = sum over outer, inner of dy[o, c, i] (overwrites db). */

@@ -93,6 +93,63 @@ def test_gemm_rows_do_not_depend_on_the_row_count(isa, dtype):
                                               err_msg=str(m))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,n,k", [(8, 2, 64), (9, 1, 64), (17, 3, 100), (64, 10, 128),
+                                   (33, 4, 257), (130, 9, 70), (7, 10, 95), (4100, 10, 128)])
+def test_gemm_dot_path_each_isa(isa, dtype, m, n, k):
+    """The dot-product path (AVX-512, few columns and K >= 64, gemm.c's use_dot): rows of A
+    in blocks of 8 and a last 1-7, columns in pairs and an odd last one, K with and without
+    a tail of lanes, alpha and beta (0 and not), every transpose, A's rows aligned (read in
+    place) and not (copied), and 4100 rows on 2 threads: within tolerance of the float64
+    product, and the same bits whatever the transposes, A's alignment and the thread count
+    (lanes go by p, never by address). Elsewhere the same checks pass on the other kernels,
+    which sum in the order of p."""
+    rng = np.random.default_rng(m * 7 + n * 5 + k)
+    a0 = rng.standard_normal((m, k)).astype(dtype)
+    b0 = rng.standard_normal((k, n)).astype(dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    ref = a0.astype(np.float64) @ b0.astype(np.float64)
+    # A one element past a 64-byte boundary (and K not a multiple of the lanes: rows
+    # misaligned too): the copy path; np.empty's own alignment varies
+    buf = np.empty(m * k + 64, dtype)
+    off = (-buf.ctypes.data // buf.itemsize) % (64 // buf.itemsize) + 1
+    a_odd = buf[off:off + m * k].reshape(m, k)
+    a_odd[...] = a0
+    assert a_odd.ctypes.data % 64 != 0
+    first = None
+    for threads in (1, 2):
+        before = fastnn.get_num_threads()
+        fastnn.set_num_threads(threads)
+        try:
+            with fastnn.use_backend("c"):
+                for ta in (False, True):
+                    for tb in (False, True):
+                        for a_in in (a0, a_odd):
+                            a = np.ascontiguousarray(a_in.T) if ta else a_in
+                            b = np.ascontiguousarray(b0.T) if tb else b0
+                            for alpha, beta in ((1.0, 0.0), (0.75, -1.5)):
+                                c = c0.copy()
+                                ops.matmul(a, b, trans_a=ta, trans_b=tb, alpha=alpha,
+                                           beta=beta, out=c)
+                                want = alpha * ref + beta * c0
+                                scale = np.abs(want).max() + 1.0
+                                assert np.abs(c - want).max() <= _tol(dtype, k) * scale
+                                if alpha == 1.0:
+                                    if first is None:
+                                        first = c
+                                    np.testing.assert_array_equal(
+                                        c, first, err_msg=str((threads, ta, tb)))
+        finally:
+            fastnn.set_num_threads(before)
+    # NaN in one element of A: its row of C only
+    a = a0.copy()
+    a[m // 2, k - 1] = np.nan
+    with fastnn.use_backend("c"):
+        c = ops.matmul(a, b0)
+    assert np.isnan(c[m // 2]).all()
+    assert np.isfinite(np.delete(c, m // 2, axis=0)).all()
+
+
 def test_gemm_beta_zero_ignores_nan(isa):
     a = np.ones((20, 40), np.float32)
     b = np.ones((40, 50), np.float32)

@@ -284,6 +284,258 @@ FNN_ALWAYS_INLINE void inplace_f64(int NV, int rows, int cols, int64_t k, const 
 #undef E_STORE
 }
 
+/* The dot-product variants (contract: fnn_internal.h): each element of C a dot product
+ * along k in the vector's lanes (lane p mod VL), then across the lanes by a fixed tree;
+ * 8 rows x 2 columns of C per pass (16 accumulators, 8 A and 2 B vectors per 16 FMAs). */
+
+/* 16 vectors to one: lane l of the result is the sum of x[l]'s 16 lanes (pairs of lanes,
+ * then of pairs, then of the four 128-bit blocks: always the same tree). */
+FNN_ALWAYS_INLINE __m512 sum16_ps(const __m512 x[16])
+{
+    __m512 t[8], s[4], q[2];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        t[i] = _mm512_add_ps(_mm512_unpacklo_ps(x[2 * i], x[2 * i + 1]),
+                             _mm512_unpackhi_ps(x[2 * i], x[2 * i + 1]));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        s[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0xEE));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++)
+        q[i] = _mm512_add_ps(_mm512_shuffle_f32x4(s[2 * i], s[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(s[2 * i], s[2 * i + 1], 0xDD));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(q[0], q[1], 0x88),
+                         _mm512_shuffle_f32x4(q[0], q[1], 0xDD));
+}
+
+/* 8 vectors to one, the same tree on 8 lanes. */
+FNN_ALWAYS_INLINE __m512d sum8_pd(const __m512d x[8])
+{
+    __m512d t[4], q[2];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        t[i] = _mm512_add_pd(_mm512_unpacklo_pd(x[2 * i], x[2 * i + 1]),
+                             _mm512_unpackhi_pd(x[2 * i], x[2 * i + 1]));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++)
+        q[i] = _mm512_add_pd(_mm512_shuffle_f64x2(t[2 * i], t[2 * i + 1], 0x88),
+                             _mm512_shuffle_f64x2(t[2 * i], t[2 * i + 1], 0xDD));
+    return _mm512_add_pd(_mm512_shuffle_f64x2(q[0], q[1], 0x88),
+                         _mm512_shuffle_f64x2(q[0], q[1], 0xDD));
+}
+
+/* acc[2r + c] += A(r, p..) * B(p.., j + c) over k (R rows, columns j and j + 1; b1 may
+ * repeat b0 when column j + 1 does not exist): whole vectors, then the tail's lanes
+ * (masked: the rest load as zero). Each A vector is loaded once (vkeep) for both FMAs. */
+FNN_ALWAYS_INLINE void dot_acc_f32(int R, int64_t k, const float *a, int64_t lda,
+                                   const float *b0, const float *b1, __m512 acc[16])
+{
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        acc[i] = _mm512_setzero_ps();
+    const int64_t kv = k - k % 16;
+    for (int64_t p = 0; p < kv; p += 16) {
+        const __m512 v0 = _mm512_loadu_ps(b0 + p), v1 = _mm512_loadu_ps(b1 + p);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512 av = _mm512_loadu_ps(a + r * lda + p);
+            vkeep(av);
+            acc[2 * r] = _mm512_fmadd_ps(av, v0, acc[2 * r]);
+            acc[2 * r + 1] = _mm512_fmadd_ps(av, v1, acc[2 * r + 1]);
+        }
+    }
+    if (kv < k) {
+        const __mmask16 mk = (__mmask16)((1u << (k - kv)) - 1);
+        const __m512 v0 = _mm512_maskz_loadu_ps(mk, b0 + kv);
+        const __m512 v1 = _mm512_maskz_loadu_ps(mk, b1 + kv);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512 av = _mm512_maskz_loadu_ps(mk, a + r * lda + kv);
+            vkeep(av);
+            acc[2 * r] = _mm512_fmadd_ps(av, v0, acc[2 * r]);
+            acc[2 * r + 1] = _mm512_fmadd_ps(av, v1, acc[2 * r + 1]);
+        }
+    }
+}
+
+FNN_ALWAYS_INLINE void dot_acc_f64(int R, int64_t k, const double *a, int64_t lda,
+                                   const double *b0, const double *b1, __m512d acc[16])
+{
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        acc[i] = _mm512_setzero_pd();
+    const int64_t kv = k - k % 8;
+    for (int64_t p = 0; p < kv; p += 8) {
+        const __m512d v0 = _mm512_loadu_pd(b0 + p), v1 = _mm512_loadu_pd(b1 + p);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512d av = _mm512_loadu_pd(a + r * lda + p);
+            vkeep(av);
+            acc[2 * r] = _mm512_fmadd_pd(av, v0, acc[2 * r]);
+            acc[2 * r + 1] = _mm512_fmadd_pd(av, v1, acc[2 * r + 1]);
+        }
+    }
+    if (kv < k) {
+        const __mmask8 mk = (__mmask8)((1u << (k - kv)) - 1);
+        const __m512d v0 = _mm512_maskz_loadu_pd(mk, b0 + kv);
+        const __m512d v1 = _mm512_maskz_loadu_pd(mk, b1 + kv);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512d av = _mm512_maskz_loadu_pd(mk, a + r * lda + kv);
+            vkeep(av);
+            acc[2 * r] = _mm512_fmadd_pd(av, v0, acc[2 * r]);
+            acc[2 * r + 1] = _mm512_fmadd_pd(av, v1, acc[2 * r + 1]);
+        }
+    }
+}
+
+/* C[0:R, j:j+2] from s (lane 2r + c: row r, column j + c), alpha already applied: 8 rows
+ * and 2 columns with beta == 0 straight from the register's 128-bit blocks, else element
+ * by element (the first `cols` columns, C = beta * C + s). */
+FNN_ALWAYS_INLINE void dot_store_f32(int R, int cols, __m512 s, float *c, int64_t ldc,
+                                     float beta)
+{
+    if (R == 8 && cols == 2 && beta == 0) {
+        /* block q holds rows 2q and 2q + 1 */
+        _mm_storel_pi((__m64 *)c, _mm512_castps512_ps128(s));
+        _mm_storeh_pi((__m64 *)(c + ldc), _mm512_castps512_ps128(s));
+#pragma GCC unroll 3
+        for (int q = 1; q < 4; q++) {
+            const __m128 x = _mm512_extractf32x4_ps(s, q);
+            _mm_storel_pi((__m64 *)(c + 2 * q * ldc), x);
+            _mm_storeh_pi((__m64 *)(c + (2 * q + 1) * ldc), x);
+        }
+        return;
+    }
+    float t[16];
+    _mm512_storeu_ps(t, s);
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < cols; j++) {
+            float *cj = c + r * ldc + j;
+            *cj = beta == 0 ? t[2 * r + j] : beta * *cj + t[2 * r + j];
+        }
+}
+
+FNN_ALWAYS_INLINE void dot_store_f64(int R, int cols, __m512d s, double *c, int64_t ldc,
+                                     double beta)
+{
+    /* block q holds row q (of the four s covers) */
+    if (R >= 4 && cols == 2 && beta == 0) {
+        _mm_storeu_pd(c, _mm512_castpd512_pd128(s));
+#pragma GCC unroll 3
+        for (int q = 1; q < 4; q++)
+            _mm_storeu_pd(c + q * ldc,
+                          _mm_castps_pd(_mm512_extractf32x4_ps(_mm512_castpd_ps(s), q)));
+        return;
+    }
+    double t[8];
+    _mm512_storeu_pd(t, s);
+    for (int r = 0; r < R && r < 4; r++)
+        for (int j = 0; j < cols; j++) {
+            double *cj = c + r * ldc + j;
+            *cj = beta == 0 ? t[2 * r + j] : beta * *cj + t[2 * r + j];
+        }
+}
+
+FNN_ALWAYS_INLINE void dot_f32(int R, int64_t n, int64_t k, const float *a, int64_t lda,
+                               const float *bt, int64_t ldbt, float *c, int64_t ldc,
+                               float alpha, float beta)
+{
+    const __m512 va = _mm512_set1_ps(alpha);
+    for (int64_t j = 0; j < n; j += 2) {
+        const int cols = n - j < 2 ? 1 : 2;
+        const float *b0 = bt + j * ldbt;
+        __m512 acc[16];
+        dot_acc_f32(R, k, a, lda, b0, cols == 2 ? b0 + ldbt : b0, acc);
+        dot_store_f32(R, cols, _mm512_mul_ps(va, sum16_ps(acc)), c + j, ldc, beta);
+    }
+}
+
+FNN_ALWAYS_INLINE void dot_f64(int R, int64_t n, int64_t k, const double *a, int64_t lda,
+                               const double *bt, int64_t ldbt, double *c, int64_t ldc,
+                               double alpha, double beta)
+{
+    const __m512d va = _mm512_set1_pd(alpha);
+    for (int64_t j = 0; j < n; j += 2) {
+        const int cols = n - j < 2 ? 1 : 2;
+        const double *b0 = bt + j * ldbt;
+        __m512d acc[16];
+        dot_acc_f64(R, k, a, lda, b0, cols == 2 ? b0 + ldbt : b0, acc);
+        dot_store_f64(R, cols, _mm512_mul_pd(va, sum8_pd(acc)), c + j, ldc, beta);
+        if (R > 4)
+            dot_store_f64(R - 4, cols, _mm512_mul_pd(va, sum8_pd(acc + 8)), c + 4 * ldc + j,
+                          ldc, beta);
+    }
+}
+
+#define DOT_CASES(DOT)                                                                      \
+    switch (rows) {                                                                         \
+    case 1: DOT(1); break;                                                                  \
+    case 2: DOT(2); break;                                                                  \
+    case 3: DOT(3); break;                                                                  \
+    case 4: DOT(4); break;                                                                  \
+    case 5: DOT(5); break;                                                                  \
+    case 6: DOT(6); break;                                                                  \
+    case 7: DOT(7); break;                                                                  \
+    default: DOT(8); break;                                                                 \
+    }
+
+/* bt (n x ldbt) = B^T for B k x n (ldb): 16 (float) or 8 (double) rows of a column per
+ * gather. Only moves values. */
+void fnn_dot_pack_avx512_f32(int64_t k, int64_t n, const float *b, int64_t ldb, float *bt,
+                             int64_t ldbt)
+{
+    int64_t p = 0;
+    if (ldb <= ((int64_t)1 << 26)) { /* 15 * ldb fits the gather's 32-bit offsets */
+        const __m512i idx = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32((int)ldb));
+        for (; p + 16 <= k; p += 16)
+            for (int64_t j = 0; j < n; j++)
+                _mm512_storeu_ps(bt + j * ldbt + p,
+                                 _mm512_i32gather_ps(idx, b + p * ldb + j, 4));
+    }
+    for (; p < k; p++)
+        for (int64_t j = 0; j < n; j++)
+            bt[j * ldbt + p] = b[p * ldb + j];
+}
+
+void fnn_dot_pack_avx512_f64(int64_t k, int64_t n, const double *b, int64_t ldb, double *bt,
+                             int64_t ldbt)
+{
+    int64_t p = 0;
+    if (ldb <= ((int64_t)1 << 26)) {
+        const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                               _mm256_set1_epi32((int)ldb));
+        for (; p + 8 <= k; p += 8)
+            for (int64_t j = 0; j < n; j++)
+                _mm512_storeu_pd(bt + j * ldbt + p,
+                                 _mm512_i32gather_pd(idx, b + p * ldb + j, 8));
+    }
+    for (; p < k; p++)
+        for (int64_t j = 0; j < n; j++)
+            bt[j * ldbt + p] = b[p * ldb + j];
+}
+
+void fnn_dot_avx512_f32(int rows, int64_t n, int64_t k, const float *a, int64_t lda,
+                        const float *bt, int64_t ldbt, float *c, int64_t ldc, float alpha,
+                        float beta)
+{
+#define D_DOT(R) dot_f32(R, n, k, a, lda, bt, ldbt, c, ldc, alpha, beta)
+    DOT_CASES(D_DOT)
+#undef D_DOT
+}
+
+void fnn_dot_avx512_f64(int rows, int64_t n, int64_t k, const double *a, int64_t lda,
+                        const double *bt, int64_t ldbt, double *c, int64_t ldc, double alpha,
+                        double beta)
+{
+#define D_DOT(R) dot_f64(R, n, k, a, lda, bt, ldbt, c, ldc, alpha, beta)
+    DOT_CASES(D_DOT)
+#undef D_DOT
+}
+
 /* The gather variants (contract: fnn_internal.h): A(i, p) = rows[i][off[p]], an implicit
  * im2col, B row p at bp + p*ldb; then the epilogue on the registers, the operations of
  * fnn_bias_act_block (v + b, then v < 0 ? +0.0 : v by a compare mask, which keeps NaN and
