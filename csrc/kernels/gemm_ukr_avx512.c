@@ -6,9 +6,11 @@
  * 16 float or 8 double columns, where a 2-vector tile would compute twice the columns
  * there are). The packed, strided (transposed A in place), direct-A (row-major A in place)
  * and row-edge variants, and (two vectors only) the convolutions' gather and scatter
- * kernels. Every variant sums each element's products in the order
- * p = 0, 1, ..., k-1 with one FMA each, as the AVX2 and reference kernels do.
- * Reference: kernels/gemm_ukr_ref.c. */
+ * kernels. Every variant but the dot-product one sums each element's products in the
+ * order p = 0, 1, ..., k-1 with one FMA each, as the AVX2 and reference kernels do; the
+ * dot-product kernels (few columns: lanes along k, then a fixed tree) sum in an order of
+ * their own, which depends on k only. Reference: kernels/gemm_ukr_ref.c (and
+ * fnn_gemm_ref for the dot-product kernels, the same product). */
 #include <immintrin.h>
 
 #include "fnn_internal.h"
