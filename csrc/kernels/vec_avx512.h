@@ -23,6 +23,7 @@ typedef __mmask16 vmask;
 #define vmstore(p, m, v) _mm512_mask_storeu_ps(p, m, v)
 #define vfma _mm512_fmadd_ps
 #define vadd _mm512_add_ps
+#define vmul _mm512_mul_ps
 /* v < 0 ? +0.0 : v (NaN and -0.0 kept), as vec_avx2.h's blend */
 #define vrelu(v) _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, vzero(), _CMP_LT_OQ), vzero())
 #define hsum _mm512_reduce_add_ps
@@ -38,6 +39,7 @@ typedef __mmask8 vmask;
 #define vmstore(p, m, v) _mm512_mask_storeu_pd(p, m, v)
 #define vfma _mm512_fmadd_pd
 #define vadd _mm512_add_pd
+#define vmul _mm512_mul_pd
 #define vrelu(v) _mm512_mask_mov_pd(v, _mm512_cmp_pd_mask(v, vzero(), _CMP_LT_OQ), vzero())
 #define hsum _mm512_reduce_add_pd
 #endif
