@@ -561,6 +561,70 @@ static int use_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t csa, in
            rsb * (int64_t)sizeof(real) <= INPLACE_MAX_LDB;
 }
 
+/* gemm_inplace's arguments, for its threads. */
+typedef struct {
+    const kernel_t *kr, *narrow;
+    int64_t m, n, k, lda, ldb, ldc;
+    real alpha, beta;
+    const real *a, *b;
+    const epilogue_t *ep;
+    real *c;
+} inplace_job;
+
+/* This thread's share of gemm_inplace's tasks (tiles, column panel major). */
+static void inplace_part(void *arg, int tid, int nth)
+{
+    const inplace_job *j = arg;
+    const kernel_t *kr = j->kr, *narrow = j->narrow;
+    const int mr = kr->mr, nr = kr->nr;
+    const int64_t m = j->m, n = j->n, k = j->k, lda = j->lda, ldb = j->ldb, ldc = j->ldc;
+    const real *a = j->a, *b = j->b;
+    real *c = j->c;
+    const epilogue_t *ep = j->ep;
+    const int64_t KC = pick_kc(kr, k);
+    const int64_t ntr = (m + mr - 1) / mr, np = (n + nr - 1) / nr, ntasks = ntr * np;
+    /* Tasks t0 <= t < t1, contiguous, about equal in work: a task's multiply-adds go as its
+     * rows times its kernel's vectors (the narrow kernel's one, a short last tile's rows):
+     * a split by count left the thread with the narrow panel idle. */
+    const int64_t wlast = narrow != kr && n - (np - 1) * nr <= narrow->nr ? 1 : 2;
+    const int64_t rlast = m - (ntr - 1) * mr, total = m * (2 * np - 2 + wlast);
+    int64_t t0 = 0, t1 = ntasks;
+    if (nth > 1) {
+        int64_t done = 0;
+        t0 = -1;
+        for (int64_t t = 0; t < ntasks; t++) {
+            if (t0 < 0 && done * nth >= total * tid)
+                t0 = t;
+            if (done * nth >= total * (tid + 1)) {
+                t1 = t;
+                break;
+            }
+            done += (t % ntr == ntr - 1 ? rlast : mr) * (t / ntr == np - 1 ? wlast : 2);
+        }
+        if (t0 < 0)
+            t0 = t1;
+    }
+    for (int64_t pc = 0; pc < k; pc += KC) {
+        const int64_t kc = min64(KC, k - pc);
+        const int last = pc + kc >= k;
+        for (int64_t t = t0; t <= t1; t++) {
+            if (ep && last && t > t0) { /* the tile before, not the one just stored */
+                const int64_t i0 = (t - 1) % ntr * mr, j0 = (t - 1) / ntr * nr;
+                epilogue(ep, min64(mr, m - i0), min64(nr, n - j0), i0, j0, c + i0 * ldc + j0,
+                         ldc);
+            }
+            if (t == t1)
+                break;
+            const int64_t i0 = t % ntr * mr, j0 = t / ntr * nr;
+            const int cols = (int)min64(nr, n - j0);
+            (cols <= narrow->nr ? narrow : kr)
+                ->ukr_inplace((int)min64(mr, m - i0), cols, kc, a + i0 * lda + pc, lda,
+                              b + pc * ldb + j0, ldb, c + i0 * ldc + j0, ldc, j->alpha,
+                              pc == 0 ? j->beta : (real)1);
+        }
+    }
+}
+
 /* C (m x n, ldc) = alpha * A * B + beta * C with A (m x k, lda) and B (k x n, ldb) both
  * row-major, read in place; beta == 0 overwrites C; the epilogue (NULL: none) follows each
  * tile's last K block, one tile behind. */
@@ -569,8 +633,7 @@ static void gemm_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t k, re
                          const epilogue_t *ep, real *c, int64_t ldc)
 {
     const int mr = kr->mr, nr = kr->nr;
-    const int64_t KC = pick_kc(kr, k);
-    const int64_t ntr = (m + mr - 1) / mr, ntasks = ntr * ((n + nr - 1) / nr);
+    const int64_t ntasks = (m + mr - 1) / mr * ((n + nr - 1) / nr);
     /* A last micro-panel of at most half the kernel's columns goes to the ISA's one-vector
      * kernel (its tiles are as tall, and sum each element the same way): half the work of
      * the two-vector tile on masked-off lanes. */
@@ -580,50 +643,46 @@ static void gemm_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t k, re
     int nt = m * n * k < INPLACE_PAR_MIN ? 1 : fnn_get_num_threads();
     if (nt > ntasks)
         nt = (int)ntasks;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        /* Tasks t0 <= t < t1, contiguous, about equal in work: a task's multiply-adds go
-         * as its rows times its kernel's vectors (the narrow kernel's one, a short last
-         * tile's rows): a split by count left the thread with the narrow panel idle. */
-        const int tid = fnn_thread_num(), nth = fnn_team_size();
-        const int64_t np = (n + nr - 1) / nr;
-        const int64_t wlast = narrow != kr && n - (np - 1) * nr <= narrow->nr ? 1 : 2;
-        const int64_t rlast = m - (ntr - 1) * mr, total = m * (2 * np - 2 + wlast);
-        int64_t t0 = 0, t1 = ntasks;
-        if (nth > 1) {
-            int64_t done = 0;
-            t0 = -1;
-            for (int64_t t = 0; t < ntasks; t++) {
-                if (t0 < 0 && done * nth >= total * tid)
-                    t0 = t;
-                if (done * nth >= total * (tid + 1)) {
-                    t1 = t;
-                    break;
-                }
-                done += (t % ntr == ntr - 1 ? rlast : mr) * (t / ntr == np - 1 ? wlast : 2);
-            }
-            if (t0 < 0)
-                t0 = t1;
+    inplace_job job = {kr, narrow, m, n, k, lda, ldb, ldc, alpha, beta, a, b, ep, c};
+    fnn_run(nt, inplace_part, &job);
+}
+
+/* gemm_dot's arguments, for its threads (abuf: one block of A rows per thread). */
+typedef struct {
+    const kernel_t *kr;
+    int64_t m, n, k, rsa, csa, ldbt, ldc;
+    int in_place;
+    real alpha, beta;
+    const real *a, *bt;
+    real *abuf, *c;
+    const epilogue_t *ep;
+} dot_job;
+
+/* This thread's share of gemm_dot's blocks of FNN_DOT_ROWS rows (contiguous). */
+static void dot_part(void *arg, int tid, int nth)
+{
+    const dot_job *j = arg;
+    const int64_t ldbt = j->ldbt, rsa = j->rsa, csa = j->csa, k = j->k;
+    const int64_t nblk = (j->m + FNN_DOT_ROWS - 1) / FNN_DOT_ROWS;
+    for (int64_t blk = nblk * tid / nth; blk < nblk * (tid + 1) / nth; blk++) {
+        const int64_t i0 = blk * FNN_DOT_ROWS;
+        const int rows = (int)min64(FNN_DOT_ROWS, j->m - i0);
+        const real *ai = j->a + i0 * rsa;
+        int64_t as = rsa;
+        if (!j->in_place) { /* the block's rows, aligned */
+            real *buf = j->abuf + tid * FNN_DOT_ROWS * ldbt;
+            if (csa == 1)
+                for (int r = 0; r < rows; r++)
+                    memcpy(buf + r * ldbt, ai + r * rsa, (size_t)k * sizeof(real));
+            else /* A transposed: its columns i0 .. are the rows */
+                j->kr->dot_pack(k, rows, ai, csa, buf, ldbt);
+            ai = buf;
+            as = ldbt;
         }
-        for (int64_t pc = 0; pc < k; pc += KC) {
-            const int64_t kc = min64(KC, k - pc);
-            const int last = pc + kc >= k;
-            for (int64_t t = t0; t <= t1; t++) {
-                if (ep && last && t > t0) { /* the tile before, not the one just stored */
-                    const int64_t i0 = (t - 1) % ntr * mr, j0 = (t - 1) / ntr * nr;
-                    epilogue(ep, min64(mr, m - i0), min64(nr, n - j0), i0, j0,
-                             c + i0 * ldc + j0, ldc);
-                }
-                if (t == t1)
-                    break;
-                const int64_t i0 = t % ntr * mr, j0 = t / ntr * nr;
-                const int cols = (int)min64(nr, n - j0);
-                (cols <= narrow->nr ? narrow : kr)
-                    ->ukr_inplace((int)min64(mr, m - i0), cols, kc, a + i0 * lda + pc, lda,
-                                  b + pc * ldb + j0, ldb, c + i0 * ldc + j0, ldc, alpha,
-                                  pc == 0 ? beta : (real)1);
-            }
-        }
+        real *ci = j->c + i0 * j->ldc;
+        j->kr->ukr_dot(rows, j->n, k, ai, as, j->bt, ldbt, ci, j->ldc, j->alpha, j->beta);
+        if (j->ep)
+            epilogue(j->ep, rows, j->n, i0, 0, ci, j->ldc);
     }
 }
 
@@ -637,36 +696,19 @@ static void gemm_dot(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real a
                      int64_t ldc)
 {
     const int64_t ldbt = round_up(k, WS_ALIGN), nblk = (m + FNN_DOT_ROWS - 1) / FNN_DOT_ROWS;
-    real *bt = align_ws(ws), *abuf = bt + n * ldbt;
+    real *bt = align_ws(ws);
     if (csb == 1)
         kr->dot_pack(k, n, b, rsb, bt, ldbt);
     else /* B transposed: its rows are B^T's */
         for (int64_t j = 0; j < n; j++)
             memcpy(bt + j * ldbt, b + j * csb, (size_t)k * sizeof(real));
-    const int in_place = csa == 1 && (uintptr_t)a % 64 == 0 && rsa % WS_ALIGN == 0;
     int nt = m * n * k < INPLACE_PAR_MIN ? 1 : fnn_get_num_threads();
     if (nt > nblk)
         nt = (int)nblk;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t blk = 0; blk < nblk; blk++) {
-        const int64_t i0 = blk * FNN_DOT_ROWS;
-        const int rows = (int)min64(FNN_DOT_ROWS, m - i0);
-        const real *ai = a + i0 * rsa;
-        int64_t as = rsa;
-        if (!in_place) { /* the block's rows, aligned */
-            real *buf = abuf + fnn_thread_num() * FNN_DOT_ROWS * ldbt;
-            if (csa == 1)
-                for (int r = 0; r < rows; r++)
-                    memcpy(buf + r * ldbt, ai + r * rsa, (size_t)k * sizeof(real));
-            else /* A transposed: its columns i0 .. are the rows */
-                kr->dot_pack(k, rows, ai, csa, buf, ldbt);
-            ai = buf;
-            as = ldbt;
-        }
-        kr->ukr_dot(rows, n, k, ai, as, bt, ldbt, c + i0 * ldc, ldc, alpha, beta);
-        if (ep)
-            epilogue(ep, rows, n, i0, 0, c + i0 * ldc, ldc);
-    }
+    dot_job job = {kr,    m,    n,  k,  rsa, csa, ldbt, ldc,
+                   csa == 1 && (uintptr_t)a % 64 == 0 && rsa % WS_ALIGN == 0,
+                   alpha, beta, a,  bt, bt + n * ldbt, c, ep};
+    fnn_run(nt, dot_part, &job);
 }
 
 /* C (m x n, ldc) = act(alpha * op(A) * op(B) + beta * C + bias); overwrites C when
