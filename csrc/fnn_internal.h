@@ -399,6 +399,16 @@ void fnn_dot_pack_avx512_f32(int64_t k, int64_t n, const float *b, int64_t ldb, 
                              int64_t ldbt);
 void fnn_dot_pack_avx512_f64(int64_t k, int64_t n, const double *b, int64_t ldb, double *bt,
                              int64_t ldbt);
+void fnn_dot_avx2_f32(int rows, int64_t n, int64_t k, const float *a, int64_t lda,
+                      const float *bt, int64_t ldbt, float *c, int64_t ldc, float alpha,
+                      float beta);
+void fnn_dot_avx2_f64(int rows, int64_t n, int64_t k, const double *a, int64_t lda,
+                      const double *bt, int64_t ldbt, double *c, int64_t ldc, double alpha,
+                      double beta);
+void fnn_dot_pack_avx2_f32(int64_t k, int64_t n, const float *b, int64_t ldb, float *bt,
+                           int64_t ldbt);
+void fnn_dot_pack_avx2_f64(int64_t k, int64_t n, const double *b, int64_t ldb, double *bt,
+                           int64_t ldbt);
 #endif
 
 /* Bias gradient: db[c] = sum over outer, inner of dy[o, c, i] (overwrites db). */

@@ -18,14 +18,16 @@ static const fnn_gemm_kernel_f32 k32_avx2 = {6, 16, 144, 256, 4096, fnn_ukr_avx2
                                              fnn_ukr_avx2_gather_6x16_f32,
                                              fnn_ukr_avx2_rows_6x16_f32,
                                              fnn_ukr_avx2_scatter_6x16_f32,
-                                             fnn_ukr_avx2_inplace_6x16_f32, NULL, NULL};
+                                             fnn_ukr_avx2_inplace_6x16_f32,
+                                             fnn_dot_avx2_f32, fnn_dot_pack_avx2_f32};
 static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 256, 2048, fnn_ukr_avx2_6x8_f64,
                                              fnn_ukr_avx2_direct_6x8_f64,
                                              fnn_ukr_avx2_strided_6x8_f64,
                                              fnn_ukr_avx2_gather_6x8_f64,
                                              fnn_ukr_avx2_rows_6x8_f64,
                                              fnn_ukr_avx2_scatter_6x8_f64,
-                                             fnn_ukr_avx2_inplace_6x8_f64, NULL, NULL};
+                                             fnn_ukr_avx2_inplace_6x8_f64,
+                                             fnn_dot_avx2_f64, fnn_dot_pack_avx2_f64};
 /* AVX-512: every variant, the convolutions' gather and scatter included (on this Xeon,
  * against the AVX2 row they replaced there, 2026-12-02, alternating processes: conv 32->64
  * forward + relu + pool 2.39-2.54 -> 1.52-1.74 ms, its backward 5.89-6.27 -> 4.08-4.38 ms,
