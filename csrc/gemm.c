@@ -87,24 +87,28 @@ static const kernel_t *gemm_kernel(int64_t n);
  * is first copied (or transposed) to an aligned one (every vector load of an unaligned row
  * splits two cache lines: 128 x 128 x 10 float 3.5-3.9 us instead of 2.9; the copy reads A
  * once, the kernel once per pair of columns). The sums do not depend on the copy (lanes go
- * by p), the alignment, m or the threads. Its work goes as the pairs of columns, the
- * in-place kernel's as the lanes it computes (n rounded up to its NR); it is taken when 3
- * pairs cost no more than those lanes (float n <= 10; double n <= 4 or 9-10 with AVX-512's
- * 8-wide narrow kernel, n <= 4 or 9-10 on AVX2's 8-wide one too), and K >= DOT_MIN_K (the
- * lane-wise reduction costs more below). Measured on the Xeon (2026-12-02, one thread,
- * m = 128, us, dot / in-place), AVX-512: float k = 128: n = 1 1.5 / 4.6, 8 3.3 / 4.5,
- * 10 3.8 / 4.7, 12 4.4 / 4.7 (k = 64: 3.1 / 2.9), 16 5.6 / 4.5; double k = 128: n = 2
- * 2.9 / 4.7, 4 4.0 / 4.6, 8 5.7 / 4.5, 10 7.1 / 7.7, 12 8.1 / 7.5; k = 64, float n = 10:
- * 2.8 / 2.9. AVX2 (forced): float k = 128: n = 1 1.5 / 5.8, 4 2.1 / 5.5, 8 3.6 / 5.9,
- * 10 4.4 / 5.6; k = 64: n = 8 3.2 / 3.2, 10 2.8 / 3.3; double k = 128: n = 1 3.9 / 5.5,
- * 4 5.3 / 5.4, 10 10.0 / 10.7. */
+ * by p), the alignment, m or the threads.
+ * Its work goes as the pairs of columns, the in-place kernel's as the lanes it computes (n
+ * rounded up to its NR). It is taken when 3 pairs cost no more than those lanes (float
+ * n <= 10; double n <= 4 or 9-10), K >= DOT_MIN_K (below, a pair's tree and store cost
+ * more than its FMAs), and, where it is close (more than lanes / 4 pairs: n = 9-10), K of
+ * at least 8 vectors of 64 bytes (float 128, double 64).
+ * Measured on the Xeon (2026-12-02, one thread, us, dot / in-place): m = 128, AVX-512,
+ * float k = 128: n = 1 1.5 / 4.6, 8 3.3 / 4.5, 10 3.8 / 4.7, 12 4.4 / 4.7, 16 5.6 / 4.5;
+ * double k = 128: n = 2 2.9 / 4.7, 4 4.0 / 4.6, 8 5.7 / 4.5, 10 7.1 / 7.7, 12 8.1 / 7.5;
+ * AVX2 (forced), float k = 128: n = 1 1.5 / 5.8, 4 2.1 / 5.5, 8 3.6 / 5.9, 10 4.4 / 5.6;
+ * double: n = 1 3.9 / 5.5, 4 5.3 / 5.4, 10 10.0 / 10.7. m = 1024, AVX-512, float n = 10:
+ * k = 64 21.8 / 20.9, 72 27.0 / 21.5 (rows not 64-byte aligned: copied), 96 22.5 / 28.8,
+ * 100 31.7 / 29.3, 128 28.3 / 36.9, 200 48.4 / 55.5; n = 8: k = 64 15.9 / 20.0, 72
+ * 22.7 / 21.6, 100 25.8 / 29.6; double n = 10: k = 64 29.7 / 32.4, 100 43.7 / 50.1. */
 #define DOT_MAX_N 16
 #define DOT_MIN_K 64
 
 static int use_dot(const kernel_t *kr, int64_t n, int64_t k)
 {
-    return kr->ukr_dot && n <= DOT_MAX_N && k >= DOT_MIN_K &&
-           3 * ((n + 1) / 2) <= round_up(n, kr->nr);
+    const int64_t pairs = (n + 1) / 2, lanes = round_up(n, kr->nr);
+    return kr->ukr_dot && n <= DOT_MAX_N && k >= DOT_MIN_K && 3 * pairs <= lanes &&
+           (4 * pairs <= lanes || k >= 8 * WS_ALIGN);
 }
 
 /* Workspace of the dot path: B^T (n rows of k rounded up to 64 bytes) and one block of A
