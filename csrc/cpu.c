@@ -149,7 +149,10 @@ int fnn_get_num_threads(void)
  * its own and 0.3-0.8 us per small product in fastnn (raw C calls, one thread, the Xeon,
  * 2026-12-02: 8 x 64 x 2 float 0.72 -> 0.43 us, 128 x 128 x 10 4.1 -> 3.75). For kernels
  * whose one-thread calls can take a few microseconds (the small products' paths); where
- * a call's work dwarfs that, `#pragma omp parallel ... if (nt > 1)` stays. */
+ * a call's work dwarfs that, `#pragma omp parallel ... if (nt > 1)` stays. fn must hold no
+ * barrier or other construct that binds to a region: called directly inside another
+ * team's region (dense.c's), it would bind to that team and wait for threads that never
+ * come. */
 void fnn_run(int nt, void (*fn)(void *ctx, int tid, int nth), void *ctx)
 {
     if (nt <= 1) {
