@@ -153,7 +153,7 @@ int fnn_get_num_threads(void)
  * barrier or other construct that binds to a region: called directly inside another
  * team's region (dense.c's), it would bind to that team and wait for threads that never
  * come. */
-void fnn_run(int nt, void (*fn)(void *ctx, int tid, int nth), void *ctx)
+void fnn_run(int nt, void (*fn)(const void *ctx, int tid, int nth), const void *ctx)
 {
     if (nt <= 1) {
         fn(ctx, 0, 1);

@@ -40,7 +40,7 @@
 int fnn_threads_for(int64_t work);
 /* fn(ctx, tid, nth) on up to nt threads (cpu.c): a parallel region only when nt > 1; fn
  * holds no barrier (see cpu.c). */
-void fnn_run(int nt, void (*fn)(void *ctx, int tid, int nth), void *ctx);
+void fnn_run(int nt, void (*fn)(const void *ctx, int tid, int nth), const void *ctx);
 /* Inside a parallel region: this thread's number and the team's size (0 and 1 without
  * OpenMP). */
 #ifdef _OPENMP

@@ -580,7 +580,7 @@ typedef struct {
 } inplace_job;
 
 /* This thread's share of gemm_inplace's tasks (tiles, column panel major). */
-static void inplace_part(void *arg, int tid, int nth)
+static void inplace_part(const void *arg, int tid, int nth)
 {
     const inplace_job *j = arg;
     const kernel_t *kr = j->kr, *narrow = j->narrow;
@@ -651,7 +651,9 @@ static void gemm_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t k, re
     int nt = m * n * k < INPLACE_PAR_MIN ? 1 : fnn_get_num_threads();
     if (nt > ntasks)
         nt = (int)ntasks;
-    inplace_job job = {kr, narrow, m, n, k, lda, ldb, ldc, alpha, beta, a, b, ep, c};
+    const inplace_job job = {.kr = kr, .narrow = narrow, .m = m, .n = n, .k = k,
+                             .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = alpha,
+                             .beta = beta, .a = a, .b = b, .ep = ep, .c = c};
     fnn_run(nt, inplace_part, &job);
 }
 
@@ -667,7 +669,7 @@ typedef struct {
 } dot_job;
 
 /* This thread's share of gemm_dot's blocks of FNN_DOT_ROWS rows (contiguous). */
-static void dot_part(void *arg, int tid, int nth)
+static void dot_part(const void *arg, int tid, int nth)
 {
     const dot_job *j = arg;
     const int64_t ldbt = j->ldbt, rsa = j->rsa, csa = j->csa, k = j->k;
@@ -713,9 +715,11 @@ static void gemm_dot(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real a
     int nt = m * n * k < INPLACE_PAR_MIN ? 1 : fnn_get_num_threads();
     if (nt > nblk)
         nt = (int)nblk;
-    dot_job job = {kr,    m,    n,  k,  rsa, csa, ldbt, ldc,
-                   csa == 1 && (uintptr_t)a % 64 == 0 && rsa % WS_ALIGN == 0,
-                   alpha, beta, a,  bt, bt + n * ldbt, c, ep};
+    const dot_job job = {.kr = kr, .m = m, .n = n, .k = k, .rsa = rsa, .csa = csa,
+                         .ldbt = ldbt, .ldc = ldc, .alpha = alpha, .beta = beta, .a = a,
+                         .bt = bt, .abuf = bt + n * ldbt, .c = c, .ep = ep,
+                         .in_place = csa == 1 && (uintptr_t)a % 64 == 0 &&
+                                     rsa % WS_ALIGN == 0};
     fnn_run(nt, dot_part, &job);
 }
 

@@ -48,8 +48,8 @@ FNN_ALWAYS_INLINE void dot_acc(int R, int64_t k, const real *a, int64_t lda, con
     }
 }
 
-/* R (at most RPV) rows and `cols` columns of C from s (alpha applied): a full RPV x 2
- * block with beta == 0 straight from the register, else element by element,
+/* The first min(R, RPV) rows and `cols` columns of C from s (alpha applied): a full
+ * RPV x 2 block with beta == 0 straight from the register, else element by element,
  * C = beta * C + s. */
 FNN_ALWAYS_INLINE void dot_store(int R, int cols, vec s, real *c, int64_t ldc, real beta)
 {
