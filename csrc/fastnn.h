@@ -50,6 +50,16 @@ void fnn_gemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, flo
 void fnn_gemm_f64(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
                   const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
                   double *ws, double *c, int64_t ldc);
+/* fnn_gemm with the workspace's length (LAPACK's lwork): returns 0 after computing C when
+   lwork >= fnn_gemm_ws(m, n, k), else that length, touching nothing. */
+int64_t fnn_gemm_lwork_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                           float alpha, const float *a, int64_t lda, const float *b,
+                           int64_t ldb, float beta, float *ws, int64_t lwork, float *c,
+                           int64_t ldc);
+int64_t fnn_gemm_lwork_f64(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                           double alpha, const double *a, int64_t lda, const double *b,
+                           int64_t ldb, double beta, double *ws, int64_t lwork, double *c,
+                           int64_t ldc);
 void fnn_gemm_bias_act_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                            float alpha, const float *a, int64_t lda, const float *b,
                            int64_t ldb, float beta, const float *bias, int bias_axis, int act,

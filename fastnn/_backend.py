@@ -124,8 +124,10 @@ def active_name() -> str:
 
 def get() -> ModuleType:
     """The backend module in use in this context."""
-    name = active_name()
-    module = _loaded.get(name)  # every kernel call: a loaded module needs no name check
+    name = _override.get()  # every kernel call: active_name() inlined, no name check
+    if name is None:
+        name = _default[0] if _default else active_name()
+    module = _loaded.get(name)
     return module if module is not None else load(name)
 
 

@@ -160,6 +160,45 @@ def test_gemm_beta_zero_ignores_nan(isa):
     assert np.all(out == 40.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_lwork(dtype, restore_threads, monkeypatch):
+    """fnn_gemm_lwork computes only with a workspace of fnn_gemm_ws's length (else returns
+    that length and leaves C alone), and the backend's kept workspace grows when a larger
+    product or more threads need more."""
+    sfx = "f32" if dtype == np.float32 else "f64"
+    lwork_fn = getattr(c_backend.lib, f"fnn_gemm_lwork_{sfx}")
+    ws_fn = getattr(c_backend.lib, f"fnn_gemm_ws_{sfx}")
+    rng = np.random.default_rng(7)
+    ptr = lambda x: c_backend.ffi.from_buffer(c_backend._ARRAY[np.dtype(dtype)], x)
+    for m, n, k in [(128, 10, 128), (300, 200, 100), (9, 32, 86528 // 64)]:
+        a = rng.standard_normal((m, k)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        need = ws_fn(m, n, k)
+        assert need > 0
+        ws = np.full(need, np.nan, dtype)
+        c = np.full((m, n), 7.0, dtype)
+        assert lwork_fn(0, 0, m, n, k, 1.0, ptr(a), k, ptr(b), n, 0.0, ptr(ws), need - 1,
+                        ptr(c), n) == need
+        assert (c == 7.0).all() and np.isnan(ws).all()
+        assert lwork_fn(0, 0, m, n, k, 1.0, ptr(a), k, ptr(b), n, 0.0, ptr(ws), need,
+                        ptr(c), n) == 0
+        np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=_tol(dtype, k),
+                                   atol=_tol(dtype, k) * np.abs(c).max())
+    # the backend's own kept workspace, not the guard fixture's exact ones
+    monkeypatch.undo()
+    monkeypatch.setattr(c_backend, "_local", c_backend._Workspaces())
+    fastnn.set_num_threads(1)
+    a = rng.standard_normal((400, 300)).astype(dtype)
+    b = rng.standard_normal((300, 500)).astype(dtype)
+    with fastnn.use_backend("c"):
+        ops.matmul(a[:40, :30], b[:30, :50].copy())
+        small = c_backend._local.ws[np.dtype(dtype)][0].size
+        fastnn.set_num_threads(2)
+        np.testing.assert_allclose(ops.matmul(a, b), a.astype(np.float64) @ b,
+                                   rtol=_tol(dtype, 300), atol=_tol(dtype, 300) * 400)
+    assert c_backend._local.ws[np.dtype(dtype)][0].size >= ws_fn(400, 500, 300) > small
+
+
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_conv_each_isa(isa, layout, dtype):

@@ -133,19 +133,29 @@ if _env_isa:
 
 
 # ----------------------------------------------------------------------------- primitives
-# (gemm, gemm_ws) per dtype: the GEMM is the call most often made on small arrays, where
-# each lookup and Python call shows (ops.matmul on 2 x 2: 12 us, 6 of them here)
-_GEMM = {dt: (getattr(lib, f"fnn_gemm_{sfx}"), getattr(lib, f"fnn_gemm_ws_{sfx}"), _ARRAY[dt])
-         for dt, sfx in _SFX.items()}
+# (gemm, pointer type) per dtype: the GEMM is the call most often made on small arrays,
+# where each lookup, conversion and Python or C call shows (ops.matmul on 2 x 2: 6.5 us,
+# 0.5 of them in C). So one C call, fnn_gemm_lwork, which asks for a larger workspace
+# only when this thread's is too small; and ints, not bools, for the flags (cffi converts
+# a bool 0.15 us slower).
+_GEMM = {dt: (getattr(lib, f"fnn_gemm_lwork_{sfx}"), _ARRAY[dt]) for dt, sfx in _SFX.items()}
+_NO_WS = (None, ffi.NULL)
 
 
 def gemm(trans_a, trans_b, alpha, a, b, beta, c):
     m, n = c.shape
-    k = a.shape[0] if trans_a else a.shape[1]
-    fn, fn_ws, arr = _GEMM[c.dtype]
+    dtype = c.dtype
+    fn, arr = _GEMM[dtype]
     frombuf = ffi.from_buffer
-    fn(trans_a, trans_b, m, n, k, alpha, frombuf(arr, a), a.shape[1], frombuf(arr, b),
-       b.shape[1], beta, _workspace(fn_ws(m, n, k), c.dtype), frombuf(arr, c), n)
+    pa, pb, pc = frombuf(arr, a), frombuf(arr, b), frombuf(arr, c)
+    ta, tb = 1 if trans_a else 0, 1 if trans_b else 0
+    k, lda, ldb = a.shape[0] if ta else a.shape[1], a.shape[1], b.shape[1]
+    buf, ws = _local.ws.get(dtype, _NO_WS)  # this thread's workspace, if any yet
+    need = fn(ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, ws,
+              0 if buf is None else buf.size, pc, n)
+    while need:  # grown once per larger size (again only if the thread count rose since)
+        need = fn(ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, _workspace(need, dtype),
+                  need, pc, n)
 
 
 def im2col(x, g, layout, cols):
