@@ -186,8 +186,8 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
     const int nt = fnn_threads_for(m * f * patch / 64);
     const real *src = implicit_setup(g, f, x, w, b, ws, nt, off, &bp, &bias);
 
-    const int64_t ntiles = (m + mr - 1) / mr;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    const int64_t ntiles = (m + mr - 1) / mr, chunk = fnn_dyn_chunk(ntiles, nt);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
     for (int64_t t = 0; t < ntiles; t++) {
         _Alignas(64) real tmp[32 * 32]; /* edge tile (MR, NR <= 32) */
         const real *rows[32];
@@ -252,7 +252,8 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
     const real *src = implicit_setup(g, f, x, w, b, ws, nt, off, &bp, &bias);
 
     const int64_t ngroups = (wins + per_group - 1) / per_group;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    const int64_t chunk = fnn_dyn_chunk(ngroups, nt);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
     for (int64_t grp = 0; grp < ngroups; grp++) {
         _Alignas(64) real tmp[FUSE_ROWS * 32]; /* the group's rows, one panel (NR <= 32) */
         const real *rows[FUSE_ROWS];
@@ -417,7 +418,7 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
         real *bp = bufs + fnn_thread_num() * round8(DW_PIECE * fp);
         _Alignas(64) real tmp[32 * 32]; /* edge tile (MR, NR <= 32) */
         const real *arow[32];
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t s = 0; s < pieces; s++) {
             const int64_t q0 = s * plen, len = min64(plen, rows - q0);
             real *part = parts + s * pf;
@@ -1545,7 +1546,7 @@ static void conv_pool_sparse(const fnn_geom *g, int64_t f, const real *dyp,
         pool_tables t;
         pool_tables_ws(g, f, need_dx, &t, tws + fnn_thread_num() * tsize);
         pool_corners(g, t.cq);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t gi = 0; gi < ng; gi++) {
             real *dwt = parts + gi * fp;
             memset(dwt, 0, sizeof(real) * (size_t)(f * patch));

@@ -38,6 +38,15 @@
 #define FNN_PAR_MIN 262144
 
 int fnn_threads_for(int64_t work);
+/* Iterations per chunk of a `schedule(dynamic, chunk)` loop of n independent iterations on
+ * nt threads: about 16 chunks per thread, so a thread whose core is shared with another
+ * process takes fewer of them (a static split waits for its half), while the chunks stay
+ * long enough that taking one (an atomic add) costs nothing measurable. */
+static inline int64_t fnn_dyn_chunk(int64_t n, int nt)
+{
+    const int64_t c = n / (16 * (int64_t)(nt > 0 ? nt : 1));
+    return c > 1 ? c : 1;
+}
 /* fn(ctx, tid, nth) on up to nt threads (cpu.c): a parallel region only when nt > 1; fn
  * holds no barrier (see cpu.c). */
 void fnn_run(int nt, void (*fn)(const void *ctx, int tid, int nth), const void *ctx);
