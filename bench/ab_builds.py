@@ -1,0 +1,157 @@
+"""In-process A/B of two builds of fastnn's C kernels: both builds' ``fnn_*`` functions are
+loaded into one process (ctypes) and called alternately, rep by rep, so a shared machine's
+changing load falls on both alike; prints each build's median and the median of the paired
+ratios B/A (two identical builds give about 0.95-1.05 on a busy 2-core VM: the noise floor).
+
+Usage (each directory holds a ``fastnn/`` package with its compiled ``_cfastnn*.so``, e.g. a
+copy of the source tree's ``fastnn/`` taken before and after a change)::
+
+    python bench/ab_builds.py OLD NEW gemm 1024x1024x1024 86528x9x32 100x4320x100d
+    python bench/ab_builds.py OLD NEW conv --threads 1 --reps 40
+
+GEMM shapes are MxKxN, float32 unless suffixed ``d``; ``conv`` runs the fused convolution +
+2x2 max pooling forward and backward at the two convolutions of the CNN (program 2). The
+outputs of the two builds are compared (GEMM to float rounding, conv bit for bit).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes as ct
+import glob
+import os
+import time
+
+import numpy as np
+
+P = ct.c_void_p
+
+
+class _Geom(ct.Structure):
+    _fields_ = [(f, ct.c_int64) for f in
+                "n h w c kh kw sh sw pt pb pl pr dh dw oh ow".split()]
+
+
+def _load(directory: str, threads: int, isa: int | None) -> ct.CDLL:
+    found = glob.glob(os.path.join(directory, "fastnn", "_cfastnn*.so"))
+    if not found:
+        raise SystemExit(f"{directory}: no fastnn/_cfastnn*.so (build it first)")
+    lib = ct.CDLL(found[0])
+    lib.fnn_set_num_threads(threads)
+    if isa is not None and lib.fnn_set_isa(isa) != 0:
+        raise SystemExit(f"ISA {isa} is not supported by this CPU")
+    return lib
+
+
+def _ab(name: str, call, reps: int, check) -> None:
+    for i in (0, 1):
+        call(i)
+        call(i)
+    t = [[], []]
+    for r in range(reps):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            t0 = time.perf_counter()
+            call(i)
+            t[i].append(time.perf_counter() - t0)
+    check()
+    a, b = np.array(t[0]), np.array(t[1])
+    print(f"{name}: A {np.median(a) * 1e3:.3f} ms  B {np.median(b) * 1e3:.3f} ms  "
+          f"B/A paired median {np.median(b / a):.3f}")
+
+
+def _gemm(libs, shape: str, reps: int) -> None:
+    dt = np.float64 if shape.endswith("d") else np.float32
+    m, k, n = map(int, shape.rstrip("fd").split("x"))
+    sfx, real = ("f64", ct.c_double) if dt == np.float64 else ("f32", ct.c_float)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(dt)
+    b = rng.standard_normal((k, n)).astype(dt)
+    cs, fns = [np.empty((m, n), dt) for _ in libs], []
+    for lib in libs:
+        ws_fn, fn = getattr(lib, f"fnn_gemm_ws_{sfx}"), getattr(lib, f"fnn_gemm_{sfx}")
+        ws_fn.restype, ws_fn.argtypes = ct.c_int64, [ct.c_int64] * 3
+        fn.argtypes = [ct.c_int, ct.c_int, ct.c_int64, ct.c_int64, ct.c_int64, real, P,
+                       ct.c_int64, P, ct.c_int64, real, P, P, ct.c_int64]
+        fns.append((fn, np.empty(ws_fn(m, n, k) + 64, dt)))
+
+    def call(i):
+        fn, ws = fns[i]
+        fn(0, 0, m, n, k, 1.0, a.ctypes.data, k, b.ctypes.data, n, 0.0, ws.ctypes.data,
+           cs[i].ctypes.data, n)
+
+    def check():
+        tol = 1e-10 if dt == np.float64 else 1e-4
+        np.testing.assert_allclose(cs[0], cs[1], rtol=tol, atol=tol * np.sqrt(k))
+
+    _ab(f"gemm {shape}", call, reps, check)
+
+
+def _conv(libs, reps: int) -> None:
+    rng = np.random.default_rng(0)
+    for lib in libs:
+        for nm in ("fnn_conv2d_ws_f32", "fnn_conv2d_pool_bwd_ws_f32"):
+            fn = getattr(lib, nm)
+            fn.restype = ct.c_int64
+            fn.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, ct.c_int64, ct.c_int]
+        lib.fnn_conv2d_pool_fwd_f32.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, P, P,
+                                                P, ct.c_int, ct.c_int64, P, P, P]
+        lib.fnn_conv2d_pool_bwd_f32.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, P, P,
+                                                P, P, ct.c_int64, P, P, P, P]
+    for n, h, c, f in ((128, 28, 1, 32), (128, 13, 32, 64)):
+        g = _Geom(n, h, h, c, 3, 3, 1, 1, 0, 0, 0, 0, 1, 1, h - 2, h - 2)
+        x = rng.random((n, h, h, c), dtype=np.float32)
+        w = rng.standard_normal((3, 3, c, f)).astype(np.float32)
+        b = np.zeros(f, np.float32)
+        ph, need_dx = (h - 2) // 2, c > 1
+        y = [np.empty((n, ph, ph, f), np.float32) for _ in libs]
+        am = [np.empty((n, ph, ph, f), np.int64) for _ in libs]
+        dy = rng.standard_normal((n, ph, ph, f)).astype(np.float32)
+        dx = [np.empty_like(x) for _ in libs]
+        dw = [np.empty_like(w) for _ in libs]
+        db = [np.empty_like(b) for _ in libs]
+        ws = [np.empty(max(lib.fnn_conv2d_ws_f32(ct.byref(g), 0, f, n, 0),
+                           lib.fnn_conv2d_pool_bwd_ws_f32(ct.byref(g), 0, f, n, int(need_dx)))
+                       + 64, np.float32) for lib in libs]
+
+        def fwd(i, g=g, f=f, x=x, w=w, b=b, y=y, am=am, ws=ws, n=n):
+            libs[i].fnn_conv2d_pool_fwd_f32(ct.byref(g), 0, f, x.ctypes.data, w.ctypes.data,
+                                            b.ctypes.data, 1, n, ws[i].ctypes.data,
+                                            y[i].ctypes.data, am[i].ctypes.data)
+
+        def bwd(i, g=g, f=f, x=x, w=w, dy=dy, am=am, ws=ws, dx=dx, dw=dw, db=db, n=n,
+                need_dx=need_dx):
+            libs[i].fnn_conv2d_pool_bwd_f32(ct.byref(g), 0, f, dy.ctypes.data,
+                                            am[0].ctypes.data, x.ctypes.data, w.ctypes.data,
+                                            n, ws[i].ctypes.data,
+                                            dx[i].ctypes.data if need_dx else None,
+                                            dw[i].ctypes.data, db[i].ctypes.data)
+
+        def same(arrays):
+            return lambda: (np.testing.assert_array_equal(arrays[0], arrays[1]))
+
+        _ab(f"conv+pool forward {c}->{f}", fwd, reps, same(y))
+        _ab(f"conv+pool backward {c}->{f}", bwd, reps, same(dw))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("a", help="directory of build A (holding fastnn/_cfastnn*.so)")
+    p.add_argument("b", help="directory of build B")
+    p.add_argument("what", choices=["gemm", "conv"])
+    p.add_argument("shapes", nargs="*", default=["1024x1024x1024"],
+                   help="GEMM shapes MxKxN[d] (default 1024x1024x1024)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--isa", type=int, default=None,
+                   help="force an ISA in both builds: 0 generic, 1 AVX2, 2 AVX-512")
+    args = p.parse_args(argv)
+    libs = [_load(d, args.threads, args.isa) for d in (args.a, args.b)]
+    print(f"threads {args.threads}, {args.reps} reps, A = {args.a}, B = {args.b}")
+    if args.what == "gemm":
+        for s in args.shapes:
+            _gemm(libs, s, args.reps)
+    else:
+        _conv(libs, args.reps)
+
+
+if __name__ == "__main__":
+    main()
