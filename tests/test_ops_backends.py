@@ -133,6 +133,41 @@ def test_matmul_noncontiguous(backend, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+@pytest.mark.parametrize("ta,tb", TRANS, ids=["NN", "TN", "NT", "TT"])
+def test_matmul_transposed_views_not_copied(backend, ta, tb, beta, dtype, monkeypatch):
+    """``matmul(d, W.T)``, the from-scratch backward's idiom: an F-contiguous operand (or
+    out) reaches the backend as the C-contiguous array it views, transpose flag flipped."""
+    from fastnn import _backend
+    rng = _rng("mmT", ta, tb, beta)
+    m, n, k = 13, 70, 33
+    a_base, b_base = _mm_operands(rng, m, n, k, not ta, not tb, dtype)  # passed as .T
+    out_base = rand(rng, (n, m), dtype)
+    ref = reference(ops.matmul, np.ascontiguousarray(a_base.T),
+                    np.ascontiguousarray(b_base.T), trans_a=ta, trans_b=tb, alpha=1.5,
+                    beta=beta, out=np.ascontiguousarray(out_base.T))
+    seen = []
+    module = _backend.get()
+    real = module.gemm
+    monkeypatch.setattr(module, "gemm", lambda *args: seen.append(args) or real(*args))
+    out = out_base.T
+    got = ops.matmul(a_base.T, b_base.T, trans_a=ta, trans_b=tb, alpha=1.5, beta=beta,
+                     out=out)
+    assert got is out
+    assert_close(out, ref, k=k + 1, what=f"matmul of transposed views ta={ta} tb={tb}")
+    (call,) = seen
+    operands, c = (call[3], call[4]), call[6]
+    assert c.base is out_base or c is out_base or np.shares_memory(c, out_base)
+    assert {id(x.base if x.base is not None else x) for x in operands} == \
+        {id(a_base), id(b_base)}, "an operand was copied"
+    assert all(x.flags.c_contiguous for x in (*operands, c))
+    # the error message names the flags as passed, not the flipped ones
+    with pytest.raises(ValueError, match=f"trans_a={ta}, trans_b={tb}"):
+        ops.matmul(a_base.T, np.asfortranarray(np.ones((n, k - 1) if tb else (k - 1, n),
+                                                       dtype)), trans_a=ta, trans_b=tb)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("beta", [0.0, 1.0])
 def test_matmul_out_aliases_input(backend, beta, dtype):
     """``out`` may be (a view of) an input: the result is as if the inputs were copied."""

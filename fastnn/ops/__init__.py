@@ -85,10 +85,13 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
     a : ndarray, shape (M, K), or (K, M) if ``trans_a``
     b : ndarray, shape (K, N), or (N, K) if ``trans_b``
     trans_a, trans_b : bool
-        Use the transpose of ``a`` / ``b`` (no copy is made).
+        Use the transpose of ``a`` / ``b`` (no copy is made). A transposed view such as
+        ``W.T`` (F-contiguous) is not copied either: ``matmul(d, W.T)`` runs as
+        ``matmul(d, W, trans_b=True)``. Other non-contiguous views are copied.
     alpha, beta : float
     out : ndarray, shape (M, N), optional
-        Written in place and returned. With ``beta != 0`` the product accumulates into
+        Written in place and returned (an F-contiguous ``out`` directly, any other
+        non-contiguous one through a copy). With ``beta != 0`` the product accumulates into
         it; with ``beta == 0`` its old contents are ignored (BLAS semantics). ``out`` may
         be ``a`` or ``b`` (the input is copied first).
         Unlike BLAS, ``alpha == 0`` still reads ``a`` and ``b``: NaN there propagates.
@@ -100,10 +103,17 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
     # The common call, two C-contiguous 2-D arrays of one float dtype, passes on identity
     # tests alone (the general checks below give the same verdict on it, slower: on a
     # 128 x 128 x 10 float product each Python step costs a few percent of the call).
+    given = trans_a, trans_b  # for messages: the flags as passed
     dtype = a.dtype if type(a) is _NDARRAY else None
     if not ((dtype is _F32 or dtype is _F64) and type(b) is _NDARRAY and b.dtype is dtype
             and a.ndim == 2 and b.ndim == 2 and a.flags.c_contiguous
             and b.flags.c_contiguous):
+        # A transposed view (F-contiguous, as ``W.T``) is read as the C-contiguous array it
+        # views, with the transpose flag flipped: no copy.
+        if isinstance(a, _NDARRAY) and a.ndim == 2 and a.T.flags.c_contiguous:
+            a, trans_a = a.T, not trans_a
+        if isinstance(b, _NDARRAY) and b.ndim == 2 and b.T.flags.c_contiguous:
+            b, trans_b = b.T, not trans_b
         a = float_array(a, "a", 2)
         b = float_array(b, "b", 2)
         dtype = a.dtype if b.dtype == a.dtype else same_dtype([a, b], ["a", "b"])  # raises
@@ -115,7 +125,7 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
     k2, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if k != k2:
         raise ValueError(f"inner dimensions differ: op(a) has shape {(m, k)} and op(b) has "
-                         f"shape {(k2, n)} (trans_a={trans_a}, trans_b={trans_b})")
+                         f"shape {(k2, n)} (trans_a={given[0]}, trans_b={given[1]})")
     if out is None:
         c = np.empty((m, n), dtype) if beta == 0.0 else np.zeros((m, n), dtype)
         target = c
@@ -129,8 +139,13 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
         flags = out.flags
         if not flags.writeable:
             raise ValueError("out must be writeable, received a read-only array")
-        target = out
-        c = out if flags.c_contiguous else np.ascontiguousarray(out)
+        target = c = out
+        if not flags.c_contiguous:
+            if flags.f_contiguous:  # a transposed view: out.T = op(b).T @ op(a).T in place
+                c = target = out.T
+                a, b, trans_a, trans_b = b, a, not trans_b, not trans_a
+            else:
+                c = np.ascontiguousarray(out)  # written back at the end
         # The kernels read a and b while writing c: an input overlapping out is copied.
         # (Two distinct arrays that each own their data cannot overlap: the common case
         # skips the bounds checks, a few hundred ns of a small product.)
@@ -142,14 +157,16 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
     if m and n and k:  # (the backends read trans_a and trans_b as truth values)
         _backend.get().gemm(trans_a, trans_b, alpha, a, b, beta, c)
     elif m == 0 or n == 0:
-        return target
+        return c if out is None else out
     elif beta == 0.0:
         c[...] = 0
     else:
         c *= beta
+    if out is None:
+        return c
     if c is not target:
         target[...] = c
-    return target
+    return out
 
 
 # --------------------------------------------------------------------------- im2col
