@@ -158,8 +158,8 @@ void FNN(bias_act_bwd)(int64_t outer, int64_t c, int64_t inner, const real *dy, 
         FNN(bias_grad)(outer, c, inner, dx, db);
 }
 
-/* Elements per block of the relu_mask loops: each block is read twice (mask, then y)
- * while it is in L1. */
+/* Elements per block of the relu_mask loops (a multiple of the AVX2 kernel's 16): each
+ * block is read twice (mask, then y) while it is in L1. */
 #define RELU_BLOCK 1024
 
 /* The mask form of relu, the from-scratch idiom `mask = x <= 0; y = x.copy(); y[mask] = 0`,
@@ -167,14 +167,26 @@ void FNN(bias_act_bwd)(int64_t outer, int64_t c, int64_t inner, const real *dy, 
  * so NaN passes (NaN <= 0 is false) and -0.0 becomes +0.0. Overwrites y (which may be x)
  * and mask (which overlaps neither). Each block's mask is taken before its y is written,
  * in two select loops the compiler vectorises (one loop with a byte store and a branch
- * did not: 6 ns per element on random signs). Threads over blocks. */
+ * did not: 6 ns per element on random signs). Threads over blocks. For double the mask
+ * loop stays scalar here (a compare and a byte store per element: GCC finds no SSE2
+ * narrowing for it): on AVX2 and AVX-512 CPUs a one-pass AVX2 block runs instead
+ * (kernels/relu_avx2.c, the same bits; for float it was no faster, see there). */
 void FNN(relu_mask)(int64_t n, const real *x, real *y, uint8_t *restrict mask)
 {
     const int64_t nblk = (n + RELU_BLOCK - 1) / RELU_BLOCK;
     const int nt = fnn_threads_for(n);
+#if FNN_X86_KERNELS && FNN_PREC == 64
+    const int avx2 = fnn_get_isa() >= 1;
+#endif
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t blk = 0; blk < nblk; blk++) {
         const int64_t e0 = blk * RELU_BLOCK, e1 = e0 + RELU_BLOCK < n ? e0 + RELU_BLOCK : n;
+#if FNN_X86_KERNELS && FNN_PREC == 64
+        if (avx2) {
+            fnn_relu_mask_block_avx2_f64(e1 - e0, x + e0, y + e0, mask + e0);
+            continue;
+        }
+#endif
         for (int64_t e = e0; e < e1; e++)
             mask[e] = x[e] <= 0;
         for (int64_t e = e0; e < e1; e++) {

@@ -38,6 +38,7 @@
 #define FNN_PAR_MIN 262144
 
 int fnn_threads_for(int64_t work);
+
 /* Iterations per chunk of a `schedule(dynamic, chunk)` loop of n independent iterations on
  * nt threads: about 16 chunks per thread, so a thread whose core is shared with another
  * process takes fewer of them (a static split waits for its half), while the chunks stay
@@ -240,6 +241,9 @@ void fnn_adam_update_avx2_f32(int64_t n, float *p, const float *g, float *m, flo
 void fnn_adam_update_avx2_f64(int64_t n, double *p, const double *g, double *m, double *v,
                               double *vhat, double alpha, double omb1, double omb2,
                               double eps);
+/* A block of relu_mask (epilogue.c) for double on AVX2 lanes (kernels/relu_avx2.c). */
+void fnn_relu_mask_block_avx2_f64(int64_t len, const double *x, double *y,
+                                  uint8_t *restrict mask);
 /* The 2x2 max-pooling window (pool_lanes.h's max4_lanes) on AVX2 lanes (kernels/
  * pool_avx2.c); e: lane_idx, int32 for float, int64 for double. */
 void fnn_max4_avx2_f32(int64_t n, const float *const p[4], const int32_t e[4], float *y,

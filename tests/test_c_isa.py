@@ -887,3 +887,32 @@ def test_adam_update_each_isa(isa, dtype):
             ops.adam_update(ref[0], g, ref[1], ref[2], v_hat=ref[3], **kw)
     for got, want in zip(state, ref):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_mask_each_isa(isa, dtype):
+    """relu_mask runs a portable two-loop select on the generic ISA and, for double, a
+    one-pass AVX2 lane kernel on the others (16 elements a step, a scalar tail): the same
+    bits as the reference for every length around the 16-element step and the 1024-element
+    thread block, misaligned and in place, with every special value (NaN of both signs,
+    +-inf, +-0.0, subnormals) in every lane position."""
+    specials = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-300, -1e-300,
+                         5e-324, 1e-45, -1e-45, 1.0, -1.0, 3.5, -2.5, 7.0, -0.5], dtype)
+    rng = np.random.default_rng(11)
+    lengths = list(range(1, 40)) + [63, 64, 65, 1023, 1024, 1025, 2047, 5000, 70001]
+    for n in lengths:
+        buf = rng.standard_normal(n + 1).astype(dtype)
+        buf[rng.integers(0, n + 1, size=max(1, n // 3))] = 0.0
+        for i in range(0, n + 1, 7):  # specials land in every lane over the lengths
+            buf[i] = specials[(i // 7 + n) % specials.size]
+        for x in (buf[:n], buf[1:]):  # aligned as allocated, and one element off
+            with fastnn.use_backend("numpy"):
+                y_ref, m_ref = ops.relu_mask(x)
+            with fastnn.use_backend("c"):
+                y, m = ops.relu_mask(x)
+                xin = x.copy()
+                yin, _ = ops.relu_mask(xin, out=xin)
+            assert y.view(np.uint8).tobytes() == y_ref.view(np.uint8).tobytes(), (isa, n)
+            assert yin.view(np.uint8).tobytes() == y_ref.view(np.uint8).tobytes(), (isa, n)
+            assert m.dtype == np.bool_ and np.array_equal(m, m_ref), (isa, n)
+            assert set(np.unique(m.view(np.uint8))) <= {0, 1}, (isa, n)
