@@ -8,10 +8,13 @@ copy of the source tree's ``fastnn/`` taken before and after a change)::
 
     python bench/ab_builds.py OLD NEW gemm 1024x1024x1024 86528x9x32 100x4320x100d
     python bench/ab_builds.py OLD NEW conv --threads 1 --reps 40
+    python bench/ab_builds.py OLD NEW dlfs
 
 GEMM shapes are MxKxN, float32 unless suffixed ``d``; ``conv`` runs the fused convolution +
-2x2 max pooling forward and backward at the two convolutions of the CNN (program 2). The
-outputs of the two builds are compared (GEMM to float rounding, conv bit for bit).
+2x2 max pooling forward and backward at the two convolutions of the CNN (program 2);
+``dlfs`` the first convolution of ``bench_dlfs.py``'s net (NCHW float64) forward and
+backward. The outputs of the two builds are compared (GEMM to float rounding, conv bit for
+bit, dlfs to 1e-12).
 """
 from __future__ import annotations
 
@@ -132,11 +135,55 @@ def _conv(libs, reps: int) -> None:
         _ab(f"conv+pool backward {c}->{f}", bwd, reps, same(dw))
 
 
+def _dlfs(libs, reps: int) -> None:
+    """The first convolution of bench_dlfs.py's net: NCHW float64, 100 x 1 x 28 x 28, 30
+    filters 5 x 5, forward (bias, no activation) and backward (dx, dw, db)."""
+    rng = np.random.default_rng(0)
+    for lib in libs:
+        lib.fnn_conv2d_ws_f64.restype = ct.c_int64
+        lib.fnn_conv2d_ws_f64.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, ct.c_int64,
+                                          ct.c_int]
+        lib.fnn_conv2d_fwd_f64.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, P, P, P,
+                                           ct.c_int, ct.c_int64, P, P]
+        lib.fnn_conv2d_bwd_f64.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, P, P, P,
+                                           ct.c_int64, P, P, P, P]
+    n, h, c, f, k = 100, 28, 1, 30, 5
+    o = h - k + 1
+    g = _Geom(n, h, h, c, k, k, 1, 1, 0, 0, 0, 0, 1, 1, o, o)
+    x = rng.standard_normal((n, c, h, h))
+    w = rng.standard_normal((f, c, k, k))
+    b = rng.standard_normal(f)
+    dy = rng.standard_normal((n, f, o, o))
+    y = [np.empty((n, f, o, o)) for _ in libs]
+    dx = [np.empty_like(x) for _ in libs]
+    dw = [np.empty_like(w) for _ in libs]
+    db = [np.empty_like(b) for _ in libs]
+    ws = [np.empty(max(lib.fnn_conv2d_ws_f64(ct.byref(g), 1, f, n, bw) for bw in (0, 1))
+                   + 64) for lib in libs]
+
+    def fwd(i):
+        libs[i].fnn_conv2d_fwd_f64(ct.byref(g), 1, f, x.ctypes.data, w.ctypes.data,
+                                   b.ctypes.data, 0, n, ws[i].ctypes.data, y[i].ctypes.data)
+
+    def bwd(i):
+        libs[i].fnn_conv2d_bwd_f64(ct.byref(g), 1, f, dy.ctypes.data, x.ctypes.data,
+                                   w.ctypes.data, n, ws[i].ctypes.data, dx[i].ctypes.data,
+                                   dw[i].ctypes.data, db[i].ctypes.data)
+
+    def close(arrays):
+        return lambda: np.testing.assert_allclose(arrays[0], arrays[1], rtol=1e-12,
+                                                  atol=1e-12 * np.abs(arrays[0]).max())
+
+    _ab("dlfs conv forward 1->30 5x5 float64", fwd, reps, close(y))
+    _ab("dlfs conv backward 1->30 5x5 float64 (dx)", bwd, reps, close(dx))
+    _ab("dlfs conv backward 1->30 5x5 float64 (dw)", bwd, reps, close(dw))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", help="directory of build A (holding fastnn/_cfastnn*.so)")
     p.add_argument("b", help="directory of build B")
-    p.add_argument("what", choices=["gemm", "conv"])
+    p.add_argument("what", choices=["gemm", "conv", "dlfs"])
     p.add_argument("shapes", nargs="*", default=["1024x1024x1024"],
                    help="GEMM shapes MxKxN[d] (default 1024x1024x1024)")
     p.add_argument("--threads", type=int, default=2)
@@ -149,8 +196,10 @@ def main(argv=None) -> None:
     if args.what == "gemm":
         for s in args.shapes:
             _gemm(libs, s, args.reps)
-    else:
+    elif args.what == "conv":
         _conv(libs, args.reps)
+    else:
+        _dlfs(libs, args.reps)
 
 
 if __name__ == "__main__":

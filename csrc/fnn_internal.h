@@ -21,6 +21,16 @@
 #define FNN_ALWAYS_INLINE static inline __attribute__((always_inline))
 #endif
 
+/* Prefetch the line at p for writing: prefetchw in files compiled with -mprfchw (the
+ * AVX-512 kernels: every AVX-512 CPU has it), a T0 prefetch elsewhere. A hint: never
+ * faults, past the end of an array too. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#define FNN_PREFETCHW(p) _m_prefetchw(p)
+#else
+#define FNN_PREFETCHW(p) __builtin_prefetch((p), 1, 3)
+#endif
+
 /* vkeep(v): vector v stays in a register from here on (an empty asm that claims to change
  * it), so the compiler cannot fold the load that made it into every instruction using it
  * (a reload each time). A no-op where there is no GNU asm (MSVC). */

@@ -248,17 +248,18 @@ def test_train_side_by_side_two_backends(tmp_path, capsys):
 
 
 def test_ab_builds_runs(tmp_path):
-    """bench/ab_builds.py (the in-process A/B of two builds) runs GEMM and conv cases and
-    checks the builds agree; here both sides are the installed build."""
+    """bench/ab_builds.py (the in-process A/B of two builds) runs GEMM, conv and dlfs cases
+    and checks the builds agree; here both sides are the installed build."""
     pytest.importorskip("fastnn._cfastnn")
     script = Path(__file__).resolve().parents[1] / "bench" / "ab_builds.py"
     if not script.exists():
         pytest.skip("not run from a source checkout")
     here = str(Path(fastnn.__file__).resolve().parents[1])
     for args in (["gemm", "40x30x20", "20x64x3d", "--reps", "2"],
-                 ["conv", "--reps", "1", "--threads", "1"]):
+                 ["conv", "--reps", "1", "--threads", "1"],
+                 ["dlfs", "--reps", "1", "--threads", "1"]):
         res = subprocess.run([sys.executable, str(script), here, here, *args], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr
         lines = [l for l in res.stdout.splitlines() if "paired median" in l]
-        assert len(lines) == (2 if args[0] == "gemm" else 4), res.stdout
+        assert len(lines) == {"gemm": 2, "conv": 4, "dlfs": 3}[args[0]], res.stdout

@@ -41,20 +41,14 @@ FNN_ALWAYS_INLINE void prefetch_tile(int NV, const char *c, int64_t ld_bytes)
  * slower; a T0 prefetch instead of prefetchw did nothing for the AVX2 kernel. Past the
  * end of C (or of a thread's rows) the prefetch is a hint that cannot fault. */
 #define PF_TILES 4
-#if defined(_MSC_VER) && !defined(__clang__)
-#include <intrin.h>
-#define PREFETCHW(p) _m_prefetchw(p)
-#else
-#define PREFETCHW(p) __builtin_prefetch((p), 1, 3) /* prefetchw with -mprfchw */
-#endif
 FNN_ALWAYS_INLINE void prefetchw_ahead(int NV, const char *c, int64_t ld_bytes)
 {
     const char *r = c + (int64_t)MR * PF_TILES * ld_bytes;
 #pragma GCC unroll 12
     for (int i = 0; i < MR; i++) {
         for (int v = 0; v < NV; v++)
-            PREFETCHW(r + i * ld_bytes + 64 * v);
-        PREFETCHW(r + i * ld_bytes + 64 * NV - 1);
+            FNN_PREFETCHW(r + i * ld_bytes + 64 * v);
+        FNN_PREFETCHW(r + i * ld_bytes + 64 * NV - 1);
     }
 }
 
