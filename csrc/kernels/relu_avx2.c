@@ -31,6 +31,16 @@ static inline __m128i bits_to_bytes(int b)
  * false). */
 void VFN(relu_mask_block)(int64_t len, const real *x, real *y, uint8_t *restrict mask)
 {
+    /* The lines of the next block's y and mask, fetched while this one runs (a thread's
+     * blocks are consecutive; past the end a prefetch is a harmless hint). y and mask are
+     * written only, and their lines came from memory before each store: bench_dlfs.py's
+     * first Relu (1.73 M doubles) in the training step, 600 steps alternating with and
+     * without it in one process (Xeon, 2026-12-02): 0.81x the time, the step 0.975x; a
+     * prefetchw did the same, non-temporal stores of y nothing. */
+    for (int64_t q = 0; q < len; q += 64 / (int64_t)sizeof(real))
+        _mm_prefetch((const char *)(y + len + q), _MM_HINT_T0);
+    for (int64_t q = 0; q < len; q += 64)
+        _mm_prefetch((const char *)(mask + len + q), _MM_HINT_T0);
     int64_t e = 0;
     for (; e + 16 <= len; e += 16) {
         int bits = 0;
