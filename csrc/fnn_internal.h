@@ -21,9 +21,10 @@
 #define FNN_ALWAYS_INLINE static inline __attribute__((always_inline))
 #endif
 
-/* Prefetch the line at p for writing: prefetchw in files compiled with -mprfchw (the
- * AVX-512 kernels: every AVX-512 CPU has it), a T0 prefetch elsewhere. A hint: never
- * faults, past the end of an array too. */
+/* Prefetch the line at p for writing, for the AVX-512 kernels (every AVX-512 CPU has
+ * PRFCHW): prefetchw with GCC and Clang in files compiled with -mprfchw (a T0 prefetch in
+ * others), prefetchw always with MSVC. A hint: never faults, past the end of an array
+ * too. */
 #if defined(_MSC_VER) && !defined(__clang__)
 #include <intrin.h>
 #define FNN_PREFETCHW(p) _m_prefetchw(p)
@@ -48,7 +49,6 @@
 #define FNN_PAR_MIN 262144
 
 int fnn_threads_for(int64_t work);
-
 /* Iterations per chunk of a `schedule(dynamic, chunk)` loop of n independent iterations on
  * nt threads: about 16 chunks per thread, so a thread whose core is shared with another
  * process takes fewer of them (a static split waits for its half), while the chunks stay

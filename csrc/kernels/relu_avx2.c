@@ -2,8 +2,8 @@
  * y = x.copy(); y[mask] = 0`) for double on AVX2 lanes, 16 elements a step in one pass:
  * the compares give all-ones lanes, y is x with them cleared (+0.0), and their sign bits
  * (movemask) are spread to the 16 mask bytes, 0 or 1. The portable loop compiles the
- * double mask to a scalar compare and byte store per element. Called by epilogue.c on AVX2
- * and AVX-512 CPUs (fnn_get_isa() >= 1). In-process, 1.73 M elements (bench_dlfs.py's first
+ * double mask to a scalar compare and byte store per element. Called by epilogue.c, block
+ * by block, on AVX2 and AVX-512 CPUs (fnn_get_isa() >= 1). In-process, 1.73 M elements (bench_dlfs.py's first
  * Relu), medians of 60 calls interleaved (2026-12-02): 0.83x the portable loop's time on 2
  * threads, 0.82-0.88x on 1. Not used for float, whose portable loops vectorise: this one
  * took 0.94-1.07x their time. An AVX-512 version (k-mask compares, vpmovdb mask bytes) took
