@@ -170,13 +170,15 @@ def _dlfs(libs, reps: int) -> None:
                                    w.ctypes.data, n, ws[i].ctypes.data, dx[i].ctypes.data,
                                    dw[i].ctypes.data, db[i].ctypes.data)
 
-    def close(arrays):
-        return lambda: np.testing.assert_allclose(arrays[0], arrays[1], rtol=1e-12,
-                                                  atol=1e-12 * np.abs(arrays[0]).max())
+    def close(*outputs):  # each output: the two builds' arrays
+        def check():
+            for arrays in outputs:
+                np.testing.assert_allclose(arrays[0], arrays[1], rtol=1e-12,
+                                           atol=1e-12 * np.abs(arrays[0]).max())
+        return check
 
     _ab("dlfs conv forward 1->30 5x5 float64", fwd, reps, close(y))
-    _ab("dlfs conv backward 1->30 5x5 float64 (dx)", bwd, reps, close(dx))
-    _ab("dlfs conv backward 1->30 5x5 float64 (dw)", bwd, reps, close(dw))
+    _ab("dlfs conv backward 1->30 5x5 float64 (dx, dw, db)", bwd, reps, close(dx, dw, db))
 
 
 def main(argv=None) -> None:

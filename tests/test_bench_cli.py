@@ -262,4 +262,4 @@ def test_ab_builds_runs(tmp_path):
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr
         lines = [l for l in res.stdout.splitlines() if "paired median" in l]
-        assert len(lines) == {"gemm": 2, "conv": 4, "dlfs": 3}[args[0]], res.stdout
+        assert len(lines) == {"gemm": 2, "conv": 4, "dlfs": 2}[args[0]], res.stdout
