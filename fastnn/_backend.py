@@ -164,13 +164,23 @@ def use_backend(name: str) -> Iterator[ModuleType]:
         _override.reset(token)
 
 
+# More threads than this is a mistake, not a machine: each OpenMP thread gets its own
+# kernel workspace, so n = 10**9 asked for terabytes, and 2**31 overflowed the C int.
+MAX_THREADS = 1024
+
+
 def set_num_threads(n: int) -> None:
-    """Set the number of threads the compiled backends use (C via OpenMP, Numba).
+    """Set the number of threads the compiled backends use (C via OpenMP, Numba; Numba
+    caps it at ``numba.config.NUMBA_NUM_THREADS``, the machine's CPUs by default).
 
     ``OMP_NUM_THREADS`` sets the initial value for the C backend.
+
+    Parameters
+    ----------
+    n : int in [1, 1024]
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, received {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"n must be an int >= 1 and <= {MAX_THREADS}, received {n!r}")
     _num_threads[:] = [n]
     for mod in _loaded.values():
         mod.set_num_threads(n)

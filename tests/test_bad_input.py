@@ -105,6 +105,8 @@ CASES = [
     ("col2im_x_shape_type", TypeError, r"\bx_shape must be a tuple of 4 ints", lambda: ops.col2im(np.ones((32, 27), F32), "abcd", 3)),
     ("avgpool_bwd_x_shape_type", TypeError, r"\bx_shape", lambda: ops.avgpool2d_backward(np.ones((2, 3, 3, 3), F32), None, 2)),
     ("maxpool_bwd_x_shape_zero_c", ValueError, r"\bx_shape must have height, width and channels", lambda: ops.maxpool2d_backward(np.ones((2, 3, 3, 0), F32), np.zeros((2, 3, 3, 0), np.int64), (2, 6, 6, 0), 2)),
+    ("col2im_x_shape_float", TypeError, r"\bx_shape must be a tuple of 4 ints, received \(2, 6, 6, 2.7\)", lambda: ops.col2im(np.ones((32, 27), F32), (2, 6, 6, 2.7), 3)),
+    ("maxpool_bwd_x_shape_str", TypeError, r"\bx_shape must be a tuple of 4 ints", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1], (2, 6, 6, "3"), 2)),
     ("matmul_inner", ValueError, r"inner dimensions differ: op\(a\).*op\(b\)", lambda: ops.matmul(np.ones((3, 4), F32), np.ones((5, 2), F32))),
     ("matmul_inner_trans_a", ValueError, r"inner dimensions differ.*trans_a=True", lambda: ops.matmul(np.ones((3, 4), F32), np.ones((4, 2), F32), trans_a=True)),
     ("matmul_inner_trans_b", ValueError, r"inner dimensions differ.*trans_b=True", lambda: ops.matmul(np.ones((3, 4), F32), np.ones((4, 2), F32), trans_b=True)),
@@ -128,6 +130,16 @@ CASES = [
     ("avgpool_bwd_pool_0", ValueError, r"\bpool_size must be >= 1", lambda: ops.avgpool2d_backward(np.ones((2, 3, 3, 3), F32), (2, 6, 6, 3), 0)),
     ("maxpool_pad_ge_pool", ValueError, r"\bpadding must be smaller than pool_size", lambda: ops.maxpool2d_forward(x4(), 2, padding=2)),
     ("avgpool_pad_ge_pool", ValueError, r"\bpadding must be smaller than pool_size", lambda: ops.avgpool2d_forward(x4(), 3, padding=((0, 3), (0, 0)))),
+    # geometry so large that sizes computed from it would wrap int64 (a segfault in C before)
+    ("conv_dilation_2_32", ValueError, r"\bdilation must be <= 2147483647", lambda: ops.conv2d_forward(np.ones((1, 1, 1, 1), F32), np.ones((2, 2, 1, 1), F32), padding="same", dilation=2**32 - 1)),
+    ("conv_same_dilation_huge", ValueError, r"padded input of \d+ elements; expected fewer than 2\*\*62: check padding", lambda: ops.conv2d_forward(np.ones((1, 1, 1, 1), F32), np.ones((2, 2, 1, 1), F32), padding="same", dilation=2**31 - 1)),
+    ("conv_stride_2_31", ValueError, r"\bstride must be <= 2147483647", lambda: ops.conv2d_forward(np.ones((1, 2, 2, 1), F32), np.ones((2, 2, 1, 1), F32), padding=2**31 - 1, stride=2**31)),
+    ("conv_pad_huge_product", ValueError, r"padded input of \d+ elements", lambda: ops.conv2d_forward(np.ones((1, 2, 2, 1), F32), np.ones((2, 2, 1, 1), F32), padding=2**31 - 1, stride=2**31 - 1)),
+    ("conv_pad_2_31", ValueError, r"\bpadding must be <= 2147483647 \(2\*\*31 - 1\) on every side", lambda: ops.conv2d_forward(x4(), w4(), padding=((0, 2**31), (0, 0)))),
+    ("conv_bwd_dilation_huge", ValueError, r"\bdilation must be <=", lambda: ops.conv2d_backward(np.ones((1, 1, 1, 1), F32), np.ones((1, 1, 1, 1), F32), np.ones((2, 2, 1, 1), F32), padding="same", dilation=2**32 - 1)),
+    ("conv_pool_dilation_huge", ValueError, r"padded input of \d+ elements", lambda: ops.conv2d_maxpool_forward(np.ones((1, 2, 2, 1), F32), np.ones((2, 2, 1, 1), F32), padding="same", dilation=2**31 - 1)),
+    ("maxpool_pool_2_63", ValueError, r"\bpool_size must be <= 2147483647", lambda: ops.maxpool2d_forward(np.ones((1, 2, 2, 1)), 2**63, padding=2**63 - 1)),
+    ("avgpool_pad_2_63", ValueError, r"\bpadding must be <= 2147483647", lambda: ops.avgpool2d_forward(np.ones((1, 2, 2, 1)), 2, padding=2**63)),
     ("conv_pad_neg", ValueError, r"\bpadding must be >= 0", lambda: ops.conv2d_forward(x4(), w4(), padding=-1)),
     ("conv_pad_neg_pairs", ValueError, r"\bpadding must be >= 0", lambda: ops.conv2d_forward(x4(), w4(), padding=((1, -1), (0, 0)))),
     ("conv_pad_bad_string", ValueError, r"\bpadding must be 'valid', 'same'", lambda: ops.conv2d_forward(x4(), w4(), padding="full")),
@@ -175,6 +187,18 @@ CASES = [
     ("bias_act_bwd_out_shape", ValueError, r"\bout must be .*shape \(2, 3\)", lambda: ops.bias_act_backward(np.ones((2, 3), F32), np.ones((2, 3), F32), out=np.zeros(6, F32))),
     ("bias_act_bwd_out_dtype", TypeError, r"\bout\b.*float", lambda: ops.bias_act_backward(np.ones((2, 3), F64), np.ones((2, 3), F64), out=np.zeros((2, 3), F32))),
     ("bias_act_bwd_out_readonly", ValueError, r"\bout must be .*writeable", lambda: ops.bias_act_backward(np.ones((2, 3), F32), np.ones((2, 3), F32), out=_ro(np.zeros((2, 3), F32)))),
+    # ---------------------------------------------------------------- partly overlapping out
+    # out shifted one element against its input: each backend read a different mix of old
+    # and new values (bias_act summed to 1275, 4950 or 2500 depending on the backend)
+    ("bias_act_out_shifted", ValueError, r"\bout overlaps x only partly", lambda: _shifted(lambda a, b: ops.bias_act(a, np.ones(10, F32), "relu", out=b))),
+    ("bias_act_out_over_b", ValueError, r"\bout must not overlap an input", lambda: (lambda buf: ops.bias_act(np.ones((2, 3), F32), buf[:3], out=buf.reshape(2, 3)))(np.zeros(6, F32))),
+    ("bias_act_bwd_out_shifted", ValueError, r"\bout overlaps dy or y only partly", lambda: _shifted(lambda a, b: ops.bias_act_backward(a, np.ones((10, 10), F32), out=b))),
+    ("bias_act_bwd_out_over_y", ValueError, r"\bout overlaps dy or y only partly", lambda: _shifted(lambda a, b: ops.bias_act_backward(np.ones((10, 10), F32), a, out=b))),
+    ("relu_mask_out_shifted", ValueError, r"\bout overlaps x only partly", lambda: _shifted(lambda a, b: ops.relu_mask(a, out=b))),
+    ("relu_mask_bwd_out_shifted", ValueError, r"\bout overlaps dy only partly", lambda: _shifted(lambda a, b: ops.relu_mask_backward(a, np.ones((10, 10), bool), out=b))),
+    ("conv_bwd_db_in_dw", ValueError, r"out\[2\] \(db\) must not overlap", lambda: (lambda dw: ops.conv2d_backward(np.ones((2, 4, 4, 4), F32), x4(), w4(), out=(None, dw, dw.reshape(-1)[:4])))(np.zeros((3, 3, 3, 4), F32))),
+    ("conv_bwd_dx_in_dw", ValueError, r"out\[0\] \(dx\) must not overlap", lambda: (lambda buf: ops.conv2d_backward(np.ones((2, 4, 4, 4), F32), x4(), w4(), out=(buf[:216].reshape(2, 6, 6, 3), buf[108:216].reshape(3, 3, 3, 4), None)))(np.zeros(216, F32))),
+    ("xent_loss_over_labels", ValueError, r"out\[1\] \(loss\) must not overlap", lambda: (lambda buf: ops.softmax_cross_entropy(np.zeros((64, 3)), buf[:64], out=(None, buf[1:].view(F64), None)))(np.zeros(65, np.int64))),
     # ---------------------------------------------------------------- argmax
     ("argmax_too_big", ValueError, r"\bargmax must hold indices in \[0, 108\)", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1] + 108, (2, 6, 6, 3), 2)),
     ("argmax_negative", ValueError, r"\bargmax must hold indices", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1] - 1000, (2, 6, 6, 3), 2)),
@@ -198,6 +222,13 @@ CASES = [
     ("x_ragged_list", TypeError, r"\bx must be a float32 or float64 array", lambda: ops.bias_act([[1.0], [1.0, 2.0]], None)),
     ("a_none", TypeError, r"\ba must have dtype float32 or float64", lambda: ops.matmul(None, np.ones((2, 2), F32))),
 ]
+
+
+def _shifted(call):
+    """``call(a, b)`` with a and b (10, 10) float32 views of one buffer, b one element
+    after a."""
+    buf = np.arange(-50, 51, dtype=F32)
+    return call(buf[:100].reshape(10, 10), buf[1:].reshape(10, 10))
 
 
 def _one_past_argmax():
@@ -313,9 +344,9 @@ def test_unavailable_backend_is_import_error(name, monkeypatch):
         assert fastnn.backend_info()["errors"][name] == "OSError: simulated missing library"
 
 
-@pytest.mark.parametrize("n", [0, -1, 1.0, 2.5, True, "2", None])
+@pytest.mark.parametrize("n", [0, -1, 1.0, 2.5, True, "2", None, 1025, 10**9, 2**31])
 def test_set_num_threads_rejects(n, restore_threads):
-    with pytest.raises(ValueError, match=r"\bn must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"\bn must be an int >= 1 and <= 1024, received"):
         fastnn.set_num_threads(n)
 
 

@@ -1082,6 +1082,43 @@ def test_out_arguments_write_in_place(backend):
     np.testing.assert_array_equal(dxb, ops.avgpool2d_backward(q, x.shape, 2, padding="same"))
 
 
+def test_elementwise_ops_in_place_and_exact_views(backend):
+    """The elementwise ops accept ``out`` being their input itself, or another view of
+    exactly its memory, and give the result they give out of place; a partly overlapping
+    ``out`` is rejected (tests/test_bad_input.py)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    dy = rng.standard_normal((6, 5)).astype(np.float32)
+    y = ops.bias_act(x, b, "relu")
+    dx, db = ops.bias_act_backward(dy, y, "relu")
+    rm, mask = ops.relu_mask(x)
+    rmb = ops.relu_mask_backward(dy, mask)
+
+    a = x.copy()
+    assert ops.bias_act(a, b, "relu", out=a) is a
+    np.testing.assert_array_equal(a, y)
+    a = x.copy()
+    view = a.reshape(-1).reshape(a.shape)  # another object over exactly a's memory
+    assert ops.bias_act(a, b, "relu", out=view) is view
+    np.testing.assert_array_equal(a, y)
+    for alias in ("dy", "y"):
+        d, yy = dy.copy(), y.copy()
+        o = d if alias == "dy" else yy
+        got, gdb = ops.bias_act_backward(d, yy, "relu", out=o)
+        assert got is o
+        np.testing.assert_array_equal(got, dx)
+        np.testing.assert_allclose(gdb, db, rtol=1e-6, atol=1e-6)
+    a = x.copy()
+    got, m = ops.relu_mask(a, out=a)
+    assert got is a
+    np.testing.assert_array_equal(a, rm)
+    np.testing.assert_array_equal(m, mask)
+    d = dy.copy()
+    assert ops.relu_mask_backward(d, mask, out=d) is d
+    np.testing.assert_array_equal(d, rmb)
+
+
 def test_out_arguments_are_checked():
     x = np.ones((2, 6, 6, 3), np.float32)
     w = np.ones((3, 3, 3, 4), np.float32)

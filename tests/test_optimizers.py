@@ -761,7 +761,8 @@ def test_apply_input_validation():
         opt.apply(params[:1], [np.ones((3, 2))])
     with pytest.raises(TypeError, match="params\\[0\\]"):
         Adam().apply([[1.0, 2.0]], [np.ones(2)])
-    with pytest.raises(TypeError, match="floating"):
+    with pytest.raises(TypeError, match=r"must be float32 or float64 \(native byte order\), "
+                                        r"received dtype int64"):
         Adam().apply([np.ones(2, dtype=np.int64)], [np.ones(2)])
     ro = np.ones(2)
     ro.flags.writeable = False
@@ -811,6 +812,25 @@ def test_mixed_dtypes_and_list_grads():
     assert p32.dtype == np.float32 and p64.dtype == np.float64
     assert [s.dtype for s in opt.get_state()[1:]] == [np.float32, np.float64]
     np.testing.assert_allclose(p32, 1 - 0.1 / np.sqrt(0.1 + 1e-7), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ALL)
+@pytest.mark.parametrize("dtype", [np.float16, ">f4", ">f8", np.longdouble, np.int32],
+                         ids=["float16", "big-endian-f4", "big-endian-f8", "longdouble", "int32"])
+def test_params_of_other_dtypes_rejected(backend, kind, dtype):
+    """Only native float32/float64 parameters: the C and Numba kernels take no others
+    (float16 gave a KeyError in C and a TypingError in Numba), so every backend says so."""
+    p = np.ones(3, dtype)
+    with pytest.raises(TypeError, match=r"params\[0\] must be float32 or float64 \(native "
+                                        r"byte order\), received dtype"):
+        CLASSES[kind]().apply([p], [np.ones(3, np.float32)])
+    kw = {"momentum": 0.9} if kind == "sgd" else {}     # (plain SGD has no slots)
+    opt = CLASSES[kind](**kw)
+    opt.apply([np.ones(3, np.float32)], [np.ones(3, np.float32)])
+    state = opt.get_state()
+    fresh = CLASSES[kind](**kw)
+    with pytest.raises(TypeError, match=r"state\[1\] must be a float32 or float64 array"):
+        fresh.set_state([state[0]] + [a.astype(dtype) for a in state[1:]])
 
 
 @pytest.mark.parametrize("kind", ALL)

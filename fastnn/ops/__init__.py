@@ -103,6 +103,10 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
     # The common call, two C-contiguous 2-D arrays of one float dtype, passes on identity
     # tests alone (the general checks below give the same verdict on it, slower: on a
     # 128 x 128 x 10 float product each Python step costs a few percent of the call).
+    if type(trans_a) is not bool:
+        trans_a = _checks.flag(trans_a, "trans_a")
+    if type(trans_b) is not bool:
+        trans_b = _checks.flag(trans_b, "trans_b")
     given = trans_a, trans_b  # for messages: the flags as passed
     dtype = a.dtype if type(a) is _NDARRAY else None
     if not ((dtype is _F32 or dtype is _F64) and type(b) is _NDARRAY and b.dtype is dtype
@@ -408,10 +412,12 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
 def _conv_grads(out, x, w, f, need_dx, need_db, inputs):
     """A convolution's (dx, dw, db) arrays from ``out`` (None: allocated; dx, db None when
     not needed); for an empty batch, dw and db are zero."""
+    need_dx, need_db = _checks.flag(need_dx, "need_dx"), _checks.flag(need_db, "need_db")
     dx_out, dw_out, db_out = _out_tuple(out, 3, "out")
     dw = _out_array(dw_out, w.shape, x.dtype, "out[1] (dw)", inputs)
-    db = _out_array(db_out, (f,), x.dtype, "out[2] (db)", inputs) if need_db else None
-    dx = _out_array(dx_out, x.shape, x.dtype, "out[0] (dx)", inputs) if need_dx else None
+    db = _out_array(db_out, (f,), x.dtype, "out[2] (db)", inputs + (dw,)) if need_db else None
+    dx = (_out_array(dx_out, x.shape, x.dtype, "out[0] (dx)", inputs + (dw, db)) if need_dx
+          else None)
     if x.shape[0] == 0:
         dw[...] = 0
         if db is not None:
@@ -430,6 +436,12 @@ def conv2d_maxpool_backward(dy, argmax, x, w, *, stride=1, padding=0, dilation=1
     ``dy`` and ``argmax``: the convolution's gradient, four times dy's size and three
     quarters zeros, is never formed, and each pooled gradient is multiplied with its argmax
     pixel's receptive field and its filter only (a quarter of the dense products).
+
+    Where the fused path runs (the C backend's NHWC kernel, and Numba's), the zero gradient
+    of the pixels no window selected is skipped, not multiplied: an inf or NaN in ``x`` that
+    only their receptive fields read leaves ``dw`` finite, where the dense reference (and a
+    convolution backward on the scattered gradient, as in PyTorch) gives NaN from
+    ``0 * inf``. Values any window selected propagate in every backend.
 
     Parameters
     ----------
@@ -501,7 +513,8 @@ def bias_act(x, b=None, activation="relu", *, channel_axis: int = -1,
     channel_axis : int
         -1 for Dense and NHWC outputs, 1 for NCHW outputs.
     out : ndarray shaped like x, optional
-        Written and returned; may be ``x`` itself (in place).
+        Written and returned; may be ``x`` itself (in place), and must not overlap ``x``
+        any other way, nor ``b``.
 
     Returns
     -------
@@ -517,7 +530,7 @@ def bias_act(x, b=None, activation="relu", *, channel_axis: int = -1,
         b = float_array(b, "b", 1)
         _checks.expect_shape(b, (c,), "b", f"x.shape[{channel_axis}]")
         same_dtype([x, b], ["x", "b"])
-    y = _out_like(out, x, "out")
+    y = _out_like(out, x, "out", "x", (b,))
     if x.size:
         _backend.get().bias_act(x.reshape(outer, c, inner), b, act, y.reshape(outer, c, inner))
     return y
@@ -546,10 +559,23 @@ def _out_array(out, shape, dtype, name: str, inputs=()) -> np.ndarray:
     return out
 
 
-def _out_like(out, like: np.ndarray, name: str) -> np.ndarray:
-    """``out`` checked to be a writeable C-contiguous array shaped and typed like ``like``
-    (it may be ``like`` itself: elementwise kernels work in place), or a new array."""
-    return _out_array(out, like.shape, like.dtype, name)
+def _out_like(out, like: np.ndarray, name: str, like_names: str, inputs=(), others=()
+              ) -> np.ndarray:
+    """``out`` checked to be a writeable C-contiguous array shaped and typed like ``like``,
+    or a new array. An elementwise kernel reads each element before it writes it, so
+    ``out`` may be ``like`` itself (in place), or any of ``others`` (arrays of ``like``'s
+    shape), or a view of exactly the same memory; it must not overlap them any other way
+    (shifted by some elements, the kernel would read what it has already written, and each
+    backend would give another result), nor overlap ``inputs`` at all. ``like_names``
+    names ``like`` and ``others`` in the error."""
+    out = _out_array(out, like.shape, like.dtype, name, inputs)
+    if out.size:
+        for arr in (like,) + tuple(others):
+            if out is not arr and out.ctypes.data != arr.ctypes.data and \
+                    np.shares_memory(out, arr):
+                raise ValueError(f"{name} overlaps {like_names} only partly: it must be "
+                                 f"{like_names} itself (in place) or share no memory with it")
+    return out
 
 
 def _out_tuple(out, count: int, name: str) -> tuple:
@@ -573,7 +599,8 @@ def bias_act_backward(dy, y, activation="relu", *, channel_axis: int = -1,
     dy : ndarray, gradient of the loss with respect to the output ``y``
     y : ndarray, the *output* of :func:`bias_act` (relu's derivative is ``y > 0``)
     out : ndarray shaped like dy, optional
-        Receives ``dx`` (may be ``dy`` itself).
+        Receives ``dx``; may be ``dy`` or ``y`` itself (in place), and must not overlap
+        them any other way.
 
     Returns
     -------
@@ -589,8 +616,8 @@ def bias_act_backward(dy, y, activation="relu", *, channel_axis: int = -1,
     _channel_axis_arg(channel_axis, y.ndim)
     act = _activation(activation)
     outer, c, inner = _bias_act_view(y, channel_axis)
-    dx = _out_like(out, dy, "out")
-    db = np.zeros(c, dtype=y.dtype) if need_db else None
+    dx = _out_like(out, dy, "out", "dy or y", others=(y,))
+    db = np.zeros(c, dtype=y.dtype) if _checks.flag(need_db, "need_db") else None
     if y.size:
         _backend.get().bias_act_backward(dy.reshape(outer, c, inner), y.reshape(outer, c, inner),
                                          act, dx.reshape(outer, c, inner), db)
@@ -634,7 +661,7 @@ def relu_mask(x, *, out: Optional[np.ndarray] = None, mask: Optional[np.ndarray]
         ``x <= 0`` (False for NaN).
     """
     x = float_array(x, "x")
-    y = _out_like(out, x, "out")
+    y = _out_like(out, x, "out", "x")
     m = _bool_out(mask, x.shape, "mask", (x, y))
     if x.size:
         _backend.get().relu_mask(x, y, m)
@@ -659,9 +686,7 @@ def relu_mask_backward(dy, mask, *, out: Optional[np.ndarray] = None) -> np.ndar
     _bool_arg(mask, "mask")
     _checks.expect_shape(mask, dy.shape, "mask", "the shape of dy")
     mask = np.ascontiguousarray(mask)
-    dx = _out_like(out, dy, "out")
-    if np.shares_memory(dx, mask):
-        raise ValueError("out must not overlap mask")
+    dx = _out_like(out, dy, "out", "dy", (mask,))
     if dy.size:
         _backend.get().relu_mask_backward(dy, mask, dx)
     return dx
@@ -866,9 +891,9 @@ def softmax_cross_entropy(z, target, *, scale: float = 1.0,
         raise TypeError(f"target must hold integer labels or float targets, received dtype "
                         f"{target.dtype}")
     probs, loss, dz = _out_tuple(out, 3, "out")
-    probs = _out_array(probs, (n, k), z.dtype, "out[0] (probs)", (z, t))
-    loss = _out_array(loss, (n,), z.dtype, "out[1] (loss)", (z, t, probs))
-    dz = _out_array(dz, (n, k), z.dtype, "out[2] (dz)", (z, t, probs, loss))
+    probs = _out_array(probs, (n, k), z.dtype, "out[0] (probs)", (z, t, labels))
+    loss = _out_array(loss, (n,), z.dtype, "out[1] (loss)", (z, t, labels, probs))
+    dz = _out_array(dz, (n, k), z.dtype, "out[2] (dz)", (z, t, labels, probs, loss))
     if n:
         _backend.get().softmax_xent(z, labels, t, scale, probs, loss, dz)
     return probs, loss, dz
@@ -929,9 +954,7 @@ def adam_update(param, grad, m, v, *, alpha: float, beta_1: float = 0.9,
     scalars = {}
     for name, val in (("alpha", alpha), ("beta_1", beta_1), ("beta_2", beta_2),
                       ("epsilon", epsilon)):
-        if isinstance(val, bool) or not isinstance(val, (int, float, np.floating, np.integer)):
-            raise TypeError(f"{name} must be a real number, received {val!r}")
-        scalars[name] = float(val)
+        scalars[name] = _checks.scalar(val, name)
     if not 0.0 <= scalars["beta_1"] < 1.0 or not 0.0 <= scalars["beta_2"] < 1.0:
         raise ValueError(f"beta_1 and beta_2 must be in [0, 1), received "
                          f"{beta_1!r} and {beta_2!r}")

@@ -69,9 +69,12 @@ def positive_spatial(shape, layout: str, name: str) -> None:
 def shape4(x_shape, name: str) -> tuple:
     """Validate a user-given 4-D shape tuple of non-negative ints."""
     try:
-        shp = tuple(int(v) for v in x_shape)
-    except Exception:
+        items = tuple(x_shape)
+    except TypeError:
         raise TypeError(f"{name} must be a tuple of 4 ints, received {x_shape!r}") from None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
+        raise TypeError(f"{name} must be a tuple of 4 ints, received {x_shape!r}")
+    shp = tuple(int(v) for v in items)
     if len(shp) != 4 or min(shp) < 0:
         raise ValueError(f"{name} must be a tuple of 4 non-negative ints, received "
                          f"{x_shape!r}")
@@ -92,8 +95,14 @@ def flag(value, name: str) -> bool:
 
 
 def scalar(value, name: str) -> float:
+    """A real number as a Python float (inf and NaN pass: NaN propagates)."""
     if type(value) is float:
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number, received {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float64's range, e.g. 10**400
+        raise ValueError(f"{name} must be a real number within float64's range (about "
+                         f"1.8e308), received an int of {int(value).bit_length()} bits"
+                         ) from None

@@ -10,6 +10,13 @@ import numbers
 from typing import NamedTuple, Tuple, Union
 
 IntOrPair = Union[int, Tuple[int, int]]
+# Bounds that keep every size a backend computes inside int64 (the C kernels index with
+# int64_t and multiply sizes together, e.g. a padded chunk of n * hp * wp * c elements):
+# each window, stride, dilation and padding value below 2**31, and every padded input,
+# column matrix or output volume below 2**62 elements; far beyond any memory, so a
+# geometry outside them is a mistake, reported by name instead of wrapping around.
+MAX_GEOMETRY = 2**31 - 1
+MAX_ELEMENTS = 2**62
 Padding = Union[str, int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]]]
 
 
@@ -100,6 +107,8 @@ def as_pair(value, name: str, *, minimum: int = 1) -> Tuple[int, int]:
         raise TypeError(f"{name} must be an int or a pair of ints, received {value!r}")
     if pair[0] < minimum or pair[1] < minimum:
         raise ValueError(f"{name} must be >= {minimum}, received {value!r}")
+    if pair[0] > MAX_GEOMETRY or pair[1] > MAX_GEOMETRY:
+        raise ValueError(f"{name} must be <= {MAX_GEOMETRY} (2**31 - 1), received {value!r}")
     return pair
 
 
@@ -146,6 +155,9 @@ def _padding_per_side(padding, name: str = "padding") -> Tuple[int, int, int, in
                         f"((top, bottom), (left, right)), received {padding!r}")
     if min(sides) < 0:
         raise ValueError(f"{name} must be >= 0 on every side, received {padding!r}")
+    if max(sides) > MAX_GEOMETRY:
+        raise ValueError(f"{name} must be <= {MAX_GEOMETRY} (2**31 - 1) on every side, "
+                         f"received {padding!r}")
     return sides
 
 
@@ -205,4 +217,13 @@ def conv_geometry(x_shape, kernel_size, stride=1, padding=0, dilation=1, *,
             f"(top, bottom, left, right) = {(pt, pb, pl, pr)})")
     oh = _out_size(h, kh, sh, pt, pb, dh)
     ow = _out_size(w, kw, sw, pl, pr, dw)
+    hp, wp = h + pt + pb, w + pl + pr
+    for what, elems in (("padded input", max(n, 1) * hp * wp * c),
+                        ("column matrix", max(n, 1) * oh * ow * kh * kw * c)):
+        if elems >= MAX_ELEMENTS:
+            raise ValueError(
+                f"{kname}={(kh, kw)}, stride={(sh, sw)}, padding (top, bottom, left, right)="
+                f"{(pt, pb, pl, pr)} and dilation={(dh, dw)} on input H, W = {(h, w)} give a "
+                f"{what} of {elems} elements; expected fewer than 2**62: check padding, "
+                f"dilation and stride")
     return ConvGeometry(n, h, w, c, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, oh, ow)

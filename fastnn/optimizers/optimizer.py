@@ -40,6 +40,10 @@ import numpy as np
 from .schedules import LearningRateSchedule, deserialize as _deserialize_schedule
 from .schedules import serialize as _serialize_schedule
 
+# The dtypes parameters and slots may have: the ones every backend's kernels take (numpy
+# compares a byte-swapped dtype unequal to the native one).
+_PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
 __all__ = ["Optimizer"]
 
 LearningRate = Union[float, LearningRateSchedule, Callable[..., float]]
@@ -312,8 +316,10 @@ class Optimizer:
         if not isinstance(p, np.ndarray):
             raise TypeError(f"params[{i}] must be a numpy ndarray (updated in place), "
                             f"received {type(p).__name__}")
-        if p.dtype.kind != "f":
-            raise TypeError(f"params[{i}] must have a floating dtype, received {p.dtype}")
+        if p.dtype not in _PARAM_DTYPES:
+            raise TypeError(f"params[{i}] must be float32 or float64 (native byte order), "
+                            f"received dtype {p.dtype.str if p.dtype.kind == 'f' else p.dtype}"
+                            f"; cast it first, e.g. p.astype(np.float32)")
         if not p.flags.writeable:
             raise ValueError(f"params[{i}] is read-only; the optimizer updates it in place")
 
@@ -513,9 +519,9 @@ class Optimizer:
                                  f"{[s for s, _ in specs]}")
             n = len(arrays) // len(specs)
             for k, a in enumerate(arrays):
-                if a.dtype.kind != "f":
-                    raise ValueError(f"state[{k + 1}] must be a floating array, received "
-                                     f"dtype {a.dtype}")
+                if a.dtype not in _PARAM_DTYPES:
+                    raise TypeError(f"state[{k + 1}] must be a float32 or float64 array "
+                                    f"(native byte order), received dtype {a.dtype.str}")
                 ref = arrays[k % n]
                 if a.shape != ref.shape or a.dtype != ref.dtype:
                     raise ValueError(f"state[{k + 1}] has shape {a.shape}/{a.dtype} but the "
