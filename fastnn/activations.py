@@ -4,6 +4,11 @@ Every activation is an object with ``forward(x) -> y`` and ``backward(dy, x, y) 
 (``x`` the input, ``y`` the output of the forward pass; each implementation uses whichever is
 cheaper). Names follow Keras: ``relu``, ``sigmoid``, ``tanh``, ``softmax``, ``leaky_relu``,
 ``elu``, ``linear``; :func:`get` resolves a name, an instance or a plain callable.
+
+Each also has Keras's function form (``fastnn.activations.relu(x)``, ``tanh``,
+``sigmoid``, ``softmax``, ``leaky_relu``, ``elu``, ``linear``), and a layer given one
+(``Dense(10, activation=fastnn.activations.relu)``) uses the matching class, with its
+analytic backward.
 """
 from __future__ import annotations
 
@@ -163,6 +168,46 @@ class FunctionActivation(Activation):
         return (dy * d).astype(dy.dtype, copy=False)
 
 
+def _as_float(x) -> np.ndarray:
+    """``x`` as an array; integers become float64 (the functions keep a float dtype)."""
+    x = np.asarray(x)
+    return x.astype(np.float64) if x.dtype.kind in "biu" else x
+
+
+def relu(x, negative_slope: float = 0.0, max_value=None, threshold: float = 0.0
+         ) -> np.ndarray:
+    """Keras's ``relu``: ``min(x, max_value)`` for ``x >= threshold``, else
+    ``negative_slope * (x - threshold)``; plain ``max(x, 0)`` (the fused kernel, NaN
+    propagating) with the defaults. Returns an array of ``x``'s shape and float dtype."""
+    x = _as_float(x)
+    if negative_slope == 0 and max_value is None and threshold == 0:
+        return ReLU().forward(x)
+    y = np.where(x >= threshold, x, negative_slope * (x - threshold))
+    if max_value is not None:
+        y = np.minimum(y, max_value)
+    return y.astype(x.dtype, copy=False)
+
+
+def tanh(x) -> np.ndarray:
+    """Keras's ``tanh``."""
+    return Tanh().forward(_as_float(x))
+
+
+def leaky_relu(x, negative_slope: float = 0.2) -> np.ndarray:
+    """Keras's ``leaky_relu``: ``x if x > 0 else negative_slope * x``."""
+    return LeakyReLU(negative_slope).forward(_as_float(x))
+
+
+def elu(x, alpha: float = 1.0) -> np.ndarray:
+    """Keras's ``elu``: ``x if x > 0 else alpha * (exp(x) - 1)``."""
+    return ELU(alpha).forward(_as_float(x))
+
+
+def linear(x) -> np.ndarray:
+    """Keras's ``linear``: ``x`` unchanged."""
+    return _as_float(x)
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Numerically stable logistic function (no overflow for large |x|)."""
     e = np.exp(-np.abs(x))
@@ -184,9 +229,17 @@ _REGISTRY: Dict[str, type] = {
 }
 
 
+# The function forms, each resolved by get() to its class (not to a FunctionActivation,
+# whose gradient is numerical).
+_FUNCTIONS: Dict[Callable, str] = {
+    relu: "relu", tanh: "tanh", sigmoid: "sigmoid", softmax: "softmax",
+    leaky_relu: "leaky_relu", elu: "elu", linear: "linear",
+}
+
+
 def get(identifier: Union[None, str, Activation, Callable, dict]) -> Activation:
     """Resolve an activation from None (linear), a name, a config dict, an
-    :class:`Activation` or a callable.
+    :class:`Activation`, one of this module's functions (its class) or a callable.
 
     Raises
     ------
@@ -202,7 +255,8 @@ def get(identifier: Union[None, str, Activation, Callable, dict]) -> Activation:
     if identifier is None or isinstance(identifier, str):
         return _REGISTRY[_check_name(identifier)]()
     if callable(identifier):
-        return FunctionActivation(identifier)
+        name = _FUNCTIONS.get(identifier)
+        return _REGISTRY[name]() if name else FunctionActivation(identifier)
     raise TypeError(f"activation must be a name, an Activation or a callable, received "
                     f"{identifier!r}")
 

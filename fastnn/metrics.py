@@ -8,8 +8,13 @@ with ``result()`` and starts again with ``reset_state()``. What accumulates are 
 (weighted sums and sample counts, true/false positives...), never per-batch averages, so
 the value after any number of batches equals the value computed on all the samples at
 once. ``Sequential.compile(metrics=[...])`` resolves its entries with :func:`get`; the
-string ``"accuracy"`` becomes binary, categorical or sparse categorical accuracy depending
-on the loss, exactly as in Keras.
+string ``"accuracy"`` becomes binary, categorical or sparse categorical accuracy from the
+loss, as tf.keras (Keras 2) chose, and from the output's last axis (1: binary, else
+categorical) for a loss that does not say, such as mse. Keras 3 chooses from the shapes of
+the first batch's targets and predictions alone: the two differ for binary cross-entropy
+on several output units (multi-label), binary accuracy here and categorical accuracy in
+Keras 3, and for integer labels with a loss like mse. Name the metric
+(``"binary_accuracy"``, ...) to choose it yourself.
 
 **Evaluation functions** for integer class labels, in the style of scikit-learn:
 :func:`confusion_matrix`, :func:`precision_recall_f1` and :func:`classification_report`.
@@ -687,11 +692,19 @@ class _ThresholdCounts(Metric):
     _counts = True
 
     def __init__(self, thresholds: Union[None, float, Sequence[float]] = None,
-                 class_id: Optional[int] = None, name: Optional[str] = None):
+                 top_k: Optional[int] = None, class_id: Optional[int] = None,
+                 name: Optional[str] = None):
         super().__init__(name)
         self.init_thresholds = (list(thresholds) if isinstance(thresholds, (tuple, np.ndarray))
                                 else thresholds)
-        self.thresholds = _parse_thresholds(thresholds)
+        if top_k is not None and (not isinstance(top_k, numbers.Integral)
+                                  or isinstance(top_k, bool) or top_k < 1):
+            raise ValueError(f"top_k must be a positive integer, received {top_k!r}")
+        self.top_k = None if top_k is None else int(top_k)
+        # Keras: with top_k and no thresholds, the top k predictions are the positives
+        # whatever their values
+        self.thresholds = ([-np.inf] if thresholds is None and top_k is not None
+                           else _parse_thresholds(thresholds))
         if class_id is not None and (not isinstance(class_id, numbers.Integral)
                                      or isinstance(class_id, bool) or class_id < 0):
             raise ValueError(f"class_id must be a non-negative integer, received {class_id!r}")
@@ -721,6 +734,11 @@ class _ThresholdCounts(Metric):
         """
         t, p = _binary_inputs(y_true, y_pred, sparse_ok=True)
         w = _element_weights(sample_weight, p.shape)
+        if self.top_k is not None:   # along the last axis, all but the k largest become
+            keep = np.argsort(-p, axis=-1, kind="stable")[..., :self.top_k]   # -inf (Keras)
+            filtered = np.full(p.shape, -np.inf)
+            np.put_along_axis(filtered, keep, np.take_along_axis(p, keep, axis=-1), axis=-1)
+            p = filtered
         if self.class_id is not None:
             if p.ndim < 2:
                 raise ValueError(f"class_id={self.class_id} needs y_pred with a class axis, "
@@ -738,7 +756,7 @@ class _ThresholdCounts(Metric):
         self.false_negatives += (~pred & label) @ w
 
     def get_config(self) -> Dict[str, Any]:
-        return {"name": self.name, "thresholds": self.init_thresholds,
+        return {"name": self.name, "thresholds": self.init_thresholds, "top_k": self.top_k,
                 "class_id": self.class_id}
 
     def _out(self, values: np.ndarray) -> Result:
@@ -756,8 +774,13 @@ class Precision(_ThresholdCounts):
     thresholds : float or sequence of float in [0, 1], default 0.5
         One precision per threshold; ``result()`` is a float for a single threshold,
         else an array. Use 0 when ``y_pred`` holds logits.
+    top_k : int, optional
+        Only each row's ``top_k`` largest predictions can be positive (the others count
+        as below every threshold); without ``thresholds`` they all are positive. Ties go
+        to the lower class index.
     class_id : int, optional
-        Only this column of ``y_pred`` (N, C) (and of ``y_true``) is scored.
+        Only this column of ``y_pred`` (N, C) (and of ``y_true``) is scored, after the
+        ``top_k`` filter.
     name : str, default "precision"
 
     Examples
@@ -1214,7 +1237,8 @@ _LOSS_KIND = {"binarycrossentropy": "binary", "bce": "binary",
 
 
 def _accuracy_kind(loss, output_shape) -> Optional[str]:
-    """Keras's choice for "accuracy": from the loss, else from the output's last axis."""
+    """tf.keras's choice for "accuracy": from the loss, else from the output's last axis
+    (see the module docstring for where Keras 3 differs)."""
     loss_name = loss if isinstance(loss, str) or loss is None else getattr(loss, "name", None)
     kind = _LOSS_KIND.get(_key(loss_name)) if isinstance(loss_name, str) else None
     if kind is None and output_shape is not None:

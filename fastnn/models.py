@@ -17,7 +17,6 @@ import json
 import math
 import os
 import tempfile
-import time
 import zipfile
 import zlib
 from typing import Dict, List, Optional, Sequence
@@ -65,6 +64,8 @@ class Sequential:
         self.compiled_metrics: List = []
         self._metric_args = None
         self.stop_training = False
+        self.stop_evaluating = False   # a callback may set these, as in Keras
+        self.stop_predicting = False
         self.history = None
         self._input_shape = None
         self._steps_cache = None
@@ -184,7 +185,8 @@ class Sequential:
         loss : str or Loss
         metrics : list of str, Metric or callable, optional
             ``"accuracy"`` resolves to binary, categorical or sparse categorical accuracy
-            from the loss, as in Keras.
+            from the loss, as tf.keras did (see :mod:`fastnn.metrics` for where Keras 3,
+            which looks at the shapes, differs).
         """
         if loss is None:
             raise ValueError("compile needs a loss, e.g. loss='sparse_categorical_crossentropy'")
@@ -357,15 +359,21 @@ class Sequential:
         y = np.asarray(y)
         if y.dtype.kind not in "fiub":
             raise TypeError(f"y must be numeric, received dtype {y.dtype}")
+        if y.ndim == 0:
+            raise ValueError(f"{where}: y must be an array with one target per sample "
+                             f"({len(x)}), received the scalar {y.item()!r}")
         if len(y) != len(x):
             raise ValueError(f"{where}: x and y must have the same number of samples, received "
                              f"{len(x)} and {len(y)}")
         sw = None
         if sample_weight is not None:
-            sw = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-            if len(sw) != len(x):
-                raise ValueError(f"sample_weight must have one weight per sample ({len(x)}), "
-                                 f"received {len(sw)}")
+            sw = np.asarray(sample_weight)
+            if sw.dtype.kind not in "fiub":
+                raise TypeError(f"sample_weight must be numeric, received dtype {sw.dtype}")
+            if sw.shape not in ((len(x),), (len(x), 1)):
+                raise ValueError(f"sample_weight must have shape ({len(x)},) or ({len(x)}, 1): "
+                                 f"one weight per sample, received shape {sw.shape}")
+            sw = sw.astype(np.float64).reshape(-1)
         return x, y, sw
 
     def _batch(self, a, idx):
@@ -376,7 +384,7 @@ class Sequential:
         return out
 
     # ------------------------------------------------------------------ fit
-    def fit(self, x=None, y=None, batch_size: int = 32, epochs: int = 1, verbose=1,
+    def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1, verbose=1,
             callbacks=None, validation_split: float = 0.0, validation_data=None,
             shuffle: bool = True, class_weight: Optional[Dict[int, float]] = None,
             sample_weight=None, initial_epoch: int = 0):
@@ -386,14 +394,17 @@ class Sequential:
         ----------
         x : ndarray, shape (N, ...)
         y : ndarray, shape (N, ...) targets (integer labels for sparse cross-entropy)
-        batch_size : int, default 32
+        batch_size : int or None, default None (32)
         epochs : int, default 1
         verbose : {0, 1, 2, "auto"}
             1: a progress bar per epoch; 2: one line per epoch; 0: silent.
         callbacks : list of Callback
+            Their ``on_test_*`` hooks see the validation run at the end of each epoch.
         validation_split : float in [0, 1)
-            Fraction of the data, taken from the end before shuffling, held out.
+            Fraction of the data held out, taken from the end before shuffling: as in
+            Keras, the first ``floor(N * (1 - validation_split))`` samples train.
         validation_data : (x_val, y_val) or (x_val, y_val, sample_weight_val)
+            Overrides ``validation_split``, as in Keras.
         shuffle : bool
             Reshuffle the training samples every epoch (with fastnn's seeded generator).
         class_weight : dict {class: weight}, optional
@@ -411,24 +422,24 @@ class Sequential:
         ``steps_per_execution`` does: the progress bar is then redrawn once per run. The
         weights, history and metrics are bit for bit those of one step per call.
         """
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = _batch_size(batch_size)
         epochs = _nonneg_int(epochs, "epochs")
-        verbose = 1 if verbose == "auto" else verbose
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0, 1, 2 or 'auto', received {verbose!r}")
+        verbose = _verbose(verbose)
         x, y, sw = self._check_data(x, y, sample_weight, "fit")
-        if not 0 <= validation_split < 1:
+        if isinstance(validation_split, bool) or not isinstance(
+                validation_split, (int, float, np.integer, np.floating)) \
+                or not 0 <= validation_split < 1:
             raise ValueError(f"validation_split must be in [0, 1), received {validation_split!r}")
-        if validation_data is not None and validation_split:
-            raise ValueError("give validation_data or validation_split, not both")
-        if validation_split:
-            n_val = int(math.floor(len(x) * validation_split))
-            if n_val == 0:
-                raise ValueError(f"validation_split={validation_split} leaves no validation "
-                                 f"samples out of {len(x)}")
-            validation_data = (x[-n_val:], y[-n_val:]) + ((sw[-n_val:],) if sw is not None else ())
-            x, y = x[:-n_val], y[:-n_val]
-            sw = sw[:-n_val] if sw is not None else None
+        if validation_split and validation_data is None:   # validation_data overrides it
+            split_at = int(math.floor(len(x) * (1.0 - validation_split)))
+            if split_at in (0, len(x)):
+                raise ValueError(f"validation_split={validation_split} leaves no "
+                                 f"{'training' if split_at == 0 else 'validation'} samples "
+                                 f"out of {len(x)}")
+            validation_data = (x[split_at:], y[split_at:]) + (
+                (sw[split_at:],) if sw is not None else ())
+            x, y = x[:split_at], y[:split_at]
+            sw = sw[:split_at] if sw is not None else None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 raise ValueError("validation_data must be (x_val, y_val) or "
@@ -497,10 +508,10 @@ class Sequential:
                 if self.stop_training:
                     break
             epoch_logs = dict(logs)
-            if validation_data is not None and not self.stop_training:
+            if validation_data is not None:   # (also after a stop within the epoch: Keras)
                 val = self.evaluate(*validation_data[:2], batch_size=batch_size, verbose=0,
                                     sample_weight=(validation_data[2] if len(validation_data) == 3
-                                                   else None), return_dict=True)
+                                                   else None), return_dict=True, callbacks=cbs)
                 epoch_logs.update({f"val_{k}": v for k, v in val.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
@@ -547,34 +558,84 @@ class Sequential:
         labels = labels.astype(np.int64)
         weights = np.ones(len(y))
         for cls, w in class_weight.items():
+            if isinstance(cls, (bool, np.bool_)) or not isinstance(cls, (int, np.integer)):
+                raise TypeError(f"class_weight keys must be class indices (ints), received "
+                                f"{cls!r}")
+            if isinstance(w, (bool, np.bool_)) or not isinstance(
+                    w, (int, float, np.integer, np.floating)):
+                raise TypeError(f"class_weight[{cls!r}] must be a real number, received {w!r}")
             weights[labels == int(cls)] = float(w)
         return weights if sw is None else sw * weights
 
     # ------------------------------------------------------------------ evaluate / predict
-    def predict(self, x, batch_size: int = 32, verbose=0, callbacks=None) -> np.ndarray:
+    def predict(self, x, batch_size: Optional[int] = None, verbose=0, callbacks=None
+                ) -> np.ndarray:
         """Outputs for ``x``, computed in batches (inference mode).
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, ...)
+        batch_size : int or None, default None (32)
+        verbose : {0, 1, 2, "auto"}
+            A progress bar over the batches with 1, one line with 2.
+        callbacks : list of Callback, optional
+            Their ``on_predict_*`` hooks are called; ``on_predict_batch_end`` gets
+            ``{"outputs": batch_outputs}``. A callback may set ``model.stop_predicting``.
 
         Returns
         -------
         ndarray, shape (N,) + output_shape[1:]
         """
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = _batch_size(batch_size)
+        verbose = _verbose(verbose)
         x = self._check_x(x)
         dt = self.layers[0].dtype
+        n = len(x)
+        cbs = self._inference_callbacks(callbacks, verbose, n, batch_size)
+        self.stop_predicting = False
+        cbs.on_predict_begin()
         outs = []
-        for i in range(0, len(x), batch_size):
+        for step, i in enumerate(range(0, n, batch_size)):
+            cbs.on_predict_batch_begin(step)
             outs.append(self._forward(np.asarray(x[i:i + batch_size], dtype=dt), False))
+            cbs.on_predict_batch_end(step, {"outputs": outs[-1]})
+            if self.stop_predicting:
+                break
+        cbs.on_predict_end()
         if not outs:
             return np.zeros((0,) + tuple(self.output_shape[1:]), dtype=dt)
         return np.concatenate(outs, axis=0)
+
+    def _inference_callbacks(self, callbacks, verbose: int, n: int, batch_size: int):
+        """The CallbackList evaluate or predict runs: ``callbacks`` itself when it is one
+        (fit's, for validation: its parameters stay fit's), else a new one with a
+        progress bar when ``verbose``."""
+        if isinstance(callbacks, _callbacks.CallbackList):
+            return callbacks
+        return _callbacks.CallbackList(
+            callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
+            steps=int(math.ceil(n / batch_size)), samples=n)
 
     def predict_on_batch(self, x) -> np.ndarray:
         x = self._check_x(x)
         return self._forward(np.asarray(x, dtype=self.layers[0].dtype), False)
 
-    def evaluate(self, x=None, y=None, batch_size: int = 32, verbose=1, sample_weight=None,
-                 return_dict: bool = False, callbacks=None):
+    def evaluate(self, x=None, y=None, batch_size: Optional[int] = None, verbose=1,
+                 sample_weight=None, return_dict: bool = False, callbacks=None):
         """Loss and metrics on ``(x, y)`` in inference mode.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, ...)
+        y : ndarray, shape (N, ...)
+        batch_size : int or None, default None (32)
+        verbose : {0, 1, 2, "auto"}
+            A progress bar over the batches with 1, one line with 2.
+        sample_weight : ndarray, shape (N,), optional
+        return_dict : bool
+        callbacks : list of Callback, optional
+            Their ``on_test_*`` hooks are called, each batch's with the running loss and
+            metrics. A callback may set ``model.stop_evaluating``.
 
         Returns
         -------
@@ -582,7 +643,8 @@ class Sequential:
         """
         if self.loss is None:
             raise ValueError("the model must be compiled before evaluate: call model.compile")
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = _batch_size(batch_size)
+        verbose = _verbose(verbose)
         x, y, sw = self._check_data(x, y, sample_weight, "evaluate")
         self._check_labels(y)
         metrics = self._metrics()
@@ -591,8 +653,14 @@ class Sequential:
         kind, logits_loss = self._fused_output()
         dt = self.layers[0].dtype
         total, wsum = 0.0, 0
-        t0 = time.perf_counter()
-        for i in range(0, len(x), batch_size):
+        # the loss reported adds the regularization loss, as Keras's evaluate does
+        reg = sum(l.regularization_loss() for l in self.layers if l._regularizers)
+        cbs = self._inference_callbacks(callbacks, verbose, len(x), batch_size)
+        self.stop_evaluating = False
+        cbs.on_test_begin()
+        logs: Dict[str, object] = {}
+        for step, i in enumerate(range(0, len(x), batch_size)):
+            cbs.on_test_batch_begin(step)
             xb = np.asarray(x[i:i + batch_size], dtype=dt)
             yb = y[i:i + batch_size]
             swb = None if sw is None else sw[i:i + batch_size]
@@ -609,18 +677,24 @@ class Sequential:
             wsum += len(yb)
             for m in metrics:
                 m.update_state(yb, y_pred)
-        reg = sum(l.regularization_loss() for l in self.layers if l._regularizers)
-        result = {"loss": (total / wsum if wsum else 0.0) + reg}
-        for m in metrics:
-            result[m.name] = _scalar(m.result())
-        if verbose:
-            dt_s = time.perf_counter() - t0
-            print(" - ".join([f"{len(x)}/{len(x)} {dt_s:.1f}s"] +
-                             [f"{k}: {v:.4f}" for k, v in result.items() if np.ndim(v) == 0]))
+            logs = self._eval_logs(total / wsum + reg, metrics)
+            cbs.on_test_batch_end(step, {k: v for k, v in logs.items() if np.ndim(v) == 0})
+            if self.stop_evaluating:
+                break
+        result = logs if logs else self._eval_logs(reg, metrics)
+        cbs.on_test_end({k: v for k, v in result.items() if np.ndim(v) == 0})
         if return_dict:
             return result
         vals = list(result.values())
         return vals[0] if len(vals) == 1 else vals
+
+    @staticmethod
+    def _eval_logs(loss: float, metrics) -> Dict[str, object]:
+        """evaluate's results so far: ``loss`` and each metric's result."""
+        result = {"loss": loss}
+        for m in metrics:
+            result[m.name] = _scalar(m.result())
+        return result
 
     # ------------------------------------------------------------------ summary
     def summary(self, print_fn=None) -> None:
@@ -655,8 +729,14 @@ class Sequential:
 
     @classmethod
     def from_config(cls, config: dict) -> "Sequential":
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise TypeError(f"config must be a dict with a list of layers, received "
+                            f"{type(config).__name__}")
         model = cls(name=config.get("name"))
         for spec in config["layers"]:
+            if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
+                raise TypeError(f"each layer of config must be a dict with 'class_name' and "
+                                f"a 'config' dict, received {spec!r}"[:200])
             model._layers.append(_layers.get(spec["class_name"], spec["config"]))
         if config.get("input_shape") is not None:
             model.build((None,) + tuple(config["input_shape"]))
@@ -726,8 +806,10 @@ def load_model(filepath, compile: bool = True) -> Sequential:
             state = _ordered(arrays, "optimizer")
             if state:
                 optimizer.set_state(state)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{filepath}: not a valid fastnn model ({exc})") from exc
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, MemoryError) as exc:
+        # (MemoryError: sizes in the file, such as a layer's units, beyond any memory)
+        raise ValueError(f"{filepath}: not a valid fastnn model ({type(exc).__name__}: "
+                         f"{exc})") from exc
     return model
 
 
@@ -794,6 +876,17 @@ def _positive_int(v, name):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{name} must be a positive int, received {name}={v!r}")
     return int(v)
+
+
+def _batch_size(v) -> int:
+    """fit / evaluate / predict's batch_size: None means 32, as in Keras."""
+    return 32 if v is None else _positive_int(v, "batch_size")
+
+
+def _verbose(v) -> int:
+    if isinstance(v, bool) or v not in (0, 1, 2, "auto"):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', received {v!r}")
+    return 1 if v == "auto" else int(v)
 
 
 def _nonneg_int(v, name):

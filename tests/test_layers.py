@@ -783,3 +783,41 @@ def test_unknown_layer_class_lists_known():
         L.get("Conv3D", {})
     for name in ("Dense", "Conv2D", "BatchNormalization", "Dropout"):
         assert name in str(info.value)
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: L.Conv2D(2, 3), (1, 6, 6, 3)), (lambda: L.Dense(3), (2, 4)),
+    (lambda: L.Dense(3, activation="relu"), (2, 4)), (lambda: L.MaxPooling2D(), (1, 4, 4, 2)),
+    (lambda: L.GlobalAveragePooling2D(), (1, 4, 4, 2)), (lambda: L.Flatten(), (1, 4, 4, 2)),
+    (lambda: L.ReLU(), (2, 3)), (lambda: L.BatchNormalization(), (2, 3)),
+], ids=["conv", "dense", "dense_relu", "maxpool", "gap", "flatten", "relu", "bn"])
+def test_backward_before_forward_says_so(make, shape):
+    """backward(grad) with no forward pass cached names the cause, built or not (it was
+    Python's bare "object has no attribute '_y'")."""
+    for built in (False, True):
+        layer = make()
+        if built:
+            layer.build((None,) + shape[1:])
+        with pytest.raises(AttributeError, match=r"forward\(x, training=True\) sets it for "
+                                                 r"backward, so call forward before"):
+            layer.backward(np.ones(layer.compute_output_shape(shape), np.float32))
+    with pytest.raises(AttributeError, match="object has no attribute 'unit'"):
+        make().unit  # a public typo stays Python's own message
+
+
+def test_input_takes_keras_arguments_in_keras_order():
+    """keras.Input(shape, batch_size, dtype, sparse, batch_shape, name, ...): positional
+    dtype is the third argument (it was name)."""
+    a = L.Input((4,), 8, "float64")
+    assert a.input_shape_arg == (4,) and a.batch_size == 8 and a.dtype == np.float64
+    b = L.Input(batch_shape=(16, 28, 28, 1), name="pixels")
+    assert b.input_shape_arg == (28, 28, 1) and b.batch_size == 16 and b.name == "pixels"
+    assert L.Input((3,)).dtype == np.float32 and L.Input((3,)).batch_size is None
+    with pytest.raises(ValueError, match="not both"):
+        L.Input((3,), batch_shape=(2, 3))
+    with pytest.raises(ValueError, match="batch_shape must be a tuple"):
+        L.Input(batch_shape=(2,))
+    with pytest.raises(ValueError, match="batch_size must be None or a positive int"):
+        L.Input((3,), batch_size=0)
+    with pytest.raises(TypeError, match="dtype"):
+        L.Input((3,), None, "float16")

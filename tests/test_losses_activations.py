@@ -153,6 +153,37 @@ def test_activation_call_on_integer_input(name):
                                   activations.get(name)(np.array(x, dtype=bool) * 1.0))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name", R.ACTIVATIONS)
+def test_function_forms_match_reference_and_resolve_to_classes(backend, name, dtype):
+    """Keras's function forms, fastnn.activations.relu(x) etc.: the reference's values, and
+    a layer given the function gets the class (analytic backward, fused relu), not a
+    numerically differentiated callable."""
+    fn = getattr(activations, name)
+    x = _rng("fn", name, np.dtype(dtype).name).standard_normal((4, 5)).astype(dtype)
+    y = fn(x)
+    ry = R.activation_forward(name, x)
+    assert_close(y, ry.astype(dtype), k=5 if name == "softmax" else 1, scale=absmax(ry),
+                 what=name)
+    act = activations.get(fn)
+    assert type(act) is type(activations.get(name))
+    assert activations.serialize(act) == activations.serialize(activations.get(name))
+    assert L.Dense(3, activation=fn).activation.name == name
+
+
+def test_relu_function_keyword_forms():
+    """relu(x, negative_slope, max_value, threshold) is the ReLU layer's formula."""
+    x = np.linspace(-3, 3, 13)
+    for kw in ({"negative_slope": 0.1}, {"max_value": 1.5}, {"threshold": 0.5},
+               {"negative_slope": 0.2, "max_value": 2.0, "threshold": -1.0}):
+        np.testing.assert_array_equal(activations.relu(x, **kw),
+                                      R.relu_layer_forward(x, **kw), err_msg=str(kw))
+    np.testing.assert_array_equal(activations.leaky_relu(x, 0.3), np.where(x > 0, x, 0.3 * x))
+    np.testing.assert_allclose(activations.elu(x, 0.5),
+                               np.where(x > 0, x, 0.5 * np.expm1(np.minimum(x, 0))))
+    assert activations.relu([1, -2]).tolist() == [1.0, 0.0]
+
+
 def test_callable_activation_uses_its_function():
     """A plain callable: forward is the function, backward its (numerical) derivative."""
     act = activations.get(np.sin)

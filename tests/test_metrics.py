@@ -901,3 +901,40 @@ def test_against_sklearn(rng):
     assert classification_report(y, probs, target_names=names, digits=3) == \
         skm.classification_report(y, pred, labels=labels, target_names=names, digits=3,
                                   zero_division=0)
+
+
+def test_precision_recall_top_k_as_keras():
+    """Keras's top_k: along the last axis, only the k largest predictions can be positive;
+    without thresholds they all are (Keras's documented examples first)."""
+    for k, want in ((2, 0.0), (4, 0.5)):
+        m = metrics.Precision(top_k=k)
+        m.update_state([0, 0, 1, 1], [1, 1, 1, 1])
+        assert m.result() == want
+    y_true = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]])
+    y_pred = np.array([[0.2, 0.5, 0.3], [0.1, 0.6, 0.3], [0.45, 0.05, 0.5]])
+    # a naive loop: positives are the top-k entries of each row (ties: lower index)
+    for k in (1, 2, 3):
+        for thr in (None, 0.4):
+            tp = fp = fn = 0
+            for t_row, p_row in zip(y_true, y_pred):
+                top = sorted(range(3), key=lambda j: (-p_row[j], j))[:k]
+                for j in range(3):
+                    pos = j in top and (thr is None or p_row[j] > thr)
+                    tp += pos and t_row[j] == 1
+                    fp += pos and t_row[j] == 0
+                    fn += (not pos) and t_row[j] == 1
+            p = metrics.Precision(thresholds=thr, top_k=k)
+            r = metrics.Recall(thresholds=thr, top_k=k)
+            p.update_state(y_true, y_pred)
+            r.update_state(y_true, y_pred)
+            assert p.result() == pytest.approx(tp / (tp + fp) if tp + fp else 0.0), (k, thr)
+            assert r.result() == pytest.approx(tp / (tp + fn) if tp + fn else 0.0), (k, thr)
+    # class_id scores one column after the top-k filter
+    m = metrics.Precision(top_k=1, class_id=1)
+    m.update_state(y_true, y_pred)
+    assert m.result() == 0.5
+    cfg = metrics.Recall(top_k=2, class_id=0).get_config()
+    assert cfg["top_k"] == 2 and metrics.Recall(**cfg).get_config() == cfg
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="top_k must be a positive integer"):
+            metrics.Precision(top_k=bad)

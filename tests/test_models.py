@@ -11,6 +11,7 @@ run inside ``Sequential.fit``.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -207,8 +208,9 @@ def test_fit_logs_the_epoch_mean_of_batch_losses():
 
 
 def test_validation_split_takes_the_last_fraction_before_shuffling():
-    """Keras semantics: validation_split=f holds out the last floor(N*f) samples (and their
-    sample weights) before shuffling; identical to passing them as validation_data."""
+    """Keras semantics: validation_split=f trains on the first floor(N*(1-f)) samples and
+    holds out the rest (and their sample weights) before shuffling; identical to passing
+    them as validation_data."""
     x, y = make_data(40)
     sw = np.linspace(0.5, 2.0, 40)
     a = mlp(seed=3)
@@ -227,6 +229,141 @@ def test_validation_split_takes_the_last_fraction_before_shuffling():
     hc = c.fit(x[10:], y[10:], epochs=3, batch_size=8, sample_weight=sw[10:],
                validation_data=(x[:10], y[:10], sw[:10]), shuffle=True, verbose=0)
     assert hc.history["val_loss"] != ha.history["val_loss"]
+
+
+@pytest.mark.parametrize("n,split,n_train", [(10, 0.25, 7), (10, 0.5, 5), (7, 0.3, 4),
+                                             (3, 0.5, 1), (100, 0.15, 85)])
+def test_validation_split_sizes_are_keras(n, split, n_train):
+    """Keras's train_validation_split: split_at = floor(N * (1 - split)) samples train
+    (10 and 0.25 give 7 + 3; holding out floor(N * split) gave 8 + 2)."""
+    seen = {}
+
+    class Sizes(cbs.Callback):
+        def on_train_begin(self, logs=None):
+            seen["steps"] = self.params["steps"]
+
+        def on_test_batch_end(self, batch, logs=None):
+            seen["val_batches"] = batch + 1
+
+    x, y = make_data(n)
+    mlp().fit(x, y, batch_size=1, epochs=1, verbose=0, validation_split=split,
+              callbacks=[Sizes()])
+    assert seen == {"steps": n_train, "val_batches": n - n_train}
+
+
+def test_validation_data_overrides_validation_split():
+    """As in Keras: with both given, validation_data is used and no data is held out."""
+    x, y = make_data(40)
+    xv, yv = make_data(12, seed=5)
+    a, b = mlp(seed=3), mlp(seed=3)
+    set_random_seed(2)
+    ha = a.fit(x, y, epochs=2, batch_size=8, validation_split=0.5, validation_data=(xv, yv),
+               verbose=0)
+    set_random_seed(2)
+    hb = b.fit(x, y, epochs=2, batch_size=8, validation_data=(xv, yv), verbose=0)
+    assert ha.history == hb.history
+    assert_same_weights(a, b, "validation_data overrides validation_split")
+
+
+def test_batch_size_none_means_32():
+    x, y = make_data(70)
+    model = mlp()
+    steps = {}
+
+    class Steps(cbs.Callback):
+        def on_train_begin(self, logs=None):
+            steps["fit"] = self.params["steps"]
+
+    model.fit(x, y, batch_size=None, epochs=1, verbose=0, callbacks=[Steps()])
+    assert steps["fit"] == 3
+    assert model.evaluate(x, y, batch_size=None, verbose=0) == \
+        model.evaluate(x, y, batch_size=32, verbose=0)
+    np.testing.assert_array_equal(model.predict(x, batch_size=None), model.predict(x))
+
+
+class _Recorder(cbs.Callback):
+    """Records every hook call as (name, batch or None, sorted log keys)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __getattribute__(self, name):
+        if name.startswith("on_"):
+            def hook(*args):
+                batch = args[0] if args and isinstance(args[0], int) else None
+                logs = args[-1] if args and isinstance(args[-1], dict) else None
+                self.calls.append((name, batch, sorted(logs) if logs else None))
+            return hook
+        return super().__getattribute__(name)
+
+
+def test_evaluate_and_predict_call_the_test_and_predict_hooks():
+    """Keras: evaluate calls on_test_begin, on_test_batch_begin/_end (with the running
+    loss and metrics) and on_test_end (the final ones); predict the on_predict_* hooks,
+    on_predict_batch_end with {"outputs": the batch's outputs}."""
+    x, y = make_data(20)
+    model = mlp()
+    rec = _Recorder()
+    res = model.evaluate(x, y, batch_size=8, verbose=0, callbacks=[rec], return_dict=True)
+    keys = sorted(res)
+    assert rec.calls == [("on_test_begin", None, None)] + [
+        c for b in range(3) for c in (("on_test_batch_begin", b, None),
+                                      ("on_test_batch_end", b, keys))] + [
+        ("on_test_end", None, keys)]
+    outs = []
+
+    class Outs(cbs.Callback):
+        def on_predict_batch_end(self, batch, logs=None):
+            outs.append(logs["outputs"].copy())
+
+    rec = _Recorder()
+    pred = model.predict(x, batch_size=8, callbacks=[rec, Outs()])
+    assert [c[:2] for c in rec.calls] == [("on_predict_begin", None)] + [
+        c for b in range(3) for c in (("on_predict_batch_begin", b),
+                                      ("on_predict_batch_end", b))] + [("on_predict_end", None)]
+    np.testing.assert_array_equal(np.concatenate(outs), pred)
+
+
+def test_stop_evaluating_and_stop_predicting():
+    x, y = make_data(20)
+    model = mlp()
+
+    class Stop(cbs.Callback):
+        def on_test_batch_end(self, batch, logs=None):
+            self.model.stop_evaluating = True
+
+        def on_predict_batch_end(self, batch, logs=None):
+            self.model.stop_predicting = True
+
+    first = model.evaluate(x[:8], y[:8], verbose=0, return_dict=True)
+    assert model.evaluate(x, y, batch_size=8, verbose=0, callbacks=[Stop()],
+                          return_dict=True) == first
+    assert model.predict(x, batch_size=8, callbacks=[Stop()]).shape == (8, K)
+
+
+def test_fit_validation_runs_the_test_hooks_and_after_a_stop_within_the_epoch():
+    """As Keras: fit's callbacks see the validation run (on_test_* inside each epoch, after
+    the training batches), and validation still runs when a callback stops training in
+    the middle of an epoch."""
+    x, y = make_data(32)
+    xv, yv = make_data(10, seed=5)
+    rec = _Recorder()
+
+    class StopAtBatch1(cbs.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                self.model.stop_training = True
+
+    h = mlp().fit(x, y, batch_size=8, epochs=3, verbose=0, validation_data=(xv, yv),
+                  callbacks=[rec, StopAtBatch1()])
+    names = [c[0] for c in rec.calls]
+    assert names.count("on_epoch_end") == 1 and names.count("on_test_begin") == 1
+    i = names.index("on_test_begin")
+    assert names[i - 1] == "on_train_batch_end" and rec.calls[i - 1][1] == 1
+    assert names[i + 1:i + 5] == ["on_test_batch_begin", "on_test_batch_end"] * 2
+    assert names[i + 5] == "on_test_end" and names[i + 6] == "on_epoch_end"
+    assert "val_loss" in h.history and len(h.history["val_loss"]) == 1
 
 
 def test_validation_data_values_equal_evaluate():
@@ -340,11 +477,15 @@ def test_evaluate_matches_a_hand_computation(backend):
 
 
 def test_evaluate_verbose_prints_one_line(capsys):
+    """Keras's bar over the batches (stdout is not a terminal: only its final line)."""
     x, y = make_data(20)
-    mlp().evaluate(x, y, verbose=1)
+    mlp().evaluate(x, y, batch_size=8, verbose=1)
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and out[0].startswith("20/20") and "loss:" in out[0] \
+    assert len(out) == 1 and out[0].startswith("3/3 [=") and "loss:" in out[0] \
         and "accuracy:" in out[0]
+    mlp().predict(x, batch_size=8, verbose=2)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("3/3 - ")
 
 
 def test_predict_in_batches_equals_one_batch(backend):
@@ -575,10 +716,42 @@ def _bad_files():
         meta["version"] = 99
         _rezip(good, bad, replace={"meta.json": json.dumps(meta)})
 
+    def _edited(edit):
+        def make(good, bad):
+            meta = _meta(good)
+            edit(meta)
+            _rezip(good, bad, replace={"meta.json": json.dumps(meta)})
+        make.__name__ = edit.__name__
+        return make
+
+    def config_a_list(meta):            # AttributeError before
+        meta["config"] = []
+
+    def layer_spec_a_string(meta):
+        meta["config"]["layers"][0] = "Dense"
+
+    def huge_units(meta):               # MemoryError before
+        meta["config"]["layers"][-1]["config"]["units"] = 10**12
+
     return [truncated_half, truncated_tail, empty, random_bytes, npy_file, zip_without_meta,
             other_format, meta_not_json, weights_only_file, missing_weight,
             corrupt_weight_member, corrupt_meta_member, compile_without_loss,
-            optimizer_state_missing, newer_format_version]
+            optimizer_state_missing, newer_format_version, _edited(config_a_list),
+            _edited(layer_spec_a_string), _edited(huge_units), optimizer_state_float16_file]
+
+
+def optimizer_state_float16_file(good, bad):
+    """The optimizer's slots stored as float16 (the C and Numba kernels take no such
+    arrays)."""
+    with zipfile.ZipFile(good) as z:
+        names = [n for n in z.namelist() if n.startswith("optimizer/") and n != "optimizer/0.npy"]
+        arrays = {n: np.load(io.BytesIO(z.read(n))) for n in names}
+    replace = {}
+    for n, a in arrays.items():
+        buf = io.BytesIO()
+        np.save(buf, a.astype(np.float16))
+        replace[n] = buf.getvalue()
+    _rezip(good, bad, replace=replace)
 
 
 @pytest.mark.parametrize("make_bad", _bad_files(), ids=lambda f: f.__name__)
@@ -881,8 +1054,21 @@ BAD_INPUT = [
      lambda m: m.fit(X, Y.astype(str), verbose=0)),
     ("y_one_hot_for_sparse", ValueError, r"sparse labels must have shape \(\d+,\)",
      lambda m: m.fit(X, fastnn.utils.to_categorical(Y, K), verbose=0, batch_size=20)),
-    ("sample_weight_length", ValueError, r"sample_weight must have one weight per sample "
-     r"\(20\), received 3", lambda m: m.fit(X, Y, sample_weight=[1, 2, 3], verbose=0)),
+    ("sample_weight_length", ValueError, r"sample_weight must have shape \(20,\) or \(20, 1\): "
+     r"one weight per sample, received shape \(3,\)",
+     lambda m: m.fit(X, Y, sample_weight=[1, 2, 3], verbose=0)),
+    # (10, 2) has 20 values: it was flattened and used, pairing weights with wrong samples
+    ("sample_weight_2d", ValueError, r"sample_weight must have shape \(20,\) or \(20, 1\).*"
+     r"received shape \(10, 2\)", lambda m: m.fit(X, Y, sample_weight=np.ones((10, 2)),
+                                                   verbose=0)),
+    ("sample_weight_strings", TypeError, r"sample_weight must be numeric",
+     lambda m: m.evaluate(X, Y, sample_weight=["a"] * 20, verbose=0)),
+    ("y_scalar", ValueError, r"fit: y must be an array with one target per sample \(20\), "
+     r"received the scalar 1", lambda m: m.fit(X, 1, verbose=0)),
+    ("class_weight_key", TypeError, r"class_weight keys must be class indices \(ints\), "
+     r"received 'a'", lambda m: m.fit(X, Y, class_weight={"a": 1}, verbose=0)),
+    ("class_weight_value", TypeError, r"class_weight\[0\] must be a real number, received "
+     r"'2'", lambda m: m.fit(X, Y, class_weight={0: "2"}, verbose=0)),
     ("class_weight_type", TypeError, r"class_weight must be a dict",
      lambda m: m.fit(X, Y, class_weight=[1, 2, 3], verbose=0)),
     ("batch_size_0", ValueError, r"batch_size must be a positive int, received batch_size=0",
@@ -896,9 +1082,11 @@ BAD_INPUT = [
     ("validation_split_1", ValueError, r"validation_split must be in \[0, 1\)",
      lambda m: m.fit(X, Y, validation_split=1.0, verbose=0)),
     ("validation_split_empty", ValueError, r"leaves no validation samples",
-     lambda m: m.fit(X, Y, validation_split=0.01, verbose=0)),
-    ("validation_both", ValueError, r"validation_data or validation_split, not both",
-     lambda m: m.fit(X, Y, validation_split=0.2, validation_data=(X, Y), verbose=0)),
+     lambda m: m.fit(X, Y, validation_split=1e-17, verbose=0)),   # 1 - 1e-17 == 1.0
+    ("validation_split_no_training", ValueError, r"leaves no training samples out of 1\b",
+     lambda m: m.fit(X[:1], Y[:1], validation_split=0.5, verbose=0)),
+    ("validation_split_str", ValueError, r"validation_split must be in \[0, 1\)",
+     lambda m: m.fit(X, Y, validation_split="0.2", verbose=0)),
     ("validation_data_form", ValueError, r"validation_data must be \(x_val, y_val\)",
      lambda m: m.fit(X, Y, validation_data=X, verbose=0)),
     ("validation_data_shape", ValueError, r"expects inputs of shape \(None, 6\)",

@@ -113,6 +113,17 @@ class Layer:
     def backward(self, grad: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def __getattr__(self, name: str):
+        # Reached only when normal lookup fails. A private attribute a layer lacks is, in
+        # practice, what its forward caches for its backward (``_y``, ``_argmax``, ...):
+        # say so instead of Python's bare "no attribute '_y'".
+        if name.startswith("_") and not name.startswith("__") and "built" in self.__dict__:
+            raise AttributeError(
+                f"{type(self).__name__} {self.__dict__.get('name')!r} has no {name!r} yet: "
+                f"forward(x, training=True) sets it for backward, so call forward before "
+                f"backward(grad)")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __call__(self, x, training: bool = False) -> np.ndarray:
         x = self._cast_input(x)
         if not self.built:

@@ -24,7 +24,11 @@ class InputLayer(Layer):
         shape = shape if shape is not None else kwargs.pop("input_shape")
         kwargs.pop("input_shape", None)
         super().__init__(input_shape=shape, **kwargs)
-        self.batch_size = batch_size
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
+                batch_size, (int, np.integer)) or batch_size < 1):
+            raise ValueError(f"batch_size must be None or a positive int, received "
+                             f"{batch_size!r}")
+        self.batch_size = None if batch_size is None else int(batch_size)
 
     def forward(self, x, training=False):
         return x
@@ -39,9 +43,30 @@ class InputLayer(Layer):
         return cfg
 
 
-def Input(shape=None, batch_size: Optional[int] = None, name: Optional[str] = None,
-          dtype="float32") -> InputLayer:
-    """Keras-style ``Input(shape=...)``: an :class:`InputLayer` for a Sequential model."""
+def Input(shape=None, batch_size: Optional[int] = None, dtype=None, batch_shape=None,
+          name: Optional[str] = None) -> InputLayer:
+    """Keras-style ``Input(shape=...)``: an :class:`InputLayer` for a Sequential model.
+
+    The arguments are Keras 3's, in its order (its ``sparse``, ``tensor`` and ``optional``
+    have no meaning here).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The shape of one sample, without the batch dimension, e.g. ``(28, 28, 1)``.
+    batch_size : int, optional
+    dtype : {"float32", "float64"}, default None (float32)
+    batch_shape : tuple, optional
+        ``(batch_size,) + shape`` in one tuple, instead of ``shape`` and ``batch_size``.
+    name : str, optional
+    """
+    if batch_shape is not None:
+        if shape is not None or batch_size is not None:
+            raise ValueError("give shape (and batch_size) or batch_shape, not both")
+        if not isinstance(batch_shape, (tuple, list)) or len(batch_shape) < 2:
+            raise ValueError(f"batch_shape must be a tuple (batch_size, *shape) with at least "
+                             f"one sample dimension, received {batch_shape!r}")
+        batch_size, shape = batch_shape[0], tuple(batch_shape[1:])
     return InputLayer(shape=shape, batch_size=batch_size, name=name, dtype=dtype)
 
 
@@ -326,10 +351,7 @@ class ReLU(Layer):
         if self._plain:
             self._y = ops.bias_act(x, None, "relu")
             return self._y
-        y = np.where(x >= self.threshold, x, self.negative_slope * (x - self.threshold))
-        if self.max_value is not None:
-            y = np.minimum(y, self.max_value)
-        self._y = y.astype(x.dtype, copy=False)
+        self._y = _activations.relu(x, self.negative_slope, self.max_value, self.threshold)
         return self._y
 
     def backward(self, grad):
