@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import json
 import math
 import os
@@ -71,6 +72,7 @@ class Sequential:
         self._steps_cache = None
         self._forward_cache = None
         self._dense_step = None
+        self._opt_params = None
         for layer in layers or []:
             self.add(layer)
 
@@ -100,6 +102,34 @@ class Sequential:
             self._layers.pop()
             self._input_shape = previous_shape
             raise
+        finally:
+            self._structure_changed()
+
+    def pop(self) -> Layer:
+        """Remove the last layer and return it (Keras's ``Sequential.pop``); a compiled
+        model stays compiled, its metrics resolved again for the new output.
+
+        Raises
+        ------
+        TypeError
+            If the model has no layers (as Keras).
+        """
+        if not self.layers:
+            raise TypeError("There are no layers in the model.")
+        layer = self._layers.pop()
+        if not self.layers:
+            self.built = False
+        elif self._input_shape is not None:
+            self.build(self._input_shape)
+        self._structure_changed()
+        return layer
+
+    def __call__(self, x, training: bool = False) -> np.ndarray:
+        """The model's output for the batch ``x`` in one pass, as Keras's ``model(x)``
+        (``training=True``: training-mode layers, such as Dropout, and the forward state
+        a backward pass needs)."""
+        x = self._check_x(x)
+        return self._forward(np.asarray(x, dtype=self.layers[0].dtype), bool(training))
 
     def build(self, input_shape) -> None:
         """Build every layer for inputs of ``input_shape`` (batch dimension first)."""
@@ -153,6 +183,13 @@ class Sequential:
     def trainable_grads(self) -> List[np.ndarray]:
         return [l.grads[k] for l in self.layers for k in l.trainable_params]
 
+    @property
+    def weights(self) -> List[np.ndarray]:
+        """Every layer's weight arrays themselves (not copies; trainable ones, then the
+        non-trainable state, layer by layer), as Keras's ``model.weights``."""
+        return [w for l in self.layers for w in itertools.chain(l.params.values(),
+                                                                   l.state.values())]
+
     def get_weights(self) -> List[np.ndarray]:
         """Copies of every layer's weights, in layer order."""
         self._require_built("get_weights")
@@ -190,15 +227,26 @@ class Sequential:
         """
         if loss is None:
             raise ValueError("compile needs a loss, e.g. loss='sparse_categorical_crossentropy'")
-        self.optimizer = _optimizers.get(optimizer)
+        optimizer = _optimizers.get(optimizer)
+        if optimizer is not self.optimizer:
+            self._opt_params = None   # the weights the optimizer updates, once it has
+        self.optimizer = optimizer
         self.loss = _losses.get(loss)
         if metrics is not None and (isinstance(metrics, str) or not isinstance(metrics, (list, tuple))):
             metrics = [metrics]
         self._metric_args = list(metrics or [])
-        self.compiled_metrics = None  # resolved when the output shape is known
+        self._structure_changed()
+
+    def _structure_changed(self) -> None:
+        """Forget what was derived from the layers and the compile settings (after
+        compile, add or pop): the fused output, the forward plan, the compiled Dense step
+        and the metrics, which are resolved from the output shape."""
+        if self._metric_args is not None:
+            self.compiled_metrics = None  # resolved when the output shape is known
         self._fused = None
         self._steps_cache = None
         self._forward_cache = None
+        self._dense_step = None
 
     def _metrics(self):
         if self.compiled_metrics is None:
@@ -320,7 +368,22 @@ class Sequential:
         if self.optimizer is None:
             raise ValueError("the model must be compiled before training: call "
                              "model.compile(optimizer, loss, metrics)")
-        self._params = self.trainable_params
+        params = self.trainable_params
+        # which layer's which weight each optimizer slot serves (an array may be rebound
+        # to a new one of its shape: the weight stays the same)
+        owners = [(l, k) for l in self.layers for k in l.trainable_params]
+        opt = self.optimizer
+        before = self._opt_params
+        if opt.built and (before is not None and (len(before) != len(owners) or any(
+                              a[0] is not b[0] or a[1] != b[1] for a, b in zip(before, owners)))
+                          or opt._shapes != [p.shape for p in params]
+                          or opt._dtypes != [p.dtype for p in params]):
+            # Keras refuses too: the optimizer's slots belong to other arrays
+            raise ValueError("the optimizer holds state for other weights than this model's "
+                             "trainable ones (layers were added, popped or made (non-)trainable, "
+                             "or the optimizer trained another model): compile again with a new optimizer, "
+                             "e.g. model.compile(optimizer='adam', loss=...)")
+        self._params, self._opt_params = params, owners
         self._grads = self.trainable_grads
         self._check_labels(y)
 

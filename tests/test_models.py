@@ -1612,3 +1612,62 @@ def test_dense_step_follows_replaced_weights_and_backend_changes():
     assert not step.valid(model)
     model.train_on_batch(x, y)
     assert model._dense_step is not step and model._dense_step._c_act[0] == 0
+
+
+def test_pop_call_and_weights_as_keras():
+    """Sequential.pop removes the last layer (TypeError when none is left), model(x) is the
+    batch's output in one pass, model.weights the live arrays get_weights copies."""
+    x, y = make_data(20)
+    model = mlp()
+    model.fit(x, y, epochs=1, verbose=0)
+    np.testing.assert_array_equal(model(x), model.predict(x))
+    ws = model.weights
+    assert len(ws) == len(model.get_weights())
+    for w, c in zip(ws, model.get_weights()):
+        np.testing.assert_array_equal(w, c)
+    assert ws[0] is model.layers[0].params["kernel"]
+    last = model.layers[-1]
+    assert model.pop() is last and model.layers[-1] is not last
+    assert model.output_shape == model.layers[-1].output_shape
+    assert model(x).shape == (20,) + model.output_shape[1:]
+    while model.layers:
+        model.pop()
+    with pytest.raises(TypeError, match="There are no layers in the model"):
+        model.pop()
+
+
+def test_add_or_pop_after_compile_uses_the_new_last_layer():
+    """The fused softmax + cross-entropy was decided once per compile: after add() the
+    loss was still taken through the old last layer's softmax (1.26 instead of 9.68)."""
+    x, y = make_data(20)
+    yy = fastnn.utils.to_categorical(y, K)
+    model = Sequential([Input((x.shape[1],)), Dense(K, activation="softmax")])
+    model.compile("sgd", "categorical_crossentropy")
+    model.evaluate(x, yy, verbose=0)
+    model.add(Dense(K))
+    want = losses.CategoricalCrossentropy()(yy, model.predict(x))
+    assert model.evaluate(x, yy, verbose=0) == pytest.approx(want, rel=1e-6)
+    model.pop()
+    want = losses.CategoricalCrossentropy()(yy, model.predict(x))
+    assert model.evaluate(x, yy, verbose=0) == pytest.approx(want, rel=1e-6)
+
+
+def test_optimizer_state_for_other_weights_is_refused():
+    """After layers change, the optimizer's slots belong to other arrays: fit says to
+    compile again with a new optimizer (as Keras does) instead of crashing or silently
+    applying old moments to new weights; after compile it trains."""
+    x, y = make_data(40)
+    model = mlp()
+    model.fit(x, y, epochs=1, verbose=0)
+    model.pop()
+    model.add(Dense(K, activation="softmax", name="new_head"))   # the same shapes
+    with pytest.raises(ValueError, match="compile again with a new optimizer"):
+        model.fit(x, y, epochs=1, verbose=0)
+    opt = model.optimizer
+    model.compile(opt, SCCE)                           # the same, built instance
+    with pytest.raises(ValueError, match="compile again with a new optimizer"):
+        model.fit(x, y, epochs=1, verbose=0)
+    model.compile("adam", SCCE)
+    before = [w.copy() for w in model.weights]
+    model.fit(x, y, epochs=1, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.weights))
