@@ -48,4 +48,19 @@ def main(epochs: int = 10, batch_size: int = 128, n_train=None, n_test=None, ver
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="training epochs (default 10)")
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="samples per batch (default 128)")
+    parser.add_argument("--n-train", type=int,
+                        help="use only the first N training images (default: all)")
+    parser.add_argument("--n-test", type=int,
+                        help="use only the first N test images (default: all)")
+    parser.add_argument("--verbose", type=int, default=1,
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default 1)")
+    a = parser.parse_args()
+    main(epochs=a.epochs, batch_size=a.batch_size, n_train=a.n_train, n_test=a.n_test,
+         verbose=a.verbose)

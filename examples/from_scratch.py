@@ -54,4 +54,18 @@ def main(epochs: int = 5, batch_size: int = 64, n_train=None, n_test=None, lr: f
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=5,
+                        help="training epochs (default 5)")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="samples per batch (default 64)")
+    parser.add_argument("--n-train", type=int,
+                        help="use only the first N training images (default: all)")
+    parser.add_argument("--n-test", type=int,
+                        help="use only the first N test images (default: all)")
+    parser.add_argument("--lr", type=float, default=0.1,
+                        help="learning rate (default 0.1)")
+    a = parser.parse_args()
+    main(epochs=a.epochs, batch_size=a.batch_size, n_train=a.n_train, n_test=a.n_test, lr=a.lr)

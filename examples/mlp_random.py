@@ -29,4 +29,14 @@ def main(n_samples: int = 1000, epochs: int = 10, verbose: int = 1):
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-samples", type=int, default=1000,
+                        help="random training samples (default 1000)")
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="training epochs (default 10)")
+    parser.add_argument("--verbose", type=int, default=1,
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default 1)")
+    a = parser.parse_args()
+    main(n_samples=a.n_samples, epochs=a.epochs, verbose=a.verbose)

@@ -1250,8 +1250,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where to draw the chart (default fastnn_bench.png; 'none': no "
                         "chart; needs matplotlib)")
     p.add_argument("--quick", action="store_true",
-                   help="toy shapes and 256 training images: checks the plumbing in "
-                        "seconds, the numbers mean nothing")
+                   help="toy shapes and 256 training images: checks the plumbing in a "
+                        "minute or two (mostly process start-up and JIT compiles), the "
+                        "numbers mean nothing")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
                    help="progress bar: 1 (default), 2 (final line only), 0 (none)")
 
@@ -1266,12 +1267,14 @@ def _run_args(args: argparse.Namespace) -> int:
         print("fastnn bench: nothing to run for --suite "
               f"{args.suite} --only {','.join(args.only or [])}", file=sys.stderr)
         return 2
-    extra = []
+    extra = []   # what this command wrote, printed after the tables
     if args.png and args.png.lower() != "none":
         why = write_chart(result, args.png)
-        extra.append(why if why else f"chart written to {args.png}")
+        if why:    # a note of the result (in the tables' notes and the JSON), said once
+            result["notes"] = result["notes"] + [why]
+        else:
+            extra.append(f"chart written to {args.png}")
     if args.json and args.json.lower() != "none":
-        result["notes"] = result["notes"] + [n for n in extra if n.startswith("the PNG")]
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)
             fh.write("\n")

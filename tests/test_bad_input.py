@@ -6,6 +6,12 @@ still works afterwards.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -342,6 +348,23 @@ def test_unavailable_backend_is_import_error(name, monkeypatch):
     assert name not in _backend.available()
     with fastnn.use_backend("numpy"):  # (the active backend may be the "missing" one)
         assert fastnn.backend_info()["errors"][name] == "OSError: simulated missing library"
+
+
+def test_missing_extension_warning_says_why(tmp_path):
+    """fastnn imported from a tree without the compiled extension warns that the extension
+    is not there (Python's own message blamed "a circular import")."""
+    shutil.copytree(Path(fastnn.__file__).parent, tmp_path / "fastnn",
+                    ignore=shutil.ignore_patterns("_cfastnn*", "__pycache__", "data"))
+    env = {k: v for k, v in os.environ.items() if k != "FASTNN_BACKEND"}
+    env["PYTHONPATH"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-W", "always", "-c",
+                           "import fastnn; print(fastnn.backend_info()['active'])"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() in ("numba", "numpy")
+    assert "the C extension could not be loaded (ImportError: the compiled extension " \
+           "fastnn/_cfastnn*.so is not there" in proc.stderr, proc.stderr
+    assert "circular" not in proc.stderr
 
 
 @pytest.mark.parametrize("n", [0, -1, 1.0, 2.5, True, "2", None, 1025, 10**9, 2**31])

@@ -120,6 +120,20 @@ def run_outside_checkout(args, tmp_path, timeout=300):
                           timeout=timeout, cwd=tmp_path)
 
 
+@pytest.mark.parametrize("name", ["cnn_fashion_mnist", "from_scratch", "mlp_fashion_mnist",
+                                  "mlp_random"])
+def test_examples_answer_help_without_training(tmp_path, name):
+    """``python examples/X.py --help`` prints the options and exits (it used to ignore the
+    argument and start training); an unknown option is an error, not ignored."""
+    path = str(EXAMPLES / f"{name}.py")
+    proc = run_outside_checkout([path, "--help"], tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: {name}.py") and "--epochs" in proc.stdout
+    assert "Epoch" not in proc.stdout and "accuracy" not in proc.stdout
+    proc = run_outside_checkout([path, "--bogus", "1"], tmp_path, timeout=120)
+    assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
+
+
 def test_cli_info(tmp_path):
     proc = run_outside_checkout(["-m", "fastnn", "info", "--json"], tmp_path)
     assert proc.returncode == 0, proc.stderr

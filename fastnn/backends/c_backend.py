@@ -18,6 +18,7 @@ setting.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 import warnings
@@ -28,7 +29,15 @@ import numpy as np
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "1000"
 
-from fastnn import _cfastnn  # noqa: E402  (ImportError here makes the registry fall back)
+# An ImportError here makes the registry fall back to another backend and report why.
+if importlib.util.find_spec("fastnn._cfastnn") is None:
+    # (without this, Python's message for the missing file is "cannot import name
+    # '_cfastnn' from partially initialized module 'fastnn' (most likely due to a circular
+    # import)")
+    raise ImportError("the compiled extension fastnn/_cfastnn*.so is not there: fastnn was "
+                      "imported from a source tree, not an installed package (pip install . "
+                      "builds it)")
+from fastnn import _cfastnn  # noqa: E402
 
 ffi, lib = _cfastnn.ffi, _cfastnn.lib
 
