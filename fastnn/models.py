@@ -947,7 +947,9 @@ def _batch_size(v) -> int:
 
 
 def _verbose(v) -> int:
-    if isinstance(v, bool) or v not in (0, 1, 2, "auto"):
+    """fit / evaluate / predict's verbose: 0, 1, 2 or "auto" (1); False and True are 0 and
+    1, as Python (and so Keras) compares them."""
+    if not isinstance(v, (int, str, np.integer)) or v not in (0, 1, 2, "auto"):
         raise ValueError(f"verbose must be 0, 1, 2 or 'auto', received {v!r}")
     return 1 if v == "auto" else int(v)
 

@@ -1671,3 +1671,21 @@ def test_optimizer_state_for_other_weights_is_refused():
     before = [w.copy() for w in model.weights]
     model.fit(x, y, epochs=1, verbose=0)
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.weights))
+
+
+def test_verbose_accepts_bools_and_auto(capsys):
+    """verbose=False / True are 0 / 1 (Python's and Keras's comparison), "auto" is 1; a
+    float or another value is refused, in fit, evaluate and predict alike."""
+    x, y = make_data(16)
+    model = mlp()
+    model.fit(x, y, epochs=1, verbose=False)
+    model.evaluate(x, y, verbose=False)
+    model.predict(x, verbose=False)
+    assert capsys.readouterr().out == ""
+    model.evaluate(x, y, verbose=True)
+    model.predict(x, verbose="auto")
+    assert capsys.readouterr().out.count("1/1 [=") == 2
+    for call in (lambda: model.evaluate(x, y, verbose=1.0), lambda: model.predict(x, verbose=3),
+                 lambda: model.fit(x, y, verbose="yes")):
+        with pytest.raises(ValueError, match="verbose must be 0, 1, 2 or 'auto'"):
+            call()
