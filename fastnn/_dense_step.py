@@ -187,6 +187,8 @@ class DenseStep:
         if len(params) != len(order) or any(p is not q for p, q in zip(params, order)):
             return None
         slots = optimizer._param_slots
+        if len(slots) != len(params):        # built for other parameters
+            return None
         key = (optimizer, tuple(slots))
         if self._opt_key is None or self._opt_key[0] is not optimizer or any(
                 a is not b for a, b in zip(self._opt_key[1], key[1])):

@@ -18,6 +18,8 @@ import numpy as np
 
 from . import ops
 
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 class Activation:
     """Base class: ``forward(x) -> y`` and ``backward(dy, x, y) -> dx``."""
@@ -169,23 +171,46 @@ class FunctionActivation(Activation):
 
 
 def _as_float(x) -> np.ndarray:
-    """``x`` as an array; integers become float64 (the functions keep a float dtype)."""
+    """``x`` as an array; integers and bools become float64 (the functions keep a float
+    dtype)."""
     x = np.asarray(x)
     return x.astype(np.float64) if x.dtype.kind in "biu" else x
 
 
 def relu(x, negative_slope: float = 0.0, max_value=None, threshold: float = 0.0
          ) -> np.ndarray:
-    """Keras's ``relu``: ``min(x, max_value)`` for ``x >= threshold``, else
-    ``negative_slope * (x - threshold)``; plain ``max(x, 0)`` (the fused kernel, NaN
-    propagating) with the defaults. Returns an array of ``x``'s shape and float dtype."""
+    """Keras's ``relu``, as Keras computes it: ``x`` where ``x > threshold`` (``max(x, 0)``
+    when ``threshold`` is 0), else 0; then clipped to ``[0, max_value]``; minus
+    ``negative_slope * max(threshold - x, 0)``. So ``x == threshold`` gives 0 and, with a
+    ``max_value``, values between a negative threshold and 0 give 0 (Keras's code; its
+    ReLU docstring's formula says otherwise at those points). NaN propagates.
+
+    Plain ``max(x, 0)`` of a float32/float64 array runs on the fused kernel. Returns an
+    array of ``x``'s shape and float dtype."""
     x = _as_float(x)
-    if negative_slope == 0 and max_value is None and threshold == 0:
+    plain = negative_slope == 0 and max_value is None and threshold == 0
+    if plain and x.dtype in _KERNEL_DTYPES and x.ndim:
         return ReLU().forward(x)
-    y = np.where(x >= threshold, x, negative_slope * (x - threshold))
+    y = np.maximum(x, 0) if threshold == 0 else x * (x > threshold)
     if max_value is not None:
-        y = np.minimum(y, max_value)
-    return y.astype(x.dtype, copy=False)
+        y = np.clip(y, 0, max_value)
+    if negative_slope:
+        y = y - negative_slope * np.maximum(threshold - x, 0)
+    return np.asarray(y, dtype=x.dtype)
+
+
+def relu_derivative(x, negative_slope: float = 0.0, max_value=None, threshold: float = 0.0
+                    ) -> np.ndarray:
+    """``d relu(x) / dx`` for :func:`relu`'s arguments (0 at the kinks), in x's dtype."""
+    x = _as_float(x)
+    lo = max(threshold, 0.0) if max_value is not None else threshold
+    d = x > lo
+    if max_value is not None:
+        d &= x < max_value
+    out = d.astype(x.dtype)
+    if negative_slope:
+        out += negative_slope * (x < threshold)
+    return out
 
 
 def tanh(x) -> np.ndarray:
@@ -209,13 +234,17 @@ def linear(x) -> np.ndarray:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function (no overflow for large |x|)."""
+    """Numerically stable logistic function (no overflow for large |x|); Keras's
+    ``sigmoid``."""
+    x = _as_float(x)
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Softmax along ``axis`` with the max subtracted first (no overflow)."""
+    """Softmax along ``axis`` with the max subtracted first (no overflow); Keras's
+    ``softmax``. Returns a new array."""
+    x = _as_float(x)
     z = x - np.max(x, axis=axis, keepdims=True)
     np.exp(z, out=z)
     z /= np.sum(z, axis=axis, keepdims=True)
@@ -255,7 +284,8 @@ def get(identifier: Union[None, str, Activation, Callable, dict]) -> Activation:
     if identifier is None or isinstance(identifier, str):
         return _REGISTRY[_check_name(identifier)]()
     if callable(identifier):
-        name = _FUNCTIONS.get(identifier)
+        # (by identity: a user's callable need not be hashable)
+        name = next((n for f, n in _FUNCTIONS.items() if f is identifier), None)
         return _REGISTRY[name]() if name else FunctionActivation(identifier)
     raise TypeError(f"activation must be a name, an Activation or a callable, received "
                     f"{identifier!r}")

@@ -72,7 +72,6 @@ class Sequential:
         self._steps_cache = None
         self._forward_cache = None
         self._dense_step = None
-        self._opt_params = None
         for layer in layers or []:
             self.add(layer)
 
@@ -126,10 +125,12 @@ class Sequential:
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         """The model's output for the batch ``x`` in one pass, as Keras's ``model(x)``
-        (``training=True``: training-mode layers, such as Dropout, and the forward state
-        a backward pass needs)."""
+        (``training=True``: training-mode layers, such as Dropout: each call draws its own
+        masks, e.g. for Monte-Carlo dropout). Returns a new array."""
         x = self._check_x(x)
-        return self._forward(np.asarray(x, dtype=self.layers[0].dtype), bool(training))
+        y = self._forward(np.asarray(x, dtype=self.layers[0].dtype), bool(training))
+        # (a training-mode forward returns the last layer's reused work array)
+        return y.copy() if training else y
 
     def build(self, input_shape) -> None:
         """Build every layer for inputs of ``input_shape`` (batch dimension first)."""
@@ -166,7 +167,7 @@ class Sequential:
                              f"model.build(input_shape), or call fit/predict once")
 
     def _ensure_built(self, x: np.ndarray) -> None:
-        if not self._layers:
+        if not self.layers:
             raise ValueError("the model has no layers; add some with model.add(layer)")
         if not self.built:
             self.build((None,) + x.shape[1:])
@@ -227,10 +228,7 @@ class Sequential:
         """
         if loss is None:
             raise ValueError("compile needs a loss, e.g. loss='sparse_categorical_crossentropy'")
-        optimizer = _optimizers.get(optimizer)
-        if optimizer is not self.optimizer:
-            self._opt_params = None   # the weights the optimizer updates, once it has
-        self.optimizer = optimizer
+        self.optimizer = _optimizers.get(optimizer)
         self.loss = _losses.get(loss)
         if metrics is not None and (isinstance(metrics, str) or not isinstance(metrics, (list, tuple))):
             metrics = [metrics]
@@ -369,21 +367,32 @@ class Sequential:
             raise ValueError("the model must be compiled before training: call "
                              "model.compile(optimizer, loss, metrics)")
         params = self.trainable_params
-        # which layer's which weight each optimizer slot serves (an array may be rebound
-        # to a new one of its shape: the weight stays the same)
+        # which layer's which weight each parameter is (an array may be rebound to a new
+        # one of its shape: the weight stays the same)
         owners = [(l, k) for l in self.layers for k in l.trainable_params]
         opt = self.optimizer
-        before = self._opt_params
-        if opt.built and (before is not None and (len(before) != len(owners) or any(
-                              a[0] is not b[0] or a[1] != b[1] for a, b in zip(before, owners)))
-                          or opt._shapes != [p.shape for p in params]
-                          or opt._dtypes != [p.dtype for p in params]):
-            # Keras refuses too: the optimizer's slots belong to other arrays
-            raise ValueError("the optimizer holds state for other weights than this model's "
-                             "trainable ones (layers were added, popped or made (non-)trainable, "
-                             "or the optimizer trained another model): compile again with a new optimizer, "
-                             "e.g. model.compile(optimizer='adam', loss=...)")
-        self._params, self._opt_params = params, owners
+        before = opt._param_owners
+        if opt.built and before is not None:
+            # As Keras: the optimizer goes on with a subset of the weights it was built for
+            # (layers frozen since), and refuses others (layers added, another model)
+            where = {(id(l), k): i for i, (l, k) in enumerate(before)}
+            idx = [where.get((id(l), k)) for l, k in owners]
+            if None in idx:
+                raise ValueError(
+                    "the optimizer holds state for other weights than this model's trainable "
+                    "ones (layers were added or replaced, or the optimizer trained another "
+                    "model): compile again with a new optimizer, e.g. "
+                    "model.compile(optimizer='adam', loss=...)")
+            if idx != list(range(len(before))):
+                opt._keep_params(idx)
+        elif opt.built and (opt._shapes != [p.shape for p in params]
+                            or opt._dtypes != [p.dtype for p in params]):
+            raise ValueError(
+                f"the optimizer was built for parameters of shapes {opt._shapes} but this "
+                f"model's trainable weights have shapes {[p.shape for p in params]}: compile "
+                f"with a new optimizer, e.g. model.compile(optimizer='adam', loss=...)")
+        opt._param_owners = owners
+        self._params = params
         self._grads = self.trainable_grads
         self._check_labels(y)
 
@@ -618,10 +627,14 @@ class Sequential:
                             f"{type(class_weight).__name__}")
         labels = y.reshape(len(y), -1)
         labels = labels[:, 0] if labels.shape[1] == 1 else np.argmax(labels, axis=1)
-        labels = labels.astype(np.int64)
+        labels = np.round(labels).astype(np.int64)     # Keras rounds float labels too
         weights = np.ones(len(y))
         for cls, w in class_weight.items():
-            if isinstance(cls, (bool, np.bool_)) or not isinstance(cls, (int, np.integer)):
+            # a class index: an int, or a float of integral value (np.unique of float
+            # binary targets gives 0.0 and 1.0, which Keras's dict lookup matches)
+            if isinstance(cls, (bool, np.bool_)) or not (
+                    isinstance(cls, (int, np.integer)) or isinstance(
+                        cls, (float, np.floating)) and float(cls).is_integer()):
                 raise TypeError(f"class_weight keys must be class indices (ints), received "
                                 f"{cls!r}")
             if isinstance(w, (bool, np.bool_)) or not isinstance(
@@ -949,7 +962,7 @@ def _batch_size(v) -> int:
 def _verbose(v) -> int:
     """fit / evaluate / predict's verbose: 0, 1, 2 or "auto" (1); False and True are 0 and
     1, as Python (and so Keras) compares them."""
-    if not isinstance(v, (int, str, np.integer)) or v not in (0, 1, 2, "auto"):
+    if not isinstance(v, (int, str, np.integer, np.bool_)) or v not in (0, 1, 2, "auto"):
         raise ValueError(f"verbose must be 0, 1, 2 or 'auto', received {v!r}")
     return 1 if v == "auto" else int(v)
 

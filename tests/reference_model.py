@@ -90,20 +90,28 @@ def activation_backward(name: str, x, dy, *, axis: int = -1, negative_slope: flo
     raise ValueError(name)
 
 
-# ReLU *layer* (Keras semantics with max_value, negative_slope, threshold)
+# ReLU *layer*: a transcription of what Keras computes (keras.activations.relu, the
+# ReLU layer's call): x where x > threshold (relu(x) when threshold == 0), clipped to
+# [0, max_value], minus negative_slope * relu(threshold - x)
 def relu_layer_forward(x, max_value=None, negative_slope=0.0, threshold=0.0):
     x = f64(x)
-    y = np.where(x >= threshold, x, negative_slope * (x - threshold))
+    negative_part = np.maximum(-x + threshold, 0.0)
+    if threshold != 0:
+        y = x * (x > threshold)
+    else:
+        y = np.maximum(x, 0.0)
     if max_value is not None:
-        y = np.where(x >= max_value, float(max_value), y)
-    return y
+        y = np.clip(y, 0.0, max_value)
+    return y - negative_slope * negative_part
 
 
 def relu_layer_backward(x, dy, max_value=None, negative_slope=0.0, threshold=0.0):
+    """The derivative of relu_layer_forward, piece by piece (0 at the kinks)."""
     x, dy = f64(x), f64(dy)
-    d = np.where(x >= threshold, 1.0, negative_slope)
+    passes = x > threshold                          # the positive part is x itself
     if max_value is not None:
-        d = np.where(x >= max_value, 0.0, d)
+        passes &= (x > 0) & (x < max_value)         # and not clipped
+    d = passes * 1.0 + negative_slope * (x < threshold)
     return dy * d
 
 

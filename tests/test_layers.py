@@ -821,3 +821,20 @@ def test_input_takes_keras_arguments_in_keras_order():
         L.Input((3,), batch_size=0)
     with pytest.raises(TypeError, match="dtype"):
         L.Input((3,), None, "float16")
+
+
+def test_missing_attribute_messages():
+    """Only forward caches get the "call forward first" message; a property of a user's
+    layer that fails shows its own AttributeError, and a typo Python's message."""
+
+    class Scaled(L.Layer):
+        @property
+        def scale(self):
+            return self._scale_factor * 2
+
+    with pytest.raises(AttributeError, match="_scale_factor"):
+        Scaled().scale
+    with pytest.raises(AttributeError, match="'Scaled' object has no attribute '_nope'"):
+        Scaled()._nope
+    with pytest.raises(AttributeError, match="call forward before backward"):
+        L.Dense(2)._y

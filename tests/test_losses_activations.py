@@ -172,16 +172,62 @@ def test_function_forms_match_reference_and_resolve_to_classes(backend, name, dt
 
 
 def test_relu_function_keyword_forms():
-    """relu(x, negative_slope, max_value, threshold) is the ReLU layer's formula."""
-    x = np.linspace(-3, 3, 13)
+    """relu(x, negative_slope, max_value, threshold) gives Keras's documented examples,
+    including its edges (x == threshold gives 0; with max_value, values between a negative
+    threshold and 0 give 0), and is the ReLU layer's formula."""
+    x = np.array([-10, -5, 0.0, 5, 10])
+    A = activations
+    assert A.relu(x).tolist() == [0, 0, 0, 5, 10]
+    assert A.relu(x, negative_slope=0.5).tolist() == [-5, -2.5, 0, 5, 10]
+    assert A.relu(x, max_value=5.0).tolist() == [0, 0, 0, 5, 5]
+    assert A.relu(x, threshold=5.0).tolist() == [0, 0, 0, 0, 10]
+    assert A.relu(x, max_value=10, negative_slope=0.5).tolist() == [-5, -2.5, 0, 5, 10]
+    assert A.relu([-3.0, -1.0, 1.0, 2.0], threshold=1.5).tolist() == [0, 0, 0, 2]
+    assert A.relu([-0.5, -1.5], max_value=2.0, threshold=-1.0).tolist() == [0, 0]
+    assert A.relu([-0.5, -1.5], threshold=-1.0).tolist() == [-0.5, 0]
+    assert np.isnan(A.relu([np.nan], threshold=1.0)[0])
+    grid = np.linspace(-3, 3, 25)
     for kw in ({"negative_slope": 0.1}, {"max_value": 1.5}, {"threshold": 0.5},
                {"negative_slope": 0.2, "max_value": 2.0, "threshold": -1.0}):
-        np.testing.assert_array_equal(activations.relu(x, **kw),
-                                      R.relu_layer_forward(x, **kw), err_msg=str(kw))
-    np.testing.assert_array_equal(activations.leaky_relu(x, 0.3), np.where(x > 0, x, 0.3 * x))
-    np.testing.assert_allclose(activations.elu(x, 0.5),
-                               np.where(x > 0, x, 0.5 * np.expm1(np.minimum(x, 0))))
-    assert activations.relu([1, -2]).tolist() == [1.0, 0.0]
+        np.testing.assert_array_equal(A.relu(grid, **kw), R.relu_layer_forward(grid, **kw),
+                                      err_msg=str(kw))
+        np.testing.assert_array_equal(L.ReLU(**kw).forward(grid), A.relu(grid, **kw))
+    np.testing.assert_array_equal(A.leaky_relu(grid, 0.3), np.where(grid > 0, grid, 0.3 * grid))
+    np.testing.assert_allclose(A.elu(grid, 0.5),
+                               np.where(grid > 0, grid, 0.5 * np.expm1(np.minimum(grid, 0))))
+
+
+@pytest.mark.parametrize("name", R.ACTIVATIONS)
+def test_function_forms_take_any_numeric_input(name):
+    """Every function form takes lists, ints, bools, scalars and float16 alike: integers
+    in float64, floats in their own dtype (sigmoid truncated ints to 0 before, softmax
+    raised on them, relu refused float16 and 0-d input)."""
+    fn = getattr(activations, name)
+    ints = np.array([[-2, 0, 3]])
+    y = fn(ints)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, fn(ints.astype(np.float64)))
+    np.testing.assert_allclose(fn([[-2, 0, 3]]), y)
+    half = fn(np.array([[-2.0, 0.5, 3.0]], np.float16))
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half, fn(np.array([[-2.0, 0.5, 3.0]])), rtol=2e-3, atol=2e-3)
+    if name != "softmax":              # (a 0-d softmax has no axis)
+        assert np.ndim(fn(1.5)) == 0 and np.ndim(fn(np.float32(-1.0))) == 0
+
+
+def test_get_takes_unhashable_callables():
+    """A user's callable object need not be hashable (a dataclass with eq, say)."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Scaled:
+        s: float = 2.0
+
+        def __call__(self, x):
+            return self.s * x
+
+    act = activations.get(Scaled())
+    np.testing.assert_array_equal(act.forward(np.array([1.0, 2.0])), [2.0, 4.0])
 
 
 def test_callable_activation_uses_its_function():

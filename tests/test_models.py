@@ -276,9 +276,11 @@ def test_batch_size_none_means_32():
 
     model.fit(x, y, batch_size=None, epochs=1, verbose=0, callbacks=[Steps()])
     assert steps["fit"] == 3
-    assert model.evaluate(x, y, batch_size=None, verbose=0) == \
-        model.evaluate(x, y, batch_size=32, verbose=0)
-    np.testing.assert_array_equal(model.predict(x, batch_size=None), model.predict(x))
+    rec = _Recorder()
+    model.evaluate(x, y, batch_size=None, verbose=0, callbacks=[rec])
+    model.predict(x, batch_size=None, callbacks=[rec])
+    names = [c[0] for c in rec.calls]
+    assert names.count("on_test_batch_end") == 3 and names.count("on_predict_batch_end") == 3
 
 
 class _Recorder(cbs.Callback):
@@ -447,6 +449,26 @@ def test_class_weight_weights_the_loss_per_class(one_hot):
     hc = c.fit(x, yy, batch_size=40, epochs=1, class_weight=cw, sample_weight=sw,
                shuffle=False, verbose=0)
     assert hc.history["loss"][0] == pytest.approx(np.mean(sw * per_sample_w * ce), **APPROX32)
+
+
+def test_class_weight_float_keys_and_float_labels_as_keras():
+    """Keras rounds float labels and looks the class up as an int, so the keys of
+    dict(zip(np.unique(y), ...)) for float binary targets (0.0, 1.0) work, and a label of
+    0.9999 is class 1."""
+    x, _ = make_data(40)
+    y = (np.arange(40) % 2).astype(np.float32)
+    y_noisy = np.where(y == 1, np.float32(0.9999), np.float32(0.0001))
+    model = Sequential([Input((x.shape[1],)), Dense(1, activation="sigmoid")])
+    model.compile("sgd", "binary_crossentropy")
+    cw = dict(zip(np.unique(y), [1.0, 3.0]))          # keys np.float32(0.0) and (1.0)
+    want = model._apply_class_weight(y, {0: 1.0, 1: 3.0}, None)
+    np.testing.assert_array_equal(model._apply_class_weight(y, cw, None), want)
+    np.testing.assert_array_equal(model._apply_class_weight(y_noisy, {0: 1.0, 1: 3.0}, None),
+                                  want)
+    np.testing.assert_array_equal(want, np.where(y == 1, 3.0, 1.0))
+    model.fit(x, y, class_weight=cw, epochs=1, verbose=0)
+    with pytest.raises(TypeError, match="class_weight keys must be class indices"):
+        model.fit(x, y, class_weight={0.5: 2.0}, epochs=1, verbose=0)
 
 
 # ----------------------------------------------------------------------------- evaluate / predict
@@ -1634,6 +1656,22 @@ def test_pop_call_and_weights_as_keras():
         model.pop()
     with pytest.raises(TypeError, match="There are no layers in the model"):
         model.pop()
+    with pytest.raises(ValueError, match="the model has no layers"):
+        Sequential([Input((D,))])(x)           # (an IndexError before)
+
+
+def test_call_in_training_mode_returns_its_own_array():
+    """model(x, training=True) draws Dropout masks per call and returns a new array each
+    time (it returned the last layer's reused work array: every Monte-Carlo sample was the
+    last one); model(x) equals predict, also over several predict batches."""
+    x, _ = make_data(70)
+    model = mlp(dropout=0.5)
+    draws = [model(x, training=True) for _ in range(3)]
+    assert not np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[1], draws[2])
+    first = draws[0].copy()
+    model(x * 2, training=True)
+    np.testing.assert_array_equal(draws[0], first)
+    np.testing.assert_array_equal(model(x), model.predict(x, batch_size=16))
 
 
 def test_add_or_pop_after_compile_uses_the_new_last_layer():
@@ -1653,9 +1691,10 @@ def test_add_or_pop_after_compile_uses_the_new_last_layer():
 
 
 def test_optimizer_state_for_other_weights_is_refused():
-    """After layers change, the optimizer's slots belong to other arrays: fit says to
-    compile again with a new optimizer (as Keras does) instead of crashing or silently
-    applying old moments to new weights; after compile it trains."""
+    """As Keras: after layers change, an optimizer whose slots belong to other weights is
+    refused with the advice to compile again with a new one (it crashed, or applied old
+    moments to new weights); one optimizer cannot train two models; after compile with a
+    new optimizer the model trains."""
     x, y = make_data(40)
     model = mlp()
     model.fit(x, y, epochs=1, verbose=0)
@@ -1671,6 +1710,40 @@ def test_optimizer_state_for_other_weights_is_refused():
     before = [w.copy() for w in model.weights]
     model.fit(x, y, epochs=1, verbose=0)
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.weights))
+    other = mlp(seed=1)
+    other.compile(model.optimizer, SCCE)               # another model's optimizer
+    with pytest.raises(ValueError, match="trained another model"):
+        other.fit(x, y, epochs=1, verbose=0)
+
+
+def test_freezing_a_layer_keeps_the_optimizer_state_of_the_others():
+    """As Keras: freeze a layer and compile again with the same optimizer, and it goes on
+    with the remaining weights' moments and its step count: the same weights as an Adam
+    that only ever saw those weights' gradients."""
+    x, y = make_data(40)
+    a, b = (mlp(seed=2, optimizer=optimizers.Adam(0.01)) for _ in range(2))
+    for m in (a, b):
+        set_random_seed(3)
+        m.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    a.layers[0].trainable = False
+    a.compile(a.optimizer, SCCE)
+    frozen = a.layers[0].get_weights()
+    a.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    for w, f in zip(a.layers[0].get_weights(), frozen):
+        assert_bitwise(w, f, what="frozen layer")
+    assert a.optimizer.iterations == 10
+    # the reference: the last layer's Adam state after epoch 1 continued by hand
+    ref = optimizers.Adam(0.01)
+    last = b.layers[-1]
+    params = list(last.params.values())
+    state = b.optimizer.get_state()
+    n = len(b.trainable_params)
+    keep = [n - 2, n - 1]                              # the last layer's kernel and bias
+    ref.set_state([state[0]] + [state[1 + k * n + i] for k in range(2) for i in keep])
+    b.layers[0].trainable = False
+    b.compile(ref, SCCE)
+    b.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    assert_same_weights(a, b, "frozen first layer, same vs hand-restored optimizer")
 
 
 def test_verbose_accepts_bools_and_auto(capsys):

@@ -56,6 +56,11 @@ def _unique_name(prefix: str) -> str:
     return prefix if n == 0 else f"{prefix}_{n}"
 
 
+# What fastnn's layers' forward passes cache for their backward (see Layer.__getattr__).
+_FORWARD_CACHES = frozenset({"_x", "_y", "_z", "_xshape", "_shape", "_mask", "_xhat",
+                             "_inv_std", "_argmax", "_dy_crop", "_training"})
+
+
 def _dtype(dtype) -> np.dtype:
     dt = np.dtype(dtype or "float32")
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -114,14 +119,16 @@ class Layer:
         raise NotImplementedError
 
     def __getattr__(self, name: str):
-        # Reached only when normal lookup fails. A private attribute a layer lacks is, in
-        # practice, what its forward caches for its backward (``_y``, ``_argmax``, ...):
-        # say so instead of Python's bare "no attribute '_y'".
-        if name.startswith("_") and not name.startswith("__") and "built" in self.__dict__:
+        # Reached only when normal lookup fails. For what fastnn's layers cache in forward
+        # for backward, say so instead of Python's bare "no attribute '_y'".
+        if name in _FORWARD_CACHES and "built" in self.__dict__:
             raise AttributeError(
                 f"{type(self).__name__} {self.__dict__.get('name')!r} has no {name!r} yet: "
                 f"forward(x, training=True) sets it for backward, so call forward before "
                 f"backward(grad)")
+        for klass in type(self).__mro__:
+            if name in klass.__dict__:   # a property whose getter raised: its own error
+                return object.__getattribute__(self, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __call__(self, x, training: bool = False) -> np.ndarray:

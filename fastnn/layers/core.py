@@ -43,12 +43,13 @@ class InputLayer(Layer):
         return cfg
 
 
-def Input(shape=None, batch_size: Optional[int] = None, dtype=None, batch_shape=None,
+def Input(shape=None, batch_size: Optional[int] = None, dtype=None, *, batch_shape=None,
           name: Optional[str] = None) -> InputLayer:
     """Keras-style ``Input(shape=...)``: an :class:`InputLayer` for a Sequential model.
 
-    The arguments are Keras 3's, in its order (its ``sparse``, ``tensor`` and ``optional``
-    have no meaning here).
+    The first three arguments are Keras 3's, in its order; ``batch_shape`` and ``name`` are
+    keyword-only (Keras's fourth positional argument, ``sparse``, and its ``tensor`` and
+    ``optional`` have no meaning here).
 
     Parameters
     ----------
@@ -330,9 +331,10 @@ class Activation(Layer):
 
 
 class ReLU(Layer):
-    """Rectified linear unit, Keras's ReLU layer:
-    ``y = min(max_value, x)`` for ``x >= threshold``, else ``negative_slope * (x - threshold)``.
-    The default (plain relu) runs on the fused kernel."""
+    """Rectified linear unit, Keras's ReLU layer: :func:`fastnn.activations.relu` with
+    ``max_value``, ``negative_slope`` and ``threshold`` (Keras's computation, see there:
+    about ``min(max_value, x)`` for ``x > threshold``, else ``negative_slope * (x -
+    threshold)``). The default (plain relu) runs on the fused kernel."""
 
     def __init__(self, max_value: Optional[float] = None, negative_slope: float = 0.0,
                  threshold: float = 0.0, **kwargs):
@@ -357,10 +359,8 @@ class ReLU(Layer):
     def backward(self, grad):
         if self._plain:
             return ops.bias_act_backward(grad, self._y, "relu", need_db=False)[0]
-        x = self._x
-        d = np.where(x >= self.threshold, 1.0, self.negative_slope)
-        if self.max_value is not None:
-            d = np.where(x >= self.max_value, 0.0, d)
+        d = _activations.relu_derivative(self._x, self.negative_slope, self.max_value,
+                                         self.threshold)
         return (grad * d).astype(grad.dtype, copy=False)
 
     def get_config(self):

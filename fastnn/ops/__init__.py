@@ -571,8 +571,8 @@ def _out_like(out, like: np.ndarray, name: str, like_names: str, inputs=(), othe
     out = _out_array(out, like.shape, like.dtype, name, inputs)
     if out.size:
         for arr in (like,) + tuple(others):
-            if out is not arr and out.ctypes.data != arr.ctypes.data and \
-                    np.shares_memory(out, arr):
+            if out is not arr and np.shares_memory(out, arr) and \
+                    out.ctypes.data != arr.ctypes.data:   # (usually no sharing: test it first)
                 raise ValueError(f"{name} overlaps {like_names} only partly: it must be "
                                  f"{like_names} itself (in place) or share no memory with it")
     return out

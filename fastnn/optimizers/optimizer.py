@@ -213,6 +213,9 @@ class Optimizer:
         self._solo_units: List[tuple] = []              # (index, slots, temporaries)
         self._groups: List[tuple] = []                  # small params updated together
         self._clip_bufs: Optional[List[np.ndarray]] = None
+        # What each parameter is, for a model that trains with this optimizer
+        # (Sequential: (layer, weight name) pairs); None when not known.
+        self._param_owners: Optional[List[Any]] = None
 
     @property
     def built(self) -> bool:
@@ -238,6 +241,17 @@ class Optimizer:
         dtypes = [p.dtype for p in params]
         slots = {name: [np.full(s, init, dtype=d) for s, d in zip(shapes, dtypes)]
                  for name, init in self._slot_specs()}
+        self._install(shapes, dtypes, slots)
+
+    def _keep_params(self, indices: Sequence[int]) -> None:
+        """Keep the slots of parameters ``indices`` only, in that order (a model whose
+        trainable weights became a subset of those this optimizer was built for: Keras
+        goes on updating the ones left with their moments); the step count stays."""
+        slots = {name: [self._slots[name][i].copy() for i in indices]
+                 for name in self._slot_names}
+        shapes = [self._shapes[i] for i in indices]
+        dtypes = [self._dtypes[i] for i in indices]
+        self._reset_slots()
         self._install(shapes, dtypes, slots)
 
     def _install(self, shapes, dtypes, slots) -> None:
