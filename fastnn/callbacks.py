@@ -565,13 +565,34 @@ class ProgbarLogger(Callback):
 
 
 # ----------------------------------------------------------------------------- monitors
+_MIN_MODE_HINTS = ("loss", "error", "mse", "mae", "crossentropy", "hinge", "divergence")
 _MAX_MODE_HINTS = ("acc", "auc", "precision", "recall", "f1")
 
 
-def _infer_mode(monitor: str) -> str:
-    """``"max"`` if the name contains acc/auc/precision/recall/f1, else ``"min"``."""
+def infer_mode(monitor: str, who: str = "monitor") -> str:
+    """Keras's ``mode="auto"``: ``"min"`` for a loss or an error (the name, without
+    ``val_``, contains loss, error, mse, mae, crossentropy, hinge or divergence), ``"max"``
+    for a score (acc, auc, precision, recall, f1).
+
+    Raises
+    ------
+    ValueError
+        For a name that says neither (a custom metric): pass ``mode`` (Keras refuses to
+        guess too; fastnn guessed "min" before).
+    """
     name = monitor.lower()
-    return "max" if any(h in name for h in _MAX_MODE_HINTS) else "min"
+    name = name[4:] if name.startswith("val_") else name
+    if any(h in name for h in _MIN_MODE_HINTS):
+        return "min"
+    if any(h in name for h in _MAX_MODE_HINTS):
+        return "max"
+    raise ValueError(f"{who}={monitor!r}: fastnn cannot tell whether it should be "
+                     f"maximized or minimized; pass mode='max' (higher is better) or "
+                     f"mode='min'")
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, (float, np.floating)) and bool(np.isnan(v))
 
 
 class _MonitorCallback(Callback):
@@ -586,14 +607,19 @@ class _MonitorCallback(Callback):
         self.monitor = monitor
         self.mode = mode
         self.min_delta = abs(float(min_delta))
-        self._direction = _infer_mode(monitor) if mode == "auto" else mode
+        self._direction = (infer_mode(monitor, f"{type(self).__name__}: monitor")
+                           if mode == "auto" else mode)
         self.monitor_op: Callable[[Any, Any], Any] = (
             np.greater if self._direction == "max" else np.less)
         self._warned_missing = False
 
     def _is_improvement(self, value: Any, reference: Any) -> bool:
-        """``value`` beats ``reference`` by more than ``min_delta`` (True if no reference)."""
-        if reference is None:
+        """``value`` beats ``reference`` by more than ``min_delta``. No reference, or a NaN
+        one, is beaten by any value but NaN; a NaN value never improves (Keras starts from
+        +-inf: a NaN first epoch must not become the best for good)."""
+        if _is_nan(value):
+            return False
+        if reference is None or _is_nan(reference):
             return True
         if self._direction == "max":
             return bool(value - self.min_delta > reference)
@@ -790,6 +816,10 @@ class ModelCheckpoint(_MonitorCallback):
         self._batches_seen_since_last_saving = 0
         self._last_batch_seen = -1
         self._warned_missing = False
+        # a model that cannot be saved fails now, not after its first epoch of training
+        check = getattr(self.model, "_save_meta", None)
+        if check is not None and not self.save_weights_only:
+            check()
 
     def on_epoch_begin(self, epoch: int, logs: Logs = None) -> None:
         self._current_epoch = epoch

@@ -200,9 +200,16 @@ class Sequential:
         """Set every layer's weights (as returned by :meth:`get_weights`)."""
         self._require_built("set_weights")
         weights = list(weights)
-        expected = sum(len(l.get_weights()) for l in self.layers)
-        if len(weights) != expected:
-            raise ValueError(f"the model has {expected} weight arrays, received {len(weights)}")
+        current = self.weights
+        if len(weights) != len(current):
+            raise ValueError(f"the model has {len(current)} weight arrays, received "
+                             f"{len(weights)}")
+        names = [(l.name, k) for l in self.layers for k in itertools.chain(l.params,
+                                                                           l.state)]
+        for w, c, (layer, key) in zip(weights, current, names):   # all before any write
+            if np.shape(w) != c.shape:
+                raise ValueError(f"weight {key!r} of layer {layer!r} has shape {c.shape}, "
+                                 f"received {np.shape(w)}; no weight was set")
         i = 0
         for layer in self.layers:
             n = len(layer.params) + len(layer.state)
@@ -804,7 +811,8 @@ class Sequential:
                 "input_shape": None if self._input_shape is None else list(self._input_shape[1:])}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Sequential":
+    def from_config(cls, config: dict, custom_objects: Optional[dict] = None
+                    ) -> "Sequential":
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
             raise TypeError(f"config must be a dict with a list of layers, received "
                             f"{type(config).__name__}")
@@ -813,7 +821,8 @@ class Sequential:
             if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
                 raise TypeError(f"each layer of config must be a dict with 'class_name' and "
                                 f"a 'config' dict, received {spec!r}"[:200])
-            model._layers.append(_layers.get(spec["class_name"], spec["config"]))
+            model._layers.append(_layers.get(spec["class_name"], spec["config"],
+                                             custom_objects))
         if config.get("input_shape") is not None:
             model.build((None,) + tuple(config["input_shape"]))
         return model
@@ -825,26 +834,36 @@ class Sequential:
         beside the target and renamed over it, so an interrupted save never leaves a
         half-written model.
         """
+        meta = self._save_meta()
+        arrays = {f"weights/{i}": w for i, w in enumerate(self.get_weights())}
+        if self.optimizer is not None:
+            for i, s in enumerate(self.optimizer.get_state()):
+                arrays[f"optimizer/{i}"] = np.asarray(s)
+        _atomic_zip(filepath, meta, arrays)
+
+    def _save_meta(self) -> dict:
+        """What :meth:`save` writes beside the arrays: the architecture and the compile
+        settings. Classes and functions fastnn does not know (a custom layer, loss,
+        optimizer or metric function) are written by name, for ``load_model``'s
+        ``custom_objects``. Raises ValueError for what cannot be written at all (a plain
+        function as the learning rate): ModelCheckpoint calls it before training."""
         self._require_built("save")
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "config": self.get_config(),
                 "compile": None}
-        arrays = {f"weights/{i}": w for i, w in enumerate(self.get_weights())}
         if self.optimizer is not None:
             meta["compile"] = {
                 "optimizer": {"class_name": type(self.optimizer).__name__,
                               "config": self.optimizer.get_config()},
                 "loss": self.loss.get_config(),
-                "metrics": [m if isinstance(m, str) else _metrics.serialize(m)
-                            for m in self._metric_args]}
-            for i, s in enumerate(self.optimizer.get_state()):
-                arrays[f"optimizer/{i}"] = np.asarray(s)
+                "loss_class": type(self.loss).__name__,
+                "metrics": [_metric_entry(m) for m in self._metric_args]}
         try:
             json.dumps(meta)
         except TypeError as exc:
             raise ValueError(f"cannot save the model: its configuration holds an object that "
                              f"cannot be written to a file ({exc}); e.g. give the optimizer "
                              f"a LearningRateSchedule instead of a plain function") from None
-        _atomic_zip(filepath, meta, arrays)
+        return meta
 
     def save_weights(self, filepath) -> None:
         """Write only the weights (atomically)."""
@@ -858,35 +877,94 @@ class Sequential:
         self.set_weights(_ordered(arrays, "weights"))
 
 
-def load_model(filepath, compile: bool = True) -> Sequential:
-    """Load a model written by :meth:`Sequential.save`.
+def load_model(filepath, custom_objects: Optional[dict] = None,
+               compile: bool = True) -> Sequential:
+    """Load a model written by :meth:`Sequential.save` (Keras's signature).
+
+    Parameters
+    ----------
+    filepath : str or path
+    custom_objects : dict, optional
+        ``{name: class or function}`` for what the model uses that fastnn does not know:
+        your own Layer, Loss or Optimizer subclasses and metric functions, under the
+        names they had when saved (their ``__name__``).
+    compile : bool, default True
+        Restore the compile settings and the optimizer state; False loads the
+        architecture and weights only (no custom losses, optimizers or metrics needed).
 
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If the file is truncated, corrupt, or not a fastnn model.
+        If the file is truncated, corrupt, or not a fastnn model, or names a class or
+        function that is neither fastnn's nor in ``custom_objects``.
     """
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(f"custom_objects must be a dict {{name: class or function}}, "
+                        f"received {type(custom_objects).__name__}")
+    custom = dict(custom_objects or {})
     meta, arrays = _read_zip(filepath, (FORMAT,))
     try:
-        model = Sequential.from_config(meta["config"])
+        model = Sequential.from_config(meta["config"], custom)
         model.set_weights(_ordered(arrays, "weights"))
         comp = meta.get("compile")
         if compile and comp:
-            opt_cls = comp["optimizer"]["class_name"]
-            optimizer = _optimizers.get({"class_name": opt_cls,
-                                         "config": comp["optimizer"]["config"]})
-            model.compile(optimizer=optimizer, loss=_losses.get(comp["loss"]),
-                          metrics=comp["metrics"])
+            optimizer = _optimizers.deserialize(comp["optimizer"], custom)
+            model.compile(optimizer=optimizer, loss=_saved_loss(comp, custom),
+                          metrics=[_saved_metric(m, custom) for m in comp["metrics"]])
             state = _ordered(arrays, "optimizer")
             if state:
                 optimizer.set_state(state)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, MemoryError) as exc:
+        if str(exc).startswith("Unknown "):   # a valid file naming a class we lack
+            raise ValueError(f"{filepath}: {exc}; if it is your own, pass it: "
+                             f"load_model(path, custom_objects={{name: object}}), or load "
+                             f"with compile=False if it is only needed to train") from exc
         # (MemoryError: sizes in the file, such as a layer's units, beyond any memory)
         raise ValueError(f"{filepath}: not a valid fastnn model ({type(exc).__name__}: "
                          f"{exc})") from exc
     return model
+
+
+def _metric_entry(m):
+    """How save() writes one ``compile(metrics=...)`` entry: a name as is, a built-in
+    metric by its config, anything else (a function, a Loss, a Metric subclass) by name."""
+    if isinstance(m, str):
+        return m
+    if isinstance(m, _losses.Loss) and type(_losses.get(m.get_config())) is type(m):
+        return {"loss": m.get_config()}            # fastnn's own loss as a metric
+    try:
+        return _metrics.serialize(m)
+    except TypeError:
+        return {"custom": getattr(m, "__name__", None) or type(m).__name__}
+
+
+def _saved_metric(entry, custom: dict):
+    """The inverse of :func:`_metric_entry`, with the user's ``custom`` objects."""
+    if isinstance(entry, dict) and "custom" in entry:
+        name = entry["custom"]
+        if name not in custom:
+            raise ValueError(f"Unknown metric {name!r} (not one of fastnn's)")
+        obj = custom[name]
+        return obj() if isinstance(obj, type) else obj
+    if isinstance(entry, dict) and "loss" in entry:
+        return _losses.get(entry["loss"])
+    return entry
+
+
+def _saved_loss(comp: dict, custom: dict):
+    """The compiled loss: fastnn's from its config, or the user's class named
+    ``loss_class`` (built as ``cls(**config)`` without the name)."""
+    cls_name = comp.get("loss_class")
+    cfg = comp["loss"]
+    if cls_name is not None and cls_name in custom:
+        return custom[cls_name](**{k: v for k, v in cfg.items() if k != "name"})
+    loss = _losses.get(cfg)
+    if cls_name is not None and type(loss).__name__ != cls_name:
+        raise ValueError(f"Unknown loss class {cls_name!r} (a subclass of "
+                         f"{type(loss).__name__}, not one of fastnn's)")
+    return loss
 
 
 def _ordered(arrays: dict, prefix: str) -> List[np.ndarray]:
@@ -899,8 +977,13 @@ def _atomic_zip(filepath, meta: dict, arrays: Dict[str, np.ndarray]) -> None:
     path = os.fspath(filepath)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    if path.endswith((os.sep, "/")) or os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory; give the model file's path, "
+                                f"e.g. {os.path.join(path, 'model.fastnn')}")
     fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
     try:
+        # mkstemp makes the file private (0600); give it the mode open() would
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
                 zf.writestr("meta.json", json.dumps(meta))
@@ -917,6 +1000,14 @@ def _atomic_zip(filepath, meta: dict, arrays: Dict[str, np.ndarray]) -> None:
         except OSError:
             pass
         raise
+
+
+@functools.lru_cache(maxsize=None)
+def _umask() -> int:
+    """The process's umask (read once: setting it is the only way to read it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _read_zip(filepath, formats) -> tuple:

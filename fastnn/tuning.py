@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .callbacks import infer_mode
 from .utils import get_rng, set_random_seed
 
 FIT_PARAMS = ("batch_size", "epochs")
@@ -37,8 +38,7 @@ def _direction(objective: str, mode: str) -> str:
         raise ValueError(f"mode must be 'auto', 'min' or 'max', received {mode!r}")
     if mode != "auto":
         return mode
-    name = objective.lower()
-    return "max" if any(k in name for k in ("acc", "auc", "precision", "recall", "f1")) else "min"
+    return infer_mode(objective, "objective")
 
 
 class SearchResults:
@@ -118,8 +118,27 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _choices(v) -> Optional[list]:
+    """``v``'s values as a list when it is a collection of choices (a list, tuple, range
+    or 1-D NumPy array; NumPy scalars become Python numbers), else None."""
+    if isinstance(v, np.ndarray):
+        return [a.item() for a in v.ravel()] if v.ndim == 1 else None
+    if isinstance(v, Sequence) and not isinstance(v, (str, bytes)):
+        return [a.item() if isinstance(a, np.generic) else a for a in v]
+    return None
+
+
+# fit's arguments the search sets itself (fit_kwargs may not give them)
+_SEARCH_FIT_ARGS = ("x", "y", "validation_data", "validation_split", "verbose") + FIT_PARAMS
+
+
 def _run(build_fn, candidates, x, y, validation_data, validation_split, epochs, batch_size,
          objective, mode, verbose, seed, keep_best_model, fit_kwargs) -> SearchResults:
+    clash = sorted(set(fit_kwargs or {}) & set(_SEARCH_FIT_ARGS))
+    if clash:
+        raise ValueError(f"fit_kwargs must not set {clash}: the search sets them (give "
+                         f"epochs, batch_size, validation_data, validation_split and "
+                         f"verbose to the search itself)")
     if not callable(build_fn):
         raise TypeError(f"build_fn must be a callable returning a compiled model, received "
                         f"{build_fn!r}")
@@ -170,7 +189,7 @@ def grid_search(build_fn: Callable[..., Any], param_grid: Mapping[str, Sequence]
     Parameters
     ----------
     build_fn : callable ``(**params) -> compiled Sequential``
-    param_grid : dict name -> list of values
+    param_grid : dict name -> list of values (a list, tuple, range or 1-D NumPy array)
     x, y : training data
     validation_data, validation_split : as for ``fit`` (one of them is required)
     epochs, batch_size : fit defaults (a grid entry of the same name overrides them)
@@ -185,12 +204,15 @@ def grid_search(build_fn: Callable[..., Any], param_grid: Mapping[str, Sequence]
     """
     if not isinstance(param_grid, Mapping) or not param_grid:
         raise ValueError(f"param_grid must be a non-empty dict of lists, received {param_grid!r}")
+    values = []
     for k, v in param_grid.items():
-        if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) == 0:
+        choices = _choices(v)
+        if not choices:
             raise ValueError(f"param_grid[{k!r}] must be a non-empty list of values, received "
                              f"{v!r}")
+        values.append(choices)
     keys = list(param_grid)
-    candidates = [dict(zip(keys, combo)) for combo in itertools.product(*param_grid.values())]
+    candidates = [dict(zip(keys, combo)) for combo in itertools.product(*values)]
     return _run(build_fn, candidates, x, y, validation_data, validation_split, epochs,
                 batch_size, objective, mode, verbose, seed, keep_best_model, fit_kwargs)
 
@@ -202,9 +224,11 @@ def random_search(build_fn: Callable[..., Any], param_distributions: Mapping[str
                   keep_best_model: bool = True, fit_kwargs: Optional[dict] = None) -> SearchResults:
     """Train ``n_iter`` models with parameters drawn from ``param_distributions``.
 
-    Each distribution is a list (uniform choice), a callable ``rng -> value`` (e.g.
-    ``lambda rng: 10 ** rng.uniform(-4, -2)`` for a log-uniform learning rate) or a fixed
-    value. Other arguments as for :func:`grid_search`.
+    Each distribution is a list, tuple, range or 1-D NumPy array (a uniform choice), an
+    object with ``rvs`` (a ``scipy.stats`` distribution, drawn with the search's
+    generator), a callable ``rng -> value`` (e.g. ``lambda rng: 10 ** rng.uniform(-4,
+    -2)`` for a log-uniform learning rate) or a fixed value. Other arguments as for
+    :func:`grid_search`.
     """
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
         raise ValueError(f"n_iter must be a positive int, received {n_iter!r}")
@@ -215,13 +239,16 @@ def random_search(build_fn: Callable[..., Any], param_distributions: Mapping[str
     for _ in range(n_iter):
         params = {}
         for k, dist in param_distributions.items():
-            if callable(dist):
-                params[k] = dist(rng)
-            elif isinstance(dist, Sequence) and not isinstance(dist, (str, bytes)):
-                if len(dist) == 0:
-                    raise ValueError(f"param_distributions[{k!r}] is an empty list")
-                v = dist[int(rng.integers(len(dist)))]
+            choices = _choices(dist)
+            if hasattr(dist, "rvs"):          # a scipy.stats distribution
+                v = dist.rvs(random_state=rng)
                 params[k] = v.item() if isinstance(v, np.generic) else v
+            elif callable(dist):
+                params[k] = dist(rng)
+            elif choices is not None:
+                if len(choices) == 0:
+                    raise ValueError(f"param_distributions[{k!r}] is an empty list")
+                params[k] = choices[int(rng.integers(len(choices)))]
             else:
                 params[k] = dist
         candidates.append(params)

@@ -982,3 +982,45 @@ def test_progbar_logger_1875_steps_redraws_are_throttled(monkeypatch):
         cbs.on_train_end()
     assert "1875/1875 [" in buf.getvalue()
     assert 10 <= counts["renders"] <= clock.now / 0.05 + 2, (counts, clock.now)
+
+
+def test_a_nan_epoch_is_never_the_best():
+    """A NaN first value used to become `best` for good (every comparison with NaN is
+    False): ReduceLROnPlateau halved the rate while the loss improved every epoch, and
+    EarlyStopping stopped and restored the NaN epoch. As Keras (best starts at +-inf), a
+    NaN is no improvement and anything beats it."""
+    logs = [float("nan"), 3.0, 2.0, 1.0, 0.5]
+    rlr = cb.ReduceLROnPlateau(factor=0.5, patience=2)
+    trace, _, _ = lr_trace(rlr, logs)
+    assert trace == pytest.approx([1, 1, 1, 1, 1])
+    stopper = cb.EarlyStopping(monitor="loss", patience=2, restore_best_weights=True)
+    model = FakeModel()
+    _, n = run_fit(model, [stopper], val_losses(logs))
+    assert n == 5 and stopper.best == 0.5
+    stopper = cb.EarlyStopping(monitor="loss", patience=2)
+    _, n = run_fit(FakeModel(), [stopper], val_losses([1.0, float("nan"), float("nan"), 0.5]))
+    assert n == 3 and stopper.best == 1.0             # NaN epochs do not improve
+
+
+@pytest.mark.parametrize("monitor,mode", [
+    ("loss", "min"), ("val_loss", "min"), ("val_mse", "min"), ("mae", "min"),
+    ("val_categorical_crossentropy", "min"), ("mean_absolute_percentage_error", "min"),
+    ("val_accuracy", "max"), ("top_k_categorical_accuracy", "max"), ("val_auc", "max"),
+    ("precision", "max"), ("val_recall", "max"), ("f1_score", "max")])
+def test_auto_mode_directions(monitor, mode):
+    assert cb.infer_mode(monitor) == mode
+    assert cb.EarlyStopping(monitor=monitor).monitor_op is (np.less if mode == "min"
+                                                            else np.greater)
+
+
+@pytest.mark.parametrize("make", [lambda m: cb.EarlyStopping(monitor=m),
+                                  lambda m: cb.ReduceLROnPlateau(monitor=m),
+                                  lambda m: cb.ModelCheckpoint("x.fastnn", monitor=m)])
+def test_auto_mode_refuses_to_guess(make):
+    """A custom metric's name says nothing of its direction: Keras asks for mode, and so
+    does fastnn (it minimized, so a score to maximize stopped on its worst epochs)."""
+    with pytest.raises(ValueError, match=r"monitor='val_r2': fastnn cannot tell whether "
+                                         r"it should be maximized or minimized; pass "
+                                         r"mode='max'"):
+        make("val_r2")
+    assert cb.EarlyStopping(monitor="val_r2", mode="max").monitor_op is np.greater

@@ -383,3 +383,21 @@ def test_sample_is_first_per_class_of_full_dataset():
         keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:n] for c in range(10)]))
         np.testing.assert_array_equal(sx, x[keep])
         np.testing.assert_array_equal(sy, y[keep])
+
+
+def test_no_home_directory_is_not_an_error(tmp_path, monkeypatch):
+    """With no home directory to find (HOME unset, a uid without a passwd entry, as in
+    some containers) the search skips ~/.fastnn instead of failing before it looks."""
+    data = make_data()
+    write_dataset(tmp_path / "d", data)
+    monkeypatch.setenv("FASTNN_DATA_DIR", str(tmp_path / "d"))
+
+    real = Path.expanduser
+
+    def no_home(self):
+        if str(self).startswith("~"):
+            raise RuntimeError("Could not determine home directory.")
+        return real(self)
+
+    monkeypatch.setattr(Path, "expanduser", no_home)
+    assert_data_equal(mnist.load_data(), data)

@@ -792,7 +792,7 @@ def test_load_model_missing_file():
 
 
 def _confidence(y_true, y_pred):
-    """A user's metric function (not one fastnn knows how to save)."""
+    """A user's metric function (saved by name, loaded through custom_objects)."""
     return np.max(y_pred, axis=-1)
 
 
@@ -801,11 +801,72 @@ def _unsaveable_models():
         model = mlp(seed=1, optimizer=optimizers.SGD(learning_rate=lambda step: 0.1))
         return model, ValueError, "cannot save the model"
 
-    def custom_metric_function():
-        model = mlp(seed=1, metrics_=[_confidence])
-        return model, (TypeError, ValueError), "cannot serialize"
+    return [function_learning_rate]
 
-    return [function_learning_rate, custom_metric_function]
+
+class _TenfoldCE(losses.CategoricalCrossentropy):
+    """A user's loss subclass: ten times the built-in."""
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return 10 * super().__call__(y_true, y_pred, sample_weight)
+
+    def value_and_gradient(self, y_true, y_pred, sample_weight=None):
+        v, g = super().value_and_gradient(y_true, y_pred, sample_weight)
+        return 10 * v, 10 * g
+
+
+class _MyDense(Dense):
+    """A user's layer subclass."""
+
+
+class _MyAdam(optimizers.Adam):
+    """A user's optimizer subclass."""
+
+
+def test_custom_objects_round_trip(tmp_path):
+    """A model with the user's layer, loss, optimizer and metric function saves; loading
+    needs them in custom_objects (Keras's load_model signature) and gives back the same
+    model, compile settings and evaluation; without them, a clear error naming the class
+    (a loss subclass used to come back silently as the built-in loss)."""
+    x, labels = make_data(24)
+    y = fastnn.utils.to_categorical(labels, K)
+    model = Sequential([_MyDense(8, activation="relu", input_shape=(D,)),
+                        Dense(K, activation="softmax")])
+    model.compile(_MyAdam(0.01), _TenfoldCE(), metrics=["accuracy", _confidence,
+                                                         losses.MeanSquaredError()])
+    model.fit(x, y, epochs=1, verbose=0)
+    path = tmp_path / "custom.fastnn"
+    model.save(path)
+    custom = {"_MyDense": _MyDense, "_TenfoldCE": _TenfoldCE, "_MyAdam": _MyAdam,
+              "_confidence": _confidence}
+    back = load_model(path, custom_objects=custom)
+    assert type(back.layers[0]) is _MyDense and type(back.loss) is _TenfoldCE
+    assert type(back.optimizer) is _MyAdam and back.optimizer.iterations == 1
+    want = model.evaluate(x, y, verbose=0, return_dict=True)
+    got = back.evaluate(x, y, verbose=0, return_dict=True)
+    assert set(got) == set(want) and got == pytest.approx(want)
+    for missing in ("_TenfoldCE", "_MyAdam", "_confidence", "_MyDense"):
+        partial = {k: v for k, v in custom.items() if k != missing}
+        with pytest.raises(ValueError, match=rf"Unknown .*{missing}.*custom_objects"):
+            load_model(path, custom_objects=partial)
+    arch_only = load_model(path, custom_objects={"_MyDense": _MyDense}, compile=False)
+    assert arch_only.optimizer is None
+    assert_bitwise(arch_only.predict(x), model.predict(x), what="compile=False")
+    with pytest.raises(TypeError, match="custom_objects must be a dict"):
+        load_model(path, custom_objects=[_MyDense])
+
+
+def test_model_checkpoint_refuses_an_unsaveable_model_before_training(tmp_path):
+    """ModelCheckpoint checks at on_train_begin that the model can be saved: a plain
+    function as the learning rate failed only after the first epoch had trained."""
+    model = mlp(seed=1, optimizer=optimizers.SGD(learning_rate=lambda step: 0.1))
+    with pytest.raises(ValueError, match="cannot save the model"):
+        model.fit(*make_data(16), epochs=2, verbose=0,
+                  callbacks=[cbs.ModelCheckpoint(tmp_path / "ck.fastnn")])
+    assert model.optimizer.iterations == 0 and os.listdir(tmp_path) == []
+    model.fit(*make_data(16), epochs=1, verbose=0,       # weights only: no compile config
+              callbacks=[cbs.ModelCheckpoint(tmp_path / "w.fastnn", save_weights_only=True)])
+    assert os.listdir(tmp_path) == ["w.fastnn"]
 
 
 @pytest.mark.parametrize("make", _unsaveable_models(), ids=lambda f: f.__name__)
@@ -1762,3 +1823,55 @@ def test_verbose_accepts_bools_and_auto(capsys):
                  lambda: model.fit(x, y, verbose="yes")):
         with pytest.raises(ValueError, match="verbose must be 0, 1, 2 or 'auto'"):
             call()
+
+
+def test_to_categorical_shapes_as_keras():
+    """keras.utils.to_categorical: y.shape (without a trailing axis of 1) + (classes,);
+    (N, T) sequence labels were flattened to (N*T, C)."""
+    tc = fastnn.utils.to_categorical
+    assert tc([0, 2, 1]).tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 0]]
+    assert tc(np.zeros((2, 3), int)).shape == (2, 3, 1)
+    assert tc(np.array([[0, 1, 2], [2, 1, 0]])).shape == (2, 3, 3)
+    np.testing.assert_array_equal(tc(np.array([[0, 1, 2], [2, 1, 0]]))[1, 0], [0, 0, 1])
+    assert tc(np.zeros((2, 1, 1), int)).shape == (2, 1, 1)
+    assert tc(np.zeros((4, 1), int), 3).shape == (4, 3)
+    assert tc(np.array(3)).shape == (4,)
+    assert tc([0, 1], num_classes=0).shape == (2, 2)          # 0 means infer, as Keras
+    assert tc([], num_classes=3).shape == (0, 3)
+    for bad in (2.5, "3", True):
+        with pytest.raises(TypeError, match="num_classes must be a non-negative int"):
+            tc([0, 1], num_classes=bad)
+    with pytest.raises(ValueError, match="labels >= 0"):
+        tc([0, -1])
+    with pytest.raises(ValueError, match="too small for label 3"):
+        tc([0, 3], num_classes=2)
+
+
+def test_saved_files_get_the_usual_mode(tmp_path):
+    """save / save_weights create files with the mode open() gives (0666 & ~umask), not
+    mkstemp's private 0600: a serving process must be able to read a checkpoint."""
+    old = os.umask(0o022)
+    try:
+        model = mlp()
+        model.save(tmp_path / "m.fastnn")
+        model.save_weights(tmp_path / "w.fastnn")
+        for name in ("m.fastnn", "w.fastnn"):
+            assert (os.stat(tmp_path / name).st_mode & 0o777) == 0o644, name
+    finally:
+        os.umask(old)
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        model.save(str(tmp_path / "newdir") + os.sep)
+
+
+def test_failed_load_weights_changes_nothing(tmp_path):
+    """Every shape is checked before any weight is written: a mismatch in the last layer
+    used to leave the first layers overwritten."""
+    a = Sequential([Dense(8, input_dim=D), Dense(K)])
+    a.save_weights(tmp_path / "a.w")
+    b = Sequential([Dense(8, input_dim=D), Dense(K + 1)])
+    before = b.get_weights()
+    with pytest.raises(ValueError, match=r"weight 'kernel' of layer .* has shape \(8, 4\), "
+                                         r"received \(8, 3\); no weight was set"):
+        b.load_weights(tmp_path / "a.w")
+    for w, v in zip(b.get_weights(), before):
+        assert_bitwise(w, v, what="weights after a failed load")

@@ -88,3 +88,26 @@ def test_bad_arguments(kwargs, exc, match):
     x, y = _data(40)
     with pytest.raises(exc, match=match):
         tuning.grid_search(build, x=x, y=y, epochs=1, **kwargs)
+
+
+def test_numpy_arrays_and_ranges_are_choices():
+    """np.logspace(...) or range(...) as a list of choices: random_search passed the whole
+    array as one fixed value to every trial, and grid_search refused it."""
+    x, y = _data(60)
+    res = tuning.random_search(build, {"learning_rate": np.logspace(-3, -2, 4),
+                                       "units": range(2, 5)},
+                               x, y, n_iter=4, epochs=1, seed=1)
+    for t in res.trials:
+        assert type(t["params"]["learning_rate"]) is float
+        assert t["params"]["learning_rate"] in np.logspace(-3, -2, 4).tolist()
+        assert t["params"]["units"] in (2, 3, 4)
+    grid = tuning.grid_search(build, {"units": np.array([2, 3])}, x, y, epochs=1)
+    assert sorted(t["params"]["units"] for t in grid.trials) == [2, 3]
+    assert all(type(t["params"]["units"]) is int for t in grid.trials)
+
+
+def test_fit_kwargs_may_not_set_what_the_search_sets():
+    x, y = _data(40)
+    for kw in ({"verbose": 1}, {"validation_split": 0.1}, {"epochs": 3}):
+        with pytest.raises(ValueError, match=r"fit_kwargs must not set \['"):
+            tuning.grid_search(build, {"units": [2]}, x, y, epochs=1, fit_kwargs=kw)

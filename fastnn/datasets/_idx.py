@@ -261,7 +261,10 @@ def search_dirs(name: str, path: PathLike | None, extra: Sequence[PathLike] = ()
     if env:
         root = Path(env).expanduser()
         dirs += [root / name, root]
-    dirs.append(Path("~").expanduser() / ".fastnn" / "datasets" / name)
+    try:
+        dirs.append(Path("~").expanduser() / ".fastnn" / "datasets" / name)
+    except RuntimeError:  # no home directory (HOME unset, a uid without a passwd entry)
+        pass
     dirs += [Path(os.fspath(d)) for d in extra]
     seen, out = set(), []
     for d in dirs:

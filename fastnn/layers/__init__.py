@@ -5,6 +5,8 @@ accepted.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from .base import Layer
 from .conv import AveragePooling2D, Conv2D, GlobalAveragePooling2D, MaxPooling2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, ReLU, Softmax
@@ -37,9 +39,12 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def get(class_name: str, config: dict) -> Layer:
+def get(class_name: str, config: dict, custom_objects: Optional[dict] = None) -> Layer:
     """Rebuild a layer from its class name and :meth:`Layer.get_config` (used by
-    ``load_model``)."""
+    ``load_model``); ``custom_objects`` maps the names of the user's own layer classes to
+    the classes."""
+    if custom_objects and class_name in custom_objects:
+        return custom_objects[class_name].from_config(config)
     if class_name in _AUGMENTATION:
         return __getattr__(class_name).from_config(config)
     if class_name not in _CLASSES:
