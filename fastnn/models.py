@@ -1021,8 +1021,10 @@ def _read_zip(filepath, formats) -> tuple:
                 raise ValueError("meta.json is missing")
             meta = json.loads(zf.read("meta.json").decode("utf-8"))
             if not isinstance(meta, dict) or meta.get("format") not in formats:
-                raise ValueError(f"format is {meta.get('format') if isinstance(meta, dict) else meta!r}, "
-                                 f"expected one of {list(formats)}")
+                fmt = meta.get("format") if isinstance(meta, dict) else meta
+                hint = ("; it holds weights only (save_weights): build the model and call "
+                        "model.load_weights(path)" if fmt == FORMAT + "-weights" else "")
+                raise ValueError(f"format is {fmt!r}, expected one of {list(formats)}{hint}")
             version = meta.get("version")
             if isinstance(version, bool) or not isinstance(version, int) \
                     or not 1 <= version <= FORMAT_VERSION:

@@ -1875,3 +1875,11 @@ def test_failed_load_weights_changes_nothing(tmp_path):
         b.load_weights(tmp_path / "a.w")
     for w, v in zip(b.get_weights(), before):
         assert_bitwise(w, v, what="weights after a failed load")
+
+
+def test_load_model_on_a_weights_file_says_so(tmp_path):
+    model = mlp()
+    model.save_weights(tmp_path / "w.fastnn")
+    with pytest.raises(ValueError, match=r"it holds weights only \(save_weights\): build the "
+                                         r"model and call model.load_weights\(path\)"):
+        load_model(tmp_path / "w.fastnn")
