@@ -20,6 +20,7 @@ layer, so no gradient flows through them; their ``backward`` raises if one is as
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Tuple, Union
 
 import numpy as np
@@ -41,9 +42,15 @@ def _check_nhwc(x: np.ndarray, who: str) -> np.ndarray:
 
 
 def _range(factor: Factor, name: str, limit: Optional[float] = None) -> Tuple[float, float]:
-    if isinstance(factor, (int, float)) and not isinstance(factor, bool):
-        lo, hi = -abs(float(factor)), abs(float(factor))
-    elif isinstance(factor, (tuple, list)) and len(factor) == 2:
+    """``factor`` as (lower, upper): a number f >= 0 is (-f, f), a pair is itself."""
+    if isinstance(factor, numbers.Real) and not isinstance(factor, (bool, np.bool_)):
+        if factor < 0:
+            raise ValueError(f"{name} must be >= 0 (the range is (-{name}, {name})) or a "
+                             f"pair (lower, upper), received {factor!r}")
+        lo, hi = -float(factor), float(factor)
+    elif isinstance(factor, (tuple, list)) and len(factor) == 2 and all(
+            isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+            for v in factor):
         lo, hi = float(factor[0]), float(factor[1])
     else:
         raise TypeError(f"{name} must be a float or a pair (lower, upper), received {factor!r}")
@@ -52,6 +59,14 @@ def _range(factor: Factor, name: str, limit: Optional[float] = None) -> Tuple[fl
                          + (f" within [-{limit}, {limit}]" if limit else "") +
                          f", received {factor!r}")
     return lo, hi
+
+
+def _check_fill(fill_mode, interpolation) -> None:
+    if fill_mode not in _FILL_MODES:
+        raise ValueError(f"fill_mode must be one of {_FILL_MODES}, received {fill_mode!r}")
+    if interpolation not in ("bilinear", "nearest"):
+        raise ValueError(f"interpolation must be 'bilinear' or 'nearest', received "
+                         f"{interpolation!r}")
 
 
 def _fill_index(idx: np.ndarray, size: int, mode: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -86,11 +101,7 @@ def affine_transform(x: np.ndarray, matrices: np.ndarray, fill_mode: str = "refl
     -------
     ndarray shaped like x
     """
-    if fill_mode not in _FILL_MODES:
-        raise ValueError(f"fill_mode must be one of {_FILL_MODES}, received {fill_mode!r}")
-    if interpolation not in ("bilinear", "nearest"):
-        raise ValueError(f"interpolation must be 'bilinear' or 'nearest', received "
-                         f"{interpolation!r}")
+    _check_fill(fill_mode, interpolation)
     n, h, w, c = x.shape
     rows, cols = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
                              indexing="ij")
@@ -116,12 +127,16 @@ def affine_transform(x: np.ndarray, matrices: np.ndarray, fill_mode: str = "refl
     return out.reshape(x.shape).astype(x.dtype)
 
 
-def random_flip(x, mode: str = "horizontal", rng=None) -> np.ndarray:
-    """Flip each image of an NHWC batch left-right and/or up-down with probability 1/2."""
-    x = _check_nhwc(x, "random_flip")
+def _check_flip_mode(mode) -> None:
     if mode not in ("horizontal", "vertical", "horizontal_and_vertical"):
         raise ValueError(f"mode must be 'horizontal', 'vertical' or 'horizontal_and_vertical', "
                          f"received {mode!r}")
+
+
+def random_flip(x, mode: str = "horizontal", rng=None) -> np.ndarray:
+    """Flip each image of an NHWC batch left-right and/or up-down with probability 1/2."""
+    x = _check_nhwc(x, "random_flip")
+    _check_flip_mode(mode)
     rng = get_rng(rng)
     out = x.copy()
     if "horizontal" in mode:
@@ -154,7 +169,8 @@ def random_shift(x, height_factor: Factor = 0.1, width_factor: Factor = 0.1, rng
 def random_rotation(x, factor: Factor = 0.1, rng=None, fill_mode: str = "reflect",
                     fill_value: float = 0.0, interpolation: str = "bilinear") -> np.ndarray:
     """Rotate each image about its centre by a random angle of up to ``factor * 2 pi``
-    (Keras convention: ``factor=0.1`` is up to +-36 degrees)."""
+    (Keras convention: ``factor=0.1`` is up to +-36 degrees; a positive angle turns the
+    image counter-clockwise as displayed, rows down: 0.25 is ``np.rot90(x, 1, (1, 2))``)."""
     x = _check_nhwc(x, "random_rotation")
     lo, hi = _range(factor, "factor")
     rng = get_rng(rng)
@@ -163,10 +179,12 @@ def random_rotation(x, factor: Factor = 0.1, rng=None, fill_mode: str = "reflect
     cos, sin = np.cos(theta), np.sin(theta)
     cy, cx = (h - 1) / 2, (w - 1) / 2
     m = np.empty((n, 2, 3))
-    m[:, 0, 0], m[:, 0, 1] = cos, -sin
-    m[:, 1, 0], m[:, 1, 1] = sin, cos
-    m[:, 0, 2] = cy - cos * cy + sin * cx
-    m[:, 1, 2] = cx - sin * cy - cos * cx
+    # output (row, col) -> input (row, col): Keras's matrix [cos, -sin; sin, cos] on
+    # (col, row), written for (row, col), about the centre (cy, cx)
+    m[:, 0, 0], m[:, 0, 1] = cos, sin
+    m[:, 1, 0], m[:, 1, 1] = -sin, cos
+    m[:, 0, 2] = cy - cos * cy - sin * cx
+    m[:, 1, 2] = cx + sin * cy - cos * cx
     return affine_transform(x, m, fill_mode, fill_value, interpolation)
 
 
@@ -220,7 +238,7 @@ class RandomFlip(_Augmentation):
 
     def __init__(self, mode: str = "horizontal_and_vertical", seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        random_flip(np.zeros((1, 1, 1, 1)), mode)  # validates mode
+        _check_flip_mode(mode)   # (not by a call: it would draw from the global generator)
         self.mode = mode
 
     def forward(self, x, training=False):
@@ -240,8 +258,7 @@ class RandomTranslation(_Augmentation):
         super().__init__(seed=seed, **kwargs)
         _range(height_factor, "height_factor", 1.0)
         _range(width_factor, "width_factor", 1.0)
-        if fill_mode not in _FILL_MODES:
-            raise ValueError(f"fill_mode must be one of {_FILL_MODES}, received {fill_mode!r}")
+        _check_fill(fill_mode, interpolation)
         self.height_factor, self.width_factor = height_factor, width_factor
         self.fill_mode, self.interpolation, self.fill_value = fill_mode, interpolation, fill_value
 
@@ -266,8 +283,7 @@ class RandomRotation(_Augmentation):
                  seed=None, fill_value=0.0, **kwargs):
         super().__init__(seed=seed, **kwargs)
         _range(factor, "factor")
-        if fill_mode not in _FILL_MODES:
-            raise ValueError(f"fill_mode must be one of {_FILL_MODES}, received {fill_mode!r}")
+        _check_fill(fill_mode, interpolation)
         self.factor = factor
         self.fill_mode, self.interpolation, self.fill_value = fill_mode, interpolation, fill_value
 
@@ -286,7 +302,13 @@ class RandomRotation(_Augmentation):
 
 class RandomCrop(_Augmentation):
     """Crop a random ``height x width`` window in training and the central one at
-    inference, so the output shape is the same in both."""
+    inference, so the output shape is the same in both.
+
+    Three differences from Keras's RandomCrop, which resizes: at inference Keras scales the
+    largest central window of the target's aspect ratio down to ``height x width`` (the
+    whole image, for a square one) where this layer takes the central crop; in training
+    Keras crops every image of a batch at one location, this layer each at its own; and
+    images smaller than the target are an error here (Keras scales them up)."""
 
     def __init__(self, height: int, width: int, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)

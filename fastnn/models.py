@@ -353,7 +353,11 @@ class Sequential:
         while i >= 0:
             layer, prev = layers[i], layers[i - 1] if i > 0 else None
             if isinstance(layer, MaxPooling2D) and isinstance(prev, _WithActivation) \
-                    and prev._act_kernel == "relu":
+                    and prev._act_kernel == "relu" and prev.channel_axis % 4 == (
+                        3 if layer.layout == "NHWC" else 1):
+                # (the pooling sums the bias gradient over its own channel axis, which
+                # must be the layer's: a channels_first pool after a channels_last Conv2D
+                # gave another layer's bias gradient, or a broadcast error)
                 steps.append(functools.partial(_relu_pool_backward, prev, layer))
                 i -= 2
             else:

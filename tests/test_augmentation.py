@@ -18,10 +18,14 @@ def test_rotation_quarter_turn_is_rot90():
     x = _img()
     for interp in ("bilinear", "nearest"):
         y = aug.random_rotation(x, (0.25, 0.25), rng=0, interpolation=interp)
-        expected = np.rot90(x, k=1, axes=(1, 2))
-        # the same quarter turn, in one of the two directions
-        other = np.rot90(x, k=-1, axes=(1, 2))
-        assert np.allclose(y, expected, atol=1e-5) or np.allclose(y, other, atol=1e-5)
+        # Keras: a positive factor turns counter-clockwise (as np.rot90 with k=1)
+        np.testing.assert_allclose(y, np.rot90(x, k=1, axes=(1, 2)), atol=1e-5)
+        y = aug.random_rotation(x, (-0.25, -0.25), rng=0, interpolation=interp)
+        np.testing.assert_allclose(y, np.rot90(x, k=-1, axes=(1, 2)), atol=1e-5)
+    one = np.zeros((1, 5, 5, 1), np.float32)
+    one[0, 0, 2, 0] = 1                                   # top centre
+    y = aug.random_rotation(one, (0.25, 0.25), rng=0, fill_mode="constant")
+    assert y[0, 2, 0, 0] == pytest.approx(1.0)             # to the left edge's centre
 
 
 def test_zero_rotation_and_shift_are_identity():
@@ -94,3 +98,24 @@ def test_augmentation_inside_fit():
 def test_bad_arguments(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_constructors_check_arguments_and_leave_the_global_generator_alone():
+    """RandomFlip() validated its mode by a call that drew from fastnn's global generator
+    (so adding one changed every later seeded initialisation); interpolation is checked at
+    construction; NumPy scalars are factors; a negative single factor is an error."""
+    from fastnn.utils import get_rng, set_random_seed
+    set_random_seed(0)
+    a = get_rng().random()
+    set_random_seed(0)
+    aug.RandomFlip()
+    assert get_rng().random() == a
+    with pytest.raises(ValueError, match="interpolation must be 'bilinear' or 'nearest'"):
+        aug.RandomTranslation(0.1, 0.1, interpolation="bicubic")
+    with pytest.raises(ValueError, match="interpolation must be"):
+        aug.RandomRotation(0.1, interpolation="bicubic")
+    assert aug.RandomRotation(np.float32(0.1)).factor == np.float32(0.1)
+    with pytest.raises(ValueError, match=r"height_factor must be >= 0"):
+        aug.RandomTranslation(-0.2, 0.1)
+    with pytest.raises(TypeError, match=r"factor must be a float or a pair"):
+        aug.RandomRotation(("a", 0.1))

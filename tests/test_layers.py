@@ -838,3 +838,20 @@ def test_missing_attribute_messages():
         Scaled()._nope
     with pytest.raises(AttributeError, match="call forward before backward"):
         L.Dense(2)._y
+
+
+def test_global_average_pooling_checks_its_input():
+    g = L.GlobalAveragePooling2D()
+    g.build((None, 5, 5, 3))
+    with pytest.raises(ValueError, match=r"expects input of shape \(None, 5, 5, 3\), received "
+                                         r"\(2, 4, 4, 2\)"):
+        g(np.zeros((2, 4, 4, 2), np.float32))
+
+
+def test_dropout_noise_shape_must_broadcast():
+    d = L.Dropout(0.5, noise_shape=(None, 2, 5))
+    with pytest.raises(ValueError, match=r"noise_shape \(None, 2, 5\) .* does not broadcast "
+                                         r"to its input of shape \(4, 3, 5\)"):
+        d.forward(np.ones((4, 3, 5), np.float32), training=True)
+    y = L.Dropout(0.5, noise_shape=(None, 1, 5), seed=1).forward(np.ones((4, 3, 5)), True)
+    assert (y == y[:, :1]).all()                       # one mask value along axis 1

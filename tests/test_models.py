@@ -1883,3 +1883,37 @@ def test_load_model_on_a_weights_file_says_so(tmp_path):
     with pytest.raises(ValueError, match=r"it holds weights only \(save_weights\): build the "
                                          r"model and call model.load_weights\(path\)"):
         load_model(tmp_path / "w.fastnn")
+
+
+@pytest.mark.parametrize("conv_df,pool_df,filters", [
+    ("channels_last", "channels_first", 4), ("channels_last", "channels_first", 5),
+    ("channels_first", "channels_last", 4), ("channels_first", "channels_first", 4),
+    ("channels_last", "channels_last", 4)])
+def test_relu_pool_pairing_follows_the_channel_axes(conv_df, pool_df, filters):
+    """fit's paired relu + pooling backward sums the bias gradient over the pooling's
+    channel axis: with the layers' data formats mixed it gave another bias gradient (or a
+    broadcast error). fit's gradients are the layers' own, called one by one."""
+    rng = np.random.default_rng(0)
+    shape = (4, 6, 3) if conv_df == "channels_last" else (3, 4, 6)
+    x = rng.standard_normal((8,) + shape)
+    y = rng.integers(0, 2, 8)
+
+    def make():
+        set_random_seed(1)
+        return Sequential([Input(shape), Conv2D(filters, 1, activation="relu", dtype="float64",
+                                                data_format=conv_df, bias_initializer="ones"),
+                           MaxPooling2D(data_format=pool_df, dtype="float64"),
+                           Flatten(dtype="float64"), Dense(2, activation="softmax",
+                                                           dtype="float64")])
+    model = make()
+    model.compile(optimizers.SGD(learning_rate=0.0), SCCE)
+    model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    ref = make()
+    out = x
+    for layer in ref.layers:
+        out = layer.forward(out, training=True)
+    grad = losses.SparseCategoricalCrossentropy().value_and_gradient(y, out)[1]
+    for layer in reversed(ref.layers):
+        grad = layer.backward(grad)
+    for (name, g), (_, r) in zip(model.layers[0].grads.items(), ref.layers[0].grads.items()):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12, err_msg=name)

@@ -330,6 +330,7 @@ class GlobalAveragePooling2D(Layer):
         return tuple(d for i, d in enumerate(input_shape) if i not in self._axes)
 
     def forward(self, x, training=False):
+        self._check_input(x)
         self._xshape = x.shape
         return x.mean(axis=self._axes, keepdims=self.keepdims)
 

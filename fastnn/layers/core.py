@@ -290,6 +290,10 @@ class Dropout(Layer):
         shape = x.shape
         if self.noise_shape is not None:
             shape = tuple(x.shape[i] if d is None else d for i, d in enumerate(self.noise_shape))
+            if len(shape) != x.ndim or any(m not in (1, d) for m, d in zip(shape, x.shape)):
+                raise ValueError(f"noise_shape {self.noise_shape} of layer {self.name!r} does "
+                                 f"not broadcast to its input of shape {x.shape}: each entry "
+                                 f"must be None, 1 or the input's size")
         self._mask = self._draw_mask(shape, x.dtype)
         return x * self._mask
 
