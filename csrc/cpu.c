@@ -118,11 +118,18 @@ const char *fnn_isa_name(int isa)
     }
 }
 
-/* Cap the threads of every kernel at n (also sets the OpenMP default of this thread). */
+/* More threads than this is a mistake (OMP_NUM_THREADS=100000 asked for a workspace per
+ * thread: 36 GiB for a 300 x 300 product); fastnn.set_num_threads refuses it likewise. */
+#define FNN_MAX_THREADS 1024
+
+/* Cap the threads of every kernel at n, 1 <= n <= FNN_MAX_THREADS (also sets the OpenMP
+ * default of this thread). */
 void fnn_set_num_threads(int n)
 {
     if (n < 1)
         n = 1;
+    if (n > FNN_MAX_THREADS)
+        n = FNN_MAX_THREADS;
     g_threads = n;
 #ifdef _OPENMP
     omp_set_num_threads(n);
@@ -130,7 +137,7 @@ void fnn_set_num_threads(int n)
 }
 
 /* Threads a kernel may use now: OpenMP's default for this thread (OMP_NUM_THREADS,
- * threadpoolctl), capped by fnn_set_num_threads. */
+ * threadpoolctl), capped by fnn_set_num_threads and at FNN_MAX_THREADS. */
 int fnn_get_num_threads(void)
 {
 #ifdef _OPENMP
@@ -140,6 +147,8 @@ int fnn_get_num_threads(void)
 #endif
     if (g_threads > 0 && g_threads < n)
         n = g_threads;
+    if (n > FNN_MAX_THREADS)
+        n = FNN_MAX_THREADS;
     return n < 1 ? 1 : n;
 }
 

@@ -28,7 +28,11 @@ def _demo(args) -> int:
     from .demo import run
 
     if args.backend:
-        fastnn.set_backend(args.backend)
+        try:
+            fastnn.set_backend(args.backend)
+        except ImportError as exc:
+            print(f"fastnn demo: {exc}", file=sys.stderr)
+            return 1
     if args.threads:
         fastnn.set_num_threads(args.threads)
     run(epochs=args.epochs, batch_size=args.batch_size, sample=True if args.sample else None,
@@ -36,14 +40,8 @@ def _demo(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, received {text}")
-    return value
-
-
 def main(argv: Optional[List[str]] = None) -> int:
+    from .bench import _positive, thread_count
     parser = argparse.ArgumentParser(prog="fastnn", description="fastnn command line")
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="print backends, instruction set and threads")
@@ -56,7 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="use the shipped 3000/1000-image sample even if the full "
                              "dataset is installed")
     p_demo.add_argument("--backend", choices=["c", "numba", "numpy"], default=None)
-    p_demo.add_argument("--threads", type=_positive, default=None)
+    p_demo.add_argument("--threads", type=thread_count, default=None)
     p_demo.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
     p_demo.set_defaults(func=_demo)
     from .bench import add_parser as _add_bench_parser

@@ -24,6 +24,8 @@ import warnings
 from types import ModuleType
 from typing import Dict, Iterator, List
 
+import numpy as np
+
 BACKEND_NAMES = ("c", "numba", "numpy")
 _MODULES = {
     "c": "fastnn.backends.c_backend",
@@ -166,6 +168,7 @@ def use_backend(name: str) -> Iterator[ModuleType]:
 
 # More threads than this is a mistake, not a machine: each OpenMP thread gets its own
 # kernel workspace, so n = 10**9 asked for terabytes, and 2**31 overflowed the C int.
+# (csrc/cpu.c's FNN_MAX_THREADS, the cap of OMP_NUM_THREADS too, is the same.)
 MAX_THREADS = 1024
 
 
@@ -179,8 +182,10 @@ def set_num_threads(n: int) -> None:
     ----------
     n : int in [1, 1024]
     """
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) \
+            or not 1 <= n <= MAX_THREADS:
         raise ValueError(f"n must be an int >= 1 and <= {MAX_THREADS}, received {n!r}")
+    n = int(n)
     _num_threads[:] = [n]
     for mod in _loaded.values():
         mod.set_num_threads(n)

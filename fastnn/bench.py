@@ -143,6 +143,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def thread_count(text: str) -> int:
+    """``--threads``: an int in [1, fastnn's MAX_THREADS] (a usage error otherwise)."""
+    from ._backend import MAX_THREADS
+    value = _positive(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be <= {MAX_THREADS}, received {text}")
+    return value
+
+
 def _name_list(allowed: Sequence[str], what: str) -> Callable[[str], List[str]]:
     def parse(text: str) -> List[str]:
         names = [s.strip().lower() for s in text.split(",") if s.strip()]
@@ -248,8 +257,12 @@ def machine_info(threads: int, torch=None) -> dict:
 def thread_limits(threads: int, torch=None, notes: Optional[List[str]] = None):
     """Run fastnn, PyTorch and NumPy's BLAS on ``threads`` threads; restore afterwards."""
     import fastnn
+    from fastnn import _backend
 
-    old_fastnn = fastnn.get_num_threads()
+    # each loaded backend's own count (the active one's may be the NumPy backend's 1),
+    # and whether fastnn.set_num_threads had been called
+    saved = list(_backend._num_threads)
+    old_counts = {mod: mod.get_num_threads() for mod in _backend._loaded.values()}
     old_torch = torch.get_num_threads() if torch is not None else None
     fastnn.set_num_threads(threads)
     if torch is not None:
@@ -266,7 +279,12 @@ def thread_limits(threads: int, torch=None, notes: Optional[List[str]] = None):
             with threadpool_limits(limits=threads, user_api="blas"):
                 yield
     finally:
-        fastnn.set_num_threads(old_fastnn)
+        if saved:
+            fastnn.set_num_threads(saved[0])
+        else:
+            for mod, n in old_counts.items():
+                mod.set_num_threads(n)
+            _backend._num_threads[:] = []
         if torch is not None:
             torch.set_num_threads(old_torch)
 
@@ -376,7 +394,7 @@ class KernelCase:
 
 def kernel_cases(quick: bool = False, only: Optional[Sequence[str]] = None) -> List[KernelCase]:
     """The kernel cases (toy sizes with ``quick``), restricted to the ``only`` groups."""
-    only = set(only) if only else set(GROUPS)
+    only = set(GROUPS) if only is None else set(only)   # (an empty list: no group)
     cases: List[KernelCase] = []
     if "matmul" in only:
         for dtype, m, k, n in (QUICK_MATMUL_SHAPES if quick else MATMUL_SHAPES):
@@ -1228,7 +1246,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="NAMES",
                    help="comma-separated subset of matmul,conv,pool (kernels) and cnn,mlp "
                         "(end-to-end programs 2 and 4); default: all")
-    p.add_argument("--threads", type=_positive, default=None,
+    p.add_argument("--threads", type=thread_count, default=None,
                    help=f"threads for fastnn, PyTorch and NumPy's BLAS "
                         f"(default: the CPUs available, {default_threads()})")
     p.add_argument("--reps", type=_positive, default=5,
@@ -1258,6 +1276,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_args(args: argparse.Namespace) -> int:
+    for opt, value in (("--json", args.json), ("--png", args.png)):
+        if value and value.lower() != "none":    # before minutes of measuring, not after
+            parent = os.path.dirname(os.path.abspath(value))
+            if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+                print(f"fastnn bench: {opt} {value}: the directory {parent} does not exist "
+                      f"or is not writable", file=sys.stderr)
+                return 2
     train_reps = args.train_reps or (1 if args.quick else 3)
     result = run(suite=args.suite, only=args.only, threads=args.threads, reps=args.reps,
                  train_reps=train_reps, train_images=args.train_images,

@@ -20,6 +20,8 @@ from fastnn import _backend, ops
 from conftest import assert_close, reference
 
 F32, F64 = np.float32, np.float64
+# (np.matrix cases: NumPy warns that the class is not recommended)
+pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 
 
 def x4(dtype=F32, shape=(2, 6, 6, 3)):
@@ -205,6 +207,14 @@ CASES = [
     ("conv_bwd_db_in_dw", ValueError, r"out\[2\] \(db\) must not overlap", lambda: (lambda dw: ops.conv2d_backward(np.ones((2, 4, 4, 4), F32), x4(), w4(), out=(None, dw, dw.reshape(-1)[:4])))(np.zeros((3, 3, 3, 4), F32))),
     ("conv_bwd_dx_in_dw", ValueError, r"out\[0\] \(dx\) must not overlap", lambda: (lambda buf: ops.conv2d_backward(np.ones((2, 4, 4, 4), F32), x4(), w4(), out=(buf[:216].reshape(2, 6, 6, 3), buf[108:216].reshape(3, 3, 3, 4), None)))(np.zeros(216, F32))),
     ("xent_loss_over_labels", ValueError, r"out\[1\] \(loss\) must not overlap", lambda: (lambda buf: ops.softmax_cross_entropy(np.zeros((64, 3)), buf[:64], out=(None, buf[1:].view(F64), None)))(np.zeros(65, np.int64))),
+    # ---------------------------------------------------------------- ndarray subclasses
+    # an np.matrix stays 2-D when reshaped to 1-D: the Numba kernels wrote out of bounds
+    ("matrix_out_matmul", TypeError, r"\bout must be a numpy array \(a plain numpy.ndarray", lambda: ops.matmul(np.ones((30, 30)), np.ones((30, 30)), out=np.matrix(np.zeros((30, 30))))),
+    ("matrix_out_relu_mask", TypeError, r"\bout must be a numpy array \(a plain", lambda: ops.relu_mask(np.arange(12.).reshape(3, 4) - 6, out=np.matrix(np.zeros((3, 4))))),
+    ("matrix_out_bias_act", TypeError, r"\bout must be a numpy array \(a plain", lambda: ops.bias_act(np.ones((3, 4)), None, out=np.matrix(np.ones((3, 4))))),
+    ("matrix_out_bias_act_bwd", TypeError, r"\bout must be a numpy array \(a plain", lambda: ops.bias_act_backward(np.ones((3, 4)), np.ones((3, 4)), out=np.matrix(np.ones((3, 4))))),
+    ("matrix_adam_param", TypeError, r"\bparam must be a numpy ndarray \(a plain one", lambda: ops.adam_update(np.matrix(np.ones((2, 3))), np.ones((2, 3)), np.zeros((2, 3)), np.zeros((2, 3)), alpha=0.1)),
+    ("masked_input", TypeError, r"\bx is a masked array", lambda: ops.bias_act(np.ma.masked_array(np.ones((3, 4)), mask=np.eye(3, 4)), None)),
     # ---------------------------------------------------------------- argmax
     ("argmax_too_big", ValueError, r"\bargmax must hold indices in \[0, 108\)", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1] + 108, (2, 6, 6, 3), 2)),
     ("argmax_negative", ValueError, r"\bargmax must hold indices", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1] - 1000, (2, 6, 6, 3), 2)),
@@ -350,6 +360,18 @@ def test_unavailable_backend_is_import_error(name, monkeypatch):
         assert fastnn.backend_info()["errors"][name] == "OSError: simulated missing library"
 
 
+def test_matrix_inputs_are_read_as_plain_arrays(backend):
+    """An np.matrix input gives the plain array's result in every backend (Numba raised a
+    TypingError, and softmax_cross_entropy failed on the NumPy backend only)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((4, 5)), rng.standard_normal((5, 3))
+    np.testing.assert_array_equal(ops.matmul(np.matrix(a), np.matrix(b)), ops.matmul(a, b))
+    np.testing.assert_array_equal(ops.bias_act(np.matrix(a), None), ops.bias_act(a, None))
+    for got, want in zip(ops.softmax_cross_entropy(np.matrix(a), np.array([0, 1, 2, 3])),
+                         ops.softmax_cross_entropy(a, np.array([0, 1, 2, 3]))):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_missing_extension_warning_says_why(tmp_path):
     """fastnn imported from a tree without the compiled extension warns that the extension
     is not there (Python's own message blamed "a circular import")."""
@@ -377,3 +399,42 @@ def test_backend_names_case_insensitive():
     with fastnn.use_backend("NumPy") as mod:
         assert _backend.active_name() == "numpy"
         assert mod is _backend.load("numpy")
+
+
+def test_softmax_cross_entropy_reports_labels_as_given():
+    with pytest.raises(ValueError, match=r"received values in \[0, 9223372036854775809\]"):
+        ops.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 2**63 + 1], np.uint64))
+
+
+def test_conv_geometry_checks_like_the_ops():
+    """ops.conv_geometry is public: lower-case layouts as every op, and its x_shape and
+    layout checked (layout="bogus" was read as NCHW, 1.7 truncated)."""
+    assert ops.conv_geometry((1, 5, 5, 3), 3, layout="nhwc") == \
+        ops.conv_geometry((1, 5, 5, 3), 3, layout="NHWC")
+    assert ops.conv_geometry((1, 3, 5, 5), 3, layout="NCHW").c == 3
+    with pytest.raises(ValueError, match="layout must be 'NHWC' or 'NCHW'"):
+        ops.conv_geometry((1, 5, 5, 3), 3, layout="bogus")
+    with pytest.raises(TypeError, match="x_shape must be a tuple of 4 ints"):
+        ops.conv_geometry((1.7, 5, 5, 3), 3)
+    with pytest.raises(ValueError, match="x_shape must be a tuple of 4 non-negative ints"):
+        ops.conv_geometry((1, 5, 5), 3)
+
+
+def test_thread_counts_beyond_the_cap(restore_threads):
+    """OMP_NUM_THREADS beyond 1024 is capped there by the C backend (100000 asked for a
+    36 GiB workspace for a 300 x 300 product); set_num_threads takes NumPy integers."""
+    fastnn.set_num_threads(np.int64(2))
+    assert fastnn.get_num_threads() in (1, 2)
+    code = ("import fastnn, numpy as np; from fastnn import ops; "
+            "print(fastnn.get_num_threads(), ops.matmul(np.ones((300, 300)), "
+            "np.ones((300, 300)))[0, 0])")
+    env = {k: v for k, v in os.environ.items() if k != "FASTNN_BACKEND"}
+    env.update(OMP_NUM_THREADS="100000", FASTNN_BACKEND="c")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    if "c" not in _backend.available():
+        pytest.skip("the C backend is not built here")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1024", "300.0"]

@@ -264,3 +264,37 @@ def test_ab_builds_runs(tmp_path):
         assert res.returncode == 0, res.stderr
         lines = [l for l in res.stdout.splitlines() if "paired median" in l]
         assert len(lines) == {"gemm": 2, "conv": 4, "dlfs": 2}[args[0]], res.stdout
+
+
+def test_usage_errors_come_before_any_measurement(tmp_path, capsys):
+    """A program name alone in --only runs no kernel case (it ran them all); an output path
+    that cannot be written and a thread count above 1024 are usage errors (exit 2) before
+    any measurement, not a traceback after it."""
+    assert fb.kernel_cases(quick=True, only=[]) == []
+    rc = fb.main(["--quick", "--suite", "kernels", "--only", "cnn", "--no-torch",
+                  "--png", "none", "--verbose", "0"])
+    assert rc == 2 and "nothing to run" in capsys.readouterr().err
+    rc = fb.main(["--quick", "--json", str(tmp_path / "no" / "such" / "dir" / "x.json"),
+                  "--png", "none", "--verbose", "0"])
+    assert rc == 2 and "does not exist or is not writable" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        fb.main(["--threads", "2000"])
+    assert info.value.code == 2 and "must be <= 1024" in capsys.readouterr().err
+    from fastnn.__main__ import main as cli
+    with pytest.raises(SystemExit) as info:
+        cli(["demo", "--threads", "2000"])
+    assert info.value.code == 2 and "must be <= 1024" in capsys.readouterr().err
+
+
+def test_thread_limits_restores_each_backend(restore_threads):
+    """thread_limits restores each loaded backend's own count (it set the active one's on
+    all: with the NumPy backend active, the C backend was left at 1 thread)."""
+    from fastnn import _backend
+    if "c" not in _backend.available():
+        pytest.skip("the C backend is not built here")
+    c = _backend.load("c")
+    before = c.get_num_threads()
+    with fastnn.use_backend("numpy"):
+        with fb.thread_limits(1):
+            assert c.get_num_threads() == 1
+    assert c.get_num_threads() == before

@@ -26,7 +26,8 @@ import numpy as np
 from .. import _backend
 from . import _checks
 from ._checks import float_array, layout_arg, same_dtype
-from ._geometry import ConvGeometry, as_pair, conv_geometry
+from ._geometry import ConvGeometry, as_pair
+from ._geometry import conv_geometry as _conv_geometry
 
 __all__ = [
     "matmul", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
@@ -134,8 +135,9 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
         c = np.empty((m, n), dtype) if beta == 0.0 else np.zeros((m, n), dtype)
         target = c
     else:
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out must be a numpy array, received {type(out).__name__}")
+        if type(out) is not np.ndarray:
+            raise TypeError(f"out must be a numpy array (a plain numpy.ndarray: not a "
+                            f"subclass such as np.matrix), received {type(out).__name__}")
         if out.dtype != dtype:
             raise TypeError(f"out has dtype {out.dtype} but a and b have {dtype}")
         if out.shape != (m, n):
@@ -174,10 +176,31 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
 
 
 # --------------------------------------------------------------------------- im2col
+def conv_geometry(x_shape, kernel_size, stride=1, padding=0, dilation=1, *,
+                  layout: str = "NHWC", pooling: bool = False) -> ConvGeometry:
+    """The :class:`ConvGeometry` (output size, padding per side) that the convolution and
+    pooling ops compute for these arguments, checked as they check them.
+
+    Parameters
+    ----------
+    x_shape : tuple of 4 ints
+        Input shape in ``layout``.
+    kernel_size, stride, dilation : int or pair of ints, each >= 1
+    padding : "valid", "same", int, pair, or ((top, bottom), (left, right))
+    layout : {"NHWC", "NCHW"} (any case)
+    pooling : bool
+        Pooling's rule: explicit padding smaller than the window on every side.
+    """
+    layout = _checks.layout_arg(layout)
+    shp = _checks.shape4(x_shape, "x_shape")
+    return _geometry_for(shp, kernel_size, stride, padding, dilation, layout, "x_shape",
+                         pooling=_checks.flag(pooling, "pooling"))
+
+
 def _geometry_for(x_shape, kernel_size, stride, padding, dilation, layout, name="x",
                   pooling=False) -> ConvGeometry:
     _checks.positive_spatial(x_shape, layout, name)
-    return conv_geometry(x_shape, kernel_size, stride, padding, dilation, layout=layout,
+    return _conv_geometry(x_shape, kernel_size, stride, padding, dilation, layout=layout,
                          pooling=pooling)
 
 
@@ -543,8 +566,9 @@ def _out_array(out, shape, dtype, name: str, inputs=()) -> np.ndarray:
     shape, dtype = tuple(shape), np.dtype(dtype)
     if out is None:
         return np.empty(shape, dtype=dtype)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, received {type(out).__name__}")
+    if type(out) is not np.ndarray:
+        raise TypeError(f"{name} must be a numpy array (a plain numpy.ndarray: not a "
+                        f"subclass such as np.matrix), received {type(out).__name__}")
     if out.dtype != dtype:
         raise TypeError(f"{name} has dtype {out.dtype} but the result is {dtype}")
     if out.shape != shape:
@@ -879,10 +903,12 @@ def softmax_cross_entropy(z, target, *, scale: float = 1.0,
     labels = t = None
     if target.dtype.kind in "iu":
         _checks.expect_shape(target, (n,), "target", "integer labels: one per row of z")
+        if n:   # (the range of the labels as given: a uint64 cast to int64 could wrap)
+            lo, hi = target.min(), target.max()
+            if lo < 0 or hi >= k:
+                raise ValueError(f"target labels must be in [0, {k}) for {k} classes, "
+                                 f"received values in [{lo}, {hi}]")
         labels = np.ascontiguousarray(target, dtype=np.int64)
-        if n and (labels.min() < 0 or labels.max() >= k):
-            raise ValueError(f"target labels must be in [0, {k}) for {k} classes, received "
-                             f"values in [{labels.min()}, {labels.max()}]")
     elif target.dtype.kind == "f":
         t = float_array(target, "target", 2)
         same_dtype([z, t], ["z", "target"])
@@ -934,8 +960,9 @@ def adam_update(param, grad, m, v, *, alpha: float, beta_1: float = 0.9,
     if v_hat is not None:
         arrays["v_hat"] = v_hat
     for name, a in arrays.items():
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{name} must be a numpy ndarray, received {type(a).__name__}")
+        if type(a) is not np.ndarray:
+            raise TypeError(f"{name} must be a numpy ndarray (a plain one: not a subclass "
+                            f"such as np.matrix), received {type(a).__name__}")
         if a.dtype not in (np.float32, np.float64):
             raise TypeError(f"{name} must be float32 or float64, received {a.dtype}")
         if a.shape != param.shape:

@@ -22,12 +22,16 @@ def float_array(x, name: str, ndim: int | None = None) -> np.ndarray:
     ------
     TypeError
         If ``x`` is not an array of float32 or float64 (ints, bools, objects, float16 and
-        complex are rejected: cast explicitly).
+        complex are rejected: cast explicitly), or is a masked array. Other ndarray
+        subclasses (np.matrix) are read as plain arrays.
     ValueError
         If ``x`` does not have ``ndim`` dimensions.
     """
-    if not isinstance(x, np.ndarray):
-        try:
+    if type(x) is not np.ndarray:
+        if isinstance(x, np.ma.MaskedArray):
+            raise TypeError(f"{name} is a masked array; fastnn computes on every element: "
+                            f"pass {name}.filled(value) or {name}.data explicitly")
+        try:   # (a subclass, np.matrix say, becomes a plain array: its shape rules differ)
             x = np.asarray(x)
         except Exception as exc:
             raise TypeError(f"{name} must be a float32 or float64 array, received "
