@@ -582,26 +582,56 @@ static int64_t nchw_groups(int64_t f, int64_t patch, int64_t nblk)
     return max64(1, min64(min64(NCHW_GROUPS, nblk), cap));
 }
 
+/* The lengths (images) of the blocks that a call over g->n images, in chunks of `chunk`
+ * and blocks of b images, meets: a full block, the last block of a full chunk, and the
+ * last chunk's two; into len, returning how many (at most 4). A GEMM's workspace is not
+ * monotone in its dimensions (a shorter block can take another path, which needs more:
+ * double 16 x 72 x 441 asks 52944 elements where 16 x 72 x 539 asks 32424, and sizing for
+ * the full block alone overran the workspace), so workspaces are sized for each. */
+static int block_lengths(const fnn_geom *g, int64_t chunk, int64_t b, int64_t *len)
+{
+    const int64_t n = max64(g->n, 1), full = min64(max64(chunk, 1), n), last = n % full;
+    const int64_t bb = max64(b, 1);
+    const int64_t cand[4] = {min64(bb, full), full % bb, last ? min64(bb, last) : 0,
+                             last % bb};
+    int k = 0;
+    for (int i = 0; i < 4; i++)
+        if (cand[i] > 0)
+            len[k++] = cand[i];
+    return k;
+}
+
 /* Elements of one thread's area in the batched path: colsT, dcolsT (backward), Y / dyT,
- * GEMM workspace for the block's products (any block length up to b images). */
-static int64_t nchw_area(const fnn_geom *g, int64_t f, int64_t b, int backward)
+ * GEMM workspace for the block's products (each block length the call meets). */
+static int64_t nchw_area(const fnn_geom *g, int64_t f, int64_t chunk, int64_t b,
+                         int backward)
 {
     const int64_t ohow = g->oh * g->ow, patch = g->kh * g->kw * g->c, rows = b * ohow;
-    int64_t gws = FNN(gemm_ws)(f, rows, patch);
-    if (backward)
-        gws = max64(FNN(gemm_ws)(f, patch, rows), FNN(gemm_ws)(patch, rows, f));
+    int64_t len[4], gws = 0;
+    const int nl = block_lengths(g, chunk, b, len);
+    for (int i = 0; i < nl; i++) {
+        const int64_t r = len[i] * ohow;
+        gws = max64(gws, backward ? max64(FNN(gemm_ws)(f, patch, r), FNN(gemm_ws)(patch, r, f))
+                                  : FNN(gemm_ws)(f, r, patch));
+    }
     return round8(rows * patch) * (backward ? 2 : 1) + round8(rows * f) + round8(gws);
 }
 
 static int64_t gemm_ws_max(const fnn_geom *g, int layout, int64_t f, int64_t chunk,
                            int backward)
 {
-    const int64_t ohow = g->oh * g->ow, patch = g->kh * g->kw * g->c, rows = chunk * ohow;
-    int64_t ws;
-    if (layout == FNN_NHWC) {
-        ws = FNN(gemm_ws)(rows, f, patch);
-        if (backward)
-            ws = max64(max64(ws, FNN(gemm_ws)(patch, f, rows)), FNN(gemm_ws)(rows, patch, f));
+    const int64_t ohow = g->oh * g->ow, patch = g->kh * g->kw * g->c;
+    int64_t ws = 0;
+    if (layout == FNN_NHWC) {   /* for each chunk length the call meets (block_lengths) */
+        int64_t len[4];
+        const int nl = block_lengths(g, chunk, chunk, len);
+        for (int i = 0; i < nl; i++) {
+            const int64_t rows = len[i] * ohow;
+            ws = max64(ws, FNN(gemm_ws)(rows, f, patch));
+            if (backward)
+                ws = max64(max64(ws, FNN(gemm_ws)(patch, f, rows)),
+                           FNN(gemm_ws)(rows, patch, f));
+        }
     } else {
         ws = FNN(gemm_ws)(f, ohow, patch);
         if (backward)
@@ -898,7 +928,7 @@ int64_t FNN(conv2d_ws)(const fnn_geom *g, int layout, int64_t f, int64_t chunk, 
     if (nchw_batched(g, layout)) {
         const int64_t b = nchw_block(g, f, chunk, backward), nblk = (chunk + b - 1) / b;
         const int64_t parts = backward ? nchw_groups(f, patch, nblk) * round8(f * patch) : 0;
-        const int64_t areas = fnn_get_num_threads() * nchw_area(g, f, b, backward);
+        const int64_t areas = fnn_get_num_threads() * nchw_area(g, f, chunk, b, backward);
         if (backward && use_nchw_direct_dx(g, layout, f)) /* [direct dw][direct dx] */
             return direct_dw_ws(g, f, chunk) + direct_dx_ws(g, f);
         if (backward && use_nchw_direct(g, layout, 1)) /* [direct dw][the batched dx's] */
@@ -1158,7 +1188,7 @@ void FNN(conv2d_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x, co
     const int batched = nchw_batched(g, layout);
     const int implicit = use_implicit(g, layout), direct = use_nchw_direct(g, layout, 0);
     const int64_t bs = batched ? nchw_block(g, f, chunk, 0) : 0;
-    const int64_t area = batched ? nchw_area(g, f, bs, 0) : 0;
+    const int64_t area = batched ? nchw_area(g, f, chunk, bs, 0) : 0;
     real *cols = ws;
     real *gws = ws + (pw ? 0 : chunk * ohow * patch);
     fnn_geom gc = *g;
@@ -1235,7 +1265,7 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
     const int pw = is_pointwise(g);
     const int batched = nchw_batched(g, layout);
     const int64_t bs = batched ? nchw_block(g, f, chunk, 1) : 0;
-    const int64_t area = batched ? nchw_area(g, f, bs, 1) : 0;
+    const int64_t area = batched ? nchw_area(g, f, chunk, bs, 1) : 0;
     const int64_t colsz = pw ? 0 : chunk * ohow * patch;
     const int implicit = use_implicit(g, layout); /* dw without cols: implicit_bwd_parts */
     real *cols = ws, *dcols = ws + colsz, *gws = ws + 2 * colsz;

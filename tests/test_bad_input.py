@@ -420,7 +420,7 @@ def test_conv_geometry_checks_like_the_ops():
         ops.conv_geometry((1, 5, 5), 3)
 
 
-def test_thread_counts_beyond_the_cap(restore_threads):
+def test_thread_counts_beyond_the_cap(restore_threads, tmp_path):
     """OMP_NUM_THREADS beyond 1024 is capped there by the C backend (100000 asked for a
     36 GiB workspace for a 300 x 300 product); set_num_threads takes NumPy integers."""
     fastnn.set_num_threads(np.int64(2))
@@ -434,7 +434,9 @@ def test_thread_counts_beyond_the_cap(restore_threads):
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     if "c" not in _backend.available():
         pytest.skip("the C backend is not built here")
+    # (cwd outside the checkout: `python -c` puts the cwd first on sys.path, and the
+    # source tree's fastnn/ has no compiled extension on CI)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["1024", "300.0"]
+    assert proc.stdout.split() == ["1024", "300.0"], proc.stderr

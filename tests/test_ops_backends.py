@@ -1266,3 +1266,33 @@ def test_adam_update_bad_input():
         ops.adam_update(a, b, c, ro, alpha=0.1)
     with pytest.raises(ValueError, match="C-contiguous"):
         ops.adam_update(np.zeros(8, np.float32)[::2], b, c, d, alpha=0.1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("limit", [None, 300_000], ids=["one-chunk", "chunked"])
+def test_conv_workspace_covers_every_block_length(backend, layout, dtype, limit,
+                                                  restore_workspace_limit):
+    """A GEMM's workspace is not monotone in its sizes: the NCHW backward's last block of
+    9 images (double 16 x 72 x 441) asked more than its full blocks of 11 (16 x 72 x 539),
+    and sizing for the full block alone overran the workspace (heap corruption, a crash
+    with 64 images). The guarded workspace (conftest) fails on any overrun; the results
+    match the reference."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 17, 15, 8)).astype(dtype)
+    w = rng.standard_normal((3, 3, 8, 16)).astype(dtype)
+    if layout == "NCHW":
+        x, w = x.transpose(0, 3, 1, 2).copy(), w.transpose(3, 2, 0, 1).copy()
+    if limit:
+        ops.set_workspace_limit(limit)
+    geo = dict(stride=2, padding=((1, 0), (0, 2)), dilation=2, layout=layout)
+    y = ops.conv2d_forward(x, w, **geo)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    got = ops.conv2d_backward(dy, x, w, **geo)
+    with fastnn.use_backend("numpy"):
+        want_y = ops.conv2d_forward(x, w, **geo)
+        want = ops.conv2d_backward(dy, x, w, **geo)
+    tol = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(y, want_y, **tol)
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, **tol)

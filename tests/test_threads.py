@@ -53,9 +53,11 @@ def _same_for_1_and_2_threads(fn, *args, what="", **kw):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)],
                          ids=["NN", "TN", "NT", "TT"])
-# (300, 200, 150): B packed once and shared by the threads; the small-m products (A read
-# in place, several K blocks) take the C backend's column slabs: each thread its own panels
-@pytest.mark.parametrize("m,n,k", [(300, 200, 150), (100, 100, 1300), (32, 130, 784)],
+# (400, 300, 200): B packed once and shared by the threads; the small-m products (A read
+# in place, several K blocks) take the C backend's column slabs: each thread its own panels.
+# Every shape is above the C backend's FNN_PAR_MIN (m * n * k / 64 >= 262144), so two
+# threads really split it (smaller ones ran on one thread whatever the setting).
+@pytest.mark.parametrize("m,n,k", [(400, 300, 200), (100, 100, 2000), (32, 130, 4200)],
                          ids=["shared-B", "slabs", "slabs-edge"])
 def test_matmul_thread_invariant(fast_backend, ta, tb, dtype, m, n, k, restore_threads):
     rng = _rng("mm", ta, tb)
@@ -93,7 +95,7 @@ def test_matmul_repeated_2_thread_calls_stable(fast_backend, dtype, m, k, n, cal
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 def test_conv_thread_invariant(fast_backend, layout, dtype, restore_threads):
     rng = _rng("conv", layout)
-    n, h, w_, c, f = 6, 17, 15, 8, 16
+    n, h, w_, c, f = 64, 17, 15, 8, 16   # (above the C backend's threshold for 2 threads)
     x = to_layout(rand(rng, (n, h, w_, c), dtype), layout)
     w = weights_to_layout(rand(rng, (3, 3, c, f), dtype), layout)
     b = rand(rng, (f,), dtype)
@@ -122,8 +124,9 @@ def test_conv_chunked_thread_invariant(fast_backend, layout, dtype, restore_thre
                                        restore_workspace_limit):
     """Chunked batches (tiny workspace) are thread-invariant too."""
     rng = _rng("convchunk", layout)
-    x = to_layout(rand(rng, (7, 9, 8, 3), dtype), layout)
-    w = weights_to_layout(rand(rng, (3, 3, 3, 5), dtype), layout)
+    # (each one-image chunk is above the C backend's threshold for 2 threads)
+    x = to_layout(rand(rng, (3, 64, 64, 16), dtype), layout)
+    w = weights_to_layout(rand(rng, (3, 3, 16, 32), dtype), layout)
     ops.set_workspace_limit(1)
     _same_for_1_and_2_threads(ops.conv2d_forward, x, w, padding="same", layout=layout,
                               what="chunked conv2d_forward")
@@ -136,7 +139,7 @@ def test_conv_chunked_thread_invariant(fast_backend, layout, dtype, restore_thre
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 def test_pool_and_bias_act_thread_invariant(fast_backend, layout, dtype, restore_threads):
     rng = _rng("pool", layout)
-    x = to_layout(rand(rng, (8, 20, 19, 12), dtype), layout)
+    x = to_layout(rand(rng, (8, 40, 39, 24), dtype), layout)   # (above the 2-thread threshold)
     x_nhwc_nan = x.copy()
     x_nhwc_nan.flat[::97] = np.nan
     for pool, kw in ((2, dict()), (3, dict(stride=1, padding="same")),
@@ -153,7 +156,7 @@ def test_pool_and_bias_act_thread_invariant(fast_backend, layout, dtype, restore
         _same_for_1_and_2_threads(ops.avgpool2d_backward, dy, x.shape, pool,
                                   what="avgpool bwd", **kw)
     axis = -1 if layout == "NHWC" else 1
-    bias = rand(rng, (12,), dtype)
+    bias = rand(rng, (24,), dtype)
     _same_for_1_and_2_threads(ops.bias_act, x, bias, "relu", channel_axis=axis,
                               what="bias_act")
     with fastnn.use_backend(fast_backend):
