@@ -745,7 +745,6 @@ class Sequential:
         cbs = self._inference_callbacks(callbacks, verbose, len(x), batch_size)
         self.stop_evaluating = False
         cbs.on_test_begin()
-        logs: Dict[str, object] = {}
         for step, i in enumerate(range(0, len(x), batch_size)):
             cbs.on_test_batch_begin(step)
             xb = np.asarray(x[i:i + batch_size], dtype=dt)
@@ -764,11 +763,12 @@ class Sequential:
             wsum += len(yb)
             for m in metrics:
                 m.update_state(yb, y_pred)
-            logs = self._eval_logs(total / wsum + reg, metrics)
-            cbs.on_test_batch_end(step, {k: v for k, v in logs.items() if np.ndim(v) == 0})
+            if cbs.callbacks:   # running results only for a callback that sees them
+                logs = self._eval_logs(total / wsum + reg, metrics)
+                cbs.on_test_batch_end(step, {k: v for k, v in logs.items() if np.ndim(v) == 0})
             if self.stop_evaluating:
                 break
-        result = logs if logs else self._eval_logs(reg, metrics)
+        result = self._eval_logs((total / wsum if wsum else 0.0) + reg, metrics)
         cbs.on_test_end({k: v for k, v in result.items() if np.ndim(v) == 0})
         if return_dict:
             return result
