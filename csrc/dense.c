@@ -33,7 +33,8 @@ static void mul_mask(int64_t count, const real *a, const real *mask, real *out)
 }
 
 /* SGD (fastnn.optimizers.SGD's NumPy steps, element by element, the same roundings):
- * lr_g = g * lr; without momentum slot (m NULL) p -= lr_g; else m = m * momentum - lr_g
+ * lr_g = g * lr; without momentum slot (m NULL) p -= lr_g; else m = m * momentum - lr_g,
+ * stored as 0 below the smallest normal number in magnitude (fnn_adam_update says why),
  * and p += m, or with Nesterov p += m * momentum - lr_g. In place. */
 static void sgd_update(int64_t n, real *p, const real *g, real *m, real lr, real momentum,
                        int nesterov)
@@ -46,6 +47,7 @@ static void sgd_update(int64_t n, real *p, const real *g, real *m, real lr, real
         }
         real mi = m[i] * momentum;
         mi -= lr_g;
+        mi = FNN_FABS(mi) < FNN_REAL_MIN ? 0 : mi;
         m[i] = mi;
         if (nesterov) {
             real step = mi * momentum;
@@ -57,14 +59,15 @@ static void sgd_update(int64_t n, real *p, const real *g, real *m, real lr, real
     }
 }
 
-/* The optimizer's step on count elements of p with gradient g and slots s[0..2]:
+/* The optimizer's step on count elements of p with gradient g and slots s[0..2], as
+ * fastnn.optimizers does it (subnormal moments flushed):
  * FNN_OPT_ADAM fnn_adam_update (m, v, vhat; kc: alpha, 1 - beta_1, 1 - beta_2, epsilon),
  * FNN_OPT_SGD sgd_update (momentum or NULL; kc: learning rate, momentum, nesterov). */
 static void opt_update(int opt, int64_t count, real *p, const real *g, real *const *s,
                        const real *kc)
 {
     if (opt == FNN_OPT_ADAM)
-        FNN(adam_update)(count, p, g, s[0], s[1], s[2], kc[0], kc[1], kc[2], kc[3]);
+        FNN(adam_update)(count, p, g, s[0], s[1], s[2], kc[0], kc[1], kc[2], kc[3], 1);
     else if (opt == FNN_OPT_SGD)
         sgd_update(count, p, g, s[0], kc[0], kc[1], kc[2] != 0);
 }

@@ -97,9 +97,10 @@ void fnn_relu_mask_bwd_f64(int64_t n, const double *dy, const uint8_t *mask, dou
 
 /* Fused optimizer updates (optim.c) */
 void fnn_adam_update_f32(int64_t n, float *p, const float *g, float *m, float *v, float *vhat,
-                         float alpha, float omb1, float omb2, float eps);
+                         float alpha, float omb1, float omb2, float eps, int flush);
 void fnn_adam_update_f64(int64_t n, double *p, const double *g, double *m, double *v,
-                         double *vhat, double alpha, double omb1, double omb2, double eps);
+                         double *vhat, double alpha, double omb1, double omb2, double eps,
+                         int flush);
 
 /* Softmax cross-entropy, value and gradient (xent.c) */
 void fnn_softmax_xent_f32(int64_t n, int64_t k, const float *z, const int64_t *labels,

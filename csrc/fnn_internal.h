@@ -32,6 +32,31 @@
 #define FNN_PREFETCHW(p) __builtin_prefetch((p), 1, 3)
 #endif
 
+/* The calling thread's floating-point mode with flush-to-zero and denormals-are-zero on
+ * (x86: MXCSR bits 15 and 6, SSE, which every x86-64 CPU has) while `on`: results and
+ * inputs below the smallest normal number count as 0, so no operation takes the CPU's
+ * slow subnormal path. fnn_ftz_begin returns the mode to restore with fnn_ftz_end, on the
+ * same thread (each OpenMP thread has its own mode: set it inside the parallel region).
+ * Elsewhere a no-op. */
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>
+static inline unsigned fnn_ftz_begin(int on)
+{
+    const unsigned csr = _mm_getcsr();
+    if (on)
+        _mm_setcsr(csr | 0x8040u);
+    return csr;
+}
+static inline void fnn_ftz_end(int on, unsigned csr)
+{
+    if (on)
+        _mm_setcsr(csr);
+}
+#else
+static inline unsigned fnn_ftz_begin(int on) { (void)on; return 0; }
+static inline void fnn_ftz_end(int on, unsigned csr) { (void)on, (void)csr; }
+#endif
+
 /* vkeep(v): vector v stays in a register from here on (an empty asm that claims to change
  * it), so the compiler cannot fold the load that made it into every instruction using it
  * (a reload each time). A no-op where there is no GNU asm (MSVC). */
@@ -247,10 +272,11 @@ void fnn_ukr_avx2_strided_6x16_f32(int64_t k, const float *a, int64_t as, const 
 void fnn_ukr_avx2_strided_6x8_f64(int64_t k, const double *a, int64_t as, const double *bp,
                                   double *c, int64_t ldc, double alpha, double beta);
 void fnn_adam_update_avx2_f32(int64_t n, float *p, const float *g, float *m, float *v,
-                              float *vhat, float alpha, float omb1, float omb2, float eps);
+                              float *vhat, float alpha, float omb1, float omb2, float eps,
+                              int flush);
 void fnn_adam_update_avx2_f64(int64_t n, double *p, const double *g, double *m, double *v,
                               double *vhat, double alpha, double omb1, double omb2,
-                              double eps);
+                              double eps, int flush);
 /* A block of relu_mask (epilogue.c) for double on AVX2 lanes (kernels/relu_avx2.c). */
 void fnn_relu_mask_block_avx2_f64(int64_t len, const double *x, double *y,
                                   uint8_t *restrict mask);

@@ -3,6 +3,7 @@
 #ifndef FNN_REAL_H
 #define FNN_REAL_H
 
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,6 +21,8 @@ typedef double real;
 typedef double accum; /* accumulator for long reductions */
 #define FNN_SFX _f64
 #define FNN_SQRT sqrt
+#define FNN_FABS fabs
+#define FNN_REAL_MIN DBL_MIN /* the smallest normal number */
 #define FNN_EXP exp
 #define FNN_LOG log
 #else
@@ -27,6 +30,8 @@ typedef float real;
 typedef double accum; /* float reductions (bias gradients) accumulate in double */
 #define FNN_SFX _f32
 #define FNN_SQRT sqrtf
+#define FNN_FABS fabsf
+#define FNN_REAL_MIN FLT_MIN
 #define FNN_EXP expf
 #define FNN_LOG logf
 #endif

@@ -5,24 +5,30 @@
 #define FNN_OPTIM_BODY_H
 
 /* Adam on element i, in place:
- *   m += (g - m) * omb1;  v += (g*g - v) * omb2;  [vhat = max(vhat, v); use vhat for v]
+ *   m += (g - m) * omb1;  v += (g*g - v) * omb2;  m, v below lim (in magnitude) -> 0
+ *   [vhat = max(vhat, v), below lim -> 0; use vhat for v]
  *   p -= (m * alpha) / (sqrt(v) + eps)
- * omb1 = 1 - beta_1, omb2 = 1 - beta_2, alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t).
- * NaN in g propagates to p. Each caller loops over i in its own (parallel) loop, so the
- * loops keep distinct names in the binary (the portability check tells them apart). */
+ * omb1 = 1 - beta_1, omb2 = 1 - beta_2, alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t);
+ * lim: the smallest normal number to flush subnormal moments, 0 to keep them (see
+ * fnn_adam_update). NaN in g propagates to p. Each caller loops over i in its own
+ * (parallel) loop, so the loops keep distinct names in the binary (the portability check
+ * tells them apart). */
 static inline void adam_elem(int64_t i, real *p, const real *g, real *m, real *v, real *vhat,
-                             real alpha, real omb1, real omb2, real eps)
+                             real alpha, real omb1, real omb2, real eps, real lim)
 {
     const real gi = g[i];
     real mi = m[i], vi = v[i];
     mi += (gi - mi) * omb1;
     vi += (gi * gi - vi) * omb2;
+    mi = FNN_FABS(mi) < lim ? 0 : mi;
+    vi = FNN_FABS(vi) < lim ? 0 : vi;
     m[i] = mi;
     v[i] = vi;
     if (vhat) {
         const real h = vhat[i];
         /* np.maximum propagates NaN from either side */
         vi = (h != h || h > vi) ? h : vi;
+        vi = FNN_FABS(vi) < lim ? 0 : vi;
         vhat[i] = vi;
     }
     p[i] -= (mi * alpha) / (FNN_SQRT(vi) + eps);

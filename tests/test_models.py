@@ -1463,6 +1463,42 @@ def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, cas
                                                           "sgd-momentum", "sgd-nesterov"))
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adam-amsgrad", "sgd-momentum",
+                                       "sgd-nesterov"])
+def test_compiled_dense_step_flushes_subnormal_slots_as_the_optimizers_do(monkeypatch,
+                                                                          optimizer):
+    """The compiled step's update flushes subnormal slots to +0 as the optimizers do
+    (ops.adam_update's flush_subnormal): with one input feature always 0 (an always-black
+    pixel) the first layer's slots for its weights start at a stuck subnormal value and
+    end at 0, bit for bit as in the layer-by-layer path."""
+    if fastnn.backend_info()["active"] != "c":
+        pytest.skip("the compiled dense step needs the C backend")
+    from fastnn import _dense_step
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(48, 3, 4)).astype(np.float32)
+    x[:, 0, 0] = 0
+    y = rng.integers(0, K + 2, 48)
+    sub = np.float32(4) * np.finfo(np.float32).smallest_subnormal
+    out = []
+    for compiled in (True, False):
+        model = _dense_model()
+        model.compile(_DENSE_OPTIMIZERS.get(optimizer, lambda: optimizer)(), SCCE)
+        with monkeypatch.context() as mp:
+            if not compiled:
+                mp.setattr(_dense_step.DenseStep, "build", classmethod(lambda cls, m: None))
+            model.fit(x[:16], y[:16], epochs=1, batch_size=16, verbose=0)   # the slots
+            opt = model.optimizer
+            for a in opt._param_slots[0]:           # the first Dense layer's kernel
+                a[0] = -sub                         # feature 0's weights: gradient 0
+            model.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False)
+        assert (model._dense_step is not None) == compiled
+        for a in opt._param_slots[0]:
+            assert (a[0] == 0).all() and not np.signbit(a[0]).any()
+        out.append(model.get_weights() + [a for s in opt._param_slots for a in s])
+    for a, b in zip(*out):
+        assert_bitwise(a, b, what=optimizer)
+
+
 class _EveryBatch(cbs.Callback):
     """A callback that needs every batch: fit then runs one step per call."""
 

@@ -14,7 +14,8 @@ import pytest
 import fastnn
 from fastnn import ops
 from conftest import (DTYPES, absmax, assert_bitwise, assert_close, assert_same, distinct,
-                      rand, reference, to_layout, tolerance, weights_to_layout, x_shape_in)
+                      rand, reference, require_backend, to_layout, tolerance,
+                      weights_to_layout, x_shape_in)
 
 LAYOUTS = ("NHWC", "NCHW")
 DT_IDS = ["f32", "f64"]
@@ -1266,6 +1267,77 @@ def test_adam_update_bad_input():
         ops.adam_update(a, b, c, ro, alpha=0.1)
     with pytest.raises(ValueError, match="C-contiguous"):
         ops.adam_update(np.zeros(8, np.float32)[::2], b, c, d, alpha=0.1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_adam_update_flush_subnormal(backend, dtype):
+    """flush_subnormal=True stores m and v below the smallest normal number as +0: a
+    subnormal m with a zero gradient otherwise sticks (0.9 m rounds back to m, the
+    formula's exact result, kept by the default); where every value is normal the result
+    is bitwise the unflushed one, NaN propagates, and each backend matches the
+    reference."""
+    f = np.dtype(dtype).type
+    sub = f(4) * np.finfo(dtype).smallest_subnormal
+    assert sub + (f(0) - sub) * f(0.1) == sub                   # the sticking point
+    n = 10007
+    rng = np.random.default_rng(12)
+    p0 = rng.standard_normal(n).astype(dtype)
+    g = (rng.standard_normal(n) * 1e-3).astype(dtype)
+    m0 = (rng.standard_normal(n) * 1e-3).astype(dtype)
+    v0 = np.abs(rng.standard_normal(n) * 1e-6).astype(dtype)
+    g[:40] = 0                                  # zero gradients with subnormal moments:
+    m0[:20], m0[20:40] = sub, -sub              # m stuck, of either sign
+    v0[:40] = np.finfo(dtype).tiny / f(4)       # v subnormal
+    g[50] = np.nan
+    kw = dict(alpha=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
+    results = {}
+    for flush in (False, True):
+        for ref in (False, True):
+            p, m, v = p0.copy(), m0.copy(), v0.copy()
+            with fastnn.use_backend("numpy" if ref else backend):
+                ops.adam_update(p, g, m, v, flush_subnormal=flush, **kw)
+            results[flush, ref] = (p, m, v)
+    for flush in (False, True):
+        for got, want in zip(results[flush, False], results[flush, True]):
+            np.testing.assert_array_equal(got, want)
+    p, m, v = results[True, False]
+    assert (m[:40] == 0).all() and not np.signbit(m[:40]).any()
+    assert (v[:40] == 0).all() and not np.signbit(v[:40]).any()
+    np.testing.assert_array_equal(p[:40], p0[:40])
+    assert np.isnan(p[50]) and np.isnan(m[50]) and np.isnan(v[50])
+    kept_p, kept_m, kept_v = results[False, False]
+    np.testing.assert_array_equal(kept_m[:20], sub)             # without: stuck
+    for a, b in zip((p, m, v), (kept_p, kept_m, kept_v)):       # the normal elements
+        np.testing.assert_array_equal(a[40:], b[40:])
+    with pytest.raises(TypeError, match="flush_subnormal must be a bool"):
+        ops.adam_update(p, g, m, v, flush_subnormal=1, **kw)
+
+
+def test_adam_update_flush_mode_ends_with_the_call(restore_threads):
+    """The C backend's flush-to-zero mode is on only inside the call, on each thread that
+    ran it: afterwards subnormal values go through a kernel on both OpenMP threads (relu
+    keeps them: a denormals-are-zero compare would call them 0), NumPy on this thread,
+    and an unflushed Adam (its stuck m stays) as before."""
+    require_backend("c")
+    fastnn.set_num_threads(2)
+    n = 1 << 20
+    rng = np.random.default_rng(13)
+    with fastnn.use_backend("c"):
+        state = [rng.standard_normal(n).astype(np.float32) * np.float32(1e-3)
+                 for _ in range(4)]
+        state[3] = np.abs(state[3])
+        ops.adam_update(*state, alpha=1e-3, flush_subnormal=True)
+        tiny = np.finfo(np.float32).smallest_subnormal
+        x = np.full(n, 3 * tiny, np.float32)
+        x[1::2] *= -1
+        y, mask = ops.relu_mask(x)
+        np.testing.assert_array_equal(y, np.where(x > 0, x, np.float32(0)))
+        assert (y[::2] != 0).all() and (~mask[::2]).all()
+        m = np.full(n, 4 * tiny, np.float32)
+        ops.adam_update(state[0], np.zeros(n, np.float32), m, np.zeros(n, np.float32),
+                        alpha=1e-3)
+        assert (m == 4 * tiny).all()
+    assert np.float32(np.finfo(np.float32).tiny) * np.float32(0.5) != 0
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)

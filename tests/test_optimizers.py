@@ -833,6 +833,35 @@ def test_params_of_other_dtypes_rejected(backend, kind, dtype):
         fresh.set_state([state[0]] + [a.astype(dtype) for a in state[1:]])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind,kw", [
+    ("adam", {}), ("adam", dict(amsgrad=True)), ("adamw", {}),
+    ("sgd", dict(momentum=0.9)), ("sgd", dict(momentum=0.8, nesterov=True)),
+    ("rmsprop", {}), ("rmsprop", dict(momentum=0.5, centered=True))])
+def test_subnormal_slots_are_flushed(backend, kind, kw, dtype):
+    """A slot that has decayed into the subnormal range (a weight whose gradient stays
+    0) is stored as +0 after the next step, instead of sticking there (0.9 m rounds back
+    to m) and slowing every later step (ops.adam_update's flush_subnormal); the step
+    itself is then 0, as the subnormal slot's would round to: p does not move."""
+    f = np.dtype(dtype).type
+    sub = f(4) * np.finfo(dtype).smallest_subnormal
+    opt = CLASSES[kind](**kw)
+    params = [np.linspace(-1, 1, 600).astype(dtype)]
+    opt.apply(params, [np.ones(600, dtype)])
+    state = opt.get_state()
+    assert len(state) > 1
+    for a in state[1:]:
+        a[...] = sub
+        a[::2] = -sub
+    opt.set_state(state)
+    before = params[0].copy()
+    opt.apply(params, [np.zeros(600, dtype)])
+    for a in opt.get_state()[1:]:
+        assert (a == 0).all() and not np.signbit(a).any(), kind
+    if kind != "adamw":                         # (AdamW's decay moves p)
+        np.testing.assert_array_equal(params[0], before)
+
+
 @pytest.mark.parametrize("kind", ALL)
 def test_gradients_are_cast_to_the_param_dtype_first(kind):
     """Keras casts each gradient to its variable's dtype before the update."""

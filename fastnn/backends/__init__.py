@@ -56,11 +56,13 @@ Primitives
     Mean over the in-bounds elements of each window (padding is not counted: Keras).
 ``avgpool2d_backward(dy, g, layout, dx)``
     Adjoint of avgpool2d_forward; ``dx`` overwritten.
-``adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps)``
+``adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps, flush)``
     Keras's Adam step in place on 1-D arrays of one dtype (``vhat`` None unless AMSGrad),
     every operation in the arrays' dtype, in this order::
 
         m += (g - m) * omb1;  v += (g * g - v) * omb2
+        if flush: m, v (and vhat below) of magnitude below the smallest normal number
+                  = +0 (C: and the step in flush-to-zero mode, see ops.adam_update)
         vhat = maximum(vhat, v) (NaN propagates) and use it as v below, if given
         p -= (m * alpha) / (sqrt(v) + eps)
 

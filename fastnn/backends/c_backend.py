@@ -195,9 +195,9 @@ def relu_mask_backward(dy, mask, dx):
                                    _ptr(dx))
 
 
-def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps):
+def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps, flush):
     _fn("adam_update", p.dtype)(p.size, _ptr(p), _ptr(g), _ptr(m), _ptr(v),
-                                _opt(vhat, p.dtype), alpha, omb1, omb2, eps)
+                                _opt(vhat, p.dtype), alpha, omb1, omb2, eps, int(flush))
 
 
 def softmax_xent(z, labels, t, scale, probs, loss, dz):

@@ -1278,24 +1278,31 @@ def softmax_xent(z, labels, t, scale, probs, loss, dz):
 
 # --------------------------------------------------------------------------- optimizers
 @njit(parallel=True, cache=True)
-def _adam_kernel(p, g, m, v, vhat, use_vhat, alpha, omb1, omb2, eps):
+def _adam_kernel(p, g, m, v, vhat, use_vhat, alpha, omb1, omb2, eps, lim):
+    zero = lim - lim                        # +0 in the arrays' dtype
     for i in prange(p.size):
         gi = g[i]
         mi = m[i] + (gi - m[i]) * omb1
         vi = v[i] + (gi * gi - v[i]) * omb2
+        if abs(mi) < lim:                   # lim: the smallest normal number, or 0
+            mi = zero
+        if abs(vi) < lim:
+            vi = zero
         m[i] = mi
         v[i] = vi
         if use_vhat:
             h = vhat[i]
             if h != h or h > vi:
                 vi = h
+            if abs(vi) < lim:
+                vi = zero
             vhat[i] = vi
         p[i] -= (mi * alpha) / (np.sqrt(vi) + eps)
 
 
-def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps):
+def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps, flush):
     """Adam's step in one pass; the scalars are rounded to the arrays' dtype first, so
     every operation runs in that dtype, as in the reference."""
     f = p.dtype.type
     _adam_kernel(p, g, m, v, vhat if vhat is not None else m[:0], vhat is not None,
-                 f(alpha), f(omb1), f(omb2), f(eps))
+                 f(alpha), f(omb1), f(omb2), f(eps), f(np.finfo(f).tiny if flush else 0))

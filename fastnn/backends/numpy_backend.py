@@ -270,7 +270,20 @@ def softmax_xent(z, labels, t, scale, probs, loss, dz):
 
 
 # --------------------------------------------------------------------------- optimizers
-def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps):
+def flush_subnormal(a, tmp):
+    """Set the elements of ``a`` below its dtype's smallest normal number in magnitude
+    (-0.0 included) to +0, in place; NaN and infinities stay. ``tmp``: a scratch array
+    like ``a`` (overwritten), so nothing the size of ``a`` is allocated. fastnn's
+    optimizers do this to their slots: a slot that decays into the subnormal range sticks
+    there (0.9 * m rounds back to m) and makes every later step's arithmetic on it many
+    times slower (see fastnn.ops.adam_update)."""
+    np.abs(a, out=tmp)
+    np.greater_equal(tmp, np.finfo(a.dtype).tiny, out=tmp)  # 1 keeps, 0 flushes (NaN: 0)
+    a *= tmp                                                # x * 1 = x; NaN * 0 = NaN
+    a += 0                                                  # -0 + 0 = +0
+
+
+def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps, flush):
     """Adam's step, written as whole-array NumPy operations (the reference order)."""
     t = g - m
     t *= omb1
@@ -279,8 +292,13 @@ def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps):
     t -= v
     t *= omb2
     v += t                                  # v += (g^2 - v) * (1 - beta_2)
+    if flush:
+        flush_subnormal(m, t)
+        flush_subnormal(v, t)
     if vhat is not None:
         v = np.maximum(vhat, v, out=vhat)   # AMSGrad
+        if flush:
+            flush_subnormal(v, t)
     np.sqrt(v, out=t)
     t += eps                                # sqrt(v) + epsilon
     u = m * alpha

@@ -1462,6 +1462,11 @@ class Adam(_Optimizer):
     ``param -= lr_t * m / (sqrt(v) + 1e-7)`` with the bias correction folded into
     ``lr_t = lr * sqrt(1 - beta2**iter) / (1 - beta1**iter)``.
 
+    The book's arithmetic exactly, subnormal moments included: where a gradient stays 0,
+    ``m`` decays into the subnormal range and sticks there, and those elements' steps
+    get slow, in the book's NumPy code as here (``fastnn.optimizers.Adam`` flushes them
+    to 0: see ``fastnn.ops.adam_update``'s ``flush_subnormal``).
+
     Parameters
     ----------
     lr : float, default 0.001
@@ -1498,7 +1503,8 @@ class Adam(_Optimizer):
             if self._fused(p, g, m, v, (b1, b2, lr_t, 1e-7)):
                 # fastnn's Adam kernel runs the same operations in the same order, one
                 # element at a time in one pass instead of eleven: the same bits
-                ops._adam_update(p, g, m, v, None, float(lr_t), float(b1), float(b2), 1e-7)
+                ops._adam_update(p, g, m, v, None, float(lr_t), float(b1), float(b2), 1e-7,
+                                  False)
                 continue
             bufs = self._fast(key, p, g, (b1, b2, lr_t, 1e-7), (m, v))
             if bufs is None:

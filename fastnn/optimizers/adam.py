@@ -84,7 +84,7 @@ class Adam(Optimizer):
         target = param if param.flags.c_contiguous else np.ascontiguousarray(param)
         _ops._adam_update(target, grad, slots[0], slots[1],
                           slots[2] if len(slots) == 3 else None, alphas[param.dtype],
-                          one_minus_b1, one_minus_b2, epsilon)
+                          one_minus_b1, one_minus_b2, epsilon, True)
         if target is not param:                 # a strided view: write the result back
             param[...] = target
 

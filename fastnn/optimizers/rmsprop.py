@@ -5,6 +5,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ..backends.numpy_backend import flush_subnormal
 from .optimizer import LearningRate, Optimizer, _check_real
 
 __all__ = ["RMSprop"]
@@ -30,7 +31,10 @@ class RMSprop(Optimizer):
             param -= increment
 
     Epsilon convention: ``epsilon`` is added to the mean square *inside* the square root,
-    ``sqrt(velocity + epsilon)``, not to ``sqrt(velocity)``.
+    ``sqrt(velocity + epsilon)``, not to ``sqrt(velocity)``. Each slot, once updated, is
+    stored as +0 where it is below the smallest normal number in magnitude (see
+    :func:`fastnn.ops.adam_update`'s ``flush_subnormal``: a decaying slot would stick in
+    the subnormal range and slow every later step many times over).
 
     Parameters
     ----------
@@ -82,11 +86,13 @@ class RMSprop(Optimizer):
         np.square(grad, out=a)
         a *= one_minus_rho
         velocity += a                                   # rho * v + (1 - rho) * g^2
+        flush_subnormal(velocity, b)
         if centered:
             avg = slots[-1]
             avg *= rho
             np.multiply(grad, one_minus_rho, out=a)
             avg += a                                    # rho * avg + (1 - rho) * g
+            flush_subnormal(avg, b)
             np.square(avg, out=a)
             np.subtract(velocity, a, out=a)
             a += epsilon                                # v - avg^2 + eps
@@ -99,6 +105,7 @@ class RMSprop(Optimizer):
             m = slots[1]
             m *= momentum
             m += b
+            flush_subnormal(m, a)
             param -= m
         else:
             param -= b

@@ -5,6 +5,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ..backends.numpy_backend import flush_subnormal
 from .optimizer import LearningRate, Optimizer, _check_real
 
 __all__ = ["SGD"]
@@ -19,9 +20,13 @@ class SGD(Optimizer):
 
     With ``momentum > 0`` (slot ``momentum``, zeros at start)::
 
-        m = momentum * m - lr * g
+        m = momentum * m - lr * g                # stored as 0 if subnormal (below)
         param += m                               # nesterov=False
         param += momentum * m - lr * g           # nesterov=True
+
+    A momentum below the smallest normal number in magnitude is stored as +0 (see
+    :func:`fastnn.ops.adam_update`'s ``flush_subnormal``: decaying into the subnormal
+    range, it would stick there and slow every later step many times over).
 
     No epsilon is involved.
 
@@ -64,6 +69,7 @@ class SGD(Optimizer):
         m = slots[0]
         m *= momentum
         m -= lr_g                                       # m = momentum * m - lr * g
+        flush_subnormal(m, scratch[1])
         if nesterov:
             step = scratch[1]
             np.multiply(m, momentum, out=step)
