@@ -11,6 +11,9 @@ def _info(_args) -> int:
     import fastnn
 
     info = fastnn.backend_info()
+    if _args.json:        # JSON alone, for scripts (`fastnn info --json | jq .isa`)
+        print(json.dumps({"version": fastnn.__version__, **info}))
+        return 0
     print(f"fastnn {fastnn.__version__}")
     print(f"backends available: {', '.join(info['available'])}")
     print(f"active backend:     {info['active']}")
@@ -18,8 +21,6 @@ def _info(_args) -> int:
     print(f"threads:            {info['num_threads']}")
     for name, why in info["errors"].items():
         print(f"unavailable {name}: {why}")
-    if _args.json:
-        print(json.dumps(info))
     return 0
 
 
@@ -45,7 +46,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="fastnn", description="fastnn command line")
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="print backends, instruction set and threads")
-    p_info.add_argument("--json", action="store_true", help="also print the info as JSON")
+    p_info.add_argument("--json", action="store_true", help="print the info as one JSON object, nothing else")
     p_info.set_defaults(func=_info)
     p_demo = sub.add_parser("demo", help="train the example CNN on Fashion-MNIST")
     p_demo.add_argument("--epochs", type=_positive, default=10)

@@ -135,11 +135,16 @@ def test_examples_answer_help_without_training(tmp_path, name):
 
 
 def test_cli_info(tmp_path):
+    """`fastnn info` prints lines for people; with --json one JSON object and nothing else
+    (it printed the lines first, which broke `fastnn info --json | jq`)."""
     proc = run_outside_checkout(["-m", "fastnn", "info", "--json"], tmp_path)
     assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["version"] == fastnn.__version__
+    proc = run_outside_checkout(["-m", "fastnn", "info"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    info = json.loads(lines[-1])
-    text = "\n".join(lines[:-1])
+    text = "\n".join(lines)
     assert lines[0] == f"fastnn {fastnn.__version__}"
     assert re.search(rf"^backends available: {re.escape(', '.join(info['available']))}$",
                      text, re.M)
