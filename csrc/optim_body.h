@@ -34,4 +34,16 @@ static inline void adam_elem(int64_t i, real *p, const real *g, real *m, real *v
     p[i] -= (mi * alpha) / (FNN_SQRT(vi) + eps);
 }
 
+/* Whether the flushing Adam step may run in flush-to-zero mode: not when one of its
+ * scalars is itself subnormal (denormals-are-zero would read it as 0: epsilon = 1e-40 in
+ * float gave 0 / 0 = NaN where v is 0). */
+static inline int adam_ftz(int flush, real alpha, real omb1, real omb2, real eps)
+{
+    const real s[4] = {alpha, omb1, omb2, eps};
+    for (int i = 0; i < 4; i++)
+        if (s[i] != 0 && FNN_FABS(s[i]) < FNN_REAL_MIN)
+            return 0;
+    return flush;
+}
+
 #endif

@@ -1313,6 +1313,23 @@ def test_adam_update_flush_subnormal(backend, dtype):
         ops.adam_update(p, g, m, v, flush_subnormal=1, **kw)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_adam_update_flush_with_a_subnormal_epsilon(backend, dtype):
+    """A subnormal epsilon is a value, not a zero: the C backend's flush-to-zero mode
+    would read it as 0 (0 / 0 = NaN where v is 0, -inf where m is not), so it stays off
+    then, and every backend gives the reference's finite step."""
+    eps = float(np.finfo(dtype).tiny) / 1e3
+    results = []
+    for name in (backend, "numpy"):
+        p, g = np.ones(3, dtype), np.zeros(3, dtype)
+        m, v = np.array([0, 1e-3, 0], dtype), np.zeros(3, dtype)
+        with fastnn.use_backend(name):
+            ops.adam_update(p, g, m, v, alpha=1e-3, epsilon=eps, flush_subnormal=True)
+        results.append(p)
+    assert np.isfinite(results[0]).all()
+    np.testing.assert_array_equal(results[0], results[1])
+
+
 def test_adam_update_flush_mode_ends_with_the_call(restore_threads):
     """The C backend's flush-to-zero mode is on only inside the call, on each thread that
     ran it: afterwards subnormal values go through a kernel on both OpenMP threads (relu

@@ -10,15 +10,16 @@ void FNN(adam_update_avx2)(int64_t n, real *p, const real *g, real *m, real *v, 
                            real alpha, real omb1, real omb2, real eps, int flush)
 {
     const real lim = flush ? FNN_REAL_MIN : 0;
+    const int ftz = adam_ftz(flush, alpha, omb1, omb2, eps);
     /* elementwise: threads split the index range, the result does not depend on their
      * number */
     const int nt = fnn_threads_for(n);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        const unsigned mode = fnn_ftz_begin(flush);
+        const unsigned mode = fnn_ftz_begin(ftz);
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < n; i++)
             adam_elem(i, p, g, m, v, vhat, alpha, omb1, omb2, eps, lim);
-        fnn_ftz_end(flush, mode);
+        fnn_ftz_end(ftz, mode);
     }
 }

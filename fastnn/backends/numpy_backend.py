@@ -272,15 +272,21 @@ def softmax_xent(z, labels, t, scale, probs, loss, dz):
 # --------------------------------------------------------------------------- optimizers
 def flush_subnormal(a, tmp):
     """Set the elements of ``a`` below its dtype's smallest normal number in magnitude
-    (-0.0 included) to +0, in place; NaN and infinities stay. ``tmp``: a scratch array
-    like ``a`` (overwritten), so nothing the size of ``a`` is allocated. fastnn's
-    optimizers do this to their slots: a slot that decays into the subnormal range sticks
-    there (0.9 * m rounds back to m) and makes every later step's arithmetic on it many
-    times slower (see fastnn.ops.adam_update)."""
-    np.abs(a, out=tmp)
-    np.greater_equal(tmp, np.finfo(a.dtype).tiny, out=tmp)  # 1 keeps, 0 flushes (NaN: 0)
-    a *= tmp                                                # x * 1 = x; NaN * 0 = NaN
-    a += 0                                                  # -0 + 0 = +0
+    (-0.0 included) to +0, in place; NaN and infinities stay. ``tmp``: a contiguous
+    scratch array like ``a`` (overwritten; its bytes hold the two masks), so nothing the
+    size of ``a`` is allocated. fastnn's optimizers do this to their slots: a slot that
+    decays into the subnormal range sticks there (0.9 * m rounds back to m) and makes
+    every later step's arithmetic on it many times slower (see fastnn.ops.adam_update).
+    Two compares and a byte pass over ``a`` when nothing is to flush (the usual case)."""
+    tiny = np.finfo(a.dtype).tiny
+    raw = tmp.reshape(-1).view(np.uint8)
+    below = raw[:a.size].view(np.bool_).reshape(a.shape)
+    above = raw[a.size:2 * a.size].view(np.bool_).reshape(a.shape)
+    np.less(a, tiny, out=below)
+    np.greater(a, -tiny, out=above)
+    np.logical_and(below, above, out=below)     # -tiny < a < tiny (NaN: False)
+    if below.any():
+        np.copyto(a, 0, where=below)
 
 
 def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps, flush):

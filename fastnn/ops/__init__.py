@@ -951,12 +951,15 @@ def adam_update(param, grad, m, v, *, alpha: float, beta_1: float = 0.9,
     path: 17x slower with such an ``m``, 33x with ``v`` too (100k float32, one Xeon
     thread). The C backend then also runs the step in the CPU's flush-to-zero mode (x86:
     FTZ and DAZ, set for the call only, on each of its threads, as TensorFlow sets it for
-    Keras), so an intermediate such as ``(grad**2 - v) * omb2`` below the smallest normal
-    number counts as 0 too: without that, v's ~7000 steps of decay from 1e-35 to 1e-38
-    kept a step slow. Its results can then differ from the other backends' in values
-    below about 1e-30 only; with no subnormal operand or result they are bitwise equal.
-    Flushing changes nothing else: a subnormal moment's share of the step is below the
-    parameter's rounding unless the parameter is itself near 1e-30.
+    Keras; not when ``alpha``, ``epsilon`` or ``1 - beta`` is itself subnormal), so an
+    intermediate such as ``(grad**2 - v) * omb2`` below the smallest normal number counts
+    as 0 too: without that, v's ~7000 steps of decay from 1e-35 to 1e-38 kept a step slow.
+    Where an operand or result is subnormal, the C results can then differ from the other
+    backends': a moment whose gradient stays 0 stops decaying once its decrement is below
+    the smallest normal number (float32 ``m`` below ~1e-37 with ``beta_1 = 0.9``; the
+    others decay it to 0), which moves ``param`` by ``m * alpha / (sqrt(v) + epsilon)``
+    per step, nothing for a parameter above ~1e-20 at any usual ``alpha``. With no
+    subnormal operand or result every backend gives the same bits.
     fastnn.optimizers.Adam flushes; the default keeps the formula above exact.
 
     Parameters
