@@ -97,7 +97,12 @@ class DenseStep:
             return None
         layers = model._layers
         i = 0
-        while i < len(layers) and isinstance(layers[i], (InputLayer, Flatten)):
+        # leading layers that leave x's memory as it is (a channels_first Flatten of a
+        # 3-D or 4-D input moves the channels last first: not skipped)
+        while i < len(layers) and (type(layers[i]) is InputLayer or (
+                type(layers[i]) is Flatten and not (
+                    layers[i].data_format == "channels_first"
+                    and len(layers[i].input_shape) >= 3))):
             i += 1
         dense, dropout = [], []
         for l in layers[i:]:

@@ -72,6 +72,9 @@ class Loss:
         y_true = np.asarray(y_true)
         if y_true.dtype.kind not in "fiub":
             raise TypeError(f"y_true must be numeric, received dtype {y_true.dtype}")
+        if y_true.ndim == 0 or y_pred.ndim == 0:
+            raise ValueError(f"y_true and y_pred must have a batch axis (shape (N, ...)), "
+                             f"received shapes {y_true.shape} and {y_pred.shape}")
         if y_true.shape[0] != y_pred.shape[0]:
             raise ValueError(f"y_true and y_pred must have the same number of samples, "
                              f"received {y_true.shape[0]} and {y_pred.shape[0]}")
@@ -79,12 +82,17 @@ class Loss:
 
     def _align(self, y_true, y_pred):
         y_true = y_true.astype(y_pred.dtype, copy=False)
-        if y_true.shape != y_pred.shape:
-            if y_true.size == y_pred.size:
-                y_true = y_true.reshape(y_pred.shape)
+        t, p = y_true.shape, y_pred.shape
+        if t != p:
+            # Keras squeezes or expands a trailing axis of 1: (N,) with (N, 1), and the
+            # like; any other difference is an error (a reshape of equal sizes paired the
+            # wrong elements: (4, 6) with (4, 3, 2))
+            if t[:-1] == p and t[-1:] == (1,) or p[:-1] == t and p[-1:] == (1,):
+                y_true = y_true.reshape(p)
             else:
-                raise ValueError(f"y_true has shape {y_true.shape} but y_pred has shape "
-                                 f"{y_pred.shape} ({self.name})")
+                raise ValueError(f"y_true has shape {t} but y_pred has shape {p} "
+                                 f"({self.name}): they may differ by a trailing axis of 1 "
+                                 f"only")
         return y_true, y_pred
 
     def __call__(self, y_true, y_pred, sample_weight=None) -> float:
@@ -202,7 +210,13 @@ class CategoricalCrossentropy(Loss):
 
     name = "categorical_crossentropy"
 
+    def _check_classes(self, y_pred):
+        if y_pred.ndim < 2 or y_pred.shape[-1] == 0:
+            raise ValueError(f"{self.name} needs y_pred of shape (N, ..., K), K >= 1 classes "
+                             f"on the last axis, received shape {y_pred.shape}")
+
     def _align(self, y_true, y_pred):
+        self._check_classes(y_pred)
         if y_true.shape != y_pred.shape:
             raise ValueError(f"categorical_crossentropy needs one-hot y_true shaped like y_pred "
                              f"{y_pred.shape}, received {y_true.shape}; for integer labels "
@@ -315,6 +329,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
 
     def _labels(self, y_true, y_pred):
         """The integer labels of ``y_true`` (shape ``y_pred.shape[:-1]``), checked."""
+        self._check_classes(y_pred)
         labels = np.asarray(y_true)
         if labels.ndim == y_pred.ndim and labels.shape[-1] == 1:
             labels = labels.reshape(labels.shape[:-1])
@@ -324,12 +339,13 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         if labels.dtype.kind == "f":
             if not np.all(labels == np.round(labels)):
                 raise ValueError("sparse labels must be integers, received non-integer values")
-        labels = labels.astype(np.int64, copy=False)
         k = y_pred.shape[-1]
-        if labels.size and (labels.min() < 0 or labels.max() >= k):
+        # the range before the cast to int64 (which wraps 2**63 + 5 and turns inf into
+        # garbage): the message shows the values as given
+        if labels.size and not (labels.min() >= 0 and labels.max() < k):
             raise ValueError(f"labels must be in [0, {k}) for {k} classes, received values in "
                              f"[{labels.min()}, {labels.max()}]")
-        return labels
+        return labels.astype(np.int64, copy=False)
 
 
 _REGISTRY: Dict[str, type] = {

@@ -369,6 +369,8 @@ class Sequential:
     def train_on_batch(self, x, y, sample_weight=None) -> float:
         """One training step on one batch; returns the loss."""
         x, y, sw = self._check_data(x, y, sample_weight, "train_on_batch")
+        if self.layers and x.dtype != self.layers[0].dtype:
+            x = x.astype(self.layers[0].dtype)      # as fit casts its batches (Keras too)
         self._prepare_training(y)
         loss, _ = self._train_step(x, y, sw)
         return loss
@@ -636,6 +638,10 @@ class Sequential:
         if not isinstance(class_weight, dict):
             raise TypeError(f"class_weight must be a dict {{class: weight}}, received "
                             f"{type(class_weight).__name__}")
+        if y.ndim > 2:      # (flattened, the argmax would pick from the wrong axis)
+            raise ValueError(f"class_weight is not supported for targets of 3 or more "
+                             f"dimensions (Keras neither), received y of shape {y.shape}; "
+                             f"pass sample_weight instead")
         labels = y.reshape(len(y), -1)
         labels = labels[:, 0] if labels.shape[1] == 1 else np.argmax(labels, axis=1)
         labels = np.round(labels).astype(np.int64)     # Keras rounds float labels too

@@ -613,3 +613,29 @@ def test_loss_bad_shapes_name_the_problem():
         losses.MeanSquaredError()(np.zeros((2, 3)), np.zeros((2, 3)), sample_weight=[1.0])
     with pytest.raises(TypeError, match="y_pred"):
         losses.MeanSquaredError()(np.zeros((2, 3)), np.zeros((2, 3), dtype=int))
+
+
+def test_loss_shapes_scalars_and_class_axes():
+    """Scalars say the batch axis is missing (they gave IndexError); shapes may differ
+    by a trailing axis of 1 only, as Keras squeezes or expands (equal sizes were reshaped,
+    pairing the wrong elements: (4, 6) with (4, 3, 2) gave 180.2); the categorical losses
+    need a class axis of at least one class (NumPy's reduction and reshape errors before);
+    a sparse label out of range is reported as given, not wrapped by a cast to int64."""
+    mse = losses.MeanSquaredError()
+    for t, p in ((1.0, 2.0), (1.0, np.array([1.5, 2.0])), (np.array([1.0]), np.float64(2))):
+        with pytest.raises(ValueError, match="must have a batch axis"):
+            mse(t, p)
+    with pytest.raises(ValueError, match=r"\(4, 6\) but y_pred has shape \(4, 3, 2\)"):
+        mse(np.arange(24.0).reshape(4, 6), np.zeros((4, 3, 2)))
+    want = mse(np.arange(4.0), np.ones(4))
+    assert mse(np.arange(4.0).reshape(4, 1), np.ones(4)) == want
+    assert mse(np.arange(4.0), np.ones((4, 1))) == want
+    for loss in (losses.CategoricalCrossentropy(), losses.SparseCategoricalCrossentropy()):
+        for p in (np.zeros((2, 0)), np.array([0.2, 0.7])):
+            with pytest.raises(ValueError, match=r"needs y_pred of shape \(N, \.\.\., K\)"):
+                loss(np.zeros(p.shape[:1] + ((0,) if p.ndim > 1 else ())), p)
+    p = np.full((2, 3), 1 / 3)
+    with pytest.raises(ValueError, match=r"received values in \[0, 9223372036854775813\]"):
+        losses.SparseCategoricalCrossentropy()(np.array([0, 2**63 + 5], np.uint64), p)
+    with pytest.raises(ValueError, match=r"received values in \[0\.0, inf\]"):
+        losses.SparseCategoricalCrossentropy()(np.array([0.0, np.inf]), p)

@@ -471,6 +471,52 @@ def test_class_weight_float_keys_and_float_labels_as_keras():
         model.fit(x, y, class_weight={0.5: 2.0}, epochs=1, verbose=0)
 
 
+def test_class_weight_refuses_targets_of_3_or_more_dimensions():
+    """Keras raises for class_weight with (N, T, K) targets; flattened to (N, T*K) they
+    gave argmax classes from the wrong axis, silently."""
+    model = Sequential([Input((3, 4)), Dense(5, activation="softmax")])
+    model.compile("sgd", "categorical_crossentropy")
+    x = np.zeros((6, 3, 4), np.float32)
+    y = np.eye(5, dtype=np.float32)[np.arange(18).reshape(6, 3) % 5]
+    with pytest.raises(ValueError, match=r"class_weight is not supported for targets of 3 "
+                                         r"or more dimensions .*\(6, 3, 5\)"):
+        model.fit(x, y, class_weight={0: 2.0}, epochs=1, verbose=0)
+
+
+def test_train_on_batch_casts_x_to_the_model_dtype(backend):
+    """As fit and Keras do: float64, int and bool x on a float32 model (it raised the
+    kernel's "b has dtype float32 but a has dtype float64")."""
+    losses = []
+    for x in (np.ones((10, 4)), np.ones((10, 4), np.int64), np.ones((10, 4), bool),
+              np.ones((10, 4), np.float32)):
+        set_random_seed(0)
+        model = Sequential([Dense(8, activation="relu", input_shape=(4,)),
+                            Dense(3, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy")
+        losses.append(model.train_on_batch(x, np.zeros(10, int)))
+    assert len(set(losses)) == 1 and np.isfinite(losses[0])
+
+
+def test_frozen_layers_add_no_regularization_penalty(backend):
+    """Keras sums the penalties over trainable weights only: a frozen layer's L2 term is
+    not in the loss (it was: 51.47 of which 50.0 the frozen kernel's)."""
+    set_random_seed(0)
+    model = Sequential([Dense(8, input_shape=(4,),
+                              kernel_regularizer=fastnn.regularizers.L2(10.0)),
+                        Dense(3, activation="softmax")])
+    x, y = np.ones((10, 4), np.float32), np.zeros(10, int)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    with_penalty = model.evaluate(x, y, verbose=0)
+    penalty = model.layers[0].regularization_loss()
+    assert penalty > 1
+    model.layers[0].trainable = False
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    assert model.layers[0].regularization_loss() == 0.0
+    data_loss = model.evaluate(x, y, verbose=0)
+    assert data_loss == pytest.approx(with_penalty - penalty, rel=1e-5)
+    assert model.train_on_batch(x, y) == pytest.approx(data_loss, rel=1e-5)
+
+
 # ----------------------------------------------------------------------------- evaluate / predict
 def test_evaluate_matches_a_hand_computation(backend):
     x, y = make_data(37, seed=1)
@@ -1461,6 +1507,43 @@ def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, cas
     assert fused == (fit_kw.get("optimizer", "adam") in ("adam", "adam-amsgrad",
                                                           "adam-schedule", "sgd",
                                                           "sgd-momentum", "sgd-nesterov"))
+
+
+@pytest.mark.parametrize("data_format,shape", [("channels_first", (3, 4, 5)),
+                                               ("channels_first", (3, 4)),
+                                               ("channels_first", (12,)),
+                                               ("channels_last", (3, 4, 5))])
+def test_compiled_dense_step_flattens_as_the_flatten_layer(monkeypatch, data_format, shape):
+    """A channels_first Flatten of a 3-D or 4-D input moves the channels last before
+    flattening: the compiled step, which reads x's memory as it is, must not take it (it
+    did, and trained on permuted features: the first loss 2.0158 where evaluate gave
+    1.7310 on the same weights); the other Flattens leave the memory as it is and keep
+    the compiled step, bit for bit the layer path either way."""
+    if fastnn.backend_info()["active"] != "c":
+        pytest.skip("the compiled dense step needs the C backend")
+    from fastnn import _dense_step
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64,) + shape).astype(np.float32)
+    y = rng.integers(0, 4, 64)
+    out = []
+    for compiled in (True, False):
+        set_random_seed(0)
+        model = Sequential([Input(shape), Flatten(data_format=data_format),
+                            Dense(8, activation="relu"), Dense(4, activation="softmax")])
+        model.compile("sgd", "sparse_categorical_crossentropy")
+        before = model.evaluate(x, y, batch_size=64, verbose=0)
+        with monkeypatch.context() as mp:
+            if not compiled:
+                mp.setattr(_dense_step.DenseStep, "build", classmethod(lambda cls, m: None))
+            first = model.train_on_batch(x, y)
+            hist = model.fit(x, y, epochs=2, batch_size=16, verbose=0).history
+        assert first == pytest.approx(before, rel=1e-6)
+        takes = data_format == "channels_last" or len(shape) < 2
+        assert (model._dense_step is not None) == (compiled and takes)
+        out.append((model.get_weights(), hist))
+    assert out[0][1] == out[1][1]
+    for a, b in zip(out[0][0], out[1][0]):
+        assert_bitwise(a, b, what=data_format)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adam-amsgrad", "sgd-momentum",

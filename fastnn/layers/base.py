@@ -172,8 +172,11 @@ class Layer:
         return self.params if self.trainable else {}
 
     def regularization_loss(self) -> float:
-        """Sum of the regularization penalties of this layer's weights."""
-        return float(sum(reg(self.params[k]) for k, reg in self._regularizers.items()))
+        """Sum of the regularization penalties of this layer's trainable weights: 0 for a
+        frozen layer (``trainable = False``), as in Keras, whose layers sum the penalties
+        over ``trainable_weights``."""
+        return float(sum(reg(self.params[k]) for k, reg in self._regularizers.items()
+                         if k in self.trainable_params))
 
     def _add_regularization_grads(self) -> None:
         for k, reg in self._regularizers.items():
