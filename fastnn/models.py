@@ -366,14 +366,53 @@ class Sequential:
         self._steps_cache = (key, steps)
         return steps
 
-    def train_on_batch(self, x, y, sample_weight=None) -> float:
-        """One training step on one batch; returns the loss."""
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None,
+                       return_dict: bool = False):
+        """One training step on one batch (Keras 3's signature).
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, ...)
+        y : ndarray, shape (N, ...)
+        sample_weight : ndarray, shape (N,), optional
+        class_weight : dict {class: weight}, optional
+            As in :meth:`fit`.
+        return_dict : bool
+
+        Returns
+        -------
+        The loss (a float) without compiled metrics, else ``[loss, *metrics]``, or a dict
+        with ``return_dict=True``: this batch's values (the metrics are reset first, as
+        Keras does since it fixed their accumulating across calls), the metrics measured
+        on the predictions before the update, as in :meth:`fit`.
+        """
         x, y, sw = self._check_data(x, y, sample_weight, "train_on_batch")
         if self.layers and x.dtype != self.layers[0].dtype:
             x = x.astype(self.layers[0].dtype)      # as fit casts its batches (Keras too)
         self._prepare_training(y)
-        loss, _ = self._train_step(x, y, sw)
-        return loss
+        if class_weight is not None:
+            sw = self._apply_class_weight(y, class_weight, sw)
+        metrics = self._metrics()
+        for m in metrics:
+            m.reset_state()
+        loss, y_pred = self._train_step(x, y, sw)
+        for m in metrics:
+            m.update_state(y, y_pred)
+        return self._batch_result(self._eval_logs(loss, metrics), return_dict)
+
+    def test_on_batch(self, x, y, sample_weight=None, return_dict: bool = False):
+        """The loss and metrics on one batch in inference mode (Keras 3's signature):
+        :meth:`evaluate` of this batch alone, returned as :meth:`train_on_batch` does."""
+        return self.evaluate(x, y, batch_size=max(1, np.shape(x)[0] if np.ndim(x) else 1),
+                             verbose=0, sample_weight=sample_weight, return_dict=return_dict)
+
+    @staticmethod
+    def _batch_result(result: Dict[str, object], return_dict: bool):
+        """evaluate's forms of its results: the dict, the loss alone, or the list."""
+        if return_dict:
+            return result
+        vals = list(result.values())
+        return vals[0] if len(vals) == 1 else vals
 
     def _prepare_training(self, y):
         if self.optimizer is None:
@@ -776,10 +815,7 @@ class Sequential:
                 break
         result = self._eval_logs((total / wsum if wsum else 0.0) + reg, metrics)
         cbs.on_test_end({k: v for k, v in result.items() if np.ndim(v) == 0})
-        if return_dict:
-            return result
-        vals = list(result.values())
-        return vals[0] if len(vals) == 1 else vals
+        return self._batch_result(result, return_dict)
 
     @staticmethod
     def _eval_logs(loss: float, metrics) -> Dict[str, object]:

@@ -497,6 +497,40 @@ def test_train_on_batch_casts_x_to_the_model_dtype(backend):
     assert len(set(losses)) == 1 and np.isfinite(losses[0])
 
 
+def test_train_and_test_on_batch_as_keras_3(backend):
+    """train_on_batch(x, y, sample_weight, class_weight, return_dict) and test_on_batch:
+    the loss alone without metrics, else [loss, *metrics] (or a dict), this batch's
+    values: the metrics are reset first (Keras fixed their accumulating across calls), and
+    measured on the predictions before the update, as fit does."""
+    set_random_seed(1)
+    model = Sequential([Dense(6, activation="relu", input_shape=(4,)),
+                        Dense(3, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((12, 4)).astype(np.float32)
+    pred = np.argmax(model.predict(x, verbose=0), axis=1)
+    right, wrong = pred, (pred + 1) % 3
+    before = model.test_on_batch(x, right)
+    assert before == model.evaluate(x, right, batch_size=12, verbose=0)
+    assert before[1] == 1.0
+    loss, acc = model.train_on_batch(x, right)
+    assert loss == pytest.approx(before[0], rel=1e-6) and acc == 1.0
+    pred = np.argmax(model.predict(x, verbose=0), axis=1)
+    logs = model.train_on_batch(x, (pred + 1) % 3, return_dict=True)
+    assert list(logs) == ["loss", "accuracy"] and logs["accuracy"] == 0.0   # not 0.5
+    assert model.test_on_batch(x, wrong, return_dict=True).keys() == logs.keys()
+    # class_weight: the weighted loss, as fit's
+    plain = Sequential([Dense(3, activation="softmax", input_shape=(4,))])
+    plain.compile("sgd", "sparse_categorical_crossentropy")
+    y = np.arange(12) % 3
+    w0 = plain.get_weights()
+    weighted = plain.train_on_batch(x, y, class_weight={0: 3.0, 1: 1.0, 2: 1.0})
+    plain.set_weights(w0)
+    sw = np.where(y == 0, 3.0, 1.0)
+    assert isinstance(weighted, float)
+    assert weighted == pytest.approx(plain.test_on_batch(x, y, sample_weight=sw), rel=1e-6)
+
+
 def test_frozen_layers_add_no_regularization_penalty(backend):
     """Keras sums the penalties over trainable weights only: a frozen layer's L2 term is
     not in the loss (it was: 51.47 of which 50.0 the frozen kernel's)."""
