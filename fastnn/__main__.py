@@ -46,7 +46,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="fastnn", description="fastnn command line")
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="print backends, instruction set and threads")
-    p_info.add_argument("--json", action="store_true", help="print the info as one JSON object, nothing else")
+    p_info.add_argument("--json", action="store_true",
+                        help="print the info as one JSON object, nothing else")
     p_info.set_defaults(func=_info)
     p_demo = sub.add_parser("demo", help="train the example CNN on Fashion-MNIST")
     p_demo.add_argument("--epochs", type=_positive, default=10)

@@ -33,7 +33,8 @@ from .utils import get_rng
 
 __all__ = ["Initializer", "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform",
            "TruncatedNormal", "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeNormal",
-           "HeUniform", "LecunNormal", "LecunUniform", "Orthogonal", "compute_fans", "get",
+           "HeUniform", "LecunNormal", "LecunUniform", "Orthogonal", "Identity", "compute_fans",
+           "get",
            "serialize", "deserialize"]
 
 # Standard deviation of a unit normal truncated to [-2, 2] (Keras's constant).
@@ -160,6 +161,29 @@ class Ones(Initializer):
         return np.ones(_shape(shape), dtype=_dtype(dtype, floating=False))
 
 
+class Identity(Initializer):
+    """``gain`` times the identity matrix (Keras's ``IdentityInitializer``); 2-D shapes
+    only, rectangular ones with ones on the main diagonal (``np.eye(rows, cols)``).
+
+    Parameters
+    ----------
+    gain : float, default 1.0
+    """
+
+    def __init__(self, gain: float = 1.0):
+        self.gain = _real(gain, "gain")
+
+    def __call__(self, shape: Shape, dtype="float32") -> np.ndarray:
+        shape, dtype = _shape(shape), _dtype(dtype, floating=True)
+        if len(shape) != 2:
+            raise ValueError(f"the Identity initializer needs a 2-D shape, received "
+                             f"{shape}")
+        return (self.gain * np.eye(*shape)).astype(dtype, copy=False)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"gain": self.gain}
+
+
 class RandomInitializer(Initializer):
     """Base of the random initializers: holds ``seed`` (see the module docstring)."""
 
@@ -255,6 +279,9 @@ class RandomUniform(RandomInitializer):
         if self.maxval < self.minval:
             raise ValueError(f"`maxval` must be >= `minval`, received minval={minval!r}, "
                              f"maxval={maxval!r}")
+        if not math.isfinite(self.maxval - self.minval):     # NumPy: OverflowError
+            raise ValueError(f"`maxval - minval` must be finite, received "
+                             f"minval={minval!r}, maxval={maxval!r}")
         super().__init__(seed)
 
     def __call__(self, shape: Shape, dtype="float32") -> np.ndarray:
@@ -423,19 +450,21 @@ class Orthogonal(RandomInitializer):
 
 _CLASSES = (Zeros, Ones, Constant, RandomNormal, RandomUniform, TruncatedNormal,
             VarianceScaling, GlorotUniform, GlorotNormal, HeNormal, HeUniform, LecunNormal,
-            LecunUniform, Orthogonal)
+            LecunUniform, Orthogonal, Identity)
 _ALIASES = {"zeros": Zeros, "ones": Ones, "constant": Constant, "random_normal": RandomNormal,
             "random_uniform": RandomUniform, "truncated_normal": TruncatedNormal,
             "variance_scaling": VarianceScaling, "glorot_uniform": GlorotUniform,
             "glorot_normal": GlorotNormal, "he_normal": HeNormal, "he_uniform": HeUniform,
             "lecun_normal": LecunNormal, "lecun_uniform": LecunUniform,
-            "orthogonal": Orthogonal}
+            "orthogonal": Orthogonal, "identity": Identity,
+            # Keras 3's short aliases
+            "uniform": RandomUniform, "normal": RandomNormal, "one": Ones, "zero": Zeros}
 _BY_NAME = {**{c.__name__: c for c in _CLASSES}, **_ALIASES}
 
 # Keras-style lower-case aliases of the classes.
 zeros, ones, constant = Zeros, Ones, Constant
 random_normal, random_uniform, truncated_normal = RandomNormal, RandomUniform, TruncatedNormal
-variance_scaling, orthogonal = VarianceScaling, Orthogonal
+variance_scaling, orthogonal, identity = VarianceScaling, Orthogonal, Identity
 glorot_uniform, glorot_normal = GlorotUniform, GlorotNormal
 he_normal, he_uniform, lecun_normal, lecun_uniform = HeNormal, HeUniform, LecunNormal, LecunUniform
 
@@ -453,7 +482,18 @@ def deserialize(config: Dict[str, Any]) -> Initializer:
         raise ValueError(f"a serialized initializer is a dict with 'class_name' and 'config' "
                          f"keys, received {config!r}")
     cls = _lookup(config["class_name"])
-    return cls.from_config(dict(config.get("config", {})))
+    return cls.from_config(_config_of(config, "initializer"))
+
+
+def _config_of(serialized: Dict[str, Any], what: str) -> Dict[str, Any]:
+    """The ``"config"`` dict of a serialized object (missing or None: no arguments)."""
+    cfg = serialized.get("config")
+    if cfg is None:
+        return {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"a serialized {what}'s 'config' must be a dict of its arguments, "
+                         f"received {cfg!r}")
+    return dict(cfg)
 
 
 def _lookup(name: str) -> type:

@@ -27,6 +27,8 @@ from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
 
+from .initializers import _config_of
+
 __all__ = ["Regularizer", "L1", "L2", "L1L2", "l1", "l2", "l1_l2", "get", "serialize",
            "deserialize"]
 
@@ -174,7 +176,7 @@ def deserialize(config: Dict[str, Any]) -> Regularizer:
     cls = _CLASSES.get(name) or {"l1": L1, "l2": L2, "l1_l2": L1L2}.get(name)
     if cls is None:
         raise ValueError(f"Unknown regularizer {name!r}. Valid names: {sorted(_CLASSES)}")
-    return cls.from_config(dict(config.get("config", {})))
+    return cls.from_config(_config_of(config, "regularizer"))
 
 
 def get(identifier: Union[None, str, Dict[str, Any], Regularizer, Callable]

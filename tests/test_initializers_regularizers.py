@@ -311,3 +311,28 @@ def test_regularizer_configs_like_keras():
 def test_regularizer_bad_arguments(make, arg):
     with pytest.raises((ValueError, TypeError), match=arg):
         make()
+
+
+def test_keras_3_aliases_identity_and_serialized_configs():
+    """Keras 3's short names ("normal", "uniform", "one", "zero") and its Identity
+    initializer; a serialized initializer or regularizer whose config is None takes no
+    arguments (it raised "'NoneType' object is not iterable"), one that is not a dict says
+    so; RandomUniform's range must be finite (NumPy raised OverflowError)."""
+    assert type(I.get("normal")) is I.RandomNormal and type(I.get("uniform")) is I.RandomUniform
+    np.testing.assert_array_equal(I.get("one")((2, 3)), np.ones((2, 3), np.float32))
+    np.testing.assert_array_equal(I.get("zero")((2,)), np.zeros(2, np.float32))
+    eye = I.get("identity")((2, 3), dtype="float64")
+    np.testing.assert_array_equal(eye, np.eye(2, 3))
+    assert eye.dtype == np.float64
+    np.testing.assert_array_equal(I.Identity(gain=2.5)((3, 3)), 2.5 * np.eye(3, dtype=np.float32))
+    assert I.deserialize(I.serialize(I.Identity(0.5))).gain == 0.5
+    with pytest.raises(ValueError, match="needs a 2-D shape"):
+        I.Identity()((2, 2, 2))
+    assert type(I.deserialize({"class_name": "HeNormal", "config": None})) is I.HeNormal
+    assert R.deserialize({"class_name": "L2", "config": None}).l2 == 0.01
+    for mod in (I, R):
+        name = "HeNormal" if mod is I else "L2"
+        with pytest.raises(ValueError, match="'config' must be a dict"):
+            mod.deserialize({"class_name": name, "config": [1]})
+    with pytest.raises(ValueError, match="maxval - minval` must be finite"):
+        I.RandomUniform(-1e308, 1e308)
