@@ -93,7 +93,8 @@ class DenseStep:
         if _backend.active_name() != "c":
             return None
         kind, loss = model._fused_output()
-        if kind != "softmax" or not isinstance(loss, _losses.CategoricalCrossentropy):
+        if kind != "softmax" or not isinstance(loss, _losses.CategoricalCrossentropy) \
+                or loss.label_smoothing:
             return None
         layers = model._layers
         i = 0

@@ -5,7 +5,12 @@ A loss object gives ``__call__(y_true, y_pred, sample_weight=None) -> float`` an
 default, ``sum_over_batch_size``: per-sample losses (times sample weights) summed, divided
 by the batch size.
 
-Cross-entropies take ``from_logits``. When a model ends in softmax (sigmoid) and uses
+Keras's ``reduction``, ``axis`` (always the last) and ``name`` arguments are not taken, nor
+``ignore_class``; ``get`` refuses them with a TypeError.
+
+Cross-entropies take ``from_logits``, the categorical and binary ones Keras's
+``label_smoothing`` (targets moved toward ``1 / num_classes``, or 1/2, before the loss).
+When a model ends in softmax (sigmoid) and uses
 categorical (binary) cross-entropy on probabilities, :class:`fastnn.models.Sequential`
 instead computes the loss from the logits and the fused gradient ``p - y``: no ``log(0)``, no
 NaN on saturated outputs. Probability inputs are clipped to ``[eps, 1 - eps]`` with
@@ -125,6 +130,16 @@ class Loss:
         return f"{type(self).__name__}(from_logits={self.from_logits})"
 
 
+def _smoothing(value) -> float:
+    """``label_smoothing``: a float in [0, 1]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"label_smoothing must be a float in [0, 1], received {value!r}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], received {value!r}")
+    return float(value)
+
+
 def _feature_count(y):
     return math.prod(y.shape[1:]) if y.ndim > 1 else 1
 
@@ -175,6 +190,19 @@ class BinaryCrossentropy(Loss):
 
     name = "binary_crossentropy"
 
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
+        super().__init__(from_logits)
+        self.label_smoothing = _smoothing(label_smoothing)
+
+    def _align(self, y_true, y_pred):
+        y_true, y_pred = super()._align(y_true, y_pred)
+        if self.label_smoothing:         # Keras: toward 1/2
+            y_true = y_true * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
+        return y_true, y_pred
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
     def per_sample(self, t, p):
         if self.from_logits:
             z = p
@@ -210,6 +238,13 @@ class CategoricalCrossentropy(Loss):
 
     name = "categorical_crossentropy"
 
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
+        super().__init__(from_logits)
+        self.label_smoothing = _smoothing(label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
     def _check_classes(self, y_pred):
         if y_pred.ndim < 2 or y_pred.shape[-1] == 0:
             raise ValueError(f"{self.name} needs y_pred of shape (N, ..., K), K >= 1 classes "
@@ -221,7 +256,11 @@ class CategoricalCrossentropy(Loss):
             raise ValueError(f"categorical_crossentropy needs one-hot y_true shaped like y_pred "
                              f"{y_pred.shape}, received {y_true.shape}; for integer labels "
                              f"use sparse_categorical_crossentropy")
-        return y_true.astype(y_pred.dtype, copy=False), y_pred
+        y_true = y_true.astype(y_pred.dtype, copy=False)
+        if self.label_smoothing:         # Keras: toward 1 / num_classes
+            ls = self.label_smoothing
+            y_true = y_true * (1 - ls) + ls / y_pred.shape[-1]
+        return y_true, y_pred
 
     def per_sample(self, t, p):
         if self.from_logits:
@@ -313,6 +352,12 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
 
     name = "sparse_categorical_crossentropy"
 
+    def __init__(self, from_logits: bool = False):
+        super().__init__(from_logits)        # (no label smoothing, as in Keras)
+
+    def get_config(self) -> dict:
+        return Loss.get_config(self)
+
     def _align(self, y_true, y_pred):
         labels = self._labels(y_true, y_pred)
         k = y_pred.shape[-1]
@@ -368,18 +413,33 @@ def get(identifier) -> Loss:
     if isinstance(identifier, Loss):
         return identifier
     if isinstance(identifier, dict):
-        cfg = dict(identifier)
-        cls = _REGISTRY[_check(cfg.pop("name", None))]
-        return cls(**cfg)
+        if "class_name" in identifier:   # Keras's {"class_name": ..., "config": {...}}
+            cls = _class(identifier["class_name"])
+            cfg = dict(identifier.get("config") or {})
+        else:                            # get_config()'s {"name": ..., ...}
+            cfg = dict(identifier)
+            cls = _class(cfg.pop("name", None))
+        cfg.pop("name", None)
+        try:
+            return cls(**cfg)
+        except TypeError as exc:
+            raise TypeError(f"{cls.__name__} does not take the config {cfg!r}: {exc}") \
+                from None
     if isinstance(identifier, str):
-        return _REGISTRY[_check(identifier)]()
+        return _class(identifier)()
     raise TypeError(f"loss must be a name or a Loss instance, received {identifier!r}")
 
 
-def _check(name):
-    if not isinstance(name, str) or name.lower() not in _REGISTRY:
-        raise ValueError(f"Unknown loss {name!r}; valid names: {sorted(_REGISTRY)}")
-    return name.lower()
+def _class(name) -> type:
+    """The loss class of a name: snake-case (any case) or the class name."""
+    if isinstance(name, str):
+        for cls in _REGISTRY.values():
+            if name == cls.__name__:
+                return cls
+        if name.lower() in _REGISTRY:
+            return _REGISTRY[name.lower()]
+    raise ValueError(f"Unknown loss {name!r}; valid names: {sorted(_REGISTRY)} (or the "
+                     f"class names)")
 
 
 # Keras-style function aliases: loss(y_true, y_pred) -> per-sample values.

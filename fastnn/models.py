@@ -272,10 +272,13 @@ class Sequential:
         loss = self.loss
         fused = (None, None)
         if not loss.from_logits:
+            # the same loss on the logits (label smoothing kept)
+            smooth = getattr(loss, "label_smoothing", 0.0)
+            kw = {"label_smoothing": smooth} if smooth else {}
             if name == "softmax" and isinstance(loss, _losses.CategoricalCrossentropy):
-                fused = ("softmax", type(loss)(from_logits=True))
+                fused = ("softmax", type(loss)(from_logits=True, **kw))
             elif name == "sigmoid" and isinstance(loss, _losses.BinaryCrossentropy):
-                fused = ("sigmoid", _losses.BinaryCrossentropy(from_logits=True))
+                fused = ("sigmoid", _losses.BinaryCrossentropy(from_logits=True, **kw))
         self._fused = fused
         return fused
 

@@ -639,3 +639,55 @@ def test_loss_shapes_scalars_and_class_axes():
         losses.SparseCategoricalCrossentropy()(np.array([0, 2**63 + 5], np.uint64), p)
     with pytest.raises(ValueError, match=r"received values in \[0\.0, inf\]"):
         losses.SparseCategoricalCrossentropy()(np.array([0.0, np.inf]), p)
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_label_smoothing_as_keras(from_logits):
+    """CategoricalCrossentropy and BinaryCrossentropy take Keras's label_smoothing: the
+    targets move toward 1/K (categorical) or 1/2 (binary) before the loss, so the value
+    and the gradient are the unsmoothed loss's on the smoothed targets; a model trained
+    with it (softmax fused with the loss, the compiled dense step refused) reports the
+    smoothed loss."""
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((5, 4))
+    p = z if from_logits else np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    t = np.eye(4)[rng.integers(0, 4, 5)]
+    cce = losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=0.2)
+    plain = losses.CategoricalCrossentropy(from_logits=from_logits)
+    ts = t * 0.8 + 0.2 / 4
+    assert cce(t, p) == pytest.approx(plain(ts, p), rel=1e-12)
+    np.testing.assert_allclose(cce.gradient(t, p), plain.gradient(ts, p), rtol=1e-12)
+    bp = 1 / (1 + np.exp(-z)) if not from_logits else z
+    bt = (rng.random((5, 4)) < 0.5).astype(float)
+    bce = losses.BinaryCrossentropy(from_logits=from_logits, label_smoothing=0.3)
+    bplain = losses.BinaryCrossentropy(from_logits=from_logits)
+    assert bce(bt, bp) == pytest.approx(bplain(bt * 0.7 + 0.15, bp), rel=1e-12)
+    assert losses.get(cce.get_config()).label_smoothing == 0.2
+    model = models.Sequential([L.Dense(4, activation="softmax", input_shape=(3,))])
+    model.compile("sgd", losses.CategoricalCrossentropy(label_smoothing=0.2))
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    probs = model.predict(x, verbose=0).astype(np.float64)
+    want = -np.mean(np.sum(ts * np.log(probs), axis=1))
+    assert model.evaluate(x, t, verbose=0) == pytest.approx(want, rel=1e-5)
+    assert model.train_on_batch(x, t) == pytest.approx(want, rel=1e-5)
+    assert model._dense_step is None
+
+
+def test_loss_lookup_by_class_name_and_keras_config():
+    """losses.get takes the class names and Keras's {"class_name", "config"} dicts;
+    label_smoothing is checked, and the sparse loss has none (Keras neither)."""
+    assert type(losses.get("MeanSquaredError")) is losses.MeanSquaredError
+    got = losses.get({"class_name": "CategoricalCrossentropy",
+                      "config": {"from_logits": True, "label_smoothing": 0.1}})
+    assert got.from_logits and got.label_smoothing == 0.1
+    assert type(losses.get({"class_name": "mse", "config": None})) is losses.MeanSquaredError
+    with pytest.raises(ValueError, match="Unknown loss"):
+        losses.get({"class_name": "Hinge", "config": {}})
+    with pytest.raises(TypeError, match="does not take the config"):
+        losses.get({"name": "mse", "reduction": "sum"})
+    with pytest.raises(TypeError):
+        losses.SparseCategoricalCrossentropy(label_smoothing=0.1)
+    for bad, err in ((1.5, ValueError), (-0.1, ValueError), ("0.1", TypeError),
+                     (True, TypeError)):
+        with pytest.raises(err, match="label_smoothing"):
+            losses.BinaryCrossentropy(label_smoothing=bad)
