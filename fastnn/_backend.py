@@ -15,14 +15,13 @@ the list above that loads. If the C extension cannot be loaded a single warning 
 """
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import importlib
 import importlib.util
 import os
 import warnings
 from types import ModuleType
-from typing import Dict, Iterator, List
+from typing import Dict, List
 
 import numpy as np
 
@@ -148,22 +147,40 @@ def set_backend(name: str) -> None:
     _default[:] = [name]
 
 
-@contextlib.contextmanager
-def use_backend(name: str) -> Iterator[ModuleType]:
-    """Context manager running the enclosed code on backend ``name``.
+class use_backend:
+    """Context manager running the enclosed code on backend ``name`` (in this thread or
+    asyncio task; :func:`set_backend` changes the process-wide one).
+
+    The name is checked and the backend loaded when it is called. Called without
+    ``with``, it would change nothing: it warns (RuntimeWarning) when such an object is
+    dropped without ever having been entered.
 
     Examples
     --------
     >>> with fastnn.use_backend("numpy"):
     ...     y = fastnn.ops.matmul(a, b)
     """
-    name = _check_name(name)
-    mod = load(name)
-    token = _override.set(name)
-    try:
-        yield mod
-    finally:
-        _override.reset(token)
+
+    def __init__(self, name: str):
+        self._name = _check_name(name)
+        self._module = load(self._name)
+        self._tokens: List[contextvars.Token] = []
+        self._entered = False
+
+    def __enter__(self) -> ModuleType:
+        self._entered = True
+        self._tokens.append(_override.set(self._name))
+        return self._module
+
+    def __exit__(self, *exc) -> None:
+        _override.reset(self._tokens.pop())
+
+    def __del__(self):
+        if not getattr(self, "_entered", True):
+            warnings.warn(f"fastnn.use_backend({self._name!r}) was never entered, so it "
+                          f"changed nothing: use `with fastnn.use_backend(...):`, or "
+                          f"fastnn.set_backend(...) for the whole process",
+                          RuntimeWarning, stacklevel=2)
 
 
 # More threads than this is a mistake, not a machine: each OpenMP thread gets its own

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import sys
 import threading
+import warnings
 import zlib
 
 import numpy as np
@@ -223,6 +224,27 @@ def test_use_backend_nests_and_restores():
                 assert _backend.active_name() == other
         assert _backend.active_name() == "numpy"
     assert _backend.active_name() == base
+
+
+def test_use_backend_checks_at_the_call_and_warns_when_never_entered():
+    """A bare `fastnn.use_backend("numpy")` changes nothing (it is a context manager): it
+    warns when dropped unentered (it was silent, and a misspelt name passed unnoticed);
+    the name is checked at the call; one object may be entered again, nested too."""
+    base = _backend.active_name()
+    with pytest.warns(RuntimeWarning, match=r"use_backend\('numpy'\) was never entered"):
+        fastnn.use_backend("numpy")
+    assert _backend.active_name() == base
+    with pytest.raises(ValueError):
+        fastnn.use_backend("nmupy")
+    ctx = fastnn.use_backend("numpy")
+    with ctx:
+        with ctx:
+            assert _backend.active_name() == "numpy"
+        assert _backend.active_name() == "numpy"
+    assert _backend.active_name() == base
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        del ctx                                     # entered: no warning
 
 
 def test_use_backend_is_per_thread():
