@@ -1,5 +1,7 @@
-"""Program 3: backpropagation by hand. The layers are fastnn's, the training loop is yours:
-forward through the layers, the loss gradient, backward in reverse, then the update.
+"""Program 3: backpropagation by hand, with fastnn's layers and your training loop.
+
+The loop is forward through the layers, the loss gradient, backward in reverse, then the
+update.
 
     python examples/from_scratch.py
 """

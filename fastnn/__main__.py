@@ -50,14 +50,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="print the info as one JSON object, nothing else")
     p_info.set_defaults(func=_info)
     p_demo = sub.add_parser("demo", help="train the example CNN on Fashion-MNIST")
-    p_demo.add_argument("--epochs", type=_positive, default=10)
-    p_demo.add_argument("--batch-size", type=_positive, default=128)
+    p_demo.add_argument("--epochs", type=_positive, default=10,
+                        help="training epochs (default 10)")
+    p_demo.add_argument("--batch-size", type=_positive, default=128,
+                        help="batch size (default 128)")
     p_demo.add_argument("--sample", action="store_true",
                         help="use the shipped 3000/1000-image sample even if the full "
                              "dataset is installed")
-    p_demo.add_argument("--backend", choices=["c", "numba", "numpy"], default=None)
-    p_demo.add_argument("--threads", type=thread_count, default=None)
-    p_demo.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
+    p_demo.add_argument("--backend", choices=["c", "numba", "numpy"], default=None,
+                        help="backend (default: the fastest available)")
+    p_demo.add_argument("--threads", type=thread_count, default=None,
+                        help="threads (default: the CPUs available)")
+    p_demo.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default 1)")
     p_demo.set_defaults(func=_demo)
     from .bench import add_parser as _add_bench_parser
     _add_bench_parser(sub)

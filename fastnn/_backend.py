@@ -60,13 +60,21 @@ def load(name: str) -> ModuleType:
         return _loaded[name]
     if name in _errors:
         raise ImportError(f"fastnn backend {name!r} is unavailable: {_errors[name]}")
+    # Loading one backend must not change another's threads (Numba, capped at the CPUs,
+    # took the C backend's OpenMP count down with it: set_num_threads(4), then
+    # backend_info(), left C on 2 threads on a 2-CPU machine)
+    counts = {n: m.get_num_threads() for n, m in _loaded.items()}
     try:
         mod = importlib.import_module(_MODULES[name])
+        if _num_threads:
+            mod.set_num_threads(_num_threads[0])
     except Exception as exc:  # ImportError, OSError from a broken .so, numba errors...
         _errors[name] = f"{type(exc).__name__}: {exc}"
         raise ImportError(f"fastnn backend {name!r} is unavailable: {_errors[name]}") from exc
-    if _num_threads:
-        mod.set_num_threads(_num_threads[0])
+    finally:
+        for n, count in counts.items():
+            if _loaded[n].get_num_threads() != count:
+                _loaded[n].set_num_threads(count)
     _loaded[name] = mod
     return mod
 

@@ -660,8 +660,10 @@ class EarlyStopping(_MonitorCallback):
     verbose : int, default 0
         1 prints ``"Epoch N: early stopping"`` and the restore message.
     mode : {"auto", "min", "max"}, default "auto"
-        Direction of improvement. ``"auto"`` means ``"max"`` for names containing
-        ``acc``, ``auc``, ``precision``, ``recall`` or ``f1``, else ``"min"``.
+        Direction of improvement. ``"auto"`` means ``"max"`` for scores (names
+        containing ``acc``, ``auc``, ``precision``, ``recall`` or ``f1``), ``"min"`` for
+        losses and errors; any other name is a ValueError at construction (pass
+        ``mode``), see :func:`infer_mode`.
     baseline : float, optional
         The patience counter is only reset by an epoch that improves on the best
         value *and* on ``baseline``; if no epoch beats the baseline, training stops

@@ -5,8 +5,9 @@ A loss object gives ``__call__(y_true, y_pred, sample_weight=None) -> float`` an
 default, ``sum_over_batch_size``: per-sample losses (times sample weights) summed, divided
 by the batch size.
 
-Keras's ``reduction``, ``axis`` (always the last) and ``name`` arguments are not taken, nor
-``ignore_class``; ``get`` refuses them with a TypeError.
+Keras's ``reduction`` and ``axis`` (always the last) arguments are not taken, nor
+``ignore_class``: ``get`` refuses them with a TypeError; the ``name`` of a Keras config is
+ignored (each loss has its Keras name).
 
 Cross-entropies take ``from_logits``, the categorical and binary ones Keras's
 ``label_smoothing`` (targets moved toward ``1 / num_classes``, or 1/2, before the loss).
@@ -126,8 +127,9 @@ class Loss:
     def get_config(self) -> dict:
         return {"name": self.name, "from_logits": self.from_logits}
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(from_logits={self.from_logits})"
+    def __repr__(self) -> str:     # the constructor's arguments: its config without the name
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
 
 
 def _smoothing(value) -> float:

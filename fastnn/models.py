@@ -879,7 +879,7 @@ class Sequential:
     def save(self, filepath) -> None:
         """Write architecture, weights, compile settings and optimizer state to one file.
 
-        The file (a zip archive, conventionally ``*.fastnn``) is written to a temporary file
+        The file (a zip archive, conventionally ``*.fnn``) is written to a temporary file
         beside the target and renamed over it, so an interrupted save never leaves a
         half-written model.
         """
@@ -967,9 +967,12 @@ def load_model(filepath, custom_objects: Optional[dict] = None,
                 optimizer.set_state(state)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, MemoryError) as exc:
         if str(exc).startswith("Unknown "):   # a valid file naming a class we lack
+            # (compile=False skips the loss, optimizer and metrics, not the layers)
+            hint = ", or load with compile=False if it is only needed to train" if \
+                str(exc).split()[1] in ("loss", "optimizer", "metric") else ""
             raise ValueError(f"{filepath}: {exc}; if it is your own, pass it: "
-                             f"load_model(path, custom_objects={{name: object}}), or load "
-                             f"with compile=False if it is only needed to train") from exc
+                             f"load_model(filepath, custom_objects={{name: object}})"
+                             f"{hint}") from exc
         # (MemoryError: sizes in the file, such as a layer's units, beyond any memory)
         raise ValueError(f"{filepath}: not a valid fastnn model ({type(exc).__name__}: "
                          f"{exc})") from exc

@@ -663,6 +663,9 @@ def test_label_smoothing_as_keras(from_logits):
     bplain = losses.BinaryCrossentropy(from_logits=from_logits)
     assert bce(bt, bp) == pytest.approx(bplain(bt * 0.7 + 0.15, bp), rel=1e-12)
     assert losses.get(cce.get_config()).label_smoothing == 0.2
+    assert repr(cce) == (f"CategoricalCrossentropy(from_logits={from_logits}, "
+                         f"label_smoothing=0.2)")
+    assert repr(losses.MeanSquaredError()) == "MeanSquaredError()"     # its real arguments
     model = models.Sequential([L.Dense(4, activation="softmax", input_shape=(3,))])
     model.compile("sgd", losses.CategoricalCrossentropy(label_smoothing=0.2))
     x = rng.standard_normal((5, 3)).astype(np.float32)

@@ -927,8 +927,10 @@ def test_custom_objects_round_trip(tmp_path):
     assert set(got) == set(want) and got == pytest.approx(want)
     for missing in ("_TenfoldCE", "_MyAdam", "_confidence", "_MyDense"):
         partial = {k: v for k, v in custom.items() if k != missing}
-        with pytest.raises(ValueError, match=rf"Unknown .*{missing}.*custom_objects"):
+        with pytest.raises(ValueError, match=rf"Unknown .*{missing}.*custom_objects") as info:
             load_model(path, custom_objects=partial)
+        # compile=False helps for what compile makes, not for a layer
+        assert ("compile=False" in str(info.value)) == (missing != "_MyDense"), missing
     arch_only = load_model(path, custom_objects={"_MyDense": _MyDense}, compile=False)
     assert arch_only.optimizer is None
     assert_bitwise(arch_only.predict(x), model.predict(x), what="compile=False")

@@ -293,6 +293,21 @@ def _run_python(code, **env_extra):
 PRINT_ACTIVE = "import fastnn; print(fastnn.backend_info()['active'])"
 
 
+def test_loading_a_backend_keeps_the_others_threads():
+    """Numba, capped at the CPUs, took the C backend's OpenMP count down when it loaded:
+    set_num_threads(4) on a 2-CPU machine, then backend_info() (which loads every
+    backend), left C on 2 threads. In a fresh process, so that Numba loads second."""
+    require_backend("c")
+    require_backend("numba")
+    proc = _run_python(
+        "import fastnn\n"
+        "fastnn.set_backend('c'); fastnn.set_num_threads(4)\n"
+        "before = fastnn.get_num_threads(); fastnn.backend_info()\n"
+        "print(before, fastnn.get_num_threads())", FASTNN_BACKEND="c")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["4", "4"], proc.stdout + proc.stderr
+
+
 def test_fastnn_backend_env_var(backend):
     proc = _run_python(PRINT_ACTIVE, FASTNN_BACKEND=backend)
     assert proc.returncode == 0, proc.stderr
