@@ -1358,6 +1358,37 @@ def test_adam_update_flush_mode_ends_with_the_call(restore_threads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("n,c,hw,f", [(1, 2, 32, 256), (3, 7, 1, 8), (2, 13, 1, 16),
+                                      (1, 1, 23, 4), (4, 3, 9, 40)])
+def test_nchw_pointwise_backward_workspace(backend, dtype, n, c, hw, f):
+    """The NCHW 1x1 convolution's backward computes dx (c x hw) = w^T dy per image, a
+    GEMM whose workspace grows with hw; it was sized for the (hw x c x f) product of the
+    other convolutions (gemm_ws is not symmetric in m and n) and overran it: 2 channels of
+    32 x 32 with 256 filters asked 18448 elements and needed 284736 (a segfault; heap
+    corruption in training). Under the guarded workspace (conftest), against the reference,
+    through conv2d_backward and the pooled backward that falls back to it."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
+    w = rng.standard_normal((f, c, 1, 1)).astype(dtype)
+    dy = rng.standard_normal((n, f, hw, hw)).astype(dtype)
+    got = ops.conv2d_backward(dy, x, w, layout="NCHW")
+    with fastnn.use_backend("numpy"):
+        want = ops.conv2d_backward(dy, x, w, layout="NCHW")
+    tol = dict(rtol=2e-4, atol=2e-4 * f) if dtype == np.float32 else dict(rtol=1e-10,
+                                                                          atol=1e-10 * f)
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, **tol)
+    if hw >= 2:
+        y, arg = ops.conv2d_maxpool_forward(x, w, layout="NCHW")
+        dp = rng.standard_normal(y.shape).astype(dtype)
+        got = ops.conv2d_maxpool_backward(dp, arg, x, w, layout="NCHW")
+        with fastnn.use_backend("numpy"):
+            want = ops.conv2d_maxpool_backward(dp, arg, x, w, layout="NCHW")
+        for g, r in zip(got, want):
+            np.testing.assert_allclose(g, r, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("limit", [None, 300_000], ids=["one-chunk", "chunked"])
 def test_conv_workspace_covers_every_block_length(backend, layout, dtype, limit,
