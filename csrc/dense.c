@@ -47,7 +47,7 @@ static void sgd_update(int64_t n, real *p, const real *g, real *m, real lr, real
         }
         real mi = m[i] * momentum;
         mi -= lr_g;
-        mi = FNN_FABS(mi) < FNN_REAL_MIN ? 0 : mi;
+        mi = fnn_flush(mi, FNN_REAL_MIN);
         m[i] = mi;
         if (nesterov) {
             real step = mi * momentum;

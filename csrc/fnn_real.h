@@ -50,6 +50,10 @@ enum { FNN_ACT_IDENTITY = 0, FNN_ACT_RELU = 1 };
  * replace the current best? Larger, or the first NaN. */
 static inline int fnn_beats(real v, real best) { return v > best || (v != v && best == best); }
 
+/* x, or +0 where |x| < lim (lim: FNN_REAL_MIN to flush subnormals, 0 to keep them; NaN
+ * stays): the optimizers' slot flush (optim_body.h, dense.c). A select: vectorises. */
+static inline real fnn_flush(real x, real lim) { return FNN_FABS(x) < lim ? (real)0 : x; }
+
 /* p[0] + p[stride] + ... + p[(n - 1) * stride], added in that order: partial results of
  * pieces fixed by the shape (the GEMM's K split, the pooled backward's image groups)
  * summed so that the result does not depend on the thread count. n >= 1. */

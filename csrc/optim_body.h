@@ -20,15 +20,15 @@ static inline void adam_elem(int64_t i, real *p, const real *g, real *m, real *v
     real mi = m[i], vi = v[i];
     mi += (gi - mi) * omb1;
     vi += (gi * gi - vi) * omb2;
-    mi = FNN_FABS(mi) < lim ? 0 : mi;
-    vi = FNN_FABS(vi) < lim ? 0 : vi;
+    mi = fnn_flush(mi, lim);
+    vi = fnn_flush(vi, lim);
     m[i] = mi;
     v[i] = vi;
     if (vhat) {
         const real h = vhat[i];
         /* np.maximum propagates NaN from either side */
         vi = (h != h || h > vi) ? h : vi;
-        vi = FNN_FABS(vi) < lim ? 0 : vi;
+        vi = fnn_flush(vi, lim);
         vhat[i] = vi;
     }
     p[i] -= (mi * alpha) / (FNN_SQRT(vi) + eps);

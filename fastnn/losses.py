@@ -132,14 +132,26 @@ class Loss:
         return f"{type(self).__name__}({args})"
 
 
-def _smoothing(value) -> float:
-    """``label_smoothing``: a float in [0, 1]."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"label_smoothing must be a float in [0, 1], received {value!r}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], received {value!r}")
-    return float(value)
+class _SmoothedLoss(Loss):
+    """A cross-entropy with Keras's ``label_smoothing`` (a float in [0, 1]): targets moved
+    toward ``1 / k`` (k = 2 binary, the number of classes categorical) by :meth:`_smooth`."""
+
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
+        super().__init__(from_logits)
+        value = label_smoothing
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+                value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"label_smoothing must be a float in [0, 1], received {value!r}")
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1], received {value!r}")
+        self.label_smoothing = float(value)
+
+    def _smooth(self, y_true, k):
+        ls = self.label_smoothing
+        return y_true * (1 - ls) + ls / k if ls else y_true
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 def _feature_count(y):
@@ -183,7 +195,7 @@ class MeanAbsoluteError(Loss):
         return {"name": self.name}
 
 
-class BinaryCrossentropy(Loss):
+class BinaryCrossentropy(_SmoothedLoss):
     """Per sample: ``mean(-(y log p + (1 - y) log(1 - p)))`` over the last axes.
 
     With ``from_logits=True`` ``y_pred`` holds logits ``z`` and the stable form
@@ -192,18 +204,9 @@ class BinaryCrossentropy(Loss):
 
     name = "binary_crossentropy"
 
-    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
-        super().__init__(from_logits)
-        self.label_smoothing = _smoothing(label_smoothing)
-
     def _align(self, y_true, y_pred):
         y_true, y_pred = super()._align(y_true, y_pred)
-        if self.label_smoothing:         # Keras: toward 1/2
-            y_true = y_true * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
-        return y_true, y_pred
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+        return self._smooth(y_true, 2), y_pred
 
     def per_sample(self, t, p):
         if self.from_logits:
@@ -230,7 +233,7 @@ def _log_softmax(z):
     return s - np.log(np.sum(np.exp(s), axis=-1, keepdims=True))
 
 
-class CategoricalCrossentropy(Loss):
+class CategoricalCrossentropy(_SmoothedLoss):
     """Per sample: ``-sum(y log p)`` over the class axis (last). ``y_true`` one-hot.
 
     ``from_logits=True``: log-softmax of the logits, gradient ``softmax(z) - y``.
@@ -239,13 +242,6 @@ class CategoricalCrossentropy(Loss):
     """
 
     name = "categorical_crossentropy"
-
-    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
-        super().__init__(from_logits)
-        self.label_smoothing = _smoothing(label_smoothing)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
     def _check_classes(self, y_pred):
         if y_pred.ndim < 2 or y_pred.shape[-1] == 0:
@@ -258,11 +254,7 @@ class CategoricalCrossentropy(Loss):
             raise ValueError(f"categorical_crossentropy needs one-hot y_true shaped like y_pred "
                              f"{y_pred.shape}, received {y_true.shape}; for integer labels "
                              f"use sparse_categorical_crossentropy")
-        y_true = y_true.astype(y_pred.dtype, copy=False)
-        if self.label_smoothing:         # Keras: toward 1 / num_classes
-            ls = self.label_smoothing
-            y_true = y_true * (1 - ls) + ls / y_pred.shape[-1]
-        return y_true, y_pred
+        return self._smooth(y_true.astype(y_pred.dtype, copy=False), y_pred.shape[-1]), y_pred
 
     def per_sample(self, t, p):
         if self.from_logits:
