@@ -10,7 +10,8 @@ copy of the source tree's ``fastnn/`` taken before and after a change)::
     python bench/ab_builds.py OLD NEW conv --threads 1 --reps 40
     python bench/ab_builds.py OLD NEW dlfs
 
-GEMM shapes are MxKxN, float32 unless suffixed ``d``; ``conv`` runs the fused convolution +
+GEMM shapes are MxKxN, float32 unless suffixed ``d``, op(A) transposed when prefixed
+``ta``, op(B) ``tb``, both ``tab`` (``ta4320x100x100d``: A stored as 100 x 4320); ``conv`` runs the fused convolution +
 2x2 max pooling forward and backward at the two convolutions of the CNN (program 2);
 ``dlfs`` the first convolution of ``bench_dlfs.py``'s net (NCHW float64) forward and
 backward. The outputs of the two builds are compared (GEMM to float rounding, conv bit for
@@ -63,11 +64,14 @@ def _ab(name: str, call, reps: int, check) -> None:
 
 def _gemm(libs, shape: str, reps: int) -> None:
     dt = np.float64 if shape.endswith("d") else np.float32
-    m, k, n = map(int, shape.rstrip("fd").split("x"))
+    spec = shape.rstrip("fd")
+    ta, tb = spec.startswith(("ta", "tab")), spec.startswith(("tb", "tab"))
+    m, k, n = map(int, spec.lstrip("tab").split("x"))
     sfx, real = ("f64", ct.c_double) if dt == np.float64 else ("f32", ct.c_float)
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((m, k)).astype(dt)
-    b = rng.standard_normal((k, n)).astype(dt)
+    # op(a) is m x k and op(b) k x n; a transposed operand is stored as its transpose
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(dt)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(dt)
     cs, fns = [np.empty((m, n), dt) for _ in libs], []
     for lib in libs:
         ws_fn, fn = getattr(lib, f"fnn_gemm_ws_{sfx}"), getattr(lib, f"fnn_gemm_{sfx}")
@@ -78,8 +82,8 @@ def _gemm(libs, shape: str, reps: int) -> None:
 
     def call(i):
         fn, ws = fns[i]
-        fn(0, 0, m, n, k, 1.0, a.ctypes.data, k, b.ctypes.data, n, 0.0, ws.ctypes.data,
-           cs[i].ctypes.data, n)
+        fn(int(ta), int(tb), m, n, k, 1.0, a.ctypes.data, a.shape[1], b.ctypes.data,
+           b.shape[1], 0.0, ws.ctypes.data, cs[i].ctypes.data, n)
 
     def check():
         tol = 1e-10 if dt == np.float64 else 1e-4

@@ -66,11 +66,31 @@ static real *align_ws(real *ws)
 /* Elements of workspace fnn_gemm needs for an m x n x k product with the current ISA and
  * thread count: the shared B panel, one A block per thread, and alignment slack. */
 #define KSPLIT 4096
+#define KSPLIT_MIN 2048
 
-/* The K-split path: small outputs (few tiles) with a long K. Depends on the shape only. */
+/* The K-split path: small outputs (few tiles) with a long K; returns the length of its K
+ * pieces (the last may be shorter), 0 for the other paths. Depends on the shape only. A K
+ * of 2 KSPLIT or more goes in KSPLIT pieces; a K from KSPLIT_MIN up to that (more than 16
+ * columns), in an even number of equal pieces (2 per KSPLIT_MIN), so two threads get
+ * equal shares: in-process A/B against the tile split (2 threads, the Xeon, 2026-12-03),
+ * 100 x 4320 x 100 double 0.97x the time, 128 x 2500 x 128 double 0.91x, 192 x 2048 x 192
+ * float 0.89x, 30 x 3000 x 30 double 0.88x; 10 x 5000 x 10 float (the dot path) 1.34x, so
+ * narrow products are left whole. */
+static int64_t ksplit_len(int64_t m, int64_t n, int64_t k)
+{
+    if (m * n > 192 * 192 || k < KSPLIT_MIN)
+        return 0;
+    if (k >= 2 * KSPLIT)
+        return KSPLIT;
+    if (n <= 16) /* the dot path's products (DOT_MAX_N below) do better whole */
+        return 0;
+    const int64_t pieces = 2 * (k / KSPLIT_MIN);
+    return round_up((k + pieces - 1) / pieces, 8);
+}
+
 static int use_ksplit(int64_t m, int64_t n, int64_t k)
 {
-    return m * n <= 192 * 192 && k >= 2 * KSPLIT;
+    return ksplit_len(m, n, k) > 0;
 }
 
 /* Whether an m x n x k product takes the K-split path (contract: fnn_internal.h). */
@@ -127,7 +147,7 @@ int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
     int64_t mc = round_up(min64(small_m(kr), m < 1 ? 1 : m), kr->mr); /* >= any MC used */
     int64_t nt = fnn_get_num_threads();
     if (use_ksplit(m, n, k)) {
-        const int64_t nsplit = (k + KSPLIT - 1) / KSPLIT;
+        const int64_t len = ksplit_len(m, n, k), nsplit = (k + len - 1) / len;
         kc = kc_bound(kr); /* each piece picks its own K block */
         return nt * (kc * nc + mc * kc + 2 * WS_ALIGN) + nsplit * round_up(m * n, WS_ALIGN) +
                WS_ALIGN;
@@ -490,50 +510,6 @@ static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
     }
 }
 
-/* The K-split path (see the file comment): partial products of fixed K pieces, computed in
- * parallel, then summed in piece order into C. */
-static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real alpha,
-                        const real *a, int64_t rsa, int64_t csa, const real *b, int64_t rsb,
-                        int64_t csb, real beta, const epilogue_t *ep, real *ws, real *c,
-                        int64_t ldc)
-{
-    const int64_t KC = kc_bound(kr); /* each piece picks its own K block, at most this */
-    const int64_t NC = round_up(min64(kr->nc, n), kr->nr);
-    const int64_t MC = round_up(min64(kr->mc, m), kr->mr);
-    const int64_t nsplit = (k + KSPLIT - 1) / KSPLIT;
-    const int64_t pstride = round_up(m * n, WS_ALIGN);
-    const int64_t tstride = round_up(KC * NC, WS_ALIGN) + round_up(MC * KC, WS_ALIGN);
-    const int nt = fnn_get_num_threads();
-    real *partial = align_ws(ws);
-    real *thread_ws = partial + nsplit * pstride;
-
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        const int tid = fnn_thread_num();
-        real *bp = thread_ws + tid * tstride;
-        real *ap = bp + round_up(KC * NC, WS_ALIGN);
-#pragma omp for schedule(static)
-        for (int64_t s = 0; s < nsplit; s++) {
-            const int64_t k0 = s * KSPLIT, kl = min64(KSPLIT, k - k0);
-            gemm_serial(kr, m, n, kl, 1, a + k0 * csa, rsa, csa, b + k0 * rsb, rsb, csb, 0, ap,
-                        bp, partial + s * pstride, n);
-        }
-        /* implicit barrier: every partial is complete */
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++) {
-                const real acc = fnn_sum_partials(partial + i * n + j, nsplit, pstride);
-                real *o = c + i * ldc + j;
-                *o = beta == 0 ? alpha * acc : alpha * acc + beta * *o;
-            }
-        if (ep) {
-#pragma omp for schedule(static)
-            for (int64_t i = 0; i < m; i++)
-                epilogue(ep, 1, n, i, 0, c + i * ldc, ldc);
-        }
-    }
-}
-
 /* The in-place path: a product with both operands row-major and a short A (m <=
  * INPLACE_MAX_M rows) or a narrow B (one NR-wide micro-panel) runs the in-place kernel on
  * each MR x NR tile of C, reading A and B where they are: no packing, no workspace, no
@@ -633,6 +609,24 @@ static void inplace_part(const void *arg, int tid, int nth)
     }
 }
 
+/* gemm_inplace's job for C (m x n, ldc) = alpha * A * B + beta * C (see gemm_inplace). */
+static inplace_job inplace_job_for(const kernel_t *kr, int64_t m, int64_t n, int64_t k,
+                                   real alpha, const real *a, int64_t lda, const real *b,
+                                   int64_t ldb, real beta, const epilogue_t *ep, real *c,
+                                   int64_t ldc)
+{
+    /* A last micro-panel of at most half the kernel's columns goes to the ISA's one-vector
+     * kernel (its tiles are as tall, and sum each element the same way): half the work of
+     * the two-vector tile on masked-off lanes. */
+    const kernel_t *narrow = KERNEL_MATMUL_FOR(fnn_get_isa(), kr->nr / 2);
+    if (narrow->nr != kr->nr / 2 || narrow->mr != kr->mr || !narrow->ukr_inplace)
+        narrow = kr;
+    const inplace_job job = {.kr = kr, .narrow = narrow, .m = m, .n = n, .k = k,
+                             .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = alpha,
+                             .beta = beta, .a = a, .b = b, .ep = ep, .c = c};
+    return job;
+}
+
 /* C (m x n, ldc) = alpha * A * B + beta * C with A (m x k, lda) and B (k x n, ldb) both
  * row-major, read in place; beta == 0 overwrites C; the epilogue (NULL: none) follows each
  * tile's last K block, one tile behind. */
@@ -640,21 +634,65 @@ static void gemm_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t k, re
                          const real *a, int64_t lda, const real *b, int64_t ldb, real beta,
                          const epilogue_t *ep, real *c, int64_t ldc)
 {
-    const int mr = kr->mr, nr = kr->nr;
-    const int64_t ntasks = (m + mr - 1) / mr * ((n + nr - 1) / nr);
-    /* A last micro-panel of at most half the kernel's columns goes to the ISA's one-vector
-     * kernel (its tiles are as tall, and sum each element the same way): half the work of
-     * the two-vector tile on masked-off lanes. */
-    const kernel_t *narrow = KERNEL_MATMUL_FOR(fnn_get_isa(), nr / 2);
-    if (narrow->nr != nr / 2 || narrow->mr != mr || !narrow->ukr_inplace)
-        narrow = kr;
+    const int64_t ntasks = (m + kr->mr - 1) / kr->mr * ((n + kr->nr - 1) / kr->nr);
     int nt = m * n * k < INPLACE_PAR_MIN ? 1 : fnn_get_num_threads();
     if (nt > ntasks)
         nt = (int)ntasks;
-    const inplace_job job = {.kr = kr, .narrow = narrow, .m = m, .n = n, .k = k,
-                             .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = alpha,
-                             .beta = beta, .a = a, .b = b, .ep = ep, .c = c};
+    const inplace_job job = inplace_job_for(kr, m, n, k, alpha, a, lda, b, ldb, beta, ep, c,
+                                            ldc);
     fnn_run(nt, inplace_part, &job);
+}
+
+/* The K-split path (see the file comment): partial products of fixed K pieces, computed in
+ * parallel, then summed in piece order into C. */
+static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real alpha,
+                        const real *a, int64_t rsa, int64_t csa, const real *b, int64_t rsb,
+                        int64_t csb, real beta, const epilogue_t *ep, real *ws, real *c,
+                        int64_t ldc)
+{
+    const int64_t KC = kc_bound(kr); /* each piece picks its own K block, at most this */
+    const int64_t NC = round_up(min64(kr->nc, n), kr->nr);
+    const int64_t MC = round_up(min64(kr->mc, m), kr->mr);
+    const int64_t len = ksplit_len(m, n, k), nsplit = (k + len - 1) / len;
+    const int64_t pstride = round_up(m * n, WS_ALIGN);
+    const int64_t tstride = round_up(KC * NC, WS_ALIGN) + round_up(MC * KC, WS_ALIGN);
+    const int nt = fnn_get_num_threads();
+    const int inplace = use_inplace(kr, m, n, csa, rsb, csb);
+    real *partial = align_ws(ws);
+    real *thread_ws = partial + nsplit * pstride;
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int tid = fnn_thread_num();
+        real *bp = thread_ws + tid * tstride;
+        real *ap = bp + round_up(KC * NC, WS_ALIGN);
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < nsplit; s++) {
+            const int64_t k0 = s * len, kl = min64(len, k - k0);
+            if (inplace) { /* as the whole would go, without threads */
+                const inplace_job job = inplace_job_for(kr, m, n, kl, 1, a + k0, rsa,
+                                                        b + k0 * rsb, rsb, 0, NULL,
+                                                        partial + s * pstride, n);
+                inplace_part(&job, 0, 1);
+            } else {
+                gemm_serial(kr, m, n, kl, 1, a + k0 * csa, rsa, csa, b + k0 * rsb, rsb, csb, 0,
+                            ap, bp, partial + s * pstride, n);
+            }
+        }
+        /* implicit barrier: every partial is complete */
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                const real acc = fnn_sum_partials(partial + i * n + j, nsplit, pstride);
+                real *o = c + i * ldc + j;
+                *o = beta == 0 ? alpha * acc : alpha * acc + beta * *o;
+            }
+        if (ep) {
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < m; i++)
+                epilogue(ep, 1, n, i, 0, c + i * ldc, ldc);
+        }
+    }
 }
 
 /* gemm_dot's arguments, for its threads (abuf: one block of A rows per thread). */

@@ -616,12 +616,15 @@ def test_nchw_conv_pool_thread_invariant(isa):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m,n,k", [(9, 32, 8192), (20, 30, 8192 + 300), (7, 5, 12289),
-                                   (30, 25, 9000)])
+                                   (30, 25, 9000), (100, 100, 4320), (30, 30, 3000),
+                                   (17, 40, 2048), (64, 64, 8191), (192, 192, 2050),
+                                   (10, 10, 5000)])
 def test_gemm_k_split_each_isa(isa, dtype, m, n, k):
-    """Small outputs with a long K take the K-split path (pieces of 4096, each with its own
-    K blocking, partial sums added in piece order): correct for every transpose and remainder,
-    and bitwise the same on 1 and 2 threads. (A workspace sized for the whole K's blocking
-    instead of each piece's once overflowed here.)"""
+    """Small outputs with a long K take the K-split path (pieces of 4096 from K = 8192, an
+    even number of equal pieces from K = 2048 with more than 16 columns; each piece with its
+    own K blocking, packed or read in place, partial sums added in piece order): correct for
+    every transpose and remainder, and bitwise the same on 1 and 2 threads. (A workspace
+    sized for the whole K's blocking instead of each piece's once overflowed here.)"""
     rng = np.random.default_rng(m + n + k)
     for ta in (False, True):
         for tb in (False, True):
