@@ -10,7 +10,7 @@
  * Threads split independent output tiles only, so results do not depend on the thread
  * count. Products with a small output and a long K (the dW = cols^T * dY of a convolution:
  * 9 x 32 x 86528) have too few tiles to share; they take the K-split path instead: K is cut
- * into fixed KSPLIT-long pieces (a partition that depends on the shape only), threads
+ * into pieces (ksplit_len: a partition that depends on the shape only), threads
  * compute the pieces serially into partial products, and the partials are summed in a
  * fixed order, so results still do not depend on the thread count.
  * The micro-kernel and blocking come from the ISA registry (gemm_kernels.c); fnn_gemm_ref
