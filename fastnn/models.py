@@ -906,6 +906,14 @@ class Sequential:
                 "loss": self.loss.get_config(),
                 "loss_class": type(self.loss).__name__,
                 "metrics": [_metric_entry(m) for m in self._metric_args]}
+            owners = self.optimizer._param_owners
+            if self.optimizer.built and owners is not None:
+                # which layer's which weight each slot belongs to, so a model saved with
+                # layers frozen since its optimizer was built trains on after loading
+                index = {id(layer): i for i, layer in enumerate(self.layers)}
+                if all(id(layer) in index for layer, _ in owners):
+                    meta["compile"]["optimizer_params"] = [[index[id(layer)], name]
+                                                           for layer, name in owners]
         try:
             json.dumps(meta)
         except TypeError as exc:
@@ -965,6 +973,12 @@ def load_model(filepath, custom_objects: Optional[dict] = None,
             state = _ordered(arrays, "optimizer")
             if state:
                 optimizer.set_state(state)
+                owners = comp.get("optimizer_params")
+                if owners is not None and optimizer.built:
+                    if len(owners) != len(optimizer._shapes):
+                        raise ValueError(f"the optimizer state holds {len(optimizer._shapes)} "
+                                         f"parameters but names {len(owners)}")
+                    optimizer._param_owners = [(model.layers[i], name) for i, name in owners]
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, MemoryError) as exc:
         if str(exc).startswith("Unknown "):   # a valid file naming a class we lack
             # (compile=False skips the loss, optimizer and metrics, not the layers)

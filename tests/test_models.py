@@ -1962,6 +1962,24 @@ def test_freezing_a_layer_keeps_the_optimizer_state_of_the_others():
     assert_same_weights(a, b, "frozen first layer, same vs hand-restored optimizer")
 
 
+def test_frozen_after_building_then_saved_trains_on_after_loading(tmp_path):
+    """Train, freeze a layer, save (no fit in between: the optimizer holds state for the
+    frozen weights too), load: the loaded model trains on as the original does (the file
+    names the weight each slot belongs to; it was refused with "the optimizer was built
+    for parameters of shapes ...")."""
+    x, y = make_data(40)
+    model = mlp(seed=2, optimizer=optimizers.Adam(0.01))
+    model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    model.layers[0].trainable = False
+    model.save(tmp_path / "m.fnn")
+    loaded = fastnn.models.load_model(tmp_path / "m.fnn")
+    loaded.layers[0].trainable = False
+    for m in (model, loaded):
+        m.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    assert_same_weights(model, loaded, "frozen, saved, loaded, trained")
+    assert loaded.optimizer.iterations == model.optimizer.iterations == 10
+
+
 def test_verbose_accepts_bools_and_auto(capsys):
     """verbose=False / True are 0 / 1 (Python's and Keras's comparison), "auto" is 1; a
     float or another value is refused, in fit, evaluate and predict alike."""
