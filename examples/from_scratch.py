@@ -46,7 +46,7 @@ def main(epochs: int = 5, batch_size: int = 64, n_train=None, n_test=None, lr: f
             grad = loss_fn.gradient(t, x)                # dL/dy
             for layer in reversed(layers):               # backward, chain rule
                 grad = layer.backward(grad)
-            optimizer.apply(params, grads)               # w -= lr * dL/dw
+            optimizer.apply(grads, params)               # w -= lr * dL/dw
         x = x_test
         for layer in layers:
             x = layer.forward(x, training=False)

@@ -335,7 +335,7 @@ class DenseStep:
                    c_dz, c_dx, self._c_dw, self._c_db, cb._ptr(x), c_labels, c_t, 1.0 / n,
                    c_probs, c_loss, kind, c_slots, *k, ws)
         if inside is None:
-            optimizer.apply(params, grads)
+            optimizer.apply(grads, params)
         else:
             optimizer._iterations += 1
         return _losses._reduce(loss, None), probs

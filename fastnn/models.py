@@ -3,7 +3,7 @@
 The training step is the from-scratch loop, written once::
 
     forward through the layers -> loss and its gradient -> backward in reverse
-    -> optimizer.apply(params, grads)
+    -> optimizer.apply(grads, params)
 
 When the model ends in softmax (sigmoid) and the loss is categorical (binary)
 cross-entropy on probabilities, the step stops at the logits and uses the fused gradient
@@ -339,7 +339,7 @@ class Sequential:
         for step in self._backward_steps(back):
             grad = step(grad)
         reg = sum(l.regularization_loss() for l in layers if l._regularizers)
-        self.optimizer.apply(self._params, self._grads)
+        self.optimizer.apply(self._grads, self._params)
         return loss + reg, y_pred
 
     def _backward_steps(self, back):

@@ -136,7 +136,7 @@ def test_trajectory_matches_numpy_reference(kind, kw, dtype):
     ref = [p.copy() for p in params]
     states = [dict() for _ in params]
     for t, gs in enumerate(grads, start=1):
-        opt.apply(params, gs)
+        opt.apply(gs, params)
         ref = [reference_step(kind, hp, r, g, s, t, lr) for r, g, s in zip(ref, gs, states)]
         assert opt.iterations == t
         for i, (p, r) in enumerate(zip(params, ref)):
@@ -154,8 +154,8 @@ def test_grouped_small_params_bit_identical_to_one_by_one(kind, kw):
     single = CLASSES[kind](**kw)
     single._group_max_size = -1
     for gs in grads:
-        grouped.apply(params, gs)
-        single.apply(params2, gs)
+        grouped.apply(gs, params)
+        single.apply(gs, params2)
     assert grouped._groups and not single._groups
     for p, q in zip(params, params2):
         assert p.tobytes() == q.tobytes()
@@ -264,7 +264,7 @@ def test_matches_real_keras_trajectory(case):
     opt = KERAS_CASES[case]()
     x, b = X0.copy(), B0.copy()
     for c in C:
-        opt.apply([x, b], [A * np.float32(c), B * np.float32(c)])
+        opt.apply([A * np.float32(c), B * np.float32(c)], [x, b])
     ref_x, ref_b = KERAS_REFERENCE[case]
     # The same float32 operations in the same order give the same bits: when generated, every
     # case matched exactly except adam_clipnorm (1 ulp: Keras sums the squares for the norm
@@ -279,15 +279,15 @@ def test_matches_real_keras_trajectory(case):
 # --------------------------------------------------------------------------- golden steps
 def test_sgd_single_step_golden():
     p = np.array([1.0, -2.0, 0.5])
-    SGD(learning_rate=0.1).apply([p], [np.array([0.5, -1.0, 0.0])])
+    SGD(learning_rate=0.1).apply([np.array([0.5, -1.0, 0.0])], [p])
     np.testing.assert_allclose(p, [1.0 - 0.05, -2.0 + 0.1, 0.5], rtol=0, atol=1e-15)
 
 
 def test_sgd_momentum_two_steps_golden():
     p, g = np.array([1.0]), np.array([2.0])
     opt = SGD(learning_rate=0.1, momentum=0.9)
-    opt.apply([p], [g])          # m = -0.2;               p = 0.8
-    opt.apply([p], [g])          # m = 0.9 * -0.2 - 0.2 = -0.38; p = 0.42
+    opt.apply([g], [p])          # m = -0.2;               p = 0.8
+    opt.apply([g], [p])          # m = 0.9 * -0.2 - 0.2 = -0.38; p = 0.42
     np.testing.assert_allclose(p, [0.42], rtol=1e-14)
     np.testing.assert_allclose(opt.get_state()[1], [-0.38], rtol=1e-14)
 
@@ -295,15 +295,15 @@ def test_sgd_momentum_two_steps_golden():
 def test_sgd_nesterov_two_steps_golden():
     p, g = np.array([1.0]), np.array([2.0])
     opt = SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
-    opt.apply([p], [g])          # m = -0.2; p += 0.9 * -0.2 - 0.2 = -0.38 -> 0.62
+    opt.apply([g], [p])          # m = -0.2; p += 0.9 * -0.2 - 0.2 = -0.38 -> 0.62
     np.testing.assert_allclose(p, [0.62], rtol=1e-14)
-    opt.apply([p], [g])          # m = -0.38; p += 0.9 * -0.38 - 0.2 = -0.542 -> 0.078
+    opt.apply([g], [p])          # m = -0.38; p += 0.9 * -0.38 - 0.2 = -0.542 -> 0.078
     np.testing.assert_allclose(p, [0.078], rtol=1e-12)
 
 
 def test_rmsprop_single_step_golden():
     p, g = np.array([1.0, -1.0]), np.array([0.5, -2.0])
-    RMSprop(learning_rate=0.01).apply([p], [g])
+    RMSprop(learning_rate=0.01).apply([g], [p])
     # v = 0.1 * g^2 = [0.025, 0.4]; p -= 0.01 * g / sqrt(v + 1e-7)
     expected = [1.0 - 0.01 * 0.5 / math.sqrt(0.025 + 1e-7),
                 -1.0 + 0.01 * 2.0 / math.sqrt(0.4 + 1e-7)]
@@ -313,10 +313,10 @@ def test_rmsprop_single_step_golden():
 def test_rmsprop_centered_momentum_two_steps_golden():
     p = np.array([1.0])
     opt = RMSprop(learning_rate=0.1, rho=0.5, momentum=0.5, epsilon=0.0, centered=True)
-    opt.apply([p], [np.array([2.0])])
+    opt.apply([np.array([2.0])], [p])
     # v = 0.5 * 4 = 2; a = 0.5 * 2 = 1; den = 2 - 1 = 1; inc = 0.2; m = 0.2; p = 0.8
     np.testing.assert_allclose(p, [0.8], rtol=1e-14)
-    opt.apply([p], [np.array([-1.0])])
+    opt.apply([np.array([-1.0])], [p])
     # v = 1 + 0.5 = 1.5; a = 0.5 - 0.5 = 0; den = 1.5; inc = -0.1 / sqrt(1.5)
     # m = 0.1 + inc; p = 0.8 - m
     np.testing.assert_allclose(p, [0.8 - (0.1 - 0.1 / math.sqrt(1.5))], rtol=1e-14)
@@ -324,7 +324,7 @@ def test_rmsprop_centered_momentum_two_steps_golden():
 
 def test_adam_single_step_golden_epsilon_outside_sqrt():
     p, g = np.array([1.0, -2.0, 3.0]), np.array([0.5, -0.1, 0.0])
-    Adam(learning_rate=0.1).apply([p], [g])
+    Adam(learning_rate=0.1).apply([g], [p])
     # t = 1: alpha = 0.1 * sqrt(1 - 0.999) / (1 - 0.9) = sqrt(0.001)
     # m = 0.1 * g = [0.05, -0.01, 0]; v = 0.001 * g^2 = [2.5e-4, 1e-5, 0]
     alpha = math.sqrt(0.001)
@@ -340,9 +340,9 @@ def test_adam_single_step_golden_epsilon_outside_sqrt():
 def test_adam_second_step_bias_correction_golden():
     p = np.array([0.0])
     opt = Adam(learning_rate=0.1, beta_1=0.5, beta_2=0.75, epsilon=0.0)
-    opt.apply([p], [np.array([1.0])])   # m = .5, v = .25, alpha = .1*sqrt(.25)/.5 = .1 -> -.1
+    opt.apply([np.array([1.0])], [p])   # m = .5, v = .25, alpha = .1*sqrt(.25)/.5 = .1 -> -.1
     np.testing.assert_allclose(p, [-0.1], rtol=1e-14)
-    opt.apply([p], [np.array([3.0])])
+    opt.apply([np.array([3.0])], [p])
     # m = .5 + (3 - .5) * .5 = 1.75; v = .25 + (9 - .25) * .25 = 2.4375
     # alpha = .1 * sqrt(1 - .5625) / (1 - .25) = .1 * sqrt(.4375) / .75
     alpha = 0.1 * math.sqrt(0.4375) / 0.75
@@ -355,8 +355,8 @@ def test_amsgrad_uses_running_max_of_velocity():
     plain = Adam(learning_rate=0.1, beta_1=0.0, beta_2=0.5, epsilon=0.0)
     q = np.array([0.0])
     for g in (4.0, 0.5):
-        opt.apply([p], [np.array([g])])
-        plain.apply([q], [np.array([g])])
+        opt.apply([np.array([g])], [p])
+        plain.apply([np.array([g])], [q])
     m, v, vhat = opt.get_state()[1:]
     # v: 8 -> 4.125 (decreases); v_hat keeps 8
     np.testing.assert_allclose(v, [4.125])
@@ -369,7 +369,7 @@ def test_amsgrad_uses_running_max_of_velocity():
 
 def test_adagrad_single_step_golden():
     p, g = np.array([1.0, 2.0]), np.array([0.3, -0.4])
-    Adagrad(learning_rate=0.1).apply([p], [g])
+    Adagrad(learning_rate=0.1).apply([g], [p])
     # acc = 0.1 + g^2; p -= 0.1 * g / sqrt(acc + 1e-7)
     expected = [1.0 - 0.1 * 0.3 / math.sqrt(0.1 + 0.09 + 1e-7),
                 2.0 + 0.1 * 0.4 / math.sqrt(0.1 + 0.16 + 1e-7)]
@@ -380,11 +380,11 @@ def test_adamw_decoupled_decay_golden():
     # zero gradient: the Adam step is exactly 0 (m = 0), leaving only the decay
     p = np.array([1.0, -4.0])
     opt = AdamW(learning_rate=0.1, weight_decay=0.5)
-    opt.apply([p], [np.zeros(2)])
+    opt.apply([np.zeros(2)], [p])
     np.testing.assert_allclose(p, [1.0 * (1 - 0.05), -4.0 * (1 - 0.05)], rtol=1e-15)
     # with a gradient: decay first (with the same lr), then the Adam step
     p = np.array([2.0])
-    AdamW(learning_rate=0.1, weight_decay=0.5).apply([p], [np.array([1.0])])
+    AdamW(learning_rate=0.1, weight_decay=0.5).apply([np.array([1.0])], [p])
     alpha = 0.1 * math.sqrt(0.001) / 0.1
     np.testing.assert_allclose(p, [2.0 - 2.0 * 0.05 - alpha * 0.1 / (math.sqrt(0.001) + 1e-7)],
                                rtol=1e-14)
@@ -394,8 +394,8 @@ def test_adamw_decay_follows_schedule():
     lr = schedules.PiecewiseConstantDecay([0], [0.1, 0.01])
     p = np.array([1.0])
     opt = AdamW(learning_rate=lr, weight_decay=1.0)
-    opt.apply([p], [np.zeros(1)])            # step 0: lr 0.1
-    opt.apply([p], [np.zeros(1)])            # step 1: lr 0.01
+    opt.apply([np.zeros(1)], [p])            # step 0: lr 0.1
+    opt.apply([np.zeros(1)], [p])            # step 1: lr 0.01
     np.testing.assert_allclose(p, [0.9 * 0.99], rtol=1e-15)
 
 
@@ -426,7 +426,7 @@ def test_defaults_match_keras():
 def test_clipnorm_per_tensor():
     big, small = np.array([3.0, 4.0]), np.array([0.3, 0.4])          # norms 5 and 0.5
     p, q = np.zeros(2), np.zeros(2)
-    SGD(learning_rate=1.0, clipnorm=1.0).apply([p, q], [big, small])
+    SGD(learning_rate=1.0, clipnorm=1.0).apply([big, small], [p, q])
     np.testing.assert_allclose(p, [-0.6, -0.8], rtol=1e-15)           # rescaled to norm 1
     np.testing.assert_allclose(q, [-0.3, -0.4], rtol=1e-15)           # untouched
     np.testing.assert_array_equal(big, [3.0, 4.0])                    # grads not modified
@@ -435,24 +435,24 @@ def test_clipnorm_per_tensor():
 def test_global_clipnorm():
     g1, g2 = np.array([3.0, 0.0]), np.array([[0.0], [4.0]])          # global norm 5
     p1, p2 = np.zeros(2), np.zeros((2, 1))
-    SGD(learning_rate=1.0, global_clipnorm=2.5).apply([p1, p2], [g1, g2])
+    SGD(learning_rate=1.0, global_clipnorm=2.5).apply([g1, g2], [p1, p2])
     np.testing.assert_allclose(p1, [-1.5, 0.0], rtol=1e-15)
     np.testing.assert_allclose(p2, [[0.0], [-2.0]], rtol=1e-15)
     # under the threshold: unchanged
     p = np.zeros(2)
-    SGD(learning_rate=1.0, global_clipnorm=10.0).apply([p], [g1])
+    SGD(learning_rate=1.0, global_clipnorm=10.0).apply([g1], [p])
     np.testing.assert_allclose(p, [-3.0, 0.0])
     # a non-finite global norm poisons every gradient, as in Keras
     p1, p2 = np.zeros(2), np.zeros((2, 1))
     SGD(learning_rate=1.0, global_clipnorm=1.0).apply(
-        [p1, p2], [np.array([np.inf, 0.0]), np.array([[0.0], [1.0]])])
+        [np.array([np.inf, 0.0]), np.array([[0.0], [1.0]])], [p1, p2])
     assert np.isnan(p2).all()
 
 
 def test_clipvalue_elementwise():
     g = np.array([-5.0, -0.1, 0.0, 0.2, 7.0])
     p = np.zeros(5)
-    SGD(learning_rate=1.0, clipvalue=0.5).apply([p], [g])
+    SGD(learning_rate=1.0, clipvalue=0.5).apply([g], [p])
     np.testing.assert_allclose(p, [0.5, 0.1, 0.0, -0.2, -0.5])
     np.testing.assert_array_equal(g, [-5.0, -0.1, 0.0, 0.2, 7.0])
 
@@ -462,8 +462,8 @@ def test_clipping_feeds_the_update(kind):
     """Clipping happens before the optimizer's own rule: clipped grads == pre-clipped."""
     g = np.array([[3.0, -4.0], [0.5, 1.0]])
     p1, p2 = np.ones((2, 2)), np.ones((2, 2))
-    CLASSES[kind](learning_rate=0.1, clipvalue=0.6).apply([p1], [g])
-    CLASSES[kind](learning_rate=0.1).apply([p2], [np.clip(g, -0.6, 0.6)])
+    CLASSES[kind](learning_rate=0.1, clipvalue=0.6).apply([g], [p1])
+    CLASSES[kind](learning_rate=0.1).apply([np.clip(g, -0.6, 0.6)], [p2])
     np.testing.assert_array_equal(p1, p2)
 
 
@@ -557,7 +557,7 @@ def test_optimizer_evaluates_schedule_at_iterations_before_the_step():
     deltas = []
     for _ in range(4):
         before = p.copy()
-        opt.apply([p], [np.ones(1)])
+        opt.apply([np.ones(1)], [p])
         deltas.append(float(before[0] - p[0]))
     assert deltas == [1.0, 0.5, 0.25, 0.25]
     assert opt.iterations == 4 and opt.learning_rate == 0.25
@@ -572,14 +572,14 @@ def test_learning_rate_callables():
 
     opt = SGD(learning_rate=of_step)
     p = np.zeros(1)
-    opt.apply([p], [np.ones(1)])
-    opt.apply([p], [np.ones(1)])
+    opt.apply([np.ones(1)], [p])
+    opt.apply([np.ones(1)], [p])
     np.testing.assert_allclose(p, [-(0.1 + 0.05)])
     assert seen[:2] == [0, 1]
     # a Keras-3-style callable takes no argument
     opt = SGD(learning_rate=lambda: 0.25)
     p = np.zeros(1)
-    opt.apply([p], [np.ones(1)])
+    opt.apply([np.ones(1)], [p])
     assert p[0] == -0.25 and opt.learning_rate == 0.25
 
 
@@ -589,9 +589,9 @@ def test_learning_rate_is_settable():
     assert opt.learning_rate == 0.02 and opt.get_config()["learning_rate"] == 0.02
     p = np.zeros(1)
     sgd = SGD(learning_rate=1.0)
-    sgd.apply([p], [np.ones(1)])
+    sgd.apply([np.ones(1)], [p])
     sgd.learning_rate = 0.5
-    sgd.apply([p], [np.ones(1)])
+    sgd.apply([np.ones(1)], [p])
     assert p[0] == -1.5
     with pytest.raises(ValueError, match="learning_rate"):
         sgd.learning_rate = -0.1
@@ -608,12 +608,12 @@ def test_get_set_state_continues_bit_identically(kind, kw):
     params, grads = make_problem(np.float32, seed=5, n_steps=8)
     opt = CLASSES[kind](**kw)
     for gs in grads[:3]:
-        opt.apply(params, gs)
+        opt.apply(gs, params)
     saved_params = [p.copy() for p in params]
     state = opt.get_state()
     assert state[0].shape == () and int(state[0]) == 3
     for gs in grads[3:]:
-        opt.apply(params, gs)
+        opt.apply(gs, params)
 
     # a fresh optimizer from the config, restored before it is built
     fresh = CLASSES[kind].from_config(opt.get_config())
@@ -621,7 +621,7 @@ def test_get_set_state_continues_bit_identically(kind, kw):
     assert fresh.iterations == 3
     restored = [p.copy() for p in saved_params]
     for gs in grads[3:]:
-        fresh.apply(restored, gs)
+        fresh.apply(gs, restored)
     for p, q in zip(params, restored):
         assert p.tobytes() == q.tobytes()
 
@@ -629,7 +629,7 @@ def test_get_set_state_continues_bit_identically(kind, kw):
     again = [p.copy() for p in saved_params]
     opt.set_state(state)
     for gs in grads[3:]:
-        opt.apply(again, gs)
+        opt.apply(gs, again)
     for p, q in zip(params, again):
         assert p.tobytes() == q.tobytes()
 
@@ -638,7 +638,7 @@ def test_state_layout_and_copies():
     params = [np.ones((3, 2), np.float32), np.ones(2, np.float32)]
     opt = Adam(amsgrad=True)
     assert [int(s) for s in opt.get_state()] == [0]          # unbuilt: only iterations
-    opt.apply(params, [np.ones((3, 2), np.float32), np.ones(2, np.float32)])
+    opt.apply([np.ones((3, 2), np.float32), np.ones(2, np.float32)], params)
     state = opt.get_state()
     assert len(state) == 1 + 3 * 2
     assert [s.shape for s in state[1:]] == [(3, 2), (2,)] * 3
@@ -647,7 +647,7 @@ def test_state_layout_and_copies():
     assert opt.get_state()[1][0, 0] != 123.0
     assert len(SGD().get_state()) == 1
     sgd = SGD(momentum=0.0)
-    sgd.apply(params, [np.ones((3, 2), np.float32), np.ones(2, np.float32)])
+    sgd.apply([np.ones((3, 2), np.float32), np.ones(2, np.float32)], params)
     assert len(sgd.get_state()) == 1                          # no momentum slot
 
 
@@ -655,7 +655,7 @@ def test_set_state_validation():
     params = [np.ones((3, 2)), np.ones(2)]
     grads = [np.ones((3, 2)), np.ones(2)]
     opt = Adam()
-    opt.apply(params, grads)
+    opt.apply(grads, params)
     state = opt.get_state()
     with pytest.raises(ValueError, match="1 \\+ 4"):
         opt.set_state(state[:-1])
@@ -672,7 +672,7 @@ def test_set_state_validation():
         fresh.set_state(state[:-1])
     # restored slots are checked against the parameters at the first apply
     fresh.set_state(state)
-    with pytest.raises(ValueError, match="params\\[0\\]"):
+    with pytest.raises(ValueError, match="trainable_variables\\[0\\]"):
         fresh.apply([np.ones((2, 3)), np.ones(2)], [np.ones((2, 3)), np.ones(2)])
 
 
@@ -745,39 +745,59 @@ def test_hyperparameter_validation(make, arg):
         make()
 
 
+def test_apply_takes_keras_3_argument_order():
+    """Keras 3's ``apply(grads, trainable_variables=None)``: the gradients first (the
+    order was reversed: Keras code moved the gradients and left the weights, silently);
+    without variables, those given to ``build``; ``apply_gradients`` takes (grad, var)
+    pairs."""
+    p, g = np.ones(3, np.float32), np.full(3, 0.5, np.float32)
+    SGD(0.1).apply([g], [p])
+    np.testing.assert_array_equal(p, np.full(3, 0.95, np.float32))
+    np.testing.assert_array_equal(g, np.full(3, 0.5, np.float32))
+    opt = SGD(0.1)
+    q = np.ones(3, np.float32)
+    opt.build([q])
+    opt.apply([g])
+    np.testing.assert_array_equal(q, np.full(3, 0.95, np.float32))
+    assert opt.apply_gradients([(g, q)]) == 2
+    np.testing.assert_allclose(q, np.full(3, 0.9, np.float32))
+    with pytest.raises(ValueError, match="build\\(variables\\), but build\\(\\) was not called"):
+        SGD(0.1).apply([g])
+
+
 def test_apply_input_validation():
     opt = Adam()
     params = [np.ones((3, 2)), np.ones(2)]
-    with pytest.raises(ValueError, match="2 params but 1 grads"):
-        opt.apply(params, [np.ones((3, 2))])
+    with pytest.raises(ValueError, match="1 grads but 2 trainable_variables"):
+        opt.apply([np.ones((3, 2))], params)
     with pytest.raises(ValueError, match="grads\\[1\\]"):
-        opt.apply(params, [np.ones((3, 2)), np.ones(3)])
-    opt.apply(params, [np.ones((3, 2)), np.ones(2)])
-    with pytest.raises(ValueError, match="params\\[1\\]"):
+        opt.apply([np.ones((3, 2)), np.ones(3)], params)
+    opt.apply([np.ones((3, 2)), np.ones(2)], params)
+    with pytest.raises(ValueError, match="trainable_variables\\[1\\]"):
         opt.apply([np.ones((3, 2)), np.ones(4)], [np.ones((3, 2)), np.ones(4)])
-    with pytest.raises(ValueError, match="params\\[0\\].*dtype"):
-        opt.apply([np.ones((3, 2), np.float32), np.ones(2)], [np.ones((3, 2)), np.ones(2)])
+    with pytest.raises(ValueError, match="trainable_variables\\[0\\].*dtype"):
+        opt.apply([np.ones((3, 2)), np.ones(2)], [np.ones((3, 2), np.float32), np.ones(2)])
     with pytest.raises(ValueError, match="built for 2 parameters"):
-        opt.apply(params[:1], [np.ones((3, 2))])
-    with pytest.raises(TypeError, match="params\\[0\\]"):
-        Adam().apply([[1.0, 2.0]], [np.ones(2)])
+        opt.apply([np.ones((3, 2))], params[:1])
+    with pytest.raises(TypeError, match="trainable_variables\\[0\\]"):
+        Adam().apply([np.ones(2)], [[1.0, 2.0]])
     with pytest.raises(TypeError, match=r"must be float32 or float64 \(native byte order\), "
                                         r"received dtype int64"):
-        Adam().apply([np.ones(2, dtype=np.int64)], [np.ones(2)])
+        Adam().apply([np.ones(2)], [np.ones(2, dtype=np.int64)])
     ro = np.ones(2)
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
-        Adam().apply([ro], [np.ones(2)])
+        Adam().apply([np.ones(2)], [ro])
     assert opt.iterations == 1      # failed calls did not step
 
 
 def test_changing_slot_hyperparameters_after_build_is_refused():
     opt = SGD(learning_rate=0.1)
     p = np.ones(2)
-    opt.apply([p], [np.ones(2)])
+    opt.apply([np.ones(2)], [p])
     opt.momentum = 0.9
     with pytest.raises(ValueError, match="hyperparameters"):
-        opt.apply([p], [np.ones(2)])
+        opt.apply([np.ones(2)], [p])
 
 
 # --------------------------------------------------------------------------- API details
@@ -787,7 +807,7 @@ def test_updates_in_place_shared_and_strided_arrays():
     bias = np.zeros(3)
     ids = (id(kernel), id(bias))
     opt = SGD(learning_rate=1.0)
-    opt.apply([kernel, bias], [np.ones((4, 3)), np.full(3, 2.0)])
+    opt.apply([np.ones((4, 3)), np.full(3, 2.0)], [kernel, bias])
     assert (id(kernel), id(bias)) == ids
     np.testing.assert_array_equal(big[:, ::2], -1.0)
     np.testing.assert_array_equal(big[:, 1::2], 0.0)
@@ -798,7 +818,7 @@ def test_apply_gradients_alias():
     p1, p2 = np.ones(3), np.ones(3)
     g = np.array([0.1, -0.2, 0.3])
     a, b = Adam(learning_rate=0.1), Adam(learning_rate=0.1)
-    a.apply([p1], [g])
+    a.apply([g], [p1])
     assert b.apply_gradients([(g, p2)]) == 1
     np.testing.assert_array_equal(p1, p2)
     with pytest.raises(TypeError, match="pair"):
@@ -808,7 +828,7 @@ def test_apply_gradients_alias():
 def test_mixed_dtypes_and_list_grads():
     p32, p64 = np.ones(3, np.float32), np.ones((2, 2))
     opt = RMSprop(learning_rate=0.1)
-    opt.apply([p32, p64], [np.ones(3), [[1.0, 1.0], [1.0, 1.0]]])
+    opt.apply([np.ones(3), [[1.0, 1.0], [1.0, 1.0]]], [p32, p64])
     assert p32.dtype == np.float32 and p64.dtype == np.float64
     assert [s.dtype for s in opt.get_state()[1:]] == [np.float32, np.float64]
     np.testing.assert_allclose(p32, 1 - 0.1 / np.sqrt(0.1 + 1e-7), rtol=1e-6)
@@ -821,9 +841,9 @@ def test_params_of_other_dtypes_rejected(backend, kind, dtype):
     """Only native float32/float64 parameters: the C and Numba kernels take no others
     (float16 gave a KeyError in C and a TypingError in Numba), so every backend says so."""
     p = np.ones(3, dtype)
-    with pytest.raises(TypeError, match=r"params\[0\] must be float32 or float64 \(native "
+    with pytest.raises(TypeError, match=r"trainable_variables\[0\] must be float32 or float64 \(native "
                                         r"byte order\), received dtype"):
-        CLASSES[kind]().apply([p], [np.ones(3, np.float32)])
+        CLASSES[kind]().apply([np.ones(3, np.float32)], [p])
     kw = {"momentum": 0.9} if kind == "sgd" else {}     # (plain SGD has no slots)
     opt = CLASSES[kind](**kw)
     opt.apply([np.ones(3, np.float32)], [np.ones(3, np.float32)])
@@ -847,7 +867,7 @@ def test_subnormal_slots_are_flushed(backend, kind, kw, dtype):
     sub = f(4) * np.finfo(dtype).smallest_subnormal
     opt = CLASSES[kind](**kw)
     params = [np.linspace(-1, 1, 600).astype(dtype)]
-    opt.apply(params, [np.ones(600, dtype)])
+    opt.apply([np.ones(600, dtype)], params)
     state = opt.get_state()
     assert len(state) > 1
     for a in state[1:]:
@@ -855,7 +875,7 @@ def test_subnormal_slots_are_flushed(backend, kind, kw, dtype):
         a[::2] = -sub
     opt.set_state(state)
     before = params[0].copy()
-    opt.apply(params, [np.zeros(600, dtype)])
+    opt.apply([np.zeros(600, dtype)], params)
     for a in opt.get_state()[1:]:
         assert (a == 0).all() and not np.signbit(a).any(), kind
     if kind != "adamw":                         # (AdamW's decay moves p)
@@ -870,8 +890,8 @@ def test_gradients_are_cast_to_the_param_dtype_first(kind):
     a, b = CLASSES[kind](learning_rate=0.1), CLASSES[kind](learning_rate=0.1)
     for gs in grads:
         g64 = [g.astype(np.float64) + 1e-9 for g in gs]   # not representable in float32
-        a.apply(params, g64)
-        b.apply(cast, [g.astype(np.float32) for g in g64])
+        a.apply(g64, params)
+        b.apply([g.astype(np.float32) for g in g64], cast)
     for p, q in zip(params, cast):
         assert p.dtype == np.float32 and p.tobytes() == q.tobytes()
 
@@ -884,7 +904,7 @@ def test_build_is_explicit_and_idempotent():
     assert opt.built and opt.iterations == 0
     np.testing.assert_array_equal(opt.get_state()[1], np.full(4, 0.1))
     opt.build([np.ones(7)])             # no-op once built
-    opt.apply(params, [np.zeros(4), np.zeros(2)])
+    opt.apply([np.zeros(4), np.zeros(2)], params)
     assert opt.iterations == 1
 
 
@@ -894,7 +914,7 @@ def test_empty_and_zero_size_params():
     assert opt.iterations == 1
     opt2 = Adam()
     p, q = np.ones(0), np.ones(2)
-    opt2.apply([p, q], [np.ones(0), np.ones(2)])
+    opt2.apply([np.ones(0), np.ones(2)], [p, q])
     assert p.shape == (0,)
 
 
@@ -905,13 +925,13 @@ def test_no_per_step_allocation(kind):
               np.ones((128, 10), np.float32), np.ones(10, np.float32)]
     grads = [np.full_like(p, 0.01) for p in params]
     opt = CLASSES[kind](clipnorm=1.0)
-    opt.apply(params, grads)
+    opt.apply(grads, params)
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         for _ in range(3):
-            opt.apply(params, grads)
+            opt.apply(grads, params)
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
@@ -929,5 +949,5 @@ def test_subclass_contract():
             param -= step
 
     p = np.zeros(3)
-    Sign(learning_rate=0.5).apply([p], [np.array([2.0, -3.0, 0.0])])
+    Sign(learning_rate=0.5).apply([np.array([2.0, -3.0, 0.0])], [p])
     np.testing.assert_array_equal(p, [-0.5, 0.5, 0.0])

@@ -12,8 +12,8 @@ A layer is a readable forward/backward pair:
 ``params`` / ``grads``
     Dicts keyed by name, in the same order; ``grads[k]`` has the shape of ``params[k]``.
     The arrays are created once and updated in place, so lists of them can be built once
-    and handed to an optimizer: ``optimizer.apply(list(params.values()),
-    list(grads.values()))``.
+    and handed to an optimizer: ``optimizer.apply(list(grads.values()),
+    list(params.values()))``.
 ``get_config()`` / ``from_config(config)``
     Round-trip the constructor arguments.
 
@@ -30,7 +30,7 @@ A from-scratch loop needs nothing else::
     grad = loss.gradient(y, x)
     for layer in reversed(layers):
         grad = layer.backward(grad)
-    optimizer.apply(params, grads)
+    optimizer.apply(grads, params)
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ A from-scratch training loop::
     opt = fastnn.optimizers.get("adam")
     for step in range(n_steps):
         grads = compute_grads(params)      # list of arrays shaped like params
-        opt.apply(params, grads)           # params are updated in place
+        opt.apply(grads, params)           # params are updated in place
 
 State for checkpoints: ``opt.get_state()`` / ``opt.set_state(state)``; hyperparameters:
 ``opt.get_config()`` / ``type(opt).from_config(config)``, or :func:`serialize` /

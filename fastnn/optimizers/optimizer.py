@@ -6,7 +6,10 @@ same shapes::
     opt = fastnn.optimizers.Adam(learning_rate=1e-3)
     for x, y in batches:
         grads = model_gradients(params, x, y)      # list of arrays, one per param
-        opt.apply(params, grads)                   # params change in place
+        opt.apply(grads, params)                   # params change in place
+
+(Keras 3's order: ``apply(grads, trainable_variables)``; after ``opt.build(params)``,
+``opt.apply(grads)`` updates the arrays given to ``build``.)
 
 Each step does, in this order (as Keras 3 does):
 
@@ -213,6 +216,7 @@ class Optimizer:
         self._solo_units: List[tuple] = []              # (index, slots, temporaries)
         self._groups: List[tuple] = []                  # small params updated together
         self._clip_bufs: Optional[List[np.ndarray]] = None
+        self._variables: Optional[List[np.ndarray]] = None  # build()'s, for apply(grads)
         # What each parameter is, for a model that trains with this optimizer
         # (Sequential: (layer, weight name) pairs); None when not known.
         self._param_owners: Optional[List[Any]] = None
@@ -223,25 +227,27 @@ class Optimizer:
         :meth:`set_state` that carried slots)."""
         return self._shapes is not None
 
-    def build(self, params: Sequence[np.ndarray]) -> None:
-        """Create the slots (and temporaries) for ``params``; :meth:`apply` calls this on its
-        first call. Calling it again on a built optimizer does nothing.
+    def build(self, variables: Sequence[np.ndarray]) -> None:
+        """Create the slots (and temporaries) for ``variables``; :meth:`apply` calls this on
+        its first call. Calling it again on a built optimizer does nothing.
 
         Parameters
         ----------
-        params : list of float ndarray
-            The parameters the optimizer will update, in the order they will be passed.
+        variables : list of float ndarray
+            The parameters the optimizer will update, in the order they will be passed;
+            ``apply(grads)`` without ``trainable_variables`` updates these arrays.
         """
         if self.built:
             return
-        params = list(params)
+        params = list(variables)
         for i, p in enumerate(params):
-            self._check_param(i, p)
+            self._check_param(i, p, "variables")
         shapes = [p.shape for p in params]
         dtypes = [p.dtype for p in params]
         slots = {name: [np.full(s, init, dtype=d) for s, d in zip(shapes, dtypes)]
                  for name, init in self._slot_specs()}
         self._install(shapes, dtypes, slots)
+        self._variables = params
 
     def _keep_params(self, indices: Sequence[int]) -> None:
         """Keep the slots of parameters ``indices`` only, in that order (a model whose
@@ -326,16 +332,16 @@ class Optimizer:
         self._laid_out = True
 
     @staticmethod
-    def _check_param(i: int, p) -> None:
+    def _check_param(i: int, p, name: str = "trainable_variables") -> None:
         if not isinstance(p, np.ndarray):
-            raise TypeError(f"params[{i}] must be a numpy ndarray (updated in place), "
+            raise TypeError(f"{name}[{i}] must be a numpy ndarray (updated in place), "
                             f"received {type(p).__name__}")
         if p.dtype not in _PARAM_DTYPES:
-            raise TypeError(f"params[{i}] must be float32 or float64 (native byte order), "
+            raise TypeError(f"{name}[{i}] must be float32 or float64 (native byte order), "
                             f"received dtype {p.dtype.str if p.dtype.kind == 'f' else p.dtype}"
                             f"; cast it first, e.g. p.astype(np.float32)")
         if not p.flags.writeable:
-            raise ValueError(f"params[{i}] is read-only; the optimizer updates it in place")
+            raise ValueError(f"{name}[{i}] is read-only; the optimizer updates it in place")
 
     # ------------------------------------------------------------------ stepping
     def _slots_stale(self) -> bool:
@@ -347,17 +353,20 @@ class Optimizer:
         return (self.clipnorm is not None or self.global_clipnorm is not None
                 or self.clipvalue is not None)
 
-    def apply(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
-        """One optimization step: update every ``params[i]`` in place from ``grads[i]``.
+    def apply(self, grads: Sequence[np.ndarray],
+              trainable_variables: Optional[Sequence[np.ndarray]] = None) -> None:
+        """One optimization step (Keras 3's signature): update every
+        ``trainable_variables[i]`` in place from ``grads[i]``.
 
         Parameters
         ----------
-        params : list of float ndarray
-            The parameters, in the same order at every call; each is modified in place
-            (never rebound), so arrays shared with layers see the update.
         grads : list of array_like
-            ``grads[i]`` has ``params[i].shape``; it is read, never modified, and cast to
-            ``params[i].dtype`` first if its dtype differs (as Keras does).
+            ``grads[i]`` has ``trainable_variables[i].shape``; it is read, never modified,
+            and cast to the parameter's dtype first if its dtype differs (as Keras does).
+        trainable_variables : list of float ndarray, optional
+            The parameters, in the same order at every call; each is modified in place
+            (never rebound), so arrays shared with layers see the update. Default: the
+            arrays given to :meth:`build` (as in Keras; ValueError if it was not called).
 
         Raises
         ------
@@ -367,11 +376,20 @@ class Optimizer:
         TypeError
             If a parameter is not a floating ndarray.
         """
+        if trainable_variables is None:
+            if self._variables is None:
+                raise ValueError("apply(grads) without `trainable_variables` updates the "
+                                 "arrays given to build(variables), but build() was not "
+                                 "called; pass them: apply(grads, trainable_variables)")
+            trainable_variables = self._variables
+        params = trainable_variables
         n = len(params)
         if len(grads) != n:
-            raise ValueError(f"apply() received {n} params but {len(grads)} grads; they "
-                             f"must match one-to-one")
+            raise ValueError(f"apply() received {len(grads)} grads but {n} "
+                             f"trainable_variables; they must match one-to-one")
         if self._shapes is None:
+            for i, p in enumerate(params):
+                self._check_param(i, p)         # named as apply's argument
             self.build(params)
         elif n != len(self._shapes):
             raise ValueError(f"this optimizer was built for {len(self._shapes)} parameters "
@@ -391,14 +409,15 @@ class Optimizer:
             if type(p) is not np.ndarray and not isinstance(p, np.ndarray):
                 self._check_param(i, p)
             if p.shape != shapes[i] or p.dtype != dtypes[i]:
-                raise ValueError(f"params[{i}] has shape {p.shape} and dtype {p.dtype}, but "
+                raise ValueError(f"trainable_variables[{i}] has shape {p.shape} and dtype "
+                                 f"{p.dtype}, but "
                                  f"the optimizer's slots for index {i} were built for shape "
                                  f"{shapes[i]} and dtype {dtypes[i]}")
             if type(g) is not np.ndarray:
                 g = grads[i] = np.asarray(g)
             if g.shape != shapes[i]:
-                raise ValueError(f"grads[{i}] has shape {g.shape} but params[{i}] has shape "
-                                 f"{shapes[i]}")
+                raise ValueError(f"grads[{i}] has shape {g.shape} but "
+                                 f"trainable_variables[{i}] has shape {shapes[i]}")
             if g.dtype != dtypes[i]:            # Keras casts the gradient to the param dtype
                 grads[i] = g.astype(dtypes[i])
         if self._clips():
@@ -438,7 +457,7 @@ class Optimizer:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"grads_and_vars[{i}] must be a (grad, param) pair, "
                                 f"received {type(pair).__name__}")
-        self.apply([p for _, p in pairs], [g for g, _ in pairs])
+        self.apply([g for g, _ in pairs], [p for _, p in pairs])
         return self._iterations
 
     def _clip_gradients(self, grads: List[np.ndarray]) -> List[np.ndarray]:
