@@ -951,3 +951,25 @@ def test_subclass_contract():
     p = np.zeros(3)
     Sign(learning_rate=0.5).apply([np.array([2.0, -3.0, 0.0])], [p])
     np.testing.assert_array_equal(p, [-0.5, 0.5, 0.0])
+
+
+KERAS_BASE = {"use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None,
+              "loss_scale_factor": None, "gradient_accumulation_steps": None}
+
+
+@pytest.mark.parametrize("kind", sorted(CLASSES))
+def test_keras_3_base_arguments_at_their_defaults(kind):
+    """A Keras 3 optimizer config carries use_ema, ema_momentum, ema_overwrite_frequency,
+    loss_scale_factor and gradient_accumulation_steps: at their defaults they load (they
+    were a TypeError, so no Keras config could be read); other values, which fastnn does
+    not implement, are a ValueError naming the argument."""
+    cls = CLASSES[kind]
+    opt = optimizers.get({"class_name": cls.__name__,
+                          "config": dict(KERAS_BASE, learning_rate=0.01)})
+    assert type(opt) is cls and opt.learning_rate == 0.01
+    for arg, value in (("use_ema", True), ("loss_scale_factor", 128.0),
+                       ("gradient_accumulation_steps", 4)):
+        with pytest.raises(ValueError, match=f"`{arg}` is not supported"):
+            cls(**{arg: value})
+    with pytest.raises(ValueError, match="ema_momentum"):
+        cls(ema_momentum=1.5)

@@ -27,6 +27,10 @@ class Adagrad(Optimizer):
     epsilon : float >= 0, default 1e-7
     weight_decay, clipnorm, clipvalue, global_clipnorm, name
         See :class:`~fastnn.optimizers.Optimizer`.
+    **kwargs
+        Keras 3's ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
+        ``loss_scale_factor`` and ``gradient_accumulation_steps``, at their defaults only
+        (see :class:`~fastnn.optimizers.Optimizer`).
     """
 
     _default_name = "adagrad"
@@ -35,10 +39,10 @@ class Adagrad(Optimizer):
                  initial_accumulator_value: float = 0.1, epsilon: float = 1e-7,
                  weight_decay: Optional[float] = None, clipnorm: Optional[float] = None,
                  clipvalue: Optional[float] = None, global_clipnorm: Optional[float] = None,
-                 name: Optional[str] = None):
+                 name: Optional[str] = None, **kwargs):
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay,
                          clipnorm=clipnorm, clipvalue=clipvalue,
-                         global_clipnorm=global_clipnorm, name=name)
+                         global_clipnorm=global_clipnorm, name=name, **kwargs)
         self.initial_accumulator_value = _check_real(
             initial_accumulator_value, "initial_accumulator_value", low=0.0)
         self.epsilon = _check_real(epsilon, "epsilon", low=0.0)

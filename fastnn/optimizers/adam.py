@@ -38,6 +38,10 @@ class Adam(Optimizer):
     amsgrad : bool, default False
     weight_decay, clipnorm, clipvalue, global_clipnorm, name
         See :class:`~fastnn.optimizers.Optimizer`.
+    **kwargs
+        Keras 3's ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
+        ``loss_scale_factor`` and ``gradient_accumulation_steps``, at their defaults only
+        (see :class:`~fastnn.optimizers.Optimizer`).
     """
 
     _default_name = "adam"
@@ -46,10 +50,10 @@ class Adam(Optimizer):
                  beta_2: float = 0.999, epsilon: float = 1e-7, amsgrad: bool = False,
                  weight_decay: Optional[float] = None, clipnorm: Optional[float] = None,
                  clipvalue: Optional[float] = None, global_clipnorm: Optional[float] = None,
-                 name: Optional[str] = None):
+                 name: Optional[str] = None, **kwargs):
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay,
                          clipnorm=clipnorm, clipvalue=clipvalue,
-                         global_clipnorm=global_clipnorm, name=name)
+                         global_clipnorm=global_clipnorm, name=name, **kwargs)
         self.beta_1 = _check_real(beta_1, "beta_1", low=0.0, high=1.0, high_open=True)
         self.beta_2 = _check_real(beta_2, "beta_2", low=0.0, high=1.0, high_open=True)
         self.epsilon = _check_real(epsilon, "epsilon", low=0.0)
@@ -116,6 +120,10 @@ class AdamW(Adam):
     amsgrad : bool, default False
     clipnorm, clipvalue, global_clipnorm, name
         See :class:`~fastnn.optimizers.Optimizer`.
+    **kwargs
+        Keras 3's ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
+        ``loss_scale_factor`` and ``gradient_accumulation_steps``, at their defaults only
+        (see :class:`~fastnn.optimizers.Optimizer`).
     """
 
     _default_name = "adamw"
@@ -124,11 +132,11 @@ class AdamW(Adam):
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
                  amsgrad: bool = False, clipnorm: Optional[float] = None,
                  clipvalue: Optional[float] = None, global_clipnorm: Optional[float] = None,
-                 name: Optional[str] = None):
+                 name: Optional[str] = None, **kwargs):
         if weight_decay is None:
             raise ValueError("Argument `weight_decay` must be a float. Received: "
                              "weight_decay=None")
         super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
                          epsilon=epsilon, amsgrad=amsgrad, weight_decay=weight_decay,
                          clipnorm=clipnorm, clipvalue=clipvalue,
-                         global_clipnorm=global_clipnorm, name=name)
+                         global_clipnorm=global_clipnorm, name=name, **kwargs)

@@ -123,6 +123,12 @@ class Optimizer:
         NaN, as in Keras. At most one of the three clipping arguments may be set.
     name : str or None
         Defaults to the Keras name of the optimizer ("SGD", "adam", ...).
+    use_ema, ema_momentum, ema_overwrite_frequency, loss_scale_factor, \
+gradient_accumulation_steps
+        Keras 3's other base arguments, accepted at their defaults only (False, 0.99, None,
+        None, None: a Keras configuration loads) and refused otherwise (ValueError): fastnn
+        keeps no moving average of the weights, scales no loss and accumulates no
+        gradients.
 
     Attributes
     ----------
@@ -140,7 +146,23 @@ class Optimizer:
 
     def __init__(self, learning_rate: LearningRate, weight_decay: Optional[float] = None,
                  clipnorm: Optional[float] = None, clipvalue: Optional[float] = None,
-                 global_clipnorm: Optional[float] = None, name: Optional[str] = None):
+                 global_clipnorm: Optional[float] = None, name: Optional[str] = None,
+                 use_ema: bool = False, ema_momentum: float = 0.99,
+                 ema_overwrite_frequency: Optional[int] = None,
+                 loss_scale_factor: Optional[float] = None,
+                 gradient_accumulation_steps: Optional[int] = None):
+        # Keras 3's other base arguments: accepted at their defaults (so Keras configs load),
+        # refused otherwise (fastnn implements none of them)
+        for arg, value, default in (("use_ema", use_ema, False),
+                                    ("loss_scale_factor", loss_scale_factor, None),
+                                    ("gradient_accumulation_steps",
+                                     gradient_accumulation_steps, None)):
+            if value is not default and not (default is False and value is np.False_):
+                raise ValueError(f"`{arg}` is not supported by fastnn's optimizers (only its "
+                                 f"default, {default}), received {arg}={value!r}")
+        _check_real(ema_momentum, "ema_momentum", low=0.0, high=1.0)
+        if ema_overwrite_frequency is not None:
+            _check_real(ema_overwrite_frequency, "ema_overwrite_frequency", low=1.0)
         self._learning_rate = None
         self._lr_takes_step = False
         self.learning_rate = learning_rate

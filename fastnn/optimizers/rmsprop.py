@@ -48,6 +48,10 @@ class RMSprop(Optimizer):
         moment.
     weight_decay, clipnorm, clipvalue, global_clipnorm, name
         See :class:`~fastnn.optimizers.Optimizer`.
+    **kwargs
+        Keras 3's ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
+        ``loss_scale_factor`` and ``gradient_accumulation_steps``, at their defaults only
+        (see :class:`~fastnn.optimizers.Optimizer`).
     """
 
     _default_name = "rmsprop"
@@ -56,10 +60,10 @@ class RMSprop(Optimizer):
                  momentum: float = 0.0, epsilon: float = 1e-7, centered: bool = False,
                  weight_decay: Optional[float] = None, clipnorm: Optional[float] = None,
                  clipvalue: Optional[float] = None, global_clipnorm: Optional[float] = None,
-                 name: Optional[str] = None):
+                 name: Optional[str] = None, **kwargs):
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay,
                          clipnorm=clipnorm, clipvalue=clipvalue,
-                         global_clipnorm=global_clipnorm, name=name)
+                         global_clipnorm=global_clipnorm, name=name, **kwargs)
         self.rho = _check_real(rho, "rho", low=0.0, high=1.0)
         self.momentum = _check_real(momentum, "momentum", low=0.0, high=1.0)
         self.epsilon = _check_real(epsilon, "epsilon", low=0.0)

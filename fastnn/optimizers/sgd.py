@@ -37,6 +37,10 @@ class SGD(Optimizer):
     nesterov : bool, default False
     weight_decay, clipnorm, clipvalue, global_clipnorm, name
         See :class:`~fastnn.optimizers.Optimizer`.
+    **kwargs
+        Keras 3's ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
+        ``loss_scale_factor`` and ``gradient_accumulation_steps``, at their defaults only
+        (see :class:`~fastnn.optimizers.Optimizer`).
     """
 
     _default_name = "SGD"
@@ -44,10 +48,11 @@ class SGD(Optimizer):
     def __init__(self, learning_rate: LearningRate = 0.01, momentum: float = 0.0,
                  nesterov: bool = False, weight_decay: Optional[float] = None,
                  clipnorm: Optional[float] = None, clipvalue: Optional[float] = None,
-                 global_clipnorm: Optional[float] = None, name: Optional[str] = None):
+                 global_clipnorm: Optional[float] = None, name: Optional[str] = None,
+                 **kwargs):
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay,
                          clipnorm=clipnorm, clipvalue=clipvalue,
-                         global_clipnorm=global_clipnorm, name=name)
+                         global_clipnorm=global_clipnorm, name=name, **kwargs)
         self.momentum = _check_real(momentum, "momentum", low=0.0, high=1.0)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"`nesterov` must be a bool, received nesterov={nesterov!r}")
