@@ -10,6 +10,7 @@ Three independent oracles:
 """
 from __future__ import annotations
 
+import json
 import math
 import tracemalloc
 
@@ -30,7 +31,7 @@ def reference_step(kind: str, hp: dict, p, g, state: dict, t: int, lr: float):
     ``state`` holds the slots (created here on the first call); ``t`` is 1-based.
     """
     if hp.get("weight_decay"):
-        p = p - p * (hp["weight_decay"] * lr)
+        p = p - p * hp["weight_decay"] * lr
     if kind == "sgd":
         mom = hp.get("momentum", 0.0)
         if mom == 0:
@@ -527,6 +528,7 @@ def test_polynomial_and_cosine_decay_values():
     schedules.InverseTimeDecay(0.5, 4, 1.5),
     schedules.PolynomialDecay(0.2, 9, 0.01, power=0.5, cycle=True),
     schedules.CosineDecay(0.1, 20, alpha=0.05, warmup_target=0.3, warmup_steps=5),
+    schedules.CosineDecayRestarts(0.1, 6, t_mul=1.5, m_mul=0.8, alpha=0.01),
 ])
 def test_schedule_config_round_trip(sched):
     again = type(sched).from_config(sched.get_config())
@@ -547,6 +549,35 @@ def test_schedule_bad_arguments():
         schedules.deserialize({"class_name": "Nope", "config": {}})
     with pytest.raises(NotImplementedError):
         schedules.LearningRateSchedule()(0)
+    # values that gave complex rates, ZeroDivisionError or inf at some later step; flags
+    # that took any truthy value; NumPy step counts that made the config unwritable
+    for make, arg in ((lambda: schedules.ExponentialDecay(0.1, 10, -0.5), "decay_rate"),
+                      (lambda: schedules.InverseTimeDecay(0.1, 1, -0.1), "decay_rate"),
+                      (lambda: schedules.PolynomialDecay(0.1, 10, power=-1.0), "power"),
+                      (lambda: schedules.CosineDecayRestarts(0.1, 10, t_mul=0.0), "t_mul"),
+                      (lambda: schedules.CosineDecayRestarts(0.1, 10, m_mul=-1.0), "m_mul")):
+        with pytest.raises(ValueError, match=arg):
+            make()
+    with pytest.raises(TypeError, match="staircase"):
+        schedules.ExponentialDecay(0.1, 10, 0.5, staircase="no")
+    with pytest.raises(TypeError, match="cycle"):
+        schedules.PolynomialDecay(0.1, 10, cycle="no")
+    cfg = schedules.ExponentialDecay(0.1, np.array(10), 0.5).get_config()
+    assert type(cfg["decay_steps"]) is int
+    json.dumps(cfg)
+
+
+def test_cosine_decay_restarts_values():
+    """Keras's CosineDecayRestarts (SGDR): periods of 10, 20, 40 steps (t_mul 2), each
+    starting at m_mul times the one before; t_mul 1: equal periods."""
+    s = schedules.CosineDecayRestarts(1.0, 10, t_mul=2.0, m_mul=0.5, alpha=0.0)
+    assert s(0) == 1.0 and s(5) == pytest.approx(0.5)
+    assert s(10) == pytest.approx(0.5) and s(20) == pytest.approx(0.25)
+    assert s(30) == pytest.approx(0.25) and s(29.999) == pytest.approx(0.0, abs=1e-7)
+    e = schedules.CosineDecayRestarts(1.0, 10, t_mul=1.0, m_mul=1.0, alpha=0.2)
+    assert e(0) == e(10) == e(20) == 1.0 and e(5) == pytest.approx(0.6)
+    assert schedules.get({"class_name": "CosineDecayRestarts",
+                          "config": s.get_config()})(20) == s(20)
 
 
 def test_optimizer_evaluates_schedule_at_iterations_before_the_step():
@@ -665,6 +696,8 @@ def test_set_state_validation():
         opt.set_state(bad)
     with pytest.raises(ValueError, match="iteration"):
         opt.set_state([np.array(-1)] + state[1:])
+    with pytest.raises(ValueError, match="iteration"):   # was an OverflowError
+        opt.set_state([np.array(np.inf)] + state[1:])
     with pytest.raises(ValueError, match="empty"):
         opt.set_state([])
     fresh = Adam()

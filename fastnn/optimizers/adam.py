@@ -105,7 +105,7 @@ class AdamW(Adam):
     Before the Adam step of :class:`Adam` (same slots, same epsilon convention: ``epsilon``
     added to ``sqrt(v)``), every parameter decays::
 
-        param -= param * (weight_decay * lr)
+        param -= param * weight_decay * lr
 
     with the same ``lr`` as the step (a schedule's current value). The decay applies to all
     parameters, biases included, as Keras does unless told otherwise.

@@ -17,9 +17,11 @@ import bisect
 import math
 from typing import Any, Dict, Sequence
 
+import numpy as np
+
 __all__ = ["LearningRateSchedule", "ExponentialDecay", "PiecewiseConstantDecay",
-           "InverseTimeDecay", "PolynomialDecay", "CosineDecay", "serialize", "deserialize",
-           "get"]
+           "InverseTimeDecay", "PolynomialDecay", "CosineDecay", "CosineDecayRestarts",
+           "serialize", "deserialize", "get"]
 
 
 def _real(value, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
@@ -35,6 +37,20 @@ def _real(value, name: str, *, positive: bool = False, nonneg: bool = False) -> 
     if nonneg and v < 0:
         raise ValueError(f"`{name}` must be >= 0, received {name}={value!r}")
     return v
+
+
+def _count(value, name: str, *, positive: bool = False, nonneg: bool = False):
+    """A step count (``decay_steps``, ``warmup_steps``): checked as :func:`_real`, kept as a
+    Python int when it is integral (a NumPy scalar would make the config unwritable as
+    JSON), else as a float."""
+    v = _real(value, name, positive=positive, nonneg=nonneg)
+    return int(v) if np.asarray(value).dtype.kind in "iu" else v
+
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a bool, received {name}={value!r}")
+    return bool(value)
 
 
 def _step(step) -> float:
@@ -92,7 +108,7 @@ class ExponentialDecay(LearningRateSchedule):
     initial_learning_rate : float
         Rate at step 0.
     decay_steps : int or float, > 0
-    decay_rate : float
+    decay_rate : float >= 0
     staircase : bool, default False
     name : str, default "ExponentialDecay"
     """
@@ -100,10 +116,9 @@ class ExponentialDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
                  staircase: bool = False, name: str = "ExponentialDecay"):
         self.initial_learning_rate = _real(initial_learning_rate, "initial_learning_rate")
-        self.decay_steps = decay_steps
-        _real(decay_steps, "decay_steps", positive=True)
-        self.decay_rate = _real(decay_rate, "decay_rate")
-        self.staircase = bool(staircase)
+        self.decay_steps = _count(decay_steps, "decay_steps", positive=True)
+        self.decay_rate = _real(decay_rate, "decay_rate", nonneg=True)
+        self.staircase = _flag(staircase, "staircase")
         self.name = name
 
     def __call__(self, step: int) -> float:
@@ -165,7 +180,7 @@ class InverseTimeDecay(LearningRateSchedule):
     ----------
     initial_learning_rate : float
     decay_steps : int or float, > 0
-    decay_rate : float
+    decay_rate : float >= 0
     staircase : bool, default False
     name : str, default "InverseTimeDecay"
     """
@@ -173,10 +188,9 @@ class InverseTimeDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
                  staircase: bool = False, name: str = "InverseTimeDecay"):
         self.initial_learning_rate = _real(initial_learning_rate, "initial_learning_rate")
-        self.decay_steps = decay_steps
-        _real(decay_steps, "decay_steps", positive=True)
-        self.decay_rate = _real(decay_rate, "decay_rate")
-        self.staircase = bool(staircase)
+        self.decay_steps = _count(decay_steps, "decay_steps", positive=True)
+        self.decay_rate = _real(decay_rate, "decay_rate", nonneg=True)
+        self.staircase = _flag(staircase, "staircase")
         self.name = name
 
     def __call__(self, step: int) -> float:
@@ -203,7 +217,7 @@ class PolynomialDecay(LearningRateSchedule):
     initial_learning_rate : float
     decay_steps : int or float, > 0
     end_learning_rate : float, default 1e-4
-    power : float, default 1.0
+    power : float >= 0, default 1.0
     cycle : bool, default False
     name : str, default "PolynomialDecay"
     """
@@ -212,11 +226,10 @@ class PolynomialDecay(LearningRateSchedule):
                  end_learning_rate: float = 0.0001, power: float = 1.0, cycle: bool = False,
                  name: str = "PolynomialDecay"):
         self.initial_learning_rate = _real(initial_learning_rate, "initial_learning_rate")
-        self.decay_steps = decay_steps
-        _real(decay_steps, "decay_steps", positive=True)
+        self.decay_steps = _count(decay_steps, "decay_steps", positive=True)
         self.end_learning_rate = _real(end_learning_rate, "end_learning_rate")
-        self.power = _real(power, "power")
-        self.cycle = bool(cycle)
+        self.power = _real(power, "power", nonneg=True)
+        self.cycle = _flag(cycle, "cycle")
         self.name = name
 
     def __call__(self, step: int) -> float:
@@ -263,14 +276,12 @@ class CosineDecay(LearningRateSchedule):
                  name: str = "CosineDecay", warmup_target: float = None,
                  warmup_steps: float = 0):
         self.initial_learning_rate = _real(initial_learning_rate, "initial_learning_rate")
-        self.decay_steps = decay_steps
-        _real(decay_steps, "decay_steps", positive=True)
+        self.decay_steps = _count(decay_steps, "decay_steps", positive=True)
         self.alpha = _real(alpha, "alpha")
         self.name = name
         self.warmup_target = None if warmup_target is None else _real(warmup_target,
                                                                        "warmup_target")
-        self.warmup_steps = warmup_steps
-        _real(warmup_steps, "warmup_steps", nonneg=True)
+        self.warmup_steps = _count(warmup_steps, "warmup_steps", nonneg=True)
 
     def _decay(self, s: float, start: float) -> float:
         cosine = 0.5 * (1.0 + math.cos(math.pi * s / float(self.decay_steps)))
@@ -293,8 +304,60 @@ class CosineDecay(LearningRateSchedule):
                 "warmup_target": self.warmup_target, "warmup_steps": self.warmup_steps}
 
 
+class CosineDecayRestarts(LearningRateSchedule):
+    """Cosine decay with warm restarts (SGDR, Loshchilov & Hutter 2016), Keras's formula.
+
+    The first period lasts ``first_decay_steps`` steps, each next one ``t_mul`` times the
+    one before, and each restarts from ``m_mul`` times the previous starting rate. With
+    ``f = step / first_decay_steps``, the period ``i`` and the fraction ``c`` of it done::
+
+        t_mul == 1: i = floor(f);  c = f - i
+        otherwise:  i = floor(log(1 - f * (1 - t_mul)) / log(t_mul))
+                    c = (f - (1 - t_mul**i) / (1 - t_mul)) / t_mul**i
+        lr = initial_learning_rate * ((1 - alpha) * 0.5 * m_mul**i * (1 + cos(pi * c)) + alpha)
+
+    Parameters
+    ----------
+    initial_learning_rate : float
+    first_decay_steps : int or float, > 0
+    t_mul : float > 0, default 2.0
+    m_mul : float >= 0, default 1.0
+    alpha : float, default 0.0
+        The rate's floor, as a fraction of ``initial_learning_rate``.
+    name : str, default "SGDRDecay"
+    """
+
+    def __init__(self, initial_learning_rate: float, first_decay_steps: float,
+                 t_mul: float = 2.0, m_mul: float = 1.0, alpha: float = 0.0,
+                 name: str = "SGDRDecay"):
+        self.initial_learning_rate = _real(initial_learning_rate, "initial_learning_rate")
+        self.first_decay_steps = _count(first_decay_steps, "first_decay_steps", positive=True)
+        self.t_mul = _real(t_mul, "t_mul", positive=True)
+        self.m_mul = _real(m_mul, "m_mul", nonneg=True)
+        self.alpha = _real(alpha, "alpha")
+        self.name = name
+
+    def __call__(self, step: int) -> float:
+        f = _step(step) / float(self.first_decay_steps)
+        t = self.t_mul
+        if t == 1.0:
+            i = math.floor(f)
+            c = f - i
+        else:
+            i = math.floor(math.log(1.0 - f * (1.0 - t)) / math.log(t))
+            c = (f - (1.0 - t ** i) / (1.0 - t)) / t ** i
+        decayed = 0.5 * self.m_mul ** i * (1.0 + math.cos(math.pi * c))
+        return self.initial_learning_rate * ((1.0 - self.alpha) * decayed + self.alpha)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "first_decay_steps": self.first_decay_steps, "t_mul": self.t_mul,
+                "m_mul": self.m_mul, "alpha": self.alpha, "name": self.name}
+
+
 _SCHEDULES = {cls.__name__: cls for cls in (ExponentialDecay, PiecewiseConstantDecay,
-                                            InverseTimeDecay, PolynomialDecay, CosineDecay)}
+                                            InverseTimeDecay, PolynomialDecay, CosineDecay,
+                                            CosineDecayRestarts)}
 
 
 def serialize(schedule: LearningRateSchedule) -> Dict[str, Any]:
