@@ -166,14 +166,14 @@ class Sequential:
                              f"input_shape (or start with Input(shape=...)), call "
                              f"model.build(input_shape), or call fit/predict once")
 
-    def _ensure_built(self, x: np.ndarray) -> None:
+    def _ensure_built(self, x: np.ndarray, name: str = "x") -> None:
         if not self.layers:
             raise ValueError("the model has no layers; add some with model.add(layer)")
         if not self.built:
             self.build((None,) + x.shape[1:])
         elif tuple(x.shape[1:]) != tuple(self._input_shape[1:]):
             raise ValueError(f"the model expects inputs of shape {_fmt(self._input_shape)}, "
-                             f"received x with shape {x.shape}")
+                             f"received {name} with shape {x.shape}")
 
     # ------------------------------------------------------------------ weights
     @property
@@ -470,7 +470,7 @@ class Sequential:
     # ------------------------------------------------------------------ data checks
     def _check_x(self, x, name="x"):
         if isinstance(x, (list, tuple)):
-            x = np.asarray(x)
+            x = _as_array(x, name)
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{name} must be a numpy array, received {type(x).__name__}")
         if x.dtype.kind not in "fiub":
@@ -478,27 +478,34 @@ class Sequential:
         if x.ndim < 2:
             raise ValueError(f"{name} must have a batch dimension and at least one feature "
                              f"dimension, received shape {x.shape}")
-        self._ensure_built(x)
+        self._ensure_built(x, name)
         return x
 
-    def _check_data(self, x, y, sample_weight, where):
-        x = self._check_x(x)
-        y = np.asarray(y)
+    def _check_data(self, x, y, sample_weight, where, names=("x", "y", "sample_weight")):
+        """x, y and sample_weight (None or float64, flat) checked for ``where`` (fit,
+        evaluate, ...): numeric, the model's input shape, one target and weight per sample,
+        and at least one sample. ``names``: what the messages call the three."""
+        nx, ny, nw = names
+        x = self._check_x(x, nx)
+        if len(x) == 0:
+            raise ValueError(f"{where}: {nx} has no samples (shape {x.shape}); give at least "
+                             f"one")
+        y = _as_array(y, ny)
         if y.dtype.kind not in "fiub":
-            raise TypeError(f"y must be numeric, received dtype {y.dtype}")
+            raise TypeError(f"{ny} must be numeric, received dtype {y.dtype}")
         if y.ndim == 0:
-            raise ValueError(f"{where}: y must be an array with one target per sample "
+            raise ValueError(f"{where}: {ny} must be an array with one target per sample "
                              f"({len(x)}), received the scalar {y.item()!r}")
         if len(y) != len(x):
-            raise ValueError(f"{where}: x and y must have the same number of samples, received "
-                             f"{len(x)} and {len(y)}")
+            raise ValueError(f"{where}: {nx} and {ny} must have the same number of samples, "
+                             f"received {len(x)} and {len(y)}")
         sw = None
         if sample_weight is not None:
-            sw = np.asarray(sample_weight)
+            sw = _as_array(sample_weight, nw)
             if sw.dtype.kind not in "fiub":
-                raise TypeError(f"sample_weight must be numeric, received dtype {sw.dtype}")
+                raise TypeError(f"{nw} must be numeric, received dtype {sw.dtype}")
             if sw.shape not in ((len(x),), (len(x), 1)):
-                raise ValueError(f"sample_weight must have shape ({len(x)},) or ({len(x)}, 1): "
+                raise ValueError(f"{nw} must have shape ({len(x)},) or ({len(x)}, 1): "
                                  f"one weight per sample, received shape {sw.shape}")
             sw = sw.astype(np.float64).reshape(-1)
         return x, y, sw
@@ -571,8 +578,9 @@ class Sequential:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 raise ValueError("validation_data must be (x_val, y_val) or "
                                  "(x_val, y_val, sample_weight_val)")
-            vx, vy, vsw = self._check_data(*validation_data[:2], (validation_data[2] if len(
-                validation_data) == 3 else None), "validation_data")
+            vx, vy, vsw = self._check_data(
+                *validation_data[:2], validation_data[2] if len(validation_data) == 3 else None,
+                "fit", names=("validation_data[0]", "validation_data[1]", "validation_data[2]"))
             validation_data = (vx, vy) + ((vsw,) if vsw is not None else ())
         if class_weight is not None:
             sw = self._apply_class_weight(y, class_weight, sw)
@@ -932,6 +940,15 @@ class Sequential:
         """Load weights written by :meth:`save_weights` or :meth:`save`."""
         meta, arrays = _read_zip(filepath, (FORMAT, FORMAT + "-weights"))
         self.set_weights(_ordered(arrays, "weights"))
+
+
+def _as_array(a, name: str) -> np.ndarray:
+    """``np.asarray(a)``, with a message naming the argument when that fails (a ragged
+    list)."""
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} cannot be read as an array: {exc}") from None
 
 
 def load_model(filepath, custom_objects: Optional[dict] = None,

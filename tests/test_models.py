@@ -2090,3 +2090,43 @@ def test_relu_pool_pairing_follows_the_channel_axes(conv_df, pool_df, filters):
         grad = layer.backward(grad)
     for (name, g), (_, r) in zip(model.layers[0].grads.items(), ref.layers[0].grads.items()):
         np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_empty_data_is_refused_before_any_step():
+    """No samples: fit, evaluate, train_on_batch, test_on_batch and validation_data raise a
+    ValueError naming the call and the argument, before any update (train_on_batch moved
+    the weights by Adam's moments and counted a step; evaluate reported a loss of 0;
+    fit returned {} after running every callback). predict gives an empty result."""
+    x, y = make_data(20)
+    model = mlp()
+    model.fit(x, y, epochs=1, verbose=0)
+    before = [w.copy() for w in model.weights]
+    steps = model.optimizer.iterations
+    for call, where in ((lambda: model.train_on_batch(x[:0], y[:0]), "train_on_batch"),
+                        (lambda: model.evaluate(x[:0], y[:0]), "evaluate"),
+                        (lambda: model.test_on_batch(x[:0], y[:0]), "evaluate"),
+                        (lambda: model.fit(x[:0], y[:0], verbose=0), "fit: x"),
+                        (lambda: model.fit(x, y, validation_data=(x[:0], y[:0]), verbose=0),
+                         "validation_data\\[0\\] has no samples")):
+        with pytest.raises(ValueError, match=f"{where}.*no samples|{where}"):
+            call()
+    for w, b in zip(model.weights, before):
+        assert_bitwise(w, b, what="weights after refused calls")
+    assert model.optimizer.iterations == steps
+    assert model.predict(x[:0]).shape == (0,) + model.layers[-1].output_shape[1:]
+
+
+def test_validation_data_errors_name_it():
+    """validation_data's parts are named as such in errors (they said "x"), and a ragged
+    list names its argument."""
+    x, y = make_data(20)
+    model = mlp()
+    with pytest.raises(ValueError, match="received validation_data\\[0\\] with shape"):
+        model.fit(x, y, validation_data=(x[:, :-1], y), verbose=0)
+    with pytest.raises(TypeError, match="validation_data\\[0\\] must be a numpy array"):
+        model.fit(x, y, validation_data=(None, None), verbose=0)
+    with pytest.raises(ValueError, match="validation_data\\[1\\] must have the same|"
+                                         "validation_data\\[0\\] and validation_data\\[1\\]"):
+        model.fit(x, y, validation_data=(x, y[:-1]), verbose=0)
+    with pytest.raises(ValueError, match="x cannot be read as an array"):
+        model.fit([[1.0, 2.0], [3.0]], y[:2], verbose=0)
