@@ -72,10 +72,43 @@ class Sequential:
         self._steps_cache = None
         self._forward_cache = None
         self._dense_step = None
+        self._trainable = True
+        if layers is not None and not isinstance(layers, (list, tuple)):
+            raise TypeError(f"layers must be a list of Layer instances, received "
+                            f"{type(layers).__name__} (write Sequential([layer]))")
         for layer in layers or []:
             self.add(layer)
 
     # ------------------------------------------------------------------ structure
+    @property
+    def trainable(self) -> bool:
+        """Keras's ``model.trainable``: setting it sets every layer's ``trainable`` (False
+        freezes the whole model, True makes every layer trainable again). Freezing takes
+        effect at the next fit; unfreezing needs a new optimizer (compile again), as in
+        Keras."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"trainable must be a bool, received {value!r}")
+        self._trainable = bool(value)
+        for layer in self._layers:
+            layer.trainable = bool(value)
+
+    @property
+    def trainable_weights(self) -> List[np.ndarray]:
+        """The weights training updates (Keras's ``model.trainable_weights``)."""
+        return self.trainable_params
+
+    @property
+    def non_trainable_weights(self) -> List[np.ndarray]:
+        """The other weights: frozen layers' parameters and every layer's state (such as
+        BatchNormalization's moving statistics), as Keras's ``non_trainable_weights``."""
+        return [w for l in self.layers
+                for w in itertools.chain((p for k, p in l.params.items()
+                                          if k not in l.trainable_params), l.state.values())]
+
     @property
     def layers(self) -> List[Layer]:
         """The layers, without a leading :class:`InputLayer`."""
@@ -134,10 +167,17 @@ class Sequential:
 
     def build(self, input_shape) -> None:
         """Build every layer for inputs of ``input_shape`` (batch dimension first)."""
-        shape = tuple(input_shape)
+        shape = input_shape = tuple(input_shape)
         if shape and shape[0] is not None:
-            shape = (None,) + shape[1:]
-        self._input_shape = shape
+            shape = input_shape = (None,) + shape[1:]
+        dtypes = {}
+        for layer in self.layers:
+            dtypes.setdefault(np.dtype(layer.dtype), layer)
+        if len(dtypes) > 1:
+            (d1, l1), (d2, l2) = list(dtypes.items())[:2]
+            raise ValueError(f"a model computes in one dtype, but layer {l1.name!r} has "
+                             f"dtype {d1} and layer {l2.name!r} {d2}: give every layer the "
+                             f"same dtype=... (Flatten and Dropout too)")
         for layer in self._layers:
             if not layer.built:
                 layer.build(shape)
@@ -145,6 +185,7 @@ class Sequential:
                 raise ValueError(f"layer {layer.name!r} was built for input shape "
                                  f"{_fmt(layer.input_shape)} but receives {_fmt(shape)}")
             shape = layer.output_shape
+        self._input_shape = input_shape     # (a build that failed keeps the shape it had)
         self.built = bool(self._layers)
         first_param = next((i for i, l in enumerate(self.layers) if l.params), None)
         for i, layer in enumerate(self.layers):
@@ -435,8 +476,8 @@ class Sequential:
             if None in idx:
                 raise ValueError(
                     "the optimizer holds state for other weights than this model's trainable "
-                    "ones (layers were added or replaced, or the optimizer trained another "
-                    "model): compile again with a new optimizer, e.g. "
+                    "ones (layers were added, replaced or unfrozen since it was built, or it "
+                    "trained another model): compile again with a new optimizer, e.g. "
                     "model.compile(optimizer='adam', loss=...)")
             if idx != list(range(len(before))):
                 opt._keep_params(idx)

@@ -2130,3 +2130,49 @@ def test_validation_data_errors_name_it():
         model.fit(x, y, validation_data=(x, y[:-1]), verbose=0)
     with pytest.raises(ValueError, match="x cannot be read as an array"):
         model.fit([[1.0, 2.0], [3.0]], y[:2], verbose=0)
+
+
+def test_model_trainable_freezes_every_layer():
+    """model.trainable = False freezes every layer, as in Keras (it was a plain attribute:
+    fit went on changing the weights); True makes them trainable again."""
+    x, y = make_data(20)
+    model = mlp(batchnorm=True)
+    model.fit(x, y, epochs=1, verbose=0)
+    model.trainable = False
+    assert not model.trainable and not any(l.trainable for l in model.layers)
+    assert model.trainable_weights == [] and \
+        len(model.non_trainable_weights) == len(model.weights)
+    before = [w.copy() for w in model.get_weights()
+              if not any(w is s for l in model.layers for s in l.state.values())]
+    params_before = [p.copy() for l in model.layers for p in l.params.values()]
+    model.fit(x, y, epochs=1, verbose=0)
+    for p, b in zip([p for l in model.layers for p in l.params.values()], params_before):
+        assert_bitwise(p, b, what="frozen model's parameters")
+    assert before
+    model.trainable = True
+    assert all(l.trainable for l in model.layers)
+    n_params = sum(len(l.params) for l in model.layers)
+    assert len(model.trainable_weights) == n_params
+    assert len(model.non_trainable_weights) == len(model.weights) - n_params
+    with pytest.raises(TypeError, match="trainable must be a bool"):
+        model.trainable = "no"
+
+
+def test_build_checks_and_a_failed_build_keeps_the_model():
+    """A build that fails (another input shape) leaves the model usable with its shape (it
+    kept the new shape: every predict then failed); layers of different dtypes are a
+    ValueError naming them at build (a TypeError deep in a kernel at the first predict);
+    Sequential(layer) says to pass a list."""
+    model = Sequential([Dense(4), Dense(3)])
+    model.build((None, 5))
+    with pytest.raises(ValueError, match="was built for input shape"):
+        model.build((None, 6))
+    assert model.predict(np.ones((2, 5), np.float32)).shape == (2, 3)
+    with pytest.raises(ValueError, match="one dtype.*'flatten.*float32.*float64"):
+        Sequential([Flatten(input_shape=(5,)), Dense(3, dtype="float64")])
+    with pytest.raises(ValueError, match="one dtype"):
+        Sequential([Dense(3, input_shape=(5,)), Dense(3, dtype="float64")])
+    ok = Sequential([Flatten(input_shape=(5,), dtype="float64"), Dense(3, dtype="float64")])
+    assert ok.predict(np.ones((2, 5))).dtype == np.float64
+    with pytest.raises(TypeError, match="list of Layer"):
+        Sequential(Dense(3))
