@@ -562,7 +562,8 @@ class Sequential:
     def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1, verbose=1,
             callbacks=None, validation_split: float = 0.0, validation_data=None,
             shuffle: bool = True, class_weight: Optional[Dict[int, float]] = None,
-            sample_weight=None, initial_epoch: int = 0):
+            sample_weight=None, initial_epoch: int = 0,
+            validation_batch_size: Optional[int] = None, validation_freq=1):
         """Train the model.
 
         Parameters
@@ -584,10 +585,21 @@ class Sequential:
             Reshuffle the training samples every epoch (with fastnn's seeded generator).
         class_weight : dict {class: weight}, optional
         sample_weight : ndarray, shape (N,), optional
+            Given with ``class_weight``, each sample's weight is the product of the two
+            (tf.keras 2's rule; Keras 3 refuses the pair).
+        initial_epoch : int, default 0
+            The epoch to start at (the History's ``epoch`` counts from it).
+        validation_batch_size : int or None, default None (``batch_size``)
+        validation_freq : int >= 1 or list of int, default 1
+            Validate after every ``validation_freq``-th epoch, or after the epochs (counted
+            from 1) in the list, as Keras.
 
         Returns
         -------
         History
+
+        Keras's ``steps_per_epoch`` and ``validation_steps`` (for endless data generators)
+        are not taken: fastnn's data are arrays, and an epoch is one pass over them.
 
         Notes
         -----
@@ -598,7 +610,17 @@ class Sequential:
         weights, history and metrics are bit for bit those of one step per call.
         """
         batch_size = _batch_size(batch_size)
+        val_batch_size = batch_size if validation_batch_size is None else _positive_int(
+            validation_batch_size, "validation_batch_size")
         epochs = _nonneg_int(epochs, "epochs")
+        initial_epoch = _nonneg_int(initial_epoch, "initial_epoch")
+        if isinstance(validation_freq, (list, tuple)):
+            val_epochs = {_positive_int(e, f"validation_freq[{i}]")
+                          for i, e in enumerate(validation_freq)}
+            validate_after = val_epochs.__contains__
+        else:
+            freq = _positive_int(validation_freq, "validation_freq")
+            validate_after = lambda e: e % freq == 0  # noqa: E731
         verbose = _verbose(verbose)
         x, y, sw = self._check_data(x, y, sample_weight, "fit")
         if isinstance(validation_split, bool) or not isinstance(
@@ -684,8 +706,9 @@ class Sequential:
                 if self.stop_training:
                     break
             epoch_logs = dict(logs)
-            if validation_data is not None:   # (also after a stop within the epoch: Keras)
-                val = self.evaluate(*validation_data[:2], batch_size=batch_size, verbose=0,
+            # (also after a stop within the epoch: Keras)
+            if validation_data is not None and validate_after(epoch + 1):
+                val = self.evaluate(*validation_data[:2], batch_size=val_batch_size, verbose=0,
                                     sample_weight=(validation_data[2] if len(validation_data) == 3
                                                    else None), return_dict=True, callbacks=cbs)
                 epoch_logs.update({f"val_{k}": v for k, v in val.items()})

@@ -2176,3 +2176,28 @@ def test_build_checks_and_a_failed_build_keeps_the_model():
     assert ok.predict(np.ones((2, 5))).dtype == np.float64
     with pytest.raises(TypeError, match="list of Layer"):
         Sequential(Dense(3))
+
+
+def test_fit_validation_freq_and_batch_size():
+    """Keras 3's validation_freq (every n-th epoch, or the epochs listed, counted from 1)
+    and validation_batch_size (the same values: the metrics sum over the whole set);
+    initial_epoch checked (a float or a negative value ran on unchecked)."""
+    x, y = make_data(40)
+    model = mlp(seed=4)
+    h = model.fit(x, y, epochs=4, validation_data=(x[:10], y[:10]), validation_freq=2,
+                  verbose=0)
+    assert len(h.history["loss"]) == 4 and len(h.history["val_loss"]) == 2
+    h = model.fit(x, y, epochs=3, validation_split=0.25, validation_freq=[1, 3], verbose=0)
+    assert len(h.history["val_loss"]) == 2
+    a, b = mlp(seed=5), mlp(seed=5)
+    ha = a.fit(x, y, epochs=1, shuffle=False, validation_data=(x, y), verbose=0)
+    hb = b.fit(x, y, epochs=1, shuffle=False, validation_data=(x, y),
+               validation_batch_size=7, verbose=0)
+    assert hb.history["val_loss"][0] == pytest.approx(ha.history["val_loss"][0], rel=1e-5)
+    for kw, name in ((dict(validation_freq=0), "validation_freq"),
+                     (dict(validation_freq=[1, 0]), "validation_freq\\[1\\]"),
+                     (dict(validation_batch_size=0), "validation_batch_size"),
+                     (dict(initial_epoch=1.0), "initial_epoch"),
+                     (dict(initial_epoch=-2), "initial_epoch")):
+        with pytest.raises(ValueError, match=name):
+            model.fit(x, y, epochs=1, validation_data=(x, y), verbose=0, **kw)
