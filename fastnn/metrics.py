@@ -9,11 +9,11 @@ with ``result()`` and starts again with ``reset_state()``. What accumulates are 
 the value after any number of batches equals the value computed on all the samples at
 once. ``Sequential.compile(metrics=[...])`` resolves its entries with :func:`get`; the
 string ``"accuracy"`` becomes binary, categorical or sparse categorical accuracy from the
-loss, as tf.keras (Keras 2) chose, and from the output's last axis (1: binary, else
-categorical) for a loss that does not say, such as mse. Keras 3 chooses from the shapes of
-the first batch's targets and predictions alone: the two differ for binary cross-entropy
-on several output units (multi-label), binary accuracy here and categorical accuracy in
-Keras 3, and for integer labels with a loss like mse. Name the metric
+loss, as standalone Keras up to 2.2 chose, and from the output's last axis (1: binary, else
+categorical) for a loss that does not say, such as mse. tf.keras 2 and Keras 3 choose from
+the shapes of the targets and predictions alone: the two differ for binary cross-entropy
+on several output units (multi-label), binary accuracy here and categorical accuracy
+there, and for integer labels with a loss like mse. Name the metric
 (``"binary_accuracy"``, ...) to choose it yourself.
 
 **Evaluation functions** for integer class labels, in the style of scikit-learn:

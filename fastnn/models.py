@@ -11,6 +11,7 @@ cross-entropy on probabilities, the step stops at the logits and uses the fused 
 """
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import itertools
@@ -247,10 +248,19 @@ class Sequential:
                              f"{len(weights)}")
         names = [(l.name, k) for l in self.layers for k in itertools.chain(l.params,
                                                                            l.state)]
-        for w, c, (layer, key) in zip(weights, current, names):   # all before any write
-            if np.shape(w) != c.shape:
+        for j, (w, c, (layer, key)) in enumerate(zip(weights, current, names)):
+            # all checked and converted before any write
+            try:
+                w = weights[j] = np.asarray(w)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"weight {key!r} of layer {layer!r} cannot be read as an "
+                                 f"array ({exc}); no weight was set") from None
+            if w.shape != c.shape:
                 raise ValueError(f"weight {key!r} of layer {layer!r} has shape {c.shape}, "
-                                 f"received {np.shape(w)}; no weight was set")
+                                 f"received {w.shape}; no weight was set")
+            if w.dtype.kind not in "fiub":
+                raise TypeError(f"weight {key!r} of layer {layer!r} must be numeric, "
+                                f"received dtype {w.dtype}; no weight was set")
         i = 0
         for layer in self.layers:
             n = len(layer.params) + len(layer.state)
@@ -271,8 +281,9 @@ class Sequential:
         loss : str or Loss
         metrics : list of str, Metric or callable, optional
             ``"accuracy"`` resolves to binary, categorical or sparse categorical accuracy
-            from the loss, as tf.keras did (see :mod:`fastnn.metrics` for where Keras 3,
-            which looks at the shapes, differs).
+            from the loss, as Keras up to 2.2 did (see :mod:`fastnn.metrics` for where
+            tf.keras 2 and Keras 3, which look at the shapes, differ). A metric given twice
+            is named ``name_1`` the second time, as in Keras.
         """
         if loss is None:
             raise ValueError("compile needs a loss, e.g. loss='sparse_categorical_crossentropy'")
@@ -297,8 +308,23 @@ class Sequential:
     def _metrics(self):
         if self.compiled_metrics is None:
             out = self._layers[-1].output_shape
-            self.compiled_metrics = [_metrics.get(m, loss=self.loss.name, output_shape=out)
-                                     for m in self._metric_args]
+            resolved, seen = [], {}
+            for arg in self._metric_args:
+                m = _metrics.get(arg, loss=self.loss.name, output_shape=out)
+                if m.name in seen or m.name == "loss" or any(r is m for r in resolved):
+                    # results are keyed by name: a repeated one becomes name_1, name_2, ...
+                    # (as in Keras), on a copy (the same object twice would count twice)
+                    base, k = m.name, seen.get(m.name, 0)
+                    m = copy.deepcopy(m)
+                    while True:
+                        k += 1
+                        if f"{base}_{k}" not in seen:
+                            break
+                    seen[base] = k
+                    m.name = f"{base}_{k}"
+                seen.setdefault(m.name, 0)
+                resolved.append(m)
+            self.compiled_metrics = resolved
         return self.compiled_metrics
 
     def _fused_output(self):

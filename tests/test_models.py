@@ -2201,3 +2201,26 @@ def test_fit_validation_freq_and_batch_size():
                      (dict(initial_epoch=-2), "initial_epoch")):
         with pytest.raises(ValueError, match=name):
             model.fit(x, y, epochs=1, validation_data=(x, y), verbose=0, **kw)
+
+
+def test_repeated_metric_names_and_set_weights_all_or_nothing():
+    """A metric given twice gets Keras's name_1 (results were keyed by name: evaluate
+    returned 3 values for 4 compiled entries); set_weights with an array that cannot be
+    a weight writes none (the first layers were overwritten before the error)."""
+    x, y = make_data(20)
+    model = mlp(metrics_=("accuracy", "accuracy"))
+    res = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert list(res) == ["loss", "accuracy", "accuracy_1"]
+    assert res["accuracy"] == res["accuracy_1"]
+    assert len(model.evaluate(x, y, verbose=0)) == 3
+    h = model.fit(x, y, epochs=1, verbose=0)
+    assert set(h.history) == {"loss", "accuracy", "accuracy_1"}
+    before = [w.copy() for w in model.get_weights()]
+    bad = [w.copy() for w in before]
+    bad[-1] = np.array(["a"] * before[-1].size).reshape(before[-1].shape)
+    for w in bad[:-1]:
+        w += 1
+    with pytest.raises(TypeError, match="no weight was set"):
+        model.set_weights(bad)
+    for w, b in zip(model.get_weights(), before):
+        assert_bitwise(w, b, what="weights after a refused set_weights")
