@@ -272,7 +272,9 @@ class Sequential:
         return sum(l.count_params() for l in self.layers)
 
     # ------------------------------------------------------------------ compile
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, *, loss_weights=None,
+                weighted_metrics=None, run_eagerly: bool = False, steps_per_execution: int = 1,
+                jit_compile="auto", auto_scale_loss: bool = True) -> None:
         """Configure training.
 
         Parameters
@@ -280,6 +282,16 @@ class Sequential:
         optimizer : str or Optimizer, default "rmsprop" (as Keras)
         loss : str or Loss
         metrics : list of str, Metric or callable, optional
+            (The third positional argument, as in Keras 2; Keras 3's is ``loss_weights``,
+            which fastnn takes by keyword only.)
+        loss_weights, weighted_metrics : None
+            Keras 3's, for models with several outputs or weighted metrics: only None is
+            taken (ValueError otherwise).
+        run_eagerly, steps_per_execution, jit_compile, auto_scale_loss
+            Keras 3's, accepted and checked so that Keras code runs unchanged, and
+            otherwise without effect: fastnn runs eagerly, compiles nothing per model,
+            scales no loss, and runs several steps per call by itself where it can (see
+            :meth:`fit`).
             ``"accuracy"`` resolves to binary, categorical or sparse categorical accuracy
             from the loss, as Keras up to 2.2 did (see :mod:`fastnn.metrics` for where
             tf.keras 2 and Keras 3, which look at the shapes, differ). A metric given twice
@@ -287,6 +299,19 @@ class Sequential:
         """
         if loss is None:
             raise ValueError("compile needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+        for name, value in (("loss_weights", loss_weights),
+                            ("weighted_metrics", weighted_metrics)):
+            if value is not None:
+                raise ValueError(f"`{name}` is not supported by fastnn (a Sequential model "
+                                 f"has one output; weigh samples with fit's sample_weight), "
+                                 f"received {name}={value!r}")
+        for name, value in (("run_eagerly", run_eagerly), ("auto_scale_loss", auto_scale_loss)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"`{name}` must be a bool, received {name}={value!r}")
+        if not (isinstance(jit_compile, (bool, np.bool_)) or jit_compile == "auto"):
+            raise ValueError(f"`jit_compile` must be a bool or 'auto', received "
+                             f"jit_compile={jit_compile!r}")
+        _positive_int(steps_per_execution, "steps_per_execution")
         self.optimizer = _optimizers.get(optimizer)
         self.loss = _losses.get(loss)
         if metrics is not None and (isinstance(metrics, str) or not isinstance(metrics, (list, tuple))):

@@ -2224,3 +2224,20 @@ def test_repeated_metric_names_and_set_weights_all_or_nothing():
         model.set_weights(bad)
     for w, b in zip(model.get_weights(), before):
         assert_bitwise(w, b, what="weights after a refused set_weights")
+
+
+def test_compile_takes_keras_3_keywords():
+    """Keras 3's compile keywords: run_eagerly, steps_per_execution, jit_compile and
+    auto_scale_loss accepted (checked, no effect: they were a TypeError); loss_weights
+    and weighted_metrics only as None."""
+    x, y = make_data(16)
+    model = mlp()
+    model.compile("adam", SCCE, ["accuracy"], run_eagerly=True, steps_per_execution=4,
+                  jit_compile=False, auto_scale_loss=True, loss_weights=None)
+    model.fit(x, y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="loss_weights"):
+        model.compile("adam", SCCE, loss_weights=[1.0])
+    with pytest.raises(ValueError, match="steps_per_execution"):
+        model.compile("adam", SCCE, steps_per_execution=0)
+    with pytest.raises(ValueError, match="jit_compile"):
+        model.compile("adam", SCCE, jit_compile="xla")
