@@ -610,8 +610,8 @@ class Sequential:
         return out
 
     # ------------------------------------------------------------------ fit
-    def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1, verbose=1,
-            callbacks=None, validation_split: float = 0.0, validation_data=None,
+    def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1,
+            verbose="auto", callbacks=None, validation_split: float = 0.0, validation_data=None,
             shuffle: bool = True, class_weight: Optional[Dict[int, float]] = None,
             sample_weight=None, initial_epoch: int = 0,
             validation_batch_size: Optional[int] = None, validation_freq=1):
@@ -623,7 +623,7 @@ class Sequential:
         y : ndarray, shape (N, ...) targets (integer labels for sparse cross-entropy)
         batch_size : int or None, default None (32)
         epochs : int, default 1
-        verbose : {0, 1, 2, "auto"}
+        verbose : {0, 1, 2, "auto"}, default "auto" (1, as Keras)
             1: a progress bar per epoch; 2: one line per epoch; 0: silent.
         callbacks : list of Callback
             Their ``on_test_*`` hooks see the validation run at the end of each epoch.
@@ -826,7 +826,7 @@ class Sequential:
         return weights if sw is None else sw * weights
 
     # ------------------------------------------------------------------ evaluate / predict
-    def predict(self, x, batch_size: Optional[int] = None, verbose=0, callbacks=None
+    def predict(self, x, batch_size: Optional[int] = None, verbose="auto", callbacks=None
                 ) -> np.ndarray:
         """Outputs for ``x``, computed in batches (inference mode).
 
@@ -834,8 +834,8 @@ class Sequential:
         ----------
         x : ndarray, shape (N, ...)
         batch_size : int or None, default None (32)
-        verbose : {0, 1, 2, "auto"}
-            A progress bar over the batches with 1, one line with 2.
+        verbose : {0, 1, 2, "auto"}, default "auto" (1, as Keras)
+            A progress bar over the batches with 1, one line with 2, nothing with 0.
         callbacks : list of Callback, optional
             Their ``on_predict_*`` hooks are called; ``on_predict_batch_end`` gets
             ``{"outputs": batch_outputs}``. A callback may set ``model.stop_predicting``.
@@ -878,7 +878,7 @@ class Sequential:
         x = self._check_x(x)
         return self._forward(np.asarray(x, dtype=self.layers[0].dtype), False)
 
-    def evaluate(self, x=None, y=None, batch_size: Optional[int] = None, verbose=1,
+    def evaluate(self, x=None, y=None, batch_size: Optional[int] = None, verbose="auto",
                  sample_weight=None, return_dict: bool = False, callbacks=None):
         """Loss and metrics on ``(x, y)`` in inference mode.
 
@@ -887,7 +887,7 @@ class Sequential:
         x : ndarray, shape (N, ...)
         y : ndarray, shape (N, ...)
         batch_size : int or None, default None (32)
-        verbose : {0, 1, 2, "auto"}
+        verbose : {0, 1, 2, "auto"}, default "auto" (1, as Keras)
             A progress bar over the batches with 1, one line with 2.
         sample_weight : ndarray, shape (N,), optional
         return_dict : bool

@@ -2241,3 +2241,14 @@ def test_compile_takes_keras_3_keywords():
         model.compile("adam", SCCE, steps_per_execution=0)
     with pytest.raises(ValueError, match="jit_compile"):
         model.compile("adam", SCCE, jit_compile="xla")
+
+
+def test_verbose_defaults_are_keras_auto(capsys):
+    """fit, evaluate and predict default to verbose="auto" (a progress bar), as in Keras 3;
+    predict defaulted to 0."""
+    x, y = make_data(16)
+    model = mlp()
+    model.fit(x, y, epochs=1)
+    model.evaluate(x, y)
+    model.predict(x)
+    assert capsys.readouterr().out.count("1/1 [=") == 3
