@@ -993,9 +993,10 @@ class Sequential:
             if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
                 raise TypeError(f"each layer of config must be a dict with 'class_name' and "
                                 f"a 'config' dict, received {spec!r}"[:200])
-            model._layers.append(_layers.get(spec["class_name"], spec["config"],
-                                             custom_objects))
-        if config.get("input_shape") is not None:
+            # (add's checks: unique names, an Input first only; a first layer with an
+            # input_shape builds the model)
+            model.add(_layers.get(spec["class_name"], spec["config"], custom_objects))
+        if config.get("input_shape") is not None and not model.built:
             model.build((None,) + tuple(config["input_shape"]))
         return model
 

@@ -2252,3 +2252,16 @@ def test_verbose_defaults_are_keras_auto(capsys):
     model.evaluate(x, y)
     model.predict(x)
     assert capsys.readouterr().out.count("1/1 [=") == 3
+
+
+def test_from_config_checks_as_add_does():
+    """Sequential.from_config adds its layers as add() does: a first layer with an
+    input_shape builds the model, and two layers of one name are refused (it appended
+    them unchecked: an unbuilt model, duplicate names)."""
+    cfg = Sequential([Dense(4, input_shape=(5,)), Dense(2)]).get_config()
+    cfg.pop("input_shape", None)
+    model = Sequential.from_config(cfg)
+    assert model.built and model.predict(np.ones((1, 5), np.float32), verbose=0).shape == (1, 2)
+    cfg["layers"][1]["config"]["name"] = cfg["layers"][0]["config"]["name"]
+    with pytest.raises(ValueError, match="already in the model"):
+        Sequential.from_config(cfg)
