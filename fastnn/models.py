@@ -115,6 +115,31 @@ class Sequential:
         """The layers, without a leading :class:`InputLayer`."""
         return [l for l in self._layers if not isinstance(l, InputLayer)]
 
+    def get_layer(self, name: Optional[str] = None, index: Optional[int] = None) -> Layer:
+        """A layer by ``name`` or by ``index`` into :attr:`layers` (Keras's ``get_layer``:
+        exactly one of the two).
+
+        Raises
+        ------
+        ValueError
+            If both or neither are given, or no layer has that name or index.
+        """
+        if (name is None) == (index is None):
+            raise ValueError(f"give exactly one of name and index, received name={name!r}, "
+                             f"index={index!r}")
+        layers = self.layers
+        if index is not None:
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or \
+                    not -len(layers) <= index < len(layers):
+                raise ValueError(f"index must be an int in [-{len(layers)}, {len(layers)}) "
+                                 f"(the model has {len(layers)} layers), received {index!r}")
+            return layers[index]
+        for layer in layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"no layer named {name!r}; the layers are "
+                         f"{[l.name for l in layers]}")
+
     def add(self, layer: Layer) -> None:
         """Append a layer."""
         if not isinstance(layer, Layer):

@@ -2265,3 +2265,14 @@ def test_from_config_checks_as_add_does():
     cfg["layers"][1]["config"]["name"] = cfg["layers"][0]["config"]["name"]
     with pytest.raises(ValueError, match="already in the model"):
         Sequential.from_config(cfg)
+
+
+def test_get_layer_by_name_or_index():
+    """Keras's get_layer(name=None, index=None)."""
+    model = Sequential([Dense(4, input_shape=(5,), name="hidden"), Dense(2, name="out")])
+    assert model.get_layer("hidden") is model.layers[0]
+    assert model.get_layer(index=-1) is model.layers[1]
+    for kw, msg in ((dict(), "exactly one"), (dict(name="out", index=0), "exactly one"),
+                    (dict(name="nope"), "no layer named 'nope'"), (dict(index=2), "index")):
+        with pytest.raises(ValueError, match=msg):
+            model.get_layer(**kw)
