@@ -12,7 +12,9 @@ analytic backward.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Union
+import contextlib
+import contextvars
+from typing import Callable, Dict, Optional, Union
 
 import numpy as np
 
@@ -155,11 +157,22 @@ class ELU(Activation):
 class FunctionActivation(Activation):
     """Wrap a user callable ``fn(x) -> y``; its gradient is taken by central differences
     elementwise (so ``fn`` must act elementwise). Prefer an :class:`Activation` subclass
-    with an analytic ``backward`` for speed."""
+    with an analytic ``backward`` for speed.
+
+    ``name`` is the function's ``__name__``; nothing dispatches on it (a user function
+    named ``relu`` is called, not replaced by the built-in), and its config says it is the
+    user's (``{"name": ..., "custom": True}``): ``load_model`` takes it back from
+    ``custom_objects``."""
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray]):
         self.fn = fn
         self.name = getattr(fn, "__name__", "custom")
+
+    def get_config(self):
+        return {"name": self.name, "custom": True}
+
+    def __repr__(self) -> str:
+        return f"FunctionActivation({self.name})"
 
     def forward(self, x):
         return np.asarray(self.fn(x), dtype=x.dtype)
@@ -266,6 +279,24 @@ _FUNCTIONS: Dict[Callable, str] = {
 }
 
 
+# The user's functions and Activation classes by name, while layers are rebuilt from
+# configs (load_model's custom_objects; see custom_objects_scope).
+_CUSTOM: contextvars.ContextVar = contextvars.ContextVar("fastnn_custom_activations",
+                                                         default=None)
+
+
+@contextlib.contextmanager
+def custom_objects_scope(custom_objects: Optional[dict]):
+    """Within the ``with``, :func:`get` resolves the config of a user's activation
+    (``{"name": n, "custom": True}``) from ``custom_objects[n]`` (a function, an
+    :class:`Activation` subclass or instance)."""
+    token = _CUSTOM.set(dict(custom_objects or {}))
+    try:
+        yield
+    finally:
+        _CUSTOM.reset(token)
+
+
 def get(identifier: Union[None, str, Activation, Callable, dict]) -> Activation:
     """Resolve an activation from None (linear), a name, a config dict, an
     :class:`Activation`, one of this module's functions (its class) or a callable.
@@ -273,13 +304,22 @@ def get(identifier: Union[None, str, Activation, Callable, dict]) -> Activation:
     Raises
     ------
     ValueError
-        For an unknown name (the message lists the valid ones).
+        For an unknown name (the message lists the valid ones), or the config of a user's
+        function that is not in the custom objects (see :func:`custom_objects_scope`).
     """
     if isinstance(identifier, Activation):
         return identifier
     if isinstance(identifier, dict):
         cfg = dict(identifier)
         name = cfg.pop("name", None)
+        if cfg.pop("custom", False):
+            found = (_CUSTOM.get() or {}).get(name)
+            if found is None:
+                raise ValueError(f"Unknown activation {name!r}, a function of your own "
+                                 f"not in custom_objects")
+            if isinstance(found, type) and issubclass(found, Activation):
+                return found(**cfg)
+            return get(found)
         return get(name) if not cfg else _REGISTRY[_check_name(name)](**cfg)
     if identifier is None or isinstance(identifier, str):
         return _REGISTRY[_check_name(identifier)]()
@@ -300,6 +340,10 @@ def _check_name(name):
 
 
 def serialize(act: Activation):
-    """The config that :func:`get` turns back into ``act``."""
+    """The config that :func:`get` turns back into ``act``: a built-in with its default
+    arguments as its name alone (the form Keras reads)."""
     cfg = act.get_config()
+    cls = _REGISTRY.get(cfg.get("name"))
+    if type(act) is cls and cfg == cls().get_config():
+        return cfg["name"]
     return cfg["name"] if len(cfg) == 1 else cfg

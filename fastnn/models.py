@@ -383,7 +383,8 @@ class Sequential:
             return self._fused
         last = self.layers[-1]
         act = getattr(last, "activation", None)
-        name = act.name if isinstance(act, _activations.Activation) else None
+        # by class: a user's function named "softmax" is not the built-in
+        name = {_activations.Softmax: "softmax", _activations.Sigmoid: "sigmoid"}.get(type(act))
         if isinstance(act, _activations.Softmax) and act.axis not in (-1, len(last.output_shape) - 1):
             name = None
         loss = self.loss

@@ -694,3 +694,57 @@ def test_loss_lookup_by_class_name_and_keras_config():
                      (True, TypeError)):
         with pytest.raises(err, match="label_smoothing"):
             losses.BinaryCrossentropy(label_smoothing=bad)
+
+
+def test_a_users_function_named_like_a_builtin_is_called(tmp_path):
+    """A user's activation function is called even when its name is a built-in's (a
+    function named relu ran the fused relu kernel, one named softmax was fused with the
+    cross-entropy, and a saved Activation(tanh) came back as the built-in tanh); a saved
+    model with one loads back from custom_objects, and without them says which is
+    missing. A built-in with its default arguments serializes as its name (Keras's form)."""
+    import fastnn.layers as L
+    from fastnn.models import Sequential, load_model
+
+    def relu(v):
+        return np.where(v > 0, v, 0.1 * v)
+
+    def tanh(v):
+        return 2 * np.tanh(v)
+
+    d = L.Dense(2, activation=relu)
+    d.build((None, 2))
+    d.set_weights([np.eye(2, dtype=np.float32), np.zeros(2, np.float32)])
+    np.testing.assert_allclose(d(np.array([[-1.0, 2.0]], np.float32)), [[-0.1, 2.0]],
+                               rtol=1e-6)
+    model = Sequential([L.Input((2,)), L.Activation(tanh)])
+    model.compile("sgd", "mse")
+    model.save(tmp_path / "m.fnn")
+    with pytest.raises(ValueError, match="Unknown activation 'tanh', a function of your own"):
+        load_model(tmp_path / "m.fnn")
+    back = load_model(tmp_path / "m.fnn", custom_objects={"tanh": tanh})
+    x = np.array([[0.5, 1.0]], np.float32)
+    np.testing.assert_array_equal(back.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_allclose(back.predict(x, verbose=0), 2 * np.tanh(x), rtol=1e-6)
+    assert L.Dense(2, activation="softmax").get_config()["activation"] == "softmax"
+    assert L.Dense(2, activation="leaky_relu").get_config()["activation"] == "leaky_relu"
+
+
+def test_a_users_softmax_is_not_fused_with_the_loss():
+    """compile fuses softmax + categorical cross-entropy only for fastnn's own softmax: a
+    user function named softmax was replaced by the fused loss (evaluate reported the
+    cross-entropy of another output than predict's)."""
+    import fastnn.layers as L
+    from fastnn.models import Sequential
+
+    def softmax(v):
+        e = np.exp(2 * v - np.max(2 * v, axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
+    model = Sequential([L.Dense(3, activation=softmax, input_shape=(3,))])
+    model.compile("sgd", "categorical_crossentropy")
+    p = model.predict(x, verbose=0).astype(np.float64)
+    expected = -np.mean(np.sum(y * np.log(np.clip(p, 1e-7, 1 - 1e-7)), axis=-1))
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(expected, rel=1e-5)

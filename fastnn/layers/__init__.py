@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .. import activations as _activations
 from .base import Layer
 from .conv import AveragePooling2D, Conv2D, GlobalAveragePooling2D, MaxPooling2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, ReLU, Softmax
@@ -44,10 +45,13 @@ def get(class_name: str, config: dict, custom_objects: Optional[dict] = None) ->
     ``load_model``); ``custom_objects`` maps the names of the user's own layer classes to
     the classes."""
     if custom_objects and class_name in custom_objects:
-        return custom_objects[class_name].from_config(config)
-    if class_name in _AUGMENTATION:
-        return __getattr__(class_name).from_config(config)
-    if class_name not in _CLASSES:
+        cls = custom_objects[class_name]
+    elif class_name in _AUGMENTATION:
+        cls = __getattr__(class_name)
+    elif class_name in _CLASSES:
+        cls = _CLASSES[class_name]
+    else:
         raise ValueError(f"Unknown layer class {class_name!r}; known: "
                          f"{sorted(set(_CLASSES) | set(_AUGMENTATION))}")
-    return _CLASSES[class_name].from_config(config)
+    with _activations.custom_objects_scope(custom_objects):   # the user's activations
+        return cls.from_config(config)

@@ -11,7 +11,7 @@ from ..utils import get_rng
 from .base import Layer, _sample_shape
 
 # Activations the fused bias + activation kernel applies in place.
-FUSED = {"linear": "identity", "relu": "relu"}
+FUSED = {_activations.Linear: "identity", _activations.ReLU: "relu"}
 
 
 class InputLayer(Layer):
@@ -88,7 +88,8 @@ class _WithActivation(Layer):
 
     def _set_activation(self, activation):
         self.activation = _activations.get(activation)
-        self._act_kernel = FUSED.get(self.activation.name)
+        # by class: a user's function named "relu" is not the built-in
+        self._act_kernel = FUSED.get(type(self.activation))
 
     def forward(self, x, training=False):
         self._check_input(x)
