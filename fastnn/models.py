@@ -271,26 +271,13 @@ class Sequential:
         if len(weights) != len(current):
             raise ValueError(f"the model has {len(current)} weight arrays, received "
                              f"{len(weights)}")
-        names = [(l.name, k) for l in self.layers for k in itertools.chain(l.params,
-                                                                           l.state)]
-        for j, (w, c, (layer, key)) in enumerate(zip(weights, current, names)):
-            # all checked and converted before any write
-            try:
-                w = weights[j] = np.asarray(w)
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"weight {key!r} of layer {layer!r} cannot be read as an "
-                                 f"array ({exc}); no weight was set") from None
-            if w.shape != c.shape:
-                raise ValueError(f"weight {key!r} of layer {layer!r} has shape {c.shape}, "
-                                 f"received {w.shape}; no weight was set")
-            if w.dtype.kind not in "fiub":
-                raise TypeError(f"weight {key!r} of layer {layer!r} must be numeric, "
-                                f"received dtype {w.dtype}; no weight was set")
-        i = 0
+        checked, i = [], 0          # every array checked before any is written
         for layer in self.layers:
             n = len(layer.params) + len(layer.state)
-            layer.set_weights(weights[i:i + n])
+            checked.append(layer._checked_weights(weights[i:i + n]))
             i += n
+        for layer, w in zip(self.layers, checked):
+            layer._write_weights(w)
 
     def count_params(self) -> int:
         self._require_built("count_params")

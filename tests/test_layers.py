@@ -855,3 +855,19 @@ def test_dropout_noise_shape_must_broadcast():
         d.forward(np.ones((4, 3, 5), np.float32), training=True)
     y = L.Dropout(0.5, noise_shape=(None, 1, 5), seed=1).forward(np.ones((4, 3, 5)), True)
     assert (y == y[:, :1]).all()                       # one mask value along axis 1
+
+
+def test_layer_set_weights_all_or_nothing_and_unbuilt_count():
+    """Layer.set_weights checks every array before writing any (a bad second array left
+    the kernel overwritten; a string array gave NumPy's message naming nothing);
+    count_params of an unbuilt layer is an error, not 0 (as Keras); Flatten of an empty
+    batch gives (0, features) (NumPy could not reshape size 0 with -1)."""
+    d = L.Dense(3)
+    with pytest.raises(ValueError, match="not built"):
+        d.count_params()
+    d.build((None, 2))
+    kernel = d.get_weights()[0].copy()
+    with pytest.raises(TypeError, match="weight 'bias' .* must be numeric.*no weight was set"):
+        d.set_weights([kernel + 1, np.array(["a", "b", "c"])])
+    np.testing.assert_array_equal(d.get_weights()[0], kernel)
+    assert L.Flatten()(np.zeros((0, 3, 4), np.float32)).shape == (0, 12)

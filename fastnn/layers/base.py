@@ -187,20 +187,42 @@ class Layer:
         return [w.copy() for w in itertools.chain(self.params.values(), self.state.values())]
 
     def set_weights(self, weights) -> None:
-        """Overwrite the weights in place (shapes must match :meth:`get_weights`)."""
+        """Overwrite the weights in place (shapes must match :meth:`get_weights`); all are
+        checked before any is written."""
+        self._write_weights(self._checked_weights(weights))
+
+    def _checked_weights(self, weights) -> List[np.ndarray]:
+        """``weights`` as arrays that :meth:`_write_weights` can write (ValueError or
+        TypeError naming the weight otherwise; nothing is written)."""
         targets = list(itertools.chain(self.params.items(), self.state.items()))
         weights = list(weights)
         if len(weights) != len(targets):
             raise ValueError(f"layer {self.name!r} expects {len(targets)} weight arrays, "
                              f"received {len(weights)}")
+        out = []
         for (k, t), w in zip(targets, weights):
-            w = np.asarray(w)
+            try:
+                w = np.asarray(w)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"weight {k!r} of layer {self.name!r} cannot be read as an "
+                                 f"array ({exc}); no weight was set") from None
             if w.shape != t.shape:
                 raise ValueError(f"weight {k!r} of layer {self.name!r} has shape {t.shape}, "
-                                 f"received {w.shape}")
+                                 f"received {w.shape}; no weight was set")
+            if w.dtype.kind not in "fiub":
+                raise TypeError(f"weight {k!r} of layer {self.name!r} must be numeric, "
+                                f"received dtype {w.dtype}; no weight was set")
+            out.append(w)
+        return out
+
+    def _write_weights(self, weights: List[np.ndarray]) -> None:
+        for t, w in zip(itertools.chain(self.params.values(), self.state.values()), weights):
             t[...] = w
 
     def count_params(self) -> int:
+        if not self.built:
+            raise ValueError(f"layer {self.name!r} is not built yet, so it has no weights "
+                             f"to count: build it (or call it once) first")
         return int(sum(w.size for w in itertools.chain(self.params.values(),
                                                         self.state.values())))
 

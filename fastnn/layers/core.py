@@ -247,7 +247,7 @@ class Flatten(Layer):
         self._shape = x.shape
         if self.data_format == "channels_first" and x.ndim >= 3:
             x = np.moveaxis(x, 1, -1)
-        return np.ascontiguousarray(x).reshape(x.shape[0], -1)
+        return np.ascontiguousarray(x).reshape(x.shape[0], int(np.prod(x.shape[1:])))
 
     def backward(self, grad):
         if self.data_format == "channels_first" and len(self._shape) >= 3:
