@@ -1416,3 +1416,35 @@ def test_conv_workspace_covers_every_block_length(backend, layout, dtype, limit,
     np.testing.assert_allclose(y, want_y, **tol)
     for g, r in zip(got, want):
         np.testing.assert_allclose(g, r, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_conv_maxpool_backward_read_only_input(backend, dtype):
+    """A read-only x (np.load with mmap_mode="r", np.frombuffer) in the fused convolution +
+    pooling backward without dx: the Numba backend's placeholder for dx was a view of x,
+    and Numba refused the kernel (a TypingError) even though it never writes there."""
+    rng = _rng("ro", dtype)
+    x = rand(rng, (2, 4, 4, 8), dtype)
+    w = rand(rng, (3, 3, 8, 2), dtype)
+    x.setflags(write=False)
+    with fastnn.use_backend("numpy"):
+        y, am = ops.conv2d_maxpool_forward(x, w, padding="same")
+        ref = ops.conv2d_maxpool_backward(np.ones_like(y), am, x, w, padding="same",
+                                          need_dx=False)
+    with fastnn.use_backend(backend):
+        got = ops.conv2d_maxpool_backward(np.ones_like(y), am, x, w, padding="same",
+                                          need_dx=False)
+    assert got[0] is None
+    for g, r, what in zip(got[1:], ref[1:], ("dw", "db")):
+        assert_close(g, r, k=2 * 4 * 4, scale=absmax(x) + 1.0, what=what)
+
+
+def test_matmul_beta_rounding_to_zero_is_zero(backend):
+    """A beta that is 0 in float32 (1e-50) does not read out, in every backend (the
+    reference tested the Python float and propagated NaN from out; C and Numba did not)."""
+    a = np.ones((2, 3), np.float32)
+    b = np.ones((3, 2), np.float32)
+    out = np.full((2, 2), np.nan, np.float32)
+    with fastnn.use_backend(backend):
+        got = ops.matmul(a, b, beta=1e-50, out=out)
+    np.testing.assert_array_equal(got, np.full((2, 2), 3.0, np.float32))

@@ -964,10 +964,13 @@ def conv2d_maxpool_backward(dy, argmax, x, w, g, layout, dx, dw, db, chunk):
     ng = max(1, min(_POOL_GROUPS, g.n))
     parts = np.empty((ng, g.patch * f), dtype=x.dtype)
     # w^T (f x patch) for dx only; without dx, empty arrays stand for both
-    wt = np.ascontiguousarray(w.reshape(g.patch, f).T) if dx is not None else x[:0]
+    # (new empty arrays, not views of x: a read-only x would make Numba reject the
+    # kernel's writes to dx, even where need_dx is False)
+    none = np.empty(0, dtype=x.dtype)
+    wt = np.ascontiguousarray(w.reshape(g.patch, f).T) if dx is not None else none
     _conv_pool_sparse_kernel(dy.reshape(-1), argmax.reshape(-1), x.reshape(-1),
                              wt.reshape(-1), parts,
-                             dx.reshape(-1) if dx is not None else x[:0].reshape(-1),
+                             dx.reshape(-1) if dx is not None else none,
                              dx is not None, -(-g.n // ng), f, *_geom_args(g))
     sums = np.empty(parts.shape[1], dtype=x.dtype)
     _sum_parts(parts, sums)

@@ -93,8 +93,9 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
     out : ndarray, shape (M, N), optional
         Written in place and returned (an F-contiguous ``out`` directly, any other
         non-contiguous one through a copy). With ``beta != 0`` the product accumulates into
-        it; with ``beta == 0`` its old contents are ignored (BLAS semantics). ``out`` may
-        be ``a`` or ``b`` (the input is copied first).
+        it; with ``beta == 0`` its old contents are ignored (BLAS semantics). ``beta`` is
+        taken in the arrays' dtype: one that rounds to 0 there (below about 7e-46 in
+        float32) is 0. ``out`` may be ``a`` or ``b`` (the input is copied first).
         Unlike BLAS, ``alpha == 0`` still reads ``a`` and ``b``: NaN there propagates.
 
     Returns
@@ -126,6 +127,8 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
         alpha = _checks.scalar(alpha, "alpha")
     if type(beta) is not float:
         beta = _checks.scalar(beta, "beta")
+    if beta != 0.0 and dtype.type(beta) == 0:
+        beta = 0.0      # the kernels take beta in the arrays' dtype: there it is 0
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
     k2, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if k != k2:
