@@ -871,3 +871,21 @@ def test_layer_set_weights_all_or_nothing_and_unbuilt_count():
         d.set_weights([kernel + 1, np.array(["a", "b", "c"])])
     np.testing.assert_array_equal(d.get_weights()[0], kernel)
     assert L.Flatten()(np.zeros((0, 3, 4), np.float32)).shape == (0, 12)
+
+
+@pytest.mark.parametrize("make,exc,name", [
+    (lambda: L.BatchNormalization(epsilon=float("nan")), ValueError, "epsilon"),
+    (lambda: L.BatchNormalization(momentum=None), TypeError, "momentum"),
+    (lambda: L.BatchNormalization(momentum="x"), TypeError, "momentum"),
+    (lambda: L.BatchNormalization(center="yes"), TypeError, "center"),
+    (lambda: L.ReLU(negative_slope=float("nan")), ValueError, "negative_slope"),
+    (lambda: L.ReLU(max_value="6"), TypeError, "max_value"),
+    (lambda: L.ReLU(threshold=None), TypeError, "threshold"),
+    (lambda: L.Dropout(0.5, noise_shape=5), ValueError, "noise_shape"),
+    (lambda: L.Softmax(axis=None), TypeError, "axis"),
+])
+def test_layer_arguments_checked_by_name(make, exc, name):
+    """Arguments that were taken silently (NaN: every output NaN) or failed with Python's
+    unnamed TypeError ('int' object is not iterable, float(None)) name themselves."""
+    with pytest.raises(exc, match=name):
+        make()

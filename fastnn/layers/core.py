@@ -8,6 +8,7 @@ import numpy as np
 from .. import activations as _activations
 from .. import ops
 from ..utils import get_rng
+from ..utils._args import check_real
 from .base import Layer, _sample_shape
 
 # Activations the fused bias + activation kernel applies in place.
@@ -279,6 +280,12 @@ class Dropout(Layer):
                 or not 0 <= rate < 1:
             raise ValueError(f"rate must be a float in [0, 1), received rate={rate!r}")
         self.rate = float(rate)
+        if noise_shape is not None and (
+                not isinstance(noise_shape, (tuple, list)) or not all(
+                    d is None or (isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                                  and d >= 1) for d in noise_shape)):
+            raise ValueError(f"noise_shape must be a tuple of ints >= 1 or None (one per "
+                             f"input axis), received noise_shape={noise_shape!r}")
         self.noise_shape = None if noise_shape is None else tuple(noise_shape)
         self.seed = seed
         self._rng = None if seed is None else get_rng(seed)
@@ -344,13 +351,9 @@ class ReLU(Layer):
     def __init__(self, max_value: Optional[float] = None, negative_slope: float = 0.0,
                  threshold: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        if max_value is not None and max_value < 0:
-            raise ValueError(f"max_value must be >= 0, received max_value={max_value!r}")
-        if negative_slope < 0:
-            raise ValueError(f"negative_slope must be >= 0, received {negative_slope!r}")
-        self.max_value = max_value
-        self.negative_slope = float(negative_slope)
-        self.threshold = float(threshold)
+        self.max_value = check_real(max_value, "max_value", low=0.0, allow_none=True)
+        self.negative_slope = check_real(negative_slope, "negative_slope", low=0.0)
+        self.threshold = check_real(threshold, "threshold")
         self._plain = max_value is None and negative_slope == 0 and threshold == 0
 
     def forward(self, x, training=False):
@@ -380,6 +383,8 @@ class Softmax(Layer):
 
     def __init__(self, axis: int = -1, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise TypeError(f"axis must be an int, received axis={axis!r}")
         self.axis = int(axis)
         self.activation = _activations.Softmax(self.axis)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..utils._args import check_real
 from .base import Layer
 from .core import _cfg
 
@@ -26,13 +27,14 @@ class BatchNormalization(Layer):
                  gamma_initializer="ones", moving_mean_initializer="zeros",
                  moving_variance_initializer="ones", **kwargs):
         super().__init__(**kwargs)
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must be in [0, 1], received momentum={momentum!r}")
-        if epsilon <= 0:
-            raise ValueError(f"epsilon must be > 0, received epsilon={epsilon!r}")
+        self.momentum = check_real(momentum, "momentum", low=0.0, high=1.0)
+        self.epsilon = check_real(epsilon, "epsilon", low=0.0, low_open=True)
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise TypeError(f"axis must be an int, received axis={axis!r}")
         self.axis = int(axis)
-        self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
+        for name, value in (("center", center), ("scale", scale)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, received {name}={value!r}")
         self.center = bool(center)
         self.scale = bool(scale)
         self.beta_initializer = beta_initializer

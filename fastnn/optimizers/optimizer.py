@@ -42,6 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..utils._args import check_real as _check_real
 from .schedules import LearningRateSchedule, deserialize as _deserialize_schedule
 from .schedules import serialize as _serialize_schedule
 
@@ -52,29 +53,6 @@ _PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 __all__ = ["Optimizer"]
 
 LearningRate = Union[float, LearningRateSchedule, Callable[..., float]]
-
-
-def _check_real(value, name: str, *, low: float = None, high: float = None,
-                low_open: bool = False, high_open: bool = False,
-                allow_none: bool = False) -> Optional[float]:
-    """``value`` as a finite Python float inside the given bounds, or ValueError/TypeError
-    naming the argument."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                    np.floating)):
-        raise TypeError(f"`{name}` must be a float, received {name}={value!r} "
-                        f"({type(value).__name__})")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"`{name}` must be finite, received {name}={value!r}")
-    if low is not None and (v < low or (low_open and v == low)):
-        raise ValueError(f"`{name}` must be {'>' if low_open else '>='} {low}, "
-                         f"received {name}={value!r}")
-    if high is not None and (v > high or (high_open and v == high)):
-        raise ValueError(f"`{name}` must be {'<' if high_open else '<='} {high}, "
-                         f"received {name}={value!r}")
-    return v
 
 
 def _takes_step(fn: Callable) -> bool:

@@ -1,0 +1,31 @@
+"""Checks of scalar constructor arguments shared by the optimizers and the layers: a
+ValueError or TypeError naming the argument, never a crash later."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+
+def check_real(value, name: str, *, low: float = None, high: float = None,
+               low_open: bool = False, high_open: bool = False,
+               allow_none: bool = False) -> Optional[float]:
+    """``value`` as a finite Python float inside the given bounds, or ValueError/TypeError
+    naming the argument."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                    np.floating)):
+        raise TypeError(f"`{name}` must be a float, received {name}={value!r} "
+                        f"({type(value).__name__})")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"`{name}` must be finite, received {name}={value!r}")
+    if low is not None and (v < low or (low_open and v == low)):
+        raise ValueError(f"`{name}` must be {'>' if low_open else '>='} {low}, "
+                         f"received {name}={value!r}")
+    if high is not None and (v > high or (high_open and v == high)):
+        raise ValueError(f"`{name}` must be {'<' if high_open else '<='} {high}, "
+                         f"received {name}={value!r}")
+    return v
