@@ -889,3 +889,23 @@ def test_layer_arguments_checked_by_name(make, exc, name):
     unnamed TypeError ('int' object is not iterable, float(None)) name themselves."""
     with pytest.raises(exc, match=name):
         make()
+
+
+def test_unknown_sizes_in_output_shapes():
+    """None (unknown) heights and widths give None output sizes, as in Keras: a Conv2D
+    built so runs on any image size (they were read as 1: "kernel larger than the padded
+    input"; Flatten multiplied None); an unknown channel count is refused by name."""
+    assert L.Conv2D(4, 3).compute_output_shape((None, None, None, 2)) == (None, None, None, 4)
+    assert L.Conv2D(4, 3, strides=2, padding="same").compute_output_shape(
+        (None, None, 9, 2)) == (None, None, 5, 4)
+    assert L.MaxPooling2D(2).compute_output_shape((None, None, None, 3)) == \
+        (None, None, None, 3)
+    assert L.Flatten().compute_output_shape((None, None, 3)) == (None, None)
+    conv = L.Conv2D(4, 3)
+    conv.build((None, None, None, 2))
+    assert conv(np.ones((1, 5, 6, 2), np.float32)).shape == (1, 3, 4, 4)
+    assert conv(np.ones((2, 7, 7, 2), np.float32)).shape == (2, 5, 5, 4)
+    with pytest.raises(ValueError, match="known channel"):
+        L.Conv2D(4, 3).build((None, 5, 5, None))
+    with pytest.raises(ValueError, match="known size along axis"):
+        L.BatchNormalization().build((None, 5, None))

@@ -26,10 +26,16 @@ def _padding_arg(padding) -> str:
 
 
 def _spatial_output(layer_geom_args, input_shape, layout, pooling=False):
-    """(OH, OW) for a 4-D input shape (batch may be None) via the one geometry helper."""
-    shp = tuple(1 if d is None else d for d in input_shape)
+    """(OH, OW) for a 4-D input shape via the one geometry helper; an unknown (None)
+    height or width gives an unknown output size, as in Keras (the batch and channel
+    sizes may be None too)."""
+    hw = (1, 2) if layout == "NHWC" else (2, 3)
+    unknown = 1 << 20        # stands for a size not known yet: larger than any window
+    shp = tuple((unknown if i in hw else 1) if d is None else d
+                for i, d in enumerate(input_shape))
     g = conv_geometry(shp, *layer_geom_args, layout=layout, pooling=pooling)
-    return g.oh, g.ow
+    return (None if input_shape[hw[0]] is None else g.oh,
+            None if input_shape[hw[1]] is None else g.ow)
 
 
 class Conv2D(_WithActivation):
@@ -86,7 +92,11 @@ class Conv2D(_WithActivation):
             raise ValueError(f"Conv2D expects 4-D input (batch, H, W, C) for channels_last or "
                              f"(batch, C, H, W) for channels_first, received input shape "
                              f"{input_shape}")
-        self.in_channels = int(input_shape[-1] if self.layout == "NHWC" else input_shape[1])
+        channels = input_shape[-1] if self.layout == "NHWC" else input_shape[1]
+        if channels is None:
+            raise ValueError(f"Conv2D needs inputs with a known channel dimension, received "
+                             f"input shape {input_shape}")
+        self.in_channels = int(channels)
         kh, kw = self.kernel_size
         self.kernel = self.add_weight("kernel", (kh, kw, self.in_channels, self.filters),
                                       self.kernel_initializer, self.kernel_regularizer)

@@ -241,7 +241,7 @@ class Flatten(Layer):
     def compute_output_shape(self, input_shape):
         n = 1
         for d in input_shape[1:]:
-            n *= d
+            n = None if n is None or d is None else n * d     # unknown if any is
         return (input_shape[0], n)
 
     def forward(self, x, training=False):

@@ -48,6 +48,9 @@ class BatchNormalization(Layer):
             raise ValueError(f"axis={self.axis} is not a feature axis of inputs of shape "
                              f"{input_shape}")
         self._ax = self.axis % ndim
+        if input_shape[self._ax] is None:
+            raise ValueError(f"BatchNormalization needs a known size along axis={self.axis}, "
+                             f"received input shape {input_shape}")
         c = int(input_shape[self._ax])
         self._reduce = tuple(i for i in range(ndim) if i != self._ax)
         self._bshape = tuple(c if i == self._ax else 1 for i in range(ndim))
