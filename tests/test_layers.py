@@ -909,3 +909,37 @@ def test_unknown_sizes_in_output_shapes():
         L.Conv2D(4, 3).build((None, 5, 5, None))
     with pytest.raises(ValueError, match="known size along axis"):
         L.BatchNormalization().build((None, 5, None))
+
+
+def test_keras_3_layer_configs_load():
+    """A Keras 3 layer config loads: its dtype as a DTypePolicy dict (was NumPy's 'entry
+    not a 2- or 3- tuple'), Keras's arguments fastnn lacks at their no-effect values
+    (constraints None, groups 1, ...; each was a TypeError), InputLayer's batch_shape (was
+    'Input needs shape='); other values are refused by name, as is a dtype fastnn does not
+    compute in ('mixed_float16' passed: NumPy compares None equal to float64)."""
+    policy = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float64"},
+              "registered_name": None}
+    dense = L.Dense.from_config({
+        "name": "d", "trainable": True, "dtype": policy, "units": 4, "activation": "relu",
+        "use_bias": True, "kernel_initializer": "glorot_uniform", "bias_initializer": "zeros",
+        "kernel_regularizer": None, "bias_regularizer": None, "kernel_constraint": None,
+        "bias_constraint": None, "activity_regularizer": None, "quantization_config": None})
+    assert dense.units == 4 and dense.dtype == np.float64
+    conv = L.Conv2D.from_config({"filters": 2, "kernel_size": 3, "groups": 1,
+                                 "kernel_constraint": None})
+    assert conv.filters == 2
+    bn = L.BatchNormalization.from_config({"renorm": False, "synchronized": False,
+                                           "gamma_constraint": None})
+    assert bn.momentum == 0.99
+    inp = L.InputLayer.from_config({"batch_shape": [None, 3], "dtype": "float32",
+                                    "sparse": False, "ragged": False, "name": "in",
+                                    "optional": False})
+    assert inp.get_config()["shape"] == [3]
+    with pytest.raises(ValueError, match="'kernel_constraint'"):
+        L.Dense.from_config({"units": 4, "kernel_constraint": "non_neg"})
+    with pytest.raises(ValueError, match="'groups'"):
+        L.Conv2D.from_config({"filters": 2, "kernel_size": 3, "groups": 2})
+    with pytest.raises(TypeError, match="dtype must be"):
+        L.Dense(4, dtype="mixed_float16")
+    with pytest.raises(ValueError, match="not two different"):
+        L.InputLayer((3,), input_shape=(4,))

@@ -34,6 +34,7 @@ A from-scratch loop needs nothing else::
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import re
 from collections import defaultdict
@@ -62,10 +63,31 @@ _FORWARD_CACHES = frozenset({"_x", "_y", "_z", "_xshape", "_shape", "_mask", "_x
 
 
 def _dtype(dtype) -> np.dtype:
-    dt = np.dtype(dtype or "float32")
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be 'float32' or 'float64', received {dtype!r}")
+    """A layer's dtype: "float32" (the default) or "float64", as a name, a NumPy dtype or
+    Keras 3's DTypePolicy config ({"class_name": "DTypePolicy", "config": {"name": ...}})."""
+    given = dtype
+    if isinstance(dtype, dict):                     # a Keras 3 layer config's dtype
+        dtype = (dtype.get("config") or {}).get("name")
+    try:
+        dt = np.dtype(dtype or "float32")
+    except TypeError:
+        dt = None
+    if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be 'float32' or 'float64', received {given!r}")
     return dt
+
+
+# Keras 3 layer arguments fastnn's layers do not take, at the values that leave them
+# without effect: a Keras config carrying them loads (Layer.from_config); other values are
+# refused by name.
+_KERAS_DEFAULTS = {
+    "kernel_constraint": None, "bias_constraint": None, "activity_regularizer": None,
+    "quantization_config": None, "lora_rank": None, "lora_alpha": None, "groups": 1,
+    "beta_constraint": None, "gamma_constraint": None, "beta_regularizer": None,
+    "gamma_regularizer": None, "renorm": False, "renorm_clipping": None,
+    "renorm_momentum": 0.99, "synchronized": False, "sparse": False, "ragged": False,
+    "optional": False, "autocast": True,
+}
 
 
 class Layer:
@@ -235,6 +257,19 @@ class Layer:
 
     @classmethod
     def from_config(cls, config: dict) -> "Layer":
+        """The layer of :meth:`get_config`'s output, or of a Keras 3 layer config: Keras's
+        arguments fastnn does not take are dropped at their no-effect values (constraints
+        and activity regularizers None, groups 1, ...) and refused otherwise."""
+        config = dict(config)
+        accepted = set(inspect.signature(cls.__init__).parameters) | \
+            set(inspect.signature(Layer.__init__).parameters)
+        for key, default in _KERAS_DEFAULTS.items():
+            if key in config and key not in accepted:
+                value = config.pop(key)
+                if value != default:
+                    raise ValueError(f"{cls.__name__} in fastnn has no {key!r} argument "
+                                     f"(only Keras's default, {default!r}, loads), received "
+                                     f"{key}={value!r}")
         return cls(**config)
 
     # ---------------------------------------------------------------- helpers

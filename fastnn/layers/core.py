@@ -19,7 +19,19 @@ class InputLayer(Layer):
     """Declares the shape of one sample: ``Input(shape=(28, 28, 1))`` as a model's first
     element. Forward and backward are the identity."""
 
-    def __init__(self, shape=None, *, batch_size: Optional[int] = None, **kwargs):
+    def __init__(self, shape=None, *, batch_size: Optional[int] = None, batch_shape=None,
+                 **kwargs):
+        if batch_shape is not None:                 # Keras 3's InputLayer config
+            if shape is not None or batch_size is not None:
+                raise ValueError("give shape (and batch_size) or batch_shape, not both")
+            if not isinstance(batch_shape, (tuple, list)) or len(batch_shape) < 2:
+                raise ValueError(f"batch_shape must be a tuple (batch_size, *shape) with at "
+                                 f"least one sample dimension, received {batch_shape!r}")
+            batch_size, shape = batch_shape[0], tuple(batch_shape[1:])
+        if shape is not None and kwargs.get("input_shape") is not None and \
+                tuple(kwargs["input_shape"]) != tuple(shape):
+            raise ValueError(f"give shape or input_shape, not two different ones: received "
+                             f"shape={shape!r}, input_shape={kwargs['input_shape']!r}")
         if shape is None and kwargs.get("input_shape") is None:
             raise ValueError("Input needs shape=, the shape of one sample, e.g. (28, 28, 1)")
         shape = shape if shape is not None else kwargs.pop("input_shape")
@@ -62,14 +74,8 @@ def Input(shape=None, batch_size: Optional[int] = None, dtype=None, *, batch_sha
         ``(batch_size,) + shape`` in one tuple, instead of ``shape`` and ``batch_size``.
     name : str, optional
     """
-    if batch_shape is not None:
-        if shape is not None or batch_size is not None:
-            raise ValueError("give shape (and batch_size) or batch_shape, not both")
-        if not isinstance(batch_shape, (tuple, list)) or len(batch_shape) < 2:
-            raise ValueError(f"batch_shape must be a tuple (batch_size, *shape) with at least "
-                             f"one sample dimension, received {batch_shape!r}")
-        batch_size, shape = batch_shape[0], tuple(batch_shape[1:])
-    return InputLayer(shape=shape, batch_size=batch_size, name=name, dtype=dtype)
+    return InputLayer(shape=shape, batch_size=batch_size, batch_shape=batch_shape, name=name,
+                      dtype=dtype)
 
 
 class _WithActivation(Layer):
