@@ -166,6 +166,26 @@ def test_pool_and_bias_act_thread_invariant(fast_backend, layout, dtype, restore
                               channel_axis=axis, what="bias_act_backward")
 
 
+def test_numba_thread_count_reaches_other_python_threads(restore_threads):
+    """fastnn.set_num_threads is the process's count on the Numba backend too (Numba's own
+    count is per Python thread: set in the main thread, it did not reach the kernels a
+    worker thread called, which ran on Numba's default)."""
+    require_backend("numba")
+    import numba
+    fastnn.set_num_threads(1)
+    seen = []
+
+    def work():
+        with fastnn.use_backend("numba"):
+            ops.matmul(np.ones((4, 4)), np.ones((4, 4)))
+        seen.append(numba.get_num_threads())
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen == [1]
+
+
 def test_set_num_threads_reaches_loaded_backends(restore_threads):
     for n in (1, 2, 1):
         fastnn.set_num_threads(n)

@@ -27,6 +27,7 @@ transpose of a whole matrix is ever made.
 """
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 
@@ -46,14 +47,22 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- threads
+# Numba's thread count belongs to the Python thread that set it; fastnn's is the
+# process's, as the C backend's: every kernel entry point (see _process_wide at the end)
+# makes the calling thread's count this one (None: Numba's default, never set).
+_THREADS = [None]
+
+
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads (capped at ``numba.config.NUMBA_NUM_THREADS``)."""
-    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    """Use ``n`` threads (capped at ``numba.config.NUMBA_NUM_THREADS``), in every Python
+    thread."""
+    _THREADS[0] = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(_THREADS[0])
 
 
 def get_num_threads() -> int:
     """Threads the kernels use."""
-    return int(numba.get_num_threads())
+    return int(numba.get_num_threads() if _THREADS[0] is None else _THREADS[0])
 
 
 def isa() -> str:
@@ -1309,3 +1318,21 @@ def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps, flush):
     f = p.dtype.type
     _adam_kernel(p, g, m, v, vhat if vhat is not None else m[:0], vhat is not None,
                  f(alpha), f(omb1), f(omb2), f(eps), f(np.finfo(f).tiny if flush else 0))
+
+
+def _process_wide(fn):
+    """``fn`` run with the process's thread count (set_num_threads) in the calling Python
+    thread too (Numba's count is per thread: one set in the main thread did not reach the
+    kernels a worker thread called)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        n = _THREADS[0]
+        if n is not None and numba.get_num_threads() != n:
+            numba.set_num_threads(n)
+        return fn(*args, **kwargs)
+    return run
+
+
+for _name in __all__:
+    if _name not in ("set_num_threads", "get_num_threads", "isa"):
+        globals()[_name] = _process_wide(globals()[_name])
