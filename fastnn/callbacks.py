@@ -62,6 +62,7 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Pro
 
 import numpy as np
 
+from fastnn.utils._args import check_real
 from fastnn.utils.progbar import Progbar, format_logs, print_msg
 
 __all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping",
@@ -591,6 +592,21 @@ def infer_mode(monitor: str, who: str = "monitor") -> str:
                      f"mode='min'")
 
 
+def _count(value, name: str) -> int:
+    """A non-negative int argument (patience, cooldown, ...), or an error naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, received {name}={value!r}")
+    return int(value)
+
+
+def _path(value, name: str) -> str:
+    """A file path argument (str or os.PathLike), or a TypeError naming it."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), received "
+                        f"{type(value).__name__}")
+    return os.fspath(value)
+
+
 def _is_nan(v: Any) -> bool:
     return isinstance(v, (float, np.floating)) and bool(np.isnan(v))
 
@@ -600,6 +616,10 @@ class _MonitorCallback(Callback):
 
     def __init__(self, monitor: str, mode: str, min_delta: float = 0.0) -> None:
         super().__init__()
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be the name of a logged quantity (a str), "
+                            f"received monitor={monitor!r}")
+        min_delta = check_real(min_delta, "min_delta")
         if mode not in ("auto", "min", "max"):
             warnings.warn(f"{type(self).__name__} mode {mode!r} is unknown, fallback "
                           f"to auto mode.", UserWarning, stacklevel=3)
@@ -656,7 +676,7 @@ class EarlyStopping(_MonitorCallback):
         Minimum change that counts as an improvement (absolute value is used).
     patience : int, default 0
         Number of epochs with no improvement after which training stops. Training
-        never stops at the first monitored epoch (epoch 0).
+        never stops at epoch 0.
     verbose : int, default 0
         1 prints ``"Epoch N: early stopping"`` and the restore message.
     mode : {"auto", "min", "max"}, default "auto"
@@ -666,15 +686,21 @@ class EarlyStopping(_MonitorCallback):
         ``mode``), see :func:`infer_mode`.
     baseline : float, optional
         The patience counter is only reset by an epoch that improves on the best
-        value *and* on ``baseline``; if no epoch beats the baseline, training stops
-        after ``patience`` epochs (counted from the first monitored epoch) without
-        further improvement.
+        value *and* on ``baseline``. An epoch that improves on the best value but not
+        on ``baseline`` is not a stop either (Keras's rule: the stop is only checked
+        after an epoch without improvement), so training stops at the first epoch
+        that does not improve on the best once ``patience`` epochs have passed since
+        the last reset.
     restore_best_weights : bool, default False
         Keep a copy of the weights of the best epoch and restore it at
         ``on_train_end`` -- whether training stopped early or ran all its epochs
         (Keras 3 behaviour). Epochs are compared regardless of ``baseline``.
     start_from_epoch : int, default 0
         Epochs before this one are not monitored (warm-up).
+
+    A NaN monitored value is never an improvement and never becomes the best (Keras
+    keeps a NaN first value as its best, after which nothing improves on it); the same
+    holds for ReduceLROnPlateau and ModelCheckpoint's ``save_best_only``.
 
     Attributes
     ----------
@@ -698,11 +724,11 @@ class EarlyStopping(_MonitorCallback):
                  verbose: int = 0, mode: str = "auto", baseline: Optional[float] = None,
                  restore_best_weights: bool = False, start_from_epoch: int = 0) -> None:
         super().__init__(monitor, mode, min_delta)
-        self.patience = int(patience)
+        self.patience = _count(patience, "patience")
         self.verbose = verbose
-        self.baseline = baseline
+        self.baseline = check_real(baseline, "baseline", allow_none=True)
         self.restore_best_weights = restore_best_weights
-        self.start_from_epoch = int(start_from_epoch)
+        self.start_from_epoch = _count(start_from_epoch, "start_from_epoch")
         self.wait = 0
         self.stopped_epoch = 0
         self.best: Optional[float] = None
@@ -796,7 +822,7 @@ class ModelCheckpoint(_MonitorCallback):
                  save_freq: Union[str, int] = "epoch",
                  initial_value_threshold: Optional[float] = None) -> None:
         super().__init__(monitor, mode, 0.0)
-        self.filepath = os.fspath(filepath)
+        self.filepath = _path(filepath, "filepath")
         self.verbose = verbose
         self.save_best_only = save_best_only
         self.save_weights_only = save_weights_only
@@ -1016,15 +1042,15 @@ class ReduceLROnPlateau(_MonitorCallback):
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
                  verbose: int = 0, mode: str = "auto", min_delta: float = 1e-4,
                  cooldown: int = 0, min_lr: float = 0.0) -> None:
-        if factor >= 1.0:
+        if check_real(factor, "factor") >= 1.0:
             raise ValueError(f"ReduceLROnPlateau does not support a factor >= 1.0. "
                              f"Received factor={factor}")
         super().__init__(monitor, mode, min_delta)
         self.factor = float(factor)
-        self.patience = int(patience)
+        self.patience = _count(patience, "patience")
         self.verbose = verbose
-        self.cooldown = int(cooldown)
-        self.min_lr = float(min_lr)
+        self.cooldown = _count(cooldown, "cooldown")
+        self.min_lr = check_real(min_lr, "min_lr", low=0.0)
         self.cooldown_counter = 0
         self.wait = 0
         self.best: Optional[float] = None
@@ -1093,7 +1119,10 @@ class CSVLogger(Callback):
     def __init__(self, filename: Union[str, os.PathLike], separator: str = ",",
                  append: bool = False) -> None:
         super().__init__()
-        self.filename = os.fspath(filename)
+        self.filename = _path(filename, "filename")
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"separator must be one character, received "
+                             f"separator={separator!r}")
         self.sep = separator
         self.append = append
         self.keys: Optional[List[str]] = None

@@ -672,8 +672,12 @@ class _AutoAccuracy(Metric):
 def _parse_thresholds(thresholds) -> List[float]:
     if thresholds is None:
         return [0.5]
-    values = list(thresholds) if isinstance(thresholds, (list, tuple, np.ndarray)) \
-        else [thresholds]
+    if isinstance(thresholds, np.ndarray):
+        values = thresholds.reshape(-1).tolist()     # (a 0-d array is one threshold)
+    elif isinstance(thresholds, (list, tuple)):
+        values = list(thresholds)
+    else:
+        values = [thresholds]
     if not values:
         raise ValueError("thresholds must not be empty")
     out = []
@@ -695,8 +699,10 @@ class _ThresholdCounts(Metric):
                  top_k: Optional[int] = None, class_id: Optional[int] = None,
                  name: Optional[str] = None):
         super().__init__(name)
-        self.init_thresholds = (list(thresholds) if isinstance(thresholds, (tuple, np.ndarray))
-                                else thresholds)
+        # as given (one number or a list), in Python floats: the config is written as JSON
+        parsed = None if thresholds is None else _parse_thresholds(thresholds)
+        self.init_thresholds = parsed if parsed is None or isinstance(
+            thresholds, (list, tuple)) or np.ndim(thresholds) else parsed[0]
         if top_k is not None and (not isinstance(top_k, numbers.Integral)
                                   or isinstance(top_k, bool) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer, received {top_k!r}")

@@ -1024,3 +1024,44 @@ def test_auto_mode_refuses_to_guess(make):
                                          r"mode='max'"):
         make("val_r2")
     assert cb.EarlyStopping(monitor="val_r2", mode="max").monitor_op is np.greater
+
+
+def test_callback_arguments_checked_by_name():
+    """Callback arguments that failed with unnamed errors ('NoneType' object has no
+    attribute 'lower', OverflowError, csv's delimiter message at on_train_begin after
+    emptying the file) or were truncated silently (patience=1.7 -> 1) name themselves."""
+    from fastnn import callbacks as C
+    for make, exc, name in (
+            (lambda: C.EarlyStopping(monitor=None), TypeError, "monitor"),
+            (lambda: C.ReduceLROnPlateau(monitor=["a"]), TypeError, "monitor"),
+            (lambda: C.EarlyStopping(patience=float("inf")), ValueError, "patience"),
+            (lambda: C.EarlyStopping(patience=1.7), ValueError, "patience"),
+            (lambda: C.EarlyStopping(min_delta="a"), TypeError, "min_delta"),
+            (lambda: C.EarlyStopping(baseline="x"), TypeError, "baseline"),
+            (lambda: C.ReduceLROnPlateau(factor=None), TypeError, "factor"),
+            (lambda: C.ReduceLROnPlateau(factor=float("nan")), ValueError, "factor"),
+            (lambda: C.ReduceLROnPlateau(cooldown=-1), ValueError, "cooldown"),
+            (lambda: C.ModelCheckpoint(None), TypeError, "filepath"),
+            (lambda: C.CSVLogger(None), TypeError, "filename"),
+            (lambda: C.CSVLogger("log.csv", separator=";;"), ValueError, "separator")):
+        with pytest.raises(exc, match=name):
+            make()
+
+
+def test_precision_thresholds_from_numpy_save(tmp_path):
+    """NumPy thresholds (np.float32, a float32 array, a 0-d array) are kept as Python
+    floats: the model saves (the config held np.float32, which JSON refused: 'cannot save
+    the model'), and a 0-d array is one threshold (was 'iteration over a 0-d array')."""
+    from fastnn import metrics as M
+    from fastnn.layers import Dense
+    from fastnn.models import Sequential, load_model
+    for t, expect in ((np.float32(0.7), [float(np.float32(0.7))]),
+                      (np.linspace(0.1, 0.9, 3).astype(np.float32),
+                       [float(v) for v in np.linspace(0.1, 0.9, 3).astype(np.float32)]),
+                      (np.array(0.5), [0.5])):
+        assert M.Precision(thresholds=t).thresholds == expect
+    model = Sequential([Dense(1, activation="sigmoid", input_shape=(3,))])
+    model.compile("adam", "binary_crossentropy",
+                  metrics=[M.Precision(thresholds=np.float32(0.7))])
+    model.save(tmp_path / "p.fnn")
+    assert isinstance(load_model(tmp_path / "p.fnn"), Sequential)
