@@ -345,21 +345,17 @@ class Sequential:
     def _metrics(self):
         if self.compiled_metrics is None:
             out = self._layers[-1].output_shape
-            resolved, seen = [], {}
+            resolved, used = [], {"loss"}
             for arg in self._metric_args:
                 m = _metrics.get(arg, loss=self.loss.name, output_shape=out)
-                if m.name in seen or m.name == "loss" or any(r is m for r in resolved):
+                if m.name in used or any(r is m for r in resolved):
                     # results are keyed by name: a repeated one becomes name_1, name_2, ...
                     # (as in Keras), on a copy (the same object twice would count twice)
-                    base, k = m.name, seen.get(m.name, 0)
-                    m = copy.deepcopy(m)
-                    while True:
+                    m, k = copy.deepcopy(m), 1
+                    while f"{m.name}_{k}" in used:
                         k += 1
-                        if f"{base}_{k}" not in seen:
-                            break
-                    seen[base] = k
-                    m.name = f"{base}_{k}"
-                seen.setdefault(m.name, 0)
+                    m.name = f"{m.name}_{k}"
+                used.add(m.name)
                 resolved.append(m)
             self.compiled_metrics = resolved
         return self.compiled_metrics
