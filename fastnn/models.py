@@ -187,7 +187,7 @@ class Sequential:
         (``training=True``: training-mode layers, such as Dropout: each call draws its own
         masks, e.g. for Monte-Carlo dropout). Returns a new array."""
         x = self._check_x(x)
-        y = self._forward(np.asarray(x, dtype=self.layers[0].dtype), bool(training))
+        y = self._forward(np.asarray(x, dtype=self._dtype), bool(training))
         # (a training-mode forward returns the last layer's reused work array)
         return y.copy() if training else y
 
@@ -196,14 +196,6 @@ class Sequential:
         shape = input_shape = tuple(input_shape)
         if shape and shape[0] is not None:
             shape = input_shape = (None,) + shape[1:]
-        dtypes = {}
-        for layer in self.layers:
-            dtypes.setdefault(np.dtype(layer.dtype), layer)
-        if len(dtypes) > 1:
-            (d1, l1), (d2, l2) = list(dtypes.items())[:2]
-            raise ValueError(f"a model computes in one dtype, but layer {l1.name!r} has "
-                             f"dtype {d1} and layer {l2.name!r} {d2}: give every layer the "
-                             f"same dtype=... (Flatten and Dropout too)")
         for layer in self._layers:
             if not layer.built:
                 layer.build(shape)
@@ -211,12 +203,32 @@ class Sequential:
                 raise ValueError(f"layer {layer.name!r} was built for input shape "
                                  f"{_fmt(layer.input_shape)} but receives {_fmt(shape)}")
             shape = layer.output_shape
+        # One compute dtype, the weighted layers' (layers without weights, such as Flatten
+        # and Dropout, take any: inputs are cast to this one, see _dtype)
+        dtypes = {}
+        for layer in self.layers:
+            if layer.params or layer.state:
+                dtypes.setdefault(np.dtype(layer.dtype), layer)
+        if len(dtypes) > 1:
+            (d1, l1), (d2, l2) = list(dtypes.items())[:2]
+            raise ValueError(f"a model computes in one dtype, but layer {l1.name!r} has "
+                             f"dtype {d1} and layer {l2.name!r} {d2}: give the layers with "
+                             f"weights the same dtype=...")
         self._input_shape = input_shape     # (a build that failed keeps the shape it had)
         self.built = bool(self._layers)
         first_param = next((i for i, l in enumerate(self.layers) if l.params), None)
         for i, layer in enumerate(self.layers):
             layer.need_input_grad = first_param is None or i > first_param
         self._first_param = 0 if first_param is None else first_param
+
+    @property
+    def _dtype(self) -> np.dtype:
+        """The dtype the model computes in and casts its inputs to: its layers with weights'
+        (one for all, checked by build), else its first layer's."""
+        for layer in self.layers:
+            if layer.params or layer.state:
+                return layer.dtype
+        return self.layers[0].dtype
 
     @property
     def input_shape(self):
@@ -491,8 +503,8 @@ class Sequential:
         on the predictions before the update, as in :meth:`fit`.
         """
         x, y, sw = self._check_data(x, y, sample_weight, "train_on_batch")
-        if self.layers and x.dtype != self.layers[0].dtype:
-            x = x.astype(self.layers[0].dtype)      # as fit casts its batches (Keras too)
+        if self.layers and x.dtype != self._dtype:
+            x = x.astype(self._dtype)      # as fit casts its batches (Keras too)
         self._prepare_training(y)
         if class_weight is not None:
             sw = self._apply_class_weight(y, class_weight, sw)
@@ -613,7 +625,7 @@ class Sequential:
 
     def _batch(self, a, idx):
         out = a[idx]
-        dt = self.layers[0].dtype
+        dt = self._dtype
         if out.dtype != dt and out.dtype.kind in "fiub" and a is self._x_fit:
             out = out.astype(dt)
         return out
@@ -856,7 +868,7 @@ class Sequential:
         batch_size = _batch_size(batch_size)
         verbose = _verbose(verbose)
         x = self._check_x(x)
-        dt = self.layers[0].dtype
+        dt = self._dtype
         n = len(x)
         cbs = self._inference_callbacks(callbacks, verbose, n, batch_size)
         self.stop_predicting = False
@@ -885,7 +897,7 @@ class Sequential:
 
     def predict_on_batch(self, x) -> np.ndarray:
         x = self._check_x(x)
-        return self._forward(np.asarray(x, dtype=self.layers[0].dtype), False)
+        return self._forward(np.asarray(x, dtype=self._dtype), False)
 
     def evaluate(self, x=None, y=None, batch_size: Optional[int] = None, verbose="auto",
                  sample_weight=None, return_dict: bool = False, callbacks=None):
@@ -918,7 +930,7 @@ class Sequential:
         for m in metrics:
             m.reset_state()
         kind, logits_loss = self._fused_output()
-        dt = self.layers[0].dtype
+        dt = self._dtype
         total, wsum = 0.0, 0
         # the loss reported adds the regularization loss, as Keras's evaluate does
         reg = sum(l.regularization_loss() for l in self.layers if l._regularizers)
