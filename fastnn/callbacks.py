@@ -593,8 +593,10 @@ def infer_mode(monitor: str, who: str = "monitor") -> str:
 
 
 def _count(value, name: str) -> int:
-    """A non-negative int argument (patience, cooldown, ...), or an error naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+    """A non-negative whole number argument (patience, cooldown, ...; 5.0 is 5, as Keras
+    takes it), or an error naming it (1.7 was truncated to 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            math.isfinite(value) and value >= 0 and float(value).is_integer()):
         raise ValueError(f"{name} must be a non-negative int, received {name}={value!r}")
     return int(value)
 
