@@ -88,6 +88,19 @@ def _real(value, name: str) -> float:
     return v
 
 
+def _axes(value, name: str) -> Optional[Tuple[int, ...]]:
+    """None, or a sequence of ints as a tuple (a ValueError naming the argument)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in value):
+        raise ValueError(f"{name} must be None or a sequence of ints (axes of the weight), "
+                         f"received {name}={value!r}")
+    return tuple(int(a) for a in value)
+
+
 def compute_fans(shape: Shape) -> Tuple[int, int]:
     """``(fan_in, fan_out)`` of a weight shape, as Keras computes them.
 
@@ -310,13 +323,19 @@ class VarianceScaling(RandomInitializer):
     mode : {"fan_in", "fan_out", "fan_avg"}, default "fan_in"
     distribution : {"truncated_normal", "untruncated_normal", "uniform"}
     seed : None, int or numpy Generator
+    input_axes, output_axes : sequence of int or None, default None
+        Keras 3.15's: with both given, ``fan_in`` and ``fan_out`` are the products of the
+        weight's sizes along those axes instead of :func:`compute_fans`'s.
     """
 
     _modes = ("fan_in", "fan_out", "fan_avg")
     _distributions = ("truncated_normal", "untruncated_normal", "uniform")
 
     def __init__(self, scale: float = 1.0, mode: str = "fan_in",
-                 distribution: str = "truncated_normal", seed=None):
+                 distribution: str = "truncated_normal", seed=None, input_axes=None,
+                 output_axes=None):
+        self.input_axes = _axes(input_axes, "input_axes")
+        self.output_axes = _axes(output_axes, "output_axes")
         self.scale = _real(scale, "scale")
         if self.scale <= 0:
             raise ValueError(f"Argument `scale` must be positive float. Received: "
@@ -338,6 +357,14 @@ class VarianceScaling(RandomInitializer):
 
     def _variance(self, shape: Tuple[int, ...]) -> float:
         fan_in, fan_out = compute_fans(shape)
+        if self.input_axes is not None and self.output_axes is not None:
+            try:
+                fan_in = math.prod(shape[a] for a in self.input_axes)
+                fan_out = math.prod(shape[a] for a in self.output_axes)
+            except IndexError:
+                raise ValueError(f"input_axes={self.input_axes} / output_axes="
+                                 f"{self.output_axes} do not fit a weight of shape "
+                                 f"{shape}") from None
         n = {"fan_in": fan_in, "fan_out": fan_out,
              "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
         return self.scale / max(1.0, n)
@@ -356,22 +383,27 @@ class VarianceScaling(RandomInitializer):
             out = rng.uniform(-limit, limit, size=shape)
         return out.astype(dtype, copy=False)
 
+    def _axes_config(self) -> Dict[str, Any]:
+        return {k: list(v) for k, v in (("input_axes", self.input_axes),
+                                         ("output_axes", self.output_axes)) if v is not None}
+
     def get_config(self) -> Dict[str, Any]:
         return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution,
-                **super().get_config()}
+                **super().get_config(), **self._axes_config()}
 
 
 class _Preset(VarianceScaling):
-    """A VarianceScaling with fixed arguments; its config is just the seed."""
+    """A VarianceScaling with fixed arguments; its config is the seed (and the axes)."""
 
     _preset: Tuple[float, str, str] = (1.0, "fan_in", "truncated_normal")
 
-    def __init__(self, seed=None):
+    def __init__(self, seed=None, input_axes=None, output_axes=None):
         scale, mode, distribution = self._preset
-        super().__init__(scale=scale, mode=mode, distribution=distribution, seed=seed)
+        super().__init__(scale=scale, mode=mode, distribution=distribution, seed=seed,
+                         input_axes=input_axes, output_axes=output_axes)
 
     def get_config(self) -> Dict[str, Any]:
-        return RandomInitializer.get_config(self)
+        return {**RandomInitializer.get_config(self), **self._axes_config()}
 
 
 class GlorotUniform(_Preset):

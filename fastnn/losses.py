@@ -5,9 +5,11 @@ A loss object gives ``__call__(y_true, y_pred, sample_weight=None) -> float`` an
 default, ``sum_over_batch_size``: per-sample losses (times sample weights) summed, divided
 by the batch size.
 
-Keras's ``reduction`` and ``axis`` (always the last) arguments are not taken, nor
-``ignore_class``: ``get`` refuses them with a TypeError; the ``name`` of a Keras config is
-ignored (each loss has its Keras name).
+Keras's ``reduction``, ``axis`` (always the last), ``ignore_class`` and ``dtype``
+arguments are not taken: in a config (``get``, ``from_config``) they load at the values
+Keras 3 writes there (``"sum_over_batch_size"``, -1, None, None or a float dtype) and are a
+ValueError otherwise; the ``name`` of a Keras config is ignored (each loss has its Keras
+name).
 
 Cross-entropies take ``from_logits``, the categorical and binary ones Keras's
 ``label_smoothing`` (targets moved toward ``1 / num_classes``, or 1/2, before the loss).
@@ -64,7 +66,15 @@ class Loss:
     name = "loss"
 
     def __init__(self, from_logits: bool = False):
+        if not isinstance(from_logits, (bool, np.bool_)):
+            raise TypeError(f"from_logits must be a bool, received from_logits={from_logits!r}")
         self.from_logits = bool(from_logits)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Loss":
+        """The loss of :meth:`get_config`'s output (or of a Keras 3 loss config: see
+        :func:`get`)."""
+        return get({"class_name": cls.__name__, "config": config})
 
     def _prepare(self, y_true, y_pred):
         return self._align(*self._check_pair(y_true, y_pred))
@@ -414,6 +424,14 @@ def get(identifier) -> Loss:
             cfg = dict(identifier)
             cls = _class(cfg.pop("name", None))
         cfg.pop("name", None)
+        # Keras 3 writes these into every loss config: at their defaults they load
+        for key, default in _KERAS_DEFAULTS.items():
+            if key in cfg:
+                value = cfg.pop(key)
+                if value != default and not (key == "dtype" and value in ("float32",
+                                                                          "float64")):
+                    raise ValueError(f"{cls.__name__} in fastnn takes no {key!r} other than "
+                                     f"Keras's default {default!r}, received {key}={value!r}")
         try:
             return cls(**cfg)
         except TypeError as exc:
@@ -421,7 +439,17 @@ def get(identifier) -> Loss:
                 from None
     if isinstance(identifier, str):
         return _class(identifier)()
-    raise TypeError(f"loss must be a name or a Loss instance, received {identifier!r}")
+    if isinstance(identifier, type) and issubclass(identifier, Loss):
+        return identifier()
+    raise TypeError(f"loss must be a name, a config, a Loss subclass or instance (a plain "
+                    f"function has no gradient: subclass Loss), received {identifier!r}")
+
+
+# Keras 3's loss arguments fastnn does not take, at the values Keras writes into every
+# config (get accepts them there, refuses others); a dtype of float32 or float64 is also
+# taken (fastnn computes in the predictions' dtype).
+_KERAS_DEFAULTS = {"reduction": "sum_over_batch_size", "axis": -1, "ignore_class": None,
+                   "dtype": None}
 
 
 def _class(name) -> type:

@@ -336,3 +336,21 @@ def test_keras_3_aliases_identity_and_serialized_configs():
             mod.deserialize({"class_name": name, "config": [1]})
     with pytest.raises(ValueError, match="maxval - minval` must be finite"):
         I.RandomUniform(-1e308, 1e308)
+
+
+def test_keras_3_15_variance_scaling_configs_load():
+    """Keras 3.15 writes input_axes and output_axes into every VarianceScaling config
+    (Glorot, He, Lecun included): they load (a TypeError refused every Keras kernel
+    config), and with both given the fans are the products of those axes' sizes."""
+    from fastnn import initializers as I
+    g = I.get({"module": "keras.initializers", "class_name": "GlorotUniform",
+               "config": {"seed": None, "input_axes": None, "output_axes": None},
+               "registered_name": None})
+    assert type(g) is I.GlorotUniform and g.get_config() == {"seed": None}
+    v = I.VarianceScaling(mode="fan_in", distribution="uniform", input_axes=[0],
+                          output_axes=[1, 2], seed=0)
+    w = v((400, 3, 4))
+    assert abs(float(w.std()) - (1 / 400) ** 0.5) < 0.05 * (1 / 400) ** 0.5
+    assert I.get({"class_name": "VarianceScaling", "config": v.get_config()}).input_axes == (0,)
+    with pytest.raises(ValueError, match="input_axes"):
+        I.VarianceScaling(input_axes="0")

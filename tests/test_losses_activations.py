@@ -686,8 +686,23 @@ def test_loss_lookup_by_class_name_and_keras_config():
     assert type(losses.get({"class_name": "mse", "config": None})) is losses.MeanSquaredError
     with pytest.raises(ValueError, match="Unknown loss"):
         losses.get({"class_name": "Hinge", "config": {}})
-    with pytest.raises(TypeError, match="does not take the config"):
+    with pytest.raises(ValueError, match="takes no 'reduction' other than"):
         losses.get({"name": "mse", "reduction": "sum"})
+    with pytest.raises(TypeError, match="does not take the config"):
+        losses.get({"name": "mse", "delta": 1.0})
+    # Keras 3's own configs (reduction, axis, dtype written at their defaults), a class,
+    # from_config; a plain function is refused with the reason
+    keras_cfg = {"name": "categorical_crossentropy", "reduction": "sum_over_batch_size",
+                 "from_logits": False, "label_smoothing": 0.0, "axis": -1, "dtype": None}
+    assert type(losses.get({"class_name": "CategoricalCrossentropy", "config": keras_cfg})) \
+        is losses.CategoricalCrossentropy
+    assert type(losses.CategoricalCrossentropy.from_config(keras_cfg)) is \
+        losses.CategoricalCrossentropy
+    assert type(losses.get(losses.MeanSquaredError)) is losses.MeanSquaredError
+    with pytest.raises(TypeError, match="a plain function has no gradient"):
+        losses.get(lambda t, p: 0.0)
+    with pytest.raises(TypeError, match="from_logits must be a bool"):
+        losses.BinaryCrossentropy(from_logits="False")
     with pytest.raises(TypeError):
         losses.SparseCategoricalCrossentropy(label_smoothing=0.1)
     for bad, err in ((1.5, ValueError), (-0.1, ValueError), ("0.1", TypeError),
