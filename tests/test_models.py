@@ -1276,7 +1276,7 @@ BAD_INPUT = [
      lambda m: m.add(Dense(2, kernel_regularizer="l3"))),
     ("optimizer_type", TypeError, r"Could not interpret optimizer identifier 3",
      lambda m: m.compile(3, SCCE)),
-    ("loss_type", TypeError, r"loss must be a name or a Loss instance",
+    ("loss_type", TypeError, r"loss must be a name, a config, a Loss subclass or instance",
      lambda m: m.compile("adam", 3)),
     ("callback_class", TypeError, r"callbacks must be instances.*TerminateOnNaN\(\.\.\.\)",
      lambda m: m.fit(X, Y, verbose=0, callbacks=[cbs.TerminateOnNaN])),
