@@ -47,8 +47,10 @@ from . import losses as _losses
 __all__ = [
     "Metric", "Mean", "MeanMetricWrapper", "MeanSquaredError", "MeanAbsoluteError",
     "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
+    "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy",
     "Precision", "Recall", "F1Score", "ConfusionMatrix",
     "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
+    "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy",
     "mean_squared_error", "mean_absolute_error",
     "confusion_matrix", "precision_recall_f1", "classification_report",
     "get", "serialize",
@@ -492,6 +494,13 @@ def categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
     ndarray, shape (N, ...)
         1.0 where the predicted class is right, else 0.0.
     """
+    labels, p = _onehot_labels(y_true, y_pred, "categorical accuracy",
+                               "sparse_categorical_accuracy")
+    return (labels == np.argmax(p, axis=-1)).astype(np.float64)
+
+
+def _onehot_labels(y_true, y_pred, what: str, sparse_form: str):
+    """(argmax of the one-hot ``y_true``, ``y_pred`` as an array), checked for ``what``."""
     t = _array(y_true, "y_true")
     p = _array(y_pred, "y_pred")
     _check_lengths(t, p)
@@ -499,11 +508,10 @@ def categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
         raise ValueError(f"y_pred must have a class axis, shape (N, C), received shape "
                          f"{p.shape}")
     if t.shape != p.shape:
-        hint = (" (integer labels: use sparse_categorical_accuracy)"
-                if _is_sparse(t, p) else "")
-        raise ValueError(f"categorical accuracy needs one-hot y_true shaped like y_pred "
-                         f"{p.shape}, received y_true shape {t.shape}{hint}")
-    return (np.argmax(t, axis=-1) == np.argmax(p, axis=-1)).astype(np.float64)
+        hint = f" (integer labels: use {sparse_form})" if _is_sparse(t, p) else ""
+        raise ValueError(f"{what} needs one-hot y_true shaped like y_pred {p.shape}, "
+                         f"received y_true shape {t.shape}{hint}")
+    return np.argmax(t, axis=-1), p
 
 
 def sparse_categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
@@ -520,6 +528,14 @@ def sparse_categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndar
     -------
     ndarray, shape (N, ...)
     """
+    labels, p = _sparse_labels(y_true, y_pred, "sparse categorical accuracy",
+                               "categorical_accuracy")
+    return (labels == p.argmax(axis=-1)).astype(np.float64)
+
+
+def _sparse_labels(y_true, y_pred, what: str, onehot_form: str):
+    """(the integer labels ``y_true``, shape ``y_pred.shape[:-1]``; ``y_pred`` as an
+    array), checked for ``what``."""
     t = _array(y_true, "y_true")
     p = _array(y_pred, "y_pred")
     _check_lengths(t, p)
@@ -529,13 +545,60 @@ def sparse_categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndar
     if t.shape == p.shape[:-1] + (1,) and t.shape != p.shape[:-1]:
         t = t[..., 0]
     if t.shape != p.shape[:-1]:
-        hint = " (one-hot labels: use categorical_accuracy)" if t.shape == p.shape else ""
-        raise ValueError(f"sparse categorical accuracy needs integer labels of shape "
+        hint = f" (one-hot labels: use {onehot_form})" if t.shape == p.shape else ""
+        raise ValueError(f"{what} needs integer labels of shape "
                          f"{p.shape[:-1]} or {p.shape[:-1] + (1,)} for y_pred of shape "
                          f"{p.shape}, received y_true shape {np.shape(y_true)}{hint}")
     labels = _integral(t, "y_true")
     _check_range(labels, p.shape[-1], "y_true")
-    return (labels == p.argmax(axis=-1)).astype(np.float64)
+    return labels, p
+
+
+def _in_top_k(labels: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
+    """1.0 where the label's score is among the k highest, Keras's rule: its rank is 1 plus
+    the number of classes scored strictly higher (ties count for the label; a NaN score at
+    the label counts as -inf)."""
+    at = np.take_along_axis(p, labels[..., None], axis=-1)
+    at = np.where(np.isnan(at), -np.inf, at)
+    rank = 1 + np.sum(p > at, axis=-1)
+    return (rank <= k).astype(np.float64)
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be a positive int, received k={k!r}")
+    return int(k)
+
+
+def top_k_categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike, k: int = 5
+                               ) -> np.ndarray:
+    """Per-sample top-k accuracy with one-hot labels: 1.0 where the true class is among
+    the ``k`` highest scores (ties count for it, as Keras's ``in_top_k``).
+
+    Parameters
+    ----------
+    y_true : array-like, shape (N, ..., C), one-hot
+    y_pred : array-like, shape (N, ..., C)
+    k : int, default 5
+
+    Returns
+    -------
+    ndarray, shape (N, ...)
+    """
+    k = _check_k(k)
+    labels, p = _onehot_labels(y_true, y_pred, "top-k categorical accuracy",
+                               "sparse_top_k_categorical_accuracy")
+    return _in_top_k(labels, p, k)
+
+
+def sparse_top_k_categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike, k: int = 5
+                                      ) -> np.ndarray:
+    """Per-sample top-k accuracy with integer labels (shape (N, ...) or (N, ..., 1));
+    otherwise as :func:`top_k_categorical_accuracy`."""
+    k = _check_k(k)
+    labels, p = _sparse_labels(y_true, y_pred, "sparse top-k categorical accuracy",
+                               "top_k_categorical_accuracy")
+    return _in_top_k(labels, p, k)
 
 
 # ------------------------------------------------------------------ mean-based metrics
@@ -634,6 +697,52 @@ class SparseCategoricalAccuracy(MeanMetricWrapper):
 
     def get_config(self) -> Dict[str, Any]:
         return {"name": self.name}
+
+
+class TopKCategoricalAccuracy(MeanMetricWrapper):
+    """How often the true class (one-hot ``y_true``) is among the ``k`` highest scores
+    of ``y_pred`` (Keras's ``TopKCategoricalAccuracy``; ties count for the true class).
+
+    Parameters
+    ----------
+    k : int, default 5
+    name : str, default "top_k_categorical_accuracy"
+
+    Examples
+    --------
+    >>> TopKCategoricalAccuracy(k=1)([[0, 0, 1], [0, 1, 0]], [[0.1, 0.9, 0.8], [0.05, 0.95, 0]])
+    0.5
+    """
+
+    _counts = True
+
+    def __init__(self, k: int = 5, name: Optional[str] = None):
+        self.k = _check_k(k)
+        super().__init__(top_k_categorical_accuracy,
+                         name=name or "top_k_categorical_accuracy", k=self.k)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name, "k": self.k}
+
+
+class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
+    """:class:`TopKCategoricalAccuracy` with integer labels (shape (N,) or (N, 1)).
+
+    Parameters
+    ----------
+    k : int, default 5
+    name : str, default "sparse_top_k_categorical_accuracy"
+    """
+
+    _counts = True
+
+    def __init__(self, k: int = 5, name: Optional[str] = None):
+        self.k = _check_k(k)
+        super().__init__(sparse_top_k_categorical_accuracy,
+                         name=name or "sparse_top_k_categorical_accuracy", k=self.k)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name, "k": self.k}
 
 
 class _AutoAccuracy(Metric):
@@ -1277,6 +1386,9 @@ _FACTORIES: Dict[str, Callable[..., Metric]] = {
     "binary_accuracy": lambda n, l, s: BinaryAccuracy(name=n),
     "categorical_accuracy": lambda n, l, s: CategoricalAccuracy(name=n),
     "sparse_categorical_accuracy": lambda n, l, s: SparseCategoricalAccuracy(name=n),
+    "top_k_categorical_accuracy": lambda n, l, s: TopKCategoricalAccuracy(name=n),
+    "sparse_top_k_categorical_accuracy":
+        lambda n, l, s: SparseTopKCategoricalAccuracy(name=n),
     "precision": lambda n, l, s: Precision(name=n),
     "recall": lambda n, l, s: Recall(name=n),
     "f1": _f1, "f1_score": _f1,
@@ -1293,7 +1405,8 @@ _FACTORIES: Dict[str, Callable[..., Metric]] = {
 _BY_KEY = {_key(k): f for k, f in _FACTORIES.items()}
 _CLASSES: Dict[str, type] = {c.__name__: c for c in (
     Mean, MeanSquaredError, MeanAbsoluteError, BinaryAccuracy, CategoricalAccuracy,
-    SparseCategoricalAccuracy, Precision, Recall, F1Score, ConfusionMatrix)}
+    SparseCategoricalAccuracy, TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy,
+    Precision, Recall, F1Score, ConfusionMatrix)}
 
 
 def get(identifier: Union[str, Metric, Callable, dict], loss: Any = None,
@@ -1313,6 +1426,7 @@ def get(identifier: Union[str, Metric, Callable, dict], loss: Any = None,
           shapes of the first batch;
         - other names (case and underscores ignored; class names work too):
           "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
+          "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy" (k = 5),
           "precision", "recall", "f1" / "f1_score" (macro-averaged :class:`F1Score`, with
           threshold 0.5 for binary or multi-label outputs, argmax otherwise), "mse" /
           "mean_squared_error", "mae" / "mean_absolute_error", and the cross-entropies

@@ -938,3 +938,40 @@ def test_precision_recall_top_k_as_keras():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="top_k must be a positive integer"):
             metrics.Precision(top_k=bad)
+
+
+def test_top_k_categorical_accuracy_as_keras():
+    """Keras's TopKCategoricalAccuracy / SparseTopKCategoricalAccuracy (k = 5 by default):
+    the documented Keras examples, a naive rank count on random scores with ties (a tie
+    counts for the true class, as in_top_k) and a NaN score at the label (counted as
+    -inf), weights, configs and the compile names."""
+    assert metrics.TopKCategoricalAccuracy(k=1)([[0, 0, 1], [0, 1, 0]],
+                                          [[0.1, 0.9, 0.8], [0.05, 0.95, 0]]) == 0.5
+    assert metrics.SparseTopKCategoricalAccuracy(k=1)([2, 1],
+                                                [[0.1, 0.9, 0.8], [0.05, 0.95, 0]]) == 0.5
+    rng = np.random.default_rng(0)
+    p = rng.integers(0, 4, (200, 7)).astype(np.float64)      # many ties
+    p[3, 2] = np.nan
+    labels = rng.integers(0, 7, 200)
+    labels[3] = 2
+    for k in (1, 2, 3, 7):
+        naive = []
+        for row, lab in zip(p, labels):
+            at = -np.inf if np.isnan(row[lab]) else row[lab]
+            naive.append(float(1 + sum(v > at for v in row) <= k))
+        np.testing.assert_array_equal(metrics.sparse_top_k_categorical_accuracy(labels, p, k=k),
+                                      naive)
+        np.testing.assert_array_equal(
+            metrics.top_k_categorical_accuracy(np.eye(7)[labels], p, k=k), naive)
+        w = rng.random(200)
+        m = metrics.SparseTopKCategoricalAccuracy(k=k)
+        m.update_state(labels[:120], p[:120], sample_weight=w[:120])
+        m.update_state(labels[120:, None], p[120:], sample_weight=w[120:])
+        assert m.result() == pytest.approx(np.sum(w * naive) / np.sum(w))
+    assert metrics.get("top_k_categorical_accuracy").k == 5
+    again = metrics.get(metrics.serialize(metrics.SparseTopKCategoricalAccuracy(k=3, name="top3")))
+    assert type(again) is metrics.SparseTopKCategoricalAccuracy and again.k == 3
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        metrics.TopKCategoricalAccuracy(k=0)
+    with pytest.raises(ValueError, match="integer labels: use sparse_top_k"):
+        metrics.top_k_categorical_accuracy([1, 2], [[0.1, 0.2, 0.7], [0.3, 0.3, 0.4]])
