@@ -28,6 +28,7 @@ import numpy as np
 
 from . import ops
 from .activations import sigmoid
+from .utils._args import keras_default_only
 
 EPSILON = 1e-7
 
@@ -428,10 +429,8 @@ def get(identifier) -> Loss:
         for key, default in _KERAS_DEFAULTS.items():
             if key in cfg:
                 value = cfg.pop(key)
-                if value != default and not (key == "dtype" and value in ("float32",
-                                                                          "float64")):
-                    raise ValueError(f"{cls.__name__} in fastnn takes no {key!r} other than "
-                                     f"Keras's default {default!r}, received {key}={value!r}")
+                if not (key == "dtype" and value in ("float32", "float64")):
+                    keras_default_only(cls.__name__, key, value, default)
         try:
             return cls(**cfg)
         except TypeError as exc:

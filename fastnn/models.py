@@ -74,6 +74,7 @@ class Sequential:
         self._forward_cache = None
         self._dense_step = None
         self._trainable = True
+        self._compute_dtype = None       # set by build
         if layers is not None and not isinstance(layers, (list, tuple)):
             raise TypeError(f"layers must be a list of Layer instances, received "
                             f"{type(layers).__name__} (write Sequential([layer]))")
@@ -214,6 +215,8 @@ class Sequential:
             raise ValueError(f"a model computes in one dtype, but layer {l1.name!r} has "
                              f"dtype {d1} and layer {l2.name!r} {d2}: give the layers with "
                              f"weights the same dtype=...")
+        self._compute_dtype = next(iter(dtypes), np.dtype(self.layers[0].dtype)) \
+            if self.layers else None
         self._input_shape = input_shape     # (a build that failed keeps the shape it had)
         self.built = bool(self._layers)
         first_param = next((i for i, l in enumerate(self.layers) if l.params), None)
@@ -223,12 +226,9 @@ class Sequential:
 
     @property
     def _dtype(self) -> np.dtype:
-        """The dtype the model computes in and casts its inputs to: its layers with weights'
-        (one for all, checked by build), else its first layer's."""
-        for layer in self.layers:
-            if layer.params or layer.state:
-                return layer.dtype
-        return self.layers[0].dtype
+        """The dtype the model computes in and casts its inputs to (set by build): its
+        layers with weights' (one for all), else its first layer's."""
+        return self._compute_dtype
 
     @property
     def input_shape(self):

@@ -44,6 +44,7 @@ import numpy as np
 
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
+from ..utils._args import keras_default_only
 
 _name_counters: Dict[str, itertools.count] = defaultdict(itertools.count)
 
@@ -265,11 +266,7 @@ class Layer:
             set(inspect.signature(Layer.__init__).parameters)
         for key, default in _KERAS_DEFAULTS.items():
             if key in config and key not in accepted:
-                value = config.pop(key)
-                if value != default:
-                    raise ValueError(f"{cls.__name__} in fastnn has no {key!r} argument "
-                                     f"(only Keras's default, {default!r}, loads), received "
-                                     f"{key}={value!r}")
+                keras_default_only(cls.__name__, key, config.pop(key), default)
         return cls(**config)
 
     # ---------------------------------------------------------------- helpers

@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..utils._args import check_real as _check_real
+from ..utils._args import check_real as _check_real, keras_default_only
 from .schedules import LearningRateSchedule, deserialize as _deserialize_schedule
 from .schedules import serialize as _serialize_schedule
 
@@ -137,9 +137,7 @@ gradient_accumulation_steps
                                     ("loss_scale_factor", loss_scale_factor, None),
                                     ("gradient_accumulation_steps",
                                      gradient_accumulation_steps, None)):
-            if value is not default and not (default is False and value is np.False_):
-                raise ValueError(f"`{arg}` is not supported by fastnn's optimizers (only its "
-                                 f"default, {default}), received {arg}={value!r}")
+            keras_default_only(type(self).__name__, arg, value, default)
         _check_real(ema_momentum, "ema_momentum", low=0.0, high=1.0)
         if ema_overwrite_frequency is not None:
             _check_real(ema_overwrite_frequency, "ema_overwrite_frequency", low=1.0)

@@ -29,3 +29,12 @@ def check_real(value, name: str, *, low: float = None, high: float = None,
         raise ValueError(f"`{name}` must be {'<' if high_open else '<='} {high}, "
                          f"received {name}={value!r}")
     return v
+
+
+def keras_default_only(owner: str, name: str, value, default) -> None:
+    """A Keras argument fastnn does not implement, taken only at Keras's default (so a Keras
+    config or call carrying it works); any other value is a ValueError naming it."""
+    if value is not default and value != default:
+        raise ValueError(f"`{name}` is not supported by {owner} in fastnn: it takes no "
+                         f"{name!r} other than Keras's default {default!r}, received "
+                         f"{name}={value!r}")
