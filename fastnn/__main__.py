@@ -26,7 +26,8 @@ def _info(_args) -> int:
 
 def _demo(args) -> int:
     import fastnn
-    from .demo import run
+    from .bench import one_line
+    from .demo import DataError, run
 
     if args.backend:
         try:
@@ -36,8 +37,12 @@ def _demo(args) -> int:
             return 1
     if args.threads:
         fastnn.set_num_threads(args.threads)
-    run(epochs=args.epochs, batch_size=args.batch_size, sample=True if args.sample else None,
-        verbose=args.verbose)
+    try:
+        run(epochs=args.epochs, batch_size=args.batch_size,
+            sample=True if args.sample else None, verbose=args.verbose)
+    except DataError as exc:   # a corrupt or missing data set: no traceback
+        print(f"fastnn demo: {one_line(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import io
 import json
 import math
 import os
@@ -76,10 +77,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .utils._files import atomic_write, resolve_target
+
 __all__ = ["main", "add_parser", "run", "kernel_cases", "kernel_callable", "make_trainer",
            "load_train_data", "torch_or_none", "machine_info", "format_tables",
            "GROUPS", "PROGRAMS", "FULL_EPOCH_IMAGES"]
 
+#: Where ``--json`` and ``--png`` write by default.
+_DEFAULT_OUTPUT = {"--json": "fastnn_bench.json", "--png": "fastnn_bench.png"}
 #: Kernel groups and end-to-end programs that ``--only`` accepts.
 GROUPS = ("matmul", "conv", "pool")
 PROGRAMS = ("cnn", "mlp")
@@ -133,6 +138,12 @@ IMPL_TITLES = {"fastnn": "fastnn", "numpy": "NumPy ref", "torch": "PyTorch"}
 
 
 # =========================================================================== helpers
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line, for a command-line error without a traceback."""
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip()) \
+        or type(exc).__name__
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -795,8 +806,12 @@ def _child_main(spec_json: str) -> int:
         import torch  # the parent checked that it imports
     import fastnn
 
-    x, y, source = load_train_data(program, spec["train_images"],
-                                   "NCHW" if impl == "torch" else "NHWC", spec.get("sample"))
+    try:
+        x, y, source = load_train_data(program, spec["train_images"],
+                                       "NCHW" if impl == "torch" else "NHWC", spec.get("sample"))
+    except (OSError, ValueError) as exc:   # a corrupt or missing data set: one line
+        print(f"fastnn bench: {one_line(exc)}", file=sys.stderr)
+        return 1
     with thread_limits(threads, torch):
         trainer = make_trainer(program, impl, x, y, torch, spec.get("seed", 0))
         setup_peak = _peak_rss_kib()
@@ -1056,18 +1071,27 @@ def format_tables(result: dict) -> str:
 
 # =========================================================================== chart
 def write_chart(result: dict, path: str) -> Optional[str]:
-    """Save a PNG chart of ``result``; returns None, or why it was skipped."""
+    """Save a PNG chart of ``result`` (atomically); returns None, or why it was skipped."""
+    png, why = chart_png(result)
+    if png is not None:
+        _write_file(path, png, "--png")
+    return why
+
+
+def chart_png(result: dict) -> Tuple[Optional[bytes], Optional[str]]:
+    """A PNG chart of ``result``: ``(png bytes, None)``, or ``(None, why it was
+    skipped)``."""
     try:
         from matplotlib.figure import Figure  # no pyplot: no GUI backend is touched
     except Exception as exc:
-        return (f"the PNG chart was skipped: matplotlib is not available "
-                f"({type(exc).__name__}: {exc}); pip install matplotlib "
-                f"(or pip install fastnn[bench])")
+        return None, (f"the PNG chart was skipped: matplotlib is not available "
+                      f"({type(exc).__name__}: {exc}); pip install matplotlib "
+                      f"(or pip install fastnn[bench])")
     kernels = [r for r in result.get("kernels", []) if r["results"].get("fastnn", {}).get("median")]
     train = [r for r in result.get("train", []) if "error" not in r]
     panels = (1 if kernels else 0) + (1 if train else 0)
     if not panels:
-        return "the PNG chart was skipped: no successful measurement to plot"
+        return None, "the PNG chart was skipped: no successful measurement to plot"
     heights = ([max(3.0, 0.45 * len(kernels) + 1.5)] if kernels else []) + \
               ([max(2.5, 0.5 * len(train) + 1.5)] if train else [])
     fig = Figure(figsize=(10, sum(heights) + 0.8))
@@ -1109,8 +1133,16 @@ def write_chart(result: dict, path: str) -> Optional[str]:
         ax.set_title("End-to-end training")
     fig.suptitle(header_line(result["machine"]), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue(), None
+
+
+def _write_file(path: str, data: bytes, option: str) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file in the same directory,
+    renamed over it): an interrupted write never leaves half a file."""
+    atomic_write(path, lambda fh: fh.write(data), name=option,
+                 example=os.path.basename(_DEFAULT_OUTPUT[option]))
 
 
 # =========================================================================== driver
@@ -1261,10 +1293,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fastnn backends for end-to-end training (default c)")
     p.add_argument("--no-torch", dest="torch", action="store_false",
                    help="leave PyTorch out even if it is installed")
-    p.add_argument("--json", default="fastnn_bench.json", metavar="PATH",
+    p.add_argument("--json", default=_DEFAULT_OUTPUT["--json"], metavar="PATH",
                    help="where to write all timings (default fastnn_bench.json; 'none': "
                         "do not write)")
-    p.add_argument("--png", default="fastnn_bench.png", metavar="PATH",
+    p.add_argument("--png", default=_DEFAULT_OUTPUT["--png"], metavar="PATH",
                    help="where to draw the chart (default fastnn_bench.png; 'none': no "
                         "chart; needs matplotlib)")
     p.add_argument("--quick", action="store_true",
@@ -1275,14 +1307,27 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="progress bar: 1 (default), 2 (final line only), 0 (none)")
 
 
+def _check_output(option: str, value: str) -> Optional[str]:
+    """Why ``--json`` / ``--png`` ``value`` cannot be written (checked before minutes of
+    measuring, not after), or None."""
+    try:
+        target = resolve_target(value, option, os.path.basename(_DEFAULT_OUTPUT[option]))
+    except (OSError, ValueError) as exc:
+        return one_line(exc)
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        return f"{option} {value}: the directory {parent} does not exist or is not writable"
+    return None
+
+
 def _run_args(args: argparse.Namespace) -> int:
-    for opt, value in (("--json", args.json), ("--png", args.png)):
-        if value and value.lower() != "none":    # before minutes of measuring, not after
-            parent = os.path.dirname(os.path.abspath(value))
-            if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-                print(f"fastnn bench: {opt} {value}: the directory {parent} does not exist "
-                      f"or is not writable", file=sys.stderr)
-                return 2
+    outputs = {opt: value for opt, value in (("--png", args.png), ("--json", args.json))
+               if value and value.lower() != "none"}
+    for opt, value in outputs.items():
+        why = _check_output(opt, value)
+        if why:
+            print(f"fastnn bench: {why}", file=sys.stderr)
+            return 2
     train_reps = args.train_reps or (1 if args.quick else 3)
     result = run(suite=args.suite, only=args.only, threads=args.threads, reps=args.reps,
                  train_reps=train_reps, train_images=args.train_images,
@@ -1292,24 +1337,32 @@ def _run_args(args: argparse.Namespace) -> int:
         print("fastnn bench: nothing to run for --suite "
               f"{args.suite} --only {','.join(args.only or [])}", file=sys.stderr)
         return 2
-    extra = []   # what this command wrote, printed after the tables
-    if args.png and args.png.lower() != "none":
-        why = write_chart(result, args.png)
+    files = {}   # option -> bytes to write, once the tables are printed
+    if "--png" in outputs:
+        png, why = chart_png(result)
         if why:    # a note of the result (in the tables' notes and the JSON), said once
             result["notes"] = result["notes"] + [why]
         else:
-            extra.append(f"chart written to {args.png}")
-    if args.json and args.json.lower() != "none":
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1)
-            fh.write("\n")
-        extra.append(f"JSON written to {args.json}")
+            files["--png"] = png
+    if "--json" in outputs:
+        files["--json"] = (json.dumps(result, indent=1) + "\n").encode("utf-8")
+    # the tables first: a file that cannot be written then loses nothing
     print()
     print(format_tables(result), end="")
-    for line in extra:
-        print(f"- {line}")
     failed = any("error" in res for r in result["kernels"] for res in r["results"].values()) \
         or any("error" in r for r in result["train"])
+    what = {"--png": "chart", "--json": "JSON"}
+    for opt, data in files.items():
+        try:
+            _write_file(outputs[opt], data, opt)
+        except (OSError, ValueError) as exc:
+            where = f"{opt} {outputs[opt]}: "
+            why = one_line(exc)
+            print(f"fastnn bench: {where}cannot write the {what[opt]}: "
+                  f"{why[len(where):] if why.startswith(where) else why}", file=sys.stderr)
+            failed = True
+        else:
+            print(f"- {what[opt]} written to {outputs[opt]}")
     return 1 if failed else 0
 
 

@@ -62,7 +62,7 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Pro
 
 import numpy as np
 
-from fastnn.utils._args import check_real
+from fastnn.utils._args import FilePath, check_path, check_real
 from fastnn.utils.progbar import Progbar, format_logs, print_msg
 
 __all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping",
@@ -601,14 +601,6 @@ def _count(value, name: str) -> int:
     return int(value)
 
 
-def _path(value, name: str) -> str:
-    """A file path argument (str or os.PathLike), or a TypeError naming it."""
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path (str or os.PathLike), received "
-                        f"{type(value).__name__}")
-    return os.fspath(value)
-
-
 def _is_nan(v: Any) -> bool:
     return isinstance(v, (float, np.floating)) and bool(np.isnan(v))
 
@@ -786,7 +778,7 @@ class ModelCheckpoint(_MonitorCallback):
 
     Parameters
     ----------
-    filepath : str or os.PathLike
+    filepath : str, bytes or os.PathLike
         Where to save. May hold ``str.format`` fields filled with ``epoch``
         (1-based), ``batch`` (1-based, batch-level saving only) and the keys of the
         logs, e.g. ``"ckpt/{epoch:02d}-{val_loss:.2f}.fnn"``. Missing parent
@@ -818,13 +810,13 @@ class ModelCheckpoint(_MonitorCallback):
         At save time, if ``filepath`` has a format field absent from the logs.
     """
 
-    def __init__(self, filepath: Union[str, os.PathLike], monitor: str = "val_loss",
+    def __init__(self, filepath: FilePath, monitor: str = "val_loss",
                  verbose: int = 0, save_best_only: bool = False,
                  save_weights_only: bool = False, mode: str = "auto",
                  save_freq: Union[str, int] = "epoch",
                  initial_value_threshold: Optional[float] = None) -> None:
         super().__init__(monitor, mode, 0.0)
-        self.filepath = _path(filepath, "filepath")
+        self.filepath = check_path(filepath, "filepath")
         self.verbose = verbose
         self.save_best_only = save_best_only
         self.save_weights_only = save_weights_only
@@ -1109,7 +1101,7 @@ class CSVLogger(Callback):
 
     Parameters
     ----------
-    filename : str or os.PathLike
+    filename : str, bytes or os.PathLike
         The CSV file; missing parent directories are created.
     separator : str, default ","
         Field separator.
@@ -1118,10 +1110,10 @@ class CSVLogger(Callback):
         overwriting it. Its header is reused, and written only if the file is empty.
     """
 
-    def __init__(self, filename: Union[str, os.PathLike], separator: str = ",",
+    def __init__(self, filename: FilePath, separator: str = ",",
                  append: bool = False) -> None:
         super().__init__()
-        self.filename = _path(filename, "filename")
+        self.filename = check_path(filename, "filename")
         if not isinstance(separator, str) or len(separator) != 1:
             raise ValueError(f"separator must be one character, received "
                              f"separator={separator!r}")

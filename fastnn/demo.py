@@ -41,17 +41,26 @@ def _scaled(images: np.ndarray) -> np.ndarray:
     return x[..., None]
 
 
+class DataError(Exception):
+    """Fashion-MNIST could not be loaded (a corrupt or missing file): ``fastnn demo``
+    prints the message, the loader's error, on one line."""
+
+
 def run(epochs: int = 10, batch_size: int = 128, sample=None, verbose: int = 1,
         seed: int = 0) -> dict:
     """Train and evaluate; returns ``{"test_accuracy", "test_loss", "seconds_per_epoch",
-    "train_images", "source"}``."""
+    "train_images", "source"}``. Raises :class:`DataError` (from the loader's ValueError or
+    OSError) if the data set cannot be loaded."""
     import fastnn
     from .datasets import fashion_mnist
 
     fastnn.utils.set_random_seed(seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data(sample=sample)
+        try:
+            (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data(sample=sample)
+        except (OSError, ValueError) as exc:
+            raise DataError(str(exc)) from exc
     source = "full dataset"
     for w in caught:
         print(f"note: {w.message}")

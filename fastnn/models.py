@@ -11,6 +11,7 @@ cross-entropy on probabilities, the step stops at the logits and uses the fused 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import io
@@ -18,7 +19,7 @@ import itertools
 import json
 import math
 import os
-import tempfile
+import re
 import zipfile
 import zlib
 from typing import Dict, List, Optional, Sequence
@@ -36,6 +37,8 @@ from .layers.base import Layer, _fmt
 from .layers.conv import MaxPooling2D, conv_pool_backward, conv_pool_forward, conv_pool_fusable
 from .layers.core import InputLayer, _WithActivation
 from .utils import get_rng
+from .utils._args import FilePath, check_bool, check_path
+from .utils._files import atomic_write
 
 FORMAT = "fastnn-model"
 FORMAT_VERSION = 1
@@ -277,19 +280,24 @@ class Sequential:
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
         """Set every layer's weights (as returned by :meth:`get_weights`)."""
+        for layer, w in zip(self.layers, self._checked_weights(weights)):
+            layer._write_weights(w)
+
+    def _checked_weights(self, weights: Sequence[np.ndarray]) -> List[List[np.ndarray]]:
+        """``weights`` split per layer, every array checked (count, shapes, dtypes) before
+        :meth:`set_weights` writes any; ValueError or TypeError otherwise."""
         self._require_built("set_weights")
         weights = list(weights)
         current = self.weights
         if len(weights) != len(current):
             raise ValueError(f"the model has {len(current)} weight arrays, received "
                              f"{len(weights)}")
-        checked, i = [], 0          # every array checked before any is written
+        checked, i = [], 0
         for layer in self.layers:
             n = len(layer.params) + len(layer.state)
             checked.append(layer._checked_weights(weights[i:i + n]))
             i += n
-        for layer, w in zip(self.layers, checked):
-            layer._write_weights(w)
+        return checked
 
     def count_params(self) -> int:
         self._require_built("count_params")
@@ -1021,19 +1029,40 @@ class Sequential:
             model.build((None,) + tuple(config["input_shape"]))
         return model
 
-    def save(self, filepath) -> None:
+    def save(self, filepath: FilePath, overwrite: bool = True) -> None:
         """Write architecture, weights, compile settings and optimizer state to one file.
 
         The file (a zip archive, conventionally ``*.fnn``) is written to a temporary file
         beside the target and renamed over it, so an interrupted save never leaves a
         half-written model.
+
+        Parameters
+        ----------
+        filepath : str, bytes or os.PathLike
+            Where to write. A symbolic link is written through (the file it points to is
+            replaced, the link stays); missing parent directories are created.
+        overwrite : bool, default True
+            Replace an existing file. False refuses with :class:`FileExistsError` where
+            Keras asks interactively.
+
+        Raises
+        ------
+        FileExistsError
+            If ``overwrite`` is False and ``filepath`` exists.
+        IsADirectoryError
+            If ``filepath`` is a directory.
+        ValueError
+            If ``filepath`` exists and is not a regular file (a FIFO, a device), or the
+            model cannot be saved (not built, a plain function as the learning rate).
         """
+        path = check_path(filepath, "filepath")
+        overwrite = check_bool(overwrite, "overwrite")
         meta = self._save_meta()
         arrays = {f"weights/{i}": w for i, w in enumerate(self.get_weights())}
         if self.optimizer is not None:
             for i, s in enumerate(self.optimizer.get_state()):
                 arrays[f"optimizer/{i}"] = np.asarray(s)
-        _atomic_zip(filepath, meta, arrays)
+        _atomic_zip(path, meta, arrays, overwrite)
 
     def _save_meta(self) -> dict:
         """What :meth:`save` writes beside the arrays: the architecture and the compile
@@ -1067,16 +1096,58 @@ class Sequential:
                              f"a LearningRateSchedule instead of a plain function") from None
         return meta
 
-    def save_weights(self, filepath) -> None:
-        """Write only the weights (atomically)."""
+    def save_weights(self, filepath: FilePath, overwrite: bool = True) -> None:
+        """Write only the weights, atomically, as :meth:`save` does.
+
+        Parameters
+        ----------
+        filepath : str, bytes or os.PathLike
+            Where to write (a symbolic link is written through).
+        overwrite : bool, default True
+            Replace an existing file. False refuses with :class:`FileExistsError` where
+            Keras asks interactively.
+
+        Raises
+        ------
+        FileExistsError, IsADirectoryError, ValueError
+            As :meth:`save`.
+        """
+        path = check_path(filepath, "filepath")
+        overwrite = check_bool(overwrite, "overwrite")
         self._require_built("save_weights")
         meta = {"format": FORMAT + "-weights", "version": FORMAT_VERSION}
-        _atomic_zip(filepath, meta, {f"weights/{i}": w for i, w in enumerate(self.get_weights())})
+        _atomic_zip(path, meta, {f"weights/{i}": w for i, w in enumerate(self.get_weights())},
+                    overwrite)
 
-    def load_weights(self, filepath) -> None:
-        """Load weights written by :meth:`save_weights` or :meth:`save`."""
-        meta, arrays = _read_zip(filepath, (FORMAT, FORMAT + "-weights"))
-        self.set_weights(_ordered(arrays, "weights"))
+    def load_weights(self, filepath: FilePath) -> None:
+        """Load weights written by :meth:`save_weights` or :meth:`save`.
+
+        Parameters
+        ----------
+        filepath : str, bytes or os.PathLike
+
+        Raises
+        ------
+        FileNotFoundError
+            If the file does not exist.
+        ValueError
+            If the file is truncated, corrupt or not a fastnn file, or its weights do not
+            fit this model (their number or shapes); the message names the file. No weight
+            is changed then.
+        """
+        path = check_path(filepath, "filepath")
+        self._require_built("load_weights")
+        with _ModelFile(path, (FORMAT, FORMAT + "-weights")) as archive:
+            try:
+                # every shape is checked against the model before any array is read
+                self._checked_weights(archive.headers("weights"))
+                weights = archive.arrays("weights")
+                self.set_weights(weights)
+            except _UnreadableModelFile:
+                raise
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{path}: the weights in this file do not fit the model: "
+                                 f"{exc}") from exc
 
 
 def _as_array(a, name: str) -> np.ndarray:
@@ -1088,13 +1159,13 @@ def _as_array(a, name: str) -> np.ndarray:
         raise ValueError(f"{name} cannot be read as an array: {exc}") from None
 
 
-def load_model(filepath, custom_objects: Optional[dict] = None,
-               compile: bool = True) -> Sequential:
-    """Load a model written by :meth:`Sequential.save` (Keras's signature).
+def load_model(filepath: FilePath, custom_objects: Optional[dict] = None,
+               compile: bool = True, safe_mode: bool = True) -> Sequential:
+    """Load a model written by :meth:`Sequential.save` (Keras 3's signature).
 
     Parameters
     ----------
-    filepath : str or path
+    filepath : str, bytes or os.PathLike
     custom_objects : dict, optional
         ``{name: class or function}`` for what the model uses that fastnn does not know:
         your own Layer, Loss or Optimizer subclasses and metric functions, under the
@@ -1102,49 +1173,91 @@ def load_model(filepath, custom_objects: Optional[dict] = None,
     compile : bool, default True
         Restore the compile settings and the optimizer state; False loads the
         architecture and weights only (no custom losses, optimizers or metrics needed).
+    safe_mode : bool, default True
+        Accepted for Keras compatibility; it has no effect: a fastnn file holds no code
+        (no lambdas, no pickles), so loading one never runs any, whatever its value.
 
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
+    TypeError
+        If ``filepath`` is not a path, ``custom_objects`` not a dict, or ``compile`` or
+        ``safe_mode`` not a bool.
     ValueError
         If the file is truncated, corrupt, or not a fastnn model, or names a class or
-        function that is neither fastnn's nor in ``custom_objects``.
+        function that is neither fastnn's nor in ``custom_objects``; the message names
+        the file.
     """
+    path = check_path(filepath, "filepath")
     if custom_objects is not None and not isinstance(custom_objects, dict):
         raise TypeError(f"custom_objects must be a dict {{name: class or function}}, "
                         f"received {type(custom_objects).__name__}")
+    compile = check_bool(compile, "compile")
+    check_bool(safe_mode, "safe_mode")
     custom = dict(custom_objects or {})
-    meta, arrays = _read_zip(filepath, (FORMAT,))
+    with _ModelFile(path, (FORMAT,)) as archive:
+        return _model_from_file(archive, path, custom, compile)
+
+
+def _model_from_file(archive: "_ModelFile", path: str, custom: dict,
+                     compile: bool) -> Sequential:
+    """:func:`load_model`'s model, built from the opened file."""
+    meta = archive.meta
     try:
         model = Sequential.from_config(meta["config"], custom)
-        model.set_weights(_ordered(arrays, "weights"))
+        # every shape is checked against the model before any array is read
+        model._checked_weights(archive.headers("weights"))
+        model.set_weights(archive.arrays("weights"))
         comp = meta.get("compile")
         if compile and comp:
             optimizer = _optimizers.deserialize(comp["optimizer"], custom)
             model.compile(optimizer=optimizer, loss=_saved_loss(comp, custom),
                           metrics=[_saved_metric(m, custom) for m in comp["metrics"]])
-            state = _ordered(arrays, "optimizer")
-            if state:
-                optimizer.set_state(state)
+            if archive.count("optimizer"):
+                _check_state_headers(archive.headers("optimizer"), model, optimizer)
+                optimizer.set_state(archive.arrays("optimizer"))
                 owners = comp.get("optimizer_params")
                 if owners is not None and optimizer.built:
                     if len(owners) != len(optimizer._shapes):
                         raise ValueError(f"the optimizer state holds {len(optimizer._shapes)} "
                                          f"parameters but names {len(owners)}")
                     optimizer._param_owners = [(model.layers[i], name) for i, name in owners]
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, MemoryError) as exc:
+    except _UnreadableModelFile:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, MemoryError,
+            RecursionError) as exc:
         if str(exc).startswith("Unknown "):   # a valid file naming a class we lack
             # (compile=False skips the loss, optimizer and metrics, not the layers)
             hint = ", or load with compile=False if it is only needed to train" if \
                 str(exc).split()[1] in ("loss", "optimizer", "metric") else ""
-            raise ValueError(f"{filepath}: {exc}; if it is your own, pass it: "
+            raise ValueError(f"{path}: {exc}; if it is your own, pass it: "
                              f"load_model(filepath, custom_objects={{name: object}})"
                              f"{hint}") from exc
-        # (MemoryError: sizes in the file, such as a layer's units, beyond any memory)
-        raise ValueError(f"{filepath}: not a valid fastnn model ({type(exc).__name__}: "
+        # (MemoryError: sizes in the file, such as a layer's units, beyond any memory;
+        # RecursionError: a configuration nested beyond any model's)
+        raise ValueError(f"{path}: not a valid fastnn model ({type(exc).__name__}: "
                          f"{exc})") from exc
     return model
+
+
+def _check_state_headers(state: List[np.ndarray], model: Sequential, optimizer) -> None:
+    """Before the optimizer state is read: a step count, then at most one array per slot
+    kind and weight, each of a weight's shape (what the file may legitimately hold, so no
+    array beyond the model's own size is ever read). (All weights, not the trainable ones
+    only: a layer frozen after the optimizer was built keeps its slots.)"""
+    shapes = {w.shape for w in model.weights}
+    most = 1 + len(optimizer._slot_specs()) * len(model.weights)
+    if len(state) > most:
+        raise ValueError(f"the optimizer state holds {len(state)} arrays, more than the "
+                         f"{most} this optimizer keeps for this model")
+    if state[0].shape != ():
+        raise ValueError(f"the optimizer state's step count has shape {state[0].shape}, "
+                         f"expected ()")
+    for i, a in enumerate(state[1:], 1):
+        if a.shape not in shapes:
+            raise ValueError(f"optimizer state array {i} has shape {a.shape}, which no "
+                             f"weight of the model has")
 
 
 def _metric_entry(m):
@@ -1187,78 +1300,167 @@ def _saved_loss(comp: dict, custom: dict):
     return loss
 
 
-def _ordered(arrays: dict, prefix: str) -> List[np.ndarray]:
-    keys = sorted((k for k in arrays if k.startswith(prefix + "/")),
-                  key=lambda k: int(k.split("/")[1]))
-    return [arrays[k] for k in keys]
+def _atomic_zip(path: str, meta: dict, arrays: Dict[str, np.ndarray],
+                overwrite: bool = True) -> None:
+    """Write a model file (meta.json and one .npy member per array) atomically."""
+    def write(fh) -> None:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("meta.json", json.dumps(meta))
+            for name, arr in arrays.items():
+                buf = io.BytesIO()
+                np.save(buf, np.asarray(arr), allow_pickle=False)
+                zf.writestr(name + ".npy", buf.getvalue())
+
+    atomic_write(path, write, name="filepath", overwrite=overwrite, example="model.fnn")
 
 
-def _atomic_zip(filepath, meta: dict, arrays: Dict[str, np.ndarray]) -> None:
-    path = os.fspath(filepath)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    if path.endswith((os.sep, "/")) or os.path.isdir(path):
-        raise IsADirectoryError(f"{path}: is a directory; give the model file's path, "
-                                f"e.g. {os.path.join(path, 'model.fastnn')}")
-    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
-    try:
-        # mkstemp makes the file private (0600); give it the mode open() would
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                zf.writestr("meta.json", json.dumps(meta))
-                for name, arr in arrays.items():
-                    buf = io.BytesIO()
-                    np.save(buf, np.asarray(arr), allow_pickle=False)
-                    zf.writestr(name + ".npy", buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+class _UnreadableModelFile(ValueError):
+    """A model file that cannot be read (truncated, corrupt, another format)."""
+
+
+#: The arrays' member names: weights/0.npy, weights/1.npy, ..., optimizer/0.npy, ...
+_ARRAY_MEMBER = re.compile(r"(weights|optimizer)/(0|[1-9][0-9]{0,8})\.npy")
+#: meta.json is a model's description: a few KiB, far less than this even for big models.
+_MAX_META_BYTES = 16 * 2 ** 20
+
+
+class _ModelFile:
+    """A model file opened for reading (a context manager).
+
+    meta.json is read and checked on opening; an array is read only when asked for, after
+    its .npy header (shape, dtype) has been read and checked against the member's size,
+    and, by the caller, against the model (:meth:`headers`). So nothing beyond what the
+    model can hold is ever read: not a member no one uses, not an array whose header
+    declares a size beyond the model's. Every failure to read is a ValueError naming the
+    file (an :class:`_UnreadableModelFile`).
+    """
+
+    def __init__(self, path: str, formats) -> None:
+        self.path = path
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such model file: {path}")
+        self._zf: Optional[zipfile.ZipFile] = None
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            with _unreadable(path):
+                self._zf = zipfile.ZipFile(path)
+                self.meta = self._open(formats)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, formats) -> dict:
+        """Sort the members, then read and check meta.json."""
+        self._members: Dict[str, Dict[int, zipfile.ZipInfo]] = {"weights": {},
+                                                                "optimizer": {}}
+        meta_info = None
+        for info in self._zf.infolist():
+            name = info.filename
+            m = _ARRAY_MEMBER.fullmatch(name)
+            if name == "meta.json":
+                meta_info = info
+            elif m:
+                self._members[m[1]][int(m[2])] = info
+            elif name.startswith(("weights/", "optimizer/")) or name.endswith(".npy"):
+                raise ValueError(f"unexpected member {name[:100]!r} (arrays are "
+                                 f"weights/<i>.npy and optimizer/<i>.npy)")
+            # anything else is ignored, and never read
+        if meta_info is None:
+            raise ValueError("meta.json is missing")
+        if meta_info.file_size > _MAX_META_BYTES:
+            raise ValueError(f"meta.json holds {meta_info.file_size} bytes, more than a "
+                             f"model's description takes (at most {_MAX_META_BYTES})")
+        meta = json.loads(self._zf.read(meta_info).decode("utf-8"))
+        if not isinstance(meta, dict) or meta.get("format") not in formats:
+            fmt = meta.get("format") if isinstance(meta, dict) else meta
+            hint = ("; it holds weights only (save_weights): build the model and call "
+                    "model.load_weights(path)" if fmt == FORMAT + "-weights" else "")
+            raise ValueError(f"format is {fmt!r:.100}, expected one of {list(formats)}{hint}")
+        version = meta.get("version")
+        if isinstance(version, bool) or not isinstance(version, int) \
+                or not 1 <= version <= FORMAT_VERSION:
+            raise ValueError(f"format version {version!r:.100}; this fastnn reads versions 1 "
+                             f"to {FORMAT_VERSION} (written by a newer fastnn?)")
+        return meta
+
+    def close(self) -> None:
+        if self._zf is not None:
+            self._zf.close()
+
+    def __enter__(self) -> "_ModelFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def count(self, prefix: str) -> int:
+        """How many ``prefix/<i>.npy`` members the file holds."""
+        return len(self._members[prefix])
+
+    def _infos(self, prefix: str) -> List[zipfile.ZipInfo]:
+        members = self._members[prefix]
+        return [members[i] for i in sorted(members)]
+
+    def headers(self, prefix: str) -> List[np.ndarray]:
+        """The arrays ``prefix/0.npy``, ``prefix/1.npy``, ... as their .npy headers declare
+        them, without their data: read-only zero-stride arrays of the declared shape and
+        dtype (no memory), for the caller to check against the model."""
+        out = []
+        with _unreadable(self.path):
+            for info in self._infos(prefix):
+                with self._zf.open(info) as fp:
+                    shape, dtype = _npy_header(fp, info)
+                out.append(np.broadcast_to(np.zeros((), dtype), shape))
+        return out
+
+    def arrays(self, prefix: str) -> List[np.ndarray]:
+        """The arrays ``prefix/0.npy``, ``prefix/1.npy``, ... (check :meth:`headers`
+        first: this allocates what they declare)."""
+        out = []
+        with _unreadable(self.path):
+            for info in self._infos(prefix):
+                with self._zf.open(info) as fp:
+                    _npy_header(fp, info)
+                    fp.seek(0)
+                    out.append(np.lib.format.read_array(fp, allow_pickle=False))
+        return out
 
 
-@functools.lru_cache(maxsize=None)
-def _umask() -> int:
-    """The process's umask (read once: setting it is the only way to read it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _read_zip(filepath, formats) -> tuple:
-    path = os.fspath(filepath)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such model file: {path}")
+@contextlib.contextmanager
+def _unreadable(path: str):
+    """Any failure to read the model file ``path`` inside becomes an
+    :class:`_UnreadableModelFile` naming it."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            if "meta.json" not in names:
-                raise ValueError("meta.json is missing")
-            meta = json.loads(zf.read("meta.json").decode("utf-8"))
-            if not isinstance(meta, dict) or meta.get("format") not in formats:
-                fmt = meta.get("format") if isinstance(meta, dict) else meta
-                hint = ("; it holds weights only (save_weights): build the model and call "
-                        "model.load_weights(path)" if fmt == FORMAT + "-weights" else "")
-                raise ValueError(f"format is {fmt!r}, expected one of {list(formats)}{hint}")
-            version = meta.get("version")
-            if isinstance(version, bool) or not isinstance(version, int) \
-                    or not 1 <= version <= FORMAT_VERSION:
-                raise ValueError(f"format version {version!r}; this fastnn reads versions 1 "
-                                 f"to {FORMAT_VERSION} (written by a newer fastnn?)")
-            arrays = {}
-            for name in names:
-                if name.endswith(".npy"):
-                    arrays[name[:-4]] = np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, OSError, json.JSONDecodeError, UnicodeDecodeError,
-            ValueError, zipfile.LargeZipFile, zlib.error) as exc:
-        raise ValueError(f"{path}: not a readable fastnn model file (truncated, corrupt or "
-                         f"another format): {exc}") from exc
-    return meta, arrays
+        yield
+    except _UnreadableModelFile:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError, ValueError,
+            zipfile.LargeZipFile, zlib.error, MemoryError, RecursionError) as exc:
+        # (MemoryError: an array declaring more than any memory; RecursionError: a
+        # meta.json nested deeper than any model's description)
+        what = f"{type(exc).__name__}: " if isinstance(exc, (MemoryError, RecursionError)) \
+            else ""
+        raise _UnreadableModelFile(f"{path}: not a readable fastnn model file (truncated, "
+                                   f"corrupt or another format): {what}{exc}") from exc
+
+
+def _npy_header(fp, info: zipfile.ZipInfo) -> tuple:
+    """``(shape, dtype)`` of the .npy member ``info`` open as ``fp``; checks
+    that the member's size is exactly that header plus the data it declares."""
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+    else:
+        raise ValueError(f"{info.filename}: .npy format version {version} (fastnn writes 1.0)")
+    if dtype.hasobject:
+        raise ValueError(f"{info.filename}: holds Python objects (dtype {dtype}), not numbers")
+    header = fp.tell()
+    nbytes = math.prod(shape) * dtype.itemsize
+    if info.file_size != header + nbytes:
+        raise ValueError(f"{info.filename}: {info.file_size} bytes, but its header declares "
+                         f"shape {shape} of {dtype} ({header + nbytes} bytes with the header)")
+    return shape, dtype
 
 
 def _positive_int(v, name):

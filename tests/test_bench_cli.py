@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fastnn
@@ -298,3 +299,102 @@ def test_thread_limits_restores_each_backend(restore_threads):
         with fb.thread_limits(1):
             assert c.get_num_threads() == 1
     assert c.get_num_threads() == before
+
+
+def _canned_result(threads=1) -> dict:
+    """A small result as :func:`fastnn.bench.run` returns it (one kernel case)."""
+    machine = {"date": "2026-01-01T00:00:00", "cpu": "test CPU", "isa": "test", "threads": threads,
+               "numpy": "x", "torch": None, "fastnn": fastnn.__version__, "python": "3"}
+    rec = {"group": "pool", "op": "pool_fwd", "name": "maxpool fwd", "shape": "2x8x8x4",
+           "params": {}, "flops": None, "speedup": {},
+           "results": {"fastnn": {"impl": "fastnn c", "times": [1e-4], "inner": 1,
+                                  "median": 1e-4, "gflops": None}}}
+    return {"format": "fastnn-bench/1", "machine": machine, "settings": {"reps": 1},
+            "kernels": [rec], "train": [], "notes": []}
+
+
+def test_output_targets_checked_first_and_written_after_the_tables(tmp_path, capsys,
+                                                                   monkeypatch):
+    """--json / --png naming a directory or a FIFO is a usage error before measuring (a
+    directory passed the check, then the write died with a traceback and lost the
+    results); the tables are printed before any file is written, and a write that fails
+    late is one line on stderr and a non-zero exit; files are written atomically, through
+    a symbolic link."""
+    def never_run(**kw):
+        raise AssertionError("measured before checking the output paths")
+
+    monkeypatch.setattr(fb, "run", never_run)
+    adir = tmp_path / "adir"
+    adir.mkdir()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for args, phrase in ((["--json", str(adir), "--png", "none"], "is a directory"),
+                         (["--png", str(adir), "--json", "none"], "is a directory"),
+                         (["--json", str(fifo), "--png", "none"], "is a FIFO")):
+        assert fb.main(args + ["--quick"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("fastnn bench: --") and phrase in err and err.count("\n") == 1
+
+    late = tmp_path / "late.json"
+
+    def run_then_block(**kw):      # the target becomes a directory while measuring
+        late.mkdir()
+        return _canned_result()
+
+    monkeypatch.setattr(fb, "run", run_then_block)
+    assert fb.main(["--json", str(late), "--png", "none", "--quick"]) == 1
+    out, err = capsys.readouterr()
+    assert "| maxpool fwd | 2x8x8x4 |" in out and "JSON written" not in out
+    assert err.startswith(f"fastnn bench: --json {late}: cannot write the JSON: ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+    monkeypatch.setattr(fb, "run", lambda **kw: _canned_result())
+    real = tmp_path / "results" / "bench.json"
+    real.parent.mkdir()
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert fb.main(["--json", str(link), "--png", "none", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("| maxpool fwd") < out.index(f"- JSON written to {link}")
+    assert link.is_symlink() and json.loads(real.read_text())["kernels"][0]["name"] == \
+        "maxpool fwd"
+    leftovers = [p for d in (tmp_path, real.parent) for p in os.listdir(d)
+                 if p.endswith(".tmp")]
+    assert leftovers == []
+
+
+def _corrupt_fashion_mnist(root: Path) -> Path:
+    """FASTNN_DATA_DIR-style directory whose fashion-mnist/ training images are a truncated
+    gzip file; returns that file."""
+    from fastnn.datasets import _idx
+
+    d = root / "fashion-mnist"
+    d.mkdir(parents=True)
+    arrays = {"train-images-idx3-ubyte": np.zeros((20, 28, 28), np.uint8),
+              "train-labels-idx1-ubyte": np.zeros(20, np.uint8),
+              "t10k-images-idx3-ubyte": np.zeros((10, 28, 28), np.uint8),
+              "t10k-labels-idx1-ubyte": np.zeros(10, np.uint8)}
+    for name, a in arrays.items():
+        (d / (name + ".gz")).write_bytes(_idx.idx_bytes(a, compress=True))
+    bad = d / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[:-30])
+    return bad
+
+
+def test_corrupt_dataset_is_one_line_and_a_failure(tmp_path, capsys, monkeypatch):
+    """`fastnn demo` (and a bench training child) on a corrupt data set print the loader's
+    message on one line and exit non-zero (the demo printed a ValueError traceback)."""
+    from fastnn.__main__ import main as cli
+
+    bad = _corrupt_fashion_mnist(tmp_path / "data")
+    monkeypatch.setenv("FASTNN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cli(["demo", "--epochs", "1", "--verbose", "0"]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith(f"fastnn demo: {bad}: truncated gzip data") and err.count("\n") == 1
+    assert "test accuracy" not in out
+    spec = {"impl": "fastnn:numpy", "program": "mlp", "threads": 1, "train_images": 16,
+            "reps": 1}
+    assert fb._child_main(json.dumps(spec)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastnn bench: {bad}: truncated gzip data") and err.count("\n") == 1

@@ -401,3 +401,110 @@ def test_no_home_directory_is_not_an_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "expanduser", no_home)
     assert_data_equal(mnist.load_data(), data)
+
+
+# --------------------------------------------------------------------------- hostile files
+class _CountingDecompressor:
+    """A zlib decompressor that adds up the bytes it produces."""
+
+    def __init__(self, real, produced):
+        self._real, self._produced = real, produced
+
+    def decompress(self, *args, **kwargs):
+        out = self._real.decompress(*args, **kwargs)
+        self._produced.append(len(out))
+        return out
+
+    def flush(self, *args):
+        out = self._real.flush(*args)
+        self._produced.append(len(out))
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+@pytest.fixture
+def produced(monkeypatch):
+    """The sizes of the chunks every zlib decompressor produces during the test."""
+    import zlib
+
+    sizes = []
+    real = zlib.decompressobj
+    monkeypatch.setattr(zlib, "decompressobj",
+                        lambda *a, **k: _CountingDecompressor(real(*a, **k), sizes))
+    return sizes
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_gzip_bomb_stops_at_the_declared_size(tmp_path, produced, members):
+    """A small gzip file inflating far beyond the size its header declares (8 MiB of zeros
+    after a header declaring 1 byte) is refused once the declared size is exceeded, not
+    after decompressing everything (a 1 MB file of 1 GiB used 2.1 GB)."""
+    payload = bytes([0, 0, 8, 1, 0, 0, 0, 1]) + bytes(8 << 20)
+    blob = (gzip.compress(payload, 1) if members == 1 else
+            gzip.compress(payload[:5], 1) + gzip.compress(payload[5:], 1))
+    assert len(blob) < 100_000
+    p = tmp_path / "bomb.gz"
+    p.write_bytes(blob)
+    with pytest.raises(ValueError, match="unexpected bytes after the data") as exc:
+        load_idx(p)
+    assert str(p) in str(exc.value)
+    assert 0 < sum(produced) < (1 << 20), sum(produced)
+
+
+def test_gzip_streaming_keeps_members_padding_and_garbage_rules(tmp_path):
+    """A multi-member file larger than the decompression steps reads whole; trailing zero
+    padding is tolerated, anything else after the data is garbage (counted in full)."""
+    a = (np.arange(8 * 400 * 400) % 251).astype(np.uint8).reshape(8, 400, 400)
+    raw = idx(a)
+    blob = b"".join(gzip.compress(raw[i:i + 200_000], 1) for i in range(0, len(raw), 200_000))
+    p = tmp_path / "big.gz"
+    p.write_bytes(blob + bytes(300_000))
+    np.testing.assert_array_equal(load_idx(p), a)
+    p.write_bytes(blob + bytes(300_000) + b"x")
+    with pytest.raises(ValueError, match="300001 bytes of garbage after the gzip data"):
+        load_idx(p)
+    p.write_bytes(blob[:-100])
+    with pytest.raises(ValueError, match="truncated gzip data"):
+        load_idx(p)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_load_idx_too_many_dimensions(tmp_path, gz):
+    """A header declaring more dimensions than NumPy arrays have is a ValueError naming the
+    file (it was NumPy's own error, without the file name)."""
+    content = bytes([0, 0, 8, 70]) + (1).to_bytes(4, "big") * 70 + b"\x07"
+    p = tmp_path / "dims"
+    p.write_bytes(gzip.compress(content) if gz else content)
+    with pytest.raises(ValueError, match="declares 70 dimensions") as exc:
+        load_idx(p)
+    assert str(p) in str(exc.value)
+
+
+def test_bytes_paths_and_path_types(tmp_path):
+    """Paths as bytes are accepted (as os.fsdecode takes them); anything else is a
+    TypeError naming the argument."""
+    data = make_data()
+    files = write_dataset(tmp_path / "d", data)
+    np.testing.assert_array_equal(load_idx(bytes(files[("train", "labels")])), data[0][1])
+    for module in (mnist, fashion_mnist):
+        assert_data_equal(module.load_data(bytes(tmp_path / "d")), data)
+        with pytest.raises(TypeError, match="path must be a str, bytes or os.PathLike, "
+                                            "received int"):
+            module.load_data(3)
+    with pytest.raises(TypeError, match="file must be a str, bytes or os.PathLike, "
+                                        "received int"):
+        load_idx(3)
+
+
+def test_sample_takes_numpy_bools_and_refuses_ints(tmp_path):
+    """sample=np.True_ loads the shipped sample (it loaded the full data set: the check
+    passed it, the code tested `sample is True`); 1 is refused, as the package's other
+    flags refuse it."""
+    write_dataset(fashion_mnist.DEBIAN_DIR, make_data())     # a "full" set of 20 images
+    check_sample(fashion_mnist.load_data(sample=np.True_))
+    assert fashion_mnist.load_data(sample=np.False_)[0][0].shape == (20, 28, 28)
+    for bad in (1, 0, "yes", 1.0):
+        with pytest.raises(TypeError, match="`sample` must be a bool or None"):
+            fashion_mnist.load_data(sample=bad)

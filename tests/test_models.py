@@ -11,11 +11,13 @@ run inside ``Sequential.fit``.
 """
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import math
 import os
 import re
+import stat
 import zipfile
 
 import numpy as np
@@ -2279,3 +2281,162 @@ def test_get_layer_by_name_or_index():
                     (dict(name="nope"), "no layer named 'nope'"), (dict(index=2), "index")):
         with pytest.raises(ValueError, match=msg):
             model.get_layer(**kw)
+
+
+# ----------------------------------------------------------------------------- hostile files
+def _npy(array) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def zip_bytes_read(monkeypatch):
+    """The number of decompressed bytes read from zip members during the test."""
+    count = [0]
+    for method in ("read", "read1"):
+        real = getattr(zipfile.ZipExtFile, method)
+
+        def counting(self, *args, _real=real):
+            data = _real(self, *args)
+            count[0] += len(data)
+            return data
+
+        monkeypatch.setattr(zipfile.ZipExtFile, method, counting)
+    return count
+
+
+def test_loading_reads_no_member_beyond_what_the_model_holds(tmp_path, zip_bytes_read):
+    """Members no one uses (an unknown file, a weight array beyond the model's) are never
+    read: every .npy member was read in full (a 1 MB file holding a 1 GiB member of zeros
+    used 2.1 GB before the error)."""
+    model, good = _saved_model(tmp_path)
+
+    def with_extra(path, name, data):
+        with zipfile.ZipFile(good) as zin, zipfile.ZipFile(path, "w",
+                                                           zipfile.ZIP_DEFLATED) as zout:
+            for member in zin.namelist():
+                zout.writestr(member, zin.read(member))
+            zout.writestr(name, data)
+        assert path.stat().st_size < 100_000
+        return path
+
+    extra_member = with_extra(tmp_path / "extra_member.fastnn", "notes.bin", bytes(8 << 20))
+    extra_weight = with_extra(tmp_path / "extra_weight.fastnn",       # 8 MiB of zeros
+                              f"weights/{len(model.weights)}.npy",
+                              _npy(np.zeros(2 << 20, np.float32)))
+    zip_bytes_read[0] = 0
+    assert_same_weights(load_model(extra_member), model)           # an unknown member: unread
+    mlp(seed=3).load_weights(extra_member)
+    assert zip_bytes_read[0] < 100_000, zip_bytes_read[0]
+    for load in (load_model, mlp(seed=3).load_weights):
+        with pytest.raises(ValueError, match=rf"has {len(model.weights)} weight arrays, "
+                                             rf"received {len(model.weights) + 1}") as info:
+            load(extra_weight)
+        assert str(extra_weight) in str(info.value)
+    assert zip_bytes_read[0] < 200_000, zip_bytes_read[0]
+
+
+def _with_member(good, bad, name, data):
+    _rezip(good, bad, replace={name: data})
+
+
+@pytest.mark.parametrize("name, data, phrase", [
+    # a header declaring 400 GB (MemoryError before)
+    ("weights/0.npy", _npy(np.zeros(1, np.float32)).replace(b"(1,)", b"(100000000000,)"),
+     "declares shape (100000000000,)"),
+    # JSON nested beyond any description (RecursionError before)
+    ("meta.json", "[" * 100000 + "]" * 100000, "RecursionError"),
+    # a member name no fastnn writes (load_weights: a bare int() error before)
+    ("weights/x.npy", _npy(np.zeros(3, np.float32)), "unexpected member 'weights/x.npy'"),
+    # a weight of a shape the model does not have: refused before it is read
+    ("weights/0.npy", _npy(np.zeros((3, 3), np.float32)), "has shape (6, 8), received (3, 3)"),
+    ("optimizer/1.npy", _npy(np.zeros((100, 100), np.float32)), "shape (100, 100)"),
+], ids=["huge-header", "nested-meta", "bad-member-name", "wrong-shape", "state-shape"])
+def test_hostile_members_are_clear_errors_naming_the_file(tmp_path, name, data, phrase):
+    _, good = _saved_model(tmp_path)
+    bad = tmp_path / "bad.fastnn"
+    _with_member(good, bad, name, data)
+    loads = [load_model]
+    if not name.startswith("optimizer/"):                 # load_weights reads no state
+        loads.append(mlp(seed=3).load_weights)
+    for load in loads:
+        with pytest.raises(ValueError) as info:
+            load(bad)
+        msg = str(info.value)
+        assert str(bad) in msg and phrase in msg, msg
+        assert "fastnn model" in msg or "do not fit the model" in msg, msg
+
+
+def test_save_writes_through_symlinks_and_refuses_special_files(tmp_path):
+    """A symbolic link is written through, as Keras (open()) does: it stayed a link to an
+    old file while a regular file replaced it. A FIFO is refused, not replaced."""
+    model = mlp(seed=1)
+    real = tmp_path / "models" / "real.fastnn"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    link = tmp_path / "link.fastnn"
+    link.symlink_to(real)
+    dangling = tmp_path / "dangling.fastnn"
+    dangling.symlink_to(tmp_path / "models" / "new.fastnn")
+    for save in (model.save, model.save_weights):
+        save(link)
+        assert link.is_symlink() and os.readlink(link) == str(real)
+        other = mlp(seed=2)
+        other.load_weights(real)
+        assert_same_weights(other, model)
+        save(dangling)
+        assert dangling.is_symlink() and (tmp_path / "models" / "new.fastnn").is_file()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for save in (model.save, model.save_weights):
+        with pytest.raises(ValueError, match="is a FIFO") as info:
+            save(fifo)
+        assert str(fifo) in str(info.value) and "filepath" in str(info.value)
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert tmp_leftovers(tmp_path) == [] and tmp_leftovers(real.parent) == []
+
+
+def test_save_overwrite_and_load_model_flags_as_keras_3(tmp_path):
+    """save / save_weights take Keras 3's overwrite (False: FileExistsError where Keras
+    prompts); load_model takes compile and safe_mode, both checked bools (compile="no"
+    was taken as True)."""
+    model = mlp(seed=1)
+    path = tmp_path / "m.fastnn"
+    for save in (model.save, model.save_weights):
+        path.write_bytes(b"keep")
+        with pytest.raises(FileExistsError, match="overwrite=False") as info:
+            save(path, overwrite=False)
+        assert str(path) in str(info.value) and path.read_bytes() == b"keep"
+        path.unlink()
+        save(path, overwrite=False)
+        save(path, overwrite=np.True_)
+        with pytest.raises(TypeError, match="`overwrite` must be a bool"):
+            save(path, overwrite="no")
+    model.save(path)
+    for kw in ({"compile": "no"}, {"compile": 1}, {"safe_mode": None}, {"safe_mode": "x"}):
+        with pytest.raises(TypeError, match=f"`{next(iter(kw))}` must be a bool"):
+            load_model(path, **kw)
+    assert load_model(path, safe_mode=False).optimizer is not None
+    assert load_model(path, compile=np.False_).optimizer is None
+    params = list(inspect.signature(load_model).parameters)
+    assert params == ["filepath", "custom_objects", "compile", "safe_mode"]
+    assert list(inspect.signature(Sequential.save).parameters)[1:] == ["filepath", "overwrite"]
+
+
+def test_bytes_paths_and_path_types(tmp_path):
+    """Paths as bytes work everywhere (load_model and load_weights raised AttributeError,
+    save a confusing TypeError); anything else is a TypeError naming filepath."""
+    model = mlp(seed=1)
+    m, w = os.fsencode(tmp_path / "m.fastnn"), os.fsencode(tmp_path / "w.fastnn")
+    model.save(m)
+    model.save_weights(w)
+    assert_same_weights(load_model(m), model)
+    other = mlp(seed=2)
+    other.load_weights(w)
+    assert_same_weights(other, model)
+    for call in (lambda: model.save(3), lambda: model.save_weights(3),
+                 lambda: load_model(3), lambda: model.load_weights(3)):
+        with pytest.raises(TypeError, match="filepath must be a str, bytes or os.PathLike, "
+                                            "received int"):
+            call()

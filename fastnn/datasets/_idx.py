@@ -17,14 +17,16 @@ Nothing here downloads anything: the data sets are read only from local director
 """
 from __future__ import annotations
 
+import math
 import os
 import zlib
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 
-PathLike = Union[str, "os.PathLike[str]"]
+from ..utils._args import FilePath as PathLike
+from ..utils._args import check_path
 
 __all__ = ["load_idx"]
 
@@ -47,30 +49,78 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 # --------------------------------------------------------------------------- reading
-def _gunzip(raw: bytes, name: str) -> bytes:
-    """Decompress a (possibly multi-member) gzip stream; ValueError if it is corrupt."""
-    parts = []
-    while raw:
-        d = zlib.decompressobj(wbits=31)  # 16 + MAX_WBITS: gzip header and trailer
-        try:
-            parts.append(d.decompress(raw))
-            parts.append(d.flush())
-        except zlib.error as exc:
-            raise ValueError(f"{name}: corrupt gzip data ({exc})") from None
-        if not d.eof:
-            raise ValueError(f"{name}: truncated gzip data (the compressed stream ends "
-                             f"before its end marker; the file is incomplete)")
-        raw = d.unused_data
-        if raw and not raw.startswith(_GZIP_MAGIC):
-            if raw.strip(b"\x00"):  # trailing zero padding is tolerated, as gzip(1) does
-                raise ValueError(f"{name}: {len(raw)} bytes of garbage after the gzip data")
-            break
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+#: Compressed bytes read from a gzip file at a time.
+_IN_CHUNK = 1 << 18
+#: Most bytes one decompression step produces: a step never holds more than this beyond
+#: what it may keep.
+_OUT_CHUNK = 1 << 20
+#: Decompressed bytes read before the header is parsed: any header (at most 4 + 4 * 255
+#: bytes), and a small file whole, so its gzip errors come before its IDX errors.
+_FIRST_CHUNK = 1 << 16
+#: NumPy's limit on an array's dimensions.
+_MAX_DIMS = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
 
 
-def _parse(buf, name: str, expected_magic: int | None = None) -> tuple[int, np.ndarray]:
-    """Parse IDX bytes ``buf`` into ``(magic, array)``; the array is a view of ``buf``
-    (big-endian dtype). ValueError naming ``name`` for any malformation."""
+class _Gunzip:
+    """Incremental decompression of a (possibly multi-member) gzip file ``f``: :meth:`read`
+    produces as many bytes as asked for, no more (so a small file declaring a huge size is
+    never decompressed whole); ValueError naming ``name`` if the data are corrupt."""
+
+    def __init__(self, f, name: str) -> None:
+        self._f, self._name = f, name
+        self._d = zlib.decompressobj(wbits=31)  # 16 + MAX_WBITS: gzip header and trailer
+        self._pending = b""   # compressed bytes read from the file, not yet given to _d
+        self.done = False
+
+    def read(self, buf: bytearray, n: int) -> None:
+        """Append up to ``n`` more decompressed bytes to ``buf`` (a few hundred more at the
+        end of the file; fewer only when the stream ends)."""
+        want = len(buf) + n
+        while len(buf) < want and not self.done:
+            d = self._d
+            data = d.unconsumed_tail or self._pending or self._f.read(_IN_CHUNK)
+            self._pending = b""
+            try:
+                if data:
+                    buf += d.decompress(data, min(want - len(buf), _OUT_CHUNK))
+                else:   # the end of the file: what zlib still holds (at most a few hundred bytes)
+                    buf += d.flush()
+            except zlib.error as exc:
+                raise ValueError(f"{self._name}: corrupt gzip data ({exc})") from None
+            if d.eof:
+                self._next_member()
+            elif not data:
+                raise ValueError(f"{self._name}: truncated gzip data (the compressed stream "
+                                 f"ends before its end marker; the file is incomplete)")
+
+    def _next_member(self) -> None:
+        """After a gzip member: another member, the end, zero padding (tolerated, as gzip(1)
+        does) or garbage (ValueError)."""
+        rest = self._d.unused_data
+        while len(rest) < len(_GZIP_MAGIC):
+            more = self._f.read(_IN_CHUNK)
+            if not more:
+                break
+            rest += more
+        if rest.startswith(_GZIP_MAGIC):
+            self._d = zlib.decompressobj(wbits=31)
+            self._pending = rest
+            return
+        self.done = True
+        size, garbage = len(rest), bool(rest.strip(b"\x00"))
+        while True:
+            more = self._f.read(_IN_CHUNK)
+            if not more:
+                break
+            size += len(more)
+            garbage = garbage or bool(more.strip(b"\x00"))
+        if garbage:
+            raise ValueError(f"{self._name}: {size} bytes of garbage after the gzip data")
+
+
+def _header(buf, name: str, expected_magic: int | None = None) -> tuple:
+    """Parse the IDX header at the start of ``buf``: ``(magic, dims, dtype, header size,
+    data size)``. ValueError naming ``name`` for any malformation."""
     n = len(buf)
     if n < 4:
         raise ValueError(f"{name}: truncated IDX header ({n} bytes; an IDX file starts with "
@@ -88,17 +138,23 @@ def _parse(buf, name: str, expected_magic: int | None = None) -> tuple[int, np.n
     code, ndim = (magic >> 8) & 0xFF, magic & 0xFF
     if ndim == 0:
         raise ValueError(f"{name}: IDX header declares 0 dimensions")
+    if ndim > _MAX_DIMS:
+        raise ValueError(f"{name}: IDX header declares {ndim} dimensions; NumPy arrays have "
+                         f"at most {_MAX_DIMS}")
     header = 4 + 4 * ndim
     if n < header:
         raise ValueError(f"{name}: truncated IDX header ({n} bytes, but {ndim} dimensions "
                          f"need {header})")
     dims = tuple(int(d) for d in np.frombuffer(buf, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
-    count = 1
-    for d in dims:
-        count *= d
-    want = count * dtype.itemsize
-    have = n - header
+    return magic, dims, dtype, header, math.prod(dims) * dtype.itemsize
+
+
+def _parse(buf, name: str, expected_magic: int | None = None) -> tuple[int, np.ndarray]:
+    """Parse IDX bytes ``buf`` into ``(magic, array)``; the array is a view of ``buf``
+    (big-endian dtype). ValueError naming ``name`` for any malformation."""
+    magic, dims, dtype, header, want = _header(buf, name, expected_magic)
+    have = len(buf) - header
     if have < want:
         raise ValueError(f"{name}: truncated data: the header declares shape {dims} "
                          f"({want} bytes of data) but the file holds only {have} bytes "
@@ -106,8 +162,25 @@ def _parse(buf, name: str, expected_magic: int | None = None) -> tuple[int, np.n
     if have > want:
         raise ValueError(f"{name}: {have - want} unexpected bytes after the data (the "
                          f"header declares shape {dims}, {want} bytes of data)")
-    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=header).reshape(dims)
-    return magic, arr
+    arr = np.frombuffer(buf, dtype=dtype, count=math.prod(dims), offset=header)
+    return magic, arr.reshape(dims)
+
+
+def _gunzip_idx(f, name: str, expected_magic: int | None = None) -> bytearray:
+    """The decompressed IDX bytes of the gzip file ``f``: decompressed step by step, the
+    header parsed first, and stopped (ValueError) as soon as more than the size it
+    declares has come out: a small file that inflates to gigabytes is never inflated."""
+    stream = _Gunzip(f, name)
+    buf = bytearray()
+    stream.read(buf, _FIRST_CHUNK)
+    if not stream.done:   # buf holds the whole header
+        _, dims, _, header, want = _header(buf, name, expected_magic)
+        stream.read(buf, header + want + 1 - len(buf))
+        if not stream.done and len(buf) > header + want:
+            raise ValueError(f"{name}: more than {len(buf) - header - want} unexpected bytes "
+                             f"after the data (the header declares shape {dims}, {want} "
+                             f"bytes of data; decompression stopped there)")
+    return buf
 
 
 def _valid_magic(magic: int) -> bool:
@@ -124,14 +197,13 @@ def read_idx(file: PathLike, expected_magic: int | None = None) -> np.ndarray:
 
     Internal form of :func:`load_idx` that can also insist on a magic number.
     """
-    path = Path(os.fspath(file)).expanduser()
+    path = Path(check_path(file, "file")).expanduser()
     name = str(path)
     with open(path, "rb") as f:
         head = f.read(2)
         if head == _GZIP_MAGIC:
             f.seek(0)
-            buf = _gunzip(f.read(), name)
-            copy = True  # ``bytes`` is read-only: copy once into a writable array
+            buf = _gunzip_idx(f, name, expected_magic)
         else:
             # Plain file: read straight into a writable buffer, no extra copy.
             size = os.fstat(f.fileno()).st_size
@@ -139,12 +211,10 @@ def read_idx(file: PathLike, expected_magic: int | None = None) -> np.ndarray:
             buf[:len(head)] = head
             got = len(head) + (f.readinto(memoryview(buf)[len(head):]) or 0)
             del buf[got:]
-            copy = False
     _, arr = _parse(buf, name, expected_magic)
     if arr.dtype.itemsize > 1 or arr.dtype.byteorder not in "=|":
         return arr.astype(arr.dtype.newbyteorder("="))  # native byte order (a copy)
-    arr = arr.view(arr.dtype.newbyteorder("="))
-    return arr.copy() if copy else arr
+    return arr.view(arr.dtype.newbyteorder("="))   # a view of the writable buffer
 
 
 def load_idx(file: PathLike) -> np.ndarray:
@@ -152,7 +222,7 @@ def load_idx(file: PathLike) -> np.ndarray:
 
     Parameters
     ----------
-    file : str or os.PathLike
+    file : str, bytes or os.PathLike
         Path of the file, e.g. ``"train-images-idx3-ubyte.gz"``. Gzip is detected from the
         content, so the name need not end in ``.gz``.
 
@@ -168,8 +238,10 @@ def load_idx(file: PathLike) -> np.ndarray:
     FileNotFoundError
         If ``file`` does not exist.
     ValueError
-        If the file is not a well-formed IDX file: bad magic number, truncated header or
-        data, extra bytes after the data, or corrupt gzip data. The message names the file.
+        If the file is not a well-formed IDX file: bad magic number, more dimensions than
+        NumPy takes, truncated header or data, extra bytes after the data (a gzip file is
+        decompressed only up to the size its header declares), or corrupt gzip data. The
+        message names the file.
 
     Examples
     --------
@@ -255,7 +327,7 @@ def search_dirs(name: str, path: PathLike | None, extra: Sequence[PathLike] = ()
     ``$FASTNN_DATA_DIR``, ``~/.fastnn/datasets/<name>`` and then ``extra``.
     """
     if path is not None:
-        return [Path(os.fspath(path)).expanduser()]
+        return [Path(check_path(path, "path")).expanduser()]
     dirs = []
     env = os.environ.get("FASTNN_DATA_DIR", "").strip()
     if env:

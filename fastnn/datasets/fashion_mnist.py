@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils._args import check_bool
 from . import _idx
 from ._idx import PathLike
 
@@ -44,7 +45,7 @@ def load_data(path: PathLike | None = None, *, sample: bool | None = None
 
     Parameters
     ----------
-    path : str or os.PathLike, optional
+    path : str, bytes or os.PathLike, optional
         A directory holding the four IDX files. If given, only this directory is searched
         and there is no fallback to the sample. Otherwise the search order is:
 
@@ -63,6 +64,7 @@ def load_data(path: PathLike | None = None, *, sample: bool | None = None
         given), load the sample shipped with fastnn and emit a :class:`UserWarning` saying
         so. ``True``: always load the shipped sample (3000 training, 1000 test images), no
         warning. ``False``: never fall back; raise :class:`FileNotFoundError` instead.
+        NumPy bools are taken as bools; anything else (``1``, ``"yes"``) is a TypeError.
 
     Returns
     -------
@@ -83,6 +85,8 @@ def load_data(path: PathLike | None = None, *, sample: bool | None = None
         If a file is corrupt (bad magic number, truncated or oversized data, images not
         28x28, label count differing from image count, labels above 9; the message names
         the file), or if both ``path`` and ``sample=True`` are given.
+    TypeError
+        If ``path`` is not a str, bytes or os.PathLike, or ``sample`` not None or a bool.
 
     Warns
     -----
@@ -99,8 +103,7 @@ def load_data(path: PathLike | None = None, *, sample: bool | None = None
     >>> x.shape, y.shape, x.dtype
     ((3000, 28, 28), (3000,), dtype('uint8'))
     """
-    if sample not in (None, True, False):
-        raise TypeError(f"sample must be None, True or False, not {sample!r}")
+    sample = check_bool(sample, "sample", allow_none=True)
     if sample is True:
         if path is not None:
             raise ValueError("load_data(path=..., sample=True): give either a directory or "

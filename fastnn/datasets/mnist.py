@@ -25,7 +25,7 @@ def load_data(path: PathLike | None = None) -> tuple[tuple[np.ndarray, np.ndarra
 
     Parameters
     ----------
-    path : str or os.PathLike, optional
+    path : str, bytes or os.PathLike, optional
         A directory holding the four IDX files. If given, only this directory is searched.
         Otherwise the search order is:
 
@@ -55,6 +55,8 @@ def load_data(path: PathLike | None = None) -> tuple[tuple[np.ndarray, np.ndarra
         If a file is corrupt: bad magic number, truncated or oversized data, images not
         28x28, label count differing from image count, or labels above 9. The message names
         the file.
+    TypeError
+        If ``path`` is not a str, bytes or os.PathLike.
 
     Examples
     --------

@@ -19,6 +19,8 @@ from typing import Any, Dict, Sequence
 
 import numpy as np
 
+from ..utils._args import check_bool
+
 __all__ = ["LearningRateSchedule", "ExponentialDecay", "PiecewiseConstantDecay",
            "InverseTimeDecay", "PolynomialDecay", "CosineDecay", "CosineDecayRestarts",
            "serialize", "deserialize", "get"]
@@ -45,12 +47,6 @@ def _count(value, name: str, *, positive: bool = False, nonneg: bool = False):
     JSON), else as a float."""
     v = _real(value, name, positive=positive, nonneg=nonneg)
     return int(v) if np.asarray(value).dtype.kind in "iu" else v
-
-
-def _flag(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be a bool, received {name}={value!r}")
-    return bool(value)
 
 
 def _step(step) -> float:
@@ -118,7 +114,7 @@ class ExponentialDecay(LearningRateSchedule):
         self.initial_learning_rate = _real(initial_learning_rate, "initial_learning_rate")
         self.decay_steps = _count(decay_steps, "decay_steps", positive=True)
         self.decay_rate = _real(decay_rate, "decay_rate", nonneg=True)
-        self.staircase = _flag(staircase, "staircase")
+        self.staircase = check_bool(staircase, "staircase")
         self.name = name
 
     def __call__(self, step: int) -> float:
@@ -190,7 +186,7 @@ class InverseTimeDecay(LearningRateSchedule):
         self.initial_learning_rate = _real(initial_learning_rate, "initial_learning_rate")
         self.decay_steps = _count(decay_steps, "decay_steps", positive=True)
         self.decay_rate = _real(decay_rate, "decay_rate", nonneg=True)
-        self.staircase = _flag(staircase, "staircase")
+        self.staircase = check_bool(staircase, "staircase")
         self.name = name
 
     def __call__(self, step: int) -> float:
@@ -229,7 +225,7 @@ class PolynomialDecay(LearningRateSchedule):
         self.decay_steps = _count(decay_steps, "decay_steps", positive=True)
         self.end_learning_rate = _real(end_learning_rate, "end_learning_rate")
         self.power = _real(power, "power", nonneg=True)
-        self.cycle = _flag(cycle, "cycle")
+        self.cycle = check_bool(cycle, "cycle")
         self.name = name
 
     def __call__(self, step: int) -> float:

@@ -1,11 +1,15 @@
-"""Checks of scalar constructor arguments shared by the optimizers and the layers: a
-ValueError or TypeError naming the argument, never a crash later."""
+"""Checks of arguments shared by the optimizers, the layers, the models and the data sets:
+a ValueError or TypeError naming the argument, never a crash later."""
 from __future__ import annotations
 
 import math
-from typing import Optional
+import os
+from typing import Optional, Union
 
 import numpy as np
+
+#: What a file path argument may be: as :func:`os.fsdecode` takes it.
+FilePath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 
 def check_real(value, name: str, *, low: float = None, high: float = None,
@@ -38,3 +42,31 @@ def keras_default_only(owner: str, name: str, value, default) -> None:
         raise ValueError(f"`{name}` is not supported by {owner} in fastnn: it takes no "
                          f"{name!r} other than Keras's default {default!r}, received "
                          f"{name}={value!r}")
+
+
+def check_bool(value, name: str, *, allow_none: bool = False) -> Optional[bool]:
+    """``value`` as a Python bool: ``True``, ``False`` or a NumPy bool (``np.True_``);
+    anything else (``1``, ``"yes"``) is a TypeError naming the argument. With
+    ``allow_none``, None is returned as is."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a bool{' or None' if allow_none else ''}, "
+                        f"received {name}={value!r}")
+    return bool(value)
+
+
+def check_path(value, name: str) -> str:
+    """A file path argument as a str: a str, bytes or os.PathLike, decoded as
+    :func:`os.fsdecode` does; anything else is a TypeError naming the argument, a path
+    holding a NUL character a ValueError."""
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(f"{name} must be a str, bytes or os.PathLike, received "
+                        f"{type(value).__name__}")
+    try:
+        path = os.fsdecode(value)
+    except TypeError as exc:  # an os.PathLike whose __fspath__ returns something else
+        raise TypeError(f"{name} must be a str, bytes or os.PathLike: {exc}") from None
+    if "\0" in path:
+        raise ValueError(f"{name} must not contain a NUL character, received {value!r}")
+    return path

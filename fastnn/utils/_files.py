@@ -1,0 +1,88 @@
+"""Writing files atomically: to a temporary file beside the target, renamed over it, so an
+interrupted write never leaves a half-written file (model saves, ``fastnn bench``'s JSON
+and chart)."""
+from __future__ import annotations
+
+import functools
+import os
+import stat
+import tempfile
+from typing import BinaryIO, Callable
+
+__all__ = ["resolve_target", "atomic_write"]
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def resolve_target(path: str, name: str = "filepath", example: str = "file") -> str:
+    """The file a write to ``path`` replaces: symbolic links resolved (the file is written
+    through a link, as ``open(path, "w")`` and Keras do, instead of replacing the link).
+
+    Raises IsADirectoryError for a directory (or a path ending in a separator), and
+    ValueError naming ``name`` for an existing target that is not a regular file (a FIFO,
+    a device, a socket), which a rename would replace.
+    """
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)) \
+            or os.path.isdir(path):
+        raise IsADirectoryError(f"{name} {path}: is a directory; give the file's path, "
+                                f"e.g. {os.path.join(path, example)}")
+    target = os.path.realpath(path)
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target
+    if not stat.S_ISREG(mode):
+        kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+        raise ValueError(f"{name} {path}: is {kind}, not a regular file; fastnn writes "
+                         f"regular files only and does not replace anything else")
+    return target
+
+
+def atomic_write(path: str, write: Callable[[BinaryIO], None], *, name: str = "filepath",
+                 overwrite: bool = True, example: str = "file") -> None:
+    """Write a file atomically: ``write(fh)`` fills a temporary file (mode ``0666 &
+    ~umask``, as ``open`` gives) in the target's directory, which then replaces the target.
+
+    The target is :func:`resolve_target`'s (a symbolic link is written through); missing
+    parent directories are created. If ``write`` or anything else fails, the temporary
+    file is removed and the previous file, if any, is left as it was.
+
+    Raises
+    ------
+    FileExistsError
+        If ``overwrite`` is False and the target exists.
+    IsADirectoryError, ValueError
+        See :func:`resolve_target`.
+    """
+    target = resolve_target(path, name, example)
+    if not overwrite and os.path.exists(target):
+        raise FileExistsError(f"{name} {path}: already exists and overwrite=False; pass "
+                              f"overwrite=True to replace it")
+    directory = os.path.dirname(target)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
+    try:
+        # mkstemp makes the file private (0600); give it the mode open() would (os.fchmod
+        # is POSIX's; Windows has it from Python 3.13, and no such modes before)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+@functools.lru_cache(maxsize=None)
+def _umask() -> int:
+    """The process's umask (read once: setting it is the only way to read it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
