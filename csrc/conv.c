@@ -315,7 +315,7 @@ static int64_t implicit_dw_ws(const fnn_geom *g, int64_t f, int64_t chunk)
     const int64_t fp = (f + kr->nr - 1) / kr->nr * kr->nr;
     const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
     return round8(rows * (int64_t)(sizeof(int64_t) / sizeof(real) + 1)) +
-           fnn_get_num_threads() * round8(DW_PIECE * fp) + pieces * round8(patch * f) +
+           fnn_max_threads() * round8(DW_PIECE * fp) + pieces * round8(patch * f) +
            (padded(g) ? round8(chunk * hp * wp * g->c) : 0);
 }
 
@@ -393,7 +393,7 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
     const int64_t npanels = (f + nr - 1) / nr, fp = npanels * nr, pf = round8(patch * f);
     int64_t *pix = (int64_t *)ws;
     real *bufs = ws + round8(rows * (int64_t)(sizeof(int64_t) / sizeof(real) + 1));
-    real *parts = bufs + fnn_get_num_threads() * round8(DW_PIECE * fp);
+    real *parts = bufs + fnn_max_threads() * round8(DW_PIECE * fp);
     real *xp = parts + pieces * pf;
     int64_t off[IMPLICIT_MAX_PATCH];
     patch_offsets(g, off);
@@ -494,7 +494,7 @@ static int64_t implicit_dx_ws(const fnn_geom *g, int64_t f)
 {
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
     return round8((g->kh * g->kw * g->c + kr->nr - 1) / kr->nr * kr->nr * f) +
-           fnn_get_num_threads() * round8(kr->mr * f);
+           fnn_max_threads() * round8(kr->mr * f);
 }
 
 /* dx (n, h, w, c), overwritten = col2im(dy * w^T), NHWC without padding, without the dcols
@@ -936,7 +936,7 @@ int64_t FNN(conv2d_ws)(const fnn_geom *g, int layout, int64_t f, int64_t chunk, 
     if (nchw_batched(g, layout)) {
         const int64_t b = nchw_block(g, f, chunk, backward), nblk = (chunk + b - 1) / b;
         const int64_t parts = backward ? nchw_groups(f, patch, nblk) * round8(f * patch) : 0;
-        const int64_t areas = fnn_get_num_threads() * nchw_area(g, f, chunk, b, backward);
+        const int64_t areas = fnn_max_threads() * nchw_area(g, f, chunk, b, backward);
         if (backward && use_nchw_direct_dx(g, layout, f)) /* [direct dw][direct dx] */
             return direct_dw_ws(g, f, chunk) + direct_dx_ws(g, f);
         if (backward && use_nchw_direct(g, layout, 1)) /* [direct dw][the batched dx's] */
@@ -1494,7 +1494,7 @@ static int64_t pool_sparse_ws(const fnn_geom *g, int64_t f, int need_dx)
 {
     const int64_t fp = round8(f * g->kh * g->kw * g->c);
     return (need_dx ? fp : 0) + direct_groups(g->n) * fp +
-           fnn_get_num_threads() * pool_tables_ws(g, f, need_dx, NULL, NULL);
+           fnn_max_threads() * pool_tables_ws(g, f, need_dx, NULL, NULL);
 }
 
 /* cq[4q + k]: the corner of pixel k = (0, 0), (0, 1), (1, 0), (1, 1) of window q in the

@@ -152,6 +152,48 @@ int fnn_get_num_threads(void)
     return n < 1 ? 1 : n;
 }
 
+/* Processors this process may run on (affinity-aware; 1 without OpenMP). */
+static int procs(void)
+{
+#ifdef _OPENMP
+    const int p = omp_get_num_procs();
+    return p < 1 ? 1 : p;
+#else
+    return 1;
+#endif
+}
+
+/* The most threads a kernel called from this OS thread can use: OpenMP's default for this
+ * thread, capped at the processors and FNN_MAX_THREADS. Workspaces are sized for it and
+ * laid out by it, never by fnn_get_num_threads(): another thread's fnn_set_num_threads
+ * can raise that between a workspace's sizing and its use (a NHWC convolution's backward
+ * wrote past its workspace, sized for 1 thread and run on 2, when another Python thread
+ * switched the count between 1 and 2: a segfault), but it only changes the OpenMP default
+ * of its own thread. */
+int fnn_max_threads(void)
+{
+#ifdef _OPENMP
+    int n = omp_get_max_threads();
+#else
+    int n = 1;
+#endif
+    const int p = procs();
+    if (n > p)
+        n = p;
+    if (n > FNN_MAX_THREADS)
+        n = FNN_MAX_THREADS;
+    return n < 1 ? 1 : n;
+}
+
+/* Threads a kernel's region uses now: fnn_get_num_threads() capped at fnn_max_threads()
+ * (more threads than processors only wait for each other; fastnn.set_num_threads(1024) on
+ * 2 CPUs asked a 39 GiB workspace of a 64 x 16 x 16 x 16 convolution). */
+int fnn_kernel_threads(void)
+{
+    const int n = fnn_get_num_threads(), b = fnn_max_threads();
+    return n < b ? n : b;
+}
+
 /* The end of fnn_run's region for one of its nth threads, which began its work at t0
  * (omp_get_wtime); *arrived (shared, 0 at the start) counts the threads done. A thread done
  * before the others spins until they all are, for at most a quarter of its own work time
@@ -242,5 +284,5 @@ void fnn_run(int nt, void (*fn)(const void *ctx, int tid, int nth), const void *
 /* Threads for a kernel touching `work` elements: 1 when it is too small to split. */
 int fnn_threads_for(int64_t work)
 {
-    return work < FNN_PAR_MIN ? 1 : fnn_get_num_threads();
+    return work < FNN_PAR_MIN ? 1 : fnn_kernel_threads();
 }

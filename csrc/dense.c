@@ -393,7 +393,7 @@ void FNN(dense_steps)(int64_t nsteps, const int64_t *idx, const real *xall,
     int64_t most = 0;
     for (int64_t l = 0; l < nlayers; l++)
         most = n * dims[l] * dims[l + 1] > most ? n * dims[l] * dims[l + 1] : most;
-    const int nt = fnn_get_num_threads();
+    const int nt = fnn_kernel_threads();
     use_team = nt > 1 && (nt == 2 || most <= TEAM_MAX_FLOPS) && nsteps > 1 &&
                !omp_in_parallel();
     atomic_init(&team.posted, 0);
@@ -408,7 +408,7 @@ void FNN(dense_steps)(int64_t nsteps, const int64_t *idx, const real *xall,
 #if FNN_TEAM
         if (omp_get_num_threads() > 1) {
             /* the kernels' own parallel regions stay on their thread (this thread's
-             * default; the kernels ask fnn_get_num_threads) */
+             * default; the kernels ask fnn_kernel_threads) */
             omp_set_num_threads(1);
             helper = omp_get_thread_num() == 1;
             tm = &team;

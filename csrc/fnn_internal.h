@@ -74,6 +74,9 @@ static inline void fnn_ftz_end(int on, unsigned csr) { (void)on, (void)csr; }
 #define FNN_PAR_MIN 262144
 
 int fnn_threads_for(int64_t work);
+/* Threads for workspaces (the bound) and for kernels' regions now (cpu.c). */
+int fnn_max_threads(void);
+int fnn_kernel_threads(void);
 /* Iterations per chunk of a `schedule(dynamic, chunk)` loop of n independent iterations on
  * nt threads: about 16 chunks per thread, so a thread whose core is shared with another
  * process takes fewer of them (a static split waits for its half), while the chunks stay

@@ -145,7 +145,7 @@ int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
     int64_t kc = pick_kc(kr, k < 1 ? 1 : k);
     int64_t nc = round_up(min64(kr->nc, n < 1 ? 1 : n), kr->nr);
     int64_t mc = round_up(min64(small_m(kr), m < 1 ? 1 : m), kr->mr); /* >= any MC used */
-    int64_t nt = fnn_get_num_threads();
+    int64_t nt = fnn_max_threads();
     if (use_ksplit(m, n, k)) {
         const int64_t len = ksplit_len(m, n, k), nsplit = (k + len - 1) / len;
         kc = kc_bound(kr); /* each piece picks its own K block */
@@ -658,7 +658,7 @@ static void gemm_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t k, re
                          const epilogue_t *ep, real *c, int64_t ldc)
 {
     const int64_t ntasks = (m + kr->mr - 1) / kr->mr * ((n + kr->nr - 1) / kr->nr);
-    int nt = m * n * k < INPLACE_PAR_MIN ? 1 : fnn_get_num_threads();
+    int nt = m * n * k < INPLACE_PAR_MIN ? 1 : fnn_kernel_threads();
     if (nt > ntasks)
         nt = (int)ntasks;
     const inplace_job job = inplace_job_for(kr, m, n, k, alpha, a, lda, b, ldb, beta, ep, c,
@@ -679,7 +679,7 @@ static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
     const int64_t len = ksplit_len(m, n, k), nsplit = (k + len - 1) / len;
     const int64_t pstride = round_up(m * n, WS_ALIGN);
     const int64_t tstride = round_up(KC * NC, WS_ALIGN) + round_up(MC * KC, WS_ALIGN);
-    const int nt = fnn_get_num_threads();
+    const int nt = fnn_kernel_threads();
     const int inplace = use_inplace(kr, m, n, csa, rsb, csb);
     real *partial = align_ws(ws);
     real *thread_ws = partial + nsplit * pstride;
@@ -773,7 +773,7 @@ static void gemm_dot(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real a
     else /* B transposed: its rows are B^T's */
         for (int64_t j = 0; j < n; j++)
             memcpy(bt + j * ldbt, b + j * csb, (size_t)k * sizeof(real));
-    int nt = m * n * k < INPLACE_PAR_MIN ? 1 : fnn_get_num_threads();
+    int nt = m * n * k < INPLACE_PAR_MIN ? 1 : fnn_kernel_threads();
     if (nt > nblk)
         nt = (int)nblk;
     const dot_job job = {.kr = kr, .m = m, .n = n, .k = k, .rsa = rsa, .csa = csa,
@@ -828,8 +828,8 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
     const int mode = a_mode(kr, m, n, k, rsa, csa);
     const int64_t KC = pick_kc(kr, k);
     int nt = fnn_threads_for(m * n * k / 64);
-    if (nt > fnn_get_num_threads())
-        nt = fnn_get_num_threads();
+    if (nt > fnn_kernel_threads())
+        nt = fnn_kernel_threads();
     const int slabs = use_slabs(kr, m, n, mode, nt);
     /* A packed: blocks of the kernel's MC rows; A in place: a small A is one block */
     int64_t MC = round_up(min64(mode == A_PACKED ? kr->mc : small_m(kr), m), mr);

@@ -438,3 +438,51 @@ def test_default_isa_is_the_best_except_avx2_on_zen4(monkeypatch):
     forced = _run_python("from fastnn.backends import c_backend as c; print(c.isa())",
                          FASTNN_ISA=best)
     assert forced.stdout.split()[-1] == best
+
+
+# ------------------------------------------------- thread counts changed by another thread
+RACE = """
+import threading, numpy as np, fastnn, fastnn.ops as O
+fastnn.set_backend('c'); fastnn.set_num_threads(1)
+done = threading.Event()
+def work():
+    r = np.random.default_rng(0)
+    for n in range(1, 160):   # a growing batch: the workspace is sized anew on every call
+        x = r.standard_normal((n, 12, 12, 8)).astype(np.float32)
+        w = r.standard_normal((3, 3, 8, 8)).astype(np.float32)
+        O.conv2d_backward(np.ones((n, 12, 12, 8), np.float32), x, w, padding=1)
+        O.matmul(x.reshape(n * 12, -1), np.ones((96, 40), np.float32))
+    done.set()
+t = threading.Thread(target=work); t.start(); k = 0
+while not done.is_set():
+    fastnn.set_num_threads(1 + (k & 1)); k += 1
+t.join(); print('ok')
+"""
+
+
+def test_thread_count_changed_by_another_thread_mid_call():
+    """Workspaces were sized for the thread count when asked and the kernel read the count
+    again: another Python thread switching it between 1 and 2 made a NHWC convolution's
+    backward write past its workspace (a segfault, every run). They are sized for the
+    most threads the calling thread's kernels can use (cpu.c, fnn_max_threads)."""
+    require_backend("c")
+    proc = _run_python(RACE)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode,
+                                                                  proc.stderr[-2000:])
+
+
+def test_more_threads_than_processors(restore_threads):
+    """set_num_threads(1024) is accepted (and reported); kernels use at most one thread per
+    processor (a 64 x 16 x 16 x 16 convolution asked a 39 GiB workspace) and compute the
+    same results."""
+    require_backend("c")
+    from fastnn.backends import c_backend
+    rng = np.random.default_rng(1)
+    x, w = rand(rng, (64, 16, 16, 16), np.float32), rand(rng, (32, 16, 3, 3), np.float32)
+    fastnn.set_num_threads(1)
+    with fastnn.use_backend("c"):
+        want = ops.conv2d_forward(x, w, layout="NCHW")
+        fastnn.set_num_threads(1024)
+        assert c_backend.get_num_threads() == 1024
+        got = ops.conv2d_forward(x, w, layout="NCHW")
+    assert_bitwise(got, want)
