@@ -237,7 +237,22 @@ CASES = [
     ("x_string", TypeError, r"\bx must have dtype float32 or float64", lambda: ops.im2col("abc", 1)),
     ("x_ragged_list", TypeError, r"\bx must be a float32 or float64 array", lambda: ops.bias_act([[1.0], [1.0, 2.0]], None)),
     ("a_none", TypeError, r"\ba must have dtype float32 or float64", lambda: ops.matmul(None, np.ones((2, 2), F32))),
+    ("x_array_raises", TypeError, r"\bx must be a float32 or float64 array.*RuntimeError", lambda: ops.bias_act(_BadArray(), None)),
+    # ---------------------------------------------------------------- softmax_cross_entropy target
+    # a masked label passed the range check (min and max skip it), then the reference raised
+    # IndexError and C and Numba returned NaN
+    ("target_masked", TypeError, r"\btarget is a masked array", lambda: ops.softmax_cross_entropy(np.zeros((4, 5), F32), np.ma.array([0, 1, 2, 7], mask=[0, 0, 0, 1]))),
+    ("target_masked_float", TypeError, r"\btarget is a masked array", lambda: ops.softmax_cross_entropy(np.zeros((2, 3), F32), np.ma.array(np.eye(2, 3, dtype=F32)))),
+    ("target_ragged_list", TypeError, r"\btarget must be integer labels or float targets.*received list", lambda: ops.softmax_cross_entropy(np.zeros((2, 3), F32), [[0], [1, 2]])),
+    ("target_array_raises", TypeError, r"\btarget must be integer labels or float targets.*RuntimeError", lambda: ops.softmax_cross_entropy(np.zeros((2, 3), F32), _BadArray())),
 ]
+
+
+class _BadArray:
+    """An object whose conversion to an array fails with an arbitrary exception."""
+
+    def __array__(self, dtype=None, copy=None):
+        raise RuntimeError("no array here")
 
 
 def _shifted(call):

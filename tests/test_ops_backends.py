@@ -554,6 +554,131 @@ def test_conv2d_backward_crop_forms_no_product_outside(backend, layout):
     assert np.isnan(ops.conv2d_backward(padded, x, w, layout=layout)[1]).any()
 
 
+# A padding at least the (dilated) kernel's extent on some side: outputs whose windows read
+# only padding (all in the top rows here, output (0, 0) among them), some where a stride
+# longer than the kernel skips image rows, one where no window reaches the image at all.
+# (id, N, H, W, C, F, kernel, stride, padding, dilation)
+PAD_BEYOND_CASES = [
+    ("top_rows_padding_only", 2, 5, 4, 3, 4, 2, (3, 1), ((4, 0), (0, 1)), 1),
+    ("stride_skips_rows", 1, 6, 5, 2, 3, 1, (4, 2), ((5, 5), (0, 3)), 1),
+    ("dilated_both_sides", 2, 4, 5, 2, 3, 2, (2, 3), ((4, 6), (5, 1)), (3, 1)),
+    ("no_window_reaches", 1, 1, 1, 2, 3, 1, 10, ((3, 3), (0, 0)), 1),
+    ("stride1_wide_pad", 1, 3, 3, 2, 2, 2, 1, 3, 1),
+    ("pool_sized", 2, 3, 4, 3, 2, 2, 2, ((3, 2), (4, 3)), 1),
+]
+
+
+def _by_columns(x, w, dy, geo, layout):
+    """Convolution, forward and backward, as the im2col formula computes them in float64
+    (``cols @ w``, ``cols.T @ dy``, ``col2im(dy @ w.T)``): what a padding read as zero
+    columns gives, on the reference's im2col and col2im, not on the convolution's code."""
+    f = w.shape[3] if layout == "NHWC" else w.shape[0]
+    ks = w.shape[:2] if layout == "NHWC" else w.shape[2:]
+    x64 = x.astype(np.float64)
+    cols = reference(ops.im2col, x64, ks, **geo)
+    w2 = w.reshape(-1, f) if layout == "NHWC" else w.reshape(f, -1).T
+    w2 = w2.astype(np.float64)
+    to_rows = (lambda a: a) if layout == "NHWC" else (lambda a: a.transpose(0, 2, 3, 1))
+    y_shape = to_rows(dy).shape
+    y = (cols @ w2).reshape(y_shape)
+    dy2 = to_rows(dy.astype(np.float64)).reshape(-1, f)
+    dw2 = cols.T @ dy2
+    dw = dw2.reshape(w.shape) if layout == "NHWC" else dw2.T.reshape(w.shape)
+    dx = reference(ops.col2im, np.ascontiguousarray(dy2 @ w2.T), x.shape, ks, **geo)
+    y = y if layout == "NHWC" else y.transpose(0, 3, 1, 2)
+    return y, dx, dw, dy2.sum(axis=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", PAD_BEYOND_CASES, ids=[c[0] for c in PAD_BEYOND_CASES])
+def test_conv_padding_beyond_the_kernel(backend, case, layout, dtype):
+    """Outputs whose windows read only padding: ``act(b)`` forward; backward, no gradient
+    to x and ``0 * dy`` to w (NaN for a filter whose dy there is inf), dy to b. Every
+    conv op as the im2col formula, fused or not; inf and NaN as zero columns give them."""
+    rng, x, w, b, ks, geo, (n, c, f) = _conv_case(case, layout, dtype)
+    g = ops.conv_geometry(x.shape, ks, geo["stride"], geo["padding"], geo["dilation"],
+                          layout=layout)
+    dy = rand(rng, g.y_shape(layout, f), dtype)
+    y_cols, dx_cols, dw_cols, db_cols = _by_columns(x, w, dy, geo, layout)
+    k, kb, sx, sw = g.patch, g.rows, absmax(x), absmax(w)
+    y = ops.conv2d_forward(x, w, b, activation="relu", **geo)
+    bias = b if layout == "NHWC" else b[:, None, None]
+    assert_close(y, np.maximum(y_cols + bias, 0).astype(dtype), k=k + 1,
+                 scale=sx * sw + absmax(b), what="forward")
+    dx, dw, db = ops.conv2d_backward(dy, x, w, **geo)
+    assert_close(dx, dx_cols.astype(dtype), k=f * k, scale=absmax(dy) * sw, what="dx")
+    assert_close(dw, dw_cols.astype(dtype), k=kb, scale=absmax(dy) * sx, what="dw")
+    assert_close(db, db_cols.astype(dtype), k=kb, scale=absmax(dy), what="db")
+    # NaN in filter 0: all its outputs NaN (the padding-only ones too: 0 * NaN)
+    wn = w.copy()
+    wn[(..., 0) if layout == "NHWC" else (0,)].flat[0] = np.nan
+    yn = ops.conv2d_forward(x, wn, b, **geo)
+    yn0, yn_rest = (yn[..., 0], yn[..., 1:]) if layout == "NHWC" else (yn[:, 0], yn[:, 1:])
+    assert np.isnan(yn0).all() and np.isfinite(yn_rest).all(), "NaN in w"
+    # inf in dy at output (0, 0) of filter 1, a window of padding only: dw NaN for that
+    # filter, finite elsewhere; dx finite (that window's gradient lands on padding)
+    dyi = dy.copy()
+    dyi[(0, 0, 0, 1) if layout == "NHWC" else (0, 1, 0, 0)] = np.inf
+    dxi, dwi, dbi = ops.conv2d_backward(dyi, x, w, **geo)
+    dw1, dw_rest = (dwi[..., 1], np.delete(dwi, 1, axis=3)) if layout == "NHWC" else \
+        (dwi[1], np.delete(dwi, 1, axis=0))
+    assert np.isnan(dw1).all() and np.isfinite(dw_rest).all(), "inf in dy: dw"
+    assert np.isfinite(dxi).all() and dbi[1] == np.inf, "inf in dy: dx, db"
+    # the fused convolution + pooling, where the output has 2x2 pixels to pool
+    sp = y.shape[1:3] if layout == "NHWC" else y.shape[2:]
+    if min(sp) >= 2:
+        yp, am = ops.conv2d_maxpool_forward(x, w, b, activation="relu", **geo)
+        ryp, ram = reference(ops.maxpool2d_forward, y, 2, layout=layout)
+        assert_same(yp, ryp, what="fused forward")
+        assert_same(am, ram, what="fused argmax")
+        dyp = rand(rng, yp.shape, dtype)
+        dz = reference(ops.maxpool2d_backward, dyp, am, y.shape, 2, layout=layout)
+        got = ops.conv2d_maxpool_backward(dyp, am, x, w, **geo)
+        for a, e, what in zip(got, _by_columns(x, w, dz, geo, layout)[1:], ("dx", "dw", "db")):
+            assert_close(a, e.astype(dtype), k=max(kb, f * k),
+                         scale=absmax(dyp) * max(sx, sw, 1.0), what=f"fused backward {what}")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_conv_huge_padding_small_output(backend, layout):
+    """A padding of 2**20 with a stride of 2**20 or more: a 2x2 output (the bottom right
+    pixel reads the image, the others only padding). The reference and the C backend's
+    NHWC path padded the input in full (8 TiB: MemoryError); C's NCHW path and Numba
+    returned the result."""
+    x = to_layout(np.array([[[[2.0, -1.0]]]], np.float32), layout)      # 1x1, 2 channels
+    w = weights_to_layout(np.array([[[[1.0, 3.0], [4.0, 1.0]]]], np.float32), layout)
+    b = np.array([0.5, -20.0], np.float32)
+    geo = dict(stride=2**20, padding=((2**20, 0), (2**20, 0)), layout=layout)
+    fill = np.array([0.5, 0.0], np.float32)                     # relu(b)
+    inside = np.maximum(np.array([2.0 - 4.0, 6.0 - 1.0]) + b, 0)  # relu(x @ w + b)
+    expect = np.empty((1, 2, 2, 2), np.float32)
+    expect[...] = fill
+    expect[0, 1, 1] = inside
+    y = ops.conv2d_forward(x, w, b, activation="relu", **geo)
+    assert_same(y, to_layout(expect, layout), what="forward")
+    dy = to_layout(np.arange(1, 9, dtype=np.float32).reshape(1, 2, 2, 2), layout)
+    dx, dw, db = ops.conv2d_backward(dy, x, w, **geo)
+    g = np.array([7.0, 8.0], np.float32)                         # dy at pixel (1, 1)
+    assert_same(dx, to_layout((w.reshape(2, 2) @ g if layout == "NHWC" else
+                               w.reshape(2, 2).T @ g).reshape(1, 1, 1, 2), layout), what="dx")
+    assert_same(dw, weights_to_layout(np.outer([2.0, -1.0], g).reshape(1, 1, 2, 2)
+                                      .astype(np.float32), layout), what="dw")
+    assert_same(db, np.array([16.0, 20.0], np.float32), what="db")
+    yp, am = ops.conv2d_maxpool_forward(x, w, b, activation="relu", **geo)
+    assert_same(yp, to_layout(np.array([[[[0.5, 0.0]]]], np.float32), layout), what="fused")
+    dxp, dwp, dbp = ops.conv2d_maxpool_backward(np.ones_like(yp), am, x, w, **geo)
+    assert dxp.shape == x.shape and np.isfinite(dwp).all() and dbp.shape == (2,)
+    cols = ops.im2col(x, 1, **geo)
+    assert_same(cols, np.array([[0, 0], [0, 0], [0, 0], [2, -1]], np.float32), what="im2col")
+    xb = ops.col2im(np.arange(8, dtype=np.float32).reshape(4, 2), x.shape, 1, **geo)
+    assert_same(xb.reshape(-1), np.array([6.0, 7.0], np.float32), what="col2im")
+    # the fuzz case: a 1x1 output reading only padding
+    one = np.ones((1, 1, 1, 1), np.float32)
+    assert_same(ops.conv2d_forward(one, one, padding=2**20, stride=2**31 - 1, layout=layout),
+                np.zeros((1, 1, 1, 1), np.float32), what="fuzz case")
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 4, 9, 11)],
@@ -770,6 +895,44 @@ def test_avgpool2d(backend, case, layout, dtype):
     rdx = reference(ops.avgpool2d_backward, dy, x.shape, p, **kw)
     nmax = -(-g.kh // g.sh) * -(-g.kw // g.sw)
     assert_close(dx, rdx, k=nmax, scale=absmax(dy), what="avgpool backward")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_pool_window_much_longer_than_the_image(backend, layout):
+    """A 1024 x 1024 window, padding 1023, over a 2x3 image: a 2x2 output, each window
+    reading one or two pixels. The reference looped in Python over every window offset
+    (a million; about 20 s for the max pooling forward, > 60 s with 4096): it now loops
+    over the input positions when there are fewer. Results by hand, in seconds."""
+    import time
+    x_nhwc = np.array([[1.0, 5.0, 3.0], [np.nan, -2.0, -2.0]], np.float32).reshape(1, 2, 3, 1)
+    x = to_layout(np.concatenate([x_nhwc, -x_nhwc], axis=3), layout)     # 2 channels
+    kw = dict(padding=1023, layout=layout)
+    start = time.perf_counter()
+    y, am = ops.maxpool2d_forward(x, 1024, **kw)
+    ya = ops.avgpool2d_forward(x, 1024, **kw)
+    dy = to_layout(np.arange(1, 9, dtype=np.float32).reshape(1, 2, 2, 2), layout)
+    dxa = ops.avgpool2d_backward(dy, x.shape, 1024, **kw)
+    dxm = ops.maxpool2d_backward(dy, am, x.shape, 1024, **kw)
+    elapsed = time.perf_counter() - start
+    # windows: rows {0}, {1}; columns {0}, {1, 2}
+    y_exp = np.array([[[1, -1], [5, -3]], [[np.nan, np.nan], [-2, 2]]], np.float32)[None]
+    assert_same(y, to_layout(y_exp, layout), what="max")
+    pos = np.array([[0, 1], [3, 4]])                   # first max (ties: first; NaN wins)
+    pos_c1 = np.array([[0, 2], [3, 4]])
+    am_exp = np.stack([pos, pos_c1], axis=-1)[None]
+    am_exp = am_exp * 2 + [0, 1] if layout == "NHWC" else am_exp + [0, 6]
+    assert_same(am, to_layout(am_exp, layout), what="argmax")
+    ya_exp = np.array([[[1, -1], [4, -4]], [[np.nan, np.nan], [-2, 2]]], np.float32)[None]
+    assert_same(ya, to_layout(ya_exp, layout), what="avg")
+    d = np.arange(1, 9, dtype=np.float32).reshape(2, 2, 2)             # (oh, ow, c)
+    dxa_exp = np.stack([[d[0, 0], d[0, 1] / 2, d[0, 1] / 2],
+                        [d[1, 0], d[1, 1] / 2, d[1, 1] / 2]])[None]
+    assert_close(dxa, to_layout(dxa_exp, layout), k=2, scale=8, what="avg backward")
+    dxm_exp = np.zeros((1, 2, 3, 2), np.float32)
+    for (oh, ow, c), p in np.ndenumerate(np.stack([pos, pos_c1], axis=-1)):
+        dxm_exp[(0,) + divmod(int(p), 3) + (c,)] += d[oh, ow, c]
+    assert_same(dxm, to_layout(dxm_exp, layout), what="max backward")
+    assert elapsed < 10, f"pooling a 2x3 image with 1024x1024 windows took {elapsed:.1f} s"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)

@@ -263,6 +263,37 @@ def test_im2col_col2im_adjoint(case):
     assert abs(lhs - rhs) <= TOL[np.dtype(np.float64)]["atol_rel"] * scale, (lhs, rhs)
 
 
+# padding at least the dilated kernel's extent: windows of padding only, strides that skip
+# image rows, a stride and padding far beyond the image (nothing may be padded in full)
+BEYOND_CASES = [  # n, h, w, c, f, k, stride, padding, dilation, layout
+    (2, 5, 4, 3, 2, (2, 2), (3, 1), ((4, 0), (0, 1)), 1, "NHWC"),
+    (1, 6, 5, 2, 3, (1, 1), (4, 2), ((5, 5), (0, 3)), 1, "NCHW"),
+    (2, 4, 5, 2, 2, (2, 2), (2, 3), ((4, 6), (5, 1)), (3, 1), "NHWC"),
+    (1, 3, 3, 2, 2, (2, 2), 1, 3, 1, "NCHW"),
+    (1, 2, 3, 1, 2, (1, 2), (2**30, 2**29), ((2**30, 0), (1, 2**29)), 1, "NHWC"),
+]
+
+
+@pytest.mark.parametrize("case", BEYOND_CASES, ids=lambda c: _conv_id(c + (True, "relu")))
+def test_padding_beyond_the_kernel_matches_naive(case):
+    n, h, w, c, f, k, s, p, d, layout = case
+    rng = _rng("beyond", case)
+    x = rng.uniform(-1, 1, x_shape(n, h, w, c, layout))
+    wt = rng.uniform(-1, 1, w_shape(*k, c, f, layout))
+    b = rng.uniform(-1, 1, f)
+    kw = dict(stride=s, padding=p, dilation=d, layout=layout)
+    assert_exact(ops.im2col(x, k, **kw), _naive.im2col(x, k, **kw), "im2col")
+    y = ops.conv2d_forward(x, wt, b, activation="relu", **kw)
+    assert_sums_close(y, _naive.conv2d(x, wt, b, activation="relu", **kw),
+                      _naive.conv2d_abs_scale(x, wt, b, **kw), "conv2d")
+    # col2im: the adjoint of im2col
+    cols = ops.im2col(x, k, **kw)
+    r = rng.uniform(-1, 1, cols.shape)
+    back = ops.col2im(r, x.shape, k, **kw)
+    assert abs(float(np.sum(cols * r)) - float(np.sum(x * back))) <= \
+        TOL[np.dtype(np.float64)]["atol_rel"] * float(np.sum(np.abs(cols * r)))
+
+
 def test_col2im_overwrites_and_accumulates():
     """Each input element receives one entry per window that reads it: col2im of all ones
     counts the windows covering each element (here 3x3 stride 1 'same' on 4x4)."""
@@ -414,6 +445,35 @@ def test_maxpool_all_minus_inf_with_padding_picks_in_bounds(layout):
     x[0, 0, 0, 0] = -5.0
     y, _ = ops.maxpool2d_forward(x, 2, padding=((1, 0), (1, 0)), layout=layout)
     assert y[0, 0, 0, 0] == -5.0
+
+
+# windows longer than the image (by input position in the reference), ties, -inf and NaN
+LONG_POOL_CASES = [  # n, h, w, c, k, stride, padding, layout
+    (2, 2, 3, 2, (7, 5), 1, ((6, 2), (0, 4)), "NHWC"),
+    (1, 3, 2, 3, (6, 9), (2, 3), ((5, 5), (8, 1)), "NCHW"),
+    (2, 1, 4, 1, (4, 3), (1, 2), ((3, 1), (2, 2)), "NHWC"),  # rows by input, columns by offset
+    (1, 2, 2, 2, (8, 8), None, 7, "NCHW"),
+]
+
+
+@pytest.mark.parametrize("case", LONG_POOL_CASES, ids=_pool_id)
+def test_pool_window_longer_than_the_image(case):
+    n, h, w, c, k, s, p, layout = case
+    rng = _rng("longpool", case)
+    kw = dict(stride=s, padding=p, layout=layout)
+    x = _tie_heavy(rng, x_shape(n, h, w, c, layout), np.float64)
+    y, arg = ops.maxpool2d_forward(x, k, **kw)
+    y_ref, arg_ref = _naive.maxpool2d(x, k, **kw)
+    assert_exact(y, y_ref, "max values")
+    assert_exact(arg, arg_ref, "argmax")
+    xa = rng.uniform(-1, 1, x.shape)
+    ya = ops.avgpool2d_forward(xa, k, **kw)
+    assert_sums_close(ya, _naive.avgpool2d(xa, k, **kw), np.max(np.abs(xa)), "avg")
+    # the backward is the adjoint of the forward: <avg(x), r> == <x, avg_backward(r)>
+    r = rng.uniform(-1, 1, ya.shape)
+    back = ops.avgpool2d_backward(r, x.shape, k, **kw)
+    lhs, rhs = float(np.sum(ya * r)), float(np.sum(xa * back))
+    assert abs(lhs - rhs) <= 1e-12 * float(np.sum(np.abs(ya * r)) + 1), (lhs, rhs)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

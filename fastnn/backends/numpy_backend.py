@@ -1,20 +1,25 @@
 """The pure-NumPy reference backend: the oracle every other backend is tested against.
 
-Written to be read, not to be fast. Every sliding-window primitive follows the same plan
-(the im2col of deep-learning-from-scratch, ``common/util.py``):
+Written to be read, not to be fast. Every sliding-window primitive follows one plan:
 
 1. view the input as channels-last, ``(N, H, W, C)`` (a transpose for NCHW, no copy);
-2. pad it explicitly with ``g.pt, g.pb, g.pl, g.pr``;
-3. loop over the kernel offsets ``(i, j)`` only. For one offset, the input elements read
-   by all outputs form one strided slice of the padded image::
+2. split each spatial dimension into *taps* (:func:`_offset_taps`): for one kernel offset
+   ``i``, the outputs ``o`` whose position ``o*sh - pt + i*dh`` (see ``ConvGeometry``)
+   lies inside the image form a contiguous slice ``outs``, and the rows they read a
+   strided slice ``ins`` of the image, so for a pair of taps (rows, columns)::
 
-       padded[:, i*dh : i*dh + sh*(oh-1) + 1 : sh, j*dw : j*dw + sw*(ow-1) + 1 : sw, :]
+       x[:, ins_r, ins_c, :]   is read by   the outputs [:, outs_r, outs_c, :]
 
-   which has shape ``(N, OH, OW, C)``: output ``(oh, ow)`` reads padded row
-   ``oh*sh + i*dh``, i.e. input row ``oh*sh - pt + i*dh`` (see ``ConvGeometry``).
+   both of shape ``(N, len(outs_r), len(outs_c), C)``;
+3. loop over the pairs of taps, in row-major (kh, kw) window order.
 
-Everything else (batch, output pixels, channels) is vectorised. Arithmetic is done in the
-dtype of the inputs. See :mod:`fastnn.backends` for the contract of each primitive.
+Nothing is ever padded: a padded position reads 0 (im2col), adds nothing (col2im,
+average pooling) and never wins (max pooling), so the taps simply leave it out, and no
+memory is spent on padding however large (a huge padding with a huge stride gives a small
+output). Pooling windows longer than the image are split by input position instead of
+offset (:func:`_pool_taps`): the loop runs over the smaller of the two. Everything else
+(batch, output pixels, channels) is vectorised. Arithmetic is done in the dtype of the
+inputs. See :mod:`fastnn.backends` for the contract of each primitive.
 """
 from __future__ import annotations
 
@@ -66,73 +71,83 @@ def _from_channels_last(y_nhwc: np.ndarray, layout: str) -> np.ndarray:
     return y_nhwc if layout == "NHWC" else y_nhwc.transpose(0, 3, 1, 2)
 
 
-def _pad(x_nhwc: np.ndarray, g) -> np.ndarray:
-    """Zero-padded copy of a channels-last image: (N, pt+H+pb, pl+W+pr, C)."""
-    return np.pad(x_nhwc, ((0, 0), (g.pt, g.pb), (g.pl, g.pr), (0, 0)))
+def _offset_taps(size: int, k: int, s: int, p: int, d: int, count: int) -> list:
+    """The taps of one spatial dimension, one per kernel offset that reads the image.
 
-
-def _offsets(g):
-    """Yield ``(i, j, rows, cols)`` for every kernel offset, in row-major (kh, kw) order.
-
-    ``rows`` / ``cols`` are slices of the *padded* image selecting, for every output
-    position, the element this offset reads; ``padded[:, rows, cols, :]`` is
-    (N, OH, OW, C).
+    For each offset ``i`` in increasing order, ``(i, outs, ins)``: ``outs`` the slice of
+    the ``count`` outputs whose position ``o*s - p + i*d`` lies in ``[0, size)``, ``ins``
+    the slice of those positions (as long as ``outs``). An offset whose outputs all read
+    padding is left out.
     """
-    for i in range(g.kh):
-        r0 = i * g.dh
-        rows = slice(r0, r0 + g.sh * (g.oh - 1) + 1, g.sh)
-        for j in range(g.kw):
-            c0 = j * g.dw
-            cols = slice(c0, c0 + g.sw * (g.ow - 1) + 1, g.sw)
-            yield i, j, rows, cols
+    taps = []
+    for i in range(k):
+        start = i * d - p                            # the position output 0 reads
+        lo = max(0, -(start // s))                   # the first output reading >= 0
+        hi = min(count, (size - 1 - start) // s + 1)  # past the last reading < size
+        if lo < hi:
+            taps.append((i, slice(lo, hi), slice(start + lo * s, start + (hi - 1) * s + 1, s)))
+    return taps
 
 
-def _input_coords(g, i: int, j: int):
-    """Input row indices (OH,) and column indices (OW,) read at kernel offset (i, j);
-    they may lie outside the image (in the padding)."""
-    ih = np.arange(g.oh) * g.sh - g.pt + i * g.dh
-    iw = np.arange(g.ow) * g.sw - g.pl + j * g.dw
-    return ih, iw
+def _pool_taps(size: int, k: int, s: int, p: int, count: int) -> list:
+    """Pooling's taps of one dimension (dilation 1): ``(outs, ins)`` pairs that pair every
+    output with each in-bounds position of its window once, in increasing window order
+    for every output.
+
+    Per kernel offset (:func:`_offset_taps`) when the window is no longer than the image;
+    else per input position ``r`` (``ins`` is ``r`` alone, read by every output of
+    ``outs``, at offset ``r + p - o*s``): a 4096-wide window over a 1-pixel image is then
+    one tap, not 4096.
+    """
+    if k <= size:
+        return [(outs, ins) for _, outs, ins in _offset_taps(size, k, s, p, 1, count)]
+    taps = []
+    for r in range(size):
+        lo = max(0, -((k - 1 - r - p) // s))    # the first output whose window reaches r
+        hi = min(count, (r + p) // s + 1)       # past the last whose window starts <= r
+        if lo < hi:
+            taps.append((slice(lo, hi), slice(r, r + 1)))
+    return taps
 
 
-def _in_bounds(g, ih: np.ndarray, iw: np.ndarray) -> np.ndarray:
-    """(OH, OW) bool: does the position (ih[oh], iw[ow]) lie inside the image?"""
-    return ((ih >= 0) & (ih < g.h))[:, None] & ((iw >= 0) & (iw < g.w))[None, :]
+def _tap_pairs(row_taps, col_taps):
+    """Every (rows, columns) pair of taps, rows outer: row-major window order."""
+    for r in row_taps:
+        for c in col_taps:
+            yield r, c
 
 
-def _window_counts(g, dtype) -> np.ndarray:
-    """(OH, OW): how many in-bounds elements each window holds."""
-    count = np.zeros((g.oh, g.ow), dtype=np.int64)
-    for i, j, _, _ in _offsets(g):
-        count += _in_bounds(g, *_input_coords(g, i, j))
-    return count.astype(dtype)
+def _window_view(cols: np.ndarray, g, layout: str) -> np.ndarray:
+    """A column matrix (N*OH*OW, KH*KW*C) as a (N, OH, OW, KH, KW, C) view, whatever the
+    layout's column order."""
+    if layout == "NHWC":
+        return cols.reshape(g.n, g.oh, g.ow, g.kh, g.kw, g.c)
+    return cols.reshape(g.n, g.oh, g.ow, g.c, g.kh, g.kw).transpose(0, 1, 2, 4, 5, 3)
 
 
 # --------------------------------------------------------------------------- im2col
 def im2col(x, g, layout, cols):
     """Rows (n, oh, ow); columns (kh, kw, c) for NHWC, (c, kh, kw) for NCHW."""
-    padded = _pad(_channels_last(x, layout), g)
-    win = np.empty((g.n, g.oh, g.ow, g.kh, g.kw, g.c), dtype=x.dtype)
-    for i, j, rows, cols_ in _offsets(g):
-        win[:, :, :, i, j, :] = padded[:, rows, cols_, :]
-    if layout == "NCHW":
-        win = win.transpose(0, 1, 2, 5, 3, 4)          # (n, oh, ow, c, kh, kw)
-    cols[...] = win.reshape(g.rows, g.patch)
+    xs = _channels_last(x, layout)
+    win = _window_view(cols, g, layout)
+    win[...] = 0                                        # what padding reads
+    for (i, outs_r, ins_r), (j, outs_c, ins_c) in _tap_pairs(
+            _offset_taps(g.h, g.kh, g.sh, g.pt, g.dh, g.oh),
+            _offset_taps(g.w, g.kw, g.sw, g.pl, g.dw, g.ow)):
+        win[:, outs_r, outs_c, i, j, :] = xs[:, ins_r, ins_c, :]
 
 
 def col2im(cols, g, layout, x):
     """Adjoint of :func:`im2col`: scatter-add every column entry back; ``x`` overwritten."""
-    if layout == "NHWC":
-        win = cols.reshape(g.n, g.oh, g.ow, g.kh, g.kw, g.c)
-    else:
-        win = cols.reshape(g.n, g.oh, g.ow, g.c, g.kh, g.kw).transpose(0, 1, 2, 4, 5, 3)
-    padded = np.zeros((g.n, g.pt + g.h + g.pb, g.pl + g.w + g.pr, g.c), dtype=cols.dtype)
-    for i, j, rows, cols_ in _offsets(g):
+    win = _window_view(cols, g, layout)
+    xs = _channels_last(x, layout)
+    xs[...] = 0
+    for (i, outs_r, ins_r), (j, outs_c, ins_c) in _tap_pairs(
+            _offset_taps(g.h, g.kh, g.sh, g.pt, g.dh, g.oh),
+            _offset_taps(g.w, g.kw, g.sw, g.pl, g.dw, g.ow)):
         # Within one offset the strided slice touches each element at most once, so a
         # plain += accumulates correctly; overlaps between offsets add up across the loop.
-        padded[:, rows, cols_, :] += win[:, :, :, i, j, :]
-    inside = padded[:, g.pt:g.pt + g.h, g.pl:g.pl + g.w, :]
-    x[...] = _from_channels_last(inside, layout)
+        xs[:, ins_r, ins_c, :] += win[:, outs_r, outs_c, i, j, :]
 
 
 # --------------------------------------------------------------------------- bias + act
@@ -180,9 +195,13 @@ def conv2d_backward(dy, x, w, g, layout, dx, dw, db, chunk):
 
 
 # --------------------------------------------------------------------------- pooling
+def _pool_tap_lists(g):
+    """Pooling's (row taps, column taps) of geometry ``g`` (see :func:`_pool_taps`)."""
+    return (_pool_taps(g.h, g.kh, g.sh, g.pt, g.oh), _pool_taps(g.w, g.kw, g.sw, g.pl, g.ow))
+
+
 def _flat_index(g, layout, ih, iw) -> np.ndarray:
-    """(OH, OW, C) int64: index into ``x[n].ravel()`` of element (ih[oh], iw[ow], c).
-    Out-of-bounds coordinates give meaningless indices; callers mask them."""
+    """(len(ih), len(iw), C) int64: index into ``x[n].ravel()`` of element (ih, iw, c)."""
     r = ih.astype(np.int64)[:, None, None]
     q = iw.astype(np.int64)[None, :, None]
     ch = np.arange(g.c, dtype=np.int64)[None, None, :]
@@ -191,28 +210,40 @@ def _flat_index(g, layout, ih, iw) -> np.ndarray:
     return (ch * g.h + r) * g.w + q
 
 
+def _window_counts(g, taps, dtype) -> np.ndarray:
+    """(OH, OW): how many in-bounds elements each window holds."""
+    per_dim = []
+    for dim_taps, count in zip(taps, (g.oh, g.ow)):
+        n = np.zeros(count, dtype=np.int64)
+        for outs, _ in dim_taps:
+            n[outs] += 1
+        per_dim.append(n)
+    return (per_dim[0][:, None] * per_dim[1][None, :]).astype(dtype)
+
+
 def maxpool2d_forward(x, g, layout, y, argmax):
     """Max over the in-bounds elements of each window, and where it was.
 
-    The kernel offsets are visited in row-major window order; a candidate replaces the
-    current best only if it is in bounds and either nothing was taken yet, it is strictly
-    larger (so ties keep the first), or it is NaN while the best is not (so the first NaN
-    wins). This is ``np.argmax`` over the in-bounds elements of the window.
+    Each window's elements are visited in row-major window order; a candidate replaces
+    the current best if nothing was taken yet, it is strictly larger (so ties keep the
+    first), or it is NaN while the best is not (so the first NaN wins). This is
+    ``np.argmax`` over the in-bounds elements of the window.
     """
-    padded = _pad(_channels_last(x, layout), g)          # pad value never used
+    xs = _channels_last(x, layout)
     shape = (g.n, g.oh, g.ow, g.c)
     best = np.zeros(shape, dtype=x.dtype)
     best_idx = np.zeros(shape, dtype=np.int64)
     taken = np.zeros(shape, dtype=bool)
-    for i, j, rows, cols in _offsets(g):
-        ih, iw = _input_coords(g, i, j)
-        valid = _in_bounds(g, ih, iw)[None, :, :, None]  # (1, OH, OW, 1)
-        v = padded[:, rows, cols, :]
-        beats = ~taken | (v > best) | (np.isnan(v) & ~np.isnan(best))
-        take = valid & beats
-        best = np.where(take, v, best)
-        best_idx = np.where(take, _flat_index(g, layout, ih, iw)[None], best_idx)
-        taken |= valid
+    rows, cols = np.arange(g.h), np.arange(g.w)
+    for (outs_r, ins_r), (outs_c, ins_c) in _tap_pairs(*_pool_tap_lists(g)):
+        out = (slice(None), outs_r, outs_c)
+        v = xs[:, ins_r, ins_c, :]            # broadcasts where ins is one position
+        b = best[out]
+        take = ~taken[out] | (v > b) | (np.isnan(v) & ~np.isnan(b))
+        best[out] = np.where(take, v, b)
+        best_idx[out] = np.where(take, _flat_index(g, layout, rows[ins_r], cols[ins_c])[None],
+                                 best_idx[out])
+        taken[out] = True
     assert taken.all(), "a pooling window holds no input element (geometry bug)"
     y[...] = _from_channels_last(best, layout)
     argmax[...] = _from_channels_last(best_idx, layout)
@@ -229,24 +260,28 @@ def maxpool2d_backward(dy, argmax, g, layout, dx):
 
 def avgpool2d_forward(x, g, layout, y):
     """Sum of the in-bounds elements of each window over their number (Keras)."""
-    padded = _pad(_channels_last(x, layout), g)          # zeros add nothing to the sum
+    xs = _channels_last(x, layout)
+    taps = _pool_tap_lists(g)
     total = np.zeros((g.n, g.oh, g.ow, g.c), dtype=x.dtype)
-    for _, _, rows, cols in _offsets(g):
-        total += padded[:, rows, cols, :]
-    count = _window_counts(g, x.dtype)[None, :, :, None]
+    for (outs_r, ins_r), (outs_c, ins_c) in _tap_pairs(*taps):
+        total[:, outs_r, outs_c, :] += xs[:, ins_r, ins_c, :]
+    count = _window_counts(g, taps, x.dtype)[None, :, :, None]
     y[...] = _from_channels_last(total / count, layout)
 
 
 def avgpool2d_backward(dy, g, layout, dx):
     """Adjoint of :func:`avgpool2d_forward`: each window spreads ``dy / count`` over the
-    elements it read; padded positions are dropped."""
-    count = _window_counts(g, dy.dtype)[None, :, :, None]
+    in-bounds elements it read."""
+    taps = _pool_tap_lists(g)
+    count = _window_counts(g, taps, dy.dtype)[None, :, :, None]
     share = _channels_last(dy, layout) / count           # (N, OH, OW, C)
-    padded = np.zeros((g.n, g.pt + g.h + g.pb, g.pl + g.w + g.pr, g.c), dtype=dy.dtype)
-    for _, _, rows, cols in _offsets(g):
-        padded[:, rows, cols, :] += share
-    inside = padded[:, g.pt:g.pt + g.h, g.pl:g.pl + g.w, :]
-    dx[...] = _from_channels_last(inside, layout)
+    dxs = _channels_last(dx, layout)
+    dxs[...] = 0
+    for (outs_r, ins_r), (outs_c, ins_c) in _tap_pairs(*taps):
+        dst, src = dxs[:, ins_r, ins_c, :], share[:, outs_r, outs_c, :]
+        # a tap by input position: its outputs all read that one position
+        axes = tuple(a for a in (1, 2) if dst.shape[a] != src.shape[a])
+        dst += src.sum(axis=axes, keepdims=True) if axes else src
 
 
 # --------------------------------------------------------------------------- losses

@@ -26,7 +26,7 @@ import numpy as np
 from .. import _backend
 from . import _checks
 from ._checks import float_array, layout_arg, same_dtype
-from ._geometry import ConvGeometry, as_pair
+from ._geometry import ConvGeometry, as_pair, windows_in_image
 from ._geometry import conv_geometry as _conv_geometry
 
 __all__ = [
@@ -219,6 +219,14 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NHWC") ->
     cols : ndarray, shape (N*OH*OW, KH*KW*C)
         Rows over (n, oh, ow); columns over (kh, kw, c) for NHWC and (c, kh, kw) for
         NCHW. Padded positions are zero.
+
+    Raises
+    ------
+    MemoryError
+        If ``cols`` itself does not fit in memory: its size grows with the padding, as
+        the output count does (``padding=((0, 2**31 - 1), (0, 0))`` on a 6x7 image with
+        3 channels asks for 2.1 TiB). No backend allocates anything for the padding
+        beyond ``cols``.
     """
     layout = layout_arg(layout)
     x = float_array(x, "x", 4)
@@ -294,14 +302,95 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, layout="NHW
     Returns
     -------
     y : ndarray, shape (N, OH, OW, F) NHWC or (N, F, OH, OW) NCHW
+
+    Notes
+    -----
+    A padding may exceed the kernel: an output whose window reads only padding is
+    ``activation(b)`` (NaN for a filter holding inf or NaN: ``0 * inf``), and only the
+    windows that reach the image are computed, over the padding they span, so memory does
+    not grow with the padding beyond the output (``padding=2**20`` with
+    ``stride=2**31 - 1`` on a 1x1 image is a 1x1 output). :func:`conv2d_backward` and the
+    fused ops do likewise.
     """
     layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
     act = _activation(activation)
     b, arrays = _bias_arg(b, f, x, w)
     y = _out_array(out, g.y_shape(layout, f), x.dtype, "out", arrays)
     if g.n:
-        _backend.get().conv2d_forward(x, w, b, g, layout, act, y, _chunk(g, x.itemsize))
+        _conv_forward(_backend.get(), x, w, b, g, layout, act, y)
     return y
+
+
+def _spatial(layout: str, rows: slice, cols: slice) -> tuple:
+    """The index of rows ``rows`` and columns ``cols`` of every image and channel of a
+    4-D array in ``layout``."""
+    if layout == "NHWC":
+        return slice(None), rows, cols
+    return slice(None), slice(None), rows, cols
+
+
+def _conv_forward(backend, x, w, b, g, layout, act, y) -> None:
+    """``backend.conv2d_forward`` into ``y``. With a padding at least the kernel's extent
+    on some side, only on the windows that reach the image, over the padding they span
+    (``_geometry.windows_in_image``): no backend then pads the input in full. The other
+    windows read only zeros; their output is ``act(0 + b)``, or NaN for a filter holding
+    inf or NaN (``0 * inf``), as their zero columns would give."""
+    reach = windows_in_image(g)
+    if reach is None:
+        backend.conv2d_forward(x, w, b, g, layout, act, y, _chunk(g, x.itemsize))
+        return
+    nhwc = layout == "NHWC"
+    f = w.shape[3] if nhwc else w.shape[0]
+    zero = np.zeros(f, x.dtype)      # sum(0 * w) for each filter
+    zero[~np.isfinite(w).all(axis=(0, 1, 2) if nhwc else (1, 2, 3))] = np.nan
+    fill = np.empty(f, x.dtype)
+    backend.bias_act(zero.reshape(1, f, 1), b, act, fill.reshape(1, f, 1))
+    y[...] = fill if nhwc else fill[:, None, None]
+    gi = reach.g
+    if gi is not None:
+        xi = np.ascontiguousarray(x[_spatial(layout, slice(reach.r0, None),
+                                             slice(reach.c0, None))])
+        yi = np.empty(gi.y_shape(layout, f), x.dtype)
+        backend.conv2d_forward(xi, w, b, gi, layout, act, yi, _chunk(gi, x.itemsize))
+        y[_spatial(layout, slice(reach.oh0, reach.oh1), slice(reach.ow0, reach.ow1))] = yi
+
+
+def _conv_backward(backend, dy, x, w, g, layout, dx, dw, db, buffers: int) -> None:
+    """``backend.conv2d_backward``; with a padding at least the kernel's extent on some
+    side, on the windows that reach the image only, as :func:`_conv_forward`. The other
+    windows give no gradient to x, their dy to db, and ``0 * dy`` to dw: NaN for a filter
+    whose dy holds inf or NaN there (as their zero columns would give)."""
+    reach = windows_in_image(g)
+    if reach is None:
+        backend.conv2d_backward(dy, x, w, g, layout, dx, dw, db,
+                                _chunk(g, x.itemsize, buffers))
+        return
+    nhwc = layout == "NHWC"
+    axes = (0, 1, 2) if nhwc else (0, 2, 3)          # all but the filters
+    block = _spatial(layout, slice(reach.oh0, reach.oh1), slice(reach.ow0, reach.ow1))
+    finite = np.isfinite(dy)
+    finite[block] = True
+    bad = ~finite.all(axis=axes)                      # filters: inf or NaN outside
+    if db is not None:
+        db[...] = dy.sum(axis=axes)
+    gi = reach.g
+    if gi is None:
+        dw[...] = 0
+        if dx is not None:
+            dx[...] = 0
+    else:
+        inner = _spatial(layout, slice(reach.r0, None), slice(reach.c0, None))
+        xi = np.ascontiguousarray(x[inner])
+        dxi = dx if dx is None or xi.shape == x.shape else np.empty(xi.shape, x.dtype)
+        backend.conv2d_backward(np.ascontiguousarray(dy[block]), xi, w, gi, layout, dxi, dw,
+                                None, _chunk(gi, x.itemsize, buffers))
+        if dxi is not dx:
+            dx[...] = 0
+            dx[inner] = dxi
+    if nhwc:
+        dw[..., bad] = np.nan
+    else:
+        dw[bad] = np.nan
 
 
 def _bias_arg(b, f, x, w):
@@ -370,17 +459,17 @@ def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, lay
     y = _out_array(y_out, pg.y_shape(layout, f), x.dtype, "out[0] (y)", arrays)
     argmax = _out_array(a_out, y.shape, np.int64, "out[1] (argmax)", arrays + [y])
     if g.n:
-        backend, chunk = _backend.get(), _chunk(g, x.itemsize)
+        backend = _backend.get()
         fused = getattr(backend, "conv2d_maxpool_forward", None)
-        if fused is None or not fused(x, w, b, gc, layout, act, y, argmax, chunk):
+        if fused is None or windows_in_image(gc) is not None or \
+                not fused(x, w, b, gc, layout, act, y, argmax, _chunk(g, x.itemsize)):
             # conv2d_forward's output (a backend's products may round otherwise for another
             # pixel count), then its crop pooled
             z = np.empty(g.y_shape(layout, f), x.dtype)
-            backend.conv2d_forward(x, w, b, g, layout, act, z, chunk)
+            _conv_forward(backend, x, w, b, g, layout, act, z)
             if gc is not g:
-                corner = (slice(0, gc.oh), slice(0, gc.ow))
-                z = np.ascontiguousarray(z[(slice(None),) + corner if layout == "NHWC"
-                                           else (slice(None), slice(None)) + corner])
+                z = np.ascontiguousarray(z[_spatial(layout, slice(0, gc.oh),
+                                                    slice(0, gc.ow))])
             backend.maxpool2d_forward(z, pg, layout, y, argmax)
     return y, argmax
 
@@ -430,8 +519,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
     _checks.expect_shape(dy, g.y_shape(layout, f), "dy", f"the conv output shape, {layout}")
     dx, dw, db = _conv_grads(out, x, w, f, need_dx, need_db, (dy, x, w))
     if g.n:
-        _backend.get().conv2d_backward(dy, x, w, g, layout, dx, dw, db,
-                                       _chunk(g, x.itemsize, 2 if need_dx else 1))
+        _conv_backward(_backend.get(), dy, x, w, g, layout, dx, dw, db, 2 if need_dx else 1)
     return dx, dw, db
 
 
@@ -507,15 +595,14 @@ def _conv2d_maxpool_backward(dy, argmax, x, w, stride, padding, dilation, layout
         return dx, dw, db
     backend = _backend.get()
     fused = getattr(backend, "conv2d_maxpool_backward", None)
-    if fused is None or not fused(dy, argmax, x, w, gc, layout, dx, dw, db,
-                                  _chunk(gc, x.itemsize, 1)):
+    if fused is None or windows_in_image(gc) is not None or \
+            not fused(dy, argmax, x, w, gc, layout, dx, dw, db, _chunk(gc, x.itemsize, 1)):
         shape = gc.y_shape(layout, f)
         dz = (np.empty(shape, x.dtype) if dz_buffer is None else
               _out_array(dz_buffer(shape, x.dtype), shape, x.dtype, "dz_buffer",
                          (dy, x, w, argmax)))
         backend.maxpool2d_backward(dy, argmax, pg, layout, dz)
-        backend.conv2d_backward(dz, x, w, gc, layout, dx, dw, db,
-                                _chunk(gc, x.itemsize, 2 if need_dx else 1))
+        _conv_backward(backend, dz, x, w, gc, layout, dx, dw, db, 2 if need_dx else 1)
     return dx, dw, db
 
 
@@ -901,8 +988,8 @@ def softmax_cross_entropy(z, target, *, scale: float = 1.0,
     if k < 1:
         raise ValueError(f"z must have at least one class (K >= 1), received shape {z.shape}")
     scale = _checks.scalar(scale, "scale")
-    if not isinstance(target, np.ndarray):
-        target = np.asarray(target)
+    target = _checks.as_array(target, "target", "integer labels or float targets (an "
+                              "array)")
     labels = t = None
     if target.dtype.kind in "iu":
         _checks.expect_shape(target, (n,), "target", "integer labels: one per row of z")

@@ -13,6 +13,31 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 LAYOUTS = ("NHWC", "NCHW")
 
 
+def as_array(x, name: str, expected: str) -> np.ndarray:
+    """``x`` as a plain ndarray (``np.asarray``: a subclass such as np.matrix becomes a
+    plain array, whose shape rules differ), for the other checks to examine.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is a masked array (fastnn computes on every element, so a mask would be
+        ignored silently, and a range check skipping masked entries would pass values the
+        kernels then misread), or NumPy cannot make an array of it (a ragged list, an
+        ``__array__`` that raises): the message names ``name`` and says it was to be
+        ``expected``.
+    """
+    if type(x) is np.ndarray:
+        return x
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array; fastnn computes on every element: "
+                        f"pass {name}.filled(value) or {name}.data explicitly")
+    try:
+        return np.asarray(x)
+    except Exception as exc:
+        raise TypeError(f"{name} must be {expected}, received {type(x).__name__} "
+                        f"({type(exc).__name__}: {exc})") from None
+
+
 def float_array(x, name: str, ndim: int | None = None) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32/float64 ndarray (copying only if needed).
 
@@ -28,14 +53,7 @@ def float_array(x, name: str, ndim: int | None = None) -> np.ndarray:
         If ``x`` does not have ``ndim`` dimensions.
     """
     if type(x) is not np.ndarray:
-        if isinstance(x, np.ma.MaskedArray):
-            raise TypeError(f"{name} is a masked array; fastnn computes on every element: "
-                            f"pass {name}.filled(value) or {name}.data explicitly")
-        try:   # (a subclass, np.matrix say, becomes a plain array: its shape rules differ)
-            x = np.asarray(x)
-        except Exception as exc:
-            raise TypeError(f"{name} must be a float32 or float64 array, received "
-                            f"{type(x).__name__} ({exc})") from None
+        x = as_array(x, name, "a float32 or float64 array")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, received dtype "
                         f"{x.dtype}; cast it first, e.g. {name}.astype(np.float32)")

@@ -7,7 +7,7 @@ recompute a size themselves.
 from __future__ import annotations
 
 import numbers
-from typing import NamedTuple, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 IntOrPair = Union[int, Tuple[int, int]]
 # Bounds that keep every size a backend computes inside int64 (the C kernels index with
@@ -227,3 +227,59 @@ def conv_geometry(x_shape, kernel_size, stride=1, padding=0, dilation=1, *,
                 f"{what} of {elems} elements; expected fewer than 2**62: check padding, "
                 f"dilation and stride")
     return ConvGeometry(n, h, w, c, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, oh, ow)
+
+
+class Reach(NamedTuple):
+    """The outputs of a convolution whose windows reach into the image (see
+    :func:`windows_in_image`): rows ``oh0:oh1`` and columns ``ow0:ow1`` of the output,
+    computed by geometry ``g`` over the input from row ``r0`` and column ``c0`` on
+    (``x[:, r0:, c0:]`` in NHWC terms). ``g`` is None when no window reaches the image
+    (``oh0 == oh1`` or ``ow0 == ow1``)."""
+
+    g: Optional[ConvGeometry]
+    oh0: int
+    oh1: int
+    ow0: int
+    ow1: int
+    r0: int
+    c0: int
+
+
+def _reach(size: int, k: int, s: int, p: int, d: int, count: int) -> Tuple[int, ...]:
+    """One dimension of :func:`windows_in_image`: ``(lo, hi, start, before, after)``, the
+    outputs ``[lo, hi)`` of ``count`` whose windows (``o*s - p`` to ``o*s - p + span - 1``)
+    reach into ``[0, size)`` (``lo == hi``: none), the first input position they span
+    (``>= 0``) and the padding they span before and after the image (each below
+    ``span``)."""
+    span = d * (k - 1) + 1
+    lo = max(0, -((span - 1 - p) // s))
+    hi = min(count, (size - 1 + p) // s + 1)
+    if lo >= hi:
+        return lo, lo, 0, 0, 0
+    first = lo * s - p
+    last = (hi - 1) * s - p + span - 1
+    return lo, hi, max(0, first), max(0, -first), max(0, last - (size - 1))
+
+
+def windows_in_image(g: ConvGeometry) -> Optional[Reach]:
+    """For a convolution whose padding is at least the dilated kernel extent on some side:
+    the outputs whose windows reach into the image, and a geometry computing just them with
+    only the padding they span (below the extent on every side); None otherwise (the
+    usual case: every window then reaches the image, and the padding on each side is
+    below the extent).
+
+    The other outputs read only padding, zeros: each is ``act(sum(0 * w) + b)``. A
+    backend given ``g`` itself would pad the input in full (the reference and the C
+    backend's NHWC path did: a 1x1 image with ``padding=2**20`` and
+    ``stride=2**31 - 1``, a 1x1 output, asked for 16 TiB).
+    """
+    span_h, span_w = g.dh * (g.kh - 1) + 1, g.dw * (g.kw - 1) + 1
+    if max(g.pt, g.pb) < span_h and max(g.pl, g.pr) < span_w:
+        return None
+    oh0, oh1, r0, pt, pb = _reach(g.h, g.kh, g.sh, g.pt, g.dh, g.oh)
+    ow0, ow1, c0, pl, pr = _reach(g.w, g.kw, g.sw, g.pl, g.dw, g.ow)
+    inner = None
+    if oh0 < oh1 and ow0 < ow1:
+        inner = g._replace(h=g.h - r0, w=g.w - c0, pt=pt, pb=pb, pl=pl, pr=pr,
+                           oh=oh1 - oh0, ow=ow1 - ow0)
+    return Reach(inner, oh0, oh1, ow0, ow1, r0, c0)
