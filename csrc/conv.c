@@ -88,12 +88,24 @@ static int64_t round8(int64_t v) { return (v + 7) / 8 * 8; } /* buffers start 8 
 
 static int padded(const fnn_geom *g) { return g->pt || g->pb || g->pl || g->pr; }
 
+/* Is a padded copy of an image no larger than the im2col rows it stands in for (the paths
+ * that pad x into the workspace: implicit, NCHW direct, sparse pooled backward)? A padding
+ * of almost a dilated kernel's extent (fastnn.ops computes the windows that reach the
+ * image only: padding <= extent - 1) with a huge dilation made a 1x1 image's copy 2 GiB;
+ * such geometries take im2col + GEMM, bounded by the column workspace. In double: the
+ * products can pass 2^63. */
+static int pad_fits(const fnn_geom *g)
+{
+    return !padded(g) || (double)(g->h + g->pt + g->pb) * (double)(g->w + g->pl + g->pr) <=
+                             (double)g->oh * (double)g->ow * (double)(g->kh * g->kw);
+}
+
 /* Does this forward take the implicit path? */
 static int use_implicit(const fnn_geom *g, int layout)
 {
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
     return layout == FNN_NHWC && kr->ukr_gather && !is_pointwise(g) &&
-           g->kh * g->kw * g->c <= IMPLICIT_MAX_PATCH;
+           g->kh * g->kw * g->c <= IMPLICIT_MAX_PATCH && pad_fits(g);
 }
 
 /* Workspace of the implicit path for chunks of `chunk` images: w packed, the bias padded
@@ -681,7 +693,7 @@ static int use_nchw_direct(const fnn_geom *g, int layout, int backward)
 {
     const int64_t patch = g->kh * g->kw * g->c;
     return FNN_X86_KERNELS && layout == FNN_NCHW && fnn_get_isa() >= 1 && g->sw == 1 &&
-           !is_pointwise(g) && g->ow >= DIRECT_MIN_OW &&
+           !is_pointwise(g) && g->ow >= DIRECT_MIN_OW && pad_fits(g) &&
            patch <= (backward ? DIRECT_DW_MAX_PATCH : DIRECT_FWD_MAX_PATCH);
 }
 
@@ -1412,7 +1424,7 @@ static int use_pool_sparse(const fnn_geom *g, int layout, int64_t f)
 {
     int64_t L = 0;
     const int64_t img = (g->h + g->pt + g->pb) * (g->w + g->pl + g->pr) * g->c;
-    if (layout != FNN_NHWC || g->oh < 2 || g->ow < 2 || !pool_runs(g, NULL, &L) ||
+    if (layout != FNN_NHWC || g->oh < 2 || g->ow < 2 || !pad_fits(g) || !pool_runs(g, NULL, &L) ||
         img >= POOL_MAX_INDEX || g->oh * g->ow * f >= POOL_MAX_INDEX)
         return 0;
     return fnn_get_isa() == 0 || pool_avx2(g);

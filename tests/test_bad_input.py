@@ -242,6 +242,8 @@ CASES = [
     # a masked label passed the range check (min and max skip it), then the reference raised
     # IndexError and C and Numba returned NaN
     ("target_masked", TypeError, r"\btarget is a masked array", lambda: ops.softmax_cross_entropy(np.zeros((4, 5), F32), np.ma.array([0, 1, 2, 7], mask=[0, 0, 0, 1]))),
+    ("argmax_masked", TypeError, r"\bargmax is a masked array", lambda: ops.maxpool2d_backward(np.ones((1, 1, 1, 1), F32), np.ma.array(np.zeros((1, 1, 1, 1), np.int64), mask=[[[[1]]]]), (1, 2, 2, 1), 2)),
+    ("mask_masked", TypeError, r"\bmask is a masked array", lambda: ops.relu_mask_backward(np.ones(3, F32), np.ma.array([True, False, True], mask=[0, 1, 0]))),
     ("target_masked_float", TypeError, r"\btarget is a masked array", lambda: ops.softmax_cross_entropy(np.zeros((2, 3), F32), np.ma.array(np.eye(2, 3, dtype=F32)))),
     ("target_ragged_list", TypeError, r"\btarget must be integer labels or float targets.*received list", lambda: ops.softmax_cross_entropy(np.zeros((2, 3), F32), [[0], [1, 2]])),
     ("target_array_raises", TypeError, r"\btarget must be integer labels or float targets.*RuntimeError", lambda: ops.softmax_cross_entropy(np.zeros((2, 3), F32), _BadArray())),

@@ -640,6 +640,34 @@ def test_conv_padding_beyond_the_kernel(backend, case, layout, dtype):
                          scale=absmax(dyp) * max(sx, sw, 1.0), what=f"fused backward {what}")
 
 
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_conv_huge_dilation_pads_no_copy(backend, layout):
+    """A padding just under a huge dilated kernel's extent (fastnn.ops keeps such windows,
+    which reach the image): C's implicit, direct and pooled paths padded a copy of the 1x1
+    image to 2**28 + 1 rows (2 GiB); they now leave such geometries to im2col + GEMM.
+    Peak traced memory stays small and the result is the reference's."""
+    import tracemalloc
+    x = to_layout(np.array([[[[2.0, -1.0]]]], np.float32), layout)        # 1x1, 2 channels
+    w = weights_to_layout(np.arange(1, 9, dtype=np.float32).reshape(2, 1, 2, 2), layout)
+    geo = dict(dilation=(2**28, 1), padding=((2**28, 0), (0, 0)), layout=layout)
+    tracemalloc.start()
+    try:
+        y = ops.conv2d_forward(x, w, **geo)
+        dx, dw, db = ops.conv2d_backward(np.ones_like(y), x, w, **geo)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, peak
+    with fastnn.use_backend("numpy"):
+        want = ops.conv2d_forward(x, w, **geo)
+        wdx, wdw, wdb = ops.conv2d_backward(np.ones_like(want), x, w, **geo)
+    assert_same(y, want, what="y")
+    assert_same(dx, wdx, what="dx")
+    assert_same(dw, wdw, what="dw")
+    assert_same(db, wdb, what="db")
+
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_conv_huge_padding_small_output(backend, layout):
     """A padding of 2**20 with a stride of 2**20 or more: a 2x2 output (the bottom right

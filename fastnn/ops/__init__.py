@@ -739,6 +739,7 @@ def bias_act_backward(dy, y, activation="relu", *, channel_axis: int = -1,
 
 
 def _bool_arg(mask, name: str) -> None:
+    _checks.refuse_masked(mask, name)
     if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
         raise TypeError(f"{name} must be a numpy bool array, received "
                         f"{type(mask).__name__}"
@@ -875,6 +876,7 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size, *, stride=None, padding=0
 def _argmax_arg(argmax, shape, per_sample: int, check_range: bool) -> np.ndarray:
     """``argmax`` checked to be an int64 array of ``shape`` (and, if ``check_range``, to
     hold indices within one sample of ``per_sample`` elements), C-contiguous."""
+    _checks.refuse_masked(argmax, "argmax")
     if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int64:
         raise TypeError("argmax must be the int64 array returned by maxpool2d_forward, "
                         f"received {getattr(argmax, 'dtype', type(argmax).__name__)}")

@@ -13,6 +13,15 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 LAYOUTS = ("NHWC", "NCHW")
 
 
+def refuse_masked(x, name: str) -> None:
+    """TypeError if ``x`` is a masked array: fastnn computes on every element, so a mask
+    would be ignored silently (and a range check skipping masked entries would pass values
+    the kernels then misread)."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array; fastnn computes on every element: "
+                        f"pass {name}.filled(value) or {name}.data explicitly")
+
+
 def as_array(x, name: str, expected: str) -> np.ndarray:
     """``x`` as a plain ndarray (``np.asarray``: a subclass such as np.matrix becomes a
     plain array, whose shape rules differ), for the other checks to examine.
@@ -28,9 +37,7 @@ def as_array(x, name: str, expected: str) -> np.ndarray:
     """
     if type(x) is np.ndarray:
         return x
-    if isinstance(x, np.ma.MaskedArray):
-        raise TypeError(f"{name} is a masked array; fastnn computes on every element: "
-                        f"pass {name}.filled(value) or {name}.data explicitly")
+    refuse_masked(x, name)
     try:
         return np.asarray(x)
     except Exception as exc:
