@@ -926,22 +926,44 @@ def test_avgpool2d(backend, case, layout, dtype):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+def test_pool_window_longer_than_the_image_stride_1(backend, layout):
+    """Stride 1: a 1024 x 1024 window with padding 1023 on a 1x1 image has a million
+    outputs, each reading the one pixel. The Numba kernels scanned every window offset for
+    every output (10^12 steps: 225 s for the four ops at 4096); they now scan only the
+    offsets inside the image. Every output is the pixel (max, average) and every gradient
+    goes to it."""
+    x = to_layout(np.array([[[[2.0, -3.0]]]], np.float32), layout)
+    kw = dict(stride=1, padding=1023, layout=layout)
+    y, am = ops.maxpool2d_forward(x, 1024, **kw)
+    ya = ops.avgpool2d_forward(x, 1024, **kw)
+    dy = np.ones_like(y)
+    dxm = ops.maxpool2d_backward(dy, am, x.shape, 1024, **kw)
+    dxa = ops.avgpool2d_backward(dy, x.shape, 1024, **kw)
+    full = to_layout(np.broadcast_to(np.array([2.0, -3.0], np.float32), (1, 1024, 1024, 2)),
+                     layout)
+    assert_same(y, full, what="max")
+    assert_same(ya, full, what="avg")
+    assert_same(dxm, to_layout(np.full((1, 1, 1, 2), 1024.0 ** 2, np.float32), layout),
+                what="max dx")
+    assert_same(dxa, to_layout(np.full((1, 1, 1, 2), 1024.0 ** 2, np.float32), layout),
+                what="avg dx")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_pool_window_much_longer_than_the_image(backend, layout):
     """A 1024 x 1024 window, padding 1023, over a 2x3 image: a 2x2 output, each window
     reading one or two pixels. The reference looped in Python over every window offset
     (a million; about 20 s for the max pooling forward, > 60 s with 4096): it now loops
-    over the input positions when there are fewer. Results by hand, in seconds."""
-    import time
+    over the input positions when there are fewer. Results by hand (no timing assert:
+    a hang would hold up the suite)."""
     x_nhwc = np.array([[1.0, 5.0, 3.0], [np.nan, -2.0, -2.0]], np.float32).reshape(1, 2, 3, 1)
     x = to_layout(np.concatenate([x_nhwc, -x_nhwc], axis=3), layout)     # 2 channels
     kw = dict(padding=1023, layout=layout)
-    start = time.perf_counter()
     y, am = ops.maxpool2d_forward(x, 1024, **kw)
     ya = ops.avgpool2d_forward(x, 1024, **kw)
     dy = to_layout(np.arange(1, 9, dtype=np.float32).reshape(1, 2, 2, 2), layout)
     dxa = ops.avgpool2d_backward(dy, x.shape, 1024, **kw)
     dxm = ops.maxpool2d_backward(dy, am, x.shape, 1024, **kw)
-    elapsed = time.perf_counter() - start
     # windows: rows {0}, {1}; columns {0}, {1, 2}
     y_exp = np.array([[[1, -1], [5, -3]], [[np.nan, np.nan], [-2, 2]]], np.float32)[None]
     assert_same(y, to_layout(y_exp, layout), what="max")
@@ -960,7 +982,6 @@ def test_pool_window_much_longer_than_the_image(backend, layout):
     for (oh, ow, c), p in np.ndenumerate(np.stack([pos, pos_c1], axis=-1)):
         dxm_exp[(0,) + divmod(int(p), 3) + (c,)] += d[oh, ow, c]
     assert_same(dxm, to_layout(dxm_exp, layout), what="max backward")
-    assert elapsed < 10, f"pooling a 2x3 image with 1024x1024 windows took {elapsed:.1f} s"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)

@@ -1007,11 +1007,11 @@ def _maxpool_row(x, y, am, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh
         for xo in range(ow):
             yb = np.uint64((r * ow + xo) * ch)
             first = True
-            for ki in range(kh):
+            for ki in range(*_taps(yo, sh, pt, kh, dh, h)):
                 ih = yo * sh - pt + ki * dh
                 if ih < 0 or ih >= h:
                     continue
-                for kj in range(kw):
+                for kj in range(*_taps(xo, sw, pl, kw, dw, w)):
                     iw = xo * sw - pl + kj * dw
                     if iw < 0 or iw >= w:
                         continue
@@ -1041,11 +1041,11 @@ def _maxpool_row(x, y, am, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh
                 first = True
                 best = x[xb]
                 bi = 0
-                for ki in range(kh):
+                for ki in range(*_taps(yo, sh, pt, kh, dh, h)):
                     ih = yo * sh - pt + ki * dh
                     if ih < 0 or ih >= h:
                         continue
-                    for kj in range(kw):
+                    for kj in range(*_taps(xo, sw, pl, kw, dw, w)):
                         iw = xo * sw - pl + kj * dw
                         if iw < 0 or iw >= w:
                             continue
@@ -1099,14 +1099,23 @@ def maxpool2d_backward(dy, argmax, g, layout, dx):
 
 
 @njit(cache=True)
+def _taps(o, s, p, k, d, size):
+    """The kernel offsets ``lo <= ki < hi`` of output position o whose input position
+    ``o*s - p + ki*d`` falls inside [0, size): loops over a window's offsets run over these
+    only (a 4096-wide window on a 1-pixel image is one offset per output, not 4096)."""
+    start = o * s - p
+    lo = 0 if start >= 0 else (d - 1 - start) // d
+    hi = k if start + (k - 1) * d < size else (size - 1 - start) // d + 1
+    if hi < lo:
+        hi = lo
+    return lo, hi
+
+
+@njit(cache=True)
 def _in_bounds(o, s, p, k, d, size):
     """Number of kernel offsets of output position o that fall inside [0, size)."""
-    cnt = 0
-    for ki in range(k):
-        i = o * s - p + ki * d
-        if i >= 0 and i < size:
-            cnt += 1
-    return cnt
+    lo, hi = _taps(o, s, p, k, d, size)
+    return hi - lo
 
 
 @njit(cache=True)
@@ -1122,11 +1131,11 @@ def _avgpool_fwd_row(x, y, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh
             yb = (r * ow + xo) * ch
             for ci in range(ch):
                 y[yb + ci] = 0
-            for ki in range(kh):
+            for ki in range(*_taps(yo, sh, pt, kh, dh, h)):
                 ih = yo * sh - pt + ki * dh
                 if ih < 0 or ih >= h:
                     continue
-                for kj in range(kw):
+                for kj in range(*_taps(xo, sw, pl, kw, dw, w)):
                     iw = xo * sw - pl + kj * dw
                     if iw < 0 or iw >= w:
                         continue
@@ -1142,11 +1151,11 @@ def _avgpool_fwd_row(x, y, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh
             for xo in range(ow):
                 cf = x.dtype.type(cnth * _in_bounds(xo, sw, pl, kw, dw, w))
                 s = x.dtype.type(0)
-                for ki in range(kh):
+                for ki in range(*_taps(yo, sh, pt, kh, dh, h)):
                     ih = yo * sh - pt + ki * dh
                     if ih < 0 or ih >= h:
                         continue
-                    for kj in range(kw):
+                    for kj in range(*_taps(xo, sw, pl, kw, dw, w)):
                         iw = xo * sw - pl + kj * dw
                         if iw < 0 or iw >= w:
                             continue
