@@ -1002,19 +1002,17 @@ def _maxpool_row(x, y, am, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh
         # signed ones Numba tests every index for a negative, wrap-around value)
         ni = r // oh
         yo = r - ni * oh
+        klo, khi = _taps(yo, sh, pt, kh, dh, h)
         xs = ni * h * w * ch
         uch = np.uint64(ch)
         for xo in range(ow):
+            jlo, jhi = _taps(xo, sw, pl, kw, dw, w)
             yb = np.uint64((r * ow + xo) * ch)
             first = True
-            for ki in range(*_taps(yo, sh, pt, kh, dh, h)):
+            for ki in range(klo, khi):
                 ih = yo * sh - pt + ki * dh
-                if ih < 0 or ih >= h:
-                    continue
-                for kj in range(*_taps(xo, sw, pl, kw, dw, w)):
+                for kj in range(jlo, jhi):
                     iw = xo * sw - pl + kj * dw
-                    if iw < 0 or iw >= w:
-                        continue
                     idx = (ih * w + iw) * ch
                     xb = np.uint64(xs + idx)
                     if first:
@@ -1037,18 +1035,16 @@ def _maxpool_row(x, y, am, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh
         ci = r % ch
         xb = r * h * w
         for yo in range(oh):
+            klo, khi = _taps(yo, sh, pt, kh, dh, h)
             for xo in range(ow):
+                jlo, jhi = _taps(xo, sw, pl, kw, dw, w)
                 first = True
                 best = x[xb]
                 bi = 0
-                for ki in range(*_taps(yo, sh, pt, kh, dh, h)):
+                for ki in range(klo, khi):
                     ih = yo * sh - pt + ki * dh
-                    if ih < 0 or ih >= h:
-                        continue
-                    for kj in range(*_taps(xo, sw, pl, kw, dw, w)):
+                    for kj in range(jlo, jhi):
                         iw = xo * sw - pl + kj * dw
-                        if iw < 0 or iw >= w:
-                            continue
                         v = x[xb + ih * w + iw]
                         if first or v > best or (v != v and best == best):
                             first = False
@@ -1104,6 +1100,8 @@ def _taps(o, s, p, k, d, size):
     ``o*s - p + ki*d`` falls inside [0, size): loops over a window's offsets run over these
     only (a 4096-wide window on a 1-pixel image is one offset per output, not 4096)."""
     start = o * s - p
+    if start >= 0 and start + (k - 1) * d < size:
+        return 0, k                 # the whole window (no divisions: most outputs)
     lo = 0 if start >= 0 else (d - 1 - start) // d
     hi = k if start + (k - 1) * d < size else (size - 1 - start) // d + 1
     if hi < lo:
@@ -1125,20 +1123,18 @@ def _avgpool_fwd_row(x, y, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh
     if nhwc:
         ni = r // oh
         yo = r - ni * oh
-        cnth = _in_bounds(yo, sh, pt, kh, dh, h)
+        klo, khi = _taps(yo, sh, pt, kh, dh, h)
+        cnth = khi - klo
         for xo in range(ow):
-            cf = x.dtype.type(cnth * _in_bounds(xo, sw, pl, kw, dw, w))
+            jlo, jhi = _taps(xo, sw, pl, kw, dw, w)
+            cf = x.dtype.type(cnth * (jhi - jlo))
             yb = (r * ow + xo) * ch
             for ci in range(ch):
                 y[yb + ci] = 0
-            for ki in range(*_taps(yo, sh, pt, kh, dh, h)):
+            for ki in range(klo, khi):
                 ih = yo * sh - pt + ki * dh
-                if ih < 0 or ih >= h:
-                    continue
-                for kj in range(*_taps(xo, sw, pl, kw, dw, w)):
+                for kj in range(jlo, jhi):
                     iw = xo * sw - pl + kj * dw
-                    if iw < 0 or iw >= w:
-                        continue
                     xb = ((ni * h + ih) * w + iw) * ch
                     for ci in range(ch):
                         y[yb + ci] += x[xb + ci]
@@ -1147,18 +1143,16 @@ def _avgpool_fwd_row(x, y, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, oh
     else:
         xb = r * h * w
         for yo in range(oh):
-            cnth = _in_bounds(yo, sh, pt, kh, dh, h)
+            klo, khi = _taps(yo, sh, pt, kh, dh, h)
+            cnth = khi - klo
             for xo in range(ow):
-                cf = x.dtype.type(cnth * _in_bounds(xo, sw, pl, kw, dw, w))
+                jlo, jhi = _taps(xo, sw, pl, kw, dw, w)
+                cf = x.dtype.type(cnth * (jhi - jlo))
                 s = x.dtype.type(0)
-                for ki in range(*_taps(yo, sh, pt, kh, dh, h)):
+                for ki in range(klo, khi):
                     ih = yo * sh - pt + ki * dh
-                    if ih < 0 or ih >= h:
-                        continue
-                    for kj in range(*_taps(xo, sw, pl, kw, dw, w)):
+                    for kj in range(jlo, jhi):
                         iw = xo * sw - pl + kj * dw
-                        if iw < 0 or iw >= w:
-                            continue
                         s += x[xb + ih * w + iw]
                 y[(r * oh + yo) * ow + xo] = s / cf
 
