@@ -136,26 +136,31 @@ void fnn_set_num_threads(int n)
 #endif
 }
 
-/* Threads a kernel may use now: OpenMP's default for this thread (OMP_NUM_THREADS,
- * threadpoolctl), capped by fnn_set_num_threads and at FNN_MAX_THREADS. */
-int fnn_get_num_threads(void)
+/* OpenMP's default thread count for this thread (OMP_NUM_THREADS, threadpoolctl; 1
+ * without OpenMP), capped at FNN_MAX_THREADS. */
+static int omp_default(void)
 {
 #ifdef _OPENMP
-    int n = omp_get_max_threads();
+    const int n = omp_get_max_threads();
 #else
-    int n = 1;
+    const int n = 1;
 #endif
-    if (g_threads > 0 && g_threads < n)
-        n = g_threads;
-    if (n > FNN_MAX_THREADS)
-        n = FNN_MAX_THREADS;
-    return n < 1 ? 1 : n;
+    return n < 1 ? 1 : n > FNN_MAX_THREADS ? FNN_MAX_THREADS : n;
+}
+
+/* Threads a kernel may use now, as reported to Python: omp_default(), capped by
+ * fnn_set_num_threads (kernels' regions also cap it at the processors:
+ * fnn_kernel_threads). */
+int fnn_get_num_threads(void)
+{
+    const int n = omp_default();
+    return g_threads > 0 && g_threads < n ? g_threads : n;
 }
 
 /* Processors this process may run on (affinity-aware; 1 without OpenMP), read once:
  * libgomp's omp_get_num_procs asks the kernel for the affinity mask on every call (a
- * system call: read per kernel call, it took a 128 x 128 x 10 float product from 6.9 to
- * 9.1 us). Threads racing to fill it store the same value. */
+ * system call: read per kernel call, ops.matmul of 128 x 128 x 10 floats took 7.9-8.0 us
+ * instead of 7.0). Threads racing to fill it store the same value. */
 static int procs(void)
 {
     static int cached = 0;
@@ -187,17 +192,8 @@ static int procs(void)
  * of its own thread. */
 int fnn_max_threads(void)
 {
-#ifdef _OPENMP
-    int n = omp_get_max_threads();
-#else
-    int n = 1;
-#endif
-    const int p = procs();
-    if (n > p)
-        n = p;
-    if (n > FNN_MAX_THREADS)
-        n = FNN_MAX_THREADS;
-    return n < 1 ? 1 : n;
+    const int n = omp_default(), p = procs();
+    return n < p ? n : p;
 }
 
 /* Threads a kernel's region uses now: fnn_get_num_threads() capped at fnn_max_threads()
