@@ -63,6 +63,7 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Pro
 import numpy as np
 
 from fastnn.utils._args import FilePath, check_path, check_real
+from fastnn.utils._files import atomic_write_text
 from fastnn.utils.progbar import Progbar, format_logs, print_msg
 
 __all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping",
@@ -1183,14 +1184,14 @@ class CSVLogger(Callback):
             rows = list(csv.reader(f, dialect=self._dialect()))
         old_header = rows[0]
         header = ["epoch"] + keys
-        tmp = self.filename + ".tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+
+        def write(f) -> None:
             w = csv.writer(f, dialect=self._dialect())
             w.writerow(header)
             for row in rows[1:]:
                 d = dict(zip(old_header, row))
                 w.writerow([d.get(k, "NA") for k in header])
-        os.replace(tmp, self.filename)
+        atomic_write_text(self.filename, write, name="filename")
         self.keys = keys
         self._header_in_file = header
         self._open("a")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -29,6 +28,8 @@ import numpy as np
 
 from .callbacks import infer_mode
 from .utils import get_rng, set_random_seed
+from .utils._args import check_path
+from .utils._files import atomic_write_text
 
 FIT_PARAMS = ("batch_size", "epochs")
 
@@ -97,15 +98,15 @@ class SearchResults:
         return "\n".join(lines)
 
     def to_csv(self, path) -> None:
-        """Write :meth:`rows` to a CSV file (atomically)."""
+        """Write :meth:`rows` to a CSV file (atomically: utils._files.atomic_write_text)."""
         rows = self.rows()
         cols = list(dict.fromkeys(k for r in rows for k in r))
-        tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-        with open(tmp, "w", newline="") as fh:
+
+        def write(fh) -> None:
             writer = csv.DictWriter(fh, fieldnames=cols)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
+        atomic_write_text(check_path(path, "path"), write, name="path")
 
     def __repr__(self) -> str:
         return (f"SearchResults({len(self.trials)} trials, best {self.objective}="

@@ -651,6 +651,20 @@ def test_csv_logger_keys_appearing_later_and_missing(tmp_path):
     assert not os.path.exists(str(path) + ".tmp")
 
 
+def test_csv_logger_rewrite_writes_through_a_symlink(tmp_path):
+    """A key appearing later rewrites the file: it was written beside the name given and
+    renamed over it, replacing a symbolic link with a file (the link's target kept the old
+    rows). utils._files.atomic_write_text writes through the link, as the appends do."""
+    real, link = tmp_path / "real.csv", tmp_path / "link.csv"
+    real.write_text("")
+    os.symlink(real, link)
+    run_fit(FakeModel(), [cb.CSVLogger(link)], [{"loss": 1.0}, {"loss": 0.9, "val_loss": 2.0}])
+    assert os.path.islink(link)
+    assert read_csv(real) == [["epoch", "loss", "val_loss"], ["0", "1.0", "NA"],
+                              ["1", "0.9", "2.0"]]
+    assert sorted(os.listdir(tmp_path)) == ["link.csv", "real.csv"]
+
+
 def test_csv_logger_expected_val_metrics_from_params(tmp_path):
     path = tmp_path / "t.csv"
     logger = cb.CSVLogger(path)

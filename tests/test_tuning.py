@@ -2,6 +2,7 @@
 the right direction, repeatable with a seed, fit parameters routed to fit, results table and
 CSV, bad arguments."""
 import csv
+import os
 
 import numpy as np
 import pytest
@@ -61,6 +62,31 @@ def test_search_is_repeatable_and_routes_fit_params(tmp_path):
     a.to_csv(path)
     rows = list(csv.DictReader(open(path)))
     assert len(rows) == 4 and rows[0]["rank"] == "1"
+
+
+def test_to_csv_writes_through_a_symlink_and_leaves_no_temp_file(tmp_path):
+    """to_csv wrote `<path>.tmp<pid>` and renamed it over the path: a symbolic link became a
+    file, and a failing write left the temporary file behind."""
+    x, y = _data()
+    res = tuning.grid_search(build, {"units": [3]}, x, y, validation_split=0.2)
+    real, link = tmp_path / "real.csv", tmp_path / "link.csv"
+    real.write_text("old")
+    os.symlink(real, link)
+    res.to_csv(link)
+    assert os.path.islink(link)
+    assert list(csv.DictReader(open(real)))[0]["rank"] == "1"
+    res.trials[0]["params"]["units"] = object.__new__(_Unprintable)   # the write fails
+    with pytest.raises(RuntimeError, match="unprintable"):
+        res.to_csv(link)
+    assert sorted(os.listdir(tmp_path)) == ["link.csv", "real.csv"]
+    assert list(csv.DictReader(open(real)))[0]["rank"] == "1"         # the old file stays
+
+
+class _Unprintable:
+    def __str__(self):
+        raise RuntimeError("unprintable")
+
+    __repr__ = __str__
 
 
 def test_random_search_draws_from_distributions():

@@ -4,12 +4,13 @@ and chart)."""
 from __future__ import annotations
 
 import functools
+import io
 import os
 import stat
 import tempfile
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, TextIO
 
-__all__ = ["resolve_target", "atomic_write"]
+__all__ = ["resolve_target", "atomic_write", "atomic_write_text"]
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -86,3 +87,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def atomic_write_text(path: str, write: Callable[[TextIO], None], *, name: str = "filepath",
+                      encoding: str = "utf-8", newline: str = "", **kwargs) -> None:
+    """:func:`atomic_write` of a text file: ``write(fh)`` gets it as text (``encoding``,
+    ``newline`` as :func:`open` takes them: ``""`` for the csv module)."""
+    def binary(fh: BinaryIO) -> None:
+        text = io.TextIOWrapper(fh, encoding=encoding, newline=newline)
+        try:
+            write(text)
+            text.flush()
+        finally:
+            text.detach()   # the binary file stays open for atomic_write to close
+    atomic_write(path, binary, name=name, **kwargs)
