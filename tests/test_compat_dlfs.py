@@ -693,3 +693,138 @@ def test_bad_input_leaves_optimizer_and_params_untouched():
     with pytest.raises(ValueError, match="first update"):
         opt.update({"W": params["W"]}, {"W": np.ones(3)})
         opt.update(params, {"W": np.ones(3), "b": np.ones(2)})
+
+
+# ------------------------------------------------------------ the review of 2026-12-03 15:3x
+def test_adam_reset_by_m_none_rebuilds_v(backend):
+    """The book's Adam rebuilds m and v when m is None; `opt.m = None` left v as it was
+    (the next step's v 4x the book's)."""
+    p1, p2 = {"W": np.array([1.0, 2.0, 3.0])}, {"W": np.array([1.0, 2.0, 3.0])}
+    g = {"W": np.array([0.1, 0.2, 0.3])}
+    ours, book = D.Adam(lr=0.01), O.Adam(lr=0.01)
+    for _ in range(3):
+        ours.update(p1, g)
+        book.update(p2, g)
+    ours.m = book.m = None
+    ours.update(p1, g)
+    book.update(p2, g)
+    assert_same(ours.v["W"], book.v["W"])
+    assert_same(p1["W"], p2["W"])
+
+
+def test_convolution_of_integer_pixels_is_float64(backend):
+    """The book's im2col builds float64 columns from uint8 pixels: float64 out, dx, dW even
+    with float32 W and b (they came out float32)."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (2, 1, 6, 6)).astype(np.uint8)
+    W = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    ours, book = D.Convolution(W, b), O.Convolution(W, b)
+    y, yb = ours.forward(x), book.forward(x)
+    assert y.dtype == yb.dtype == np.float64
+    assert_close(y, yb, k=10, scale=255 * absmax(W), what="y")
+    dout = rng.standard_normal(y.shape)
+    dx, dxb = ours.backward(dout), book.backward(dout)
+    assert dx.dtype == dxb.dtype and ours.dW.dtype == book.dW.dtype == np.float64
+    assert_close(ours.dW, book.dW, k=32, scale=255 * absmax(dout), what="dW")
+
+
+def test_convolution_backward_uses_the_forward_input_not_its_later_values(backend):
+    """The book's dW comes from the columns built at forward; fastnn read the input array
+    again at backward, so x changed in place in between changed dW (to 0 here)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 2, 5, 5))
+    W, b = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
+    ours, book = D.Convolution(W, b), O.Convolution(W, b)
+    ours.forward(x)
+    book.forward(x)
+    x *= 0
+    dout = rng.standard_normal((2, 3, 3, 3))
+    ours.backward(dout)
+    book.backward(dout)
+    assert np.abs(book.dW).max() > 0.1
+    assert_close(ours.dW, book.dW, k=18, scale=absmax(dout) * 4, what="dW")
+
+
+def test_affine_backward_reads_the_attribute_x(backend):
+    """The book's dW is np.dot(self.x.T, dout): an x assigned to the attribute, or (for a
+    float32 input, whose self.x the book keeps as it is) changed in place, is the one used.
+    fastnn used its own converted copy."""
+    rng = np.random.default_rng(5)
+    W, b = rng.standard_normal((4, 3)), rng.standard_normal(3)
+    dout = rng.standard_normal((2, 3))
+    for change in ("assign", "in place float32"):
+        x = rng.standard_normal((2, 4)).astype(np.float32 if "float32" in change else
+                                                np.float64)
+        ours, book = D.Affine(W, b), O.Affine(W, b)
+        ours.forward(x)
+        book.forward(x)
+        if change == "assign":
+            new = rng.standard_normal((2, 4))
+            ours.x, book.x = new, new.copy()
+        else:
+            x *= 2
+        ours.backward(dout)
+        book.backward(dout)
+        assert_close(ours.dW, book.dW, k=2, scale=absmax(dout) * 10, what=change)
+    ours.x = np.ones((3, 4))
+    with pytest.raises(ValueError, match=r"x \(the attribute\)"):
+        ours.backward(dout)
+
+
+def test_batchnorm_running_statistics_checked_by_name():
+    with pytest.raises(ValueError, match="running_mean must broadcast"):
+        D.BatchNormalization(np.ones(3), np.zeros(3), running_mean=np.zeros(4),
+                             running_var=np.ones(4)).forward(np.ones((2, 3)), train_flg=False)
+    with pytest.raises(ValueError, match="running_var is None but running_mean"):
+        D.BatchNormalization(np.ones(3), np.zeros(3),
+                             running_mean=np.zeros(3)).forward(np.ones((2, 3)))
+
+
+def test_pooling_routes_by_arg_max_changed_in_place(backend):
+    """The book's backward reads self.arg_max: values written into the array read from it
+    (or into an array assigned to it) are the ones used; fastnn used its own copy."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 2, 4, 4))
+    dout = rng.standard_normal((2, 2, 2, 2))
+    ours, book = D.Pooling(2, 2, stride=2), O.Pooling(2, 2, stride=2)
+    ours.forward(x)
+    book.forward(x)
+    ours.arg_max[:] = 0
+    book.arg_max[:] = 0
+    assert_same(ours.backward(dout), book.backward(dout))
+    am = np.full_like(book.arg_max, 3)
+    ours.arg_max = am
+    book.arg_max = am.copy()
+    am[:] = 1
+    book.arg_max[:] = 1
+    assert_same(ours.backward(dout), book.backward(dout))
+
+
+def test_convolution_backward_from_columns_read_or_assigned(backend):
+    """The book's backward computes dW from self.col and dx from self.col_W: values written
+    into them (or assigned) are used. fastnn's kernels work from the input and ignored them."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 2, 5, 5))
+    W, b = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
+    dout = rng.standard_normal((2, 3, 3, 3))
+    for change in ("col in place", "col assigned", "col_W assigned", "read only"):
+        ours, book = D.Convolution(W, b), O.Convolution(W, b)
+        ours.forward(x)
+        book.forward(x)
+        if change == "col in place":
+            ours.col[:, :4] = 0
+            book.col[:, :4] = 0
+        elif change == "col assigned":
+            new = rng.standard_normal(book.col.shape)
+            ours.col, book.col = new, new.copy()
+        elif change == "col_W assigned":
+            new = rng.standard_normal(book.col_W.shape)
+            ours.col_W, book.col_W = new, new.copy()
+        else:
+            assert_close(ours.col, book.col, what="col")
+        dx, dxb = ours.backward(dout), book.backward(dout)
+        s = absmax(dout) * 4
+        assert_close(dx, dxb, k=27, scale=s, what=change)
+        assert_close(ours.dW, book.dW, k=18, scale=s, what=change)
+        assert_close(ours.db, book.db, k=18, scale=s, what=change)

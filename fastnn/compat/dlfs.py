@@ -733,7 +733,13 @@ class BatchNormalization:
         self.input_shape = x.shape
         x2 = x.reshape(x.shape[0], -1) if x.ndim == 4 else x
         d = x2.shape[1]
-        for name in ("gamma", "beta"):
+        names = ("gamma", "beta")
+        if self.running_mean is not None:   # (None: the book makes both, below)
+            if self.running_var is None:
+                raise ValueError("running_var is None but running_mean is not: give both "
+                                 "(or neither: they start as zeros)")
+            names += ("running_mean", "running_var")
+        for name in names:
             p = _array(getattr(self, name), name)
             try:
                 ok = np.broadcast_shapes(p.shape, x2.shape) == x2.shape
@@ -846,7 +852,7 @@ class Affine:
         self.original_x_shape = None
         self.dW = None
         self.db = None
-        self._xc = None
+        self._shape = None        # (N, D_in) of the last forward
         self._out, self._dx, self._dW = _Reuse(), _Reuse(), _Reuse()
 
     def forward(self, x):
@@ -872,7 +878,7 @@ class Affine:
         out += _as(b, dtype).reshape(-1)
         self.original_x_shape = x.shape
         self.x = x2
-        self._xc = xc
+        self._shape = xc.shape
         return out
 
     def backward(self, dout):
@@ -882,18 +888,24 @@ class Affine:
         ----------
         dout : ndarray, shape (N, D_out)
         """
-        _not_before_forward(self._xc, "Affine")
+        _not_before_forward(self._shape, "Affine")
         W = _array(self.W, "W", 2, "(D_in, D_out)")
         dout = _array(dout, "dout", 2, "(N, D_out)")
-        want = (self._xc.shape[0], W.shape[1])
-        if dout.shape != want or W.shape[0] != self._xc.shape[1]:
+        # dW from the attribute x, as the book's np.dot(self.x.T, dout): a value assigned to
+        # it, or changed in place since forward, is the one used
+        x = _array(self.x, "x", 2, "(N, D_in)")
+        want = (self._shape[0], W.shape[1])
+        if dout.shape != want or W.shape[0] != self._shape[1]:
             raise ValueError(f"dout must have shape {want} (N, D_out), received {dout.shape} "
                              f"(W has shape {W.shape})")
-        dtype = _compute_dtype(self._xc, W, dout)
+        if x.shape != self._shape:
+            raise ValueError(f"x (the attribute) must keep the forward input's shape "
+                             f"{self._shape} (N, D_in), received {x.shape}")
+        dtype = _compute_dtype(x, W, dout)
         d = _as(dout, dtype)
         dx = ops.matmul(d, _as(W, dtype), trans_b=True,
-                        out=self._dx.get(self._xc.shape, dtype))
-        self.dW = ops.matmul(_as(self._xc, dtype), d, trans_a=True,
+                        out=self._dx.get(self._shape, dtype))
+        self.dW = ops.matmul(_as(x, dtype), d, trans_a=True,
                              out=self._dW.get(W.shape, dtype))
         self.db = np.sum(d, axis=0)
         return dx.reshape(*self.original_x_shape)
@@ -969,8 +981,14 @@ class Convolution:
         if h < 1 or w < 1:
             raise ValueError(f"x must have H, W >= 1, received shape {xa.shape}")
         oh, ow = _window_fits(h, w, fh, fw, stride, pad, "filter")
-        dtype = _compute_dtype(xa, W, b)
+        # the book's im2col builds float64 columns from any non-float input (uint8 pixels)
+        dtype = _compute_dtype(xa if xa.dtype in (_F32, _F64) else np.empty(0, _F64), W, b)
         xc = _as(xa, dtype)
+        if np.may_share_memory(xc, xa):
+            # the book's backward reads the columns it built here, a snapshot: x changed in
+            # place before backward must not change dW (a copy of the input, not of the
+            # kh*kw times larger columns)
+            xc = xc.copy()
         out = ops.conv2d_forward(xc, _as(W, dtype), _as(b, dtype).reshape(fn), stride=stride,
                                  padding=pad, layout="NCHW",
                                  out=self._out.get((n, fn, oh, ow), dtype))
@@ -997,6 +1015,8 @@ class Convolution:
         if dout.shape != (n, fn, oh, ow):
             raise ValueError(f"dout must have the forward output's shape {(n, fn, oh, ow)} "
                              f"(N, FN, OH, OW), received shape {dout.shape}")
+        if self._col is not None or self._col_W is not None:
+            return self._backward_from_columns(dout, xc.shape, W.shape, stride, pad)
         dtype = _compute_dtype(xc, W, dout)
         dx, dW, db = ops.conv2d_backward(_as(dout, dtype), _as(xc, dtype), _as(W, dtype),
                                          stride=stride, padding=pad, layout="NCHW",
@@ -1006,9 +1026,30 @@ class Convolution:
         self.db = db
         return dx
 
+    def _backward_from_columns(self, dout, x_shape, w_shape, stride, pad):
+        """The book's backward, from ``col`` and ``col_W`` as they are now: once a caller
+        has read or assigned either (and may have changed it), its values are the ones the
+        book's formulas use, so they are used here too (fastnn's kernels, which work from
+        the input, would not see them)."""
+        fn, c, fh, fw = w_shape
+        col = _array(self.col, "col", 2)
+        col_W = _array(self.col_W, "col_W", 2)
+        rows, patch = x_shape[0] * dout.shape[2] * dout.shape[3], c * fh * fw
+        if col.shape != (rows, patch) or col_W.shape != (patch, fn):
+            raise ValueError(f"col and col_W must keep the forward's shapes {(rows, patch)} "
+                             f"and {(patch, fn)}, received {col.shape} and {col_W.shape}")
+        d2 = dout.transpose(0, 2, 3, 1).reshape(-1, fn)
+        dtype = _compute_dtype(col, col_W, d2)
+        d2 = _as(d2, dtype)
+        self.db = np.sum(d2, axis=0)
+        self.dW = ops.matmul(_as(col, dtype), d2, trans_a=True).T.reshape(fn, c, fh, fw)
+        dcol = ops.matmul(d2, _as(col_W, dtype), trans_b=True)
+        return col2im(dcol, x_shape, fh, fw, stride, pad)
+
     @property
     def col(self):
-        """``im2col`` of the last input (computed on first read after each forward)."""
+        """``im2col`` of the last input (computed on first read after each forward). Read
+        or assigned, ``backward`` computes from it (and ``col_W``) as the book does."""
         if self._col is None and self._ctx is not None:
             xc, W_used, stride, pad = self._ctx
             fh, fw = np.shape(W_used)[2:]
@@ -1052,7 +1093,8 @@ class Pooling:
     arg_max : int ndarray, shape (N*OH*OW*C,)
         The book's: rows over (n, oh, ow, c), each the index of the maximum inside the
         flattened (kh, kw) window (ties: the first). Computed from fastnn's argmax when
-        read; assigning it changes what ``backward`` routes to.
+        read; as in the book, ``backward`` routes by its values at that time (assigned, or
+        changed in place after a read).
 
     Notes
     -----
@@ -1123,6 +1165,10 @@ class Pooling:
         dout : ndarray, shape (N, C, OH, OW)
         """
         _not_before_forward(self._ctx, "Pooling")
+        if self._arg_max is not None:
+            # arg_max was read or assigned: the book routes by its values now (changed in
+            # place or not), so they are converted again
+            self.arg_max = self._arg_max
         am, pooled_shape, fdtype, (ph, pw, stride, pad) = self._ctx
         dout = _array(dout, "dout", 4, "(N, C, OH, OW)")
         if dout.shape != am.shape:
@@ -1223,9 +1269,12 @@ class _Optimizer:
 
     def _init_state(self, params):
         """At the first update, each state dict in ``_state`` gets a zero array per key of
-        ``params`` (as the book's optimizers create theirs)."""
+        ``params`` (as the book's optimizers create theirs). As in the book, the first state
+        decides: when it is None (``opt.m = None`` resets Adam), every state starts again
+        (the book's Adam rebuilds ``v`` with ``m``); another one None alone is created."""
+        first = bool(self._state) and getattr(self, self._state[0]) is None
         for name in self._state:
-            if getattr(self, name) is None:
+            if first or getattr(self, name) is None:
                 setattr(self, name, {key: np.zeros_like(val) for key, val in params.items()})
 
     @staticmethod
