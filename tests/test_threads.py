@@ -54,12 +54,15 @@ def _same_for_1_and_2_threads(fn, *args, what="", **kw):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)],
                          ids=["NN", "TN", "NT", "TT"])
-# (400, 300, 200): B packed once and shared by the threads; the small-m products (A read
-# in place, several K blocks) take the C backend's column slabs: each thread its own panels.
+# (400, 300, 200): B packed once and shared by the threads; (1000, 200, 900) too, in three K
+# blocks whose last row blocks are handed out in pieces (the C backend's TAIL_SPLIT); the
+# small-m products (A read in place, several K blocks) take the C backend's column slabs:
+# each thread its own panels.
 # Every shape is above the C backend's FNN_PAR_MIN (m * n * k / 64 >= 262144), so two
 # threads really split it (smaller ones ran on one thread whatever the setting).
-@pytest.mark.parametrize("m,n,k", [(400, 300, 200), (100, 100, 2000), (32, 130, 4200)],
-                         ids=["shared-B", "slabs", "slabs-edge"])
+@pytest.mark.parametrize("m,n,k", [(400, 300, 200), (1000, 200, 900), (100, 100, 2000),
+                                   (32, 130, 4200)],
+                         ids=["shared-B", "shared-B-tail", "slabs", "slabs-edge"])
 def test_matmul_thread_invariant(fast_backend, ta, tb, dtype, m, n, k, restore_threads):
     rng = _rng("mm", ta, tb)
     a = rand(rng, (k, m) if ta else (m, k), dtype)
