@@ -12,6 +12,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -265,6 +266,26 @@ def test_ab_builds_runs(tmp_path):
         assert res.returncode == 0, res.stderr
         lines = [l for l in res.stdout.splitlines() if "paired median" in l]
         assert len(lines) == {"gemm": 2, "conv": 4, "dlfs": 2}[args[0]], res.stdout
+
+
+def test_bench_dlfs_runs_in_blocks(tmp_path):
+    """bench/bench_dlfs.py trains both nets in turns of --block steps over every step (a
+    last, shorter block included) with equal losses; a block < 1 is a usage error."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_dlfs.py"
+    if not script.exists():
+        pytest.skip("not run from a source checkout")
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+    res = run("--steps", "3", "--block", "2", "--batch", "8", "--show", "5")
+    assert res.returncode == 0, res.stderr
+    steps = [l.split("|") for l in res.stdout.splitlines() if re.match(r"\| \d+ \|", l)]
+    assert [int(r[1]) for r in steps] == [0, 1, 2]
+    assert all(float(r[2]) == float(r[3]) for r in steps), res.stdout
+    assert "3 steps in blocks of 2" in res.stdout
+    res = run("--steps", "3", "--block", "0")
+    assert res.returncode == 2 and "--block" in res.stderr
 
 
 def test_usage_errors_come_before_any_measurement(tmp_path, capsys):
