@@ -14,7 +14,9 @@ categorical) for a loss that does not say, such as mse. tf.keras 2 and Keras 3 c
 the shapes of the targets and predictions alone: the two differ for binary cross-entropy
 on several output units (multi-label), binary accuracy here and categorical accuracy
 there, and for integer labels with a loss like mse. Name the metric
-(``"binary_accuracy"``, ...) to choose it yourself.
+(``"binary_accuracy"``, ...) to choose it yourself. The class :class:`Accuracy` (also
+``"Accuracy"`` as written, or ``{"class_name": "Accuracy"}``) is Keras's other accuracy:
+how often ``y_pred`` *equals* ``y_true``, element by element.
 
 **Evaluation functions** for integer class labels, in the style of scikit-learn:
 :func:`confusion_matrix`, :func:`precision_recall_f1` and :func:`classification_report`.
@@ -43,13 +45,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import losses as _losses
+from .utils._args import check_bool, check_real
+from .activations import sigmoid as _sigmoid
 
 __all__ = [
     "Metric", "Mean", "MeanMetricWrapper", "MeanSquaredError", "MeanAbsoluteError",
     "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
     "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy",
-    "Precision", "Recall", "F1Score", "ConfusionMatrix",
-    "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
+    "Accuracy", "Precision", "Recall", "FBetaScore", "F1Score", "AUC", "ConfusionMatrix",
+    "accuracy", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
     "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy",
     "mean_squared_error", "mean_absolute_error",
     "confusion_matrix", "precision_recall_f1", "classification_report",
@@ -183,6 +187,35 @@ def _check_name(name: Optional[str]) -> Optional[str]:
     return name
 
 
+def _check_dtype(dtype) -> Optional[str]:
+    """The name of a floating-point dtype (``"float32"``...), or None."""
+    if dtype is None:
+        return None
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a floating-point dtype such as 'float32', or None, "
+                        f"received {dtype!r}") from None
+    if dt.kind != "f":
+        raise ValueError(f"dtype must be a floating-point dtype such as 'float32', or None, "
+                         f"received {dtype!r} ({dt.name})")
+    return dt.name
+
+
+def _in_dtype(value: Result, dtype: Optional[str]) -> Result:
+    """A result rounded to ``dtype`` (the state stays float64); as is for None."""
+    if dtype is None:
+        return value
+    if isinstance(value, np.ndarray):
+        return value.astype(dtype)
+    return float(np.asarray(value, dtype=dtype))
+
+
+def _dtype_config(config: Dict[str, Any], dtype: Optional[str]) -> Dict[str, Any]:
+    """``config`` with ``"dtype"`` when one was given (the default adds nothing)."""
+    return config if dtype is None else {**config, "dtype": dtype}
+
+
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a / b, with 0 where b == 0 (no warning)."""
     a = np.asarray(a, dtype=np.float64)
@@ -205,24 +238,27 @@ def _check_average(average) -> None:
 
 
 def _prf(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, support: np.ndarray,
-         average: Optional[str]):
-    """Precision, recall, F1 (per class or averaged) from per-class counts."""
+         average: Optional[str], beta: float = 1.0):
+    """Precision, recall, F-beta (F1 by default; per class or averaged) from per-class
+    counts."""
     if average == "micro":
         tp, fp, fn = np.sum(tp), np.sum(fp), np.sum(fn)
     precision = _safe_div(tp, tp + fp)
     recall = _safe_div(tp, tp + fn)
-    f1 = _safe_div(2 * tp, 2 * tp + fp + fn)  # = 2 p r / (p + r), and 0 when tp == 0
+    # = (1 + b2) p r / (b2 p + r), and 0 when tp == 0; for beta = 1, 2 tp / (2 tp + fp + fn)
+    b2 = beta ** 2
+    f = _safe_div((1 + b2) * tp, (1 + b2) * tp + fp + b2 * fn)
     if average in (None, "micro"):
-        return precision, recall, f1
+        return precision, recall, f
     if average == "macro":
         if precision.size == 0:
             return np.float64(0), np.float64(0), np.float64(0)
-        return np.mean(precision), np.mean(recall), np.mean(f1)
+        return np.mean(precision), np.mean(recall), np.mean(f)
     total = np.sum(support)  # weighted
     if total == 0:
         return np.float64(0), np.float64(0), np.float64(0)
     return (np.sum(precision * support) / total, np.sum(recall * support) / total,
-            np.sum(f1 * support) / total)
+            np.sum(f * support) / total)
 
 
 # =============================================================================== base class
@@ -453,6 +489,35 @@ def _regression_inputs(y_true, y_pred):
         raise ValueError(f"y_true and y_pred must have the same shape, received y_true "
                          f"shape {np.shape(y_true)} and y_pred shape {np.shape(y_pred)}")
     return t, p
+
+
+def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
+    """Per-sample exact accuracy: the fraction of a sample's elements where ``y_pred``
+    equals ``y_true`` (Keras's ``accuracy``).
+
+    Parameters
+    ----------
+    y_true : array-like, shape (N,) or (N, ...)
+    y_pred : array-like, shape like ``y_true``
+        Or differing by a trailing axis of size 1. A floating-point ``y_pred`` is compared
+        in its own dtype (``y_true`` is cast to it, as Keras does), any other exactly.
+
+    Returns
+    -------
+    ndarray, shape (N,)
+        1.0 / 0.0 for shape (N,) or (N, 1); the mean of the matches over the non-batch
+        axes otherwise.
+
+    Examples
+    --------
+    >>> accuracy([[1], [2], [3], [4]], [[0], [2], [3], [4]])
+    array([0., 1., 1., 1.])
+    """
+    t, p = _binary_inputs(y_true, y_pred, sparse_ok=False)
+    if p.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            t = t.astype(p.dtype)
+    return _per_sample((t == p).astype(np.float64)).reshape(-1)
 
 
 def _binary_matches(y_true, y_pred, threshold=0.5) -> np.ndarray:
@@ -745,6 +810,59 @@ class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
         return {"name": self.name, "k": self.k}
 
 
+class Accuracy(MeanMetricWrapper):
+    """How often ``y_pred`` equals ``y_true`` exactly, element by element
+    (``keras.metrics.Accuracy``).
+
+    Each sample scores the fraction of its elements that match (:func:`accuracy`); the
+    result is the weighted mean of these scores over all samples seen. Meant for
+    predictions that are labels already (class indices, rounded outputs): scores or
+    probabilities almost never equal their targets.
+
+    This is not what ``compile(metrics=["accuracy"])`` gives: that string picks binary,
+    categorical or sparse categorical accuracy (thresholded or argmax predictions) from
+    the loss and shapes, as in Keras. This class, or ``"Accuracy"`` written exactly so, or
+    ``{"class_name": "Accuracy"}``, is the exact comparison.
+
+    Parameters
+    ----------
+    name : str, default "accuracy"
+    dtype : floating-point dtype, optional
+        Of the result, e.g. "float32" (Keras's default); None: float64. The state is
+        always accumulated in float64.
+
+    Notes
+    -----
+    With ``y_true`` and ``y_pred`` of shape (N,), every element is one sample (Keras
+    would reduce such a batch to one value counted once).
+
+    Examples
+    --------
+    >>> m = Accuracy()
+    >>> m.update_state([[1], [2], [3], [4]], [[0], [2], [3], [4]])
+    >>> m.result()
+    0.75
+    >>> m.reset_state()
+    >>> m.update_state([[1], [2], [3], [4]], [[0], [2], [3], [4]], sample_weight=[1, 1, 0, 0])
+    >>> m.result()
+    0.5
+    """
+
+    # not counts: a sample of K elements scores k / K, and sums of such fractions depend
+    # on how the batches are grouped (in the last bit) unless K is a power of 2
+    _counts = False
+
+    def __init__(self, name: Optional[str] = None, dtype: Any = None):
+        self.dtype = _check_dtype(dtype)
+        super().__init__(accuracy, name=name or "accuracy")
+
+    def result(self) -> float:
+        return _in_dtype(super().result(), self.dtype)
+
+    def get_config(self) -> Dict[str, Any]:
+        return _dtype_config({"name": self.name}, self.dtype)
+
+
 class _AutoAccuracy(Metric):
     """``"accuracy"`` when neither the loss nor the output shape decides: chosen at the
     first update from the shapes, by Keras 3's rule (y_pred last axis 1 -> binary; y_true
@@ -933,21 +1051,29 @@ class Recall(_ThresholdCounts):
                                    self.true_positives + self.false_negatives))
 
 
-class F1Score(Metric):
-    """F1 score, per class or averaged, like ``keras.metrics.F1Score``.
+class FBetaScore(Metric):
+    """F-beta score, per class or averaged, like ``keras.metrics.FBetaScore``.
+
+    ``F = (1 + beta**2) * P * R / (beta**2 * P + R)`` for precision P and recall R, i.e.
+    ``(1 + beta**2) tp / ((1 + beta**2) tp + beta**2 fn + fp)``: recall counts ``beta``
+    times as much as precision. ``beta = 1`` is the F1 score (:class:`F1Score`).
 
     Parameters
     ----------
     average : {None, "micro", "macro", "weighted"}, default None
-        None: one F1 per class (``result()`` is an array of shape (C,)). "micro": from
+        None: one score per class (``result()`` is an array of shape (C,)). "micro": from
         the true/false positives and false negatives summed over classes. "macro": the
-        unweighted mean of the per-class F1. "weighted": their mean weighted by support
-        (the weighted number of true instances of each class).
+        unweighted mean of the per-class scores. "weighted": their mean weighted by
+        support (the weighted number of true instances of each class).
+    beta : float > 0, default 1.0
     threshold : float in (0, 1], optional
         Elements of ``y_pred`` above it are positive. None (multi-class): the row's
         maximum is positive (argmax; ties mark every maximal class, and an all-zero row
         marks none, as in Keras).
-    name : str, default "f1_score"
+    name : str, default "fbeta_score"
+    dtype : floating-point dtype, optional
+        Of the result, e.g. "float32" (Keras's default); None: float64. The counts are
+        always accumulated in float64.
 
     Notes
     -----
@@ -955,24 +1081,27 @@ class F1Score(Metric):
     are also accepted and one-hot encoded (when C > 1), and 0/1 labels (N,) go with a
     single sigmoid column (N, 1). Divisions by zero give 0; unlike Keras no
     ``epsilon`` is added to the denominators, so results are exact (Keras's differ by
-    about 1e-7).
+    about 1e-7). Keras wants ``beta`` as a Python float; any positive real number is
+    accepted here.
 
     Examples
     --------
-    >>> m = F1Score(threshold=0.5)
+    >>> m = FBetaScore(beta=2.0, threshold=0.5)
     >>> m.update_state([[1, 1, 1], [1, 0, 0], [1, 1, 0]],
     ...                [[0.2, 0.6, 0.7], [0.2, 0.6, 0.6], [0.6, 0.8, 0.0]])
     >>> np.round(m.result(), 4)
-    array([0.5   , 0.8   , 0.6667])
+    array([0.3846, 0.9091, 0.8333])
     """
 
-    _default_name = "f1_score"
+    _default_name = "fbeta_score"
     _counts = True
 
-    def __init__(self, average: Optional[str] = None, threshold: Optional[float] = None,
-                 name: Optional[str] = None):
+    def __init__(self, average: Optional[str] = None, beta: float = 1.0,
+                 threshold: Optional[float] = None, name: Optional[str] = None,
+                 dtype: Any = None):
         super().__init__(name)
         _check_average(average)
+        beta = check_real(beta, "beta", low=0, low_open=True)
         if threshold is not None:
             if not isinstance(threshold, numbers.Real) or isinstance(threshold, bool):
                 raise TypeError(f"threshold must be a number or None, received {threshold!r}")
@@ -981,7 +1110,9 @@ class F1Score(Metric):
                                  f"{threshold!r}")
             threshold = float(threshold)
         self.average = average
+        self.beta = beta
         self.threshold = threshold
+        self.dtype = _check_dtype(dtype)
         self.num_classes: Optional[int] = None
         self.reset_state()
 
@@ -1005,25 +1136,26 @@ class F1Score(Metric):
             Scores.
         sample_weight : array-like, shape (N,) or (N, 1), or a scalar, optional
         """
+        what = type(self).__name__
         t = _array(y_true, "y_true")
         p = _array(y_pred, "y_pred").astype(np.float64)
         _check_lengths(t, p)
         if p.ndim != 2:
-            raise ValueError(f"F1Score expects y_pred of shape (N, C), received shape "
+            raise ValueError(f"{what} expects y_pred of shape (N, C), received shape "
                              f"{p.shape}")
         if t.shape != p.shape and _is_sparse(t, p):
             t = _one_hot_sparse(t, p)
         elif t.shape + (1,) == p.shape:  # binary labels (N,) against (N, 1)
             t = t.reshape(p.shape)
         if t.shape != p.shape:
-            raise ValueError(f"F1Score expects y_true shaped like y_pred {p.shape} (or "
+            raise ValueError(f"{what} expects y_true shaped like y_pred {p.shape} (or "
                              f"integer labels of shape ({p.shape[0]},)), received "
                              f"{t.shape}")
         if self.num_classes is None:
             self.num_classes = p.shape[1]
             self.reset_state()
         elif p.shape[1] != self.num_classes:
-            raise ValueError(f"y_pred has {p.shape[1]} classes but this F1Score was "
+            raise ValueError(f"y_pred has {p.shape[1]} classes but this {what} was "
                              f"built for {self.num_classes}")
         if self.threshold is None:
             pred = (p >= np.max(p, axis=-1, keepdims=True)) & (np.abs(p) > 1e-9) \
@@ -1041,13 +1173,343 @@ class F1Score(Metric):
 
     def result(self) -> Result:
         if self.num_classes is None:
-            return np.zeros(0) if self.average is None else 0.0
-        f1 = _prf(self.true_positives, self.false_positives, self.false_negatives,
-                  self.support, self.average)[2]
-        return _scalar_or_array(f1)
+            return _in_dtype(np.zeros(0) if self.average is None else 0.0, self.dtype)
+        score = _prf(self.true_positives, self.false_positives, self.false_negatives,
+                     self.support, self.average, self.beta)[2]
+        return _in_dtype(_scalar_or_array(score), self.dtype)
 
     def get_config(self) -> Dict[str, Any]:
-        return {"name": self.name, "average": self.average, "threshold": self.threshold}
+        return _dtype_config({"name": self.name, "average": self.average, "beta": self.beta,
+                              "threshold": self.threshold}, self.dtype)
+
+
+class F1Score(FBetaScore):
+    """F1 score, per class or averaged, like ``keras.metrics.F1Score``: the
+    :class:`FBetaScore` with ``beta = 1``, ``2 P R / (P + R) = 2 tp / (2 tp + fp + fn)``.
+
+    Parameters
+    ----------
+    average : {None, "micro", "macro", "weighted"}, default None
+        As :class:`FBetaScore`.
+    threshold : float in (0, 1], optional
+        As :class:`FBetaScore`: None takes the row's argmax.
+    name : str, default "f1_score"
+    dtype : floating-point dtype, optional
+        As :class:`FBetaScore`.
+
+    Notes
+    -----
+    Inputs and zero divisions as :class:`FBetaScore`.
+
+    Examples
+    --------
+    >>> m = F1Score(threshold=0.5)
+    >>> m.update_state([[1, 1, 1], [1, 0, 0], [1, 1, 0]],
+    ...                [[0.2, 0.6, 0.7], [0.2, 0.6, 0.6], [0.6, 0.8, 0.0]])
+    >>> np.round(m.result(), 4)
+    array([0.5   , 0.8   , 0.6667])
+    """
+
+    _default_name = "f1_score"
+
+    def __init__(self, average: Optional[str] = None, threshold: Optional[float] = None,
+                 name: Optional[str] = None, dtype: Any = None):
+        super().__init__(average=average, beta=1.0, threshold=threshold, name=name,
+                         dtype=dtype)
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        del config["beta"]
+        return config
+
+
+_AUC_EPSILON = 1e-7      # Keras's backend.epsilon(): the end thresholds -eps and 1 + eps
+_AUC_CURVES = ("ROC", "PR")
+_AUC_SUMMATIONS = ("interpolation", "minoring", "majoring")
+
+
+def _choice(value, name: str, choices: Sequence[str]) -> str:
+    """``value`` as spelled in ``choices``, matched in any case."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {list(choices)}, received "
+                        f"{value!r}")
+    for c in choices:
+        if value.lower() == c.lower():
+            return c
+    raise ValueError(f"{name} must be one of {list(choices)} (in any case), received "
+                     f"{value!r}")
+
+
+class AUC(Metric):
+    """Area under the ROC or precision-recall curve, approximated on a grid of thresholds
+    (``keras.metrics.AUC``).
+
+    At each threshold ``t`` an element is predicted positive when ``y_pred > t``; the
+    weighted true/false positives and true/false negatives are accumulated per threshold
+    (per label too with ``multi_label``). ``result()`` sums the area between consecutive
+    thresholds' points of the curve.
+
+    Parameters
+    ----------
+    num_thresholds : int > 1, default 200
+        The thresholds are ``-1e-7``, ``i / (num_thresholds - 1)`` for ``i = 1 ..
+        num_thresholds - 2``, and ``1 + 1e-7``, as in Keras (the end points catch
+        predictions of exactly 0 and 1). Ignored when ``thresholds`` is given.
+    curve : {"ROC", "PR"}, default "ROC"
+        (any case) "ROC": true positive rate (y) against false positive rate (x). "PR":
+        precision (y) against recall (x).
+    summation_method : {"interpolation", "minoring", "majoring"}, default "interpolation"
+        (any case) Each interval between consecutive thresholds adds ``|dx| * height``,
+        the height being: "interpolation", the mean of its two ends for ROC (trapezoid);
+        for PR, Keras's interpolation after Davis & Goadrich (2006), where the true
+        positives and the predicted positives vary linearly over the interval, not
+        precision itself. "minoring": the lower of the two ends (a lower bound).
+        "majoring": the higher (an upper bound).
+    name : str, default "auc"
+    dtype : floating-point dtype, optional
+        Of the result, e.g. "float32" (Keras's default); None: float64. The counts are
+        always accumulated in float64.
+    thresholds : sequence of float in [0, 1], optional
+        The thresholds to use instead (sorted here), between the end points ``-1e-7``
+        and ``1 + 1e-7``; ``num_thresholds`` becomes ``len(thresholds) + 2``.
+    multi_label : bool, default False
+        True: ``y_pred`` (N, L) holds L independent labels, each with its own curve, and
+        the result is the mean of the L areas (weighted by ``label_weights`` if given).
+        False: every element of ``y_pred`` is one binary prediction, all labels flattened
+        into one curve (use this for multi-class data).
+    num_labels : int, optional
+        L, with ``multi_label=True`` only; by default it is taken from the first batch.
+    label_weights : sequence of float >= 0, optional
+        One weight per label (the last axis of ``y_pred``). With ``multi_label`` they
+        weight the labels' areas in the mean; without, they weight each element's counts
+        by its label, like a sample weight.
+    from_logits : bool, default False
+        ``y_pred`` holds logits: the sigmoid is applied first.
+
+    Notes
+    -----
+    ``y_true`` must hold values in [0, 1]; any non-zero value counts as a positive (Keras
+    casts the labels to bool and does not check them). ``y_pred`` is clipped to [0, 1]
+    (after the sigmoid, with ``from_logits``), as Keras does on its default, evenly
+    spaced thresholds, so a prediction below 0 is positive at the first threshold and the
+    curve always runs from (1, 1) to (0, 0); Keras leaves predictions unclipped with
+    unevenly spaced ``thresholds``. A NaN prediction is negative at every threshold.
+    Keras counts in float32 and places predictions into evenly spaced thresholds by
+    ``ceil(p * (num_thresholds - 1)) - 1``; here every comparison ``y_pred > t`` is made
+    in float64, which can differ for a prediction within float32 rounding of a
+    threshold. Divisions by zero (a rate with nothing to count) give 0, as Keras's
+    ``divide_no_nan``.
+
+    Examples
+    --------
+    Keras's example: the thresholds are [-1e-7, 0.5, 1 + 1e-7], the true positive rates
+    [1, 0.5, 0] and the false positive rates [1, 0, 0], so the trapezoids sum to 0.75:
+
+    >>> m = AUC(num_thresholds=3)
+    >>> m.update_state([0, 0, 1, 1], [0, 0.5, 0.3, 0.9])
+    >>> m.result()
+    0.75
+    >>> m.reset_state()
+    >>> m.update_state([0, 0, 1, 1], [0, 0.5, 0.3, 0.9], sample_weight=[1, 0, 0, 1])
+    >>> m.result()
+    1.0
+    """
+
+    _default_name = "auc"
+
+    def __init__(self, num_thresholds: int = 200, curve: str = "ROC",
+                 summation_method: str = "interpolation", name: Optional[str] = None,
+                 dtype: Any = None, thresholds: Optional[Sequence[float]] = None,
+                 multi_label: bool = False, num_labels: Optional[int] = None,
+                 label_weights: Optional[Sequence[float]] = None, from_logits: bool = False):
+        super().__init__(name)
+        if not isinstance(num_thresholds, numbers.Integral) or isinstance(num_thresholds,
+                                                                          bool):
+            raise TypeError(f"num_thresholds must be an integer > 1, received "
+                            f"{num_thresholds!r}")
+        if thresholds is None:
+            if num_thresholds <= 1:
+                raise ValueError(f"num_thresholds must be an integer > 1, received "
+                                 f"num_thresholds={num_thresholds!r}")
+            self._given_thresholds: Optional[List[float]] = None
+            inner = [i / (num_thresholds - 1) for i in range(1, num_thresholds - 1)]
+        else:
+            self._given_thresholds = sorted(_parse_thresholds(thresholds))
+            inner = self._given_thresholds
+        self._thresholds = np.array([-_AUC_EPSILON] + inner + [1 + _AUC_EPSILON])
+        self.num_thresholds = len(self._thresholds)
+        self.curve = _choice(curve, "curve", _AUC_CURVES)
+        self.summation_method = _choice(summation_method, "summation_method",
+                                        _AUC_SUMMATIONS)
+        self.dtype = _check_dtype(dtype)
+        self.multi_label = check_bool(multi_label, "multi_label")
+        self.from_logits = check_bool(from_logits, "from_logits")
+        num_labels = _check_num_classes(num_labels, "num_labels")
+        if num_labels is not None and not self.multi_label:
+            raise ValueError(f"num_labels is for multi_label=True only, received "
+                             f"num_labels={num_labels!r} with multi_label=False")
+        self.num_labels: Optional[int] = num_labels
+        self.label_weights: Optional[np.ndarray] = None
+        if label_weights is not None:
+            lw = np.asarray(label_weights)
+            if lw.dtype.kind not in "iuf":
+                raise TypeError(f"label_weights must be numbers, received "
+                                f"{label_weights!r}")
+            if lw.ndim != 1 or lw.size == 0:
+                raise ValueError(f"label_weights must be a non-empty 1-D sequence, one "
+                                 f"weight per label, received shape {lw.shape}")
+            if not np.all(np.isfinite(lw) & (lw >= 0)):
+                raise ValueError(f"label_weights must be finite and non-negative, received "
+                                 f"{label_weights!r}")
+            if num_labels is not None and lw.size != num_labels:
+                raise ValueError(f"label_weights must hold num_labels={num_labels} "
+                                 f"weights, received {lw.size}")
+            self.label_weights = lw.astype(np.float64)
+        # the number of labels the state counts for: 1 (flattened) unless multi_label
+        self._labels: Optional[int] = num_labels if self.multi_label else 1
+        self.reset_state()
+
+    @property
+    def thresholds(self) -> List[float]:
+        """All the thresholds, end points included (as Keras's ``AUC.thresholds``)."""
+        return self._thresholds.tolist()
+
+    @property
+    def _counts(self) -> bool:   # label weights on flattened labels make float sums
+        return self.multi_label or self.label_weights is None
+
+    def reset_state(self) -> None:
+        if self._labels is None:          # multi_label: built at the first update
+            self.true_positives = self.false_positives = None
+            self.true_negatives = self.false_negatives = None
+            return
+        shape = (self.num_thresholds,) if not self.multi_label else (
+            self.num_thresholds, self._labels)
+        self.true_positives = np.zeros(shape)
+        self.false_positives = np.zeros(shape)
+        self.true_negatives = np.zeros(shape)
+        self.false_negatives = np.zeros(shape)
+
+    def update_state(self, y_true: ArrayLike, y_pred: ArrayLike,
+                     sample_weight: ArrayLike = None) -> None:
+        """Accumulate the counts of one batch at every threshold.
+
+        Parameters
+        ----------
+        y_true : array-like, shape like ``y_pred``
+            Labels in [0, 1]; non-zero is positive.
+        y_pred : array-like, shape (N,), (N, 1) or (N, L) (any shape unless
+            ``multi_label``, which needs (N, L))
+            Probabilities (logits with ``from_logits=True``).
+        sample_weight : array-like, optional
+            A scalar, shape (N,) or (N, 1), or the shape of ``y_pred``.
+        """
+        t, p = _binary_inputs(y_true, y_pred, sparse_ok=False)
+        if t.size and not np.all((t >= 0) & (t <= 1)):
+            raise ValueError(f"y_true must hold labels in [0, 1], received values in "
+                             f"[{t.min()}, {t.max()}]")
+        if self.multi_label:
+            if np.ndim(y_pred) != 2 or np.shape(y_pred)[1] == 0:
+                raise ValueError(f"AUC(multi_label=True) expects y_pred of shape (N, L), "
+                                 f"L >= 1, received shape {np.shape(y_pred)}")
+            t, p = t.reshape(np.shape(y_pred)), p.reshape(np.shape(y_pred))
+            labels = p.shape[1]
+            if self._labels is not None and labels != self._labels:
+                raise ValueError(f"y_pred has {labels} labels but this AUC counts "
+                                 f"{self._labels}")
+        else:
+            labels = p.shape[-1] if p.ndim > 1 else 1
+        if self.label_weights is not None and self.label_weights.size != labels:
+            raise ValueError(f"label_weights holds {self.label_weights.size} weights but "
+                             f"y_pred has {labels} labels (shape {p.shape})")
+        w = _element_weights(sample_weight, p.shape)
+        if self.label_weights is not None and not self.multi_label:
+            lw = np.broadcast_to(self.label_weights, p.shape) if p.ndim > 1 else \
+                np.full(p.shape, self.label_weights[0])
+            w = lw if w is None else w * lw
+        p = p.astype(np.float64)
+        if self.from_logits:
+            p = _sigmoid(p)
+        p = np.clip(p, 0.0, 1.0)
+        # how many thresholds lie below each prediction: it is positive at those
+        below = np.searchsorted(self._thresholds, np.where(np.isnan(p), -np.inf, p),
+                                side="left")
+        if self._labels is None:
+            self._labels = labels
+            self.reset_state()
+        cols = labels if self.multi_label else 1
+        below = below.reshape(-1, cols)
+        pos = (t != 0).reshape(-1, cols)
+        w = np.ones(pos.shape) if w is None else np.asarray(w, np.float64).reshape(-1, cols)
+        k = self.num_thresholds + 1
+        index = (below + k * np.arange(cols)).reshape(-1)
+
+        def tally(weights: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+            """(weight above, weight at or below) each threshold, shape (T, cols)."""
+            hist = np.bincount(index, weights=weights.reshape(-1),
+                               minlength=k * cols).reshape(cols, k).T
+            above = np.cumsum(hist[::-1], axis=0)[::-1][1:]
+            return above, np.cumsum(hist, axis=0)[:-1]
+
+        tp, fn = tally(np.where(pos, w, 0.0))
+        fp, tn = tally(np.where(pos, 0.0, w))
+        shape = self.true_positives.shape
+        self.true_positives += tp.reshape(shape)
+        self.false_negatives += fn.reshape(shape)
+        self.false_positives += fp.reshape(shape)
+        self.true_negatives += tn.reshape(shape)
+
+    def _interpolated_pr(self) -> np.ndarray:
+        """Each interval's area under the PR curve, Keras's ``interpolate_pr_auc``: over
+        an interval the true positives TP and the predicted positives P = TP + FP vary
+        linearly, TP = intercept + slope * P, and precision TP / P integrates over recall
+        TP / positives in closed form:
+        ``slope * (dTP + intercept * log(P_a / P_b)) / positives``."""
+        tp, fp, fn = self.true_positives, self.false_positives, self.false_negatives
+        predicted = tp + fp
+        d_tp = tp[:-1] - tp[1:]
+        d_p = predicted[:-1] - predicted[1:]
+        slope = _safe_div(d_tp, np.maximum(d_p, 0))
+        intercept = tp[1:] - slope * predicted[1:]
+        both = (predicted[:-1] > 0) & (predicted[1:] > 0)
+        ratio = np.where(both, _safe_div(predicted[:-1], np.maximum(predicted[1:], 0)), 1.0)
+        return _safe_div(slope * (d_tp + intercept * np.log(ratio)),
+                         np.maximum(tp[1:] + fn[1:], 0))
+
+    def result(self) -> float:
+        if self.true_positives is None:
+            return _in_dtype(0.0, self.dtype)
+        tp, fp = self.true_positives, self.false_positives
+        tn, fn = self.true_negatives, self.false_negatives
+        if self.curve == "PR" and self.summation_method == "interpolation":
+            areas = self._interpolated_pr()
+        else:
+            recall = _safe_div(tp, tp + fn)
+            if self.curve == "ROC":
+                x, y = _safe_div(fp, fp + tn), recall
+            else:
+                x, y = recall, _safe_div(tp, tp + fp)
+            if self.summation_method == "interpolation":
+                heights = (y[:-1] + y[1:]) / 2
+            elif self.summation_method == "minoring":
+                heights = np.minimum(y[:-1], y[1:])
+            else:
+                heights = np.maximum(y[:-1], y[1:])
+            areas = (x[:-1] - x[1:]) * heights
+        auc = np.sum(areas, axis=0)          # () or one area per label
+        if self.multi_label:
+            auc = np.mean(auc) if self.label_weights is None else _safe_div(
+                np.sum(auc * self.label_weights), np.sum(self.label_weights))
+        return _in_dtype(float(auc), self.dtype)
+
+    def get_config(self) -> Dict[str, Any]:
+        return _dtype_config({
+            "name": self.name, "num_thresholds": self.num_thresholds, "curve": self.curve,
+            "summation_method": self.summation_method, "thresholds": self._given_thresholds,
+            "multi_label": self.multi_label, "num_labels": self.num_labels,
+            "label_weights": (None if self.label_weights is None
+                              else self.label_weights.tolist()),
+            "from_logits": self.from_logits}, self.dtype)
 
 
 class ConfusionMatrix(Metric):
@@ -1101,13 +1563,14 @@ class ConfusionMatrix(Metric):
 
 
 # =============================================================================== functions
-def _check_num_classes(num_classes) -> Optional[int]:
+def _check_num_classes(num_classes, name: str = "num_classes") -> Optional[int]:
+    """A positive int or None, else a TypeError/ValueError naming ``name``."""
     if num_classes is None:
         return None
     if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool):
-        raise TypeError(f"num_classes must be a positive integer, received {num_classes!r}")
+        raise TypeError(f"{name} must be a positive integer, received {num_classes!r}")
     if num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, received {num_classes}")
+        raise ValueError(f"{name} must be a positive integer, received {num_classes}")
     return int(num_classes)
 
 
@@ -1370,10 +1833,14 @@ def _accuracy(name, loss, output_shape) -> Metric:
     return cls(name=name)
 
 
-def _f1(name, loss, output_shape) -> Metric:
-    binary = (_accuracy_kind(loss, None) == "binary"
-              or (output_shape is not None and tuple(output_shape)[-1:] == (1,)))
-    return F1Score(average="macro", threshold=0.5 if binary else None, name=name)
+def _f_score(cls: type) -> Callable[..., Metric]:
+    """The factory of "f1" / "fbeta_score": macro-averaged, threshold 0.5 for a binary
+    loss or a single output unit, argmax otherwise."""
+    def make(name, loss, output_shape) -> Metric:
+        binary = (_accuracy_kind(loss, None) == "binary"
+                  or (output_shape is not None and tuple(output_shape)[-1:] == (1,)))
+        return cls(average="macro", threshold=0.5 if binary else None, name=name)
+    return make
 
 
 def _fn_metric(fn, default):
@@ -1391,7 +1858,9 @@ _FACTORIES: Dict[str, Callable[..., Metric]] = {
         lambda n, l, s: SparseTopKCategoricalAccuracy(name=n),
     "precision": lambda n, l, s: Precision(name=n),
     "recall": lambda n, l, s: Recall(name=n),
-    "f1": _f1, "f1_score": _f1,
+    "f1": _f_score(F1Score), "f1_score": _f_score(F1Score),
+    "fbeta_score": _f_score(FBetaScore),
+    "auc": lambda n, l, s: AUC(name=n),
     "mse": lambda n, l, s: MeanSquaredError(name=n),
     "mean_squared_error": lambda n, l, s: MeanSquaredError(name=n),
     "mae": lambda n, l, s: MeanAbsoluteError(name=n),
@@ -1403,10 +1872,13 @@ _FACTORIES: Dict[str, Callable[..., Metric]] = {
                                                   "sparse_categorical_crossentropy"),
 }
 _BY_KEY = {_key(k): f for k, f in _FACTORIES.items()}
+# names matched exactly as written, before the others: Keras's class name "Accuracy" is
+# the exact comparison, while "accuracy" (any other spelling) is the automatic choice
+_EXACT: Dict[str, Callable[..., Metric]] = {"Accuracy": lambda n, l, s: Accuracy(name=n)}
 _CLASSES: Dict[str, type] = {c.__name__: c for c in (
-    Mean, MeanSquaredError, MeanAbsoluteError, BinaryAccuracy, CategoricalAccuracy,
+    Mean, MeanSquaredError, MeanAbsoluteError, Accuracy, BinaryAccuracy, CategoricalAccuracy,
     SparseCategoricalAccuracy, TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy,
-    Precision, Recall, F1Score, ConfusionMatrix)}
+    Precision, Recall, FBetaScore, F1Score, AUC, ConfusionMatrix)}
 
 
 def get(identifier: Union[str, Metric, Callable, dict], loss: Any = None,
@@ -1424,14 +1896,17 @@ def get(identifier: Union[str, Metric, Callable, dict], loss: Any = None,
           sparse_categorical_crossentropy -> :class:`SparseCategoricalAccuracy`), else
           from ``output_shape`` (last axis 1 -> binary, else categorical), else from the
           shapes of the first batch;
+        - ``"Accuracy"``, written exactly so (Keras's class name): :class:`Accuracy`, the
+          exact comparison ``y_pred == y_true``;
         - other names (case and underscores ignored; class names work too):
           "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
           "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy" (k = 5),
           "precision", "recall", "f1" / "f1_score" (macro-averaged :class:`F1Score`, with
-          threshold 0.5 for binary or multi-label outputs, argmax otherwise), "mse" /
-          "mean_squared_error", "mae" / "mean_absolute_error", and the cross-entropies
-          "binary_crossentropy", "categorical_crossentropy",
-          "sparse_categorical_crossentropy";
+          threshold 0.5 for binary or multi-label outputs, argmax otherwise),
+          "fbeta_score" (:class:`FBetaScore`, beta = 1, averaged as "f1"), "auc" (a
+          default :class:`AUC`: ROC, 200 thresholds), "mse" / "mean_squared_error",
+          "mae" / "mean_absolute_error", and the cross-entropies "binary_crossentropy",
+          "categorical_crossentropy", "sparse_categorical_crossentropy";
         - ``{"class_name": ..., "config": {...}}`` (see :func:`serialize`);
         - a fastnn :class:`~fastnn.losses.Loss`: the mean of its per-sample values;
         - any other callable ``fn(y_true, y_pred) -> per-sample values``: wrapped in a
@@ -1458,7 +1933,7 @@ def get(identifier: Union[str, Metric, Callable, dict], loss: Any = None,
     if isinstance(identifier, Metric):
         return identifier
     if isinstance(identifier, str):
-        factory = _BY_KEY.get(_key(identifier))
+        factory = _EXACT.get(identifier) or _BY_KEY.get(_key(identifier))
         if factory is None:
             raise ValueError(f"Unknown metric {identifier!r}; valid names: "
                              f"{sorted(_FACTORIES)} (or a Metric instance or a function "

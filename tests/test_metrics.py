@@ -6,16 +6,18 @@ further cross-check (skipped otherwise, never required).
 """
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
 import pytest
 
 from fastnn import losses, metrics
-from fastnn.metrics import (BinaryAccuracy, CategoricalAccuracy, ConfusionMatrix, F1Score,
-                            Mean, MeanAbsoluteError, MeanMetricWrapper, MeanSquaredError,
-                            Metric, Precision, Recall, SparseCategoricalAccuracy,
-                            classification_report, confusion_matrix, precision_recall_f1)
+from fastnn.metrics import (AUC, Accuracy, BinaryAccuracy, CategoricalAccuracy,
+                            ConfusionMatrix, F1Score, FBetaScore, Mean, MeanAbsoluteError,
+                            MeanMetricWrapper, MeanSquaredError, Metric, Precision, Recall,
+                            SparseCategoricalAccuracy, classification_report,
+                            confusion_matrix, precision_recall_f1)
 
 
 def approx(x, rel=1e-12, abs=1e-12):
@@ -449,7 +451,21 @@ def _cases(rng):
     ps = rng.random((n, 4))
     yr = rng.normal(size=(n, 2))
     pr = rng.normal(size=(n, 2))
+    yi = rng.integers(0, 3, (n, 3))
+    pi = np.where(rng.random((n, 3)) < 0.6, yi, rng.integers(0, 3, (n, 3)))
     return [
+        (lambda: Accuracy(), yi, pi),
+        (lambda: Accuracy(), yi[:, 0], pi[:, :1]),
+        (lambda: FBetaScore(beta=2.0), one_hot(ys, 4), ps),
+        (lambda: FBetaScore("weighted", beta=0.5, threshold=0.4), ym, pm),
+        (lambda: FBetaScore("micro", beta=3), ys, ps),
+        (lambda: AUC(), yb, pb),
+        (lambda: AUC(num_thresholds=7, curve="PR"), ym, pm),
+        (lambda: AUC(curve="pr", summation_method="Minoring", label_weights=[1, 0.5, 2]),
+         ym, pm),
+        (lambda: AUC(multi_label=True, summation_method="majoring"), ym, pm),
+        (lambda: AUC(multi_label=True, num_labels=3, label_weights=[2, 0, 1],
+                     thresholds=[0.2, 0.7, 0.4]), ym, pm),
         (lambda: BinaryAccuracy(), yb, pb),
         (lambda: BinaryAccuracy(threshold=0.3), ym, pm),
         (lambda: CategoricalAccuracy(), one_hot(ys, 4), ps),
@@ -975,3 +991,670 @@ def test_top_k_categorical_accuracy_as_keras():
         metrics.TopKCategoricalAccuracy(k=0)
     with pytest.raises(ValueError, match="integer labels: use sparse_top_k"):
         metrics.top_k_categorical_accuracy([1, 2], [[0.1, 0.2, 0.7], [0.3, 0.3, 0.4]])
+
+
+# =============================================================================== Accuracy
+def naive_accuracy(y, p, w=None):
+    """Keras's accuracy by loops: per sample, the fraction of equal elements; then the
+    weighted mean over samples."""
+    y, p = np.asarray(y), np.asarray(p)
+    scores = []
+    for yi, pi in zip(y, p):
+        yi, pi = np.ravel(yi), np.ravel(pi)
+        scores.append(sum(float(a == b) for a, b in zip(yi, pi)) / len(yi))
+    w = np.ones(len(scores)) if w is None else np.asarray(w, float)
+    return sum(s * wi for s, wi in zip(scores, w)) / sum(w)
+
+
+class TestAccuracy:
+    def test_keras_examples(self):
+        m = Accuracy()
+        m.update_state([[1], [2], [3], [4]], [[0], [2], [3], [4]])
+        assert m.result() == 0.75
+        m.reset_state()
+        m.update_state([[1], [2], [3], [4]], [[0], [2], [3], [4]], sample_weight=[1, 1, 0, 0])
+        assert m.result() == 0.5
+        assert Accuracy().name == "accuracy"
+
+    def test_keras_cross_check(self):
+        # value from keras 3.15.1 (TensorFlow 2.21 CPU): two updates, the second weighted
+        m = Accuracy()
+        m.update_state([[1, 2, 3], [4, 5, 6]], [[1, 0, 3], [4, 5, 6]])
+        m.update_state([[1, 2, 3], [0, 0, 0]], [[0, 0, 0], [0, 0, 1]], sample_weight=[2.0, 0.5])
+        assert m.result() == pytest.approx(0.4444444477558136, rel=1e-6)
+        assert m.result() == approx((2 / 3 + 1 + 0 + 0.5 * 2 / 3) / 4.5)
+
+    @pytest.mark.parametrize("shape", [(40,), (40, 1), (40, 3), (40, 2, 3)])
+    @pytest.mark.parametrize("weighted", [False, True])
+    def test_against_loops(self, rng, shape, weighted):
+        y = rng.integers(0, 3, shape)
+        p = np.where(rng.random(shape) < 0.5, y, rng.integers(0, 3, shape)).astype(float)
+        w = rng.random(40) * 2 if weighted else None
+        m = Accuracy()
+        m.update_state(y[:15], p[:15], None if w is None else w[:15])
+        m.update_state(y[15:], p[15:], None if w is None else w[15:])
+        assert m.result() == approx(naive_accuracy(y, p, w))
+        np.testing.assert_allclose(metrics.accuracy(y, p),
+                                   [naive_accuracy(y[i:i + 1], p[i:i + 1]) for i in range(40)])
+
+    def test_compared_in_the_dtype_of_y_pred(self):
+        # Keras casts y_true to y_pred's dtype: float32(0.1) equals the float64 label 0.1
+        assert Accuracy()([[0.1], [0.2]], np.array([[0.1], [0.3]], np.float32)) == 0.5
+        # an integer y_pred is compared exactly (a label 1.5 is not the prediction 1)
+        assert Accuracy()([[1.5], [2.0]], np.array([[1], [2]])) == 0.5
+
+    def test_trailing_axis_of_one(self):
+        assert Accuracy()([1, 2, 3], [[1], [0], [3]]) == approx(2 / 3)
+
+    def test_not_the_accuracy_string(self):
+        """"accuracy" keeps its automatic choice (here binary, thresholded at 0.5); the
+        class, its exact name, the class given to get() and the dict form compare
+        exactly."""
+        y, p = [[1], [0]], [[0.9], [0.2]]
+        auto = metrics.get("accuracy", loss="binary_crossentropy")
+        assert type(auto) is BinaryAccuracy and auto(y, p) == 1.0
+        for exact in (metrics.get("Accuracy"), metrics.get(Accuracy), metrics.get(Accuracy()),
+                      metrics.get({"class_name": "Accuracy", "config": {"name": "exact"}})):
+            assert type(exact) is Accuracy
+            assert exact(y, p) == 0.0
+            assert exact([[1], [0]], [[1.0], [0.0]]) == 0.5   # accumulates: 2 of 4
+        assert metrics.get("Accuracy").name == "Accuracy"     # named as written
+        assert type(metrics.get("ACCURACY")) is not Accuracy  # only the exact class name
+
+    def test_dtype_and_config(self):
+        m = Accuracy(dtype="float32")
+        m.update_state([[1], [2], [3]], [[1], [0], [0]])
+        assert m.result() == float(np.float32(1 / 3)) and m.result() != 1 / 3
+        assert m.get_config() == {"name": "accuracy", "dtype": "float32"}
+        assert Accuracy(name="eq").get_config() == {"name": "eq"}
+        again = metrics.get(json.loads(json.dumps(metrics.serialize(m))))
+        assert type(again) is Accuracy and again.get_config() == m.get_config()
+
+
+# =============================================================================== FBetaScore
+def naive_fbeta(y_true, pred, beta, average=None, w=None):
+    """F-beta from 0/1 label and prediction matrices (N, C) by loops and the textbook
+    formula (1 + b^2) P R / (b^2 P + R), 0 where undefined."""
+    y_true, pred = np.asarray(y_true), np.asarray(pred)
+    n, k = y_true.shape
+    w = np.ones(n) if w is None else np.asarray(w, float)
+    tp, fp, fn, sup = ([0.0] * k for _ in range(4))
+    for i in range(n):
+        for j in range(k):
+            if pred[i, j] and y_true[i, j]:
+                tp[j] += w[i]
+            elif pred[i, j]:
+                fp[j] += w[i]
+            elif y_true[i, j]:
+                fn[j] += w[i]
+            sup[j] += w[i] * y_true[i, j]
+
+    def score(tp_, fp_, fn_):
+        prec = tp_ / (tp_ + fp_) if tp_ + fp_ else 0.0
+        rec = tp_ / (tp_ + fn_) if tp_ + fn_ else 0.0
+        den = beta ** 2 * prec + rec
+        return (1 + beta ** 2) * prec * rec / den if den else 0.0
+
+    if average == "micro":
+        return score(sum(tp), sum(fp), sum(fn))
+    per = [score(tp[j], fp[j], fn[j]) for j in range(k)]
+    if average == "macro":
+        return sum(per) / k
+    if average == "weighted":
+        return sum(f * s for f, s in zip(per, sup)) / sum(sup)
+    return per
+
+
+class TestFBetaScore:
+    YF = [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
+    PF = [[0.2, 0.6, 0.7], [0.2, 0.6, 0.6], [0.6, 0.8, 0.0]]
+
+    def test_keras_example(self):
+        # Keras's documented result [0.3846154, 0.90909094, 0.8333334]: per class
+        # tp [1, 2, 1], fp [0, 1, 1], fn [2, 0, 0] -> 5 tp / (5 tp + 4 fn + fp)
+        m = FBetaScore(beta=2.0, threshold=0.5)
+        m.update_state(self.YF, self.PF)
+        np.testing.assert_allclose(m.result(), [5 / 13, 10 / 11, 5 / 6], rtol=1e-12)
+        np.testing.assert_allclose(m.result(), [0.3846154, 0.90909094, 0.8333334], rtol=1e-6)
+
+    @pytest.mark.parametrize("kwargs, y, p, w, expect", [
+        # values from keras 3.15.1 (TensorFlow 2.21 CPU), float32 with its epsilon
+        (dict(average="micro", beta=0.5, threshold=0.5), YF, PF, None, 0.666666567325592),
+        (dict(average="macro", beta=3.0, threshold=0.5), YF, PF, None, 0.7395381927490234),
+        (dict(average="weighted", beta=2.0), np.eye(3)[[0, 2, 1, 2, 0, 1, 2]],
+         [[0.7, 0.2, 0.1], [0.3, 0.3, 0.4], [0.5, 0.4, 0.1], [0.1, 0.6, 0.3],
+          [0.2, 0.5, 0.3], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]],
+         [1.0, 2.0, 0.5, 1.0, 3.0, 1.0, 0.25], 0.4825390577316284),
+        (dict(beta=0.5), np.eye(3)[[0, 2, 1, 2, 0, 1, 2]],
+         [[0.7, 0.2, 0.1], [0.3, 0.3, 0.4], [0.5, 0.4, 0.1], [0.1, 0.6, 0.3],
+          [0.2, 0.5, 0.3], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]],
+         [1.0, 2.0, 0.5, 1.0, 3.0, 1.0, 0.25],
+         [0.49999985098838806, 0.23255810141563416, 0.9183672070503235]),
+    ])
+    def test_keras_cross_check(self, kwargs, y, p, w, expect):
+        np.testing.assert_allclose(FBetaScore(**kwargs)(y, p, w), expect, rtol=1e-6)
+
+    @pytest.mark.parametrize("average", [None, "micro", "macro", "weighted"])
+    @pytest.mark.parametrize("beta", [0.5, 2.0, 1])
+    @pytest.mark.parametrize("threshold", [None, 0.6])
+    def test_against_loops(self, rng, average, beta, threshold):
+        k = 4
+        if threshold is None:     # single-label: the argmax is the prediction
+            labels = rng.integers(0, k, 90)
+            y = one_hot(labels, k)
+            p = rng.random((90, k)) + 0.3 * y
+            pred = one_hot(np.argmax(p, 1), k)
+        else:                     # multi-label
+            y = rng.integers(0, 2, (90, k))
+            p = rng.random((90, k))
+            pred = p > threshold
+        w = rng.random(90) * 2
+        m = FBetaScore(average, beta, threshold)
+        m.update_state(y[:50], p[:50], w[:50])
+        m.update_state(y[50:], p[50:], w[50:])
+        np.testing.assert_allclose(m.result(), naive_fbeta(y, pred, beta, average, w),
+                                   rtol=1e-12, atol=1e-12)
+
+    def test_extreme_beta_tends_to_precision_and_recall(self):
+        # per class: precision [1, 2/3, 1/2], recall [1/3, 1, 1]
+        np.testing.assert_allclose(FBetaScore(beta=1e-4, threshold=0.5)(self.YF, self.PF),
+                                   [1, 2 / 3, 1 / 2], rtol=1e-6)
+        np.testing.assert_allclose(FBetaScore(beta=1e4, threshold=0.5)(self.YF, self.PF),
+                                   [1 / 3, 1, 1], rtol=1e-6)
+
+    def test_f1_score_is_fbeta_with_beta_one(self, rng):
+        y = rng.integers(0, 2, (70, 3))
+        p = rng.random((70, 3))
+        w = rng.random(70)
+        f1, fb = F1Score("weighted", 0.5), FBetaScore("weighted", 1.0, 0.5)
+        assert isinstance(f1, FBetaScore) and f1.beta == 1.0 and f1.name == "f1_score"
+        f1.update_state(y, p, w)
+        fb.update_state(y, p, w)
+        assert f1.result() == fb.result()
+        # F1 stays 2 tp / (2 tp + fp + fn) to the bit
+        f1 = F1Score()
+        f1.update_state(y, p, w)
+        tp, fp, fn = f1.true_positives, f1.false_positives, f1.false_negatives
+        np.testing.assert_array_equal(f1.result(), 2 * tp / (2 * tp + fp + fn))
+
+    def test_zero_division_gives_zero(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            # class 1 never true nor predicted, class 2 never predicted
+            m = FBetaScore(beta=2.0, threshold=0.5)
+            m.update_state([[1, 0, 1], [1, 0, 0]], [[0.9, 0.1, 0.2], [0.8, 0.0, 0.1]])
+            np.testing.assert_array_equal(m.result(), [1.0, 0.0, 0.0])
+            assert FBetaScore("macro").result() == 0.0
+            assert FBetaScore().result().shape == (0,)
+
+    def test_config_and_names(self):
+        m = FBetaScore("macro", 2, 0.3, name="f2")
+        cfg = m.get_config()
+        assert cfg == {"name": "f2", "average": "macro", "beta": 2.0, "threshold": 0.3}
+        assert isinstance(cfg["beta"], float)
+        again = metrics.get(json.loads(json.dumps(metrics.serialize(m))))
+        assert type(again) is FBetaScore and again.get_config() == cfg
+        assert FBetaScore().name == "fbeta_score"
+        f1 = F1Score("micro", dtype="float32")
+        assert f1.get_config() == {"name": "f1_score", "average": "micro", "threshold": None,
+                                   "dtype": "float32"}
+        again = F1Score.from_config(f1.get_config())
+        assert type(again) is F1Score and again.get_config() == f1.get_config()
+        for ident in ("fbeta_score", "FBetaScore", "fbeta-score"):
+            g = metrics.get(ident, loss="categorical_crossentropy", output_shape=(None, 3))
+            assert type(g) is FBetaScore and g.name == ident
+            assert g.average == "macro" and g.threshold is None and g.beta == 1.0
+        assert metrics.get("fbeta_score", loss="binary_crossentropy").threshold == 0.5
+
+    def test_dtype(self):
+        m = FBetaScore(beta=2.0, threshold=0.5, dtype="float32")
+        m.update_state(self.YF, self.PF)
+        assert m.result().dtype == np.float32
+        np.testing.assert_array_equal(m.result(), np.float32([5 / 13, 10 / 11, 5 / 6]))
+        m = FBetaScore("macro", dtype=np.float16)
+        assert m.get_config()["dtype"] == "float16" and m.result() == 0.0
+
+
+# =============================================================================== AUC
+def keras_thresholds(num_thresholds):
+    return ([-1e-7] + [i / (num_thresholds - 1) for i in range(1, num_thresholds - 1)]
+            + [1 + 1e-7])
+
+
+def naive_counts(y, p, thresholds, w=None):
+    """tp, fp, tn, fn at each threshold by loops over thresholds and elements: an element
+    is predicted positive when its score (clipped to [0, 1]) is above the threshold."""
+    y, p = np.ravel(y), np.clip(np.ravel(np.asarray(p, float)), 0, 1)
+    w = np.ones(len(y)) if w is None else np.ravel(w)
+    out = np.zeros((4, len(thresholds)))
+    for i, t in enumerate(thresholds):
+        for yi, pi, wi in zip(y, p, w):
+            out[(0 if yi else 1) if pi > t else (3 if yi else 2), i] += wi
+    return out            # rows: tp, fp, tn, fn
+
+
+def naive_area(counts, curve="ROC", method="interpolation"):
+    """The area from per-threshold counts, written out: ROC is (fpr, tpr), PR is (recall,
+    precision); each interval adds its width times the mean / min / max of its ends. PR
+    interpolation integrates precision over recall numerically (midpoint rule) along the
+    path where the true positives and the predicted positives vary linearly."""
+    tp, fp, tn, fn = counts
+    npos = tp[0] + fn[0]
+
+    def rate(a, b):
+        return a / (a + b) if a + b else 0.0
+
+    area = 0.0
+    for i in range(len(tp) - 1):
+        if curve == "PR" and method == "interpolation":
+            d_tp, d_p = tp[i] - tp[i + 1], (tp[i] + fp[i]) - (tp[i + 1] + fp[i + 1])
+            if d_tp == 0:
+                continue
+            s = (np.arange(4000) + 0.5) / 4000
+            precision = (tp[i + 1] + s * d_tp) / (tp[i + 1] + fp[i + 1] + s * d_p)
+            area += precision.mean() * d_tp / npos
+            continue
+        if curve == "ROC":
+            x0, x1 = rate(fp[i], tn[i]), rate(fp[i + 1], tn[i + 1])
+            y0, y1 = rate(tp[i], fn[i]), rate(tp[i + 1], fn[i + 1])
+        else:
+            x0, x1 = rate(tp[i], fn[i]), rate(tp[i + 1], fn[i + 1])
+            y0, y1 = rate(tp[i], fp[i]), rate(tp[i + 1], fp[i + 1])
+        height = {"interpolation": (y0 + y1) / 2, "minoring": min(y0, y1),
+                  "majoring": max(y0, y1)}[method]
+        area += (x0 - x1) * height
+    return area
+
+
+def mann_whitney(y, p):
+    """The exact ROC AUC: the probability that a positive outscores a negative, ties
+    counting one half."""
+    pos = [s for s, t in zip(p, y) if t]
+    neg = [s for s, t in zip(p, y) if not t]
+    wins = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
+    return wins / (len(pos) * len(neg))
+
+
+class TestAUC:
+    Y = [0, 0, 1, 1]
+    P = [0, 0.5, 0.3, 0.9]
+
+    @pytest.mark.parametrize("curve, method, expect", [
+        # Keras's example: thresholds [-1e-7, 0.5, 1 + 1e-7], tp [2, 1, 0], fp [2, 0, 0],
+        # tn [0, 2, 2], fn [0, 1, 2]: tpr [1, 0.5, 0], fpr [1, 0, 0]
+        ("ROC", "interpolation", 0.75),     # 1 * (1 + 0.5) / 2
+        ("ROC", "minoring", 0.5),           # 1 * min(1, 0.5)
+        ("ROC", "majoring", 1.0),           # 1 * max(1, 0.5)
+        # recall [1, 0.5, 0], precision [2/4, 1/1, 0 (no prediction)]
+        ("PR", "minoring", 0.25),           # 0.5 * min(0.5, 1) + 0.5 * min(1, 0)
+        ("PR", "majoring", 1.0),            # 0.5 * max(0.5, 1) + 0.5 * max(1, 0)
+        # interval 1: TP 2 -> 1 while P 4 -> 1, TP = 2/3 + P/3: the integral of
+        # (2/3 + P/3) / P * dP/3 over [1, 4], / 2 positives = (1 + 2/3 ln 4) / 6;
+        # interval 2: TP = P from 1 to 0, precision 1 over recall 0.5 -> 0.5
+        ("PR", "interpolation", 0.5 + (1 + 2 / 3 * np.log(4)) / 6),
+    ])
+    def test_hand_computed(self, curve, method, expect):
+        m = AUC(num_thresholds=3, curve=curve, summation_method=method)
+        m.update_state(self.Y, self.P)
+        np.testing.assert_array_equal(m.true_positives, [2, 1, 0])
+        np.testing.assert_array_equal(m.false_positives, [2, 0, 0])
+        np.testing.assert_array_equal(m.true_negatives, [0, 2, 2])
+        np.testing.assert_array_equal(m.false_negatives, [0, 1, 2])
+        assert m.result() == approx(expect)
+
+    def test_keras_weighted_example(self):
+        assert AUC(num_thresholds=3)(self.Y, self.P, sample_weight=[1, 0, 0, 1]) == 1.0
+
+    YA = [0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 1, 0]
+    PA = [0.137, 0.912, 0.448, 0.263, 0.771, 0.594, 0.081, 0.356, 0.689, 0.427, 0.523, 0.808]
+    WA = [1.0, 0.5, 2.0, 1.5, 1.0, 0.25, 3.0, 1.0, 0.75, 2.0, 1.0, 0.5]
+    ZA = [-2.1, 1.7, 0.3, -0.6, 2.4, 0.9, -3.0, -0.2, 1.1, -1.3, 0.05, 1.9]
+    YB = [[1, 0, 1], [0, 0, 1], [1, 1, 0], [0, 1, 0], [1, 0, 0], [0, 1, 1]]
+    PB = [[0.83, 0.12, 0.64], [0.57, 0.38, 0.41], [0.56, 0.22, 0.19],
+          [0.44, 0.66, 0.53], [0.31, 0.74, 0.48], [0.18, 0.53, 0.77]]
+    YC = [0, 1, 0, 1, 1, 0]
+    PC = [1.4, -0.3, 0.0, 1.0, 0.6, 0.35]      # out of [0, 1]: clipped
+    KERAS = [
+        # (kwargs, y, y_pred, sample_weight, value from keras 3.15.1 / TensorFlow 2.21 CPU)
+        (dict(), YA, PA, None, 0.75),
+        (dict(curve="PR"), YA, PA, None, 0.7134265899658203),
+        (dict(num_thresholds=11, summation_method="minoring"), YA, PA, WA, 0.8084847927093506),
+        (dict(num_thresholds=11, curve="PR", summation_method="majoring"), YA, PA, None,
+         0.7500000596046448),
+        (dict(num_thresholds=11, curve="PR"), YA, PA, WA, 0.7469601631164551),
+        (dict(thresholds=[0.3, 0.5, 0.7], from_logits=True), YA, ZA, None, 0.7361111044883728),
+        (dict(multi_label=True, label_weights=[1.0, 2.0, 0.5]), YB, PB, None,
+         0.6190476417541504),
+        (dict(multi_label=True, curve="PR", num_thresholds=7), YB, PB, None,
+         0.6813459396362305),
+        (dict(label_weights=[1.0, 2.0, 0.5]), YB, PB, None, 0.6553288102149963),
+        (dict(num_thresholds=5), YC, PC, None, 0.5555555820465088),
+        (dict(num_thresholds=5, curve="PR"), YC, PC, None, 0.531511664390564),
+    ]
+
+    @pytest.mark.parametrize("kwargs, y, p, w, expect", KERAS,
+                             ids=[f"keras{i}" for i in range(len(KERAS))])
+    def test_keras_cross_check(self, kwargs, y, p, w, expect):
+        assert AUC(**kwargs)(y, p, w) == pytest.approx(expect, rel=1e-6, abs=1e-7)
+
+    @pytest.mark.parametrize("curve", ["ROC", "PR"])
+    @pytest.mark.parametrize("method", ["interpolation", "minoring", "majoring"])
+    @pytest.mark.parametrize("weighted", [False, True])
+    def test_against_loops(self, rng, curve, method, weighted):
+        y = rng.integers(0, 2, 70)
+        p = np.clip(rng.random(70) * 0.8 + 0.35 * y, 0, 1)
+        p[:3] = [0.0, 1.0, 0.5]                  # on the end points and on a threshold
+        w = rng.random(70) * 2 if weighted else None
+        m = AUC(num_thresholds=13, curve=curve, summation_method=method)
+        m.update_state(y[:30], p[:30], None if w is None else w[:30])
+        m.update_state(y[30:], p[30:], None if w is None else w[30:])
+        counts = naive_counts(y, p, keras_thresholds(13), w)
+        for got, want in zip((m.true_positives, m.false_positives, m.true_negatives,
+                              m.false_negatives), counts):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        assert m.result() == pytest.approx(naive_area(counts, curve, method), abs=1e-9)
+
+    def test_given_thresholds(self, rng):
+        y = rng.integers(0, 2, 50)
+        p = rng.random(50)
+        m = AUC(thresholds=[0.8, 0.25, 0.5, 0.5], curve="PR")
+        assert m.thresholds == [-1e-7, 0.25, 0.5, 0.5, 0.8, 1 + 1e-7]
+        assert m.num_thresholds == 6
+        counts = naive_counts(y, p, [-1e-7, 0.25, 0.5, 0.5, 0.8, 1 + 1e-7])
+        assert m(y, p) == pytest.approx(naive_area(counts, "PR"), abs=1e-9)
+        assert AUC(num_thresholds=4).thresholds == pytest.approx(keras_thresholds(4))
+
+    def test_roc_approaches_mann_whitney(self, rng):
+        y = rng.integers(0, 2, 400)
+        p = rng.random(400) * 0.7 + 0.3 * y * rng.random(400)
+        exact = mann_whitney(y, p)
+        assert 0.6 < exact < 0.9
+        assert AUC(num_thresholds=20001)(y, p) == pytest.approx(exact, abs=2e-4)
+        assert abs(AUC(num_thresholds=3)(y, p) - exact) > 0.02   # coarse grids are not
+        # scores spread one per threshold interval: the trapezoids are exact, ties too
+        # (a positive and a negative in one interval count one half, as a tie)
+        grid = rng.integers(0, 40, 120)
+        scores = (grid + 0.5) / 40
+        labels = rng.integers(0, 2, 120)
+        assert AUC(num_thresholds=41)(labels, scores) == approx(mann_whitney(labels, scores))
+
+    def test_multi_label_is_the_mean_of_label_curves(self, rng):
+        y = rng.integers(0, 2, (60, 3))
+        p = np.clip(rng.random((60, 3)) + 0.3 * y - 0.15, 0, 1)
+        per = [AUC(num_thresholds=9, curve="PR")(y[:, j], p[:, j]) for j in range(3)]
+        m = AUC(num_thresholds=9, curve="PR", multi_label=True)
+        assert m(y, p) == approx(np.mean(per))
+        assert m.true_positives.shape == (9, 3)
+        weighted = AUC(num_thresholds=9, curve="PR", multi_label=True, label_weights=[1, 3, 0])
+        assert weighted(y, p) == approx((per[0] + 3 * per[1]) / 4)
+        assert AUC(multi_label=True, label_weights=[0, 0, 0])(y, p) == 0.0
+        # multi_label=False flattens every label into one curve
+        assert AUC(num_thresholds=9)(y, p) == approx(AUC(num_thresholds=9)(y.ravel(),
+                                                                           p.ravel()))
+        # ... where label weights weigh each element like a sample weight
+        lw = np.array([0.5, 2.0, 1.0])
+        flat = AUC(num_thresholds=9, label_weights=lw)(y, p)
+        assert flat == approx(AUC(num_thresholds=9)(y.ravel(), p.ravel(),
+                                                    np.tile(lw, 60)))
+
+    def test_num_labels_fixes_the_label_count(self):
+        m = AUC(multi_label=True, num_labels=2)
+        assert m.true_positives.shape == (200, 2) and m.result() == 0.0
+        with pytest.raises(ValueError, match="y_pred has 3 labels but this AUC counts 2"):
+            m.update_state(np.eye(3), np.eye(3))
+        m = AUC(multi_label=True)
+        assert m.true_positives is None and m.result() == 0.0   # built by the first batch
+        m.update_state([[0, 1, 1], [1, 0, 1]], [[0.2, 0.8, 0.4], [0.6, 0.3, 0.9]])
+        assert m.true_positives.shape == (200, 3)
+        m.reset_state()
+        assert m.true_positives.shape == (200, 3) and not m.true_positives.any()
+
+    def test_from_logits(self, rng):
+        y = rng.integers(0, 2, (40, 2))
+        z = rng.normal(size=(40, 2)) * 3
+        z[0, 0], z[1, 1] = 800.0, -800.0        # no overflow
+        probs = 1 / (1 + np.exp(-np.clip(z, -500, 500)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = AUC(num_thresholds=17, from_logits=True, multi_label=True)(y, z)
+        assert got == approx(AUC(num_thresholds=17, multi_label=True)(y, probs))
+        assert got != approx(AUC(num_thresholds=17, multi_label=True)(y, z))
+
+    def test_clipping_and_labels(self):
+        # clipped as Keras does: -0.3 counts as 0 (positive at -1e-7), 1.4 as 1
+        m = AUC(num_thresholds=5)
+        m.update_state(self.YC, self.PC)
+        np.testing.assert_array_equal(m.true_positives, [3, 2, 2, 1, 0])
+        np.testing.assert_array_equal(m.false_positives, [3, 2, 1, 1, 0])
+        # any non-zero label in [0, 1] is a positive (Keras casts the labels to bool)
+        assert AUC(num_thresholds=5)([0, 0.5, 0, 1, 1, 0], self.PC) == m.result()
+        # a NaN prediction is above no threshold
+        n = AUC(num_thresholds=3)
+        n.update_state([1, 0], [np.nan, 0.7])
+        np.testing.assert_array_equal(n.true_positives, [0, 0, 0])
+        np.testing.assert_array_equal(n.false_positives, [1, 1, 0])
+
+    def test_sample_weight_forms(self, rng):
+        y = rng.integers(0, 2, (30, 2))
+        p = rng.random((30, 2))
+        w = rng.random(30)
+        per_sample = AUC(num_thresholds=9)(y, p, w)
+        assert AUC(num_thresholds=9)(y, p, w[:, None]) == per_sample
+        assert AUC(num_thresholds=9)(y, p, np.repeat(w[:, None], 2, 1)) == approx(per_sample)
+        assert AUC(num_thresholds=9)(y, p, 2.5) == approx(AUC(num_thresholds=9)(y, p))
+        assert per_sample != approx(AUC(num_thresholds=9)(y, p))
+
+    def test_counts_flag(self):
+        """fit updates a counting metric once per run of batches: exact for integer
+        counts; label weights on flattened labels make float sums, so not then."""
+        assert AUC()._counts and AUC(multi_label=True, label_weights=[1, 2])._counts
+        assert not AUC(label_weights=[0.3, 0.7])._counts
+        assert FBetaScore()._counts and F1Score()._counts
+        # a sample of 3 elements scores 0, 1/3, 2/3 or 1: the sums depend on the grouping
+        assert not Accuracy()._counts
+        y = np.array([[0, 0, 0], [0, 1, 0], [0, 0, 0], [1, 0, 1], [1, 1, 1], [1, 1, 0],
+                      [1, 0, 0], [0, 0, 0], [1, 1, 1], [1, 1, 1]])
+        p = np.array([[0, 0, 1], [0, 1, 0], [1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1],
+                      [0, 1, 1], [0, 0, 0], [0, 0, 0], [0, 1, 1]])
+        whole, split = Accuracy(), Accuracy()
+        whole.update_state(y, p)
+        split.update_state(y[:3], p[:3])
+        split.update_state(y[3:], p[3:])
+        assert whole.total != split.total          # the state differs in its last bit
+        assert whole.result() == approx(split.result()) == approx(17 / 30)
+
+    def test_config_round_trip(self):
+        for m in [AUC(), AUC(37, "pr", "MAJORING", name="a", dtype="float32",
+                             thresholds=[0.7, 0.1], multi_label=True, num_labels=2,
+                             label_weights=[1, 0.5], from_logits=True),
+                  AUC(label_weights=np.array([2.0, 1.0]))]:
+            cfg = m.get_config()
+            again = metrics.get(json.loads(json.dumps(metrics.serialize(m))))
+            assert type(again) is AUC and again.get_config() == cfg
+            assert again.thresholds == m.thresholds
+        cfg = AUC(37, "pr", "MAJORING", name="a", dtype="float32", thresholds=[0.7, 0.1],
+                  multi_label=True, num_labels=2, label_weights=[1, 0.5]).get_config()
+        assert cfg == {"name": "a", "num_thresholds": 4, "curve": "PR",
+                       "summation_method": "majoring", "thresholds": [0.1, 0.7],
+                       "multi_label": True, "num_labels": 2, "label_weights": [1.0, 0.5],
+                       "from_logits": False, "dtype": "float32"}
+        assert AUC().get_config()["thresholds"] is None and AUC().name == "auc"
+
+    def test_dtype(self):
+        m = AUC(num_thresholds=3, curve="PR", dtype="float32")
+        m.update_state(self.Y, self.P)
+        expect = 0.5 + (1 + 2 / 3 * np.log(4)) / 6
+        assert m.result() == float(np.float32(expect)) and m.result() != expect
+
+    def test_get_by_name(self):
+        for ident in ("auc", "AUC", "Auc"):
+            m = metrics.get(ident, loss="binary_crossentropy", output_shape=(None, 1))
+            assert type(m) is AUC and m.name == ident
+            assert m.curve == "ROC" and m.num_thresholds == 200
+        assert metrics.get("auc") is not metrics.get("auc")
+        m = metrics.get({"class_name": "AUC", "config": {"curve": "PR", "name": "pr_auc"}})
+        assert type(m) is AUC and m.curve == "PR" and m.name == "pr_auc"
+        assert type(metrics.get(AUC)) is AUC
+
+    def test_failed_update_leaves_state_unchanged(self):
+        m = AUC(num_thresholds=3)
+        m.update_state(self.Y, self.P)
+        before = m.result()
+        with pytest.raises(ValueError, match="y_true must hold labels in"):
+            m.update_state([0, 2], [0.1, 0.9])
+        with pytest.raises(ValueError, match="sample_weight"):
+            m.update_state([0, 1], [0.1, 0.9], sample_weight=[1, 2, 3])
+        assert m.result() == before and m.true_positives.sum() == 3
+        u = AUC(multi_label=True, label_weights=[1, 1])
+        with pytest.raises(ValueError, match="label_weights holds 2 weights but y_pred has 3"):
+            u.update_state(np.eye(3), np.eye(3))
+        assert u.true_positives is None
+
+
+NEW_BAD_ARGUMENTS = [
+    (lambda: AUC(num_thresholds=1), ValueError, "num_thresholds must be an integer > 1, "
+                                                "received num_thresholds=1"),
+    (lambda: AUC(num_thresholds=2.5), TypeError, "num_thresholds must be an integer"),
+    (lambda: AUC(num_thresholds=True), TypeError, "num_thresholds"),
+    (lambda: AUC(curve="ROCK"), ValueError, r"curve must be one of \['ROC', 'PR'\] .*'ROCK'"),
+    (lambda: AUC(curve=None), TypeError, "curve must be a string"),
+    (lambda: AUC(summation_method="trapezoid"), ValueError,
+     "summation_method must be one of .*'trapezoid'"),
+    (lambda: AUC(thresholds=[0.2, 1.5]), ValueError, r"thresholds must be numbers in \[0, 1\]"),
+    (lambda: AUC(thresholds=[]), ValueError, "thresholds must not be empty"),
+    (lambda: AUC(multi_label="yes"), TypeError, "`multi_label` must be a bool"),
+    (lambda: AUC(from_logits=1), TypeError, "`from_logits` must be a bool"),
+    (lambda: AUC(num_labels=3), ValueError, "num_labels is for multi_label=True only"),
+    (lambda: AUC(multi_label=True, num_labels=0), ValueError, "num_labels must be a positive"),
+    (lambda: AUC(multi_label=True, num_labels=2.0), TypeError, "num_labels must be a positive"),
+    (lambda: AUC(label_weights=[1, -1]), ValueError, "label_weights must be finite and non-neg"),
+    (lambda: AUC(label_weights=[1, np.nan]), ValueError, "label_weights must be finite"),
+    (lambda: AUC(label_weights=[[1, 2]]), ValueError, r"label_weights must be a non-empty 1-D"),
+    (lambda: AUC(label_weights=["a"]), TypeError, "label_weights must be numbers"),
+    (lambda: AUC(multi_label=True, num_labels=3, label_weights=[1, 2]), ValueError,
+     "label_weights must hold num_labels=3 weights, received 2"),
+    (lambda: AUC(label_weights=[1, 2])([[0, 1, 0]], [[0.2, 0.3, 0.4]]), ValueError,
+     "label_weights holds 2 weights but y_pred has 3 labels"),
+    (lambda: AUC()([0, -1], [0.1, 0.2]), ValueError,
+     r"y_true must hold labels in \[0, 1\], received values in \[-1, 0\]"),
+    (lambda: AUC()([0, np.nan], [0.1, 0.2]), ValueError, r"y_true must hold labels in \[0, 1\]"),
+    (lambda: AUC(multi_label=True)([0, 1], [0.1, 0.2]), ValueError,
+     r"multi_label=True\) expects y_pred of shape \(N, L\)"),
+    (lambda: AUC()([0, 1], [0.1]), ValueError, "same number of samples"),
+    (lambda: AUC()([[0, 1]], [[0.1, 0.2, 0.3]]), ValueError, "same shape"),
+    (lambda: AUC()(["a"], [0.1]), TypeError, "y_true must be numeric"),
+    (lambda: AUC(dtype="int32"), ValueError, "dtype must be a floating-point dtype .*'int32'"),
+    (lambda: AUC(dtype="bogus"), TypeError, "dtype must be a floating-point dtype"),
+    (lambda: AUC(name=1), TypeError, "name must be a string"),
+    (lambda: FBetaScore(beta=0), ValueError, "`beta` must be > 0, received beta=0"),
+    (lambda: FBetaScore(beta=-1.0), ValueError, "`beta` must be > 0"),
+    (lambda: FBetaScore(beta=float("nan")), ValueError, "`beta` must be finite"),
+    (lambda: FBetaScore(beta=float("inf")), ValueError, "`beta` must be finite"),
+    (lambda: FBetaScore(beta=True), TypeError, "`beta` must be a float"),
+    (lambda: FBetaScore(beta="2"), TypeError, "`beta` must be a float"),
+    (lambda: FBetaScore(average="samples"), ValueError, "average must be one of"),
+    (lambda: FBetaScore(threshold=1.5), ValueError, "0 < threshold <= 1, received 1.5"),
+    (lambda: FBetaScore(dtype=int), ValueError, "dtype must be a floating-point"),
+    (lambda: FBetaScore()([0, 1], [0.3, 0.7]), ValueError,
+     r"FBetaScore expects y_pred of shape \(N, C\)"),
+    (lambda: F1Score(dtype="int8"), ValueError, "dtype"),
+    (lambda: Accuracy()([[1, 2]], [[1, 2, 3]]), ValueError,
+     r"same shape, received y_true shape \(1, 2\) and y_pred shape \(1, 3\)"),
+    (lambda: Accuracy()([1, 2], [1]), ValueError, "same number of samples"),
+    (lambda: Accuracy()(["a"], [1]), TypeError, "y_true must be numeric"),
+    (lambda: Accuracy(dtype="int64"), ValueError, "dtype must be a floating-point"),
+    (lambda: Accuracy(name=3), TypeError, "name must be a string"),
+]
+
+
+@pytest.mark.parametrize("call, exc, match", NEW_BAD_ARGUMENTS,
+                         ids=[f"new_bad{i}" for i in range(len(NEW_BAD_ARGUMENTS))])
+def test_bad_arguments_of_accuracy_fbeta_auc(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+# =============================================================================== in a model
+def _tiny_model(metrics_list, seed=3):
+    """Flatten -> Dense(6, relu) -> Dense(3, softmax), categorical cross-entropy: the
+    model that fit may train in runs of batches (C backend)."""
+    from fastnn.layers import Dense, Flatten
+    from fastnn.models import Sequential
+    from fastnn.utils import set_random_seed
+    set_random_seed(seed)
+    model = Sequential([Flatten(input_shape=(2, 2)), Dense(6, activation="relu"),
+                        Dense(3, activation="softmax")])
+    model.compile("adam", "categorical_crossentropy", metrics=metrics_list)
+    return model
+
+
+def _tiny_data(n=70):
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(n, 2, 2)).astype(np.float32)
+    y = np.eye(3)[np.argmax(x.reshape(n, 4)[:, :3] + 0.5 * rng.normal(size=(n, 3)), 1)]
+    return x, y
+
+
+def test_compile_fit_evaluate():
+    x, y = _tiny_data()
+    model = _tiny_model([AUC(), "auc", AUC(curve="PR", multi_label=True, name="pr"),
+                         FBetaScore(beta=2.0, average="macro"), "fbeta_score", Accuracy(),
+                         "Accuracy", "accuracy"])
+    history = model.fit(x, y, epochs=2, batch_size=16, verbose=0).history
+    names = ["auc", "auc_1", "pr", "fbeta_score", "fbeta_score_1", "accuracy", "Accuracy",
+             "accuracy_1"]
+    assert list(history) == ["loss"] + names
+    for name in names:
+        assert len(history[name]) == 2 and 0.0 <= history[name][-1] <= 1.0
+    logs = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    probs = model.predict(x, batch_size=16, verbose=0)
+    roc = naive_area(naive_counts(y, probs, keras_thresholds(200)))
+    assert logs["auc"] == pytest.approx(roc, abs=1e-9) and logs["auc_1"] == logs["auc"]
+    pr = np.mean([naive_area(naive_counts(y[:, j], probs[:, j], keras_thresholds(200)), "PR")
+                  for j in range(3)])
+    assert logs["pr"] == pytest.approx(pr, abs=1e-6)
+    pred = probs >= probs.max(1, keepdims=True)
+    assert logs["fbeta_score"] == approx(naive_fbeta(y, pred, 2.0, "macro"))
+    assert logs["fbeta_score_1"] == approx(naive_fbeta(y, pred, 1.0, "macro"))
+    assert logs["accuracy"] == 0.0 and logs["Accuracy"] == 0.0   # probabilities != one-hot
+    assert logs["accuracy_1"] == approx(np.mean(pred[np.arange(len(y)), y.argmax(1)]))
+    assert 0.3 < logs["auc"] < 1.0
+
+
+def test_fit_in_runs_of_batches_leaves_the_history_of_one_update_per_batch(monkeypatch):
+    """fit updates counting metrics once per run of compiled steps: the history is bit
+    for bit that of one update per batch (a callback with batch hooks forces those). AUC
+    with label weights on flattened labels and Accuracy do not count, and keep fit to one
+    step at a time."""
+    import fastnn
+    from fastnn import _dense_step
+    from fastnn.callbacks import LambdaCallback
+    from fastnn.models import Sequential
+    if fastnn.backend_info()["active"] != "c":
+        pytest.skip("the compiled dense step needs the C backend")
+    calls = []
+    real = _dense_step.DenseStep.run_steps
+
+    def spy(self, x, targets, idx, n, *a):
+        calls.append(len(idx) // n)
+        return real(self, x, targets, idx, n, *a)
+
+    monkeypatch.setattr(_dense_step.DenseStep, "run_steps", spy)
+    monkeypatch.setattr(Sequential, "_RUN_ROWS", 32)            # runs of 2 batches of 16
+    x, y = _tiny_data()
+
+    def make(extra):
+        return [AUC(num_thresholds=50), AUC(curve="PR", multi_label=True, name="pr"),
+                FBetaScore(beta=0.5, average="weighted")] + extra()
+
+    for extra, counting in ((list, True),
+                            (lambda: [AUC(label_weights=[1.0, 0.3, 0.7], name="lw")], False),
+                            (lambda: [Accuracy()], False)):
+        histories = []
+        for callbacks in ([], [LambdaCallback(on_train_batch_end=lambda b, logs: None)]):
+            calls.clear()
+            model = _tiny_model(make(extra))
+            histories.append(model.fit(x, y, epochs=3, batch_size=16, verbose=0,
+                                       callbacks=callbacks).history)
+            assert (calls != []) == (counting and not callbacks), (extra(), calls)
+        assert histories[0] == histories[1]
