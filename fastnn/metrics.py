@@ -283,6 +283,11 @@ class Metric:
     def __init__(self, name: Optional[str] = None):
         self.name: str = _check_name(name) or self._default_name
 
+    def _counts_for(self, output_shape: Sequence[Optional[int]]) -> bool:
+        """``_counts`` for the predictions of a model whose output has ``output_shape``
+        (batch axis first): what fit asks."""
+        return self._counts
+
     def update_state(self, y_true: ArrayLike, y_pred: ArrayLike,
                      sample_weight: ArrayLike = None) -> None:
         """Accumulate the statistics of one batch.
@@ -687,6 +692,16 @@ class MeanAbsoluteError(MeanMetricWrapper):
         return {"name": self.name}
 
 
+def _fraction_counts(output_shape: Sequence[Optional[int]]) -> bool:
+    """Whether per-sample scores k / K (k of a sample's K elements) sum exactly, whatever
+    the grouping of the samples: when K is a power of 2 (1 included), each score is a
+    multiple of 1 / K and their sums are exact in float64; otherwise they are rounded
+    (2 / 3), and the last bit of a sum depends on how the batches were grouped."""
+    k = int(np.prod([d for d in output_shape[1:]], dtype=np.int64)) \
+        if all(d is not None for d in output_shape[1:]) else 0
+    return k > 0 and k & (k - 1) == 0
+
+
 class BinaryAccuracy(MeanMetricWrapper):
     """How often ``(y_pred > threshold)`` equals the 0/1 label ``y_true``.
 
@@ -705,6 +720,9 @@ class BinaryAccuracy(MeanMetricWrapper):
     """
 
     _counts = True
+
+    def _counts_for(self, output_shape: Sequence[Optional[int]]) -> bool:
+        return _fraction_counts(output_shape)
 
     def __init__(self, threshold: float = 0.5, name: Optional[str] = None):
         if not isinstance(threshold, numbers.Real) or isinstance(threshold, bool):
@@ -848,9 +866,11 @@ class Accuracy(MeanMetricWrapper):
     0.5
     """
 
-    # not counts: a sample of K elements scores k / K, and sums of such fractions depend
-    # on how the batches are grouped (in the last bit) unless K is a power of 2
+    # a sample of K elements scores k / K: counts for a power-of-2 K (_fraction_counts)
     _counts = False
+
+    def _counts_for(self, output_shape: Sequence[Optional[int]]) -> bool:
+        return _fraction_counts(output_shape)
 
     def __init__(self, name: Optional[str] = None, dtype: Any = None):
         self.dtype = _check_dtype(dtype)

@@ -116,6 +116,26 @@ def restore_threads():
     _backend._num_threads[:] = saved_global
 
 
+def run_steps_calls(monkeypatch, rows: int) -> list:
+    """For tests of fit's runs of compiled steps: fit trains runs of at most ``rows`` rows
+    per call, and the returned list gets each run's number of batches as it runs. Skips
+    without the C backend (the compiled dense step)."""
+    from fastnn import _dense_step
+    from fastnn.models import Sequential
+    if fastnn.backend_info()["active"] != "c":
+        pytest.skip("the compiled dense step needs the C backend")
+    calls = []
+    real = _dense_step.DenseStep.run_steps
+
+    def spy(self, x, targets, idx, n, *a):
+        calls.append(len(idx) // n)
+        return real(self, x, targets, idx, n, *a)
+
+    monkeypatch.setattr(_dense_step.DenseStep, "run_steps", spy)
+    monkeypatch.setattr(Sequential, "_RUN_ROWS", rows)
+    return calls
+
+
 # --------------------------------------------------------------------------- workspaces
 _GUARD = 1024                                       # elements on each side of a workspace
 _GUARD_BITS = {4: np.uint32(0x7FC0DEAD), 8: np.uint64(0x7FF8DEADBEEFDEAD)}   # NaN payloads

@@ -30,7 +30,8 @@ from fastnn.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, 
                            MaxPooling2D)
 from fastnn.models import Sequential, load_model
 from fastnn.utils import set_random_seed
-from conftest import TOLERANCES, absmax, assert_bitwise, assert_close, tolerance
+from conftest import (TOLERANCES, absmax, assert_bitwise, assert_close, run_steps_calls,
+                      tolerance)
 
 K = 3          # classes
 D = 6          # features
@@ -1644,22 +1645,11 @@ def test_fit_trains_runs_of_batches_in_one_call_bit_for_bit(monkeypatch, capsys,
     dropout masks and Adam's constants per step): weights, optimizer state and the
     history are bit for bit those of one call per step, for runs of 2 batches and a
     last partial batch, and the progress bar still ends on the same numbers."""
-    if fastnn.backend_info()["active"] != "c":
-        pytest.skip("the compiled dense step needs the C backend")
-    from fastnn import _dense_step
+    calls = run_steps_calls(monkeypatch, rows=32)            # runs of 2 batches of 16
     case = dict(case)
     fit_kw = {k: case.pop(k) for k in ("loss", "optimizer", "shuffle", "verbose")
               if k in case}
     mets = case.pop("metrics", ["accuracy"])
-    calls = []
-    real = _dense_step.DenseStep.run_steps
-
-    def spy(self, x, targets, idx, n, *a):
-        calls.append(len(idx) // n)
-        return real(self, x, targets, idx, n, *a)
-
-    monkeypatch.setattr(_dense_step.DenseStep, "run_steps", spy)
-    monkeypatch.setattr(Sequential, "_RUN_ROWS", 32)        # runs of 2 batches of 16
     out = []
     for callbacks in ([], [_EveryBatch()]):
         model = _dense_model(**case)
