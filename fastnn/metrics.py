@@ -192,8 +192,10 @@ def _check_dtype(dtype) -> Optional[str]:
     if dtype is None:
         return None
     try:
+        if not isinstance(dtype, (str, type, np.dtype)):
+            raise TypeError
         dt = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError):
         raise TypeError(f"dtype must be a floating-point dtype such as 'float32', or None, "
                         f"received {dtype!r}") from None
     if dt.kind != "f":
@@ -283,9 +285,10 @@ class Metric:
     def __init__(self, name: Optional[str] = None):
         self.name: str = _check_name(name) or self._default_name
 
-    def _counts_for(self, output_shape: Sequence[Optional[int]]) -> bool:
-        """``_counts`` for the predictions of a model whose output has ``output_shape``
-        (batch axis first): what fit asks."""
+    def _counts_for(self, output_shape: Sequence[Optional[int]], y_true: np.ndarray) -> bool:
+        """``_counts`` for a model whose output has ``output_shape`` (batch axis first)
+        trained on the targets ``y_true``: what fit asks before it updates the metric
+        once per run of several batches."""
         return self._counts
 
     def update_state(self, y_true: ArrayLike, y_pred: ArrayLike,
@@ -518,11 +521,16 @@ def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
     >>> accuracy([[1], [2], [3], [4]], [[0], [2], [3], [4]])
     array([0., 1., 1., 1.])
     """
+    return _per_sample(_exact_matches(y_true, y_pred)).reshape(-1)
+
+
+def _exact_matches(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
+    """1.0 where ``y_pred`` equals ``y_true``, element by element (see :func:`accuracy`)."""
     t, p = _binary_inputs(y_true, y_pred, sparse_ok=False)
     if p.dtype.kind == "f":
         with np.errstate(over="ignore", invalid="ignore"):
             t = t.astype(p.dtype)
-    return _per_sample((t == p).astype(np.float64)).reshape(-1)
+    return (t == p).astype(np.float64)
 
 
 def _binary_matches(y_true, y_pred, threshold=0.5) -> np.ndarray:
@@ -721,7 +729,7 @@ class BinaryAccuracy(MeanMetricWrapper):
 
     _counts = True
 
-    def _counts_for(self, output_shape: Sequence[Optional[int]]) -> bool:
+    def _counts_for(self, output_shape: Sequence[Optional[int]], y_true: np.ndarray) -> bool:
         return _fraction_counts(output_shape)
 
     def __init__(self, threshold: float = 0.5, name: Optional[str] = None):
@@ -851,8 +859,8 @@ class Accuracy(MeanMetricWrapper):
 
     Notes
     -----
-    With ``y_true`` and ``y_pred`` of shape (N,), every element is one sample (Keras
-    would reduce such a batch to one value counted once).
+    With ``y_true`` and ``y_pred`` of shape (N,), every element is one sample, as in
+    Keras. ``sample_weight`` may also weigh each element (the shape of ``y_pred``).
 
     Examples
     --------
@@ -869,12 +877,12 @@ class Accuracy(MeanMetricWrapper):
     # a sample of K elements scores k / K: counts for a power-of-2 K (_fraction_counts)
     _counts = False
 
-    def _counts_for(self, output_shape: Sequence[Optional[int]]) -> bool:
+    def _counts_for(self, output_shape: Sequence[Optional[int]], y_true: np.ndarray) -> bool:
         return _fraction_counts(output_shape)
 
     def __init__(self, name: Optional[str] = None, dtype: Any = None):
         self.dtype = _check_dtype(dtype)
-        super().__init__(accuracy, name=name or "accuracy")
+        super().__init__(_exact_matches, name=name or "accuracy")
 
     def result(self) -> float:
         return _in_dtype(super().result(), self.dtype)
@@ -989,7 +997,7 @@ class _ThresholdCounts(Metric):
         w = _element_weights(sample_weight, p.shape)
         if self.top_k is not None:   # along the last axis, all but the k largest become
             keep = np.argsort(-p, axis=-1, kind="stable")[..., :self.top_k]   # -inf (Keras)
-            filtered = np.full(p.shape, -np.inf)
+            filtered = np.full(p.shape, -np.inf, p.dtype if p.dtype.kind == "f" else None)
             np.put_along_axis(filtered, keep, np.take_along_axis(p, keep, axis=-1), axis=-1)
             p = filtered
         if self.class_id is not None:
@@ -1002,7 +1010,9 @@ class _ThresholdCounts(Metric):
             t, p = t[..., self.class_id], p[..., self.class_id]
             w = None if w is None else w[..., self.class_id]
         label = (t != 0).reshape(-1)
-        pred = p.reshape(1, -1) > np.asarray(self.thresholds).reshape(-1, 1)  # (T, M)
+        # in the scores' own float type, as Keras (float32 0.3 is not above 0.3 there)
+        thr = np.asarray(self.thresholds, p.dtype if p.dtype.kind == "f" else None)
+        pred = p.reshape(1, -1) > thr.reshape(-1, 1)  # (T, M)
         w = np.ones(label.shape) if w is None else w.reshape(-1)
         self.true_positives += (pred & label) @ w
         self.false_positives += (pred & ~label) @ w
@@ -1116,12 +1126,18 @@ class FBetaScore(Metric):
     _default_name = "fbeta_score"
     _counts = True
 
+    def _counts_for(self, output_shape: Sequence[Optional[int]], y_true: np.ndarray) -> bool:
+        # the counts add the label values themselves: sums of soft labels (0.9, 0.0333)
+        # depend on how the batches are grouped
+        y = np.asarray(y_true)
+        return y.dtype.kind in "biu" or bool(np.all((y == 0) | (y == 1)))
+
     def __init__(self, average: Optional[str] = None, beta: float = 1.0,
                  threshold: Optional[float] = None, name: Optional[str] = None,
                  dtype: Any = None):
         super().__init__(name)
         _check_average(average)
-        beta = check_real(beta, "beta", low=0, low_open=True)
+        beta = check_real(beta, "beta", low=0, low_open=True, high=1e150)  # beta**2 finite
         if threshold is not None:
             if not isinstance(threshold, numbers.Real) or isinstance(threshold, bool):
                 raise TypeError(f"threshold must be a number or None, received {threshold!r}")
@@ -1158,7 +1174,8 @@ class FBetaScore(Metric):
         """
         what = type(self).__name__
         t = _array(y_true, "y_true")
-        p = _array(y_pred, "y_pred").astype(np.float64)
+        given = _array(y_pred, "y_pred")
+        p = given.astype(np.float64)
         _check_lengths(t, p)
         if p.ndim != 2:
             raise ValueError(f"{what} expects y_pred of shape (N, C), received shape "
@@ -1171,21 +1188,24 @@ class FBetaScore(Metric):
             raise ValueError(f"{what} expects y_true shaped like y_pred {p.shape} (or "
                              f"integer labels of shape ({p.shape[0]},)), received "
                              f"{t.shape}")
+        if self.num_classes is not None and p.shape[1] != self.num_classes:
+            raise ValueError(f"y_pred has {p.shape[1]} classes but this {what} was "
+                             f"built for {self.num_classes}")
+        w = _weights(sample_weight, p.shape[0])  # checked before any state changes
+        w = np.ones(p.shape[0]) if w is None else w
         if self.num_classes is None:
             self.num_classes = p.shape[1]
             self.reset_state()
-        elif p.shape[1] != self.num_classes:
-            raise ValueError(f"y_pred has {p.shape[1]} classes but this {what} was "
-                             f"built for {self.num_classes}")
         if self.threshold is None:
             pred = (p >= np.max(p, axis=-1, keepdims=True)) & (np.abs(p) > 1e-9) \
                 if p.size else np.zeros(p.shape, bool)
+        elif given.dtype.kind == "f":
+            # in the predictions' own type, as Keras: float32 0.3 is not above 0.3 there
+            pred = given > given.dtype.type(self.threshold)
         else:
             pred = p > self.threshold
         pred = pred.astype(np.float64)
         t = t.astype(np.float64)
-        w = _weights(sample_weight, p.shape[0])
-        w = np.ones(p.shape[0]) if w is None else w
         self.true_positives += w @ (pred * t)
         self.false_positives += w @ (pred * (1 - t))
         self.false_negatives += w @ ((1 - pred) * t)

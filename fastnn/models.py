@@ -810,7 +810,7 @@ class Sequential:
         needs every batch (the progress bar is redrawn per run) and every metric counts
         (one update per run gives the state one per batch gives)."""
         if sw is not None or cbs.batch_hooks_each_step() or not all(
-                m._counts_for(self.output_shape) for m in metrics):
+                m._counts_for(self.output_shape, y) for m in metrics):
             return None
         dense = self._dense_step
         if dense is None or not dense.valid(self):

@@ -1624,9 +1624,9 @@ def test_fit_runs_of_batches_with_per_sample_fractions(monkeypatch, k, metric):
                                    callbacks=callbacks).history)
         assert (calls != []) == (k == 4 and not callbacks), calls
     assert histories[0] == histories[1]
-    assert BinaryAccuracy()._counts_for((None, 3)) is False
-    assert BinaryAccuracy()._counts_for((None, 2, 4)) is True
-    assert Accuracy()._counts_for((None, 1)) is True
+    assert BinaryAccuracy()._counts_for((None, 3), y) is False
+    assert BinaryAccuracy()._counts_for((None, 2, 4), y) is True
+    assert Accuracy()._counts_for((None, 1), y) is True
 
 
 def test_compile_fit_evaluate():
@@ -1679,3 +1679,72 @@ def test_fit_in_runs_of_batches_leaves_the_history_of_one_update_per_batch(monke
                                        callbacks=callbacks).history)
             assert (calls != []) == (counting and not callbacks), (extra(), calls)
         assert histories[0] == histories[1]
+
+
+def test_fbeta_counts_in_fit_runs_only_for_zero_one_targets(monkeypatch):
+    """F-beta adds the label values themselves: with soft labels (pre-smoothed one-hot)
+    fit trains step by step and the history is bit for bit that of one update per batch
+    (it took the runs and differed in the last bits); with 0/1 labels it takes the runs."""
+    from fastnn.callbacks import LambdaCallback
+    from fastnn.layers import Dense
+    from fastnn.models import Sequential
+    from fastnn.utils import set_random_seed
+    calls = run_steps_calls(monkeypatch, rows=48)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6)).astype(np.float32)
+    hard = np.eye(3)[rng.integers(0, 3, 300)]
+    for y, runs in ((hard * 0.9 + 0.1 / 3, False), (hard, True)):
+        histories = []
+        for callbacks in ([], [LambdaCallback(on_train_batch_end=lambda b, logs: None)]):
+            calls.clear()
+            set_random_seed(5)
+            model = Sequential([Dense(5, activation="relu", input_shape=(6,)),
+                                Dense(3, activation="softmax")])
+            model.compile("adam", "categorical_crossentropy",
+                          metrics=[F1Score(average="micro"), FBetaScore(beta=2.0)])
+            histories.append(model.fit(x, y, epochs=3, batch_size=16, verbose=0,
+                                       callbacks=callbacks).history)
+            assert (calls != []) == (runs and not callbacks), calls
+        assert histories[0]["f1_score"] == histories[1]["f1_score"]
+
+
+def test_fbeta_failed_first_update_leaves_no_state():
+    m = FBetaScore()
+    with pytest.raises(ValueError, match="sample_weight"):
+        m.update_state([[1, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], sample_weight=[1, 2, 3])
+    assert m.num_classes is None and m.result().shape == (0,)
+    m.update_state([[1, 0, 0]], [[0.9, 0.1, 0.0]])       # 3 classes: still accepted
+    np.testing.assert_array_equal(m.result(), [1.0, 0.0, 0.0])
+
+
+def test_thresholds_compare_in_the_predictions_float_type():
+    """float32 0.3 is not above the threshold 0.3 in float32 (Keras compares there); in
+    float64 it is (0.30000001192...)."""
+    t = np.array([[1, 0]])
+    p32 = np.array([[0.3, 0.2]], np.float32)
+    np.testing.assert_array_equal(FBetaScore(threshold=0.3)(t, p32), [0.0, 0.0])
+    np.testing.assert_array_equal(FBetaScore(threshold=0.3)(t, p32.astype(np.float64)),
+                                  [1.0, 0.0])
+    assert Precision(thresholds=0.3)(t, p32) == 0.0
+    assert Recall(thresholds=[0.3, 0.25])(t, p32).tolist() == [0.0, 1.0]
+    assert Precision(thresholds=0.3)(t, p32.astype(np.float64)) == 1.0
+
+
+def test_accuracy_takes_element_weights():
+    m = Accuracy()
+    m.update_state([[1, 2], [3, 4]], [[1, 0], [3, 4]], sample_weight=[[1, 0], [1, 1]])
+    assert m.result() == 1.0                              # Keras 3: 1.0
+    m = BinaryAccuracy()
+    m.update_state([[1, 0], [1, 1]], [[0.9, 0.9], [0.2, 0.8]], sample_weight=[[1, 0], [1, 1]])
+    assert m.result() == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("call,exc,msg", [
+    (lambda: Accuracy(dtype={"class_name": "DTypePolicy"}), TypeError,
+     "dtype must be a floating-point dtype"),
+    (lambda: AUC(dtype=[("a", "f4")]), TypeError, "dtype must be a floating-point dtype"),
+    (lambda: FBetaScore(beta=1e200), ValueError, "`beta` must be <= 1e"),
+])
+def test_more_bad_metric_arguments(call, exc, msg):
+    with pytest.raises(exc, match=msg):
+        call()
