@@ -935,17 +935,13 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t t = 0; t < ntiles; t++) {
                     const int64_t sb = t / ngrp, gi = t % ngrp;
-                    int64_t r0, r1;
-                    if (sb < head) {
-                        r0 = ntr * sb / nblk;
-                        r1 = ntr * (sb + 1) / nblk;
-                    } else {
-                        const int64_t ib = head + (sb - head) / TAIL_SPLIT,
-                                      part = (sb - head) % TAIL_SPLIT;
-                        const int64_t b0 = ntr * ib / nblk, b1 = ntr * (ib + 1) / nblk;
-                        r0 = b0 + (b1 - b0) * part / TAIL_SPLIT;
-                        r1 = b0 + (b1 - b0) * (part + 1) / TAIL_SPLIT;
-                    }
+                    /* piece `part` of `parts` of row block ib */
+                    const int64_t parts = sb < head ? 1 : TAIL_SPLIT;
+                    const int64_t ib = sb < head ? sb : head + (sb - head) / TAIL_SPLIT,
+                                  part = sb < head ? 0 : (sb - head) % TAIL_SPLIT;
+                    const int64_t b0 = ntr * ib / nblk, b1 = ntr * (ib + 1) / nblk;
+                    const int64_t r0 = b0 + (b1 - b0) * part / parts,
+                                  r1 = b0 + (b1 - b0) * (part + 1) / parts;
                     if (r0 >= r1)
                         continue;
                     const int64_t ic = r0 * mr, mc = min64(r1 * mr, m) - ic;
