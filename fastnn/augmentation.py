@@ -1,4 +1,4 @@
-"""Image augmentation for NHWC batches, as Keras-style preprocessing layers.
+"""Image augmentation for image batches, as Keras-style preprocessing layers.
 
 Put them first in a model; they transform each training batch at random and are the
 identity at inference (``training=False``)::
@@ -12,7 +12,10 @@ identity at inference (``training=False``)::
 
 Each layer also works on its own: ``RandomRotation(0.1)(x, training=True)``. The same
 transforms are available as functions (:func:`random_flip`, :func:`random_shift`,
-:func:`random_rotation`, :func:`random_crop`) for a hand-written loop.
+:func:`random_rotation`, :func:`random_crop`, :func:`center_crop`) for a hand-written
+loop. Batches are NHWC, ``(N, H, W, C)``, unless ``data_format="channels_first"`` says
+NCHW, ``(N, C, H, W)``, as in Keras; integer images come out float32, float ones keep
+their dtype.
 
 Randomness comes from the layer's ``seed`` or fastnn's global generator
 (:func:`fastnn.utils.set_random_seed`). Augmentation layers sit before every trainable
@@ -26,32 +29,58 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from .layers.base import Layer
+from .layers.core import _data_format
 from .utils import get_rng
 
 Factor = Union[float, Tuple[float, float]]
 _FILL_MODES = ("reflect", "constant", "nearest", "wrap")
 
 
-def _check_nhwc(x: np.ndarray, who: str) -> np.ndarray:
+def _check_nhwc(x, who: str, data_format: Optional[str] = None) -> np.ndarray:
+    """``x`` as a float NHWC batch: channels_first input is transposed (a view), integer
+    images become float32."""
+    df = _data_format(data_format)
     x = np.asarray(x)
     if x.ndim != 4:
-        raise ValueError(f"{who} expects an NHWC batch (N, H, W, C), received shape {x.shape}")
+        layout = "an NHWC batch (N, H, W, C)" if df == "channels_last" else \
+            "an NCHW batch (N, C, H, W) (data_format='channels_first')"
+        raise ValueError(f"{who} expects {layout}, received shape {x.shape}")
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"{who} needs numeric images, received dtype {x.dtype}")
     if x.dtype.kind != "f":
         x = x.astype(np.float32)
-    return x
+    return x.transpose(0, 2, 3, 1) if df == "channels_first" else x
+
+
+def _from_nhwc(y: np.ndarray, data_format: Optional[str]) -> np.ndarray:
+    """An NHWC result back in the caller's layout (contiguous)."""
+    if _data_format(data_format) == "channels_first":
+        return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+    return y
+
+
+def _size(value, name: str) -> int:
+    """A crop height or width: an int >= 1."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, received {name}={value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, received {name}={value!r}")
+    return int(value)
 
 
 def _range(factor: Factor, name: str, limit: Optional[float] = None) -> Tuple[float, float]:
     """``factor`` as (lower, upper): a number f >= 0 is (-f, f), a pair is itself."""
     if isinstance(factor, numbers.Real) and not isinstance(factor, (bool, np.bool_)):
-        if factor < 0:
-            raise ValueError(f"{name} must be >= 0 (the range is (-{name}, {name})) or a "
-                             f"pair (lower, upper), received {factor!r}")
+        if not np.isfinite(factor) or factor < 0:
+            raise ValueError(f"{name} must be >= 0 and finite (the range is (-{name}, "
+                             f"{name})) or a pair (lower, upper), received {factor!r}")
         lo, hi = -float(factor), float(factor)
     elif isinstance(factor, (tuple, list)) and len(factor) == 2 and all(
             isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
             for v in factor):
         lo, hi = float(factor[0]), float(factor[1])
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"{name} must be finite, received {factor!r}")
     else:
         raise TypeError(f"{name} must be a float or a pair (lower, upper), received {factor!r}")
     if lo > hi or (limit is not None and (abs(lo) > limit or abs(hi) > limit)):
@@ -61,7 +90,9 @@ def _range(factor: Factor, name: str, limit: Optional[float] = None) -> Tuple[fl
     return lo, hi
 
 
-def _check_fill(fill_mode, interpolation) -> None:
+def _check_fill(fill_mode, interpolation, fill_value=0.0) -> None:
+    if isinstance(fill_value, (bool, np.bool_)) or not isinstance(fill_value, numbers.Real):
+        raise TypeError(f"fill_value must be a number, received fill_value={fill_value!r}")
     if fill_mode not in _FILL_MODES:
         raise ValueError(f"fill_mode must be one of {_FILL_MODES}, received {fill_mode!r}")
     if interpolation not in ("bilinear", "nearest"):
@@ -101,7 +132,7 @@ def affine_transform(x: np.ndarray, matrices: np.ndarray, fill_mode: str = "refl
     -------
     ndarray shaped like x
     """
-    _check_fill(fill_mode, interpolation)
+    _check_fill(fill_mode, interpolation, fill_value)
     n, h, w, c = x.shape
     rows, cols = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
                              indexing="ij")
@@ -133,27 +164,60 @@ def _check_flip_mode(mode) -> None:
                          f"received {mode!r}")
 
 
-def random_flip(x, mode: str = "horizontal", rng=None) -> np.ndarray:
-    """Flip each image of an NHWC batch left-right and/or up-down with probability 1/2."""
-    x = _check_nhwc(x, "random_flip")
+def random_flip(x, mode: str = "horizontal", rng=None,
+                data_format: Optional[str] = None) -> np.ndarray:
+    """Flip each image of a batch with probability 1/2.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C), or (N, C, H, W) with ``data_format="channels_first"``
+    mode : {"horizontal", "vertical", "horizontal_and_vertical"}
+        "horizontal" flips left-right, "vertical" up-down; "horizontal_and_vertical" flips
+        a chosen image both ways (a half turn), as Keras 3 does (tf.keras 2 drew the two
+        flips independently).
+    rng : int, numpy Generator or None
+        A seed or generator; None draws from fastnn's global generator.
+    data_format : {None, "channels_last", "channels_first"}
+
+    Returns
+    -------
+    ndarray, shaped like ``x``: float (integer images become float32)
+    """
     _check_flip_mode(mode)
-    rng = get_rng(rng)
-    out = x.copy()
+    out = _check_nhwc(x, "random_flip", data_format).copy()
+    sel = get_rng(rng).random(len(out)) < 0.5
     if "horizontal" in mode:
-        sel = rng.random(len(x)) < 0.5
         out[sel] = out[sel, :, ::-1]
     if "vertical" in mode:
-        sel = rng.random(len(x)) < 0.5
         out[sel] = out[sel, ::-1]
-    return out
+    return _from_nhwc(out, data_format)
 
 
 def random_shift(x, height_factor: Factor = 0.1, width_factor: Factor = 0.1, rng=None,
                  fill_mode: str = "reflect", fill_value: float = 0.0,
-                 interpolation: str = "bilinear") -> np.ndarray:
-    """Translate each image by a random fraction of its height and width
-    (``height_factor=0.1``: up to 10% either way; a pair gives (lower, upper))."""
-    x = _check_nhwc(x, "random_shift")
+                 interpolation: str = "bilinear",
+                 data_format: Optional[str] = None) -> np.ndarray:
+    """Translate each image by a random fraction of its height and width.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C), or (N, C, H, W) with ``data_format="channels_first"``
+    height_factor, width_factor : float or (float, float)
+        ``0.1``: a shift drawn from [-10%, 10%] of the height (width); a pair (lower,
+        upper) within [-1, 1] gives the range itself.
+    rng : int, numpy Generator or None
+    fill_mode : {"reflect", "constant", "nearest", "wrap"}
+        How pixels from outside the image are filled, as in Keras.
+    fill_value : float
+        The value of those pixels with ``fill_mode="constant"``.
+    interpolation : {"bilinear", "nearest"}
+    data_format : {None, "channels_last", "channels_first"}
+
+    Returns
+    -------
+    ndarray, shaped like ``x``
+    """
+    x = _check_nhwc(x, "random_shift", data_format)
     lo_h, hi_h = _range(height_factor, "height_factor", 1.0)
     lo_w, hi_w = _range(width_factor, "width_factor", 1.0)
     rng = get_rng(rng)
@@ -163,15 +227,34 @@ def random_shift(x, height_factor: Factor = 0.1, width_factor: Factor = 0.1, rng
     m = np.zeros((n, 2, 3))
     m[:, 0, 0] = m[:, 1, 1] = 1
     m[:, 0, 2], m[:, 1, 2] = -dy, -dx
-    return affine_transform(x, m, fill_mode, fill_value, interpolation)
+    return _from_nhwc(affine_transform(x, m, fill_mode, fill_value, interpolation),
+                      data_format)
 
 
 def random_rotation(x, factor: Factor = 0.1, rng=None, fill_mode: str = "reflect",
-                    fill_value: float = 0.0, interpolation: str = "bilinear") -> np.ndarray:
-    """Rotate each image about its centre by a random angle of up to ``factor * 2 pi``
-    (Keras convention: ``factor=0.1`` is up to +-36 degrees; a positive angle turns the
-    image counter-clockwise as displayed, rows down: 0.25 is ``np.rot90(x, 1, (1, 2))``)."""
-    x = _check_nhwc(x, "random_rotation")
+                    fill_value: float = 0.0, interpolation: str = "bilinear",
+                    data_format: Optional[str] = None) -> np.ndarray:
+    """Rotate each image about its centre by a random angle.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C), or (N, C, H, W) with ``data_format="channels_first"``
+    factor : float or (float, float)
+        A fraction of a full turn (Keras's convention): ``0.1`` draws the angle from
+        [-0.1, 0.1] x 2 pi (up to 36 degrees either way); a pair gives (lower, upper). A
+        positive angle turns the image counter-clockwise as displayed (rows down): 0.25 is
+        ``np.rot90(x, 1, (1, 2))`` on an NHWC batch.
+    rng : int, numpy Generator or None
+    fill_mode : {"reflect", "constant", "nearest", "wrap"}
+    fill_value : float
+    interpolation : {"bilinear", "nearest"}
+    data_format : {None, "channels_last", "channels_first"}
+
+    Returns
+    -------
+    ndarray, shaped like ``x``
+    """
+    x = _check_nhwc(x, "random_rotation", data_format)
     lo, hi = _range(factor, "factor")
     rng = get_rng(rng)
     n, h, w, _ = x.shape
@@ -185,39 +268,86 @@ def random_rotation(x, factor: Factor = 0.1, rng=None, fill_mode: str = "reflect
     m[:, 1, 0], m[:, 1, 1] = -sin, cos
     m[:, 0, 2] = cy - cos * cy - sin * cx
     m[:, 1, 2] = cx + sin * cy - cos * cx
-    return affine_transform(x, m, fill_mode, fill_value, interpolation)
+    return _from_nhwc(affine_transform(x, m, fill_mode, fill_value, interpolation),
+                      data_format)
 
 
-def random_crop(x, height: int, width: int, rng=None) -> np.ndarray:
-    """Crop a random ``height x width`` window from each image."""
-    x = _check_nhwc(x, "random_crop")
-    n, h, w, c = x.shape
-    if not (1 <= height <= h and 1 <= width <= w):
+def _crop_size(x: np.ndarray, height, width) -> Tuple[int, int]:
+    height, width = _size(height, "height"), _size(width, "width")
+    h, w = x.shape[1:3]
+    if height > h or width > w:
         raise ValueError(f"crop size {(height, width)} must fit inside the images {(h, w)}")
+    return height, width
+
+
+def random_crop(x, height: int, width: int, rng=None,
+                data_format: Optional[str] = None) -> np.ndarray:
+    """Crop a random ``height x width`` window from each image (each at its own place).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C), or (N, C, H, W) with ``data_format="channels_first"``
+    height, width : int
+        At most the images' height and width.
+    rng : int, numpy Generator or None
+    data_format : {None, "channels_last", "channels_first"}
+
+    Returns
+    -------
+    ndarray, shape (N, height, width, C), or (N, C, height, width)
+    """
+    x = _check_nhwc(x, "random_crop", data_format)
+    height, width = _crop_size(x, height, width)
+    n, h, w, _ = x.shape
     rng = get_rng(rng)
     top = rng.integers(0, h - height + 1, n)
     left = rng.integers(0, w - width + 1, n)
     r = top[:, None] + np.arange(height)[None, :]
     cidx = left[:, None] + np.arange(width)[None, :]
-    return x[np.arange(n)[:, None, None], r[:, :, None], cidx[:, None, :]]
+    return _from_nhwc(x[np.arange(n)[:, None, None], r[:, :, None], cidx[:, None, :]],
+                      data_format)
 
 
-def center_crop(x, height: int, width: int) -> np.ndarray:
-    """Crop the central ``height x width`` window of each image."""
-    x = _check_nhwc(x, "center_crop")
+def center_crop(x, height: int, width: int, data_format: Optional[str] = None) -> np.ndarray:
+    """Crop the central ``height x width`` window of each image.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C), or (N, C, H, W) with ``data_format="channels_first"``
+    height, width : int
+        At most the images' height and width; an odd margin leaves its extra row (column)
+        at the bottom (right).
+    data_format : {None, "channels_last", "channels_first"}
+
+    Returns
+    -------
+    ndarray, shape (N, height, width, C), or (N, C, height, width)
+    """
+    x = _check_nhwc(x, "center_crop", data_format)
+    height, width = _crop_size(x, height, width)
     h, w = x.shape[1:3]
-    if not (1 <= height <= h and 1 <= width <= w):
-        raise ValueError(f"crop size {(height, width)} must fit inside the images {(h, w)}")
     t, l = (h - height) // 2, (w - width) // 2
-    return np.ascontiguousarray(x[:, t:t + height, l:l + width])
+    return _from_nhwc(np.ascontiguousarray(x[:, t:t + height, l:l + width]), data_format)
 
 
 class _Augmentation(Layer):
-    """Base of the augmentation layers: random in training, identity at inference."""
+    """Base of the augmentation layers: random in training, identity at inference.
 
-    def __init__(self, seed: Optional[int] = None, **kwargs):
+    Parameters
+    ----------
+    seed : int, optional
+        The layer's own generator; None draws from fastnn's global one.
+    data_format : {None, "channels_last", "channels_first"}
+        NHWC (the default, as Keras) or NCHW batches.
+    **kwargs
+        :class:`~fastnn.layers.Layer`'s (name, input_shape, dtype, trainable).
+    """
+
+    def __init__(self, seed: Optional[int] = None, data_format: Optional[str] = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.seed = seed
+        self.data_format = _data_format(data_format)
         self._rng = None if seed is None else get_rng(seed)
 
     def _generator(self):
@@ -230,19 +360,33 @@ class _Augmentation(Layer):
     def get_config(self):
         cfg = super().get_config()
         cfg["seed"] = self.seed
+        cfg["data_format"] = self.data_format
         return cfg
 
 
 class RandomFlip(_Augmentation):
-    """Randomly flip images: ``mode`` "horizontal", "vertical" or "horizontal_and_vertical"."""
+    """Randomly flip images in training (:func:`random_flip`), as Keras's RandomFlip.
 
-    def __init__(self, mode: str = "horizontal_and_vertical", seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
+    Parameters
+    ----------
+    mode : {"horizontal_and_vertical", "horizontal", "vertical"}
+        "horizontal_and_vertical" (the default) turns a chosen image half a turn, as
+        Keras 3 does.
+    seed, data_format, **kwargs
+        As every augmentation layer (see ``_Augmentation``).
+    """
+
+    def __init__(self, mode: str = "horizontal_and_vertical", seed=None, data_format=None,
+                 **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
         _check_flip_mode(mode)   # (not by a call: it would draw from the global generator)
         self.mode = mode
 
     def forward(self, x, training=False):
-        return random_flip(x, self.mode, self._generator()) if training else x
+        """x: (N, H, W, C) or (N, C, H, W); returns it flipped in training, as is else."""
+        if not training:
+            return x
+        return random_flip(x, self.mode, self._generator(), self.data_format)
 
     def get_config(self):
         cfg = super().get_config()
@@ -251,14 +395,26 @@ class RandomFlip(_Augmentation):
 
 
 class RandomTranslation(_Augmentation):
-    """Randomly shift images by up to ``height_factor`` / ``width_factor`` of their size."""
+    """Randomly shift images in training (:func:`random_shift`), as Keras's
+    RandomTranslation.
+
+    Parameters
+    ----------
+    height_factor, width_factor : float or (float, float)
+        Fractions of the height and width (see :func:`random_shift`).
+    fill_mode, interpolation, fill_value
+        As :func:`random_shift`.
+    seed, data_format, **kwargs
+        As every augmentation layer (see ``_Augmentation``).
+    """
 
     def __init__(self, height_factor: Factor, width_factor: Factor, fill_mode="reflect",
-                 interpolation="bilinear", seed=None, fill_value=0.0, **kwargs):
-        super().__init__(seed=seed, **kwargs)
+                 interpolation="bilinear", seed=None, fill_value=0.0, data_format=None,
+                 **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
         _range(height_factor, "height_factor", 1.0)
         _range(width_factor, "width_factor", 1.0)
-        _check_fill(fill_mode, interpolation)
+        _check_fill(fill_mode, interpolation, fill_value)
         self.height_factor, self.width_factor = height_factor, width_factor
         self.fill_mode, self.interpolation, self.fill_value = fill_mode, interpolation, fill_value
 
@@ -266,7 +422,8 @@ class RandomTranslation(_Augmentation):
         if not training:
             return x
         return random_shift(x, self.height_factor, self.width_factor, self._generator(),
-                            self.fill_mode, self.fill_value, self.interpolation)
+                            self.fill_mode, self.fill_value, self.interpolation,
+                            self.data_format)
 
     def get_config(self):
         cfg = super().get_config()
@@ -277,13 +434,24 @@ class RandomTranslation(_Augmentation):
 
 
 class RandomRotation(_Augmentation):
-    """Randomly rotate images by up to ``factor * 2 pi`` radians (Keras convention)."""
+    """Randomly rotate images in training by up to ``factor * 2 pi`` radians
+    (:func:`random_rotation`), as Keras's RandomRotation.
+
+    Parameters
+    ----------
+    factor : float or (float, float)
+        A fraction of a full turn (see :func:`random_rotation`).
+    fill_mode, interpolation, fill_value
+        As :func:`random_rotation`.
+    seed, data_format, **kwargs
+        As every augmentation layer (see ``_Augmentation``).
+    """
 
     def __init__(self, factor: Factor, fill_mode="reflect", interpolation="bilinear",
-                 seed=None, fill_value=0.0, **kwargs):
-        super().__init__(seed=seed, **kwargs)
+                 seed=None, fill_value=0.0, data_format=None, **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
         _range(factor, "factor")
-        _check_fill(fill_mode, interpolation)
+        _check_fill(fill_mode, interpolation, fill_value)
         self.factor = factor
         self.fill_mode, self.interpolation, self.fill_value = fill_mode, interpolation, fill_value
 
@@ -291,7 +459,7 @@ class RandomRotation(_Augmentation):
         if not training:
             return x
         return random_rotation(x, self.factor, self._generator(), self.fill_mode,
-                               self.fill_value, self.interpolation)
+                               self.fill_value, self.interpolation, self.data_format)
 
     def get_config(self):
         cfg = super().get_config()
@@ -308,21 +476,32 @@ class RandomCrop(_Augmentation):
     largest central window of the target's aspect ratio down to ``height x width`` (the
     whole image, for a square one) where this layer takes the central crop; in training
     Keras crops every image of a batch at one location, this layer each at its own; and
-    images smaller than the target are an error here (Keras scales them up)."""
+    images smaller than the target are an error here (Keras scales them up).
 
-    def __init__(self, height: int, width: int, seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        if min(height, width) < 1:
-            raise ValueError(f"height and width must be >= 1, received {(height, width)}")
-        self.height, self.width = int(height), int(width)
+    Parameters
+    ----------
+    height, width : int
+        The output's image size.
+    seed, data_format, **kwargs
+        As every augmentation layer (see ``_Augmentation``).
+    """
+
+    def __init__(self, height: int, width: int, seed=None, data_format=None, **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        self.height, self.width = _size(height, "height"), _size(width, "width")
 
     def compute_output_shape(self, input_shape):
+        if self.data_format == "channels_first":
+            return (input_shape[0], input_shape[1], self.height, self.width)
         return (input_shape[0], self.height, self.width, input_shape[3])
 
     def forward(self, x, training=False):
+        """x: (N, H, W, C) or (N, C, H, W); returns (N, height, width, C) or
+        (N, C, height, width): a random crop in training, the central one else."""
         if training:
-            return random_crop(x, self.height, self.width, self._generator())
-        return center_crop(x, self.height, self.width)
+            return random_crop(x, self.height, self.width, self._generator(),
+                               self.data_format)
+        return center_crop(x, self.height, self.width, self.data_format)
 
     def get_config(self):
         cfg = super().get_config()

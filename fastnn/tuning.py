@@ -35,6 +35,9 @@ FIT_PARAMS = ("batch_size", "epochs")
 
 
 def _direction(objective: str, mode: str) -> str:
+    if not isinstance(objective, str):
+        raise TypeError(f"objective must be the name of a logged value (a str such as "
+                        f"'val_loss'), received objective={objective!r}")
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max', received {mode!r}")
     if mode != "auto":
@@ -57,10 +60,7 @@ class SearchResults:
     """
 
     def __init__(self, trials: List[dict], objective: str, mode: str, best_model=None):
-        reverse = mode == "max"
-        key = (lambda t: -math.inf if math.isnan(t["score"]) else t["score"]) if reverse else \
-            (lambda t: math.inf if math.isnan(t["score"]) else t["score"])
-        self.trials = sorted(trials, key=key, reverse=reverse)
+        self.trials = sorted(trials, key=lambda t: _rank(t["score"], mode))
         self.objective = objective
         self.mode = mode
         self.best_model = best_model
@@ -111,6 +111,14 @@ class SearchResults:
     def __repr__(self) -> str:
         return (f"SearchResults({len(self.trials)} trials, best {self.objective}="
                 f"{self.best_score:.4g} with {self.best_params})")
+
+
+def _rank(score: float, mode: str) -> tuple:
+    """A trial's sort key, best first: NaN scores last, ties in trial order (the sort is
+    stable, and the search keeps the first of equal trials' models)."""
+    if math.isnan(score):
+        return (1, 0.0)
+    return (0, -score if mode == "max" else score)
 
 
 def _fmt(v) -> str:
@@ -171,10 +179,8 @@ def _run(build_fn, candidates, x, y, validation_data, validation_split, epochs, 
                        "seconds": seconds})
         if verbose:
             print(f"trial {i + 1}: {params} -> {objective}={score:.4f} ({seconds:.1f}s)")
-        better = best is None or (not math.isnan(score) and (
-            math.isnan(best) or (score > best if mode == "max" else score < best)))
-        if better:
-            best = score
+        if best is None or _rank(score, mode) < best:   # the ranking's own order
+            best = _rank(score, mode)
             if keep_best_model:
                 best_model = model
     return SearchResults(trials, objective, mode, best_model)
@@ -197,7 +203,8 @@ def grid_search(build_fn: Callable[..., Any], param_grid: Mapping[str, Sequence]
     objective : a logged key, e.g. "val_loss" or "val_accuracy"
     mode : "auto" (max for accuracy-like names, else min), "min" or "max"
     seed : int or None
-        Trial ``i`` runs after ``set_random_seed(seed + i)``, so searches are repeatable.
+        Trial ``i`` runs after ``set_random_seed(seed + i)``, so searches are repeatable;
+        None leaves fastnn's global generator as it goes.
 
     Returns
     -------
@@ -228,14 +235,18 @@ def random_search(build_fn: Callable[..., Any], param_distributions: Mapping[str
     Each distribution is a list, tuple, range or 1-D NumPy array (a uniform choice), an
     object with ``rvs`` (a ``scipy.stats`` distribution, drawn with the search's
     generator), a callable ``rng -> value`` (e.g. ``lambda rng: 10 ** rng.uniform(-4,
-    -2)`` for a log-uniform learning rate) or a fixed value. Other arguments as for
-    :func:`grid_search`.
+    -2)`` for a log-uniform learning rate) or a fixed value. They are drawn from a
+    generator seeded with ``seed``, or with ``seed=None`` from fastnn's global one (so
+    :func:`fastnn.utils.set_random_seed` makes the search repeatable). Other arguments as
+    for :func:`grid_search`.
     """
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
-        raise ValueError(f"n_iter must be a positive int, received {n_iter!r}")
+    if isinstance(n_iter, (bool, np.bool_)) or not isinstance(n_iter, (int, np.integer)):
+        raise TypeError(f"n_iter must be an int, received n_iter={n_iter!r}")
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be >= 1, received n_iter={n_iter!r}")
     if not isinstance(param_distributions, Mapping) or not param_distributions:
         raise ValueError("param_distributions must be a non-empty dict")
-    rng = get_rng(seed) if seed is not None else np.random.default_rng()
+    rng = get_rng(seed)   # seed None: fastnn's global generator (set_random_seed)
     candidates = []
     for _ in range(n_iter):
         params = {}

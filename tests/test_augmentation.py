@@ -119,3 +119,63 @@ def test_constructors_check_arguments_and_leave_the_global_generator_alone():
         aug.RandomTranslation(-0.2, 0.1)
     with pytest.raises(TypeError, match=r"factor must be a float or a pair"):
         aug.RandomRotation(("a", 0.1))
+
+
+@pytest.mark.parametrize("make", [
+    lambda df: aug.RandomFlip(seed=4, data_format=df),
+    lambda df: aug.RandomFlip("vertical", seed=4, data_format=df),
+    lambda df: aug.RandomTranslation(0.3, (-0.2, 0.4), seed=3, data_format=df),
+    lambda df: aug.RandomRotation(0.25, fill_mode="constant", fill_value=-1.0, seed=3,
+                                  data_format=df),
+    lambda df: aug.RandomCrop(3, 2, seed=1, data_format=df),
+])
+def test_channels_first_transforms_the_image_axes(make):
+    """data_format="channels_first" (the README said so; the layers refused it, and an
+    NCHW batch was rotated or shifted over C and H): the same transform as on the NHWC
+    batch, in training and at inference; configs keep it (Keras 3 saves it in every
+    augmentation layer's config)."""
+    x = np.arange(2 * 3 * 5 * 4, dtype=np.float32).reshape(2, 3, 5, 4)     # NCHW
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    first, last = make("channels_first"), make(None)
+    for training in (True, False):
+        a, b = first(x, training=training), last(nhwc, training=training)
+        np.testing.assert_array_equal(a, b.transpose(0, 3, 1, 2))
+        assert a.flags.c_contiguous
+    again = type(first).from_config(first.get_config())
+    assert again.data_format == "channels_first" and last.get_config()["data_format"] == \
+        "channels_last"
+    if isinstance(first, aug.RandomCrop):
+        assert first.compute_output_shape((None, 3, 5, 4)) == (None, 3, 3, 2)
+    with pytest.raises(ValueError, match="data_format"):
+        make("nchw")
+
+
+def test_flip_both_ways_is_one_coin_per_image_as_keras3():
+    """RandomFlip("horizontal_and_vertical") flips a chosen image both ways, a half turn,
+    as Keras 3.15 does (one draw per image for both flips); it drew the two independently
+    (tf.keras 2), giving four outcomes instead of two."""
+    x = np.tile(np.arange(4.0, dtype=np.float32).reshape(1, 2, 2, 1), (400, 1, 1, 1))
+    out = aug.RandomFlip(seed=0)(x, training=True)
+    seen = {tuple(v.ravel()) for v in out}
+    assert seen == {(0.0, 1.0, 2.0, 3.0), (3.0, 2.0, 1.0, 0.0)}
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: aug.RandomTranslation(float("nan"), 0.1), ValueError, "height_factor"),
+    (lambda: aug.RandomRotation((0.0, float("inf"))), ValueError, "factor must be finite"),
+    (lambda: aug.RandomCrop(2.5, 3), TypeError, "height must be an int"),
+    (lambda: aug.RandomCrop("a", 3), TypeError, "height must be an int"),
+    (lambda: aug.RandomCrop(3, None), TypeError, "width must be an int"),
+    (lambda: aug.RandomCrop(3, 0), ValueError, "width must be >= 1"),
+    (lambda: aug.random_crop(_img(), 2.5, 2), TypeError, "height must be an int"),
+    (lambda: aug.center_crop(_img(), 2, np.float64(2)), TypeError, "width must be an int"),
+    (lambda: aug.RandomRotation(0.1, fill_value="a"), TypeError, "fill_value"),
+    (lambda: aug.random_shift(_img(), 0.1, 0.1, fill_value=None), TypeError, "fill_value"),
+    (lambda: aug.random_flip(np.zeros((1, 2, 2, 1), dtype="U1")), TypeError, "numeric"),
+])
+def test_more_bad_arguments_named(call, exc, match):
+    """NaN or infinite factors (an OverflowError from NumPy at the first training call), a
+    float or string crop size (silently truncated, or '<' not supported), a non-numeric
+    fill_value (a UFuncTypeError at call time): errors naming the argument up front."""
+    with pytest.raises(exc, match=match):
+        call()

@@ -763,3 +763,36 @@ def test_a_users_softmax_is_not_fused_with_the_loss():
     p = model.predict(x, verbose=0).astype(np.float64)
     expected = -np.mean(np.sum(y * np.log(np.clip(p, 1e-7, 1 - 1e-7)), axis=-1))
     assert model.evaluate(x, y, verbose=0) == pytest.approx(expected, rel=1e-5)
+
+
+def test_relu_threshold_keeps_minus_infinity_finite_rules():
+    """relu with a threshold computed x * (x > threshold): -inf * 0 is NaN (with a NumPy
+    warning) where Keras 3.15 gives 0, and -inf with a slope (Keras: -inf). NaN itself
+    still propagates."""
+    x = np.array([-np.inf, np.nan, 0.25, 0.5, 2.0, np.inf])
+    with np.errstate(all="raise"):
+        np.testing.assert_array_equal(activations.relu(x, threshold=0.5),
+                                      [0.0, np.nan, 0.0, 0.0, 2.0, np.inf])
+        y = activations.relu(np.array([-np.inf, 0.0]), negative_slope=0.1, max_value=1.0,
+                             threshold=-0.5)
+    np.testing.assert_array_equal(y, [-np.inf, 0.0])
+
+
+def test_leaky_relu_and_elu_arguments_named():
+    for make, name in ((activations.LeakyReLU, "negative_slope"), (activations.ELU, "alpha")):
+        with pytest.raises(TypeError, match=name):
+            make("a")
+        with pytest.raises(ValueError, match=f"`{name}` must be finite"):
+            make(float("nan"))
+    with pytest.raises(ValueError, match="negative_slope"):
+        activations.LeakyReLU(-0.1)
+
+
+def test_function_activation_gradient_float32():
+    """A user's activation differentiates by central differences; the step was sqrt(eps)
+    (float32 sin' off by 1.5e-4), eps^(1/3) balances truncation and rounding."""
+    act = activations.get(np.sin)
+    x = np.linspace(-3, 3, 101).astype(np.float32)
+    g = act.backward(np.ones_like(x), x, act.forward(x))
+    assert g.dtype == np.float32
+    assert np.abs(g - np.cos(x.astype(np.float64))).max() < 5e-5

@@ -2,6 +2,7 @@
 the right direction, repeatable with a seed, fit parameters routed to fit, results table and
 CSV, bad arguments."""
 import csv
+import math
 import os
 
 import numpy as np
@@ -137,3 +138,58 @@ def test_fit_kwargs_may_not_set_what_the_search_sets():
     for kw in ({"verbose": 1}, {"validation_split": 0.1}, {"epochs": 3}):
         with pytest.raises(ValueError, match=r"fit_kwargs must not set \['"):
             tuning.grid_search(build, {"units": [2]}, x, y, epochs=1, fit_kwargs=kw)
+
+
+class _Scored:
+    """A stand-in model whose fit logs val_loss = s (no training)."""
+
+    def __init__(self, s):
+        self.s, self.optimizer = s, object()
+
+    def fit(self, *args, **kwargs):
+        class H:
+            history = {"val_loss": [self.s]}
+        return H()
+
+
+@pytest.mark.parametrize("mode, scores", [("min", [float("nan"), float("inf")]),
+                                          ("max", [float("nan"), -float("inf")]),
+                                          ("min", [2.0, float("nan"), 1.0, 1.0])])
+def test_best_model_is_the_best_trial(mode, scores):
+    """The ranking put NaN last (as +-inf) while the running choice of best_model took any
+    number over NaN but NaN over nothing: with scores [nan, inf] best_params said nan and
+    best_model was the inf trial's. One order now serves both; ties go to the first."""
+    x, y = _data(8)
+    res = tuning.grid_search(lambda s: _Scored(s), {"s": scores}, x, y,
+                             validation_data=(x, y), mode=mode)
+    best = res.trials[0]["params"]["s"]
+    assert res.best_model.s is best or (res.best_model.s == best)
+    assert not math.isnan(res.best_model.s)
+
+
+def test_search_arguments_checked():
+    x, y = _data(8)
+    with pytest.raises(TypeError, match="objective must be the name"):
+        tuning.grid_search(build, {"units": [2]}, x, y, objective=3)
+    with pytest.raises(TypeError, match="n_iter must be an int"):
+        tuning.random_search(build, {"units": [2]}, x, y, n_iter=2.0)
+    with pytest.raises(ValueError, match="n_iter must be >= 1"):
+        tuning.random_search(build, {"units": [2]}, x, y, n_iter=np.int64(0))
+    res = tuning.random_search(lambda s: _Scored(s), {"s": [1.0, 2.0]}, x, y,
+                               validation_data=(x, y), n_iter=np.int64(2))
+    assert len(res.trials) == 2
+
+
+def test_random_search_without_seed_follows_the_global_generator():
+    """seed=None drew the candidates from an OS-seeded generator, so set_random_seed did
+    not make such a search repeatable (everything else random in fastnn follows it)."""
+    from fastnn.utils import set_random_seed
+    x, y = _data(8)
+    dist = {"s": lambda rng: float(rng.uniform())}
+    runs = []
+    for _ in range(2):
+        set_random_seed(7)
+        res = tuning.random_search(lambda s: _Scored(s), dist, x, y, validation_data=(x, y),
+                                   n_iter=3, seed=None)
+        runs.append(sorted(t["params"]["s"] for t in res.trials))
+    assert runs[0] == runs[1]
