@@ -241,6 +241,13 @@ class DenseStep:
         return (self._opt_slots(optimizer, params) is not None
                 and (type(optimizer._learning_rate) is float or optimizer._lr_takes_step))
 
+    def mask_bytes_per_row(self) -> int:
+        """Bytes of dropout masks :meth:`run_steps` draws per training row (it holds a
+        run's masks at once)."""
+        return np.dtype(self.dtype).itemsize * sum(
+            l.units for l, drop in zip(self._dense, self._dropout)
+            if drop is not None and drop.rate)
+
     def run_steps(self, x: np.ndarray, targets: np.ndarray, idx: np.ndarray, n: int,
                   optimizer, params) -> Tuple[np.ndarray, np.ndarray]:
         """``len(idx) // n`` training steps in one C call, step s on the rows

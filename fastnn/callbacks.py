@@ -262,12 +262,20 @@ class CallbackList(Callback):
         ModelCheckpoint saving per epoch)."""
         names = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin",
                  "on_batch_end")
-        def overridden(cb, name):   # by its class or, as LambdaCallback does, the instance
+        def hook(cb, name):   # its class's or, as LambdaCallback sets them, the instance's
             f = getattr(cb, name)
-            return getattr(f, "__func__", f) is not getattr(Callback, name)
+            return getattr(f, "__func__", f)
 
-        return any(not getattr(cb, "_batch_hooks_per_run", False)
-                   and any(overridden(cb, h) for h in names) for cb in self.callbacks)
+        def per_run(cb) -> bool:
+            # the permission holds for the hooks of the class that gave it, not for those a
+            # subclass (or the instance) puts in their place
+            if not getattr(cb, "_batch_hooks_per_run", False):
+                return False
+            owner = next(c for c in type(cb).__mro__ if "_batch_hooks_per_run" in vars(c))
+            return all(hook(cb, h) is getattr(owner, h) for h in names)
+
+        return any(not per_run(cb) and any(hook(cb, h) is not getattr(Callback, h)
+                                           for h in names) for cb in self.callbacks)
 
     # -- container behaviour
     def append(self, callback: Callback) -> None:
@@ -811,6 +819,12 @@ class ModelCheckpoint(_MonitorCallback):
         At save time, if ``filepath`` has a format field absent from the logs.
     """
 
+    @property
+    def _batch_hooks_per_run(self) -> bool:
+        """Saving per epoch needs no batch: fit may run its batches in compiled runs (read
+        when fit starts, so a save_freq changed after construction counts)."""
+        return self.save_freq == "epoch"
+
     def __init__(self, filepath: FilePath, monitor: str = "val_loss",
                  verbose: int = 0, save_best_only: bool = False,
                  save_weights_only: bool = False, mode: str = "auto",
@@ -827,8 +841,6 @@ class ModelCheckpoint(_MonitorCallback):
             raise ValueError(f"Unrecognized save_freq: {save_freq!r}. Expected "
                              f"save_freq are 'epoch' or positive integer values")
         self.save_freq = save_freq
-        # saving per epoch needs no batch: fit may run its batches in compiled runs
-        self._batch_hooks_per_run = save_freq == "epoch"
         self.initial_value_threshold = initial_value_threshold
         self.best: Optional[float] = initial_value_threshold
         self._current_epoch = 0

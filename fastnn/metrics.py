@@ -700,6 +700,19 @@ class MeanAbsoluteError(MeanMetricWrapper):
         return {"name": self.name}
 
 
+def counts_per_run(metric: "Metric", output_shape: Sequence[Optional[int]],
+                   y_true: np.ndarray) -> bool:
+    """Whether fit may update ``metric`` once per run of compiled steps: its
+    ``_counts_for`` says so, and its ``update_state`` is that of the class that declared
+    ``_counts`` (a user's subclass changing ``update_state`` inherits the flag but not what
+    it promises)."""
+    cls = type(metric)
+    owner = next(c for c in cls.__mro__ if "_counts" in vars(c) or "_counts_for" in vars(c))
+    if "update_state" in vars(metric) or cls.update_state is not owner.update_state:
+        return False
+    return metric._counts_for(output_shape, y_true)
+
+
 def _fraction_counts(output_shape: Sequence[Optional[int]]) -> bool:
     """Whether per-sample scores k / K (k of a sample's K elements) sum exactly, whatever
     the grouping of the samples: when K is a power of 2 (1 included), each score is a

@@ -396,9 +396,12 @@ class Sequential:
             # the same loss on the logits (label smoothing kept)
             smooth = getattr(loss, "label_smoothing", 0.0)
             kw = {"label_smoothing": smooth} if smooth else {}
-            if name == "softmax" and isinstance(loss, _losses.CategoricalCrossentropy):
+            # (exact types: a user's subclass computes through its own methods, which the
+            # fused formula, and the compiled Dense step built on it, would bypass)
+            if name == "softmax" and type(loss) in (_losses.CategoricalCrossentropy,
+                                                     _losses.SparseCategoricalCrossentropy):
                 fused = ("softmax", type(loss)(from_logits=True, **kw))
-            elif name == "sigmoid" and isinstance(loss, _losses.BinaryCrossentropy):
+            elif name == "sigmoid" and type(loss) is _losses.BinaryCrossentropy:
                 fused = ("sigmoid", _losses.BinaryCrossentropy(from_logits=True, **kw))
         self._fused = fused
         return fused
@@ -800,8 +803,11 @@ class Sequential:
         self.history = history
         return history
 
-    # rows of a run of compiled steps (DenseStep.run_steps): 256 batches of 32
+    # rows of a run of compiled steps (DenseStep.run_steps): 256 batches of 32, fewer where
+    # the run's dropout masks (drawn up front) would pass _RUN_MASK_BYTES (two Dropout
+    # layers after Dense(1024) took 68 MB for a run, 0.8 MB step by step)
     _RUN_ROWS = 8192
+    _RUN_MASK_BYTES = 8 << 20
 
     def _run_targets(self, x, y, sw, cbs, metrics):
         """The training targets as DenseStep.run_steps takes them when fit may train runs of
@@ -810,7 +816,7 @@ class Sequential:
         needs every batch (the progress bar is redrawn per run) and every metric counts
         (one update per run gives the state one per batch gives)."""
         if sw is not None or cbs.batch_hooks_each_step() or not all(
-                m._counts_for(self.output_shape, y) for m in metrics):
+                _metrics.counts_per_run(m, self.output_shape, y) for m in metrics):
             return None
         dense = self._dense_step
         if dense is None or not dense.valid(self):
@@ -820,13 +826,16 @@ class Sequential:
     def _run_length(self, targets, step: int, full: int, batch_size: int) -> int:
         """How many batches from ``step`` (of ``full`` full ones) fit trains in one compiled
         call: 0 or 1 for the step-by-step path."""
-        if targets is None or step >= full:
-            return 0
+        if targets is None or step >= full or self.stop_training:
+            return 0    # (stop_training set before a batch: one step, then fit stops)
         dense = self._dense_step
         if dense is None or not dense.valid(self) or not dense.can_run_steps(
                 self.optimizer, self._params):
             return 0
-        return min(full - step, max(1, self._RUN_ROWS // batch_size))
+        rows, per_row = self._RUN_ROWS, dense.mask_bytes_per_row()
+        if per_row:
+            rows = min(rows, self._RUN_MASK_BYTES // per_row)
+        return min(full - step, max(1, rows // batch_size))
 
     def _apply_class_weight(self, y, class_weight, sw):
         if not isinstance(class_weight, dict):

@@ -2430,3 +2430,125 @@ def test_bytes_paths_and_path_types(tmp_path):
         with pytest.raises(TypeError, match="filepath must be a str, bytes or os.PathLike, "
                                             "received int"):
             call()
+
+
+def _fit_twice(make_callbacks, loss=SCCE, metric_list=("accuracy",), epochs=3, dropout=None):
+    """Train the same model on the same data with ``make_callbacks()`` alone and with an
+    _EveryBatch beside them (one step per call): (weights + optimizer state, history) of
+    each."""
+    out = []
+    for every in (False, True):
+        model = _dense_model(dropout=dropout)
+        model.compile(optimizers.Adam(0.01), loss, metrics=list(metric_list))
+        rng = np.random.default_rng(2)
+        x = rng.normal(size=(70, 3, 4)).astype(np.float32)
+        y = rng.integers(0, K + 2, 70)
+        callbacks = make_callbacks() + ([_EveryBatch()] if every else [])
+        history = model.fit(x, y, epochs=epochs, batch_size=8, callbacks=callbacks,
+                            verbose=0)
+        opt = model.optimizer
+        out.append((model.get_weights() + [np.array(opt.iterations)]
+                    + [a for s in opt._param_slots for a in s], history.history))
+    return out
+
+
+class _StopAtEpoch(cbs.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.stop_training = True
+
+
+def test_runs_of_steps_found_by_review(monkeypatch, tmp_path):
+    """Found by a review of fit's compiled runs, each failing before:
+    - a stop asked before a batch (on_epoch_begin) trains one batch, as step by step; the
+      run path trained a whole run (17 iterations instead of 10);
+    - a subclass of ProgbarLogger that overrides a batch hook inherited the permission to
+      be called once per run, and saw batches 0, 7, 8, 7, 8 ...;
+    - a ModelCheckpoint whose save_freq became an int after construction kept the
+      per-epoch permission, and saved at the wrong batches;
+    - a metric subclass overriding update_state inherited ``_counts`` and was updated once
+      per run."""
+    calls = run_steps_calls(monkeypatch, rows=64)             # runs of 8 batches of 8
+    fast, slow = _fit_twice(lambda: [_StopAtEpoch(1)])
+    assert fast[1] == slow[1]
+    for a, b in zip(fast[0], slow[0]):
+        assert_bitwise(a, b, what="stop at epoch begin")
+    assert calls                                 # the first epoch did run compiled
+    calls.clear()
+
+    class Bar(cbs.ProgbarLogger):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches.append(batch)
+            super().on_train_batch_end(batch, logs)
+
+    bar = Bar()
+    _fit_twice(lambda: [bar], epochs=1)
+    assert bar.batches[:9] == list(range(9)) and calls == []
+
+    ck = cbs.ModelCheckpoint(os.fspath(tmp_path / "m.fnn"), monitor="loss",
+                             save_freq="epoch")
+    ck.save_freq = 3                                     # 9 batches: saves after 3, 6, 9
+    model = _dense_model()
+    model.compile("adam", SCCE)
+    model.fit(np.zeros((70, 3, 4), np.float32), np.zeros(70, np.int64), epochs=1,
+              batch_size=8, callbacks=[ck], verbose=0)
+    assert calls == [] and ck._batches_seen_since_last_saving == 0
+
+    class Counted(metrics.SparseCategoricalAccuracy):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            self.updates = getattr(self, "updates", 0) + 1
+            super().update_state(y_true, y_pred, sample_weight)
+
+    m = Counted()
+    model = _dense_model()
+    model.compile("adam", SCCE, metrics=[m])
+    model.fit(np.zeros((64, 3, 4), np.float32), np.zeros(64, np.int64), epochs=1,
+              batch_size=8, verbose=0)
+    assert m.updates == 8 and calls == []
+
+
+def test_loss_subclass_is_not_fused(monkeypatch):
+    """A user's subclass of a cross-entropy loss computes through its own methods: it took
+    the fused softmax step and the compiled Dense step, which skip them (a logits_step
+    tripling the loss trained as the plain loss)."""
+    class Scaled(losses.SparseCategoricalCrossentropy):
+        def logits_step(self, y_true, z, sw=None):
+            loss, grad, p = super().logits_step(y_true, z, sw)
+            return 3 * loss, 3 * grad, p
+
+        def value_and_gradient(self, y_true, y_pred, sample_weight=None):
+            loss, grad = super().value_and_gradient(y_true, y_pred, sample_weight)
+            return 3 * loss, 3 * grad
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 3, 4)).astype(np.float32)
+    y = rng.integers(0, K + 2, 40)
+    out = []
+    for loss in (Scaled(), SCCE):
+        model = _dense_model()
+        model.compile(optimizers.SGD(1e-6), loss)      # (the weights barely move)
+        out.append(model.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+                   .history["loss"][0])
+        if loss != SCCE:
+            assert model._fused_output() == (None, None) and model._dense_step is None
+    assert out[0] == pytest.approx(3 * out[1], rel=1e-4)
+
+
+def test_runs_of_steps_cap_their_dropout_masks(monkeypatch):
+    """A run draws all its dropout masks up front: runs are cut so they stay within
+    Sequential._RUN_MASK_BYTES (two Dropout layers after Dense(1024) took 68 MB a run)."""
+    calls = run_steps_calls(monkeypatch, rows=8192)
+    monkeypatch.setattr(Sequential, "_RUN_MASK_BYTES", 9 * 2 * 4 * 24)   # 24 rows
+    model = _dense_model(dropout=0.2)
+    model.compile("adam", SCCE)
+    model.fit(np.ones((100, 3, 4), np.float32), np.zeros(100, np.int64), epochs=1,
+              batch_size=8, verbose=0, shuffle=False)
+    assert calls and max(calls) == 3
