@@ -197,11 +197,39 @@ class use_backend:
 MAX_THREADS = 1024
 
 
+_FORKED = [False]   # set in a child made by os.fork (see _after_fork_in_child)
+
+
+def _after_fork_in_child() -> None:
+    """In a process made by ``os.fork`` (``multiprocessing``'s default start method on
+    Linux): OpenMP's threads do not survive a fork, and libgomp hangs a child in its first
+    parallel region when the parent had run one; so the child's kernels run on one thread
+    (they never enter a parallel region then)."""
+    _FORKED[0] = True
+    _num_threads[:] = [1]
+    for mod in _loaded.values():
+        mod.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def set_num_threads(n: int) -> None:
     """Set the number of threads the compiled backends use (C via OpenMP, Numba; Numba
     caps it at ``numba.config.NUMBA_NUM_THREADS``, the machine's CPUs by default).
 
-    ``OMP_NUM_THREADS`` sets the initial value for the C backend.
+    ``OMP_NUM_THREADS`` sets the initial value for the C backend. The C backend's count
+    applies to the calling thread and caps every other: a Python thread started by the
+    program runs OpenMP's default for it (``OMP_NUM_THREADS``, else the CPUs) unless it
+    calls ``set_num_threads`` itself. In a process made by ``os.fork`` (the ``fork`` start
+    method of ``multiprocessing``) the kernels run on one thread, and asking for more warns
+    (libgomp cannot run threads in such a child: use the ``spawn`` or ``forkserver`` start
+    method for workers that need them). Numba's OpenMP threading layer (its default where
+    TBB is missing) goes further and ends such a child ("fork() called from a process
+    already using GNU OpenMP") when the parent has run a Numba kernel: the Numba backend in
+    forked workers needs ``NUMBA_THREADING_LAYER=workqueue`` (or TBB) or another start
+    method.
 
     Parameters
     ----------
@@ -211,6 +239,12 @@ def set_num_threads(n: int) -> None:
             or not 1 <= n <= MAX_THREADS:
         raise ValueError(f"n must be an int >= 1 and <= {MAX_THREADS}, received {n!r}")
     n = int(n)
+    if _FORKED[0] and n > 1:
+        warnings.warn(f"set_num_threads({n}) in a process made by fork: fastnn's kernels "
+                      f"stay on one thread there (OpenMP cannot run threads in a forked "
+                      f"child); start workers with the 'spawn' or 'forkserver' method",
+                      RuntimeWarning, stacklevel=2)
+        n = 1
     _num_threads[:] = [n]
     for mod in _loaded.values():
         mod.set_num_threads(n)

@@ -33,6 +33,7 @@ from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
 from ._dense_step import DenseStep
+from .ops._checks import refuse_masked
 from .layers.base import Layer, _fmt
 from .layers.conv import MaxPooling2D, conv_pool_backward, conv_pool_forward, conv_pool_fusable
 from .layers.core import InputLayer, _WithActivation
@@ -593,7 +594,10 @@ class Sequential:
 
     # ------------------------------------------------------------------ data checks
     def _check_x(self, x, name="x"):
-        if isinstance(x, (list, tuple)):
+        if isinstance(x, (list, tuple)) or (isinstance(x, np.ndarray)
+                                            and type(x) is not np.ndarray):
+            # lists, and subclasses as plain arrays (np.matrix's * is a matrix product: a
+            # Dropout first layer computed x @ mask); a masked array is refused
             x = _as_array(x, name)
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{name} must be a numpy array, received {type(x).__name__}")
@@ -1160,8 +1164,10 @@ class Sequential:
 
 
 def _as_array(a, name: str) -> np.ndarray:
-    """``np.asarray(a)``, with a message naming the argument when that fails (a ragged
-    list)."""
+    """``np.asarray(a)`` (a plain ndarray: np.matrix becomes one), with a message naming
+    the argument when that fails (a ragged list); a masked array is a TypeError (its mask
+    would be ignored)."""
+    refuse_masked(a, name)
     try:
         return np.asarray(a)
     except (ValueError, TypeError) as exc:

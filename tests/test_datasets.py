@@ -403,6 +403,18 @@ def test_no_home_directory_is_not_an_error(tmp_path, monkeypatch):
     assert_data_equal(mnist.load_data(), data)
 
 
+def test_unexpandable_home_is_named(monkeypatch):
+    """A '~user' with no home directory in FASTNN_DATA_DIR, path= or a file name: pathlib's
+    bare 'RuntimeError: Could not determine home directory.' named nothing (found by a
+    review); now a ValueError naming the variable or argument."""
+    monkeypatch.setenv("FASTNN_DATA_DIR", "~no_such_user_fastnn")
+    with pytest.raises(ValueError, match="FASTNN_DATA_DIR: cannot expand"):
+        mnist.load_data()
+    monkeypatch.delenv("FASTNN_DATA_DIR")
+    with pytest.raises(ValueError, match="path: cannot expand"):
+        mnist.load_data(path="~no_such_user_fastnn/x")
+
+
 # --------------------------------------------------------------------------- hostile files
 class _CountingDecompressor:
     """A zlib decompressor that adds up the bytes it produces."""

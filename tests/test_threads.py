@@ -489,3 +489,47 @@ def test_more_threads_than_processors(restore_threads):
         assert c_backend.get_num_threads() == 1024
         got = ops.conv2d_forward(x, w, layout="NCHW")
     assert_bitwise(got, want)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_runs_kernels_on_one_thread():
+    """A child made by fork (multiprocessing's default start method on Linux) after the
+    parent ran a 2-thread kernel hung forever in libgomp's first parallel region (found by
+    a review; Ctrl-C could not break it). The child's kernels now run on one thread, and
+    asking it for more warns. (The C backend: Numba's own OpenMP layer terminates such a
+    child itself when the parent ran a Numba kernel, 'fork() called from a process already
+    using GNU OpenMP'; see set_num_threads.)"""
+    import time
+    import warnings
+    before = fastnn.get_num_threads()
+    fastnn.set_num_threads(2)
+    try:
+        a = np.ones((512, 512), np.float32)
+        ops.matmul(a, a)                              # the parent's thread pool exists
+        for backend in ("c",):
+            pid = os.fork()
+            if pid == 0:                              # the child: never return into pytest
+                code = 1
+                try:
+                    with fastnn.use_backend(backend):
+                        r = ops.matmul(a, a)
+                        with warnings.catch_warnings(record=True) as w:
+                            warnings.simplefilter("always")
+                            fastnn.set_num_threads(2)
+                        code = 0 if (r[0, 0] == 512 and fastnn.get_num_threads() == 1
+                                     and any("fork" in str(x.message) for x in w)) else 3
+                finally:
+                    os._exit(code)
+            t0 = time.monotonic()
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    assert os.waitstatus_to_exitcode(status) == 0, backend
+                    break
+                if time.monotonic() - t0 > 60:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    pytest.fail(f"the forked child hung ({backend} backend)")
+                time.sleep(0.02)
+    finally:
+        fastnn.set_num_threads(before)

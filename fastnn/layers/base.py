@@ -161,6 +161,18 @@ class Layer:
         return self.forward(x, training=training)
 
     # ---------------------------------------------------------------- buffers
+    def _unaliased(self, x: np.ndarray) -> np.ndarray:
+        """``x``, or a copy of it when it is (a view of) one of this layer's reused work
+        arrays, such as its own previous output fed back in by hand: the forward pass
+        about to overwrite that array would change the input kept for backward (the
+        kernel gradient came out wrong, the output right)."""
+        bufs = self.__dict__.get("_bufs")
+        if bufs and isinstance(x, np.ndarray):
+            base = x if x.base is None else x.base
+            if any(base is b for b in bufs.values()):
+                return x.copy()
+        return x
+
     def _buffer(self, key: str, shape, dtype) -> np.ndarray:
         """This layer's work array ``key`` of ``shape`` and ``dtype``, reused across steps
         (reallocated only when the shape or dtype changes); see the module docstring."""

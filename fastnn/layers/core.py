@@ -99,8 +99,9 @@ class _WithActivation(Layer):
         self._act_kernel = FUSED.get(type(self.activation))
 
     def forward(self, x, training=False):
+        x = self._cast_input(x)       # (Keras casts to the layer's dtype too)
         self._check_input(x)
-        self._x = x
+        self._x = x = self._unaliased(x)
         self._training = training     # _linear writes into a reused buffer when training
         if self._act_kernel is not None:
             self._z = None
@@ -123,8 +124,9 @@ class _WithActivation(Layer):
 
     def forward_logits(self, x, training=False):
         """The output before the activation (the logits of a softmax/sigmoid layer)."""
+        x = self._cast_input(x)
         self._check_input(x)
-        self._x = x
+        self._x = x = self._unaliased(x)
         self._training = training
         self._z = self._linear(x, "identity")
         return self._z
