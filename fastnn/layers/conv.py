@@ -206,6 +206,7 @@ class MaxPooling2D(_Pooling2D):
 
     def forward(self, x, training=False):
         self._check_input(x)
+        x = self._unaliased(x)     # (its own training output fed back in: see Layer)
         self._xshape = x.shape
         out = None
         if training:
@@ -311,6 +312,7 @@ class AveragePooling2D(_Pooling2D):
 
     def forward(self, x, training=False):
         self._check_input(x)
+        x = self._unaliased(x)
         self._xshape = x.shape
         out = (self._buffer("y", self.compute_output_shape(x.shape), x.dtype)
                if training else None)
