@@ -125,9 +125,20 @@ def conv_regularized(rng):
         losses.BinaryCrossentropy()
 
 
+def conv_global_maxpool(rng):
+    """GlobalMaxPooling2D after a convolution (data with distinct values: no tied maxima
+    after the conv, whose outputs are sums of distinct products)."""
+    layers = [L.Conv2D(3, 2, data_format="channels_first", **F64),
+              L.GlobalMaxPooling2D(data_format="channels_first", **F64),
+              L.Dense(2, **F64)]
+    return layers, distinct(rng, (2, 2, 4, 4), np.float64), rng.integers(0, 2, size=2), \
+        losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
 MODELS = [dense_softmax_ce, dense_logits_sparse_ce, dense_activation_softmax_layer,
           conv_stride2_maxpool_dense, conv_avgpool_gap, conv_bn_relu_maxpool,
-          conv_bn_channels_first, dense_bn_mae, dense_regularized, conv_regularized]
+          conv_bn_channels_first, dense_bn_mae, dense_regularized, conv_regularized,
+          conv_global_maxpool]
 
 
 # =========================================================================== the chain

@@ -157,6 +157,31 @@ def ref_gap(kw, p, x, dy, training):
     return Ref(y, dx, {}, {}, {"y": (hw, absmax(x)), "dx": (1, absmax(dy))})
 
 
+def ref_gmp(kw, p, x, dy, training):
+    """Global max pooling by loops over (sample, channel): the maximum, and the gradient
+    shared equally among the positions that hold it (TensorFlow's reduce_max)."""
+    cf = kw.get("data_format") == "channels_first"
+    xl = x.transpose(0, 2, 3, 1) if cf else x                 # (N, H, W, C)
+    n, h, w, c = xl.shape
+    y = np.empty((n, c), x.dtype)
+    dxl = np.zeros_like(xl)
+    for i in range(n):
+        for ch in range(c):
+            window = [(r, q) for r in range(h) for q in range(w)]
+            best = max(xl[i, r, q, ch] for r, q in window)
+            y[i, ch] = best
+            if dy is not None:
+                hits = [(r, q) for r, q in window if xl[i, r, q, ch] == best]
+                for r, q in hits:
+                    dxl[i, r, q, ch] = dy.reshape(n, c)[i, ch] / len(hits)
+    if kw.get("keepdims"):
+        y = y[:, :, None, None] if cf else y[:, None, None, :]
+    if dy is None:
+        return y
+    dx = dxl.transpose(0, 3, 1, 2) if cf else dxl
+    return Ref(y, dx, {}, {}, {"y": (1, absmax(x)), "dx": (1, absmax(dy))})
+
+
 def ref_flatten(kw, p, x, dy, training):
     df = kw.get("data_format") or "channels_last"
     y = R.flatten_forward(x, df)
@@ -242,7 +267,8 @@ class Case:
     shape: tuple                 # input shape, batch first
     ref: Callable
     training: bool = True
-    data: str = "uniform"        # "uniform" in [-1, 1]; "distinct" (no max-pool ties)
+    data: str = "uniform"        # "uniform" in [-1, 1]; "distinct" (no max-pool ties);
+    #                              "ties" (small integers)
     args: tuple = field(default=())
 
     def make(self, dtype):
@@ -317,6 +343,11 @@ CASES = (
             (2, 3, 4, 5), ref_gap),
        Case("gap_cf_keepdims", L.GlobalAveragePooling2D,
             dict(data_format="channels_first", keepdims=True), (2, 3, 4, 5), ref_gap),
+       Case("gmp", L.GlobalMaxPooling2D, {}, (2, 4, 5, 3), ref_gmp, data="distinct"),
+       Case("gmp_ties_keepdims", L.GlobalMaxPooling2D, dict(keepdims=True), (2, 4, 5, 3),
+            ref_gmp, data="ties"),
+       Case("gmp_cf", L.GlobalMaxPooling2D, dict(data_format="channels_first"),
+            (2, 3, 4, 5), ref_gmp, data="ties"),
        # reshaping, dropout at inference
        Case("flatten_4d", L.Flatten, {}, (2, 3, 4, 2), ref_flatten),
        Case("flatten_cf", L.Flatten, dict(data_format="channels_first"), (2, 3, 4, 2),
@@ -366,6 +397,8 @@ def _input(case, dtype, rng, shape=None):
     shape = case.shape if shape is None else shape
     if case.data == "distinct":
         return distinct(rng, shape, dtype)
+    if case.data == "ties":                      # small integers: many equal maxima
+        return rng.integers(-2, 3, shape).astype(dtype)
     return rand(rng, shape, dtype)
 
 
@@ -427,6 +460,8 @@ def test_reference_backward_matches_finite_differences(case):
     """The reference's own backward equals central differences of its own forward, for
     the input and every parameter (so the oracle is right before anything is compared with
     it)."""
+    if case.data == "ties":
+        pytest.skip("a maximum over ties has no derivative: the loop reference is the oracle")
     rng = _rng("refgrad", case.id)
     layer = _build(case, np.float64, rng)
     p = _weights64(layer)
@@ -790,7 +825,8 @@ def test_unknown_layer_class_lists_known():
     (lambda: L.Dense(3, activation="relu"), (2, 4)), (lambda: L.MaxPooling2D(), (1, 4, 4, 2)),
     (lambda: L.GlobalAveragePooling2D(), (1, 4, 4, 2)), (lambda: L.Flatten(), (1, 4, 4, 2)),
     (lambda: L.ReLU(), (2, 3)), (lambda: L.BatchNormalization(), (2, 3)),
-], ids=["conv", "dense", "dense_relu", "maxpool", "gap", "flatten", "relu", "bn"])
+    (lambda: L.GlobalMaxPooling2D(), (1, 4, 4, 2)),
+], ids=["conv", "dense", "dense_relu", "maxpool", "gap", "flatten", "relu", "bn", "gmp"])
 def test_backward_before_forward_says_so(make, shape):
     """backward(grad) with no forward pass cached names the cause, built or not (it was
     Python's bare "object has no attribute '_y'")."""
@@ -986,3 +1022,25 @@ def test_dense_and_conv_forward_cast_their_input():
             got = layer.forward(variant)
             assert got.dtype == np.float32
             np.testing.assert_array_equal(got, want)
+
+
+def test_global_max_pooling_matches_keras():
+    """GlobalMaxPooling2D against Keras 3.15.1 (TensorFlow 2.21; values computed there and
+    written here): the maximum per channel, the gradient shared equally among tied maxima,
+    NaN propagating (a channel whose maximum is NaN gets NaN everywhere, as TensorFlow's
+    reduce_max gradient gives), the Keras config loading."""
+    x = np.array([[[[1., 5.], [3., 5.]], [[3., -np.inf], [2., np.nan]]]], np.float32)
+    layer = L.GlobalMaxPooling2D()
+    y = layer.forward(x, training=True)
+    np.testing.assert_array_equal(y, [[3.0, np.nan]])
+    dx = layer.backward(np.array([[1.0, 2.0]], np.float32))
+    np.testing.assert_array_equal(dx[..., 0], [[[0.0, 0.5], [0.5, 0.0]]])
+    assert np.isnan(dx[..., 1]).all() and dx.dtype == np.float32
+    keras_cfg = {"name": "global_max_pooling2d", "trainable": True,
+                 "dtype": {"module": "keras", "class_name": "DTypePolicy",
+                           "config": {"name": "float32"}, "registered_name": None},
+                 "data_format": "channels_first", "keepdims": True}
+    again = L.get("GlobalMaxPooling2D", keras_cfg)
+    assert type(again) is L.GlobalMaxPooling2D and again.keepdims
+    assert again.compute_output_shape((None, 3, 4, 5)) == (None, 3, 1, 1)
+    assert L.GlobalMaxPool2D is L.GlobalMaxPooling2D

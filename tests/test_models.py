@@ -2579,3 +2579,22 @@ def test_fit_reads_matrix_subclasses_as_plain_arrays_and_refuses_masks():
                         "sample_weight")):
         with pytest.raises(TypeError, match=f"{name} is a masked array"):
             call()
+
+
+def test_global_max_pooling_model_trains_saves_and_loads(tmp_path):
+    """A Conv2D -> GlobalMaxPooling2D -> Dense model fits, and load_model gives back the
+    same predictions."""
+    set_random_seed(1)
+    model = Sequential([Input(shape=(6, 6, 2)), Conv2D(4, 3, activation="relu"),
+                        fastnn.layers.GlobalMaxPooling2D(), Dense(K, activation="softmax")])
+    model.compile("adam", SCCE, metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 6, 6, 2)).astype(np.float32)
+    y = rng.integers(0, K, 16)
+    before = model.evaluate(x, y, verbose=0)[0]
+    model.fit(x, y, epochs=5, batch_size=8, verbose=0)
+    assert model.evaluate(x, y, verbose=0)[0] < before
+    path = os.fspath(tmp_path / "gmp.fnn")
+    model.save(path)
+    np.testing.assert_array_equal(load_model(path).predict(x, verbose=0),
+                                  model.predict(x, verbose=0))

@@ -9,23 +9,25 @@ from typing import Optional
 
 from .. import activations as _activations
 from .base import Layer
-from .conv import AveragePooling2D, Conv2D, GlobalAveragePooling2D, MaxPooling2D
+from .conv import (AveragePooling2D, Conv2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+                   MaxPooling2D)
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, ReLU, Softmax
 from .normalization import BatchNormalization
 
 __all__ = ["Layer", "Input", "InputLayer", "Dense", "Conv2D", "MaxPooling2D",
-           "AveragePooling2D", "GlobalAveragePooling2D", "Flatten", "Dropout", "Activation",
-           "ReLU", "Softmax", "BatchNormalization", "RandomFlip", "RandomTranslation",
-           "RandomRotation", "RandomCrop", "get"]
+           "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten",
+           "Dropout", "Activation", "ReLU", "Softmax", "BatchNormalization", "RandomFlip",
+           "RandomTranslation", "RandomRotation", "RandomCrop", "get"]
 
 _CLASSES = {cls.__name__: cls for cls in
             (InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D,
-             GlobalAveragePooling2D, Flatten, Dropout, Activation, ReLU, Softmax,
-             BatchNormalization)}
+             GlobalAveragePooling2D, GlobalMaxPooling2D, Flatten, Dropout, Activation, ReLU,
+             Softmax, BatchNormalization)}
 # Keras aliases
 _CLASSES.update(MaxPool2D=MaxPooling2D, AvgPool2D=AveragePooling2D,
-                GlobalAvgPool2D=GlobalAveragePooling2D)
+                GlobalAvgPool2D=GlobalAveragePooling2D, GlobalMaxPool2D=GlobalMaxPooling2D)
 MaxPool2D, AvgPool2D, GlobalAvgPool2D = MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D
+GlobalMaxPool2D = GlobalMaxPooling2D
 
 
 # The augmentation layers live in fastnn.augmentation (which imports this package's base

@@ -323,9 +323,17 @@ class AveragePooling2D(_Pooling2D):
                                       out=self._buffer("dx", self._xshape, grad.dtype))
 
 
-class GlobalAveragePooling2D(Layer):
-    """Mean over the spatial axes: (N, H, W, C) -> (N, C) (or (N, 1, 1, C) with
-    ``keepdims=True``); channels_first likewise."""
+class _GlobalPooling2D(Layer):
+    """Base of the global poolings: a reduction over the spatial axes, (N, H, W, C) ->
+    (N, C), or (N, 1, 1, C) with ``keepdims=True``; channels_first likewise.
+
+    Parameters
+    ----------
+    data_format : {None, "channels_last", "channels_first"}
+    keepdims : bool, default False
+    **kwargs
+        :class:`~fastnn.layers.Layer`'s.
+    """
 
     def __init__(self, data_format: Optional[str] = None, keepdims: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -335,11 +343,25 @@ class GlobalAveragePooling2D(Layer):
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 4:
-            raise ValueError(f"GlobalAveragePooling2D expects 4-D input, received input shape "
+            raise ValueError(f"{type(self).__name__} expects 4-D input, received input shape "
                              f"{input_shape}")
         if self.keepdims:
             return tuple(1 if i in self._axes else d for i, d in enumerate(input_shape))
         return tuple(d for i, d in enumerate(input_shape) if i not in self._axes)
+
+    def _spatial(self, a: np.ndarray) -> np.ndarray:
+        """An output-shaped array with the spatial axes back (size 1), to broadcast."""
+        return a if self.keepdims else np.expand_dims(a, self._axes)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(data_format=self.data_format, keepdims=self.keepdims)
+        return cfg
+
+
+class GlobalAveragePooling2D(_GlobalPooling2D):
+    """Mean over the spatial axes (see ``_GlobalPooling2D`` for the shapes and
+    arguments), as Keras's GlobalAveragePooling2D."""
 
     def forward(self, x, training=False):
         self._check_input(x)
@@ -348,11 +370,25 @@ class GlobalAveragePooling2D(Layer):
 
     def backward(self, grad):
         n = self._xshape[self._axes[0]] * self._xshape[self._axes[1]]
-        if not self.keepdims:
-            grad = np.expand_dims(grad, self._axes)
-        return np.broadcast_to(grad / n, self._xshape).astype(grad.dtype, copy=True)
+        return np.broadcast_to(self._spatial(grad) / n, self._xshape).astype(grad.dtype,
+                                                                              copy=True)
 
-    def get_config(self):
-        cfg = super().get_config()
-        cfg.update(data_format=self.data_format, keepdims=self.keepdims)
-        return cfg
+
+class GlobalMaxPooling2D(_GlobalPooling2D):
+    """Maximum over the spatial axes (see ``_GlobalPooling2D`` for the shapes and
+    arguments), as Keras's GlobalMaxPooling2D. NaN propagates. The gradient goes to the
+    positions holding the maximum, shared equally among ties, as TensorFlow's
+    ``reduce_max`` gives it (a channel whose maximum is NaN gets NaN everywhere, as
+    there)."""
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        self._x = x
+        self._y = x.max(axis=self._axes, keepdims=True)
+        return self._y if self.keepdims else np.squeeze(self._y, self._axes)
+
+    def backward(self, grad):
+        hit = self._x == self._y                          # (NaN == NaN is False)
+        count = hit.sum(axis=self._axes, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):   # NaN where count is 0
+            return (hit * (self._spatial(grad) / count)).astype(grad.dtype, copy=False)
