@@ -50,16 +50,18 @@ def main(epochs: int = 10, batch_size: int = 128, n_train=None, n_test=None, ver
 if __name__ == "__main__":
     import argparse
 
+    from fastnn.bench import positive_int   # an int >= 1, as fastnn's own commands take
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10,
+    parser.add_argument("--epochs", type=positive_int, default=10,
                         help="training epochs (default 10)")
-    parser.add_argument("--batch-size", type=int, default=128,
+    parser.add_argument("--batch-size", type=positive_int, default=128,
                         help="samples per batch (default 128)")
-    parser.add_argument("--n-train", type=int,
+    parser.add_argument("--n-train", type=positive_int,
                         help="use only the first N training images (default: all)")
-    parser.add_argument("--n-test", type=int,
+    parser.add_argument("--n-test", type=positive_int,
                         help="use only the first N test images (default: all)")
-    parser.add_argument("--verbose", type=int, default=1,
+    parser.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
                         help="0 silent, 1 progress bar, 2 one line per epoch (default 1)")
     a = parser.parse_args()
     main(epochs=a.epochs, batch_size=a.batch_size, n_train=a.n_train, n_test=a.n_test,

@@ -58,14 +58,16 @@ def main(epochs: int = 5, batch_size: int = 64, n_train=None, n_test=None, lr: f
 if __name__ == "__main__":
     import argparse
 
+    from fastnn.bench import positive_int   # an int >= 1, as fastnn's own commands take
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5,
+    parser.add_argument("--epochs", type=positive_int, default=5,
                         help="training epochs (default 5)")
-    parser.add_argument("--batch-size", type=int, default=64,
+    parser.add_argument("--batch-size", type=positive_int, default=64,
                         help="samples per batch (default 64)")
-    parser.add_argument("--n-train", type=int,
+    parser.add_argument("--n-train", type=positive_int,
                         help="use only the first N training images (default: all)")
-    parser.add_argument("--n-test", type=int,
+    parser.add_argument("--n-test", type=positive_int,
                         help="use only the first N test images (default: all)")
     parser.add_argument("--lr", type=float, default=0.1,
                         help="learning rate (default 0.1)")

@@ -32,7 +32,7 @@ def main(epochs: int = 5, batch_size: int = 32, n_train=None, n_test=None, verbo
     seconds = (time.perf_counter() - t0) / max(epochs, 1)
     loss, acc = model.evaluate(x_test, y_test, verbose=0)
 
-    y_pred = np.argmax(model.predict(x_test, batch_size=256), axis=1)
+    y_pred = np.argmax(model.predict(x_test, batch_size=256, verbose=verbose), axis=1)
     precision, recall, f1, support = precision_recall_f1(y_test, y_pred, num_classes=10)
     print(classification_report(y_test, y_pred, target_names=fashion_mnist.CLASS_NAMES))
     print(f"test accuracy {acc:.4f}, {seconds:.2f} s/epoch")
@@ -42,16 +42,18 @@ def main(epochs: int = 5, batch_size: int = 32, n_train=None, n_test=None, verbo
 if __name__ == "__main__":
     import argparse
 
+    from fastnn.bench import positive_int   # an int >= 1, as fastnn's own commands take
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5,
+    parser.add_argument("--epochs", type=positive_int, default=5,
                         help="training epochs (default 5)")
-    parser.add_argument("--batch-size", type=int, default=32,
+    parser.add_argument("--batch-size", type=positive_int, default=32,
                         help="samples per batch (default 32)")
-    parser.add_argument("--n-train", type=int,
+    parser.add_argument("--n-train", type=positive_int,
                         help="use only the first N training images (default: all)")
-    parser.add_argument("--n-test", type=int,
+    parser.add_argument("--n-test", type=positive_int,
                         help="use only the first N test images (default: all)")
-    parser.add_argument("--verbose", type=int, default=1,
+    parser.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
                         help="0 silent, 1 progress bar, 2 one line per epoch (default 1)")
     a = parser.parse_args()
     main(epochs=a.epochs, batch_size=a.batch_size, n_train=a.n_train, n_test=a.n_test,

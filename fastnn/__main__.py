@@ -47,7 +47,7 @@ def _demo(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .bench import _positive, thread_count
+    from .bench import positive_int, thread_count
     parser = argparse.ArgumentParser(prog="fastnn", description="fastnn command line")
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="print backends, instruction set and threads")
@@ -55,9 +55,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="print the info as one JSON object, nothing else")
     p_info.set_defaults(func=_info)
     p_demo = sub.add_parser("demo", help="train the example CNN on Fashion-MNIST")
-    p_demo.add_argument("--epochs", type=_positive, default=10,
+    p_demo.add_argument("--epochs", type=positive_int, default=10,
                         help="training epochs (default 10)")
-    p_demo.add_argument("--batch-size", type=_positive, default=128,
+    p_demo.add_argument("--batch-size", type=positive_int, default=128,
                         help="batch size (default 128)")
     p_demo.add_argument("--sample", action="store_true",
                         help="use the shipped 3000/1000-image sample even if the full "
@@ -65,7 +65,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_demo.add_argument("--backend", choices=["c", "numba", "numpy"], default=None,
                         help="backend (default: the fastest available)")
     p_demo.add_argument("--threads", type=thread_count, default=None,
-                        help="threads (default: the CPUs available)")
+                        help="threads (default: OMP_NUM_THREADS if set, else the CPUs "
+                             "available)")
     p_demo.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
                         help="0 silent, 1 progress bar, 2 one line per epoch (default 1)")
     p_demo.set_defaults(func=_demo)

@@ -144,7 +144,9 @@ def one_line(exc: BaseException) -> str:
         or type(exc).__name__
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for an int >= 1 (a usage error naming the option otherwise),
+    shared by ``fastnn bench``, ``fastnn demo`` and the scripts in examples/."""
     try:
         value = int(text)
     except ValueError:
@@ -157,7 +159,7 @@ def _positive(text: str) -> int:
 def thread_count(text: str) -> int:
     """``--threads``: an int in [1, fastnn's MAX_THREADS] (a usage error otherwise)."""
     from ._backend import MAX_THREADS
-    value = _positive(text)
+    value = positive_int(text)
     if value > MAX_THREADS:
         raise argparse.ArgumentTypeError(f"must be <= {MAX_THREADS}, received {text}")
     return value
@@ -1237,11 +1239,15 @@ def run(*, suite: str = "all", only: Optional[Sequence[str]] = None,
         bar.update(total, finalize=True)
 
     if result["kernels"]:
+        # (notes for the groups that ran only)
+        groups = {r["group"] for r in result["kernels"]}
         notes.append("kernel cases share one process, so they have no peak-memory column "
-                     "(peak RSS is per process); the end-to-end rows each ran in a child "
-                     "process and report its peak RSS")
-        if any(r["group"] == "pool" for r in result["kernels"]):
+                     "(peak RSS is per process)" + (
+                         "; the end-to-end rows each ran in a child process and report its "
+                         "peak RSS" if train_records else ""))
+        if "pool" in groups:
             notes.append("pooling does no arithmetic worth counting: no GFLOPS")
+    if result["kernels"] and "conv" in groups:
         notes.append("conv forward includes the bias and ReLU (fused in fastnn, "
                      "torch.relu_ in PyTorch); conv forward + maxpool is "
                      "ops.conv2d_maxpool_forward in fastnn (the layers' pair in the model), "
@@ -1281,11 +1287,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=thread_count, default=None,
                    help=f"threads for fastnn, PyTorch and NumPy's BLAS "
                         f"(default: the CPUs available, {default_threads()})")
-    p.add_argument("--reps", type=_positive, default=5,
+    p.add_argument("--reps", type=positive_int, default=5,
                    help="timed reps per kernel case, after one warm-up (default 5)")
-    p.add_argument("--train-reps", type=_positive, default=None,
+    p.add_argument("--train-reps", type=positive_int, default=None,
                    help="timed passes per end-to-end case (default 3; 1 with --quick)")
-    p.add_argument("--train-images", type=_positive, default=None,
+    p.add_argument("--train-images", type=positive_int, default=None,
                    help="training images per measured pass (default 6000; the time per "
                         "full 60k epoch is scaled from it)")
     p.add_argument("--backends", type=_name_list(("c", "numba", "numpy"), "--backends"),

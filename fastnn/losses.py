@@ -416,7 +416,7 @@ def get(identifier) -> Loss:
         For an unknown name (the message lists the valid ones).
     """
     if isinstance(identifier, Loss):
-        return identifier
+        return _complete(identifier)
     if isinstance(identifier, dict):
         if "class_name" in identifier:   # Keras's {"class_name": ..., "config": {...}}
             cls = _class(identifier["class_name"])
@@ -439,9 +439,24 @@ def get(identifier) -> Loss:
     if isinstance(identifier, str):
         return _class(identifier)()
     if isinstance(identifier, type) and issubclass(identifier, Loss):
-        return identifier()
+        return _complete(identifier())
     raise TypeError(f"loss must be a name, a config, a Loss subclass or instance (a plain "
                     f"function has no gradient: subclass Loss), received {identifier!r}")
+
+
+def _complete(loss: Loss) -> Loss:
+    """``loss``, if its class gives the value and the gradient: ``per_sample`` and
+    ``per_sample_grad`` (the base class's contract), or its own ``value_and_gradient``. A
+    Keras-style subclass defining only ``call`` failed inside fit ('no attribute
+    per_sample'); it is a TypeError at compile."""
+    cls = type(loss)
+    if (hasattr(loss, "per_sample") and hasattr(loss, "per_sample_grad")) or \
+            cls.value_and_gradient is not Loss.value_and_gradient:
+        return loss
+    raise TypeError(f"{cls.__name__} must define per_sample(y_true, y_pred) -> the loss of "
+                    f"each sample, shape (N,), and per_sample_grad(y_true, y_pred) -> its "
+                    f"gradient, shaped like y_pred (a Loss subclass gives fastnn the "
+                    f"gradient too: Keras's call() alone has none)")
 
 
 # Keras 3's loss arguments fastnn does not take, at the values Keras writes into every

@@ -105,6 +105,7 @@ def test_program4_mlp_fashion_mnist(shipped_sample, capsys):
     for name in fashion_mnist.CLASS_NAMES:
         assert name in out  # the classification report
     assert f"test accuracy {acc:.4f}" in out
+    assert "[=" not in out          # verbose=0: no progress bar (predict drew one)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -132,6 +133,10 @@ def test_examples_answer_help_without_training(tmp_path, name):
     assert "Epoch" not in proc.stdout and "accuracy" not in proc.stdout
     proc = run_outside_checkout([path, "--bogus", "1"], tmp_path, timeout=120)
     assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
+    # counts are ints >= 1, as fastnn's own commands take them (--epochs 0 crashed
+    # from_scratch.py; a negative --n-train meant "all but the last N")
+    proc = run_outside_checkout([path, "--epochs", "0"], tmp_path, timeout=120)
+    assert proc.returncode == 2 and "must be >= 1" in proc.stderr
 
 
 def test_cli_info(tmp_path):

@@ -796,3 +796,29 @@ def test_function_activation_gradient_float32():
     g = act.backward(np.ones_like(x), x, act.forward(x))
     assert g.dtype == np.float32
     assert np.abs(g - np.cos(x.astype(np.float64))).max() < 5e-5
+
+
+def test_loss_subclass_without_a_gradient_is_refused_at_compile():
+    """A Keras-style Loss subclass defining only call() passed compile and failed inside
+    fit ('no attribute per_sample'; found by a docs review): compile says what a subclass
+    defines. A subclass with its own value_and_gradient, or per_sample and
+    per_sample_grad, is taken."""
+    class KerasStyle(losses.Loss):
+        def call(self, y_true, y_pred):
+            return np.mean((y_true - y_pred) ** 2)
+
+    class Complete(losses.Loss):
+        def per_sample(self, t, p):
+            return ((t - p) ** 2).reshape(len(p), -1).mean(axis=1)
+
+        def per_sample_grad(self, t, p):
+            return 2 * (p - t) / p[0].size
+
+    model = models.Sequential([L.Dense(1, input_dim=2)])
+    with pytest.raises(TypeError, match=r"KerasStyle must define per_sample\(y_true, y_pred\)"):
+        model.compile("sgd", KerasStyle())
+    with pytest.raises(TypeError, match="must define per_sample"):
+        model.compile("sgd", KerasStyle)
+    model.compile("sgd", Complete())
+    hist = model.fit(np.ones((4, 2), np.float32), np.zeros((4, 1), np.float32), verbose=0)
+    assert np.isfinite(hist.history["loss"][0])
