@@ -182,10 +182,11 @@ class DenseStep:
     def _opt_slots(self, optimizer, params):
         """``(kind, slot pointers)`` (6 per layer: three slots of the weights, then three of
         the bias, NULL where absent) to run ``optimizer`` inside the step, or None when it
-        cannot: not a plain, built Adam or SGD (no weight decay, no clipping), or
+        cannot: not a plain, built Adam or SGD (no weight decay, no clipping, no moving
+        average of the weights), or
         ``params`` not the Dense layers' weights in order."""
         kind = self._opt_kinds.get(type(optimizer))
-        if (kind is None or optimizer.weight_decay or optimizer._clips()
+        if (kind is None or optimizer.weight_decay or optimizer._clips() or optimizer.use_ema
                 or not optimizer.built or not optimizer._laid_out
                 or optimizer._slots_stale()):
             return None

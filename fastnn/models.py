@@ -802,7 +802,9 @@ class Sequential:
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
                 break
-        cbs.on_train_end(epoch_logs if epochs > initial_epoch else {})
+        if epochs > 0 and self.optimizer.built:   # use_ema: the averages become the weights
+            self.optimizer.finalize_variable_values(self._params)    # (Keras, before
+        cbs.on_train_end(epoch_logs if epochs > initial_epoch else {})  # on_train_end)
         self._x_fit = None
         self.history = history
         return history
@@ -1258,11 +1260,12 @@ def _model_from_file(archive: "_ModelFile", path: str, custom: dict,
 
 def _check_state_headers(state: List[np.ndarray], model: Sequential, optimizer) -> None:
     """Before the optimizer state is read: a step count, then at most one array per slot
-    kind and weight, each of a weight's shape (what the file may legitimately hold, so no
-    array beyond the model's own size is ever read). (All weights, not the trainable ones
+    kind (use_ema's moving averages counting as one) and weight, each of a weight's shape
+    (what the file may legitimately hold, so no array beyond the model's own size is ever
+    read). (All weights, not the trainable ones
     only: a layer frozen after the optimizer was built keeps its slots.)"""
     shapes = {w.shape for w in model.weights}
-    most = 1 + len(optimizer._slot_specs()) * len(model.weights)
+    most = 1 + len(optimizer._state_kinds()) * len(model.weights)
     if len(state) > most:
         raise ValueError(f"the optimizer state holds {len(state)} arrays, more than the "
                          f"{most} this optimizer keeps for this model")

@@ -2598,3 +2598,30 @@ def test_global_max_pooling_model_trains_saves_and_loads(tmp_path):
     model.save(path)
     np.testing.assert_array_equal(load_model(path).predict(x, verbose=0),
                                   model.predict(x, verbose=0))
+
+
+def test_ema_model_saves_loads_and_trains_on(tmp_path):
+    """An optimizer with use_ema saved with its model (config and averages) trains on after
+    load_model bit for bit as the original; freezing a layer keeps the averages of the
+    weights left, as their slots."""
+    set_random_seed(2)
+    model = Sequential([Input(shape=(4,)), Dense(5, activation="relu"),
+                        Dense(K, activation="softmax")])
+    model.compile(optimizers.Adam(0.01, use_ema=True, ema_momentum=0.9,
+                                  ema_overwrite_frequency=4), SCCE)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    y = rng.integers(0, K, 40)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    path = os.fspath(tmp_path / "ema.fnn")
+    model.save(path)
+    loaded = load_model(path)
+    assert loaded.optimizer.use_ema and loaded.optimizer.ema_overwrite_frequency == 4
+    for m in (model, loaded):
+        m.fit(x, y, epochs=2, batch_size=8, verbose=0, shuffle=False)
+    for a, b in zip(model.get_weights() + model.optimizer.get_state(),
+                    loaded.get_weights() + loaded.optimizer.get_state()):
+        assert_bitwise(a, b, what="ema after load")
+    model.layers[0].trainable = False
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    assert len(model.optimizer.get_state()) == 1 + 3 * 2    # m, v, average of layer 2's

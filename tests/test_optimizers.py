@@ -994,15 +994,106 @@ KERAS_BASE = {"use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency":
 def test_keras_3_base_arguments_at_their_defaults(kind):
     """A Keras 3 optimizer config carries use_ema, ema_momentum, ema_overwrite_frequency,
     loss_scale_factor and gradient_accumulation_steps: at their defaults they load (they
-    were a TypeError, so no Keras config could be read); other values, which fastnn does
-    not implement, are a ValueError naming the argument."""
+    were a TypeError, so no Keras config could be read); other values of the last two,
+    which fastnn does not implement, are a ValueError naming the argument (use_ema is
+    implemented: test_ema_*)."""
     cls = CLASSES[kind]
     opt = optimizers.get({"class_name": cls.__name__,
                           "config": dict(KERAS_BASE, learning_rate=0.01)})
     assert type(opt) is cls and opt.learning_rate == 0.01
-    for arg, value in (("use_ema", True), ("loss_scale_factor", 128.0),
-                       ("gradient_accumulation_steps", 4)):
+    for arg, value in (("loss_scale_factor", 128.0), ("gradient_accumulation_steps", 4)):
         with pytest.raises(ValueError, match=f"`{arg}` is not supported"):
             cls(**{arg: value})
     with pytest.raises(ValueError, match="ema_momentum"):
         cls(ema_momentum=1.5)
+
+
+# --------------------------------------------------------------------------- use_ema
+def _ema_model_and_data():
+    """Keras 3.15.1's run below used these: x, y and the initial weights from
+    default_rng(0) in this order."""
+    from fastnn.layers import Dense, Input
+    from fastnn.models import Sequential
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 3)).astype(np.float32)
+    y = rng.integers(0, 2, 24)
+    w0 = [rng.standard_normal((3, 4)).astype(np.float32) * 0.5, np.zeros(4, np.float32),
+          rng.standard_normal((4, 2)).astype(np.float32) * 0.5, np.zeros(2, np.float32)]
+    model = Sequential([Input((3,)), Dense(4, activation="relu"),
+                        Dense(2, activation="softmax")])
+    model.set_weights(w0)
+    return model, x, y
+
+
+@pytest.mark.parametrize("make, index, keras", [
+    (lambda: optimizers.SGD(0.05, momentum=0.9, use_ema=True, ema_overwrite_frequency=5), 2,
+     [[0.12678253650665283, 0.5138368606567383], [0.07915375381708145, -0.29141339659690857],
+      [-0.676899790763855, -0.6944701075553894], [0.2669718861579895, 0.4792260527610779]]),
+    (lambda: optimizers.Adam(0.01, use_ema=True, ema_momentum=0.8, ema_overwrite_frequency=3),
+     3, [0.022140201181173325, -0.022140201181173325]),
+], ids=["sgd_momentum", "adam"])
+def test_ema_matches_keras_3(make, index, keras):
+    """use_ema (Keras 3's moving average of the weights, with ema_overwrite_frequency, the
+    averages copied into the weights at the end of fit): the weights after 2 epochs of 6
+    batches equal Keras 3.15.1's (TensorFlow 2.21, oneDNN off; values written here) to
+    float32 rounding. The compiled Dense step, which updates inside C, steps aside."""
+    model, x, y = _ema_model_and_data()
+    model.compile(make(), "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    np.testing.assert_allclose(model.get_weights()[index], keras, rtol=0, atol=3e-7)
+
+
+def test_ema_formula_and_overwrite_bit_for_bit():
+    """The average after each step is m * average + (1 - m) * param in the parameter's
+    dtype, m = ema_momentum except 0 at the first step; the parameters take the averages
+    after every ema_overwrite_frequency-th step and at finalize_variable_values."""
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal(5).astype(np.float32)
+    opt = optimizers.SGD(0.1, use_ema=True, ema_momentum=0.7, ema_overwrite_frequency=3)
+    ref_p, avg = p.copy(), np.zeros(5, np.float32)
+    m, one = np.float32(0.7), np.float32(1)
+    for step in range(7):
+        g = rng.standard_normal(5).astype(np.float32)
+        opt.apply([g], [p])
+        ref_p -= np.float32(0.1) * g
+        mm = np.float32(0.0) if step == 0 else m
+        avg = mm * avg + (one - mm) * ref_p
+        if (step + 1) % 3 == 0:
+            ref_p = avg.copy()
+        np.testing.assert_array_equal(p, ref_p)
+        np.testing.assert_array_equal(opt.get_state()[-1], avg)
+    opt.finalize_variable_values([p])
+    np.testing.assert_array_equal(p, avg)
+
+
+def test_ema_state_and_config_round_trip():
+    """The averages are part of get_state (after the slots): an optimizer restored from it,
+    built or not, continues bit for bit; the config carries the three arguments; bad
+    values are errors naming them."""
+    rng = np.random.default_rng(4)
+    grads = [[rng.standard_normal((3, 2)), rng.standard_normal(2)] for _ in range(6)]
+    make = lambda: optimizers.Adam(0.01, use_ema=True, ema_momentum=0.9)  # noqa: E731
+    whole = make()
+    pw = [np.ones((3, 2)), np.zeros(2)]
+    for g in grads:
+        whole.apply(g, pw)
+    for built in (False, True):
+        first = make()
+        pa = [np.ones((3, 2)), np.zeros(2)]
+        for g in grads[:3]:
+            first.apply(g, pa)
+        second = optimizers.Adam.from_config(first.get_config())
+        assert second.use_ema and second.ema_momentum == 0.9
+        if built:
+            second.build(pa)
+        second.set_state(first.get_state())
+        for g in grads[3:]:
+            second.apply(g, pa)
+        for a, b in zip(pa + second.get_state(), pw + whole.get_state()):
+            np.testing.assert_array_equal(a, b)
+    assert len(whole.get_state()) == 1 + 3 * 2          # m, v and the averages
+    with pytest.raises(TypeError, match="use_ema"):
+        optimizers.SGD(use_ema="yes")
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="ema_overwrite_frequency"):
+            optimizers.SGD(use_ema=True, ema_overwrite_frequency=bad)

@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..utils._args import check_real as _check_real, keras_default_only
+from ..utils._args import check_bool, check_real as _check_real, keras_default_only
 from .schedules import LearningRateSchedule, deserialize as _deserialize_schedule
 from .schedules import serialize as _serialize_schedule
 
@@ -103,12 +103,19 @@ class Optimizer:
         NaN, as in Keras. At most one of the three clipping arguments may be set.
     name : str or None
         Defaults to the Keras name of the optimizer ("SGD", "adam", ...).
-    use_ema, ema_momentum, ema_overwrite_frequency, loss_scale_factor, \
-gradient_accumulation_steps
-        Keras 3's other base arguments, accepted at their defaults only (False, 0.99, None,
-        None, None: a Keras configuration loads) and refused otherwise (ValueError): fastnn
-        keeps no moving average of the weights, scales no loss and accumulates no
-        gradients.
+    use_ema : bool, default False
+        Keep an exponential moving average of the weights, as Keras 3: after each step
+        ``average = m * average + (1 - m) * weight`` with ``m = ema_momentum`` (0 at the
+        first step, so the average starts at the weights); :meth:`finalize_variable_values`
+        (which ``fit`` calls at its end, as Keras) copies the averages into the weights.
+    ema_momentum : float in [0, 1], default 0.99
+    ema_overwrite_frequency : int >= 1 or None
+        With ``use_ema``, also copy the averages into the weights after every
+        ``ema_overwrite_frequency``-th step.
+    loss_scale_factor, gradient_accumulation_steps
+        Keras 3's other base arguments, accepted at their defaults only (None: a Keras
+        configuration loads) and refused otherwise (ValueError): fastnn scales no loss and
+        accumulates no gradients.
 
     Attributes
     ----------
@@ -133,14 +140,20 @@ gradient_accumulation_steps
                  gradient_accumulation_steps: Optional[int] = None):
         # Keras 3's other base arguments: accepted at their defaults (so Keras configs load),
         # refused otherwise (fastnn implements none of them)
-        for arg, value, default in (("use_ema", use_ema, False),
-                                    ("loss_scale_factor", loss_scale_factor, None),
+        for arg, value, default in (("loss_scale_factor", loss_scale_factor, None),
                                     ("gradient_accumulation_steps",
                                      gradient_accumulation_steps, None)):
             keras_default_only(type(self).__name__, arg, value, default)
-        _check_real(ema_momentum, "ema_momentum", low=0.0, high=1.0)
-        if ema_overwrite_frequency is not None:
-            _check_real(ema_overwrite_frequency, "ema_overwrite_frequency", low=1.0)
+        self.use_ema = check_bool(use_ema, "use_ema")
+        self.ema_momentum = _check_real(ema_momentum, "ema_momentum", low=0.0, high=1.0)
+        if ema_overwrite_frequency is not None and (
+                isinstance(ema_overwrite_frequency, (bool, np.bool_))
+                or not isinstance(ema_overwrite_frequency, (int, np.integer))
+                or ema_overwrite_frequency < 1):
+            raise ValueError(f"`ema_overwrite_frequency` must be an integer >= 1 or None, "
+                             f"received ema_overwrite_frequency={ema_overwrite_frequency!r}")
+        self.ema_overwrite_frequency = (None if ema_overwrite_frequency is None
+                                        else int(ema_overwrite_frequency))
         self._learning_rate = None
         self._lr_takes_step = False
         self.learning_rate = learning_rate
@@ -162,6 +175,12 @@ gradient_accumulation_steps
         self._reset_slots()
 
     # ------------------------------------------------------------------ subclass hooks
+    def _state_kinds(self) -> List[str]:
+        """The kinds of per-parameter arrays in :meth:`get_state`, in order: the slots, and
+        with ``use_ema`` the moving averages."""
+        return [name for name, _ in self._slot_specs()] + (["average"] if self.use_ema
+                                                           else [])
+
     def _slot_specs(self) -> List[Tuple[str, float]]:
         """``[(slot_name, initial_value), ...]``: the state arrays each parameter gets."""
         return []
@@ -217,6 +236,7 @@ gradient_accumulation_steps
         self._groups: List[tuple] = []                  # small params updated together
         self._clip_bufs: Optional[List[np.ndarray]] = None
         self._variables: Optional[List[np.ndarray]] = None  # build()'s, for apply(grads)
+        self._ema: Optional[List[np.ndarray]] = None    # per param, with use_ema
         # What each parameter is, for a model that trains with this optimizer
         # (Sequential: (layer, weight name) pairs); None when not known.
         self._param_owners: Optional[List[Any]] = None
@@ -257,11 +277,15 @@ gradient_accumulation_steps
                  for name in self._slot_names}
         shapes = [self._shapes[i] for i in indices]
         dtypes = [self._dtypes[i] for i in indices]
+        ema = None if self._ema is None else [self._ema[i].copy() for i in indices]
         self._reset_slots()
-        self._install(shapes, dtypes, slots)
+        self._install(shapes, dtypes, slots, ema)
 
-    def _install(self, shapes, dtypes, slots) -> None:
+    def _install(self, shapes, dtypes, slots, ema=None) -> None:
         self._shapes, self._dtypes, self._slots = list(shapes), list(dtypes), slots
+        # the weights' moving averages (use_ema): set from the weights at the first step
+        self._ema = None if not self.use_ema else ema if ema is not None else [
+            np.zeros(s, d) for s, d in zip(self._shapes, self._dtypes)]
         self._dtypes_in_use = tuple(dict.fromkeys(self._dtypes))  # distinct, in order
         names = [name for name, _ in self._slot_specs()]
         self._slot_names = names
@@ -444,7 +468,40 @@ gradient_accumulation_steps
             update(pflat, gflat, slots, scratch, c)
             for i, pv in zip(idx, pviews):
                 np.copyto(params[i], pv)
+        if self.use_ema:
+            self._update_ema(params)
         self._iterations += 1
+
+    def _update_ema(self, params: Sequence[np.ndarray]) -> None:
+        """Keras 3's moving average after a step: ``average = m * average + (1 - m) *
+        param`` in the parameter's dtype, ``m = ema_momentum`` (0 at the first step); every
+        ``ema_overwrite_frequency``-th step the parameters take their averages."""
+        if self._ema is None or len(self._ema) != len(params):
+            self._ema = [np.zeros(p.shape, p.dtype) for p in params]
+        for p, avg in zip(params, self._ema):
+            m = p.dtype.type(0.0 if self._iterations == 0 else self.ema_momentum)
+            np.add(m * avg, (p.dtype.type(1) - m) * p, out=avg)
+        freq = self.ema_overwrite_frequency
+        if freq and (self._iterations + 1) % freq == 0:
+            for p, avg in zip(params, self._ema):
+                np.copyto(p, avg)
+
+    def finalize_variable_values(self, var_list: Optional[Sequence[np.ndarray]] = None
+                                 ) -> None:
+        """With ``use_ema``, copy the moving averages into the parameters (Keras 3; ``fit``
+        calls it at its end). ``var_list``: the parameters, in the order of the steps;
+        default the arrays given to :meth:`build`. Nothing to do without ``use_ema`` or
+        before the first step."""
+        if not self.use_ema or self._ema is None or self._iterations == 0:
+            return
+        if var_list is None:
+            var_list = self._variables or []
+        var_list = list(var_list)
+        if len(var_list) != len(self._ema):
+            raise ValueError(f"var_list has {len(var_list)} arrays but the optimizer keeps "
+                             f"the averages of {len(self._ema)} parameters")
+        for p, avg in zip(var_list, self._ema):
+            np.copyto(p, avg)
 
     def apply_gradients(self, grads_and_vars: Sequence[Tuple[np.ndarray, np.ndarray]]) -> int:
         """Keras-style alias: ``apply_gradients([(grad, param), ...])``.
@@ -495,7 +552,8 @@ gradient_accumulation_steps
     # ------------------------------------------------------------------ state
     def get_state(self) -> List[np.ndarray]:
         """Copies of the optimizer's state: ``[iterations]`` followed by the slots, grouped
-        by slot kind in ``_slot_specs`` order, one array per parameter within a kind.
+        by slot kind in ``_slot_specs`` order, one array per parameter within a kind, and
+        with ``use_ema`` the weights' moving averages, one per parameter, last.
 
         Returns
         -------
@@ -507,6 +565,8 @@ gradient_accumulation_steps
         if self.built:
             for name in self._slot_names:
                 state.extend(a.copy() for a in self._slots[name])
+            if self._ema is not None:          # use_ema: the averages, after the slots
+                state.extend(a.copy() for a in self._ema)
         return state
 
     def set_state(self, state: Sequence[np.ndarray]) -> None:
@@ -533,27 +593,30 @@ gradient_accumulation_steps
                              f"received {state[0]!r}")
         specs = self._slot_specs()
         arrays = [np.asarray(a) for a in state[1:]]
+        kinds = self._state_kinds()
         if self.built:
-            names = self._slot_names
-            expected = len(names) * len(self._shapes)
+            n = len(self._shapes)
+            targets = [self._slots[name] for name in self._slot_names] + (
+                [self._ema] if self.use_ema else [])
+            expected = len(targets) * n
             if len(arrays) != expected:
                 raise ValueError(f"`state` must hold 1 + {expected} arrays for this "
-                                 f"optimizer ({len(names)} slot kinds x {len(self._shapes)} "
+                                 f"optimizer ({len(targets)} slot kinds {kinds} x {n} "
                                  f"parameters), received {len(state)}")
             for k, a in enumerate(arrays):
-                i = k % len(self._shapes)
+                i = k % n
                 if a.shape != self._shapes[i]:
                     raise ValueError(f"state[{k + 1}] has shape {a.shape}, but the slot it "
                                      f"restores (parameter {i}) has shape {self._shapes[i]}")
-            for k, name in enumerate(names):
-                for i, slot in enumerate(self._slots[name]):
-                    np.copyto(slot, arrays[k * len(self._shapes) + i], casting="same_kind")
+            for k, target in enumerate(targets):
+                for i, slot in enumerate(target):
+                    np.copyto(slot, arrays[k * n + i], casting="same_kind")
         elif arrays:
-            if not specs or len(arrays) % len(specs):
+            if not kinds or len(arrays) % len(kinds):
                 raise ValueError(f"`state` holds {len(arrays)} slot arrays, which is not a "
-                                 f"multiple of this optimizer's {len(specs)} slot kinds "
-                                 f"{[s for s, _ in specs]}")
-            n = len(arrays) // len(specs)
+                                 f"multiple of this optimizer's {len(kinds)} slot kinds "
+                                 f"{kinds}")
+            n = len(arrays) // len(kinds)
             for k, a in enumerate(arrays):
                 if a.dtype not in _PARAM_DTYPES:
                     raise TypeError(f"state[{k + 1}] must be a float32 or float64 array "
@@ -565,7 +628,9 @@ gradient_accumulation_steps
                                      f"parameter {k % n}")
             slots = {name: [arrays[k * n + i].copy() for i in range(n)]
                      for k, (name, _) in enumerate(specs)}
-            self._install([a.shape for a in arrays[:n]], [a.dtype for a in arrays[:n]], slots)
+            ema = [a.copy() for a in arrays[len(specs) * n:]] if self.use_ema else None
+            self._install([a.shape for a in arrays[:n]], [a.dtype for a in arrays[:n]], slots,
+                          ema)
         self._iterations = int(it)
 
     # ------------------------------------------------------------------ config
@@ -578,7 +643,9 @@ gradient_accumulation_steps
             lr = _serialize_schedule(lr)
         return {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
                 "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm,
-                "clipvalue": self.clipvalue}
+                "clipvalue": self.clipvalue, "use_ema": self.use_ema,
+                "ema_momentum": self.ema_momentum,
+                "ema_overwrite_frequency": self.ema_overwrite_frequency}
 
     @classmethod
     def from_config(cls, config: Dict[str, Any], custom_objects: Dict[str, type] = None):

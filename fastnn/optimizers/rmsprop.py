@@ -49,9 +49,9 @@ class RMSprop(Optimizer):
     weight_decay, clipnorm, clipvalue, global_clipnorm, name
         See :class:`~fastnn.optimizers.Optimizer`.
     **kwargs
-        Keras 3's ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
-        ``loss_scale_factor`` and ``gradient_accumulation_steps``, at their defaults only
-        (see :class:`~fastnn.optimizers.Optimizer`).
+        Keras 3's ``use_ema``, ``ema_momentum`` and ``ema_overwrite_frequency`` (a moving
+        average of the weights), ``loss_scale_factor`` and ``gradient_accumulation_steps``
+        (at their defaults only): see :class:`~fastnn.optimizers.Optimizer`.
     """
 
     _default_name = "rmsprop"
