@@ -197,7 +197,8 @@ def relu(x, negative_slope: float = 0.0, max_value=None, threshold: float = 0.0
     when ``threshold`` is 0), else 0; then clipped to ``[0, max_value]``; minus
     ``negative_slope * max(threshold - x, 0)``. So ``x == threshold`` gives 0 and, with a
     ``max_value``, values between a negative threshold and 0 give 0 (Keras's code; its
-    ReLU docstring's formula says otherwise at those points). NaN propagates.
+    ReLU docstring's formula says otherwise at those points). NaN propagates (Keras's
+    ``where(x > threshold, x, 0)`` makes it 0 when there is a threshold).
 
     Plain ``max(x, 0)`` of a float32/float64 array runs on the fused kernel. Returns an
     array of ``x``'s shape and float dtype."""

@@ -271,7 +271,9 @@ class CallbackList(Callback):
             # subclass (or the instance) puts in their place
             if not getattr(cb, "_batch_hooks_per_run", False):
                 return False
-            owner = next(c for c in type(cb).__mro__ if "_batch_hooks_per_run" in vars(c))
+            # (set on the instance: its class's hooks have it)
+            owner = next((c for c in type(cb).__mro__ if "_batch_hooks_per_run" in vars(c)),
+                         type(cb))
             return all(hook(cb, h) is getattr(owner, h) for h in names)
 
         return any(not per_run(cb) and any(hook(cb, h) is not getattr(Callback, h)

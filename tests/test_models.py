@@ -2625,3 +2625,24 @@ def test_ema_model_saves_loads_and_trains_on(tmp_path):
     model.layers[0].trainable = False
     model.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
     assert len(model.optimizer.get_state()) == 1 + 3 * 2    # m, v, average of layer 2's
+
+
+def test_per_run_permission_set_on_the_instance():
+    """A callback may grant _batch_hooks_per_run on the instance (ModelCheckpoint did until
+    today): fit raised 'generator raised StopIteration' looking for the class that
+    granted it (found by a review). The instance's class's hooks have it."""
+    class Mine(cbs.Callback):
+        def __init__(self):
+            super().__init__()
+            self._batch_hooks_per_run = True
+            self.ends = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends += 1
+
+    model = _dense_model()
+    model.compile("adam", SCCE)
+    mine = Mine()
+    model.fit(np.zeros((64, 3, 4), np.float32), np.zeros(64, np.int64), epochs=1,
+              batch_size=8, callbacks=[mine], verbose=0)
+    assert 1 <= mine.ends <= 8

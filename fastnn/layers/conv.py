@@ -389,6 +389,7 @@ class GlobalMaxPooling2D(_GlobalPooling2D):
 
     def backward(self, grad):
         hit = self._x == self._y                          # (NaN == NaN is False)
-        count = hit.sum(axis=self._axes, keepdims=True)
+        count = hit.sum(axis=self._axes, keepdims=True).astype(grad.dtype)
         with np.errstate(invalid="ignore", divide="ignore"):   # NaN where count is 0
-            return (hit * (self._spatial(grad) / count)).astype(grad.dtype, copy=False)
+            share = np.reciprocal(count) * self._spatial(grad)  # TensorFlow's (1 / n) * g
+            return hit * share

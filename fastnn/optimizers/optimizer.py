@@ -144,7 +144,7 @@ class Optimizer:
                                     ("gradient_accumulation_steps",
                                      gradient_accumulation_steps, None)):
             keras_default_only(type(self).__name__, arg, value, default)
-        self.use_ema = check_bool(use_ema, "use_ema")
+        self._use_ema = check_bool(use_ema, "use_ema")
         self.ema_momentum = _check_real(ema_momentum, "ema_momentum", low=0.0, high=1.0)
         if ema_overwrite_frequency is not None and (
                 isinstance(ema_overwrite_frequency, (bool, np.bool_))
@@ -223,6 +223,19 @@ class Optimizer:
     def iterations(self) -> int:
         return self._iterations
 
+    @property
+    def use_ema(self) -> bool:
+        """Whether a moving average of the weights is kept (see the class docstring)."""
+        return self._use_ema
+
+    @use_ema.setter
+    def use_ema(self, value: bool) -> None:
+        value = check_bool(value, "use_ema")
+        if value != self._use_ema and self.built:
+            raise ValueError("use_ema cannot change once the optimizer is built (its state "
+                             "holds the averages or not): create a new optimizer")
+        self._use_ema = value
+
     # ------------------------------------------------------------------ building
     def _reset_slots(self) -> None:
         self._shapes: Optional[List[tuple]] = None      # per param, once built
@@ -237,6 +250,7 @@ class Optimizer:
         self._clip_bufs: Optional[List[np.ndarray]] = None
         self._variables: Optional[List[np.ndarray]] = None  # build()'s, for apply(grads)
         self._ema: Optional[List[np.ndarray]] = None    # per param, with use_ema
+        self._ema_tmp: Optional[Dict[np.dtype, np.ndarray]] = None  # _update_ema's work
         # What each parameter is, for a model that trains with this optimizer
         # (Sequential: (layer, weight name) pairs); None when not known.
         self._param_owners: Optional[List[Any]] = None
@@ -286,6 +300,7 @@ class Optimizer:
         # the weights' moving averages (use_ema): set from the weights at the first step
         self._ema = None if not self.use_ema else ema if ema is not None else [
             np.zeros(s, d) for s, d in zip(self._shapes, self._dtypes)]
+        self._ema_tmp = None
         self._dtypes_in_use = tuple(dict.fromkeys(self._dtypes))  # distinct, in order
         names = [name for name, _ in self._slot_specs()]
         self._slot_names = names
@@ -476,11 +491,18 @@ class Optimizer:
         """Keras 3's moving average after a step: ``average = m * average + (1 - m) *
         param`` in the parameter's dtype, ``m = ema_momentum`` (0 at the first step); every
         ``ema_overwrite_frequency``-th step the parameters take their averages."""
-        if self._ema is None or len(self._ema) != len(params):
-            self._ema = [np.zeros(p.shape, p.dtype) for p in params]
+        tmp = self._ema_tmp
+        if tmp is None:      # one work array per dtype, the largest parameter's size
+            tmp = self._ema_tmp = {}
+            for avg in self._ema:
+                if tmp.get(avg.dtype, np.empty(0)).size < avg.size:
+                    tmp[avg.dtype] = np.empty(avg.size, avg.dtype)
         for p, avg in zip(params, self._ema):
             m = p.dtype.type(0.0 if self._iterations == 0 else self.ema_momentum)
-            np.add(m * avg, (p.dtype.type(1) - m) * p, out=avg)
+            t = tmp[p.dtype][:p.size].reshape(p.shape)
+            np.multiply(p, p.dtype.type(1) - m, out=t)       # each product rounded, as
+            avg *= m                                          # Keras's m * average +
+            avg += t                                          # (1 - m) * weight
         freq = self.ema_overwrite_frequency
         if freq and (self._iterations + 1) % freq == 0:
             for p, avg in zip(params, self._ema):
@@ -641,11 +663,13 @@ class Optimizer:
         lr = self._learning_rate
         if isinstance(lr, LearningRateSchedule):
             lr = _serialize_schedule(lr)
-        return {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
-                "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm,
-                "clipvalue": self.clipvalue, "use_ema": self.use_ema,
-                "ema_momentum": self.ema_momentum,
-                "ema_overwrite_frequency": self.ema_overwrite_frequency}
+        cfg = {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
+               "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm,
+               "clipvalue": self.clipvalue}
+        if self.use_ema:    # (only then: a user's subclass may not take these arguments)
+            cfg.update(use_ema=True, ema_momentum=self.ema_momentum,
+                       ema_overwrite_frequency=self.ema_overwrite_frequency)
+        return cfg
 
     @classmethod
     def from_config(cls, config: Dict[str, Any], custom_objects: Dict[str, type] = None):
