@@ -39,11 +39,14 @@ FNN_ALWAYS_INLINE void lane_sums(const vec x[2 * PASS], vec s[2])
 /* VL / 2 rows x 2 columns from s: 128-bit block b holds rows 2b and 2b + 1. */
 FNN_ALWAYS_INLINE void store_pairs(vec s, real *c, int64_t ldc)
 {
+    /* (the block index must be a constant: a loop variable is one only once unrolled,
+     * and an -O0 build does not compile) */
+    const __m128 x[4] = {_mm512_extractf32x4_ps(s, 0), _mm512_extractf32x4_ps(s, 1),
+                         _mm512_extractf32x4_ps(s, 2), _mm512_extractf32x4_ps(s, 3)};
 #pragma GCC unroll 4
     for (int b = 0; b < 4; b++) {
-        const __m128 x = _mm512_extractf32x4_ps(s, b);
-        _mm_storel_pi((__m64 *)(c + 2 * b * ldc), x);
-        _mm_storeh_pi((__m64 *)(c + (2 * b + 1) * ldc), x);
+        _mm_storel_pi((__m64 *)(c + 2 * b * ldc), x[b]);
+        _mm_storeh_pi((__m64 *)(c + (2 * b + 1) * ldc), x[b]);
     }
 }
 
@@ -85,10 +88,12 @@ FNN_ALWAYS_INLINE void lane_sums(const vec x[2 * PASS], vec s[2])
 /* VL / 2 rows x 2 columns from s: 128-bit block b holds row b. */
 FNN_ALWAYS_INLINE void store_pairs(vec s, real *c, int64_t ldc)
 {
+    const __m512 f = _mm512_castpd_ps(s);   /* (constant block indices: see the float one) */
+    const __m128 x[4] = {_mm512_extractf32x4_ps(f, 0), _mm512_extractf32x4_ps(f, 1),
+                         _mm512_extractf32x4_ps(f, 2), _mm512_extractf32x4_ps(f, 3)};
 #pragma GCC unroll 4
     for (int b = 0; b < 4; b++)
-        _mm_storeu_pd(c + b * ldc,
-                      _mm_castps_pd(_mm512_extractf32x4_ps(_mm512_castpd_ps(s), b)));
+        _mm_storeu_pd(c + b * ldc, _mm_castps_pd(x[b]));
 }
 
 typedef __m256i offsets;

@@ -111,7 +111,13 @@ def available_isas() -> List[str]:
 
 
 def set_isa(name: str) -> None:
-    """Force an instruction set ("generic", "avx2", "avx512").
+    """Force an instruction set ("generic", "avx2", "avx512"), for the whole process.
+
+    For tests and experiments: call it while no other thread runs fastnn's kernels. A
+    kernel running in another thread meanwhile may crash the process (its workspace was
+    sized, and its kernels chosen, for the instruction set before the switch; found by a
+    fuzzing review, switching thousands of times a second). Results do not depend on
+    when it is called otherwise.
 
     Raises
     ------

@@ -112,8 +112,8 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
     given = trans_a, trans_b  # for messages: the flags as passed
     dtype = a.dtype if type(a) is _NDARRAY else None
     if not ((dtype is _F32 or dtype is _F64) and type(b) is _NDARRAY and b.dtype is dtype
-            and a.ndim == 2 and b.ndim == 2 and a.flags.c_contiguous
-            and b.flags.c_contiguous):
+            and a.ndim == 2 and b.ndim == 2 and a.flags.carray
+            and b.flags.carray):   # (C-contiguous, aligned, writeable; else the checks below)
         # A transposed view (F-contiguous, as ``W.T``) is read as the C-contiguous array it
         # views, with the transpose flag flipped: no copy.
         if isinstance(a, _NDARRAY) and a.ndim == 2 and a.T.flags.c_contiguous:
@@ -149,12 +149,13 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
         if not flags.writeable:
             raise ValueError("out must be writeable, received a read-only array")
         target = c = out
-        if not flags.c_contiguous:
-            if flags.f_contiguous:  # a transposed view: out.T = op(b).T @ op(a).T in place
+        if not (flags.c_contiguous and flags.aligned):
+            if flags.f_contiguous and flags.aligned:
+                # a transposed view: out.T = op(b).T @ op(a).T in place
                 c = target = out.T
                 a, b, trans_a, trans_b = b, a, not trans_b, not trans_a
             else:
-                c = np.ascontiguousarray(out)  # written back at the end
+                c = np.array(out, order="C")  # written back at the end
         # The kernels read a and b while writing c: an input overlapping out is copied.
         # (Two distinct arrays that each own their data cannot overlap: the common case
         # skips the bounds checks, a few hundred ns of a small product.)
@@ -461,7 +462,11 @@ def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, lay
     if g.n:
         backend = _backend.get()
         fused = getattr(backend, "conv2d_maxpool_forward", None)
-        if fused is None or windows_in_image(gc) is not None or \
+        # (a pointwise convolution cropped is no longer pointwise to a backend, which then
+        # sums its products in another order than conv2d_forward's: not fused)
+        pointwise_cropped = gc is not g and g.kh == g.kw == g.sh == g.sw == 1 and not (
+            g.pt or g.pb or g.pl or g.pr)
+        if fused is None or windows_in_image(gc) is not None or pointwise_cropped or \
                 not fused(x, w, b, gc, layout, act, y, argmax, _chunk(g, x.itemsize)):
             # conv2d_forward's output (a backend's products may round otherwise for another
             # pixel count), then its crop pooled
@@ -664,8 +669,10 @@ def _out_array(out, shape, dtype, name: str, inputs=()) -> np.ndarray:
     if out.shape != shape:
         raise ValueError(f"{name} must be an array of shape {shape}, received shape "
                          f"{out.shape}")
-    if not (out.flags.c_contiguous and out.flags.writeable):
-        raise ValueError(f"{name} must be C-contiguous and writeable")
+    flags = out.flags
+    if not (flags.c_contiguous and flags.writeable and flags.aligned):
+        raise ValueError(f"{name} must be C-contiguous, writeable and aligned for its dtype "
+                         f"(not a view of a byte buffer at an odd offset)")
     for arr in inputs:
         if arr is not None and np.shares_memory(out, arr):
             raise ValueError(f"{name} must not overlap an input array (the kernel reads the "
@@ -800,7 +807,7 @@ def relu_mask_backward(dy, mask, *, out: Optional[np.ndarray] = None) -> np.ndar
     dy = float_array(dy, "dy")
     _bool_arg(mask, "mask")
     _checks.expect_shape(mask, dy.shape, "mask", "the shape of dy")
-    mask = np.ascontiguousarray(mask)
+    mask = _checks.c_array(mask)
     dx = _out_like(out, dy, "out", "dy", (mask,))
     if dy.size:
         _backend.get().relu_mask_backward(dy, mask, dx)
@@ -881,7 +888,7 @@ def _argmax_arg(argmax, shape, per_sample: int, check_range: bool) -> np.ndarray
         raise TypeError("argmax must be the int64 array returned by maxpool2d_forward, "
                         f"received {getattr(argmax, 'dtype', type(argmax).__name__)}")
     _checks.expect_shape(argmax, shape, "argmax", "the shape of dy")
-    argmax = np.ascontiguousarray(argmax)
+    argmax = _checks.c_array(argmax)
     # one pass: as uint64 a negative index is >= 2**63, so the largest catches both ends
     if check_range and argmax.size and argmax.view(np.uint64).max() >= per_sample:
         raise ValueError(f"argmax must hold indices in [0, {per_sample}) (within one "
@@ -1000,7 +1007,7 @@ def softmax_cross_entropy(z, target, *, scale: float = 1.0,
             if lo < 0 or hi >= k:
                 raise ValueError(f"target labels must be in [0, {k}) for {k} classes, "
                                  f"received values in [{lo}, {hi}]")
-        labels = np.ascontiguousarray(target, dtype=np.int64)
+        labels = _checks.c_array(target, np.int64)
     elif target.dtype.kind == "f":
         t = float_array(target, "target", 2)
         same_dtype([z, t], ["z", "target"])

@@ -66,8 +66,18 @@ def float_array(x, name: str, ndim: int | None = None) -> np.ndarray:
                         f"{x.dtype}; cast it first, e.g. {name}.astype(np.float32)")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, received shape {x.shape}")
-    if not x.flags.c_contiguous:
-        x = np.ascontiguousarray(x)
+    return c_array(x)
+
+
+def c_array(x: np.ndarray, dtype=None) -> np.ndarray:
+    """``x`` (as ``dtype`` if given) C-contiguous and aligned for its type, copied only if
+    it is not: an array viewing a byte buffer at an odd offset (np.frombuffer(...,
+    offset=1)) is C-contiguous but misaligned, and the kernels' loads of it are undefined
+    behaviour in C (UBSan: 'load of misaligned address')."""
+    if dtype is not None and x.dtype != dtype:
+        x = x.astype(dtype)
+    if not (x.flags.c_contiguous and x.flags.aligned):
+        x = np.array(x, order="C")        # a new array: aligned
     return x
 
 
