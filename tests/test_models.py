@@ -2646,3 +2646,22 @@ def test_per_run_permission_set_on_the_instance():
     model.fit(np.zeros((64, 3, 4), np.float32), np.zeros(64, np.int64), epochs=1,
               batch_size=8, callbacks=[mine], verbose=0)
     assert 1 <= mine.ends <= 8
+
+
+def test_grouped_conv_model_trains_saves_and_loads(tmp_path):
+    """A Conv2D(groups=2, relu) before a 2x2 MaxPooling2D (a pair Sequential otherwise
+    fuses: not with groups) trains, and load_model gives back the same predictions."""
+    set_random_seed(3)
+    model = Sequential([Input(shape=(8, 8, 4)), Conv2D(6, 3, groups=2, activation="relu"),
+                        MaxPooling2D(), Flatten(), Dense(K, activation="softmax")])
+    model.compile("adam", SCCE)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 8, 8, 4)).astype(np.float32)
+    y = rng.integers(0, K, 16)
+    before = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, epochs=5, batch_size=8, verbose=0)
+    assert model.evaluate(x, y, verbose=0) < before
+    path = os.fspath(tmp_path / "groups.fnn")
+    model.save(path)
+    np.testing.assert_array_equal(load_model(path).predict(x, verbose=0),
+                                  model.predict(x, verbose=0))

@@ -49,13 +49,20 @@ class Conv2D(_WithActivation):
     padding : {"valid", "same"}
     data_format : {"channels_last", "channels_first"}, optional
     dilation_rate : int or pair, default 1
+    groups : int, default 1
+        Keras's grouped convolution: the channels split into ``groups`` equal parts, and
+        the filters too; filter group g sees channel group g only (``groups`` = C: one
+        filter group per channel). C and ``filters`` must be multiples of it. Each group
+        runs as a convolution of its own (and the layer is not fused with a following
+        max pooling).
     activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
     bias_regularizer : as for :class:`~fastnn.layers.Dense`
 
     Shapes
     ------
     x (N, H, W, C) -> y (N, OH, OW, filters) channels_last, or (N, C, H, W) ->
-    (N, filters, OH, OW) channels_first; kernel (KH, KW, C, filters); bias (filters,).
+    (N, filters, OH, OW) channels_first; kernel (KH, KW, C / groups, filters); bias
+    (filters,).
     """
 
     _db_in_epilogue = False   # conv2d_backward computes db
@@ -65,11 +72,18 @@ class Conv2D(_WithActivation):
                  data_format: Optional[str] = None, dilation_rate=(1, 1), activation=None,
                  use_bias: bool = True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 **kwargs):
+                 groups: int = 1, **kwargs):
         super().__init__(**kwargs)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters < 1:
             raise ValueError(f"filters must be a positive int, received filters={filters!r}")
         self.filters = int(filters)
+        if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)) \
+                or groups < 1:
+            raise ValueError(f"groups must be a positive int, received groups={groups!r}")
+        if self.filters % groups:
+            raise ValueError(f"The number of filters must be evenly divisible by the number "
+                             f"of groups, received filters={self.filters}, groups={groups}")
+        self.groups = int(groups)
         self.kernel_size = as_pair(kernel_size, "kernel_size")
         self.strides = as_pair(strides, "strides")
         self.dilation_rate = as_pair(dilation_rate, "dilation_rate")
@@ -97,8 +111,13 @@ class Conv2D(_WithActivation):
             raise ValueError(f"Conv2D needs inputs with a known channel dimension, received "
                              f"input shape {input_shape}")
         self.in_channels = int(channels)
+        if self.in_channels % self.groups:
+            raise ValueError(f"The number of input channels must be evenly divisible by the "
+                             f"number of groups, received {self.in_channels} channels, "
+                             f"groups={self.groups}")
         kh, kw = self.kernel_size
-        self.kernel = self.add_weight("kernel", (kh, kw, self.in_channels, self.filters),
+        self.kernel = self.add_weight("kernel", (kh, kw, self.in_channels // self.groups,
+                                                 self.filters),
                                       self.kernel_initializer, self.kernel_regularizer)
         self.bias = (self.add_weight("bias", (self.filters,), self.bias_initializer,
                                      self.bias_regularizer) if self.use_bias else None)
@@ -114,14 +133,34 @@ class Conv2D(_WithActivation):
         # (KH, KW, C, F) -> (F, C, KH, KW) for NCHW; a small copy per call.
         return self.kernel if self.layout == "NHWC" else self.kernel.transpose(3, 2, 0, 1)
 
+    def _channels(self, a, g: int, parts: int) -> np.ndarray:
+        """Channel group ``g`` of ``parts`` of an activation ``a`` (a view)."""
+        n = a.shape[self.channel_axis] // parts
+        return a[..., g * n:(g + 1) * n] if self.layout == "NHWC" else a[:, g * n:(g + 1) * n]
+
+    def _group_kernel(self, kernel, g: int) -> np.ndarray:
+        """Filter group ``g``'s part of the ops-layout kernel (filters last for NHWC, first
+        for NCHW) or of a bias (1-D): a view."""
+        n = self.filters // self.groups
+        return kernel[..., g * n:(g + 1) * n] if self.layout == "NHWC" or kernel.ndim == 1 \
+            else kernel[g * n:(g + 1) * n]
+
     def _linear(self, x, act):
         self._dy_crop = False   # the full output: conv_pool_forward computes a crop
         out = (self._buffer("y", self.compute_output_shape(x.shape), x.dtype)
                if getattr(self, "_training", False) else None)
-        return ops.conv2d_forward(x, self._ops_kernel(), self.bias, stride=self.strides,
-                                  padding=self.padding, dilation=self.dilation_rate,
-                                  layout=self.layout,
-                                  activation=None if act == "identity" else act, out=out)
+        geo = dict(stride=self.strides, padding=self.padding, dilation=self.dilation_rate,
+                   layout=self.layout, activation=None if act == "identity" else act)
+        if self.groups == 1:
+            return ops.conv2d_forward(x, self._ops_kernel(), self.bias, out=out, **geo)
+        if out is None:
+            out = np.empty(self.compute_output_shape(x.shape), x.dtype)
+        kernel, parts = self._ops_kernel(), self.groups
+        for g in range(parts):   # each filter group on its channel group
+            bias = None if self.bias is None else self._group_kernel(self.bias, g)
+            self._channels(out, g, parts)[...] = ops.conv2d_forward(
+                self._channels(x, g, parts), self._group_kernel(kernel, g), bias, **geo)
+        return out
 
     def _linear_backward(self, dz, db, pool=None):
         """dz: the gradient of the output (or of its crop, ``_dy_crop``); with ``pool`` (the
@@ -138,7 +177,11 @@ class Conv2D(_WithActivation):
         geo = dict(stride=self.strides, padding=self.padding, dilation=self.dilation_rate,
                    layout=self.layout)
         out = (dx_out, dw_out, self.grads["bias"] if need_db else None)
-        if pool is None:
+        if self.groups > 1:     # (never fused with a pooling: conv_pool_fusable)
+            self._grouped_backward(dz, kernel, need_db, out, geo)
+            dx, dw = dx_out, (self.grads["kernel"] if self.layout == "NHWC" else
+                              np.concatenate([g for g in self._group_dw], axis=0))
+        elif pool is None:
             dx, dw, _ = ops.conv2d_backward(dz, self._x, kernel, need_dx=self.need_input_grad,
                                             need_db=need_db, crop=self._dy_crop, out=out,
                                             **geo)
@@ -152,12 +195,32 @@ class Conv2D(_WithActivation):
         self._add_regularization_grads()
         return dx
 
+    def _grouped_backward(self, dz, kernel, need_db: bool, out, geo) -> None:
+        """conv2d_backward per filter group: dx's channel group, the group's kernel
+        gradient (into grads for NHWC; kept in _group_dw for NCHW's transpose) and bias
+        gradient, each from the group's slice of dz."""
+        dx_out, dw_out, db_out = out
+        parts, self._group_dw = self.groups, []
+        for g in range(parts):
+            dxg, dwg, dbg = ops.conv2d_backward(
+                self._channels(dz, g, parts), self._channels(self._x, g, parts),
+                self._group_kernel(kernel, g), need_dx=dx_out is not None, need_db=need_db,
+                **geo)
+            if dx_out is not None:
+                self._channels(dx_out, g, parts)[...] = dxg
+            if dw_out is not None:
+                self._group_kernel(dw_out, g)[...] = dwg
+            else:
+                self._group_dw.append(dwg)
+            if need_db:
+                self._group_kernel(db_out, g)[...] = dbg
+
     def get_config(self):
         cfg = super().get_config()
         cfg.update(filters=self.filters, kernel_size=list(self.kernel_size),
                    strides=list(self.strides), padding=self.padding,
                    data_format=self.data_format, dilation_rate=list(self.dilation_rate),
-                   use_bias=self.use_bias,
+                   use_bias=self.use_bias, groups=self.groups,
                    kernel_initializer=_cfg(self.kernel_initializer),
                    bias_initializer=_cfg(self.bias_initializer),
                    kernel_regularizer=_cfg(self.kernel_regularizer),
@@ -254,6 +317,7 @@ def conv_pool_fusable(conv, pool) -> bool:
     channels_last (the pair whose backward Sequential fuses too); not subclasses, whose own
     forward the fused call would skip."""
     return (type(conv) is Conv2D and conv._act_kernel == "relu" and conv.layout == "NHWC"
+            and conv.groups == 1
             and type(pool) is MaxPooling2D and pool.pool_size == (2, 2)
             and pool.strides == (2, 2) and pool.padding == "valid" and pool.layout == "NHWC")
 
