@@ -31,6 +31,7 @@ import numpy as np
 from .layers.base import Layer
 from .layers.core import _data_format
 from .utils import get_rng
+from .utils._args import check_int
 
 Factor = Union[float, Tuple[float, float]]
 _FILL_MODES = ("reflect", "constant", "nearest", "wrap")
@@ -53,19 +54,10 @@ def _check_nhwc(x, who: str, data_format: Optional[str] = None) -> np.ndarray:
 
 
 def _from_nhwc(y: np.ndarray, data_format: Optional[str]) -> np.ndarray:
-    """An NHWC result back in the caller's layout (contiguous)."""
+    """An NHWC result (or a view of one) back in the caller's layout, contiguous."""
     if _data_format(data_format) == "channels_first":
-        return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
-    return y
-
-
-def _size(value, name: str) -> int:
-    """A crop height or width: an int >= 1."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, received {name}={value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, received {name}={value!r}")
-    return int(value)
+        y = y.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(y)
 
 
 def _range(factor: Factor, name: str, limit: Optional[float] = None) -> Tuple[float, float]:
@@ -273,7 +265,7 @@ def random_rotation(x, factor: Factor = 0.1, rng=None, fill_mode: str = "reflect
 
 
 def _crop_size(x: np.ndarray, height, width) -> Tuple[int, int]:
-    height, width = _size(height, "height"), _size(width, "width")
+    height, width = check_int(height, "height"), check_int(width, "width")
     h, w = x.shape[1:3]
     if height > h or width > w:
         raise ValueError(f"crop size {(height, width)} must fit inside the images {(h, w)}")
@@ -327,7 +319,7 @@ def center_crop(x, height: int, width: int, data_format: Optional[str] = None) -
     height, width = _crop_size(x, height, width)
     h, w = x.shape[1:3]
     t, l = (h - height) // 2, (w - width) // 2
-    return _from_nhwc(np.ascontiguousarray(x[:, t:t + height, l:l + width]), data_format)
+    return _from_nhwc(x[:, t:t + height, l:l + width], data_format)
 
 
 class _Augmentation(Layer):
@@ -488,7 +480,7 @@ class RandomCrop(_Augmentation):
 
     def __init__(self, height: int, width: int, seed=None, data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self.height, self.width = _size(height, "height"), _size(width, "width")
+        self.height, self.width = check_int(height, "height"), check_int(width, "width")
 
     def compute_output_shape(self, input_shape):
         if self.data_format == "channels_first":

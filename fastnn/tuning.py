@@ -28,7 +28,7 @@ import numpy as np
 
 from .callbacks import infer_mode
 from .utils import get_rng, set_random_seed
-from .utils._args import check_path
+from .utils._args import check_int, check_path
 from .utils._files import atomic_write_text
 
 FIT_PARAMS = ("batch_size", "epochs")
@@ -240,10 +240,7 @@ def random_search(build_fn: Callable[..., Any], param_distributions: Mapping[str
     :func:`fastnn.utils.set_random_seed` makes the search repeatable). Other arguments as
     for :func:`grid_search`.
     """
-    if isinstance(n_iter, (bool, np.bool_)) or not isinstance(n_iter, (int, np.integer)):
-        raise TypeError(f"n_iter must be an int, received n_iter={n_iter!r}")
-    if n_iter < 1:
-        raise ValueError(f"n_iter must be >= 1, received n_iter={n_iter!r}")
+    n_iter = check_int(n_iter, "n_iter")
     if not isinstance(param_distributions, Mapping) or not param_distributions:
         raise ValueError("param_distributions must be a non-empty dict")
     rng = get_rng(seed)   # seed None: fastnn's global generator (set_random_seed)

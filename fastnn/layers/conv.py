@@ -133,9 +133,9 @@ class Conv2D(_WithActivation):
         # (KH, KW, C, F) -> (F, C, KH, KW) for NCHW; a small copy per call.
         return self.kernel if self.layout == "NHWC" else self.kernel.transpose(3, 2, 0, 1)
 
-    def _channels(self, a, g: int, parts: int) -> np.ndarray:
-        """Channel group ``g`` of ``parts`` of an activation ``a`` (a view)."""
-        n = a.shape[self.channel_axis] // parts
+    def _channels(self, a, g: int) -> np.ndarray:
+        """Channel group ``g`` of an activation ``a`` (a view)."""
+        n = a.shape[self.channel_axis] // self.groups
         return a[..., g * n:(g + 1) * n] if self.layout == "NHWC" else a[:, g * n:(g + 1) * n]
 
     def _group_kernel(self, kernel, g: int) -> np.ndarray:
@@ -155,11 +155,11 @@ class Conv2D(_WithActivation):
             return ops.conv2d_forward(x, self._ops_kernel(), self.bias, out=out, **geo)
         if out is None:
             out = np.empty(self.compute_output_shape(x.shape), x.dtype)
-        kernel, parts = self._ops_kernel(), self.groups
-        for g in range(parts):   # each filter group on its channel group
+        kernel = self._ops_kernel()
+        for g in range(self.groups):   # each filter group on its channel group
             bias = None if self.bias is None else self._group_kernel(self.bias, g)
-            self._channels(out, g, parts)[...] = ops.conv2d_forward(
-                self._channels(x, g, parts), self._group_kernel(kernel, g), bias, **geo)
+            self._channels(out, g)[...] = ops.conv2d_forward(
+                self._channels(x, g), self._group_kernel(kernel, g), bias, **geo)
         return out
 
     def _linear_backward(self, dz, db, pool=None):
@@ -178,9 +178,10 @@ class Conv2D(_WithActivation):
                    layout=self.layout)
         out = (dx_out, dw_out, self.grads["bias"] if need_db else None)
         if self.groups > 1:     # (never fused with a pooling: conv_pool_fusable)
-            self._grouped_backward(dz, kernel, need_db, out, geo)
-            dx, dw = dx_out, (self.grads["kernel"] if self.layout == "NHWC" else
-                              np.concatenate([g for g in self._group_dw], axis=0))
+            if dw_out is None:  # NCHW: the groups' (F / groups, C / groups, KH, KW) parts
+                dw_out = self._buffer("dw", kernel.shape, kernel.dtype)
+            dx, dw = self._grouped_backward(dz, kernel, need_db, (dx_out, dw_out, out[2]),
+                                            geo)
         elif pool is None:
             dx, dw, _ = ops.conv2d_backward(dz, self._x, kernel, need_dx=self.need_input_grad,
                                             need_db=need_db, crop=self._dy_crop, out=out,
@@ -195,25 +196,22 @@ class Conv2D(_WithActivation):
         self._add_regularization_grads()
         return dx
 
-    def _grouped_backward(self, dz, kernel, need_db: bool, out, geo) -> None:
-        """conv2d_backward per filter group: dx's channel group, the group's kernel
-        gradient (into grads for NHWC; kept in _group_dw for NCHW's transpose) and bias
-        gradient, each from the group's slice of dz."""
+    def _grouped_backward(self, dz, kernel, need_db: bool, out, geo):
+        """conv2d_backward per filter group, each from the group's slice of dz, into its
+        parts of ``out`` = (dx or None, dw in the ops' kernel layout, db or None); returns
+        (dx, dw)."""
         dx_out, dw_out, db_out = out
-        parts, self._group_dw = self.groups, []
-        for g in range(parts):
+        for g in range(self.groups):
             dxg, dwg, dbg = ops.conv2d_backward(
-                self._channels(dz, g, parts), self._channels(self._x, g, parts),
+                self._channels(dz, g), self._channels(self._x, g),
                 self._group_kernel(kernel, g), need_dx=dx_out is not None, need_db=need_db,
                 **geo)
             if dx_out is not None:
-                self._channels(dx_out, g, parts)[...] = dxg
-            if dw_out is not None:
-                self._group_kernel(dw_out, g)[...] = dwg
-            else:
-                self._group_dw.append(dwg)
+                self._channels(dx_out, g)[...] = dxg
+            self._group_kernel(dw_out, g)[...] = dwg
             if need_db:
                 self._group_kernel(db_out, g)[...] = dbg
+        return dx_out, dw_out
 
     def get_config(self):
         cfg = super().get_config()

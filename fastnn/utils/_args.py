@@ -35,6 +35,17 @@ def check_real(value, name: str, *, low: float = None, high: float = None,
     return v
 
 
+def check_int(value, name: str, *, low: int = 1) -> int:
+    """``value`` as a Python int >= ``low``: a TypeError naming the argument for a non-int
+    (a bool, a float such as 2.5 or 2.0, a string; NumPy ints are taken), a ValueError
+    below ``low``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, received {name}={value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, received {name}={value!r}")
+    return int(value)
+
+
 def keras_default_only(owner: str, name: str, value, default) -> None:
     """A Keras argument fastnn does not implement, taken only at Keras's default (so a Keras
     config or call carrying it works); any other value is a ValueError naming it."""
