@@ -51,7 +51,9 @@ void fnn_gemm_f64(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, dou
                   const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
                   double *ws, double *c, int64_t ldc);
 /* fnn_gemm with the workspace's length (LAPACK's lwork): returns 0 after computing C when
-   lwork >= fnn_gemm_ws(m, n, k), else that length, touching nothing. */
+   lwork >= fnn_gemm_ws(m, n, k), else that length, touching nothing; -1, touching nothing,
+   when m, n, k > 0 and a, b or c is misaligned for the type or C's memory span meets A's or
+   B's. */
 int64_t fnn_gemm_lwork_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                            float alpha, const float *a, int64_t lda, const float *b,
                            int64_t ldb, float beta, float *ws, int64_t lwork, float *c,

@@ -967,14 +967,35 @@ void FNN(gemm)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, real a
                        FNN_ACT_IDENTITY, ws, c, ldc);
 }
 
+/* Whether the rows x cols row-major matrix at x (leading dimension ldx) and C (m x n, ldc)
+ * share an address: their spans of memory, first to last element, are compared (a
+ * superset of the elements they share). */
+static int overlaps_c(const real *x, int64_t rows, int64_t cols, int64_t ldx, const real *c,
+                      int64_t m, int64_t n, int64_t ldc)
+{
+    const uintptr_t x0 = (uintptr_t)x, c0 = (uintptr_t)c;
+    const uintptr_t x1 = x0 + (uintptr_t)((rows - 1) * ldx + cols) * sizeof(real);
+    const uintptr_t c1 = c0 + (uintptr_t)((m - 1) * ldc + n) * sizeof(real);
+    return x0 < c1 && c0 < x1;
+}
+
 /* fnn_gemm with the workspace's length lwork: computes C and returns 0 when lwork covers
  * fnn_gemm_ws(m, n, k) now, else returns that length and touches nothing. One call where a
  * caller keeping one workspace would make two (the Python backend: each C call costs it
- * 0.3-0.5 us, ~5% of a 128 x 128 x 10 float product). */
+ * 0.3-0.5 us, ~5% of a 128 x 128 x 10 float product). Returns -1, touching nothing, when
+ * the product cannot be computed as asked (m, n, k > 0): a, b or c not aligned to the
+ * element size, or C's span of memory meeting A's or B's (the kernels read A and B while
+ * they write C). So a caller may pass arrays it has not checked for either and copy only
+ * when told to. */
 int64_t FNN(gemm_lwork)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                         real alpha, const real *a, int64_t lda, const real *b, int64_t ldb,
                         real beta, real *ws, int64_t lwork, real *c, int64_t ldc)
 {
+    if (m > 0 && n > 0 && k > 0 &&
+        (((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % sizeof(real) ||
+         overlaps_c(a, trans_a ? k : m, trans_a ? m : k, lda, c, m, n, ldc) ||
+         overlaps_c(b, trans_b ? n : k, trans_b ? k : n, ldb, c, m, n, ldc)))
+        return -1;
     const int64_t need = FNN(gemm_ws)(m, n, k);
     if (lwork < need)
         return need;

@@ -954,3 +954,132 @@ def test_conv_maxpool_crop_of_a_pointwise_convolution_is_bit_for_bit(isa, dtype)
         two = ops.maxpool2d_forward(ops.conv2d_forward(x, w), 2)[0]
         for crop in (False, True):
             np.testing.assert_array_equal(ops.conv2d_maxpool_forward(x, w, crop=crop)[0], two)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_lwork_refuses_misaligned_or_overlapping(dtype):
+    """fnn_gemm_lwork returns -1 and writes nothing when an operand is not aligned to the
+    element size or C's span of memory meets A's or B's (ops.matmul's fast path passes
+    arrays it has not checked for either); C right beside A and B is computed."""
+    sfx = "f32" if dtype == np.float32 else "f64"
+    lwork_fn = getattr(c_backend.lib, f"fnn_gemm_lwork_{sfx}")
+    arr = c_backend._ARRAY[np.dtype(dtype)]
+    ptr = lambda x: c_backend.ffi.from_buffer(arr, x)
+    m, n, k = 6, 5, 4
+    ws = np.empty(getattr(c_backend.lib, f"fnn_gemm_ws_{sfx}")(m, n, k), dtype)
+    rng = np.random.default_rng(3)
+    # one buffer: A (m x k) | B (k x n) | C (m x n)
+    buf = rng.standard_normal(m * k + k * n + m * n).astype(dtype)
+    a, b = buf[:m * k], buf[m * k:m * k + k * n]
+    want = a.reshape(m, k) @ b.reshape(k, n)
+
+    def call(pa, pb, pc, ta=0, tb=0):
+        lda = m if ta else k
+        ldb = k if tb else n
+        return lwork_fn(ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, 0.0, ptr(ws), ws.size, pc, n)
+
+    before = buf.copy()
+    # C starting on A's last element, on B's first, on B's last: refused, nothing written
+    for start in (m * k - 1, m * k, m * k + k * n - 1):
+        assert call(ptr(a), ptr(b), ptr(buf[start:start + m * n])) == -1
+        np.testing.assert_array_equal(buf, before)
+    # transposed operands span the same memory: still refused
+    assert call(ptr(a), ptr(b), ptr(buf[m * k - 1:m * k - 1 + m * n]), ta=1, tb=1) == -1
+    # C beside them: computed
+    c = buf[m * k + k * n:]
+    assert call(ptr(a), ptr(b), ptr(c)) == 0
+    np.testing.assert_allclose(c.reshape(m, n), want, rtol=1e-5)
+    # misaligned a, b or c (a byte buffer at offset 1): refused
+    raw = np.zeros(buf.nbytes + 1, np.uint8)
+    mis = np.frombuffer(raw.data, dtype, count=buf.size, offset=1)
+    mis[:] = buf
+    pmis = c_backend.ffi.from_buffer(arr, mis)
+    out = np.full(m * n, 7.0, dtype)
+    assert call(pmis, ptr(b), ptr(out)) == -1
+    assert call(ptr(a), pmis + m * k, ptr(out)) == -1
+    assert (out == 7.0).all()
+    assert call(ptr(a), ptr(b), pmis + m * k + k * n) == -1
+    np.testing.assert_array_equal(mis, buf)
+    # nothing is read when k == 0: an overlapping C is zeroed, as BLAS does
+    assert lwork_fn(0, 0, m, n, 0, 1.0, ptr(a), 1, ptr(b), n, 0.0, ptr(ws), ws.size,
+                    ptr(buf[:m * n]), n) == 0
+    assert (buf[:m * n] == 0).all()
+
+
+def _view_at(a, byte_offset):
+    """A copy of ``a`` viewing a byte buffer at ``byte_offset``."""
+    raw = np.zeros(a.nbytes + byte_offset, np.uint8)
+    out = np.frombuffer(raw.data, a.dtype, count=a.size, offset=byte_offset).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_fast_path(dtype, monkeypatch):
+    """ops.matmul gives a plain call to the C backend's gemm_fast, and every other call to
+    its general checks (gemm_fast declines it having computed nothing), with the same
+    results as NumPy either way."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((7, 9)).astype(dtype)
+    b = rng.standard_normal((9, 4)).astype(dtype)
+    want = a.astype(np.float64) @ b
+    tol = dict(rtol=_tol(dtype, 9), atol=_tol(dtype, 9) * np.abs(want).max())
+    taken = []
+    fast = c_backend.gemm_fast
+
+    def spy(*args):
+        c = fast(*args)
+        taken.append(c is not None)
+        return c
+
+    monkeypatch.setattr(c_backend, "gemm_fast", spy)
+    with fastnn.use_backend("c"):
+        out = np.full((7, 4), np.nan, dtype)
+        plain = [lambda: ops.matmul(a, b), lambda: ops.matmul(a, b, out=out),
+                 lambda: ops.matmul(a.T.copy(), b, trans_a=True),
+                 lambda: ops.matmul(a, b.T.copy(), trans_b=True, alpha=1.0),
+                 lambda: ops.matmul(a[:, :], b)]
+        for f in plain:
+            np.testing.assert_allclose(f(), want, **tol)
+        np.testing.assert_allclose(out, want, **tol)
+        assert taken == [True] * len(plain)
+        np.testing.assert_allclose(ops.matmul(a, b, alpha=-2.0), -2 * want, **tol)
+        declined = {  # each (call, what gemm_fast saw: [] not called, [False] declined)
+            "a F-contiguous": (lambda: ops.matmul(np.asfortranarray(a), b), [False]),
+            "b strided": (lambda: ops.matmul(a, np.repeat(b, 2, axis=1)[:, ::2]), [False]),
+            "a misaligned": (lambda: ops.matmul(_view_at(a, 1), b), [False]),
+            "out misaligned": (lambda: ops.matmul(a, b, out=_view_at(np.zeros((7, 4), dtype),
+                                                                     1)), [False]),
+            "out F-contiguous": (lambda: ops.matmul(a, b, out=np.zeros((4, 7), dtype).T),
+                                 [False]),
+            "beta given": (lambda: ops.matmul(a, b, beta=1.0, out=np.zeros((7, 4), dtype)),
+                           []),
+            "int alpha": (lambda: ops.matmul(a, b, alpha=1), []),
+            "lists": (lambda: ops.matmul(a.tolist(), b.tolist()), []),
+        }
+        for name, (call, seen) in declined.items():
+            taken.clear()
+            np.testing.assert_allclose(call(), want, err_msg=name, **tol)
+            assert taken == seen, name
+        # out that is, or overlaps, an input: declined by C (-1), computed from a copy
+        s = rng.standard_normal((9, 9)).astype(dtype)
+        want_ss = s.astype(np.float64) @ s
+        tol_s = dict(rtol=_tol(dtype, 9), atol=_tol(dtype, 9) * np.abs(want_ss).max())
+        for make_out in (lambda x: x, lambda x: x[:, :]):
+            x = s.copy()
+            taken.clear()
+            np.testing.assert_allclose(ops.matmul(x, s, out=make_out(x)), want_ss, **tol_s)
+            np.testing.assert_allclose(x, want_ss, **tol_s)
+            assert taken == [False]
+            x = s.copy()
+            np.testing.assert_allclose(ops.matmul(s, x, out=make_out(x)), want_ss, **tol_s)
+        # read-only out, wrong out dtype, mismatched shapes: the general checks' errors
+        ro = np.zeros((7, 4), dtype)
+        ro.flags.writeable = False
+        with pytest.raises(ValueError, match="out must be writeable"):
+            ops.matmul(a, b, out=ro)
+        with pytest.raises(TypeError, match="out has dtype"):
+            ops.matmul(a, b, out=np.zeros((7, 4), np.float32 if dtype == np.float64
+                                          else np.float64))
+        with pytest.raises(ValueError, match="inner dimensions differ"):
+            ops.matmul(a, a)

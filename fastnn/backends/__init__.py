@@ -19,6 +19,10 @@ Primitives
     (NaN in the old ``c`` does not propagate), as in BLAS. K may be 0. Unlike BLAS,
     ``alpha == 0`` is not special: NaN in ``a`` or ``b`` propagates. ``c`` never overlaps
     ``a`` or ``b`` (the wrapper copies such inputs).
+``gemm_fast(trans_a, trans_b, alpha, a, b, out)`` (the C backend; None in the others)
+    The one primitive called with unchecked arrays: ``alpha * op(a) @ op(b)`` into ``out``
+    or a new array, or None, computing nothing, when the call is not a plain one (see
+    ``c_backend.gemm_fast``); ``ops.matmul`` tries it before its own checks.
 ``im2col(x, g, layout, cols)``
     ``cols`` (g.n*g.oh*g.ow, g.kh*g.kw*g.c); rows over (n, oh, ow); columns over
     (kh, kw, c) for NHWC and (c, kh, kw) for NCHW. Padded positions are 0.

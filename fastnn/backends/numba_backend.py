@@ -229,6 +229,9 @@ def _buffers(dtype, nwork: int):
     return cur[0][:nwork], cur[1][:nwork], cur[2][:nwork]
 
 
+gemm_fast = None  # (ops.matmul checks every call: see fastnn.backends)
+
+
 def gemm(trans_a, trans_b, alpha, a, b, beta, c):
     """``c[:] = alpha * op(a) @ op(b) + beta * c`` (see :mod:`fastnn.backends`)."""
     m, n = c.shape

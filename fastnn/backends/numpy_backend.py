@@ -48,6 +48,9 @@ def isa() -> str:
 
 
 # --------------------------------------------------------------------------- GEMM
+gemm_fast = None  # (ops.matmul checks every call: see fastnn.backends)
+
+
 def gemm(trans_a, trans_b, alpha, a, b, beta, c):
     """``c[:] = alpha * op(a) @ op(b) + beta * c``; ``beta == 0`` never reads ``c``."""
     dtype = c.dtype
