@@ -19,6 +19,7 @@ import pytest
 
 import dlfs_original as O
 from conftest import absmax, assert_close, assert_same
+from fastnn import ops
 from fastnn.compat import dlfs as D
 
 DTYPES = (np.float64, np.float32)
@@ -185,6 +186,88 @@ def test_convolution_mixed_dtypes_follow_numpy(backend):
     assert dx.dtype == ours.dW.dtype == np.float64
     assert_close(dx, ref.backward(dout), k=36, scale=1.0)
     assert_close(ours.dW, ref.dW, k=72, scale=1.0)
+    # the book's db: np.sum over dout's rows, in dout's float32
+    assert_same(ours.db, ref.db)
+    # float16 weights: float64, as the book's float64 columns (not NumPy's float32)
+    ours = D.Convolution(W.astype(np.float16), b.astype(np.float32), 1, 1)
+    assert ours.forward(x).dtype == np.float64
+
+
+def test_affine_mixed_dtypes_follow_the_books_expressions(backend):
+    """The book's np.dot(x, W) + b in x and W's dtype, then b's promotion; dx, dW in their
+    operands' dtypes, db in dout's."""
+    rng = _rng("affine-mixed")
+    x32, W32 = _rand(rng, (5, 12), np.float32), _rand(rng, (12, 6), np.float32)
+    b64 = _rand(rng, (6,))
+    ours, ref = D.Affine(W32, b64), O.Affine(W32, b64)
+    y, y_ref = ours.forward(x32), ref.forward(x32)
+    assert y.dtype == y_ref.dtype == np.float64
+    # the float32 product, then b added in float64
+    assert_same(y, ops.matmul(x32, W32).astype(np.float64) + b64)
+    assert np.abs(y - y_ref).max() <= 1e-5       # the book's float32 np.dot sums otherwise
+    dout = _rand(rng, y.shape, np.float32)
+    dx = ours.backward(dout)
+    assert dx.dtype == ours.dW.dtype == ours.db.dtype == np.float32
+    assert_close(dx, ref.backward(dout), k=6, scale=1.0)
+    assert_close(ours.dW, ref.dW, k=5, scale=1.0)
+    assert_same(ours.db, ref.db)
+    # float64 layer, float32 dout: dx, dW float64, db float32 (np.sum of dout)
+    x64, W64 = x32.astype(np.float64), W32.astype(np.float64)
+    ours, ref = D.Affine(W64, b64), O.Affine(W64, b64)
+    assert_close(ours.forward(x64), ref.forward(x64), k=12, scale=1.0)
+    dx = ours.backward(dout)
+    assert dx.dtype == ours.dW.dtype == np.float64 and ours.db.dtype == np.float32
+    assert_close(dx, ref.backward(dout), k=6, scale=1.0)
+    assert_close(ours.dW, ref.dW, k=5, scale=1.0)
+    assert_same(ours.db, ref.db)
+
+
+def test_momentum_makes_new_velocity_arrays(backend):
+    """The book's v[key] = momentum * v[key] - lr * g binds a new array: a reference saved
+    before an update keeps its values."""
+    ours, ref = D.Momentum(), O.Momentum()
+    p, p_ref = {"W": np.ones(3)}, {"W": np.ones(3)}
+    g = {"W": np.array([1.0, -2.0, 0.5])}
+    ours.update(p, g)
+    ref.update(p_ref, g)
+    saved, before = dict(ours.v), ours.v["W"].copy()
+    ours.update(p, g)
+    ref.update(p_ref, g)
+    assert_same(saved["W"], before)
+    assert saved["W"] is not ours.v["W"]
+    assert_same(ours.v["W"], ref.v["W"])
+    assert_same(p["W"], p_ref["W"])
+
+
+def test_empty_batches():
+    """SoftmaxWithLoss and a training BatchNormalization refuse an empty batch (the book
+    crashes / writes NaN into the running statistics); the other layers return empty
+    results."""
+    with pytest.raises(ValueError, match="at least one sample"):
+        D.SoftmaxWithLoss().forward(np.zeros((0, 5)), np.zeros(0, np.int64))
+    bn = D.BatchNormalization(np.ones(5), np.zeros(5))
+    with pytest.raises(ValueError, match="at least one sample"):
+        bn.forward(np.zeros((0, 5)))
+    assert bn.running_mean is None or np.isfinite(bn.running_mean).all()
+    assert D.Affine(np.ones((4, 3)), np.zeros(3)).forward(np.zeros((0, 4))).shape == (0, 3)
+    assert D.Relu().forward(np.zeros((0, 4))).shape == (0, 4)
+
+
+def test_col2im_shape_must_be_ints():
+    col = np.zeros((2 * 16, 3 * 9))
+    with pytest.raises(TypeError, match="input_shape"):
+        D.col2im(col, (2.9, 3, 6.5, 6), 3, 3)
+    assert D.col2im(col, (2, 3, 6, 6), 3, 3).shape == (2, 3, 6, 6)
+
+
+def test_dropout_on_a_scalar_matches_the_book():
+    ours, ref = D.Dropout(0.3), O.Dropout(0.3)
+    x = np.array(1.5)
+    np.random.seed(3)
+    y = ours.forward(x)
+    np.random.seed(3)
+    assert y == ref.forward(x)
+    assert ours.backward(np.array(2.0)) == ref.backward(np.array(2.0))
 
 
 # =========================================================================== Pooling

@@ -86,18 +86,25 @@ Deliberate differences
 ----------------------
 * dtypes: the book's ``im2col`` / ``col2im`` always return float64, so its convolution and
   pooling are float64 whatever the input. Here float32 in gives float32 out (``im2col``,
-  ``col2im``, ``Pooling``; ``Convolution`` and ``Affine`` when input, ``W`` and ``b`` are
-  all float32); otherwise NumPy's promotion applies (float32 data with the book's float64
-  weights gives float64, exactly as NumPy would) and integer, bool or float16 inputs are
-  computed in float64. ``BatchNormalization`` creates its running statistics as float32
-  when its input and ``gamma`` are float32 (the book always uses float64).
+  ``col2im``, ``Pooling``; ``Convolution`` when ``x``, ``W`` and ``b`` are all float32,
+  else float64). ``Affine`` follows NumPy's promotion step by step, as the book's
+  expressions do: ``np.dot(x, W)`` in x and W's dtype, then ``+ b`` (float32 data and
+  weights with the book's float64 ``b`` give float64); ``dx``, ``dW`` in their operands'
+  dtype, ``db`` in dout's (so does ``Convolution``'s ``db``). Integer, bool or float16
+  operands are computed in float64 throughout. ``BatchNormalization`` creates its running
+  statistics as float32 when its input and ``gamma`` are float32 (the book always uses
+  float64).
 * Where the book crashes or silently misreads an argument, this module raises
   ``ValueError`` or ``TypeError`` naming the argument, what it received and what was
   expected, before any computation: pooling padding that the book cannot handle (above),
   windows larger than the (padded) input (the book crashes or returns an empty result),
   mismatched shapes, labels outside ``[0, classes)`` or not of shape (N,), non-integer
-  labels, ``stride``/``pad`` that are not ints, parameters missing from ``grads``.
-  ``backward`` before ``forward`` raises ``RuntimeError``.
+  labels, ``stride``/``pad`` that are not ints, parameters missing from ``grads``, an
+  empty batch in ``SoftmaxWithLoss`` (the book crashes) and in a training
+  ``BatchNormalization.forward`` (the book silently sets ``running_mean`` and
+  ``running_var`` to NaN). ``backward`` before ``forward`` raises ``RuntimeError``.
+  The other layers and ``im2col`` take an empty batch (N = 0) and return empty results,
+  where the book crashes in a reshape.
 * Optimizers require every ``params`` value to be a float ndarray (updated in place).
 
 Every layer and optimizer runs on whichever fastnn backend is active
@@ -165,6 +172,18 @@ def _compute_dtype(*arrays) -> np.dtype:
     any other real dtype (ints, bools, float16, longdouble)."""
     rt = np.result_type(*arrays)
     return _F32 if rt == _F32 else _F64
+
+
+def _sum0(d: np.ndarray) -> np.ndarray:
+    """The book's ``np.sum(d, axis=0)`` of a gradient: in ``d``'s own dtype when it is
+    float32 or float64, else in float64 (the module's rule for other dtypes)."""
+    return np.sum(d if d.dtype in (_F32, _F64) else d.astype(_F64), axis=0)
+
+
+def _rows(dout: np.ndarray) -> np.ndarray:
+    """The book's ``dout.transpose(0, 2, 3, 1).reshape(-1, FN)`` of a convolution's
+    output gradient (N, FN, OH, OW)."""
+    return dout.transpose(0, 2, 3, 1).reshape(-1, dout.shape[1])
 
 
 def _single_dtype(x: np.ndarray) -> np.dtype:
@@ -310,8 +329,8 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     """
     cols = _array(col, "col")
     try:
-        shp = tuple(int(v) for v in input_shape)
-    except Exception:
+        shp = tuple(_int_arg(v, "input_shape", 0) for v in input_shape)
+    except (TypeError, ValueError):
         raise TypeError(f"input_shape must be a tuple of 4 ints (N, C, H, W), received "
                         f"{input_shape!r}") from None
     if len(shp) != 4 or min(shp) < 0:
@@ -577,7 +596,8 @@ class Dropout:
         x = _array(x, "x")
         ratio = self._ratio(self.dropout_ratio)
         if train_flg:
-            self.mask = np.random.rand(*x.shape) > ratio
+            # (an array even for a 0-d x, where rand() returns a float)
+            self.mask = np.asarray(np.random.rand(*x.shape) > ratio)
             return x * self.mask
         return x * (1.0 - ratio)
 
@@ -619,6 +639,9 @@ class SoftmaxWithLoss:
     @staticmethod
     def _teacher(t, x):
         t = _array(t, "t")
+        if x.ndim == 2 and x.shape[0] == 0:
+            raise ValueError(f"x must hold at least one sample, received shape {x.shape} "
+                             "(the loss averages over the batch; the original crashes)")
         if t.size == x.size:
             if x.ndim == 2 and t.shape != x.shape:
                 raise ValueError(f"t has as many elements as x, so it is read as one-hot, "
@@ -759,6 +782,10 @@ class BatchNormalization:
             self.running_mean = np.zeros(d, dtype=dt)
             self.running_var = np.zeros(d, dtype=dt)
         if train_flg:
+            if x.shape[0] == 0:
+                raise ValueError("x must hold at least one sample when train_flg is True: the "
+                                 "batch mean and variance of no samples are NaN, which the "
+                                 "original writes into running_mean and running_var")
             mu = x.mean(axis=0)
             xc = x - mu
             var = np.mean(xc ** 2, axis=0)
@@ -872,10 +899,16 @@ class Affine:
             raise ValueError(f"x must have W.shape[0] = {W.shape[0]} features per sample "
                              f"(x.reshape(N, -1)), received shape {x.shape} ({d} features)")
         x2 = x.reshape(n, d)
-        dtype = _compute_dtype(x, W, b)
+        # the book's np.dot(x, W) + b: the product in x and W's dtype, then b added by
+        # NumPy's promotion (float32 data and weights with a float64 b give float64)
+        dtype = _compute_dtype(x, W)
         xc = _as(x2, dtype)
         out = ops.matmul(xc, _as(W, dtype), out=self._out.get((n, W.shape[1]), dtype))
-        out += _as(b, dtype).reshape(-1)
+        b1 = b.reshape(-1)
+        if np.result_type(out, b1) == dtype:
+            out += b1
+        else:
+            out = out + b1
         self.original_x_shape = x.shape
         self.x = x2
         self._shape = xc.shape
@@ -901,13 +934,15 @@ class Affine:
         if x.shape != self._shape:
             raise ValueError(f"x (the attribute) must keep the forward input's shape "
                              f"{self._shape} (N, D_in), received {x.shape}")
-        dtype = _compute_dtype(x, W, dout)
-        d = _as(dout, dtype)
-        dx = ops.matmul(d, _as(W, dtype), trans_b=True,
-                        out=self._dx.get(self._shape, dtype))
-        self.dW = ops.matmul(_as(x, dtype), d, trans_a=True,
-                             out=self._dW.get(W.shape, dtype))
-        self.db = np.sum(d, axis=0)
+        # as the book's np.dot(dout, W.T), np.dot(x.T, dout), np.sum(dout, axis=0): each
+        # in its own operands' dtype
+        dt_x = _compute_dtype(dout, W)
+        dx = ops.matmul(_as(dout, dt_x), _as(W, dt_x), trans_b=True,
+                        out=self._dx.get(self._shape, dt_x))
+        dt_w = _compute_dtype(x, dout)
+        self.dW = ops.matmul(_as(x, dt_w), _as(dout, dt_w), trans_a=True,
+                             out=self._dW.get(W.shape, dt_w))
+        self.db = _sum0(dout)
         return dx.reshape(*self.original_x_shape)
 
 
@@ -981,8 +1016,9 @@ class Convolution:
         if h < 1 or w < 1:
             raise ValueError(f"x must have H, W >= 1, received shape {xa.shape}")
         oh, ow = _window_fits(h, w, fh, fw, stride, pad, "filter")
-        # the book's im2col builds float64 columns from any non-float input (uint8 pixels)
-        dtype = _compute_dtype(xa if xa.dtype in (_F32, _F64) else np.empty(0, _F64), W, b)
+        # the book's im2col builds float64 columns from any input: float32 only when x, W
+        # and b all are (see the module notes)
+        dtype = _F32 if xa.dtype == W.dtype == b.dtype == _F32 else _F64
         xc = _as(xa, dtype)
         if np.may_share_memory(xc, xa):
             # the book's backward reads the columns it built here, a snapshot: x changed in
@@ -1023,7 +1059,8 @@ class Convolution:
                                          out=(self._dx.get(xc.shape, dtype),
                                               self._dW.get(W.shape, dtype), None))
         self.dW = dW
-        self.db = db
+        # the book's db is np.sum over dout's rows in dout's own dtype
+        self.db = db if dout.dtype == dtype else _sum0(_rows(dout))
         return dx
 
     def _backward_from_columns(self, dout, x_shape, w_shape, stride, pad):
@@ -1038,10 +1075,10 @@ class Convolution:
         if col.shape != (rows, patch) or col_W.shape != (patch, fn):
             raise ValueError(f"col and col_W must keep the forward's shapes {(rows, patch)} "
                              f"and {(patch, fn)}, received {col.shape} and {col_W.shape}")
-        d2 = dout.transpose(0, 2, 3, 1).reshape(-1, fn)
+        d2 = _rows(dout)
+        self.db = _sum0(d2)
         dtype = _compute_dtype(col, col_W, d2)
         d2 = _as(d2, dtype)
-        self.db = np.sum(d2, axis=0)
         self.dW = ops.matmul(_as(col, dtype), d2, trans_a=True).T.reshape(fn, c, fh, fw)
         dcol = ops.matmul(d2, _as(col_W, dtype), trans_b=True)
         return col2im(dcol, x_shape, fh, fw, stride, pad)
@@ -1379,10 +1416,13 @@ class Momentum(_Optimizer):
                 self.v[key] = self.momentum * v - self.lr * g
                 params[key] += self.v[key]
             else:
+                # a new velocity array, as the book's expression makes (a saved reference
+                # to the old one keeps its values), computed with the book's roundings
                 t = bufs[0]
-                np.multiply(self.momentum, v, out=v)
+                v = np.multiply(self.momentum, v)
                 np.multiply(self.lr, g, out=t)
                 v -= t
+                self.v[key] = v
                 p += v
 
 
