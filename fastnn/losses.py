@@ -36,11 +36,14 @@ EPSILON = 1e-7
 def _weights(sample_weight, n: int, dtype) -> Optional[np.ndarray]:
     if sample_weight is None:
         return None
-    sw = np.asarray(sample_weight, dtype=dtype).reshape(-1)
-    if sw.shape[0] != n:
-        raise ValueError(f"sample_weight must have one weight per sample ({n}), received "
-                         f"shape {np.shape(sample_weight)}")
-    return sw
+    sw = np.asarray(sample_weight, dtype=dtype)
+    if sw.ndim == 0 or sw.shape == (1,):    # one weight for the batch, as Keras takes it
+        return np.full(n, sw.reshape(()), dtype)
+    if sw.shape not in ((n,), (n, 1)):
+        raise ValueError(f"sample_weight must be a scalar or have one weight per sample, "
+                         f"shape ({n},) or ({n}, 1), received shape {sw.shape} (fastnn's "
+                         f"losses weigh whole samples, not their elements)")
+    return sw.reshape(-1)
 
 
 def _reduce(per_sample: np.ndarray, sw) -> float:

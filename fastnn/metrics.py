@@ -14,9 +14,10 @@ categorical) for a loss that does not say, such as mse. tf.keras 2 and Keras 3 c
 the shapes of the targets and predictions alone: the two differ for binary cross-entropy
 on several output units (multi-label), binary accuracy here and categorical accuracy
 there, and for integer labels with a loss like mse. Name the metric
-(``"binary_accuracy"``, ...) to choose it yourself. The class :class:`Accuracy` (also
-``"Accuracy"`` as written, or ``{"class_name": "Accuracy"}``) is Keras's other accuracy:
-how often ``y_pred`` *equals* ``y_true``, element by element.
+(``"binary_accuracy"``, ...) to choose it yourself. The class :class:`Accuracy` (or
+``{"class_name": "Accuracy"}``) is Keras's other accuracy: how often ``y_pred`` *equals*
+``y_true``, element by element. The string ``"Accuracy"``, like any spelling of
+``"accuracy"`` or ``"acc"``, is the automatic choice, as in Keras 3's compile.
 
 **Evaluation functions** for integer class labels, in the style of scikit-learn:
 :func:`confusion_matrix`, :func:`precision_recall_f1` and :func:`classification_report`.
@@ -322,6 +323,18 @@ class Metric:
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "Metric":
+        """The metric of ``get_config()``'s dict. Keras 3 writes ``"dtype": "float32"`` (or
+        a dtype policy) into every metric's config: a metric without a ``dtype`` argument
+        (it reports float64) takes a float32 or float64 one and drops it."""
+        config = dict(config)
+        if "dtype" in config and \
+                "dtype" not in inspect.signature(cls.__init__).parameters:
+            value = config.pop("dtype")
+            name = value.get("config", {}).get("name") if isinstance(value, dict) else value
+            if value is not None and name not in ("float32", "float64"):
+                raise ValueError(f"{cls.__name__} computes in float64 and takes a dtype of "
+                                 f"float32 or float64 only (Keras's default), received "
+                                 f"dtype={value!r}")
         return cls(**config)
 
     def __repr__(self) -> str:
@@ -334,7 +347,11 @@ class Mean(Metric):
     """The (weighted) mean of the values given to :meth:`update_state`.
 
     Used for the loss in training logs. Accumulates ``total = sum(w * v)`` and
-    ``count = sum(w)``; ``result() = total / count`` (0 before any update).
+    ``count = sum(w)``; ``result() = total / count`` (0 before any update). A scalar
+    ``sample_weight`` weighs every value of the batch; Keras 3 instead averages the batch
+    first and gives that average the one weight, so the two differ once updates of
+    different sizes, or weighted and unweighted ones, are mixed (this holds for every
+    metric built on it).
 
     Parameters
     ----------
@@ -574,7 +591,7 @@ def categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
     """
     labels, p = _onehot_labels(y_true, y_pred, "categorical accuracy",
                                "sparse_categorical_accuracy")
-    return (labels == np.argmax(p, axis=-1)).astype(np.float64)
+    return (labels == _argmax(p)).astype(np.float64)
 
 
 def _onehot_labels(y_true, y_pred, what: str, sparse_form: str):
@@ -608,7 +625,7 @@ def sparse_categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndar
     """
     labels, p = _sparse_labels(y_true, y_pred, "sparse categorical accuracy",
                                "categorical_accuracy")
-    return (labels == p.argmax(axis=-1)).astype(np.float64)
+    return (labels == _argmax(p)).astype(np.float64)
 
 
 def _sparse_labels(y_true, y_pred, what: str, onehot_form: str):
@@ -633,13 +650,25 @@ def _sparse_labels(y_true, y_pred, what: str, onehot_form: str):
 
 
 def _in_top_k(labels: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
-    """1.0 where the label's score is among the k highest, Keras's rule: its rank is 1 plus
-    the number of classes scored strictly higher (ties count for the label; a NaN score at
-    the label counts as -inf)."""
+    """1.0 where the label's score is among the k highest, TensorFlow's ``in_top_k`` (Keras
+    3's default backend): its rank is 1 plus the number of classes scored strictly higher
+    (ties count for the label), and a sample with any non-finite score (NaN, +-inf) is a
+    miss."""
     at = np.take_along_axis(p, labels[..., None], axis=-1)
-    at = np.where(np.isnan(at), -np.inf, at)
     rank = 1 + np.sum(p > at, axis=-1)
-    return (rank <= k).astype(np.float64)
+    hit = rank <= k
+    if p.dtype.kind == "f":
+        hit &= np.isfinite(p).all(axis=-1)
+    return hit.astype(np.float64)
+
+
+def _argmax(p: np.ndarray) -> np.ndarray:
+    """The predicted class along the last axis as TensorFlow's ``argmax`` (Keras 3's default
+    backend) picks it: NaN scores are passed over (NumPy's argmax stops at the first NaN;
+    an all-NaN sample gives class 0)."""
+    if p.dtype.kind == "f":
+        p = np.where(np.isnan(p), -np.inf, p)
+    return np.argmax(p, axis=-1)
 
 
 def _check_k(k) -> int:
@@ -860,8 +889,9 @@ class Accuracy(MeanMetricWrapper):
 
     This is not what ``compile(metrics=["accuracy"])`` gives: that string picks binary,
     categorical or sparse categorical accuracy (thresholded or argmax predictions) from
-    the loss and shapes, as in Keras. This class, or ``"Accuracy"`` written exactly so, or
-    ``{"class_name": "Accuracy"}``, is the exact comparison.
+    the loss and shapes, as in Keras (so do ``"Accuracy"`` and ``"ACC"``: Keras 3's compile
+    lower-cases the name). This class, or ``{"class_name": "Accuracy"}``, is the exact
+    comparison.
 
     Parameters
     ----------
@@ -1023,9 +1053,10 @@ class _ThresholdCounts(Metric):
             t, p = t[..., self.class_id], p[..., self.class_id]
             w = None if w is None else w[..., self.class_id]
         label = (t != 0).reshape(-1)
-        # in the scores' own float type, as Keras (float32 0.3 is not above 0.3 there)
-        thr = np.asarray(self.thresholds, p.dtype if p.dtype.kind == "f" else None)
-        pred = p.reshape(1, -1) > thr.reshape(-1, 1)  # (T, M)
+        # in float32, as Keras, which casts the scores to its float32 state (float32 0.3
+        # is not above 0.3 there, nor is float64 0.30000001)
+        thr = np.asarray(self.thresholds, np.float32)
+        pred = p.astype(np.float32).reshape(1, -1) > thr.reshape(-1, 1)  # (T, M)
         w = np.ones(label.shape) if w is None else w.reshape(-1)
         self.true_positives += (pred & label) @ w
         self.false_positives += (pred & ~label) @ w
@@ -1212,11 +1243,10 @@ class FBetaScore(Metric):
         if self.threshold is None:
             pred = (p >= np.max(p, axis=-1, keepdims=True)) & (np.abs(p) > 1e-9) \
                 if p.size else np.zeros(p.shape, bool)
-        elif given.dtype.kind == "f":
-            # in the predictions' own type, as Keras: float32 0.3 is not above 0.3 there
-            pred = given > given.dtype.type(self.threshold)
         else:
-            pred = p > self.threshold
+            # in float32, as Keras, which casts the predictions to it: float32 0.3 is not
+            # above 0.3 there, nor is float64 0.30000001
+            pred = given.astype(np.float32) > np.float32(self.threshold)
         pred = pred.astype(np.float64)
         t = t.astype(np.float64)
         self.true_positives += w @ (pred * t)
@@ -1925,9 +1955,6 @@ _FACTORIES: Dict[str, Callable[..., Metric]] = {
                                                   "sparse_categorical_crossentropy"),
 }
 _BY_KEY = {_key(k): f for k, f in _FACTORIES.items()}
-# names matched exactly as written, before the others: Keras's class name "Accuracy" is
-# the exact comparison, while "accuracy" (any other spelling) is the automatic choice
-_EXACT: Dict[str, Callable[..., Metric]] = {"Accuracy": lambda n, l, s: Accuracy(name=n)}
 _CLASSES: Dict[str, type] = {c.__name__: c for c in (
     Mean, MeanSquaredError, MeanAbsoluteError, Accuracy, BinaryAccuracy, CategoricalAccuracy,
     SparseCategoricalAccuracy, TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy,
@@ -1943,14 +1970,13 @@ def get(identifier: Union[str, Metric, Callable, dict], loss: Any = None,
     identifier : str, Metric, Metric subclass, dict or callable
         - a :class:`Metric` instance: returned as is;
         - a :class:`Metric` subclass: instantiated with default arguments;
-        - ``"accuracy"`` / ``"acc"``: binary, categorical or sparse categorical accuracy,
+        - ``"accuracy"`` / ``"acc"``, in any case (Keras 3's compile lower-cases them, so
+          ``"Accuracy"`` too): binary, categorical or sparse categorical accuracy,
           chosen from ``loss`` (binary_crossentropy -> :class:`BinaryAccuracy`,
           categorical_crossentropy -> :class:`CategoricalAccuracy`,
           sparse_categorical_crossentropy -> :class:`SparseCategoricalAccuracy`), else
           from ``output_shape`` (last axis 1 -> binary, else categorical), else from the
           shapes of the first batch;
-        - ``"Accuracy"``, written exactly so (Keras's class name): :class:`Accuracy`, the
-          exact comparison ``y_pred == y_true``;
         - other names (case and underscores ignored; class names work too):
           "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
           "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy" (k = 5),
@@ -1986,7 +2012,7 @@ def get(identifier: Union[str, Metric, Callable, dict], loss: Any = None,
     if isinstance(identifier, Metric):
         return identifier
     if isinstance(identifier, str):
-        factory = _EXACT.get(identifier) or _BY_KEY.get(_key(identifier))
+        factory = _BY_KEY.get(_key(identifier))
         if factory is None:
             raise ValueError(f"Unknown metric {identifier!r}; valid names: "
                              f"{sorted(_FACTORIES)} (or a Metric instance or a function "

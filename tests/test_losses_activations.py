@@ -610,7 +610,27 @@ def test_loss_bad_shapes_name_the_problem():
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         losses.SparseCategoricalCrossentropy()(np.array([0, 3]), np.full((2, 3), 1 / 3))
     with pytest.raises(ValueError, match="sample_weight"):
-        losses.MeanSquaredError()(np.zeros((2, 3)), np.zeros((2, 3)), sample_weight=[1.0])
+        losses.MeanSquaredError()(np.zeros((2, 3)), np.zeros((2, 3)), sample_weight=[1., 2, 3])
+    # N weights in another shape were read in order; per-element weights are refused
+    for sw in (np.ones((2, 2)), np.ones((4, 3))):
+        with pytest.raises(ValueError, match=r"one weight per sample, shape \(4,\)"):
+            losses.MeanSquaredError()(np.zeros((4, 3)), np.ones((4, 3)), sample_weight=sw)
+
+
+def test_loss_scalar_sample_weight_weighs_the_batch():
+    """A scalar or one-element sample_weight multiplies every sample, as Keras takes it
+    (refused before); (N,) and (N, 1) weigh each sample."""
+    rng = np.random.default_rng(2)
+    y, p = rng.random((4, 3)), rng.random((4, 3))
+    for loss in (losses.MeanSquaredError(), losses.BinaryCrossentropy(),
+                 losses.CategoricalCrossentropy()):
+        plain = loss(y, p)
+        for sw in (2.0, [2.0], np.array([2.0]), np.float32(2.0)):
+            assert loss(y, p, sample_weight=sw) == pytest.approx(2 * plain, rel=1e-12)
+            np.testing.assert_allclose(loss.gradient(y, p, sample_weight=sw),
+                                       2 * loss.gradient(y, p), rtol=1e-12)
+        w = np.array([1.0, 0.0, 2.0, 0.5])
+        assert loss(y, p, sample_weight=w[:, None]) == loss(y, p, sample_weight=w)
     with pytest.raises(TypeError, match="y_pred"):
         losses.MeanSquaredError()(np.zeros((2, 3)), np.zeros((2, 3), dtype=int))
 

@@ -960,8 +960,9 @@ def test_precision_recall_top_k_as_keras():
 def test_top_k_categorical_accuracy_as_keras():
     """Keras's TopKCategoricalAccuracy / SparseTopKCategoricalAccuracy (k = 5 by default):
     the documented Keras examples, a naive rank count on random scores with ties (a tie
-    counts for the true class, as in_top_k) and a NaN score at the label (counted as
-    -inf), weights, configs and the compile names."""
+    counts for the true class, as in_top_k) and non-finite scores (a sample with any NaN
+    or +-inf score is a miss, as TensorFlow's in_top_k: checked against Keras 3.15.1),
+    weights, configs and the compile names."""
     assert metrics.TopKCategoricalAccuracy(k=1)([[0, 0, 1], [0, 1, 0]],
                                           [[0.1, 0.9, 0.8], [0.05, 0.95, 0]]) == 0.5
     assert metrics.SparseTopKCategoricalAccuracy(k=1)([2, 1],
@@ -969,13 +970,14 @@ def test_top_k_categorical_accuracy_as_keras():
     rng = np.random.default_rng(0)
     p = rng.integers(0, 4, (200, 7)).astype(np.float64)      # many ties
     p[3, 2] = np.nan
+    p[5, 0], p[6, 1] = np.inf, -np.inf
     labels = rng.integers(0, 7, 200)
-    labels[3] = 2
+    labels[3], labels[5] = 2, 0
     for k in (1, 2, 3, 7):
         naive = []
         for row, lab in zip(p, labels):
-            at = -np.inf if np.isnan(row[lab]) else row[lab]
-            naive.append(float(1 + sum(v > at for v in row) <= k))
+            naive.append(float(1 + sum(v > row[lab] for v in row) <= k
+                               and np.isfinite(row).all()))
         np.testing.assert_array_equal(metrics.sparse_top_k_categorical_accuracy(labels, p, k=k),
                                       naive)
         np.testing.assert_array_equal(
@@ -1048,19 +1050,19 @@ class TestAccuracy:
         assert Accuracy()([1, 2, 3], [[1], [0], [3]]) == approx(2 / 3)
 
     def test_not_the_accuracy_string(self):
-        """"accuracy" keeps its automatic choice (here binary, thresholded at 0.5); the
-        class, its exact name, the class given to get() and the dict form compare
-        exactly."""
+        """"accuracy" keeps its automatic choice (here binary, thresholded at 0.5), in any
+        case, as Keras 3's compile lower-cases it ("Accuracy" too); the class, the class
+        given to get() and the dict form compare exactly."""
         y, p = [[1], [0]], [[0.9], [0.2]]
-        auto = metrics.get("accuracy", loss="binary_crossentropy")
-        assert type(auto) is BinaryAccuracy and auto(y, p) == 1.0
-        for exact in (metrics.get("Accuracy"), metrics.get(Accuracy), metrics.get(Accuracy()),
+        for name in ("accuracy", "Accuracy", "ACC"):
+            auto = metrics.get(name, loss="binary_crossentropy")
+            assert type(auto) is BinaryAccuracy and auto(y, p) == 1.0
+            assert auto.name == name                          # named as written
+        for exact in (metrics.get(Accuracy), metrics.get(Accuracy()),
                       metrics.get({"class_name": "Accuracy", "config": {"name": "exact"}})):
             assert type(exact) is Accuracy
             assert exact(y, p) == 0.0
             assert exact([[1], [0]], [[1.0], [0.0]]) == 0.5   # accumulates: 2 of 4
-        assert metrics.get("Accuracy").name == "Accuracy"     # named as written
-        assert type(metrics.get("ACCURACY")) is not Accuracy  # only the exact class name
 
     def test_dtype_and_config(self):
         m = Accuracy(dtype="float32")
@@ -1650,8 +1652,9 @@ def test_compile_fit_evaluate():
     pred = probs >= probs.max(1, keepdims=True)
     assert logs["fbeta_score"] == approx(naive_fbeta(y, pred, 2.0, "macro"))
     assert logs["fbeta_score_1"] == approx(naive_fbeta(y, pred, 1.0, "macro"))
-    assert logs["accuracy"] == 0.0 and logs["Accuracy"] == 0.0   # probabilities != one-hot
+    assert logs["accuracy"] == 0.0                    # Accuracy(): probabilities != one-hot
     assert logs["accuracy_1"] == approx(np.mean(pred[np.arange(len(y)), y.argmax(1)]))
+    assert logs["Accuracy"] == logs["accuracy_1"]     # the string: Keras 3's automatic one
     assert 0.3 < logs["auc"] < 1.0
 
 
@@ -1717,17 +1720,17 @@ def test_fbeta_failed_first_update_leaves_no_state():
     np.testing.assert_array_equal(m.result(), [1.0, 0.0, 0.0])
 
 
-def test_thresholds_compare_in_the_predictions_float_type():
-    """float32 0.3 is not above the threshold 0.3 in float32 (Keras compares there); in
-    float64 it is (0.30000001192...)."""
+def test_thresholds_compare_in_float32():
+    """float32 0.3 is not above the threshold 0.3 in float32, where Keras compares (it
+    casts the predictions to float32): float64 predictions too."""
     t = np.array([[1, 0]])
     p32 = np.array([[0.3, 0.2]], np.float32)
     np.testing.assert_array_equal(FBetaScore(threshold=0.3)(t, p32), [0.0, 0.0])
     np.testing.assert_array_equal(FBetaScore(threshold=0.3)(t, p32.astype(np.float64)),
-                                  [1.0, 0.0])
+                                  [0.0, 0.0])
     assert Precision(thresholds=0.3)(t, p32) == 0.0
     assert Recall(thresholds=[0.3, 0.25])(t, p32).tolist() == [0.0, 1.0]
-    assert Precision(thresholds=0.3)(t, p32.astype(np.float64)) == 1.0
+    assert Precision(thresholds=0.3)(t, p32.astype(np.float64)) == 0.0
 
 
 def test_accuracy_takes_element_weights():
@@ -1748,3 +1751,46 @@ def test_accuracy_takes_element_weights():
 def test_more_bad_metric_arguments(call, exc, msg):
     with pytest.raises(exc, match=msg):
         call()
+
+
+def test_argmax_accuracies_pass_over_nan_as_keras():
+    """Categorical and sparse categorical accuracy take the predicted class as
+    TensorFlow's argmax does (Keras 3's default backend): NaN scores are passed over
+    (checked against Keras 3.15.1: rows below give 1, 1, 0, 1, 0)."""
+    p = np.array([[0.3, np.inf, 0.1], [0.3, 0.9, np.nan], [np.nan, 0.2, 0.1],
+                  [0.1, 0.9, -np.inf], [1, 2, np.nan]], np.float32)
+    labels = np.array([1, 1, 0, 1, 2])
+    want = [1.0, 1.0, 0.0, 1.0, 0.0]
+    np.testing.assert_array_equal(metrics.sparse_categorical_accuracy(labels, p), want)
+    np.testing.assert_array_equal(metrics.categorical_accuracy(np.eye(3)[labels], p), want)
+    # top-k: any non-finite score is a miss (Keras: 0 for every row, k = 1 and 3)
+    np.testing.assert_array_equal(metrics.sparse_top_k_categorical_accuracy(labels, p, k=3),
+                                  np.zeros(5))
+
+
+def test_keras_serialized_configs_with_dtype_load():
+    """Keras 3 writes "dtype": "float32" into every metric config; the metrics without a
+    dtype argument take float32 / float64 there (refused before) and nothing else."""
+    for cls in (metrics.Mean, metrics.MeanSquaredError, metrics.BinaryAccuracy,
+                metrics.CategoricalAccuracy, metrics.SparseCategoricalAccuracy,
+                metrics.TopKCategoricalAccuracy, metrics.Precision, metrics.Recall):
+        for dt in ("float32", "float64",
+                   {"module": "keras", "class_name": "DTypePolicy",
+                    "config": {"name": "float32"}}):
+            m = metrics.get({"class_name": cls.__name__,
+                             "config": {"name": "x", "dtype": dt}})
+            assert type(m) is cls and m.name == "x"
+        with pytest.raises(ValueError, match="dtype"):
+            cls.from_config({"name": "x", "dtype": "int32"})
+
+
+def test_thresholds_compare_in_float32_as_keras():
+    """Keras casts the scores to float32 before comparing them with thresholds: float64
+    0.30000001 is not above 0.3 (Keras 3.15.1: precision 0.5, F1 [0, 1])."""
+    p = np.array([0.30000001, 0.3, 0.3000001, 0.7])
+    m = metrics.Precision(thresholds=0.3)
+    m.update_state([1, 1, 0, 1], p)
+    assert m.result() == 0.5
+    f1 = metrics.F1Score(threshold=0.3)
+    f1.update_state(np.eye(2), np.array([[0.30000001, 0.2], [0.1, 0.9]]))
+    np.testing.assert_array_equal(f1.result(), [0.0, 1.0])
