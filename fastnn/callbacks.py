@@ -578,13 +578,13 @@ class ProgbarLogger(Callback):
 
 # ----------------------------------------------------------------------------- monitors
 _MIN_MODE_HINTS = ("loss", "error", "mse", "mae", "crossentropy", "hinge", "divergence")
-_MAX_MODE_HINTS = ("acc", "auc", "precision", "recall", "f1")
+_MAX_MODE_HINTS = ("acc", "auc", "precision", "recall", "f1", "fbeta")
 
 
 def infer_mode(monitor: str, who: str = "monitor") -> str:
     """Keras's ``mode="auto"``: ``"min"`` for a loss or an error (the name, without
     ``val_``, contains loss, error, mse, mae, crossentropy, hinge or divergence), ``"max"``
-    for a score (acc, auc, precision, recall, f1).
+    for a score (acc, auc, precision, recall, f1, fbeta).
 
     Raises
     ------
@@ -1289,12 +1289,12 @@ class LambdaCallback(Callback):
     Parameters
     ----------
     on_epoch_begin, on_epoch_end : callable(epoch, logs), optional
-    on_batch_begin, on_batch_end : callable(batch, logs), optional
-        Called for every training batch (as Keras' aliases).
     on_train_begin, on_train_end : callable(logs), optional
     on_train_batch_begin, on_train_batch_end : callable(batch, logs), optional
         Called for every training batch, before the ``on_batch_*`` function if both
-        are given.
+        are given. These six in Keras 3's positional order.
+    on_batch_begin, on_batch_end : callable(batch, logs), optional, keyword only
+        Called for every training batch (as Keras' aliases).
     **kwargs : callable
         Any other hook by name (``on_test_end=...``, ``on_predict_batch_end=...``).
 
@@ -1311,12 +1311,12 @@ class LambdaCallback(Callback):
 
     def __init__(self, on_epoch_begin: Optional[Callable] = None,
                  on_epoch_end: Optional[Callable] = None,
-                 on_batch_begin: Optional[Callable] = None,
-                 on_batch_end: Optional[Callable] = None,
                  on_train_begin: Optional[Callable] = None,
                  on_train_end: Optional[Callable] = None,
                  on_train_batch_begin: Optional[Callable] = None,
-                 on_train_batch_end: Optional[Callable] = None,
+                 on_train_batch_end: Optional[Callable] = None, *,
+                 on_batch_begin: Optional[Callable] = None,
+                 on_batch_end: Optional[Callable] = None,
                  **kwargs: Callable) -> None:
         super().__init__()
         fns = dict(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end,

@@ -22,7 +22,7 @@ import os
 import re
 import zipfile
 import zlib
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from .layers.conv import MaxPooling2D, conv_pool_backward, conv_pool_forward, co
 from .layers.core import InputLayer, _WithActivation
 from .utils import get_rng
 from .utils._args import FilePath, check_bool, check_path
-from .utils._files import atomic_write
+from .utils._files import atomic_write, special_kind
 
 FORMAT = "fastnn-model"
 FORMAT_VERSION = 1
@@ -648,7 +648,7 @@ class Sequential:
     # ------------------------------------------------------------------ fit
     def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1,
             verbose="auto", callbacks=None, validation_split: float = 0.0, validation_data=None,
-            shuffle: bool = True, class_weight: Optional[Dict[int, float]] = None,
+            shuffle: Union[bool, str] = True, class_weight: Optional[Dict[int, float]] = None,
             sample_weight=None, initial_epoch: int = 0,
             validation_batch_size: Optional[int] = None, validation_freq=1):
         """Train the model.
@@ -668,8 +668,10 @@ class Sequential:
             Keras, the first ``floor(N * (1 - validation_split))`` samples train.
         validation_data : (x_val, y_val) or (x_val, y_val, sample_weight_val)
             Overrides ``validation_split``, as in Keras.
-        shuffle : bool
-            Reshuffle the training samples every epoch (with fastnn's seeded generator).
+        shuffle : bool or "batch"
+            Reshuffle the training samples every epoch (with fastnn's seeded generator);
+            ``"batch"``, as in Keras 3: keep the batches of the unshuffled order, each
+            batch's samples in a new order.
         class_weight : dict {class: weight}, optional
         sample_weight : ndarray, shape (N,), optional
             Given with ``class_weight``, each sample's weight is the product of the two
@@ -709,6 +711,9 @@ class Sequential:
             freq = _positive_int(validation_freq, "validation_freq")
             validate_after = lambda e: e % freq == 0  # noqa: E731
         verbose = _verbose(verbose)
+        if not (isinstance(shuffle, (bool, np.bool_)) or
+                (isinstance(shuffle, str) and shuffle == "batch")):
+            raise ValueError(f"shuffle must be a bool or 'batch', received {shuffle!r}")
         x, y, sw = self._check_data(x, y, sample_weight, "fit")
         if isinstance(validation_split, bool) or not isinstance(
                 validation_split, (int, float, np.integer, np.floating)) \
@@ -758,7 +763,13 @@ class Sequential:
             for m in metrics:
                 m.reset_state()
             cbs.on_epoch_begin(epoch)
-            order = rng.permutation(n) if shuffle else np.arange(n)
+            if shuffle == "batch":   # Keras 3: each batch's samples, in a new order
+                order = np.arange(n)
+                for start in range(0, n, batch_size):
+                    order[start:start + batch_size] = start + rng.permutation(
+                        min(batch_size, n - start))
+            else:
+                order = rng.permutation(n) if shuffle else np.arange(n)
             loss_sum, seen = 0.0, 0
             step = 0
             while step < steps:
@@ -1309,9 +1320,20 @@ def _saved_loss(comp: dict, custom: dict):
     ``loss_class`` (built as ``cls(**config)`` without the name)."""
     cls_name = comp.get("loss_class")
     cfg = comp["loss"]
-    if cls_name is not None and cls_name in custom:
-        return custom[cls_name](**{k: v for k, v in cfg.items() if k != "name"})
-    loss = _losses.get(cfg)
+    if cls_name is not None:
+        # custom_objects may name the class or, as a Keras user might, the loss's name
+        for key in (cls_name, cfg.get("name") if isinstance(cfg, dict) else None):
+            if key is not None and key in custom:
+                return custom[key](**{k: v for k, v in cfg.items() if k != "name"})
+        try:
+            loss = _losses.get(cfg)
+        except ValueError as exc:
+            if not str(exc).startswith("Unknown"):
+                raise
+            raise ValueError(f"Unknown loss class {cls_name!r} (named {cfg.get('name')!r}, "
+                             f"not one of fastnn's)") from None
+    else:
+        loss = _losses.get(cfg)
     if cls_name is not None and type(loss).__name__ != cls_name:
         raise ValueError(f"Unknown loss class {cls_name!r} (a subclass of "
                          f"{type(loss).__name__}, not one of fastnn's)")
@@ -1357,6 +1379,10 @@ class _ModelFile:
         self.path = path
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such model file: {path}")
+        kind = special_kind(os.stat(path).st_mode)
+        if kind:   # (zipfile would wait on a FIFO forever, read a device without end)
+            raise _UnreadableModelFile(f"{path}: is {kind}, not a regular file: not a "
+                                       f"fastnn model file")
         self._zf: Optional[zipfile.ZipFile] = None
         try:
             with _unreadable(path):
@@ -1452,9 +1478,12 @@ def _unreadable(path: str):
     except _UnreadableModelFile:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError, ValueError,
-            zipfile.LargeZipFile, zlib.error, MemoryError, RecursionError) as exc:
+            zipfile.LargeZipFile, zlib.error, MemoryError, RecursionError,
+            NotImplementedError, RuntimeError) as exc:
         # (MemoryError: an array declaring more than any memory; RecursionError: a
-        # meta.json nested deeper than any model's description)
+        # meta.json nested deeper than any model's description; NotImplementedError and
+        # RuntimeError: zipfile's for a damaged header that declares an unknown compression
+        # method or version, or encryption)
         what = f"{type(exc).__name__}: " if isinstance(exc, (MemoryError, RecursionError)) \
             else ""
         raise _UnreadableModelFile(f"{path}: not a readable fastnn model file (truncated, "

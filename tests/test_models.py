@@ -2665,3 +2665,122 @@ def test_grouped_conv_model_trains_saves_and_loads(tmp_path):
     model.save(path)
     np.testing.assert_array_equal(load_model(path).predict(x, verbose=0),
                                   model.predict(x, verbose=0))
+
+
+# ------------------------------------------------- review fixes: files, shuffle, callbacks
+class _NamedLoss(losses.Loss):
+    """A user's loss with its own name (Keras users key custom_objects by it)."""
+    name = "named_mse"
+
+    def per_sample(self, y_true, y_pred):
+        return np.mean((y_pred - y_true) ** 2, axis=-1)
+
+    def per_sample_grad(self, y_true, y_pred):
+        return 2 * (y_pred - y_true) / y_true.shape[-1]
+
+
+def test_custom_loss_found_by_its_name_or_class(tmp_path):
+    x, labels = make_data(16)
+    y = fastnn.utils.to_categorical(labels, K)
+    model = Sequential([Dense(K, input_shape=(D,))])
+    model.compile("sgd", _NamedLoss())
+    path = tmp_path / "named.fnn"
+    model.save(path)
+    for key in ("_NamedLoss", "named_mse"):
+        assert type(load_model(path, custom_objects={key: _NamedLoss}).loss) is _NamedLoss
+    with pytest.raises(ValueError, match=r"Unknown loss class '_NamedLoss'.*custom_objects"):
+        load_model(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX file modes")
+def test_save_over_a_file_keeps_its_mode(tmp_path):
+    """A save replacing a file gives the new file the old one's mode, as writing it in
+    place would (a private 0600 file became 0644)."""
+    model = mlp()
+    path = tmp_path / "m.fnn"
+    model.save(path)
+    os.chmod(path, 0o600)
+    model.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    os.chmod(path, 0o640)
+    model.save_weights(tmp_path / "m.weights.fnn")
+    model.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_home_directory_paths_are_expanded(tmp_path, monkeypatch):
+    """"~/m.fnn" is written in the home directory (it made a directory named "~" in the
+    working directory); an unknown ~user is a ValueError naming the argument."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    model = mlp()
+    model.save("~/m.fnn")
+    assert (tmp_path / "home" / "m.fnn").is_file() and not (tmp_path / "~").exists()
+    assert load_model("~/m.fnn").count_params() == model.count_params()
+    with pytest.raises(ValueError, match="filepath: cannot expand the home directory"):
+        model.save("~no_such_user_for_fastnn/m.fnn")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_load_from_a_fifo_is_refused(tmp_path):
+    """Loading from a FIFO waited forever inside zipfile."""
+    fifo = tmp_path / "pipe.fnn"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="FIFO"):
+        load_model(fifo)
+    with pytest.raises(ValueError, match="FIFO"):
+        mlp().load_weights(fifo)
+
+
+def test_damaged_zip_headers_give_value_errors(tmp_path):
+    """A central-directory header declaring an unknown compression method or encryption
+    made zipfile raise NotImplementedError / RuntimeError, not the documented ValueError."""
+    path = tmp_path / "good.fnn"
+    mlp().save(path)
+    good = bytearray(path.read_bytes())
+    at = good.find(b"PK\x01\x02")
+    for offset, value in ((10, 99), (8, good[at + 8] | 1)):   # method; flags: encrypted
+        bad = bytearray(good)
+        bad[at + offset] = value
+        (tmp_path / "bad.fnn").write_bytes(bytes(bad))
+        with pytest.raises(ValueError, match="not a readable fastnn model file"):
+            load_model(tmp_path / "bad.fnn")
+
+
+def test_shuffle_batch_keeps_the_batches():
+    """shuffle="batch" (Keras 3) shuffles inside each batch only: plain SGD ends where the
+    unshuffled run does, to round-off, and not where a full shuffle does; other values than
+    bools and "batch" are refused."""
+    x, y = make_data(40)
+    finals = {}
+    for shuffle in (False, "batch", True):
+        model = mlp(optimizer=optimizers.SGD(0.1), metrics_=())
+        model.fit(x, y, epochs=3, batch_size=8, shuffle=shuffle, verbose=0)
+        finals[shuffle] = model.get_weights()[0]
+    np.testing.assert_allclose(finals["batch"], finals[False], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(finals[True], finals[False], rtol=1e-3)
+    for bad in ("no", "Batch", 2, None):
+        with pytest.raises(ValueError, match="shuffle must be a bool or 'batch'"):
+            mlp().fit(x, y, epochs=1, shuffle=bad, verbose=0)
+
+
+def test_lambda_callback_takes_keras3_positional_order():
+    """Keras 3: on_epoch_begin, on_epoch_end, on_train_begin, on_train_end,
+    on_train_batch_begin, on_train_batch_end; the on_batch_* aliases by keyword."""
+    seen = []
+    cb = cbs.LambdaCallback(None, None, lambda logs: seen.append("train_begin"),
+                            lambda logs: seen.append("train_end"),
+                            lambda b, logs: seen.append(("tbb", b)),
+                            lambda b, logs: seen.append(("tbe", b)),
+                            on_batch_begin=lambda b, logs: seen.append(("bb", b)))
+    x, y = make_data(16)
+    mlp().fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[cb])
+    assert seen == ["train_begin", ("tbb", 0), ("bb", 0), ("tbe", 0), ("tbb", 1), ("bb", 1),
+                    ("tbe", 1), "train_end"]
+    with pytest.raises(TypeError):
+        cbs.LambdaCallback(None, None, None, None, None, None, lambda b, logs: None)
+
+
+def test_fbeta_monitors_are_maximized():
+    assert cbs.infer_mode("val_fbeta_score") == "max"
+    assert cbs.EarlyStopping(monitor="fbeta_score")._direction == "max"

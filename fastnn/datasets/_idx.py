@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from ..utils._args import FilePath as PathLike
-from ..utils._args import check_path
+from ..utils._args import check_path, expand_user
 
 __all__ = ["load_idx"]
 
@@ -197,7 +197,7 @@ def read_idx(file: PathLike, expected_magic: int | None = None) -> np.ndarray:
 
     Internal form of :func:`load_idx` that can also insist on a magic number.
     """
-    path = expand_user(check_path(file, "file"), "file")
+    path = Path(check_path(file, "file"))
     name = str(path)
     with open(path, "rb") as f:
         head = f.read(2)
@@ -320,16 +320,6 @@ def find_in_dir(directory: Path) -> tuple[dict | None, str]:
     return found, ""
 
 
-def expand_user(path: str, name: str) -> Path:
-    """``Path(path).expanduser()``, or a ValueError naming ``name`` when its ``~user`` has
-    no home directory (pathlib's RuntimeError named neither)."""
-    try:
-        return Path(path).expanduser()
-    except RuntimeError as exc:
-        raise ValueError(f"{name}: cannot expand the home directory in {path!r} ({exc})") \
-            from None
-
-
 def search_dirs(name: str, path: PathLike | None, extra: Sequence[PathLike] = ()) -> list[Path]:
     """Directories searched for data set ``name``, in order.
 
@@ -337,11 +327,11 @@ def search_dirs(name: str, path: PathLike | None, extra: Sequence[PathLike] = ()
     ``$FASTNN_DATA_DIR``, ``~/.fastnn/datasets/<name>`` and then ``extra``.
     """
     if path is not None:
-        return [expand_user(check_path(path, "path"), "path")]
+        return [Path(check_path(path, "path"))]
     dirs = []
     env = os.environ.get("FASTNN_DATA_DIR", "").strip()
     if env:
-        root = expand_user(env, "FASTNN_DATA_DIR")
+        root = Path(expand_user(env, "FASTNN_DATA_DIR"))
         dirs += [root / name, root]
     try:
         dirs.append(Path("~").expanduser() / ".fastnn" / "datasets" / name)

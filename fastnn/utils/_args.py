@@ -69,8 +69,8 @@ def check_bool(value, name: str, *, allow_none: bool = False) -> Optional[bool]:
 
 def check_path(value, name: str) -> str:
     """A file path argument as a str: a str, bytes or os.PathLike, decoded as
-    :func:`os.fsdecode` does; anything else is a TypeError naming the argument, a path
-    holding a NUL character a ValueError."""
+    :func:`os.fsdecode` does, ``~`` expanded (:func:`expand_user`); anything else is a
+    TypeError naming the argument, a path holding a NUL character a ValueError."""
     if not isinstance(value, (str, bytes, os.PathLike)):
         raise TypeError(f"{name} must be a str, bytes or os.PathLike, received "
                         f"{type(value).__name__}")
@@ -80,4 +80,17 @@ def check_path(value, name: str) -> str:
         raise TypeError(f"{name} must be a str, bytes or os.PathLike: {exc}") from None
     if "\0" in path:
         raise ValueError(f"{name} must not contain a NUL character, received {value!r}")
-    return path
+    return expand_user(path, name)
+
+
+def expand_user(path: str, name: str) -> str:
+    """``path`` with a leading ``~`` or ``~user`` expanded as :func:`os.path.expanduser`
+    does, or a ValueError naming ``name`` when there is no such home directory (a file
+    would otherwise be written under a directory literally named ``~``)."""
+    if not path.startswith("~"):
+        return path
+    expanded = os.path.expanduser(path)
+    if expanded.startswith("~"):
+        raise ValueError(f"{name}: cannot expand the home directory in {path!r} (no home "
+                         f"directory is known for it)")
+    return expanded

@@ -10,10 +10,16 @@ import stat
 import tempfile
 from typing import BinaryIO, Callable, TextIO
 
-__all__ = ["resolve_target", "atomic_write", "atomic_write_text"]
+__all__ = ["resolve_target", "special_kind", "atomic_write", "atomic_write_text"]
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_kind(mode: int):
+    """What a file of ``st_mode`` ``mode`` is when it is a FIFO, a device or a socket
+    (opening one to read can block forever), else None."""
+    return next((k for test, k in _KINDS if test(mode)), None)
 
 
 def resolve_target(path: str, name: str = "filepath", example: str = "file") -> str:
@@ -34,7 +40,7 @@ def resolve_target(path: str, name: str = "filepath", example: str = "file") -> 
     except FileNotFoundError:
         return target
     if not stat.S_ISREG(mode):
-        kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+        kind = special_kind(mode) or "not a regular file"
         raise ValueError(f"{name} {path}: is {kind}, not a regular file; fastnn writes "
                          f"regular files only and does not replace anything else")
     return target
@@ -43,7 +49,9 @@ def resolve_target(path: str, name: str = "filepath", example: str = "file") -> 
 def atomic_write(path: str, write: Callable[[BinaryIO], None], *, name: str = "filepath",
                  overwrite: bool = True, example: str = "file") -> None:
     """Write a file atomically: ``write(fh)`` fills a temporary file (mode ``0666 &
-    ~umask``, as ``open`` gives) in the target's directory, which then replaces the target.
+    ~umask``, as ``open`` gives, or the replaced file's mode and owner) in the target's
+    directory, which then replaces the target (a new inode: other hard links to the old
+    file keep the old contents).
 
     The target is :func:`resolve_target`'s (a symbolic link is written through); missing
     parent directories are created. If ``write`` or anything else fails, the temporary
@@ -62,12 +70,23 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], *, name: str = "f
                               f"overwrite=True to replace it")
     directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
+    try:
+        old = os.stat(target)
+    except FileNotFoundError:
+        old = None
     fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
     try:
-        # mkstemp makes the file private (0600); give it the mode open() would (os.fchmod
-        # is POSIX's; Windows has it from Python 3.13, and no such modes before)
+        # mkstemp makes the file private (0600); give it the mode open() would: a new
+        # file's 0666 & ~umask, or the mode (and, where allowed, the owner) of the file it
+        # replaces, which open(path, "w") would have kept (os.fchmod is POSIX's; Windows
+        # has it from Python 3.13, and no such modes before)
         if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o666 & ~_umask())
+            os.fchmod(fd, 0o666 & ~_umask() if old is None else stat.S_IMODE(old.st_mode))
+        if old is not None and hasattr(os, "fchown"):
+            try:
+                os.fchown(fd, old.st_uid, old.st_gid)
+            except OSError:   # another user's file: it becomes ours, as a rename makes it
+                pass
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
