@@ -589,8 +589,9 @@ def infer_mode(monitor: str, who: str = "monitor") -> str:
     Raises
     ------
     ValueError
-        For a name that says neither (a custom metric): pass ``mode`` (Keras refuses to
-        guess too; fastnn guessed "min" before).
+        For a name that says neither: pass ``mode``. (The monitoring callbacks then ask the
+        compiled metric of that name, as Keras 3 does, and raise when training starts if
+        it does not say either.)
     """
     name = monitor.lower()
     name = name[4:] if name.startswith("val_") else name
@@ -632,16 +633,47 @@ class _MonitorCallback(Callback):
         self.monitor = monitor
         self.mode = mode
         self.min_delta = abs(float(min_delta))
-        self._direction = (infer_mode(monitor, f"{type(self).__name__}: monitor")
-                           if mode == "auto" else mode)
+        self._direction: Optional[str] = mode
+        if mode == "auto":
+            try:
+                self._direction = infer_mode(monitor, f"{type(self).__name__}: monitor")
+            except ValueError:
+                # a name that says neither: Keras 3 asks the compiled metric of that name
+                # when training starts (AUC(name="prc") is maximized); so does
+                # _resolve_direction, and raises there if none says
+                self._direction = None
         self.monitor_op: Callable[[Any, Any], Any] = (
             np.greater if self._direction == "max" else np.less)
         self._warned_missing = False
+
+    def _resolve_direction(self) -> None:
+        """A direction left open at construction, from the model's compiled metric named
+        ``monitor`` (without ``val_``): its class's name (``AUC``, ``Precision``,
+        ``MeanSquaredError``...) or, for a function, the function's name, read as
+        :func:`infer_mode` reads names. ValueError if none says."""
+        if self._direction is not None:
+            return
+        name = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
+        get = getattr(self.model, "_metrics", None)
+        for m in (get() if callable(get) else None) or ():
+            if getattr(m, "name", None) != name:
+                continue
+            fn = getattr(m, "_fn", None)
+            for what in (type(m).__name__, getattr(fn, "__name__", None)):
+                try:
+                    self._direction = infer_mode(what) if what else None
+                except ValueError:
+                    continue
+                break
+        if self._direction is None:   # the construction's message
+            infer_mode(self.monitor, f"{type(self).__name__}: monitor")
+        self.monitor_op = np.greater if self._direction == "max" else np.less
 
     def _is_improvement(self, value: Any, reference: Any) -> bool:
         """``value`` beats ``reference`` by more than ``min_delta``. No reference, or a NaN
         one, is beaten by any value but NaN; a NaN value never improves (Keras starts from
         +-inf: a NaN first epoch must not become the best for good)."""
+        self._resolve_direction()
         if _is_nan(value):
             return False
         if reference is None or _is_nan(reference):
@@ -686,9 +718,10 @@ class EarlyStopping(_MonitorCallback):
         1 prints ``"Epoch N: early stopping"`` and the restore message.
     mode : {"auto", "min", "max"}, default "auto"
         Direction of improvement. ``"auto"`` means ``"max"`` for scores (names
-        containing ``acc``, ``auc``, ``precision``, ``recall`` or ``f1``), ``"min"`` for
-        losses and errors; any other name is a ValueError at construction (pass
-        ``mode``), see :func:`infer_mode`.
+        containing ``acc``, ``auc``, ``precision``, ``recall``, ``f1`` or ``fbeta``),
+        ``"min"`` for losses and errors; any other name is that of a compiled metric, whose class
+        says (``AUC(name="prc")`` is maximized), else a ValueError when training
+        starts (pass ``mode``), see :func:`infer_mode`.
     baseline : float, optional
         The patience counter is only reset by an epoch that improves on the best
         value *and* on ``baseline``. An epoch that improves on the best value but not
@@ -741,6 +774,7 @@ class EarlyStopping(_MonitorCallback):
         self.best_weights: Optional[List[np.ndarray]] = None
 
     def on_train_begin(self, logs: Logs = None) -> None:
+        self._resolve_direction()
         self.wait = 0
         self.stopped_epoch = 0
         self.best = None
@@ -850,6 +884,7 @@ class ModelCheckpoint(_MonitorCallback):
         self._last_batch_seen = -1
 
     def on_train_begin(self, logs: Logs = None) -> None:
+        self._resolve_direction()
         self._batches_seen_since_last_saving = 0
         self._last_batch_seen = -1
         self._warned_missing = False
@@ -1071,6 +1106,7 @@ class ReduceLROnPlateau(_MonitorCallback):
         self._warned_missing = False
 
     def on_train_begin(self, logs: Logs = None) -> None:
+        self._resolve_direction()
         self._reset()
 
     def in_cooldown(self) -> bool:

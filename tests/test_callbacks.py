@@ -1031,12 +1031,32 @@ def test_auto_mode_directions(monitor, mode):
                                   lambda m: cb.ReduceLROnPlateau(monitor=m),
                                   lambda m: cb.ModelCheckpoint("x.fastnn", monitor=m)])
 def test_auto_mode_refuses_to_guess(make):
-    """A custom metric's name says nothing of its direction: Keras asks for mode, and so
-    does fastnn (it minimized, so a score to maximize stopped on its worst epochs)."""
+    """A custom metric's name says nothing of its direction: as Keras 3, fastnn asks the
+    compiled metric of that name when training starts (a class such as AUC says; here a
+    function named r2 does not), and otherwise asks for mode (it minimized once, so a
+    score to maximize stopped on its worst epochs)."""
+    from fastnn import metrics
+    from fastnn.layers import Dense
+    from fastnn.models import Sequential
+
+    def r2(y_true, y_pred):
+        return np.zeros(len(y_true))
+
+    model = Sequential([Dense(1, activation="sigmoid", input_shape=(3,))])
+    model.compile("sgd", "binary_crossentropy",
+                  metrics=[r2, metrics.AUC(curve="PR", name="prc"),
+                           metrics.MeanSquaredError(name="sq")])
+    callback = make("val_r2")
+    callback.set_model(model)
     with pytest.raises(ValueError, match=r"monitor='val_r2': fastnn cannot tell whether "
                                          r"it should be maximized or minimized; pass "
                                          r"mode='max'"):
-        make("val_r2")
+        callback.on_train_begin()
+    for name, op in (("val_prc", np.greater), ("prc", np.greater), ("val_sq", np.less)):
+        callback = make(name)
+        callback.set_model(model)
+        callback.on_train_begin()
+        assert callback.monitor_op is op, name
     assert cb.EarlyStopping(monitor="val_r2", mode="max").monitor_op is np.greater
 
 
