@@ -34,7 +34,7 @@ from . import metrics as _metrics
 from . import optimizers as _optimizers
 from ._dense_step import DenseStep
 from .ops._checks import refuse_masked
-from .layers.base import Layer, _fmt
+from .layers.base import Layer, _fmt, _sample_shape, _unique_name
 from .layers.conv import MaxPooling2D, conv_pool_backward, conv_pool_forward, conv_pool_fusable
 from .layers.core import InputLayer, _WithActivation
 from .utils import get_rng
@@ -62,7 +62,7 @@ class Sequential:
     """
 
     def __init__(self, layers: Optional[Sequence[Layer]] = None, name: Optional[str] = None):
-        self.name = name or "sequential"
+        self.name = name or _unique_name("sequential")   # sequential, sequential_1, ...
         self._layers: List[Layer] = []
         self.built = False
         self.optimizer = None
@@ -198,9 +198,15 @@ class Sequential:
 
     def build(self, input_shape) -> None:
         """Build every layer for inputs of ``input_shape`` (batch dimension first)."""
-        shape = input_shape = tuple(input_shape)
-        if shape and shape[0] is not None:
-            shape = input_shape = (None,) + shape[1:]
+        try:
+            shape = tuple(input_shape)
+        except TypeError:
+            raise TypeError(f"input_shape must be a tuple (batch, ...), received "
+                            f"{input_shape!r}") from None
+        if len(shape) < 2:
+            raise ValueError(f"input_shape must be (batch, ...) with at least one dimension "
+                             f"after the batch axis, received {input_shape!r}")
+        shape = input_shape = (None,) + _sample_shape(shape[1:], "input_shape")
         for layer in self._layers:
             if not layer.built:
                 layer.build(shape)

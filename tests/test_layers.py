@@ -1114,3 +1114,38 @@ def test_grouped_conv2d(backend, groups, filters, stride, data_format):
         L.Conv2D(4, 3, groups=4).build((None, 6, 6, 6))
     with pytest.raises(ValueError, match="groups must be a positive int"):
         L.Conv2D(4, 3, groups=0)
+
+
+# ------------------------------------------------------------ review fixes (API vs Keras)
+def test_default_names_follow_keras_snake_case():
+    from fastnn.layers import ReLU, MaxPooling2D, BatchNormalization
+    from fastnn.models import Sequential
+    assert ReLU().name.startswith("re_lu")
+    assert MaxPooling2D().name.startswith("max_pooling2d")
+    assert BatchNormalization().name.startswith("batch_normalization")
+    names = {Sequential().name for _ in range(3)}
+    assert len(names) == 3 and all(n.startswith("sequential") for n in names)
+
+
+def test_sequential_build_needs_every_sample_dimension():
+    """A model built on None dimensions could never run (its input check compared None
+    with the sizes); 0, strings and floats were taken too."""
+    from fastnn.layers import Dense, Input
+    from fastnn.models import Sequential
+    for shape, exc in (((None, None, 3), ValueError), ((None, 0), ValueError),
+                       ((None, "3"), TypeError), ((None, 2.5), TypeError)):
+        with pytest.raises(exc, match="input_shape"):
+            Sequential([Dense(2)]).build(shape)
+    with pytest.raises(ValueError, match="give every dimension after the batch axis"):
+        Input(shape=(None, 3))
+    model = Sequential([Dense(2)])
+    model.build((None, 3))
+    assert model.predict(np.ones((2, 3), np.float32), verbose=0).shape == (2, 2)
+
+
+def test_dropout_noise_shape_of_the_wrong_rank():
+    from fastnn.layers import Dropout
+    with pytest.raises(ValueError, match="has 3 entries but its input has 2 axes"):
+        Dropout(0.5, noise_shape=(None, None, None)).forward(np.ones((2, 3)), training=True)
+    y = Dropout(0.5, noise_shape=(None, 1), seed=1).forward(np.ones((4, 3)), training=True)
+    assert (np.ptp(y, axis=1) == 0).all()          # one draw per row

@@ -50,7 +50,10 @@ _name_counters: Dict[str, itertools.count] = defaultdict(itertools.count)
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", name).lower().replace("2_d", "2d")
+    """Keras's to_snake_case: "MaxPooling2D" -> "max_pooling2d", "ReLU" -> "re_lu"."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def _unique_name(prefix: str) -> str:
@@ -306,15 +309,25 @@ class Layer:
         return f"<{type(self).__name__} name={self.name!r}>"
 
 
-def _sample_shape(shape) -> Tuple[int, ...]:
-    if isinstance(shape, (int, np.integer)):
+def _sample_shape(shape, name: str = "input_shape") -> Tuple[int, ...]:
+    """A sample's shape (no batch axis): a non-empty tuple of positive ints (an int alone
+    is a 1-tuple). None, strings and floats are refused: fastnn's models run one shape."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
         shape = (int(shape),)
     try:
-        shp = tuple(int(s) for s in shape)
-    except Exception:
-        raise TypeError(f"input_shape must be a tuple of ints, received {shape!r}") from None
+        items = tuple(shape)
+    except TypeError:
+        items = None
+    if items is None or any(isinstance(s, (bool, np.bool_)) or
+                            not isinstance(s, (int, np.integer)) for s in items):
+        none = items is not None and any(s is None for s in items)
+        raise (ValueError if none else TypeError)(
+            f"{name} must be a tuple of ints, received {shape!r}"
+            + (" (fastnn's models take one input shape: give every dimension after the "
+               "batch axis)" if none else ""))
+    shp = tuple(int(s) for s in items)
     if not shp or min(shp) < 1:
-        raise ValueError(f"input_shape must be a non-empty tuple of positive ints, received "
+        raise ValueError(f"{name} must be a non-empty tuple of positive ints, received "
                          f"{shape!r}")
     return shp
 

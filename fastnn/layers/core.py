@@ -277,6 +277,9 @@ class Dropout(Layer):
     Parameters
     ----------
     rate : float in [0, 1)
+    noise_shape : tuple of (int or None), optional
+        One entry per input axis (batch first): the shape of the mask, broadcast over
+        the axes given as 1 (None: the input's size), as in Keras.
     seed : int, optional
         Seeds this layer's own generator; otherwise fastnn's global one is used
         (``fastnn.utils.set_random_seed``).
@@ -305,8 +308,12 @@ class Dropout(Layer):
             return x
         shape = x.shape
         if self.noise_shape is not None:
+            if len(self.noise_shape) != x.ndim:
+                raise ValueError(f"noise_shape {self.noise_shape} of layer {self.name!r} has "
+                                 f"{len(self.noise_shape)} entries but its input has "
+                                 f"{x.ndim} axes (shape {x.shape}): give one per axis")
             shape = tuple(x.shape[i] if d is None else d for i, d in enumerate(self.noise_shape))
-            if len(shape) != x.ndim or any(m not in (1, d) for m, d in zip(shape, x.shape)):
+            if any(m not in (1, d) for m, d in zip(shape, x.shape)):
                 raise ValueError(f"noise_shape {self.noise_shape} of layer {self.name!r} does "
                                  f"not broadcast to its input of shape {x.shape}: each entry "
                                  f"must be None, 1 or the input's size")
