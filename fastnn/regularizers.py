@@ -17,8 +17,10 @@ class      penalty ``reg(w)``                  ``reg.gradient(w)``
 
 ``sign(0) = 0``: the subgradient of ``|w|`` at 0 that leaves zero weights alone.
 ``l1``, ``l2`` and ``l1_l2`` are aliases of the classes, as in Keras 3. The string names
-``"l1"`` and ``"l2"`` give a factor of 0.01; ``"l1_l2"`` gives ``l1 = l2 = 0.01`` (Keras's
-documented default for that string; the class itself defaults to 0 and 0).
+``"l1"`` and ``"l2"`` give a factor of 0.01; ``"l1_l2"`` (and ``"l1l2"``, ``"L1L2"``) gives
+``l1 = l2 = 0.01``, tf.keras 2's documented default for that string; the class itself
+defaults to 0 and 0. Keras 3.15.1 differs: its ``get("l1_l2")`` raises, and ``"L1L2"`` /
+``"l1l2"`` give ``L1L2(0, 0)``, a regularizer that does nothing.
 """
 from __future__ import annotations
 

@@ -942,9 +942,14 @@ def test_build_is_explicit_and_idempotent():
 
 
 def test_empty_and_zero_size_params():
+    """An empty list is no step (Keras 3: iterations stays 0; fastnn counted one and built
+    for 0 parameters, so the next real call failed)."""
     opt = Adam()
     opt.apply([], [])
-    assert opt.iterations == 1
+    assert opt.iterations == 0
+    w = np.ones(3)
+    opt.apply([np.ones(3)], [w])
+    assert opt.iterations == 1 and (w < 1).all()
     opt2 = Adam()
     p, q = np.ones(0), np.ones(2)
     opt2.apply([np.ones(0), np.ones(2)], [p, q])
@@ -1106,3 +1111,53 @@ def test_ema_state_and_config_round_trip():
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="ema_overwrite_frequency"):
             optimizers.SGD(use_ema=True, ema_overwrite_frequency=bad)
+
+
+def test_review_fixes_learning_rate_clipping_none_and_configs():
+    """A callable learning rate whose parameters all have defaults is called with none
+    (it got the step count: lambda lr=0.01: lr ran at 0, 1, 2, 3); gradients are clipped in
+    their own dtype before the cast (a float64 1e20 overflowed the float32 norm: NaN
+    weights); a None gradient is a ValueError saying so; a tf.keras 2 config's decay is
+    dropped with a warning; a PiecewiseConstantDecay of NumPy numbers has a JSON config."""
+    import json
+    import warnings
+    from fastnn import optimizers as O
+    w = np.ones(2)
+    opt = SGD(learning_rate=lambda lr=0.01: lr)
+    for _ in range(4):
+        opt.apply([np.ones(2)], [w])
+    np.testing.assert_allclose(w, 0.96)
+    assert opt.learning_rate == 0.01
+    w32 = np.ones(3, np.float32)
+    g = np.array([1e20, 1.0, 0.0])
+    O.AdamW(global_clipnorm=1.0).apply([g], [w32])
+    assert np.isfinite(w32).all() and w32[0] < 1
+    w32 = np.ones(3, np.float32)
+    SGD(1.0, clipnorm=1.0).apply([g], [w32])
+    np.testing.assert_allclose(w32, [0.0, 1.0, 1.0], atol=1e-6)
+    with pytest.raises(ValueError, match=r"grads\[0\] is None"):
+        Adam().apply([None, np.ones(2)], [np.ones((2, 2)), np.ones(2)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opt = O.deserialize({"class_name": "Adam",
+                             "config": {"learning_rate": 0.01, "decay": 0.0}})
+    assert type(opt) is Adam and any("decay" in str(c.message) for c in caught)
+    sched = O.schedules.PiecewiseConstantDecay(np.array([10, 20]), np.array([.1, .01, .001]))
+    assert json.loads(json.dumps(sched.get_config()))["boundaries"] == [10, 20]
+    assert sched(15) == 0.01
+
+
+def test_cosine_decay_restarts_at_exact_restarts():
+    """A restart step whose logarithm lands a hair low (log(243) / log(3) = 4.999...) is
+    the new period's start, 0.1 in Keras 3.15.1 (it was the previous period's end, 0.0);
+    with t_mul < 1 a step past the schedule's finite length is a clear ValueError (a math
+    domain error before; Keras gives NaN)."""
+    from fastnn.optimizers.schedules import CosineDecayRestarts
+    s = CosineDecayRestarts(0.1, 10, t_mul=3.0)
+    assert s(1210) == pytest.approx(0.1) and s(1209) < 1e-6
+    assert CosineDecayRestarts(0.1, 3, t_mul=3.0)(363) == pytest.approx(0.1)
+    assert s(363) == pytest.approx(0.0045624435, rel=1e-6)   # Keras: 0.00456244358792901
+    short = CosineDecayRestarts(0.1, 7, t_mul=0.5)
+    assert short(13) == pytest.approx(0.004951584618538618, rel=1e-4)  # Keras in float32
+    with pytest.raises(ValueError, match="past the end of the schedule"):
+        short(14)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -57,14 +58,14 @@ LearningRate = Union[float, LearningRateSchedule, Callable[..., float]]
 
 def _takes_step(fn: Callable) -> bool:
     """Whether a learning-rate callable takes the step as a positional argument (Keras 3's
-    callables take none; fastnn accepts both)."""
+    callables take none; fastnn accepts both): it has a positional parameter without a
+    default (``lambda lr=0.01: lr``, a value captured Keras's way, is called with none)."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return True
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-             inspect.Parameter.VAR_POSITIONAL)
-    return any(p.kind in kinds for p in sig.parameters.values())
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return any(p.kind in kinds and p.default is p.empty for p in sig.parameters.values())
 
 
 class Optimizer:
@@ -401,7 +402,8 @@ class Optimizer:
         ----------
         grads : list of array_like
             ``grads[i]`` has ``trainable_variables[i].shape``; it is read, never modified,
-            and cast to the parameter's dtype first if its dtype differs (as Keras does).
+            clipped (``clipnorm``, ...) in its own dtype and then cast to the parameter's
+            if it differs, as Keras does. An empty list (no parameters) does nothing.
         trainable_variables : list of float ndarray, optional
             The parameters, in the same order at every call; each is modified in place
             (never rebound), so arrays shared with layers see the update. Default: the
@@ -426,6 +428,8 @@ class Optimizer:
         if len(grads) != n:
             raise ValueError(f"apply() received {len(grads)} grads but {n} "
                              f"trainable_variables; they must match one-to-one")
+        if n == 0:     # nothing to update: no step (as Keras; it built for 0 parameters)
+            return
         if self._shapes is None:
             for i, p in enumerate(params):
                 self._check_param(i, p)         # named as apply's argument
@@ -452,15 +456,22 @@ class Optimizer:
                                  f"{p.dtype}, but "
                                  f"the optimizer's slots for index {i} were built for shape "
                                  f"{shapes[i]} and dtype {dtypes[i]}")
+            if g is None:
+                raise ValueError(f"grads[{i}] is None: trainable_variables[{i}] has no "
+                                 f"gradient (Keras skips such a variable with a warning; "
+                                 f"fastnn's optimizer steps every parameter it was built "
+                                 f"for: pass zeros, or leave the variable out of both lists "
+                                 f"from the first step on)")
             if type(g) is not np.ndarray:
                 g = grads[i] = np.asarray(g)
             if g.shape != shapes[i]:
                 raise ValueError(f"grads[{i}] has shape {g.shape} but "
                                  f"trainable_variables[{i}] has shape {shapes[i]}")
-            if g.dtype != dtypes[i]:            # Keras casts the gradient to the param dtype
-                grads[i] = g.astype(dtypes[i])
-        if self._clips():
+        if self._clips():    # in the gradients' own dtypes (Keras casts them later)
             grads = self._clip_gradients(grads)
+        for i in range(n):
+            if grads[i].dtype != dtypes[i]:    # Keras casts the gradient to the param dtype
+                grads[i] = grads[i].astype(dtypes[i])
         lr = self._current_learning_rate()
         wd = self.weight_decay
         c = self._step_constants(lr, self._iterations + 1)
@@ -673,8 +684,13 @@ class Optimizer:
 
     @classmethod
     def from_config(cls, config: Dict[str, Any], custom_objects: Dict[str, type] = None):
-        """Create an optimizer from :meth:`get_config`'s output."""
+        """Create an optimizer from :meth:`get_config`'s output. A tf.keras 2 config's
+        ``decay`` is dropped with a warning, as Keras 3 does."""
         config = dict(config)
+        if "decay" in config:
+            config.pop("decay")
+            warnings.warn("Argument `decay` is no longer supported and will be ignored.",
+                          UserWarning, stacklevel=2)
         if isinstance(config.get("learning_rate"), dict):
             config["learning_rate"] = _deserialize_schedule(config["learning_rate"],
                                                             custom_objects)

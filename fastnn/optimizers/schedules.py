@@ -142,8 +142,11 @@ class PiecewiseConstantDecay(LearningRateSchedule):
 
     def __init__(self, boundaries: Sequence[float], values: Sequence[float],
                  name: str = "PiecewiseConstant"):
-        boundaries = list(boundaries)
-        values = list(values)
+        # Python numbers (NumPy scalars would reach a model file's JSON config)
+        boundaries = [b.item() if hasattr(b, "item") and not isinstance(b, (int, float))
+                      else b for b in boundaries]
+        values = [v.item() if hasattr(v, "item") and not isinstance(v, (int, float))
+                  else v for v in values]
         if len(boundaries) != len(values) - 1:
             raise ValueError(f"The length of `boundaries` should be 1 less than the length of "
                              f"`values`. Received boundaries={boundaries} of length "
@@ -340,8 +343,24 @@ class CosineDecayRestarts(LearningRateSchedule):
             i = math.floor(f)
             c = f - i
         else:
-            i = math.floor(math.log(1.0 - f * (1.0 - t)) / math.log(t))
-            c = (f - (1.0 - t ** i) / (1.0 - t)) / t ** i
+            x = 1.0 - f * (1.0 - t)
+            if x <= 0.0:   # t_mul < 1: the shrinking periods add up to a finite length
+                raise ValueError(
+                    f"{type(self).__name__}: step {step} is past the end of the schedule: "
+                    f"with t_mul={t} < 1 its periods add up to "
+                    f"{self.first_decay_steps / (1.0 - t):g} steps (Keras returns NaN)")
+            i = math.floor(math.log(x) / math.log(t))
+
+            def start(j: int) -> float:   # where period j begins, in first periods
+                return (1.0 - t ** j) / (1.0 - t)
+
+            # the logarithm can land a hair below a restart (log(243) / log(3) is
+            # 4.999...): put f in the period whose start it has reached
+            while start(i + 1) <= f:
+                i += 1
+            while i > 0 and start(i) > f:
+                i -= 1
+            c = (f - start(i)) / t ** i
         decayed = 0.5 * self.m_mul ** i * (1.0 + math.cos(math.pi * c))
         return self.initial_learning_rate * ((1.0 - self.alpha) * decayed + self.alpha)
 
