@@ -12,13 +12,12 @@ analytic backward.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 from typing import Callable, Dict, Optional, Union
 
 import numpy as np
 
 from . import ops
+from .utils import _custom
 from .utils._args import check_real
 
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -282,22 +281,9 @@ _FUNCTIONS: Dict[Callable, str] = {
 }
 
 
-# The user's functions and Activation classes by name, while layers are rebuilt from
-# configs (load_model's custom_objects; see custom_objects_scope).
-_CUSTOM: contextvars.ContextVar = contextvars.ContextVar("fastnn_custom_activations",
-                                                         default=None)
-
-
-@contextlib.contextmanager
-def custom_objects_scope(custom_objects: Optional[dict]):
-    """Within the ``with``, :func:`get` resolves the config of a user's activation
-    (``{"name": n, "custom": True}``) from ``custom_objects[n]`` (a function, an
-    :class:`Activation` subclass or instance)."""
-    token = _CUSTOM.set(dict(custom_objects or {}))
-    try:
-        yield
-    finally:
-        _CUSTOM.reset(token)
+# (load_model's custom_objects: the user's functions and Activation classes by name,
+# while layers are rebuilt from configs)
+custom_objects_scope = _custom.custom_objects_scope
 
 
 def get(identifier: Union[None, str, Activation, Callable, dict]) -> Activation:
@@ -314,9 +300,17 @@ def get(identifier: Union[None, str, Activation, Callable, dict]) -> Activation:
         return identifier
     if isinstance(identifier, dict):
         cfg = dict(identifier)
+        if "class_name" in cfg:   # Keras 3's form of a function: {"class_name": "function",
+            conf = cfg.get("config")  # "config": its name, ...}
+            if cfg["class_name"] != "function" or not isinstance(conf, str):
+                raise ValueError(f"cannot read the activation config {identifier!r}: "
+                                 f"expected a name, or {{'class_name': 'function', "
+                                 f"'config': name}}")
+            found = _custom.custom_object(conf)
+            return get(conf if found is None else found)
         name = cfg.pop("name", None)
         if cfg.pop("custom", False):
-            found = (_CUSTOM.get() or {}).get(name)
+            found = _custom.custom_object(name)
             if found is None:
                 raise ValueError(f"Unknown activation {name!r}, a function of your own "
                                  f"not in custom_objects")

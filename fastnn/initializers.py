@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .utils import get_rng
+from .utils import _custom, get_rng
 
 __all__ = ["Initializer", "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform",
            "TruncatedNormal", "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeNormal",
@@ -513,6 +513,9 @@ def deserialize(config: Dict[str, Any]) -> Initializer:
     if not isinstance(config, dict) or "class_name" not in config:
         raise ValueError(f"a serialized initializer is a dict with 'class_name' and 'config' "
                          f"keys, received {config!r}")
+    mine = _custom.from_custom(config, "initializer")   # load_model's custom_objects
+    if mine is not None:
+        return mine
     cls = _lookup(config["class_name"])
     return cls.from_config(_config_of(config, "initializer"))
 

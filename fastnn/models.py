@@ -39,6 +39,7 @@ from .layers.conv import MaxPooling2D, conv_pool_backward, conv_pool_forward, co
 from .layers.core import InputLayer, _WithActivation
 from .utils import get_rng
 from .utils._args import FilePath, check_bool, check_path
+from .utils import _custom
 from .utils._files import atomic_write, special_kind
 
 FORMAT = "fastnn-model"
@@ -1050,15 +1051,18 @@ class Sequential:
             raise TypeError(f"config must be a dict with a list of layers, received "
                             f"{type(config).__name__}")
         model = cls(name=config.get("name"))
-        for spec in config["layers"]:
-            if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
-                raise TypeError(f"each layer of config must be a dict with 'class_name' and "
-                                f"a 'config' dict, received {spec!r}"[:200])
-            # (add's checks: unique names, an Input first only; a first layer with an
-            # input_shape builds the model)
-            model.add(_layers.get(spec["class_name"], spec["config"], custom_objects))
-        if config.get("input_shape") is not None and not model.built:
-            model.build((None,) + tuple(config["input_shape"]))
+        # (the scope covers the builds too: they resolve the layers' initializers and
+        # regularizers, which may be the user's)
+        with _custom.custom_objects_scope(custom_objects):
+            for spec in config["layers"]:
+                if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
+                    raise TypeError(f"each layer of config must be a dict with 'class_name' "
+                                    f"and a 'config' dict, received {spec!r}"[:200])
+                # (add's checks: unique names, an Input first only; a first layer with an
+                # input_shape builds the model)
+                model.add(_layers.get(spec["class_name"], spec["config"], custom_objects))
+            if config.get("input_shape") is not None and not model.built:
+                model.build((None,) + tuple(config["input_shape"]))
         return model
 
     def save(self, filepath: FilePath, overwrite: bool = True) -> None:
@@ -1202,8 +1206,9 @@ def load_model(filepath: FilePath, custom_objects: Optional[dict] = None,
     filepath : str, bytes or os.PathLike
     custom_objects : dict, optional
         ``{name: class or function}`` for what the model uses that fastnn does not know:
-        your own Layer, Loss or Optimizer subclasses and metric functions, under the
-        names they had when saved (their ``__name__``).
+        your own Layer, Loss, Optimizer, Initializer or Regularizer subclasses and your
+        activation, initializer and metric functions, under the names they had when
+        saved (their ``__name__``; a loss also under its ``name``).
     compile : bool, default True
         Restore the compile settings and the optimizer state; False loads the
         architecture and weights only (no custom losses, optimizers or metrics needed).

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, Optional, Union
 import numpy as np
 
 from .initializers import _config_of
+from .utils import _custom
 
 __all__ = ["Regularizer", "L1", "L2", "L1L2", "l1", "l2", "l1_l2", "get", "serialize",
            "deserialize"]
@@ -174,6 +175,9 @@ def deserialize(config: Dict[str, Any]) -> Regularizer:
     if not isinstance(config, dict) or "class_name" not in config:
         raise ValueError(f"a serialized regularizer is a dict with 'class_name' and 'config' "
                          f"keys, received {config!r}")
+    mine = _custom.from_custom(config, "regularizer")   # load_model's custom_objects
+    if mine is not None:
+        return mine
     name = config["class_name"]
     cls = _CLASSES.get(name) or {"l1": L1, "l2": L2, "l1_l2": L1L2}.get(name)
     if cls is None:

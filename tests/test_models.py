@@ -2784,3 +2784,68 @@ def test_lambda_callback_takes_keras3_positional_order():
 def test_fbeta_monitors_are_maximized():
     assert cbs.infer_mode("val_fbeta_score") == "max"
     assert cbs.EarlyStopping(monitor="fbeta_score")._direction == "max"
+
+
+def _half_init(shape, dtype="float32"):
+    return np.full(shape, 0.5, dtype)
+
+
+class _ScaledInit(fastnn.initializers.Initializer):
+    def __init__(self, v=0.2):
+        self.v = v
+
+    def __call__(self, shape, dtype=None):
+        return np.full(shape, self.v, dtype or "float32")
+
+    def get_config(self):
+        return {"v": self.v}
+
+
+class _SquareReg(fastnn.regularizers.Regularizer):
+    def __init__(self, f=0.1):
+        self.f = f
+
+    def __call__(self, w):
+        return self.f * float(np.sum(w * w))
+
+    def gradient(self, w):
+        return 2 * self.f * w
+
+    def get_config(self):
+        return {"f": self.f}
+
+
+def test_custom_initializers_and_regularizers_round_trip(tmp_path):
+    """A model with the user's initializer function, Initializer and Regularizer classes
+    saves and loads with them in custom_objects (the function was saved as its repr, with
+    a memory address, and none was looked up there), with the same loss (penalty
+    included); without them, an error naming the missing one."""
+    x, labels = make_data(16)
+    y = fastnn.utils.to_categorical(labels, K)
+    model = Sequential([Input((D,)), Dense(K, kernel_initializer=_half_init,
+                                           bias_initializer=_ScaledInit(0.3),
+                                           kernel_regularizer=_SquareReg(0.5))])
+    model.compile("sgd", "mse")
+    path = tmp_path / "custom_init.fnn"
+    model.save(path)
+    custom = {"_half_init": _half_init, "_ScaledInit": _ScaledInit, "_SquareReg": _SquareReg}
+    back = load_model(path, custom_objects=custom)
+    assert back.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
+    back.fit(x, y, epochs=1, verbose=0)
+    for missing in custom:
+        with pytest.raises(ValueError, match=f"Unknown .*{missing}"):
+            load_model(path, custom_objects={k: v for k, v in custom.items() if k != missing})
+
+
+def test_keras_function_activation_config():
+    """Keras 3 names a function activation {"class_name": "function", "config": name}:
+    resolved from custom_objects or the built-in names (a TypeError from Linear before)."""
+    from fastnn import activations
+    from fastnn.utils._custom import custom_objects_scope
+    assert isinstance(activations.get({"class_name": "function", "config": "relu"}),
+                      type(activations.get("relu")))
+    with custom_objects_scope({"twice": lambda v: 2 * v}):
+        act = activations.get({"class_name": "function", "config": "twice"})
+        np.testing.assert_array_equal(act(np.array([1.0, -2.0])), [2.0, -4.0])
+    with pytest.raises(ValueError, match="cannot read the activation config"):
+        activations.get({"class_name": "Swish", "config": {}})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .. import activations as _activations
+from ..utils import _custom
 from .base import Layer
 from .conv import (AveragePooling2D, Conv2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
                    MaxPooling2D)
@@ -55,5 +55,6 @@ def get(class_name: str, config: dict, custom_objects: Optional[dict] = None) ->
     else:
         raise ValueError(f"Unknown layer class {class_name!r}; known: "
                          f"{sorted(set(_CLASSES) | set(_AUGMENTATION))}")
-    with _activations.custom_objects_scope(custom_objects):   # the user's activations
+    # the user's activations, initializers and regularizers, named in the config
+    with _custom.custom_objects_scope(custom_objects):
         return cls.from_config(config)

@@ -9,6 +9,7 @@ from .. import activations as _activations
 from .. import ops
 from ..utils import get_rng
 from ..utils._args import check_real
+from ..utils._custom import function_config
 from .base import Layer, _sample_shape
 
 # Activations the fused bias + activation kernel applies in place.
@@ -232,7 +233,7 @@ def _cfg(obj):
         return obj
     if hasattr(obj, "get_config"):
         return {"class_name": type(obj).__name__, "config": obj.get_config()}
-    return repr(obj)
+    return function_config(obj)   # the user's function: found by name in custom_objects
 
 
 class Flatten(Layer):
