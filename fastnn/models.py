@@ -15,7 +15,6 @@ import contextlib
 import copy
 import functools
 import io
-import itertools
 import json
 import math
 import os
@@ -112,9 +111,7 @@ class Sequential:
     def non_trainable_weights(self) -> List[np.ndarray]:
         """The other weights: frozen layers' parameters and every layer's state (such as
         BatchNormalization's moving statistics), as Keras's ``non_trainable_weights``."""
-        return [w for l in self.layers
-                for w in itertools.chain((p for k, p in l.params.items()
-                                          if k not in l.trainable_params), l.state.values())]
+        return [w for l in self.layers for w in l.non_trainable_weights]
 
     @property
     def layers(self) -> List[Layer]:
@@ -278,8 +275,7 @@ class Sequential:
     def weights(self) -> List[np.ndarray]:
         """Every layer's weight arrays themselves (not copies; trainable ones, then the
         non-trainable state, layer by layer), as Keras's ``model.weights``."""
-        return [w for l in self.layers for w in itertools.chain(l.params.values(),
-                                                                   l.state.values())]
+        return [w for l in self.layers for w in l.weights]
 
     def get_weights(self) -> List[np.ndarray]:
         """Copies of every layer's weights, in layer order."""

@@ -1149,3 +1149,46 @@ def test_dropout_noise_shape_of_the_wrong_rank():
         Dropout(0.5, noise_shape=(None, None, None)).forward(np.ones((2, 3)), training=True)
     y = Dropout(0.5, noise_shape=(None, 1), seed=1).forward(np.ones((4, 3)), training=True)
     assert (np.ptp(y, axis=1) == 0).all()          # one draw per row
+
+
+def test_layer_weights_properties_and_keras_add_weight():
+    """Layers have Keras's weights / trainable_weights / non_trainable_weights (only the
+    model had them), and add_weight takes Keras 3's keywords (name was required first)."""
+    from fastnn.layers import BatchNormalization, Dense, Layer
+    d = Dense(2)
+    d.build((None, 3))
+    assert [w.shape for w in d.weights] == [(3, 2), (2,)] and d.weights[0] is d.kernel
+    assert len(d.trainable_weights) == 2 and d.non_trainable_weights == []
+    d.trainable = False
+    assert d.trainable_weights == [] and len(d.non_trainable_weights) == 2
+    bn = BatchNormalization()
+    bn.build((None, 4))
+    assert len(bn.weights) == 4 and len(bn.non_trainable_weights) == 2
+
+    class Scale(Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+            self.u = self.add_weight(shape=(2, 2))          # glorot_uniform, as Keras
+            super().build(input_shape)
+
+    s = Scale()
+    s.build((None, 3))
+    assert list(s.params) == ["variable", "variable_1"]
+    assert (s.w == 1).all() and 0 < np.abs(s.u).max() <= np.sqrt(6 / 4)
+    with pytest.raises(TypeError, match="needs a shape"):
+        s.add_weight(name="x")
+
+
+def test_keras_signature_details():
+    """Conv2D takes groups as Keras's 7th positional argument (it was activation); Keras
+    arguments fastnn does not implement are taken at their no-effect values when passed
+    directly, as from_config took them, and refused otherwise."""
+    from fastnn.layers import BatchNormalization, Conv2D, Dense
+    c = Conv2D(4, 3, 1, "same", None, 1, 2, "relu")
+    assert c.groups == 2 and c.get_config()["activation"] == "relu"
+    Dense(2, activity_regularizer=None, kernel_constraint=None, bias_constraint=None)
+    BatchNormalization(gamma_regularizer=None, renorm=False)
+    with pytest.raises(ValueError, match="activity_regularizer"):
+        Dense(2, activity_regularizer="l2")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        Dense(2, no_such_argument=1)

@@ -110,6 +110,12 @@ class Layer:
 
     def __init__(self, *, name: Optional[str] = None, input_shape=None, dtype="float32",
                  trainable: bool = True, **kwargs):
+        # Keras's arguments fastnn does not implement, passed at their no-effect values
+        # (activity_regularizer=None, kernel_constraint=None, ...): taken, as from_config
+        # takes them
+        for key, default in _KERAS_DEFAULTS.items():
+            if key in kwargs:
+                keras_default_only(type(self).__name__, key, kwargs.pop(key), default)
         if kwargs:
             raise TypeError(f"{type(self).__name__} got unexpected keyword arguments "
                             f"{sorted(kwargs)}")
@@ -187,10 +193,23 @@ class Layer:
         return buf
 
     # ---------------------------------------------------------------- weights
-    def add_weight(self, name: str, shape, initializer="zeros", regularizer=None,
-                   trainable: bool = True) -> np.ndarray:
-        """Create a weight array; trainable ones get a zero gradient array in ``grads``."""
-        init = _initializers.get(initializer)
+    def add_weight(self, name: Optional[str] = None, shape=None, initializer=None,
+                   regularizer=None, trainable: bool = True) -> np.ndarray:
+        """Create a weight array; trainable ones get a zero gradient array in ``grads``.
+
+        Takes Keras 3's keywords (``self.add_weight(shape=(3,), initializer="ones")``):
+        ``initializer`` defaults to ``"glorot_uniform"`` as in Keras, ``name`` to
+        ``"variable"`` (``"variable_1"``, ... when taken). fastnn's own layers pass the name
+        first, by position.
+        """
+        if shape is None:
+            raise TypeError(f"add_weight of layer {self.name!r} needs a shape")
+        if name is None:
+            name, k = "variable", 0
+            while name in self.params or name in self.state:
+                k += 1
+                name = f"variable_{k}"
+        init = _initializers.get("glorot_uniform" if initializer is None else initializer)
         value = np.ascontiguousarray(init(tuple(shape), dtype=self.dtype), dtype=self.dtype)
         if trainable:
             self.params[name] = value
@@ -208,6 +227,24 @@ class Layer:
     @property
     def trainable_params(self) -> Dict[str, np.ndarray]:
         return self.params if self.trainable else {}
+
+    @property
+    def weights(self) -> List[np.ndarray]:
+        """The weight arrays themselves (not copies), as Keras's ``layer.weights``: the
+        trainable ones, then the non-trainable state."""
+        return list(itertools.chain(self.params.values(), self.state.values()))
+
+    @property
+    def trainable_weights(self) -> List[np.ndarray]:
+        """The weights training updates: none while ``trainable`` is False."""
+        return list(self.trainable_params.values())
+
+    @property
+    def non_trainable_weights(self) -> List[np.ndarray]:
+        """The state (BatchNormalization's moving statistics), and every weight while
+        ``trainable`` is False."""
+        frozen = [] if self.trainable else list(self.params.values())
+        return frozen + list(self.state.values())
 
     def regularization_loss(self) -> float:
         """Sum of the regularization penalties of this layer's trainable weights: 0 for a

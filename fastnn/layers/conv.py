@@ -69,10 +69,10 @@ class Conv2D(_WithActivation):
     _dy_crop = False          # backward given the gradient of a crop (conv_pool_forward)
 
     def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
-                 data_format: Optional[str] = None, dilation_rate=(1, 1), activation=None,
-                 use_bias: bool = True, kernel_initializer="glorot_uniform",
+                 data_format: Optional[str] = None, dilation_rate=(1, 1), groups: int = 1,
+                 activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 groups: int = 1, **kwargs):
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters < 1:
             raise ValueError(f"filters must be a positive int, received filters={filters!r}")
