@@ -97,6 +97,11 @@ _KERAS_DEFAULTS = {
 class Layer:
     """Base class of every layer (see the module docstring for the protocol).
 
+    A built layer takes inputs of the shape it was built for, and says so otherwise. Keras
+    3's layers also take other sizes on the axes their weights do not depend on (a Conv2D
+    built for 8x8 images runs on 6x6 ones; a Dense on (N, 5, 3) works on the last axis);
+    fastnn's do not: its models run one input shape, for which they keep their buffers.
+
     Parameters
     ----------
     name : str, optional
