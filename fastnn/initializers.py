@@ -73,6 +73,11 @@ def _dtype(dtype, *, floating: bool) -> np.dtype:
 def _check_seed(seed):
     if seed is None or isinstance(seed, np.random.Generator):
         return seed
+    if isinstance(seed, dict) and seed.get("class_name") == "SeedGenerator":
+        # a Keras 3 config's serialized SeedGenerator: its int seed
+        seed = (seed.get("config") or {}).get("seed")
+        if seed is None:
+            return None
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be None, a non-negative int or a numpy Generator, "
                          f"received seed={seed!r}")

@@ -354,3 +354,15 @@ def test_keras_3_15_variance_scaling_configs_load():
     assert I.get({"class_name": "VarianceScaling", "config": v.get_config()}).input_axes == (0,)
     with pytest.raises(ValueError, match="input_axes"):
         I.VarianceScaling(input_axes="0")
+
+
+def test_keras_seed_generator_in_a_config():
+    """Keras 3 writes a SeedGenerator as a dict into an initializer's config: its seed is
+    taken (a ValueError before)."""
+    from fastnn import initializers
+    cfg = {"class_name": "GlorotUniform",
+           "config": {"seed": {"module": "keras.random", "class_name": "SeedGenerator",
+                               "config": {"seed": 7}, "registered_name": None}}}
+    a = initializers.get(cfg)((3, 4))
+    b = initializers.GlorotUniform(seed=7)((3, 4))
+    np.testing.assert_array_equal(a, b)
