@@ -719,9 +719,9 @@ class EarlyStopping(_MonitorCallback):
     mode : {"auto", "min", "max"}, default "auto"
         Direction of improvement. ``"auto"`` means ``"max"`` for scores (names
         containing ``acc``, ``auc``, ``precision``, ``recall``, ``f1`` or ``fbeta``),
-        ``"min"`` for losses and errors; any other name is that of a compiled metric, whose class
-        says (``AUC(name="prc")`` is maximized), else a ValueError when training
-        starts (pass ``mode``), see :func:`infer_mode`.
+        ``"min"`` for losses and errors; for any other name the compiled metric of that
+        name decides by its class (``AUC(name="prc")`` is maximized), else training
+        starts with a ValueError (pass ``mode``); see :func:`infer_mode`.
     baseline : float, optional
         The patience counter is only reset by an epoch that improves on the best
         value *and* on ``baseline``. An epoch that improves on the best value but not
