@@ -70,7 +70,8 @@ def run(epochs: int = 10, batch_size: int = 128, sample=None, verbose: int = 1,
     x_train, x_test = _scaled(x_train), _scaled(x_test)
     info = fastnn.backend_info()
     print(f"fastnn {fastnn.__version__}: backend {info['active']} ({info['isa']}), "
-          f"{info['num_threads']} threads; Fashion-MNIST {source}: {len(x_train)} train / "
+          f"{info['num_threads']} thread{'s' if info['num_threads'] != 1 else ''}; "
+          f"Fashion-MNIST {source}: {len(x_train)} train / "
           f"{len(x_test)} test images")
     model = build_cnn()
     if verbose:
