@@ -12,7 +12,7 @@ analytic backward.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Union
 
 import numpy as np
 

@@ -936,11 +936,11 @@ class Affine:
                              f"{self._shape} (N, D_in), received {x.shape}")
         # as the book's np.dot(dout, W.T), np.dot(x.T, dout), np.sum(dout, axis=0): each
         # in its own operands' dtype
-        dt_x = _compute_dtype(dout, W)
-        dx = ops.matmul(_as(dout, dt_x), _as(W, dt_x), trans_b=True,
-                        out=self._dx.get(self._shape, dt_x))
-        dt_w = _compute_dtype(x, dout)
-        self.dW = ops.matmul(_as(x, dt_w), _as(dout, dt_w), trans_a=True,
+        dt_x, dt_w = _compute_dtype(dout, W), _compute_dtype(x, dout)
+        d_x = _as(dout, dt_x)
+        d_w = d_x if dt_w == dt_x else _as(dout, dt_w)   # (one copy of a strided dout)
+        dx = ops.matmul(d_x, _as(W, dt_x), trans_b=True, out=self._dx.get(self._shape, dt_x))
+        self.dW = ops.matmul(_as(x, dt_w), d_w, trans_a=True,
                              out=self._dW.get(W.shape, dt_w))
         self.db = _sum0(dout)
         return dx.reshape(*self.original_x_shape)

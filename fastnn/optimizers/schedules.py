@@ -143,10 +143,11 @@ class PiecewiseConstantDecay(LearningRateSchedule):
     def __init__(self, boundaries: Sequence[float], values: Sequence[float],
                  name: str = "PiecewiseConstant"):
         # Python numbers (NumPy scalars would reach a model file's JSON config)
-        boundaries = [b.item() if hasattr(b, "item") and not isinstance(b, (int, float))
-                      else b for b in boundaries]
-        values = [v.item() if hasattr(v, "item") and not isinstance(v, (int, float))
-                  else v for v in values]
+        def py(v):
+            return v.item() if hasattr(v, "item") and not isinstance(v, (int, float)) else v
+
+        boundaries = [py(b) for b in boundaries]
+        values = [py(v) for v in values]
         if len(boundaries) != len(values) - 1:
             raise ValueError(f"The length of `boundaries` should be 1 less than the length of "
                              f"`values`. Received boundaries={boundaries} of length "
