@@ -17,16 +17,20 @@ thread-dependent way). Hot loops index with unsigned integers (see the direct co
 GEMM
 ----
 ``c = alpha * op(a) @ op(b) + beta * c`` is computed tile by tile: the output is cut
-into tiles of ``MB x NB``; tiles are shared out between ``prange`` workers. For each
-tile and each depth block of ``KC``, the ``KC x NB`` block of ``op(b)`` is packed into a
-contiguous per-worker buffer, then a 4-row x 4-deep micro-kernel updates a 4 x NB strip
-of a per-worker accumulator with a contiguous (vectorisable) loop over the columns. The
-full K reduction of a tile happens in one worker, in a fixed order. Transposes are
-handled with strides (``op(a)[i, p] = a.flat[i*ars + p*acs]``) while packing, so no
-transpose of a whole matrix is ever made.
+into tiles of at most ``MB x NB``, and each worker (``prange``) takes a run of them, column
+block by column block. A worker packs the column block of ``op(b)`` it needs once, depth
+block by depth block (``KC``), as panels of 64 bytes of columns; then an ``MR``-row
+register-tiled micro-kernel (6 rows x 2 vectors of 256 bits, see
+``tools/gen_numba_micro.py``) multiplies rows of ``op(a)``, read where they are through
+strides (``op(a)[i, p] = a.flat[i*ars + p*acs]``: no transpose of a whole matrix is ever
+made), by each panel into a per-worker accumulator tile. Its scalar accumulators become
+vector registers only with LLVM's SLP vectoriser, which Numba leaves off by default: it
+is turned on while the GEMM compiles (:func:`_slp_vectorized`). The full K reduction of
+a tile happens in one worker, in a fixed order.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import threading
@@ -34,8 +38,9 @@ import threading
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.core.compiler_lock import global_compiler_lock
 
-from . import _conv_driver
+from . import _conv_driver, _numba_micro
 
 __all__ = [
     "gemm", "im2col", "col2im", "bias_act", "bias_act_backward", "relu_mask",
@@ -71,130 +76,124 @@ def isa() -> str:
 
 
 # --------------------------------------------------------------------------- GEMM
-# Tile sizes (elements). The packed B block is KC x NB, the accumulator MB x NB, both
-# per worker; they stay within L2.
-_MB = 128
-_KC = 128
+# Register tile (see tools/gen_numba_micro.py): _MR rows x 64 bytes of columns.
+_MR = 6
+_NR = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
+_MICRO = {16: _numba_micro.micro_6x16, 8: _numba_micro.micro_6x8}
+# Cache tiles (elements). The packed B block is KC x NB, the accumulator tile MB x NB, both
+# per worker; they stay within L2. _MB is a multiple of _MR, _NB of both _NR.
+_MB = 120
+_KC = 512
 _NB = {np.dtype(np.float32): 256, np.dtype(np.float64): 128}
+# Below this many multiply-adds a product runs on one worker: waking the pool's other
+# threads costs more than they save (GOMP_SPINCOUNT=1000, see c_backend: they sleep between
+# calls). 128 x 64 x 10 float: 15 us on one thread, 95 us on two; 128 x 1600 x 64: 345
+# and 270 us (2 threads, this Xeon).
+_GEMM_SERIAL_MACS = 1 << 22
 
 
 @njit(cache=True, fastmath={"contract"})
 def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
-                 bp, ap, ac, mb_max, nb_max, kc_max):
-    """Worker ``wk`` of ``nwork``: the tiles wk, wk + nwork, ... of
+                 bp, ap, ac, mb_max, nb_max, kc_max, micro, nr):
+    """Worker ``wk`` of ``nwork``: its share of the tiles, column block by column block, of
     c.flat[i*n + j] = alpha * sum_p a.flat[i*ars + p*acs] * b.flat[p*brs + j*bcs]
     (+ beta * old c), for i < m, j < n.
 
-    ``bp`` (kc_max*nb_max) holds the packed block of op(b), ``ap`` (4*kc_max) the packed
-    4-row panel of op(a); ``ac`` (mb_max*nb_max, mb_max a multiple of 4) accumulates
-    the tile. Blocks are zero-padded to multiples of 4 rows and 4 depths (0 * 0 adds
-    nothing, so a padded depth never turns an inf into NaN), so one 4 x 4 micro-kernel
-    covers every case. Each output element is reduced over p in increasing order by
-    one worker, whatever the number of threads."""
+    ``bp`` (k * nb_max, nb_max a multiple of nr) holds a column block of op(b), packed
+    once per block a worker meets: depth block by depth block of kc_max, each as nr-column
+    panels, kc x nr row-major, zero-padded to whole panels. ``ac`` (mb_max
+    * nb_max) accumulates the tile, row-major with rows of nb rounded up to nr. ``micro``
+    (an _MR x nr kernel of _numba_micro) adds the product of _MR rows of op(a), read where
+    they are, and one B panel to _MR x nr accumulators. Only a tile's last rows, when fewer
+    than _MR, are copied to ``ap`` (_MR * kc_max, column by column) and zero-padded; the
+    padded rows and columns of ``ac`` are never written out. Each output element is
+    reduced over p in increasing order by one worker, whatever the number of threads."""
     nmb = (m + mb_max - 1) // mb_max
     nnb = (n + nb_max - 1) // nb_max
     ntiles = nmb * nnb
-    t = wk
-    while t < ntiles:
-        ib = t // nnb
-        jb = t - ib * nnb
+    packed = -1  # the column block bp holds
+    for t in range(wk * ntiles // nwork, (wk + 1) * ntiles // nwork):
+        jb = t // nmb
+        ib = t - jb * nmb
         i0 = ib * mb_max
         mb = min(m, i0 + mb_max) - i0
-        mbp = (mb + 3) // 4 * 4
+        mfull = mb // _MR * _MR
         j0 = jb * nb_max
         nb = min(n, j0 + nb_max) - j0
-        for q in range(mbp * nb):
+        npan = (nb + nr - 1) // nr
+        nbp = npan * nr
+        for q in range((mfull + _MR) * nbp):
             ac[q] = 0
+        if jb != packed:
+            # pack op(b)[:, j0:j0+nb], depth block by depth block: the block at p0 starts
+            # at bp[p0 * nbp], its panel jp holds columns jp*nr.. as kc x nr
+            p0 = 0
+            while p0 < k:
+                kc = min(k, p0 + kc_max) - p0
+                if bcs == 1:
+                    for p in range(kc):
+                        src = (p0 + p) * brs + j0
+                        for jp in range(npan):
+                            dst = p0 * nbp + (jp * kc + p) * nr
+                            w = min(nr, nb - jp * nr)
+                            for jj in range(w):
+                                bp[dst + jj] = b[src + jp * nr + jj]
+                            for jj in range(w, nr):
+                                bp[dst + jj] = 0
+                else:
+                    for j in range(nbp):
+                        jp = j // nr
+                        dst = p0 * nbp + jp * kc * nr + (j - jp * nr)
+                        if j < nb:
+                            src = p0 * brs + (j0 + j) * bcs
+                            for p in range(kc):
+                                bp[dst + p * nr] = b[src + p * brs]
+                        else:
+                            for p in range(kc):
+                                bp[dst + p * nr] = 0
+                p0 += kc_max
+            packed = jb
         p0 = 0
         while p0 < k:
             kc = min(k, p0 + kc_max) - p0
-            kcp = (kc + 3) // 4 * 4
-            # pack op(b)[p0:p0+kc, j0:j0+nb] into bp (kcp x nb, row-major, zero rows after kc)
-            if bcs == 1:
-                for p in range(kc):
-                    src = (p0 + p) * brs + j0
-                    dst = p * nb
-                    for j in range(nb):
-                        bp[dst + j] = b[src + j]
-            else:
-                for j in range(nb):
-                    src = p0 * brs + (j0 + j) * bcs
-                    for p in range(kc):
-                        bp[p * nb + j] = b[src + p * brs]
-            for q in range(kc * nb, kcp * nb):
-                bp[q] = 0
-            i = 0
-            while i < mbp:  # (while loops: a stepped range defeats the vectoriser)
-                # pack op(a)[i0+i : i0+i+4, p0:p0+kc] as ap[p*4 + r], zero-padded
-                for r in range(4):
-                    if i + r < mb:
-                        src = (i0 + i + r) * ars + p0 * acs
+            for i in range(0, mfull, _MR):
+                ao = (i0 + i) * ars + p0 * acs
+                for jp in range(npan):
+                    micro(kc, a, ao, ars, acs, bp, p0 * nbp + jp * kc * nr, ac, i * nbp + jp * nr,
+                          nbp)
+            if mfull < mb:
+                # the last rows, fewer than _MR: ap[p*_MR + r], zero-padded
+                for r in range(_MR):
+                    if mfull + r < mb:
+                        src = (i0 + mfull + r) * ars + p0 * acs
                         for p in range(kc):
-                            ap[p * 4 + r] = a[src + p * acs]
-                        for p in range(kc, kcp):
-                            ap[p * 4 + r] = 0
+                            ap[p * _MR + r] = a[src + p * acs]
                     else:
-                        for p in range(kcp):
-                            ap[p * 4 + r] = 0
-                c0 = i * nb
-                c1 = c0 + nb
-                c2 = c1 + nb
-                c3 = c2 + nb
-                p = 0
-                while p < kcp:
-                    q = p * 4
-                    a00 = ap[q]
-                    a10 = ap[q + 1]
-                    a20 = ap[q + 2]
-                    a30 = ap[q + 3]
-                    a01 = ap[q + 4]
-                    a11 = ap[q + 5]
-                    a21 = ap[q + 6]
-                    a31 = ap[q + 7]
-                    a02 = ap[q + 8]
-                    a12 = ap[q + 9]
-                    a22 = ap[q + 10]
-                    a32 = ap[q + 11]
-                    a03 = ap[q + 12]
-                    a13 = ap[q + 13]
-                    a23 = ap[q + 14]
-                    a33 = ap[q + 15]
-                    b0 = p * nb
-                    b1 = b0 + nb
-                    b2 = b1 + nb
-                    b3 = b2 + nb
-                    for j in range(nb):
-                        x0 = bp[b0 + j]
-                        x1 = bp[b1 + j]
-                        x2 = bp[b2 + j]
-                        x3 = bp[b3 + j]
-                        ac[c0 + j] = ac[c0 + j] + a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
-                        ac[c1 + j] = ac[c1 + j] + a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
-                        ac[c2 + j] = ac[c2 + j] + a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
-                        ac[c3 + j] = ac[c3 + j] + a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
-                    p += 4
-                i += 4
+                        for p in range(kc):
+                            ap[p * _MR + r] = 0
+                for jp in range(npan):
+                    micro(kc, ap, 0, 1, _MR, bp, p0 * nbp + jp * kc * nr, ac,
+                          mfull * nbp + jp * nr, nbp)
             p0 += kc_max
         # write the tile out: c = alpha * acc (+ beta * c)
         for i in range(mb):
             cr = (i0 + i) * n + j0
-            ar = i * nb
+            ar = i * nbp
             if beta == 0:
                 for j in range(nb):
                     c[cr + j] = alpha * ac[ar + j]
             else:
                 for j in range(nb):
                     c[cr + j] = alpha * ac[ar + j] + beta * c[cr + j]
-        t += nwork
 
 
 @njit(parallel=True, cache=True)
 def _gemm_kernel(a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta, bpack, apack, acc,
-                 mb_max, nb_max, kc_max):
+                 mb_max, nb_max, kc_max, micro, nr):
     nwork = bpack.shape[0]
     for wk in prange(nwork):
         _gemm_worker(np.int64(wk), nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
-                     bpack[wk], apack[wk], acc[wk], mb_max, nb_max, kc_max)
+                     bpack[wk], apack[wk], acc[wk], mb_max, nb_max, kc_max, micro, nr)
 
 
 @njit(cache=True)
@@ -216,17 +215,22 @@ class _Workspace(threading.local):
 _workspace = _Workspace()
 
 
-def _buffers(dtype, nwork: int):
-    """Per-worker packing buffers (op(b) block, op(a) panel) and tile accumulators, cached
-    per Python thread and dtype (sized for the largest tile)."""
+def _buffers(dtype, nwork: int, k: int):
+    """Per-worker packing buffers (op(b)'s column block over the whole depth k, op(a)'s
+    last rows) and tile accumulators, cached per Python thread and dtype (sized for the
+    largest tile and the deepest product so far)."""
     key = np.dtype(dtype)
     cur = _workspace.buffers.get(key)
-    if cur is None or cur[0].shape[0] < nwork:
-        nb = _NB[key]
-        cur = (np.empty((nwork, _KC * nb), dtype=key), np.empty((nwork, 4 * _KC), dtype=key),
-               np.empty((nwork, _MB * nb), dtype=key))
+    nb = _NB[key]
+    if cur is None or cur[0].shape[0] < nwork or cur[0].shape[1] < k * nb:
+        cur = (np.empty((nwork, k * nb), dtype=key), np.empty((nwork, _MR * _KC), dtype=key),
+               np.empty((nwork, (_MB + _MR) * nb), dtype=key))
         _workspace.buffers[key] = cur
     return cur[0][:nwork], cur[1][:nwork], cur[2][:nwork]
+
+
+def _round_up(x: int, q: int) -> int:
+    return -(-x // q) * q
 
 
 gemm_fast = None  # (ops.matmul checks every call: see fastnn.backends)
@@ -245,27 +249,55 @@ def gemm(trans_a, trans_b, alpha, a, b, beta, c):
     # op(a)[i, p] = a.flat[i*ars + p*acs]; op(b)[p, j] = b.flat[p*brs + j*bcs]
     ars, acs = (1, m) if trans_a else (k, 1)
     brs, bcs = (1, k) if trans_b else (n, 1)
-    nthreads = numba.get_num_threads()
-    # Column blocks of equal width (a multiple of 8), at most _NB: n = 288 is 2 x 144, not
+    nr = _NR[c.dtype]
+    nthreads = numba.get_num_threads() if m * n * k >= _GEMM_SERIAL_MACS else 1
+    # Column blocks of equal width (a multiple of nr), at most _NB: n = 288 is 2 x 144, not
     # 256 + 32 (with two workers taking alternate tiles, one got every 256-wide tile).
     nnb = -(-n // _NB[c.dtype])
-    strips = -(-m // 4)
+    strips = -(-m // _MR)
     if strips < 2 * nthreads:
-        # too few 4-row strips for two tiles per thread (a convolution's dW, 9 x 32): cut
-        # the columns too, in blocks of at least 8
-        nnb = max(nnb, min(-(-n // 8), -(-2 * nthreads // strips)))
-    nb_max = min(n, (-(-n // nnb) + 7) // 8 * 8)
-    # Row blocks of at most _MB rows (a multiple of 4), but small enough that there are
-    # about two tiles per thread. Tile shapes never change any result: each element is
-    # reduced over p in the same order whatever the tiling.
-    mblocks = -(-2 * nthreads // nnb)
-    mb_max = min(_MB, max(4, (-(-m // mblocks) + 3) // 4 * 4))
-    kc_max = _KC
+        # too few row strips for two tiles per thread (a convolution's dW, 9 x 32): cut
+        # the columns too, in blocks of at least nr
+        nnb = max(nnb, min(-(-n // nr), -(-2 * nthreads // strips)))
+    nb_max = _round_up(-(-n // nnb), nr)
+    # Row blocks of about equal height, a multiple of _MR, at most _MB, and enough of them
+    # for about two tiles per thread. Tile shapes never change any result: each element
+    # is reduced over p in the same order whatever the tiling.
+    mblocks = max(-(-2 * nthreads // nnb), -(-m // _MB))
+    mb_max = _round_up(-(-m // mblocks), _MR)
     ntiles = -(-m // mb_max) * nnb
     nwork = max(1, min(nthreads, ntiles))
-    bpack, apack, acc = _buffers(c.dtype, nwork)
-    _gemm_kernel(a.reshape(-1), ars, acs, b.reshape(-1), brs, bcs, c.reshape(-1), m, n, k,
-                 dt(alpha), dt(beta), bpack, apack, acc, mb_max, nb_max, kc_max)
+    bpack, apack, acc = _buffers(c.dtype, nwork, k)
+    args = (a.reshape(-1), ars, acs, b.reshape(-1), brs, bcs, c.reshape(-1), m, n, k,
+            dt(alpha), dt(beta), bpack, apack, acc, mb_max, nb_max, _KC, _MICRO[nr], nr)
+    key = (c.dtype, a.flags.writeable, b.flags.writeable)
+    if key in _GEMM_COMPILED:
+        _gemm_kernel(*args)
+    else:
+        with _slp_vectorized():
+            _gemm_kernel(*args)
+        _GEMM_COMPILED.add(key)
+
+
+# Argument types (dtype, whether a and b are writeable) _gemm_kernel has been called with.
+_GEMM_COMPILED = set()
+
+
+@contextlib.contextmanager
+def _slp_vectorized():
+    """Compile with LLVM's SLP vectoriser on, which the micro-kernels need to keep their
+    scalar accumulators in vector registers (without it they run 8-10x slower). Numba turns
+    it off by default (numba PR 8852: miscompilations reported against older LLVMs); here
+    it is on only for the GEMM kernel's compilation, whose results the tests check against
+    the NumPy reference, and Numba's compiler lock is held meanwhile so that no other
+    compilation, in any thread, sees the setting."""
+    with global_compiler_lock:
+        old = numba.config.SLP_VECTORIZE
+        numba.config.SLP_VECTORIZE = 1
+        try:
+            yield
+        finally:
+            numba.config.SLP_VECTORIZE = old
 
 
 # --------------------------------------------------------------------------- im2col
