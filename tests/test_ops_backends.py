@@ -1120,6 +1120,9 @@ BIAS_CASES = [  # (shape, channel_axis)
     ((7,), -1), ((1, 1), -1), ((5, 3), -1), ((5, 3), 1), ((17, 129), -1),
     ((2, 3, 4, 5), -1), ((2, 3, 4, 5), 1), ((3, 5, 7, 2), -3), ((1, 1, 1, 13), 3),
     ((4, 6, 2), 0),
+    # past the Numba backend's serial cutoff (_SERIAL_MAX = 65536 elements): its parallel
+    # paths, rows (inner == 1) and planes (inner > 1)
+    ((300, 257), -1), ((3, 70, 20, 17), 1),
 ]
 
 
@@ -1361,7 +1364,8 @@ def test_out_arguments_are_checked():
 
 
 # --------------------------------------------------------------------------- softmax xent
-XENT_CASES = [(1, 1), (1, 10), (7, 3), (32, 10), (257, 7), (3, 300), (2000, 10)]
+XENT_CASES = [(1, 1), (1, 10), (7, 3), (32, 10), (257, 7), (3, 300), (2000, 10),
+              (7001, 10)]  # (the last past the Numba backend's serial cutoff)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
@@ -1421,11 +1425,13 @@ def test_softmax_cross_entropy_out_and_bad_input(backend):
 # --------------------------------------------------------------------------- adam_update
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("amsgrad", [False, True])
-def test_adam_update_bitwise_equal_to_reference(backend, dtype, amsgrad):
+# odd tails for vector loops, one side and the other of the thread cutoffs (the C
+# backend's, Numba's 65536)
+@pytest.mark.parametrize("n", [10007, 70001])
+def test_adam_update_bitwise_equal_to_reference(backend, dtype, amsgrad, n):
     """The fused kernel does the reference's operations in the same order and dtype, so
     every backend matches it bit for bit over several steps (NaN included)."""
     rng = np.random.default_rng(5)
-    n = 10007                                   # odd tail for vector loops, > thread cutoff
     p0 = rng.standard_normal(n).astype(dtype)
     state = [p0.copy(), np.zeros(n, dtype), np.zeros(n, dtype),
              np.zeros(n, dtype) if amsgrad else None]

@@ -89,7 +89,7 @@ _NB = {np.dtype(np.float32): 256, np.dtype(np.float64): 128}
 # threads costs more than they save (GOMP_SPINCOUNT=1000, see c_backend: they sleep between
 # calls). 128 x 64 x 10 float: 15 us on one thread, 95 us on two; 128 x 1600 x 64: 345
 # and 270 us (2 threads, this Xeon).
-_GEMM_SERIAL_MACS = 1 << 22
+_GEMM_SERIAL_MACS = 1 << 20
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -191,6 +191,10 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
 def _gemm_kernel(a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta, bpack, apack, acc,
                  mb_max, nb_max, kc_max, micro, nr):
     nwork = bpack.shape[0]
+    if nwork == 1:  # not a parallel region: it would wake the pool's threads all the same
+        _gemm_worker(0, 1, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta, bpack[0],
+                     apack[0], acc[0], mb_max, nb_max, kc_max, micro, nr)
+        return
     for wk in prange(nwork):
         _gemm_worker(np.int64(wk), nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
                      bpack[wk], apack[wk], acc[wk], mb_max, nb_max, kc_max, micro, nr)
@@ -510,7 +514,15 @@ def _bias_act_rows(y, b, has_b, relu, out, r0, r1, ch):
 
 
 @njit(parallel=True, cache=True)
-def _bias_act_kernel(y, b, has_b, relu, out, outer, ch, inner):
+def _bias_act_kernel(y, b, has_b, relu, out, outer, ch, inner, serial):
+    if serial:
+        if inner == 1:
+            _bias_act_rows(y, b, has_b, relu, out, 0, outer, ch)
+        else:
+            for r in range(outer * ch):
+                _bias_act_run(y, b[r % ch] if has_b else y.dtype.type(0), has_b, relu, out,
+                              r * inner, inner)
+        return
     if inner == 1:
         # runs of whole rows (a prange iteration per 32-element row cost more than it)
         nruns, per = _runs(outer)
@@ -522,6 +534,12 @@ def _bias_act_kernel(y, b, has_b, relu, out, outer, ch, inner):
             bv = b[r % ch] if has_b else y.dtype.type(0)
             _bias_act_run(y, bv, has_b, relu, out, r * inner, inner)
 
+
+# Elementwise kernels on fewer elements than this run without a parallel region: even with
+# one iteration, a region wakes the pool's threads, which sleep between calls (libgomp's
+# GOMP_SPINCOUNT=1000, set by c_backend): 45 us for a 32 x 128 x 10 product with 0.5 ms of
+# Python between calls, 13 us without the region (2 threads, this Xeon).
+_SERIAL_MAX = 1 << 16
 
 # Fixed number of row chunks for the db reduction when inner == 1: the partial sums and
 # their order depend only on the shape, never on the number of threads.
@@ -569,20 +587,29 @@ def _bias_act_backward_part(dy, y, relu, dx, db, part, mode, r, outer, ch, inner
         db[r] = s
 
 
+@njit(cache=True)
+def _act_backward_run(dy, y, relu, dx, q0, q1):
+    zero = dy.dtype.type(0)
+    for q in range(q0, q1):
+        g = dy[q]
+        if relu and not (y[q] > 0):
+            g = zero
+        dx[q] = g
+
+
 @njit(parallel=True, cache=True)
-def _bias_act_backward_kernel(dy, y, relu, dx, db, has_db, outer, ch, inner, nchunks):
+def _bias_act_backward_kernel(dy, y, relu, dx, db, has_db, outer, ch, inner, nchunks,
+                              serial):
     if not has_db:
         # elementwise: threads take contiguous runs of the flat arrays (a run per
         # (row, channel) was one element per parallel iteration for NHWC's inner == 1)
         total = outer * ch * inner
+        if serial:
+            _act_backward_run(dy, y, relu, dx, 0, total)
+            return
         nruns, per = _runs(total)
-        zero = dy.dtype.type(0)
         for r in prange(nruns):
-            for q in range(r * per, min(total, (r + 1) * per)):
-                g = dy[q]
-                if relu and not (y[q] > 0):
-                    g = zero
-                dx[q] = g
+            _act_backward_run(dy, y, relu, dx, r * per, min(total, (r + 1) * per))
         return
     if inner == 1:
         mode = 1
@@ -591,9 +618,14 @@ def _bias_act_backward_kernel(dy, y, relu, dx, db, has_db, outer, ch, inner, nch
         mode = 2
         nrows = ch
     part = np.empty((nchunks if mode == 1 else 0, ch), dtype=np.float64)
-    for r in prange(nrows):
-        _bias_act_backward_part(dy, y, relu, dx, db, part, mode, np.int64(r), outer, ch,
-                                inner, nchunks)
+    if serial:  # the same parts, summed in the same order
+        for r in range(nrows):
+            _bias_act_backward_part(dy, y, relu, dx, db, part, mode, r, outer, ch, inner,
+                                    nchunks)
+    else:
+        for r in prange(nrows):
+            _bias_act_backward_part(dy, y, relu, dx, db, part, mode, np.int64(r), outer,
+                                    ch, inner, nchunks)
     if mode == 1:
         for ci in range(ch):
             s = 0.0
@@ -602,25 +634,41 @@ def _bias_act_backward_kernel(dy, y, relu, dx, db, has_db, outer, ch, inner, nch
             db[ci] = s
 
 
+@njit(cache=True)
+def _relu_mask_run(x, y, mask, e0, e1):
+    for e in range(e0, e1):
+        v = x[e]
+        m = v <= 0
+        mask[e] = m
+        y[e] = 0 if m else v
+
+
 @njit(parallel=True, cache=True)
 def _relu_mask_kernel(x, y, mask):
     n = x.size
+    if n < _SERIAL_MAX:
+        _relu_mask_run(x, y, mask, 0, n)
+        return
     nruns, per = _runs(n)
     for r in prange(nruns):
-        for e in range(r * per, min(n, (r + 1) * per)):
-            v = x[e]
-            m = v <= 0
-            mask[e] = m
-            y[e] = 0 if m else v
+        _relu_mask_run(x, y, mask, r * per, min(n, (r + 1) * per))
+
+
+@njit(cache=True)
+def _relu_mask_bwd_run(dy, mask, dx, e0, e1):
+    for e in range(e0, e1):
+        dx[e] = 0 if mask[e] else dy[e]
 
 
 @njit(parallel=True, cache=True)
 def _relu_mask_bwd_kernel(dy, mask, dx):
     n = dy.size
+    if n < _SERIAL_MAX:
+        _relu_mask_bwd_run(dy, mask, dx, 0, n)
+        return
     nruns, per = _runs(n)
     for r in prange(nruns):
-        for e in range(r * per, min(n, (r + 1) * per)):
-            dx[e] = 0 if mask[e] else dy[e]
+        _relu_mask_bwd_run(dy, mask, dx, r * per, min(n, (r + 1) * per))
 
 
 def relu_mask(x, y, mask):
@@ -638,7 +686,7 @@ def bias_act(y, b, act, out):
     outer, ch, inner = y.shape
     bf = b if b is not None else np.zeros(1, dtype=y.dtype)
     _bias_act_kernel(y.reshape(-1), bf, b is not None, act == "relu", out.reshape(-1),
-                     outer, ch, inner)
+                     outer, ch, inner, y.size < _SERIAL_MAX)
 
 
 def bias_act_backward(dy, y, act, dx, db):
@@ -647,7 +695,8 @@ def bias_act_backward(dy, y, act, dx, db):
     dbf = db if db is not None else np.zeros(1, dtype=y.dtype)
     nchunks = max(1, min(_DB_CHUNKS, outer))
     _bias_act_backward_kernel(dy.reshape(-1), y.reshape(-1), act == "relu", dx.reshape(-1),
-                              dbf, db is not None, outer, ch, inner, nchunks)
+                              dbf, db is not None, outer, ch, inner, nchunks,
+                              y.size < _SERIAL_MAX)
 
 
 # --------------------------------------------------------------------------- conv
@@ -1279,43 +1328,54 @@ def avgpool2d_backward(dy, g, layout, dx):
 
 
 # --------------------------------------------------------------------------- losses
+@njit(cache=True)
+def _xent_row(z, labels, t, sparse, scale, one, nan, probs, loss, dz, i):
+    """Row i: probabilities, loss and the gradient (scaled)."""
+    k = z.shape[1]
+    if sparse and (labels[i] < 0 or labels[i] >= k):
+        loss[i] = nan
+        for j in range(k):
+            probs[i, j] = nan
+            dz[i, j] = nan
+        return
+    mx = z[i, 0]
+    for j in range(1, k):
+        if z[i, j] > mx or z[i, j] != z[i, j]:  # a NaN stays
+            mx = z[i, j]
+    total = one - one
+    for j in range(k):
+        e = np.exp(z[i, j] - mx)
+        probs[i, j] = e
+        total += e
+    for j in range(k):
+        probs[i, j] /= total
+    lt = np.log(total)
+    if sparse:
+        lab = labels[i]
+        loss[i] = lt - (z[i, lab] - mx)
+        for j in range(k):
+            dz[i, j] = ((probs[i, j] - one) if j == lab else probs[i, j]) * scale
+    else:
+        acc = one - one
+        tsum = one - one
+        for j in range(k):
+            acc += t[i, j] * (lt - (z[i, j] - mx))
+            tsum += t[i, j]
+        loss[i] = acc
+        for j in range(k):
+            dz[i, j] = (probs[i, j] * tsum - t[i, j]) * scale
+
+
 @njit(parallel=True, cache=True)
 def _xent_kernel(z, labels, t, sparse, scale, one, nan, probs, loss, dz):
     # one, nan, scale: scalars of z's dtype, so every operation runs in that dtype
-    n, k = z.shape
+    n = z.shape[0]
+    if z.size < _SERIAL_MAX:
+        for i in range(n):
+            _xent_row(z, labels, t, sparse, scale, one, nan, probs, loss, dz, i)
+        return
     for i in prange(n):
-        if sparse and (labels[i] < 0 or labels[i] >= k):
-            loss[i] = nan
-            for j in range(k):
-                probs[i, j] = nan
-                dz[i, j] = nan
-            continue
-        mx = z[i, 0]
-        for j in range(1, k):
-            if z[i, j] > mx or z[i, j] != z[i, j]:  # a NaN stays
-                mx = z[i, j]
-        total = one - one
-        for j in range(k):
-            e = np.exp(z[i, j] - mx)
-            probs[i, j] = e
-            total += e
-        for j in range(k):
-            probs[i, j] /= total
-        lt = np.log(total)
-        if sparse:
-            lab = labels[i]
-            loss[i] = lt - (z[i, lab] - mx)
-            for j in range(k):
-                dz[i, j] = ((probs[i, j] - one) if j == lab else probs[i, j]) * scale
-        else:
-            acc = one - one
-            tsum = one - one
-            for j in range(k):
-                acc += t[i, j] * (lt - (z[i, j] - mx))
-                tsum += t[i, j]
-            loss[i] = acc
-            for j in range(k):
-                dz[i, j] = (probs[i, j] * tsum - t[i, j]) * scale
+        _xent_row(z, labels, t, sparse, scale, one, nan, probs, loss, dz, i)
 
 
 def softmax_xent(z, labels, t, scale, probs, loss, dz):
@@ -1327,10 +1387,10 @@ def softmax_xent(z, labels, t, scale, probs, loss, dz):
 
 
 # --------------------------------------------------------------------------- optimizers
-@njit(parallel=True, cache=True)
-def _adam_kernel(p, g, m, v, vhat, use_vhat, alpha, omb1, omb2, eps, lim):
+@njit(cache=True)
+def _adam_run(p, g, m, v, vhat, use_vhat, alpha, omb1, omb2, eps, lim, i0, i1):
     zero = lim - lim                        # +0 in the arrays' dtype
-    for i in prange(p.size):
+    for i in range(i0, i1):
         gi = g[i]
         mi = m[i] + (gi - m[i]) * omb1
         vi = v[i] + (gi * gi - v[i]) * omb2
@@ -1348,6 +1408,17 @@ def _adam_kernel(p, g, m, v, vhat, use_vhat, alpha, omb1, omb2, eps, lim):
                 vi = zero
             vhat[i] = vi
         p[i] -= (mi * alpha) / (np.sqrt(vi) + eps)
+
+
+@njit(parallel=True, cache=True)
+def _adam_kernel(p, g, m, v, vhat, use_vhat, alpha, omb1, omb2, eps, lim):
+    if p.size < _SERIAL_MAX:
+        _adam_run(p, g, m, v, vhat, use_vhat, alpha, omb1, omb2, eps, lim, 0, p.size)
+        return
+    nruns, per = _runs(p.size)
+    for r in prange(nruns):
+        _adam_run(p, g, m, v, vhat, use_vhat, alpha, omb1, omb2, eps, lim, r * per,
+                  min(p.size, (r + 1) * per))
 
 
 def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps, flush):
