@@ -28,8 +28,10 @@ import numpy as np
 
 from .callbacks import infer_mode
 from .utils import get_rng, set_random_seed
-from .utils._args import check_int, check_path
+from .utils._args import check_bool, check_int, check_path
 from .utils._files import atomic_write_text
+
+__all__ = ["grid_search", "random_search", "SearchResults", "FIT_PARAMS"]
 
 FIT_PARAMS = ("batch_size", "epochs")
 
@@ -74,11 +76,14 @@ class SearchResults:
         return self.trials[0]["score"] if self.trials else math.nan
 
     def rows(self) -> List[Dict[str, Any]]:
-        """One flat dict per trial: the parameters, every logged metric, seconds."""
+        """One flat dict per trial: rank, the parameters, every logged metric, seconds. A
+        parameter named like one of the other columns (``loss``, ``rank``...) is listed as
+        ``param_<name>``, so neither hides the other."""
         out = []
         for rank, t in enumerate(self.trials, 1):
             row = {"rank": rank}
-            row.update(t["params"])
+            taken = {"rank", "seconds", *t["metrics"]}
+            row.update({("param_" + k if k in taken else k): v for k, v in t["params"].items()})
             row.update({k: v for k, v in t["metrics"].items()})
             row["seconds"] = round(t["seconds"], 3)
             out.append(row)
@@ -121,6 +126,10 @@ def _rank(score: float, mode: str) -> tuple:
     return (0, -score if mode == "max" else score)
 
 
+def _check_seed(seed) -> Optional[int]:
+    return None if seed is None else check_int(seed, "seed", low=0)
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -155,6 +164,14 @@ def _run(build_fn, candidates, x, y, validation_data, validation_split, epochs, 
         raise ValueError("a search needs validation data: give validation_data=(x_val, y_val) "
                          "or validation_split > 0")
     mode = _direction(objective, mode)
+    # everything that can be checked before the first trial trains
+    epochs = check_int(epochs, "epochs")
+    batch_size = check_int(batch_size, "batch_size")
+    keep_best_model = check_bool(keep_best_model, "keep_best_model")
+    for params in candidates:
+        for k in FIT_PARAMS:
+            if k in params:
+                check_int(params[k], k)
     trials, best_model, best = [], None, None
     for i, params in enumerate(candidates):
         build_params = {k: v for k, v in params.items() if k not in FIT_PARAMS}
@@ -210,6 +227,7 @@ def grid_search(build_fn: Callable[..., Any], param_grid: Mapping[str, Sequence]
     -------
     SearchResults
     """
+    seed = _check_seed(seed)
     if not isinstance(param_grid, Mapping) or not param_grid:
         raise ValueError(f"param_grid must be a non-empty dict of lists, received {param_grid!r}")
     values = []
@@ -241,6 +259,7 @@ def random_search(build_fn: Callable[..., Any], param_distributions: Mapping[str
     for :func:`grid_search`.
     """
     n_iter = check_int(n_iter, "n_iter")
+    seed = _check_seed(seed)
     if not isinstance(param_distributions, Mapping) or not param_distributions:
         raise ValueError("param_distributions must be a non-empty dict")
     rng = get_rng(seed)   # seed None: fastnn's global generator (set_random_seed)

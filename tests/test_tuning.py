@@ -193,3 +193,44 @@ def test_random_search_without_seed_follows_the_global_generator():
                                    n_iter=3, seed=None)
         runs.append(sorted(t["params"]["s"] for t in res.trials))
     assert runs[0] == runs[1]
+
+
+def test_a_parameter_named_like_a_logged_value_keeps_its_column(tmp_path):
+    """A parameter called ``loss`` (or ``rank``, ``seconds``) used to be overwritten by the
+    metric of that name in rows(), table() and the CSV."""
+    x, y = _data()
+
+    def build_loss(loss, rank):
+        return build(units=loss)
+    res = tuning.grid_search(build_loss, {"loss": [2, 3], "rank": [7]}, x, y, epochs=1)
+    for row in res.rows():
+        assert row["param_loss"] in (2, 3) and row["param_rank"] == 7
+        assert isinstance(row["loss"], float) and row["rank"] in (1, 2)
+    assert "param_loss" in res.table().splitlines()[0]
+    res.to_csv(tmp_path / "r.csv")
+    with open(tmp_path / "r.csv") as fh:
+        assert "param_loss" in next(csv.reader(fh))
+
+
+@pytest.mark.parametrize("kw,grid,exc,match", [
+    (dict(epochs=0), {"units": [2]}, ValueError, "epochs must be >= 1"),
+    (dict(batch_size=2.5), {"units": [2]}, TypeError, "batch_size must be an int"),
+    ({}, {"units": [2, 3], "batch_size": [8, 0]}, ValueError, "batch_size must be >= 1"),
+    ({}, {"units": [2], "epochs": ["2"]}, TypeError, "epochs must be an int"),
+    (dict(seed="a"), {"units": [2]}, TypeError, "seed must be an int"),
+    (dict(seed=-1), {"units": [2]}, ValueError, "seed must be >= 0"),
+    (dict(keep_best_model="no"), {"units": [2]}, TypeError, "keep_best_model"),
+])
+def test_bad_search_arguments_are_refused_before_any_training(kw, grid, exc, match):
+    calls.clear()
+    x, y = _data()
+    with pytest.raises(exc, match=match):
+        tuning.grid_search(build, grid, x, y, **kw)
+    with pytest.raises(exc, match=match):
+        tuning.random_search(build, grid, x, y, n_iter=2, **kw)
+    assert calls == []
+
+
+def test_public_names():
+    assert sorted(tuning.__all__) == ["FIT_PARAMS", "SearchResults", "grid_search",
+                                      "random_search"]
