@@ -23,6 +23,7 @@ import argparse
 import ctypes as ct
 import glob
 import os
+import re
 import time
 
 import numpy as np
@@ -132,11 +133,15 @@ def _conv(libs, reps: int) -> None:
                                             dx[i].ctypes.data if need_dx else None,
                                             dw[i].ctypes.data, db[i].ctypes.data)
 
-        def same(arrays):
-            return lambda: (np.testing.assert_array_equal(arrays[0], arrays[1]))
+        def same(*outputs):  # each output: the two builds' arrays
+            def check():
+                for arrays in outputs:
+                    np.testing.assert_array_equal(arrays[0], arrays[1])
+            return check
 
-        _ab(f"conv+pool forward {c}->{f}", fwd, reps, same(y))
-        _ab(f"conv+pool backward {c}->{f}", bwd, reps, same(dw))
+        _ab(f"conv+pool forward {c}->{f}", fwd, reps, same(y, am))
+        _ab(f"conv+pool backward {c}->{f}", bwd, reps,
+            same(dw, db, *((dx,) if need_dx else ())))
 
 
 def _dlfs(libs, reps: int) -> None:
@@ -192,11 +197,17 @@ def main(argv=None) -> None:
     p.add_argument("what", choices=["gemm", "conv", "dlfs"])
     p.add_argument("shapes", nargs="*", default=["1024x1024x1024"],
                    help="GEMM shapes MxKxN[d] (default 1024x1024x1024)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--isa", type=int, default=None,
+    p.add_argument("--threads", type=int, default=2, help="threads (>= 1, default 2)")
+    p.add_argument("--reps", type=int, default=20, help="reps per build (>= 1, default 20)")
+    p.add_argument("--isa", type=int, default=None, choices=[0, 1, 2],
                    help="force an ISA in both builds: 0 generic, 1 AVX2, 2 AVX-512")
     args = p.parse_args(argv)
+    if args.threads < 1 or args.reps < 1:
+        p.error(f"--threads and --reps must be >= 1, received {args.threads} and {args.reps}")
+    for s in args.shapes if args.what == "gemm" else ():
+        if not re.fullmatch(r"(ta|tb|tab)?[1-9][0-9]*x[1-9][0-9]*x[1-9][0-9]*[fd]?", s):
+            p.error(f"GEMM shapes are MxKxN with an optional ta/tb/tab prefix and f/d "
+                    f"suffix (e.g. 1024x1024x1024, ta4320x100x100d), received {s!r}")
     libs = [_load(d, args.threads, args.isa) for d in (args.a, args.b)]
     print(f"threads {args.threads}, {args.reps} reps, A = {args.a}, B = {args.b}")
     if args.what == "gemm":

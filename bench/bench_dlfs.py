@@ -46,7 +46,7 @@ try:
 except ImportError:          # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
     import fastnn
-from fastnn.bench import cpu_model
+from fastnn.bench import cpu_model, positive_int, thread_count
 from fastnn.compat import dlfs
 from fastnn.datasets import fashion_mnist
 
@@ -62,23 +62,25 @@ def load_original():
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20, help="training steps (default 20)")
-    ap.add_argument("--batch", type=int, default=100, help="batch size (default 100)")
-    ap.add_argument("--threads", type=int, default=None,
+    ap.add_argument("--steps", type=positive_int, default=20,
+                    help="training steps (default 20)")
+    ap.add_argument("--batch", type=positive_int, default=100, help="batch size (default 100)")
+    ap.add_argument("--threads", type=thread_count, default=None,
                     help="fastnn threads (default: fastnn's default)")
-    ap.add_argument("--backend", default=None, help="fastnn backend (default: the active one)")
-    ap.add_argument("--blas-threads", type=int, default=None,
+    ap.add_argument("--backend", default=None, choices=("c", "numba", "numpy"),
+                    help="fastnn backend (default: the active one)")
+    ap.add_argument("--blas-threads", type=positive_int, default=None,
                     help="limit NumPy's BLAS threads (used by the book's np.dot) with "
                          "threadpoolctl (default: NumPy's default)")
-    ap.add_argument("--block", type=int, default=10,
+    ap.add_argument("--block", type=positive_int, default=10,
                     help="steps each net runs before the other's turn (default 10; 1: "
                          "alternate every step)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="(>= 0, default 0)")
     ap.add_argument("--show", type=int, default=5,
                     help="steps shown at the start and at the end (default 5)")
     args = ap.parse_args()
-    if args.steps < 1 or args.batch < 1 or args.block < 1:
-        ap.error("--steps, --batch and --block must be >= 1")
+    if args.seed < 0 or args.show < 0:
+        ap.error(f"--seed and --show must be >= 0, received {args.seed} and {args.show}")
     if args.backend:
         fastnn.set_backend(args.backend)
     if args.threads:

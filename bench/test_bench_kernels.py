@@ -4,10 +4,13 @@
 
 GEMM (M, K, N) float32 1024^3, 2048^3, (86528, 9, 32), (15488, 288, 64), (128, 128, 10)
 and float64 1024^3; the CNN's convolutions forward (bias + fused ReLU) and backward
-(NHWC, 3x3 valid; x=(128,28,28,1) with 32 filters, x=(128,13,13,32) with 64), the book
-conv net's first convolution (NCHW float64, x=(100,1,28,28), 30 5x5 filters) and the CNN's
-2x2 max poolings forward and backward on (128,26,26,32) and (128,11,11,64). PyTorch runs
-the same ops on NCHW tensors (converted beforehand). No timing is asserted.
+(NHWC, 3x3 valid; x=(128,28,28,1) with 32 filters, x=(128,13,13,32) with 64), each also
+fused with its 2x2 max pooling (forward, and backward from the pooled gradient), the book
+conv net's first convolution (NCHW float64, x=(100,1,28,28), 30 5x5 filters), the CNN's
+2x2 max poolings forward and backward on (128,26,26,32) and (128,11,11,64), and the book
+net's (NCHW float64, (100,30,24,24)). The list is fastnn.bench.kernel_cases(), the cases
+of ``fastnn bench``. PyTorch runs the same ops on NCHW tensors (converted beforehand). No
+timing is asserted.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ CASES = fb.kernel_cases()
 
 
 def _case_id(case) -> str:
-    """``matmul-f32-1024x1024x1024``, ``conv_bwd-32to64``, ``pool_fwd-32ch``: -k friendly."""
+    """``matmul-f32-1024x1024x1024``, ``conv_bwd-32to64``, ``conv_pool_fwd-32to64``,
+    ``pool_fwd-32ch``, ``pool_bwd-30ch-nchw-f64``: -k friendly."""
     p = case.params
     if case.group == "matmul":
         tail = f"{p['dtype'].replace('float', 'f')}-{p['m']}x{p['k']}x{p['n']}"
@@ -28,6 +32,8 @@ def _case_id(case) -> str:
         tail = f"{p['w'][1]}to{p['w'][0]}-nchw-{p['dtype'].replace('float', 'f')}"
     elif case.group == "conv":
         tail = f"{p['w'][2]}to{p['w'][3]}"
+    elif p["layout"] == "NCHW":
+        tail = f"{p['x'][1]}ch-nchw-{p['dtype'].replace('float', 'f')}"
     else:
         tail = f"{p['x'][3]}ch"
     return f"{case.op}-{tail}"

@@ -33,7 +33,7 @@ def main(epochs: int = 5, batch_size: int = 32, n_train=None, n_test=None, verbo
     loss, acc = model.evaluate(x_test, y_test, verbose=0)
 
     y_pred = np.argmax(model.predict(x_test, batch_size=256, verbose=verbose), axis=1)
-    precision, recall, f1, support = precision_recall_f1(y_test, y_pred, num_classes=10)
+    precision, recall, f1, _support = precision_recall_f1(y_test, y_pred, num_classes=10)
     print(classification_report(y_test, y_pred, target_names=fashion_mnist.CLASS_NAMES))
     print(f"test accuracy {acc:.4f}, {seconds:.2f} s/epoch")
     return acc, precision, recall, f1, seconds

@@ -65,7 +65,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_demo.add_argument("--backend", choices=["c", "numba", "numpy"], default=None,
                         help="backend (default: the fastest available)")
     p_demo.add_argument("--threads", type=thread_count, default=None,
-                        help="threads (default: OMP_NUM_THREADS if set, else the CPUs "
+                        help="threads (default: the backend's own: OMP_NUM_THREADS for C "
+                             "and NUMBA_NUM_THREADS for Numba if set, else the CPUs "
                              "available)")
     p_demo.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
                         help="0 silent, 1 progress bar, 2 one line per epoch (default 1)")

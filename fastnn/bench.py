@@ -80,6 +80,7 @@ import numpy as np
 from .utils._files import atomic_write, resolve_target
 
 __all__ = ["main", "add_parser", "run", "kernel_cases", "kernel_callable", "make_trainer",
+           "positive_int", "thread_count",
            "load_train_data", "torch_or_none", "machine_info", "format_tables",
            "GROUPS", "PROGRAMS", "FULL_EPOCH_IMAGES"]
 
@@ -280,6 +281,8 @@ def thread_limits(threads: int, torch=None, notes: Optional[List[str]] = None):
     fastnn.set_num_threads(threads)
     if torch is not None:
         torch.set_num_threads(threads)
+    if notes is not None and threads > default_threads():
+        notes.append(f"{threads} threads on {default_threads()} CPUs: the threads take turns")
     try:
         try:
             from threadpoolctl import threadpool_limits
@@ -1203,7 +1206,14 @@ def run(*, suite: str = "all", only: Optional[Sequence[str]] = None,
             bar.update(min(done[0], total), [("case", label)] if label else None)
 
     result: Dict[str, Any] = {"format": "fastnn-bench/1"}
+    from . import _backend
     with thread_limits(threads, torch, notes):
+        for name in dict.fromkeys([kernel_backend, *backends]):
+            mod = _backend._loaded.get(name)
+            got = mod.get_num_threads() if mod is not None and name != "numpy" else threads
+            if got != threads:   # (the training children set the same count and cap)
+                notes.append(f"the {name} backend runs {got} threads, not {threads} (its "
+                             f"cap: {'NUMBA_NUM_THREADS' if name == 'numba' else 'MAX_THREADS'})")
         result["machine"] = machine_info(threads, torch)
         result["settings"] = {
             "suite": suite, "only": only, "threads": threads, "reps": reps,
@@ -1316,10 +1326,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def _check_output(option: str, value: str) -> Optional[str]:
     """Why ``--json`` / ``--png`` ``value`` cannot be written (checked before minutes of
     measuring, not after), or None."""
+    if not value:
+        return f"{option}: an empty path (give 'none' to write no file)"
     try:
         target = resolve_target(value, option, os.path.basename(_DEFAULT_OUTPUT[option]))
     except (OSError, ValueError) as exc:
-        return one_line(exc)
+        why = one_line(exc)
+        return why if why.startswith(option) else f"{option} {value}: {why}"
     parent = os.path.dirname(target)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         return f"{option} {value}: the directory {parent} does not exist or is not writable"
@@ -1328,7 +1341,7 @@ def _check_output(option: str, value: str) -> Optional[str]:
 
 def _run_args(args: argparse.Namespace) -> int:
     outputs = {opt: value for opt, value in (("--png", args.png), ("--json", args.json))
-               if value and value.lower() != "none"}
+               if value.lower() != "none"}
     for opt, value in outputs.items():
         why = _check_output(opt, value)
         if why:
@@ -1340,8 +1353,10 @@ def _run_args(args: argparse.Namespace) -> int:
                  backends=args.backends, quick=args.quick, use_torch=args.torch,
                  verbose=args.verbose)
     if not result["kernels"] and not result["train"]:
-        print("fastnn bench: nothing to run for --suite "
-              f"{args.suite} --only {','.join(args.only or [])}", file=sys.stderr)
+        only = f" --only {','.join(args.only)}" if args.only else ""
+        why = "".join(f"\n- {note}" for note in result["notes"])
+        print(f"fastnn bench: nothing to run for --suite {args.suite}{only}{why}",
+              file=sys.stderr)
         return 2
     files = {}   # option -> bytes to write, once the tables are printed
     if "--png" in outputs:

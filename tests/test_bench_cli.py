@@ -286,9 +286,25 @@ def test_bench_dlfs_runs_in_blocks(tmp_path):
     assert "3 steps in blocks of 2" in res.stdout
     res = run("--steps", "3", "--block", "0")
     assert res.returncode == 2 and "--block" in res.stderr
+    for bad, option in ((["--threads", "-1"], "--threads"), (["--threads", "0"], "--threads"),
+                        (["--backend", "bogus"], "--backend"), (["--seed", "-2"], "--seed")):
+        res = run(*bad)
+        assert res.returncode == 2 and option in res.stderr and "Traceback" not in res.stderr
 
 
-def test_usage_errors_come_before_any_measurement(tmp_path, capsys):
+def test_ab_builds_usage_errors(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "bench" / "ab_builds.py"
+    if not script.exists():
+        pytest.skip("not run from a source checkout")
+    for bad, words in ((["gemm", "foo"], "GEMM shapes"), (["gemm", "--reps", "0"], "--reps"),
+                       (["gemm", "--threads", "-5"], "--threads"), (["gemm", "--isa", "5"],
+                                                                     "--isa")):
+        res = subprocess.run([sys.executable, str(script), "a", "b", *bad], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and words in res.stderr and "Traceback" not in res.stderr
+
+
+def test_usage_errors_come_before_any_measurement(tmp_path, capsys, monkeypatch):
     """A program name alone in --only runs no kernel case (it ran them all); an output path
     that cannot be written and a thread count above 1024 are usage errors (exit 2) before
     any measurement, not a traceback after it."""
@@ -296,12 +312,30 @@ def test_usage_errors_come_before_any_measurement(tmp_path, capsys):
     rc = fb.main(["--quick", "--suite", "kernels", "--only", "cnn", "--no-torch",
                   "--png", "none", "--verbose", "0"])
     assert rc == 2 and "nothing to run" in capsys.readouterr().err
+    # with the reason when the backend asked for could not run
+    from fastnn import _backend
+    monkeypatch.setattr(_backend, "available", lambda: ["c", "numpy"])
+    monkeypatch.setitem(_backend._errors, "numba", "hidden by the test")
+    rc = fb.main(["--quick", "--suite", "train", "--backends", "numba", "--no-torch",
+                  "--json", "none", "--png", "none", "--verbose", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nothing to run for --suite train\n" in err
+    assert "'numba' skipped: hidden by the test" in err
+    monkeypatch.undo()
     rc = fb.main(["--quick", "--json", str(tmp_path / "no" / "such" / "dir" / "x.json"),
                   "--png", "none", "--verbose", "0"])
     assert rc == 2 and "does not exist or is not writable" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         fb.main(["--threads", "2000"])
     assert info.value.code == 2 and "must be <= 1024" in capsys.readouterr().err
+    # an empty path is not 'none'; an unusable one is named with its option
+    assert fb.main(["--quick", "--json", "", "--png", "none", "--verbose", "0"]) == 2
+    assert "--json: an empty path" in capsys.readouterr().err
+    not_dir = tmp_path / "file"
+    not_dir.write_text("")
+    assert fb.main(["--quick", "--json", str(not_dir / "x.json"), "--png", "none",
+                    "--verbose", "0"]) == 2
+    assert capsys.readouterr().err.startswith(f"fastnn bench: --json {not_dir / 'x.json'}")
     from fastnn.__main__ import main as cli
     with pytest.raises(SystemExit) as info:
         cli(["demo", "--threads", "2000"])
