@@ -23,6 +23,7 @@ layer, so no gradient flows through them; their ``backward`` raises if one is as
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Optional, Tuple, Union
 
@@ -37,14 +38,27 @@ Factor = Union[float, Tuple[float, float]]
 _FILL_MODES = ("reflect", "constant", "nearest", "wrap")
 
 
+def _one_image_too(fn):
+    """Let batch function ``fn`` take one image, (H, W, C) or (C, H, W), as Keras's layers
+    do: it runs as a batch of one, and the result drops the batch axis again."""
+    @functools.wraps(fn)
+    def run(x, *args, **kwargs):
+        x = np.asarray(x)
+        if x.ndim == 3:
+            return fn(x[None], *args, **kwargs)[0]
+        return fn(x, *args, **kwargs)
+    return run
+
+
 def _check_nhwc(x, who: str, data_format: Optional[str] = None) -> np.ndarray:
     """``x`` as a float NHWC batch: channels_first input is transposed (a view), integer
     images become float32."""
     df = _data_format(data_format)
     x = np.asarray(x)
     if x.ndim != 4:
-        layout = "an NHWC batch (N, H, W, C)" if df == "channels_last" else \
-            "an NCHW batch (N, C, H, W) (data_format='channels_first')"
+        layout = "an NHWC batch (N, H, W, C) or one image (H, W, C)" \
+            if df == "channels_last" else "an NCHW batch (N, C, H, W) or one image (C, H, " \
+            "W) (data_format='channels_first')"
         raise ValueError(f"{who} expects {layout}, received shape {x.shape}")
     if x.dtype.kind not in "fiub":
         raise TypeError(f"{who} needs numeric images, received dtype {x.dtype}")
@@ -80,6 +94,14 @@ def _range(factor: Factor, name: str, limit: Optional[float] = None) -> Tuple[fl
                          + (f" within [-{limit}, {limit}]" if limit else "") +
                          f", received {factor!r}")
     return lo, hi
+
+
+def _plain(factor: Factor) -> Factor:
+    """A checked factor in Python floats (NumPy scalars made the model's config unsavable
+    as JSON), a pair kept a tuple or a list as given."""
+    if isinstance(factor, (tuple, list)):
+        return type(factor)(float(v) for v in factor)
+    return float(factor)
 
 
 def _check_fill(fill_mode, interpolation, fill_value=0.0) -> None:
@@ -156,6 +178,7 @@ def _check_flip_mode(mode) -> None:
                          f"received {mode!r}")
 
 
+@_one_image_too
 def random_flip(x, mode: str = "horizontal", rng=None,
                 data_format: Optional[str] = None) -> np.ndarray:
     """Flip each image of a batch with probability 1/2.
@@ -185,6 +208,7 @@ def random_flip(x, mode: str = "horizontal", rng=None,
     return _from_nhwc(out, data_format)
 
 
+@_one_image_too
 def random_shift(x, height_factor: Factor = 0.1, width_factor: Factor = 0.1, rng=None,
                  fill_mode: str = "reflect", fill_value: float = 0.0,
                  interpolation: str = "bilinear",
@@ -223,6 +247,7 @@ def random_shift(x, height_factor: Factor = 0.1, width_factor: Factor = 0.1, rng
                       data_format)
 
 
+@_one_image_too
 def random_rotation(x, factor: Factor = 0.1, rng=None, fill_mode: str = "reflect",
                     fill_value: float = 0.0, interpolation: str = "bilinear",
                     data_format: Optional[str] = None) -> np.ndarray:
@@ -272,6 +297,7 @@ def _crop_size(x: np.ndarray, height, width) -> Tuple[int, int]:
     return height, width
 
 
+@_one_image_too
 def random_crop(x, height: int, width: int, rng=None,
                 data_format: Optional[str] = None) -> np.ndarray:
     """Crop a random ``height x width`` window from each image (each at its own place).
@@ -300,6 +326,7 @@ def random_crop(x, height: int, width: int, rng=None,
                       data_format)
 
 
+@_one_image_too
 def center_crop(x, height: int, width: int, data_format: Optional[str] = None) -> np.ndarray:
     """Crop the central ``height x width`` window of each image.
 
@@ -319,7 +346,8 @@ def center_crop(x, height: int, width: int, data_format: Optional[str] = None) -
     height, width = _crop_size(x, height, width)
     h, w = x.shape[1:3]
     t, l = (h - height) // 2, (w - width) // 2
-    return _from_nhwc(x[:, t:t + height, l:l + width], data_format)
+    # a copy even when the window is the whole image (a view let the caller's data change)
+    return _from_nhwc(x[:, t:t + height, l:l + width].copy(), data_format)
 
 
 class _Augmentation(Layer):
@@ -338,12 +366,20 @@ class _Augmentation(Layer):
     def __init__(self, seed: Optional[int] = None, data_format: Optional[str] = None,
                  **kwargs):
         super().__init__(**kwargs)
-        self.seed = seed
-        self.data_format = _data_format(data_format)
         self._rng = None if seed is None else get_rng(seed)
+        self.seed = seed if seed is None or self._rng is seed else int(seed)  # (JSON)
+        self.data_format = _data_format(data_format)
 
     def _generator(self):
         return self._rng if self._rng is not None else get_rng()
+
+    def __call__(self, x, training: bool = False) -> np.ndarray:
+        """``x`` a batch, or one image ((H, W, C) or (C, H, W)) as Keras's layers take:
+        transformed as a batch of one, returned without the batch axis."""
+        x = np.asarray(x)
+        if x.ndim == 3:
+            return super().__call__(x[None], training=training)[0]
+        return super().__call__(x, training=training)
 
     def backward(self, grad):
         raise RuntimeError(f"{type(self).__name__} has no gradient: put augmentation layers "
@@ -407,8 +443,9 @@ class RandomTranslation(_Augmentation):
         _range(height_factor, "height_factor", 1.0)
         _range(width_factor, "width_factor", 1.0)
         _check_fill(fill_mode, interpolation, fill_value)
-        self.height_factor, self.width_factor = height_factor, width_factor
-        self.fill_mode, self.interpolation, self.fill_value = fill_mode, interpolation, fill_value
+        self.height_factor, self.width_factor = _plain(height_factor), _plain(width_factor)
+        self.fill_mode, self.interpolation = fill_mode, interpolation
+        self.fill_value = float(fill_value)
 
     def forward(self, x, training=False):
         if not training:
@@ -444,8 +481,9 @@ class RandomRotation(_Augmentation):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
         _range(factor, "factor")
         _check_fill(fill_mode, interpolation, fill_value)
-        self.factor = factor
-        self.fill_mode, self.interpolation, self.fill_value = fill_mode, interpolation, fill_value
+        self.factor = _plain(factor)
+        self.fill_mode, self.interpolation = fill_mode, interpolation
+        self.fill_value = float(fill_value)
 
     def forward(self, x, training=False):
         if not training:

@@ -86,7 +86,9 @@ def test_augmentation_inside_fit():
 
 
 @pytest.mark.parametrize("call, exc, match", [
-    (lambda: aug.random_flip(np.zeros((2, 3, 3)), "horizontal"), ValueError, "NHWC"),
+    (lambda: aug.random_flip(np.zeros((3, 3)), "horizontal"), ValueError, "NHWC"),
+    (lambda: aug.random_flip(np.zeros((1, 2, 3, 3, 1)), "horizontal"), ValueError,
+     "or one image"),
     (lambda: aug.random_flip(_img(), "diagonal"), ValueError, "mode"),
     (lambda: aug.random_shift(_img(), 1.5, 0.1), ValueError, "height_factor"),
     (lambda: aug.random_rotation(_img(), "a lot"), TypeError, "factor"),
@@ -179,3 +181,60 @@ def test_more_bad_arguments_named(call, exc, match):
     fill_value (a UFuncTypeError at call time): errors naming the argument up front."""
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("data_format", [None, "channels_first"])
+def test_one_image_as_keras(data_format):
+    """Keras 3's augmentation layers take one image, (H, W, C) (or (C, H, W)), and give one
+    back; fastnn's asked for a batch. One image is the batch of one, seed for seed."""
+    batch = _img(1, 6, 6, 2)
+    if data_format:
+        batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+    one = batch[0]
+    kw = dict(data_format=data_format)
+    for fn, args in ((aug.random_flip, ("horizontal", 3)), (aug.random_shift, (0.2, 0.2, 3)),
+                     (aug.random_rotation, (0.1, 3)), (aug.random_crop, (4, 3, 3)),
+                     (aug.center_crop, (4, 3))):
+        got = fn(one, *args, **kw)
+        assert got.shape == fn(batch, *args, **kw).shape[1:], fn.__name__
+        np.testing.assert_array_equal(got, fn(batch, *args, **kw)[0])
+    for layer in (aug.RandomFlip(seed=1, **kw), aug.RandomTranslation(0.1, 0.1, seed=1, **kw),
+                  aug.RandomRotation(0.1, seed=1, **kw), aug.RandomCrop(3, 4, seed=1, **kw)):
+        out = layer(one, training=True)
+        assert out.ndim == 3
+    assert aug.RandomCrop(3, 4, **kw)(one, training=False).shape == \
+        ((2, 3, 4) if data_format else (3, 4, 2))
+
+
+def test_center_crop_never_returns_a_view():
+    """A crop of the whole image (or a contiguous window) was a view: writing to it changed
+    the caller's batch (Keras returns a new tensor)."""
+    for data_format in (None, "channels_first"):
+        x = _img(2, 4, 4, 4)
+        keep = x.copy()
+        for h, w in ((4, 4), (2, 4)):
+            y = aug.center_crop(x, h, w, data_format=data_format)
+            y += 100
+            np.testing.assert_array_equal(x, keep)
+        y = aug.RandomCrop(4, 4)(x, training=False)
+        assert not np.shares_memory(x, y)
+
+
+def test_numpy_scalar_arguments_save_and_load(tmp_path):
+    """NumPy scalars given to the constructors went into the config as they were, and
+    model.save failed ('Object of type float32 is not JSON serializable')."""
+    from fastnn.layers import Dropout
+    from fastnn.models import load_model
+    model = Sequential([Input(shape=(4, 4, 1)), aug.RandomRotation(np.float32(0.1),
+                                                                   seed=np.int64(3)),
+                        aug.RandomTranslation((np.float32(-0.1), 0.1), np.float64(0.1),
+                                              fill_value=np.float32(0.5)),
+                        aug.RandomFlip(seed=np.int32(2)), Flatten(),
+                        Dropout(np.float32(0.5), noise_shape=(None, np.int64(16)),
+                                seed=np.int64(2)), Dense(2)])
+    model.save(tmp_path / "m.fastnn")
+    back = load_model(tmp_path / "m.fastnn")
+    cfg = back.layers[0].get_config()
+    assert cfg["factor"] == pytest.approx(0.1) and cfg["seed"] == 3
+    assert list(back.layers[1].get_config()["height_factor"]) == pytest.approx([-0.1, 0.1])
+    assert back.layers[-2].get_config()["noise_shape"] in ((None, 16), [None, 16])

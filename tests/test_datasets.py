@@ -8,6 +8,9 @@ test that compares the shipped sample with the full Fashion-MNIST is skipped wit
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -520,3 +523,82 @@ def test_sample_takes_numpy_bools_and_refuses_ints(tmp_path):
     for bad in (1, 0, "yes", 1.0):
         with pytest.raises(TypeError, match="`sample` must be a bool or None"):
             fashion_mnist.load_data(sample=bad)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_load_idx_zero_dimension_beside_huge_ones(tmp_path, gz):
+    """(0, 2**32-1, 2**32-1) declares no data, but NumPy cannot make that shape: the error
+    names the file and the shape (it was NumPy's 'array is too big')."""
+    content = bytes([0, 0, 8, 3]) + (0).to_bytes(4, "big") + (2**32 - 1).to_bytes(4, "big") * 2
+    p = tmp_path / "huge"
+    p.write_bytes(gzip.compress(content) if gz else content)
+    with pytest.raises(ValueError, match=r"declares shape \(0, 4294967295, 4294967295\), "
+                                         r"too large") as exc:
+        load_idx(p)
+    assert str(p) in str(exc.value)
+
+
+def test_load_idx_checks_the_header_before_reading_a_big_file(tmp_path, monkeypatch):
+    """A plain file whose header does not match its size (or that is no IDX file) is refused
+    from its first bytes: nothing of its size is allocated (a sparse 1 TB file raised a
+    bare MemoryError)."""
+    allocated = []
+    real = bytearray
+
+    class Spy(real):
+        def __init__(self, *args):
+            if args and isinstance(args[0], int):
+                allocated.append(args[0])
+            super().__init__(*args)
+    monkeypatch.setattr(_idx, "bytearray", Spy, raising=False)
+    big = tmp_path / "big"
+    with open(big, "wb") as fh:                 # 3 x 28 x 28 declared, 4 GB long (sparse)
+        fh.write(bytes([0, 0, 8, 3]) + np.array([3, 28, 28], ">u4").tobytes())
+        fh.truncate(1 << 32)
+    with pytest.raises(ValueError, match="unexpected bytes after the data"):
+        load_idx(big)
+    zeros = tmp_path / "zeros"
+    with open(zeros, "wb") as fh:
+        fh.truncate(1 << 32)
+    with pytest.raises(ValueError, match="bad magic number"):
+        load_idx(zeros)
+    assert allocated == []
+    ok = tmp_path / "ok"
+    ok.write_bytes(idx(np.arange(70000, dtype=np.uint8).reshape(100, 700) % 251))
+    assert load_idx(ok).shape == (100, 700)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_load_idx_refuses_fifos_and_pipes(tmp_path):
+    """A FIFO made load_idx wait forever for a writer; a pipe (/dev/stdin) read as 0 bytes
+    ('truncated header') or failed to seek if gzipped."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="is a FIFO") as exc:
+        load_idx(fifo)
+    assert str(fifo) in str(exc.value)
+    code = ("import sys; from fastnn.datasets import load_idx\n"
+            "try:\n    load_idx('/dev/stdin')\nexcept ValueError as e:\n    print(e)\n")
+    res = subprocess.run([sys.executable, "-c", code], input=gzip.compress(idx(
+        np.zeros((2, 28, 28), np.uint8))), capture_output=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(datasets.__file__).parents[2])})
+    assert b"is a FIFO" in res.stdout, res.stderr
+
+
+def test_write_idx_is_atomic(tmp_path, monkeypatch):
+    """A write that fails half way leaves the previous file whole and no temporary file
+    (write_idx wrote in place with Path.write_bytes)."""
+    p = tmp_path / "x.idx"
+    _idx.write_idx(p, np.arange(6, dtype=np.uint8).reshape(2, 3))
+    real = _idx.atomic_write
+
+    def failing(path, write, **kw):
+        def half(fh):
+            fh.write(b"\x00\x00\x08")
+            raise OSError("disk full")
+        return real(path, half, **kw)
+    monkeypatch.setattr(_idx, "atomic_write", failing)
+    with pytest.raises(OSError, match="disk full"):
+        _idx.write_idx(p, np.zeros(1, np.uint8))
+    np.testing.assert_array_equal(load_idx(p), np.arange(6, dtype=np.uint8).reshape(2, 3))
+    assert sorted(f.name for f in tmp_path.iterdir() if f.name != "home") == ["x.idx"]

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..utils._args import FilePath as PathLike
 from ..utils._args import check_path, expand_user
+from ..utils._files import atomic_write, special_kind
 
 __all__ = ["load_idx"]
 
@@ -147,14 +148,22 @@ def _header(buf, name: str, expected_magic: int | None = None) -> tuple:
                          f"need {header})")
     dims = tuple(int(d) for d in np.frombuffer(buf, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
+    # (a zero among the dimensions makes any others 0 bytes of data, but NumPy still
+    # refuses a shape whose other dimensions multiply past its index range)
+    if math.prod(d for d in dims if d) * dtype.itemsize >= 1 << 62:
+        raise ValueError(f"{name}: IDX header declares shape {dims}, too large for any "
+                         f"array")
     return magic, dims, dtype, header, math.prod(dims) * dtype.itemsize
 
 
-def _parse(buf, name: str, expected_magic: int | None = None) -> tuple[int, np.ndarray]:
+def _parse(buf, name: str, expected_magic: int | None = None, *,
+           size: int | None = None) -> tuple[int, np.ndarray]:
     """Parse IDX bytes ``buf`` into ``(magic, array)``; the array is a view of ``buf``
-    (big-endian dtype). ValueError naming ``name`` for any malformation."""
+    (big-endian dtype). ValueError naming ``name`` for any malformation. ``size``: the
+    whole file's length when ``buf`` holds only its start (then only the sizes are
+    checked)."""
     magic, dims, dtype, header, want = _header(buf, name, expected_magic)
-    have = len(buf) - header
+    have = (len(buf) if size is None else size) - header
     if have < want:
         raise ValueError(f"{name}: truncated data: the header declares shape {dims} "
                          f"({want} bytes of data) but the file holds only {have} bytes "
@@ -199,15 +208,25 @@ def read_idx(file: PathLike, expected_magic: int | None = None) -> np.ndarray:
     """
     path = Path(check_path(file, "file"))
     name = str(path)
+    kind = special_kind(os.stat(path).st_mode)
+    if kind:   # (opening a FIFO waits for a writer; a pipe's size is 0, it cannot seek)
+        raise ValueError(f"{name}: is {kind}, not a regular file: IDX files are read from "
+                         f"regular files (save the data to one first)")
     with open(path, "rb") as f:
-        head = f.read(2)
-        if head == _GZIP_MAGIC:
+        head = f.read(_FIRST_CHUNK)
+        if head[:2] == _GZIP_MAGIC:
             f.seek(0)
             buf = _gunzip_idx(f, name, expected_magic)
         else:
-            # Plain file: read straight into a writable buffer, no extra copy.
+            # Plain file: the header checked against the file's size first (a huge or
+            # foreign file is refused before anything is allocated), then the rest read
+            # straight into a writable buffer, no extra copy.
             size = os.fstat(f.fileno()).st_size
-            buf = bytearray(size)
+            if len(head) < size:
+                _, dims, _, header, want = _header(head, name, expected_magic)
+                if size != header + want:
+                    _parse(head, name, expected_magic, size=size)   # says how they differ
+            buf = bytearray(max(size, len(head)))
             buf[:len(head)] = head
             got = len(head) + (f.readinto(memoryview(buf)[len(head):]) or 0)
             del buf[got:]
@@ -274,11 +293,12 @@ def idx_bytes(array: np.ndarray, *, compress: bool = False, compresslevel: int =
 def write_idx(file: PathLike, array: np.ndarray, *, compress: bool | None = None,
               compresslevel: int = 9) -> None:
     """Write ``array`` as an IDX file, gzipped if ``compress`` (by default: if the name ends
-    in ``.gz``). See :func:`idx_bytes`."""
-    path = Path(os.fspath(file))
+    in ``.gz``), atomically (utils._files.atomic_write). See :func:`idx_bytes`."""
+    path = check_path(file, "file")
     if compress is None:
-        compress = path.name.endswith(".gz")
-    path.write_bytes(idx_bytes(array, compress=compress, compresslevel=compresslevel))
+        compress = path.endswith(".gz")
+    data = idx_bytes(array, compress=compress, compresslevel=compresslevel)
+    atomic_write(path, lambda fh: fh.write(data), name="file")
 
 
 # --------------------------------------------------------------------------- finding

@@ -298,9 +298,10 @@ class Dropout(Layer):
                                   and d >= 1) for d in noise_shape)):
             raise ValueError(f"noise_shape must be a tuple of ints >= 1 or None (one per "
                              f"input axis), received noise_shape={noise_shape!r}")
-        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
-        self.seed = seed
+        self.noise_shape = None if noise_shape is None else tuple(
+            None if d is None else int(d) for d in noise_shape)   # (Python ints: JSON)
         self._rng = None if seed is None else get_rng(seed)
+        self.seed = seed if seed is None or self._rng is seed else int(seed)
         self._mask = None
 
     def forward(self, x, training=False):
