@@ -14,8 +14,9 @@ Each layer also works on its own: ``RandomRotation(0.1)(x, training=True)``. The
 transforms are available as functions (:func:`random_flip`, :func:`random_shift`,
 :func:`random_rotation`, :func:`random_crop`, :func:`center_crop`) for a hand-written
 loop. Batches are NHWC, ``(N, H, W, C)``, unless ``data_format="channels_first"`` says
-NCHW, ``(N, C, H, W)``, as in Keras; integer images come out float32, float ones keep
-their dtype.
+NCHW, ``(N, C, H, W)``, as in Keras; one image, ``(H, W, C)`` or ``(C, H, W)``, is taken
+too (a batch of one, returned without the batch axis). Integer images come out float32,
+float ones keep their dtype.
 
 Randomness comes from the layer's ``seed`` or fastnn's global generator
 (:func:`fastnn.utils.set_random_seed`). Augmentation layers sit before every trainable

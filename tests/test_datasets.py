@@ -71,11 +71,13 @@ def assert_data_equal(got, want):
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """No FASTNN_DATA_DIR, an empty HOME, and no Debian directory, unless a test sets them."""
+    """No FASTNN_DATA_DIR or KERAS_HOME, an empty HOME, and no Debian directory, unless a
+    test sets them."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("FASTNN_DATA_DIR", raising=False)
+    monkeypatch.delenv("KERAS_HOME", raising=False)
     monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
     return home
 
@@ -249,11 +251,87 @@ def test_missing_message(tmp_path, monkeypatch, isolated, module):
         assert "apt-get" not in msg
 
 
-def test_path_must_be_directory(tmp_path):
+def test_a_file_as_path_is_read_as_keras_npz(tmp_path):
+    """A file given as ``path`` is Keras's mnist.npz (it was 'is not a directory'); one that
+    is not gives a ValueError naming it."""
     f = tmp_path / "file"
     f.write_bytes(b"x")
-    with pytest.raises(FileNotFoundError, match="is not a directory"):
+    for module in (mnist, fashion_mnist):
+        with pytest.raises(ValueError, match="not a readable Keras .npz file") as exc:
+            module.load_data(f)
+        assert str(f) in str(exc.value)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        mnist.load_data(tmp_path / "no-such-dir")
+
+
+def _npz(path, data=None, **changes):
+    (xtr, ytr), (xte, yte) = data or make_data()
+    arrays = dict(x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    arrays.update(changes)
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def _same(got, data):
+    for (x, y), (ex, ey) in zip(got, data):
+        assert x.dtype == np.uint8 and y.dtype == np.uint8 and x.flags.writeable
+        np.testing.assert_array_equal(x, ex)
+        np.testing.assert_array_equal(y, ey)
+
+
+def test_keras_mnist_npz_where_keras_keeps_it(tmp_path, monkeypatch, isolated):
+    """keras.datasets.mnist.load_data(path="mnist.npz") reads
+    $KERAS_HOME/datasets/mnist.npz (else ~/.keras/datasets): fastnn reads the same file,
+    by path, by Keras's relative name, and as the last place of its own search."""
+    data = make_data(3)
+    f = _npz(tmp_path / "elsewhere" / "m.npz", data)
+    _same(mnist.load_data(f), data)
+    _same(mnist.load_data(str(f)), data)
+    cached = _npz(isolated / ".keras" / "datasets" / "mnist.npz", data)
+    monkeypatch.chdir(tmp_path)
+    _same(mnist.load_data("mnist.npz"), data)           # Keras's default argument
+    _same(mnist.load_data(), data)                       # nothing else anywhere
+    keras_home = tmp_path / "kh"
+    other = make_data(4)
+    _npz(keras_home / "datasets" / "mnist.npz", other)
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    _same(mnist.load_data(), other)
+    cached.unlink()
+    monkeypatch.delenv("KERAS_HOME")
+    with pytest.raises(FileNotFoundError) as exc:
+        mnist.load_data()
+    assert f"{cached}  (Keras's mnist.npz: does not exist)" in str(exc.value)
+    # fastnn's own directories come first
+    write_dataset(isolated / ".fastnn" / "datasets" / "mnist", make_data(5))
+    _npz(cached, data)
+    _same(mnist.load_data(), make_data(5))
+
+
+def test_keras_fashion_mnist_download_directory_is_searched(isolated, tmp_path):
+    """Keras keeps Fashion-MNIST's four gzipped IDX files in ~/.keras/datasets/fashion-mnist:
+    searched after fastnn's own directories, before Debian's."""
+    data = make_data(6)
+    write_dataset(isolated / ".keras" / "datasets" / "fashion-mnist", data, gz=True)
+    _same(fashion_mnist.load_data(sample=False), data)
+
+
+@pytest.mark.parametrize("changes, phrase", [
+    (dict(y_test=None), "not a Keras MNIST file: it has no y_test"),
+    (dict(x_train=np.zeros((20, 28, 28), np.float32)), "x_train must be uint8 images"),
+    (dict(x_train=np.zeros((20, 32, 32), np.uint8)), "wrong image dimensions: it holds 20 "
+                                                     "images of 32x32"),
+    (dict(y_train=np.zeros(19, np.uint8)), "holds 19 labels but"),
+    (dict(y_test=np.full(10, 10, np.uint8)), "label(s) outside 0..9"),
+    (dict(y_test=np.full(10, -1, np.int64)), "negative"),
+    (dict(y_test=np.array([None] * 10, dtype=object)), "not a readable Keras .npz file"),
+], ids=["missing", "float-images", "32x32", "count", "label-10", "negative", "pickled"])
+def test_corrupt_keras_npz(tmp_path, changes, phrase):
+    f = _npz(tmp_path / "bad.npz", **changes)
+    with pytest.raises(ValueError) as exc:
         mnist.load_data(f)
+    assert str(f) in str(exc.value) and phrase in str(exc.value)
 
 
 # --------------------------------------------------------------------------- corruption

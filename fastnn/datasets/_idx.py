@@ -387,11 +387,23 @@ def load_split(files: dict, split: str, *, num_classes: int = 10,
     """Read and validate one split's images ``(N, 28, 28)`` and labels ``(N,)`` (uint8)."""
     img_path, lab_path = files[(split, "images")], files[(split, "labels")]
     x = read_idx(img_path, MAGIC_IMAGES)
+    check_images(x, img_path, image_shape, "the header declares")
+    y = read_idx(lab_path, MAGIC_LABELS)
+    return x, check_labels(y, x, lab_path, img_path, num_classes)
+
+
+def check_images(x: np.ndarray, name, image_shape: tuple[int, int] = (28, 28),
+                 source: str = "it holds") -> None:
+    """``x`` must be N images of ``image_shape`` (ValueError naming ``name``)."""
     if x.shape[1:] != image_shape:
-        raise ValueError(f"{img_path}: wrong image dimensions: the header declares "
+        raise ValueError(f"{name}: wrong image dimensions: {source} "
                          f"{x.shape[0]} images of {x.shape[1]}x{x.shape[2]} pixels, expected "
                          f"{image_shape[0]}x{image_shape[1]}")
-    y = read_idx(lab_path, MAGIC_LABELS)
+
+
+def check_labels(y: np.ndarray, x: np.ndarray, lab_path, img_path,
+                 num_classes: int = 10) -> np.ndarray:
+    """``y``, one label in 0..num_classes-1 per image of ``x`` (ValueError naming them)."""
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"{lab_path}: holds {y.shape[0]} labels but {img_path} holds "
                          f"{x.shape[0]} images; the two files must have the same count")
@@ -400,7 +412,103 @@ def load_split(files: dict, split: str, *, num_classes: int = 10,
         raise ValueError(f"{lab_path}: invalid labels: {bad.size} label(s) outside "
                          f"0..{num_classes - 1}, the first is {int(y[bad[0]])} at index "
                          f"{int(bad[0])}")
-    return x, y
+    return y
+
+
+# --------------------------------------------------------------------------- Keras's files
+#: The arrays of a Keras ``mnist.npz``.
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+#: Largest member of such a file read (MNIST's is 47 MB): a larger one is refused before
+#: NumPy allocates what its header declares.
+_NPZ_MEMBER_MAX = 1 << 32
+
+
+def keras_datasets_dir() -> Path | None:
+    """Where Keras keeps the data sets it downloads: ``$KERAS_HOME/datasets``, else
+    ``~/.keras/datasets`` (None without a home directory)."""
+    home = os.environ.get("KERAS_HOME", "").strip()
+    if home:
+        return Path(expand_user(home, "KERAS_HOME")) / "datasets"
+    try:
+        return Path("~").expanduser() / ".keras" / "datasets"
+    except RuntimeError:
+        return None
+
+
+def load_npz(path: Path) -> tuple[tuple[np.ndarray, np.ndarray],
+                                  tuple[np.ndarray, np.ndarray]]:
+    """``((x_train, y_train), (x_test, y_test))`` from a Keras ``mnist.npz`` (the file
+    ``keras.datasets.mnist.load_data`` downloads), checked as the IDX files are; ValueError
+    naming the file if it is not one."""
+    import zipfile
+
+    name = str(path)
+    kind = special_kind(os.stat(path).st_mode)
+    if kind:
+        raise ValueError(f"{name}: is {kind}, not a regular file")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            sizes = {i.filename: i.file_size for i in zf.infolist()}
+        members = {k: sizes.get(k + ".npy") for k in NPZ_KEYS}
+        missing = [k for k, size in members.items() if size is None]
+        if missing:
+            raise ValueError(f"{name}: not a Keras MNIST file: it has no {', '.join(missing)} "
+                             f"(it holds {', '.join(sorted(sizes)) or 'nothing'})")
+        big = [k for k, size in members.items() if size > _NPZ_MEMBER_MAX]
+        if big:
+            raise ValueError(f"{name}: {big[0]} declares {members[big[0]]} bytes, more than "
+                             f"an MNIST-style data set holds")
+        with np.load(path, allow_pickle=False) as f:
+            a = {k: np.array(f[k]) for k in NPZ_KEYS}
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError, MemoryError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(name):
+            raise
+        raise ValueError(f"{name}: not a readable Keras .npz file ({exc})") from None
+    out = []
+    for split in ("train", "test"):
+        xk, yk = f"x_{split}", f"y_{split}"
+        x, y = a[xk], a[yk]
+        if x.dtype != np.uint8 or x.ndim != 3 or y.ndim != 1 or y.dtype.kind not in "iu":
+            raise ValueError(f"{name}: {xk} must be uint8 images (N, 28, 28) and {yk} "
+                             f"integer labels (N,), received {x.dtype} {x.shape} and "
+                             f"{y.dtype} {y.shape}")
+        check_images(x, f"{name} ({xk})")
+        y = check_labels(y, x, f"{name} ({yk})", f"{name} ({xk})")
+        if y.size and int(y.min()) < 0:
+            raise ValueError(f"{name} ({yk}): invalid labels: negative values")
+        out.append((x, y.astype(np.uint8)))
+    return out[0], out[1]
+
+
+def load_located(name: str, path: PathLike | None, *, extra: Sequence[PathLike] = (),
+                 keras_dir: str | None = None, keras_npz: str | None = None):
+    """``(data, [])`` for data set ``name``, or ``(None, report lines)`` if it is nowhere.
+
+    ``path`` given: a directory of the four IDX files, or a file, read as a Keras ``.npz``
+    (a relative name that is not here is looked for in Keras's download directory, as
+    ``keras.datasets.mnist.load_data(path)`` does). Else :func:`search_dirs`'s directories,
+    then Keras's ``keras_dir`` (where Keras keeps the IDX files it downloads), then
+    ``extra``, and last Keras's ``keras_npz`` file."""
+    kd = keras_datasets_dir()
+    if path is not None:
+        p = Path(check_path(path, "path"))
+        if not p.exists() and not p.is_absolute() and kd is not None and (kd / p).exists():
+            p = kd / p
+        if p.exists() and not p.is_dir():
+            return load_npz(p), []
+        dirs = [p]
+    else:
+        keras = [kd / keras_dir] if kd is not None and keras_dir else []
+        dirs = search_dirs(name, None, extra=[*keras, *extra])
+    files, report = locate(name, dirs)
+    if files is not None:
+        return load_files(files), []
+    if path is None and kd is not None and keras_npz:
+        npz = kd / keras_npz
+        if npz.exists():
+            return load_npz(npz), []
+        report.append(f"  - {npz}  (Keras's {keras_npz}: does not exist)")
+    return None, report
 
 
 def load_files(files: dict) -> tuple[tuple[np.ndarray, np.ndarray],

@@ -46,13 +46,17 @@ def load_data(path: PathLike | None = None, *, sample: bool | None = None
     Parameters
     ----------
     path : str, bytes or os.PathLike, optional
-        A directory holding the four IDX files. If given, only this directory is searched
-        and there is no fallback to the sample. Otherwise the search order is:
+        A directory holding the four IDX files (then only it is searched, and there is no
+        fallback to the sample), or a file in the format of Keras's ``mnist.npz`` (arrays
+        ``x_train``, ``y_train``, ``x_test``, ``y_test``). Otherwise the search order is:
 
         1. ``$FASTNN_DATA_DIR/fashion-mnist``, then ``$FASTNN_DATA_DIR`` itself (if the
            environment variable is set);
         2. ``~/.fastnn/datasets/fashion-mnist``;
-        3. ``/usr/share/datasets/fashion-mnist`` (Debian/Ubuntu:
+        3. ``~/.keras/datasets/fashion-mnist`` (``$KERAS_HOME/datasets/fashion-mnist`` if
+           set), where ``keras.datasets.fashion_mnist.load_data()`` keeps the files it
+           downloads;
+        4. ``/usr/share/datasets/fashion-mnist`` (Debian/Ubuntu:
            ``apt-get install dataset-fashion-mnist``).
 
         The first directory holding all four files is used. Accepted names are
@@ -109,10 +113,9 @@ def load_data(path: PathLike | None = None, *, sample: bool | None = None
             raise ValueError("load_data(path=..., sample=True): give either a directory or "
                              "sample=True, not both")
         return _load_sample()
-    dirs = _idx.search_dirs(NAME, path, extra=() if path is not None else (DEBIAN_DIR,))
-    files, report = _idx.locate(NAME, dirs)
-    if files is not None:
-        return _idx.load_files(files)
+    data, report = _idx.load_located(NAME, path, extra=(DEBIAN_DIR,), keras_dir=NAME)
+    if data is not None:
+        return data
     if path is None and sample is None:
         warnings.warn(
             f"fastnn.datasets.fashion_mnist: the full Fashion-MNIST data set was not found, "

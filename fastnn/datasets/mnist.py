@@ -26,12 +26,17 @@ def load_data(path: PathLike | None = None) -> tuple[tuple[np.ndarray, np.ndarra
     Parameters
     ----------
     path : str, bytes or os.PathLike, optional
-        A directory holding the four IDX files. If given, only this directory is searched.
-        Otherwise the search order is:
+        A directory holding the four IDX files (then only it is searched), or a file: the
+        ``mnist.npz`` that ``keras.datasets.mnist.load_data(path)`` downloads (arrays
+        ``x_train``, ``y_train``, ``x_test``, ``y_test``); as in Keras, a relative file
+        name that is not in the current directory is looked for in Keras's download
+        directory (``$KERAS_HOME/datasets``, else ``~/.keras/datasets``). Otherwise the
+        search order is:
 
         1. ``$FASTNN_DATA_DIR/mnist``, then ``$FASTNN_DATA_DIR`` itself (if the environment
            variable is set);
-        2. ``~/.fastnn/datasets/mnist``.
+        2. ``~/.fastnn/datasets/mnist``;
+        3. Keras's ``mnist.npz`` in its download directory, where a Keras user has it.
 
         The first directory holding all four files is used. Accepted names are
         ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
@@ -65,11 +70,10 @@ def load_data(path: PathLike | None = None) -> tuple[tuple[np.ndarray, np.ndarra
     >>> x_train.shape, y_train.shape, x_train.dtype               # doctest: +SKIP
     ((60000, 28, 28), (60000,), dtype('uint8'))
     """
-    dirs = _idx.search_dirs(NAME, path)
-    files, report = _idx.locate(NAME, dirs)
-    if files is None:
+    data, report = _idx.load_located(NAME, path, keras_npz="mnist.npz")
+    if data is None:
         raise FileNotFoundError(_not_found_message(report, explicit=path is not None))
-    return _idx.load_files(files)
+    return data
 
 
 def _not_found_message(report: list[str], explicit: bool) -> str:
@@ -77,7 +81,8 @@ def _not_found_message(report: list[str], explicit: bool) -> str:
         where = "the directory given as `path`"
     else:
         where = ("~/.fastnn/datasets/mnist/ (or DIR/mnist/ or DIR itself, with the environment "
-                 "variable FASTNN_DATA_DIR=DIR set), or pass load_data(path=DIR)")
+                 "variable FASTNN_DATA_DIR=DIR set), or pass load_data(path=DIR); Keras's "
+                 "mnist.npz works too, as load_data(path=FILE) or in ~/.keras/datasets/")
     return ("MNIST not found. fastnn never downloads data; it looked for the four IDX files "
             f"({_idx.file_list_text()}; each may be gzipped as .gz) in:\n"
             + "\n".join(report)
