@@ -140,7 +140,7 @@ CASES = [
     ("avgpool_pad_ge_pool", ValueError, r"\bpadding must be smaller than pool_size", lambda: ops.avgpool2d_forward(x4(), 3, padding=((0, 3), (0, 0)))),
     # geometry so large that sizes computed from it would wrap int64 (a segfault in C before)
     ("conv_dilation_2_32", ValueError, r"\bdilation must be <= 2147483647", lambda: ops.conv2d_forward(np.ones((1, 1, 1, 1), F32), np.ones((2, 2, 1, 1), F32), padding="same", dilation=2**32 - 1)),
-    ("conv_same_dilation_huge", ValueError, r"padded input of \d+ elements; expected fewer than 2\*\*62: check padding", lambda: ops.conv2d_forward(np.ones((1, 1, 1, 1), F32), np.ones((2, 2, 1, 1), F32), padding="same", dilation=2**31 - 1)),
+    ("conv_same_dilation_huge", ValueError, r"padded input of \d+ elements; expected fewer than 2\*\*62: check the input.s shape, padding", lambda: ops.conv2d_forward(np.ones((1, 1, 1, 1), F32), np.ones((2, 2, 1, 1), F32), padding="same", dilation=2**31 - 1)),
     ("conv_stride_2_31", ValueError, r"\bstride must be <= 2147483647", lambda: ops.conv2d_forward(np.ones((1, 2, 2, 1), F32), np.ones((2, 2, 1, 1), F32), padding=2**31 - 1, stride=2**31)),
     ("conv_pad_huge_product", ValueError, r"padded input of \d+ elements", lambda: ops.conv2d_forward(np.ones((1, 2, 2, 1), F32), np.ones((2, 2, 1, 1), F32), padding=2**31 - 1, stride=2**31 - 1)),
     ("conv_pad_2_31", ValueError, r"\bpadding must be <= 2147483647 \(2\*\*31 - 1\) on every side", lambda: ops.conv2d_forward(x4(), w4(), padding=((0, 2**31), (0, 0)))),
@@ -387,6 +387,12 @@ def test_matrix_inputs_are_read_as_plain_arrays(backend):
     for got, want in zip(ops.softmax_cross_entropy(np.matrix(a), np.array([0, 1, 2, 3])),
                          ops.softmax_cross_entropy(a, np.array([0, 1, 2, 3]))):
         np.testing.assert_array_equal(got, want)
+    # a matrix mask (Numba: an error from inside the kernel, or a SystemError)
+    for n in (3, 300):
+        dy = rng.standard_normal((n, n))
+        mask = dy > 0.5
+        np.testing.assert_array_equal(ops.relu_mask_backward(dy, np.matrix(mask)),
+                                      ops.relu_mask_backward(dy, mask))
 
 
 def test_missing_extension_warning_says_why(tmp_path):
@@ -490,3 +496,30 @@ def test_misaligned_arrays_are_copied_or_refused(dtype):
                                   ops.maxpool2d_backward(y, arg, x.shape, 2))
     with pytest.raises(ValueError, match="aligned"):
         ops.relu_mask(x, out=_misaligned(np.zeros_like(x)))
+    # adam_update: a misaligned grad is copied; param, m, v (updated in place) are refused
+    p, g = rng.standard_normal(100).astype(dtype), rng.standard_normal(100).astype(dtype)
+    state = [p.copy(), np.zeros(100, dtype), np.zeros(100, dtype)]
+    ops.adam_update(state[0], _misaligned(g), state[1], state[2], alpha=0.1)
+    ref = [p.copy(), np.zeros(100, dtype), np.zeros(100, dtype)]
+    ops.adam_update(ref[0], g, ref[1], ref[2], alpha=0.1)
+    for got, want in zip(state, ref):
+        np.testing.assert_array_equal(got, want)
+    for i, name in enumerate(("param", "m", "v")):
+        args = [p.copy(), g, np.zeros(100, dtype), np.zeros(100, dtype)]
+        args[0 if i == 0 else i + 1] = _misaligned(args[0 if i == 0 else i + 1])
+        with pytest.raises(ValueError, match=f"{name} must be aligned"):
+            ops.adam_update(*args, alpha=0.1)
+
+
+def test_results_beyond_the_address_space_are_named(backend):
+    """A result no machine can hold is a MemoryError naming it (NumPy's ValueError 'array
+    is too big' named nothing); a geometry too large names the input's shape."""
+    with pytest.raises(MemoryError, match="the column matrix would be an array of shape"):
+        ops.im2col(np.ones((1, 1, 1, 1)), 1, padding=((0, 2**31 - 1), (0, 2**30)))
+    with pytest.raises(MemoryError, match="the result would be"):
+        ops.matmul(np.ones((2**31, 0)), np.ones((0, 2**31)))
+    with pytest.raises(MemoryError, match="out would be an array of shape"):
+        ops.avgpool2d_backward(np.ones((1, 1, 1, 1), np.float32), (1, 2**31 - 1, 2**31 - 1, 1),
+                               2**31 - 1)
+    with pytest.raises(ValueError, match=r"input \(N, H, W, C\) = \(4611686018427387904"):
+        ops.conv_geometry((2**62, 1, 1, 1), 1)

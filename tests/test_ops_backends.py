@@ -59,6 +59,16 @@ ALPHA_BETA = [(1.0, 0.0), (0.5, 0.0), (-2.0, 0.0), (1.0, 1.0), (-1.5, 0.25), (2.
               (0.0, 3.0), (0.0, 0.0)]
 
 
+def test_matmul_alpha_beta_round_as_the_reference(backend):
+    """alpha * product + beta * c is two roundings, as in the reference: a fused multiply-add
+    (the Numba GEMM's write-out compiled with 'contract') gave 3e38 where the reference
+    overflows to inf."""
+    one = np.ones((1, 1), np.float32)
+    got = ops.matmul(one, np.full((1, 1), 3e38, np.float32), alpha=2.0, beta=1.0,
+                     out=np.full((1, 1), -3e38, np.float32))
+    assert np.isposinf(got[0, 0])
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("alpha,beta", ALPHA_BETA, ids=lambda v: str(v))
 @pytest.mark.parametrize("m,n,k,ta,tb", [(17, 7, 64, False, True), (64, 129, 7, True, False),
@@ -950,6 +960,20 @@ def test_pool_window_longer_than_the_image_stride_1(backend, layout):
                 what="max dx")
     assert_same(dxa, to_layout(np.full((1, 1, 1, 2), 1024.0 ** 2, np.float32), layout),
                 what="avg dx")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_avgpool_backward_window_of_2_to_29(backend, layout):
+    """A 2**29 window with padding 2**29 - 1 over an 8x8 image: the Numba backward looped
+    over every kernel offset of every input pixel (28 s on 2 threads; now over the outputs
+    whose window holds it). Each of the 2x2 outputs averages the pixels of its window."""
+    k = 2**29
+    dy = to_layout(np.ones((1, 2, 2, 1), np.float32), layout)
+    shape = (1, 8, 8, 1) if layout == "NHWC" else (1, 1, 8, 8)
+    dx = ops.avgpool2d_backward(dy, shape, k, padding=k - 1, layout=layout)
+    assert_close(dx, reference(ops.avgpool2d_backward, dy, shape, k, padding=k - 1,
+                               layout=layout), k=4, what="avgpool backward, 2**29 window")
+    assert float(dx.sum()) == pytest.approx(4.0)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

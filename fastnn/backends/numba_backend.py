@@ -92,7 +92,7 @@ _NB = {np.dtype(np.float32): 256, np.dtype(np.float64): 128}
 _GEMM_SERIAL_MACS = 1 << 20
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True)   # (not contract: alpha * acc + beta * c rounds twice, as the reference)
 def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
                  bp, ap, ac, mb_max, nb_max, kc_max, micro, nr):
     """Worker ``wk`` of ``nwork``: its share of the tiles, column block by column block, of
@@ -1194,6 +1194,18 @@ def _taps(o, s, p, k, d, size):
 
 
 @njit(cache=True)
+def _windows_over(i, s, p, k, d, on):
+    """The output positions ``lo <= o < hi`` whose window may hold input position i: those
+    with ``0 <= i + p - o*s <= (k-1)*d`` (it does when d divides that, at kernel offset
+    (i + p - o*s) / d, which grows as o falls). The backward's loops run over these only
+    (a window of 2**29 on an 8-pixel image took 28 s, looping over every offset of every
+    pixel)."""
+    lo = max(0, -(-(i + p - (k - 1) * d) // s))
+    hi = min(on, (i + p) // s + 1)
+    return lo, max(lo, hi)
+
+
+@njit(cache=True)
 def _in_bounds(o, s, p, k, d, size):
     """Number of kernel offsets of output position o that fall inside [0, size)."""
     lo, hi = _taps(o, s, p, k, d, size)
@@ -1258,23 +1270,17 @@ def _avgpool_bwd_row(dy, dx, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, 
         xrow = r * w * ch
         for q in range(w * ch):
             dx[xrow + q] = 0
-        for ki in range(kh):
-            t = ih + pt - ki * dh
-            if t < 0 or t % sh != 0:
-                continue
-            yo = t // sh
-            if yo >= oh:
+        ylo, yhi = _windows_over(ih, sh, pt, kh, dh, oh)
+        for yo in range(yhi - 1, ylo - 1, -1):   # (kernel offsets in increasing order)
+            if (ih + pt - yo * sh) % dh != 0:
                 continue
             cnth = _in_bounds(yo, sh, pt, kh, dh, h)
             orow = (ni * oh + yo) * ow
             for iw in range(w):
                 dst = xrow + iw * ch
-                for kj in range(kw):
-                    u = iw + pl - kj * dw
-                    if u < 0 or u % sw != 0:
-                        continue
-                    xo = u // sw
-                    if xo >= ow:
+                xlo, xhi = _windows_over(iw, sw, pl, kw, dw, ow)
+                for xo in range(xhi - 1, xlo - 1, -1):
+                    if (iw + pl - xo * sw) % dw != 0:
                         continue
                     cf = dy.dtype.type(cnth * _in_bounds(xo, sw, pl, kw, dw, w))
                     src = (orow + xo) * ch
@@ -1286,22 +1292,16 @@ def _avgpool_bwd_row(dy, dx, nhwc, r, h, w, ch, kh, kw, sh, sw, pt, pl, dh, dw, 
         for ih in range(h):
             for iw in range(w):
                 dx[xb + ih * w + iw] = 0
-            for ki in range(kh):
-                t = ih + pt - ki * dh
-                if t < 0 or t % sh != 0:
-                    continue
-                yo = t // sh
-                if yo >= oh:
+            ylo, yhi = _windows_over(ih, sh, pt, kh, dh, oh)
+            for yo in range(yhi - 1, ylo - 1, -1):
+                if (ih + pt - yo * sh) % dh != 0:
                     continue
                 cnth = _in_bounds(yo, sh, pt, kh, dh, h)
                 for iw in range(w):
                     s = dx[xb + ih * w + iw]
-                    for kj in range(kw):
-                        u = iw + pl - kj * dw
-                        if u < 0 or u % sw != 0:
-                            continue
-                        xo = u // sw
-                        if xo >= ow:
+                    xlo, xhi = _windows_over(iw, sw, pl, kw, dw, ow)
+                    for xo in range(xhi - 1, xlo - 1, -1):
+                        if (iw + pl - xo * sw) % dw != 0:
                             continue
                         cf = dy.dtype.type(cnth * _in_bounds(xo, sw, pl, kw, dw, w))
                         s += dy[yb + yo * ow + xo] / cf

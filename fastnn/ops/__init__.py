@@ -19,6 +19,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import sys
 from typing import Optional, Tuple
 
 import numpy as np
@@ -145,7 +146,7 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
         raise ValueError(f"inner dimensions differ: op(a) has shape {(m, k)} and op(b) has "
                          f"shape {(k2, n)} (trans_a={given[0]}, trans_b={given[1]})")
     if out is None:
-        c = np.empty((m, n), dtype) if beta == 0.0 else np.zeros((m, n), dtype)
+        c = _new((m, n), dtype, "the result", zeros=beta != 0.0)
         target = c
     else:
         if type(out) is not np.ndarray:
@@ -242,7 +243,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NHWC") ->
     layout = layout_arg(layout)
     x = float_array(x, "x", 4)
     g = _geometry_for(x.shape, kernel_size, stride, padding, dilation, layout)
-    cols = np.empty((g.rows, g.patch), dtype=x.dtype)
+    cols = _new((g.rows, g.patch), x.dtype, "the column matrix")
     if g.n:
         _backend.get().im2col(x, g, layout, cols)
     return cols
@@ -266,7 +267,7 @@ def col2im(cols, x_shape, kernel_size, *, stride=1, padding=0, dilation=1,
     shp = _checks.shape4(x_shape, "x_shape")
     g = _geometry_for(shp, kernel_size, stride, padding, dilation, layout, "x_shape")
     _checks.expect_shape(cols, (g.rows, g.patch), "cols", "N*OH*OW, KH*KW*C")
-    x = np.empty(shp, dtype=cols.dtype)
+    x = _new(shp, cols.dtype, "the image batch")
     if g.n:
         _backend.get().col2im(cols, g, layout, x)
     return x
@@ -664,13 +665,23 @@ def bias_act(x, b=None, activation="relu", *, channel_axis: int = -1,
     return y
 
 
+def _new(shape, dtype, name: str, zeros: bool = False) -> np.ndarray:
+    """A new array for result ``name``; a MemoryError naming it when its size is beyond
+    what the machine can address (NumPy's ValueError 'array is too big' named nothing)."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes > sys.maxsize:
+        raise MemoryError(f"{name} would be an array of shape {tuple(shape)} ({nbytes} "
+                          f"bytes), more than this machine can address")
+    return (np.zeros if zeros else np.empty)(shape, dtype=dtype)
+
+
 def _out_array(out, shape, dtype, name: str, inputs=()) -> np.ndarray:
     """``out`` checked to be a writeable C-contiguous array of ``shape`` and ``dtype`` that
     shares no memory with ``inputs`` (the kernels read those while writing ``out``), or a
     new array when ``out`` is None."""
     shape, dtype = tuple(shape), np.dtype(dtype)
     if out is None:
-        return np.empty(shape, dtype=dtype)
+        return _new(shape, dtype, name)
     if type(out) is not np.ndarray:
         raise TypeError(f"{name} must be a numpy array (a plain numpy.ndarray: not a "
                         f"subclass such as np.matrix), received {type(out).__name__}")
@@ -817,7 +828,7 @@ def relu_mask_backward(dy, mask, *, out: Optional[np.ndarray] = None) -> np.ndar
     dy = float_array(dy, "dy")
     _bool_arg(mask, "mask")
     _checks.expect_shape(mask, dy.shape, "mask", "the shape of dy")
-    mask = _checks.c_array(mask)
+    mask = _checks.c_array(np.asarray(mask))   # (a subclass, np.matrix: a plain array)
     dx = _out_like(out, dy, "out", "dy", (mask,))
     if dy.size:
         _backend.get().relu_mask_backward(dy, mask, dx)
@@ -1073,7 +1084,7 @@ def adam_update(param, grad, m, v, *, alpha: float, beta_1: float = 0.9,
 
     Parameters
     ----------
-    param, m, v : ndarray, C-contiguous, writeable, one shape and float dtype
+    param, m, v : ndarray, C-contiguous, writeable, aligned, one shape and float dtype
         Updated in place.
     grad : ndarray of the same shape and dtype, read only
     alpha : float
@@ -1102,6 +1113,9 @@ def adam_update(param, grad, m, v, *, alpha: float, beta_1: float = 0.9,
             raise ValueError(f"{name} must be C-contiguous")
         if name != "grad" and not a.flags.writeable:
             raise ValueError(f"{name} must be writeable (it is updated in place)")
+        if name != "grad" and not a.flags.aligned:
+            raise ValueError(f"{name} must be aligned for its dtype (not a view of a byte "
+                             f"buffer at an odd offset): it is updated in place")
     same_dtype(list(arrays.values()), list(arrays))
     items = list(arrays.items())
     for i, (name_a, a) in enumerate(items):
@@ -1119,6 +1133,7 @@ def adam_update(param, grad, m, v, *, alpha: float, beta_1: float = 0.9,
     if not scalars["epsilon"] >= 0.0:
         raise ValueError(f"epsilon must be >= 0, received {epsilon!r}")
     flush = _checks.flag(flush_subnormal, "flush_subnormal")
+    grad = _checks.c_array(grad)   # (a misaligned one copied)
     _adam_update(param, grad, m, v, v_hat, scalars["alpha"], 1.0 - scalars["beta_1"],
                  1.0 - scalars["beta_2"], scalars["epsilon"], flush)
 

@@ -223,9 +223,9 @@ def conv_geometry(x_shape, kernel_size, stride=1, padding=0, dilation=1, *,
         if elems >= MAX_ELEMENTS:
             raise ValueError(
                 f"{kname}={(kh, kw)}, stride={(sh, sw)}, padding (top, bottom, left, right)="
-                f"{(pt, pb, pl, pr)} and dilation={(dh, dw)} on input H, W = {(h, w)} give a "
-                f"{what} of {elems} elements; expected fewer than 2**62: check padding, "
-                f"dilation and stride")
+                f"{(pt, pb, pl, pr)} and dilation={(dh, dw)} on input (N, H, W, C) = "
+                f"{(n, h, w, c)} give a {what} of {elems} elements; expected fewer than "
+                f"2**62: check the input's shape, padding, dilation and stride")
     return ConvGeometry(n, h, w, c, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, oh, ow)
 
 
