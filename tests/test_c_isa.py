@@ -142,6 +142,17 @@ def test_gemm_dot_path_each_isa(isa, dtype, m, n, k):
                                         c, first, err_msg=str((threads, ta, tb)))
         finally:
             fastnn.set_num_threads(before)
+    # A at every offset from a 64-byte boundary (K a multiple of 16: every row at the same
+    # offset; read in place only when aligned, else copied): the same bits
+    if k % 16 == 0:
+        for off in range(1, 64 // a0.itemsize):
+            buf = np.empty(m * k + 64, dtype)
+            at = (-buf.ctypes.data // buf.itemsize) % (64 // buf.itemsize) + off
+            a_off = buf[at:at + m * k].reshape(m, k)
+            a_off[...] = a0
+            assert a_off.ctypes.data % 64 == off * a0.itemsize
+            with fastnn.use_backend("c"):
+                np.testing.assert_array_equal(ops.matmul(a_off, b0), first, err_msg=str(off))
     # NaN in one element of A: its row of C only
     a = a0.copy()
     a[m // 2, k - 1] = np.nan
