@@ -49,7 +49,6 @@ def _naive(kc, a, ao, ars, acs, bp, bo, ac, co, ldc, mr, nr):
 def test_micro_kernel_against_loops(nbb, dtype, layout, kc):
     rng = np.random.default_rng(kc)
     mr, nr = nbb._MR, nbb._NR[np.dtype(dtype)]
-    micro = nbb._MICRO[nr]
     ldc, co, bo, ao = nr + 5, 3, 2 * nr, 4
     # A's rows where they are in a row-major matrix (acs = 1), in a column-major one
     # (ars = 1, as for a transposed operand), or a packed panel (ars = 1, acs = mr)
@@ -59,7 +58,8 @@ def test_micro_kernel_against_loops(nbb, dtype, layout, kc):
     ac = rand(rng, co + (mr - 1) * ldc + nr + 4, dtype)
     expect = _naive(kc, a, ao, ars, acs, bp, bo, ac, co, ldc, mr, nr)
     got = ac.copy()
-    micro(kc, a, ao, ars, acs, bp, bo, got, co, ldc)
+    with nbb._slp_vectorized():   # (a first compile outside it would be cached scalar)
+        nbb._micro(nr, kc, a, ao, ars, acs, bp, bo, got, co, ldc)
     assert_close(got, expect.astype(dtype), k=kc + 1, what=f"micro {mr}x{nr} {layout}")
     # what lies outside the tile is not touched
     inside = np.zeros(ac.size, bool)
@@ -77,7 +77,8 @@ def test_micro_kernel_nan_and_inf_stay_in_their_row_and_column(nbb, dtype):
     bp = np.ones(kc * nr, dtype)
     bp[1 * nr + 4] = np.inf      # column 4
     ac = np.zeros(mr * nr, dtype)
-    nbb._MICRO[nr](kc, a, 0, kc, 1, bp, 0, ac, 0, nr)
+    with nbb._slp_vectorized():
+        nbb._micro(nr, kc, a, 0, kc, 1, bp, 0, ac, 0, nr)
     c = ac.reshape(mr, nr)
     assert np.isnan(c[2]).all()
     assert np.isposinf(np.delete(c, 2, axis=0)[:, 4]).all()

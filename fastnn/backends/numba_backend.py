@@ -79,7 +79,6 @@ def isa() -> str:
 # Register tile (see tools/gen_numba_micro.py): _MR rows x 64 bytes of columns.
 _MR = 6
 _NR = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
-_MICRO = {16: _numba_micro.micro_6x16, 8: _numba_micro.micro_6x8}
 # Cache tiles (elements). The packed B block is KC x NB, the accumulator tile MB x NB, both
 # per worker; they stay within L2. _MB is a multiple of _MR, _NB of both _NR.
 _MB = 120
@@ -92,9 +91,23 @@ _NB = {np.dtype(np.float32): 256, np.dtype(np.float64): 128}
 _GEMM_SERIAL_MACS = 1 << 20
 
 
+@njit(cache=True)
+def _micro(nr, kc, a, ao, ars, acs, bp, bo, ac, co, ldc):
+    """The _MR x nr micro-kernel of _numba_micro (nr: 16 float32, 8 float64). Called by
+    name, not passed as an argument: a function taking a dispatcher is not cached, and the
+    GEMM compiled again, 3.6 s, in every process. Every function of the GEMM must first
+    compile inside _slp_vectorized (gemm sees to it): compiled outside, this one stayed
+    scalar in the GEMM compiled after it (24 ms for 15488x288x64 float, 3.0 in scope), and
+    the cache would keep it so."""
+    if nr == 16:
+        _numba_micro.micro_6x16(kc, a, ao, ars, acs, bp, bo, ac, co, ldc)
+    else:
+        _numba_micro.micro_6x8(kc, a, ao, ars, acs, bp, bo, ac, co, ldc)
+
+
 @njit(cache=True)   # (not contract: alpha * acc + beta * c rounds twice, as the reference)
 def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
-                 bp, ap, ac, mb_max, nb_max, kc_max, micro, nr):
+                 bp, ap, ac, mb_max, nb_max, kc_max, nr):
     """Worker ``wk`` of ``nwork``: its share of the tiles, column block by column block, of
     c.flat[i*n + j] = alpha * sum_p a.flat[i*ars + p*acs] * b.flat[p*brs + j*bcs]
     (+ beta * old c), for i < m, j < n.
@@ -102,7 +115,7 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
     ``bp`` (k * nb_max, nb_max a multiple of nr) holds a column block of op(b), packed
     once per block a worker meets: depth block by depth block of kc_max, each as nr-column
     panels, kc x nr row-major, zero-padded to whole panels. ``ac`` (mb_max
-    * nb_max) accumulates the tile, row-major with rows of nb rounded up to nr. ``micro``
+    * nb_max) accumulates the tile, row-major with rows of nb rounded up to nr. ``_micro``
     (an _MR x nr kernel of _numba_micro) adds the product of _MR rows of op(a), read where
     they are, and one B panel to _MR x nr accumulators. Only a tile's last rows, when fewer
     than _MR, are copied to ``ap`` (_MR * kc_max, column by column) and zero-padded; the
@@ -159,8 +172,8 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
             for i in range(0, mfull, _MR):
                 ao = (i0 + i) * ars + p0 * acs
                 for jp in range(npan):
-                    micro(kc, a, ao, ars, acs, bp, p0 * nbp + jp * kc * nr, ac, i * nbp + jp * nr,
-                          nbp)
+                    _micro(nr, kc, a, ao, ars, acs, bp, p0 * nbp + jp * kc * nr, ac,
+                           i * nbp + jp * nr, nbp)
             if mfull < mb:
                 # the last rows, fewer than _MR: ap[p*_MR + r], zero-padded
                 for r in range(_MR):
@@ -172,8 +185,8 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
                         for p in range(kc):
                             ap[p * _MR + r] = 0
                 for jp in range(npan):
-                    micro(kc, ap, 0, 1, _MR, bp, p0 * nbp + jp * kc * nr, ac,
-                          mfull * nbp + jp * nr, nbp)
+                    _micro(nr, kc, ap, 0, 1, _MR, bp, p0 * nbp + jp * kc * nr, ac,
+                           mfull * nbp + jp * nr, nbp)
             p0 += kc_max
         # write the tile out: c = alpha * acc (+ beta * c)
         for i in range(mb):
@@ -189,15 +202,15 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
 
 @njit(parallel=True, cache=True)
 def _gemm_kernel(a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta, bpack, apack, acc,
-                 mb_max, nb_max, kc_max, micro, nr):
+                 mb_max, nb_max, kc_max, nr):
     nwork = bpack.shape[0]
     if nwork == 1:  # not a parallel region: it would wake the pool's threads all the same
         _gemm_worker(0, 1, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta, bpack[0],
-                     apack[0], acc[0], mb_max, nb_max, kc_max, micro, nr)
+                     apack[0], acc[0], mb_max, nb_max, kc_max, nr)
         return
     for wk in prange(nwork):
         _gemm_worker(np.int64(wk), nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
-                     bpack[wk], apack[wk], acc[wk], mb_max, nb_max, kc_max, micro, nr)
+                     bpack[wk], apack[wk], acc[wk], mb_max, nb_max, kc_max, nr)
 
 
 @njit(cache=True)
@@ -273,7 +286,7 @@ def gemm(trans_a, trans_b, alpha, a, b, beta, c):
     nwork = max(1, min(nthreads, ntiles))
     bpack, apack, acc = _buffers(c.dtype, nwork, k)
     args = (a.reshape(-1), ars, acs, b.reshape(-1), brs, bcs, c.reshape(-1), m, n, k,
-            dt(alpha), dt(beta), bpack, apack, acc, mb_max, nb_max, _KC, _MICRO[nr], nr)
+            dt(alpha), dt(beta), bpack, apack, acc, mb_max, nb_max, _KC, nr)
     key = (c.dtype, a.flags.writeable, b.flags.writeable)
     if key in _GEMM_COMPILED:
         _gemm_kernel(*args)
