@@ -343,12 +343,15 @@ def center_crop(x, height: int, width: int, data_format: Optional[str] = None) -
     -------
     ndarray, shape (N, height, width, C), or (N, C, height, width)
     """
+    given = x
     x = _check_nhwc(x, "center_crop", data_format)
     height, width = _crop_size(x, height, width)
     h, w = x.shape[1:3]
     t, l = (h - height) // 2, (w - width) // 2
-    # a copy even when the window is the whole image (a view let the caller's data change)
-    return _from_nhwc(x[:, t:t + height, l:l + width].copy(), data_format)
+    y = _from_nhwc(x[:, t:t + height, l:l + width], data_format)
+    # a copy also when the window is already contiguous (_from_nhwc then returns the view
+    # itself, which let the caller's data change), and only then (one copy, not two)
+    return y.copy() if np.may_share_memory(y, given) else y
 
 
 class _Augmentation(Layer):

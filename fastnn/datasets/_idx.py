@@ -223,7 +223,7 @@ def read_idx(file: PathLike, expected_magic: int | None = None) -> np.ndarray:
             # straight into a writable buffer, no extra copy.
             size = os.fstat(f.fileno()).st_size
             if len(head) < size:
-                _, dims, _, header, want = _header(head, name, expected_magic)
+                header, want = _header(head, name, expected_magic)[3:]
                 if size != header + want:
                     _parse(head, name, expected_magic, size=size)   # says how they differ
             buf = bytearray(max(size, len(head)))
