@@ -316,10 +316,10 @@ void fnn_nchw_dx_row_avx2_f64(int64_t k, const double *d, const int64_t *off,
                               double *const dst[FNN_ROW_F_MAX], int64_t ahead);
 void fnn_nchw_dw_img_avx2_f32(int64_t k, int64_t f, int64_t OH, int64_t OW, const float *dy,
                               const float *x, int64_t xrs, const int64_t *off, float *part,
-                              float *db);
+                              float *db, const float *next);
 void fnn_nchw_dw_img_avx2_f64(int64_t k, int64_t f, int64_t OH, int64_t OW, const double *dy,
                               const double *x, int64_t xrs, const int64_t *off, double *part,
-                              double *db);
+                              double *db, const double *next);
 /* The same on AVX-512 lanes (kernels/conv_nchw_avx512.c). */
 void fnn_nchw_fwd_row_avx512_f32(int64_t k, const float *x, const int64_t *off,
                                  const float *wp, const float *bias, int relu, int nf,
@@ -335,10 +335,12 @@ void fnn_nchw_dx_row_avx512_f64(int64_t k, const double *d, const int64_t *off,
                                 double *const dst[FNN_ROW_F_MAX], int64_t ahead);
 void fnn_nchw_dw_img_avx512_f32(int64_t k, int64_t f, int64_t OH, int64_t OW,
                                 const float *dy, const float *x, int64_t xrs,
-                                const int64_t *off, float *part, float *db);
+                                const int64_t *off, float *part, float *db,
+                                const float *next);
 void fnn_nchw_dw_img_avx512_f64(int64_t k, int64_t f, int64_t OH, int64_t OW,
                                 const double *dy, const double *x, int64_t xrs,
-                                const int64_t *off, double *part, double *db);
+                                const int64_t *off, double *part, double *db,
+                                const double *next);
 /* A convolution's gradients from the pooled gradient of the 2x2 max pooling after it
  * (kernels/conv_pool_avx2.c): one image's weight gradient (added into dw^T) and input
  * gradient (added into dx), receptive fields as R runs of L contiguous elements. */
