@@ -606,14 +606,15 @@ def test_outputs_a_caller_holds_are_never_overwritten(backend, i):
             copies += [a.copy() for a in kept[len(copies):]]
     for k, c in zip(kept, copies):
         assert_same(k, c, what=f"{name}: a kept array changed")
-    # once dropped, the outputs come back: the layer's pool holds them
+    # once dropped, the outputs come back: the pool holds them
     del kept, copies, out, dx
     out = layer.forward(_rand(rng, xs))
-    assert any(out is a for a in layer._out._arrays), name
+    assert D._BUFFERS.holds(out), name
+    first = id(out)
     del out
     again = layer.forward(_rand(rng, xs))
-    assert sum(again is a for a in layer._out._arrays) == 1
-    assert len(layer._out._arrays) <= D._Reuse._MAX + 1        # and the sentinel
+    assert id(again) == first, name                        # the one handed out last
+    assert all(len(a) <= D._Buffers._MAX for a, _ in D._BUFFERS._pools.values())
 
 
 @pytest.mark.parametrize("i", range(4), ids=["Convolution", "Relu", "Pooling", "Affine"])
@@ -641,9 +642,73 @@ def test_layers_copy_and_pickle_without_their_buffers(backend):
     x = _rand(rng, (4, 5))
     out = relu.forward(x)
     for clone in (copy.deepcopy(relu), pickle.loads(pickle.dumps(relu))):
-        assert len(clone._out._arrays) == 1                    # the sentinel only
+        assert clone.mask is not relu.mask
         assert_same(clone.mask, relu.mask)
         assert_same(clone.forward(x), out)
+
+
+def test_buffers_shared_by_layers_never_overwrite_what_a_caller_holds(backend):
+    """The layers draw their outputs from one pool: an array of the same shape that another
+    layer handed out and the caller still holds (a Relu output, a Pooling gradient, a
+    Convolution output, a mask) is never given to a later call; the last one dropped is."""
+    rng = _rng("shared-pool")
+    conv = D.Convolution(_rand(rng, (4, 2, 3, 3)), _rand(rng, (4,)))
+    relu_a, relu_b, pool = D.Relu(), D.Relu(), D.Pooling(2, 2, stride=2)
+    kept, copies = [], []
+    for step in range(6):
+        y = conv.forward(_rand(rng, (3, 2, 6, 6)))              # (3, 4, 4, 4)
+        r = relu_a.forward(y)
+        p = pool.forward(r)
+        s = relu_b.forward(_rand(rng, (3, 4, 4, 4)))
+        dx = pool.backward(_rand(rng, p.shape))                 # (3, 4, 4, 4) too
+        live = [y, r, s, dx, relu_a.mask, relu_b.mask]
+        assert len({id(a) for a in live + kept}) == len(live) + len(kept), step
+        if step % 2 == 0:
+            kept += [y, dx, relu_a.mask] + [r] * (step == 2) + [s[1]] * (step == 4)
+            copies += [a.copy() for a in kept[len(copies):]]
+        for k, c in zip(kept, copies):
+            assert_same(k, c, what=f"step {step}: a kept array changed")
+        del y, r, p, s, dx, live
+    # what nobody holds comes back: the last one handed out first
+    del kept, copies
+    out = relu_b.forward(_rand(rng, (3, 4, 4, 4)))
+    last = id(out)
+    del out
+    assert id(relu_b.forward(_rand(rng, (3, 4, 4, 4)))) == last
+
+
+def test_layer_state_arrays_are_reused_unless_kept(backend):
+    """Relu's mask and Pooling's argmax are reused from one forward to the next, but a mask
+    the caller kept keeps its values."""
+    rng = _rng("state-reuse")
+    relu = D.Relu()
+    relu.forward(_rand(rng, (5, 6)))
+    first = id(relu.mask)
+    relu.forward(_rand(rng, (5, 6)))
+    assert id(relu.mask) == first
+    kept = relu.mask
+    ref = kept.copy()
+    x = _rand(rng, (5, 6))
+    relu.forward(x)
+    assert relu.mask is not kept
+    assert_same(kept, ref)
+    assert_same(relu.mask, x <= 0)
+    pool = D.Pooling(2, 2, stride=2)
+    pool.forward(_rand(rng, (2, 3, 4, 4)))
+    am = id(pool._ctx[0])
+    pool.forward(_rand(rng, (2, 3, 4, 4)))
+    assert id(pool._ctx[0]) == am
+
+
+def test_buffers_of_an_old_shape_are_let_go(backend):
+    rng = _rng("stale")
+    relu = D.Relu()
+    relu.forward(_rand(rng, (7, 3, 11)))
+    key = ((7, 3, 11), np.dtype(np.float64))
+    assert key in D._BUFFERS._pools
+    for _ in range(D._Buffers._STALE // 2 + 64):          # two arrays per call
+        relu.forward(_rand(rng, (2, 3)))
+    assert key not in D._BUFFERS._pools
 
 
 def test_reused_buffers_follow_a_new_batch_size(backend):
