@@ -1,6 +1,6 @@
 """The book's conv net trained with its own NumPy layers and with fastnn.compat.dlfs.
 
-    python bench/bench_dlfs.py [--steps 20] [--batch 100] [--block 10] [--threads 2]
+    python bench/bench_dlfs.py [--steps 20] [--batch 100] [--block 30] [--threads 2]
                                [--backend c]
 
 "Deep Learning from Scratch"'s SimpleConvNet -- Convolution (30 filters 5x5) - Relu -
@@ -9,8 +9,14 @@ trained on the Fashion-MNIST sample shipped with fastnn (images reshaped to (N, 
 and divided by 255), once with the NumPy transcription of the book's layers and optimizer
 (tests/dlfs_original.py) and once with the drop-in ones, from the same initial weights on
 the same batches. A step is forward + backward + Adam update. The two runs take turns in
-blocks of ``--block`` steps (default 10), so that load on the machine affects both alike
-while each net's steps follow one another as in a training loop. Taking turns every step
+blocks of ``--block`` steps (default 30), so that load on the machine affects both alike
+while each net's steps follow one another as in a training loop. A block starts slow: the
+book's step runs mostly on one thread, and the second core, idle for most of its block,
+takes some steps to come back up to speed (on the 2-core Xeon VM, 2026-12-04, the drop-in's
+steps after 10 of the book's, by position in the block, medians of 10 blocks: 10.6, 8.9,
+8.2, 8.1, 7.9, 8.0, 7.9, 7.9, 7.6, 7.7 ms; after 0.5 s of sleep 16.6, 15.8, 14.4, 12.0,
+8.6 ms, then 8.2-8.4), so blocks of 10 measured that transient more than the training
+loop: median 8.2-8.5 ms where blocks of 60 gave 7.5. Taking turns every step
 (``--block 1``) starts each step right after the other net's (its ~200 MB of array traffic,
 NumPy's BLAS threads), with the step's own arrays pushed out of the caches: measured on the
 2-core Xeon (2026-12-03, 40 steps), the drop-in's step 11.7 ms that way, 9.9 ms in blocks of
@@ -72,8 +78,8 @@ def main() -> None:
     ap.add_argument("--blas-threads", type=positive_int, default=None,
                     help="limit NumPy's BLAS threads (used by the book's np.dot) with "
                          "threadpoolctl (default: NumPy's default)")
-    ap.add_argument("--block", type=positive_int, default=10,
-                    help="steps each net runs before the other's turn (default 10; 1: "
+    ap.add_argument("--block", type=positive_int, default=30,
+                    help="steps each net runs before the other's turn (default 30; 1: "
                          "alternate every step)")
     ap.add_argument("--seed", type=int, default=0, help="(>= 0, default 0)")
     ap.add_argument("--show", type=int, default=5,
