@@ -19,6 +19,7 @@ import pytest
 
 import dlfs_original as O
 from conftest import absmax, assert_close, assert_same
+import fastnn
 from fastnn import ops
 from fastnn.compat import dlfs as D
 
@@ -609,12 +610,12 @@ def test_outputs_a_caller_holds_are_never_overwritten(backend, i):
     # once dropped, the outputs come back: the pool holds them
     del kept, copies, out, dx
     out = layer.forward(_rand(rng, xs))
-    assert D._BUFFERS.holds(out), name
+    assert D._buffers().holds(out), name
     first = id(out)
     del out
     again = layer.forward(_rand(rng, xs))
     assert id(again) == first, name                        # the one handed out last
-    assert all(len(a) <= D._Buffers._MAX for a, _ in D._BUFFERS._pools.values())
+    assert all(len(a) <= D._Buffers._MAX for a, _ in D._buffers()._pools.values())
 
 
 @pytest.mark.parametrize("i", range(4), ids=["Convolution", "Relu", "Pooling", "Affine"])
@@ -677,6 +678,40 @@ def test_buffers_shared_by_layers_never_overwrite_what_a_caller_holds(backend):
     assert id(relu_b.forward(_rand(rng, (3, 4, 4, 4)))) == last
 
 
+def test_each_thread_has_its_own_buffer_pool(backend):
+    """Two threads never draw from one pool (a pool's free check and its hand-out are not
+    atomic under the GIL): nets trained in three threads at once give the results of one
+    trained alone."""
+    import threading
+    rng = _rng("threads")
+    params = O.SimpleConvNet.init_params(rng, input_dim=(1, 12, 12), filter_num=4,
+                                         filter_size=3, hidden_size=8)
+    xs = [rng.random((6, 1, 12, 12)) for _ in range(3)]
+    ts = [rng.integers(0, 10, 6) for _ in range(3)]
+
+    def train(out):
+        p = {k: v.copy() for k, v in params.items()}
+        net, opt = O.SimpleConvNet(D, p), D.Adam()
+        with fastnn.use_backend(backend):        # (the choice is per thread)
+            for _ in range(20):
+                for x, t in zip(xs, ts):
+                    opt.update(p, net.gradient(x, t)[1])
+        out.append((D._buffers(), p))
+
+    alone, threaded = [], []
+    train(alone)
+    workers = [threading.Thread(target=train, args=(threaded,)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    pools = {id(pool) for pool, _ in alone + threaded}
+    assert len(pools) == 4
+    for _, p in threaded:
+        for k in params:
+            assert_same(p[k], alone[0][1][k], what=k)
+
+
 def test_layer_state_arrays_are_reused_unless_kept(backend):
     """Relu's mask and Pooling's argmax are reused from one forward to the next, but a mask
     the caller kept keeps its values."""
@@ -705,10 +740,10 @@ def test_buffers_of_an_old_shape_are_let_go(backend):
     relu = D.Relu()
     relu.forward(_rand(rng, (7, 3, 11)))
     key = ((7, 3, 11), np.dtype(np.float64))
-    assert key in D._BUFFERS._pools
+    assert key in D._buffers()._pools
     for _ in range(D._Buffers._STALE // 2 + 64):          # two arrays per call
         relu.forward(_rand(rng, (2, 3)))
-    assert key not in D._BUFFERS._pools
+    assert key not in D._buffers()._pools
 
 
 def test_reused_buffers_follow_a_new_batch_size(backend):
