@@ -1,6 +1,6 @@
 """The book's conv net trained with its own NumPy layers and with fastnn.compat.dlfs.
 
-    python bench/bench_dlfs.py [--steps 20] [--batch 100] [--block 30] [--threads 2]
+    python bench/bench_dlfs.py [--steps 90] [--batch 100] [--block 30] [--threads 2]
                                [--backend c]
 
 "Deep Learning from Scratch"'s SimpleConvNet -- Convolution (30 filters 5x5) - Relu -
@@ -68,8 +68,8 @@ def load_original():
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=positive_int, default=20,
-                    help="training steps (default 20)")
+    ap.add_argument("--steps", type=positive_int, default=90,
+                    help="training steps (default 90: three blocks of 30)")
     ap.add_argument("--batch", type=positive_int, default=100, help="batch size (default 100)")
     ap.add_argument("--threads", type=thread_count, default=None,
                     help="fastnn threads (default: fastnn's default)")

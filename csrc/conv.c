@@ -896,7 +896,9 @@ static void nchw_bwd_direct(const fnn_geom *g, int64_t f, const real *x, const r
             ROW_KERNEL(wide, nchw_dw_img)(patch, f, g->oh, g->ow, dy + n * f * ohow,
                                           src + n * g->c * hp * wp, g->sh * wp, off, pw,
                                           db ? pw + fp : NULL,
-                                          n + 1 < g->n ? dy + (n + 1) * f * ohow : NULL);
+                                          n + 1 < min64(g->n, (gi + 1) * per)
+                                              ? dy + (n + 1) * f * ohow
+                                              : NULL); /* the group's next image */
             if (dx)
                 dx_image(g, f, dx_ws, doff, planes, dy + n * f * ohow,
                          dx + n * g->c * g->h * g->w);
