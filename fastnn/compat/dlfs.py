@@ -228,20 +228,20 @@ class _Buffers:
     sentinel array the pool holds the same way, measured by the same code on every call
     (so a count the interpreter reports differently in hot code moves both alike). An
     output a caller still holds, or a view of it, is never overwritten, and one the caller
-    made read-only or restrided is dropped, not reused: to the caller every output is a
-    new array. Without ``sys.getrefcount`` (PyPy) or with the GIL disabled (free-threaded
-    CPython, where the count could change between the check and the use) every call
-    allocates, as the book does.
+    made read-only, reshaped, retyped or restrided is dropped, not reused: to the caller
+    every output is a new array. Without ``sys.getrefcount`` (PyPy) or with the GIL
+    disabled (free-threaded CPython, where the count could change between the check and
+    the use) every call allocates, as the book does.
 
     One pool for all layers (per thread), by shape and dtype, and of the free arrays the one
-    handed out last: a step then cycles through as few arrays as it can, touched as recently as they
-    can be. The book's net touches some 70 MB per step, about what this Xeon's share of its
-    L3 keeps (an elementwise pass over 13.8 MB took 0.63 ms after 40 MB of other traffic,
-    0.89 after 80 MB, 1.30 after 160 MB): with a pool per layer, the output ``Pooling`` still
-    held (its ``x``) made ``Relu`` alternate between two 13.8 MB arrays, each written back
-    from memory every other step, where now it takes the gradient array of the step before.
-    An array not handed out for ``_STALE`` calls is let go once free (a new batch size, an
-    evaluation on a larger batch).
+    handed out last: a step then cycles through as few arrays as it can, touched as
+    recently as they can be. The book's net touches some 70 MB per step, about what this
+    Xeon's share of its L3 keeps (an elementwise pass over 13.8 MB took 0.63 ms after 40 MB
+    of other traffic, 0.89 after 80 MB, 1.30 after 160 MB): with a pool per layer, the
+    output ``Pooling`` still held (its ``x``) made ``Relu`` alternate between two 13.8 MB
+    arrays, each written back from memory every other step, where now it takes the
+    gradient array of the step before. An array not handed out for ``_STALE`` calls is let
+    go once free (a new batch size, an evaluation on a larger batch).
     """
 
     __slots__ = ("_pools", "_sentinel", "_count")
