@@ -214,13 +214,14 @@ db_planes(int64_t ohow, const real *d, const int nj, real *db)
  * along h) for j < f, p < k, and db[j] += the sum of dy[j*ohow ...] over the plane (db may
  * be NULL). Per (j, p): VL lane sums over the pixels in (oh, ow) order, then added across
  * lanes; the same order whatever the caller's threads.
- * next: the caller's next image's dy (prefetched during the last block of filters), or
- * NULL. While the passes over one block of DW_F planes run from L1, the next block's planes
- * (or next's first) are prefetched into L2, spread over the passes: the first pass over a
- * block otherwise waited for its planes from memory (dy of the book's first convolution is
- * 13.8 MB, written by the layer above; its 23 KB per block arrive at a few bytes per cycle,
- * a quarter of what the block's FMAs consume; with the prefetch the whole backward, dx
- * included, took 0.96-0.97x the time on 1 and 2 threads: ab_builds.py dlfs, 2026-12-04). */
+ * next: the dy of the image this thread computes next (prefetched during the last block of
+ * filters), or NULL. While the passes over one block of DW_F planes run from L1, the next
+ * block's planes (or next's first) are prefetched into L2, spread over the passes: the
+ * first pass over a block otherwise waited for its planes from memory (dy of the book's
+ * first convolution is 13.8 MB, written by the layer above; its 23 KB per block arrive at a
+ * few bytes per cycle, a quarter of what the block's FMAs consume; with the prefetch the
+ * whole backward, dx included, took 0.96-0.97x the time on 1 and 2 threads: ab_builds.py
+ * dlfs, 2026-12-04). */
 void VFN(nchw_dw_img)(int64_t k, int64_t f, int64_t OH, int64_t OW, const real *dy,
                            const real *x, int64_t xrs, const int64_t *off, real *part,
                            real *db, const real *next)
