@@ -262,7 +262,10 @@ class _Buffers:
         self._count += 1
         if self._count % 64 == 0:
             self._sweep()
-        arrays, stamps = self._pools.setdefault((shape, dtype), ([], []))
+        entry = self._pools.get((shape, dtype))
+        if entry is None:
+            entry = self._pools[(shape, dtype)] = ([], [])
+        arrays, stamps = entry
         free = sys.getrefcount(self._sentinel[0])
         best = -1
         for i in range(len(arrays)):
@@ -1256,7 +1259,6 @@ class Pooling:
                                              _buffer((n, c, oh, ow), np.int64)))
         self.x = x
         self._ctx = (am, xc.shape, dtype, (ph, pw, stride, pad))
-        self._arg_max = None
         return out
 
     def backward(self, dout):
