@@ -94,7 +94,7 @@ def main() -> None:
     blas = "default"
     if args.blas_threads:
         from threadpoolctl import threadpool_limits   # a test dependency of fastnn
-        _limits = threadpool_limits(limits=args.blas_threads, user_api="blas")  # noqa: F841
+        args.blas_limiter = threadpool_limits(limits=args.blas_threads, user_api="blas")
         blas = str(args.blas_threads)
     O = load_original()
 

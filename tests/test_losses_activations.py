@@ -258,7 +258,7 @@ def test_activation_bad_identifier_type():
 # =========================================================================== losses
 def _loss_data(rng, name, from_logits, shape, dtype):
     """(y_true, y_pred) away from kinks and clipping."""
-    n, k = shape[0], shape[-1]
+    k = shape[-1]
     if name in ("mean_squared_error", "mean_absolute_error"):
         t = rng.uniform(-1, 1, shape)
         p = t + _away_from_zero(rng, shape, np.float64, 0.05, 1.0)

@@ -1942,8 +1942,6 @@ def test_freezing_a_layer_keeps_the_optimizer_state_of_the_others():
     assert a.optimizer.iterations == 10
     # the reference: the last layer's Adam state after epoch 1 continued by hand
     ref = optimizers.Adam(0.01)
-    last = b.layers[-1]
-    params = list(last.params.values())
     state = b.optimizer.get_state()
     n = len(b.trainable_params)
     keep = [n - 2, n - 1]                              # the last layer's kernel and bias
@@ -2680,8 +2678,6 @@ class _NamedLoss(losses.Loss):
 
 
 def test_custom_loss_found_by_its_name_or_class(tmp_path):
-    x, labels = make_data(16)
-    y = fastnn.utils.to_categorical(labels, K)
     model = Sequential([Dense(K, input_shape=(D,))])
     model.compile("sgd", _NamedLoss())
     path = tmp_path / "named.fnn"
