@@ -119,6 +119,17 @@ typedef void (*fnn_ukr_direct_f32)(int64_t k, const float *a, int64_t lda, const
 typedef void (*fnn_ukr_direct_f64)(int64_t k, const double *a, int64_t lda, const double *bp,
                                    double *c, int64_t ldc, double alpha, double beta);
 
+/* ukr_direct that also writes the MR x k block of A it reads, packed: ap[p*MR + i] =
+ * A(i, p) (the panel pack_a would make), so the driver's later tiles of the same rows
+ * read it packed without a separate packing pass over A. Same sums as ukr. Optional
+ * (NULL: the driver packs A first). */
+typedef void (*fnn_ukr_direct_pack_f32)(int64_t k, const float *a, int64_t lda,
+                                        const float *bp, float *c, int64_t ldc, float alpha,
+                                        float beta, float *ap);
+typedef void (*fnn_ukr_direct_pack_f64)(int64_t k, const double *a, int64_t lda,
+                                        const double *bp, double *c, int64_t ldc,
+                                        double alpha, double beta, double *ap);
+
 /* The packed product with A's stride given: A(i, p) at a[p*as + i] (as = MR: a packed
  * panel; as = lda: a transposed A read in place, whose MR values per p are contiguous).
  * Optional (NULL: the driver always packs a transposed A). */
@@ -201,7 +212,8 @@ typedef void (*fnn_dot_pack_f64)(int64_t k, int64_t n, const double *b, int64_t 
 
 /* A micro-kernel and the blocking it wants: MR x NR register tile, MC x KC block of A
  * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct, ukr_strided, ukr_gather,
- * ukr_rows, ukr_scatter, ukr_inplace and ukr_dot (with dot_pack) as above or NULL. */
+ * ukr_rows, ukr_scatter, ukr_inplace, ukr_dot (with dot_pack) and ukr_direct_pack as above
+ * or NULL. */
 typedef struct {
     int mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
@@ -213,6 +225,7 @@ typedef struct {
     fnn_ukr_inplace_f32 ukr_inplace;
     fnn_ukr_dot_f32 ukr_dot;
     fnn_dot_pack_f32 dot_pack;
+    fnn_ukr_direct_pack_f32 ukr_direct_pack;
 } fnn_gemm_kernel_f32;
 typedef struct {
     int mr, nr, mc, kc, nc;
@@ -225,6 +238,7 @@ typedef struct {
     fnn_ukr_inplace_f64 ukr_inplace;
     fnn_ukr_dot_f64 ukr_dot;
     fnn_dot_pack_f64 dot_pack;
+    fnn_ukr_direct_pack_f64 ukr_direct_pack;
 } fnn_gemm_kernel_f64;
 
 /* Pack rows [0, kc) x columns [0, cols) of op(B) (element (p, j) at b[p*rsb + j*csb]) into
@@ -400,6 +414,12 @@ void fnn_ukr_avx512_direct_12x32_f32(int64_t k, const float *a, int64_t lda, con
 void fnn_ukr_avx512_direct_12x16_f64(int64_t k, const double *a, int64_t lda,
                                      const double *bp, double *c, int64_t ldc, double alpha,
                                      double beta);
+void fnn_ukr_avx512_direct_pack_12x32_f32(int64_t k, const float *a, int64_t lda,
+                                          const float *bp, float *c, int64_t ldc, float alpha,
+                                          float beta, float *ap);
+void fnn_ukr_avx512_direct_pack_12x16_f64(int64_t k, const double *a, int64_t lda,
+                                          const double *bp, double *c, int64_t ldc,
+                                          double alpha, double beta, double *ap);
 void fnn_ukr_avx512_rows_12x32_f32(int rows, int64_t k, const float *ap, const float *bp,
                                    float *c, int64_t ldc);
 void fnn_ukr_avx512_rows_12x16_f64(int rows, int64_t k, const double *ap, const double *bp,
@@ -430,6 +450,9 @@ void fnn_ukr_avx512_direct_12x16_f32(int64_t k, const float *a, int64_t lda, con
                                      int64_t ldc, float alpha, float beta);
 void fnn_ukr_avx512_rows_12x16_f32(int rows, int64_t k, const float *ap, const float *bp, float *c,
                                    int64_t ldc);
+void fnn_ukr_avx512_direct_pack_12x16_f32(int64_t k, const float *a, int64_t lda,
+                                          const float *bp, float *c, int64_t ldc, float alpha,
+                                          float beta, float *ap);
 void fnn_ukr_avx512_12x8_f64(int64_t k, const double *ap, const double *bp, double *c, int64_t ldc,
                               double alpha, double beta);
 void fnn_ukr_avx512_strided_12x8_f64(int64_t k, const double *a, int64_t as, const double *bp, double *c,
@@ -438,6 +461,9 @@ void fnn_ukr_avx512_direct_12x8_f64(int64_t k, const double *a, int64_t lda, con
                                      int64_t ldc, double alpha, double beta);
 void fnn_ukr_avx512_rows_12x8_f64(int rows, int64_t k, const double *ap, const double *bp, double *c,
                                    int64_t ldc);
+void fnn_ukr_avx512_direct_pack_12x8_f64(int64_t k, const double *a, int64_t lda,
+                                         const double *bp, double *c, int64_t ldc,
+                                         double alpha, double beta, double *ap);
 void fnn_ukr_avx512_inplace_12x16_f32(int rows, int cols, int64_t k, const float *a, int64_t lda,
                                       const float *b, int64_t ldb, float *c, int64_t ldc,
                                       float alpha, float beta);

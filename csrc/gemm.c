@@ -335,17 +335,20 @@ static inline void store_edge(const real *tmp, int nr, int64_t rows, int64_t col
 /* Multiply one MR x NR micro-tile (rows x cols of it land in C) with a packed B panel,
  * through a scratch tile at the edges of C. A(i, p) is at a[i*as + p] when a_rows (A read
  * in place, row-major: the direct-A kernel) and at a[p*as + i] otherwise (as = MR: packed;
- * as = lda: a transposed A read in place). A read in place always covers a full MR rows. */
+ * as = lda: a transposed A read in place). A read in place always covers a full MR rows,
+ * and with pk (a_rows only; NULL: none) the kernel also packs them there (MR x kc). */
 static inline void tile(const kernel_t *kr, int64_t kc, const real *a, int64_t as, int a_rows,
                         const real *bp, int64_t rows, int64_t cols, real alpha, real beta,
-                        real *cij, int64_t ldc, real *tmp)
+                        real *cij, int64_t ldc, real *tmp, real *pk)
 {
     const int mr = kr->mr, nr = kr->nr;
     const int edge = rows != mr || cols != nr;
     real *dst = edge ? tmp : cij;
     const int64_t ldd = edge ? nr : ldc;
     const real beta_d = edge ? 0 : beta;
-    if (a_rows)
+    if (a_rows && pk)
+        kr->ukr_direct_pack(kc, a, as, bp, dst, ldd, alpha, beta_d, pk);
+    else if (a_rows)
         kr->ukr_direct(kc, a, as, bp, dst, ldd, alpha, beta_d);
     else if (as == mr && rows < mr && kr->ukr_rows && alpha == 1)
         kr->ukr_rows((int)rows, kc, a, bp, dst, ldd); /* the edge rows, into tmp */
@@ -425,11 +428,11 @@ static inline void block_tile(const kernel_t *kr, int mode, int64_t full, int64_
     const real *bpp = bp + jp * nr * kc;
     real *cij = c + i0 * ldc + j0;
     if (i0 < full && mode == A_ROWS)
-        tile(kr, kc, a + i0 * rsa, rsa, 1, bpp, rows, cols, alpha, beta, cij, ldc, tmp);
+        tile(kr, kc, a + i0 * rsa, rsa, 1, bpp, rows, cols, alpha, beta, cij, ldc, tmp, NULL);
     else if (i0 < full)
-        tile(kr, kc, a + i0, csa, 0, bpp, rows, cols, alpha, beta, cij, ldc, tmp);
+        tile(kr, kc, a + i0, csa, 0, bpp, rows, cols, alpha, beta, cij, ldc, tmp, NULL);
     else
-        tile(kr, kc, ap + i0 * kc, mr, 0, bpp, rows, cols, alpha, beta, cij, ldc, tmp);
+        tile(kr, kc, ap + i0 * kc, mr, 0, bpp, rows, cols, alpha, beta, cij, ldc, tmp, NULL);
 }
 
 /* A block whose B micro-panels are too large to stay in L1 (over L1_B_PANEL bytes) and
@@ -460,11 +463,27 @@ static void multiply_block(const kernel_t *kr, int mode, int64_t mc, int64_t kc,
 {
     const int mr = kr->mr, nr = kr->nr;
     const int64_t full = mode == A_PACKED ? 0 : mc - mc % mr;
-    pack_a(mc - full, kc, a + full * rsa, rsa, csa, mr, ap + full * kc);
-    if (jp1 - jp0 >= A_OUTER_MIN_PANELS && kc * nr * (int64_t)sizeof(real) > L1_B_PANEL) {
+    const int a_outer =
+        jp1 - jp0 >= A_OUTER_MIN_PANELS && kc * nr * (int64_t)sizeof(real) > L1_B_PANEL;
+    /* A packed, row-major, A-outer: each strip's first tile reads its MR rows in place and
+     * packs them as it goes (ukr_direct_pack), so only a partial last strip is packed
+     * here. The first tile reads A from L3 either way; packing it in a pass of its own
+     * was 4.7% of a 2048^3 float product on one thread, at L3's speed. */
+    const int64_t in_tile = a_outer && mode == A_PACKED && csa == 1 && kr->ukr_direct_pack
+                                ? mc - mc % mr : 0;
+    pack_a(mc - full - in_tile, kc, a + (full + in_tile) * rsa, rsa, csa, mr,
+           ap + (full + in_tile) * kc);
+    if (a_outer) {
         const int64_t j0 = jp0 * nr, cols = min64(jp1 * nr, nc) - j0;
         for (int64_t i0 = 0; i0 < mc; i0 += mr) {
-            for (int64_t jp = jp0; jp < jp1; jp++)
+            int64_t jp = jp0;
+            if (i0 < in_tile) {
+                tile(kr, kc, a + i0 * rsa, rsa, 1, bp + jp0 * nr * kc, mr,
+                     min64(nr, nc - j0), alpha, beta, c + i0 * ldc + j0, ldc, tmp,
+                     ap + i0 * kc);
+                jp++;
+            }
+            for (; jp < jp1; jp++)
                 block_tile(kr, mode, full, mc, kc, nc, a, rsa, csa, bp, i0, jp, alpha, beta,
                            ap, c, ldc, tmp);
             if (ep && i0 > 0) /* the strip before this one */

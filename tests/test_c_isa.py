@@ -46,7 +46,10 @@ def isa(request):
 # with neither operand transposed and m <= 256, or a single micro-panel of columns, reads B
 # in place too (gemm.c's in-place path, masked columns): every untransposed case with m <=
 # 256, and (300, 7, 31) and, on AVX-512, (290, 29, 600) (float: one 32-wide panel, two K
-# blocks); B rows over 4 KB apart stay packed: (20, 1100, 50).)
+# blocks); B rows over 4 KB apart stay packed: (20, 1100, 50).) (301, 130, 700), untransposed,
+# on AVX-512: five 32-wide panels whose K blocks of 350 make them over 32 KB, so A-outer,
+# each full 12-row strip packed by its first tile (ukr_direct_pack), the last row (301 =
+# 25 x 12 + 1) by pack_a.
 GEMM_CASES = [(1, 1, 1), (5, 3, 2), (13, 33, 17), (12, 32, 256), (25, 65, 300),
               (97, 130, 513), (300, 7, 31), (301, 64, 700), (151, 16, 330), (200, 100, 40),
               (40, 200, 700), (250, 97, 300), (301, 130, 700), (97, 8, 513), (145, 10, 200),

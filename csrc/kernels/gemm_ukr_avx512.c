@@ -140,7 +140,7 @@ FNN_ALWAYS_INLINE void store_f64(int R, int NV, __m512d acc[MR][2], double *c, i
  * prefetched 8 rows ahead. A packed A is prefetched 16 steps ahead. */
 FNN_ALWAYS_INLINE void acc_f32(int R, int NV, int rows, __m512 acc[MR][2], int64_t k,
                                const float *a, int64_t as, const float *bp, int64_t ldb,
-                               const __mmask16 *mk)
+                               const __mmask16 *mk, float *pk)
 {
 #pragma GCC unroll 12
     for (int i = 0; i < R; i++)
@@ -168,6 +168,8 @@ FNN_ALWAYS_INLINE void acc_f32(int R, int NV, int rows, __m512 acc[MR][2], int64
         for (int i = 0; i < R; i++) {
             const float *ai = rows ? q[i / 3] + (i % 3) * as + p : a + i;
             const __m512 av = _mm512_set1_ps(*ai);
+            if (pk) /* the broadcast's low lane: a store, no shuffle */
+                _mm_store_ss(pk + p * MR + i, _mm512_castps512_ps128(av));
             for (int v = 0; v < NV; v++)
                 acc[i][v] = _mm512_fmadd_ps(av, b[v], acc[i][v]);
         }
@@ -179,7 +181,7 @@ FNN_ALWAYS_INLINE void acc_f32(int R, int NV, int rows, __m512 acc[MR][2], int64
 
 FNN_ALWAYS_INLINE void acc_f64(int R, int NV, int rows, __m512d acc[MR][2], int64_t k,
                                const double *a, int64_t as, const double *bp, int64_t ldb,
-                               const __mmask8 *mk)
+                               const __mmask8 *mk, double *pk)
 {
 #pragma GCC unroll 12
     for (int i = 0; i < R; i++)
@@ -207,6 +209,8 @@ FNN_ALWAYS_INLINE void acc_f64(int R, int NV, int rows, __m512d acc[MR][2], int6
         for (int i = 0; i < R; i++) {
             const double *ai = rows ? q[i / 3] + (i % 3) * as + p : a + i;
             const __m512d av = _mm512_set1_pd(*ai);
+            if (pk) /* the broadcast's low lane: a store, no shuffle */
+                _mm_store_sd(pk + p * MR + i, _mm512_castpd512_pd128(av));
             for (int v = 0; v < NV; v++)
                 acc[i][v] = _mm512_fmadd_pd(av, b[v], acc[i][v]);
         }
@@ -220,21 +224,21 @@ FNN_ALWAYS_INLINE void acc_f64(int R, int NV, int rows, __m512d acc[MR][2], int6
  * place) through `as`, direct-A (a row-major A in place) with `rows`. */
 FNN_ALWAYS_INLINE void tile_f32(int NV, int rows, int64_t k, const float *a, int64_t as,
                                 const float *bp, float *c, int64_t ldc, float alpha,
-                                float beta)
+                                float beta, float *pk)
 {
     __m512 acc[MR][2];
     prefetch_tile(NV, (const char *)c, ldc * (int64_t)sizeof(float));
-    acc_f32(MR, NV, rows, acc, k, a, as, bp, 16 * NV, NULL);
+    acc_f32(MR, NV, rows, acc, k, a, as, bp, 16 * NV, NULL, pk);
     store_f32(MR, NV, acc, c, ldc, alpha, beta, NULL);
 }
 
 FNN_ALWAYS_INLINE void tile_f64(int NV, int rows, int64_t k, const double *a, int64_t as,
                                 const double *bp, double *c, int64_t ldc, double alpha,
-                                double beta)
+                                double beta, double *pk)
 {
     __m512d acc[MR][2];
     prefetch_tile(NV, (const char *)c, ldc * (int64_t)sizeof(double));
-    acc_f64(MR, NV, rows, acc, k, a, as, bp, 8 * NV, NULL);
+    acc_f64(MR, NV, rows, acc, k, a, as, bp, 8 * NV, NULL, pk);
     store_f64(MR, NV, acc, c, ldc, alpha, beta, NULL);
 }
 
@@ -261,7 +265,7 @@ FNN_ALWAYS_INLINE void edge_f32(int NV, int rows, int64_t k, const float *ap, co
                                 float *c, int64_t ldc)
 {
     __m512 acc[MR][2];
-#define E_ACC(R) acc_f32(R, NV, 0, acc, k, ap, MR, bp, 16 * NV, NULL)
+#define E_ACC(R) acc_f32(R, NV, 0, acc, k, ap, MR, bp, 16 * NV, NULL, NULL)
 #define E_STORE(R) store_f32(R, NV, acc, c, ldc, 1, 0, NULL)
     EDGE_CASES(E_ACC, E_STORE)
 #undef E_ACC
@@ -272,7 +276,7 @@ FNN_ALWAYS_INLINE void edge_f64(int NV, int rows, int64_t k, const double *ap,
                                 const double *bp, double *c, int64_t ldc)
 {
     __m512d acc[MR][2];
-#define E_ACC(R) acc_f64(R, NV, 0, acc, k, ap, MR, bp, 8 * NV, NULL)
+#define E_ACC(R) acc_f64(R, NV, 0, acc, k, ap, MR, bp, 8 * NV, NULL, NULL)
 #define E_STORE(R) store_f64(R, NV, acc, c, ldc, 1, 0, NULL)
     EDGE_CASES(E_ACC, E_STORE)
 #undef E_ACC
@@ -294,7 +298,7 @@ FNN_ALWAYS_INLINE void inplace_f32(int NV, int rows, int cols, int64_t k, const 
         mk[v] = n >= 16 ? (__mmask16)0xFFFF : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
     }
     prefetchw_ahead(NV, (const char *)c, ldc * (int64_t)sizeof(float));
-#define E_ACC(R) acc_f32(R, NV, 1, acc, k, a, lda, b, ldb, mk)
+#define E_ACC(R) acc_f32(R, NV, 1, acc, k, a, lda, b, ldb, mk, NULL)
 #define E_STORE(R) store_f32(R, NV, acc, c, ldc, alpha, beta, mk)
     EDGE_CASES(E_ACC, E_STORE)
 #undef E_ACC
@@ -312,7 +316,7 @@ FNN_ALWAYS_INLINE void inplace_f64(int NV, int rows, int cols, int64_t k, const 
         mk[v] = n >= 8 ? (__mmask8)0xFF : n > 0 ? (__mmask8)((1u << n) - 1) : 0;
     }
     prefetchw_ahead(NV, (const char *)c, ldc * (int64_t)sizeof(double));
-#define E_ACC(R) acc_f64(R, NV, 1, acc, k, a, lda, b, ldb, mk)
+#define E_ACC(R) acc_f64(R, NV, 1, acc, k, a, lda, b, ldb, mk, NULL)
 #define E_STORE(R) store_f64(R, NV, acc, c, ldc, alpha, beta, mk)
     EDGE_CASES(E_ACC, E_STORE)
 #undef E_ACC
@@ -415,7 +419,7 @@ FNN_ALWAYS_INLINE void scatter_f32(int NV, int64_t k, const float *a, int64_t ld
                                    const float *bp, float *const *crow)
 {
     __m512 acc[MR][2];
-    acc_f32(MR, NV, 1, acc, k, a, lda, bp, 16 * NV, NULL);
+    acc_f32(MR, NV, 1, acc, k, a, lda, bp, 16 * NV, NULL, NULL);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; i++)
         for (int v = 0; v < NV; v++) {
@@ -428,7 +432,7 @@ FNN_ALWAYS_INLINE void scatter_f64(int NV, int64_t k, const double *a, int64_t l
                                    const double *bp, double *const *crow)
 {
     __m512d acc[MR][2];
-    acc_f64(MR, NV, 1, acc, k, a, lda, bp, 8 * NV, NULL);
+    acc_f64(MR, NV, 1, acc, k, a, lda, bp, 8 * NV, NULL, NULL);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; i++)
         for (int v = 0; v < NV; v++) {
@@ -443,17 +447,22 @@ FNN_ALWAYS_INLINE void scatter_f64(int NV, int64_t k, const double *a, int64_t l
     void fnn_ukr_avx512_##SHAPE(int64_t k, const T *ap, const T *bp, T *c, int64_t ldc,      \
                                 T alpha, T beta)                                            \
     {                                                                                         \
-        TILE(NV, 0, k, ap, MR, bp, c, ldc, alpha, beta);                                      \
+        TILE(NV, 0, k, ap, MR, bp, c, ldc, alpha, beta, NULL);                                \
     }                                                                                         \
     void fnn_ukr_avx512_strided_##SHAPE(int64_t k, const T *a, int64_t as, const T *bp,      \
                                         T *c, int64_t ldc, T alpha, T beta)                 \
     {                                                                                         \
-        TILE(NV, 0, k, a, as, bp, c, ldc, alpha, beta);                                       \
+        TILE(NV, 0, k, a, as, bp, c, ldc, alpha, beta, NULL);                                 \
     }                                                                                         \
     void fnn_ukr_avx512_direct_##SHAPE(int64_t k, const T *a, int64_t lda, const T *bp,      \
                                        T *c, int64_t ldc, T alpha, T beta)                  \
     {                                                                                         \
-        TILE(NV, 1, k, a, lda, bp, c, ldc, alpha, beta);                                      \
+        TILE(NV, 1, k, a, lda, bp, c, ldc, alpha, beta, NULL);                                \
+    }                                                                                         \
+    void fnn_ukr_avx512_direct_pack_##SHAPE(int64_t k, const T *a, int64_t lda, const T *bp, \
+                                            T *c, int64_t ldc, T alpha, T beta, T *ap)      \
+    {                                                                                         \
+        TILE(NV, 1, k, a, lda, bp, c, ldc, alpha, beta, ap);                                  \
     }                                                                                         \
     void fnn_ukr_avx512_rows_##SHAPE(int rows, int64_t k, const T *ap, const T *bp, T *c,    \
                                      int64_t ldc)                                           \
