@@ -5,8 +5,8 @@
 #include "fnn_internal.h"
 
 /* Fields: mr, nr, mc, kc, nc, then the micro-kernels: packed, direct-A, strided, gather,
- * row edge, scatter, in-place, dot product and its B transpose (NULL: not available for
- * that ISA). */
+ * row edge, scatter, in-place, dot product and its B transpose, direct-A packing what it
+ * reads (NULL: not available for that ISA). */
 static const fnn_gemm_kernel_f32 k32_ref = {4, 8, 128, 256, 2048, fnn_ukr_ref_f32,
                                             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                                             NULL};

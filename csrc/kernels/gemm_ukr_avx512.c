@@ -5,9 +5,9 @@
  * Register tile: 12 rows x NV vectors (NV = 2: 24 accumulators, 2 B vectors, 1 broadcast
  * of A, 27 of the 32 zmm registers; NV = 1, one vector per row, for products with at most
  * 16 float or 8 double columns, where a 2-vector tile would compute twice the columns
- * there are). The packed, strided (transposed A in place), direct-A (row-major A in place)
- * and row-edge variants, and (two vectors only) the convolutions' gather and scatter
- * kernels. Every variant sums each element's products in the order p = 0, 1, ..., k-1
+ * there are). The packed, strided (transposed A in place), direct-A (row-major A in place),
+ * direct-A packing what it reads, and row-edge variants, and (two vectors only) the
+ * convolutions' gather and scatter kernels. Every variant sums each element's products in the order p = 0, 1, ..., k-1
  * with one FMA each, as the AVX2 and reference kernels do (the dot-product kernel of
  * products with few columns, gemm_dot_avx512.c, sums in an order of its own).
  * Reference: kernels/gemm_ukr_ref.c. */
@@ -137,7 +137,8 @@ FNN_ALWAYS_INLINE void store_f64(int R, int NV, __m512d acc[MR][2], double *c, i
  * prefetch per row, every other line of a 2-vector panel, was 2-4% slower on one thread:
  * 2048^3 float 156-159 vs 160-170 GFLOPS, 1024^3 double 74-75 vs 75-80, alternating
  * processes on the Xeon); or B read in place (mk: the lanes of its columns, see load_ps),
- * prefetched 8 rows ahead. A packed A is prefetched 16 steps ahead. */
+ * prefetched 8 rows ahead. A packed A is prefetched 16 steps ahead. With pk (direct-A
+ * only; NULL: none) each A value is also stored at pk[p*MR + i], the packed panel. */
 FNN_ALWAYS_INLINE void acc_f32(int R, int NV, int rows, __m512 acc[MR][2], int64_t k,
                                const float *a, int64_t as, const float *bp, int64_t ldb,
                                const __mmask16 *mk, float *pk)
