@@ -450,9 +450,6 @@ void fnn_ukr_avx512_direct_12x16_f32(int64_t k, const float *a, int64_t lda, con
                                      int64_t ldc, float alpha, float beta);
 void fnn_ukr_avx512_rows_12x16_f32(int rows, int64_t k, const float *ap, const float *bp, float *c,
                                    int64_t ldc);
-void fnn_ukr_avx512_direct_pack_12x16_f32(int64_t k, const float *a, int64_t lda,
-                                          const float *bp, float *c, int64_t ldc, float alpha,
-                                          float beta, float *ap);
 void fnn_ukr_avx512_12x8_f64(int64_t k, const double *ap, const double *bp, double *c, int64_t ldc,
                               double alpha, double beta);
 void fnn_ukr_avx512_strided_12x8_f64(int64_t k, const double *a, int64_t as, const double *bp, double *c,
@@ -461,9 +458,6 @@ void fnn_ukr_avx512_direct_12x8_f64(int64_t k, const double *a, int64_t lda, con
                                      int64_t ldc, double alpha, double beta);
 void fnn_ukr_avx512_rows_12x8_f64(int rows, int64_t k, const double *ap, const double *bp, double *c,
                                    int64_t ldc);
-void fnn_ukr_avx512_direct_pack_12x8_f64(int64_t k, const double *a, int64_t lda,
-                                         const double *bp, double *c, int64_t ldc,
-                                         double alpha, double beta, double *ap);
 void fnn_ukr_avx512_inplace_12x16_f32(int rows, int cols, int64_t k, const float *a, int64_t lda,
                                       const float *b, int64_t ldb, float *c, int64_t ldc,
                                       float alpha, float beta);

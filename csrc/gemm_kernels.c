@@ -72,8 +72,7 @@ static const fnn_gemm_kernel_f32 k32_avx512_n16 = {12, 16, 144, 384, 4096,
                                                    fnn_ukr_avx512_rows_12x16_f32, NULL,
                                                    fnn_ukr_avx512_inplace_12x16_f32,
                                                    fnn_dot_avx512_f32,
-                                                   fnn_dot_pack_avx512_f32,
-                                                   fnn_ukr_avx512_direct_pack_12x16_f32};
+                                                   fnn_dot_pack_avx512_f32, NULL};
 static const fnn_gemm_kernel_f64 k64_avx512_n8 = {12, 8, 144, 384, 2048,
                                                   fnn_ukr_avx512_12x8_f64,
                                                   fnn_ukr_avx512_direct_12x8_f64,
@@ -81,8 +80,7 @@ static const fnn_gemm_kernel_f64 k64_avx512_n8 = {12, 8, 144, 384, 2048,
                                                   fnn_ukr_avx512_rows_12x8_f64, NULL,
                                                   fnn_ukr_avx512_inplace_12x8_f64,
                                                   fnn_dot_avx512_f64,
-                                                  fnn_dot_pack_avx512_f64,
-                                                  fnn_ukr_avx512_direct_pack_12x8_f64};
+                                                  fnn_dot_pack_avx512_f64, NULL};
 #endif
 
 /* The complete kernel (every variant, the convolutions' too) for an ISA id. */

@@ -442,8 +442,10 @@ FNN_ALWAYS_INLINE void scatter_f64(int NV, int64_t k, const double *a, int64_t l
         }
 }
 
-/* The entry points: 12 x 32 and 12 x 16 float, 12 x 16 and 12 x 8 double; the gather and
- * scatter kernels in the two-vector shapes (the convolutions' row of the registry). */
+/* The entry points: 12 x 32 and 12 x 16 float, 12 x 16 and 12 x 8 double; in the
+ * two-vector shapes only, the direct-A packing kernel (gemm.c's A-outer order needs at
+ * least four micro-panels, more columns than a one-vector row serves) and the
+ * convolutions' gather and scatter kernels. */
 #define FNN_AVX512_KERNELS(T, SHAPE, NV)                                                      \
     void fnn_ukr_avx512_##SHAPE(int64_t k, const T *ap, const T *bp, T *c, int64_t ldc,      \
                                 T alpha, T beta)                                            \
@@ -460,11 +462,6 @@ FNN_ALWAYS_INLINE void scatter_f64(int NV, int64_t k, const double *a, int64_t l
     {                                                                                         \
         TILE(NV, 1, k, a, lda, bp, c, ldc, alpha, beta, NULL);                                \
     }                                                                                         \
-    void fnn_ukr_avx512_direct_pack_##SHAPE(int64_t k, const T *a, int64_t lda, const T *bp, \
-                                            T *c, int64_t ldc, T alpha, T beta, T *ap)      \
-    {                                                                                         \
-        TILE(NV, 1, k, a, lda, bp, c, ldc, alpha, beta, ap);                                  \
-    }                                                                                         \
     void fnn_ukr_avx512_rows_##SHAPE(int rows, int64_t k, const T *ap, const T *bp, T *c,    \
                                      int64_t ldc)                                           \
     {                                                                                         \
@@ -477,7 +474,12 @@ FNN_ALWAYS_INLINE void scatter_f64(int NV, int64_t k, const double *a, int64_t l
         INPLACE(NV, rows, cols, k, a, lda, b, ldb, c, ldc, alpha, beta);                      \
     }
 
-#define FNN_AVX512_CONV_KERNELS(T, SHAPE, NV)                                                 \
+#define FNN_AVX512_WIDE_KERNELS(T, SHAPE, NV)                                                 \
+    void fnn_ukr_avx512_direct_pack_##SHAPE(int64_t k, const T *a, int64_t lda, const T *bp, \
+                                            T *c, int64_t ldc, T alpha, T beta, T *ap)      \
+    {                                                                                         \
+        TILE(NV, 1, k, a, lda, bp, c, ldc, alpha, beta, ap);                                  \
+    }                                                                                         \
     void fnn_ukr_avx512_gather_##SHAPE(int64_t k, const T *const *rows, const int64_t *off,  \
                                        const T *bp, int64_t ldb, const T *bias, int relu,    \
                                        T beta, T *c, int64_t ldc)                            \
@@ -497,7 +499,7 @@ FNN_ALWAYS_INLINE void scatter_f64(int NV, int64_t k, const double *a, int64_t l
 #define SCATTER scatter_f32
 FNN_AVX512_KERNELS(float, 12x32_f32, 2)
 FNN_AVX512_KERNELS(float, 12x16_f32, 1)
-FNN_AVX512_CONV_KERNELS(float, 12x32_f32, 2)
+FNN_AVX512_WIDE_KERNELS(float, 12x32_f32, 2)
 #undef TILE
 #undef EDGE
 #undef INPLACE
@@ -510,4 +512,4 @@ FNN_AVX512_CONV_KERNELS(float, 12x32_f32, 2)
 #define SCATTER scatter_f64
 FNN_AVX512_KERNELS(double, 12x16_f64, 2)
 FNN_AVX512_KERNELS(double, 12x8_f64, 1)
-FNN_AVX512_CONV_KERNELS(double, 12x16_f64, 2)
+FNN_AVX512_WIDE_KERNELS(double, 12x16_f64, 2)
