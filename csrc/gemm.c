@@ -106,7 +106,7 @@ static const kernel_t *gemm_kernel(int64_t n);
  * row-major A are read in place when 64-byte aligned, else each block of FNN_DOT_ROWS rows
  * is first copied (or transposed) to an aligned one (every vector load of an unaligned row
  * splits two cache lines: 128 x 128 x 10 float 3.5-3.9 us instead of 2.9; the copy reads A
- * once, the kernel once per pair of columns). The sums do not depend on the copy (lanes go
+ * once, the kernel once per group of columns). The sums do not depend on the copy (lanes go
  * by p), the alignment, m or the threads.
  * Its work goes as the pairs of columns, the in-place kernel's as the lanes it computes (n
  * rounded up to its NR). It is taken when 3 pairs cost no more than those lanes (float

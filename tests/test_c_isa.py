@@ -98,11 +98,12 @@ def test_gemm_rows_do_not_depend_on_the_row_count(isa, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m,n,k", [(8, 2, 64), (9, 1, 64), (17, 3, 100), (64, 10, 128),
-                                   (33, 4, 257), (130, 9, 70), (7, 10, 95), (4100, 10, 128)])
+                                   (33, 4, 257), (130, 9, 70), (7, 10, 95), (4100, 10, 128),
+                                   (6, 7, 64), (11, 5, 80), (13, 6, 130)])
 def test_gemm_dot_path_each_isa(isa, dtype, m, n, k):
     """The dot-product path (AVX2 and AVX-512, few columns and K >= 64, gemm.c's use_dot):
-    rows of A in blocks of 8 (passes of 8 or 4) and a last 1-7, columns in pairs and an odd
-    last one, K with and without a tail of lanes, alpha and beta (0 and not), every
+    rows of A in blocks of 8 (passes of 8 or 4) and a last 1-7, columns in fours (AVX-512;
+    a last one of three) and then pairs (an odd last one), K with and without a tail of lanes, alpha and beta (0 and not), every
     transpose, A's rows aligned (read in place) and not (copied), and 4100 rows on 2
     threads: within tolerance of the float64 product, and the same bits whatever the
     transposes, A's alignment and the thread count (lanes go by p, never by address). On

@@ -1,7 +1,8 @@
 /* gemm_dot_avx2.c: the dot-product kernel of gemm.c's dot path (contract: fnn_internal.h,
  * fnn_ukr_dot) on AVX2 lanes: gemm_dot_body.h's loops (see gemm_dot_avx512.c) with VL = 8
  * float or 4 double lanes and 4 rows x 2 columns of C per pass (8 accumulators, 4 A and 2
- * B vectors per 8 FMAs: 11 of the 16 registers). Called by gemm.c only after
+ * B vectors per 8 FMAs: 11 of the 16 registers; passes of 2 rows x 4 columns were 4-24%
+ * slower, m = k = 128 float, n = 1-10, 2026-12-04). Called by gemm.c only after
  * fnn_cpu_max_isa() reported AVX2 and FMA. Compiled twice, FNN_PREC=32/64, with -mavx2
  * -mfma. Reference: fnn_gemm_ref (the same product; its sums in the order of p, so the tests
  * compare to a tolerance). */
@@ -9,6 +10,7 @@
 #include "vec_avx2.h"
 
 #define PASS 4 /* rows per pass: 8 accumulators */
+#define DOT_QUADS 0 /* pairs of columns only */
 
 /* What gemm_dot_body.h asks of an ISA beyond vec_avx2.h: the tree across lanes, the store
  * of a vector of sums, the gather of a column. */

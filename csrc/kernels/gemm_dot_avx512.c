@@ -1,8 +1,9 @@
 /* gemm_dot_avx512.c: the dot-product kernel of gemm.c's dot path (contract: fnn_internal.h,
  * fnn_ukr_dot) on AVX-512 lanes, for products with few columns: each element of C a dot
  * product along k in the VL = 16 float or 8 double lanes (lane p mod VL, one FMA each, in
- * the order of p), then across the lanes by a fixed tree; 8 rows x 2 columns of C per pass
- * (16 accumulators, 8 A and 2 B vectors per 16 FMAs). Its B^T comes from dot_pack (one
+ * the order of p), then across the lanes by a fixed tree; 4 rows x 4 columns or 8 rows x 2
+ * columns of C per pass (16 accumulators; 4 A and 4 B, or 8 A and 2 B vectors per 16
+ * FMAs). Its B^T comes from dot_pack (one
  * gather per VL rows of a column). The loops are gemm_dot_body.h's (shared with
  * gemm_dot_avx2.c); this file gives the ISA's parts. Called by gemm.c only after
  * fnn_cpu_max_isa() reported AVX-512. Compiled twice, FNN_PREC=32/64, with -mavx512f.
@@ -12,6 +13,7 @@
 #include "vec_avx512.h"
 
 #define PASS 8 /* rows per pass: 16 accumulators of the 32 registers */
+#define DOT_QUADS 1 /* passes of 4 columns first (gemm_dot_body.h) */
 
 /* What gemm_dot_body.h asks of an ISA beyond vec_avx512.h: the tree across lanes, the
  * store of a vector of sums, the gather of a column. */
@@ -48,6 +50,15 @@ FNN_ALWAYS_INLINE void store_pairs(vec s, real *c, int64_t ldc)
         _mm_storel_pi((__m64 *)(c + 2 * b * ldc), x[b]);
         _mm_storeh_pi((__m64 *)(c + (2 * b + 1) * ldc), x[b]);
     }
+}
+
+/* VL / 4 rows x 4 columns from s: 128-bit block b holds row b. */
+FNN_ALWAYS_INLINE void store_quads(vec s, real *c, int64_t ldc)
+{
+    _mm_storeu_ps(c, _mm512_extractf32x4_ps(s, 0));
+    _mm_storeu_ps(c + ldc, _mm512_extractf32x4_ps(s, 1));
+    _mm_storeu_ps(c + 2 * ldc, _mm512_extractf32x4_ps(s, 2));
+    _mm_storeu_ps(c + 3 * ldc, _mm512_extractf32x4_ps(s, 3));
 }
 
 /* A column's VL elements from b down, at offsets idx (row * ldb). */
@@ -94,6 +105,13 @@ FNN_ALWAYS_INLINE void store_pairs(vec s, real *c, int64_t ldc)
 #pragma GCC unroll 4
     for (int b = 0; b < 4; b++)
         _mm_storeu_pd(c + b * ldc, _mm_castps_pd(x[b]));
+}
+
+/* VL / 4 rows x 4 columns from s: 256-bit half h holds row h. */
+FNN_ALWAYS_INLINE void store_quads(vec s, real *c, int64_t ldc)
+{
+    _mm256_storeu_pd(c, _mm512_castpd512_pd256(s));
+    _mm256_storeu_pd(c + ldc, _mm512_extractf64x4_pd(s, 1));
 }
 
 typedef __m256i offsets;
