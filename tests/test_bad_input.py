@@ -395,11 +395,12 @@ def test_matrix_inputs_are_read_as_plain_arrays(backend):
                                       ops.relu_mask_backward(dy, mask))
 
 
-def test_missing_extension_warning_says_why(tmp_path):
-    """fastnn imported from a tree without the compiled extension warns that the extension
-    is not there (Python's own message blamed "a circular import")."""
+@pytest.mark.parametrize("missing", ["_cfastnn*", "_fastcall*"])
+def test_missing_extension_warning_says_why(tmp_path, missing):
+    """fastnn imported from a tree without one of the compiled extensions warns that they
+    are not both there (Python's own message blamed "a circular import")."""
     shutil.copytree(Path(fastnn.__file__).parent, tmp_path / "fastnn",
-                    ignore=shutil.ignore_patterns("_cfastnn*", "__pycache__", "data"))
+                    ignore=shutil.ignore_patterns(missing, "__pycache__", "data"))
     env = {k: v for k, v in os.environ.items() if k != "FASTNN_BACKEND"}
     env["PYTHONPATH"] = str(tmp_path)
     proc = subprocess.run([sys.executable, "-W", "always", "-c",
@@ -407,8 +408,9 @@ def test_missing_extension_warning_says_why(tmp_path):
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() in ("numba", "numpy")
-    assert "the C extension could not be loaded (ImportError: the compiled extension " \
-           "fastnn/_cfastnn*.so is not there" in proc.stderr, proc.stderr
+    assert "the C extension could not be loaded (ImportError: the compiled extensions " \
+           "fastnn/_cfastnn*.so and _fastcall*.so are not both there" in proc.stderr, \
+        proc.stderr
     assert "circular" not in proc.stderr
 
 

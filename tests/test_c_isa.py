@@ -4,6 +4,8 @@ the NumPy reference: GEMM (all transposes, edge tiles, alpha/beta) and convoluti
 Tolerances: float64 rtol 1e-12 relative to the largest |value| of the result; float32
 2e-6 * sqrt(K) relative likewise (rounding of K-term dot products in a different order).
 """
+import threading
+
 import numpy as np
 import pytest
 
@@ -12,9 +14,10 @@ from fastnn import ops
 
 try:
     from fastnn.backends import c_backend
+    from fastnn import _fastcall
     ISAS = c_backend.available_isas()
 except ImportError:  # the conftest's backend fixture reports a missing C extension
-    c_backend = None
+    c_backend = _fastcall = None
     ISAS = []
 
 pytestmark = pytest.mark.skipif(c_backend is None, reason="C extension not available")
@@ -205,13 +208,33 @@ def test_gemm_lwork(dtype, restore_threads, monkeypatch):
     fastnn.set_num_threads(1)
     a = rng.standard_normal((400, 300)).astype(dtype)
     b = rng.standard_normal((300, 500)).astype(dtype)
+    want = a.astype(np.float64) @ b
+    tol = dict(rtol=_tol(dtype, 300), atol=_tol(dtype, 300) * 400)
     with fastnn.use_backend("c"):
+        # a general call (a strided view: copied) on the cffi path and its workspace
         ops.matmul(a[:40, :30], b[:30, :50].copy())
         small = c_backend._local.ws[np.dtype(dtype)][0].size
         fastnn.set_num_threads(2)
-        np.testing.assert_allclose(ops.matmul(a, b), a.astype(np.float64) @ b,
-                                   rtol=_tol(dtype, 300), atol=_tol(dtype, 300) * 400)
-    assert c_backend._local.ws[np.dtype(dtype)][0].size >= ws_fn(400, 500, 300) > small
+        np.testing.assert_allclose(ops.matmul(a[:, :], b, alpha=1), want, **tol)
+        assert c_backend._local.ws[np.dtype(dtype)][0].size >= ws_fn(400, 500, 300) > small
+        # the plain calls' path (fastnn._fastcall) and its own workspace, in a new thread
+        sizes = []
+
+        def run():
+            fastnn.set_num_threads(1)
+            sizes.append(_fastcall.workspace_nbytes())
+            ops.matmul(a[:40].copy(), b[:, :50].copy())
+            sizes.append(_fastcall.workspace_nbytes())
+            fastnn.set_num_threads(2)
+            np.testing.assert_allclose(ops.matmul(a, b), want, **tol)
+            sizes.append(_fastcall.workspace_nbytes())
+
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+        item = np.dtype(dtype).itemsize
+        assert sizes[0] == 0 and 0 < sizes[1] < sizes[2]
+        assert sizes[2] >= ws_fn(400, 500, 300) * item
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
@@ -1027,6 +1050,93 @@ def _view_at(a, byte_offset):
     out = np.frombuffer(raw.data, a.dtype, count=a.size, offset=byte_offset).reshape(a.shape)
     out[...] = a
     return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fastcall_gemm_direct(dtype):
+    """fastnn._fastcall.gemm (ops.matmul's plain calls) called directly with anything: the
+    product of a plain call; None, touching nothing, for every other; never a crash."""
+    g = _fastcall.gemm
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((6, 5)).astype(dtype)
+    b = rng.standard_normal((5, 3)).astype(dtype)
+    want = a.astype(np.float64) @ b
+    tol = dict(rtol=_tol(dtype, 5), atol=_tol(dtype, 5) * np.abs(want).max())
+    out = np.full((6, 3), np.nan, dtype)
+    assert g(False, False, 1.0, a, b, out) is out
+    np.testing.assert_allclose(out, want, **tol)
+    new = g(False, False, -2.0, a, b, None)
+    assert type(new) is np.ndarray and new.dtype == dtype and new.shape == (6, 3)
+    np.testing.assert_allclose(new, -2 * want, **tol)
+    np.testing.assert_allclose(g(True, True, 1.0, a.T.copy(), b.T.copy(), None), want, **tol)
+    other = np.float64 if dtype == np.float32 else np.float32
+    ro = np.zeros((6, 3), dtype)
+    ro.flags.writeable = False
+
+    class Sub(np.ndarray):
+        pass
+
+    declined = {
+        "int flag": (1, False, 1.0, a, b, None), "numpy bool flag": (np.True_, False, 1.0,
+                                                                     a, b, None),
+        "int alpha": (False, False, 1, a, b, None),
+        "numpy float alpha": (False, False, np.float64(1.0), a, b, None),
+        "list a": (False, False, 1.0, a.tolist(), b, None),
+        "subclass a": (False, False, 1.0, a.view(Sub), b, None),
+        "1-D a": (False, False, 1.0, a.ravel(), b, None),
+        "3-D b": (False, False, 1.0, a, b[None], None),
+        "int a": (False, False, 1.0, a.astype(np.int32), b, None),
+        "float16 a": (False, False, 1.0, a.astype(np.float16), b, None),
+        "complex b": (False, False, 1.0, a, b.astype(np.complex64), None),
+        "byte-swapped a": (False, False, 1.0, a.astype(a.dtype.newbyteorder()), b, None),
+        "mixed dtypes": (False, False, 1.0, a, b.astype(other), None),
+        "inner dims": (False, False, 1.0, a, a, None),
+        "zero dim": (False, False, 1.0, a[:0], b, None),
+        "F-contiguous a": (False, False, 1.0, np.asfortranarray(a), b, None),
+        "misaligned a": (False, False, 1.0, _view_at(a, 1), b, None),
+        "read-only out": (False, False, 1.0, a, b, ro),
+        "out wrong shape": (False, False, 1.0, a, b, np.zeros((3, 6), dtype)),
+        "out wrong dtype": (False, False, 1.0, a, b, np.zeros((6, 3), other)),
+        "out a list": (False, False, 1.0, a, b, [[0.0] * 3] * 6),
+        "out F-contiguous": (False, False, 1.0, a, b, np.zeros((3, 6), dtype).T),
+    }
+    for name, args in declined.items():
+        assert g(*args) is None, name
+    assert not ro.any()
+    s = rng.standard_normal((5, 5)).astype(dtype)
+    x = s.copy()
+    assert g(False, False, 1.0, x, s, x) is None  # out is a: refused before any write
+    np.testing.assert_array_equal(x, s)
+    with pytest.raises(TypeError, match="6 arguments"):
+        g(False, False, 1.0, a, b)
+    with pytest.raises(RuntimeError, match="already bound"):
+        _fastcall.bind(1, 1, np.ndarray, np.empty, np.dtype(np.float32), np.dtype(np.float64))
+
+
+def test_fastcall_threads():
+    """Products large enough to run without the GIL, from four Python threads at once."""
+    rng = np.random.default_rng(12)
+    pairs = [(rng.standard_normal((200, 150)).astype(np.float32),
+              rng.standard_normal((150, 120)).astype(np.float32)) for _ in range(4)]
+    wants = [a.astype(np.float64) @ b for a, b in pairs]
+    errors = []
+
+    def run(i):
+        try:
+            a, b = pairs[i]
+            for _ in range(20):
+                np.testing.assert_allclose(_fastcall.gemm(False, False, 1.0, a, b, None),
+                                           wants[i], rtol=_tol(np.float32, 150),
+                                           atol=_tol(np.float32, 150) * 50)
+        except Exception as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

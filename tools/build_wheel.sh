@@ -78,6 +78,7 @@ names = zipfile.ZipFile(sys.argv[1]).namelist()
 libs = [n for n in names if n.startswith("fastnn.libs/") or "_cfastnn" in n]
 print("  shared objects in the wheel:", libs)
 assert any("gomp" in n for n in libs), "libgomp was not bundled"
+assert any(n.startswith("fastnn/_fastcall") for n in names), "fastnn._fastcall missing"
 assert any(n.startswith("fastnn/datasets/data/") for n in names), "sample data missing"
 EOF
 

@@ -83,8 +83,9 @@ def check_import(args):
         inside = path.startswith(forbid.rstrip(os.sep) + os.sep)
         check(not inside, f"fastnn was imported from {path}, inside {forbid}: not the "
                           "installed wheel")
-    ext = glob.glob(os.path.join(os.path.dirname(path), "_cfastnn*"))
-    print(f"C extension: {[os.path.basename(e) for e in ext]}")
+    ext = [os.path.basename(e) for pattern in ("_cfastnn*", "_fastcall*")
+           for e in glob.glob(os.path.join(os.path.dirname(path), pattern))]
+    print(f"C extensions: {ext}")
     return fastnn
 
 

@@ -30,13 +30,14 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "1000"
 
 # An ImportError here makes the registry fall back to another backend and report why.
-if importlib.util.find_spec("fastnn._cfastnn") is None:
+if (importlib.util.find_spec("fastnn._cfastnn") is None
+        or importlib.util.find_spec("fastnn._fastcall") is None):
     # (without this, Python's message for the missing file is "cannot import name
     # '_cfastnn' from partially initialized module 'fastnn' (most likely due to a circular
     # import)")
-    raise ImportError("the compiled extension fastnn/_cfastnn*.so is not there: fastnn was "
-                      "imported from a source tree, not an installed package (pip install . "
-                      "builds it)")
+    raise ImportError("the compiled extensions fastnn/_cfastnn*.so and _fastcall*.so are not "
+                      "both there: fastnn was imported from a source tree, not an installed "
+                      "package (pip install . builds them)")
 from fastnn import _cfastnn  # noqa: E402
 
 ffi, lib = _cfastnn.ffi, _cfastnn.lib
@@ -183,53 +184,29 @@ def _grow_and_retry(need, fn, ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc
         raise RuntimeError("fnn_gemm_lwork refused a misaligned or overlapping operand")
 
 
-def gemm_fast(trans_a: bool, trans_b: bool, alpha: float, a, b, out):
-    """``op(a) @ op(b) * alpha`` into ``out`` (or a new array) when that is a plain call,
-    else None, computing nothing (the caller then checks and prepares the arguments the
-    long way: ops.matmul).
+# ops.matmul's plain calls: ``gemm_fast(trans_a, trans_b, alpha, a, b, out)`` is
+# ``op(a) @ op(b) * alpha`` into ``out`` (or a new array), or None, computing nothing, when
+# the call is not a plain one (the caller then checks and prepares the arguments the long
+# way). Plain: ``a`` and ``b`` C-contiguous 2-D numpy.ndarray of one float dtype, inner
+# dimensions equal, no dimension 0; ``out`` None or such an array of the product's shape,
+# writeable, aligned, not overlapping ``a`` or ``b``; bool flags and a float alpha. It is
+# the CPython function of fastnn._fastcall (csrc/fastcall.c), bound here to this module's
+# fnn_gemm_lwork entry points: through cffi the same call had a fixed cost of 1.3 us (the
+# Xeon, 2026-12-04, float 2 x 2 x 2: 0.3 the 15-argument call, 0.4 three
+# ffi.from_buffer, 0.5 the checks in Python).
+def _bind_fastcall():
+    from fastnn import _fastcall
+    if getattr(_fastcall, "_fastnn_bound", False):
+        return _fastcall.gemm
+    addr = [int(ffi.cast("uintptr_t", ffi.addressof(lib, f"fnn_gemm_lwork_{s}")))
+            for s in ("f32", "f64")]
+    _fastcall.bind(addr[0], addr[1], np.ndarray, np.empty, np.dtype(np.float32),
+                   np.dtype(np.float64))
+    _fastcall._fastnn_bound = True
+    return _fastcall.gemm
 
-    Plain: ``a`` and ``b`` C-contiguous 2-D float arrays of one dtype (numpy.ndarray, as
-    the caller checked, with bool flags and a float alpha), inner dimensions equal, no
-    dimension 0; ``out`` None or such an array of the product's shape, writeable, not
-    overlapping ``a`` or ``b``. Contiguity and writeability are the buffer protocol's
-    checks, alignment and overlap fnn_gemm_lwork's: a call ``ops.matmul`` would copy for
-    costs no more than the failed try. Measured (the Xeon, 2026-12-03, float, medians,
-    ``ops.matmul(a, b, out=c)`` alternating with the general path): 2 x 2 x 2 1.8 us
-    against 2.6, 128 x 128 x 10 6.4 against 7.8, 32 x 784 x 128 44.6 against 46.3.
-    """
-    dtype = a.dtype
-    entry = _GEMM.get(dtype)
-    if entry is None or b.dtype is not dtype:
-        return None
-    sa, sb = a.shape, b.shape
-    if len(sa) != 2 or len(sb) != 2:
-        return None
-    m, k = (sa[1], sa[0]) if trans_a else sa
-    k2, n = (sb[1], sb[0]) if trans_b else sb
-    if k != k2 or not (m and n and k):
-        return None
-    if out is None:
-        c = np.empty((m, n), dtype)
-    elif type(out) is not _NDARRAY or out.dtype is not dtype or out.shape != (m, n):
-        return None
-    else:
-        c = out
-    fn, arr = entry
-    frombuf = ffi.from_buffer
-    try:
-        pa, pb, pc = frombuf(arr, a), frombuf(arr, b), frombuf(arr, c, True)
-    except ValueError:  # not C-contiguous, or out read-only
-        return None
-    ta, tb = 1 if trans_a else 0, 1 if trans_b else 0
-    buf, ws = _local.ws.get(dtype, _NO_WS)
-    need = fn(ta, tb, m, n, k, alpha, pa, sa[1], pb, sb[1], 0.0, ws,
-              0 if buf is None else buf.size, pc, n)
-    if need < 0:  # misaligned or overlapping: refused, nothing written
-        return None
-    if need:
-        _grow_and_retry(need, fn, ta, tb, m, n, k, alpha, pa, sa[1], pb, sb[1], 0.0, pc,
-                        dtype)
-    return c
+
+gemm_fast = _bind_fastcall()
 
 
 def im2col(x, g, layout, cols):
