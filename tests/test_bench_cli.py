@@ -190,6 +190,24 @@ def test_with_torch_in_subprocess(tmp_path):
     _check_table_shape(proc.stdout)
 
 
+def test_calibrate_distrusts_a_slow_first_call():
+    """A fast call whose first call was slow (one-off costs, preemption) is still repeated
+    within a rep; a call that stays slow is timed alone; a first call beyond
+    _SLOW_FIRST_CALL is not repeated to find out."""
+    n = {"calls": 0}
+
+    def slow_first():
+        n["calls"] += 1
+        if n["calls"] == 1:
+            time.sleep(0.003)
+
+    assert fb._calibrate(slow_first) > 1
+    assert fb._calibrate(lambda: time.sleep(0.002)) == 1
+    calls = []
+    assert fb._calibrate(lambda: (calls.append(1), time.sleep(fb._SLOW_FIRST_CALL))) == 1
+    assert len(calls) == 1
+
+
 def test_time_side_by_side_alternates_and_isolates_errors(monkeypatch):
     """Rep r of every implementation runs before rep r + 1 of any; an implementation that
     raises is reported and dropped while the others go on; contexts wrap every rep."""
@@ -214,6 +232,7 @@ def test_time_side_by_side_alternates_and_isolates_errors(monkeypatch):
 
     ticks = []
     monkeypatch.setattr(fb, "SETTLE_SECONDS", 0.0)     # one untimed call before each rep
+    monkeypatch.setattr(fb, "_SLOW_FIRST_CALL", 0.001)  # s and c: one calibration call
     out = fb.time_side_by_side({"a": make("a"), "b": make("b"), "s": make("s", slow=True),
                                 "c": make("c", slow=True, fail_at=5)},
                                4, ctxs={"b": Ctx}, tick=ticks.append)
