@@ -27,6 +27,8 @@ typedef int64_t (*gemm_f64_t)(int, int, int64_t, int64_t, int64_t, double, const
 
 static gemm_f32_t gemm_f32;
 static gemm_f64_t gemm_f64;
+_Static_assert(sizeof(gemm_f32_t) == sizeof(void *) && sizeof(gemm_f64_t) == sizeof(void *),
+               "function and object pointers of one size (bind passes addresses as ints)");
 static PyTypeObject *ndarray_type; /* numpy.ndarray: the exact type, no subclass */
 static PyObject *np_empty, *dtype_f32, *dtype_f64;
 static PyObject *ws_key;
@@ -178,6 +180,11 @@ static PyObject *fc_gemm(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         result = Py_NewRef(Py_None);
         goto release_ab;
     }
+    const size_t item = kind == 1 ? sizeof(float) : sizeof(double);
+    if ((uint64_t)m > (uint64_t)PY_SSIZE_T_MAX / item / (uint64_t)n) {
+        result = Py_NewRef(Py_None); /* beyond any array: the general path explains */
+        goto release_ab;
+    }
     PyObject *c = out;
     if (out == Py_None) {
         PyObject *shape = Py_BuildValue("(LL)", (long long)m, (long long)n);
@@ -200,7 +207,7 @@ static PyObject *fc_gemm(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         result = Py_NewRef(Py_None);
         goto release_abc;
     }
-    const size_t item = kind == 1 ? sizeof(float) : sizeof(double);
+    const double alpha = PyFloat_AS_DOUBLE(al); /* (read with the GIL held) */
     for (;;) {
         workspace *w = thread_ws(0);
         if (!w)
@@ -210,11 +217,11 @@ static PyObject *fc_gemm(PyObject *self, PyObject *const *args, Py_ssize_t nargs
                                 ? PyEval_SaveThread()
                                 : NULL;
         if (kind == 1)
-            need = gemm_f32(ta, tb, m, n, k, (float)PyFloat_AS_DOUBLE(al), va.buf,
+            need = gemm_f32(ta, tb, m, n, k, (float)alpha, va.buf,
                             va.shape[1], vb.buf, vb.shape[1], 0.0f, w->p,
                             (int64_t)(w->nbytes / item), vc.buf, n);
         else
-            need = gemm_f64(ta, tb, m, n, k, PyFloat_AS_DOUBLE(al), va.buf, va.shape[1],
+            need = gemm_f64(ta, tb, m, n, k, alpha, va.buf, va.shape[1],
                             vb.buf, vb.shape[1], 0.0, w->p, (int64_t)(w->nbytes / item),
                             vc.buf, n);
         if (ts)
@@ -247,17 +254,14 @@ PyDoc_STRVAR(bind_doc,
 "bind(gemm_f32, gemm_f64, ndarray, empty, float32, float64) -> None\n\n"
 "Called once by fastnn's C backend as it loads: the addresses of fastnn._cfastnn's\n"
 "fnn_gemm_lwork_f32 and fnn_gemm_lwork_f64 (ints), numpy.ndarray, numpy.empty and the two\n"
-"dtypes. A second call raises RuntimeError.");
+"dtypes. Binding again to the same addresses (a re-import) does nothing; to others raises\n"
+"RuntimeError.");
 
 static PyObject *fc_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
     if (nargs != 6) {
         PyErr_Format(PyExc_TypeError, "bind takes 6 arguments, received %zd", nargs);
-        return NULL;
-    }
-    if (gemm_f32) {
-        PyErr_SetString(PyExc_RuntimeError, "fastnn._fastcall is already bound");
         return NULL;
     }
     if (!PyLong_Check(args[0]) || !PyLong_Check(args[1]) || !PyType_Check(args[2])) {
@@ -271,11 +275,22 @@ static PyObject *fc_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_ValueError, "bind received a null address");
         return NULL;
     }
+    if (gemm_f32) { /* a re-import of the C backend (sys.modules cleared) binds again */
+        void *o32, *o64;
+        memcpy(&o32, &gemm_f32, sizeof o32);
+        memcpy(&o64, &gemm_f64, sizeof o64);
+        if (o32 == p32 && o64 == p64)
+            Py_RETURN_NONE;
+        PyErr_SetString(PyExc_RuntimeError, "fastnn._fastcall is already bound to other "
+                                            "addresses");
+        return NULL;
+    }
     ndarray_type = (PyTypeObject *)Py_NewRef(args[2]);
     np_empty = Py_NewRef(args[3]);
     dtype_f32 = Py_NewRef(args[4]);
     dtype_f64 = Py_NewRef(args[5]);
-    /* (function pointers from object pointers: POSIX guarantees the round trip) */
+    /* (function pointers from object pointers: POSIX guarantees the round trip, and
+     * fastnn's platforms have one pointer size) */
     memcpy(&gemm_f64, &p64, sizeof p64);
     memcpy(&gemm_f32, &p32, sizeof p32);
     Py_RETURN_NONE;

@@ -4,6 +4,9 @@ the NumPy reference: GEMM (all transposes, edge tiles, alpha/beta) and convoluti
 Tolerances: float64 rtol 1e-12 relative to the largest |value| of the result; float32
 2e-6 * sqrt(K) relative likewise (rounding of K-term dot products in a different order).
 """
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -1109,8 +1112,38 @@ def test_fastcall_gemm_direct(dtype):
     np.testing.assert_array_equal(x, s)
     with pytest.raises(TypeError, match="6 arguments"):
         g(False, False, 1.0, a, b)
-    with pytest.raises(RuntimeError, match="already bound"):
+    with pytest.raises(RuntimeError, match="already bound to other addresses"):
         _fastcall.bind(1, 1, np.ndarray, np.empty, np.dtype(np.float32), np.dtype(np.float64))
+    # a product no array can hold (C-contiguous views of a few bytes, never read):
+    # declined, and ops.matmul's general path names the result it cannot allocate
+    size = np.dtype(dtype).itemsize
+    tall = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), (2**32, 1), (size, size))
+    wide = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), (1, 2**32), (size, size))
+    assert g(False, False, 1.0, tall, wide, None) is None
+    with pytest.raises(MemoryError, match="the result"):
+        with fastnn.use_backend("c"):
+            ops.matmul(tall, wide)
+
+
+def test_fastcall_reimport():
+    """fastnn imported again after its modules left sys.modules (test runners and
+    autoreloaders do this) binds fastnn._fastcall again (a no-op: C keeps the module's
+    state) and keeps the C backend."""
+    code = ("import sys, numpy as np, fastnn\n"
+            "from fastnn import ops\n"
+            "assert fastnn.backend_info()['active'] == 'c'\n"
+            "for name in [n for n in sys.modules if n.startswith('fastnn')]:\n"
+            "    del sys.modules[name]\n"
+            "import fastnn\n"
+            "from fastnn import ops\n"
+            "info = fastnn.backend_info()\n"
+            "assert info['active'] == 'c', info\n"
+            "a = np.arange(6, dtype=np.float32).reshape(2, 3)\n"
+            "assert (ops.matmul(a, a.T.copy()) == a @ a.T).all()\n")
+    env = {k: v for k, v in os.environ.items() if k != "FASTNN_BACKEND"}
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_fastcall_threads():

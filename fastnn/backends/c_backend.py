@@ -196,13 +196,10 @@ def _grow_and_retry(need, fn, ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc
 # ffi.from_buffer, 0.5 the checks in Python).
 def _bind_fastcall():
     from fastnn import _fastcall
-    if getattr(_fastcall, "_fastnn_bound", False):
-        return _fastcall.gemm
     addr = [int(ffi.cast("uintptr_t", ffi.addressof(lib, f"fnn_gemm_lwork_{s}")))
             for s in ("f32", "f64")]
     _fastcall.bind(addr[0], addr[1], np.ndarray, np.empty, np.dtype(np.float32),
-                   np.dtype(np.float64))
-    _fastcall._fastnn_bound = True
+                   np.dtype(np.float64))   # (again on a re-import: a no-op)
     return _fastcall.gemm
 
 
