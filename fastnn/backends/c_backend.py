@@ -149,15 +149,14 @@ if _env_isa:
 
 
 # ----------------------------------------------------------------------------- primitives
-# (gemm, pointer type) per dtype: the GEMM is the call most often made on small arrays,
-# where each lookup, conversion and Python or C call shows (ops.matmul on 2 x 2 float:
-# 1.8 us through gemm_fast, 2.6 through the general checks and gemm, 0.4 of them in C).
-# So one C call, fnn_gemm_lwork, which asks for a larger workspace only when this
+# (gemm, pointer type) per dtype, for the calls gemm_fast (below) declines: the GEMM is the
+# call most often made on small arrays, where each lookup, conversion and Python or C call
+# shows (ops.matmul on 2 x 2 float through the general checks and gemm: 2.6 us, 0.4 of
+# them in C; 0.45 through gemm_fast). So one C call, fnn_gemm_lwork, which asks for a larger workspace only when this
 # thread's is too small; ints, not bools, for the flags (cffi converts a bool 0.15 us
 # slower); and from_buffer's flag passed by position (by keyword: 0.11 us slower).
 _GEMM = {dt: (getattr(lib, f"fnn_gemm_lwork_{sfx}"), _ARRAY[dt]) for dt, sfx in _SFX.items()}
 _NO_WS = (None, ffi.NULL)
-_NDARRAY = np.ndarray
 
 
 def gemm(trans_a, trans_b, alpha, a, b, beta, c):
