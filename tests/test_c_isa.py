@@ -1125,7 +1125,7 @@ def test_fastcall_gemm_direct(dtype):
             ops.matmul(tall, wide)
 
 
-def test_fastcall_reimport():
+def test_fastcall_reimport(tmp_path):
     """fastnn imported again after its modules left sys.modules (test runners and
     autoreloaders do this) binds fastnn._fastcall again (a no-op: C keeps the module's
     state) and keeps the C backend."""
@@ -1141,8 +1141,10 @@ def test_fastcall_reimport():
             "a = np.arange(6, dtype=np.float32).reshape(2, 3)\n"
             "assert (ops.matmul(a, a.T.copy()) == a @ a.T).all()\n")
     env = {k: v for k, v in os.environ.items() if k != "FASTNN_BACKEND"}
+    # (cwd outside the checkout: `-c` puts the cwd first on sys.path, and CI's tests import
+    # the installed package, not the source tree, which has no compiled extensions)
     proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
 
 
