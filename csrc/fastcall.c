@@ -114,8 +114,8 @@ static int float_kind(const Py_buffer *v)
     return 0;
 }
 
-/* A C-contiguous 2-D float buffer of x (writable if asked); 0 and no exception if x has
- * none (the caller declines), -1 only for a real error. */
+/* A C-contiguous 2-D float buffer of x (writable if asked): its float_kind, 1 or 2; 0 and
+ * no exception if x has none (the caller declines), -1 only for a real error. */
 static int get_matrix(PyObject *x, Py_buffer *v, int writable)
 {
     if (Py_TYPE(x) != ndarray_type)
@@ -128,11 +128,10 @@ static int get_matrix(PyObject *x, Py_buffer *v, int writable)
         PyErr_Clear(); /* not C-contiguous, or read-only */
         return 0;
     }
-    if (v->ndim != 2 || !float_kind(v)) {
+    const int kind = v->ndim == 2 ? float_kind(v) : 0;
+    if (!kind)
         PyBuffer_Release(v);
-        return 0;
-    }
-    return 1;
+    return kind;
 }
 
 PyDoc_STRVAR(gemm_doc,
@@ -164,19 +163,18 @@ static PyObject *fc_gemm(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         Py_RETURN_NONE;
     const int ta = fa == Py_True, tb = fb == Py_True;
     Py_buffer va, vb, vc;
-    int got = get_matrix(a, &va, 0);
-    if (got <= 0)
-        return got < 0 ? NULL : Py_NewRef(Py_None);
-    got = get_matrix(b, &vb, 0);
+    const int kind = get_matrix(a, &va, 0);
+    if (kind <= 0)
+        return kind < 0 ? NULL : Py_NewRef(Py_None);
+    int got = get_matrix(b, &vb, 0);
     if (got <= 0) {
         PyBuffer_Release(&va);
         return got < 0 ? NULL : Py_NewRef(Py_None);
     }
     PyObject *result = NULL, *made = NULL;
-    const int kind = float_kind(&va);
     const int64_t m = ta ? va.shape[1] : va.shape[0], k = ta ? va.shape[0] : va.shape[1];
     const int64_t k2 = tb ? vb.shape[1] : vb.shape[0], n = tb ? vb.shape[0] : vb.shape[1];
-    if (float_kind(&vb) != kind || k != k2 || !m || !n || !k) {
+    if (got != kind || k != k2 || !m || !n || !k) {
         result = Py_NewRef(Py_None);
         goto release_ab;
     }
@@ -203,7 +201,7 @@ static PyObject *fc_gemm(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             result = Py_NewRef(Py_None);
         goto release_ab;
     }
-    if (float_kind(&vc) != kind || vc.shape[0] != m || vc.shape[1] != n) {
+    if (got != kind || vc.shape[0] != m || vc.shape[1] != n) {
         result = Py_NewRef(Py_None);
         goto release_abc;
     }

@@ -126,7 +126,8 @@ FNN_ALWAYS_INLINE void dot(int R, int C, int64_t j0, int64_t n, int64_t k, const
 }
 
 /* Rows 0 .. rows - 1 (at most FNN_DOT_ROWS) and columns j0 .. n - 1 of C, in passes of
- * P = 2 PASS / C rows (the accumulators of one call to dot). */
+ * P = 2 PASS / C rows (the accumulators of one call to dot): 4 or 8 (AVX-512 quads 4, pairs
+ * 8; AVX2 pairs 4). */
 FNN_ALWAYS_INLINE void dot_passes(int C, int rows, int64_t j0, int64_t n, int64_t k,
                                   const real *a, int64_t lda, const real *bt, int64_t ldbt,
                                   real *c, int64_t ldc, real alpha, real beta)
@@ -141,11 +142,6 @@ FNN_ALWAYS_INLINE void dot_passes(int C, int rows, int64_t j0, int64_t n, int64_
         if (P == 4) {
             switch (rows - r0) {
                 DOT_CASE(1) DOT_CASE(2) DOT_CASE(3)
-            default: dot(P, C, j0, n, k, ar, lda, bt, ldbt, cr, ldc, alpha, beta); break;
-            }
-        } else if (P == 2) {
-            switch (rows - r0) {
-                DOT_CASE(1)
             default: dot(P, C, j0, n, k, ar, lda, bt, ldbt, cr, ldc, alpha, beta); break;
             }
         } else {
