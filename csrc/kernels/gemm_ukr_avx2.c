@@ -294,8 +294,11 @@ void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const 
 /* The in-place variants (contract: fnn_internal.h): A and B both read in place, the first
  * R rows and `cols` columns of the tile, B's and C's other columns masked off (vmaskmov:
  * masked-off lanes are neither read nor written). The accumulation of the direct-A
- * kernel; R is a constant per case, so the accumulators stay in registers. */
-FNN_ALWAYS_INLINE void inplace_f32(int R, int64_t k, const float *a, int64_t lda,
+ * kernel; R is a constant per case, so the accumulators stay in registers. FULL (all NR
+ * columns, a constant per case too) reads and writes with plain moves: on Zen 2 the masked
+ * ones cost 1.4-1.5x the time of a whole product (in-process A/B, 1 thread, 2026-12-04:
+ * 32x784x128 float 143 -> 104 us, 128x784x128 504 -> 330 us). */
+FNN_ALWAYS_INLINE void inplace_f32(int R, int FULL, int64_t k, const float *a, int64_t lda,
                                    const float *b, int64_t ldb, const __m256i mk[2], float *c,
                                    int64_t ldc, float alpha, float beta)
 {
@@ -307,7 +310,8 @@ FNN_ALWAYS_INLINE void inplace_f32(int R, int64_t k, const float *a, int64_t lda
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
         _mm_prefetch((const char *)(b + 8 * ldb), _MM_HINT_T0);
-        const __m256 b0 = _mm256_maskload_ps(b, mk[0]), b1 = _mm256_maskload_ps(b + 8, mk[1]);
+        const __m256 b0 = FULL ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, mk[0]);
+        const __m256 b1 = FULL ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, mk[1]);
 #pragma GCC unroll 6
         for (int i = 0; i < R; i++) {
             const __m256 av = _mm256_broadcast_ss(a + i * lda + p);
@@ -322,13 +326,18 @@ FNN_ALWAYS_INLINE void inplace_f32(int R, int64_t k, const float *a, int64_t lda
         for (int v = 0; v < 2; v++) {
             float *ci = c + i * ldc + 8 * v;
             __m256 r = _mm256_mul_ps(va, acc[i][v]);
-            if (beta != 0)
-                r = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci, mk[v]), r);
-            _mm256_maskstore_ps(ci, mk[v], r);
+            if (beta != 0) {
+                const __m256 cv = FULL ? _mm256_loadu_ps(ci) : _mm256_maskload_ps(ci, mk[v]);
+                r = _mm256_fmadd_ps(vb, cv, r);
+            }
+            if (FULL)
+                _mm256_storeu_ps(ci, r);
+            else
+                _mm256_maskstore_ps(ci, mk[v], r);
         }
 }
 
-FNN_ALWAYS_INLINE void inplace_f64(int R, int64_t k, const double *a, int64_t lda,
+FNN_ALWAYS_INLINE void inplace_f64(int R, int FULL, int64_t k, const double *a, int64_t lda,
                                    const double *b, int64_t ldb, const __m256i mk[2],
                                    double *c, int64_t ldc, double alpha, double beta)
 {
@@ -340,7 +349,8 @@ FNN_ALWAYS_INLINE void inplace_f64(int R, int64_t k, const double *a, int64_t ld
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
         _mm_prefetch((const char *)(b + 8 * ldb), _MM_HINT_T0);
-        const __m256d b0 = _mm256_maskload_pd(b, mk[0]), b1 = _mm256_maskload_pd(b + 4, mk[1]);
+        const __m256d b0 = FULL ? _mm256_loadu_pd(b) : _mm256_maskload_pd(b, mk[0]);
+        const __m256d b1 = FULL ? _mm256_loadu_pd(b + 4) : _mm256_maskload_pd(b + 4, mk[1]);
 #pragma GCC unroll 6
         for (int i = 0; i < R; i++) {
             const __m256d av = _mm256_broadcast_sd(a + i * lda + p);
@@ -355,9 +365,14 @@ FNN_ALWAYS_INLINE void inplace_f64(int R, int64_t k, const double *a, int64_t ld
         for (int v = 0; v < 2; v++) {
             double *ci = c + i * ldc + 4 * v;
             __m256d r = _mm256_mul_pd(va, acc[i][v]);
-            if (beta != 0)
-                r = _mm256_fmadd_pd(vb, _mm256_maskload_pd(ci, mk[v]), r);
-            _mm256_maskstore_pd(ci, mk[v], r);
+            if (beta != 0) {
+                const __m256d cv = FULL ? _mm256_loadu_pd(ci) : _mm256_maskload_pd(ci, mk[v]);
+                r = _mm256_fmadd_pd(vb, cv, r);
+            }
+            if (FULL)
+                _mm256_storeu_pd(ci, r);
+            else
+                _mm256_maskstore_pd(ci, mk[v], r);
         }
 }
 
@@ -378,7 +393,11 @@ void fnn_ukr_avx2_inplace_6x16_f32(int rows, int cols, int64_t k, const float *a
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i mk[2] = {_mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane),
                            _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), lane)};
-#define F(R) inplace_f32(R, k, a, lda, b, ldb, mk, c, ldc, alpha, beta)
+#define F(R)                                                                                \
+    if (cols == 16)                                                                         \
+        inplace_f32(R, 1, k, a, lda, b, ldb, mk, c, ldc, alpha, beta);                      \
+    else                                                                                    \
+        inplace_f32(R, 0, k, a, lda, b, ldb, mk, c, ldc, alpha, beta)
     INPLACE_CASES(F)
 #undef F
 }
@@ -390,7 +409,11 @@ void fnn_ukr_avx2_inplace_6x8_f64(int rows, int cols, int64_t k, const double *a
     const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
     const __m256i mk[2] = {_mm256_cmpgt_epi64(_mm256_set1_epi64x(cols), lane),
                            _mm256_cmpgt_epi64(_mm256_set1_epi64x(cols - 4), lane)};
-#define F(R) inplace_f64(R, k, a, lda, b, ldb, mk, c, ldc, alpha, beta)
+#define F(R)                                                                                \
+    if (cols == 8)                                                                          \
+        inplace_f64(R, 1, k, a, lda, b, ldb, mk, c, ldc, alpha, beta);                      \
+    else                                                                                    \
+        inplace_f64(R, 0, k, a, lda, b, ldb, mk, c, ldc, alpha, beta)
     INPLACE_CASES(F)
 #undef F
 }
