@@ -213,7 +213,9 @@ typedef void (*fnn_dot_pack_f64)(int64_t k, int64_t n, const double *b, int64_t 
 /* A micro-kernel and the blocking it wants: MR x NR register tile, MC x KC block of A
  * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct, ukr_strided, ukr_gather,
  * ukr_rows, ukr_scatter, ukr_inplace, ukr_dot (with dot_pack) and ukr_direct_pack as above
- * or NULL. */
+ * or NULL; rows_a_outer: a block whose A is read in place by the direct-A kernel runs
+ * A-outer from two B micro-panels on (gemm.c's multiply_block), not only when B's panels
+ * outgrow L1. */
 typedef struct {
     int mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
@@ -226,6 +228,7 @@ typedef struct {
     fnn_ukr_dot_f32 ukr_dot;
     fnn_dot_pack_f32 dot_pack;
     fnn_ukr_direct_pack_f32 ukr_direct_pack;
+    int rows_a_outer;
 } fnn_gemm_kernel_f32;
 typedef struct {
     int mr, nr, mc, kc, nc;
@@ -239,6 +242,7 @@ typedef struct {
     fnn_ukr_dot_f64 ukr_dot;
     fnn_dot_pack_f64 dot_pack;
     fnn_ukr_direct_pack_f64 ukr_direct_pack;
+    int rows_a_outer;
 } fnn_gemm_kernel_f64;
 
 /* Pack rows [0, kc) x columns [0, cols) of op(B) (element (p, j) at b[p*rsb + j*csb]) into

@@ -443,7 +443,10 @@ static inline void block_tile(const kernel_t *kr, int mode, int64_t full, int64_
  * this order and NC 1024 (float) / 512 (double), in-process A/B on 2 threads (2026-12-02,
  * medians of 11): 1024^3 float 343-362 vs 327-346 GFLOPS, 2048^3 342-353 vs 331-332,
  * double 160 vs 158-161, 128x1024x1024 275 vs 269, 500^3 280 vs 284, 4096x256x256 and
- * 256x4096x256 equal. The AVX2 panels (16 KB) keep the B order. */
+ * 256x4096x256 equal. The AVX2 panels (16 KB) keep the B order, except with A read in
+ * place by rows (rows_a_outer): each strip's C rows are then written whole, one after the
+ * other, and A's strip is read once (with K = 9 the tile order was worth 1.3x in a
+ * harness on Zen 2: C's write-back, not the arithmetic, paces such a product). */
 #define A_OUTER_MIN_PANELS 4
 #define L1_B_PANEL (32 * 1024)
 
@@ -464,7 +467,8 @@ static void multiply_block(const kernel_t *kr, int mode, int64_t mc, int64_t kc,
     const int mr = kr->mr, nr = kr->nr;
     const int64_t full = mode == A_PACKED ? 0 : mc - mc % mr;
     const int a_outer =
-        jp1 - jp0 >= A_OUTER_MIN_PANELS && kc * nr * (int64_t)sizeof(real) > L1_B_PANEL;
+        (jp1 - jp0 >= A_OUTER_MIN_PANELS && kc * nr * (int64_t)sizeof(real) > L1_B_PANEL) ||
+        (kr->rows_a_outer && mode == A_ROWS && jp1 - jp0 >= 2);
     /* A packed, row-major, A-outer: each strip's first tile reads its MR rows in place and
      * packs them as it goes (ukr_direct_pack), so only a partial last strip is packed
      * here. The first tile reads A from L3 either way; packing it in a pass of its own

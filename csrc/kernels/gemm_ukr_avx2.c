@@ -233,8 +233,8 @@ void fnn_ukr_avx2_strided_6x8_f64(int64_t k, const double *a, int64_t as, const 
  * next strip, 6 * lda values from a + 6 * lda) are prefetched into L1, two lines every
  * four steps: on Zen 2 (AMD EPYC, 2026-12-04, in-process A/B, medians of 30-60) 15488 x
  * 288 x 64 float took 0.77-0.80x the time on 1 and 2 threads, 86528 x 9 x 32 the same
- * (hence no prefetch below NEXT_MIN_K), the double kernel the same (so it has none), and
- * in the scatter kernel conv backward 32 -> 64 took 1.15x (so it has none). */
+ * (hence no prefetch below NEXT_MIN_K); the double kernel and the scatter kernel (conv
+ * backward 32 -> 64) gained nothing measurable, so they have none. */
 #define NEXT_MIN_K 64
 
 FNN_ALWAYS_INLINE void direct_acc_6x16_f32(__m256 acc[MR][2], int64_t k, const float *a,
