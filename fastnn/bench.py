@@ -981,12 +981,15 @@ def run_train_cases(program: str, impls: Sequence[str], *, threads: int, train_i
 
 # =========================================================================== tables
 def _fmt_time(seconds: Optional[float]) -> str:
+    """Three significant digits in the unit the rounded value falls in (999.6 us is "1 ms",
+    not "1e+03 us")."""
     if seconds is None:
         return "-"
-    if seconds >= 1:
+    rounded = float(f"{seconds:.3g}")
+    if rounded >= 1:
         return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.3g} ms" if seconds < 0.1 else f"{seconds * 1e3:.0f} ms"
+    if rounded >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms" if rounded < 0.1 else f"{seconds * 1e3:.0f} ms"
     return f"{seconds * 1e6:.3g} us"
 
 

@@ -472,3 +472,15 @@ def test_corrupt_dataset_is_one_line_and_a_failure(tmp_path, capsys, monkeypatch
     assert fb._child_main(json.dumps(spec)) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"fastnn bench: {bad}: truncated gzip data") and err.count("\n") == 1
+
+
+def test_fmt_time_picks_the_unit_after_rounding():
+    """A time just under a unit's boundary is written in the larger unit once rounded to
+    three digits (a run printed 0.9996 ms as "1e+03 us")."""
+    assert fb._fmt_time(0.0009996) == "1 ms"
+    assert fb._fmt_time(0.000999) == "999 us"
+    assert fb._fmt_time(0.09996) == "100 ms"
+    assert fb._fmt_time(0.9996) == "1.00 s"
+    assert fb._fmt_time(0.0123) == "12.3 ms"
+    assert fb._fmt_time(2.5) == "2.50 s"
+    assert fb._fmt_time(None) == "-"
