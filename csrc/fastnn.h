@@ -3,7 +3,8 @@
  * Conventions (BLAS-style):
  *  - every array is dense row-major (C order) unless a leading dimension says otherwise;
  *  - dimensions and strides are explicit; inputs come first, outputs last;
- *  - kernels never allocate: the caller passes any workspace (sizes from the *_ws functions);
+ *  - kernels never allocate: the caller passes any workspace (sizes from the *_ws functions,
+ *    which include the room for the GEMM and convolutions to align it to 64 bytes);
  *  - each function says whether it overwrites or accumulates into its output;
  *  - layout: 0 = NHWC (channels last), 1 = NCHW (channels first);
  *  - act: 0 = identity, 1 = relu.

@@ -54,6 +54,17 @@ static inline int fnn_beats(real v, real best) { return v > best || (v != v && b
  * stays): the optimizers' slot flush (optim_body.h, dense.c). A select: vectorises. */
 static inline real fnn_flush(real x, real lim) { return FNN_FABS(x) < lim ? (real)0 : x; }
 
+/* Workspace alignment: 64 bytes, expressed in elements. A function that aligns its
+ * caller's workspace (fnn_align_ws) asks WS_ALIGN elements more in its workspace query. */
+#define WS_ALIGN ((int64_t)(64 / sizeof(real)))
+
+/* ws rounded up to the next 64-byte boundary (at most WS_ALIGN - 1 elements on). */
+static inline real *fnn_align_ws(real *ws)
+{
+    const uintptr_t p = (uintptr_t)ws;
+    return (real *)((p + 63) & ~(uintptr_t)63);
+}
+
 /* p[0] + p[stride] + ... + p[(n - 1) * stride], added in that order: partial results of
  * pieces fixed by the shape (the GEMM's K split, the pooled backward's image groups)
  * summed so that the result does not depend on the thread count. n >= 1. */

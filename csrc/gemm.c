@@ -54,15 +54,6 @@ static int64_t small_m(const kernel_t *kr)
     return kr->mc > SMALL_M_MIN ? kr->mc : SMALL_M_MIN;
 }
 
-/* Workspace alignment: 64 bytes, expressed in elements. */
-#define WS_ALIGN ((int64_t)(64 / sizeof(real)))
-
-static real *align_ws(real *ws)
-{
-    uintptr_t p = (uintptr_t)ws;
-    return (real *)((p + 63) & ~(uintptr_t)63);
-}
-
 /* Elements of workspace fnn_gemm needs for an m x n x k product with the current ISA and
  * thread count: the shared B panel, one A block per thread, and alignment slack. */
 #define KSPLIT 4096
@@ -707,7 +698,7 @@ static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
     const int64_t tstride = round_up(KC * NC, WS_ALIGN) + round_up(MC * KC, WS_ALIGN);
     const int nt = fnn_kernel_threads();
     const int inplace = use_inplace(kr, m, n, csa, rsb, csb);
-    real *partial = align_ws(ws);
+    real *partial = fnn_align_ws(ws);
     real *thread_ws = partial + nsplit * pstride;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -793,7 +784,7 @@ static void gemm_dot(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real a
                      int64_t ldc)
 {
     const int64_t ldbt = round_up(k, WS_ALIGN), nblk = (m + FNN_DOT_ROWS - 1) / FNN_DOT_ROWS;
-    real *bt = align_ws(ws);
+    real *bt = fnn_align_ws(ws);
     if (csb == 1)
         kr->dot_pack(k, n, b, rsb, bt, ldbt);
     else /* B transposed: its rows are B^T's */
@@ -889,8 +880,8 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
      * as 2 in quarters. */
     const int64_t ntr = (m + mr - 1) / mr, nblk = (m + MC - 1) / MC;
 
-    real *bp = align_ws(ws);
-    real *ap_all = align_ws(bp + KC * (NC + nt * nr));
+    real *bp = fnn_align_ws(ws);
+    real *ap_all = fnn_align_ws(bp + KC * (NC + nt * nr));
     const int64_t ap_stride = round_up(MC * KC, WS_ALIGN);
 
 #pragma omp parallel num_threads(nt) if (nt > 1)

@@ -1243,3 +1243,42 @@ def test_matmul_fast_path(dtype, monkeypatch):
                                           else np.float64))
         with pytest.raises(ValueError, match="inner dimensions differ"):
             ops.matmul(a, a)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_workspace_alignment(isa, dtype, monkeypatch):
+    """The convolutions move their workspace to a 64-byte boundary themselves (NumPy's is
+    16 bytes past one, where the sparse pooled backward's vector loads straddled cache
+    lines): the same bits from a workspace at every element offset within 64 bytes, and
+    nothing written past the size the workspace query asked for."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 9, 9, 16)).astype(dtype)
+    w = (rng.standard_normal((3, 3, 16, 24)) * 0.2).astype(dtype)
+    b = rng.standard_normal(24).astype(dtype)
+    dy = rng.standard_normal((4, 7, 7, 24)).astype(dtype)
+    canary = 7
+    real_workspace = c_backend._workspace
+
+    def run(offset):
+        def workspace(nelems, dt):
+            buf = np.full(offset + int(nelems) + canary, 1.25, dtype=dt)
+            ws = buf[offset:offset + int(nelems)]
+            used.append((buf, offset + int(nelems)))
+            return c_backend.ffi.from_buffer(c_backend._ARRAY[dt], ws)
+
+        used = []
+        monkeypatch.setattr(c_backend, "_workspace", workspace)
+        with fastnn.use_backend("c"):
+            y = ops.conv2d_forward(x, w, b, activation="relu")
+            grads = ops.conv2d_backward(dy, x, w)
+            yp, am = ops.conv2d_maxpool_forward(x, w, b, activation="relu")
+            pgrads = ops.conv2d_maxpool_backward(yp, am, x, w)
+        monkeypatch.setattr(c_backend, "_workspace", real_workspace)
+        for buf, end in used:
+            assert np.all(buf[end:] == 1.25), (isa, offset, "wrote past the workspace")
+        return [y, *grads, yp, am, *pgrads]
+
+    ref = run(0)
+    for offset in (1, 2, 3, 5, 8, 15 if dtype == np.float32 else 7):
+        for r, got in zip(ref, run(offset)):
+            np.testing.assert_array_equal(got, r, err_msg=f"{isa} offset {offset}")
