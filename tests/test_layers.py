@@ -1192,3 +1192,33 @@ def test_keras_signature_details():
         Dense(2, activity_regularizer="l2")
     with pytest.raises(TypeError, match="unexpected keyword"):
         Dense(2, no_such_argument=1)
+
+
+def test_work_arrays_are_64_byte_aligned():
+    """The arrays fastnn allocates for kernels to stream through (ops' results from 64 KB
+    on, layers' reused work arrays always) start on a 64-byte boundary (NumPy's large
+    arrays start 16 bytes past one, where 32-byte vector loads straddle cache lines);
+    zeros when asked."""
+    from fastnn.utils._arrays import MIN_BYTES, empty_aligned
+    for shape in [(), (0,), 7, (3, 5), (128, 13, 13, 32)]:
+        for dtype in (np.float32, np.float64, np.int64, np.uint8):
+            for min_bytes in (0, MIN_BYTES):
+                a = empty_aligned(shape, dtype, min_bytes=min_bytes)
+                z = empty_aligned(shape, dtype, zeros=True, min_bytes=min_bytes)
+                for arr in (a, z):
+                    assert arr.shape == ((shape,) if isinstance(shape, int) else shape)
+                    assert arr.dtype == dtype
+                    assert arr.flags.c_contiguous and arr.flags.writeable
+                    if arr.nbytes and arr.nbytes >= min_bytes:
+                        assert arr.ctypes.data % 64 == 0, (shape, dtype, min_bytes)
+                assert not z.any()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16, 18, 18, 8)).astype(np.float32)
+    y = fastnn.ops.conv2d_forward(x, rng.standard_normal((3, 3, 8, 16)).astype(np.float32))
+    assert y.nbytes >= MIN_BYTES and y.ctypes.data % 64 == 0
+    layer = L.Conv2D(16, 3, activation="relu")
+    layer.build((None, 18, 18, 8))
+    h = layer.forward(x[:2], training=True)
+    dx = layer.backward(np.ones_like(h))
+    for arr in (h, dx, *layer._bufs.values()):
+        assert arr.ctypes.data % 64 == 0

@@ -45,6 +45,7 @@ import numpy as np
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from ..utils._args import keras_default_only
+from ..utils._arrays import empty_aligned
 
 _name_counters: Dict[str, itertools.count] = defaultdict(itertools.count)
 
@@ -182,8 +183,9 @@ class Layer:
         kernel gradient came out wrong, the output right)."""
         bufs = self.__dict__.get("_bufs")
         if bufs and isinstance(x, np.ndarray):
+            # compare the arrays that hold the memory (each buffer is a view of bytes)
             base = x if x.base is None else x.base
-            if any(base is b for b in bufs.values()):
+            if any(base is (b if b.base is None else b.base) for b in bufs.values()):
                 return x.copy()
         return x
 
@@ -194,7 +196,7 @@ class Layer:
         buf = bufs.get(key)
         shape = tuple(shape)
         if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = bufs[key] = np.empty(shape, dtype=dtype)
+            buf = bufs[key] = empty_aligned(shape, dtype, min_bytes=0)   # (made once)
         return buf
 
     # ---------------------------------------------------------------- weights

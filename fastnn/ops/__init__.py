@@ -25,6 +25,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .. import _backend
+from ..utils._arrays import MIN_BYTES as ALIGN_MIN_BYTES, empty_aligned
 from . import _checks
 from ._checks import float_array, layout_arg, same_dtype
 from ._geometry import ConvGeometry, as_pair, windows_in_image
@@ -666,13 +667,16 @@ def bias_act(x, b=None, activation="relu", *, channel_axis: int = -1,
 
 
 def _new(shape, dtype, name: str, zeros: bool = False) -> np.ndarray:
-    """A new array for result ``name``; a MemoryError naming it when its size is beyond
-    what the machine can address (NumPy's ValueError 'array is too big' named nothing)."""
+    """A new array for result ``name``, 64-byte aligned from ``ALIGN_MIN_BYTES`` on
+    (``empty_aligned``); a MemoryError naming it when its size is beyond what the machine
+    can address (NumPy's ValueError 'array is too big' named nothing)."""
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     if nbytes > sys.maxsize:
         raise MemoryError(f"{name} would be an array of shape {tuple(shape)} ({nbytes} "
                           f"bytes), more than this machine can address")
-    return (np.zeros if zeros else np.empty)(shape, dtype=dtype)
+    if nbytes < ALIGN_MIN_BYTES:   # (the common small case without a further call)
+        return (np.zeros if zeros else np.empty)(shape, dtype=dtype)
+    return empty_aligned(shape, dtype, zeros)
 
 
 def _out_array(out, shape, dtype, name: str, inputs=()) -> np.ndarray:
