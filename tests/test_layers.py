@@ -1196,7 +1196,7 @@ def test_keras_signature_details():
 
 def test_work_arrays_are_64_byte_aligned():
     """The arrays fastnn allocates for kernels to stream through (ops' results from 64 KB
-    on, layers' reused work arrays always) start on a 64-byte boundary (NumPy's large
+    on; layers' reused work arrays, weights, gradients and the optimizers' slots always) start on a 64-byte boundary (NumPy's large
     arrays start 16 bytes past one, where 32-byte vector loads straddle cache lines);
     zeros when asked."""
     from fastnn.utils._arrays import MIN_BYTES, empty_aligned
@@ -1220,5 +1220,10 @@ def test_work_arrays_are_64_byte_aligned():
     layer.build((None, 18, 18, 8))
     h = layer.forward(x[:2], training=True)
     dx = layer.backward(np.ones_like(h))
-    for arr in (h, dx, *layer._bufs.values()):
+    for arr in (h, dx, *layer._bufs.values(), *layer.params.values(), *layer.grads.values()):
         assert arr.ctypes.data % 64 == 0
+    opt = fastnn.optimizers.Adam()
+    opt.build(list(layer.params.values()))
+    for slots in opt._slots.values():   # each slot kind: one array per parameter
+        for slot in slots:
+            assert slot.ctypes.data % 64 == 0

@@ -217,10 +217,14 @@ class Layer:
                 k += 1
                 name = f"variable_{k}"
         init = _initializers.get("glorot_uniform" if initializer is None else initializer)
-        value = np.ascontiguousarray(init(tuple(shape), dtype=self.dtype), dtype=self.dtype)
+        # 64-byte aligned, as the work arrays: the kernels stream through the weights, their
+        # gradients and the optimizer's slots (32 x 784 x 128 products 1.01-1.06x slower
+        # on Zen 2 with them 16 bytes past a cache line)
+        value = empty_aligned(shape, self.dtype, min_bytes=0)
+        value[...] = init(tuple(shape), dtype=self.dtype)
         if trainable:
             self.params[name] = value
-            self.grads[name] = np.zeros_like(value)
+            self.grads[name] = empty_aligned(shape, self.dtype, zeros=True, min_bytes=0)
             if regularizer is not None:
                 reg = _regularizers.get(regularizer)
                 if not hasattr(reg, "gradient"):

@@ -44,6 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..utils._args import check_bool, check_real as _check_real, keras_default_only
+from ..utils._arrays import empty_aligned
 from .schedules import LearningRateSchedule, deserialize as _deserialize_schedule
 from .schedules import serialize as _serialize_schedule
 
@@ -66,6 +67,14 @@ def _takes_step(fn: Callable) -> bool:
         return True
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return any(p.kind in kinds and p.default is p.empty for p in sig.parameters.values())
+
+
+
+def _full_aligned(shape, value, dtype) -> np.ndarray:
+    """np.full, 64-byte aligned (fastnn.utils._arrays): slots the update kernels stream."""
+    a = empty_aligned(shape, dtype, min_bytes=0)
+    a.fill(value)
+    return a
 
 
 class Optimizer:
@@ -279,7 +288,7 @@ class Optimizer:
             self._check_param(i, p, "variables")
         shapes = [p.shape for p in params]
         dtypes = [p.dtype for p in params]
-        slots = {name: [np.full(s, init, dtype=d) for s, d in zip(shapes, dtypes)]
+        slots = {name: [_full_aligned(s, init, d) for s, d in zip(shapes, dtypes)]
                  for name, init in self._slot_specs()}
         self._install(shapes, dtypes, slots)
         self._variables = params
