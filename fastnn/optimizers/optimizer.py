@@ -69,7 +69,6 @@ def _takes_step(fn: Callable) -> bool:
     return any(p.kind in kinds and p.default is p.empty for p in sig.parameters.values())
 
 
-
 def _full_aligned(shape, value, dtype) -> np.ndarray:
     """np.full, 64-byte aligned (fastnn.utils._arrays): slots the update kernels stream."""
     a = empty_aligned(shape, dtype, min_bytes=0)
