@@ -36,6 +36,7 @@ from .activations import Softmax
 from .layers.core import Dense, Dropout, Flatten, InputLayer
 from .optimizers.adam import Adam
 from .optimizers.sgd import SGD
+from .utils._arrays import empty_aligned
 
 
 class DenseStep:
@@ -165,12 +166,15 @@ class DenseStep:
         bufs = self._by_n.get(n)
         if bufs is None:
             dims, dt = self._dims, self.dtype
-            ys = [np.empty((n, d), dt) for d in dims[1:]]
-            yds = [np.empty((n, d), dt) if drop is not None else None
+
+            def new(*shape):   # made once per batch size, 64-byte aligned as layers' buffers
+                return empty_aligned(shape, dt, min_bytes=0)
+            ys = [new(n, d) for d in dims[1:]]
+            yds = [new(n, d) if drop is not None else None
                    for d, drop in zip(dims[1:], self._dropout)]
-            dzs = [np.empty((n, d), dt) for d in dims[1:]]
-            dxs = [None] + [np.empty((n, d), dt) for d in dims[1:-1]]
-            probs, loss = np.empty((n, dims[-1]), dt), np.empty(n, dt)
+            dzs = [new(n, d) for d in dims[1:]]
+            dxs = [None] + [new(n, d) for d in dims[1:-1]]
+            probs, loss = new(n, dims[-1]), new(n)
             ptrs = self._ptrs
             bufs = (ys, yds, dzs, dxs, probs, loss, ptrs(ys), ptrs(yds), ptrs(dzs),
                     ptrs(dxs), self._cb._ptr(probs), self._cb._ptr(loss))
