@@ -77,72 +77,118 @@ void FNN(bias_act_block)(const real *bias, int axis, int act, int64_t rows, int6
 /* Partial sums per channel in bias_grad's (outer, c, inner > 1) case. */
 #define BIAS_LANES 8
 
-/* db[j] = sum over o, i of dy[o, j, i]; overwrites db. Each channel is summed in a fixed
- * order (in double), threads split the channels, so results do not depend on the thread
- * count. */
+/* Channels-last sums (inner == 1): the rows are cut into row pieces, at most BIAS_PIECES
+ * of at least BIAS_PIECE_ROWS rows, a count that depends on the row count only; each
+ * piece sums its rows in order (in double) and the pieces' sums are added in piece
+ * order, so the bits do not depend on the thread count. Threads take whole pieces, so
+ * they share every row however few channels it has (split by channels, a thread's share
+ * of a 32-float row was under the 128 bytes the prefetchers fetch together, and a (128,
+ * 13, 13, 32) gradient took 281 us on two threads, 143 on one). Channels in blocks of
+ * BIAS_CBLK (the partial sums stay in registers or L1). */
+#define BIAS_PIECES 8
+#define BIAS_PIECE_ROWS 64
+#define BIAS_CBLK 64
+
+/* db[j] = sum over o of v(o, j), v = dy[o, j] (y NULL) or relu's y[o, j] > 0 ? dy[o, j] :
+ * 0 (y given), over an (outer, c) row-major dy; dx[o, j] = v overwritten when dx is not
+ * NULL (dx may be dy); db overwritten. The order: bias_rows' comment above. */
+static void bias_rows(int64_t outer, int64_t c, const real *dy, const real *y, real *dx,
+                      real *db)
+{
+    int64_t pieces = outer / BIAS_PIECE_ROWS;
+    pieces = pieces < 1 ? 1 : pieces > BIAS_PIECES ? BIAS_PIECES : pieces;
+    int nt = fnn_threads_for(outer * c);
+    if (nt > pieces)
+        nt = (int)pieces;
+    accum part[BIAS_PIECES][BIAS_CBLK];
+    for (int64_t jb = 0; jb < c; jb += BIAS_CBLK) {
+        const int64_t nj = c - jb < BIAS_CBLK ? c - jb : BIAS_CBLK;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t q = 0; q < pieces; q++) {
+            accum acc[BIAS_CBLK];
+            for (int64_t j = 0; j < nj; j++)
+                acc[j] = 0;
+            const int64_t o1 = outer * (q + 1) / pieces;
+            for (int64_t o = outer * q / pieces; o < o1; o++) {
+                const real *g = dy + o * c + jb;
+                if (y) { /* the select first, then the sum from L1: one loop of both was
+                          * neither vectorised nor branch-free (2.4 ms for the gradient
+                          * above, from random signs) */
+                    const real *yo = y + o * c + jb;
+                    real *d = dx + o * c + jb;
+                    for (int64_t j = 0; j < nj; j++) {
+                        const real v = g[j]; /* loaded always: the select vectorises */
+                        d[j] = yo[j] > 0 ? v : 0;
+                    }
+                    g = d;
+                }
+                for (int64_t j = 0; j < nj; j++)
+                    acc[j] += g[j];
+            }
+            for (int64_t j = 0; j < nj; j++)
+                part[q][j] = acc[j];
+        }
+        for (int64_t j = 0; j < nj; j++) {
+            accum s = part[0][j];
+            for (int64_t q = 1; q < pieces; q++)
+                s += part[q][j];
+            db[jb + j] = (real)s;
+        }
+    }
+}
+
+/* db[j] = sum over o, i of dy[o, j, i]; overwrites db. Each channel is summed in an order
+ * that depends on the shape only (in double), so results do not depend on the thread
+ * count: channels-last by row pieces (bias_rows), else threads split the channels. */
 void FNN(bias_grad)(int64_t outer, int64_t c, int64_t inner, const real *dy, real *db)
 {
-    int nt = c >= 8 ? fnn_threads_for(outer * c * inner) : 1;
-    /* Channels-last rows (inner == 1): each thread's share of a row at least 128 bytes, the
-     * pair of lines the prefetchers fetch together; with less, both threads pulled every
-     * row (a (128, 13, 13, 32) float gradient: 281 us on two threads, 143 on one). */
     if (inner == 1) {
-        const int64_t most = c * (int64_t)sizeof(real) / 128;
-        if (nt > most)
-            nt = most > 1 ? (int)most : 1;
+        bias_rows(outer, c, dy, NULL, NULL, db);
+        return;
     }
+    const int nt = c >= 8 ? fnn_threads_for(outer * c * inner) : 1;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         const int tid = fnn_thread_num(), nth = fnn_team_size();
         const int64_t j0 = c * tid / nth, j1 = c * (tid + 1) / nth;
-        if (inner == 1) {
-            accum acc[64];
-            for (int64_t jb = j0; jb < j1; jb += 64) {
-                const int64_t je = jb + 64 < j1 ? jb + 64 : j1;
-                for (int64_t j = jb; j < je; j++)
-                    acc[j - jb] = 0;
-                for (int64_t o = 0; o < outer; o++) {
-                    const real *row = dy + o * c;
-                    for (int64_t j = jb; j < je; j++)
-                        acc[j - jb] += row[j];
-                }
-                for (int64_t j = jb; j < je; j++)
-                    db[j] = (real)acc[j - jb];
+        /* BIAS_LANES interleaved partial sums per channel (lane l takes the elements
+         * with i % BIAS_LANES == l of each (o, j) row; the row's tail goes to its own
+         * sum), added up in a fixed tree at the end. The lanes vectorise and their
+         * adds overlap; one serial sum was bound by the add latency (4 cycles per
+         * element: 2.3 ms for a 100 x 30 x 576 dy). The order depends on the shape
+         * only. */
+        for (int64_t j = j0; j < j1; j++) {
+            accum lane[BIAS_LANES] = {0}, tail = 0;
+            for (int64_t o = 0; o < outer; o++) {
+                const real *p = dy + (o * c + j) * inner;
+                int64_t i = 0;
+                for (; i + BIAS_LANES <= inner; i += BIAS_LANES)
+                    for (int l = 0; l < BIAS_LANES; l++)
+                        lane[l] += p[i + l];
+                for (; i < inner; i++)
+                    tail += p[i];
             }
-        } else {
-            /* BIAS_LANES interleaved partial sums per channel (lane l takes the elements
-             * with i % BIAS_LANES == l of each (o, j) row; the row's tail goes to its own
-             * sum), added up in a fixed tree at the end. The lanes vectorise and their
-             * adds overlap; one serial sum was bound by the add latency (4 cycles per
-             * element: 2.3 ms for a 100 x 30 x 576 dy). The order depends on the shape
-             * only. */
-            for (int64_t j = j0; j < j1; j++) {
-                accum lane[BIAS_LANES] = {0}, tail = 0;
-                for (int64_t o = 0; o < outer; o++) {
-                    const real *p = dy + (o * c + j) * inner;
-                    int64_t i = 0;
-                    for (; i + BIAS_LANES <= inner; i += BIAS_LANES)
-                        for (int l = 0; l < BIAS_LANES; l++)
-                            lane[l] += p[i + l];
-                    for (; i < inner; i++)
-                        tail += p[i];
-                }
-                for (int w = BIAS_LANES / 2; w >= 1; w /= 2)
-                    for (int l = 0; l < w; l++)
-                        lane[l] += lane[l + w];
-                db[j] = (real)(lane[0] + tail);
-            }
+            for (int w = BIAS_LANES / 2; w >= 1; w /= 2)
+                for (int l = 0; l < w; l++)
+                    lane[l] += lane[l + w];
+            db[j] = (real)(lane[0] + tail);
         }
     }
 }
 
 /* dx = dy * act'(y) where y is the forward OUTPUT (relu: y > 0); overwrites dx, which may
- * be dy. If db is not NULL it is overwritten with the bias gradient (sum of dx). */
+ * be dy. If db is not NULL it is overwritten with the bias gradient (sum of dx); relu
+ * channels-last (inner == 1) does both in one pass (bias_rows), else db is summed from
+ * dx afterwards. */
 void FNN(bias_act_bwd)(int64_t outer, int64_t c, int64_t inner, const real *dy, const real *y,
                        int act, real *dx, real *db)
 {
     const int64_t total = outer * c * inner;
     const int nt = fnn_threads_for(total);
+    if (act == FNN_ACT_RELU && db && inner == 1) {
+        bias_rows(outer, c, dy, y, dx, db);
+        return;
+    }
     if (act == FNN_ACT_RELU) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t e = 0; e < total; e++) {

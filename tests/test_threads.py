@@ -58,8 +58,8 @@ def _same_for_1_and_2_threads(fn, *args, what="", **kw):
 # blocks whose last row blocks are handed out in pieces (the C backend's TAIL_SPLIT); the
 # small-m products (A read in place, several K blocks) take the C backend's column slabs:
 # each thread its own panels.
-# Every shape is above the C backend's FNN_PAR_MIN (m * n * k / 64 >= 262144), so two
-# threads really split it (smaller ones ran on one thread whatever the setting).
+# Every shape is above the C backend's GEMM_PAR_MIN (m * n * k >= 2**22), so two threads
+# really split it (smaller ones ran on one thread whatever the setting).
 @pytest.mark.parametrize("m,n,k", [(400, 300, 200), (1000, 200, 900), (100, 100, 2000),
                                    (32, 130, 4200)],
                          ids=["shared-B", "shared-B-tail", "slabs", "slabs-edge"])
@@ -167,6 +167,11 @@ def test_pool_and_bias_act_thread_invariant(fast_backend, layout, dtype, restore
         y = ops.bias_act(x, bias, "relu", channel_axis=axis)
     _same_for_1_and_2_threads(ops.bias_act_backward, rand(rng, x.shape, dtype), y, "relu",
                               channel_axis=axis, what="bias_act_backward")
+    # a Dense's gradient with more channels than one of the C sums' channel blocks (64)
+    d2, y2 = rand(rng, (2600, 100), dtype), rand(rng, (2600, 100), dtype)
+    for act in ("relu", "identity"):
+        _same_for_1_and_2_threads(ops.bias_act_backward, d2, y2, act,
+                                  what=f"bias_act_backward {act} (2600, 100)")
 
 
 def test_numba_thread_count_reaches_other_python_threads(restore_threads):
