@@ -27,6 +27,24 @@
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/* Fewer multiply-adds than this (about 25 us of one core's work) run on one thread, on
+ * every path. Two threads pay on an idle machine well below it (in-place products,
+ * 128 x 128 x 10 float 4.6 -> 3.7 us, 32 x 784 x 128 42.6 -> 24.6, 128 x 1600 x 64 169 ->
+ * 98), but with one other busy process on the two cores the second thread waits for its
+ * core: 4.4 -> 22.5 us, 41 -> 74, 161 -> 190 (the Xeon, 2026-12-02). So, as with
+ * FNN_PAR_MIN, small products stay on one thread; from about 4M multiply-adds the idle
+ * gain outweighs the loaded loss. The packed path had FNN_PAR_MIN's 16M (m * n * k / 64
+ * elements), which kept a CNN's dense backward on one core: 1600 x 128 x 64 with A
+ * transposed (dW) took 332 us and 128 x 64 x 1600 with B transposed (dx) 357, on two
+ * threads 182 and 184 (Zen 2, 2026-12-04). */
+#define GEMM_PAR_MIN ((int64_t)1 << 22)
+
+/* Threads for an m x n x k product: one below GEMM_PAR_MIN, else the kernels' count. */
+static int gemm_threads(int64_t m, int64_t n, int64_t k)
+{
+    return m * n * k < GEMM_PAR_MIN ? 1 : fnn_kernel_threads();
+}
+
 /* The K block: the kernel's KC, but a K up to 5/4 KC stays one block, and a longer K is
  * cut into equal blocks (K = 288 with KC = 256 would otherwise leave a 32-deep block that
  * costs a whole extra read-modify-write pass over C). Depends on the shape only. */
@@ -546,14 +564,6 @@ static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
  * 128x1600x64 239 -> 160, 256^3 217 -> 171, 64x288x484 196 -> 98, 86528x9x32 520 -> 425. */
 #define INPLACE_MAX_M 256
 #define INPLACE_MAX_LDB 4096
-/* Fewer multiply-adds than this (about 25 us of one core's work) run on one thread. Two
- * threads pay on an idle machine well below it (128 x 128 x 10 float 4.6 -> 3.7 us,
- * 32 x 784 x 128 42.6 -> 24.6, 128 x 1600 x 64 169 -> 98), but with one other busy
- * process on the two cores the second thread waits for its core: 4.4 -> 22.5 us,
- * 41 -> 74, 161 -> 190 (the Xeon, 2026-12-02). So, as with FNN_PAR_MIN, small products
- * stay on one thread; from about 4M multiply-adds the idle gain outweighs the loaded
- * loss. */
-#define INPLACE_PAR_MIN ((int64_t)1 << 22)
 
 static int use_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t csa, int64_t rsb,
                        int64_t csb)
@@ -675,7 +685,7 @@ static void gemm_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t k, re
                          const epilogue_t *ep, real *c, int64_t ldc)
 {
     const int64_t ntasks = (m + kr->mr - 1) / kr->mr * ((n + kr->nr - 1) / kr->nr);
-    int nt = m * n * k < INPLACE_PAR_MIN ? 1 : fnn_kernel_threads();
+    int nt = gemm_threads(m, n, k);
     if (nt > ntasks)
         nt = (int)ntasks;
     const inplace_job job = inplace_job_for(kr, m, n, k, alpha, a, lda, b, ldb, beta, ep, c,
@@ -790,7 +800,7 @@ static void gemm_dot(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real a
     else /* B transposed: its rows are B^T's */
         for (int64_t j = 0; j < n; j++)
             memcpy(bt + j * ldbt, b + j * csb, (size_t)k * sizeof(real));
-    int nt = m * n * k < INPLACE_PAR_MIN ? 1 : fnn_kernel_threads();
+    int nt = gemm_threads(m, n, k);
     if (nt > nblk)
         nt = (int)nblk;
     const dot_job job = {.kr = kr, .m = m, .n = n, .k = k, .rsa = rsa, .csa = csa,
@@ -844,9 +854,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
     const int64_t NC = round_up(min64(kr->nc, n), nr);
     const int mode = a_mode(kr, m, n, k, rsa, csa);
     const int64_t KC = pick_kc(kr, k);
-    int nt = fnn_threads_for(m * n * k / 64);
-    if (nt > fnn_kernel_threads())
-        nt = fnn_kernel_threads();
+    const int nt = gemm_threads(m, n, k);
     const int slabs = use_slabs(kr, m, n, mode, nt);
     /* A packed: blocks of the kernel's MC rows; A in place: a small A is one block */
     int64_t MC = round_up(min64(mode == A_PACKED ? kr->mc : small_m(kr), m), mr);
