@@ -380,6 +380,16 @@ void fnn_pool_tables_avx2_f32(int64_t f, int64_t nwin, int64_t PW, int64_t OW,
 void fnn_pool_tables_avx2_f64(int64_t f, int64_t nwin, int64_t PW, int64_t OW,
                               const double *gp, const int64_t *am, const int64_t *cq,
                               int need_dx, double *gz, int32_t *cn, uint64_t *mask);
+/* The pooled implicit dW's product over a run of its window-ordered pixel rows without
+ * packing B (kernels/conv_pool_avx2.c; conv.c's conv_dw_implicit). */
+void fnn_pool_dw_rows_avx2_f32(int64_t f, int64_t q0, int64_t len, int64_t PH, int64_t PW,
+                               int64_t OW, const float *gp, const int64_t *am,
+                               const int64_t *pix, const float *x, int64_t P,
+                               const int64_t *off, int beta, float *part);
+void fnn_pool_dw_rows_avx2_f64(int64_t f, int64_t q0, int64_t len, int64_t PH, int64_t PW,
+                               int64_t OW, const double *gp, const int64_t *am,
+                               const int64_t *pix, const double *x, int64_t P,
+                               const int64_t *off, int beta, double *part);
 void fnn_ukr_avx2_rows_6x16_f32(int rows, int64_t k, const float *ap, const float *bp,
                                 float *c, int64_t ldc);
 void fnn_ukr_avx2_rows_6x8_f64(int rows, int64_t k, const double *ap, const double *bp,

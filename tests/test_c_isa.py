@@ -805,14 +805,17 @@ def test_conv_backward_dx_scatter_each_isa(isa, dtype, xs, ws, stride, dilation,
     assert runs[0].tobytes() == runs[1].tobytes() == runs[2].tobytes()
 
 
-@pytest.mark.parametrize("dtype,f", [(np.float32, 32), (np.float32, 20), (np.float64, 12)])
+@pytest.mark.parametrize("dtype,f", [(np.float32, 32), (np.float32, 20), (np.float32, 70),
+                                     (np.float64, 12)])
 @pytest.mark.parametrize("limit", [None, 1])
 def test_conv_maxpool_backward_dw_each_isa(isa, dtype, f, limit, restore_workspace_limit):
     """dW and db of the convolution + pooling from the pooled gradient and argmax (AVX2:
-    dW's B packed from them, window by window; generic: the scatter and conv2d_backward)
-    against the reference: 13 images of 100 windows, so dW's pieces of 650 pixels split
-    windows (pixel rows of one window in two pieces), full and partial filter panels, in
-    one chunk or one image per chunk."""
+    dW's product over the window-ordered pixels straight from them; AVX-512: its B packed
+    from them, window by window; generic: the sparse kernels) against the reference: 13
+    images of 100 windows, so dW's pieces of 650 pixels split windows (pixel rows of one
+    window in two pieces), full and partial filter panels and vectors, 70 filters in runs
+    of pixels (the C dW's DW_RUN), a 27-element patch in register blocks of 9, in one
+    chunk or one image per chunk."""
     rng = np.random.default_rng(6)
     x = rng.standard_normal((13, 22, 22, 3)).astype(dtype)
     w = rng.standard_normal((3, 3, 3, f)).astype(dtype)

@@ -129,6 +129,52 @@ void FNN(pool_dx_img_avx2)(int64_t f, int64_t nwin, int64_t nwords, const uint64
         }
 }
 
+/* Which pixel of its window each of VL filters' argmax names: e[k] all ones in lane l where
+ * aq[l] - (base + l) (the argmax of filter j0 + l minus that filter's index at the
+ * window's pixel 0) is pixel k's offset, 0, f, OW*f or (OW+1)*f; lanes from `lm` only.
+ * Float compares the low 32 bits (exact: the caller keeps oh*ow*f below 2^31), in 8
+ * int32 lanes; double compares int64. `full` (all VL lanes in lm): plain loads, where
+ * Zen 2's masked loads of argmax took two thirds of pool_dw_rows_avx2's time. */
+FNN_ALWAYS_INLINE void pixel_masks(const int64_t *aq, vmask lm, int full, int64_t base,
+                                   int64_t f, int64_t OW, vmask e[4])
+{
+#if FNN_PREC == 32
+    const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    __m256i lo, hi;
+    if (full) {
+        lo = _mm256_loadu_si256((const __m256i *)aq);
+        hi = _mm256_loadu_si256((const __m256i *)(aq + 4));
+    } else {
+        lo = _mm256_maskload_epi64((const long long *)aq,
+                                   _mm256_cvtepi32_epi64(_mm256_castsi256_si128(lm)));
+        hi = _mm256_maskload_epi64((const long long *)(aq + 4),
+                                   _mm256_cvtepi32_epi64(_mm256_extracti128_si256(lm, 1)));
+    }
+    const __m256i a32 = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(lo, pick))),
+        _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(hi, pick)), 1);
+    const __m256i d = _mm256_sub_epi32(a32, _mm256_add_epi32(_mm256_set1_epi32((int32_t)base),
+                                                             _mm256_setr_epi32(0, 1, 2, 3, 4,
+                                                                               5, 6, 7)));
+    e[0] = _mm256_cmpeq_epi32(d, _mm256_setzero_si256());
+    e[1] = _mm256_cmpeq_epi32(d, _mm256_set1_epi32((int32_t)f));
+    e[2] = _mm256_cmpeq_epi32(d, _mm256_set1_epi32((int32_t)(OW * f)));
+    e[3] = _mm256_cmpeq_epi32(d, _mm256_set1_epi32((int32_t)(OW * f + f)));
+#else
+    const __m256i a = full ? _mm256_loadu_si256((const __m256i *)aq)
+                           : _mm256_maskload_epi64((const long long *)aq, lm);
+    const __m256i d =
+        _mm256_sub_epi64(a, _mm256_add_epi64(_mm256_set1_epi64x(base),
+                                             _mm256_setr_epi64x(0, 1, 2, 3)));
+    e[0] = _mm256_cmpeq_epi64(d, _mm256_setzero_si256());
+    e[1] = _mm256_cmpeq_epi64(d, _mm256_set1_epi64x(f));
+    e[2] = _mm256_cmpeq_epi64(d, _mm256_set1_epi64x(OW * f));
+    e[3] = _mm256_cmpeq_epi64(d, _mm256_set1_epi64x(OW * f + f));
+#endif
+    for (int k = 0; k < 4; k++)
+        e[k] = _mm256_and_si256(e[k], lm);
+}
+
 /* One image's tables from its pooled gradient gp (nwin x f) and argmax am (flat indices
  * into its oh x ow x f output): conv.c's pool_image_tables (the reference) on AVX2 lanes,
  * VL filters at a time. For window q (its first pixel p0 = 2*(q / PW)*OW + 2*(q % PW),
@@ -150,72 +196,54 @@ void FNN(pool_tables_avx2)(int64_t f, int64_t nwin, int64_t PW, int64_t OW, cons
         for (int64_t j0 = 0; j0 < f; j0 += VL) {
             const int64_t lanes = f - j0 < VL ? f - j0 : VL;
             const vmask lm = lanes_below(lanes);
-            const vec g = vmload(gq + j0, lm);
+            const int full = lanes == VL; /* plain loads and stores (pixel_masks) */
+            const vec g = full ? vload(gq + j0) : vmload(gq + j0, lm);
+            vmask e[4];
+            pixel_masks(aq + j0, lm, full, base + j0, f, OW, e);
+            const __m256i in =
+                _mm256_or_si256(_mm256_or_si256(e[0], e[1]), _mm256_or_si256(e[2], e[3]));
 #if FNN_PREC == 32
-            const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-            const __m256i lo = _mm256_maskload_epi64(
-                (const long long *)(aq + j0),
-                _mm256_cvtepi32_epi64(_mm256_castsi256_si128(lm)));
-            const __m256i hi = _mm256_maskload_epi64(
-                (const long long *)(aq + j0 + 4),
-                _mm256_cvtepi32_epi64(_mm256_extracti128_si256(lm, 1)));
-            const __m256i a32 = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(
-                    _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(lo, pick))),
-                _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(hi, pick)), 1);
-            const __m256i d = _mm256_sub_epi32(
-                a32, _mm256_add_epi32(_mm256_set1_epi32((int32_t)(base + j0)),
-                                      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-            const __m256i e0 = _mm256_cmpeq_epi32(d, _mm256_setzero_si256());
-            const __m256i e1 = _mm256_cmpeq_epi32(d, _mm256_set1_epi32((int32_t)f));
-            const __m256i e2 = _mm256_cmpeq_epi32(d, _mm256_set1_epi32((int32_t)(OW * f)));
-            const __m256i e3 = _mm256_cmpeq_epi32(d, _mm256_set1_epi32((int32_t)(OW * f + f)));
-            const __m256i in = _mm256_and_si256(
-                lm, _mm256_or_si256(_mm256_or_si256(e0, e1), _mm256_or_si256(e2, e3)));
             __m256i c = _mm256_set1_epi32((int32_t)cq[4 * q]);
-            c = _mm256_blendv_epi8(c, _mm256_set1_epi32((int32_t)cq[4 * q + 1]), e1);
-            c = _mm256_blendv_epi8(c, _mm256_set1_epi32((int32_t)cq[4 * q + 2]), e2);
-            c = _mm256_blendv_epi8(c, _mm256_set1_epi32((int32_t)cq[4 * q + 3]), e3);
-            _mm256_maskstore_epi32((int *)(cn + q * f + j0), lm, c);
+            c = _mm256_blendv_epi8(c, _mm256_set1_epi32((int32_t)cq[4 * q + 1]), e[1]);
+            c = _mm256_blendv_epi8(c, _mm256_set1_epi32((int32_t)cq[4 * q + 2]), e[2]);
+            c = _mm256_blendv_epi8(c, _mm256_set1_epi32((int32_t)cq[4 * q + 3]), e[3]);
+            if (full)
+                _mm256_storeu_si256((__m256i *)(cn + q * f + j0), c);
+            else
+                _mm256_maskstore_epi32((int *)(cn + q * f + j0), lm, c);
             const vec gin = _mm256_and_ps(g, _mm256_castsi256_ps(in));
             const __m256i keep = _mm256_and_si256(
                 in, _mm256_castps_si256(_mm256_cmp_ps(g, vzero(), _CMP_NEQ_UQ)));
 #define LANE_BITS(e)                                                                        \
     (uint64_t) _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_and_si256(e, keep)))
 #else
-            const __m256i a = _mm256_maskload_epi64((const long long *)(aq + j0), lm);
-            const __m256i d = _mm256_sub_epi64(
-                a, _mm256_add_epi64(_mm256_set1_epi64x(base + j0),
-                                    _mm256_setr_epi64x(0, 1, 2, 3)));
-            const __m256i e0 = _mm256_cmpeq_epi64(d, _mm256_setzero_si256());
-            const __m256i e1 = _mm256_cmpeq_epi64(d, _mm256_set1_epi64x(f));
-            const __m256i e2 = _mm256_cmpeq_epi64(d, _mm256_set1_epi64x(OW * f));
-            const __m256i e3 = _mm256_cmpeq_epi64(d, _mm256_set1_epi64x(OW * f + f));
-            const __m256i in = _mm256_and_si256(
-                lm, _mm256_or_si256(_mm256_or_si256(e0, e1), _mm256_or_si256(e2, e3)));
             __m256i c = _mm256_set1_epi64x(cq[4 * q]);
-            c = _mm256_blendv_epi8(c, _mm256_set1_epi64x(cq[4 * q + 1]), e1);
-            c = _mm256_blendv_epi8(c, _mm256_set1_epi64x(cq[4 * q + 2]), e2);
-            c = _mm256_blendv_epi8(c, _mm256_set1_epi64x(cq[4 * q + 3]), e3);
+            c = _mm256_blendv_epi8(c, _mm256_set1_epi64x(cq[4 * q + 1]), e[1]);
+            c = _mm256_blendv_epi8(c, _mm256_set1_epi64x(cq[4 * q + 2]), e[2]);
+            c = _mm256_blendv_epi8(c, _mm256_set1_epi64x(cq[4 * q + 3]), e[3]);
             const __m128i c32 = _mm256_castsi256_si128(
                 _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
             const __m128i lm32 = _mm256_castsi256_si128(
                 _mm256_permutevar8x32_epi32(lm, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
-            _mm_maskstore_epi32((int *)(cn + q * f + j0), lm32, c32);
+            if (full)
+                _mm_storeu_si128((__m128i *)(cn + q * f + j0), c32);
+            else
+                _mm_maskstore_epi32((int *)(cn + q * f + j0), lm32, c32);
             const vec gin = _mm256_and_pd(g, _mm256_castsi256_pd(in));
             const __m256i keep = _mm256_and_si256(
                 in, _mm256_castpd_si256(_mm256_cmp_pd(g, vzero(), _CMP_NEQ_UQ)));
 #define LANE_BITS(e)                                                                        \
     (uint64_t) _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_and_si256(e, keep)))
 #endif
-            vmstore(gz + q * f + j0, lm, gin);
+            if (full)
+                vstore(gz + q * f + j0, gin);
+            else
+                vmstore(gz + q * f + j0, lm, gin);
             if (!need_dx)
                 continue;
             const int sh = (int)(j0 % 64);
-            m[0] |= LANE_BITS(e0) << sh;
-            m[1] |= LANE_BITS(e1) << sh;
-            m[2] |= LANE_BITS(e2) << sh;
-            m[3] |= LANE_BITS(e3) << sh;
+            for (int k = 0; k < 4; k++)
+                m[k] |= LANE_BITS(e[k]) << sh;
 #undef LANE_BITS
             if (sh + VL == 64 || j0 + VL >= f) { /* a word complete */
                 for (int k = 0; k < 4; k++) {
@@ -223,6 +251,128 @@ void FNN(pool_tables_avx2)(int64_t f, int64_t nwin, int64_t PW, int64_t OW, cons
                     m[k] = 0;
                 }
             }
+        }
+    }
+}
+
+#define PB 9 /* patch elements per register block: 9 accumulators, 4 masked gradients, a
+              * broadcast */
+#define DW_ROWS_AHEAD 8 /* windows ahead, the prefetch of pool_dw_rows_avx2 */
+
+/* g where the lanes of e are set, else +0 */
+FNN_ALWAYS_INLINE vec vand_mask(vec g, vmask e)
+{
+#if FNN_PREC == 32
+    return _mm256_and_ps(g, _mm256_castsi256_ps(e));
+#else
+    return _mm256_and_pd(g, _mm256_castsi256_pd(e));
+#endif
+}
+
+/* acc[v] += xs[o[v]] * (g where lanes e, else +0), v < NP: one pixel row of
+ * pool_dw_rows_avx2. */
+FNN_ALWAYS_INLINE void dw_rows_pixel(vec g, vmask e, const real *xs, const int64_t *o,
+                                     const int NP, vec *acc)
+{
+    const vec gk = vand_mask(g, e);
+#pragma GCC unroll 9
+    for (int v = 0; v < NP; v++)
+        acc[v] = vfma(vset1(xs[o[v]]), gk, acc[v]);
+}
+
+/* One register block of pool_dw_rows_avx2: patch elements p0 .. p0 + NP, filters j0 ..
+ * j0 + VL (lanes lm). NP a constant at each call. */
+FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t PH,
+                                     int64_t PW, int64_t OW, const real *gp,
+                                     const int64_t *am, const int64_t *pix, const real *x,
+                                     const int64_t *off, int beta, int64_t j0, vmask lm,
+                                     int full, const int NP, real *part)
+{
+    vec acc[PB];
+    int64_t o[PB];
+#pragma GCC unroll 9
+    for (int v = 0; v < NP; v++) {
+        acc[v] = vzero();
+        o[v] = off[v];
+    }
+    int64_t w = q0 / 4, ph = w % (PH * PW) / PW, pw = w % PW;
+    for (; w * 4 < q0 + len; w++) {
+        /* the window's pixels among rows q0 .. q0 + len (all four but at the ends) */
+        const int64_t klo = q0 > 4 * w ? q0 - 4 * w : 0;
+        const int64_t khi = q0 + len - 4 * w < 4 ? q0 + len - 4 * w : 4;
+        /* a later window's argmax and gradient on their way to L1: a piece's argmax rows
+         * outgrow it, and each of the VL-filter passes reads them again */
+        _mm_prefetch((const char *)(am + (w + DW_ROWS_AHEAD) * f + j0), _MM_HINT_T0);
+        _mm_prefetch((const char *)(gp + (w + DW_ROWS_AHEAD) * f + j0), _MM_HINT_T0);
+        vmask e[4];
+        pixel_masks(am + w * f + j0, lm, full, (2 * ph * OW + 2 * pw) * f + j0, f, OW, e);
+        const vec g = full ? vload(gp + w * f + j0) : vmload(gp + w * f + j0, lm);
+        if (klo == 0 && khi == 4) { /* unrolled, the four masked gradients first */
+            vec gk[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++)
+                gk[k] = vand_mask(g, e[k]);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const real *xs = x + pix[4 * w + k];
+#pragma GCC unroll 9
+                for (int v = 0; v < NP; v++)
+                    acc[v] = vfma(vset1(xs[o[v]]), gk[k], acc[v]);
+            }
+        } else {
+            for (int64_t k = klo; k < khi; k++)
+                dw_rows_pixel(g, e[k], x + pix[4 * w + k], o, NP, acc);
+        }
+        if (++pw == PW) {
+            pw = 0;
+            if (++ph == PH)
+                ph = 0;
+        }
+    }
+#pragma GCC unroll 9
+    for (int v = 0; v < NP; v++) {
+        real *d = part + v * f + j0;
+        vmstore(d, lm, beta ? vadd(vmload(d, lm), acc[v]) : acc[v]);
+    }
+}
+
+/* The pooled implicit dW's product over rows q0 .. q0 + len of its window order, without
+ * packing (conv.c's conv_dw_implicit, where pack_pooled and the gather kernel cost 1.5
+ * ms for a 3x3x1 -> 32 layer's 128 images, the packing more than the product): row q is
+ * pixel q % 4 ((0, 0), (0, 1), (1, 0), (1, 1)) of window q / 4 (image-major, PH x PW
+ * windows per image, chunk-relative), its corner pix[q] in x (padded). Over P patch
+ * elements at off[p] from a corner and f filters: part[p*f + j] = (beta ? part[p*f + j] :
+ * 0) + the sum over those rows in order of x[pix[q] + off[p]] * B(q, j), B(q, j) = gp[q/4
+ * * f + j] where am[q/4 * f + j] (a flat index into the image's oh x ow x f output, OW
+ * pixels per row) names pixel q % 4 of window q / 4, else +0. That is the gather
+ * kernel's FMA chain over pack_pooled's panels, element by element, so the same bits.
+ * Filters VL at a time (masked tail), patch elements PB at a time. */
+void FNN(pool_dw_rows_avx2)(int64_t f, int64_t q0, int64_t len, int64_t PH, int64_t PW,
+                            int64_t OW, const real *gp, const int64_t *am, const int64_t *pix,
+                            const real *x, int64_t P, const int64_t *off, int beta,
+                            real *part)
+{
+    for (int64_t j0 = 0; j0 < f; j0 += VL) {
+        const int64_t lanes = f - j0 < VL ? f - j0 : VL;
+        const vmask lm = lanes_below(lanes);
+        for (int64_t p0 = 0; p0 < P; p0 += PB) {
+            const int64_t np = P - p0 < PB ? P - p0 : PB;
+            real *d = part + p0 * f;
+#define ROWS_CALL(n)                                                                        \
+    dw_rows_block(f, q0, len, PH, PW, OW, gp, am, pix, x, off + p0, beta, j0, lm, lanes == VL, \
+                  n, d)
+            switch (np) {
+            case 1: ROWS_CALL(1); break;
+            case 2: ROWS_CALL(2); break;
+            case 3: ROWS_CALL(3); break;
+            case 4: ROWS_CALL(4); break;
+            case 5: ROWS_CALL(5); break;
+            case 6: ROWS_CALL(6); break;
+            case 7: ROWS_CALL(7); break;
+            case 8: ROWS_CALL(8); break;
+            default: ROWS_CALL(9); break;
+            }
+#undef ROWS_CALL
         }
     }
 }
