@@ -351,6 +351,7 @@ static int64_t implicit_dw_ws(const fnn_geom *g, int64_t f, int64_t chunk)
  * the four of each in the order (0, 0), (0, 1), (1, 0), (1, 1). */
 typedef struct {
     const real *dyp;
+    const real *ypool; /* NULL, or the pooled relu output: relu's derivative applied */
     const int64_t *argmax;
 } pooled_dy;
 
@@ -378,6 +379,7 @@ static void pack_pooled(const fnn_geom *g, int64_t f, const pooled_dy *pd, int64
         for (int64_t jp = 0; jp < npanels; jp++) {
             const int64_t c0 = jp * nr, cols = min64(nr, f - c0);
             const real *gr = pd->dyp + win * f + c0;
+            const real *yr = pd->ypool ? pd->ypool + win * f + c0 : NULL;
             const int64_t *ar = pd->argmax + win * f + c0;
             real *panel = bp + jp * nr * len, *r[4];
             for (int k = 0; k < 4; k++)
@@ -386,7 +388,9 @@ static void pack_pooled(const fnn_geom *g, int64_t f, const pooled_dy *pd, int64
                  *restrict r3 = r[3];
             for (int64_t j = 0; j < cols; j++) {
                 const int32_t d = (int32_t)(ar[j] - base - c0) - (int32_t)j;
-                const real v = gr[j]; /* loaded unconditionally: the selects vectorise */
+                real v = gr[j]; /* loaded unconditionally: the selects vectorise */
+                if (yr)
+                    v = yr[j] > 0 ? v : 0;
                 r0[j] = d == 0 ? v : 0;
                 r1[j] = d == o1 ? v : 0;
                 r2[j] = d == o2 ? v : 0;
@@ -489,7 +493,7 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
                 const real beta = q1 == 0 ? 0 : 1;
 #if FNN_X86_KERNELS
                 if (rows_kernel) {
-                    FNN(pool_dw_rows_avx2)(f, q0 + q1, run, PH, PW, g->ow, pd->dyp,
+                    FNN(pool_dw_rows_avx2)(f, q0 + q1, run, PH, PW, g->ow, pd->dyp, pd->ypool,
                                            pd->argmax, pix, src, patch, off, q1 != 0, part);
                     continue;
                 }
@@ -1580,20 +1584,22 @@ static void pool_corners(const fnn_geom *g, int64_t *cq)
     }
 }
 
-/* One image's tables from its pooled gradient gp (nwin x f) and argmax (flat indices into
- * its oh x ow x f output; t->cq: pool_corners): which of its window's four pixels each
+/* One image's tables from its pooled gradient gp (nwin x f; relu's derivative applied where
+ * yp, the pooled relu output, is not NULL) and argmax (flat indices into its oh x ow x f
+ * output; t->cq: pool_corners): which of its window's four pixels each
  * argmax names, by compares (no division, no branch to mispredict); an argmax
  * outside its window (never from the forward) is ignored, as pack_pooled does. This loop
  * is the reference of pool_tables_avx2 (kernels/conv_pool_avx2.c), which AVX2 machines
  * run instead: here the loop took about 7 ns per element, a third of an image's time. */
 static void pool_image_tables(const fnn_geom *g, int64_t f, const real *restrict gp,
-                              const int64_t *restrict am, int need_dx, const pool_tables *t)
+                              const real *restrict yp, const int64_t *restrict am,
+                              int need_dx, const pool_tables *t)
 {
     const int64_t PW = g->ow / 2, nwin = (g->oh / 2) * PW, nwords = (f + 63) / 64;
     const int64_t OW = g->ow, d1 = f, d2 = OW * f, d3 = (OW + 1) * f;
 #if FNN_X86_KERNELS
     if (fnn_get_isa() >= 1) {
-        FNN(pool_tables_avx2)(f, nwin, PW, OW, gp, am, t->cq, need_dx, t->gz, t->cn,
+        FNN(pool_tables_avx2)(f, nwin, PW, OW, gp, yp, am, t->cq, need_dx, t->gz, t->cn,
                               t->mask);
         return;
     }
@@ -1607,9 +1613,10 @@ static void pool_image_tables(const fnn_geom *g, int64_t f, const real *restrict
             for (int64_t j = w0 * 64; j < f && j < w0 * 64 + 64; j++) {
                 const int64_t d = aq[j] - j - base;
                 const int64_t e0 = d == 0, e1 = d == d1, e2 = d == d2, e3 = d == d3;
-                const int64_t in = e0 | e1 | e2 | e3, keep = in & (gq[j] != 0);
+                const real gj = yp && !(yp[q * f + j] > 0) ? 0 : gq[j]; /* relu'd */
+                const int64_t in = e0 | e1 | e2 | e3, keep = in & (gj != 0);
                 const uint64_t bit = (uint64_t)1 << (j % 64);
-                t->gz[q * f + j] = in ? gq[j] : 0;
+                t->gz[q * f + j] = in ? gj : 0;
                 t->cn[q * f + j] = (int32_t)(e1 ? cq[1] : e2 ? cq[2] : e3 ? cq[3] : cq[0]);
                 m[0] |= bit & (0 - (uint64_t)(e0 & keep));
                 m[1] |= bit & (0 - (uint64_t)(e1 & keep));
@@ -1624,11 +1631,12 @@ static void pool_image_tables(const fnn_geom *g, int64_t f, const real *restrict
 }
 
 /* dw (patch x f, overwritten) and dx (overwritten, unless NULL) of the whole batch g->n,
- * NHWC, from the pooled gradient dyp (n, oh/2, ow/2, f) and argmax (the pooling's, flat
- * indices into each image's oh x ow x f output). ws: pool_sparse_ws. */
+ * NHWC, from the pooled gradient dyp (n, oh/2, ow/2, f; relu's derivative applied where
+ * ypool, the pooled relu output, is not NULL) and argmax (the pooling's, flat indices into
+ * each image's oh x ow x f output). ws: pool_sparse_ws. */
 static void conv_pool_sparse(const fnn_geom *g, int64_t f, const real *dyp,
-                             const int64_t *argmax, const real *x, const real *w, real *ws,
-                             real *dx, real *dw)
+                             const real *ypool, const int64_t *argmax, const real *x,
+                             const real *w, real *ws, real *dx, real *dw)
 {
     const int64_t C = g->c, patch = g->kh * g->kw * C, fp = round8(f * patch);
     const int64_t nwin = (g->oh / 2) * (g->ow / 2), nwf = nwin * f, xs = g->h * g->w * C;
@@ -1658,7 +1666,8 @@ static void conv_pool_sparse(const fnn_geom *g, int64_t f, const real *dyp,
             for (int64_t n = gi * per; n < min64(g->n, (gi + 1) * per); n++) {
                 const real *xi = x + n * xs;
                 real *dxi = need_dx ? (pad ? t.dxp : dx + n * xs) : NULL;
-                pool_image_tables(g, f, dyp + n * nwf, argmax + n * nwf, need_dx, &t);
+                pool_image_tables(g, f, dyp + n * nwf, ypool ? ypool + n * nwf : NULL,
+                                  argmax + n * nwf, need_dx, &t);
                 if (pad) {
                     pad_image(g, xi, t.xp);
                     xi = t.xp;
@@ -1712,28 +1721,33 @@ int64_t FNN(conv2d_pool_bwd_ws)(const fnn_geom *g, int layout, int64_t f, int64_
  * from the pooled gradient dyp (n, oh/2, ow/2, f) and the pooling's argmax (same shape,
  * flat indices into each image's oh x ow x f output, in range) without the convolution's
  * own gradient: sparse (conv_pool_sparse), or for dw alone the implicit dW in chunks of at
- * most `chunk` images (pack_pooled). Returns 1, or 0 (nothing written) where
+ * most `chunk` images (pack_pooled). ypool (NULL: none): a relu convolution's pooled
+ * output, relu's derivative applied to dyp (fastnn.h). Returns 1, or 0 (nothing written) where
  * fnn_conv2d_pool_bwd_ok is false. ws: fnn_conv2d_pool_bwd_ws(g, layout, f, chunk, dx !=
  * NULL) elements. */
 int FNN(conv2d_pool_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dyp,
-                         const int64_t *argmax, const real *x, const real *w, int64_t chunk,
-                         real *ws, real *dx, real *dw, real *db)
+                         const real *ypool, const int64_t *argmax, const real *x,
+                         const real *w, int64_t chunk, real *ws, real *dx, real *dw, real *db)
 {
     if (!FNN(conv2d_pool_bwd_ok)(g, layout, f, dx != NULL))
         return 0;
     ws = fnn_align_ws(ws);
     const int64_t xs = g->h * g->w * g->c, ps = (g->oh / 2) * (g->ow / 2) * f;
-    if (db)
+    if (db && ypool) /* relu's derivative taken in the kernels that read dyp; db as
+                      * fnn_bias_act_bwd sums it */
+        FNN(relu_bias_grad)(g->n * ps / f, f, dyp, ypool, db);
+    else if (db)
         FNN(bias_grad)(g->n * ps / f, f, 1, dyp, db);
     if (use_pool_sparse(g, layout, f)) {
-        conv_pool_sparse(g, f, dyp, argmax, x, w, ws, dx, dw);
+        conv_pool_sparse(g, f, dyp, ypool, argmax, x, w, ws, dx, dw);
         return 1;
     }
     real *dw_ws = ws + implicit_bwd_parts(g, layout, f, chunk).dw;
     fnn_geom gc = *g;
     for (int64_t n0 = 0; n0 < g->n; n0 += chunk) {
         gc.n = g->n - n0 < chunk ? g->n - n0 : chunk;
-        const pooled_dy pd = {dyp + n0 * ps, argmax + n0 * ps};
+        const pooled_dy pd = {dyp + n0 * ps, ypool ? ypool + n0 * ps : NULL,
+                              argmax + n0 * ps};
         conv_dw_implicit(&gc, f, x + n0 * xs, NULL, &pd, n0 == 0, dw_ws, dw);
     }
     return 1;

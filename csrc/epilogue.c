@@ -91,7 +91,7 @@ void FNN(bias_act_block)(const real *bias, int axis, int act, int64_t rows, int6
 
 /* db[j] = sum over o of v(o, j), v = dy[o, j] (y NULL) or relu's y[o, j] > 0 ? dy[o, j] :
  * 0 (y given), over an (outer, c) row-major dy; dx[o, j] = v overwritten when dx is not
- * NULL (dx may be dy); db overwritten. The order: bias_rows' comment above. */
+ * NULL (dx may be dy; with y only); db overwritten. The order: bias_rows' comment above. */
 static void bias_rows(int64_t outer, int64_t c, const real *dy, const real *y, real *dx,
                       real *db)
 {
@@ -111,11 +111,12 @@ static void bias_rows(int64_t outer, int64_t c, const real *dy, const real *y, r
             const int64_t o1 = outer * (q + 1) / pieces;
             for (int64_t o = outer * q / pieces; o < o1; o++) {
                 const real *g = dy + o * c + jb;
+                real row[BIAS_CBLK]; /* the selected row, when dx is NULL */
                 if (y) { /* the select first, then the sum from L1: one loop of both was
                           * neither vectorised nor branch-free (2.4 ms for the gradient
                           * above, from random signs) */
                     const real *yo = y + o * c + jb;
-                    real *d = dx + o * c + jb;
+                    real *d = dx ? dx + o * c + jb : row;
                     for (int64_t j = 0; j < nj; j++) {
                         const real v = g[j]; /* loaded always: the select vectorises */
                         d[j] = yo[j] > 0 ? v : 0;
@@ -135,6 +136,14 @@ static void bias_rows(int64_t outer, int64_t c, const real *dy, const real *y, r
             db[jb + j] = (real)s;
         }
     }
+}
+
+/* db[j] = sum over o of (y[o, j] > 0 ? dy[o, j] : 0) over (outer, c) row-major dy and y
+ * (a relu layer's channels-last output gradient and output): fnn_bias_act_bwd's bias
+ * gradient, bit for bit, without writing the selected gradient; db overwritten. */
+void FNN(relu_bias_grad)(int64_t outer, int64_t c, const real *dy, const real *y, real *db)
+{
+    bias_rows(outer, c, dy, y, NULL, db);
 }
 
 /* db[j] = sum over o, i of dy[o, j, i]; overwrites db. Each channel is summed in an order

@@ -186,7 +186,10 @@ int fnn_conv2d_pool_fwd_f64(const fnn_geom *g, int layout, int64_t f, const doub
  * convolution followed by 2x2 max pooling (stride 2, no padding), NHWC, from the pooled
  * gradient dyp (n, oh/2, ow/2, f) and the pooling's argmax (flat indices into each image's
  * oh x ow x f output, each in [0, oh*ow*f)), without the convolution's own gradient; all
- * overwritten. Returns 1, or 0 (nothing written) where this does not apply
+ * overwritten. ypool (NULL: none): the pooled output of a relu convolution, shaped like
+ * dyp: the gradient taken is then relu's derivative applied to dyp (ypool > 0 ? dyp : 0,
+ * as fnn_bias_act_bwd gives it), in the kernels that read dyp, and db its sum, bit for bit
+ * fnn_bias_act_bwd's. Returns 1, or 0 (nothing written) where this does not apply
  * (fnn_conv2d_pool_bwd_ok(g, layout, f, dx != NULL); then scatter and call
  * fnn_conv2d_bwd). ws: fnn_conv2d_pool_bwd_ws(g, layout, f, chunk, dx != NULL) elements. */
 int fnn_conv2d_pool_bwd_ok_f32(const fnn_geom *g, int layout, int64_t f, int need_dx);
@@ -196,11 +199,13 @@ int64_t fnn_conv2d_pool_bwd_ws_f32(const fnn_geom *g, int layout, int64_t f, int
 int64_t fnn_conv2d_pool_bwd_ws_f64(const fnn_geom *g, int layout, int64_t f, int64_t chunk,
                                    int need_dx);
 int fnn_conv2d_pool_bwd_f32(const fnn_geom *g, int layout, int64_t f, const float *dyp,
-                            const int64_t *argmax, const float *x, const float *w,
-                            int64_t chunk, float *ws, float *dx, float *dw, float *db);
+                            const float *ypool, const int64_t *argmax, const float *x,
+                            const float *w, int64_t chunk, float *ws, float *dx, float *dw,
+                            float *db);
 int fnn_conv2d_pool_bwd_f64(const fnn_geom *g, int layout, int64_t f, const double *dyp,
-                            const int64_t *argmax, const double *x, const double *w,
-                            int64_t chunk, double *ws, double *dx, double *dw, double *db);
+                            const double *ypool, const int64_t *argmax, const double *x,
+                            const double *w, int64_t chunk, double *ws, double *dx,
+                            double *dw, double *db);
 
 /* Pooling (pool.c) */
 void fnn_maxpool_fwd_f32(const fnn_geom *g, int layout, const float *x, float *y,

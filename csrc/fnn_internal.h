@@ -361,7 +361,8 @@ void fnn_nchw_dw_img_avx512_f64(int64_t k, int64_t f, int64_t OH, int64_t OW,
                                 const double *next);
 /* A convolution's gradients from the pooled gradient of the 2x2 max pooling after it
  * (kernels/conv_pool_avx2.c): one image's weight gradient (added into dw^T) and input
- * gradient (added into dx), receptive fields as R runs of L contiguous elements. */
+ * gradient (added into dx), receptive fields as R runs of L contiguous elements. yp (NULL:
+ * none), the pooled relu output: the gradient read is yp > 0 ? gp : 0. */
 void fnn_pool_dw_img_avx2_f32(int64_t f, int64_t nwin, const float *gz, const int32_t *cn,
                               const float *x, int64_t R, int64_t L, const int64_t *roff,
                               float *dwt);
@@ -375,21 +376,23 @@ void fnn_pool_dx_img_avx2_f64(int64_t f, int64_t nwin, int64_t nwords, const uin
                               const double *gz, const int64_t *cq, const double *wt,
                               int64_t R, int64_t L, const int64_t *roff, double *dx);
 void fnn_pool_tables_avx2_f32(int64_t f, int64_t nwin, int64_t PW, int64_t OW,
-                              const float *gp, const int64_t *am, const int64_t *cq,
-                              int need_dx, float *gz, int32_t *cn, uint64_t *mask);
+                              const float *gp, const float *yp, const int64_t *am,
+                              const int64_t *cq, int need_dx, float *gz, int32_t *cn,
+                              uint64_t *mask);
 void fnn_pool_tables_avx2_f64(int64_t f, int64_t nwin, int64_t PW, int64_t OW,
-                              const double *gp, const int64_t *am, const int64_t *cq,
-                              int need_dx, double *gz, int32_t *cn, uint64_t *mask);
+                              const double *gp, const double *yp, const int64_t *am,
+                              const int64_t *cq, int need_dx, double *gz, int32_t *cn,
+                              uint64_t *mask);
 /* The pooled implicit dW's product over a run of its window-ordered pixel rows without
  * packing B (kernels/conv_pool_avx2.c; conv.c's conv_dw_implicit). */
 void fnn_pool_dw_rows_avx2_f32(int64_t f, int64_t q0, int64_t len, int64_t PH, int64_t PW,
-                               int64_t OW, const float *gp, const int64_t *am,
-                               const int64_t *pix, const float *x, int64_t P,
-                               const int64_t *off, int beta, float *part);
+                               int64_t OW, const float *gp, const float *yp,
+                               const int64_t *am, const int64_t *pix, const float *x,
+                               int64_t P, const int64_t *off, int beta, float *part);
 void fnn_pool_dw_rows_avx2_f64(int64_t f, int64_t q0, int64_t len, int64_t PH, int64_t PW,
-                               int64_t OW, const double *gp, const int64_t *am,
-                               const int64_t *pix, const double *x, int64_t P,
-                               const int64_t *off, int beta, double *part);
+                               int64_t OW, const double *gp, const double *yp,
+                               const int64_t *am, const int64_t *pix, const double *x,
+                               int64_t P, const int64_t *off, int beta, double *part);
 void fnn_ukr_avx2_rows_6x16_f32(int rows, int64_t k, const float *ap, const float *bp,
                                 float *c, int64_t ldc);
 void fnn_ukr_avx2_rows_6x8_f64(int rows, int64_t k, const double *ap, const double *bp,
@@ -503,5 +506,9 @@ void fnn_dot_pack_avx2_f64(int64_t k, int64_t n, const double *b, int64_t ldb, d
 /* Bias gradient: db[c] = sum over outer, inner of dy[o, c, i] (overwrites db). */
 void fnn_bias_grad_f32(int64_t outer, int64_t c, int64_t inner, const float *dy, float *db);
 void fnn_bias_grad_f64(int64_t outer, int64_t c, int64_t inner, const double *dy, double *db);
+void fnn_relu_bias_grad_f32(int64_t outer, int64_t c, const float *dy, const float *y,
+                            float *db);
+void fnn_relu_bias_grad_f64(int64_t outer, int64_t c, const double *dy, const double *y,
+                            double *db);
 
 #endif

@@ -895,6 +895,63 @@ def test_conv_maxpool_backward_sparse_each_isa(isa, dtype, xs, ws, stride, paddi
     assert dw_only[2].tobytes() == runs[0][2].tobytes()
 
 
+# (dtype, x shape, w shape): the sparse kernels (8 and 32 channels, float64's 4), the pooled
+# implicit dW (1 and 3 channels: AVX2's unpacked rows, the others' packed panels; 70 filters
+# in runs of pixels), odd outputs (the crop)
+RELU_POOL_CASES = [(np.float32, (9, 13, 13, 32), (3, 3, 32, 64)),
+                   (np.float32, (5, 12, 11, 8), (3, 3, 8, 20)),
+                   (np.float32, (13, 28, 28, 1), (3, 3, 1, 32)),
+                   (np.float32, (7, 15, 17, 3), (3, 3, 3, 70)),
+                   (np.float64, (6, 11, 12, 4), (3, 3, 4, 7)),
+                   (np.float64, (11, 13, 13, 1), (3, 3, 1, 9))]
+
+
+@pytest.mark.parametrize("dtype,xs,ws", RELU_POOL_CASES)
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_conv_maxpool_backward_applies_relu_like_bias_act_backward(isa, dtype, xs, ws,
+                                                                    need_dx):
+    """The layers' pair backward (fastnn.ops._conv2d_maxpool_backward with relu_y, the
+    pooled relu output): relu's derivative taken in the kernels as they read the pooled
+    gradient gives, bit for bit, bias_act_backward's masked gradient (and its db) followed
+    by the backward: zeros, negatives and a NaN in relu_y (0: relu_y > 0 is false there),
+    on 1 and 2 threads; each backend (the C backend per ISA; Numba and NumPy through
+    bias_act_backward first)."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    with fastnn.use_backend("numpy"):
+        y, am = ops.conv2d_maxpool_forward(x, w, None, activation="relu", crop=True)
+    y = y - dtype(0.3)                       # negatives and zeros besides positives
+    y.flat[::7] = 0
+    y.flat[y.size // 3] = np.nan
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    args = (x, w, 1, 0, 1, "NHWC", True, need_dx, True, None)
+    before = fastnn.get_num_threads()
+    try:
+        for backend in ("c", "numba", "numpy"):
+            with fastnn.use_backend(backend):
+                masked, db = ops.bias_act_backward(dy, y, "relu")
+                want = ops._conv2d_maxpool_backward(masked, am, *args, check_range=False)
+                want = (want[0], want[1], db)
+                for threads in (2, 1):
+                    fastnn.set_num_threads(threads)
+                    got = ops._conv2d_maxpool_backward(dy, am, *args, check_range=False,
+                                                       relu_y=y)
+                    for name, a, b in zip(("dx", "dw", "db"), got, want):
+                        if b is None:
+                            assert a is None
+                            continue
+                        assert a.tobytes() == b.tobytes(), (backend, threads, name)
+    finally:
+        fastnn.set_num_threads(before)
+    with pytest.raises(ValueError, match="relu_y"):
+        ops._conv2d_maxpool_backward(dy, am, *args, check_range=False, relu_y=y[:, :-1])
+    with pytest.raises(TypeError, match="relu_y"):
+        ops._conv2d_maxpool_backward(dy, am, *args, check_range=False,
+                                     relu_y=y.astype(np.float32 if dtype == np.float64
+                                                     else np.float64))
+
+
 def test_conv_maxpool_backward_sparse_ignores_argmax_outside_window(isa):
     """An argmax naming a pixel outside its own window (in range, but never from the
     forward) is ignored by the sparse path, as by the pooled dW: its gradient reaches

@@ -129,6 +129,22 @@ void FNN(pool_dx_img_avx2)(int64_t f, int64_t nwin, int64_t nwords, const uint64
         }
 }
 
+/* VL lanes of the pooled gradient at gq (lanes lm; all of them when full), relu's
+ * derivative applied where yq is not NULL: yq > 0 ? g : +0 (NaN in yq: 0), as
+ * fnn_bias_act_bwd selects. */
+FNN_ALWAYS_INLINE vec pooled_grad(const real *gq, const real *yq, vmask lm, int full)
+{
+    const vec g = full ? vload(gq) : vmload(gq, lm);
+    if (!yq)
+        return g;
+    const vec y = full ? vload(yq) : vmload(yq, lm);
+#if FNN_PREC == 32
+    return _mm256_and_ps(g, _mm256_cmp_ps(y, vzero(), _CMP_GT_OQ));
+#else
+    return _mm256_and_pd(g, _mm256_cmp_pd(y, vzero(), _CMP_GT_OQ));
+#endif
+}
+
 /* Which pixel of its window each of VL filters' argmax names: e[k] all ones in lane l where
  * aq[l] - (base + l) (the argmax of filter j0 + l minus that filter's index at the
  * window's pixel 0) is pixel k's offset, 0, f, OW*f or (OW+1)*f; lanes from `lm` only.
@@ -180,12 +196,13 @@ FNN_ALWAYS_INLINE void pixel_masks(const int64_t *aq, vmask lm, int full, int64_
  * VL filters at a time. For window q (its first pixel p0 = 2*(q / PW)*OW + 2*(q % PW),
  * its four pixels' corners cq[4q .. 4q+3]) and filter j, d = am - j - p0*f is 0, f, OW*f
  * or (OW+1)*f where argmax names pixel k = 0 .. 3 of the window (compared on the low 32
- * bits for float: exact, the caller keeps oh*ow*f below 2^31): gz = gp (0 outside the
- * window), cn = cq[4q + k] (int32; that of pixel 0 outside), and, with need_dx, bit j of
- * mask[(4q + k)*nwords + j/64] set where gz is not 0 (NaN counts as not 0). */
+ * bits for float: exact, the caller keeps oh*ow*f below 2^31): gz = gp (relu-masked by yp
+ * unless NULL: pooled_grad; 0 outside the window), cn = cq[4q + k] (int32; that of pixel
+ * 0 outside), and, with need_dx, bit j of mask[(4q + k)*nwords + j/64] set where gz is not
+ * 0 (NaN counts as not 0). */
 void FNN(pool_tables_avx2)(int64_t f, int64_t nwin, int64_t PW, int64_t OW, const real *gp,
-                           const int64_t *am, const int64_t *cq, int need_dx, real *gz,
-                           int32_t *cn, uint64_t *mask)
+                           const real *yp, const int64_t *am, const int64_t *cq, int need_dx,
+                           real *gz, int32_t *cn, uint64_t *mask)
 {
     const int64_t nwords = (f + 63) / 64;
     for (int64_t q = 0; q < nwin; q++) {
@@ -197,7 +214,7 @@ void FNN(pool_tables_avx2)(int64_t f, int64_t nwin, int64_t PW, int64_t OW, cons
             const int64_t lanes = f - j0 < VL ? f - j0 : VL;
             const vmask lm = lanes_below(lanes);
             const int full = lanes == VL; /* plain loads and stores (pixel_masks) */
-            const vec g = full ? vload(gq + j0) : vmload(gq + j0, lm);
+            const vec g = pooled_grad(gq + j0, yp ? yp + q * f + j0 : NULL, lm, full);
             vmask e[4];
             pixel_masks(aq + j0, lm, full, base + j0, f, OW, e);
             const __m256i in =
@@ -283,7 +300,7 @@ FNN_ALWAYS_INLINE void dw_rows_pixel(vec g, vmask e, const real *xs, const int64
 /* One register block of pool_dw_rows_avx2: patch elements p0 .. p0 + NP, filters j0 ..
  * j0 + VL (lanes lm). NP a constant at each call. */
 FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t PH,
-                                     int64_t PW, int64_t OW, const real *gp,
+                                     int64_t PW, int64_t OW, const real *gp, const real *yp,
                                      const int64_t *am, const int64_t *pix, const real *x,
                                      const int64_t *off, int beta, int64_t j0, vmask lm,
                                      int full, const int NP, real *part)
@@ -306,7 +323,7 @@ FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t
         _mm_prefetch((const char *)(gp + (w + DW_ROWS_AHEAD) * f + j0), _MM_HINT_T0);
         vmask e[4];
         pixel_masks(am + w * f + j0, lm, full, (2 * ph * OW + 2 * pw) * f + j0, f, OW, e);
-        const vec g = full ? vload(gp + w * f + j0) : vmload(gp + w * f + j0, lm);
+        const vec g = pooled_grad(gp + w * f + j0, yp ? yp + w * f + j0 : NULL, lm, full);
         if (klo == 0 && khi == 4) { /* unrolled, the four masked gradients first */
             vec gk[4];
 #pragma GCC unroll 4
@@ -343,14 +360,15 @@ FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t
  * windows per image, chunk-relative), its corner pix[q] in x (padded). Over P patch
  * elements at off[p] from a corner and f filters: part[p*f + j] = (beta ? part[p*f + j] :
  * 0) + the sum over those rows in order of x[pix[q] + off[p]] * B(q, j), B(q, j) = gp[q/4
- * * f + j] where am[q/4 * f + j] (a flat index into the image's oh x ow x f output, OW
- * pixels per row) names pixel q % 4 of window q / 4, else +0. That is the gather
+ * * f + j] (pooled_grad: relu-masked by yp unless NULL) where am[q/4 * f + j] (a flat
+ * index into the image's oh x ow x f output, OW pixels per row) names pixel q % 4 of
+ * window q / 4, else +0. That is the gather
  * kernel's FMA chain over pack_pooled's panels, element by element, so the same bits.
  * Filters VL at a time (masked tail), patch elements PB at a time. */
 void FNN(pool_dw_rows_avx2)(int64_t f, int64_t q0, int64_t len, int64_t PH, int64_t PW,
-                            int64_t OW, const real *gp, const int64_t *am, const int64_t *pix,
-                            const real *x, int64_t P, const int64_t *off, int beta,
-                            real *part)
+                            int64_t OW, const real *gp, const real *yp, const int64_t *am,
+                            const int64_t *pix, const real *x, int64_t P, const int64_t *off,
+                            int beta, real *part)
 {
     for (int64_t j0 = 0; j0 < f; j0 += VL) {
         const int64_t lanes = f - j0 < VL ? f - j0 : VL;
@@ -359,8 +377,8 @@ void FNN(pool_dw_rows_avx2)(int64_t f, int64_t q0, int64_t len, int64_t PH, int6
             const int64_t np = P - p0 < PB ? P - p0 : PB;
             real *d = part + p0 * f;
 #define ROWS_CALL(n)                                                                        \
-    dw_rows_block(f, q0, len, PH, PW, OW, gp, am, pix, x, off + p0, beta, j0, lm, lanes == VL, \
-                  n, d)
+    dw_rows_block(f, q0, len, PH, PW, OW, gp, yp, am, pix, x, off + p0, beta, j0, lm, \
+                  lanes == VL, n, d)
             switch (np) {
             case 1: ROWS_CALL(1); break;
             case 2: ROWS_CALL(2); break;

@@ -273,15 +273,20 @@ def conv2d_backward(dy, x, w, g, layout, dx, dw, db, chunk):
                           _opt(dx, dt), _ptr(dw), _opt(db, dt))
 
 
-def conv2d_maxpool_backward(dy, argmax, x, w, g, layout, dx, dw, db, chunk):
+#: conv2d_maxpool_backward takes relu_y (the pooled relu output) and applies relu's
+#: derivative in its kernels (fastnn.ops._conv2d_maxpool_backward).
+CONV_POOL_RELU = True
+
+
+def conv2d_maxpool_backward(dy, argmax, x, w, g, layout, dx, dw, db, chunk, relu_y=None):
     dt, f, cg, lay = x.dtype, _filters(w, layout), _geom(g), _LAYOUT[layout]
     need_dx = int(dx is not None)
     if not _fn("conv2d_pool_bwd_ok", dt)(cg, lay, f, need_dx):
         return False
     ws = _workspace(_fn("conv2d_pool_bwd_ws", dt)(cg, lay, f, chunk, need_dx), dt)
-    return bool(_fn("conv2d_pool_bwd", dt)(cg, lay, f, _ptr(dy), _iptr(argmax), _ptr(x),
-                                           _ptr(w), chunk, ws, _opt(dx, dt), _ptr(dw),
-                                           _opt(db, dt)))
+    return bool(_fn("conv2d_pool_bwd", dt)(cg, lay, f, _ptr(dy), _opt(relu_y, dt),
+                                           _iptr(argmax), _ptr(x), _ptr(w), chunk, ws,
+                                           _opt(dx, dt), _ptr(dw), _opt(db, dt)))
 
 
 def maxpool2d_forward(x, g, layout, y, argmax):

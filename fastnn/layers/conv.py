@@ -164,7 +164,8 @@ class Conv2D(_WithActivation):
 
     def _linear_backward(self, dz, db, pool=None):
         """dz: the gradient of the output (or of its crop, ``_dy_crop``); with ``pool`` (the
-        MaxPooling2D run with it by :func:`conv_pool_forward`), the pooled gradient."""
+        MaxPooling2D run with it by :func:`conv_pool_forward`), the pooled gradient of the
+        relu output, relu's derivative not yet applied (:func:`conv_pool_backward`)."""
         kernel = self._ops_kernel()
         # NHWC gradients land straight in grads; NCHW's dw is (F, C, KH, KW), copied below
         dw_out = self.grads["kernel"] if self.layout == "NHWC" else None
@@ -190,7 +191,8 @@ class Conv2D(_WithActivation):
             dx, dw, _ = ops._conv2d_maxpool_backward(
                 dz, pool._argmax, self._x, kernel, geo["stride"], geo["padding"],
                 geo["dilation"], geo["layout"], self._dy_crop, self.need_input_grad, need_db,
-                out, check_range=False, dz_buffer=functools.partial(pool._buffer, "dx"))
+                out, check_range=False, dz_buffer=functools.partial(pool._buffer, "dx"),
+                relu_y=pool._y, relu_buffer=functools.partial(pool._buffer, "relu_grad"))
         if self.layout == "NCHW":
             self.grads["kernel"][...] = dw.transpose(2, 3, 1, 0)
         self._add_regularization_grads()
@@ -361,12 +363,13 @@ def conv_pool_forward(conv, pool, x, training=False):
 def conv_pool_backward(conv, pool, grad):
     """Backward of :func:`conv_pool_forward`: relu's derivative applied to the pooled
     gradient and the bias gradient summed there (as
-    :meth:`MaxPooling2D.backward_through_relu`), then the weight gradient and, if ``conv``
+    :meth:`MaxPooling2D.backward_through_relu`), the weight gradient and, if ``conv``
     needs one, the input gradient straight from the pooled gradient and argmax
     (:func:`fastnn.ops.conv2d_maxpool_backward`), the convolution's own gradient never
-    formed. Returns the input gradient, or None."""
-    masked, db = pool._relu_grad(grad, need_db=conv.bias is not None)
-    return conv._linear_backward(masked, db, pool)
+    formed: one call, relu's derivative taken as the kernels read the gradient (the C
+    backend: the same bits as the two steps, without the masked gradient's pass over
+    memory). Returns the input gradient, or None."""
+    return conv._linear_backward(grad, None, pool)
 
 
 class AveragePooling2D(_Pooling2D):

@@ -596,30 +596,61 @@ def conv2d_maxpool_backward(dy, argmax, x, w, *, stride=1, padding=0, dilation=1
 
 
 def _conv2d_maxpool_backward(dy, argmax, x, w, stride, padding, dilation, layout, crop,
-                             need_dx, need_db, out, check_range: bool, dz_buffer=None):
+                             need_dx, need_db, out, check_range: bool, dz_buffer=None,
+                             relu_y=None, relu_buffer=None):
     """:func:`conv2d_maxpool_backward`; ``check_range=False`` skips the scan of argmax's
     range (fastnn's own layers, whose argmax comes from their own forward); ``dz_buffer``,
     a function ``(shape, dtype) -> ndarray`` (a layer's reused work array), gives the array
-    the scattered gradient goes to where the backend forms it (else a new one)."""
+    the scattered gradient goes to where the backend forms it (else a new one). ``relu_y``
+    (shaped like dy): the pooled output of a relu convolution, whose derivative is then
+    applied to ``dy`` first, as :func:`bias_act_backward` gives it (``relu_y > 0 ? dy :
+    0``), ``db`` its sum there: by a backend whose ``CONV_POOL_RELU`` is true in the
+    kernels that read ``dy`` (the C backend: the same bits as the two calls, without the
+    masked gradient's pass over memory), else by :func:`bias_act_backward` first, into
+    ``relu_buffer(shape, dtype)`` (a layer's work array; else a new one)."""
     layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
     dy = float_array(dy, "dy", 4)
     same_dtype([x, w, dy], ["x", "w", "dy"])
     gc, pg = _conv_pool_geometry(g, x, w, f, layout, crop)
     _checks.expect_shape(dy, pg.y_shape(layout, f), "dy", f"the pooled output shape, {layout}")
+    if relu_y is not None:
+        relu_y = float_array(relu_y, "relu_y", 4)
+        same_dtype([dy, relu_y], ["dy", "relu_y"])
+        _checks.expect_shape(relu_y, dy.shape, "relu_y", "dy's shape")
     argmax = _argmax_arg(argmax, dy.shape, gc.oh * gc.ow * f, check_range)
     dx, dw, db = _conv_grads(out, x, w, f, need_dx, need_db, (dy, x, w, argmax))
     if g.n == 0:
         return dx, dw, db
     backend = _backend.get()
+    db_kernel = db              # where the kernels below sum the bias gradient
+    if relu_y is not None and not getattr(backend, "CONV_POOL_RELU", False):
+        masked = None if relu_buffer is None else relu_buffer(dy.shape, dy.dtype)
+        dy, db_relu = bias_act_backward(dy, relu_y, "relu",
+                                        channel_axis=-1 if layout == "NHWC" else 1,
+                                        need_db=db is not None, out=masked)
+        if db is not None:
+            db[...] = db_relu
+            db_kernel = None
+        relu_y = None
     fused = getattr(backend, "conv2d_maxpool_backward", None)
-    if fused is None or windows_in_image(gc) is not None or \
-            not fused(dy, argmax, x, w, gc, layout, dx, dw, db, _chunk(gc, x.itemsize, 1)):
-        shape = gc.y_shape(layout, f)
-        dz = (np.empty(shape, x.dtype) if dz_buffer is None else
-              _out_array(dz_buffer(shape, x.dtype), shape, x.dtype, "dz_buffer",
-                         (dy, x, w, argmax)))
-        backend.maxpool2d_backward(dy, argmax, pg, layout, dz)
-        _conv_backward(backend, dz, x, w, gc, layout, dx, dw, db, 2 if need_dx else 1)
+    extra = {} if relu_y is None else {"relu_y": relu_y}
+    if fused is not None and windows_in_image(gc) is None and \
+            fused(dy, argmax, x, w, gc, layout, dx, dw, db_kernel, _chunk(gc, x.itemsize, 1),
+                  **extra):
+        return dx, dw, db
+    if relu_y is not None:      # a CONV_POOL_RELU backend whose fused kernel did not apply
+        dy, db_relu = bias_act_backward(dy, relu_y, "relu",
+                                        channel_axis=-1 if layout == "NHWC" else 1,
+                                        need_db=db is not None)
+        if db is not None:
+            db[...] = db_relu
+            db_kernel = None
+    shape = gc.y_shape(layout, f)
+    dz = (np.empty(shape, x.dtype) if dz_buffer is None else
+          _out_array(dz_buffer(shape, x.dtype), shape, x.dtype, "dz_buffer",
+                     (dy, x, w, argmax)))
+    backend.maxpool2d_backward(dy, argmax, pg, layout, dz)
+    _conv_backward(backend, dz, x, w, gc, layout, dx, dw, db_kernel, 2 if need_dx else 1)
     return dx, dw, db
 
 
