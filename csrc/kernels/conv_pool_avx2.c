@@ -313,14 +313,17 @@ FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t
         o[v] = off[v];
     }
     int64_t w = q0 / 4, ph = w % (PH * PW) / PW, pw = w % PW;
-    for (; w * 4 < q0 + len; w++) {
+    const int64_t wend = (q0 + len + 3) / 4;
+    for (; w < wend; w++) {
         /* the window's pixels among rows q0 .. q0 + len (all four but at the ends) */
         const int64_t klo = q0 > 4 * w ? q0 - 4 * w : 0;
         const int64_t khi = q0 + len - 4 * w < 4 ? q0 + len - 4 * w : 4;
         /* a later window's argmax and gradient on their way to L1: a piece's argmax rows
          * outgrow it, and each of the VL-filter passes reads them again */
-        _mm_prefetch((const char *)(am + (w + DW_ROWS_AHEAD) * f + j0), _MM_HINT_T0);
-        _mm_prefetch((const char *)(gp + (w + DW_ROWS_AHEAD) * f + j0), _MM_HINT_T0);
+        if (w + DW_ROWS_AHEAD < wend) { /* (no pointer past the arrays) */
+            _mm_prefetch((const char *)(am + (w + DW_ROWS_AHEAD) * f + j0), _MM_HINT_T0);
+            _mm_prefetch((const char *)(gp + (w + DW_ROWS_AHEAD) * f + j0), _MM_HINT_T0);
+        }
         vmask e[4];
         pixel_masks(am + w * f + j0, lm, full, (2 * ph * OW + 2 * pw) * f + j0, f, OW, e);
         const vec g = pooled_grad(gp + w * f + j0, yp ? yp + w * f + j0 : NULL, lm, full);
