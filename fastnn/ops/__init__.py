@@ -622,16 +622,20 @@ def _conv2d_maxpool_backward(dy, argmax, x, w, stride, padding, dilation, layout
     if g.n == 0:
         return dx, dw, db
     backend = _backend.get()
-    db_kernel = db              # where the kernels below sum the bias gradient
-    if relu_y is not None and not getattr(backend, "CONV_POOL_RELU", False):
+
+    def relu_first():
+        """dy with relu's derivative applied, db its sum (the kernels then sum none)."""
         masked = None if relu_buffer is None else relu_buffer(dy.shape, dy.dtype)
-        dy, db_relu = bias_act_backward(dy, relu_y, "relu",
+        dz, db_relu = bias_act_backward(dy, relu_y, "relu",
                                         channel_axis=-1 if layout == "NHWC" else 1,
                                         need_db=db is not None, out=masked)
         if db is not None:
             db[...] = db_relu
-            db_kernel = None
-        relu_y = None
+        return dz, None
+
+    db_kernel = db              # where the kernels below sum the bias gradient
+    if relu_y is not None and not getattr(backend, "CONV_POOL_RELU", False):
+        (dy, db_kernel), relu_y = relu_first(), None
     fused = getattr(backend, "conv2d_maxpool_backward", None)
     extra = {} if relu_y is None else {"relu_y": relu_y}
     if fused is not None and windows_in_image(gc) is None and \
@@ -639,12 +643,7 @@ def _conv2d_maxpool_backward(dy, argmax, x, w, stride, padding, dilation, layout
                   **extra):
         return dx, dw, db
     if relu_y is not None:      # a CONV_POOL_RELU backend whose fused kernel did not apply
-        dy, db_relu = bias_act_backward(dy, relu_y, "relu",
-                                        channel_axis=-1 if layout == "NHWC" else 1,
-                                        need_db=db is not None)
-        if db is not None:
-            db[...] = db_relu
-            db_kernel = None
+        dy, db_kernel = relu_first()
     shape = gc.y_shape(layout, f)
     dz = (np.empty(shape, x.dtype) if dz_buffer is None else
           _out_array(dz_buffer(shape, x.dtype), shape, x.dtype, "dz_buffer",
