@@ -210,13 +210,7 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
             /* rows past the end repeat the first: computed, never stored */
             if (i < nrows) {
                 rows[i] = src + ((n * hp + oh * g->sh) * wp + ow * g->sw) * C;
-                if (++ow == g->ow) {
-                    ow = 0;
-                    if (++oh == g->oh) {
-                        oh = 0;
-                        n++;
-                    }
-                }
+                fnn_next_rc(g->oh, g->ow, &n, &oh, &ow);
             } else {
                 rows[i] = rows[0];
             }
@@ -275,8 +269,7 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
         const real *rows[FUSE_ROWS];
         int64_t base[FUSE_ROWS / 4] = {0}; /* each window's first pixel in argmax's indexing */
         const int64_t w0 = grp * per_group, nw = min64(per_group, wins - w0);
-        /* the group's first window (n, ph, pw), then the next ones by counting (three
-         * divisions per window were a tenth of a 3x3x1 -> 32 layer's time) */
+        /* the group's first window (n, ph, pw), then the next ones by counting */
         int64_t n = w0 / (PH * PW), ph = w0 % (PH * PW) / PW, pw = w0 % PW;
         for (int64_t s = 0; s < per_group; s++) {
             if (s >= nw) { /* windows past the end: repeat the first */
@@ -290,13 +283,7 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
                 rows[4 * s + k] = src + ((n * hp + oh * g->sh) * wp + ow * g->sw) * C;
             }
             base[s] = (2 * ph * OW + 2 * pw) * f;
-            if (++pw == PW) {
-                pw = 0;
-                if (++ph == PH) {
-                    ph = 0;
-                    n++;
-                }
-            }
+            fnn_next_rc(PH, PW, &n, &ph, &pw);
         }
         /* passes of up to FUSE_COLS channels (whole panels): the passes' panels into tmp,
          * then each window pooled over all of them in one max4_window call */
@@ -380,8 +367,8 @@ static void pack_pooled(const fnn_geom *g, int64_t f, const pooled_dy *pd, int64
     const int64_t npanels = (f + nr - 1) / nr;
     const int32_t o1 = (int32_t)f, o2 = (int32_t)rowf, o3 = (int32_t)(rowf + f);
     _Alignas(64) real spare[4 * 32]; /* the rows of a window outside the piece */
-    /* the first window's (ph, pw), then the next ones' by counting */
-    int64_t ph = q0 / 4 % (PH * PW) / PW, pw = q0 / 4 % PW;
+    /* the first window's (ph, pw), then the next ones' by counting (n: not needed) */
+    int64_t n = 0, ph = q0 / 4 % (PH * PW) / PW, pw = q0 / 4 % PW;
     for (int64_t win = q0 / 4; win * 4 < q0 + len; win++) {
         const int64_t base = (2 * ph * g->ow + 2 * pw) * f; /* (0, 0)'s index, channel 0 */
         const int64_t i0 = win * 4 - q0; /* the window's first row in the piece */
@@ -408,11 +395,7 @@ static void pack_pooled(const fnn_geom *g, int64_t f, const pooled_dy *pd, int64
             for (int64_t j = cols; j < nr; j++)
                 r0[j] = r1[j] = r2[j] = r3[j] = 0;
         }
-        if (++pw == PW) {
-            pw = 0;
-            if (++ph == PH)
-                ph = 0;
-        }
+        fnn_next_rc(PH, PW, &n, &ph, &pw);
     }
 }
 
@@ -454,7 +437,8 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        /* the pixels' corners, image by image (serial, a tenth of a 3x3x1 -> 32 dW) */
+        /* the pixels' corners, image by image (filled by one thread they took a tenth of a
+         * 3x3x1 -> 32 dW) */
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < g->n; n++) {
             int64_t q = n * (rows / g->n);

@@ -32,6 +32,20 @@
 #define FNN_PREFETCHW(p) __builtin_prefetch((p), 1, 3)
 #endif
 
+/* (n, r, c) -> the next position in image-major, row-major order over H x W positions per
+ * image (output pixels, pooling windows): by counting, where three 64-bit divisions per
+ * pooling window were a tenth of a 3x3x1 -> 32 layer's fused forward. */
+FNN_ALWAYS_INLINE void fnn_next_rc(int64_t H, int64_t W, int64_t *n, int64_t *r, int64_t *c)
+{
+    if (++*c == W) {
+        *c = 0;
+        if (++*r == H) {
+            *r = 0;
+            ++*n;
+        }
+    }
+}
+
 /* The calling thread's floating-point mode with flush-to-zero and denormals-are-zero on
  * (x86: MXCSR bits 15 and 6, SSE, which every x86-64 CPU has) while `on`: results and
  * inputs below the smallest normal number count as 0, so no operation takes the CPU's

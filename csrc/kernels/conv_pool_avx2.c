@@ -312,7 +312,7 @@ FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t
         acc[v] = vzero();
         o[v] = off[v];
     }
-    int64_t w = q0 / 4, ph = w % (PH * PW) / PW, pw = w % PW;
+    int64_t w = q0 / 4, n = 0, ph = w % (PH * PW) / PW, pw = w % PW; /* (n: not needed) */
     const int64_t wend = (q0 + len + 3) / 4;
     for (; w < wend; w++) {
         /* the window's pixels among rows q0 .. q0 + len (all four but at the ends) */
@@ -343,11 +343,7 @@ FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t
             for (int64_t k = klo; k < khi; k++)
                 dw_rows_pixel(g, e[k], x + pix[4 * w + k], o, NP, acc);
         }
-        if (++pw == PW) {
-            pw = 0;
-            if (++ph == PH)
-                ph = 0;
-        }
+        fnn_next_rc(PH, PW, &n, &ph, &pw);
     }
 #pragma GCC unroll 9
     for (int v = 0; v < NP; v++) {
