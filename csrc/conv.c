@@ -262,11 +262,10 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
     const real *src = implicit_setup(g, f, x, w, b, ws, nt, off, &bp, &bias);
 
     const int64_t ngroups = (wins + per_group - 1) / per_group;
-    const int64_t chunk = fnn_dyn_chunk(ngroups, nt);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) /* FNN_IMAGE_SPLIT */
     for (int64_t grp = 0; grp < ngroups; grp++) {
         _Alignas(64) real tmp[FUSE_ROWS * FUSE_COLS]; /* the group's rows, a pass's panels */
-        const real *rows[FUSE_ROWS];
+        const real *rows[FUSE_ROWS] = {0}; /* (set before use: GCC cannot tell) */
         int64_t base[FUSE_ROWS / 4] = {0}; /* each window's first pixel in argmax's indexing */
         const int64_t w0 = grp * per_group, nw = min64(per_group, wins - w0);
         /* the group's first window (n, ph, pw), then the next ones by counting */
@@ -457,7 +456,7 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
         real *bp = bufs + fnn_thread_num() * round8(DW_PIECE * fp);
         _Alignas(64) real tmp[32 * 32]; /* edge tile (MR, NR <= 32) */
         const real *arow[32];
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static) /* FNN_IMAGE_SPLIT */
         for (int64_t s = 0; s < pieces; s++) {
             const int64_t q0 = s * plen, len = min64(plen, rows - q0);
             real *part = parts + s * pf;
@@ -1652,7 +1651,7 @@ static void conv_pool_sparse(const fnn_geom *g, int64_t f, const real *dyp,
         pool_tables t;
         pool_tables_ws(g, f, need_dx, &t, tws + fnn_thread_num() * tsize);
         pool_corners(g, t.cq);
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static) /* FNN_IMAGE_SPLIT */
         for (int64_t gi = 0; gi < ng; gi++) {
             real *dwt = parts + gi * fp;
             memset(dwt, 0, sizeof(real) * (size_t)(f * patch));
