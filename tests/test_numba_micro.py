@@ -46,10 +46,13 @@ def _naive(kc, a, ao, ars, acs, bp, bo, ac, co, ldc, mr, nr):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("layout", ["rows", "columns", "packed"])
 @pytest.mark.parametrize("kc", [1, 7, 64])
-def test_micro_kernel_against_loops(nbb, dtype, layout, kc):
+@pytest.mark.parametrize("entry", ["kernel", "gemm"])
+def test_micro_kernel_against_loops(nbb, dtype, layout, kc, entry):
+    """The generated kernel with any row stride of the accumulators (``kernel``), and as
+    the GEMM calls it, through ``_micro``, on a block whose rows are nr apart (``gemm``)."""
     rng = np.random.default_rng(kc)
     mr, nr = nbb._MR, nbb._NR[np.dtype(dtype)]
-    ldc, co, bo, ao = nr + 5, 3, 2 * nr, 4
+    ldc, co, bo, ao = (nr + 5 if entry == "kernel" else nr), 3, 2 * nr, 4
     # A's rows where they are in a row-major matrix (acs = 1), in a column-major one
     # (ars = 1, as for a transposed operand), or a packed panel (ars = 1, acs = mr)
     ars, acs = {"rows": (kc + 2, 1), "columns": (1, mr + 3), "packed": (1, mr)}[layout]
@@ -59,7 +62,11 @@ def test_micro_kernel_against_loops(nbb, dtype, layout, kc):
     expect = _naive(kc, a, ao, ars, acs, bp, bo, ac, co, ldc, mr, nr)
     got = ac.copy()
     with nbb._slp_vectorized():   # (a first compile outside it would be cached scalar)
-        nbb._micro(nr, kc, a, ao, ars, acs, bp, bo, got, co, ldc)
+        if entry == "kernel":
+            kernel = getattr(nbb._numba_micro, f"micro_{mr}x{nr}")
+            kernel(kc, a, ao, ars, acs, bp, bo, got, co, ldc)
+        else:
+            nbb._micro(nr, kc, a, ao, ars, acs, bp, bo, got, co)
     assert_close(got, expect.astype(dtype), k=kc + 1, what=f"micro {mr}x{nr} {layout}")
     # what lies outside the tile is not touched
     inside = np.zeros(ac.size, bool)
@@ -78,7 +85,7 @@ def test_micro_kernel_nan_and_inf_stay_in_their_row_and_column(nbb, dtype):
     bp[1 * nr + 4] = np.inf      # column 4
     ac = np.zeros(mr * nr, dtype)
     with nbb._slp_vectorized():
-        nbb._micro(nr, kc, a, 0, kc, 1, bp, 0, ac, 0, nr)
+        nbb._micro(nr, kc, a, 0, kc, 1, bp, 0, ac, 0)
     c = ac.reshape(mr, nr)
     assert np.isnan(c[2]).all()
     assert np.isposinf(np.delete(c, 2, axis=0)[:, 4]).all()

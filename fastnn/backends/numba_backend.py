@@ -92,17 +92,20 @@ _GEMM_SERIAL_MACS = 1 << 20
 
 
 @njit(cache=True)
-def _micro(nr, kc, a, ao, ars, acs, bp, bo, ac, co, ldc):
-    """The _MR x nr micro-kernel of _numba_micro (nr: 16 float32, 8 float64). Called by
-    name, not passed as an argument: a function taking a dispatcher is not cached, and the
-    GEMM compiled again, 3.6 s, in every process. Every function of the GEMM must first
-    compile inside _slp_vectorized (gemm sees to it): compiled outside, this one stayed
-    scalar in the GEMM compiled after it (24 ms for 15488x288x64 float, 3.0 in scope), and
-    the cache would keep it so."""
+def _micro(nr, kc, a, ao, ars, acs, bp, bo, ac, co):
+    """The _MR x nr micro-kernel of _numba_micro (nr: 16 float32, 8 float64) on the
+    accumulator block at ac[co], rows nr apart. Called by name, not passed as an argument:
+    a function taking a dispatcher is not cached, and the GEMM compiled again, 3.6 s, in
+    every process. Every function of the GEMM must first compile inside _slp_vectorized
+    (gemm sees to it): compiled outside, this one stayed scalar in the GEMM compiled after
+    it (24 ms for 15488x288x64 float, 3.0 in scope), and the cache would keep it so. The
+    row stride is a literal, which Numba compiles in: with the stride a run-time value
+    (the tile's width, as before) the kernel alone ran at 45 GFLOPS, with it 102-104 (one
+    thread, Zen 2, kc 288, 2026-12-04)."""
     if nr == 16:
-        _numba_micro.micro_6x16(kc, a, ao, ars, acs, bp, bo, ac, co, ldc)
+        _numba_micro.micro_6x16(kc, a, ao, ars, acs, bp, bo, ac, co, 16)
     else:
-        _numba_micro.micro_6x8(kc, a, ao, ars, acs, bp, bo, ac, co, ldc)
+        _numba_micro.micro_6x8(kc, a, ao, ars, acs, bp, bo, ac, co, 8)
 
 
 @njit(cache=True)   # (not contract: alpha * acc + beta * c rounds twice, as the reference)
@@ -114,8 +117,9 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
 
     ``bp`` (k * nb_max, nb_max a multiple of nr) holds a column block of op(b), packed
     once per block a worker meets: depth block by depth block of kc_max, each as nr-column
-    panels, kc x nr row-major, zero-padded to whole panels. ``ac`` (mb_max
-    * nb_max) accumulates the tile, row-major with rows of nb rounded up to nr. ``_micro``
+    panels, kc x nr row-major, zero-padded to whole panels. ``ac`` ((mb_max + _MR)
+    * nb_max) accumulates the tile as _MR x nr blocks, each row-major (rows nr apart), a
+    row strip's blocks panel after panel, the strips one after the other. ``_micro``
     (an _MR x nr kernel of _numba_micro) adds the product of _MR rows of op(a), read where
     they are, and one B panel to _MR x nr accumulators. Only a tile's last rows, when fewer
     than _MR, are copied to ``ap`` (_MR * kc_max, column by column) and zero-padded; the
@@ -173,7 +177,7 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
                 ao = (i0 + i) * ars + p0 * acs
                 for jp in range(npan):
                     _micro(nr, kc, a, ao, ars, acs, bp, p0 * nbp + jp * kc * nr, ac,
-                           i * nbp + jp * nr, nbp)
+                           (i * npan + jp * _MR) * nr)
             if mfull < mb:
                 # the last rows, fewer than _MR: ap[p*_MR + r], zero-padded
                 for r in range(_MR):
@@ -186,18 +190,23 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
                             ap[p * _MR + r] = 0
                 for jp in range(npan):
                     _micro(nr, kc, ap, 0, 1, _MR, bp, p0 * nbp + jp * kc * nr, ac,
-                           mfull * nbp + jp * nr, nbp)
+                           (mfull * npan + jp * _MR) * nr)
             p0 += kc_max
-        # write the tile out: c = alpha * acc (+ beta * c)
+        # write the tile out: c = alpha * acc (+ beta * c); row i's block in panel jp
+        # starts at ((i - r) * npan + jp * _MR + r) * nr, r = i % _MR
         for i in range(mb):
             cr = (i0 + i) * n + j0
-            ar = i * nbp
-            if beta == 0:
-                for j in range(nb):
-                    c[cr + j] = alpha * ac[ar + j]
-            else:
-                for j in range(nb):
-                    c[cr + j] = alpha * ac[ar + j] + beta * c[cr + j]
+            r = i % _MR
+            for jp in range(npan):
+                ar = ((i - r) * npan + jp * _MR + r) * nr
+                cj = cr + jp * nr
+                w = min(nr, nb - jp * nr)
+                if beta == 0:
+                    for j in range(w):
+                        c[cj + j] = alpha * ac[ar + j]
+                else:
+                    for j in range(w):
+                        c[cj + j] = alpha * ac[ar + j] + beta * c[cj + j]
 
 
 @njit(parallel=True, cache=True)
