@@ -449,6 +449,54 @@ def test_conv2d_maxpool_backward_sparse(fast_backend, xs, ws, stride, padding, d
         assert_bitwise(a, c)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("xs,ws,padding", [((7, 12, 11, 1), (3, 3, 1, 32), "valid"),
+                                           ((5, 9, 9, 3), (3, 3, 3, 10), "same")])
+def test_conv2d_maxpool_backward_few_channels(fast_backend, xs, ws, padding, dtype):
+    """dw and db from the pooled gradient with fewer than 8 input channels and no dx (the
+    first layer: the Numba backend's direct pooled dW, the C backend's rows kernel)
+    against the reference's scatter then conv2d_backward, a NaN in dy included; bits
+    independent of the thread count; an argmax outside its window reaches nothing."""
+    rng = _rng("pool-few", xs, ws)
+    x, w, b = rand(rng, xs, dtype), rand(rng, ws, dtype), rand(rng, ws[3:], dtype)
+    y, am = reference(ops.conv2d_maxpool_forward, x, w, b, activation="relu",
+                      padding=padding, crop=True)
+    dy = rand(rng, y.shape, dtype) * (y > 0)
+    dy.flat[dy.size // 3] = np.nan
+    zshape = (xs[0], 2 * y.shape[1], 2 * y.shape[2], ws[3])
+    dz = reference(ops.maxpool2d_backward, dy, am, zshape, 2)
+    ref = reference(ops.conv2d_backward, dz, x, w, padding=padding, crop=True, need_dx=False)
+    before = fastnn.get_num_threads()
+    try:
+        got = [ops.conv2d_maxpool_backward(dy, am, x, w, padding=padding, crop=True,
+                                           need_dx=False)]
+        fastnn.set_num_threads(1)
+        got.append(ops.conv2d_maxpool_backward(dy, am, x, w, padding=padding, crop=True,
+                                               need_dx=False))
+    finally:
+        fastnn.set_num_threads(before)
+    k = xs[0] * zshape[1] * zshape[2]
+    assert got[0][0] is None
+    for name, g, r, scale in (("dw", got[0][1], ref[1], absmax(dy) * absmax(x)),
+                              ("db", got[0][2], ref[2], absmax(dy))):
+        assert np.isnan(r).any() and np.isfinite(r).any(), name
+        assert_close(g, r, k=k, scale=scale, what=f"conv2d_maxpool_backward {name}")
+    for a, c in zip(got[0][1:], got[1][1:]):
+        assert_bitwise(a, c)
+    # an argmax in range but outside its window is ignored: as a zero gradient there
+    dy = rand(rng, y.shape, dtype)
+    bad, keep = am.copy(), dy.copy()
+    bad[0, 0, 0, 3] = bad[0, 2, 2, 3]     # window (2, 2)'s pixel, in window (0, 0)
+    bad[1, 1, 0, 5] = 5                   # pixel 0's filter 5, another window's
+    keep[0, 0, 0, 3] = keep[1, 1, 0, 5] = 0
+    got = ops.conv2d_maxpool_backward(dy, bad, x, w, padding=padding, crop=True,
+                                      need_dx=False, need_db=False)
+    want = ops.conv2d_maxpool_backward(keep, am, x, w, padding=padding, crop=True,
+                                       need_dx=False, need_db=False)
+    assert_close(got[1], want[1], k=k, scale=absmax(dy) * absmax(x),
+                 what="argmax outside its window")
+
+
 @pytest.mark.parametrize("padding", [0, "same"])
 def test_conv2d_maxpool_forward_in_chunks(backend, restore_workspace_limit, padding):
     """With a workspace limit of one image per chunk (the padded copy of x is made per
