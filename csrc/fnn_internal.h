@@ -152,6 +152,22 @@ typedef void (*fnn_ukr_direct_pack_f64)(int64_t k, const double *a, int64_t lda,
                                         const double *bp, double *c, int64_t ldc,
                                         double alpha, double beta, double *ap);
 
+/* ukr_direct over whole strips: C rows [0, rows) (a multiple of MR) times npan packed
+ * micro-panels of B (bp, each k x NR, one after the other), each MR x NR tile as
+ * ukr_direct computes and stores it (the same bits), in one call: strip by strip, the
+ * panels within each. For a short K (the driver calls it below STRIPS_MAX_K), where a
+ * call per tile cost as much as the tile. stream: store C with non-temporal stores (c
+ * 32-byte aligned, ldc a multiple of 32 bytes; beta == 0), else C's rows two strips ahead
+ * are prefetched. Optional (NULL: a call per tile). */
+typedef void (*fnn_ukr_direct_strips_f32)(int64_t k, int64_t rows, const float *a,
+                                          int64_t lda, const float *bp, int64_t npan,
+                                          float *c, int64_t ldc, float alpha, float beta,
+                                          int stream);
+typedef void (*fnn_ukr_direct_strips_f64)(int64_t k, int64_t rows, const double *a,
+                                          int64_t lda, const double *bp, int64_t npan,
+                                          double *c, int64_t ldc, double alpha, double beta,
+                                          int stream);
+
 /* The packed product with A's stride given: A(i, p) at a[p*as + i] (as = MR: a packed
  * panel; as = lda: a transposed A read in place, whose MR values per p are contiguous).
  * Optional (NULL: the driver always packs a transposed A). */
@@ -250,6 +266,7 @@ typedef struct {
     fnn_ukr_dot_f32 ukr_dot;
     fnn_dot_pack_f32 dot_pack;
     fnn_ukr_direct_pack_f32 ukr_direct_pack;
+    fnn_ukr_direct_strips_f32 ukr_direct_strips;
     int rows_a_outer;
 } fnn_gemm_kernel_f32;
 typedef struct {
@@ -264,6 +281,7 @@ typedef struct {
     fnn_ukr_dot_f64 ukr_dot;
     fnn_dot_pack_f64 dot_pack;
     fnn_ukr_direct_pack_f64 ukr_direct_pack;
+    fnn_ukr_direct_strips_f64 ukr_direct_strips;
     int rows_a_outer;
 } fnn_gemm_kernel_f64;
 
@@ -306,6 +324,14 @@ void fnn_ukr_ref_f32(int64_t k, const float *ap, const float *bp, float *c, int6
 void fnn_ukr_ref_f64(int64_t k, const double *ap, const double *bp, double *c, int64_t ldc,
                      double alpha, double beta);
 #if FNN_X86_KERNELS
+void fnn_ukr_avx2_direct_strips_6x16_f32(int64_t k, int64_t rows, const float *a,
+                                         int64_t lda, const float *bp, int64_t npan,
+                                         float *c, int64_t ldc, float alpha, float beta,
+                                         int stream);
+void fnn_ukr_avx2_direct_strips_6x8_f64(int64_t k, int64_t rows, const double *a,
+                                        int64_t lda, const double *bp, int64_t npan,
+                                        double *c, int64_t ldc, double alpha, double beta,
+                                        int stream);
 void fnn_ukr_avx2_direct_6x16_f32(int64_t k, const float *a, int64_t lda, const float *bp,
                                   float *c, int64_t ldc, float alpha, float beta);
 void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const double *bp,

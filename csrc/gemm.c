@@ -459,6 +459,27 @@ static inline void block_tile(const kernel_t *kr, int mode, int64_t full, int64_
 #define A_OUTER_MIN_PANELS 4
 #define L1_B_PANEL (32 * 1024)
 
+/* Below this K, a block read in place by rows runs its whole strips and panels through
+ * the kernel's ukr_direct_strips, one call (fnn_internal.h); from it on, a call per tile
+ * costs little next to the tile, and the direct kernel's A prefetch (NEXT_MIN_K, the
+ * AVX2 kernels) pays. */
+#define STRIPS_MAX_K 64
+/* A C of at least this many bytes, written whole (beta == 0, no epilogue) and aligned,
+ * goes to memory with non-temporal stores on that path: more than a core's share of L3
+ * (16 MB for 2-4 cores on the Zen 2 VM), whose lines a normal store reads first. */
+#define STREAM_MIN_BYTES ((int64_t)8 << 20)
+
+/* Whether an m x n product's C (c, ldc) takes non-temporal stores (STREAM_MIN_BYTES): beta
+ * == 0, no epilogue, a single K block (k < STRIPS_MAX_K, the only path that streams), C
+ * and its rows 32-byte aligned. */
+static int stream_c(int64_t m, int64_t n, int64_t k, real beta, const epilogue_t *ep,
+                    const real *c, int64_t ldc)
+{
+    return beta == 0 && !ep && k < STRIPS_MAX_K &&
+           m * n * (int64_t)sizeof(real) >= STREAM_MIN_BYTES && (uintptr_t)c % 32 == 0 &&
+           (ldc * (int64_t)sizeof(real)) % 32 == 0;
+}
+
 /* One block: rows [0, mc) of op(A) (a: element (ic, pc), strides rsa, csa) times the packed
  * B micro-panels [jp0, jp1) of a kc x nc panel, into C (c: element (ic, jc)). A is packed
  * into ap, or read in place (mode) with only a partial last micro-panel packed. The
@@ -471,7 +492,7 @@ static void multiply_block(const kernel_t *kr, int mode, int64_t mc, int64_t kc,
                            const real *a, int64_t rsa, int64_t csa, const real *bp,
                            int64_t jp0, int64_t jp1, real alpha, real beta,
                            const epilogue_t *ep, int64_t ic, int64_t jc, real *ap, real *c,
-                           int64_t ldc, real *tmp)
+                           int64_t ldc, real *tmp, int stream)
 {
     const int mr = kr->mr, nr = kr->nr;
     const int64_t full = mode == A_PACKED ? 0 : mc - mc % mr;
@@ -488,7 +509,17 @@ static void multiply_block(const kernel_t *kr, int mode, int64_t mc, int64_t kc,
            ap + (full + in_tile) * kc);
     if (a_outer) {
         const int64_t j0 = jp0 * nr, cols = min64(jp1 * nr, nc) - j0;
-        for (int64_t i0 = 0; i0 < mc; i0 += mr) {
+        /* whole strips in one call where every panel is whole (with a partial last panel
+         * done tile by tile after them, 20000 x 9 x 40 took 1.11x the time: A and C's rows
+         * twice over); the rest tile by tile */
+        int64_t i_first = 0;
+        if (mode == A_ROWS && !ep && kc < STRIPS_MAX_K && kr->ukr_direct_strips &&
+            cols % nr == 0 && full > 0) {
+            kr->ukr_direct_strips(kc, full, a, rsa, bp + jp0 * nr * kc, jp1 - jp0, c + j0,
+                                  ldc, alpha, beta, stream);
+            i_first = full;
+        }
+        for (int64_t i0 = i_first; i0 < mc; i0 += mr) {
             int64_t jp = jp0;
             if (i0 < in_tile) {
                 tile(kr, kc, a + i0 * rsa, rsa, 1, bp + jp0 * nr * kc, mr,
@@ -540,7 +571,7 @@ static void gemm_serial(const kernel_t *kr, int64_t m, int64_t n, int64_t k, rea
             for (int64_t ic = 0; ic < m; ic += MC)
                 multiply_block(kr, mode, min64(MC, m - ic), kc, nc, a + ic * rsa + pc * csa,
                                rsa, csa, bp, 0, (nc + nr - 1) / nr, alpha, beta_p, NULL, ic,
-                               jc, ap, c + ic * ldc + jc, ldc, tmp);
+                               jc, ap, c + ic * ldc + jc, ldc, tmp, 0);
         }
     }
 }
@@ -887,6 +918,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
      * blocks in halves: 0.94, 0.94, 1.02, 0.95, 1.01, 0.98, 1.01; the last 4 in quarters:
      * as 2 in quarters. */
     const int64_t ntr = (m + mr - 1) / mr, nblk = (m + MC - 1) / MC;
+    const int stream = stream_c(m, n, k, beta, ep, c, ldc);
 
     real *bp = fnn_align_ws(ws);
     real *ap_all = fnn_align_ws(bp + KC * (NC + nt * nr));
@@ -924,7 +956,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                         multiply_block(kr, mode, min64(MC, m - ic), kc, nc,
                                        a + ic * rsa + pc * csa, rsa, csa, bp_t, jp0, jp1,
                                        alpha, beta_p, ep_p, ic, jc, ap, c + ic * ldc + jc, ldc,
-                                       tmp);
+                                       tmp, stream);
                     continue;
                 }
 
@@ -972,7 +1004,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                         continue;
                     multiply_block(kr, mode, mc, kc, nc, a + ic * rsa + pc * csa, rsa, csa, bp,
                                    jp0, jp1, alpha, beta_p, ep_p, ic, jc, ap,
-                                   c + ic * ldc + jc, ldc, tmp);
+                                   c + ic * ldc + jc, ldc, tmp, stream);
                 }
                 /* implicit barrier: nobody repacks B while others still read it */
             }

@@ -6,16 +6,17 @@
 
 /* Fields: mr, nr, mc, kc, nc, then the micro-kernels: packed, direct-A, strided, gather,
  * row edge, scatter, in-place, dot product and its B transpose, direct-A packing what it
- * reads (NULL: not available for that ISA), then rows_a_outer (fnn_internal.h): set for
- * AVX2, where it was measured (Zen 2, 2026-12-04, in-process A/B, medians of 40, 1 and 2
- * threads: 86528x9x32 float 0.89-0.92x the time, 10000x784x64 0.90-0.95x, 15488x288x64
- * 0.94-1.01x, 4096x64x128 0.99x); not for AVX-512, not measured on an AVX-512 CPU. */
+ * reads, direct-A over whole strips (NULL: not available for that ISA), then rows_a_outer
+ * (fnn_internal.h): set for AVX2, where it was measured (Zen 2, 2026-12-04, in-process
+ * A/B, medians of 40, 1 and 2 threads: 86528x9x32 float 0.89-0.92x the time, 10000x784x64
+ * 0.90-0.95x, 15488x288x64 0.94-1.01x, 4096x64x128 0.99x); not for AVX-512, not measured
+ * on an AVX-512 CPU. */
 static const fnn_gemm_kernel_f32 k32_ref = {4, 8, 128, 256, 2048, fnn_ukr_ref_f32,
                                             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                                            NULL, 0};
+                                            NULL, NULL, 0};
 static const fnn_gemm_kernel_f64 k64_ref = {4, 4, 128, 256, 1024, fnn_ukr_ref_f64,
                                             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                                            NULL, 0};
+                                            NULL, NULL, 0};
 #if FNN_X86_KERNELS
 static const fnn_gemm_kernel_f32 k32_avx2 = {6, 16, 144, 256, 4096, fnn_ukr_avx2_6x16_f32,
                                              fnn_ukr_avx2_direct_6x16_f32,
@@ -25,7 +26,7 @@ static const fnn_gemm_kernel_f32 k32_avx2 = {6, 16, 144, 256, 4096, fnn_ukr_avx2
                                              fnn_ukr_avx2_scatter_6x16_f32,
                                              fnn_ukr_avx2_inplace_6x16_f32,
                                              fnn_dot_avx2_f32, fnn_dot_pack_avx2_f32,
-                                             NULL, 1};
+                                             NULL, fnn_ukr_avx2_direct_strips_6x16_f32, 1};
 static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 256, 2048, fnn_ukr_avx2_6x8_f64,
                                              fnn_ukr_avx2_direct_6x8_f64,
                                              fnn_ukr_avx2_strided_6x8_f64,
@@ -34,7 +35,7 @@ static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 256, 2048, fnn_ukr_avx2_6
                                              fnn_ukr_avx2_scatter_6x8_f64,
                                              fnn_ukr_avx2_inplace_6x8_f64,
                                              fnn_dot_avx2_f64, fnn_dot_pack_avx2_f64,
-                                             NULL, 1};
+                                             NULL, fnn_ukr_avx2_direct_strips_6x8_f64, 1};
 /* AVX-512: every variant, the convolutions' gather and scatter included (on this Xeon,
  * against the AVX2 row they replaced there, 2026-12-02, alternating processes: conv 32->64
  * forward + relu + pool 2.39-2.54 -> 1.52-1.74 ms, its backward 5.89-6.27 -> 4.08-4.38 ms,
@@ -54,7 +55,7 @@ static const fnn_gemm_kernel_f32 k32_avx512 = {12, 32, 144, 384, 1024,
                                                fnn_ukr_avx512_inplace_12x32_f32,
                                                fnn_dot_avx512_f32,
                                                fnn_dot_pack_avx512_f32,
-                                               fnn_ukr_avx512_direct_pack_12x32_f32, 0};
+                                               fnn_ukr_avx512_direct_pack_12x32_f32, NULL, 0};
 static const fnn_gemm_kernel_f64 k64_avx512 = {12, 16, 144, 384, 512,
                                                fnn_ukr_avx512_12x16_f64,
                                                fnn_ukr_avx512_direct_12x16_f64,
@@ -65,7 +66,7 @@ static const fnn_gemm_kernel_f64 k64_avx512 = {12, 16, 144, 384, 512,
                                                fnn_ukr_avx512_inplace_12x16_f64,
                                                fnn_dot_avx512_f64,
                                                fnn_dot_pack_avx512_f64,
-                                               fnn_ukr_avx512_direct_pack_12x16_f64, 0};
+                                               fnn_ukr_avx512_direct_pack_12x16_f64, NULL, 0};
 /* One vector per row, for n <= 16 float or 8 double columns: 128 x 128 x 10 float took
  * 11.9 us on the 32-wide tile, 9.3 on the AVX2 kernel's 16-wide one. */
 static const fnn_gemm_kernel_f32 k32_avx512_n16 = {12, 16, 144, 384, 4096,
@@ -75,7 +76,7 @@ static const fnn_gemm_kernel_f32 k32_avx512_n16 = {12, 16, 144, 384, 4096,
                                                    fnn_ukr_avx512_rows_12x16_f32, NULL,
                                                    fnn_ukr_avx512_inplace_12x16_f32,
                                                    fnn_dot_avx512_f32,
-                                                   fnn_dot_pack_avx512_f32, NULL, 0};
+                                                   fnn_dot_pack_avx512_f32, NULL, NULL, 0};
 static const fnn_gemm_kernel_f64 k64_avx512_n8 = {12, 8, 144, 384, 2048,
                                                   fnn_ukr_avx512_12x8_f64,
                                                   fnn_ukr_avx512_direct_12x8_f64,
@@ -83,7 +84,7 @@ static const fnn_gemm_kernel_f64 k64_avx512_n8 = {12, 8, 144, 384, 2048,
                                                   fnn_ukr_avx512_rows_12x8_f64, NULL,
                                                   fnn_ukr_avx512_inplace_12x8_f64,
                                                   fnn_dot_avx512_f64,
-                                                  fnn_dot_pack_avx512_f64, NULL, 0};
+                                                  fnn_dot_pack_avx512_f64, NULL, NULL, 0};
 #endif
 
 /* The complete kernel (every variant, the convolutions' too) for an ISA id. */

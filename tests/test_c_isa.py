@@ -103,6 +103,46 @@ def test_gemm_rows_do_not_depend_on_the_row_count(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_short_k_strips_and_streaming_stores(isa, dtype):
+    """A short K with A read in place by rows and whole column panels (gemm.c: AVX2's
+    ukr_direct_strips, a call per block of strips; a C of 8 MB or more, aligned, written
+    with non-temporal stores): the bits of the same rows computed tile by tile (a product
+    of a few rows, and the first rows of a product whose last panel is partial), of a C
+    not 32-byte aligned (no streaming), and on 1 thread; within tolerance of float64, with
+    alpha and beta too."""
+    from fastnn.utils._arrays import empty_aligned
+    rng = np.random.default_rng(23)
+    k = 9
+    m = (8 << 20) // (32 * np.dtype(dtype).itemsize) + 5   # C of just over 8 MB, 32 columns
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, 33)).astype(dtype)
+    b32 = np.ascontiguousarray(b[:, :32])
+    with fastnn.use_backend("c"):
+        aligned = ops.matmul(a, b32, alpha=0.5, out=empty_aligned((m, 32), dtype, min_bytes=0))
+        raw = np.empty(m * 32 + 3, dtype)
+        start = next(i for i in range(1, 4) if raw[i:].ctypes.data % 32)
+        shifted = ops.matmul(a, b32, alpha=0.5, out=raw[start:start + m * 32].reshape(m, 32))
+        before = fastnn.get_num_threads()
+        try:
+            fastnn.set_num_threads(1)
+            one = ops.matmul(a, b32, alpha=0.5)
+        finally:
+            fastnn.set_num_threads(before)
+        few = ops.matmul(a[:30], b32, alpha=0.5)
+        wide = ops.matmul(a[:3000], b, alpha=0.5)          # a partial last panel: per tile
+        c0 = rng.standard_normal((3000, 32)).astype(dtype)
+        beta = ops.matmul(a[:3000], b32, alpha=0.5, beta=-2.0, out=c0.copy())
+    for got in (shifted, one):
+        np.testing.assert_array_equal(got, aligned)
+    np.testing.assert_array_equal(few, aligned[:30])
+    np.testing.assert_array_equal(wide[:, :32], aligned[:3000])
+    ref = 0.5 * (a.astype(np.float64) @ b32.astype(np.float64))
+    assert np.abs(aligned - ref).max() <= _tol(dtype, k) * (np.abs(ref).max() + 1.0)
+    ref_b = ref[:3000] - 2.0 * c0
+    assert np.abs(beta - ref_b).max() <= _tol(dtype, k) * (np.abs(ref_b).max() + 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m,n,k", [(8, 2, 64), (9, 1, 64), (17, 3, 100), (64, 10, 128),
                                    (33, 4, 257), (130, 9, 70), (7, 10, 95), (4100, 10, 128),
                                    (6, 7, 64), (11, 5, 80), (13, 6, 130)])
