@@ -506,7 +506,10 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
     if case.group == "matmul":
         m, k, n = p["m"], p["k"], p["n"]
         a, b = randn((m, k)), randn((k, n))
-        c = np.empty((m, n), dtype)
+        # the output 64-byte aligned, as ops.matmul allocates its own (NumPy's large arrays
+        # start 16 bytes past a line), and the same kind of array for every implementation
+        from .utils._arrays import empty_aligned
+        c = empty_aligned((m, n), dtype, min_bytes=0)
         if impl == "fastnn":
             return lambda: ops.matmul(a, b, out=c)
         if impl == "numpy":
