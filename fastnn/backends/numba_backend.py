@@ -1113,35 +1113,30 @@ def conv2d_maxpool_backward(dy, argmax, x, w, g, layout, dx, dw, db, chunk):
     of the scatter and the direct dw) dw alone, direct from the pooled gradient on small
     patches (:func:`_conv_pool_direct_dw_kernel`: 128 28x28x1 images -> 32, 2.2 vs 3.0
     ms, 2 threads, Zen 2). False (nothing written) for NCHW, and with dx there."""
-    if layout != "NHWC" or g.oh < 2 or g.ow < 2:
+    few = g.c < _POOL_MIN_CHANNELS
+    if layout != "NHWC" or g.oh < 2 or g.ow < 2 or (
+            few and (dx is not None or not _direct(g, layout))):
         return False
     f = w.shape[3]
     ng = max(1, min(_POOL_GROUPS, g.n))
-    if g.c < _POOL_MIN_CHANNELS:
-        if dx is not None or not _direct(g, layout):
-            return False
-        parts = np.empty((ng, g.patch * f), dtype=x.dtype)
+    parts = np.empty((ng, g.patch * f), dtype=x.dtype)   # a dw partial per image group
+    if few:   # partials as dw (patch x f)
         _conv_pool_direct_dw_kernel(dy.reshape(-1), argmax.reshape(-1), x.reshape(-1), parts,
                                     -(-g.n // ng), f, *_geom_args(g))
-        sums = np.empty(parts.shape[1], dtype=x.dtype)
-        _sum_parts(parts, sums)
-        dw[...] = sums.reshape(dw.shape)
-        if db is not None:
-            np.sum(dy.reshape(-1, f), axis=0, out=db)
-        return True
-    parts = np.empty((ng, g.patch * f), dtype=x.dtype)
-    # w^T (f x patch) for dx only; without dx, empty arrays stand for both
-    # (new empty arrays, not views of x: a read-only x would make Numba reject the
-    # kernel's writes to dx, even where need_dx is False)
-    none = np.empty(0, dtype=x.dtype)
-    wt = np.ascontiguousarray(w.reshape(g.patch, f).T) if dx is not None else none
-    _conv_pool_sparse_kernel(dy.reshape(-1), argmax.reshape(-1), x.reshape(-1),
-                             wt.reshape(-1), parts,
-                             dx.reshape(-1) if dx is not None else none,
-                             dx is not None, -(-g.n // ng), f, *_geom_args(g))
+    else:     # partials as dw^T (f x patch)
+        # w^T (f x patch) for dx only; without dx, empty arrays stand for both
+        # (new empty arrays, not views of x: a read-only x would make Numba reject the
+        # kernel's writes to dx, even where need_dx is False)
+        none = np.empty(0, dtype=x.dtype)
+        wt = np.ascontiguousarray(w.reshape(g.patch, f).T) if dx is not None else none
+        _conv_pool_sparse_kernel(dy.reshape(-1), argmax.reshape(-1), x.reshape(-1),
+                                 wt.reshape(-1), parts,
+                                 dx.reshape(-1) if dx is not None else none,
+                                 dx is not None, -(-g.n // ng), f, *_geom_args(g))
     sums = np.empty(parts.shape[1], dtype=x.dtype)
     _sum_parts(parts, sums)
-    dw.reshape(g.patch, f)[...] = sums.reshape(f, g.patch).T
+    dw.reshape(g.patch, f)[...] = sums.reshape(g.patch, f) if few else \
+        sums.reshape(f, g.patch).T
     if db is not None:
         np.sum(dy.reshape(-1, f), axis=0, out=db)
     return True
