@@ -433,6 +433,10 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
     /* The pooled gradient's B without packing, on AVX2 (the same bits; measured there
      * only, so AVX-512 keeps the packed B): pool_dw_rows_avx2 */
     const int rows_kernel = pd && FNN_X86_KERNELS && fnn_get_isa() == 1;
+    /* a 3 x 3 single-channel kernel of unit stride and dilation: its windows' 4 x 4 input
+     * patches broadcast once per element (pool_dw_rows_avx2's ld3: x's row stride) */
+    const int64_t ld3 = C == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 &&
+                                g->dh == 1 && g->dw == 1 ? wp : 0;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -486,7 +490,8 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
 #if FNN_X86_KERNELS
                 if (rows_kernel) {
                     FNN(pool_dw_rows_avx2)(f, q0 + q1, run, PH, PW, g->ow, pd->dyp, pd->ypool,
-                                           pd->argmax, pix, src, patch, off, q1 != 0, part);
+                                           pd->argmax, pix, src, patch, off, ld3, q1 != 0,
+                                           part);
                     continue;
                 }
 #endif

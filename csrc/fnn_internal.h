@@ -436,11 +436,13 @@ void fnn_pool_tables_avx2_f64(int64_t f, int64_t nwin, int64_t PW, int64_t OW,
 void fnn_pool_dw_rows_avx2_f32(int64_t f, int64_t q0, int64_t len, int64_t PH, int64_t PW,
                                int64_t OW, const float *gp, const float *yp,
                                const int64_t *am, const int64_t *pix, const float *x,
-                               int64_t P, const int64_t *off, int beta, float *part);
+                               int64_t P, const int64_t *off, int64_t ld3, int beta,
+                               float *part);
 void fnn_pool_dw_rows_avx2_f64(int64_t f, int64_t q0, int64_t len, int64_t PH, int64_t PW,
                                int64_t OW, const double *gp, const double *yp,
                                const int64_t *am, const int64_t *pix, const double *x,
-                               int64_t P, const int64_t *off, int beta, double *part);
+                               int64_t P, const int64_t *off, int64_t ld3, int beta,
+                               double *part);
 void fnn_ukr_avx2_rows_6x16_f32(int rows, int64_t k, const float *ap, const float *bp,
                                 float *c, int64_t ldc);
 void fnn_ukr_avx2_rows_6x8_f64(int rows, int64_t k, const double *ap, const double *bp,

@@ -352,6 +352,70 @@ FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t
     }
 }
 
+/* dw_rows_block for a 3 x 3 single-channel convolution of unit stride and dilation (P = 9,
+ * off[3 * dy + dx] = dy * ld + dx, a window's pixel k = 2 * ky + kx at ky * ld + kx from its
+ * pixel 0): the four pixels' receptive fields are then one 4 x 4 patch of x, whose 16
+ * elements are broadcast once each into the FMAs of the (pixel, patch element) pairs that
+ * read it, instead of 36 broadcasts (the loads, and the offsets spilled to the stack,
+ * paced dw_rows_block there). Each accumulator still takes its window's pixels in the
+ * order 0 .. 3 (element (r, c) of the 4 x 4 patch is pixel (r - dy, c - dx) of patch
+ * element (dy, dx): row-major in (r, c) is row-major in the pixel): the same bits. */
+FNN_ALWAYS_INLINE void dw_rows_block_3x3(int64_t f, int64_t q0, int64_t len, int64_t PH,
+                                         int64_t PW, int64_t OW, const real *gp,
+                                         const real *yp, const int64_t *am,
+                                         const int64_t *pix, const real *x, const int64_t *off,
+                                         int64_t ld, int beta, int64_t j0, vmask lm, int full,
+                                         real *part)
+{
+    vec acc[9];
+#pragma GCC unroll 9
+    for (int v = 0; v < 9; v++)
+        acc[v] = vzero();
+    int64_t w = q0 / 4, n = 0, ph = w % (PH * PW) / PW, pw = w % PW; /* (n: not needed) */
+    const int64_t wend = (q0 + len + 3) / 4;
+    for (; w < wend; w++) {
+        const int64_t klo = q0 > 4 * w ? q0 - 4 * w : 0;
+        const int64_t khi = q0 + len - 4 * w < 4 ? q0 + len - 4 * w : 4;
+        if (w + DW_ROWS_AHEAD < wend) {
+            _mm_prefetch((const char *)(am + (w + DW_ROWS_AHEAD) * f + j0), _MM_HINT_T0);
+            _mm_prefetch((const char *)(gp + (w + DW_ROWS_AHEAD) * f + j0), _MM_HINT_T0);
+        }
+        vmask e[4];
+        pixel_masks(am + w * f + j0, lm, full, (2 * ph * OW + 2 * pw) * f + j0, f, OW, e);
+        const vec g = pooled_grad(gp + w * f + j0, yp ? yp + w * f + j0 : NULL, lm, full);
+        if (klo == 0 && khi == 4) {
+            vec gk[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++)
+                gk[k] = vand_mask(g, e[k]);
+            const real *x0 = x + pix[4 * w];
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+                for (int c = 0; c < 4; c++) {
+                    const vec b = vset1(x0[r * ld + c]);
+#pragma GCC unroll 2
+                    for (int ky = 0; ky < 2; ky++)
+#pragma GCC unroll 2
+                        for (int kx = 0; kx < 2; kx++) {
+                            const int dy = r - ky, dx = c - kx;
+                            if (dy >= 0 && dy < 3 && dx >= 0 && dx < 3)
+                                acc[3 * dy + dx] = vfma(b, gk[2 * ky + kx], acc[3 * dy + dx]);
+                        }
+                }
+        } else {
+            for (int64_t k = klo; k < khi; k++)
+                dw_rows_pixel(g, e[k], x + pix[4 * w + k], off, 9, acc);
+        }
+        fnn_next_rc(PH, PW, &n, &ph, &pw);
+    }
+#pragma GCC unroll 9
+    for (int v = 0; v < 9; v++) {
+        real *d = part + v * f + j0;
+        vmstore(d, lm, beta ? vadd(vmload(d, lm), acc[v]) : acc[v]);
+    }
+}
+
 /* The pooled implicit dW's product over rows q0 .. q0 + len of its window order, without
  * packing (conv.c's conv_dw_implicit, where pack_pooled and the gather kernel cost 1.5
  * ms for a 3x3x1 -> 32 layer's 128 images, the packing more than the product): row q is
@@ -363,15 +427,22 @@ FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t
  * index into the image's oh x ow x f output, OW pixels per row) names pixel q % 4 of
  * window q / 4, else +0. That is the gather
  * kernel's FMA chain over pack_pooled's panels, element by element, so the same bits.
- * Filters VL at a time (masked tail), patch elements PB at a time. */
+ * Filters VL at a time (masked tail), patch elements PB at a time; ld3 not 0: a 3 x 3
+ * single-channel convolution of unit stride and dilation, x's rows ld3 apart
+ * (dw_rows_block_3x3). */
 void FNN(pool_dw_rows_avx2)(int64_t f, int64_t q0, int64_t len, int64_t PH, int64_t PW,
                             int64_t OW, const real *gp, const real *yp, const int64_t *am,
                             const int64_t *pix, const real *x, int64_t P, const int64_t *off,
-                            int beta, real *part)
+                            int64_t ld3, int beta, real *part)
 {
     for (int64_t j0 = 0; j0 < f; j0 += VL) {
         const int64_t lanes = f - j0 < VL ? f - j0 : VL;
         const vmask lm = lanes_below(lanes);
+        if (ld3) {
+            dw_rows_block_3x3(f, q0, len, PH, PW, OW, gp, yp, am, pix, x, off, ld3, beta, j0,
+                              lm, lanes == VL, part);
+            continue;
+        }
         for (int64_t p0 = 0; p0 < P; p0 += PB) {
             const int64_t np = P - p0 < PB ? P - p0 : PB;
             real *d = part + p0 * f;
