@@ -260,6 +260,21 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
     real *bp, *bias;
     const int nt = fnn_threads_for(wins * 4 * f * patch / 64);
     const real *src = implicit_setup(g, f, x, w, b, ws, nt, off, &bp, &bias);
+#if FNN_X86_KERNELS
+    /* a 3x3 single-channel layer of unit stride and dilation, on AVX2: pooled row by
+     * pooled row, its weights in registers (conv3x3c1_pool_row_avx2: the same bits) */
+    if (fnn_get_isa() == 1 && C == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 &&
+        g->sw == 1 && g->dh == 1 && g->dw == 1 && f % (32 / (int64_t)sizeof(real)) == 0) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) /* FNN_IMAGE_SPLIT */
+        for (int64_t r = 0; r < g->n * PH; r++) {
+            const int64_t n = r / PH, ph = r % PH;
+            FNN(conv3x3c1_pool_row_avx2)(PW, f, src + (n * hp + 2 * ph) * wp, wp, w, b, relu,
+                                         2 * ph * OW * f, OW, y + r * PW * f,
+                                         argmax + r * PW * f);
+        }
+        return;
+    }
+#endif
 
     const int64_t ngroups = (wins + per_group - 1) / per_group;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) /* FNN_IMAGE_SPLIT */
