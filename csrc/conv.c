@@ -449,18 +449,23 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
      * only, so AVX-512 keeps the packed B): pool_dw_rows_avx2 */
     const int rows_kernel = pd && FNN_X86_KERNELS && fnn_get_isa() == 1;
     /* a 3 x 3 single-channel kernel of unit stride and dilation: its windows' 4 x 4 input
-     * patches broadcast once per element (pool_dw_rows_avx2's ld3: x's row stride) */
-    const int64_t ld3 = C == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 &&
-                                g->dh == 1 && g->dw == 1 ? wp : 0;
+     * patches broadcast once per element (pool_dw_rows_avx2's ld3: x's row stride; pix
+     * then holds the windows' corners only) */
+    const int64_t ld3 = rows_kernel && C == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 &&
+                                g->sw == 1 && g->dh == 1 && g->dw == 1 ? wp : 0;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         /* the pixels' corners, image by image (filled by one thread they took a tenth of a
-         * 3x3x1 -> 32 dW) */
+         * 3x3x1 -> 32 dW); with ld3, the windows' only (their pixels' follow) */
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < g->n; n++) {
             int64_t q = n * (rows / g->n);
-            if (pd)
+            if (pd && ld3)
+                for (int64_t oh = 0, w = q / 4; oh < 2 * PH; oh += 2)
+                    for (int64_t ow = 0; ow < 2 * PW; ow += 2)
+                        pix[w++] = (n * hp + oh) * wp + ow;
+            else if (pd)
                 for (int64_t oh = 0; oh < 2 * PH; oh += 2)
                     for (int64_t ow = 0; ow < 2 * PW; ow += 2)
                         for (int k = 0; k < 4; k++)

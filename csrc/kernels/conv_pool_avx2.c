@@ -360,7 +360,8 @@ FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t
  * read it, instead of 36 broadcasts (the loads, and the offsets spilled to the stack,
  * paced dw_rows_block there). Each accumulator still takes its window's pixels in the
  * order 0 .. 3 (element (r, c) of the 4 x 4 patch is pixel (r - dy, c - dx) of patch
- * element (dy, dx): row-major in (r, c) is row-major in the pixel): the same bits. */
+ * element (dy, dx): row-major in (r, c) is row-major in the pixel): the same bits.
+ * pix[w]: window w's corner (its pixel 0's), not each pixel's. */
 FNN_ALWAYS_INLINE void dw_rows_block_3x3(int64_t f, int64_t q0, int64_t len, int64_t PH,
                                          int64_t PW, int64_t OW, const real *gp,
                                          const real *yp, const int64_t *am,
@@ -384,12 +385,12 @@ FNN_ALWAYS_INLINE void dw_rows_block_3x3(int64_t f, int64_t q0, int64_t len, int
         vmask e[4];
         pixel_masks(am + w * f + j0, lm, full, (2 * ph * OW + 2 * pw) * f + j0, f, OW, e);
         const vec g = pooled_grad(gp + w * f + j0, yp ? yp + w * f + j0 : NULL, lm, full);
+        const real *x0 = x + pix[w];
         if (klo == 0 && khi == 4) {
             vec gk[4];
 #pragma GCC unroll 4
             for (int k = 0; k < 4; k++)
                 gk[k] = vand_mask(g, e[k]);
-            const real *x0 = x + pix[4 * w];
 #pragma GCC unroll 4
             for (int r = 0; r < 4; r++)
 #pragma GCC unroll 4
@@ -406,7 +407,7 @@ FNN_ALWAYS_INLINE void dw_rows_block_3x3(int64_t f, int64_t q0, int64_t len, int
                 }
         } else {
             for (int64_t k = klo; k < khi; k++)
-                dw_rows_pixel(g, e[k], x + pix[4 * w + k], off, 9, acc);
+                dw_rows_pixel(g, e[k], x0 + k / 2 * ld + k % 2, off, 9, acc);
         }
         fnn_next_rc(PH, PW, &n, &ph, &pw);
     }
@@ -429,8 +430,8 @@ FNN_ALWAYS_INLINE void dw_rows_block_3x3(int64_t f, int64_t q0, int64_t len, int
  * window q / 4, else +0. That is the gather
  * kernel's FMA chain over pack_pooled's panels, element by element, so the same bits.
  * Filters VL at a time (masked tail), patch elements PB at a time; ld3 not 0: a 3 x 3
- * single-channel convolution of unit stride and dilation, x's rows ld3 apart
- * (dw_rows_block_3x3). */
+ * single-channel convolution of unit stride and dilation, x's rows ld3 apart, and pix
+ * the windows' corners (dw_rows_block_3x3). */
 void FNN(pool_dw_rows_avx2)(int64_t f, int64_t q0, int64_t len, int64_t PH, int64_t PW,
                             int64_t OW, const real *gp, const real *yp, const int64_t *am,
                             const int64_t *pix, const real *x, int64_t P, const int64_t *off,
