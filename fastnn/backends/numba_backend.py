@@ -893,6 +893,107 @@ def _conv_direct_pool_fwd_kernel(x, w, b, has_b, relu, y, am, f, nimg, h, wd, ch
                         am[yb + j] = idx + np.int64(j) if take else am[yb + j]
 
 
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _conv3x3c1_pool_fwd_kernel(x, w, b, has_b, relu, y, am, f, nimg, h, wd, oh, ow):
+    """``_conv_direct_pool_fwd_kernel`` for a 3x3 single-channel convolution of unit
+    stride and dilation without padding: each window's 16 inputs read once, its four
+    pixels' sums kept in registers over the filters (the generic kernel adds each tap into
+    rows in memory: 3.4 ms for the CNN's 3x3x1 -> 32 layer on 128 images, this one 1.5 on
+    the Zen 2 VM). The same multiply-adds in the same order (from 0, tap by tap), then the
+    bias and relu, then the pooling rule: the same bits."""
+    uf = np.uint64(f)
+    uwd = np.uint64(wd)
+    zero = y.dtype.type(0)
+    poh, pw = oh // 2, ow // 2
+    orow = np.int64(ow * f)
+    for r in prange(nimg * poh):
+        n = r // poh
+        py = r - n * poh
+        code = np.empty(f, dtype=np.int32)  # each filter's winning pixel, 0 .. 3
+        for px in range(pw):
+            q = np.uint64((n * h + 2 * py) * wd + 2 * px)
+            x00, x01, x02, x03 = x[q], x[q + 1], x[q + 2], x[q + 3]
+            q += uwd
+            x10, x11, x12, x13 = x[q], x[q + 1], x[q + 2], x[q + 3]
+            q += uwd
+            x20, x21, x22, x23 = x[q], x[q + 1], x[q + 2], x[q + 3]
+            q += uwd
+            x30, x31, x32, x33 = x[q], x[q + 1], x[q + 2], x[q + 3]
+            yb = np.uint64((r * pw + px) * f)
+            i0 = np.int64((2 * py * ow + 2 * px) * f)
+            for j in range(uf):
+                w0, w1, w2 = w[j], w[uf + j], w[2 * uf + j]
+                w3, w4, w5 = w[3 * uf + j], w[4 * uf + j], w[5 * uf + j]
+                w6, w7, w8 = w[6 * uf + j], w[7 * uf + j], w[8 * uf + j]
+                a0 = zero
+                a1 = zero
+                a2 = zero
+                a3 = zero
+                a0 += x00 * w0
+                a1 += x01 * w0
+                a2 += x10 * w0
+                a3 += x11 * w0
+                a0 += x01 * w1
+                a1 += x02 * w1
+                a2 += x11 * w1
+                a3 += x12 * w1
+                a0 += x02 * w2
+                a1 += x03 * w2
+                a2 += x12 * w2
+                a3 += x13 * w2
+                a0 += x10 * w3
+                a1 += x11 * w3
+                a2 += x20 * w3
+                a3 += x21 * w3
+                a0 += x11 * w4
+                a1 += x12 * w4
+                a2 += x21 * w4
+                a3 += x22 * w4
+                a0 += x12 * w5
+                a1 += x13 * w5
+                a2 += x22 * w5
+                a3 += x23 * w5
+                a0 += x20 * w6
+                a1 += x21 * w6
+                a2 += x30 * w6
+                a3 += x31 * w6
+                a0 += x21 * w7
+                a1 += x22 * w7
+                a2 += x31 * w7
+                a3 += x32 * w7
+                a0 += x22 * w8
+                a1 += x23 * w8
+                a2 += x32 * w8
+                a3 += x33 * w8
+                if has_b:
+                    bj = b[j]
+                    a0 = a0 + bj
+                    a1 = a1 + bj
+                    a2 = a2 + bj
+                    a3 = a3 + bj
+                if relu:
+                    a0 = zero if a0 < zero else a0
+                    a1 = zero if a1 < zero else a1
+                    a2 = zero if a2 < zero else a2
+                    a3 = zero if a3 < zero else a3
+                t1 = _pool_takes(a1, a0)
+                best = a1 if t1 else a0
+                k = np.int32(1) if t1 else np.int32(0)
+                t2 = _pool_takes(a2, best)
+                best = a2 if t2 else best
+                k = np.int32(2) if t2 else k
+                t3 = _pool_takes(a3, best)
+                best = a3 if t3 else best
+                k = np.int32(3) if t3 else k
+                y[yb + j] = best
+                code[j] = k
+            # the winners' flat indices in a loop of their own: with them in the loop
+            # above (int64 lanes beside float ones) it ran 4 lanes wide, not 8
+            for j in range(uf):
+                k = np.int64(code[j])
+                am[yb + j] = i0 + (k >> 1) * orow + (k & 1) * np.int64(f) + np.int64(j)
+
+
 @njit(cache=True)
 def _next_pixel(n, yo, xo, oh, ow):
     """The output pixel after (n, yo, xo) in (n, yo, xo) order."""
@@ -969,6 +1070,13 @@ def conv2d_maxpool_forward(x, w, b, g, layout, act, y, argmax, chunk):
     if not _direct(g, layout):
         return False
     bf = b if b is not None else np.zeros(1, dtype=y.dtype)
+    if g.c == 1 and g.kh == g.kw == 3 and g.sh == g.sw == g.dh == g.dw == 1 and not (
+            g.pt or g.pb or g.pl or g.pr):
+        _conv3x3c1_pool_fwd_kernel(x.reshape(-1), w.reshape(-1), bf, b is not None,
+                                   act == "relu", y.reshape(-1), argmax.reshape(-1),
+                                   y.shape[3], int(g.n), int(g.h), int(g.w), int(g.oh),
+                                   int(g.ow))
+        return True
     _conv_direct_pool_fwd_kernel(x.reshape(-1), w.reshape(-1), bf, b is not None,
                                  act == "relu", y.reshape(-1), argmax.reshape(-1),
                                  y.shape[3], *_geom_args(g))
