@@ -470,8 +470,8 @@ void FNN(pool_dw_rows_avx2)(int64_t f, int64_t q0, int64_t len, int64_t PH, int6
 /* Index lanes at lane_idx's width (int32 for float, int64 for double) and their store as
  * int64; the pooling rule's mask (max4_avx2's: v beats the best where !(v <= best) and the
  * best is not NaN) and select. */
-#if FNN_PREC == 32
 typedef __m256i vidx;
+#if FNN_PREC == 32
 #define idx_set1(v) _mm256_set1_epi32((int32_t)(v))
 #define idx_lanes() _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
 #define idx_add(a, b) _mm256_add_epi32(a, b)
@@ -491,7 +491,6 @@ FNN_ALWAYS_INLINE void store_idx(int64_t *a, vidx i) /* indices >= 0: widened wi
                         _mm256_cvtepu32_epi64(_mm256_extracti128_si256(i, 1)));
 }
 #else
-typedef __m256i vidx;
 #define idx_set1(v) _mm256_set1_epi64x(v)
 #define idx_lanes() _mm256_setr_epi64x(0, 1, 2, 3)
 #define idx_add(a, b) _mm256_add_epi64(a, b)
