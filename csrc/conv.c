@@ -78,6 +78,14 @@ static int is_pointwise(const fnn_geom *g)
            g->pb == 0 && g->pl == 0 && g->pr == 0 && g->oh == g->h && g->ow == g->w;
 }
 
+/* A 3x3 single-channel convolution of unit stride and dilation (a first layer on gray
+ * images): the AVX2 kernels of its fused forward and pooled dW read each window's 4x4
+ * input patch once (kernels/conv_pool_avx2.c). */
+static int is_3x3_single(const fnn_geom *g)
+{
+    return g->c == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 &&
+           g->dw == 1;
+}
 static int64_t round8(int64_t v) { return (v + 7) / 8 * 8; } /* buffers start 8 elements apart */
 
 /* ---- implicit im2col (NHWC forward) ------------------------------------------------ */
@@ -261,10 +269,9 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
     const int nt = fnn_threads_for(wins * 4 * f * patch / 64);
     const real *src = implicit_setup(g, f, x, w, b, ws, nt, off, &bp, &bias);
 #if FNN_X86_KERNELS
-    /* a 3x3 single-channel layer of unit stride and dilation, on AVX2: pooled row by
-     * pooled row, its weights in registers (conv3x3c1_pool_row_avx2: the same bits) */
-    if (fnn_get_isa() == 1 && C == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 &&
-        g->sw == 1 && g->dh == 1 && g->dw == 1 && f % (32 / (int64_t)sizeof(real)) == 0) {
+    /* is_3x3_single, on AVX2: pooled row by pooled row, its weights in registers
+     * (conv3x3c1_pool_row_avx2: the same bits) */
+    if (fnn_get_isa() == 1 && is_3x3_single(g) && f % (32 / (int64_t)sizeof(real)) == 0) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) /* FNN_IMAGE_SPLIT */
         for (int64_t r = 0; r < g->n * PH; r++) {
             const int64_t n = r / PH, ph = r % PH;
@@ -448,11 +455,9 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
     /* The pooled gradient's B without packing, on AVX2 (the same bits; measured there
      * only, so AVX-512 keeps the packed B): pool_dw_rows_avx2 */
     const int rows_kernel = pd && FNN_X86_KERNELS && fnn_get_isa() == 1;
-    /* a 3 x 3 single-channel kernel of unit stride and dilation: its windows' 4 x 4 input
-     * patches broadcast once per element (pool_dw_rows_avx2's ld3: x's row stride; pix
-     * then holds the windows' corners only) */
-    const int64_t ld3 = rows_kernel && C == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 &&
-                                g->sw == 1 && g->dh == 1 && g->dw == 1 ? wp : 0;
+    /* is_3x3_single: its windows' 4 x 4 input patches broadcast once per element
+     * (pool_dw_rows_avx2's ld3: x's row stride; pix then holds the windows' corners only) */
+    const int64_t ld3 = rows_kernel && is_3x3_single(g) ? wp : 0;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
