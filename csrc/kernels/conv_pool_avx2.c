@@ -361,7 +361,9 @@ FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t
  * paced dw_rows_block there). Each accumulator still takes its window's pixels in the
  * order 0 .. 3 (element (r, c) of the 4 x 4 patch is pixel (r - dy, c - dx) of patch
  * element (dy, dx): row-major in (r, c) is row-major in the pixel): the same bits.
- * pix[w]: window w's corner (its pixel 0's), not each pixel's. */
+ * pix[w]: window w's corner (its pixel 0's), not each pixel's. A function of its own, not
+ * a branch in dw_rows_block: merged (the 3x3 path a branch on a constant elsewhere), the
+ * other blocks ran slower, a 3x3x3 -> 32 pooled dW 2.72-2.78 -> 2.75-2.90 ms. */
 FNN_ALWAYS_INLINE void dw_rows_block_3x3(int64_t f, int64_t q0, int64_t len, int64_t PH,
                                          int64_t PW, int64_t OW, const real *gp,
                                          const real *yp, const int64_t *am,
