@@ -41,6 +41,14 @@ int fnn_set_isa(int isa);
 const char *fnn_isa_name(int isa);
 void fnn_set_num_threads(int n);
 int fnn_get_num_threads(void);
+/* Benchmark probe (gemm_kernels.c): the selected ISA's register-only FMA loop -- its GEMM
+   micro-kernel's accumulators, acc = acc * a + b, no loads or stores; a multiply and an
+   add on the generic ISA -- iters rounds on every thread a kernel would use now.
+   out[t] (t < nout, overwritten) = thread t's sum of its accumulators' first lanes, which
+   start at 0, 1, 2, ...; returns the floating-point operations done by all threads (2 per
+   lane per round). Its rate is the GEMM's ceiling on this machine. */
+int64_t fnn_fma_peak_f32(int64_t iters, float a, float b, float *out, int64_t nout);
+int64_t fnn_fma_peak_f64(int64_t iters, double a, double b, double *out, int64_t nout);
 
 /* GEMM (gemm.c) */
 int64_t fnn_gemm_ws_f32(int64_t m, int64_t n, int64_t k);

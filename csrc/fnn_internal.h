@@ -323,6 +323,23 @@ void fnn_ukr_ref_f32(int64_t k, const float *ap, const float *bp, float *c, int6
                      float alpha, float beta);
 void fnn_ukr_ref_f64(int64_t k, const double *ap, const double *bp, double *c, int64_t ldc,
                      double alpha, double beta);
+/* Register-only FMA loops (the benchmark's ceiling, fnn_fma_peak): each ISA's with its
+ * micro-kernel's accumulators; the portable one with FNN_LOOP_ACC_F32 / _F64 scalars (8
+ * SSE2 vectors: the 16 registers hold them and the constants). */
+#define FNN_LOOP_ACC_F32 32
+#define FNN_LOOP_ACC_F64 16
+float fnn_fma_loop_ref_f32(int64_t iters, float a, float b);
+double fnn_fma_loop_ref_f64(int64_t iters, double a, double b);
+#if FNN_X86_KERNELS
+/* B's 64-byte-row micro-panels from a row-major B, four rows at a time (gemm.c's
+ * pack_rows on AVX2; kernels/gemm_ukr_avx2.c). */
+void fnn_pack_rows64_avx2(int64_t kc, int64_t npan, const void *b, int64_t rsb_bytes,
+                          void *bp, int64_t pan_bytes);
+float fnn_fma_loop_avx2_f32(int64_t iters, float a, float b);
+double fnn_fma_loop_avx2_f64(int64_t iters, double a, double b);
+float fnn_fma_loop_avx512_f32(int64_t iters, float a, float b);
+double fnn_fma_loop_avx512_f64(int64_t iters, double a, double b);
+#endif
 #if FNN_X86_KERNELS
 void fnn_ukr_avx2_direct_strips_6x16_f32(int64_t k, int64_t rows, const float *a,
                                          int64_t lda, const float *bp, int64_t npan,

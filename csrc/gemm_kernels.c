@@ -2,6 +2,7 @@
  * which ISA. Adding an ISA = one micro-kernel file + one row here. */
 #include <stddef.h>
 
+#include "fastnn.h"
 #include "fnn_internal.h"
 
 /* Fields: mr, nr, mc, kc, nc, then the micro-kernels: packed, direct-A, strided, gather,
@@ -133,4 +134,76 @@ const fnn_gemm_kernel_f64 *fnn_gemm_kernel_matmul_for_f64(int isa, int64_t n)
 #endif
     (void)n;
     return fnn_gemm_kernel_for_f64(isa);
+}
+
+/* fnn_fma_peak: the selected ISA's register-only FMA loop on every thread of a region. */
+typedef struct {
+    int64_t iters;
+    double a, b;
+    int isa, prec;
+    void *out;
+    int64_t nout;
+    int *nth;
+} peak_ctx;
+
+static void peak_thread(const void *vctx, int tid, int nth)
+{
+    const peak_ctx *p = vctx;
+    double s;
+    if (p->prec == 32) {
+        const float a = (float)p->a, b = (float)p->b;
+#if FNN_X86_KERNELS
+        s = p->isa >= 2 ? fnn_fma_loop_avx512_f32(p->iters, a, b)
+            : p->isa >= 1 ? fnn_fma_loop_avx2_f32(p->iters, a, b)
+                          : fnn_fma_loop_ref_f32(p->iters, a, b);
+#else
+        s = fnn_fma_loop_ref_f32(p->iters, a, b);
+#endif
+        if (tid < p->nout)
+            ((float *)p->out)[tid] = (float)s;
+    } else {
+#if FNN_X86_KERNELS
+        s = p->isa >= 2 ? fnn_fma_loop_avx512_f64(p->iters, p->a, p->b)
+            : p->isa >= 1 ? fnn_fma_loop_avx2_f64(p->iters, p->a, p->b)
+                          : fnn_fma_loop_ref_f64(p->iters, p->a, p->b);
+#else
+        s = fnn_fma_loop_ref_f64(p->iters, p->a, p->b);
+#endif
+        if (tid < p->nout)
+            ((double *)p->out)[tid] = s;
+    }
+    if (tid == 0)
+        *p->nth = nth;
+}
+
+/* Floating-point operations of one round of the loop on one thread (2 per FMA lane). */
+static int64_t peak_round_flops(int isa, int prec)
+{
+    const int64_t lanes_512 = prec == 32 ? 16 : 8;
+#if FNN_X86_KERNELS
+    if (isa >= 2)
+        return 2 * 24 * lanes_512;        /* 12 x 2 zmm accumulators */
+    if (isa >= 1)
+        return 2 * 12 * (lanes_512 / 2);  /* 6 x 2 ymm */
+#endif
+    (void)isa, (void)lanes_512;
+    return 2 * (prec == 32 ? FNN_LOOP_ACC_F32 : FNN_LOOP_ACC_F64);
+}
+
+static int64_t fma_peak(int prec, int64_t iters, double a, double b, void *out, int64_t nout)
+{
+    int nth = 1;
+    const peak_ctx ctx = {iters, a, b, fnn_get_isa(), prec, out, nout, &nth};
+    fnn_run(fnn_kernel_threads(), peak_thread, &ctx);
+    return (int64_t)nth * iters * peak_round_flops(ctx.isa, prec);
+}
+
+int64_t fnn_fma_peak_f32(int64_t iters, float a, float b, float *out, int64_t nout)
+{
+    return fma_peak(32, iters, a, b, out, nout);
+}
+
+int64_t fnn_fma_peak_f64(int64_t iters, double a, double b, double *out, int64_t nout)
+{
+    return fma_peak(64, iters, a, b, out, nout);
 }

@@ -19,7 +19,10 @@ Two suites:
     machine falls on all of them alike, and each rep follows 0.3 s of untimed calls of the
     same implementation (the previous library's spinning threads die down, this one's wake
     up); calls faster than about a millisecond are repeated inside a rep (``inner`` in the
-    JSON) and the per-call time is kept.
+    JSON) and the per-call time is kept. The larger products also time fastnn's
+    register-only FMA loop (:data:`FMA_IMPL`, C backend) doing the same FLOPs in the same
+    alternation: the table's "fastnn / FMA loop" is the fraction of the machine's
+    arithmetic peak the product reached, both rates measured in the same seconds.
 ``train``
     Fractions of an epoch of example program 2 (the CNN, batch 128, Adam) and program 4
     (Flatten-Dense(128, relu)-Dense(10, softmax), batch 32, Adam) on the first
@@ -137,6 +140,14 @@ QUICK_TRAIN_IMAGES = 256
 # Competitor columns of the kernel table, in order; "fastnn" is the baseline.
 KERNEL_IMPLS = ("fastnn", "numpy", "torch")
 IMPL_TITLES = {"fastnn": "fastnn", "numpy": "NumPy ref", "torch": "PyTorch"}
+# The ceiling of the matrix products (C backend only): the kernels' register-only FMA loop
+# (fnn_fma_peak: the GEMM micro-kernel's accumulators, no loads or stores) on the same
+# threads, doing the product's FLOPs, timed side by side with the implementations, rep by
+# rep, so fastnn's fraction of it compares two rates measured within seconds of each
+# other. Run for products of at least this many FLOPs (shorter loops measure the parallel
+# region's start and end, not the FMA units), and for every product with --quick.
+FMA_IMPL = "fma"
+FMA_MIN_FLOPS = 1e8
 
 
 # =========================================================================== helpers
@@ -411,7 +422,15 @@ class KernelCase:
         if impl == "torch":
             return {"matmul": "torch.mm", "conv": "torch conv2d (NCHW)",
                     "pool": "torch max_pool2d (NCHW)"}[self.group]
+        if impl == FMA_IMPL:
+            return "FMA-only loop"
         return impl
+
+    def runnable_impls(self, torch, fastnn_backend: str) -> List[str]:
+        """The implementations that run here: no PyTorch without it, no FMA loop off the C
+        backend."""
+        return [i for i in self.impls if (i != "torch" or torch is not None)
+                and (i != FMA_IMPL or fastnn_backend == "c")]
 
 
 def kernel_cases(quick: bool = False, only: Optional[Sequence[str]] = None) -> List[KernelCase]:
@@ -421,9 +440,11 @@ def kernel_cases(quick: bool = False, only: Optional[Sequence[str]] = None) -> L
     if "matmul" in only:
         for dtype, m, k, n in (QUICK_MATMUL_SHAPES if quick else MATMUL_SHAPES):
             short = "f32" if dtype == "float32" else "f64"
+            flops = 2.0 * m * k * n
             cases.append(KernelCase(
                 "matmul", "matmul", f"matmul {short} {m}x{k}x{n}", f"M,K,N = {m},{k},{n}",
-                {"dtype": dtype, "m": m, "k": k, "n": n}, 2.0 * m * k * n))
+                {"dtype": dtype, "m": m, "k": k, "n": n}, flops,
+                KERNEL_IMPLS + ((FMA_IMPL,) if quick or flops >= FMA_MIN_FLOPS else ())))
     if "conv" in only:
         for xs, f, need_dx in (QUICK_CONV_CASES if quick else CONV_CASES):
             n, h, w, c = xs
@@ -502,6 +523,14 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
             with fastnn.use_backend("numpy"):
                 return fn()
         return run
+
+    if impl == FMA_IMPL:
+        if case.group != "matmul":
+            raise ValueError(f"impl {FMA_IMPL!r} is for matmul cases, not {case.group!r}")
+        from .backends import c_backend
+        per_round = c_backend.fma_peak(dtype, 1)[0]   # all threads' FLOPs of one round
+        iters = max(1, int(round(case.flops / per_round)))
+        return lambda: c_backend.fma_peak(dtype, iters)[0]
 
     if case.group == "matmul":
         m, k, n = p["m"], p["k"], p["n"]
@@ -617,13 +646,15 @@ def run_kernels(cases: Sequence[KernelCase], reps: int, fastnn_backend: str, tor
         rec = {"group": case.group, "op": case.op, "name": case.name, "shape": case.shape,
                "params": case.params, "flops": case.flops, "results": {}, "speedup": {}}
         labels, fns, ctxs = {}, {}, {}
-        for impl in case.impls:
-            if impl == "torch" and torch is None:
-                continue
+        flops: Dict[str, Optional[float]] = {}
+        for impl in case.runnable_impls(torch, fastnn_backend):
+            flops[impl] = case.flops
             labels[impl] = (f"fastnn {fastnn_backend}" if impl == "fastnn"
                             else case.impl_label(impl))
             try:
                 fns[impl] = kernel_callable(case, impl, torch)
+                if impl == FMA_IMPL:   # whole rounds: the FLOPs it really does
+                    flops[impl] = float(fns[impl]())
             except Exception as exc:  # report and go on with the other cases
                 rec["results"][impl] = {"impl": labels[impl],
                                         "error": f"{type(exc).__name__}: {exc}"}
@@ -643,12 +674,17 @@ def run_kernels(cases: Sequence[KernelCase], reps: int, fastnn_backend: str, tor
             med = statistics.median(times)
             rec["results"][impl] = {
                 "impl": labels[impl], "times": times, "inner": inner, "median": med,
-                "gflops": (case.flops / med / 1e9) if case.flops and med > 0 else None}
+                "gflops": (flops[impl] / med / 1e9) if flops[impl] and med > 0 else None}
+            if impl == FMA_IMPL:
+                rec["results"][impl]["flops"] = flops[impl]
         rec["results"] = {i: rec["results"][i] for i in case.impls if i in rec["results"]}
         base = rec["results"].get("fastnn", {}).get("median")
         for impl, res in rec["results"].items():
-            if impl != "fastnn" and base and res.get("median"):
+            if impl not in ("fastnn", FMA_IMPL) and base and res.get("median"):
                 rec["speedup"][impl] = res["median"] / base
+        peak = rec["results"].get(FMA_IMPL, {}).get("gflops")
+        if peak and base:   # fastnn's rate over the loop's, both medians of this run
+            rec["of_fma_loop"] = rec["results"]["fastnn"]["gflops"] / peak
         records.append(rec)
     return records
 
@@ -1017,7 +1053,10 @@ def kernel_table(records: Sequence[dict], with_torch: bool) -> List[str]:
     impls = ["fastnn", "numpy"] + (["torch"] if with_torch else [])
     backend = next((r["results"]["fastnn"]["impl"] for r in records
                     if "fastnn" in r["results"]), "fastnn")
+    with_fma = any(FMA_IMPL in r["results"] for r in records)
     head = ["kernel", "shape", f"{backend}", "GFLOPS"]
+    if with_fma:
+        head += ["FMA-only loop GFLOPS", "fastnn / FMA loop"]
     for impl in impls[1:]:
         head += [IMPL_TITLES[impl], "GFLOPS", f"speedup vs {IMPL_TITLES[impl]}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -1031,6 +1070,11 @@ def kernel_table(records: Sequence[dict], with_torch: bool) -> List[str]:
                 cells = ["error", "-"]
             else:
                 cells = [_fmt_time(res["median"]), _fmt(res["gflops"])]
+            if impl == "fastnn" and with_fma:
+                loop = rec["results"].get(FMA_IMPL, {})
+                frac = rec.get("of_fma_loop")
+                cells += [_fmt(loop.get("gflops")) if "error" not in loop else "error",
+                          "-" if frac is None else f"{100 * frac:.1f}%"]
             if impl != "fastnn":
                 cells.append(_fmt(rec["speedup"].get(impl), ".2f", "x"))
             row += cells
@@ -1205,8 +1249,7 @@ def run(*, suite: str = "all", only: Optional[Sequence[str]] = None,
             impls.append("torch")
         train_jobs = [(p, i) for p in PROGRAMS if p in only for i in impls]
 
-    n_kernel_runs = sum(len([i for i in c.impls if i != "torch" or torch is not None])
-                        for c in cases)
+    n_kernel_runs = sum(len(c.runnable_impls(torch, kernel_backend)) for c in cases)
     total = n_kernel_runs * (reps + 1) + len(train_jobs) * (train_reps + 1)
     bar = Progbar(total, verbose=verbose if verbose in (0, 1, 2) else 1, unit_name="run",
                   stateful_metrics=["case"]) if total else None
@@ -1269,6 +1312,13 @@ def run(*, suite: str = "all", only: Optional[Sequence[str]] = None,
                          "peak RSS" if train_records else ""))
         if "pool" in groups:
             notes.append("pooling does no arithmetic worth counting: no GFLOPS")
+        if any(FMA_IMPL in r["results"] for r in result["kernels"]):
+            notes.append("FMA-only loop: fastnn's register-only FMA loop (the GEMM "
+                         "micro-kernel's accumulators, no loads or stores; "
+                         f"{result['machine']['isa']}) on the same threads, doing the "
+                         "product's FLOPs, timed rep by rep alongside the products: this "
+                         "machine's arithmetic peak at that moment; fastnn / FMA loop = "
+                         "the ratio of the two GFLOPS medians")
     if result["kernels"] and "conv" in groups:
         notes.append("conv forward includes the bias and ReLU (fused in fastnn, "
                      "torch.relu_ in PyTorch); conv forward + maxpool is "

@@ -64,18 +64,29 @@ def _check_machine(machine: dict, threads: int) -> None:
 
 
 def _check_kernel_record(rec: dict, reps: int, impls=("fastnn", "numpy")) -> None:
-    assert set(rec["results"]) == set(impls)
+    # with --quick every product also times the FMA-only loop, on the C backend
+    with_fma = rec["group"] == "matmul" and "c" in fastnn._backend.available()
+    assert set(rec["results"]) == set(impls) | ({fb.FMA_IMPL} if with_fma else set())
     for impl, res in rec["results"].items():
         assert "error" not in res, res
         assert len(res["times"]) == reps and res["inner"] >= 1
         assert res["median"] == pytest.approx(statistics.median(res["times"]))
         if rec["group"] == "pool":
             assert res["gflops"] is None and rec["flops"] is None
+        elif impl == fb.FMA_IMPL:   # whole rounds of the loop: about the product's FLOPs
+            assert res["flops"] > 0 and res["gflops"] == pytest.approx(
+                res["flops"] / res["median"] / 1e9)
         else:
             assert res["gflops"] == pytest.approx(rec["flops"] / res["median"] / 1e9)
     for impl in impls[1:]:
         assert rec["speedup"][impl] == pytest.approx(
             rec["results"][impl]["median"] / rec["results"]["fastnn"]["median"])
+    assert fb.FMA_IMPL not in rec["speedup"]
+    if with_fma:
+        assert rec["of_fma_loop"] == pytest.approx(
+            rec["results"]["fastnn"]["gflops"] / rec["results"][fb.FMA_IMPL]["gflops"])
+    else:
+        assert "of_fma_loop" not in rec
 
 
 def test_kernels_only_pool(tmp_path, capsys):
@@ -118,6 +129,23 @@ def test_kernels_all_groups(tmp_path, capsys):
         _check_kernel_record(rec, 2)
     assert len(_table_rows(out, ["matmul", "conv2d", "maxpool"])) == len(data["kernels"])
     _check_table_shape(out)
+    if "c" in fastnn._backend.available():   # the FMA loop's columns: filled for products
+        assert "| FMA-only loop GFLOPS | fastnn / FMA loop |" in out
+        for row in _table_rows(out, ["matmul"]):
+            assert re.search(r"\| \d+\.\d% \|", row), row
+        for row in _table_rows(out, ["conv2d", "maxpool"]):
+            assert row.split(" | ")[4:6] == ["-", "-"], row
+        assert any(n.startswith("FMA-only loop:") for n in data["notes"])
+
+
+def test_fma_loop_case_needs_a_product_and_the_c_backend():
+    case = next(c for c in fb.kernel_cases(quick=True) if c.group == "conv")
+    with pytest.raises(ValueError, match="matmul"):
+        fb.kernel_callable(case, fb.FMA_IMPL)
+    big = [c for c in fb.kernel_cases() if c.group == "matmul"]
+    assert [fb.FMA_IMPL in c.impls for c in big] == [c.flops >= fb.FMA_MIN_FLOPS for c in big]
+    assert fb.FMA_IMPL not in big[0].runnable_impls(None, "numba")
+    assert big[0].runnable_impls(None, "c") == ["fastnn", "numpy", fb.FMA_IMPL]
 
 
 def test_train_plumbing(tmp_path, capsys):

@@ -1382,3 +1382,40 @@ def test_conv_workspace_alignment(isa, dtype, monkeypatch):
     for offset in (1, 2, 3, 5, 8, 15 if dtype == np.float32 else 7):
         for r, got in zip(ref, run(offset)):
             np.testing.assert_array_equal(got, r, err_msg=f"{isa} offset {offset}")
+
+
+# fnn_fma_peak (the benchmark's ceiling): accumulators and lanes of each ISA's loop (the
+# GEMM micro-kernel's register tile; the portable loop's scalars)
+_FMA_LOOP = {("generic", np.float32): (32, 1), ("generic", np.float64): (16, 1),
+             ("avx2", np.float32): (12, 8), ("avx2", np.float64): (12, 4),
+             ("avx512", np.float32): (24, 16), ("avx512", np.float64): (24, 8)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fma_peak_loop_counts_and_sums(isa, dtype, threads, restore_threads):
+    fastnn.set_num_threads(threads)
+    nacc, lanes = _FMA_LOOP[(isa, dtype)]
+    iters = 1001
+    flops, sums = c_backend.fma_peak(dtype, iters, 1.0, 0.5)
+    ran = int(np.count_nonzero(~np.isnan(sums)))
+    assert 1 <= ran <= threads and sums.dtype == dtype
+    assert flops == ran * iters * 2 * nacc * lanes
+    # accumulator j starts at j and adds 0.5 per round (exact in both precisions)
+    expected = sum(j + 0.5 * iters for j in range(nacc))
+    assert np.all(sums[:ran] == expected)
+    # the arithmetic is real: a = 2 doubles every accumulator each round
+    _, sums2 = c_backend.fma_peak(dtype, 3, 2.0, 0.0)
+    assert sums2[0] == 8 * sum(range(nacc))
+    # NaN propagates
+    assert np.isnan(c_backend.fma_peak(dtype, 5, float("nan"), 0.5)[1][0])
+
+
+@pytest.mark.parametrize("bad, err", [(0, ValueError), (-3, ValueError), (2.5, ValueError),
+                                      (True, ValueError), (2**41, ValueError),
+                                      ("10", ValueError)])
+def test_fma_peak_rejects_bad_iters(bad, err):
+    with pytest.raises(err, match="iters"):
+        c_backend.fma_peak(np.float32, bad)
+    with pytest.raises(TypeError, match="dtype"):
+        c_backend.fma_peak(np.int32, 10)

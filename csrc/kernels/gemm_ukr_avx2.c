@@ -4,6 +4,7 @@
  * Reference: kernels/gemm_ukr_ref.c. */
 #include <immintrin.h>
 
+#include "fma_loop.h"
 #include "fnn_internal.h"
 
 #define MR 6
@@ -637,4 +638,51 @@ void fnn_ukr_avx2_gather_6x8_f64(int64_t k, const double *const *rows, const int
     }
     epilogue_6x8_f64(acc, bias, relu);
     store_6x8_f64(acc, c, ldc, 1, beta);
+}
+
+/* The micro-kernel's arithmetic ceiling: its 12 accumulators (6 rows x 2 vectors), FMA
+ * alone (fma_loop.h). Benchmark probe (fnn_fma_peak, gemm_kernels.c), not a kernel. */
+FNN_FMA_LOOP(fnn_fma_loop_avx2_f32, float, __m256, _mm256_set1_ps, _mm256_fmadd_ps,
+             _mm256_cvtss_f32, MR)
+FNN_FMA_LOOP(fnn_fma_loop_avx2_f64, double, __m256d, _mm256_set1_pd, _mm256_fmadd_pd,
+             _mm256_cvtsd_f64, MR)
+
+/* B's micro-panels from a row-major B whose panel rows are 64 bytes (NR = 16 float, 8
+ * double: the AVX2 kernels' panels): npan whole panels of kc rows, row p of panel jp from
+ * b + p * rsb_bytes + 64 * jp to bp + jp * pan_bytes + 64 * p (overwritten; a copy, so
+ * the same bits in either precision). Four rows of B at a time, so each panel receives 256
+ * contiguous bytes per visit, and the next four rows' lines prefetched. Against
+ * pack_rows' memcpy per row piece (a harness packing 256 x 512 floats of a 1024-wide B, 1
+ * thread, Zen 2, medians of 40): 16.5-17 vs 41.6-47 us with B in cache, 77-81 vs 147 us
+ * from memory. (Two rows at a time, the panels one after the other, or prefetching 8-16
+ * rows ahead: slower.) */
+void fnn_pack_rows64_avx2(int64_t kc, int64_t npan, const void *b, int64_t rsb_bytes,
+                          void *bp, int64_t pan_bytes)
+{
+    const char *src = b;
+    char *dst = bp;
+    const int64_t kc4 = kc - kc % 4;
+    for (int64_t p = 0; p < kc4; p += 4) {
+        const char *s = src + p * rsb_bytes;
+        for (int64_t jp = 0; jp < npan; jp++) {
+            char *d = dst + jp * pan_bytes + p * 64;
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                const char *sr = s + r * rsb_bytes + jp * 64;
+                _mm_prefetch(sr + 4 * rsb_bytes, _MM_HINT_T0);
+                const __m256 x = _mm256_loadu_ps((const float *)sr),
+                             y = _mm256_loadu_ps((const float *)(sr + 32));
+                _mm256_storeu_ps((float *)(d + r * 64), x);
+                _mm256_storeu_ps((float *)(d + r * 64 + 32), y);
+            }
+        }
+    }
+    for (int64_t p = kc4; p < kc; p++) {
+        const char *s = src + p * rsb_bytes;
+        for (int64_t jp = 0; jp < npan; jp++) {
+            char *d = dst + jp * pan_bytes + p * 64;
+            _mm256_storeu_ps((float *)d, _mm256_loadu_ps((const float *)(s + jp * 64)));
+            _mm256_storeu_ps((float *)(d + 32), _mm256_loadu_ps((const float *)(s + jp * 64 + 32)));
+        }
+    }
 }

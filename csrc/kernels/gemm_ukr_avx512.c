@@ -13,6 +13,7 @@
  * Reference: kernels/gemm_ukr_ref.c. */
 #include <immintrin.h>
 
+#include "fma_loop.h"
 #include "fnn_internal.h"
 
 #define MR 12
@@ -513,3 +514,10 @@ FNN_AVX512_WIDE_KERNELS(float, 12x32_f32, 2)
 FNN_AVX512_KERNELS(double, 12x16_f64, 2)
 FNN_AVX512_KERNELS(double, 12x8_f64, 1)
 FNN_AVX512_WIDE_KERNELS(double, 12x16_f64, 2)
+
+/* The micro-kernel's arithmetic ceiling: its 24 accumulators (12 rows x 2 vectors), FMA
+ * alone (fma_loop.h). Benchmark probe (fnn_fma_peak, gemm_kernels.c), not a kernel. */
+FNN_FMA_LOOP(fnn_fma_loop_avx512_f32, float, __m512, _mm512_set1_ps, _mm512_fmadd_ps,
+             _mm512_cvtss_f32, MR)
+FNN_FMA_LOOP(fnn_fma_loop_avx512_f64, double, __m512d, _mm512_set1_pd, _mm512_fmadd_pd,
+             _mm512_cvtsd_f64, MR)

@@ -140,6 +140,27 @@ def get_num_threads() -> int:
     return int(lib.fnn_get_num_threads())
 
 
+def fma_peak(dtype, iters: int, a: float = 1.0, b: float = 0.5):
+    """Run the kernels' register-only FMA loop (``fnn_fma_peak``: the selected ISA's GEMM
+    micro-kernel's accumulators, ``acc = acc * a + b``, no memory traffic) ``iters`` rounds
+    on every thread a kernel would use now. The benchmark's ceiling for the GEMM.
+
+    Returns ``(flops, sums)``: the floating-point operations done by all threads (2 per
+    lane per round) and, per thread, the sum of its accumulators' first lanes (they start
+    at 0, 1, 2, ...), shape ``(get_num_threads(),)`` (NaN for a thread the parallel
+    region did not get).
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in _SFX:
+        raise TypeError(f"dtype must be float32 or float64, received {dtype}")
+    if isinstance(iters, (bool, np.bool_)) or not isinstance(iters, (int, np.integer)) \
+            or not 1 <= iters <= 2**40:
+        raise ValueError(f"iters must be an int in [1, 2**40], received {iters!r}")
+    sums = np.full(max(get_num_threads(), 1), np.nan, dtype)
+    flops = _fn("fma_peak", dtype)(int(iters), float(a), float(b), _ptr(sums), sums.size)
+    return int(flops), sums
+
+
 _env_isa = os.environ.get("FASTNN_ISA", "").strip().lower()
 if _env_isa:
     try:
