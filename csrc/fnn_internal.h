@@ -20,6 +20,13 @@
 #else
 #define FNN_ALWAYS_INLINE static inline __attribute__((always_inline))
 #endif
+/* A static function kept out of its callers (so a rare case's loop does not change the
+ * common case's code). */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FNN_NOINLINE static __declspec(noinline)
+#else
+#define FNN_NOINLINE static __attribute__((noinline))
+#endif
 
 /* Prefetch the line at p for writing, for the AVX-512 kernels (every AVX-512 CPU has
  * PRFCHW): prefetchw with GCC and Clang in files compiled with -mprfchw (a T0 prefetch in

@@ -231,11 +231,16 @@ void fnn_ukr_avx2_strided_6x8_f64(int64_t k, const double *a, int64_t as, const 
  * place (six sequential streams) instead of from a packed panel; the product into the
  * accumulators, then stored into a tile (direct) or added into rows anywhere (scatter).
  * With `next` (the direct float kernel, K >= NEXT_MIN_K), the six rows after these (the
- * next strip, 6 * lda values from a + 6 * lda) are prefetched into L1, two lines every
- * four steps: on Zen 2 (AMD EPYC, 2026-12-04, in-process A/B, medians of 30-60) 15488 x
- * 288 x 64 float took 0.77-0.80x the time on 1 and 2 threads, 86528 x 9 x 32 the same
- * (hence no prefetch below NEXT_MIN_K); the double kernel and the scatter kernel (conv
- * backward 32 -> 64) gained nothing measurable, so they have none. */
+ * next strip: of each row, this K block's k values) are prefetched into L1, two lines
+ * every four steps: on Zen 2 (AMD EPYC, 2026-12-04, in-process A/B, medians of 30-60)
+ * 15488 x 288 x 64 float took 0.77-0.80x the time on 1 and 2 threads, 86528 x 9 x 32 the
+ * same (hence no prefetch below NEXT_MIN_K); the double kernel and the scatter kernel (conv
+ * backward 32 -> 64) gained nothing measurable, so they have none. (Until 2026-12-04 23:4x
+ * the prefetch ran over 6 * lda contiguous values, right only for a single K block: with
+ * K blocks, e.g. 10000 x 784 x 64 in blocks of 196, it fetched whole rows, mostly other
+ * blocks' values. The row segments: 10000 x 784 x 64 0.875-0.89x the time, 20000 x 512 x
+ * 48 0.90-0.91x; 4096 x 1024 x 64 and 2000 x 2048 x 64 unchanged; in-process A/B, 2
+ * threads, medians of 40.) */
 #define NEXT_MIN_K 64
 
 FNN_ALWAYS_INLINE void direct_acc_6x16_f32(__m256 acc[MR][2], int64_t k, const float *a,
@@ -246,14 +251,30 @@ FNN_ALWAYS_INLINE void direct_acc_6x16_f32(__m256 acc[MR][2], int64_t k, const f
         acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     const float *a0 = a, *a1 = a + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda,
                 *a5 = a4 + lda;
+    /* next == 1: the six rows' 6 * lda values from a + 6 * lda (the rows are this K
+     * block); next == 2: row by row, this K block's k values of each, from
+     * a + (MR + r) * lda (off bytes in, up to a line past the segment's end) */
+    const int64_t ld_bytes = lda * (int64_t)sizeof(float), seg = k * (int64_t)sizeof(float);
     const char *pf = (const char *)(a + MR * lda);
-    const char *pfe = next && k >= NEXT_MIN_K ? pf + MR * lda * (int64_t)sizeof(float) : pf;
+    const char *pfe = next == 1 && k >= NEXT_MIN_K ? pf + MR * ld_bytes : pf;
+    int r = next == 2 && k >= NEXT_MIN_K ? 0 : MR;
+    int64_t off = 0;
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
-        if (next && (p & 3) == 0 && pf < pfe) {
+        if (next == 1 && (p & 3) == 0 && pf < pfe) {
             _mm_prefetch(pf, _MM_HINT_T0);
             _mm_prefetch(pf + 64, _MM_HINT_T0);
             pf += 128;
+        }
+        if (next == 2 && (p & 3) == 0 && r < MR) {
+            _mm_prefetch(pf + off, _MM_HINT_T0);
+            _mm_prefetch(pf + off + 64, _MM_HINT_T0);
+            off += 128;
+            if (off >= seg + 63) {
+                off = 0;
+                pf += ld_bytes;
+                r++;
+            }
         }
         const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
         const float *rows[MR] = {a0 + p, a1 + p, a2 + p, a3 + p, a4 + p, a5 + p};
@@ -289,9 +310,26 @@ static inline void direct_acc_6x8_f64(__m256d acc[MR][2], int64_t k, const doubl
     }
 }
 
+/* fnn_ukr_avx2_direct_6x16_f32 for a K block shorter than A's rows: its own function, so
+ * the common case's code stays as it was (inlined in one function, the two loops ran
+ * 15488 x 288 x 64 1.5-2% slower). */
+FNN_NOINLINE void direct_6x16_f32_blocked(int64_t k, const float *a, int64_t lda,
+                                          const float *bp, float *c, int64_t ldc,
+                                          float alpha, float beta)
+{
+    __m256 acc[MR][2];
+    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(float));
+    direct_acc_6x16_f32(acc, k, a, lda, bp, 2);
+    store_6x16_f32(acc, c, ldc, alpha, beta);
+}
+
 void fnn_ukr_avx2_direct_6x16_f32(int64_t k, const float *a, int64_t lda, const float *bp,
                                   float *c, int64_t ldc, float alpha, float beta)
 {
+    if (k + 16 < lda) {
+        direct_6x16_f32_blocked(k, a, lda, bp, c, ldc, alpha, beta);
+        return;
+    }
     __m256 acc[MR][2];
     prefetch_tile((const char *)c, ldc * (int64_t)sizeof(float));
     direct_acc_6x16_f32(acc, k, a, lda, bp, 1);
