@@ -230,18 +230,20 @@ void fnn_ukr_avx2_strided_6x8_f64(int64_t k, const double *a, int64_t as, const 
 /* The direct-A variants (contract: fnn_internal.h): the same tiles, A's six rows read in
  * place (six sequential streams) instead of from a packed panel; the product into the
  * accumulators, then stored into a tile (direct) or added into rows anywhere (scatter).
- * With `next` (the direct float kernel, K >= NEXT_MIN_K), the six rows after these (the
- * next strip: of each row, this K block's k values) are prefetched into L1, two lines
- * every four steps: on Zen 2 (AMD EPYC, 2026-12-04, in-process A/B, medians of 30-60)
- * 15488 x 288 x 64 float took 0.77-0.80x the time on 1 and 2 threads, 86528 x 9 x 32 the
- * same (hence no prefetch below NEXT_MIN_K); the double kernel and the scatter kernel (conv
- * backward 32 -> 64) gained nothing measurable, so they have none. (Until 2026-12-04 23:4x
- * the prefetch ran over 6 * lda contiguous values, right only for a single K block: with
- * K blocks, e.g. 10000 x 784 x 64 in blocks of 196, it fetched whole rows, mostly other
- * blocks' values. The row segments: 10000 x 784 x 64 0.875-0.89x the time, 20000 x 512 x
- * 48 0.90-0.91x; 4096 x 1024 x 64 and 2000 x 2048 x 64 unchanged; in-process A/B, 2
- * threads, medians of 40.) */
+ * The direct kernels prefetch the next strip (the six rows after these) into L1, two lines
+ * every four (float) or two (double) steps, where K >= NEXT_MIN_K: `next` 1, a K block
+ * that is (about) A's whole rows: the next 6 * lda values, contiguous; `next` 2 (float, A's
+ * rows under SEG_MAX_ROW_BYTES): row by row, this block's k values of each. Measured on
+ * Zen 2 (AMD EPYC, 2026-12-04, in-process A/B, 2 threads, medians of 30-60): 15488 x 288
+ * x 64 float 0.77-0.80x the time with `next` 1 (86528 x 9 x 32 the same: hence no prefetch
+ * below NEXT_MIN_K), double 0.926-0.936x; K blocks with `next` 2, float: 10000 x 784 x 64
+ * 0.85-0.89x, 20000 x 512 x 48 0.90x, against no prefetch (or, as until 2026-12-04 23:4x,
+ * 6 * lda contiguous values: whole rows, mostly other blocks' values), but with rows of 4
+ * KB or more 1.02-1.08x (4096 x 1024 x 64, 2000 x 2048 x 64, 1000 x 1000 x 60), and double
+ * 1.04-1.10x there (no double row under 4 KB was measured): those get none. The scatter
+ * kernel (conv backward 32 -> 64) gained nothing measurable, so it has none. */
 #define NEXT_MIN_K 64
+#define SEG_MAX_ROW_BYTES 4096
 
 FNN_ALWAYS_INLINE void direct_acc_6x16_f32(__m256 acc[MR][2], int64_t k, const float *a,
                                            int64_t lda, const float *bp, int next)
@@ -288,16 +290,25 @@ FNN_ALWAYS_INLINE void direct_acc_6x16_f32(__m256 acc[MR][2], int64_t k, const f
     }
 }
 
-static inline void direct_acc_6x8_f64(__m256d acc[MR][2], int64_t k, const double *a,
-                                      int64_t lda, const double *bp)
+FNN_ALWAYS_INLINE void direct_acc_6x8_f64(__m256d acc[MR][2], int64_t k, const double *a,
+                                          int64_t lda, const double *bp, int next)
 {
 #pragma GCC unroll 6
     for (int i = 0; i < MR; i++)
         acc[i][0] = acc[i][1] = _mm256_setzero_pd();
     const double *a0 = a, *a1 = a + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda,
                  *a5 = a4 + lda;
+    /* next == 1: the next strip's 6 * lda values (see NEXT_MIN_K) */
+    const char *pf = (const char *)(a + MR * lda);
+    const char *pfe = next == 1 && k >= NEXT_MIN_K ? pf + MR * lda * (int64_t)sizeof(double)
+                                                   : pf;
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
+        if (next == 1 && (p & 1) == 0 && pf < pfe) {
+            _mm_prefetch(pf, _MM_HINT_T0);
+            _mm_prefetch(pf + 64, _MM_HINT_T0);
+            pf += 128;
+        }
         const __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4);
         const double *rows[MR] = {a0 + p, a1 + p, a2 + p, a3 + p, a4 + p, a5 + p};
 #pragma GCC unroll 6
@@ -319,7 +330,10 @@ FNN_NOINLINE void direct_6x16_f32_blocked(int64_t k, const float *a, int64_t lda
 {
     __m256 acc[MR][2];
     prefetch_tile((const char *)c, ldc * (int64_t)sizeof(float));
-    direct_acc_6x16_f32(acc, k, a, lda, bp, 2);
+    if (lda * (int64_t)sizeof(float) < SEG_MAX_ROW_BYTES)
+        direct_acc_6x16_f32(acc, k, a, lda, bp, 2);
+    else
+        direct_acc_6x16_f32(acc, k, a, lda, bp, 0);
     store_6x16_f32(acc, c, ldc, alpha, beta);
 }
 
@@ -397,7 +411,7 @@ void fnn_ukr_avx2_direct_strips_6x8_f64(int64_t k, int64_t rows, const double *a
         for (int64_t jp = 0; jp < npan; jp++) {
             __m256d acc[MR][2];
             double *ct = c + i0 * ldc + jp * 8;
-            direct_acc_6x8_f64(acc, k, a + i0 * lda, lda, bp + jp * 8 * k);
+            direct_acc_6x8_f64(acc, k, a + i0 * lda, lda, bp + jp * 8 * k, 0);
             if (!stream) {
                 store_6x8_f64(acc, ct, ldc, alpha, beta);
                 continue;
@@ -413,12 +427,28 @@ void fnn_ukr_avx2_direct_strips_6x8_f64(int64_t k, int64_t rows, const double *a
         _mm_sfence();
 }
 
-void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const double *bp,
-                                 double *c, int64_t ldc, double alpha, double beta)
+/* fnn_ukr_avx2_direct_6x8_f64 for a K block shorter than A's rows (no prefetch: see
+ * NEXT_MIN_K), its own function as for float. */
+FNN_NOINLINE void direct_6x8_f64_blocked(int64_t k, const double *a, int64_t lda,
+                                         const double *bp, double *c, int64_t ldc,
+                                         double alpha, double beta)
 {
     __m256d acc[MR][2];
     prefetch_tile((const char *)c, ldc * (int64_t)sizeof(double));
-    direct_acc_6x8_f64(acc, k, a, lda, bp);
+    direct_acc_6x8_f64(acc, k, a, lda, bp, 0);
+    store_6x8_f64(acc, c, ldc, alpha, beta);
+}
+
+void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const double *bp,
+                                 double *c, int64_t ldc, double alpha, double beta)
+{
+    if (k + 8 < lda) {
+        direct_6x8_f64_blocked(k, a, lda, bp, c, ldc, alpha, beta);
+        return;
+    }
+    __m256d acc[MR][2];
+    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(double));
+    direct_acc_6x8_f64(acc, k, a, lda, bp, 1);
     store_6x8_f64(acc, c, ldc, alpha, beta);
 }
 
@@ -566,7 +596,7 @@ void fnn_ukr_avx2_scatter_6x8_f64(int64_t k, const double *a, int64_t lda, const
                                   double *const *crow)
 {
     __m256d acc[MR][2];
-    direct_acc_6x8_f64(acc, k, a, lda, bp);
+    direct_acc_6x8_f64(acc, k, a, lda, bp, 0);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; i++) {
         double *ci = crow[i];
