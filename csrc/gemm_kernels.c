@@ -1,5 +1,6 @@
 /* gemm_kernels.c: the registry of GEMM micro-kernels: which kernel (and blocking) serves
- * which ISA. Adding an ISA = one micro-kernel file + one row here. */
+ * which ISA. Adding an ISA = one micro-kernel file + one row here (and its FMA-only loop,
+ * the benchmark's ceiling, in fnn_fma_peak at the end). */
 #include <stddef.h>
 
 #include "fastnn.h"
