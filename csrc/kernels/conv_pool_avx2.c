@@ -469,45 +469,6 @@ void FNN(pool_dw_rows_avx2)(int64_t f, int64_t q0, int64_t len, int64_t PH, int6
     }
 }
 
-/* Index lanes at lane_idx's width (int32 for float, int64 for double) and their store as
- * int64; the pooling rule's mask (max4_avx2's: v beats the best where !(v <= best) and the
- * best is not NaN) and select. */
-typedef __m256i vidx;
-#if FNN_PREC == 32
-#define idx_set1(v) _mm256_set1_epi32((int32_t)(v))
-#define idx_lanes() _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
-#define idx_add(a, b) _mm256_add_epi32(a, b)
-FNN_ALWAYS_INLINE vmask beats(vec v, vec best)
-{
-    return _mm256_castps_si256(_mm256_and_ps(_mm256_cmp_ps(v, best, _CMP_NLE_UQ),
-                                             _mm256_cmp_ps(best, best, _CMP_ORD_Q)));
-}
-FNN_ALWAYS_INLINE vec vblend(vec a, vec b, vmask t)
-{
-    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(t));
-}
-FNN_ALWAYS_INLINE void store_idx(int64_t *a, vidx i) /* indices >= 0: widened with zeros */
-{
-    _mm256_storeu_si256((__m256i *)a, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(i)));
-    _mm256_storeu_si256((__m256i *)(a + 4),
-                        _mm256_cvtepu32_epi64(_mm256_extracti128_si256(i, 1)));
-}
-#else
-#define idx_set1(v) _mm256_set1_epi64x(v)
-#define idx_lanes() _mm256_setr_epi64x(0, 1, 2, 3)
-#define idx_add(a, b) _mm256_add_epi64(a, b)
-FNN_ALWAYS_INLINE vmask beats(vec v, vec best)
-{
-    return _mm256_castpd_si256(_mm256_and_pd(_mm256_cmp_pd(v, best, _CMP_NLE_UQ),
-                                             _mm256_cmp_pd(best, best, _CMP_ORD_Q)));
-}
-FNN_ALWAYS_INLINE vec vblend(vec a, vec b, vmask t)
-{
-    return _mm256_blendv_pd(a, b, _mm256_castsi256_pd(t));
-}
-FNN_ALWAYS_INLINE void store_idx(int64_t *a, vidx i) { _mm256_storeu_si256((__m256i *)a, i); }
-#endif
-
 /* Windows per group of conv3x3c1_pool_row_avx2 (c3_windows: 4 FMA chains each; Zen 2's two
  * FMA pipes of latency 5 keep 10 busy): a 3x3x1 -> 32 layer's 128 images, 0.92 ms with the
  * gather kernel, 0.79 with 1 window, 0.70 with 2, 0.635 with 3, no faster with 4. */
@@ -560,7 +521,7 @@ FNN_ALWAYS_INLINE void c3_windows(const int NW, int64_t s, int64_t f, int64_t j0
         vidx at = off[0];
 #pragma GCC unroll 3
         for (int k = 1; k < 4; k++) {
-            const vmask t = beats(acc[u][k], best);
+            const vmask t = vbeats(acc[u][k], best);
             best = vblend(best, acc[u][k], t);
             at = _mm256_blendv_epi8(at, off[k], t);
         }

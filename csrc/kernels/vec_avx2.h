@@ -37,6 +37,34 @@ static inline real hsum(vec v)
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+/* Max pooling's lanes (pool_avx2.c, conv_pool_avx2.c): index lanes at lane_idx's width
+ * (int32 for float, int64 for double) and their store as int64 (indices >= 0: widened
+ * with zeros); the pooling rule's mask, v beats the best where !(v <= best) (true when
+ * either is NaN) and the best is not NaN, and the selects it drives. */
+typedef __m256i vidx;
+#define idx_set1(v) _mm256_set1_epi32((int32_t)(v))
+#define idx_lanes() _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
+#define idx_add(a, b) _mm256_add_epi32(a, b)
+static inline vmask vbeats(vec v, vec best)
+{
+    return _mm256_castps_si256(_mm256_and_ps(_mm256_cmp_ps(v, best, _CMP_NLE_UQ),
+                                             _mm256_cmp_ps(best, best, _CMP_ORD_Q)));
+}
+static inline vec vblend(vec a, vec b, vmask t)
+{
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(t));
+}
+static inline vidx idx_blend(vidx a, vidx b, vmask t)
+{
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a),
+                                                _mm256_castsi256_ps(b), _mm256_castsi256_ps(t)));
+}
+static inline void store_idx(int64_t *a, vidx i)
+{
+    _mm256_storeu_si256((__m256i *)a, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(i)));
+    _mm256_storeu_si256((__m256i *)(a + 4),
+                        _mm256_cvtepu32_epi64(_mm256_extracti128_si256(i, 1)));
+}
 #else
 #define VL 4
 typedef __m256d vec;
@@ -60,6 +88,26 @@ static inline real hsum(vec v)
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
 }
+/* Max pooling's lanes: as for float above. */
+typedef __m256i vidx;
+#define idx_set1(v) _mm256_set1_epi64x(v)
+#define idx_lanes() _mm256_setr_epi64x(0, 1, 2, 3)
+#define idx_add(a, b) _mm256_add_epi64(a, b)
+static inline vmask vbeats(vec v, vec best)
+{
+    return _mm256_castpd_si256(_mm256_and_pd(_mm256_cmp_pd(v, best, _CMP_NLE_UQ),
+                                             _mm256_cmp_pd(best, best, _CMP_ORD_Q)));
+}
+static inline vec vblend(vec a, vec b, vmask t)
+{
+    return _mm256_blendv_pd(a, b, _mm256_castsi256_pd(t));
+}
+static inline vidx idx_blend(vidx a, vidx b, vmask t)
+{
+    return _mm256_castpd_si256(_mm256_blendv_pd(_mm256_castsi256_pd(a),
+                                                _mm256_castsi256_pd(b), _mm256_castsi256_pd(t)));
+}
+static inline void store_idx(int64_t *a, vidx i) { _mm256_storeu_si256((__m256i *)a, i); }
 #endif
 
 #endif
