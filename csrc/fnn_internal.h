@@ -331,10 +331,8 @@ void fnn_ukr_ref_f32(int64_t k, const float *ap, const float *bp, float *c, int6
 void fnn_ukr_ref_f64(int64_t k, const double *ap, const double *bp, double *c, int64_t ldc,
                      double alpha, double beta);
 /* Register-only FMA loops (the benchmark's ceiling, fnn_fma_peak): each ISA's with its
- * micro-kernel's accumulators; the portable one with FNN_LOOP_ACC_F32 / _F64 scalars (8
- * SSE2 vectors: the 16 registers hold them and the constants). */
-#define FNN_LOOP_ACC_F32 32
-#define FNN_LOOP_ACC_F64 16
+ * micro-kernel's accumulators, one lane per element of its MR x NR tile (the portable
+ * one: MR x NR scalars, 8 SSE2 vectors). */
 float fnn_fma_loop_ref_f32(int64_t iters, float a, float b);
 double fnn_fma_loop_ref_f64(int64_t iters, double a, double b);
 #if FNN_X86_KERNELS

@@ -177,18 +177,17 @@ static void peak_thread(const void *vctx, int tid, int nth)
         *p->nth = nth;
 }
 
-/* Floating-point operations of one round of the loop on one thread (2 per FMA lane). */
+/* Floating-point operations of one round of the loop on one thread: 2 per FMA lane, one
+ * lane per element of the ISA's MR x NR tile (the loops keep the micro-kernel's
+ * accumulators). */
 static int64_t peak_round_flops(int isa, int prec)
 {
-    const int64_t lanes_512 = prec == 32 ? 16 : 8;
-#if FNN_X86_KERNELS
-    if (isa >= 2)
-        return 2 * 24 * lanes_512;        /* 12 x 2 zmm accumulators */
-    if (isa >= 1)
-        return 2 * 12 * (lanes_512 / 2);  /* 6 x 2 ymm */
-#endif
-    (void)isa, (void)lanes_512;
-    return 2 * (prec == 32 ? FNN_LOOP_ACC_F32 : FNN_LOOP_ACC_F64);
+    if (prec == 32) {
+        const fnn_gemm_kernel_f32 *kr = fnn_gemm_kernel_for_f32(isa);
+        return 2 * (int64_t)kr->mr * kr->nr;
+    }
+    const fnn_gemm_kernel_f64 *kr = fnn_gemm_kernel_for_f64(isa);
+    return 2 * (int64_t)kr->mr * kr->nr;
 }
 
 static int64_t fma_peak(int prec, int64_t iters, double a, double b, void *out, int64_t nout)

@@ -33,26 +33,20 @@ void FNN(ukr_ref)(int64_t k, const real *ap, const real *bp, real *c, int64_t ld
                                        : alpha * acc[i][j] + beta * c[i * ldc + j];
 }
 
-/* The portable kernel's arithmetic ceiling: FNN_LOOP_ACC_F32 / _F64 accumulators,
- * acc[j] = acc[j] * a + b, iters rounds, no loads or stores (a multiply and an add: no FMA
- * in baseline x86-64); accumulator j starts at j. Returns the sum of the accumulators.
- * Benchmark probe (fnn_fma_peak, gemm_kernels.c), not a kernel. */
-#if FNN_PREC == 64
-#define FNN_LOOP_ACC FNN_LOOP_ACC_F64
-#else
-#define FNN_LOOP_ACC FNN_LOOP_ACC_F32
-#endif
-
+/* The portable kernel's arithmetic ceiling: one accumulator per element of its MR x NR
+ * tile, acc[j] = acc[j] * a + b, iters rounds, no loads or stores (a multiply and an add:
+ * no FMA in baseline x86-64); accumulator j starts at j. Returns the sum of the
+ * accumulators. Benchmark probe (fnn_fma_peak, gemm_kernels.c), not a kernel. */
 real FNN(fma_loop_ref)(int64_t iters, real a, real b)
 {
-    real acc[FNN_LOOP_ACC];
-    for (int j = 0; j < FNN_LOOP_ACC; j++)
+    real acc[MR * NR];
+    for (int j = 0; j < MR * NR; j++)
         acc[j] = (real)j;
     for (int64_t it = 0; it < iters; it++)
-        for (int j = 0; j < FNN_LOOP_ACC; j++)
+        for (int j = 0; j < MR * NR; j++)
             acc[j] = acc[j] * a + b;
     real s = 0;
-    for (int j = 0; j < FNN_LOOP_ACC; j++)
+    for (int j = 0; j < MR * NR; j++)
         s += acc[j];
     return s;
 }
