@@ -148,6 +148,20 @@ static int64_t dot_ws(int64_t n, int64_t k, int64_t nt)
     return WS_ALIGN + n * ldbt + nt * FNN_DOT_ROWS * ldbt;
 }
 
+/* Whether a threaded product on the shared-B path packs each next B block (K block, or N
+ * block) while the current one's last tiles run, into a second panel buffer (gemm_bias_act):
+ * more than one B block and more than one thread. The row blocks' threads meet at the end
+ * of each B block; a thread done with its tiles then packs part of the next block instead
+ * of waiting, pieces handed out like the tiles, so the other thread packs less. Depends on
+ * the shape and the thread count nt (not on the slabs, which do not use it): with the
+ * workspace query's nt, fnn_max_threads(), it holds wherever the driver's does. */
+static int two_b(int64_t m, int64_t n, int64_t k, int64_t nt)
+{
+    const kernel_t *kr = gemm_kernel(n);
+    return nt > 1 && m * n * k >= GEMM_PAR_MIN &&
+           (k > pick_kc(kr, k) || n > round_up(min64(kr->nc, n), kr->nr));
+}
+
 int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
 {
     const kernel_t *kr = gemm_kernel(n);
@@ -163,9 +177,11 @@ int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
     }
     if (use_dot(kr, n, k))
         return dot_ws(n, k, nt);
-    /* the B panel with NR*KC to spare per thread (the slabs' shares), one A block per
-     * thread */
-    return kc * (nc + nt * kr->nr) + WS_ALIGN + nt * (mc * kc + WS_ALIGN) + WS_ALIGN;
+    /* the B panel with NR*KC to spare per thread (the slabs' shares), a second one where
+     * the next B block is packed ahead (two_b), one A block per thread */
+    return kc * (nc + nt * kr->nr) + WS_ALIGN +
+           (two_b(m, n, k, nt) ? kc * nc + WS_ALIGN : 0) + nt * (mc * kc + WS_ALIGN) +
+           WS_ALIGN;
 }
 
 /* One full MR-row micro-panel of a row-major A (element (i, p) at src[i*rsa + p]) by 4x4
@@ -442,6 +458,8 @@ static int a_mode(const kernel_t *kr, int64_t m, int64_t n, int64_t k, int64_t r
 
 #define TAIL_BLOCKS 2
 #define TAIL_SPLIT 4
+/* Pieces per thread of a B block packed ahead (two_b) */
+#define PACK_PIECES 4
 
 /* Column slabs: with a small A read in place (m <= SLAB_MAX_M), each thread takes a
  * contiguous range of each N block's B micro-panels and runs every K block on it alone,
@@ -954,8 +972,12 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
     const int64_t ntr = (m + mr - 1) / mr, nblk = (m + MC - 1) / MC;
     const int stream = stream_c(m, n, k, beta, ep, c, ldc);
 
-    real *bp = fnn_align_ws(ws);
-    real *ap_all = fnn_align_ws(bp + KC * (NC + nt * nr));
+    /* B's panel buffers: bp_buf[0], and bp_buf[1] for packing ahead (two_b) */
+    const int ahead = !slabs && two_b(m, n, k, nt);
+    real *bp_buf[2];
+    bp_buf[0] = fnn_align_ws(ws);
+    bp_buf[1] = ahead ? fnn_align_ws(bp_buf[0] + KC * (NC + nt * nr)) : bp_buf[0];
+    real *ap_all = fnn_align_ws(ahead ? bp_buf[1] + KC * NC : bp_buf[0] + KC * (NC + nt * nr));
     const int64_t ap_stride = round_up(MC * KC, WS_ALIGN);
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -964,13 +986,16 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
         real *ap = ap_all + tid * ap_stride;
         _Alignas(64) real tmp[32 * 32]; /* edge tile (MR, NR <= 32) */
 
+        int64_t blk = 0;     /* B blocks done */
+        int packed = 0;      /* this B block already packed (ahead, by the last loop) */
         for (int64_t jc = 0; jc < n; jc += NC) {
             const int64_t nc = min64(NC, n - jc);
             const int64_t npanels = (nc + nr - 1) / nr;
-            for (int64_t pc = 0; pc < k; pc += KC) {
+            for (int64_t pc = 0; pc < k; pc += KC, blk++) {
                 const int64_t kc = min64(KC, k - pc);
                 const real beta_p = pc == 0 ? beta : (real)1;
                 const epilogue_t *ep_p = pc + kc >= k ? ep : NULL; /* last K block */
+                real *bp = bp_buf[blk & 1];
 
                 if (slabs) {
                     /* this thread's own micro-panels, read by nobody else: no barrier. They
@@ -994,7 +1019,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                     continue;
                 }
 
-                {
+                if (!packed) {
                     /* each thread packs a contiguous range of panels, in one call (so a
                      * large B is read row by row: see pack_b) */
                     const int64_t jp0 = npanels * tid / nth, jp1 = npanels * (tid + 1) / nth;
@@ -1002,9 +1027,17 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                         FNN(pack_b)(kc, min64(jp1 * nr, nc) - jp0 * nr,
                                      b + pc * rsb + (jc + jp0 * nr) * csb, rsb, csb, nr,
                                      bp + jp0 * nr * kc);
-                }
 #pragma omp barrier
+                }
                 /* the B panel is complete */
+
+                /* the next B block (K block, else N block), packed ahead in PACK_PIECES
+                 * pieces per thread after this block's tiles */
+                const int64_t pn = pc + kc < k ? pc + kc : 0, jn = pc + kc < k ? jc : jc + NC;
+                const int64_t kcn = min64(KC, k - pn), ncn = min64(NC, n - jn);
+                const int64_t npn = ahead && jn < n ? (ncn + nr - 1) / nr : 0;
+                const int64_t npieces = min64(npn, PACK_PIECES * nth);
+                real *bpn = bp_buf[(blk + 1) & 1];
 
                 /* Tiles: MC-row blocks of C times groups of micro-panels. With few row
                  * blocks (small m) the panels are split so every thread has work. */
@@ -1021,7 +1054,15 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                 const int64_t ntiles = nsub * ngrp;
 
 #pragma omp for schedule(dynamic, 1)
-                for (int64_t t = 0; t < ntiles; t++) {
+                for (int64_t t = 0; t < ntiles + npieces; t++) {
+                    if (t >= ntiles) { /* a piece of the next B block */
+                        const int64_t q = t - ntiles, q0 = npn * q / npieces,
+                                      q1 = npn * (q + 1) / npieces;
+                        FNN(pack_b)(kcn, min64(q1 * nr, ncn) - q0 * nr,
+                                     b + pn * rsb + (jn + q0 * nr) * csb, rsb, csb, nr,
+                                     bpn + q0 * nr * kcn);
+                        continue;
+                    }
                     const int64_t sb = t / ngrp, gi = t % ngrp;
                     /* piece `part` of `parts` of row block ib */
                     const int64_t parts = sb < head ? 1 : TAIL_SPLIT;
@@ -1040,7 +1081,9 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                                    jp0, jp1, alpha, beta_p, ep_p, ic, jc, ap,
                                    c + ic * ldc + jc, ldc, tmp, stream);
                 }
-                /* implicit barrier: nobody repacks B while others still read it */
+                /* implicit barrier: nobody repacks B while others still read it, and the
+                 * next block is packed */
+                packed = npieces > 0;
             }
         }
     }

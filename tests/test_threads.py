@@ -57,12 +57,15 @@ def _same_for_1_and_2_threads(fn, *args, what="", **kw):
 # (400, 300, 200): B packed once and shared by the threads; (1000, 200, 900) too, in three K
 # blocks whose last row blocks are handed out in pieces (the C backend's TAIL_SPLIT); the
 # small-m products (A read in place, several K blocks) take the C backend's column slabs:
-# each thread its own panels.
+# each thread its own panels. (300, 4200, 520): two N blocks (4096 float / 2048 double
+# columns, the last narrower) of two K blocks, each next B block packed ahead while the
+# current one's tiles run (the C backend's two_b), across a K and an N boundary.
 # Every shape is above the C backend's GEMM_PAR_MIN (m * n * k >= 2**22), so two threads
 # really split it (smaller ones ran on one thread whatever the setting).
 @pytest.mark.parametrize("m,n,k", [(400, 300, 200), (1000, 200, 900), (100, 100, 2000),
-                                   (32, 130, 4200)],
-                         ids=["shared-B", "shared-B-tail", "slabs", "slabs-edge"])
+                                   (32, 130, 4200), (300, 4200, 520)],
+                         ids=["shared-B", "shared-B-tail", "slabs", "slabs-edge",
+                              "shared-B-ahead"])
 def test_matmul_thread_invariant(fast_backend, ta, tb, dtype, m, n, k, restore_threads):
     rng = _rng("mm", ta, tb)
     a = rand(rng, (k, m) if ta else (m, k), dtype)
@@ -76,8 +79,9 @@ def test_matmul_thread_invariant(fast_backend, ta, tb, dtype, m, n, k, restore_t
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
-@pytest.mark.parametrize("m,k,n,calls", [(60, 4319, 128, 200), (48, 300, 4500, 60)],
-                         ids=["short-last-k-block", "narrow-last-n-block"])
+@pytest.mark.parametrize("m,k,n,calls", [(60, 4319, 128, 200), (48, 300, 4500, 60),
+                                         (300, 520, 4200, 20)],
+                         ids=["short-last-k-block", "narrow-last-n-block", "shared-B-ahead"])
 def test_matmul_repeated_2_thread_calls_stable(fast_backend, dtype, m, k, n, calls,
                                                restore_threads):
     """Many 2-thread calls of small-m products that the C backend runs in column slabs
@@ -86,7 +90,9 @@ def test_matmul_repeated_2_thread_calls_stable(fast_backend, dtype, m, k, n, cal
     (16 blocks of 255, one of 239) with an even number of B panels: panels placed at
     offsets that moved with the block depth (wrong once every few dozen calls); (2) N =
     4500, wider than the N block (4096 float / 2048 double columns), the last block
-    narrower: panels placed where that block's split put them (wrong in most calls)."""
+    narrower: panels placed where that block's split put them (wrong in most calls). And
+    a product on the shared-B path whose next B blocks are packed ahead, into the panel
+    buffer the tiles are not reading, across K and N blocks."""
     rng = _rng(f"mm-repeat-{m}x{k}x{n}", dtype)
     a, b = rand(rng, (m, k), dtype), rand(rng, (k, n), dtype)
     ref = _with_threads(1, ops.matmul, a, b)
