@@ -20,7 +20,17 @@ static const fnn_gemm_kernel_f64 k64_ref = {4, 4, 128, 256, 1024, fnn_ukr_ref_f6
                                             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                                             NULL, NULL, 0};
 #if FNN_X86_KERNELS
-static const fnn_gemm_kernel_f32 k32_avx2 = {6, 16, 144, 256, 4096, fnn_ukr_avx2_6x16_f32,
+/* AVX2's KC: 640 float, 512 double, so a K up to 800 / 640 is one block (gemm.c's
+ * pick_kc) and 1024 two: each K block costs a pass over C and its threads meet at its end.
+ * The B micro-panels (40 / 32 KB) then stream from L2, not L1, which the kernels' B
+ * prefetch covers. Measured on Zen 2 (512 KB L2; 2026-12-05, in-process A/B, 2 threads,
+ * medians of 40-100, against KC 256 both): float 1024^3 0.96x the time, 2048^3 0.99x,
+ * 768^3 0.97x, 500x784x128 0.85x, 128x784x128 0.89x, 10000x784x64 0.83x, 1000x1000x60
+ * 0.95x, 288x15488x64 0.96x, the rest equal (1 thread: 1024^3 0.99x, 10000x784x64 0.83x);
+ * double 1024^3 0.98x, 500x784x128 0.95x, 10000x784x64 0.86x. Larger blocks lost where
+ * an A block outgrew L2: float KC 1024, 2048^3 1.03x against 640 (MC x KC = 512 KB);
+ * double 640, 500x784x128 1.01-1.03x against 512. */
+static const fnn_gemm_kernel_f32 k32_avx2 = {6, 16, 144, 640, 4096, fnn_ukr_avx2_6x16_f32,
                                              fnn_ukr_avx2_direct_6x16_f32,
                                              fnn_ukr_avx2_strided_6x16_f32,
                                              fnn_ukr_avx2_gather_6x16_f32,
@@ -29,7 +39,7 @@ static const fnn_gemm_kernel_f32 k32_avx2 = {6, 16, 144, 256, 4096, fnn_ukr_avx2
                                              fnn_ukr_avx2_inplace_6x16_f32,
                                              fnn_dot_avx2_f32, fnn_dot_pack_avx2_f32,
                                              NULL, fnn_ukr_avx2_direct_strips_6x16_f32, 1};
-static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 256, 2048, fnn_ukr_avx2_6x8_f64,
+static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 512, 2048, fnn_ukr_avx2_6x8_f64,
                                              fnn_ukr_avx2_direct_6x8_f64,
                                              fnn_ukr_avx2_strided_6x8_f64,
                                              fnn_ukr_avx2_gather_6x8_f64,

@@ -55,11 +55,13 @@ def isa(request):
 # blocks); B rows over 4 KB apart stay packed: (20, 1100, 50).) (301, 130, 700), untransposed,
 # on AVX-512: five 32-wide panels whose K blocks of 350 make them over 32 KB, so A-outer,
 # each full 12-row strip packed by its first tile (ukr_direct_pack), the last row (301 =
-# 25 x 12 + 1) by pack_a.
+# 25 x 12 + 1) by pack_a. (301, 130, 1300) and (97, 130, 1300): three or more K blocks
+# with every ISA's KC (AVX2's float KC 640 makes all the others one block), the last
+# shorter, with A packed and in place.
 GEMM_CASES = [(1, 1, 1), (5, 3, 2), (13, 33, 17), (12, 32, 256), (25, 65, 300),
               (97, 130, 513), (300, 7, 31), (301, 64, 700), (151, 16, 330), (200, 100, 40),
               (40, 200, 700), (250, 97, 300), (301, 130, 700), (97, 8, 513), (145, 10, 200),
-              (290, 29, 600), (20, 1100, 50)]
+              (290, 29, 600), (20, 1100, 50), (301, 130, 1300), (97, 130, 1300)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -57,13 +57,14 @@ def _same_for_1_and_2_threads(fn, *args, what="", **kw):
 # (400, 300, 200): B packed once and shared by the threads; (1000, 200, 900) too, in three K
 # blocks whose last row blocks are handed out in pieces (the C backend's TAIL_SPLIT); the
 # small-m products (A read in place, several K blocks) take the C backend's column slabs:
-# each thread its own panels. (300, 4200, 520): two N blocks (4096 float / 2048 double
-# columns, the last narrower) of two K blocks, each next B block packed ahead while the
-# current one's tiles run (the C backend's two_b), across a K and an N boundary.
+# each thread its own panels. (200, 4200, 1300): two or three N blocks (4096 float / 2048
+# double columns, the last narrower) of three or more K blocks, each next B block packed
+# ahead while the current one's tiles run (the C backend's two_b), across K and N
+# boundaries.
 # Every shape is above the C backend's GEMM_PAR_MIN (m * n * k >= 2**22), so two threads
 # really split it (smaller ones ran on one thread whatever the setting).
 @pytest.mark.parametrize("m,n,k", [(400, 300, 200), (1000, 200, 900), (100, 100, 2000),
-                                   (32, 130, 4200), (300, 4200, 520)],
+                                   (32, 130, 4200), (200, 4200, 1300)],
                          ids=["shared-B", "shared-B-tail", "slabs", "slabs-edge",
                               "shared-B-ahead"])
 def test_matmul_thread_invariant(fast_backend, ta, tb, dtype, m, n, k, restore_threads):
@@ -79,16 +80,18 @@ def test_matmul_thread_invariant(fast_backend, ta, tb, dtype, m, n, k, restore_t
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
-@pytest.mark.parametrize("m,k,n,calls", [(60, 4319, 128, 200), (48, 300, 4500, 60),
-                                         (300, 520, 4200, 20)],
+@pytest.mark.parametrize("m,k,n,calls", [(60, 4317, 128, 200), (48, 300, 4500, 60),
+                                         (200, 1300, 4200, 20)],
                          ids=["short-last-k-block", "narrow-last-n-block", "shared-B-ahead"])
 def test_matmul_repeated_2_thread_calls_stable(fast_backend, dtype, m, k, n, calls,
                                                restore_threads):
     """Many 2-thread calls of small-m products that the C backend runs in column slabs
     (each thread packs and reads only its own B panels, no barrier). Regressions, each a
-    race where one thread packed over panels its neighbour was still reading: (1) K = 4319
-    (16 blocks of 255, one of 239) with an even number of B panels: panels placed at
-    offsets that moved with the block depth (wrong once every few dozen calls); (2) N =
+    race where one thread packed over panels its neighbour was still reading: (1) K blocks
+    with a shorter last one (found with K = 4319 in blocks of 255, the last 239; K = 4317
+    has one with every ISA's KC: 256, 384, 512, 640) and an even number of B panels:
+    panels placed at offsets that moved with the block depth (wrong once every few dozen
+    calls); (2) N =
     4500, wider than the N block (4096 float / 2048 double columns), the last block
     narrower: panels placed where that block's split put them (wrong in most calls). And
     a product on the shared-B path whose next B blocks are packed ahead, into the panel
