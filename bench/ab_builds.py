@@ -63,6 +63,15 @@ def _ab(name: str, call, reps: int, check) -> None:
           f"B/A paired median {np.median(b / a):.3f}")
 
 
+def _aligned(shape, dt) -> np.ndarray:
+    """An uninitialised C-contiguous array starting on a 64-byte boundary, as ops.matmul
+    allocates its outputs (a large C so placed is what takes non-temporal stores)."""
+    nbytes = int(np.prod(shape)) * np.dtype(dt).itemsize
+    raw = np.empty(nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + nbytes].view(dt).reshape(shape)
+
+
 def _gemm(libs, shape: str, reps: int) -> None:
     dt = np.float64 if shape.endswith("d") else np.float32
     spec = shape.rstrip("fd")
@@ -85,7 +94,7 @@ def _gemm(libs, shape: str, reps: int) -> None:
     # an array's pages fall in the caches is luck of the allocation, and with a set per
     # build that luck made whichever build came second 3-5% slower (1024^3 float on Zen 2,
     # either order, 300 reps; the same build twice: 1.006)
-    sets = [(np.empty((m, n), dt), np.empty(ws_len, dt)) for _ in libs]
+    sets = [(_aligned((m, n), dt), np.empty(ws_len, dt)) for _ in libs]
     calls = [0, 0]
 
     def call(i):
