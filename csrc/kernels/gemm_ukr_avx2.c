@@ -230,10 +230,11 @@ void fnn_ukr_avx2_strided_6x8_f64(int64_t k, const double *a, int64_t as, const 
 /* The direct-A variants (contract: fnn_internal.h): the same tiles, A's six rows read in
  * place (six sequential streams) instead of from a packed panel; the product into the
  * accumulators, then stored into a tile (direct) or added into rows anywhere (scatter).
- * The direct kernels prefetch the next strip (the six rows after these) into L1, two lines
- * every four (float) or two (double) steps, where K >= NEXT_MIN_K: `next` 1, a K block
- * that is (about) A's whole rows: the next 6 * lda values, contiguous; `next` 2 (float, A's
- * rows under SEG_MAX_ROW_BYTES): row by row, this block's k values of each. Measured on
+ * The direct kernels prefetch the next strip (the six rows after these) into L1, where K
+ * >= NEXT_MIN_K: `next` 1, a K block that is (about) A's whole rows: the next 6 * lda
+ * values, contiguous, a prefetch every step (next_stride); `next` 2 (float, A's rows under
+ * SEG_MAX_ROW_BYTES): row by row, this block's k values of each, two lines every four
+ * steps. Measured on
  * Zen 2 (AMD EPYC, 2026-12-04, in-process A/B, 2 threads, medians of 30-60): 15488 x 288
  * x 64 float 0.77-0.80x the time with `next` 1 (86528 x 9 x 32 the same: hence no prefetch
  * below NEXT_MIN_K), double 0.926-0.936x; K blocks with `next` 2, float: 10000 x 784 x 64
@@ -244,6 +245,17 @@ void fnn_ukr_avx2_strided_6x8_f64(int64_t k, const double *a, int64_t as, const 
  * kernel (conv backward 32 -> 64) gained nothing measurable, so it has none. */
 #define NEXT_MIN_K 64
 #define SEG_MAX_ROW_BYTES 4096
+
+/* `next` 1's prefetch: one every step, this many bytes apart, so the next strip's MR rows
+ * (ld_bytes apart) are covered in the k steps; 0 below NEXT_MIN_K (none). Against two
+ * every four steps behind a test (its branches were a fifth of the loop's instructions):
+ * 15488 x 288 x 64 float 0.967-0.969x the time, 4096 x 256 x 64 0.970-0.976x, 20000 x 100
+ * x 64 0.936-0.947x, double 15488 x 288 x 64 0.989x, 4096 x 256 x 64 0.983x (Zen 2,
+ * 2026-12-05, in-process A/B, 2 threads, medians of 100; 1 thread 0.97x). */
+static inline int64_t next_stride(int64_t k, int64_t ld_bytes)
+{
+    return k >= NEXT_MIN_K ? (MR * ld_bytes + k - 1) / k : 0;
+}
 
 FNN_ALWAYS_INLINE void direct_acc_6x16_f32(__m256 acc[MR][2], int64_t k, const float *a,
                                            int64_t lda, const float *bp, int next)
@@ -258,15 +270,16 @@ FNN_ALWAYS_INLINE void direct_acc_6x16_f32(__m256 acc[MR][2], int64_t k, const f
      * a + (MR + r) * lda (off bytes in, up to a line past the segment's end) */
     const int64_t ld_bytes = lda * (int64_t)sizeof(float), seg = k * (int64_t)sizeof(float);
     const char *pf = (const char *)(a + MR * lda);
-    const char *pfe = next == 1 && k >= NEXT_MIN_K ? pf + MR * ld_bytes : pf;
+    const int64_t stride = next_stride(k, ld_bytes);
+    if (!stride)
+        pf = (const char *)bp; /* in L1 already: a prefetch that does nothing */
     int r = next == 2 && k >= NEXT_MIN_K ? 0 : MR;
     int64_t off = 0;
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
-        if (next == 1 && (p & 3) == 0 && pf < pfe) {
+        if (next == 1) {
             _mm_prefetch(pf, _MM_HINT_T0);
-            _mm_prefetch(pf + 64, _MM_HINT_T0);
-            pf += 128;
+            pf += stride;
         }
         if (next == 2 && (p & 3) == 0 && r < MR) {
             _mm_prefetch(pf + off, _MM_HINT_T0);
@@ -300,14 +313,14 @@ FNN_ALWAYS_INLINE void direct_acc_6x8_f64(__m256d acc[MR][2], int64_t k, const d
                  *a5 = a4 + lda;
     /* next == 1: the next strip's 6 * lda values (see NEXT_MIN_K) */
     const char *pf = (const char *)(a + MR * lda);
-    const char *pfe = next == 1 && k >= NEXT_MIN_K ? pf + MR * lda * (int64_t)sizeof(double)
-                                                   : pf;
+    const int64_t stride = next_stride(k, lda * (int64_t)sizeof(double));
+    if (!stride)
+        pf = (const char *)bp;
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
-        if (next == 1 && (p & 1) == 0 && pf < pfe) {
+        if (next == 1) {
             _mm_prefetch(pf, _MM_HINT_T0);
-            _mm_prefetch(pf + 64, _MM_HINT_T0);
-            pf += 128;
+            pf += stride;
         }
         const __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4);
         const double *rows[MR] = {a0 + p, a1 + p, a2 + p, a3 + p, a4 + p, a5 + p};
