@@ -72,6 +72,22 @@ static int64_t small_m(const kernel_t *kr)
     return kr->mc > SMALL_M_MIN ? kr->mc : SMALL_M_MIN;
 }
 
+/* The row blocks of an A read in place: small_m() rows, or as many as INPLACE_BLOCK_BYTES
+ * of A's kc-long rows if that is more. Such a block packs nothing but a partial last
+ * strip, so its height costs no workspace; each one handed out costs the threads an atomic
+ * add and a call (86528 x 9 x 32 float in blocks of 144 rows: 601 of them, 1.4 us each),
+ * and in B-outer order the block's rows of A are read once per B micro-panel, from L2.
+ * In-process A/B against small_m() rows (Zen 2, 2026-12-05, 2 threads, medians of 100):
+ * 86528 x 9 x 32 float 0.84-0.85x the time (128 or 512 KB blocks), 20000 x 100 x 64
+ * 0.98-0.99x, 15488 x 288 x 64 0.98-1.00x. */
+#define INPLACE_BLOCK_BYTES (256 * 1024)
+
+static int64_t inplace_rows(const kernel_t *kr, int64_t kc)
+{
+    const int64_t rows = INPLACE_BLOCK_BYTES / (kc * (int64_t)sizeof(real));
+    return rows > small_m(kr) ? rows : small_m(kr);
+}
+
 /* Elements of workspace fnn_gemm needs for an m x n x k product with the current ISA and
  * thread count: the shared B panel, one A block per thread, and alignment slack. */
 #define KSPLIT 4096
@@ -167,7 +183,8 @@ int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
     const kernel_t *kr = gemm_kernel(n);
     int64_t kc = pick_kc(kr, k < 1 ? 1 : k);
     int64_t nc = round_up(min64(kr->nc, n < 1 ? 1 : n), kr->nr);
-    int64_t mc = round_up(min64(small_m(kr), m < 1 ? 1 : m), kr->mr); /* >= any MC used */
+    /* >= any packed block's MC (an A read in place packs only a partial strip) */
+    int64_t mc = round_up(min64(small_m(kr), m < 1 ? 1 : m), kr->mr);
     int64_t nt = fnn_max_threads();
     if (use_ksplit(m, n, k)) {
         const int64_t len = ksplit_len(m, n, k), nsplit = (k + len - 1) / len;
@@ -492,8 +509,9 @@ static inline void block_tile(const kernel_t *kr, int mode, int64_t full, int64_
         tile(kr, kc, a + i0 * rsa, rsa, 1, bpp, rows, cols, alpha, beta, cij, ldc, tmp, NULL);
     else if (i0 < full)
         tile(kr, kc, a + i0, csa, 0, bpp, rows, cols, alpha, beta, cij, ldc, tmp, NULL);
-    else
-        tile(kr, kc, ap + i0 * kc, mr, 0, bpp, rows, cols, alpha, beta, cij, ldc, tmp, NULL);
+    else /* packed: A's rows from `full` on, at the start of ap (see multiply_block) */
+        tile(kr, kc, ap + (i0 - full) * kc, mr, 0, bpp, rows, cols, alpha, beta, cij, ldc,
+             tmp, NULL);
 }
 
 /* A block whose B micro-panels are too large to stay in L1 (over L1_B_PANEL bytes) and
@@ -557,8 +575,10 @@ static void multiply_block(const kernel_t *kr, int mode, int64_t mc, int64_t kc,
      * was 4.7% of a 2048^3 float product on one thread, at L3's speed. */
     const int64_t in_tile = a_outer && mode == A_PACKED && csa == 1 && kr->ukr_direct_pack
                                 ? mc - mc % mr : 0;
+    /* ap holds the block's packed rows from `full` on (all of them with A packed, the
+     * partial last strip of an A read in place: MR x KC, whatever the block's height) */
     pack_a(mc - full - in_tile, kc, a + (full + in_tile) * rsa, rsa, csa, mr,
-           ap + (full + in_tile) * kc);
+           ap + in_tile * kc);
     if (a_outer) {
         const int64_t j0 = jp0 * nr, cols = min64(jp1 * nr, nc) - j0;
         /* whole strips in one call where every panel is whole (with a partial last panel
@@ -939,8 +959,9 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
     const int64_t KC = pick_kc(kr, k);
     const int nt = gemm_threads(m, n, k);
     const int slabs = use_slabs(kr, m, n, mode, nt);
-    /* A packed: blocks of the kernel's MC rows; A in place: a small A is one block */
-    int64_t MC = round_up(min64(mode == A_PACKED ? kr->mc : small_m(kr), m), mr);
+    /* A packed: blocks of the kernel's MC rows; A in place: blocks of inplace_rows (a
+     * small A is one block) */
+    int64_t MC = round_up(min64(mode == A_PACKED ? kr->mc : inplace_rows(kr, KC), m), mr);
     if (nt > 1 && !slabs) {
         /* Row blocks of about equal height, at least 8 per thread (as far as the row tiles
          * go) and a multiple of the thread count, handed out one at a time (dynamic
@@ -948,8 +969,8 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
          * blocks instead of holding up the others (with a busy process pinned to one of
          * the 2 cores, in-process A/B against the static schedule of 4 blocks per thread,
          * 2026-12-02: 1024^3 float 0.90x the time, 2048^3 0.77x; with both cores free
-         * 0.95-1.03x over 11 shapes). Never larger than MC above, which the workspace is
-         * sized for. The row blocking does not change any sum: results stay independent
+         * 0.95-1.03x over 11 shapes). Never larger than MC above, which a packed A's
+         * workspace is sized for. The row blocking does not change any sum: results stay independent
          * of the thread count. */
         int64_t nblk = (m + MC - 1) / MC;
         if (nblk < 8 * nt)
@@ -978,7 +999,8 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
     bp_buf[0] = fnn_align_ws(ws);
     bp_buf[1] = ahead ? fnn_align_ws(bp_buf[0] + KC * (NC + nt * nr)) : bp_buf[0];
     real *ap_all = fnn_align_ws(ahead ? bp_buf[1] + KC * NC : bp_buf[0] + KC * (NC + nt * nr));
-    const int64_t ap_stride = round_up(MC * KC, WS_ALIGN);
+    /* a thread's packed rows of A: a whole block, or an in-place block's partial strip */
+    const int64_t ap_stride = round_up((mode == A_PACKED ? MC : mr) * KC, WS_ALIGN);
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {

@@ -57,11 +57,14 @@ def isa(request):
 # each full 12-row strip packed by its first tile (ukr_direct_pack), the last row (301 =
 # 25 x 12 + 1) by pack_a. (301, 130, 1300) and (97, 130, 1300): three or more K blocks
 # with every ISA's KC (AVX2's float KC 640 makes all the others one block), the last
-# shorter, with A packed and in place.
+# shorter, with A packed and in place. (5003, 64, 40): A read in place in row blocks of
+# about 1600 rows (gemm.c's inplace_rows: 256 KB of A), the last one ending in a partial
+# strip (5003 = 6 x 833 + 5 = 12 x 416 + 11), packed at the start of the thread's buffer.
 GEMM_CASES = [(1, 1, 1), (5, 3, 2), (13, 33, 17), (12, 32, 256), (25, 65, 300),
               (97, 130, 513), (300, 7, 31), (301, 64, 700), (151, 16, 330), (200, 100, 40),
               (40, 200, 700), (250, 97, 300), (301, 130, 700), (97, 8, 513), (145, 10, 200),
-              (290, 29, 600), (20, 1100, 50), (301, 130, 1300), (97, 130, 1300)]
+              (290, 29, 600), (20, 1100, 50), (301, 130, 1300), (97, 130, 1300),
+              (5003, 64, 40)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
