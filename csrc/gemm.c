@@ -174,8 +174,7 @@ static int64_t dot_ws(int64_t n, int64_t k, int64_t nt)
 static int two_b(int64_t m, int64_t n, int64_t k, int64_t nt)
 {
     const kernel_t *kr = gemm_kernel(n);
-    return nt > 1 && m * n * k >= GEMM_PAR_MIN &&
-           (k > pick_kc(kr, k) || n > round_up(min64(kr->nc, n), kr->nr));
+    return nt > 1 && m * n * k >= GEMM_PAR_MIN && (k > pick_kc(kr, k) || n > kr->nc);
 }
 
 int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
@@ -970,8 +969,8 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
          * the 2 cores, in-process A/B against the static schedule of 4 blocks per thread,
          * 2026-12-02: 1024^3 float 0.90x the time, 2048^3 0.77x; with both cores free
          * 0.95-1.03x over 11 shapes). Never larger than MC above, which a packed A's
-         * workspace is sized for. The row blocking does not change any sum: results stay independent
-         * of the thread count. */
+         * workspace is sized for. The row blocking does not change any sum: results stay
+         * independent of the thread count. */
         int64_t nblk = (m + MC - 1) / MC;
         if (nblk < 8 * nt)
             nblk = min64(8 * nt, (m + mr - 1) / mr);
