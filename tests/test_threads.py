@@ -91,9 +91,9 @@ def test_matmul_repeated_2_thread_calls_stable(fast_backend, dtype, m, k, n, cal
     with a shorter last one (found with K = 4319 in blocks of 255, the last 239; K = 4317
     has one with every ISA's KC: 256, 384, 512, 640) and an even number of B panels:
     panels placed at offsets that moved with the block depth (wrong once every few dozen
-    calls); (2) N =
-    4500, wider than the N block (4096 float / 2048 double columns), the last block
-    narrower: panels placed where that block's split put them (wrong in most calls). And
+    calls); (2) N = 4500, wider than the N block (4096 float / 2048 double columns), the
+    last block narrower: panels placed where that block's split put them (wrong in most
+    calls). And
     a product on the shared-B path whose next B blocks are packed ahead, into the panel
     buffer the tiles are not reading, across K and N blocks."""
     rng = _rng(f"mm-repeat-{m}x{k}x{n}", dtype)

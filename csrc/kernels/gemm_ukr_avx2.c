@@ -270,8 +270,8 @@ FNN_ALWAYS_INLINE void direct_acc_6x16_f32(__m256 acc[MR][2], int64_t k, const f
      * a + (MR + r) * lda (off bytes in, up to a line past the segment's end) */
     const int64_t ld_bytes = lda * (int64_t)sizeof(float), seg = k * (int64_t)sizeof(float);
     const char *pf = (const char *)(a + MR * lda);
-    const int64_t stride = next_stride(k, ld_bytes);
-    if (!stride)
+    const int64_t stride = next == 1 ? next_stride(k, ld_bytes) : 0;
+    if (next == 1 && !stride)
         pf = (const char *)bp; /* in L1 already: a prefetch that does nothing */
     int r = next == 2 && k >= NEXT_MIN_K ? 0 : MR;
     int64_t off = 0;
@@ -313,8 +313,8 @@ FNN_ALWAYS_INLINE void direct_acc_6x8_f64(__m256d acc[MR][2], int64_t k, const d
                  *a5 = a4 + lda;
     /* next == 1: the next strip's 6 * lda values (see NEXT_MIN_K) */
     const char *pf = (const char *)(a + MR * lda);
-    const int64_t stride = next_stride(k, lda * (int64_t)sizeof(double));
-    if (!stride)
+    const int64_t stride = next == 1 ? next_stride(k, lda * (int64_t)sizeof(double)) : 0;
+    if (next == 1 && !stride)
         pf = (const char *)bp;
 #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
