@@ -220,10 +220,11 @@ void fnn_maxpool_fwd_f32(const fnn_geom *g, int layout, const float *x, float *y
                          int64_t *argmax);
 void fnn_maxpool_fwd_f64(const fnn_geom *g, int layout, const double *x, double *y,
                          int64_t *argmax);
-void fnn_maxpool_bwd_f32(const fnn_geom *g, int layout, const float *dy, const int64_t *argmax,
-                         float *dx);
-void fnn_maxpool_bwd_f64(const fnn_geom *g, int layout, const double *dy, const int64_t *argmax,
-                         double *dx);
+/* returns 1, or 0 where an argmax was outside its sample (skipped) */
+int fnn_maxpool_bwd_f32(const fnn_geom *g, int layout, const float *dy, const int64_t *argmax,
+                        float *dx);
+int fnn_maxpool_bwd_f64(const fnn_geom *g, int layout, const double *dy, const int64_t *argmax,
+                        double *dx);
 void fnn_avgpool_fwd_f32(const fnn_geom *g, int layout, const float *x, float *y);
 void fnn_avgpool_fwd_f64(const fnn_geom *g, int layout, const double *x, double *y);
 void fnn_avgpool_bwd_f32(const fnn_geom *g, int layout, const float *dy, float *dx);

@@ -1,8 +1,9 @@
 """Bad input raises ValueError or TypeError naming the argument, on every backend.
 
-Validation happens in fastnn.ops before any backend runs; running every case under every
-backend proves that no backend ever sees (and crashes on) bad input, and that the backend
-still works afterwards.
+Validation happens in fastnn.ops before any backend runs (one exception: argmax's range in
+maxpool2d_backward, which the C backend checks as it scatters, never using such an index);
+running every case under every backend proves that no backend ever crashes on bad input,
+and that the backend still works afterwards.
 """
 from __future__ import annotations
 
@@ -219,6 +220,9 @@ CASES = [
     ("argmax_too_big", ValueError, r"\bargmax must hold indices in \[0, 108\)", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1] + 108, (2, 6, 6, 3), 2)),
     ("argmax_negative", ValueError, r"\bargmax must hold indices", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1] - 1000, (2, 6, 6, 3), 2)),
     ("argmax_one_past", ValueError, r"\bargmax must hold indices", lambda: ops.maxpool2d_backward(*_one_past_argmax(), (2, 6, 6, 3), 2)),
+    ("argmax_huge", ValueError, r"\bargmax must hold indices in \[0, 108\) \(within one sample\), received values in \[0, 4611686018427387904\]", lambda: ops.maxpool2d_backward(*_one_past_argmax(1 << 62), (2, 6, 6, 3), 2)),
+    ("argmax_int64_min", ValueError, r"\bargmax must hold indices in \[0, 108\) \(within one sample\), received values in \[-9223372036854775808, ", lambda: ops.maxpool2d_backward(*_one_past_argmax(-(1 << 63)), (2, 6, 6, 3), 2)),
+    ("argmax_one_past_out", ValueError, r"\bargmax must hold indices", lambda: ops.maxpool2d_backward(*_one_past_argmax(), (2, 6, 6, 3), 2, out=np.empty((2, 6, 6, 3), F32))),
     ("argmax_int32", TypeError, r"\bargmax must be the int64 array", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1].astype(np.int32), (2, 6, 6, 3), 2)),
     ("argmax_float", TypeError, r"\bargmax must be the int64 array", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1].astype(F32), (2, 6, 6, 3), 2)),
     ("argmax_uint64", TypeError, r"\bargmax must be the int64 array", lambda: ops.maxpool2d_backward(_pool_dy()[0], _pool_dy()[1].astype(np.uint64), (2, 6, 6, 3), 2)),
@@ -264,10 +268,12 @@ def _shifted(call):
     return call(buf[:100].reshape(10, 10), buf[1:].reshape(10, 10))
 
 
-def _one_past_argmax():
+def _one_past_argmax(value=6 * 6 * 3):
+    """The pooled gradient and argmax of _pool_dy with one index set to ``value`` (by
+    default exactly one past the end of a sample), in the last sample."""
     y, am = _pool_dy()
     am = am.copy()
-    am[1, 2, 2, 2] = 6 * 6 * 3  # exactly one past the end of a sample
+    am[1, 2, 2, 2] = value
     return y, am
 
 

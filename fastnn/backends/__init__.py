@@ -56,6 +56,10 @@ Primitives
     than any number (the first NaN wins), so NaN propagates.
 ``maxpool2d_backward(dy, argmax, g, layout, dx)``
     ``dx`` (overwritten) is zero except ``dx[n].flat[argmax[n, ...]] += dy[n, ...]``.
+    The one primitive that may get an ``argmax`` outside ``[0, g.h * g.w * g.c)``, where
+    the backend sets ``ARGMAX_RANGE_CHECKED = True`` (the C backend): it then skips such
+    an index (never uses it as an address) and returns False, else True; the wrapper
+    raises. Elsewhere the wrapper checks the range first.
 ``avgpool2d_forward(x, g, layout, y)``
     Mean over the in-bounds elements of each window (padding is not counted: Keras).
 ``avgpool2d_backward(dy, g, layout, dx)``

@@ -314,8 +314,13 @@ def maxpool2d_forward(x, g, layout, y, argmax):
     _fn("maxpool_fwd", x.dtype)(_geom(g), _LAYOUT[layout], _ptr(x), _ptr(y), _iptr(argmax))
 
 
+#: maxpool2d_backward checks argmax's range as it scatters (see fastnn.backends).
+ARGMAX_RANGE_CHECKED = True
+
+
 def maxpool2d_backward(dy, argmax, g, layout, dx):
-    _fn("maxpool_bwd", dy.dtype)(_geom(g), _LAYOUT[layout], _ptr(dy), _iptr(argmax), _ptr(dx))
+    return bool(_fn("maxpool_bwd", dy.dtype)(_geom(g), _LAYOUT[layout], _ptr(dy),
+                                             _iptr(argmax), _ptr(dx)))
 
 
 def avgpool2d_forward(x, g, layout, y):

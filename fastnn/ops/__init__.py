@@ -930,9 +930,20 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size, *, stride=None, padding=0
     Returns
     -------
     dx : ndarray of shape ``x_shape``; overlapping windows accumulate.
+
+    Raises
+    ------
+    ValueError
+        If argmax holds an index outside one sample. The C backend finds it as it
+        scatters (no pass over argmax first): ``out``, if given, is then partly written.
     """
     return _maxpool2d_backward(dy, argmax, x_shape, pool_size, stride, padding, layout, out,
                                check_range=True)
+
+
+def _argmax_range_error(argmax, per_sample: int) -> ValueError:
+    return ValueError(f"argmax must hold indices in [0, {per_sample}) (within one sample), "
+                      f"received values in [{argmax.min()}, {argmax.max()}]")
 
 
 def _argmax_arg(argmax, shape, per_sample: int, check_range: bool) -> np.ndarray:
@@ -946,26 +957,28 @@ def _argmax_arg(argmax, shape, per_sample: int, check_range: bool) -> np.ndarray
     argmax = _checks.c_array(argmax)
     # one pass: as uint64 a negative index is >= 2**63, so the largest catches both ends
     if check_range and argmax.size and argmax.view(np.uint64).max() >= per_sample:
-        raise ValueError(f"argmax must hold indices in [0, {per_sample}) (within one "
-                         f"sample), received values in [{argmax.min()}, {argmax.max()}]")
+        raise _argmax_range_error(argmax, per_sample)
     return argmax
 
 
 def _maxpool2d_backward(dy, argmax, x_shape, pool_size, stride, padding, layout, out,
                         check_range: bool) -> np.ndarray:
-    """:func:`maxpool2d_backward`; ``check_range=False`` skips the scan of argmax's range
-    (two passes over it: 17% of the call for (128, 26, 26, 32) float) for fastnn's own
-    layers, whose argmax comes from their own forward."""
+    """:func:`maxpool2d_backward`; ``check_range=False`` skips the check of argmax's range
+    for fastnn's own layers, whose argmax comes from their own forward. A backend with
+    ``ARGMAX_RANGE_CHECKED`` checks it as it scatters; for the others it is a scan first
+    (two passes over argmax: 17% of the call for (128, 26, 26, 32) float)."""
     layout = layout_arg(layout)
     dy = float_array(dy, "dy", 4)
     shp = _checks.shape4(x_shape, "x_shape")
     g = _pool_geometry(shp, pool_size, stride, padding, layout, "x_shape")
     yshape = g.y_shape(layout, g.c)
     _checks.expect_shape(dy, yshape, "dy", f"the pooled output shape, {layout}")
-    argmax = _argmax_arg(argmax, yshape, g.h * g.w * g.c, check_range)
+    backend, per_sample = _backend.get(), g.h * g.w * g.c
+    fused = check_range and getattr(backend, "ARGMAX_RANGE_CHECKED", False)
+    argmax = _argmax_arg(argmax, yshape, per_sample, check_range and not fused)
     dx = _out_array(out, shp, dy.dtype, "out", (dy, argmax))
-    if g.n:
-        _backend.get().maxpool2d_backward(dy, argmax, g, layout, dx)
+    if g.n and not backend.maxpool2d_backward(dy, argmax, g, layout, dx) and fused:
+        raise _argmax_range_error(argmax, per_sample)
     return dx
 
 
