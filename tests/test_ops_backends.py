@@ -1742,3 +1742,29 @@ def test_matmul_beta_rounding_to_zero_is_zero(backend):
     with fastnn.use_backend(backend):
         got = ops.matmul(a, b, beta=1e-50, out=out)
     np.testing.assert_array_equal(got, np.full((2, 2), 3.0, np.float32))
+
+
+def test_conv_geometry_memo_gives_what_it_computes():
+    """conv_geometry keeps its results by argument (fastnn.ops._geometry._MEMO): a kept
+    result is the one computing it gives, an argument only equal to a kept one (2.0, True,
+    a numpy int) still gets its own checks, errors are never kept, and the store is
+    bounded."""
+    from fastnn.ops import _geometry as G
+
+    G._MEMO.clear()
+    args = ((8, 13, 13, 32), 3, 1, "valid", 1)
+    first = G.conv_geometry(*args, layout="NHWC")
+    assert G._MEMO and G.conv_geometry(*args, layout="NHWC") is first
+    assert first == G._conv_geometry(*args, "NHWC", False)
+    assert G.conv_geometry(*args, layout="NCHW") != first    # the layout is in the key
+    with pytest.raises(TypeError, match=r"\bkernel_size must be an int or a pair"):
+        G.conv_geometry((8, 13, 13, 32), 3.0, 1, "valid", 1)
+    with pytest.raises(TypeError, match=r"\bstride must be an int or a pair"):
+        G.conv_geometry((8, 13, 13, 32), 3, True, "valid", 1)
+    assert G.conv_geometry((8, 13, 13, 32), np.int64(3), 1, "valid", 1) == first
+    for _ in range(2):   # an error, asked twice, raises twice
+        with pytest.raises(ValueError, match=r"\bkernel_size=\(30, 30\)"):
+            G.conv_geometry((8, 13, 13, 32), 30, 1, "valid", 1)
+    for n in range(G._MEMO_MAX + 10):
+        assert G.conv_geometry((n + 1, 13, 13, 32), 3, 1, "valid", 1).n == n + 1
+    assert len(G._MEMO) <= G._MEMO_MAX
