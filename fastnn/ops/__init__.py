@@ -977,8 +977,10 @@ def _maxpool2d_backward(dy, argmax, x_shape, pool_size, stride, padding, layout,
     fused = check_range and getattr(backend, "ARGMAX_RANGE_CHECKED", False)
     argmax = _argmax_arg(argmax, yshape, per_sample, check_range and not fused)
     dx = _out_array(out, shp, dy.dtype, "out", (dy, argmax))
-    if g.n and not backend.maxpool2d_backward(dy, argmax, g, layout, dx) and fused:
-        raise _argmax_range_error(argmax, per_sample)
+    if g.n:
+        in_range = backend.maxpool2d_backward(dy, argmax, g, layout, dx)
+        if fused and not in_range:
+            raise _argmax_range_error(argmax, per_sample)
     return dx
 
 
