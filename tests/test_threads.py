@@ -93,9 +93,8 @@ def test_matmul_repeated_2_thread_calls_stable(fast_backend, dtype, m, k, n, cal
     panels placed at offsets that moved with the block depth (wrong once every few dozen
     calls); (2) N = 4500, wider than the N block (4096 float / 2048 double columns), the
     last block narrower: panels placed where that block's split put them (wrong in most
-    calls). And
-    a product on the shared-B path whose next B blocks are packed ahead, into the panel
-    buffer the tiles are not reading, across K and N blocks."""
+    calls). And a product on the shared-B path whose next B blocks are packed ahead, into
+    the panel buffer the tiles are not reading, across K and N blocks."""
     rng = _rng(f"mm-repeat-{m}x{k}x{n}", dtype)
     a, b = rand(rng, (m, k), dtype), rand(rng, (k, n), dtype)
     ref = _with_threads(1, ops.matmul, a, b)
