@@ -119,11 +119,12 @@ def _conv(libs, reps: int) -> None:
             fn = getattr(lib, nm)
             fn.restype = ct.c_int64
             fn.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, ct.c_int64, ct.c_int]
+        # (the signatures since window positions, pos: builds before them cannot be
+        # compared here)
         lib.fnn_conv2d_pool_fwd_f32.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, P, P,
-                                                P, ct.c_int, ct.c_int64, P, P, P]
-        # (the signature since ypool: builds before it cannot be compared here)
+                                                P, ct.c_int, ct.c_int64, P, P, P, P]
         lib.fnn_conv2d_pool_bwd_f32.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, P, P,
-                                                P, P, P, ct.c_int64, P, P, P, P]
+                                                P, P, P, P, ct.c_int64, P, P, P, P]
     for n, h, c, f in ((128, 28, 1, 32), (128, 13, 32, 64)):
         g = _Geom(n, h, h, c, 3, 3, 1, 1, 0, 0, 0, 0, 1, 1, h - 2, h - 2)
         x = rng.random((n, h, h, c), dtype=np.float32)
@@ -143,13 +144,13 @@ def _conv(libs, reps: int) -> None:
         def fwd(i, g=g, f=f, x=x, w=w, b=b, y=y, am=am, ws=ws, n=n):
             libs[i].fnn_conv2d_pool_fwd_f32(ct.byref(g), 0, f, x.ctypes.data, w.ctypes.data,
                                             b.ctypes.data, 1, n, ws[i].ctypes.data,
-                                            y[i].ctypes.data, am[i].ctypes.data)
+                                            y[i].ctypes.data, am[i].ctypes.data, None)
 
         def bwd(i, g=g, f=f, x=x, w=w, dy=dy, am=am, ws=ws, dx=dx, dw=dw, db=db, n=n,
                 need_dx=need_dx):
             libs[i].fnn_conv2d_pool_bwd_f32(ct.byref(g), 0, f, dy.ctypes.data, None,
-                                            am[0].ctypes.data, x.ctypes.data, w.ctypes.data,
-                                            n, ws[i].ctypes.data,
+                                            am[0].ctypes.data, None, x.ctypes.data,
+                                            w.ctypes.data, n, ws[i].ctypes.data,
                                             dx[i].ctypes.data if need_dx else None,
                                             dw[i].ctypes.data, db[i].ctypes.data)
 

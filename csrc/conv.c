@@ -241,7 +241,8 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
 
 /* The fused convolution + 2x2 max pooling (stride 2, no padding) for a chunk of g->n
  * images, NHWC: y (g->n, oh/2, ow/2, f) and argmax (flat indices into each image's
- * (oh, ow, f) convolution output, as fnn_maxpool_fwd gives) overwritten; the convolution's
+ * (oh, ow, f) convolution output, as fnn_maxpool_fwd gives) overwritten, or where pos is not
+ * NULL (argmax then is) pos, each window position 0 .. 3 (one byte); the convolution's
  * output is never written, and its pixels past 2*(oh/2) x 2*(ow/2), which no window reads,
  * are never computed. The gather kernel's rows are the pixels of whole windows, window
  * after window ((0, 0), (0, 1), (1, 0), (1, 1) each); a group of FUSE_ROWS rows (whole MR
@@ -254,7 +255,8 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
 #define FUSE_COLS 64 /* channels per pooling pass, at most (whole NR panels) */
 
 static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, const real *w,
-                               const real *b, int act, real *ws, real *y, int64_t *argmax)
+                               const real *b, int act, real *ws, real *y, int64_t *argmax,
+                               uint8_t *pos)
 {
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
     const int mr = kr->mr, nr = kr->nr;
@@ -277,7 +279,8 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
             const int64_t n = r / PH, ph = r % PH;
             FNN(conv3x3c1_pool_row_avx2)(PW, f, src + (n * hp + 2 * ph) * wp, wp, w, b, relu,
                                          2 * ph * OW * f, OW, y + r * PW * f,
-                                         argmax + r * PW * f);
+                                         pos ? NULL : argmax + r * PW * f,
+                                         pos ? pos + r * PW * f : NULL);
         }
         return;
     }
@@ -319,12 +322,19 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
             for (int64_t s = 0; s < nw; s++) {
                 const real *t0 = tmp + 4 * s * ld;
                 real *yo = y + (w0 + s) * f + j0;
-                int64_t *ao = argmax + (w0 + s) * f + j0;
+                const real *p[4] = {t0, t0 + ld, t0 + 2 * ld, t0 + 3 * ld};
+                if (pos) { /* positions k + j, then k alone as bytes */
+                    const lane_idx e[4] = {0, 1, 2, 3};
+                    int64_t at[FUSE_COLS];
+                    max4_window(avx2, cols, p, e, yo, at);
+                    for (int64_t j = 0; j < cols; j++)
+                        pos[(w0 + s) * f + j0 + j] = (uint8_t)(at[j] - j);
+                    continue;
+                }
                 const lane_idx e[4] = {(lane_idx)(base[s] + j0), (lane_idx)(base[s] + j0 + f),
                                        (lane_idx)(base[s] + j0 + OW * f),
                                        (lane_idx)(base[s] + j0 + OW * f + f)};
-                const real *p[4] = {t0, t0 + ld, t0 + 2 * ld, t0 + 3 * ld};
-                max4_window(avx2, cols, p, e, yo, ao);
+                max4_window(avx2, cols, p, e, yo, argmax + (w0 + s) * f + j0);
             }
         }
     }
@@ -369,7 +379,8 @@ static int64_t implicit_dw_ws(const fnn_geom *g, int64_t f, int64_t chunk)
 typedef struct {
     const real *dyp;
     const real *ypool; /* NULL, or the pooled relu output: relu's derivative applied */
-    const int64_t *argmax;
+    const int64_t *argmax; /* flat indices, or NULL: */
+    const uint8_t *pos;    /* window positions 0 .. 3 (fnn_conv2d_pool_fwd's pos) */
 } pooled_dy;
 
 /* B's panels for pixels q0 .. q0 + len of the window order (bp[jp * nr * len + i * nr + j],
@@ -386,7 +397,9 @@ static void pack_pooled(const fnn_geom *g, int64_t f, const pooled_dy *pd, int64
 {
     const int64_t PH = g->oh / 2, PW = g->ow / 2, rowf = g->ow * f;
     const int64_t npanels = (f + nr - 1) / nr;
-    const int32_t o1 = (int32_t)f, o2 = (int32_t)rowf, o3 = (int32_t)(rowf + f);
+    /* d: argmax minus the element's index at pixel 0, or its window position */
+    const int32_t o1 = pd->pos ? 1 : (int32_t)f, o2 = pd->pos ? 2 : (int32_t)rowf;
+    const int32_t o3 = pd->pos ? 3 : (int32_t)(rowf + f);
     _Alignas(64) real spare[4 * 32]; /* the rows of a window outside the piece */
     /* the first window's (ph, pw), then the next ones' by counting (n: not needed) */
     int64_t n = 0, ph = q0 / 4 % (PH * PW) / PW, pw = q0 / 4 % PW;
@@ -397,14 +410,15 @@ static void pack_pooled(const fnn_geom *g, int64_t f, const pooled_dy *pd, int64
             const int64_t c0 = jp * nr, cols = min64(nr, f - c0);
             const real *gr = pd->dyp + win * f + c0;
             const real *yr = pd->ypool ? pd->ypool + win * f + c0 : NULL;
-            const int64_t *ar = pd->argmax + win * f + c0;
+            const int64_t *ar = pd->pos ? NULL : pd->argmax + win * f + c0;
+            const uint8_t *kp = pd->pos ? pd->pos + win * f + c0 : NULL;
             real *panel = bp + jp * nr * len, *r[4];
             for (int k = 0; k < 4; k++)
                 r[k] = i0 + k >= 0 && i0 + k < len ? panel + (i0 + k) * nr : spare + k * nr;
             real *restrict r0 = r[0], *restrict r1 = r[1], *restrict r2 = r[2],
                  *restrict r3 = r[3];
             for (int64_t j = 0; j < cols; j++) {
-                const int32_t d = (int32_t)(ar[j] - base - c0) - (int32_t)j;
+                const int32_t d = kp ? (int32_t)kp[j] : (int32_t)(ar[j] - base - c0) - (int32_t)j;
                 real v = gr[j]; /* loaded unconditionally: the selects vectorise */
                 if (yr)
                     v = yr[j] > 0 ? v : 0;
@@ -515,8 +529,8 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
 #if FNN_X86_KERNELS
                 if (rows_kernel) {
                     FNN(pool_dw_rows_avx2)(f, q0 + q1, run, PH, PW, g->ow, pd->dyp, pd->ypool,
-                                           pd->argmax, pix, src, patch, off, ld3, q1 != 0,
-                                           part);
+                                           pd->argmax, pd->pos, pix, src, patch, off, ld3,
+                                           q1 != 0, part);
                     continue;
                 }
 #endif
@@ -1338,19 +1352,21 @@ int FNN(conv2d_pool_ok)(const fnn_geom *g, int layout, int64_t f)
 }
 
 /* Fused convolution + 2x2 max pooling (fastnn.h), in chunks of at most `chunk` images,
- * where fnn_conv2d_pool_ok; else 0, nothing written. */
+ * where fnn_conv2d_pool_ok and exactly one of argmax and pos is not NULL (fastnn.h); else
+ * 0, nothing written. */
 int FNN(conv2d_pool_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x,
                          const real *w, const real *b, int act, int64_t chunk, real *ws,
-                         real *y, int64_t *argmax)
+                         real *y, int64_t *argmax, uint8_t *pos)
 {
-    if (!FNN(conv2d_pool_ok)(g, layout, f))
+    if (!FNN(conv2d_pool_ok)(g, layout, f) || !argmax == !pos)
         return 0;
     ws = fnn_align_ws(ws);
     const int64_t xs = g->h * g->w * g->c, ys = (g->oh / 2) * (g->ow / 2) * f;
     fnn_geom gc = *g;
     for (int64_t n0 = 0; n0 < g->n; n0 += chunk) {
         gc.n = g->n - n0 < chunk ? g->n - n0 : chunk;
-        conv_pool_implicit(&gc, f, x + n0 * xs, w, b, act, ws, y + n0 * ys, argmax + n0 * ys);
+        conv_pool_implicit(&gc, f, x + n0 * xs, w, b, act, ws, y + n0 * ys,
+                           pos ? NULL : argmax + n0 * ys, pos ? pos + n0 * ys : NULL);
     }
     return 1;
 }
@@ -1608,32 +1624,35 @@ static void pool_corners(const fnn_geom *g, int64_t *cq)
 
 /* One image's tables from its pooled gradient gp (nwin x f; relu's derivative applied where
  * yp, the pooled relu output, is not NULL) and argmax (flat indices into its oh x ow x f
- * output; t->cq: pool_corners): which of its window's four pixels each
- * argmax names, by compares (no division, no branch to mispredict); an argmax
- * outside its window (never from the forward) is ignored, as pack_pooled does. This loop
+ * output), or window positions pos (0 .. 3) where am is NULL (t->cq: pool_corners): which
+ * of its window's four pixels each argmax names, by compares (no division, no branch to
+ * mispredict); an argmax outside its window (never from the forward), or a position
+ * above 3, is ignored, as pack_pooled does. This loop
  * is the reference of pool_tables_avx2 (kernels/conv_pool_avx2.c), which AVX2 machines
  * run instead: here the loop took about 7 ns per element, a third of an image's time. */
 static void pool_image_tables(const fnn_geom *g, int64_t f, const real *restrict gp,
                               const real *restrict yp, const int64_t *restrict am,
-                              int need_dx, const pool_tables *t)
+                              const uint8_t *restrict pos, int need_dx, const pool_tables *t)
 {
     const int64_t PW = g->ow / 2, nwin = (g->oh / 2) * PW, nwords = (f + 63) / 64;
-    const int64_t OW = g->ow, d1 = f, d2 = OW * f, d3 = (OW + 1) * f;
+    /* d: argmax minus the element's index at pixel 0, or its window position */
+    const int64_t OW = g->ow, d1 = pos ? 1 : f, d2 = pos ? 2 : OW * f;
+    const int64_t d3 = pos ? 3 : (OW + 1) * f;
 #if FNN_X86_KERNELS
     if (fnn_get_isa() >= 1) {
-        FNN(pool_tables_avx2)(f, nwin, PW, OW, gp, yp, am, t->cq, need_dx, t->gz, t->cn,
-                              t->mask);
+        FNN(pool_tables_avx2)(f, nwin, PW, OW, gp, yp, am, pos, t->cq, need_dx, t->gz,
+                              t->cn, t->mask);
         return;
     }
 #endif
     for (int64_t q = 0; q < nwin; q++) {
-        const int64_t base = (2 * (q / PW) * OW + 2 * (q % PW)) * f, *aq = am + q * f;
+        const int64_t base = (2 * (q / PW) * OW + 2 * (q % PW)) * f;
         const int64_t *cq = t->cq + 4 * q;
         const real *gq = gp + q * f;
         for (int64_t w0 = 0; w0 < nwords; w0++) {
             uint64_t m[4] = {0, 0, 0, 0};
             for (int64_t j = w0 * 64; j < f && j < w0 * 64 + 64; j++) {
-                const int64_t d = aq[j] - j - base;
+                const int64_t d = pos ? pos[q * f + j] : am[q * f + j] - j - base;
                 const int64_t e0 = d == 0, e1 = d == d1, e2 = d == d2, e3 = d == d3;
                 const real gj = yp && !(yp[q * f + j] > 0) ? 0 : gq[j]; /* relu'd */
                 const int64_t in = e0 | e1 | e2 | e3, keep = in & (gj != 0);
@@ -1655,10 +1674,11 @@ static void pool_image_tables(const fnn_geom *g, int64_t f, const real *restrict
 /* dw (patch x f, overwritten) and dx (overwritten, unless NULL) of the whole batch g->n,
  * NHWC, from the pooled gradient dyp (n, oh/2, ow/2, f; relu's derivative applied where
  * ypool, the pooled relu output, is not NULL) and argmax (the pooling's, flat indices into
- * each image's oh x ow x f output). ws: pool_sparse_ws. */
+ * each image's oh x ow x f output) or, where argmax is NULL, window positions pos.
+ * ws: pool_sparse_ws. */
 static void conv_pool_sparse(const fnn_geom *g, int64_t f, const real *dyp,
-                             const real *ypool, const int64_t *argmax, const real *x,
-                             const real *w, real *ws, real *dx, real *dw)
+                             const real *ypool, const int64_t *argmax, const uint8_t *pos,
+                             const real *x, const real *w, real *ws, real *dx, real *dw)
 {
     const int64_t C = g->c, patch = g->kh * g->kw * C, fp = round8(f * patch);
     const int64_t nwin = (g->oh / 2) * (g->ow / 2), nwf = nwin * f, xs = g->h * g->w * C;
@@ -1689,7 +1709,8 @@ static void conv_pool_sparse(const fnn_geom *g, int64_t f, const real *dyp,
                 const real *xi = x + n * xs;
                 real *dxi = need_dx ? (pad ? t.dxp : dx + n * xs) : NULL;
                 pool_image_tables(g, f, dyp + n * nwf, ypool ? ypool + n * nwf : NULL,
-                                  argmax + n * nwf, need_dx, &t);
+                                  argmax ? argmax + n * nwf : NULL, pos ? pos + n * nwf : NULL,
+                                  need_dx, &t);
                 if (pad) {
                     pad_image(g, xi, t.xp);
                     xi = t.xp;
@@ -1741,17 +1762,19 @@ int64_t FNN(conv2d_pool_bwd_ws)(const fnn_geom *g, int layout, int64_t f, int64_
 /* dw (shaped like w, overwritten), db (f, overwritten unless NULL) and dx (overwritten
  * unless NULL) of a convolution followed by 2x2 max pooling (stride 2, no padding), NHWC,
  * from the pooled gradient dyp (n, oh/2, ow/2, f) and the pooling's argmax (same shape,
- * flat indices into each image's oh x ow x f output, in range) without the convolution's
- * own gradient: sparse (conv_pool_sparse), or for dw alone the implicit dW in chunks of at
+ * flat indices into each image's oh x ow x f output, in range) or, where argmax is NULL,
+ * its window positions pos (fnn_conv2d_pool_fwd's), without the convolution's own
+ * gradient: sparse (conv_pool_sparse), or for dw alone the implicit dW in chunks of at
  * most `chunk` images (pack_pooled). ypool (NULL: none): a relu convolution's pooled
- * output, relu's derivative applied to dyp (fastnn.h). Returns 1, or 0 (nothing written) where
- * fnn_conv2d_pool_bwd_ok is false. ws: fnn_conv2d_pool_bwd_ws(g, layout, f, chunk, dx !=
- * NULL) elements. */
+ * output, relu's derivative applied to dyp (fastnn.h). Returns 1, or 0 (nothing written)
+ * where fnn_conv2d_pool_bwd_ok is false or not exactly one of argmax and pos is NULL. ws:
+ * fnn_conv2d_pool_bwd_ws(g, layout, f, chunk, dx != NULL) elements. */
 int FNN(conv2d_pool_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dyp,
-                         const real *ypool, const int64_t *argmax, const real *x,
-                         const real *w, int64_t chunk, real *ws, real *dx, real *dw, real *db)
+                         const real *ypool, const int64_t *argmax, const uint8_t *pos,
+                         const real *x, const real *w, int64_t chunk, real *ws, real *dx,
+                         real *dw, real *db)
 {
-    if (!FNN(conv2d_pool_bwd_ok)(g, layout, f, dx != NULL))
+    if (!FNN(conv2d_pool_bwd_ok)(g, layout, f, dx != NULL) || !argmax == !pos)
         return 0;
     ws = fnn_align_ws(ws);
     const int64_t xs = g->h * g->w * g->c, ps = (g->oh / 2) * (g->ow / 2) * f;
@@ -1761,7 +1784,7 @@ int FNN(conv2d_pool_bwd)(const fnn_geom *g, int layout, int64_t f, const real *d
     else if (db)
         FNN(bias_grad)(g->n * ps / f, f, 1, dyp, db);
     if (use_pool_sparse(g, layout, f)) {
-        conv_pool_sparse(g, f, dyp, ypool, argmax, x, w, ws, dx, dw);
+        conv_pool_sparse(g, f, dyp, ypool, argmax, pos, x, w, ws, dx, dw);
         return 1;
     }
     real *dw_ws = ws + implicit_bwd_parts(g, layout, f, chunk).dw;
@@ -1769,7 +1792,7 @@ int FNN(conv2d_pool_bwd)(const fnn_geom *g, int layout, int64_t f, const real *d
     for (int64_t n0 = 0; n0 < g->n; n0 += chunk) {
         gc.n = g->n - n0 < chunk ? g->n - n0 : chunk;
         const pooled_dy pd = {dyp + n0 * ps, ypool ? ypool + n0 * ps : NULL,
-                              argmax + n0 * ps};
+                              argmax ? argmax + n0 * ps : NULL, pos ? pos + n0 * ps : NULL};
         conv_dw_implicit(&gc, f, x + n0 * xs, NULL, &pd, n0 == 0, dw_ws, dw);
     }
     return 1;

@@ -178,22 +178,27 @@ void fnn_conv2d_bwd_f64(const fnn_geom *g, int layout, int64_t f, const double *
 
 /* y (n, oh/2, ow/2, f) and argmax = 2x2 max pooling (stride 2, no padding; the rules of
  * fnn_maxpool_fwd) of act(conv(x, w) + b), NHWC, without writing the convolution's
- * output: returns 1, or 0 (nothing written) where the fused path does not apply (then
- * convolve and pool; fnn_conv2d_pool_ok says which beforehand). ws: fnn_conv2d_ws(g,
+ * output; argmax (int64, flat indices into each image's oh x ow x f output) or, with
+ * argmax NULL, pos (one byte per pooled element: the position of its maximum in its
+ * window, 0 .. 3 for (0, 0), (0, 1), (1, 0), (1, 1)): returns 1, or 0 (nothing written)
+ * where the fused path does not apply (then convolve and pool; fnn_conv2d_pool_ok says
+ * which beforehand) or not exactly one of argmax and pos is NULL. ws: fnn_conv2d_ws(g,
  * layout, f, chunk, 0) elements. */
 int fnn_conv2d_pool_ok_f32(const fnn_geom *g, int layout, int64_t f);
 int fnn_conv2d_pool_ok_f64(const fnn_geom *g, int layout, int64_t f);
 int fnn_conv2d_pool_fwd_f32(const fnn_geom *g, int layout, int64_t f, const float *x,
                             const float *w, const float *b, int act, int64_t chunk,
-                            float *ws, float *y, int64_t *argmax);
+                            float *ws, float *y, int64_t *argmax, uint8_t *pos);
 int fnn_conv2d_pool_fwd_f64(const fnn_geom *g, int layout, int64_t f, const double *x,
                             const double *w, const double *b, int act, int64_t chunk,
-                            double *ws, double *y, int64_t *argmax);
+                            double *ws, double *y, int64_t *argmax, uint8_t *pos);
 
 /* dw (shaped like w), db (f, unless NULL) and dx (shaped like x, unless NULL) of a
  * convolution followed by 2x2 max pooling (stride 2, no padding), NHWC, from the pooled
  * gradient dyp (n, oh/2, ow/2, f) and the pooling's argmax (flat indices into each image's
- * oh x ow x f output, each in [0, oh*ow*f)), without the convolution's own gradient; all
+ * oh x ow x f output, each in [0, oh*ow*f)) or, with argmax NULL, its window positions pos
+ * (fnn_conv2d_pool_fwd's; a value above 3 drops its gradient), without the convolution's
+ * own gradient; all
  * overwritten. ypool (NULL: none): the pooled output of a relu convolution, shaped like
  * dyp: the gradient taken is then relu's derivative applied to dyp (ypool > 0 ? dyp : 0,
  * as fnn_bias_act_bwd gives it), in the kernels that read dyp, and db its sum, bit for bit
@@ -207,13 +212,13 @@ int64_t fnn_conv2d_pool_bwd_ws_f32(const fnn_geom *g, int layout, int64_t f, int
 int64_t fnn_conv2d_pool_bwd_ws_f64(const fnn_geom *g, int layout, int64_t f, int64_t chunk,
                                    int need_dx);
 int fnn_conv2d_pool_bwd_f32(const fnn_geom *g, int layout, int64_t f, const float *dyp,
-                            const float *ypool, const int64_t *argmax, const float *x,
-                            const float *w, int64_t chunk, float *ws, float *dx, float *dw,
-                            float *db);
+                            const float *ypool, const int64_t *argmax, const uint8_t *pos,
+                            const float *x, const float *w, int64_t chunk, float *ws,
+                            float *dx, float *dw, float *db);
 int fnn_conv2d_pool_bwd_f64(const fnn_geom *g, int layout, int64_t f, const double *dyp,
-                            const double *ypool, const int64_t *argmax, const double *x,
-                            const double *w, int64_t chunk, double *ws, double *dx,
-                            double *dw, double *db);
+                            const double *ypool, const int64_t *argmax, const uint8_t *pos,
+                            const double *x, const double *w, int64_t chunk, double *ws,
+                            double *dx, double *dw, double *db);
 
 /* Pooling (pool.c) */
 void fnn_maxpool_fwd_f32(const fnn_geom *g, int layout, const float *x, float *y,

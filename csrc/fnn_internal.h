@@ -447,30 +447,32 @@ void fnn_pool_dx_img_avx2_f64(int64_t f, int64_t nwin, int64_t nwords, const uin
                               int64_t R, int64_t L, const int64_t *roff, double *dx);
 void fnn_pool_tables_avx2_f32(int64_t f, int64_t nwin, int64_t PW, int64_t OW,
                               const float *gp, const float *yp, const int64_t *am,
-                              const int64_t *cq, int need_dx, float *gz, int32_t *cn,
-                              uint64_t *mask);
+                              const uint8_t *pos, const int64_t *cq, int need_dx, float *gz,
+                              int32_t *cn, uint64_t *mask);
 void fnn_pool_tables_avx2_f64(int64_t f, int64_t nwin, int64_t PW, int64_t OW,
                               const double *gp, const double *yp, const int64_t *am,
-                              const int64_t *cq, int need_dx, double *gz, int32_t *cn,
-                              uint64_t *mask);
+                              const uint8_t *pos, const int64_t *cq, int need_dx, double *gz,
+                              int32_t *cn, uint64_t *mask);
 /* One pooled row of a 3x3 single-channel convolution with its relu and 2x2 max pooling
  * (kernels/conv_pool_avx2.c; conv.c's conv_pool_implicit). */
 void fnn_conv3x3c1_pool_row_avx2_f32(int64_t nwin, int64_t f, const float *x, int64_t ldx,
                                      const float *w, const float *b, int relu, int64_t e0,
-                                     int64_t ow, float *y, int64_t *argmax);
+                                     int64_t ow, float *y, int64_t *argmax, uint8_t *pos);
 void fnn_conv3x3c1_pool_row_avx2_f64(int64_t nwin, int64_t f, const double *x, int64_t ldx,
                                      const double *w, const double *b, int relu, int64_t e0,
-                                     int64_t ow, double *y, int64_t *argmax);
+                                     int64_t ow, double *y, int64_t *argmax, uint8_t *pos);
 /* The pooled implicit dW's product over a run of its window-ordered pixel rows without
  * packing B (kernels/conv_pool_avx2.c; conv.c's conv_dw_implicit). */
 void fnn_pool_dw_rows_avx2_f32(int64_t f, int64_t q0, int64_t len, int64_t PH, int64_t PW,
                                int64_t OW, const float *gp, const float *yp,
-                               const int64_t *am, const int64_t *pix, const float *x,
+                               const int64_t *am, const uint8_t *pos, const int64_t *pix,
+                               const float *x,
                                int64_t P, const int64_t *off, int64_t ld3, int beta,
                                float *part);
 void fnn_pool_dw_rows_avx2_f64(int64_t f, int64_t q0, int64_t len, int64_t PH, int64_t PW,
                                int64_t OW, const double *gp, const double *yp,
-                               const int64_t *am, const int64_t *pix, const double *x,
+                               const int64_t *am, const uint8_t *pos, const int64_t *pix,
+                               const double *x,
                                int64_t P, const int64_t *off, int64_t ld3, int beta,
                                double *part);
 void fnn_ukr_avx2_rows_6x16_f32(int rows, int64_t k, const float *ap, const float *bp,

@@ -561,10 +561,14 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
         else:
             y_shape = (x.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1, f)
         dy = randn(y_shape)
+        # the argmax the layers keep, on the backend of the call (layers.conv)
+        from .layers.conv import pair_argmax_format
         if case.op == "conv_pool_bwd":   # the pair's backward from its pooled gradient
             with fastnn.use_backend("numpy"):
                 yp, argmax = ops.conv2d_maxpool_forward(x, w, bias, activation="relu",
                                                         crop=True)
+                pos = ops.conv2d_maxpool_forward(x, w, bias, activation="relu", crop=True,
+                                                 argmax_format="window")[1]
             dyp = randn(yp.shape)
         if impl in ("fastnn", "numpy"):
             if case.op == "conv_fwd":
@@ -572,10 +576,11 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
                     x, w, bias, activation=act, layout=lay)
             elif case.op == "conv_pool_fwd":
                 fn = lambda: ops.conv2d_maxpool_forward(  # noqa: E731
-                    x, w, bias, activation="relu")
+                    x, w, bias, activation="relu", argmax_format=pair_argmax_format())
             elif case.op == "conv_pool_bwd":
                 fn = lambda: ops.conv2d_maxpool_backward(  # noqa: E731
-                    dyp, argmax, x, w, crop=True, need_dx=need_dx)
+                    dyp, pos if pair_argmax_format() == "window" else argmax, x, w,
+                    crop=True, need_dx=need_dx)
             else:
                 fn = lambda: ops.conv2d_backward(  # noqa: E731
                     dy, x, w, need_dx=need_dx, layout=lay)
@@ -1322,7 +1327,8 @@ def run(*, suite: str = "all", only: Optional[Sequence[str]] = None,
     if result["kernels"] and "conv" in groups:
         notes.append("conv forward includes the bias and ReLU (fused in fastnn, "
                      "torch.relu_ in PyTorch); conv forward + maxpool is "
-                     "ops.conv2d_maxpool_forward in fastnn (the layers' pair in the model), "
+                     "ops.conv2d_maxpool_forward in fastnn (the layers' pair in the model: "
+                     "argmax as one-byte window positions on the C backend), "
                      "conv2d, relu_, max_pool2d with indices in PyTorch, and its GFLOPS count "
                      "the whole convolution; conv backward of the first layer skips dx, as "
                      "in the model; the NCHW rows are the first convolution of Deep "

@@ -747,8 +747,12 @@ def test_conv_maxpool_forward_nhwc_each_isa(isa, dtype, xs, ws, stride, padding,
             return
         y_ref, a_ref = ops.maxpool2d_forward(z, 2)
         y, a = ops.conv2d_maxpool_forward(x, w, b, activation="relu", **kw)
-    assert y.tobytes() == y_ref.tobytes()
+        yw, pos = ops.conv2d_maxpool_forward(x, w, b, activation="relu", **kw,
+                                             argmax_format="window")
+    assert y.tobytes() == y_ref.tobytes() == yw.tobytes()
     np.testing.assert_array_equal(a, a_ref)
+    rows, cols = np.unravel_index(a_ref, z.shape[1:])[:2]    # each window's position
+    np.testing.assert_array_equal(pos, 2 * (rows % 2) + cols % 2)
 
 
 @pytest.mark.parametrize("dtype,f", [(np.float32, 32), (np.float32, 16), (np.float32, 20),
@@ -870,10 +874,39 @@ def test_conv_maxpool_backward_dw_each_isa(isa, dtype, f, limit, restore_workspa
         y, am = ops.conv2d_maxpool_forward(x, w, activation="relu")
         dy = rng.standard_normal(y.shape).astype(dtype)
         _, dw, db = ops.conv2d_maxpool_backward(dy, am, x, w, need_dx=False)
+        pos = ops.conv2d_maxpool_forward(x, w, activation="relu", argmax_format="window")[1]
+        from_pos = ops.conv2d_maxpool_backward(dy, pos, x, w, need_dx=False)
+    assert from_pos[1].tobytes() == dw.tobytes() and from_pos[2].tobytes() == db.tobytes()
     with fastnn.use_backend("numpy"):
         dz = ops.maxpool2d_backward(dy, am, (13, 20, 20, f), 2)
         _, dw_ref, db_ref = ops.conv2d_backward(dz, x, w, need_dx=False)
     k = 13 * 20 * 20
+    assert np.abs(dw - dw_ref).max() <= _tol(dtype, k) * (np.abs(dw_ref).max() + 1.0)
+    assert np.abs(db - db_ref).max() <= _tol(dtype, k) * (np.abs(db_ref).max() + 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_maxpool_backward_packed_positions_each_isa(isa, dtype):
+    """dW and db from window positions where the sparse kernels do not apply (17 x 17
+    patch elements with dilated columns: 289 runs): the implicit dW (AVX2: its rows kernel
+    in blocks of 9 patch elements; AVX-512: its B packed from them, conv.c's pack_pooled;
+    generic, without a gather kernel: the scatter and the dense backward), the bits of the
+    flat argmax's, near the reference."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((3, 20, 41, 1)).astype(dtype)
+    w = rng.standard_normal((17, 17, 1, 9)).astype(dtype)
+    kw = dict(dilation=(1, 2), crop=True)
+    with fastnn.use_backend("numpy"):
+        y, am = ops.conv2d_maxpool_forward(x, w, activation="relu", **kw)
+        pos = ops.conv2d_maxpool_forward(x, w, activation="relu", argmax_format="window",
+                                         **kw)[1]
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        _, dw_ref, db_ref = ops.conv2d_maxpool_backward(dy, am, x, w, need_dx=False, **kw)
+    with fastnn.use_backend("c"):
+        _, dw, db = ops.conv2d_maxpool_backward(dy, am, x, w, need_dx=False, **kw)
+        _, dw_pos, db_pos = ops.conv2d_maxpool_backward(dy, pos, x, w, need_dx=False, **kw)
+    assert dw_pos.tobytes() == dw.tobytes() and db_pos.tobytes() == db.tobytes()
+    k = dy.size // 9
     assert np.abs(dw - dw_ref).max() <= _tol(dtype, k) * (np.abs(dw_ref).max() + 1.0)
     assert np.abs(db - db_ref).max() <= _tol(dtype, k) * (np.abs(db_ref).max() + 1.0)
 
@@ -923,6 +956,9 @@ def test_conv_maxpool_backward_sparse_each_isa(isa, dtype, xs, ws, stride, paddi
                 runs.append(ops.conv2d_maxpool_backward(dy, am, x, w, crop=True, **geo))
             dw_only = ops.conv2d_maxpool_backward(dy, am, x, w, crop=True, need_dx=False,
                                                   **geo)
+            pos = ops.conv2d_maxpool_forward(x, w, b, activation="relu", crop=True,
+                                             argmax_format="window", **geo)[1]
+            from_pos = ops.conv2d_maxpool_backward(dy, pos, x, w, crop=True, **geo)
     finally:
         fastnn.set_num_threads(before)
     k = {"dx": ws[0] * ws[1] * ws[3], "dw": xs[0] * zshape[1] * zshape[2], "db": 1}
@@ -933,8 +969,8 @@ def test_conv_maxpool_backward_sparse_each_isa(isa, dtype, xs, ws, stride, paddi
         np.testing.assert_array_equal(np.isnan(got), nan, err_msg=name)
         err = np.abs(got[~nan] - want[~nan]).max()
         assert err <= _tol(dtype, k[name]) * (np.abs(want[~nan]).max() + 1.0), name
-    for a, c in zip(runs[0], runs[1]):
-        assert a.tobytes() == c.tobytes()
+    for a, c, p in zip(runs[0], runs[1], from_pos):
+        assert a.tobytes() == c.tobytes() == p.tobytes()
     assert dw_only[0] is None
     assert dw_only[1].tobytes() == runs[0][1].tobytes()
     assert dw_only[2].tobytes() == runs[0][2].tobytes()
@@ -966,6 +1002,8 @@ def test_conv_maxpool_backward_applies_relu_like_bias_act_backward(isa, dtype, x
     w = rng.standard_normal(ws).astype(dtype)
     with fastnn.use_backend("numpy"):
         y, am = ops.conv2d_maxpool_forward(x, w, None, activation="relu", crop=True)
+        pos = ops.conv2d_maxpool_forward(x, w, None, activation="relu", crop=True,
+                                         argmax_format="window")[1]
     y = y - dtype(0.3)                       # negatives and zeros besides positives
     y.flat[::7] = 0
     y.flat[y.size // 3] = np.nan
@@ -978,15 +1016,16 @@ def test_conv_maxpool_backward_applies_relu_like_bias_act_backward(isa, dtype, x
                 masked, db = ops.bias_act_backward(dy, y, "relu")
                 want = ops._conv2d_maxpool_backward(masked, am, *args, check_range=False)
                 want = (want[0], want[1], db)
-                for threads in (2, 1):
+                for threads, a_or_pos in ((2, am), (1, am), (2, pos)):   # (the layers': pos)
                     fastnn.set_num_threads(threads)
-                    got = ops._conv2d_maxpool_backward(dy, am, *args, check_range=False,
-                                                       relu_y=y)
+                    got = ops._conv2d_maxpool_backward(dy, a_or_pos, *args,
+                                                       check_range=False, relu_y=y)
                     for name, a, b in zip(("dx", "dw", "db"), got, want):
                         if b is None:
                             assert a is None
                             continue
-                        assert a.tobytes() == b.tobytes(), (backend, threads, name)
+                        assert a.tobytes() == b.tobytes(), (backend, threads, name,
+                                                            a_or_pos.dtype)
     finally:
         fastnn.set_num_threads(before)
     with pytest.raises(ValueError, match="relu_y"):

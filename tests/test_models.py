@@ -1418,6 +1418,30 @@ def test_conv_relu_maxpool_pair_backward_reuses_its_buffers(backend):
         assert first is not None and first.shape == (6, 6, 6, 4)
 
 
+def test_pooling_backward_after_the_pairs_forward(backend):
+    # MaxPooling2D's own backward after the pair's forward (layers.conv.conv_pool_forward,
+    # whose argmax the C backend keeps as window positions, one byte each): the gradient
+    # the layer chain scatters, on the crop the windows read (the 9 x 8 output's 8 x 8)
+    set_random_seed(6)
+    model = Sequential([Conv2D(8, 3, activation="relu", input_shape=(11, 10, 2)),
+                        MaxPooling2D(2)])
+    conv, pool = model.layers
+    x = np.random.default_rng(4).normal(size=(3, 11, 10, 2)).astype("float32")
+    y = fastnn.layers.conv.conv_pool_forward(conv, pool, x, training=True)
+    want_dtype = np.uint8 if getattr(fastnn._backend.get(), "CONV_POOL_POSITIONS",
+                                     False) else np.int64
+    assert pool._argmax.dtype == want_dtype
+    g = np.random.default_rng(5).normal(size=y.shape).astype("float32")
+    got = pool.backward(g)
+    assert got.shape == (3, 8, 8, 8)
+    z = conv.forward(x, training=True)
+    assert pool.forward(z, training=True).tobytes() == y.tobytes()
+    want = pool.backward(g)
+    assert want.shape == (3, 9, 8, 8)
+    assert got.tobytes() == np.ascontiguousarray(want[:, :8]).tobytes()
+    assert not want[:, 8:].any()
+
+
 def test_conv_relu_maxpool_pairs_forward_bit_for_bit(backend, monkeypatch):
     # Sequential runs Conv2D(relu) -> MaxPooling2D(2) as one call
     # (layers.conv.conv_pool_forward); evaluation and prediction give the bits of the

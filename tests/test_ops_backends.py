@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import ops
+from fastnn import _backend, ops
 from conftest import (DTYPES, absmax, assert_bitwise, assert_close, assert_same, distinct,
                       rand, reference, require_backend, to_layout, tolerance,
                       weights_to_layout, x_shape_in)
@@ -360,6 +360,18 @@ def test_conv2d_maxpool_forward(backend, case, act, use_b, layout, dtype):
         crop[axis] = crop[axis] // 2 * 2
     np.testing.assert_array_equal(
         ac, np.ravel_multi_index(np.unravel_index(a_ref, sample), crop))
+    # argmax_format="window": each maximum's position in its window, one byte
+    rows, cols = np.unravel_index(a_ref, sample)[slice(0, 2) if layout == "NHWC" else
+                                                  slice(1, 3)]
+    want = (2 * (rows % 2) + cols % 2).astype(np.uint8)
+    for crop in (False, True):
+        outs = (np.full_like(y, 7), np.full(y.shape, 9, np.uint8))
+        for out in (None, outs):
+            yw, aw = ops.conv2d_maxpool_forward(x, w, b, activation=act, crop=crop, out=out,
+                                                argmax_format="window", **geo)
+            assert aw.dtype == np.uint8 and (out is None or aw is outs[1])
+            assert yw.tobytes() == y_ref.tobytes()
+            np.testing.assert_array_equal(aw, want)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
@@ -388,6 +400,12 @@ def test_conv2d_maxpool_backward(backend, case, crop, need_dx, need_db, layout, 
                     need_db=need_db, **geo)
     got = ops.conv2d_maxpool_backward(dy, am, x, w, crop=crop, need_dx=need_dx,
                                       need_db=need_db, **geo)
+    # from the window positions: the same bits
+    _, pos = ops.conv2d_maxpool_forward(x, w, b, activation="relu", crop=crop,
+                                        argmax_format="window", **geo)
+    for g, r in zip(ops.conv2d_maxpool_backward(dy, pos, x, w, crop=crop, need_dx=need_dx,
+                                                need_db=need_db, **geo), got):
+        assert (g is None and r is None) or g.tobytes() == r.tobytes()
     kh, kw = (w.shape[0], w.shape[1]) if layout == "NHWC" else (w.shape[2], w.shape[3])
     k = n * zc[0] * zc[1]
     for name, g, r, kk, scale in (("dx", got[0], ref[0], kh * kw * f, absmax(dy) * absmax(w)),
@@ -431,11 +449,14 @@ def test_conv2d_maxpool_backward_sparse(fast_backend, xs, ws, stride, padding, d
     zshape = (xs[0], 2 * y.shape[1], 2 * y.shape[2], ws[3]) if crop else z.shape
     dz = reference(ops.maxpool2d_backward, dy, am, zshape, 2)
     ref = reference(ops.conv2d_backward, dz, x, w, **geo)
+    pos = reference(ops.conv2d_maxpool_forward, x, w, b, activation="relu",
+                    argmax_format="window", **geo)[1]
     before = fastnn.get_num_threads()
     try:
         got = [ops.conv2d_maxpool_backward(dy, am, x, w, **geo)]
         fastnn.set_num_threads(1)
         got.append(ops.conv2d_maxpool_backward(dy, am, x, w, **geo))
+        got.append(ops.conv2d_maxpool_backward(dy, pos, x, w, **geo))  # window positions
     finally:
         fastnn.set_num_threads(before)
     k = xs[0] * zshape[1] * zshape[2]
@@ -445,8 +466,9 @@ def test_conv2d_maxpool_backward_sparse(fast_backend, xs, ws, stride, padding, d
             ("db", got[0][2], ref[2], k, absmax(dy))):
         assert np.isnan(r).any() and np.isfinite(r).any(), name
         assert_close(g, r, k=kk, scale=scale, what=f"conv2d_maxpool_backward {name}")
-    for a, c in zip(*got):
+    for a, c, p in zip(*got):
         assert_bitwise(a, c)
+        assert_bitwise(a, p)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
@@ -466,6 +488,8 @@ def test_conv2d_maxpool_backward_few_channels(fast_backend, xs, ws, padding, dty
     zshape = (xs[0], 2 * y.shape[1], 2 * y.shape[2], ws[3])
     dz = reference(ops.maxpool2d_backward, dy, am, zshape, 2)
     ref = reference(ops.conv2d_backward, dz, x, w, padding=padding, crop=True, need_dx=False)
+    pos = reference(ops.conv2d_maxpool_forward, x, w, b, activation="relu",
+                    padding=padding, crop=True, argmax_format="window")[1]
     before = fastnn.get_num_threads()
     try:
         got = [ops.conv2d_maxpool_backward(dy, am, x, w, padding=padding, crop=True,
@@ -473,6 +497,8 @@ def test_conv2d_maxpool_backward_few_channels(fast_backend, xs, ws, padding, dty
         fastnn.set_num_threads(1)
         got.append(ops.conv2d_maxpool_backward(dy, am, x, w, padding=padding, crop=True,
                                                need_dx=False))
+        got.append(ops.conv2d_maxpool_backward(dy, pos, x, w, padding=padding, crop=True,
+                                               need_dx=False))   # window positions
     finally:
         fastnn.set_num_threads(before)
     k = xs[0] * zshape[1] * zshape[2]
@@ -481,8 +507,9 @@ def test_conv2d_maxpool_backward_few_channels(fast_backend, xs, ws, padding, dty
                               ("db", got[0][2], ref[2], absmax(dy))):
         assert np.isnan(r).any() and np.isfinite(r).any(), name
         assert_close(g, r, k=k, scale=scale, what=f"conv2d_maxpool_backward {name}")
-    for a, c in zip(got[0][1:], got[1][1:]):
+    for a, c, p in zip(got[0][1:], got[1][1:], got[2][1:]):
         assert_bitwise(a, c)
+        assert_bitwise(a, p)
     # an argmax in range but outside its window is ignored: as a zero gradient there
     dy = rand(rng, y.shape, dtype)
     bad, keep = am.copy(), dy.copy()
@@ -495,6 +522,60 @@ def test_conv2d_maxpool_backward_few_channels(fast_backend, xs, ws, padding, dty
                                        need_dx=False, need_db=False)
     assert_close(got[1], want[1], k=k, scale=absmax(dy) * absmax(x),
                  what="argmax outside its window")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("xs,ws", [((3, 12, 11, 1), (3, 3, 1, 32)), ((2, 9, 9, 8), (3, 3, 8, 12))])
+def test_conv2d_maxpool_window_positions_out_of_range(fast_backend, xs, ws, dtype):
+    """Window positions above 3 (never from the forward): the public backward refuses them
+    (test_bad_input); without the check (fastnn's layers, on their own forward's
+    positions) a backend that reads positions (C) drops such a gradient, as an argmax
+    outside its window, and the others refuse them still: never an address from one."""
+    rng = _rng("pool-pos-range", xs, ws)
+    x, w, b = rand(rng, xs, dtype), rand(rng, ws, dtype), rand(rng, ws[3:], dtype)
+    y, pos = ops.conv2d_maxpool_forward(x, w, b, activation="relu", crop=True,
+                                        argmax_format="window")
+    dy, bad, keep = rand(rng, y.shape, dtype), pos.copy(), None
+    bad[0, 0, 0, 3], bad[1, 1, 1, 5], bad[-1, -1, -1, -1] = 4, 255, 7
+    keep = dy.copy()
+    keep[0, 0, 0, 3] = keep[1, 1, 1, 5] = keep[-1, -1, -1, -1] = 0
+    need_dx = xs[3] > 1
+
+    def grads(d, a):
+        return ops._conv2d_maxpool_backward(d, a, x, w, 1, 0, 1, "NHWC", True, need_dx,
+                                            False, None, check_range=False)
+    if not getattr(_backend.get(), "CONV_POOL_POSITIONS", False):
+        with pytest.raises(ValueError, match=r"window positions\) must hold values"):
+            grads(dy, bad)
+        return
+    got, want = grads(dy, bad), grads(keep, pos)
+    k = xs[0] * 4 * y.shape[1] * y.shape[2]
+    assert_close(got[1], want[1], k=k, scale=absmax(dy) * absmax(x), what="dw")
+    if need_dx:
+        assert_close(got[0], want[0], k=ws[0] * ws[1] * ws[3], scale=absmax(dy) * absmax(w),
+                     what="dx")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("oh,ow", [(4, 6), (5, 7), (2, 3)])
+def test_window_positions_against_loops(layout, oh, ow):
+    """ops' conversions between a 2x2 pooling's flat argmax and its window positions (the
+    backends without positions of their own) against loops over every element."""
+    rng = np.random.default_rng(oh * 10 + ow)
+    n, f, ph, pw = 2, 3, oh // 2, ow // 2
+    shape = (n, ph, pw, f) if layout == "NHWC" else (n, f, ph, pw)
+    pos = rng.integers(0, 4, shape).astype(np.uint8)
+    want = np.empty(shape, np.int64)
+    for i in np.ndindex(*shape):
+        p, q, j = (i[1], i[2], i[3]) if layout == "NHWC" else (i[2], i[3], i[1])
+        r, c = 2 * p + pos[i] // 2, 2 * q + pos[i] % 2
+        want[i] = (r * ow + c) * f + j if layout == "NHWC" else (j * oh + r) * ow + c
+    flat = ops._flat_argmax(pos, oh, ow, layout)
+    assert flat.dtype == np.int64
+    np.testing.assert_array_equal(flat, want)
+    back = np.full(shape, 9, np.uint8)
+    ops._window_positions(flat, oh, ow, layout, back)
+    np.testing.assert_array_equal(back, pos)
 
 
 @pytest.mark.parametrize("padding", [0, "same"])

@@ -14,6 +14,7 @@
  * A receptive field (and a patch row of w^T or dw^T) is R runs of L contiguous elements,
  * L a multiple of VL: run r at roff[r] from a pixel's corner in x or dx, at r * L in the
  * patch row. */
+#include <string.h>
 #include "fnn_real.h"
 #include "vec_avx2.h"
 
@@ -192,24 +193,72 @@ FNN_ALWAYS_INLINE void pixel_masks(const int64_t *aq, vmask lm, int full, int64_
         e[k] = _mm256_and_si256(e[k], lm);
 }
 
-/* One image's tables from its pooled gradient gp (nwin x f) and argmax am (flat indices
- * into its oh x ow x f output): conv.c's pool_image_tables (the reference) on AVX2 lanes,
+/* pixel_masks for window positions: e[k] all ones in lane l where pq[l] (one byte: the
+ * argmax's pixel k = 0 .. 3 of its window, fnn_conv2d_pool_fwd's pos) is k; lanes from `lm`
+ * only (`full`: all VL, read as one load; else the bytes of lm's lanes alone). */
+FNN_ALWAYS_INLINE void pos_masks(const uint8_t *pq, vmask lm, int full, vmask e[4])
+{
+#if FNN_PREC == 32
+    int64_t v = 0;
+    if (full)
+        memcpy(&v, pq, 8);
+    else
+        memcpy(&v, pq, (size_t)__builtin_popcount((unsigned)_mm256_movemask_ps(
+                           _mm256_castsi256_ps(lm))));
+    const __m256i k = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v));
+    for (int i = 0; i < 4; i++)
+        e[i] = _mm256_and_si256(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(i)), lm);
+#else
+    int32_t v = 0;
+    if (full)
+        memcpy(&v, pq, 4);
+    else
+        memcpy(&v, pq, (size_t)__builtin_popcount((unsigned)_mm256_movemask_pd(
+                           _mm256_castsi256_pd(lm))));
+    const __m256i k = _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(v));
+    for (int i = 0; i < 4; i++)
+        e[i] = _mm256_and_si256(_mm256_cmpeq_epi64(k, _mm256_set1_epi64x(i)), lm);
+#endif
+}
+
+/* The masks of element i (window q's filters j0 ..: i = q * f + j0) from whichever argmax
+ * the caller has: window positions pos (one byte each) unless NULL, else flat indices am
+ * (pixel_masks; base: the window's pixel 0's index for filter j0). */
+FNN_ALWAYS_INLINE void window_masks(const int64_t *am, const uint8_t *pos, int64_t i,
+                                    vmask lm, int full, int64_t base, int64_t f, int64_t OW,
+                                    vmask e[4])
+{
+    if (pos)
+        pos_masks(pos + i, lm, full, e);
+    else
+        pixel_masks(am + i, lm, full, base, f, OW, e);
+}
+
+/* A later window's argmax (element i) on its way to L1 (pos: one byte each, unless NULL) */
+FNN_ALWAYS_INLINE void prefetch_argmax(const int64_t *am, const uint8_t *pos, int64_t i)
+{
+    _mm_prefetch(pos ? (const char *)(pos + i) : (const char *)(am + i), _MM_HINT_T0);
+}
+
+/* One image's tables from its pooled gradient gp (nwin x f) and argmax: am (flat indices
+ * into its oh x ow x f output), or window positions pos (one byte, 0 .. 3) where am is
+ * NULL: conv.c's pool_image_tables (the reference) on AVX2 lanes,
  * VL filters at a time. For window q (its first pixel p0 = 2*(q / PW)*OW + 2*(q % PW),
  * its four pixels' corners cq[4q .. 4q+3]) and filter j, d = am - j - p0*f is 0, f, OW*f
  * or (OW+1)*f where argmax names pixel k = 0 .. 3 of the window (compared on the low 32
- * bits for float: exact, the caller keeps oh*ow*f below 2^31): gz = gp (relu-masked by yp
+ * bits for float: exact, the caller keeps oh*ow*f below 2^31; or pos is k): gz = gp (relu-masked by yp
  * unless NULL: pooled_grad; 0 outside the window), cn = cq[4q + k] (int32; that of pixel
  * 0 outside), and, with need_dx, bit j of mask[(4q + k)*nwords + j/64] set where gz is not
  * 0 (NaN counts as not 0). */
 void FNN(pool_tables_avx2)(int64_t f, int64_t nwin, int64_t PW, int64_t OW, const real *gp,
-                           const real *yp, const int64_t *am, const int64_t *cq, int need_dx,
-                           real *gz, int32_t *cn, uint64_t *mask)
+                           const real *yp, const int64_t *am, const uint8_t *pos,
+                           const int64_t *cq, int need_dx, real *gz, int32_t *cn,
+                           uint64_t *mask)
 {
     const int64_t nwords = (f + 63) / 64;
     for (int64_t q = 0; q < nwin; q++) {
         const int64_t base = (2 * (q / PW) * OW + 2 * (q % PW)) * f;
         const real *gq = gp + q * f;
-        const int64_t *aq = am + q * f;
         uint64_t m[4] = {0, 0, 0, 0};
         for (int64_t j0 = 0; j0 < f; j0 += VL) {
             const int64_t lanes = f - j0 < VL ? f - j0 : VL;
@@ -217,7 +266,7 @@ void FNN(pool_tables_avx2)(int64_t f, int64_t nwin, int64_t PW, int64_t OW, cons
             const int full = lanes == VL; /* plain loads and stores (pixel_masks) */
             const vec g = pooled_grad(gq + j0, yp ? yp + q * f + j0 : NULL, lm, full);
             vmask e[4];
-            pixel_masks(aq + j0, lm, full, base + j0, f, OW, e);
+            window_masks(am, pos, q * f + j0, lm, full, base + j0, f, OW, e);
             const __m256i in =
                 _mm256_or_si256(_mm256_or_si256(e[0], e[1]), _mm256_or_si256(e[2], e[3]));
 #if FNN_PREC == 32
@@ -302,9 +351,10 @@ FNN_ALWAYS_INLINE void dw_rows_pixel(vec g, vmask e, const real *xs, const int64
  * j0 + VL (lanes lm). NP a constant at each call. */
 FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t PH,
                                      int64_t PW, int64_t OW, const real *gp, const real *yp,
-                                     const int64_t *am, const int64_t *pix, const real *x,
-                                     const int64_t *off, int beta, int64_t j0, vmask lm,
-                                     int full, const int NP, real *part)
+                                     const int64_t *am, const uint8_t *pos,
+                                     const int64_t *pix, const real *x, const int64_t *off,
+                                     int beta, int64_t j0, vmask lm, int full, const int NP,
+                                     real *part)
 {
     vec acc[PB];
     int64_t o[PB];
@@ -322,11 +372,12 @@ FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t
         /* a later window's argmax and gradient on their way to L1: a piece's argmax rows
          * outgrow it, and each of the VL-filter passes reads them again */
         if (w + DW_ROWS_AHEAD < wend) { /* (no pointer past the arrays) */
-            _mm_prefetch((const char *)(am + (w + DW_ROWS_AHEAD) * f + j0), _MM_HINT_T0);
+            prefetch_argmax(am, pos, (w + DW_ROWS_AHEAD) * f + j0);
             _mm_prefetch((const char *)(gp + (w + DW_ROWS_AHEAD) * f + j0), _MM_HINT_T0);
         }
         vmask e[4];
-        pixel_masks(am + w * f + j0, lm, full, (2 * ph * OW + 2 * pw) * f + j0, f, OW, e);
+        window_masks(am, pos, w * f + j0, lm, full, (2 * ph * OW + 2 * pw) * f + j0, f, OW,
+                     e);
         const vec g = pooled_grad(gp + w * f + j0, yp ? yp + w * f + j0 : NULL, lm, full);
         if (klo == 0 && khi == 4) { /* unrolled, the four masked gradients first */
             vec gk[4];
@@ -367,7 +418,8 @@ FNN_ALWAYS_INLINE void dw_rows_block(int64_t f, int64_t q0, int64_t len, int64_t
 FNN_ALWAYS_INLINE void dw_rows_block_3x3(int64_t f, int64_t q0, int64_t len, int64_t PH,
                                          int64_t PW, int64_t OW, const real *gp,
                                          const real *yp, const int64_t *am,
-                                         const int64_t *pix, const real *x, const int64_t *off,
+                                         const uint8_t *pos, const int64_t *pix,
+                                         const real *x, const int64_t *off,
                                          int64_t ld, int beta, int64_t j0, vmask lm, int full,
                                          real *part)
 {
@@ -381,11 +433,12 @@ FNN_ALWAYS_INLINE void dw_rows_block_3x3(int64_t f, int64_t q0, int64_t len, int
         const int64_t klo = q0 > 4 * w ? q0 - 4 * w : 0;
         const int64_t khi = q0 + len - 4 * w < 4 ? q0 + len - 4 * w : 4;
         if (w + DW_ROWS_AHEAD < wend) {
-            _mm_prefetch((const char *)(am + (w + DW_ROWS_AHEAD) * f + j0), _MM_HINT_T0);
+            prefetch_argmax(am, pos, (w + DW_ROWS_AHEAD) * f + j0);
             _mm_prefetch((const char *)(gp + (w + DW_ROWS_AHEAD) * f + j0), _MM_HINT_T0);
         }
         vmask e[4];
-        pixel_masks(am + w * f + j0, lm, full, (2 * ph * OW + 2 * pw) * f + j0, f, OW, e);
+        window_masks(am, pos, w * f + j0, lm, full, (2 * ph * OW + 2 * pw) * f + j0, f, OW,
+                     e);
         const vec g = pooled_grad(gp + w * f + j0, yp ? yp + w * f + j0 : NULL, lm, full);
         const real *x0 = x + pix[w];
         if (klo == 0 && khi == 4) {
@@ -429,29 +482,30 @@ FNN_ALWAYS_INLINE void dw_rows_block_3x3(int64_t f, int64_t q0, int64_t len, int
  * 0) + the sum over those rows in order of x[pix[q] + off[p]] * B(q, j), B(q, j) = gp[q/4
  * * f + j] (pooled_grad: relu-masked by yp unless NULL) where am[q/4 * f + j] (a flat
  * index into the image's oh x ow x f output, OW pixels per row) names pixel q % 4 of
- * window q / 4, else +0. That is the gather
- * kernel's FMA chain over pack_pooled's panels, element by element, so the same bits.
+ * window q / 4 (or, am NULL, where the window position pos[q/4 * f + j] is q % 4), else
+ * +0. That is the gather kernel's FMA chain over pack_pooled's panels, element by
+ * element, so the same bits.
  * Filters VL at a time (masked tail), patch elements PB at a time; ld3 not 0: a 3 x 3
  * single-channel convolution of unit stride and dilation, x's rows ld3 apart, and pix
  * the windows' corners (dw_rows_block_3x3). */
 void FNN(pool_dw_rows_avx2)(int64_t f, int64_t q0, int64_t len, int64_t PH, int64_t PW,
                             int64_t OW, const real *gp, const real *yp, const int64_t *am,
-                            const int64_t *pix, const real *x, int64_t P, const int64_t *off,
-                            int64_t ld3, int beta, real *part)
+                            const uint8_t *pos, const int64_t *pix, const real *x, int64_t P,
+                            const int64_t *off, int64_t ld3, int beta, real *part)
 {
     for (int64_t j0 = 0; j0 < f; j0 += VL) {
         const int64_t lanes = f - j0 < VL ? f - j0 : VL;
         const vmask lm = lanes_below(lanes);
         if (ld3) {
-            dw_rows_block_3x3(f, q0, len, PH, PW, OW, gp, yp, am, pix, x, off, ld3, beta, j0,
-                              lm, lanes == VL, part);
+            dw_rows_block_3x3(f, q0, len, PH, PW, OW, gp, yp, am, pos, pix, x, off, ld3, beta,
+                              j0, lm, lanes == VL, part);
             continue;
         }
         for (int64_t p0 = 0; p0 < P; p0 += PB) {
             const int64_t np = P - p0 < PB ? P - p0 : PB;
             real *d = part + p0 * f;
 #define ROWS_CALL(n)                                                                        \
-    dw_rows_block(f, q0, len, PH, PW, OW, gp, yp, am, pix, x, off + p0, beta, j0, lm, \
+    dw_rows_block(f, q0, len, PH, PW, OW, gp, yp, am, pos, pix, x, off + p0, beta, j0, lm,\
                   lanes == VL, n, d)
             switch (np) {
             case 1: ROWS_CALL(1); break;
@@ -474,13 +528,33 @@ void FNN(pool_dw_rows_avx2)(int64_t f, int64_t q0, int64_t len, int64_t PH, int6
  * gather kernel, 0.79 with 1 window, 0.70 with 2, 0.635 with 3, no faster with 4. */
 #define C3_NW 3
 
+/* The VL window positions in the lanes of at (each 0 .. 3) as bytes: p[0 .. VL) */
+FNN_ALWAYS_INLINE void store_pos(uint8_t *p, vidx at)
+{
+#if FNN_PREC == 32 /* byte 0 of each int32 lane */
+    const __m256i b = _mm256_shuffle_epi8(
+        at, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0,
+                             4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+    const uint32_t v[2] = {(uint32_t)_mm_cvtsi128_si32(_mm256_castsi256_si128(b)),
+                           (uint32_t)_mm_cvtsi128_si32(_mm256_extracti128_si256(b, 1))};
+    memcpy(p, v, 8);
+#else /* byte 0 of each int64 lane */
+    const __m256i b = _mm256_shuffle_epi8(
+        at, _mm256_setr_epi8(0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0,
+                             8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+    const uint16_t v[2] = {(uint16_t)_mm_cvtsi128_si32(_mm256_castsi256_si128(b)),
+                           (uint16_t)_mm_cvtsi128_si32(_mm256_extracti128_si256(b, 1))};
+    memcpy(p, v, 4);
+#endif
+}
+
 /* NW windows from window s of conv3x3c1_pool_row_avx2's pass over filters j0 .. j0 + VL
  * (wv: their weight vectors, first: the index lanes of window 0's pixel 0): NW x 4
  * independent FMA chains (one window's 4, 9 FMAs deep, waited on the FMA latency). */
 FNN_ALWAYS_INLINE void c3_windows(const int NW, int64_t s, int64_t f, int64_t j0,
                                   const real *x, int64_t ldx, const vec wv[9], const real *b,
                                   int relu, vidx first, const vidx off[4], real *y,
-                                  int64_t *argmax)
+                                  int64_t *argmax, uint8_t *pos)
 {
     vec acc[3][4];
 #pragma GCC unroll 3
@@ -526,8 +600,11 @@ FNN_ALWAYS_INLINE void c3_windows(const int NW, int64_t s, int64_t f, int64_t j0
             at = _mm256_blendv_epi8(at, off[k], t);
         }
         vstore(y + (s + u) * f + j0, best);
-        store_idx(argmax + (s + u) * f + j0,
-                  idx_add(at, idx_add(first, idx_set1(2 * (s + u) * f))));
+        if (pos) /* off: the positions themselves */
+            store_pos(pos + (s + u) * f + j0, at);
+        else
+            store_idx(argmax + (s + u) * f + j0,
+                      idx_add(at, idx_add(first, idx_set1(2 * (s + u) * f))));
     }
 }
 
@@ -541,16 +618,18 @@ FNN_ALWAYS_INLINE void c3_windows(const int NW, int64_t s, int64_t f, int64_t j0
  * first pixel's value that no later one beats (larger, or the first NaN: max4_avx2's
  * rule) and argmax[s*f + j] = e0 + 2*s*f + (0, f, ow*f, ow*f + f)[k] + j, the flat index
  * of that pixel in the image's (oh, ow, f) output (overwritten; the caller keeps it below
- * LANE_IDX_MAX). A pass of VL filters keeps their 9 weight vectors (registers, L1) over
- * the row's windows, each window's 16 inputs broadcast once into the 36 FMAs that read them
- * (the 6 x 16 gather kernel, 54 broadcasts per 108 FMAs with its bias, relu, store and
- * reload, ran a 3x3x1 -> 32 layer's 128 images at about 100 GFLOPS). */
+ * LANE_IDX_MAX); or, where pos is not NULL (argmax then is), pos[s*f + j] = k, the
+ * window position alone (one byte). A pass of VL filters keeps their 9 weight vectors
+ * (registers, L1) over the row's windows, each window's 16 inputs broadcast once into the
+ * 36 FMAs that read them (the 6 x 16 gather kernel, 54 broadcasts per 108 FMAs with its
+ * bias, relu, store and reload, ran a 3x3x1 -> 32 layer's 128 images at about 100
+ * GFLOPS). */
 void FNN(conv3x3c1_pool_row_avx2)(int64_t nwin, int64_t f, const real *x, int64_t ldx,
                                    const real *w, const real *b, int relu, int64_t e0,
-                                   int64_t ow, real *y, int64_t *argmax)
+                                   int64_t ow, real *y, int64_t *argmax, uint8_t *pos)
 {
-    const vidx off[4] = {_mm256_setzero_si256(), idx_set1(f), idx_set1(ow * f),
-                         idx_set1(ow * f + f)};
+    const vidx off[4] = {_mm256_setzero_si256(), idx_set1(pos ? 1 : f),
+                         idx_set1(pos ? 2 : ow * f), idx_set1(pos ? 3 : ow * f + f)};
     for (int64_t j0 = 0; j0 < f; j0 += VL) {
         vec wv[9];
 #pragma GCC unroll 9
@@ -559,8 +638,8 @@ void FNN(conv3x3c1_pool_row_avx2)(int64_t nwin, int64_t f, const real *x, int64_
         const vidx first = idx_add(idx_set1(e0 + j0), idx_lanes());
         int64_t s = 0;
         for (; s + C3_NW <= nwin; s += C3_NW)
-            c3_windows(C3_NW, s, f, j0, x, ldx, wv, b, relu, first, off, y, argmax);
+            c3_windows(C3_NW, s, f, j0, x, ldx, wv, b, relu, first, off, y, argmax, pos);
         for (; s < nwin; s++)
-            c3_windows(1, s, f, j0, x, ldx, wv, b, relu, first, off, y, argmax);
+            c3_windows(1, s, f, j0, x, ldx, wv, b, relu, first, off, y, argmax, pos);
     }
 }

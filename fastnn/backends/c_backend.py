@@ -277,6 +277,19 @@ def conv2d_forward(x, w, b, g, layout, act, y, chunk):
                           ws, _ptr(y))
 
 
+#: conv2d_maxpool_forward and _backward take argmax as uint8 window positions too
+#: (fastnn.ops.conv2d_maxpool_forward's argmax_format="window").
+CONV_POOL_POSITIONS = True
+
+
+def _argmax_ptrs(argmax):
+    """(int64 pointer, uint8 pointer), one of them NULL: the fused conv-pool kernels' argmax
+    as flat indices (int64) or window positions (uint8)."""
+    if argmax.dtype == np.uint8:
+        return ffi.NULL, ffi.from_buffer(_UINT8_ARRAY, argmax)
+    return _iptr(argmax), ffi.NULL
+
+
 def conv2d_maxpool_forward(x, w, b, g, layout, act, y, argmax, chunk):
     dt, f, cg, lay = x.dtype, _filters(w, layout), _geom(g), _LAYOUT[layout]
     if not _fn("conv2d_pool_ok", dt)(cg, lay, f):
@@ -284,7 +297,7 @@ def conv2d_maxpool_forward(x, w, b, g, layout, act, y, argmax, chunk):
     ws = _workspace(_fn("conv2d_ws", dt)(cg, lay, f, chunk, 0), dt)
     return bool(_fn("conv2d_pool_fwd", dt)(cg, lay, f, _ptr(x), _ptr(w), _opt(b, dt),
                                            _ACT[act], chunk, ws, _ptr(y),
-                                           _iptr(argmax)))
+                                           *_argmax_ptrs(argmax)))
 
 
 def conv2d_backward(dy, x, w, g, layout, dx, dw, db, chunk):
@@ -306,7 +319,7 @@ def conv2d_maxpool_backward(dy, argmax, x, w, g, layout, dx, dw, db, chunk, relu
         return False
     ws = _workspace(_fn("conv2d_pool_bwd_ws", dt)(cg, lay, f, chunk, need_dx), dt)
     return bool(_fn("conv2d_pool_bwd", dt)(cg, lay, f, _ptr(dy), _opt(relu_y, dt),
-                                           _iptr(argmax), _ptr(x), _ptr(w), chunk, ws,
+                                           *_argmax_ptrs(argmax), _ptr(x), _ptr(w), chunk, ws,
                                            _opt(dx, dt), _ptr(dw), _opt(db, dt)))
 
 

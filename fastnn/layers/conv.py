@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import ops
+from .. import _backend, ops
 from ..ops._geometry import as_pair, conv_geometry
 from .base import Layer
 from .core import _cfg, _data_format, _WithActivation
@@ -281,6 +281,8 @@ class MaxPooling2D(_Pooling2D):
 
     def backward(self, grad):
         kw = self._kw()   # argmax from this layer's forward: no range scan
+        if self._argmax.dtype == np.uint8:  # window positions (conv_pool_forward)
+            self._argmax = ops._flat_argmax(self._argmax, *self._xshape[1:3], self.layout)
         return ops._maxpool2d_backward(grad, self._argmax, self._xshape, self.pool_size,
                                        kw["stride"], kw["padding"], kw["layout"],
                                        self._buffer("dx", self._xshape, grad.dtype),
@@ -349,15 +351,26 @@ def conv_pool_forward(conv, pool, x, training=False):
     n, oh, ow, f = conv_shape
     conv._dy_crop = True
     pool._xshape = (n, oh // 2 * 2, ow // 2 * 2, f)
+    window = pair_argmax_format() == "window"
     out = None
     if training:
         shape = pool.compute_output_shape(conv_shape)
-        out = (pool._buffer("y", shape, x.dtype), pool._buffer("argmax", shape, np.int64))
+        out = (pool._buffer("y", shape, x.dtype),
+               pool._buffer("argmax", shape, np.uint8 if window else np.int64))
     y, pool._argmax = ops.conv2d_maxpool_forward(
         x, conv._ops_kernel(), conv.bias, stride=conv.strides, padding=conv.padding,
-        dilation=conv.dilation_rate, layout="NHWC", activation="relu", crop=True, out=out)
+        dilation=conv.dilation_rate, layout="NHWC", activation="relu", crop=True, out=out,
+        argmax_format="window" if window else "flat")
     pool._y = y
     return y
+
+
+def pair_argmax_format() -> str:
+    """The ``argmax_format`` of :func:`conv_pool_forward`'s call: ``"window"`` (one byte per
+    pooled element, an eighth of int64's memory traffic, for the step's largest arrays)
+    where the active backend's kernels read window positions (the C backend's
+    ``CONV_POOL_POSITIONS``), else ``"flat"`` (the others would convert)."""
+    return "window" if getattr(_backend.get(), "CONV_POOL_POSITIONS", False) else "flat"
 
 
 def conv_pool_backward(conv, pool, grad):

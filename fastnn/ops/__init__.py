@@ -431,8 +431,8 @@ def _conv_pool_geometry(g, x, w, f, layout, crop):
 
 
 def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, layout="NHWC",
-                           activation=None, crop: bool = False, out: Optional[tuple] = None
-                           ) -> Tuple[np.ndarray, np.ndarray]:
+                           activation=None, crop: bool = False, out: Optional[tuple] = None,
+                           argmax_format: str = "flat") -> Tuple[np.ndarray, np.ndarray]:
     """A convolution followed by 2x2 max pooling (stride 2, no padding), in one call:
     ``maxpool2d_forward(conv2d_forward(x, w, b, ...), 2)``, with the same results bit for
     bit. The C backend fuses them for NHWC on its implicit-im2col path (AVX2): each group
@@ -453,33 +453,47 @@ def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, lay
         window reads.
     out : tuple (y, argmax), optional
         Arrays to write the results into (either may be None), C-contiguous, not
-        overlapping the inputs.
+        overlapping the inputs; argmax's dtype that of ``argmax_format``.
+    argmax_format : {"flat", "window"}
+        "flat": argmax as :func:`maxpool2d_forward` gives it (int64). "window": each pooled
+        element's position in its 2x2 window, as uint8: 0, 1, 2, 3 for the window's pixel
+        (0, 0), (0, 1), (1, 0), (1, 1), an eighth of the memory (the C backend writes it
+        directly; the others convert their flat indices). :func:`conv2d_maxpool_backward`
+        takes either.
 
     Returns
     -------
     y : ndarray, shape (N, OH // 2, OW // 2, F) NHWC or (N, F, OH // 2, OW // 2) NCHW, for
         the convolution's output (N, OH, OW, F) or (N, F, OH, OW)
-    argmax : int64 ndarray shaped like y
-        As :func:`maxpool2d_forward` gives: flat indices into each sample of the
-        convolution's output, or of its crop (``crop``); the backward is
-        :func:`maxpool2d_backward` on that shape.
+    argmax : ndarray shaped like y
+        "flat" (int64): as :func:`maxpool2d_forward` gives: flat indices into each sample
+        of the convolution's output, or of its crop (``crop``); the backward is
+        :func:`maxpool2d_backward` on that shape. "window" (uint8): window positions.
     """
     layout, x, w, f, g = _conv_args(x, w, layout, stride, padding, dilation)
     act = _activation(activation)
     b, arrays = _bias_arg(b, f, x, w)
     gc, pg = _conv_pool_geometry(g, x, w, f, layout, crop)
+    if argmax_format not in ("flat", "window"):
+        raise ValueError(f"argmax_format must be 'flat' or 'window', received "
+                         f"{argmax_format!r}")
+    window = argmax_format == "window"
     y_out, a_out = _out_tuple(out, 2, "out")
     y = _out_array(y_out, pg.y_shape(layout, f), x.dtype, "out[0] (y)", arrays)
-    argmax = _out_array(a_out, y.shape, np.int64, "out[1] (argmax)", arrays + [y])
+    argmax = _out_array(a_out, y.shape, np.uint8 if window else np.int64, "out[1] (argmax)",
+                        arrays + [y])
     if g.n:
         backend = _backend.get()
         fused = getattr(backend, "conv2d_maxpool_forward", None)
+        # the flat indices, converted after, where the backend does not write positions
+        flat = argmax if not window or getattr(backend, "CONV_POOL_POSITIONS", False) \
+            else np.empty(y.shape, np.int64)
         # (a pointwise convolution cropped is no longer pointwise to a backend, which then
         # sums its products in another order than conv2d_forward's: not fused)
         pointwise_cropped = gc is not g and g.kh == g.kw == g.sh == g.sw == 1 and not (
             g.pt or g.pb or g.pl or g.pr)
         if fused is None or windows_in_image(gc) is not None or pointwise_cropped or \
-                not fused(x, w, b, gc, layout, act, y, argmax, _chunk(g, x.itemsize)):
+                not fused(x, w, b, gc, layout, act, y, flat, _chunk(g, x.itemsize)):
             # conv2d_forward's output (a backend's products may round otherwise for another
             # pixel count), then its crop pooled
             z = np.empty(g.y_shape(layout, f), x.dtype)
@@ -487,8 +501,48 @@ def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, lay
             if gc is not g:
                 z = np.ascontiguousarray(z[_spatial(layout, slice(0, gc.oh),
                                                     slice(0, gc.ow))])
-            backend.maxpool2d_forward(z, pg, layout, y, argmax)
+            if flat.dtype != np.int64:
+                flat = np.empty(y.shape, np.int64)
+            backend.maxpool2d_forward(z, pg, layout, y, flat)
+        if flat is not argmax:
+            _window_positions(flat, gc.oh, gc.ow, layout, argmax)
     return y, argmax
+
+
+def _window_positions(flat, oh: int, ow: int, layout: str, out) -> None:
+    """out (uint8) = the window positions (0 .. 3) of the flat argmax (into each sample of
+    an (oh, ow) output) of a 2x2 pooling with stride 2: 2 * (row % 2) + column % 2."""
+    if layout == "NHWC":        # flat = (row * ow + column) * f + channel
+        pix = flat // flat.shape[3]
+        row = pix // ow
+    else:                       # flat = (channel * oh + row) * ow + column
+        pix = flat
+        row = pix // ow % oh
+    out[...] = 2 * (row % 2) + pix % ow % 2
+
+
+def _check_positions(pos) -> None:
+    """ValueError unless the window positions ``pos`` (uint8) are all 0 .. 3."""
+    if pos.size and pos.max() > 3:
+        raise ValueError(f"argmax (uint8: window positions) must hold values in [0, 3], "
+                         f"received values in [{pos.min()}, {pos.max()}]")
+
+
+def _flat_argmax(pos, oh: int, ow: int, layout: str) -> np.ndarray:
+    """The flat argmax (int64, into each sample of an (oh, ow) output) of window positions
+    ``pos`` (uint8, each 0 .. 3, checked: any other would index another window, or outside
+    the sample) of a 2x2 pooling with stride 2: the inverse of :func:`_window_positions`."""
+    _check_positions(pos)
+    k = pos.astype(np.int64)
+    if layout == "NHWC":
+        _, ph, pw, f = pos.shape
+        r = 2 * np.arange(ph).reshape(ph, 1, 1) + (k >> 1)
+        c = 2 * np.arange(pw).reshape(pw, 1) + (k & 1)
+        return (r * ow + c) * f + np.arange(f)
+    _, f, ph, pw = pos.shape
+    r = 2 * np.arange(ph).reshape(ph, 1) + (k >> 1)
+    c = 2 * np.arange(pw) + (k & 1)
+    return (np.arange(f).reshape(f, 1, 1) * oh + r) * ow + c
 
 
 def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, layout="NHWC",
@@ -577,10 +631,11 @@ def conv2d_maxpool_backward(dy, argmax, x, w, *, stride=1, padding=0, dilation=1
     Parameters
     ----------
     dy : ndarray, the pooled output's shape: (N, PH, PW, F) NHWC or (N, F, PH, PW) NCHW
-    argmax : int64 ndarray shaped like dy
-        As :func:`conv2d_maxpool_forward` returned it, with the same ``crop`` (an index in
-        range but outside its own window, which the forward never gives, is ignored by the
-        C and Numba backends and scattered where it points by the reference).
+    argmax : int64 or uint8 ndarray shaped like dy
+        As :func:`conv2d_maxpool_forward` returned it, with the same ``crop``: int64 flat
+        indices ("flat"; an index in range but outside its own window, which the forward
+        never gives, is ignored by the C and Numba backends and scattered where it points
+        by the reference), or uint8 window positions 0 .. 3 ("window").
     x, w, stride, padding, dilation, layout : as for :func:`conv2d_forward`
     crop, need_dx, need_db, out : as for :func:`conv2d_backward` (``crop``: argmax indexes
         the crop of :func:`conv2d_maxpool_forward`'s ``crop``)
@@ -617,11 +672,13 @@ def _conv2d_maxpool_backward(dy, argmax, x, w, stride, padding, dilation, layout
         relu_y = float_array(relu_y, "relu_y", 4)
         same_dtype([dy, relu_y], ["dy", "relu_y"])
         _checks.expect_shape(relu_y, dy.shape, "relu_y", "dy's shape")
-    argmax = _argmax_arg(argmax, dy.shape, gc.oh * gc.ow * f, check_range)
+    argmax = _argmax_arg(argmax, dy.shape, gc.oh * gc.ow * f, check_range, window_ok=True)
     dx, dw, db = _conv_grads(out, x, w, f, need_dx, need_db, (dy, x, w, argmax))
     if g.n == 0:
         return dx, dw, db
     backend = _backend.get()
+    if argmax.dtype == np.uint8 and not getattr(backend, "CONV_POOL_POSITIONS", False):
+        argmax = _flat_argmax(argmax, gc.oh, gc.ow, layout)
 
     def relu_first():
         """dy with relu's derivative applied, db its sum (the kernels then sum none)."""
@@ -648,6 +705,8 @@ def _conv2d_maxpool_backward(dy, argmax, x, w, stride, padding, dilation, layout
     dz = (np.empty(shape, x.dtype) if dz_buffer is None else
           _out_array(dz_buffer(shape, x.dtype), shape, x.dtype, "dz_buffer",
                      (dy, x, w, argmax)))
+    if argmax.dtype == np.uint8:
+        argmax = _flat_argmax(argmax, gc.oh, gc.ow, layout)
     backend.maxpool2d_backward(dy, argmax, pg, layout, dz)
     _conv_backward(backend, dz, x, w, gc, layout, dx, dw, db_kernel, 2 if need_dx else 1)
     return dx, dw, db
@@ -946,15 +1005,27 @@ def _argmax_range_error(argmax, per_sample: int) -> ValueError:
                       f"received values in [{argmax.min()}, {argmax.max()}]")
 
 
-def _argmax_arg(argmax, shape, per_sample: int, check_range: bool) -> np.ndarray:
+def _argmax_arg(argmax, shape, per_sample: int, check_range: bool,
+                window_ok: bool = False) -> np.ndarray:
     """``argmax`` checked to be an int64 array of ``shape`` (and, if ``check_range``, to
-    hold indices within one sample of ``per_sample`` elements), C-contiguous."""
+    hold indices within one sample of ``per_sample`` elements), C-contiguous; with
+    ``window_ok``, or a uint8 array of window positions (each 0 .. 3 if ``check_range``:
+    :func:`conv2d_maxpool_forward`'s ``argmax_format="window"``)."""
     _checks.refuse_masked(argmax, "argmax")
-    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int64:
-        raise TypeError("argmax must be the int64 array returned by maxpool2d_forward, "
-                        f"received {getattr(argmax, 'dtype', type(argmax).__name__)}")
+    dtype = getattr(argmax, "dtype", None)
+    if not isinstance(argmax, np.ndarray) or not (
+            dtype == np.int64 or (window_ok and dtype == np.uint8)):
+        what = ("the int64 (flat) or uint8 (window) array returned by "
+                "conv2d_maxpool_forward" if window_ok else
+                "the int64 array returned by maxpool2d_forward")
+        raise TypeError(f"argmax must be {what}, received "
+                        f"{dtype if dtype is not None else type(argmax).__name__}")
     _checks.expect_shape(argmax, shape, "argmax", "the shape of dy")
     argmax = _checks.c_array(argmax)
+    if dtype == np.uint8:
+        if check_range:
+            _check_positions(argmax)
+        return argmax
     # one pass: as uint64 a negative index is >= 2**63, so the largest catches both ends
     if check_range and argmax.size and argmax.view(np.uint64).max() >= per_sample:
         raise _argmax_range_error(argmax, per_sample)
