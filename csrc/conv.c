@@ -374,7 +374,8 @@ static int64_t implicit_dw_ws(const fnn_geom *g, int64_t f, int64_t chunk)
 
 /* The gradient of a 2x2 max pooling (stride 2) of the convolution's output, as dW's B:
  * dyp (n, oh/2, ow/2, f) the pooled gradient, argmax flat indices into each image's
- * (oh, ow, f) output (fnn_maxpool_fwd's). dW's pixels are then taken window after window,
+ * (oh, ow, f) output (fnn_maxpool_fwd's) or, argmax NULL, pos the window positions
+ * (fnn_conv2d_pool_fwd's). dW's pixels are then taken window after window,
  * the four of each in the order (0, 0), (0, 1), (1, 0), (1, 1). */
 typedef struct {
     const real *dyp;
@@ -391,7 +392,8 @@ typedef struct {
  * as the pooling's own scatter; four passes, one per row, read argmax four times); the
  * compare is on the low 32 bits of argmax minus the element's own index (exact: their
  * difference is below 2 * ow * f for a valid argmax; another argmax gives other values,
- * never other addresses). */
+ * never other addresses), or on the window position itself (pos; one above 3 matches no
+ * row). */
 static void pack_pooled(const fnn_geom *g, int64_t f, const pooled_dy *pd, int64_t q0,
                         int64_t len, int nr, real *bp)
 {

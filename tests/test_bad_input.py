@@ -96,6 +96,7 @@ CASES = [
     ("conv_pool_crop_not_bool", TypeError, r"crop must be a bool, received 1", lambda: ops.conv2d_maxpool_forward(x4(), w4(), crop=1)),
     ("conv_pool_bwd_dy_shape", ValueError, r"\bdy must have shape \(2, 2, 2, 4\)", lambda: ops.conv2d_maxpool_backward(np.ones((2, 3, 2, 4), F32), np.zeros((2, 3, 2, 4), np.int64), x4(), w4())),
     ("conv_pool_bwd_argmax_dtype", TypeError, r"argmax must be the int64 \(flat\) or uint8 \(window\) array returned by conv2d_maxpool_forward, received int32", lambda: ops.conv2d_maxpool_backward(np.ones((2, 2, 2, 4), F32), np.zeros((2, 2, 2, 4), np.int32), x4(), w4())),
+    ("conv_pool_argmax_format_type", TypeError, r"argmax_format must be a str, 'flat' or 'window', received ndarray", lambda: ops.conv2d_maxpool_forward(x4(), w4(), argmax_format=np.array(["flat", "window"]))),
     ("conv_pool_argmax_format", ValueError, r"argmax_format must be 'flat' or 'window', received 'byte'", lambda: ops.conv2d_maxpool_forward(x4(), w4(), argmax_format="byte")),
     ("conv_pool_out_window_dtype", TypeError, r"out\[1\] \(argmax\) has dtype int64 but the result is uint8", lambda: ops.conv2d_maxpool_forward(x4(), w4(), argmax_format="window", out=(None, np.zeros((2, 2, 2, 4), np.int64)))),
     ("conv_pool_bwd_window_range", ValueError, r"argmax \(uint8: window positions\) must hold values in \[0, 3\], received values in \[0, 4\]", lambda: ops.conv2d_maxpool_backward(np.ones((2, 2, 2, 4), F32), np.eye(4, dtype=np.uint8).reshape(1, 2, 2, 4).repeat(2, 0) * 4, x4(), w4())),

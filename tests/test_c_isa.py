@@ -889,9 +889,9 @@ def test_conv_maxpool_backward_dw_each_isa(isa, dtype, f, limit, restore_workspa
 def test_conv_maxpool_backward_packed_positions_each_isa(isa, dtype):
     """dW and db from window positions where the sparse kernels do not apply (17 x 17
     patch elements with dilated columns: 289 runs): the implicit dW (AVX2: its rows kernel
-    in blocks of 9 patch elements; AVX-512: its B packed from them, conv.c's pack_pooled;
-    generic, without a gather kernel: the scatter and the dense backward), the bits of the
-    flat argmax's, near the reference."""
+    in blocks of 9 patch elements; AVX-512, where the CPU has it: its B packed from them,
+    conv.c's pack_pooled; generic, without a gather kernel: the scatter and the dense
+    backward), the bits of the flat argmax's, near the reference."""
     rng = np.random.default_rng(14)
     x = rng.standard_normal((3, 20, 41, 1)).astype(dtype)
     w = rng.standard_normal((17, 17, 1, 9)).astype(dtype)
@@ -1039,7 +1039,8 @@ def test_conv_maxpool_backward_applies_relu_like_bias_act_backward(isa, dtype, x
 def test_conv_maxpool_backward_sparse_ignores_argmax_outside_window(isa):
     """An argmax naming a pixel outside its own window (in range, but never from the
     forward) is ignored by the sparse path, as by the pooled dW: its gradient reaches
-    nothing (no read or write outside the image either way)."""
+    nothing (no read or write outside the image either way); so is a window position above
+    3 (the layers' unchecked call: the AVX2 and the portable tables)."""
     rng = np.random.default_rng(13)
     x = rng.standard_normal((2, 9, 9, 8)).astype(np.float32)
     w = rng.standard_normal((3, 3, 8, 16)).astype(np.float32)
@@ -1050,11 +1051,18 @@ def test_conv_maxpool_backward_sparse_ignores_argmax_outside_window(isa):
     bad[1, 1, 0, 5] = 5                 # filter 5 of pixel 0, another window's
     keep = dy.copy()
     keep[0, 0, 0, 3] = keep[1, 1, 0, 5] = 0
+    pos = ops.conv2d_maxpool_forward(x, w, None, activation="relu", crop=True,
+                                     argmax_format="window")[1]
+    bad_pos = pos.copy()
+    bad_pos[0, 0, 0, 3], bad_pos[1, 1, 0, 5] = 4, 255
     with fastnn.use_backend("c"):
         got = ops.conv2d_maxpool_backward(dy, bad, x, w, crop=True, need_db=False)
         want = ops.conv2d_maxpool_backward(keep, am, x, w, crop=True, need_db=False)
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+        got_pos = ops._conv2d_maxpool_backward(dy, bad_pos, x, w, 1, 0, 1, "NHWC", True, True,
+                                               False, None, check_range=False)
+    for g in (got, got_pos):
+        np.testing.assert_allclose(g[0], want[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(g[1], want[1], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -104,8 +104,9 @@ Optional primitives (a backend without them gets the calls they stand for):
 A backend with ``CONV_POOL_POSITIONS = True`` (the C backend) takes ``argmax`` in these two
 as uint8 window positions too (each pooled element's pixel in its window: 0, 1, 2, 3 for
 (0, 0), (0, 1), (1, 0), (1, 1); ``ops.conv2d_maxpool_forward``'s ``argmax_format="window"``),
-and in the backward drops the gradient of a position above 3; for the other backends the
-wrappers convert to and from flat indices.
+and its fused kernels drop the gradient of a position above 3 in the backward; for the
+other backends, and where the fused kernels do not apply, the wrappers convert to and from
+flat indices (refusing, with a ValueError, a position above 3).
 
 Module-level functions: ``set_num_threads(n)``, ``get_num_threads() -> int``,
 ``isa() -> str`` (e.g. "avx512", "avx2", "generic", "numpy").

@@ -457,9 +457,9 @@ def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, lay
     argmax_format : {"flat", "window"}
         "flat": argmax as :func:`maxpool2d_forward` gives it (int64). "window": each pooled
         element's position in its 2x2 window, as uint8: 0, 1, 2, 3 for the window's pixel
-        (0, 0), (0, 1), (1, 0), (1, 1), an eighth of the memory (the C backend writes it
-        directly; the others convert their flat indices). :func:`conv2d_maxpool_backward`
-        takes either.
+        (0, 0), (0, 1), (1, 0), (1, 1), an eighth of the memory (the C backend's fused
+        kernels write it directly; elsewhere the flat indices are converted).
+        :func:`conv2d_maxpool_backward` takes either.
 
     Returns
     -------
@@ -474,6 +474,9 @@ def conv2d_maxpool_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, lay
     act = _activation(activation)
     b, arrays = _bias_arg(b, f, x, w)
     gc, pg = _conv_pool_geometry(g, x, w, f, layout, crop)
+    if not isinstance(argmax_format, str):
+        raise TypeError(f"argmax_format must be a str, 'flat' or 'window', received "
+                        f"{type(argmax_format).__name__}")
     if argmax_format not in ("flat", "window"):
         raise ValueError(f"argmax_format must be 'flat' or 'window', received "
                          f"{argmax_format!r}")
