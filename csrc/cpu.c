@@ -18,10 +18,16 @@
 #include <cpuid.h>
 #endif
 
+#ifndef FNN_EMULATE_AVX512
+#define FNN_EMULATE_AVX512 0
+#endif
+
 static int g_isa = -1;     /* selected ISA, -1 = not chosen yet (use the best) */
 static int g_threads = 0;  /* cap set by fnn_set_num_threads, 0 = none */
 
-/* Highest ISA id this CPU and OS support: 2 AVX-512F, 1 AVX2+FMA, 0 generic. */
+/* Highest ISA id this CPU and OS support: 2 AVX-512F, 1 AVX2+FMA, 0 generic. The emulated
+ * AVX-512 test build (FNN_EMULATE_AVX512, kernels/avx512_emulated.h) runs its AVX-512
+ * kernels on AVX2 + FMA. */
 int fnn_cpu_max_isa(void)
 {
 #if FNN_X86_KERNELS && (defined(__GNUC__) || defined(__clang__))
@@ -29,7 +35,7 @@ int fnn_cpu_max_isa(void)
     if (__builtin_cpu_supports("avx512f"))
         return 2;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return 1;
+        return FNN_EMULATE_AVX512 ? 2 : 1;
     return 0;
 #elif FNN_X86_KERNELS && defined(_MSC_VER)
     int r[4];
@@ -106,6 +112,12 @@ int fnn_set_isa(int isa)
         return -1;
     g_isa = isa;
     return 0;
+}
+
+/* 1 in the emulated AVX-512 test build (its "avx512" is SIMDe on AVX2: slow), else 0. */
+int fnn_isa_emulated(void)
+{
+    return FNN_EMULATE_AVX512;
 }
 
 const char *fnn_isa_name(int isa)

@@ -39,6 +39,7 @@ int fnn_cpu_max_isa(void);
 int fnn_get_isa(void);
 int fnn_set_isa(int isa);
 const char *fnn_isa_name(int isa);
+int fnn_isa_emulated(void);
 void fnn_set_num_threads(int n);
 int fnn_get_num_threads(void);
 /* Benchmark probe (gemm_kernels.c): the selected ISA's register-only FMA loop -- its GEMM

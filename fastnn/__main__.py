@@ -17,7 +17,8 @@ def _info(_args) -> int:
     print(f"fastnn {fastnn.__version__}")
     print(f"backends available: {', '.join(info['available'])}")
     print(f"active backend:     {info['active']}")
-    print(f"instruction set:    {info['isa']}")
+    emulated = " (EMULATED: a test build, slow)" if info.get("isa_emulated") else ""
+    print(f"instruction set:    {info['isa']}{emulated}")
     print(f"threads:            {info['num_threads']}")
     for name, why in info["errors"].items():
         print(f"unavailable {name}: {why}")

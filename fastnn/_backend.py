@@ -256,7 +256,8 @@ def get_num_threads() -> int:
 
 
 def backend_info() -> dict:
-    """Describe the backends: ``available``, ``active``, ``isa``, ``num_threads``, ``errors``."""
+    """Describe the backends: ``available``, ``active``, ``isa``, ``num_threads``, ``errors``
+    (and ``isa_emulated``: True, in the emulated AVX-512 test build only)."""
     avail = available()
     active = active_name()
     mod = load(active)
@@ -267,4 +268,6 @@ def backend_info() -> dict:
         "num_threads": mod.get_num_threads(),
         "errors": {k: v for k, v in _errors.items() if k not in avail},
     }
+    if getattr(mod, "isa_emulated", lambda: False)():
+        info["isa_emulated"] = True
     return info

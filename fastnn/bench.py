@@ -266,6 +266,8 @@ def machine_info(threads: int, torch=None) -> dict:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "cpu": cpu_model(),
         "isa": info["isa"],
+        # the emulated AVX-512 test build (tools/avx512_emulated.sh): its times mean nothing
+        "isa_emulated": bool(info.get("isa_emulated")),
         "threads": threads,
         "cpus_available": default_threads(),
         "fastnn": fastnn.__version__,
@@ -1049,7 +1051,9 @@ def _mib(kib: Optional[float]) -> str:
 
 def header_line(machine: dict) -> str:
     torch = machine.get("torch") or "not used (see notes)"
-    return (f"fastnn bench, {machine['date']}: CPU {machine['cpu']}, ISA {machine['isa']}, "
+    isa = machine["isa"] + (" EMULATED (a test build: not a speed)"
+                            if machine.get("isa_emulated") else "")
+    return (f"fastnn bench, {machine['date']}: CPU {machine['cpu']}, ISA {isa}, "
             f"{machine['threads']} threads, numpy {machine['numpy']}, torch {torch}, "
             f"fastnn {machine['fastnn']}")
 

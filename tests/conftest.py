@@ -70,7 +70,8 @@ def pytest_report_header(config):
         return [f"fastnn backend_info() failed: {type(exc).__name__}: {exc}"]
     req = sorted(required_backends())
     return [f"fastnn backends: available={info['available']} active={info['active']} "
-            f"isa={info['isa']} threads={info['num_threads']} required={req}",
+            f"isa={info['isa']}{' (EMULATED)' if info.get('isa_emulated') else ''} "
+            f"threads={info['num_threads']} required={req}",
             f"fastnn backend errors: {info['errors']}"]
 
 

@@ -60,7 +60,9 @@ def _check_machine(machine: dict, threads: int) -> None:
     for key in ("date", "cpu", "isa", "threads", "numpy", "torch", "fastnn", "python"):
         assert key in machine
     assert machine["threads"] == threads
-    assert machine["isa"] == fastnn.backend_info()["isa"]
+    info = fastnn.backend_info()
+    assert machine["isa"] == info["isa"]
+    assert machine["isa_emulated"] is info.get("isa_emulated", False)
 
 
 def _check_kernel_record(rec: dict, reps: int, impls=("fastnn", "numpy")) -> None:
@@ -413,6 +415,14 @@ def _canned_result(threads=1) -> dict:
                                   "median": 1e-4, "gflops": None}}}
     return {"format": "fastnn-bench/1", "machine": machine, "settings": {"reps": 1},
             "kernels": [rec], "train": [], "notes": []}
+
+
+def test_header_names_an_emulated_isa():
+    """The emulated AVX-512 test build's times mean nothing: the header says so."""
+    machine = dict(_canned_result()["machine"])
+    assert "EMULATED" not in fb.header_line(machine)
+    machine["isa_emulated"] = True
+    assert "ISA test EMULATED (a test build: not a speed)," in fb.header_line(machine)
 
 
 def test_output_targets_checked_first_and_written_after_the_tables(tmp_path, capsys,

@@ -26,6 +26,18 @@ except ImportError:  # the conftest's backend fixture reports a missing C extens
 pytestmark = pytest.mark.skipif(c_backend is None, reason="C extension not available")
 
 
+def test_emulated_avx512_only_where_expected():
+    """tools/avx512_emulated.sh sets FASTNN_EXPECT_EMULATED_AVX512=1: its run must test the
+    emulated AVX-512 build (an ordinary build there would test AVX2 a second time, and
+    pass), with AVX-512 available and the default; every other run an ordinary build."""
+    expected = os.environ.get("FASTNN_EXPECT_EMULATED_AVX512", "") == "1"
+    assert c_backend.isa_emulated() is expected
+    assert fastnn.backend_info().get("isa_emulated", False) is expected
+    if expected:
+        assert ISAS == ["generic", "avx2", "avx512"]
+        assert c_backend.isa() == "avx512"
+
+
 def _tol(dtype, k):
     return 1e-12 if dtype == np.float64 else 2e-6 * np.sqrt(max(k, 1))
 

@@ -106,6 +106,12 @@ def isa() -> str:
     return ISAS[lib.fnn_get_isa()]
 
 
+def isa_emulated() -> bool:
+    """True in the emulated AVX-512 test build (``FASTNN_EMULATE_AVX512``): its "avx512" is
+    SIMDe's portable code on AVX2, there for the tests, far slower than the real one."""
+    return bool(lib.fnn_isa_emulated())
+
+
 def available_isas() -> List[str]:
     """Instruction sets this CPU can run, slowest first."""
     return list(ISAS[: lib.fnn_cpu_max_isa() + 1])
