@@ -5,7 +5,8 @@
 # every test runs them (the default ISA) and test_c_isa.py forces each ISA in turn.
 #     tools/avx512_emulated.sh                 # all C-backend tests, about 3 minutes
 #     tools/avx512_emulated.sh -k conv         # extra pytest arguments pass through
-#     SANITIZE=1 tools/avx512_emulated.sh      # with AddressSanitizer + UBSan, about 30 min
+#     SANITIZE=1 tools/avx512_emulated.sh      # with AddressSanitizer + UBSan (about 30 min
+#                                              # with the emulated files at -O3, 2026-12-05)
 # With SANITIZE=1 (as tools/sanitize.sh) an AVX-512 load past the end of a buffer is
 # reported: the emulation reads every lane an unmasked load reads, where the instruction
 # would read past the end silently (and fault only across a page boundary).

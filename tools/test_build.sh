@@ -5,7 +5,8 @@
 # activated, with the checkout installed with its test extra; PIP_ARGS pass the build's
 # CMake definitions (-Ccmake.define.X=ON) and its own build directory (-Cbuild-dir=...).
 fnn_test_venv() {
-    local venv="${VENV:-$(mktemp -d)/venv}"
+    local venv
+    venv="${VENV:-$(mktemp -d)/venv}"
     python3 -m venv "$venv"
     # shellcheck disable=SC1091
     source "$venv/bin/activate"

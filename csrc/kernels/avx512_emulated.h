@@ -4,9 +4,11 @@
  * _mm512_* intrinsics become SIMDe's portable versions (https://github.com/simd-everywhere/simde,
  * Debian's libsimde-dev), so the AVX-512 kernels run, bit for bit in their order of
  * operations, on an AVX2 machine and the test suite checks them there. SIMDe 0.7.4 lacks
- * the few below; they follow Intel's definitions lane by lane (a masked load reads only
- * the lanes its mask enables, as the instruction's fault suppression allows; the reduction
- * adds in the order of GCC's _mm512_reduce_add_*). Never in a release build: it is slow. */
+ * the 11 functions below and two aliases; they follow Intel's definitions lane by lane (a
+ * masked load reads only the lanes its mask enables, as the instruction's fault
+ * suppression allows; the reduction adds in the order of GCC's _mm512_reduce_add_*), and
+ * each name is #undef'd first, for a SIMDe that defines it. Never in a release build: it
+ * is slow. */
 #ifndef FNN_AVX512_EMULATED_H
 #define FNN_AVX512_EMULATED_H
 #define FNN_AVX512_SHIM 1
@@ -52,33 +54,21 @@ static inline void emu_mask_storeu_epi64(void *p, simde__mmask8 k, simde__m512i 
         if ((k >> i) & 1)
             ((int64_t *)p)[i] = v.i64[i];
 }
-static inline simde__m512 emu_shuffle_f32x4(simde__m512 a, simde__m512 b, int imm)
-{
-    simde__m512_private x = simde__m512_to_private(a), y = simde__m512_to_private(b), r;
-    for (int l = 0; l < 4; l++) {
-        const int s = (imm >> (2 * l)) & 3;
-        for (int i = 0; i < 4; i++)
-            r.f32[4 * l + i] = (l < 2 ? x : y).f32[4 * s + i];
-    }
-    return simde__m512_from_private(r);
-}
-static inline simde__m512d emu_shuffle_f64x2(simde__m512d a, simde__m512d b, int imm)
-{
-    simde__m512d_private x = simde__m512d_to_private(a), y = simde__m512d_to_private(b), r;
-    for (int l = 0; l < 4; l++) {
-        const int s = (imm >> (2 * l)) & 3;
-        for (int i = 0; i < 2; i++)
-            r.f64[2 * l + i] = (l < 2 ? x : y).f64[2 * s + i];
-    }
-    return simde__m512d_from_private(r);
-}
+#undef _mm512_maskz_loadu_ps
 #define _mm512_maskz_loadu_ps emu_maskz_loadu_ps
+#undef _mm512_maskz_loadu_pd
 #define _mm512_maskz_loadu_pd emu_maskz_loadu_pd
+#undef _mm512_mask_storeu_ps
 #define _mm512_mask_storeu_ps emu_mask_storeu_ps
+#undef _mm512_mask_storeu_pd
 #define _mm512_mask_storeu_pd emu_mask_storeu_pd
+#undef _mm512_mask_storeu_epi64
 #define _mm512_mask_storeu_epi64 emu_mask_storeu_epi64
-#define _mm512_shuffle_f32x4 emu_shuffle_f32x4
-#define _mm512_shuffle_f64x2 emu_shuffle_f64x2
+/* SIMDe has these two, without their _mm512_ aliases */
+#undef _mm512_shuffle_f32x4
+#define _mm512_shuffle_f32x4 simde_mm512_shuffle_f32x4
+#undef _mm512_shuffle_f64x2
+#define _mm512_shuffle_f64x2 simde_mm512_shuffle_f64x2
 static inline float emu_cvtss_f32(simde__m512 a) { return simde__m512_to_private(a).f32[0]; }
 static inline double emu_cvtsd_f64(simde__m512d a) { return simde__m512d_to_private(a).f64[0]; }
 /* the order of GCC's _mm512_reduce_add_*: halves, quarters, then pairs */
@@ -116,11 +106,17 @@ static inline simde__m512d emu_i32gather_pd(simde__m256i idx, const void *base, 
         memcpy(&r.f64[i], (const char *)base + (int64_t)ix.i32[i] * scale, 8);
     return simde__m512d_from_private(r);
 }
+#undef _mm512_cvtss_f32
 #define _mm512_cvtss_f32 emu_cvtss_f32
+#undef _mm512_cvtsd_f64
 #define _mm512_cvtsd_f64 emu_cvtsd_f64
+#undef _mm512_reduce_add_ps
 #define _mm512_reduce_add_ps emu_reduce_add_ps
+#undef _mm512_reduce_add_pd
 #define _mm512_reduce_add_pd emu_reduce_add_pd
+#undef _mm512_i32gather_ps
 #define _mm512_i32gather_ps emu_i32gather_ps
+#undef _mm512_i32gather_pd
 #define _mm512_i32gather_pd emu_i32gather_pd
 
 #endif /* FNN_AVX512_EMULATED_H */
