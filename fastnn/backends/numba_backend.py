@@ -1350,7 +1350,6 @@ def _conv3x3c1_pool_dw_kernel(dy, am, x, parts, per, f, nimg, h, wd, oh, ow):
     zero = x.dtype.type(0)
     PW = ow // 2
     nwin = (oh // 2) * PW
-    d1, d2, d3 = f, ow * f, (ow + 1) * f
     for gi in prange(parts.shape[0]):
         part = parts[gi]
         for e in range(np.uint64(part.size)):
@@ -1365,9 +1364,7 @@ def _conv3x3c1_pool_dw_kernel(dy, am, x, parts, per, f, nimg, h, wd, oh, ow):
                 # the positions in a loop of their own: int64 lanes beside the float ones
                 # made the loop below 4 lanes wide, not 8
                 for j in range(uf):
-                    d = am[e0 + j] - np.int64(j) - base
-                    code[j] = np.int32(0) if d == 0 else np.int32(1) if d == d1 else \
-                        np.int32(2) if d == d2 else np.int32(3) if d == d3 else np.int32(-1)
+                    code[j] = np.int32(_window_position(am[e0 + j], np.int64(j), base, f, ow))
                 r = np.uint64((n * h + 2 * ph) * wd + 2 * pw)
                 x00, x01, x02, x03 = x[r], x[r + 1], x[r + 2], x[r + 3]
                 r += uwd
