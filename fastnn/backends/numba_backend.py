@@ -189,7 +189,8 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
                         for p in range(kc):
                             ap[p * _MR + r] = 0
                 for jp in range(npan):
-                    _micro(nr, kc, ap, 0, 1, _MR, bp, p0 * nbp + jp * kc * nr, ac,
+                    _micro(nr, kc, ap, np.int64(0), np.int64(1), np.int64(_MR), bp,
+                           p0 * nbp + jp * kc * nr, ac,
                            (mfull * npan + jp * _MR) * nr)
             p0 += kc_max
         # write the tile out: c = alpha * acc (+ beta * c); row i's block in panel jp
@@ -214,7 +215,8 @@ def _gemm_kernel(a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta, bpack, apack
                  mb_max, nb_max, kc_max, nr):
     nwork = bpack.shape[0]
     if nwork == 1:  # not a parallel region: it would wake the pool's threads all the same
-        _gemm_worker(0, 1, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta, bpack[0],
+        _gemm_worker(np.int64(0), np.int64(1), a, ars, acs, b, brs, bcs, c, m, n, k, alpha,
+                     beta, bpack[0],
                      apack[0], acc[0], mb_max, nb_max, kc_max, nr)
         return
     for wk in prange(nwork):
