@@ -87,6 +87,22 @@ static int amd_family_19h(void)
     return family == 0x19;
 }
 
+/* PRFCHW: CPUID 0x80000001, ecx bit 8 (contract: fnn_internal.h). Asked once. */
+int fnn_cpu_prefetchw(void)
+{
+    static int has = -1;
+    if (has < 0) {
+        unsigned r[4];
+        cpuid(0x80000000u, r);
+        const unsigned top = r[0];
+        r[2] = 0;
+        if (top >= 0x80000001u)
+            cpuid(0x80000001u, r);
+        has = (int)((r[2] >> 8) & 1);
+    }
+    return has;
+}
+
 /* The ISA used unless fnn_set_isa chose another: the best available, except AVX2 on AMD
  * Zen 4, where the AVX2 GEMM kernel ran 5-12% faster than the AVX-512 one (2026-12-02,
  * in-process A/B, 1024^3 float 1 thread 91 vs 81 GFLOPS, 2 threads 150-162 vs 137-142,
