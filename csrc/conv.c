@@ -258,7 +258,9 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
  * pooled output on both cores (the Dense layer's column slabs), so every line this
  * forward writes was the other core's too. The 3x3x32 -> 64 layer of program 2, 2 threads,
  * Zen 2 VM (2026-12-05): 2.66 -> 2.51 ms called after its backward (2.49 without it); 4.6
- * us of work per group a thread, so 4 groups cover the 460 ns round trip many times. */
+ * us of work per group a thread, so 4 groups cover the 460 ns round trip many times. (A
+ * thread's first 4 groups go without, and its last 4 ask for the next thread's first
+ * lines: 8 groups of its hundreds.) */
 #define FUSE_AHEAD 4
 
 static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, const real *w,

@@ -56,7 +56,7 @@ int fnn_cpu_max_isa(void)
 #endif
 }
 
-/* CPUID leaf 0 (vendor) and leaf 1 (eax: family) into r[4] = eax, ebx, ecx, edx. */
+/* CPUID `leaf` into r[4] = eax, ebx, ecx, edx (zeros where there is no CPUID). */
 static void cpuid(unsigned leaf, unsigned r[4])
 {
     r[0] = r[1] = r[2] = r[3] = 0;
@@ -87,20 +87,44 @@ static int amd_family_19h(void)
     return family == 0x19;
 }
 
-/* PRFCHW: CPUID 0x80000001, ecx bit 8 (contract: fnn_internal.h). Asked once. */
+/* A value computed once and cached in *p (0 = not yet) by whichever thread gets there
+ * first: the same value whoever computes it, so relaxed atomics (volatile with MSVC) only
+ * keep the race defined. */
+static int cached_load(const int *p)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+#else
+    return *(const volatile int *)p;
+#endif
+}
+
+static void cached_store(int *p, int v)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+#else
+    *(volatile int *)p = v;
+#endif
+}
+
+/* PRFCHW: CPUID 0x80000001, ecx bit 8, where the CPU has that leaf (contract:
+ * fnn_internal.h). Asked once: cached as 1 + the answer. */
 int fnn_cpu_prefetchw(void)
 {
-    static int has = -1;
-    if (has < 0) {
+    static int cached = 0;
+    int v = cached_load(&cached);
+    if (v == 0) {
         unsigned r[4];
         cpuid(0x80000000u, r);
         const unsigned top = r[0];
-        r[2] = 0;
+        r[2] = 0; /* leaf 0x80000000's ecx is part of the vendor string */
         if (top >= 0x80000001u)
             cpuid(0x80000001u, r);
-        has = (int)((r[2] >> 8) & 1);
+        v = 1 + (int)((r[2] >> 8) & 1);
+        cached_store(&cached, v);
     }
-    return has;
+    return v - 1;
 }
 
 /* The ISA used unless fnn_set_isa chose another: the best available, except AVX2 on AMD
@@ -192,21 +216,13 @@ int fnn_get_num_threads(void)
 static int procs(void)
 {
     static int cached = 0;
-#if defined(__GNUC__) || defined(__clang__)
-    int p = __atomic_load_n(&cached, __ATOMIC_RELAXED);
-#else
-    int p = *(volatile int *)&cached;
-#endif
+    int p = cached_load(&cached);
     if (p == 0) {
 #ifdef _OPENMP
         p = omp_get_num_procs();
 #endif
         p = p < 1 ? 1 : p;
-#if defined(__GNUC__) || defined(__clang__)
-        __atomic_store_n(&cached, p, __ATOMIC_RELAXED);
-#else
-        *(volatile int *)&cached = p;
-#endif
+        cached_store(&cached, p);
     }
     return p;
 }

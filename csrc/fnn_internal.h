@@ -28,49 +28,55 @@
 #define FNN_NOINLINE static __attribute__((noinline))
 #endif
 
-/* Prefetch the line at p for writing, for the AVX-512 kernels (every AVX-512 CPU has
- * PRFCHW): prefetchw with GCC and Clang in files compiled with -mprfchw (a T0 prefetch in
- * others), prefetchw always with MSVC. A hint: never faults, past the end of an array
- * too. */
-#if defined(_MSC_VER) && !defined(__clang__)
-#include <intrin.h>
-#include <xmmintrin.h>
-#define FNN_PREFETCHW(p) _m_prefetchw(p)
-#else
-#define FNN_PREFETCHW(p) __builtin_prefetch((p), 1, 3)
-#endif
-
-/* 1 if the CPU has PRFCHW (prefetchw), else 0 (cpu.c; every AMD x86-64, Intel from
+/* 1 if the CPU has PRFCHW (prefetchw), else 0 (cpu.c; AMD from family 10h, Intel from
  * Broadwell). */
 int fnn_cpu_prefetchw(void);
 
-/* Ask for the lines of [p, p + bytes) (inside one array) for writing, in any file whatever
- * its compile flags: prefetchw where prfchw (fnn_cpu_prefetchw()) is set, else a T0
- * prefetch. For an output whose lines another core read or wrote last: a store to such a
- * line first waits for the other core to give it up (on the Zen 2 VM a round trip between
- * the two cores took 460 ns), and a prefetchw a few hundred nanoseconds ahead takes that
- * wait off the store. A T0 prefetch brings the line shared, still not writable. */
+#if FNN_X86_KERNELS && defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#endif
+
+/* Ask for the line at p for writing: prefetchw where prfchw is set (the CPU has PRFCHW:
+ * fnn_cpu_prefetchw(), or 1 in the AVX-512 files, every AVX-512 CPU having it), else a T0
+ * prefetch; in any file, whatever its compile flags (GCC and Clang turn a write prefetch
+ * into prefetchw only with -mprfchw: without it, in conv.c, it was a T0 prefetch). A hint:
+ * never faults. A store to a line another core read or wrote last first waits for that
+ * core to give it up (a round trip between the Zen 2 VM's two cores: 460 ns); a prefetchw
+ * some hundreds of nanoseconds ahead takes the wait off the store, a T0 prefetch brings
+ * the line shared, still not writable. */
+FNN_ALWAYS_INLINE void fnn_prefetchw_line(int prfchw, const char *p)
+{
+#if FNN_X86_KERNELS && (defined(__GNUC__) || defined(__clang__))
+#ifdef __PRFCHW__
+    (void)prfchw;
+    __builtin_prefetch(p, 1, 3);
+#else
+    if (prfchw)
+        __asm__ volatile("prefetchw %a0" : : "p"(p));
+    else
+        __builtin_prefetch(p, 1, 3);
+#endif
+#elif FNN_X86_KERNELS && defined(_MSC_VER)
+    if (prfchw)
+        _m_prefetchw(p);
+    else
+        _mm_prefetch(p, _MM_HINT_T0);
+#elif defined(__GNUC__) || defined(__clang__)
+    (void)prfchw;
+    __builtin_prefetch(p, 1, 3); /* aarch64: a prefetch for store */
+#else
+    (void)prfchw;
+    (void)p;
+#endif
+}
+
+/* fnn_prefetchw_line for each line of [p, p + bytes), bytes > 0. */
 FNN_ALWAYS_INLINE void fnn_prefetch_write(int prfchw, const void *p, int64_t bytes)
 {
     const char *c = (const char *)p;
-    for (int64_t q = 0; q < bytes; q += 64) {
-#if FNN_X86_KERNELS && (defined(__GNUC__) || defined(__clang__))
-        if (prfchw) {
-            __asm__ volatile("prefetchw (%0)" : : "r"(c + q));
-            continue;
-        }
-        __builtin_prefetch(c + q, 1, 3);
-#elif FNN_X86_KERNELS && defined(_MSC_VER)
-        if (prfchw) {
-            _m_prefetchw(c + q);
-            continue;
-        }
-        _mm_prefetch(c + q, _MM_HINT_T0);
-#else
-        (void)prfchw;
-        (void)c;
-#endif
-    }
+    for (int64_t q = 0; q < bytes; q += 64)
+        fnn_prefetchw_line(prfchw, c + q);
+    fnn_prefetchw_line(prfchw, c + bytes - 1); /* the last line, where p is not aligned */
 }
 
 /* (n, r, c) -> the next position in image-major, row-major order over H x W positions per

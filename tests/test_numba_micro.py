@@ -111,3 +111,27 @@ def test_slp_setting_only_while_compiling(nbb):
     nbb.gemm(False, False, 1.0, a, np.ones((7, 3), np.float32), 0.0, c)
     np.testing.assert_array_equal(c, np.full((13, 3), 7, np.float32))
     assert numba.config.SLP_VECTORIZE == before
+
+
+def test_gemm_compiles_without_literal_specialisations(nbb, monkeypatch):
+    """The serial call and the edge rows' call pass int64, not literals: a literal argument
+    made Numba compile _gemm_worker, _micro and both register tiles a second time (the
+    CNN's first fit with a cold cache 37.6 s instead of 31.3, Zen 2, 2026-12-05). A fresh,
+    uncached copy of _gemm_kernel types its calls again, so _gemm_worker is asked for (and
+    lists) the signatures its call sites give, whether or not Numba's cache holds them
+    (inside _slp_vectorized, as gemm compiles: a cold cache must not keep scalar kernels)."""
+    import numba
+    from numba.core import types
+    monkeypatch.setattr(nbb, "_gemm_kernel", numba.njit(parallel=True)(nbb._gemm_kernel.py_func))
+    rng = np.random.default_rng(5)
+    for m, k, n in ((13, 100, 7), (1000, 128, 10)):  # serial, parallel; both with edge rows
+        a, b = rand(rng, (m, k), np.float32), rand(rng, (k, n), np.float32)
+        c = np.empty((m, n), np.float32)
+        with nbb._slp_vectorized():
+            nbb.gemm(False, False, 1.0, a, b, 0.0, c)
+        assert_close(c, (a.astype(np.float64) @ b).astype(np.float32), k=k)
+    assert nbb._gemm_worker.signatures
+    for fn in (nbb._gemm_worker, nbb._micro):
+        literal = [sig for sig in fn.signatures
+                   if any(isinstance(t, types.Literal) for t in sig)]
+        assert not literal, (fn, literal)

@@ -118,12 +118,8 @@ void VFN(nchw_fwd_row)(int64_t k, const real *x, const int64_t *off, const real 
      * book's first convolution (float64, 30 planes of 24 x 24, bench_dlfs.py), in-process
      * A/B (ab_builds.py dlfs, Xeon, 2026-12-02): 0.85-0.93x the time on 1 thread,
      * 0.88-0.98x on 2. */
-    for (int j = 0; j < nf; j++) {
-        const char *next = (const char *)(y + j * ys + ow_n);
-        for (int64_t e = 0; e < ow_n * (int64_t)sizeof(real); e += 64)
-            FNN_PREFETCHW(next + e);
-        FNN_PREFETCHW(next + ow_n * (int64_t)sizeof(real) - 1);
-    }
+    for (int j = 0; j < nf; j++)
+        fnn_prefetch_write(1, y + j * ys + ow_n, ow_n * (int64_t)sizeof(real));
 #endif
     if (bias && relu)
         row_blocks(k, x, off, wp, nf, bias, 1, 0, dst, ow_n);

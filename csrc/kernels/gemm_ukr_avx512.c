@@ -46,11 +46,8 @@ FNN_ALWAYS_INLINE void prefetchw_ahead(int NV, const char *c, int64_t ld_bytes)
 {
     const char *r = c + (int64_t)MR * PF_TILES * ld_bytes;
 #pragma GCC unroll 12
-    for (int i = 0; i < MR; i++) {
-        for (int v = 0; v < NV; v++)
-            FNN_PREFETCHW(r + i * ld_bytes + 64 * v);
-        FNN_PREFETCHW(r + i * ld_bytes + 64 * NV - 1);
-    }
+    for (int i = 0; i < MR; i++)
+        fnn_prefetch_write(1, r + i * ld_bytes, 64 * NV);
 }
 
 /* Loads and stores of C or B: whole vectors, or (mk, a compile-time NULL or not) only the
