@@ -122,7 +122,8 @@ def test_gemm_compiles_without_literal_specialisations(nbb, monkeypatch):
     (inside _slp_vectorized, as gemm compiles: a cold cache must not keep scalar kernels)."""
     import numba
     from numba.core import types
-    monkeypatch.setattr(nbb, "_gemm_kernel", numba.njit(parallel=True)(nbb._gemm_kernel.py_func))
+    fresh = numba.njit(parallel=True)(nbb._gemm_kernel.py_func)
+    monkeypatch.setattr(nbb, "_gemm_kernel", fresh)
     rng = np.random.default_rng(5)
     for m, k, n in ((13, 100, 7), (1000, 128, 10)):  # serial, parallel; both with edge rows
         a, b = rand(rng, (m, k), np.float32), rand(rng, (k, n), np.float32)

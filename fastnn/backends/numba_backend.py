@@ -190,8 +190,7 @@ def _gemm_worker(wk, nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
                             ap[p * _MR + r] = 0
                 for jp in range(npan):
                     _micro(nr, kc, ap, np.int64(0), np.int64(1), np.int64(_MR), bp,
-                           p0 * nbp + jp * kc * nr, ac,
-                           (mfull * npan + jp * _MR) * nr)
+                           p0 * nbp + jp * kc * nr, ac, (mfull * npan + jp * _MR) * nr)
             p0 += kc_max
         # write the tile out: c = alpha * acc (+ beta * c); row i's block in panel jp
         # starts at ((i - r) * npan + jp * _MR + r) * nr, r = i % _MR
@@ -216,8 +215,7 @@ def _gemm_kernel(a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta, bpack, apack
     nwork = bpack.shape[0]
     if nwork == 1:  # not a parallel region: it would wake the pool's threads all the same
         _gemm_worker(np.int64(0), np.int64(1), a, ars, acs, b, brs, bcs, c, m, n, k, alpha,
-                     beta, bpack[0],
-                     apack[0], acc[0], mb_max, nb_max, kc_max, nr)
+                     beta, bpack[0], apack[0], acc[0], mb_max, nb_max, kc_max, nr)
         return
     for wk in prange(nwork):
         _gemm_worker(np.int64(wk), nwork, a, ars, acs, b, brs, bcs, c, m, n, k, alpha, beta,
