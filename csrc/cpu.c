@@ -56,19 +56,21 @@ int fnn_cpu_max_isa(void)
 #endif
 }
 
-/* CPUID `leaf` into r[4] = eax, ebx, ecx, edx (zeros where there is no CPUID). */
-static void cpuid(unsigned leaf, unsigned r[4])
+/* CPUID `leaf`, subleaf `sub`, into r[4] = eax, ebx, ecx, edx (zeros where there is no
+ * CPUID, or no such leaf with GCC and Clang). */
+static void cpuid(unsigned leaf, unsigned sub, unsigned r[4])
 {
     r[0] = r[1] = r[2] = r[3] = 0;
 #if FNN_X86_KERNELS && (defined(__GNUC__) || defined(__clang__))
-    __get_cpuid(leaf, &r[0], &r[1], &r[2], &r[3]);
+    __get_cpuid_count(leaf, sub, &r[0], &r[1], &r[2], &r[3]);
 #elif FNN_X86_KERNELS && defined(_MSC_VER)
     int v[4];
-    __cpuid(v, (int)leaf);
+    __cpuidex(v, (int)leaf, (int)sub);
     for (int i = 0; i < 4; i++)
         r[i] = (unsigned)v[i];
 #else
     (void)leaf;
+    (void)sub;
 #endif
 }
 
@@ -77,10 +79,10 @@ static void cpuid(unsigned leaf, unsigned r[4])
 static int amd_family_19h(void)
 {
     unsigned r[4];
-    cpuid(0, r);
+    cpuid(0, 0, r);
     if (r[1] != 0x68747541u || r[3] != 0x69746e65u || r[2] != 0x444d4163u) /* AuthenticAMD */
         return 0;
-    cpuid(1, r);
+    cpuid(1, 0, r);
     unsigned family = (r[0] >> 8) & 0xF;
     if (family == 0xF)
         family += (r[0] >> 20) & 0xFF;
@@ -116,15 +118,56 @@ int fnn_cpu_prefetchw(void)
     int v = cached_load(&cached);
     if (v == 0) {
         unsigned r[4];
-        cpuid(0x80000000u, r);
+        cpuid(0x80000000u, 0, r);
         const unsigned top = r[0];
         r[2] = 0; /* leaf 0x80000000's ecx is part of the vendor string */
         if (top >= 0x80000001u)
-            cpuid(0x80000001u, r);
+            cpuid(0x80000001u, 0, r);
         v = 1 + (int)((r[2] >> 8) & 1);
         cached_store(&cached, v);
     }
     return v - 1;
+}
+
+/* The L3 cache's size in bytes as CPUID describes it (contract: fastnn.h): the
+ * deterministic cache parameters (leaf 4 on Intel, 0x8000001D on AMD with TOPOEXT), else
+ * AMD's leaf 0x80000006 (edx bits 31-18, in 512 KB); 0 where neither tells. Asked once:
+ * cached in KB, as 1 + the size. */
+int64_t fnn_cpu_l3_bytes(void)
+{
+    static int cached = 0;
+    int v = cached_load(&cached);
+    if (v == 0) {
+        unsigned r[4], top, ext;
+        int64_t bytes = 0;
+        cpuid(0, 0, r);
+        top = r[0];
+        const int amd = r[1] == 0x68747541u; /* "Auth"enticAMD */
+        cpuid(0x80000000u, 0, r);
+        ext = r[0];
+        unsigned leaf = 4;
+        if (amd) {
+            cpuid(0x80000001u, 0, r);
+            leaf = ext >= 0x8000001Du && (r[2] >> 22 & 1) ? 0x8000001Du : 0;
+        } else if (top < 4) {
+            leaf = 0;
+        }
+        for (unsigned sub = 0; leaf && sub < 16; sub++) {
+            cpuid(leaf, sub, r);
+            if ((r[0] & 0x1F) == 0) /* no more caches */
+                break;
+            if ((r[0] >> 5 & 7) == 3)
+                bytes = (int64_t)((r[1] >> 22) + 1) * ((r[1] >> 12 & 0x3FF) + 1) *
+                        ((r[1] & 0xFFF) + 1) * ((int64_t)r[2] + 1);
+        }
+        if (!bytes && amd && ext >= 0x80000006u) {
+            cpuid(0x80000006u, 0, r);
+            bytes = (int64_t)(r[3] >> 18) * 512 * 1024;
+        }
+        v = 1 + (int)(bytes >> 10 < (1 << 30) ? bytes >> 10 : 0);
+        cached_store(&cached, v);
+    }
+    return (int64_t)(v - 1) << 10;
 }
 
 /* The ISA used unless fnn_set_isa chose another: the best available, except AVX2 on AMD

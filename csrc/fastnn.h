@@ -40,6 +40,10 @@ int fnn_get_isa(void);
 int fnn_set_isa(int isa);
 const char *fnn_isa_name(int isa);
 int fnn_isa_emulated(void);
+/* The L3 cache's size in bytes as CPUID reports it (in a virtual machine, what the
+   hypervisor reports: the whole L3 of the cores' complex, shared with other tenants); 0
+   where the CPU does not say, and off x86. */
+int64_t fnn_cpu_l3_bytes(void);
 void fnn_set_num_threads(int n);
 int fnn_get_num_threads(void);
 /* Benchmark probe (gemm_kernels.c): the selected ISA's register-only FMA loop -- its GEMM

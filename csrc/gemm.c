@@ -533,9 +533,16 @@ static inline void block_tile(const kernel_t *kr, int mode, int64_t full, int64_
  * costs little next to the tile, and the direct kernel's A prefetch (NEXT_MIN_K, the
  * AVX2 kernels) pays. */
 #define STRIPS_MAX_K 64
-/* A C of at least this many bytes, written whole (beta == 0, no epilogue) and aligned,
- * goes to memory with non-temporal stores on that path: more than a core's share of L3
- * (16 MB for 2-4 cores on the Zen 2 VM), whose lines a normal store reads first. */
+/* A C written whole (beta == 0, no epilogue) and aligned goes to memory with
+ * non-temporal stores on that path when it has at least half as many bytes as the L3
+ * (fnn_cpu_l3_bytes), and at least STREAM_MIN_BYTES: a C that large leaves the caches
+ * before it is read again, and a normal store reads each line first. Smaller, it stays
+ * in L3, and a normal store finds it there. 86528 x 9 x 32 float (11 MB), in-process A/B,
+ * 2 threads, medians of 41: on the Zen 2 VM (16 MB L3, 2026-12-04) the non-temporal
+ * stores took 0.63x the time; on the Zen 4 VM (32 MB, 2026-12-05) 1.19-1.20x (412 vs
+ * 340-344 us; 1 thread 0.90x). There, 11 MB written by two threads took 85 us with
+ * normal stores into a buffer in L3 and 396 us with non-temporal ones, which go to memory
+ * (28 GB/s); into 8 such buffers in turn (88 MB: none in L3) 387 and 388 us. */
 #define STREAM_MIN_BYTES ((int64_t)8 << 20)
 
 /* Whether an m x n product's C (c, ldc) takes non-temporal stores (STREAM_MIN_BYTES): beta
@@ -544,8 +551,10 @@ static inline void block_tile(const kernel_t *kr, int mode, int64_t full, int64_
 static int stream_c(int64_t m, int64_t n, int64_t k, real beta, const epilogue_t *ep,
                     const real *c, int64_t ldc)
 {
+    const int64_t half_l3 = fnn_cpu_l3_bytes() / 2;
+    const int64_t min_bytes = half_l3 > STREAM_MIN_BYTES ? half_l3 : STREAM_MIN_BYTES;
     return beta == 0 && !ep && k < STRIPS_MAX_K &&
-           m * n * (int64_t)sizeof(real) >= STREAM_MIN_BYTES && (uintptr_t)c % 32 == 0 &&
+           m * n * (int64_t)sizeof(real) >= min_bytes && (uintptr_t)c % 32 == 0 &&
            (ldc * (int64_t)sizeof(real)) % 32 == 0;
 }
 

@@ -120,40 +120,49 @@ def test_gemm_rows_do_not_depend_on_the_row_count(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gemm_short_k_strips_and_streaming_stores(isa, dtype):
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_gemm_short_k_strips_and_streaming_stores(isa, dtype, alpha):
     """A short K with A read in place by rows and whole column panels (gemm.c: AVX2's
-    ukr_direct_strips, a call per block of strips; a C of 8 MB or more, aligned, written
-    with non-temporal stores): the bits of the same rows computed tile by tile (a product
-    of a few rows, and the first rows of a product whose last panel is partial), of a C
-    not 32-byte aligned (no streaming), and on 1 thread; within tolerance of float64, with
-    alpha and beta too."""
+    ukr_direct_strips, a call per block of strips, its own loop for alpha == 1; a C of 8 MB
+    and half the L3 or more, aligned, written with non-temporal stores): the bits of the
+    same rows computed tile by tile (a product of a few rows, and the first rows of a
+    product whose last panel is partial), of a C not 32-byte aligned (no streaming), of a C
+    under the streaming size (normal stores) and on 1 thread; within tolerance of float64,
+    with beta too."""
+    from fastnn.backends import c_backend
     from fastnn.utils._arrays import empty_aligned
     rng = np.random.default_rng(23)
     k = 9
-    m = (8 << 20) // (32 * np.dtype(dtype).itemsize) + 5   # C of just over 8 MB, 32 columns
+    stream_bytes = max(8 << 20, c_backend.l3_bytes() // 2)
+    m = stream_bytes // (32 * np.dtype(dtype).itemsize) + 5   # C just over it, 32 columns
     a = rng.standard_normal((m, k)).astype(dtype)
     b = rng.standard_normal((k, 33)).astype(dtype)
     b32 = np.ascontiguousarray(b[:, :32])
     with fastnn.use_backend("c"):
-        aligned = ops.matmul(a, b32, alpha=0.5, out=empty_aligned((m, 32), dtype, min_bytes=0))
+        aligned = ops.matmul(a, b32, alpha=alpha,
+                             out=empty_aligned((m, 32), dtype, min_bytes=0))
         raw = np.empty(m * 32 + 3, dtype)
         start = next(i for i in range(1, 4) if raw[i:].ctypes.data % 32)
-        shifted = ops.matmul(a, b32, alpha=0.5, out=raw[start:start + m * 32].reshape(m, 32))
+        shifted = ops.matmul(a, b32, alpha=alpha,
+                             out=raw[start:start + m * 32].reshape(m, 32))
+        below = ops.matmul(a[:m - 4096], b32, alpha=alpha,
+                           out=empty_aligned((m - 4096, 32), dtype, min_bytes=0))
         before = fastnn.get_num_threads()
         try:
             fastnn.set_num_threads(1)
-            one = ops.matmul(a, b32, alpha=0.5)
+            one = ops.matmul(a, b32, alpha=alpha)
         finally:
             fastnn.set_num_threads(before)
-        few = ops.matmul(a[:30], b32, alpha=0.5)
-        wide = ops.matmul(a[:3000], b, alpha=0.5)          # a partial last panel: per tile
+        few = ops.matmul(a[:30], b32, alpha=alpha)
+        wide = ops.matmul(a[:3000], b, alpha=alpha)          # a partial last panel: per tile
         c0 = rng.standard_normal((3000, 32)).astype(dtype)
-        beta = ops.matmul(a[:3000], b32, alpha=0.5, beta=-2.0, out=c0.copy())
+        beta = ops.matmul(a[:3000], b32, alpha=alpha, beta=-2.0, out=c0.copy())
     for got in (shifted, one):
         np.testing.assert_array_equal(got, aligned)
+    np.testing.assert_array_equal(below, aligned[:m - 4096])
     np.testing.assert_array_equal(few, aligned[:30])
     np.testing.assert_array_equal(wide[:, :32], aligned[:3000])
-    ref = 0.5 * (a.astype(np.float64) @ b32.astype(np.float64))
+    ref = alpha * (a.astype(np.float64) @ b32.astype(np.float64))
     assert np.abs(aligned - ref).max() <= _tol(dtype, k) * (np.abs(ref).max() + 1.0)
     ref_b = ref[:3000] - 2.0 * c0
     assert np.abs(beta - ref_b).max() <= _tol(dtype, k) * (np.abs(ref_b).max() + 1.0)

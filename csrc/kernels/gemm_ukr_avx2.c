@@ -373,12 +373,42 @@ static inline void prefetch_strip(const char *c, int64_t ld_bytes, int64_t bytes
             _mm_prefetch(c + i * ld_bytes + off, _MM_HINT_T0);
 }
 
+/* One strip of ukr_direct_strips: its MR rows times the npan panels, each tile stored
+ * with beta == 0 (store_6x16_f32's values): non-temporal stores (nt), and alpha == 1
+ * (one) without the product by alpha, x * 1 being x. */
+FNN_ALWAYS_INLINE void strip_6x16_f32(int64_t k, const float *a, int64_t lda, const float *bp,
+                                      int64_t npan, float *c, int64_t ldc, __m256 va, int nt,
+                                      int one)
+{
+    for (int64_t jp = 0; jp < npan; jp++) {
+        __m256 acc[MR][2];
+        float *ct = c + jp * 16;
+        direct_acc_6x16_f32(acc, k, a, lda, bp + jp * 16 * k, 0);
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            const __m256 v0 = one ? acc[i][0] : _mm256_mul_ps(va, acc[i][0]);
+            const __m256 v1 = one ? acc[i][1] : _mm256_mul_ps(va, acc[i][1]);
+            if (nt) {
+                _mm256_stream_ps(ct + i * ldc, v0);
+                _mm256_stream_ps(ct + i * ldc + 8, v1);
+            } else {
+                _mm256_storeu_ps(ct + i * ldc, v0);
+                _mm256_storeu_ps(ct + i * ldc + 8, v1);
+            }
+        }
+    }
+}
+
 /* ukr_direct_strips (contract: fnn_internal.h) for float: each tile as the direct kernel
- * computes it (without its A prefetch, off below NEXT_MIN_K anyway) and stores it. On Zen
- * 2 (2026-12-04, in-process A/B against a call per tile, medians of 40, 2 threads):
- * 86528 x 9 x 32 float 0.81-0.84x the time with the prefetch two strips ahead (0.91x
- * without), and 0.63x with non-temporal stores into an aligned C (a C of 11 MB, which
- * each product writes fresh: written through the caches, each line was read first). */
+ * computes it (without its A prefetch, off below NEXT_MIN_K anyway) and stores it, in
+ * loops of their own for non-temporal stores, for alpha == 1 and for beta != 0 (one loop
+ * testing each per tile kept GCC from holding the strip's addresses in registers: with
+ * the loops apart, 86528 x 9 x 32 float 0.92x the time, 1 and 2 threads, Zen 4,
+ * 2026-12-05, in-process A/B, medians of 41). On Zen 2 (2026-12-04, in-process A/B
+ * against a call per tile, medians of 40, 2 threads): 86528 x 9 x 32 float 0.81-0.84x
+ * the time with the prefetch two strips ahead (0.91x without), and 0.63x with
+ * non-temporal stores into an aligned C (a C of 11 MB, which each product writes fresh:
+ * written through the caches, each line was read first; see STREAM_MIN_BYTES, gemm.c). */
 void fnn_ukr_avx2_direct_strips_6x16_f32(int64_t k, int64_t rows, const float *a,
                                          int64_t lda, const float *bp, int64_t npan,
                                          float *c, int64_t ldc, float alpha, float beta,
@@ -386,30 +416,56 @@ void fnn_ukr_avx2_direct_strips_6x16_f32(int64_t k, int64_t rows, const float *a
 {
     const int64_t ld_bytes = ldc * (int64_t)sizeof(float);
     const __m256 va = _mm256_set1_ps(alpha);
+    if (beta != 0) {
+        for (int64_t i0 = 0; i0 < rows; i0 += MR)
+            for (int64_t jp = 0; jp < npan; jp++) {
+                __m256 acc[MR][2];
+                direct_acc_6x16_f32(acc, k, a + i0 * lda, lda, bp + jp * 16 * k, 0);
+                store_6x16_f32(acc, c + i0 * ldc + jp * 16, ldc, alpha, beta);
+            }
+        return;
+    }
+    if (stream) {
+        for (int64_t i0 = 0; i0 < rows; i0 += MR)
+            strip_6x16_f32(k, a + i0 * lda, lda, bp, npan, c + i0 * ldc, ldc, va, 1, 0);
+        _mm_sfence();
+        return;
+    }
     for (int64_t i0 = 0; i0 < rows; i0 += MR) {
-        if (!stream && i0 + STRIPS_AHEAD * MR < rows)
+        if (i0 + STRIPS_AHEAD * MR < rows)
             prefetch_strip((const char *)(c + (i0 + STRIPS_AHEAD * MR) * ldc), ld_bytes,
                            npan * 16 * (int64_t)sizeof(float));
-        for (int64_t jp = 0; jp < npan; jp++) {
-            __m256 acc[MR][2];
-            float *ct = c + i0 * ldc + jp * 16;
-            direct_acc_6x16_f32(acc, k, a + i0 * lda, lda, bp + jp * 16 * k, 0);
-            if (!stream) {
-                store_6x16_f32(acc, ct, ldc, alpha, beta);
-                continue;
-            }
-#pragma GCC unroll 6
-            for (int i = 0; i < MR; i++) { /* store_6x16_f32's beta == 0 values */
-                _mm256_stream_ps(ct + i * ldc, _mm256_mul_ps(va, acc[i][0]));
-                _mm256_stream_ps(ct + i * ldc + 8, _mm256_mul_ps(va, acc[i][1]));
-            }
-        }
+        if (alpha == 1)
+            strip_6x16_f32(k, a + i0 * lda, lda, bp, npan, c + i0 * ldc, ldc, va, 0, 1);
+        else
+            strip_6x16_f32(k, a + i0 * lda, lda, bp, npan, c + i0 * ldc, ldc, va, 0, 0);
     }
-    if (stream)
-        _mm_sfence();
 }
 
 /* The same for double (6 x 8 tiles). */
+FNN_ALWAYS_INLINE void strip_6x8_f64(int64_t k, const double *a, int64_t lda, const double *bp,
+                                     int64_t npan, double *c, int64_t ldc, __m256d va, int nt,
+                                     int one)
+{
+    for (int64_t jp = 0; jp < npan; jp++) {
+        __m256d acc[MR][2];
+        double *ct = c + jp * 8;
+        direct_acc_6x8_f64(acc, k, a, lda, bp + jp * 8 * k, 0);
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            const __m256d v0 = one ? acc[i][0] : _mm256_mul_pd(va, acc[i][0]);
+            const __m256d v1 = one ? acc[i][1] : _mm256_mul_pd(va, acc[i][1]);
+            if (nt) {
+                _mm256_stream_pd(ct + i * ldc, v0);
+                _mm256_stream_pd(ct + i * ldc + 4, v1);
+            } else {
+                _mm256_storeu_pd(ct + i * ldc, v0);
+                _mm256_storeu_pd(ct + i * ldc + 4, v1);
+            }
+        }
+    }
+}
+
 void fnn_ukr_avx2_direct_strips_6x8_f64(int64_t k, int64_t rows, const double *a,
                                         int64_t lda, const double *bp, int64_t npan,
                                         double *c, int64_t ldc, double alpha, double beta,
@@ -417,27 +473,30 @@ void fnn_ukr_avx2_direct_strips_6x8_f64(int64_t k, int64_t rows, const double *a
 {
     const int64_t ld_bytes = ldc * (int64_t)sizeof(double);
     const __m256d va = _mm256_set1_pd(alpha);
+    if (beta != 0) {
+        for (int64_t i0 = 0; i0 < rows; i0 += MR)
+            for (int64_t jp = 0; jp < npan; jp++) {
+                __m256d acc[MR][2];
+                direct_acc_6x8_f64(acc, k, a + i0 * lda, lda, bp + jp * 8 * k, 0);
+                store_6x8_f64(acc, c + i0 * ldc + jp * 8, ldc, alpha, beta);
+            }
+        return;
+    }
+    if (stream) {
+        for (int64_t i0 = 0; i0 < rows; i0 += MR)
+            strip_6x8_f64(k, a + i0 * lda, lda, bp, npan, c + i0 * ldc, ldc, va, 1, 0);
+        _mm_sfence();
+        return;
+    }
     for (int64_t i0 = 0; i0 < rows; i0 += MR) {
-        if (!stream && i0 + STRIPS_AHEAD * MR < rows)
+        if (i0 + STRIPS_AHEAD * MR < rows)
             prefetch_strip((const char *)(c + (i0 + STRIPS_AHEAD * MR) * ldc), ld_bytes,
                            npan * 8 * (int64_t)sizeof(double));
-        for (int64_t jp = 0; jp < npan; jp++) {
-            __m256d acc[MR][2];
-            double *ct = c + i0 * ldc + jp * 8;
-            direct_acc_6x8_f64(acc, k, a + i0 * lda, lda, bp + jp * 8 * k, 0);
-            if (!stream) {
-                store_6x8_f64(acc, ct, ldc, alpha, beta);
-                continue;
-            }
-#pragma GCC unroll 6
-            for (int i = 0; i < MR; i++) {
-                _mm256_stream_pd(ct + i * ldc, _mm256_mul_pd(va, acc[i][0]));
-                _mm256_stream_pd(ct + i * ldc + 4, _mm256_mul_pd(va, acc[i][1]));
-            }
-        }
+        if (alpha == 1)
+            strip_6x8_f64(k, a + i0 * lda, lda, bp, npan, c + i0 * ldc, ldc, va, 0, 1);
+        else
+            strip_6x8_f64(k, a + i0 * lda, lda, bp, npan, c + i0 * ldc, ldc, va, 0, 0);
     }
-    if (stream)
-        _mm_sfence();
 }
 
 /* fnn_ukr_avx2_direct_6x8_f64 for a K block shorter than A's rows (no prefetch: see

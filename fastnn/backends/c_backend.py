@@ -112,6 +112,13 @@ def isa_emulated() -> bool:
     return bool(lib.fnn_isa_emulated())
 
 
+def l3_bytes() -> int:
+    """The L3 cache's size in bytes as CPUID reports it (0 where the CPU does not say). The
+    matrix product writes a C of at least half of it with non-temporal stores on the
+    short-K path (gemm.c's ``stream_c``)."""
+    return int(lib.fnn_cpu_l3_bytes())
+
+
 def available_isas() -> List[str]:
     """Instruction sets this CPU can run, slowest first."""
     return list(ISAS[: lib.fnn_cpu_max_isa() + 1])
