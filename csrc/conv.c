@@ -280,9 +280,12 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
     const int nt = fnn_threads_for(wins * 4 * f * patch / 64);
     const real *src = implicit_setup(g, f, x, w, b, ws, nt, off, &bp, &bias);
 #if FNN_X86_KERNELS
-    /* is_3x3_single, on AVX2: pooled row by pooled row, its weights in registers
-     * (conv3x3c1_pool_row_avx2: the same bits) */
-    if (fnn_get_isa() == 1 && is_3x3_single(g) && f % (32 / (int64_t)sizeof(real)) == 0) {
+    /* is_3x3_single, on AVX2 and AVX-512 CPUs: pooled row by pooled row, its weights in
+     * registers (conv3x3c1_pool_row_avx2: the same bits). With the AVX-512 ISA too, where
+     * the 12 x 32 gather kernel took 0.720 ms for 128 x 28 x 28 x 1 -> 32 and this one
+     * 0.501 (Zen 4 with FASTNN_ISA=avx512, 2026-12-05, in-process A/B, 2 threads, medians
+     * of 21; not measured on an Intel CPU) */
+    if (fnn_get_isa() >= 1 && is_3x3_single(g) && f % (32 / (int64_t)sizeof(real)) == 0) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) /* FNN_IMAGE_SPLIT */
         for (int64_t r = 0; r < g->n * PH; r++) {
             const int64_t n = r / PH, ph = r % PH;
@@ -487,9 +490,13 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
 
     const int nt = fnn_threads_for(rows * f * patch / 64);
     const real *src = padded_source(g, x, xp, nt);
-    /* The pooled gradient's B without packing, on AVX2 (the same bits; measured there
-     * only, so AVX-512 keeps the packed B): pool_dw_rows_avx2 */
-    const int rows_kernel = pd && FNN_X86_KERNELS && fnn_get_isa() == 1;
+    /* The pooled gradient's B without packing, on AVX2 (the same bits): pool_dw_rows_avx2;
+     * with the AVX-512 ISA only for is_3x3_single, where it took 0.546 ms against the
+     * packed B's 0.680 (128 x 28 x 28 x 1 -> 32, its whole pooled backward; Zen 4, as
+     * conv_pool_implicit's); 3 x 3 x 32 -> 64 measured the same either way there (1.80 vs
+     * 1.84 ms), so it keeps the packed B, measured best on the Xeon */
+    const int rows_kernel = pd && FNN_X86_KERNELS &&
+                            (fnn_get_isa() == 1 || (fnn_get_isa() >= 2 && is_3x3_single(g)));
     /* is_3x3_single: its windows' 4 x 4 input patches broadcast once per element
      * (pool_dw_rows_avx2's ld3: x's row stride; pix then holds the windows' corners only) */
     const int64_t ld3 = rows_kernel && is_3x3_single(g) ? wp : 0;
