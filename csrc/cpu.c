@@ -130,9 +130,10 @@ int fnn_cpu_prefetchw(void)
 }
 
 /* The L3 cache's size in bytes as CPUID describes it (contract: fastnn.h): the
- * deterministic cache parameters (leaf 4 on Intel, 0x8000001D on AMD with TOPOEXT), else
- * AMD's leaf 0x80000006 (edx bits 31-18, in 512 KB); 0 where neither tells. Asked once:
- * cached in KB, as 1 + the size. */
+ * deterministic cache parameters, leaf 4 on Intel and others, 0x8000001D on AMD and Hygon
+ * with TOPOEXT; 0 where they do not tell. Not AMD's leaf 0x80000006: on the Zen 4 VM it
+ * reports 320 MB (the socket's) where 0x8000001D and /sys report 32 MB (the cores'
+ * complex's). Asked once: cached in KB, as 1 + the size. */
 int64_t fnn_cpu_l3_bytes(void)
 {
     static int cached = 0;
@@ -142,7 +143,8 @@ int64_t fnn_cpu_l3_bytes(void)
         int64_t bytes = 0;
         cpuid(0, 0, r);
         top = r[0];
-        const int amd = r[1] == 0x68747541u; /* "Auth"enticAMD */
+        /* "Auth"enticAMD, "Hygo"nGenuine (whose leaf 4 is reserved) */
+        const int amd = r[1] == 0x68747541u || r[1] == 0x6f677948u;
         cpuid(0x80000000u, 0, r);
         ext = r[0];
         unsigned leaf = 4;
@@ -159,10 +161,6 @@ int64_t fnn_cpu_l3_bytes(void)
             if ((r[0] >> 5 & 7) == 3)
                 bytes = (int64_t)((r[1] >> 22) + 1) * ((r[1] >> 12 & 0x3FF) + 1) *
                         ((r[1] & 0xFFF) + 1) * ((int64_t)r[2] + 1);
-        }
-        if (!bytes && amd && ext >= 0x80000006u) {
-            cpuid(0x80000006u, 0, r);
-            bytes = (int64_t)(r[3] >> 18) * 512 * 1024;
         }
         v = 1 + (int)(bytes >> 10 < (1 << 30) ? bytes >> 10 : 0);
         cached_store(&cached, v);

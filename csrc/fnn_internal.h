@@ -204,9 +204,9 @@ typedef void (*fnn_ukr_direct_pack_f64)(int64_t k, const double *a, int64_t lda,
  * micro-panels of B (bp, each k x NR, one after the other), each MR x NR tile as
  * ukr_direct computes and stores it (the same bits), in one call: strip by strip, the
  * panels within each. For a short K (the driver calls it below STRIPS_MAX_K), where a
- * call per tile cost as much as the tile. stream: store C with non-temporal stores (c
- * 32-byte aligned, ldc a multiple of 32 bytes; beta == 0), else C's rows two strips ahead
- * are prefetched. Optional (NULL: a call per tile). */
+ * call per tile cost as much as the tile. stream (only read where beta == 0): store C
+ * with non-temporal stores (c 32-byte aligned, ldc a multiple of 32 bytes), else C's rows
+ * two strips ahead are prefetched. Optional (NULL: a call per tile). */
 typedef void (*fnn_ukr_direct_strips_f32)(int64_t k, int64_t rows, const float *a,
                                           int64_t lda, const float *bp, int64_t npan,
                                           float *c, int64_t ldc, float alpha, float beta,

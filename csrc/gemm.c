@@ -542,7 +542,9 @@ static inline void block_tile(const kernel_t *kr, int mode, int64_t full, int64_
  * stores took 0.63x the time; on the Zen 4 VM (32 MB, 2026-12-05) 1.19-1.20x (412 vs
  * 340-344 us; 1 thread 0.90x). There, 11 MB written by two threads took 85 us with
  * normal stores into a buffer in L3 and 396 us with non-temporal ones, which go to memory
- * (28 GB/s); into 8 such buffers in turn (88 MB: none in L3) 387 and 388 us. */
+ * (28 GB/s); into 8 such buffers in turn (88 MB: none in L3) 387 and 388 us. An Intel
+ * CPU reports its socket's L3 (shared by every core): not measured there, whose default
+ * AVX-512 kernels have no strips. */
 #define STREAM_MIN_BYTES ((int64_t)8 << 20)
 
 /* Whether an m x n product's C (c, ldc) takes non-temporal stores (STREAM_MIN_BYTES): beta

@@ -417,12 +417,16 @@ void fnn_ukr_avx2_direct_strips_6x16_f32(int64_t k, int64_t rows, const float *a
     const int64_t ld_bytes = ldc * (int64_t)sizeof(float);
     const __m256 va = _mm256_set1_ps(alpha);
     if (beta != 0) {
-        for (int64_t i0 = 0; i0 < rows; i0 += MR)
+        for (int64_t i0 = 0; i0 < rows; i0 += MR) {
+            if (i0 + STRIPS_AHEAD * MR < rows)
+                prefetch_strip((const char *)(c + (i0 + STRIPS_AHEAD * MR) * ldc), ld_bytes,
+                               npan * 16 * (int64_t)sizeof(float));
             for (int64_t jp = 0; jp < npan; jp++) {
                 __m256 acc[MR][2];
                 direct_acc_6x16_f32(acc, k, a + i0 * lda, lda, bp + jp * 16 * k, 0);
                 store_6x16_f32(acc, c + i0 * ldc + jp * 16, ldc, alpha, beta);
             }
+        }
         return;
     }
     if (stream) {
@@ -474,12 +478,16 @@ void fnn_ukr_avx2_direct_strips_6x8_f64(int64_t k, int64_t rows, const double *a
     const int64_t ld_bytes = ldc * (int64_t)sizeof(double);
     const __m256d va = _mm256_set1_pd(alpha);
     if (beta != 0) {
-        for (int64_t i0 = 0; i0 < rows; i0 += MR)
+        for (int64_t i0 = 0; i0 < rows; i0 += MR) {
+            if (i0 + STRIPS_AHEAD * MR < rows)
+                prefetch_strip((const char *)(c + (i0 + STRIPS_AHEAD * MR) * ldc), ld_bytes,
+                               npan * 8 * (int64_t)sizeof(double));
             for (int64_t jp = 0; jp < npan; jp++) {
                 __m256d acc[MR][2];
                 direct_acc_6x8_f64(acc, k, a + i0 * lda, lda, bp + jp * 8 * k, 0);
                 store_6x8_f64(acc, c + i0 * ldc + jp * 8, ldc, alpha, beta);
             }
+        }
         return;
     }
     if (stream) {
