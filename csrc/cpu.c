@@ -171,11 +171,15 @@ int64_t fnn_cpu_l3_bytes(void)
 /* The ISA used unless fnn_set_isa chose another: the best available, except AVX2 on AMD
  * Zen 4, where the AVX2 GEMM kernel ran 5-12% faster than the AVX-512 one (2026-12-02,
  * in-process A/B, 1024^3 float 1 thread 91 vs 81 GFLOPS, 2 threads 150-162 vs 137-142,
- * double 79-81 vs 67-74, 2048^3 float 157 vs 149). */
+ * double 79-81 vs 67-74, 2048^3 float 157 vs 149). Again on 2026-12-05 (2 threads, the
+ * two ISAs alternating in one process, medians of 15): the large products level (AVX-512
+ * 0.99x the time at 1024^3 and 2048^3 float, 1.00x double), 15488x288x64 1.17x,
+ * 86528x9x32 1.06x, 128x128x10 1.07x; the CNN's epoch 3.40 s against 3.33. */
 static int default_isa(void)
 {
     const int best = fnn_cpu_max_isa();
-    return best == 2 && amd_family_19h() ? 1 : best;
+    /* the emulated AVX-512 test build tests its AVX-512 kernels by default on Zen 4 too */
+    return best == 2 && amd_family_19h() && !FNN_EMULATE_AVX512 ? 1 : best;
 }
 
 /* The ISA in use (default_isa unless fnn_set_isa chose another). */
