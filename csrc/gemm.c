@@ -521,12 +521,19 @@ static inline void block_tile(const kernel_t *kr, int mode, int64_t full, int64_
  * this order and NC 1024 (float) / 512 (double), in-process A/B on 2 threads (2026-12-02,
  * medians of 11): 1024^3 float 343-362 vs 327-346 GFLOPS, 2048^3 342-353 vs 331-332,
  * double 160 vs 158-161, 128x1024x1024 275 vs 269, 500^3 280 vs 284, 4096x256x256 and
- * 256x4096x256 equal. The AVX2 panels (16 KB) keep the B order, except with A read in
- * place by rows (rows_a_outer): each strip's C rows are then written whole, one after the
- * other, and A's strip is read once (with K = 9 the tile order was worth 1.3x in a
- * harness on Zen 2: C's write-back, not the arithmetic, paces such a product). */
+ * 256x4096x256 equal. A B panel of over half of L1 (L1_B_PANEL; 32 KB was the bound until
+ * 2026-12-05) does not stay there either while A's panels stream past it: the AVX2
+ * panels of a 512-deep K block (32 KB, float and double: 1024^3, 2048^3) in A order,
+ * against B order, on Zen 4 (2 threads, in-process A/B, medians of 15-31): 1024^3 float
+ * 0.95x the time, 1536^3 0.95x, 512x1024x1024 0.95x, 1000^3 0.98x, 2048^3 1.00x,
+ * 4096x1024x256 1.00x; double 1024^3 0.93-0.96x, 2048^3 0.90-0.93x, 1000^3 0.96-0.97x,
+ * 600^3 1.00x; on 1 thread 1.00x (not measured on Zen 2). With A read in place by rows
+ * (rows_a_outer, AVX2) also below the bound: each strip's C rows are then written whole,
+ * one after the other, and A's strip is read once (with K = 9 the tile order was worth
+ * 1.3x in a harness on Zen 2: C's write-back, not the arithmetic, paces such a
+ * product). */
 #define A_OUTER_MIN_PANELS 4
-#define L1_B_PANEL (32 * 1024)
+#define L1_B_PANEL (16 * 1024)
 
 /* Below this K, a block read in place by rows runs its whole strips and panels through
  * the kernel's ukr_direct_strips, one call (fnn_internal.h); from it on, a call per tile
