@@ -123,10 +123,11 @@ def test_gemm_rows_do_not_depend_on_the_row_count(isa, dtype):
 @pytest.mark.parametrize("alpha", [0.5, 1.0])
 def test_gemm_short_k_strips_and_streaming_stores(isa, dtype, alpha):
     """A short K with A read in place by rows and whole column panels (gemm.c: AVX2's
-    ukr_direct_strips, a call per block of strips, its own loop for alpha == 1; a C of 8 MB
-    and half the L3 or more, aligned, written with non-temporal stores): the bits of the
-    same rows computed tile by tile (a product of a few rows, and the first rows of a
-    product whose last panel is partial), of a C not 32-byte aligned (no streaming), of a C
+    ukr_direct_strips, a call per block of strips, its own loop for alpha == 1 and a case
+    of its own for 32 float columns; a C of 8 MB and half the L3 or more, aligned, written
+    with non-temporal stores): the bits of the same rows computed tile by tile (a product
+    of a few rows, and the first rows of a product whose last panel is partial, against
+    32 and 64 columns), of a C not 32-byte aligned (no streaming), of a C
     under the streaming size (normal stores) and on 1 thread; within tolerance of float64,
     with beta too. Where half the L3 is over 64 MB, the C is 8 MB and nothing streams (the
     test's arrays would take several GB)."""
@@ -139,8 +140,8 @@ def test_gemm_short_k_strips_and_streaming_stores(isa, dtype, alpha):
         stream_bytes = 8 << 20
     m = stream_bytes // (32 * np.dtype(dtype).itemsize) + 5   # C just over it, 32 columns
     a = rng.standard_normal((m, k)).astype(dtype)
-    b = rng.standard_normal((k, 33)).astype(dtype)
-    b32 = np.ascontiguousarray(b[:, :32])
+    b = rng.standard_normal((k, 65)).astype(dtype)
+    b32, b64 = np.ascontiguousarray(b[:, :32]), np.ascontiguousarray(b[:, :64])
     with fastnn.use_backend("c"):
         aligned = ops.matmul(a, b32, alpha=alpha,
                              out=empty_aligned((m, 32), dtype, min_bytes=0))
@@ -158,6 +159,7 @@ def test_gemm_short_k_strips_and_streaming_stores(isa, dtype, alpha):
             fastnn.set_num_threads(before)
         few = ops.matmul(a[:30], b32, alpha=alpha)
         wide = ops.matmul(a[:3000], b, alpha=alpha)          # a partial last panel: per tile
+        wide64 = ops.matmul(a[:3000], b64, alpha=alpha)      # strips, 64 columns
         c0 = rng.standard_normal((3000, 32)).astype(dtype)
         beta = ops.matmul(a[:3000], b32, alpha=alpha, beta=-2.0, out=c0.copy())
     for got in (shifted, one):
@@ -165,6 +167,7 @@ def test_gemm_short_k_strips_and_streaming_stores(isa, dtype, alpha):
     np.testing.assert_array_equal(below, aligned[:m - 4096])
     np.testing.assert_array_equal(few, aligned[:30])
     np.testing.assert_array_equal(wide[:, :32], aligned[:3000])
+    np.testing.assert_array_equal(wide64, wide[:, :64])
     ref = alpha * (a.astype(np.float64) @ b32.astype(np.float64))
     assert np.abs(aligned - ref).max() <= _tol(dtype, k) * (np.abs(ref).max() + 1.0)
     ref_b = ref[:3000] - 2.0 * c0
