@@ -20,7 +20,6 @@ import math
 import os
 import re
 import zipfile
-import zlib
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -39,7 +38,7 @@ from .layers.core import InputLayer, _WithActivation
 from .utils import get_rng
 from .utils._args import FilePath, check_bool, check_path
 from .utils import _custom
-from .utils._files import atomic_write, special_kind
+from .utils._files import DAMAGED_ARCHIVE_ERRORS, atomic_write, special_kind
 
 FORMAT = "fastnn-model"
 FORMAT_VERSION = 1
@@ -1484,13 +1483,7 @@ def _unreadable(path: str):
         yield
     except _UnreadableModelFile:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError, ValueError,
-            zipfile.LargeZipFile, zlib.error, MemoryError, RecursionError,
-            NotImplementedError, RuntimeError) as exc:
-        # (MemoryError: an array declaring more than any memory; RecursionError: a
-        # meta.json nested deeper than any model's description; NotImplementedError and
-        # RuntimeError: zipfile's for a damaged header that declares an unknown compression
-        # method or version, or encryption)
+    except DAMAGED_ARCHIVE_ERRORS as exc:
         what = f"{type(exc).__name__}: " if isinstance(exc, (MemoryError, RecursionError)) \
             else ""
         raise _UnreadableModelFile(f"{path}: not a readable fastnn model file (truncated, "

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -332,6 +333,41 @@ def test_corrupt_keras_npz(tmp_path, changes, phrase):
     with pytest.raises(ValueError) as exc:
         mnist.load_data(f)
     assert str(f) in str(exc.value) and phrase in str(exc.value)
+
+
+def _damaged_npz(path, how):
+    """A Keras .npz whose zip directory or .npy header is damaged in ways zipfile and NumPy
+    report with other exceptions than ValueError."""
+    _npz(path)
+    data = bytearray(path.read_bytes())
+    cd = data.index(b"PK\x01\x02")                # the first central directory entry
+    if how == "encrypted":                          # RuntimeError: password required
+        data[cd + 8] |= 0x01
+    elif how == "patched":                          # NotImplementedError: flag bit 5
+        data[cd + 8] |= 0x20
+    elif how == "method":                           # NotImplementedError: method 99
+        data[cd + 10] = 99
+    else:                                           # tokenize.TokenError: the .npy header
+        with zipfile.ZipFile(path) as z:
+            members = {n: bytearray(z.read(n)) for n in z.namelist()}
+        h = members["x_train.npy"]
+        h[h.index(b"}") + 2] = ord("(")
+        with zipfile.ZipFile(path, "w") as z:
+            for n, d in members.items():
+                z.writestr(n, bytes(d))
+        return path
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("how", ["encrypted", "patched", "method", "header"])
+def test_damaged_keras_npz(tmp_path, how):
+    """Every kind of damage gives the ValueError naming the file (zipfile's RuntimeError
+    and NotImplementedError and NumPy's tokenize.TokenError escaped before)."""
+    f = _damaged_npz(tmp_path / "bad.npz", how)
+    with pytest.raises(ValueError, match="not a readable Keras .npz file") as exc:
+        mnist.load_data(f)
+    assert str(f) in str(exc.value)
 
 
 # --------------------------------------------------------------------------- corruption

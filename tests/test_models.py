@@ -769,6 +769,16 @@ def _corrupt_member(good, bad, member):
     bad.write_bytes(bytes(data))
 
 
+def _unparsable_npy_header(good, member):
+    """The bytes of .npy member ``member`` with a padding space of its header turned into
+    "(": zipfile's CRC is right (the member is written anew), NumPy's header reader fails
+    (with tokenize.TokenError, not ValueError, in NumPy 2.x)."""
+    with zipfile.ZipFile(good) as z:
+        data = bytearray(z.read(member))
+    data[data.index(b"}") + 2] = ord("(")
+    return bytes(data)
+
+
 def _bad_files():
     def truncated_half(good, bad):
         bad.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
@@ -808,6 +818,12 @@ def _bad_files():
     def corrupt_meta_member(good, bad):
         _corrupt_member(good, bad, "meta.json")
 
+    def weight_header_not_parsing(good, bad):   # tokenize.TokenError before
+        _rezip(good, bad, replace={"weights/0.npy": _unparsable_npy_header(good, "weights/0.npy")})
+
+    def optimizer_header_not_parsing(good, bad):
+        _rezip(good, bad, replace={"optimizer/1.npy": _unparsable_npy_header(good, "optimizer/1.npy")})
+
     def compile_without_loss(good, bad):
         meta = _meta(good)
         del meta["compile"]["loss"]
@@ -840,7 +856,8 @@ def _bad_files():
 
     return [truncated_half, truncated_tail, empty, random_bytes, npy_file, zip_without_meta,
             other_format, meta_not_json, weights_only_file, missing_weight,
-            corrupt_weight_member, corrupt_meta_member, compile_without_loss,
+            corrupt_weight_member, corrupt_meta_member, weight_header_not_parsing,
+            optimizer_header_not_parsing, compile_without_loss,
             optimizer_state_missing, newer_format_version, _edited(config_a_list),
             _edited(layer_spec_a_string), _edited(huge_units), optimizer_state_float16_file]
 

@@ -1724,6 +1724,24 @@ def test_adam_update_flush_with_a_subnormal_epsilon(backend, dtype):
     np.testing.assert_array_equal(results[0], results[1])
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_update_epsilon_zero_divides_by_zero_as_the_reference(backend, dtype, amsgrad):
+    """epsilon = 0 is allowed: where v (or v_hat) is 0 the step divides by 0, giving NaN
+    (0 / 0: a zero gradient) or -inf / inf (m not 0, v flushed), as the reference does,
+    and never an exception (Numba's default error model raised ZeroDivisionError)."""
+    results = []
+    for name in (backend, "numpy"):
+        p, g = np.ones(4, dtype), np.array([0, 0, 1, -1], dtype)
+        m, v = np.array([0, 1e-3, 0, 0], dtype), np.zeros(4, dtype)
+        vh = np.zeros(4, dtype) if amsgrad else None
+        with fastnn.use_backend(name):
+            ops.adam_update(p, g, m, v, alpha=1e-3, beta_2=0.0, epsilon=0.0, v_hat=vh)
+        results.append(p)
+    np.testing.assert_array_equal(results[0], results[1])
+    assert np.isnan(results[1][0]) and results[1][1] == -np.inf
+
+
 def test_adam_update_flush_mode_ends_with_the_call(restore_threads):
     """The C backend's flush-to-zero mode is on only inside the call, on each thread that
     ran it: afterwards subnormal values go through a kernel on both OpenMP threads (relu

@@ -1791,7 +1791,9 @@ def softmax_xent(z, labels, t, scale, probs, loss, dz):
 
 
 # --------------------------------------------------------------------------- optimizers
-@njit(cache=True)
+# error_model="numpy": a division by zero (epsilon 0 where v is 0) gives inf or NaN, as in
+# the reference, instead of Numba's default ZeroDivisionError
+@njit(cache=True, error_model="numpy")
 def _adam_run(p, g, m, v, vhat, use_vhat, alpha, omb1, omb2, eps, lim, i0, i1):
     zero = lim - lim                        # +0 in the arrays' dtype
     for i in range(i0, i1):

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..utils._args import FilePath as PathLike
 from ..utils._args import check_path, expand_user
-from ..utils._files import atomic_write, special_kind
+from ..utils._files import DAMAGED_ARCHIVE_ERRORS, atomic_write, special_kind
 
 __all__ = ["load_idx"]
 
@@ -460,7 +460,7 @@ def load_npz(path: Path) -> tuple[tuple[np.ndarray, np.ndarray],
                              f"an MNIST-style data set holds")
         with np.load(path, allow_pickle=False) as f:
             a = {k: np.array(f[k]) for k in NPZ_KEYS}
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError, MemoryError) as exc:
+    except DAMAGED_ARCHIVE_ERRORS + (KeyError,) as exc:
         if isinstance(exc, ValueError) and str(exc).startswith(name):
             raise
         raise ValueError(f"{name}: not a readable Keras .npz file ({exc})") from None

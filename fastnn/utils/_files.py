@@ -1,6 +1,6 @@
 """Writing files atomically: to a temporary file beside the target, renamed over it, so an
 interrupted write never leaves a half-written file (model saves, ``fastnn bench``'s JSON
-and chart)."""
+and chart); and what reading a damaged archive can raise."""
 from __future__ import annotations
 
 import functools
@@ -8,9 +8,25 @@ import io
 import os
 import stat
 import tempfile
+import tokenize
+import zipfile
+import zlib
 from typing import BinaryIO, Callable, TextIO
 
-__all__ = ["resolve_target", "special_kind", "atomic_write", "atomic_write_text"]
+__all__ = ["resolve_target", "special_kind", "atomic_write", "atomic_write_text",
+           "DAMAGED_ARCHIVE_ERRORS"]
+
+#: What reading a damaged zip archive of .npy members (a model file, a Keras ``.npz``) can
+#: raise, each loader turning it into a ValueError naming the file: zipfile's and zlib's
+#: errors, truncation (EOFError, OSError), ValueError, a size declared beyond any memory
+#: (MemoryError), a meta.json nested deeper than any model's description (RecursionError),
+#: zipfile's NotImplementedError and RuntimeError for a header that declares an unknown
+#: compression method or version, or encryption, and tokenize.TokenError from NumPy's
+#: reader of a .npy header that does not parse (fastnn 2026-12-05: it escaped both
+#: loaders).
+DAMAGED_ARCHIVE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
+                          OSError, ValueError, MemoryError, RecursionError,
+                          NotImplementedError, RuntimeError, tokenize.TokenError)
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
