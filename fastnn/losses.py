@@ -494,19 +494,28 @@ def mean_absolute_error(y_true, y_pred):
     return loss.per_sample(*loss._prepare(y_true, y_pred))
 
 
-def binary_crossentropy(y_true, y_pred, from_logits=False):
-    """Per-sample binary cross-entropy, shape (N,)."""
-    loss = BinaryCrossentropy(from_logits)
+def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    """Per-sample binary cross-entropy, shape (N,); Keras's arguments (``axis`` only at
+    its default, -1: see the module's docstring)."""
+    keras_default_only("binary_crossentropy", "axis", axis, -1)
+    loss = BinaryCrossentropy(from_logits, label_smoothing)
     return loss.per_sample(*loss._prepare(y_true, y_pred))
 
 
-def categorical_crossentropy(y_true, y_pred, from_logits=False):
-    """Per-sample categorical cross-entropy, shape (N,)."""
-    loss = CategoricalCrossentropy(from_logits)
+def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0,
+                             axis=-1):
+    """Per-sample categorical cross-entropy, shape (N,); Keras's arguments (``axis`` only
+    at its default, -1)."""
+    keras_default_only("categorical_crossentropy", "axis", axis, -1)
+    loss = CategoricalCrossentropy(from_logits, label_smoothing)
     return loss.per_sample(*loss._prepare(y_true, y_pred))
 
 
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
-    """Per-sample sparse categorical cross-entropy, shape (N,)."""
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None,
+                                    axis=-1):
+    """Per-sample sparse categorical cross-entropy, shape (N,); Keras's arguments
+    (``ignore_class`` and ``axis`` only at their defaults, None and -1)."""
+    keras_default_only("sparse_categorical_crossentropy", "ignore_class", ignore_class, None)
+    keras_default_only("sparse_categorical_crossentropy", "axis", axis, -1)
     loss = SparseCategoricalCrossentropy(from_logits)
     return loss.per_sample(*loss._prepare(y_true, y_pred))

@@ -796,11 +796,10 @@ class Sequential:
                     seen += len(idx)
                 for m in metrics:  # Keras: sample weights weight the loss, not the metrics
                     m.update_state(yb, y_pred)
+                # per-class arrays too (Keras; the bar shows their mean)
                 logs = {"loss": loss_sum / seen}
                 for m in metrics:
-                    value = _scalar(m.result())
-                    if np.ndim(value) == 0:  # per-class arrays are for evaluate, not the bar
-                        logs[m.name] = value
+                    logs[m.name] = _scalar(m.result())
                 step += batches
                 cbs.on_train_batch_end(step - 1, logs)
                 if self.stop_training:
@@ -993,11 +992,11 @@ class Sequential:
                 m.update_state(yb, y_pred)
             if cbs.callbacks:   # running results only for a callback that sees them
                 logs = self._eval_logs(total / wsum + reg, metrics)
-                cbs.on_test_batch_end(step, {k: v for k, v in logs.items() if np.ndim(v) == 0})
+                cbs.on_test_batch_end(step, logs)
             if self.stop_evaluating:
                 break
         result = self._eval_logs((total / wsum if wsum else 0.0) + reg, metrics)
-        cbs.on_test_end({k: v for k, v in result.items() if np.ndim(v) == 0})
+        cbs.on_test_end(dict(result))
         return self._batch_result(result, return_dict)
 
     @staticmethod

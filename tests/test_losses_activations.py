@@ -403,6 +403,42 @@ def test_loss_aliases_and_function_forms():
                                **tolerance(np.float64, k=20, scale=absmax(p) + 5))
 
 
+@pytest.mark.parametrize("name,cls", [("binary_crossentropy", "BinaryCrossentropy"),
+                                      ("categorical_crossentropy", "CategoricalCrossentropy")])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_function_forms_take_label_smoothing(name, cls, from_logits):
+    """Keras's function forms take label_smoothing (and axis, at -1 only): the per-sample
+    values whose mean is the class's loss, and the smoothed targets written out."""
+    rng = _rng("smooth-fn")
+    t, p = _loss_data(rng, name, from_logits, (6, 4), np.float64)
+    fn = getattr(losses, name)
+    per = fn(t, p, from_logits=from_logits, label_smoothing=0.2)
+    assert per.shape == (6,)
+    assert per.mean() == pytest.approx(
+        getattr(losses, cls)(from_logits=from_logits, label_smoothing=0.2)(t, p), rel=1e-12)
+    k = 2 if name.startswith("binary") else 4
+    ts = t * 0.8 + 0.2 / k
+    np.testing.assert_array_equal(per, fn(ts, p, from_logits=from_logits))
+    assert not np.allclose(per, fn(t, p, from_logits=from_logits))
+    assert np.array_equal(fn(t, p, from_logits=from_logits, axis=-1),
+                          fn(t, p, from_logits=from_logits))
+    with pytest.raises(ValueError, match="axis"):
+        fn(t, p, from_logits=from_logits, axis=1)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        fn(t, p, from_logits=from_logits, label_smoothing=1.5)
+
+
+def test_sparse_function_form_takes_keras_defaults_only():
+    rng = _rng("sparse-fn")
+    t, p = _loss_data(rng, "sparse_categorical_crossentropy", True, (4, 5), np.float64)
+    per = losses.sparse_categorical_crossentropy(t, p, from_logits=True)
+    assert np.array_equal(losses.sparse_categorical_crossentropy(
+        t, p, from_logits=True, ignore_class=None, axis=-1), per)
+    for kw in (dict(ignore_class=0), dict(axis=0)):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            losses.sparse_categorical_crossentropy(t, p, from_logits=True, **kw)
+
+
 def test_sparse_labels_with_trailing_axis():
     rng = _rng("sparse1")
     t, p = _loss_data(rng, "sparse_categorical_crossentropy", True, (4, 5), np.float64)

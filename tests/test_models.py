@@ -210,6 +210,43 @@ def test_fit_logs_the_epoch_mean_of_batch_losses():
     assert h.history["accuracy"][0] == acc
 
 
+def test_per_class_metrics_reach_history_and_callbacks():
+    """A metric whose result is an array (F1Score with average=None: one value per class)
+    is in fit's History and in every callback's logs, as Keras 3 has it (it was only in
+    the val_ entries): with frozen weights the epoch's array is evaluate()'s."""
+    from fastnn.utils import to_categorical
+    x, y = make_data(45)
+    t = to_categorical(y, K)
+    set_random_seed(0)
+    model = Sequential([Dense(8, activation="relu", input_shape=(D,)),
+                        Dense(K, activation="softmax")])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.0), loss="categorical_crossentropy",
+                  metrics=[metrics.F1Score()])
+    seen = {}
+
+    class Record(cbs.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen["batch"] = logs["f1_score"]
+
+        def on_test_batch_end(self, batch, logs=None):
+            seen["test_batch"] = logs["f1_score"]
+
+        def on_test_end(self, logs=None):
+            seen["test_end"] = logs["f1_score"]
+
+    h = model.fit(x, t, epochs=2, batch_size=8, validation_data=(x, t), verbose=0,
+                  callbacks=[Record()])
+    expected = model.evaluate(x, t, batch_size=45, verbose=0, return_dict=True)["f1_score"]
+    assert expected.shape == (K,)
+    assert set(h.history) == {"loss", "f1_score", "val_loss", "val_f1_score"}
+    for key in ("f1_score", "val_f1_score"):
+        assert len(h.history[key]) == 2
+        for got in h.history[key]:
+            np.testing.assert_allclose(got, expected, rtol=1e-6, err_msg=key)
+    for where in ("batch", "test_batch", "test_end"):
+        np.testing.assert_allclose(seen[where], expected, rtol=1e-6, err_msg=where)
+
+
 def test_validation_split_takes_the_last_fraction_before_shuffling():
     """Keras semantics: validation_split=f trains on the first floor(N*(1-f)) samples and
     holds out the rest (and their sample weights) before shuffling; identical to passing
