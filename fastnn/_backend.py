@@ -229,7 +229,8 @@ def set_num_threads(n: int) -> None:
     TBB is missing) goes further and ends such a child ("fork() called from a process
     already using GNU OpenMP") when the parent has run a Numba kernel: the Numba backend in
     forked workers needs ``NUMBA_THREADING_LAYER=workqueue`` (or TBB) or another start
-    method.
+    method (under workqueue the Numba backend's kernels run one Python thread at a time:
+    Numba ends the process when two threads use that layer at once).
 
     Parameters
     ----------

@@ -90,6 +90,9 @@ def _range(factor: Factor, name: str, limit: Optional[float] = None) -> Tuple[fl
             raise ValueError(f"{name} must be finite, received {factor!r}")
     else:
         raise TypeError(f"{name} must be a float or a pair (lower, upper), received {factor!r}")
+    if not np.isfinite(hi - lo):       # NumPy's uniform draw would overflow
+        raise ValueError(f"{name} must span a finite range (upper - lower), received "
+                         f"{factor!r}")
     if lo > hi or (limit is not None and (abs(lo) > limit or abs(hi) > limit)):
         raise ValueError(f"{name} must satisfy lower <= upper"
                          + (f" within [-{limit}, {limit}]" if limit else "") +

@@ -1406,8 +1406,14 @@ def _check_output(option: str, value: str) -> Optional[str]:
         why = one_line(exc)
         return why if why.startswith(option) else f"{option} {value}: {why}"
     parent = os.path.dirname(target)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+    if not os.path.isdir(parent):
         return f"{option} {value}: the directory {parent} does not exist or is not writable"
+    try:   # a file made and removed: os.access said yes to /proc and read-only mounts
+        fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        return f"{option} {value}: the directory {parent} is not writable ({exc.strerror})"
+    os.close(fd)
+    os.remove(tmp)
     return None
 
 

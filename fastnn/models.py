@@ -47,6 +47,10 @@ FORMAT_VERSION = 1
 class Sequential:
     """A linear stack of layers.
 
+    Several Python threads may ``predict`` with one model at once; as in Keras, ``fit``,
+    ``evaluate`` and ``train_on_batch`` are not for two threads at once on one model (its
+    compiled metrics keep one running state): give each thread its own model.
+
     Parameters
     ----------
     layers : list of Layer, optional

@@ -165,6 +165,8 @@ def test_flip_both_ways_is_one_coin_per_image_as_keras3():
 @pytest.mark.parametrize("call, exc, match", [
     (lambda: aug.RandomTranslation(float("nan"), 0.1), ValueError, "height_factor"),
     (lambda: aug.RandomRotation((0.0, float("inf"))), ValueError, "factor must be finite"),
+    (lambda: aug.random_rotation(_img(), 1e308, rng=0), ValueError, "finite range"),
+    (lambda: aug.RandomRotation((-1e308, 1e308)), ValueError, "finite range"),
     (lambda: aug.RandomCrop(2.5, 3), TypeError, "height must be an int"),
     (lambda: aug.RandomCrop("a", 3), TypeError, "height must be an int"),
     (lambda: aug.RandomCrop(3, None), TypeError, "width must be an int"),

@@ -1058,6 +1058,11 @@ def test_save_onto_a_directory_or_under_a_file_fails_cleanly(tmp_path):
     with pytest.raises(OSError):
         model.save(tmp_path / "file" / "model.fastnn")
     assert sorted(os.listdir(tmp_path)) == ["a_directory", "file"]
+    # a directory that takes no new file: the error names the path given, not the
+    # temporary file beside it
+    if os.path.isdir("/proc"):
+        with pytest.raises(OSError, match="/proc/model.fastnn: cannot create a file in /proc"):
+            model.save("/proc/model.fastnn")
 
 
 # ----------------------------------------------------------------------------- callbacks in fit

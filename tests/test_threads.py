@@ -329,6 +329,28 @@ def _run_python(code, **env_extra):
 PRINT_ACTIVE = "import fastnn; print(fastnn.backend_info()['active'])"
 
 
+def test_numba_workqueue_layer_takes_python_threads_in_turn():
+    """Under NUMBA_THREADING_LAYER=workqueue (what forked workers need) Numba ends the
+    process when two Python threads run parallel kernels at once; the Numba backend's
+    kernels then take turns: four threads' products, the same bits as one thread's."""
+    require_backend("numba")
+    proc = _run_python(
+        "import threading, numpy as np, fastnn, numba\n"
+        "from fastnn import ops\n"
+        "a = np.random.default_rng(0).random((300, 300)).astype(np.float32)\n"
+        "fastnn.set_backend('numba'); ref = ops.matmul(a, a)\n"
+        "bad = []\n"
+        "def run():\n"
+        "    for _ in range(10):\n"
+        "        if not np.array_equal(ops.matmul(a, a), ref): bad.append(1)\n"
+        "ts = [threading.Thread(target=run) for _ in range(4)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "print(numba.threading_layer(), len(bad))",
+        NUMBA_THREADING_LAYER="workqueue", FASTNN_BACKEND="numba")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["workqueue", "0"], proc.stdout + proc.stderr
+
+
 def test_loading_a_backend_keeps_the_others_threads():
     """Numba, capped at the CPUs, took the C backend's OpenMP count down when it loaded:
     set_num_threads(4) on a 2-CPU machine, then backend_info() (which loads every

@@ -1835,15 +1835,38 @@ def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps, flush):
                  f(alpha), f(omb1), f(omb2), f(eps), f(np.finfo(f).tiny if flush else 0))
 
 
+# Numba's workqueue threading layer (NUMBA_THREADING_LAYER=workqueue, which forked workers
+# need: see fastnn.set_num_threads) ends the process when two Python threads run parallel
+# kernels at once ("Concurrent access has been detected"): there the kernels take turns.
+_TURNS = threading.RLock()
+_LAYER_IS_WORKQUEUE = []        # [bool] once Numba has chosen its layer
+
+
+def _workqueue() -> bool:
+    """Whether Numba's threading layer is (or, before its first parallel region, will be
+    asked to be) workqueue."""
+    if _LAYER_IS_WORKQUEUE:
+        return _LAYER_IS_WORKQUEUE[0]
+    try:
+        _LAYER_IS_WORKQUEUE.append(numba.threading_layer() == "workqueue")
+        return _LAYER_IS_WORKQUEUE[0]
+    except ValueError:          # no parallel region has run yet
+        return str(numba.config.THREADING_LAYER).lower() == "workqueue"
+
+
 def _process_wide(fn):
     """``fn`` run with the process's thread count (set_num_threads) in the calling Python
     thread too (Numba's count is per thread: one set in the main thread did not reach the
-    kernels a worker thread called)."""
+    kernels a worker thread called), one Python thread at a time under the workqueue
+    layer (_TURNS)."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
         n = _THREADS[0]
         if n is not None and numba.get_num_threads() != n:
             numba.set_num_threads(n)
+        if _workqueue():
+            with _TURNS:
+                return fn(*args, **kwargs)
         return fn(*args, **kwargs)
     return run
 

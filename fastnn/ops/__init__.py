@@ -49,7 +49,9 @@ def set_workspace_limit(nbytes: int) -> None:
 
     The batch is lowered to columns in chunks of as many images as fit (at least one).
     (The C backend's NHWC forward on AVX2 CPUs builds no column matrix, "implicit im2col":
-    its chunks bound the zero-padded copy of x it makes when there is padding.)
+    its chunks bound the zero-padded copy of x it makes when there is padding.) The chunks
+    set the order in which the backward's dW sums the images, so dW's last bits depend on
+    the limit. The limit is the process's, not the calling thread's.
     """
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 1:
         raise ValueError(f"nbytes must be a positive int, received {nbytes!r}")

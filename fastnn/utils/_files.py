@@ -90,7 +90,11 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], *, name: str = "f
         old = os.stat(target)
     except FileNotFoundError:
         old = None
-    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
+    except OSError as exc:   # (its message named the temporary file, not the user's path)
+        raise type(exc)(exc.errno, f"{name} {path}: cannot create a file in {directory}: "
+                                   f"{exc.strerror}") from None
     try:
         # mkstemp makes the file private (0600); give it the mode open() would: a new
         # file's 0666 & ~umask, or the mode (and, where allowed, the owner) of the file it
