@@ -1377,10 +1377,9 @@ class AUC(Metric):
     spaced thresholds, so a prediction below 0 is positive at the first threshold and the
     curve always runs from (1, 1) to (0, 0); Keras leaves predictions unclipped with
     unevenly spaced ``thresholds``. A NaN prediction is negative at every threshold.
-    Keras counts in float32 and places predictions into evenly spaced thresholds by
-    ``ceil(p * (num_thresholds - 1)) - 1``; here every comparison ``y_pred > t`` is made
-    in float64, which can differ for a prediction within float32 rounding of a
-    threshold. Divisions by zero (a rate with nothing to count) give 0, as Keras's
+    As Keras, predictions are compared in float32, and placed among evenly spaced
+    thresholds by ``ceil(p * (num_thresholds - 1))`` (so a float32 0.3 is not above the
+    threshold 0.3); the counts accumulate in float64. Divisions by zero (a rate with nothing to count) give 0, as Keras's
     ``divide_no_nan``.
 
     Examples
@@ -1513,10 +1512,18 @@ class AUC(Metric):
         p = p.astype(np.float64)
         if self.from_logits:
             p = _sigmoid(p)
-        p = np.clip(p, 0.0, 1.0)
-        # how many thresholds lie below each prediction: it is positive at those
-        below = np.searchsorted(self._thresholds, np.where(np.isnan(p), -np.inf, p),
-                                side="left")
+        # in float32, as Keras, which casts the predictions to its float32 state (a
+        # float32 0.3 is above the threshold 0.3 in float64, not in float32)
+        p = np.clip(p.astype(np.float32), np.float32(0), np.float32(1))
+        # how many thresholds lie below each prediction: it is positive at those. Evenly
+        # spaced, Keras's count is max(ceil(p * (T - 1)), 1) in float32 (-1e-7 is below
+        # every clipped prediction); given thresholds, p > t in float32
+        if self._given_thresholds is None:
+            below = np.maximum(np.ceil(p * np.float32(self.num_thresholds - 1)), 1)
+            below = np.where(np.isnan(p), 0, below).astype(np.int64)
+        else:
+            below = np.searchsorted(self._thresholds.astype(np.float32),
+                                    np.where(np.isnan(p), -np.inf, p), side="left")
         if self._labels is None:
             self._labels = labels
             self.reset_state()

@@ -1794,3 +1794,19 @@ def test_thresholds_compare_in_float32_as_keras():
     f1 = metrics.F1Score(threshold=0.3)
     f1.update_state(np.eye(2), np.array([[0.30000001, 0.2], [0.1, 0.9]]))
     np.testing.assert_array_equal(f1.result(), [0.0, 1.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_auc_compares_predictions_in_float32_as_keras(dtype):
+    """Keras casts the predictions to float32: a float32 0.3 is then not above the
+    threshold 0.3 (in float64 it is, 0.30000001192...). Keras 3.15 gives 0.5 here (it was
+    0.625); given thresholds compare in float32 too."""
+    y, p = [0, 1, 0, 1], np.array([0.1, 0.3, 0.7, 0.6], dtype)
+    m = AUC(num_thresholds=11)
+    m.update_state(y, p)
+    assert m.result() == pytest.approx(0.5, abs=1e-7)
+    # at 0.3 (index 3 of -1e-7, 0.1, 0.2, 0.3, ...) only 0.7 and 0.6 are positive
+    assert m.true_positives[3] == 1 and m.false_positives[3] == 1
+    g = AUC(thresholds=[0.3, 0.6])
+    g.update_state(y, p)
+    assert list(g.true_positives) == [2, 1, 0, 0] and list(g.false_positives) == [2, 1, 1, 0]
