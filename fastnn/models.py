@@ -58,10 +58,15 @@ class Sequential:
 
     Examples
     --------
+    >>> from fastnn.layers import Dense
+    >>> x = np.random.default_rng(0).random((100, 20))
+    >>> y = (x.sum(axis=1, keepdims=True) > 10).astype("float64")
     >>> model = Sequential([Dense(64, activation="relu", input_dim=20),
     ...                     Dense(1, activation="sigmoid")])
     >>> model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
-    >>> history = model.fit(x, y, epochs=10, batch_size=32)
+    >>> history = model.fit(x, y, epochs=10, batch_size=32, verbose=0)
+    >>> sorted(history.history)
+    ['accuracy', 'loss']
     """
 
     def __init__(self, layers: Optional[Sequence[Layer]] = None, name: Optional[str] = None):
