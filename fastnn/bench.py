@@ -1407,8 +1407,8 @@ def _check_output(option: str, value: str) -> Optional[str]:
         return why if why.startswith(option) else f"{option} {value}: {why}"
     parent = os.path.dirname(target)
     if not os.path.isdir(parent):
-        return f"{option} {value}: the directory {parent} does not exist or is not writable"
-    try:   # a file made and removed: os.access said yes to /proc and read-only mounts
+        return f"{option} {value}: the directory {parent} does not exist"
+    try:   # a file made and removed: os.access said yes to /proc (as root)
         fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=parent)
     except OSError as exc:
         return f"{option} {value}: the directory {parent} is not writable ({exc.strerror})"

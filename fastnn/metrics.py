@@ -1378,9 +1378,10 @@ class AUC(Metric):
     curve always runs from (1, 1) to (0, 0); Keras leaves predictions unclipped with
     unevenly spaced ``thresholds``. A NaN prediction is negative at every threshold.
     As Keras, predictions are compared in float32, and placed among evenly spaced
-    thresholds by ``ceil(p * (num_thresholds - 1))`` (so a float32 0.3 is not above the
-    threshold 0.3); the counts accumulate in float64. Divisions by zero (a rate with nothing to count) give 0, as Keras's
-    ``divide_no_nan``.
+    thresholds (the default ones, or given ones evenly spaced to within 1e-7) by
+    ``ceil(p * (num_thresholds - 1))`` (so a float32 0.3 is not above the threshold
+    0.3); the counts accumulate in float64. Divisions by zero (a rate with nothing to
+    count) give 0, as Keras's ``divide_no_nan``.
 
     Examples
     --------
@@ -1420,6 +1421,12 @@ class AUC(Metric):
             inner = self._given_thresholds
         self._thresholds = np.array([-_AUC_EPSILON] + inner + [1 + _AUC_EPSILON])
         self.num_thresholds = len(self._thresholds)
+        # Keras places predictions by the evenly spaced formula (update_state) also for
+        # given thresholds that are evenly spaced, to within its epsilon
+        n = self.num_thresholds
+        self._evenly = self._given_thresholds is None or (n >= 3 and np.allclose(
+            [0.0] + inner + [1.0], np.arange(n, dtype=np.float32) / (n - 1),
+            atol=_AUC_EPSILON))
         self.curve = _choice(curve, "curve", _AUC_CURVES)
         self.summation_method = _choice(summation_method, "summation_method",
                                         _AUC_SUMMATIONS)
@@ -1517,8 +1524,8 @@ class AUC(Metric):
         p = np.clip(p.astype(np.float32), np.float32(0), np.float32(1))
         # how many thresholds lie below each prediction: it is positive at those. Evenly
         # spaced, Keras's count is max(ceil(p * (T - 1)), 1) in float32 (-1e-7 is below
-        # every clipped prediction); given thresholds, p > t in float32
-        if self._given_thresholds is None:
+        # every clipped prediction); other given thresholds, p > t in float32
+        if self._evenly:
             below = np.maximum(np.ceil(p * np.float32(self.num_thresholds - 1)), 1)
             below = np.where(np.isnan(p), 0, below).astype(np.int64)
         else:

@@ -1810,3 +1810,12 @@ def test_auc_compares_predictions_in_float32_as_keras(dtype):
     g = AUC(thresholds=[0.3, 0.6])
     g.update_state(y, p)
     assert list(g.true_positives) == [2, 1, 0, 0] and list(g.false_positives) == [2, 1, 1, 0]
+    # given thresholds evenly spaced are placed as the default ones (Keras does too): a
+    # float32 just above 0.9 is in 0.9's bucket, ceil(0.90000004 * 10) = 10, by both
+    above = np.nextafter(np.float32(0.9), np.float32(1))
+    for yy, pp in (([1, 0], np.array([above, 0.9], np.float32)), (y, p)):
+        a, b = AUC(num_thresholds=11), AUC(thresholds=[i / 10 for i in range(1, 10)])
+        a.update_state(yy, pp)
+        b.update_state(yy, pp)
+        assert b.result() == a.result()
+        np.testing.assert_array_equal(b.true_positives, a.true_positives)

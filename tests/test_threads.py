@@ -329,26 +329,61 @@ def _run_python(code, **env_extra):
 PRINT_ACTIVE = "import fastnn; print(fastnn.backend_info()['active'])"
 
 
-def test_numba_workqueue_layer_takes_python_threads_in_turn():
-    """Under NUMBA_THREADING_LAYER=workqueue (what forked workers need) Numba ends the
-    process when two Python threads run parallel kernels at once; the Numba backend's
-    kernels then take turns: four threads' products, the same bits as one thread's."""
+@pytest.mark.parametrize("layer", ["workqueue", "forksafe"])
+def test_numba_workqueue_layer_takes_python_threads_in_turn(layer):
+    """Under NUMBA_THREADING_LAYER=workqueue (what forked workers need), or a setting
+    that may resolve to it ("forksafe" without TBB), Numba ends the process when two
+    Python threads run parallel kernels at once; the Numba backend's kernels then take
+    turns, from the very first call (no kernel ran before the threads start): four
+    threads' products, the same bits as one thread's afterwards."""
     require_backend("numba")
     proc = _run_python(
         "import threading, numpy as np, fastnn, numba\n"
         "from fastnn import ops\n"
         "a = np.random.default_rng(0).random((300, 300)).astype(np.float32)\n"
-        "fastnn.set_backend('numba'); ref = ops.matmul(a, a)\n"
-        "bad = []\n"
+        "fastnn.set_backend('numba'); out = []\n"
+        "go = threading.Barrier(4)\n"
         "def run():\n"
+        "    go.wait()\n"
         "    for _ in range(10):\n"
-        "        if not np.array_equal(ops.matmul(a, a), ref): bad.append(1)\n"
+        "        out.append(ops.matmul(a, a))\n"
         "ts = [threading.Thread(target=run) for _ in range(4)]\n"
         "[t.start() for t in ts]; [t.join() for t in ts]\n"
-        "print(numba.threading_layer(), len(bad))",
+        "ref = ops.matmul(a, a)\n"
+        "print(numba.threading_layer(), len(out), sum(not np.array_equal(o, ref) for o in out))",
+        NUMBA_THREADING_LAYER=layer, FASTNN_BACKEND="numba")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["40", "0"], proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_numba_workqueue_turns_survive_a_fork_mid_kernel():
+    """A child forked while another thread of the parent runs a Numba kernel under the
+    workqueue layer gets a lock of its own (the parent's was held by a thread the child
+    does not have: its first kernel waited forever)."""
+    require_backend("numba")
+    proc = _run_python(
+        "import os, signal, threading, numpy as np, fastnn\n"
+        "from fastnn import ops\n"
+        "a = np.random.default_rng(0).random((200, 200)).astype(np.float32)\n"
+        "fastnn.set_backend('numba'); ref = ops.matmul(a, a)\n"
+        "stop = threading.Event(); busy = threading.Event()\n"
+        "def loop():\n"
+        "    while not stop.is_set():\n"
+        "        busy.set(); ops.matmul(a, a)\n"
+        "t = threading.Thread(target=loop); t.start(); busy.wait()\n"
+        "codes = []\n"
+        "for _ in range(5):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        signal.alarm(20)\n"
+        "        os._exit(0 if np.array_equal(ops.matmul(a, a), ref) else 3)\n"
+        "    codes.append(os.waitpid(pid, 0)[1])\n"
+        "stop.set(); t.join()\n"
+        "print(codes)",
         NUMBA_THREADING_LAYER="workqueue", FASTNN_BACKEND="numba")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split()[-2:] == ["workqueue", "0"], proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0, 0]", proc.stdout + proc.stderr
 
 
 def test_loading_a_backend_keeps_the_others_threads():

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 import threading
 
@@ -1840,18 +1841,33 @@ def adam_update(p, g, m, v, vhat, alpha, omb1, omb2, eps, flush):
 # kernels at once ("Concurrent access has been detected"): there the kernels take turns.
 _TURNS = threading.RLock()
 _LAYER_IS_WORKQUEUE = []        # [bool] once Numba has chosen its layer
+# the settings under which Numba may choose workqueue (without TBB, and for "forksafe"
+# without a non-GNU OpenMP): until its first parallel region says which it took, their
+# kernels take turns too
+_MAYBE_WORKQUEUE = ("workqueue", "forksafe", "default")
+
+
+def _new_turns() -> None:
+    """A forked child's lock: the parent's may have been held by a thread the child does
+    not have."""
+    global _TURNS
+    _TURNS = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_turns)
 
 
 def _workqueue() -> bool:
-    """Whether Numba's threading layer is (or, before its first parallel region, will be
-    asked to be) workqueue."""
+    """Whether the kernels take turns: Numba's threading layer is workqueue or, before
+    its first parallel region, may turn out to be."""
     if _LAYER_IS_WORKQUEUE:
         return _LAYER_IS_WORKQUEUE[0]
     try:
         _LAYER_IS_WORKQUEUE.append(numba.threading_layer() == "workqueue")
         return _LAYER_IS_WORKQUEUE[0]
     except ValueError:          # no parallel region has run yet
-        return str(numba.config.THREADING_LAYER).lower() == "workqueue"
+        return str(numba.config.THREADING_LAYER).lower() in _MAYBE_WORKQUEUE
 
 
 def _process_wide(fn):
