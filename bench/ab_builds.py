@@ -220,8 +220,9 @@ def main(argv=None) -> None:
                    help="GEMM shapes MxKxN[d] (default 1024x1024x1024)")
     p.add_argument("--threads", type=int, default=2, help="threads (>= 1, default 2)")
     p.add_argument("--reps", type=int, default=20, help="reps per build (>= 1, default 20)")
-    p.add_argument("--isa", type=int, default=None, choices=[0, 1, 2],
-                   help="force an ISA in both builds: 0 generic, 1 AVX2, 2 AVX-512")
+    p.add_argument("--isa", type=int, default=None, choices=[0, 1, 2, 3],
+                   help="force an ISA in both builds: 0 generic, 1 AVX2, 2 AVX-512, "
+                        "3 avx512_256")
     args = p.parse_args(argv)
     if args.threads < 1 or args.reps < 1:
         p.error(f"--threads and --reps must be >= 1, received {args.threads} and {args.reps}")

@@ -22,7 +22,7 @@
 #define FNN_EMULATE_AVX512 0
 #endif
 
-static int g_isa = -1;     /* selected ISA, -1 = not chosen yet (use the best) */
+static int g_isa = -1;     /* selected ISA, -1 = not chosen yet (default_isa) */
 static int g_threads = 0;  /* cap set by fnn_set_num_threads, 0 = none */
 
 /* Highest ISA id this CPU and OS support: 2 AVX-512F, 1 AVX2+FMA, 0 generic. The emulated
@@ -54,6 +54,35 @@ int fnn_cpu_max_isa(void)
 #else
     return 0;
 #endif
+}
+
+/* Whether this CPU and OS support AVX-512VL (with AVX-512F): the "avx512_256" ISA's
+ * kernels use its 32 ymm registers. The emulated AVX-512 test build compiles them for AVX2
+ * (kernels/gemm_ukr256_avx512.c), so there it follows fnn_cpu_max_isa. */
+static int cpu_avx512vl(void)
+{
+    if (fnn_cpu_max_isa() < 2)
+        return 0;
+    if (FNN_EMULATE_AVX512)
+        return 1;
+#if FNN_X86_KERNELS && (defined(__GNUC__) || defined(__clang__))
+    return __builtin_cpu_supports("avx512vl") != 0;
+#elif FNN_X86_KERNELS && defined(_MSC_VER)
+    int r[4];
+    __cpuidex(r, 7, 0);
+    return (r[1] >> 31) & 1;
+#else
+    return 0;
+#endif
+}
+
+/* Whether this CPU can run ISA id `isa`: 0-2 up to fnn_cpu_max_isa, 3 (FNN_ISA_AVX512_256)
+ * where it has AVX-512F and VL. */
+int fnn_isa_supported(int isa)
+{
+    if (isa == FNN_ISA_AVX512_256)
+        return cpu_avx512vl();
+    return isa >= 0 && isa <= fnn_cpu_max_isa();
 }
 
 /* CPUID `leaf`, subleaf `sub`, into r[4] = eax, ebx, ecx, edx (zeros where there is no
@@ -168,8 +197,11 @@ int64_t fnn_cpu_l3_bytes(void)
     return (int64_t)(v - 1) << 10;
 }
 
-/* The ISA used unless fnn_set_isa chose another: the best available, except AVX2 on AMD
- * Zen 4, where the AVX2 GEMM kernel ran 5-12% faster than the AVX-512 one (2026-12-02,
+/* The ISA used unless fnn_set_isa chose another: the best available, except on AMD Zen 4
+ * (AVX-512 in two 256-bit halves): avx512_256, the AVX2 kernels with a 32-register direct-A
+ * pair kernel (kernels/gemm_ukr256_avx512.c: 15488x288x64 0.98x the time of AVX2, the CNN's
+ * epoch level, 3.26 vs 3.24 s, 2026-12-05), as AVX2 before it, whose GEMM kernel ran 5-12%
+ * faster than the AVX-512 one (2026-12-02,
  * in-process A/B, 1024^3 float 1 thread 91 vs 81 GFLOPS, 2 threads 150-162 vs 137-142,
  * double 79-81 vs 67-74, 2048^3 float 157 vs 149). Again on 2026-12-05 (2 threads, the
  * two ISAs alternating in one process, medians of 15): the large products level (AVX-512
@@ -179,7 +211,9 @@ static int default_isa(void)
 {
     const int best = fnn_cpu_max_isa();
     /* the emulated AVX-512 test build tests its AVX-512 kernels by default on Zen 4 too */
-    return best == 2 && amd_family_19h() && !FNN_EMULATE_AVX512 ? 1 : best;
+    if (best == 2 && amd_family_19h() && !FNN_EMULATE_AVX512)
+        return cpu_avx512vl() ? FNN_ISA_AVX512_256 : 1;
+    return best;
 }
 
 /* The ISA in use (default_isa unless fnn_set_isa chose another). */
@@ -193,7 +227,7 @@ int fnn_get_isa(void)
 /* Select an ISA; returns 0, or -1 (and changes nothing) if this CPU cannot run it. */
 int fnn_set_isa(int isa)
 {
-    if (isa < 0 || isa > fnn_cpu_max_isa())
+    if (!fnn_isa_supported(isa))
         return -1;
     g_isa = isa;
     return 0;
@@ -211,6 +245,7 @@ const char *fnn_isa_name(int isa)
     case 0: return "generic";
     case 1: return "avx2";
     case 2: return "avx512";
+    case 3: return "avx512_256";
     default: return "unknown";
     }
 }

@@ -34,8 +34,12 @@ typedef struct fnn_geom {
     int64_t n, h, w, c, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, oh, ow;
 } fnn_geom;
 
-/* ISA and threads (cpu.c). ISA ids: 0 generic C, 1 AVX2+FMA, 2 AVX-512F. */
+/* ISA and threads (cpu.c). ISA ids: 0 generic C, 1 AVX2+FMA, 2 AVX-512F, 3 "avx512_256":
+   the AVX2 kernels with GEMM micro-kernels of 256-bit vectors in AVX-512VL's 32
+   registers (AVX-512F + VL; not above 2 but beside it, so fnn_isa_supported, not
+   fnn_cpu_max_isa, says whether it runs here). */
 int fnn_cpu_max_isa(void);
+int fnn_isa_supported(int isa);
 int fnn_get_isa(void);
 int fnn_set_isa(int isa);
 const char *fnn_isa_name(int isa);

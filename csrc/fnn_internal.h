@@ -28,6 +28,12 @@
 #define FNN_NOINLINE static __attribute__((noinline))
 #endif
 
+/* ISA ids (fastnn.h, cpu.c's fnn_get_isa). Every id from FNN_ISA_AVX2 on runs the AVX2
+ * kernels where it has none of its own: `isa >= FNN_ISA_AVX2` asks for AVX2 and FMA; the
+ * AVX-512 (zmm) kernels are FNN_ISA_AVX512's alone, and FNN_ISA_AVX512_256 adds only GEMM
+ * micro-kernels (kernels/gemm_ukr256_avx512.c). */
+enum { FNN_ISA_GENERIC = 0, FNN_ISA_AVX2 = 1, FNN_ISA_AVX512 = 2, FNN_ISA_AVX512_256 = 3 };
+
 /* 1 if the CPU has PRFCHW (prefetchw), else 0 (cpu.c; AMD from family 10h, Intel from
  * Broadwell). */
 int fnn_cpu_prefetchw(void);
@@ -301,7 +307,10 @@ typedef void (*fnn_dot_pack_f64)(int64_t k, int64_t n, const double *b, int64_t 
  * ukr_rows, ukr_scatter, ukr_inplace, ukr_dot (with dot_pack) and ukr_direct_pack as above
  * or NULL; rows_a_outer: a block whose A is read in place by the direct-A kernel runs
  * A-outer from two B micro-panels on (gemm.c's multiply_block), not only when B's panels
- * outgrow L1. */
+ * outgrow L1; ukr_direct_pair: ukr_direct over two adjacent packed micro-panels at once
+ * (bp, then bp + NR*k) into an MR x 2NR tile of C, each half the same sums as
+ * ukr_direct's (the same bits), or NULL (gemm.c's A-outer blocks call it on pairs of whole
+ * tiles of rows read in place). */
 typedef struct {
     int mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
@@ -316,6 +325,7 @@ typedef struct {
     fnn_ukr_direct_pack_f32 ukr_direct_pack;
     fnn_ukr_direct_strips_f32 ukr_direct_strips;
     int rows_a_outer;
+    fnn_ukr_direct_f32 ukr_direct_pair;
 } fnn_gemm_kernel_f32;
 typedef struct {
     int mr, nr, mc, kc, nc;
@@ -331,6 +341,7 @@ typedef struct {
     fnn_ukr_direct_pack_f64 ukr_direct_pack;
     fnn_ukr_direct_strips_f64 ukr_direct_strips;
     int rows_a_outer;
+    fnn_ukr_direct_f64 ukr_direct_pair;
 } fnn_gemm_kernel_f64;
 
 /* Pack rows [0, kc) x columns [0, cols) of op(B) (element (p, j) at b[p*rsb + j*csb]) into
@@ -538,6 +549,9 @@ void fnn_ukr_avx2_inplace_6x8_f64(int rows, int cols, int64_t k, const double *a
                                   double alpha, double beta);
 void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
                            float alpha, float beta);
+void fnn_ukr_avx512_256_direct_6x32_f32(int64_t k, const float *a, int64_t lda,
+                                        const float *bp, float *c, int64_t ldc, float alpha,
+                                        float beta);
 void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,
                           int64_t ldc, double alpha, double beta);
 void fnn_ukr_avx512_12x32_f32(int64_t k, const float *ap, const float *bp, float *c,

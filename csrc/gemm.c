@@ -329,7 +329,8 @@ static void pack_rows(int64_t kc, int64_t cols, const real *b, int64_t rsb, int 
 #if FNN_X86_KERNELS
     /* The AVX2 kernels' 64-byte panel rows: four rows of B at a time (measured on Zen 2;
      * AVX-512's 128-byte rows keep the memcpy, not measured on an AVX-512 CPU). */
-    if (row == 64 && full > 0 && fnn_get_isa() == 1) {
+    if (row == 64 && full > 0 &&
+        (fnn_get_isa() == FNN_ISA_AVX2 || fnn_get_isa() == FNN_ISA_AVX512_256)) {
         fnn_pack_rows64_avx2(kc, full, b, rsb * (int64_t)sizeof(real), bp,
                              pstride * (int64_t)sizeof(real));
         first = full;
@@ -513,6 +514,22 @@ static inline void block_tile(const kernel_t *kr, int mode, int64_t full, int64_
              tmp, NULL);
 }
 
+/* Micro-panels jp and jp + 1 of block_tile's, both whole, on a strip of rows read in place
+ * (i0 < full), in one call of the kernel's ukr_direct_pair where it has one (the same bits
+ * as two tiles): 1 if done, else 0 (the caller takes them one by one). */
+static inline int block_pair(const kernel_t *kr, int mode, int64_t full, int64_t kc,
+                             int64_t nc, const real *a, int64_t rsa, const real *bp,
+                             int64_t i0, int64_t jp, real alpha, real beta, real *c,
+                             int64_t ldc)
+{
+    const int nr = kr->nr;
+    if (!kr->ukr_direct_pair || mode != A_ROWS || i0 >= full || (jp + 2) * nr > nc)
+        return 0;
+    kr->ukr_direct_pair(kc, a + i0 * rsa, rsa, bp + jp * nr * kc, c + i0 * ldc + jp * nr, ldc,
+                        alpha, beta);
+    return 1;
+}
+
 /* A block whose B micro-panels are too large to stay in L1 (over L1_B_PANEL bytes) and
  * has at least A_OUTER_MIN_PANELS of them runs A micro-panel by A micro-panel: each MR x KC
  * panel of A stays in L1 while the B panels stream from L2 (the BLIS order; the kernel's
@@ -616,9 +633,15 @@ static void multiply_block(const kernel_t *kr, int mode, int64_t mc, int64_t kc,
                      ap + i0 * kc);
                 jp++;
             }
-            for (; jp < jp1; jp++)
+            for (; jp < jp1; jp++) {
+                if (jp + 1 < jp1 && block_pair(kr, mode, full, kc, nc, a, rsa, bp, i0, jp,
+                                               alpha, beta, c, ldc)) {
+                    jp++;
+                    continue;
+                }
                 block_tile(kr, mode, full, mc, kc, nc, a, rsa, csa, bp, i0, jp, alpha, beta,
                            ap, c, ldc, tmp);
+            }
             if (ep && i0 > 0) /* the strip before this one */
                 epilogue(ep, mr, cols, ic + i0 - mr, jc + j0, c + (i0 - mr) * ldc + j0, ldc);
         }

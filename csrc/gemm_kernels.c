@@ -15,10 +15,10 @@
  * on an AVX-512 CPU. */
 static const fnn_gemm_kernel_f32 k32_ref = {4, 8, 128, 256, 2048, fnn_ukr_ref_f32,
                                             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                                            NULL, NULL, 0};
+                                            NULL, NULL, 0, NULL};
 static const fnn_gemm_kernel_f64 k64_ref = {4, 4, 128, 256, 1024, fnn_ukr_ref_f64,
                                             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                                            NULL, NULL, 0};
+                                            NULL, NULL, 0, NULL};
 #if FNN_X86_KERNELS
 /* AVX2's KC: 640 float, 512 double, so a K up to 800 / 640 is one block (gemm.c's
  * pick_kc) and 1024 two: each K block costs a pass over C and its threads meet at its end.
@@ -30,15 +30,12 @@ static const fnn_gemm_kernel_f64 k64_ref = {4, 4, 128, 256, 1024, fnn_ukr_ref_f6
  * double 1024^3 0.98x, 500x784x128 0.95x, 10000x784x64 0.86x. Larger blocks lost where
  * an A block outgrew L2: float KC 1024, 2048^3 1.03x against 640 (MC x KC = 512 KB);
  * double 640, 500x784x128 1.01-1.03x against 512. */
-static const fnn_gemm_kernel_f32 k32_avx2 = {6, 16, 144, 640, 4096, fnn_ukr_avx2_6x16_f32,
-                                             fnn_ukr_avx2_direct_6x16_f32,
-                                             fnn_ukr_avx2_strided_6x16_f32,
-                                             fnn_ukr_avx2_gather_6x16_f32,
-                                             fnn_ukr_avx2_rows_6x16_f32,
-                                             fnn_ukr_avx2_scatter_6x16_f32,
-                                             fnn_ukr_avx2_inplace_6x16_f32,
-                                             fnn_dot_avx2_f32, fnn_dot_pack_avx2_f32,
-                                             NULL, fnn_ukr_avx2_direct_strips_6x16_f32, 1};
+#define K32_AVX2_VARIANTS                                                                   \
+    fnn_ukr_avx2_6x16_f32, fnn_ukr_avx2_direct_6x16_f32, fnn_ukr_avx2_strided_6x16_f32,      \
+        fnn_ukr_avx2_gather_6x16_f32, fnn_ukr_avx2_rows_6x16_f32,                            \
+        fnn_ukr_avx2_scatter_6x16_f32, fnn_ukr_avx2_inplace_6x16_f32, fnn_dot_avx2_f32,      \
+        fnn_dot_pack_avx2_f32, NULL, fnn_ukr_avx2_direct_strips_6x16_f32, 1
+static const fnn_gemm_kernel_f32 k32_avx2 = {6, 16, 144, 640, 4096, K32_AVX2_VARIANTS, NULL};
 static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 512, 2048, fnn_ukr_avx2_6x8_f64,
                                              fnn_ukr_avx2_direct_6x8_f64,
                                              fnn_ukr_avx2_strided_6x8_f64,
@@ -47,7 +44,12 @@ static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 512, 2048, fnn_ukr_avx2_6
                                              fnn_ukr_avx2_scatter_6x8_f64,
                                              fnn_ukr_avx2_inplace_6x8_f64,
                                              fnn_dot_avx2_f64, fnn_dot_pack_avx2_f64,
-                                             NULL, fnn_ukr_avx2_direct_strips_6x8_f64, 1};
+                                             NULL, fnn_ukr_avx2_direct_strips_6x8_f64, 1, NULL};
+/* AVX512_256 (AMD Zen 4's default, cpu.c): the AVX2 row with a direct-A pair kernel, 6 x
+ * 32 tiles of 256-bit vectors in AVX-512VL's 32 registers (kernels/gemm_ukr256_avx512.c,
+ * which says what it gained and what was not kept); doubles run the AVX2 row. */
+static const fnn_gemm_kernel_f32 k32_avx512_256 = {6, 16, 144, 640, 4096, K32_AVX2_VARIANTS,
+                                                   fnn_ukr_avx512_256_direct_6x32_f32};
 /* AVX-512: every variant, the convolutions' gather and scatter included (on this Xeon,
  * against the AVX2 row they replaced there, 2026-12-02, alternating processes: conv 32->64
  * forward + relu + pool 2.39-2.54 -> 1.52-1.74 ms, its backward 5.89-6.27 -> 4.08-4.38 ms,
@@ -67,7 +69,8 @@ static const fnn_gemm_kernel_f32 k32_avx512 = {12, 32, 144, 384, 1024,
                                                fnn_ukr_avx512_inplace_12x32_f32,
                                                fnn_dot_avx512_f32,
                                                fnn_dot_pack_avx512_f32,
-                                               fnn_ukr_avx512_direct_pack_12x32_f32, NULL, 0};
+                                               fnn_ukr_avx512_direct_pack_12x32_f32, NULL, 0,
+                                               NULL};
 static const fnn_gemm_kernel_f64 k64_avx512 = {12, 16, 144, 384, 512,
                                                fnn_ukr_avx512_12x16_f64,
                                                fnn_ukr_avx512_direct_12x16_f64,
@@ -78,7 +81,8 @@ static const fnn_gemm_kernel_f64 k64_avx512 = {12, 16, 144, 384, 512,
                                                fnn_ukr_avx512_inplace_12x16_f64,
                                                fnn_dot_avx512_f64,
                                                fnn_dot_pack_avx512_f64,
-                                               fnn_ukr_avx512_direct_pack_12x16_f64, NULL, 0};
+                                               fnn_ukr_avx512_direct_pack_12x16_f64, NULL, 0,
+                                               NULL};
 /* One vector per row, for n <= 16 float or 8 double columns: 128 x 128 x 10 float took
  * 11.9 us on the 32-wide tile, 9.3 on the AVX2 kernel's 16-wide one. */
 static const fnn_gemm_kernel_f32 k32_avx512_n16 = {12, 16, 144, 384, 4096,
@@ -88,7 +92,8 @@ static const fnn_gemm_kernel_f32 k32_avx512_n16 = {12, 16, 144, 384, 4096,
                                                    fnn_ukr_avx512_rows_12x16_f32, NULL,
                                                    fnn_ukr_avx512_inplace_12x16_f32,
                                                    fnn_dot_avx512_f32,
-                                                   fnn_dot_pack_avx512_f32, NULL, NULL, 0};
+                                                   fnn_dot_pack_avx512_f32, NULL, NULL, 0,
+                                                   NULL};
 static const fnn_gemm_kernel_f64 k64_avx512_n8 = {12, 8, 144, 384, 2048,
                                                   fnn_ukr_avx512_12x8_f64,
                                                   fnn_ukr_avx512_direct_12x8_f64,
@@ -96,16 +101,19 @@ static const fnn_gemm_kernel_f64 k64_avx512_n8 = {12, 8, 144, 384, 2048,
                                                   fnn_ukr_avx512_rows_12x8_f64, NULL,
                                                   fnn_ukr_avx512_inplace_12x8_f64,
                                                   fnn_dot_avx512_f64,
-                                                  fnn_dot_pack_avx512_f64, NULL, NULL, 0};
+                                                  fnn_dot_pack_avx512_f64, NULL, NULL, 0,
+                                                  NULL};
 #endif
 
 /* The complete kernel (every variant, the convolutions' too) for an ISA id. */
 const fnn_gemm_kernel_f32 *fnn_gemm_kernel_for_f32(int isa)
 {
 #if FNN_X86_KERNELS
-    if (isa >= 2)
+    if (isa == FNN_ISA_AVX512)
         return &k32_avx512;
-    if (isa >= 1)
+    if (isa == FNN_ISA_AVX512_256)
+        return &k32_avx512_256;
+    if (isa >= FNN_ISA_AVX2)
         return &k32_avx2;
 #endif
     (void)isa;
@@ -115,9 +123,9 @@ const fnn_gemm_kernel_f32 *fnn_gemm_kernel_for_f32(int isa)
 const fnn_gemm_kernel_f64 *fnn_gemm_kernel_for_f64(int isa)
 {
 #if FNN_X86_KERNELS
-    if (isa >= 2)
+    if (isa == FNN_ISA_AVX512)
         return &k64_avx512;
-    if (isa >= 1)
+    if (isa >= FNN_ISA_AVX2) /* AVX512_256's too: no double pair kernels */
         return &k64_avx2;
 #endif
     (void)isa;
@@ -130,7 +138,7 @@ const fnn_gemm_kernel_f64 *fnn_gemm_kernel_for_f64(int isa)
 const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa, int64_t n)
 {
 #if FNN_X86_KERNELS
-    if (isa >= 2)
+    if (isa == FNN_ISA_AVX512)
         return n <= k32_avx512_n16.nr ? &k32_avx512_n16 : &k32_avx512;
 #endif
     (void)n;
@@ -140,7 +148,7 @@ const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa, int64_t n)
 const fnn_gemm_kernel_f64 *fnn_gemm_kernel_matmul_for_f64(int isa, int64_t n)
 {
 #if FNN_X86_KERNELS
-    if (isa >= 2)
+    if (isa == FNN_ISA_AVX512)
         return n <= k64_avx512_n8.nr ? &k64_avx512_n8 : &k64_avx512;
 #endif
     (void)n;
@@ -164,7 +172,7 @@ static void peak_thread(const void *vctx, int tid, int nth)
     if (p->prec == 32) {
         const float a = (float)p->a, b = (float)p->b;
 #if FNN_X86_KERNELS
-        s = p->isa >= 2 ? fnn_fma_loop_avx512_f32(p->iters, a, b)
+        s = p->isa == FNN_ISA_AVX512 ? fnn_fma_loop_avx512_f32(p->iters, a, b)
             : p->isa >= 1 ? fnn_fma_loop_avx2_f32(p->iters, a, b)
                           : fnn_fma_loop_ref_f32(p->iters, a, b);
 #else
@@ -174,7 +182,7 @@ static void peak_thread(const void *vctx, int tid, int nth)
             ((float *)p->out)[tid] = (float)s;
     } else {
 #if FNN_X86_KERNELS
-        s = p->isa >= 2 ? fnn_fma_loop_avx512_f64(p->iters, p->a, p->b)
+        s = p->isa == FNN_ISA_AVX512 ? fnn_fma_loop_avx512_f64(p->iters, p->a, p->b)
             : p->isa >= 1 ? fnn_fma_loop_avx2_f64(p->iters, p->a, p->b)
                           : fnn_fma_loop_ref_f64(p->iters, p->a, p->b);
 #else

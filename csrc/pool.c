@@ -490,7 +490,7 @@ void FNN(maxpool_fwd)(const fnn_geom *g, int layout, const real *x, real *y, int
     } else if (H * W <= (int64_t)LANE_IDX_MAX && g->kw <= POOL_KWMAX && fnn_get_isa() > 0) {
         col_plan p;
         make_col_plan(g, &p);
-        const int two = is_2x2_inside(g), avx512 = FNN_X86_KERNELS && fnn_get_isa() >= 2;
+        const int two = is_2x2_inside(g), avx512 = FNN_X86_KERNELS && fnn_get_isa() == FNN_ISA_AVX512;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t t = 0; t < N * C; t++) {
 #if FNN_X86_KERNELS

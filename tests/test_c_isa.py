@@ -34,7 +34,7 @@ def test_emulated_avx512_only_where_expected():
     assert c_backend.isa_emulated() is expected
     assert fastnn.backend_info().get("isa_emulated", False) is expected
     if expected:
-        assert ISAS == ["generic", "avx2", "avx512"]
+        assert ISAS == ["generic", "avx2", "avx512", "avx512_256"]
         assert c_backend.isa() == "avx512"
 
 
@@ -95,6 +95,43 @@ def test_gemm_each_isa(isa, dtype, m, n, k):
                           (b.T if tb else b).astype(np.float64)) - 1.5 * c0
             scale = np.abs(ref).max() + 1.0
             assert np.abs(c - ref).max() <= _tol(dtype, k) * scale, (isa, ta, tb)
+
+
+@pytest.mark.skipif("avx512_256" not in ISAS, reason="needs AVX-512F and VL (or the emulated "
+                    "AVX-512 build)")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avx512_256_pairs_are_the_avx2_tiles_bit_for_bit(dtype):
+    """avx512_256's direct-A pair kernel (two 16-column panels in one 6 x 32 tile, float)
+    sums each element as AVX2's 6 x 16 tiles do: products with A read in place by rows
+    give the same bits under both ISAs. Cases: an odd panel count (48 columns: a pair and a
+    single), a partial last panel (40, 88), rows that end in a partial strip (m not a
+    multiple of 6), a K block shorter than A's rows (K 1700: blocks of 850, the pair's
+    row-by-row prefetch) and rows of over 4 KB (K 1300 float: no prefetch), alpha and beta,
+    a C with wider rows than n (ldc > n) and a transposed B."""
+    rng = np.random.default_rng(256)
+    before = c_backend.isa()
+    try:
+        for m, k, n in ((15488 // 8, 288, 64), (97, 100, 48), (301, 70, 40), (50, 1700, 64),
+                        (203, 1300, 88), (6, 64, 32), (1000, 9, 64)):
+            a = rng.standard_normal((m, k)).astype(dtype)
+            b = rng.standard_normal((k, n)).astype(dtype)
+            c0 = rng.standard_normal((m, n + 5)).astype(dtype)
+            got = {}
+            for name in ("avx2", "avx512_256"):
+                c_backend.set_isa(name)
+                c = c0.copy()
+                with fastnn.use_backend("c"):
+                    ops.matmul(a, b, alpha=0.75, beta=-1.5, out=c[:, :n])
+                    plain = ops.matmul(a, b)
+                    bt = ops.matmul(a, np.ascontiguousarray(b.T), trans_b=True)
+                got[name] = (c, plain, bt)
+            for x, y in zip(got["avx2"], got["avx512_256"]):
+                np.testing.assert_array_equal(y, x, err_msg=str((m, k, n)))
+            ref = a.astype(np.float64) @ b.astype(np.float64)
+            scale = np.abs(ref).max() + 1.0
+            assert np.abs(got["avx512_256"][1] - ref).max() <= _tol(dtype, k) * scale
+    finally:
+        c_backend.set_isa(before)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -1467,7 +1504,8 @@ def test_conv_workspace_alignment(isa, dtype, monkeypatch):
 # GEMM micro-kernel's register tile; the portable loop's scalars)
 _FMA_LOOP = {("generic", np.float32): (32, 1), ("generic", np.float64): (16, 1),
              ("avx2", np.float32): (12, 8), ("avx2", np.float64): (12, 4),
-             ("avx512", np.float32): (24, 16), ("avx512", np.float64): (24, 8)}
+             ("avx512", np.float32): (24, 16), ("avx512", np.float64): (24, 8),
+             ("avx512_256", np.float32): (12, 8), ("avx512_256", np.float64): (12, 4)}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -4,9 +4,12 @@ Arguments arrive validated and C-contiguous (see :mod:`fastnn.backends`); this m
 passes pointers, dimensions and a workspace. Workspaces are cached per OS thread and per
 dtype and grow as needed, so steady-state training allocates nothing here.
 
-``FASTNN_ISA`` (``generic``, ``avx2``, ``avx512``) forces an instruction set at import;
-:func:`set_isa` changes it later. Unsupported requests fall back with a warning. The
-default is the best the CPU runs (AVX2 on AMD Zen 4, see csrc/cpu.c).
+``FASTNN_ISA`` (``generic``, ``avx2``, ``avx512``, ``avx512_256``) forces an instruction set
+at import; :func:`set_isa` changes it later. Unsupported requests fall back with a warning.
+The default is the best the CPU runs: ``avx512`` where it has AVX-512, but ``avx512_256``
+on AMD Zen 4, whose 512-bit operations run as two 256-bit halves (see csrc/cpu.c):
+the AVX2 kernels, with matrix-product micro-kernels of 256-bit vectors in AVX-512VL's 32
+registers.
 
 OpenMP waiting: unless the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, this module
 sets ``GOMP_SPINCOUNT=1000`` before the extension loads libgomp (which reads it once, at
@@ -43,7 +46,7 @@ from fastnn import _cfastnn  # noqa: E402
 ffi, lib = _cfastnn.ffi, _cfastnn.lib
 
 NAME = "c"
-ISAS = ("generic", "avx2", "avx512")
+ISAS = ("generic", "avx2", "avx512", "avx512_256")  # by the C library's ISA ids
 _LAYOUT = {"NHWC": 0, "NCHW": 1}
 _ACT = {"identity": 0, "relu": 1}
 _ARRAY = {np.dtype(np.float32): ffi.typeof("float[]"), np.dtype(np.float64): ffi.typeof("double[]")}
@@ -120,12 +123,13 @@ def l3_bytes() -> int:
 
 
 def available_isas() -> List[str]:
-    """Instruction sets this CPU can run, slowest first."""
-    return list(ISAS[: lib.fnn_cpu_max_isa() + 1])
+    """Instruction sets this CPU can run, in the order of :data:`ISAS` (the C library's
+    ids)."""
+    return [name for i, name in enumerate(ISAS) if lib.fnn_isa_supported(i)]
 
 
 def set_isa(name: str) -> None:
-    """Force an instruction set ("generic", "avx2", "avx512"), for the whole process.
+    """Force an instruction set (one of :data:`ISAS`), for the whole process.
 
     For tests and experiments: call it while no other thread runs fastnn's kernels. A
     kernel running in another thread meanwhile may crash the process (its workspace was
