@@ -1,8 +1,9 @@
 /* cpu.c: run-time ISA detection and selection, and the thread count.
  *
  * One wheel runs on every x86-64: ISA-specific kernels live in their own files compiled
- * with their own flags (kernels/gemm_ukr_avx2.c, kernels/gemm_ukr_avx512.c) and are only
- * called after fnn_cpu_max_isa() has confirmed the CPU and the OS support them.
+ * with their own flags (kernels/gemm_ukr_avx2.c, kernels/gemm_ukr_avx512.c,
+ * kernels/gemm_ukr256_avx512.c) and are only called after fnn_isa_supported() (for ids
+ * 0-2: fnn_cpu_max_isa()) has confirmed the CPU and the OS support them.
  */
 #include "fastnn.h"
 #include "fnn_internal.h"
@@ -25,7 +26,8 @@
 static int g_isa = -1;     /* selected ISA, -1 = not chosen yet (default_isa) */
 static int g_threads = 0;  /* cap set by fnn_set_num_threads, 0 = none */
 
-/* Highest ISA id this CPU and OS support: 2 AVX-512F, 1 AVX2+FMA, 0 generic. The emulated
+/* The highest of the ordered ISA levels this CPU and OS support: 2 AVX-512F, 1 AVX2+FMA,
+ * 0 generic (id 3, avx512_256, stands beside 2: fnn_isa_supported). The emulated
  * AVX-512 test build (FNN_EMULATE_AVX512, kernels/avx512_emulated.h) runs its AVX-512
  * kernels on AVX2 + FMA. */
 int fnn_cpu_max_isa(void)

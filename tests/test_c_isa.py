@@ -103,16 +103,19 @@ def test_gemm_each_isa(isa, dtype, m, n, k):
 def test_avx512_256_pairs_are_the_avx2_tiles_bit_for_bit(dtype):
     """avx512_256's direct-A pair kernel (two 16-column panels in one 6 x 32 tile, float)
     sums each element as AVX2's 6 x 16 tiles do: products with A read in place by rows
-    give the same bits under both ISAs. Cases: an odd panel count (48 columns: a pair and a
-    single), a partial last panel (40, 88), rows that end in a partial strip (m not a
-    multiple of 6), a K block shorter than A's rows (K 1700: blocks of 850, the pair's
-    row-by-row prefetch) and rows of over 4 KB (K 1300 float: no prefetch), alpha and beta,
-    a C with wider rows than n (ldc > n) and a transposed B."""
+    give the same bits under both ISAs. Cases (m > 256, where a row-major B is packed;
+    smaller ones read B in place unless it is transposed): K as one block (the next strip
+    prefetched), an odd panel count (48 columns: a pair and a single), a partial last panel
+    (40, 56), rows that end in a partial strip (m not a multiple of 6), K blocks shorter
+    than A's rows, under 4 KB (K 1000: 2 x 500, the next rows' segments prefetched) and
+    over (K 1300: 2 x 650 of 5200-byte float rows, no prefetch); each with alpha and beta
+    into a C with wider rows than n (ldc > n), alone, and with B transposed. The short-K
+    strips (K < 64) are AVX2's under both. Doubles run AVX2's kernels under both ISAs."""
     rng = np.random.default_rng(256)
     before = c_backend.isa()
     try:
-        for m, k, n in ((15488 // 8, 288, 64), (97, 100, 48), (301, 70, 40), (50, 1700, 64),
-                        (203, 1300, 88), (6, 64, 32), (1000, 9, 64)):
+        for m, k, n in ((15488 // 8, 288, 64), (397, 100, 48), (301, 70, 40), (400, 1000, 64),
+                        (303, 1300, 56), (97, 100, 48), (6, 64, 32), (1000, 9, 64)):
             a = rng.standard_normal((m, k)).astype(dtype)
             b = rng.standard_normal((k, n)).astype(dtype)
             c0 = rng.standard_normal((m, n + 5)).astype(dtype)
@@ -415,6 +418,12 @@ def test_isa_env_and_errors():
     assert c_backend.isa() in c_backend.ISAS
     with pytest.raises(ValueError, match="isa"):
         c_backend.set_isa("sse9")
+    for name in c_backend.ISAS:  # known but not on this CPU: refused, nothing changed
+        if name not in ISAS:
+            before = c_backend.isa()
+            with pytest.raises(ValueError, match="not supported by this CPU"):
+                c_backend.set_isa(name)
+            assert c_backend.isa() == before
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
