@@ -495,14 +495,25 @@ def mean_squared_error(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
     -------
     ndarray, shape (N,)
     """
-    t, p = _regression_inputs(y_true, y_pred)
-    return _per_sample(np.square(p - t)).reshape(-1)
+    return _per_sample(_squared_errors(y_true, y_pred)).reshape(-1)
 
 
 def mean_absolute_error(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
     """Per-sample mean absolute error, shape (N,); inputs as :func:`mean_squared_error`."""
+    return _per_sample(_absolute_errors(y_true, y_pred)).reshape(-1)
+
+
+def _squared_errors(y_true, y_pred) -> np.ndarray:
+    """(y_pred - y_true)**2 element by element: the MeanSquaredError metric's values, which
+    :class:`Mean` reduces to the weights' rank (per-timestep weights, as Keras)."""
     t, p = _regression_inputs(y_true, y_pred)
-    return _per_sample(np.abs(p - t)).reshape(-1)
+    return np.square(p - t)
+
+
+def _absolute_errors(y_true, y_pred) -> np.ndarray:
+    """|y_pred - y_true| element by element (see :func:`_squared_errors`)."""
+    t, p = _regression_inputs(y_true, y_pred)
+    return np.abs(p - t)
 
 
 def _regression_inputs(y_true, y_pred):
@@ -710,20 +721,23 @@ def sparse_top_k_categorical_accuracy(y_true: ArrayLike, y_pred: ArrayLike, k: i
 
 # ------------------------------------------------------------------ mean-based metrics
 class MeanSquaredError(MeanMetricWrapper):
-    """Mean squared error over all samples seen (weighted by ``sample_weight``)."""
+    """Mean squared error over all samples seen, weighted by ``sample_weight``: one weight
+    per sample (shape (N,) or (N, 1)), per timestep (the shape of ``y_pred`` without its
+    last axis: each weight weighs the mean over that axis, as Keras) or per element."""
 
     def __init__(self, name: Optional[str] = None):
-        super().__init__(mean_squared_error, name=name or "mean_squared_error")
+        super().__init__(_squared_errors, name=name or "mean_squared_error")
 
     def get_config(self) -> Dict[str, Any]:
         return {"name": self.name}
 
 
 class MeanAbsoluteError(MeanMetricWrapper):
-    """Mean absolute error over all samples seen (weighted by ``sample_weight``)."""
+    """Mean absolute error over all samples seen, weighted by ``sample_weight`` as
+    :class:`MeanSquaredError`."""
 
     def __init__(self, name: Optional[str] = None):
-        super().__init__(mean_absolute_error, name=name or "mean_absolute_error")
+        super().__init__(_absolute_errors, name=name or "mean_absolute_error")
 
     def get_config(self) -> Dict[str, Any]:
         return {"name": self.name}

@@ -165,6 +165,33 @@ class TestMeanMetricWrapper:
         assert MeanSquaredError().name == "mean_squared_error"
         assert MeanAbsoluteError().name == "mean_absolute_error"
 
+    def test_regression_metrics_take_per_timestep_and_element_weights(self):
+        """Weights of shape (N, T) for outputs (N, T, F) weigh each timestep's mean over F,
+        as Keras 3.15 (0.24976378893312726 for these inputs, 0.3970931834083278 for MAE:
+        computed there); (N,) and (N, T, F) weights as before. Before: a ValueError."""
+        rng = np.random.default_rng(0)
+        t, p, w = rng.random((4, 3, 2)), rng.random((4, 3, 2)), rng.random((4, 3))
+        for cls, err, keras_value in ((MeanSquaredError, np.square(p - t), 0.24976378893312726),
+                                      (MeanAbsoluteError, np.abs(p - t), 0.3970931834083278)):
+            m = cls()
+            m.update_state(t, p, sample_weight=w)
+            per_step = err.mean(axis=-1)
+            assert m.result() == pytest.approx((per_step * w).sum() / w.sum(), rel=1e-14)
+            assert m.result() == pytest.approx(keras_value, rel=1e-14)
+            m = cls()
+            m.update_state(t, p, sample_weight=w[:, :1])  # (N, 1): per sample
+            expected = (err.mean(axis=(1, 2)) * w[:, 0]).sum() / w[:, 0].sum()
+            assert m.result() == pytest.approx(expected, rel=1e-14)
+            m = cls()
+            m.update_state(t, p, sample_weight=np.broadcast_to(w[..., None], t.shape))
+            assert m.result() == pytest.approx((err * w[..., None]).sum() / (2 * w.sum()),
+                                               rel=1e-14)
+            m = cls()
+            m.update_state(t, p)
+            assert m.result() == pytest.approx(err.mean(), rel=1e-14)
+            with pytest.raises(ValueError, match="sample_weight"):
+                cls().update_state(t, p, sample_weight=w[:, :2])
+
     def test_per_sample_functions(self):
         np.testing.assert_allclose(metrics.mean_squared_error([[0, 2], [1, 1]],
                                                               [[0, 0], [1, 2]]), [2.0, 0.5])
