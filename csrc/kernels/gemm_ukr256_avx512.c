@@ -23,24 +23,4 @@
 
 #include "gemm_avx2_tiles.h"
 
-/* A K block shorter than A's rows: its own function, as in gemm_ukr_avx2.c. */
-FNN_NOINLINE void direct_6x32_f32_blocked(int64_t k, const float *a, int64_t lda,
-                                          const float *bp, float *c, int64_t ldc,
-                                          float alpha, float beta)
-{
-    if (lda * (int64_t)sizeof(float) < SEG_MAX_ROW_BYTES)
-        direct_tile_f32(2, 2, k, a, lda, bp, c, ldc, alpha, beta);
-    else
-        direct_tile_f32(2, 0, k, a, lda, bp, c, ldc, alpha, beta);
-}
-
-void fnn_ukr_avx512_256_direct_6x32_f32(int64_t k, const float *a, int64_t lda,
-                                        const float *bp, float *c, int64_t ldc, float alpha,
-                                        float beta)
-{
-    if (k + 16 < lda) {
-        direct_6x32_f32_blocked(k, a, lda, bp, c, ldc, alpha, beta);
-        return;
-    }
-    direct_tile_f32(2, 1, k, a, lda, bp, c, ldc, alpha, beta);
-}
+FNN_DIRECT_KERNEL_F32(fnn_ukr_avx512_256_direct_6x32_f32, 2)

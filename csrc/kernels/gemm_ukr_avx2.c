@@ -220,28 +220,7 @@ FNN_ALWAYS_INLINE void direct_acc_6x8_f64(__m256d acc[MR][2], int64_t k, const d
     }
 }
 
-/* fnn_ukr_avx2_direct_6x16_f32 for a K block shorter than A's rows: its own function, so
- * the common case's code stays as it was (inlined in one function, the two loops ran
- * 15488 x 288 x 64 1.5-2% slower). */
-FNN_NOINLINE void direct_6x16_f32_blocked(int64_t k, const float *a, int64_t lda,
-                                          const float *bp, float *c, int64_t ldc,
-                                          float alpha, float beta)
-{
-    if (lda * (int64_t)sizeof(float) < SEG_MAX_ROW_BYTES)
-        direct_tile_f32(1, 2, k, a, lda, bp, c, ldc, alpha, beta);
-    else
-        direct_tile_f32(1, 0, k, a, lda, bp, c, ldc, alpha, beta);
-}
-
-void fnn_ukr_avx2_direct_6x16_f32(int64_t k, const float *a, int64_t lda, const float *bp,
-                                  float *c, int64_t ldc, float alpha, float beta)
-{
-    if (k + 16 < lda) {
-        direct_6x16_f32_blocked(k, a, lda, bp, c, ldc, alpha, beta);
-        return;
-    }
-    direct_tile_f32(1, 1, k, a, lda, bp, c, ldc, alpha, beta);
-}
+FNN_DIRECT_KERNEL_F32(fnn_ukr_avx2_direct_6x16_f32, 1)
 
 /* The C rows of the strip `ahead` strips on (rows i0 + ahead*MR ..), npan micro-panels
  * wide, on their way to L1 while this strip's tiles run: the direct-A strips below. */
