@@ -94,7 +94,8 @@ FNN_ALWAYS_INLINE void direct_acc_f32(int np, __m256 acc[MR][2], __m256 acc2[MR]
             acc2[i][0] = acc2[i][1] = _mm256_setzero_ps();
     }
     const float *a0 = a, *a1 = a + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda,
-                *a5 = a4 + lda, *bq = bp + 16 * k;
+                *a5 = a4 + lda;
+    const float *bq = np == 2 ? bp + 16 * k : bp; /* the second panel (np == 2 only) */
     /* next == 1: the six rows' 6 * lda values from a + 6 * lda (the rows are this K
      * block); next == 2: row by row, this K block's k values of each, from
      * a + (MR + r) * lda (off bytes in, up to a line past the segment's end) */
@@ -136,7 +137,8 @@ FNN_ALWAYS_INLINE void direct_acc_f32(int np, __m256 acc[MR][2], __m256 acc2[MR]
             }
         }
         bp += 16;
-        bq += 16;
+        if (np == 2)
+            bq += 16;
     }
 }
 
