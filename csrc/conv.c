@@ -496,8 +496,8 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
      * conv_pool_implicit's); 3 x 3 x 32 -> 64 measured the same either way there (1.80 vs
      * 1.84 ms), so it keeps the packed B, measured best on the Xeon */
     const int rows_kernel = pd && FNN_X86_KERNELS &&
-                            fnn_get_isa() >= FNN_ISA_AVX2 &&
-                            (fnn_get_isa() != FNN_ISA_AVX512 || is_3x3_single(g));
+                            (fnn_isa_avx2_tiles(fnn_get_isa()) ||
+                             (fnn_get_isa() == FNN_ISA_AVX512 && is_3x3_single(g)));
     /* is_3x3_single: its windows' 4 x 4 input patches broadcast once per element
      * (pool_dw_rows_avx2's ld3: x's row stride; pix then holds the windows' corners only) */
     const int64_t ld3 = rows_kernel && is_3x3_single(g) ? wp : 0;

@@ -34,6 +34,13 @@
  * micro-kernels (kernels/gemm_ukr256_avx512.c). */
 enum { FNN_ISA_GENERIC = 0, FNN_ISA_AVX2 = 1, FNN_ISA_AVX512 = 2, FNN_ISA_AVX512_256 = 3 };
 
+/* Whether ISA id `isa` runs the AVX2 kernels' tiles (6 x 16 float, 6 x 8 double) in its
+ * GEMM: AVX2, and AVX512_256 (whose only kernel of its own is a pair of those tiles). */
+static inline int fnn_isa_avx2_tiles(int isa)
+{
+    return isa == FNN_ISA_AVX2 || isa == FNN_ISA_AVX512_256;
+}
+
 /* 1 if the CPU has PRFCHW (prefetchw), else 0 (cpu.c; AMD from family 10h, Intel from
  * Broadwell). */
 int fnn_cpu_prefetchw(void);

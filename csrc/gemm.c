@@ -329,8 +329,7 @@ static void pack_rows(int64_t kc, int64_t cols, const real *b, int64_t rsb, int 
 #if FNN_X86_KERNELS
     /* The AVX2 kernels' 64-byte panel rows: four rows of B at a time (measured on Zen 2;
      * AVX-512's 128-byte rows keep the memcpy, not measured on an AVX-512 CPU). */
-    if (row == 64 && full > 0 &&
-        (fnn_get_isa() == FNN_ISA_AVX2 || fnn_get_isa() == FNN_ISA_AVX512_256)) {
+    if (row == 64 && full > 0 && fnn_isa_avx2_tiles(fnn_get_isa())) {
         fnn_pack_rows64_avx2(kc, full, b, rsb * (int64_t)sizeof(real), bp,
                              pstride * (int64_t)sizeof(real));
         first = full;
