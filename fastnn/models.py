@@ -1099,9 +1099,33 @@ class Sequential:
         meta = self._save_meta()
         arrays = {f"weights/{i}": w for i, w in enumerate(self.get_weights())}
         if self.optimizer is not None:
-            for i, s in enumerate(self.optimizer.get_state()):
+            for i, s in enumerate(self._saved_optimizer_state()):
                 arrays[f"optimizer/{i}"] = np.asarray(s)
         _atomic_zip(path, meta, arrays, overwrite)
+
+    def _saved_slots(self) -> Optional[List[int]]:
+        """Which of the built optimizer's parameters :meth:`save` writes the slots of: those
+        of weights still in this model, in the optimizer's order (a layer popped since it
+        was built leaves slots that no weight of the file is; as Keras, the file keeps the
+        state of the model it holds). None when the optimizer is not built or does not
+        know whose its parameters are (all are written)."""
+        owners = self.optimizer._param_owners
+        if not self.optimizer.built or owners is None:
+            return None
+        present = {id(layer) for layer in self.layers}
+        return [i for i, (layer, _) in enumerate(owners) if id(layer) in present]
+
+    def _saved_optimizer_state(self) -> List[np.ndarray]:
+        """The optimizer's :meth:`~fastnn.optimizers.Optimizer.get_state`, with only the
+        slots :meth:`_saved_slots` keeps (the state holds the step count, then per slot
+        kind, and use_ema's averages, one array per parameter)."""
+        state = self.optimizer.get_state()
+        keep = self._saved_slots()
+        n = len(self.optimizer._shapes) if self.optimizer.built else 0
+        if keep is None or len(keep) == n:
+            return state
+        kinds = (len(state) - 1) // n
+        return [state[0]] + [state[1 + k * n + i] for k in range(kinds) for i in keep]
 
     def _save_meta(self) -> dict:
         """What :meth:`save` writes beside the arrays: the architecture and the compile
@@ -1119,14 +1143,14 @@ class Sequential:
                 "loss": self.loss.get_config(),
                 "loss_class": type(self.loss).__name__,
                 "metrics": [_metric_entry(m) for m in self._metric_args]}
-            owners = self.optimizer._param_owners
-            if self.optimizer.built and owners is not None:
+            keep = self._saved_slots()
+            if keep is not None:
                 # which layer's which weight each slot belongs to, so a model saved with
                 # layers frozen since its optimizer was built trains on after loading
                 index = {id(layer): i for i, layer in enumerate(self.layers)}
-                if all(id(layer) in index for layer, _ in owners):
-                    meta["compile"]["optimizer_params"] = [[index[id(layer)], name]
-                                                           for layer, name in owners]
+                owners = self.optimizer._param_owners
+                meta["compile"]["optimizer_params"] = [
+                    [index[id(owners[i][0])], owners[i][1]] for i in keep]
         try:
             json.dumps(meta)
         except TypeError as exc:

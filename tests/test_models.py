@@ -2054,6 +2054,31 @@ def test_frozen_after_building_then_saved_trains_on_after_loading(tmp_path):
     assert loaded.optimizer.iterations == model.optimizer.iterations == 10
 
 
+def test_popped_after_training_then_saved_loads_and_trains_on(tmp_path):
+    """Train, pop the last layer, save: the file holds the optimizer state of the weights
+    left only (it held the popped layer's slots too and load_model refused it: "the
+    optimizer state holds 9 arrays, more than the 5 ..."), and the loaded model trains on
+    as the original does. With a layer added after the pop, both refuse to train alike."""
+    x, y = make_data(40)
+    model = mlp(seed=4, optimizer=optimizers.Adam(0.01))
+    model.add(Dense(K, activation="softmax"))
+    model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    model.pop()
+    model.save(tmp_path / "m.fnn")
+    loaded = fastnn.models.load_model(tmp_path / "m.fnn")
+    assert len(loaded.optimizer.get_state()) == 1 + 2 * 4      # step, m and v of 4 weights
+    for m in (model, loaded):
+        m.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    assert_same_weights(model, loaded, "popped, saved, loaded, trained")
+    assert loaded.optimizer.iterations == model.optimizer.iterations == 10
+    model.add(Dense(K, activation="softmax"))
+    model.save(tmp_path / "m2.fnn")
+    loaded = fastnn.models.load_model(tmp_path / "m2.fnn")
+    for m in (model, loaded):
+        with pytest.raises(ValueError, match="compile again"):
+            m.fit(x, y, epochs=1, verbose=0)
+
+
 def test_verbose_accepts_bools_and_auto(capsys):
     """verbose=False / True are 0 / 1 (Python's and Keras's comparison), "auto" is 1; a
     float or another value is refused, in fit, evaluate and predict alike."""
