@@ -68,6 +68,11 @@ class Loss:
     ``per_sample_grad(y_true, y_pred)`` (gradient of each sample's loss)."""
 
     name = "loss"
+    #: Whether ``y_true`` must have ``y_pred``'s shape, up to a trailing axis of 1 (the
+    #: elementwise losses: a reshape of equal sizes would pair the wrong elements). A
+    #: subclass of Loss is otherwise given ``y_true`` in the shape it came, as Keras passes
+    #: it to a ``Loss``'s ``call``: integer labels (N,) against ``y_pred`` (N, K), say.
+    _labels_like_pred = False
 
     def __init__(self, from_logits: bool = False):
         if not isinstance(from_logits, (bool, np.bool_)):
@@ -105,11 +110,11 @@ class Loss:
         t, p = y_true.shape, y_pred.shape
         if t != p:
             # Keras squeezes or expands a trailing axis of 1: (N,) with (N, 1), and the
-            # like; any other difference is an error (a reshape of equal sizes paired the
-            # wrong elements: (4, 6) with (4, 3, 2))
+            # like; for the elementwise losses any other difference is an error (a reshape
+            # of equal sizes paired the wrong elements: (4, 6) with (4, 3, 2))
             if t[:-1] == p and t[-1:] == (1,) or p[:-1] == t and p[-1:] == (1,):
                 y_true = y_true.reshape(p)
-            else:
+            elif self._labels_like_pred:
                 raise ValueError(f"y_true has shape {t} but y_pred has shape {p} "
                                  f"({self.name}): they may differ by a trailing axis of 1 "
                                  f"only")
@@ -176,6 +181,7 @@ class MeanSquaredError(Loss):
     """Per sample: ``mean((y_pred - y_true)^2)`` over the non-batch axes."""
 
     name = "mean_squared_error"
+    _labels_like_pred = True
 
     def __init__(self):
         super().__init__(False)
@@ -195,6 +201,7 @@ class MeanAbsoluteError(Loss):
     """Per sample: ``mean(|y_pred - y_true|)``; gradient ``sign(y_pred - y_true) / D``."""
 
     name = "mean_absolute_error"
+    _labels_like_pred = True
 
     def __init__(self):
         super().__init__(False)
@@ -217,6 +224,7 @@ class BinaryCrossentropy(_SmoothedLoss):
     """
 
     name = "binary_crossentropy"
+    _labels_like_pred = True
 
     def _align(self, y_true, y_pred):
         y_true, y_pred = super()._align(y_true, y_pred)

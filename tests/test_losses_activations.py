@@ -854,6 +854,37 @@ def test_function_activation_gradient_float32():
     assert np.abs(g - np.cos(x.astype(np.float64))).max() < 5e-5
 
 
+def test_loss_subclass_takes_labels_of_its_own_shape():
+    """A Loss subclass is given y_true in the shape it came (as Keras passes it to a
+    Loss's call): integer labels (N,) against y_pred (N, K) trained (they were refused,
+    "they may differ by a trailing axis of 1 only", before per_sample ran); fastnn's
+    elementwise losses still refuse them, and a subclass of one of those too."""
+    class SparseSquared(losses.Loss):
+        def per_sample(self, t, p):
+            onehot = np.eye(p.shape[1], dtype=p.dtype)[t.astype(np.int64)]
+            return ((p - onehot) ** 2).mean(axis=1)
+
+        def per_sample_grad(self, t, p):
+            return 2 * (p - np.eye(p.shape[1], dtype=p.dtype)[t.astype(np.int64)]) / p.shape[1]
+
+    t, p = np.array([0, 2, 1]), np.array([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    mse = losses.MeanSquaredError()
+    onehot = np.eye(3)[t]
+    assert SparseSquared()(t, p) == mse(onehot, p)
+    np.testing.assert_array_equal(SparseSquared().gradient(t, p), mse.gradient(onehot, p))
+    model = models.Sequential([L.Dense(3, activation="softmax", input_dim=2)])
+    model.compile("adam", SparseSquared())
+    hist = model.fit(np.ones((4, 2), np.float32), np.array([0, 1, 2, 1]), verbose=0)
+    assert np.isfinite(hist.history["loss"][0])
+
+    class Scaled(losses.MeanSquaredError):
+        pass
+
+    for loss in (mse, losses.MeanAbsoluteError(), losses.BinaryCrossentropy(), Scaled()):
+        with pytest.raises(ValueError, match=r"y_true has shape \(3,\) but y_pred"):
+            loss(t, p)
+
+
 def test_loss_subclass_without_a_gradient_is_refused_at_compile():
     """A Keras-style Loss subclass defining only call() passed compile and failed inside
     fit ('no attribute per_sample'; found by a docs review): compile says what a subclass
