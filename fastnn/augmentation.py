@@ -133,6 +133,11 @@ def _fill_index(idx: np.ndarray, size: int, mode: str) -> Tuple[np.ndarray, np.n
     return np.where(m >= size, period - 1 - m, m), np.ones(idx.shape, bool)
 
 
+def _round_half_away(v: np.ndarray) -> np.ndarray:
+    """The nearest integers to ``v``, halves away from zero, as int64."""
+    return (np.sign(v) * np.floor(np.abs(v) + 0.5)).astype(np.int64)
+
+
 def affine_transform(x: np.ndarray, matrices: np.ndarray, fill_mode: str = "reflect",
                      fill_value: float = 0.0, interpolation: str = "bilinear") -> np.ndarray:
     """Resample each image of an NHWC batch through its own inverse affine map.
@@ -159,8 +164,10 @@ def affine_transform(x: np.ndarray, matrices: np.ndarray, fill_mode: str = "refl
     sr, sc = src[:, 0], src[:, 1]
     batch = np.arange(n)[:, None]
     if interpolation == "nearest":
-        ri, rv = _fill_index(np.rint(sr).astype(np.int64), h, fill_mode)
-        ci, cv = _fill_index(np.rint(sc).astype(np.int64), w, fill_mode)
+        # halves away from zero (C's round(), TensorFlow's image transform): np.rint's
+        # halves to even repeated and dropped rows under a shift of 1.5 pixels
+        ri, rv = _fill_index(_round_half_away(sr), h, fill_mode)
+        ci, cv = _fill_index(_round_half_away(sc), w, fill_mode)
         out = x[batch, ri, ci]                                              # (N, H*W, C)
         out = np.where((rv & cv)[..., None], out, fill_value)
         return out.reshape(x.shape).astype(x.dtype, copy=False)

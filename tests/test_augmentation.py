@@ -43,6 +43,19 @@ def test_integer_shift_matches_roll_in_wrap_mode():
     assert np.all(yc[:, :2] == 0) and np.allclose(yc[:, 2:], x[:, :-2], atol=1e-6)
 
 
+def test_nearest_rounds_half_pixels_away_from_zero():
+    """A shift of 1.5 rows with nearest interpolation moves every row by 2 (1 upward), as
+    Keras 3.15's RandomTranslation (TensorFlow rounds halves away from zero): NumPy's
+    halves to even repeated and dropped rows, [-1, 0, 0, 20, 20, 40]."""
+    x = (np.arange(6, dtype=np.float32) * 10).reshape(1, 6, 1, 1)
+    y = aug.random_shift(x, (0.25, 0.25), (0.0, 0.0), rng=0, fill_mode="constant",
+                         fill_value=-1.0, interpolation="nearest")
+    np.testing.assert_array_equal(y.ravel(), [-1, -1, 10, 20, 30, 40])
+    y = aug.random_shift(x, (-0.25, -0.25), (0.0, 0.0), rng=0, fill_mode="nearest",
+                         interpolation="nearest")
+    np.testing.assert_array_equal(y.ravel(), [20, 30, 40, 50, 50, 50])
+
+
 def test_flip_and_crop():
     x = _img(n=64)
     y = aug.random_flip(x, "horizontal", rng=3)
