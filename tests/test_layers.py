@@ -538,6 +538,23 @@ def test_protocol_shapes_and_weights(case):
     assert dx.shape == x.shape and dx.dtype == np.float32
 
 
+@pytest.mark.parametrize("make, pattern", [
+    (lambda: L.Dense(3, kernel_initializer="nope"),
+     r"Unknown initializer 'nope'.* \(kernel_initializer='nope'\)"),
+    (lambda: L.Conv2D(4, 3, bias_regularizer="l3"),
+     r"Unknown regularizer 'l3'.* \(bias_regularizer='l3'\)"),
+    (lambda: L.BatchNormalization(gamma_initializer=5), r"\(gamma_initializer=5\)"),
+    (lambda: L.Dense(3, kernel_regularizer=lambda w: 0.0),
+     r"fastnn Regularizer \(with a gradient method\).* \(kernel_regularizer=<function"),
+])
+def test_initializer_and_regularizer_checked_when_created(make, pattern):
+    """An unknown or unusable initializer or regularizer fails as the layer is created,
+    naming the argument, as Keras does (it failed only at build: in add, or in fit for a
+    model without an input shape)."""
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        make()
+
+
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_config_round_trip(case):
     """get_config -> from_config gives an equal config (also through JSON, as a saved model

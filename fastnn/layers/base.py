@@ -235,6 +235,21 @@ class Layer:
             self.state[name] = value
         return value
 
+    @staticmethod
+    def _check_weight_args(**args) -> None:
+        """Resolve each ``*_initializer`` / ``*_regularizer`` argument once, as the layer is
+        created (Keras fails there; the weights are made at build): an unknown name or a
+        wrong type is reported with the argument's name."""
+        for name, value in args.items():
+            try:
+                if name.endswith("_initializer"):
+                    _initializers.get(value)
+                elif value is not None and not hasattr(_regularizers.get(value), "gradient"):
+                    raise TypeError("a regularizer must be a fastnn Regularizer (with a "
+                                    "gradient method) or its name")
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"{exc} ({name}={value!r})") from None
+
     @property
     def trainable_params(self) -> Dict[str, np.ndarray]:
         return self.params if self.trainable else {}

@@ -93,6 +93,10 @@ class Conv2D(_WithActivation):
         self.channel_axis = -1 if self.layout == "NHWC" else 1
         self._set_activation(activation)
         self.use_bias = bool(use_bias)
+        self._check_weight_args(kernel_initializer=kernel_initializer,
+                                bias_initializer=bias_initializer,
+                                kernel_regularizer=kernel_regularizer,
+                                bias_regularizer=bias_regularizer)
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
         self.kernel_regularizer = kernel_regularizer

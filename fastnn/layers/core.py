@@ -174,6 +174,10 @@ class Dense(_WithActivation):
         self.units = int(units)
         self._set_activation(activation)
         self.use_bias = bool(use_bias)
+        self._check_weight_args(kernel_initializer=kernel_initializer,
+                                bias_initializer=bias_initializer,
+                                kernel_regularizer=kernel_regularizer,
+                                bias_regularizer=bias_regularizer)
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
         self.kernel_regularizer = kernel_regularizer

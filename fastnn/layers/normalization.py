@@ -37,6 +37,10 @@ class BatchNormalization(Layer):
                 raise TypeError(f"{name} must be a bool, received {name}={value!r}")
         self.center = bool(center)
         self.scale = bool(scale)
+        self._check_weight_args(beta_initializer=beta_initializer,
+                                gamma_initializer=gamma_initializer,
+                                moving_mean_initializer=moving_mean_initializer,
+                                moving_variance_initializer=moving_variance_initializer)
         self.beta_initializer = beta_initializer
         self.gamma_initializer = gamma_initializer
         self.moving_mean_initializer = moving_mean_initializer
