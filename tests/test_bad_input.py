@@ -172,7 +172,7 @@ CASES = [
     ("conv_bwd_layout_bad", ValueError, r"\blayout must be", lambda: ops.conv2d_backward(np.ones((2, 4, 4, 4), F32), x4(), w4(), layout="")),
     ("conv_activation_bad", ValueError, r"\bactivation must be one of", lambda: ops.conv2d_forward(x4(), w4(), activation="tanh")),
     ("bias_act_activation_bad", ValueError, r"\bactivation must be one of", lambda: ops.bias_act(np.ones((2, 3), F32), None, "sigmoid")),
-    ("bias_act_bwd_activation_bad", ValueError, r"\bactivation must be one of", lambda: ops.bias_act_backward(np.ones((2, 3), F32), np.ones((2, 3), F32), 3)),
+    ("bias_act_bwd_activation_bad", TypeError, r"\bactivation must be one of", lambda: ops.bias_act_backward(np.ones((2, 3), F32), np.ones((2, 3), F32), 3)),
     ("bias_act_axis_range", ValueError, r"\bchannel_axis must be an int in \[-2, 2\)", lambda: ops.bias_act(np.ones((2, 3), F32), None, channel_axis=2)),
     ("bias_act_axis_neg_range", ValueError, r"\bchannel_axis must be", lambda: ops.bias_act(np.ones((2, 3), F32), None, channel_axis=-3)),
     ("bias_act_axis_float", ValueError, r"\bchannel_axis must be", lambda: ops.bias_act(np.ones((2, 3), F32), None, channel_axis=1.0)),
@@ -181,7 +181,8 @@ CASES = [
     ("matmul_beta_none", TypeError, r"\bbeta must be a real number", lambda: ops.matmul(np.ones((2, 2), F32), np.ones((2, 2), F32), beta=None)),
     ("matmul_alpha_complex", TypeError, r"\balpha must be a real number", lambda: ops.matmul(np.ones((2, 2), F32), np.ones((2, 2), F32), alpha=1j)),
     ("workspace_limit_0", ValueError, r"\bnbytes must be a positive int", lambda: ops.set_workspace_limit(0)),
-    ("workspace_limit_float", ValueError, r"\bnbytes must be a positive int", lambda: ops.set_workspace_limit(1e6)),
+    ("workspace_limit_float", TypeError, r"\bnbytes must be a positive int", lambda: ops.set_workspace_limit(1e6)),
+    ("workspace_limit_str", TypeError, r"\bnbytes must be a positive int", lambda: ops.set_workspace_limit("a")),
     # ---------------------------------------------------------------- matmul out
     ("out_shape", ValueError, r"\bout must have shape \(3, 2\)", lambda: ops.matmul(np.ones((3, 4), F32), np.ones((4, 2), F32), out=np.zeros((2, 3), F32))),
     ("out_ndim", ValueError, r"\bout must have shape", lambda: ops.matmul(np.ones((3, 4), F32), np.ones((4, 2), F32), out=np.zeros(6, F32))),

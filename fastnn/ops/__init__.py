@@ -53,7 +53,9 @@ def set_workspace_limit(nbytes: int) -> None:
     set the order in which the backward's dW sums the images, so dW's last bits depend on
     the limit. The limit is the process's, not the calling thread's.
     """
-    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 1:
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
+        raise TypeError(f"nbytes must be a positive int, received {nbytes!r}")
+    if nbytes < 1:
         raise ValueError(f"nbytes must be a positive int, received {nbytes!r}")
     _workspace_limit[0] = int(nbytes)
 
@@ -70,7 +72,10 @@ def _chunk(g: ConvGeometry, itemsize: int, buffers: int = 1) -> int:
 
 def _activation(activation) -> str:
     key = "identity" if activation is None else activation
-    if not isinstance(key, str) or key.lower() not in _ACTIVATIONS:
+    if not isinstance(key, str):
+        raise TypeError(f"activation must be one of None, 'identity', 'linear', 'relu', "
+                        f"received {activation!r}")
+    if key.lower() not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of None, 'identity', 'linear', 'relu', "
                          f"received {activation!r}")
     return _ACTIVATIONS[key.lower()]
