@@ -36,7 +36,7 @@ from .layers.base import Layer, _fmt, _sample_shape, _unique_name
 from .layers.conv import MaxPooling2D, conv_pool_backward, conv_pool_forward, conv_pool_fusable
 from .layers.core import InputLayer, _WithActivation
 from .utils import get_rng
-from .utils._args import FilePath, check_bool, check_path
+from .utils._args import FilePath, check_bool, check_int, check_path
 from .utils import _custom
 from .utils._files import DAMAGED_ARCHIVE_ERRORS, atomic_write, special_kind
 
@@ -1017,28 +1017,75 @@ class Sequential:
         return result
 
     # ------------------------------------------------------------------ summary
-    def summary(self, print_fn=None) -> None:
-        """Print the layers, their output shapes and parameter counts."""
+    def summary(self, line_length: Optional[int] = None,
+                positions: Optional[Sequence[float]] = None, print_fn=None,
+                expand_nested: bool = False, show_trainable: bool = False,
+                layer_range: Optional[Sequence[str]] = None) -> None:
+        """Print the layers, their output shapes and parameter counts (Keras 3's arguments).
+
+        Parameters
+        ----------
+        line_length : int, optional
+            The table's width in characters (Keras's default columns, ``positions``, over
+            it); by default each column is as wide as its widest entry.
+        positions : sequence of float, optional
+            Each column's right edge: fractions of ``line_length`` (all at most 1; Keras's
+            default [0.45, 0.80, 1.0], line_length 88) or absolute characters (Keras 2),
+            one per column (four with ``show_trainable``). An entry wider than its column
+            goes on over further lines.
+        print_fn : callable, optional
+            Called once with the whole text (as Keras 3), instead of ``print``.
+        expand_nested : bool, default False
+            Keras's argument: a fastnn Sequential holds no nested models, so there is
+            nothing to expand.
+        show_trainable : bool, default False
+            A "Trainable" column: Y, N, or - for a layer without weights.
+        layer_range : (str, str), optional
+            List the layers from the first whose name matches ``layer_range[0]`` to the
+            last matching ``layer_range[1]`` (regular expressions, ``re.match``, as Keras);
+            the totals stay the model's.
+        """
         self._require_built("summary")
+        check_bool(expand_nested, "expand_nested")
+        show_trainable = check_bool(show_trainable, "show_trainable")
         out = print_fn or print
-        rows = [(f"{l.name} ({type(l).__name__})", _fmt(l.output_shape), f"{l.count_params():,}")
-                for l in self.layers]
-        w = [max(len(h), *(len(r[i]) for r in rows)) + 2
-             for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
-        line = "_" * sum(w)
-        out(f'Model: "{self.name}"')
-        out(line)
-        out("Layer (type)".ljust(w[0]) + "Output Shape".ljust(w[1]) + "Param #".rjust(w[2]))
-        out("=" * sum(w))
+        if not callable(out):
+            raise TypeError(f"print_fn must be callable, received {print_fn!r}")
+        header = ["Layer (type)", "Output Shape", "Param #"]
+        if show_trainable:
+            header.append("Trainable")
+        rows = []
+        for l in self.layers[slice(*_layer_range(self.layers, layer_range))]:
+            row = [f"{l.name} ({type(l).__name__})", _fmt(l.output_shape),
+                   f"{l.count_params():,}"]
+            if show_trainable:
+                row.append(("Y" if l.trainable else "N") if l.params or l.state else "-")
+            rows.append(row)
+        widths = _summary_widths(header, rows, line_length, positions)
+        lines = [f'Model: "{self.name}"', "_" * sum(widths)]
+
+        def table_row(cells):
+            # a cell wider than its column (less one space) goes on over further lines
+            parts = [[c[k:k + max(1, w - 1)] for k in range(0, max(len(c), 1), max(1, w - 1))]
+                     for c, w in zip(cells, widths)]
+            for k in range(max(len(p) for p in parts)):
+                text = [p[k] if k < len(p) else "" for p in parts]
+                # (Param # right-aligned, a space before a Trainable column)
+                line = "".join(t.rjust(w - (i + 1 < len(widths))).ljust(w) if i == 2 else
+                               t.center(w) if i == 3 else t.ljust(w)
+                               for i, (t, w) in enumerate(zip(text, widths)))
+                lines.append(line.rstrip())
+
+        table_row(header)
+        lines.append("=" * sum(widths))
         for r in rows:
-            out(r[0].ljust(w[0]) + r[1].ljust(w[1]) + r[2].rjust(w[2]))
-        out("=" * sum(w))
+            table_row(r)
+        lines.append("=" * sum(widths))
         trainable = sum(p.size for l in self.layers for p in l.trainable_params.values())
         total = self.count_params()
-        out(f"Total params: {total:,}")
-        out(f"Trainable params: {trainable:,}")
-        out(f"Non-trainable params: {total - trainable:,}")
-        out(line)
+        lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {total - trainable:,}", "_" * sum(widths)]
+        out("\n".join(lines))
 
     # ------------------------------------------------------------------ config, save, load
     def get_config(self) -> dict:
@@ -1211,6 +1258,56 @@ class Sequential:
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}: the weights in this file do not fit the model: "
                                  f"{exc}") from exc
+
+
+def _layer_range(layers: Sequence[Layer], layer_range) -> tuple:
+    """summary's (start, stop) of ``layers`` for ``layer_range`` (Keras's rule: from the
+    first layer whose name matches the first pattern to the last matching the second)."""
+    if layer_range is None:
+        return 0, len(layers)
+    if (not isinstance(layer_range, (list, tuple)) or len(layer_range) != 2
+            or not all(isinstance(p, str) for p in layer_range)):
+        raise TypeError(f"layer_range must be two strings (name patterns), received "
+                        f"layer_range={layer_range!r}")
+    lo = [i for i, l in enumerate(layers) if re.match(layer_range[0], l.name)]
+    hi = [i for i, l in enumerate(layers) if re.match(layer_range[1], l.name)]
+    if not lo or not hi:
+        raise ValueError(f"layer_range {layer_range!r} matches no layer name: the layers "
+                         f"are {[l.name for l in layers]}")
+    if min(lo) > max(hi):
+        return min(hi), max(lo) + 1
+    return min(lo), max(hi) + 1
+
+
+def _summary_widths(header: List[str], rows: List[List[str]], line_length,
+                    positions) -> List[int]:
+    """summary's column widths: each column's widest entry and two spaces, or the
+    columns' right edges ``positions`` over ``line_length`` (Keras's defaults)."""
+    if line_length is None and positions is None:
+        return [max(len(h), *(len(r[i]) for r in rows)) + 2 for i, h in enumerate(header)]
+    if line_length is not None:
+        line_length = check_int(line_length, "line_length")
+    trainable = len(header) == 4
+    if line_length is None:
+        line_length = 88 + 12 * trainable
+    if positions is None:
+        positions = [0.45, 0.80, 1.0]
+        if trainable:
+            positions = [p * 0.90 for p in positions] + [1.0]
+    try:
+        pos = [float(p) for p in positions]
+    except (TypeError, ValueError):
+        raise TypeError(f"positions must be a sequence of numbers, received "
+                        f"positions={positions!r}") from None
+    if len(pos) != len(header):
+        raise ValueError(f"positions must give the right edge of each of the {len(header)} "
+                         f"columns {header}, received {len(pos)}: {positions!r}")
+    edges = [int(p * line_length) for p in pos] if pos[-1] <= 1 else [int(p) for p in pos]
+    widths = [b - a for a, b in zip([0] + edges[:-1], edges)]
+    if min(widths) < 4:
+        raise ValueError(f"the columns need 4 characters or more each: line_length="
+                         f"{line_length}, positions={positions!r} give widths {widths}")
+    return widths
 
 
 def _as_array(a, name: str) -> np.ndarray:

@@ -672,9 +672,11 @@ def test_summary_lists_layers_output_shapes_and_exact_parameter_counts(capsys):
                 ("flat (Flatten)", "(None, 128)", 0),
                 ("bn (BatchNormalization)", "(None, 128)", 512),
                 ("out (Dense)", "(None, 5)", 645)]
-    lines = []
-    model.summary(print_fn=lines.append)
-    text = "\n".join(lines)
+    texts = []
+    model.summary(print_fn=texts.append)        # once, with the whole text (Keras 3)
+    assert len(texts) == 1
+    text = texts[0]
+    lines = text.split("\n")
     assert lines[0] == 'Model: "tiny"'
     for name, shape, count in expected:
         row = [l for l in lines if l.startswith(name)]
@@ -687,6 +689,42 @@ def test_summary_lists_layers_output_shapes_and_exact_parameter_counts(capsys):
     assert model.count_params() == 1237 == sum(w.size for w in model.get_weights())
     model.summary()  # default: print
     assert capsys.readouterr().out.strip() == text
+
+
+def test_summary_takes_keras_arguments(capsys):
+    """line_length, positions, show_trainable, layer_range and expand_nested as Keras 3's
+    summary takes them (each was a TypeError, "unexpected keyword argument")."""
+    model = Sequential([Dense(4, activation="relu", input_shape=(3,), name="hidden"),
+                        Dropout(0.5, name="drop"), Dense(2, name="out")], name="m")
+    model.layers[0].trainable = False
+
+    def lines(**kw):
+        model.summary(**kw)
+        return capsys.readouterr().out.rstrip("\n").split("\n")
+
+    wide = lines(line_length=60)
+    assert wide[1] == wide[-1] == "_" * 60 and wide[3] == "=" * 60
+    row = next(l for l in wide if l.startswith("hidden (Dense)"))
+    assert row.index("(None, 4)") == 27 and len(row) == 60 and row.endswith(" 16")
+    rows = {l.split()[0]: l.split()[-1] for l in lines(show_trainable=True)[4:7]}
+    assert rows == {"hidden": "N", "drop": "-", "out": "Y"}
+    part = lines(layer_range=["drop", "o.t"])
+    assert not any(l.startswith("hidden") for l in part)
+    assert any(l.startswith("drop") for l in part) and any(l.startswith("out") for l in part)
+    assert "Total params: 26" in part                            # the model's, as Keras
+    narrow = lines(line_length=30, positions=[0.5, 0.8, 1.0])    # entries go on below
+    at = next(i for i, l in enumerate(narrow) if l.startswith("hidden (Dense)"))
+    assert narrow[at].split()[2:] == ["(None,", "4", "16"] and narrow[at + 1].strip() == ")"
+    assert lines(positions=[20, 34, 44]) and lines(expand_nested=True)
+    for kw, exc, msg in (({"line_length": 2.5}, TypeError, "line_length must be an int"),
+                         ({"positions": [0.5, 1.0]}, ValueError, "right edge of each of the 3"),
+                         ({"line_length": 10}, ValueError, "4 characters or more"),
+                         ({"layer_range": ["x", "y"]}, ValueError, "matches no layer name"),
+                         ({"layer_range": "hidden"}, TypeError, "two strings"),
+                         ({"show_trainable": 1}, TypeError, "show_trainable"),
+                         ({"print_fn": 3}, TypeError, "print_fn must be callable")):
+        with pytest.raises(exc, match=msg):
+            model.summary(**kw)
 
 
 # ----------------------------------------------------------------------------- weights
