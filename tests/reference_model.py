@@ -22,6 +22,7 @@ Conventions (Keras)
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -29,7 +30,11 @@ import numpy as np
 import _naive
 
 EPSILON = 1e-7          # Keras backend.epsilon(): the clipping of probabilities
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "elu")
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "elu", "gelu",
+               "silu", "selu", "softplus", "softsign", "exponential", "hard_sigmoid",
+               "hard_silu", "mish", "relu6", "log_softmax", "celu", "log_sigmoid")
+# Klambauer et al.'s SELU constants, as Keras writes them
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 LOSSES = ("mean_squared_error", "mean_absolute_error", "binary_crossentropy",
           "categorical_crossentropy", "sparse_categorical_crossentropy")
 
@@ -39,9 +44,22 @@ def f64(a) -> Optional[np.ndarray]:
 
 
 # =========================================================================== activations
+def _phi_cdf(x):
+    """The standard normal CDF by math.erfc, element by element."""
+    return np.vectorize(lambda v: 0.5 * math.erfc(-v / math.sqrt(2)), otypes=[float])(x)
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
 def activation_forward(name: str, x, *, axis: int = -1, negative_slope: float = 0.2,
-                       alpha: float = 1.0) -> np.ndarray:
-    """``activation(x)`` elementwise (softmax along ``axis``)."""
+                       alpha: float = 1.0, approximate: bool = False) -> np.ndarray:
+    """``activation(x)`` elementwise (softmax and log_softmax along ``axis``)."""
     x = f64(x)
     if name == "linear":
         return x.copy()
@@ -59,11 +77,41 @@ def activation_forward(name: str, x, *, axis: int = -1, negative_slope: float = 
         return np.where(x > 0, x, negative_slope * x)
     if name == "elu":
         return np.where(x > 0, x, alpha * (np.exp(np.minimum(x, 0.0)) - 1.0))
+    if name == "gelu":
+        if approximate:
+            c = math.sqrt(2 / math.pi)
+            return 0.5 * x * (1 + np.tanh(c * (x + 0.044715 * x ** 3)))
+        return x * _phi_cdf(x)
+    if name == "silu":
+        return x * _sigmoid(x)
+    if name == "selu":
+        return SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
+    if name == "softplus":
+        return _softplus(x)
+    if name == "softsign":
+        return x / (1 + np.abs(x))
+    if name == "exponential":
+        return np.exp(x)
+    if name == "hard_sigmoid":
+        return np.minimum(np.maximum(x + 3, 0), 6) / 6
+    if name == "hard_silu":
+        return x * np.minimum(np.maximum(x + 3, 0), 6) / 6
+    if name == "mish":
+        return x * np.tanh(_softplus(x))
+    if name == "relu6":
+        return np.minimum(np.maximum(x, 0), 6)
+    if name == "log_softmax":
+        z = np.moveaxis(x, axis, -1)
+        return np.moveaxis(z - np.logaddexp.reduce(z, axis=-1, keepdims=True), -1, axis)
+    if name == "celu":
+        return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0) / alpha))
+    if name == "log_sigmoid":
+        return -_softplus(-x)
     raise ValueError(name)
 
 
 def activation_backward(name: str, x, dy, *, axis: int = -1, negative_slope: float = 0.2,
-                        alpha: float = 1.0) -> np.ndarray:
+                        alpha: float = 1.0, approximate: bool = False) -> np.ndarray:
     """``dL/dx`` given ``dy = dL/dy`` and the forward *input* ``x``."""
     x, dy = f64(x), f64(dy)
     if name == "linear":
@@ -87,6 +135,45 @@ def activation_backward(name: str, x, dy, *, axis: int = -1, negative_slope: flo
         return np.where(x > 0, dy, negative_slope * dy)
     if name == "elu":
         return np.where(x > 0, dy, alpha * np.exp(np.minimum(x, 0.0)) * dy)
+    if name == "gelu":
+        if approximate:
+            c = math.sqrt(2 / math.pi)
+            u = c * (x + 0.044715 * x ** 3)
+            with np.errstate(over="ignore"):
+                sech2 = 1 / np.cosh(u) ** 2
+            return dy * (0.5 * (1 + np.tanh(u)) + 0.5 * x * sech2 * c * (1 + 0.134145 * x ** 2))
+        return dy * (_phi_cdf(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi))
+    if name == "silu":
+        s = _sigmoid(x)
+        return dy * (s + x * s * (1 - s))
+    if name == "selu":
+        return dy * SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0.0)))
+    if name == "softplus":
+        return dy * _sigmoid(x)
+    if name == "softsign":
+        return dy / (1 + np.abs(x)) ** 2
+    if name == "exponential":
+        return dy * np.exp(x)
+    if name == "hard_sigmoid":
+        return dy * np.where(np.abs(x) < 3, 1 / 6, 0.0)
+    if name == "hard_silu":
+        return dy * np.where(x >= 3, 1.0, np.where(x > -3, x / 3 + 0.5, 0.0))
+    if name == "mish":
+        t = np.tanh(_softplus(x))
+        return dy * (t + x * (1 - t ** 2) * _sigmoid(x))
+    if name == "relu6":
+        return dy * ((x > 0) & (x < 6))
+    if name == "log_softmax":
+        s = np.moveaxis(activation_forward("softmax", x, axis=axis), axis, -1)
+        g = np.moveaxis(dy, axis, -1)
+        k = s.shape[-1]
+        # Jacobian J[..., i, j] = d y_i / d x_j = delta_ij - s_j
+        jac = np.eye(k) - s[..., None, :]
+        return np.moveaxis(np.einsum("...ij,...i->...j", jac, g), -1, axis)
+    if name == "celu":
+        return np.where(x > 0, dy, np.exp(np.minimum(x, 0.0) / alpha) * dy)
+    if name == "log_sigmoid":
+        return dy * _sigmoid(-x)
     raise ValueError(name)
 
 

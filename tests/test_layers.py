@@ -787,7 +787,7 @@ def test_build_rejects_wrong_rank(make, shape):
 
 @pytest.mark.parametrize("make", [
     lambda: L.Dense(3, activation="swish_typo"),
-    lambda: L.Conv2D(3, 3, activation="Relu6"),
+    lambda: L.Conv2D(3, 3, activation="Relu7"),
     lambda: L.Activation("gelu_nope"),
 ])
 def test_unknown_activation_lists_valid_names(make):
