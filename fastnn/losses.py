@@ -11,6 +11,11 @@ Keras 3 writes there (``"sum_over_batch_size"``, -1, None, None or a float dtype
 ValueError otherwise; the ``name`` of a Keras config is ignored (each loss has its Keras
 name).
 
+Besides the cross-entropies and MSE / MAE: Keras's Huber (``delta``), LogCosh,
+MeanSquaredLogarithmicError, MeanAbsolutePercentageError, KLDivergence, Poisson, Hinge,
+SquaredHinge and CategoricalHinge, each with Keras's formula (and its clipping to
+``eps``), its analytic gradient and its function form.
+
 Cross-entropies take ``from_logits``, the categorical and binary ones Keras's
 ``label_smoothing`` (targets moved toward ``1 / num_classes``, or 1/2, before the loss).
 When a model ends in softmax (sigmoid) and uses
@@ -28,7 +33,7 @@ import numpy as np
 
 from . import ops
 from .activations import sigmoid
-from .utils._args import keras_default_only
+from .utils._args import check_real, keras_default_only
 
 EPSILON = 1e-7
 
@@ -215,6 +220,223 @@ class MeanAbsoluteError(Loss):
     def get_config(self):
         return {"name": self.name}
 
+
+class Huber(Loss):
+    """Keras's ``huber``: per element ``0.5 e^2`` where ``|e| <= delta``, else ``delta (|e|
+    - delta / 2)``, e = y_pred - y_true, averaged over the sample; gradient ``clip(e,
+    -delta, delta) / D``."""
+
+    name = "huber"
+    _labels_like_pred = True
+
+    def __init__(self, delta: float = 1.0):
+        super().__init__(False)
+        self.delta = check_real(delta, "delta", low=0.0)
+
+    def per_sample(self, t, p):
+        e = np.abs(p - t)
+        d = self.delta
+        per = np.where(e <= d, 0.5 * e * e, d * e - 0.5 * d * d)
+        return np.mean(per.reshape(p.shape[0], _feature_count(p)), axis=1)
+
+    def per_sample_grad(self, t, p):
+        return np.clip(p - t, -self.delta, self.delta) / _feature_count(p)
+
+    def get_config(self):
+        return {"name": self.name, "delta": self.delta}
+
+
+class LogCosh(Loss):
+    """Keras's ``log_cosh``: per element ``log(cosh(e))``, e = y_pred - y_true, as ``e +
+    softplus(-2 e) - log 2`` (no overflow), averaged over the sample; gradient
+    ``tanh(e) / D``."""
+
+    name = "log_cosh"
+    _labels_like_pred = True
+
+    def __init__(self):
+        super().__init__(False)
+
+    def per_sample(self, t, p):
+        e = p - t
+        per = e + np.logaddexp(0, -2 * e) - math.log(2.0)
+        return np.mean(per.reshape(p.shape[0], _feature_count(p)), axis=1)
+
+    def per_sample_grad(self, t, p):
+        return np.tanh(p - t) / _feature_count(p)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class MeanSquaredLogarithmicError(Loss):
+    """Keras's ``mean_squared_logarithmic_error``: per element ``(log(max(y_pred, eps) +
+    1) - log(max(y_true, eps) + 1))^2``; no gradient where ``y_pred < eps``."""
+
+    name = "mean_squared_logarithmic_error"
+    _labels_like_pred = True
+
+    def __init__(self):
+        super().__init__(False)
+
+    def _diff(self, t, p):
+        return np.log1p(np.maximum(p, EPSILON)) - np.log1p(np.maximum(t, EPSILON))
+
+    def per_sample(self, t, p):
+        d = self._diff(t, p)
+        return np.mean((d * d).reshape(p.shape[0], _feature_count(p)), axis=1)
+
+    def per_sample_grad(self, t, p):
+        # (the step function as a product, so a NaN prediction gives a NaN gradient)
+        g = 2 * self._diff(t, p) / (np.maximum(p, EPSILON) + 1) * np.heaviside(p - EPSILON, 0)
+        return (g / _feature_count(p)).astype(p.dtype, copy=False)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class MeanAbsolutePercentageError(Loss):
+    """Keras's ``mean_absolute_percentage_error``: per element ``100 |y_true - y_pred| /
+    max(|y_true|, eps)``; gradient ``100 sign(y_pred - y_true) / max(|y_true|, eps) /
+    D``."""
+
+    name = "mean_absolute_percentage_error"
+    _labels_like_pred = True
+
+    def __init__(self):
+        super().__init__(False)
+
+    def per_sample(self, t, p):
+        per = 100 * np.abs(t - p) / np.maximum(np.abs(t), EPSILON)
+        return np.mean(per.reshape(p.shape[0], _feature_count(p)), axis=1)
+
+    def per_sample_grad(self, t, p):
+        g = 100 * np.sign(p - t) / np.maximum(np.abs(t), EPSILON)
+        return (g / _feature_count(p)).astype(p.dtype, copy=False)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class KLDivergence(Loss):
+    """Keras's ``kl_divergence``: per row of the last axis ``sum(t log(t / p))`` with t and
+    p clipped to ``[eps, 1]``, averaged over the sample's rows; gradient ``-t / p`` (0
+    where p is clipped)."""
+
+    name = "kl_divergence"
+    _labels_like_pred = True
+
+    def __init__(self):
+        super().__init__(False)
+
+    def per_sample(self, t, p):
+        tc, pc = np.clip(t, EPSILON, 1), np.clip(p, EPSILON, 1)
+        per_row = np.sum(tc * np.log(tc / pc), axis=-1)
+        return per_row.reshape(p.shape[0], _rows_per_sample(p)).mean(axis=1)
+
+    def per_sample_grad(self, t, p):
+        tc, pc = np.clip(t, EPSILON, 1), np.clip(p, EPSILON, 1)
+        inside = np.heaviside(p - EPSILON, 0) * np.heaviside(1 - p, 0)
+        return (-tc / pc * inside / _rows_per_sample(p)).astype(p.dtype, copy=False)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class Poisson(Loss):
+    """Keras's ``poisson``: per element ``y_pred - y_true log(y_pred + eps)``, averaged
+    over the sample; gradient ``(1 - y_true / (y_pred + eps)) / D``."""
+
+    name = "poisson"
+    _labels_like_pred = True
+
+    def __init__(self):
+        super().__init__(False)
+
+    def per_sample(self, t, p):
+        per = p - t * np.log(p + EPSILON)
+        return np.mean(per.reshape(p.shape[0], _feature_count(p)), axis=1)
+
+    def per_sample_grad(self, t, p):
+        return ((1 - t / (p + EPSILON)) / _feature_count(p)).astype(p.dtype, copy=False)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class Hinge(Loss):
+    """Keras's ``hinge``: per element ``max(1 - y_true y_pred, 0)`` with labels -1 / 1 (a
+    batch of 0 / 1 labels is mapped to -1 / 1 first, as Keras does), averaged over the
+    sample; gradient ``-y_true`` where the margin is positive."""
+
+    name = "hinge"
+    _labels_like_pred = True
+    _power = 1
+
+    def __init__(self):
+        super().__init__(False)
+
+    def _align(self, y_true, y_pred):
+        t, p = super()._align(y_true, y_pred)
+        if t.size and np.all((t == 0) | (t == 1)):
+            t = 2 * t - 1
+        return t, p
+
+    def per_sample(self, t, p):
+        m = np.maximum(1 - t * p, 0)
+        per = m if self._power == 1 else m * m
+        return np.mean(per.reshape(p.shape[0], _feature_count(p)), axis=1)
+
+    def per_sample_grad(self, t, p):
+        m = 1 - t * p
+        # (heaviside: a NaN margin gives a NaN gradient)
+        g = -t * np.heaviside(m, 0) if self._power == 1 else -2 * t * np.maximum(m, 0)
+        return (g / _feature_count(p)).astype(p.dtype, copy=False)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class SquaredHinge(Hinge):
+    """Keras's ``squared_hinge``: per element ``max(1 - y_true y_pred, 0)^2`` (labels as
+    :class:`Hinge`); gradient ``-2 y_true max(1 - y_true y_pred, 0)``."""
+
+    name = "squared_hinge"
+    _power = 2
+
+
+class CategoricalHinge(Loss):
+    """Keras's ``categorical_hinge``: per row of the last axis ``max(neg - pos + 1, 0)``,
+    ``pos = sum(t p)``, ``neg = max((1 - t) p)``, averaged over the sample's rows; gradient
+    ``-t + (1 - t) [j = argmax((1 - t) p)]`` where the row's loss is positive."""
+
+    name = "categorical_hinge"
+    _labels_like_pred = True
+
+    def __init__(self):
+        super().__init__(False)
+
+    def _parts(self, t, p):
+        other = (1 - t) * p
+        pos = np.sum(t * p, axis=-1)
+        return other, np.max(other, axis=-1) - pos + 1
+
+    def per_sample(self, t, p):
+        _, m = self._parts(t, p)
+        return np.maximum(m, 0).reshape(p.shape[0], _rows_per_sample(p)).mean(axis=1)
+
+    def per_sample_grad(self, t, p):
+        other, m = self._parts(t, p)
+        k = p.shape[-1]
+        top = np.zeros_like(p)
+        if p.size:
+            flat = other.reshape(-1, k)
+            top.reshape(-1, k)[np.arange(flat.shape[0]), np.argmax(flat, axis=-1)] = 1
+        g = (-t + (1 - t) * top) * np.heaviside(m, 0)[..., None]
+        return (g / _rows_per_sample(p)).astype(p.dtype, copy=False)
+
+    def get_config(self):
+        return {"name": self.name}
 
 class BinaryCrossentropy(_SmoothedLoss):
     """Per sample: ``mean(-(y log p + (1 - y) log(1 - p)))`` over the last axes.
@@ -415,6 +637,14 @@ _REGISTRY: Dict[str, type] = {
     "binary_crossentropy": BinaryCrossentropy,
     "categorical_crossentropy": CategoricalCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "huber": Huber, "log_cosh": LogCosh, "logcosh": LogCosh,
+    "mean_squared_logarithmic_error": MeanSquaredLogarithmicError,
+    "msle": MeanSquaredLogarithmicError,
+    "mean_absolute_percentage_error": MeanAbsolutePercentageError,
+    "mape": MeanAbsolutePercentageError,
+    "kl_divergence": KLDivergence, "kld": KLDivergence,
+    "kullback_leibler_divergence": KLDivergence, "poisson": Poisson, "hinge": Hinge,
+    "squared_hinge": SquaredHinge, "categorical_hinge": CategoricalHinge,
 }
 
 
@@ -490,16 +720,21 @@ def _class(name) -> type:
 
 
 # Keras-style function aliases: loss(y_true, y_pred) -> per-sample values.
-def mean_squared_error(y_true, y_pred):
-    """Per-sample mean squared error, shape (N,)."""
-    loss = MeanSquaredError()
-    return loss.per_sample(*loss._prepare(y_true, y_pred))
+def _per_sample_form(cls, doc):
+    """The function form of a loss class without arguments: ``fn(y_true, y_pred)`` -> the
+    per-sample values, shape (N,)."""
+    def fn(y_true, y_pred):
+        loss = cls()
+        return loss.per_sample(*loss._prepare(y_true, y_pred))
+    fn.__name__ = fn.__qualname__ = cls.name
+    fn.__doc__ = doc
+    return fn
 
 
-def mean_absolute_error(y_true, y_pred):
-    """Per-sample mean absolute error, shape (N,)."""
-    loss = MeanAbsoluteError()
-    return loss.per_sample(*loss._prepare(y_true, y_pred))
+mean_squared_error = _per_sample_form(MeanSquaredError,
+                                      "Per-sample mean squared error, shape (N,).")
+mean_absolute_error = _per_sample_form(MeanAbsoluteError,
+                                       "Per-sample mean absolute error, shape (N,).")
 
 
 def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
@@ -527,3 +762,23 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_cl
     keras_default_only("sparse_categorical_crossentropy", "axis", axis, -1)
     loss = SparseCategoricalCrossentropy(from_logits)
     return loss.per_sample(*loss._prepare(y_true, y_pred))
+
+
+def huber(y_true, y_pred, delta=1.0):
+    """Per-sample Huber loss, shape (N,)."""
+    loss = Huber(delta)
+    return loss.per_sample(*loss._prepare(y_true, y_pred))
+
+
+log_cosh = _per_sample_form(LogCosh, "Per-sample log-cosh loss, shape (N,).")
+mean_squared_logarithmic_error = _per_sample_form(
+    MeanSquaredLogarithmicError, "Per-sample mean squared logarithmic error, shape (N,).")
+mean_absolute_percentage_error = _per_sample_form(
+    MeanAbsolutePercentageError, "Per-sample mean absolute percentage error, shape (N,).")
+kl_divergence = _per_sample_form(KLDivergence, "Per-sample Kullback-Leibler divergence, "
+                                               "shape (N,).")
+poisson = _per_sample_form(Poisson, "Per-sample Poisson loss, shape (N,).")
+hinge = _per_sample_form(Hinge, "Per-sample hinge loss, shape (N,).")
+squared_hinge = _per_sample_form(SquaredHinge, "Per-sample squared hinge loss, shape (N,).")
+categorical_hinge = _per_sample_form(CategoricalHinge, "Per-sample categorical hinge loss, "
+                                                       "shape (N,).")

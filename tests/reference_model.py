@@ -36,7 +36,12 @@ ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "el
 # Klambauer et al.'s SELU constants, as Keras writes them
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 LOSSES = ("mean_squared_error", "mean_absolute_error", "binary_crossentropy",
-          "categorical_crossentropy", "sparse_categorical_crossentropy")
+          "categorical_crossentropy", "sparse_categorical_crossentropy", "huber", "log_cosh",
+          "mean_squared_logarithmic_error", "mean_absolute_percentage_error", "kl_divergence",
+          "poisson", "hinge", "squared_hinge", "categorical_hinge")
+# the losses summed over the last axis before the mean (a value per row)
+ROW_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "kl_divergence",
+              "categorical_hinge")
 
 
 def f64(a) -> Optional[np.ndarray]:
@@ -489,9 +494,36 @@ def _onehot(labels, pred_shape):
     return np.eye(pred_shape[-1])[labels]
 
 
-def elementwise_loss(name, t, p, from_logits):
-    """The Keras loss tensor before reduction: shape (N, ...) (class axis summed for the
-    categorical cross-entropies)."""
+def _hinge_labels(t):
+    """Keras: a batch of 0 / 1 labels becomes -1 / 1."""
+    return 2 * t - 1 if np.all((t == 0) | (t == 1)) else t
+
+
+def elementwise_loss(name, t, p, from_logits, delta=1.0):
+    """The Keras loss tensor before reduction: shape (N, ...) (last axis summed for the
+    ROW_LOSSES)."""
+    if name == "huber":
+        e = np.abs(p - t)
+        return np.where(e <= delta, e * e / 2, delta * e - delta * delta / 2)
+    if name == "log_cosh":
+        return np.log(np.cosh(p - t))
+    if name == "mean_squared_logarithmic_error":
+        return (np.log(np.maximum(p, EPSILON) + 1) - np.log(np.maximum(t, EPSILON) + 1)) ** 2
+    if name == "mean_absolute_percentage_error":
+        return 100 * np.abs((t - p) / np.maximum(np.abs(t), EPSILON))
+    if name == "kl_divergence":
+        tc, pc = np.clip(t, EPSILON, 1), np.clip(p, EPSILON, 1)
+        return (tc * (np.log(tc) - np.log(pc))).sum(axis=-1)
+    if name == "poisson":
+        return p - t * np.log(p + EPSILON)
+    if name == "hinge":
+        return np.maximum(1 - _hinge_labels(t) * p, 0)
+    if name == "squared_hinge":
+        return np.maximum(1 - _hinge_labels(t) * p, 0) ** 2
+    if name == "categorical_hinge":
+        pos = (t * p).sum(axis=-1)
+        neg = ((1 - t) * p).max(axis=-1)
+        return np.maximum(neg - pos + 1, 0)
     if name == "mean_squared_error":
         return (p - t) ** 2
     if name == "mean_absolute_error":
@@ -520,11 +552,12 @@ def loss_inputs(name, y_true, y_pred):
     return t, p
 
 
-def loss_value(name, y_true, y_pred, from_logits=False, sample_weight=None) -> float:
+def loss_value(name, y_true, y_pred, from_logits=False, sample_weight=None,
+               delta=1.0) -> float:
     """Keras ``sum_over_batch_size``: mean over the non-batch axes of the loss tensor,
     times the sample weight, summed over the batch, divided by the batch size."""
     t, p = loss_inputs(name, y_true, y_pred)
-    per_elem = elementwise_loss(name, t, p, from_logits)
+    per_elem = elementwise_loss(name, t, p, from_logits, delta)
     n = p.shape[0]
     per_sample = per_elem.reshape(n, -1).mean(axis=1)
     if sample_weight is not None:
@@ -532,15 +565,40 @@ def loss_value(name, y_true, y_pred, from_logits=False, sample_weight=None) -> f
     return float(per_sample.sum() / n)
 
 
-def loss_gradient(name, y_true, y_pred, from_logits=False, sample_weight=None) -> np.ndarray:
+def loss_gradient(name, y_true, y_pred, from_logits=False, sample_weight=None,
+                  delta=1.0) -> np.ndarray:
     """``d loss_value / d y_pred`` (zero where a probability is clipped)."""
     t, p = loss_inputs(name, y_true, y_pred)
     n = p.shape[0]
-    if name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
+    if name in ROW_LOSSES:
         terms = int(np.prod(p.shape[1:-1]))           # loss-tensor elements per sample
     else:
         terms = int(np.prod(p.shape[1:]))
-    if name == "mean_squared_error":
+    if name == "huber":
+        e = p - t
+        g = np.where(np.abs(e) <= delta, e, delta * np.sign(e))
+    elif name == "log_cosh":
+        g = np.sinh(p - t) / np.cosh(p - t)
+    elif name == "mean_squared_logarithmic_error":
+        d = np.log(np.maximum(p, EPSILON) + 1) - np.log(np.maximum(t, EPSILON) + 1)
+        g = np.where(p > EPSILON, 2 * d / (p + 1), 0.0)
+    elif name == "mean_absolute_percentage_error":
+        g = 100 * np.sign(p - t) / np.maximum(np.abs(t), EPSILON)
+    elif name == "kl_divergence":
+        g = np.where((p > EPSILON) & (p < 1), -np.clip(t, EPSILON, 1) / p, 0.0)
+    elif name == "poisson":
+        g = 1 - t / (p + EPSILON)
+    elif name in ("hinge", "squared_hinge"):
+        y = _hinge_labels(t)
+        m = 1 - y * p
+        g = np.where(m > 0, -y, 0.0) * (1 if name == "hinge" else 2 * np.maximum(m, 0))
+    elif name == "categorical_hinge":
+        other = (1 - t) * p
+        j = other.argmax(axis=-1)
+        top = np.eye(p.shape[-1])[j]
+        active = (other.max(axis=-1) - (t * p).sum(axis=-1) + 1) > 0
+        g = np.where(active[..., None], -t + (1 - t) * top, 0.0)
+    elif name == "mean_squared_error":
         g = 2.0 * (p - t)
     elif name == "mean_absolute_error":
         g = np.sign(p - t)

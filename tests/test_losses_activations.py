@@ -315,9 +315,33 @@ def test_activation_bad_identifier_type():
 def _loss_data(rng, name, from_logits, shape, dtype):
     """(y_true, y_pred) away from kinks and clipping."""
     k = shape[-1]
-    if name in ("mean_squared_error", "mean_absolute_error"):
+    if name in ("mean_squared_error", "mean_absolute_error", "log_cosh"):
         t = rng.uniform(-1, 1, shape)
         p = t + _away_from_zero(rng, shape, np.float64, 0.05, 1.0)
+    elif name == "huber":                                # |error| away from delta = 1 too
+        t = rng.uniform(-1, 1, shape)
+        e = _away_from_zero(rng, shape, np.float64, 0.05, 0.9)
+        p = t + np.where(rng.random(shape) < 0.5, e, 2 * e + np.sign(e))
+    elif name == "mean_squared_logarithmic_error":
+        t, p = rng.uniform(0, 2, shape), rng.uniform(0.05, 3, shape)
+    elif name == "mean_absolute_percentage_error":
+        t = _away_from_zero(rng, shape, np.float64, 0.2, 2.0)
+        p = t + _away_from_zero(rng, shape, np.float64, 0.05, 1.0)
+    elif name == "kl_divergence":                        # distributions against guesses
+        t = rng.uniform(0.05, 1, shape)
+        t /= t.sum(axis=-1, keepdims=True)
+        p = rng.uniform(0.05, 0.95, shape)
+    elif name == "poisson":
+        t, p = rng.integers(0, 4, shape).astype(np.float64), rng.uniform(0.1, 3, shape)
+    elif name in ("hinge", "squared_hinge"):             # margins away from 0
+        t = rng.choice([-1.0, 1.0], shape)
+        p = t * (1 - _away_from_zero(rng, shape, np.float64, 0.05, 1.5))
+    elif name == "categorical_hinge":                    # row margins away from 0
+        t = np.eye(k)[rng.integers(0, k, size=shape[:-1])]
+        p = rng.uniform(-1, 1, shape)
+        p += t * (_away_from_zero(rng, shape[:-1], np.float64, 0.05, 1.5)[..., None]
+                  + 1 + ((1 - t) * p).max(axis=-1, keepdims=True) - (t * p).sum(
+                      axis=-1, keepdims=True))
     elif name == "binary_crossentropy":
         t = rng.uniform(0, 1, shape)                     # soft labels too
         t.reshape(-1)[: t.size // 2] = rng.integers(0, 2, t.size // 2)
@@ -341,13 +365,21 @@ LOSS_CASES = [
     ("sparse_categorical_crossentropy", False, (4, 5)),
     ("sparse_categorical_crossentropy", True, (4, 5)),
     ("sparse_categorical_crossentropy", True, (3, 2, 4)),
+    ("huber", False, (4, 3)), ("huber", False, (3, 2, 4)), ("log_cosh", False, (4, 3)),
+    ("mean_squared_logarithmic_error", False, (4, 3)),
+    ("mean_absolute_percentage_error", False, (3, 2, 2)),
+    ("kl_divergence", False, (4, 5)), ("kl_divergence", False, (3, 2, 4)),
+    ("poisson", False, (4, 3)), ("hinge", False, (4, 3)), ("squared_hinge", False, (3, 2, 2)),
+    ("categorical_hinge", False, (4, 5)), ("categorical_hinge", False, (3, 2, 4)),
 ]
+# the losses that take from_logits
+_XENT = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
 LOSS_IDS = [f"{n}-{'logits' if fl else 'probs'}-{'x'.join(map(str, s))}"
             for n, fl, s in LOSS_CASES]
 
 
 def _make_loss(name, from_logits):
-    if name in ("mean_squared_error", "mean_absolute_error"):
+    if name not in _XENT:
         assert not from_logits
         return losses.get(name)
     return losses.get({"name": name, "from_logits": from_logits})
@@ -370,7 +402,7 @@ def test_loss_matches_reference(name, from_logits, shape, dtype, weighted):
     terms = R.elementwise_loss(name, *R.loss_inputs(name, t, p), from_logits)
     tol = tolerance(dtype, k=p.size, scale=absmax(terms) * (2.0 if weighted else 1.0))
     np.testing.assert_allclose(value, ref, **tol, err_msg=f"{name} value")
-    k = shape[-1] if "categorical" in name else 1
+    k = shape[-1] if "crossentropy" in name and "categorical" in name else 1
     assert_close(grad, rgrad.astype(dtype), k=k, scale=absmax(rgrad) * k,
                  what=f"{name} gradient")
 
@@ -444,6 +476,28 @@ def test_loss_of_an_empty_batch_is_zero(name, from_logits, shape):
         assert value == 0.0 and grad.shape == probs.shape == p.shape
 
 
+def test_huber_delta_and_hinge_labels():
+    """Huber's delta moves the kink (the reference's value and gradient at delta 0.5, and
+    the config round trip); Hinge maps a batch of 0 / 1 labels to -1 / 1 as Keras does
+    (the same loss as the -1 / 1 labels), and takes -1 / 1 labels and others as they are;
+    a negative delta is refused."""
+    rng = _rng("huber-delta")
+    t, p = _loss_data(rng, "mean_squared_error", False, (6, 3), np.float64)
+    h = losses.Huber(delta=0.5)
+    assert h(t, p) == pytest.approx(R.loss_value("huber", t, p, delta=0.5), rel=1e-14)
+    np.testing.assert_allclose(h.gradient(t, p), R.loss_gradient("huber", t, p, delta=0.5),
+                               rtol=1e-14)
+    assert losses.get(h.get_config()).delta == 0.5
+    np.testing.assert_array_equal(losses.huber(t, p, 0.5), h.per_sample(t, p))
+    with pytest.raises(ValueError, match="delta"):
+        losses.Huber(-1.0)
+    labels = rng.integers(0, 2, (6, 3)).astype(np.float64)
+    for cls in (losses.Hinge, losses.SquaredHinge):
+        assert cls()(labels, p) == cls()(2 * labels - 1, p)
+        np.testing.assert_array_equal(cls().gradient(labels, p), cls().gradient(2 * labels - 1, p))
+    assert losses.hinge(np.full((2, 1), 0.5), np.ones((2, 1))).tolist() == [0.5, 0.5]
+
+
 def test_loss_aliases_and_function_forms():
     rng = _rng("alias")
     t, p = _loss_data(rng, "mean_squared_error", False, (4, 3), np.float64)
@@ -457,6 +511,17 @@ def test_loss_aliases_and_function_forms():
     np.testing.assert_allclose(per.mean(), R.loss_value("sparse_categorical_crossentropy", t,
                                                         p, True),
                                **tolerance(np.float64, k=20, scale=absmax(p) + 5))
+    for name in R.LOSSES:            # each function form: the class's per-sample values
+        if name in ("binary_crossentropy", "categorical_crossentropy",
+                    "sparse_categorical_crossentropy"):
+            continue
+        t, p = _loss_data(rng, name, False, (3, 2, 4), np.float64)
+        per = getattr(losses, name)(t, p)
+        assert per.shape == (3,)
+        assert per.mean() == pytest.approx(losses.get(name)(t, p), rel=1e-14)
+    assert losses.get("kld").name == losses.get("KLDivergence").name == "kl_divergence"
+    assert type(losses.get("mape")) is losses.MeanAbsolutePercentageError
+    assert type(losses.get("msle")) is losses.MeanSquaredLogarithmicError
 
 
 @pytest.mark.parametrize("name,cls", [("binary_crossentropy", "BinaryCrossentropy"),
@@ -677,7 +742,7 @@ def test_nan_sparse_label_rejected():
 
 
 # =========================================================================== names
-@pytest.mark.parametrize("bad", ["mean_squared_errorr", "crossentropy", "hinge"])
+@pytest.mark.parametrize("bad", ["mean_squared_errorr", "crossentropy", "hingee"])
 def test_unknown_loss_name_lists_valid(bad):
     with pytest.raises(ValueError, match="valid names") as info:
         losses.get(bad)
@@ -797,7 +862,16 @@ def test_loss_lookup_by_class_name_and_keras_config():
     assert got.from_logits and got.label_smoothing == 0.1
     assert type(losses.get({"class_name": "mse", "config": None})) is losses.MeanSquaredError
     with pytest.raises(ValueError, match="Unknown loss"):
-        losses.get({"class_name": "Hinge", "config": {}})
+        losses.get({"class_name": "Tversky", "config": {}})
+    # Keras 3.15's configs of the other losses (reduction, name, dtype as Keras writes them)
+    huber = losses.get({"class_name": "Huber", "config": {
+        "name": "huber_loss", "reduction": "sum_over_batch_size", "dtype": None, "delta": 0.5}})
+    assert type(huber) is losses.Huber and huber.delta == 0.5
+    for cls in ("LogCosh", "MeanSquaredLogarithmicError", "MeanAbsolutePercentageError",
+                "KLDivergence", "Poisson", "Hinge", "SquaredHinge", "CategoricalHinge"):
+        got = losses.get({"class_name": cls, "config": {"reduction": "sum_over_batch_size"}})
+        assert type(got).__name__ == cls
+        assert type(losses.get(got.get_config())) is type(got)
     with pytest.raises(ValueError, match="takes no 'reduction' other than"):
         losses.get({"name": "mse", "reduction": "sum"})
     with pytest.raises(TypeError, match="does not take the config"):
