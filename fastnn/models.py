@@ -1094,6 +1094,23 @@ class Sequential:
                            for l in self._layers],
                 "input_shape": None if self._input_shape is None else list(self._input_shape[1:])}
 
+    def to_json(self, **kwargs) -> str:
+        """The architecture as JSON, ``{"class_name": "Sequential", "config":
+        get_config()}``, for :func:`model_from_json`: no weights, no compile settings (as
+        Keras's ``to_json``). ``kwargs`` go to ``json.dumps`` (``indent=2``, say).
+
+        Raises
+        ------
+        ValueError
+            If a layer's configuration holds an object JSON cannot write.
+        """
+        try:
+            return json.dumps({"class_name": "Sequential", "config": self.get_config()},
+                              **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"cannot write the model as JSON: its configuration holds an "
+                             f"object JSON cannot write ({exc})") from None
+
     @classmethod
     def from_config(cls, config: dict, custom_objects: Optional[dict] = None
                     ) -> "Sequential":
@@ -1258,6 +1275,70 @@ class Sequential:
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}: the weights in this file do not fit the model: "
                                  f"{exc}") from exc
+
+
+def model_from_json(json_string: str, custom_objects: Optional[dict] = None) -> Sequential:
+    """A new model from :meth:`Sequential.to_json`'s text: the architecture, built where it
+    has an input shape, with newly initialized weights and not compiled (Keras's
+    ``model_from_json``). Your own layers, activation functions, initializers and
+    regularizers are found by name in ``custom_objects``.
+
+    Raises
+    ------
+    ValueError
+        If ``json_string`` is not JSON of that form, or names a class fastnn does not
+        know and ``custom_objects`` does not hold.
+    TypeError
+        If ``json_string`` is not a string.
+    """
+    if not isinstance(json_string, (str, bytes, bytearray)):
+        raise TypeError(f"json_string must be a str, received {type(json_string).__name__}")
+    try:
+        spec = json.loads(json_string)
+    except ValueError as exc:
+        raise ValueError(f"json_string is not JSON: {exc}") from None
+    if (not isinstance(spec, dict) or spec.get("class_name") != "Sequential"
+            or not isinstance(spec.get("config"), dict)):
+        raise ValueError(f"json_string must hold {{'class_name': 'Sequential', 'config': "
+                         f"{{...}}}} (Sequential.to_json's output), received "
+                         f"{str(json_string)[:100]!r}")
+    return Sequential.from_config(spec["config"], custom_objects)
+
+
+def clone_model(model: Sequential, clone_function=None,
+                custom_objects: Optional[dict] = None) -> Sequential:
+    """A new Sequential of ``model``'s layers rebuilt from their configs, with newly
+    initialized weights, not compiled (Keras's ``clone_model``: copy the weights with
+    ``clone.set_weights(model.get_weights())``).
+
+    Parameters
+    ----------
+    model : Sequential
+    clone_function : callable, optional
+        ``clone_function(layer) -> new layer``, called on each layer in order (Keras's);
+        by default ``type(layer).from_config(layer.get_config())``.
+    custom_objects : dict, optional
+        Your own activation functions, initializers and regularizers in the layers'
+        configs, by name (the model's own layer classes are found without it).
+    """
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a Sequential, received {type(model).__name__}")
+    if clone_function is not None and not callable(clone_function):
+        raise TypeError(f"clone_function must be callable, received {clone_function!r}")
+    if clone_function is None:
+        scope = {type(l).__name__: type(l) for l in model.layers}
+        scope.update(custom_objects or {})
+        return Sequential.from_config(model.get_config(), scope)
+    clone = Sequential(name=model.name)
+    for layer in model._layers:
+        new = clone_function(layer)
+        if not isinstance(new, Layer):
+            raise TypeError(f"clone_function must return a Layer, received "
+                            f"{type(new).__name__} for layer {layer.name!r}")
+        clone.add(new)
+    if model._input_shape is not None and not clone.built:
+        clone.build(model._input_shape)
+    return clone
 
 
 def _layer_range(layers: Sequence[Layer], layer_range) -> tuple:

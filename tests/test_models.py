@@ -25,7 +25,7 @@ import pytest
 
 import fastnn
 from fastnn import callbacks as cbs
-from fastnn import losses, metrics, optimizers
+from fastnn import losses, metrics, models, optimizers
 from fastnn.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, Input,
                            MaxPooling2D)
 from fastnn.models import Sequential, load_model
@@ -689,6 +689,55 @@ def test_summary_lists_layers_output_shapes_and_exact_parameter_counts(capsys):
     assert model.count_params() == 1237 == sum(w.size for w in model.get_weights())
     model.summary()  # default: print
     assert capsys.readouterr().out.strip() == text
+
+
+def test_to_json_model_from_json_and_clone_model():
+    """to_json / model_from_json and clone_model as Keras's: the architecture (names,
+    shapes, activations, regularizers) with newly initialized weights, not compiled;
+    clone_model's clone_function is called per layer; the model's own layer classes are
+    found without custom_objects; bad input is named."""
+    class Scale(fastnn.layers.Layer):
+        def forward(self, x, training=False):
+            return 2 * x
+
+        def backward(self, grad):
+            return 2 * grad
+
+    set_random_seed(3)
+    model = Sequential([Conv2D(4, 3, activation="gelu", input_shape=(8, 8, 1), name="c"),
+                        Flatten(), Scale(name="s"),
+                        Dense(3, activation="softmax", kernel_regularizer="l2")], name="net")
+    model.compile("adam", SCCE)
+    x = np.random.default_rng(0).standard_normal((4, 8, 8, 1)).astype(np.float32)
+    text = model.to_json(indent=1)
+    assert json.loads(text)["class_name"] == "Sequential"
+    with pytest.raises(ValueError, match="Unknown layer"):
+        models.model_from_json(text)
+    clones = [models.model_from_json(text, custom_objects={"Scale": Scale}),
+              models.clone_model(model),
+              models.clone_model(model, clone_function=lambda l: type(l).from_config(
+                  l.get_config()))]
+    for clone in clones:
+        assert clone.name == "net" and clone.built and clone.optimizer is None
+        assert [l.name for l in clone.layers] == [l.name for l in model.layers]
+        assert clone.get_config() == model.get_config()
+        assert not np.array_equal(clone.layers[0].kernel, model.layers[0].kernel)
+        clone.set_weights(model.get_weights())
+        np.testing.assert_array_equal(clone.predict(x, verbose=0), model.predict(x, verbose=0))
+    seen = []
+    models.clone_model(model, clone_function=lambda l: seen.append(l.name) or
+                       type(l).from_config(l.get_config()))
+    assert seen == [l.name for l in model.layers]
+    for call, exc, msg in (
+            (lambda: models.model_from_json("{"), ValueError, "not JSON"),
+            (lambda: models.model_from_json('{"class_name": "Model"}'), ValueError,
+             "Sequential.to_json's output"),
+            (lambda: models.model_from_json(3), TypeError, "json_string must be a str"),
+            (lambda: models.clone_model("m"), TypeError, "model must be a Sequential"),
+            (lambda: models.clone_model(model, clone_function=lambda l: 3), TypeError,
+             "must return a Layer")):
+        with pytest.raises(exc, match=msg):
+            call()
 
 
 def test_summary_takes_keras_arguments(capsys):
