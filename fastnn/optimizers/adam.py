@@ -108,7 +108,8 @@ class AdamW(Adam):
         param -= param * weight_decay * lr
 
     with the same ``lr`` as the step (a schedule's current value). The decay applies to all
-    parameters, biases included, as Keras does unless told otherwise.
+    parameters, biases included, as Keras does unless told otherwise
+    (:meth:`~fastnn.optimizers.Optimizer.exclude_from_weight_decay`).
 
     Parameters
     ----------

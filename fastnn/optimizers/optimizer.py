@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -167,6 +168,9 @@ class Optimizer:
         self._lr_takes_step = False
         self.learning_rate = learning_rate
         self.weight_decay = _check_real(weight_decay, "weight_decay", low=0.0, allow_none=True)
+        # exclude_from_weight_decay's arrays and name pattern
+        self._wd_exclude_vars: List[np.ndarray] = []
+        self._wd_exclude_pattern: Optional["re.Pattern"] = None
         self.clipnorm = _check_real(clipnorm, "clipnorm", low=0.0, low_open=True,
                                     allow_none=True)
         self.clipvalue = _check_real(clipvalue, "clipvalue", low=0.0, low_open=True,
@@ -245,6 +249,53 @@ class Optimizer:
                              "holds the averages or not): create a new optimizer")
         self._use_ema = value
 
+    def exclude_from_weight_decay(self, var_list: Optional[Sequence[np.ndarray]] = None,
+                                  var_names: Optional[Sequence[str]] = None) -> None:
+        """Keep ``weight_decay`` off some parameters (Keras 3's method; AdamW users leave
+        the biases and normalization scales alone with ``var_names=["bias", "gamma",
+        "beta"]``).
+
+        Parameters
+        ----------
+        var_list : sequence of ndarray, optional
+            Parameters excluded, by identity (``model.layers[0].bias``, say).
+        var_names : sequence of str, optional
+            Regular expressions: a weight whose name (a layer's ``"kernel"``, ``"bias"``,
+            ``"gamma"``, ...) contains a match (``re.search``, as Keras) is excluded. A
+            model's weights have names (``fit``, ``train_on_batch``); arrays given straight
+            to :meth:`apply` have none, so only ``var_list`` reaches those.
+
+        Raises
+        ------
+        ValueError
+            Once the optimizer is built (its first step), as Keras.
+        """
+        if self.built:
+            raise ValueError("exclude_from_weight_decay() can only be configured before the "
+                             "optimizer is built (its first step)")
+        arrays = list(var_list or [])
+        for i, v in enumerate(arrays):
+            if not isinstance(v, np.ndarray):
+                raise TypeError(f"var_list[{i}] must be a parameter array, received "
+                                f"{type(v).__name__}")
+        names = list(var_names or [])
+        for i, n in enumerate(names):
+            if not isinstance(n, str):
+                raise TypeError(f"var_names[{i}] must be a str, received {n!r}")
+        self._wd_exclude_vars = arrays
+        self._wd_exclude_pattern = re.compile("|".join(names)) if names else None
+
+    def _decays(self, params: Sequence[np.ndarray]) -> List[bool]:
+        """Per parameter: whether weight decay applies (not excluded by
+        :meth:`exclude_from_weight_decay`)."""
+        owners = self._param_owners
+        names = ([name for _, name in owners] if owners is not None
+                 and len(owners) == len(params) else None)
+        pattern = self._wd_exclude_pattern
+        return [not (any(p is v for v in self._wd_exclude_vars) or (
+            pattern is not None and names is not None and pattern.search(str(names[i]))
+            is not None)) for i, p in enumerate(params)]
+
     # ------------------------------------------------------------------ building
     def _reset_slots(self) -> None:
         self._shapes: Optional[List[tuple]] = None      # per param, once built
@@ -256,6 +307,7 @@ class Optimizer:
         self._laid_out = False                          # True once _make_scratch ran
         self._solo_units: List[tuple] = []              # (index, slots, temporaries)
         self._groups: List[tuple] = []                  # small params updated together
+        self._decay: List[bool] = []                    # per param: weight decay applies
         self._clip_bufs: Optional[List[np.ndarray]] = None
         self._variables: Optional[List[np.ndarray]] = None  # build()'s, for apply(grads)
         self._ema: Optional[List[np.ndarray]] = None    # per param, with use_ema
@@ -318,8 +370,8 @@ class Optimizer:
         self._laid_out = False
         self._clip_bufs = None
 
-    def _make_scratch(self) -> None:
-        """Lay out the per-step work (once, before the first step).
+    def _make_scratch(self, params: Sequence[np.ndarray]) -> None:
+        """Lay out the per-step work (once, before the first step), for ``params``.
 
         * Parameters larger than ``_group_max_size`` elements are updated one by one, with
           temporaries that are views of ``_n_scratch`` flat buffers per dtype (sized for the
@@ -332,10 +384,11 @@ class Optimizer:
           elementwise and identical, so the results are bit-for-bit the same.
         """
         sizes = [int(np.prod(s, dtype=np.int64)) for s in self._shapes]
-        small: Dict[np.dtype, List[int]] = {}
+        self._decay = self._decays(params)
+        small: Dict[tuple, List[int]] = {}  # per dtype and decay (a group decays or not)
         for i, (n, d) in enumerate(zip(sizes, self._dtypes)):
             if n <= self._group_max_size:
-                small.setdefault(d, []).append(i)
+                small.setdefault((d, self._decay[i]), []).append(i)
         groups = [idx for idx in small.values() if len(idx) > 1]
         grouped = {i for idx in groups for i in idx}
         solo = [i for i in range(len(sizes)) if i not in grouped]
@@ -447,7 +500,7 @@ class Optimizer:
                              f"but apply() received {n}; create a new optimizer for a new "
                              f"set of parameters")
         if not self._laid_out:
-            self._make_scratch()
+            self._make_scratch(params)
         if self._slots_stale():
             raise ValueError(f"{type(self).__name__}'s hyperparameters were changed after its "
                              f"slots were built ({self._slot_names}), in a way that needs "
@@ -484,9 +537,10 @@ class Optimizer:
         wd = self.weight_decay
         c = self._step_constants(lr, self._iterations + 1)
         update = self._update_step
+        decay = self._decay
         for i, slots, scratch in self._solo_units:
             p = params[i]
-            if wd:                                  # param -= param * wd * lr, as Keras
+            if wd and decay[i]:                     # param -= param * wd * lr, as Keras
                 t = np.multiply(p, wd, out=scratch[0])
                 t *= lr
                 p -= t
@@ -495,7 +549,7 @@ class Optimizer:
             for i, pv, gv in zip(idx, pviews, gviews):
                 np.copyto(pv, params[i])
                 np.copyto(gv, grads[i])
-            if wd:
+            if wd and decay[idx[0]]:
                 t = np.multiply(pflat, wd, out=scratch[0])
                 t *= lr
                 pflat -= t
