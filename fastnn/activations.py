@@ -172,17 +172,23 @@ class GELU(Activation):
                             f"{approximate!r}")
         self.approximate = bool(approximate)
 
+    def _tanh_part(self, x):
+        """tanh(sqrt(2/pi) (x + 0.044715 x^3)) and x clipped to +-20, where the tanh is
+        +-1 in float64 already (so x^3 cannot overflow, nor the derivative turn NaN)."""
+        xc = np.clip(x, -20, 20)
+        return np.tanh(_SQRT_2_OVER_PI * (xc + 0.044715 * xc * xc * xc)), xc
+
     def forward(self, x):
         if self.approximate:
-            t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+            t, _ = self._tanh_part(x)
             return (0.5 * x * (1 + t)).astype(x.dtype, copy=False)
         return (x * _normal_cdf(x)).astype(x.dtype, copy=False)
 
     def backward(self, dy, x, y):
         if self.approximate:
-            t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
-            d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (
-                1 + 3 * 0.044715 * x * x)
+            t, xc = self._tanh_part(x)
+            d = 0.5 * (1 + t) + 0.5 * xc * (1 - t * t) * _SQRT_2_OVER_PI * (
+                1 + 3 * 0.044715 * xc * xc)
         else:
             xc = x.astype(np.float64 if x.dtype == np.float64 else np.float32)
             with np.errstate(under="ignore"):
@@ -220,7 +226,8 @@ class SELU(Activation):
         return np.where(x > 0, self.scale * x, neg).astype(x.dtype, copy=False)
 
     def backward(self, dy, x, y):
-        d = np.where(x > 0, self.scale, y + self.scale * self.alpha)
+        # (from x, not y + scale * alpha: that sum cancels in the far negative tail)
+        d = np.where(x > 0, self.scale, self.scale * self.alpha * np.exp(np.minimum(x, 0)))
         return (dy * d).astype(dy.dtype, copy=False)
 
 
@@ -337,7 +344,7 @@ class LogSoftmax(Activation):
 
 class CELU(Activation):
     """Continuously differentiable ELU, Keras 3's ``celu``: ``x`` for x > 0, else ``alpha
-    * (exp(x / alpha) - 1)``; ``dy/dx = 1 or y / alpha + 1``."""
+    * (exp(x / alpha) - 1)``; ``dy/dx = 1 or exp(x / alpha)``."""
 
     name = "celu"
 
@@ -352,7 +359,9 @@ class CELU(Activation):
         return np.where(x > 0, x, neg).astype(x.dtype, copy=False)
 
     def backward(self, dy, x, y):
-        return np.where(x > 0, dy, dy * (y / self.alpha + 1)).astype(dy.dtype, copy=False)
+        # (exp(x / alpha) from x: y / alpha + 1 cancels in the far negative tail)
+        d = np.exp(np.minimum(x, 0) / self.alpha)
+        return np.where(x > 0, dy, dy * d).astype(dy.dtype, copy=False)
 
     def get_config(self):
         return {"name": self.name, "alpha": self.alpha}

@@ -138,6 +138,28 @@ def _round_half_away(v: np.ndarray) -> np.ndarray:
     return (np.sign(v) * np.floor(np.abs(v) + 0.5)).astype(np.int64)
 
 
+def _nearest_index(coord: np.ndarray, size: int, mode: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Nearest interpolation's source index along one axis of ``size`` pixels, and whether
+    it is inside (constant mode). Halves round away from zero (C's round(), TensorFlow's
+    image transform: np.rint's halves to even repeated and dropped rows under a shift of
+    1.5 pixels). In reflect mode the continuous coordinate is reflected into the image and
+    clamped to [0, size - 1] before it is rounded, TensorFlow's order (Keras 3.15's
+    RandomTranslation equal at half-pixel shifts; rounding first picked the other pixel
+    of such a tie at the edges); the other modes round, then map the index."""
+    if mode != "reflect":
+        return _fill_index(_round_half_away(coord), size, mode)
+    if size <= 1:
+        return np.zeros(coord.shape, np.int64), np.ones(coord.shape, bool)
+    period = 2.0 * size
+    low = coord + period * np.trunc(-coord / period)          # below 0: into (-2n, 0]
+    low = np.where(low < -size, low + period, -low - 1)
+    high = coord - period * np.trunc(coord / period)          # above n - 1: into [0, 2n)
+    high = np.where(high >= size, period - high - 1, high)
+    c = np.where(coord < 0, low, np.where(coord > size - 1, high, coord))
+    return (np.clip(_round_half_away(np.clip(c, 0, size - 1)), 0, size - 1),
+            np.ones(coord.shape, bool))
+
+
 def affine_transform(x: np.ndarray, matrices: np.ndarray, fill_mode: str = "reflect",
                      fill_value: float = 0.0, interpolation: str = "bilinear") -> np.ndarray:
     """Resample each image of an NHWC batch through its own inverse affine map.
@@ -164,10 +186,8 @@ def affine_transform(x: np.ndarray, matrices: np.ndarray, fill_mode: str = "refl
     sr, sc = src[:, 0], src[:, 1]
     batch = np.arange(n)[:, None]
     if interpolation == "nearest":
-        # halves away from zero (C's round(), TensorFlow's image transform): np.rint's
-        # halves to even repeated and dropped rows under a shift of 1.5 pixels
-        ri, rv = _fill_index(_round_half_away(sr), h, fill_mode)
-        ci, cv = _fill_index(_round_half_away(sc), w, fill_mode)
+        ri, rv = _nearest_index(sr, h, fill_mode)
+        ci, cv = _nearest_index(sc, w, fill_mode)
         out = x[batch, ri, ci]                                              # (N, H*W, C)
         out = np.where((rv & cv)[..., None], out, fill_value)
         return out.reshape(x.shape).astype(x.dtype, copy=False)

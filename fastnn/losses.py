@@ -75,8 +75,9 @@ class Loss:
     name = "loss"
     #: Whether ``y_true`` must have ``y_pred``'s shape, up to a trailing axis of 1 (the
     #: elementwise losses: a reshape of equal sizes would pair the wrong elements). A
-    #: subclass of Loss is otherwise given ``y_true`` in the shape it came, as Keras passes
-    #: it to a ``Loss``'s ``call``: integer labels (N,) against ``y_pred`` (N, K), say.
+    #: subclass of Loss is otherwise given ``y_true`` in its own shape (only a trailing
+    #: axis of 1 squeezed or added to match ``y_pred``): integer labels (N,) against
+    #: ``y_pred`` (N, K), say, as Keras passes them to a ``Loss``'s ``call``.
     _labels_like_pred = False
 
     def __init__(self, from_logits: bool = False):
@@ -259,7 +260,8 @@ class LogCosh(Loss):
 
     def per_sample(self, t, p):
         e = p - t
-        per = e + np.logaddexp(0, -2 * e) - math.log(2.0)
+        with np.errstate(invalid="ignore"):          # a NaN error gives NaN, silently
+            per = e + np.logaddexp(0, -2 * e) - math.log(2.0)
         return np.mean(per.reshape(p.shape[0], _feature_count(p)), axis=1)
 
     def per_sample_grad(self, t, p):
@@ -287,8 +289,9 @@ class MeanSquaredLogarithmicError(Loss):
         return np.mean((d * d).reshape(p.shape[0], _feature_count(p)), axis=1)
 
     def per_sample_grad(self, t, p):
-        # (the step function as a product, so a NaN prediction gives a NaN gradient)
-        g = 2 * self._diff(t, p) / (np.maximum(p, EPSILON) + 1) * np.heaviside(p - EPSILON, 0)
+        # (the step function as a product, so a NaN prediction gives a NaN gradient; at
+        # p == eps the gradient passes, as TensorFlow's maximum gives it)
+        g = 2 * self._diff(t, p) / (np.maximum(p, EPSILON) + 1) * np.heaviside(p - EPSILON, 1)
         return (g / _feature_count(p)).astype(p.dtype, copy=False)
 
     def get_config(self):
@@ -321,13 +324,18 @@ class MeanAbsolutePercentageError(Loss):
 class KLDivergence(Loss):
     """Keras's ``kl_divergence``: per row of the last axis ``sum(t log(t / p))`` with t and
     p clipped to ``[eps, 1]``, averaged over the sample's rows; gradient ``-t / p`` (0
-    where p is clipped)."""
+    where p is outside ``[eps, 1]``; at the bounds it passes, as TensorFlow's clip gives
+    it)."""
 
     name = "kl_divergence"
     _labels_like_pred = True
 
     def __init__(self):
         super().__init__(False)
+
+    def _align(self, y_true, y_pred):
+        _check_class_axis(self.name, y_pred)
+        return super()._align(y_true, y_pred)
 
     def per_sample(self, t, p):
         tc, pc = np.clip(t, EPSILON, 1), np.clip(p, EPSILON, 1)
@@ -336,7 +344,7 @@ class KLDivergence(Loss):
 
     def per_sample_grad(self, t, p):
         tc, pc = np.clip(t, EPSILON, 1), np.clip(p, EPSILON, 1)
-        inside = np.heaviside(p - EPSILON, 0) * np.heaviside(1 - p, 0)
+        inside = np.heaviside(p - EPSILON, 1) * np.heaviside(1 - p, 1)
         return (-tc / pc * inside / _rows_per_sample(p)).astype(p.dtype, copy=False)
 
     def get_config(self):
@@ -416,6 +424,10 @@ class CategoricalHinge(Loss):
     def __init__(self):
         super().__init__(False)
 
+    def _align(self, y_true, y_pred):
+        _check_class_axis(self.name, y_pred)
+        return super()._align(y_true, y_pred)
+
     def _parts(self, t, p):
         other = (1 - t) * p
         pos = np.sum(t * p, axis=-1)
@@ -488,9 +500,7 @@ class CategoricalCrossentropy(_SmoothedLoss):
     name = "categorical_crossentropy"
 
     def _check_classes(self, y_pred):
-        if y_pred.ndim < 2 or y_pred.shape[-1] == 0:
-            raise ValueError(f"{self.name} needs y_pred of shape (N, ..., K), K >= 1 classes "
-                             f"on the last axis, received shape {y_pred.shape}")
+        _check_class_axis(self.name, y_pred)
 
     def _align(self, y_true, y_pred):
         self._check_classes(y_pred)
@@ -573,6 +583,13 @@ class CategoricalCrossentropy(_SmoothedLoss):
         if sw is not None:
             grad = _scale(grad, sw, n)
         return _reduce(per_sample, sw), grad, probs.reshape(z.shape)
+
+
+def _check_class_axis(name: str, y_pred: np.ndarray) -> None:
+    """A loss reducing the last axis needs one (the classes, K >= 1)."""
+    if y_pred.ndim < 2 or y_pred.shape[-1] == 0:
+        raise ValueError(f"{name} needs y_pred of shape (N, ..., K), K >= 1 classes on the "
+                         f"last axis, received shape {y_pred.shape}")
 
 
 def _rows_per_sample(p):
@@ -681,6 +698,9 @@ def get(identifier) -> Loss:
         return _class(identifier)()
     if isinstance(identifier, type) and issubclass(identifier, Loss):
         return _complete(identifier())
+    cls = next((c for f, c in _function_classes().items() if f is identifier), None)
+    if cls is not None:                # this module's function forms: their class
+        return cls()
     raise TypeError(f"loss must be a name, a config, a Loss subclass or instance (a plain "
                     f"function has no gradient: subclass Loss), received {identifier!r}")
 
@@ -782,3 +802,16 @@ hinge = _per_sample_form(Hinge, "Per-sample hinge loss, shape (N,).")
 squared_hinge = _per_sample_form(SquaredHinge, "Per-sample squared hinge loss, shape (N,).")
 categorical_hinge = _per_sample_form(CategoricalHinge, "Per-sample categorical hinge loss, "
                                                        "shape (N,).")
+
+
+def _function_classes() -> Dict[object, type]:
+    """This module's function forms and the class each computes with its defaults (get
+    resolves ``compile(loss=fastnn.losses.huber)`` to ``Huber()``)."""
+    return {mean_squared_error: MeanSquaredError, mean_absolute_error: MeanAbsoluteError,
+            binary_crossentropy: BinaryCrossentropy,
+            categorical_crossentropy: CategoricalCrossentropy,
+            sparse_categorical_crossentropy: SparseCategoricalCrossentropy, huber: Huber,
+            log_cosh: LogCosh, mean_squared_logarithmic_error: MeanSquaredLogarithmicError,
+            mean_absolute_percentage_error: MeanAbsolutePercentageError,
+            kl_divergence: KLDivergence, poisson: Poisson, hinge: Hinge,
+            squared_hinge: SquaredHinge, categorical_hinge: CategoricalHinge}

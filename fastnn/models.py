@@ -1031,7 +1031,8 @@ class Sequential:
         positions : sequence of float, optional
             Each column's right edge: fractions of ``line_length`` (all at most 1; Keras's
             default [0.45, 0.80, 1.0], line_length 88) or absolute characters (Keras 2),
-            one per column (four with ``show_trainable``). An entry wider than its column
+            one per column; with ``show_trainable``, three are scaled by 0.9 and a fourth
+            added at the end as Keras does (or give four). An entry wider than its column
             goes on over further lines.
         print_fn : callable, optional
             Called once with the whole text (as Keras 3), instead of ``print``.
@@ -1104,6 +1105,7 @@ class Sequential:
         ValueError
             If a layer's configuration holds an object JSON cannot write.
         """
+        json.dumps(None, **kwargs)      # (a keyword json.dumps lacks: its own TypeError)
         try:
             return json.dumps({"class_name": "Sequential", "config": self.get_config()},
                               **kwargs)
@@ -1330,7 +1332,7 @@ def clone_model(model: Sequential, clone_function=None,
         scope.update(custom_objects or {})
         return Sequential.from_config(model.get_config(), scope)
     clone = Sequential(name=model.name)
-    for layer in model._layers:
+    for layer in model.layers:          # (not an Input layer: the input shape is rebuilt)
         new = clone_function(layer)
         if not isinstance(new, Layer):
             raise TypeError(f"clone_function must return a Layer, received "
@@ -1380,6 +1382,8 @@ def _summary_widths(header: List[str], rows: List[List[str]], line_length,
     except (TypeError, ValueError):
         raise TypeError(f"positions must be a sequence of numbers, received "
                         f"positions={positions!r}") from None
+    if trainable and len(pos) == 3:     # Keras: the three shrunk, the Trainable column after
+        pos = [p * 0.90 for p in pos] + [1.0] if pos[-1] <= 1 else pos + [pos[-1] + 12]
     if len(pos) != len(header):
         raise ValueError(f"positions must give the right edge of each of the {len(header)} "
                          f"columns {header}, received {len(pos)}: {positions!r}")

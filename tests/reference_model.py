@@ -581,11 +581,11 @@ def loss_gradient(name, y_true, y_pred, from_logits=False, sample_weight=None,
         g = np.sinh(p - t) / np.cosh(p - t)
     elif name == "mean_squared_logarithmic_error":
         d = np.log(np.maximum(p, EPSILON) + 1) - np.log(np.maximum(t, EPSILON) + 1)
-        g = np.where(p > EPSILON, 2 * d / (p + 1), 0.0)
+        g = np.where(p >= EPSILON, 2 * d / (p + 1), 0.0)
     elif name == "mean_absolute_percentage_error":
         g = 100 * np.sign(p - t) / np.maximum(np.abs(t), EPSILON)
     elif name == "kl_divergence":
-        g = np.where((p > EPSILON) & (p < 1), -np.clip(t, EPSILON, 1) / p, 0.0)
+        g = np.where((p >= EPSILON) & (p <= 1), -np.clip(t, EPSILON, 1) / p, 0.0)
     elif name == "poisson":
         g = 1 - t / (p + EPSILON)
     elif name in ("hinge", "squared_hinge"):

@@ -46,7 +46,9 @@ def test_integer_shift_matches_roll_in_wrap_mode():
 def test_nearest_rounds_half_pixels_away_from_zero():
     """A shift of 1.5 rows with nearest interpolation moves every row by 2 (1 upward), as
     Keras 3.15's RandomTranslation (TensorFlow rounds halves away from zero): NumPy's
-    halves to even repeated and dropped rows, [-1, 0, 0, 20, 20, 40]."""
+    halves to even repeated and dropped rows, [-1, 0, 0, 20, 20, 40]. Wrap mode rounds
+    before it wraps (TensorFlow clamps the wrapped coordinate to the last pixel first:
+    not followed)."""
     x = (np.arange(6, dtype=np.float32) * 10).reshape(1, 6, 1, 1)
     y = aug.random_shift(x, (0.25, 0.25), (0.0, 0.0), rng=0, fill_mode="constant",
                          fill_value=-1.0, interpolation="nearest")
@@ -54,6 +56,14 @@ def test_nearest_rounds_half_pixels_away_from_zero():
     y = aug.random_shift(x, (-0.25, -0.25), (0.0, 0.0), rng=0, fill_mode="nearest",
                          interpolation="nearest")
     np.testing.assert_array_equal(y.ravel(), [20, 30, 40, 50, 50, 50])
+    # reflect (Keras's default fill): the coordinate reflected, then rounded, as
+    # TensorFlow (rounded first, the last row read 40); Keras 3.15 equal on every shift
+    # of k/16 of 6, 7 and 8 rows, every fill, both interpolations
+    for shift, want in ((-0.25, [20, 30, 40, 50, 50, 50]), (0.25, [10, 0, 10, 20, 30, 40]),
+                        (-0.75, [50, 50, 50, 40, 30, 20])):
+        y = aug.random_shift(x, (shift, shift), (0.0, 0.0), rng=0, fill_mode="reflect",
+                             interpolation="nearest")
+        np.testing.assert_array_equal(y.ravel(), want, err_msg=str(shift))
 
 
 def test_flip_and_crop():

@@ -498,6 +498,47 @@ def test_huber_delta_and_hinge_labels():
     assert losses.hinge(np.full((2, 1), 0.5), np.ones((2, 1))).tolist() == [0.5, 0.5]
 
 
+def test_new_losses_edges():
+    """At the clip bounds the gradient passes, as TensorFlow's clip and maximum give it
+    (Keras 3.15: KLDivergence at p == 1 gives -t / p; MSLE at p == eps its value); a loss
+    over a class axis names a y_pred without one (a reshape error before); a function form
+    given to compile is its class (it was refused as a plain function)."""
+    t = np.array([[0.3, 0.7]])
+    p = np.array([[0.0, 1.0]])
+    np.testing.assert_allclose(losses.KLDivergence().gradient(t, p), [[0.0, -0.7]])
+    g = losses.MeanSquaredLogarithmicError().gradient(np.array([[1.0]]), np.array([[1e-7]]))
+    assert g[0, 0] == pytest.approx(2 * (np.log1p(1e-7) - np.log(2.0)) / (1 + 1e-7))
+    for loss in (losses.KLDivergence(), losses.CategoricalHinge()):
+        with pytest.raises(ValueError, match=r"needs y_pred of shape \(N, \.\.\., K\)"):
+            loss(np.array([1.0, 0.0, 0.0]), np.array([0.2, 0.3, 0.5]))
+    for fn, cls in ((losses.huber, losses.Huber), (losses.kl_divergence, losses.KLDivergence),
+                    (losses.mean_squared_error, losses.MeanSquaredError)):
+        assert type(losses.get(fn)) is cls
+    model = models.Sequential([L.Dense(1, input_dim=2)])
+    model.compile("sgd", losses.huber)
+    assert type(model.loss) is losses.Huber
+
+
+def test_activation_tails_in_float32():
+    """SELU's and CELU's derivatives in the far negative tail come from x (from y they
+    cancelled: 0 at x = -20 in float32, where the derivative is 3.6e-9); the tanh form of
+    gelu stays finite for |x| up to float16's and float32's range."""
+    x = np.array([-20.0, -14.0, -8.0], np.float32)
+    for act, want in ((activations.SELU(), activations.SELU.scale * activations.SELU.alpha
+                       * np.exp(x.astype(np.float64))),
+                      (activations.CELU(), np.exp(x.astype(np.float64)))):
+        d = act.backward(np.ones_like(x), x, act.forward(x))
+        np.testing.assert_allclose(d, want, rtol=1e-6)
+    for dt in (np.float16, np.float32):
+        big = np.array([-np.finfo(dt).max, -700, 700, np.finfo(dt).max], dt)
+        act = activations.GELU(approximate=True)
+        with np.errstate(over="raise", invalid="raise"):
+            y = act.forward(big)
+            d = act.backward(np.ones_like(big), big, y)
+        np.testing.assert_array_equal(d, [0, 0, 1, 1])
+        np.testing.assert_array_equal(y, [0, 0, 700, np.finfo(dt).max])
+
+
 def test_loss_aliases_and_function_forms():
     rng = _rng("alias")
     t, p = _loss_data(rng, "mean_squared_error", False, (4, 3), np.float64)

@@ -728,6 +728,12 @@ def test_to_json_model_from_json_and_clone_model():
     models.clone_model(model, clone_function=lambda l: seen.append(l.name) or
                        type(l).from_config(l.get_config()))
     assert seen == [l.name for l in model.layers]
+    # an Input layer is not given to clone_function (Keras's): the clone gets its shape
+    with_input = Sequential([Input((5,)), Dense(4, name="d1"), Dense(2, name="d2")])
+    clone = models.clone_model(with_input, clone_function=lambda l: Dense(l.units, name=l.name))
+    assert clone.built and clone.input_shape == (None, 5) and len(clone.layers) == 2
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        model.to_json(indnt=2)
     for call, exc, msg in (
             (lambda: models.model_from_json("{"), ValueError, "not JSON"),
             (lambda: models.model_from_json('{"class_name": "Model"}'), ValueError,
@@ -765,6 +771,8 @@ def test_summary_takes_keras_arguments(capsys):
     at = next(i for i, l in enumerate(narrow) if l.startswith("hidden (Dense)"))
     assert narrow[at].split()[2:] == ["(None,", "4", "16"] and narrow[at + 1].strip() == ")"
     assert lines(positions=[20, 34, 44]) and lines(expand_nested=True)
+    assert len(lines(line_length=60, positions=[0.5, 0.8, 1.0], show_trainable=True)[1]) == 60
+    assert len(lines(positions=[20, 34, 44], show_trainable=True)[1]) == 56
     for kw, exc, msg in (({"line_length": 2.5}, TypeError, "line_length must be an int"),
                          ({"positions": [0.5, 1.0]}, ValueError, "right edge of each of the 3"),
                          ({"line_length": 10}, ValueError, "4 characters or more"),
