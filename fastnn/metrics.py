@@ -1994,6 +1994,16 @@ _FACTORIES: Dict[str, Callable[..., Metric]] = {
                                            "categorical_crossentropy"),
     "sparse_categorical_crossentropy": _fn_metric(_losses.sparse_categorical_crossentropy,
                                                   "sparse_categorical_crossentropy"),
+    # the other losses, as Keras's metrics of the same names: the mean of their
+    # per-sample values (huber and log_cosh too)
+    **{name: _fn_metric(getattr(_losses, fn), name) for name, fn in (
+        ("huber", "huber"), ("log_cosh", "log_cosh"), ("logcosh", "log_cosh"),
+        ("mean_squared_logarithmic_error", "mean_squared_logarithmic_error"),
+        ("msle", "mean_squared_logarithmic_error"),
+        ("mean_absolute_percentage_error", "mean_absolute_percentage_error"),
+        ("mape", "mean_absolute_percentage_error"), ("kl_divergence", "kl_divergence"),
+        ("kld", "kl_divergence"), ("poisson", "poisson"), ("hinge", "hinge"),
+        ("squared_hinge", "squared_hinge"), ("categorical_hinge", "categorical_hinge"))},
 }
 _BY_KEY = {_key(k): f for k, f in _FACTORIES.items()}
 _CLASSES: Dict[str, type] = {c.__name__: c for c in (
@@ -2025,8 +2035,11 @@ def get(identifier: Union[str, Metric, Callable, dict], loss: Any = None,
           threshold 0.5 for binary or multi-label outputs, argmax otherwise),
           "fbeta_score" (:class:`FBetaScore`, beta = 1, averaged as "f1"), "auc" (a
           default :class:`AUC`: ROC, 200 thresholds), "mse" / "mean_squared_error",
-          "mae" / "mean_absolute_error", and the cross-entropies "binary_crossentropy",
-          "categorical_crossentropy", "sparse_categorical_crossentropy";
+          "mae" / "mean_absolute_error", the cross-entropies "binary_crossentropy",
+          "categorical_crossentropy", "sparse_categorical_crossentropy", and the other
+          losses' names ("huber", "log_cosh", "msle", "mape", "kl_divergence" / "kld",
+          "poisson", "hinge", "squared_hinge", "categorical_hinge": the mean of their
+          per-sample values);
         - ``{"class_name": ..., "config": {...}}`` (see :func:`serialize`);
         - a fastnn :class:`~fastnn.losses.Loss`: the mean of its per-sample values;
         - any other callable ``fn(y_true, y_pred) -> per-sample values``: wrapped in a

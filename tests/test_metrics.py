@@ -1863,3 +1863,23 @@ def test_auc_compares_predictions_in_float32_as_keras(dtype):
         b.update_state(yy, pp)
         assert b.result() == a.result()
         np.testing.assert_array_equal(b.true_positives, a.true_positives)
+
+
+def test_the_other_losses_by_name_as_metrics():
+    """compile(metrics=["hinge"]) and the other new losses' names, as Keras's metrics of
+    those names: the weighted mean of the loss's per-sample values (they were "Unknown
+    metric"; Keras 3.15 gives the same values to float32 rounding)."""
+    rng = np.random.default_rng(0)
+    t = np.eye(3)[rng.integers(0, 3, 8)]
+    p = rng.uniform(0.05, 0.95, (8, 3))
+    w = rng.uniform(0.2, 2.0, 8)
+    for name, loss in (("huber", "huber"), ("log_cosh", "log_cosh"), ("msle", "msle"),
+                       ("mape", "mape"), ("kld", "kl_divergence"), ("poisson", "poisson"),
+                       ("hinge", "hinge"), ("squared_hinge", "squared_hinge"),
+                       ("categorical_hinge", "categorical_hinge")):
+        m = metrics.get(name)
+        m.update_state(t, p, sample_weight=w)
+        loss_obj = losses.get(loss)
+        per = loss_obj.per_sample(*loss_obj._prepare(t, p))
+        assert m.result() == pytest.approx(float(np.sum(per * w) / np.sum(w)), rel=1e-12)
+        assert m.name == name
