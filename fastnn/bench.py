@@ -80,6 +80,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .utils._args import expand_user
 from .utils._files import atomic_write, resolve_target
 
 __all__ = ["main", "add_parser", "run", "kernel_cases", "kernel_callable", "make_trainer",
@@ -1421,6 +1422,11 @@ def _run_args(args: argparse.Namespace) -> int:
     outputs = {opt: value for opt, value in (("--png", args.png), ("--json", args.json))
                if value.lower() != "none"}
     for opt, value in outputs.items():
+        try:    # ~ and ~user, as a model's save and the data sets' paths take them
+            outputs[opt] = value = expand_user(value, opt)
+        except ValueError as exc:
+            print(f"fastnn bench: {exc}", file=sys.stderr)
+            return 2
         why = _check_output(opt, value)
         if why:
             print(f"fastnn bench: {why}", file=sys.stderr)

@@ -877,8 +877,9 @@ class ModelCheckpoint(_MonitorCallback):
             raise ValueError(f"Unrecognized save_freq: {save_freq!r}. Expected "
                              f"save_freq are 'epoch' or positive integer values")
         self.save_freq = save_freq
-        self.initial_value_threshold = initial_value_threshold
-        self.best: Optional[float] = initial_value_threshold
+        self.initial_value_threshold = check_real(initial_value_threshold,
+                                                  "initial_value_threshold", allow_none=True)
+        self.best: Optional[float] = self.initial_value_threshold
         self._current_epoch = 0
         self._batches_seen_since_last_saving = 0
         self._last_batch_seen = -1

@@ -374,6 +374,14 @@ def test_usage_errors_come_before_any_measurement(tmp_path, capsys, monkeypatch)
     rc = fb.main(["--quick", "--json", str(tmp_path / "no" / "such" / "dir" / "x.json"),
                   "--png", "none", "--verbose", "0"])
     assert rc == 2 and "dir does not exist" in capsys.readouterr().err
+    # ~ is the home directory, as for a model's save (it was a directory named '~')
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    rc = fb.main(["--quick", "--json", "~/x.json", "--png", "none", "--verbose", "0"])
+    assert rc == 2 and f"the directory {tmp_path / 'home'} does not exist" in \
+        capsys.readouterr().err
+    rc = fb.main(["--quick", "--json", "~nosuchuser-fastnn/x.json", "--png", "none",
+                  "--verbose", "0"])
+    assert rc == 2 and "cannot expand the home directory" in capsys.readouterr().err
     # a directory that says it is writable but takes no file (/proc): refused up front too
     if os.path.isdir("/proc") and os.access("/proc", os.W_OK):
         rc = fb.main(["--quick", "--json", "/proc/fastnn-bench.json", "--png", "none",

@@ -436,6 +436,10 @@ def test_checkpoint_mode_and_initial_value_threshold(tmp_path):
                               save_best_only=True)
     run_fit(model, [ckpt], [{"score": v} for v in (1, 3, 2, 4)])
     assert [os.path.basename(p) for _, p in model.saves] == ["x1.fnn", "x2.fnn", "x4.fnn"]
+    # checked when made, as EarlyStopping's baseline (a string failed at the end of the
+    # first epoch: "Unknown format code 'f' for object of type 'str'")
+    with pytest.raises(TypeError, match="initial_value_threshold"):
+        cb.ModelCheckpoint(tmp_path / "y.fnn", save_best_only=True, initial_value_threshold="1")
 
 
 def test_checkpoint_best_kept_across_fits(tmp_path):

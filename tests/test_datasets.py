@@ -582,6 +582,25 @@ def test_gzip_bomb_stops_at_the_declared_size(tmp_path, produced, members):
     assert 0 < sum(produced) < (1 << 20), sum(produced)
 
 
+def test_gzip_declaring_more_than_it_can_hold_is_refused_before_inflating(tmp_path,
+                                                                         produced):
+    """A small gzip file whose header declares more data than deflate can expand the file
+    to (1032-fold at most) is refused before anything past the header is inflated (a
+    0.3 MB file declaring shape (2**32 - 1, 28, 28) inflated its 300 MB of zeros before
+    the truncation showed). A legitimate file near the bound still loads."""
+    payload = bytes([0, 0, 8, 3]) + (2**32 - 1).to_bytes(4, "big") + bytes([0, 0, 0, 28]) * 2
+    p = tmp_path / "bomb.gz"
+    p.write_bytes(gzip.compress(payload + bytes(4 << 20), 9))
+    with pytest.raises(ValueError, match="inflates to at most about") as exc:
+        load_idx(p)
+    assert str(p) in str(exc.value)
+    assert sum(produced) < (1 << 17), sum(produced)
+    zeros = bytes([0, 0, 8, 1]) + (4 << 20).to_bytes(4, "big") + bytes(4 << 20)
+    ok = tmp_path / "zeros.gz"
+    ok.write_bytes(gzip.compress(zeros, 9))
+    assert load_idx(ok).shape == (4 << 20,)
+
+
 def test_gzip_streaming_keeps_members_padding_and_garbage_rules(tmp_path):
     """A multi-member file larger than the decompression steps reads whole; trailing zero
     padding is tolerated, anything else after the data is garbage (counted in full)."""

@@ -18,6 +18,7 @@ import math
 import os
 import re
 import stat
+import warnings
 import zipfile
 
 import numpy as np
@@ -2212,6 +2213,16 @@ def test_to_categorical_shapes_as_keras():
         tc([0, -1])
     with pytest.raises(ValueError, match="too small for label 3"):
         tc([0, 3], num_classes=2)
+    # labels past int64's range named as given (the cast to int64 wrapped them first:
+    # "labels >= 0, received a minimum of -9223372036854775803", with a NumPy warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="the label 9223372036854775813, too large"):
+            tc(np.array([0, 2**63 + 5], np.uint64))
+        with pytest.raises(ValueError, match=r"the label 1e\+20, too large"):
+            tc([0.0, 1e20])
+        with pytest.raises(ValueError, match=r"labels >= 0, received a minimum of -1e\+20"):
+            tc([0.0, -1e20])
 
 
 def test_saved_files_get_the_usual_mode(tmp_path):

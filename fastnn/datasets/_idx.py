@@ -175,6 +175,9 @@ def _parse(buf, name: str, expected_magic: int | None = None, *,
     return magic, arr.reshape(dims)
 
 
+_MAX_DEFLATE_RATIO = 1032   # deflate's largest expansion (258-byte matches in ~2 bits)
+
+
 def _gunzip_idx(f, name: str, expected_magic: int | None = None) -> bytearray:
     """The decompressed IDX bytes of the gzip file ``f``: decompressed step by step, the
     header parsed first, and stopped (ValueError) as soon as more than the size it
@@ -184,6 +187,17 @@ def _gunzip_idx(f, name: str, expected_magic: int | None = None) -> bytearray:
     stream.read(buf, _FIRST_CHUNK)
     if not stream.done:   # buf holds the whole header
         _, dims, _, header, want = _header(buf, name, expected_magic)
+        # deflate expands at most 1032-fold: a size past that cannot be in this file, and
+        # inflating toward it would take that memory before the truncation shows
+        try:
+            packed = os.fstat(f.fileno()).st_size
+        except (AttributeError, OSError, ValueError):   # not a real file: no bound known
+            packed = None
+        if packed is not None and header + want > _MAX_DEFLATE_RATIO * packed + 1024:
+            raise ValueError(f"{name}: truncated or corrupt data: the header declares shape "
+                             f"{dims} ({want} bytes of data) but a gzip file of {packed} "
+                             f"bytes inflates to at most about {_MAX_DEFLATE_RATIO * packed} "
+                             f"bytes")
         stream.read(buf, header + want + 1 - len(buf))
         if not stream.done and len(buf) > header + want:
             raise ValueError(f"{name}: more than {len(buf) - header - want} unexpected bytes "

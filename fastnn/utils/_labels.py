@@ -31,18 +31,20 @@ def to_categorical(y, num_classes: Optional[int] = None, dtype="float32") -> np.
     """
     y = np.asarray(y)
     if y.dtype.kind not in "iub":
-        if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
-        else:
+        if not (y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
             raise TypeError(f"y must hold integer class labels, received dtype {y.dtype}")
+    # the range as given, before the cast to int64 (which wraps 2**63 + 5 and turns 1e20
+    # into garbage)
+    if y.size and y.min() < 0:
+        raise ValueError(f"y must hold labels >= 0, received a minimum of {y.min()}")
+    if y.size and y.max() >= 2**62:
+        raise ValueError(f"y holds the label {y.max()}, too large for a class index")
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(
             num_classes, (int, np.integer)) or num_classes < 0):
         raise TypeError(f"num_classes must be a non-negative int or None, received "
                         f"{num_classes!r}")
     shape = y.shape[:-1] if y.ndim > 1 and y.shape[-1] == 1 else y.shape
     y = y.astype(np.int64).ravel()
-    if y.size and y.min() < 0:
-        raise ValueError(f"y must hold labels >= 0, received a minimum of {y.min()}")
     n = int(num_classes) if num_classes else (int(y.max()) + 1 if y.size else 0)
     if y.size and y.max() >= n:
         raise ValueError(f"num_classes={num_classes} is too small for label {y.max()}")
