@@ -463,6 +463,33 @@ def test_exclude_from_weight_decay():
         AdamW().exclude_from_weight_decay(var_list=[[1.0]])
 
 
+def test_learning_rate_takes_keras_variable_idioms():
+    """optimizer.learning_rate.assign(v) sets the rate and .numpy() reads it (Keras 3's
+    variable idioms; a float had neither); the value is a float in arithmetic, JSON,
+    pickling and copies, and holds its optimizer weakly; with a schedule, assigning a
+    float is refused as setting one is."""
+    import copy
+    import gc
+    import pickle
+    opt = Adam(0.01)
+    lr = opt.learning_rate
+    assert lr == 0.01 and lr.numpy() == 0.01 and type(lr.numpy()) is float
+    lr.assign(0.002)
+    assert opt.learning_rate == 0.002 and type(opt.get_config()["learning_rate"]) is float
+    assert json.dumps({"lr": lr}) == '{"lr": 0.01}'
+    assert type(pickle.loads(pickle.dumps(lr))) is float and type(copy.deepcopy(lr)) is float
+    other = SGD(0.3)
+    other.learning_rate = opt.learning_rate
+    assert type(other._learning_rate) is float and other.learning_rate == 0.002
+    sched = Adam(schedules.ExponentialDecay(0.1, 10, 0.5))
+    with pytest.raises(TypeError, match="not settable to a float"):
+        sched.learning_rate.assign(0.1)
+    orphan = Adam(0.1).learning_rate
+    gc.collect()
+    with pytest.raises(ValueError, match="no longer exists"):
+        orphan.assign(0.2)
+
+
 def test_defaults_match_keras():
     c = SGD().get_config()
     assert (c["learning_rate"], c["momentum"], c["nesterov"]) == (0.01, 0.0, False)

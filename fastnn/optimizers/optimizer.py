@@ -40,6 +40,7 @@ import inspect
 import math
 import re
 import warnings
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -75,6 +76,30 @@ def _full_aligned(shape, value, dtype) -> np.ndarray:
     a = empty_aligned(shape, dtype, min_bytes=0)
     a.fill(value)
     return a
+
+
+class _LearningRateValue(float):
+    """A learning rate read from an optimizer: a float with Keras 3's variable methods
+    ``numpy()`` and ``assign(value)`` (which sets the optimizer's rate, as Keras's
+    ``optimizer.learning_rate.assign(value)`` does). It holds its optimizer weakly and
+    pickles and copies as a plain float."""
+
+    def __new__(cls, value: float, optimizer: "Optimizer"):
+        obj = super().__new__(cls, value)
+        obj._optimizer = weakref.ref(optimizer)
+        return obj
+
+    def numpy(self) -> float:
+        return float(self)
+
+    def assign(self, value) -> None:
+        optimizer = self._optimizer()
+        if optimizer is None:
+            raise ValueError("the optimizer of this learning rate no longer exists")
+        optimizer.learning_rate = value
+
+    def __reduce__(self):
+        return float, (float(self),)
 
 
 class Optimizer:
@@ -209,7 +234,10 @@ class Optimizer:
     # ------------------------------------------------------------------ learning rate
     @property
     def learning_rate(self) -> float:
-        return self._current_learning_rate()
+        """The current learning rate (a schedule's value at this step), a float that also
+        takes Keras 3's variable idioms: ``.numpy()``, and ``.assign(value)``, which sets
+        this optimizer's learning rate (``optimizer.learning_rate = value``)."""
+        return _LearningRateValue(self._current_learning_rate(), self)
 
     @learning_rate.setter
     def learning_rate(self, value: LearningRate) -> None:
