@@ -321,13 +321,10 @@ class MeanAbsolutePercentageError(Loss):
         return {"name": self.name}
 
 
-class KLDivergence(Loss):
-    """Keras's ``kl_divergence``: per row of the last axis ``sum(t log(t / p))`` with t and
-    p clipped to ``[eps, 1]``, averaged over the sample's rows; gradient ``-t / p`` (0
-    where p is outside ``[eps, 1]``; at the bounds it passes, as TensorFlow's clip gives
-    it)."""
+class _RowLoss(Loss):
+    """A loss with one value per row of the last axis (the classes), averaged over a
+    sample's rows: ``y_true`` shaped like ``y_pred``, which needs a class axis."""
 
-    name = "kl_divergence"
     _labels_like_pred = True
 
     def __init__(self):
@@ -336,6 +333,18 @@ class KLDivergence(Loss):
     def _align(self, y_true, y_pred):
         _check_class_axis(self.name, y_pred)
         return super()._align(y_true, y_pred)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class KLDivergence(_RowLoss):
+    """Keras's ``kl_divergence``: per row of the last axis ``sum(t log(t / p))`` with t and
+    p clipped to ``[eps, 1]``, averaged over the sample's rows; gradient ``-t / p`` (0
+    where p is outside ``[eps, 1]``; at the bounds it passes, as TensorFlow's clip gives
+    it)."""
+
+    name = "kl_divergence"
 
     def per_sample(self, t, p):
         tc, pc = np.clip(t, EPSILON, 1), np.clip(p, EPSILON, 1)
@@ -346,9 +355,6 @@ class KLDivergence(Loss):
         tc, pc = np.clip(t, EPSILON, 1), np.clip(p, EPSILON, 1)
         inside = np.heaviside(p - EPSILON, 1) * np.heaviside(1 - p, 1)
         return (-tc / pc * inside / _rows_per_sample(p)).astype(p.dtype, copy=False)
-
-    def get_config(self):
-        return {"name": self.name}
 
 
 class Poisson(Loss):
@@ -413,20 +419,12 @@ class SquaredHinge(Hinge):
     _power = 2
 
 
-class CategoricalHinge(Loss):
+class CategoricalHinge(_RowLoss):
     """Keras's ``categorical_hinge``: per row of the last axis ``max(neg - pos + 1, 0)``,
     ``pos = sum(t p)``, ``neg = max((1 - t) p)``, averaged over the sample's rows; gradient
     ``-t + (1 - t) [j = argmax((1 - t) p)]`` where the row's loss is positive."""
 
     name = "categorical_hinge"
-    _labels_like_pred = True
-
-    def __init__(self):
-        super().__init__(False)
-
-    def _align(self, y_true, y_pred):
-        _check_class_axis(self.name, y_pred)
-        return super()._align(y_true, y_pred)
 
     def _parts(self, t, p):
         other = (1 - t) * p
@@ -447,8 +445,6 @@ class CategoricalHinge(Loss):
         g = (-t + (1 - t) * top) * np.heaviside(m, 0)[..., None]
         return (g / _rows_per_sample(p)).astype(p.dtype, copy=False)
 
-    def get_config(self):
-        return {"name": self.name}
 
 class BinaryCrossentropy(_SmoothedLoss):
     """Per sample: ``mean(-(y log p + (1 - y) log(1 - p)))`` over the last axes.
