@@ -183,14 +183,23 @@ def _feature_count(y):
     return math.prod(y.shape[1:]) if y.ndim > 1 else 1
 
 
-class MeanSquaredError(Loss):
-    """Per sample: ``mean((y_pred - y_true)^2)`` over the non-batch axes."""
+class _PlainLoss(Loss):
+    """A loss of Keras's without ``from_logits``, ``y_true`` shaped like ``y_pred`` (up to a
+    trailing axis of 1), its config its name alone."""
 
-    name = "mean_squared_error"
     _labels_like_pred = True
 
     def __init__(self):
         super().__init__(False)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class MeanSquaredError(_PlainLoss):
+    """Per sample: ``mean((y_pred - y_true)^2)`` over the non-batch axes."""
+
+    name = "mean_squared_error"
 
     def per_sample(self, t, p):
         d = (p - t).reshape(p.shape[0], _feature_count(p))
@@ -199,18 +208,11 @@ class MeanSquaredError(Loss):
     def per_sample_grad(self, t, p):
         return (2.0 / _feature_count(p)) * (p - t)
 
-    def get_config(self):
-        return {"name": self.name}
 
-
-class MeanAbsoluteError(Loss):
+class MeanAbsoluteError(_PlainLoss):
     """Per sample: ``mean(|y_pred - y_true|)``; gradient ``sign(y_pred - y_true) / D``."""
 
     name = "mean_absolute_error"
-    _labels_like_pred = True
-
-    def __init__(self):
-        super().__init__(False)
 
     def per_sample(self, t, p):
         return np.mean(np.abs(p - t).reshape(p.shape[0], _feature_count(p)), axis=1)
@@ -218,20 +220,16 @@ class MeanAbsoluteError(Loss):
     def per_sample_grad(self, t, p):
         return np.sign(p - t) / _feature_count(p)
 
-    def get_config(self):
-        return {"name": self.name}
 
-
-class Huber(Loss):
+class Huber(_PlainLoss):
     """Keras's ``huber``: per element ``0.5 e^2`` where ``|e| <= delta``, else ``delta (|e|
     - delta / 2)``, e = y_pred - y_true, averaged over the sample; gradient ``clip(e,
     -delta, delta) / D``."""
 
     name = "huber"
-    _labels_like_pred = True
 
     def __init__(self, delta: float = 1.0):
-        super().__init__(False)
+        super().__init__()
         self.delta = check_real(delta, "delta", low=0.0)
 
     def per_sample(self, t, p):
@@ -247,16 +245,12 @@ class Huber(Loss):
         return {"name": self.name, "delta": self.delta}
 
 
-class LogCosh(Loss):
+class LogCosh(_PlainLoss):
     """Keras's ``log_cosh``: per element ``log(cosh(e))``, e = y_pred - y_true, as ``e +
     softplus(-2 e) - log 2`` (no overflow), averaged over the sample; gradient
     ``tanh(e) / D``."""
 
     name = "log_cosh"
-    _labels_like_pred = True
-
-    def __init__(self):
-        super().__init__(False)
 
     def per_sample(self, t, p):
         e = p - t
@@ -267,19 +261,12 @@ class LogCosh(Loss):
     def per_sample_grad(self, t, p):
         return np.tanh(p - t) / _feature_count(p)
 
-    def get_config(self):
-        return {"name": self.name}
 
-
-class MeanSquaredLogarithmicError(Loss):
+class MeanSquaredLogarithmicError(_PlainLoss):
     """Keras's ``mean_squared_logarithmic_error``: per element ``(log(max(y_pred, eps) +
     1) - log(max(y_true, eps) + 1))^2``; no gradient where ``y_pred < eps``."""
 
     name = "mean_squared_logarithmic_error"
-    _labels_like_pred = True
-
-    def __init__(self):
-        super().__init__(False)
 
     def _diff(self, t, p):
         return np.log1p(np.maximum(p, EPSILON)) - np.log1p(np.maximum(t, EPSILON))
@@ -294,20 +281,13 @@ class MeanSquaredLogarithmicError(Loss):
         g = 2 * self._diff(t, p) / (np.maximum(p, EPSILON) + 1) * np.heaviside(p - EPSILON, 1)
         return (g / _feature_count(p)).astype(p.dtype, copy=False)
 
-    def get_config(self):
-        return {"name": self.name}
 
-
-class MeanAbsolutePercentageError(Loss):
+class MeanAbsolutePercentageError(_PlainLoss):
     """Keras's ``mean_absolute_percentage_error``: per element ``100 |y_true - y_pred| /
     max(|y_true|, eps)``; gradient ``100 sign(y_pred - y_true) / max(|y_true|, eps) /
     D``."""
 
     name = "mean_absolute_percentage_error"
-    _labels_like_pred = True
-
-    def __init__(self):
-        super().__init__(False)
 
     def per_sample(self, t, p):
         per = 100 * np.abs(t - p) / np.maximum(np.abs(t), EPSILON)
@@ -317,25 +297,14 @@ class MeanAbsolutePercentageError(Loss):
         g = 100 * np.sign(p - t) / np.maximum(np.abs(t), EPSILON)
         return (g / _feature_count(p)).astype(p.dtype, copy=False)
 
-    def get_config(self):
-        return {"name": self.name}
 
-
-class _RowLoss(Loss):
+class _RowLoss(_PlainLoss):
     """A loss with one value per row of the last axis (the classes), averaged over a
     sample's rows: ``y_true`` shaped like ``y_pred``, which needs a class axis."""
-
-    _labels_like_pred = True
-
-    def __init__(self):
-        super().__init__(False)
 
     def _align(self, y_true, y_pred):
         _check_class_axis(self.name, y_pred)
         return super()._align(y_true, y_pred)
-
-    def get_config(self):
-        return {"name": self.name}
 
 
 class KLDivergence(_RowLoss):
@@ -357,15 +326,11 @@ class KLDivergence(_RowLoss):
         return (-tc / pc * inside / _rows_per_sample(p)).astype(p.dtype, copy=False)
 
 
-class Poisson(Loss):
+class Poisson(_PlainLoss):
     """Keras's ``poisson``: per element ``y_pred - y_true log(y_pred + eps)``, averaged
     over the sample; gradient ``(1 - y_true / (y_pred + eps)) / D``."""
 
     name = "poisson"
-    _labels_like_pred = True
-
-    def __init__(self):
-        super().__init__(False)
 
     def per_sample(self, t, p):
         per = p - t * np.log(p + EPSILON)
@@ -374,21 +339,14 @@ class Poisson(Loss):
     def per_sample_grad(self, t, p):
         return ((1 - t / (p + EPSILON)) / _feature_count(p)).astype(p.dtype, copy=False)
 
-    def get_config(self):
-        return {"name": self.name}
 
-
-class Hinge(Loss):
+class Hinge(_PlainLoss):
     """Keras's ``hinge``: per element ``max(1 - y_true y_pred, 0)`` with labels -1 / 1 (a
     batch of 0 / 1 labels is mapped to -1 / 1 first, as Keras does), averaged over the
     sample; gradient ``-y_true`` where the margin is positive."""
 
     name = "hinge"
-    _labels_like_pred = True
     _power = 1
-
-    def __init__(self):
-        super().__init__(False)
 
     def _align(self, y_true, y_pred):
         t, p = super()._align(y_true, y_pred)
@@ -406,9 +364,6 @@ class Hinge(Loss):
         # (heaviside: a NaN margin gives a NaN gradient)
         g = -t * np.heaviside(m, 0) if self._power == 1 else -2 * t * np.maximum(m, 0)
         return (g / _feature_count(p)).astype(p.dtype, copy=False)
-
-    def get_config(self):
-        return {"name": self.name}
 
 
 class SquaredHinge(Hinge):
