@@ -115,6 +115,25 @@ void fnn_relu_mask_f64(int64_t n, const double *x, double *y, uint8_t *mask);
 void fnn_relu_mask_bwd_f32(int64_t n, const float *dy, const uint8_t *mask, float *dx);
 void fnn_relu_mask_bwd_f64(int64_t n, const double *dy, const uint8_t *mask, double *dx);
 
+/* Batch normalization (batchnorm.c): (outer, c, inner) arrays, per-channel statistics */
+void fnn_bn_stats_f32(int64_t outer, int64_t c, int64_t inner, const float *x, float *mean,
+                      float *var);
+void fnn_bn_stats_f64(int64_t outer, int64_t c, int64_t inner, const double *x, double *mean,
+                      double *var);
+void fnn_bn_apply_f32(int64_t outer, int64_t c, int64_t inner, const float *x,
+                      const float *mean, const float *inv_std, const float *gamma,
+                      const float *beta, float *y);
+void fnn_bn_apply_f64(int64_t outer, int64_t c, int64_t inner, const double *x,
+                      const double *mean, const double *inv_std, const double *gamma,
+                      const double *beta, double *y);
+void fnn_bn_bwd_f32(int64_t outer, int64_t c, int64_t inner, const float *dy, const float *x,
+                    const float *mean, const float *inv_std, const float *gamma, int training,
+                    float *dx, float *dgamma, float *dbeta);
+void fnn_bn_bwd_f64(int64_t outer, int64_t c, int64_t inner, const double *dy,
+                    const double *x, const double *mean, const double *inv_std,
+                    const double *gamma, int training, double *dx, double *dgamma,
+                    double *dbeta);
+
 /* Fused optimizer updates (optim.c) */
 void fnn_adam_update_f32(int64_t n, float *p, const float *g, float *m, float *v, float *vhat,
                          float alpha, float omb1, float omb2, float eps, int flush);

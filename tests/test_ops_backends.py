@@ -1886,3 +1886,124 @@ def test_conv_geometry_memo_gives_what_it_computes():
     for n in range(G._MEMO_MAX + 10):
         assert G.conv_geometry((n + 1, 13, 13, 32), 3, 1, "valid", 1).n == n + 1
     assert len(G._MEMO) <= G._MEMO_MAX
+
+
+# =========================================================================== batch norm
+BN_CASES = BIAS_CASES + [
+    # several channel blocks of 64 and row pieces of the C backend's channels-last sums
+    ((1000, 130), -1), ((64, 1), -1), ((129, 7, 3), 1), ((5, 200), 1)]
+
+
+def _bn_inputs(rng, shape, axis, dtype, offset=3.0):
+    c = shape[axis]
+    x = (offset + rand(rng, shape, dtype) * rand(rng, (c,), dtype, 0.5, 2.0).reshape(
+        [c if i == axis % len(shape) else 1 for i in range(len(shape))])).astype(dtype)
+    return x, rand(rng, (c,), dtype, 0.5, 2.0), rand(rng, (c,), dtype), rand(rng, shape, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape,axis", BN_CASES, ids=lambda v: str(v))
+def test_batchnorm(backend, shape, axis, dtype):
+    rng = _rng("bn", shape, axis)
+    x, gamma, beta, dy = _bn_inputs(rng, shape, axis, dtype)
+    n = x.size // shape[axis]
+    mean, var = ops.batchnorm_stats(x, channel_axis=axis)
+    rmean, rvar = reference(ops.batchnorm_stats, x, channel_axis=axis)
+    assert_close(mean, rmean, k=n, scale=absmax(x), what="batchnorm mean")
+    assert_close(var, rvar, k=n, scale=absmax(x - rmean.reshape(
+        [-1 if i == axis % x.ndim else 1 for i in range(x.ndim)])) ** 2, what="batchnorm var")
+    inv = (1 / np.sqrt(rvar + dtype(1e-3))).astype(dtype)
+    for g, b in ((gamma, beta), (None, None), (gamma, None), (None, beta)):
+        y = ops.batchnorm_forward(x, rmean, inv, g, b, channel_axis=axis)
+        ry = reference(ops.batchnorm_forward, x, rmean, inv, g, b, channel_axis=axis)
+        assert_close(y, ry, k=3, scale=absmax(ry), what=f"batchnorm_forward {g is None}"
+                                                         f" {b is None}")
+    for g in (gamma, None):
+        for training in (True, False):
+            got = ops.batchnorm_backward(dy, x, rmean, inv, g, channel_axis=axis,
+                                         training=training)
+            want = reference(ops.batchnorm_backward, dy, x, rmean, inv, g,
+                             channel_axis=axis, training=training)
+            what = f"batchnorm_backward gamma={g is not None} training={training}"
+            assert_close(got[0], want[0], k=n, scale=absmax(want[0]), what=what + " dx")
+            assert_close(got[1], want[1], k=n, scale=absmax(dy) * absmax(x) * absmax(inv),
+                         what=what + " dgamma")
+            assert_close(got[2], want[2], k=n, scale=absmax(dy), what=what + " dbeta")
+    none = ops.batchnorm_backward(dy, x, rmean, inv, gamma, channel_axis=axis,
+                                  need_param_grads=False)
+    assert none[1] is None and none[2] is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape,axis", [((300, 257), -1), ((3, 70, 20, 17), 1)],
+                         ids=lambda v: str(v))
+def test_batchnorm_in_place_and_thread_independent(backend, shape, axis, dtype,
+                                                   restore_threads):
+    """out=x (forward) and out=dy (backward) give what separate outputs give; the sums do
+    not depend on the thread count (bit for bit)."""
+    rng = _rng("bnip", shape, axis)
+    x, gamma, beta, dy = _bn_inputs(rng, shape, axis, dtype)
+    mean, var = ops.batchnorm_stats(x, channel_axis=axis)
+    inv = (1 / np.sqrt(var + dtype(1e-3))).astype(dtype)
+    y = ops.batchnorm_forward(x, mean, inv, gamma, beta, channel_axis=axis)
+    xin = x.copy()
+    assert ops.batchnorm_forward(xin, mean, inv, gamma, beta, channel_axis=axis,
+                                 out=xin) is xin
+    assert_bitwise(xin, y, what="batchnorm_forward out=x")
+    dx, dg, db = ops.batchnorm_backward(dy, x, mean, inv, gamma, channel_axis=axis)
+    dyin = dy.copy()
+    got = ops.batchnorm_backward(dyin, x, mean, inv, gamma, channel_axis=axis, out=dyin)
+    assert got[0] is dyin
+    assert_bitwise(dyin, dx, what="batchnorm_backward out=dy")
+    fastnn.set_num_threads(1)
+    m1, v1 = ops.batchnorm_stats(x, channel_axis=axis)
+    dx1, dg1, db1 = ops.batchnorm_backward(dy, x, mean, inv, gamma, channel_axis=axis)
+    for a, b, what in ((m1, mean, "mean"), (v1, var, "var"), (dx1, dx, "dx"),
+                       (dg1, dg, "dgamma"), (db1, db, "dbeta")):
+        assert_bitwise(a, b, what=f"1 thread vs 2: {what}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_batchnorm_offset_mean_variance(backend, dtype):
+    """A channel whose mean is 1e4 times its spread: the variance from sums of shifted
+    values stays exact to the dtype (sum(x^2) / n - mean^2 in float64 alone would lose
+    8 of its digits)."""
+    rng = _rng("bnoff")
+    x = (1e4 + rng.uniform(-1, 1, (4096, 3))).astype(dtype)
+    xd = x.astype(np.float64)
+    want = ((xd - xd.mean(axis=0)) ** 2).mean(axis=0)
+    _, var = ops.batchnorm_stats(x)
+    np.testing.assert_allclose(var, want, rtol=tolerance(dtype)["rtol"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_batchnorm_nan_and_empty(backend, dtype):
+    x = np.ones((8, 5), dtype)
+    x[3, 1] = np.nan
+    x[:, 2] = np.arange(8)
+    x[0, 3], x[5, 4] = np.inf, -np.inf   # first element (the sums' shift) or not
+    with np.errstate(invalid="ignore"):   # (the reference's NumPy warns of inf - inf)
+        mean, var = ops.batchnorm_stats(x)
+        rmean, rvar = reference(ops.batchnorm_stats, x)
+    assert_same(mean, rmean, what="batchnorm_stats mean with NaN and inf")
+    assert_same(var, rvar, what="batchnorm_stats var with NaN and inf")
+    assert np.isnan(mean[1]) and np.isnan(var[1])
+    assert mean[3] == np.inf and mean[4] == -np.inf and np.isnan(var[3:]).all()
+    assert mean[2] == 3.5 and var[2] == 5.25 and mean[0] == 1 and var[0] == 0
+    x[0, 3], x[5, 4] = 1, 1
+    mean = np.where(np.isfinite(mean), mean, 0).astype(dtype)
+    mean[1] = np.nan
+    inv = np.ones(5, dtype)
+    y = ops.batchnorm_forward(x, np.where(np.isnan(mean), 0, mean).astype(dtype), inv)
+    assert np.isnan(y[3, 1]) and np.isfinite(np.delete(y, 1, axis=1)).all()
+    dx, dg, db = ops.batchnorm_backward(np.ones((8, 5), dtype), x, mean, inv)
+    assert np.isnan(dx[:, 1]).all() and np.isfinite(np.delete(dx, 1, axis=1)).all()
+    empty = np.zeros((0, 4), dtype)
+    m0, v0 = ops.batchnorm_stats(empty)
+    assert m0.shape == (4,) and np.isnan(m0).all() and np.isnan(v0).all()
+    z = np.zeros(4, dtype)
+    assert ops.batchnorm_forward(empty, z, z).shape == (0, 4)
+    dx0, dg0, db0 = ops.batchnorm_backward(empty, empty, z, z)
+    assert dx0.shape == (0, 4)
+    assert_same(dg0, z, what="dgamma of an empty batch")
+    assert_same(db0, z, what="dbeta of an empty batch")

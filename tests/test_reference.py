@@ -866,3 +866,92 @@ def test_softmax_cross_entropy_nan_and_extremes():
     assert np.isfinite(probs[1:]).all() and np.isfinite(loss[1:]).all()
     np.testing.assert_allclose(loss[1], 1 + np.log1p(np.exp(-1.0)), rtol=1e-12)
     np.testing.assert_allclose(loss[2], np.log(3.0), rtol=1e-12)
+
+
+# =========================================================================== batch norm
+def _bn_loops(x, axis, gamma, beta, eps, dy):
+    """Batch normalization by the textbook formulas, channel by channel in Python floats
+    (math.fsum): mean, biased variance, y, and the training-mode gradients."""
+    xm = np.moveaxis(x.astype(np.float64), axis, -1).reshape(-1, x.shape[axis])
+    gm = np.moveaxis(dy.astype(np.float64), axis, -1).reshape(xm.shape)
+    n, c = xm.shape
+    mean, var, y, dx = np.zeros(c), np.zeros(c), np.zeros(xm.shape), np.zeros(xm.shape)
+    dgamma, dbeta = np.zeros(c), np.zeros(c)
+    for j in range(c):
+        col, g = [float(v) for v in xm[:, j]], [float(v) for v in gm[:, j]]
+        mean[j] = math.fsum(col) / n
+        var[j] = math.fsum((v - mean[j]) ** 2 for v in col) / n
+        inv = 1.0 / math.sqrt(var[j] + eps)
+        xhat = [(v - mean[j]) * inv for v in col]
+        for i in range(n):
+            y[i, j] = xhat[i] * gamma[j] + beta[j]
+        dbeta[j] = math.fsum(g)
+        dgamma[j] = math.fsum(gi * hi for gi, hi in zip(g, xhat))
+        for i in range(n):   # d/dx of gamma * xhat(x, mean(x), var(x)) + beta
+            dx[i, j] = gamma[j] * inv / n * (n * g[i] - dbeta[j] - xhat[i] * dgamma[j])
+
+    def back(a):
+        shape = list(x.shape)
+        shape.append(shape.pop(axis))
+        return np.moveaxis(a.reshape(shape), -1, axis)
+    return mean, var, back(y), back(dx), dgamma, dbeta
+
+
+@pytest.mark.parametrize("dtype", (np.float64, np.float32), ids=("f64", "f32"))
+@pytest.mark.parametrize("shape,axis", [((6, 3), -1), ((2, 3, 4, 5), 1), ((2, 4, 3, 3), -1),
+                                        ((1, 2), 1), ((7,), 0)], ids=str)
+def test_batchnorm_reference_against_loops(shape, axis, dtype):
+    rng = _rng("bnloops", shape, axis)
+    # an offset mean (5) and unequal spreads per channel
+    x = (5 + rng.uniform(-1, 1, shape) * rng.uniform(0.5, 2, shape)).astype(dtype)
+    c = shape[axis]
+    gamma, beta = rng.uniform(0.5, 2, c).astype(dtype), rng.uniform(-1, 1, c).astype(dtype)
+    dy = rng.uniform(-1, 1, shape).astype(dtype)
+    eps = 1e-3
+    mean, var, ey, edx, edg, edb = _bn_loops(x, axis, gamma, beta, eps, dy)
+    got_mean, got_var = ops.batchnorm_stats(x, channel_axis=axis)
+    n = x.size // c
+    assert_sums_close(got_mean, mean, 6.0, "mean")
+    assert_sums_close(got_var, var, 36.0, "var")
+    inv = (1 / np.sqrt(got_var + dtype(eps))).astype(dtype)
+    y = ops.batchnorm_forward(x, got_mean, inv, gamma, beta, channel_axis=axis)
+    assert_sums_close(y, ey, 8.0 * np.sqrt(n), "y")
+    dx, dg, db = ops.batchnorm_backward(dy, x, got_mean, inv, gamma, channel_axis=axis)
+    scale = 3 * float(np.max(gamma * inv)) * n
+    assert_sums_close(dx, edx, scale, "dx")
+    assert_sums_close(dg, edg, 8.0 * n, "dgamma")
+    assert_sums_close(db, edb, n, "dbeta")
+
+
+@pytest.mark.parametrize("shape,axis", [((5, 3), -1), ((2, 3, 2, 2), 1), ((3, 2, 2, 2), -1)],
+                         ids=str)
+@pytest.mark.parametrize("affine", [True, False])
+def test_batchnorm_backward_finite_differences(shape, axis, affine):
+    """Training mode: the loss through the batch's own statistics (mean and variance are
+    functions of x), differentiated numerically; and inference mode (constants)."""
+    rng = _rng("fdbn", shape, axis, affine)
+    x = rng.uniform(-1, 1, shape) + 0.5
+    c = shape[axis]
+    gamma = rng.uniform(0.5, 2, c) if affine else None
+    beta = rng.uniform(-1, 1, c) if affine else None
+    r = rng.uniform(-1, 1, shape)
+    eps = 1e-3
+
+    def forward(training):
+        mean, var = ops.batchnorm_stats(x, channel_axis=axis) if training else (m0, v0)
+        inv = 1 / np.sqrt(var + eps)
+        return ops.batchnorm_forward(x, mean, inv, gamma, beta, channel_axis=axis), mean, inv
+
+    m0, v0 = rng.uniform(-0.5, 0.5, c), rng.uniform(0.2, 1.5, c)   # "moving" statistics
+    for training in (True, False):
+        _, mean, inv = forward(training)
+        dx, dg, db = ops.batchnorm_backward(r, x, mean, inv, gamma, channel_axis=axis,
+                                            training=training)
+
+        def loss():
+            return float(np.sum(forward(training)[0] * r))
+
+        assert_fd_close(dx, numerical_gradient(loss, x, FD_EPS), f"dx training={training}")
+        if affine:
+            assert_fd_close(dg, numerical_gradient(loss, gamma, FD_EPS), "dgamma")
+            assert_fd_close(db, numerical_gradient(loss, beta, FD_EPS), "dbeta")

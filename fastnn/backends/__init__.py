@@ -36,6 +36,21 @@ Primitives
 ``bias_act_backward(dy, y, act, dx, db)``
     ``y`` is the *output* of bias_act; ``dx = dy * act'(y)`` (relu: ``y > 0``);
     ``db`` (C,) or None is overwritten with ``dx.sum(axis=(0, 2))``. ``dx`` may be ``dy``.
+``batchnorm_stats(x, mean, var)``
+    ``x`` (outer, C, inner) with ``outer * inner >= 1``: ``mean`` (C,) and ``var`` (C,) are
+    overwritten with each channel's mean and biased variance over axes 0 and 2 (computed
+    in float64, rounded to x's dtype; NaN in a channel makes both NaN).
+``batchnorm_forward(x, mean, inv_std, gamma, beta, out)``
+    ``out = (x - mean) * (inv_std * gamma) + beta`` per channel (mean, inv_std, gamma,
+    beta (C,), broadcast along axis 1), each operation in x's dtype, in that order;
+    ``gamma`` None: ``inv_std`` alone; ``beta`` None: no add. ``out`` may be ``x``.
+``batchnorm_backward(dy, x, mean, inv_std, gamma, training, dx, dgamma, dbeta)``
+    With the channel sums (float64) ``s1 = sum(dy)``, ``s2 = sum(dy * (x - mean))``
+    (``x - mean`` in x's dtype) and ``a = gamma * inv_std`` (gamma None: 1): ``dbeta =
+    s1``, ``dgamma = s2 * inv_std`` where not None; training (the batch's statistics):
+    ``dx = a * (dy - s1 / n) - k * (x - mean)``, ``k = gamma * inv_std**3 * s2 / n``
+    (``n = outer * inner``; the coefficients from float64, rounded to the dtype, then each
+    operation in the dtype); else ``dx = a * dy``. ``dx`` may be ``dy``.
 ``relu_mask(x, y, mask)``
     Any shape; ``mask`` a bool array of x's shape. ``mask = x <= 0`` and ``y = mask ? +0.0 :
     x`` (NaN passes, -0.0 becomes +0.0), both overwritten; ``y`` may be ``x``.

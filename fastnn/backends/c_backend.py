@@ -262,6 +262,24 @@ def bias_act_backward(dy, y, act, dx, db):
                                  _opt(db, y.dtype))
 
 
+def batchnorm_stats(x, mean, var):
+    outer, c, inner = x.shape
+    _fn("bn_stats", x.dtype)(outer, c, inner, _ptr(x), _ptr(mean), _ptr(var))
+
+
+def batchnorm_forward(x, mean, inv_std, gamma, beta, out):
+    outer, c, inner = x.shape
+    _fn("bn_apply", x.dtype)(outer, c, inner, _ptr(x), _ptr(mean), _ptr(inv_std),
+                             _opt(gamma, x.dtype), _opt(beta, x.dtype), _ptr(out))
+
+
+def batchnorm_backward(dy, x, mean, inv_std, gamma, training, dx, dgamma, dbeta):
+    outer, c, inner = x.shape
+    _fn("bn_bwd", x.dtype)(outer, c, inner, _ptr(dy), _ptr(x), _ptr(mean), _ptr(inv_std),
+                           _opt(gamma, x.dtype), int(training), _ptr(dx),
+                           _opt(dgamma, x.dtype), _opt(dbeta, x.dtype))
+
+
 def relu_mask(x, y, mask):
     _fn("relu_mask", x.dtype)(x.size, _ptr(x), _ptr(y), ffi.from_buffer(_UINT8_ARRAY, mask))
 

@@ -44,7 +44,8 @@ from numba.core.compiler_lock import global_compiler_lock
 from . import _conv_driver, _numba_micro
 
 __all__ = [
-    "gemm", "im2col", "col2im", "bias_act", "bias_act_backward", "relu_mask",
+    "gemm", "im2col", "col2im", "bias_act", "bias_act_backward", "batchnorm_stats",
+    "batchnorm_forward", "batchnorm_backward", "relu_mask",
     "relu_mask_backward", "conv2d_forward", "conv2d_backward", "conv2d_maxpool_forward",
     "conv2d_maxpool_backward",
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
@@ -721,6 +722,287 @@ def bias_act_backward(dy, y, act, dx, db):
     _bias_act_backward_kernel(dy.reshape(-1), y.reshape(-1), act == "relu", dx.reshape(-1),
                               dbf, db is not None, outer, ch, inner, nchunks,
                               y.size < _SERIAL_MAX)
+
+
+# --------------------------------------------------------------------------- batch norm
+# Channel sums (batchnorm_stats, batchnorm_backward) are taken in float64 over pieces of a
+# channel's rows that depend on the shape only, the pieces' sums added in piece order (as
+# the bias gradient's _DB_CHUNKS): the results do not depend on the thread count.
+# Channels-last (inner == 1): a piece is a run of whole rows, all channels at once (the
+# work items are the pieces); otherwise a work item is one channel's rows of one piece.
+_BN_PIECES = 64         # pieces of a channel's rows, at most
+_BN_PIECE_ROWS = 32     # rows per piece (inner == 1), at least
+_BN_PIECE_ELEMS = 2048  # a channel's elements per piece (inner > 1), at least
+
+
+def _bn_pieces(outer: int, inner: int) -> int:
+    """The number of pieces the channel sums of an (outer, C, inner) array take (each
+    piece at least one row)."""
+    if inner == 1:
+        return max(1, min(_BN_PIECES, outer // _BN_PIECE_ROWS))
+    return max(1, min(_BN_PIECES, outer, outer * inner // _BN_PIECE_ELEMS))
+
+
+@njit(cache=True)
+def _bn_sums_item(p, q, shift, stats, part1, part2, t, pieces, outer, ch, inner):
+    """Work item ``t`` of the channel sums: part1[pc, j] = sum of u and part2[pc, j] = sum
+    of u * w (float64) over piece pc's rows of channel j. ``stats``: u = w = x - shift[j]
+    in float64 (p = q = x); else u = dy and w = x - mean[j] in x's dtype (p = dy, q = x,
+    shift = mean)."""
+    if inner == 1:
+        pc = t
+        a1 = part1[pc]
+        a2 = part2[pc]
+        for j in range(ch):
+            a1[j] = 0.0
+            a2[j] = 0.0
+        uch = np.uint64(ch)
+        for o in range(outer * pc // pieces, outer * (pc + 1) // pieces):
+            base = np.uint64(o * ch)
+            if stats:
+                for j in range(uch):
+                    u = np.float64(p[base + j]) - np.float64(shift[j])
+                    a1[j] += u
+                    a2[j] += u * u
+            else:
+                for j in range(uch):
+                    u = np.float64(p[base + j])
+                    a1[j] += u
+                    a2[j] += u * np.float64(q[base + j] - shift[j])
+        return
+    pc = t // ch
+    j = t % ch
+    s = shift[j]
+    sf = np.float64(s)
+    s1 = 0.0
+    s2 = 0.0
+    uin = np.uint64(inner)
+    for o in range(outer * pc // pieces, outer * (pc + 1) // pieces):
+        base = np.uint64((o * ch + j) * inner)
+        if stats:
+            for i in range(uin):
+                u = np.float64(p[base + i]) - sf
+                s1 += u
+                s2 += u * u
+        else:
+            for i in range(uin):
+                u = np.float64(p[base + i])
+                s1 += u
+                s2 += u * np.float64(q[base + i] - s)
+    part1[pc, j] = s1
+    part2[pc, j] = s2
+
+
+@njit(cache=True)
+def _bn_add_pieces(part1, part2, s1, s2):
+    """s1[j], s2[j] = the pieces' sums of channel j, added in piece order."""
+    pieces, ch = part1.shape
+    for j in range(ch):
+        t1 = part1[0, j]
+        t2 = part2[0, j]
+        for pc in range(1, pieces):
+            t1 += part1[pc, j]
+            t2 += part2[pc, j]
+        s1[j] = t1
+        s2[j] = t2
+
+
+@njit(parallel=True, cache=True)
+def _bn_stats_kernel(x, mean, var, outer, ch, inner, pieces, serial):
+    """One pass of shifted sums (shift: the channel's first element, x[0, j, 0], or 0 where
+    that is not finite, so an infinite channel's mean stays infinite): mean = sum(d) / n +
+    shift, var = max(sum(d^2) / n - (sum(d) / n)^2, 0) (NaN stays)."""
+    shift = np.empty_like(mean)
+    for j in range(ch):
+        v = x[j * inner]
+        shift[j] = v if v - v == 0 else 0
+    part1 = np.empty((pieces, ch), dtype=np.float64)
+    part2 = np.empty((pieces, ch), dtype=np.float64)
+    items = pieces if inner == 1 else pieces * ch
+    if serial:  # the same items, summed in the same order
+        for t in range(items):
+            _bn_sums_item(x, x, shift, True, part1, part2, t, pieces, outer, ch, inner)
+    else:
+        for t in prange(items):
+            _bn_sums_item(x, x, shift, True, part1, part2, np.int64(t), pieces, outer, ch,
+                          inner)
+    s1 = np.empty(ch, dtype=np.float64)
+    s2 = np.empty(ch, dtype=np.float64)
+    _bn_add_pieces(part1, part2, s1, s2)
+    n = np.float64(outer * inner)
+    for j in range(ch):
+        m = s1[j] / n
+        v = s2[j] / n - m * m
+        mean[j] = m + np.float64(shift[j])
+        var[j] = v if (v > 0 or v != v) else 0.0
+
+
+@njit(cache=True)
+def _bn_fwd_last(x, mean, a, beta, has_beta, out, o0, o1, ch):
+    """Rows [o0, o1) of a channels-last (outer, C): out = (x - mean) * a + beta."""
+    uch = np.uint64(ch)
+    for o in range(o0, o1):
+        base = np.uint64(o * ch)
+        if has_beta:
+            for j in range(uch):
+                out[base + j] = (x[base + j] - mean[j]) * a[j] + beta[j]
+        else:
+            for j in range(uch):
+                out[base + j] = (x[base + j] - mean[j]) * a[j]
+
+
+@njit(cache=True)
+def _bn_fwd_run(x, m, a, b, has_beta, out, base, count):
+    """out[base:base+count] = (x[...] - m) * a (+ b), one channel's run."""
+    b0 = np.uint64(base)
+    if has_beta:
+        for i in range(np.uint64(count)):
+            out[b0 + i] = (x[b0 + i] - m) * a + b
+    else:
+        for i in range(np.uint64(count)):
+            out[b0 + i] = (x[b0 + i] - m) * a
+
+
+@njit(parallel=True, cache=True)
+def _bn_fwd_kernel(x, mean, inv_std, gamma, has_gamma, beta, has_beta, out, outer, ch,
+                   inner, serial):
+    a = np.empty_like(inv_std)      # inv_std * gamma, rounded to the dtype first
+    for j in range(ch):
+        a[j] = inv_std[j] * gamma[j] if has_gamma else inv_std[j]
+    if serial:
+        if inner == 1:
+            _bn_fwd_last(x, mean, a, beta, has_beta, out, 0, outer, ch)
+        else:
+            for r in range(outer * ch):
+                j = r % ch
+                _bn_fwd_run(x, mean[j], a[j], beta[j] if has_beta else a[j], has_beta, out,
+                            r * inner, inner)
+        return
+    if inner == 1:
+        nruns, per = _runs(outer)
+        for rr in prange(nruns):
+            o0 = rr * per
+            _bn_fwd_last(x, mean, a, beta, has_beta, out, o0, min(outer, o0 + per), ch)
+    else:
+        for r in prange(outer * ch):
+            j = r % ch
+            _bn_fwd_run(x, mean[j], a[j], beta[j] if has_beta else a[j], has_beta, out,
+                        r * inner, inner)
+
+
+@njit(cache=True)
+def _bn_bwd_last(dy, x, mean, ka, km, kk, training, dx, o0, o1, ch):
+    """Rows [o0, o1) of a channels-last (outer, C): dx = ka * (dy - km) - kk * (x - mean)
+    (training) or ka * dy."""
+    uch = np.uint64(ch)
+    for o in range(o0, o1):
+        base = np.uint64(o * ch)
+        if training:
+            for j in range(uch):
+                dx[base + j] = (ka[j] * (dy[base + j] - km[j])
+                                - kk[j] * (x[base + j] - mean[j]))
+        else:
+            for j in range(uch):
+                dx[base + j] = ka[j] * dy[base + j]
+
+
+@njit(cache=True)
+def _bn_bwd_run(dy, x, m, ka, km, kk, training, dx, base, count):
+    """dx over one channel's run [base, base + count), as _bn_bwd_last."""
+    b0 = np.uint64(base)
+    if training:
+        for i in range(np.uint64(count)):
+            dx[b0 + i] = ka * (dy[b0 + i] - km) - kk * (x[b0 + i] - m)
+    else:
+        for i in range(np.uint64(count)):
+            dx[b0 + i] = ka * dy[b0 + i]
+
+
+@njit(parallel=True, cache=True)
+def _bn_bwd_kernel(dy, x, mean, inv_std, gamma, has_gamma, training, dx, dgamma, has_dgamma,
+                   dbeta, has_dbeta, outer, ch, inner, pieces, serial):
+    s1 = np.zeros(ch, dtype=np.float64)
+    s2 = np.zeros(ch, dtype=np.float64)
+    if training or has_dgamma or has_dbeta:
+        # every sum is taken before dx (which may be dy) is written
+        part1 = np.empty((pieces, ch), dtype=np.float64)
+        part2 = np.empty((pieces, ch), dtype=np.float64)
+        items = pieces if inner == 1 else pieces * ch
+        if serial:
+            for t in range(items):
+                _bn_sums_item(dy, x, mean, False, part1, part2, t, pieces, outer, ch,
+                              inner)
+        else:
+            for t in prange(items):
+                _bn_sums_item(dy, x, mean, False, part1, part2, np.int64(t), pieces, outer,
+                              ch, inner)
+        _bn_add_pieces(part1, part2, s1, s2)
+    # coefficients in float64, rounded to the dtype (stored in arrays of it), so that the
+    # elementwise pass below runs in the dtype
+    n = np.float64(outer * inner)
+    ka = np.empty_like(inv_std)
+    km = np.empty_like(inv_std)
+    kk = np.empty_like(inv_std)
+    for j in range(ch):
+        s = np.float64(inv_std[j])
+        g = np.float64(gamma[j]) if has_gamma else 1.0
+        ka[j] = g * s
+        km[j] = s1[j] / n
+        kk[j] = g * s * s * s * s2[j] / n
+        if has_dbeta:
+            dbeta[j] = s1[j]
+        if has_dgamma:
+            dgamma[j] = s2[j] * s
+    if serial:
+        if inner == 1:
+            _bn_bwd_last(dy, x, mean, ka, km, kk, training, dx, 0, outer, ch)
+        else:
+            for r in range(outer * ch):
+                j = r % ch
+                _bn_bwd_run(dy, x, mean[j], ka[j], km[j], kk[j], training, dx, r * inner,
+                            inner)
+        return
+    if inner == 1:
+        nruns, per = _runs(outer)
+        for rr in prange(nruns):
+            o0 = rr * per
+            _bn_bwd_last(dy, x, mean, ka, km, kk, training, dx, o0, min(outer, o0 + per),
+                         ch)
+    else:
+        for r in prange(outer * ch):
+            j = r % ch
+            _bn_bwd_run(dy, x, mean[j], ka[j], km[j], kk[j], training, dx, r * inner, inner)
+
+
+def batchnorm_stats(x, mean, var):
+    """Per-channel mean and biased variance of ``x`` (outer, C, inner) over axes 0 and 2,
+    from float64 sums, rounded to x's dtype."""
+    outer, ch, inner = x.shape
+    _bn_stats_kernel(x.reshape(-1), mean, var, outer, ch, inner, _bn_pieces(outer, inner),
+                     x.size < _SERIAL_MAX)
+
+
+def batchnorm_forward(x, mean, inv_std, gamma, beta, out):
+    """``out = (x - mean) * (inv_std * gamma) + beta`` per channel, each operation in x's
+    dtype (gamma None: ``inv_std`` alone; beta None: no add). ``out`` may be ``x``."""
+    outer, ch, inner = x.shape
+    dummy = inv_std[:0]
+    _bn_fwd_kernel(x.reshape(-1), mean, inv_std, gamma if gamma is not None else dummy,
+                   gamma is not None, beta if beta is not None else dummy, beta is not None,
+                   out.reshape(-1), outer, ch, inner, x.size < _SERIAL_MAX)
+
+
+def batchnorm_backward(dy, x, mean, inv_std, gamma, training, dx, dgamma, dbeta):
+    """The backward of :func:`batchnorm_forward` (see ``fastnn.backends``); ``dx`` may be
+    ``dy``."""
+    outer, ch, inner = x.shape
+    dummy = inv_std[:0]
+    _bn_bwd_kernel(dy.reshape(-1), x.reshape(-1), mean, inv_std,
+                   gamma if gamma is not None else dummy, gamma is not None, bool(training),
+                   dx.reshape(-1), dgamma if dgamma is not None else dummy,
+                   dgamma is not None, dbeta if dbeta is not None else dummy,
+                   dbeta is not None, outer, ch, inner, _bn_pieces(outer, inner),
+                   x.size < _SERIAL_MAX)
 
 
 # --------------------------------------------------------------------------- conv

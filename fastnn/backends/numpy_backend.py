@@ -162,6 +162,48 @@ def bias_act(y, b, act, out):
     out[...] = v
 
 
+# --------------------------------------------------------------------------- batch norm
+def batchnorm_stats(x, mean, var):
+    """Per-channel mean and biased variance of ``x`` (outer, C, inner) over axes 0 and 2,
+    in float64 (two passes), rounded to x's dtype."""
+    xd = x.astype(np.float64)
+    m = xd.mean(axis=(0, 2))
+    mean[...] = m
+    var[...] = np.square(xd - m[None, :, None]).mean(axis=(0, 2))
+
+
+def batchnorm_forward(x, mean, inv_std, gamma, beta, out):
+    """``out = (x - mean) * (inv_std * gamma) + beta`` per channel, each operation in x's
+    dtype (gamma None: ``inv_std`` alone; beta None: no add). ``out`` may be ``x``."""
+    a = inv_std if gamma is None else inv_std * gamma
+    y = (x - mean[None, :, None]) * a[None, :, None]
+    if beta is not None:
+        y = y + beta[None, :, None]
+    out[...] = y
+
+
+def batchnorm_backward(dy, x, mean, inv_std, gamma, training, dx, dgamma, dbeta):
+    """The backward of :func:`batchnorm_forward` (see ``fastnn.backends``)."""
+    dt = x.dtype
+    n = x.shape[0] * x.shape[2]
+    d = x - mean[None, :, None]
+    s1 = dy.astype(np.float64).sum(axis=(0, 2))
+    s2 = (dy.astype(np.float64) * d.astype(np.float64)).sum(axis=(0, 2))
+    inv = inv_std.astype(np.float64)
+    g = np.ones_like(inv) if gamma is None else gamma.astype(np.float64)
+    a = (g * inv).astype(dt)[None, :, None]
+    if dbeta is not None:
+        dbeta[...] = s1
+    if dgamma is not None:
+        dgamma[...] = s2 * inv
+    if training:
+        km = (s1 / n).astype(dt)[None, :, None]
+        kk = (g * inv ** 3 * s2 / n).astype(dt)[None, :, None]
+        dx[...] = a * (dy - km) - kk * d
+    else:
+        dx[...] = a * dy
+
+
 def relu_mask(x, y, mask):
     """``mask = x <= 0``; ``y = where(mask, +0.0, x)`` (NaN passes, -0.0 becomes +0.0)."""
     np.less_equal(x, 0, out=mask)

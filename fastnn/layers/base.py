@@ -64,7 +64,7 @@ def _unique_name(prefix: str) -> str:
 
 # What fastnn's layers' forward passes cache for their backward (see Layer.__getattr__).
 _FORWARD_CACHES = frozenset({"_x", "_y", "_z", "_xshape", "_shape", "_mask", "_xhat",
-                             "_inv_std", "_argmax", "_dy_crop", "_training"})
+                             "_inv_std", "_mean", "_argmax", "_dy_crop", "_training"})
 
 
 def _dtype(dtype) -> np.dtype:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ops
 from ..utils._args import check_real
 from .base import Layer
 from .core import _cfg
@@ -56,8 +57,6 @@ class BatchNormalization(Layer):
             raise ValueError(f"BatchNormalization needs a known size along axis={self.axis}, "
                              f"received input shape {input_shape}")
         c = int(input_shape[self._ax])
-        self._reduce = tuple(i for i in range(ndim) if i != self._ax)
-        self._bshape = tuple(c if i == self._ax else 1 for i in range(ndim))
         self.gamma = self.add_weight("gamma", (c,), self.gamma_initializer) if self.scale else None
         self.beta = self.add_weight("beta", (c,), self.beta_initializer) if self.center else None
         self.moving_mean = self.add_weight("moving_mean", (c,), self.moving_mean_initializer,
@@ -67,44 +66,45 @@ class BatchNormalization(Layer):
         super().build(input_shape)
 
     def forward(self, x, training=False):
+        x = self._cast_input(x)
         self._check_input(x)
         # Keras: a non-trainable BatchNormalization runs in inference mode (moving statistics,
         # not updated) even in training
         training = bool(training) and self.trainable
         self._training = training
+        ax = self._ax
         if training:
-            mean = x.mean(axis=self._reduce)
-            var = x.var(axis=self._reduce)
+            # the batch's mean and biased variance per channel (summed in float64)
+            mean, var = ops.batchnorm_stats(x, channel_axis=ax)
             m = self.momentum
             self.moving_mean *= m
             self.moving_mean += (1 - m) * mean
             self.moving_variance *= m
             self.moving_variance += (1 - m) * var
         else:
-            mean, var = self.moving_mean, self.moving_variance
+            mean, var = self.moving_mean.copy(), self.moving_variance
         inv_std = (1.0 / np.sqrt(var + self.epsilon)).astype(x.dtype)
-        self._inv_std = inv_std
-        self._xhat = (x - mean.reshape(self._bshape)) * inv_std.reshape(self._bshape)
-        y = self._xhat
-        if self.gamma is not None:
-            y = y * self.gamma.reshape(self._bshape)
-        if self.beta is not None:
-            y = y + self.beta.reshape(self._bshape)
-        return y
+        # kept for backward, which recomputes x_hat = (x - mean) * inv_std from them
+        self._x, self._mean, self._inv_std = self._unaliased(x), mean, inv_std
+        out = self._buffer("y", x.shape, x.dtype) if training else None
+        # y = (x - mean) * (inv_std * gamma) + beta
+        return ops.batchnorm_forward(self._x, mean, inv_std, self.gamma, self.beta,
+                                     channel_axis=ax, out=out)
 
     def backward(self, grad):
-        xhat, b = self._xhat, self._bshape
+        x = self._x   # (first: before a forward, the error that says so)
+        need = self.gamma is not None or self.beta is not None
+        # training: the mean and variance are functions of x, and their gradient flows
+        # into dx; else they are constants and dx = grad * gamma * inv_std
+        dx, dgamma, dbeta = ops.batchnorm_backward(
+            grad, x, self._mean, self._inv_std, self.gamma, channel_axis=self._ax,
+            training=self._training, need_param_grads=need,
+            out=self._buffer("dx", x.shape, x.dtype))
         if self.gamma is not None:
-            self.grads["gamma"][...] = np.sum(grad * xhat, axis=self._reduce)
+            self.grads["gamma"][...] = dgamma
         if self.beta is not None:
-            self.grads["beta"][...] = np.sum(grad, axis=self._reduce)
-        g = grad if self.gamma is None else grad * self.gamma.reshape(b)
-        if not self._training:  # statistics are constants: an affine map
-            return g * self._inv_std.reshape(b)
-        n = grad.size // grad.shape[self._ax]
-        sum_g = np.sum(g, axis=self._reduce).reshape(b)
-        sum_gx = np.sum(g * xhat, axis=self._reduce).reshape(b)
-        return (self._inv_std.reshape(b) / n) * (n * g - sum_g - xhat * sum_gx)
+            self.grads["beta"][...] = dbeta
+        return dx
 
     def get_config(self):
         cfg = super().get_config()

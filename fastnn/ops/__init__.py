@@ -36,6 +36,7 @@ __all__ = [
     "conv2d_maxpool_forward", "conv2d_maxpool_backward",
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
     "bias_act", "bias_act_backward", "relu_mask", "relu_mask_backward",
+    "batchnorm_stats", "batchnorm_forward", "batchnorm_backward",
     "softmax_cross_entropy", "adam_update", "conv_geometry", "ConvGeometry",
     "set_workspace_limit", "get_workspace_limit",
 ]
@@ -749,10 +750,7 @@ def bias_act(x, b=None, activation="relu", *, channel_axis: int = -1,
     -------
     y : ndarray shaped like x
     """
-    x = float_array(x, "x")
-    if x.ndim < 1:
-        raise ValueError(f"x must have at least 1 dimension, received shape {x.shape}")
-    _channel_axis_arg(channel_axis, x.ndim)
+    x = _channel_input(x, "x", channel_axis)
     act = _activation(activation)
     outer, c, inner = _bias_act_view(x, channel_axis)
     if b is not None:
@@ -853,12 +851,9 @@ def bias_act_backward(dy, y, activation="relu", *, channel_axis: int = -1,
     db : ndarray, shape (y.shape[channel_axis],), or None when ``need_db`` is False
     """
     dy = float_array(dy, "dy")
-    y = float_array(y, "y")
+    y = _channel_input(y, "y", channel_axis)
     same_dtype([dy, y], ["dy", "y"])
     _checks.expect_shape(dy, y.shape, "dy", "the shape of y")
-    if y.ndim < 1:
-        raise ValueError(f"y must have at least 1 dimension, received shape {y.shape}")
-    _channel_axis_arg(channel_axis, y.ndim)
     act = _activation(activation)
     outer, c, inner = _bias_act_view(y, channel_axis)
     dx = _out_like(out, dy, "out", "dy or y", others=(y,))
@@ -867,6 +862,136 @@ def bias_act_backward(dy, y, activation="relu", *, channel_axis: int = -1,
         _backend.get().bias_act_backward(dy.reshape(outer, c, inner), y.reshape(outer, c, inner),
                                          act, dx.reshape(outer, c, inner), db)
     return dx, db
+
+
+def _channel_input(x, name: str, channel_axis) -> np.ndarray:
+    """``x`` as a float array with at least one dimension, ``channel_axis`` one of them."""
+    x = float_array(x, name)
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have at least 1 dimension, received shape {x.shape}")
+    _channel_axis_arg(channel_axis, x.ndim)
+    return x
+
+
+def _channel_vector(v, name: str, x: np.ndarray, channel_axis: int) -> np.ndarray:
+    """``v`` as a C-contiguous (C,) array of x's dtype, C = x.shape[channel_axis]."""
+    v = float_array(v, name, 1)
+    _checks.expect_shape(v, (x.shape[channel_axis],), name, f"x.shape[{channel_axis}]")
+    same_dtype([x, v], ["x", name])
+    return v
+
+
+def batchnorm_stats(x, *, channel_axis: int = -1) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-channel batch mean and (biased) variance, batch normalization's statistics.
+
+    Parameters
+    ----------
+    x : ndarray, any shape with ``x.ndim >= 1``
+    channel_axis : int
+        The feature axis: -1 for Dense and NHWC inputs, 1 for NCHW.
+
+    Returns
+    -------
+    mean, var : ndarray, shape (x.shape[channel_axis],), x's dtype
+        Over every axis but ``channel_axis``: ``mean = x.mean(axes)`` and ``var = ((x -
+        mean) ** 2).mean(axes)``, computed in float64 whatever x's dtype (NaN in a
+        channel makes both NaN; a channel of no elements gives NaN).
+    """
+    x = _channel_input(x, "x", channel_axis)
+    outer, c, inner = _bias_act_view(x, channel_axis)
+    mean, var = np.empty(c, x.dtype), np.empty(c, x.dtype)
+    if outer * inner == 0:
+        mean.fill(np.nan)
+        var.fill(np.nan)
+    elif c:
+        _backend.get().batchnorm_stats(x.reshape(outer, c, inner), mean, var)
+    return mean, var
+
+
+def batchnorm_forward(x, mean, inv_std, gamma=None, beta=None, *, channel_axis: int = -1,
+                      out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Batch normalization's affine step ``(x - mean) * (inv_std * gamma) + beta``.
+
+    Parameters
+    ----------
+    x : ndarray, any shape with ``x.ndim >= 1``
+    mean, inv_std : ndarray, shape (C,), C = ``x.shape[channel_axis]``
+        The batch's statistics (:func:`batchnorm_stats`) in training, the moving ones in
+        inference; ``inv_std = 1 / sqrt(var + epsilon)``.
+    gamma, beta : ndarray, shape (C,), optional
+        Scale (None: 1) and offset (None: 0).
+    channel_axis : int
+        -1 for Dense and NHWC inputs, 1 for NCHW.
+    out : ndarray shaped like x, optional
+        Written and returned; may be ``x`` itself (in place), and must not overlap ``x``
+        any other way, nor the (C,) arrays.
+
+    Returns
+    -------
+    y : ndarray shaped like x
+        Each operation in x's dtype, in the order written above (``inv_std * gamma``
+        first).
+    """
+    x = _channel_input(x, "x", channel_axis)
+    mean = _channel_vector(mean, "mean", x, channel_axis)
+    inv_std = _channel_vector(inv_std, "inv_std", x, channel_axis)
+    gamma = None if gamma is None else _channel_vector(gamma, "gamma", x, channel_axis)
+    beta = None if beta is None else _channel_vector(beta, "beta", x, channel_axis)
+    y = _out_like(out, x, "out", "x", (mean, inv_std, gamma, beta))
+    if x.size:
+        shape = _bias_act_view(x, channel_axis)
+        _backend.get().batchnorm_forward(x.reshape(shape), mean, inv_std, gamma, beta,
+                                         y.reshape(shape))
+    return y
+
+
+def batchnorm_backward(dy, x, mean, inv_std, gamma=None, *, channel_axis: int = -1,
+                       training: bool = True, need_param_grads: bool = True,
+                       out: Optional[np.ndarray] = None
+                       ) -> Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    """Backward of batch normalization, ``y = (x - mean) * inv_std * gamma + beta``.
+
+    Parameters
+    ----------
+    dy : ndarray shaped like x, the gradient of the loss with respect to ``y``
+    x : ndarray, the forward's input, any shape with ``x.ndim >= 1``
+    mean, inv_std, gamma : ndarray, shape (C,), as given to :func:`batchnorm_forward`
+        (gamma None: 1)
+    channel_axis : int
+    training : bool
+        True when ``mean`` and ``inv_std`` are the batch's own statistics (they then
+        depend on x and their gradient flows into ``dx``); False for the moving
+        statistics, constants: ``dx = dy * inv_std * gamma``.
+    need_param_grads : bool
+        Whether to return ``dgamma`` and ``dbeta`` (else None, None).
+    out : ndarray shaped like dy, optional
+        Receives ``dx``; may be ``dy`` itself (in place), and must not overlap it any other
+        way, nor ``x`` or the (C,) arrays.
+
+    Returns
+    -------
+    dx : ndarray shaped like x
+    dgamma, dbeta : ndarray, shape (C,), or None
+        ``dbeta = sum(dy)``, ``dgamma = sum(dy * (x - mean)) * inv_std`` over every axis
+        but ``channel_axis``, summed in float64.
+    """
+    dy = float_array(dy, "dy")
+    x = _channel_input(x, "x", channel_axis)
+    same_dtype([x, dy], ["x", "dy"])
+    _checks.expect_shape(dy, x.shape, "dy", "the shape of x")
+    mean = _channel_vector(mean, "mean", x, channel_axis)
+    inv_std = _channel_vector(inv_std, "inv_std", x, channel_axis)
+    gamma = None if gamma is None else _channel_vector(gamma, "gamma", x, channel_axis)
+    training = _checks.flag(training, "training")
+    need = _checks.flag(need_param_grads, "need_param_grads")
+    dx = _out_like(out, dy, "out", "dy", (x, mean, inv_std, gamma))
+    c = x.shape[channel_axis]
+    dgamma, dbeta = (np.zeros(c, x.dtype), np.zeros(c, x.dtype)) if need else (None, None)
+    if x.size:
+        shape = _bias_act_view(x, channel_axis)
+        _backend.get().batchnorm_backward(dy.reshape(shape), x.reshape(shape), mean, inv_std,
+                                          gamma, training, dx.reshape(shape), dgamma, dbeta)
+    return dx, dgamma, dbeta
 
 
 def _bool_arg(mask, name: str) -> None:

@@ -1,0 +1,252 @@
+/* batchnorm.c: batch normalization's per-channel kernels, forward and backward (float and
+ * double; compiled twice, FNN_PREC=32/64). Arrays are viewed as (outer, c, inner),
+ * row-major: a Dense or NHWC input is (rows, c, 1), an NCHW one (n, c, h*w). Channel j's
+ * elements are x[o, j, i] for every o and i: n = outer * inner of them (n >= 1; the
+ * Python wrapper handles n == 0). Reference: fastnn/backends/numpy_backend.py
+ * (batchnorm_stats, batchnorm_forward, batchnorm_backward), the same formulas with
+ * NumPy's float64 sums.
+ *
+ * Sums: each channel's are accumulated in double (accum) from partial sums of at most
+ * BN_FBLK elements in the arrays' own type, in an order that depends on the shape only,
+ * so the results do not depend on the thread count: channels-last (inner == 1) by row
+ * pieces that the threads share, the pieces' sums added in piece order (as the bias
+ * gradient's bias_rows, epilogue.c); otherwise the threads split the channels. */
+#include "fnn_real.h"
+
+#define BN_PIECES 8       /* row pieces of a channels-last sum, at most */
+#define BN_PIECE_ROWS 64  /* rows per piece, at least */
+#define BN_CBLK 64        /* channels per block of a channels-last pass (sums in L1) */
+#define BN_FBLK 16        /* rows (channels-last) summed in `real` before each double add */
+#define BN_RUN 128        /* elements of an inner run summed in `real` likewise */
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* For channels [j0, j0 + nj) of a channels-last (outer, c) pair p, q: s1[j - j0] = sum over
+ * rows of u and s2[j - j0] = sum of u * w, with u = p[o, j] - ps[j - j0] and w = q[o, j] -
+ * qs[j - j0] (shifts of nj values); overwrites s1, s2. */
+static void sums_last(int64_t outer, int64_t c, int64_t j0, int64_t nj, const real *p,
+                      const real *ps, const real *q, const real *qs, accum *s1, accum *s2)
+{
+    int64_t pieces = outer / BN_PIECE_ROWS;
+    pieces = pieces < 1 ? 1 : pieces > BN_PIECES ? BN_PIECES : pieces;
+    int nt = fnn_threads_for(outer * nj);
+    if (nt > pieces)
+        nt = (int)pieces;
+    accum part1[BN_PIECES][BN_CBLK], part2[BN_PIECES][BN_CBLK];
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t pc = 0; pc < pieces; pc++) {
+        accum a1[BN_CBLK], a2[BN_CBLK];
+        for (int64_t j = 0; j < nj; j++)
+            a1[j] = a2[j] = 0;
+        const int64_t o1 = outer * (pc + 1) / pieces;
+        for (int64_t o = outer * pc / pieces; o < o1; o += BN_FBLK) {
+            real f1[BN_CBLK], f2[BN_CBLK];
+            for (int64_t j = 0; j < nj; j++)
+                f1[j] = f2[j] = 0;
+            const int64_t oe = min64(o + BN_FBLK, o1);
+            for (int64_t r = o; r < oe; r++) {
+                const real *pr = p + r * c + j0, *qr = q + r * c + j0;
+                for (int64_t j = 0; j < nj; j++) {
+                    const real u = pr[j] - ps[j], w = qr[j] - qs[j];
+                    f1[j] += u;
+                    f2[j] += u * w;
+                }
+            }
+            for (int64_t j = 0; j < nj; j++) {
+                a1[j] += f1[j];
+                a2[j] += f2[j];
+            }
+        }
+        for (int64_t j = 0; j < nj; j++) {
+            part1[pc][j] = a1[j];
+            part2[pc][j] = a2[j];
+        }
+    }
+    for (int64_t j = 0; j < nj; j++) {
+        accum t1 = part1[0][j], t2 = part2[0][j];
+        for (int64_t pc = 1; pc < pieces; pc++) {
+            t1 += part1[pc][j];
+            t2 += part2[pc][j];
+        }
+        s1[j] = t1;
+        s2[j] = t2;
+    }
+}
+
+/* Channel j of an (outer, c, inner > 1) pair: *s1 = sum of u, *s2 = sum of u * w over
+ * its n elements, u = p - ps, w = q - qs; runs of BN_RUN elements summed in `real`. */
+static void sums_inner(int64_t outer, int64_t c, int64_t inner, int64_t j, const real *p,
+                       real ps, const real *q, real qs, accum *s1, accum *s2)
+{
+    accum a1 = 0, a2 = 0;
+    for (int64_t o = 0; o < outer; o++) {
+        const real *pr = p + (o * c + j) * inner, *qr = q + (o * c + j) * inner;
+        for (int64_t i0 = 0; i0 < inner; i0 += BN_RUN) {
+            const int64_t i1 = min64(i0 + BN_RUN, inner);
+            real f1 = 0, f2 = 0;
+            for (int64_t i = i0; i < i1; i++) {
+                const real u = pr[i] - ps, w = qr[i] - qs;
+                f1 += u;
+                f2 += u * w;
+            }
+            a1 += f1;
+            a2 += f2;
+        }
+    }
+    *s1 = a1;
+    *s2 = a2;
+}
+
+/* A channel's shift for its sums: its first element, or 0 where that is not finite (an
+ * infinite channel's mean then stays infinite). */
+static inline real shift_of(real v) { return v - v == 0 ? v : 0; }
+
+/* Per-channel batch statistics: mean[j] and the biased variance var[j] = mean of (x -
+ * mean)^2 over channel j's n elements; overwrites mean and var (c values each). One pass:
+ * the sums of d = x - s and of d^2 (s = shift_of(x[0, j, 0]): the shift keeps the
+ * variance exact to double rounding when |mean| >> its spread); var = sum(d^2) / n -
+ * (sum(d) / n)^2, at least 0. NaN in a channel makes its mean and variance NaN. */
+void FNN(bn_stats)(int64_t outer, int64_t c, int64_t inner, const real *x, real *mean,
+                   real *var)
+{
+    const accum n = (accum)(outer * inner);
+    if (inner == 1) {
+        for (int64_t jb = 0; jb < c; jb += BN_CBLK) {
+            const int64_t nj = min64(BN_CBLK, c - jb);
+            accum s1[BN_CBLK], s2[BN_CBLK];
+            real s[BN_CBLK];
+            for (int64_t j = 0; j < nj; j++)
+                s[j] = shift_of(x[jb + j]);
+            sums_last(outer, c, jb, nj, x, s, x, s, s1, s2);
+            for (int64_t j = 0; j < nj; j++) {
+                const accum m = s1[j] / n, v = s2[j] / n - m * m;
+                mean[jb + j] = (real)(m + s[j]);
+                var[jb + j] = (real)(v > 0 || v != v ? v : 0);
+            }
+        }
+        return;
+    }
+    const int nt = c >= 2 ? fnn_threads_for(outer * c * inner) : 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t j = 0; j < c; j++) {
+        const real s = shift_of(x[j * inner]);
+        accum s1, s2;
+        sums_inner(outer, c, inner, j, x, s, x, s, &s1, &s2);
+        const accum m = s1 / n, v = s2 / n - m * m;
+        mean[j] = (real)(m + s);
+        var[j] = (real)(v > 0 || v != v ? v : 0);
+    }
+}
+
+/* y[o, j, i] = (x[o, j, i] - mean[j]) * (inv_std[j] * gamma[j]) + beta[j], each operation
+ * rounded to `real` in that order (gamma NULL: 1, beta NULL: no add); overwrites y, which
+ * may be x. Threads over outer. */
+void FNN(bn_apply)(int64_t outer, int64_t c, int64_t inner, const real *x, const real *mean,
+                   const real *inv_std, const real *gamma, const real *beta, real *y)
+{
+    const int nt = fnn_threads_for(outer * c * inner);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t o = 0; o < outer; o++) {
+        const real *xo = x + o * c * inner;
+        real *yo = y + o * c * inner;
+        if (inner == 1) {
+            if (gamma && beta)
+                for (int64_t j = 0; j < c; j++)
+                    yo[j] = (xo[j] - mean[j]) * (inv_std[j] * gamma[j]) + beta[j];
+            else
+                for (int64_t j = 0; j < c; j++) {
+                    const real v = (xo[j] - mean[j]) * (gamma ? inv_std[j] * gamma[j]
+                                                              : inv_std[j]);
+                    yo[j] = beta ? v + beta[j] : v;
+                }
+            continue;
+        }
+        for (int64_t j = 0; j < c; j++) {
+            const real m = mean[j], a = gamma ? inv_std[j] * gamma[j] : inv_std[j];
+            const real *xj = xo + j * inner;
+            real *yj = yo + j * inner;
+            if (beta) {
+                const real b = beta[j];
+                for (int64_t i = 0; i < inner; i++)
+                    yj[i] = (xj[i] - m) * a + b;
+            } else {
+                for (int64_t i = 0; i < inner; i++)
+                    yj[i] = (xj[i] - m) * a;
+            }
+        }
+    }
+}
+
+/* The backward of y = (x - mean) * inv_std * gamma + beta, given dy. With the channel sums
+ * s1 = sum(dy) and s2 = sum(dy * (x - mean)) (double), a = gamma * inv_std:
+ *   dbeta = s1, dgamma = s2 * inv_std (each overwritten when not NULL);
+ *   training (mean and inv_std are the batch's, so depend on x):
+ *     dx = a * (dy - s1 / n) - k * (x - mean), k = gamma * inv_std^3 * s2 / n
+ *     (the coefficients in double, then rounded);
+ *   else (moving statistics, constants): dx = a * dy.
+ * dx overwritten; it may be dy. gamma NULL: 1. Channels-last: a block of channels has its
+ * sums taken, then its dx written (rows twice, the block's sums in L1). */
+void FNN(bn_bwd)(int64_t outer, int64_t c, int64_t inner, const real *dy, const real *x,
+                 const real *mean, const real *inv_std, const real *gamma, int training,
+                 real *dx, real *dgamma, real *dbeta)
+{
+    const accum n = (accum)(outer * inner);
+    const int sums = training || dgamma || dbeta;
+    if (inner == 1) {
+        const int nt = fnn_threads_for(outer * c);
+        for (int64_t jb = 0; jb < c; jb += BN_CBLK) {
+            const int64_t nj = min64(BN_CBLK, c - jb);
+            accum s1[BN_CBLK] = {0}, s2[BN_CBLK] = {0};
+            real zero[BN_CBLK] = {0}, ka[BN_CBLK], km[BN_CBLK], kk[BN_CBLK];
+            if (sums)
+                sums_last(outer, c, jb, nj, dy, zero, x, mean + jb, s1, s2);
+            for (int64_t j = 0; j < nj; j++) {
+                const accum is = inv_std[jb + j], g = gamma ? gamma[jb + j] : 1;
+                ka[j] = (real)(g * is);
+                km[j] = training ? (real)(s1[j] / n) : 0;
+                kk[j] = training ? (real)(g * is * is * is * s2[j] / n) : 0;
+                if (dbeta)
+                    dbeta[jb + j] = (real)s1[j];
+                if (dgamma)
+                    dgamma[jb + j] = (real)(s2[j] * is);
+            }
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+            for (int64_t o = 0; o < outer; o++) {
+                const real *g = dy + o * c + jb, *xo = x + o * c + jb, *m = mean + jb;
+                real *d = dx + o * c + jb;
+                if (training)
+                    for (int64_t j = 0; j < nj; j++)
+                        d[j] = ka[j] * (g[j] - km[j]) - kk[j] * (xo[j] - m[j]);
+                else
+                    for (int64_t j = 0; j < nj; j++)
+                        d[j] = ka[j] * g[j];
+            }
+        }
+        return;
+    }
+    const int nt = c >= 2 ? fnn_threads_for(outer * c * inner) : 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t j = 0; j < c; j++) {
+        const real m = mean[j];
+        accum s1 = 0, s2 = 0;
+        if (sums)
+            sums_inner(outer, c, inner, j, dy, 0, x, m, &s1, &s2);
+        const accum is = inv_std[j], gj = gamma ? gamma[j] : 1;
+        const real ka = (real)(gj * is), km = training ? (real)(s1 / n) : 0,
+                   kk = training ? (real)(gj * is * is * is * s2 / n) : 0;
+        if (dbeta)
+            dbeta[j] = (real)s1;
+        if (dgamma)
+            dgamma[j] = (real)(s2 * is);
+        for (int64_t o = 0; o < outer; o++) {
+            const real *g = dy + (o * c + j) * inner, *xo = x + (o * c + j) * inner;
+            real *d = dx + (o * c + j) * inner;
+            if (training)
+                for (int64_t i = 0; i < inner; i++)
+                    d[i] = ka * (g[i] - km) - kk * (xo[i] - m);
+            else
+                for (int64_t i = 0; i < inner; i++)
+                    d[i] = ka * g[i];
+        }
+    }
+}
