@@ -8,7 +8,8 @@ and float64 1024^3; the CNN's convolutions forward (bias + fused ReLU) and backw
 fused with its 2x2 max pooling (forward, and backward from the pooled gradient), the book
 conv net's first convolution (NCHW float64, x=(100,1,28,28), 30 5x5 filters), the CNN's
 2x2 max poolings forward and backward on (128,26,26,32) and (128,11,11,64), and the book
-net's (NCHW float64, (100,30,24,24)). The list is fastnn.bench.kernel_cases(), the cases
+net's (NCHW float64, (100,30,24,24)); batch normalization in training, forward and
+backward, on the CNN's two convolution outputs (128,26,26,32) and (128,11,11,64). The list is fastnn.bench.kernel_cases(), the cases
 of ``fastnn bench``. PyTorch runs the same ops on NCHW tensors (converted beforehand). No
 timing is asserted.
 """

@@ -9,11 +9,12 @@ Two suites:
     backend *is* ``numpy.matmul`` there, so it is not repeated); the CNN's two
     convolutions forward (with bias and fused ReLU) and backward (NHWC, 3x3, valid; the
     first layer's backward skips ``dx`` like the model does), its 2x2 max poolings
-    forward and backward, and the first convolution and pooling of Deep Learning from
+    forward and backward, batch normalization of its two convolution outputs in training
+    (forward and backward), and the first convolution and pooling of Deep Learning from
     Scratch's conv net in float64 NCHW (fastnn C vs fastnn's NumPy reference backend vs
     ``torch.nn.functional.conv2d`` / ``torch.ops.aten.convolution_backward`` /
-    ``max_pool2d(return_indices=True)`` / ``max_pool2d_with_indices_backward`` on NCHW
-    tensors; layouts are converted before timing, only the op is timed). Each case is
+    ``max_pool2d(return_indices=True)`` / ``max_pool2d_with_indices_backward`` /
+    ``native_batch_norm`` / ``native_batch_norm_backward`` on NCHW tensors; layouts are converted before timing, only the op is timed). Each case is
     warmed up once, then timed ``--reps`` times, its implementations side by side: rep r
     of each runs before rep r + 1 of any, so a burst of load from other tenants of the
     machine falls on all of them alike, and each rep follows 0.3 s of untimed calls of the
@@ -91,7 +92,7 @@ __all__ = ["main", "add_parser", "run", "kernel_cases", "kernel_callable", "make
 #: Where ``--json`` and ``--png`` write by default.
 _DEFAULT_OUTPUT = {"--json": "fastnn_bench.json", "--png": "fastnn_bench.png"}
 #: Kernel groups and end-to-end programs that ``--only`` accepts.
-GROUPS = ("matmul", "conv", "pool")
+GROUPS = ("matmul", "conv", "pool", "norm")
 PROGRAMS = ("cnn", "mlp")
 #: Training images in one full Fashion-MNIST epoch (the scaling target).
 FULL_EPOCH_IMAGES = 60000
@@ -129,12 +130,18 @@ POOL_CASES = [(128, 26, 26, 32), (128, 11, 11, 64)]
 # (x shape NCHW, dtype): the pooling of Deep Learning from Scratch's conv net, after its
 # first convolution (fastnn.compat.dlfs), in PyTorch's own layout.
 NCHW_POOL_CASES = [((100, 30, 24, 24), "float64")]
+# Batch normalization (training: the batch's statistics) of the CNN's two convolution
+# outputs, as a Conv2D - BatchNormalization - ReLU model has them (NHWC, float32).
+NORM_CASES = [(128, 26, 26, 32), (128, 11, 11, 64)]
+#: BatchNormalization's default epsilon (Keras).
+NORM_EPSILON = 1e-3
 # --quick: the same case structure at toy sizes (for plumbing tests).
 QUICK_MATMUL_SHAPES = [("float32", 64, 64, 64), ("float32", 512, 9, 8),
                        ("float32", 32, 32, 10), ("float64", 64, 64, 64)]
 QUICK_CONV_CASES = [((2, 10, 10, 1), 4, False), ((2, 6, 6, 4), 8, True)]
 QUICK_NCHW_CONV_CASES = [((2, 1, 20, 20), 4, 5, "float64")]
 QUICK_POOL_CASES = [(2, 8, 8, 4), (2, 6, 6, 8)]
+QUICK_NORM_CASES = [(2, 8, 8, 4)]
 QUICK_NCHW_POOL_CASES = [((2, 3, 8, 8), "float64")]
 QUICK_TRAIN_IMAGES = 256
 
@@ -409,7 +416,7 @@ def time_side_by_side(fns: Dict[str, Callable[[], Any]], reps: int,
 # =========================================================================== kernels
 @dataclass
 class KernelCase:
-    """One kernel benchmark: ``group`` (matmul/conv/pool), ``op``, shapes in ``params``."""
+    """One kernel benchmark: ``group`` (matmul/conv/pool/norm), ``op``, shapes in ``params``."""
     group: str
     op: str
     name: str
@@ -424,7 +431,8 @@ class KernelCase:
             return "numpy.matmul" if self.group == "matmul" else "fastnn numpy backend"
         if impl == "torch":
             return {"matmul": "torch.mm", "conv": "torch conv2d (NCHW)",
-                    "pool": "torch max_pool2d (NCHW)"}[self.group]
+                    "pool": "torch max_pool2d (NCHW)",
+                    "norm": "torch native_batch_norm (NCHW)"}[self.group]
         if impl == FMA_IMPL:
             return "FMA-only loop"
         return impl
@@ -497,6 +505,14 @@ def kernel_cases(quick: bool = False, only: Optional[Sequence[str]] = None) -> L
             for op, what in (("pool_fwd", "fwd"), ("pool_bwd", "bwd")):
                 cases.append(KernelCase("pool", op, f"maxpool {what} NCHW {short} {xs[1]}ch",
                                         shape, dict(params), None))
+    if "norm" in only:
+        for xs in (QUICK_NORM_CASES if quick else NORM_CASES):
+            params = {"dtype": "float32", "x": list(xs), "layout": "NHWC"}
+            shape = f"x{tuple(xs)}, training"
+            cases.append(KernelCase("norm", "bn_fwd", f"batchnorm fwd {xs[3]}ch", shape,
+                                    dict(params), None))
+            cases.append(KernelCase("norm", "bn_bwd", f"batchnorm bwd {xs[3]}ch", shape,
+                                    dict(params), None))
     return cases
 
 
@@ -640,6 +656,37 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
         tdy = torch.from_numpy(randn(tuple(ty.shape)))
         pool_bwd = torch.ops.aten.max_pool2d_with_indices_backward
         return lambda: pool_bwd(tdy, tx, [ph, pw], [ph, pw], [0, 0], [1, 1], False, tidx)
+
+    if case.group == "norm":
+        # BatchNormalization in training: the batch's statistics, the normalization (and
+        # the moving averages' update, a few channels long, left out), then its backward
+        x = randn(tuple(p["x"]))
+        c = x.shape[-1]
+        gamma, beta = (1 + 0.1 * randn((c,))).astype(dtype), (0.1 * randn((c,))).astype(dtype)
+        dy = randn(x.shape)
+        if impl in ("fastnn", "numpy"):
+            def stats():
+                mean, var = ops.batchnorm_stats(x)
+                return mean, (1 / np.sqrt(var + dtype.type(NORM_EPSILON))).astype(dtype)
+
+            if case.op == "bn_fwd":
+                fn = lambda: ops.batchnorm_forward(x, *stats(), gamma, beta)  # noqa: E731
+            else:
+                with fastnn.use_backend("numpy"):
+                    mean, inv = stats()
+                fn = lambda: ops.batchnorm_backward(dy, x, mean, inv, gamma)  # noqa: E731
+            return on_numpy_backend(fn) if impl == "numpy" else fn
+        tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        tdy = torch.from_numpy(np.ascontiguousarray(dy.transpose(0, 3, 1, 2)))
+        tg, tb = torch.from_numpy(gamma), torch.from_numpy(beta)
+        rm, rv = torch.zeros(c, dtype=tx.dtype), torch.ones(c, dtype=tx.dtype)
+        bn = torch.ops.aten.native_batch_norm
+        if case.op == "bn_fwd":
+            return lambda: bn(tx, tg, tb, rm, rv, True, 0.01, NORM_EPSILON)
+        _, tmean, tinv = bn(tx, tg, tb, rm, rv, True, 0.01, NORM_EPSILON)
+        bn_bwd = torch.ops.aten.native_batch_norm_backward
+        return lambda: bn_bwd(tdy, tx, tg, rm, rv, tmean, tinv, True, NORM_EPSILON,
+                              [True, True, True])
 
     raise ValueError(f"unknown kernel group {case.group!r}")
 
@@ -1322,6 +1369,11 @@ def run(*, suite: str = "all", only: Optional[Sequence[str]] = None,
                          "peak RSS" if train_records else ""))
         if "pool" in groups:
             notes.append("pooling does no arithmetic worth counting: no GFLOPS")
+        if "norm" in groups:
+            notes.append("batchnorm: BatchNormalization in training (per-channel batch mean "
+                         "and variance, then the normalization; the backward through the "
+                         "batch's statistics, with the scale and offset gradients), float32; "
+                         "no GFLOPS (a few operations per element)")
         if any(FMA_IMPL in r["results"] for r in result["kernels"]):
             notes.append("FMA-only loop: fastnn's register-only FMA loop (the GEMM "
                          "micro-kernel's accumulators, no loads or stores; "
@@ -1365,7 +1417,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="kernel comparison, end-to-end training, or both (default)")
     p.add_argument("--only", type=_name_list(GROUPS + PROGRAMS, "--only"), default=None,
                    metavar="NAMES",
-                   help="comma-separated subset of matmul,conv,pool (kernels) and cnn,mlp "
+                   help="comma-separated subset of matmul,conv,pool,norm (kernels) and cnn,mlp "
                         "(end-to-end programs 2 and 4); default: all")
     p.add_argument("--threads", type=thread_count, default=None,
                    help=f"threads for fastnn, PyTorch and NumPy's BLAS "

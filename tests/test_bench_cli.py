@@ -73,7 +73,7 @@ def _check_kernel_record(rec: dict, reps: int, impls=("fastnn", "numpy")) -> Non
         assert "error" not in res, res
         assert len(res["times"]) == reps and res["inner"] >= 1
         assert res["median"] == pytest.approx(statistics.median(res["times"]))
-        if rec["group"] == "pool":
+        if rec["group"] in ("pool", "norm"):
             assert res["gflops"] is None and rec["flops"] is None
         elif impl == fb.FMA_IMPL:   # whole rounds of the loop: about the product's FLOPs
             assert res["flops"] > 0 and res["gflops"] == pytest.approx(
@@ -129,7 +129,8 @@ def test_kernels_all_groups(tmp_path, capsys):
     assert set(groups) == set(fb.GROUPS)
     for rec in data["kernels"]:
         _check_kernel_record(rec, 2)
-    assert len(_table_rows(out, ["matmul", "conv2d", "maxpool"])) == len(data["kernels"])
+    assert len(_table_rows(out, ["matmul", "conv2d", "maxpool", "batchnorm"])) == \
+        len(data["kernels"])
     _check_table_shape(out)
     if "c" in fastnn._backend.available():   # the FMA loop's columns: filled for products
         assert "| FMA-only loop GFLOPS | fastnn / FMA loop |" in out
