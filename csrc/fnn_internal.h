@@ -427,6 +427,13 @@ void fnn_adam_update_avx2_f32(int64_t n, float *p, const float *g, float *m, flo
 void fnn_adam_update_avx2_f64(int64_t n, double *p, const double *g, double *m, double *v,
                               double *vhat, double alpha, double omb1, double omb2,
                               double eps, int flush);
+/* activation.c's loops compiled for AVX2 (kernels/activation_avx2.c). */
+void fnn_act_fwd_avx2_f32(int64_t n, int kind, float alpha, const float *x, float *y);
+void fnn_act_fwd_avx2_f64(int64_t n, int kind, double alpha, const double *x, double *y);
+void fnn_act_bwd_avx2_f32(int64_t n, int kind, float alpha, const float *dy, const float *x,
+                          const float *y, float *dx);
+void fnn_act_bwd_avx2_f64(int64_t n, int kind, double alpha, const double *dy,
+                          const double *x, const double *y, double *dx);
 /* A block of relu_mask (epilogue.c) for double on AVX2 lanes (kernels/relu_avx2.c). */
 void fnn_relu_mask_block_avx2_f64(int64_t len, const double *x, double *y,
                                   uint8_t *restrict mask);

@@ -20,10 +20,33 @@ from typing import Callable, Dict, Union
 import numpy as np
 
 from . import ops
+from .backends import numpy_backend
 from .utils import _custom
 from .utils._args import check_real
 
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _kernel_forward(kind: str, x: np.ndarray, alpha: float = 0.0) -> np.ndarray:
+    """``f(x)`` by :func:`fastnn.ops.activation` (compiled kernels on the C backend) for a
+    float32/float64 ``x``, else by the NumPy reference's formulas in x's dtype."""
+    if x.dtype in _KERNEL_DTYPES:
+        return ops.activation(x, kind, alpha=alpha)
+    y = np.empty_like(x)
+    numpy_backend.activation(x, kind, alpha, y)
+    return y
+
+
+def _kernel_backward(kind: str, dy: np.ndarray, x: np.ndarray, y: np.ndarray,
+                     alpha: float = 0.0) -> np.ndarray:
+    """``dy * f'(x)`` by :func:`fastnn.ops.activation_backward` where the three arrays
+    share a float32/float64 dtype and a shape, else by the reference's formulas."""
+    if dy.dtype in _KERNEL_DTYPES and x.dtype == dy.dtype == y.dtype and \
+            x.shape == dy.shape == y.shape:
+        return ops.activation_backward(dy, x, y, kind, alpha=alpha)
+    dx = np.empty(np.broadcast_shapes(dy.shape, x.shape, y.shape), dy.dtype)
+    numpy_backend.activation_backward(dy, x, y, kind, alpha, dx)
+    return dx
 
 
 class Activation:
@@ -81,10 +104,10 @@ class Sigmoid(Activation):
     name = "sigmoid"
 
     def forward(self, x):
-        return sigmoid(x)
+        return _kernel_forward("sigmoid", x)
 
     def backward(self, dy, x, y):
-        return dy * y * (1 - y)
+        return _kernel_backward("sigmoid", dy, x, y)
 
 
 class Tanh(Activation):
@@ -127,10 +150,10 @@ class LeakyReLU(Activation):
         self.negative_slope = check_real(negative_slope, "negative_slope", low=0.0)
 
     def forward(self, x):
-        return np.where(x > 0, x, x * self.negative_slope).astype(x.dtype, copy=False)
+        return _kernel_forward("leaky_relu", x, self.negative_slope)
 
     def backward(self, dy, x, y):
-        return np.where(x > 0, dy, dy * self.negative_slope).astype(dy.dtype, copy=False)
+        return _kernel_backward("leaky_relu", dy, x, y, self.negative_slope)
 
     def get_config(self):
         return {"name": self.name, "negative_slope": self.negative_slope}
@@ -145,11 +168,10 @@ class ELU(Activation):
         self.alpha = check_real(alpha, "alpha")
 
     def forward(self, x):
-        neg = self.alpha * np.expm1(np.minimum(x, 0))
-        return np.where(x > 0, x, neg).astype(x.dtype, copy=False)
+        return _kernel_forward("elu", x, self.alpha)
 
     def backward(self, dy, x, y):
-        return np.where(x > 0, dy, dy * (y + self.alpha)).astype(dy.dtype, copy=False)
+        return _kernel_backward("elu", dy, x, y, self.alpha)
 
     def get_config(self):
         return {"name": self.name, "alpha": self.alpha}
@@ -206,11 +228,10 @@ class SiLU(Activation):
     name = "silu"
 
     def forward(self, x):
-        return (x * sigmoid(x)).astype(x.dtype, copy=False)
+        return _kernel_forward("silu", x)
 
     def backward(self, dy, x, y):
-        s = sigmoid(x)
-        return (dy * (s * (1 + x * (1 - s)))).astype(dy.dtype, copy=False)
+        return _kernel_backward("silu", dy, x, y)
 
 
 class SELU(Activation):
@@ -218,17 +239,15 @@ class SELU(Activation):
     (exp(x) - 1)``, with Klambauer et al.'s alpha = 1.67326324 and scale = 1.05070098."""
 
     name = "selu"
-    alpha = 1.6732632423543772848170429916717
-    scale = 1.0507009873554804934193349852946
+    alpha = numpy_backend.SELU_ALPHA
+    scale = numpy_backend.SELU_SCALE
 
     def forward(self, x):
-        neg = self.scale * self.alpha * np.expm1(np.minimum(x, 0))
-        return np.where(x > 0, self.scale * x, neg).astype(x.dtype, copy=False)
+        return _kernel_forward("selu", x)
 
     def backward(self, dy, x, y):
         # (from x, not y + scale * alpha: that sum cancels in the far negative tail)
-        d = np.where(x > 0, self.scale, self.scale * self.alpha * np.exp(np.minimum(x, 0)))
-        return (dy * d).astype(dy.dtype, copy=False)
+        return _kernel_backward("selu", dy, x, y)
 
 
 class Softplus(Activation):
@@ -535,9 +554,7 @@ def linear(x) -> np.ndarray:
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Numerically stable logistic function (no overflow for large |x|); Keras's
     ``sigmoid``."""
-    x = _as_float(x)
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    return _kernel_forward("sigmoid", _as_float(x))
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -2007,3 +2007,58 @@ def test_batchnorm_nan_and_empty(backend, dtype):
     assert dx0.shape == (0, 4)
     assert_same(dg0, z, what="dgamma of an empty batch")
     assert_same(db0, z, what="dbeta of an empty batch")
+
+
+# =========================================================================== activations
+ACT_KINDS = [("sigmoid", 0.0), ("silu", 0.0), ("elu", 1.0), ("elu", 0.5), ("selu", 0.0),
+             ("leaky_relu", 0.2), ("leaky_relu", 0.0)]
+
+
+def _act_input(rng, shape, dtype):
+    """Values over the exp's whole range: both tails (past float's exp overflow and
+    underflow), the reduced range |x| <= ln2 / 2 and its edges, exact zeros, NaN, +-inf."""
+    x = rng.normal(0, 4, shape).astype(dtype)
+    flat = x.reshape(-1)
+    special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 0.3465, -0.3466, 1e-30, -1e-30,
+                        88.5, 89.5, -87.0, -103.0, -104.5, 700.0, -740.0, 20.0, -20.0],
+                       np.float64).astype(dtype)
+    flat[:special.size] = special[:flat.size]
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("kind,alpha", ACT_KINDS, ids=lambda v: str(v))
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 5, 17), (4099,), (300, 257)], ids=str)
+def test_activation(backend, kind, alpha, shape, dtype):
+    rng = _rng("act", kind, alpha, shape)
+    x = _act_input(rng, shape, dtype)
+    with np.errstate(all="ignore"):   # (the reference's exp overflows, inf * 0, ...)
+        y = ops.activation(x, kind, alpha=alpha)
+        ry = reference(ops.activation, x, kind, alpha=alpha)
+        assert_close(y, ry, k=4, scale=absmax(ry), what=f"activation {kind}")
+        dy = rand(rng, shape, dtype)
+        dx = ops.activation_backward(dy, x, ry, kind, alpha=alpha)
+        rdx = reference(ops.activation_backward, dy, x, ry, kind, alpha=alpha)
+        assert_close(dx, rdx, k=4, scale=absmax(rdx), what=f"activation_backward {kind}")
+        # in place: out=x and out=dy
+        xin, dyin = x.copy(), dy.copy()
+        assert ops.activation(xin, kind, alpha=alpha, out=xin) is xin
+        assert_bitwise(xin, y, what="activation out=x")
+        assert ops.activation_backward(dyin, x, ry, kind, alpha=alpha, out=dyin) is dyin
+        assert_bitwise(dyin, dx, what="activation_backward out=dy")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_activation_exp_relative_accuracy(backend, dtype):
+    """sigmoid(-x) = exp(-x) / (1 + exp(-x)) of a float over [-87, 0] and elu's expm1 near
+    0 stay within a few ulp of float64 math, relatively (the kernels' own exp and expm1,
+    not only within the suite's absolute tolerance)."""
+    x = -np.linspace(0, 87 if dtype == np.float32 else 700, 20001).astype(dtype)
+    s = ops.activation(x, "sigmoid")
+    xd = x.astype(np.float64)
+    want = np.exp(xd) / (1 + np.exp(xd))
+    ulp = np.finfo(dtype).eps
+    assert np.max(np.abs(s / want - 1)) < 8 * ulp
+    small = -np.geomspace(1e-12, 0.5, 4001).astype(dtype)
+    e = ops.activation(small, "elu", alpha=1.0)
+    assert np.max(np.abs(e / np.expm1(small.astype(np.float64)) - 1)) < 8 * ulp

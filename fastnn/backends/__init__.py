@@ -104,6 +104,13 @@ Primitives
 
 Optional primitives (a backend without them gets the calls they stand for):
 
+``activation(x, kind, alpha, out)``, ``activation_backward(dy, x, y, kind, alpha, dx)``
+    Flat arrays of one dtype: ``out = f(x)`` and ``dx = dy * f'(x)`` for ``kind``
+    "sigmoid", "silu", "elu", "selu" or "leaky_relu" (``alpha``: elu's alpha, leaky_relu's
+    negative_slope), by the formulas of numpy_backend's functions of these names (the
+    reference; a backend without them gets those). The C backend has them, on its own
+    vectorised exp (csrc/activation_body.h); ``out`` may be ``x``, ``dx`` may be ``dy``.
+
 ``conv2d_maxpool_forward(x, w, b, g, layout, act, y, argmax, chunk) -> bool``
     ``y``, ``argmax`` = ``maxpool2d_forward`` with 2x2 windows, stride 2, no padding, of
     ``act(conv(x, w) + b)``, bit for bit, without writing the convolution's output; returns

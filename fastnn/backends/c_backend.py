@@ -280,6 +280,18 @@ def batchnorm_backward(dy, x, mean, inv_std, gamma, training, dx, dgamma, dbeta)
                            _opt(dgamma, x.dtype), _opt(dbeta, x.dtype))
 
 
+_ACT_KIND = {"sigmoid": 1, "silu": 2, "elu": 3, "selu": 4, "leaky_relu": 5}
+
+
+def activation(x, kind, alpha, out):
+    _fn("act_fwd", x.dtype)(x.size, _ACT_KIND[kind], alpha, _ptr(x), _ptr(out))
+
+
+def activation_backward(dy, x, y, kind, alpha, dx):
+    _fn("act_bwd", x.dtype)(x.size, _ACT_KIND[kind], alpha, _ptr(dy), _ptr(x), _ptr(y),
+                            _ptr(dx))
+
+
 def relu_mask(x, y, mask):
     _fn("relu_mask", x.dtype)(x.size, _ptr(x), _ptr(y), ffi.from_buffer(_UINT8_ARRAY, mask))
 

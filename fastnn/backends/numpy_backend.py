@@ -162,6 +162,68 @@ def bias_act(y, b, act, out):
     out[...] = v
 
 
+# --------------------------------------------------------------------------- activations
+#: selu's constants (Klambauer et al.), Keras 3's.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    pos = (1 / (1 + e)).astype(x.dtype, copy=False)
+    return np.where(x >= 0, pos, e * pos).astype(x.dtype, copy=False)
+
+
+def activation(x, kind, alpha, out):
+    """``out = f(x)`` elementwise, each operation in x's dtype (``alpha`` a Python float:
+    elu's alpha, leaky_relu's negative_slope):
+
+    sigmoid     ``1 / (1 + e)`` for x >= 0, else ``e / (1 + e)``, ``e = exp(-|x|)``
+    silu        ``x * sigmoid(x)``
+    elu         ``x > 0 ? x : alpha * expm1(min(x, 0))``
+    selu        ``x > 0 ? SELU_SCALE * x : (SELU_SCALE * SELU_ALPHA) * expm1(min(x, 0))``
+    leaky_relu  ``x > 0 ? x : x * alpha``
+
+    NaN propagates. ``out`` may be ``x``."""
+    if kind == "sigmoid":
+        y = _sigmoid(x)
+    elif kind == "silu":
+        y = x * _sigmoid(x)
+    elif kind == "elu":
+        y = np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+    elif kind == "selu":
+        y = np.where(x > 0, SELU_SCALE * x, SELU_SCALE * SELU_ALPHA * np.expm1(np.minimum(x, 0)))
+    else:
+        y = np.where(x > 0, x, x * alpha)
+    out[...] = y
+
+
+def activation_backward(dy, x, y, kind, alpha, dx):
+    """``dx = dy * f'(x)`` for :func:`activation`'s f, ``y = f(x)`` its output:
+
+    sigmoid     ``dy * y * (1 - y)``
+    silu        ``dy * (s * (1 + x * (1 - s)))``, ``s = sigmoid(x)``
+    elu         ``x > 0 ? dy : dy * (y + alpha)``
+    selu        ``dy * (x > 0 ? SELU_SCALE : (SELU_SCALE * SELU_ALPHA) * exp(min(x, 0)))``
+                (from x: ``y + scale * alpha`` cancels in the far negative tail)
+    leaky_relu  ``x > 0 ? dy : dy * alpha``
+
+    ``dx`` may be ``dy``."""
+    if kind == "sigmoid":
+        g = dy * y * (1 - y)
+    elif kind == "silu":
+        s = _sigmoid(x)
+        g = dy * (s * (1 + x * (1 - s)))
+    elif kind == "elu":
+        g = np.where(x > 0, dy, dy * (y + alpha))
+    elif kind == "selu":
+        g = dy * np.where(x > 0, SELU_SCALE,
+                          SELU_SCALE * SELU_ALPHA * np.exp(np.minimum(x, 0))).astype(x.dtype)
+    else:
+        g = np.where(x > 0, dy, dy * alpha)
+    dx[...] = g
+
+
 # --------------------------------------------------------------------------- batch norm
 def batchnorm_stats(x, mean, var):
     """Per-channel mean and biased variance of ``x`` (outer, C, inner) over axes 0 and 2,

@@ -37,6 +37,7 @@ __all__ = [
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
     "bias_act", "bias_act_backward", "relu_mask", "relu_mask_backward",
     "batchnorm_stats", "batchnorm_forward", "batchnorm_backward",
+    "activation", "activation_backward",
     "softmax_cross_entropy", "adam_update", "conv_geometry", "ConvGeometry",
     "set_workspace_limit", "get_workspace_limit",
 ]
@@ -992,6 +993,90 @@ def batchnorm_backward(dy, x, mean, inv_std, gamma=None, *, channel_axis: int = 
         _backend.get().batchnorm_backward(dy.reshape(shape), x.reshape(shape), mean, inv_std,
                                           gamma, training, dx.reshape(shape), dgamma, dbeta)
     return dx, dgamma, dbeta
+
+
+#: The activations of :func:`activation`.
+ACTIVATION_KINDS = ("sigmoid", "silu", "elu", "selu", "leaky_relu")
+
+
+def _activation_args(kind, alpha) -> float:
+    if not isinstance(kind, str) or kind not in ACTIVATION_KINDS:
+        raise ValueError(f"kind must be one of {ACTIVATION_KINDS}, received {kind!r}")
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer,
+                                                                      np.floating)):
+        raise TypeError(f"alpha must be a real number, received {alpha!r}")
+    return float(alpha)
+
+
+def _activation_impl(name: str):
+    """The active backend's primitive ``name``, or the NumPy reference's where the backend
+    has none (the Numba backend)."""
+    fn = getattr(_backend.get(), name, None)
+    if fn is None:
+        from ..backends import numpy_backend
+        fn = getattr(numpy_backend, name)
+    return fn
+
+
+def activation(x, kind: str, *, alpha: float = 0.0, out: Optional[np.ndarray] = None
+               ) -> np.ndarray:
+    """An elementwise activation ``y = f(x)`` on exp or a select.
+
+    Parameters
+    ----------
+    x : ndarray, any shape
+    kind : "sigmoid", "silu", "elu", "selu" or "leaky_relu"
+        ``sigmoid(x) = 1 / (1 + exp(-x))`` (without overflow), ``silu(x) = x *
+        sigmoid(x)``, ``elu(x) = x > 0 ? x : alpha * (exp(x) - 1)``, ``selu(x) = scale *
+        elu(x, alpha_selu)`` (Keras 3's constants), ``leaky_relu(x) = x > 0 ? x : alpha *
+        x``. NaN propagates.
+    alpha : float
+        elu's ``alpha``, leaky_relu's ``negative_slope``; unused by the others.
+    out : ndarray shaped like x, optional
+        Written and returned; may be ``x`` itself (in place), and must not overlap it any
+        other way.
+
+    Returns
+    -------
+    y : ndarray shaped like x
+    """
+    x = float_array(x, "x")
+    alpha = _activation_args(kind, alpha)
+    y = _out_like(out, x, "out", "x")
+    if x.size:
+        _activation_impl("activation")(x.reshape(-1), kind, alpha, y.reshape(-1))
+    return y
+
+
+def activation_backward(dy, x, y, kind: str, *, alpha: float = 0.0,
+                        out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Backward of :func:`activation`: ``dx = dy * f'(x)``.
+
+    Parameters
+    ----------
+    dy : ndarray, the gradient with respect to ``y``
+    x, y : ndarray shaped like dy, the forward's input and output (:func:`activation`)
+    kind, alpha : as given to :func:`activation`
+    out : ndarray shaped like dy, optional
+        Receives ``dx``; may be ``dy`` itself (in place), and must not overlap ``dy`` any
+        other way, nor ``x`` or ``y``.
+
+    Returns
+    -------
+    dx : ndarray shaped like dy
+    """
+    dy = float_array(dy, "dy")
+    x = float_array(x, "x")
+    y = float_array(y, "y")
+    same_dtype([dy, x, y], ["dy", "x", "y"])
+    _checks.expect_shape(x, dy.shape, "x", "the shape of dy")
+    _checks.expect_shape(y, dy.shape, "y", "the shape of dy")
+    alpha = _activation_args(kind, alpha)
+    dx = _out_like(out, dy, "out", "dy", (x, y))
+    if dy.size:
+        _activation_impl("activation_backward")(dy.reshape(-1), x.reshape(-1), y.reshape(-1),
+                                                kind, alpha, dx.reshape(-1))
+    return dx
 
 
 def _bool_arg(mask, name: str) -> None:

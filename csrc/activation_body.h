@@ -1,0 +1,206 @@
+/* activation_body.h: the elementwise activations' exp and loops, included by activation.c
+ * (portable build) and kernels/activation_avx2.c (compiled for AVX2): one source, so
+ * both give the same bits (every operation correctly rounded, no contraction). Include
+ * after fnn_real.h. See activation.c for the functions and their formulas.
+ *
+ * exp here is Cephes's (S. L. Moshier): x = n ln2 + r, |r| <= ln2 / 2, exp(r) from a
+ * polynomial (float) or a rational function (double), times 2^n built in the exponent
+ * bits, all in arithmetic the compiler vectorises (no libm call in the loops). Within
+ * 2 ulp of the correctly rounded value where the result is normal; NaN propagates,
+ * exp(+inf) = inf, exp(-inf) = 0. */
+#ifndef FNN_ACTIVATION_BODY_H
+#define FNN_ACTIVATION_BODY_H
+#include <string.h>
+
+#if FNN_PREC == 64
+typedef uint64_t ubits;
+#define EXP_HI 710.0   /* exp(EXP_HI) overflows to inf */
+#define EXP_LO -746.0  /* exp(EXP_LO) rounds to 0 */
+#define MAGIC 6755399441055744.0 /* 1.5 * 2^52: x + MAGIC - MAGIC rounds x to an integer */
+#define EXP_BIAS 1023
+#define MANT_BITS 52
+#define LN2_HI 6.93145751953125E-1
+#define LN2_LO 1.42860682030941723212E-6
+#else
+typedef uint32_t ubits;
+#define EXP_HI 89.0f
+#define EXP_LO -104.0f
+#define MAGIC 12582912.0f /* 1.5 * 2^23 */
+#define EXP_BIAS 127
+#define MANT_BITS 23
+#define LN2_HI 0.693359375f
+#define LN2_LO -2.12194440e-4f
+#endif
+#define LOG2E ((real)1.44269504088896340736)
+
+/* The kinds (fastnn/backends/c_backend.py's _ACT_KIND) and selu's constants (Klambauer
+ * et al.; fastnn.activations.SELU). */
+enum { AK_SIGMOID = 1, AK_SILU = 2, AK_ELU = 3, AK_SELU = 4, AK_LEAKY_RELU = 5 };
+#define SELU_ALPHA 1.6732632423543772848170429916717
+#define SELU_SCALE 1.0507009873554804934193349852946
+
+/* 2^k for an integer-valued k with k + EXP_BIAS in [1, 2 EXP_BIAS]: k + EXP_BIAS sits in
+ * the low mantissa bits of k + MAGIC + EXP_BIAS, and the shift moves it to the exponent. */
+static inline real pow2i(real k)
+{
+    const real t = k + (real)(MAGIC + EXP_BIAS);
+    ubits u;
+    memcpy(&u, &t, sizeof u);
+    u <<= MANT_BITS;
+    real r;
+    memcpy(&r, &u, sizeof r);
+    return r;
+}
+
+/* exp(r) - 1 for |r| <= ln2 / 2 (no cancellation: the series' own form). */
+static inline real expm1_reduced(real r)
+{
+#if FNN_PREC == 64
+    const real rr = r * r;
+    const real px = r * ((1.26177193074810590878E-4 * rr + 3.02994407707441961300E-2) * rr +
+                         9.99999999999999999910E-1);
+    const real qx = ((3.00198505138664455042E-6 * rr + 2.52448340349684104192E-3) * rr +
+                     2.27265548208155028766E-1) * rr + 2.00000000000000000009E0;
+    return 2 * px / (qx - px);
+#else
+    const real p = (((((1.9875691500E-4f * r + 1.3981999507E-3f) * r + 8.3334519073E-3f) * r +
+                      4.1665795894E-2f) * r + 1.6666665459E-1f) * r + 5.0000001201E-1f);
+    return p * r * r + r;
+#endif
+}
+
+/* x = n ln2 + r: *n (an integer, as a real) and r. x is clamped to [EXP_LO, EXP_HI]
+ * first (NaN passes: both compares are false). */
+static inline real reduce(real x, real *n)
+{
+    const real xc = x > EXP_HI ? EXP_HI : (x < EXP_LO ? EXP_LO : x);
+    const real k = (xc * LOG2E + MAGIC) - MAGIC;
+    *n = k;
+    return (xc - k * LN2_HI) - k * LN2_LO;
+}
+
+/* exp(x): 2^n in two factors (each a normal number over the whole clamped range), so
+ * results near overflow and in the subnormal range come out right. */
+static inline real exp_r(real x)
+{
+    real k;
+    const real r = reduce(x, &k);
+    const real k1 = (k * (real)0.5 + MAGIC) - MAGIC;
+    return (1 + expm1_reduced(r)) * pow2i(k1) * pow2i(k - k1);
+}
+
+/* exp(x) - 1 for x <= 0 (elu): the reduced form where n == 0 (|x| <= ln2 / 2), else
+ * exp(x) - 1, which loses at most a few ulp there (exp(x) <= 0.71). */
+static inline real expm1_neg(real x)
+{
+    real k;
+    const real r = reduce(x, &k);
+    const real q = expm1_reduced(r);
+    const real k1 = (k * (real)0.5 + MAGIC) - MAGIC;
+    const real e = (1 + q) * pow2i(k1) * pow2i(k - k1) - 1;
+    return k == 0 ? q : e;
+}
+
+static inline real sigmoid_r(real x)
+{
+    const real e = exp_r(-FNN_FABS(x)), pos = 1 / (1 + e), neg = e * pos;
+    return x >= 0 ? pos : neg;
+}
+
+/* Elements [e0, e1) of act_fwd (activation.c). */
+static inline void act_fwd_range(int kind, real alpha, const real *x, real *y, int64_t e0,
+                                 int64_t e1)
+{
+    const real sa = (real)(SELU_SCALE * SELU_ALPHA), sc = (real)SELU_SCALE;
+    switch (kind) {
+    case AK_SIGMOID:
+        for (int64_t e = e0; e < e1; e++)
+            y[e] = sigmoid_r(x[e]);
+        break;
+    case AK_SILU:
+        for (int64_t e = e0; e < e1; e++)
+            y[e] = x[e] * sigmoid_r(x[e]);
+        break;
+    case AK_ELU:
+        for (int64_t e = e0; e < e1; e++) {
+            const real v = x[e], neg = alpha * expm1_neg(v > 0 ? 0 : v); /* NaN passes */
+            y[e] = v > 0 ? v : neg;
+        }
+        break;
+    case AK_SELU:
+        for (int64_t e = e0; e < e1; e++) {
+            const real v = x[e], pos = sc * v, neg = sa * expm1_neg(v > 0 ? 0 : v);
+            y[e] = v > 0 ? pos : neg;
+        }
+        break;
+    default: /* AK_LEAKY_RELU */
+        for (int64_t e = e0; e < e1; e++) {
+            const real v = x[e], neg = v * alpha;
+            y[e] = v > 0 ? v : neg;
+        }
+    }
+}
+
+/* Elements [e0, e1) of act_bwd (activation.c). */
+static inline void act_bwd_range(int kind, real alpha, const real *dy, const real *x,
+                                 const real *y, real *dx, int64_t e0, int64_t e1)
+{
+    const real sa = (real)(SELU_SCALE * SELU_ALPHA), sc = (real)SELU_SCALE;
+    switch (kind) {
+    case AK_SIGMOID:
+        for (int64_t e = e0; e < e1; e++)
+            dx[e] = dy[e] * y[e] * (1 - y[e]);
+        break;
+    case AK_SILU:
+        for (int64_t e = e0; e < e1; e++) {
+            const real s = sigmoid_r(x[e]);
+            dx[e] = dy[e] * (s * (1 + x[e] * (1 - s)));
+        }
+        break;
+    case AK_ELU:
+        for (int64_t e = e0; e < e1; e++) {
+            const real g = dy[e], neg = g * (y[e] + alpha);
+            dx[e] = x[e] > 0 ? g : neg;
+        }
+        break;
+    case AK_SELU:
+        for (int64_t e = e0; e < e1; e++) {
+            const real v = x[e], neg = sa * exp_r(v), d = v > 0 ? sc : neg;
+            dx[e] = dy[e] * d;
+        }
+        break;
+    default: /* AK_LEAKY_RELU */
+        for (int64_t e = e0; e < e1; e++) {
+            const real g = dy[e], neg = g * alpha;
+            dx[e] = x[e] > 0 ? g : neg;
+        }
+    }
+}
+
+/* Elements per block (a thread's unit of work). */
+#define ACT_BLOCK 4096
+
+/* The threaded loops over blocks, for each build: elementwise, so the result does not
+ * depend on the thread count. */
+#define ACT_FWD_LOOP(n, kind, alpha, x, y)                                                 \
+    do {                                                                                   \
+        const int64_t nblk_ = ((n) + ACT_BLOCK - 1) / ACT_BLOCK;                           \
+        const int nt_ = fnn_threads_for((n) * 8);                                          \
+        _Pragma("omp parallel for num_threads(nt_) schedule(static) if (nt_ > 1)")         \
+        for (int64_t b_ = 0; b_ < nblk_; b_++)                                             \
+            act_fwd_range(kind, alpha, x, y, b_ * ACT_BLOCK,                               \
+                          b_ * ACT_BLOCK + ACT_BLOCK < (n) ? b_ * ACT_BLOCK + ACT_BLOCK    \
+                                                           : (n));                         \
+    } while (0)
+#define ACT_BWD_LOOP(n, kind, alpha, dy, x, y, dx)                                         \
+    do {                                                                                   \
+        const int64_t nblk_ = ((n) + ACT_BLOCK - 1) / ACT_BLOCK;                           \
+        const int nt_ = fnn_threads_for((n) * 8);                                          \
+        _Pragma("omp parallel for num_threads(nt_) schedule(static) if (nt_ > 1)")         \
+        for (int64_t b_ = 0; b_ < nblk_; b_++)                                             \
+            act_bwd_range(kind, alpha, dy, x, y, dx, b_ * ACT_BLOCK,                       \
+                          b_ * ACT_BLOCK + ACT_BLOCK < (n) ? b_ * ACT_BLOCK + ACT_BLOCK    \
+                                                           : (n));                         \
+    } while (0)
+
+#endif
