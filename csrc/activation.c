@@ -1,5 +1,5 @@
 /* activation.c: elementwise activations built on exp, forward and backward (float and
- * double; compiled twice, FNN_PREC=32/64): sigmoid, silu, elu, selu, leaky_relu. Flat
+ * double; compiled twice, FNN_PREC=32/64): sigmoid, silu, elu, selu, leaky_relu, gelu. Flat
  * arrays of n elements; threads over blocks. Reference: fastnn/backends/numpy_backend.py
  * (activation, activation_backward), the same formulas on NumPy's exp and expm1. The exp
  * and the loops are in activation_body.h; on AVX2 CPUs the same loops compiled for AVX2
@@ -10,11 +10,12 @@
 
 /* y = f(x) over n elements, f by kind (AK_*; alpha: elu's alpha,
  * leaky_relu's negative_slope, unused otherwise):
- *   sigmoid     1 / (1 + e) for x >= 0, else e / (1 + e), e = exp(-|x|)
+ *   sigmoid     pos = 1 / (1 + e) for x >= 0, else e * pos, e = exp(-|x|)
  *   silu        x * sigmoid(x)
  *   elu         x > 0 ? x : alpha * expm1(min(x, 0))
  *   selu        x > 0 ? scale * x : (scale * alpha_selu) * expm1(min(x, 0))
  *   leaky_relu  x > 0 ? x : x * alpha
+ *   gelu        x * Phi(x), Phi the standard normal CDF (erfc's Chebyshev series)
  * Overwrites y, which may be x. */
 void FNN(act_fwd)(int64_t n, int kind, real alpha, const real *x, real *y)
 {
@@ -33,6 +34,7 @@ void FNN(act_fwd)(int64_t n, int kind, real alpha, const real *x, real *y)
  *   elu         x > 0 ? dy : dy * (y + alpha)
  *   selu        dy * (x > 0 ? scale : (scale * alpha_selu) * exp(min(x, 0)))
  *   leaky_relu  x > 0 ? dy : dy * alpha
+ *   gelu        dy * (Phi(x) + x * exp(-x^2 / 2) / sqrt(2 pi))
  * Overwrites dx, which may be dy. */
 void FNN(act_bwd)(int64_t n, int kind, real alpha, const real *dy, const real *x,
                   const real *y, real *dx)

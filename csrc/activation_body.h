@@ -15,7 +15,7 @@
 #if FNN_PREC == 64
 typedef uint64_t ubits;
 #define EXP_HI 710.0   /* exp(EXP_HI) overflows to inf */
-#define EXP_LO -746.0  /* exp(EXP_LO) rounds to 0 */
+#define EXP_LO -760.0  /* exp(EXP_LO) rounds to 0 */
 #define MAGIC 6755399441055744.0 /* 1.5 * 2^52: x + MAGIC - MAGIC rounds x to an integer */
 #define EXP_BIAS 1023
 #define MANT_BITS 52
@@ -24,7 +24,7 @@ typedef uint64_t ubits;
 #else
 typedef uint32_t ubits;
 #define EXP_HI 89.0f
-#define EXP_LO -104.0f
+#define EXP_LO -110.0f
 #define MAGIC 12582912.0f /* 1.5 * 2^23 */
 #define EXP_BIAS 127
 #define MANT_BITS 23
@@ -35,7 +35,7 @@ typedef uint32_t ubits;
 
 /* The kinds (fastnn/backends/c_backend.py's _ACT_KIND) and selu's constants (Klambauer
  * et al.; fastnn.activations.SELU). */
-enum { AK_SIGMOID = 1, AK_SILU = 2, AK_ELU = 3, AK_SELU = 4, AK_LEAKY_RELU = 5 };
+enum { AK_SIGMOID = 1, AK_SILU = 2, AK_ELU = 3, AK_SELU = 4, AK_LEAKY_RELU = 5, AK_GELU = 6 };
 #define SELU_ALPHA 1.6732632423543772848170429916717
 #define SELU_SCALE 1.0507009873554804934193349852946
 
@@ -101,6 +101,45 @@ static inline real expm1_neg(real x)
     return k == 0 ? q : e;
 }
 
+/* erfc(z) for z >= 0 by Chebyshev's series (Numerical Recipes, 3rd ed., 6.2.2), as the
+ * reference's _erfc_nonneg: Clenshaw's recurrence over the first ERFC_TERMS coefficients
+ * (each rounded to real), then t exp(...). */
+static const double erfc_cof[28] = {
+    -1.3026537197817094, 6.4196979235649026e-1, 1.9476473204185836e-2,
+    -9.561514786808631e-3, -9.46595344482036e-4, 3.66839497852761e-4,
+    4.2523324806907e-5, -2.0278578112534e-5, -1.624290004647e-6,
+    1.303655835580e-6, 1.5626441722e-8, -8.5238095915e-8, 6.529054439e-9,
+    5.059343495e-9, -9.91364156e-10, -2.27365122e-10, 9.6467911e-11,
+    2.394038e-12, -6.886027e-12, 8.94487e-13, 3.13092e-13, -1.12708e-13,
+    3.81e-16, 7.106e-15, -1.523e-15, -9.4e-17, 1.21e-16, -2.8e-17};
+#if FNN_PREC == 64
+#define ERFC_TERMS 28
+#else
+#define ERFC_TERMS 13 /* the rest sum to under 1e-8 in exp's argument */
+#endif
+
+static inline real erfc_nonneg(real z)
+{
+    const real t = 2 / (2 + z), ty = 4 * t - 2;
+    real d = 0, dd = 0;
+#pragma GCC unroll 28 /* (unrolled, the callers' loops over elements vectorise) */
+    for (int j = ERFC_TERMS - 1; j > 0; j--) {
+        const real nx = ty * d - dd + (real)erfc_cof[j];
+        dd = d;
+        d = nx;
+    }
+    return t * exp_r(((ty * d + (real)erfc_cof[0]) * (real)0.5 - dd) - z * z);
+}
+
+/* The standard normal CDF: erfc(-x / sqrt(2)) / 2, each side from erfc of |z| (no
+ * cancellation in the left tail). */
+static inline real normal_cdf(real x)
+{
+    const real z = x * (real)0.70710678118654752440, e = erfc_nonneg(FNN_FABS(z)) * (real)0.5;
+    const real right = 1 - e;
+    return z < 0 ? e : right;
+}
+
 static inline real sigmoid_r(real x)
 {
     const real e = exp_r(-FNN_FABS(x)), pos = 1 / (1 + e), neg = e * pos;
@@ -132,6 +171,10 @@ static inline void act_fwd_range(int kind, real alpha, const real *x, real *y, i
             const real v = x[e], pos = sc * v, neg = sa * expm1_neg(v > 0 ? 0 : v);
             y[e] = v > 0 ? pos : neg;
         }
+        break;
+    case AK_GELU:
+        for (int64_t e = e0; e < e1; e++)
+            y[e] = x[e] * normal_cdf(x[e]);
         break;
     default: /* AK_LEAKY_RELU */
         for (int64_t e = e0; e < e1; e++) {
@@ -167,6 +210,13 @@ static inline void act_bwd_range(int kind, real alpha, const real *dy, const rea
         for (int64_t e = e0; e < e1; e++) {
             const real v = x[e], neg = sa * exp_r(v), d = v > 0 ? sc : neg;
             dx[e] = dy[e] * d;
+        }
+        break;
+    case AK_GELU: /* Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) */
+        for (int64_t e = e0; e < e1; e++) {
+            const real v = x[e];
+            dx[e] = dy[e] * (normal_cdf(v) + v * exp_r(((real)-0.5 * v) * v) *
+                                                 (real)0.39894228040143267794);
         }
         break;
     default: /* AK_LEAKY_RELU */

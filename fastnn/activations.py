@@ -204,7 +204,7 @@ class GELU(Activation):
         if self.approximate:
             t, _ = self._tanh_part(x)
             return (0.5 * x * (1 + t)).astype(x.dtype, copy=False)
-        return (x * _normal_cdf(x)).astype(x.dtype, copy=False)
+        return _kernel_forward("gelu", x)
 
     def backward(self, dy, x, y):
         if self.approximate:
@@ -212,9 +212,7 @@ class GELU(Activation):
             d = 0.5 * (1 + t) + 0.5 * xc * (1 - t * t) * _SQRT_2_OVER_PI * (
                 1 + 3 * 0.044715 * xc * xc)
         else:
-            xc = x.astype(np.float64 if x.dtype == np.float64 else np.float32)
-            with np.errstate(under="ignore"):
-                d = _normal_cdf(xc) + xc * np.exp(-0.5 * xc * xc) * (1 / np.sqrt(2 * np.pi))
+            return _kernel_backward("gelu", dy, x, y)
         return (dy * d).astype(dy.dtype, copy=False)
 
     def get_config(self):
@@ -398,53 +396,7 @@ class LogSigmoid(Activation):
         return (dy * sigmoid(-x)).astype(dy.dtype, copy=False)
 
 
-# erfc(z) for z >= 0 by Chebyshev's series (the coefficients of Numerical Recipes, 3rd
-# ed., section 6.2.2): relative error against math.erfc under 2e-14 on [0, 6] and 2e-13
-# on [0, 27] (there the rounding of exp's argument, about z^2 eps)
-_ERFC_COF = (-1.3026537197817094, 6.4196979235649026e-1, 1.9476473204185836e-2,
-             -9.561514786808631e-3, -9.46595344482036e-4, 3.66839497852761e-4,
-             4.2523324806907e-5, -2.0278578112534e-5, -1.624290004647e-6,
-             1.303655835580e-6, 1.5626441722e-8, -8.5238095915e-8, 6.529054439e-9,
-             5.059343495e-9, -9.91364156e-10, -2.27365122e-10, 9.6467911e-11,
-             2.394038e-12, -6.886027e-12, 8.94487e-13, 3.13092e-13, -1.12708e-13,
-             3.81e-16, 7.106e-15, -1.523e-15, -9.4e-17, 1.21e-16, -2.8e-17)
 _SQRT_2_OVER_PI = 0.7978845608028654
-
-
-# float32 takes the first 13 terms: the rest sum to under 1e-8 in exp's argument
-_ERFC_TERMS = {np.dtype(np.float64): len(_ERFC_COF), np.dtype(np.float32): 13}
-
-
-def _erfc_nonneg(z: np.ndarray) -> np.ndarray:
-    """erfc(z) for z >= 0, float64 or float32 (in z's dtype): Clenshaw's recurrence on the
-    series above, in three buffers (no array allocated per term)."""
-    cof = _ERFC_COF[:_ERFC_TERMS[z.dtype]]
-    t = 2 / (2 + z)
-    ty = 4 * t - 2
-    d, dd, nxt = np.zeros_like(z), np.zeros_like(z), np.empty_like(z)
-    for c in cof[:0:-1]:
-        np.multiply(ty, d, out=nxt)
-        nxt -= dd
-        nxt += c
-        d, dd, nxt = nxt, d, dd
-    ty *= d                               # the exponent, in ty
-    ty += cof[0]
-    ty *= 0.5
-    ty -= dd
-    ty -= z * z
-    with np.errstate(under="ignore"):
-        return t * np.exp(ty)
-
-
-def _normal_cdf(x: np.ndarray) -> np.ndarray:
-    """The standard normal CDF of ``x``, in float64 for float64 input, else float32:
-    ``erfc(-x / sqrt(2)) / 2``, each side from erfc of a non-negative argument (no
-    cancellation in the left tail)."""
-    dt = np.float64 if x.dtype == np.float64 else np.float32
-    z = x.astype(dt) * dt(1 / np.sqrt(2))
-    e = _erfc_nonneg(np.abs(z))
-    e *= 0.5
-    return np.where(z < 0, e, 1 - e)
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:

@@ -163,6 +163,52 @@ def bias_act(y, b, act, out):
 
 
 # --------------------------------------------------------------------------- activations
+# erfc(z) for z >= 0 by Chebyshev's series (the coefficients of Numerical Recipes, 3rd
+# ed., section 6.2.2): relative error against math.erfc under 2e-14 on [0, 6] and 2e-13
+# on [0, 27] (there the rounding of exp's argument, about z^2 eps)
+_ERFC_COF = (-1.3026537197817094, 6.4196979235649026e-1, 1.9476473204185836e-2,
+             -9.561514786808631e-3, -9.46595344482036e-4, 3.66839497852761e-4,
+             4.2523324806907e-5, -2.0278578112534e-5, -1.624290004647e-6,
+             1.303655835580e-6, 1.5626441722e-8, -8.5238095915e-8, 6.529054439e-9,
+             5.059343495e-9, -9.91364156e-10, -2.27365122e-10, 9.6467911e-11,
+             2.394038e-12, -6.886027e-12, 8.94487e-13, 3.13092e-13, -1.12708e-13,
+             3.81e-16, 7.106e-15, -1.523e-15, -9.4e-17, 1.21e-16, -2.8e-17)
+# float32 takes the first 13 terms: the rest sum to under 1e-8 in exp's argument
+_ERFC_TERMS = {np.dtype(np.float64): len(_ERFC_COF), np.dtype(np.float32): 13}
+
+
+def _erfc_nonneg(z: np.ndarray) -> np.ndarray:
+    """erfc(z) for z >= 0, float64 or float32 (in z's dtype): Clenshaw's recurrence on the
+    series above, in three buffers (no array allocated per term)."""
+    cof = _ERFC_COF[:_ERFC_TERMS[z.dtype]]
+    t = 2 / (2 + z)
+    ty = 4 * t - 2
+    d, dd, nxt = np.zeros_like(z), np.zeros_like(z), np.empty_like(z)
+    for c in cof[:0:-1]:
+        np.multiply(ty, d, out=nxt)
+        nxt -= dd
+        nxt += c
+        d, dd, nxt = nxt, d, dd
+    ty *= d                               # the exponent, in ty
+    ty += cof[0]
+    ty *= 0.5
+    ty -= dd
+    ty -= z * z
+    with np.errstate(under="ignore"):
+        return t * np.exp(ty)
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    """The standard normal CDF of ``x``, in float64 for float64 input, else float32:
+    ``erfc(-x / sqrt(2)) / 2``, each side from erfc of a non-negative argument (no
+    cancellation in the left tail)."""
+    dt = np.float64 if x.dtype == np.float64 else np.float32
+    z = x.astype(dt) * dt(1 / np.sqrt(2))
+    e = _erfc_nonneg(np.abs(z))
+    e *= 0.5
+    return np.where(z < 0, e, 1 - e)
+
+
 #: selu's constants (Klambauer et al.), Keras 3's.
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -178,11 +224,13 @@ def activation(x, kind, alpha, out):
     """``out = f(x)`` elementwise, each operation in x's dtype (``alpha`` a Python float:
     elu's alpha, leaky_relu's negative_slope):
 
-    sigmoid     ``1 / (1 + e)`` for x >= 0, else ``e / (1 + e)``, ``e = exp(-|x|)``
+    sigmoid     ``pos = 1 / (1 + e)`` for x >= 0, else ``e * pos``, ``e = exp(-|x|)``
     silu        ``x * sigmoid(x)``
     elu         ``x > 0 ? x : alpha * expm1(min(x, 0))``
     selu        ``x > 0 ? SELU_SCALE * x : (SELU_SCALE * SELU_ALPHA) * expm1(min(x, 0))``
     leaky_relu  ``x > 0 ? x : x * alpha``
+    gelu        ``x * Phi(x)`` (the exact form), Phi the standard normal CDF from erfc's
+                Chebyshev series (:func:`_normal_cdf`)
 
     NaN propagates. ``out`` may be ``x``."""
     if kind == "sigmoid":
@@ -193,6 +241,8 @@ def activation(x, kind, alpha, out):
         y = np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
     elif kind == "selu":
         y = np.where(x > 0, SELU_SCALE * x, SELU_SCALE * SELU_ALPHA * np.expm1(np.minimum(x, 0)))
+    elif kind == "gelu":
+        y = x * _normal_cdf(x)
     else:
         y = np.where(x > 0, x, x * alpha)
     out[...] = y
@@ -207,6 +257,7 @@ def activation_backward(dy, x, y, kind, alpha, dx):
     selu        ``dy * (x > 0 ? SELU_SCALE : (SELU_SCALE * SELU_ALPHA) * exp(min(x, 0)))``
                 (from x: ``y + scale * alpha`` cancels in the far negative tail)
     leaky_relu  ``x > 0 ? dy : dy * alpha``
+    gelu        ``dy * (Phi(x) + x * exp(-x * x / 2) / sqrt(2 pi))``
 
     ``dx`` may be ``dy``."""
     if kind == "sigmoid":
@@ -219,6 +270,10 @@ def activation_backward(dy, x, y, kind, alpha, dx):
     elif kind == "selu":
         g = dy * np.where(x > 0, SELU_SCALE,
                           SELU_SCALE * SELU_ALPHA * np.exp(np.minimum(x, 0))).astype(x.dtype)
+    elif kind == "gelu":
+        xc = x.astype(np.float64 if x.dtype == np.float64 else np.float32)
+        with np.errstate(under="ignore"):
+            g = dy * (_normal_cdf(xc) + xc * np.exp(-0.5 * xc * xc) * (1 / np.sqrt(2 * np.pi)))
     else:
         g = np.where(x > 0, dy, dy * alpha)
     dx[...] = g

@@ -996,7 +996,7 @@ def batchnorm_backward(dy, x, mean, inv_std, gamma=None, *, channel_axis: int = 
 
 
 #: The activations of :func:`activation`.
-ACTIVATION_KINDS = ("sigmoid", "silu", "elu", "selu", "leaky_relu")
+ACTIVATION_KINDS = ("sigmoid", "silu", "elu", "selu", "leaky_relu", "gelu")
 
 
 def _activation_args(kind, alpha) -> float:
@@ -1025,11 +1025,12 @@ def activation(x, kind: str, *, alpha: float = 0.0, out: Optional[np.ndarray] = 
     Parameters
     ----------
     x : ndarray, any shape
-    kind : "sigmoid", "silu", "elu", "selu" or "leaky_relu"
+    kind : "sigmoid", "silu", "elu", "selu", "leaky_relu" or "gelu"
         ``sigmoid(x) = 1 / (1 + exp(-x))`` (without overflow), ``silu(x) = x *
         sigmoid(x)``, ``elu(x) = x > 0 ? x : alpha * (exp(x) - 1)``, ``selu(x) = scale *
         elu(x, alpha_selu)`` (Keras 3's constants), ``leaky_relu(x) = x > 0 ? x : alpha *
-        x``. NaN propagates.
+        x``, ``gelu(x) = x * Phi(x)`` (exact: Phi the standard normal CDF, from erfc's
+        Chebyshev series). NaN propagates.
     alpha : float
         elu's ``alpha``, leaky_relu's ``negative_slope``; unused by the others.
     out : ndarray shaped like x, optional
