@@ -3,7 +3,7 @@
  * arrays of n elements; threads over blocks. Reference: fastnn/backends/numpy_backend.py
  * (activation, activation_backward), the same formulas on NumPy's exp and expm1. The exp
  * and the loops are in activation_body.h; on AVX2 CPUs the same loops compiled for AVX2
- * run instead (kernels/activation_avx2.c: the same bits). */
+ * run instead (kernels/activation_avx2.c: the same values; a NaN's sign may differ). */
 #include "fnn_real.h"
 
 #include "activation_body.h"

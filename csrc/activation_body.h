@@ -1,12 +1,14 @@
 /* activation_body.h: the elementwise activations' exp and loops, included by activation.c
  * (portable build) and kernels/activation_avx2.c (compiled for AVX2): one source, so
- * both give the same bits (every operation correctly rounded, no contraction). Include
+ * both give the same values (every operation correctly rounded, no contraction; only a
+ * NaN's sign can differ, by the order the compiler gives x * NaN's operands). Include
  * after fnn_real.h. See activation.c for the functions and their formulas.
  *
  * exp here is Cephes's (S. L. Moshier): x = n ln2 + r, |r| <= ln2 / 2, exp(r) from a
  * polynomial (float) or a rational function (double), times 2^n built in the exponent
- * bits, all in arithmetic the compiler vectorises (no libm call in the loops). Within
- * 2 ulp of the correctly rounded value where the result is normal; NaN propagates,
+ * bits, all in arithmetic the compiler vectorises (no libm call in the loops). Measured
+ * against NumPy's float64 exp and expm1 (2026-12-05): sigmoid within 2.7 ulp (float) and 3
+ * (double) over the whole range, elu's expm1 near 0 within 1.3 and 3; NaN propagates,
  * exp(+inf) = inf, exp(-inf) = 0. */
 #ifndef FNN_ACTIVATION_BODY_H
 #define FNN_ACTIVATION_BODY_H

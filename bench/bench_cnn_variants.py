@@ -1,0 +1,117 @@
+"""The CNN of program 2 with BatchNormalization and other activations: fastnn vs PyTorch.
+
+    python bench/bench_cnn_variants.py [--images 6400] [--reps 3] [--threads 2]
+                                       [--variants plain,bn,bn-elu,bn-gelu,...]
+
+Each variant is Conv2D(32, 3) [- BatchNormalization] - activation - MaxPooling2D(2) -
+Conv2D(64, 3) [- BatchNormalization] - activation - MaxPooling2D(2) - Flatten -
+Dropout(0.5) - Dense(10, softmax), batch 128, Adam(1e-3), on the first ``--images``
+Fashion-MNIST training images (the sample fastnn ships when the full set is not
+installed), and the same ``nn.Sequential`` in PyTorch (NCHW, CrossEntropyLoss on logits).
+A variant is "plain" (relu, no normalization: program 2), "bn" (relu after
+BatchNormalization), or "bn-<activation>" / "<activation>" for another activation
+("elu", "leaky_relu", "sigmoid", "silu", "gelu", "selu", "tanh"). One warm-up epoch on
+256 images, then ``--reps`` passes of fastnn and of PyTorch in turn; prints the medians
+scaled to a 60k-image epoch. No result is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+TORCH_ACT = {"relu": "ReLU", "elu": "ELU", "leaky_relu": "LeakyReLU", "sigmoid": "Sigmoid",
+             "silu": "SiLU", "gelu": "GELU", "selu": "SELU", "tanh": "Tanh"}
+
+
+def parse_variant(v: str):
+    bn = v == "bn" or v.startswith("bn-")
+    act = "relu" if v in ("plain", "bn") else v[3:] if bn else v
+    if act not in TORCH_ACT:
+        raise SystemExit(f"unknown variant {v!r}: plain, bn, bn-<act> or <act>, <act> one of "
+                         f"{sorted(TORCH_ACT)}")
+    return bn, act
+
+
+def fastnn_model(bn: bool, act: str):
+    from fastnn import layers as L, models
+    ls = [L.Input((28, 28, 1))]
+    for f in (32, 64):
+        if bn:
+            ls += [L.Conv2D(f, 3), L.BatchNormalization(), L.Activation(act)]
+        else:
+            ls += [L.Conv2D(f, 3, activation=act)]
+        ls += [L.MaxPooling2D(2)]
+    ls += [L.Flatten(), L.Dropout(0.5), L.Dense(10, activation="softmax")]
+    m = models.Sequential(ls)
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return m
+
+
+def torch_model(torch, bn: bool, act: str):
+    nn = torch.nn
+    ls, c = [], 1
+    for f in (32, 64):
+        ls += [nn.Conv2d(c, f, 3)] + ([nn.BatchNorm2d(f, eps=1e-3, momentum=0.01)] if bn else [])
+        ls += [getattr(nn, TORCH_ACT[act])(), nn.MaxPool2d(2)]
+        c = f
+    ls += [nn.Flatten(), nn.Dropout(0.5), nn.Linear(1600, 10)]
+    return nn.Sequential(*ls)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=6400)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--variants", default="plain,bn,bn-elu,bn-gelu,elu,sigmoid")
+    args = p.parse_args(argv)
+
+    import torch
+    import fastnn
+    from fastnn.datasets import fashion_mnist
+
+    fastnn.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    (x, y), _ = fashion_mnist.load_data()
+    x = (x[:args.images].astype(np.float32) / 255)[..., None]
+    y = y[:args.images].astype(np.int64)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    yt = torch.from_numpy(y)
+    scale = 60000 / len(x)
+    print(f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {args.threads} threads, "
+          f"{len(x)} images, medians of {args.reps}, s per 60k epoch (scaled)")
+    print("| variant | fastnn | PyTorch | PyTorch / fastnn |")
+    print("|---|---:|---:|---:|")
+    for v in args.variants.split(","):
+        bn, act = parse_variant(v)
+        fm = fastnn_model(bn, act)
+        fm.fit(x[:256], y[:256], batch_size=128, epochs=1, verbose=0)
+        tm = torch_model(torch, bn, act)
+        opt = torch.optim.Adam(tm.parameters(), 1e-3)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def torch_epoch():
+            tm.train()
+            for i in range(0, len(xt), 128):
+                opt.zero_grad()
+                loss_fn(tm(xt[i:i + 128]), yt[i:i + 128]).backward()
+                opt.step()
+
+        torch_epoch()
+        tf_, tt = [], []
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            fm.fit(x, y, batch_size=128, epochs=1, verbose=0)
+            tf_.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            torch_epoch()
+            tt.append(time.perf_counter() - t0)
+        f, t = statistics.median(tf_) * scale, statistics.median(tt) * scale
+        print(f"| {v} | {f:.2f} s | {t:.2f} s | {t / f:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
