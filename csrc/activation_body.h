@@ -37,7 +37,10 @@ typedef uint32_t ubits;
 
 /* The kinds (fastnn/backends/c_backend.py's _ACT_KIND) and selu's constants (Klambauer
  * et al.; fastnn.activations.SELU). */
-enum { AK_SIGMOID = 1, AK_SILU = 2, AK_ELU = 3, AK_SELU = 4, AK_LEAKY_RELU = 5, AK_GELU = 6 };
+enum {
+    AK_SIGMOID = 1, AK_SILU = 2, AK_ELU = 3, AK_SELU = 4, AK_LEAKY_RELU = 5, AK_GELU = 6,
+    AK_RELU6 = 7, AK_HARD_SIGMOID = 8, AK_HARD_SILU = 9, AK_CELU = 10
+};
 #define SELU_ALPHA 1.6732632423543772848170429916717
 #define SELU_SCALE 1.0507009873554804934193349852946
 
@@ -142,6 +145,13 @@ static inline real normal_cdf(real x)
     return z < 0 ? e : right;
 }
 
+/* clip(x / 6 + 0.5, 0, 1) (NaN passes: both compares false) */
+static inline real hard_sigmoid_r(real x)
+{
+    const real h = x / 6 + (real)0.5;
+    return h < 0 ? 0 : (h > 1 ? 1 : h);
+}
+
 static inline real sigmoid_r(real x)
 {
     const real e = exp_r(-FNN_FABS(x)), pos = 1 / (1 + e), neg = e * pos;
@@ -177,6 +187,26 @@ static inline void act_fwd_range(int kind, real alpha, const real *x, real *y, i
     case AK_GELU:
         for (int64_t e = e0; e < e1; e++)
             y[e] = x[e] * normal_cdf(x[e]);
+        break;
+    case AK_RELU6: /* clip(x, 0, 6), NaN passes */
+        for (int64_t e = e0; e < e1; e++) {
+            const real v = x[e];
+            y[e] = v < 0 ? 0 : (v > 6 ? 6 : v);
+        }
+        break;
+    case AK_HARD_SIGMOID:
+        for (int64_t e = e0; e < e1; e++)
+            y[e] = hard_sigmoid_r(x[e]);
+        break;
+    case AK_HARD_SILU:
+        for (int64_t e = e0; e < e1; e++)
+            y[e] = x[e] * hard_sigmoid_r(x[e]);
+        break;
+    case AK_CELU: /* alpha != 0 (the wrapper checks) */
+        for (int64_t e = e0; e < e1; e++) {
+            const real v = x[e], neg = alpha * expm1_neg((v > 0 ? 0 : v) / alpha);
+            y[e] = v > 0 ? v : neg;
+        }
         break;
     default: /* AK_LEAKY_RELU */
         for (int64_t e = e0; e < e1; e++) {
@@ -219,6 +249,31 @@ static inline void act_bwd_range(int kind, real alpha, const real *dy, const rea
             const real v = x[e];
             dx[e] = dy[e] * (normal_cdf(v) + v * exp_r(((real)-0.5 * v) * v) *
                                                  (real)0.39894228040143267794);
+        }
+        break;
+    case AK_RELU6:
+        for (int64_t e = e0; e < e1; e++) {
+            const real v = x[e], g = dy[e];
+            dx[e] = v > 0 && v < 6 ? g : 0;
+        }
+        break;
+    case AK_HARD_SIGMOID:
+        for (int64_t e = e0; e < e1; e++) {
+            const real v = x[e], g = dy[e] / 6;
+            dx[e] = v > -3 && v < 3 ? g : 0;
+        }
+        break;
+    case AK_HARD_SILU:
+        for (int64_t e = e0; e < e1; e++) {
+            const real v = x[e], mid = (2 * v + 3) / 6;
+            const real d = v >= 3 ? 1 : (v > -3 ? mid : 0);
+            dx[e] = dy[e] * d;
+        }
+        break;
+    case AK_CELU:
+        for (int64_t e = e0; e < e1; e++) {
+            const real v = x[e], g = dy[e], neg = g * exp_r((v > 0 ? 0 : v) / alpha);
+            dx[e] = v > 0 ? g : neg;
         }
         break;
     default: /* AK_LEAKY_RELU */

@@ -293,10 +293,10 @@ class HardSigmoid(Activation):
     name = "hard_sigmoid"
 
     def forward(self, x):
-        return _hard_sigmoid(x)
+        return _kernel_forward("hard_sigmoid", x)
 
     def backward(self, dy, x, y):
-        return np.where((x > -3) & (x < 3), dy / 6, 0).astype(dy.dtype, copy=False)
+        return _kernel_backward("hard_sigmoid", dy, x, y)
 
 
 class HardSiLU(Activation):
@@ -306,11 +306,10 @@ class HardSiLU(Activation):
     name = "hard_silu"
 
     def forward(self, x):
-        return (x * _hard_sigmoid(x)).astype(x.dtype, copy=False)
+        return _kernel_forward("hard_silu", x)
 
     def backward(self, dy, x, y):
-        d = np.where(x >= 3, 1, np.where(x > -3, (2 * x + 3) / 6, 0))
-        return (dy * d).astype(dy.dtype, copy=False)
+        return _kernel_backward("hard_silu", dy, x, y)
 
 
 class Mish(Activation):
@@ -334,10 +333,10 @@ class ReLU6(Activation):
     name = "relu6"
 
     def forward(self, x):
-        return np.clip(x, 0, 6).astype(x.dtype, copy=False)
+        return _kernel_forward("relu6", x)
 
     def backward(self, dy, x, y):
-        return np.where((x > 0) & (x < 6), dy, 0).astype(dy.dtype, copy=False)
+        return _kernel_backward("relu6", dy, x, y)
 
 
 class LogSoftmax(Activation):
@@ -372,13 +371,11 @@ class CELU(Activation):
                              "alpha=0.0")
 
     def forward(self, x):
-        neg = self.alpha * np.expm1(np.minimum(x, 0) / self.alpha)
-        return np.where(x > 0, x, neg).astype(x.dtype, copy=False)
+        return _kernel_forward("celu", x, self.alpha)
 
     def backward(self, dy, x, y):
         # (exp(x / alpha) from x: y / alpha + 1 cancels in the far negative tail)
-        d = np.exp(np.minimum(x, 0) / self.alpha)
-        return np.where(x > 0, dy, dy * d).astype(dy.dtype, copy=False)
+        return _kernel_backward("celu", dy, x, y, self.alpha)
 
     def get_config(self):
         return {"name": self.name, "alpha": self.alpha}
@@ -401,10 +398,6 @@ _SQRT_2_OVER_PI = 0.7978845608028654
 
 def _softplus(x: np.ndarray) -> np.ndarray:
     return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
-
-
-def _hard_sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.clip(x / 6 + 0.5, 0, 1).astype(x.dtype, copy=False)
 
 
 class FunctionActivation(Activation):

@@ -2011,7 +2011,9 @@ def test_batchnorm_nan_and_empty(backend, dtype):
 
 # =========================================================================== activations
 ACT_KINDS = [("sigmoid", 0.0), ("silu", 0.0), ("elu", 1.0), ("elu", 0.5), ("selu", 0.0),
-             ("leaky_relu", 0.2), ("leaky_relu", 0.0), ("gelu", 0.0)]
+             ("leaky_relu", 0.2), ("leaky_relu", 0.0), ("gelu", 0.0), ("relu6", 0.0),
+             ("hard_sigmoid", 0.0), ("hard_silu", 0.0), ("celu", 1.0), ("celu", -0.7),
+             ("celu", 2.5)]
 
 
 def _act_input(rng, shape, dtype):
@@ -2020,7 +2022,8 @@ def _act_input(rng, shape, dtype):
     x = rng.normal(0, 4, shape).astype(dtype)
     flat = x.reshape(-1)
     special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 0.3465, -0.3466, 1e-30, -1e-30,
-                        88.5, 89.5, -87.0, -103.0, -104.5, 700.0, -740.0, 20.0, -20.0],
+                        88.5, 89.5, -87.0, -103.0, -104.5, 700.0, -740.0, 20.0, -20.0,
+                        3.0, -3.0, 6.0, 2.999, -2.999, 6.001],
                        np.float64).astype(dtype)
     flat[:special.size] = special[:flat.size]
     return x

@@ -209,6 +209,10 @@ def _normal_cdf(x: np.ndarray) -> np.ndarray:
     return np.where(z < 0, e, 1 - e)
 
 
+def _hard_sigmoid(x):
+    return np.clip(x / 6 + 0.5, 0, 1).astype(x.dtype, copy=False)
+
+
 #: selu's constants (Klambauer et al.), Keras 3's.
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -231,6 +235,10 @@ def activation(x, kind, alpha, out):
     leaky_relu  ``x > 0 ? x : x * alpha``
     gelu        ``x * Phi(x)`` (the exact form), Phi the standard normal CDF from erfc's
                 Chebyshev series (:func:`_normal_cdf`)
+    relu6       ``clip(x, 0, 6)``
+    hard_sigmoid  ``clip(x / 6 + 0.5, 0, 1)``
+    hard_silu   ``x * hard_sigmoid(x)``
+    celu        ``x > 0 ? x : alpha * expm1(min(x, 0) / alpha)``
 
     NaN propagates. ``out`` may be ``x``."""
     if kind == "sigmoid":
@@ -243,6 +251,14 @@ def activation(x, kind, alpha, out):
         y = np.where(x > 0, SELU_SCALE * x, SELU_SCALE * SELU_ALPHA * np.expm1(np.minimum(x, 0)))
     elif kind == "gelu":
         y = x * _normal_cdf(x)
+    elif kind == "relu6":
+        y = np.clip(x, 0, 6)
+    elif kind == "hard_sigmoid":
+        y = _hard_sigmoid(x)
+    elif kind == "hard_silu":
+        y = x * _hard_sigmoid(x)
+    elif kind == "celu":
+        y = np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0) / alpha))
     else:
         y = np.where(x > 0, x, x * alpha)
     out[...] = y
@@ -258,6 +274,11 @@ def activation_backward(dy, x, y, kind, alpha, dx):
                 (from x: ``y + scale * alpha`` cancels in the far negative tail)
     leaky_relu  ``x > 0 ? dy : dy * alpha``
     gelu        ``dy * (Phi(x) + x * exp(-x * x / 2) / sqrt(2 pi))``
+    relu6       ``0 < x < 6 ? dy : 0``
+    hard_sigmoid  ``-3 < x < 3 ? dy / 6 : 0``
+    hard_silu   ``dy * (x >= 3 ? 1 : x > -3 ? (2 x + 3) / 6 : 0)``
+    celu        ``x > 0 ? dy : dy * exp(min(x, 0) / alpha)`` (from x: ``y / alpha + 1``
+                cancels in the far negative tail)
 
     ``dx`` may be ``dy``."""
     if kind == "sigmoid":
@@ -274,6 +295,14 @@ def activation_backward(dy, x, y, kind, alpha, dx):
         xc = x.astype(np.float64 if x.dtype == np.float64 else np.float32)
         with np.errstate(under="ignore"):
             g = dy * (_normal_cdf(xc) + xc * np.exp(-0.5 * xc * xc) * (1 / np.sqrt(2 * np.pi)))
+    elif kind == "relu6":
+        g = np.where((x > 0) & (x < 6), dy, 0)
+    elif kind == "hard_sigmoid":
+        g = np.where((x > -3) & (x < 3), dy / 6, 0)
+    elif kind == "hard_silu":
+        g = dy * np.where(x >= 3, 1, np.where(x > -3, (2 * x + 3) / 6, 0))
+    elif kind == "celu":
+        g = np.where(x > 0, dy, dy * np.exp(np.minimum(x, 0) / alpha))
     else:
         g = np.where(x > 0, dy, dy * alpha)
     dx[...] = g

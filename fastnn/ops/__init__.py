@@ -996,7 +996,8 @@ def batchnorm_backward(dy, x, mean, inv_std, gamma=None, *, channel_axis: int = 
 
 
 #: The activations of :func:`activation`.
-ACTIVATION_KINDS = ("sigmoid", "silu", "elu", "selu", "leaky_relu", "gelu")
+ACTIVATION_KINDS = ("sigmoid", "silu", "elu", "selu", "leaky_relu", "gelu", "relu6",
+                    "hard_sigmoid", "hard_silu", "celu")
 
 
 def _activation_args(kind, alpha) -> float:
@@ -1005,6 +1006,9 @@ def _activation_args(kind, alpha) -> float:
     if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer,
                                                                       np.floating)):
         raise TypeError(f"alpha must be a real number, received {alpha!r}")
+    if kind == "celu" and alpha == 0:
+        raise ValueError("alpha must be non-zero for celu (it divides by alpha), received "
+                         "alpha=0.0")
     return float(alpha)
 
 
@@ -1025,14 +1029,17 @@ def activation(x, kind: str, *, alpha: float = 0.0, out: Optional[np.ndarray] = 
     Parameters
     ----------
     x : ndarray, any shape
-    kind : "sigmoid", "silu", "elu", "selu", "leaky_relu" or "gelu"
+    kind : one of :data:`ACTIVATION_KINDS`
         ``sigmoid(x) = 1 / (1 + exp(-x))`` (without overflow), ``silu(x) = x *
         sigmoid(x)``, ``elu(x) = x > 0 ? x : alpha * (exp(x) - 1)``, ``selu(x) = scale *
         elu(x, alpha_selu)`` (Keras 3's constants), ``leaky_relu(x) = x > 0 ? x : alpha *
         x``, ``gelu(x) = x * Phi(x)`` (exact: Phi the standard normal CDF, from erfc's
-        Chebyshev series). NaN propagates.
+        Chebyshev series), ``relu6(x) = clip(x, 0, 6)``, ``hard_sigmoid(x) = clip(x / 6 +
+        0.5, 0, 1)``, ``hard_silu(x) = x * hard_sigmoid(x)``, ``celu(x) = x > 0 ? x :
+        alpha * (exp(x / alpha) - 1)``. NaN propagates.
     alpha : float
-        elu's ``alpha``, leaky_relu's ``negative_slope``; unused by the others.
+        elu's and celu's ``alpha`` (celu: not 0), leaky_relu's ``negative_slope``; unused
+        by the others.
     out : ndarray shaped like x, optional
         Written and returned; may be ``x`` itself (in place), and must not overlap it any
         other way.
