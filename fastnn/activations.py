@@ -431,6 +431,24 @@ class FunctionActivation(Activation):
         return (dy * d).astype(dy.dtype, copy=False)
 
 
+# (celu for either sign of alpha: its derivative, exp(x / alpha) for x < 0, is positive;
+# leaky_relu's slope is >= 0, checked at construction)
+_NONDECREASING = frozenset({Linear, ReLU, Sigmoid, Tanh, SELU, Softplus, Softsign, Exponential,
+                            HardSigmoid, ReLU6, CELU, LeakyReLU, LogSigmoid})
+
+
+def nondecreasing(act: Activation) -> bool:
+    """Whether the built-in activation ``act`` is non-decreasing everywhere (linear, relu,
+    sigmoid, tanh, selu, softplus, softsign, exponential, hard_sigmoid, relu6, celu,
+    leaky_relu, log_sigmoid, and elu with ``alpha >= 0``; not gelu, silu, hard_silu, mish, the
+    softmaxes or a user's function): then each window's maximum of ``f(x)`` is ``f`` of its
+    maximum, so a max pooling may run before ``f`` (:func:`fastnn.layers.conv.
+    conv_pool_fusable`). Decided by exact class: a subclass may compute anything."""
+    if type(act) is ELU:
+        return act.alpha >= 0
+    return type(act) in _NONDECREASING
+
+
 def _as_float(x) -> np.ndarray:
     """``x`` as an array; integers and bools become float64 (the functions keep a float
     dtype)."""

@@ -421,7 +421,8 @@ class Sequential:
     # ------------------------------------------------------------------ one step
     def _forward(self, x, training: bool, layers=None):
         """Forward through ``layers`` (default: all), first layer first: a Conv2D ending in
-        relu followed directly by a 2x2 MaxPooling2D runs as one call
+        a non-decreasing activation (relu, linear, sigmoid, tanh, elu, ...) followed
+        directly by a 2x2 MaxPooling2D runs as one call
         (:func:`~fastnn.layers.conv.conv_pool_forward`: the convolution's output is never
         written; :meth:`_backward_steps` pairs their backward). Cached per layer list (all
         layers, or all but the last)."""
@@ -482,8 +483,8 @@ class Sequential:
         """The backward calls for the layers ``back`` (from the first with parameters), last
         layer first. A layer ending in a fused relu (Conv2D, Dense) followed directly by
         MaxPooling2D is paired (:func:`_relu_pool_backward`): one pass over the largest
-        activation fewer, and the bias gradient summed over the pooled gradient. Cached per
-        layer list."""
+        activation fewer, and the bias gradient summed over the pooled gradient; so is each
+        pair :meth:`_forward` ran as one. Cached per layer list."""
         layers = back[self._first_param:]
         key = tuple(map(id, layers))
         if self._steps_cache is not None and self._steps_cache[0] == key:
@@ -493,7 +494,7 @@ class Sequential:
             layer, prev = layers[i], layers[i - 1] if i > 0 else None
             if isinstance(layer, MaxPooling2D) and isinstance(prev, _WithActivation) \
                     and prev._act_kernel == "relu" and prev.channel_axis % 4 == (
-                        3 if layer.layout == "NHWC" else 1):
+                        3 if layer.layout == "NHWC" else 1) or conv_pool_fusable(prev, layer):
                 # (the pooling sums the bias gradient over its own channel axis, which
                 # must be the layer's: a channels_first pool after a channels_last Conv2D
                 # gave another layer's bias gradient, or a broadcast error)
@@ -1753,10 +1754,13 @@ def _relu_pool_backward(layer, pool, grad):
     """Backward through ``layer`` (ending in relu) and the MaxPooling2D ``pool`` after it:
     the pooling applies relu's derivative to its own, smaller gradient and sums the bias
     gradient there (:meth:`MaxPooling2D.backward_through_relu`); the layer skips its relu
-    backward and bias sum. A Conv2D run with the pooling by ``conv_pool_forward`` takes
-    its gradients straight from the pooled one (``conv_pool_backward``)."""
+    backward and bias sum. A Conv2D run with the pooling by ``conv_pool_forward`` (any
+    non-decreasing activation) takes its gradients straight from the pooled one
+    (``conv_pool_backward``)."""
     if getattr(layer, "_dy_crop", False):
         return conv_pool_backward(layer, pool, grad)
+    if layer._act_kernel != "relu":     # a fusable pair whose forward ran as two layers
+        return layer.backward(pool.backward(grad))
     dz, db = pool.backward_through_relu(grad, need_db=getattr(layer, "bias", None) is not None)
     return layer.backward_logits(dz, db)
 

@@ -132,6 +132,24 @@ def test_activation_config_round_trip(cid, ident, ref_name, akw, shape):
     np.testing.assert_array_equal(again.forward(x), act.forward(x))
 
 
+def test_nondecreasing_activations_are_so():
+    # activations.nondecreasing (max pooling may run before f: Sequential's conv + pool
+    # pairs) holds for exactly the elementwise built-ins whose values never decrease on a
+    # float64 grid over [-30, 30] (the softmaxes act across elements: never)
+    x = np.linspace(-30.0, 30.0, 600001)
+    for name in activations._REGISTRY:
+        act = activations.get(name)
+        claimed = activations.nondecreasing(act)
+        if name in ("softmax", "log_softmax"):
+            assert not claimed
+            continue
+        drops = np.diff(act.forward(x)) < 0
+        assert claimed == (not drops.any()), (name, x[1:][drops][:3])
+    assert activations.nondecreasing(activations.ELU(0.0))
+    assert not activations.nondecreasing(activations.ELU(-1.0))
+    assert activations.nondecreasing(activations.CELU(-2.0))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("name", R.ACTIVATIONS)
 def test_activation_saturated_inputs_finite(backend, name, dtype):

@@ -1638,6 +1638,53 @@ def test_conv_relu_maxpool_pairs_forward_bit_for_bit(backend, monkeypatch):
     assert e_fused == plain32.evaluate(x32, y, verbose=0)
 
 
+@pytest.mark.parametrize("act", [None, "sigmoid", "tanh", "elu", "leaky_relu", "softsign"])
+def test_conv_monotone_activation_maxpool_pairs(backend, act, monkeypatch):
+    # Conv2D with a non-decreasing activation f -> MaxPooling2D(2) also runs as one call
+    # (layers.conv.conv_pool_forward): the pooled pre-activations, then f on a quarter of
+    # the elements, and the backward from the pooled gradient. Random normal data has no
+    # ties, so training follows the layer chain's (float64: up to the bias gradient's
+    # summation order), and float32 predictions match it to the activation's rounding.
+    def build(dtype):
+        set_random_seed(7)
+        kw = dict(dtype=dtype)
+        model = Sequential([Conv2D(5, 3, activation=act, input_shape=(11, 10, 2), **kw),
+                            MaxPooling2D(2, **kw), Conv2D(6, 2, activation=act, **kw),
+                            MaxPooling2D(2, **kw), Flatten(**kw),
+                            Dense(K, activation="softmax", **kw)])
+        model.compile(optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+        return model
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(21, 11, 10, 2))
+    y = rng.integers(0, K, 21)
+    x32 = x.astype("float32")
+    fused, fused32 = build("float64"), build("float32")
+    hist = fused.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False).history
+    funcs = [getattr(s, "func", None) for v in fused._forward_cache.values() for s in v]
+    assert funcs.count(fastnn.layers.conv.conv_pool_forward) == 2
+    p_fused = fused32.predict(x32, verbose=0)
+    monkeypatch.setattr(fastnn.models, "conv_pool_fusable", lambda conv, pool: False)
+    plain, plain32 = build("float64"), build("float32")
+    hist_plain = plain.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False).history
+    np.testing.assert_allclose(hist["loss"], hist_plain["loss"], rtol=1e-12)
+    for a, b in zip(fused.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(p_fused, plain32.predict(x32, verbose=0), rtol=1e-5,
+                               atol=1e-7)
+
+
+@pytest.mark.parametrize("act", ["gelu", "silu", "mish", "hard_silu",
+                                 fastnn.activations.ELU(-0.5), lambda v: v * v])
+def test_conv_maxpool_not_paired_for_other_activations(act):
+    # max pooling commutes only with a non-decreasing f: gelu, silu, mish, hard_silu, elu
+    # with a negative alpha and a user's function keep the layer chain
+    conv = Conv2D(3, 3, activation=act, input_shape=(8, 8, 1))
+    assert not fastnn.layers.conv.conv_pool_fusable(conv, MaxPooling2D(2))
+    assert fastnn.layers.conv.conv_pool_fusable(Conv2D(3, 3, activation="selu"),
+                                                MaxPooling2D(2))
+
+
 # ----------------------------------------------------------------------------- dense step
 def _dense_model(dtype="float32", hidden=("relu", None), use_bias=True, extra=(),
                  dropout=None):

@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 
 from .. import _backend, ops
+from .. import activations as _activations
 from ..ops._geometry import as_pair, conv_geometry
 from .base import Layer
 from .core import _cfg, _data_format, _WithActivation
@@ -168,8 +169,9 @@ class Conv2D(_WithActivation):
 
     def _linear_backward(self, dz, db, pool=None):
         """dz: the gradient of the output (or of its crop, ``_dy_crop``); with ``pool`` (the
-        MaxPooling2D run with it by :func:`conv_pool_forward`), the pooled gradient of the
-        relu output, relu's derivative not yet applied (:func:`conv_pool_backward`)."""
+        MaxPooling2D run with it by :func:`conv_pool_forward`), the pooled gradient: of the
+        relu output, relu's derivative not yet applied, else of the pooled linear output
+        (:func:`conv_pool_backward`)."""
         kernel = self._ops_kernel()
         # NHWC gradients land straight in grads; NCHW's dw is (F, C, KH, KW), copied below
         dw_out = self.grads["kernel"] if self.layout == "NHWC" else None
@@ -196,7 +198,8 @@ class Conv2D(_WithActivation):
                 dz, pool._argmax, self._x, kernel, geo["stride"], geo["padding"],
                 geo["dilation"], geo["layout"], self._dy_crop, self.need_input_grad, need_db,
                 out, check_range=False, dz_buffer=functools.partial(pool._buffer, "dx"),
-                relu_y=pool._y, relu_buffer=functools.partial(pool._buffer, "relu_grad"))
+                relu_y=pool._y if self._act_kernel == "relu" else None,
+                relu_buffer=functools.partial(pool._buffer, "relu_grad"))
         if self.layout == "NCHW":
             self.grads["kernel"][...] = dw.transpose(2, 3, 1, 0)
         self._add_regularization_grads()
@@ -319,22 +322,29 @@ class MaxPooling2D(_Pooling2D):
 
 def conv_pool_fusable(conv, pool) -> bool:
     """Can ``conv`` and the layer ``pool`` after it run as one (:func:`conv_pool_forward`)?
-    A Conv2D ending in relu and a 2x2 MaxPooling2D with stride 2 and no padding, both
-    channels_last (the pair whose backward Sequential fuses too); not subclasses, whose own
-    forward the fused call would skip."""
-    return (type(conv) is Conv2D and conv._act_kernel == "relu" and conv.layout == "NHWC"
-            and conv.groups == 1
+    A Conv2D ending in a non-decreasing activation (relu, linear, sigmoid, tanh, elu, ...:
+    :func:`fastnn.activations.nondecreasing`) and a 2x2 MaxPooling2D with stride 2 and no
+    padding, both channels_last (the pair whose backward Sequential fuses too); not
+    subclasses, whose own forward the fused call would skip."""
+    return (type(conv) is Conv2D and _activations.nondecreasing(conv.activation)
+            and conv.layout == "NHWC" and conv.groups == 1
             and type(pool) is MaxPooling2D and pool.pool_size == (2, 2)
             and pool.strides == (2, 2) and pool.padding == "valid" and pool.layout == "NHWC")
 
 
 def conv_pool_forward(conv, pool, x, training=False):
     """Forward through ``conv`` and the 2x2 ``pool`` after it (:func:`conv_pool_fusable`) in
-    one call, :func:`fastnn.ops.conv2d_maxpool_forward`: the same output bit for bit, and
-    the convolution's output (the largest activation) is never written. Each layer keeps
-    what the pair's backward needs (Sequential's ``_relu_pool_backward``): ``conv`` its
-    input, ``pool`` its output and argmax; ``conv`` keeps no output of its own, so its own
-    :meth:`backward` is not available after this call. When the convolution's output has
+    one call, :func:`fastnn.ops.conv2d_maxpool_forward`: the convolution's output (the
+    largest activation) is never written. Relu and linear run in the fused kernels: the
+    chain's output bit for bit. Another activation f, non-decreasing, commutes with the
+    maximum: the pair pools the pre-activations and applies f to the pooled ones only, a
+    quarter of the elements (the chain's values wherever f's implementation is monotone
+    to the last bit; a window whose f values tie, as where f saturates, sends the
+    gradient to its largest pre-activation, the chain's to its first tie). Each layer
+    keeps what the pair's backward needs (Sequential's ``_relu_pool_backward``): ``conv``
+    its input, ``pool`` its output, argmax and (for f) pooled pre-activations; ``conv``
+    keeps no output of its own, so its own :meth:`backward` is not available after this
+    call. When the convolution's output has
     an odd height or width, its last row or column is read by no window: the pair is
     convolved, pooled and differentiated on the rest (``crop`` of the ops), so ``pool``'s
     backward gives the gradient of that crop, which ``conv``'s :meth:`backward_logits`
@@ -356,17 +366,19 @@ def conv_pool_forward(conv, pool, x, training=False):
     conv._dy_crop = True
     pool._xshape = (n, oh // 2 * 2, ow // 2 * 2, f)
     window = pair_argmax_format() == "window"
+    kernel_act = conv._act_kernel           # relu, identity, or None: f after the pooling
     out = None
     if training:
         shape = pool.compute_output_shape(conv_shape)
-        out = (pool._buffer("y", shape, x.dtype),
+        out = (pool._buffer("y" if kernel_act else "z", shape, x.dtype),
                pool._buffer("argmax", shape, np.uint8 if window else np.int64))
-    y, pool._argmax = ops.conv2d_maxpool_forward(
+    z, pool._argmax = ops.conv2d_maxpool_forward(
         x, conv._ops_kernel(), conv.bias, stride=conv.strides, padding=conv.padding,
-        dilation=conv.dilation_rate, layout="NHWC", activation="relu", crop=True, out=out,
-        argmax_format="window" if window else "flat")
-    pool._y = y
-    return y
+        dilation=conv.dilation_rate, layout="NHWC", activation=kernel_act or "identity",
+        crop=True, out=out, argmax_format="window" if window else "flat")
+    pool._z = None if kernel_act else z
+    pool._y = z if kernel_act else conv.activation.forward(z)
+    return pool._y
 
 
 def pair_argmax_format() -> str:
@@ -378,14 +390,17 @@ def pair_argmax_format() -> str:
 
 
 def conv_pool_backward(conv, pool, grad):
-    """Backward of :func:`conv_pool_forward`: relu's derivative applied to the pooled
-    gradient and the bias gradient summed there (as
+    """Backward of :func:`conv_pool_forward`: the activation's derivative applied to the
+    pooled gradient and the bias gradient summed there (as
     :meth:`MaxPooling2D.backward_through_relu`), the weight gradient and, if ``conv``
     needs one, the input gradient straight from the pooled gradient and argmax
     (:func:`fastnn.ops.conv2d_maxpool_backward`), the convolution's own gradient never
-    formed: one call, relu's derivative taken as the kernels read the gradient (the C
-    backend: the same bits as the two steps, without the masked gradient's pass over
-    memory). Returns the input gradient, or None."""
+    formed. Relu's derivative is taken as the kernels read the gradient (the C backend:
+    the same bits as the two steps, without the masked gradient's pass over memory);
+    another activation's by its backward on the pooled arrays first. Returns the input
+    gradient, or None."""
+    if pool._z is not None:
+        grad = conv.activation.backward(grad, pool._z, pool._y)
     return conv._linear_backward(grad, None, pool)
 
 
