@@ -33,7 +33,8 @@ from . import optimizers as _optimizers
 from ._dense_step import DenseStep
 from .ops._checks import refuse_masked
 from .layers.base import Layer, _fmt, _sample_shape, _unique_name
-from .layers.conv import MaxPooling2D, conv_pool_backward, conv_pool_forward, conv_pool_fusable
+from .layers.conv import (MaxPooling2D, act_pool_backward, act_pool_forward, act_pool_pairable,
+                          conv_pool_backward, conv_pool_forward, conv_pool_fusable)
 from .layers.core import InputLayer, _WithActivation
 from .utils import get_rng
 from .utils._args import FilePath, check_bool, check_int, check_path
@@ -424,8 +425,11 @@ class Sequential:
         a non-decreasing activation (relu, linear, sigmoid, tanh, elu, ...) followed
         directly by a 2x2 MaxPooling2D runs as one call
         (:func:`~fastnn.layers.conv.conv_pool_forward`: the convolution's output is never
-        written; :meth:`_backward_steps` pairs their backward). Cached per layer list (all
-        layers, or all but the last)."""
+        written), and an Activation (or ReLU) layer of such an activation followed by a
+        MaxPooling2D runs after the pooling
+        (:func:`~fastnn.layers.conv.act_pool_forward`: on the pooled elements only);
+        :meth:`_backward_steps` pairs their backward. Cached per layer list (all layers,
+        or all but the last)."""
         layers = self.layers if layers is None else layers
         key = tuple(map(id, layers))
         if self._forward_cache is None:
@@ -436,6 +440,10 @@ class Sequential:
             while i < len(layers):
                 if i + 1 < len(layers) and conv_pool_fusable(layers[i], layers[i + 1]):
                     steps.append(functools.partial(conv_pool_forward, layers[i],
+                                                   layers[i + 1]))
+                    i += 2
+                elif i + 1 < len(layers) and act_pool_pairable(layers[i], layers[i + 1]):
+                    steps.append(functools.partial(act_pool_forward, layers[i],
                                                    layers[i + 1]))
                     i += 2
                 else:
@@ -499,6 +507,9 @@ class Sequential:
                 # must be the layer's: a channels_first pool after a channels_last Conv2D
                 # gave another layer's bias gradient, or a broadcast error)
                 steps.append(functools.partial(_relu_pool_backward, prev, layer))
+                i -= 2
+            elif act_pool_pairable(prev, layer):
+                steps.append(functools.partial(act_pool_backward, prev, layer))
                 i -= 2
             else:
                 steps.append(layer.backward)

@@ -1674,6 +1674,60 @@ def test_conv_monotone_activation_maxpool_pairs(backend, act, monkeypatch):
                                atol=1e-7)
 
 
+@pytest.mark.parametrize("cls,args", [("Activation", ("elu",)), ("Activation", ("sigmoid",)),
+                                      ("ReLU", ()), ("ReLU", (6.0, 0.1, 0.5))])
+def test_activation_layer_then_maxpool_runs_after_the_pooling(backend, cls, args,
+                                                             monkeypatch):
+    # an Activation (or ReLU) layer of a non-decreasing f followed by a MaxPooling2D (of
+    # any size and padding) runs after the pooling, on the pooled elements
+    # (layers.conv.act_pool_forward): training follows the layer chain's in float64 (no
+    # ties in random data), float32 predictions match it to f's rounding
+    def build(dtype):
+        set_random_seed(9)
+        kw = dict(dtype=dtype)
+        act = getattr(fastnn.layers, cls)
+        # (no bias before BatchNormalization: its gradient is rounding noise, ~1e-12)
+        model = Sequential([Conv2D(4, 3, use_bias=False, input_shape=(10, 10, 2), **kw),
+                            BatchNormalization(**kw), act(*args, **kw),
+                            MaxPooling2D(2, **kw), Conv2D(5, 2, **kw), act(*args, **kw),
+                            MaxPooling2D(3, strides=2, padding="same", **kw), Flatten(**kw),
+                            Dense(K, activation="softmax", **kw)])
+        model.compile(optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+        return model
+
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(19, 10, 10, 2))
+    y = rng.integers(0, K, 19)
+    x32 = x.astype("float32")
+    paired, paired32 = build("float64"), build("float32")
+    hist = paired.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False).history
+    funcs = [getattr(s, "func", None) for v in paired._forward_cache.values() for s in v]
+    assert funcs.count(fastnn.layers.conv.act_pool_forward) == 2
+    p_paired = paired32.predict(x32, verbose=0)
+    monkeypatch.setattr(fastnn.models, "act_pool_pairable", lambda a, pool: False)
+    plain, plain32 = build("float64"), build("float32")
+    hist_plain = plain.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False).history
+    np.testing.assert_allclose(hist["loss"], hist_plain["loss"], rtol=1e-12)
+    for a, b in zip(paired.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(p_paired, plain32.predict(x32, verbose=0), rtol=1e-5,
+                               atol=1e-7)
+
+
+def test_act_pool_pairable_only_for_nondecreasing_layers():
+    pool = MaxPooling2D(2)
+    pairable = fastnn.layers.conv.act_pool_pairable
+    assert not pairable(fastnn.layers.Activation("gelu"), pool)
+    assert not pairable(fastnn.layers.Softmax(), pool)
+    assert not pairable(fastnn.layers.Activation("tanh"), fastnn.layers.AveragePooling2D(2))
+    # a ReLU layer is non-decreasing exactly when its threshold is >= 0
+    x = np.linspace(-3.0, 8.0, 11001)
+    for kw in (dict(threshold=0.5, max_value=6.0, negative_slope=0.1),
+               dict(threshold=-0.5, negative_slope=0.1), dict(threshold=2.0, max_value=1.0)):
+        relu = fastnn.layers.ReLU(**kw)
+        assert pairable(relu, pool) == (np.diff(relu.forward(x)) >= 0).all(), kw
+
+
 @pytest.mark.parametrize("act", ["gelu", "silu", "mish", "hard_silu",
                                  fastnn.activations.ELU(-0.5), lambda v: v * v])
 def test_conv_maxpool_not_paired_for_other_activations(act):

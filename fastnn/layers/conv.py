@@ -15,7 +15,7 @@ from .. import _backend, ops
 from .. import activations as _activations
 from ..ops._geometry import as_pair, conv_geometry
 from .base import Layer
-from .core import _cfg, _data_format, _WithActivation
+from .core import Activation, ReLU, _cfg, _data_format, _WithActivation
 
 _LAYOUT = {"channels_last": "NHWC", "channels_first": "NCHW"}
 
@@ -274,10 +274,13 @@ class MaxPooling2D(_Pooling2D):
     Shapes: (N, H, W, C) -> (N, OH, OW, C) channels_last; (N, C, H, W) -> (N, C, OH, OW).
     """
 
+    _act_after = None   # the activation layer act_pool_forward ran after this pooling
+
     def forward(self, x, training=False):
         self._check_input(x)
         x = self._unaliased(x)     # (its own training output fed back in: see Layer)
         self._xshape = x.shape
+        self._act_after = None
         out = None
         if training:
             shape = self.compute_output_shape(x.shape)
@@ -402,6 +405,50 @@ def conv_pool_backward(conv, pool, grad):
     if pool._z is not None:
         grad = conv.activation.backward(grad, pool._z, pool._y)
     return conv._linear_backward(grad, None, pool)
+
+
+def act_pool_pairable(act, pool) -> bool:
+    """Can the activation layer ``act`` and the MaxPooling2D ``pool`` after it run in the
+    other order (:func:`act_pool_forward`)? An :class:`~fastnn.layers.Activation` of a
+    non-decreasing function (:func:`fastnn.activations.nondecreasing`) or a
+    :class:`~fastnn.layers.ReLU` whose threshold is >= 0 (then non-decreasing too), and
+    a MaxPooling2D of any size, strides and padding; exact classes, not subclasses."""
+    if type(pool) is not MaxPooling2D:
+        return False
+    if type(act) is ReLU:
+        return act.threshold >= 0
+    return type(act) is Activation and _activations.nondecreasing(act.activation)
+
+
+def act_pool_forward(act, pool, x, training=False):
+    """``pool(act(x))`` for a pair :func:`act_pool_pairable` accepts, computed as
+    ``act(pool(x))``: the activation f is non-decreasing, so each window's maximum of f is
+    f of its maximum, and f (forward, then backward) runs on the pooled elements only, a
+    pool-size fraction (the same values wherever f's implementation is monotone to the
+    last bit; where a window's f values tie, as where f saturates, the gradient goes to
+    its largest input, the chain's to its first tie). Each layer keeps what
+    :func:`act_pool_backward` needs.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C) (channels_last) or (N, C, H, W), act's input
+
+    Returns
+    -------
+    y : ndarray, pool's output shape
+    """
+    y = act.forward(pool.forward(x, training=training), training=training)
+    pool._act_after = act
+    return y
+
+
+def act_pool_backward(act, pool, grad):
+    """Backward of the pair ``act`` - ``pool`` from the pooled gradient: in the order
+    :func:`act_pool_forward` ran them (f's derivative on the pooled gradient, then the
+    scatter), else in the chain's."""
+    if pool._act_after is act:
+        return pool.backward(act.backward(grad))
+    return act.backward(pool.backward(grad))
 
 
 class AveragePooling2D(_Pooling2D):
