@@ -1655,23 +1655,8 @@ def test_conv_monotone_activation_maxpool_pairs(backend, act, monkeypatch):
         model.compile(optimizers.Adam(0.01), "sparse_categorical_crossentropy")
         return model
 
-    rng = np.random.default_rng(8)
-    x = rng.normal(size=(21, 11, 10, 2))
-    y = rng.integers(0, K, 21)
-    x32 = x.astype("float32")
-    fused, fused32 = build("float64"), build("float32")
-    hist = fused.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False).history
-    funcs = [getattr(s, "func", None) for v in fused._forward_cache.values() for s in v]
-    assert funcs.count(fastnn.layers.conv.conv_pool_forward) == 2
-    p_fused = fused32.predict(x32, verbose=0)
-    monkeypatch.setattr(fastnn.models, "conv_pool_fusable", lambda conv, pool: False)
-    plain, plain32 = build("float64"), build("float32")
-    hist_plain = plain.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False).history
-    np.testing.assert_allclose(hist["loss"], hist_plain["loss"], rtol=1e-12)
-    for a, b in zip(fused.get_weights(), plain.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
-    np.testing.assert_allclose(p_fused, plain32.predict(x32, verbose=0), rtol=1e-5,
-                               atol=1e-7)
+    _assert_pairs_train_like_the_chain(build, (21, 11, 10, 2), "conv_pool_fusable",
+                                       fastnn.layers.conv.conv_pool_forward, monkeypatch)
 
 
 @pytest.mark.parametrize("cls,args", [("Activation", ("elu",)), ("Activation", ("sigmoid",)),
@@ -1695,16 +1680,26 @@ def test_activation_layer_then_maxpool_runs_after_the_pooling(backend, cls, args
         model.compile(optimizers.Adam(0.01), "sparse_categorical_crossentropy")
         return model
 
-    rng = np.random.default_rng(10)
-    x = rng.normal(size=(19, 10, 10, 2))
-    y = rng.integers(0, K, 19)
+    _assert_pairs_train_like_the_chain(build, (19, 10, 10, 2), "act_pool_pairable",
+                                       fastnn.layers.conv.act_pool_forward, monkeypatch)
+
+
+def _assert_pairs_train_like_the_chain(build, shape, predicate, pair_forward, monkeypatch):
+    """``build(dtype)``'s model (two layer pairs Sequential runs as ``pair_forward``)
+    trains as its layer chain (``fastnn.models.<predicate>`` patched to refuse every
+    pair) on random normal data, which has no ties: float64 losses and weights to
+    rounding (the bias gradients are summed in another order), float32 predictions to
+    the activation's rounding."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=shape)
+    y = rng.integers(0, K, shape[0])
     x32 = x.astype("float32")
     paired, paired32 = build("float64"), build("float32")
     hist = paired.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False).history
     funcs = [getattr(s, "func", None) for v in paired._forward_cache.values() for s in v]
-    assert funcs.count(fastnn.layers.conv.act_pool_forward) == 2
+    assert funcs.count(pair_forward) == 2
     p_paired = paired32.predict(x32, verbose=0)
-    monkeypatch.setattr(fastnn.models, "act_pool_pairable", lambda a, pool: False)
+    monkeypatch.setattr(fastnn.models, predicate, lambda a, b: False)
     plain, plain32 = build("float64"), build("float32")
     hist_plain = plain.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False).history
     np.testing.assert_allclose(hist["loss"], hist_plain["loss"], rtol=1e-12)
