@@ -144,6 +144,13 @@ void fnn_act_bwd_f32(int64_t n, int kind, float alpha, const float *dy, const fl
 void fnn_act_bwd_f64(int64_t n, int kind, double alpha, const double *dy, const double *x,
                      const double *y, double *dx);
 
+/* Inverted dropout (dropout.c): mask[i] = (Philox4x32-10 word i of key seed >= t) ? scale : 0,
+ * y[i] = x[i] * mask[i] when x is not NULL; dropped with probability t / 2^32 */
+void fnn_dropout_f32(int64_t n, uint64_t seed, uint32_t t, float scale, const float *x,
+                     float *mask, float *y);
+void fnn_dropout_f64(int64_t n, uint64_t seed, uint32_t t, double scale, const double *x,
+                     double *mask, double *y);
+
 /* Fused optimizer updates (optim.c) */
 void fnn_adam_update_f32(int64_t n, float *p, const float *g, float *m, float *v, float *vhat,
                          float alpha, float omb1, float omb2, float eps, int flush);

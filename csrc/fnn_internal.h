@@ -434,6 +434,11 @@ void fnn_act_bwd_avx2_f32(int64_t n, int kind, float alpha, const float *dy, con
                           const float *y, float *dx);
 void fnn_act_bwd_avx2_f64(int64_t n, int kind, double alpha, const double *dy,
                           const double *x, const double *y, double *dx);
+/* dropout.c's loops compiled for AVX2 (kernels/dropout_avx2.c). */
+void fnn_dropout_avx2_f32(int64_t n, uint64_t seed, uint32_t t, float scale, const float *x,
+                          float *mask, float *y);
+void fnn_dropout_avx2_f64(int64_t n, uint64_t seed, uint32_t t, double scale,
+                          const double *x, double *mask, double *y);
 /* A block of relu_mask (epilogue.c) for double on AVX2 lanes (kernels/relu_avx2.c). */
 void fnn_relu_mask_block_avx2_f64(int64_t len, const double *x, double *y,
                                   uint8_t *restrict mask);

@@ -285,7 +285,7 @@ class DenseStep:
             for s in range(nsteps):
                 for drop, m in zip(self._dropout, masks):
                     if m is not None:
-                        m[s] = drop._mask = drop._draw_mask(m.shape[1:], dt)
+                        drop._mask = drop._draw_mask(m.shape[1:], dt, out=m[s])
         c_mask = self._ptrs(masks) if any(m is not None for m in masks) else self._no_masks
         # the optimizer's constants for each step, as run() computes them at that iteration
         kind, c_slots = self._opt_slots(optimizer, params)

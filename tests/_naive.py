@@ -243,3 +243,25 @@ def avgpool2d(x, pool_size, *, stride=None, padding=0, layout="NHWC"):
                     win = _window(x, layout, n_, c, oh, ow, h, w, kh, kw, sh, sw, pt, pl)
                     _set(y, layout, n_, oh, ow, c, sum(float(v) for v, _ in win) / len(win))
     return y
+
+
+def philox4x32_10(ctr, key):
+    """Philox4x32-10 on Python ints, one counter (four words) and key (two) at a time:
+    Random123's algorithm as published (Salmon et al., SC 2011), for the reference's
+    vectorised one."""
+    mask = 0xFFFFFFFF
+    c, k = list(ctr), list(key)
+    for r in range(10):
+        if r:
+            k = [(k[0] + 0x9E3779B9) & mask, (k[1] + 0xBB67AE85) & mask]
+        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [(p1 >> 32) ^ c[1] ^ k[0], p1 & mask, (p0 >> 32) ^ c[3] ^ k[1], p0 & mask]
+    return c
+
+
+def dropout_word(i: int, seed: int) -> int:
+    """Element i's word of fastnn's dropout masks: word (i % 32) // 8 of Philox block
+    8 * (i // 32) + i % 8 under the key (seed mod 2^32, seed // 2^32)."""
+    b = 8 * (i // 32) + i % 8
+    return philox4x32_10((b & 0xFFFFFFFF, b >> 32, 0, 0),
+                         (seed & 0xFFFFFFFF, seed >> 32))[(i % 32) // 8]

@@ -1578,3 +1578,18 @@ def test_activation_each_isa(isa, kind, alpha, dtype):
         y_ref = ops.activation(x, kind, alpha=alpha)
     tol = 1e-12 if dtype == np.float64 else 2e-6
     np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol * np.nanmax(np.abs(y_ref[5:])))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_each_isa(isa, dtype):
+    """dropout's portable loops (generic) and the AVX2 Philox rounds (every other ISA):
+    the same integer words, so the same bits."""
+    x = np.random.default_rng(12).standard_normal(10_007).astype(dtype)
+    with fastnn.use_backend("c"):
+        y, m = ops.dropout(x, 0.4, 2**40 + 3)
+        c_backend.set_isa("generic")
+        try:
+            y0, m0 = ops.dropout(x, 0.4, 2**40 + 3)
+        finally:
+            c_backend.set_isa(isa)
+    assert y.tobytes() == y0.tobytes() and m.tobytes() == m0.tobytes()

@@ -2066,3 +2066,35 @@ def test_activation_exp_relative_accuracy(backend, dtype):
     e = ops.activation(small, "elu", alpha=1.0)
     assert np.max(np.abs(e / np.expm1(small.astype(np.float64)) - 1)) < 8 * ulp
     assert ops.activation(np.array([-np.inf, 0.0], dtype), "sigmoid")[0] == 0   # exp(-inf)
+
+
+# sizes around the kernels' groups of 32 elements and the C backend's pieces of 4096, and
+# one its two threads split
+DROPOUT_SIZES = [1, 31, 32, 33, 100, 4096 + 37, 70_001]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_dropout_matches_reference_bit_for_bit(backend, dtype, restore_threads):
+    """Every backend's dropout and dropout_mask: the reference's words (its Philox), so
+    the same bits, for one thread or two; NaN and inf in x propagate, dropped or not."""
+    for n in DROPOUT_SIZES:
+        rng = _rng("drop", n)
+        x = rand(rng, (n,), dtype)
+        x[: min(n, 3)] = [np.nan, np.inf, -np.inf][: min(n, 3)]
+        for rate, seed in ((0.3, 7), (0.5, 2**64 - 1), (0.0, 3)):
+            with np.errstate(invalid="ignore"):
+                y, m = ops.dropout(x, rate, seed)
+                ry, rm = reference(ops.dropout, x, rate, seed)
+            assert_bitwise(m, rm, what=f"dropout mask n={n} rate={rate}")
+            assert_bitwise(y, ry, what=f"dropout y n={n} rate={rate}")
+            assert_bitwise(ops.dropout_mask((n,), rate, seed, dtype), rm, what="dropout_mask")
+        fastnn.set_num_threads(1)
+        y1, m1 = ops.dropout(x, 0.3, 7)
+        fastnn.set_num_threads(2)
+        assert_bitwise(m1, ops.dropout(x, 0.3, 7)[1], what="dropout 1 vs 2 threads")
+    x = rand(_rng("drop-nd"), (3, 5, 7), dtype)
+    y, m = ops.dropout(x, 0.5, 11, out=np.empty_like(x), mask_out=np.empty_like(x))
+    assert y.shape == m.shape == x.shape
+    assert_bitwise(m, ops.dropout_mask((3, 5, 7), 0.5, 11, dtype), what="dropout n-d")
+    assert_bitwise(y, x * m, what="y = x * mask")
+    assert ops.dropout(np.empty((0, 4), dtype), 0.5, 1)[0].shape == (0, 4)

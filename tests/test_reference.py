@@ -955,3 +955,53 @@ def test_batchnorm_backward_finite_differences(shape, axis, affine):
         if affine:
             assert_fd_close(dg, numerical_gradient(loss, gamma, FD_EPS), "dgamma")
             assert_fd_close(db, numerical_gradient(loss, beta, FD_EPS), "dbeta")
+
+
+# Random123's known-answer vectors for philox4x32 10 (its tests/kat_vectors): counter, key,
+# the four words
+PHILOX_KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+def test_philox_known_answers_and_dropout_words():
+    from fastnn.backends import numpy_backend
+    ctr = np.array([c for c, _, _ in PHILOX_KAT], np.uint32).T
+    for j, (c, key, want) in enumerate(PHILOX_KAT):
+        assert tuple(_naive.philox4x32_10(c, key)) == want
+        got = numpy_backend.philox4x32_10(ctr[:, j:j + 1], key)[:, 0]
+        assert tuple(int(v) for v in got) == want
+    # the element order, against the loops: across groups of 32, a seed and a block index
+    # with high words (the counter's second word)
+    for seed in (0, 12345, (7 << 32) + 99, 2**64 - 1):
+        words = numpy_backend.dropout_words(75, seed)
+        assert words.dtype == np.uint32
+        assert [int(w) for w in words] == [_naive.dropout_word(i, seed) for i in range(75)]
+    big = 2**36 + 5          # element 5 of group 2^31: block 2^34 + 5, counter words (5, 4)
+    assert _naive.dropout_word(big, 3) == _naive.philox4x32_10((5, 4, 0, 0), (3, 0))[0]
+
+
+def test_dropout_mask_statistics():
+    """The reference's masks: values 0 and 1 / (1 - rate) only; the kept fraction within
+    5 binomial standard deviations of 1 - rate (fixed seeds: a deterministic test); keeps
+    of neighbouring elements uncorrelated likewise; other seeds give other masks."""
+    n = 200_000
+    with fastnn.use_backend("numpy"):
+        for rate in (0.1, 0.5, 0.9):
+            for seed in (1, 2**63 + 17):
+                m = ops.dropout_mask((n,), rate, seed, np.float64)
+                assert set(np.unique(m)) == {0.0, 1 / (1 - rate)}
+                keep = m > 0
+                p = 1 - rate
+                assert abs(keep.mean() - p) < 5 * math.sqrt(p * (1 - p) / n)
+                for lag in (1, 8, 32):
+                    r = np.corrcoef(keep[:-lag], keep[lag:])[0, 1]
+                    assert abs(r) < 5 / math.sqrt(n), (rate, seed, lag, r)
+        assert (ops.dropout_mask((100,), 0.0, 5, np.float32) == 1).all()
+        a = ops.dropout_mask((4000,), 0.5, 1, np.float32)
+        assert (a != ops.dropout_mask((4000,), 0.5, 2, np.float32)).any()
+        # the same drops in float32 and float64
+        assert ((a > 0) == (ops.dropout_mask((4000,), 0.5, 1, np.float64) > 0)).all()

@@ -101,6 +101,13 @@ Primitives
     t: ``loss = sum(t * (log(total) - s))``, ``dz = (probs * sum(t) - t) * scale``.
     ``probs`` (N, K), ``loss`` (N,), ``dz`` (N, K) overwritten; none overlaps z or t.
     ``scale`` is a Python float, rounded to the dtype.
+``dropout(seed, t, scale, x, mask, y)``
+    Inverted dropout on flat arrays of one dtype: ``mask[i] = scale if word(i) >= t else
+    0``, word(i) element i's 32-bit Philox4x32-10 word under the key ``seed`` (a Python int
+    in [0, 2^64); ``t`` in [0, 2^32), ``scale`` a Python float rounded to the dtype): the
+    generator and the element-to-word order of numpy_backend's :func:`dropout_words`,
+    bit for bit; and, ``x`` not None, ``y = x * mask``. None overlaps; ``y`` is None
+    when ``x`` is.
 
 Optional primitives (a backend without them gets the calls they stand for):
 

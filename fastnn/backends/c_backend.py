@@ -293,6 +293,11 @@ def activation_backward(dy, x, y, kind, alpha, dx):
                             _ptr(dx))
 
 
+def dropout(seed, t, scale, x, mask, y):
+    _fn("dropout", mask.dtype)(mask.size, seed, t, scale, _opt(x, mask.dtype), _ptr(mask),
+                               _opt(y, mask.dtype))
+
+
 def relu_mask(x, y, mask):
     _fn("relu_mask", x.dtype)(x.size, _ptr(x), _ptr(y), ffi.from_buffer(_UINT8_ARRAY, mask))
 

@@ -49,7 +49,7 @@ __all__ = [
     "relu_mask_backward", "conv2d_forward", "conv2d_backward", "conv2d_maxpool_forward",
     "conv2d_maxpool_backward",
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
-    "softmax_xent", "adam_update", "set_num_threads", "get_num_threads", "isa",
+    "softmax_xent", "adam_update", "dropout", "set_num_threads", "get_num_threads", "isa",
 ]
 
 
@@ -694,6 +694,52 @@ def _relu_mask_bwd_kernel(dy, mask, dx):
     nruns, per = _runs(n)
     for r in prange(nruns):
         _relu_mask_bwd_run(dy, mask, dx, r * per, min(n, (r + 1) * per))
+
+
+@njit(cache=True)
+def _dropout_run(k0, k1, t, scale, x, has_x, mask, y, g0, g1):
+    """Groups g0 .. g1 of 32 elements: numpy_backend.dropout_words's Philox4x32-10 words,
+    eight blocks side by side per group, each lane's ten rounds in uint64 arithmetic."""
+    n = mask.size
+    m32 = np.uint64(0xFFFFFFFF)
+    mul0, mul1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+    w0, w1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
+    zero = mask.dtype.type(0)
+    for g in range(g0, g1):
+        for lane in range(8):
+            b = np.uint64(g) * np.uint64(8) + np.uint64(lane)
+            c0, c1, c2, c3 = b & m32, b >> np.uint64(32), np.uint64(0), np.uint64(0)
+            for r in range(10):
+                ka = (k0 + np.uint64(r) * w0) & m32
+                kb = (k1 + np.uint64(r) * w1) & m32
+                p0, p1 = mul0 * c0, mul1 * c2
+                c0, c1, c2, c3 = ((p1 >> np.uint64(32)) ^ c1 ^ ka, p1 & m32,
+                                  (p0 >> np.uint64(32)) ^ c3 ^ kb, p0 & m32)
+            for w in range(4):
+                i = g * 32 + w * 8 + lane
+                if i < n:
+                    word = c0 if w == 0 else c1 if w == 1 else c2 if w == 2 else c3
+                    m = scale if word >= t else zero
+                    mask[i] = m
+                    if has_x:
+                        y[i] = x[i] * m
+
+
+@njit(parallel=True, cache=True)
+def _dropout_kernel(k0, k1, t, scale, x, has_x, mask, y):
+    groups = (mask.size + 31) // 32
+    nruns, per = _runs(groups)
+    for r in prange(nruns):
+        _dropout_run(k0, k1, t, scale, x, has_x, mask, y, r * per, min(groups, (r + 1) * per))
+
+
+def dropout(seed, t, scale, x, mask, y):
+    """numpy_backend.dropout: the mask of its Philox4x32-10 words (and ``y = x * mask``)."""
+    has_x = x is not None
+    xs = x.reshape(-1) if has_x else mask.reshape(-1)
+    ys = y.reshape(-1) if has_x else mask.reshape(-1)
+    _dropout_kernel(np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32), np.uint64(t),
+                    mask.dtype.type(scale), xs, has_x, mask.reshape(-1), ys)
 
 
 def relu_mask(x, y, mask):

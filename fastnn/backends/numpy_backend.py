@@ -350,6 +350,50 @@ def batchnorm_backward(dy, x, mean, inv_std, gamma, training, dx, dgamma, dbeta)
         dx[...] = a * dy
 
 
+# Philox4x32-10's constants (Salmon et al., SC 2011; Random123's philox.h)
+PHILOX_M = (0xD2511F53, 0xCD9E8D57)     # the round multipliers
+PHILOX_W = (0x9E3779B9, 0xBB67AE85)     # the key's increments between rounds
+_U32 = 0xFFFFFFFF
+
+
+def philox4x32_10(ctr, key):
+    """Philox4x32-10: ``ctr`` (4, m) uint32 counters, ``key`` two ints below 2^32 -> the
+    (4, m) uint32 random words. Each of ten rounds, with the key bumped by ``PHILOX_W``
+    before every round but the first: ``p0 = M0 * c0``, ``p1 = M1 * c2`` (64-bit
+    products), ``c = (hi(p1) ^ c1 ^ k0, lo(p1), hi(p0) ^ c3 ^ k1, lo(p0))``."""
+    c0, c1, c2, c3 = (np.asarray(ctr[i], np.uint64) for i in range(4))
+    for r in range(10):
+        k0 = np.uint64((key[0] + r * PHILOX_W[0]) & _U32)
+        k1 = np.uint64((key[1] + r * PHILOX_W[1]) & _U32)
+        p0, p1 = c0 * np.uint64(PHILOX_M[0]), c2 * np.uint64(PHILOX_M[1])
+        c0, c1, c2, c3 = ((p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & np.uint64(_U32),
+                          (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & np.uint64(_U32))
+    return np.stack([c0, c1, c2, c3]).astype(np.uint32)
+
+
+def dropout_words(n: int, seed: int) -> np.ndarray:
+    """The (n,) uint32 random words of :func:`dropout`: element i takes word ``(i % 32) //
+    8`` of Philox block ``b = 8 * (i // 32) + i % 8`` (counter ``(b mod 2^32, b // 2^32, 0,
+    0)``, key ``(seed mod 2^32, seed // 2^32)``), so that each group of 32 elements is
+    eight blocks side by side (the compiled kernels' vector lanes)."""
+    groups = -(-n // 32)
+    b = np.arange(groups * 8, dtype=np.uint64)
+    zero = np.zeros_like(b)
+    words = philox4x32_10((b & np.uint64(_U32), b >> np.uint64(32), zero, zero),
+                          (seed & _U32, seed >> 32))
+    return words.reshape(4, groups, 8).transpose(1, 0, 2).reshape(-1)[:n]
+
+
+def dropout(seed, t, scale, x, mask, y):
+    """``mask = where(dropout_words(n, seed) >= t, scale, 0)`` in mask's dtype and, ``x``
+    not None, ``y = x * mask`` (NaN and inf in x propagate, through ``0 * x`` too)."""
+    keep = dropout_words(mask.size, seed) >= t
+    mask[...] = np.where(keep, mask.dtype.type(scale), mask.dtype.type(0))
+    if x is not None:
+        with np.errstate(invalid="ignore"):     # inf * 0: NaN, as the kernels give, silently
+            np.multiply(x, mask, out=y)
+
+
 def relu_mask(x, y, mask):
     """``mask = x <= 0``; ``y = where(mask, +0.0, x)`` (NaN passes, -0.0 becomes +0.0)."""
     np.less_equal(x, 0, out=mask)

@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import activations as _activations
 from .. import ops
+from ..ops._checks import FLOAT_DTYPES
 from ..utils import get_rng
 from ..utils._args import check_real
 from ..utils._custom import function_config
@@ -323,18 +324,35 @@ class Dropout(Layer):
                 raise ValueError(f"noise_shape {self.noise_shape} of layer {self.name!r} does "
                                  f"not broadcast to its input of shape {x.shape}: each entry "
                                  f"must be None, 1 or the input's size")
+        if shape == x.shape and x.dtype in FLOAT_DTYPES:   # mask and product in one pass
+            y, self._mask = ops.dropout(x, self.rate, self._seed(),
+                                        out=self._buffer("y", x.shape, x.dtype),
+                                        mask_out=self._buffer("mask", x.shape, x.dtype))
+            return y
         self._mask = self._draw_mask(shape, x.dtype)
         return x * self._mask
 
-    def _draw_mask(self, shape, dtype) -> np.ndarray:
-        """A training mask of ``shape``: 0 with probability ``rate``, else
-        ``1 / (1 - rate)``, from this layer's generator (or fastnn's global one)."""
+    def _seed(self) -> int:
+        """A new 64-bit key for :func:`fastnn.ops.dropout_mask`, from this layer's generator
+        (or fastnn's global one): one draw per step, whatever the mask's size."""
         rng = self._rng if self._rng is not None else get_rng()
-        keep = rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
-        return (keep >= self.rate).astype(dtype) / dtype.type(1 - self.rate)
+        return int(rng.integers(1 << 64, dtype=np.uint64))
+
+    def _draw_mask(self, shape, dtype, out=None) -> np.ndarray:
+        """A training mask of ``shape``: 0 with probability ``rate``, else
+        ``1 / (1 - rate)`` (:func:`fastnn.ops.dropout_mask` under a new :meth:`_seed`; a
+        dtype other than float32/float64 gets float64's mask, cast)."""
+        if np.dtype(dtype) in FLOAT_DTYPES:
+            return ops.dropout_mask(shape, self.rate, self._seed(), dtype, out=out)
+        return ops.dropout_mask(shape, self.rate, self._seed(), np.float64).astype(dtype)
 
     def backward(self, grad):
-        return grad if self._mask is None else grad * self._mask
+        if self._mask is None:
+            return grad
+        if grad.shape == self._mask.shape and grad.dtype == self._mask.dtype:
+            return np.multiply(grad, self._mask,
+                               out=self._buffer("dx", grad.shape, grad.dtype))
+        return grad * self._mask
 
     def get_config(self):
         cfg = super().get_config()

@@ -37,7 +37,7 @@ __all__ = [
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
     "bias_act", "bias_act_backward", "relu_mask", "relu_mask_backward",
     "batchnorm_stats", "batchnorm_forward", "batchnorm_backward",
-    "activation", "activation_backward",
+    "activation", "activation_backward", "dropout", "dropout_mask",
     "softmax_cross_entropy", "adam_update", "conv_geometry", "ConvGeometry",
     "set_workspace_limit", "get_workspace_limit",
 ]
@@ -1085,6 +1085,87 @@ def activation_backward(dy, x, y, kind: str, *, alpha: float = 0.0,
         _activation_impl("activation_backward")(dy.reshape(-1), x.reshape(-1), y.reshape(-1),
                                                 kind, alpha, dx.reshape(-1))
     return dx
+
+
+def _dropout_args(rate, seed) -> Tuple[float, int, int]:
+    """(rate, seed, t): ``rate`` a real in [0, 1), ``seed`` an int in [0, 2^64), and the
+    word threshold ``t = round(rate * 2^32)`` (at most 2^32 - 1)."""
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer,
+                                                                    np.floating)):
+        raise TypeError(f"rate must be a real number in [0, 1), received rate={rate!r}")
+    if not 0 <= rate < 1:
+        raise ValueError(f"rate must be in [0, 1), received rate={rate!r}")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int in [0, 2**64), received seed={seed!r}")
+    if not 0 <= int(seed) < 1 << 64:
+        raise ValueError(f"seed must be in [0, 2**64), received seed={seed!r}")
+    return float(rate), int(seed), min(round(float(rate) * 2.0 ** 32), (1 << 32) - 1)
+
+
+def dropout_mask(shape, rate: float, seed: int, dtype=np.float32, *,
+                 out: Optional[np.ndarray] = None) -> np.ndarray:
+    """An inverted-dropout mask: each element ``1 / (1 - rate)`` (in ``dtype``), or 0 with
+    probability ``rate``, from counter-based random numbers: element i's 32-bit word of
+    Philox4x32-10 (Random123's generator, also behind PyTorch's and JAX's counter-based
+    streams) under the key ``seed``, dropped when below ``round(rate * 2^32)``. The mask
+    is a function of ``seed``, the element's index and ``rate`` only: the same in every
+    backend and for any thread count, the same drops in float32 and float64; draw a new
+    seed for every step (as :class:`fastnn.layers.Dropout` does from its generator).
+
+    Parameters
+    ----------
+    shape : tuple of ints
+    rate : float in [0, 1)
+    seed : int in [0, 2**64)
+    dtype : float32 or float64
+    out : ndarray of ``shape`` and ``dtype``, optional
+
+    Returns
+    -------
+    mask : ndarray of ``shape``
+    """
+    rate, seed, t = _dropout_args(rate, seed)
+    dtype = np.dtype(dtype)
+    if dtype not in _checks.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, received {dtype}")
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
+        shape = (shape,)
+    if not isinstance(shape, (tuple, list)) or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) and d >= 0
+            for d in shape):
+        raise ValueError(f"shape must be a tuple of non-negative ints, received {shape!r}")
+    mask = _out_array(out, tuple(int(d) for d in shape), dtype, "out")
+    if mask.size:
+        _backend.get().dropout(seed, t, 1.0 / (1.0 - rate), None, mask.reshape(-1), None)
+    return mask
+
+
+def dropout(x, rate: float, seed: int, *, out: Optional[np.ndarray] = None,
+            mask_out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Inverted dropout in one pass: ``mask = dropout_mask(x.shape, rate, seed, x.dtype)``
+    and ``y = x * mask`` (a NaN or inf in x stays NaN where dropped: ``0 * x``, as the
+    product in NumPy, Keras and PyTorch). The backward is ``dy * mask``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, any shape
+    rate, seed : as for :func:`dropout_mask`
+    out, mask_out : ndarrays shaped and typed like x, optional
+        Receive y and the mask; neither may overlap x or the other.
+
+    Returns
+    -------
+    y : ndarray shaped like x
+    mask : ndarray shaped like x
+    """
+    x = float_array(x, "x")
+    rate, seed, t = _dropout_args(rate, seed)
+    mask = _out_array(mask_out, x.shape, x.dtype, "mask_out", (x,))
+    y = _out_array(out, x.shape, x.dtype, "out", (x, mask))
+    if x.size:
+        _backend.get().dropout(seed, t, 1.0 / (1.0 - rate), x.reshape(-1), mask.reshape(-1),
+                               y.reshape(-1))
+    return y, mask
 
 
 def _bool_arg(mask, name: str) -> None:
