@@ -1,6 +1,6 @@
 /* activation.c: elementwise activations built on exp, forward and backward (float and
  * double; compiled twice, FNN_PREC=32/64): sigmoid, silu, elu, selu, leaky_relu, gelu,
- * relu6, hard_sigmoid, hard_silu, celu. Flat
+ * relu6, hard_sigmoid, hard_silu, celu, tanh. Flat
  * arrays of n elements; threads over blocks. Reference: fastnn/backends/numpy_backend.py
  * (activation, activation_backward), the same formulas on NumPy's exp and expm1. The exp
  * and the loops are in activation_body.h; on AVX2 CPUs the same loops compiled for AVX2
@@ -21,6 +21,7 @@
  *   hard_sigmoid  clip(x / 6 + 0.5, 0, 1)
  *   hard_silu   x * hard_sigmoid(x)
  *   celu        x > 0 ? x : alpha * expm1(min(x, 0) / alpha)   (alpha != 0)
+ *   tanh        sign(x) * (-e / (2 + e)), e = expm1(-2 |x|)
  * Overwrites y, which may be x. */
 void FNN(act_fwd)(int64_t n, int kind, real alpha, const real *x, real *y)
 {
@@ -44,6 +45,7 @@ void FNN(act_fwd)(int64_t n, int kind, real alpha, const real *x, real *y)
  *   hard_sigmoid  -3 < x < 3 ? dy / 6 : 0
  *   hard_silu   dy * (x >= 3 ? 1 : x > -3 ? (2 x + 3) / 6 : 0)
  *   celu        x > 0 ? dy : dy * exp(min(x, 0) / alpha)
+ *   tanh        dy * (1 - y * y)
  * Overwrites dx, which may be dy. */
 void FNN(act_bwd)(int64_t n, int kind, real alpha, const real *dy, const real *x,
                   const real *y, real *dx)

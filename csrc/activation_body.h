@@ -39,7 +39,7 @@ typedef uint32_t ubits;
  * et al.; fastnn.activations.SELU). */
 enum {
     AK_SIGMOID = 1, AK_SILU = 2, AK_ELU = 3, AK_SELU = 4, AK_LEAKY_RELU = 5, AK_GELU = 6,
-    AK_RELU6 = 7, AK_HARD_SIGMOID = 8, AK_HARD_SILU = 9, AK_CELU = 10
+    AK_RELU6 = 7, AK_HARD_SIGMOID = 8, AK_HARD_SILU = 9, AK_CELU = 10, AK_TANH = 11
 };
 #define SELU_ALPHA 1.6732632423543772848170429916717
 #define SELU_SCALE 1.0507009873554804934193349852946
@@ -152,6 +152,14 @@ static inline real hard_sigmoid_r(real x)
     return h < 0 ? 0 : (h > 1 ? 1 : h);
 }
 
+/* tanh(x) = -e / (2 + e) with e = expm1(-2 |x|) (no cancellation near 0), given x's sign;
+ * +-0 returned as given, NaN passes */
+static inline real tanh_r(real x)
+{
+    const real e = expm1_neg(-2 * FNN_FABS(x)), t = FNN_FABS(e / (2 + e));
+    return x == 0 ? x : (x < 0 ? -t : t);
+}
+
 static inline real sigmoid_r(real x)
 {
     const real e = exp_r(-FNN_FABS(x)), pos = 1 / (1 + e), neg = e * pos;
@@ -171,6 +179,10 @@ static inline void act_fwd_range(int kind, real alpha, const real *x, real *y, i
     case AK_SILU:
         for (int64_t e = e0; e < e1; e++)
             y[e] = x[e] * sigmoid_r(x[e]);
+        break;
+    case AK_TANH:
+        for (int64_t e = e0; e < e1; e++)
+            y[e] = tanh_r(x[e]);
         break;
     case AK_ELU:
         for (int64_t e = e0; e < e1; e++) {
@@ -225,6 +237,10 @@ static inline void act_bwd_range(int kind, real alpha, const real *dy, const rea
     case AK_SIGMOID:
         for (int64_t e = e0; e < e1; e++)
             dx[e] = dy[e] * y[e] * (1 - y[e]);
+        break;
+    case AK_TANH:
+        for (int64_t e = e0; e < e1; e++)
+            dx[e] = dy[e] * (1 - y[e] * y[e]);
         break;
     case AK_SILU:
         for (int64_t e = e0; e < e1; e++) {

@@ -135,7 +135,7 @@ void fnn_bn_bwd_f64(int64_t outer, int64_t c, int64_t inner, const double *dy,
                     double *dbeta);
 
 /* Elementwise activations on exp (activation.c): kind 1 sigmoid, 2 silu, 3 elu, 4 selu,
- * 5 leaky_relu, 6 gelu, 7 relu6, 8 hard_sigmoid, 9 hard_silu, 10 celu (alpha != 0); alpha:
+ * 5 leaky_relu, 6 gelu, 7 relu6, 8 hard_sigmoid, 9 hard_silu, 10 celu (alpha != 0), 11 tanh; alpha:
  * elu's and celu's alpha, leaky_relu's negative_slope */
 void fnn_act_fwd_f32(int64_t n, int kind, float alpha, const float *x, float *y);
 void fnn_act_fwd_f64(int64_t n, int kind, double alpha, const double *x, double *y);

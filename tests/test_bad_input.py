@@ -113,7 +113,7 @@ CASES = [
     ("bias_act_bwd_dy_shape", ValueError, r"\bdy must have shape \(2, 3\)", lambda: ops.bias_act_backward(np.ones((3, 2), F32), np.ones((2, 3), F32))),
     ("bias_act_b_wrong_len", ValueError, r"\bb must have shape \(3,\)", lambda: ops.bias_act(np.ones((2, 3), F32), np.ones(2, F32))),
     ("bias_act_b_wrong_axis", ValueError, r"\bb must have shape \(2,\)", lambda: ops.bias_act(np.ones((2, 3), F32), np.ones(3, F32), channel_axis=0)),
-    ("act_kind", ValueError, r"kind must be one of \('sigmoid', 'silu', 'elu', 'selu', 'leaky_relu', 'gelu', 'relu6', 'hard_sigmoid', 'hard_silu', 'celu'\), received 'tanh'", lambda: ops.activation(np.ones(3, F32), "tanh")),
+    ("act_kind", ValueError, r"kind must be one of \('sigmoid', 'silu', 'elu', 'selu', 'leaky_relu', 'gelu', 'relu6', 'hard_sigmoid', 'hard_silu', 'celu', 'tanh'\), received 'mish'", lambda: ops.activation(np.ones(3, F32), "mish")),
     ("act_celu_alpha_0", ValueError, r"alpha must be non-zero for celu .*received alpha=0.0", lambda: ops.activation(np.ones(3, F32), "celu", alpha=0)),
     ("act_alpha_type", TypeError, r"alpha must be a real number, received '0.2'", lambda: ops.activation(np.ones(3, F32), "elu", alpha="0.2")),
     ("act_bwd_x_shape", ValueError, r"\bx must have shape \(3,\) \(the shape of dy\)", lambda: ops.activation_backward(np.ones(3, F32), np.ones(4, F32), np.ones(3, F32), "sigmoid")),

@@ -1551,7 +1551,7 @@ def test_fma_peak_rejects_bad_iters(bad, err):
 @pytest.mark.parametrize("kind,alpha", [("sigmoid", 0.0), ("silu", 0.0), ("elu", 1.0),
                                         ("selu", 0.0), ("leaky_relu", 0.2),
                                         ("gelu", 0.0), ("relu6", 0.0), ("hard_sigmoid", 0.0),
-                                        ("hard_silu", 0.0), ("celu", 0.5)])
+                                        ("hard_silu", 0.0), ("celu", 0.5), ("tanh", 0.0)])
 def test_activation_each_isa(isa, kind, alpha, dtype):
     """The exp-based activations' loops: the portable build (generic) and the AVX2 one
     (every other ISA) give the same bits (a NaN's sign aside: which operand of x * NaN

@@ -2013,7 +2013,7 @@ def test_batchnorm_nan_and_empty(backend, dtype):
 ACT_KINDS = [("sigmoid", 0.0), ("silu", 0.0), ("elu", 1.0), ("elu", 0.5), ("selu", 0.0),
              ("leaky_relu", 0.2), ("leaky_relu", 0.0), ("gelu", 0.0), ("relu6", 0.0),
              ("hard_sigmoid", 0.0), ("hard_silu", 0.0), ("celu", 1.0), ("celu", -0.7),
-             ("celu", 2.5)]
+             ("celu", 2.5), ("tanh", 0.0)]
 
 
 def _act_input(rng, shape, dtype):
@@ -2065,6 +2065,11 @@ def test_activation_exp_relative_accuracy(backend, dtype):
     small = -np.geomspace(1e-12, 0.5, 4001).astype(dtype)
     e = ops.activation(small, "elu", alpha=1.0)
     assert np.max(np.abs(e / np.expm1(small.astype(np.float64)) - 1)) < 8 * ulp
+    # tanh from expm1(-2 |x|): relative, near 0 too, and odd
+    t = np.concatenate([-np.geomspace(1e-12, 30, 8001), np.geomspace(1e-12, 30, 8001)])
+    t = t.astype(dtype)
+    assert np.max(np.abs(ops.activation(t, "tanh") / np.tanh(t.astype(np.float64)) - 1)) \
+        < 8 * ulp
     assert ops.activation(np.array([-np.inf, 0.0], dtype), "sigmoid")[0] == 0   # exp(-inf)
 
 

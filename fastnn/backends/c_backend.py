@@ -281,7 +281,7 @@ def batchnorm_backward(dy, x, mean, inv_std, gamma, training, dx, dgamma, dbeta)
 
 
 _ACT_KIND = {"sigmoid": 1, "silu": 2, "elu": 3, "selu": 4, "leaky_relu": 5, "gelu": 6,
-             "relu6": 7, "hard_sigmoid": 8, "hard_silu": 9, "celu": 10}
+             "relu6": 7, "hard_sigmoid": 8, "hard_silu": 9, "celu": 10, "tanh": 11}
 
 
 def activation(x, kind, alpha, out):

@@ -239,6 +239,7 @@ def activation(x, kind, alpha, out):
     hard_sigmoid  ``clip(x / 6 + 0.5, 0, 1)``
     hard_silu   ``x * hard_sigmoid(x)``
     celu        ``x > 0 ? x : alpha * expm1(min(x, 0) / alpha)``
+    tanh        ``tanh(x)`` (NumPy's)
 
     NaN propagates. ``out`` may be ``x``."""
     if kind == "sigmoid":
@@ -259,6 +260,8 @@ def activation(x, kind, alpha, out):
         y = x * _hard_sigmoid(x)
     elif kind == "celu":
         y = np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0) / alpha))
+    elif kind == "tanh":
+        y = np.tanh(x)
     else:
         y = np.where(x > 0, x, x * alpha)
     out[...] = y
@@ -279,6 +282,7 @@ def activation_backward(dy, x, y, kind, alpha, dx):
     hard_silu   ``dy * (x >= 3 ? 1 : x > -3 ? (2 x + 3) / 6 : 0)``
     celu        ``x > 0 ? dy : dy * exp(min(x, 0) / alpha)`` (from x: ``y / alpha + 1``
                 cancels in the far negative tail)
+    tanh        ``dy * (1 - y * y)``
 
     ``dx`` may be ``dy``."""
     if kind == "sigmoid":
@@ -303,6 +307,8 @@ def activation_backward(dy, x, y, kind, alpha, dx):
         g = dy * np.where(x >= 3, 1, np.where(x > -3, (2 * x + 3) / 6, 0))
     elif kind == "celu":
         g = np.where(x > 0, dy, dy * np.exp(np.minimum(x, 0) / alpha))
+    elif kind == "tanh":
+        g = dy * (1 - y * y)
     else:
         g = np.where(x > 0, dy, dy * alpha)
     dx[...] = g

@@ -997,7 +997,7 @@ def batchnorm_backward(dy, x, mean, inv_std, gamma=None, *, channel_axis: int = 
 
 #: The activations of :func:`activation`.
 ACTIVATION_KINDS = ("sigmoid", "silu", "elu", "selu", "leaky_relu", "gelu", "relu6",
-                    "hard_sigmoid", "hard_silu", "celu")
+                    "hard_sigmoid", "hard_silu", "celu", "tanh")
 
 
 def _activation_args(kind, alpha) -> float:
@@ -1036,7 +1036,7 @@ def activation(x, kind: str, *, alpha: float = 0.0, out: Optional[np.ndarray] = 
         x``, ``gelu(x) = x * Phi(x)`` (exact: Phi the standard normal CDF, from erfc's
         Chebyshev series), ``relu6(x) = clip(x, 0, 6)``, ``hard_sigmoid(x) = clip(x / 6 +
         0.5, 0, 1)``, ``hard_silu(x) = x * hard_sigmoid(x)``, ``celu(x) = x > 0 ? x :
-        alpha * (exp(x / alpha) - 1)``. NaN propagates.
+        alpha * (exp(x / alpha) - 1)``, ``tanh(x)``. NaN propagates.
     alpha : float
         elu's and celu's ``alpha`` (celu: not 0), leaky_relu's ``negative_slope``; unused
         by the others.
