@@ -9,12 +9,14 @@ copy of the source tree's ``fastnn/`` taken before and after a change)::
     python bench/ab_builds.py OLD NEW gemm 1024x1024x1024 86528x9x32 100x4320x100d
     python bench/ab_builds.py OLD NEW conv --threads 1 --reps 40
     python bench/ab_builds.py OLD NEW dlfs
+    python bench/ab_builds.py OLD NEW lenet
 
 GEMM shapes are MxKxN, float32 unless suffixed ``d``, op(A) transposed when prefixed
 ``ta``, op(B) ``tb``, both ``tab`` (``ta4320x100x100d``: A stored as 100 x 4320); ``conv`` runs the fused convolution +
 2x2 max pooling forward and backward at the two convolutions of the CNN (program 2);
 ``dlfs`` the first convolution of ``bench_dlfs.py``'s net (NCHW float64) forward and
-backward. The outputs of the two builds are compared (GEMM to float rounding, conv bit for
+backward; ``lenet`` single-channel NHWC float32 first layers with few filters (LeNet's)
+forward and their weight gradient. The outputs of the two builds are compared (GEMM to float rounding, conv bit for
 bit, dlfs to 1e-12).
 """
 from __future__ import annotations
@@ -165,18 +167,23 @@ def _conv(libs, reps: int) -> None:
             same(dw, db, *((dx,) if need_dx else ())))
 
 
+def _conv_signatures(libs, sfx: str) -> None:
+    """ctypes signatures of fnn_conv2d_ws / _fwd / _bwd for the dtype suffix ``sfx``."""
+    for lib in libs:
+        ws, fwd, bwd = (getattr(lib, f"fnn_conv2d_{nm}_{sfx}") for nm in ("ws", "fwd", "bwd"))
+        ws.restype = ct.c_int64
+        ws.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, ct.c_int64, ct.c_int]
+        fwd.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, P, P, P, ct.c_int, ct.c_int64,
+                        P, P]
+        bwd.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, P, P, P, ct.c_int64, P, P, P,
+                        P]
+
+
 def _dlfs(libs, reps: int) -> None:
     """The first convolution of bench_dlfs.py's net: NCHW float64, 100 x 1 x 28 x 28, 30
     filters 5 x 5, forward (bias, no activation) and backward (dx, dw, db)."""
     rng = np.random.default_rng(0)
-    for lib in libs:
-        lib.fnn_conv2d_ws_f64.restype = ct.c_int64
-        lib.fnn_conv2d_ws_f64.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, ct.c_int64,
-                                          ct.c_int]
-        lib.fnn_conv2d_fwd_f64.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, P, P, P,
-                                           ct.c_int, ct.c_int64, P, P]
-        lib.fnn_conv2d_bwd_f64.argtypes = [ct.POINTER(_Geom), ct.c_int, ct.c_int64, P, P, P,
-                                           ct.c_int64, P, P, P, P]
+    _conv_signatures(libs, "f64")
     n, h, c, f, k = 100, 28, 1, 30, 5
     o = h - k + 1
     g = _Geom(n, h, h, c, k, k, 1, 1, 0, 0, 0, 0, 1, 1, o, o)
@@ -211,11 +218,54 @@ def _dlfs(libs, reps: int) -> None:
     _ab("dlfs conv backward 1->30 5x5 float64 (dx, dw, db)", bwd, reps, close(dx, dw, db))
 
 
+def _lenet(libs, reps: int) -> None:
+    """Single-channel NHWC float32 first layers with few filters, 128 x 28 x 28 x 1 images:
+    LeNet's Conv2D(6, 5, padding="same"), a valid 5 x 5 with 6 filters and a 3 x 3 with 8;
+    forward (bias, no activation) and the weight and bias gradients (no dx: a first
+    layer)."""
+    rng = np.random.default_rng(0)
+    _conv_signatures(libs, "f32")
+    n, h = 128, 28
+    x = rng.standard_normal((n, h, h, 1)).astype(np.float32)
+    for k, f, pad in ((5, 6, 2), (5, 6, 0), (3, 8, 0)):
+        o = h + 2 * pad - k + 1
+        g = _Geom(n, h, h, 1, k, k, 1, 1, pad, pad, pad, pad, 1, 1, o, o)
+        w = rng.standard_normal((k, k, 1, f)).astype(np.float32)
+        b = rng.standard_normal(f).astype(np.float32)
+        dy = rng.standard_normal((n, o, o, f)).astype(np.float32)
+        y = [np.empty((n, o, o, f), np.float32) for _ in libs]
+        dw = [np.empty_like(w) for _ in libs]
+        db = [np.empty_like(b) for _ in libs]
+        ws = [_aligned((max(lib.fnn_conv2d_ws_f32(ct.byref(g), 0, f, n, bw)
+                            for bw in (0, 1)),), np.float32) for lib in libs]
+
+        def fwd(i, g=g, f=f, w=w, b=b, y=y, ws=ws):
+            libs[i].fnn_conv2d_fwd_f32(ct.byref(g), 0, f, x.ctypes.data, w.ctypes.data,
+                                       b.ctypes.data, 0, n, ws[i].ctypes.data,
+                                       y[i].ctypes.data)
+
+        def bwd(i, g=g, f=f, w=w, dy=dy, dw=dw, db=db, ws=ws):
+            libs[i].fnn_conv2d_bwd_f32(ct.byref(g), 0, f, dy.ctypes.data, x.ctypes.data,
+                                       w.ctypes.data, n, ws[i].ctypes.data, None,
+                                       dw[i].ctypes.data, db[i].ctypes.data)
+
+        def close(*outputs):
+            def check():
+                for arrays in outputs:
+                    np.testing.assert_allclose(arrays[0], arrays[1], rtol=1e-5,
+                                               atol=1e-5 * np.abs(arrays[0]).max())
+            return check
+
+        name = f"1->{f} {k}x{k} pad {pad}"
+        _ab(f"{name} forward", fwd, reps, close(y))
+        _ab(f"{name} dw, db", bwd, reps, close(dw, db))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", help="directory of build A (holding fastnn/_cfastnn*.so)")
     p.add_argument("b", help="directory of build B")
-    p.add_argument("what", choices=["gemm", "conv", "dlfs"])
+    p.add_argument("what", choices=["gemm", "conv", "dlfs", "lenet"])
     p.add_argument("shapes", nargs="*", default=["1024x1024x1024"],
                    help="GEMM shapes MxKxN[d] (default 1024x1024x1024)")
     p.add_argument("--threads", type=int, default=2, help="threads (>= 1, default 2)")
@@ -237,6 +287,8 @@ def main(argv=None) -> None:
             _gemm(libs, s, args.reps)
     elif args.what == "conv":
         _conv(libs, args.reps)
+    elif args.what == "lenet":
+        _lenet(libs, args.reps)
     else:
         _dlfs(libs, args.reps)
 

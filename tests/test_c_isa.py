@@ -387,7 +387,10 @@ IMPLICIT_CASES = [((3, 11, 9, 3), (3, 2, 3, 7), 1, "valid", 1),
                   ((4, 13, 13, 1), (3, 3, 1, 32), 1, "valid", 1),
                   ((2, 9, 9, 64), (3, 3, 64, 33), 1, 1, 1),
                   ((1, 4, 4, 512), (2, 2, 512, 17), 1, "valid", 1),
-                  ((1, 4, 4, 513), (2, 2, 513, 17), 1, "valid", 1)]
+                  ((1, 4, 4, 513), (2, 2, 513, 17), 1, "valid", 1),
+                  # one channel, few filters, wide rows: the direct NCHW row kernels
+                  # (conv.c's use_c1_direct) on AVX2 and AVX-512, chunked too
+                  ((3, 20, 18, 1), (5, 5, 1, 6), 1, "same", 1)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -250,6 +250,10 @@ CONV_CASES = [
     ("c2_3x3_s2_valid", 1, 9, 9, 2, 2, 3, 2, "valid", 1),
     ("c4_2x2_top_pad", 1, 6, 5, 4, 2, 2, 1, ((1, 0), (0, 0)), 1),
     ("c2_1x1_s2", 1, 5, 5, 2, 3, 1, 2, "valid", 1),
+    # one channel, few filters, rows of 16 pixels and more: NHWC on the direct NCHW row
+    # kernels in the C backend (conv.c's use_c1_direct)
+    ("c1_5x5_same_f6_wide", 2, 17, 20, 1, 6, 5, 1, "same", 1),
+    ("c1_3x3_s2x1_dil_f8_wide", 1, 12, 22, 1, 8, 3, (2, 1), (1, 0), (1, 2)),
 ]
 CONV_IDS = [c[0] for c in CONV_CASES]
 
@@ -871,8 +875,8 @@ def test_conv_huge_padding_small_output(backend, layout):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 4, 9, 11)],
-                         ids=[CONV_IDS[i] for i in (1, 4, 9, 11)])
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 4, 9, 11, 22, 23)],
+                         ids=[CONV_IDS[i] for i in (1, 4, 9, 11, 22, 23)])
 def test_conv2d_backward_no_dx(backend, case, layout, dtype):
     rng, x, w, _, _, geo, (n, c, f) = _conv_case(case, layout, dtype)
     y = reference(ops.conv2d_forward, x, w, **geo)
