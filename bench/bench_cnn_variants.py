@@ -10,17 +10,13 @@ Fashion-MNIST training images (the sample fastnn ships when the full set is not
 installed), and the same ``nn.Sequential`` in PyTorch (NCHW, CrossEntropyLoss on logits).
 A variant is "plain" (relu, no normalization: program 2), "bn" (relu after
 BatchNormalization), or "bn-<activation>" / "<activation>" for another activation
-("elu", "leaky_relu", "sigmoid", "silu", "gelu", "selu", "tanh"). One warm-up epoch on
-256 images, then ``--reps`` passes of fastnn and of PyTorch in turn; prints the medians
-scaled to a 60k-image epoch. No result is asserted.
+("elu", "leaky_relu", "sigmoid", "silu", "gelu", "selu", "tanh"). A warm-up on 4 batches,
+then ``--reps`` passes of fastnn and of PyTorch in turn (bench/_vs_torch.py); prints the
+medians scaled to a 60k-image epoch. No result is asserted.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
-import numpy as np
 
 TORCH_ACT = {"relu": "ReLU", "elu": "ELU", "leaky_relu": "LeakyReLU", "sigmoid": "Sigmoid",
              "silu": "SiLU", "gelu": "GELU", "selu": "SELU", "tanh": "Tanh"}
@@ -70,48 +66,17 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     import torch
-    import fastnn
-    from fastnn.datasets import fashion_mnist
+    from _vs_torch import epochs, load
 
-    fastnn.set_num_threads(args.threads)
-    torch.set_num_threads(args.threads)
-    (x, y), _ = fashion_mnist.load_data()
-    x = (x[:args.images].astype(np.float32) / 255)[..., None]
-    y = y[:args.images].astype(np.int64)
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    yt = torch.from_numpy(y)
-    scale = 60000 / len(x)
-    print(f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {args.threads} threads, "
-          f"{len(x)} images, medians of {args.reps}, s per 60k epoch (scaled)")
+    x, y, xt, yt = load(args.images, args.threads, torch)
+    print(f"medians of {args.reps}")
     print("| variant | fastnn | PyTorch | PyTorch / fastnn |")
     print("|---|---:|---:|---:|")
     for v in args.variants.split(","):
         bn, act = parse_variant(v)
-        fm = fastnn_model(bn, act)
-        fm.fit(x[:256], y[:256], batch_size=128, epochs=1, verbose=0)
-        tm = torch_model(torch, bn, act)
-        opt = torch.optim.Adam(tm.parameters(), 1e-3)
-        loss_fn = torch.nn.CrossEntropyLoss()
-
-        def torch_epoch():
-            tm.train()
-            for i in range(0, len(xt), 128):
-                opt.zero_grad()
-                loss_fn(tm(xt[i:i + 128]), yt[i:i + 128]).backward()
-                opt.step()
-
-        torch_epoch()
-        tf_, tt = [], []
-        for _ in range(args.reps):
-            t0 = time.perf_counter()
-            fm.fit(x, y, batch_size=128, epochs=1, verbose=0)
-            tf_.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            torch_epoch()
-            tt.append(time.perf_counter() - t0)
-        f, t = statistics.median(tf_) * scale, statistics.median(tt) * scale
+        f, t = epochs(fastnn_model(bn, act), torch_model(torch, bn, act), x, y, xt, yt, 128,
+                      args.reps, torch)
         print(f"| {v} | {f:.2f} s | {t:.2f} s | {t / f:.2f}x |", flush=True)
-
 
 if __name__ == "__main__":
     main()

@@ -74,7 +74,9 @@ static void opt_update(int opt, int64_t count, real *p, const real *g, real *con
 
 /* Layer l (0 <= l < nlayers) maps n x dims[l] to n x dims[l + 1] with weights w[l]
  * (dims[l] x dims[l + 1], row-major) and bias b[l] (dims[l + 1], or NULL); act[l] is
- * relu (1) or identity (0) for a hidden layer, identity for the last (its output is the
+ * relu (1) or identity (0) for a hidden layer, or FNN_DENSE_ACT_KIND + sigmoid's or tanh's
+ * kind (fnn_act_fwd's kernels, after the product and bias: the layer path's ops, the same
+ * bits), identity for the last (its output is the
  * logits). Forward: y[l] = act(a @ w[l] + b[l]) with a = x (n x dims[0]) for the first
  * layer; after a hidden layer with mask[l] (inverted dropout; NULL: none) its output is
  * yd[l] = y[l] * mask[l] (n x dims[l + 1]), the next layer's input, else y[l] is. Loss:
@@ -314,8 +316,11 @@ static void dense_step_at(team_t *team, int64_t step, int64_t n, int64_t nlayers
     for (int64_t l = 0; l < nlayers; l++) {
         const int64_t in = dims[l], out = dims[l + 1];
         const real *a = l == 0 ? x : mask_all[l - 1] ? yd[l - 1] : y[l - 1];
-        step_gemm(team, 0, 0, n, out, in, a, in, w[l], out, y[l], out, b[l], act[l],
-                  out >= 64, ws);
+        const int kind = act[l] >= FNN_DENSE_ACT_KIND ? act[l] - FNN_DENSE_ACT_KIND : 0;
+        step_gemm(team, 0, 0, n, out, in, a, in, w[l], out, y[l], out, b[l],
+                  kind ? FNN_ACT_IDENTITY : act[l], out >= 64, ws);
+        if (kind) /* (inside a run the kernels keep to this thread: fnn_dense_steps) */
+            FNN(act_fwd)(n * out, kind, 0, y[l], y[l]);
         if (l < last && mask_all[l])
             mul_mask(n * out, y[l], MASK(l), yd[l]);
     }
@@ -329,7 +334,14 @@ static void dense_step_at(team_t *team, int64_t step, int64_t n, int64_t nlayers
         } else {
             if (mask_all[l])
                 mul_mask(n * out, dx[l + 1], MASK(l), dx[l + 1]);
-            FNN(bias_act_bwd)(n, out, 1, dx[l + 1], y[l], act[l], dz[l], db[l]);
+            if (act[l] >= FNN_DENSE_ACT_KIND) { /* the derivative from y, then db from dz */
+                FNN(act_bwd)(n * out, act[l] - FNN_DENSE_ACT_KIND, 0, dx[l + 1], y[l], y[l],
+                             dz[l]);
+                if (db[l])
+                    FNN(bias_act_bwd)(n, out, 1, dz[l], dz[l], FNN_ACT_IDENTITY, dz[l], db[l]);
+            } else {
+                FNN(bias_act_bwd)(n, out, 1, dx[l + 1], y[l], act[l], dz[l], db[l]);
+            }
         }
         step_gemm(team, 1, 0, in, out, n, a, in, dz[l], out, dw[l], out, NULL,
                   FNN_ACT_IDENTITY, in < 24, ws);

@@ -24,9 +24,11 @@
 #define DROP_GROUP (4 * DROP_LANES)   /* elements per group */
 #define DROP_CHUNK 4096               /* elements per thread's piece (a multiple of 32) */
 
-/* The 32 words of group g (elements 32 g .. 32 g + 31, in element order) into out. */
-static inline void philox_group(uint64_t g, uint32_t k0, uint32_t k1,
-                                uint32_t out[DROP_GROUP])
+/* The 32 words of group g (elements 32 g .. 32 g + 31, in element order) into out.
+ * (These functions are always inlined: an outlined copy would carry the same name in the
+ * portable and the AVX2 objects, which tools/wheel_smoke.py cannot tell apart.) */
+FNN_ALWAYS_INLINE void philox_group(uint64_t g, uint32_t k0, uint32_t k1,
+                                    uint32_t out[DROP_GROUP])
 {
     uint32_t c0[DROP_LANES], c1[DROP_LANES], c2[DROP_LANES], c3[DROP_LANES];
     for (int l = 0; l < DROP_LANES; l++) {
@@ -61,9 +63,9 @@ static inline void philox_group(uint64_t g, uint32_t k0, uint32_t k1,
 #endif
 
 /* Elements i0 .. i1 (i0 a multiple of 32) of dropout_loop's mask and y. */
-static inline void drop_range(int64_t i0, int64_t i1, uint32_t k0, uint32_t k1, uint32_t t,
-                              real scale, const real *restrict x, real *restrict mask,
-                              real *restrict y)
+FNN_ALWAYS_INLINE void drop_range(int64_t i0, int64_t i1, uint32_t k0, uint32_t k1,
+                                  uint32_t t, real scale, const real *restrict x,
+                                  real *restrict mask, real *restrict y)
 {
     for (int64_t i = i0; i < i1; i += DROP_GROUP) {
         uint32_t wd[DROP_GROUP];

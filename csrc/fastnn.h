@@ -166,8 +166,11 @@ void fnn_softmax_xent_f64(int64_t n, int64_t k, const double *z, const int64_t *
                           double *dz);
 
 /* One training step of a stack of dense layers with softmax cross-entropy (dense.c); the
- * optimizer inside it (opt): */
+ * optimizer inside it (opt); a hidden layer's act: FNN_ACT_IDENTITY, FNN_ACT_RELU, or
+ * FNN_DENSE_ACT_KIND + an activation kind of fnn_act_fwd whose derivative is a function
+ * of its output (1 sigmoid, 11 tanh): */
 enum { FNN_OPT_NONE = 0, FNN_OPT_ADAM = 1, FNN_OPT_SGD = 2 };
+enum { FNN_DENSE_ACT_KIND = 16 };
 int64_t fnn_dense_step_ws_f32(int64_t n, int64_t nlayers, const int64_t *dims);
 int64_t fnn_dense_step_ws_f64(int64_t n, int64_t nlayers, const int64_t *dims);
 void fnn_dense_step_f32(int64_t n, int64_t nlayers, const int64_t *dims, const int *act,

@@ -1,8 +1,8 @@
 """The compiled training step of a stack of Dense layers (the C backend's ``dense_step``).
 
 A Sequential model of Flatten/Input layers followed by Dense layers (hidden activations
-relu or linear, each hidden one optionally followed by a Dropout; the last one softmax
-with a categorical cross-entropy) trains in one C call per step: forward, loss and
+relu, linear, sigmoid or tanh, each hidden one optionally followed by a Dropout; the last
+one softmax with a categorical cross-entropy) trains in one C call per step: forward, loss and
 backward run the kernels the layers call, in the same order with the same arguments, so
 the gradients are bitwise those of the layer-by-layer step (``tests/test_models.py``
 checks it). Dropout masks are drawn in Python, by the Dropout layers themselves, in layer
@@ -32,11 +32,28 @@ import numpy as np
 
 from . import _backend
 from . import losses as _losses
-from .activations import Softmax
+from .activations import Sigmoid, Softmax, Tanh
 from .layers.core import Dense, Dropout, Flatten, InputLayer
 from .optimizers.adam import Adam
 from .optimizers.sgd import SGD
 from .utils._arrays import empty_aligned
+
+
+# The activation kernels a hidden layer may end in within the step: those whose derivative
+# comes from the output alone (all the step keeps)
+_KERNEL_ACTS = {Sigmoid: "sigmoid", Tanh: "tanh"}
+
+
+def _act_code(layer) -> Optional[int]:
+    """``layer``'s act code in fnn_dense_step (fastnn.h): identity 0, relu 1, or
+    FNN_DENSE_ACT_KIND + the activation kernel's kind; None where the step has none."""
+    if layer._act_kernel is not None:
+        return 1 if layer._act_kernel == "relu" else 0
+    name = _KERNEL_ACTS.get(type(layer.activation))
+    if name is None:
+        return None
+    from .backends import c_backend
+    return c_backend.lib.FNN_DENSE_ACT_KIND + c_backend._ACT_KIND[name]
 
 
 class DenseStep:
@@ -60,8 +77,7 @@ class DenseStep:
         self._dims = np.array([dense[0].in_features] + [l.units for l in dense], np.int64)
         self._c_dims = ffi.from_buffer("int64_t[]", self._dims)
         self._acts = self._activations(dense)
-        self._c_act = ffi.new("int[]", [1 if l._act_kernel == "relu" else 0
-                                        for l in dense[:-1]] + [0])
+        self._c_act = ffi.new("int[]", [_act_code(l) for l in dense[:-1]] + [0])
         ptr = c_backend._ptr
 
         def ptrs(arrays):
@@ -124,7 +140,7 @@ class DenseStep:
         for l in dense:
             if not l.trainable or l._regularizers or l.dtype != dt:
                 return None
-        if any(l._act_kernel is None for l in dense[:-1]):
+        if any(_act_code(l) is None for l in dense[:-1]):
             return None
         if not isinstance(dense[-1].activation, Softmax):
             return None
@@ -132,7 +148,7 @@ class DenseStep:
 
     @staticmethod
     def _activations(dense):
-        return tuple(l._act_kernel for l in dense[:-1]) + (type(dense[-1].activation),)
+        return tuple(_act_code(l) for l in dense[:-1]) + (type(dense[-1].activation),)
 
     def valid(self, model) -> bool:
         """Whether this step still describes ``model``: same layers, loss, backend,

@@ -1797,9 +1797,12 @@ def _fit_dense(model, monkeypatch, compiled, loss=SCCE, optimizer="adam", cast=T
     dict(optimizer="adamw"), dict(optimizer="adam-clipnorm", dtype="float64"),
     dict(cast=False), dict(optimizer="sgd-momentum"),
     dict(optimizer="sgd-nesterov", dtype="float64", dropout=0.25),
-    dict(optimizer="sgd-clipvalue")], ids=str)
+    dict(optimizer="sgd-clipvalue"), dict(hidden=("sigmoid", "tanh")),
+    dict(hidden=("tanh", "sigmoid"), dtype="float64", dropout=0.25, use_bias=False)],
+    ids=str)
 def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, case):
-    """Sequential trains Flatten -> Dense(relu/linear) [-> Dropout]... -> Dense(softmax)
+    """Sequential trains Flatten -> Dense(relu/linear/sigmoid/tanh) [-> Dropout]... ->
+    Dense(softmax)
     with one C call per step (fastnn._dense_step), running the kernels the layers run, in
     the same order, with the Dropout layers' own masks, and a plain Adam's update inside
     the call: the weights, the optimizer's state and the logged losses and accuracies
@@ -2048,14 +2051,14 @@ def test_callback_lists_say_whether_a_callback_needs_every_batch():
 
 @pytest.mark.parametrize("why", ["dropout noise_shape", "dropout first", "regularizer",
                                  "frozen", "numpy backend", "sample weights",
-                                 "sigmoid hidden"])
+                                 "elu hidden"])
 def test_models_the_dense_step_cannot_take_train_layer_by_layer(monkeypatch, why):
     """Anything the compiled step does not implement takes the layer-by-layer path, with
     the same results as when the compiled step is switched off."""
     if fastnn.backend_info()["active"] != "c":
         pytest.skip("the compiled dense step needs the C backend")
     extra = [Dropout(0.3, noise_shape=(None, 1))] if why == "dropout noise_shape" else []
-    hidden = ("sigmoid",) if why == "sigmoid hidden" else ("relu",)
+    hidden = ("elu",) if why == "elu hidden" else ("relu",)
 
     def make():
         m = _dense_model(hidden=hidden, extra=extra)
