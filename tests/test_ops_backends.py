@@ -6,6 +6,7 @@ Tolerances come from conftest (see the comment on TOLERANCES there).
 """
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -2074,6 +2075,15 @@ def test_activation_exp_relative_accuracy(backend, dtype):
     t = t.astype(dtype)
     assert np.max(np.abs(ops.activation(t, "tanh") / np.tanh(t.astype(np.float64)) - 1)) \
         < 8 * ulp
+    # gelu's derivative (the C kernel takes Phi(x) as y / x, near 0 as its series): within
+    # a few eps of float64's exact Phi(x) + x phi(x), subnormal x and the series' edge too
+    g = np.concatenate([np.linspace(-12, 12, 4001), [0.0, 1e-40, -1e-40, 2.0 ** -20,
+                                                     -(2.0 ** -20), 1.5e-6, -1.5e-6]])
+    g = g.astype(dtype)
+    want = np.array([0.5 * math.erfc(-v / math.sqrt(2)) + v * math.exp(-v * v / 2) /
+                     math.sqrt(2 * math.pi) for v in g.astype(np.float64)])
+    got = ops.activation_backward(np.ones_like(g), g, ops.activation(g, "gelu"), "gelu")
+    assert np.max(np.abs(got - want)) < 8 * ulp
     assert ops.activation(np.array([-np.inf, 0.0], dtype), "sigmoid")[0] == 0   # exp(-inf)
 
 
