@@ -40,7 +40,7 @@ void FNN(act_fwd)(int64_t n, int kind, real alpha, const real *x, real *y)
  *   elu         x > 0 ? dy : dy * (y + alpha)
  *   selu        dy * (x > 0 ? scale : (scale * alpha_selu) * exp(min(x, 0)))
  *   leaky_relu  x > 0 ? dy : dy * alpha
- *   gelu        dy * (Phi(x) + x * exp(-x^2 / 2) / sqrt(2 pi))
+ *   gelu        dy * (Phi(x) + x * exp(-x^2 / 2) / sqrt(2 pi)), Phi(x) = y / x
  *   relu6       0 < x < 6 ? dy : 0
  *   hard_sigmoid  -3 < x < 3 ? dy / 6 : 0
  *   hard_silu   dy * (x >= 3 ? 1 : x > -3 ? (2 x + 3) / 6 : 0)
