@@ -678,6 +678,16 @@ def test_dropout_seed_and_noise_shape():
     assert_same(dx, y, what="backward applies the broadcast mask")
 
 
+def test_dropout_own_output_fed_back_in():
+    # the training output is a reused buffer: fed back in by hand, it is read before the
+    # next mask overwrites it (a copy), as from any other array
+    x = np.ones((4, 6), np.float32)
+    layer, twin = L.Dropout(0.5, seed=3), L.Dropout(0.5, seed=3)
+    y = layer(x, training=True)
+    want = twin(twin(x, training=True).copy(), training=True)
+    assert_same(layer(y, training=True), want, what="own output fed back in")
+
+
 @pytest.mark.parametrize("rate", [1.0, 1.5, -0.1, True, "0.5", None, float("nan")])
 def test_dropout_rate_bounds(rate):
     with pytest.raises((ValueError, TypeError), match="rate"):

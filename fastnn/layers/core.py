@@ -325,6 +325,7 @@ class Dropout(Layer):
                                  f"not broadcast to its input of shape {x.shape}: each entry "
                                  f"must be None, 1 or the input's size")
         if shape == x.shape and x.dtype in FLOAT_DTYPES:   # mask and product in one pass
+            x = self._unaliased(x)     # (its own training output fed back in: see Layer)
             y, self._mask = ops.dropout(x, self.rate, self._seed(),
                                         out=self._buffer("y", x.shape, x.dtype),
                                         mask_out=self._buffer("mask", x.shape, x.dtype))
