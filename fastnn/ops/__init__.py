@@ -1130,11 +1130,7 @@ def dropout_mask(shape, rate: float, seed: int, dtype=np.float32, *,
         raise TypeError(f"dtype must be float32 or float64, received {dtype}")
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
         shape = (shape,)
-    if not isinstance(shape, (tuple, list)) or not all(
-            isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) and d >= 0
-            for d in shape):
-        raise ValueError(f"shape must be a tuple of non-negative ints, received {shape!r}")
-    mask = _out_array(out, tuple(int(d) for d in shape), dtype, "out")
+    mask = _out_array(out, _checks.shape_arg(shape, "shape"), dtype, "out")
     if mask.size:
         _backend.get().dropout(seed, t, 1.0 / (1.0 - rate), None, mask.reshape(-1), None)
     return mask

@@ -105,19 +105,28 @@ def positive_spatial(shape, layout: str, name: str) -> None:
                          f"shape {tuple(shape)} ({layout})")
 
 
-def shape4(x_shape, name: str) -> tuple:
-    """Validate a user-given 4-D shape tuple of non-negative ints."""
+def shape_arg(x_shape, name: str, ndim=None) -> tuple:
+    """Validate a user-given shape tuple of non-negative ints (of ``ndim`` entries when
+    given): TypeError for a non-tuple or a non-int entry, ValueError for a negative one
+    or another length."""
+    what = "ints" if ndim is None else f"{ndim} ints"
     try:
         items = tuple(x_shape)
     except TypeError:
-        raise TypeError(f"{name} must be a tuple of 4 ints, received {x_shape!r}") from None
-    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
-        raise TypeError(f"{name} must be a tuple of 4 ints, received {x_shape!r}")
+        raise TypeError(f"{name} must be a tuple of {what}, received {x_shape!r}") from None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+               for v in items):
+        raise TypeError(f"{name} must be a tuple of {what}, received {x_shape!r}")
     shp = tuple(int(v) for v in items)
-    if len(shp) != 4 or min(shp) < 0:
-        raise ValueError(f"{name} must be a tuple of 4 non-negative ints, received "
-                         f"{x_shape!r}")
+    if (ndim is not None and len(shp) != ndim) or (shp and min(shp) < 0):
+        raise ValueError(f"{name} must be a tuple of {'' if ndim is None else f'{ndim} '}"
+                         f"non-negative ints, received {x_shape!r}")
     return shp
+
+
+def shape4(x_shape, name: str) -> tuple:
+    """Validate a user-given 4-D shape tuple of non-negative ints."""
+    return shape_arg(x_shape, name, 4)
 
 
 def expect_shape(a: np.ndarray, shape, name: str, why: str = "") -> None:
