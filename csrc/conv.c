@@ -88,6 +88,13 @@ static int is_3x3_single(const fnn_geom *g)
 }
 static int64_t round8(int64_t v) { return (v + 7) / 8 * 8; } /* buffers start 8 elements apart */
 
+/* Does the fused forward take is_3x3_single's row kernel (conv3x3c1_pool_row_avx2: whole
+ * vectors of filters, on AVX2 and AVX-512 CPUs)? */
+static int use_3x3c1_rows(const fnn_geom *g, int64_t f)
+{
+    return fnn_get_isa() >= 1 && is_3x3_single(g) && f % (32 / (int64_t)sizeof(real)) == 0;
+}
+
 /* ---- implicit im2col (NHWC forward) ------------------------------------------------ */
 
 /* Longest patch (kh*kw*c) the implicit path takes: its offset table lives on the stack and
@@ -285,7 +292,7 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
      * the 12 x 32 gather kernel took 0.720 ms for 128 x 28 x 28 x 1 -> 32 and this one
      * 0.501 (Zen 4 with FASTNN_ISA=avx512, 2026-12-05, in-process A/B, 2 threads, medians
      * of 21; not measured on an Intel CPU) */
-    if (fnn_get_isa() >= 1 && is_3x3_single(g) && f % (32 / (int64_t)sizeof(real)) == 0) {
+    if (use_3x3c1_rows(g, f)) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) /* FNN_IMAGE_SPLIT */
         for (int64_t r = 0; r < g->n * PH; r++) {
             const int64_t n = r / PH, ph = r % PH;
@@ -1082,15 +1089,139 @@ static void c1_fwd(const fnn_geom *g, int64_t f, const real *x, const real *w, c
     transpose_images(g->n, f, ohow, planes, y);
 }
 
-/* dw^T (f x patch, at ws) of a chunk of g->n images, overwritten if first, else added to,
- * for use_c1_direct's backward */
-static void c1_dw(const fnn_geom *g, int64_t f, const real *x, const real *dy, int first,
-                  real *ws)
+/* The planes (g->n, f, oh, ow) in use_c1_direct's workspace ws */
+static real *c1_planes(const fnn_geom *g, int64_t f, real *ws)
 {
-    const int64_t patch = g->kh * g->kw, ohow = g->oh * g->ow;
-    real *planes = ws + round8(f * patch), *rest = planes + round8(g->n * f * ohow);
-    transpose_images(g->n, ohow, f, dy, planes);
+    return ws + round8(f * g->kh * g->kw);
+}
+
+/* dw^T (f x patch, at ws) of a chunk of g->n images from their dy planes (c1_planes),
+ * overwritten if first, else added to, for use_c1_direct's backward */
+static void c1_dw(const fnn_geom *g, int64_t f, const real *x, int first, real *ws)
+{
+    real *planes = c1_planes(g, f, ws), *rest = planes + round8(g->n * f * g->oh * g->ow);
     nchw_bwd_direct(g, f, x, planes, NULL, first, rest, ws, NULL, NULL, NULL);
+}
+
+/* ---- the same with 2x2 max pooling (fnn_conv2d_pool_fwd / _bwd) -----------------------
+ * Forward: the chunk's output planes as above, each pooled row read from them and written
+ * as pixels (ph, pw, f). Weight gradient: the pooled gradient put back into dy planes (its
+ * windows' other pixels zero), then the direct dw as above. In place of the implicit
+ * path's 16-wide tiles holding 6 filters (LeNet's Conv2D(6, 5) + MaxPooling2D). Not
+ * where that path has its 3 x 3 row kernel (use_3x3c1_rows): 3 x 3 -> 8 float took 0.28-0.40
+ * ms forward and 0.32-0.45 backward there, 0.69-0.75 and 0.68-0.73 here. */
+static int use_c1_pooled(const fnn_geom *g, int layout, int64_t f, int backward)
+{
+    return use_c1_direct(g, layout, f, backward) && g->oh >= 2 && g->ow >= 2 &&
+           !use_3x3c1_rows(g, f);
+}
+
+/* Pooled pixels of a row per pass of pool_planes (its buffers: C1_MAX_F x PLANES_PASS) */
+#define PLANES_PASS 64
+
+/* y (g->n, oh/2, ow/2, f), and argmax or pos (fnn_conv2d_pool_fwd's), overwritten: 2x2
+ * max pooling (fnn_maxpool_fwd's rules: in each window the first of its four, in row
+ * order, that no later one beats) of planes (g->n, f, oh, ow), f <= C1_MAX_F; threads
+ * over pooled rows. A window row of one plane goes VLANES windows at a time (its two
+ * input rows split into even and odd columns) into buffers, which are transposed to
+ * pixels after each pass. */
+static void pool_planes(const fnn_geom *g, int64_t f, const real *planes, real *y,
+                        int64_t *argmax, uint8_t *pos)
+{
+    const int64_t OW = g->ow, ohow = g->oh * OW, PH = g->oh / 2, PW = OW / 2;
+    const int nt = fnn_threads_for(g->n * ohow * f);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) /* FNN_IMAGE_SPLIT */
+    for (int64_t r = 0; r < g->n * PH; r++) {
+        const int64_t n = r / PH, ph = r % PH;
+        for (int64_t q0 = 0; q0 < PW; q0 += PLANES_PASS) {
+            const int64_t nq = min64(PLANES_PASS, PW - q0);
+            _Alignas(16) real best[C1_MAX_F][PLANES_PASS];
+            _Alignas(16) lane_idx at[C1_MAX_F][PLANES_PASS];
+            for (int64_t j = 0; j < f; j++) {
+                const real *r0 = planes + (n * f + j) * ohow + 2 * ph * OW + 2 * q0;
+                const real *r1 = r0 + OW;
+                int64_t q = 0;
+#ifdef POOL_SSE2
+                for (; q + VLANES <= nq; q += VLANES) {
+                    vreal v0, v1, v2, v3;
+                    vload_pairs(r0 + 2 * q, &v0, &v1);
+                    vload_pairs(r1 + 2 * q, &v2, &v3);
+                    __m128i k = idx_splat(0);
+                    take_lanes(v1, idx_splat(1), &v0, &k);
+                    take_lanes(v2, idx_splat(2), &v0, &k);
+                    take_lanes(v3, idx_splat(3), &v0, &k);
+                    vstore(best[j] + q, v0);
+                    _mm_store_si128((__m128i *)(at[j] + q), k);
+                }
+#endif
+                for (; q < nq; q++) {
+                    const real v[4] = {r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1]};
+                    int k = 0;
+                    for (int e = 1; e < 4; e++)
+                        if (fnn_beats(v[e], v[k]))
+                            k = e;
+                    best[j][q] = v[k];
+                    at[j][q] = k;
+                }
+            }
+            for (int64_t q = 0; q < nq; q++) {
+                const int64_t o = (r * PW + q0 + q) * f, pw = q0 + q;
+                for (int64_t j = 0; j < f; j++) {
+                    const int64_t k = at[j][q];
+                    y[o + j] = best[j][q];
+                    if (pos)
+                        pos[o + j] = (uint8_t)k;
+                    else
+                        argmax[o + j] = ((2 * ph + k / 2) * OW + 2 * pw + k % 2) * f + j;
+                }
+            }
+        }
+    }
+}
+
+/* use_c1_pooled's forward of a chunk: y and argmax or pos as fnn_conv2d_pool_fwd's */
+static void c1_pool_fwd(const fnn_geom *g, int64_t f, const real *x, const real *w,
+                        const real *b, int act, real *ws, real *y, int64_t *argmax,
+                        uint8_t *pos)
+{
+    const int64_t patch = g->kh * g->kw;
+    real *planes = c1_planes(g, f, ws), *rest = planes + round8(g->n * f * g->oh * g->ow);
+    transpose_images(1, patch, f, w, ws);
+    nchw_fwd_direct(g, f, x, ws, b, act, rest, planes);
+    pool_planes(g, f, planes, y, argmax, pos);
+}
+
+/* dy planes (g->n, f, oh, ow), overwritten, of a convolution whose 2x2 max pooling got
+ * the gradient pd (fnn_conv2d_pool_bwd's operands, this chunk's): each pooled gradient
+ * at the pixel its argmax or pos names (relu's derivative applied where pd->ypool; a pos
+ * above 3 or an argmax outside its window drops it), zeros elsewhere; threads over
+ * images. */
+static void unpool_planes(const fnn_geom *g, int64_t f, const pooled_dy *pd, real *planes)
+{
+    const int64_t OW = g->ow, ohow = g->oh * OW, PH = g->oh / 2, PW = OW / 2;
+    const int nt = fnn_threads_for(g->n * ohow * f);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) /* FNN_IMAGE_SPLIT */
+    for (int64_t n = 0; n < g->n; n++) {
+        real *pl = planes + n * f * ohow;
+        memset(pl, 0, sizeof(real) * (size_t)(f * ohow));
+        int64_t e = n * PH * PW * f; /* pooled element (n, ph, pw, j) */
+        for (int64_t ph = 0; ph < PH; ph++)
+            for (int64_t pw = 0; pw < PW; pw++)
+                for (int64_t j = 0; j < f; j++, e++) {
+                    if (pd->ypool && !(pd->ypool[e] > 0))
+                        continue;
+                    int k; /* the window position */
+                    if (pd->pos) {
+                        k = pd->pos[e];
+                    } else {
+                        const int64_t d = pd->argmax[e] - ((2 * ph * OW + 2 * pw) * f + j);
+                        k = d == 0 ? 0 : d == f ? 1 : d == OW * f ? 2 : d == OW * f + f ? 3 : 4;
+                    }
+                    if (k > 3)
+                        continue;
+                    pl[j * ohow + (2 * ph + (k >> 1)) * OW + 2 * pw + (k & 1)] = pd->dyp[e];
+                }
+    }
 }
 
 /* Does this call take the batched NCHW path? */
@@ -1459,8 +1590,9 @@ void FNN(conv2d_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x, co
 int FNN(conv2d_pool_ok)(const fnn_geom *g, int layout, int64_t f)
 {
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
-    return use_implicit(g, layout) && FUSE_ROWS % kr->mr == 0 && kr->nr <= 32 &&
-           g->oh >= 2 && g->ow >= 2 && g->oh * g->ow * f <= (int64_t)LANE_IDX_MAX;
+    return use_c1_pooled(g, layout, f, 0) ||
+           (use_implicit(g, layout) && FUSE_ROWS % kr->mr == 0 && kr->nr <= 32 &&
+            g->oh >= 2 && g->ow >= 2 && g->oh * g->ow * f <= (int64_t)LANE_IDX_MAX);
 }
 
 /* Fused convolution + 2x2 max pooling (fastnn.h), in chunks of at most `chunk` images,
@@ -1474,11 +1606,16 @@ int FNN(conv2d_pool_fwd)(const fnn_geom *g, int layout, int64_t f, const real *x
         return 0;
     ws = fnn_align_ws(ws);
     const int64_t xs = g->h * g->w * g->c, ys = (g->oh / 2) * (g->ow / 2) * f;
+    const int c1 = use_c1_pooled(g, layout, f, 0);
     fnn_geom gc = *g;
     for (int64_t n0 = 0; n0 < g->n; n0 += chunk) {
         gc.n = g->n - n0 < chunk ? g->n - n0 : chunk;
-        conv_pool_implicit(&gc, f, x + n0 * xs, w, b, act, ws, y + n0 * ys,
-                           pos ? NULL : argmax + n0 * ys, pos ? pos + n0 * ys : NULL);
+        int64_t *am = pos ? NULL : argmax + n0 * ys;
+        uint8_t *ps = pos ? pos + n0 * ys : NULL;
+        if (c1)
+            c1_pool_fwd(&gc, f, x + n0 * xs, w, b, act, ws, y + n0 * ys, am, ps);
+        else
+            conv_pool_implicit(&gc, f, x + n0 * xs, w, b, act, ws, y + n0 * ys, am, ps);
     }
     return 1;
 }
@@ -1525,7 +1662,8 @@ void FNN(conv2d_bwd)(const fnn_geom *g, int layout, int64_t f, const real *dy, c
         gc.n = nb;
         if (layout == FNN_NHWC) {
             if (c1) {
-                c1_dw(&gc, f, xc, dyc, n0 == 0, ws);
+                transpose_images(nb, ohow, f, dyc, c1_planes(&gc, f, ws));
+                c1_dw(&gc, f, xc, n0 == 0, ws);
             } else if (implicit) {
                 conv_dw_implicit(&gc, f, xc, dyc, NULL, n0 == 0, dw_ws, dw);
             } else {
@@ -1864,13 +2002,16 @@ static void conv_pool_sparse(const fnn_geom *g, int64_t f, const real *dyp,
 int FNN(conv2d_pool_bwd_ok)(const fnn_geom *g, int layout, int64_t f, int need_dx)
 {
     return use_pool_sparse(g, layout, f) ||
-           (!need_dx && use_implicit(g, layout) && g->oh >= 2 && g->ow >= 2);
+           (!need_dx && (use_c1_pooled(g, layout, f, 1) ||
+                         (use_implicit(g, layout) && g->oh >= 2 && g->ow >= 2)));
 }
 
 /* Workspace elements of fnn_conv2d_pool_bwd (as fnn_conv2d_ws: ask right before). */
 int64_t FNN(conv2d_pool_bwd_ws)(const fnn_geom *g, int layout, int64_t f, int64_t chunk,
                                 int need_dx)
 {
+    if (!need_dx && use_c1_pooled(g, layout, f, 1))
+        return c1_ws(g, f, chunk, 1) + WS_ALIGN;
     if (use_pool_sparse(g, layout, f))
         return pool_sparse_ws(g, f, need_dx) + WS_ALIGN;
     return implicit_bwd_parts(g, layout, f, chunk).size + WS_ALIGN;
@@ -1900,12 +2041,23 @@ int FNN(conv2d_pool_bwd)(const fnn_geom *g, int layout, int64_t f, const real *d
         FNN(relu_bias_grad)(g->n * ps / f, f, dyp, ypool, db);
     else if (db)
         FNN(bias_grad)(g->n * ps / f, f, 1, dyp, db);
+    fnn_geom gc = *g;
+    if (!dx && use_c1_pooled(g, layout, f, 1)) {
+        for (int64_t n0 = 0; n0 < g->n; n0 += chunk) {
+            gc.n = g->n - n0 < chunk ? g->n - n0 : chunk;
+            const pooled_dy pd = {dyp + n0 * ps, ypool ? ypool + n0 * ps : NULL,
+                                  argmax ? argmax + n0 * ps : NULL, pos ? pos + n0 * ps : NULL};
+            unpool_planes(&gc, f, &pd, c1_planes(&gc, f, ws));
+            c1_dw(&gc, f, x + n0 * xs, n0 == 0, ws);
+        }
+        transpose_images(1, f, g->kh * g->kw, ws, dw); /* dw (patch x f) from dw^T */
+        return 1;
+    }
     if (use_pool_sparse(g, layout, f)) {
         conv_pool_sparse(g, f, dyp, ypool, argmax, pos, x, w, ws, dx, dw);
         return 1;
     }
     real *dw_ws = ws + implicit_bwd_parts(g, layout, f, chunk).dw;
-    fnn_geom gc = *g;
     for (int64_t n0 = 0; n0 < g->n; n0 += chunk) {
         gc.n = g->n - n0 < chunk ? g->n - n0 : chunk;
         const pooled_dy pd = {dyp + n0 * ps, ypool ? ypool + n0 * ps : NULL,

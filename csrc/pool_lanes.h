@@ -57,6 +57,13 @@ static inline __m128i idx_splat(lane_idx v) { return _mm_set1_epi64x(v); }
 static inline __m128i idx_add(__m128i a, __m128i b) { return _mm_add_epi64(a, b); }
 static inline vreal vload(const real *p) { return _mm_loadu_pd(p); }
 static inline void vstore(real *p, vreal v) { _mm_storeu_pd(p, v); }
+/* p[0], p[2], ... into *even and p[1], p[3], ... into *odd (2 * VLANES elements read) */
+static inline void vload_pairs(const real *p, vreal *even, vreal *odd)
+{
+    const __m128d a = _mm_loadu_pd(p), b = _mm_loadu_pd(p + 2);
+    *even = _mm_unpacklo_pd(a, b);
+    *odd = _mm_unpackhi_pd(a, b);
+}
 static inline void store_argmax(int64_t *a, __m128i bi, int64_t c)
 {
     _mm_storeu_si128((__m128i *)a, _mm_add_epi64(bi, _mm_set_epi64x(c + 1, c)));
@@ -66,6 +73,12 @@ static inline __m128i idx_splat(lane_idx v) { return _mm_set1_epi32(v); }
 static inline __m128i idx_add(__m128i a, __m128i b) { return _mm_add_epi32(a, b); }
 static inline vreal vload(const real *p) { return _mm_loadu_ps(p); }
 static inline void vstore(real *p, vreal v) { _mm_storeu_ps(p, v); }
+static inline void vload_pairs(const real *p, vreal *even, vreal *odd)
+{
+    const __m128 a = _mm_loadu_ps(p), b = _mm_loadu_ps(p + 4);
+    *even = _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    *odd = _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+}
 static inline void store_argmax(int64_t *a, __m128i bi, int64_t c)
 {
     /* indices are in [0, LANE_IDX_MAX]: widen with zeros */

@@ -1054,13 +1054,16 @@ def test_conv_maxpool_backward_sparse_each_isa(isa, dtype, xs, ws, stride, paddi
 
 # (dtype, x shape, w shape): the sparse kernels (8 and 32 channels, float64's 4), the pooled
 # implicit dW (1 and 3 channels: AVX2's unpacked rows, the others' packed panels; 70 filters
-# in runs of pixels), odd outputs (the crop)
+# in runs of pixels), odd outputs (the crop); one channel and few filters (the direct row
+# kernels on unpooled planes)
 RELU_POOL_CASES = [(np.float32, (9, 13, 13, 32), (3, 3, 32, 64)),
                    (np.float32, (5, 12, 11, 8), (3, 3, 8, 20)),
                    (np.float32, (13, 28, 28, 1), (3, 3, 1, 32)),
                    (np.float32, (7, 15, 17, 3), (3, 3, 3, 70)),
                    (np.float64, (6, 11, 12, 4), (3, 3, 4, 7)),
-                   (np.float64, (11, 13, 13, 1), (3, 3, 1, 9))]
+                   (np.float64, (11, 13, 13, 1), (3, 3, 1, 9)),
+                   (np.float32, (5, 14, 20, 1), (5, 5, 1, 6)),
+                   (np.float64, (4, 13, 21, 1), (5, 5, 1, 3))]
 
 
 @pytest.mark.parametrize("dtype,xs,ws", RELU_POOL_CASES)

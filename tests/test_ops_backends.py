@@ -384,8 +384,8 @@ def test_conv2d_maxpool_forward(backend, case, act, use_b, layout, dtype):
 @pytest.mark.parametrize("crop,need_dx,need_db", [(False, True, True), (True, True, False),
                                                   (False, False, True), (True, False, True),
                                                   (True, False, False)])
-@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 3, 9, 11, 18, 20)],
-                         ids=[CONV_IDS[i] for i in (1, 2, 3, 9, 11, 18, 20)])
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 3, 9, 11, 18, 20, 22, 23)],
+                         ids=[CONV_IDS[i] for i in (1, 2, 3, 9, 11, 18, 20, 22, 23)])
 def test_conv2d_maxpool_backward(backend, case, crop, need_dx, need_db, layout, dtype):
     """The gradients of the convolution + 2x2 pooling from the pooled gradient and argmax
     (the C backend, NHWC without dx: straight from them) against the reference's
@@ -497,11 +497,12 @@ def test_conv2d_maxpool_backward_sparse(fast_backend, xs, ws, stride, padding, d
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("xs,ws,padding", [((7, 12, 11, 1), (3, 3, 1, 32), "valid"),
-                                           ((5, 9, 9, 3), (3, 3, 3, 10), "same")])
+                                           ((5, 9, 9, 3), (3, 3, 3, 10), "same"),
+                                           ((3, 13, 20, 1), (5, 5, 1, 6), "same")])
 def test_conv2d_maxpool_backward_few_channels(fast_backend, xs, ws, padding, dtype):
     """dw and db from the pooled gradient with fewer than 8 input channels and no dx (the
-    first layer: the Numba backend's direct pooled dW, the C backend's rows kernel)
-    against the reference's scatter then conv2d_backward, a NaN in dy included; bits
+    first layer: the Numba backend's direct pooled dW, the C backend's rows kernel, and
+    with one channel and few filters its direct row kernels on unpooled planes) against the reference's scatter then conv2d_backward, a NaN in dy included; bits
     independent of the thread count; an argmax outside its window reaches nothing."""
     rng = _rng("pool-few", xs, ws)
     x, w, b = rand(rng, xs, dtype), rand(rng, ws, dtype), rand(rng, ws[3:], dtype)
