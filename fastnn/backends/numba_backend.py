@@ -42,6 +42,7 @@ from numba import njit, prange
 from numba.core.compiler_lock import global_compiler_lock
 
 from . import _conv_driver, _numba_micro
+from .numpy_backend import PHILOX_M, PHILOX_W
 
 __all__ = [
     "gemm", "im2col", "col2im", "bias_act", "bias_act_backward", "batchnorm_stats",
@@ -702,8 +703,8 @@ def _dropout_run(k0, k1, t, scale, x, has_x, mask, y, g0, g1):
     eight blocks side by side per group, each lane's ten rounds in uint64 arithmetic."""
     n = mask.size
     m32 = np.uint64(0xFFFFFFFF)
-    mul0, mul1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
-    w0, w1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
+    mul0, mul1 = np.uint64(PHILOX_M[0]), np.uint64(PHILOX_M[1])
+    w0, w1 = np.uint64(PHILOX_W[0]), np.uint64(PHILOX_W[1])
     zero = mask.dtype.type(0)
     for g in range(g0, g1):
         for lane in range(8):
