@@ -1195,8 +1195,10 @@ static void c1_pool_fwd(const fnn_geom *g, int64_t f, const real *x, const real 
  * the gradient pd (fnn_conv2d_pool_bwd's operands, this chunk's): each pooled gradient
  * at the pixel its argmax or pos names (relu's derivative applied where pd->ypool; a pos
  * above 3 or an argmax outside its window drops it), zeros elsewhere; threads over
- * images. */
-static void unpool_planes(const fnn_geom *g, int64_t f, const pooled_dy *pd, real *planes)
+ * images. g: the windows' geometry (oh and ow even); ow_am: the output width argmax
+ * indexes (g->ow, or one more where the convolution's last column is cropped). */
+static void unpool_planes(const fnn_geom *g, int64_t f, const pooled_dy *pd, int64_t ow_am,
+                          real *planes)
 {
     const int64_t OW = g->ow, ohow = g->oh * OW, PH = g->oh / 2, PW = OW / 2;
     const int nt = fnn_threads_for(g->n * ohow * f);
@@ -1214,8 +1216,9 @@ static void unpool_planes(const fnn_geom *g, int64_t f, const pooled_dy *pd, rea
                     if (pd->pos) {
                         k = pd->pos[e];
                     } else {
-                        const int64_t d = pd->argmax[e] - ((2 * ph * OW + 2 * pw) * f + j);
-                        k = d == 0 ? 0 : d == f ? 1 : d == OW * f ? 2 : d == OW * f + f ? 3 : 4;
+                        const int64_t A = ow_am * f; /* argmax's row length */
+                        const int64_t d = pd->argmax[e] - (2 * ph * A + 2 * pw * f + j);
+                        k = d == 0 ? 0 : d == f ? 1 : d == A ? 2 : d == A + f ? 3 : 4;
                     }
                     if (k > 3)
                         continue;
@@ -2010,10 +2013,10 @@ int FNN(conv2d_pool_bwd_ok)(const fnn_geom *g, int layout, int64_t f, int need_d
 int64_t FNN(conv2d_pool_bwd_ws)(const fnn_geom *g, int layout, int64_t f, int64_t chunk,
                                 int need_dx)
 {
-    if (!need_dx && use_c1_pooled(g, layout, f, 1))
-        return c1_ws(g, f, chunk, 1) + WS_ALIGN;
     if (use_pool_sparse(g, layout, f))
         return pool_sparse_ws(g, f, need_dx) + WS_ALIGN;
+    if (!need_dx && use_c1_pooled(g, layout, f, 1))
+        return c1_ws(g, f, chunk, 1) + WS_ALIGN; /* (the cropped geometry needs no more) */
     return implicit_bwd_parts(g, layout, f, chunk).size + WS_ALIGN;
 }
 
@@ -2041,20 +2044,24 @@ int FNN(conv2d_pool_bwd)(const fnn_geom *g, int layout, int64_t f, const real *d
         FNN(relu_bias_grad)(g->n * ps / f, f, dyp, ypool, db);
     else if (db)
         FNN(bias_grad)(g->n * ps / f, f, 1, dyp, db);
+    if (use_pool_sparse(g, layout, f)) {
+        conv_pool_sparse(g, f, dyp, ypool, argmax, pos, x, w, ws, dx, dw);
+        return 1;
+    }
     fnn_geom gc = *g;
     if (!dx && use_c1_pooled(g, layout, f, 1)) {
+        /* the windows' pixels only: an odd last row or column, which no window reads, is
+         * neither formed nor multiplied (an inf in x read by it alone leaves dw finite) */
+        gc.oh = g->oh / 2 * 2;
+        gc.ow = g->ow / 2 * 2;
         for (int64_t n0 = 0; n0 < g->n; n0 += chunk) {
             gc.n = g->n - n0 < chunk ? g->n - n0 : chunk;
             const pooled_dy pd = {dyp + n0 * ps, ypool ? ypool + n0 * ps : NULL,
                                   argmax ? argmax + n0 * ps : NULL, pos ? pos + n0 * ps : NULL};
-            unpool_planes(&gc, f, &pd, c1_planes(&gc, f, ws));
+            unpool_planes(&gc, f, &pd, g->ow, c1_planes(&gc, f, ws));
             c1_dw(&gc, f, x + n0 * xs, n0 == 0, ws);
         }
         transpose_images(1, f, g->kh * g->kw, ws, dw); /* dw (patch x f) from dw^T */
-        return 1;
-    }
-    if (use_pool_sparse(g, layout, f)) {
-        conv_pool_sparse(g, f, dyp, ypool, argmax, pos, x, w, ws, dx, dw);
         return 1;
     }
     real *dw_ws = ws + implicit_bwd_parts(g, layout, f, chunk).dw;

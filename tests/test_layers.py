@@ -1034,6 +1034,28 @@ def test_own_output_fed_back_in_is_not_overwritten(make):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_own_input_gradient_fed_back_into_backward(activation):
+    """A Conv2D's input gradient lives in a reused work array; fed back into the same
+    layer's backward (input and output shapes equal), it is read before being written: a
+    linear Conv2D, which hands its output gradient straight to the convolution's backward,
+    gives what a copy gives (it refused the overlap)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)
+    g = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)
+    out = []
+    for copy in (False, True):
+        fastnn.utils.set_random_seed(0)
+        layer = L.Conv2D(3, 3, padding="same", activation=activation)
+        layer.build((None,) + x.shape[1:])
+        layer.forward(x, training=True)
+        d = layer.backward(g)
+        d2 = layer.backward(d.copy() if copy else d).copy()
+        out.append((d2,) + tuple(v.copy() for v in layer.grads.values()))
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_dense_and_conv_forward_cast_their_input():
     """Layer by layer, a float64 or big-endian input to a float32 Dense or Conv2D was an
     error naming matmul's arguments ('b has dtype float32 but a has dtype float64'); it is

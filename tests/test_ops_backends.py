@@ -549,6 +549,27 @@ def test_conv2d_maxpool_backward_few_channels(fast_backend, xs, ws, padding, dty
                  what="argmax outside its window")
 
 
+@pytest.mark.parametrize("f", [6, 9])
+def test_conv2d_maxpool_backward_skips_the_odd_edge(fast_backend, f):
+    """An inf in x read only by the convolution's odd last column, which no pooling window
+    reads (crop=False): the fast backends' fused backward never forms that column, so dw
+    stays finite (the reference's dense backward gives NaN from 0 * inf); 6 filters take
+    the C backend's direct row kernels on planes, 9 its implicit dW."""
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((2, 20, 21, 1))
+    w = rng.standard_normal((5, 5, 1, f))
+    x[0, 3, 20, 0] = np.inf                  # output (16, 17): column 16 alone reads it
+    y, am = ops.conv2d_maxpool_forward(x, w)
+    finite = x.copy()
+    finite[0, 3, 20, 0] = 0
+    for a in (am, ops.conv2d_maxpool_forward(x, w, argmax_format="window")[1]):
+        _, dw, db = ops.conv2d_maxpool_backward(np.ones_like(y), a, x, w, need_dx=False)
+        _, dw0, db0 = ops.conv2d_maxpool_backward(np.ones_like(y), a, finite, w,
+                                                  need_dx=False)
+        np.testing.assert_array_equal(dw, dw0)
+        np.testing.assert_array_equal(db, db0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("xs,ws", [((3, 12, 11, 1), (3, 3, 1, 32)), ((2, 9, 9, 8), (3, 3, 8, 12))])
 def test_conv2d_maxpool_window_positions_out_of_range(fast_backend, xs, ws, dtype):

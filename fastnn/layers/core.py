@@ -115,9 +115,10 @@ class _WithActivation(Layer):
 
     def backward(self, grad):
         if self._act_kernel == "identity" and not self._db_in_epilogue:
-            # linear: dz is grad itself, and the linear part sums db (a copy of the
-            # gradient cost Conv2D - BatchNormalization 11 MB written and read per step)
-            dz, db = float_array(grad, "grad"), None
+            # linear: dz is grad itself (copied only if it is one of this layer's buffers,
+            # such as its own dx fed back in), and the linear part sums db (the copy cost
+            # Conv2D - BatchNormalization 11 MB written and read per step)
+            dz, db = self._unaliased(float_array(grad, "grad")), None
             expect_shape(dz, self._y.shape, "grad", "the layer's output shape")
         elif self._act_kernel is not None:
             dz, db = ops.bias_act_backward(grad, self._y, self._act_kernel,

@@ -634,11 +634,14 @@ def conv2d_maxpool_backward(dy, argmax, x, w, *, stride=1, padding=0, dilation=1
     quarters zeros, is never formed, and each pooled gradient is multiplied with its argmax
     pixel's receptive field and its filter only (a quarter of the dense products).
 
-    Where the fused path runs (the C backend's NHWC kernel, and Numba's), the zero gradient
-    of the pixels no window selected is skipped, not multiplied: an inf or NaN in ``x`` that
-    only their receptive fields read leaves ``dw`` finite, where the dense reference (and a
-    convolution backward on the scattered gradient, as in PyTorch) gives NaN from
-    ``0 * inf``. Values any window selected propagate in every backend.
+    Where the fused path runs (the C backend's NHWC kernels, and Numba's), the pixels no
+    window reads (an odd last row or column, ``crop=False``) are neither formed nor
+    multiplied: an inf or NaN in ``x`` that only their receptive fields read leaves ``dw``
+    finite, where the dense reference (and a convolution backward on the scattered
+    gradient, as in PyTorch) gives NaN from ``0 * inf``. The sparse kernels (8 input
+    channels and up) skip a window's unselected pixels as well; elsewhere those may be
+    multiplied by their zero gradient (NaN from such an inf, as in the reference). Values
+    any window selected propagate in every backend.
 
     Parameters
     ----------
