@@ -9,6 +9,11 @@ A backend that cannot be loaded here is *skipped*, unless the environment variab
 then the test *fails* with the reason from :mod:`fastnn._backend`, so CI can never
 silently skip the compiled backend.
 
+``FASTNN_TEST_BACKENDS`` (comma-separated names; default: all) deselects the
+``backend`` / ``fast_backend`` parameters it does not name: the sanitizer and emulated-ISA
+runs (tools/sanitize.sh, tools/avx512_emulated.sh) set ``c``, since a test with the NumPy
+or Numba backend active runs no C kernel.
+
 ``reference(fn, *args, **kw)`` runs ``fn`` under ``fastnn.use_backend("numpy")``: the
 oracle every other backend is compared with.
 
@@ -56,11 +61,34 @@ def require_backend(name: str) -> str:
     pytest.skip(f"backend {name!r} unavailable: {reason}")
 
 
+def tested_backends() -> set:
+    """Backends the ``backend`` / ``fast_backend`` parameters run: FASTNN_TEST_BACKENDS's
+    names, or all."""
+    env = os.environ.get("FASTNN_TEST_BACKENDS", "")
+    return {s.strip().lower() for s in env.split(",") if s.strip()} or set(ALL_BACKENDS)
+
+
 def pytest_configure(config):
-    unknown = required_backends() - set(ALL_BACKENDS)
-    if unknown:
-        raise pytest.UsageError(f"FASTNN_REQUIRE_BACKENDS names unknown backends "
-                                f"{sorted(unknown)}; known: {list(ALL_BACKENDS)}")
+    for var, names in (("FASTNN_REQUIRE_BACKENDS", required_backends()),
+                       ("FASTNN_TEST_BACKENDS", tested_backends())):
+        unknown = names - set(ALL_BACKENDS)
+        if unknown:
+            raise pytest.UsageError(f"{var} names unknown backends {sorted(unknown)}; "
+                                    f"known: {list(ALL_BACKENDS)}")
+
+
+def pytest_collection_modifyitems(config, items):
+    keep = tested_backends()
+    if keep == set(ALL_BACKENDS):
+        return
+    selected, deselected = [], []
+    for item in items:
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        name = params.get("backend", params.get("fast_backend"))
+        (deselected if name is not None and name not in keep else selected).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
 
 
 def pytest_report_header(config):

@@ -24,5 +24,7 @@ fi
 export FASTNN_REQUIRE_BACKENDS="c"
 # test_c_isa.py checks that this is the emulated build (an ordinary one would test AVX2 again)
 export FASTNN_EXPECT_EMULATED_AVX512=1
-# The Numba backend is not C code: skip its tests here (they run in the normal suite).
+# The Numba backend is not C code: skip its tests here (they run in the normal suite), and
+# the backend-parametrized tests' runs with the NumPy backend active (tests/conftest.py).
+export FASTNN_TEST_BACKENDS="c"
 pytest -q -p no:cacheprovider -k "not numba" "$@"

@@ -10,5 +10,7 @@ source tools/test_build.sh
 fnn_test_venv -Ccmake.define.FASTNN_SANITIZE=ON -Cbuild-dir=build/sanitize
 fnn_sanitizer_env
 export FASTNN_REQUIRE_BACKENDS="c"
-# The Numba backend is not C code: skip its tests here (they run in the normal suite).
+# The Numba backend is not C code: skip its tests here (they run in the normal suite), and
+# the backend-parametrized tests' runs with the NumPy backend active (tests/conftest.py).
+export FASTNN_TEST_BACKENDS="c"
 pytest -q -p no:cacheprovider -k "not numba" "$@"
