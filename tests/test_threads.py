@@ -458,7 +458,7 @@ def test_require_backends_turns_skip_into_failure(tmp_path):
 
     def run(**env_extra):
         env = dict(os.environ)
-        for var in ("FASTNN_BACKEND", "FASTNN_REQUIRE_BACKENDS"):
+        for var in ("FASTNN_BACKEND", "FASTNN_REQUIRE_BACKENDS", "FASTNN_TEST_BACKENDS"):
             env.pop(var, None)
         env.update(env_extra)
         root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
