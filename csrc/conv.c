@@ -1077,22 +1077,28 @@ static void transpose_images(int64_t n, int64_t rows, int64_t cols, const real *
     }
 }
 
-/* y (g->n, oh, ow, f) = act(conv(x, w) + b), overwritten, for use_c1_direct's forward; w
- * NHWC's (patch x f). */
-static void c1_fwd(const fnn_geom *g, int64_t f, const real *x, const real *w, const real *b,
-                   int act, real *ws, real *y)
-{
-    const int64_t patch = g->kh * g->kw, ohow = g->oh * g->ow;
-    real *wt = ws, *planes = ws + round8(f * patch), *rest = planes + round8(g->n * f * ohow);
-    transpose_images(1, patch, f, w, wt);
-    nchw_fwd_direct(g, f, x, wt, b, act, rest, planes);
-    transpose_images(g->n, f, ohow, planes, y);
-}
-
 /* The planes (g->n, f, oh, ow) in use_c1_direct's workspace ws */
 static real *c1_planes(const fnn_geom *g, int64_t f, real *ws)
 {
     return ws + round8(f * g->kh * g->kw);
+}
+
+/* The planes (c1_planes, overwritten) = act(conv(x, w) + b) of a chunk of g->n images, for
+ * use_c1_direct's forward; w NHWC's (patch x f), transposed into ws first. Returns them. */
+static real *c1_fwd_planes(const fnn_geom *g, int64_t f, const real *x, const real *w,
+                           const real *b, int act, real *ws)
+{
+    real *planes = c1_planes(g, f, ws), *rest = planes + round8(g->n * f * g->oh * g->ow);
+    transpose_images(1, g->kh * g->kw, f, w, ws);
+    nchw_fwd_direct(g, f, x, ws, b, act, rest, planes);
+    return planes;
+}
+
+/* y (g->n, oh, ow, f) = act(conv(x, w) + b), overwritten, for use_c1_direct's forward */
+static void c1_fwd(const fnn_geom *g, int64_t f, const real *x, const real *w, const real *b,
+                   int act, real *ws, real *y)
+{
+    transpose_images(g->n, f, g->oh * g->ow, c1_fwd_planes(g, f, x, w, b, act, ws), y);
 }
 
 /* dw^T (f x patch, at ws) of a chunk of g->n images from their dy planes (c1_planes),
@@ -1184,11 +1190,7 @@ static void c1_pool_fwd(const fnn_geom *g, int64_t f, const real *x, const real 
                         const real *b, int act, real *ws, real *y, int64_t *argmax,
                         uint8_t *pos)
 {
-    const int64_t patch = g->kh * g->kw;
-    real *planes = c1_planes(g, f, ws), *rest = planes + round8(g->n * f * g->oh * g->ow);
-    transpose_images(1, patch, f, w, ws);
-    nchw_fwd_direct(g, f, x, ws, b, act, rest, planes);
-    pool_planes(g, f, planes, y, argmax, pos);
+    pool_planes(g, f, c1_fwd_planes(g, f, x, w, b, act, ws), y, argmax, pos);
 }
 
 /* dy planes (g->n, f, oh, ow), overwritten, of a convolution whose 2x2 max pooling got

@@ -40,10 +40,14 @@ DTYPES = (np.float32, np.float64)
 
 
 # --------------------------------------------------------------------------- backends
+def _env_backends(var: str) -> set:
+    """The backend names in the comma-separated environment variable ``var``."""
+    return {s.strip().lower() for s in os.environ.get(var, "").split(",") if s.strip()}
+
+
 def required_backends() -> set:
     """Backends named in FASTNN_REQUIRE_BACKENDS (an unavailable one fails, never skips)."""
-    env = os.environ.get("FASTNN_REQUIRE_BACKENDS", "")
-    return {s.strip().lower() for s in env.split(",") if s.strip()}
+    return _env_backends("FASTNN_REQUIRE_BACKENDS")
 
 
 def require_backend(name: str) -> str:
@@ -64,8 +68,7 @@ def require_backend(name: str) -> str:
 def tested_backends() -> set:
     """Backends the ``backend`` / ``fast_backend`` parameters run: FASTNN_TEST_BACKENDS's
     names, or all."""
-    env = os.environ.get("FASTNN_TEST_BACKENDS", "")
-    return {s.strip().lower() for s in env.split(",") if s.strip()} or set(ALL_BACKENDS)
+    return _env_backends("FASTNN_TEST_BACKENDS") or set(ALL_BACKENDS)
 
 
 def pytest_configure(config):
