@@ -14,7 +14,7 @@ copy of the source tree's ``fastnn/`` taken before and after a change)::
 GEMM shapes are MxKxN, float32 unless suffixed ``d``, op(A) transposed when prefixed
 ``ta``, op(B) ``tb``, both ``tab`` (``ta4320x100x100d``: A stored as 100 x 4320); ``conv`` runs the fused convolution +
 2x2 max pooling forward and backward at the two convolutions of the CNN (program 2);
-``dlfs`` the first convolution of ``bench_dlfs.py``'s net (NCHW float64) forward and
+``dense`` the dense NHWC backward (no pooling: BatchNormalization's CNN, a VGG block); ``dlfs`` the first convolution of ``bench_dlfs.py``'s net (NCHW float64) forward and
 backward; ``lenet`` single-channel NHWC float32 first layers with few filters (LeNet's)
 forward and their weight gradient. The outputs of the two builds are compared (GEMM to float rounding, conv bit for
 bit, dlfs to 1e-12).
@@ -112,6 +112,15 @@ def _gemm(libs, shape: str, reps: int) -> None:
         np.testing.assert_allclose(c0, c1, rtol=tol, atol=tol * np.sqrt(k))
 
     _ab(f"gemm {shape}", call, reps, check)
+
+
+def _close_f32(*outputs):
+    """A check that each output (the two builds' float32 arrays) agrees to float rounding."""
+    def check():
+        for arrays in outputs:
+            np.testing.assert_allclose(arrays[0], arrays[1], rtol=1e-5,
+                                       atol=1e-5 * np.abs(arrays[0]).max())
+    return check
 
 
 def _conv(libs, reps: int) -> None:
@@ -249,23 +258,46 @@ def _lenet(libs, reps: int) -> None:
                                        w.ctypes.data, n, ws[i].ctypes.data, None,
                                        dw[i].ctypes.data, db[i].ctypes.data)
 
-        def close(*outputs):
-            def check():
-                for arrays in outputs:
-                    np.testing.assert_allclose(arrays[0], arrays[1], rtol=1e-5,
-                                               atol=1e-5 * np.abs(arrays[0]).max())
-            return check
-
         name = f"1->{f} {k}x{k} pad {pad}"
-        _ab(f"{name} forward", fwd, reps, close(y))
-        _ab(f"{name} dw, db", bwd, reps, close(dw, db))
+        _ab(f"{name} forward", fwd, reps, _close_f32(y))
+        _ab(f"{name} dw, db", bwd, reps, _close_f32(dw, db))
+
+
+def _dense(libs, reps: int) -> None:
+    """The dense NHWC float32 backward (no pooling after it: BatchNormalization's CNN) at
+    program 2's second convolution, 128 x 13 x 13 x 32 -> 64 3x3 valid, and a VGG block's
+    128 x 16 x 16 x 32 -> 32 3x3 "same": the weight and bias gradients alone (a layer's
+    dx not needed) and with dx."""
+    rng = np.random.default_rng(0)
+    _conv_signatures(libs, "f32")
+    for n, h, c, f, pad in ((128, 13, 32, 64, 0), (128, 16, 32, 32, 1)):
+        o = h + 2 * pad - 2
+        g = _Geom(n, h, h, c, 3, 3, 1, 1, pad, pad, pad, pad, 1, 1, o, o)
+        x = rng.standard_normal((n, h, h, c)).astype(np.float32)
+        w = rng.standard_normal((3, 3, c, f)).astype(np.float32)
+        dy = rng.standard_normal((n, o, o, f)).astype(np.float32)
+        dx = [np.empty_like(x) for _ in libs]
+        dw = [np.empty_like(w) for _ in libs]
+        db = [np.empty(f, np.float32) for _ in libs]
+        ws = [_aligned((lib.fnn_conv2d_ws_f32(ct.byref(g), 0, f, n, 1),), np.float32)
+              for lib in libs]
+
+        def bwd(i, with_dx, g=g, f=f, x=x, w=w, dy=dy, dx=dx, dw=dw, db=db, ws=ws, n=n):
+            libs[i].fnn_conv2d_bwd_f32(ct.byref(g), 0, f, dy.ctypes.data, x.ctypes.data,
+                                       w.ctypes.data, n, ws[i].ctypes.data,
+                                       dx[i].ctypes.data if with_dx else None,
+                                       dw[i].ctypes.data, db[i].ctypes.data)
+
+        name = f"dense {c}->{f} 3x3 on {h}x{h}{' same' if pad else ''}"
+        _ab(f"{name} dw, db", lambda i: bwd(i, False), reps, _close_f32(dw, db))
+        _ab(f"{name} dx, dw, db", lambda i: bwd(i, True), reps, _close_f32(dx, dw, db))
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", help="directory of build A (holding fastnn/_cfastnn*.so)")
     p.add_argument("b", help="directory of build B")
-    p.add_argument("what", choices=["gemm", "conv", "dlfs", "lenet"])
+    p.add_argument("what", choices=["gemm", "conv", "dense", "dlfs", "lenet"])
     p.add_argument("shapes", nargs="*", default=["1024x1024x1024"],
                    help="GEMM shapes MxKxN[d] (default 1024x1024x1024)")
     p.add_argument("--threads", type=int, default=2, help="threads (>= 1, default 2)")
@@ -289,6 +321,8 @@ def main(argv=None) -> None:
         _conv(libs, args.reps)
     elif args.what == "lenet":
         _lenet(libs, args.reps)
+    elif args.what == "dense":
+        _dense(libs, args.reps)
     else:
         _dlfs(libs, args.reps)
 

@@ -377,6 +377,8 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
 #define DW_PIECE 1024
 #define DW_SPLIT 4
 #define DW_RUN 128
+/* Elements of dw per share of the threads' sum of the pieces' partials */
+#define DW_SUM_BLOCK 1024
 
 /* Length of the implicit dW's pieces over `rows` pixels (their count: ceil(rows / len)) */
 static int64_t dw_piece_len(int64_t rows)
@@ -597,12 +599,9 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
         }
         /* implicit barrier: every partial is complete */
 #pragma omp for schedule(static)
-        for (int64_t e = 0; e < patch * f; e++) {
-            real acc = parts[e];
-            for (int64_t p = 1; p < pieces; p++)
-                acc += parts[p * pf + e];
-            dw[e] = first ? acc : dw[e] + acc;
-        }
+        for (int64_t e0 = 0; e0 < patch * f; e0 += DW_SUM_BLOCK)
+            fnn_add_partials(min64(DW_SUM_BLOCK, patch * f - e0), parts + e0, pieces, pf, first,
+                             dw + e0);
     }
 }
 
@@ -1019,13 +1018,9 @@ static void nchw_bwd_direct(const fnn_geom *g, int64_t f, const real *x, const r
                          dx + n * g->c * g->h * g->w);
         }
     }
-    for (int64_t e = 0; e < fp + (db ? f : 0); e++) {
-        real acc = ws[e];
-        for (int64_t gi = 1; gi < ng; gi++)
-            acc += ws[gi * part + e];
-        real *d = e < fp ? dw + e : db + (e - fp);
-        *d = first ? acc : *d + acc;
-    }
+    fnn_add_partials(fp, ws, ng, part, first, dw);
+    if (db)
+        fnn_add_partials(f, ws + fp, ng, part, first, db);
 #else
     (void)g, (void)f, (void)x, (void)dy, (void)w, (void)first, (void)ws, (void)dw, (void)db,
         (void)dx_ws, (void)dx;
@@ -1525,12 +1520,7 @@ static void nchw_bwd_batched(const fnn_geom *g, int64_t f, int64_t nb, int64_t b
         }
     }
     if (ng > 1 && dw)
-        for (int64_t e = 0; e < fp; e++) {
-            real acc = parts[e];
-            for (int64_t gi = 1; gi < ng; gi++)
-                acc += parts[gi * round8(fp) + e];
-            dw[e] = first ? acc : dw[e] + acc;
-        }
+        fnn_add_partials(fp, parts, ng, round8(fp), first, dw);
 }
 
 /* y = act(conv(x, w) + b); overwrites y. b may be NULL. Shapes: see the file comment.

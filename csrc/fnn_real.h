@@ -76,6 +76,29 @@ static inline real fnn_sum_partials(const real *p, int64_t n, int64_t stride)
     return acc;
 }
 
+/* dst[e] = (first ? 0 : dst[e]) + fnn_sum_partials(p + e, n, stride), e < len (dst apart
+ * from the partials): the same additions in the same order, a block of elements at a
+ * time, so that they vectorise (element by element, with the partials 72 KB apart, the
+ * sum took 5% of a 3x3x32 -> 64 weight gradient). n >= 1. */
+static inline void fnn_add_partials(int64_t len, const real *p, int64_t n, int64_t stride,
+                                    int first, real *dst)
+{
+    enum { BLOCK = 256 };
+    for (int64_t e0 = 0; e0 < len; e0 += BLOCK) {
+        const int64_t m = len - e0 < BLOCK ? len - e0 : BLOCK;
+        real acc[BLOCK];
+        for (int64_t e = 0; e < m; e++)
+            acc[e] = p[e0 + e];
+        for (int64_t s = 1; s < n; s++) {
+            const real *q = p + s * stride + e0;
+            for (int64_t e = 0; e < m; e++)
+                acc[e] += q[e];
+        }
+        for (int64_t e = 0; e < m; e++)
+            dst[e0 + e] = first ? acc[e] : dst[e0 + e] + acc[e];
+    }
+}
+
 
 
 
