@@ -210,7 +210,7 @@ static void conv_fwd_implicit(const fnn_geom *g, int64_t f, const real *x, const
     const int relu = act == FNN_ACT_RELU;
     int64_t off[IMPLICIT_MAX_PATCH];
     real *bp, *bias;
-    const int nt = fnn_threads_for(m * f * patch / 64);
+    const int nt = fnn_threads_for_macs(m * f * patch);
     const real *src = implicit_setup(g, f, x, w, b, ws, nt, off, &bp, &bias);
 
     const int64_t ntiles = (m + mr - 1) / mr, chunk = fnn_dyn_chunk(ntiles, nt);
@@ -284,7 +284,7 @@ static void conv_pool_implicit(const fnn_geom *g, int64_t f, const real *x, cons
     const int relu = act == FNN_ACT_RELU, avx2 = fnn_get_isa() >= 1;
     int64_t off[IMPLICIT_MAX_PATCH];
     real *bp, *bias;
-    const int nt = fnn_threads_for(wins * 4 * f * patch / 64);
+    const int nt = fnn_threads_for_macs(wins * 4 * f * patch);
     const real *src = implicit_setup(g, f, x, w, b, ws, nt, off, &bp, &bias);
 #if FNN_X86_KERNELS
     /* is_3x3_single, on AVX2 and AVX-512 CPUs: pooled row by pooled row, its weights in
@@ -497,7 +497,7 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
     int64_t off[IMPLICIT_MAX_PATCH];
     patch_offsets(g, off);
 
-    const int nt = fnn_threads_for(rows * f * patch / 64);
+    const int nt = fnn_threads_for_macs(rows * f * patch);
     const real *src = padded_source(g, x, xp, nt);
     /* The pooled gradient's B without packing, on AVX2 (the same bits): pool_dw_rows_avx2;
      * with the AVX-512 ISA only for is_3x3_single, where it took 0.546 ms against the
@@ -645,7 +645,7 @@ static void conv_dx_implicit(const fnn_geom *g, int64_t f, const real *dy, const
     patch_offsets(g, off);
     real *bp = ws, *edges = ws + round8(npanels * nr * f);
     FNN(pack_b)(f, patch, w, 1, f, nr, bp); /* B(k, j) = w[j, k]: w^T, f x patch */
-    const int nt = fnn_threads_for(g->n * ohow * patch * f / 64);
+    const int nt = fnn_threads_for_macs(g->n * ohow * patch * f);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         const int tid = fnn_thread_num(), nth = fnn_team_size();
@@ -879,7 +879,7 @@ static void nchw_fwd_direct(const fnn_geom *g, int64_t f, const real *x, const r
     const int64_t rf = row_f(wide), nfb = (f + rf - 1) / rf, tasks = g->n * g->oh;
     real *wq = ws, *bias = ws + round8(nfb * rf * patch);
     int64_t off[IMPLICIT_MAX_PATCH];
-    const int nt = fnn_threads_for(g->n * ohow * f * patch / 64);
+    const int nt = fnn_threads_for_macs(g->n * ohow * f * patch);
     direct_offsets(g, off);
     for (int64_t j = 0; j < nfb * rf; j++) {
         for (int64_t p = 0; p < patch; p++)
@@ -994,7 +994,7 @@ static void nchw_bwd_direct(const fnn_geom *g, int64_t f, const real *x, const r
     const int64_t ng = direct_groups(g->n), per = (g->n + ng - 1) / ng, part = round8(fp + f);
     int64_t off[DIRECT_DW_MAX_PATCH], doff[DIRECT_DW_MAX_PATCH + FNN_ROW_F_MAX];
     int64_t planes[IMPLICIT_MAX_PATCH];
-    int nt = fnn_threads_for(g->n * ohow * fp / 64);
+    int nt = fnn_threads_for_macs(g->n * ohow * fp);
     const int wide = wide_rows(g->ow);
     direct_offsets(g, off);
     if (dx)
@@ -1943,7 +1943,7 @@ static void conv_pool_sparse(const fnn_geom *g, int64_t f, const real *dyp,
         for (int64_t i = 0; i < patch; i++)
             for (int64_t j = 0; j < f; j++)
                 wt[j * patch + i] = w[i * f + j];
-    int nt = fnn_threads_for(g->n * nwf * patch / 16);
+    int nt = fnn_threads_for_macs(g->n * nwf * patch);
     if (nt > ng)
         nt = (int)ng;
 #pragma omp parallel num_threads(nt) if (nt > 1)

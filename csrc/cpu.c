@@ -423,3 +423,9 @@ int fnn_threads_for(int64_t work)
 {
     return work < FNN_PAR_MIN ? 1 : fnn_kernel_threads();
 }
+
+/* Threads for a product of `macs` multiply-adds: 1 when it is too small to split. */
+int fnn_threads_for_macs(int64_t macs)
+{
+    return macs < FNN_PAR_MIN_MACS ? 1 : fnn_kernel_threads();
+}

@@ -149,6 +149,11 @@ static inline void fnn_ftz_end(int on, unsigned csr) { (void)on, (void)csr; }
 #define FNN_PAR_MIN 262144
 
 int fnn_threads_for(int64_t work);
+/* Multiply-adds below which a product (a GEMM, a convolution's kernels) runs on one
+ * thread: its arithmetic, not its elements, is what two threads split (gemm.c says where
+ * it was measured). */
+#define FNN_PAR_MIN_MACS ((int64_t)1 << 22)
+int fnn_threads_for_macs(int64_t macs);
 /* Threads for workspaces (the bound) and for kernels' regions now (cpu.c). */
 int fnn_max_threads(void);
 int fnn_kernel_threads(void);

@@ -27,8 +27,8 @@
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* Fewer multiply-adds than this (about 25 us of one core's work) run on one thread, on
- * every path. Two threads pay on an idle machine well below it (in-place products,
+/* FNN_PAR_MIN_MACS: fewer multiply-adds than this (about 25 us of one core's work) run on
+ * one thread, on every path (and in the convolutions' own kernels). Two threads pay on an idle machine well below it (in-place products,
  * 128 x 128 x 10 float 4.6 -> 3.7 us, 32 x 784 x 128 42.6 -> 24.6, 128 x 1600 x 64 169 ->
  * 98), but with one other busy process on the two cores the second thread waits for its
  * core: 4.4 -> 22.5 us, 41 -> 74, 161 -> 190 (the Xeon, 2026-12-02). So, as with
@@ -36,13 +36,14 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
  * gain outweighs the loaded loss. The packed path had FNN_PAR_MIN's 16M (m * n * k / 64
  * elements), which kept a CNN's dense backward on one core: 1600 x 128 x 64 with A
  * transposed (dW) took 332 us and 128 x 64 x 1600 with B transposed (dx) 357, on two
- * threads 182 and 184 (Zen 2, 2026-12-04). */
-#define GEMM_PAR_MIN ((int64_t)1 << 22)
+ * threads 182 and 184 (Zen 2, 2026-12-04). The convolutions' direct and implicit kernels
+ * had it too until 2026-12-06, which kept LeNet-5's first layer (128 x 28 x 28 x 1 -> 6,
+ * 5 x 5 "same": 15M multiply-adds) on one thread. */
 
-/* Threads for an m x n x k product: one below GEMM_PAR_MIN, else the kernels' count. */
+/* Threads for an m x n x k product */
 static int gemm_threads(int64_t m, int64_t n, int64_t k)
 {
-    return m * n * k < GEMM_PAR_MIN ? 1 : fnn_kernel_threads();
+    return fnn_threads_for_macs(m * n * k);
 }
 
 /* The K block: the kernel's KC, but a K up to 5/4 KC stays one block, and a longer K is
@@ -174,7 +175,7 @@ static int64_t dot_ws(int64_t n, int64_t k, int64_t nt)
 static int two_b(int64_t m, int64_t n, int64_t k, int64_t nt)
 {
     const kernel_t *kr = gemm_kernel(n);
-    return nt > 1 && m * n * k >= GEMM_PAR_MIN && (k > pick_kc(kr, k) || n > kr->nc);
+    return nt > 1 && m * n * k >= FNN_PAR_MIN_MACS && (k > pick_kc(kr, k) || n > kr->nc);
 }
 
 int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
