@@ -265,16 +265,17 @@ def _lenet(libs, reps: int) -> None:
 
 def _dense(libs, reps: int) -> None:
     """The dense NHWC float32 backward (no pooling after it: BatchNormalization's CNN) at
-    program 2's second convolution, 128 x 13 x 13 x 32 -> 64 3x3 valid, and a VGG block's
-    128 x 16 x 16 x 32 -> 32 3x3 "same": the weight and bias gradients alone (a layer's
-    dx not needed) and with dx."""
+    program 2's second convolution, 128 x 13 x 13 x 32 -> 64 3x3 valid, a VGG block's
+    128 x 16 x 16 x 32 -> 32 3x3 "same" and LeNet-5's 128 x 14 x 14 x 6 -> 16 5x5 valid:
+    the weight and bias gradients alone (a layer's dx not needed) and with dx."""
     rng = np.random.default_rng(0)
     _conv_signatures(libs, "f32")
-    for n, h, c, f, pad in ((128, 13, 32, 64, 0), (128, 16, 32, 32, 1)):
-        o = h + 2 * pad - 2
-        g = _Geom(n, h, h, c, 3, 3, 1, 1, pad, pad, pad, pad, 1, 1, o, o)
+    for n, h, c, f, k, pad in ((128, 13, 32, 64, 3, 0), (128, 16, 32, 32, 3, 1),
+                               (128, 14, 6, 16, 5, 0)):
+        o = h + 2 * pad - k + 1
+        g = _Geom(n, h, h, c, k, k, 1, 1, pad, pad, pad, pad, 1, 1, o, o)
         x = rng.standard_normal((n, h, h, c)).astype(np.float32)
-        w = rng.standard_normal((3, 3, c, f)).astype(np.float32)
+        w = rng.standard_normal((k, k, c, f)).astype(np.float32)
         dy = rng.standard_normal((n, o, o, f)).astype(np.float32)
         dx = [np.empty_like(x) for _ in libs]
         dw = [np.empty_like(w) for _ in libs]
@@ -288,7 +289,7 @@ def _dense(libs, reps: int) -> None:
                                        dx[i].ctypes.data if with_dx else None,
                                        dw[i].ctypes.data, db[i].ctypes.data)
 
-        name = f"dense {c}->{f} 3x3 on {h}x{h}{' same' if pad else ''}"
+        name = f"dense {c}->{f} {k}x{k} on {h}x{h}{' same' if pad else ''}"
         _ab(f"{name} dw, db", lambda i: bwd(i, False), reps, _close_f32(dw, db))
         _ab(f"{name} dx, dw, db", lambda i: bwd(i, True), reps, _close_f32(dx, dw, db))
 

@@ -911,6 +911,42 @@ def test_conv2d_backward_no_dx(backend, case, layout, dtype):
     assert_close(db, db2, k=x.shape[0] * y[0].size, scale=absmax(dy), what="db vs need_dx")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("xs,ws,stride,dilation", [
+    ((3, 14, 14, 6), (5, 5, 6, 16), 1, 1),        # LeNet-5's second convolution
+    ((2, 11, 12, 3), (5, 5, 3, 7), 2, 1),         # strided
+    ((2, 13, 12, 6), (3, 5, 6, 4), 1, (2, 1)),    # dilated rows, undilated columns
+    ((2, 10, 9, 2), (3, 3, 2, 5), 1, 1),
+    ((2, 12, 13, 6), (3, 3, 6, 5), 1, (1, 2))])   # dilated columns
+def test_conv2d_backward_few_channels(fast_backend, xs, ws, stride, dilation, dtype):
+    """NHWC backward with fewer input channels than a vector's lanes, whose receptive
+    fields' rows overlap in dx (LeNet-5's second convolution among them), strided or
+    dilated: against the reference, a NaN in dy included (it reaches its receptive field
+    only); bits independent of the thread count. (The C backend's implicit dx, whose tiles
+    would overlap there, took no less time than dcols + col2im on LeNet-5's: Zen 4,
+    2026-12-06.)"""
+    rng = _rng("dx-runs", xs, ws)
+    x, w = rand(rng, xs, dtype), rand(rng, ws, dtype)
+    geo = dict(stride=stride, dilation=dilation)
+    y = reference(ops.conv2d_forward, x, w, **geo)
+    dy = rand(rng, y.shape, dtype)
+    dy[0, y.shape[1] // 2, y.shape[2] // 2, 0] = np.nan
+    ref = reference(ops.conv2d_backward, dy, x, w, **geo)
+    before = fastnn.get_num_threads()
+    try:
+        got = ops.conv2d_backward(dy, x, w, **geo)
+        fastnn.set_num_threads(1)
+        one = ops.conv2d_backward(dy, x, w, **geo)
+    finally:
+        fastnn.set_num_threads(before)
+    assert np.isnan(ref[0]).any() and np.isfinite(ref[0]).any()
+    assert_close(got[0], ref[0], k=ws[0] * ws[1] * ws[3], scale=absmax(dy) * absmax(w),
+                 what="dx")
+    assert_close(got[1], ref[1], k=dy[..., 0].size, scale=absmax(dy) * absmax(x), what="dw")
+    for a, b in zip(got, one):
+        assert_bitwise(a, b)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 4)],
                          ids=[CONV_IDS[i] for i in (1, 4)])
