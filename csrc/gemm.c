@@ -443,6 +443,19 @@ static inline void tile(const kernel_t *kr, int64_t kc, const real *a, int64_t a
  * A is small (m <= small_m(): a Dense layer's batch). A wide n with a long K
  * keeps packing: 1024 x 128 x 1024 with a transposed A in place was 25% slower. */
 #define DIRECT_A_MAX_N 64
+/* A row-major A with a K up to this and whole micro-panels of n is read in place whatever
+ * n: its MR-row strips (MR x K, a few cache lines per row) are as cheap to read where they
+ * are as packed, and each packed block was reused by few tiles of K steps. In-process A/B
+ * on Zen 4 (2026-12-06, medians of 21-31, against a_in_place's n bound; the AVX2 kernels,
+ * avx512_256), 2 threads: 25088 x 32 x 288 (B transposed: a padded convolution's dcols =
+ * dy * w^T) 0.77-0.82x the time, 4096 x 32 x 512 0.84x, 4096 x 32 x 2048 0.79x, 1024 x 16
+ * x 4096 0.59-0.82x, 4096 x 64 x 1024 0.90-0.93x, 12800 x 64 x 1024 0.91x; 1 thread: 25088
+ * x 32 x 288 0.87x, 1024 x 16 x 4096 0.72-0.77x, 12800 x 16 x 160 0.95x. With a partial
+ * last panel 1 thread lost (12800 x 16 x 150, LeNet-5's dcols, 1.26-1.38x; 12800 x 32 x
+ * 150 1.24x) and 2 threads measured 0.67-1.27x on a busy machine: such n keep the bound.
+ * The AVX-512 kernels measured level (0.89-1.01x). A transposed A keeps it too (strided
+ * in place, 4096 x 32 x 512: 1.52x). */
+#define DIRECT_A_ROWS_MAX_K 64
 
 static int a_in_place(const kernel_t *kr, int64_t m, int64_t n, int64_t k)
 {
@@ -464,6 +477,8 @@ enum { A_PACKED, A_ROWS, A_COLS };
 static int a_mode(const kernel_t *kr, int64_t m, int64_t n, int64_t k, int64_t rsa,
                   int64_t csa)
 {
+    if (kr->ukr_direct && csa == 1 && k <= DIRECT_A_ROWS_MAX_K && n % kr->nr == 0)
+        return A_ROWS;
     if (!a_in_place(kr, m, n, k))
         return A_PACKED;
     if (kr->ukr_direct && csa == 1)

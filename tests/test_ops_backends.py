@@ -32,6 +32,8 @@ MATMUL_SHAPES = [  # (M, N, K)
     (1, 1, 1), (1, 7, 17), (7, 1, 17), (17, 7, 1), (1, 300, 64), (300, 1, 7),
     (7, 17, 129), (64, 64, 64), (129, 17, 7), (17, 129, 300), (300, 64, 17),
     (129, 129, 129),
+    # a short K with many whole column panels: the C backend reads a row-major A in place
+    (260, 160, 9), (400, 288, 48),
     # several row tiles, column blocks and depth blocks in every backend (the Numba
     # backend's tiles are 120 x 256 x 512 for float32, 120 x 128 x 512 for float64)
     (250, 300, 600),
