@@ -14,7 +14,8 @@ copy of the source tree's ``fastnn/`` taken before and after a change)::
 GEMM shapes are MxKxN, float32 unless suffixed ``d``, op(A) transposed when prefixed
 ``ta``, op(B) ``tb``, both ``tab`` (``ta4320x100x100d``: A stored as 100 x 4320); ``conv`` runs the fused convolution +
 2x2 max pooling forward and backward at the two convolutions of the CNN (program 2);
-``dense`` the dense NHWC backward (no pooling: BatchNormalization's CNN, a VGG block); ``dlfs`` the first convolution of ``bench_dlfs.py``'s net (NCHW float64) forward and
+``dense`` the dense NHWC backward (no pooling: BatchNormalization's CNN, a VGG block);
+``bn`` BatchNormalization's statistics and backward, channels-last; ``dlfs`` the first convolution of ``bench_dlfs.py``'s net (NCHW float64) forward and
 backward; ``lenet`` single-channel NHWC float32 first layers with few filters (LeNet's)
 forward and their weight gradient. The outputs of the two builds are compared (GEMM to float rounding, conv bit for
 bit, dlfs to 1e-12).
@@ -294,11 +295,51 @@ def _dense(libs, reps: int) -> None:
         _ab(f"{name} dx, dw, db", lambda i: bwd(i, True), reps, _close_f32(dx, dw, db))
 
 
+def _bn(libs, reps: int) -> None:
+    """BatchNormalization's channels-last kernels at the BatchNormalization CNN's two
+    shapes, (128, 26, 26, 32) and (128, 11, 11, 64) float32: the batch statistics, and the
+    backward in training (dx, dgamma, dbeta); the two builds' results compared bit for bit."""
+    rng = np.random.default_rng(0)
+    for lib in libs:
+        lib.fnn_bn_stats_f32.argtypes = [ct.c_int64] * 3 + [P] * 3
+        lib.fnn_bn_bwd_f32.argtypes = [ct.c_int64] * 3 + [P] * 5 + [ct.c_int] + [P] * 3
+    for shape in ((128, 26, 26, 32), (128, 11, 11, 64)):
+        c = shape[-1]
+        outer = int(np.prod(shape[:-1]))
+        x = rng.standard_normal(shape).astype(np.float32)
+        dy = rng.standard_normal(shape).astype(np.float32)
+        gamma = (1 + 0.1 * rng.standard_normal(c)).astype(np.float32)
+        mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+        inv = (1 / np.sqrt(var + 1e-3)).astype(np.float32)
+        mean = mean.astype(np.float32)
+        outs = [[np.empty(c, np.float32) for _ in range(2)] for _ in libs]
+        grads = [[np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)]
+                 for _ in libs]
+
+        def stats(i):
+            libs[i].fnn_bn_stats_f32(outer, c, 1, x.ctypes.data, outs[i][0].ctypes.data,
+                                     outs[i][1].ctypes.data)
+
+        def bwd(i):
+            libs[i].fnn_bn_bwd_f32(outer, c, 1, dy.ctypes.data, x.ctypes.data,
+                                   mean.ctypes.data, inv.ctypes.data, gamma.ctypes.data, 1,
+                                   *(a.ctypes.data for a in grads[i]))
+
+        def same(arrays):
+            def check():
+                for a, b in zip(*arrays):
+                    np.testing.assert_array_equal(a, b)
+            return check
+
+        _ab(f"batchnorm stats {shape}", stats, reps, same(outs))
+        _ab(f"batchnorm backward {shape}", bwd, reps, same(grads))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", help="directory of build A (holding fastnn/_cfastnn*.so)")
     p.add_argument("b", help="directory of build B")
-    p.add_argument("what", choices=["gemm", "conv", "dense", "dlfs", "lenet"])
+    p.add_argument("what", choices=["gemm", "conv", "dense", "bn", "dlfs", "lenet"])
     p.add_argument("shapes", nargs="*", default=["1024x1024x1024"],
                    help="GEMM shapes MxKxN[d] (default 1024x1024x1024)")
     p.add_argument("--threads", type=int, default=2, help="threads (>= 1, default 2)")
@@ -324,6 +365,8 @@ def main(argv=None) -> None:
         _lenet(libs, args.reps)
     elif args.what == "dense":
         _dense(libs, args.reps)
+    elif args.what == "bn":
+        _bn(libs, args.reps)
     else:
         _dlfs(libs, args.reps)
 

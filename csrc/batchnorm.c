@@ -18,8 +18,26 @@
 #define BN_CBLK 64        /* channels per block of a channels-last pass (sums in L1) */
 #define BN_FBLK 16        /* rows (channels-last) summed in `real` before each double add */
 #define BN_RUN 128        /* elements of an inner run summed in `real` likewise */
+#define BN_LANES 8        /* channels summed together in registers (sums_last) */
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* f1[j] += u and f2[j] += u * w over rows [o, oe) of a channels-last pair p, q (row stride
+ * c) for its first nb channels, u = p[r, j] - ps[j], w = q[r, j] - qs[j]; inlined, so a
+ * constant nb keeps the sums in registers. */
+FNN_ALWAYS_INLINE void add_rows(int64_t o, int64_t oe, int64_t c, int64_t nb, const real *p,
+                                const real *ps, const real *q, const real *qs, real *f1,
+                                real *f2)
+{
+    for (int64_t r = o; r < oe; r++) {
+        const real *pr = p + r * c, *qr = q + r * c;
+        for (int64_t j = 0; j < nb; j++) {
+            const real u = pr[j] - ps[j], w = qr[j] - qs[j];
+            f1[j] += u;
+            f2[j] += u * w;
+        }
+    }
+}
 
 /* For channels [j0, j0 + nj) of a channels-last (outer, c) pair p, q: s1[j - j0] = sum over
  * rows of u and s2[j - j0] = sum of u * w, with u = p[o, j] - ps[j - j0] and w = q[o, j] -
@@ -40,21 +58,22 @@ static void sums_last(int64_t outer, int64_t c, int64_t j0, int64_t nj, const re
             a1[j] = a2[j] = 0;
         const int64_t o1 = outer * (pc + 1) / pieces;
         for (int64_t o = outer * pc / pieces; o < o1; o += BN_FBLK) {
-            real f1[BN_CBLK], f2[BN_CBLK];
-            for (int64_t j = 0; j < nj; j++)
-                f1[j] = f2[j] = 0;
             const int64_t oe = min64(o + BN_FBLK, o1);
-            for (int64_t r = o; r < oe; r++) {
-                const real *pr = p + r * c + j0, *qr = q + r * c + j0;
-                for (int64_t j = 0; j < nj; j++) {
-                    const real u = pr[j] - ps[j], w = qr[j] - qs[j];
-                    f1[j] += u;
-                    f2[j] += u * w;
+            /* BN_LANES channels at a time, a constant count: their sums stay in registers
+             * (nj at a time, the compiler kept them in memory: 0.58 ms for the statistics
+             * of (128, 26, 26, 32) on 2 threads); each channel's additions are the same */
+            for (int64_t jb = 0; jb < nj; jb += BN_LANES) {
+                real f1[BN_LANES] = {0}, f2[BN_LANES] = {0};
+                const int64_t nb = min64(BN_LANES, nj - jb);
+                const real *pj = p + j0 + jb, *qj = q + j0 + jb;
+                if (nb == BN_LANES)
+                    add_rows(o, oe, c, BN_LANES, pj, ps + jb, qj, qs + jb, f1, f2);
+                else
+                    add_rows(o, oe, c, nb, pj, ps + jb, qj, qs + jb, f1, f2);
+                for (int64_t j = 0; j < nb; j++) {
+                    a1[jb + j] += f1[j];
+                    a2[jb + j] += f2[j];
                 }
-            }
-            for (int64_t j = 0; j < nj; j++) {
-                a1[j] += f1[j];
-                a2[j] += f2[j];
             }
         }
         for (int64_t j = 0; j < nj; j++) {
