@@ -12,13 +12,15 @@ copy of the source tree's ``fastnn/`` taken before and after a change)::
     python bench/ab_builds.py OLD NEW lenet
 
 GEMM shapes are MxKxN, float32 unless suffixed ``d``, op(A) transposed when prefixed
-``ta``, op(B) ``tb``, both ``tab`` (``ta4320x100x100d``: A stored as 100 x 4320); ``conv`` runs the fused convolution +
-2x2 max pooling forward and backward at the two convolutions of the CNN (program 2);
-``dense`` the dense NHWC backward (no pooling: BatchNormalization's CNN, a VGG block);
-``bn`` BatchNormalization's statistics and backward, channels-last; ``dlfs`` the first convolution of ``bench_dlfs.py``'s net (NCHW float64) forward and
-backward; ``lenet`` single-channel NHWC float32 first layers with few filters (LeNet's)
-forward and their weight gradient. The outputs of the two builds are compared (GEMM to float rounding, conv bit for
-bit, dlfs to 1e-12).
+``ta``, op(B) ``tb``, both ``tab`` (``ta4320x100x100d``: A stored as 100 x 4320);
+``conv`` runs the fused convolution + 2x2 max pooling forward and backward at the two
+convolutions of the CNN (program 2); ``dense`` the dense NHWC backward (no pooling:
+BatchNormalization's CNN, a VGG block, LeNet-5's second convolution); ``bn``
+BatchNormalization's statistics and backward, channels-last; ``dlfs`` the first
+convolution of ``bench_dlfs.py``'s net (NCHW float64) forward and backward; ``lenet``
+single-channel NHWC float32 first layers with few filters (LeNet's) forward and their
+weight gradient. The outputs of the two builds are compared (GEMM to float rounding;
+conv, dense and bn bit for bit or to float rounding as each says; dlfs to 1e-12).
 """
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* FNN_PAR_MIN_MACS: fewer multiply-adds than this (about 25 us of one core's work) run on
- * one thread, on every path (and in the convolutions' own kernels). Two threads pay on an idle machine well below it (in-place products,
- * 128 x 128 x 10 float 4.6 -> 3.7 us, 32 x 784 x 128 42.6 -> 24.6, 128 x 1600 x 64 169 ->
+ * one thread, on every path (and in the convolutions' own kernels). Two threads pay on an
+ * idle machine well below it (in-place products, 128 x 128 x 10 float 4.6 -> 3.7 us, 32 x 784 x 128 42.6 -> 24.6, 128 x 1600 x 64 169 ->
  * 98), but with one other busy process on the two cores the second thread waits for its
  * core: 4.4 -> 22.5 us, 41 -> 74, 161 -> 190 (the Xeon, 2026-12-02). So, as with
  * FNN_PAR_MIN, small products stay on one thread; from about 4M multiply-adds the idle
