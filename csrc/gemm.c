@@ -438,13 +438,14 @@ static inline void tile(const kernel_t *kr, int64_t kc, const real *a, int64_t a
 
 /* When A is read in place instead of packed (the ISA has a direct-A kernel for a row-major
  * A, a strided one for a transposed A): when each packed A block would serve only a few B
- * micro-panels (n <= DIRECT_A_MAX_N, or a short K with n at most twice that), packing it
+ * micro-panels (n <= DIRECT_A_MAX_N, or a K up to DIRECT_A_SHORT_K with n at most twice
+ * that, or with whole micro-panels of a row-major A whatever n: see below), packing it
  * costs as much as using it (perf: pack_a was 30% of a 128 x 1600 x 64 product); and when
  * A is small (m <= small_m(): a Dense layer's batch). A wide n with a long K
  * keeps packing: 1024 x 128 x 1024 with a transposed A in place was 25% slower. */
 #define DIRECT_A_MAX_N 64
-/* A row-major A with a K up to this and whole micro-panels of n is read in place whatever
- * n: its MR-row strips (MR x K, a few cache lines per row) are as cheap to read where they
+/* A short K: up to this, a row-major A with whole micro-panels of n is read in place
+ * whatever n (a_in_place): its MR-row strips (MR x K, a few cache lines per row) are as cheap to read where they
  * are as packed, and each packed block was reused by few tiles of K steps. In-process A/B
  * on Zen 4 (2026-12-06, medians of 21-31, against a_in_place's n bound; the AVX2 kernels,
  * avx512_256), 2 threads: 25088 x 32 x 288 (B transposed: a padded convolution's dcols =
@@ -455,11 +456,13 @@ static inline void tile(const kernel_t *kr, int64_t kc, const real *a, int64_t a
  * 150 1.24x) and 2 threads measured 0.67-1.27x on a busy machine: such n keep the bound.
  * The AVX-512 kernels measured level (0.89-1.01x). A transposed A keeps it too (strided
  * in place, 4096 x 32 x 512: 1.52x). */
-#define DIRECT_A_ROWS_MAX_K 64
+#define DIRECT_A_SHORT_K 64
 
-static int a_in_place(const kernel_t *kr, int64_t m, int64_t n, int64_t k)
+static int a_in_place(const kernel_t *kr, int64_t m, int64_t n, int64_t k, int64_t csa)
 {
-    return n <= DIRECT_A_MAX_N || m <= small_m(kr) || (k <= 64 && n <= 2 * DIRECT_A_MAX_N);
+    const int rows_whole = kr->ukr_direct && csa == 1 && n % kr->nr == 0;
+    return n <= DIRECT_A_MAX_N || m <= small_m(kr) ||
+           (k <= DIRECT_A_SHORT_K && (n <= 2 * DIRECT_A_MAX_N || rows_whole));
 }
 
 /* The kernel of a product with n columns: the ISA's matrix-product kernel for n
@@ -477,9 +480,7 @@ enum { A_PACKED, A_ROWS, A_COLS };
 static int a_mode(const kernel_t *kr, int64_t m, int64_t n, int64_t k, int64_t rsa,
                   int64_t csa)
 {
-    if (kr->ukr_direct && csa == 1 && k <= DIRECT_A_ROWS_MAX_K && n % kr->nr == 0)
-        return A_ROWS;
-    if (!a_in_place(kr, m, n, k))
+    if (!a_in_place(kr, m, n, k, csa))
         return A_PACKED;
     if (kr->ukr_direct && csa == 1)
         return A_ROWS;
