@@ -10,7 +10,12 @@
  * BN_FBLK elements in the arrays' own type, in an order that depends on the shape only,
  * so the results do not depend on the thread count: channels-last (inner == 1) by row
  * pieces that the threads share, the pieces' sums added in piece order (as the bias
- * gradient's bias_rows, epilogue.c); otherwise the threads split the channels. */
+ * gradient's bias_rows, epilogue.c); otherwise the threads split the channels.
+ *
+ * bn_pool_fwd and bn_pool_bwd: the affine step followed by 2x2 max pooling of stride 2
+ * (channels-last), and its backward from the pooled gradient, without the normalized
+ * array: Sequential runs BatchNormalization - (a non-decreasing activation) -
+ * MaxPooling2D(2) through them (fastnn/layers/normalization.py, bn_pool_forward). */
 #include "fnn_real.h"
 
 #define BN_PIECES 8       /* row pieces of a channels-last sum, at most */
@@ -196,6 +201,25 @@ void FNN(bn_apply)(int64_t outer, int64_t c, int64_t inner, const real *x, const
     }
 }
 
+/* bn_bwd's coefficients for channels [jb, jb + nj) from their sums s1, s2 over n elements
+ * (see bn_bwd): ka, km, kk (nj each) overwritten, and dbeta, dgamma where not NULL. */
+static void bwd_coefficients(int64_t jb, int64_t nj, accum n, const accum *s1,
+                             const accum *s2, const real *inv_std, const real *gamma,
+                             int training, real *ka, real *km, real *kk, real *dgamma,
+                             real *dbeta)
+{
+    for (int64_t j = 0; j < nj; j++) {
+        const accum is = inv_std[jb + j], g = gamma ? gamma[jb + j] : 1;
+        ka[j] = (real)(g * is);
+        km[j] = training ? (real)(s1[j] / n) : 0;
+        kk[j] = training ? (real)(g * is * is * is * s2[j] / n) : 0;
+        if (dbeta)
+            dbeta[jb + j] = (real)s1[j];
+        if (dgamma)
+            dgamma[jb + j] = (real)(s2[j] * is);
+    }
+}
+
 /* The backward of y = (x - mean) * inv_std * gamma + beta, given dy. With the channel sums
  * s1 = sum(dy) and s2 = sum(dy * (x - mean)) (double), a = gamma * inv_std:
  *   dbeta = s1, dgamma = s2 * inv_std (each overwritten when not NULL);
@@ -219,16 +243,8 @@ void FNN(bn_bwd)(int64_t outer, int64_t c, int64_t inner, const real *dy, const 
             real zero[BN_CBLK] = {0}, ka[BN_CBLK], km[BN_CBLK], kk[BN_CBLK];
             if (sums)
                 sums_last(outer, c, jb, nj, dy, zero, x, mean + jb, s1, s2);
-            for (int64_t j = 0; j < nj; j++) {
-                const accum is = inv_std[jb + j], g = gamma ? gamma[jb + j] : 1;
-                ka[j] = (real)(g * is);
-                km[j] = training ? (real)(s1[j] / n) : 0;
-                kk[j] = training ? (real)(g * is * is * is * s2[j] / n) : 0;
-                if (dbeta)
-                    dbeta[jb + j] = (real)s1[j];
-                if (dgamma)
-                    dgamma[jb + j] = (real)(s2[j] * is);
-            }
+            bwd_coefficients(jb, nj, n, s1, s2, inv_std, gamma, training, ka, km, kk, dgamma,
+                             dbeta);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
             for (int64_t o = 0; o < outer; o++) {
                 const real *g = dy + o * c + jb, *xo = x + o * c + jb, *m = mean + jb;
@@ -268,4 +284,152 @@ void FNN(bn_bwd)(int64_t outer, int64_t c, int64_t inner, const real *dy, const 
                     d[i] = ka * g[i];
         }
     }
+}
+
+#define BNP_CBLK 64 /* channels per window pass of bn_pool_fwd (their a = inv_std * gamma) */
+
+/* One 2x2 window on n channels (bn_pool_fwd's reference, and its AVX2 kernel's last
+ * channels): the four values v_k = (x_k - m) * a, + b where b is not NULL (bn_apply's
+ * operations), then fnn_beats' rule from the first (larger, or the first NaN): y = the
+ * winner, pos = its k, xm = its x. */
+static void bn_window(int64_t n, const real *const xs[4], const real *m, const real *a,
+                      const real *b, real *y, uint8_t *pos, real *xm)
+{
+    for (int64_t j = 0; j < n; j++) {
+        real best = 0, xb = 0;
+        int kb = 0;
+        for (int k = 0; k < 4; k++) {
+            const real u = xs[k][j], v = b ? (u - m[j]) * a[j] + b[j] : (u - m[j]) * a[j];
+            if (k == 0 || fnn_beats(v, best)) {
+                best = v;
+                kb = k;
+                xb = u;
+            }
+        }
+        y[j] = best;
+        pos[j] = (uint8_t)kb;
+        xm[j] = xb;
+    }
+}
+
+/* Batch normalization's affine step, then 2x2 max pooling of stride 2, channels-last, the
+ * normalized array never written: x (n, h, w, c); y (n, h/2, w/2, c) = each window's
+ * maximum of (x - mean) * (inv_std * gamma) + beta, pos (same shape, one byte) its position
+ * 0 .. 3 in the window ((0, 0), (0, 1), (1, 0), (1, 1)) and xm (same shape) x there, for
+ * the backward's sums. Each value is bn_apply's (the same operations, no contraction)
+ * and each window is pooled by the rule of fnn_maxpool_fwd (the first maximum, or the
+ * first NaN): y is bn_apply's output pooled, bit for bit. bn_window, or its AVX2 kernel
+ * (kernels/pool_avx2.c) where fnn_get_isa() >= 1. The last row or column of an odd h or
+ * w is read by no window. y, pos and xm overwritten; gamma NULL: 1, beta NULL: no add.
+ * Threads over pooled rows. */
+void FNN(bn_pool_fwd)(int64_t n, int64_t h, int64_t w, int64_t c, const real *x,
+                      const real *mean, const real *inv_std, const real *gamma,
+                      const real *beta, real *y, uint8_t *pos, real *xm)
+{
+    const int64_t ph = h / 2, pw = w / 2;
+    const int avx2 = fnn_get_isa() >= 1;
+    const int nt = fnn_threads_for(n * ph * pw * 4 * c);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t r = 0; r < n * ph; r++) {
+        const real *x0 = x + ((r / ph) * h + 2 * (r % ph)) * w * c; /* the window rows */
+        for (int64_t q = 0; q < pw; q++) {
+            const real *px[4] = {x0 + 2 * q * c, x0 + (2 * q + 1) * c, x0 + (w + 2 * q) * c,
+                                 x0 + (w + 2 * q + 1) * c};
+            const int64_t o = (r * pw + q) * c;
+            for (int64_t j0 = 0; j0 < c; j0 += BNP_CBLK) {
+                const int64_t nj = min64(BNP_CBLK, c - j0);
+                real a[BNP_CBLK];
+                for (int64_t j = 0; j < nj; j++)
+                    a[j] = gamma ? inv_std[j0 + j] * gamma[j0 + j] : inv_std[j0 + j];
+                const real *xs[4] = {px[0] + j0, px[1] + j0, px[2] + j0, px[3] + j0};
+                const real *m = mean + j0, *b = beta ? beta + j0 : NULL;
+                real *yo = y + o + j0, *xo = xm + o + j0;
+                uint8_t *po = pos + o + j0;
+                int64_t done = 0;
+#if FNN_X86_KERNELS
+                if (avx2)
+                    done = FNN(bn_max4_avx2)(nj, xs, m, a, b, yo, po, xo);
+#endif
+                if (done < nj) {
+                    const real *rest[4] = {xs[0] + done, xs[1] + done, xs[2] + done,
+                                           xs[3] + done};
+                    bn_window(nj - done, rest, m + done, a + done, b ? b + done : NULL,
+                              yo + done, po + done, xo + done);
+                }
+            }
+        }
+    }
+}
+
+/* The backward of bn_pool_fwd: dy (n, h/2, w/2, c) the gradient of its y, pos and xm its
+ * positions and x there. The normalized array's gradient g is dy at each window's position
+ * and 0 elsewhere (the rows and columns no window reads too), and bn_bwd's formulas follow
+ * with it: s1 = sum(g), s2 = sum(g * (x - mean)), summed over the pooled elements only
+ * (dy and xm: the zeros add nothing; sums_last's order, so thread-independent, not bn_bwd's
+ * bits), then dx = a * (g - s1 / n) - k * (x - mean) over all n * h * w elements
+ * (training), else a * g. dx (n, h, w, c) overwritten, dgamma and dbeta as bn_bwd's.
+ * Returns 1, or 0 where a position is over 3 (its gradient is dropped from dx, never an
+ * address; the rest written). */
+int FNN(bn_pool_bwd)(int64_t n, int64_t h, int64_t w, int64_t c, const real *dy,
+                     const uint8_t *pos, const real *xm, const real *x, const real *mean,
+                     const real *inv_std, const real *gamma, int training, real *dx,
+                     real *dgamma, real *dbeta)
+{
+    const int64_t ph = h / 2, pw = w / 2, pooled = n * ph * pw;
+    const accum cnt = (accum)(n * h * w);
+    const int sums = training || dgamma || dbeta;
+    const int nt = fnn_threads_for(n * h * w * c);
+    int bad = 0;
+    for (int64_t jb = 0; jb < c; jb += BN_CBLK) {
+        const int64_t nj = min64(BN_CBLK, c - jb);
+        accum s1[BN_CBLK] = {0}, s2[BN_CBLK] = {0};
+        real zero[BN_CBLK] = {0}, ka[BN_CBLK], km[BN_CBLK], kk[BN_CBLK];
+        if (sums && pooled)
+            sums_last(pooled, c, jb, nj, dy, zero, xm, mean + jb, s1, s2);
+        bwd_coefficients(jb, nj, cnt, s1, s2, inv_std, gamma, training, ka, km, kk, dgamma,
+                         dbeta);
+        /* by pairs of input rows (the windows' rows), then an odd last row; each window's
+         * positions as floats (the loops then vectorise) */
+        const int64_t rows = ph + (h & 1);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) reduction(| : bad)
+        for (int64_t t = 0; t < n * rows; t++) {
+            const int64_t img = t / rows, i = t % rows;
+            const int64_t ih = i < ph ? 2 * i : h - 1, nrow = i < ph ? 2 : 1;
+            const real *m = mean + jb;
+            uint8_t top = 0;
+            for (int64_t iw = 0; iw < w; iw += 2) {
+                const int64_t npix = iw + 1 < w ? 2 : 1;
+                const int win = i < ph && iw + 1 < w;
+                real pf[BN_CBLK], gy[BN_CBLK];
+                if (win) { /* a window: its positions and gradient */
+                    const int64_t o = ((img * ph + i) * pw + iw / 2) * c + jb;
+                    for (int64_t j = 0; j < nj; j++) {
+                        top |= pos[o + j];
+                        pf[j] = pos[o + j];
+                        gy[j] = dy[o + j];
+                    }
+                }
+                for (int64_t k = 0; k < 2 * nrow; k++) {
+                    if ((k & 1) >= npix)
+                        continue;
+                    const int64_t e = ((img * h + ih + k / 2) * w + iw + (k & 1)) * c + jb;
+                    const real *xo = x + e, kf = (real)k;
+                    real *restrict d = dx + e;
+                    if (win && training)
+                        for (int64_t j = 0; j < nj; j++) {
+                            const real g = pf[j] == kf ? gy[j] : 0;
+                            d[j] = ka[j] * (g - km[j]) - kk[j] * (xo[j] - m[j]);
+                        }
+                    else if (training)
+                        for (int64_t j = 0; j < nj; j++)
+                            d[j] = ka[j] * (0 - km[j]) - kk[j] * (xo[j] - m[j]);
+                    else /* bn_bwd's a * dy (x not read: an infinite x gives no NaN) */
+                        for (int64_t j = 0; j < nj; j++)
+                            d[j] = ka[j] * (win && pf[j] == kf ? gy[j] : 0);
+                }
+            }
+            bad |= top > 3;
+        }
+    }
+    return !bad;
 }

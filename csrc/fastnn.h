@@ -133,6 +133,23 @@ void fnn_bn_bwd_f64(int64_t outer, int64_t c, int64_t inner, const double *dy,
                     const double *x, const double *mean, const double *inv_std,
                     const double *gamma, int training, double *dx, double *dgamma,
                     double *dbeta);
+/* The affine step then 2x2 max pooling of stride 2, channels-last (n, h, w, c) -> (n, h/2,
+ * w/2, c), with one-byte window positions and x at each maximum, and its backward from the
+ * pooled gradient (returns 0 where a position is over 3) */
+void fnn_bn_pool_fwd_f32(int64_t n, int64_t h, int64_t w, int64_t c, const float *x,
+                         const float *mean, const float *inv_std, const float *gamma,
+                         const float *beta, float *y, uint8_t *pos, float *xm);
+void fnn_bn_pool_fwd_f64(int64_t n, int64_t h, int64_t w, int64_t c, const double *x,
+                         const double *mean, const double *inv_std, const double *gamma,
+                         const double *beta, double *y, uint8_t *pos, double *xm);
+int fnn_bn_pool_bwd_f32(int64_t n, int64_t h, int64_t w, int64_t c, const float *dy,
+                        const uint8_t *pos, const float *xm, const float *x,
+                        const float *mean, const float *inv_std, const float *gamma,
+                        int training, float *dx, float *dgamma, float *dbeta);
+int fnn_bn_pool_bwd_f64(int64_t n, int64_t h, int64_t w, int64_t c, const double *dy,
+                        const uint8_t *pos, const double *xm, const double *x,
+                        const double *mean, const double *inv_std, const double *gamma,
+                        int training, double *dx, double *dgamma, double *dbeta);
 
 /* Elementwise activations on exp (activation.c): kind 1 sigmoid, 2 silu, 3 elu, 4 selu,
  * 5 leaky_relu, 6 gelu, 7 relu6, 8 hard_sigmoid, 9 hard_silu, 10 celu (alpha != 0), 11 tanh; alpha:

@@ -449,6 +449,14 @@ void fnn_relu_mask_block_avx2_f64(int64_t len, const double *x, double *y,
                                   uint8_t *restrict mask);
 /* The 2x2 max-pooling window (pool_lanes.h's max4_lanes) on AVX2 lanes (kernels/
  * pool_avx2.c); e: lane_idx, int32 for float, int64 for double. */
+/* batchnorm.c's bn_pool_fwd window on AVX2 lanes (kernels/pool_avx2.c): the channels
+ * done, whole vectors */
+int64_t fnn_bn_max4_avx2_f32(int64_t n, const float *const p[4], const float *m,
+                             const float *a, const float *b, float *y, uint8_t *pos,
+                             float *xm);
+int64_t fnn_bn_max4_avx2_f64(int64_t n, const double *const p[4], const double *m,
+                             const double *a, const double *b, double *y, uint8_t *pos,
+                             double *xm);
 void fnn_max4_avx2_f32(int64_t n, const float *const p[4], const int32_t e[4], float *y,
                        int64_t *argmax);
 void fnn_max4_avx2_f64(int64_t n, const double *const p[4], const int64_t e[4], double *y,

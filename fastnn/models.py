@@ -36,6 +36,7 @@ from .layers.base import Layer, _fmt, _sample_shape, _unique_name
 from .layers.conv import (MaxPooling2D, act_pool_backward, act_pool_forward, act_pool_pairable,
                           conv_pool_backward, conv_pool_forward, conv_pool_fusable)
 from .layers.core import InputLayer, _WithActivation
+from .layers.normalization import bn_pool_backward, bn_pool_forward, bn_pool_fusable
 from .utils import get_rng
 from .utils._args import FilePath, check_bool, check_int, check_path
 from .utils import _custom
@@ -438,7 +439,13 @@ class Sequential:
         if steps is None:
             steps, i = [], 0
             while i < len(layers):
-                if i + 1 < len(layers) and conv_pool_fusable(layers[i], layers[i + 1]):
+                bn_act = _bn_pool_run(layers, i)
+                if bn_act:
+                    steps.append(functools.partial(bn_pool_forward, layers[i],
+                                                   layers[i + 1] if bn_act == 3 else None,
+                                                   layers[i + bn_act - 1]))
+                    i += bn_act
+                elif i + 1 < len(layers) and conv_pool_fusable(layers[i], layers[i + 1]):
                     steps.append(functools.partial(conv_pool_forward, layers[i],
                                                    layers[i + 1]))
                     i += 2
@@ -500,7 +507,13 @@ class Sequential:
         steps, i = [], len(layers) - 1
         while i >= 0:
             layer, prev = layers[i], layers[i - 1] if i > 0 else None
-            if isinstance(layer, MaxPooling2D) and isinstance(prev, _WithActivation) \
+            run = next((r for r in (3, 2) if i - r + 1 >= 0 and
+                        _bn_pool_run(layers, i - r + 1) == r), 0)
+            if run:
+                steps.append(functools.partial(bn_pool_backward, layers[i - run + 1],
+                                               prev if run == 3 else None, layer))
+                i -= run
+            elif isinstance(layer, MaxPooling2D) and isinstance(prev, _WithActivation) \
                     and prev._act_kernel == "relu" and prev.channel_axis % 4 == (
                         3 if layer.layout == "NHWC" else 1) or conv_pool_fusable(prev, layer):
                 # (the pooling sums the bias gradient over its own channel axis, which
@@ -1353,6 +1366,18 @@ def clone_model(model: Sequential, clone_function=None,
     if model._input_shape is not None and not clone.built:
         clone.build(model._input_shape)
     return clone
+
+
+def _bn_pool_run(layers: Sequence[Layer], i: int) -> int:
+    """The length of a BatchNormalization - MaxPooling2D run at ``layers[i]`` that
+    :func:`~fastnn.layers.normalization.bn_pool_forward` runs as one: 2, or 3 with an
+    activation between (:func:`~fastnn.layers.conv.act_pool_pairable`); else 0."""
+    if i + 1 < len(layers) and bn_pool_fusable(layers[i], layers[i + 1]):
+        return 2
+    if i + 2 < len(layers) and bn_pool_fusable(layers[i], layers[i + 2]) and \
+            act_pool_pairable(layers[i + 1], layers[i + 2]):
+        return 3
+    return 0
 
 
 def _layer_range(layers: Sequence[Layer], layer_range) -> tuple:

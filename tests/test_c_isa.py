@@ -1145,6 +1145,37 @@ def test_conv_maxpool_backward_sparse_ignores_argmax_outside_window(isa):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batchnorm_maxpool_each_isa(isa, dtype):
+    """bn_pool_fwd's window: the portable loop (generic) and the AVX2 lanes with the
+    portable tail (every other ISA; 75 channels: 9 vectors of float and 3 tail channels, a
+    second channel block) give the reference's bits, ties, NaN and a negative gamma among
+    them; the backward (no ISA kernel of its own) the same bits on every ISA."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 9, 7, 75)).astype(dtype)
+    x[0, 0, 1, :8] = x[0, 0, 0, :8]          # ties: the first wins
+    x[1, 2, 3, 9] = x[2, 5, 4, 74] = np.nan  # NaN: wins its window
+    mean, var = rng.standard_normal(75).astype(dtype), rng.uniform(0.5, 2, 75).astype(dtype)
+    inv = (1 / np.sqrt(var)).astype(dtype)
+    gamma = rng.uniform(-2, 2, 75).astype(dtype)
+    beta = rng.standard_normal(75).astype(dtype)
+    dy = rng.standard_normal((3, 4, 3, 75)).astype(dtype)
+    for g, b in ((gamma, beta), (None, None)):
+        with fastnn.use_backend("c"):
+            got = ops.batchnorm_maxpool_forward(x, mean, inv, g, b)
+            back = ops.batchnorm_maxpool_backward(dy, *got[1:], x, mean, inv, g)
+        with fastnn.use_backend("numpy"):
+            want = ops.batchnorm_maxpool_forward(x, mean, inv, g, b)
+        for a, w in zip(got, want):
+            np.testing.assert_array_equal(a.view(np.uint8), w.view(np.uint8))
+        c_backend.set_isa("generic")
+        with fastnn.use_backend("c"):
+            generic = ops.batchnorm_maxpool_backward(dy, *got[1:], x, mean, inv, g)
+        c_backend.set_isa(isa)
+        for a, w in zip(back, generic):
+            np.testing.assert_array_equal(a.view(np.uint8), w.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_adam_update_each_isa(isa, dtype):
     """The portable loop (generic) and its AVX2 build give the reference's bits."""
     rng = np.random.default_rng(11)

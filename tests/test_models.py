@@ -1666,7 +1666,11 @@ def test_activation_layer_then_maxpool_runs_after_the_pooling(backend, cls, args
     # an Activation (or ReLU) layer of a non-decreasing f followed by a MaxPooling2D (of
     # any size and padding) runs after the pooling, on the pooled elements
     # (layers.conv.act_pool_forward): training follows the layer chain's in float64 (no
-    # ties in random data), float32 predictions match it to f's rounding
+    # ties in random data), float32 predictions match it to f's rounding. (The first
+    # BatchNormalization - f - MaxPooling2D(2) would run as one, bn_pool_forward: kept
+    # apart here, tested below.)
+    monkeypatch.setattr(fastnn.models, "bn_pool_fusable", lambda bn, pool: False)
+
     def build(dtype):
         set_random_seed(9)
         kw = dict(dtype=dtype)
@@ -1682,6 +1686,38 @@ def test_activation_layer_then_maxpool_runs_after_the_pooling(backend, cls, args
 
     _assert_pairs_train_like_the_chain(build, (19, 10, 10, 2), "act_pool_pairable",
                                        fastnn.layers.conv.act_pool_forward, monkeypatch)
+
+
+@pytest.mark.parametrize("act,frozen", [(None, False), ("relu", False), ("elu", False),
+                                        ("relu", True)])
+def test_batchnorm_then_maxpool_runs_as_one(backend, act, frozen, monkeypatch):
+    # BatchNormalization (- a non-decreasing activation) - MaxPooling2D(2) runs as one call
+    # in training (layers.normalization.bn_pool_forward: ops.batchnorm_maxpool_forward, the
+    # activation on the pooled elements), its backward from the pooled gradient; odd
+    # sizes (9 x 8, then 3 x 3) leave rows and columns no window reads. Training follows
+    # the layer chain's in float64 (the sums over the pooled elements: to rounding);
+    # inference the same values. A frozen BatchNormalization (trainable=False) runs on its
+    # moving statistics in training too. (Without an activation, the first beta's gradient
+    # is rounding noise, ~1e-13, a sum the second BatchNormalization zeroes: no beta there.)
+    def build(dtype):
+        set_random_seed(11)
+        kw = dict(dtype=dtype)
+        def mid():
+            return [fastnn.layers.Activation(act, **kw)] if act else []
+
+        model = Sequential([Conv2D(4, 3, use_bias=False, input_shape=(11, 10, 2), **kw),
+                            BatchNormalization(center=act is not None, **kw), *mid(),
+                            MaxPooling2D(2, **kw), Conv2D(5, 2, use_bias=False, **kw),
+                            BatchNormalization(scale=False, **kw), *mid(),
+                            MaxPooling2D(2, **kw), Flatten(**kw),
+                            Dense(K, activation="softmax", **kw)])
+        model.layers[1].trainable = not frozen
+        model.compile(optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+        return model
+
+    _assert_pairs_train_like_the_chain(build, (19, 11, 10, 2), "bn_pool_fusable",
+                                       fastnn.layers.normalization.bn_pool_forward,
+                                       monkeypatch)
 
 
 def _assert_pairs_train_like_the_chain(build, shape, predicate, pair_forward, monkeypatch):

@@ -2028,6 +2028,95 @@ def test_batchnorm_in_place_and_thread_independent(backend, shape, axis, dtype,
         assert_bitwise(a, b, what=f"1 thread vs 2: {what}")
 
 
+# (N, H, W, C): odd sizes (a last row / column no window reads), channel blocks of 64,
+# no whole window at all, and a CNN's first block
+BN_POOL_SHAPES = [(2, 5, 7, 3), (3, 8, 6, 130), (1, 1, 5, 4), (4, 26, 26, 32)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", BN_POOL_SHAPES, ids=lambda v: str(v))
+def test_batchnorm_maxpool(backend, shape, dtype):
+    """batchnorm_maxpool_forward: the reference's maximum, window position and x there
+    bit for bit (negative gammas pool the minimum of x); the backward as batchnorm_backward
+    of the pooling's scattered gradient, to the sums' rounding."""
+    rng = _rng("bnpool", shape)
+    x, gamma, beta, _ = _bn_inputs(rng, shape, -1, dtype)
+    gamma = gamma * np.where(np.arange(shape[-1]) % 3 == 1, -1, 1).astype(dtype)
+    n = x.size // shape[-1]
+    mean, var = ops.batchnorm_stats(x)
+    inv = (1 / np.sqrt(var + dtype(1e-3))).astype(dtype)
+    for g, b in ((gamma, beta), (None, None), (gamma, None), (None, beta)):
+        got = ops.batchnorm_maxpool_forward(x, mean, inv, g, b)
+        want = reference(ops.batchnorm_maxpool_forward, x, mean, inv, g, b)
+        assert_bitwise(got[0], want[0], what="batchnorm_maxpool_forward y")
+        if got[0].size:
+            chain = ops.maxpool2d_forward(ops.batchnorm_forward(
+                x[:, :shape[1] // 2 * 2, :shape[2] // 2 * 2], mean, inv, g, b), 2)[0]
+            assert_bitwise(got[0], chain, what="batchnorm_maxpool_forward y vs the chain")
+        assert got[1].dtype == np.uint8 and np.array_equal(got[1], want[1])
+        assert_bitwise(got[2], want[2], what="batchnorm_maxpool_forward x_max")
+    y, pos, xm = ops.batchnorm_maxpool_forward(x, mean, inv, gamma, beta)
+    dy = rand(rng, y.shape, dtype)
+    for g in (gamma, None):
+        for training in (True, False):
+            got = ops.batchnorm_maxpool_backward(dy, pos, xm, x, mean, inv, g,
+                                                 training=training)
+            want = reference(ops.batchnorm_maxpool_backward, dy, pos, xm, x, mean, inv, g,
+                             training=training)
+            what = f"batchnorm_maxpool_backward gamma={g is not None} training={training}"
+            assert_close(got[0], want[0], k=n, scale=absmax(want[0]), what=what + " dx")
+            assert_close(got[1], want[1], k=n, scale=absmax(dy) * absmax(x) * absmax(inv),
+                         what=what + " dgamma")
+            assert_close(got[2], want[2], k=n, scale=absmax(dy), what=what + " dbeta")
+    none = ops.batchnorm_maxpool_backward(dy, pos, xm, x, mean, inv, gamma,
+                                          need_param_grads=False)
+    assert none[1] is None and none[2] is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_batchnorm_maxpool_nan_threads_and_bad_positions(backend, dtype, restore_threads):
+    """NaN wins its window (the first one), as in maxpool2d_forward, and propagates into
+    its channel's gradients; the results do not depend on the thread count (bit for bit);
+    a window position above 3 is refused with a ValueError."""
+    rng = _rng("bnpool-nan")
+    x, gamma, beta, _ = _bn_inputs(rng, (5, 12, 9, 70), -1, dtype)
+    mean, var = ops.batchnorm_stats(x)
+    inv = (1 / np.sqrt(var + dtype(1e-3))).astype(dtype)
+    x[1, 3, 4, 5] = np.nan
+    y, pos, xm = ops.batchnorm_maxpool_forward(x, mean, inv, gamma, beta)
+    assert np.isnan(y[1, 1, 2, 5]) and pos[1, 1, 2, 5] == 2 and np.isnan(xm[1, 1, 2, 5])
+    assert np.isnan(y).sum() == 1
+    dy = rand(rng, y.shape, dtype)
+    dx, dg, db = ops.batchnorm_maxpool_backward(dy, pos, xm, x, mean, inv, gamma)
+    assert np.isnan(dg[5]) and np.isnan(dx[..., 5]).all()
+    assert not np.isnan(np.delete(dg, 5)).any() and not np.isnan(np.delete(dx, 5, 3)).any()
+    # the moving statistics' backward, a * dy, reads no x: an infinite one gives no NaN
+    xinf = np.where(np.isnan(x), np.inf, x).astype(dtype)
+    assert np.isfinite(ops.batchnorm_maxpool_backward(dy, pos, xm, xinf, mean, inv, gamma,
+                                                      training=False)[0]).all()
+    fastnn.set_num_threads(1)
+    one = ops.batchnorm_maxpool_forward(x, mean, inv, gamma, beta)
+    dx1, dg1, db1 = ops.batchnorm_maxpool_backward(dy, pos, xm, x, mean, inv, gamma)
+    assert_bitwise(one[0], y, what="1 thread vs 2: y")
+    assert np.array_equal(one[1], pos)
+    for a, b, what in ((dx1, dx, "dx"), (dg1, dg, "dgamma"), (db1, db, "dbeta")):
+        assert_bitwise(a, b, what=f"1 thread vs 2: {what}")
+    bad = pos.copy()
+    bad[4, 5, 3, 69] = 4
+    with pytest.raises(ValueError, match=r"\[0, 3\]"):
+        ops.batchnorm_maxpool_backward(dy, bad, xm, x, mean, inv, gamma)
+    with pytest.raises(TypeError, match="pos must be the uint8"):
+        ops.batchnorm_maxpool_backward(dy, pos.astype(np.int64), xm, x, mean, inv, gamma)
+    with pytest.raises(ValueError, match="dy"):
+        ops.batchnorm_maxpool_backward(dy[:, :-1], pos, xm, x, mean, inv, gamma)
+    with pytest.raises(ValueError, match="x_max"):
+        ops.batchnorm_maxpool_backward(dy, pos, xm[:1], x, mean, inv, gamma)
+    with pytest.raises(ValueError, match="gamma"):
+        ops.batchnorm_maxpool_forward(x, mean, inv, gamma[:3], beta)
+    with pytest.raises(TypeError, match="mean and inv_std"):
+        ops.batchnorm_maxpool_forward(x, None, inv)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 def test_batchnorm_offset_mean_variance(backend, dtype):
     """A channel whose mean is 1e4 times its spread: the variance from sums of shifted

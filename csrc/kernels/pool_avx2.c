@@ -2,7 +2,8 @@
  * floats (int32 indices) or 4 doubles (int64 indices) at a time, called by pool.c and
  * conv.c only after fnn_cpu_max_isa() reported AVX2. Compiled twice, FNN_PREC=32/64, with
  * -mavx2. Reference: max4_lanes itself (FASTNN_ISA=generic); the same rule, so the same
- * results bit for bit (the tests compare both ISAs with the reference, NaN and ties). */
+ * results bit for bit (the tests compare both ISAs with the reference, NaN and ties).
+ * bn_max4_avx2: the window of batchnorm.c's bn_pool_fwd (reference: its bn_window). */
 #include <immintrin.h>
 
 #include "fnn_real.h"
@@ -35,4 +36,40 @@ void FNN(max4_avx2)(int64_t n, const real *const p[4], const lane_idx e[4], real
         for (int64_t j = c; j < n; j++)
             argmax[j] += c;
     }
+}
+
+/* bn_pool_fwd's window (batchnorm.c) on whole vectors of its n channels: v_k = (p[k][c] -
+ * m[c]) * a[c], + b[c] where b is not NULL (each operation rounded as bn_apply's: this
+ * file has no contraction either), pooled by the rule above: y[c] = the winner, pos[c] =
+ * its k, xm[c] = its p[k][c]. Returns the channels done (a multiple of VL); bn_window
+ * (the reference) does the rest. */
+int64_t FNN(bn_max4_avx2)(int64_t n, const real *const p[4], const real *m, const real *a,
+                          const real *b, real *y, uint8_t *pos, real *xm)
+{
+    int64_t c = 0;
+    for (; c + VL <= n; c += VL) {
+        const vec mc = vload(m + c), ac = vload(a + c);
+        vec u[4], v[4];
+        for (int k = 0; k < 4; k++) {
+            u[k] = vload(p[k] + c);
+            v[k] = vmul(vsub(u[k], mc), ac);
+            if (b)
+                v[k] = vadd(v[k], vload(b + c));
+        }
+        vec bv = v[0], bx = u[0];
+        vidx bi = idx_set1(0);
+        for (int k = 1; k < 4; k++) {
+            const vmask t = vbeats(v[k], bv);
+            bv = vblend(bv, v[k], t);
+            bx = vblend(bx, u[k], t);
+            bi = idx_blend(bi, idx_set1(k), t);
+        }
+        vstore(y + c, bv);
+        vstore(xm + c, bx);
+        int64_t at[VL];
+        store_idx(at, bi);
+        for (int j = 0; j < VL; j++)
+            pos[c + j] = (uint8_t)at[j];
+    }
+    return c;
 }

@@ -23,6 +23,7 @@ typedef __m256i vmask;
 #define vmstore _mm256_maskstore_ps
 #define vfma _mm256_fmadd_ps
 #define vadd _mm256_add_ps
+#define vsub _mm256_sub_ps
 #define vmul _mm256_mul_ps
 #define vrelu(v) _mm256_blendv_ps(v, vzero(), _mm256_cmp_ps(v, vzero(), _CMP_LT_OQ))
 static inline vmask lanes_below(int64_t n)
@@ -77,6 +78,7 @@ typedef __m256i vmask;
 #define vmstore _mm256_maskstore_pd
 #define vfma _mm256_fmadd_pd
 #define vadd _mm256_add_pd
+#define vsub _mm256_sub_pd
 #define vmul _mm256_mul_pd
 #define vrelu(v) _mm256_blendv_pd(v, vzero(), _mm256_cmp_pd(v, vzero(), _CMP_LT_OQ))
 static inline vmask lanes_below(int64_t n)

@@ -130,6 +130,18 @@ Optional primitives (a backend without them gets the calls they stand for):
     gradient's products with its argmax pixel only, a quarter of the dense backward's;
     returns False (nothing written) where it does not apply. The C backend has it (NHWC).
 
+``batchnorm_maxpool_forward(x, mean, inv_std, gamma, beta, y, pos, x_max)``
+    x (N, H, W, C): ``y`` (N, H // 2, W // 2, C) = ``maxpool2d_forward`` with 2x2 windows,
+    stride 2, no padding, of ``batchnorm_forward(x, ...)``, bit for bit, ``pos`` (uint8,
+    y's shape) each maximum's window position (0 .. 3) and ``x_max`` (y's shape) x there,
+    without writing the normalized array. The C backend has it.
+``batchnorm_maxpool_backward(dy, pos, x_max, x, mean, inv_std, gamma, training, dx, dgamma,
+dbeta) -> bool``
+    ``batchnorm_backward`` given the gradient that ``maxpool2d_backward`` scatters from
+    ``dy`` (y's shape) by the window positions ``pos``, up to the sums' rounding, without
+    forming it (the sums over ``dy`` and ``x_max`` alone); returns False where a position
+    is above 3 (its gradient dropped, never an address). The C backend has it.
+
 A backend with ``CONV_POOL_POSITIONS = True`` (the C backend) takes ``argmax`` in these two
 as uint8 window positions too (each pooled element's pixel in its window: 0, 1, 2, 3 for
 (0, 0), (0, 1), (1, 0), (1, 1); ``ops.conv2d_maxpool_forward``'s ``argmax_format="window"``),

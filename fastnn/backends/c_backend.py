@@ -376,6 +376,22 @@ def conv2d_maxpool_backward(dy, argmax, x, w, g, layout, dx, dw, db, chunk, relu
                                            _opt(dx, dt), _ptr(dw), _opt(db, dt)))
 
 
+def batchnorm_maxpool_forward(x, mean, inv_std, gamma, beta, y, pos, x_max):
+    n, h, w, c = x.shape
+    _fn("bn_pool_fwd", x.dtype)(n, h, w, c, _ptr(x), _ptr(mean), _ptr(inv_std),
+                                _opt(gamma, x.dtype), _opt(beta, x.dtype), _ptr(y),
+                                ffi.from_buffer(_UINT8_ARRAY, pos), _ptr(x_max))
+
+
+def batchnorm_maxpool_backward(dy, pos, x_max, x, mean, inv_std, gamma, training, dx, dgamma,
+                               dbeta):
+    (n, h, w, c), dt = x.shape, x.dtype
+    return bool(_fn("bn_pool_bwd", dt)(n, h, w, c, _ptr(dy), ffi.from_buffer(_UINT8_ARRAY, pos),
+                                       _ptr(x_max), _ptr(x), _ptr(mean), _ptr(inv_std),
+                                       _opt(gamma, dt), int(training), _ptr(dx),
+                                       _opt(dgamma, dt), _opt(dbeta, dt)))
+
+
 def maxpool2d_forward(x, g, layout, y, argmax):
     _fn("maxpool_fwd", x.dtype)(_geom(g), _LAYOUT[layout], _ptr(x), _ptr(y), _iptr(argmax))
 

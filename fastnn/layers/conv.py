@@ -275,12 +275,13 @@ class MaxPooling2D(_Pooling2D):
     """
 
     _act_after = None   # the activation layer act_pool_forward ran after this pooling
+    _bn_before = None   # the BatchNormalization bn_pool_forward ran this pooling with
 
     def forward(self, x, training=False):
         self._check_input(x)
         x = self._unaliased(x)     # (its own training output fed back in: see Layer)
         self._xshape = x.shape
-        self._act_after = None
+        self._act_after = self._bn_before = None
         out = None
         if training:
             shape = self.compute_output_shape(x.shape)

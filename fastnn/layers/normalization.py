@@ -6,6 +6,7 @@ import numpy as np
 from .. import ops
 from ..utils._args import check_real
 from .base import Layer
+from .conv import MaxPooling2D, act_pool_backward
 from .core import _cfg
 
 
@@ -73,9 +74,19 @@ class BatchNormalization(Layer):
         training = bool(training) and self.trainable
         self._training = training
         ax = self._ax
+        self._statistics(x, training)
+        out = self._buffer("y", x.shape, x.dtype) if training else None
+        # y = (x - mean) * (inv_std * gamma) + beta
+        return ops.batchnorm_forward(self._x, self._mean, self._inv_std, self.gamma,
+                                     self.beta, channel_axis=ax, out=out)
+
+    def _statistics(self, x, training: bool) -> None:
+        """The mean and inv_std of this step (the batch's in training, updating the moving
+        ones; else the moving ones), kept with x for backward, which recomputes x_hat =
+        (x - mean) * inv_std from them."""
         if training:
             # the batch's mean and biased variance per channel (summed in float64)
-            mean, var = ops.batchnorm_stats(x, channel_axis=ax)
+            mean, var = ops.batchnorm_stats(x, channel_axis=self._ax)
             m = self.momentum
             self.moving_mean *= m
             self.moving_mean += (1 - m) * mean
@@ -84,12 +95,13 @@ class BatchNormalization(Layer):
         else:
             mean, var = self.moving_mean.copy(), self.moving_variance
         inv_std = (1.0 / np.sqrt(var + self.epsilon)).astype(x.dtype)
-        # kept for backward, which recomputes x_hat = (x - mean) * inv_std from them
         self._x, self._mean, self._inv_std = self._unaliased(x), mean, inv_std
-        out = self._buffer("y", x.shape, x.dtype) if training else None
-        # y = (x - mean) * (inv_std * gamma) + beta
-        return ops.batchnorm_forward(self._x, mean, inv_std, self.gamma, self.beta,
-                                     channel_axis=ax, out=out)
+
+    def _set_param_grads(self, dgamma, dbeta) -> None:
+        if self.gamma is not None:
+            self.grads["gamma"][...] = dgamma
+        if self.beta is not None:
+            self.grads["beta"][...] = dbeta
 
     def backward(self, grad):
         x = self._x   # (first: before a forward, the error that says so)
@@ -100,10 +112,7 @@ class BatchNormalization(Layer):
             grad, x, self._mean, self._inv_std, self.gamma, channel_axis=self._ax,
             training=self._training, need_param_grads=need,
             out=self._buffer("dx", x.shape, x.dtype))
-        if self.gamma is not None:
-            self.grads["gamma"][...] = dgamma
-        if self.beta is not None:
-            self.grads["beta"][...] = dbeta
+        self._set_param_grads(dgamma, dbeta)
         return dx
 
     def get_config(self):
@@ -115,3 +124,68 @@ class BatchNormalization(Layer):
                    moving_mean_initializer=_cfg(self.moving_mean_initializer),
                    moving_variance_initializer=_cfg(self.moving_variance_initializer))
         return cfg
+
+
+def bn_pool_fusable(bn, pool) -> bool:
+    """Can ``bn`` and the MaxPooling2D ``pool`` after it (an activation between them runs
+    after the pooling: :func:`~fastnn.layers.conv.act_pool_pairable`) run as one
+    (:func:`bn_pool_forward`)? A BatchNormalization of the last axis of 4-D inputs and a 2x2
+    MaxPooling2D with stride 2 and no padding, channels_last; exact classes, not
+    subclasses, whose own forward the fused call would skip."""
+    return (type(bn) is BatchNormalization and type(pool) is MaxPooling2D
+            and getattr(bn, "_ax", None) == 3 and pool.pool_size == (2, 2)
+            and pool.strides == (2, 2) and pool.padding == "valid" and pool.layout == "NHWC")
+
+
+def bn_pool_forward(bn, act, pool, x, training=False):
+    """``pool(act(bn(x)))`` (``act`` an activation layer, or None) for a pair
+    :func:`bn_pool_fusable` accepts, as :func:`fastnn.ops.batchnorm_maxpool_forward`: the
+    normalized array is never written, and the backward (:func:`bn_pool_backward`) runs
+    from the pooled gradient; ``act`` runs on the pooled values
+    (:func:`~fastnn.layers.conv.act_pool_forward`'s order). bn's statistics as its own
+    forward takes them (the batch's in training, else the moving ones), so the same values
+    as the chain, bit for bit.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C), bn's input
+
+    Returns
+    -------
+    y : ndarray, shape (N, H // 2, W // 2, C), pool's (or act's) output
+    """
+    x = bn._cast_input(x)
+    bn._check_input(x)
+    # (as BatchNormalization.forward: a frozen layer runs on its moving statistics)
+    bn._training = bool(training) and bn.trainable
+    bn._statistics(x, bn._training)
+    pool._check_input(x)
+    out = None
+    if training:
+        shape = pool.compute_output_shape(x.shape)
+        out = (pool._buffer("y", shape, x.dtype), pool._buffer("argmax", shape, np.uint8),
+               pool._buffer("x_max", shape, x.dtype))
+    y, pool._argmax, pool._x_max = ops.batchnorm_maxpool_forward(
+        bn._x, bn._mean, bn._inv_std, bn.gamma, bn.beta, out=out)
+    pool._xshape, pool._y, pool._act_after, pool._bn_before = x.shape, y, act, bn
+    return y if act is None else act.forward(y, training=training)
+
+
+def bn_pool_backward(bn, act, pool, grad):
+    """Backward of :func:`bn_pool_forward` from the pooled gradient: ``act``'s derivative
+    on it, then :func:`fastnn.ops.batchnorm_maxpool_backward` (the normalized array's
+    gradient never formed; for a frozen bn, its moving statistics' constant scale), or
+    the layers' own calls where they ran one by one since. Returns the gradient with
+    respect to bn's input."""
+    if pool._bn_before is not bn:   # (the layers ran one by one since)
+        grad = pool.backward(grad) if act is None else act_pool_backward(act, pool, grad)
+        return bn.backward(grad)
+    if act is not None:
+        grad = act.backward(grad)
+    x = bn._x
+    dx, dgamma, dbeta = ops.batchnorm_maxpool_backward(
+        grad, pool._argmax, pool._x_max, x, bn._mean, bn._inv_std, bn.gamma,
+        training=bn._training, need_param_grads=bn.gamma is not None or bn.beta is not None,
+        out=bn._buffer("dx", x.shape, x.dtype))
+    bn._set_param_grads(dgamma, dbeta)
+    return dx

@@ -37,6 +37,7 @@ __all__ = [
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
     "bias_act", "bias_act_backward", "relu_mask", "relu_mask_backward",
     "batchnorm_stats", "batchnorm_forward", "batchnorm_backward",
+    "batchnorm_maxpool_forward", "batchnorm_maxpool_backward",
     "activation", "activation_backward", "dropout", "dropout_mask",
     "softmax_cross_entropy", "adam_update", "conv_geometry", "ConvGeometry",
     "set_workspace_limit", "get_workspace_limit",
@@ -995,6 +996,137 @@ def batchnorm_backward(dy, x, mean, inv_std, gamma=None, *, channel_axis: int = 
         shape = _bias_act_view(x, channel_axis)
         _backend.get().batchnorm_backward(dy.reshape(shape), x.reshape(shape), mean, inv_std,
                                           gamma, training, dx.reshape(shape), dgamma, dbeta)
+    return dx, dgamma, dbeta
+
+
+def _bn_pool_args(x, mean, inv_std, gamma, beta):
+    """x (N, H, W, C) and its (C,) vectors checked, for the two batchnorm_maxpool ops."""
+    if mean is None or inv_std is None:
+        raise TypeError("mean and inv_std must be arrays of shape (C,), received None")
+    x = float_array(x, "x", 4)
+    vec = [None if v is None else _channel_vector(v, name, x, -1) for v, name in
+           ((mean, "mean"), (inv_std, "inv_std"), (gamma, "gamma"), (beta, "beta"))]
+    return (x, *vec)
+
+
+def batchnorm_maxpool_forward(x, mean, inv_std, gamma=None, beta=None, *,
+                              out: Optional[tuple] = None
+                              ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch normalization's affine step followed by 2x2 max pooling of stride 2 (no
+    padding), channels-last: ``maxpool2d_forward(batchnorm_forward(x, mean, inv_std, gamma,
+    beta), 2)`` bit for bit, with what :func:`batchnorm_maxpool_backward` needs. The C
+    backend runs them as one pass, the normalized array never written (a quarter of it
+    is); elsewhere the two calls run one after the other.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C)
+    mean, inv_std, gamma, beta : ndarray, shape (C,)
+        As for :func:`batchnorm_forward` (gamma None: 1, beta None: 0).
+    out : tuple (y, pos, x_max), optional
+        Arrays to write the results into (any may be None), C-contiguous, not overlapping
+        the inputs or each other.
+
+    Returns
+    -------
+    y : ndarray, shape (N, H // 2, W // 2, C)
+        Each 2x2 window's maximum of the normalized values (the first on ties; NaN wins);
+        an odd last row or column is read by no window.
+    pos : uint8 ndarray, y's shape
+        Each maximum's position in its window: 0, 1, 2, 3 for (0, 0), (0, 1), (1, 0),
+        (1, 1) (:func:`conv2d_maxpool_forward`'s ``argmax_format="window"``).
+    x_max : ndarray, y's shape
+        x at each maximum (the backward's sums read it instead of x).
+    """
+    x, mean, inv_std, gamma, beta = _bn_pool_args(x, mean, inv_std, gamma, beta)
+    n, h, w, c = x.shape
+    vecs = [x, mean, inv_std, gamma, beta]
+    y_out, p_out, m_out = _out_tuple(out, 3, "out")
+    y = _out_array(y_out, (n, h // 2, w // 2, c), x.dtype, "out[0] (y)", vecs)
+    pos = _out_array(p_out, y.shape, np.uint8, "out[1] (pos)", vecs + [y])
+    x_max = _out_array(m_out, y.shape, x.dtype, "out[2] (x_max)", vecs + [y, pos])
+    if y.size:
+        backend = _backend.get()
+        fused = getattr(backend, "batchnorm_maxpool_forward", None)
+        if fused is not None:
+            fused(x, mean, inv_std, gamma, beta, y, pos, x_max)
+        else:
+            xc = np.ascontiguousarray(x[:, :2 * (h // 2), :2 * (w // 2)])
+            z = batchnorm_forward(xc, mean, inv_std, gamma, beta)
+            flat = np.empty(y.shape, np.int64)
+            backend.maxpool2d_forward(z, _pool_geometry(z.shape, 2, 2, 0, "NHWC", "x"),
+                                      "NHWC", y, flat)
+            _window_positions(flat, z.shape[1], z.shape[2], "NHWC", pos)
+            x_max[...] = np.take_along_axis(xc.reshape(n, -1), flat.reshape(n, -1),
+                                            1).reshape(y.shape)
+    return y, pos, x_max
+
+
+def batchnorm_maxpool_backward(dy, pos, x_max, x, mean, inv_std, gamma=None, *,
+                               training: bool = True, need_param_grads: bool = True,
+                               out: Optional[np.ndarray] = None
+                               ) -> Tuple[np.ndarray, Optional[np.ndarray],
+                                          Optional[np.ndarray]]:
+    """Backward of :func:`batchnorm_maxpool_forward`: :func:`batchnorm_backward` given the
+    gradient the pooling's backward scatters from ``dy`` (to each window's position, zero
+    elsewhere), up to the sums' rounding. The C backend never forms that gradient: its sums
+    run over the pooled ``dy`` and ``x_max`` and ``dx`` is written in one pass; elsewhere
+    :func:`maxpool2d_backward` and :func:`batchnorm_backward` run one after the other.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, H // 2, W // 2, C), the gradient of the pooled output
+    pos, x_max : the forward's window positions (uint8, each 0 .. 3) and x there, dy's shape
+    x, mean, inv_std, gamma : as given to :func:`batchnorm_maxpool_forward`
+    training, need_param_grads : bool
+        As for :func:`batchnorm_backward`.
+    out : ndarray shaped like x, optional
+        Receives ``dx``; C-contiguous, not overlapping the inputs.
+
+    Returns
+    -------
+    dx : ndarray shaped like x
+    dgamma, dbeta : ndarray, shape (C,), or None (``need_param_grads=False``)
+
+    Raises
+    ------
+    ValueError
+        If a position is above 3 (the C backend finds it as it writes ``dx``: ``out``, if
+        given, is then written).
+    """
+    x, mean, inv_std, gamma, _ = _bn_pool_args(x, mean, inv_std, gamma, None)
+    dy = float_array(dy, "dy", 4)
+    x_max = float_array(x_max, "x_max", 4)
+    same_dtype([x, dy, x_max], ["x", "dy", "x_max"])
+    n, h, w, c = x.shape
+    _checks.expect_shape(dy, (n, h // 2, w // 2, c), "dy", "(N, H // 2, W // 2, C) of x")
+    _checks.expect_shape(x_max, dy.shape, "x_max", "the shape of dy")
+    _checks.refuse_masked(pos, "pos")
+    if not isinstance(pos, np.ndarray) or pos.dtype != np.uint8:
+        raise TypeError(f"pos must be the uint8 array of window positions returned by "
+                        f"batchnorm_maxpool_forward, received "
+                        f"{getattr(pos, 'dtype', type(pos).__name__)}")
+    _checks.expect_shape(pos, dy.shape, "pos", "the shape of dy")
+    pos = _checks.c_array(pos)
+    training = _checks.flag(training, "training")
+    need = _checks.flag(need_param_grads, "need_param_grads")
+    dx = _out_array(out, x.shape, x.dtype, "out",
+                    (dy, pos, x_max, x, mean, inv_std, gamma))
+    dgamma, dbeta = (np.zeros(c, x.dtype), np.zeros(c, x.dtype)) if need else (None, None)
+    if x.size:
+        fused = getattr(_backend.get(), "batchnorm_maxpool_backward", None)
+        if fused is None:
+            dz = np.zeros(x.shape, x.dtype)   # (the rows and columns no window reads: 0)
+            if dy.size:
+                crop = (n, 2 * (h // 2), 2 * (w // 2), c)
+                dz[:, :crop[1], :crop[2]] = _maxpool2d_backward(
+                    dy, _flat_argmax(pos, crop[1], crop[2], "NHWC"), crop, 2, 2, 0, "NHWC",
+                    None, check_range=False)
+            _, dgamma, dbeta = batchnorm_backward(dz, x, mean, inv_std, gamma,
+                                                  training=training, need_param_grads=need,
+                                                  out=dx)
+        elif not fused(dy, pos, x_max, x, mean, inv_std, gamma, training, dx, dgamma, dbeta):
+            _check_positions(pos)
     return dx, dgamma, dbeta
 
 
