@@ -34,7 +34,8 @@ from ._dense_step import DenseStep
 from .ops._checks import refuse_masked
 from .layers.base import Layer, _fmt, _sample_shape, _unique_name
 from .layers.conv import (MaxPooling2D, act_pool_backward, act_pool_forward, act_pool_pairable,
-                          conv_pool_backward, conv_pool_forward, conv_pool_fusable)
+                          conv_act_pool_backward, conv_act_pool_forward, conv_pool_backward,
+                          conv_pool_forward, conv_pool_fusable)
 from .layers.core import InputLayer, _WithActivation
 from .layers.normalization import bn_pool_backward, bn_pool_forward, bn_pool_fusable
 from .utils import get_rng
@@ -445,6 +446,9 @@ class Sequential:
                                                    layers[i + 1] if bn_act == 3 else None,
                                                    layers[i + bn_act - 1]))
                     i += bn_act
+                elif _conv_act_pool_run(layers, i):
+                    steps.append(functools.partial(conv_act_pool_forward, *layers[i:i + 3]))
+                    i += 3
                 elif i + 1 < len(layers) and conv_pool_fusable(layers[i], layers[i + 1]):
                     steps.append(functools.partial(conv_pool_forward, layers[i],
                                                    layers[i + 1]))
@@ -513,6 +517,9 @@ class Sequential:
                 steps.append(functools.partial(bn_pool_backward, layers[i - run + 1],
                                                prev if run == 3 else None, layer))
                 i -= run
+            elif i >= 2 and _conv_act_pool_run(layers, i - 2):
+                steps.append(functools.partial(conv_act_pool_backward, *layers[i - 2:i + 1]))
+                i -= 3
             elif isinstance(layer, MaxPooling2D) and isinstance(prev, _WithActivation) \
                     and prev._act_kernel == "relu" and prev.channel_axis % 4 == (
                         3 if layer.layout == "NHWC" else 1) or conv_pool_fusable(prev, layer):
@@ -1378,6 +1385,13 @@ def _bn_pool_run(layers: Sequence[Layer], i: int) -> int:
             act_pool_pairable(layers[i + 1], layers[i + 2]):
         return 3
     return 0
+
+
+def _conv_act_pool_run(layers: Sequence[Layer], i: int) -> bool:
+    """Is ``layers[i:i + 3]`` a Conv2D, an activation layer and a MaxPooling2D that
+    :func:`~fastnn.layers.conv.conv_act_pool_forward` runs as one?"""
+    return i + 2 < len(layers) and conv_pool_fusable(layers[i], layers[i + 2]) and \
+        act_pool_pairable(layers[i + 1], layers[i + 2])
 
 
 def _layer_range(layers: Sequence[Layer], layer_range) -> tuple:

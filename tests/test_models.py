@@ -1688,6 +1688,28 @@ def test_activation_layer_then_maxpool_runs_after_the_pooling(backend, cls, args
                                        fastnn.layers.conv.act_pool_forward, monkeypatch)
 
 
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "elu"])
+def test_conv_activation_layer_maxpool_runs_as_one(backend, act, monkeypatch):
+    # Keras's Conv2D(f, k) - Activation(act) - MaxPooling2D() (here also a ReLU layer) runs
+    # as the pair Conv2D(activation=act) - MaxPooling2D(2) does, the activation on the
+    # pooled values (layers.conv.conv_act_pool_forward): the convolution's output is never
+    # written. Training follows the layer chain's in float64 (no ties in random data), the
+    # first pair's odd 9 x 8 output cropped as conv_pool_forward crops it.
+    def build(dtype):
+        set_random_seed(13)
+        kw = dict(dtype=dtype)
+        model = Sequential([Conv2D(5, 3, input_shape=(11, 10, 2), **kw),
+                            fastnn.layers.Activation(act, **kw), MaxPooling2D(2, **kw),
+                            Conv2D(6, 2, **kw), fastnn.layers.ReLU(**kw),
+                            MaxPooling2D(2, **kw), Flatten(**kw),
+                            Dense(K, activation="softmax", **kw)])
+        model.compile(optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+        return model
+
+    _assert_pairs_train_like_the_chain(build, (21, 11, 10, 2), "conv_pool_fusable",
+                                       fastnn.layers.conv.conv_act_pool_forward, monkeypatch)
+
+
 @pytest.mark.parametrize("act,frozen", [(None, False), ("relu", False), ("elu", False),
                                         ("relu", True)])
 def test_batchnorm_then_maxpool_runs_as_one(backend, act, frozen, monkeypatch):

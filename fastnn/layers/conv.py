@@ -385,6 +385,37 @@ def conv_pool_forward(conv, pool, x, training=False):
     return pool._y
 
 
+def conv_act_pool_forward(conv, act, pool, x, training=False):
+    """``pool(act(conv(x)))`` for a Conv2D and a MaxPooling2D that
+    :func:`conv_pool_fusable` accepts with an activation layer between them that
+    :func:`act_pool_pairable` accepts (Keras's ``Conv2D(f, k)``, ``Activation("relu")``,
+    ``MaxPooling2D()``): :func:`conv_pool_forward`, then ``act`` on the pooled values
+    (:func:`act_pool_forward`'s order), so the convolution's output is never written; the
+    same values as the chain wherever f's implementation is monotone to the last bit (see
+    :func:`act_pool_forward`). :func:`conv_act_pool_backward` is its backward.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C), conv's input
+
+    Returns
+    -------
+    y : ndarray, shape (N, OH // 2, OW // 2, filters), act's output
+    """
+    y = conv_pool_forward(conv, pool, x, training=training)
+    pool._act_after = act
+    return act.forward(y, training=training)
+
+
+def conv_act_pool_backward(conv, act, pool, grad):
+    """Backward of :func:`conv_act_pool_forward` from the pooled gradient: ``act``'s
+    derivative on it, then :func:`conv_pool_backward`; the layers' own calls where they
+    ran one by one since. Returns the gradient with respect to conv's input, or None."""
+    if getattr(conv, "_dy_crop", False) and pool._act_after is act:
+        return conv_pool_backward(conv, pool, act.backward(grad))
+    return conv.backward(act_pool_backward(act, pool, grad))
+
+
 def pair_argmax_format() -> str:
     """The ``argmax_format`` of :func:`conv_pool_forward`'s call: ``"window"`` (one byte per
     pooled element, an eighth of int64's memory traffic, for the step's largest arrays)
