@@ -2,7 +2,9 @@
 
 A Sequential model of Flatten/Input layers followed by Dense layers (hidden activations
 relu, linear, sigmoid or tanh, each hidden one optionally followed by a Dropout; the last
-one softmax with a categorical cross-entropy) trains in one C call per step: forward, loss and
+one softmax with a categorical cross-entropy) trains in one C call per step; a linear Dense
+followed by an Activation layer counts as a Dense with that activation (Keras's
+``Dense(n)``, ``Activation("relu")``): forward, loss and
 backward run the kernels the layers call, in the same order with the same arguments, so
 the gradients are bitwise those of the layer-by-layer step (``tests/test_models.py``
 checks it). Dropout masks are drawn in Python, by the Dropout layers themselves, in layer
@@ -33,7 +35,7 @@ import numpy as np
 from . import _backend
 from . import losses as _losses
 from .activations import Sigmoid, Softmax, Tanh
-from .layers.core import Dense, Dropout, Flatten, InputLayer
+from .layers.core import FUSED, Activation, Dense, Dropout, Flatten, InputLayer
 from .optimizers.adam import Adam
 from .optimizers.sgd import SGD
 from .utils._arrays import empty_aligned
@@ -44,12 +46,13 @@ from .utils._arrays import empty_aligned
 _KERNEL_ACTS = {Sigmoid: "sigmoid", Tanh: "tanh"}
 
 
-def _act_code(layer) -> Optional[int]:
-    """``layer``'s act code in fnn_dense_step (fastnn.h): identity 0, relu 1, or
+def _act_code(act) -> Optional[int]:
+    """The activation ``act``'s code in fnn_dense_step (fastnn.h): identity 0, relu 1, or
     FNN_DENSE_ACT_KIND + the activation kernel's kind; None where the step has none."""
-    if layer._act_kernel is not None:
-        return 1 if layer._act_kernel == "relu" else 0
-    name = _KERNEL_ACTS.get(type(layer.activation))
+    kernel = FUSED.get(type(act))
+    if kernel is not None:
+        return 1 if kernel == "relu" else 0
+    name = _KERNEL_ACTS.get(type(act))
     if name is None:
         return None
     from .backends import c_backend
@@ -61,7 +64,7 @@ class DenseStep:
     size. Build with :meth:`build` (None when the model is not eligible); check
     :meth:`valid` before each :meth:`run`."""
 
-    def __init__(self, model, dense, dropout, loss):
+    def __init__(self, model, dense, acts, dropout, loss):
         from .backends import c_backend
         self._cb = c_backend
         self._layers = tuple(model._layers)
@@ -76,8 +79,9 @@ class DenseStep:
         ctype = "float" if dt == np.float32 else "double"
         self._dims = np.array([dense[0].in_features] + [l.units for l in dense], np.int64)
         self._c_dims = ffi.from_buffer("int64_t[]", self._dims)
-        self._acts = self._activations(dense)
-        self._c_act = ffi.new("int[]", [_act_code(l) for l in dense[:-1]] + [0])
+        self._act_layers = acts          # per Dense: the layer holding its activation
+        self._acts = self._activations(acts)
+        self._c_act = ffi.new("int[]", [_act_code(l.activation) for l in acts[:-1]] + [0])
         ptr = c_backend._ptr
 
         def ptrs(arrays):
@@ -122,11 +126,16 @@ class DenseStep:
                     layers[i].data_format == "channels_first"
                     and len(layers[i].input_shape) >= 3))):
             i += 1
-        dense, dropout = [], []
+        dense, acts, dropout = [], [], []
         for l in layers[i:]:
             if type(l) is Dense:
                 dense.append(l)
+                acts.append(l)
                 dropout.append(None)
+            elif (type(l) is Activation and dense and acts[-1] is dense[-1]
+                  and dropout[-1] is None and FUSED.get(type(dense[-1].activation)) ==
+                  "identity"):
+                acts[-1] = l       # a linear Dense's Activation layer: its activation
             elif (type(l) is Dropout and l.noise_shape is None and dense
                   and dropout[-1] is None):
                 dropout[-1] = l
@@ -140,15 +149,15 @@ class DenseStep:
         for l in dense:
             if not l.trainable or l._regularizers or l.dtype != dt:
                 return None
-        if any(_act_code(l) is None for l in dense[:-1]):
+        if any(_act_code(l.activation) is None for l in acts[:-1]):
             return None
-        if not isinstance(dense[-1].activation, Softmax):
+        if not isinstance(acts[-1].activation, Softmax):
             return None
-        return cls(model, dense, dropout, loss)
+        return cls(model, dense, acts, dropout, loss)
 
     @staticmethod
-    def _activations(dense):
-        return tuple(_act_code(l) for l in dense[:-1]) + (type(dense[-1].activation),)
+    def _activations(acts):
+        return tuple(_act_code(l.activation) for l in acts[:-1]) + (type(acts[-1].activation),)
 
     def valid(self, model) -> bool:
         """Whether this step still describes ``model``: same layers, loss, backend,
@@ -160,7 +169,7 @@ class DenseStep:
             return False
         if any(d is not None and d.noise_shape is not None for d in self._dropout):
             return False
-        if self._activations(self._dense) != self._acts:
+        if self._activations(self._act_layers) != self._acts:
             return False
         for l, (w, b, gw, gb) in zip(self._dense, self._arrays):
             if (l.kernel is not w or l.bias is not b or l.grads["kernel"] is not gw

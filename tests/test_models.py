@@ -1794,16 +1794,23 @@ def test_conv_maxpool_not_paired_for_other_activations(act):
 
 # ----------------------------------------------------------------------------- dense step
 def _dense_model(dtype="float32", hidden=("relu", None), use_bias=True, extra=(),
-                 dropout=None):
+                 dropout=None, act_layers=False):
     """Flatten, Dense(9) per hidden activation (each followed by Dropout(dropout) unless
-    None), ``extra`` layers, Dense(K + 2, softmax)."""
+    None), ``extra`` layers, Dense(K + 2, softmax); with ``act_layers``, each activation
+    as an Activation layer after a linear Dense (Keras's other spelling)."""
     set_random_seed(5)
     layers = [Flatten(input_shape=(3, 4), dtype=dtype)]
+
+    def dense(units, a):
+        if not act_layers:
+            return [Dense(units, activation=a, use_bias=use_bias, dtype=dtype)]
+        return [Dense(units, use_bias=use_bias, dtype=dtype),
+                fastnn.layers.Activation(a, dtype=dtype)]
     for a in hidden:
-        layers.append(Dense(9, activation=a, use_bias=use_bias, dtype=dtype))
+        layers += dense(9, a)
         if dropout is not None:
             layers.append(Dropout(dropout, dtype=dtype))
-    layers += list(extra) + [Dense(K + 2, activation="softmax", dtype=dtype)]
+    layers += list(extra) + dense(K + 2, "softmax")
     return Sequential(layers)
 
 
@@ -1856,11 +1863,13 @@ def _fit_dense(model, monkeypatch, compiled, loss=SCCE, optimizer="adam", cast=T
     dict(cast=False), dict(optimizer="sgd-momentum"),
     dict(optimizer="sgd-nesterov", dtype="float64", dropout=0.25),
     dict(optimizer="sgd-clipvalue"), dict(hidden=("sigmoid", "tanh")),
-    dict(hidden=("tanh", "sigmoid"), dtype="float64", dropout=0.25, use_bias=False)],
+    dict(hidden=("tanh", "sigmoid"), dtype="float64", dropout=0.25, use_bias=False),
+    dict(act_layers=True), dict(act_layers=True, hidden=("sigmoid", "linear"), dropout=0.25),
+    dict(act_layers=True, hidden=("tanh", "relu"), dtype="float64", optimizer="sgd")],
     ids=str)
 def test_compiled_dense_step_is_bitwise_the_layer_by_layer_step(monkeypatch, case):
     """Sequential trains Flatten -> Dense(relu/linear/sigmoid/tanh) [-> Dropout]... ->
-    Dense(softmax)
+    Dense(softmax), or Dense -> Activation(...) [-> Dropout]... -> Dense -> Activation(softmax),
     with one C call per step (fastnn._dense_step), running the kernels the layers run, in
     the same order, with the Dropout layers' own masks, and a plain Adam's update inside
     the call: the weights, the optimizer's state and the logged losses and accuracies
@@ -2109,7 +2118,8 @@ def test_callback_lists_say_whether_a_callback_needs_every_batch():
 
 @pytest.mark.parametrize("why", ["dropout noise_shape", "dropout first", "regularizer",
                                  "frozen", "numpy backend", "sample weights",
-                                 "elu hidden"])
+                                 "elu hidden", "activation layer after relu",
+                                 "activation layer after dropout"])
 def test_models_the_dense_step_cannot_take_train_layer_by_layer(monkeypatch, why):
     """Anything the compiled step does not implement takes the layer-by-layer path, with
     the same results as when the compiled step is switched off."""
@@ -2131,6 +2141,13 @@ def test_models_the_dense_step_cannot_take_train_layer_by_layer(monkeypatch, why
                             Dense(K + 2, activation="softmax")])
         if why == "frozen":
             m.layers[1].trainable = False
+        if why.startswith("activation layer"):   # (only a linear Dense's is taken)
+            set_random_seed(5)
+            first = [Dense(9, activation="relu"), fastnn.layers.Activation("tanh")] \
+                if why.endswith("relu") else [Dense(9), Dropout(0.2),
+                                              fastnn.layers.Activation("tanh")]
+            m = Sequential([Flatten(input_shape=(3, 4)), *first,
+                            Dense(K + 2, activation="softmax")])
         return m
 
     kw = {"sample_weight": np.linspace(0.5, 1.5, 70)} if why == "sample weights" else {}
