@@ -1706,6 +1706,12 @@ def test_conv_activation_layer_maxpool_runs_as_one(backend, act, monkeypatch):
         model.compile(optimizers.Adam(0.01), "sparse_categorical_crossentropy")
         return model
 
+    # a plain relu (both layers' forms) runs inside the pair's kernels, as
+    # Conv2D(activation="relu") does; another activation after the pooling
+    model = build("float32")
+    model.fit(np.zeros((4, 11, 10, 2), "float32"), np.zeros(4, int), verbose=0)
+    assert model.layers[0]._pool_act == ("relu" if act == "relu" else "identity")
+    assert model.layers[3]._pool_act == "relu"
     _assert_pairs_train_like_the_chain(build, (21, 11, 10, 2), "conv_pool_fusable",
                                        fastnn.layers.conv.conv_act_pool_forward, monkeypatch)
 

@@ -68,6 +68,7 @@ class Conv2D(_WithActivation):
 
     _db_in_epilogue = False   # conv2d_backward computes db
     _dy_crop = False          # backward given the gradient of a crop (conv_pool_forward)
+    _pool_act = None          # the activation conv_pool_forward's kernels applied
 
     def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
                  data_format: Optional[str] = None, dilation_rate=(1, 1), groups: int = 1,
@@ -198,7 +199,7 @@ class Conv2D(_WithActivation):
                 dz, pool._argmax, self._x, kernel, geo["stride"], geo["padding"],
                 geo["dilation"], geo["layout"], self._dy_crop, self.need_input_grad, need_db,
                 out, check_range=False, dz_buffer=functools.partial(pool._buffer, "dx"),
-                relu_y=pool._y if self._act_kernel == "relu" else None,
+                relu_y=pool._y if self._pool_act == "relu" else None,
                 relu_buffer=functools.partial(pool._buffer, "relu_grad"))
         if self.layout == "NCHW":
             self.grads["kernel"][...] = dw.transpose(2, 3, 1, 0)
@@ -336,7 +337,7 @@ def conv_pool_fusable(conv, pool) -> bool:
             and pool.strides == (2, 2) and pool.padding == "valid" and pool.layout == "NHWC")
 
 
-def conv_pool_forward(conv, pool, x, training=False):
+def conv_pool_forward(conv, pool, x, training=False, kernel_act=None):
     """Forward through ``conv`` and the 2x2 ``pool`` after it (:func:`conv_pool_fusable`) in
     one call, :func:`fastnn.ops.conv2d_maxpool_forward`: the convolution's output (the
     largest activation) is never written. Relu and linear run in the fused kernels: the
@@ -348,7 +349,8 @@ def conv_pool_forward(conv, pool, x, training=False):
     keeps what the pair's backward needs (Sequential's ``_relu_pool_backward``): ``conv``
     its input, ``pool`` its output, argmax and (for f) pooled pre-activations; ``conv``
     keeps no output of its own, so its own :meth:`backward` is not available after this
-    call. When the convolution's output has
+    call. ``kernel_act="relu"`` (:func:`conv_act_pool_forward`, for a linear ``conv``)
+    applies relu in the kernels instead of conv's activation. When the convolution's output has
     an odd height or width, its last row or column is read by no window: the pair is
     convolved, pooled and differentiated on the rest (``crop`` of the ops), so ``pool``'s
     backward gives the gradient of that crop, which ``conv``'s :meth:`backward_logits`
@@ -370,7 +372,8 @@ def conv_pool_forward(conv, pool, x, training=False):
     conv._dy_crop = True
     pool._xshape = (n, oh // 2 * 2, ow // 2 * 2, f)
     window = pair_argmax_format() == "window"
-    kernel_act = conv._act_kernel           # relu, identity, or None: f after the pooling
+    # relu, identity, or None: f after the pooling; relu from conv_act_pool_forward
+    kernel_act = conv._pool_act = kernel_act or conv._act_kernel
     out = None
     if training:
         shape = pool.compute_output_shape(conv_shape)
@@ -390,7 +393,9 @@ def conv_act_pool_forward(conv, act, pool, x, training=False):
     :func:`conv_pool_fusable` accepts with an activation layer between them that
     :func:`act_pool_pairable` accepts (Keras's ``Conv2D(f, k)``, ``Activation("relu")``,
     ``MaxPooling2D()``): :func:`conv_pool_forward`, then ``act`` on the pooled values
-    (:func:`act_pool_forward`'s order), so the convolution's output is never written; the
+    (:func:`act_pool_forward`'s order), or, for a plain relu after a linear ``conv``, the
+    kernels of the pair ``Conv2D(activation="relu")`` - ``MaxPooling2D`` (relu inside
+    them, forward and backward); the convolution's output is never written; the
     same values as the chain wherever f's implementation is monotone to the last bit (see
     :func:`act_pool_forward`). :func:`conv_act_pool_backward` is its backward.
 
@@ -402,15 +407,29 @@ def conv_act_pool_forward(conv, act, pool, x, training=False):
     -------
     y : ndarray, shape (N, OH // 2, OW // 2, filters), act's output
     """
+    if _plain_relu(act) and conv._act_kernel == "identity":
+        # the pair Conv2D(activation="relu") - MaxPooling2D's kernels, relu inside them
+        pool._act_after = None
+        return conv_pool_forward(conv, pool, x, training=training, kernel_act="relu")
     y = conv_pool_forward(conv, pool, x, training=training)
     pool._act_after = act
     return act.forward(y, training=training)
+
+
+def _plain_relu(act) -> bool:
+    """Is the activation layer ``act`` exactly relu (the kernels' relu)?"""
+    if type(act) is ReLU:
+        return act._plain
+    return type(act) is Activation and type(act.activation) is _activations.ReLU
 
 
 def conv_act_pool_backward(conv, act, pool, grad):
     """Backward of :func:`conv_act_pool_forward` from the pooled gradient: ``act``'s
     derivative on it, then :func:`conv_pool_backward`; the layers' own calls where they
     ran one by one since. Returns the gradient with respect to conv's input, or None."""
+    if getattr(conv, "_dy_crop", False) and conv._pool_act == "relu" and \
+            conv._act_kernel == "identity":   # relu ran in the pair's kernels
+        return conv_pool_backward(conv, pool, grad)
     if getattr(conv, "_dy_crop", False) and pool._act_after is act:
         return conv_pool_backward(conv, pool, act.backward(grad))
     return conv.backward(act_pool_backward(act, pool, grad))
