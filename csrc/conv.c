@@ -818,10 +818,15 @@ static int use_nchw_direct(const fnn_geom *g, int layout, int backward)
  * one vector of 4 FMA chains, latency-bound: the book's first convolution in float32 (24
  * pixels) took 0.74-0.79 ms forward and 2.0-2.1 ms backward on them, 0.59-0.63 and
  * 1.45-1.47 on AVX2; in float64 (3 full vectors) 0.85-0.94 against 1.06-1.13 forward and
- * the same backward (alternating processes on the Xeon, 2026-12-02). */
+ * the same backward (alternating processes on the Xeon, 2026-12-02). On Zen 4 (the
+ * avx512_256 ISA, whose CPUs run these kernels) the float64 rows took 0.58-0.59x the AVX2
+ * rows' time forward and 0.76-0.85x backward (bench/ab_builds.py dlfs, 1 and 2 threads,
+ * medians of 21, 2026-12-06). */
 static int wide_rows(int64_t ow)
 {
-    return fnn_get_isa() == FNN_ISA_AVX512 && ow >= 3 * (int64_t)(64 / sizeof(real));
+    const int isa = fnn_get_isa();
+    return (isa == FNN_ISA_AVX512 || isa == FNN_ISA_AVX512_256) &&
+           ow >= 3 * (int64_t)(64 / sizeof(real));
 }
 
 /* The row kernel `name` (nchw_fwd_row, nchw_dx_row, nchw_dw_img) for wide or other rows. */
