@@ -10,7 +10,9 @@ Fashion-MNIST training images (the sample fastnn ships when the full set is not
 installed), and the same ``nn.Sequential`` in PyTorch (NCHW, CrossEntropyLoss on logits).
 A variant is "plain" (relu, no normalization: program 2), "bn" (relu after
 BatchNormalization), or "bn-<activation>" / "<activation>" for another activation
-("elu", "leaky_relu", "sigmoid", "silu", "gelu", "selu", "tanh"). A warm-up on 4 batches,
+("elu", "leaky_relu", "sigmoid", "silu", "gelu", "selu", "tanh"); "layer-<activation>"
+writes the activation as its own layer, Keras's Conv2D(32, 3) - Activation(...) (the same
+network). A warm-up on 4 batches,
 then ``--reps`` passes of fastnn and of PyTorch in turn (bench/_vs_torch.py); prints the
 medians scaled to a 60k-image epoch. No result is asserted.
 """
@@ -23,20 +25,24 @@ TORCH_ACT = {"relu": "ReLU", "elu": "ELU", "leaky_relu": "LeakyReLU", "sigmoid":
 
 
 def parse_variant(v: str):
+    """(bn, act, as_layer) of a variant name."""
     bn = v == "bn" or v.startswith("bn-")
-    act = "relu" if v in ("plain", "bn") else v[3:] if bn else v
+    as_layer = v.startswith("layer-")
+    act = "relu" if v in ("plain", "bn") else v[3:] if bn else v[6:] if as_layer else v
     if act not in TORCH_ACT:
-        raise SystemExit(f"unknown variant {v!r}: plain, bn, bn-<act> or <act>, <act> one of "
-                         f"{sorted(TORCH_ACT)}")
-    return bn, act
+        raise SystemExit(f"unknown variant {v!r}: plain, bn, bn-<act>, layer-<act> or <act>, "
+                         f"<act> one of {sorted(TORCH_ACT)}")
+    return bn, act, as_layer
 
 
-def fastnn_model(bn: bool, act: str):
+def fastnn_model(bn: bool, act: str, as_layer: bool = False):
     from fastnn import layers as L, models
     ls = [L.Input((28, 28, 1))]
     for f in (32, 64):
         if bn:
             ls += [L.Conv2D(f, 3), L.BatchNormalization(), L.Activation(act)]
+        elif as_layer:
+            ls += [L.Conv2D(f, 3), L.Activation(act)]
         else:
             ls += [L.Conv2D(f, 3, activation=act)]
         ls += [L.MaxPooling2D(2)]
@@ -73,9 +79,9 @@ def main(argv=None) -> None:
     print("| variant | fastnn | PyTorch | PyTorch / fastnn |")
     print("|---|---:|---:|---:|")
     for v in args.variants.split(","):
-        bn, act = parse_variant(v)
-        f, t = epochs(fastnn_model(bn, act), torch_model(torch, bn, act), x, y, xt, yt, 128,
-                      args.reps, torch)
+        bn, act, as_layer = parse_variant(v)
+        f, t = epochs(fastnn_model(bn, act, as_layer), torch_model(torch, bn, act), x, y, xt,
+                      yt, 128, args.reps, torch)
         print(f"| {v} | {f:.2f} s | {t:.2f} s | {t / f:.2f}x |", flush=True)
 
 if __name__ == "__main__":
