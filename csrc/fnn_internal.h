@@ -449,6 +449,10 @@ void fnn_relu_mask_block_avx2_f64(int64_t len, const double *x, double *y,
                                   uint8_t *restrict mask);
 /* The 2x2 max-pooling window (pool_lanes.h's max4_lanes) on AVX2 lanes (kernels/
  * pool_avx2.c); e: lane_idx, int32 for float, int64 for double. */
+void fnn_max4_avx2_f32(int64_t n, const float *const p[4], const int32_t e[4], float *y,
+                       int64_t *argmax);
+void fnn_max4_avx2_f64(int64_t n, const double *const p[4], const int64_t e[4], double *y,
+                       int64_t *argmax);
 /* batchnorm.c's bn_pool_fwd window on AVX2 lanes (kernels/pool_avx2.c): the channels
  * done, whole vectors */
 int64_t fnn_bn_max4_avx2_f32(int64_t n, const float *const p[4], const float *m,
@@ -457,10 +461,6 @@ int64_t fnn_bn_max4_avx2_f32(int64_t n, const float *const p[4], const float *m,
 int64_t fnn_bn_max4_avx2_f64(int64_t n, const double *const p[4], const double *m,
                              const double *a, const double *b, double *y, uint8_t *pos,
                              double *xm);
-void fnn_max4_avx2_f32(int64_t n, const float *const p[4], const int32_t e[4], float *y,
-                       int64_t *argmax);
-void fnn_max4_avx2_f64(int64_t n, const double *const p[4], const int64_t e[4], double *y,
-                       int64_t *argmax);
 /* An NCHW plane of 2x2 stride-2 max pooling (pool.c's maxpool_plane_2x2) on AVX-512 lanes
  * (kernels/pool_avx512.c). */
 void fnn_max2x2_plane_avx512_f32(int64_t W, int64_t OH, int64_t OW, const float *xp,

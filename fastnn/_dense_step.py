@@ -80,7 +80,7 @@ class DenseStep:
         self._dims = np.array([dense[0].in_features] + [l.units for l in dense], np.int64)
         self._c_dims = ffi.from_buffer("int64_t[]", self._dims)
         self._act_layers = acts          # per Dense: the layer holding its activation
-        self._acts = self._activations(acts)
+        self._acts = self._activations(dense, acts)
         self._c_act = ffi.new("int[]", [_act_code(l.activation) for l in acts[:-1]] + [0])
         ptr = c_backend._ptr
 
@@ -156,8 +156,13 @@ class DenseStep:
         return cls(model, dense, acts, dropout, loss)
 
     @staticmethod
-    def _activations(acts):
-        return tuple(_act_code(l.activation) for l in acts[:-1]) + (type(acts[-1].activation),)
+    def _activations(dense, acts):
+        """The activations' codes (the last one's class), and whether each Dense whose
+        Activation layer the step took is still linear."""
+        return (tuple(_act_code(l.activation) for l in acts[:-1]) +
+                (type(acts[-1].activation),) +
+                tuple(a is d or FUSED.get(type(d.activation)) == "identity"
+                      for d, a in zip(dense, acts)))
 
     def valid(self, model) -> bool:
         """Whether this step still describes ``model``: same layers, loss, backend,
@@ -169,7 +174,7 @@ class DenseStep:
             return False
         if any(d is not None and d.noise_shape is not None for d in self._dropout):
             return False
-        if self._activations(self._act_layers) != self._acts:
+        if self._activations(self._dense, self._act_layers) != self._acts:
             return False
         for l, (w, b, gw, gb) in zip(self._dense, self._arrays):
             if (l.kernel is not w or l.bias is not b or l.grads["kernel"] is not gw

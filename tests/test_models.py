@@ -2202,6 +2202,17 @@ def test_dense_step_follows_replaced_weights_and_backend_changes():
     assert not step.valid(model)
     model.train_on_batch(x, y)
     assert model._dense_step is not step and model._dense_step._c_act[0] == 0
+    # Keras's Dense - Activation: the step takes the Activation layer's relu while the
+    # Dense stays linear, and drops it (rebuilds) when the Dense gets an activation too
+    keras = _dense_model(hidden=("relu",), act_layers=True)
+    keras.compile(optimizers.SGD(0.1), SCCE)
+    keras.train_on_batch(x, y)
+    step = keras._dense_step
+    assert step is not None and step.valid(keras) and step._c_act[0] == 1
+    keras.layers[1]._set_activation("tanh")
+    assert not step.valid(keras)
+    keras.train_on_batch(x, y)
+    assert keras._dense_step is None
 
 
 def test_pop_call_and_weights_as_keras():
