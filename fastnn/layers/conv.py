@@ -427,11 +427,11 @@ def conv_act_pool_backward(conv, act, pool, grad):
     """Backward of :func:`conv_act_pool_forward` from the pooled gradient: ``act``'s
     derivative on it, then :func:`conv_pool_backward`; the layers' own calls where they
     ran one by one since. Returns the gradient with respect to conv's input, or None."""
-    if getattr(conv, "_dy_crop", False) and conv._pool_act == "relu" and \
-            conv._act_kernel == "identity":   # relu ran in the pair's kernels
-        return conv_pool_backward(conv, pool, grad)
-    if getattr(conv, "_dy_crop", False) and pool._act_after is act:
-        return conv_pool_backward(conv, pool, act.backward(grad))
+    if conv._dy_crop:   # (conv_pool_forward ran; conv is a Conv2D: conv_pool_fusable)
+        if conv._pool_act == "relu" and conv._act_kernel == "identity":
+            return conv_pool_backward(conv, pool, grad)   # relu ran in the pair's kernels
+        if pool._act_after is act:
+            return conv_pool_backward(conv, pool, act.backward(grad))
     return conv.backward(act_pool_backward(act, pool, grad))
 
 

@@ -67,23 +67,23 @@ class BatchNormalization(Layer):
         super().build(input_shape)
 
     def forward(self, x, training=False):
+        training = self._statistics(x, training)
+        x = self._x
+        out = self._buffer("y", x.shape, x.dtype) if training else None
+        # y = (x - mean) * (inv_std * gamma) + beta
+        return ops.batchnorm_forward(x, self._mean, self._inv_std, self.gamma, self.beta,
+                                     channel_axis=self._ax, out=out)
+
+    def _statistics(self, x, training) -> bool:
+        """A forward's start (also bn_pool_forward's): x cast and checked, and the mean and
+        inv_std of this step (the batch's in training, updating the moving ones; else the
+        moving ones), kept with x (``_x``) for backward, which recomputes x_hat = (x - mean)
+        * inv_std from them. Returns whether the batch's statistics were used."""
         x = self._cast_input(x)
         self._check_input(x)
         # Keras: a non-trainable BatchNormalization runs in inference mode (moving statistics,
         # not updated) even in training
-        training = bool(training) and self.trainable
-        self._training = training
-        ax = self._ax
-        self._statistics(x, training)
-        out = self._buffer("y", x.shape, x.dtype) if training else None
-        # y = (x - mean) * (inv_std * gamma) + beta
-        return ops.batchnorm_forward(self._x, self._mean, self._inv_std, self.gamma,
-                                     self.beta, channel_axis=ax, out=out)
-
-    def _statistics(self, x, training: bool) -> None:
-        """The mean and inv_std of this step (the batch's in training, updating the moving
-        ones; else the moving ones), kept with x for backward, which recomputes x_hat =
-        (x - mean) * inv_std from them."""
+        training = self._training = bool(training) and self.trainable
         if training:
             # the batch's mean and biased variance per channel (summed in float64)
             mean, var = ops.batchnorm_stats(x, channel_axis=self._ax)
@@ -96,6 +96,7 @@ class BatchNormalization(Layer):
             mean, var = self.moving_mean.copy(), self.moving_variance
         inv_std = (1.0 / np.sqrt(var + self.epsilon)).astype(x.dtype)
         self._x, self._mean, self._inv_std = self._unaliased(x), mean, inv_std
+        return training
 
     def _set_param_grads(self, dgamma, dbeta) -> None:
         if self.gamma is not None:
@@ -154,11 +155,8 @@ def bn_pool_forward(bn, act, pool, x, training=False):
     -------
     y : ndarray, shape (N, H // 2, W // 2, C), pool's (or act's) output
     """
-    x = bn._cast_input(x)
-    bn._check_input(x)
-    # (as BatchNormalization.forward: a frozen layer runs on its moving statistics)
-    bn._training = bool(training) and bn.trainable
-    bn._statistics(x, bn._training)
+    bn._statistics(x, training)   # (a frozen layer: its moving statistics)
+    x = bn._x
     pool._check_input(x)
     out = None
     if training:
