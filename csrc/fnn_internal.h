@@ -314,6 +314,24 @@ typedef void (*fnn_dot_pack_f32)(int64_t k, int64_t n, const float *b, int64_t l
 typedef void (*fnn_dot_pack_f64)(int64_t k, int64_t n, const double *b, int64_t ldb,
                                  double *bt, int64_t ldbt);
 
+/* Products with a short K (gemm.c calls it for 1 <= k <= FNN_BREG_MAX_K, A row-major read
+ * in place) with B held in registers: C's rows [0, rows) x [0, n) (c, ldc) = alpha * A * B
+ * (+ beta * C) (+ bias) (relu), A rows x k (a, lda), B's element (p, j) at b[p*rsb +
+ * j*csb], bias NULL or indexed by column (axis 1: bias[j]) or by row (axis 0: bias[i],
+ * the rows' own from bias[0]), relu nonzero for relu. The sums and operations of the tile
+ * kernels followed by the epilogue (fnn_bias_act_block), in their order: the same bits.
+ * beta == 0: C is not read. stream: non-temporal stores where C and ldc are 64-byte
+ * aligned. No threads. */
+#define FNN_BREG_MAX_K 10
+typedef void (*fnn_ukr_breg_f32)(int64_t rows, int64_t n, int64_t k, float alpha,
+                                 const float *a, int64_t lda, const float *b, int64_t rsb,
+                                 int64_t csb, float beta, const float *bias, int axis,
+                                 int relu, int stream, float *c, int64_t ldc);
+typedef void (*fnn_ukr_breg_f64)(int64_t rows, int64_t n, int64_t k, double alpha,
+                                 const double *a, int64_t lda, const double *b, int64_t rsb,
+                                 int64_t csb, double beta, const double *bias, int axis,
+                                 int relu, int stream, double *c, int64_t ldc);
+
 /* A micro-kernel and the blocking it wants: MR x NR register tile, MC x KC block of A
  * (per thread, L2), KC x NC panel of B (shared, L3); ukr_direct, ukr_strided, ukr_gather,
  * ukr_rows, ukr_scatter, ukr_inplace, ukr_dot (with dot_pack) and ukr_direct_pack as above
@@ -322,7 +340,7 @@ typedef void (*fnn_dot_pack_f64)(int64_t k, int64_t n, const double *b, int64_t 
  * outgrow L1; ukr_direct_pair: ukr_direct over two adjacent packed micro-panels at once
  * (bp, then bp + NR*k) into an MR x 2NR tile of C, each half the same sums as
  * ukr_direct's (the same bits), or NULL (gemm.c's A-outer blocks call it on pairs of whole
- * tiles of rows read in place). */
+ * tiles of rows read in place); ukr_breg: the short-K products' kernel (above) or NULL. */
 typedef struct {
     int mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
@@ -338,6 +356,7 @@ typedef struct {
     fnn_ukr_direct_strips_f32 ukr_direct_strips;
     int rows_a_outer;
     fnn_ukr_direct_f32 ukr_direct_pair;
+    fnn_ukr_breg_f32 ukr_breg;
 } fnn_gemm_kernel_f32;
 typedef struct {
     int mr, nr, mc, kc, nc;
@@ -354,6 +373,7 @@ typedef struct {
     fnn_ukr_direct_strips_f64 ukr_direct_strips;
     int rows_a_outer;
     fnn_ukr_direct_f64 ukr_direct_pair;
+    fnn_ukr_breg_f64 ukr_breg;
 } fnn_gemm_kernel_f64;
 
 /* Pack rows [0, kc) x columns [0, cols) of op(B) (element (p, j) at b[p*rsb + j*csb]) into
@@ -584,6 +604,10 @@ void fnn_ukr_avx2_6x16_f32(int64_t k, const float *ap, const float *bp, float *c
 void fnn_ukr_avx512_256_direct_6x32_f32(int64_t k, const float *a, int64_t lda,
                                         const float *bp, float *c, int64_t ldc, float alpha,
                                         float beta);
+void fnn_breg_avx512_f32(int64_t rows, int64_t n, int64_t k, float alpha, const float *a,
+                         int64_t lda, const float *b, int64_t rsb, int64_t csb, float beta,
+                         const float *bias, int axis, int relu, int stream, float *c,
+                         int64_t ldc);
 void fnn_ukr_avx2_6x8_f64(int64_t k, const double *ap, const double *bp, double *c,
                           int64_t ldc, double alpha, double beta);
 void fnn_ukr_avx512_12x32_f32(int64_t k, const float *ap, const float *bp, float *c,

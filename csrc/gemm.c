@@ -12,7 +12,10 @@
  * 9 x 32 x 86528) have too few tiles to share; they take the K-split path instead: K is cut
  * into pieces (ksplit_len: a partition that depends on the shape only), threads
  * compute the pieces serially into partial products, and the partials are summed in a
- * fixed order, so results still do not depend on the thread count.
+ * fixed order, so results still do not depend on the thread count. A K of at most
+ * FNN_BREG_MAX_K with A row-major (an im2col matrix of a 3x3 single-channel convolution:
+ * 86528 x 9 x 32) goes, where the ISA has it, to a kernel that keeps B in registers and
+ * streams A's rows past it (gemm_breg), the same sums.
  * The micro-kernel and blocking come from the ISA registry (gemm_kernels.c); fnn_gemm_ref
  * is the plain reference it is tested against.
  */
@@ -587,16 +590,21 @@ static inline int block_pair(const kernel_t *kr, int mode, int64_t full, int64_t
  * AVX-512 kernels have no strips. */
 #define STREAM_MIN_BYTES ((int64_t)8 << 20)
 
-/* Whether an m x n product's C (c, ldc) takes non-temporal stores (STREAM_MIN_BYTES): beta
+/* Whether an m x n C is large enough for non-temporal stores (STREAM_MIN_BYTES), and
+ * whether an m x n product's C (c, ldc) takes them (STREAM_MIN_BYTES): beta
  * == 0, no epilogue, a single K block (k < STRIPS_MAX_K, the only path that streams), C
  * and its rows 32-byte aligned. */
-static int stream_c(int64_t m, int64_t n, int64_t k, real beta, const epilogue_t *ep,
-                    const real *c, int64_t ldc)
+static int big_c(int64_t m, int64_t n)
 {
     const int64_t half_l3 = fnn_cpu_l3_bytes() / 2;
     const int64_t min_bytes = half_l3 > STREAM_MIN_BYTES ? half_l3 : STREAM_MIN_BYTES;
-    return beta == 0 && !ep && k < STRIPS_MAX_K &&
-           m * n * (int64_t)sizeof(real) >= min_bytes && (uintptr_t)c % 32 == 0 &&
+    return m * n * (int64_t)sizeof(real) >= min_bytes;
+}
+
+static int stream_c(int64_t m, int64_t n, int64_t k, real beta, const epilogue_t *ep,
+                    const real *c, int64_t ldc)
+{
+    return beta == 0 && !ep && k < STRIPS_MAX_K && big_c(m, n) && (uintptr_t)c % 32 == 0 &&
            (ldc * (int64_t)sizeof(real)) % 32 == 0;
 }
 
@@ -852,6 +860,51 @@ static void gemm_inplace(const kernel_t *kr, int64_t m, int64_t n, int64_t k, re
     fnn_run(nt, inplace_part, &job);
 }
 
+/* gemm_breg's arguments, for its threads. */
+typedef struct {
+    const kernel_t *kr;
+    int64_t m, n, k, lda, rsb, csb, ldc;
+    real alpha, beta;
+    const real *a, *b;
+    const epilogue_t *ep;
+    int stream;
+    real *c;
+} breg_job;
+
+/* This thread's rows of gemm_breg's product: an equal share, in multiples of 8 rows (the
+ * kernel's steps). */
+static void breg_part(const void *arg, int tid, int nth)
+{
+    const breg_job *j = arg;
+    const int64_t units = (j->m + 7) / 8;
+    const int64_t r0 = min64(units * tid / nth * 8, j->m);
+    const int64_t r1 = min64(units * (tid + 1) / nth * 8, j->m);
+    if (r0 >= r1)
+        return;
+    const epilogue_t *ep = j->ep;
+    const real *bias = ep ? ep->bias : NULL;
+    const int axis = ep ? ep->axis : 1;
+    if (bias && axis == 0)
+        bias += r0;
+    j->kr->ukr_breg(r1 - r0, j->n, j->k, j->alpha, j->a + r0 * j->lda, j->lda, j->b, j->rsb,
+                    j->csb, j->beta, bias, axis, ep && ep->act == FNN_ACT_RELU, j->stream,
+                    j->c + r0 * j->ldc, j->ldc);
+}
+
+/* C (m x n, ldc) = alpha * A * B + beta * C, then the epilogue (NULL: none), for k <=
+ * FNN_BREG_MAX_K with A row-major (lda), on the kernel's ukr_breg: B (element (p, j) at
+ * b[p*rsb + j*csb]) stays in registers while the threads' rows stream past it, each row of
+ * C written once, finished. */
+static void gemm_breg(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real alpha,
+                      const real *a, int64_t lda, const real *b, int64_t rsb, int64_t csb,
+                      real beta, const epilogue_t *ep, real *c, int64_t ldc)
+{
+    const breg_job job = {.kr = kr, .m = m, .n = n, .k = k, .lda = lda, .rsb = rsb,
+                          .csb = csb, .ldc = ldc, .alpha = alpha, .beta = beta, .a = a,
+                          .b = b, .ep = ep, .stream = beta == 0 && big_c(m, n), .c = c};
+    fnn_run(gemm_threads(m, n, k), breg_part, &job);
+}
+
 /* The K-split path (see the file comment): partial products of fixed K pieces, computed in
  * parallel, then summed in piece order into C. */
 static void gemm_ksplit(const kernel_t *kr, int64_t m, int64_t n, int64_t k, real alpha,
@@ -998,6 +1051,10 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
     const int mr = kr->mr, nr = kr->nr;
     const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
     const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
+    if (kr->ukr_breg && k <= FNN_BREG_MAX_K && csa == 1) {
+        gemm_breg(kr, m, n, k, alpha, a, rsa, b, rsb, csb, beta, ep, c, ldc);
+        return;
+    }
     if (use_ksplit(m, n, k)) {
         gemm_ksplit(kr, m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, ep, ws, c, ldc);
         return;

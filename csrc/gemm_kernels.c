@@ -12,13 +12,15 @@
  * (fnn_internal.h): set for AVX2, where it was measured (Zen 2, 2026-12-04, in-process
  * A/B, medians of 40, 1 and 2 threads: 86528x9x32 float 0.89-0.92x the time, 10000x784x64
  * 0.90-0.95x, 15488x288x64 0.94-1.01x, 4096x64x128 0.99x); not for AVX-512, not measured
- * on an AVX-512 CPU. */
+ * on an AVX-512 CPU; then the direct-A pair and the short-K products' kernel holding B in
+ * registers (fnn_internal.h), that one on both AVX-512 ISAs (kernels/gemm_breg_avx512.c:
+ * its zmm vectors on Zen 4 too). */
 static const fnn_gemm_kernel_f32 k32_ref = {4, 8, 128, 256, 2048, fnn_ukr_ref_f32,
                                             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                                            NULL, NULL, 0, NULL};
+                                            NULL, NULL, 0, NULL, NULL};
 static const fnn_gemm_kernel_f64 k64_ref = {4, 4, 128, 256, 1024, fnn_ukr_ref_f64,
                                             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                                            NULL, NULL, 0, NULL};
+                                            NULL, NULL, 0, NULL, NULL};
 #if FNN_X86_KERNELS
 /* AVX2's KC: 640 float, 512 double, so a K up to 800 / 640 is one block (gemm.c's
  * pick_kc) and 1024 two: each K block costs a pass over C and its threads meet at its end.
@@ -35,7 +37,8 @@ static const fnn_gemm_kernel_f64 k64_ref = {4, 4, 128, 256, 1024, fnn_ukr_ref_f6
         fnn_ukr_avx2_gather_6x16_f32, fnn_ukr_avx2_rows_6x16_f32,                            \
         fnn_ukr_avx2_scatter_6x16_f32, fnn_ukr_avx2_inplace_6x16_f32, fnn_dot_avx2_f32,      \
         fnn_dot_pack_avx2_f32, NULL, fnn_ukr_avx2_direct_strips_6x16_f32, 1
-static const fnn_gemm_kernel_f32 k32_avx2 = {6, 16, 144, 640, 4096, K32_AVX2_VARIANTS, NULL};
+static const fnn_gemm_kernel_f32 k32_avx2 = {6, 16, 144, 640, 4096, K32_AVX2_VARIANTS, NULL,
+                                             NULL};
 static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 512, 2048, fnn_ukr_avx2_6x8_f64,
                                              fnn_ukr_avx2_direct_6x8_f64,
                                              fnn_ukr_avx2_strided_6x8_f64,
@@ -44,12 +47,14 @@ static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 512, 2048, fnn_ukr_avx2_6
                                              fnn_ukr_avx2_scatter_6x8_f64,
                                              fnn_ukr_avx2_inplace_6x8_f64,
                                              fnn_dot_avx2_f64, fnn_dot_pack_avx2_f64,
-                                             NULL, fnn_ukr_avx2_direct_strips_6x8_f64, 1, NULL};
+                                             NULL, fnn_ukr_avx2_direct_strips_6x8_f64, 1, NULL,
+                                             NULL};
 /* AVX512_256 (AMD Zen 4's default, cpu.c): the AVX2 row with a direct-A pair kernel, 6 x
  * 32 tiles of 256-bit vectors in AVX-512VL's 32 registers (kernels/gemm_ukr256_avx512.c,
  * which says what it gained and what was not kept); doubles run the AVX2 row. */
 static const fnn_gemm_kernel_f32 k32_avx512_256 = {6, 16, 144, 640, 4096, K32_AVX2_VARIANTS,
-                                                   fnn_ukr_avx512_256_direct_6x32_f32};
+                                                   fnn_ukr_avx512_256_direct_6x32_f32,
+                                                   fnn_breg_avx512_f32};
 /* AVX-512: every variant, the convolutions' gather and scatter included (on this Xeon,
  * against the AVX2 row they replaced there, 2026-12-02, alternating processes: conv 32->64
  * forward + relu + pool 2.39-2.54 -> 1.52-1.74 ms, its backward 5.89-6.27 -> 4.08-4.38 ms,
@@ -70,7 +75,7 @@ static const fnn_gemm_kernel_f32 k32_avx512 = {12, 32, 144, 384, 1024,
                                                fnn_dot_avx512_f32,
                                                fnn_dot_pack_avx512_f32,
                                                fnn_ukr_avx512_direct_pack_12x32_f32, NULL, 0,
-                                               NULL};
+                                               NULL, fnn_breg_avx512_f32};
 static const fnn_gemm_kernel_f64 k64_avx512 = {12, 16, 144, 384, 512,
                                                fnn_ukr_avx512_12x16_f64,
                                                fnn_ukr_avx512_direct_12x16_f64,
@@ -82,7 +87,7 @@ static const fnn_gemm_kernel_f64 k64_avx512 = {12, 16, 144, 384, 512,
                                                fnn_dot_avx512_f64,
                                                fnn_dot_pack_avx512_f64,
                                                fnn_ukr_avx512_direct_pack_12x16_f64, NULL, 0,
-                                               NULL};
+                                               NULL, NULL};
 /* One vector per row, for n <= 16 float or 8 double columns: 128 x 128 x 10 float took
  * 11.9 us on the 32-wide tile, 9.3 on the AVX2 kernel's 16-wide one. */
 static const fnn_gemm_kernel_f32 k32_avx512_n16 = {12, 16, 144, 384, 4096,
@@ -93,7 +98,7 @@ static const fnn_gemm_kernel_f32 k32_avx512_n16 = {12, 16, 144, 384, 4096,
                                                    fnn_ukr_avx512_inplace_12x16_f32,
                                                    fnn_dot_avx512_f32,
                                                    fnn_dot_pack_avx512_f32, NULL, NULL, 0,
-                                                   NULL};
+                                                   NULL, fnn_breg_avx512_f32};
 static const fnn_gemm_kernel_f64 k64_avx512_n8 = {12, 8, 144, 384, 2048,
                                                   fnn_ukr_avx512_12x8_f64,
                                                   fnn_ukr_avx512_direct_12x8_f64,
@@ -102,7 +107,7 @@ static const fnn_gemm_kernel_f64 k64_avx512_n8 = {12, 8, 144, 384, 2048,
                                                   fnn_ukr_avx512_inplace_12x8_f64,
                                                   fnn_dot_avx512_f64,
                                                   fnn_dot_pack_avx512_f64, NULL, NULL, 0,
-                                                  NULL};
+                                                  NULL, NULL};
 #endif
 
 /* The complete kernel (every variant, the convolutions' too) for an ISA id. */

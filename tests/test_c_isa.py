@@ -110,12 +110,14 @@ def test_avx512_256_pairs_are_the_avx2_tiles_bit_for_bit(dtype):
     than A's rows, under 4 KB (K 1000: 2 x 500, the next rows' segments prefetched) and
     over (K 1300: 2 x 650 of 5200-byte float rows, no prefetch); each with alpha and beta
     into a C with wider rows than n (ldc > n), alone, and with B transposed. The short-K
-    strips (K < 64) are AVX2's under both. Doubles run AVX2's kernels under both ISAs."""
+    strips (K 11 to 63) are AVX2's under both; K up to 10 runs the kernel holding B in
+    registers (test_short_k_products_hold_b_in_registers). Doubles run AVX2's kernels
+    under both ISAs."""
     rng = np.random.default_rng(256)
     before = c_backend.isa()
     try:
         for m, k, n in ((15488 // 8, 288, 64), (397, 100, 48), (301, 70, 40), (400, 1000, 64),
-                        (303, 1300, 56), (97, 100, 48), (6, 64, 32), (1000, 9, 64)):
+                        (303, 1300, 56), (97, 100, 48), (6, 64, 32), (1000, 12, 64)):
             a = rng.standard_normal((m, k)).astype(dtype)
             b = rng.standard_normal((k, n)).astype(dtype)
             c0 = rng.standard_normal((m, n + 5)).astype(dtype)
@@ -133,6 +135,108 @@ def test_avx512_256_pairs_are_the_avx2_tiles_bit_for_bit(dtype):
             ref = a.astype(np.float64) @ b.astype(np.float64)
             scale = np.abs(ref).max() + 1.0
             assert np.abs(got["avx512_256"][1] - ref).max() <= _tol(dtype, k) * scale
+    finally:
+        c_backend.set_isa(before)
+
+
+BREG_ISAS = [name for name in ("avx512", "avx512_256") if name in ISAS]
+
+
+@pytest.mark.skipif(not BREG_ISAS, reason="needs AVX-512F (or the emulated AVX-512 build)")
+def test_short_k_products_hold_b_in_registers():
+    """Float products with K up to 10 on the AVX-512 ISAs run gemm.c's B-in-registers
+    kernel (kernels/gemm_breg_avx512.c): B's panel of 16 (n <= 16) or 32 columns in
+    registers, a last narrower panel masked, several panels in blocks of rows, B
+    transposed packed first, the rows split between the threads. Each element sums its
+    products in order with one FMA each, as the AVX2 tiles do: with beta == 0 (alpha or
+    not, B transposed or not) the same bits as the avx2 ISA. With beta != 0 AVX2's edge
+    tiles round beta * C before adding it, the kernel adds it in the FMA, so that case is
+    checked against float64. 1 and 2 threads give the same bits; NaN in A reaches its row
+    only; with beta == 0 a NaN-filled C is not read."""
+    rng = np.random.default_rng(910)
+    before, threads = c_backend.isa(), fastnn.get_num_threads()
+    try:
+        for m, k, n in ((1, 1, 1), (3, 2, 5), (7, 10, 16), (13, 9, 17), (37, 9, 32),
+                        (100, 4, 33), (257, 10, 100), (1000, 9, 64), (20000, 9, 32),
+                        (300, 3, 784)):
+            a = rng.standard_normal((m, k)).astype(np.float32)
+            b = rng.standard_normal((k, n)).astype(np.float32)
+            c0 = rng.standard_normal((m, n + 3)).astype(np.float32)
+            a[m // 2, k - 1] = np.nan
+            ref = a.astype(np.float64) @ b.astype(np.float64)
+            got = {}
+            for name in ["avx2"] + BREG_ISAS:
+                c_backend.set_isa(name)
+                with fastnn.use_backend("c"):
+                    plain = ops.matmul(a, b)
+                    scaled = ops.matmul(a, b, alpha=0.75)
+                    bt = ops.matmul(a, np.ascontiguousarray(b.T), trans_b=True)
+                    nan_c = np.full((m, n), np.nan, np.float32)
+                    ops.matmul(a, b, out=nan_c)
+                    acc = c0.copy()
+                    ops.matmul(a, b, alpha=0.75, beta=-1.5, out=acc[:, :n])
+                    fastnn.set_num_threads(1)
+                    one = ops.matmul(a, b)
+                    fastnn.set_num_threads(threads)
+                got[name] = (plain, scaled, bt, nan_c, one)
+                np.testing.assert_array_equal(one, plain, err_msg=str((name, m, k, n)))
+                np.testing.assert_array_equal(nan_c, plain, err_msg=str((name, m, k, n)))
+                assert np.isnan(plain[m // 2]).all() and np.isnan(acc[m // 2, :n]).all()
+                rows = np.arange(m) != m // 2
+                scale = np.abs(ref[rows]).max(initial=0.0) + 1.0
+                tol = _tol(np.float32, k) * scale
+                assert np.abs(plain[rows] - ref[rows]).max(initial=0.0) <= tol
+                want = 0.75 * ref[rows] - 1.5 * c0[rows, :n]
+                assert np.abs(acc[rows, :n] - want).max(initial=0.0) <= 2 * tol
+                np.testing.assert_array_equal(acc[:, n:], c0[:, n:])
+            for name in BREG_ISAS:
+                for x, y in zip(got["avx2"], got[name]):
+                    np.testing.assert_array_equal(y, x, err_msg=str((name, m, k, n)))
+    finally:
+        c_backend.set_isa(before)
+        fastnn.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not BREG_ISAS, reason="needs AVX-512F (or the emulated AVX-512 build)")
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_short_k_epilogue_in_registers(layout):
+    """The 1x1 convolutions' forward with up to 10 input channels is a short-K product
+    with a bias (per column NHWC, per row NCHW) and relu: the B-in-registers kernel applies
+    them before its one store, with the epilogue's operations, so the same bits as the
+    avx2 ISA (which applies them to each finished tile), NaN kept by relu; and the NumPy
+    reference within the tolerance."""
+    rng = np.random.default_rng(911)
+    before = c_backend.isa()
+    try:
+        for c, f in ((2, 5), (5, 24), (10, 40)):
+            if layout == "NHWC":
+                x = rng.standard_normal((6, 7, 9, c)).astype(np.float32)
+                w = rng.standard_normal((1, 1, c, f)).astype(np.float32)
+                x[0, 0, 0, 0] = np.nan
+            else:
+                x = rng.standard_normal((6, c, 7, 9)).astype(np.float32)
+                w = rng.standard_normal((f, c, 1, 1)).astype(np.float32)
+                x[0, 0, 0, 0] = np.nan
+            b = rng.standard_normal(f).astype(np.float32)
+            b[0] = -0.0
+            w[..., 0] = 0.0 if layout == "NHWC" else w[..., 0]
+            got = {}
+            for name in ["avx2"] + BREG_ISAS:
+                c_backend.set_isa(name)
+                with fastnn.use_backend("c"):
+                    got[name] = [ops.conv2d_forward(x, w, b, layout=layout, activation=act)
+                                 for act in (None, "relu")]
+            with fastnn.use_backend("numpy"):
+                ref = [ops.conv2d_forward(x, w, b, layout=layout, activation=act)
+                       for act in (None, "relu")]
+            for name in BREG_ISAS:
+                for y, x2, r in zip(got[name], got["avx2"], ref):
+                    np.testing.assert_array_equal(y, x2, err_msg=str((name, c, f)))
+                    assert np.array_equal(np.signbit(y), np.signbit(x2))
+                    assert np.isnan(y).sum() == np.isnan(r).sum() > 0
+                    ok = ~np.isnan(r)
+                    tol = _tol(np.float32, c) * (np.abs(r[ok]).max() + 1.0)
+                    assert np.abs(y[ok] - r[ok]).max() <= tol
     finally:
         c_backend.set_isa(before)
 

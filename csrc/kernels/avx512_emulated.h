@@ -4,7 +4,7 @@
  * _mm512_* intrinsics become SIMDe's portable versions (https://github.com/simd-everywhere/simde,
  * Debian's libsimde-dev), so the AVX-512 kernels run, bit for bit in their order of
  * operations, on an AVX2 machine and the test suite checks them there. SIMDe 0.7.4 lacks
- * the 11 functions below and two aliases; they follow Intel's definitions lane by lane (a
+ * the 12 functions below and two aliases; they follow Intel's definitions lane by lane (a
  * masked load reads only the lanes its mask enables, as the instruction's fault
  * suppression allows; the reduction adds in the order of GCC's _mm512_reduce_add_*), and
  * each name is #undef'd first, for a SIMDe that defines it. Never in a release build: it
@@ -54,8 +54,18 @@ static inline void emu_mask_storeu_epi64(void *p, simde__mmask8 k, simde__m512i 
         if ((k >> i) & 1)
             ((int64_t *)p)[i] = v.i64[i];
 }
+/* a non-temporal store: a plain one, on the address the instruction requires (64-byte
+ * aligned: a misaligned one traps, as the instruction faults) */
+static inline void emu_stream_ps(void *p, simde__m512 a)
+{
+    if ((uintptr_t)p % 64)
+        __builtin_trap();
+    simde_mm512_storeu_ps(p, a);
+}
 #undef _mm512_maskz_loadu_ps
 #define _mm512_maskz_loadu_ps emu_maskz_loadu_ps
+#undef _mm512_stream_ps
+#define _mm512_stream_ps emu_stream_ps
 #undef _mm512_maskz_loadu_pd
 #define _mm512_maskz_loadu_pd emu_maskz_loadu_pd
 #undef _mm512_mask_storeu_ps
