@@ -268,13 +268,14 @@ def _lenet(libs, reps: int) -> None:
 
 def _dense(libs, reps: int) -> None:
     """The dense NHWC float32 backward (no pooling after it: BatchNormalization's CNN) at
-    program 2's second convolution, 128 x 13 x 13 x 32 -> 64 3x3 valid, a VGG block's
-    128 x 16 x 16 x 32 -> 32 3x3 "same" and LeNet-5's 128 x 14 x 14 x 6 -> 16 5x5 valid:
+    program 2's second convolution, 128 x 13 x 13 x 32 -> 64 3x3 valid, VGG blocks'
+    128 x 16 x 16 x 32 -> 32 and 128 x 8 x 8 x 64 -> 64 3x3 "same" and LeNet-5's 128 x 14
+    x 14 x 6 -> 16 5x5 valid:
     the weight and bias gradients alone (a layer's dx not needed) and with dx."""
     rng = np.random.default_rng(0)
     _conv_signatures(libs, "f32")
     for n, h, c, f, k, pad in ((128, 13, 32, 64, 3, 0), (128, 16, 32, 32, 3, 1),
-                               (128, 14, 6, 16, 5, 0)):
+                               (128, 8, 64, 64, 3, 1), (128, 14, 6, 16, 5, 0)):
         o = h + 2 * pad - k + 1
         g = _Geom(n, h, h, c, k, k, 1, 1, pad, pad, pad, pad, 1, 1, o, o)
         x = rng.standard_normal((n, h, h, c)).astype(np.float32)

@@ -37,9 +37,10 @@
  * NHWC backward, on ISAs with a gather micro-kernel: dw without a column matrix too (the
  * same micro-kernel with the roles swapped: A(i, q) = x[corner of pixel q + offset of
  * patch element i], B = dy, in pieces of at most DW_PIECE pixels with one partial each,
- * summed in piece order); dx without one too where the channels fill whole NR panels and
- * there is no padding (a scatter micro-kernel adds each tile of dy * w^T into dx at the
- * receptive fields, conv_dx_implicit), else through dcols = dy * w^T and col2im.
+ * summed in piece order); dx without one too where the channels fill whole NR panels (a
+ * scatter micro-kernel adds each tile of dy * w^T into dx at the receptive fields, or
+ * with padding into a padded image copied out: conv_dx_implicit), else through dcols =
+ * dy * w^T and col2im.
  * Convolution + 2x2 max pooling (NHWC, the gather kernel): forward pooled in L1
  * (conv_pool_implicit); the backward from the pooled gradient and argmax, sparse (each
  * pooled gradient's products with its argmax pixel only: conv_pool_sparse, image kernels
@@ -606,24 +607,62 @@ static void conv_dw_implicit(const fnn_geom *g, int64_t f, const real *x, const 
 }
 
 /* Does the NHWC backward take dx without dcols (conv_dx_implicit)? The implicit path, a
- * scatter micro-kernel, no padding (dx is written in place), and whole NR-wide panels of
- * channels (each panel's elements contiguous in dx). */
+ * scatter micro-kernel, and whole NR-wide panels of channels (each panel's elements
+ * contiguous in dx). */
 static int use_implicit_dx(const fnn_geom *g, int layout)
 {
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
-    return use_implicit(g, layout) && kr->ukr_scatter && !padded(g) && g->c % kr->nr == 0;
+    return use_implicit(g, layout) && kr->ukr_scatter && g->c % kr->nr == 0;
 }
 
 /* Workspace of conv_dx_implicit: w^T packed into NR-wide panels of patch elements, then
- * per thread an MR x f tile for the last rows of dy. */
+ * per thread an MR x f tile for the last rows of dy and, with padding, a padded image. */
 static int64_t implicit_dx_ws(const fnn_geom *g, int64_t f)
 {
     const kernel_t *kr = KERNEL_FOR(fnn_get_isa());
+    const int64_t image = padded(g) ? round8((g->h + g->pt + g->pb) *
+                                             (g->w + g->pl + g->pr) * g->c)
+                                    : 0;
     return round8((g->kh * g->kw * g->c + kr->nr - 1) / kr->nr * kr->nr * f) +
-           fnn_max_threads() * round8(kr->mr * f);
+           fnn_max_threads() * (round8(kr->mr * f) + image);
 }
 
-/* dx (n, h, w, c), overwritten = col2im(dy * w^T), NHWC without padding, without the dcols
+/* conv_dx_implicit's tiles over pixels [lo, hi) of the batch (on the grid of MR pixels
+ * from q0's), scattered into images: pixel q of image n = q / ohow lands in img + (n - n0)
+ * * img_stride at its receptive field's corner, rows `row` elements apart (an image of
+ * rows of `row` pixels, C channels each). A tile's rows outside [lo, hi) go to spare. */
+static void dx_tiles(const kernel_t *kr, const fnn_geom *g, int64_t f, const real *dy,
+                     const real *bp, const int64_t *off, int64_t q0, int64_t lo, int64_t hi,
+                     real *img, int64_t n0, int64_t img_stride, int64_t row, real *edge,
+                     real *spare)
+{
+    const int mr = kr->mr, nr = kr->nr;
+    const int64_t C = g->c, ohow = g->oh * g->ow, npanels = g->kh * g->kw * C / nr;
+    for (int64_t t = lo - (q0 + lo) % mr; t < hi; t += mr) {
+        const int64_t r0 = max64(t, lo), r1 = min64(t + mr, hi); /* rows of ours */
+        const real *a = edge;
+        if (r0 == t && r1 == t + mr) {
+            a = dy + t * f;
+        } else { /* the micro-kernel reads MR rows: copy ours */
+            memset(edge, 0, sizeof(real) * (size_t)(mr * f));
+            memcpy(edge + (r0 - t) * f, dy + r0 * f, sizeof(real) * (size_t)((r1 - r0) * f));
+        }
+        real *corner[32], *crow[32];
+        for (int64_t i = 0; i < mr; i++) {
+            const int64_t q = t + i, n = q / ohow, oh = q % ohow / g->ow, ow = q % g->ow;
+            corner[i] = q >= r0 && q < r1
+                            ? img + (n - n0) * img_stride + (oh * g->sh * row + ow * g->sw) * C
+                            : NULL;
+        }
+        for (int64_t jp = 0; jp < npanels; jp++) {
+            for (int64_t i = 0; i < mr; i++)
+                crow[i] = corner[i] ? corner[i] + off[jp * nr] : spare + i * nr;
+            kr->ukr_scatter(f, a, f, bp + jp * nr * f, crow);
+        }
+    }
+}
+
+/* dx (n, h, w, c), overwritten = col2im(dy * w^T), NHWC, without the dcols
  * matrix: each MR x NR tile of dcols (MR output pixels, NR channels of one (kh, kw)) is
  * computed by the scatter micro-kernel (dy's rows read in place against w^T packed once,
  * K = f) and added in registers into dx at the pixels' receptive fields. Threads take
@@ -633,7 +672,11 @@ static int64_t implicit_dx_ws(const fnn_geom *g, int64_t f)
  * chunks: a tile across a thread's or chunk's edge is computed on both sides, each adding
  * its own rows, so every dx element sums the same terms in the same order (the same
  * bits). In-process against dcols + col2im: 0.88-0.93x time for the CNN's (128, 13, 13,
- * 32) -> 64 backward (dx and dW), 0.72-0.84x for (32, 16, 16, 16) -> 32. */
+ * 32) -> 64 backward (dx and dW), 0.72-0.84x for (32, 16, 16, 16) -> 32. With padding,
+ * image by image through a padded image (the thread's own, in ws), whose interior is
+ * copied to dx: in-process A/B against dcols + col2im (Zen 4 VM, 2026-12-06, medians of
+ * 21, bench/ab_builds.py dense), "same" 3x3 backward with dx, dw and db, 128 x 16 x 16 x
+ * 32 -> 32 0.87x the time on 2 threads, 0.89x on 1; 128 x 8 x 8 x 64 -> 64 0.90x, 0.92x. */
 static void conv_dx_implicit(const fnn_geom *g, int64_t f, const real *dy, const real *w,
                              int64_t q0, real *ws, real *dx)
 {
@@ -641,41 +684,36 @@ static void conv_dx_implicit(const fnn_geom *g, int64_t f, const real *dy, const
     const int mr = kr->mr, nr = kr->nr;
     const int64_t C = g->c, patch = g->kh * g->kw * C, ohow = g->oh * g->ow;
     const int64_t xs = g->h * g->w * C, npanels = patch / nr; /* C % nr == 0 */
+    const int64_t hp = g->h + g->pt + g->pb, wp = g->w + g->pl + g->pr;
+    const int64_t image = padded(g) ? round8(hp * wp * C) : 0;
     int64_t off[IMPLICIT_MAX_PATCH];
     patch_offsets(g, off);
-    real *bp = ws, *edges = ws + round8(npanels * nr * f);
+    real *bp = ws, *per_thread = ws + round8(npanels * nr * f);
     FNN(pack_b)(f, patch, w, 1, f, nr, bp); /* B(k, j) = w[j, k]: w^T, f x patch */
     const int nt = fnn_threads_for_macs(g->n * ohow * patch * f);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         const int tid = fnn_thread_num(), nth = fnn_team_size();
         _Alignas(64) real spare[32 * 32]; /* the rows of a tile outside the thread's */
-        real *edge = edges + tid * round8(mr * f); /* such a tile's dy rows, zero-padded */
+        /* such a tile's dy rows, zero-padded; with padding, the padded image */
+        real *edge = per_thread + tid * (round8(mr * f) + image);
+        real *pimg = edge + round8(mr * f);
         const int64_t n0 = g->n * tid / nth, n1 = g->n * (tid + 1) / nth;
-        const int64_t lo = n0 * ohow, hi = n1 * ohow; /* the thread's pixels */
-        memset(dx + n0 * xs, 0, sizeof(real) * (size_t)((n1 - n0) * xs));
-        for (int64_t t = lo - (q0 + lo) % mr; t < hi; t += mr) {
-            const int64_t r0 = max64(t, lo), r1 = min64(t + mr, hi); /* rows of ours */
-            const real *a = edge;
-            if (r0 == t && r1 == t + mr) {
-                a = dy + t * f;
-            } else { /* the micro-kernel reads MR rows: copy ours */
-                memset(edge, 0, sizeof(real) * (size_t)(mr * f));
-                memcpy(edge + (r0 - t) * f, dy + r0 * f,
-                       sizeof(real) * (size_t)((r1 - r0) * f));
-            }
-            real *corner[32], *crow[32];
-            for (int64_t i = 0; i < mr; i++) {
-                const int64_t q = t + i, n = q / ohow, oh = q % ohow / g->ow, ow = q % g->ow;
-                corner[i] = q >= r0 && q < r1
-                                ? dx + n * xs + (oh * g->sh * g->w + ow * g->sw) * C
-                                : NULL;
-            }
-            for (int64_t jp = 0; jp < npanels; jp++) {
-                for (int64_t i = 0; i < mr; i++)
-                    crow[i] = corner[i] ? corner[i] + off[jp * nr] : spare + i * nr;
-                kr->ukr_scatter(f, a, f, bp + jp * nr * f, crow);
-            }
+        if (!image) { /* straight into dx, the thread's images at once */
+            memset(dx + n0 * xs, 0, sizeof(real) * (size_t)((n1 - n0) * xs));
+            dx_tiles(kr, g, f, dy, bp, off, q0, n0 * ohow, n1 * ohow, dx, 0, xs, g->w, edge,
+                     spare);
+        }
+        /* Padded: image by image into the padded image (a tile across two images is
+         * computed for each, its other rows to spare), whose interior is dx's image: each
+         * dx element sums the same terms in the same order, whatever the threads. */
+        for (int64_t n = n0; image && n < n1; n++) {
+            memset(pimg, 0, sizeof(real) * (size_t)(hp * wp * C));
+            dx_tiles(kr, g, f, dy, bp, off, q0, n * ohow, (n + 1) * ohow, pimg, n, 0, wp,
+                     edge, spare);
+            for (int64_t h = 0; h < g->h; h++)
+                memcpy(dx + n * xs + h * g->w * C, pimg + ((h + g->pt) * wp + g->pl) * C,
+                       sizeof(real) * (size_t)(g->w * C));
         }
     }
 }

@@ -997,23 +997,27 @@ def test_conv_backward_crop_each_isa(isa, dtype, xs, ws):
         assert err <= _tol(dtype, kk) * (np.abs(r).max() + 1.0), (name, err)
 
 
-@pytest.mark.parametrize("dtype,xs,ws,stride,dilation", [
-    (np.float32, (16, 13, 13, 32), (3, 3, 32, 64), 1, 1),
-    (np.float32, (5, 9, 7, 16), (3, 3, 16, 24), 1, 1),
-    (np.float32, (3, 11, 10, 32), (2, 3, 32, 20), (2, 1), (1, 2)),
-    (np.float64, (16, 13, 13, 16), (3, 3, 16, 64), 1, 1),
-    (np.float64, (2, 6, 6, 16), (1, 2, 16, 5), (1, 2), 1)])
-def test_conv_backward_dx_scatter_each_isa(isa, dtype, xs, ws, stride, dilation,
+@pytest.mark.parametrize("dtype,xs,ws,stride,dilation,padding", [
+    (np.float32, (16, 13, 13, 32), (3, 3, 32, 64), 1, 1, "valid"),
+    (np.float32, (5, 9, 7, 16), (3, 3, 16, 24), 1, 1, "valid"),
+    (np.float32, (3, 11, 10, 32), (2, 3, 32, 20), (2, 1), (1, 2), "valid"),
+    (np.float64, (16, 13, 13, 16), (3, 3, 16, 64), 1, 1, "valid"),
+    (np.float64, (2, 6, 6, 16), (1, 2, 16, 5), (1, 2), 1, "valid"),
+    (np.float32, (16, 13, 13, 32), (3, 3, 32, 64), 1, 1, "same"),
+    (np.float32, (3, 11, 10, 32), (2, 3, 32, 20), (2, 1), (1, 2), "same"),
+    (np.float32, (4, 7, 9, 16), (3, 2, 16, 8), 1, 1, ((0, 2), (1, 0))),
+    (np.float64, (5, 8, 8, 16), (3, 3, 16, 8), 2, 1, 1)])
+def test_conv_backward_dx_scatter_each_isa(isa, dtype, xs, ws, stride, dilation, padding,
                                            restore_workspace_limit):
-    """NHWC dx without dcols (AVX2, channels a multiple of NR, no padding: the scatter
-    micro-kernel adds each tile into dx; else dcols + col2im) against the reference, with
-    tiles that span two images; the same bits on 1 and 2 threads (16 images of 121
-    pixels: the second thread's first tile starts before its pixels) and in chunks of one
-    image (the tiles on one grid)."""
+    """NHWC dx without dcols (AVX2, channels a multiple of NR: the scatter micro-kernel
+    adds each tile into dx, or with padding into a padded image whose interior is dx's;
+    else dcols + col2im) against the reference, with tiles that span two images; the same
+    bits on 1 and 2 threads (16 images of 121 pixels: the second thread's first tile starts
+    before its pixels) and in chunks of one image (the tiles on one grid)."""
     rng = np.random.default_rng(8)
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
-    kw = dict(stride=stride, dilation=dilation)
+    kw = dict(stride=stride, dilation=dilation, padding=padding)
     with fastnn.use_backend("numpy"):
         y = ops.conv2d_forward(x, w, **kw)
         dy = rng.standard_normal(y.shape).astype(dtype)
