@@ -35,7 +35,8 @@ from .ops._checks import refuse_masked
 from .layers.base import Layer, _fmt, _sample_shape, _unique_name
 from .layers.conv import (MaxPooling2D, act_pool_backward, act_pool_forward, act_pool_pairable,
                           conv_act_pool_backward, conv_act_pool_forward, conv_pool_backward,
-                          conv_pool_forward, conv_pool_fusable)
+                          conv_pool_forward, conv_pool_fusable, linear_act_backward,
+                          linear_act_forward, linear_act_fusable)
 from .layers.core import InputLayer, _WithActivation
 from .layers.normalization import bn_pool_backward, bn_pool_forward, bn_pool_fusable
 from .utils import get_rng
@@ -429,7 +430,9 @@ class Sequential:
         (:func:`~fastnn.layers.conv.conv_pool_forward`: the convolution's output is never
         written), and an Activation (or ReLU) layer of such an activation followed by a
         MaxPooling2D runs after the pooling
-        (:func:`~fastnn.layers.conv.act_pool_forward`: on the pooled elements only);
+        (:func:`~fastnn.layers.conv.act_pool_forward`: on the pooled elements only); a Dense
+        or Conv2D without an activation followed by a relu layer runs with relu in its bias
+        + activation kernel (:func:`~fastnn.layers.conv.linear_act_forward`);
         :meth:`_backward_steps` pairs their backward. Cached per layer list (all layers,
         or all but the last)."""
         layers = self.layers if layers is None else layers
@@ -455,6 +458,10 @@ class Sequential:
                     i += 2
                 elif i + 1 < len(layers) and act_pool_pairable(layers[i], layers[i + 1]):
                     steps.append(functools.partial(act_pool_forward, layers[i],
+                                                   layers[i + 1]))
+                    i += 2
+                elif _linear_act_run(layers, i):
+                    steps.append(functools.partial(linear_act_forward, layers[i],
                                                    layers[i + 1]))
                     i += 2
                 else:
@@ -530,6 +537,9 @@ class Sequential:
                 i -= 2
             elif act_pool_pairable(prev, layer):
                 steps.append(functools.partial(act_pool_backward, prev, layer))
+                i -= 2
+            elif i >= 1 and _linear_act_run(layers, i - 1):
+                steps.append(functools.partial(linear_act_backward, prev, layer))
                 i -= 2
             else:
                 steps.append(layer.backward)
@@ -1392,6 +1402,16 @@ def _conv_act_pool_run(layers: Sequence[Layer], i: int) -> bool:
     :func:`~fastnn.layers.conv.conv_act_pool_forward` runs as one?"""
     return i + 2 < len(layers) and conv_pool_fusable(layers[i], layers[i + 2]) and \
         act_pool_pairable(layers[i + 1], layers[i + 2])
+
+
+def _linear_act_run(layers: Sequence[Layer], i: int) -> bool:
+    """Is ``layers[i:i + 2]`` a Dense or Conv2D and a relu layer that
+    :func:`~fastnn.layers.conv.linear_act_forward` runs as one? Not where the relu layer
+    pairs with a MaxPooling2D after it (:func:`_conv_act_pool_run`,
+    :func:`~fastnn.layers.conv.act_pool_pairable`): those groups keep it, forward and
+    backward."""
+    return i + 1 < len(layers) and linear_act_fusable(layers[i], layers[i + 1]) and not (
+        i + 2 < len(layers) and act_pool_pairable(layers[i + 1], layers[i + 2]))
 
 
 def _layer_range(layers: Sequence[Layer], layer_range) -> tuple:

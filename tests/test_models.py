@@ -1716,6 +1716,40 @@ def test_conv_activation_layer_maxpool_runs_as_one(backend, act, monkeypatch):
                                        fastnn.layers.conv.conv_act_pool_forward, monkeypatch)
 
 
+def test_linear_layer_then_relu_layer_runs_as_one(backend, monkeypatch):
+    # Keras's Conv2D(f, k) - Activation("relu") and Dense(n) - ReLU() run as
+    # activation="relu" does, relu in the layer's bias + activation kernel
+    # (layers.conv.linear_act_forward), forward and backward; a relu layer followed by a
+    # MaxPooling2D stays with the pooling (act_pool_forward: here a 3x3 "same" pool, which
+    # the convolution does not pair with). Training follows the layer chain's.
+    def build(dtype):
+        set_random_seed(17)
+        kw = dict(dtype=dtype)
+        model = Sequential([Conv2D(4, 3, padding="same", input_shape=(9, 8, 2), **kw),
+                            fastnn.layers.Activation("relu", **kw), Conv2D(5, 3, **kw),
+                            fastnn.layers.ReLU(**kw),
+                            MaxPooling2D(3, strides=2, padding="same", **kw), Flatten(**kw),
+                            Dense(8, **kw), fastnn.layers.ReLU(**kw),
+                            Dense(K, activation="softmax", **kw)])
+        model.compile(optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+        return model
+
+    _assert_pairs_train_like_the_chain(build, (19, 9, 8, 2), "linear_act_fusable",
+                                       fastnn.layers.conv.linear_act_forward, monkeypatch)
+    monkeypatch.undo()
+    model = build("float32")
+    funcs = [getattr(s, "func", None) for s in model._backward_steps(model.layers)]
+    assert funcs.count(fastnn.layers.conv.linear_act_backward) == 2
+    assert funcs.count(fastnn.layers.conv.act_pool_backward) == 1
+    # an activation given to the layer since the plan was made: the two layers' own calls
+    x = np.random.default_rng(0).normal(size=(3, 9, 8, 2)).astype("float32")
+    assert (model._forward(x, False, model.layers[:2]) <= 0).any()
+    model.layers[0]._set_activation("sigmoid")
+    h = model._forward(x, False, model.layers[:2])
+    np.testing.assert_array_equal(h, np.maximum(model.layers[0].forward(x), 0))
+    assert (h > 0).all()
+
+
 @pytest.mark.parametrize("act,frozen", [(None, False), ("relu", False), ("elu", False),
                                         ("relu", True)])
 def test_batchnorm_then_maxpool_runs_as_one(backend, act, frozen, monkeypatch):

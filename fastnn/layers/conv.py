@@ -15,7 +15,7 @@ from .. import _backend, ops
 from .. import activations as _activations
 from ..ops._geometry import as_pair, conv_geometry
 from .base import Layer
-from .core import Activation, ReLU, _cfg, _data_format, _WithActivation
+from .core import Activation, Dense, ReLU, _cfg, _data_format, _WithActivation
 
 _LAYOUT = {"channels_last": "NHWC", "channels_first": "NCHW"}
 
@@ -421,6 +421,54 @@ def _plain_relu(act) -> bool:
     if type(act) is ReLU:
         return act._plain
     return type(act) is Activation and type(act.activation) is _activations.ReLU
+
+
+def linear_act_fusable(layer, act) -> bool:
+    """Can the activation layer ``act`` right after ``layer`` run inside it
+    (:func:`linear_act_forward`)? A Dense or Conv2D (exact classes) without an activation
+    of its own and an exact relu layer (``Activation("relu")``, a plain ``ReLU()``)."""
+    return type(layer) in (Dense, Conv2D) and layer._act_kernel == "identity" and \
+        _plain_relu(act)
+
+
+def linear_act_forward(layer, act, x, training=False):
+    """``act(layer(x))`` for a pair :func:`linear_act_fusable` accepts (Keras's
+    ``Conv2D(f, k)`` - ``Activation("relu")``), as ``activation="relu"`` computes it: relu
+    in the layer's bias + activation kernel, its output written once, the same bits as the
+    chain. Where the pair no longer qualifies (an activation set since), the chain.
+    :func:`linear_act_backward` is its backward.
+
+    Parameters
+    ----------
+    x : ndarray, layer's input
+
+    Returns
+    -------
+    y : ndarray, act's output (layer's output shape)
+    """
+    if not linear_act_fusable(layer, act):
+        act._in_layer = None
+        return act.forward(layer.forward(x, training=training), training=training)
+    layer._act_kernel = "relu"
+    try:
+        y = layer.forward(x, training=training)
+    finally:
+        layer._act_kernel = "identity"
+    act._in_layer = layer
+    return y
+
+
+def linear_act_backward(layer, act, grad):
+    """Backward of :func:`linear_act_forward` from the gradient of act's output: the
+    layer's backward through its fused relu (relu's derivative on its output, in the bias
+    + activation kernel), or the two layers' own where they ran one by one."""
+    if getattr(act, "_in_layer", None) is not layer:
+        return layer.backward(act.backward(grad))
+    layer._act_kernel = "relu"
+    try:
+        return layer.backward(grad)
+    finally:
+        layer._act_kernel = "identity"
 
 
 def conv_act_pool_backward(conv, act, pool, grad):
