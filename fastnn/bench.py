@@ -113,6 +113,9 @@ _SLOW_FIRST_CALL = 0.05  # a first call this long is not tried three more times
 # OpenBLAS's spinning outlasted 0.15 s (86528x9x32 after np.matmul and 0, 0.1, 0.15,
 # 0.2, 0.3 s of fastnn's calls: 1548, 1587, 990, 816, 877 us; 850 us back to back).
 SETTLE_SECONDS = 0.3
+# With --quick (plumbing, numbers that mean nothing) each rep is preceded by one untimed
+# call instead: the settling was most of the 29 s the quick kernel suite took.
+QUICK_SETTLE_SECONDS = 0.0
 _MAX_INNER = 1000
 _CHILD_TAG = "@@fastnn-bench"
 
@@ -370,12 +373,13 @@ def _one_rep(fn: Callable[[], Any], inner: int) -> float:
 
 def time_side_by_side(fns: Dict[str, Callable[[], Any]], reps: int,
                       ctxs: Optional[Dict[str, Callable[[], Any]]] = None,
-                      tick: Optional[Callable[[str], None]] = None
-                      ) -> Dict[str, Any]:
+                      tick: Optional[Callable[[str], None]] = None,
+                      settle: Optional[float] = None) -> Dict[str, Any]:
     """Time several implementations of one computation in alternation: each is warmed up
     (:func:`_calibrate`), then rep ``r`` of every implementation runs before rep ``r + 1``
     of any, so load on a shared machine falls on all of them alike; each rep is preceded by
-    :data:`SETTLE_SECONDS` of untimed calls of the same implementation.
+    ``settle`` seconds (default :data:`SETTLE_SECONDS`) of untimed calls of the same
+    implementation.
 
     ``fns``: name -> zero-argument callable; ``ctxs``: name -> context-manager factory
     entered around each of that implementation's reps (e.g. ``fastnn.use_backend``);
@@ -404,7 +408,7 @@ def time_side_by_side(fns: Dict[str, Callable[[], Any]], reps: int,
             if not isinstance(out[name], Exception):
                 try:
                     with ctx(name):
-                        _keep_busy(fn, SETTLE_SECONDS)
+                        _keep_busy(fn, SETTLE_SECONDS if settle is None else settle)
                         out[name][0].append(_one_rep(fn, inner[name]))
                 except Exception as exc:
                     out[name] = exc
@@ -692,8 +696,10 @@ def kernel_callable(case: KernelCase, impl: str, torch=None, seed: int = 0
 
 
 def run_kernels(cases: Sequence[KernelCase], reps: int, fastnn_backend: str, torch=None,
-                tick: Optional[Callable[[str], None]] = None) -> List[dict]:
-    """Time every case with every implementation; returns the JSON records."""
+                tick: Optional[Callable[[str], None]] = None,
+                settle: Optional[float] = None) -> List[dict]:
+    """Time every case with every implementation (``settle``: as
+    :func:`time_side_by_side`'s); returns the JSON records."""
     import fastnn
 
     records = []
@@ -719,7 +725,7 @@ def run_kernels(cases: Sequence[KernelCase], reps: int, fastnn_backend: str, tor
             if impl == "fastnn":
                 ctxs[impl] = lambda: fastnn.use_backend(fastnn_backend)
         step = (lambda impl: tick(f"{case.name} [{labels[impl]}]")) if tick else None
-        timed = time_side_by_side(fns, reps, ctxs, step)
+        timed = time_side_by_side(fns, reps, ctxs, step, settle)
         for impl, res in timed.items():
             if isinstance(res, Exception):
                 rec["results"][impl] = {"impl": labels[impl],
@@ -1332,7 +1338,8 @@ def run(*, suite: str = "all", only: Optional[Sequence[str]] = None,
             "train_reps": train_reps, "train_images": train_images,
             "backends": list(backends), "quick": quick, "torch": torch is not None,
             "kernel_backend": kernel_backend, "min_rep_seconds": MIN_REP_SECONDS}
-        result["kernels"] = run_kernels(cases, reps, kernel_backend, torch, tick)
+        result["kernels"] = run_kernels(cases, reps, kernel_backend, torch, tick,
+                                        QUICK_SETTLE_SECONDS if quick else None)
     train_records = []
     for program in PROGRAMS:
         impls_p = [i for p, i in train_jobs if p == program]

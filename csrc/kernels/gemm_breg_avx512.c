@@ -32,10 +32,10 @@
 #define R1 8  /* on a one-vector panel (n <= 16) */
 /* Rows per block when B has several panels (the block's rows for each panel in turn).
  * In-process A/B on the Zen 4 VM (2026-12-06, 2 threads, medians of 41, one function per
- * K then) against 64: 32
- * measured 0.98-1.07x the time; 16 (C's rows 16 ahead) 0.71-0.77x on 5000 x 8 x 784 but
- * 1.03-1.21x on 2000 x 10 x 1000, 20000 x 9 x 64 and 86528 x 9 x 32; about 32 KB of C per
- * block (8 rows of 784 or 1000 columns, 128 of 64) 0.75x and 1.20-1.45x on those two. */
+ * K then) against 64: 32 measured 0.98-1.07x the time; 16 (C's rows 16 ahead) 0.71-0.77x
+ * on 5000 x 8 x 784 but 1.03-1.21x on 2000 x 10 x 1000, 20000 x 9 x 64 and 86528 x 9 x 32;
+ * about 32 KB of C per block (8 rows of 784 or 1000 columns, 128 of 64) 0.75x and
+ * 1.20-1.45x on those two. */
 #define RB 64
 #define W_MAX 32
 /* Ownership of C's lines (prefetchw) is asked this many rows ahead, in the panel being
@@ -116,8 +116,8 @@ FNN_ALWAYS_INLINE void rows_step(int K, int NV, int plain, int RR, const float *
     }
 }
 
-/* C's rows [0, rows) x columns [0, n) (fnn_ukr_breg_f32) on panels of NV vectors, K known
- * at compile time. */
+/* C's rows [0, rows) x columns [0, n) (fnn_ukr_breg_f32) on panels of NV vectors (NV and
+ * plain known at compile time, K at run time). */
 FNN_ALWAYS_INLINE void breg_body(int K, int NV, int plain, int64_t rows, int64_t n,
                                  const float *a, int64_t lda, const float *b, int64_t rsb,
                                  int64_t csb, const finish_t *opt, float *c, int64_t ldc)
