@@ -590,10 +590,10 @@ static inline int block_pair(const kernel_t *kr, int mode, int64_t full, int64_t
  * AVX-512 kernels have no strips. */
 #define STREAM_MIN_BYTES ((int64_t)8 << 20)
 
-/* Whether an m x n C is large enough for non-temporal stores (STREAM_MIN_BYTES), and
- * whether an m x n product's C (c, ldc) takes them (STREAM_MIN_BYTES): beta
- * == 0, no epilogue, a single K block (k < STRIPS_MAX_K, the only path that streams), C
- * and its rows 32-byte aligned. */
+/* big_c: whether an m x n C is large enough for non-temporal stores (STREAM_MIN_BYTES).
+ * stream_c: whether the short-K strips store an m x n product's C (c, ldc) so: a big C,
+ * beta == 0, no epilogue, a single K block (k < STRIPS_MAX_K), C and its rows 32-byte
+ * aligned. (gemm_breg streams a big C with beta == 0, its kernel checking the alignment.) */
 static int big_c(int64_t m, int64_t n)
 {
     const int64_t half_l3 = fnn_cpu_l3_bytes() / 2;
