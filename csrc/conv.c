@@ -711,9 +711,7 @@ static void conv_dx_implicit(const fnn_geom *g, int64_t f, const real *dy, const
             memset(pimg, 0, sizeof(real) * (size_t)(hp * wp * C));
             dx_tiles(kr, g, f, dy, bp, off, q0, n * ohow, (n + 1) * ohow, pimg, n, 0, wp,
                      edge, spare);
-            for (int64_t h = 0; h < g->h; h++)
-                memcpy(dx + n * xs + h * g->w * C, pimg + ((h + g->pt) * wp + g->pl) * C,
-                       sizeof(real) * (size_t)(g->w * C));
+            unpad_image(g, pimg, dx + n * xs);
         }
     }
 }
