@@ -47,11 +47,13 @@ static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 512, 2048, fnn_ukr_avx2_6
                                              fnn_ukr_avx2_scatter_6x8_f64,
                                              fnn_ukr_avx2_inplace_6x8_f64,
                                              fnn_dot_avx2_f64, fnn_dot_pack_avx2_f64,
-                                             NULL, fnn_ukr_avx2_direct_strips_6x8_f64, 1, NULL,
+                                             fnn_ukr_avx2_direct_pack_6x8_f64,
+                                             fnn_ukr_avx2_direct_strips_6x8_f64, 1, NULL,
                                              NULL};
 /* AVX512_256 (AMD Zen 4's default, cpu.c): the AVX2 row with a direct-A pair kernel, 6 x
  * 32 tiles of 256-bit vectors in AVX-512VL's 32 registers (kernels/gemm_ukr256_avx512.c,
- * which says what it gained and what was not kept); doubles run the AVX2 row. */
+ * which says what it gained and what was not kept); doubles run the AVX2 row, but the
+ * AVX-512 rows in matrix products with a longer K (fnn_gemm_kernel_matmul_for_f64). */
 static const fnn_gemm_kernel_f32 k32_avx512_256 = {6, 16, 144, 640, 4096, K32_AVX2_VARIANTS,
                                                    fnn_ukr_avx512_256_direct_6x32_f32,
                                                    fnn_breg_avx512_f32};
@@ -130,33 +132,46 @@ const fnn_gemm_kernel_f64 *fnn_gemm_kernel_for_f64(int isa)
 #if FNN_X86_KERNELS
     if (isa == FNN_ISA_AVX512)
         return &k64_avx512;
-    if (isa >= FNN_ISA_AVX2) /* AVX512_256's too: no double pair kernels */
+    if (isa >= FNN_ISA_AVX2) /* AVX512_256's too (its products: see below) */
         return &k64_avx2;
 #endif
     (void)isa;
     return &k64_ref;
 }
 
-/* The kernel of a matrix product with n columns (fnn_gemm): the widest ISA's, with the
- * packed, direct-A, strided and row-edge variants (it may lack the convolutions' gather and
- * scatter), as narrow as n allows. */
-const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa, int64_t n)
+/* The kernel of a matrix product with n columns and depth k (fnn_gemm): the widest ISA's,
+ * with the packed, direct-A, strided and row-edge variants (it may lack the convolutions'
+ * gather and scatter), as narrow as n allows. */
+const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa, int64_t n, int64_t k)
 {
 #if FNN_X86_KERNELS
     if (isa == FNN_ISA_AVX512)
         return n <= k32_avx512_n16.nr ? &k32_avx512_n16 : &k32_avx512;
 #endif
-    (void)n;
+    (void)n, (void)k;
     return fnn_gemm_kernel_for_f32(isa);
 }
 
-const fnn_gemm_kernel_f64 *fnn_gemm_kernel_matmul_for_f64(int isa, int64_t n)
+/* Double products on avx512_256 (AMD Zen 4) with K over ZEN4_F64_ZMM_MIN_K run the
+ * AVX-512 ISA's zmm kernels (the same bits as that ISA); a shorter K, and the convolutions'
+ * own kernels, AVX2's 6 x 8 tiles. In-process A/B on the Zen 4 VM (2026-12-06, medians of
+ * 11-15, bench/ab_builds.py, the zmm kernels against AVX2's), 2 threads: 1024^3 0.973x the
+ * time, 2048^3 0.968x, 1000^3 0.98x, 500 x 784 x 128 0.952x, 128 x 784 x 128 0.756x,
+ * 10000 x 784 x 64 0.915x, 100 x 4320 x 100 0.785x (B transposed 0.80x, A transposed
+ * 1.01x), 4096 x 128 x 256 0.95x, 4096 x 256 x 256 0.87x, 1000 x 1000 x 8 0.83x; 1 thread
+ * 1024^3 1.00x, 500 x 784 x 128 0.94x, 10000 x 784 x 64 0.96x. On a busier host earlier
+ * that day (the two ISAs alternating, medians of 9-11): 1024^3 0.91-0.94x on 1 and 2
+ * threads, 2048^3 0.93x. But short K lost: 4096 x 64 x 256 1.04-1.11x, 4096 x 32 x 256
+ * 1.14x, 4096 x 64 x 64 1.08x, 20000 x 9 x 64 1.26x. */
+#define ZEN4_F64_ZMM_MIN_K 65
+
+const fnn_gemm_kernel_f64 *fnn_gemm_kernel_matmul_for_f64(int isa, int64_t n, int64_t k)
 {
 #if FNN_X86_KERNELS
-    if (isa == FNN_ISA_AVX512)
+    if (isa == FNN_ISA_AVX512 || (isa == FNN_ISA_AVX512_256 && k >= ZEN4_F64_ZMM_MIN_K))
         return n <= k64_avx512_n8.nr ? &k64_avx512_n8 : &k64_avx512;
 #endif
-    (void)n;
+    (void)n, (void)k;
     return fnn_gemm_kernel_for_f64(isa);
 }
 

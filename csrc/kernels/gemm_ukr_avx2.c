@@ -189,8 +189,10 @@ void fnn_ukr_avx2_strided_6x8_f64(int64_t k, const double *a, int64_t as, const 
     body_6x8_f64(k, a, as, bp, c, ldc, alpha, beta);
 }
 
+/* The double tile of direct_acc_f32 (gemm_avx2_tiles.h): one panel, no `next` 2; with pk
+ * (NULL: none) each A value also stored at pk[p*MR + i]. */
 FNN_ALWAYS_INLINE void direct_acc_6x8_f64(__m256d acc[MR][2], int64_t k, const double *a,
-                                          int64_t lda, const double *bp, int next)
+                                          int64_t lda, const double *bp, int next, double *pk)
 {
 #pragma GCC unroll 6
     for (int i = 0; i < MR; i++)
@@ -213,6 +215,8 @@ FNN_ALWAYS_INLINE void direct_acc_6x8_f64(__m256d acc[MR][2], int64_t k, const d
 #pragma GCC unroll 6
         for (int i = 0; i < MR; i++) {
             const __m256d av = _mm256_broadcast_sd(rows[i]);
+            if (pk)
+                _mm_store_sd(pk + p * MR + i, _mm256_castpd256_pd128(av));
             acc[i][0] = _mm256_fmadd_pd(av, b0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_pd(av, b1, acc[i][1]);
         }
@@ -325,7 +329,7 @@ FNN_ALWAYS_INLINE void strip_6x8_f64(int64_t k, const double *a, int64_t lda, co
     for (int64_t jp = 0; jp < npan; jp++) {
         __m256d acc[MR][2];
         double *ct = c + jp * 8;
-        direct_acc_6x8_f64(acc, k, a, lda, bp + jp * 8 * k, 0);
+        direct_acc_6x8_f64(acc, k, a, lda, bp + jp * 8 * k, 0, NULL);
 #pragma GCC unroll 6
         for (int i = 0; i < MR; i++) {
             const __m256d v0 = one ? acc[i][0] : _mm256_mul_pd(va, acc[i][0]);
@@ -355,7 +359,7 @@ void fnn_ukr_avx2_direct_strips_6x8_f64(int64_t k, int64_t rows, const double *a
                                npan * 8 * (int64_t)sizeof(double));
             for (int64_t jp = 0; jp < npan; jp++) {
                 __m256d acc[MR][2];
-                direct_acc_6x8_f64(acc, k, a + i0 * lda, lda, bp + jp * 8 * k, 0);
+                direct_acc_6x8_f64(acc, k, a + i0 * lda, lda, bp + jp * 8 * k, 0, NULL);
                 store_6x8_f64(acc, c + i0 * ldc + jp * 8, ldc, alpha, beta);
             }
         }
@@ -386,7 +390,7 @@ FNN_NOINLINE void direct_6x8_f64_blocked(int64_t k, const double *a, int64_t lda
 {
     __m256d acc[MR][2];
     prefetch_tile((const char *)c, ldc * (int64_t)sizeof(double));
-    direct_acc_6x8_f64(acc, k, a, lda, bp, 0);
+    direct_acc_6x8_f64(acc, k, a, lda, bp, 0, NULL);
     store_6x8_f64(acc, c, ldc, alpha, beta);
 }
 
@@ -399,7 +403,24 @@ void fnn_ukr_avx2_direct_6x8_f64(int64_t k, const double *a, int64_t lda, const 
     }
     __m256d acc[MR][2];
     prefetch_tile((const char *)c, ldc * (int64_t)sizeof(double));
-    direct_acc_6x8_f64(acc, k, a, lda, bp, 1);
+    direct_acc_6x8_f64(acc, k, a, lda, bp, 1, NULL);
+    store_6x8_f64(acc, c, ldc, alpha, beta);
+}
+
+/* The direct-A packing kernel (ukr_direct_pack, fnn_internal.h): the direct tile without
+ * the next strip's prefetch (gemm.c calls it on a strip's first tile, the strip's other
+ * tiles reading the panel it packs), each A value also stored at ap[p*MR + i]. In-process
+ * A/B against a packing pass (Zen 4 VM with the AVX2 kernels, 2026-12-06, medians of
+ * 15-21): double 500 x 784 x 128 0.95x the time on 2 threads, 0.93x on 1, 1024^3 and
+ * 2048^3 0.99x; the same for float (6 x 16) gained nothing (1024^3 0.99-1.00x, 500 x 784
+ * x 128 1.01-1.03x), so float keeps its SSE-transposing packing pass. */
+void fnn_ukr_avx2_direct_pack_6x8_f64(int64_t k, const double *a, int64_t lda,
+                                      const double *bp, double *c, int64_t ldc, double alpha,
+                                      double beta, double *ap)
+{
+    __m256d acc[MR][2];
+    prefetch_tile((const char *)c, ldc * (int64_t)sizeof(double));
+    direct_acc_6x8_f64(acc, k, a, lda, bp, 0, ap);
     store_6x8_f64(acc, c, ldc, alpha, beta);
 }
 
@@ -547,7 +568,7 @@ void fnn_ukr_avx2_scatter_6x8_f64(int64_t k, const double *a, int64_t lda, const
                                   double *const *crow)
 {
     __m256d acc[MR][2];
-    direct_acc_6x8_f64(acc, k, a, lda, bp, 0);
+    direct_acc_6x8_f64(acc, k, a, lda, bp, 0, NULL);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; i++) {
         double *ci = crow[i];
