@@ -401,13 +401,15 @@ int fnn_gemm_ksplit_f32(int64_t m, int64_t n, int64_t k);
 int fnn_gemm_ksplit_f64(int64_t m, int64_t n, int64_t k);
 
 /* The registry (gemm_kernels.c): the kernel with every variant serving an ISA id (what the
- * convolutions use), and the one for an n-column matrix product of depth k (fnn_gemm:
- * the widest ISA's, with the packed, direct-A, strided and row-edge variants, perhaps
- * without gather and scatter). */
+ * convolutions use), and the one for an m x n matrix product of depth k (fnn_gemm: the
+ * widest ISA's, with the packed, direct-A, strided and row-edge variants, perhaps without
+ * gather and scatter). */
 const fnn_gemm_kernel_f32 *fnn_gemm_kernel_for_f32(int isa);
 const fnn_gemm_kernel_f64 *fnn_gemm_kernel_for_f64(int isa);
-const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa, int64_t n, int64_t k);
-const fnn_gemm_kernel_f64 *fnn_gemm_kernel_matmul_for_f64(int isa, int64_t n, int64_t k);
+const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa, int64_t m, int64_t n,
+                                                          int64_t k);
+const fnn_gemm_kernel_f64 *fnn_gemm_kernel_matmul_for_f64(int isa, int64_t m, int64_t n,
+                                                          int64_t k);
 
 /* Micro-kernels. */
 void fnn_ukr_ref_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,

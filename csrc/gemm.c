@@ -128,7 +128,7 @@ int FNN(gemm_ksplit)(int64_t m, int64_t n, int64_t k)
     return use_ksplit(m, n, k);
 }
 
-static const kernel_t *gemm_kernel(int64_t n, int64_t k);
+static const kernel_t *gemm_kernel(int64_t m, int64_t n, int64_t k);
 
 /* The dot-product path (the kernel's ukr_dot, fnn_internal.h) for products with a few
  * columns: B is transposed once into the workspace (copied if given transposed); rows of a
@@ -177,13 +177,13 @@ static int64_t dot_ws(int64_t n, int64_t k, int64_t nt)
  * workspace query's nt, fnn_max_threads(), it holds wherever the driver's does. */
 static int two_b(int64_t m, int64_t n, int64_t k, int64_t nt)
 {
-    const kernel_t *kr = gemm_kernel(n, k);
+    const kernel_t *kr = gemm_kernel(m, n, k);
     return nt > 1 && m * n * k >= FNN_PAR_MIN_MACS && (k > pick_kc(kr, k) || n > kr->nc);
 }
 
 int64_t FNN(gemm_ws)(int64_t m, int64_t n, int64_t k)
 {
-    const kernel_t *kr = gemm_kernel(n, k);
+    const kernel_t *kr = gemm_kernel(m, n, k);
     int64_t kc = pick_kc(kr, k < 1 ? 1 : k);
     int64_t nc = round_up(min64(kr->nc, n < 1 ? 1 : n), kr->nr);
     /* >= any packed block's MC (an A read in place packs only a partial strip) */
@@ -468,12 +468,12 @@ static int a_in_place(const kernel_t *kr, int64_t m, int64_t n, int64_t k, int64
            (k <= DIRECT_A_SHORT_K && (n <= 2 * DIRECT_A_MAX_N || rows_whole));
 }
 
-/* The kernel of a product with n columns and depth k: the ISA's matrix-product kernel for
- * them (gemm_kernels.c). Depends on n, k and the ISA only, so the workspace query and the
+/* The kernel of an m x n product of depth k: the ISA's matrix-product kernel for it
+ * (gemm_kernels.c). Depends on the shape and the ISA only, so the workspace query and the
  * product agree. */
-static const kernel_t *gemm_kernel(int64_t n, int64_t k)
+static const kernel_t *gemm_kernel(int64_t m, int64_t n, int64_t k)
 {
-    return KERNEL_MATMUL_FOR(fnn_get_isa(), n, k);
+    return KERNEL_MATMUL_FOR(fnn_get_isa(), m, n, k);
 }
 
 /* How A is read: packed, or in place (see a_in_place) through the direct-A kernel
@@ -835,7 +835,7 @@ static inplace_job inplace_job_for(const kernel_t *kr, int64_t m, int64_t n, int
     /* A last micro-panel of at most half the kernel's columns goes to the ISA's one-vector
      * kernel (its tiles are as tall, and sum each element the same way): half the work of
      * the two-vector tile on masked-off lanes. */
-    const kernel_t *narrow = KERNEL_MATMUL_FOR(fnn_get_isa(), kr->nr / 2, k);
+    const kernel_t *narrow = KERNEL_MATMUL_FOR(fnn_get_isa(), m, kr->nr / 2, k);
     if (narrow->nr != kr->nr / 2 || narrow->mr != kr->mr || !narrow->ukr_inplace)
         narrow = kr;
     const inplace_job job = {.kr = kr, .narrow = narrow, .m = m, .n = n, .k = k,
@@ -1047,7 +1047,7 @@ void FNN(gemm_bias_act)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
         }
         return;
     }
-    const kernel_t *kr = gemm_kernel(n, k);
+    const kernel_t *kr = gemm_kernel(m, n, k);
     const int mr = kr->mr, nr = kr->nr;
     const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
     const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;

@@ -52,8 +52,8 @@ static const fnn_gemm_kernel_f64 k64_avx2 = {6, 8, 96, 512, 2048, fnn_ukr_avx2_6
                                              NULL};
 /* AVX512_256 (AMD Zen 4's default, cpu.c): the AVX2 row with a direct-A pair kernel, 6 x
  * 32 tiles of 256-bit vectors in AVX-512VL's 32 registers (kernels/gemm_ukr256_avx512.c,
- * which says what it gained and what was not kept); doubles run the AVX2 row, but the
- * AVX-512 rows in matrix products with a longer K (fnn_gemm_kernel_matmul_for_f64). */
+ * which says what it gained and what was not kept); doubles run the AVX2 row. Larger
+ * matrix products of both types run the AVX-512 rows (fnn_gemm_kernel_matmul_for_*). */
 static const fnn_gemm_kernel_f32 k32_avx512_256 = {6, 16, 144, 640, 4096, K32_AVX2_VARIANTS,
                                                    fnn_ukr_avx512_256_direct_6x32_f32,
                                                    fnn_breg_avx512_f32};
@@ -139,16 +139,32 @@ const fnn_gemm_kernel_f64 *fnn_gemm_kernel_for_f64(int isa)
     return &k64_ref;
 }
 
-/* The kernel of a matrix product with n columns and depth k (fnn_gemm): the widest ISA's,
- * with the packed, direct-A, strided and row-edge variants (it may lack the convolutions'
- * gather and scatter), as narrow as n allows. */
-const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa, int64_t n, int64_t k)
+/* The kernel of an m x n matrix product of depth k (fnn_gemm): the widest ISA's, with the
+ * packed, direct-A, strided and row-edge variants (it may lack the convolutions' gather
+ * and scatter), as narrow as n allows. */
+/* Float products on avx512_256 (AMD Zen 4) with m > ZEN4_ZMM_MIN_M and n and k over
+ * ZEN4_ZMM_MIN_NK, whose A the AVX2 kernels pack (gemm.c's a_in_place), run the AVX-512
+ * ISA's 12 x 32 zmm kernels: half the instructions and half of B's traffic per FLOP
+ * (12-row strips), which held up better when the host was busy. In-process A/B on the Zen
+ * 4 VM (2026-12-06, 2 threads, medians of 15, against AVX2's): on a busy host 1024^3 0.95-0.96x
+ * the time, 1000^3 0.93x, 4096 x 256 x 256 0.92x, 2048^3 0.97-1.01x, 500 x 784 x 128
+ * 0.96-1.00x; quiet, 1024^3 1.00x, 2048^3 1.01x, 4096 x 256 x 256 0.97x, 4096 x 128 x 256
+ * 1.01x. A read in place stays on AVX2's direct-A pair kernels: n = 64 lost 1.22-1.29x
+ * (15488 x 288 x 64, 10000 x 784 x 64), m = 128 1.04-1.05x (128 x 784 x 128). */
+#define ZEN4_ZMM_MIN_M 256
+#define ZEN4_ZMM_MIN_NK 64
+
+const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa, int64_t m, int64_t n,
+                                                          int64_t k)
 {
 #if FNN_X86_KERNELS
     if (isa == FNN_ISA_AVX512)
         return n <= k32_avx512_n16.nr ? &k32_avx512_n16 : &k32_avx512;
+    if (isa == FNN_ISA_AVX512_256 && m > ZEN4_ZMM_MIN_M && n > ZEN4_ZMM_MIN_NK &&
+        k > ZEN4_ZMM_MIN_NK)
+        return &k32_avx512;
 #endif
-    (void)n, (void)k;
+    (void)m, (void)n, (void)k;
     return fnn_gemm_kernel_for_f32(isa);
 }
 
@@ -165,13 +181,14 @@ const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa, int64_t n, in
  * 1.14x, 4096 x 64 x 64 1.08x, 20000 x 9 x 64 1.26x. */
 #define ZEN4_F64_ZMM_MIN_K 65
 
-const fnn_gemm_kernel_f64 *fnn_gemm_kernel_matmul_for_f64(int isa, int64_t n, int64_t k)
+const fnn_gemm_kernel_f64 *fnn_gemm_kernel_matmul_for_f64(int isa, int64_t m, int64_t n,
+                                                          int64_t k)
 {
 #if FNN_X86_KERNELS
     if (isa == FNN_ISA_AVX512 || (isa == FNN_ISA_AVX512_256 && k >= ZEN4_F64_ZMM_MIN_K))
         return n <= k64_avx512_n8.nr ? &k64_avx512_n8 : &k64_avx512;
 #endif
-    (void)n, (void)k;
+    (void)m, (void)n, (void)k;
     return fnn_gemm_kernel_for_f64(isa);
 }
 

@@ -114,17 +114,22 @@ def test_avx512_256_pairs_are_the_avx2_tiles_bit_for_bit(dtype):
     strips (K 11 to 63) are AVX2's under both; K up to 10 runs the kernel holding B in
     registers (test_short_k_products_hold_b_in_registers). Doubles run AVX2's kernels
     under both ISAs up to K = 64, and the AVX-512 ISA's zmm kernels from K = 65 on
-    (gemm_kernels.c, ZEN4_F64_ZMM_MIN_K): the same bits as that ISA there."""
+    (gemm_kernels.c, ZEN4_F64_ZMM_MIN_K): the same bits as that ISA there; so do floats
+    with m > 256 and n, K > 64 (ZEN4_ZMM_MIN_M; the cases are (m, K, n): (400, 500, 96)
+    and (257, 500, 65), but not (256, 500, 100)). A K of 500 is two blocks on the AVX-512
+    kernels and one on AVX2's, so the two ISAs' bits differ there."""
     rng = np.random.default_rng(256)
     before = c_backend.isa()
     try:
         for m, k, n in ((15488 // 8, 288, 64), (397, 100, 48), (301, 70, 40), (400, 1000, 64),
-                        (303, 1300, 56), (97, 100, 48), (6, 64, 32), (1000, 12, 64)):
+                        (303, 1300, 56), (97, 100, 48), (6, 64, 32), (1000, 12, 64),
+                        (400, 500, 96), (257, 500, 65), (256, 500, 100)):
             a = rng.standard_normal((m, k)).astype(dtype)
             b = rng.standard_normal((k, n)).astype(dtype)
             c0 = rng.standard_normal((m, n + 5)).astype(dtype)
             got = {}
-            twin = "avx512" if dtype == np.float64 and k >= 65 else "avx2"
+            zmm = k >= 65 if dtype == np.float64 else m > 256 and n > 64 and k > 64
+            twin = "avx512" if zmm else "avx2"
             if twin not in ISAS:
                 continue
             for name in (twin, "avx512_256"):
