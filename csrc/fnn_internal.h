@@ -30,8 +30,9 @@
 
 /* ISA ids (fastnn.h, cpu.c's fnn_get_isa). Every id from FNN_ISA_AVX2 on runs the AVX2
  * kernels where it has none of its own: `isa >= FNN_ISA_AVX2` asks for AVX2 and FMA; the
- * AVX-512 (zmm) kernels are FNN_ISA_AVX512's alone, and FNN_ISA_AVX512_256 adds only GEMM
- * micro-kernels (kernels/gemm_ukr256_avx512.c). */
+ * AVX-512 (zmm) kernels are FNN_ISA_AVX512's, and FNN_ISA_AVX512_256 adds only GEMM
+ * micro-kernels: its own (kernels/gemm_ukr256_avx512.c) and some matrix products'
+ * AVX-512 ones (gemm_kernels.c) and the NCHW rows' (conv.c's wide_rows). */
 enum { FNN_ISA_GENERIC = 0, FNN_ISA_AVX2 = 1, FNN_ISA_AVX512 = 2, FNN_ISA_AVX512_256 = 3 };
 
 /* Whether ISA id `isa` runs the AVX2 kernels' tiles (6 x 16 float, 6 x 8 double) in its

@@ -9,7 +9,8 @@ at import; :func:`set_isa` changes it later. Unsupported requests fall back with
 The default is the best the CPU runs: ``avx512`` where it has AVX-512, but ``avx512_256``
 on AMD Zen 4, whose 512-bit operations run as two 256-bit halves (see csrc/cpu.c):
 the AVX2 kernels, with matrix-product micro-kernels of 256-bit vectors in AVX-512VL's 32
-registers.
+registers, and AVX-512's own for the products they served better there (short K; float
+products with A packed, m > 256; float64 with K > 64: csrc/gemm_kernels.c).
 
 OpenMP waiting: unless the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, this module
 sets ``GOMP_SPINCOUNT=1000`` before the extension loads libgomp (which reads it once, at
