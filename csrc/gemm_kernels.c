@@ -139,10 +139,7 @@ const fnn_gemm_kernel_f64 *fnn_gemm_kernel_for_f64(int isa)
     return &k64_ref;
 }
 
-/* The kernel of an m x n matrix product of depth k (fnn_gemm): the widest ISA's, with the
- * packed, direct-A, strided and row-edge variants (it may lack the convolutions' gather
- * and scatter), as narrow as n allows. */
-/* Float products on avx512_256 (AMD Zen 4) with m > ZEN4_ZMM_MIN_M and n and k over
+/* Float products on avx512_256 (AMD Zen 4) with m over ZEN4_ZMM_MIN_M and n and k over
  * ZEN4_ZMM_MIN_NK, whose A the AVX2 kernels pack (gemm.c's a_in_place), run the AVX-512
  * ISA's 12 x 32 zmm kernels: half the instructions and half of B's traffic per FLOP
  * (12-row strips), which held up better when the host was busy. In-process A/B on the Zen
@@ -154,6 +151,9 @@ const fnn_gemm_kernel_f64 *fnn_gemm_kernel_for_f64(int isa)
 #define ZEN4_ZMM_MIN_M 256
 #define ZEN4_ZMM_MIN_NK 64
 
+/* The kernel of an m x n matrix product of depth k (fnn_gemm): the widest ISA's, with the
+ * packed, direct-A, strided and row-edge variants (it may lack the convolutions' gather
+ * and scatter), as narrow as n allows. */
 const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa, int64_t m, int64_t n,
                                                           int64_t k)
 {
@@ -168,7 +168,7 @@ const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa, int64_t m, in
     return fnn_gemm_kernel_for_f32(isa);
 }
 
-/* Double products on avx512_256 (AMD Zen 4) with K over ZEN4_F64_ZMM_MIN_K run the
+/* Double products on avx512_256 (AMD Zen 4) with K over ZEN4_ZMM_MIN_NK run the
  * AVX-512 ISA's zmm kernels (the same bits as that ISA); a shorter K, and the convolutions'
  * own kernels, AVX2's 6 x 8 tiles. In-process A/B on the Zen 4 VM (2026-12-06, medians of
  * 11-15, bench/ab_builds.py, the zmm kernels against AVX2's), 2 threads: 1024^3 0.973x the
@@ -179,13 +179,11 @@ const fnn_gemm_kernel_f32 *fnn_gemm_kernel_matmul_for_f32(int isa, int64_t m, in
  * that day (the two ISAs alternating, medians of 9-11): 1024^3 0.91-0.94x on 1 and 2
  * threads, 2048^3 0.93x. But short K lost: 4096 x 64 x 256 1.04-1.11x, 4096 x 32 x 256
  * 1.14x, 4096 x 64 x 64 1.08x, 20000 x 9 x 64 1.26x. */
-#define ZEN4_F64_ZMM_MIN_K 65
-
 const fnn_gemm_kernel_f64 *fnn_gemm_kernel_matmul_for_f64(int isa, int64_t m, int64_t n,
                                                           int64_t k)
 {
 #if FNN_X86_KERNELS
-    if (isa == FNN_ISA_AVX512 || (isa == FNN_ISA_AVX512_256 && k >= ZEN4_F64_ZMM_MIN_K))
+    if (isa == FNN_ISA_AVX512 || (isa == FNN_ISA_AVX512_256 && k > ZEN4_ZMM_MIN_NK))
         return n <= k64_avx512_n8.nr ? &k64_avx512_n8 : &k64_avx512;
 #endif
     (void)m, (void)n, (void)k;

@@ -67,10 +67,9 @@ def isa(request):
 # blocks); B rows over 4 KB apart stay packed: (20, 1100, 50).) (301, 130, 700) and (250,
 # 97, 300), untransposed: B micro-panels over 16 KB (K blocks of 300-700), so A-outer, each
 # full strip packed by its first tile (ukr_direct_pack: the AVX-512 kernels', AVX2's double
-# one), the last row (301 =
-# 25 x 12 + 1 = 50 x 6 + 1) by pack_a. (301, 130, 1300) and (97, 130, 1300): three or more K blocks
-# with every ISA's KC (AVX2's float KC 640 makes all the others one block), the last
-# shorter, with A packed and in place. (5003, 64, 40): A read in place in row blocks of
+# one), the last row (301 = 25 x 12 + 1 = 50 x 6 + 1) by pack_a. (301, 130, 1300) and (97,
+# 130, 1300): three or more K blocks with every ISA's KC (AVX2's float KC 640 makes all the
+# others one block), the last shorter, with A packed and in place. (5003, 64, 40): A read in place in row blocks of
 # about 1600 rows (gemm.c's inplace_rows: 256 KB of A), the last one ending in a partial
 # strip (5003 = 6 x 833 + 5 = 12 x 416 + 11), packed at the start of the thread's buffer.
 GEMM_CASES = [(1, 1, 1), (5, 3, 2), (13, 33, 17), (12, 32, 256), (25, 65, 300),
@@ -114,7 +113,7 @@ def test_avx512_256_pairs_are_the_avx2_tiles_bit_for_bit(dtype):
     strips (K 11 to 63) are AVX2's under both; K up to 10 runs the kernel holding B in
     registers (test_short_k_products_hold_b_in_registers). Doubles run AVX2's kernels
     under both ISAs up to K = 64, and the AVX-512 ISA's zmm kernels from K = 65 on
-    (gemm_kernels.c, ZEN4_F64_ZMM_MIN_K): the same bits as that ISA there; so do floats
+    (gemm_kernels.c, ZEN4_ZMM_MIN_NK): the same bits as that ISA there; so do floats
     with m > 256 and n, K > 64 (ZEN4_ZMM_MIN_M; the cases are (m, K, n): (400, 500, 96)
     and (257, 500, 65), but not (256, 500, 100)). A K of 500 is two blocks on the AVX-512
     kernels and one on AVX2's, so the two ISAs' bits differ there."""
